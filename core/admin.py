@@ -1,0 +1,30 @@
+"""Admin for clients and their API keys (keys are created by `manage.py create_api_key`)."""
+from django.contrib import admin
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from core.models import ApiKey, Client
+from core.services import api_key_revoke
+
+
+@admin.register(Client)
+class ClientAdmin(admin.ModelAdmin):
+    list_display = ("name", "id", "created_at")
+    search_fields = ("name", "id")
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(admin.ModelAdmin):
+    list_display = ("prefix", "client", "created_at", "revoked_at")
+    list_filter = ("revoked_at",)
+    search_fields = ("prefix", "client__name")
+    readonly_fields = ("client", "digest", "prefix", "created_at", "revoked_at")
+    actions = ("revoke",)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # a key must be shown once to its owner: use the management command
+
+    @admin.action(description="Revoke the selected keys")
+    def revoke(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
+        for api_key in queryset:
+            api_key_revoke(api_key=api_key)

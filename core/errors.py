@@ -1,0 +1,138 @@
+"""One error hierarchy and one JSON error shape for every error the service answers.
+
+The shape: `{"error": {"code": "<machine code>", "message": "<sentence>", "details": <obj|null>}}`.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.core.exceptions import PermissionDenied, RequestDataTooBig
+from django.http import Http404, HttpRequest, JsonResponse
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+from rest_framework.views import set_rollback
+
+logger = logging.getLogger(__name__)
+
+
+class ApplicationError(Exception):
+    """A failure the client can act on: a machine code, a sentence and optional details."""
+
+    status_code = status.HTTP_400_BAD_REQUEST
+    code = "bad_request"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        details: Any = None,
+        status_code: int | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+        self.headers = headers or {}
+        if code is not None:
+            self.code = code
+        if status_code is not None:
+            self.status_code = status_code
+
+
+class NotFound(ApplicationError):
+    status_code = status.HTTP_404_NOT_FOUND
+    code = "not_found"
+
+
+class Conflict(ApplicationError):
+    status_code = status.HTTP_409_CONFLICT
+    code = "conflict"
+
+
+class Unprocessable(ApplicationError):
+    status_code = status.HTTP_422_UNPROCESSABLE_ENTITY
+    code = "unprocessable"
+
+
+class TooManyRequests(ApplicationError):
+    status_code = status.HTTP_429_TOO_MANY_REQUESTS
+    code = "rate_limited"
+
+
+def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, "details": details}}
+
+
+# DRF's own exceptions, mapped to our codes and sentences.
+_DRF_CODES: dict[type[exceptions.APIException], str] = {
+    exceptions.ParseError: "malformed_json",
+    exceptions.NotAuthenticated: "not_authenticated",
+    exceptions.AuthenticationFailed: "authentication_failed",
+    exceptions.PermissionDenied: "permission_denied",
+    exceptions.NotFound: "not_found",
+    exceptions.MethodNotAllowed: "method_not_allowed",
+    exceptions.NotAcceptable: "not_acceptable",
+    exceptions.UnsupportedMediaType: "unsupported_media_type",
+    exceptions.Throttled: "rate_limited",
+}
+
+
+def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    """DRF's EXCEPTION_HANDLER: every error, the same shape; never an exception text on 500."""
+    headers: dict[str, str] = {}
+    if isinstance(exc, ApplicationError):
+        code, message, details, status_code = exc.code, exc.message, exc.details, exc.status_code
+        headers.update(exc.headers)
+    elif isinstance(exc, RequestDataTooBig):
+        code, message, details = "payload_too_large", "The request body is too large.", None
+        status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    elif isinstance(exc, Http404):
+        code, message, details, status_code = "not_found", "Not found.", None, 404
+    elif isinstance(exc, PermissionDenied):
+        code, message, details, status_code = "permission_denied", "Permission denied.", None, 403
+    elif isinstance(exc, exceptions.ValidationError):
+        code, message = "invalid", "The request is invalid; see details."
+        details, status_code = exc.detail, exc.status_code
+    elif isinstance(exc, exceptions.APIException):
+        code = _DRF_CODES.get(type(exc), exc.default_code)
+        message, details, status_code = str(exc.detail), None, exc.status_code
+        if isinstance(exc, exceptions.Throttled) and exc.wait is not None:
+            message = "Too many requests; retry later."
+            details = {"retry_after_seconds": int(exc.wait) + 1}
+        auth_header = getattr(exc, "auth_header", None)
+        if auth_header:
+            headers["WWW-Authenticate"] = auth_header
+        if getattr(exc, "wait", None) is not None:
+            headers["Retry-After"] = str(int(exc.wait) + 1)
+    else:
+        logger.exception("Unhandled error in %s", context.get("view"))
+        code, message, details, status_code = "server_error", "Internal server error.", None, 500
+    if isinstance(exc, exceptions.NotAuthenticated | exceptions.AuthenticationFailed):
+        view = context.get("view")
+        request = context.get("request")
+        if view is not None and request is not None:
+            www = view.get_authenticate_header(request)
+            if www:
+                headers["WWW-Authenticate"] = www
+            status_code = 401
+    set_rollback()
+    return Response(error_body(code, message, details), status=status_code, headers=headers)
+
+
+# Django's own handlers (URLs no view matched, errors outside DRF), in the same shape.
+def handler400(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
+    return JsonResponse(error_body("bad_request", "Bad request."), status=400)
+
+
+def handler403(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
+    return JsonResponse(error_body("permission_denied", "Permission denied."), status=403)
+
+
+def handler404(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
+    return JsonResponse(error_body("not_found", "Not found."), status=404)
+
+
+def handler500(request: HttpRequest) -> JsonResponse:
+    return JsonResponse(error_body("server_error", "Internal server error."), status=500)

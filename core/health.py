@@ -1,0 +1,45 @@
+"""Health checks for load balancers and orchestrators; unauthenticated by design."""
+from __future__ import annotations
+
+import logging
+
+from django.db import connection
+from django.http import HttpRequest, JsonResponse
+
+from core.celery import app
+
+logger = logging.getLogger(__name__)
+
+
+def healthz(request: HttpRequest) -> JsonResponse:
+    """The process is alive and serving requests."""
+    return JsonResponse({"status": "ok"})
+
+
+def readyz(request: HttpRequest) -> JsonResponse:
+    """The database and the broker are reachable; 503 naming whichever is not."""
+    failed = []
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+    except Exception:  # any driver error means "not ready"
+        logger.warning("readyz: database unreachable", exc_info=True)
+        failed.append("database")
+    try:
+        with app.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, timeout=2)
+    except Exception:  # any transport error means "not ready"
+        logger.warning("readyz: broker unreachable", exc_info=True)
+        failed.append("broker")
+    if failed:
+        return JsonResponse(
+            {
+                "error": {
+                    "code": "not_ready",
+                    "message": f"Unreachable: {', '.join(failed)}.",
+                    "details": {"failed": failed},
+                }
+            },
+            status=503,
+        )
+    return JsonResponse({"status": "ok", "checks": {"database": "ok", "broker": "ok"}})

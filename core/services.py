@@ -1,0 +1,33 @@
+"""Writes for clients and API keys."""
+from __future__ import annotations
+
+import hashlib
+import secrets
+
+from django.db import transaction
+from django.utils import timezone
+
+from core.models import ApiKey, Client
+
+API_KEY_PREFIX = "jak_"
+
+
+def api_key_digest(key: str) -> str:
+    """The stored form of a key: its hex SHA-256."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def client_create(*, name: str) -> Client:
+    return Client.objects.create(name=name)
+
+
+@transaction.atomic
+def api_key_create(*, client: Client) -> str:
+    """Create a key for `client` and return it; this is the only time the key is seen."""
+    key = API_KEY_PREFIX + secrets.token_urlsafe(32)
+    ApiKey.objects.create(client=client, digest=api_key_digest(key), prefix=key[:12])
+    return key
+
+
+def api_key_revoke(*, api_key: ApiKey) -> None:
+    ApiKey.objects.filter(pk=api_key.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())

@@ -1,0 +1,272 @@
+"""Django settings, read from the environment (and `.env`) through one django-environ reader.
+
+With no `DATABASE_URL`/`POSTGRES_HOST` and no `CELERY_BROKER_URL` the service runs on embedded
+defaults (SQLite and kombu's filesystem transport) for trying it out; production sets both.
+"""
+from __future__ import annotations
+
+import secrets
+from datetime import timedelta
+from pathlib import Path
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+
+# Where embedded mode keeps its SQLite file, broker folders, beat schedule and dev secret.
+DATA_DIR = Path(env("DATA_DIR", default=str(BASE_DIR / "var")))
+
+# Debug pages and verbose errors; never on in production.
+DEBUG = env.bool("DEBUG", default=False)
+
+# Host names this service answers to (comma-separated).
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
+
+# --- Database -----------------------------------------------------------------------------
+if env("DATABASE_URL", default=""):
+    DATABASES = {"default": env.db("DATABASE_URL")}
+elif env("POSTGRES_HOST", default=""):
+    # The starter's variables, used when DATABASE_URL is absent.
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.postgresql",
+            "NAME": env("POSTGRES_DB", default="jobapi"),
+            "USER": env("POSTGRES_USER", default="postgres"),
+            "PASSWORD": env("POSTGRES_PASSWORD", default=""),
+            "HOST": env("POSTGRES_HOST"),
+            "PORT": env.int("POSTGRES_PORT", default=5432),
+        }
+    }
+else:
+    DATA_DIR.mkdir(parents=True, exist_ok=True)
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": DATA_DIR / "db.sqlite3",
+            "OPTIONS": {
+                # WAL lets the API read while a worker writes; IMMEDIATE takes the write lock at
+                # BEGIN so two writers queue on the busy timeout instead of failing to upgrade.
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+                "transaction_mode": "IMMEDIATE",
+                "timeout": 20,
+            },
+        }
+    }
+EMBEDDED_DATABASE = DATABASES["default"]["ENGINE"].endswith("sqlite3")
+if not EMBEDDED_DATABASE:
+    # A new PostgreSQL connection costs ~20 ms: keep them, and check them before reuse.
+    DATABASES["default"]["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=600)
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Secrets ------------------------------------------------------------------------------
+SECRET_KEY = env("SECRET_KEY", default="")
+if not SECRET_KEY:
+    if not EMBEDDED_DATABASE:
+        raise ImproperlyConfigured("SECRET_KEY must be set when running against PostgreSQL.")
+    # Embedded (development) mode only: a random key kept beside the SQLite file.
+    _secret_file = DATA_DIR / "secret-key"
+    if not _secret_file.exists():
+        _secret_file.write_text(secrets.token_urlsafe(50))
+    SECRET_KEY = _secret_file.read_text().strip()
+
+# --- Applications -------------------------------------------------------------------------
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "django_filters",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "core",
+    "webhooks",
+    "jobs",
+]
+
+MIDDLEWARE = [
+    "core.middleware.BodySizeLimitMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "core.urls"
+WSGI_APPLICATION = "core.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "openapi" / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = Path(env("STATIC_ROOT", default=str(BASE_DIR / "staticfiles")))
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+# Serve the docs' assets straight from the apps when collectstatic has not run (development).
+WHITENOISE_USE_FINDERS = True
+
+# --- HTTP edge ----------------------------------------------------------------------------
+# Largest request body accepted, in bytes; larger ones get 413.
+API_MAX_BODY_BYTES = env.int("API_MAX_BODY_BYTES", default=1024 * 1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE = API_MAX_BODY_BYTES
+# Deepest JSON nesting accepted in a request body.
+API_MAX_JSON_DEPTH = env.int("API_MAX_JSON_DEPTH", default=32)
+# Submissions per client per minute before 429 (0 turns the limit off).
+API_SUBMIT_RATE_PER_MINUTE = env.int("API_SUBMIT_RATE_PER_MINUTE", default=600)
+# Unfinished (PENDING, STARTED, RETRY) jobs one client may have at once before 429 (0: no cap).
+JOB_MAX_UNFINISHED_PER_CLIENT = env.int("JOB_MAX_UNFINISHED_PER_CLIENT", default=10_000)
+# How long an Idempotency-Key is remembered, in seconds.
+IDEMPOTENCY_KEY_TTL_SECONDS = env.int("IDEMPOTENCY_KEY_TTL_SECONDS", default=24 * 3600)
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["core.auth.ApiKeyAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PARSER_CLASSES": ["core.parsers.StrictJSONParser"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "core.errors.exception_handler",
+    "UNAUTHENTICATED_USER": None,
+    "DEFAULT_THROTTLE_RATES": {"submit": f"{API_SUBMIT_RATE_PER_MINUTE}/min"},
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Job API",
+    "DESCRIPTION": "Submit long-running jobs, poll them, and receive signed webhooks when they end.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+}
+
+# --- Cache (throttling) -------------------------------------------------------------------
+# Rate-limit counters must be shared by every API process: Redis when configured.
+CACHE_URL = env("CACHE_URL", default="")
+if CACHE_URL:
+    CACHES = {"default": env.cache("CACHE_URL")}
+else:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": str(DATA_DIR / "cache"),
+        }
+    }
+
+# --- Celery -------------------------------------------------------------------------------
+_embedded_broker = not env("CELERY_BROKER_URL", default="")
+# Where jobs and deliveries are queued; Redis (or RabbitMQ) in production.
+CELERY_BROKER_URL = env("CELERY_BROKER_URL", default="filesystem://")
+# Celery's own result store. Jobs never need it (the Job row is the truth); set it only for tools.
+CELERY_RESULT_BACKEND = env("CELERY_RESULT_BACKEND", default=None)
+# Ignore task results unless a backend is configured: the Job row records outcomes.
+CELERY_TASK_IGNORE_RESULT = CELERY_RESULT_BACKEND is None
+# JSON only: pickle would let anyone who can write to the broker run code on the workers.
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+# Ack after the task ran, so a worker that dies mid-job leaves the message to be redelivered.
+CELERY_TASK_ACKS_LATE = True
+# ...and when the pool process is killed (OOM, SIGKILL), requeue instead of acking.
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+# One message at a time per process: an hour-long job never holds other jobs hostage in prefetch.
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Default time limits, in seconds; job types declare their own.
+CELERY_TASK_SOFT_TIME_LIMIT = 300
+CELERY_TASK_TIME_LIMIT = 330
+# Publishing must not hang a request while the broker is down: fail fast, the sweeper retries.
+CELERY_TASK_PUBLISH_RETRY = False
+CELERY_BROKER_CONNECTION_TIMEOUT = env.float("CELERY_BROKER_CONNECTION_TIMEOUT", default=2.0)
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Redeliver an unacked message only after the longest job could have finished (seconds).
+# Shorter and Redis would hand a running hour-long job to a second worker.
+CELERY_BROKER_VISIBILITY_TIMEOUT_SECONDS = env.int(
+    "CELERY_BROKER_VISIBILITY_TIMEOUT_SECONDS", default=2 * 3600
+)
+CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {
+    "visibility_timeout": CELERY_BROKER_VISIBILITY_TIMEOUT_SECONDS,
+    "socket_connect_timeout": CELERY_BROKER_CONNECTION_TIMEOUT,
+    "socket_timeout": 10,
+}
+if env("CELERY_BROKER_KEY_PREFIX", default=""):
+    # Lets several test runs share one Redis without seeing each other's queues.
+    CELERY_BROKER_TRANSPORT_OPTIONS["global_keyprefix"] = env("CELERY_BROKER_KEY_PREFIX")
+if _embedded_broker:
+    _broker_dir = DATA_DIR / "broker"
+    for _sub in ("queue", "processed"):
+        (_broker_dir / _sub).mkdir(parents=True, exist_ok=True)
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(_broker_dir / "queue"),
+        "data_folder_out": str(_broker_dir / "queue"),
+        "processed_folder": str(_broker_dir / "processed"),
+        "store_processed": False,
+        "control_folder": str(_broker_dir / "control"),
+    }
+CELERY_TASK_DEFAULT_QUEUE = "jobs"
+CELERY_TASK_ROUTES = {"webhooks.*": {"queue": "webhooks"}}
+# Don't hijack the root logger: the worker logs as configured below.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+# Periodic tasks (celery beat).
+CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
+# How often the sweeper publishes jobs that were accepted while the broker was down (seconds).
+JOB_DISPATCH_SWEEP_SECONDS = env.float("JOB_DISPATCH_SWEEP_SECONDS", default=5.0)
+# A job is swept only once it has stayed undispatched this long (seconds), so the sweeper
+# never races the request that is publishing it right now.
+JOB_DISPATCH_GRACE_SECONDS = env.float("JOB_DISPATCH_GRACE_SECONDS", default=2.0)
+CELERY_BEAT_SCHEDULE = {
+    "jobs-dispatch-sweep": {
+        "task": "jobs.dispatch_sweep",
+        "schedule": timedelta(seconds=JOB_DISPATCH_SWEEP_SECONDS),
+    },
+}
+
+# --- OpenAI (the checklist job) ------------------------------------------------------------
+# API key for the model provider; the checklist job is unavailable without it (or a base URL).
+OPENAI_API_KEY = env("OPENAI_API_KEY", default="")
+# Any OpenAI-compatible server (a gateway, a self-hosted model); empty means OpenAI itself.
+OPENAI_BASE_URL = env("OPENAI_BASE_URL", default="")
+# Model used for both checklist steps.
+OPENAI_MODEL = env("OPENAI_MODEL", default="gpt-4o-mini")
+# Timeout for one model request, in seconds.
+OPENAI_TIMEOUT_SECONDS = env.float("OPENAI_TIMEOUT_SECONDS", default=60.0)
+
+# --- Logging ------------------------------------------------------------------------------
+# Per-task INFO logging halves worker throughput: WARNING by default.
+LOG_LEVEL = env("LOG_LEVEL", default="WARNING")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+}

@@ -1,0 +1,186 @@
+"""Thin HTTP views for jobs, job types and persisted results: parse, call, serialize."""
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from rest_framework import serializers, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.throttling import SimpleRateThrottle
+from rest_framework.views import APIView
+
+from core.errors import ApplicationError
+from core.pagination import NewestFirstCursorPagination
+from jobs import selectors, services
+from jobs.registry import job_types_all
+from jobs.serializers import JobResultSerializer, JobSerializer
+
+WEBHOOK_EVENT_TYPES = ("job.started", "job.progress", "job.succeeded", "job.failed", "job.canceled")
+DEFAULT_WEBHOOK_EVENTS = ["job.succeeded", "job.failed", "job.canceled"]
+
+
+class SubmitRateThrottle(SimpleRateThrottle):
+    """Per-client submission rate (API_SUBMIT_RATE_PER_MINUTE); 429 with Retry-After."""
+
+    scope = "submit"
+
+    def allow_request(self, request: Request, view: Any) -> bool:
+        if not settings.API_SUBMIT_RATE_PER_MINUTE:
+            return True
+        return super().allow_request(request, view)
+
+    def get_cache_key(self, request: Request, view: Any) -> str | None:
+        if request.method != "POST" or request.user is None:
+            return None
+        return f"throttle:submit:{request.user.pk}"
+
+
+def _idempotency_key(request: Request) -> str:
+    key = request.headers.get("Idempotency-Key", "").strip()
+    if len(key) > 255:
+        raise ApplicationError("Idempotency-Key is longer than 255 characters.", code="invalid_header")
+    return key
+
+
+def _request_object(request: Request) -> dict[str, Any]:
+    if not isinstance(request.data, dict):
+        raise ApplicationError("The body must be a JSON object.", code="invalid")
+    return request.data
+
+
+def _paginated(request: Request, view: APIView, queryset: Any, serializer: Any) -> Response:
+    paginator = NewestFirstCursorPagination()
+    page = paginator.paginate_queryset(queryset, request, view=view)
+    return paginator.get_paginated_response(serializer(page, many=True).data)
+
+
+def _filtered(filterset_class: Any, request: Request, queryset: Any) -> Any:
+    filterset = filterset_class(request.query_params, queryset=queryset)
+    if not filterset.is_valid():
+        raise ApplicationError(
+            "Invalid filter; see details.", code="invalid_filter", details=filterset.errors
+        )
+    return filterset.qs
+
+
+class JobListCreateApi(APIView):
+    throttle_classes = [SubmitRateThrottle]
+
+    class InputSerializer(serializers.Serializer):
+        job_name = serializers.CharField(max_length=200, help_text="A registered job type.")
+        payload = serializers.JSONField(required=False, default=dict)
+        callback_url = serializers.CharField(
+            required=False, allow_blank=True, default="", max_length=2000
+        )
+        webhook_events = serializers.ListField(
+            child=serializers.ChoiceField(choices=WEBHOOK_EVENT_TYPES),
+            required=False,
+            allow_empty=False,
+            max_length=len(WEBHOOK_EVENT_TYPES),
+        )
+
+    def post(self, request: Request) -> Response:
+        body = _request_object(request)
+        data = self.InputSerializer(data=body)
+        data.is_valid(raise_exception=True)
+        events = data.validated_data.get("webhook_events")
+        job, _ = services.job_submit(
+            owner=request.user,
+            job_name=data.validated_data["job_name"],
+            payload=data.validated_data["payload"],
+            callback_url=data.validated_data["callback_url"],
+            webhook_events=sorted(set(events)) if events else list(DEFAULT_WEBHOOK_EVENTS),
+            idempotency_key=_idempotency_key(request),
+            request_body=body,
+        )
+        return Response(
+            JobSerializer(job).data,
+            status=status.HTTP_202_ACCEPTED,
+            headers={"Location": f"/api/jobs/{job.id}/"},
+        )
+
+    def get(self, request: Request) -> Response:
+        jobs = _filtered(selectors.JobFilter, request, selectors.job_list(owner=request.user))
+        return _paginated(request, self, jobs, JobSerializer)
+
+
+class JobDetailApi(APIView):
+    def get(self, request: Request, job_id: str) -> Response:
+        job = selectors.job_get(owner=request.user, job_id=job_id)
+        return Response(JobSerializer(job).data)
+
+
+class JobCancelApi(APIView):
+    def post(self, request: Request, job_id: str) -> Response:
+        job = services.job_cancel(owner=request.user, job_id=job_id)
+        return Response(JobSerializer(job).data, status=status.HTTP_202_ACCEPTED)
+
+
+class JobTypeListApi(APIView):
+    def get(self, request: Request) -> Response:
+        types = []
+        for job_type in job_types_all():
+            reason = job_type.unavailable_reason()
+            types.append(
+                {
+                    "name": job_type.name,
+                    "description": job_type.description,
+                    "payload_schema": job_type.payload_schema(),
+                    "persists_result": job_type.persist_result,
+                    "available": reason is None,
+                    "unavailable_reason": reason,
+                }
+            )
+        return Response({"results": types, "next": None, "previous": None})
+
+
+class ResultListApi(APIView):
+    def get(self, request: Request) -> Response:
+        results = _filtered(
+            selectors.JobResultFilter, request, selectors.result_list(owner=request.user)
+        )
+        return _paginated(request, self, results, JobResultSerializer)
+
+
+class ResultDetailApi(APIView):
+    def get(self, request: Request, result_id: int) -> Response:
+        result = selectors.result_get(owner=request.user, result_id=result_id)
+        return Response(JobResultSerializer(result).data)
+
+
+# --- The starter's endpoints, kept for its clients ----------------------------------------------
+
+
+class LegacyJobApi(APIView):
+    """`POST /api/job/` -> `{"task_id"}`; `GET /api/job/?job_id=` -> `{"task_id", "status", "result"}`."""
+
+    throttle_classes = [SubmitRateThrottle]
+
+    class InputSerializer(serializers.Serializer):
+        job_name = serializers.CharField(max_length=200)
+        payload = serializers.JSONField(required=False, default=dict)
+
+    def post(self, request: Request) -> Response:
+        body = _request_object(request)
+        data = self.InputSerializer(data=body)
+        data.is_valid(raise_exception=True)
+        job, _ = services.job_submit(
+            owner=request.user,
+            job_name=data.validated_data["job_name"],
+            payload=data.validated_data["payload"],
+            idempotency_key=_idempotency_key(request),
+            request_body=body,
+        )
+        return Response({"task_id": str(job.id)}, status=status.HTTP_202_ACCEPTED)
+
+    def get(self, request: Request) -> Response:
+        job_id = request.query_params.get("job_id")
+        if not job_id:
+            raise ApplicationError(
+                "The job_id query parameter is required.",
+                code="missing_parameter",
+                details={"job_id": ["This parameter is required."]},
+            )
+        job = selectors.job_get(owner=request.user, job_id=job_id)
+        return Response({"task_id": str(job.id), "status": job.status, "result": job.result})

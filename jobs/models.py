@@ -1,0 +1,99 @@
+"""Jobs (the source of truth for every submitted job), persisted results and idempotency keys."""
+from __future__ import annotations
+
+import uuid
+
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+
+class Job(models.Model):
+    class Status(models.TextChoices):
+        PENDING = "PENDING"
+        STARTED = "STARTED"
+        RETRY = "RETRY"
+        SUCCESS = "SUCCESS"
+        FAILURE = "FAILURE"
+        REVOKED = "REVOKED"
+
+    FINAL_STATUSES = frozenset({Status.SUCCESS, Status.FAILURE, Status.REVOKED})
+    ACTIVE_STATUSES = frozenset({Status.PENDING, Status.STARTED, Status.RETRY})
+
+    # Also the root Celery task id.
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey("core.Client", on_delete=models.CASCADE, related_name="jobs")
+    job_name = models.CharField(max_length=200)
+    payload = models.JSONField(default=dict)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    # {"current": int, "total": int, "message": str} while the job reports progress.
+    progress = models.JSONField(null=True, blank=True)
+    result = models.JSONField(null=True, blank=True)
+    # {"type": str, "message": str}: the job's own failure, not an HTTP error.
+    error = models.JSONField(null=True, blank=True)
+    callback_url = models.URLField(max_length=2000, blank=True, default="")
+    # Event types the callback receives.
+    webhook_events = models.JSONField(default=list, blank=True)
+    # Set by a cancel; running job code checks it between steps.
+    cancel_requested = models.BooleanField(default=False)
+    # When the job was handed to the broker; NULL means the sweeper still has to publish it.
+    dispatched_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["owner", "-created_at"], name="job_owner_created"),
+            models.Index(fields=["owner", "status", "-created_at"], name="job_owner_status_created"),
+            models.Index(fields=["owner", "job_name", "-created_at"], name="job_owner_name_created"),
+            # The sweeper's scan: only the (normally zero) undispatched jobs are in it.
+            models.Index(
+                fields=["created_at"],
+                name="job_undispatched",
+                condition=Q(dispatched_at__isnull=True, status="PENDING"),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.job_name} {self.id} ({self.status})"
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in self.FINAL_STATUSES
+
+
+class JobResult(models.Model):
+    """A job's result kept for `/api/results/`; outlives the job row it came from."""
+
+    owner = models.ForeignKey("core.Client", on_delete=models.CASCADE, related_name="results")
+    job = models.ForeignKey(Job, null=True, on_delete=models.SET_NULL, related_name="results")
+    task_name = models.CharField(max_length=200)
+    result = models.JSONField(null=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["owner", "-created_at"], name="result_owner_created"),
+            models.Index(fields=["owner", "task_name", "-created_at"], name="result_owner_task_created"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.task_name} result {self.pk}"
+
+
+class IdempotencyKey(models.Model):
+    """A client's `Idempotency-Key`, the fingerprint of the request it came with, and its job."""
+
+    owner = models.ForeignKey("core.Client", on_delete=models.CASCADE, related_name="+")
+    key = models.CharField(max_length=255)
+    # SHA-256 of the request body as canonical JSON.
+    fingerprint = models.CharField(max_length=64)
+    # NULL while the first request is still being processed.
+    job = models.ForeignKey(Job, null=True, on_delete=models.CASCADE, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["owner", "key"], name="idempotency_owner_key"),
+        ]

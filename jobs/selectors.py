@@ -1,0 +1,54 @@
+"""Reads of jobs and persisted results, always scoped to their owner."""
+from __future__ import annotations
+
+import uuid
+
+import django_filters
+from django.core.exceptions import ValidationError
+from django.db.models import QuerySet
+
+from core.errors import NotFound
+from core.models import Client
+from jobs.models import Job, JobResult
+
+
+class JobFilter(django_filters.FilterSet):
+    status = django_filters.ChoiceFilter(choices=Job.Status.choices)
+    job_name = django_filters.CharFilter()
+    created_after = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    created_before = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+
+    class Meta:
+        model = Job
+        fields = ["status", "job_name", "created_after", "created_before"]
+
+
+class JobResultFilter(django_filters.FilterSet):
+    task_name = django_filters.CharFilter()
+
+    class Meta:
+        model = JobResult
+        fields = ["task_name"]
+
+
+def job_get(*, owner: Client, job_id: uuid.UUID | str) -> Job:
+    """The owner's job; another owner's id and a malformed id both answer 404."""
+    try:
+        return Job.objects.get(pk=job_id, owner=owner)
+    except (Job.DoesNotExist, ValidationError, ValueError, TypeError):
+        raise NotFound("No such job.") from None
+
+
+def job_list(*, owner: Client) -> QuerySet[Job]:
+    return Job.objects.filter(owner=owner)
+
+
+def result_list(*, owner: Client) -> QuerySet[JobResult]:
+    return JobResult.objects.filter(owner=owner)
+
+
+def result_get(*, owner: Client, result_id: int) -> JobResult:
+    try:
+        return JobResult.objects.get(pk=result_id, owner=owner)
+    except (JobResult.DoesNotExist, ValidationError, ValueError, TypeError):
+        raise NotFound("No such result.") from None

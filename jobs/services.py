@@ -1,0 +1,364 @@
+"""Every write to jobs: submission (with idempotency), dispatch, state transitions, cancel.
+
+State transitions (see README): PENDING -> STARTED; STARTED <-> RETRY; PENDING/STARTED/RETRY ->
+SUCCESS, FAILURE or REVOKED. A final state never changes, and the first one written wins: every
+transition locks the row and re-reads its status, so a late or duplicate message is a no-op.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import uuid
+from datetime import timedelta
+from typing import Any
+
+import pydantic
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from core.errors import ApplicationError, Conflict, NotFound, TooManyRequests, Unprocessable
+from core.models import Client
+from jobs import tasks
+from jobs.models import IdempotencyKey, Job, JobResult
+from jobs.registry import JobType, job_type_get
+
+logger = logging.getLogger(__name__)
+
+Status = Job.Status
+
+
+# --- Submission ------------------------------------------------------------------------------
+
+
+def payload_validate(*, job_type: JobType, payload: Any) -> dict[str, Any]:
+    """Validate `payload` against the type's schema; 400 with field errors otherwise."""
+    if not isinstance(payload, dict):
+        raise ApplicationError(
+            "payload must be a JSON object.",
+            code="invalid_payload",
+            details={"payload": ["Expected a JSON object."]},
+        )
+    try:
+        job_type.payload_model.model_validate(payload)
+    except pydantic.ValidationError as exc:
+        field_errors: dict[str, list[str]] = {}
+        for error in exc.errors(include_url=False):
+            location = ".".join(str(part) for part in error["loc"]) or "payload"
+            field_errors.setdefault(location, []).append(error["msg"])
+        raise ApplicationError(
+            f"The payload is not valid for {job_type.name}.",
+            code="invalid_payload",
+            details={"payload": field_errors},
+        ) from None
+    return payload
+
+
+def job_type_require_available(*, job_type: JobType) -> None:
+    reason = job_type.unavailable_reason()
+    if reason:
+        raise ApplicationError(
+            f"{job_type.name} is unavailable: {reason}",
+            code="job_type_unavailable",
+            status_code=400,
+            details={"job_name": job_type.name, "reason": reason},
+        )
+
+
+def _unfinished_cap_check(*, owner: Client) -> None:
+    cap = settings.JOB_MAX_UNFINISHED_PER_CLIENT
+    if cap and Job.objects.filter(owner=owner, status__in=Job.ACTIVE_STATUSES).count() >= cap:
+        raise TooManyRequests(
+            f"You have {cap} unfinished jobs; wait for some to finish.",
+            code="too_many_unfinished_jobs",
+            headers={"Retry-After": "5"},
+        )
+
+
+def job_create(
+    *,
+    owner: Client,
+    job_type: JobType,
+    payload: dict[str, Any],
+    callback_url: str = "",
+    webhook_events: list[str] | None = None,
+) -> Job:
+    """Insert the job and publish it once the row is committed.
+
+    The row is inserted already claimed for dispatch (dispatched_at set), so the sweeper never
+    publishes it too; if publishing fails, the claim is released and the sweeper takes over.
+    """
+    with transaction.atomic():
+        job = Job.objects.create(
+            owner=owner,
+            job_name=job_type.name,
+            payload=payload,
+            callback_url=callback_url,
+            webhook_events=webhook_events or [],
+            dispatched_at=timezone.now(),
+        )
+        transaction.on_commit(lambda: job_publish_or_release(job=job))
+    return job
+
+
+def request_fingerprint(body: Any) -> str:
+    """Requests are compared as parsed JSON: key order and white space do not matter."""
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _idempotency_claim(*, owner: Client, key: str, fingerprint: str) -> Job | None:
+    """Claim `key` for this request (None), or return the job an identical request made."""
+    for _ in range(2):
+        try:
+            with transaction.atomic():
+                IdempotencyKey.objects.create(owner=owner, key=key, fingerprint=fingerprint)
+            return None
+        except IntegrityError:
+            existing = IdempotencyKey.objects.select_related("job").filter(owner=owner, key=key).first()
+        if existing is None:
+            continue  # deleted in between (expired, or the first request failed): claim again
+        ttl = timedelta(seconds=settings.IDEMPOTENCY_KEY_TTL_SECONDS)
+        if existing.created_at < timezone.now() - ttl:
+            IdempotencyKey.objects.filter(pk=existing.pk).delete()
+            continue
+        if existing.fingerprint != fingerprint:
+            raise Unprocessable(
+                "This Idempotency-Key was used with a different request body.",
+                code="idempotency_key_reused",
+            )
+        if existing.job is None:
+            raise Conflict(
+                "A request with this Idempotency-Key is still being processed; retry shortly.",
+                code="idempotency_key_in_progress",
+            )
+        return existing.job
+    raise Conflict(
+        "A request with this Idempotency-Key is still being processed; retry shortly.",
+        code="idempotency_key_in_progress",
+    )
+
+
+def job_submit(
+    *,
+    owner: Client,
+    job_name: str,
+    payload: Any,
+    callback_url: str = "",
+    webhook_events: list[str] | None = None,
+    idempotency_key: str = "",
+    request_body: Any = None,
+) -> tuple[Job, bool]:
+    """Validate and create a job; returns (job, created). A replayed idempotent request
+    returns the first request's job with created=False."""
+    job_type = job_type_get(job_name)
+    job_type_require_available(job_type=job_type)
+    payload = payload_validate(job_type=job_type, payload=payload)
+    if callback_url:
+        from webhooks.services import callback_url_validate
+
+        callback_url_validate(url=callback_url)
+    if not idempotency_key:
+        _unfinished_cap_check(owner=owner)
+        return job_create(
+            owner=owner,
+            job_type=job_type,
+            payload=payload,
+            callback_url=callback_url,
+            webhook_events=webhook_events,
+        ), True
+
+    fingerprint = request_fingerprint(request_body)
+    replayed = _idempotency_claim(owner=owner, key=idempotency_key, fingerprint=fingerprint)
+    if replayed is not None:
+        return replayed, False
+    try:
+        _unfinished_cap_check(owner=owner)
+        with transaction.atomic():
+            job = job_create(
+                owner=owner,
+                job_type=job_type,
+                payload=payload,
+                callback_url=callback_url,
+                webhook_events=webhook_events,
+            )
+            IdempotencyKey.objects.filter(owner=owner, key=idempotency_key).update(job=job)
+    except BaseException:
+        # Release the claim so the client can retry the same request.
+        IdempotencyKey.objects.filter(owner=owner, key=idempotency_key, job__isnull=True).delete()
+        raise
+    return job, True
+
+
+# --- Dispatch --------------------------------------------------------------------------------
+
+
+def job_publish_or_release(*, job: Job) -> bool:
+    """Publish a claimed job; on any broker failure release the claim for the sweeper."""
+    try:
+        tasks.job_publish(job=job)
+    except Exception:  # the broker's client raises many types; every one means "not published"
+        logger.warning("Could not publish job %s; the sweeper will retry", job.id, exc_info=True)
+        Job.objects.filter(pk=job.pk, status=Status.PENDING).update(dispatched_at=None)
+        return False
+    return True
+
+
+def jobs_dispatch_undispatched(*, limit: int = 500) -> int:
+    """The sweeper: claim jobs nobody published (broker was down) and publish them.
+
+    SKIP LOCKED lets several beat/worker processes sweep at once without publishing a job twice.
+    """
+    with transaction.atomic():
+        claimed = list(
+            Job.objects.select_for_update(skip_locked=True)
+            .filter(dispatched_at__isnull=True, status=Status.PENDING)
+            .order_by("created_at")[:limit]
+        )
+        if not claimed:
+            return 0
+        Job.objects.filter(pk__in=[job.pk for job in claimed]).update(dispatched_at=timezone.now())
+    published = 0
+    for job in claimed:
+        if not job_publish_or_release(job=job):
+            # The broker is still down: release the rest too and try on the next sweep.
+            rest = [j.pk for j in claimed[claimed.index(job) + 1 :]]
+            Job.objects.filter(pk__in=rest, status=Status.PENDING).update(dispatched_at=None)
+            break
+        published += 1
+    return published
+
+
+# --- Transitions -----------------------------------------------------------------------------
+
+
+def _locked(job_id: uuid.UUID) -> Job | None:
+    return Job.objects.select_for_update().filter(pk=job_id).first()
+
+
+def _events_record(*, job: Job, event_type: str) -> None:
+    """Record the webhook event for this transition, in the caller's transaction."""
+    if not job.callback_url:
+        return
+    from webhooks.services import job_event_record
+
+    job_event_record(job=job, event_type=event_type)
+
+
+def job_start(*, job_id: uuid.UUID) -> Job | None:
+    """Mark the job STARTED; None when it must not run (final already, or gone)."""
+    with transaction.atomic():
+        job = _locked(job_id)
+        if job is None or job.is_final:
+            return None
+        if job.cancel_requested:
+            _finish(job, Status.REVOKED)
+            return None
+        if job.status == Status.PENDING:
+            job.status = Status.STARTED
+            job.started_at = timezone.now()
+            job.save(update_fields=["status", "started_at"])
+            _events_record(job=job, event_type="job.started")
+    return job
+
+
+def job_progress(*, job_id: uuid.UUID, current: int, total: int, message: str = "") -> None:
+    progress = {"current": current, "total": total, "message": message}
+    with transaction.atomic():
+        job = _locked(job_id)
+        if job is None or job.status not in (Status.STARTED, Status.RETRY):
+            return
+        job.progress = progress
+        job.save(update_fields=["progress"])
+        _events_record(job=job, event_type="job.progress")
+
+
+def job_set_retrying(*, job_id: uuid.UUID, retrying: bool) -> None:
+    source, target = (Status.STARTED, Status.RETRY) if retrying else (Status.RETRY, Status.STARTED)
+    Job.objects.filter(pk=job_id, status=source).update(status=target)
+
+
+def job_cancel_requested(*, job_id: uuid.UUID) -> bool:
+    return Job.objects.filter(pk=job_id, cancel_requested=True).exists()
+
+
+def _finish(job: Job, status: str, **fields: Any) -> None:
+    """Write a final state on a locked, not-yet-final row, with its event and persisted result."""
+    job.status = status
+    job.finished_at = timezone.now()
+    for name, value in fields.items():
+        setattr(job, name, value)
+    job.save(update_fields=["status", "finished_at", *fields])
+    if status == Status.SUCCESS:
+        job_type = job_type_get(job.job_name)
+        if job_type.persist_result:
+            JobResult.objects.create(
+                owner_id=job.owner_id, job=job, task_name=job.job_name, result=job.result
+            )
+    event = {Status.SUCCESS: "job.succeeded", Status.FAILURE: "job.failed"}.get(status, "job.canceled")
+    _events_record(job=job, event_type=event)
+
+
+def job_finish(
+    *, job_id: uuid.UUID, status: str, result: Any = None, error: dict[str, str] | None = None
+) -> bool:
+    """Write a final state unless the job already has one (the first final state wins)."""
+    with transaction.atomic():
+        job = _locked(job_id)
+        if job is None or job.is_final:
+            return False
+        fields: dict[str, Any] = {}
+        if status == Status.SUCCESS:
+            fields["result"] = result
+        if error is not None:
+            fields["error"] = error
+        _finish(job, status, **fields)
+    return True
+
+
+def job_cancel(*, owner: Client, job_id: uuid.UUID) -> Job:
+    """Cancel: at once if the job is still queued, cooperatively (within a step) if running."""
+    with transaction.atomic():
+        job = Job.objects.select_for_update().filter(pk=job_id, owner=owner).first()
+        if job is None:
+            raise NotFound("No such job.")
+        if job.is_final:
+            raise Conflict(f"The job is already {job.status}.", code="job_already_final")
+        job.cancel_requested = True
+        job.save(update_fields=["cancel_requested"])
+        if job.status == Status.PENDING:
+            _finish(job, Status.REVOKED)
+            transaction.on_commit(lambda: tasks.job_revoke_queued(job_id=job.id))
+    return job
+
+
+def jobs_fail_abandoned() -> int:
+    """Fail jobs left STARTED/RETRY by a worker that vanished for good.
+
+    A worker lost mid-job has its message redelivered by the broker after the visibility
+    timeout; a job still unfinished after that plus all its steps' hard time limits can no
+    longer be running anywhere, so it fails with error.type "worker_lost".
+    """
+    from jobs.registry import job_types_all
+
+    now = timezone.now()
+    failed = 0
+    for job_type in job_types_all():
+        limit_seconds = (
+            settings.CELERY_BROKER_VISIBILITY_TIMEOUT_SECONDS
+            + len(job_type.steps) * job_type.time_limit_seconds
+            + 60
+        )
+        stale = Job.objects.filter(
+            job_name=job_type.name,
+            status__in=(Status.STARTED, Status.RETRY),
+            started_at__lt=now - timedelta(seconds=limit_seconds),
+        ).values_list("pk", flat=True)
+        for job_id in list(stale[:500]):
+            failed += job_finish(
+                job_id=job_id,
+                status=Status.FAILURE,
+                error={"type": "worker_lost", "message": "The worker running this job was lost."},
+            )
+    return failed

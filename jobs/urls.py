@@ -1,0 +1,14 @@
+"""Routes for jobs, job types and persisted results (and the starter's endpoints)."""
+from django.urls import path
+
+from jobs import api
+
+urlpatterns = [
+    path("jobs/", api.JobListCreateApi.as_view(), name="job-list"),
+    path("jobs/<uuid:job_id>/", api.JobDetailApi.as_view(), name="job-detail"),
+    path("jobs/<uuid:job_id>/cancel/", api.JobCancelApi.as_view(), name="job-cancel"),
+    path("job-types/", api.JobTypeListApi.as_view(), name="job-type-list"),
+    path("results/", api.ResultListApi.as_view(), name="result-list"),
+    path("results/<int:result_id>/", api.ResultDetailApi.as_view(), name="result-detail"),
+    path("job/", api.LegacyJobApi.as_view(), name="legacy-job"),
+]
