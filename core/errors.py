@@ -11,7 +11,6 @@ from django.core.exceptions import PermissionDenied, RequestDataTooBig
 from django.http import Http404, HttpRequest, JsonResponse
 from rest_framework import exceptions, status
 from rest_framework.response import Response
-from rest_framework.views import set_rollback
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +80,8 @@ _DRF_CODES: dict[type[exceptions.APIException], str] = {
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     """DRF's EXCEPTION_HANDLER: every error, the same shape; never an exception text on 500."""
+    from rest_framework.views import set_rollback  # not at import: DRF's settings import us
+
     headers: dict[str, str] = {}
     if isinstance(exc, ApplicationError):
         code, message, details, status_code = exc.code, exc.message, exc.details, exc.status_code

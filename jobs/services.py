@@ -280,7 +280,8 @@ def job_set_retrying(*, job_id: uuid.UUID, retrying: bool) -> None:
 
 
 def job_cancel_requested(*, job_id: uuid.UUID) -> bool:
-    return Job.objects.filter(pk=job_id, cancel_requested=True).exists()
+    """True when the job was cancelled, or its row is gone (pruned): either way, stop."""
+    return not Job.objects.filter(pk=job_id, cancel_requested=False).exists()
 
 
 def _finish(job: Job, status: str, **fields: Any) -> None:

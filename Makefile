@@ -1,0 +1,28 @@
+# The two commands: `make run` (the whole service, embedded defaults) and `make test` (the suite).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test test-faults bench schema lint clean
+
+$(STAMP): requirements/base.txt requirements/test.txt requirements/dev.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements/dev.txt
+	touch $(STAMP)
+
+## Start the API, a jobs worker, a deliveries worker and beat (Ctrl-C stops all).
+run: $(STAMP)
+	scripts/run-dev
+
+## Run the test suite against PostgreSQL and Redis (127.0.0.1 unless overridden).
+test: $(STAMP)
+	$(BIN)/pytest
+
+## Regenerate the committed OpenAPI spec.
+schema: $(STAMP)
+	$(BIN)/python manage.py spectacular --file openapi/schema.yaml --validate --fail-on-warn
+
+clean:
+	rm -rf $(VENV) var staticfiles .pytest_cache

@@ -1,0 +1,173 @@
+"""Shared fixtures: one real Celery worker for the whole session, a live HTTP server, API clients.
+
+The worker is a subprocess started after pytest-django created the test database, pointed at
+that database and at this run's own Redis key prefix, so end-to-end tests see committed data
+exactly as production would (no eager Celery, no mocked database).
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from django.conf import settings
+from django.db import connection
+
+from core.celery import app as celery_app
+from core.models import Client
+from core.services import api_key_create, client_create
+
+REPO = Path(__file__).resolve().parent.parent
+FINAL = {"SUCCESS", "FAILURE", "REVOKED"}
+
+
+def _require_services() -> None:
+    """On CI a missing PostgreSQL or Redis fails the run; it never silently skips."""
+    import redis
+
+    try:
+        redis.Redis.from_url(settings.CELERY_BROKER_URL, socket_connect_timeout=2).ping()
+    except Exception as exc:
+        pytest.exit(f"Redis is not reachable at {settings.CELERY_BROKER_URL}: {exc}", returncode=3)
+
+
+def worker_env(**extra: str) -> dict[str, str]:
+    """Environment for a subprocess that must share this run's database and queues."""
+    env = dict(os.environ)
+    db = connection.settings_dict
+    env["DATABASE_URL"] = (
+        f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}"
+        f"/{db['NAME']}"
+    )
+    env["DJANGO_SETTINGS_MODULE"] = "tests.settings"
+    env.update(extra)
+    return env
+
+
+def start_worker(
+    *, queues: str = "jobs,webhooks", concurrency: int = 4, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
+    name = f"test-{uuid.uuid4().hex[:8]}@localhost"
+    log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"jobapi-{name}.log", "wb")  # noqa: SIM115
+    process = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "core", "worker", "-Q", queues,
+         "-c", str(concurrency), "-n", name, "--without-mingle", "--without-gossip",
+         "-l", "warning"],
+        cwd=REPO,
+        env=env or worker_env(),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"Celery worker exited early; see {log.name}")
+        if celery_app.control.ping(destination=[name], timeout=0.5):
+            return process, name
+    process.kill()
+    raise RuntimeError(f"Celery worker did not come up; see {log.name}")
+
+
+def stop_process(process: subprocess.Popen[bytes], timeout: float = 20) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture(scope="session")
+def celery_worker(django_db_setup: Any, django_db_blocker: Any) -> Iterator[str]:
+    """One worker for the whole session, consuming both queues."""
+    _require_services()
+    with django_db_blocker.unblock():
+        process, name = start_worker()
+    yield name
+    stop_process(process)
+    _purge_run_keys()
+
+
+def _purge_run_keys() -> None:
+    import redis
+
+    prefix = os.environ["CELERY_BROKER_KEY_PREFIX"]
+    r = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    keys = list(r.scan_iter(match=f"{prefix}*", count=1000))
+    if keys:
+        r.delete(*keys)
+
+
+class Api:
+    """A tiny HTTP client bound to the live server and one API key."""
+
+    def __init__(self, base_url: str, key: str | None, client: Client | None = None) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.key = key
+        self.client = client
+        self.session = requests.Session()
+
+    def headers(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+        headers = {"Authorization": f"Bearer {self.key}"} if self.key else {}
+        headers.update(extra or {})
+        return headers
+
+    def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        kwargs["headers"] = self.headers(kwargs.get("headers"))
+        kwargs.setdefault("timeout", 30)
+        return self.session.request(method, self.base_url + path, **kwargs)
+
+    def get(self, path: str, **kwargs: Any) -> requests.Response:
+        return self.request("GET", path, **kwargs)
+
+    def post(self, path: str, **kwargs: Any) -> requests.Response:
+        return self.request("POST", path, **kwargs)
+
+    def submit(self, job_name: str, payload: dict[str, Any] | None = None, **body: Any) -> dict[str, Any]:
+        response = self.post("/api/jobs/", json={"job_name": job_name, "payload": payload or {}, **body})
+        assert response.status_code == 202, response.text
+        return response.json()
+
+    def wait(
+        self, job_id: str, until: Callable[[dict[str, Any]], bool] | None = None, timeout: float = 30
+    ) -> dict[str, Any]:
+        """Poll the job until `until(job)` (default: a final status) or fail after `timeout`."""
+        until = until or (lambda job: job["status"] in FINAL)
+        deadline = time.monotonic() + timeout
+        while True:
+            job = self.get(f"/api/jobs/{job_id}/").json()
+            if until(job):
+                return job
+            if time.monotonic() > deadline:
+                raise AssertionError(f"job {job_id} did not get there in {timeout}s: {job}")
+            time.sleep(0.05)
+
+
+@pytest.fixture
+def make_api(live_server: Any, transactional_db: Any) -> Callable[..., Api]:
+    """Factory: an Api for a new client (with its own key)."""
+
+    def factory(name: str | None = None) -> Api:
+        client = client_create(name=name or f"client-{uuid.uuid4().hex[:8]}")
+        return Api(live_server.url, api_key_create(client=client), client)
+
+    return factory
+
+
+@pytest.fixture
+def api(make_api: Callable[..., Api], celery_worker: str) -> Api:
+    """An authenticated client against the live server, with the shared worker running."""
+    return make_api()
+
+
+@pytest.fixture
+def anonymous(live_server: Any, transactional_db: Any) -> Api:
+    return Api(live_server.url, None)

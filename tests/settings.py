@@ -1,0 +1,18 @@
+"""Settings for the test run: PostgreSQL and Redis on 127.0.0.1 unless the environment says
+otherwise, a test database and Redis key prefix of this run's own."""
+import os
+import uuid
+
+# Names this run; subprocesses (the Celery worker) inherit it through the environment.
+RUN_ID = os.environ.setdefault("TEST_RUN_ID", "main")
+os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/jobapi")
+os.environ.setdefault("CELERY_BROKER_URL", "redis://127.0.0.1:6379/15")
+os.environ.setdefault("CACHE_URL", "redis://127.0.0.1:6379/15")
+os.environ.setdefault("SECRET_KEY", "test-only-secret-key-not-for-production")
+# Queues of this run only: an aborted run's leftovers are never consumed by the next one.
+os.environ.setdefault("CELERY_BROKER_KEY_PREFIX", f"test-{RUN_ID}-{uuid.uuid4().hex[:8]}:")
+os.environ.setdefault("JOB_DISPATCH_SWEEP_SECONDS", "1")
+
+from core.settings import *  # noqa: E402,F403
+
+DATABASES["default"]["TEST"] = {"NAME": f"test_jobapi_{RUN_ID}"}  # noqa: F405
