@@ -23,6 +23,7 @@ from django.db import connection
 from core.celery import app as celery_app
 from core.models import Client
 from core.services import api_key_create, client_create
+from tests.fakes.openai_server import FAKE_API_KEY, FakeOpenAI
 
 REPO = Path(__file__).resolve().parent.parent
 FINAL = {"SUCCESS", "FAILURE", "REVOKED"}
@@ -47,8 +48,21 @@ def worker_env(**extra: str) -> dict[str, str]:
         f"/{db['NAME']}"
     )
     env["DJANGO_SETTINGS_MODULE"] = "tests.settings"
+    env["DB_CONN_MAX_AGE"] = "600"
     env.update(extra)
     return env
+
+
+def fake_openai_env(server: FakeOpenAI) -> dict[str, str]:
+    """Worker settings that point the checklist job at `server`, with millisecond backoff."""
+    return {
+        "OPENAI_BASE_URL": server.base_url,
+        "OPENAI_API_KEY": FAKE_API_KEY,
+        "OPENAI_MAX_ATTEMPTS": "3",
+        "OPENAI_RETRY_BASE_SECONDS": "0.01",
+        "OPENAI_RETRY_MAX_SECONDS": "2",
+        "OPENAI_TIMEOUT_SECONDS": "3",
+    }
 
 
 def start_worker(
@@ -86,11 +100,24 @@ def stop_process(process: subprocess.Popen[bytes], timeout: float = 20) -> None:
 
 
 @pytest.fixture(scope="session")
-def celery_worker(django_db_setup: Any, django_db_blocker: Any) -> Iterator[str]:
+def fake_openai() -> Iterator[FakeOpenAI]:
+    """A local Chat Completions server for the whole session; the worker's model calls go to it,
+    and the live server (in this process) sees the checklist job as available."""
+    with FakeOpenAI() as server:
+        saved = settings.OPENAI_BASE_URL, settings.OPENAI_API_KEY
+        settings.OPENAI_BASE_URL, settings.OPENAI_API_KEY = server.base_url, FAKE_API_KEY
+        yield server
+        settings.OPENAI_BASE_URL, settings.OPENAI_API_KEY = saved
+
+
+@pytest.fixture(scope="session")
+def celery_worker(
+    django_db_setup: Any, django_db_blocker: Any, fake_openai: FakeOpenAI
+) -> Iterator[str]:
     """One worker for the whole session, consuming both queues."""
     _require_services()
     with django_db_blocker.unblock():
-        process, name = start_worker()
+        process, name = start_worker(env=worker_env(**fake_openai_env(fake_openai)))
     yield name
     stop_process(process)
     _purge_run_keys()

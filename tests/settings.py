@@ -12,6 +12,9 @@ os.environ.setdefault("SECRET_KEY", "test-only-secret-key-not-for-production")
 # Queues of this run only: an aborted run's leftovers are never consumed by the next one.
 os.environ.setdefault("CELERY_BROKER_KEY_PREFIX", f"test-{RUN_ID}-{uuid.uuid4().hex[:8]}:")
 os.environ.setdefault("JOB_DISPATCH_SWEEP_SECONDS", "1")
+# The test process (and its live server thread) closes connections after each request, so the
+# test database can be dropped at the end; worker subprocesses keep theirs (see worker_env).
+os.environ.setdefault("DB_CONN_MAX_AGE", "0")
 
 from core.settings import *  # noqa: E402,F403
 

@@ -1,7 +1,7 @@
 """`api.tasks.long_running_task`: sleeps in steps, reporting progress; cancellable while it runs."""
 import math
 import time
-from typing import Annotated, Any
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -16,9 +16,7 @@ TICK_SECONDS = 1.0
 class LongRunningPayload(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, title="LongRunningPayload")
 
-    duration: Annotated[int | float, Field(ge=0, le=MAX_DURATION_SECONDS)] = Field(
-        description="Seconds to sleep, 0 to 3600."
-    )
+    duration: float = Field(ge=0, le=MAX_DURATION_SECONDS, description="Seconds to sleep, 0 to 3600.")
     message: str = Field(default="", max_length=10_000, description="Echoed in the result.")
 
 
@@ -32,7 +30,8 @@ def sleep_in_steps(ctx: StepContext, previous: Any) -> str:
         time.sleep(max(0.0, min(TICK_SECONDS, deadline - time.monotonic())))
     ctx.check_cancelled()
     ctx.progress(total, total, "done")
-    return f"Slept for {payload.duration} seconds. Message: {payload.message}"
+    # The starter echoed the number as sent (2, not 2.0).
+    return f"Slept for {ctx.payload['duration']} seconds. Message: {payload.message}"
 
 
 JOB_TYPE = JobType(

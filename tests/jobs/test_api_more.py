@@ -1,0 +1,161 @@
+"""The starter's endpoints, listing and filtering, job types, and the broker-down path."""
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.conf import settings
+from django.utils import timezone
+
+from core.celery import app as celery_app
+from jobs.models import Job
+from jobs.tasks import job_publish, jobs_dispatch_sweep
+from tests.conftest import Api
+
+
+def test_starter_endpoints_keep_their_shapes(api: Api) -> None:
+    response = api.post("/api/job/", json={"job_name": "api.tasks.hello_world", "payload": {"message": "old"}})
+    assert response.status_code == 202
+    assert set(response.json()) == {"task_id"}
+    task_id = response.json()["task_id"]
+
+    api.wait(task_id)
+    polled = api.get(f"/api/job/?job_id={task_id}")
+
+    assert polled.json() == {"task_id": task_id, "status": "SUCCESS", "result": "hello world old"}
+
+
+def test_starter_poll_without_job_id_is_400_and_unknown_is_404(make_api: Callable[..., Api]) -> None:
+    api = make_api()
+    assert api.get("/api/job/").status_code == 400
+    assert api.get("/api/job/?job_id=00000000-0000-0000-0000-000000000000").status_code == 404
+    assert api.get("/api/job/?job_id=garbage").status_code == 404
+
+
+def _make_jobs(api: Api, count: int, **fields: Any) -> list[Job]:
+    now = timezone.now()
+    return Job.objects.bulk_create(
+        Job(owner=api.client, job_name="api.tasks.hello_world", created_at=now - timedelta(minutes=i),
+            dispatched_at=now, **fields)
+        for i in range(count)
+    )
+
+
+def test_jobs_list_newest_first_with_cursor_pages(make_api: Callable[..., Api]) -> None:
+    api = make_api()
+    jobs = _make_jobs(api, 7)
+
+    page = api.get("/api/jobs/?page_size=3").json()
+    seen = [job["id"] for job in page["results"]]
+    while page["next"]:
+        page = api.get(page["next"].replace(api.base_url, "")).json()
+        seen += [job["id"] for job in page["results"]]
+
+    assert seen == [str(job.id) for job in jobs]  # created newest first
+    assert page["previous"] is not None
+
+
+def test_page_size_is_capped_at_500(make_api: Callable[..., Api]) -> None:
+    api = make_api()
+    _make_jobs(api, 501)
+
+    assert len(api.get("/api/jobs/?page_size=10000").json()["results"]) == 500
+    assert len(api.get("/api/jobs/").json()["results"]) == 50
+
+
+def test_jobs_list_filters(make_api: Callable[..., Api]) -> None:
+    api = make_api()
+    done = _make_jobs(api, 2, status="SUCCESS")
+    _make_jobs(api, 3)
+    Job.objects.filter(pk=done[0].pk).update(job_name="api.tasks.long_running_task")
+
+    def ids(query: str) -> set[str]:
+        return {job["id"] for job in api.get(f"/api/jobs/?{query}").json()["results"]}
+
+    assert ids("status=SUCCESS") == {str(job.id) for job in done}
+    assert ids("job_name=api.tasks.long_running_task") == {str(done[0].id)}
+    cutoff = (timezone.now() - timedelta(seconds=90)).isoformat().replace("+00:00", "Z")
+    assert len(ids(f"created_after={cutoff}")) == 4  # the two newest of each batch
+    assert len(ids(f"created_before={cutoff}")) == 1
+
+
+def test_job_types_lists_each_type_with_its_schema(make_api: Callable[..., Api], settings: Any) -> None:
+    settings.OPENAI_API_KEY = ""
+    settings.OPENAI_BASE_URL = ""
+    api = make_api()
+
+    types = {t["name"]: t for t in api.get("/api/job-types/").json()["results"]}
+
+    assert set(types) == {
+        "api.tasks.hello_world",
+        "api.tasks.long_running_task",
+        "api.tasks.save_task_result_test_task",
+        "api.tasks.generate_checklist_from_guidelines",
+    }
+    long_running = types["api.tasks.long_running_task"]
+    assert long_running["available"] is True
+    assert long_running["payload_schema"]["properties"]["duration"]["maximum"] == 3600
+    assert long_running["payload_schema"]["required"] == ["duration"]
+    checklist = types["api.tasks.generate_checklist_from_guidelines"]
+    assert checklist["available"] is False
+    assert "OPENAI_API_KEY" in checklist["unavailable_reason"]
+
+
+def test_cancelling_a_queued_job_revokes_it_at_once(api: Api) -> None:
+    # Given a job that is accepted but not yet picked up by a worker.
+    [queued] = _make_jobs(api, 1)
+
+    response = api.post(f"/api/jobs/{queued.id}/cancel/")
+
+    assert response.status_code == 202
+    assert response.json()["status"] == "REVOKED"
+    # A message for it that reaches a worker later does not run it.
+    job_publish(job=queued)
+    time.sleep(1)
+    job = api.get(f"/api/jobs/{queued.id}/").json()
+    assert job["status"] == "REVOKED"
+    assert job["started_at"] is None
+
+
+@pytest.fixture
+def broker_down() -> Iterator[None]:
+    """Point this process's Celery app at a port nothing listens on: a real refused connection."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        dead_port = sock.getsockname()[1]
+    real_url = celery_app.conf.broker_write_url
+    use_broker(f"redis://127.0.0.1:{dead_port}/0")
+    try:
+        yield
+    finally:
+        use_broker(real_url)
+
+
+def use_broker(url: str) -> None:
+    """Reconnect this process's Celery app to `url` (drops pooled connections and producers)."""
+    # Fresh pools for the new URL; kombu keys its shared pools by connection, so the old ones
+    # stay usable for whoever still holds them.
+    celery_app._pool = None
+    celery_app.amqp._producer_pool = None
+    celery_app.conf.broker_write_url = url  # set from broker_url at configuration time
+
+
+def test_a_job_accepted_while_the_broker_is_down_runs_once_it_is_back(api: Api, broker_down: None) -> None:
+    # Given the broker is unreachable, a submission still answers 202 and keeps the job.
+    job = api.submit("api.tasks.hello_world", {"message": "late"})
+    row = Job.objects.get(pk=job["id"])
+    assert row.status == "PENDING" and row.dispatched_at is None
+
+    # When the broker is back and the sweeper runs (beat does this every few seconds).
+    use_broker(settings.CELERY_BROKER_URL)
+    jobs_dispatch_sweep.delay()
+
+    # Then the job runs, once.
+    done = api.wait(job["id"])
+    assert done["status"] == "SUCCESS"
+    assert done["result"] == "hello world late"
+    assert Job.objects.get(pk=job["id"]).dispatched_at is not None
