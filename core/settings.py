@@ -172,6 +172,22 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
 }
 
+# --- HTTPS behind a TLS-terminating proxy --------------------------------------------------
+# The proxy terminates TLS and says so in X-Forwarded-Proto (it must overwrite a client's value).
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# Redirect plain-HTTP requests to HTTPS; off by default so `make run` serves http://127.0.0.1.
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=False)
+# Orchestrators probe health over plain HTTP inside the network: never redirect those.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
+# How long browsers must use HTTPS only (HSTS), in seconds; 0 sends no header.
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0)
+# Whether HSTS also covers every subdomain.
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=False)
+# Whether HSTS consents to browsers' preload lists.
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
+# Session and CSRF cookies (the admin) go over HTTPS only whenever HTTPS is enforced.
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = SECURE_SSL_REDIRECT
+
 # --- Cache (throttling) -------------------------------------------------------------------
 # Rate-limit counters must be shared by every API process: Redis when configured.
 CACHE_URL = env("CACHE_URL", default="")
