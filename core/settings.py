@@ -170,6 +170,29 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # OpenAPI 3.1: JSON Schema payloads as they are, and the `webhooks` section.
+    "OAS_VERSION": "3.1.0",
+    "WEBHOOKS": "openapi.webhooks.WEBHOOKS",
+    # Separate request/response components, so generated clients get exact types for both.
+    "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "JobStatus": "jobs.models.Job.Status",
+        "WebhookEventType": "openapi.extensions.WEBHOOK_EVENT_TYPES",
+    },
+    "ENUM_GENERATE_CHOICE_DESCRIPTION": False,
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "openapi.hooks.postprocess",
+    ],
+    "TAGS": [
+        {"name": "Jobs", "description": "Submit, poll, list and cancel jobs."},
+        {"name": "Job types", "description": "What can be submitted, with payload schemas."},
+        {"name": "Results", "description": "Results kept by the job types that persist them."},
+        {"name": "Webhooks", "description": "The events sent to a job's `callback_url`."},
+        {"name": "Health", "description": "Unauthenticated checks for load balancers."},
+        {"name": "Starter API", "description": "The starter's endpoints, kept for its clients."},
+    ],
+    "REDOC_UI_SETTINGS": {"expandResponses": "200,202", "hideDownloadButton": False},
 }
 
 # --- HTTPS behind a TLS-terminating proxy --------------------------------------------------
@@ -204,7 +227,7 @@ else:
 # --- Celery -------------------------------------------------------------------------------
 _embedded_broker = not env("CELERY_BROKER_URL", default="")
 # Where jobs and deliveries are queued; Redis (or RabbitMQ) in production.
-CELERY_BROKER_URL = env("CELERY_BROKER_URL", default="filesystem://")
+CELERY_BROKER_URL = env("CELERY_BROKER_URL", default="filesystem://localhost//")
 # Celery's own result store. Jobs never need it (the Job row is the truth); set it only for tools.
 CELERY_RESULT_BACKEND = env("CELERY_RESULT_BACKEND", default=None)
 # Ignore task results unless a backend is configured: the Job row records outcomes.

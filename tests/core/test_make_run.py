@@ -1,0 +1,101 @@
+"""`make run` on a fresh data directory: embedded defaults, no servers, a job completes."""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.conftest import REPO
+
+# Variables that would switch `make run` away from its embedded defaults.
+SERVER_VARIABLES = (
+    "DATABASE_URL", "POSTGRES_HOST", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND", "CACHE_URL",
+    "SECRET_KEY", "DJANGO_SETTINGS_MODULE", "CELERY_BROKER_KEY_PREFIX", "DB_CONN_MAX_AGE",
+)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.timeout(180)
+def test_make_run_serves_the_api_and_completes_a_job(tmp_path: Path) -> None:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in SERVER_VARIABLES}
+    env.update(PORT=str(port), DATA_DIR=str(tmp_path / "data"), WEB_CONCURRENCY="1")
+    log_path = tmp_path / "make-run.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            ["make", "run"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        key = _wait_for_key(log_path, process)
+        _wait_until_up(f"{base}/healthz", process, log_path)
+        headers = {"Authorization": f"Bearer {key}"}
+
+        response = requests.post(
+            f"{base}/api/jobs/", json={"job_name": "api.tasks.hello_world", "payload": {"message": "embedded"}},
+            headers=headers, timeout=10,
+        )
+        assert response.status_code == 202, response.text
+        job_id = response.json()["id"]
+        deadline = time.monotonic() + 60
+        while (job := requests.get(f"{base}/api/jobs/{job_id}/", headers=headers, timeout=10).json())[
+            "status"
+        ] != "SUCCESS":
+            assert time.monotonic() < deadline, (job, log_path.read_text())
+            time.sleep(0.2)
+
+        assert job["result"] == "hello world embedded"
+        assert (tmp_path / "data" / "db.sqlite3").exists()
+        assert "production uses PostgreSQL and Redis" in log_path.read_text()
+    finally:
+        # Ctrl-C, as a person would: everything stops cleanly.
+        os.killpg(process.pid, signal.SIGINT)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            raise AssertionError("make run did not stop on Ctrl-C:\n" + log_path.read_text())
+    assert _leftovers(process.pid) == []
+
+
+def _wait_for_key(log_path: Path, process: subprocess.Popen[bytes]) -> str:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        match = re.search(r"API key:\s+(\S+)", log_path.read_text())
+        if match:
+            return match.group(1)
+        assert process.poll() is None, log_path.read_text()
+        time.sleep(0.2)
+    raise AssertionError("make run printed no API key:\n" + log_path.read_text())
+
+
+def _wait_until_up(url: str, process: subprocess.Popen[bytes], log_path: Path) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assert process.poll() is None, log_path.read_text()
+        try:
+            if requests.get(url, timeout=2).status_code == 200:
+                return
+        except requests.RequestException:  # not listening yet, or still booting
+            pass
+        time.sleep(0.2)
+    raise AssertionError("the API did not come up:\n" + log_path.read_text())
+
+
+def _leftovers(pgid: int) -> list[str]:
+    time.sleep(0.5)
+    out = subprocess.run(["ps", "-o", "pid=,args=", "-g", str(pgid)], capture_output=True, text=True)
+    return [line for line in out.stdout.splitlines() if line.strip()]
