@@ -159,7 +159,6 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "core.errors.exception_handler",
     "UNAUTHENTICATED_USER": None,
-    "DEFAULT_THROTTLE_RATES": {"submit": f"{API_SUBMIT_RATE_PER_MINUTE}/min"},
 }
 
 SPECTACULAR_SETTINGS = {

@@ -13,17 +13,18 @@ from rest_framework.views import APIView
 from core.errors import ApplicationError
 from core.pagination import NewestFirstCursorPagination
 from jobs import selectors, services
+from jobs.models import DEFAULT_WEBHOOK_EVENTS, WEBHOOK_EVENT_TYPES
 from jobs.registry import job_types_all
 from jobs.serializers import JobResultSerializer, JobSerializer
-
-WEBHOOK_EVENT_TYPES = ("job.started", "job.progress", "job.succeeded", "job.failed", "job.canceled")
-DEFAULT_WEBHOOK_EVENTS = ["job.succeeded", "job.failed", "job.canceled"]
 
 
 class SubmitRateThrottle(SimpleRateThrottle):
     """Per-client submission rate (API_SUBMIT_RATE_PER_MINUTE); 429 with Retry-After."""
 
     scope = "submit"
+
+    def get_rate(self) -> str:
+        return f"{settings.API_SUBMIT_RATE_PER_MINUTE}/min"
 
     def allow_request(self, request: Request, view: Any) -> bool:
         if not settings.API_SUBMIT_RATE_PER_MINUTE:
@@ -115,6 +116,28 @@ class JobCancelApi(APIView):
     def post(self, request: Request, job_id: str) -> Response:
         job = services.job_cancel(owner=request.user, job_id=job_id)
         return Response(JobSerializer(job).data, status=status.HTTP_202_ACCEPTED)
+
+
+class JobDeliveryListApi(APIView):
+    """The job's webhook deliveries, newest first, each with its attempts."""
+
+    def get(self, request: Request, job_id: str) -> Response:
+        from webhooks import selectors as webhook_selectors
+        from webhooks.api import DeliverySerializer
+
+        job = selectors.job_get(owner=request.user, job_id=job_id)
+        deliveries = webhook_selectors.delivery_list(owner_id=request.user.pk, subject_id=job.id)
+        return _paginated(request, self, deliveries, DeliverySerializer)
+
+
+class JobRedeliverApi(APIView):
+    """Send the job's final event again, with the same webhook-id and body."""
+
+    def post(self, request: Request, job_id: str) -> Response:
+        from webhooks.api import DeliverySerializer
+
+        delivery = services.job_redeliver(owner=request.user, job_id=job_id)
+        return Response(DeliverySerializer(delivery).data, status=status.HTTP_202_ACCEPTED)
 
 
 class JobTypeListApi(APIView):
