@@ -61,7 +61,7 @@ def fake_openai_env(server: FakeOpenAI) -> dict[str, str]:
         "OPENAI_MAX_ATTEMPTS": "3",
         "OPENAI_RETRY_BASE_SECONDS": "0.01",
         "OPENAI_RETRY_MAX_SECONDS": "2",
-        "OPENAI_TIMEOUT_SECONDS": "3",
+        "OPENAI_TIMEOUT_SECONDS": "10",
     }
 
 

@@ -1,13 +1,54 @@
-"""`api.tasks.generate_checklist_from_guidelines`: guidelines in, a checklist out, via a model."""
-from typing import Any
+"""`api.tasks.generate_checklist_from_guidelines`: guidelines in, a checklist out, via a model.
 
+Three chained steps: summarise the guidelines (model call 1), turn the summary into a checklist
+(model call 2), then hand back the result, which the runner stores as the job's result and, since
+the type persists results, as a persisted result. Each model answer is parsed as JSON and
+validated; a bad answer fails the job with `invalid_model_output` and the validation message.
+
+Model calls go through the official `openai` client with its own retries off, and are retried
+here with tenacity: only transient errors (429, 408, 409, 5xx, timeouts, connection errors), a
+bounded number of times, with exponential backoff that honours Retry-After. Nothing here holds a
+database transaction or lock while it waits: the status flips (RETRY/STARTED) and progress are
+short autocommit writes.
+"""
+from __future__ import annotations
+
+import email.utils
+import json
+import logging
+import random
+import re
+import time
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import openai
+import tenacity
 from django.conf import settings
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from jobs.registry import JobType
 from jobs.runtime import JobFailed, StepContext
+from jobs.types import checklist_prompts as prompts
+
+logger = logging.getLogger(__name__)
 
 MAX_GUIDELINES_CHARS = 100_000
+# Bounds on what a model may answer; beyond them the answer is off-schema, not a result.
+MAX_SUMMARY_CHARS = 50_000
+MAX_TASK_CHARS = 2_000
+MAX_CHECKLIST_ITEMS = 500
+# Kept short in error messages: a job's error is for humans, not a dump of the provider's body.
+MAX_ERROR_DETAIL_CHARS = 500
+
+# HTTP statuses worth another try besides every 5xx: timeout, lock conflict, rate limit
+# (the same set the openai client would retry itself).
+TRANSIENT_STATUS_CODES = frozenset({408, 409, 429})
+
+# The client refuses to start without a key, but a self-hosted server behind OPENAI_BASE_URL
+# often needs none; it is sent this placeholder instead.
+KEYLESS_PLACEHOLDER = "not-needed"
 
 
 class ChecklistPayload(BaseModel):
@@ -21,23 +62,302 @@ class ChecklistPayload(BaseModel):
     )
 
 
+# --- What the model must answer ----------------------------------------------------------------
+# Extra keys are ignored (models add them); missing or mistyped ones fail the job.
+
+
+class SummaryAnswer(BaseModel):
+    model_config = ConfigDict(strict=True, str_strip_whitespace=True)
+
+    summary: str = Field(min_length=1, max_length=MAX_SUMMARY_CHARS)
+
+
+class ChecklistItemAnswer(BaseModel):
+    model_config = ConfigDict(strict=True, str_strip_whitespace=True)
+
+    task: str = Field(min_length=1, max_length=MAX_TASK_CHARS)
+
+
+class ChecklistAnswer(BaseModel):
+    model_config = ConfigDict(strict=True)
+
+    checklist: list[ChecklistItemAnswer] = Field(min_length=1, max_length=MAX_CHECKLIST_ITEMS)
+
+
+# --- The job's result --------------------------------------------------------------------------
+
+
+class ChecklistItem(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    task: str
+    # A freshly written checklist has nothing done yet, whatever the model says.
+    is_complete: bool = False
+
+
+class ChecklistResult(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    summary: str
+    checklist: list[ChecklistItem]
+
+
 def unavailable_reason() -> str | None:
     if not settings.OPENAI_API_KEY and not settings.OPENAI_BASE_URL:
         return "OPENAI_API_KEY is not set (nor OPENAI_BASE_URL), so no model can be called."
     return None
 
 
-def summarise(ctx: StepContext, previous: Any) -> Any:
-    raise JobFailed("not_implemented", "The checklist steps are not implemented yet.")
+# --- Retrying model calls ----------------------------------------------------------------------
 
+
+def is_transient(error: BaseException) -> bool:
+    """Whether another try may succeed: rate limits, server errors, timeouts, lost connections."""
+    if isinstance(error, openai.APIConnectionError):  # APITimeoutError is one too
+        return True
+    if isinstance(error, openai.APIStatusError):
+        return error.status_code in TRANSIENT_STATUS_CODES or error.status_code >= 500
+    return False
+
+
+def retry_after_seconds(headers: Mapping[str, str], *, now: datetime | None = None) -> float | None:
+    """The server's requested wait: `retry-after-ms`, or `Retry-After` in seconds or as a date."""
+    milliseconds = headers.get("retry-after-ms")
+    if milliseconds:
+        try:
+            return max(0.0, float(milliseconds) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+def retry_wait_seconds(
+    *, attempt: int, error: BaseException | None, base_seconds: float, max_seconds: float
+) -> float:
+    """How long to wait after failed try number `attempt` (1-based) before the next one.
+
+    Exponential (base, 2x base, 4x base, ... plus up to one base of jitter so many workers do
+    not retry in lockstep), but never less than the server's Retry-After; both capped at
+    `max_seconds`, so one call's retries stay inside the step's time limit.
+    """
+    # The exponent is bounded so a large attempt count cannot overflow before the cap applies.
+    wait = base_seconds * 2 ** min(attempt - 1, 30) + random.uniform(0, base_seconds)
+    if isinstance(error, openai.APIStatusError):
+        requested = retry_after_seconds(error.response.headers)
+        if requested is not None:
+            wait = max(wait, requested)
+    return min(wait, max_seconds)
+
+
+class _WaitBackoffOrRetryAfter(tenacity.wait.wait_base):
+    def __call__(self, retry_state: tenacity.RetryCallState) -> float:
+        outcome = retry_state.outcome
+        return retry_wait_seconds(
+            attempt=retry_state.attempt_number,
+            error=outcome.exception() if outcome is not None else None,
+            base_seconds=settings.OPENAI_RETRY_BASE_SECONDS,
+            max_seconds=settings.OPENAI_RETRY_MAX_SECONDS,
+        )
+
+
+def _sleep_unless_cancelled(ctx: StepContext) -> Callable[[float], None]:
+    """A tenacity sleep that still notices a cancel while it waits (JobCancelled ends the job)."""
+
+    def sleep(seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            ctx.check_cancelled()
+            time.sleep(min(left, 1.0))
+
+    return sleep
+
+
+def _error_detail(error: openai.APIError) -> str:
+    body = error.body
+    message = body.get("message") if isinstance(body, dict) else None
+    return str(message or error.message)[:MAX_ERROR_DETAIL_CHARS]
+
+
+def _job_failure(error: openai.OpenAIError, attempts: int) -> JobFailed:
+    """The job's error for a model call that failed for good."""
+    if isinstance(error, openai.APIStatusError):
+        status = error.status_code
+        detail = _error_detail(error)
+        if is_transient(error):
+            return JobFailed(
+                "model_unavailable",
+                f"The model server still failed after {attempts} tries (HTTP {status}): {detail}",
+            )
+        if isinstance(error, (openai.AuthenticationError, openai.PermissionDeniedError)):
+            return JobFailed(
+                "model_auth_error",
+                f"The model server refused our credentials (HTTP {status}); check OPENAI_API_KEY: "
+                f"{detail}",
+            )
+        return JobFailed(
+            "model_bad_request",
+            f"The model server rejected the request (HTTP {status}); check OPENAI_MODEL and "
+            f"OPENAI_BASE_URL: {detail}",
+        )
+    if isinstance(error, openai.APIConnectionError):
+        return JobFailed(
+            "model_unavailable",
+            f"The model server could not be reached after {attempts} tries: {error.message}",
+        )
+    return JobFailed("model_error", str(error)[:MAX_ERROR_DETAIL_CHARS] or type(error).__name__)
+
+
+def _client() -> openai.OpenAI:
+    # OPENAI_BASE_URL is operator configuration, not user input, so it does not go through the
+    # webhook client's private-network guard: a model served on localhost is a normal set-up.
+    return openai.OpenAI(
+        api_key=settings.OPENAI_API_KEY or KEYLESS_PLACEHOLDER,
+        base_url=settings.OPENAI_BASE_URL or None,
+        timeout=settings.OPENAI_TIMEOUT_SECONDS,
+        # tenacity below does the retrying; the client's own would multiply the attempts.
+        max_retries=0,
+    )
+
+
+def _complete(ctx: StepContext, messages: list[prompts.ChatMessage]) -> Any:
+    """One chat completion, retried on transient errors; JobFailed when it cannot be had."""
+
+    def before_attempt(state: tenacity.RetryCallState) -> None:
+        if state.attempt_number > 1:
+            ctx.retrying(False)
+        ctx.check_cancelled()
+
+    def before_sleep(state: tenacity.RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome is not None else None
+        logger.warning(
+            "Job %s: model call try %s failed (%s); retrying in %.2f s",
+            ctx.job_id, state.attempt_number, error, state.upcoming_sleep,
+        )
+        ctx.retrying(True)
+
+    retrying = tenacity.Retrying(
+        retry=tenacity.retry_if_exception(is_transient),
+        stop=tenacity.stop_after_attempt(settings.OPENAI_MAX_ATTEMPTS),
+        wait=_WaitBackoffOrRetryAfter(),
+        before=before_attempt,
+        before_sleep=before_sleep,
+        sleep=_sleep_unless_cancelled(ctx),
+        reraise=True,
+    )
+    with _client() as client:
+        try:
+            for attempt in retrying:
+                with attempt:
+                    return client.chat.completions.create(
+                        model=settings.OPENAI_MODEL,
+                        messages=messages,  # type: ignore[arg-type]
+                        # JSON mode: widely supported by OpenAI-compatible servers, unlike
+                        # json_schema; the shape itself is checked with pydantic below.
+                        response_format={"type": "json_object"},
+                    )
+        except openai.OpenAIError as error:
+            raise _job_failure(error, retrying.statistics.get("attempt_number", 1)) from None
+    raise AssertionError("unreachable: tenacity either returns or re-raises")
+
+
+_CODE_FENCE = re.compile(r"\A\s*```(?:json)?\s*\n(.*)\n\s*```\s*\Z", re.DOTALL)
+
+AnswerT = TypeVar("AnswerT", bound=BaseModel)
+
+
+def parse_answer(text: str, answer_model: type[AnswerT]) -> AnswerT:
+    """The model's answer as `answer_model`; JobFailed("invalid_model_output") otherwise."""
+    # Some servers ignore JSON mode and wrap the object in a Markdown fence; that much is forgiven.
+    fenced = _CODE_FENCE.match(text)
+    try:
+        data = json.loads(fenced.group(1) if fenced else text)
+    except json.JSONDecodeError as error:
+        raise JobFailed(
+            "invalid_model_output", f"The model's answer is not valid JSON: {error}."
+        ) from None
+    try:
+        return answer_model.model_validate(data)
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in problem['loc']) or 'answer'}: {problem['msg']}"
+            for problem in error.errors(include_url=False)[:10]
+        )
+        raise JobFailed(
+            "invalid_model_output",
+            f"The model's answer does not match the expected {answer_model.__name__} shape: "
+            f"{problems}"[:MAX_ERROR_DETAIL_CHARS * 2],
+        ) from None
+
+
+def _answer(ctx: StepContext, messages: list[prompts.ChatMessage], answer_model: type[AnswerT]) -> AnswerT:
+    completion = _complete(ctx, messages)
+    if not completion.choices:
+        raise JobFailed("invalid_model_output", "The model's answer has no choices.")
+    choice = completion.choices[0]
+    refusal = getattr(choice.message, "refusal", None)
+    if refusal:
+        raise JobFailed("invalid_model_output", f"The model refused: {refusal}"[:MAX_ERROR_DETAIL_CHARS])
+    if choice.finish_reason == "length":
+        raise JobFailed("invalid_model_output", "The model's answer was cut off at its length limit.")
+    if not choice.message.content:
+        raise JobFailed("invalid_model_output", "The model's answer is empty.")
+    return parse_answer(choice.message.content, answer_model)
+
+
+# --- The steps ---------------------------------------------------------------------------------
+
+
+def summarise(ctx: StepContext, previous: Any) -> dict[str, Any]:
+    payload = ChecklistPayload.model_validate(ctx.payload)
+    ctx.progress(1, 2, "summarising")
+    answer = _answer(ctx, prompts.summary_messages(payload.guidelines), SummaryAnswer)
+    return {"summary": answer.summary}
+
+
+def write_checklist(ctx: StepContext, previous: Any) -> dict[str, Any]:
+    summary = SummaryAnswer.model_validate(previous).summary
+    ctx.progress(2, 2, "writing checklist")
+    answer = _answer(ctx, prompts.checklist_messages(summary), ChecklistAnswer)
+    result = ChecklistResult(
+        summary=summary, checklist=[ChecklistItem(task=item.task) for item in answer.checklist]
+    )
+    return result.model_dump()
+
+
+def persist(ctx: StepContext, previous: Any) -> dict[str, Any]:
+    """The chain's last step: what it returns is written as the job's result and, in the same
+    transaction as SUCCESS, as its persisted result (the type has persist_result=True)."""
+    return ChecklistResult.model_validate(previous).model_dump()
+
+
+# Each step's retries must fit inside its soft time limit, whatever the settings say.
+_STEP_BUDGET_SECONDS = int(
+    settings.OPENAI_MAX_ATTEMPTS * (settings.OPENAI_TIMEOUT_SECONDS + settings.OPENAI_RETRY_MAX_SECONDS)
+) + 30
 
 JOB_TYPE = JobType(
     name="api.tasks.generate_checklist_from_guidelines",
-    description="Summarises guidelines, then turns the summary into a checklist, with a model.",
+    description=(
+        "Summarises guidelines, then turns the summary into a checklist, with a model "
+        "(OpenAI or any OpenAI-compatible server)."
+    ),
     payload_model=ChecklistPayload,
-    steps=(summarise,),
-    soft_time_limit_seconds=300,
-    time_limit_seconds=330,
+    steps=(summarise, write_checklist, persist),
+    soft_time_limit_seconds=_STEP_BUDGET_SECONDS,
+    time_limit_seconds=_STEP_BUDGET_SECONDS + 30,
     persist_result=True,
     unavailable_reason=unavailable_reason,
 )

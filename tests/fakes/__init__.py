@@ -1,0 +1,1 @@
+"""Local stand-ins for outside services that the tests' real clients talk to over HTTP."""
