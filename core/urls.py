@@ -8,6 +8,7 @@ urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
     path("api/", include("jobs.urls")),
+    path("api/", include("webhooks.urls")),
     path("api/", include("openapi.urls")),
     path("admin/", admin.site.urls),
 ]

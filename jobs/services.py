@@ -21,7 +21,7 @@ from django.utils import timezone
 from core.errors import ApplicationError, Conflict, NotFound, TooManyRequests, Unprocessable
 from core.models import Client
 from jobs import tasks
-from jobs.models import IdempotencyKey, Job, JobResult
+from jobs.models import DEFAULT_WEBHOOK_EVENTS, FINAL_WEBHOOK_EVENTS, IdempotencyKey, Job, JobResult
 from jobs.registry import JobType, job_type_get
 
 logger = logging.getLogger(__name__)
@@ -237,13 +237,31 @@ def _locked(job_id: uuid.UUID) -> Job | None:
     return Job.objects.select_for_update().filter(pk=job_id).first()
 
 
-def _events_record(*, job: Job, event_type: str) -> None:
-    """Record the webhook event for this transition, in the caller's transaction."""
-    if not job.callback_url:
-        return
-    from webhooks.services import job_event_record
+# At most one job.progress webhook per job per this many seconds; the final event carries the
+# last progress anyway.
+PROGRESS_EVENT_MIN_INTERVAL_SECONDS = 1.0
 
-    job_event_record(job=job, event_type=event_type)
+
+def _events_record(*, job: Job, event_type: str) -> None:
+    """Hand the webhook event for this transition to webhooks, in the caller's transaction
+    (the job row is locked), so the event exists exactly when the state change does."""
+    if not job.callback_url or event_type not in (job.webhook_events or DEFAULT_WEBHOOK_EVENTS):
+        return
+    from jobs.serializers import job_representation
+    from webhooks import selectors as webhook_selectors
+    from webhooks import services as webhook_services
+
+    if event_type == "job.progress":
+        last = webhook_selectors.event_latest_at(subject_id=job.id, event_type=event_type)
+        if last and timezone.now() - last < timedelta(seconds=PROGRESS_EVENT_MIN_INTERVAL_SECONDS):
+            return
+    webhook_services.event_record(
+        owner_id=job.owner_id,
+        subject_id=job.id,
+        event_type=event_type,
+        data=job_representation(job),
+        callback_url=job.callback_url,
+    )
 
 
 def job_start(*, job_id: uuid.UUID) -> Job | None:
@@ -316,6 +334,17 @@ def job_finish(
             fields["error"] = error
         _finish(job, status, **fields)
     return True
+
+
+def job_redeliver(*, owner: Client, job_id: uuid.UUID | str) -> Any:
+    """Send the job's final event to its callback again (same bytes, same webhook-id)."""
+    from jobs.selectors import job_get
+    from webhooks import services as webhook_services
+
+    job = job_get(owner=owner, job_id=job_id)
+    return webhook_services.delivery_redeliver(
+        owner_id=owner.pk, subject_id=job.id, event_types=FINAL_WEBHOOK_EVENTS
+    )
 
 
 def job_cancel(*, owner: Client, job_id: uuid.UUID) -> Job:

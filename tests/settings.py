@@ -12,6 +12,11 @@ os.environ.setdefault("SECRET_KEY", "test-only-secret-key-not-for-production")
 # Queues of this run only: an aborted run's leftovers are never consumed by the next one.
 os.environ.setdefault("CELERY_BROKER_KEY_PREFIX", f"test-{RUN_ID}-{uuid.uuid4().hex[:8]}:")
 os.environ.setdefault("JOB_DISPATCH_SWEEP_SECONDS", "1")
+# Webhook receivers in tests listen on loopback; every other non-public range stays refused.
+os.environ.setdefault("WEBHOOK_ALLOWED_NETWORKS", "127.0.0.0/8")
+# Three attempts a second apart, and a short timeout, so retry and timeout tests end quickly.
+os.environ.setdefault("WEBHOOK_RETRY_SCHEDULE", "0,1,1")
+os.environ.setdefault("WEBHOOK_TIMEOUT_SECONDS", "3")
 # The test process (and its live server thread) closes connections after each request, so the
 # test database can be dropped at the end; worker subprocesses keep theirs (see worker_env).
 os.environ.setdefault("DB_CONN_MAX_AGE", "0")

@@ -1,7 +1,62 @@
-"""Webhook delivery tasks."""
+"""Celery tasks for webhook delivery; all run on the `webhooks` queue (CELERY_TASK_ROUTES).
+
+Tasks take ids. None of them raises for a failed delivery: the outcome is an attempt row, and
+the next attempt's time is on the delivery row. With late acks (the global setting) a worker
+that dies mid-attempt leaves its message to be redelivered, and the row's expired claim lets
+the redelivered message (or the dispatcher) take the delivery over.
+"""
+from __future__ import annotations
+
+import uuid
+
 from celery import shared_task
+from django.conf import settings
+from django.db import DatabaseError
+
+# An attempt takes at most about twice the timeout (connect, then the answer); these limits
+# stop a stuck attempt well before its claim (see services.claim_lease_seconds) expires.
+_SOFT_LIMIT_SECONDS = settings.WEBHOOK_TIMEOUT_SECONDS * 2 + 15
+_HARD_LIMIT_SECONDS = settings.WEBHOOK_TIMEOUT_SECONDS * 2 + 30
 
 
-@shared_task(name="webhooks.deliveries_send_for_subject", ignore_result=True)
-def deliveries_send_for_subject(*, subject_id: str) -> None:
-    """Placeholder until the webhook delivery lands."""
+def delivery_attempt_publish(*, delivery_id: int, countdown: float | None = None) -> None:
+    """Queue an attempt (raises when the broker is unreachable)."""
+    delivery_attempt.apply_async(kwargs={"delivery_id": delivery_id}, countdown=countdown)
+
+
+@shared_task(
+    name="webhooks.delivery_attempt",
+    ignore_result=True,
+    soft_time_limit=_SOFT_LIMIT_SECONDS,
+    time_limit=_HARD_LIMIT_SECONDS,
+    # The database being briefly unreachable is the one failure worth a quick retry; anything
+    # else is left to the dispatcher, which republishes once the claim has expired.
+    autoretry_for=(DatabaseError,),
+    retry_backoff=5,
+    max_retries=5,
+)
+def delivery_attempt(*, delivery_id: int) -> None:
+    from webhooks import services
+
+    services.delivery_attempt(delivery_id=delivery_id)
+
+
+@shared_task(
+    name="webhooks.deliveries_send_for_subject",
+    ignore_result=True,
+    soft_time_limit=_SOFT_LIMIT_SECONDS * 5,
+    time_limit=_HARD_LIMIT_SECONDS * 5,
+)
+def deliveries_send_for_subject(previous: object = None, *, subject_id: str) -> None:
+    """The tail of a job's chain: send the job's recorded events that are due."""
+    from webhooks import services
+
+    services.deliveries_send_for_subject(subject_id=uuid.UUID(subject_id))
+
+
+@shared_task(name="webhooks.deliveries_dispatch_due", ignore_result=True)
+def deliveries_dispatch_due() -> int:
+    """Periodic (beat): publish attempts whose time has come."""
+    from webhooks import services
+
+    return services.deliveries_dispatch_due()

@@ -1,0 +1,65 @@
+"""Fixtures for webhook tests: a real HTTP receiver on loopback (the copyable example's)."""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from examples.receiver import Receiver, Reply
+from tests.conftest import Api
+
+HELLO = "api.tasks.hello_world"
+LONG = "api.tasks.long_running_task"
+
+
+@pytest.fixture
+def make_receiver() -> Iterator[Callable[..., Receiver]]:
+    """Factory: a started receiver on 127.0.0.1 (any free port), stopped after the test."""
+    started: list[Receiver] = []
+
+    def factory(*replies: Reply, **kwargs: Any) -> Receiver:
+        receiver = Receiver(replies=replies, **kwargs).start()
+        started.append(receiver)
+        return receiver
+
+    yield factory
+    for receiver in started:
+        receiver.stop()
+
+
+@pytest.fixture
+def receiver(make_receiver: Callable[..., Receiver]) -> Receiver:
+    return make_receiver()
+
+
+def secret_of(api: Api) -> str:
+    response = api.get("/api/webhook-secret/")
+    assert response.status_code == 200, response.text
+    return response.json()["secret"]
+
+
+def deliveries_of(api: Api, job_id: str) -> list[dict[str, Any]]:
+    response = api.get(f"/api/jobs/{job_id}/deliveries/")
+    assert response.status_code == 200, response.text
+    return response.json()["results"]
+
+
+def wait_deliveries(
+    api: Api, job_id: str, until: Callable[[list[dict[str, Any]]], bool], timeout: float = 30
+) -> list[dict[str, Any]]:
+    """Poll the job's delivery log until `until(deliveries)` holds."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        deliveries = deliveries_of(api, job_id)
+        if until(deliveries):
+            return deliveries
+        if time.monotonic() > deadline:
+            raise AssertionError(f"deliveries of {job_id} did not get there in {timeout}s: {deliveries}")
+        time.sleep(0.05)
+
+
+def all_final(deliveries: list[dict[str, Any]]) -> bool:
+    return bool(deliveries) and all(d["state"] != "pending" for d in deliveries)

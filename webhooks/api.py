@@ -1,0 +1,56 @@
+"""Thin HTTP views for the client's signing secret, and the delivery log's representation."""
+from __future__ import annotations
+
+from rest_framework import serializers, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from webhooks import services
+from webhooks.models import Delivery, DeliveryAttempt
+
+
+class SecretSerializer(serializers.Serializer):
+    secret = serializers.CharField(help_text='The signing secret, "whsec_" + base64 of 32 bytes.')
+
+
+class DeliveryAttemptSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = DeliveryAttempt
+        fields = ["number", "started_at", "duration_ms", "status_code", "response_body", "error"]
+        read_only_fields = fields
+
+
+class DeliverySerializer(serializers.ModelSerializer):
+    webhook_id = serializers.CharField(source="event.message_id", read_only=True)
+    event_type = serializers.CharField(source="event.event_type", read_only=True)
+    attempts = DeliveryAttemptSerializer(many=True, read_only=True)
+
+    class Meta:
+        model = Delivery
+        fields = [
+            "id",
+            "webhook_id",
+            "event_type",
+            "url",
+            "state",
+            "redelivery",
+            "attempt_count",
+            "next_attempt_at",
+            "created_at",
+            "finished_at",
+            "attempts",
+        ]
+        read_only_fields = fields
+
+
+class SigningSecretApi(APIView):
+    def get(self, request: Request) -> Response:
+        secret = services.signing_secret_get_or_create(owner_id=request.user.pk)
+        return Response(SecretSerializer({"secret": secret}).data)
+
+
+class SigningSecretRotateApi(APIView):
+    def post(self, request: Request) -> Response:
+        secret = services.signing_secret_rotate(owner_id=request.user.pk)
+        return Response(SecretSerializer({"secret": secret}).data, status=status.HTTP_200_OK)

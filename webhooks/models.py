@@ -1,0 +1,121 @@
+"""Signing secrets, the event outbox (exact body bytes), deliveries and their attempts."""
+from __future__ import annotations
+
+import uuid
+
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+
+def _message_id() -> str:
+    return f"msg_{uuid.uuid4().hex}"
+
+
+class SigningSecret(models.Model):
+    """A client's `whsec_` secret. The current one has no `expires_at`; a rotated-out one
+    keeps signing until `expires_at` so receivers can switch without dropping a message."""
+
+    owner = models.ForeignKey("core.Client", on_delete=models.CASCADE, related_name="+")
+    # "whsec_" + base64 of 32 random bytes. Stored as is: signing needs the key itself.
+    secret = models.CharField(max_length=100)
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["owner"], condition=Q(expires_at__isnull=True), name="secret_one_current"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.secret[:10]}… ({self.owner_id})"
+
+
+class Event(models.Model):
+    """The outbox: one row per event, written in the transaction that changed the subject.
+
+    `body` holds the exact bytes signed and sent on every attempt and redelivery.
+    """
+
+    # The `webhook-id` header: the same on every attempt and redelivery of this event.
+    message_id = models.CharField(max_length=40, unique=True, default=_message_id)
+    owner = models.ForeignKey("core.Client", on_delete=models.CASCADE, related_name="+")
+    # What the event is about (a job's id); webhooks knows no more about it than that.
+    subject_id = models.UUIDField()
+    event_type = models.CharField(max_length=50)
+    body = models.BinaryField()
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        indexes = [models.Index(fields=["subject_id", "event_type", "-created_at"], name="event_subject")]
+
+    def __str__(self) -> str:
+        return f"{self.event_type} {self.message_id}"
+
+
+class Delivery(models.Model):
+    """Sending one event to one URL, attempt after attempt (a redelivery is a new Delivery)."""
+
+    class State(models.TextChoices):
+        PENDING = "pending"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+
+    event = models.ForeignKey(Event, on_delete=models.CASCADE, related_name="deliveries")
+    owner = models.ForeignKey("core.Client", on_delete=models.CASCADE, related_name="+")
+    subject_id = models.UUIDField()
+    url = models.CharField(max_length=2000)
+    state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING)
+    redelivery = models.BooleanField(default=False)
+    attempt_count = models.PositiveIntegerField(default=0)
+    # When the next attempt is due; NULL once the delivery is final.
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    # When a task for the next attempt was last published, so the dispatcher does not
+    # publish it again while it waits in a backlog (NULL: nobody published it).
+    dispatched_at = models.DateTimeField(null=True, blank=True)
+    # The claim of the worker sending an attempt right now: only the holder of `claim_token`
+    # may record the outcome, and an expired claim (a crashed worker) can be taken over.
+    claim_token = models.UUIDField(null=True, blank=True)
+    claimed_until = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name_plural = "deliveries"
+        indexes = [
+            models.Index(fields=["subject_id", "-created_at"], name="delivery_subject"),
+            # The dispatcher's scan: only pending deliveries are in it.
+            models.Index(
+                fields=["next_attempt_at"], name="delivery_due", condition=Q(state="pending")
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"delivery {self.pk} of {self.event_id} ({self.state})"
+
+
+class DeliveryAttempt(models.Model):
+    """One HTTP attempt: a status code and the start of the response, or a network error."""
+
+    delivery = models.ForeignKey(Delivery, on_delete=models.CASCADE, related_name="attempts")
+    number = models.PositiveIntegerField()
+    started_at = models.DateTimeField(default=timezone.now)
+    # NULL while the attempt is in flight (or if its worker died mid-attempt).
+    finished_at = models.DateTimeField(null=True, blank=True)
+    duration_ms = models.PositiveIntegerField(null=True, blank=True)
+    status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    # The first few KiB of the response body, decoded leniently.
+    response_body = models.TextField(blank=True, default="")
+    # The network error, refusal or interruption; empty when the receiver answered.
+    error = models.TextField(blank=True, default="")
+
+    class Meta:
+        ordering = ["number"]
+        constraints = [
+            models.UniqueConstraint(fields=["delivery", "number"], name="attempt_number_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"attempt {self.number} of delivery {self.delivery_id}"
