@@ -1,0 +1,215 @@
+"""Post-processing of the generated spec: what drf-spectacular cannot express from the views.
+
+- the long description (openapi/description.md),
+- the health checks (plain Django views, which drf-spectacular does not discover),
+- response headers (`Location`, `Retry-After`, `WWW-Authenticate`),
+- links from a submission to the operations that take the new job's id,
+- the Standard Webhooks signature headers on every webhook.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+DESCRIPTION_FILE = Path(__file__).resolve().parent / "description.md"
+
+_ERROR_REF = {"$ref": "#/components/schemas/Error"}
+
+
+def _health_operation(
+    operation_id: str, summary: str, description: str, ok_example: dict[str, Any], ready: bool
+) -> dict[str, Any]:
+    ok_schema: dict[str, Any] = {
+        "type": "object",
+        "properties": {"status": {"type": "string", "const": "ok"}},
+        "required": ["status"],
+    }
+    if ready:
+        ok_schema["properties"]["checks"] = {
+            "type": "object",
+            "additionalProperties": {"type": "string"},
+            "description": "Each dependency checked, and `ok`.",
+        }
+    responses: dict[str, Any] = {
+        "200": {
+            "description": "OK.",
+            "content": {"application/json": {"schema": ok_schema, "example": ok_example}},
+        }
+    }
+    if ready:
+        responses["503"] = {
+            "description": "A dependency is unreachable; `details.failed` names which "
+            "(`database`, `broker`). Code: `not_ready`.",
+            "content": {
+                "application/json": {
+                    "schema": _ERROR_REF,
+                    "example": {
+                        "error": {
+                            "code": "not_ready",
+                            "message": "Unreachable: broker.",
+                            "details": {"failed": ["broker"]},
+                        }
+                    },
+                }
+            },
+        }
+    return {
+        "operationId": operation_id,
+        "summary": summary,
+        "description": description,
+        "tags": ["Health"],
+        "security": [],
+        "responses": responses,
+    }
+
+
+HEALTH_PATHS = {
+    "/healthz": {
+        "get": _health_operation(
+            "check_liveness",
+            "Liveness check",
+            "The process is up and serving requests. Unauthenticated.",
+            {"status": "ok"},
+            ready=False,
+        )
+    },
+    "/readyz": {
+        "get": _health_operation(
+            "check_readiness",
+            "Readiness check",
+            "The database and the broker are reachable. Unauthenticated; 503 names what is not.",
+            {"status": "ok", "checks": {"database": "ok", "broker": "ok"}},
+            ready=True,
+        )
+    },
+}
+
+_HEADERS = {
+    "401": {
+        "WWW-Authenticate": {
+            "description": "The scheme to use: `Bearer`.",
+            "schema": {"type": "string"},
+        }
+    },
+    "429": {
+        "Retry-After": {
+            "description": "Seconds to wait before retrying.",
+            "schema": {"type": "integer"},
+        }
+    },
+}
+
+_LOCATION = {
+    "Location": {
+        "description": "Where to poll the job: `/api/jobs/{job_id}/`.",
+        "schema": {"type": "string"},
+    }
+}
+
+# operationId -> {response status -> links}
+_LINKS: dict[str, dict[str, dict[str, Any]]] = {
+    "submit_job": {
+        "202": {
+            "GetJob": {
+                "operationId": "get_job",
+                "parameters": {"job_id": "$response.body#/id"},
+                "description": "Poll the new job.",
+            },
+            "CancelJob": {
+                "operationId": "cancel_job",
+                "parameters": {"job_id": "$response.body#/id"},
+                "description": "Cancel the new job.",
+            },
+        }
+    },
+    "legacy_submit_job": {
+        "202": {
+            "GetJobStatus": {
+                "operationId": "legacy_get_job_status",
+                "parameters": {"job_id": "$response.body#/task_id"},
+                "description": "Poll the new job.",
+            }
+        }
+    },
+}
+
+# The Standard Webhooks headers (https://www.standardwebhooks.com), on every webhook request.
+SIGNATURE_HEADERS = [
+    {
+        "name": "webhook-id",
+        "in": "header",
+        "required": True,
+        "description": "Unique id of the event; the same on every retry and redelivery of it, "
+        "so receivers deduplicate on it.",
+        "schema": {"type": "string"},
+        "example": "msg_2b5e0e6d2f6a4c1e9a7d3f7b8c9d0e1f",
+    },
+    {
+        "name": "webhook-timestamp",
+        "in": "header",
+        "required": True,
+        "description": "Unix time (seconds) of this attempt. Reject events whose timestamp is "
+        "more than a few minutes from your clock, against replays.",
+        "schema": {"type": "string", "pattern": "^[0-9]+$"},
+        "example": "1795874410",
+    },
+    {
+        "name": "webhook-signature",
+        "in": "header",
+        "required": True,
+        "description": "Space-separated `v1,<signature>` entries, each the base64 of "
+        "HMAC-SHA256 over `<webhook-id>.<webhook-timestamp>.<raw body bytes>`, keyed with the "
+        "base64-decoded part of your `whsec_...` secret (`GET /api/webhook-secret/`). Accept "
+        "the event when any entry matches (two are sent for a while after a rotation). "
+        "The `standardwebhooks` libraries do this check.",
+        "schema": {"type": "string"},
+        "example": "v1,K5oZfzN95Z9UVu1EsfQmfVNQhnkZ2pj9o9NDN/H/pI4=",
+    },
+]
+
+
+def _any_json(node: Any) -> None:
+    """drf-spectacular writes a nullable JSONField as `oneOf: [{}, {type: null}]`, which no null
+    can match (it is valid for both branches): any JSON, null included, is plainly `{}`."""
+    if isinstance(node, dict):
+        if node.get("oneOf") == [{}, {"type": "null"}]:
+            del node["oneOf"]
+        for value in node.values():
+            _any_json(value)
+    elif isinstance(node, list):
+        for value in node:
+            _any_json(value)
+
+
+def postprocess(result: dict[str, Any], generator: Any, request: Any, public: bool) -> dict[str, Any]:
+    """drf-spectacular POSTPROCESSING_HOOKS entry point."""
+    result["info"]["description"] = DESCRIPTION_FILE.read_text().strip()
+    result["paths"].update(HEALTH_PATHS)
+    schemas = result["components"]["schemas"]
+    _any_json(schemas)
+    # One named enum each, rather than an inline copy that generators turn into another class.
+    schemas["JobEvent"]["properties"]["type"] = {
+        "$ref": "#/components/schemas/WebhookEventType",
+        "description": "The event name.",
+    }
+    for path_item in result["paths"].values():
+        for operation in path_item.values():
+            responses = operation.get("responses", {})
+            for status, headers in _HEADERS.items():
+                if status in responses:
+                    responses[status].setdefault("headers", {}).update(headers)
+            if "requestBody" in operation:
+                # Every body this API takes is required; drf-spectacular cannot tell for the
+                # submission's oneOf.
+                operation["requestBody"]["required"] = True
+            for parameter in operation.get("parameters", []):
+                if parameter["name"] == "status" and parameter["in"] == "query":
+                    parameter["schema"] = {"$ref": "#/components/schemas/JobStatus"}
+            if operation.get("operationId") == "submit_job":
+                responses["202"].setdefault("headers", {}).update(_LOCATION)
+            for status, links in _LINKS.get(operation.get("operationId", ""), {}).items():
+                responses[status]["links"] = links
+    for path_item in result.get("webhooks", {}).values():
+        for operation in path_item.values():
+            operation["parameters"] = SIGNATURE_HEADERS
+    return result
