@@ -168,6 +168,8 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    # No validator badge: Swagger UI would fetch it from the internet.
+    "SWAGGER_UI_SETTINGS": {"deepLinking": True, "validatorUrl": None},
     "REDOC_DIST": "SIDECAR",
     # OpenAPI 3.1: JSON Schema payloads as they are, and the `webhooks` section.
     "OAS_VERSION": "3.1.0",
@@ -191,7 +193,18 @@ SPECTACULAR_SETTINGS = {
         {"name": "Health", "description": "Unauthenticated checks for load balancers."},
         {"name": "Starter API", "description": "The starter's endpoints, kept for its clients."},
     ],
-    "REDOC_UI_SETTINGS": {"expandResponses": "200,202", "hideDownloadButton": False},
+    "REDOC_UI_SETTINGS": {
+        "expandResponses": "200,202",
+        "hideDownloadButton": False,
+        # System fonts: the page loads nothing from the internet (no web fonts).
+        "theme": {
+            "typography": {
+                "fontFamily": "system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif",
+                "headings": {"fontFamily": "system-ui, -apple-system, 'Segoe UI', sans-serif"},
+                "code": {"fontFamily": "ui-monospace, 'DejaVu Sans Mono', monospace"},
+            }
+        },
+    },
 }
 
 # --- HTTPS behind a TLS-terminating proxy --------------------------------------------------
