@@ -18,3 +18,9 @@ errorlog = "-"
 loglevel = os.environ.get("WEB_LOG_LEVEL", "warning")
 # Behind a TLS-terminating proxy that sets X-Forwarded-Proto.
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+# No `gunicornc` control socket: by default every instance would share ~/.gunicorn/gunicorn.ctl
+# (tests run several servers at once), and the image's user has no home directory to put it in.
+control_socket_disable = True
+# The worker heartbeat file: in memory where there is /dev/shm, since its fchmod on a
+# disk-backed filesystem (a container's overlay) can block and get healthy workers killed.
+worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
