@@ -116,8 +116,14 @@ def is_transient(error: BaseException) -> bool:
     if isinstance(error, openai.APIConnectionError):  # APITimeoutError is one too
         return True
     if isinstance(error, openai.APIStatusError):
+        if _is_quota_exhausted(error):
+            return False  # a 429 too, but no wait brings the credit back
         return error.status_code in TRANSIENT_STATUS_CODES or error.status_code >= 500
     return False
+
+
+def _is_quota_exhausted(error: openai.APIStatusError) -> bool:
+    return error.status_code == 429 and error.code == "insufficient_quota"
 
 
 def retry_after_seconds(headers: Mapping[str, str], *, now: datetime | None = None) -> float | None:
@@ -196,6 +202,11 @@ def _job_failure(error: openai.OpenAIError, attempts: int) -> JobFailed:
     if isinstance(error, openai.APIStatusError):
         status = error.status_code
         detail = _error_detail(error)
+        if _is_quota_exhausted(error):
+            return JobFailed(
+                "model_quota_exceeded",
+                f"The model provider says the account's quota is used up (HTTP {status}): {detail}",
+            )
         if is_transient(error):
             return JobFailed(
                 "model_unavailable",

@@ -212,19 +212,20 @@ def test_repeated_500s_fail_the_job_once_the_tries_run_out(api: Api, fake_openai
 
 
 @pytest.mark.parametrize(
-    ("status", "error_type", "hint"),
+    ("status", "code", "error_type", "hint"),
     [
-        (401, "model_auth_error", "OPENAI_API_KEY"),
-        (403, "model_auth_error", "OPENAI_API_KEY"),
-        (400, "model_bad_request", "OPENAI_MODEL"),
-        (404, "model_bad_request", "OPENAI_MODEL"),
+        (401, "invalid_api_key", "model_auth_error", "OPENAI_API_KEY"),
+        (403, None, "model_auth_error", "OPENAI_API_KEY"),
+        (400, None, "model_bad_request", "OPENAI_MODEL"),
+        (404, "model_not_found", "model_bad_request", "OPENAI_MODEL"),
+        (429, "insufficient_quota", "model_quota_exceeded", "quota"),
     ],
 )
-def test_auth_and_bad_request_errors_fail_at_once(
-    api: Api, fake_openai: FakeOpenAI, status: int, error_type: str, hint: str
+def test_auth_bad_request_and_quota_errors_fail_at_once(
+    api: Api, fake_openai: FakeOpenAI, status: int, code: str | None, error_type: str, hint: str
 ) -> None:
     scenario = fake_openai.scenario()
-    scenario.add(Reply.error(status, "Incorrect API key provided"), summary_reply(scenario))
+    scenario.add(Reply.error(status, "Refused by the fake", code=code), summary_reply(scenario))
 
     job = api.wait(submit(api, scenario)["id"])
 
