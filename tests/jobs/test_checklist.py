@@ -7,6 +7,7 @@ guidelines and in the scripted summary, so tests never take each other's replies
 from __future__ import annotations
 
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -15,6 +16,7 @@ import openai
 import pytest
 from django.conf import settings
 
+from examples.receiver import Received, Receiver
 from jobs.models import Job
 from jobs.runtime import JobFailed
 from jobs.types import checklist
@@ -143,6 +145,56 @@ def test_checklist_job_summarises_then_writes_a_checklist_and_persists_it(
     ]
 
 
+def test_webhooks_follow_the_job_and_job_succeeded_carries_the_checklist(
+    api: Api, fake_openai: FakeOpenAI
+) -> None:
+    # Given a receiver that verifies signatures with the client's secret
+    secret = api.get("/api/webhook-secret/").json()["secret"]
+    scenario = fake_openai.scenario()
+    scenario.add(summary_reply(scenario), checklist_reply())
+
+    with Receiver(secret=secret) as receiver:
+        # When the job runs with a callback for progress and success
+        created = submit(
+            api, scenario, callback_url=receiver.url, webhook_events=["job.progress", "job.succeeded"]
+        )
+        job = api.wait(created["id"])
+        received = wait_for_webhooks(
+            receiver, lambda types: "job.succeeded" in types and "job.progress" in types
+        )
+
+    # Then every webhook was signed, and job.succeeded carries the job with its checklist
+    assert job["status"] == "SUCCESS", job
+    assert all(r.verified for r in received)
+    [succeeded] = [r.event for r in received if r.event["type"] == "job.succeeded"]
+    assert succeeded["data"]["id"] == created["id"]
+    assert succeeded["data"]["result"] == expected_result(scenario)
+    assert succeeded["data"]["progress"] == {"current": 2, "total": 2, "message": "writing checklist"}
+    # The first step's progress is always sent; the second's may be folded into the final event
+    # (job.progress webhooks are rate-limited per job).
+    progress = [r.event["data"]["progress"] for r in received if r.event["type"] == "job.progress"]
+    assert progress[0] == {"current": 1, "total": 2, "message": "summarising"}
+    assert all(
+        p in ({"current": 1, "total": 2, "message": "summarising"},
+              {"current": 2, "total": 2, "message": "writing checklist"})
+        for p in progress
+    )
+
+
+def wait_for_webhooks(
+    receiver: Receiver, until: Any, timeout: float = 30
+) -> list[Received]:
+    """Wait until `until(event types received so far)` holds; the requests received."""
+    deadline = time.monotonic() + timeout
+    while True:
+        received = list(receiver.received)
+        if until({r.event["type"] for r in received}):
+            return received
+        if time.monotonic() > deadline:
+            raise AssertionError(f"webhooks did not arrive: {[r.event['type'] for r in received]}")
+        time.sleep(0.05)
+
+
 def test_guidelines_that_try_to_break_out_arrive_verbatim_in_their_own_message(
     api: Api, fake_openai: FakeOpenAI
 ) -> None:
@@ -183,6 +235,21 @@ def test_a_429_is_retried_after_its_retry_after_then_succeeds(
     rate_limited, retried, _ = scenario.requests
     # Retry-After said 1 s; the backoff alone would have waited about 10 ms.
     assert retried.received_at - rate_limited.received_at >= 1.0
+
+
+def test_a_job_cancelled_while_it_waits_to_retry_stops_without_another_try(
+    api: Api, fake_openai: FakeOpenAI
+) -> None:
+    scenario = fake_openai.scenario()
+    scenario.add(Reply.error(429, "Slow down", headers={"Retry-After": "2"}), summary_reply(scenario))
+    created = submit(api, scenario)
+    api.wait(created["id"], until=lambda job: job["status"] == "RETRY")
+
+    assert api.post(f"/api/jobs/{created['id']}/cancel/").status_code == 202
+    job = api.wait(created["id"])
+
+    assert job["status"] == "REVOKED"
+    assert len(scenario.requests) == 1
 
 
 def test_a_dropped_connection_is_retried(api: Api, fake_openai: FakeOpenAI) -> None:
