@@ -15,6 +15,7 @@ import httpx2
 import openai
 import pytest
 from django.conf import settings
+from django.db import transaction
 
 from examples.receiver import Received, Receiver
 from jobs.models import Job
@@ -237,7 +238,7 @@ def test_a_429_is_retried_after_its_retry_after_then_succeeds(
     assert retried.received_at - rate_limited.received_at >= 1.0
 
 
-def test_a_job_cancelled_while_it_waits_to_retry_stops_without_another_try(
+def test_a_job_waiting_to_retry_holds_no_lock_and_can_be_cancelled(
     api: Api, fake_openai: FakeOpenAI
 ) -> None:
     scenario = fake_openai.scenario()
@@ -245,6 +246,9 @@ def test_a_job_cancelled_while_it_waits_to_retry_stops_without_another_try(
     created = submit(api, scenario)
     api.wait(created["id"], until=lambda job: job["status"] == "RETRY")
 
+    # The worker waits holding no lock on the job (NOWAIT would raise if it did)
+    with transaction.atomic():
+        Job.objects.select_for_update(nowait=True).get(pk=created["id"])
     assert api.post(f"/api/jobs/{created['id']}/cancel/").status_code == 202
     job = api.wait(created["id"])
 
