@@ -111,10 +111,10 @@ def address_refusal(address: IPAddress, *, allowed: Iterable[IPNetwork] = ()) ->
         return "a link-local address"
     if address.is_multicast:
         return "a multicast address"
+    if address.is_reserved:  # before is_private, which also covers 240.0.0.0/4
+        return "a reserved address"
     if address.is_private:
         return "a private address"
-    if address.is_reserved:
-        return "a reserved address"
     if any(address.version == net.version and address in net for net in EXTRA_BLOCKED_NET_RANGES):
         return "a special-purpose address"
     if not address.is_global:

@@ -1,0 +1,119 @@
+"""Redelivery (same webhook-id, same bytes) and secret rotation (both signatures verify)."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.utils import timezone
+from standardwebhooks import Webhook
+
+from examples.receiver import Receiver
+from tests.conftest import Api
+from tests.webhooks.conftest import HELLO, LONG, all_final, deliveries_of, secret_of, wait_deliveries
+
+
+def test_redeliver_sends_the_final_event_again_with_the_same_id_and_bytes(
+    api: Api, receiver: Receiver
+) -> None:
+    # Given a job whose webhook was delivered
+    secret = secret_of(api)
+    created = api.submit(HELLO, callback_url=receiver.url)
+    wait_deliveries(api, created["id"], all_final)
+    [first] = receiver.wait_for(1)
+
+    # When the client asks for it again
+    response = api.post(f"/api/jobs/{created['id']}/redeliver/")
+
+    # Then the same event arrives again: same webhook-id, same body, a fresh valid signature
+    assert response.status_code == 202, response.text
+    assert response.json()["redelivery"] is True
+    assert response.json()["webhook_id"] == first.headers["webhook-id"]
+    first, second = receiver.wait_for(2)
+    assert second.headers["webhook-id"] == first.headers["webhook-id"]
+    assert second.body == first.body
+    Webhook(secret).verify(second.body, second.headers)
+    deliveries = wait_deliveries(api, created["id"], lambda ds: len(ds) == 2 and all_final(ds))
+    assert sorted(d["redelivery"] for d in deliveries) == [False, True]
+    assert {d["state"] for d in deliveries} == {"succeeded"}
+
+
+def test_redeliver_needs_a_final_event(api: Api, receiver: Receiver) -> None:
+    running = api.submit(LONG, {"duration": 30}, callback_url=receiver.url)
+    api.wait(running["id"], until=lambda job: job["status"] == "STARTED")
+    no_callback = api.submit(HELLO)
+    api.wait(no_callback["id"])
+
+    for job_id in (running["id"], no_callback["id"]):
+        response = api.post(f"/api/jobs/{job_id}/redeliver/")
+        assert response.status_code == 409
+        assert response.json()["error"]["code"] == "nothing_to_redeliver"
+    api.post(f"/api/jobs/{running['id']}/cancel/")
+    api.wait(running["id"])
+
+
+def test_delivery_endpoints_check_ownership(api: Api, make_api: object, receiver: Receiver) -> None:
+    created = api.submit(HELLO, callback_url=receiver.url)
+    api.wait(created["id"])
+    other = make_api()  # type: ignore[operator]
+
+    assert other.get(f"/api/jobs/{created['id']}/deliveries/").status_code == 404
+    assert other.post(f"/api/jobs/{created['id']}/redeliver/").status_code == 404
+    assert api.get(f"/api/jobs/{created['id']}/deliveries/").status_code == 200
+
+
+def test_secret_is_stable_per_client_and_rotation_signs_with_both(
+    api: Api, make_api: object, receiver: Receiver
+) -> None:
+    # Given a client's secret (another client has its own)
+    old = secret_of(api)
+    assert secret_of(api) == old
+    assert secret_of(make_api()) != old  # type: ignore[operator]
+
+    # When it rotates
+    response = api.post("/api/webhook-secret/rotate/")
+    assert response.status_code == 200
+    new = response.json()["secret"]
+    assert new.startswith("whsec_") and new != old
+    assert secret_of(api) == new
+
+    # Then deliveries carry both signatures, space-separated, and each secret verifies
+    created = api.submit(HELLO, callback_url=receiver.url)
+    [received] = receiver.wait_for(1)
+    assert len(received.headers["webhook-signature"].split(" ")) == 2
+    assert Webhook(new).verify(received.body, received.headers)["data"]["id"] == created["id"]
+    assert Webhook(old).verify(received.body, received.headers)["data"]["id"] == created["id"]
+
+
+def test_after_the_overlap_only_the_new_secret_signs(api: Api, receiver: Receiver) -> None:
+    from webhooks.models import SigningSecret
+
+    old = secret_of(api)
+    new = api.post("/api/webhook-secret/rotate/").json()["secret"]
+    # The overlap (24 h by default) has passed.
+    SigningSecret.objects.filter(secret=old).update(expires_at=timezone.now() - timedelta(seconds=1))
+
+    api.submit(HELLO, callback_url=receiver.url)
+    [received] = receiver.wait_for(1)
+
+    assert len(received.headers["webhook-signature"].split(" ")) == 1
+    Webhook(new).verify(received.body, received.headers)
+
+
+def test_deliveries_list_is_the_envelope_and_cheap(api: Api, receiver: Receiver) -> None:
+    from django.db import connection
+    from django.test import Client as DjangoClient
+    from django.test.utils import CaptureQueriesContext
+
+    created = api.submit(LONG, {"duration": 1}, callback_url=receiver.url,
+                         webhook_events=["job.started", "job.succeeded"])
+    wait_deliveries(api, created["id"], lambda ds: len(ds) == 2 and all_final(ds))
+
+    # In this thread (not the live server's) so the queries can be counted.
+    in_process = DjangoClient(headers={"Authorization": f"Bearer {api.key}"})
+    with CaptureQueriesContext(connection) as queries:
+        body = in_process.get(f"/api/jobs/{created['id']}/deliveries/").json()
+
+    assert set(body) == {"results", "next", "previous"}
+    assert [d["event_type"] for d in body["results"]] == ["job.succeeded", "job.started"]  # newest first
+    # the API key, the job, the page of deliveries (joined to their events), their attempts
+    assert len(queries) == 4, [q["sql"] for q in queries.captured_queries]
+    assert deliveries_of(api, created["id"]) == body["results"]
