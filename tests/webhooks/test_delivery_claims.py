@@ -1,0 +1,195 @@
+"""Delivery attempts claim their row: one sender at a time, one recorded success, crash recovery,
+the dispatcher, the progress throttle and the check of the address at each attempt."""
+from __future__ import annotations
+
+import socket
+import threading
+import uuid
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+
+from core.models import Client
+from core.services import client_create
+from examples.receiver import Receiver, Reply
+from webhooks import services
+from webhooks.models import Delivery, DeliveryAttempt, Event
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def owner() -> Client:
+    return client_create(name=f"claims-{uuid.uuid4().hex[:8]}")
+
+
+def make_delivery(owner: Client, url: str, **fields: Any) -> Delivery:
+    """An outbox row written directly (nothing published), as event_record would leave it."""
+    now = timezone.now()
+    event = Event.objects.create(
+        owner=owner,
+        subject_id=uuid.uuid4(),
+        event_type="job.succeeded",
+        body=services.event_body(event_type="job.succeeded", data={"id": "x"}, at=now),
+    )
+    defaults: dict[str, Any] = {"next_attempt_at": now, "dispatched_at": now}
+    defaults.update(fields)
+    return Delivery.objects.create(event=event, owner=owner, subject_id=event.subject_id, url=url, **defaults)
+
+
+def test_two_workers_never_send_the_same_delivery_at_once(
+    owner: Client, make_receiver: Callable[..., Receiver]
+) -> None:
+    # Given a slow receiver and one due delivery
+    receiver = make_receiver(Reply(status=200, delay_seconds=1))
+    delivery = make_delivery(owner, receiver.url)
+    results: list[Any] = []
+
+    def attempt() -> None:
+        try:
+            results.append(services.delivery_attempt(delivery_id=delivery.pk))
+        finally:
+            connection.close()
+
+    # When two workers try it at the same time
+    threads = [threading.Thread(target=attempt) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    # Then one sent it and the other stood back
+    assert sum(result is not None for result in results) == 1
+    assert len(receiver.received) == 1
+    delivery.refresh_from_db()
+    assert delivery.state == Delivery.State.SUCCEEDED and delivery.attempt_count == 1
+
+
+def test_a_success_is_never_recorded_twice(owner: Client, receiver: Receiver) -> None:
+    delivery = make_delivery(owner, receiver.url)
+
+    first = services.delivery_attempt(delivery_id=delivery.pk)
+    again = services.delivery_attempt(delivery_id=delivery.pk)  # a duplicate message
+
+    assert first is not None and first.status_code == 200
+    assert again is None
+    assert DeliveryAttempt.objects.filter(delivery=delivery).count() == 1
+    assert len(receiver.received) == 1
+
+
+def test_an_attempt_whose_worker_died_is_logged_and_taken_over(owner: Client, receiver: Receiver) -> None:
+    # Given a delivery claimed by a worker that died mid-attempt (its lease has run out)
+    now = timezone.now()
+    delivery = make_delivery(
+        owner, receiver.url, attempt_count=1, claim_token=uuid.uuid4(), claimed_until=now - timedelta(seconds=1)
+    )
+    DeliveryAttempt.objects.create(delivery=delivery, number=1, started_at=now - timedelta(minutes=2))
+
+    # When its message is redelivered (late ack) or the dispatcher republishes it
+    attempt = services.delivery_attempt(delivery_id=delivery.pk)
+
+    # Then the lost attempt is marked interrupted and attempt 2 delivers
+    assert attempt is not None and attempt.number == 2 and attempt.status_code == 200
+    lost = DeliveryAttempt.objects.get(delivery=delivery, number=1)
+    assert "Interrupted" in lost.error and lost.finished_at is not None
+    delivery.refresh_from_db()
+    assert delivery.state == Delivery.State.SUCCEEDED
+
+
+def test_a_live_claim_is_not_taken_over(owner: Client, receiver: Receiver) -> None:
+    delivery = make_delivery(
+        owner, receiver.url, claim_token=uuid.uuid4(), claimed_until=timezone.now() + timedelta(minutes=1)
+    )
+
+    assert services.delivery_attempt(delivery_id=delivery.pk) is None
+    assert receiver.received == []
+
+
+def test_an_outcome_after_the_claim_was_taken_over_decides_nothing(owner: Client, receiver: Receiver) -> None:
+    delivery = make_delivery(owner, receiver.url)
+    original_post = services.http.post
+
+    def post_then_lose_the_claim(*args: Any, **kwargs: Any) -> Any:
+        result = original_post(*args, **kwargs)
+        # Meanwhile another worker took the delivery over (our lease ran out).
+        Delivery.objects.filter(pk=delivery.pk).update(claim_token=uuid.uuid4())
+        return result
+
+    services.http.post = post_then_lose_the_claim  # type: ignore[assignment]
+    try:
+        attempt = services.delivery_attempt(delivery_id=delivery.pk)
+    finally:
+        services.http.post = original_post  # type: ignore[assignment]
+
+    assert attempt is not None and attempt.status_code == 200  # the attempt is logged...
+    delivery.refresh_from_db()
+    assert delivery.state == Delivery.State.PENDING  # ...but the new holder records the outcome
+
+
+def test_the_address_is_checked_again_at_each_attempt(owner: Client) -> None:
+    # Given a callback whose name now resolves to a private address (DNS changed)
+    delivery = make_delivery(owner, "http://rebound.example/hook")
+
+    def rebound(host: str, port: int) -> list[str]:
+        if host != "rebound.example":
+            raise socket.gaierror(socket.EAI_NONAME, "unknown")
+        return ["10.9.8.7"]
+
+    attempt = services.delivery_attempt(delivery_id=delivery.pk, resolver=rebound)
+
+    # Then the attempt is refused without a connection, logged, and retried later
+    assert attempt is not None and attempt.status_code is None
+    assert attempt.error.startswith("Refused") and "10.9.8.7" in attempt.error
+    delivery.refresh_from_db()
+    assert delivery.state == Delivery.State.PENDING and delivery.next_attempt_at is not None
+
+
+def test_the_dispatcher_publishes_due_deliveries_once(
+    owner: Client, receiver: Receiver, celery_worker: str
+) -> None:
+    # Given a delivery whose time has come and that no task carries (long delay, or broker down)
+    delivery = make_delivery(owner, receiver.url, next_attempt_at=timezone.now() - timedelta(seconds=1),
+                             dispatched_at=None)
+    later = make_delivery(owner, receiver.url, next_attempt_at=timezone.now() + timedelta(hours=1),
+                          dispatched_at=None)
+
+    # When the dispatcher runs twice
+    first = services.deliveries_dispatch_due()
+    second = services.deliveries_dispatch_due()
+
+    # Then the due one was published once and the worker delivered it; the later one waits
+    assert (first, second) == (1, 0)
+    [received] = receiver.wait_for(1)
+    assert received.headers["webhook-id"] == delivery.event.message_id
+    later.refresh_from_db()
+    assert later.state == Delivery.State.PENDING and later.attempt_count == 0
+
+
+def test_job_progress_events_are_throttled(owner: Client, receiver: Receiver) -> None:
+    from jobs.models import Job
+    from jobs.services import job_progress
+
+    # Given a running job that wants progress events
+    job = Job.objects.create(
+        owner=owner,
+        job_name="api.tasks.long_running_task",
+        payload={"duration": 10},
+        status=Job.Status.STARTED,
+        started_at=timezone.now(),
+        dispatched_at=timezone.now(),
+        callback_url=receiver.url,
+        webhook_events=["job.progress"],
+    )
+
+    # When it reports progress five times in quick succession
+    for tick in range(5):
+        job_progress(job_id=job.id, current=tick, total=10)
+
+    # Then one progress event was recorded (at most about one a second), with the first progress
+    events = list(Event.objects.filter(subject_id=job.id))
+    assert len(events) == 1
+    assert b'"current":0' in bytes(events[0].body)
