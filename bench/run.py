@@ -1,0 +1,900 @@
+"""`make bench`: start the production-like stack, measure it against the baseline app, write the
+figures to docs/benchmarks.md (between the generated-section markers) and bench/results.json.
+
+Everything it starts (gunicorn, Celery workers, the webhook receiver) runs in a process group of
+its own and is stopped on exit, Ctrl-C included. It uses a database (`jobapi_bench`) and Redis
+databases (12 and 13) of its own, and drops/flushes them when it is done.
+
+    .venv/bin/python -m bench.run            # the full run (about 5 minutes on 2 cores)
+    .venv/bin/python -m bench.run --quick    # short runs, 10k rows only: for working on it
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import re
+import secrets
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+PG_ADMIN_URL = os.environ.get("BENCH_PG_URL", "postgres://postgres@127.0.0.1:5432")
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379")
+BENCH_DB = "jobapi_bench"
+BROKER_DB = 12  # broker and cache (throttle counters)
+RESULT_DB = 13  # the raw round trip's result backend only
+CONNECTIONS = 16
+# Background submissions (with callbacks) while the end-to-end probes run "under load".
+LOAD_JOBS_PER_SECOND = 20
+WRK_THREADS = 2
+HELLO = {"job_name": "api.tasks.hello_world", "payload": {"message": "bench"}}
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def percentiles(values: list[float]) -> dict[str, float]:
+    """p50/p95/p99 in milliseconds (nearest-rank)."""
+    ordered = sorted(values)
+
+    def rank(p: float) -> float:
+        return ordered[min(len(ordered) - 1, max(0, int(round(p / 100 * len(ordered) + 0.5)) - 1))]
+
+    return {
+        "n": len(ordered),
+        "p50_ms": round(rank(50) * 1000, 2),
+        "p95_ms": round(rank(95) * 1000, 2),
+        "p99_ms": round(rank(99) * 1000, 2),
+        "mean_ms": round(statistics.fmean(ordered) * 1000, 2),
+    }
+
+
+# --- Processes -------------------------------------------------------------------------------
+
+
+@dataclass
+class Stack:
+    """Every process the harness started, so that all of them are stopped on the way out."""
+
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    logs: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="jobapi-bench-")))
+
+    def start(
+        self, name: str, argv: list[str], env: dict[str, str], stdout: Any = None
+    ) -> subprocess.Popen[bytes]:
+        log_file = open(self.logs / f"{name}.log", "wb")  # noqa: SIM115
+        process = subprocess.Popen(
+            argv,
+            cwd=REPO,
+            env=env,
+            stdout=stdout or log_file,
+            stderr=log_file,
+            start_new_session=True,  # its own process group: stopping it stops its children
+        )
+        self.processes[name] = process
+        return process
+
+    def stop(self, name: str, timeout: float = 20) -> None:
+        process = self.processes.pop(name, None)
+        if process is None or process.poll() is not None:
+            return
+        # The group leader first (gunicorn's master, Celery's main process): it stops its own
+        # children gracefully; whatever is left in the group is killed afterwards.
+        process.terminate()
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        # A pool child that outlived its parent is still in the group.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+
+    def stop_all(self) -> None:
+        for name in list(self.processes):
+            self.stop(name)
+
+    def tail(self, name: str) -> str:
+        path = self.logs / f"{name}.log"
+        return path.read_text(errors="replace")[-3000:] if path.exists() else ""
+
+
+def wait_http(url: str, stack: Stack, name: str, timeout: float = 60) -> None:
+    import requests
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        process = stack.processes.get(name)
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"{name} exited early:\n{stack.tail(name)}")
+        with contextlib.suppress(requests.RequestException):
+            if requests.get(url, timeout=2).status_code < 500:
+                return
+        time.sleep(0.2)
+    raise RuntimeError(f"{name} did not answer {url} in {timeout}s:\n{stack.tail(name)}")
+
+
+def wait_celery(app: Any, name: str, stack: Stack, proc_name: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        process = stack.processes.get(proc_name)
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"{proc_name} exited early:\n{stack.tail(proc_name)}")
+        if app.control.ping(destination=[name], timeout=0.5):
+            return
+    raise RuntimeError(f"{proc_name} did not come up:\n{stack.tail(proc_name)}")
+
+
+def process_tree(pid: int) -> list[int]:
+    """pid and its descendants, from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry.name))
+    tree, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        tree.append(current)
+        todo.extend(children.get(current, []))
+    return tree
+
+
+def memory_of(pid: int) -> dict[str, Any]:
+    """RSS of each process in the tree and the tree's PSS (shared pages split fairly), in MiB."""
+    rss, pss = [], 0.0
+    for member in process_tree(pid):
+        try:
+            rollup = Path(f"/proc/{member}/smaps_rollup").read_text()
+        except OSError:
+            continue
+        fields = dict(
+            (line.split(":")[0], int(line.split()[1])) for line in rollup.splitlines()[1:] if ":" in line
+        )
+        rss.append(round(fields.get("Rss", 0) / 1024, 1))
+        pss += fields.get("Pss", 0) / 1024
+    return {"processes": len(rss), "rss_mib_each": rss, "pss_mib_total": round(pss, 1)}
+
+
+# --- wrk -------------------------------------------------------------------------------------
+
+WRK_DONE = r"""
+done = function(summary, latency, requests)
+  io.write(string.format(
+    'WRKJSON {"requests":%d,"duration_us":%d,"errors_connect":%d,"errors_read":%d,' ..
+    '"errors_write":%d,"errors_status":%d,"errors_timeout":%d,' ..
+    '"p50_us":%d,"p90_us":%d,"p99_us":%d,"max_us":%d,"mean_us":%.1f}\n',
+    summary.requests, summary.duration, summary.errors.connect, summary.errors.read,
+    summary.errors.write, summary.errors.status, summary.errors.timeout,
+    latency:percentile(50), latency:percentile(90), latency:percentile(99),
+    latency.max, latency.mean))
+end
+"""
+
+
+def lua_list(values: list[str]) -> str:
+    return "{" + ",".join(json.dumps(v) for v in values) + "}"
+
+
+def wrk_script(
+    *, method: str, paths: list[str], keys: list[str] | None = None, body: str | None = None
+) -> str:
+    """A wrk script that rotates over `paths` (and API keys), `body` for POSTs."""
+    headers = '{["Content-Type"]="application/json"}'
+    return (
+        f"local paths = {lua_list(paths)}\n"
+        f"local keys = {lua_list(keys or [])}\n"
+        f"local body = {json.dumps(body) if body else 'nil'}\n"
+        "local i = math.random(1, 100000)\n"
+        "request = function()\n"
+        "  i = i + 1\n"
+        f"  local h = {headers}\n"
+        '  if #keys > 0 then h["Authorization"] = "Bearer " .. keys[(i % #keys) + 1] end\n'
+        f'  return wrk.format("{method}", paths[(i % #paths) + 1], h, body)\n'
+        "end\n" + WRK_DONE
+    )
+
+
+def wrk(
+    base_url: str,
+    script: str,
+    *,
+    seconds: int,
+    connections: int = CONNECTIONS,
+    threads: int = WRK_THREADS,
+    workdir: Path,
+) -> dict[str, Any]:
+    path = workdir / f"wrk-{uuid.uuid4().hex[:8]}.lua"
+    path.write_text(script)
+    out = subprocess.run(
+        ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s",
+         "--timeout", "10s", "-s", str(path), base_url],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    line = next(line for line in out.splitlines() if line.startswith("WRKJSON "))
+    raw = json.loads(line[len("WRKJSON "):])
+    seconds_run = raw["duration_us"] / 1e6
+    ok = raw["requests"] - raw["errors_status"]
+    return {
+        "connections": connections,
+        "seconds": round(seconds_run, 2),
+        "requests": raw["requests"],
+        "non_2xx_3xx": raw["errors_status"],
+        "socket_errors": raw["errors_connect"] + raw["errors_read"] + raw["errors_write"]
+        + raw["errors_timeout"],
+        "rps": round(ok / seconds_run, 1),
+        "p50_ms": round(raw["p50_us"] / 1000, 2),
+        "p90_ms": round(raw["p90_us"] / 1000, 2),
+        "p99_ms": round(raw["p99_us"] / 1000, 2),
+        "max_ms": round(raw["max_us"] / 1000, 2),
+    }
+
+
+def ensure_wrk() -> str:
+    found = shutil.which("wrk")
+    if found:
+        return found
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        log("wrk is missing: installing the Debian package")
+        subprocess.run(["apt-get", "install", "-y", "-q", "wrk"], check=False)
+        found = shutil.which("wrk")
+    if not found:
+        sys.exit("wrk is required: install it (Debian/Ubuntu: `sudo apt-get install wrk`).")
+    return found
+
+
+def wrk_version() -> str:
+    out = subprocess.run(["wrk", "-v"], capture_output=True, text=True)
+    return (out.stdout + out.stderr).strip().splitlines()[0]
+
+
+# --- Database and Redis ----------------------------------------------------------------------
+
+
+def admin_sql(sql: str) -> None:
+    import psycopg2
+
+    connection = psycopg2.connect(f"{PG_ADMIN_URL}/postgres")
+    connection.autocommit = True
+    with connection.cursor() as cursor:
+        cursor.execute(sql)
+    connection.close()
+
+
+def redis_flush() -> None:
+    import redis
+
+    for db in (BROKER_DB, RESULT_DB):
+        redis.Redis.from_url(f"{REDIS_URL}/{db}").flushdb()
+
+
+def base_env(secret: str) -> dict[str, str]:
+    env = {
+        k: v for k, v in os.environ.items()
+        if not k.startswith(("CELERY_", "DJANGO_", "TEST_", "POSTGRES_", "WEB_", "DATABASE_"))
+    }
+    env.update(
+        {
+            "DATABASE_URL": f"{PG_ADMIN_URL}/{BENCH_DB}",
+            "CELERY_BROKER_URL": f"{REDIS_URL}/{BROKER_DB}",
+            "CACHE_URL": f"{REDIS_URL}/{BROKER_DB}",
+            "SECRET_KEY": secret,
+            "DEBUG": "false",
+            "HOST": "127.0.0.1",
+            "ALLOWED_HOSTS": "127.0.0.1,localhost",
+            "LOG_LEVEL": "WARNING",
+            # The webhook receiver is local: let deliveries reach loopback (production: unset).
+            "WEBHOOK_ALLOWED_NETWORKS": "127.0.0.1/32",
+            "DATA_DIR": str(Path(tempfile.mkdtemp(prefix="jobapi-bench-data-"))),
+            # scripts/web and scripts/worker run the binaries of this interpreter's venv.
+            "VIRTUAL_ENV": sys.prefix,
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    return env
+
+
+# --- The measurements ------------------------------------------------------------------------
+
+
+@dataclass
+class Bench:
+    quick: bool
+    stack: Stack
+    env: dict[str, str]
+    workdir: Path
+    results: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def load_seconds(self) -> int:
+        return 4 if self.quick else 12
+
+    def manage(self, *args: str, settings: str = "core.settings") -> None:
+        env = dict(self.env, DJANGO_SETTINGS_MODULE=settings)
+        subprocess.run([sys.executable, "manage.py", *args], cwd=REPO, env=env, check=True,
+                       stdout=subprocess.DEVNULL)
+
+    def web(self, name: str, settings: str) -> str:
+        port = free_port()
+        env = dict(self.env, DJANGO_SETTINGS_MODULE=settings, PORT=str(port))
+        self.stack.start(name, [str(REPO / "scripts" / "web")], env)
+        return f"http://127.0.0.1:{port}"
+
+    def worker(self, name: str, queues: str) -> None:
+        from core.celery import app
+
+        env = dict(self.env, DJANGO_SETTINGS_MODULE="core.settings", QUEUES=queues,
+                   WORKER_NAME=f"bench-{name}")
+        self.stack.start(name, [str(REPO / "scripts" / "worker")], env)
+        wait_celery(app, f"bench-{name}@{socket.gethostname()}", self.stack, name)
+
+    # Baseline ----------------------------------------------------------------------------------
+
+    def baseline(self) -> None:
+        from django.db import connection
+
+        log("baseline app: migrate, seed 1000 rows, start gunicorn")
+        self.manage("migrate", "bench", settings="bench.settings")
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "INSERT INTO bench_benchrow (id, name, payload, created_at) "
+                "SELECT gen_random_uuid(), 'api.tasks.hello_world', '{\"message\": \"bench\"}', now() "
+                "FROM generate_series(1, 1000)"
+            )
+            cursor.execute("SELECT id FROM bench_benchrow")
+            ids = [str(row[0]) for row in cursor.fetchall()]
+        url = self.web("baseline-web", "bench.settings")
+        wait_http(f"{url}/constant/", self.stack, "baseline-web")
+        self.warm(url, "/constant/")
+        figures: dict[str, Any] = {}
+        log("baseline: constant view")
+        figures["constant"] = wrk(url, wrk_script(method="GET", paths=["/constant/"]),
+                                  seconds=self.load_seconds, workdir=self.workdir)
+        log("baseline: read one row by pk")
+        figures["read_one_row"] = wrk(
+            url, wrk_script(method="GET", paths=[f"/rows/{i}/" for i in ids]),
+            seconds=self.load_seconds, workdir=self.workdir,
+        )
+        log("baseline: insert one row and publish one message (the naive submit)")
+        figures["insert_and_publish"] = wrk(
+            url, wrk_script(method="POST", paths=["/rows/"], body=json.dumps(HELLO)),
+            seconds=self.load_seconds, workdir=self.workdir,
+        )
+        figures["memory_web"] = memory_of(self.stack.processes["baseline-web"].pid)
+        self.stack.stop("baseline-web")
+        self.redis_delete("bench_naive")
+        self.results["baseline"] = figures
+
+    def warm(self, url: str, path: str, headers: dict[str, str] | None = None) -> None:
+        """Touch every gunicorn worker (imports, connections) before measuring."""
+        import requests
+
+        session = requests.Session()
+        for _ in range(60):
+            session.get(url + path, headers=headers, timeout=10)
+
+    def redis_delete(self, *keys: str) -> None:
+        import redis
+
+        redis.Redis.from_url(f"{REDIS_URL}/{BROKER_DB}").delete(*keys)
+
+    # The API -----------------------------------------------------------------------------------
+
+    def clients(self, count: int, prefix: str) -> list[str]:
+        from core.services import api_key_create, client_create
+
+        return [api_key_create(client=client_create(name=f"{prefix}-{i}")) for i in range(count)]
+
+    def api_submit_poll(self, *, measure: bool = True) -> str:
+        from django.db import connection
+
+        log("API: start gunicorn (no Celery worker yet: submit is measured like its ceiling)")
+        url = self.web("api-web", "core.settings")
+        wait_http(f"{url}/healthz", self.stack, "api-web")
+        if not measure:
+            return url
+        # Many clients, because the default per-client submit rate limit stays on.
+        submit_keys = self.clients(128, "submit")
+        poll_key = self.clients(1, "poll")[0]
+        self.warm(url, "/api/jobs/?page_size=1", {"Authorization": f"Bearer {poll_key}"})
+        import requests
+
+        probe = requests.post(f"{url}/api/jobs/", json=HELLO,
+                              headers={"Authorization": f"Bearer {submit_keys[0]}"}, timeout=10)
+        assert probe.status_code == 202, probe.text
+        figures: dict[str, Any] = {}
+        log("API: POST /api/jobs/")
+        figures["submit"] = wrk(
+            url, wrk_script(method="POST", paths=["/api/jobs/"], keys=submit_keys,
+                            body=json.dumps(HELLO)),
+            seconds=self.load_seconds, workdir=self.workdir,
+        )
+        # The queued messages have no consumer by design: drop them and close their jobs.
+        self.redis_delete("jobs")
+        with connection.cursor() as cursor:
+            cursor.execute("UPDATE jobs_job SET status = 'REVOKED', finished_at = now() "
+                           "WHERE status = 'PENDING'")
+        poll_client = self.client_of(poll_key)
+        ids = self.seed_jobs(owner_id=poll_client, count=1000)
+        log("API: GET /api/jobs/<id>/")
+        figures["poll"] = wrk(
+            url, wrk_script(method="GET", paths=[f"/api/jobs/{i}/" for i in ids], keys=[poll_key]),
+            seconds=self.load_seconds, workdir=self.workdir,
+        )
+        self.results["api"] = figures
+        return url
+
+    def client_of(self, key: str) -> str:
+        from core.models import ApiKey
+        from core.services import api_key_digest
+
+        return str(ApiKey.objects.get(digest=api_key_digest(key)).client_id)
+
+    def seed_jobs(self, *, owner_id: str, count: int, with_results: bool = False) -> list[str]:
+        """Finished hello_world jobs (and persisted results), inserted by one SQL statement each."""
+        from django.db import connection
+
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "INSERT INTO jobs_job (id, owner_id, job_name, payload, status, progress, result,"
+                " error, callback_url, webhook_events, cancel_requested, dispatched_at,"
+                " created_at, started_at, finished_at) "
+                "SELECT gen_random_uuid(), %s, 'api.tasks.hello_world', '{\"message\": \"bench\"}',"
+                " 'SUCCESS', NULL, '\"hello world bench\"', NULL, '', '[]', false, t, t, t, t "
+                "FROM (SELECT now() - g * interval '1 millisecond' AS t"
+                "      FROM generate_series(1, %s) g) s "
+                "RETURNING id",
+                [owner_id, count],
+            )
+            ids = [str(row[0]) for row in cursor.fetchall()] if count <= 10_000 else []
+            if with_results:
+                cursor.execute(
+                    "INSERT INTO jobs_jobresult (owner_id, job_id, task_name, result, created_at) "
+                    "SELECT %s, NULL, 'api.tasks.save_task_result_test_task',"
+                    " '{\"value\": 1}', now() - g * interval '1 millisecond' "
+                    "FROM generate_series(1, %s) g",
+                    [owner_id, count],
+                )
+        return ids
+
+    # Query counts ------------------------------------------------------------------------------
+
+    def query_counts(self) -> None:
+        """Queries and Redis commands per submit and per poll, through Django's test client."""
+        import redis
+        from django.db import connection
+        from django.test import Client as TestClient
+        from django.test.utils import CaptureQueriesContext
+
+        log("API: queries per submit and per poll")
+        key = self.clients(1, "queries")[0]
+        client = TestClient(HTTP_HOST="127.0.0.1", HTTP_AUTHORIZATION=f"Bearer {key}")
+        commands: list[str] = []
+        original = redis.Redis.execute_command
+        original_pipeline = redis.client.Pipeline.execute
+
+        def counting(self: Any, *args: Any, **options: Any) -> Any:
+            commands.append(str(args[0]))
+            return original(self, *args, **options)
+
+        def counting_pipeline(self: Any, *args: Any, **kwargs: Any) -> Any:
+            commands.append("PIPELINE(" + ",".join(str(c[0][0]) for c in self.command_stack) + ")")
+            return original_pipeline(self, *args, **kwargs)
+
+        figures: dict[str, Any] = {}
+        redis.Redis.execute_command = counting  # type: ignore[method-assign]
+        redis.client.Pipeline.execute = counting_pipeline  # type: ignore[method-assign]
+        try:
+            for label, call in (
+                ("submit", lambda: client.post("/api/jobs/", HELLO, content_type="application/json")),
+                ("submit_with_callback", lambda: client.post(
+                    "/api/jobs/", dict(HELLO, callback_url="http://127.0.0.1:9/hook"),
+                    content_type="application/json")),
+            ):
+                call()  # warm: first-use imports and connection set-up are not per request
+                commands.clear()
+                with CaptureQueriesContext(connection) as queries:
+                    response = call()
+                assert response.status_code == 202, response.content
+                figures[label] = {"db_queries": len(queries), "sql": [q["sql"][:160] for q in queries],
+                                  "redis_commands": list(commands)}
+            job_id = response.json()["id"]
+            client.get(f"/api/jobs/{job_id}/")
+            commands.clear()
+            with CaptureQueriesContext(connection) as queries:
+                response = client.get(f"/api/jobs/{job_id}/")
+            assert response.status_code == 200
+            figures["poll"] = {"db_queries": len(queries), "sql": [q["sql"][:160] for q in queries],
+                               "redis_commands": list(commands)}
+        finally:
+            redis.Redis.execute_command = original  # type: ignore[method-assign]
+            redis.client.Pipeline.execute = original_pipeline  # type: ignore[method-assign]
+        self.results["queries"] = figures
+
+    # Workers: end to end and delivery --------------------------------------------------------
+
+    def start_workers(self) -> None:
+        log("start Celery workers (jobs, webhooks), beat, the bench echo worker and the receiver")
+        self.worker("jobs-worker", "jobs")
+        self.worker("webhooks-worker", "webhooks")
+        self.stack.start("beat", [str(REPO / "scripts" / "beat")],
+                         dict(self.env, DJANGO_SETTINGS_MODULE="core.settings"))
+        echo_env = dict(self.env, DJANGO_SETTINGS_MODULE="bench.settings",
+                        BENCH_RESULT_BACKEND=f"{REDIS_URL}/{RESULT_DB}")
+        self.stack.start(
+            "echo-worker",
+            [str(Path(sys.prefix) / "bin" / "celery"), "-A", "bench.celery", "worker",
+             "-Q", "bench_echo", "-c", "1", "-n", "bench-echo@%h", "--without-mingle",
+             "--without-gossip", "-l", "warning"],
+            echo_env,
+        )
+        self.receiver = Receiver(self.stack)
+
+    def roundtrip(self) -> None:
+        samples = 30 if self.quick else 200
+        log(f"raw Celery round trip: apply_async().get() x {samples}")
+        env = dict(self.env, DJANGO_SETTINGS_MODULE="bench.settings",
+                   BENCH_RESULT_BACKEND=f"{REDIS_URL}/{RESULT_DB}")
+        out = subprocess.run([sys.executable, "-m", "bench.roundtrip", str(samples)], cwd=REPO,
+                             env=env, capture_output=True, text=True, timeout=300)
+        if out.returncode:
+            raise RuntimeError(out.stderr[-3000:])
+        self.results["raw_roundtrip"] = percentiles(json.loads(out.stdout))
+
+    def end_to_end(self, url: str) -> None:
+        import requests
+
+        keys = self.clients(9, "e2e")
+        probe_key, load_keys = keys[0], keys[1:]
+        samples = 30 if self.quick else 200
+        session = requests.Session()
+
+        def probe() -> tuple[float, float]:
+            token = uuid.uuid4().hex
+            started = time.monotonic()
+            response = session.post(
+                f"{url}/api/jobs/",
+                json=dict(HELLO, callback_url=f"{self.receiver.url}/e2e/{token}"),
+                headers={"Authorization": f"Bearer {probe_key}"}, timeout=30,
+            )
+            accepted = time.monotonic()
+            assert response.status_code == 202, response.text
+            return accepted - started, self.receiver.wait(f"/e2e/{token}", timeout=30) - started
+
+        for _ in range(10):
+            probe()  # warm
+        log(f"end to end, sequential: {samples} jobs")
+        submit, e2e = zip(*(probe() for _ in range(samples)))
+        figures: dict[str, Any] = {"sequential": {"webhook": percentiles(list(e2e)),
+                                                   "submit_202": percentiles(list(submit))}}
+        self.results["end_to_end"] = figures
+        rate = LOAD_JOBS_PER_SECOND
+        log(f"end to end under load: {rate} jobs/s with callbacks in the background")
+        stop = threading.Event()
+        sent, errors = [0], [0]
+
+        def background(key: str, per_second: float) -> None:
+            local = requests.Session()
+            next_at = time.monotonic()
+            while not stop.is_set():
+                try:
+                    local.post(f"{url}/api/jobs/",
+                               json=dict(HELLO, callback_url=f"{self.receiver.url}/load/{sent[0]}"),
+                               headers={"Authorization": f"Bearer {key}"}, timeout=30)
+                    sent[0] += 1
+                except requests.RequestException:
+                    errors[0] += 1
+                next_at += 1 / per_second
+                time.sleep(max(0.0, next_at - time.monotonic()))
+
+        threads = [threading.Thread(target=background, args=(key, rate / len(load_keys)), daemon=True)
+                   for key in load_keys]
+        for thread in threads:
+            thread.start()
+        time.sleep(2)
+        loaded_started = time.monotonic()
+        submit, e2e = zip(*(probe() for _ in range(samples // 2)))
+        loaded_seconds = time.monotonic() - loaded_started
+        stop.set()
+        for thread in threads:
+            thread.join()
+        figures["under_load"] = {
+            "background_jobs_per_second": rate,
+            "background_jobs_sent": sent[0],
+            "background_connection_errors": errors[0],
+            "measured_seconds": round(loaded_seconds, 1),
+            "webhook": percentiles(list(e2e)),
+            "submit_202": percentiles(list(submit)),
+        }
+        self.results["end_to_end"] = figures
+
+    def delivery(self) -> None:
+        import requests
+        from django.db import transaction
+
+        from core.services import api_key_create, client_create
+        from webhooks import services as webhook_services
+
+        count = 200 if self.quick else 1000
+        owner = client_create(name="deliveries")
+        api_key_create(client=owner)
+        log(f"delivery: plain requests loop, {count} posts of the same bytes")
+        event = webhook_services.event_body(
+            event_type="job.succeeded",
+            data={"id": str(uuid.uuid4()), "job_name": HELLO["job_name"], "status": "SUCCESS",
+                  "result": "hello world bench", "payload": HELLO["payload"]},
+            at=datetime.now(timezone.utc),
+        )
+        headers = {"Content-Type": "application/json", "webhook-id": "msg_bench",
+                   "webhook-timestamp": str(int(time.time())), "webhook-signature": "v1,bench"}
+        figures: dict[str, Any] = {"body_bytes": len(event)}
+        for label, poster in (("plain_requests_post", requests.post),
+                              ("plain_requests_session", requests.Session().post)):
+            started = time.monotonic()
+            for i in range(count):
+                poster(f"{self.receiver.url}/plain/{label}/{i}", data=event, headers=headers,
+                       timeout=10)
+            figures[label] = {"per_second": round(count / (time.monotonic() - started), 1)}
+        log(f"delivery: {count} signed webhooks through the webhooks worker")
+        with transaction.atomic():
+            for i in range(count):
+                webhook_services.event_record(
+                    owner_id=owner.id, subject_id=uuid.uuid4(), event_type="job.succeeded",
+                    data=json.loads(event)["data"], callback_url=f"{self.receiver.url}/deliver/{i}",
+                )
+            committed_at = time.monotonic()
+        arrivals = sorted(self.receiver.wait(f"/deliver/{i}", timeout=120) for i in range(count))
+        figures["service"] = {
+            "per_second": round((count - 1) / (arrivals[-1] - arrivals[0]), 1),
+            "first_after_commit_ms": round((arrivals[0] - committed_at) * 1000, 1),
+            "all_after_commit_s": round(arrivals[-1] - committed_at, 2),
+        }
+        figures["service"]["vs_session_loop"] = round(
+            figures["service"]["per_second"] / figures["plain_requests_session"]["per_second"], 2)
+        figures["service"]["vs_post_loop"] = round(
+            figures["service"]["per_second"] / figures["plain_requests_post"]["per_second"], 2)
+        self.results["delivery"] = figures
+
+    def workers_memory(self) -> None:
+        self.results["memory"] = {
+            name: memory_of(self.stack.processes[name].pid)
+            for name in ("api-web", "jobs-worker", "webhooks-worker")
+            if name in self.stack.processes
+        }
+
+    def stop_workers(self) -> None:
+        for name in ("jobs-worker", "webhooks-worker", "beat", "echo-worker", "receiver"):
+            self.stack.stop(name)
+
+    # Scale -------------------------------------------------------------------------------------
+
+    def scale(self, url: str) -> None:
+        from django.db import connection
+
+        sizes = [10_000] if self.quick else [10_000, 1_000_000]
+        figures: dict[str, Any] = {}
+        for size in sizes:
+            key = self.clients(1, f"scale-{size}")[0]
+            owner = self.client_of(key)
+            log(f"scale: seeding {size} jobs and {size} results (INSERT ... SELECT generate_series)")
+            started = time.monotonic()
+            self.seed_jobs(owner_id=owner, count=size, with_results=True)
+            with connection.cursor() as cursor:
+                cursor.execute("ANALYZE jobs_job")
+                cursor.execute("ANALYZE jobs_jobresult")
+            seeded = round(time.monotonic() - started, 1)
+            entry: dict[str, Any] = {"seed_seconds": seeded}
+            for label, path in (("jobs_first_page", "/api/jobs/"),
+                                ("jobs_deep_page", "/api/jobs/?cursor=" + self.deep_cursor(owner, size)),
+                                ("results_first_page", "/api/results/"),
+                                ("jobs_filtered_status", "/api/jobs/?status=SUCCESS")):
+                log(f"scale {size}: GET {path[:40]}")
+                entry[label] = wrk(url, wrk_script(method="GET", paths=[path], keys=[key]),
+                                   seconds=3 if self.quick else 5, connections=4,
+                                   workdir=self.workdir)
+            figures[str(size)] = entry
+        self.results["scale"] = figures
+
+    def deep_cursor(self, owner: str, size: int) -> str:
+        """The cursor of the page in the middle of the owner's jobs (DRF's cursor encoding)."""
+        from base64 import b64encode
+        from urllib.parse import quote, urlencode
+
+        from jobs.models import Job
+
+        created = (Job.objects.filter(owner_id=owner).order_by("-created_at", "-pk")
+                   .values_list("created_at", flat=True)[size // 2])
+        return quote(b64encode(urlencode({"p": str(created)}).encode()).decode())
+
+
+class Receiver:
+    """The webhook receiver process (bench/receiver.py) and a thread reading its arrivals."""
+
+    def __init__(self, stack: Stack) -> None:
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        self.arrivals: dict[str, float] = {}
+        self.condition = threading.Condition()
+        self.process = stack.start("receiver", [sys.executable, "-m", "bench.receiver", str(port)],
+                                   dict(os.environ), stdout=subprocess.PIPE)
+        assert self.process.stdout is not None
+        if self.process.stdout.readline().strip() != b"ready":
+            raise RuntimeError(f"receiver did not start:\n{stack.tail('receiver')}")
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            arrived, path, _ = line.decode().split(" ", 2)
+            with self.condition:
+                self.arrivals[path] = float(arrived)
+                self.condition.notify_all()
+
+    def wait(self, path: str, timeout: float) -> float:
+        """When `path` was first requested (CLOCK_MONOTONIC seconds)."""
+        with self.condition:
+            if not self.condition.wait_for(lambda: path in self.arrivals, timeout=timeout):
+                raise RuntimeError(f"no request to {path} within {timeout}s")
+            return self.arrivals[path]
+
+
+def system_info() -> dict[str, Any]:
+    import celery
+    import django
+    import gunicorn
+    import psycopg2
+    import redis
+    import rest_framework
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW server_version")
+        pg = cursor.fetchone()[0]
+    import redis as redis_module
+
+    redis_version = redis_module.Redis.from_url(f"{REDIS_URL}/{BROKER_DB}").info()["redis_version"]
+    cpu = "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return {
+        "date_utc": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "cores": os.cpu_count(),
+        "cpu": cpu,
+        "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "django": django.get_version(),
+        "djangorestframework": rest_framework.VERSION,
+        "celery": celery.__version__,
+        "gunicorn": gunicorn.__version__,
+        "psycopg2": psycopg2.__version__.split()[0],
+        "redis_py": redis.__version__,
+        "postgresql": pg,
+        "redis": redis_version,
+        "wrk": wrk_version(),
+        "load_average_at_start": os.getloadavg(),
+    }
+
+
+PHASES = ("baseline", "api", "queries", "e2e", "delivery", "scale")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="short runs, 10k rows only")
+    parser.add_argument("--json", default=str(REPO / "bench" / "results.json"))
+    parser.add_argument("--doc", default=str(REPO / "docs" / "benchmarks.md"))
+    parser.add_argument("--no-doc", action="store_true", help="write only the JSON")
+    parser.add_argument("--only", default="", help="comma-separated phases, for working on one: "
+                        + ",".join(PHASES))
+    args = parser.parse_args()
+
+    ensure_wrk()
+    started = time.monotonic()
+    secret = secrets.token_urlsafe(40)
+    env = base_env(secret)
+    os.environ.update(env)
+    os.environ["DJANGO_SETTINGS_MODULE"] = "core.settings"
+    stack = Stack()
+    log(f"logs in {stack.logs}")
+
+    def on_signal(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_signal)
+    admin_sql(f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)")
+    admin_sql(f"CREATE DATABASE {BENCH_DB}")
+    redis_flush()
+    bench = Bench(quick=args.quick, stack=stack, env=env, workdir=stack.logs)
+    try:
+        bench.manage("migrate")
+        import django
+
+        django.setup()
+        from django.conf import settings
+
+        bench.results["system"] = system_info()
+        bench.results["config"] = {
+            "gunicorn_workers": int(env.get("WEB_CONCURRENCY") or (os.cpu_count() or 1) + 1),
+            "gunicorn_threads": 1,
+            "celery_jobs_worker_concurrency": 2,
+            "celery_webhooks_worker_concurrency": 2,
+            "wrk_connections": CONNECTIONS,
+            "wrk_threads": WRK_THREADS,
+            "api_submit_rate_per_minute": settings.API_SUBMIT_RATE_PER_MINUTE,
+            "job_max_unfinished_per_client": settings.JOB_MAX_UNFINISHED_PER_CLIENT,
+            "quick": args.quick,
+        }
+        only = set(filter(None, args.only.split(","))) or set(PHASES)
+        if "baseline" in only:
+            bench.baseline()
+        url = bench.api_submit_poll(measure="api" in only)
+        if "queries" in only:
+            bench.query_counts()
+        if only & {"e2e", "delivery"}:
+            bench.start_workers()
+            if "e2e" in only:
+                bench.roundtrip()
+                bench.end_to_end(url)
+            if "delivery" in only:
+                bench.delivery()
+            bench.workers_memory()
+            bench.stop_workers()
+        else:
+            bench.workers_memory()
+        if "scale" in only:
+            bench.scale(url)
+    finally:
+        stack.stop_all()
+        with contextlib.suppress(Exception):
+            from django.db import connections
+
+            connections.close_all()
+        with contextlib.suppress(Exception):
+            admin_sql(f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)")
+        with contextlib.suppress(Exception):
+            redis_flush()
+        bench.results["elapsed_seconds"] = round(time.monotonic() - started, 1)
+        Path(args.json).write_text(json.dumps(bench.results, indent=2) + "\n")
+        log(f"wrote {args.json} in {bench.results['elapsed_seconds']} s")
+        if not args.no_doc:
+            from bench import report
+
+            report.write(bench.results, Path(args.doc))
+            log(f"wrote {args.doc}")
+
+
+if __name__ == "__main__":
+    main()
