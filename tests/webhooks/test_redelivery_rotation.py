@@ -8,7 +8,14 @@ from standardwebhooks import Webhook
 
 from examples.receiver import Receiver
 from tests.conftest import Api
-from tests.webhooks.conftest import HELLO, LONG, all_final, deliveries_of, secret_of, wait_deliveries
+from tests.webhooks.conftest import (
+    HELLO,
+    LONG,
+    all_final,
+    deliveries_of,
+    secret_of,
+    wait_deliveries,
+)
 
 
 def test_redeliver_sends_the_final_event_again_with_the_same_id_and_bytes(
