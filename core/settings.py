@@ -178,7 +178,8 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
     "ENUM_NAME_OVERRIDES": {
         "JobStatus": "jobs.models.Job.Status",
-        "WebhookEventType": "openapi.extensions.WEBHOOK_EVENT_TYPES",
+        "WebhookEventType": "jobs.models.WEBHOOK_EVENT_TYPES",
+        "DeliveryState": "webhooks.models.Delivery.State",
     },
     "ENUM_GENERATE_CHOICE_DESCRIPTION": False,
     "POSTPROCESSING_HOOKS": [

@@ -24,15 +24,11 @@ from drf_spectacular.utils import (
 )
 from rest_framework import serializers
 
-from jobs.models import Job
+from jobs.models import WEBHOOK_EVENT_TYPES, Job
 from jobs.registry import job_types_all
 from jobs.serializers import JobResultSerializer, JobSerializer
 from openapi import schemas
 from openapi.schemas import JOB_DONE_EXAMPLE, JOB_EXAMPLE, RESULT_EXAMPLE, error_responses
-
-# Event names, in the order the job lives through them.
-WEBHOOK_EVENT_TYPES = ("job.started", "job.progress", "job.succeeded", "job.failed", "job.canceled")
-
 
 # --- Authentication ----------------------------------------------------------------------------
 

@@ -1,0 +1,124 @@
+"""Headless Chromium (Debian's package) for the docs pages: render, record the network, screenshot.
+
+The browser is kept off the network: every host name resolves to nothing and every connection
+that is not to loopback goes to a closed local proxy port, so neither the page nor Chromium's
+own background services can reach beyond this machine. Its net log tells what was requested.
+
+`python -m tests.openapi.chromium docs/redoc.png` starts a server and writes the README's
+screenshot of /api/docs/.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+# How long the page's JavaScript may run (virtual time, so a slow machine does not cut it short).
+RENDER_BUDGET_MS = 30_000
+
+
+def chromium_path() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def _command(binary: str, profile: Path) -> list[str]:
+    return [
+        binary,
+        "--headless",
+        "--no-sandbox",  # CI runs as root
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-default-apps",
+        "--disable-extensions",
+        "--disable-sync",
+        "--disable-quic",
+        "--no-first-run",
+        "--hide-scrollbars",
+        f"--user-data-dir={profile}",
+        # Nothing leaves the machine: no DNS, and non-loopback traffic to a closed local port.
+        "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+        "--proxy-server=http://127.0.0.1:9",
+        "--proxy-bypass-list=127.0.0.1",
+        f"--virtual-time-budget={RENDER_BUDGET_MS}",
+    ]
+
+
+@dataclass
+class Rendered:
+    dom: str
+    # URLs the page itself asked for (documents, scripts, styles, fonts, images, fetches).
+    page_requests: list[str]
+    # Every address Chromium opened a TCP connection to, the page's and its own.
+    connected_to: list[str]
+
+
+def _read_net_log(path: Path, origin: str) -> tuple[list[str], list[str]]:
+    log = json.loads(path.read_text())
+    names = {number: name for name, number in log["constants"]["logEventTypes"].items()}
+    page_requests, connected_to = [], []
+    for event in log["events"]:
+        name, params = names.get(event["type"]), event.get("params", {})
+        if name == "URL_REQUEST_START_JOB" and "url" in params:
+            # The top-level navigation has no initiator; the page's own loads carry its origin.
+            if params.get("initiator") == origin or params["url"].startswith(origin):
+                page_requests.append(params["url"])
+        elif name == "TCP_CONNECT_ATTEMPT" and "address" in params:
+            connected_to.append(params["address"])
+    return page_requests, connected_to
+
+
+def render(url: str, work_dir: Path) -> Rendered:
+    """Load `url`, let its JavaScript run, and return the resulting DOM and network record."""
+    binary = chromium_path()
+    if binary is None:
+        raise RuntimeError("chromium is not installed (apt-get install chromium)")
+    net_log = work_dir / "net-log.json"
+    completed = subprocess.run(
+        [*_command(binary, work_dir / "profile"), f"--log-net-log={net_log}", "--dump-dom", url],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    if completed.returncode != 0:
+        raise RuntimeError(f"chromium failed ({completed.returncode}): {completed.stderr[-2000:]}")
+    parts = urlsplit(url)
+    page_requests, connected_to = _read_net_log(net_log, f"{parts.scheme}://{parts.netloc}")
+    return Rendered(completed.stdout, page_requests, connected_to)
+
+
+def screenshot(url: str, out: Path, work_dir: Path, size: str = "1440,1000") -> None:
+    binary = chromium_path()
+    if binary is None:
+        raise RuntimeError("chromium is not installed (apt-get install chromium)")
+    completed = subprocess.run(
+        [*_command(binary, work_dir / "profile-shot"), f"--window-size={size}",
+         f"--screenshot={out}", url],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    if completed.returncode != 0 or not out.exists():
+        raise RuntimeError(f"chromium screenshot failed: {completed.stderr[-2000:]}")
+
+
+def main(out: str) -> None:
+    from tests.openapi.web import start_web, stop
+
+    with tempfile.TemporaryDirectory() as tmp:
+        process, base_url = start_web(dict(os.environ), Path(tmp))
+        try:
+            screenshot(f"{base_url}/api/docs/", Path(out).resolve(), Path(tmp), size="1440,1100")
+        finally:
+            stop(process)
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1] if len(sys.argv) > 1 else "docs/redoc.png")

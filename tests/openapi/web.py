@@ -1,0 +1,57 @@
+"""Start the API as production runs it (gunicorn, whitenoise, DEBUG off) for out-of-process tools."""
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def stop(process: subprocess.Popen[bytes], timeout: float = 20) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def start_web(env: dict[str, str], log_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """gunicorn on a free loopback port with the test settings; returns (process, base URL)."""
+    port = free_port()
+    env = {**env, "DJANGO_SETTINGS_MODULE": "tests.settings", "DEBUG": "false"}
+    log = open(log_dir / f"gunicorn-{port}.log", "wb")  # noqa: SIM115
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "core.wsgi:application",
+         "--bind", f"127.0.0.1:{port}", "--workers", "2", "--timeout", "60",
+         "--control-socket", str(log_dir / f"gunicorn-{port}.ctl")],
+        cwd=REPO,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"gunicorn exited early; see {log.name}")
+        try:
+            if requests.get(f"{url}/healthz", timeout=5).status_code == 200:
+                return process, url
+        except requests.RequestException:  # not listening yet, or still loading the app
+            pass
+        time.sleep(0.2)
+    stop(process)
+    raise RuntimeError(f"gunicorn did not come up; see {log.name}")
