@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # One image for every service of docker-compose.yaml: the API (the default command), the
 # workers, beat, the migrations and Flower, each started by its script in scripts/.
 FROM python:3.11-slim-bookworm
