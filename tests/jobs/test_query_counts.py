@@ -1,0 +1,113 @@
+"""The hot endpoints cost a fixed, small number of SQL queries (see docs/benchmarks.md).
+
+Through Django's test client in this process, so CaptureQueriesContext sees every query the
+request makes; the rows are committed (transactional_db) so the publish after commit runs for
+real, against this run's broker, and the session's worker consumes it.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from django.db import connection
+from django.test import Client as DjangoClient
+from django.test.utils import CaptureQueriesContext
+
+from core.services import api_key_create, client_create
+from examples.receiver import Receiver
+
+# auth (key + client in one join), the unfinished-jobs cap, and the insert in its transaction
+# (BEGIN, INSERT, COMMIT as Django records them).
+SUBMIT_MAX_QUERIES = 5
+# auth and the job.
+POLL_MAX_QUERIES = 2
+# auth and the page (cursor pagination: no COUNT).
+LIST_MAX_QUERIES = 2
+
+HELLO = {"job_name": "api.tasks.hello_world", "payload": {"message": "q"}}
+
+
+@pytest.fixture
+def http(transactional_db: Any, celery_worker: str) -> DjangoClient:
+    key = api_key_create(client=client_create(name="query-counts"))
+    return DjangoClient(HTTP_AUTHORIZATION=f"Bearer {key}")
+
+
+def _submit(http: DjangoClient, **extra: Any) -> Any:
+    return http.post("/api/jobs/", {**HELLO, **extra}, content_type="application/json")
+
+
+def test_submit_takes_a_fixed_few_queries(
+    http: DjangoClient, django_assert_max_num_queries: Callable[..., Any]
+) -> None:
+    _submit(http)  # first use: connection set-up is not a per-request cost
+
+    with django_assert_max_num_queries(SUBMIT_MAX_QUERIES):
+        response = _submit(http)
+
+    assert response.status_code == 202, response.content
+
+
+def test_submit_with_a_callback_takes_no_more_queries(
+    http: DjangoClient, django_assert_max_num_queries: Callable[..., Any]
+) -> None:
+    receiver = Receiver().start()  # loopback is allowed in the test settings
+    try:
+        _submit(http)
+
+        with django_assert_max_num_queries(SUBMIT_MAX_QUERIES):
+            response = _submit(http, callback_url=receiver.url)
+    finally:
+        receiver.stop()
+
+    assert response.status_code == 202, response.content
+
+
+def test_submit_cost_does_not_grow_with_the_clients_jobs(http: DjangoClient) -> None:
+    # Given a client with a few jobs already, when it submits again
+    for _ in range(5):
+        assert _submit(http).status_code == 202
+    with CaptureQueriesContext(connection) as few:
+        _submit(http)
+    for _ in range(20):
+        assert _submit(http).status_code == 202
+
+    # then the submission costs the same number of queries
+    with CaptureQueriesContext(connection) as many:
+        _submit(http)
+    assert len(many) == len(few)
+
+
+def test_poll_takes_the_key_check_and_one_read(
+    http: DjangoClient, django_assert_max_num_queries: Callable[..., Any]
+) -> None:
+    job_id = _submit(http).json()["id"]
+    http.get(f"/api/jobs/{job_id}/")
+
+    with CaptureQueriesContext(connection) as queries:
+        response = http.get(f"/api/jobs/{job_id}/")
+
+    assert response.status_code == 200
+    assert len(queries) <= POLL_MAX_QUERIES, [q["sql"] for q in queries]
+    # The key check is one query that brings the client along (no second round trip for it).
+    auth = [q["sql"] for q in queries if "core_apikey" in q["sql"]]
+    assert len(auth) == 1 and "core_client" in auth[0]
+
+
+def test_list_pages_take_a_fixed_few_queries(
+    http: DjangoClient, django_assert_max_num_queries: Callable[..., Any]
+) -> None:
+    for _ in range(3):
+        _submit(http)
+    http.get("/api/jobs/")
+
+    with django_assert_max_num_queries(LIST_MAX_QUERIES):
+        jobs = http.get("/api/jobs/?page_size=2")
+    with django_assert_max_num_queries(LIST_MAX_QUERIES):
+        following = http.get(jobs.json()["next"])
+    with django_assert_max_num_queries(LIST_MAX_QUERIES):
+        results = http.get("/api/results/")
+
+    assert jobs.status_code == following.status_code == results.status_code == 200
+
