@@ -18,6 +18,7 @@ pinning technique below (rewrite the pool's host, keep `Host`, `assert_hostname`
 """
 from __future__ import annotations
 
+import http.client
 import ipaddress
 import socket
 import time
@@ -28,6 +29,7 @@ from urllib.parse import urlsplit
 
 import idna
 import requests
+import urllib3
 from django.conf import settings
 from requests.adapters import HTTPAdapter
 from requests_hardened.ip_filter import EXTRA_BLOCKED_NET_RANGES
@@ -210,6 +212,11 @@ class _PinnedAddressAdapter(HTTPAdapter):
         return host_params, pool_kwargs
 
 
+# What a misbehaving receiver or network can raise below requests. Deliberately not
+# `Exception`: a Celery soft time limit must still stop the task.
+_NETWORK_ERRORS = (urllib3.exceptions.HTTPError, OSError, ValueError, http.client.HTTPException)
+
+
 def _network_error(exc: requests.RequestException, timeout_seconds: float) -> str:
     if isinstance(exc, requests.ConnectTimeout):
         return f"Connection timed out after {timeout_seconds:g} s."
@@ -265,7 +272,7 @@ def post(
                     chunk = response.raw.read(
                         min(1024, max_response_bytes - len(prefix)), decode_content=True
                     )
-                except Exception:  # a body cut short still leaves the status that was answered
+                except _NETWORK_ERRORS:  # a body cut short still leaves the status answered
                     break
                 if not chunk:
                     break
@@ -278,7 +285,7 @@ def post(
             )
     except requests.RequestException as exc:
         return HttpResult(error=_network_error(exc, timeout_seconds), duration_ms=elapsed_ms())
-    except Exception as exc:  # urllib3 can raise its own types mid-body; all are network errors
+    except _NETWORK_ERRORS as exc:  # urllib3's own types can escape requests mid-body
         return HttpResult(error=f"{type(exc).__name__}: {exc}"[:500], duration_ms=elapsed_ms())
     finally:
         session.close()

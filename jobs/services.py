@@ -11,7 +11,7 @@ import json
 import logging
 import uuid
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pydantic
 from django.conf import settings
@@ -23,6 +23,9 @@ from core.models import Client
 from jobs import tasks
 from jobs.models import DEFAULT_WEBHOOK_EVENTS, FINAL_WEBHOOK_EVENTS, IdempotencyKey, Job, JobResult
 from jobs.registry import JobType, job_type_get
+
+if TYPE_CHECKING:
+    from webhooks.models import Delivery
 
 logger = logging.getLogger(__name__)
 
@@ -336,7 +339,7 @@ def job_finish(
     return True
 
 
-def job_redeliver(*, owner: Client, job_id: uuid.UUID | str) -> Any:
+def job_redeliver(*, owner: Client, job_id: uuid.UUID | str) -> Delivery:
     """Send the job's final event to its callback again (same bytes, same webhook-id)."""
     from jobs.selectors import job_get
     from webhooks import services as webhook_services

@@ -40,6 +40,9 @@ COUNTDOWN_MAX_SECONDS = 60
 # A published attempt that has not run after this long is published again (its message was
 # lost, or its worker died); a duplicate is harmless because the attempt must claim the row.
 REDISPATCH_AFTER_SECONDS = 600
+# A countdown message can run this much before the row's due time when the publishing and the
+# consuming hosts' clocks differ; without the slack it would be skipped and wait for redispatch.
+CLOCK_SKEW_SECONDS = 2
 
 
 def claim_lease_seconds() -> float:
@@ -221,7 +224,8 @@ def _claim(*, delivery_id: int) -> tuple[Delivery, DeliveryAttempt] | None:
             # of=self: lock the delivery, not the event row joined for its body.
             Delivery.objects.select_for_update(skip_locked=True, of=("self",))
             .select_related("event")
-            .filter(pk=delivery_id, state=State.PENDING, next_attempt_at__lte=now)
+            .filter(pk=delivery_id, state=State.PENDING)
+            .filter(next_attempt_at__lte=now + timedelta(seconds=CLOCK_SKEW_SECONDS))
             .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
             .first()
         )
