@@ -20,6 +20,10 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/pytest
 
+## Fault-injection, load and RabbitMQ tests on private PostgreSQL/Redis (slow; see docs/reliability.md).
+test-faults: $(STAMP)
+	$(BIN)/pytest -m faults tests/faults
+
 ## Regenerate the committed OpenAPI spec.
 schema: $(STAMP)
 	$(BIN)/python manage.py spectacular --file openapi/schema.yaml --validate --fail-on-warn

@@ -1,0 +1,1 @@
+"""Fault-injection, load and second-broker tests (`make test-faults`)."""

@@ -1,0 +1,81 @@
+"""Fault 1: the process running a job is SIGKILLed; the job runs again and completes once."""
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from tests.faults.stack import Api, Stack, WebhookReceiver, wait_for
+
+pytestmark = [pytest.mark.faults, pytest.mark.timeout(300)]
+
+LONG = "api.tasks.long_running_task"
+
+
+def _rerun_seen(api: Api, job_id: str, last_tick: int) -> Callable[[], bool]:
+    """The job ran again: its progress went back below where the killed run stopped."""
+
+    def check() -> bool:
+        progress = api.job(job_id)["progress"] or {}
+        return bool(progress.get("current", last_tick) < last_tick)
+
+    return check
+
+
+def test_pool_process_sigkill_requeues_and_completes(
+    make_stack: Callable[..., Stack], receiver: WebhookReceiver, figures: dict[str, Any]
+) -> None:
+    # Given a worker with one pool process running a 4-second job
+    stack = make_stack()
+    stack.start_web()
+    stack.start_worker("jobs", concurrency=1)
+    api = stack.client()
+    job = api.submit(LONG, {"duration": 4, "message": "survivor"}, callback_url=receiver.url)
+    api.wait(job["id"], until=lambda j: (j["progress"] or {}).get("current", 0) >= 2, timeout=60)
+
+    # When the pool process is SIGKILLed mid-job
+    (child,) = stack.pool_children("jobs")
+    os.kill(child, signal.SIGKILL)
+    killed_at = time.monotonic()
+
+    # Then the message is rejected back to the queue, runs again and the job succeeds
+    wait_for(_rerun_seen(api, job["id"], 2), timeout=60, interval=0.05, what="rerun")
+    rerun_after = time.monotonic() - killed_at
+    done = api.wait(job["id"], timeout=60)
+    assert done["status"] == "SUCCESS", done
+    assert done["result"] == "Slept for 4 seconds. Message: survivor"
+    figures.update(seconds_until_rerun=round(rerun_after, 2),
+                   seconds_until_success=round(time.monotonic() - killed_at, 2))
+
+
+def test_main_process_sigkill_redelivers_after_visibility_timeout(
+    make_stack: Callable[..., Stack], receiver: WebhookReceiver, figures: dict[str, Any]
+) -> None:
+    # Given a worker (and its pool) running a job, with a 10 s visibility timeout
+    stack = make_stack(env={"CELERY_BROKER_VISIBILITY_TIMEOUT_SECONDS": "10"})
+    stack.start_web()
+    stack.start_worker("first", concurrency=1)
+    api = stack.client()
+    job = api.submit(LONG, {"duration": 4, "message": "survivor"}, callback_url=receiver.url)
+    api.wait(job["id"], until=lambda j: (j["progress"] or {}).get("current", 0) >= 2, timeout=60)
+
+    # When the worker's main process is SIGKILLed (its pool dies with it: PDEATHSIG) and a
+    # replacement worker comes up at once, as a supervisor would start one
+    pool = stack.pool_children("first")
+    stack.kill("first")
+    killed_at = time.monotonic()
+    wait_for(lambda: not any(os.path.exists(f"/proc/{pid}") for pid in pool), timeout=10,
+             what="pool processes gone")
+    stack.start_worker("second", concurrency=1)
+
+    # Then the unacknowledged message is redelivered once the visibility timeout has passed
+    wait_for(_rerun_seen(api, job["id"], 2), timeout=240, interval=0.1, what="rerun")
+    rerun_after = time.monotonic() - killed_at
+    done = api.wait(job["id"], timeout=60)
+    assert done["status"] == "SUCCESS", done
+    figures.update(visibility_timeout_seconds=10, seconds_until_rerun=round(rerun_after, 2),
+                   seconds_until_success=round(time.monotonic() - killed_at, 2))
