@@ -68,7 +68,8 @@ def start(script: str, env: dict[str, str], log_dir: Path) -> subprocess.Popen[b
 
 def probe_app(prefix: str) -> Celery:
     """A Celery client that sees only the queues and workers under `prefix`."""
-    app = Celery("deploy-probe", broker=settings.CELERY_BROKER_URL)
+    # Not the current app: shared tasks called later in this run must keep using core.celery's.
+    app = Celery("deploy-probe", broker=settings.CELERY_BROKER_URL, set_as_current=False)
     app.conf.broker_transport_options = {"global_keyprefix": prefix}
     return app
 
