@@ -15,7 +15,7 @@ from core.pagination import NewestFirstCursorPagination
 from jobs import selectors, services
 from jobs.models import DEFAULT_WEBHOOK_EVENTS, WEBHOOK_EVENT_TYPES
 from jobs.registry import job_types_all
-from jobs.serializers import JobResultSerializer, JobSerializer
+from jobs.serializers import JobResultSerializer, JobSerializer, job_representation
 
 
 class SubmitRateThrottle(SimpleRateThrottle):
@@ -96,7 +96,7 @@ class JobListCreateApi(APIView):
             request_body=body,
         )
         return Response(
-            JobSerializer(job).data,
+            job_representation(job),
             status=status.HTTP_202_ACCEPTED,
             headers={"Location": f"/api/jobs/{job.id}/"},
         )
@@ -109,7 +109,7 @@ class JobListCreateApi(APIView):
 class JobDetailApi(APIView):
     def get(self, request: Request, job_id: str) -> Response:
         job = selectors.job_get(owner=request.user, job_id=job_id)
-        return Response(JobSerializer(job).data)
+        return Response(job_representation(job))
 
 
 class JobCancelApi(APIView):
