@@ -40,6 +40,22 @@ def json_depth(value: Any) -> int:
     return deepest
 
 
+def contains_nul(value: Any) -> bool:
+    """Whether any string (key or value) holds U+0000, computed without recursion."""
+    stack = [value]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, str):
+            if "\x00" in node:
+                return True
+        elif isinstance(node, dict):
+            stack.extend(node.keys())
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return False
+
+
 def strict_json_loads(raw: bytes) -> Any:
     try:
         text = raw.decode("utf-8")
@@ -57,6 +73,12 @@ def strict_json_loads(raw: bytes) -> Any:
         raise ApplicationError(
             f"The JSON is nested deeper than {settings.API_MAX_JSON_DEPTH} levels.",
             code="json_too_deep",
+        )
+    # PostgreSQL's jsonb cannot store U+0000 (a 500 when the job is saved); only an escape can
+    # put one in a string, so the walk runs only when the text has one.
+    if "\\u0000" in text and contains_nul(data):
+        raise ApplicationError(
+            "The JSON contains the character U+0000, which is not accepted.", code="invalid_json"
         )
     return data
 

@@ -32,3 +32,30 @@ def test_list_filter_refuses_times_outside_the_representable_years(
 
     assert response.status_code == 400, response.text
     assert response.json()["error"]["code"] == "invalid_filter"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        '{"job_name": "api.tasks.save_task_result_test_task", "payload": {"\\u0000[m": {}}}',
+        '{"job_name": "api.tasks.save_task_result_test_task", "payload": {"k": "a\\u0000b"}}',
+    ],
+)
+def test_submission_with_a_nul_character_is_a_400_and_creates_nothing(make_api, body: str) -> None:
+    # PostgreSQL's jsonb cannot store U+0000: this was a 500 when the job row was written.
+    api: Api = make_api()
+
+    response = api.post("/api/jobs/", data=body, headers={"Content-Type": "application/json"})
+
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["code"] == "invalid_json"
+    assert api.get("/api/jobs/").json()["results"] == []
+
+
+def test_a_literal_backslash_u0000_text_is_still_accepted(api: Api) -> None:
+    body = '{"job_name": "api.tasks.save_task_result_test_task", "payload": {"k": "\\\\u0000"}}'
+
+    response = api.post("/api/jobs/", data=body, headers={"Content-Type": "application/json"})
+
+    assert response.status_code == 202, response.text
+    assert response.json()["payload"] == {"k": "\\u0000"}
