@@ -49,7 +49,8 @@ _ERRORS: dict[int, tuple[str, list[OpenApiExample]]] = {
     400: (
         "The request is invalid; nothing was created. Codes: `invalid` (field errors in "
         "`details`), `invalid_payload`, `unknown_job_name`, `job_type_unavailable`, "
-        "`malformed_json`, `json_too_deep`, `invalid_callback_url`, `invalid_filter`, "
+        "`malformed_json`, `invalid_json` (a U+0000 character), `json_too_deep`, "
+        "`invalid_callback_url`, `invalid_filter`, "
         "`invalid_header`, `missing_parameter`.",
         [
             _error_example(
