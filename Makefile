@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-faults bench schema lint clean
+.PHONY: run test test-faults test-openapi docs-screenshot bench schema lint clean
 
 $(STAMP): requirements/base.txt requirements/test.txt requirements/dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,14 @@ test-faults: $(STAMP)
 ## Regenerate the committed OpenAPI spec.
 schema: $(STAMP)
 	$(BIN)/python manage.py spectacular --file openapi/schema.yaml --validate --fail-on-warn
+
+## The spec's proofs alone (also in `make test`): committed spec, generated client, Chromium, schemathesis.
+test-openapi: $(STAMP)
+	$(BIN)/pytest tests/openapi
+
+## Regenerate docs/redoc.png (headless Chromium; apt-get install chromium).
+docs-screenshot: $(STAMP)
+	DJANGO_SETTINGS_MODULE=tests.settings $(BIN)/python -m tests.openapi.chromium docs/redoc.png
 
 clean:
 	rm -rf $(VENV) var staticfiles .pytest_cache
