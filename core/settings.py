@@ -302,7 +302,22 @@ JOB_DISPATCH_SWEEP_SECONDS = env.float("JOB_DISPATCH_SWEEP_SECONDS", default=5.0
 JOB_DISPATCH_GRACE_SECONDS = env.float("JOB_DISPATCH_GRACE_SECONDS", default=2.0)
 # How often the webhook dispatcher publishes delivery attempts that are due (seconds).
 WEBHOOK_DISPATCH_SECONDS = env.float("WEBHOOK_DISPATCH_SECONDS", default=5.0)
+# Retention, in days: finished jobs (with their idempotency keys), webhook events (with their
+# deliveries and attempt log) and persisted results, which are kept longest.
+JOB_RETENTION_DAYS = env.int("JOB_RETENTION_DAYS", default=30)
+WEBHOOK_EVENT_RETENTION_DAYS = env.int("WEBHOOK_EVENT_RETENTION_DAYS", default=30)
+JOB_RESULT_RETENTION_DAYS = env.int("JOB_RESULT_RETENTION_DAYS", default=365)
+if min(JOB_RETENTION_DAYS, WEBHOOK_EVENT_RETENTION_DAYS) < 1:
+    raise ImproperlyConfigured("JOB_RETENTION_DAYS and WEBHOOK_EVENT_RETENTION_DAYS must be >= 1.")
+if JOB_RESULT_RETENTION_DAYS < JOB_RETENTION_DAYS:
+    raise ImproperlyConfigured("JOB_RESULT_RETENTION_DAYS must be >= JOB_RETENTION_DAYS.")
+# How often the housekeeping task prunes what is past its retention (seconds).
+HOUSEKEEPING_INTERVAL_SECONDS = env.float("HOUSEKEEPING_INTERVAL_SECONDS", default=3600.0)
 CELERY_BEAT_SCHEDULE = {
+    "jobs-prune": {
+        "task": "jobs.prune",
+        "schedule": timedelta(seconds=HOUSEKEEPING_INTERVAL_SECONDS),
+    },
     "jobs-dispatch-sweep": {
         "task": "jobs.dispatch_sweep",
         "schedule": timedelta(seconds=JOB_DISPATCH_SWEEP_SECONDS),

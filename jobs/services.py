@@ -10,7 +10,7 @@ import hashlib
 import json
 import logging
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import pydantic
@@ -398,3 +398,62 @@ def jobs_fail_abandoned() -> int:
                 error={"type": "worker_lost", "message": "The worker running this job was lost."},
             )
     return failed
+
+
+# --- Housekeeping (pruning) ------------------------------------------------------------------
+# Finished jobs, delivery logs and persisted results are deleted after their retention (results
+# last longest: a JobResult outlives its job, its `job` set to NULL). Run by the periodic task
+# `jobs.prune`. Batched, so one run never locks a big slice of a table; a run that stops at
+# `max_batches` leaves the rest to the next.
+
+PRUNE_BATCH_SIZE = 1000
+
+
+def _delete_batched(queryset: Any, *, batch_size: int, max_batches: int) -> int:
+    model = queryset.model
+    deleted = 0
+    for _ in range(max_batches):
+        ids = list(queryset.values_list("pk", flat=True)[:batch_size])
+        if not ids:
+            break
+        _total, per_model = queryset.filter(pk__in=ids).delete()
+        deleted += per_model.get(model._meta.label, 0)
+    return deleted
+
+
+def jobs_prune(*, older_than: datetime, batch_size: int = PRUNE_BATCH_SIZE, max_batches: int = 100) -> int:
+    """Delete jobs that finished before `older_than` (and their idempotency keys)."""
+    finished = Job.objects.filter(status__in=Job.FINAL_STATUSES, finished_at__lt=older_than)
+    return _delete_batched(finished, batch_size=batch_size, max_batches=max_batches)
+
+
+def job_results_prune(
+    *, older_than: datetime, batch_size: int = PRUNE_BATCH_SIZE, max_batches: int = 100
+) -> int:
+    """Delete persisted results created before `older_than`."""
+    old = JobResult.objects.filter(created_at__lt=older_than)
+    return _delete_batched(old, batch_size=batch_size, max_batches=max_batches)
+
+
+def idempotency_keys_prune(
+    *, older_than: datetime, batch_size: int = PRUNE_BATCH_SIZE, max_batches: int = 100
+) -> int:
+    """Delete Idempotency-Keys past their TTL (a replay after it makes a new job anyway)."""
+    expired = IdempotencyKey.objects.filter(created_at__lt=older_than)
+    return _delete_batched(expired, batch_size=batch_size, max_batches=max_batches)
+
+
+def housekeeping_run(*, now: datetime | None = None) -> dict[str, int]:
+    """Prune everything past its retention (settings `*_RETENTION_DAYS`); counts per kind."""
+    from webhooks.services import events_prune
+
+    now = now or timezone.now()
+    days = timedelta(days=1)
+    return {
+        "jobs": jobs_prune(older_than=now - settings.JOB_RETENTION_DAYS * days),
+        "results": job_results_prune(older_than=now - settings.JOB_RESULT_RETENTION_DAYS * days),
+        "webhook_events": events_prune(older_than=now - settings.WEBHOOK_EVENT_RETENTION_DAYS * days),
+        "idempotency_keys": idempotency_keys_prune(
+            older_than=now - timedelta(seconds=settings.IDEMPOTENCY_KEY_TTL_SECONDS)
+        ),
+    }

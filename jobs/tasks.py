@@ -119,3 +119,11 @@ def jobs_dispatch_sweep() -> int:
     services.jobs_fail_abandoned()
     return services.jobs_dispatch_undispatched()
 
+
+
+@shared_task(name="jobs.prune", ignore_result=True)
+def jobs_prune() -> dict[str, int]:
+    """Periodic: delete finished jobs, webhook logs and results past their retention."""
+    from jobs import services
+
+    return services.housekeeping_run()

@@ -336,3 +336,27 @@ def deliveries_send_for_subject(*, subject_id: uuid.UUID) -> int:
     for delivery_id in selectors.delivery_ids_due(subject_id=subject_id, now=timezone.now()):
         sent += delivery_attempt(delivery_id=delivery_id) is not None
     return sent
+
+
+# --- Housekeeping (pruning) ------------------------------------------------------------------
+
+
+def events_prune(*, older_than: datetime, batch_size: int = 1000, max_batches: int = 100) -> int:
+    """Delete events older than `older_than` whose deliveries are all final, with their
+    deliveries and attempt log (the database cascades). Returns how many events went.
+
+    Batched so one run never holds locks on a big slice of the table; what a run leaves is
+    taken by the next one.
+    """
+    prunable = Event.objects.filter(created_at__lt=older_than).exclude(
+        deliveries__state=State.PENDING
+    )
+    deleted = 0
+    for _ in range(max_batches):
+        ids = list(prunable.values_list("pk", flat=True)[:batch_size])
+        if not ids:
+            break
+        # Re-check the condition: a redelivery may have added a pending delivery meanwhile.
+        _total, per_model = prunable.filter(pk__in=ids).delete()
+        deleted += per_model.get(Event._meta.label, 0)
+    return deleted

@@ -1,0 +1,114 @@
+"""Housekeeping: finished jobs, webhook logs and results go after their retention; nothing
+unfinished, recent or still being delivered does."""
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+import pytest
+from django.utils import timezone
+
+from core.models import Client
+from core.services import client_create
+from jobs import services, tasks
+from jobs.models import IdempotencyKey, Job, JobResult
+from webhooks.models import Delivery, DeliveryAttempt, Event
+
+pytestmark = pytest.mark.django_db
+
+S = Job.Status
+NOW = timezone.now()
+DAY = timedelta(days=1)
+
+
+@pytest.fixture
+def owner() -> Client:
+    return client_create(name="pruned")
+
+
+def _job(owner: Client, status: str, *, finished_days_ago: float | None, created_days_ago: float = 400) -> Job:
+    created = NOW - created_days_ago * DAY
+    finished = None if finished_days_ago is None else NOW - finished_days_ago * DAY
+    return Job.objects.create(owner=owner, job_name="api.tasks.hello_world", status=status,
+                              created_at=created, finished_at=finished, dispatched_at=created)
+
+
+def _event(owner: Client, *, days_ago: float, state: str) -> Event:
+    at = NOW - days_ago * DAY
+    event = Event.objects.create(owner=owner, subject_id=uuid.uuid4(), event_type="job.succeeded",
+                                 body=b"{}", created_at=at)
+    delivery = Delivery.objects.create(event=event, owner=owner, subject_id=event.subject_id,
+                                       url="https://hooks.example.com/", state=state, created_at=at)
+    DeliveryAttempt.objects.create(delivery=delivery, number=1, started_at=at, status_code=500)
+    return event
+
+
+def _result(owner: Client, job: Job | None, *, days_ago: float) -> JobResult:
+    return JobResult.objects.create(owner=owner, job=job, task_name="t", result=1,
+                                    created_at=NOW - days_ago * DAY)
+
+
+def test_housekeeping_prunes_what_is_past_retention_and_keeps_the_rest(
+    owner: Client, settings: Any
+) -> None:
+    # Given retention of 30 days for jobs and webhook logs, 365 for results
+    settings.JOB_RETENTION_DAYS = 30
+    settings.WEBHOOK_EVENT_RETENTION_DAYS = 30
+    settings.JOB_RESULT_RETENTION_DAYS = 365
+    old_done = [_job(owner, status, finished_days_ago=31) for status in (S.SUCCESS, S.FAILURE, S.REVOKED)]
+    recent_done = _job(owner, S.SUCCESS, finished_days_ago=29)
+    old_running = _job(owner, S.STARTED, finished_days_ago=None)
+    old_pending = _job(owner, S.PENDING, finished_days_ago=None)
+    IdempotencyKey.objects.create(owner=owner, key="k", fingerprint="f", job=recent_done,
+                                  created_at=NOW - 2 * DAY)
+    result_of_old_job = _result(owner, old_done[0], days_ago=31)
+    ancient_result = _result(owner, None, days_ago=366)
+    old_event = _event(owner, days_ago=31, state=Delivery.State.SUCCEEDED)
+    old_failed_event = _event(owner, days_ago=31, state=Delivery.State.FAILED)
+    old_pending_event = _event(owner, days_ago=31, state=Delivery.State.PENDING)
+    recent_event = _event(owner, days_ago=1, state=Delivery.State.SUCCEEDED)
+
+    # When the periodic task runs
+    counts = tasks.jobs_prune()
+
+    # Then old finished jobs, old finished webhook logs, ancient results and expired keys are gone
+    assert counts == {"jobs": 3, "results": 1, "webhook_events": 2, "idempotency_keys": 1}
+    remaining_jobs = set(Job.objects.values_list("pk", flat=True))
+    assert remaining_jobs == {recent_done.pk, old_running.pk, old_pending.pk}
+    # A result outlives its job.
+    result_of_old_job.refresh_from_db()
+    assert result_of_old_job.job is None
+    assert not JobResult.objects.filter(pk=ancient_result.pk).exists()
+    assert set(Event.objects.values_list("pk", flat=True)) == {old_pending_event.pk, recent_event.pk}
+    assert not Delivery.objects.filter(event__in=[old_event, old_failed_event]).exists()
+    assert DeliveryAttempt.objects.count() == 2
+    assert not IdempotencyKey.objects.exists()
+
+
+def test_prune_works_in_batches_and_stops_at_the_batch_cap(owner: Client) -> None:
+    for _ in range(7):
+        _job(owner, S.SUCCESS, finished_days_ago=100)
+    cutoff: datetime = NOW - 30 * DAY
+
+    first = services.jobs_prune(older_than=cutoff, batch_size=2, max_batches=2)
+    rest = services.jobs_prune(older_than=cutoff, batch_size=2, max_batches=10)
+
+    assert (first, rest) == (4, 3)
+    assert not Job.objects.exists()
+
+
+def test_results_retention_shorter_than_jobs_is_refused() -> None:
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    env = {"JOB_RETENTION_DAYS": "30", "JOB_RESULT_RETENTION_DAYS": "7", "SECRET_KEY": "x",
+           "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/unused", "PATH": "/usr/bin:/bin"}
+    code = "import django.conf; django.conf.settings.INSTALLED_APPS"
+    env["DJANGO_SETTINGS_MODULE"] = "core.settings"
+    check = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True,
+                           text=True, timeout=60, check=False)
+    assert check.returncode != 0
+    assert "JOB_RESULT_RETENTION_DAYS must be >= JOB_RETENTION_DAYS" in check.stderr
