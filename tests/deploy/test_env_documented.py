@@ -45,9 +45,11 @@ def python_environ_reads(path: Path) -> set[str]:
                 or (func.attr == "getenv" and isinstance(func.value, ast.Name) and func.value.id == "os")
             ):
                 names.add(node.args[0].value)
-        elif isinstance(node, ast.Subscript) and _is_os_environ(node.value):
-            if isinstance(node.slice, ast.Constant):
-                names.add(node.slice.value)
+        elif (
+            isinstance(node, ast.Subscript) and _is_os_environ(node.value)
+            and isinstance(node.slice, ast.Constant)
+        ):
+            names.add(node.slice.value)
     return names
 
 
