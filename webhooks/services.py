@@ -197,6 +197,9 @@ def deliveries_dispatch_due(*, limit: int = 500) -> int:
             .filter(
                 Q(dispatched_at__isnull=True)
                 | Q(dispatched_at__lt=now - timedelta(seconds=REDISPATCH_AFTER_SECONDS))
+                # An expired claim: the worker sending it died mid-attempt, and the message
+                # that carried it was spent (acked, or redelivered while the claim still held).
+                | Q(claimed_until__lt=now)
             )
             .order_by("next_attempt_at")
             .values_list("pk", flat=True)[:limit]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import tempfile
 import time
 import uuid
@@ -24,8 +25,15 @@ FIGURES_FILE = REPO / "var" / "faults-figures.json"
 TEMPLATE_DB = "jobapi_template"
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 @pytest.fixture(scope="session")
 def pg_cluster() -> Iterator[PostgresCluster]:
+    # A SIGTERM (CI cancelling the run) unwinds through the fixtures, so every server and
+    # process they started is stopped rather than left running.
+    signal.signal(signal.SIGTERM, _interrupt)
     cluster = PostgresCluster()
     try:
         cluster.init()
@@ -66,7 +74,7 @@ def make_stack(pg_cluster: PostgresCluster, request: pytest.FixtureRequest) -> I
         stack.close()
         try:
             pg_cluster.sql(f"DROP DATABASE IF EXISTS {stack.database} WITH (FORCE)")
-        except Exception:  # the cluster may be down if the test failed mid-restart
+        except Exception:  # noqa: BLE001, S110 (the cluster may be down: the test failed mid-restart)
             pass
     for workdir in workdirs:
         shutil.rmtree(workdir, ignore_errors=True)

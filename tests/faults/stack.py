@@ -53,7 +53,7 @@ def wait_for(predicate: Callable[[], Any], *, timeout: float, interval: float = 
     while True:
         try:
             value = predicate()
-        except Exception as exc:  # the thing polled may be down on purpose; keep polling
+        except Exception as exc:  # noqa: BLE001 (what is polled may be down on purpose)
             value, error = None, exc
         if value:
             return value
@@ -194,10 +194,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: _ReceiverServer
 
-    def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+    def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length)
         receiver = self.server.receiver
+        receiver.requests_started += 1
         delay = receiver.answer_delay_seconds
         if delay:
             time.sleep(delay)
@@ -238,6 +239,7 @@ class WebhookReceiver:
     port: int = field(default_factory=free_port)
     received: list[Received] = field(default_factory=list)
     refused: int = 0
+    requests_started: int = 0
     answer_delay_seconds: float = 0.0
     # Answer this status (instead of 200) to the next N requests.
     fail_next: int = 0
@@ -310,11 +312,20 @@ class Api:
         assert response.status_code == 200, response.text
         return response.json()
 
+    def deliveries(self, job_id: str) -> list[dict[str, Any]]:
+        response = self.get(f"/api/jobs/{job_id}/deliveries/")
+        assert response.status_code == 200, response.text
+        return list(response.json()["results"])
+
     def wait(self, job_id: str, until: Callable[[dict[str, Any]], bool] | None = None,
              timeout: float = 60) -> dict[str, Any]:
         check = until or (lambda job: job["status"] in FINAL)
-        return wait_for(lambda: (lambda job: job if check(job) else None)(self.job(job_id)),
-                        timeout=timeout, interval=0.05, what=f"job {job_id}")
+
+        def reached() -> dict[str, Any] | None:
+            job = self.job(job_id)
+            return job if check(job) else None
+
+        return wait_for(reached, timeout=timeout, interval=0.05, what=f"job {job_id}")
 
 
 class Stack:
@@ -328,6 +339,7 @@ class Stack:
         self.workdir = workdir
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.logs: dict[str, Path] = {}
+        (workdir / "data").mkdir(parents=True, exist_ok=True)  # beat's schedule file lives here
         self.redis = RedisServer(workdir / "redis", appendonly=redis_appendonly)
         self.redis.start()
         self.broker_url = broker_url or self.redis.url
@@ -351,6 +363,11 @@ class Stack:
             "JOB_DISPATCH_GRACE_SECONDS": "1",
             "API_SUBMIT_RATE_PER_MINUTE": "0",
             "CELERY_BROKER_VISIBILITY_TIMEOUT_SECONDS": "10",
+            # The receiver listens on loopback; retries every second or two, not over hours.
+            "WEBHOOK_ALLOWED_NETWORKS": "127.0.0.0/8",
+            "WEBHOOK_RETRY_SCHEDULE": "0,1,1,1,2,2,2,3,3,3",
+            "WEBHOOK_DISPATCH_SECONDS": "1",
+            "WEBHOOK_TIMEOUT_SECONDS": "3",
             "PYTHONUNBUFFERED": "1",
         })
         self.env.update(env or {})
@@ -371,7 +388,7 @@ class Stack:
 
     def manage(self, *args: str) -> str:
         result = subprocess.run([sys.executable, "manage.py", *args], cwd=REPO, env=self.env,
-                                capture_output=True, text=True, timeout=120)
+                                capture_output=True, text=True, timeout=120, check=False)
         assert result.returncode == 0, result.stderr
         return result.stdout
 

@@ -26,6 +26,22 @@ def _rerun_seen(api: Api, job_id: str, last_tick: int) -> Callable[[], bool]:
     return check
 
 
+def _assert_one_success_webhook(api: Api, receiver: WebhookReceiver, job_id: str) -> None:
+    """Its webhook arrives once: one job.succeeded event, one delivery, one 2xx attempt."""
+    wait_for(lambda: receiver.for_job(job_id), timeout=30, what="the webhook")
+    def final_deliveries() -> list[dict[str, Any]] | None:
+        deliveries = api.deliveries(job_id)
+        return deliveries if all(d["state"] != "pending" for d in deliveries) else None
+
+    deliveries = wait_for(final_deliveries, timeout=30, what="deliveries final")
+    time.sleep(1)  # a duplicate, if there were one, would come within the retry schedule's 1 s
+    received = receiver.for_job(job_id)
+    assert [r.payload["type"] for r in received] == ["job.succeeded"]
+    assert [(d["event_type"], d["state"]) for d in deliveries] == [("job.succeeded", "succeeded")]
+    assert [a["status_code"] for a in deliveries[0]["attempts"]] == [200]
+    assert deliveries[0]["webhook_id"] == received[0].webhook_id
+
+
 def test_pool_process_sigkill_requeues_and_completes(
     make_stack: Callable[..., Stack], receiver: WebhookReceiver, figures: dict[str, Any]
 ) -> None:
@@ -48,6 +64,7 @@ def test_pool_process_sigkill_requeues_and_completes(
     done = api.wait(job["id"], timeout=60)
     assert done["status"] == "SUCCESS", done
     assert done["result"] == "Slept for 4 seconds. Message: survivor"
+    _assert_one_success_webhook(api, receiver, job["id"])
     figures.update(seconds_until_rerun=round(rerun_after, 2),
                    seconds_until_success=round(time.monotonic() - killed_at, 2))
 
@@ -77,5 +94,6 @@ def test_main_process_sigkill_redelivers_after_visibility_timeout(
     rerun_after = time.monotonic() - killed_at
     done = api.wait(job["id"], timeout=60)
     assert done["status"] == "SUCCESS", done
+    _assert_one_success_webhook(api, receiver, job["id"])
     figures.update(visibility_timeout_seconds=10, seconds_until_rerun=round(rerun_after, 2),
                    seconds_until_success=round(time.monotonic() - killed_at, 2))
