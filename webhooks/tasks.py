@@ -20,8 +20,17 @@ _HARD_LIMIT_SECONDS = settings.WEBHOOK_TIMEOUT_SECONDS * 2 + 30
 
 
 def delivery_attempt_publish(*, delivery_id: int, countdown: float | None = None) -> None:
-    """Queue an attempt (raises when the broker is unreachable)."""
-    delivery_attempt.apply_async(kwargs={"delivery_id": delivery_id}, countdown=countdown)
+    """Queue an attempt (raises when the broker is unreachable).
+
+    Published through our app by name rather than through the shared task's proxy: the proxy
+    follows Celery's thread-local "current app", which any other Celery() made in the thread
+    (a tool, a test's probe) silently replaces, broker and key prefix included.
+    """
+    from core.celery import app
+
+    app.send_task(
+        "webhooks.delivery_attempt", kwargs={"delivery_id": delivery_id}, countdown=countdown
+    )
 
 
 @shared_task(
