@@ -12,6 +12,7 @@ from typing import Any
 
 from celery import chain, shared_task
 from celery.exceptions import SoftTimeLimitExceeded
+from django.db import DatabaseError
 
 from jobs.models import Job
 from jobs.registry import job_type_get
@@ -63,7 +64,19 @@ def job_revoke_queued(*, job_id: uuid.UUID) -> None:
         logger.warning("Could not broadcast revoke for job %s", job_id, exc_info=True)
 
 
-@shared_task(name="jobs.run_step", bind=True, ignore_result=True)
+@shared_task(
+    name="jobs.run_step",
+    bind=True,
+    ignore_result=True,
+    # PostgreSQL unreachable (a restart, a failover) is not the job's failure: run the step again
+    # once it is back, backing off to 30 s, for about ten minutes. Without this the message was
+    # acked as failed and the job sat STARTED (or PENDING, if it never started) for good.
+    autoretry_for=(DatabaseError,),
+    retry_backoff=2,
+    retry_backoff_max=30,
+    retry_jitter=False,
+    max_retries=25,
+)
 def job_run_step(self: Any, previous: Any = None, *, job_id: str, index: int) -> Any:
     from jobs import services
     from jobs.runtime import JobCancelled, JobFailed, StepContext
@@ -93,6 +106,8 @@ def job_run_step(self: Any, previous: Any = None, *, job_id: str, index: int) ->
     except SoftTimeLimitExceeded:
         _fail(job_uuid, "time_limit_exceeded", f"Step {index + 1} ran out of time.")
         return None
+    except DatabaseError:
+        raise  # from the progress/cancel calls: the database, not the job, failed (retried)
     except Exception as exc:  # job code is arbitrary: any exception is the job's failure
         logger.warning("Job %s step %s raised", job_id, index, exc_info=True)
         _fail(job_uuid, type(exc).__name__, str(exc)[:2000] or type(exc).__name__)

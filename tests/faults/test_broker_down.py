@@ -1,0 +1,66 @@
+"""Fault 3: the broker is down while clients submit; every submission is kept and runs later."""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+
+from tests.faults.stack import Stack, WebhookReceiver, wait_for
+
+pytestmark = [pytest.mark.faults, pytest.mark.timeout(300)]
+
+SUBMISSIONS = 40
+
+
+def test_submissions_while_redis_is_down_all_run_once_it_returns(
+    make_stack: Callable[..., Stack], receiver: WebhookReceiver, figures: dict[str, Any]
+) -> None:
+    # Given the whole service running, then its Redis (the broker) killed
+    stack = make_stack()
+    stack.start_web()
+    stack.start_worker("jobs", concurrency=2)
+    stack.start_beat()
+    api = stack.client()
+    warm = api.submit("api.tasks.hello_world", {"message": "before"}, callback_url=receiver.url)
+    assert api.wait(warm["id"])["status"] == "SUCCESS"
+    stack.redis.stop()
+
+    # When clients submit while it is down (4 at a time)
+    def submit(index: int) -> tuple[int, float, str]:
+        started = time.monotonic()
+        response = api.post("/api/jobs/", json={
+            "job_name": "api.tasks.hello_world", "payload": {"message": str(index)},
+            "callback_url": receiver.url,
+        })
+        return response.status_code, time.monotonic() - started, response.json().get("id", "")
+
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(submit, range(SUBMISSIONS)))
+
+    # Then every submission was accepted, and nothing ran
+    assert [code for code, _, _ in answers] == [202] * SUBMISSIONS
+    ids = [job_id for _, _, job_id in answers]
+    assert {api.job(job_id)["status"] for job_id in ids} == {"PENDING"}
+
+    # When the broker comes back (empty: it kept nothing)
+    stack.redis.start()
+    back_at = time.monotonic()
+
+    # Then the sweeper publishes every job, each runs, and each webhook arrives once
+    for job_id in ids:
+        assert api.wait(job_id, timeout=120)["status"] == "SUCCESS"
+    all_done = time.monotonic() - back_at
+    wait_for(lambda: all(receiver.for_job(job_id) for job_id in ids), timeout=60, what="webhooks")
+    time.sleep(2)  # room for a duplicate to show up, if there were one
+    for job_id in ids:
+        assert [r.payload["type"] for r in receiver.for_job(job_id)] == ["job.succeeded"]
+    latencies = sorted(seconds for _, seconds, _ in answers)
+    figures.update(
+        submissions=SUBMISSIONS,
+        submit_seconds_median=round(latencies[len(latencies) // 2], 3),
+        submit_seconds_max=round(latencies[-1], 3),
+        seconds_from_broker_back_to_all_success=round(all_done, 2),
+    )
