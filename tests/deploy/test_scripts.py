@@ -92,6 +92,12 @@ def wait_for_http(url: str, process: subprocess.Popen[bytes], **kwargs: Any) -> 
             time.sleep(0.1)
 
 
+def run_script(script: str, env: dict[str, str], *, timeout: float) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(SCRIPTS / script)], cwd=REPO, env=env, capture_output=True, text=True, check=False, timeout=timeout
+    )
+
+
 def purge(prefix: str) -> None:
     r = redis.Redis.from_url(settings.CELERY_BROKER_URL)
     keys = list(r.scan_iter(match=f"{prefix}*", count=1000))
@@ -125,7 +131,8 @@ def stack(django_db_setup: Any, tmp_path_factory: pytest.TempPathFactory) -> Ite
     processes = [
         start("web", env, tmp),
         start("worker", {**env, "QUEUES": "jobs", "WORKER_NAME": jobs_worker}, tmp),
-        start("worker", {**env, "QUEUES": "webhooks", "WORKER_NAME": deliveries_worker, "WORKER_CONCURRENCY": "1"}, tmp),
+        start("worker", {**env, "QUEUES": "webhooks", "WORKER_NAME": deliveries_worker,
+                         "WORKER_CONCURRENCY": "1"}, tmp),
     ]
     host = socket.gethostname()
     try:
@@ -262,16 +269,20 @@ def test_migrate_script_builds_an_empty_database_and_can_run_again(django_db_set
             cursor.execute(f'CREATE DATABASE "{name}"')
 
         # When the compose migrate service's script runs, twice (as on every `docker compose up`)
-        first = subprocess.run([str(SCRIPTS / "migrate")], cwd=REPO, env=env, capture_output=True, text=True, check=False, timeout=150)
-        again = subprocess.run([str(SCRIPTS / "migrate")], cwd=REPO, env=env, capture_output=True, text=True, check=False, timeout=150)
+        first = run_script("migrate", env, timeout=150)
+        again = run_script("migrate", env, timeout=150)
 
         # Then every app's tables exist, and the second run had nothing to do
         assert first.returncode == 0, first.stderr
         assert again.returncode == 0, again.stderr
         assert "No migrations to apply" in again.stdout
-        with psycopg2.connect(url) as conn, conn.cursor() as cursor:
-            cursor.execute("SELECT DISTINCT app FROM django_migrations")
-            assert {"core", "jobs", "webhooks"} <= {row[0] for row in cursor.fetchall()}
+        conn = psycopg2.connect(url)
+        try:
+            with conn.cursor() as cursor:
+                cursor.execute("SELECT DISTINCT app FROM django_migrations")
+                assert {"core", "jobs", "webhooks"} <= {row[0] for row in cursor.fetchall()}
+        finally:
+            conn.close()
     finally:
         with admin.cursor() as cursor:
             cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -282,7 +293,7 @@ def test_flower_script_refuses_to_start_without_a_login(django_db_setup: Any, tm
     env = script_env("unused:", tmp_path / "data")
     env.pop("FLOWER_BASIC_AUTH", None)
 
-    result = subprocess.run([str(SCRIPTS / "flower")], cwd=REPO, env=env, capture_output=True, text=True, check=False, timeout=30)
+    result = run_script("flower", env, timeout=30)
 
     assert result.returncode != 0
     assert "FLOWER_BASIC_AUTH" in result.stderr
