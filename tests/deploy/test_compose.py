@@ -189,3 +189,12 @@ def test_the_image_checks_its_health_with_python_against_healthz() -> None:
 def test_dockerignore_keeps_secrets_and_local_state_out_of_the_build() -> None:
     ignored = set((REPO / ".dockerignore").read_text().split())
     assert {".env", ".git", ".venv", "var", "staticfiles"} <= ignored
+
+
+def test_web_may_finish_requests_in_flight_before_it_is_killed(services: dict[str, dict[str, Any]]) -> None:
+    config: dict[str, Any] = {}
+    exec((REPO / "gunicorn.conf.py").read_text(), config)  # noqa: S102 (our own config file)
+
+    grace = services["web"]["stop_grace_period"]
+
+    assert grace.endswith("s") and int(grace[:-1]) > config["graceful_timeout"]
