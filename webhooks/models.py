@@ -49,7 +49,11 @@ class Event(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
-        indexes = [models.Index(fields=["subject_id", "event_type", "-created_at"], name="event_subject")]
+        indexes = [
+            models.Index(fields=["subject_id", "event_type", "-created_at"], name="event_subject"),
+            # Pruning by age (jobs.services.housekeeping_run).
+            models.Index(fields=["created_at"], name="event_created"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.event_type} {self.message_id}"

@@ -206,7 +206,10 @@ def deliveries_dispatch_due(*, limit: int = 500) -> int:
         )
         if not due:
             return 0
-        Delivery.objects.filter(pk__in=due).update(dispatched_at=now)
+        # Clearing an expired claim stops the next tick from matching the row again before
+        # the republished attempt has run; the claim token stays, so a slow (not dead) holder
+        # can still record its outcome until someone claims anew.
+        Delivery.objects.filter(pk__in=due).update(dispatched_at=now, claimed_until=None)
     published = 0
     for delivery_id in due:
         if not delivery_publish_or_release(delivery_id=delivery_id):
