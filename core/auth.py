@@ -1,11 +1,53 @@
-"""Bearer API-key authentication: one indexed lookup per request."""
+"""Bearer API-key authentication: one indexed lookup, remembered for a few seconds per process."""
 from __future__ import annotations
 
+import time
+
+from django.conf import settings
 from rest_framework import authentication, exceptions
 from rest_framework.request import Request
 
 from core.models import ApiKey, Client
 from core.services import api_key_digest
+
+# Keys that authenticated in this process: digest -> (checked at, monotonic seconds; the key
+# with its client). A poll then costs one database round trip (the job), not two
+# (docs/benchmarks.md). Only valid keys are remembered: a new key works at once, and guessing
+# keys fills nothing. A revocation is seen at once by the process that made it (api_key_revoke
+# forgets the key) and within API_KEY_CACHE_SECONDS by every other process.
+_checked: dict[str, tuple[float, ApiKey]] = {}
+# Bounds the memory one process spends on it (oldest entries go first).
+_CHECKED_MAX_ENTRIES = 10_000
+
+
+def api_key_forget(*, digest: str) -> None:
+    """Drop a remembered key check (on revocation)."""
+    _checked.pop(digest, None)
+
+
+def _api_key_lookup(digest: str) -> ApiKey | None:
+    ttl = settings.API_KEY_CACHE_SECONDS
+    now = time.monotonic()
+    if ttl > 0:
+        hit = _checked.get(digest)
+        if hit is not None and now - hit[0] < ttl:
+            return hit[1]
+    api_key = (
+        ApiKey.objects.select_related("client")
+        .filter(digest=digest, revoked_at__isnull=True)
+        .first()
+    )
+    if ttl > 0:
+        if api_key is None:
+            _checked.pop(digest, None)
+        else:
+            while len(_checked) >= _CHECKED_MAX_ENTRIES:
+                try:
+                    _checked.pop(next(iter(_checked)))
+                except (StopIteration, KeyError, RuntimeError):  # emptied by another thread
+                    break
+            _checked[digest] = (now, api_key)
+    return api_key
 
 
 class ApiKeyAuthentication(authentication.BaseAuthentication):
@@ -20,11 +62,7 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
         scheme, _, key = header.partition(" ")
         if scheme.lower() != self.keyword.lower() or not key.strip():
             raise exceptions.AuthenticationFailed("Send the API key as 'Authorization: Bearer <key>'.")
-        api_key = (
-            ApiKey.objects.select_related("client")
-            .filter(digest=api_key_digest(key.strip()), revoked_at__isnull=True)
-            .first()
-        )
+        api_key = _api_key_lookup(api_key_digest(key.strip()))
         if api_key is None:
             raise exceptions.AuthenticationFailed("Unknown or revoked API key.")
         return api_key.client, api_key

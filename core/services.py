@@ -31,3 +31,7 @@ def api_key_create(*, client: Client) -> str:
 
 def api_key_revoke(*, api_key: ApiKey) -> None:
     ApiKey.objects.filter(pk=api_key.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
+    # Other processes stop accepting it within API_KEY_CACHE_SECONDS; this one at once.
+    from core.auth import api_key_forget
+
+    api_key_forget(digest=api_key.digest)

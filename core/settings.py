@@ -149,6 +149,9 @@ API_SUBMIT_RATE_PER_MINUTE = env.int("API_SUBMIT_RATE_PER_MINUTE", default=600)
 JOB_MAX_UNFINISHED_PER_CLIENT = env.int("JOB_MAX_UNFINISHED_PER_CLIENT", default=10_000)
 # How long an Idempotency-Key is remembered, in seconds.
 IDEMPOTENCY_KEY_TTL_SECONDS = env.int("IDEMPOTENCY_KEY_TTL_SECONDS", default=24 * 3600)
+# Seconds a process trusts a key it has checked before asking the database again (0: every
+# request); also how long a revoked key may still work in the other processes.
+API_KEY_CACHE_SECONDS = env.float("API_KEY_CACHE_SECONDS", default=5.0)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["core.auth.ApiKeyAuthentication"],

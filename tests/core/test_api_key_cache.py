@@ -1,0 +1,53 @@
+"""Key checks remembered per process (API_KEY_CACHE_SECONDS) never outlive a revocation."""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+from django.test import Client as DjangoClient
+from django.utils import timezone
+
+from core.models import ApiKey
+from core.services import api_key_create, api_key_digest, api_key_revoke, client_create
+
+
+@pytest.fixture
+def key(db: Any) -> str:
+    return api_key_create(client=client_create(name="cached"))
+
+
+def _status(key: str) -> int:
+    return DjangoClient(HTTP_AUTHORIZATION=f"Bearer {key}").get("/api/jobs/").status_code
+
+
+def test_a_key_revoked_in_this_process_is_refused_at_once(key: str) -> None:
+    assert _status(key) == 200  # remembered now
+
+    api_key_revoke(api_key=ApiKey.objects.get())
+
+    assert _status(key) == 401
+
+
+def test_a_key_revoked_elsewhere_is_refused_once_the_cache_time_has_passed(
+    key: str, settings: Any
+) -> None:
+    settings.API_KEY_CACHE_SECONDS = 0.2
+    assert _status(key) == 200
+    # Another process revoked it: this one was not told.
+    ApiKey.objects.update(revoked_at=timezone.now())
+
+    time.sleep(0.3)
+
+    assert _status(key) == 401
+
+
+def test_a_refused_key_is_not_remembered(db: Any) -> None:
+    # Given a key that does not exist yet is refused
+    key = "jk_created-after-it-was-tried"
+    assert _status(key) == 401
+
+    # when it is created, it works at once
+    ApiKey.objects.create(client=client_create(name="later"), digest=api_key_digest(key), prefix=key[:12])
+
+    assert _status(key) == 200
