@@ -238,8 +238,12 @@ def post(
     resolver: Resolver | None = None,
     allowed: Sequence[IPNetwork] | None = None,
     max_response_bytes: int = RESPONSE_PREFIX_BYTES,
+    ca_bundle: str | None = None,
 ) -> HttpResult:
-    """POST `body` to `url` through the guard; an HttpResult whatever happens."""
+    """POST `body` to `url` through the guard; an HttpResult whatever happens.
+
+    Certificates are always verified, against the system's CAs or `ca_bundle` (a private CA).
+    """
     started = time.monotonic()
 
     def elapsed_ms() -> int:
@@ -263,6 +267,7 @@ def post(
             timeout=(timeout_seconds, timeout_seconds),
             allow_redirects=False,
             stream=True,
+            verify=ca_bundle or True,
         ) as response:
             # Read only a prefix, and stop at the deadline even if the receiver drips bytes.
             deadline = started + timeout_seconds * 2
