@@ -7,18 +7,18 @@ from django.conf import settings
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.throttling import SimpleRateThrottle
 from rest_framework.views import APIView
 
 from core.errors import ApplicationError
 from core.pagination import NewestFirstCursorPagination
+from core.throttling import RedisRateThrottle
 from jobs import selectors, services
 from jobs.models import DEFAULT_WEBHOOK_EVENTS, WEBHOOK_EVENT_TYPES
 from jobs.registry import job_types_all
 from jobs.serializers import JobResultSerializer, JobSerializer, job_representation
 
 
-class SubmitRateThrottle(SimpleRateThrottle):
+class SubmitRateThrottle(RedisRateThrottle):
     """Per-client submission rate (API_SUBMIT_RATE_PER_MINUTE); 429 with Retry-After."""
 
     scope = "submit"

@@ -1,0 +1,27 @@
+"""The submit rate limit holds exactly when one client's requests race each other."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from django.core.cache import cache
+
+from tests.conftest import Api
+
+BODY = {"job_name": "api.tasks.hello_world"}
+
+
+def test_concurrent_submissions_admit_exactly_the_rate(make_api: Callable[..., Api], settings: Any) -> None:
+    # Given a rate of 5 a minute
+    settings.API_SUBMIT_RATE_PER_MINUTE = 5
+    cache.clear()
+    api = make_api()
+
+    # when 12 submissions arrive at once
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        statuses = list(pool.map(lambda _: Api(api.base_url, api.key).post("/api/jobs/", json=BODY).status_code,
+                                 range(12)))
+
+    # then exactly 5 are accepted (no lost update between racing requests), the rest get 429
+    assert sorted(statuses) == [202] * 5 + [429] * 7
