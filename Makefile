@@ -24,6 +24,10 @@ test: $(STAMP)
 test-faults: $(STAMP)
 	$(BIN)/pytest -m faults tests/faults
 
+## Benchmarks against the baseline app (needs wrk; ~5 min; not part of CI): docs/benchmarks.md.
+bench: $(STAMP)
+	$(BIN)/python -m bench.run
+
 ## Regenerate the committed OpenAPI spec.
 schema: $(STAMP)
 	$(BIN)/python manage.py spectacular --file openapi/schema.yaml --validate --fail-on-warn
