@@ -1,8 +1,9 @@
 """A webhook receiver that answers at once: 204 in one TCP segment, TCP_NODELAY, keep-alive.
 
 Run as `python -m bench.receiver PORT`; it prints one line per request on stdout,
-`<CLOCK_MONOTONIC seconds> <path> <body bytes>`, which the harness reads to time deliveries
-(CLOCK_MONOTONIC is system-wide on Linux, so the harness can compare it with its own clock).
+`<CLOCK_MONOTONIC seconds> <wall-clock seconds> <path> <body bytes>`, which the harness reads
+to time deliveries (CLOCK_MONOTONIC is system-wide on Linux, so the harness can compare it with
+its own clock; the wall clock lines it up with the timestamps the service writes).
 """
 from __future__ import annotations
 
@@ -24,12 +25,12 @@ class Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
-        arrived = time.monotonic()
+        arrived, arrived_wall = time.monotonic(), time.time()
         # Status line, headers and (empty) body in one write: one segment.
         self.wfile.write(RESPONSE)
         self.wfile.flush()
         with _out_lock:
-            sys.stdout.write(f"{arrived:.6f} {self.path} {len(body)}\n")
+            sys.stdout.write(f"{arrived:.6f} {arrived_wall:.6f} {self.path} {len(body)}\n")
             sys.stdout.flush()
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002

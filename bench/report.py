@@ -30,9 +30,10 @@ def _get(data: dict[str, Any], *path: str) -> Any:
 
 def _wrk_row(label: str, figures: dict[str, Any] | None) -> str:
     if not figures:
-        return f"| {label} | n/a | | | | |"
+        return f"| {label} | n/a | | | | | |"
     return (
         f"| {label} | {figures['rps']:.0f} | {figures['p50_ms']:.1f} | {figures['p99_ms']:.1f} "
+        f"| {figures.get('server_cpu_ms_per_request') or 'n/a'} "
         f"| {figures['requests']} | {figures['non_2xx_3xx']} / {figures['socket_errors']} |"
     )
 
@@ -107,8 +108,8 @@ def render(results: dict[str, Any]) -> str:
         "",
         "### HTTP throughput and latency (wrk)",
         "",
-        "| endpoint | requests/s | p50 ms | p99 ms | requests | non-2xx / socket errors |",
-        "|---|---|---|---|---|---|",
+        "| endpoint | requests/s | p50 ms | p99 ms | server CPU ms/request | requests | non-2xx / socket errors |",
+        "|---|---|---|---|---|---|---|",
         _wrk_row("baseline: constant view", base.get("constant")),
         _wrk_row("baseline: read one row by pk", base.get("read_one_row")),
         _wrk_row("baseline: insert one row + publish one message", base.get("insert_and_publish")),
@@ -132,6 +133,17 @@ def render(results: dict[str, Any]) -> str:
         for label, p in rows:
             if p:
                 lines.append(f"| {label} | {p['n']} | {p['p50_ms']} | {p['p95_ms']} | {p['p99_ms']} | {p['mean_ms']} |")
+    cap = e2e.get("capacity")
+    if cap:
+        lines += ["", f"Capacity: a burst of {cap['jobs']} jobs with callbacks (8 clients) was submitted "
+                  f"in {cap['submitted_in_s']} s and all its webhooks had arrived after "
+                  f"{cap['all_webhooks_in_s']} s: **{cap['jobs_per_second']} jobs/s** end to end. "
+                  "\"Under load\" runs at half that rate."]
+    stages = _get(e2e, "sequential", "stages")
+    if stages:
+        lines += ["", "Where the sequential end-to-end time goes (medians, from the rows' timestamps, ms):",
+                  "", "| stage | ms |", "|---|---|"]
+        lines += [f"| {name} | {ms} |" for name, ms in stages.items()]
     if delivery:
         service = delivery.get("service", {})
         lines += [
@@ -149,6 +161,10 @@ def render(results: dict[str, Any]) -> str:
             f"First delivery {service.get('first_after_commit_ms')} ms after the events' commit; "
             f"all delivered {service.get('all_after_commit_s')} s after it.",
         ]
+    cold = results.get("cold_start")
+    if cold:
+        lines += ["", f"Cold start: the first submit a fresh API process served took {cold['first_submit_ms']} ms, "
+                  f"the first poll {cold['first_poll_ms']} ms (then: the p50 above)."]
     if queries:
         lines += [
             "",

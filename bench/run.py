@@ -40,8 +40,9 @@ BENCH_DB = "jobapi_bench"
 BROKER_DB = 12  # broker and cache (throttle counters)
 RESULT_DB = 13  # the raw round trip's result backend only
 CONNECTIONS = 16
-# Background submissions (with callbacks) while the end-to-end probes run "under load".
-LOAD_JOBS_PER_SECOND = 20
+# Background submissions (with callbacks) while the end-to-end probes run "under load", as a
+# fraction of the jobs per second the stack was measured to sustain.
+LOAD_FRACTION = 0.5
 WRK_THREADS = 2
 HELLO = {"job_name": "api.tasks.hello_world", "payload": {"message": "bench"}}
 
@@ -169,6 +170,19 @@ def process_tree(pid: int) -> list[int]:
     return tree
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of the process tree so far (its live members)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for member in process_tree(pid):
+        try:
+            fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / ticks
+
+
 def memory_of(pid: int) -> dict[str, Any]:
     """RSS of each process in the tree and the tree's PSS (shared pages split fairly), in MiB."""
     rss, pss = [], 0.0
@@ -232,7 +246,11 @@ def wrk(
     connections: int = CONNECTIONS,
     threads: int = WRK_THREADS,
     workdir: Path,
+    server_pid: int | None = None,
 ) -> dict[str, Any]:
+    """Run wrk; with server_pid, also the server's CPU time per request (robust to a busy
+    machine, unlike requests per second)."""
+    cpu_before = cpu_seconds(server_pid) if server_pid else 0.0
     path = workdir / f"wrk-{uuid.uuid4().hex[:8]}.lua"
     path.write_text(script)
     out = subprocess.run(
@@ -244,7 +262,12 @@ def wrk(
     raw = json.loads(line[len("WRKJSON "):])
     seconds_run = raw["duration_us"] / 1e6
     ok = raw["requests"] - raw["errors_status"]
+    cpu_ms = (
+        round((cpu_seconds(server_pid) - cpu_before) * 1000 / max(1, raw["requests"]), 2)
+        if server_pid else None
+    )
     return {
+        "server_cpu_ms_per_request": cpu_ms,
         "connections": connections,
         "seconds": round(seconds_run, 2),
         "requests": raw["requests"],
@@ -332,11 +355,20 @@ class Bench:
     stack: Stack
     env: dict[str, str]
     workdir: Path
+    profile: bool = False
+    profiling: str = ""
     results: dict[str, Any] = field(default_factory=dict)
 
     @property
     def load_seconds(self) -> int:
         return 4 if self.quick else 12
+
+    def pid(self, name: str = "") -> int | None:
+        """The pid of the web server being measured (the baseline's or the API's)."""
+        for candidate in (name, "baseline-web", "api-web"):
+            if candidate and candidate in self.stack.processes:
+                return self.stack.processes[candidate].pid
+        return None
 
     def manage(self, *args: str, settings: str = "core.settings") -> None:
         env = dict(self.env, DJANGO_SETTINGS_MODULE=settings)
@@ -378,16 +410,16 @@ class Bench:
         figures: dict[str, Any] = {}
         log("baseline: constant view")
         figures["constant"] = wrk(url, wrk_script(method="GET", paths=["/constant/"]),
-                                  seconds=self.load_seconds, workdir=self.workdir)
+                                  seconds=self.load_seconds, workdir=self.workdir, server_pid=self.pid("baseline-web"))
         log("baseline: read one row by pk")
         figures["read_one_row"] = wrk(
             url, wrk_script(method="GET", paths=[f"/rows/{i}/" for i in ids]),
-            seconds=self.load_seconds, workdir=self.workdir,
+            seconds=self.load_seconds, workdir=self.workdir, server_pid=self.pid(),
         )
         log("baseline: insert one row and publish one message (the naive submit)")
         figures["insert_and_publish"] = wrk(
             url, wrk_script(method="POST", paths=["/rows/"], body=json.dumps(HELLO)),
-            seconds=self.load_seconds, workdir=self.workdir,
+            seconds=self.load_seconds, workdir=self.workdir, server_pid=self.pid(),
         )
         figures["memory_web"] = memory_of(self.stack.processes["baseline-web"].pid)
         self.stack.stop("baseline-web")
@@ -409,6 +441,44 @@ class Bench:
 
     # The API -----------------------------------------------------------------------------------
 
+    def cold_start(self, url: str, key: str) -> None:
+        """The first submit and poll a fresh gunicorn worker serves (imports, connections)."""
+        import requests
+
+        headers = {"Authorization": f"Bearer {key}"}
+        started = time.monotonic()
+        job = requests.post(f"{url}/api/jobs/", json=HELLO, headers=headers, timeout=60)
+        submitted = time.monotonic()
+        requests.get(f"{url}/api/jobs/{job.json()['id']}/", headers=headers, timeout=60)
+        polled = time.monotonic()
+        self.results["cold_start"] = {"first_submit_ms": round((submitted - started) * 1000, 1),
+                                      "first_poll_ms": round((polled - submitted) * 1000, 1)}
+
+    def profile_start(self, label: str, process: str) -> None:
+        """With --profile: py-spy samples the process tree while the load runs."""
+        if not self.profile:
+            return
+        out = REPO / "bench" / "profiles" / f"{label}.txt"
+        out.parent.mkdir(exist_ok=True)
+        self.stack.start(
+            f"py-spy-{label}",
+            [str(Path(sys.prefix) / "bin" / "py-spy"), "record", "--pid",
+             str(self.stack.processes[process].pid), "--subprocesses", "--format", "raw",
+             "--rate", "200", "--output", str(out), "--nonblocking"],
+            dict(os.environ),
+        )
+        self.profiling = f"py-spy-{label}"
+
+    def profile_stop(self) -> None:
+        if self.profile and self.profiling:
+            # SIGINT makes py-spy write its output and exit.
+            process = self.stack.processes[self.profiling]
+            process.send_signal(signal.SIGINT)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=30)
+            self.stack.stop(self.profiling)
+            self.profiling = ""
+
     def clients(self, count: int, prefix: str) -> list[str]:
         from core.services import api_key_create, client_create
 
@@ -420,24 +490,31 @@ class Bench:
         log("API: start gunicorn (no Celery worker yet: submit is measured like its ceiling)")
         url = self.web("api-web", "core.settings")
         wait_http(f"{url}/healthz", self.stack, "api-web")
-        if not measure:
-            return url
         # Many clients, because the default per-client submit rate limit stays on.
         submit_keys = self.clients(128, "submit")
         poll_key = self.clients(1, "poll")[0]
-        self.warm(url, "/api/jobs/?page_size=1", {"Authorization": f"Bearer {poll_key}"})
+        self.cold_start(url, submit_keys[-1])
+        if not measure:
+            return url
         import requests
+
+        self.warm(url, "/api/jobs/?page_size=1", {"Authorization": f"Bearer {poll_key}"})
+        for key in submit_keys[:60]:  # every worker serves a few submissions before measuring
+            requests.post(f"{url}/api/jobs/", json=HELLO, headers={"Authorization": f"Bearer {key}"},
+                          timeout=30)
 
         probe = requests.post(f"{url}/api/jobs/", json=HELLO,
                               headers={"Authorization": f"Bearer {submit_keys[0]}"}, timeout=10)
         assert probe.status_code == 202, probe.text
         figures: dict[str, Any] = {}
         log("API: POST /api/jobs/")
+        self.profile_start("submit", "api-web")
         figures["submit"] = wrk(
             url, wrk_script(method="POST", paths=["/api/jobs/"], keys=submit_keys,
                             body=json.dumps(HELLO)),
-            seconds=self.load_seconds, workdir=self.workdir,
+            seconds=self.load_seconds, workdir=self.workdir, server_pid=self.pid(),
         )
+        self.profile_stop()
         # The queued messages have no consumer by design: drop them and close their jobs.
         self.redis_delete("jobs")
         with connection.cursor() as cursor:
@@ -446,10 +523,12 @@ class Bench:
         poll_client = self.client_of(poll_key)
         ids = self.seed_jobs(owner_id=poll_client, count=1000)
         log("API: GET /api/jobs/<id>/")
+        self.profile_start("poll", "api-web")
         figures["poll"] = wrk(
             url, wrk_script(method="GET", paths=[f"/api/jobs/{i}/" for i in ids], keys=[poll_key]),
-            seconds=self.load_seconds, workdir=self.workdir,
+            seconds=self.load_seconds, workdir=self.workdir, server_pid=self.pid(),
         )
+        self.profile_stop()
         self.results["api"] = figures
         return url
 
@@ -578,9 +657,11 @@ class Bench:
         samples = 30 if self.quick else 200
         session = requests.Session()
 
+        probes: list[tuple[str, float, str]] = []  # job id, wall clock at submit, receiver path
+
         def probe() -> tuple[float, float]:
             token = uuid.uuid4().hex
-            started = time.monotonic()
+            started, started_wall = time.monotonic(), time.time()
             response = session.post(
                 f"{url}/api/jobs/",
                 json=dict(HELLO, callback_url=f"{self.receiver.url}/e2e/{token}"),
@@ -588,6 +669,7 @@ class Bench:
             )
             accepted = time.monotonic()
             assert response.status_code == 202, response.text
+            probes.append((response.json()["id"], started_wall, f"/e2e/{token}"))
             return accepted - started, self.receiver.wait(f"/e2e/{token}", timeout=30) - started
 
         for _ in range(10):
@@ -595,9 +677,12 @@ class Bench:
         log(f"end to end, sequential: {samples} jobs")
         submit, e2e = zip(*(probe() for _ in range(samples)))
         figures: dict[str, Any] = {"sequential": {"webhook": percentiles(list(e2e)),
-                                                   "submit_202": percentiles(list(submit))}}
+                                                   "submit_202": percentiles(list(submit)),
+                                                   "stages": self.stages(probes[10:])}}
         self.results["end_to_end"] = figures
-        rate = LOAD_JOBS_PER_SECOND
+        figures["capacity"] = self.capacity(url, load_keys)
+        # Under load = half of what the stack sustains: loaded, but with no backlog growing.
+        rate = max(2.0, round(figures["capacity"]["jobs_per_second"] * LOAD_FRACTION, 1))
         log(f"end to end under load: {rate} jobs/s with callbacks in the background")
         stop = threading.Event()
         sent, errors = [0], [0]
@@ -629,6 +714,7 @@ class Bench:
             thread.join()
         figures["under_load"] = {
             "background_jobs_per_second": rate,
+            "load_fraction_of_capacity": LOAD_FRACTION,
             "background_jobs_sent": sent[0],
             "background_connection_errors": errors[0],
             "measured_seconds": round(loaded_seconds, 1),
@@ -636,6 +722,61 @@ class Bench:
             "submit_202": percentiles(list(submit)),
         }
         self.results["end_to_end"] = figures
+
+    def capacity(self, url: str, keys: list[str]) -> dict[str, Any]:
+        """Jobs with callbacks per second, submit to webhook: a burst from 8 threads."""
+        import requests
+
+        count = 60 if self.quick else 240
+        log(f"end to end capacity: a burst of {count} jobs with callbacks")
+        tag = uuid.uuid4().hex[:8]
+        started = time.monotonic()
+
+        def submit(worker: int) -> None:
+            session = requests.Session()
+            for i in range(worker, count, len(keys)):
+                session.post(f"{url}/api/jobs/",
+                             json=dict(HELLO, callback_url=f"{self.receiver.url}/burst/{tag}/{i}"),
+                             headers={"Authorization": f"Bearer {keys[worker]}"}, timeout=30)
+
+        threads = [threading.Thread(target=submit, args=(w,)) for w in range(len(keys))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        submitted = time.monotonic() - started
+        last = max(self.receiver.wait(f"/burst/{tag}/{i}", timeout=120) for i in range(count))
+        return {"jobs": count, "submitted_in_s": round(submitted, 2),
+                "all_webhooks_in_s": round(last - started, 2),
+                "jobs_per_second": round(count / (last - started), 1)}
+
+    def stages(self, probes: list[tuple[str, float, str]]) -> dict[str, float]:
+        """Median time of each stage of the sequential probes, from the rows' timestamps (ms)."""
+        from jobs.models import Job
+        from webhooks.models import DeliveryAttempt
+
+        jobs = {str(j.id): j for j in Job.objects.filter(pk__in=[p[0] for p in probes])}
+        attempts = {
+            str(a.delivery.subject_id): a
+            for a in DeliveryAttempt.objects.filter(delivery__subject_id__in=list(jobs), number=1)
+            .select_related("delivery")
+        }
+        stages: dict[str, list[float]] = {
+            "submit -> row created": [], "row created -> started (publish, queue, worker)": [],
+            "started -> finished (run, write, event)": [],
+            "finished -> delivery attempt starts (publish, queue, claim)": [],
+            "attempt starts -> receiver has it (sign, connect, send)": [],
+        }
+        for job_id, submitted, path in probes:
+            job, attempt = jobs.get(job_id), attempts.get(job_id)
+            if job is None or attempt is None or job.started_at is None or job.finished_at is None:
+                continue
+            points = [submitted, job.created_at.timestamp(), job.started_at.timestamp(),
+                      job.finished_at.timestamp(), attempt.started_at.timestamp(),
+                      self.receiver.wall[path]]
+            for name, begin, end in zip(stages, points, points[1:]):
+                stages[name].append(end - begin)
+        return {name: round(statistics.median(v) * 1000, 2) for name, v in stages.items() if v}
 
     def delivery(self) -> None:
         import requests
@@ -720,7 +861,7 @@ class Bench:
                 log(f"scale {size}: GET {path[:40]}")
                 entry[label] = wrk(url, wrk_script(method="GET", paths=[path], keys=[key]),
                                    seconds=3 if self.quick else 5, connections=4,
-                                   workdir=self.workdir)
+                                   workdir=self.workdir, server_pid=self.pid())
             figures[str(size)] = entry
         self.results["scale"] = figures
 
@@ -743,6 +884,7 @@ class Receiver:
         port = free_port()
         self.url = f"http://127.0.0.1:{port}"
         self.arrivals: dict[str, float] = {}
+        self.wall: dict[str, float] = {}
         self.condition = threading.Condition()
         self.process = stack.start("receiver", [sys.executable, "-m", "bench.receiver", str(port)],
                                    dict(os.environ), stdout=subprocess.PIPE)
@@ -754,9 +896,10 @@ class Receiver:
     def _read(self) -> None:
         assert self.process.stdout is not None
         for line in self.process.stdout:
-            arrived, path, _ = line.decode().split(" ", 2)
+            arrived, wall, path, _ = line.decode().split(" ", 3)
             with self.condition:
-                self.arrivals[path] = float(arrived)
+                self.arrivals.setdefault(path, float(arrived))
+                self.wall.setdefault(path, float(wall))
                 self.condition.notify_all()
 
     def wait(self, path: str, timeout: float) -> float:
@@ -817,6 +960,8 @@ def main() -> None:
     parser.add_argument("--json", default=str(REPO / "bench" / "results.json"))
     parser.add_argument("--doc", default=str(REPO / "docs" / "benchmarks.md"))
     parser.add_argument("--no-doc", action="store_true", help="write only the JSON")
+    parser.add_argument("--profile", action="store_true",
+                        help="py-spy the API during submit and poll: bench/profiles/*.txt")
     parser.add_argument("--only", default="", help="comma-separated phases, for working on one: "
                         + ",".join(PHASES))
     args = parser.parse_args()
@@ -837,7 +982,7 @@ def main() -> None:
     admin_sql(f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)")
     admin_sql(f"CREATE DATABASE {BENCH_DB}")
     redis_flush()
-    bench = Bench(quick=args.quick, stack=stack, env=env, workdir=stack.logs)
+    bench = Bench(quick=args.quick, stack=stack, env=env, workdir=stack.logs, profile=args.profile)
     try:
         bench.manage("migrate")
         import django
