@@ -121,6 +121,7 @@ def test_deliveries_list_is_the_envelope_and_cheap(api: Api, receiver: Receiver)
 
     assert set(body) == {"results", "next", "previous"}
     assert [d["event_type"] for d in body["results"]] == ["job.succeeded", "job.started"]  # newest first
-    # the API key, the job, the page of deliveries (joined to their events), their attempts
-    assert len(queries) == 4, [q["sql"] for q in queries.captured_queries]
+    # the API key (unless cached), the job, the page of deliveries (joined to their events) and
+    # their attempts: a fixed few, whatever the number of deliveries
+    assert len(queries) <= 4, [q["sql"] for q in queries.captured_queries]
     assert deliveries_of(api, created["id"]) == body["results"]
