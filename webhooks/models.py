@@ -30,7 +30,9 @@ class SigningSecret(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.secret[:10]}… ({self.owner_id})"
+        # Never any part of the secret: this shows up in the admin and in logs.
+        state = "current" if self.expires_at is None else f"until {self.expires_at:%Y-%m-%d %H:%M}"
+        return f"signing secret {self.pk} of {self.owner_id} ({state})"
 
 
 class Event(models.Model):
