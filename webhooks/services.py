@@ -158,6 +158,14 @@ def delivery_redeliver(
     original = event.deliveries.order_by("created_at", "pk").first()
     now = timezone.now()
     with transaction.atomic():
+        # Locking the event serialises redeliveries of it: repeated clicks make one, not many.
+        Event.objects.select_for_update().filter(pk=event.pk).first()
+        if Delivery.objects.filter(event=event, state=State.PENDING).exists():
+            raise Conflict(
+                "This event is still being delivered; redeliver once its delivery has ended "
+                "(see the job's deliveries).",
+                code="delivery_in_progress",
+            )
         delivery = Delivery.objects.create(
             event=event,
             owner_id=owner_id,

@@ -1,12 +1,13 @@
 """Redelivery (same webhook-id, same bytes) and secret rotation (both signatures verify)."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 
 from django.utils import timezone
 from standardwebhooks import Webhook
 
-from examples.receiver import Receiver
+from examples.receiver import Receiver, Reply
 from tests.conftest import Api
 from tests.webhooks.conftest import (
     HELLO,
@@ -41,6 +42,25 @@ def test_redeliver_sends_the_final_event_again_with_the_same_id_and_bytes(
     deliveries = wait_deliveries(api, created["id"], lambda ds: len(ds) == 2 and all_final(ds))
     assert sorted(d["redelivery"] for d in deliveries) == [False, True]
     assert {d["state"] for d in deliveries} == {"succeeded"}
+
+
+def test_redeliver_waits_for_the_event_delivery_in_progress(
+    api: Api, make_receiver: Callable[..., Receiver]
+) -> None:
+    # Given a final event whose delivery waits to retry (the receiver asked for 3 s)
+    receiver = make_receiver(Reply(status=503, headers={"Retry-After": "3"}))
+    created = api.submit(HELLO, callback_url=receiver.url)
+    receiver.wait_for(1)
+
+    # When the client asks for a redelivery meanwhile, it is told to wait
+    response = api.post(f"/api/jobs/{created['id']}/redeliver/")
+
+    assert response.status_code == 409
+    assert response.json()["error"]["code"] == "delivery_in_progress"
+    # And once that delivery has ended, a redelivery goes ahead
+    wait_deliveries(api, created["id"], all_final)
+    assert api.post(f"/api/jobs/{created['id']}/redeliver/").status_code == 202
+    assert len(receiver.wait_for(3)) == 3
 
 
 def test_redeliver_needs_a_final_event(api: Api, receiver: Receiver) -> None:
