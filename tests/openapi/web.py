@@ -43,15 +43,23 @@ def start_web(env: dict[str, str], log_dir: Path) -> tuple[subprocess.Popen[byte
         stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_until_up(process, url, log.name)
+    except BaseException:
+        stop(process)  # never leave a server behind
+        raise
+    return process, url
+
+
+def _wait_until_up(process: subprocess.Popen[bytes], url: str, log_name: str) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"gunicorn exited early; see {log.name}")
+            raise RuntimeError(f"gunicorn exited early; see {log_name}")
         try:
             if requests.get(f"{url}/healthz", timeout=5).status_code == 200:
-                return process, url
+                return
         except requests.RequestException:  # not listening yet, or still loading the app
             pass
         time.sleep(0.2)
-    stop(process)
-    raise RuntimeError(f"gunicorn did not come up; see {log.name}")
+    raise RuntimeError(f"gunicorn did not come up; see {log_name}")
