@@ -681,9 +681,10 @@ class JobRedeliverApiScheme(OpenApiViewExtension):
                         409,
                         described={
                             409: (
-                                "Nothing to redeliver: the job has not finished, has no "
-                                "`callback_url`, or its `webhook_events` leave the final event "
-                                "out. Code: `nothing_to_redeliver`.",
+                                "Codes: `nothing_to_redeliver` (the job has not finished, has "
+                                "no `callback_url`, or its `webhook_events` leave the final "
+                                "event out); `delivery_in_progress` (the event is still being "
+                                "delivered: redeliver once its delivery has ended).",
                                 schemas.error_example(
                                     409,
                                     "nothing_to_redeliver",
