@@ -51,7 +51,7 @@ _ERRORS: dict[int, tuple[str, list[OpenApiExample]]] = {
         "`details`), `invalid_payload`, `unknown_job_name`, `job_type_unavailable`, "
         "`malformed_json`, `invalid_json` (a U+0000 character), `json_too_deep`, "
         "`invalid_callback_url`, `invalid_filter`, "
-        "`invalid_header`, `missing_parameter`.",
+        "`invalid_header`, `missing_parameter`, `bad_request` (e.g. an invalid Content-Length).",
         [
             _error_example(
                 400,
