@@ -296,6 +296,11 @@ CELERY_TASK_DEFAULT_QUEUE = "jobs"
 CELERY_TASK_ROUTES = {"webhooks.*": {"queue": "webhooks"}}
 # Don't hijack the root logger: the worker logs as configured below.
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+# Celery's Django fixup closes the database connection before and after every task unless
+# this is set, so every task paid a new PostgreSQL connection (docs/benchmarks.md); with it the
+# fixup leaves them open and core/celery.py applies Django's own policy (DB_CONN_MAX_AGE, the
+# health check, closing a connection that saw an error) at each task, as for each request.
+CELERY_DB_REUSE_MAX = 1_000_000
 # Periodic tasks (celery beat).
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
 # How often the sweeper publishes jobs that were accepted while the broker was down (seconds).
