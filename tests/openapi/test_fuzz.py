@@ -74,7 +74,8 @@ def fuzz_target(transactional_db: None, tmp_path: Path) -> Iterator[tuple[str, s
 
 
 def _probe(prefix: str) -> Celery:
-    probe = Celery(broker=settings.CELERY_BROKER_URL)
+    # Not the current app: shared tasks published later in this thread must keep using ours.
+    probe = Celery(broker=settings.CELERY_BROKER_URL, set_as_current=False)
     probe.conf.broker_transport_options = {"global_keyprefix": prefix}
     return probe
 
