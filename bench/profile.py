@@ -27,7 +27,15 @@ DB = "jobapi_bench_profile"
 def main() -> None:
     what = sys.argv[1]
     count = int(sys.argv[2]) if len(sys.argv) > 2 else 500
-    from bench.run import PG_ADMIN_URL, REDIS_URL, BROKER_DB, Receiver, Stack, admin_sql, redis_flush
+    from bench.run import (
+        BROKER_DB,
+        PG_ADMIN_URL,
+        REDIS_URL,
+        Receiver,
+        Stack,
+        admin_sql,
+        redis_flush,
+    )
 
     os.environ.update(
         {

@@ -33,7 +33,7 @@ class Handler(BaseHTTPRequestHandler):
             sys.stdout.write(f"{arrived:.6f} {arrived_wall:.6f} {self.path} {len(body)}\n")
             sys.stdout.flush()
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: object) -> None:
         pass  # one line per request on stdout is the log
 
 

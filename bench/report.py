@@ -30,10 +30,11 @@ def _get(data: dict[str, Any], *path: str) -> Any:
 
 def _wrk_row(label: str, figures: dict[str, Any] | None) -> str:
     if not figures:
-        return f"| {label} | n/a | | | | | |"
+        return f"| {label} | n/a | | | | | | |"
     return (
         f"| {label} | {figures['rps']:.0f} | {figures['p50_ms']:.1f} | {figures['p99_ms']:.1f} "
         f"| {figures.get('server_cpu_ms_per_request') or 'n/a'} "
+        f"| {figures.get('wrk_cpu_ms_per_request', 'n/a')} "
         f"| {figures['requests']} | {figures['non_2xx_3xx']} / {figures['socket_errors']} |"
     )
 
@@ -63,13 +64,13 @@ def render(results: dict[str, Any]) -> str:
         lines.append(f"| {key} | {system.get(key, '?')} |")
     lines += [
         "",
-        f"Stack: gunicorn via `scripts/web` ({config.get('gunicorn_workers')} sync workers, "
+        (f"Stack: gunicorn via `scripts/web` ({config.get('gunicorn_workers')} sync workers, "
         f"{config.get('gunicorn_threads')} thread each), `scripts/worker` for the `jobs` and "
         f"`webhooks` queues (concurrency {config.get('celery_jobs_worker_concurrency')} each), "
         "`scripts/beat`, PostgreSQL and Redis on loopback, `DEBUG` off, rate limits as configured "
         f"by default ({config.get('api_submit_rate_per_minute')} submissions per client per minute, "
         f"{config.get('job_max_unfinished_per_client')} unfinished jobs per client). "
-        f"Load: `wrk -t{config.get('wrk_threads')} -c{config.get('wrk_connections')}`.",
+        f"Load: `wrk -t{config.get('wrk_threads')} -c{config.get('wrk_connections')}`."),
         "",
         "### Against the ceilings",
         "",
@@ -108,13 +109,15 @@ def render(results: dict[str, Any]) -> str:
         "",
         "### HTTP throughput and latency (wrk)",
         "",
-        "| endpoint | requests/s | p50 ms | p99 ms | server CPU ms/request | requests | non-2xx / socket errors |",
-        "|---|---|---|---|---|---|---|",
+        ("| endpoint | requests/s | p50 ms | p99 ms | server CPU ms/request | wrk CPU ms/request "
+        "| requests | non-2xx / socket errors |"),
+        "|---|---|---|---|---|---|---|---|",
         _wrk_row("baseline: constant view", base.get("constant")),
         _wrk_row("baseline: read one row by pk", base.get("read_one_row")),
         _wrk_row("baseline: insert one row + publish one message", base.get("insert_and_publish")),
         _wrk_row("API: `POST /api/jobs/` (hello_world)", api.get("submit")),
         _wrk_row("API: `GET /api/jobs/<id>/`", api.get("poll")),
+        _wrk_row("API: `GET /api/jobs/<id>/`, `API_KEY_CACHE_SECONDS=0`", api.get("poll_key_cache_off")),
     ]
     if e2e or raw:
         lines += [
@@ -127,18 +130,18 @@ def render(results: dict[str, Any]) -> str:
         rows = [("raw Celery `apply_async().get()` round trip", raw),
                 ("job + webhook, sequential", _get(e2e, "sequential", "webhook")),
                 ("(its `POST` answered 202 after)", _get(e2e, "sequential", "submit_202")),
-                (f"job + webhook, under load ({_get(e2e, 'under_load', 'background_jobs_per_second')} "
-                 "jobs/s with callbacks in the background)", _get(e2e, "under_load", "webhook")),
+                ((f"job + webhook, under load ({_get(e2e, 'under_load', 'background_jobs_per_second')} "
+                 "jobs/s with callbacks in the background)"), _get(e2e, "under_load", "webhook")),
                 ("(its `POST` answered 202 after)", _get(e2e, "under_load", "submit_202"))]
         for label, p in rows:
             if p:
                 lines.append(f"| {label} | {p['n']} | {p['p50_ms']} | {p['p95_ms']} | {p['p99_ms']} | {p['mean_ms']} |")
     cap = e2e.get("capacity")
     if cap:
-        lines += ["", f"Capacity: a burst of {cap['jobs']} jobs with callbacks (8 clients) was submitted "
+        lines += ["", (f"Capacity: a burst of {cap['jobs']} jobs with callbacks (8 clients) was submitted "
                   f"in {cap['submitted_in_s']} s and all its webhooks had arrived after "
                   f"{cap['all_webhooks_in_s']} s: **{cap['jobs_per_second']} jobs/s** end to end. "
-                  "\"Under load\" runs at half that rate."]
+                  "\"Under load\" runs at half that rate.")]
     stages = _get(e2e, "sequential", "stages")
     if stages:
         lines += ["", "Where the sequential end-to-end time goes (medians, from the rows' timestamps, ms):",
@@ -158,13 +161,13 @@ def render(results: dict[str, Any]) -> str:
             f"| plain `requests.Session().post` loop (one process, keep-alive) | {loop} |",
             f"| the `webhooks` worker: signed, guarded, logged attempts | {rate} |",
             "",
-            f"First delivery {service.get('first_after_commit_ms')} ms after the events' commit; "
-            f"all delivered {service.get('all_after_commit_s')} s after it.",
+            (f"First delivery {service.get('first_after_commit_ms')} ms after the events' commit; "
+            f"all delivered {service.get('all_after_commit_s')} s after it."),
         ]
     cold = results.get("cold_start")
     if cold:
-        lines += ["", f"Cold start: the first submit a fresh API process served took {cold['first_submit_ms']} ms, "
-                  f"the first poll {cold['first_poll_ms']} ms (then: the p50 above)."]
+        lines += ["", (f"Cold start: the first submit a fresh API process served took {cold['first_submit_ms']} ms, "
+                  f"the first poll {cold['first_poll_ms']} ms (then: the p50 above).")]
     if queries:
         lines += [
             "",

@@ -11,11 +11,11 @@ import time
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.settings")
 
-import django  # noqa: E402
+import django
 
 django.setup()
 
-from bench.celery import ECHO_QUEUE, echo  # noqa: E402
+from bench.celery import ECHO_QUEUE, echo
 
 
 def main() -> None:

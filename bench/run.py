@@ -15,7 +15,6 @@ import contextlib
 import json
 import os
 import platform
-import re
 import secrets
 import shutil
 import signal
@@ -27,9 +26,8 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +60,7 @@ def percentiles(values: list[float]) -> dict[str, float]:
     ordered = sorted(values)
 
     def rank(p: float) -> float:
-        return ordered[min(len(ordered) - 1, max(0, int(round(p / 100 * len(ordered) + 0.5)) - 1))]
+        return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered) + 0.5) - 1))]
 
     return {
         "n": len(ordered),
@@ -191,9 +189,9 @@ def memory_of(pid: int) -> dict[str, Any]:
             rollup = Path(f"/proc/{member}/smaps_rollup").read_text()
         except OSError:
             continue
-        fields = dict(
-            (line.split(":")[0], int(line.split()[1])) for line in rollup.splitlines()[1:] if ":" in line
-        )
+        fields = {
+            line.split(":")[0]: int(line.split()[1]) for line in rollup.splitlines()[1:] if ":" in line
+        }
         rss.append(round(fields.get("Rss", 0) / 1024, 1))
         pss += fields.get("Pss", 0) / 1024
     return {"processes": len(rss), "rss_mib_each": rss, "pss_mib_total": round(pss, 1)}
@@ -250,7 +248,10 @@ def wrk(
 ) -> dict[str, Any]:
     """Run wrk; with server_pid, also the server's CPU time per request (robust to a busy
     machine, unlike requests per second)."""
+    import resource
+
     cpu_before = cpu_seconds(server_pid) if server_pid else 0.0
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
     path = workdir / f"wrk-{uuid.uuid4().hex[:8]}.lua"
     path.write_text(script)
     out = subprocess.run(
@@ -258,6 +259,8 @@ def wrk(
          "--timeout", "10s", "-s", str(path), base_url],
         capture_output=True, text=True, check=True,
     ).stdout
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    wrk_cpu = (after.ru_utime + after.ru_stime) - (children.ru_utime + children.ru_stime)
     line = next(line for line in out.splitlines() if line.startswith("WRKJSON "))
     raw = json.loads(line[len("WRKJSON "):])
     seconds_run = raw["duration_us"] / 1e6
@@ -268,6 +271,8 @@ def wrk(
     )
     return {
         "server_cpu_ms_per_request": cpu_ms,
+        # The load generator's own cost: far below the server's, so wrk is not the bottleneck.
+        "wrk_cpu_ms_per_request": round(wrk_cpu * 1000 / max(1, raw["requests"]), 3),
         "connections": connections,
         "seconds": round(seconds_run, 2),
         "requests": raw["requests"],
@@ -296,7 +301,7 @@ def ensure_wrk() -> str:
 
 
 def wrk_version() -> str:
-    out = subprocess.run(["wrk", "-v"], capture_output=True, text=True)
+    out = subprocess.run(["wrk", "-v"], capture_output=True, text=True, check=False)  # exits 1
     return (out.stdout + out.stderr).strip().splitlines()[0]
 
 
@@ -356,7 +361,7 @@ class Bench:
     env: dict[str, str]
     workdir: Path
     profile: bool = False
-    profiling: str = ""
+    profiling: list[str] = field(default_factory=list)
     results: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -375,9 +380,9 @@ class Bench:
         subprocess.run([sys.executable, "manage.py", *args], cwd=REPO, env=env, check=True,
                        stdout=subprocess.DEVNULL)
 
-    def web(self, name: str, settings: str) -> str:
+    def web(self, name: str, settings: str, **extra: str) -> str:
         port = free_port()
-        env = dict(self.env, DJANGO_SETTINGS_MODULE=settings, PORT=str(port))
+        env = dict(self.env, DJANGO_SETTINGS_MODULE=settings, PORT=str(port), **extra)
         self.stack.start(name, [str(REPO / "scripts" / "web")], env)
         return f"http://127.0.0.1:{port}"
 
@@ -458,26 +463,26 @@ class Bench:
         """With --profile: py-spy samples the process tree while the load runs."""
         if not self.profile:
             return
-        out = REPO / "bench" / "profiles" / f"{label}.txt"
+        out = REPO / "bench" / "profiles" / f"{label}-{process}.txt"
         out.parent.mkdir(exist_ok=True)
         self.stack.start(
-            f"py-spy-{label}",
+            f"py-spy-{label}-{process}",
             [str(Path(sys.prefix) / "bin" / "py-spy"), "record", "--pid",
              str(self.stack.processes[process].pid), "--subprocesses", "--format", "raw",
              "--rate", "200", "--output", str(out), "--nonblocking"],
             dict(os.environ),
         )
-        self.profiling = f"py-spy-{label}"
+        self.profiling.append(f"py-spy-{label}-{process}")
 
     def profile_stop(self) -> None:
-        if self.profile and self.profiling:
+        for name in self.profiling:
             # SIGINT makes py-spy write its output and exit.
-            process = self.stack.processes[self.profiling]
+            process = self.stack.processes[name]
             process.send_signal(signal.SIGINT)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(timeout=30)
-            self.stack.stop(self.profiling)
-            self.profiling = ""
+            self.stack.stop(name)
+        self.profiling = []
 
     def clients(self, count: int, prefix: str) -> list[str]:
         from core.services import api_key_create, client_create
@@ -529,6 +534,19 @@ class Bench:
             seconds=self.load_seconds, workdir=self.workdir, server_pid=self.pid(),
         )
         self.profile_stop()
+        # The same poll with the per-process key-check memory off: its effect, in this run.
+        self.stack.stop("api-web")
+        url = self.web("api-web", "core.settings", API_KEY_CACHE_SECONDS="0")
+        wait_http(f"{url}/healthz", self.stack, "api-web")
+        self.warm(url, f"/api/jobs/{ids[0]}/", {"Authorization": f"Bearer {poll_key}"})
+        log("API: GET /api/jobs/<id>/ with API_KEY_CACHE_SECONDS=0")
+        figures["poll_key_cache_off"] = wrk(
+            url, wrk_script(method="GET", paths=[f"/api/jobs/{i}/" for i in ids], keys=[poll_key]),
+            seconds=self.load_seconds, workdir=self.workdir, server_pid=self.pid(),
+        )
+        self.stack.stop("api-web")
+        url = self.web("api-web", "core.settings")
+        wait_http(f"{url}/healthz", self.stack, "api-web")
         self.results["api"] = figures
         return url
 
@@ -644,7 +662,7 @@ class Bench:
         env = dict(self.env, DJANGO_SETTINGS_MODULE="bench.settings",
                    BENCH_RESULT_BACKEND=f"{REDIS_URL}/{RESULT_DB}")
         out = subprocess.run([sys.executable, "-m", "bench.roundtrip", str(samples)], cwd=REPO,
-                             env=env, capture_output=True, text=True, timeout=300)
+                             env=env, capture_output=True, text=True, timeout=300, check=False)
         if out.returncode:
             raise RuntimeError(out.stderr[-3000:])
         self.results["raw_roundtrip"] = percentiles(json.loads(out.stdout))
@@ -739,6 +757,8 @@ class Bench:
                              json=dict(HELLO, callback_url=f"{self.receiver.url}/burst/{tag}/{i}"),
                              headers={"Authorization": f"Bearer {keys[worker]}"}, timeout=30)
 
+        self.profile_start("capacity", "jobs-worker")
+        self.profile_start("capacity", "webhooks-worker")
         threads = [threading.Thread(target=submit, args=(w,)) for w in range(len(keys))]
         for thread in threads:
             thread.start()
@@ -746,6 +766,7 @@ class Bench:
             thread.join()
         submitted = time.monotonic() - started
         last = max(self.receiver.wait(f"/burst/{tag}/{i}", timeout=120) for i in range(count))
+        self.profile_stop()
         return {"jobs": count, "submitted_in_s": round(submitted, 2),
                 "all_webhooks_in_s": round(last - started, 2),
                 "jobs_per_second": round(count / (last - started), 1)}
@@ -793,7 +814,7 @@ class Bench:
             event_type="job.succeeded",
             data={"id": str(uuid.uuid4()), "job_name": HELLO["job_name"], "status": "SUCCESS",
                   "result": "hello world bench", "payload": HELLO["payload"]},
-            at=datetime.now(timezone.utc),
+            at=datetime.now(UTC),
         )
         headers = {"Content-Type": "application/json", "webhook-id": "msg_bench",
                    "webhook-timestamp": str(int(time.time())), "webhook-signature": "v1,bench"}
@@ -806,6 +827,7 @@ class Bench:
                        timeout=10)
             figures[label] = {"per_second": round(count / (time.monotonic() - started), 1)}
         log(f"delivery: {count} signed webhooks through the webhooks worker")
+        self.profile_start("delivery", "webhooks-worker")
         with transaction.atomic():
             for i in range(count):
                 webhook_services.event_record(
@@ -814,6 +836,7 @@ class Bench:
                 )
             committed_at = time.monotonic()
         arrivals = sorted(self.receiver.wait(f"/deliver/{i}", timeout=120) for i in range(count))
+        self.profile_stop()
         figures["service"] = {
             "per_second": round((count - 1) / (arrivals[-1] - arrivals[0]), 1),
             "first_after_commit_ms": round((arrivals[0] - committed_at) * 1000, 1),
@@ -850,8 +873,10 @@ class Bench:
             started = time.monotonic()
             self.seed_jobs(owner_id=owner, count=size, with_results=True)
             with connection.cursor() as cursor:
-                cursor.execute("ANALYZE jobs_job")
-                cursor.execute("ANALYZE jobs_jobresult")
+                # A table at steady state has been vacuumed: without this, autovacuum (and the
+                # first readers setting hint bits) would work on the fresh rows mid-measurement.
+                cursor.execute("VACUUM (ANALYZE) jobs_job")
+                cursor.execute("VACUUM (ANALYZE) jobs_jobresult")
             seeded = round(time.monotonic() - started, 1)
             entry: dict[str, Any] = {"seed_seconds": seeded}
             for label, path in (("jobs_first_page", "/api/jobs/"),
@@ -932,7 +957,7 @@ def system_info() -> dict[str, Any]:
                 cpu = line.split(":", 1)[1].strip()
                 break
     return {
-        "date_utc": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "date_utc": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "cores": os.cpu_count(),
         "cpu": cpu,
         "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
