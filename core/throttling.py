@@ -1,6 +1,7 @@
 """Request rate limits kept in Redis in one round trip, exact across API processes."""
 from __future__ import annotations
 
+import logging
 import uuid
 from typing import Any
 
@@ -28,6 +29,7 @@ local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 return math.max(1, tonumber(oldest[2]) + window_ms - now_ms)
 """
 _script: Any = None
+logger = logging.getLogger(__name__)
 
 
 def _sliding_window_script() -> Any:
@@ -54,10 +56,18 @@ class RedisRateThrottle(SimpleRateThrottle):
         if key is None:
             return True
         self.key = key
-        wait_ms = _sliding_window_script()(
-            keys=[cache.make_and_validate_key(key)],
-            args=[int(self.duration * 1000), self.num_requests, uuid.uuid4().hex[:8]],
-        )
+        import redis
+
+        try:
+            wait_ms = _sliding_window_script()(
+                keys=[cache.make_and_validate_key(key)],
+                args=[int(self.duration * 1000), self.num_requests, uuid.uuid4().hex[:8]],
+            )
+        except redis.RedisError:
+            # Redis down: admit rather than answer 500. A submission is kept in PostgreSQL and
+            # published by the sweeper when the broker (the same Redis, usually) is back.
+            logger.warning("Rate limit not checked: Redis unreachable", exc_info=True)
+            return True
         self._wait_seconds = None if wait_ms < 0 else wait_ms / 1000
         return wait_ms < 0
 

@@ -373,6 +373,21 @@ class Stack:
         self.env.update(env or {})
         self.base_url = f"http://127.0.0.1:{self.web_port}"
         self._celery: Any = None
+        # Workers are supervised as in production (compose `restart: unless-stopped`): one that
+        # exits by itself is started again, and counted here.
+        self.restarts: dict[str, int] = {}
+        self._supervised: dict[str, dict[str, str]] = {}
+        self._supervisor_stop = threading.Event()
+        self._supervisor = threading.Thread(target=self._supervise, daemon=True)
+        self._supervisor.start()
+
+    def _supervise(self) -> None:
+        while not self._supervisor_stop.wait(0.5):
+            for name, env in list(self._supervised.items()):
+                process = self.processes.get(name)
+                if process is not None and process.poll() is not None and name in self._supervised:
+                    self.restarts[name] = self.restarts.get(name, 0) + 1
+                    self._spawn(name, ["scripts/worker"], env=env)
 
     # Processes
 
@@ -401,10 +416,10 @@ class Stack:
                      concurrency: int = 2, wait: bool = True) -> subprocess.Popen[bytes]:
         # scripts/worker names the worker "$WORKER_NAME@<host>".
         prefix = f"{name}-{uuid.uuid4().hex[:6]}"
-        process = self._spawn(name, ["scripts/worker"], env={
-            "QUEUES": queues, "WORKER_CONCURRENCY": str(concurrency), "WORKER_NAME": prefix,
-        })
+        env = {"QUEUES": queues, "WORKER_CONCURRENCY": str(concurrency), "WORKER_NAME": prefix}
+        process = self._spawn(name, ["scripts/worker"], env=env)
         process.hostname_prefix = prefix + "@"  # type: ignore[attr-defined]
+        self._supervised[name] = env
         if wait:
             self.wait_worker_ready(name)
         return process
@@ -425,6 +440,8 @@ class Stack:
         self._spawn("beat", ["scripts/beat"])
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        """Kill a process for good: a killed worker is not restarted (the test starts another)."""
+        self._supervised.pop(name, None)
         process = self.processes[name]
         if process.poll() is None:
             os.kill(process.pid, sig)
@@ -437,6 +454,7 @@ class Stack:
         return [int(child) for child in children]
 
     def stop_process(self, name: str, timeout: float = 20) -> None:
+        self._supervised.pop(name, None)
         process = self.processes.pop(name, None)
         if process is None:
             return
@@ -477,6 +495,9 @@ class Stack:
         return self.pg.sql(statement, database=self.database)
 
     def close(self) -> None:
+        self._supervised.clear()
+        self._supervisor_stop.set()
+        self._supervisor.join(timeout=5)
         for name in list(self.processes):
             self.stop_process(name, timeout=10)
         if self._celery is not None:
