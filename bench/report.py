@@ -56,6 +56,13 @@ def render(results: dict[str, Any]) -> str:
         f"the whole run took {results.get('elapsed_seconds', '?')} s"
         + (" (**--quick run: short measurements, not the reference figures**)." if config.get("quick") else "."),
         "",
+    ]
+    if results.get("load_average_at_end"):
+        lines[-2] += (" Load average at the end: "
+                      + ", ".join(f"{x:.2f}" for x in results["load_average_at_end"]) + ".")
+    if results.get("note"):
+        lines += [f"**Note:** {results['note']}", ""]
+    lines += [
         "| component | version |",
         "|---|---|",
     ]

@@ -877,6 +877,8 @@ class Bench:
                 # first readers setting hint bits) would work on the fresh rows mid-measurement.
                 cursor.execute("VACUUM (ANALYZE) jobs_job")
                 cursor.execute("VACUUM (ANALYZE) jobs_jobresult")
+                # ...and the WAL of a million-row insert is checkpointed now, not mid-measurement.
+                cursor.execute("CHECKPOINT")
             seeded = round(time.monotonic() - started, 1)
             entry: dict[str, Any] = {"seed_seconds": seeded}
             for label, path in (("jobs_first_page", "/api/jobs/"),
@@ -985,6 +987,7 @@ def main() -> None:
     parser.add_argument("--json", default=str(REPO / "bench" / "results.json"))
     parser.add_argument("--doc", default=str(REPO / "docs" / "benchmarks.md"))
     parser.add_argument("--no-doc", action="store_true", help="write only the JSON")
+    parser.add_argument("--note", default="", help="a sentence for the report, e.g. what else ran")
     parser.add_argument("--profile", action="store_true",
                         help="py-spy the API during submit and poll: bench/profiles/*.txt")
     parser.add_argument("--only", default="", help="comma-separated phases, for working on one: "
@@ -1057,6 +1060,9 @@ def main() -> None:
         with contextlib.suppress(Exception):
             redis_flush()
         bench.results["elapsed_seconds"] = round(time.monotonic() - started, 1)
+        bench.results["load_average_at_end"] = os.getloadavg()
+        if args.note:
+            bench.results["note"] = args.note
         Path(args.json).write_text(json.dumps(bench.results, indent=2) + "\n")
         log(f"wrote {args.json} in {bench.results['elapsed_seconds']} s")
         if not args.no_doc:
