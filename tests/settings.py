@@ -12,6 +12,8 @@ os.environ.setdefault("SECRET_KEY", "test-only-secret-key-not-for-production")
 # Queues of this run only: an aborted run's leftovers are never consumed by the next one.
 os.environ.setdefault("CELERY_BROKER_KEY_PREFIX", f"test-{RUN_ID}-{uuid.uuid4().hex[:8]}:")
 os.environ.setdefault("JOB_DISPATCH_SWEEP_SECONDS", "1")
+# The suite talks plain http to its own servers, whatever a developer's .env says.
+os.environ["SECURE_SSL_REDIRECT"] = "false"
 # Webhook receivers in tests listen on loopback; every other non-public range stays refused.
 os.environ.setdefault("WEBHOOK_ALLOWED_NETWORKS", "127.0.0.0/8")
 # Three attempts a second apart, and a short timeout, so retry and timeout tests end quickly.
