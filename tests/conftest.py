@@ -7,6 +7,7 @@ exactly as production would (no eager Celery, no mocked database).
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -87,6 +88,13 @@ def start_worker(
             return process, name
     process.kill()
     raise RuntimeError(f"Celery worker did not come up; see {log.name}")
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def stop_process(process: subprocess.Popen[bytes], timeout: float = 20) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -12,19 +11,13 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import REPO
+from tests.conftest import REPO, free_port
 
 # Variables that would switch `make run` away from its embedded defaults.
 SERVER_VARIABLES = (
     "DATABASE_URL", "POSTGRES_HOST", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND", "CACHE_URL",
     "SECRET_KEY", "DJANGO_SETTINGS_MODULE", "CELERY_BROKER_KEY_PREFIX", "DB_CONN_MAX_AGE",
 )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.mark.timeout(180)

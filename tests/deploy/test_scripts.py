@@ -26,7 +26,7 @@ from celery import Celery
 from django.conf import settings
 
 from core.services import api_key_create, client_create
-from tests.conftest import REPO, stop_process, worker_env
+from tests.conftest import REPO, free_port, stop_process, worker_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
@@ -38,12 +38,6 @@ PUBLIC_HOST = "api.example.com"
 PLAIN = {"Host": PUBLIC_HOST}
 # A request as the TLS-terminating proxy forwards it.
 VIA_PROXY = {"Host": PUBLIC_HOST, "X-Forwarded-Proto": "https"}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def script_env(prefix: str, data_dir: Path, **extra: str) -> dict[str, str]:

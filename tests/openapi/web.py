@@ -1,7 +1,6 @@
 """Start the API as production runs it (gunicorn, whitenoise, DEBUG off) for out-of-process tools."""
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import time
@@ -9,23 +8,11 @@ from pathlib import Path
 
 import requests
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.conftest import REPO, free_port
+from tests.conftest import stop_process as stop
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
-
-def stop(process: subprocess.Popen[bytes], timeout: float = 20) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def start_web(env: dict[str, str], log_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
