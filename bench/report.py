@@ -62,6 +62,8 @@ def render(results: dict[str, Any]) -> str:
                       + ", ".join(f"{x:.2f}" for x in results["load_average_at_end"]) + ".")
     if results.get("note"):
         lines += [f"**Note:** {results['note']}", ""]
+    for phase, error in results.get("errors", {}).items():
+        lines += [f"**The {phase} phase failed:** `{error}`", ""]
     lines += [
         "| component | version |",
         "|---|---|",

@@ -368,6 +368,17 @@ class Bench:
     def load_seconds(self) -> int:
         return 4 if self.quick else 12
 
+    def phase(self, name: str, run: Any) -> None:
+        """Run one measurement; a failure is reported (and the rest still runs)."""
+        try:
+            run()
+        except Exception as exc:  # noqa: BLE001 (a report with one phase missing beats none)
+            import traceback
+
+            log(f"phase {name} failed: {exc!r}")
+            traceback.print_exc()
+            self.results.setdefault("errors", {})[name] = f"{type(exc).__name__}: {exc}"[:500]
+
     def pid(self, name: str = "") -> int | None:
         """The pid of the web server being measured (the baseline's or the API's)."""
         for candidate in (name, "baseline-web", "api-web"):
@@ -723,13 +734,15 @@ class Bench:
                    for key in load_keys]
         for thread in threads:
             thread.start()
-        time.sleep(2)
-        loaded_started = time.monotonic()
-        submit, e2e = zip(*(probe() for _ in range(samples // 2)))
-        loaded_seconds = time.monotonic() - loaded_started
-        stop.set()
-        for thread in threads:
-            thread.join()
+        try:
+            time.sleep(2)
+            loaded_started = time.monotonic()
+            submit, e2e = zip(*(probe() for _ in range(samples // 2)))
+            loaded_seconds = time.monotonic() - loaded_started
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join()
         figures["under_load"] = {
             "background_jobs_per_second": rate,
             "load_fraction_of_capacity": LOAD_FRACTION,
@@ -1032,23 +1045,23 @@ def main() -> None:
         }
         only = set(filter(None, args.only.split(","))) or set(PHASES)
         if "baseline" in only:
-            bench.baseline()
+            bench.phase("baseline", bench.baseline)
         url = bench.api_submit_poll(measure="api" in only)
         if "queries" in only:
-            bench.query_counts()
+            bench.phase("queries", bench.query_counts)
         if only & {"e2e", "delivery"}:
             bench.start_workers()
             if "e2e" in only:
-                bench.roundtrip()
-                bench.end_to_end(url)
+                bench.phase("roundtrip", bench.roundtrip)
+                bench.phase("e2e", lambda: bench.end_to_end(url))
             if "delivery" in only:
-                bench.delivery()
+                bench.phase("delivery", bench.delivery)
             bench.workers_memory()
             bench.stop_workers()
         else:
             bench.workers_memory()
         if "scale" in only:
-            bench.scale(url)
+            bench.phase("scale", lambda: bench.scale(url))
     finally:
         stack.stop_all()
         with contextlib.suppress(Exception):
