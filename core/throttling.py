@@ -37,7 +37,9 @@ def _sliding_window_script() -> Any:
     if _script is None:
         import redis
 
-        _script = redis.Redis.from_url(settings.CACHE_URL).register_script(_SLIDING_WINDOW)
+        # Short timeouts: a hung Redis must not stall every submission (it is admitted instead).
+        client = redis.Redis.from_url(settings.CACHE_URL, socket_timeout=1, socket_connect_timeout=1)
+        _script = client.register_script(_SLIDING_WINDOW)
     return _script
 
 
