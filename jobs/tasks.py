@@ -2,7 +2,8 @@
 
 Tasks take ids, never model instances. A step never raises out of the task for a job failure:
 the failure is written on the Job row (the source of truth) and the rest of the chain sees a
-final job and does nothing, so the chain's tail (the webhook delivery) still runs.
+final job and does nothing. Webhooks need no task here: each transition's event publishes its
+own delivery attempt when its transaction commits (webhooks.services.event_record).
 """
 from __future__ import annotations
 
@@ -23,7 +24,12 @@ JOBS_QUEUE = "jobs"
 
 
 def job_signatures(*, job: Job) -> list[Any]:
-    """The Celery signatures that run `job`: its steps, then the webhook tail if it has a callback."""
+    """The Celery signatures that run `job`: one per step.
+
+    No webhook tail: it only re-sent deliveries whose first attempt event_record had already
+    published, one extra message, task and query per job on the `webhooks` queue
+    (docs/benchmarks.md); a delivery the broker missed is published by the dispatcher.
+    """
     job_type = job_type_get(job.job_name)
     options = {
         "queue": JOBS_QUEUE,
@@ -38,10 +44,6 @@ def job_signatures(*, job: Job) -> list[Any]:
         job_run_step.s(job_id=str(job.id), index=index).set(**options)
         for index in range(1, len(job_type.steps))
     ]
-    if job.callback_url:
-        from webhooks.tasks import deliveries_send_for_subject
-
-        signatures.append(deliveries_send_for_subject.si(subject_id=str(job.id)))
     return signatures
 
 
