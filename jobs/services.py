@@ -248,9 +248,13 @@ def _locked(job_id: uuid.UUID) -> Job | None:
 PROGRESS_EVENT_MIN_INTERVAL_SECONDS = 1.0
 
 
-def _events_record(*, job: Job, event_type: str) -> None:
+def _events_record(*, job: Job, event_type: str, by_chain: bool = False) -> None:
     """Hand the webhook event for this transition to webhooks, in the caller's transaction
-    (the job row is locked), so the event exists exactly when the state change does."""
+    (the job row is locked), so the event exists exactly when the state change does.
+
+    `by_chain`: the transition is made by a step of the job's Celery chain, whose tail
+    (webhooks.deliveries_send_for_subject) sends the event, so it is not published on commit.
+    """
     if not job.callback_url or event_type not in (job.webhook_events or DEFAULT_WEBHOOK_EVENTS):
         return
     from jobs.serializers import job_representation
@@ -267,6 +271,7 @@ def _events_record(*, job: Job, event_type: str) -> None:
         event_type=event_type,
         data=job_representation(job),
         callback_url=job.callback_url,
+        publish=not by_chain,
     )
 
 
@@ -277,7 +282,7 @@ def job_start(*, job_id: uuid.UUID) -> Job | None:
         if job is None or job.is_final:
             return None
         if job.cancel_requested:
-            _finish(job, Status.REVOKED)
+            _finish(job, Status.REVOKED, by_chain=True)  # only a chain's first step starts jobs
             return None
         if job.status == Status.PENDING:
             job.status = Status.STARTED
@@ -308,7 +313,7 @@ def job_cancel_requested(*, job_id: uuid.UUID) -> bool:
     return not Job.objects.filter(pk=job_id, cancel_requested=False).exists()
 
 
-def _finish(job: Job, status: str, **fields: Any) -> None:
+def _finish(job: Job, status: str, *, by_chain: bool = False, **fields: Any) -> None:
     """Write a final state on a locked, not-yet-final row, with its event and persisted result."""
     job.status = status
     job.finished_at = timezone.now()
@@ -322,13 +327,20 @@ def _finish(job: Job, status: str, **fields: Any) -> None:
                 owner_id=job.owner_id, job=job, task_name=job.job_name, result=job.result
             )
     event = {Status.SUCCESS: "job.succeeded", Status.FAILURE: "job.failed"}.get(status, "job.canceled")
-    _events_record(job=job, event_type=event)
+    _events_record(job=job, event_type=event, by_chain=by_chain)
 
 
 def job_finish(
-    *, job_id: uuid.UUID, status: str, result: Any = None, error: dict[str, str] | None = None
+    *,
+    job_id: uuid.UUID,
+    status: str,
+    result: Any = None,
+    error: dict[str, str] | None = None,
+    by_chain: bool = False,
 ) -> bool:
-    """Write a final state unless the job already has one (the first final state wins)."""
+    """Write a final state unless the job already has one (the first final state wins).
+
+    `by_chain`: called by a step of the job's chain (see `_events_record`)."""
     with transaction.atomic():
         job = _locked(job_id)
         if job is None or job.is_final:
@@ -338,7 +350,7 @@ def job_finish(
             fields["result"] = result
         if error is not None:
             fields["error"] = error
-        _finish(job, status, **fields)
+        _finish(job, status, by_chain=by_chain, **fields)
     return True
 
 

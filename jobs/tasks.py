@@ -2,8 +2,9 @@
 
 Tasks take ids, never model instances. A step never raises out of the task for a job failure:
 the failure is written on the Job row (the source of truth) and the rest of the chain sees a
-final job and does nothing. Webhooks need no task here: each transition's event publishes its
-own delivery attempt when its transaction commits (webhooks.services.event_record).
+final job and does nothing, so the chain's tail (the webhook delivery) still runs. The tail
+sends the final event that the last step recorded; events recorded mid-job (started, progress)
+and outside the chain (a cancel of a queued job, the sweeper) publish their own delivery.
 """
 from __future__ import annotations
 
@@ -24,12 +25,7 @@ JOBS_QUEUE = "jobs"
 
 
 def job_signatures(*, job: Job) -> list[Any]:
-    """The Celery signatures that run `job`: one per step.
-
-    No webhook tail: it only re-sent deliveries whose first attempt event_record had already
-    published, one extra message, task and query per job on the `webhooks` queue
-    (docs/benchmarks.md); a delivery the broker missed is published by the dispatcher.
-    """
+    """The Celery signatures that run `job`: its steps, then the webhook tail if it has a callback."""
     job_type = job_type_get(job.job_name)
     options = {
         "queue": JOBS_QUEUE,
@@ -44,6 +40,10 @@ def job_signatures(*, job: Job) -> list[Any]:
         job_run_step.s(job_id=str(job.id), index=index).set(**options)
         for index in range(1, len(job_type.steps))
     ]
+    if job.callback_url:
+        from webhooks.tasks import deliveries_send_for_subject
+
+        signatures.append(deliveries_send_for_subject.si(subject_id=str(job.id)))
     return signatures
 
 
@@ -89,7 +89,7 @@ def job_run_step(self: Any, previous: Any = None, *, job_id: str, index: int) ->
     else:
         job = Job.objects.filter(pk=job_uuid).first()
         if job is not None and job.cancel_requested and not job.is_final:
-            services.job_finish(job_id=job_uuid, status=Job.Status.REVOKED)
+            services.job_finish(job_id=job_uuid, status=Job.Status.REVOKED, by_chain=True)
             return None
     if job is None or job.is_final:
         return None  # cancelled, already finished (a duplicate message), or pruned
@@ -100,7 +100,7 @@ def job_run_step(self: Any, previous: Any = None, *, job_id: str, index: int) ->
     try:
         output = job_type.steps[index](context, previous)
     except JobCancelled:
-        services.job_finish(job_id=job_uuid, status=Job.Status.REVOKED)
+        services.job_finish(job_id=job_uuid, status=Job.Status.REVOKED, by_chain=True)
         return None
     except JobFailed as exc:
         _fail(job_uuid, exc.error_type, exc.message)
@@ -115,7 +115,9 @@ def job_run_step(self: Any, previous: Any = None, *, job_id: str, index: int) ->
         _fail(job_uuid, type(exc).__name__, str(exc)[:2000] or type(exc).__name__)
         return None
     if index == len(job_type.steps) - 1:
-        services.job_finish(job_id=job_uuid, status=Job.Status.SUCCESS, result=output)
+        services.job_finish(
+            job_id=job_uuid, status=Job.Status.SUCCESS, result=output, by_chain=True
+        )
         return None
     return output
 
@@ -124,7 +126,10 @@ def _fail(job_id: uuid.UUID, error_type: str, message: str) -> None:
     from jobs import services
 
     services.job_finish(
-        job_id=job_id, status=Job.Status.FAILURE, error={"type": error_type, "message": message}
+        job_id=job_id,
+        status=Job.Status.FAILURE,
+        error={"type": error_type, "message": message},
+        by_chain=True,
     )
 
 

@@ -115,10 +115,21 @@ def event_body(*, event_type: str, data: Any, at: datetime) -> bytes:
 
 
 def event_record(
-    *, owner_id: uuid.UUID, subject_id: uuid.UUID, event_type: str, data: Any, callback_url: str
+    *,
+    owner_id: uuid.UUID,
+    subject_id: uuid.UUID,
+    event_type: str,
+    data: Any,
+    callback_url: str,
+    publish: bool = True,
 ) -> Event:
     """Store the event's bytes and a pending delivery in the caller's transaction; publish the
-    first attempt once it commits (the dispatcher publishes it if that fails)."""
+    first attempt once it commits (the dispatcher publishes it if that fails).
+
+    publish=False: the caller's Celery chain ends with `deliveries_send_for_subject`, which
+    sends it; should that tail never run (a lost worker), the dispatcher takes the delivery
+    over like any dispatched delivery that was never attempted.
+    """
     now = timezone.now()
     event = Event.objects.create(
         owner_id=owner_id,
@@ -136,7 +147,8 @@ def event_record(
         dispatched_at=now,
         created_at=now,
     )
-    transaction.on_commit(lambda: delivery_publish_or_release(delivery_id=delivery.pk))
+    if publish:
+        transaction.on_commit(lambda: delivery_publish_or_release(delivery_id=delivery.pk))
     return event
 
 
