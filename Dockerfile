@@ -12,7 +12,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 # Dependencies in their own layer, rebuilt only when requirements change (not on every edit).
 # Every pinned package ships a wheel for this Python, so no compiler is needed.
 RUN python -m venv "$VIRTUAL_ENV"
-COPY requirements/base.txt requirements/production.txt /app/requirements/
+COPY requirements/constraints.txt requirements/base.txt requirements/production.txt /app/requirements/
 RUN pip install -r /app/requirements/production.txt
 
 # The code belongs to root and is read-only to the service user (uid 10001); only DATA_DIR is

@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 
 .PHONY: run test test-faults test-openapi docs-screenshot bench schema lint clean
 
-$(STAMP): requirements/base.txt requirements/production.txt requirements/test.txt requirements/dev.txt
+$(STAMP): requirements/constraints.txt requirements/base.txt requirements/production.txt requirements/test.txt requirements/dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements/dev.txt
