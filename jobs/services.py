@@ -18,6 +18,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from core.db import delete_in_batches
 from core.errors import ApplicationError, Conflict, NotFound, TooManyRequests, Unprocessable
 from core.models import Client
 from jobs import tasks
@@ -421,22 +422,10 @@ def jobs_fail_abandoned() -> int:
 PRUNE_BATCH_SIZE = 1000
 
 
-def _delete_batched(queryset: Any, *, batch_size: int, max_batches: int) -> int:
-    model = queryset.model
-    deleted = 0
-    for _ in range(max_batches):
-        ids = list(queryset.values_list("pk", flat=True)[:batch_size])
-        if not ids:
-            break
-        _total, per_model = queryset.filter(pk__in=ids).delete()
-        deleted += per_model.get(model._meta.label, 0)
-    return deleted
-
-
 def jobs_prune(*, older_than: datetime, batch_size: int = PRUNE_BATCH_SIZE, max_batches: int = 100) -> int:
     """Delete jobs that finished before `older_than` (and their idempotency keys)."""
     finished = Job.objects.filter(status__in=Job.FINAL_STATUSES, finished_at__lt=older_than)
-    return _delete_batched(finished, batch_size=batch_size, max_batches=max_batches)
+    return delete_in_batches(finished, batch_size=batch_size, max_batches=max_batches)
 
 
 def job_results_prune(
@@ -444,7 +433,7 @@ def job_results_prune(
 ) -> int:
     """Delete persisted results created before `older_than`."""
     old = JobResult.objects.filter(created_at__lt=older_than)
-    return _delete_batched(old, batch_size=batch_size, max_batches=max_batches)
+    return delete_in_batches(old, batch_size=batch_size, max_batches=max_batches)
 
 
 def idempotency_keys_prune(
@@ -452,7 +441,7 @@ def idempotency_keys_prune(
 ) -> int:
     """Delete Idempotency-Keys past their TTL (a replay after it makes a new job anyway)."""
     expired = IdempotencyKey.objects.filter(created_at__lt=older_than)
-    return _delete_batched(expired, batch_size=batch_size, max_batches=max_batches)
+    return delete_in_batches(expired, batch_size=batch_size, max_batches=max_batches)
 
 
 def housekeeping_run(*, now: datetime | None = None) -> dict[str, int]:

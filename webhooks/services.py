@@ -24,6 +24,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from core import http
+from core.db import delete_in_batches
 from core.errors import ApplicationError, Conflict
 from webhooks import selectors, signing, tasks
 from webhooks.models import Delivery, DeliveryAttempt, Event, SigningSecret
@@ -377,12 +378,5 @@ def events_prune(*, older_than: datetime, batch_size: int = 1000, max_batches: i
     prunable = Event.objects.filter(created_at__lt=older_than).exclude(
         deliveries__state=State.PENDING
     )
-    deleted = 0
-    for _ in range(max_batches):
-        ids = list(prunable.values_list("pk", flat=True)[:batch_size])
-        if not ids:
-            break
-        # Re-check the condition: a redelivery may have added a pending delivery meanwhile.
-        _total, per_model = prunable.filter(pk__in=ids).delete()
-        deleted += per_model.get(Event._meta.label, 0)
-    return deleted
+    # Each batch re-checks the condition: a redelivery may have added a pending delivery.
+    return delete_in_batches(prunable, batch_size=batch_size, max_batches=max_batches)
