@@ -5,7 +5,8 @@ Every request to a URL someone else chose (webhook callbacks) goes through `post
 2. resolves the host once (through an injectable resolver) and checks *every* address: only
    global unicast addresses pass, unless one falls in `WEBHOOK_ALLOWED_NETWORKS`;
 3. connects to the address it checked (so DNS cannot change between the check and the
-   connection), with the URL's host in the `Host` header and as the TLS SNI/certificate name;
+   connection), with the URL's host in the `Host` header and as the TLS SNI/certificate name,
+   and keeps it alive for the next request checked to that same address (`_SessionCache`);
 4. never follows a redirect and never uses environment proxies;
 5. returns an `HttpResult` (status, first bytes of the body, duration or the network error)
    instead of raising for HTTP or network failures.
@@ -21,9 +22,11 @@ from __future__ import annotations
 import http.client
 import ipaddress
 import socket
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -212,6 +215,52 @@ class _PinnedAddressAdapter(HTTPAdapter):
         return host_params, pool_kwargs
 
 
+class _SessionCache(threading.local):
+    """Keep-alive connections to receivers, per thread: one session per checked target.
+
+    A session's adapter is pinned to the address checked for it, so a connection is reused
+    only for a request whose URL was just checked (every request is) and resolved to that same
+    address. A session idle longer than IDLE_SECONDS is closed rather than reused: receivers
+    close idle connections after a few seconds (Node after 5), and a request sent on a
+    connection the receiver is closing fails without having been delivered.
+    """
+
+    IDLE_SECONDS = 4.0
+    MAX_TARGETS = 64
+
+    def __init__(self) -> None:
+        self._sessions: OrderedDict[tuple[Target, str | None], tuple[requests.Session, float]] = OrderedDict()
+
+    def get(self, target: Target, ca_bundle: str | None) -> requests.Session:
+        key = (replace(target, url=""), ca_bundle)
+        entry = self._sessions.pop(key, None)
+        if entry is not None:
+            session, idle_since = entry
+            if time.monotonic() - idle_since <= self.IDLE_SECONDS:
+                return session
+            session.close()
+        session = requests.Session()
+        # HTTP(S)_PROXY from the environment would send the request somewhere we did not check.
+        session.trust_env = False
+        adapter = _PinnedAddressAdapter(target)
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
+        return session
+
+    def done(self, target: Target, ca_bundle: str | None, session: requests.Session, *, keep: bool) -> None:
+        """Put the session back after a clean exchange; close it after anything else."""
+        if not keep:
+            session.close()
+            return
+        self._sessions[(replace(target, url=""), ca_bundle)] = (session, time.monotonic())
+        while len(self._sessions) > self.MAX_TARGETS:
+            _, (oldest, _) = self._sessions.popitem(last=False)
+            oldest.close()
+
+
+_sessions = _SessionCache()
+
+
 # What a misbehaving receiver or network can raise below requests. Deliberately not
 # `Exception`: a Celery soft time limit must still stop the task.
 _NETWORK_ERRORS = (urllib3.exceptions.HTTPError, OSError, ValueError, http.client.HTTPException)
@@ -253,17 +302,13 @@ def post(
         target = url_check(url, resolver=resolver, allowed=allowed)
     except UrlRefused as exc:
         return HttpResult(error=f"Refused: {exc.reason}", refused=True, duration_ms=elapsed_ms())
-    session = requests.Session()
-    # HTTP(S)_PROXY from the environment would send the request somewhere we did not check.
-    session.trust_env = False
-    adapter = _PinnedAddressAdapter(target)
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
+    session = _sessions.get(target, ca_bundle)
+    kept = False
     try:
         with session.post(
             url,
             data=body,
-            headers={**headers, "Connection": "close", "Accept-Encoding": "identity"},
+            headers={**headers, "Accept-Encoding": "identity"},
             timeout=(timeout_seconds, timeout_seconds),
             allow_redirects=False,
             stream=True,
@@ -282,6 +327,9 @@ def post(
                 if not chunk:
                     break
                 prefix += chunk
+            # An answered exchange keeps its session. A body read to its end has put the
+            # connection back in the pool already; closing the response closes any other.
+            kept = True
             return HttpResult(
                 status_code=response.status_code,
                 headers=dict(response.headers),
@@ -293,4 +341,4 @@ def post(
     except _NETWORK_ERRORS as exc:  # urllib3's own types can escape requests mid-body
         return HttpResult(error=f"{type(exc).__name__}: {exc}"[:500], duration_ms=elapsed_ms())
     finally:
-        session.close()
+        _sessions.done(target, ca_bundle, session, keep=kept)

@@ -85,6 +85,9 @@ class _Handler(BaseHTTPRequestHandler):
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    # The listen backlog (socketserver's default is 5): a sender opens several connections at
+    # once, and a full backlog resets them. Production servers use 128 or more.
+    request_queue_size = 128
     receiver: Receiver
 
 

@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Collection
 from datetime import datetime
 
-from django.db.models import Prefetch, Q, QuerySet
-from django.utils import timezone
+from django.db import connection
+from django.db.models import Prefetch, QuerySet
 
 from webhooks.models import Delivery, DeliveryAttempt, Event, SigningSecret
 
@@ -18,17 +19,38 @@ def signing_secret_current(*, owner_id: uuid.UUID) -> str | None:
     )
 
 
-def signing_secrets_in_use(*, owner_id: uuid.UUID) -> list[str]:
-    """The secrets every delivery is signed with: the current one first, then any rotated-out
-    one still inside its overlap window."""
-    rows = (
-        SigningSecret.objects.filter(owner_id=owner_id)
-        .filter(Q(expires_at__isnull=True) | Q(expires_at__gt=timezone.now()))
-        .order_by("-created_at", "-pk")
-        .values_list("secret", "expires_at")
-    )
-    ordered = sorted(rows, key=lambda row: row[1] is not None)  # current first, stable otherwise
-    return [secret for secret, _ in ordered]
+def events_to_send(*, event_ids: Collection[int], now: datetime) -> dict[int, tuple[str, bytes, list[str]]]:
+    """Each event's webhook-id and body, with the secrets that sign it: the current one first,
+    then any rotated-out one still inside its overlap window (none before first use).
+
+    One query (an attempt's hot path; see docs/benchmarks.md): the events joined to their
+    owners' secrets, a row per secret.
+    """
+    if not event_ids:
+        return {}
+    event_table = Event._meta.db_table
+    secret_table = SigningSecret._meta.db_table
+    placeholders = ", ".join(["%s"] * len(event_ids))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            SELECT e.id, e.message_id, e.body, s.secret
+            FROM {event_table} e
+            LEFT JOIN {secret_table} s
+              ON s.owner_id = e.owner_id AND (s.expires_at IS NULL OR s.expires_at > %s)
+            WHERE e.id IN ({placeholders})
+            ORDER BY e.id, s.expires_at IS NOT NULL, s.created_at DESC, s.id DESC
+            """,
+            [connection.ops.adapt_datetimefield_value(now), *event_ids],
+        )
+        rows = cursor.fetchall()
+    events: dict[int, tuple[str, bytes, list[str]]] = {}
+    for event_id, message_id, body, secret in rows:
+        if event_id not in events:
+            events[event_id] = (message_id, bytes(body), [])
+        if secret is not None:
+            events[event_id][2].append(secret)
+    return events
 
 
 def event_latest_at(*, subject_id: uuid.UUID, event_type: str) -> datetime | None:

@@ -2,8 +2,8 @@
 
 An event is handed to `event_record` inside the transaction that changed its subject; its
 body bytes and a pending Delivery are written there, and the first attempt is published once
-that transaction commits. An attempt claims its delivery first (a row lock taken with SKIP
-LOCKED plus a lease), so no two workers send the same delivery at once, and only the claim's
+that transaction commits. An attempt claims its delivery first (a conditional UPDATE that
+takes a lease), so no two workers send the same delivery at once, and only the claim's
 holder records the outcome, so a success is never recorded twice. Every later attempt's time
 is kept on the row: short delays ride on a countdown, the rest wait for the dispatcher.
 """
@@ -14,13 +14,15 @@ import logging
 import time
 import uuid
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import IntegrityError, transaction
-from django.db.models import F, Q
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from core import http
@@ -44,6 +46,8 @@ REDISPATCH_AFTER_SECONDS = 600
 # A countdown message can run this much before the row's due time when the publishing and the
 # consuming hosts' clocks differ; without the slack it would be skipped and wait for redispatch.
 CLOCK_SKEW_SECONDS = 2
+# The most deliveries one message carries (and one worker process sends side by side).
+BATCH_MAX_DELIVERIES = 20
 
 
 def claim_lease_seconds() -> float:
@@ -149,7 +153,7 @@ def event_record(
         created_at=now,
     )
     if publish:
-        transaction.on_commit(lambda: delivery_publish_or_release(delivery_id=delivery.pk))
+        _publish_on_commit(delivery_id=delivery.pk)
     return event
 
 
@@ -189,22 +193,51 @@ def delivery_redeliver(
             dispatched_at=now,
             created_at=now,
         )
-        transaction.on_commit(lambda: delivery_publish_or_release(delivery_id=delivery.pk))
+        _publish_on_commit(delivery_id=delivery.pk)
     return delivery
 
 
 # --- Publishing ------------------------------------------------------------------------------
 
 
-def delivery_publish_or_release(*, delivery_id: int, countdown: float | None = None) -> bool:
-    """Publish an attempt; if the broker is down, leave it to the dispatcher."""
-    try:
-        tasks.delivery_attempt_publish(delivery_id=delivery_id, countdown=countdown)
-    except Exception:  # the broker's client raises many types; every one means "not published"
-        logger.warning("Could not publish delivery %s; the dispatcher will", delivery_id, exc_info=True)
-        Delivery.objects.filter(pk=delivery_id, state=State.PENDING).update(dispatched_at=None)
-        return False
-    return True
+class _PublishOnCommit:
+    """The on_commit callback that publishes every delivery one transaction recorded, in
+    messages of up to BATCH_MAX_DELIVERIES: a thousand events recorded together are fifty
+    messages, not a thousand (docs/benchmarks.md)."""
+
+    def __init__(self, delivery_id: int) -> None:
+        self.delivery_ids = [delivery_id]
+
+    def __call__(self) -> None:
+        deliveries_publish_or_release(delivery_ids=self.delivery_ids)
+
+
+def _publish_on_commit(*, delivery_id: int) -> None:
+    """Publish the delivery's first attempt once the caller's transaction commits."""
+    connection = transaction.get_connection()
+    if connection.in_atomic_block:
+        # Join this transaction's pending batch. Django keeps on_commit callbacks in
+        # `run_on_commit` and drops those of a savepoint rolled back, so a batch found here
+        # will run; an id it carries whose row a savepoint rolled back claims nothing.
+        for _, callback, _ in reversed(connection.run_on_commit):
+            if isinstance(callback, _PublishOnCommit):
+                callback.delivery_ids.append(delivery_id)
+                return
+    transaction.on_commit(_PublishOnCommit(delivery_id))
+
+
+def deliveries_publish_or_release(*, delivery_ids: Sequence[int], countdown: float | None = None) -> int:
+    """Publish attempts, BATCH_MAX_DELIVERIES a message; what the broker refuses is left to the
+    dispatcher. Returns how many were published."""
+    for start in range(0, len(delivery_ids), BATCH_MAX_DELIVERIES):
+        batch = list(delivery_ids[start : start + BATCH_MAX_DELIVERIES])
+        try:
+            tasks.deliveries_attempt_publish(delivery_ids=batch, countdown=countdown)
+        except Exception:  # the broker's client raises many types; every one means "not published"
+            logger.warning("Could not publish deliveries %s...; the dispatcher will", batch[0], exc_info=True)
+            Delivery.objects.filter(pk__in=delivery_ids[start:], state=State.PENDING).update(dispatched_at=None)
+            return start
+    return len(delivery_ids)
 
 
 def deliveries_dispatch_due(*, limit: int = 500) -> int:
@@ -231,46 +264,85 @@ def deliveries_dispatch_due(*, limit: int = 500) -> int:
         # the republished attempt has run; the claim token stays, so a slow (not dead) holder
         # can still record its outcome until someone claims anew.
         Delivery.objects.filter(pk__in=due).update(dispatched_at=now, claimed_until=None)
-    published = 0
-    for delivery_id in due:
-        if not delivery_publish_or_release(delivery_id=delivery_id):
-            Delivery.objects.filter(pk__in=due[due.index(delivery_id) + 1 :]).update(dispatched_at=None)
-            break
-        published += 1
-    return published
+    return deliveries_publish_or_release(delivery_ids=due)
 
 
 # --- Attempts --------------------------------------------------------------------------------
 
 
-def _claim(*, delivery_id: int) -> tuple[Delivery, DeliveryAttempt] | None:
-    """Claim a due, unclaimed delivery and open its next attempt; None if not ours to send."""
+@dataclass(frozen=True)
+class _Claimed:
+    """A delivery this worker holds the claim on, with what it takes to send the attempt."""
+
+    delivery_id: int
+    url: str
+    owner_id: uuid.UUID
+    attempt: DeliveryAttempt
+    message_id: str
+    body: bytes
+    secrets: list[str]
+
+
+def _claim(*, delivery_ids: Sequence[int], token: uuid.UUID) -> list[_Claimed]:
+    """Claim those of the deliveries that are due and unclaimed, and open their next attempts.
+
+    The claim is one UPDATE of the rows it can lock at once (SKIP LOCKED where the database has
+    it): a row another worker is claiming is left to that worker. With the events and their
+    secrets read in one query and the attempts inserted in one, a claim is three statements
+    whatever the batch's size (docs/benchmarks.md).
+    """
     now = timezone.now()
-    with transaction.atomic():
-        delivery = (
-            # of=self: lock the delivery, not the event row joined for its body.
-            Delivery.objects.select_for_update(skip_locked=True, of=("self",))
-            .select_related("event")
-            .filter(pk=delivery_id, state=State.PENDING)
-            .filter(next_attempt_at__lte=now + timedelta(seconds=CLOCK_SKEW_SECONDS))
-            .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
-            .first()
+    table = Delivery._meta.db_table
+    lock = " FOR UPDATE SKIP LOCKED" if connection.features.has_select_for_update_skip_locked else ""
+    placeholders = ", ".join(["%s"] * len(delivery_ids))
+    with transaction.atomic(), connection.cursor() as cursor:
+        # UPDATE ... RETURNING, which the ORM's update() does not offer.
+        cursor.execute(
+            f"""
+            UPDATE {table}
+            SET attempt_count = attempt_count + 1, claim_token = %s, claimed_until = %s
+            WHERE id IN (
+              SELECT id FROM {table}
+              WHERE id IN ({placeholders}) AND state = %s AND next_attempt_at <= %s
+                AND (claimed_until IS NULL OR claimed_until < %s)
+              ORDER BY id{lock}
+            )
+            RETURNING id, attempt_count, url, owner_id, event_id
+            """,
+            [
+                Delivery._meta.get_field("claim_token").get_db_prep_value(token, connection),
+                connection.ops.adapt_datetimefield_value(now + timedelta(seconds=claim_lease_seconds())),
+                *delivery_ids,
+                State.PENDING,
+                connection.ops.adapt_datetimefield_value(now + timedelta(seconds=CLOCK_SKEW_SECONDS)),
+                connection.ops.adapt_datetimefield_value(now),
+            ],
         )
-        if delivery is None:
-            return None  # sent already, not due yet, or another worker is sending it
-        # An attempt left open by a worker that died mid-attempt (its claim expired).
-        DeliveryAttempt.objects.filter(delivery=delivery, finished_at__isnull=True).update(
-            finished_at=now, error="Interrupted: the worker sending this attempt stopped."
+        rows = sorted(cursor.fetchall())
+        if not rows:
+            return []  # sent already, not due yet, or another worker is sending them
+        retried = [delivery_id for delivery_id, number, *_ in rows if number > 1]
+        if retried:
+            # Attempts left open by a worker that died mid-attempt (its claim expired).
+            DeliveryAttempt.objects.filter(delivery_id__in=retried, finished_at__isnull=True).update(
+                finished_at=now, error="Interrupted: the worker sending this attempt stopped."
+            )
+        events = selectors.events_to_send(event_ids={row[4] for row in rows}, now=now)
+        attempts = DeliveryAttempt.objects.bulk_create(
+            [DeliveryAttempt(delivery_id=row[0], number=row[1], started_at=now) for row in rows]
         )
-        delivery.attempt_count = F("attempt_count") + 1
-        delivery.claim_token = uuid.uuid4()
-        delivery.claimed_until = now + timedelta(seconds=claim_lease_seconds())
-        delivery.save(update_fields=["attempt_count", "claim_token", "claimed_until"])
-        delivery.refresh_from_db(fields=["attempt_count"])
-        attempt = DeliveryAttempt.objects.create(
-            delivery=delivery, number=delivery.attempt_count, started_at=now
+    return [
+        _Claimed(
+            delivery_id=delivery_id,
+            url=url,
+            owner_id=uuid.UUID(str(owner_id)),
+            attempt=attempt,
+            message_id=events[event_id][0],
+            body=events[event_id][1],
+            secrets=events[event_id][2],
         )
-    return delivery, attempt
+        for (delivery_id, _, url, owner_id, event_id), attempt in zip(rows, attempts, strict=True)
+    ]
 
 
 def _next_attempt_delay(*, result: http.HttpResult, attempts_made: int, now: datetime) -> float | None:
@@ -294,75 +366,136 @@ def _text(prefix: bytes) -> str:
     return prefix.decode("utf-8", errors="replace").replace("\x00", "\ufffd")
 
 
-def delivery_attempt(*, delivery_id: int, resolver: http.Resolver | None = None) -> DeliveryAttempt | None:
-    """Send one attempt of a delivery if it is due and unclaimed; record it and plan the next."""
-    claimed = _claim(delivery_id=delivery_id)
-    if claimed is None:
-        return None
-    delivery, attempt = claimed
-    event = delivery.event
-    body = bytes(event.body)
+def _send(claimed: _Claimed, resolver: http.Resolver | None) -> http.HttpResult:
     headers = {
         "Content-Type": "application/json",
         "User-Agent": "jobapi-webhooks/1",
         **signing.headers_sign(
-            secrets_in_use=selectors.signing_secrets_in_use(owner_id=delivery.owner_id)
-            or [signing_secret_get_or_create(owner_id=delivery.owner_id)],
-            message_id=event.message_id,
+            secrets_in_use=claimed.secrets or [signing_secret_get_or_create(owner_id=claimed.owner_id)],
+            message_id=claimed.message_id,
             timestamp=int(time.time()),  # fresh on every attempt
-            body=body,
+            body=claimed.body,
         ),
     }
-    result = http.post(
-        delivery.url,
-        body=body,
+    return http.post(
+        claimed.url,
+        body=claimed.body,
         headers=headers,
         timeout_seconds=settings.WEBHOOK_TIMEOUT_SECONDS,
         resolver=resolver,
     )
+
+
+_senders: ThreadPoolExecutor | None = None
+
+
+def _send_all(claims: list[_Claimed], resolver: http.Resolver | None) -> list[http.HttpResult]:
+    """Send a batch's attempts side by side, so the batch takes as long as its slowest
+    receiver (well inside the claim's lease and the task's time limit), not their sum."""
+    global _senders
+    if len(claims) == 1:
+        return [_send(claims[0], resolver)]
+    for claimed in claims:  # (made here, in this thread, which has the database connection)
+        if not claimed.secrets:
+            claimed.secrets.append(signing_secret_get_or_create(owner_id=claimed.owner_id))
+    if _senders is None:  # made in the process that sends (a Celery pool process), not before the fork
+        _senders = ThreadPoolExecutor(max_workers=BATCH_MAX_DELIVERIES, thread_name_prefix="webhook")
+    return list(_senders.map(lambda claimed: _send(claimed, resolver), claims))
+
+
+def deliveries_attempt(
+    *, delivery_ids: Sequence[int], resolver: http.Resolver | None = None
+) -> list[DeliveryAttempt]:
+    """Send the next attempt of each delivery that is due and unclaimed; record the outcomes and
+    plan the next attempts. Returns the attempts made (none for a delivery not ours to send)."""
+    token = uuid.uuid4()
+    claims = _claim(delivery_ids=delivery_ids, token=token)
+    if not claims:
+        return []
+    results = _send_all(claims, resolver)
     now = timezone.now()
-    delay = _next_attempt_delay(result=result, attempts_made=attempt.number, now=now)
-    countdown = delay is not None and delay <= COUNTDOWN_MAX_SECONDS
-    if result.ok:
-        state = State.SUCCEEDED
-    elif delay is None:
-        state = State.FAILED
-    else:
-        state = State.PENDING
+    attempts: list[DeliveryAttempt] = []
+    # Deliveries by outcome: (state, seconds to the next attempt or None) -> ids. A batch's
+    # outcomes are mostly alike (all delivered), so recording them is an UPDATE or two.
+    outcomes: dict[tuple[str, float | None], list[int]] = {}
+    for claimed, result in zip(claims, results, strict=True):
+        attempt = claimed.attempt
+        attempt.finished_at = now
+        attempt.duration_ms = result.duration_ms
+        attempt.status_code = result.status_code
+        attempt.response_body = _text(result.body_prefix)
+        attempt.error = result.error
+        attempts.append(attempt)
+        delay = _next_attempt_delay(result=result, attempts_made=attempt.number, now=now)
+        if result.ok:
+            state = State.SUCCEEDED
+        elif delay is None:
+            state = State.FAILED
+        else:
+            state = State.PENDING
+        outcomes.setdefault((state, delay), []).append(claimed.delivery_id)
+    owned = 0
     with transaction.atomic():
-        DeliveryAttempt.objects.filter(pk=attempt.pk).update(
-            finished_at=now,
-            duration_ms=result.duration_ms,
-            status_code=result.status_code,
-            response_body=_text(result.body_prefix),
-            error=result.error,
-        )
-        # Only the claim's holder moves the delivery on; if the claim expired and another
-        # worker took over, this attempt is logged but decides nothing.
-        owned = Delivery.objects.filter(pk=delivery.pk, claim_token=delivery.claim_token).update(
-            state=state,
-            next_attempt_at=None if delay is None else now + timedelta(seconds=delay),
-            dispatched_at=now if countdown else None,
-            claim_token=None,
-            claimed_until=None,
-            finished_at=None if state == State.PENDING else now,
-        )
-        if owned and countdown:
-            transaction.on_commit(
-                lambda: delivery_publish_or_release(delivery_id=delivery.pk, countdown=delay)
+        _attempts_finish(attempts)
+        for (state, delay), ids in outcomes.items():
+            countdown = delay is not None and delay <= COUNTDOWN_MAX_SECONDS
+            # Only the claim's holder moves a delivery on; if the claim expired and another
+            # worker took over, this attempt is logged but decides nothing.
+            owned += Delivery.objects.filter(pk__in=ids, claim_token=token).update(
+                state=state,
+                next_attempt_at=None if delay is None else now + timedelta(seconds=delay),
+                dispatched_at=now if countdown else None,
+                claim_token=None,
+                claimed_until=None,
+                finished_at=None if state == State.PENDING else now,
             )
-    if not owned:
-        logger.warning("Delivery %s attempt %s finished after its claim expired", delivery.pk, attempt.number)
-    attempt.refresh_from_db()
-    return attempt
+            if countdown:
+                # A retry taken over by another worker is published too: its claim makes it a no-op.
+                transaction.on_commit(
+                    lambda ids=ids, delay=delay: deliveries_publish_or_release(delivery_ids=ids, countdown=delay)
+                )
+    if owned < len(attempts):
+        logger.warning(
+            "%s of %s delivery attempts finished after their claim expired", len(attempts) - owned, len(attempts)
+        )
+    return attempts
+
+
+def _attempts_finish(attempts: list[DeliveryAttempt]) -> None:
+    """Record the attempts' outcomes: one plain UPDATE each (the ORM's bulk_update spent more
+    time building its CASE expressions than the database spent running them)."""
+    finished_at = DeliveryAttempt._meta.get_field("finished_at")
+    with connection.cursor() as cursor:
+        cursor.executemany(
+            f"UPDATE {DeliveryAttempt._meta.db_table} SET finished_at = %s, duration_ms = %s, "
+            "status_code = %s, response_body = %s, error = %s WHERE id = %s",
+            [
+                (
+                    finished_at.get_db_prep_value(attempt.finished_at, connection),
+                    attempt.duration_ms,
+                    attempt.status_code,
+                    attempt.response_body,
+                    attempt.error,
+                    attempt.pk,
+                )
+                for attempt in attempts
+            ],
+        )
+
+
+def delivery_attempt(*, delivery_id: int, resolver: http.Resolver | None = None) -> DeliveryAttempt | None:
+    """One delivery's next attempt (see deliveries_attempt); None if it was not ours to send."""
+    attempts = deliveries_attempt(delivery_ids=[delivery_id], resolver=resolver)
+    return attempts[0] if attempts else None
 
 
 def deliveries_send_for_subject(*, subject_id: uuid.UUID) -> int:
     """Send every due delivery of a subject now (the tail of a job's chain); how many were sent."""
-    sent = 0
-    for delivery_id in selectors.delivery_ids_due(subject_id=subject_id, now=timezone.now()):
-        sent += delivery_attempt(delivery_id=delivery_id) is not None
-    return sent
+    due = selectors.delivery_ids_due(subject_id=subject_id, now=timezone.now())
+    return sum(
+        len(deliveries_attempt(delivery_ids=due[start : start + BATCH_MAX_DELIVERIES]))
+        for start in range(0, len(due), BATCH_MAX_DELIVERIES)
+    )
 
 
 # --- Housekeeping (pruning) ------------------------------------------------------------------

@@ -19,8 +19,8 @@ _SOFT_LIMIT_SECONDS = settings.WEBHOOK_TIMEOUT_SECONDS * 2 + 15
 _HARD_LIMIT_SECONDS = settings.WEBHOOK_TIMEOUT_SECONDS * 2 + 30
 
 
-def delivery_attempt_publish(*, delivery_id: int, countdown: float | None = None) -> None:
-    """Queue an attempt (raises when the broker is unreachable).
+def deliveries_attempt_publish(*, delivery_ids: list[int], countdown: float | None = None) -> None:
+    """Queue attempts of some deliveries, one message (raises when the broker is unreachable).
 
     Published through our app by name rather than through the shared task's proxy: the proxy
     follows Celery's thread-local "current app", which any other Celery() made in the thread
@@ -29,12 +29,12 @@ def delivery_attempt_publish(*, delivery_id: int, countdown: float | None = None
     from core.celery import app
 
     app.send_task(
-        "webhooks.delivery_attempt", kwargs={"delivery_id": delivery_id}, countdown=countdown
+        "webhooks.deliveries_attempt", kwargs={"delivery_ids": delivery_ids}, countdown=countdown
     )
 
 
 @shared_task(
-    name="webhooks.delivery_attempt",
+    name="webhooks.deliveries_attempt",
     ignore_result=True,
     soft_time_limit=_SOFT_LIMIT_SECONDS,
     time_limit=_HARD_LIMIT_SECONDS,
@@ -44,10 +44,11 @@ def delivery_attempt_publish(*, delivery_id: int, countdown: float | None = None
     retry_backoff=5,
     max_retries=5,
 )
-def delivery_attempt(*, delivery_id: int) -> None:
+def deliveries_attempt(*, delivery_ids: list[int]) -> None:
+    """Send the deliveries' next attempts, side by side (services.deliveries_attempt)."""
     from webhooks import services
 
-    services.delivery_attempt(delivery_id=delivery_id)
+    services.deliveries_attempt(delivery_ids=delivery_ids)
 
 
 @shared_task(
