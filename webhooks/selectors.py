@@ -63,16 +63,6 @@ def event_latest_at(*, subject_id: uuid.UUID, event_type: str) -> datetime | Non
     )
 
 
-def delivery_ids_due(*, subject_id: uuid.UUID, now: datetime) -> list[int]:
-    return list(
-        Delivery.objects.filter(
-            subject_id=subject_id, state=Delivery.State.PENDING, next_attempt_at__lte=now
-        )
-        .order_by("created_at", "pk")
-        .values_list("pk", flat=True)
-    )
-
-
 def delivery_list(*, owner_id: uuid.UUID, subject_id: uuid.UUID) -> QuerySet[Delivery]:
     """A subject's deliveries with their event and attempts (three queries for a page)."""
     return (

@@ -22,7 +22,7 @@ from typing import Any
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from core import http
@@ -283,8 +283,9 @@ class _Claimed:
     secrets: list[str]
 
 
-def _claim(*, delivery_ids: Sequence[int], token: uuid.UUID) -> list[_Claimed]:
-    """Claim those of the deliveries that are due and unclaimed, and open their next attempts.
+def _claim(*, deliveries: QuerySet[Delivery], token: uuid.UUID) -> list[_Claimed]:
+    """Claim up to BATCH_MAX_DELIVERIES of `deliveries` that are due and unclaimed, and open
+    their next attempts.
 
     The claim is one UPDATE of the rows it can lock at once (SKIP LOCKED where the database has
     it): a row another worker is claiming is left to that worker. With the events and their
@@ -292,30 +293,26 @@ def _claim(*, delivery_ids: Sequence[int], token: uuid.UUID) -> list[_Claimed]:
     whatever the batch's size (docs/benchmarks.md).
     """
     now = timezone.now()
-    table = Delivery._meta.db_table
-    lock = " FOR UPDATE SKIP LOCKED" if connection.features.has_select_for_update_skip_locked else ""
-    placeholders = ", ".join(["%s"] * len(delivery_ids))
+    candidates = (
+        deliveries.filter(state=State.PENDING, next_attempt_at__lte=now + timedelta(seconds=CLOCK_SKEW_SECONDS))
+        .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
+        .order_by("created_at", "pk")
+        .values("pk")[:BATCH_MAX_DELIVERIES]
+    )
     with transaction.atomic(), connection.cursor() as cursor:
+        subquery, subquery_params = candidates.select_for_update(skip_locked=True).query.sql_with_params()
         # UPDATE ... RETURNING, which the ORM's update() does not offer.
         cursor.execute(
             f"""
-            UPDATE {table}
+            UPDATE {Delivery._meta.db_table}
             SET attempt_count = attempt_count + 1, claim_token = %s, claimed_until = %s
-            WHERE id IN (
-              SELECT id FROM {table}
-              WHERE id IN ({placeholders}) AND state = %s AND next_attempt_at <= %s
-                AND (claimed_until IS NULL OR claimed_until < %s)
-              ORDER BY id{lock}
-            )
+            WHERE id IN ({subquery})
             RETURNING id, attempt_count, url, owner_id, event_id
             """,
             [
                 Delivery._meta.get_field("claim_token").get_db_prep_value(token, connection),
                 connection.ops.adapt_datetimefield_value(now + timedelta(seconds=claim_lease_seconds())),
-                *delivery_ids,
-                State.PENDING,
-                connection.ops.adapt_datetimefield_value(now + timedelta(seconds=CLOCK_SKEW_SECONDS)),
-                connection.ops.adapt_datetimefield_value(now),
+                *subquery_params,
             ],
         )
         rows = sorted(cursor.fetchall())
@@ -408,8 +405,16 @@ def deliveries_attempt(
 ) -> list[DeliveryAttempt]:
     """Send the next attempt of each delivery that is due and unclaimed; record the outcomes and
     plan the next attempts. Returns the attempts made (none for a delivery not ours to send)."""
+    attempts: list[DeliveryAttempt] = []
+    for start in range(0, len(delivery_ids), BATCH_MAX_DELIVERIES):
+        batch = delivery_ids[start : start + BATCH_MAX_DELIVERIES]
+        attempts += _attempt(deliveries=Delivery.objects.filter(pk__in=batch), resolver=resolver)
+    return attempts
+
+
+def _attempt(*, deliveries: QuerySet[Delivery], resolver: http.Resolver | None) -> list[DeliveryAttempt]:
     token = uuid.uuid4()
-    claims = _claim(delivery_ids=delivery_ids, token=token)
+    claims = _claim(deliveries=deliveries, token=token)
     if not claims:
         return []
     results = _send_all(claims, resolver)
@@ -491,11 +496,14 @@ def delivery_attempt(*, delivery_id: int, resolver: http.Resolver | None = None)
 
 def deliveries_send_for_subject(*, subject_id: uuid.UUID) -> int:
     """Send every due delivery of a subject now (the tail of a job's chain); how many were sent."""
-    due = selectors.delivery_ids_due(subject_id=subject_id, now=timezone.now())
-    return sum(
-        len(deliveries_attempt(delivery_ids=due[start : start + BATCH_MAX_DELIVERIES]))
-        for start in range(0, len(due), BATCH_MAX_DELIVERIES)
-    )
+    sent: list[int] = []
+    while True:
+        batch = _attempt(
+            deliveries=Delivery.objects.filter(subject_id=subject_id).exclude(pk__in=sent), resolver=None
+        )
+        sent += [attempt.delivery_id for attempt in batch]
+        if len(batch) < BATCH_MAX_DELIVERIES:  # none left that was due when this batch was claimed
+            return len(sent)
 
 
 # --- Housekeeping (pruning) ------------------------------------------------------------------
