@@ -18,7 +18,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from core.db import delete_in_batches
+from core.db import delete_in_batches, update_returning
 from core.errors import ApplicationError, Conflict, NotFound, TooManyRequests, Unprocessable
 from core.models import Client
 from jobs import tasks
@@ -279,18 +279,22 @@ def _events_record(*, job: Job, event_type: str, by_chain: bool = False) -> None
 def job_start(*, job_id: uuid.UUID) -> Job | None:
     """Mark the job STARTED; None when it must not run (final already, or gone)."""
     with transaction.atomic():
+        # The usual case, a queued job nobody cancelled, in one statement.
+        started = update_returning(
+            Job.objects.filter(pk=job_id, status=Status.PENDING, cancel_requested=False),
+            status=Status.STARTED,
+            started_at=timezone.now(),
+        )
+        if started:
+            _events_record(job=started[0], event_type="job.started")
+            return started[0]
         job = _locked(job_id)
         if job is None or job.is_final:
             return None
         if job.cancel_requested:
             _finish(job, Status.REVOKED, by_chain=True)  # only a chain's first step starts jobs
             return None
-        if job.status == Status.PENDING:
-            job.status = Status.STARTED
-            job.started_at = timezone.now()
-            job.save(update_fields=["status", "started_at"])
-            _events_record(job=job, event_type="job.started")
-    return job
+    return job  # STARTED already: its message was delivered again (a lost worker); run it again
 
 
 def job_progress(*, job_id: uuid.UUID, current: int, total: int, message: str = "") -> None:
@@ -314,20 +318,24 @@ def job_cancel_requested(*, job_id: uuid.UUID) -> bool:
     return not Job.objects.filter(pk=job_id, cancel_requested=False).exists()
 
 
-def _finish(job: Job, status: str, *, by_chain: bool = False, **fields: Any) -> None:
+def _finish(job: Job, status: str, *, by_chain: bool = False) -> None:
     """Write a final state on a locked, not-yet-final row, with its event and persisted result."""
     job.status = status
     job.finished_at = timezone.now()
-    for name, value in fields.items():
-        setattr(job, name, value)
-    job.save(update_fields=["status", "finished_at", *fields])
-    if status == Status.SUCCESS:
+    job.save(update_fields=["status", "finished_at"])
+    _finished(job, by_chain=by_chain)
+
+
+def _finished(job: Job, *, by_chain: bool) -> None:
+    """What follows a final state written in the caller's transaction: the persisted result,
+    and the webhook event."""
+    if job.status == Status.SUCCESS:
         job_type = job_type_get(job.job_name)
         if job_type.persist_result:
             JobResult.objects.create(
                 owner_id=job.owner_id, job=job, task_name=job.job_name, result=job.result
             )
-    event = {Status.SUCCESS: "job.succeeded", Status.FAILURE: "job.failed"}.get(status, "job.canceled")
+    event = {Status.SUCCESS: "job.succeeded", Status.FAILURE: "job.failed"}.get(job.status, "job.canceled")
     _events_record(job=job, event_type=event, by_chain=by_chain)
 
 
@@ -342,16 +350,22 @@ def job_finish(
     """Write a final state unless the job already has one (the first final state wins).
 
     `by_chain`: called by a step of the job's chain (see `_events_record`)."""
+    fields: dict[str, Any] = {}
+    if status == Status.SUCCESS:
+        fields["result"] = result
+    if error is not None:
+        fields["error"] = error
     with transaction.atomic():
-        job = _locked(job_id)
-        if job is None or job.is_final:
+        # One statement writes the final state unless there is one; it locks the row until commit.
+        finished = update_returning(
+            Job.objects.filter(pk=job_id).exclude(status__in=Job.FINAL_STATUSES),
+            status=status,
+            finished_at=timezone.now(),
+            **fields,
+        )
+        if not finished:
             return False
-        fields: dict[str, Any] = {}
-        if status == Status.SUCCESS:
-            fields["result"] = result
-        if error is not None:
-            fields["error"] = error
-        _finish(job, status, by_chain=by_chain, **fields)
+        _finished(finished[0], by_chain=by_chain)
     return True
 
 

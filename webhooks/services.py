@@ -22,11 +22,11 @@ from typing import Any
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Q, QuerySet
+from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
 from core import http
-from core.db import delete_in_batches
+from core.db import delete_in_batches, update_returning
 from core.errors import ApplicationError, Conflict
 from webhooks import selectors, signing, tasks
 from webhooks.models import Delivery, DeliveryAttempt, Event, SigningSecret
@@ -214,12 +214,12 @@ class _PublishOnCommit:
 
 def _publish_on_commit(*, delivery_id: int) -> None:
     """Publish the delivery's first attempt once the caller's transaction commits."""
-    connection = transaction.get_connection()
-    if connection.in_atomic_block:
+    db = transaction.get_connection()
+    if db.in_atomic_block:
         # Join this transaction's pending batch. Django keeps on_commit callbacks in
         # `run_on_commit` and drops those of a savepoint rolled back, so a batch found here
         # will run; an id it carries whose row a savepoint rolled back claims nothing.
-        for _, callback, _ in reversed(connection.run_on_commit):
+        for _, callback, _ in reversed(db.run_on_commit):
             if isinstance(callback, _PublishOnCommit):
                 callback.delivery_ids.append(delivery_id)
                 return
@@ -287,8 +287,8 @@ def _claim(*, deliveries: QuerySet[Delivery], token: uuid.UUID) -> list[_Claimed
     """Claim up to BATCH_MAX_DELIVERIES of `deliveries` that are due and unclaimed, and open
     their next attempts.
 
-    The claim is one UPDATE of the rows it can lock at once (SKIP LOCKED where the database has
-    it): a row another worker is claiming is left to that worker. With the events and their
+    The claim is one UPDATE ... RETURNING of the rows it can lock at once (SKIP LOCKED where the
+    database has it): a row another worker is claiming is left to that worker. With the events and their
     secrets read in one query and the attempts inserted in one, a claim is three statements
     whatever the batch's size (docs/benchmarks.md).
     """
@@ -299,46 +299,37 @@ def _claim(*, deliveries: QuerySet[Delivery], token: uuid.UUID) -> list[_Claimed
         .order_by("created_at", "pk")
         .values("pk")[:BATCH_MAX_DELIVERIES]
     )
-    with transaction.atomic(), connection.cursor() as cursor:
-        subquery, subquery_params = candidates.select_for_update(skip_locked=True).query.sql_with_params()
-        # UPDATE ... RETURNING, which the ORM's update() does not offer.
-        cursor.execute(
-            f"""
-            UPDATE {Delivery._meta.db_table}
-            SET attempt_count = attempt_count + 1, claim_token = %s, claimed_until = %s
-            WHERE id IN ({subquery})
-            RETURNING id, attempt_count, url, owner_id, event_id
-            """,
-            [
-                Delivery._meta.get_field("claim_token").get_db_prep_value(token, connection),
-                connection.ops.adapt_datetimefield_value(now + timedelta(seconds=claim_lease_seconds())),
-                *subquery_params,
-            ],
+    with transaction.atomic():
+        claimed = update_returning(
+            Delivery.objects.filter(pk__in=candidates.select_for_update(skip_locked=True)),
+            attempt_count=F("attempt_count") + 1,
+            claim_token=token,
+            claimed_until=now + timedelta(seconds=claim_lease_seconds()),
         )
-        rows = sorted(cursor.fetchall())
-        if not rows:
+        if not claimed:
             return []  # sent already, not due yet, or another worker is sending them
-        retried = [delivery_id for delivery_id, number, *_ in rows if number > 1]
+        claimed.sort(key=lambda delivery: delivery.pk)
+        retried = [delivery.pk for delivery in claimed if delivery.attempt_count > 1]
         if retried:
             # Attempts left open by a worker that died mid-attempt (its claim expired).
             DeliveryAttempt.objects.filter(delivery_id__in=retried, finished_at__isnull=True).update(
                 finished_at=now, error="Interrupted: the worker sending this attempt stopped."
             )
-        events = selectors.events_to_send(event_ids={row[4] for row in rows}, now=now)
+        events = selectors.events_to_send(event_ids={delivery.event_id for delivery in claimed}, now=now)
         attempts = DeliveryAttempt.objects.bulk_create(
-            [DeliveryAttempt(delivery_id=row[0], number=row[1], started_at=now) for row in rows]
+            [DeliveryAttempt(delivery=delivery, number=delivery.attempt_count, started_at=now) for delivery in claimed]
         )
     return [
         _Claimed(
-            delivery_id=delivery_id,
-            url=url,
-            owner_id=uuid.UUID(str(owner_id)),
+            delivery_id=delivery.pk,
+            url=delivery.url,
+            owner_id=delivery.owner_id,
             attempt=attempt,
-            message_id=events[event_id][0],
-            body=events[event_id][1],
-            secrets=events[event_id][2],
+            message_id=events[delivery.event_id][0],
+            body=events[delivery.event_id][1],
+            secrets=events[delivery.event_id][2],
         )
-        for (delivery_id, _, url, owner_id, event_id), attempt in zip(rows, attempts, strict=True)
+        for delivery, attempt in zip(claimed, attempts, strict=True)
     ]
 
 
