@@ -276,21 +276,20 @@ class _Claimed:
 
     delivery_id: int
     url: str
-    owner_id: uuid.UUID
     attempt: DeliveryAttempt
     message_id: str
     body: bytes
-    secrets: list[str]
+    secrets: list[str]  # at least one: an owner's first delivery makes its secret
 
 
 def _claim(*, deliveries: QuerySet[Delivery], token: uuid.UUID) -> list[_Claimed]:
     """Claim up to BATCH_MAX_DELIVERIES of `deliveries` that are due and unclaimed, and open
     their next attempts.
 
-    The claim is one UPDATE ... RETURNING of the rows it can lock at once (SKIP LOCKED where the
-    database has it): a row another worker is claiming is left to that worker. With the events and their
-    secrets read in one query and the attempts inserted in one, a claim is three statements
-    whatever the batch's size (docs/benchmarks.md).
+    The claim is one UPDATE ... RETURNING of the rows it can lock at once (SKIP LOCKED where
+    the database has it): a row another worker is claiming is left to that worker. With the
+    events and their secrets read in one query and the attempts inserted in one, a claim is
+    three statements whatever the batch's size (docs/benchmarks.md).
     """
     now = timezone.now()
     candidates = (
@@ -323,11 +322,10 @@ def _claim(*, deliveries: QuerySet[Delivery], token: uuid.UUID) -> list[_Claimed
         _Claimed(
             delivery_id=delivery.pk,
             url=delivery.url,
-            owner_id=delivery.owner_id,
             attempt=attempt,
             message_id=events[delivery.event_id][0],
             body=events[delivery.event_id][1],
-            secrets=events[delivery.event_id][2],
+            secrets=events[delivery.event_id][2] or [signing_secret_get_or_create(owner_id=delivery.owner_id)],
         )
         for delivery, attempt in zip(claimed, attempts, strict=True)
     ]
@@ -359,7 +357,7 @@ def _send(claimed: _Claimed, resolver: http.Resolver | None) -> http.HttpResult:
         "Content-Type": "application/json",
         "User-Agent": "jobapi-webhooks/1",
         **signing.headers_sign(
-            secrets_in_use=claimed.secrets or [signing_secret_get_or_create(owner_id=claimed.owner_id)],
+            secrets_in_use=claimed.secrets,
             message_id=claimed.message_id,
             timestamp=int(time.time()),  # fresh on every attempt
             body=claimed.body,
@@ -383,9 +381,6 @@ def _send_all(claims: list[_Claimed], resolver: http.Resolver | None) -> list[ht
     global _senders
     if len(claims) == 1:
         return [_send(claims[0], resolver)]
-    for claimed in claims:  # (made here, in this thread, which has the database connection)
-        if not claimed.secrets:
-            claimed.secrets.append(signing_secret_get_or_create(owner_id=claimed.owner_id))
     if _senders is None:  # made in the process that sends (a Celery pool process), not before the fork
         _senders = ThreadPoolExecutor(max_workers=BATCH_MAX_DELIVERIES, thread_name_prefix="webhook")
     return list(_senders.map(lambda claimed: _send(claimed, resolver), claims))
