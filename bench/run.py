@@ -169,7 +169,9 @@ def process_tree(pid: int) -> list[int]:
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of the process tree so far (its live members)."""
+    """User + system CPU time of the process tree so far: its live members, and the members
+    that exited and were reaped (gunicorn recycles a worker after `max_requests`; its time
+    is then in the master's cutime and cstime)."""
     ticks = os.sysconf("SC_CLK_TCK")
     total = 0
     for member in process_tree(pid):
@@ -177,7 +179,7 @@ def cpu_seconds(pid: int) -> float:
             fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime
+        total += sum(int(value) for value in fields[11:15])  # utime, stime, cutime, cstime
     return total / ticks
 
 
