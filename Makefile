@@ -24,7 +24,7 @@ test: $(STAMP)
 test-faults: $(STAMP)
 	$(BIN)/pytest -m faults tests/faults
 
-## Benchmarks against the baseline app (needs wrk; ~6 min; not in CI; BENCH_ARGS="--quick" etc.): docs/benchmarks.md.
+## Benchmarks against the baseline app (needs wrk; ~4 min; not in CI; BENCH_ARGS="--quick" etc.): docs/benchmarks.md.
 bench: $(STAMP)
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
