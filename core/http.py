@@ -231,9 +231,12 @@ class _SessionCache(threading.local):
     def __init__(self) -> None:
         self._sessions: OrderedDict[tuple[Target, str | None], tuple[requests.Session, float]] = OrderedDict()
 
+    @staticmethod
+    def _key(target: Target, ca_bundle: str | None) -> tuple[Target, str | None]:
+        return replace(target, url=""), ca_bundle  # the path does not pick the connection
+
     def get(self, target: Target, ca_bundle: str | None) -> requests.Session:
-        key = (replace(target, url=""), ca_bundle)
-        entry = self._sessions.pop(key, None)
+        entry = self._sessions.pop(self._key(target, ca_bundle), None)
         if entry is not None:
             session, idle_since = entry
             if time.monotonic() - idle_since <= self.IDLE_SECONDS:
@@ -252,7 +255,7 @@ class _SessionCache(threading.local):
         if not keep:
             session.close()
             return
-        self._sessions[(replace(target, url=""), ca_bundle)] = (session, time.monotonic())
+        self._sessions[self._key(target, ca_bundle)] = (session, time.monotonic())
         while len(self._sessions) > self.MAX_TARGETS:
             _, (oldest, _) = self._sessions.popitem(last=False)
             oldest.close()

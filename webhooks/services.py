@@ -307,7 +307,6 @@ def _claim(*, deliveries: QuerySet[Delivery], token: uuid.UUID) -> list[_Claimed
         )
         if not claimed:
             return []  # sent already, not due yet, or another worker is sending them
-        claimed.sort(key=lambda delivery: delivery.pk)
         retried = [delivery.pk for delivery in claimed if delivery.attempt_count > 1]
         if retried:
             # Attempts left open by a worker that died mid-attempt (its claim expired).

@@ -439,6 +439,14 @@ class Stack:
     def start_beat(self) -> None:
         self._spawn("beat", ["scripts/beat"])
 
+    def start_service(self, *, jobs: int = 1, deliveries: int = 1) -> None:
+        """The deployment's shape: the API, a `jobs` worker, a `deliveries` worker on the
+        `webhooks` queue, and beat (the sweeper and the webhook dispatcher)."""
+        self.start_web()
+        self.start_worker("jobs", queues="jobs", concurrency=jobs)
+        self.start_worker("deliveries", queues="webhooks", concurrency=deliveries)
+        self.start_beat()
+
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
         """Kill a process for good: a killed worker is not restarted (the test starts another)."""
         self._supervised.pop(name, None)

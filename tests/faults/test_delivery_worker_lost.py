@@ -18,10 +18,7 @@ def test_delivery_worker_sigkill_mid_request_delivers_once(
     # Given a jobs worker, a separate deliveries worker, beat (the dispatcher), and a receiver
     # that takes 5 s to answer its first request
     stack = make_stack()
-    stack.start_web()
-    stack.start_worker("jobs", queues="jobs", concurrency=1)
-    stack.start_worker("deliveries", queues="webhooks", concurrency=1)
-    stack.start_beat()
+    stack.start_service(jobs=1, deliveries=1)
     api = stack.client()
     receiver.answer_delay_seconds = 5
     job = api.submit("api.tasks.hello_world", {"message": "hook"}, callback_url=receiver.url)

@@ -23,10 +23,7 @@ def test_a_thousand_jobs_from_sixteen_clients(
     # Given the service as deployed on one small machine: gunicorn, a jobs worker, a deliveries
     # worker and beat
     stack = make_stack(env={"WEB_CONCURRENCY": "3", "WEB_THREADS": "2"})
-    stack.start_web()
-    stack.start_worker("jobs", queues="jobs", concurrency=4)
-    stack.start_worker("deliveries", queues="webhooks", concurrency=4)
-    stack.start_beat()
+    stack.start_service(jobs=4, deliveries=4)
     key = stack.client().session.headers["Authorization"].split()[1]
 
     # When 16 clients submit 1,000 jobs between them, each with a callback_url

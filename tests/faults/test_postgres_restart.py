@@ -21,10 +21,7 @@ def test_postgres_restart_while_jobs_run(
 ) -> None:
     # Given jobs running on two workers
     stack = make_stack()
-    stack.start_web()
-    stack.start_worker("jobs", queues="jobs", concurrency=RUNNING)
-    stack.start_worker("deliveries", queues="webhooks", concurrency=1)
-    stack.start_beat()
+    stack.start_service(jobs=RUNNING, deliveries=1)
     api = stack.client()
     ids = [api.submit("api.tasks.long_running_task", {"duration": 6}, callback_url=receiver.url)["id"]
            for _ in range(RUNNING)]

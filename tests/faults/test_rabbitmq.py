@@ -41,10 +41,7 @@ def test_end_to_end_with_rabbitmq_as_the_broker(
 ) -> None:
     # Given the API, a jobs worker and a deliveries worker, each its own process, on RabbitMQ
     stack = make_stack(broker_url=f"amqp://guest:guest@{RABBITMQ}/{rabbitmq_vhost}")
-    stack.start_web()
-    stack.start_worker("jobs", queues="jobs", concurrency=2)
-    stack.start_worker("deliveries", queues="webhooks", concurrency=2)
-    stack.start_beat()
+    stack.start_service(jobs=2, deliveries=2)
     api = stack.client()
     secret = api.get("/api/webhook-secret/").json()["secret"]
 

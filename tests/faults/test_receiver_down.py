@@ -21,10 +21,7 @@ def test_receiver_down_for_first_attempts_then_every_event_delivered_once(
     # Given the service with beat (retries use a due-time and the dispatcher) and a receiver
     # whose port is closed (connection refused)
     stack = make_stack()
-    stack.start_web()
-    stack.start_worker("jobs", queues="jobs", concurrency=1)
-    stack.start_worker("deliveries", queues="webhooks", concurrency=2)
-    stack.start_beat()
+    stack.start_service(jobs=1, deliveries=2)
     api = stack.client()
     receiver.down()
     events = ["job.started", "job.succeeded"]
