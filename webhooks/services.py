@@ -22,7 +22,7 @@ from typing import Any
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import IntegrityError, connection, transaction
-from django.db.models import F, Q, QuerySet
+from django.db.models import F, Q
 from django.utils import timezone
 
 from core import http
@@ -282,18 +282,130 @@ class _Claimed:
     secrets: list[str]  # at least one: an owner's first delivery makes its secret
 
 
-def _claim(*, deliveries: QuerySet[Delivery], token: uuid.UUID) -> list[_Claimed]:
-    """Claim up to BATCH_MAX_DELIVERIES of `deliveries` that are due and unclaimed, and open
-    their next attempts.
+@dataclass(frozen=True)
+class _Scope:
+    """Which deliveries an attempt may claim: these ids, or a subject's (less those sent)."""
 
-    The claim is one UPDATE ... RETURNING of the rows it can lock at once (SKIP LOCKED where
-    the database has it): a row another worker is claiming is left to that worker. With the
-    events and their secrets read in one query and the attempts inserted in one, a claim is
-    three statements whatever the batch's size (docs/benchmarks.md).
+    delivery_ids: Sequence[int] | None = None
+    subject_id: uuid.UUID | None = None
+    sent: Sequence[int] = ()
+
+
+_INTERRUPTED = "Interrupted: the worker sending this attempt stopped."
+
+
+def _claim(*, scope: _Scope, token: uuid.UUID) -> list[_Claimed]:
+    """Claim up to BATCH_MAX_DELIVERIES deliveries in `scope` that are due and unclaimed, and
+    open their next attempts.
+
+    The claim takes the rows it can lock at once (SKIP LOCKED where the database has it): a
+    row another worker is claiming is left to that worker. A delivery claimed again after its
+    claim expired (its worker died mid-attempt) has that attempt closed as interrupted.
     """
     now = timezone.now()
+    due_by = now + timedelta(seconds=CLOCK_SKEW_SECONDS)
+    claimed_until = now + timedelta(seconds=claim_lease_seconds())
+    if connection.vendor == "postgresql":
+        rows = _claim_postgresql(scope=scope, token=token, now=now, due_by=due_by, claimed_until=claimed_until)
+    else:
+        rows = _claim_portable(scope=scope, token=token, now=now, due_by=due_by, claimed_until=claimed_until)
+    return [
+        _Claimed(
+            delivery_id=delivery_id,
+            url=url,
+            attempt=_attempt_of(attempt_id=attempt_id, delivery_id=delivery_id, number=number, started_at=now),
+            message_id=message_id,
+            body=body,
+            secrets=secrets or [signing_secret_get_or_create(owner_id=owner_id)],
+        )
+        for delivery_id, url, owner_id, attempt_id, number, message_id, body, secrets in rows
+    ]
+
+
+def _attempt_of(*, attempt_id: int, delivery_id: int, number: int, started_at: datetime) -> DeliveryAttempt:
+    """The attempt row the claim inserted, as a model instance (as the ORM loads one)."""
+    attempt = DeliveryAttempt(pk=attempt_id, delivery_id=delivery_id, number=number, started_at=started_at)
+    attempt._state.adding = False
+    attempt._state.db = connection.alias
+    return attempt
+
+
+# One row per claimed delivery: (delivery id, url, owner id, attempt id, attempt number,
+# webhook-id, body, the secrets that sign it: the current one first, then any rotated-out
+# one still inside its overlap window; none before the owner's first delivery).
+_ClaimRow = tuple[int, str, uuid.UUID, int, int, str, bytes, list[str]]
+
+
+def _claim_postgresql(
+    *, scope: _Scope, token: uuid.UUID, now: datetime, due_by: datetime, claimed_until: datetime
+) -> list[_ClaimRow]:
+    """The claim as one statement in autocommit: the UPDATE ... RETURNING of the rows, the
+    interrupted attempts closed, the new attempts inserted, and the events with their secrets
+    read back, all in one round trip and atomic as any single statement is. An attempt's
+    hot path: the ORM's version (_claim_portable) took five round trips and most of an
+    attempt's CPU (docs/benchmarks.md)."""
+    if scope.delivery_ids is not None:
+        where, params = "c.id = ANY(%(ids)s)", {"ids": list(scope.delivery_ids)}
+    else:
+        where, params = "c.subject_id = %(subject)s AND NOT c.id = ANY(%(sent)s)", {
+            "subject": scope.subject_id,
+            "sent": list(scope.sent),
+        }
+    sql = f"""
+        WITH claimed AS (
+            UPDATE {Delivery._meta.db_table} d
+            SET attempt_count = d.attempt_count + 1, claim_token = %(token)s,
+                claimed_until = %(claimed_until)s
+            WHERE d.id IN (
+                SELECT c.id FROM {Delivery._meta.db_table} c
+                WHERE {where} AND c.state = %(pending)s AND c.next_attempt_at <= %(due_by)s
+                  AND (c.claimed_until IS NULL OR c.claimed_until < %(now)s)
+                ORDER BY c.created_at, c.id
+                LIMIT {BATCH_MAX_DELIVERIES}
+                FOR UPDATE SKIP LOCKED
+            )
+            RETURNING d.id, d.event_id, d.owner_id, d.url, d.attempt_count, d.created_at
+        ), interrupted AS (
+            UPDATE {DeliveryAttempt._meta.db_table} a SET finished_at = %(now)s, error = %(interrupted)s
+            FROM claimed c
+            WHERE a.delivery_id = c.id AND c.attempt_count > 1 AND a.finished_at IS NULL
+        ), attempts AS (
+            INSERT INTO {DeliveryAttempt._meta.db_table}
+                (delivery_id, number, started_at, response_body, error)
+            SELECT id, attempt_count, %(now)s, '', '' FROM claimed
+            RETURNING id, delivery_id
+        )
+        SELECT c.id, c.url, c.owner_id, a.id, c.attempt_count, e.message_id, e.body,
+               ARRAY(
+                   SELECT s.secret FROM {SigningSecret._meta.db_table} s
+                   WHERE s.owner_id = c.owner_id AND (s.expires_at IS NULL OR s.expires_at > %(now)s)
+                   ORDER BY s.expires_at IS NOT NULL, s.created_at DESC, s.id DESC
+               )
+        FROM claimed c
+        JOIN attempts a ON a.delivery_id = c.id
+        JOIN {Event._meta.db_table} e ON e.id = c.event_id
+        ORDER BY c.created_at, c.id
+    """
+    params.update(
+        token=token, claimed_until=claimed_until, pending=State.PENDING, due_by=due_by, now=now,
+        interrupted=_INTERRUPTED,
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return [(*row[:6], bytes(row[6]), row[7]) for row in cursor.fetchall()]
+
+
+def _claim_portable(
+    *, scope: _Scope, token: uuid.UUID, now: datetime, due_by: datetime, claimed_until: datetime
+) -> list[_ClaimRow]:
+    """The claim through the ORM, for databases without data-modifying WITH (SQLite, which
+    `make run` uses): three statements in a transaction."""
+    if scope.delivery_ids is not None:
+        deliveries = Delivery.objects.filter(pk__in=scope.delivery_ids)
+    else:
+        deliveries = Delivery.objects.filter(subject_id=scope.subject_id).exclude(pk__in=scope.sent)
     candidates = (
-        deliveries.filter(state=State.PENDING, next_attempt_at__lte=now + timedelta(seconds=CLOCK_SKEW_SECONDS))
+        deliveries.filter(state=State.PENDING, next_attempt_at__lte=due_by)
         .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
         .order_by("created_at", "pk")
         .values("pk")[:BATCH_MAX_DELIVERIES]
@@ -303,29 +415,22 @@ def _claim(*, deliveries: QuerySet[Delivery], token: uuid.UUID) -> list[_Claimed
             Delivery.objects.filter(pk__in=candidates.select_for_update(skip_locked=True)),
             attempt_count=F("attempt_count") + 1,
             claim_token=token,
-            claimed_until=now + timedelta(seconds=claim_lease_seconds()),
+            claimed_until=claimed_until,
         )
         if not claimed:
             return []  # sent already, not due yet, or another worker is sending them
+        claimed.sort(key=lambda delivery: (delivery.created_at, delivery.pk))
         retried = [delivery.pk for delivery in claimed if delivery.attempt_count > 1]
         if retried:
-            # Attempts left open by a worker that died mid-attempt (its claim expired).
             DeliveryAttempt.objects.filter(delivery_id__in=retried, finished_at__isnull=True).update(
-                finished_at=now, error="Interrupted: the worker sending this attempt stopped."
+                finished_at=now, error=_INTERRUPTED
             )
         events = selectors.events_to_send(event_ids={delivery.event_id for delivery in claimed}, now=now)
         attempts = DeliveryAttempt.objects.bulk_create(
             [DeliveryAttempt(delivery=delivery, number=delivery.attempt_count, started_at=now) for delivery in claimed]
         )
     return [
-        _Claimed(
-            delivery_id=delivery.pk,
-            url=delivery.url,
-            attempt=attempt,
-            message_id=events[delivery.event_id][0],
-            body=events[delivery.event_id][1],
-            secrets=events[delivery.event_id][2] or [signing_secret_get_or_create(owner_id=delivery.owner_id)],
-        )
+        (delivery.pk, delivery.url, delivery.owner_id, attempt.pk, attempt.number, *events[delivery.event_id])
         for delivery, attempt in zip(claimed, attempts, strict=True)
     ]
 
@@ -393,13 +498,13 @@ def deliveries_attempt(
     attempts: list[DeliveryAttempt] = []
     for start in range(0, len(delivery_ids), BATCH_MAX_DELIVERIES):
         batch = delivery_ids[start : start + BATCH_MAX_DELIVERIES]
-        attempts += _attempt(deliveries=Delivery.objects.filter(pk__in=batch), resolver=resolver)
+        attempts += _attempt(scope=_Scope(delivery_ids=batch), resolver=resolver)
     return attempts
 
 
-def _attempt(*, deliveries: QuerySet[Delivery], resolver: http.Resolver | None) -> list[DeliveryAttempt]:
+def _attempt(*, scope: _Scope, resolver: http.Resolver | None) -> list[DeliveryAttempt]:
     token = uuid.uuid4()
-    claims = _claim(deliveries=deliveries, token=token)
+    claims = _claim(scope=scope, token=token)
     if not claims:
         return []
     results = _send_all(claims, resolver)
@@ -483,9 +588,7 @@ def deliveries_send_for_subject(*, subject_id: uuid.UUID) -> int:
     """Send every due delivery of a subject now (the tail of a job's chain); how many were sent."""
     sent: list[int] = []
     while True:
-        batch = _attempt(
-            deliveries=Delivery.objects.filter(subject_id=subject_id).exclude(pk__in=sent), resolver=None
-        )
+        batch = _attempt(scope=_Scope(subject_id=subject_id, sent=sent), resolver=None)
         sent += [attempt.delivery_id for attempt in batch]
         if len(batch) < BATCH_MAX_DELIVERIES:  # none left that was due when this batch was claimed
             return len(sent)

@@ -1,4 +1,5 @@
-"""`make run` on a fresh data directory: embedded defaults, no servers, a job completes."""
+"""`make run` on a fresh data directory: embedded defaults, no servers, a job completes and its
+signed webhook arrives."""
 from __future__ import annotations
 
 import os
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from examples.receiver import Receiver
 from tests.conftest import REPO, free_port
 
 # Variables that would switch `make run` away from its embedded defaults.
@@ -24,8 +26,11 @@ SERVER_VARIABLES = (
 def test_make_run_serves_the_api_and_completes_a_job(tmp_path: Path) -> None:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in SERVER_VARIABLES}
-    env.update(PORT=str(port), DATA_DIR=str(tmp_path / "data"), WEB_CONCURRENCY="1")
+    # The webhook receiver is on loopback, which callbacks may not reach unless allowed.
+    env.update(PORT=str(port), DATA_DIR=str(tmp_path / "data"), WEB_CONCURRENCY="1",
+               WEBHOOK_ALLOWED_NETWORKS="127.0.0.1/32")
     log_path = tmp_path / "make-run.log"
+    receiver = Receiver().start()
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
             ["make", "run"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
@@ -36,9 +41,12 @@ def test_make_run_serves_the_api_and_completes_a_job(tmp_path: Path) -> None:
         key = _wait_for_key(log_path, process)
         _wait_until_up(f"{base}/healthz", process, log_path)
         headers = {"Authorization": f"Bearer {key}"}
+        receiver.secret = requests.get(f"{base}/api/webhook-secret/", headers=headers, timeout=10).json()["secret"]
 
         response = requests.post(
-            f"{base}/api/jobs/", json={"job_name": "api.tasks.hello_world", "payload": {"message": "embedded"}},
+            f"{base}/api/jobs/",
+            json={"job_name": "api.tasks.hello_world", "payload": {"message": "embedded"},
+                  "callback_url": receiver.url},
             headers=headers, timeout=10,
         )
         assert response.status_code == 202, response.text
@@ -51,9 +59,13 @@ def test_make_run_serves_the_api_and_completes_a_job(tmp_path: Path) -> None:
             time.sleep(0.2)
 
         assert job["result"] == "hello world embedded"
+        [webhook] = receiver.wait_for(1)
+        assert webhook.verified and webhook.event["type"] == "job.succeeded"
+        assert webhook.event["data"]["id"] == job_id
         assert (tmp_path / "data" / "db.sqlite3").exists()
         assert "production uses PostgreSQL and Redis" in log_path.read_text()
     finally:
+        receiver.stop()
         # Ctrl-C, as a person would: everything stops cleanly.
         os.killpg(process.pid, signal.SIGINT)
         try:

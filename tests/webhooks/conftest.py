@@ -8,6 +8,7 @@ import pytest
 
 from examples.receiver import Receiver, Reply
 from tests.conftest import Api
+from webhooks import services
 
 HELLO = "api.tasks.hello_world"
 LONG = "api.tasks.long_running_task"
@@ -31,6 +32,15 @@ def make_receiver() -> Iterator[Callable[..., Receiver]]:
 @pytest.fixture
 def receiver(make_receiver: Callable[..., Receiver]) -> Receiver:
     return make_receiver()
+
+
+@pytest.fixture(params=["postgresql", "portable"])
+def claim_implementation(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Runs a test with each way a delivery is claimed: PostgreSQL's one statement, and the
+    ORM's three, which other databases (SQLite under `make run`) use."""
+    if request.param == "portable":
+        monkeypatch.setattr(services, "_claim_postgresql", services._claim_portable)
+    return str(request.param)
 
 
 def secret_of(api: Api) -> str:

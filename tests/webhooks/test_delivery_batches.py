@@ -16,7 +16,7 @@ from examples.receiver import Receiver, Reply
 from webhooks import services
 from webhooks.models import Delivery, DeliveryAttempt
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("claim_implementation")]
 
 
 @pytest.fixture
@@ -24,10 +24,10 @@ def owner() -> Client:
     return client_create(name=f"batches-{uuid.uuid4().hex[:8]}")
 
 
-def record(owner: Client, url: str, *, publish: bool = True) -> Delivery:
+def record(owner: Client, url: str, *, publish: bool = True, subject_id: uuid.UUID | None = None) -> Delivery:
     event = services.event_record(
         owner_id=owner.id,
-        subject_id=uuid.uuid4(),
+        subject_id=subject_id or uuid.uuid4(),
         event_type="job.succeeded",
         data={"n": uuid.uuid4().hex},
         callback_url=url,
@@ -120,3 +120,26 @@ def test_a_batch_leaves_out_what_another_worker_holds_or_what_is_not_due(
     assert [r.headers["webhook-id"] for r in receiver.received] == [free.event.message_id]
     assert Delivery.objects.get(pk=held.pk).attempt_count == 0
     assert Delivery.objects.get(pk=later.pk).attempt_count == 0
+
+
+def test_a_jobs_chain_tail_sends_every_due_delivery_of_its_subject_and_no_other(
+    owner: Client, make_receiver: Callable[..., Receiver]
+) -> None:
+    # Given more due deliveries of one subject than a batch holds, and another subject's
+    receiver = make_receiver(secret=services.signing_secret_get_or_create(owner_id=owner.id))
+    subject = uuid.uuid4()
+    ours = [record(owner, receiver.url, publish=False, subject_id=subject) for _ in range(services.BATCH_MAX_DELIVERIES + 3)]
+    other = record(owner, receiver.url, publish=False)
+
+    # When the tail of the subject's chain runs
+    sent = services.deliveries_send_for_subject(subject_id=subject)
+
+    # Then each of the subject's deliveries was sent once, signed with the owner's secret
+    assert sent == len(ours)
+    assert sorted(r.headers["webhook-id"] for r in receiver.received) == sorted(d.event.message_id for d in ours)
+    assert all(r.verified for r in receiver.received)
+    assert set(
+        Delivery.objects.filter(subject_id=subject).values_list("state", "attempt_count")
+    ) == {(Delivery.State.SUCCEEDED, 1)}
+    # And the other subject's delivery was left for its own chain
+    assert Delivery.objects.get(pk=other.pk).attempt_count == 0

@@ -20,7 +20,7 @@ from examples.receiver import Receiver, Reply
 from webhooks import services
 from webhooks.models import Delivery, DeliveryAttempt, Event
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("claim_implementation")]
 
 
 @pytest.fixture
