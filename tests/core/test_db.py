@@ -1,0 +1,53 @@
+"""The SQL helpers in core/db.py: what they write and read back is what the ORM would."""
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from core.db import insert_with_parent, update_returning
+from core.services import client_create
+from jobs.models import Job
+from webhooks.models import Delivery, Event
+
+pytestmark = pytest.mark.django_db
+
+
+def test_insert_with_parent_writes_both_rows_as_saves_would() -> None:
+    # Given an unsaved event and a delivery pointing at it
+    owner = client_create(name="db-helpers")
+    now = timezone.now()
+    event = Event(owner=owner, subject_id=uuid.uuid4(), event_type="job.succeeded", body=b'{"a":"\xc3\xa9"}', created_at=now)
+    delivery = Delivery(event=event, owner=owner, subject_id=event.subject_id, url="https://example.com/h", created_at=now)
+
+    # When both are inserted in one statement
+    insert_with_parent(delivery, parent=event, link="event")
+
+    # Then both have their keys, and the rows read back hold every value, defaults included
+    stored = Delivery.objects.select_related("event").get(pk=delivery.pk)
+    assert stored.event_id == event.pk and event.pk is not None
+    assert bytes(stored.event.body) == b'{"a":"\xc3\xa9"}'
+    assert stored.event.message_id == event.message_id and stored.event.message_id.startswith("msg_")
+    assert (stored.state, stored.attempt_count, stored.redelivery) == (Delivery.State.PENDING, 0, False)
+    assert stored.created_at == now and stored.url == "https://example.com/h"
+    assert delivery.event is event and not delivery._state.adding
+
+
+def test_update_returning_returns_the_updated_rows_with_converted_values() -> None:
+    # Given a pending job with a JSON payload
+    owner = client_create(name="db-helpers")
+    job = Job.objects.create(owner=owner, job_name="api.tasks.hello_world", payload={"message": "é", "n": [1]})
+    started = timezone.now() - timedelta(seconds=1)
+
+    # When it is started in one statement, and a second update matches nothing
+    [updated] = update_returning(Job.objects.filter(pk=job.pk, status=Job.Status.PENDING), status=Job.Status.STARTED, started_at=started)
+    again = update_returning(Job.objects.filter(pk=job.pk, status=Job.Status.PENDING), status=Job.Status.STARTED)
+
+    # Then the row comes back as the ORM reads it: the new values, JSON decoded, UUIDs and aware datetimes
+    assert again == []
+    assert (updated.pk, updated.status, updated.started_at) == (job.pk, Job.Status.STARTED, started)
+    assert updated.payload == {"message": "é", "n": [1]}
+    assert updated.owner_id == owner.id and isinstance(updated.owner_id, uuid.UUID)
+    assert updated.created_at == Job.objects.get(pk=job.pk).created_at
