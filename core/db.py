@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from django.db import connections
@@ -56,24 +56,46 @@ def update_returning(queryset: QuerySet[M], **values: Any) -> list[M]:
     return instances
 
 
+def _columns_and_values(instance: Model, connection: Any, *, skip: Any = None) -> tuple[list[str], list[Any]]:
+    """The quoted columns an INSERT of `instance` writes, and their values, each prepared by
+    its field as a save would (defaults, JSON, dates); a database-made primary key is left out."""
+    fields = [field for field in instance._meta.concrete_fields if field is not skip and not field.db_returning]
+    values = [field.get_db_prep_save(field.pre_save(instance, True), connection) for field in fields]
+    return [connection.ops.quote_name(field.column) for field in fields], values
+
+
+def _saved(instance: Model, alias: str) -> None:
+    instance._state.adding = False
+    instance._state.db = alias
+
+
+def insert_if(instance: Model, *, condition: str, params: Sequence[Any]) -> bool:
+    """INSERT `instance` only if the SQL `condition` holds, checked by the same statement
+    (INSERT ... SELECT ... WHERE); whether it was inserted. One round trip where a check,
+    then a save, take two. The instance's primary key must be made in Python (a UUID)."""
+    connection = connections[instance._state.db or "default"]
+    columns, values = _columns_and_values(instance, connection)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {connection.ops.quote_name(instance._meta.db_table)} ({', '.join(columns)}) "
+            f"SELECT {', '.join(['%s'] * len(values))} WHERE {condition}",
+            [*values, *params],
+        )
+        inserted = cursor.rowcount == 1
+    if inserted:
+        _saved(instance, connection.alias)
+    return inserted
+
+
 def insert_with_parent(instance: Model, *, parent: Model, link: str) -> None:
     """INSERT `parent` and `instance`, whose foreign key `link` points at it, in one statement
     (PostgreSQL: an INSERT inside WITH), and set both primary keys: one round trip where
-    two saves take two. The values are each field's, prepared by the field as a save would."""
+    two saves take two."""
     connection = connections[instance._state.db or "default"]
     quote = connection.ops.quote_name
     link_field = instance._meta.get_field(link)
-
-    def columns_and_values(model_instance: Model, *, skip: Any = None) -> tuple[list[str], list[Any]]:
-        fields = [
-            field for field in model_instance._meta.concrete_fields
-            if field is not skip and not field.db_returning  # the auto primary key
-        ]
-        values = [field.get_db_prep_save(field.pre_save(model_instance, True), connection) for field in fields]
-        return [quote(field.column) for field in fields], values
-
-    parent_columns, parent_values = columns_and_values(parent)
-    columns, values = columns_and_values(instance, skip=link_field)
+    parent_columns, parent_values = _columns_and_values(parent, connection)
+    columns, values = _columns_and_values(instance, connection, skip=link_field)
     placeholders = ", ".join(["%s"] * len(values))
     with connection.cursor() as cursor:
         cursor.execute(
@@ -85,9 +107,8 @@ def insert_with_parent(instance: Model, *, parent: Model, link: str) -> None:
             [*parent_values, *values],
         )
         instance.pk, parent.pk = cursor.fetchone()
-    for saved in (parent, instance):
-        saved._state.adding = False
-        saved._state.db = connection.alias
+    _saved(parent, connection.alias)
+    _saved(instance, connection.alias)
     setattr(instance, link, parent)
 
 

@@ -18,13 +18,13 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from core.db import delete_in_batches, update_returning
+from core.db import delete_in_batches, insert_if, update_returning
 from core.errors import ApplicationError, Conflict, NotFound, TooManyRequests, Unprocessable
 from core.models import Client
 from jobs import tasks
 from jobs.models import DEFAULT_WEBHOOK_EVENTS, FINAL_WEBHOOK_EVENTS, IdempotencyKey, Job, JobResult
 from jobs.registry import JobType, job_type_get
-from jobs.selectors import job_unfinished_count
+from jobs.selectors import job_unfinished_below
 
 if TYPE_CHECKING:
     from webhooks.models import Delivery
@@ -71,16 +71,6 @@ def job_type_require_available(*, job_type: JobType) -> None:
         )
 
 
-def _unfinished_cap_check(*, owner: Client) -> None:
-    cap = settings.JOB_MAX_UNFINISHED_PER_CLIENT
-    if cap and job_unfinished_count(owner=owner) >= cap:
-        raise TooManyRequests(
-            f"You have {cap} unfinished jobs; wait for some to finish.",
-            code="too_many_unfinished_jobs",
-            headers={"Retry-After": "5"},
-        )
-
-
 def job_create(
     *,
     owner: Client,
@@ -89,16 +79,13 @@ def job_create(
     callback_url: str = "",
     webhook_events: list[str] | None = None,
 ) -> Job:
-    """Insert the job and publish it once the row is committed.
+    """Insert the job and publish it once the row is committed; 429 instead when its owner has
+    JOB_MAX_UNFINISHED_PER_CLIENT jobs not final yet.
 
     The row is inserted already claimed for dispatch (dispatched_at set), so the sweeper never
     publishes it too; if publishing fails, the claim is released and the sweeper takes over.
     """
-    # No atomic block of its own: one INSERT in autocommit mode is committed when it returns,
-    # and an atomic block would only add BEGIN and COMMIT round trips (docs/benchmarks.md).
-    # on_commit then publishes at once, or, inside a caller's transaction (the Idempotency-Key
-    # path), after that commits: either way the row is durable before the message exists.
-    job = Job.objects.create(
+    job = Job(
         owner=owner,
         job_name=job_type.name,
         payload=payload,
@@ -106,6 +93,19 @@ def job_create(
         webhook_events=webhook_events or [],
         dispatched_at=timezone.now(),
     )
+    # The cap is checked by the INSERT itself (one round trip, not a COUNT and then a save).
+    # No atomic block of its own: one INSERT in autocommit mode is committed when it returns,
+    # and an atomic block would only add BEGIN and COMMIT round trips (docs/benchmarks.md).
+    # on_commit then publishes at once, or, inside a caller's transaction (the Idempotency-Key
+    # path), after that commits: either way the row is durable before the message exists.
+    cap = settings.JOB_MAX_UNFINISHED_PER_CLIENT
+    condition, params = job_unfinished_below(owner=owner, cap=cap) if cap else ("1 = 1", [])
+    if not insert_if(job, condition=condition, params=params):
+        raise TooManyRequests(
+            f"You have {cap} unfinished jobs; wait for some to finish.",
+            code="too_many_unfinished_jobs",
+            headers={"Retry-After": "5"},
+        )
     transaction.on_commit(lambda: job_publish_or_release(job=job))
     return job
 
@@ -168,7 +168,6 @@ def job_submit(
 
         callback_url_validate(url=callback_url)
     if not idempotency_key:
-        _unfinished_cap_check(owner=owner)
         return job_create(
             owner=owner,
             job_type=job_type,
@@ -182,7 +181,6 @@ def job_submit(
     if replayed is not None:
         return replayed, False
     try:
-        _unfinished_cap_check(owner=owner)
         with transaction.atomic():
             job = job_create(
                 owner=owner,
