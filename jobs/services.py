@@ -277,13 +277,16 @@ def _events_record(*, job: Job, event_type: str, by_chain: bool = False) -> None
 
 def job_start(*, job_id: uuid.UUID) -> Job | None:
     """Mark the job STARTED; None when it must not run (final already, or gone)."""
+    startable = Job.objects.filter(pk=job_id, status=Status.PENDING, cancel_requested=False)
+    # The usual case, a queued job nobody cancelled that wants no job.started webhook, is one
+    # statement in autocommit: no event to record with it, so no BEGIN and COMMIT round trips.
+    started = update_returning(
+        startable.exclude(webhook_events__icontains='"job.started"'), status=Status.STARTED, started_at=timezone.now()
+    )
+    if started:
+        return started[0]
     with transaction.atomic():
-        # The usual case, a queued job nobody cancelled, in one statement.
-        started = update_returning(
-            Job.objects.filter(pk=job_id, status=Status.PENDING, cancel_requested=False),
-            status=Status.STARTED,
-            started_at=timezone.now(),
-        )
+        started = update_returning(startable, status=Status.STARTED, started_at=timezone.now())
         if started:
             _events_record(job=started[0], event_type="job.started")
             return started[0]
