@@ -56,6 +56,11 @@ def deliveries_attempt(*, delivery_ids: list[int]) -> None:
     ignore_result=True,
     soft_time_limit=_SOFT_LIMIT_SECONDS * 5,
     time_limit=_HARD_LIMIT_SECONDS * 5,
+    # As deliveries_attempt: without it a database blip left the job's final webhook to the
+    # dispatcher, which republishes a published delivery only after REDISPATCH_AFTER_SECONDS.
+    autoretry_for=(DatabaseError,),
+    retry_backoff=5,
+    max_retries=5,
 )
 def deliveries_send_for_subject(previous: object = None, *, subject_id: str) -> None:
     """The tail of a job's chain: send the job's recorded events that are due."""
