@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-faults test-openapi docs-screenshot bench schema lint clean
+.PHONY: run test test-faults test-openapi docs-screenshot bench schema clean
 
 $(STAMP): requirements/constraints.txt requirements/base.txt requirements/production.txt requirements/test.txt requirements/dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
