@@ -281,6 +281,9 @@ CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {
     # 10 s tick, which left a killed worker's job waiting up to 100 s past the timeout).
     "unacked_restore_throttle": 1,
 }
+if CELERY_BROKER_URL.startswith("redis://"):
+    # kombu's Redis transport, less a client object built per publish (core/broker.py).
+    CELERY_BROKER_TRANSPORT = "core.broker:Transport"
 if env("CELERY_BROKER_KEY_PREFIX", default=""):
     # Lets several test runs share one Redis without seeing each other's queues.
     CELERY_BROKER_TRANSPORT_OPTIONS["global_keyprefix"] = env("CELERY_BROKER_KEY_PREFIX")

@@ -1,0 +1,52 @@
+"""core/broker.py: kombu's Redis transport with one client object per connection pool."""
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+from django.conf import settings
+from kombu import Connection
+
+from core import broker
+
+
+def test_messages_go_through_one_client_and_survive_a_dropped_pool(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given a connection through the transport, counting the client objects its channel builds
+    # for commands (the consumer's own, asynchronous one is kombu's, made once)
+    built: list[Any] = []
+    create_client = broker.Channel._create_client
+
+    def counting(self: broker.Channel, asynchronous: bool = False) -> Any:
+        client = create_client(self, asynchronous=asynchronous)
+        if not asynchronous:
+            built.append(client)
+        return client
+
+    monkeypatch.setattr(broker.Channel, "_create_client", counting)
+    queue_name = f"broker-test-{uuid.uuid4().hex}"
+    with Connection(settings.CELERY_BROKER_URL, transport=settings.CELERY_BROKER_TRANSPORT) as connection:
+        queue = connection.SimpleQueue(queue_name)
+        try:
+            # When messages are published, and again after kombu dropped the channel's pool
+            for n in range(3):
+                queue.put({"n": n})
+            publishing_clients = len(built)
+            queue.channel._disconnect_pools()
+            queue.put({"n": 3})
+
+            # Then every message arrives, in order
+            received = []
+            for _ in range(4):
+                message = queue.get(timeout=5)
+                received.append(message.payload["n"])
+                message.ack()
+            assert received == [0, 1, 2, 3]
+        finally:
+            queue.clear()
+            queue.close()
+
+    # And the three publishes (and the queue's declaration) used one client, the new pool another
+    assert settings.CELERY_BROKER_TRANSPORT == "core.broker:Transport"
+    assert publishing_clients == 1
+    assert len(built) == 2 and built[1].connection_pool is not built[0].connection_pool
