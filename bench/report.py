@@ -114,6 +114,13 @@ def render(results: dict[str, Any]) -> str:
             f"| deliveries/s | {rate} | {post_loop} (requests.post loop, new connection each) "
             f"| {_ratio(rate, post_loop)} | >= 0.50 | {_met(rate >= 0.5 * post_loop)} |"
         )
+    for label, name, ceiling in (("submit", "submit", "insert_and_publish"), ("poll", "poll", "read_one_row")):
+        measured, against = _get(api, name, "rounds_rps"), _get(base, ceiling, "rounds_rps")
+        if measured and against and len(measured) == len(against):
+            ratios = ", ".join(_ratio(m, c) for m, c in zip(measured, against, strict=True))
+            lines.append("")
+            lines.append(f"{label.capitalize()} and its ceiling ran in {len(measured)} alternating rounds; "
+                         f"the ratio of each round: {ratios}.")
     lines += [
         "",
         "### HTTP throughput and latency (wrk)",

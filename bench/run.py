@@ -42,6 +42,10 @@ CONNECTIONS = 16
 # fraction of the jobs per second the stack was measured to sustain.
 LOAD_FRACTION = 0.5
 WRK_THREADS = 2
+# Each API figure and its ceiling are measured in this many alternating rounds (ceiling, API,
+# ceiling, API, ...): the machine's speed drifts over minutes, and a ceiling measured minutes
+# before its API figure moved the ratio by a third between runs.
+ROUNDS = 3
 HELLO = {"job_name": "api.tasks.hello_world", "payload": {"message": "bench"}}
 
 
@@ -289,6 +293,35 @@ def wrk(
     }
 
 
+def combined(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """One figure from the rounds of one measurement: requests per second over all of them,
+    CPU per request weighted by requests, the median round's p50 and p90, the worst round's
+    p99 and max (percentiles do not add up), and each round's own rate."""
+    requests = sum(r["requests"] for r in rounds)
+    seconds = sum(r["seconds"] for r in rounds)
+
+    def per_request(key: str, digits: int) -> float | None:
+        if any(r[key] is None for r in rounds):
+            return None
+        return round(sum(r[key] * r["requests"] for r in rounds) / max(1, requests), digits)
+
+    return {
+        "server_cpu_ms_per_request": per_request("server_cpu_ms_per_request", 2),
+        "wrk_cpu_ms_per_request": per_request("wrk_cpu_ms_per_request", 3),
+        "connections": rounds[0]["connections"],
+        "seconds": round(seconds, 2),
+        "requests": requests,
+        "non_2xx_3xx": sum(r["non_2xx_3xx"] for r in rounds),
+        "socket_errors": sum(r["socket_errors"] for r in rounds),
+        "rps": round(sum(r["requests"] - r["non_2xx_3xx"] for r in rounds) / seconds, 1),
+        "p50_ms": statistics.median(r["p50_ms"] for r in rounds),
+        "p90_ms": statistics.median(r["p90_ms"] for r in rounds),
+        "p99_ms": max(r["p99_ms"] for r in rounds),
+        "max_ms": max(r["max_ms"] for r in rounds),
+        "rounds_rps": [r["rps"] for r in rounds],
+    }
+
+
 def ensure_wrk() -> str:
     found = shutil.which("wrk")
     if found:
@@ -364,6 +397,8 @@ class Bench:
     workdir: Path
     profile: bool = False
     profiling: list[str] = field(default_factory=list)
+    baseline_url: str = ""
+    baseline_ids: list[str] = field(default_factory=list)
     results: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -429,20 +464,11 @@ class Bench:
         log("baseline: constant view")
         figures["constant"] = wrk(url, wrk_script(method="GET", paths=["/constant/"]),
                                   seconds=self.load_seconds, workdir=self.workdir, server_pid=self.pid("baseline-web"))
-        log("baseline: read one row by pk")
-        figures["read_one_row"] = wrk(
-            url, wrk_script(method="GET", paths=[f"/rows/{i}/" for i in ids]),
-            seconds=self.load_seconds, workdir=self.workdir, server_pid=self.pid(),
-        )
-        log("baseline: insert one row and publish one message (the naive submit)")
-        figures["insert_and_publish"] = wrk(
-            url, wrk_script(method="POST", paths=["/rows/"], body=json.dumps(HELLO)),
-            seconds=self.load_seconds, workdir=self.workdir, server_pid=self.pid(),
-        )
-        figures["memory_web"] = memory_of(self.stack.processes["baseline-web"].pid)
-        self.stack.stop("baseline-web")
-        self.redis_delete("bench_naive")
+        self.warm(url, f"/rows/{ids[0]}/")
+        self.baseline_url, self.baseline_ids = url, ids
         self.results["baseline"] = figures
+        # Reading one row and inserting one are measured in rounds beside the API's poll and
+        # submit (api_submit_poll); the server stays up until then.
 
     def warm(self, url: str, path: str, headers: dict[str, str] | None = None) -> None:
         """Touch every gunicorn worker (imports, connections) before measuring."""
@@ -513,6 +539,7 @@ class Bench:
         poll_key = self.clients(1, "poll")[0]
         self.cold_start(url, submit_keys[-1])
         if not measure:
+            self.paired_rounds({})
             return url
         import requests
 
@@ -524,29 +551,17 @@ class Bench:
         probe = requests.post(f"{url}/api/jobs/", json=HELLO,
                               headers={"Authorization": f"Bearer {submit_keys[0]}"}, timeout=10)
         assert probe.status_code == 202, probe.text
-        figures: dict[str, Any] = {}
-        log("API: POST /api/jobs/")
-        self.profile_start("submit", "api-web")
-        figures["submit"] = wrk(
-            url, wrk_script(method="POST", paths=["/api/jobs/"], keys=submit_keys,
-                            body=json.dumps(HELLO)),
-            seconds=self.load_seconds, workdir=self.workdir, server_pid=self.pid(),
-        )
-        self.profile_stop()
+        ids = self.seed_jobs(owner_id=self.client_of(poll_key), count=1000)
+        figures = self.paired_rounds({
+            "poll": (url, wrk_script(method="GET", paths=[f"/api/jobs/{i}/" for i in ids], keys=[poll_key])),
+            "submit": (url, wrk_script(method="POST", paths=["/api/jobs/"], keys=submit_keys,
+                                       body=json.dumps(HELLO))),
+        })
         # The queued messages have no consumer by design: drop them and close their jobs.
         self.redis_delete("jobs")
         with connection.cursor() as cursor:
             cursor.execute("UPDATE jobs_job SET status = 'REVOKED', finished_at = now() "
                            "WHERE status = 'PENDING'")
-        poll_client = self.client_of(poll_key)
-        ids = self.seed_jobs(owner_id=poll_client, count=1000)
-        log("API: GET /api/jobs/<id>/")
-        self.profile_start("poll", "api-web")
-        figures["poll"] = wrk(
-            url, wrk_script(method="GET", paths=[f"/api/jobs/{i}/" for i in ids], keys=[poll_key]),
-            seconds=self.load_seconds, workdir=self.workdir, server_pid=self.pid(),
-        )
-        self.profile_stop()
         # The same poll with the per-process key-check memory off: its effect, in this run.
         self.stack.stop("api-web")
         url = self.web("api-web", "core.settings", API_KEY_CACHE_SECONDS="0")
@@ -555,13 +570,51 @@ class Bench:
         log("API: GET /api/jobs/<id>/ with API_KEY_CACHE_SECONDS=0")
         figures["poll_key_cache_off"] = wrk(
             url, wrk_script(method="GET", paths=[f"/api/jobs/{i}/" for i in ids], keys=[poll_key]),
-            seconds=self.load_seconds, workdir=self.workdir, server_pid=self.pid(),
+            seconds=self.load_seconds, workdir=self.workdir, server_pid=self.pid("api-web"),
         )
         self.stack.stop("api-web")
         url = self.web("api-web", "core.settings")
         wait_http(f"{url}/healthz", self.stack, "api-web")
         self.results["api"] = figures
         return url
+
+    def paired_rounds(self, api: dict[str, tuple[str, str]]) -> dict[str, Any]:
+        """Measure the API's poll and submit (`api`: name -> (url, wrk script)) in ROUNDS rounds,
+        each beside its ceiling, the baseline's read and insert, when the baseline runs: read,
+        poll, insert, submit, and again. Stores the baseline's figures; returns the API's."""
+        pairs = [("read_one_row", "poll"), ("insert_and_publish", "submit")]
+        scripts: dict[str, tuple[str, str, str]] = {
+            name: (url, script, "api-web") for name, (url, script) in api.items()
+        }
+        if self.baseline_url:
+            paths = [f"/rows/{i}/" for i in self.baseline_ids]
+            scripts["read_one_row"] = (self.baseline_url, wrk_script(method="GET", paths=paths), "baseline-web")
+            scripts["insert_and_publish"] = (
+                self.baseline_url, wrk_script(method="POST", paths=["/rows/"], body=json.dumps(HELLO)), "baseline-web"
+            )
+        order = [name for pair in pairs for name in pair if name in scripts]
+        seconds = max(2, self.load_seconds // ROUNDS)
+        rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in order}
+        for round_number in range(ROUNDS):
+            for name in order:
+                url, script, process = scripts[name]
+                log(f"round {round_number + 1}/{ROUNDS}: {name} ({process})")
+                profiled = round_number == 0 and process == "api-web"
+                if profiled:
+                    self.profile_start(name, process)
+                rounds[name].append(wrk(url, script, seconds=seconds, workdir=self.workdir,
+                                        server_pid=self.pid(process)))
+                if profiled:
+                    self.profile_stop()
+        figures = {name: combined(measured) for name, measured in rounds.items()}
+        if self.baseline_url:
+            baseline = self.results["baseline"]
+            baseline.update({name: figures.pop(name) for name in ("read_one_row", "insert_and_publish")})
+            baseline["memory_web"] = memory_of(self.stack.processes["baseline-web"].pid)
+            self.stack.stop("baseline-web")
+            self.redis_delete("bench_naive")
+            self.baseline_url = ""
+        return figures
 
     def client_of(self, key: str) -> str:
         from core.models import ApiKey
