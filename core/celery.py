@@ -37,6 +37,8 @@ def _database_connections_checked(**kwargs: Any) -> None:
     if ended is not None and time.monotonic() - ended < HEALTH_CHECK_AFTER_IDLE_SECONDS:
         for connection in connections.all(initialized_only=True):
             if connection.connection is not None:
+                # Django's own mark for "checked since the request began" (an attribute of its
+                # database wrappers since 4.1, not a documented API).
                 connection.health_check_done = True
 
 
