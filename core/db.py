@@ -56,10 +56,20 @@ def update_returning(queryset: QuerySet[M], **values: Any) -> list[M]:
     return instances
 
 
-def _columns_and_values(instance: Model, connection: Any, *, skip: Any = None) -> tuple[list[str], list[Any]]:
+@functools.cache
+def _insert_fields(model: type[Model], skip: str | None = None) -> list[Any]:
+    """The fields an INSERT of `model` writes: all concrete ones but a database-made primary
+    key (and `skip`, a foreign key the statement fills itself)."""
+    return [
+        field for field in model._meta.concrete_fields
+        if field.name != skip and not field.db_returning
+    ]
+
+
+def _columns_and_values(instance: Model, connection: Any, *, skip: str | None = None) -> tuple[list[str], list[Any]]:
     """The quoted columns an INSERT of `instance` writes, and their values, each prepared by
-    its field as a save would (defaults, JSON, dates); a database-made primary key is left out."""
-    fields = [field for field in instance._meta.concrete_fields if field is not skip and not field.db_returning]
+    its field as a save would (defaults, JSON, dates)."""
+    fields = _insert_fields(type(instance), skip)
     values = [field.get_db_prep_save(field.pre_save(instance, True), connection) for field in fields]
     return [connection.ops.quote_name(field.column) for field in fields], values
 
@@ -88,22 +98,27 @@ def insert_if(instance: Model, *, condition: str, params: Sequence[Any]) -> bool
 
 
 def insert_with_parent(instance: Model, *, parent: Model, link: str) -> None:
-    """INSERT `parent` and `instance`, whose foreign key `link` points at it, in one statement
-    (PostgreSQL: an INSERT inside WITH), and set both primary keys: one round trip where
-    two saves take two."""
+    """INSERT `parent` and `instance`, whose foreign key `link` points at it, and set both
+    primary keys. On PostgreSQL one statement (an INSERT inside WITH), one round trip where two
+    saves take two; elsewhere (SQLite has no INSERT inside WITH) the two saves."""
     connection = connections[instance._state.db or "default"]
+    if connection.vendor != "postgresql":
+        parent.save(force_insert=True, using=connection.alias)
+        setattr(instance, link, parent)
+        instance.save(force_insert=True, using=connection.alias)
+        return
     quote = connection.ops.quote_name
-    link_field = instance._meta.get_field(link)
+    link_column = quote(instance._meta.get_field(link).column)
     parent_columns, parent_values = _columns_and_values(parent, connection)
-    columns, values = _columns_and_values(instance, connection, skip=link_field)
-    placeholders = ", ".join(["%s"] * len(values))
+    columns, values = _columns_and_values(instance, connection, skip=link)
+    parent_key, key = quote(parent._meta.pk.column), quote(instance._meta.pk.column)
     with connection.cursor() as cursor:
         cursor.execute(
             f"WITH parent AS (INSERT INTO {quote(parent._meta.db_table)} ({', '.join(parent_columns)}) "
-            f"VALUES ({', '.join(['%s'] * len(parent_values))}) RETURNING {quote(parent._meta.pk.column)}) "
-            f"INSERT INTO {quote(instance._meta.db_table)} ({quote(link_field.column)}, {', '.join(columns)}) "
-            f"SELECT parent.{quote(parent._meta.pk.column)}, {placeholders} FROM parent "
-            f"RETURNING {quote(instance._meta.pk.column)}, {quote(link_field.column)}",
+            f"VALUES ({', '.join(['%s'] * len(parent_values))}) RETURNING {parent_key}) "
+            f"INSERT INTO {quote(instance._meta.db_table)} ({link_column}, {', '.join(columns)}) "
+            f"SELECT parent.{parent_key}, {', '.join(['%s'] * len(values))} FROM parent "
+            f"RETURNING {key}, {link_column}",
             [*parent_values, *values],
         )
         instance.pk, parent.pk = cursor.fetchone()

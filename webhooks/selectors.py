@@ -19,6 +19,13 @@ def signing_secret_current(*, owner_id: uuid.UUID) -> str | None:
     )
 
 
+# The secrets that sign an owner's deliveries, as SQL on its signing secrets aliased `s`: the
+# current one, then any rotated-out one still inside its overlap window (`{now}`: the time's
+# placeholder). Shared by events_to_send and the delivery claim's single statement.
+SECRET_IN_USE = "(s.expires_at IS NULL OR s.expires_at > {now})"
+SECRETS_CURRENT_FIRST = "s.expires_at IS NOT NULL, s.created_at DESC, s.id DESC"
+
+
 def events_to_send(*, event_ids: Collection[int], now: datetime) -> dict[int, tuple[str, bytes, list[str]]]:
     """Each event's webhook-id and body, with the secrets that sign it: the current one first,
     then any rotated-out one still inside its overlap window (none before first use).
@@ -37,9 +44,9 @@ def events_to_send(*, event_ids: Collection[int], now: datetime) -> dict[int, tu
             SELECT e.id, e.message_id, e.body, s.secret
             FROM {event_table} e
             LEFT JOIN {secret_table} s
-              ON s.owner_id = e.owner_id AND (s.expires_at IS NULL OR s.expires_at > %s)
+              ON s.owner_id = e.owner_id AND {SECRET_IN_USE.format(now="%s")}
             WHERE e.id IN ({placeholders})
-            ORDER BY e.id, s.expires_at IS NOT NULL, s.created_at DESC, s.id DESC
+            ORDER BY e.id, {SECRETS_CURRENT_FIRST}
             """,
             [connection.ops.adapt_datetimefield_value(now), *event_ids],
         )

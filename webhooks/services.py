@@ -152,13 +152,8 @@ def event_record(
         dispatched_at=now,
         created_at=now,
     )
-    if connection.vendor == "postgresql":
-        # Both rows in one statement: a job's final transition waits on this (docs/benchmarks.md).
-        insert_with_parent(delivery, parent=event, link="event")
-    else:
-        event.save(force_insert=True)
-        delivery.event = event
-        delivery.save(force_insert=True)
+    # Both rows in one statement where the database can: a job's final transition waits on it.
+    insert_with_parent(delivery, parent=event, link="event")
     if publish:
         _publish_on_commit(delivery_id=delivery.pk)
     return event
@@ -385,8 +380,8 @@ def _claim_postgresql(
         SELECT c.id, c.url, c.owner_id, a.id, c.attempt_count, e.message_id, e.body,
                ARRAY(
                    SELECT s.secret FROM {SigningSecret._meta.db_table} s
-                   WHERE s.owner_id = c.owner_id AND (s.expires_at IS NULL OR s.expires_at > %(now)s)
-                   ORDER BY s.expires_at IS NOT NULL, s.created_at DESC, s.id DESC
+                   WHERE s.owner_id = c.owner_id AND {selectors.SECRET_IN_USE.format(now="%(now)s")}
+                   ORDER BY {selectors.SECRETS_CURRENT_FIRST}
                )
         FROM claimed c
         JOIN attempts a ON a.delivery_id = c.id
