@@ -69,6 +69,27 @@ class Job(models.Model):
         return self.status in self.FINAL_STATUSES
 
 
+class UnfinishedJobCount(models.Model):
+    """How many of an owner's jobs are not final yet: what the submit's cap reads (one row by
+    key), where counting the jobs cost about a microsecond of database CPU per unfinished job on
+    every submit (docs/benchmarks.md).
+
+    Kept by triggers on the jobs table (migration 0002): a job inserted unfinished adds one, one
+    that becomes final or is deleted unfinished takes one away. So every way a job changes keeps
+    it exact, the services, the admin, a bulk insert, a cascade, SQL by hand, and the services
+    need no extra statement. A job becoming final locks its owner's row until the transaction
+    commits, which orders that owner's submits and finishes; none holds it longer than a commit.
+    """
+
+    owner = models.OneToOneField(
+        "core.Client", primary_key=True, on_delete=models.CASCADE, related_name="+"
+    )
+    unfinished = models.IntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"{self.owner_id}: {self.unfinished} unfinished"
+
+
 class JobResult(models.Model):
     """A job's result kept for `/api/results/`; outlives the job row it came from."""
 
