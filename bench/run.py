@@ -187,6 +187,28 @@ def cpu_seconds(pid: int) -> float:
     return total / ticks
 
 
+# The stores every request also spends CPU in: the database's and Redis's server processes.
+STORE_PROCESSES = ("postgres", "redis-server")
+
+
+def store_cpu_seconds() -> float:
+    """User + system CPU time so far of every PostgreSQL and Redis server process on the
+    machine (the benchmark's stores: nothing else uses them while it runs)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        name, fields = stat.split("(", 1)[1].rsplit(")", 1)
+        if name in STORE_PROCESSES:
+            total += sum(int(value) for value in fields.split()[11:13])  # utime, stime
+    return total / ticks
+
+
 def memory_of(pid: int) -> dict[str, Any]:
     """RSS of each process in the tree and the tree's PSS (shared pages split fairly), in MiB."""
     rss, pss = [], 0.0
@@ -257,6 +279,7 @@ def wrk(
     import resource
 
     cpu_before = cpu_seconds(server_pid) if server_pid else 0.0
+    stores_before = store_cpu_seconds()
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     path = workdir / f"wrk-{uuid.uuid4().hex[:8]}.lua"
     path.write_text(script)
@@ -265,6 +288,7 @@ def wrk(
          "--timeout", "10s", "-s", str(path), base_url],
         capture_output=True, text=True, check=True,
     ).stdout
+    stores_cpu = store_cpu_seconds() - stores_before
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     wrk_cpu = (after.ru_utime + after.ru_stime) - (children.ru_utime + children.ru_stime)
     line = next(line for line in out.splitlines() if line.startswith("WRKJSON "))
@@ -277,6 +301,7 @@ def wrk(
     )
     return {
         "server_cpu_ms_per_request": cpu_ms,
+        "stores_cpu_ms_per_request": round(stores_cpu * 1000 / max(1, raw["requests"]), 2),
         # The load generator's own cost: far below the server's, so wrk is not the bottleneck.
         "wrk_cpu_ms_per_request": round(wrk_cpu * 1000 / max(1, raw["requests"]), 3),
         "connections": connections,
@@ -307,6 +332,7 @@ def combined(rounds: list[dict[str, Any]]) -> dict[str, Any]:
 
     return {
         "server_cpu_ms_per_request": per_request("server_cpu_ms_per_request", 2),
+        "stores_cpu_ms_per_request": per_request("stores_cpu_ms_per_request", 2),
         "wrk_cpu_ms_per_request": per_request("wrk_cpu_ms_per_request", 3),
         "connections": rounds[0]["connections"],
         "seconds": round(seconds, 2),
