@@ -1,7 +1,5 @@
 """The Celery application; its configuration is the `CELERY_` namespace of the Django settings."""
 import os
-import threading
-import time
 from typing import Any
 
 from celery import Celery
@@ -33,32 +31,18 @@ def _configure(sender: Celery, **kwargs: Any) -> None:
 app.autodiscover_tasks()
 
 
-# When a task ended less than this long ago, the next one does not health-check the connection
-# again: busy workers ran a `SELECT 1` round trip before every task, two on a job's way to its
-# webhook (docs/benchmarks.md). An idle connection is still checked. One that broke within the
-# second fails its task's first query: the job and delivery tasks retry a DatabaseError, and
-# the periodic ones run again at their next tick.
-HEALTH_CHECK_AFTER_IDLE_SECONDS = 1.0
-
-_last_task = threading.local()
-
-
 @task_prerun.connect
 def _database_connections_checked(**kwargs: Any) -> None:
     """Before each task, what Django does before each request: keep a persistent connection for
     CONN_MAX_AGE, close it when it is too old or saw an error, health-check it before reuse
-    unless a task used it within HEALTH_CHECK_AFTER_IDLE_SECONDS. (CELERY_DB_REUSE_MAX stops
-    Celery from closing it after every task instead.)"""
-    from django.db import close_old_connections, connections
+    unless it was used within HEALTH_CHECK_AFTER_IDLE_SECONDS (core.db). (CELERY_DB_REUSE_MAX
+    stops Celery from closing it after every task instead.)"""
+    from django.db import close_old_connections
+
+    from core.db import connections_checked_if_recent
 
     close_old_connections()
-    ended = getattr(_last_task, "ended", None)
-    if ended is not None and time.monotonic() - ended < HEALTH_CHECK_AFTER_IDLE_SECONDS:
-        for connection in connections.all(initialized_only=True):
-            if connection.connection is not None:
-                # Django's own mark for "checked since the request began" (an attribute of its
-                # database wrappers since 4.1, not a documented API).
-                connection.health_check_done = True
+    connections_checked_if_recent()
 
 
 @task_postrun.connect
@@ -66,5 +50,7 @@ def _database_connections_released(**kwargs: Any) -> None:
     """After each task: close a connection that is too old or saw an error."""
     from django.db import close_old_connections
 
+    from core.db import connections_used
+
     close_old_connections()
-    _last_task.ended = time.monotonic()
+    connections_used()

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import functools
+import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -10,6 +12,34 @@ from django.db.models import Model, QuerySet
 from django.db.models.sql import UpdateQuery
 
 M = TypeVar("M", bound=Model)
+
+# When this thread's last request or task ended less than this long ago, the next one does not
+# health-check its database connections again: with CONN_HEALTH_CHECKS, Django runs a `SELECT 1`
+# round trip before every request's first query, and workers before every task, two on a job's
+# way to its webhook (docs/benchmarks.md). An idle connection is still checked. One that broke
+# within the second fails its first query: that request answers 500 and the connection is
+# closed after it; job and delivery tasks retry a DatabaseError, periodic ones run at the next tick.
+HEALTH_CHECK_AFTER_IDLE_SECONDS = 1.0
+
+_last_used = threading.local()
+
+
+def connections_checked_if_recent(**kwargs: Any) -> None:
+    """At the start of a request or task, after Django's `close_old_connections`: count this
+    thread's open connections as health-checked if it last used them within
+    HEALTH_CHECK_AFTER_IDLE_SECONDS (a signal receiver, hence **kwargs)."""
+    ended = getattr(_last_used, "ended", None)
+    if ended is not None and time.monotonic() - ended < HEALTH_CHECK_AFTER_IDLE_SECONDS:
+        for connection in connections.all(initialized_only=True):
+            if connection.connection is not None:
+                # Django's own mark for "checked since the request began" (an attribute of its
+                # database wrappers since 4.1, not a documented API).
+                connection.health_check_done = True
+
+
+def connections_used(**kwargs: Any) -> None:
+    """At the end of a request or task: when this thread last used its connections."""
+    _last_used.ended = time.monotonic()
 
 
 def delete_in_batches(queryset: QuerySet, *, batch_size: int, max_batches: int) -> int:
