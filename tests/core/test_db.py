@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import uuid
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from django.utils import timezone
 
-from core.db import insert_with_parent, update_returning
+from core.db import insert_with_parent, select_one_with_parent, update_returning
 from core.services import client_create
 from jobs.models import Job
 from webhooks.models import Delivery, Event
@@ -51,3 +52,32 @@ def test_update_returning_returns_the_updated_rows_with_converted_values() -> No
     assert updated.payload == {"message": "é", "n": [1]}
     assert updated.owner_id == owner.id and isinstance(updated.owner_id, uuid.UUID)
     assert updated.created_at == Job.objects.get(pk=job.pk).created_at
+
+
+def test_select_one_with_parent_reads_what_select_related_would(django_assert_num_queries: Any) -> None:
+    # Given a delivery of an event, and what the ORM reads for it
+    owner = client_create(name="db-helpers")
+    event = Event.objects.create(owner=owner, subject_id=uuid.uuid4(), event_type="job.failed", body=b'{"x":1}')
+    delivery = Delivery.objects.create(event=event, owner=owner, subject_id=event.subject_id, url="https://example.com/h")
+    expected = Delivery.objects.select_related("event").get(pk=delivery.pk)
+
+    # When it is selected with its event, in one query, the event included
+    with django_assert_num_queries(1):
+        found = select_one_with_parent(
+            Delivery, link="event", where="child.id = %s AND parent.event_type = %s",
+            params=[delivery.pk, "job.failed"],
+        )
+        assert found is not None
+        found_event = found.event
+
+    # Then both hold what the ORM gives, converted (times aware, bytes as bytes), and saved
+    assert {f.attname: getattr(found, f.attname) for f in Delivery._meta.concrete_fields} == {
+        f.attname: getattr(expected, f.attname) for f in Delivery._meta.concrete_fields
+    }
+    assert bytes(found_event.body) == b'{"x":1}' and found_event.created_at.tzinfo is not None
+    assert found_event.message_id == expected.event.message_id
+    assert not found._state.adding and not found_event._state.adding
+    # And nothing matching is None
+    assert select_one_with_parent(
+        Delivery, link="event", where="child.id = %s AND parent.event_type = %s", params=[delivery.pk, "job.started"]
+    ) is None
