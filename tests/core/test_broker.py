@@ -50,3 +50,12 @@ def test_messages_go_through_one_client_and_survive_a_dropped_pool(monkeypatch: 
     assert settings.CELERY_BROKER_TRANSPORT == "core.broker:Transport"
     assert publishing_clients == 1
     assert len(built) == 2 and built[1].connection_pool is not built[0].connection_pool
+
+
+def test_redis_replies_are_parsed_by_hiredis() -> None:
+    # requirements/base.txt installs it; redis-py then parses every reply in C (broker, rate
+    # limits, cache): 10-15% less CPU a command than its own Python parser.
+    from redis._parsers import _HiredisParser
+    from redis.connection import Connection
+
+    assert isinstance(Connection()._parser, _HiredisParser)
