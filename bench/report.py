@@ -30,10 +30,12 @@ def _get(data: dict[str, Any], *path: str) -> Any:
 
 def _wrk_row(label: str, figures: dict[str, Any] | None) -> str:
     if not figures:
-        return f"| {label} | n/a | | | | | | |"
+        return f"| {label} | n/a | | | | | | | | |"
     return (
         f"| {label} | {figures['rps']:.0f} | {figures['p50_ms']:.1f} | {figures['p99_ms']:.1f} "
         f"| {figures.get('server_cpu_ms_per_request') or 'n/a'} "
+        f"| {figures.get('postgres_cpu_ms_per_request', 'n/a')} "
+        f"| {figures.get('redis_cpu_ms_per_request', 'n/a')} "
         f"| {figures.get('wrk_cpu_ms_per_request', 'n/a')} "
         f"| {figures['requests']} | {figures['non_2xx_3xx']} / {figures['socket_errors']} |"
     )
@@ -125,9 +127,10 @@ def render(results: dict[str, Any]) -> str:
         "",
         "### HTTP throughput and latency (wrk)",
         "",
-        ("| endpoint | requests/s | p50 ms | p99 ms | server CPU ms/request | wrk CPU ms/request "
+        ("| endpoint | requests/s | p50 ms | p99 ms | server CPU ms/request "
+        "| PostgreSQL CPU ms/request | Redis CPU ms/request | wrk CPU ms/request "
         "| requests | non-2xx / socket errors |"),
-        "|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|",
         _wrk_row("baseline: constant view", base.get("constant")),
         _wrk_row("baseline: read one row by pk", base.get("read_one_row")),
         _wrk_row("baseline: insert one row + publish one message", base.get("insert_and_publish")),

@@ -43,9 +43,11 @@ CONNECTIONS = 16
 LOAD_FRACTION = 0.5
 WRK_THREADS = 2
 # Each API figure and its ceiling are measured in this many alternating rounds (ceiling, API,
-# ceiling, API, ...): the machine's speed drifts over minutes, and a ceiling measured minutes
-# before its API figure moved the ratio by a third between runs.
-ROUNDS = 3
+# ceiling, API, ...), of ROUND_SECONDS each: the machine's speed drifts over minutes, and a
+# ceiling measured minutes before its API figure moved the ratio by a third between runs. One
+# round's ratio still varies by about a tenth: five rounds average it out better than three.
+ROUNDS = 5
+ROUND_SECONDS = 4
 HELLO = {"job_name": "api.tasks.hello_world", "payload": {"message": "bench"}}
 
 
@@ -188,14 +190,15 @@ def cpu_seconds(pid: int) -> float:
 
 
 # The stores every request also spends CPU in: the database's and Redis's server processes.
-STORE_PROCESSES = ("postgres", "redis-server")
+STORE_PROCESSES = {"postgres": "postgres", "redis": "redis-server"}
 
 
-def store_cpu_seconds() -> float:
-    """User + system CPU time so far of every PostgreSQL and Redis server process on the
-    machine (the benchmark's stores: nothing else uses them while it runs)."""
+def store_cpu_seconds() -> dict[str, float]:
+    """User + system CPU time so far of every PostgreSQL and of every Redis server process on
+    the machine (the benchmark's stores: nothing else uses them while it runs)."""
     ticks = os.sysconf("SC_CLK_TCK")
-    total = 0
+    totals = dict.fromkeys(STORE_PROCESSES, 0)
+    names = {process: store for store, process in STORE_PROCESSES.items()}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -204,9 +207,9 @@ def store_cpu_seconds() -> float:
         except OSError:
             continue
         name, fields = stat.split("(", 1)[1].rsplit(")", 1)
-        if name in STORE_PROCESSES:
-            total += sum(int(value) for value in fields.split()[11:13])  # utime, stime
-    return total / ticks
+        if name in names:
+            totals[names[name]] += sum(int(value) for value in fields.split()[11:13])  # utime, stime
+    return {store: total / ticks for store, total in totals.items()}
 
 
 def memory_of(pid: int) -> dict[str, Any]:
@@ -288,7 +291,7 @@ def wrk(
          "--timeout", "10s", "-s", str(path), base_url],
         capture_output=True, text=True, check=True,
     ).stdout
-    stores_cpu = store_cpu_seconds() - stores_before
+    stores_after = store_cpu_seconds()
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     wrk_cpu = (after.ru_utime + after.ru_stime) - (children.ru_utime + children.ru_stime)
     line = next(line for line in out.splitlines() if line.startswith("WRKJSON "))
@@ -301,7 +304,12 @@ def wrk(
     )
     return {
         "server_cpu_ms_per_request": cpu_ms,
-        "stores_cpu_ms_per_request": round(stores_cpu * 1000 / max(1, raw["requests"]), 2),
+        "postgres_cpu_ms_per_request": round(
+            (stores_after["postgres"] - stores_before["postgres"]) * 1000 / max(1, raw["requests"]), 2
+        ),
+        "redis_cpu_ms_per_request": round(
+            (stores_after["redis"] - stores_before["redis"]) * 1000 / max(1, raw["requests"]), 2
+        ),
         # The load generator's own cost: far below the server's, so wrk is not the bottleneck.
         "wrk_cpu_ms_per_request": round(wrk_cpu * 1000 / max(1, raw["requests"]), 3),
         "connections": connections,
@@ -332,7 +340,8 @@ def combined(rounds: list[dict[str, Any]]) -> dict[str, Any]:
 
     return {
         "server_cpu_ms_per_request": per_request("server_cpu_ms_per_request", 2),
-        "stores_cpu_ms_per_request": per_request("stores_cpu_ms_per_request", 2),
+        "postgres_cpu_ms_per_request": per_request("postgres_cpu_ms_per_request", 2),
+        "redis_cpu_ms_per_request": per_request("redis_cpu_ms_per_request", 2),
         "wrk_cpu_ms_per_request": per_request("wrk_cpu_ms_per_request", 3),
         "connections": rounds[0]["connections"],
         "seconds": round(seconds, 2),
@@ -619,7 +628,7 @@ class Bench:
                 self.baseline_url, wrk_script(method="POST", paths=["/rows/"], body=json.dumps(HELLO)), "baseline-web"
             )
         order = [name for pair in pairs for name in pair if name in scripts]
-        seconds = max(2, self.load_seconds // ROUNDS)
+        seconds = 2 if self.quick else ROUND_SECONDS
         rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in order}
         for round_number in range(ROUNDS):
             for name in order:
