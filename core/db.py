@@ -79,6 +79,36 @@ def update_returning(queryset: QuerySet[M], **values: Any) -> list[M]:
     return [_instance_from_row(model, connection, row) for row in rows]
 
 
+def update_one_returning(
+    model: type[M], *, pk: Any, condition: str, params: Sequence[Any] = (), using: str = "default",
+    **values: Any,
+) -> M | None:
+    """UPDATE the `model` row with primary key `pk` if the SQL `condition` (on its columns)
+    holds, setting `values`, each prepared by its field as `update()` would; the row as updated,
+    or None. `update_returning` for one row by key: its statement is written once per model,
+    condition and set of fields, where the ORM composes it on every call (0.3-0.45 ms of CPU, two
+    to three times the round trip; docs/benchmarks.md)."""
+    connection = connections[using]
+    statement = _update_one_statement(model, tuple(values), condition, using)
+    meta = model._meta
+    prepared = [meta.get_field(name).get_db_prep_save(value, connection) for name, value in values.items()]
+    with connection.cursor() as cursor:
+        cursor.execute(statement, [*prepared, meta.pk.get_db_prep_value(pk, connection), *params])
+        row = cursor.fetchone()
+    return None if row is None else _instance_from_row(model, connection, row)
+
+
+@functools.cache
+def _update_one_statement(model: type[Model], names: tuple[str, ...], condition: str, alias: str) -> str:
+    quote = connections[alias].ops.quote_name
+    meta = model._meta
+    assignments = ", ".join(f"{quote(meta.get_field(name).column)} = %s" for name in names)
+    return (
+        f"UPDATE {quote(meta.db_table)} SET {assignments} WHERE {quote(meta.pk.column)} = %s "
+        f"AND ({condition}) RETURNING {', '.join(_row_reading(model, alias)[0])}"
+    )
+
+
 def select_one_with_parent(
     model: type[M], *, link: str, where: str, params: Sequence[Any], using: str = "default"
 ) -> M | None:

@@ -18,7 +18,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from core.db import delete_in_batches, insert_if, update_returning
+from core.db import delete_in_batches, insert_if, update_one_returning, update_returning
 from core.errors import ApplicationError, Conflict, NotFound, TooManyRequests, Unprocessable
 from core.models import Client
 from jobs import tasks
@@ -275,16 +275,25 @@ def _events_record(*, job: Job, event_type: str, by_chain: bool = False) -> None
     )
 
 
+# The conditions of the two transitions every job makes, as SQL on its columns (written once;
+# see core.db.update_one_returning): still queued, not cancelled, no job.started webhook wanted
+# (the events are a JSON list of fixed lower-case names); and not final yet.
+_STARTABLE_WITHOUT_EVENT = "status = %s AND NOT cancel_requested AND CAST(webhook_events AS TEXT) NOT LIKE %s"
+_FINAL_STATUSES = sorted(Job.FINAL_STATUSES)
+_NOT_FINAL = f"status NOT IN ({', '.join(['%s'] * len(_FINAL_STATUSES))})"
+
+
 def job_start(*, job_id: uuid.UUID) -> Job | None:
     """Mark the job STARTED; None when it must not run (final already, or gone)."""
-    startable = Job.objects.filter(pk=job_id, status=Status.PENDING, cancel_requested=False)
     # The usual case, a queued job nobody cancelled that wants no job.started webhook, is one
     # statement in autocommit: no event to record with it, so no BEGIN and COMMIT round trips.
-    started = update_returning(
-        startable.exclude(webhook_events__icontains='"job.started"'), status=Status.STARTED, started_at=timezone.now()
+    started = update_one_returning(
+        Job, pk=job_id, condition=_STARTABLE_WITHOUT_EVENT, params=[Status.PENDING, '%"job.started"%'],
+        status=Status.STARTED, started_at=timezone.now(),
     )
-    if started:
-        return started[0]
+    if started is not None:
+        return started
+    startable = Job.objects.filter(pk=job_id, status=Status.PENDING, cancel_requested=False)
     with transaction.atomic():
         started = update_returning(startable, status=Status.STARTED, started_at=timezone.now())
         if started:
@@ -359,15 +368,13 @@ def job_finish(
         fields["error"] = error
     with transaction.atomic():
         # One statement writes the final state unless there is one; it locks the row until commit.
-        finished = update_returning(
-            Job.objects.filter(pk=job_id).exclude(status__in=Job.FINAL_STATUSES),
-            status=status,
-            finished_at=timezone.now(),
-            **fields,
+        finished = update_one_returning(
+            Job, pk=job_id, condition=_NOT_FINAL, params=_FINAL_STATUSES,
+            status=status, finished_at=timezone.now(), **fields,
         )
-        if not finished:
+        if finished is None:
             return False
-        _finished(finished[0], by_chain=by_chain)
+        _finished(finished, by_chain=by_chain)
     return True
 
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
-from core.db import insert_with_parent, select_one_with_parent, update_returning
+from core.db import insert_with_parent, select_one_with_parent, update_one_returning, update_returning
 from core.services import client_create
 from jobs.models import Job
 from webhooks.models import Delivery, Event
@@ -52,6 +52,32 @@ def test_update_returning_returns_the_updated_rows_with_converted_values() -> No
     assert updated.payload == {"message": "é", "n": [1]}
     assert updated.owner_id == owner.id and isinstance(updated.owner_id, uuid.UUID)
     assert updated.created_at == Job.objects.get(pk=job.pk).created_at
+
+
+def test_update_one_returning_writes_and_reads_back_as_the_orm_would() -> None:
+    # Given a started job
+    owner = client_create(name="db-helpers")
+    job = Job.objects.create(owner=owner, job_name="api.tasks.hello_world", status=Job.Status.STARTED)
+    finished = timezone.now()
+    not_final = "status NOT IN (%s, %s)"
+
+    # When it is finished with a JSON result, by key and condition, and then again
+    updated = update_one_returning(
+        Job, pk=job.pk, condition=not_final, params=[Job.Status.SUCCESS, Job.Status.FAILURE],
+        status=Job.Status.SUCCESS, finished_at=finished, result={"text": "é", "n": [1, None]},
+    )
+    again = update_one_returning(
+        Job, pk=job.pk, condition=not_final, params=[Job.Status.SUCCESS, Job.Status.FAILURE],
+        status=Job.Status.FAILURE,
+    )
+
+    # Then the first comes back as stored, and the second matched nothing and changed nothing
+    assert again is None
+    stored = Job.objects.get(pk=job.pk)
+    assert updated is not None and not updated._state.adding
+    assert (updated.status, updated.finished_at, updated.result) == (Job.Status.SUCCESS, finished, {"text": "é", "n": [1, None]})
+    assert (stored.status, stored.finished_at, stored.result) == (updated.status, updated.finished_at, updated.result)
+    assert updated.created_at == stored.created_at and updated.owner_id == owner.id
 
 
 def test_select_one_with_parent_reads_what_select_related_would(django_assert_num_queries: Any) -> None:
