@@ -26,6 +26,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -154,9 +155,8 @@ def wait_celery(app: Any, name: str, stack: Stack, proc_name: str, timeout: floa
     raise RuntimeError(f"{proc_name} did not come up:\n{stack.tail(proc_name)}")
 
 
-def process_tree(pid: int) -> list[int]:
-    """pid and its descendants, from /proc."""
-    children: dict[int, list[int]] = {}
+def process_stats() -> Iterator[tuple[int, str, list[str]]]:
+    """Every process's pid, name and the fields of /proc/<pid>/stat after the name."""
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -164,8 +164,15 @@ def process_tree(pid: int) -> list[int]:
             stat = (entry / "stat").read_text()
         except OSError:
             continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        children.setdefault(ppid, []).append(int(entry.name))
+        name, fields = stat.split("(", 1)[1].rsplit(")", 1)
+        yield int(entry.name), name, fields.split()
+
+
+def process_tree(pid: int) -> list[int]:
+    """pid and its descendants, from /proc."""
+    children: dict[int, list[int]] = {}
+    for member, _name, fields in process_stats():
+        children.setdefault(int(fields[1]), []).append(member)
     tree, todo = [], [pid]
     while todo:
         current = todo.pop()
@@ -199,16 +206,9 @@ def store_cpu_seconds() -> dict[str, float]:
     ticks = os.sysconf("SC_CLK_TCK")
     totals = dict.fromkeys(STORE_PROCESSES, 0)
     names = {process: store for store, process in STORE_PROCESSES.items()}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        name, fields = stat.split("(", 1)[1].rsplit(")", 1)
+    for _pid, name, fields in process_stats():
         if name in names:
-            totals[names[name]] += sum(int(value) for value in fields.split()[11:13])  # utime, stime
+            totals[names[name]] += sum(int(value) for value in fields[11:13])  # utime, stime
     return {store: total / ticks for store, total in totals.items()}
 
 
