@@ -38,7 +38,11 @@ def _sliding_window_script() -> Any:
         import redis
 
         # Short timeouts: a hung Redis must not stall every submission (it is admitted instead).
-        client = redis.Redis.from_url(settings.CACHE_URL, socket_timeout=1, socket_connect_timeout=1)
+        # One connection, held: no pool to take it from and check before each script, about a
+        # fifth of a call's CPU (docs/benchmarks.md); redis-py locks it between threads.
+        client = redis.Redis.from_url(
+            settings.CACHE_URL, socket_timeout=1, socket_connect_timeout=1, single_connection_client=True
+        )
         _script = client.register_script(_SLIDING_WINDOW)
     return _script
 
@@ -62,7 +66,7 @@ class RedisRateThrottle(SimpleRateThrottle):
 
         try:
             wait_ms = _sliding_window_script()(
-                keys=[cache.make_and_validate_key(key)],
+                keys=[cache.make_key(key)],
                 args=[int(self.duration * 1000), self.num_requests, uuid.uuid4().hex[:8]],
             )
         except redis.RedisError:
