@@ -118,25 +118,31 @@ def select_one_with_parent(
     model, where the ORM composes the query on every call (about half a millisecond of CPU
     here, more than the round trip; docs/benchmarks.md)."""
     connection = connections[using]
-    parent_model = model._meta.get_field(link).related_model
-    columns = _row_reading(model, using)[0]
-    parent_columns = _row_reading(parent_model, using)[0]
-    quote = connection.ops.quote_name
-    statement = (
-        f"SELECT {', '.join(f'child.{c}' for c in columns)}, "
-        f"{', '.join(f'parent.{c}' for c in parent_columns)} "
-        f"FROM {quote(model._meta.db_table)} child JOIN {quote(parent_model._meta.db_table)} parent "
-        f"ON parent.{quote(parent_model._meta.pk.column)} = child.{quote(model._meta.get_field(link).column)} "
-        f"WHERE {where} LIMIT 1"
-    )
     with connection.cursor() as cursor:
-        cursor.execute(statement, params)
+        cursor.execute(_select_with_parent_statement(model, link, where, using), params)
         row = cursor.fetchone()
     if row is None:
         return None
-    instance = _instance_from_row(model, connection, row[: len(columns)])
-    setattr(instance, link, _instance_from_row(parent_model, connection, row[len(columns):]))
+    parent_model = model._meta.get_field(link).related_model
+    width = len(model._meta.concrete_fields)
+    instance = _instance_from_row(model, connection, row[:width])
+    setattr(instance, link, _instance_from_row(parent_model, connection, row[width:]))
     return instance
+
+
+@functools.cache
+def _select_with_parent_statement(model: type[Model], link: str, where: str, alias: str) -> str:
+    quote = connections[alias].ops.quote_name
+    foreign_key = model._meta.get_field(link)
+    parent_model = foreign_key.related_model
+    columns = [f"child.{c}" for c in _row_reading(model, alias)[0]]
+    columns += [f"parent.{c}" for c in _row_reading(parent_model, alias)[0]]
+    return (
+        f"SELECT {', '.join(columns)} FROM {quote(model._meta.db_table)} child "
+        f"JOIN {quote(parent_model._meta.db_table)} parent "
+        f"ON parent.{quote(parent_model._meta.pk.column)} = child.{quote(foreign_key.column)} "
+        f"WHERE {where} LIMIT 1"
+    )
 
 
 @functools.cache
