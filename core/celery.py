@@ -7,7 +7,6 @@ from celery.signals import task_postrun, task_prerun
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "core.settings")
 
-
 app = Celery("jobapi")
 
 
