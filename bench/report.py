@@ -204,9 +204,10 @@ def render(results: dict[str, Any]) -> str:
                 lines.append(f"| {label} | {q['db_queries']} ({sql}) | {len(q['redis_commands'])} "
                              f"({', '.join(q['redis_commands']) or '-'}) |")
         lines.append("")
-        lines.append("Not counted above: Django's connection health check (`CONN_HEALTH_CHECKS`) "
-                     "adds one `SELECT 1` round trip per request on a reused connection, in the "
-                     "API and the baseline alike.")
+        lines.append("Not counted above: Django's connection health check (`CONN_HEALTH_CHECKS`), "
+                     "one `SELECT 1` round trip before a request on a reused connection: in the "
+                     "baseline before every request, in the API only when the process has not "
+                     "used the connection for a second (`core.db.HEALTH_CHECK_AFTER_IDLE_SECONDS`).")
     memory = results.get("memory", {})
     if memory:
         lines += [
