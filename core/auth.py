@@ -7,7 +7,7 @@ from django.conf import settings
 from rest_framework import authentication, exceptions
 from rest_framework.request import Request
 
-from core.db import select_one_with_parent
+from core.db import select_one
 from core.models import ApiKey, Client
 from core.services import api_key_digest
 
@@ -33,8 +33,8 @@ def _api_key_lookup(digest: str) -> ApiKey | None:
         hit = _checked.get(digest)
         if hit is not None and now - hit[0] < ttl:
             return hit[1]
-    api_key = select_one_with_parent(
-        ApiKey, link="client", where="child.digest = %s AND child.revoked_at IS NULL", params=[digest]
+    api_key = select_one(
+        ApiKey, link="client", where="t.digest = %s AND t.revoked_at IS NULL", params=[digest]
     )
     if ttl > 0:
         if api_key is None:

@@ -109,40 +109,43 @@ def _update_one_statement(model: type[Model], names: tuple[str, ...], condition:
     )
 
 
-def select_one_with_parent(
-    model: type[M], *, link: str, where: str, params: Sequence[Any], using: str = "default"
+def select_one(
+    model: type[M], *, where: str, params: Sequence[Any], link: str | None = None, using: str = "default"
 ) -> M | None:
-    """The first `model` row matching the SQL condition `where` (its table is named `child`
-    there, the linked one `parent`), with the row its foreign key `link` points at set on it:
-    what `select_related(link).filter(...).first()` gives, in one statement written once per
-    model, where the ORM composes the query on every call (about half a millisecond of CPU
-    here, more than the round trip; docs/benchmarks.md)."""
+    """The first `model` row matching the SQL condition `where` (its table is aliased `t`
+    there), as a queryset would load it; with `link`, the row its foreign key `link` points at
+    (aliased `parent`) is read in the same statement and set on it, as `select_related(link)`
+    does. The statement is written once per model, link and condition, where the ORM composes a
+    query on every call and a `RawQuerySet` works out its columns and converters (about half a
+    millisecond of CPU here, more than the round trip; docs/benchmarks.md)."""
     connection = connections[using]
     with connection.cursor() as cursor:
-        cursor.execute(_select_with_parent_statement(model, link, where, using), params)
+        cursor.execute(_select_one_statement(model, link, where, using), params)
         row = cursor.fetchone()
     if row is None:
         return None
-    parent_model = model._meta.get_field(link).related_model
     width = len(model._meta.concrete_fields)
     instance = _instance_from_row(model, connection, row[:width])
-    setattr(instance, link, _instance_from_row(parent_model, connection, row[width:]))
+    if link is not None:
+        parent_model = model._meta.get_field(link).related_model
+        setattr(instance, link, _instance_from_row(parent_model, connection, row[width:]))
     return instance
 
 
 @functools.cache
-def _select_with_parent_statement(model: type[Model], link: str, where: str, alias: str) -> str:
+def _select_one_statement(model: type[Model], link: str | None, where: str, alias: str) -> str:
     quote = connections[alias].ops.quote_name
-    foreign_key = model._meta.get_field(link)
-    parent_model = foreign_key.related_model
-    columns = [f"child.{c}" for c in _row_reading(model, alias)[0]]
-    columns += [f"parent.{c}" for c in _row_reading(parent_model, alias)[0]]
-    return (
-        f"SELECT {', '.join(columns)} FROM {quote(model._meta.db_table)} child "
-        f"JOIN {quote(parent_model._meta.db_table)} parent "
-        f"ON parent.{quote(parent_model._meta.pk.column)} = child.{quote(foreign_key.column)} "
-        f"WHERE {where} LIMIT 1"
-    )
+    columns = [f"t.{c}" for c in _row_reading(model, alias)[0]]
+    join = ""
+    if link is not None:
+        foreign_key = model._meta.get_field(link)
+        parent_model = foreign_key.related_model
+        columns += [f"parent.{c}" for c in _row_reading(parent_model, alias)[0]]
+        join = (
+            f" JOIN {quote(parent_model._meta.db_table)} parent"
+            f" ON parent.{quote(parent_model._meta.pk.column)} = t.{quote(foreign_key.column)}"
+        )
+    return f"SELECT {', '.join(columns)} FROM {quote(model._meta.db_table)} t{join} WHERE {where} LIMIT 1"
 
 
 @functools.cache

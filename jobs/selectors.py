@@ -11,6 +11,7 @@ from django.core.exceptions import ValidationError
 from django.db import connection
 from django.db.models import QuerySet
 
+from core.db import select_one
 from core.errors import NotFound
 from core.models import Client
 from jobs.models import Job, JobResult, UnfinishedJobCount
@@ -55,10 +56,9 @@ class JobResultFilter(django_filters.FilterSet):
 
 # The poll's one query and the submit's cap condition, as SQL written once: having the ORM build
 # them on every request (filters, joins, 15 quoted columns) cost more CPU than everything else
-# in a poll's view. Measured per call, query included: 0.39-0.47 ms for the ORM's get() against
-# 0.17 ms for this raw(). raw() still returns a Job with every field converted by its model field.
-# The cap reads the owner's UnfinishedJobCount, one row by key, whatever the number of jobs.
-_JOB_BY_ID_SQL = f"SELECT * FROM {Job._meta.db_table} WHERE id = %s AND owner_id = %s"
+# in a poll's view (docs/benchmarks.md). The cap reads the owner's UnfinishedJobCount, one row
+# by key, whatever the number of jobs.
+_JOB_BY_ID = "t.id = %s AND t.owner_id = %s"
 _UNFINISHED_BELOW_SQL = (
     f"COALESCE((SELECT unfinished FROM {UnfinishedJobCount._meta.db_table} WHERE owner_id = %s), 0)"
     " < %s"
@@ -78,9 +78,10 @@ def job_get(*, owner: Client, job_id: uuid.UUID | str) -> Job:
     except ValueError:
         raise NotFound("No such job.") from None
     params = [Job._meta.get_field("id").get_db_prep_value(job_uuid, connection), _owner_id(owner)]
-    for job in Job.objects.raw(_JOB_BY_ID_SQL, params):
-        return job
-    raise NotFound("No such job.")
+    job = select_one(Job, where=_JOB_BY_ID, params=params)
+    if job is None:
+        raise NotFound("No such job.")
+    return job
 
 
 def job_unfinished_below(*, owner: Client, cap: int) -> tuple[str, list[Any]]:

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
-from core.db import insert_with_parent, select_one_with_parent, update_one_returning, update_returning
+from core.db import insert_with_parent, select_one, update_one_returning, update_returning
 from core.services import client_create
 from jobs.models import Job
 from webhooks.models import Delivery, Event
@@ -80,7 +80,7 @@ def test_update_one_returning_writes_and_reads_back_as_the_orm_would() -> None:
     assert updated.created_at == stored.created_at and updated.owner_id == owner.id
 
 
-def test_select_one_with_parent_reads_what_select_related_would(django_assert_num_queries: Any) -> None:
+def test_select_one_reads_what_select_related_would(django_assert_num_queries: Any) -> None:
     # Given a delivery of an event, and what the ORM reads for it
     owner = client_create(name="db-helpers")
     event = Event.objects.create(owner=owner, subject_id=uuid.uuid4(), event_type="job.failed", body=b'{"x":1}')
@@ -89,8 +89,8 @@ def test_select_one_with_parent_reads_what_select_related_would(django_assert_nu
 
     # When it is selected with its event, in one query, the event included
     with django_assert_num_queries(1):
-        found = select_one_with_parent(
-            Delivery, link="event", where="child.id = %s AND parent.event_type = %s",
+        found = select_one(
+            Delivery, link="event", where="t.id = %s AND parent.event_type = %s",
             params=[delivery.pk, "job.failed"],
         )
         assert found is not None
@@ -104,6 +104,6 @@ def test_select_one_with_parent_reads_what_select_related_would(django_assert_nu
     assert found_event.message_id == expected.event.message_id
     assert not found._state.adding and not found_event._state.adding
     # And nothing matching is None
-    assert select_one_with_parent(
-        Delivery, link="event", where="child.id = %s AND parent.event_type = %s", params=[delivery.pk, "job.started"]
+    assert select_one(
+        Delivery, link="event", where="t.id = %s AND parent.event_type = %s", params=[delivery.pk, "job.started"]
     ) is None
