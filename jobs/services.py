@@ -18,7 +18,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from core.db import delete_in_batches, insert_if, update_one_returning, update_returning
+from core.db import delete_in_batches, insert_if, update_one_returning
 from core.errors import ApplicationError, Conflict, NotFound, TooManyRequests, Unprocessable
 from core.models import Client
 from jobs import tasks
@@ -276,9 +276,11 @@ def _events_record(*, job: Job, event_type: str, by_chain: bool = False) -> None
 
 
 # The conditions of the two transitions every job makes, as SQL on its columns (written once;
-# see core.db.update_one_returning): still queued, not cancelled, no job.started webhook wanted
-# (the events are a JSON list of fixed lower-case names); and not final yet.
-_STARTABLE_WITHOUT_EVENT = "status = %s AND NOT cancel_requested AND CAST(webhook_events AS TEXT) NOT LIKE %s"
+# see core.db.update_one_returning): still queued and not cancelled (and, for the start in
+# autocommit, no job.started webhook wanted: the events are a JSON list of fixed lower-case
+# names); and not final yet.
+_STARTABLE = "status = %s AND NOT cancel_requested"
+_STARTABLE_WITHOUT_EVENT = f"{_STARTABLE} AND CAST(webhook_events AS TEXT) NOT LIKE %s"
 _FINAL_STATUSES = sorted(Job.FINAL_STATUSES)
 _NOT_FINAL = f"status NOT IN ({', '.join(['%s'] * len(_FINAL_STATUSES))})"
 
@@ -293,12 +295,14 @@ def job_start(*, job_id: uuid.UUID) -> Job | None:
     )
     if started is not None:
         return started
-    startable = Job.objects.filter(pk=job_id, status=Status.PENDING, cancel_requested=False)
     with transaction.atomic():
-        started = update_returning(startable, status=Status.STARTED, started_at=timezone.now())
-        if started:
-            _events_record(job=started[0], event_type="job.started")
-            return started[0]
+        started = update_one_returning(
+            Job, pk=job_id, condition=_STARTABLE, params=[Status.PENDING],
+            status=Status.STARTED, started_at=timezone.now(),
+        )
+        if started is not None:
+            _events_record(job=started, event_type="job.started")
+            return started
         job = _locked(job_id)
         if job is None or job.is_final:
             return None
