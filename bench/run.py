@@ -304,12 +304,12 @@ def wrk(
     )
     return {
         "server_cpu_ms_per_request": cpu_ms,
-        "postgres_cpu_ms_per_request": round(
-            (stores_after["postgres"] - stores_before["postgres"]) * 1000 / max(1, raw["requests"]), 2
-        ),
-        "redis_cpu_ms_per_request": round(
-            (stores_after["redis"] - stores_before["redis"]) * 1000 / max(1, raw["requests"]), 2
-        ),
+        **{
+            f"{store}_cpu_ms_per_request": round(
+                (stores_after[store] - stores_before[store]) * 1000 / max(1, raw["requests"]), 2
+            )
+            for store in STORE_PROCESSES
+        },
         # The load generator's own cost: far below the server's, so wrk is not the bottleneck.
         "wrk_cpu_ms_per_request": round(wrk_cpu * 1000 / max(1, raw["requests"]), 3),
         "connections": connections,
@@ -340,8 +340,8 @@ def combined(rounds: list[dict[str, Any]]) -> dict[str, Any]:
 
     return {
         "server_cpu_ms_per_request": per_request("server_cpu_ms_per_request", 2),
-        "postgres_cpu_ms_per_request": per_request("postgres_cpu_ms_per_request", 2),
-        "redis_cpu_ms_per_request": per_request("redis_cpu_ms_per_request", 2),
+        **{f"{store}_cpu_ms_per_request": per_request(f"{store}_cpu_ms_per_request", 2)
+           for store in STORE_PROCESSES},
         "wrk_cpu_ms_per_request": per_request("wrk_cpu_ms_per_request", 3),
         "connections": rounds[0]["connections"],
         "seconds": round(seconds, 2),
