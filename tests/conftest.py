@@ -6,6 +6,7 @@ exactly as production would (no eager Celery, no mocked database).
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -19,7 +20,7 @@ from typing import Any
 import pytest
 import requests
 from django.conf import settings
-from django.db import connection
+from django.db import OperationalError, connection
 
 from core.celery import app as celery_app
 from core.models import Client
@@ -28,6 +29,8 @@ from tests.fakes.openai_server import FAKE_API_KEY, FakeOpenAI
 
 REPO = Path(__file__).resolve().parent.parent
 FINAL = {"SUCCESS", "FAILURE", "REVOKED"}
+DEADLOCK_DETECTED = "40P01"  # PostgreSQL's SQLSTATE
+FLUSH_ATTEMPTS = 3
 
 
 def _require_services() -> None:
@@ -126,9 +129,36 @@ def celery_worker(
     _require_services()
     with django_db_blocker.unblock():
         process, name = start_worker(env=worker_env(**fake_openai_env(fake_openai)))
-    yield name
+    with _flush_retried_after_a_deadlock():
+        yield name
     stop_process(process)
     _purge_run_keys()
+
+
+@contextlib.contextmanager
+def _flush_retried_after_a_deadlock() -> Iterator[None]:
+    """A transactional test ends with a flush (TRUNCATE of every table), which can deadlock with
+    a statement the worker runs at that moment for an earlier test (a retry due now, a job
+    finishing): PostgreSQL then aborts one of the two. When that is the flush, run it again,
+    as the worker's task would be (its transaction is over by then)."""
+    ops = connection.ops
+    flush = ops.execute_sql_flush
+
+    def execute_sql_flush(sql_list: list[str]) -> None:
+        for attempt in range(1, FLUSH_ATTEMPTS + 1):
+            try:
+                return flush(sql_list)
+            except OperationalError as exc:
+                if getattr(exc.__cause__, "pgcode", None) != DEADLOCK_DETECTED or (
+                    attempt == FLUSH_ATTEMPTS
+                ):
+                    raise
+
+    ops.execute_sql_flush = execute_sql_flush
+    try:
+        yield
+    finally:
+        del ops.execute_sql_flush
 
 
 def _purge_run_keys() -> None:
