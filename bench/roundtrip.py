@@ -1,6 +1,9 @@
 """The raw Celery round trip: `echo.apply_async().get()` against the bench worker, sequentially.
 
-Run as `python -m bench.roundtrip SAMPLES`; prints the latencies (seconds) as a JSON list.
+Run as `python -m bench.roundtrip`: it warms up, prints `ready`, then for each line on stdin
+holding a number N runs N round trips and prints their latencies (seconds) as a JSON list on
+one line, until stdin closes. The harness asks for blocks between blocks of end-to-end probes,
+so the ceiling and the figure see the same minutes of this machine.
 """
 from __future__ import annotations
 
@@ -18,16 +21,18 @@ django.setup()
 from bench.celery import ECHO_QUEUE, echo
 
 
+def roundtrip(i: int) -> float:
+    started = time.perf_counter()
+    echo.apply_async(args=[i], queue=ECHO_QUEUE).get(timeout=30)
+    return time.perf_counter() - started
+
+
 def main() -> None:
-    samples = int(sys.argv[1])
     for i in range(20):  # warm the connections and the worker
-        echo.apply_async(args=[i], queue=ECHO_QUEUE).get(timeout=30)
-    latencies = []
-    for i in range(samples):
-        started = time.perf_counter()
-        echo.apply_async(args=[i], queue=ECHO_QUEUE).get(timeout=30)
-        latencies.append(time.perf_counter() - started)
-    print(json.dumps(latencies))
+        roundtrip(i)
+    print("ready", flush=True)
+    for line in sys.stdin:
+        print(json.dumps([roundtrip(i) for i in range(int(line))]), flush=True)
 
 
 if __name__ == "__main__":
