@@ -48,7 +48,11 @@ def job_signatures(*, job: Job) -> list[Any]:
     if job.callback_url:
         from webhooks.tasks import deliveries_send_for_subject
 
-        signatures.append(deliveries_send_for_subject.si(subject_id=str(job.id)))
+        tail = {"subject_id": str(job.id)}
+        # Published by the last step's worker: the same given text saves it there.
+        signatures.append(
+            deliveries_send_for_subject.si(**tail).set(argsrepr="()", kwargsrepr=repr(tail))
+        )
     return signatures
 
 

@@ -35,11 +35,12 @@ def test_a_job_without_a_callback_is_only_its_steps() -> None:
     assert signatures[0].options["soft_time_limit"] < signatures[0].options["time_limit"]
 
 
-def test_the_first_message_describes_its_arguments_as_celery_would() -> None:
+def test_the_first_message_and_the_tail_describe_their_arguments_as_celery_would() -> None:
     from celery.utils.saferepr import saferepr
 
-    first = job_signatures(job=make_job("api.tasks.hello_world"))[0]
+    signatures = job_signatures(job=make_job("api.tasks.hello_world", "https://hooks.example.com/x"))
 
     # What monitors (Flower, celery events) show: given, not computed per publish, and the same.
-    assert first.options["argsrepr"] == saferepr(first.args) == "()"
-    assert first.options["kwargsrepr"] == saferepr(first.kwargs)
+    for signature in (signatures[0], signatures[-1]):
+        assert signature.options["argsrepr"] == saferepr(signature.args) == "()"
+        assert signature.options["kwargsrepr"] == saferepr(signature.kwargs)
