@@ -28,7 +28,10 @@ class Job(models.Model):
 
     # Also the root Celery task id.
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    owner = models.ForeignKey("core.Client", on_delete=models.CASCADE, related_name="jobs")
+    # No index of its own: job_owner_created (owner first) serves owner lookups and cascades.
+    owner = models.ForeignKey(
+        "core.Client", on_delete=models.CASCADE, related_name="jobs", db_index=False
+    )
     job_name = models.CharField(max_length=200)
     payload = models.JSONField(default=dict)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
@@ -93,7 +96,10 @@ class UnfinishedJobCount(models.Model):
 class JobResult(models.Model):
     """A job's result kept for `/api/results/`; outlives the job row it came from."""
 
-    owner = models.ForeignKey("core.Client", on_delete=models.CASCADE, related_name="results")
+    # No index of its own: result_owner_created (owner first) serves it.
+    owner = models.ForeignKey(
+        "core.Client", on_delete=models.CASCADE, related_name="results", db_index=False
+    )
     job = models.ForeignKey(Job, null=True, on_delete=models.SET_NULL, related_name="results")
     task_name = models.CharField(max_length=200)
     result = models.JSONField(null=True)
