@@ -145,13 +145,12 @@ def _flush_retried_after_a_deadlock() -> Iterator[None]:
     flush = ops.execute_sql_flush
 
     def execute_sql_flush(sql_list: list[str]) -> None:
-        for attempt in range(1, FLUSH_ATTEMPTS + 1):
+        for attempts_left in reversed(range(FLUSH_ATTEMPTS)):
             try:
                 return flush(sql_list)
             except OperationalError as exc:
-                if getattr(exc.__cause__, "pgcode", None) != DEADLOCK_DETECTED or (
-                    attempt == FLUSH_ATTEMPTS
-                ):
+                deadlock = getattr(exc.__cause__, "pgcode", None) == DEADLOCK_DETECTED
+                if not deadlock or not attempts_left:
                     raise
 
     ops.execute_sql_flush = execute_sql_flush
