@@ -230,8 +230,9 @@ def make_api(
     yield factory
     if "celery_worker" in request.fixturenames:
         # A test that ends right after a submission would have the database flushed while the
-        # worker writes that job (a deadlock between TRUNCATE and the job's transaction): give
-        # the clients' unfinished jobs a few seconds to end first.
+        # worker writes that job: give the clients' unfinished jobs a few seconds to end first,
+        # so the flush rarely meets the worker (when it does deadlock with it, the flush runs
+        # again: _flush_retried_after_a_deadlock, after PostgreSQL's one-second detection).
         from jobs.models import Job
 
         deadline = time.monotonic() + 5
