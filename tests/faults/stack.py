@@ -287,20 +287,36 @@ class WebhookReceiver:
 
 
 class Api:
-    """HTTP client for one API key against the stack's gunicorn."""
+    """HTTP client for one API key against the stack's gunicorn.
+
+    The stack runs gunicorn with threads, which keeps a connection open for 2 s (`keepalive`)
+    after its last response. A client that reuses it as gunicorn closes it gets no answer
+    (RemoteDisconnected), so this one, like any client of a keep-alive server should, drops
+    its idle connections sooner than the server does.
+    """
+
+    IDLE_SECONDS = 1.0
 
     def __init__(self, base_url: str, key: str) -> None:
         self.base_url = base_url
         self.session = requests.Session()
         self.session.headers["Authorization"] = f"Bearer {key}"
+        self._last_answer = time.monotonic()
 
     def post(self, path: str, **kwargs: Any) -> requests.Response:
-        kwargs.setdefault("timeout", 30)
-        return self.session.post(self.base_url + path, **kwargs)
+        return self._request("POST", path, **kwargs)
 
     def get(self, path: str, **kwargs: Any) -> requests.Response:
+        return self._request("GET", path, **kwargs)
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         kwargs.setdefault("timeout", 30)
-        return self.session.get(self.base_url + path, **kwargs)
+        if time.monotonic() - self._last_answer > self.IDLE_SECONDS:
+            self.session.close()  # its connection pools; the session opens new ones
+        try:
+            return self.session.request(method, self.base_url + path, **kwargs)
+        finally:
+            self._last_answer = time.monotonic()
 
     def submit(self, job_name: str, payload: dict[str, Any] | None = None, **body: Any) -> dict[str, Any]:
         response = self.post("/api/jobs/", json={"job_name": job_name, "payload": payload or {}, **body})
