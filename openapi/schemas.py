@@ -1,18 +1,21 @@
-"""Schema-only serializers and examples: shapes the views build by hand, declared once for the spec.
+"""The spec's building blocks: schema-only serializers, the answers and the parameters shared.
 
-Nothing here validates or renders a request; the views do that. These classes only tell
-drf-spectacular what the bodies look like (the error shape, the list envelope, job types,
-the starter's endpoints, webhook events).
+Nothing here validates or renders a request; the views do that. These only tell drf-spectacular
+what the bodies look like (the error shape, the list envelope, the submission, job types, the
+starter's endpoints), for the table in `openapi.operations`.
 """
 from __future__ import annotations
 
 from typing import Any
 
-from drf_spectacular.utils import OpenApiExample, OpenApiResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse
 from rest_framework import serializers
 
 from jobs.models import Job
+from jobs.registry import job_types_all
 from jobs.serializers import JobResultSerializer, JobSerializer
+from webhooks.api import DeliverySerializer
 
 # --- The one error shape -----------------------------------------------------------------------
 
@@ -35,7 +38,8 @@ class ErrorSerializer(serializers.Serializer):
     error = ErrorDetailSerializer()
 
 
-def _error_example(status: int, code: str, message: str, details: Any = None) -> OpenApiExample:
+def error_example(status: int, code: str, message: str, details: Any = None) -> OpenApiExample:
+    """An example answer of the one error shape, shown under `status`."""
     return OpenApiExample(
         code,
         value={"error": {"code": code, "message": message, "details": details}},
@@ -53,13 +57,13 @@ _ERRORS: dict[int, tuple[str, list[OpenApiExample]]] = {
         "`invalid_callback_url`, `invalid_filter`, "
         "`invalid_header`, `missing_parameter`, `bad_request` (e.g. an invalid Content-Length).",
         [
-            _error_example(
+            error_example(
                 400,
                 "invalid_payload",
                 "The payload is not valid for api.tasks.long_running_task.",
                 {"payload": {"duration": ["Input should be less than or equal to 3600"]}},
             ),
-            _error_example(
+            error_example(
                 400,
                 "unknown_job_name",
                 "Unknown job_name 'nope'; valid job names: api.tasks.hello_world, ...",
@@ -71,7 +75,7 @@ _ERRORS: dict[int, tuple[str, list[OpenApiExample]]] = {
         "No API key, or an unknown or revoked one. Send `Authorization: Bearer <key>`. "
         "Codes: `not_authenticated`, `authentication_failed`.",
         [
-            _error_example(
+            error_example(
                 401, "not_authenticated", "Authentication credentials were not provided."
             )
         ],
@@ -79,23 +83,23 @@ _ERRORS: dict[int, tuple[str, list[OpenApiExample]]] = {
     404: (
         "No such resource for this API key (another client's ids answer 404 too), "
         "or an invalid pagination cursor. Code: `not_found`.",
-        [_error_example(404, "not_found", "No such job.")],
+        [error_example(404, "not_found", "No such job.")],
     ),
     409: (
         "Conflict with the resource's state. Codes: `job_already_final` (cancel), "
         "`idempotency_key_in_progress` (a request with this Idempotency-Key is still running; "
         "retry shortly).",
-        [_error_example(409, "job_already_final", "The job is already SUCCESS.")],
+        [error_example(409, "job_already_final", "The job is already SUCCESS.")],
     ),
     413: (
         "The request body is larger than the configured limit (1 MiB by default). "
         "Code: `payload_too_large`.",
-        [_error_example(413, "payload_too_large", "The request body is larger than 1048576 bytes.")],
+        [error_example(413, "payload_too_large", "The request body is larger than 1048576 bytes.")],
     ),
     415: (
         "The body is not `application/json`. Code: `unsupported_media_type`.",
         [
-            _error_example(
+            error_example(
                 415, "unsupported_media_type", 'Unsupported media type "text/plain" in request.'
             )
         ],
@@ -104,7 +108,7 @@ _ERRORS: dict[int, tuple[str, list[OpenApiExample]]] = {
         "This Idempotency-Key was already used with a different body. "
         "Code: `idempotency_key_reused`.",
         [
-            _error_example(
+            error_example(
                 422,
                 "idempotency_key_reused",
                 "This Idempotency-Key was used with a different request body.",
@@ -115,7 +119,7 @@ _ERRORS: dict[int, tuple[str, list[OpenApiExample]]] = {
         "Too many submissions per minute, or too many unfinished jobs; wait `Retry-After` "
         "seconds. Codes: `rate_limited`, `too_many_unfinished_jobs`.",
         [
-            _error_example(
+            error_example(
                 429, "rate_limited", "Too many requests; retry later.", {"retry_after_seconds": 12}
             )
         ],
@@ -123,7 +127,7 @@ _ERRORS: dict[int, tuple[str, list[OpenApiExample]]] = {
     503: (
         "A dependency is unreachable; `details.failed` names which. Code: `not_ready`.",
         [
-            _error_example(
+            error_example(
                 503, "not_ready", "Unreachable: broker.", {"failed": ["broker"]}
             )
         ],
@@ -149,8 +153,51 @@ def error_responses(
     return responses
 
 
-def error_example(status: int, code: str, message: str, details: Any = None) -> OpenApiExample:
-    return _error_example(status, code, message, details)
+# --- Success answers and shared parameters -----------------------------------------------------
+
+
+def example_response(
+    serializer: Any, description: str, name: str, value: Any, *, status: str | None = None
+) -> OpenApiResponse:
+    """A success answer with one example; `status` pins the example to a non-default status."""
+    return OpenApiResponse(
+        serializer,
+        description=description,
+        examples=[
+            OpenApiExample(
+                name,
+                value=value,
+                status_codes=[status] if status else None,
+                response_only=True,
+            )
+        ],
+    )
+
+
+IDEMPOTENCY_KEY = OpenApiParameter(
+    "Idempotency-Key",
+    OpenApiTypes.STR,
+    OpenApiParameter.HEADER,
+    description="Makes a retried submission safe: within 24 h, a repeat with the same key and "
+    "the same body answers 202 with the first job and creates nothing; with a different body, "
+    "422; while the first is still being processed, 409. Up to 255 characters.",
+)
+JOB_ID = OpenApiParameter("job_id", OpenApiTypes.UUID, OpenApiParameter.PATH)
+
+
+def query_parameter(name: str, type_: Any, description: str, **kwargs: Any) -> OpenApiParameter:
+    """A query-string parameter; `kwargs` as for `OpenApiParameter`."""
+    return OpenApiParameter(name, type_, OpenApiParameter.QUERY, description=description, **kwargs)
+
+
+CURSOR = query_parameter(
+    "cursor",
+    OpenApiTypes.STR,
+    "Opaque page cursor: take it from `next` or `previous`, never build it.",
+)
+PAGE_SIZE = query_parameter(
+    "page_size", OpenApiTypes.INT, "Items per page: default 50, at most 500."
+)
 
 
 # --- The list envelope -------------------------------------------------------------------------
@@ -171,6 +218,17 @@ class JobPageSerializer(_PageLinks):
 
 class JobResultPageSerializer(_PageLinks):
     results = JobResultSerializer(many=True)
+
+
+class DeliveryPageSerializer(_PageLinks):
+    results = DeliverySerializer(many=True)
+
+
+# --- Job submission ----------------------------------------------------------------------------
+
+
+class JobSubmissionSerializer(serializers.Serializer):
+    """Stand-in for the submission body: `openapi.extensions` builds its schema from job types."""
 
 
 # --- Job types ---------------------------------------------------------------------------------
@@ -200,6 +258,16 @@ class JobTypePageSerializer(_PageLinks):
 # --- The starter's endpoints -------------------------------------------------------------------
 
 
+class LegacyJobSubmissionSerializer(serializers.Serializer):
+    job_name = serializers.ChoiceField(
+        choices=[job_type.name for job_type in job_types_all()],
+        help_text="A registered job type (see `GET /api/job-types/`).",
+    )
+    payload = serializers.DictField(
+        required=False, help_text="The job type's payload; defaults to `{}`."
+    )
+
+
 class LegacyJobCreatedSerializer(serializers.Serializer):
     task_id = serializers.UUIDField(help_text="The job's id.")
 
@@ -208,37 +276,3 @@ class LegacyJobStatusSerializer(serializers.Serializer):
     task_id = serializers.UUIDField(help_text="The job's id.")
     status = serializers.ChoiceField(choices=Job.Status.choices)
     result = serializers.JSONField(allow_null=True, help_text="The result once SUCCESS, else null.")
-
-
-# --- Examples ----------------------------------------------------------------------------------
-
-JOB_EXAMPLE: dict[str, Any] = {
-    "id": "3f0c5a6e-8a0e-4c59-9a53-6d1e3b2f7c11",
-    "job_name": "api.tasks.long_running_task",
-    "status": "STARTED",
-    "progress": {"current": 3, "total": 10, "message": "slept 3 of 10 s"},
-    "payload": {"duration": 10, "message": "hi"},
-    "result": None,
-    "error": None,
-    "callback_url": "https://example.com/hooks/jobs",
-    "webhook_events": ["job.canceled", "job.failed", "job.succeeded"],
-    "created_at": "2026-11-28T14:00:00.000000Z",
-    "started_at": "2026-11-28T14:00:00.150000Z",
-    "finished_at": None,
-}
-
-JOB_DONE_EXAMPLE: dict[str, Any] = {
-    **JOB_EXAMPLE,
-    "status": "SUCCESS",
-    "progress": {"current": 10, "total": 10, "message": "done"},
-    "result": "Slept for 10 seconds. Message: hi",
-    "finished_at": "2026-11-28T14:00:10.200000Z",
-}
-
-RESULT_EXAMPLE: dict[str, Any] = {
-    "id": 42,
-    "job_id": "9b2d7c0a-1f4e-4b8e-8d5a-2c6f0e9a1b33",
-    "task_name": "api.tasks.save_task_result_test_task",
-    "result": {"invoice": 1234, "total": "19.90"},
-    "created_at": "2026-11-28T14:01:00.000000Z",
-}

@@ -12,7 +12,7 @@ from drf_spectacular.utils import OpenApiExample, OpenApiResponse, OpenApiWebhoo
 from rest_framework import serializers
 
 from jobs.serializers import JobSerializer
-from openapi.schemas import JOB_DONE_EXAMPLE, JOB_EXAMPLE
+from openapi.examples import JOB_DONE_EXAMPLE, JOB_EXAMPLE
 
 # name -> (summary, when it is sent, the job in the example)
 EVENTS: dict[str, tuple[str, str, dict[str, Any]]] = {

@@ -1,0 +1,346 @@
+"""Which view has which schema: one table, view by dotted path, then HTTP method.
+
+What drf-spectacular cannot infer from a plain APIView: operationIds chosen for generated method
+names, summaries, every answer with its examples (errors in the one error shape). Each entry
+becomes a view extension in `openapi.extensions`.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+
+from jobs.models import Job
+from jobs.serializers import JobResultSerializer, JobSerializer
+from openapi import schemas
+from openapi.examples import (
+    DELIVERY_EXAMPLE,
+    JOB_DONE_EXAMPLE,
+    JOB_EXAMPLE,
+    JOB_TYPE_EXAMPLE,
+    REDELIVERY_EXAMPLE,
+    RESULT_EXAMPLE,
+    SECRET_EXAMPLE,
+    SUBMIT_EXAMPLES,
+    page,
+)
+from openapi.schemas import (
+    CURSOR,
+    IDEMPOTENCY_KEY,
+    JOB_ID,
+    PAGE_SIZE,
+    error_responses,
+    example_response,
+    query_parameter,
+)
+from webhooks.api import DeliverySerializer, SecretSerializer
+
+# dotted path of the view -> {HTTP method -> its schema}
+OPERATIONS: dict[str, dict[str, Callable[..., Any]]] = {
+    "jobs.api.JobListCreateApi": {
+        "post": extend_schema(
+            operation_id="submit_job",
+            summary="Submit a job",
+            description="Validates the payload against the job type's schema and queues "
+            "the job. The answer is `202 Accepted` with the job (status `PENDING`) and a "
+            "`Location` to poll. Nothing is created when the answer is an error.\n\n"
+            "The body is one of the job types below, chosen by `job_name`; "
+            "`GET /api/job-types/` lists them at run time with their availability.",
+            tags=["Jobs"],
+            request=schemas.JobSubmissionSerializer,
+            parameters=[IDEMPOTENCY_KEY],
+            examples=SUBMIT_EXAMPLES,
+            responses={
+                202: example_response(
+                    JobSerializer,
+                    "Accepted: the job is queued.",
+                    "job",
+                    {**JOB_EXAMPLE, "status": "PENDING", "progress": None, "started_at": None},
+                    status="202",
+                ),
+                **error_responses(400, 401, 409, 413, 415, 422, 429),
+            },
+        ),
+        "get": extend_schema(
+            operation_id="list_jobs",
+            summary="List jobs",
+            description="This API key's client's jobs, newest first, in pages. "
+            "Follow `next` until it is null.",
+            tags=["Jobs"],
+            parameters=[
+                query_parameter(
+                    "status",
+                    OpenApiTypes.STR,
+                    "Only jobs in this status.",
+                    enum=[choice for choice, _ in Job.Status.choices],
+                ),
+                query_parameter("job_name", OpenApiTypes.STR, "Only jobs of this type."),
+                query_parameter(
+                    "created_after",
+                    OpenApiTypes.DATETIME,
+                    "Only jobs created at or after this time (ISO 8601).",
+                ),
+                query_parameter(
+                    "created_before",
+                    OpenApiTypes.DATETIME,
+                    "Only jobs created before this time (ISO 8601).",
+                ),
+                CURSOR,
+                PAGE_SIZE,
+            ],
+            responses={
+                200: example_response(
+                    schemas.JobPageSerializer,
+                    "A page of jobs.",
+                    "page",
+                    page(
+                        JOB_DONE_EXAMPLE, next_url="http://127.0.0.1:8000/api/jobs/?cursor=cD0yMDI2"
+                    ),
+                ),
+                **error_responses(400, 401, 404),
+            },
+        ),
+    },
+    "jobs.api.JobDetailApi": {
+        "get": extend_schema(
+            operation_id="get_job",
+            summary="Get a job",
+            description="The job's current state: poll this until `status` is final "
+            "(`SUCCESS`, `FAILURE` or `REVOKED`). `progress` shows how far a running job is.",
+            tags=["Jobs"],
+            parameters=[JOB_ID],
+            responses={
+                200: example_response(
+                    JobSerializer, "The job.", "job", JOB_DONE_EXAMPLE, status="200"
+                ),
+                **error_responses(401, 404),
+            },
+        ),
+    },
+    "jobs.api.JobCancelApi": {
+        "post": extend_schema(
+            operation_id="cancel_job",
+            summary="Cancel a job",
+            description="A queued job becomes `REVOKED` at once; a running one stops at "
+            "its next step, within a few seconds. Answers with the job as it is now. "
+            "A job already in a final state answers 409.",
+            tags=["Jobs"],
+            parameters=[JOB_ID],
+            request=None,
+            responses={
+                202: example_response(
+                    JobSerializer,
+                    "Cancellation requested.",
+                    "job",
+                    {**JOB_EXAMPLE, "status": "STARTED"},
+                    status="202",
+                ),
+                **error_responses(401, 404, 409),
+            },
+        ),
+    },
+    "jobs.api.JobTypeListApi": {
+        "get": extend_schema(
+            operation_id="list_job_types",
+            summary="List job types",
+            description="Every registered job type, with its payload's JSON Schema and "
+            "whether it can run now. One page: `next` and `previous` are always null.",
+            tags=["Job types"],
+            responses={
+                200: example_response(
+                    schemas.JobTypePageSerializer,
+                    "All job types.",
+                    "job types",
+                    page(JOB_TYPE_EXAMPLE),
+                ),
+                **error_responses(401),
+            },
+        ),
+    },
+    "jobs.api.ResultListApi": {
+        "get": extend_schema(
+            operation_id="list_results",
+            summary="List persisted results",
+            description="Results kept by job types that persist them, newest first, in "
+            "pages. A result outlives its job.",
+            tags=["Results"],
+            parameters=[
+                query_parameter(
+                    "task_name",
+                    OpenApiTypes.STR,
+                    "Only results of this job type (`job_name`).",
+                ),
+                CURSOR,
+                PAGE_SIZE,
+            ],
+            responses={
+                200: example_response(
+                    schemas.JobResultPageSerializer,
+                    "A page of results.",
+                    "page",
+                    page(RESULT_EXAMPLE),
+                ),
+                **error_responses(400, 401, 404),
+            },
+        ),
+    },
+    "jobs.api.ResultDetailApi": {
+        "get": extend_schema(
+            operation_id="get_result",
+            summary="Get a persisted result",
+            description="One persisted result.",
+            tags=["Results"],
+            parameters=[OpenApiParameter("result_id", OpenApiTypes.INT, OpenApiParameter.PATH)],
+            responses={
+                200: example_response(JobResultSerializer, "The result.", "result", RESULT_EXAMPLE),
+                **error_responses(401, 404),
+            },
+        ),
+    },
+    "jobs.api.LegacyJobApi": {
+        "post": extend_schema(
+            operation_id="legacy_submit_job",
+            summary="Submit a job (starter API)",
+            description="The starter's submission endpoint, kept for its clients: the same "
+            "validation, idempotency and limits as `POST /api/jobs/`, answering only the "
+            "job's id. New clients use `POST /api/jobs/`.",
+            tags=["Starter API"],
+            deprecated=True,
+            request=schemas.LegacyJobSubmissionSerializer,
+            parameters=[IDEMPOTENCY_KEY],
+            examples=[SUBMIT_EXAMPLES[0]],
+            responses={
+                202: example_response(
+                    schemas.LegacyJobCreatedSerializer,
+                    "Accepted: the job is queued.",
+                    "created",
+                    {"task_id": JOB_EXAMPLE["id"]},
+                ),
+                **error_responses(400, 401, 409, 413, 415, 422, 429),
+            },
+        ),
+        "get": extend_schema(
+            operation_id="legacy_get_job_status",
+            summary="Get a job's status (starter API)",
+            description="The starter's polling endpoint, kept for its clients. "
+            "New clients use `GET /api/jobs/{job_id}/`.",
+            tags=["Starter API"],
+            deprecated=True,
+            parameters=[
+                query_parameter(
+                    "job_id",
+                    OpenApiTypes.STR,
+                    "The job's id (`task_id` from the submission).",
+                    required=True,
+                )
+            ],
+            responses={
+                200: example_response(
+                    schemas.LegacyJobStatusSerializer,
+                    "The job's status, and its result once SUCCESS.",
+                    "done",
+                    {
+                        "task_id": JOB_EXAMPLE["id"],
+                        "status": "SUCCESS",
+                        "result": "hello world there",
+                    },
+                ),
+                **error_responses(400, 401, 404),
+            },
+        ),
+    },
+    "jobs.api.JobDeliveryListApi": {
+        "get": extend_schema(
+            operation_id="list_job_deliveries",
+            summary="List a job's webhook deliveries",
+            description="Every delivery of the job's events to its `callback_url`, newest "
+            "first, each with all its attempts (status code, duration, the start of the "
+            "response, or the network error). `state` is `pending` while attempts remain, "
+            "then `succeeded` or `failed` (after the last retry).",
+            tags=["Webhooks"],
+            parameters=[JOB_ID, CURSOR, PAGE_SIZE],
+            responses={
+                200: example_response(
+                    schemas.DeliveryPageSerializer,
+                    "A page of deliveries.",
+                    "page",
+                    page(DELIVERY_EXAMPLE),
+                ),
+                **error_responses(401, 404),
+            },
+        ),
+    },
+    "jobs.api.JobRedeliverApi": {
+        "post": extend_schema(
+            operation_id="redeliver_job_event",
+            summary="Redeliver a job's final event",
+            description="Sends the job's final event (`job.succeeded`, `job.failed` or "
+            "`job.canceled`) to its `callback_url` again, with the same body and the same "
+            "`webhook-id`, for a receiver that lost it. Answers with the new delivery.",
+            tags=["Webhooks"],
+            parameters=[JOB_ID],
+            request=None,
+            responses={
+                202: example_response(
+                    DeliverySerializer,
+                    "The redelivery is queued.",
+                    "delivery",
+                    REDELIVERY_EXAMPLE,
+                ),
+                **error_responses(
+                    401,
+                    404,
+                    409,
+                    described={
+                        409: (
+                            (
+                                "Codes: `nothing_to_redeliver` (the job has not finished, has "
+                                "no `callback_url`, or its `webhook_events` leave the final "
+                                "event out); `delivery_in_progress` (the event is still being "
+                                "delivered: redeliver once its delivery has ended)."
+                            ),
+                            schemas.error_example(
+                                409,
+                                "nothing_to_redeliver",
+                                "There is no final event to redeliver: the job has not "
+                                "finished, or it has no callback_url, ...",
+                            ),
+                        )
+                    },
+                ),
+            },
+        ),
+    },
+    "webhooks.api.SigningSecretApi": {
+        "get": extend_schema(
+            operation_id="get_webhook_secret",
+            summary="Get the webhook signing secret",
+            description="This client's secret for verifying `webhook-signature` "
+            "(created on first use). Keep it private; anyone with it can forge events.",
+            tags=["Webhooks"],
+            responses={
+                200: example_response(SecretSerializer, "The secret.", "secret", SECRET_EXAMPLE),
+                **error_responses(401),
+            },
+        ),
+    },
+    "webhooks.api.SigningSecretRotateApi": {
+        "post": extend_schema(
+            operation_id="rotate_webhook_secret",
+            summary="Rotate the webhook signing secret",
+            description="Makes a new secret and answers it. For 24 hours (configurable) "
+            "every delivery carries two signatures, one per secret, so a receiver can "
+            "switch to the new secret without dropping an event.",
+            tags=["Webhooks"],
+            request=None,
+            responses={
+                200: example_response(
+                    SecretSerializer, "The new secret.", "secret", SECRET_EXAMPLE
+                ),
+                **error_responses(401),
+            },
+        ),
+    },
+}
