@@ -1,7 +1,7 @@
 """Profile the submit and deliver paths in one process with pyinstrument (requirements/dev.txt).
 
     .venv/bin/python -m bench.profile submit [N]    # N x POST /api/jobs/ through Django's handler
-    .venv/bin/python -m bench.profile deliver [N]   # N x webhooks.services.delivery_attempt
+    .venv/bin/python -m bench.profile deliver [N]   # N x webhooks.attempts.delivery_attempt
     .venv/bin/python -m bench.profile poll [N]
 
 Runs against a scratch database (`jobapi_bench_profile`, dropped afterwards) and Redis
@@ -88,7 +88,7 @@ def main() -> None:
             from django.db import transaction
 
             from core.models import Client
-            from webhooks import services
+            from webhooks import attempts, outbox
             from webhooks.models import Delivery
 
             receiver = Receiver(stack)
@@ -97,18 +97,18 @@ def main() -> None:
             # Record without publishing: this process sends them itself, under the profiler.
             with transaction.atomic():
                 for i in range(count + 20):
-                    services.event_record(owner_id=owner.id, subject_id=uuid.uuid4(),
+                    outbox.event_record(owner_id=owner.id, subject_id=uuid.uuid4(),
                                           event_type="job.succeeded", data={"id": str(i)},
                                           callback_url=f"{receiver.url}/p/{i}")
                 transaction.set_rollback(False)
             redis_flush()  # drop the published attempts: nothing consumes them here
             ids = list(Delivery.objects.order_by("pk").values_list("pk", flat=True))
             for delivery_id in ids[:20]:
-                services.delivery_attempt(delivery_id=delivery_id)
+                attempts.delivery_attempt(delivery_id=delivery_id)
             started = time.perf_counter()
             profiler.start()
             for delivery_id in ids[20:]:
-                services.delivery_attempt(delivery_id=delivery_id)
+                attempts.delivery_attempt(delivery_id=delivery_id)
             profiler.stop()
         else:
             sys.exit(f"unknown path {what}: submit, poll or deliver")

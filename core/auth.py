@@ -1,15 +1,16 @@
 """Bearer API-key authentication: one indexed lookup, remembered for a few seconds per process."""
 from __future__ import annotations
 
+import hashlib
 import time
 
 from django.conf import settings
 from rest_framework import authentication, exceptions
 from rest_framework.request import Request
 
-from core.db import select_one
 from core.models import ApiKey, Client
-from core.services import api_key_digest
+
+API_KEY_PREFIX = "jak_"
 
 # Keys that authenticated in this process: digest -> (checked at, monotonic seconds; the key
 # with its client). A poll then costs one database round trip (the job), not two
@@ -19,6 +20,11 @@ from core.services import api_key_digest
 _checked: dict[str, tuple[float, ApiKey]] = {}
 # Bounds the memory one process spends on it (oldest entries go first).
 _CHECKED_MAX_ENTRIES = 10_000
+
+
+def api_key_digest(key: str) -> str:
+    """The stored form of a key: its hex SHA-256."""
+    return hashlib.sha256(key.encode()).hexdigest()
 
 
 def api_key_forget(*, digest: str) -> None:
@@ -33,9 +39,7 @@ def _api_key_lookup(digest: str) -> ApiKey | None:
         hit = _checked.get(digest)
         if hit is not None and now - hit[0] < ttl:
             return hit[1]
-    api_key = select_one(
-        ApiKey, link="client", where="t.digest = %s AND t.revoked_at IS NULL", params=[digest]
-    )
+    api_key = ApiKey.objects.select_related("client").filter(digest=digest, revoked_at__isnull=True).first()
     if ttl > 0:
         if api_key is None:
             _checked.pop(digest, None)

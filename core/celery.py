@@ -4,6 +4,8 @@ from typing import Any
 
 from celery import Celery
 from celery.signals import task_postrun, task_prerun
+from django.conf import settings
+from django.db import close_old_connections
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "core.settings")
 
@@ -17,12 +19,9 @@ def _configure(sender: Celery, **kwargs: Any) -> None:
 
     Celery's documented `config_from_object("django.conf:settings", namespace="CELERY")` goes
     to Django's lazy settings object on every look-up, trying up to four spellings of a name
-    and raising AttributeError for each miss before it reaches Celery's default: 23-32 us a
-    setting, six of them per published message, a sixth of a publish's CPU. From a dict the
-    same look-ups cost a few microseconds (docs/benchmarks.md).
+    before it reaches Celery's default: a sixth of a publish's CPU; from a dict the look-ups
+    cost a few microseconds (docs/benchmarks.md, "Fixes").
     """
-    from django.conf import settings
-
     names = [name for name in dir(settings) if name.startswith("CELERY_")]
     sender.config_from_object({name: getattr(settings, name) for name in names}, namespace="CELERY")
 
@@ -31,25 +30,9 @@ app.autodiscover_tasks()
 
 
 @task_prerun.connect
-def _database_connections_checked(**kwargs: Any) -> None:
-    """Before each task, what Django does before each request: keep a persistent connection for
-    CONN_MAX_AGE, close it when it is too old or saw an error, health-check it before reuse
-    unless it was used within HEALTH_CHECK_AFTER_IDLE_SECONDS (core.db). (CELERY_DB_REUSE_MAX
-    stops Celery from closing it after every task instead.)"""
-    from django.db import close_old_connections
-
-    from core.db import connections_checked_if_recent
-
-    close_old_connections()
-    connections_checked_if_recent()
-
-
 @task_postrun.connect
-def _database_connections_released(**kwargs: Any) -> None:
-    """After each task: close a connection that is too old or saw an error."""
-    from django.db import close_old_connections
-
-    from core.db import connections_used
-
+def _database_connections_tidied(**kwargs: Any) -> None:
+    """Around each task, what Django does around each request: keep a persistent connection for
+    CONN_MAX_AGE, close it when it is too old or saw an error, and health-check it before its
+    next use. (CELERY_DB_REUSE_MAX stops Celery from closing it after every task instead.)"""
     close_old_connections()
-    connections_used()

@@ -1,20 +1,13 @@
 """Writes for clients and API keys."""
 from __future__ import annotations
 
-import hashlib
 import secrets
 
 from django.db import transaction
 from django.utils import timezone
 
+from core.auth import API_KEY_PREFIX, api_key_digest, api_key_forget
 from core.models import ApiKey, Client
-
-API_KEY_PREFIX = "jak_"
-
-
-def api_key_digest(key: str) -> str:
-    """The stored form of a key: its hex SHA-256."""
-    return hashlib.sha256(key.encode()).hexdigest()
 
 
 def client_create(*, name: str) -> Client:
@@ -32,6 +25,4 @@ def api_key_create(*, client: Client) -> str:
 def api_key_revoke(*, api_key: ApiKey) -> None:
     ApiKey.objects.filter(pk=api_key.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
     # Other processes stop accepting it within API_KEY_CACHE_SECONDS; this one at once.
-    from core.auth import api_key_forget
-
     api_key_forget(digest=api_key.digest)

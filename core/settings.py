@@ -328,17 +328,25 @@ if JOB_RESULT_RETENTION_DAYS < JOB_RETENTION_DAYS:
 # How often the housekeeping task prunes what is past its retention (seconds).
 HOUSEKEEPING_INTERVAL_SECONDS = env.float("HOUSEKEEPING_INTERVAL_SECONDS", default=3600.0)
 CELERY_BEAT_SCHEDULE = {
-    "jobs-prune": {
-        "task": "jobs.prune",
-        "schedule": timedelta(seconds=HOUSEKEEPING_INTERVAL_SECONDS),
-    },
     "jobs-dispatch-sweep": {
         "task": "jobs.dispatch_sweep",
+        "schedule": timedelta(seconds=JOB_DISPATCH_SWEEP_SECONDS),
+    },
+    "jobs-fail-abandoned": {
+        "task": "jobs.fail_abandoned",
         "schedule": timedelta(seconds=JOB_DISPATCH_SWEEP_SECONDS),
     },
     "webhooks-dispatch-due": {
         "task": "webhooks.deliveries_dispatch_due",
         "schedule": timedelta(seconds=WEBHOOK_DISPATCH_SECONDS),
+    },
+    "jobs-prune": {
+        "task": "jobs.prune",
+        "schedule": timedelta(seconds=HOUSEKEEPING_INTERVAL_SECONDS),
+    },
+    "webhooks-prune": {
+        "task": "webhooks.prune",
+        "schedule": timedelta(seconds=HOUSEKEEPING_INTERVAL_SECONDS),
     },
 }
 

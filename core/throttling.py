@@ -5,6 +5,7 @@ import logging
 import uuid
 from typing import Any
 
+import redis
 from django.conf import settings
 from django.core.cache import cache
 from rest_framework.request import Request
@@ -35,8 +36,6 @@ logger = logging.getLogger(__name__)
 def _sliding_window_script() -> Any:
     global _script
     if _script is None:
-        import redis
-
         # Short timeouts: a hung Redis must not stall every submission (it is admitted instead).
         # One connection, held: no pool to take it from and check before each script, about a
         # fifth of a call's CPU (docs/benchmarks.md); redis-py locks it between threads.
@@ -62,8 +61,6 @@ class RedisRateThrottle(SimpleRateThrottle):
         if key is None:
             return True
         self.key = key
-        import redis
-
         try:
             wait_ms = _sliding_window_script()(
                 keys=[cache.make_key(key)],

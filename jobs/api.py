@@ -12,10 +12,13 @@ from rest_framework.views import APIView
 from core.errors import ApplicationError
 from core.pagination import NewestFirstCursorPagination
 from core.throttling import RedisRateThrottle
-from jobs import selectors, services
-from jobs.models import DEFAULT_WEBHOOK_EVENTS, WEBHOOK_EVENT_TYPES
+from jobs import selectors, submission, transitions
+from jobs.models import FINAL_WEBHOOK_EVENTS, WEBHOOK_EVENT_TYPES
 from jobs.registry import job_types_all
 from jobs.serializers import JobResultSerializer, JobSerializer, job_representation
+from webhooks import outbox
+from webhooks import selectors as webhook_selectors
+from webhooks.api import DeliverySerializer
 
 
 class SubmitRateThrottle(RedisRateThrottle):
@@ -85,13 +88,12 @@ class JobListCreateApi(APIView):
         body = _request_object(request)
         data = self.InputSerializer(data=body)
         data.is_valid(raise_exception=True)
-        events = data.validated_data.get("webhook_events")
-        job, _ = services.job_submit(
+        job, _ = submission.job_submit(
             owner=request.user,
             job_name=data.validated_data["job_name"],
             payload=data.validated_data["payload"],
             callback_url=data.validated_data["callback_url"],
-            webhook_events=sorted(set(events)) if events else list(DEFAULT_WEBHOOK_EVENTS),
+            webhook_events=data.validated_data.get("webhook_events"),
             idempotency_key=_idempotency_key(request),
             request_body=body,
         )
@@ -114,7 +116,7 @@ class JobDetailApi(APIView):
 
 class JobCancelApi(APIView):
     def post(self, request: Request, job_id: str) -> Response:
-        job = services.job_cancel(owner=request.user, job_id=job_id)
+        job = transitions.job_cancel(owner=request.user, job_id=job_id)
         return Response(JobSerializer(job).data, status=status.HTTP_202_ACCEPTED)
 
 
@@ -122,9 +124,6 @@ class JobDeliveryListApi(APIView):
     """The job's webhook deliveries, newest first, each with its attempts."""
 
     def get(self, request: Request, job_id: str) -> Response:
-        from webhooks import selectors as webhook_selectors
-        from webhooks.api import DeliverySerializer
-
         job = selectors.job_get(owner=request.user, job_id=job_id)
         deliveries = webhook_selectors.delivery_list(owner_id=request.user.pk, subject_id=job.id)
         return _paginated(request, self, deliveries, DeliverySerializer)
@@ -134,9 +133,10 @@ class JobRedeliverApi(APIView):
     """Send the job's final event again, with the same webhook-id and body."""
 
     def post(self, request: Request, job_id: str) -> Response:
-        from webhooks.api import DeliverySerializer
-
-        delivery = services.job_redeliver(owner=request.user, job_id=job_id)
+        job = selectors.job_get(owner=request.user, job_id=job_id)
+        delivery = outbox.delivery_redeliver(
+            owner_id=request.user.pk, subject_id=job.id, event_types=FINAL_WEBHOOK_EVENTS
+        )
         return Response(DeliverySerializer(delivery).data, status=status.HTTP_202_ACCEPTED)
 
 
@@ -188,7 +188,7 @@ class LegacyJobApi(APIView):
         body = _request_object(request)
         data = self.InputSerializer(data=body)
         data.is_valid(raise_exception=True)
-        job, _ = services.job_submit(
+        job, _ = submission.job_submit(
             owner=request.user,
             job_name=data.validated_data["job_name"],
             payload=data.validated_data["payload"],

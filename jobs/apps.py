@@ -6,8 +6,9 @@ class JobsConfig(AppConfig):
     name = "jobs"
 
     def ready(self) -> None:
-        # Load the registry, and the job types' own imports (the openai client alone takes
-        # about 1.3 s), while the process starts: otherwise the first submission served by each
-        # gunicorn worker (again after every max_requests recycle) and the first job run by each
-        # Celery pool process stall for that long (docs/benchmarks.md, "cold start").
-        import jobs.types  # noqa: F401
+        # Load the registry and the job types' own imports (the openai client alone takes
+        # about 1.3 s) while the process starts, once the app registry is ready (a job type may
+        # use models): otherwise the first submission served by each gunicorn worker and the
+        # first job run by each Celery pool process stall for that long (docs/benchmarks.md,
+        # "cold start").
+        import jobs.registry  # noqa: F401

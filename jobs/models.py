@@ -24,7 +24,10 @@ class Job(models.Model):
         REVOKED = "REVOKED"
 
     FINAL_STATUSES = frozenset({Status.SUCCESS, Status.FAILURE, Status.REVOKED})
+    # Not final yet: queued or running. What the unfinished-job cap counts.
     ACTIVE_STATUSES = frozenset({Status.PENDING, Status.STARTED, Status.RETRY})
+    # On a worker (or waiting there to retry).
+    RUNNING_STATUSES = frozenset({Status.STARTED, Status.RETRY})
 
     # Also the root Celery task id.
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)

@@ -3,18 +3,16 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Any
 
 import django_filters
 from django import forms
 from django.core.exceptions import ValidationError
-from django.db import connection
 from django.db.models import QuerySet
 
-from core.db import select_one
 from core.errors import NotFound
 from core.models import Client
-from jobs.models import Job, JobResult, UnfinishedJobCount
+from jobs import sql
+from jobs.models import Job, JobResult
 
 
 class UtcIsoDateTimeField(django_filters.fields.IsoDateTimeField):
@@ -54,22 +52,6 @@ class JobResultFilter(django_filters.FilterSet):
         fields = ["task_name"]
 
 
-# The poll's one query and the submit's cap condition, as SQL written once: having the ORM build
-# them on every request (filters, joins, 15 quoted columns) cost more CPU than everything else
-# in a poll's view (docs/benchmarks.md). The cap reads the owner's UnfinishedJobCount, one row
-# by key, whatever the number of jobs.
-_JOB_BY_ID = "t.id = %s AND t.owner_id = %s"
-_UNFINISHED_BELOW_SQL = (
-    f"COALESCE((SELECT unfinished FROM {UnfinishedJobCount._meta.db_table} WHERE owner_id = %s), 0)"
-    " < %s"
-)
-
-
-def _owner_id(owner: Client) -> Any:
-    """The owner's id as the column stores it (a uuid in PostgreSQL, hex text in SQLite)."""
-    return Job._meta.get_field("owner").get_db_prep_value(owner.pk, connection)
-
-
 def job_get(*, owner: Client, job_id: uuid.UUID | str) -> Job:
     """The owner's job; another owner's id and a malformed id both answer 404."""
     try:
@@ -77,17 +59,10 @@ def job_get(*, owner: Client, job_id: uuid.UUID | str) -> Job:
         job_uuid = job_id if isinstance(job_id, uuid.UUID) else uuid.UUID(str(job_id))
     except ValueError:
         raise NotFound("No such job.") from None
-    params = [Job._meta.get_field("id").get_db_prep_value(job_uuid, connection), _owner_id(owner)]
-    job = select_one(Job, where=_JOB_BY_ID, params=params)
+    job = sql.job_of_owner(job_uuid, owner.pk)
     if job is None:
         raise NotFound("No such job.")
     return job
-
-
-def job_unfinished_below(*, owner: Client, cap: int) -> tuple[str, list[Any]]:
-    """The SQL condition, with its parameters, that the owner has fewer than `cap` jobs not
-    final yet (its UnfinishedJobCount); the submit checks it in its INSERT."""
-    return _UNFINISHED_BELOW_SQL, [_owner_id(owner), cap]
 
 
 def job_list(*, owner: Client) -> QuerySet[Job]:

@@ -6,7 +6,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from webhooks import services
+from webhooks import secrets
 from webhooks.models import Delivery, DeliveryAttempt
 
 
@@ -46,11 +46,11 @@ class DeliverySerializer(serializers.ModelSerializer):
 
 class SigningSecretApi(APIView):
     def get(self, request: Request) -> Response:
-        secret = services.signing_secret_get_or_create(owner_id=request.user.pk)
+        secret = secrets.signing_secret_get_or_create(owner_id=request.user.pk)
         return Response(SecretSerializer({"secret": secret}).data)
 
 
 class SigningSecretRotateApi(APIView):
     def post(self, request: Request) -> Response:
-        secret = services.signing_secret_rotate(owner_id=request.user.pk)
+        secret = secrets.signing_secret_rotate(owner_id=request.user.pk)
         return Response(SecretSerializer({"secret": secret}).data, status=status.HTTP_200_OK)

@@ -55,7 +55,7 @@ class Event(models.Model):
     class Meta:
         indexes = [
             models.Index(fields=["subject_id", "event_type", "-created_at"], name="event_subject"),
-            # Pruning by age (jobs.services.housekeeping_run).
+            # Pruning by age (webhooks.outbox.events_prune).
             models.Index(fields=["created_at"], name="event_created"),
         ]
         constraints = [

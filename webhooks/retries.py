@@ -1,10 +1,8 @@
-"""The retry schedule: when the next attempt is due, with jitter, and Retry-After parsing."""
+"""The retry schedule: when a delivery's next attempt is due, with jitter."""
 from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from datetime import datetime
-from email.utils import parsedate_to_datetime
 
 # Delays are spread by up to this fraction either way, so deliveries that failed together
 # (a receiver outage) do not all come back in the same second.
@@ -22,21 +20,3 @@ def retry_delay_seconds(
     jitter = (rng or random).uniform(-JITTER_FRACTION, JITTER_FRACTION)
     return max(0.0, base * (1 + jitter))
 
-
-def retry_after_seconds(value: str | None, *, now: datetime, max_seconds: float) -> float | None:
-    """A `Retry-After` header (seconds or an HTTP date) as seconds within [0, max_seconds];
-    None when absent or unreadable."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        seconds = float(value)
-    else:
-        try:
-            when = parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError):
-            return None
-        if when.tzinfo is None:
-            return None
-        seconds = (when - now).total_seconds()
-    return min(max(seconds, 0.0), float(max_seconds))

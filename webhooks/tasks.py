@@ -8,33 +8,23 @@ the redelivered message (or the dispatcher) take the delivery over.
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 
 from celery import shared_task
 from django.conf import settings
 from django.db import DatabaseError
+from django.utils import timezone
+
+from webhooks import attempts, dispatch, outbox
 
 # An attempt takes at most about twice the timeout (connect, then the answer); these limits
-# stop a stuck attempt well before its claim (see services.claim_lease_seconds) expires.
+# stop a stuck attempt well before its claim (webhooks.claims.claim_lease_seconds) expires.
 _SOFT_LIMIT_SECONDS = settings.WEBHOOK_TIMEOUT_SECONDS * 2 + 15
 _HARD_LIMIT_SECONDS = settings.WEBHOOK_TIMEOUT_SECONDS * 2 + 30
 
 
-def deliveries_attempt_publish(*, delivery_ids: list[int], countdown: float | None = None) -> None:
-    """Queue attempts of some deliveries, one message (raises when the broker is unreachable).
-
-    Published through our app by name rather than through the shared task's proxy: the proxy
-    follows Celery's thread-local "current app", which any other Celery() made in the thread
-    (a tool, a test's probe) silently replaces, broker and key prefix included.
-    """
-    from core.celery import app
-
-    app.send_task(
-        "webhooks.deliveries_attempt", kwargs={"delivery_ids": delivery_ids}, countdown=countdown
-    )
-
-
 @shared_task(
-    name="webhooks.deliveries_attempt",
+    name=dispatch.ATTEMPT_TASK,
     ignore_result=True,
     soft_time_limit=_SOFT_LIMIT_SECONDS,
     time_limit=_HARD_LIMIT_SECONDS,
@@ -45,10 +35,8 @@ def deliveries_attempt_publish(*, delivery_ids: list[int], countdown: float | No
     max_retries=5,
 )
 def deliveries_attempt(*, delivery_ids: list[int]) -> None:
-    """Send the deliveries' next attempts, side by side (services.deliveries_attempt)."""
-    from webhooks import services
-
-    services.deliveries_attempt(delivery_ids=delivery_ids)
+    """Send the deliveries' next attempts, side by side."""
+    attempts.deliveries_attempt(delivery_ids=delivery_ids)
 
 
 @shared_task(
@@ -64,14 +52,16 @@ def deliveries_attempt(*, delivery_ids: list[int]) -> None:
 )
 def deliveries_send_for_subject(previous: object = None, *, subject_id: str) -> None:
     """The tail of a job's chain: send the job's recorded events that are due."""
-    from webhooks import services
-
-    services.deliveries_send_for_subject(subject_id=uuid.UUID(subject_id))
+    attempts.deliveries_send_for_subject(subject_id=uuid.UUID(subject_id))
 
 
 @shared_task(name="webhooks.deliveries_dispatch_due", ignore_result=True)
 def deliveries_dispatch_due() -> int:
     """Periodic (beat): publish attempts whose time has come."""
-    from webhooks import services
+    return dispatch.deliveries_dispatch_due()
 
-    return services.deliveries_dispatch_due()
+
+@shared_task(name="webhooks.prune", ignore_result=True)
+def events_prune() -> int:
+    """Periodic: delete events (with their deliveries and attempts) past their retention."""
+    return outbox.events_prune(older_than=timezone.now() - timedelta(days=settings.WEBHOOK_EVENT_RETENTION_DAYS))

@@ -13,14 +13,11 @@ short autocommit writes.
 """
 from __future__ import annotations
 
-import email.utils
 import json
 import logging
-import random
 import re
 import time
-from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import openai
@@ -28,9 +25,9 @@ import tenacity
 from django.conf import settings
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from jobs.registry import JobType
-from jobs.runtime import JobFailed, StepContext
+from core.retry_after import retry_after_seconds
 from jobs.types import checklist_prompts as prompts
+from jobs.types.base import JobFailed, JobType, StepContext
 
 logger = logging.getLogger(__name__)
 
@@ -126,66 +123,48 @@ def _is_quota_exhausted(error: openai.APIStatusError) -> bool:
     return error.status_code == 429 and error.code == "insufficient_quota"
 
 
-def retry_after_seconds(headers: Mapping[str, str], *, now: datetime | None = None) -> float | None:
-    """The server's requested wait: `retry-after-ms`, or `Retry-After` in seconds or as a date."""
+def server_retry_after(error: BaseException | None) -> float | None:
+    """The wait the model server asked for: OpenAI's `retry-after-ms`, else `Retry-After`."""
+    if not isinstance(error, openai.APIStatusError):
+        return None
+    headers = error.response.headers
     milliseconds = headers.get("retry-after-ms")
     if milliseconds:
         try:
             return max(0.0, float(milliseconds) / 1000)
         except ValueError:
             pass
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+    return retry_after_seconds(headers.get("retry-after"))
 
 
-def retry_wait_seconds(
-    *, attempt: int, error: BaseException | None, base_seconds: float, max_seconds: float
-) -> float:
-    """How long to wait after failed try number `attempt` (1-based) before the next one.
+class BackoffOrRetryAfter(tenacity.wait.wait_base):
+    """tenacity's exponential backoff with jitter (base, 2x base, 4x base, ... plus up to one
+    base, so many workers do not retry in lockstep), but never less than the server's
+    Retry-After; both capped at `max_seconds`, so one call's retries stay inside the step's
+    time limit."""
 
-    Exponential (base, 2x base, 4x base, ... plus up to one base of jitter so many workers do
-    not retry in lockstep), but never less than the server's Retry-After; both capped at
-    `max_seconds`, so one call's retries stay inside the step's time limit.
-    """
-    # The exponent is bounded so a large attempt count cannot overflow before the cap applies.
-    wait = base_seconds * 2 ** min(attempt - 1, 30) + random.uniform(0, base_seconds)
-    if isinstance(error, openai.APIStatusError):
-        requested = retry_after_seconds(error.response.headers)
+    def __init__(self, *, base_seconds: float, max_seconds: float) -> None:
+        self.backoff = tenacity.wait_exponential_jitter(
+            initial=base_seconds, max=max_seconds, jitter=base_seconds
+        )
+        self.max_seconds = max_seconds
+
+    def __call__(self, retry_state: tenacity.RetryCallState) -> float:
+        wait = self.backoff(retry_state)
+        outcome = retry_state.outcome
+        requested = server_retry_after(outcome.exception() if outcome is not None else None)
         if requested is not None:
             wait = max(wait, requested)
-    return min(wait, max_seconds)
+        return min(wait, self.max_seconds)
 
 
-class _WaitBackoffOrRetryAfter(tenacity.wait.wait_base):
-    def __call__(self, retry_state: tenacity.RetryCallState) -> float:
-        outcome = retry_state.outcome
-        return retry_wait_seconds(
-            attempt=retry_state.attempt_number,
-            error=outcome.exception() if outcome is not None else None,
-            base_seconds=settings.OPENAI_RETRY_BASE_SECONDS,
-            max_seconds=settings.OPENAI_RETRY_MAX_SECONDS,
-        )
-
-
-def _sleep_unless_cancelled(ctx: StepContext) -> Callable[[float], None]:
-    """A tenacity sleep that still notices a cancel while it waits (JobCancelled ends the job)."""
+def _sleep_unless_canceled(ctx: StepContext) -> Callable[[float], None]:
+    """A tenacity sleep that still notices a cancel while it waits (JobCanceled ends the job)."""
 
     def sleep(seconds: float) -> None:
         deadline = time.monotonic() + seconds
         while (left := deadline - time.monotonic()) > 0:
-            ctx.check_cancelled()
+            ctx.check_canceled()
             time.sleep(min(left, 1.0))
 
     return sleep
@@ -249,7 +228,7 @@ def _complete(ctx: StepContext, messages: list[prompts.ChatMessage]) -> Any:
     def before_attempt(state: tenacity.RetryCallState) -> None:
         if state.attempt_number > 1:
             ctx.retrying(False)
-        ctx.check_cancelled()
+        ctx.check_canceled()
 
     def before_sleep(state: tenacity.RetryCallState) -> None:
         error = state.outcome.exception() if state.outcome is not None else None
@@ -262,10 +241,12 @@ def _complete(ctx: StepContext, messages: list[prompts.ChatMessage]) -> Any:
     retrying = tenacity.Retrying(
         retry=tenacity.retry_if_exception(is_transient),
         stop=tenacity.stop_after_attempt(settings.OPENAI_MAX_ATTEMPTS),
-        wait=_WaitBackoffOrRetryAfter(),
+        wait=BackoffOrRetryAfter(
+            base_seconds=settings.OPENAI_RETRY_BASE_SECONDS, max_seconds=settings.OPENAI_RETRY_MAX_SECONDS
+        ),
         before=before_attempt,
         before_sleep=before_sleep,
-        sleep=_sleep_unless_cancelled(ctx),
+        sleep=_sleep_unless_canceled(ctx),
         reraise=True,
     )
     with _client() as client:

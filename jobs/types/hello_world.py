@@ -3,8 +3,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from jobs.registry import JobType
-from jobs.runtime import StepContext
+from jobs.types.base import JobType, StepContext
 
 
 class HelloWorldPayload(BaseModel):

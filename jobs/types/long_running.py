@@ -5,8 +5,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from jobs.registry import JobType
-from jobs.runtime import StepContext
+from jobs.types.base import JobType, StepContext
 
 MAX_DURATION_SECONDS = 3600
 # How often the job reports progress and looks at its cancel flag.
@@ -25,10 +24,10 @@ def sleep_in_steps(ctx: StepContext, previous: Any) -> str:
     total = max(1, math.ceil(payload.duration / TICK_SECONDS))
     deadline = time.monotonic() + payload.duration
     for tick in range(total):
-        ctx.check_cancelled()
+        ctx.check_canceled()
         ctx.progress(tick, total, f"slept {tick * TICK_SECONDS:g} of {payload.duration:g} s")
         time.sleep(max(0.0, min(TICK_SECONDS, deadline - time.monotonic())))
-    ctx.check_cancelled()
+    ctx.check_canceled()
     ctx.progress(total, total, "done")
     # The starter echoed the number as sent (2, not 2.0).
     return f"Slept for {ctx.payload['duration']} seconds. Message: {payload.message}"

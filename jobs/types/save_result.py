@@ -3,8 +3,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from jobs.registry import JobType
-from jobs.runtime import StepContext
+from jobs.types.base import JobType, StepContext
 
 
 class SaveResultPayload(BaseModel):

@@ -9,7 +9,8 @@ from django.test import Client as DjangoClient
 from django.utils import timezone
 
 from core.models import ApiKey
-from core.services import api_key_create, api_key_digest, api_key_revoke, client_create
+from core.auth import api_key_digest
+from core.services import api_key_create, api_key_revoke, client_create
 
 
 @pytest.fixture

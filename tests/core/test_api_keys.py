@@ -8,7 +8,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from core.models import ApiKey, Client
-from core.services import api_key_digest
+from core.auth import api_key_digest
 
 pytestmark = pytest.mark.django_db
 

@@ -13,7 +13,8 @@ from django.utils import timezone
 
 from core.celery import app as celery_app
 from jobs.models import Job
-from jobs.tasks import job_publish, jobs_dispatch_sweep
+from jobs.dispatch import job_publish
+from jobs.tasks import jobs_dispatch_sweep
 from tests.conftest import Api
 
 

@@ -5,7 +5,7 @@ import pytest
 
 from core.services import client_create
 from jobs.models import Job
-from jobs.tasks import job_signatures
+from jobs.dispatch import job_signatures
 
 pytestmark = pytest.mark.django_db
 

@@ -9,18 +9,20 @@ from __future__ import annotations
 import threading
 import time
 from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 from typing import Any
 
 import httpx2
 import openai
 import pytest
+import tenacity
 from django.conf import settings
 from django.db import transaction
 
 from examples.receiver import Received, Receiver
 from jobs.models import Job
-from jobs.runtime import JobFailed
 from jobs.types import checklist
+from jobs.types.base import JobFailed
 from jobs.types.checklist_prompts import CHECKLIST_SYSTEM_PROMPT, SUMMARY_SYSTEM_PROMPT
 from tests.conftest import Api
 from tests.fakes.openai_server import FAKE_API_KEY, FakeOpenAI, Reply, Scenario
@@ -405,20 +407,23 @@ def _status_error(status: int, headers: dict[str, str] | None = None) -> openai.
     return error_class("error", response=response, body=None)
 
 
-def test_retry_after_is_read_in_seconds_milliseconds_or_as_a_date() -> None:
-    now = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
-    in_five = (now + timedelta(seconds=5)).strftime("%a, %d %b %Y %H:%M:%S GMT")
+def test_the_server_wait_is_read_in_milliseconds_seconds_or_as_a_date() -> None:
+    in_five = format_datetime(datetime.now(UTC) + timedelta(seconds=5), usegmt=True)
 
-    assert checklist.retry_after_seconds({"retry-after": "7"}) == 7.0
-    assert checklist.retry_after_seconds({"retry-after-ms": "250", "retry-after": "7"}) == 0.25
-    assert checklist.retry_after_seconds({"retry-after": in_five}, now=now) == 5.0
-    assert checklist.retry_after_seconds({"retry-after": "soon"}) is None
-    assert checklist.retry_after_seconds({}) is None
+    assert checklist.server_retry_after(_status_error(429, {"retry-after": "7"})) == 7.0
+    assert checklist.server_retry_after(_status_error(429, {"retry-after-ms": "250", "retry-after": "7"})) == 0.25
+    assert 3 < (checklist.server_retry_after(_status_error(429, {"retry-after": in_five})) or 0) <= 5
+    assert checklist.server_retry_after(_status_error(429, {"retry-after": "soon"})) is None
+    assert checklist.server_retry_after(_status_error(429)) is None
+    assert checklist.server_retry_after(ValueError("not from the client")) is None
 
 
 def test_the_retry_wait_doubles_honours_retry_after_and_is_capped() -> None:
     def wait(attempt: int, error: BaseException | None = None) -> float:
-        return checklist.retry_wait_seconds(attempt=attempt, error=error, base_seconds=1, max_seconds=20)
+        state = tenacity.RetryCallState(retry_object=tenacity.Retrying(), fn=None, args=(), kwargs={})
+        state.attempt_number = attempt
+        state.set_exception((type(error or ValueError()), error or ValueError(), None))
+        return checklist.BackoffOrRetryAfter(base_seconds=1, max_seconds=20)(state)
 
     assert 1 <= wait(1) <= 2
     assert 2 <= wait(2) <= 3

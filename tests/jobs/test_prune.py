@@ -11,7 +11,8 @@ from django.utils import timezone
 
 from core.models import Client
 from core.services import client_create
-from jobs import services, tasks
+from jobs import retention, tasks
+from webhooks import tasks as webhook_tasks
 from jobs.models import IdempotencyKey, Job, JobResult
 from webhooks.models import Delivery, DeliveryAttempt, Event
 
@@ -69,11 +70,13 @@ def test_housekeeping_prunes_what_is_past_retention_and_keeps_the_rest(
     old_pending_event = _event(owner, days_ago=31, state=Delivery.State.PENDING)
     recent_event = _event(owner, days_ago=1, state=Delivery.State.SUCCEEDED)
 
-    # When the periodic task runs
+    # When the periodic tasks run
     counts = tasks.jobs_prune()
+    events = webhook_tasks.events_prune()
 
     # Then old finished jobs, old finished webhook logs, ancient results and expired keys are gone
-    assert counts == {"jobs": 3, "results": 1, "webhook_events": 2, "idempotency_keys": 1}
+    assert counts == {"jobs": 3, "results": 1, "idempotency_keys": 1}
+    assert events == 2
     remaining_jobs = set(Job.objects.values_list("pk", flat=True))
     assert remaining_jobs == {recent_done.pk, old_running.pk, old_pending.pk}
     # A result outlives its job.
@@ -91,8 +94,8 @@ def test_prune_works_in_batches_and_stops_at_the_batch_cap(owner: Client) -> Non
         _job(owner, S.SUCCESS, finished_days_ago=100)
     cutoff: datetime = NOW - 30 * DAY
 
-    first = services.jobs_prune(older_than=cutoff, batch_size=2, max_batches=2)
-    rest = services.jobs_prune(older_than=cutoff, batch_size=2, max_batches=10)
+    first = retention.jobs_finished_prune(older_than=cutoff, batch_size=2, max_batches=2)
+    rest = retention.jobs_finished_prune(older_than=cutoff, batch_size=2, max_batches=10)
 
     assert (first, rest) == (4, 3)
     assert not Job.objects.exists()

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from core.services import client_create
-from jobs import services
+from jobs import transitions
 from jobs.models import Job, JobResult
 
 pytestmark = pytest.mark.django_db
@@ -24,10 +24,10 @@ def status(job: Job) -> str:
 
 
 def test_pending_starts_then_succeeds(job: Job) -> None:
-    assert services.job_start(job_id=job.id) is not None
+    assert transitions.job_start(job_id=job.id) is not None
     assert status(job) == S.STARTED
 
-    assert services.job_finish(job_id=job.id, status=S.SUCCESS, result={"a": 1})
+    assert transitions.job_finish(job_id=job.id, status=S.SUCCESS, result={"a": 1})
 
     assert status(job) == S.SUCCESS
     assert job.result == {"a": 1} and job.finished_at is not None
@@ -35,21 +35,21 @@ def test_pending_starts_then_succeeds(job: Job) -> None:
 
 
 def test_started_and_retry_go_back_and_forth(job: Job) -> None:
-    services.job_start(job_id=job.id)
+    transitions.job_start(job_id=job.id)
 
-    services.job_set_retrying(job_id=job.id, retrying=True)
+    transitions.job_set_retrying(job_id=job.id, retrying=True)
     assert status(job) == S.RETRY
-    services.job_set_retrying(job_id=job.id, retrying=False)
+    transitions.job_set_retrying(job_id=job.id, retrying=False)
     assert status(job) == S.STARTED
 
 
 @pytest.mark.parametrize("first", [S.SUCCESS, S.FAILURE, S.REVOKED])
 @pytest.mark.parametrize("second", [S.SUCCESS, S.FAILURE, S.REVOKED])
 def test_the_first_final_state_wins(job: Job, first: str, second: str) -> None:
-    services.job_start(job_id=job.id)
-    assert services.job_finish(job_id=job.id, status=first, result="first", error=None)
+    transitions.job_start(job_id=job.id)
+    assert transitions.job_finish(job_id=job.id, status=first, result="first", error=None)
 
-    assert not services.job_finish(
+    assert not transitions.job_finish(
         job_id=job.id, status=second, result="second", error={"type": "late", "message": "late"}
     )
 
@@ -59,41 +59,41 @@ def test_the_first_final_state_wins(job: Job, first: str, second: str) -> None:
 
 
 def test_a_late_start_never_moves_a_final_job_back(job: Job) -> None:
-    services.job_start(job_id=job.id)
-    services.job_finish(job_id=job.id, status=S.SUCCESS, result=1)
+    transitions.job_start(job_id=job.id)
+    transitions.job_finish(job_id=job.id, status=S.SUCCESS, result=1)
 
-    assert services.job_start(job_id=job.id) is None  # a duplicate message
-    services.job_set_retrying(job_id=job.id, retrying=True)
-    services.job_progress(job_id=job.id, current=1, total=2, message="late")
+    assert transitions.job_start(job_id=job.id) is None  # a duplicate message
+    transitions.job_set_retrying(job_id=job.id, retrying=True)
+    transitions.job_progress(job_id=job.id, current=1, total=2, message="late")
 
     assert status(job) == S.SUCCESS
     assert job.progress is None
 
 
 def test_a_redelivered_start_keeps_the_first_start_time(job: Job) -> None:
-    services.job_start(job_id=job.id)
+    transitions.job_start(job_id=job.id)
     job.refresh_from_db()
     first_started = job.started_at
 
-    assert services.job_start(job_id=job.id) is not None  # requeued after a lost worker
+    assert transitions.job_start(job_id=job.id) is not None  # requeued after a lost worker
 
     job.refresh_from_db()
     assert job.status == S.STARTED and job.started_at == first_started
 
 
 def test_a_job_cancelled_before_it_starts_never_starts(job: Job) -> None:
-    services.job_cancel(owner=job.owner, job_id=job.id)
+    transitions.job_cancel(owner=job.owner, job_id=job.id)
 
-    assert services.job_start(job_id=job.id) is None
+    assert transitions.job_start(job_id=job.id) is None
     assert status(job) == S.REVOKED
     assert job.started_at is None
 
 
 def test_progress_is_recorded_only_while_running(job: Job) -> None:
-    services.job_progress(job_id=job.id, current=1, total=3, message="too early")
+    transitions.job_progress(job_id=job.id, current=1, total=3, message="too early")
     assert Job.objects.get(pk=job.pk).progress is None
 
-    services.job_start(job_id=job.id)
-    services.job_progress(job_id=job.id, current=1, total=3, message="one")
+    transitions.job_start(job_id=job.id)
+    transitions.job_progress(job_id=job.id, current=1, total=3, message="one")
 
     assert Job.objects.get(pk=job.pk).progress == {"current": 1, "total": 3, "message": "one"}

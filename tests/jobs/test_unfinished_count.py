@@ -14,7 +14,7 @@ from django.db import connection
 
 from core.models import Client
 from core.services import client_create
-from jobs import services
+from jobs import transitions
 from jobs.models import Job, UnfinishedJobCount
 from tests.conftest import REPO, Api
 
@@ -38,13 +38,13 @@ def test_the_count_follows_every_transition_and_delete() -> None:
     Job.objects.create(owner=owner, job_name=BODY["job_name"], status=S.SUCCESS)
     assert unfinished(owner) == actual(owner) == 4
 
-    services.job_start(job_id=jobs[0].id)
-    services.job_set_retrying(job_id=jobs[0].id, retrying=True)
+    transitions.job_start(job_id=jobs[0].id)
+    transitions.job_set_retrying(job_id=jobs[0].id, retrying=True)
     assert unfinished(owner) == 4  # still unfinished: nothing moves
 
-    services.job_finish(job_id=jobs[0].id, status=S.SUCCESS, result=None)
-    services.job_finish(job_id=jobs[0].id, status=S.FAILURE)  # no second final state: no change
-    services.job_cancel(owner=owner, job_id=jobs[1].id)  # a queued job, cancelled at once
+    transitions.job_finish(job_id=jobs[0].id, status=S.SUCCESS, result=None)
+    transitions.job_finish(job_id=jobs[0].id, status=S.FAILURE)  # no second final state: no change
+    transitions.job_cancel(owner=owner, job_id=jobs[1].id)  # a queued job, canceled at once
     assert unfinished(owner) == actual(owner) == 2
 
     Job.objects.filter(pk=jobs[2].pk).delete()  # deleted unfinished (the admin can)

@@ -8,7 +8,7 @@ import pytest
 
 from examples.receiver import Receiver, Reply
 from tests.conftest import Api
-from webhooks import services
+from webhooks import claims
 
 HELLO = "api.tasks.hello_world"
 LONG = "api.tasks.long_running_task"
@@ -39,7 +39,7 @@ def claim_implementation(request: pytest.FixtureRequest, monkeypatch: pytest.Mon
     """Runs a test with each way a delivery is claimed: PostgreSQL's one statement, and the
     ORM's three, which other databases (SQLite under `make run`) use."""
     if request.param == "portable":
-        monkeypatch.setattr(services, "_claim_postgresql", services._claim_portable)
+        monkeypatch.setattr(claims, "claim_postgresql", claims.claim_portable)
     return str(request.param)
 
 

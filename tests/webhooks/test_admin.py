@@ -9,7 +9,7 @@ from django.test import Client as DjangoClient
 from django.utils import timezone
 
 from core.services import client_create
-from webhooks import services
+from webhooks import outbox, secrets
 from webhooks.models import Delivery, DeliveryAttempt, Event
 
 pytestmark = pytest.mark.django_db
@@ -17,10 +17,10 @@ pytestmark = pytest.mark.django_db
 
 def test_admin_pages_render() -> None:
     owner = client_create(name=f"admin-{uuid.uuid4().hex[:8]}")
-    services.signing_secret_get_or_create(owner_id=owner.pk)
+    secrets.signing_secret_get_or_create(owner_id=owner.pk)
     now = timezone.now()
     event = Event.objects.create(owner=owner, subject_id=uuid.uuid4(), event_type="job.succeeded",
-                                 body=services.event_body(event_type="job.succeeded", data={}, at=now))
+                                 body=outbox.event_body(event_type="job.succeeded", data={}, at=now))
     delivery = Delivery.objects.create(event=event, owner=owner, subject_id=event.subject_id,
                                        url="https://hooks.example/", state=Delivery.State.SUCCEEDED)
     DeliveryAttempt.objects.create(delivery=delivery, number=1, status_code=200, duration_ms=5,

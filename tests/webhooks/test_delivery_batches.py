@@ -1,5 +1,5 @@
-"""Deliveries travel in batches: the events one transaction records share messages, and one
-task sends a batch side by side, recording each delivery's own outcome."""
+"""Deliveries travel in batches: one task sends a batch side by side, recording each delivery's
+own outcome; events recorded in one transaction are each delivered once."""
 from __future__ import annotations
 
 import uuid
@@ -13,7 +13,7 @@ from django.utils import timezone
 from core.models import Client
 from core.services import client_create
 from examples.receiver import Receiver, Reply
-from webhooks import services
+from webhooks import attempts, dispatch, outbox, secrets
 from webhooks.models import Delivery, DeliveryAttempt
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("claim_implementation")]
@@ -25,7 +25,7 @@ def owner() -> Client:
 
 
 def record(owner: Client, url: str, *, publish: bool = True, subject_id: uuid.UUID | None = None) -> Delivery:
-    event = services.event_record(
+    event = outbox.event_record(
         owner_id=owner.id,
         subject_id=subject_id or uuid.uuid4(),
         event_type="job.succeeded",
@@ -40,7 +40,7 @@ def test_events_recorded_in_one_transaction_are_each_delivered_once(
     owner: Client, receiver: Receiver, celery_worker: str
 ) -> None:
     # Given more events in one transaction than one message carries
-    count = services.BATCH_MAX_DELIVERIES * 2 + 5
+    count = dispatch.BATCH_MAX_DELIVERIES * 2 + 5
     with transaction.atomic():
         deliveries = [record(owner, receiver.url) for _ in range(count)]
 
@@ -86,10 +86,10 @@ def test_a_batch_records_each_deliverys_own_outcome(
     deliveries = [record(owner, r.url, publish=False) for r in (took, failed, gone)]
 
     # When one task sends the batch
-    attempts = services.deliveries_attempt(delivery_ids=[d.pk for d in deliveries])
+    outcomes = attempts.deliveries_attempt(delivery_ids=[d.pk for d in deliveries])
 
     # Then each attempt is logged with its own answer, and each delivery moved on its own way
-    assert sorted((a.delivery_id, a.status_code) for a in attempts) == sorted(
+    assert sorted((a.delivery_id, a.status_code) for a in outcomes) == sorted(
         zip([d.pk for d in deliveries], [200, 500, 410], strict=True)
     )
     states = {d.pk: d for d in Delivery.objects.filter(pk__in=[d.pk for d in deliveries])}
@@ -113,10 +113,10 @@ def test_a_batch_leaves_out_what_another_worker_holds_or_what_is_not_due(
     Delivery.objects.filter(pk=later.pk).update(next_attempt_at=now + timedelta(hours=1))
 
     # When a task sends the batch
-    attempts = services.deliveries_attempt(delivery_ids=[free.pk, held.pk, later.pk])
+    outcomes = attempts.deliveries_attempt(delivery_ids=[free.pk, held.pk, later.pk])
 
     # Then only the free one was sent
-    assert [a.delivery_id for a in attempts] == [free.pk]
+    assert [a.delivery_id for a in outcomes] == [free.pk]
     assert [r.headers["webhook-id"] for r in receiver.received] == [free.event.message_id]
     assert Delivery.objects.get(pk=held.pk).attempt_count == 0
     assert Delivery.objects.get(pk=later.pk).attempt_count == 0
@@ -126,13 +126,13 @@ def test_a_jobs_chain_tail_sends_every_due_delivery_of_its_subject_and_no_other(
     owner: Client, make_receiver: Callable[..., Receiver]
 ) -> None:
     # Given more due deliveries of one subject than a batch holds, and another subject's
-    receiver = make_receiver(secret=services.signing_secret_get_or_create(owner_id=owner.id))
+    receiver = make_receiver(secret=secrets.signing_secret_get_or_create(owner_id=owner.id))
     subject = uuid.uuid4()
-    ours = [record(owner, receiver.url, publish=False, subject_id=subject) for _ in range(services.BATCH_MAX_DELIVERIES + 3)]
+    ours = [record(owner, receiver.url, publish=False, subject_id=subject) for _ in range(dispatch.BATCH_MAX_DELIVERIES + 3)]
     other = record(owner, receiver.url, publish=False)
 
     # When the tail of the subject's chain runs
-    sent = services.deliveries_send_for_subject(subject_id=subject)
+    sent = attempts.deliveries_send_for_subject(subject_id=subject)
 
     # Then each of the subject's deliveries was sent once, signed with the owner's secret
     assert sent == len(ours)

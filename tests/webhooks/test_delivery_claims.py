@@ -17,7 +17,7 @@ from django.utils import timezone
 from core.models import Client
 from core.services import client_create
 from examples.receiver import Receiver, Reply
-from webhooks import services
+from webhooks import attempts, dispatch, outbox
 from webhooks.models import Delivery, DeliveryAttempt, Event
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("claim_implementation")]
@@ -35,7 +35,7 @@ def make_delivery(owner: Client, url: str, **fields: Any) -> Delivery:
         owner=owner,
         subject_id=uuid.uuid4(),
         event_type="job.succeeded",
-        body=services.event_body(event_type="job.succeeded", data={"id": "x"}, at=now),
+        body=outbox.event_body(event_type="job.succeeded", data={"id": "x"}, at=now),
     )
     defaults: dict[str, Any] = {"next_attempt_at": now, "dispatched_at": now}
     defaults.update(fields)
@@ -52,7 +52,7 @@ def test_two_workers_never_send_the_same_delivery_at_once(
 
     def attempt() -> None:
         try:
-            results.append(services.delivery_attempt(delivery_id=delivery.pk))
+            results.append(attempts.delivery_attempt(delivery_id=delivery.pk))
         finally:
             connection.close()
 
@@ -73,8 +73,8 @@ def test_two_workers_never_send_the_same_delivery_at_once(
 def test_a_success_is_never_recorded_twice(owner: Client, receiver: Receiver) -> None:
     delivery = make_delivery(owner, receiver.url)
 
-    first = services.delivery_attempt(delivery_id=delivery.pk)
-    again = services.delivery_attempt(delivery_id=delivery.pk)  # a duplicate message
+    first = attempts.delivery_attempt(delivery_id=delivery.pk)
+    again = attempts.delivery_attempt(delivery_id=delivery.pk)  # a duplicate message
 
     assert first is not None and first.status_code == 200
     assert again is None
@@ -91,7 +91,7 @@ def test_an_attempt_whose_worker_died_is_logged_and_taken_over(owner: Client, re
     DeliveryAttempt.objects.create(delivery=delivery, number=1, started_at=now - timedelta(minutes=2))
 
     # When its message is redelivered (late ack) or the dispatcher republishes it
-    attempt = services.delivery_attempt(delivery_id=delivery.pk)
+    attempt = attempts.delivery_attempt(delivery_id=delivery.pk)
 
     # Then the lost attempt is marked interrupted and attempt 2 delivers
     assert attempt is not None and attempt.number == 2 and attempt.status_code == 200
@@ -106,13 +106,13 @@ def test_a_live_claim_is_not_taken_over(owner: Client, receiver: Receiver) -> No
         owner, receiver.url, claim_token=uuid.uuid4(), claimed_until=timezone.now() + timedelta(minutes=1)
     )
 
-    assert services.delivery_attempt(delivery_id=delivery.pk) is None
+    assert attempts.delivery_attempt(delivery_id=delivery.pk) is None
     assert receiver.received == []
 
 
 def test_an_outcome_after_the_claim_was_taken_over_decides_nothing(owner: Client, receiver: Receiver) -> None:
     delivery = make_delivery(owner, receiver.url)
-    original_post = services.http.post
+    original_post = attempts.http.post
 
     def post_then_lose_the_claim(*args: Any, **kwargs: Any) -> Any:
         result = original_post(*args, **kwargs)
@@ -120,11 +120,11 @@ def test_an_outcome_after_the_claim_was_taken_over_decides_nothing(owner: Client
         Delivery.objects.filter(pk=delivery.pk).update(claim_token=uuid.uuid4())
         return result
 
-    services.http.post = post_then_lose_the_claim  # type: ignore[assignment]
+    attempts.http.post = post_then_lose_the_claim  # type: ignore[assignment]
     try:
-        attempt = services.delivery_attempt(delivery_id=delivery.pk)
+        attempt = attempts.delivery_attempt(delivery_id=delivery.pk)
     finally:
-        services.http.post = original_post  # type: ignore[assignment]
+        attempts.http.post = original_post  # type: ignore[assignment]
 
     assert attempt is not None and attempt.status_code == 200  # the attempt is logged...
     delivery.refresh_from_db()
@@ -140,7 +140,7 @@ def test_the_address_is_checked_again_at_each_attempt(owner: Client) -> None:
             raise socket.gaierror(socket.EAI_NONAME, "unknown")
         return ["10.9.8.7"]
 
-    attempt = services.delivery_attempt(delivery_id=delivery.pk, resolver=rebound)
+    attempt = attempts.delivery_attempt(delivery_id=delivery.pk, resolver=rebound)
 
     # Then the attempt is refused without a connection, logged, and retried later
     assert attempt is not None and attempt.status_code is None
@@ -163,8 +163,8 @@ def test_the_dispatcher_publishes_due_deliveries_once(
     Celery("stray", broker="memory://")
 
     # When the dispatcher runs twice
-    first = services.deliveries_dispatch_due()
-    second = services.deliveries_dispatch_due()
+    first = dispatch.deliveries_dispatch_due()
+    second = dispatch.deliveries_dispatch_due()
 
     # Then the due one was published once and the worker delivered it; the later one waits
     assert (first, second) == (1, 0)
@@ -176,7 +176,7 @@ def test_the_dispatcher_publishes_due_deliveries_once(
 
 def test_job_progress_events_are_throttled(owner: Client, receiver: Receiver) -> None:
     from jobs.models import Job
-    from jobs.services import job_progress
+    from jobs.transitions import job_progress
 
     # Given a running job that wants progress events
     job = Job.objects.create(

@@ -35,7 +35,7 @@ def test_succeeded_job_sends_one_signed_webhook_with_the_job(api: Api, receiver:
 
 def test_failed_job_still_sends_job_failed(api: Api, receiver: Receiver) -> None:
     from jobs.models import Job
-    from jobs.services import job_finish
+    from jobs.transitions import job_finish
 
     # Given a running job with a callback
     secret = secret_of(api)
@@ -75,7 +75,7 @@ def test_cancelled_job_sends_job_canceled(api: Api, receiver: Receiver) -> None:
 
 
 def test_job_cancelled_while_queued_sends_job_canceled(api: Api, receiver: Receiver) -> None:
-    from jobs.services import job_cancel
+    from jobs.transitions import job_cancel
 
     created = api.submit(LONG, {"duration": 60}, callback_url=receiver.url)
     try:

@@ -7,7 +7,8 @@ from email.utils import format_datetime
 
 import pytest
 
-from webhooks.retries import JITTER_FRACTION, retry_after_seconds, retry_delay_seconds
+from core.retry_after import retry_after_seconds
+from webhooks.retries import JITTER_FRACTION, retry_delay_seconds
 
 DEFAULT = [0, 5, 300, 1800, 7200, 18000, 36000, 36000]
 

@@ -83,7 +83,7 @@ def test_the_allowed_network_is_accepted(api: Api, no_dns: None) -> None:
 
 
 def test_validation_accepts_public_hosts_international_names_and_ports() -> None:
-    from webhooks.services import callback_url_validate
+    from webhooks.addresses import callback_url_validate
 
     def public(host: str, port: int) -> list[str]:
         return ["93.184.216.34"]

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from django.db import OperationalError
 
-from webhooks import services, tasks
+from webhooks import attempts, tasks
 
 
 @pytest.mark.parametrize(
@@ -33,7 +33,7 @@ def test_a_delivery_task_runs_again_after_a_database_error(
             raise OperationalError("server closed the connection unexpectedly")
         return 0
 
-    monkeypatch.setattr(services, service, flaky)
+    monkeypatch.setattr(attempts, service, flaky)
 
     # When the task runs
     result = task.apply(kwargs=kwargs)

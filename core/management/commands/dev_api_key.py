@@ -8,7 +8,8 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 
 from core.models import ApiKey, Client
-from core.services import api_key_create, api_key_digest, client_create
+from core.auth import api_key_digest
+from core.services import api_key_create, client_create
 
 DEV_CLIENT_NAME = "dev"
 

@@ -1,0 +1,45 @@
+"""Pruning what the jobs app keeps past its retention: finished jobs, persisted results and
+idempotency keys (run by the periodic task `jobs.prune`). Batched, so one run never locks a big
+slice of a table; a run that stops at `max_batches` leaves the rest to the next."""
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.utils import timezone
+
+from core.db import delete_in_batches
+from jobs.models import Job, JobResult
+from jobs.submission import idempotency_keys_prune
+
+PRUNE_BATCH_SIZE = 1000
+PRUNE_MAX_BATCHES = 100
+
+
+def jobs_finished_prune(
+    *, older_than: datetime, batch_size: int = PRUNE_BATCH_SIZE, max_batches: int = PRUNE_MAX_BATCHES
+) -> int:
+    """Delete jobs that finished before `older_than` (their idempotency keys cascade)."""
+    finished = Job.objects.filter(status__in=Job.FINAL_STATUSES, finished_at__lt=older_than)
+    return delete_in_batches(finished, batch_size=batch_size, max_batches=max_batches)
+
+
+def job_results_prune(
+    *, older_than: datetime, batch_size: int = PRUNE_BATCH_SIZE, max_batches: int = PRUNE_MAX_BATCHES
+) -> int:
+    """Delete persisted results created before `older_than` (a result outlives its job)."""
+    old = JobResult.objects.filter(created_at__lt=older_than)
+    return delete_in_batches(old, batch_size=batch_size, max_batches=max_batches)
+
+
+def jobs_retention_apply(*, now: datetime | None = None) -> dict[str, int]:
+    """Prune the jobs app's rows past their retention (settings); counts per kind."""
+    now = now or timezone.now()
+    days = timedelta(days=1)
+    return {
+        "jobs": jobs_finished_prune(older_than=now - settings.JOB_RETENTION_DAYS * days),
+        "results": job_results_prune(older_than=now - settings.JOB_RESULT_RETENTION_DAYS * days),
+        "idempotency_keys": idempotency_keys_prune(
+            older_than=now - timedelta(seconds=settings.IDEMPOTENCY_KEY_TTL_SECONDS)
+        ),
+    }

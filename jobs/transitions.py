@@ -1,0 +1,192 @@
+"""A job's life after submission: start, progress, retrying, finish, cancel, and failing jobs
+whose worker vanished. Each transition records its webhook event in the same transaction.
+
+PENDING -> STARTED; STARTED <-> RETRY; PENDING/STARTED/RETRY -> SUCCESS, FAILURE or REVOKED.
+A final state never changes and the first one written wins: every transition is conditional on
+the status it reads (a compare-and-set, or a locked row), so a late or duplicate message does
+nothing.
+"""
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from core.errors import Conflict, NotFound
+from core.models import Client
+from jobs import dispatch, sql
+from jobs.models import DEFAULT_WEBHOOK_EVENTS, Job, JobResult
+from jobs.registry import job_type_get, job_types_all
+from jobs.serializers import job_representation
+from webhooks import outbox
+from webhooks import selectors as webhook_selectors
+
+logger = logging.getLogger(__name__)
+
+Status = Job.Status
+
+# At most one job.progress webhook per job per this many seconds; the final event carries the
+# last progress anyway.
+PROGRESS_EVENT_MIN_INTERVAL_SECONDS = 1.0
+
+FINAL_EVENT_TYPES = {Status.SUCCESS: "job.succeeded", Status.FAILURE: "job.failed", Status.REVOKED: "job.canceled"}
+
+
+def _locked(job_id: uuid.UUID) -> Job | None:
+    return Job.objects.select_for_update().filter(pk=job_id).first()
+
+
+def _event_record(*, job: Job, event_type: str, by_chain: bool = False) -> None:
+    """Hand the webhook event for this transition to the outbox, in the caller's transaction,
+    so the event exists exactly when the state change does.
+
+    `by_chain`: the transition is made by a step of the job's Celery chain, whose tail
+    (webhooks.deliveries_send_for_subject) sends the event, so it is not published on commit.
+    """
+    if not job.callback_url or event_type not in (job.webhook_events or DEFAULT_WEBHOOK_EVENTS):
+        return
+    if event_type == "job.progress":
+        last = webhook_selectors.event_latest_at(subject_id=job.id, event_type=event_type)
+        if last and timezone.now() - last < timedelta(seconds=PROGRESS_EVENT_MIN_INTERVAL_SECONDS):
+            return
+    outbox.event_record(
+        owner_id=job.owner_id,
+        subject_id=job.id,
+        event_type=event_type,
+        data=job_representation(job),
+        callback_url=job.callback_url,
+        publish=not by_chain,
+    )
+
+
+def job_start(*, job_id: uuid.UUID) -> Job | None:
+    """Mark the job STARTED; None when it must not run (final already, or gone)."""
+    # The usual case, a queued job nobody canceled that wants no job.started webhook, is one
+    # statement in autocommit: no event to record with it, so no BEGIN and COMMIT round trips.
+    now = timezone.now()
+    started = sql.job_update_if(job_id, condition=sql.STARTABLE_WITHOUT_EVENT, status=Status.STARTED, started_at=now)
+    if started is not None:
+        return started
+    with transaction.atomic():
+        started = sql.job_update_if(job_id, condition=sql.STARTABLE, status=Status.STARTED, started_at=now)
+        if started is not None:
+            _event_record(job=started, event_type="job.started")
+            return started
+        job = _locked(job_id)
+        if job is None or job.is_final:
+            return None
+        if job.cancel_requested:
+            _write_final(job, Status.REVOKED, by_chain=True)  # only a chain's first step starts jobs
+            return None
+    return job  # STARTED already: its message was delivered again (a lost worker); run it again
+
+
+def job_progress(*, job_id: uuid.UUID, current: int, total: int, message: str = "") -> None:
+    with transaction.atomic():
+        job = _locked(job_id)
+        if job is None or job.status not in Job.RUNNING_STATUSES:
+            return
+        job.progress = {"current": current, "total": total, "message": message}
+        job.save(update_fields=["progress"])
+        _event_record(job=job, event_type="job.progress")
+
+
+def job_set_retrying(*, job_id: uuid.UUID, retrying: bool) -> None:
+    source, target = (Status.STARTED, Status.RETRY) if retrying else (Status.RETRY, Status.STARTED)
+    Job.objects.filter(pk=job_id, status=source).update(status=target)
+
+
+def job_cancel_requested(*, job_id: uuid.UUID) -> bool:
+    """True when the job was canceled, or its row is gone (pruned): either way, stop."""
+    return not Job.objects.filter(pk=job_id, cancel_requested=False).exists()
+
+
+def _write_final(job: Job, status: str, *, by_chain: bool = False) -> None:
+    """Write a final state on a locked, not-yet-final row, then what follows it."""
+    job.status = status
+    job.finished_at = timezone.now()
+    job.save(update_fields=["status", "finished_at"])
+    _after_final(job, by_chain=by_chain)
+
+
+def _after_final(job: Job, *, by_chain: bool) -> None:
+    """What follows a final state, in its transaction: the persisted result and the event."""
+    if job.status == Status.SUCCESS and job_type_get(job.job_name).persist_result:
+        JobResult.objects.create(owner_id=job.owner_id, job=job, task_name=job.job_name, result=job.result)
+    _event_record(job=job, event_type=FINAL_EVENT_TYPES[job.status], by_chain=by_chain)
+
+
+def job_finish(
+    *,
+    job_id: uuid.UUID,
+    status: str,
+    result: Any = None,
+    error: dict[str, str] | None = None,
+    by_chain: bool = False,
+) -> bool:
+    """Write a final state unless the job already has one (the first final state wins); whether
+    it was written. `by_chain`: called by a step of the job's chain (see `_event_record`)."""
+    fields: dict[str, Any] = {}
+    if status == Status.SUCCESS:
+        fields["result"] = result
+    if error is not None:
+        fields["error"] = error
+    with transaction.atomic():
+        # The UPDATE locks the row until commit, so the result and event go with the state.
+        finished = sql.job_update_if(
+            job_id, condition=sql.NOT_FINAL, status=status, finished_at=timezone.now(), **fields
+        )
+        if finished is None:
+            return False
+        _after_final(finished, by_chain=by_chain)
+    return True
+
+
+def job_cancel(*, owner: Client, job_id: uuid.UUID) -> Job:
+    """Cancel: at once if the job is still queued, cooperatively (within a step) if running."""
+    with transaction.atomic():
+        job = Job.objects.select_for_update().filter(pk=job_id, owner=owner).first()
+        if job is None:
+            raise NotFound("No such job.")
+        if job.is_final:
+            raise Conflict(f"The job is already {job.status}.", code="job_already_final")
+        job.cancel_requested = True
+        job.save(update_fields=["cancel_requested"])
+        if job.status == Status.PENDING:
+            _write_final(job, Status.REVOKED)
+            transaction.on_commit(lambda: dispatch.job_revoke_queued(job_id=job.id))
+    return job
+
+
+def jobs_fail_abandoned() -> int:
+    """Fail jobs left STARTED/RETRY by a worker that vanished for good; how many.
+
+    A worker lost mid-job has its message redelivered by the broker after the visibility
+    timeout; a job still unfinished after that plus all its steps' hard time limits can no
+    longer be running anywhere, so it fails with error.type "worker_lost".
+    """
+    now = timezone.now()
+    failed = 0
+    for job_type in job_types_all():
+        limit_seconds = (
+            settings.CELERY_BROKER_VISIBILITY_TIMEOUT_SECONDS
+            + len(job_type.steps) * job_type.time_limit_seconds
+            + 60
+        )
+        stale = Job.objects.filter(
+            job_name=job_type.name,
+            status__in=Job.RUNNING_STATUSES,
+            started_at__lt=now - timedelta(seconds=limit_seconds),
+        ).values_list("pk", flat=True)
+        for job_id in list(stale[:500]):
+            failed += job_finish(
+                job_id=job_id,
+                status=Status.FAILURE,
+                error={"type": "worker_lost", "message": "The worker running this job was lost."},
+            )
+    return failed

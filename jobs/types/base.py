@@ -1,0 +1,82 @@
+"""What a job type is: its declaration (`JobType`), what its steps see (`StepContext`), and the
+two ways a step ends a job early (`JobCanceled`, `JobFailed`).
+
+Job types import this module and nothing else of `jobs`, so the registry can import the types
+and the runner can import the registry without a cycle.
+"""
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pydantic
+
+# A step takes the running job's context and the previous step's output (None for the first)
+# and returns its own output; the last step's output is the job's result.
+Step = Callable[["StepContext", Any], Any]
+
+
+class JobCanceled(Exception):
+    """Raised by `StepContext.check_canceled` when the job was canceled while it ran."""
+
+
+class JobFailed(Exception):
+    """Raised by job code to fail the job with a chosen `error.type` and message."""
+
+    def __init__(self, error_type: str, message: str) -> None:
+        super().__init__(message)
+        self.error_type = error_type
+        self.message = message
+
+
+@dataclass
+class StepContext:
+    """What a running step sees: its payload, a progress reporter and the cancel check.
+
+    The runner (`jobs.tasks`) supplies the three callables, which write to the job's row.
+    """
+
+    job_id: uuid.UUID
+    payload: dict[str, Any]
+    step_index: int
+    step_count: int
+    report_progress: Callable[[int, int, str], None]
+    cancel_requested: Callable[[], bool]
+    mark_retrying: Callable[[bool], None]
+
+    def progress(self, current: int, total: int, message: str = "") -> None:
+        self.report_progress(current, total, message)
+
+    def check_canceled(self) -> None:
+        if self.cancel_requested():
+            raise JobCanceled()
+
+    def retrying(self, retrying: bool) -> None:
+        """Mark the job RETRY while a step waits to retry a transient failure, STARTED after."""
+        self.mark_retrying(retrying)
+
+
+def always_available() -> str | None:
+    return None
+
+
+@dataclass(frozen=True)
+class JobType:
+    name: str
+    description: str
+    # Validates the payload at submission; its JSON Schema is published by /api/job-types/.
+    payload_model: type[pydantic.BaseModel]
+    # Run in order as a Celery chain, one task per step.
+    steps: tuple[Step, ...]
+    # Per step: the soft limit raises inside the job (it fails cleanly), the hard one kills it.
+    soft_time_limit_seconds: int = 60
+    time_limit_seconds: int = 90
+    # Whether a successful result is also kept as a persisted result (/api/results/).
+    persist_result: bool = False
+    # Returns why the type cannot run right now (missing configuration), or None.
+    unavailable_reason: Callable[[], str | None] = field(default=always_available)
+
+    def payload_schema(self) -> dict[str, Any]:
+        return self.payload_model.model_json_schema()

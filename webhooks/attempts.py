@@ -1,0 +1,185 @@
+"""Delivery attempts: claim a batch, send it side by side, record each outcome and plan the
+next attempt.
+
+Only the claim's holder moves a delivery on, so a success is never recorded twice. Every later
+attempt's time is kept on the row: short delays ride on a countdown message, the rest wait for
+the dispatcher.
+"""
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from core import http
+from core.retry_after import retry_after_seconds
+from webhooks import dispatch, signing, sql
+from webhooks.claims import Claimed, Scope, claim
+from webhooks.models import Delivery
+from webhooks.retries import retry_delay_seconds
+
+logger = logging.getLogger(__name__)
+
+State = Delivery.State
+
+
+@dataclass(frozen=True)
+class AttemptOutcome:
+    """What one attempt did, as recorded on its DeliveryAttempt row."""
+
+    delivery_id: int
+    attempt_id: int
+    number: int
+    started_at: datetime
+    finished_at: datetime
+    duration_ms: int
+    status_code: int | None
+    response_body: str
+    error: str
+
+
+def _next_attempt_delay(*, result: http.HttpResult, attempts_made: int, now: datetime) -> float | None:
+    """Seconds until the next attempt, or None when the delivery is over (success or not)."""
+    if result.ok or result.status_code == 410:
+        return None  # delivered; or Gone: the receiver asked us to stop
+    delay = retry_delay_seconds(attempts_made=attempts_made, schedule=settings.WEBHOOK_RETRY_SCHEDULE)
+    if delay is not None and result.status_code in (429, 503):
+        retry_after = retry_after_seconds(
+            result.headers.get("Retry-After"), now=now, max_seconds=settings.WEBHOOK_RETRY_AFTER_MAX_SECONDS
+        )
+        if retry_after is not None:
+            delay = retry_after
+    return delay
+
+
+def _text(prefix: bytes) -> str:
+    # PostgreSQL text cannot hold NUL; a receiver's body is shown, not trusted.
+    return prefix.decode("utf-8", errors="replace").replace("\x00", "\ufffd")
+
+
+def _send(claimed: Claimed, resolver: http.Resolver | None) -> http.HttpResult:
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": "jobapi-webhooks/1",
+        **signing.headers_sign(
+            secrets_in_use=claimed.secrets,
+            message_id=claimed.message_id,
+            timestamp=int(time.time()),  # fresh on every attempt
+            body=claimed.body,
+        ),
+    }
+    return http.post(
+        claimed.url,
+        body=claimed.body,
+        headers=headers,
+        timeout_seconds=settings.WEBHOOK_TIMEOUT_SECONDS,
+        resolver=resolver,
+    )
+
+
+_senders: ThreadPoolExecutor | None = None
+
+
+def _send_all(claims: list[Claimed], resolver: http.Resolver | None) -> list[http.HttpResult]:
+    """Send a batch's attempts side by side, so the batch takes as long as its slowest
+    receiver (well inside the claim's lease and the task's time limit), not their sum."""
+    global _senders
+    if len(claims) == 1:
+        return [_send(claims[0], resolver)]
+    if _senders is None:  # made in the process that sends (a Celery pool process), not before the fork
+        _senders = ThreadPoolExecutor(max_workers=dispatch.BATCH_MAX_DELIVERIES, thread_name_prefix="webhook")
+    return list(_senders.map(lambda claimed: _send(claimed, resolver), claims))
+
+
+def deliveries_attempt(*, delivery_ids: Sequence[int], resolver: http.Resolver | None = None) -> list[AttemptOutcome]:
+    """Send the next attempt of each delivery that is due and unclaimed; record the outcomes and
+    plan the next attempts. Returns the attempts made (none for a delivery not ours to send)."""
+    outcomes: list[AttemptOutcome] = []
+    for start in range(0, len(delivery_ids), dispatch.BATCH_MAX_DELIVERIES):
+        batch = delivery_ids[start : start + dispatch.BATCH_MAX_DELIVERIES]
+        outcomes += _attempt(scope=Scope(delivery_ids=batch), resolver=resolver)
+    return outcomes
+
+
+def delivery_attempt(*, delivery_id: int, resolver: http.Resolver | None = None) -> AttemptOutcome | None:
+    """One delivery's next attempt (see deliveries_attempt); None if it was not ours to send."""
+    outcomes = deliveries_attempt(delivery_ids=[delivery_id], resolver=resolver)
+    return outcomes[0] if outcomes else None
+
+
+def deliveries_send_for_subject(*, subject_id: uuid.UUID) -> int:
+    """Send every due delivery of a subject now (the tail of a job's chain); how many were sent."""
+    sent: list[int] = []
+    while True:
+        batch = _attempt(scope=Scope(subject_id=subject_id, sent=sent), resolver=None)
+        sent += [outcome.delivery_id for outcome in batch]
+        if len(batch) < dispatch.BATCH_MAX_DELIVERIES:  # none left that was due when this batch was claimed
+            return len(sent)
+
+
+def _attempt(*, scope: Scope, resolver: http.Resolver | None) -> list[AttemptOutcome]:
+    token = uuid.uuid4()
+    claims = claim(scope=scope, token=token)
+    if not claims:
+        return []
+    results = _send_all(claims, resolver)
+    now = timezone.now()
+    outcomes: list[AttemptOutcome] = []
+    # Deliveries by outcome: (state, seconds to the next attempt or None) -> ids. A batch's
+    # outcomes are mostly alike (all delivered), so recording them is an UPDATE or two.
+    next_steps: dict[tuple[str, float | None], list[int]] = {}
+    for claimed, result in zip(claims, results, strict=True):
+        outcomes.append(
+            AttemptOutcome(
+                delivery_id=claimed.delivery_id,
+                attempt_id=claimed.attempt_id,
+                number=claimed.attempt_number,
+                started_at=claimed.started_at,
+                finished_at=now,
+                duration_ms=result.duration_ms,
+                status_code=result.status_code,
+                response_body=_text(result.body_prefix),
+                error=result.error,
+            )
+        )
+        delay = _next_attempt_delay(result=result, attempts_made=claimed.attempt_number, now=now)
+        if result.ok:
+            state = State.SUCCEEDED
+        elif delay is None:
+            state = State.FAILED
+        else:
+            state = State.PENDING
+        next_steps.setdefault((state, delay), []).append(claimed.delivery_id)
+    owned = 0
+    with transaction.atomic():
+        sql.attempts_finish(
+            [(o.attempt_id, o.finished_at, o.duration_ms, o.status_code, o.response_body, o.error) for o in outcomes]
+        )
+        for (state, delay), ids in next_steps.items():
+            countdown = delay is not None and delay <= dispatch.COUNTDOWN_MAX_SECONDS
+            # Only the claim's holder moves a delivery on; if the claim expired and another
+            # worker took over, this attempt is logged but decides nothing.
+            owned += Delivery.objects.filter(pk__in=ids, claim_token=token).update(
+                state=state,
+                next_attempt_at=None if delay is None else now + timedelta(seconds=delay),
+                dispatched_at=now if countdown else None,
+                claim_token=None,
+                claimed_until=None,
+                finished_at=None if state == State.PENDING else now,
+            )
+            if countdown:
+                # A retry taken over by another worker is published too: its claim makes it a no-op.
+                dispatch.deliveries_publish_on_commit(delivery_ids=ids, countdown=delay)
+    if owned < len(outcomes):
+        logger.warning(
+            "%s of %s delivery attempts finished after their claim expired", len(outcomes) - owned, len(outcomes)
+        )
+    return outcomes

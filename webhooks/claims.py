@@ -1,0 +1,130 @@
+"""Claiming deliveries before an attempt: a lease on the row, so no two workers send the same
+delivery at once, and only the claim's holder records the outcome.
+
+The claim takes the rows it can lock at once (SKIP LOCKED): a row another worker is claiming is
+left to that worker. A delivery claimed again after its claim expired (its worker died
+mid-attempt) has that attempt closed as interrupted.
+"""
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from webhooks import secrets, sql
+from webhooks.dispatch import BATCH_MAX_DELIVERIES
+from webhooks.models import Delivery, DeliveryAttempt
+
+# A countdown message can run this much before the row's due time when the publishing and the
+# consuming hosts' clocks differ; without the slack it would be skipped and wait for redispatch.
+CLOCK_SKEW_SECONDS = 2
+
+
+def claim_lease_seconds() -> float:
+    """How long a claim lasts: longer than an attempt can take (connect + read + body)."""
+    return settings.WEBHOOK_TIMEOUT_SECONDS * 2 + 60
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Which deliveries a claim may take: these ids, or a subject's (less those sent)."""
+
+    delivery_ids: Sequence[int] | None = None
+    subject_id: uuid.UUID | None = None
+    sent: Sequence[int] = ()
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A delivery this worker holds the claim on, with what it takes to send the attempt."""
+
+    delivery_id: int
+    url: str
+    attempt_id: int
+    attempt_number: int
+    started_at: datetime
+    message_id: str
+    body: bytes
+    secrets: list[str]  # at least one: an owner's first delivery makes its secret
+
+
+def claim(*, scope: Scope, token: uuid.UUID) -> list[Claimed]:
+    """Claim up to BATCH_MAX_DELIVERIES deliveries in `scope` that are due and unclaimed, and
+    open their next attempts."""
+    now = timezone.now()
+    due_by = now + timedelta(seconds=CLOCK_SKEW_SECONDS)
+    claimed_until = now + timedelta(seconds=claim_lease_seconds())
+    claim_rows = claim_postgresql if connection.vendor == "postgresql" else claim_portable
+    rows = claim_rows(scope=scope, token=token, now=now, due_by=due_by, claimed_until=claimed_until)
+    return [
+        Claimed(
+            delivery_id=delivery_id,
+            url=url,
+            attempt_id=attempt_id,
+            attempt_number=number,
+            started_at=now,
+            message_id=message_id,
+            body=body,
+            secrets=signing_secrets or [secrets.signing_secret_get_or_create(owner_id=owner_id)],
+        )
+        for delivery_id, url, owner_id, attempt_id, number, message_id, body, signing_secrets in rows
+    ]
+
+
+def claim_postgresql(
+    *, scope: Scope, token: uuid.UUID, now: datetime, due_by: datetime, claimed_until: datetime
+) -> list[sql.ClaimRow]:
+    """The claim as one statement (webhooks/sql.py)."""
+    if scope.delivery_ids is not None:
+        scope_sql, params = "c.id = ANY(%(ids)s)", {"ids": list(scope.delivery_ids)}
+    else:
+        scope_sql = "c.subject_id = %(subject)s AND NOT c.id = ANY(%(sent)s)"
+        params = {"subject": scope.subject_id, "sent": list(scope.sent)}
+    return sql.claim_postgresql(
+        scope_sql=scope_sql, scope_params=params, limit=BATCH_MAX_DELIVERIES, token=token, now=now,
+        due_by=due_by, claimed_until=claimed_until,
+    )
+
+
+def claim_portable(
+    *, scope: Scope, token: uuid.UUID, now: datetime, due_by: datetime, claimed_until: datetime
+) -> list[sql.ClaimRow]:
+    """The claim through the ORM, for databases without data-modifying WITH (SQLite, which
+    `make run` uses): a few statements in a transaction."""
+    if scope.delivery_ids is not None:
+        deliveries = Delivery.objects.filter(pk__in=scope.delivery_ids)
+    else:
+        deliveries = Delivery.objects.filter(subject_id=scope.subject_id).exclude(pk__in=scope.sent)
+    with transaction.atomic():
+        ids = list(
+            deliveries.filter(state=Delivery.State.PENDING, next_attempt_at__lte=due_by)
+            .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
+            .order_by("created_at", "pk")
+            .select_for_update(skip_locked=True)
+            .values_list("pk", flat=True)[:BATCH_MAX_DELIVERIES]
+        )
+        if not ids:
+            return []  # sent already, not due yet, or another worker is sending them
+        Delivery.objects.filter(pk__in=ids).update(
+            attempt_count=F("attempt_count") + 1, claim_token=token, claimed_until=claimed_until
+        )
+        claimed = list(Delivery.objects.filter(pk__in=ids).order_by("created_at", "pk"))
+        retried = [delivery.pk for delivery in claimed if delivery.attempt_count > 1]
+        if retried:
+            DeliveryAttempt.objects.filter(delivery_id__in=retried, finished_at__isnull=True).update(
+                finished_at=now, error=sql.INTERRUPTED
+            )
+        events = sql.events_to_send(event_ids={delivery.event_id for delivery in claimed}, now=now)
+        attempts = DeliveryAttempt.objects.bulk_create(
+            [DeliveryAttempt(delivery=delivery, number=delivery.attempt_count, started_at=now) for delivery in claimed]
+        )
+    return [
+        (delivery.pk, delivery.url, delivery.owner_id, attempt.pk, attempt.number, *events[delivery.event_id])
+        for delivery, attempt in zip(claimed, attempts, strict=True)
+    ]

@@ -1,0 +1,117 @@
+"""The event outbox: an event's exact body bytes and its pending deliveries, written in the
+transaction that changed the event's subject, redeliveries, and pruning old events.
+
+webhooks knows nothing of what a subject is (a job's id, for jobs): it is handed an event.
+"""
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import transaction
+from django.utils import timezone
+
+from core.db import delete_in_batches
+from core.errors import Conflict
+from webhooks import dispatch, sql
+from webhooks.models import Delivery, Event
+
+State = Delivery.State
+
+
+def event_body(*, event_type: str, data: Any, at: datetime) -> bytes:
+    """The exact bytes signed and sent: `{"type", "timestamp", "data"}` as compact UTF-8 JSON."""
+    document = {
+        "type": event_type,
+        "timestamp": at.isoformat().replace("+00:00", "Z"),
+        "data": data,
+    }
+    return json.dumps(document, cls=DjangoJSONEncoder, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def event_record(
+    *,
+    owner_id: uuid.UUID,
+    subject_id: uuid.UUID,
+    event_type: str,
+    data: Any,
+    callback_url: str,
+    publish: bool = True,
+) -> Event:
+    """Store the event's bytes and a pending delivery in the caller's transaction; publish the
+    first attempt once it commits (the dispatcher publishes it if that fails).
+
+    publish=False: the caller's Celery chain ends with `deliveries_send_for_subject`, which
+    sends it; should that tail never run (a lost worker), the dispatcher takes the delivery
+    over like any dispatched delivery that was never attempted.
+    """
+    now = timezone.now()
+    event = Event(
+        owner_id=owner_id,
+        subject_id=subject_id,
+        event_type=event_type,
+        body=event_body(event_type=event_type, data=data, at=now),
+        created_at=now,
+    )
+    delivery = Delivery(
+        owner_id=owner_id,
+        subject_id=subject_id,
+        url=callback_url,
+        next_attempt_at=now,
+        dispatched_at=now,
+        created_at=now,
+    )
+    sql.event_insert_with_deliveries(event, [delivery])
+    if publish:
+        dispatch.deliveries_publish_on_commit(delivery_ids=[delivery.pk])
+    return event
+
+
+def delivery_redeliver(*, owner_id: uuid.UUID, subject_id: uuid.UUID, event_types: Sequence[str]) -> Delivery:
+    """Send the subject's latest event of `event_types` again: same bytes, same webhook-id."""
+    event = (
+        Event.objects.filter(owner_id=owner_id, subject_id=subject_id, event_type__in=event_types)
+        .order_by("-created_at", "-pk")
+        .first()
+    )
+    if event is None:
+        raise Conflict(
+            "There is no final event to redeliver: the job has not finished, or it has no "
+            "callback_url, or its webhook_events leave the final event out.",
+            code="nothing_to_redeliver",
+        )
+    original = event.deliveries.order_by("created_at", "pk").first()
+    now = timezone.now()
+    with transaction.atomic():
+        # Locking the event serialises redeliveries of it: repeated clicks make one, not many.
+        Event.objects.select_for_update().filter(pk=event.pk).first()
+        if Delivery.objects.filter(event=event, state=State.PENDING).exists():
+            raise Conflict(
+                "This event is still being delivered; redeliver once its delivery has ended "
+                "(see the job's deliveries).",
+                code="delivery_in_progress",
+            )
+        delivery = Delivery.objects.create(
+            event=event,
+            owner_id=owner_id,
+            subject_id=subject_id,
+            url=original.url if original else "",
+            redelivery=True,
+            next_attempt_at=now,
+            dispatched_at=now,
+            created_at=now,
+        )
+        dispatch.deliveries_publish_on_commit(delivery_ids=[delivery.pk])
+    return delivery
+
+
+def events_prune(*, older_than: datetime, batch_size: int = 1000, max_batches: int = 100) -> int:
+    """Delete events older than `older_than` whose deliveries are all final, with their
+    deliveries and attempt log (the database cascades); how many events went. Each batch
+    re-checks the condition: a redelivery may have added a pending delivery."""
+    prunable = Event.objects.filter(created_at__lt=older_than).exclude(deliveries__state=State.PENDING)
+    return delete_in_batches(prunable, batch_size=batch_size, max_batches=max_batches)

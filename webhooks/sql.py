@@ -1,0 +1,163 @@
+"""The webhooks app's hand-written SQL, each statement with the reason the ORM could not do it.
+
+- The claim: `FOR UPDATE SKIP LOCKED` so two workers never send the same delivery, and on
+  PostgreSQL the whole claim (rows, interrupted attempts closed, new attempts opened, bodies and
+  secrets read) in one statement and one round trip; through the ORM it took five round trips
+  and most of an attempt's CPU (docs/benchmarks.md, "Fixes").
+- An event and its deliveries inserted in one statement on PostgreSQL: a job's final
+  transition waits on it (about a quarter of its CPU).
+- The secrets that sign an owner's deliveries, joined to the events in one query.
+- Attempt outcomes as one plain UPDATE each: `bulk_update` spent more time building its CASE
+  expressions than the database spent running them.
+"""
+from __future__ import annotations
+
+import uuid
+from collections.abc import Collection, Sequence
+from datetime import datetime
+
+from django.db import connection
+
+from core.db import insert_values
+from webhooks.models import Delivery, DeliveryAttempt, Event, SigningSecret
+
+# The secrets that sign an owner's deliveries, on its signing secrets aliased `s`: the current
+# one, then any rotated-out one still inside its overlap window (`{now}`: the time's placeholder).
+SECRET_IN_USE = "(s.expires_at IS NULL OR s.expires_at > {now})"
+SECRETS_CURRENT_FIRST = "s.expires_at IS NOT NULL, s.created_at DESC, s.id DESC"
+
+INTERRUPTED = "Interrupted: the worker sending this attempt stopped."
+
+# One row per claimed delivery: (delivery id, url, owner id, attempt id, attempt number,
+# webhook-id, body, the secrets that sign it: the current one first, then any rotated-out
+# one still inside its overlap window; none before the owner's first delivery).
+ClaimRow = tuple[int, str, uuid.UUID, int, int, str, bytes, list[str]]
+
+
+def event_insert_with_deliveries(event: Event, deliveries: Sequence[Delivery]) -> None:
+    """INSERT `event` and its `deliveries` and set their keys. On PostgreSQL one statement (one
+    INSERT inside WITH per row); SQLite has no INSERT inside WITH: a save per row there."""
+    if connection.vendor != "postgresql":
+        event.save(force_insert=True)
+        for delivery in deliveries:
+            delivery.event = event
+            delivery.save(force_insert=True)
+        return
+    event_columns, event_values = insert_values(event)
+    statements = [
+        f"WITH event AS (INSERT INTO {Event._meta.db_table} ({event_columns}) "
+        f"VALUES ({', '.join(['%s'] * len(event_values))}) RETURNING id)"
+    ]
+    params = list(event_values)
+    for index, delivery in enumerate(deliveries):
+        columns, values = insert_values(delivery, exclude="event")
+        statements.append(
+            f", d{index} AS (INSERT INTO {Delivery._meta.db_table} (event_id, {columns}) "
+            f"SELECT event.id, {', '.join(['%s'] * len(values))} FROM event RETURNING id, event_id)"
+        )
+        params += values
+    selects = " UNION ALL ".join(f"SELECT {index}, id, event_id FROM d{index}" for index in range(len(deliveries)))
+    with connection.cursor() as cursor:
+        cursor.execute(" ".join(statements) + f" {selects} ORDER BY 1", params)
+        for index, delivery_id, event_id in cursor.fetchall():
+            deliveries[index].pk = delivery_id
+            event.pk = event_id
+    for delivery in deliveries:
+        delivery.event = event
+
+
+def events_to_send(*, event_ids: Collection[int], now: datetime) -> dict[int, tuple[str, bytes, list[str]]]:
+    """Each event's webhook-id and body, with the secrets that sign it (current first), in one
+    query: the events joined to their owners' secrets, a row per secret."""
+    if not event_ids:
+        return {}
+    placeholders = ", ".join(["%s"] * len(event_ids))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            SELECT e.id, e.message_id, e.body, s.secret
+            FROM {Event._meta.db_table} e
+            LEFT JOIN {SigningSecret._meta.db_table} s
+              ON s.owner_id = e.owner_id AND {SECRET_IN_USE.format(now="%s")}
+            WHERE e.id IN ({placeholders})
+            ORDER BY e.id, {SECRETS_CURRENT_FIRST}
+            """,
+            [connection.ops.adapt_datetimefield_value(now), *event_ids],
+        )
+        rows = cursor.fetchall()
+    events: dict[int, tuple[str, bytes, list[str]]] = {}
+    for event_id, message_id, body, secret in rows:
+        if event_id not in events:
+            events[event_id] = (message_id, bytes(body), [])
+        if secret is not None:
+            events[event_id][2].append(secret)
+    return events
+
+
+def claim_postgresql(
+    *, scope_sql: str, scope_params: dict[str, object], limit: int, token: uuid.UUID, now: datetime,
+    due_by: datetime, claimed_until: datetime,
+) -> list[ClaimRow]:
+    """The claim as one statement in autocommit, atomic as any single statement is: up to
+    `limit` due, unclaimed deliveries matching `scope_sql` (on deliveries aliased `c`) take the
+    claim; attempts a dead worker left open are closed as interrupted; the new attempts are
+    opened; the events are read back with their secrets."""
+    sql = f"""
+        WITH claimed AS (
+            UPDATE {Delivery._meta.db_table} d
+            SET attempt_count = d.attempt_count + 1, claim_token = %(token)s,
+                claimed_until = %(claimed_until)s
+            WHERE d.id IN (
+                SELECT c.id FROM {Delivery._meta.db_table} c
+                WHERE {scope_sql} AND c.state = %(pending)s AND c.next_attempt_at <= %(due_by)s
+                  AND (c.claimed_until IS NULL OR c.claimed_until < %(now)s)
+                ORDER BY c.created_at, c.id
+                LIMIT {int(limit)}
+                FOR UPDATE SKIP LOCKED
+            )
+            RETURNING d.id, d.event_id, d.owner_id, d.url, d.attempt_count, d.created_at
+        ), interrupted AS (
+            UPDATE {DeliveryAttempt._meta.db_table} a SET finished_at = %(now)s, error = %(interrupted)s
+            FROM claimed c
+            WHERE a.delivery_id = c.id AND c.attempt_count > 1 AND a.finished_at IS NULL
+        ), attempts AS (
+            INSERT INTO {DeliveryAttempt._meta.db_table}
+                (delivery_id, number, started_at, response_body, error)
+            SELECT id, attempt_count, %(now)s, '', '' FROM claimed
+            RETURNING id, delivery_id
+        )
+        SELECT c.id, c.url, c.owner_id, a.id, c.attempt_count, e.message_id, e.body,
+               ARRAY(
+                   SELECT s.secret FROM {SigningSecret._meta.db_table} s
+                   WHERE s.owner_id = c.owner_id AND {SECRET_IN_USE.format(now="%(now)s")}
+                   ORDER BY {SECRETS_CURRENT_FIRST}
+               )
+        FROM claimed c
+        JOIN attempts a ON a.delivery_id = c.id
+        JOIN {Event._meta.db_table} e ON e.id = c.event_id
+        ORDER BY c.created_at, c.id
+    """
+    params = {
+        **scope_params, "token": token, "claimed_until": claimed_until, "pending": Delivery.State.PENDING,
+        "due_by": due_by, "now": now, "interrupted": INTERRUPTED,
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return [(*row[:6], bytes(row[6]), row[7]) for row in cursor.fetchall()]
+
+
+def attempts_finish(
+    outcomes: Sequence[tuple[int, datetime, int, int | None, str, str]],
+) -> None:
+    """Record attempts' outcomes: (attempt id, finished at, duration ms, status code, response
+    body, error) each."""
+    finished_at = DeliveryAttempt._meta.get_field("finished_at")
+    with connection.cursor() as cursor:
+        cursor.executemany(
+            f"UPDATE {DeliveryAttempt._meta.db_table} SET finished_at = %s, duration_ms = %s, "
+            "status_code = %s, response_body = %s, error = %s WHERE id = %s",
+            [
+                (finished_at.get_db_prep_value(at, connection), duration_ms, status_code, body, error, attempt_id)
+                for attempt_id, at, duration_ms, status_code, body, error in outcomes
+            ],
+        )
