@@ -16,7 +16,8 @@ SHELL_VARIABLE = re.compile(r"(?<!\$)\$\{([A-Z][A-Z0-9_]*)")
 def settings_variables() -> set[str]:
     """Names passed to the django-environ reader: env("X"), env.bool("X"), env.db("X")..."""
     names = set()
-    for node in ast.walk(ast.parse((REPO / "core" / "settings.py").read_text())):
+    trees = [ast.parse(path.read_text()) for path in sorted((REPO / "core" / "settings").glob("*.py"))]
+    for node in (node for tree in trees for node in ast.walk(tree)):
         if not (isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant)):
             continue
         func = node.func
@@ -65,7 +66,7 @@ def variables_read() -> dict[str, str]:
     """Every variable read anywhere in the deployment, mapped to one place that reads it."""
     found: dict[str, str] = {}
     sources: list[tuple[str, set[str]]] = [
-        ("core/settings.py", settings_variables()),
+        ("core/settings/", settings_variables()),
         ("gunicorn.conf.py", python_environ_reads(REPO / "gunicorn.conf.py")),
         # docker compose itself interpolates ${X} from .env ($${X} is left to the container).
         ("docker-compose.yaml", set(SHELL_VARIABLE.findall((REPO / "docker-compose.yaml").read_text()))),

@@ -1,0 +1,78 @@
+"""The API's edge: request limits, rate limits, DRF, and the OpenAPI docs' settings."""
+from __future__ import annotations
+
+from core.settings.base import env
+
+# Largest request body accepted, in bytes; larger ones get 413.
+API_MAX_BODY_BYTES = env.int("API_MAX_BODY_BYTES", default=1024 * 1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE = API_MAX_BODY_BYTES
+# Deepest JSON nesting accepted in a request body.
+API_MAX_JSON_DEPTH = env.int("API_MAX_JSON_DEPTH", default=32)
+# Submissions per client per minute before 429 (0 turns the limit off).
+API_SUBMIT_RATE_PER_MINUTE = env.int("API_SUBMIT_RATE_PER_MINUTE", default=600)
+# Unfinished (PENDING, STARTED, RETRY) jobs one client may have at once before 429 (0: no cap).
+JOB_MAX_UNFINISHED_PER_CLIENT = env.int("JOB_MAX_UNFINISHED_PER_CLIENT", default=10_000)
+# How long an Idempotency-Key is remembered, in seconds.
+IDEMPOTENCY_KEY_TTL_SECONDS = env.int("IDEMPOTENCY_KEY_TTL_SECONDS", default=24 * 3600)
+# Seconds a process trusts a key it has checked before asking the database again (0: every
+# request); also how long a revoked key may still work in the other processes.
+API_KEY_CACHE_SECONDS = env.float("API_KEY_CACHE_SECONDS", default=5.0)
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["core.auth.ApiKeyAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PARSER_CLASSES": ["core.parsers.StrictJSONParser"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "core.errors.exception_handler",
+    "UNAUTHENTICATED_USER": None,
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Job API",
+    "DESCRIPTION": "Submit long-running jobs, poll them, and receive signed webhooks when they end.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    # No validator badge: Swagger UI would fetch it from the internet.
+    "SWAGGER_UI_SETTINGS": {"deepLinking": True, "validatorUrl": None},
+    "REDOC_DIST": "SIDECAR",
+    # OpenAPI 3.1: JSON Schema payloads as they are, and the `webhooks` section.
+    "OAS_VERSION": "3.1.0",
+    "WEBHOOKS": "openapi.webhooks.WEBHOOKS",
+    # Separate request/response components, so generated clients get exact types for both.
+    "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "JobStatus": "jobs.models.Job.Status",
+        "WebhookEventType": "jobs.models.WEBHOOK_EVENT_TYPES",
+        "DeliveryState": "webhooks.models.Delivery.State",
+    },
+    "ENUM_GENERATE_CHOICE_DESCRIPTION": False,
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "openapi.hooks.postprocess",
+    ],
+    "TAGS": [
+        {"name": "Jobs", "description": "Submit, poll, list and cancel jobs."},
+        {"name": "Job types", "description": "What can be submitted, with payload schemas."},
+        {"name": "Results", "description": "Results kept by the job types that persist them."},
+        {"name": "Webhooks", "description": "The events sent to a job's `callback_url`."},
+        {"name": "Health", "description": "Unauthenticated checks for load balancers."},
+        {"name": "Starter API", "description": "The starter's endpoints, kept for its clients."},
+    ],
+    "REDOC_UI_SETTINGS": {
+        "expandResponses": "200,202",
+        "hideDownloadButton": False,
+        # System fonts: the page loads nothing from the internet (no web fonts).
+        "theme": {
+            "typography": {
+                "fontFamily": "system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif",
+                "headings": {"fontFamily": "system-ui, -apple-system, 'Segoe UI', sans-serif"},
+                "code": {"fontFamily": "ui-monospace, 'DejaVu Sans Mono', monospace"},
+            }
+        },
+    },
+}
+

@@ -1,0 +1,20 @@
+"""The model provider the checklist job calls (OpenAI or any OpenAI-compatible server)."""
+from __future__ import annotations
+
+from core.settings.base import env
+
+# API key for the model provider; the checklist job is unavailable without it (or a base URL).
+OPENAI_API_KEY = env("OPENAI_API_KEY", default="")
+# Any OpenAI-compatible server (a gateway, a self-hosted model); empty means OpenAI itself.
+OPENAI_BASE_URL = env("OPENAI_BASE_URL", default="")
+# Model used for both checklist steps.
+OPENAI_MODEL = env("OPENAI_MODEL", default="gpt-4o-mini")
+# Timeout for one model request, in seconds.
+OPENAI_TIMEOUT_SECONDS = env.float("OPENAI_TIMEOUT_SECONDS", default=60.0)
+# Tries per model call, the first included, before a transient error (429, 5xx, timeout) fails the job.
+OPENAI_MAX_ATTEMPTS = env.int("OPENAI_MAX_ATTEMPTS", default=4)
+# First wait before retrying a model call, in seconds; it doubles each retry, with jitter.
+OPENAI_RETRY_BASE_SECONDS = env.float("OPENAI_RETRY_BASE_SECONDS", default=1.0)
+# Longest wait between two tries, in seconds; a longer Retry-After is clamped to it.
+OPENAI_RETRY_MAX_SECONDS = env.float("OPENAI_RETRY_MAX_SECONDS", default=20.0)
+

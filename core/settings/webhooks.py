@@ -1,0 +1,32 @@
+"""Webhook delivery: timeouts, the retry schedule, which networks callbacks may reach, secrets."""
+from __future__ import annotations
+
+import ipaddress
+
+from django.core.exceptions import ImproperlyConfigured
+
+from core.settings.base import env
+
+# Seconds to wait for a receiver to connect and to answer, per attempt.
+WEBHOOK_TIMEOUT_SECONDS = env.float("WEBHOOK_TIMEOUT_SECONDS", default=15.0)
+# Delay before each attempt, in seconds (comma-separated); its length is the number of attempts.
+WEBHOOK_RETRY_SCHEDULE = [
+    int(value)
+    for value in env.list(
+        "WEBHOOK_RETRY_SCHEDULE", default=["0", "5", "300", "1800", "7200", "18000", "36000", "36000"]
+    )
+]
+if not WEBHOOK_RETRY_SCHEDULE or min(WEBHOOK_RETRY_SCHEDULE) < 0:
+    raise ImproperlyConfigured("WEBHOOK_RETRY_SCHEDULE must list at least one delay >= 0 seconds.")
+# Internal networks callback URLs may reach (comma-separated CIDRs); empty: public addresses only.
+WEBHOOK_ALLOWED_NETWORKS = env.list("WEBHOOK_ALLOWED_NETWORKS", default=[])
+try:
+    for _network in WEBHOOK_ALLOWED_NETWORKS:
+        ipaddress.ip_network(_network, strict=False)
+except ValueError as _exc:
+    raise ImproperlyConfigured(f"WEBHOOK_ALLOWED_NETWORKS: {_exc}") from None
+# Longest Retry-After (seconds) a receiver's 429/503 can impose before the next attempt.
+WEBHOOK_RETRY_AFTER_MAX_SECONDS = env.int("WEBHOOK_RETRY_AFTER_MAX_SECONDS", default=3600)
+# After a secret rotation, how long (seconds) deliveries also carry the old secret's signature.
+WEBHOOK_SECRET_OVERLAP_SECONDS = env.int("WEBHOOK_SECRET_OVERLAP_SECONDS", default=24 * 3600)
+

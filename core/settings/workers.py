@@ -1,0 +1,116 @@
+"""Celery (the broker, its options for a job API, the periodic tasks) and what the periodic
+tasks do: the dispatch sweep, retention."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.core.exceptions import ImproperlyConfigured
+
+from core.settings.base import DATA_DIR, env
+
+_embedded_broker = not env("CELERY_BROKER_URL", default="")
+# Where jobs and deliveries are queued; Redis (or RabbitMQ) in production.
+CELERY_BROKER_URL = env("CELERY_BROKER_URL", default="filesystem://localhost//")
+# Celery's own result store. Jobs never need it (the Job row is the truth); set it only for tools.
+CELERY_RESULT_BACKEND = env("CELERY_RESULT_BACKEND", default=None)
+# Ignore task results unless a backend is configured: the Job row records outcomes.
+CELERY_TASK_IGNORE_RESULT = CELERY_RESULT_BACKEND is None
+# JSON only: pickle would let anyone who can write to the broker run code on the workers.
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+# Ack after the task ran, so a worker that dies mid-job leaves the message to be redelivered.
+CELERY_TASK_ACKS_LATE = True
+# ...and when the pool process is killed (OOM, SIGKILL), requeue instead of acking.
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+# One message at a time per process: an hour-long job never holds other jobs hostage in prefetch.
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Default time limits, in seconds; job types declare their own.
+CELERY_TASK_SOFT_TIME_LIMIT = 300
+CELERY_TASK_TIME_LIMIT = 330
+# Publishing must not hang a request while the broker is down: fail fast, the sweeper retries.
+CELERY_TASK_PUBLISH_RETRY = False
+CELERY_BROKER_CONNECTION_TIMEOUT = env.float("CELERY_BROKER_CONNECTION_TIMEOUT", default=2.0)
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Redeliver an unacked message only after the longest job could have finished (seconds).
+# Shorter and Redis would hand a running hour-long job to a second worker.
+CELERY_BROKER_VISIBILITY_TIMEOUT_SECONDS = env.int(
+    "CELERY_BROKER_VISIBILITY_TIMEOUT_SECONDS", default=2 * 3600
+)
+CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {
+    "visibility_timeout": CELERY_BROKER_VISIBILITY_TIMEOUT_SECONDS,
+    "socket_connect_timeout": CELERY_BROKER_CONNECTION_TIMEOUT,
+    "socket_timeout": 10,
+    # Redis: look for expired unacked messages every 10 s (kombu's default scans only every 10th
+    # 10 s tick, which left a killed worker's job waiting up to 100 s past the timeout).
+    "unacked_restore_throttle": 1,
+}
+if CELERY_BROKER_URL.startswith("redis://"):
+    # kombu's Redis transport, less a client object built per publish (core/broker.py).
+    CELERY_BROKER_TRANSPORT = "core.broker:Transport"
+if env("CELERY_BROKER_KEY_PREFIX", default=""):
+    # Lets several test runs share one Redis without seeing each other's queues.
+    CELERY_BROKER_TRANSPORT_OPTIONS["global_keyprefix"] = env("CELERY_BROKER_KEY_PREFIX")
+if _embedded_broker:
+    _broker_dir = DATA_DIR / "broker"
+    for _sub in ("queue", "processed"):
+        (_broker_dir / _sub).mkdir(parents=True, exist_ok=True)
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(_broker_dir / "queue"),
+        "data_folder_out": str(_broker_dir / "queue"),
+        "processed_folder": str(_broker_dir / "processed"),
+        "store_processed": False,
+        "control_folder": str(_broker_dir / "control"),
+    }
+CELERY_TASK_DEFAULT_QUEUE = "jobs"
+CELERY_TASK_ROUTES = {"webhooks.*": {"queue": "webhooks"}}
+# Don't hijack the root logger: the worker logs as configured below.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+# Celery's Django fixup closes the database connection before and after every task unless
+# this is set, so every task paid a new PostgreSQL connection (docs/benchmarks.md); with it the
+# fixup leaves them open and core/celery.py applies Django's own policy (DB_CONN_MAX_AGE, the
+# health check, closing a connection that saw an error) at each task, as for each request.
+CELERY_DB_REUSE_MAX = 1_000_000
+# Periodic tasks (celery beat).
+CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
+# How often the sweeper publishes jobs that were accepted while the broker was down (seconds).
+JOB_DISPATCH_SWEEP_SECONDS = env.float("JOB_DISPATCH_SWEEP_SECONDS", default=5.0)
+# A job is swept only once it has stayed undispatched this long (seconds), so the sweeper
+# never races the request that is publishing it right now.
+JOB_DISPATCH_GRACE_SECONDS = env.float("JOB_DISPATCH_GRACE_SECONDS", default=2.0)
+# How often the webhook dispatcher publishes delivery attempts that are due (seconds).
+WEBHOOK_DISPATCH_SECONDS = env.float("WEBHOOK_DISPATCH_SECONDS", default=5.0)
+# Retention, in days: finished jobs (with their idempotency keys), webhook events (with their
+# deliveries and attempt log) and persisted results, which are kept longest.
+JOB_RETENTION_DAYS = env.int("JOB_RETENTION_DAYS", default=30)
+WEBHOOK_EVENT_RETENTION_DAYS = env.int("WEBHOOK_EVENT_RETENTION_DAYS", default=30)
+JOB_RESULT_RETENTION_DAYS = env.int("JOB_RESULT_RETENTION_DAYS", default=365)
+if min(JOB_RETENTION_DAYS, WEBHOOK_EVENT_RETENTION_DAYS) < 1:
+    raise ImproperlyConfigured("JOB_RETENTION_DAYS and WEBHOOK_EVENT_RETENTION_DAYS must be >= 1.")
+if JOB_RESULT_RETENTION_DAYS < JOB_RETENTION_DAYS:
+    raise ImproperlyConfigured("JOB_RESULT_RETENTION_DAYS must be >= JOB_RETENTION_DAYS.")
+# How often the housekeeping task prunes what is past its retention (seconds).
+HOUSEKEEPING_INTERVAL_SECONDS = env.float("HOUSEKEEPING_INTERVAL_SECONDS", default=3600.0)
+CELERY_BEAT_SCHEDULE = {
+    "jobs-dispatch-sweep": {
+        "task": "jobs.dispatch_sweep",
+        "schedule": timedelta(seconds=JOB_DISPATCH_SWEEP_SECONDS),
+    },
+    "jobs-fail-abandoned": {
+        "task": "jobs.fail_abandoned",
+        "schedule": timedelta(seconds=JOB_DISPATCH_SWEEP_SECONDS),
+    },
+    "webhooks-dispatch-due": {
+        "task": "webhooks.deliveries_dispatch_due",
+        "schedule": timedelta(seconds=WEBHOOK_DISPATCH_SECONDS),
+    },
+    "jobs-prune": {
+        "task": "jobs.prune",
+        "schedule": timedelta(seconds=HOUSEKEEPING_INTERVAL_SECONDS),
+    },
+    "webhooks-prune": {
+        "task": "webhooks.prune",
+        "schedule": timedelta(seconds=HOUSEKEEPING_INTERVAL_SECONDS),
+    },
+}
+
