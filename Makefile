@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-faults test-openapi docs-screenshot bench schema clean
+.PHONY: run test test-fast test-faults test-openapi docs-screenshot bench schema clean
 
 $(STAMP): requirements/constraints.txt requirements/base.txt requirements/production.txt requirements/test.txt requirements/dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,6 +19,10 @@ run: $(STAMP)
 ## Run the test suite against PostgreSQL and Redis (127.0.0.1 unless overridden).
 test: $(STAMP)
 	$(BIN)/pytest
+
+## The suite less the browser, fuzzing, client generation and whole-stack boots (under two minutes).
+test-fast: $(STAMP)
+	$(BIN)/pytest -m "not faults and not slow"
 
 ## Fault-injection, load and RabbitMQ tests on private PostgreSQL/Redis (slow; see docs/reliability.md).
 test-faults: $(STAMP)

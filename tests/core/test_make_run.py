@@ -15,6 +15,9 @@ import requests
 from examples.receiver import Receiver
 from tests.conftest import REPO, free_port
 
+# Not in `make test-fast`: see the README's "Tests".
+pytestmark = pytest.mark.slow
+
 # Variables that would switch `make run` away from its embedded defaults.
 SERVER_VARIABLES = (
     "DATABASE_URL", "POSTGRES_HOST", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND", "CACHE_URL",

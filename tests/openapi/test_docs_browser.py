@@ -10,6 +10,9 @@ import pytest
 
 from tests.openapi import chromium
 
+# Not in `make test-fast`: see the README's "Tests".
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(autouse=True)
 def _needs_chromium() -> None:

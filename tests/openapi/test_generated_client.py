@@ -20,6 +20,9 @@ import pytest
 from tests.conftest import Api
 from tests.openapi.conftest import SCHEMA_FILE
 
+# Not in `make test-fast`: see the README's "Tests".
+pytestmark = pytest.mark.slow
+
 PACKAGE = "job_api_client"
 
 
