@@ -2,70 +2,68 @@
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
+from urllib.parse import quote
 
 import pytest
+from django.db import connection
+from django.test import Client as DjangoClient
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
+from core.services import api_key_create, client_create
+from jobs import retention
+from jobs.models import Job
 from tests.faults.stack import Stack
 
-pytestmark = [pytest.mark.faults, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.faults, pytest.mark.timeout(600), pytest.mark.django_db]
 
 JOBS = 1_000_000
 RESULTS = 300_000
 EVENTS = 300_000
 OWNERS = 100
 
-# The SQL the list endpoints run (Django's, with the cursor paginator's ORDER BY and LIMIT),
-# for the biggest owner; each with the index that must serve it.
-QUERIES = {
-    "jobs, no filter": (
-        ("SELECT * FROM jobs_job WHERE owner_id = %(owner)s "
-         "ORDER BY created_at DESC, id DESC LIMIT 51"),
-        "job_owner_created",
-    ),
-    "jobs, status=FAILURE (1 %)": (
-        ("SELECT * FROM jobs_job WHERE owner_id = %(owner)s AND status = 'FAILURE' "
-         "ORDER BY created_at DESC, id DESC LIMIT 51"),
-        "job_owner_status_created",
-    ),
-    "jobs, job_name (rare)": (
-        ("SELECT * FROM jobs_job WHERE owner_id = %(owner)s AND job_name = 'api.tasks.checklist' "
-         "ORDER BY created_at DESC, id DESC LIMIT 51"),
-        "job_owner_name_created",
-    ),
+# The list requests whose SQL is explained, each with the index that must serve it. The SQL is
+# what the code issues for them (captured on this run's own test database), not a copy.
+REQUESTS = {
+    "jobs, no filter": ("/api/jobs/", "job_owner_created"),
+    "jobs, status=FAILURE (1 %)": ("/api/jobs/?status=FAILURE", "job_owner_status_created"),
+    "jobs, job_name (rare)": ("/api/jobs/?job_name=api.tasks.checklist", "job_owner_name_created"),
     "jobs, created_after/before (one day)": (
-        ("SELECT * FROM jobs_job WHERE owner_id = %(owner)s AND created_at >= now() - interval '30 days' "
-         "AND created_at < now() - interval '29 days' ORDER BY created_at DESC, id DESC LIMIT 51"),
-        "job_owner_created",
+        "/api/jobs/?created_after={day_start}&created_before={day_end}", "job_owner_created",
     ),
-    "jobs, a later page (cursor)": (
-        ("SELECT * FROM jobs_job WHERE owner_id = %(owner)s AND status = 'SUCCESS' "
-         "AND created_at < now() - interval '100 days' ORDER BY created_at DESC, id DESC LIMIT 51"),
-        # 99 % of rows match: the planner rightly walks the owner's newest-first index instead.
-        "job_owner_status_created|job_owner_created",
-    ),
-    "results, task_name": (
-        ("SELECT * FROM jobs_jobresult WHERE owner_id = %(owner)s AND task_name = 'api.tasks.checklist' "
-         "ORDER BY created_at DESC, id DESC LIMIT 51"),
-        "result_owner_task_created",
-    ),
-    "deliveries of a job": (
-        ("SELECT * FROM webhooks_delivery WHERE subject_id = %(subject)s ORDER BY created_at DESC"),
-        "delivery_subject",
-    ),
+    # 99 % of rows match: the planner rightly walks the owner's newest-first index instead.
+    "jobs, a later page (cursor)": ("{next_page}", "job_owner_status_created|job_owner_created"),
+    "results, task_name": ("/api/results/?task_name=api.tasks.checklist", "result_owner_task_created"),
+    "deliveries of a job": ("/api/jobs/{job}/deliveries/", "delivery_subject"),
 }
 
-PRUNE_QUERIES = {
-    "jobs finished > 30 days ago (a batch)": (
-        "SELECT id FROM jobs_job WHERE status IN ('SUCCESS', 'FAILURE', 'REVOKED') "
-        "AND finished_at < now() - interval '30 days' LIMIT 1000"
-    ),
-    "jobs finished > 300 days ago (nothing to prune)": (
-        "SELECT id FROM jobs_job WHERE status IN ('SUCCESS', 'FAILURE', 'REVOKED') "
-        "AND finished_at < now() - interval '300 days' LIMIT 1000"
-    ),
-}
+
+def _issued_sql() -> tuple[dict[str, str], str, list[str]]:
+    """The SQL each request of REQUESTS makes the code issue, and the pruner's batch query, on
+    this run's test database; with the owner's and the job's ids, to replace in them."""
+    owner = client_create(name=f"indexes-{uuid.uuid4().hex[:8]}")
+    client = DjangoClient(HTTP_AUTHORIZATION=f"Bearer {api_key_create(client=owner)}")
+    jobs = [Job.objects.create(owner=owner, job_name="api.tasks.hello_world", status="SUCCESS") for _ in range(2)]
+    day = timezone.now() - timedelta(days=30)
+    first_page = client.get("/api/jobs/?status=SUCCESS&page_size=1").json()
+    values = {
+        "day_start": quote(day.isoformat()), "day_end": quote((day + timedelta(days=1)).isoformat()),
+        "next_page": first_page["next"].split("testserver", 1)[1], "job": str(jobs[0].id),
+    }
+    issued: dict[str, str] = {}
+    for name, (path, _index) in REQUESTS.items():
+        with CaptureQueriesContext(connection) as queries:
+            response = client.get(path.format(**values))
+        assert response.status_code == 200, response.content
+        [sql] = [q["sql"] for q in queries.captured_queries if "ORDER BY" in q["sql"] and "LIMIT" in q["sql"]]
+        issued[name] = sql
+    with CaptureQueriesContext(connection) as queries:
+        retention.jobs_finished_prune(older_than=timezone.now() - timedelta(days=30))
+    return issued, queries.captured_queries[0]["sql"], [str(owner.id), str(jobs[0].id)]
 
 
 def test_list_filters_use_indexes_at_a_million_rows(
@@ -106,10 +104,11 @@ def test_list_filters_use_indexes_at_a_million_rows(
         "SELECT owner_id FROM jobs_job GROUP BY owner_id ORDER BY count(*) DESC LIMIT 1")[0]
     (subject,) = stack.sql("SELECT subject_id FROM webhooks_delivery LIMIT 1")[0]
 
-    # When the list endpoints' queries are explained (and run)
+    # When the SQL the list endpoints issue is explained (and run) for the biggest owner
+    issued, prune_sql, (local_owner, local_job) = _issued_sql()
     measured: dict[str, Any] = {}
-    for name, (sql, index) in QUERIES.items():
-        statement = sql % {"owner": f"'{owner}'", "subject": f"'{subject}'"}
+    for name, (_path, index) in REQUESTS.items():
+        statement = issued[name].replace(local_owner, str(owner)).replace(local_job, str(subject))
         plan = "\n".join(row[0] for row in stack.sql(f"EXPLAIN (ANALYZE, BUFFERS) {statement}"))
 
         # Then each is an index scan on the expected index, never a sequential scan
@@ -122,7 +121,9 @@ def test_list_filters_use_indexes_at_a_million_rows(
 
     # The pruner's batch query has no index of its own: recorded (not asserted) for the docs.
     prune: dict[str, Any] = {}
-    for name, sql in PRUNE_QUERIES.items():
+    for name, days in (("jobs finished > 30 days ago (a batch)", 30),
+                       ("jobs finished > 300 days ago (nothing to prune)", 300)):
+        sql = re.sub(r"'[^']*'::timestamptz", f"now() - interval '{days} days'", prune_sql)
         plan = "\n".join(row[0] for row in stack.sql(f"EXPLAIN (ANALYZE) {sql}"))
         execution = re.search(r"Execution Time: ([\d.]+) ms", plan)
         prune[name] = {"plan": plan.splitlines()[1].strip() if len(plan.splitlines()) > 1 else plan,
