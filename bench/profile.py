@@ -1,7 +1,7 @@
 """Profile the submit and deliver paths in one process with pyinstrument (requirements/dev.txt).
 
     .venv/bin/python -m bench.profile submit [N]    # N x POST /api/jobs/ through Django's handler
-    .venv/bin/python -m bench.profile deliver [N]   # N x webhooks.attempts.delivery_attempt
+    .venv/bin/python -m bench.profile deliver [N]   # N x webhooks.attempts.deliveries_attempt, one each
     .venv/bin/python -m bench.profile poll [N]
 
 Runs against a scratch database (`jobapi_bench_profile`, dropped afterwards) and Redis
@@ -104,11 +104,11 @@ def main() -> None:
             redis_flush()  # drop the published attempts: nothing consumes them here
             ids = list(Delivery.objects.order_by("pk").values_list("pk", flat=True))
             for delivery_id in ids[:20]:
-                attempts.delivery_attempt(delivery_id=delivery_id)
+                attempts.deliveries_attempt(delivery_ids=[delivery_id])
             started = time.perf_counter()
             profiler.start()
             for delivery_id in ids[20:]:
-                attempts.delivery_attempt(delivery_id=delivery_id)
+                attempts.deliveries_attempt(delivery_ids=[delivery_id])
             profiler.stop()
         else:
             sys.exit(f"unknown path {what}: submit, poll or deliver")

@@ -7,6 +7,7 @@ from django.db import connection
 from django.http import HttpRequest, JsonResponse
 
 from core.celery import app
+from core.errors import error_body
 
 logger = logging.getLogger(__name__)
 
@@ -33,13 +34,6 @@ def readyz(request: HttpRequest) -> JsonResponse:
         failed.append("broker")
     if failed:
         return JsonResponse(
-            {
-                "error": {
-                    "code": "not_ready",
-                    "message": f"Unreachable: {', '.join(failed)}.",
-                    "details": {"failed": failed},
-                }
-            },
-            status=503,
+            error_body("not_ready", f"Unreachable: {', '.join(failed)}.", {"failed": failed}), status=503
         )
     return JsonResponse({"status": "ok", "checks": {"database": "ok", "broker": "ok"}})

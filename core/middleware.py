@@ -40,8 +40,8 @@ class _AdminOnly(MiddlewareMixin):
     """Runs the middleware it is mixed into for the admin's paths only.
 
     The API authenticates with API keys and never reads a Django user or a message, yet these
-    two cost about 30 us of CPU on every poll and submit, more than the other seven classes
-    together (3-7 us each, measured one by one). Subclasses, not a wrapper, so the admin's
+    two cost more CPU on every poll and submit than the other seven classes together
+    (docs/benchmarks.md, "Fixes"). Subclasses, not a wrapper, so the admin's
     system checks (admin.E408, admin.E409) still find them in MIDDLEWARE.
     """
 

@@ -7,7 +7,6 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
-
 # The events a job's callback can receive, and those it receives when `webhook_events` is unset.
 WEBHOOK_EVENT_TYPES = ("job.started", "job.progress", "job.succeeded", "job.failed", "job.canceled")
 FINAL_WEBHOOK_EVENTS = ("job.succeeded", "job.failed", "job.canceled")

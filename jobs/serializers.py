@@ -56,7 +56,7 @@ def job_representation(job: Job) -> dict[str, Any]:
     """The job exactly as `GET /api/jobs/<id>/` shows it: JobSerializer's output, built directly.
 
     Why not `JobSerializer(job).data`: a ModelSerializer builds its fields on every instance,
-    about 1 ms of CPU per job, as much as the rest of a poll (docs/benchmarks.md). JobSerializer
+    as much CPU as the rest of a poll (docs/benchmarks.md, "Fixes"). JobSerializer
     stays the declared shape (OpenAPI, lists); a test holds the two outputs equal.
     """
     progress, error = job.progress, job.error

@@ -45,7 +45,7 @@ EVENTS: dict[str, tuple[str, str, dict[str, Any]]] = {
         },
     ),
     "job.canceled": (
-        "A job was cancelled",
+        "A job was canceled",
         "Sent when the job ends with `REVOKED` after a cancel. Sent by default.",
         {**JOB_EXAMPLE, "status": "REVOKED", "finished_at": "2026-11-28T14:00:04.000000Z"},
     ),

@@ -109,12 +109,6 @@ def deliveries_attempt(*, delivery_ids: Sequence[int], resolver: http.Resolver |
     return outcomes
 
 
-def delivery_attempt(*, delivery_id: int, resolver: http.Resolver | None = None) -> AttemptOutcome | None:
-    """One delivery's next attempt (see deliveries_attempt); None if it was not ours to send."""
-    outcomes = deliveries_attempt(delivery_ids=[delivery_id], resolver=resolver)
-    return outcomes[0] if outcomes else None
-
-
 def deliveries_send_for_subject(*, subject_id: uuid.UUID) -> int:
     """Send every due delivery of a subject now (the tail of a job's chain); how many were sent."""
     sent: list[int] = []

@@ -1,4 +1,4 @@
-"""`api.tasks.long_running_task`: sleeps in steps, reporting progress; cancellable while it runs."""
+"""`api.tasks.long_running_task`: sleeps in steps, reporting progress; cancelable while it runs."""
 import math
 import time
 from typing import Any
@@ -35,7 +35,7 @@ def sleep_in_steps(ctx: StepContext, previous: Any) -> str:
 
 JOB_TYPE = JobType(
     name="api.tasks.long_running_task",
-    description="Sleeps `duration` seconds in one-second steps, reporting progress; cancellable.",
+    description="Sleeps `duration` seconds in one-second steps, reporting progress; cancelable.",
     payload_model=LongRunningPayload,
     steps=(sleep_in_steps,),
     soft_time_limit_seconds=MAX_DURATION_SECONDS + 60,

@@ -8,8 +8,8 @@ import pytest
 from django.test import Client as DjangoClient
 from django.utils import timezone
 
-from core.models import ApiKey
 from core.auth import api_key_digest
+from core.models import ApiKey
 from core.services import api_key_create, api_key_revoke, client_create
 
 

@@ -7,8 +7,8 @@ import json
 import pytest
 from django.core.management import CommandError, call_command
 
-from core.models import ApiKey, Client
 from core.auth import api_key_digest
+from core.models import ApiKey, Client
 
 pytestmark = pytest.mark.django_db
 

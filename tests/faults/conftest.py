@@ -31,7 +31,7 @@ def _interrupt(signum: int, frame: Any) -> None:
 
 @pytest.fixture(scope="session")
 def pg_cluster() -> Iterator[PostgresCluster]:
-    # A SIGTERM (CI cancelling the run) unwinds through the fixtures, so every server and
+    # A SIGTERM (CI canceling the run) unwinds through the fixtures, so every server and
     # process they started is stopped rather than left running.
     signal.signal(signal.SIGTERM, _interrupt)
     cluster = PostgresCluster()

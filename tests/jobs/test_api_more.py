@@ -12,8 +12,8 @@ from django.conf import settings
 from django.utils import timezone
 
 from core.celery import app as celery_app
-from jobs.models import Job
 from jobs.dispatch import job_publish
+from jobs.models import Job
 from jobs.tasks import jobs_dispatch_sweep
 from tests.conftest import Api
 
@@ -106,7 +106,7 @@ def test_job_types_lists_each_type_with_its_schema(make_api: Callable[..., Api],
     assert "OPENAI_API_KEY" in checklist["unavailable_reason"]
 
 
-def test_cancelling_a_queued_job_revokes_it_at_once(api: Api) -> None:
+def test_canceling_a_queued_job_revokes_it_at_once(api: Api) -> None:
     # Given a job that is accepted but not yet picked up by a worker.
     [queued] = _make_jobs(api, 1)
 

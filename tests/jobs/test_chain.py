@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 
 from core.services import client_create
-from jobs.models import Job
 from jobs.dispatch import job_signatures
+from jobs.models import Job
 
 pytestmark = pytest.mark.django_db
 

@@ -240,7 +240,7 @@ def test_a_429_is_retried_after_its_retry_after_then_succeeds(
     assert retried.received_at - rate_limited.received_at >= 1.0
 
 
-def test_a_job_waiting_to_retry_holds_no_lock_and_can_be_cancelled(
+def test_a_job_waiting_to_retry_holds_no_lock_and_can_be_canceled(
     api: Api, fake_openai: FakeOpenAI
 ) -> None:
     scenario = fake_openai.scenario()

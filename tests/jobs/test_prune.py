@@ -12,8 +12,8 @@ from django.utils import timezone
 from core.models import Client
 from core.services import client_create
 from jobs import retention, tasks
-from webhooks import tasks as webhook_tasks
 from jobs.models import IdempotencyKey, Job, JobResult
+from webhooks import tasks as webhook_tasks
 from webhooks.models import Delivery, DeliveryAttempt, Event
 
 pytestmark = pytest.mark.django_db

@@ -81,7 +81,7 @@ def test_a_redelivered_start_keeps_the_first_start_time(job: Job) -> None:
     assert job.status == S.STARTED and job.started_at == first_started
 
 
-def test_a_job_cancelled_before_it_starts_never_starts(job: Job) -> None:
+def test_a_job_canceled_before_it_starts_never_starts(job: Job) -> None:
     transitions.job_cancel(owner=job.owner, job_id=job.id)
 
     assert transitions.job_start(job_id=job.id) is None

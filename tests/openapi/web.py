@@ -12,9 +12,6 @@ from tests.conftest import REPO, free_port
 from tests.conftest import stop_process as stop
 
 
-
-
-
 def start_web(env: dict[str, str], log_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
     """gunicorn on a free loopback port with the test settings; returns (process, base URL)."""
     port = free_port()

@@ -60,7 +60,7 @@ def test_failed_job_still_sends_job_failed(api: Api, receiver: Receiver) -> None
     assert delivery["state"] == "succeeded" and delivery["event_type"] == "job.failed"
 
 
-def test_cancelled_job_sends_job_canceled(api: Api, receiver: Receiver) -> None:
+def test_canceled_job_sends_job_canceled(api: Api, receiver: Receiver) -> None:
     secret = secret_of(api)
     created = api.submit(LONG, {"duration": 60}, callback_url=receiver.url)
     api.wait(created["id"], until=lambda job: job["status"] == "STARTED")
@@ -74,7 +74,7 @@ def test_cancelled_job_sends_job_canceled(api: Api, receiver: Receiver) -> None:
     assert event["data"]["status"] == "REVOKED"
 
 
-def test_job_cancelled_while_queued_sends_job_canceled(api: Api, receiver: Receiver) -> None:
+def test_job_canceled_while_queued_sends_job_canceled(api: Api, receiver: Receiver) -> None:
     from jobs.transitions import job_cancel
 
     created = api.submit(LONG, {"duration": 60}, callback_url=receiver.url)

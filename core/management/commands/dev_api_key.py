@@ -7,8 +7,8 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from core.models import ApiKey, Client
 from core.auth import api_key_digest
+from core.models import ApiKey, Client
 from core.services import api_key_create, client_create
 
 DEV_CLIENT_NAME = "dev"
