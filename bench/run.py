@@ -746,7 +746,7 @@ class Bench:
 
     def start_workers(self) -> None:
         log("start Celery workers (jobs, webhooks), beat, the bench echo worker and the receiver")
-        self.worker("jobs-worker", "jobs")
+        self.worker("jobs-worker", "jobs,jobs_long")
         self.worker("webhooks-worker", "webhooks")
         self.stack.start("beat", [str(REPO / "scripts" / "beat")],
                          dict(self.env, DJANGO_SETTINGS_MODULE="core.settings"))

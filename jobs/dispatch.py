@@ -1,5 +1,6 @@
 """Handing jobs to the broker: the Celery chain that runs a job, publishing it once its row is
-committed, the sweeper that publishes what the broker refused, and revoking a queued job.
+committed, the sweeper that publishes what waits (refused by the broker, or over its owner's
+running cap), and revoking a queued job.
 
 Tasks are published by name (`app.signature`), so nothing here imports the tasks that run them.
 """
@@ -7,19 +8,21 @@ from __future__ import annotations
 
 import logging
 import uuid
+from datetime import timedelta
 from typing import Any
 
 from celery import chain
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
 from core.celery import app
+from jobs import sql
 from jobs.models import Job
 from jobs.registry import job_type_get
 
 logger = logging.getLogger(__name__)
 
-JOBS_QUEUE = "jobs"
 RUN_STEP_TASK = "jobs.run_step"
 # The chain's tail when the job has a callback (webhooks/tasks.py).
 SEND_FOR_SUBJECT_TASK = "webhooks.deliveries_send_for_subject"
@@ -33,7 +36,7 @@ def job_signatures(*, job: Job) -> list[Any]:
     short values, at a sixth of a publish's CPU (docs/benchmarks.md, "Fixes")."""
     job_type = job_type_get(job.job_name)
     options = {
-        "queue": JOBS_QUEUE,
+        "queue": job_type.queue,
         "soft_time_limit": job_type.soft_time_limit_seconds,
         "time_limit": job_type.time_limit_seconds,
     }
@@ -77,18 +80,18 @@ def job_publish_or_release(*, job: Job) -> bool:
     return True
 
 
-def jobs_publish_undispatched(*, limit: int = 500) -> int:
-    """The sweeper: claim jobs nobody published (the broker was down) and publish them; how
-    many were published. SKIP LOCKED lets several sweepers run without publishing a job twice."""
+def jobs_publish_waiting(*, owner_id: uuid.UUID | None = None, limit: int = 500) -> int:
+    """Publish the jobs waiting for dispatch: accepted while the broker was down, or deferred
+    because their owner was at its running cap (JOB_MAX_RUNNING_PER_CLIENT). Each owner's
+    oldest first, as many as its cap leaves room for, so a waiting job keeps its place; only
+    `owner_id`'s when given (a job of its own just finished). How many were published."""
+    now = timezone.now()
+    grace = timedelta(seconds=0 if owner_id else settings.JOB_DISPATCH_GRACE_SECONDS)
     with transaction.atomic():
-        claimed = list(
-            Job.objects.select_for_update(skip_locked=True)
-            .filter(dispatched_at__isnull=True, status=Job.Status.PENDING)
-            .order_by("created_at")[:limit]
+        claimed = sql.jobs_waiting_claim(
+            now=now, grace_before=now - grace, cap=settings.JOB_MAX_RUNNING_PER_CLIENT, limit=limit,
+            owner_id=owner_id,
         )
-        if not claimed:
-            return 0
-        Job.objects.filter(pk__in=[job.pk for job in claimed]).update(dispatched_at=timezone.now())
     for published, job in enumerate(claimed):
         if not job_publish_or_release(job=job):
             # The broker is still down: release the rest too and try on the next sweep.

@@ -58,9 +58,11 @@ class Job(models.Model):
             models.Index(fields=["owner", "-created_at"], name="job_owner_created"),
             models.Index(fields=["owner", "status", "-created_at"], name="job_owner_status_created"),
             models.Index(fields=["owner", "job_name", "-created_at"], name="job_owner_name_created"),
-            # The sweeper's scan: only the (normally zero) undispatched jobs are in it.
+            # The sweeper's scan, owner by owner: only the jobs waiting for dispatch are in it
+            # (normally none: a job is published when it is accepted, and waits here only while
+            # its owner is at its running cap, or the broker is down).
             models.Index(
-                fields=["created_at"],
+                fields=["owner", "created_at"],
                 name="job_undispatched",
                 condition=Q(dispatched_at__isnull=True, status="PENDING"),
             ),
@@ -74,25 +76,31 @@ class Job(models.Model):
         return self.status in self.FINAL_STATUSES
 
 
-class UnfinishedJobCount(models.Model):
-    """How many of an owner's jobs are not final yet: what the submit's cap reads (one row by
-    key), where counting the jobs cost about a microsecond of database CPU per unfinished job on
-    every submit (docs/benchmarks.md).
+class JobCounts(models.Model):
+    """Per owner: how many of its jobs are not final yet (what the submit's cap reads), how many
+    are running (what the start's fair-share cap reads) and how many bytes its persisted results
+    hold (the results quota); one row by key, where counting the jobs cost the submit about a
+    microsecond of database CPU per unfinished job (docs/benchmarks.md, "Fixes").
 
-    Kept by triggers on the jobs table (migration 0002): a job inserted unfinished adds one, one
-    that becomes final or is deleted unfinished takes one away. So every way a job changes keeps
-    it exact, the services, the admin, a bulk insert, a cascade, SQL by hand, and the services
-    need no extra statement. A job becoming final locks its owner's row until the transaction
-    commits, which orders that owner's submits and finishes; none holds it longer than a commit.
+    Kept by triggers on the jobs and results tables (migrations 0002 and 0004), so every way a
+    job changes keeps it exact (the services, the admin, a bulk insert, a cascade, SQL by hand)
+    and the services need no extra statement. A write that changes a count locks its owner's
+    row until the transaction commits, which orders that owner's submits, starts and finishes;
+    none holds it longer than a commit.
     """
 
     owner = models.OneToOneField(
         "core.Client", primary_key=True, on_delete=models.CASCADE, related_name="+"
     )
     unfinished = models.IntegerField(default=0)
+    running = models.IntegerField(default=0, db_default=0)
+    result_bytes = models.BigIntegerField(default=0, db_default=0)
+
+    class Meta:
+        verbose_name_plural = "job counts"
 
     def __str__(self) -> str:
-        return f"{self.owner_id}: {self.unfinished} unfinished"
+        return f"{self.owner_id}: {self.unfinished} unfinished, {self.running} running"
 
 
 class JobResult(models.Model):

@@ -1,10 +1,14 @@
 """The jobs app's hand-written SQL, each statement with the reason the ORM could not do it.
 
-- The submit's INSERT checks its owner's unfinished-job cap itself: atomic without a lock, one
-  round trip (a COUNT, then a save, races and takes two).
+- The submit's INSERT checks its owner's unfinished-job cap (and results quota) itself: atomic
+  without a lock, one round trip (a COUNT, then a save, races and takes two).
 - A transition is a conditional UPDATE that returns the row: a compare-and-set on the status
   (the first final state wins) with the job back in the same round trip, where `update()` gives
-  a count and a second query reads the row.
+  a count and a second query reads the row. The start also takes its owner's count row (FOR
+  UPDATE) and checks the running cap in the same statement, so two workers never both start
+  the job that would take an owner past it.
+- The sweeper takes each owner's waiting jobs in turn, oldest first, as many as its running cap
+  leaves room for, skipping rows another sweeper holds (a LATERAL join, `SKIP LOCKED`).
 - The poll reads one job by id and owner from a statement written once: the ORM composing it on
   every request cost more CPU than the rest of the poll (docs/benchmarks.md, "Fixes").
 
@@ -15,15 +19,18 @@ from __future__ import annotations
 
 import functools
 import uuid
+from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from django.db import connections
 
 from core.db import columns_of, insert_values, model_from_row
-from jobs.models import Job, UnfinishedJobCount
+from jobs.models import Job, JobCounts
 
 Status = Job.Status
 
+JOB_COUNTS = JobCounts._meta.db_table
 # Still queued and nobody canceled it.
 STARTABLE = "status = 'PENDING' AND NOT cancel_requested"
 # ... and it wants no job.started webhook: the events are a JSON list of fixed lower-case names.
@@ -31,22 +38,36 @@ STARTABLE_WITHOUT_EVENT = f"{STARTABLE} AND CAST(webhook_events AS TEXT) NOT LIK
 NOT_FINAL = "status NOT IN ({})".format(", ".join(f"'{status}'" for status in sorted(Job.FINAL_STATUSES)))
 
 
+def under_running_cap(alias: str = "default") -> str:
+    """The condition that the job's owner runs fewer jobs than the cap (its one parameter; 0:
+    no cap), reading the owner's count row locked where the database can lock one row (SQLite
+    writes one transaction at a time anyway)."""
+    lock = " FOR UPDATE" if connections[alias].features.has_select_for_update else ""
+    return (
+        f"(%s = 0 OR COALESCE((SELECT running FROM {JOB_COUNTS} c WHERE c.owner_id = {Job._meta.db_table}.owner_id"
+        f"{lock}), 0) < %s)"
+    )
+
+
 def _prepared(name: str, value: Any, alias: str) -> Any:
     return Job._meta.get_field(name).get_db_prep_save(value, connections[alias])
 
 
-def job_insert_below_cap(job: Job, *, cap: int, alias: str = "default") -> bool:
-    """INSERT `job` unless its owner already has `cap` unfinished jobs (0: no cap), as counted
-    by the owner's UnfinishedJobCount row (kept by triggers); whether it was inserted. The job's
-    key is made in Python (a UUID); the instance is not marked saved (it is not saved again)."""
+def job_insert_below_cap(job: Job, *, cap: int, result_quota: int = 0, alias: str = "default") -> bool:
+    """INSERT `job` unless its owner already has `cap` unfinished jobs (0: no cap), or, with a
+    `result_quota`, unless its persisted results already hold that many bytes; as counted by the
+    owner's JobCounts row (kept by triggers). Whether it was inserted. The job's key is made in
+    Python (a UUID); the instance is not marked saved (it is not saved again)."""
     columns, values = insert_values(job, alias)
-    condition, params = "TRUE", []
+    conditions, params = ["TRUE"], []
+    owner = _prepared("owner", job.owner_id, alias)
     if cap:
-        condition = (
-            f"COALESCE((SELECT unfinished FROM {UnfinishedJobCount._meta.db_table}"
-            " WHERE owner_id = %s), 0) < %s"
-        )
-        params = [_prepared("owner", job.owner_id, alias), cap]
+        conditions.append(f"COALESCE((SELECT unfinished FROM {JOB_COUNTS} WHERE owner_id = %s), 0) < %s")
+        params += [owner, cap]
+    if result_quota:
+        conditions.append(f"COALESCE((SELECT result_bytes FROM {JOB_COUNTS} WHERE owner_id = %s), 0) < %s")
+        params += [owner, result_quota]
+    condition = " AND ".join(conditions)
     placeholders = ", ".join(["%s"] * len(values))
     with connections[alias].cursor() as cursor:
         cursor.execute(
@@ -56,25 +77,49 @@ def job_insert_below_cap(job: Job, *, cap: int, alias: str = "default") -> bool:
         return cursor.rowcount == 1
 
 
+# Read with a job's final state, in the same statement: whether its owner has other jobs not
+# final yet (queued, or waiting for a place under its running cap). RETURNING sees the counts
+# before the statement's trigger moves them, and the finish takes one from both, so the
+# comparison is the same after it.
+OWNER_HAS_MORE = f"(SELECT c.unfinished > c.running FROM {JOB_COUNTS} c WHERE c.owner_id = {Job._meta.db_table}.owner_id)"
+
+
 @functools.cache
-def _update_statement(names: tuple[str, ...], condition: str, alias: str) -> str:
+def _update_statement(names: tuple[str, ...], condition: str, also: str, alias: str) -> str:
     quote = connections[alias].ops.quote_name
     assignments = ", ".join(f"{quote(Job._meta.get_field(name).column)} = %s" for name in names)
     return (
         f"UPDATE {Job._meta.db_table} SET {assignments} WHERE id = %s AND ({condition}) "
-        f"RETURNING {columns_of(Job, alias)}"
+        f"RETURNING {columns_of(Job, alias)}{also}"
     )
 
 
-def job_update_if(job_id: uuid.UUID, *, condition: str, alias: str = "default", **values: Any) -> Job | None:
-    """UPDATE the job, setting `values`, if the SQL `condition` (on its columns, one of the
-    constants above) holds; the job as updated, or None when it did not hold."""
-    statement = _update_statement(tuple(values), condition, alias)
-    params = [_prepared(name, value, alias) for name, value in values.items()]
+def _update_if(
+    job_id: uuid.UUID, condition: str, params: Sequence[Any], also: str, alias: str, values: dict[str, Any]
+) -> tuple[Any, ...] | None:
+    statement = _update_statement(tuple(values), condition, also, alias)
+    prepared = [_prepared(name, value, alias) for name, value in values.items()]
     with connections[alias].cursor() as cursor:
-        cursor.execute(statement, [*params, _prepared("id", job_id, alias)])
-        row = cursor.fetchone()
+        cursor.execute(statement, [*prepared, _prepared("id", job_id, alias), *params])
+        return cursor.fetchone()
+
+
+def job_update_if(
+    job_id: uuid.UUID, *, condition: str, params: Sequence[Any] = (), alias: str = "default", **values: Any
+) -> Job | None:
+    """UPDATE the job, setting `values`, if the SQL `condition` (on its columns, built from the
+    constants above, with `params`) holds; the job as updated, or None when it did not hold."""
+    row = _update_if(job_id, condition, params, "", alias, values)
     return None if row is None else model_from_row(Job, row, alias)
+
+
+def job_finish_if_not_final(job_id: uuid.UUID, *, alias: str = "default", **values: Any) -> tuple[Job | None, bool]:
+    """Write a final state (`values`) unless the job has one: the job as updated (or None), and
+    whether its owner has other jobs not final yet."""
+    row = _update_if(job_id, NOT_FINAL, (), f", {OWNER_HAS_MORE}", alias, values)
+    if row is None:
+        return None, False
+    return model_from_row(Job, row[:-1], alias), bool(row[-1])
 
 
 @functools.cache
@@ -88,3 +133,48 @@ def job_of_owner(job_id: uuid.UUID, owner_id: uuid.UUID, alias: str = "default")
         cursor.execute(_select_statement(alias), [_prepared("id", job_id, alias), _prepared("owner", owner_id, alias)])
         row = cursor.fetchone()
     return None if row is None else model_from_row(Job, row, alias)
+
+
+def jobs_waiting_claim(*, now: datetime, grace_before: datetime, cap: int, limit: int, owner_id: uuid.UUID | None = None,
+                       alias: str = "default") -> list[Job]:
+    """Claim (dispatched_at = now) up to `limit` jobs waiting for dispatch, oldest first, at most
+    as many of each owner's as its running cap leaves room for (`cap`, 0: no cap); only jobs
+    accepted before `grace_before` (so the request publishing a job right now is not raced),
+    only `owner_id`'s when given. Must run inside a transaction, which holds the claimed rows
+    until it commits."""
+    connection = connections[alias]
+    params: dict[str, Any] = {"now": now, "grace": grace_before, "cap": cap, "limit": limit}
+    owner_filter = ""
+    if owner_id is not None:
+        owner_filter, params["owner"] = " AND c.owner_id = %(owner)s", _prepared("owner", owner_id, alias)
+    if connection.vendor == "postgresql":
+        statement = f"""
+            UPDATE {Job._meta.db_table} SET dispatched_at = %(now)s WHERE id IN (
+                SELECT w.id FROM {JOB_COUNTS} c CROSS JOIN LATERAL (
+                    SELECT j.id, j.created_at FROM {Job._meta.db_table} j
+                    WHERE j.owner_id = c.owner_id AND j.status = 'PENDING' AND j.dispatched_at IS NULL
+                      AND j.created_at < %(grace)s
+                    ORDER BY j.created_at
+                    LIMIT CASE WHEN %(cap)s = 0 THEN NULL ELSE GREATEST(%(cap)s - c.running, 0) END
+                    FOR UPDATE OF j SKIP LOCKED
+                ) w
+                WHERE c.unfinished > c.running{owner_filter}
+                ORDER BY w.created_at LIMIT %(limit)s
+            ) RETURNING {columns_of(Job, alias)}"""
+    else:  # SQLite: one writer at a time, no row locks; the same choice by window function
+        statement = f"""
+            UPDATE {Job._meta.db_table} SET dispatched_at = %(now)s WHERE id IN (
+                SELECT id FROM (
+                    SELECT j.id, j.created_at, c.running,
+                           ROW_NUMBER() OVER (PARTITION BY j.owner_id ORDER BY j.created_at) AS place
+                    FROM {Job._meta.db_table} j JOIN {JOB_COUNTS} c ON c.owner_id = j.owner_id
+                    WHERE j.status = 'PENDING' AND j.dispatched_at IS NULL AND j.created_at < %(grace)s{owner_filter}
+                ) w WHERE %(cap)s = 0 OR w.place <= %(cap)s - w.running
+                ORDER BY w.created_at LIMIT %(limit)s
+            ) RETURNING {columns_of(Job, alias)}"""
+    field = Job._meta.get_field("dispatched_at")
+    params["now"] = field.get_db_prep_save(now, connection)
+    params["grace"] = field.get_db_prep_save(grace_before, connection)
+    with connection.cursor() as cursor:
+        cursor.execute(statement, params)
+        return sorted((model_from_row(Job, row, alias) for row in cursor.fetchall()), key=lambda job: job.created_at)

@@ -12,7 +12,7 @@ import uuid
 from typing import Any
 
 from celery import shared_task
-from celery.exceptions import SoftTimeLimitExceeded
+from celery.exceptions import Ignore, SoftTimeLimitExceeded
 from django.db import DatabaseError
 
 from jobs import dispatch, retention, transitions
@@ -60,7 +60,10 @@ def _fail(job_id: uuid.UUID, error_type: str, message: str) -> None:
 def job_run_step(previous: Any = None, *, job_id: str, index: int) -> Any:
     job_uuid = uuid.UUID(job_id)
     if index == 0:
-        job = transitions.job_start(job_id=job_uuid)
+        try:
+            job = transitions.job_start(job_id=job_uuid)
+        except transitions.OverRunningCap:
+            raise Ignore() from None  # acked, and the rest of the chain is not sent: it waits on its row
     else:
         job = Job.objects.filter(pk=job_uuid).first()
         if job is not None and job.cancel_requested and not job.is_final:
@@ -94,8 +97,9 @@ def job_run_step(previous: Any = None, *, job_id: str, index: int) -> Any:
 
 @shared_task(name="jobs.dispatch_sweep", ignore_result=True)
 def jobs_dispatch_sweep() -> int:
-    """Periodic: publish the jobs accepted while the broker was down."""
-    return dispatch.jobs_publish_undispatched()
+    """Periodic: publish the jobs waiting for dispatch (the broker was down, or their owner was
+    at its running cap)."""
+    return dispatch.jobs_publish_waiting()
 
 
 @shared_task(name="jobs.fail_abandoned", ignore_result=True)

@@ -64,16 +64,30 @@ def _event_record(*, job: Job, event_type: str, by_chain: bool = False) -> None:
     )
 
 
+class OverRunningCap(Exception):
+    """The job's owner already runs JOB_MAX_RUNNING_PER_CLIENT jobs: it waits for dispatch."""
+
+
 def job_start(*, job_id: uuid.UUID) -> Job | None:
-    """Mark the job STARTED; None when it must not run (final already, or gone)."""
+    """Mark the job STARTED; None when it must not run (final already, or gone). Raises
+    OverRunningCap, having put the job back to wait for dispatch (keeping its place: its
+    creation time), when its owner already runs as many jobs as its cap allows."""
     # The usual case, a queued job nobody canceled that wants no job.started webhook, is one
     # statement in autocommit: no event to record with it, so no BEGIN and COMMIT round trips.
     now = timezone.now()
-    started = sql.job_update_if(job_id, condition=sql.STARTABLE_WITHOUT_EVENT, status=Status.STARTED, started_at=now)
+    cap = settings.JOB_MAX_RUNNING_PER_CLIENT
+    under_cap = sql.under_running_cap()
+    started = sql.job_update_if(
+        job_id, condition=f"{sql.STARTABLE_WITHOUT_EVENT} AND {under_cap}", params=[cap, cap],
+        status=Status.STARTED, started_at=now,
+    )
     if started is not None:
         return started
     with transaction.atomic():
-        started = sql.job_update_if(job_id, condition=sql.STARTABLE, status=Status.STARTED, started_at=now)
+        started = sql.job_update_if(
+            job_id, condition=f"{sql.STARTABLE} AND {under_cap}", params=[cap, cap],
+            status=Status.STARTED, started_at=now,
+        )
         if started is not None:
             _event_record(job=started, event_type="job.started")
             return started
@@ -83,6 +97,12 @@ def job_start(*, job_id: uuid.UUID) -> Job | None:
         if job.cancel_requested:
             _write_final(job, Status.REVOKED, by_chain=True)  # only a chain's first step starts jobs
             return None
+        over_cap = job.status == Status.PENDING
+        if over_cap:
+            job.dispatched_at = None  # the sweeper publishes it again once there is room
+            job.save(update_fields=["dispatched_at"])
+    if over_cap:
+        raise OverRunningCap()  # out of the atomic block, which would roll the release back
     return job  # STARTED already: its message was delivered again (a lost worker); run it again
 
 
@@ -138,12 +158,16 @@ def job_finish(
         fields["error"] = error
     with transaction.atomic():
         # The UPDATE locks the row until commit, so the result and event go with the state.
-        finished = sql.job_update_if(
-            job_id, condition=sql.NOT_FINAL, status=status, finished_at=timezone.now(), **fields
+        finished, owner_has_more = sql.job_finish_if_not_final(
+            job_id, status=status, finished_at=timezone.now(), **fields
         )
         if finished is None:
             return False
         _after_final(finished, by_chain=by_chain)
+    if owner_has_more and settings.JOB_MAX_RUNNING_PER_CLIENT:
+        # A place under the owner's running cap is free: its next waiting job need not wait
+        # for the sweeper.
+        dispatch.jobs_publish_waiting(owner_id=finished.owner_id)
     return True
 
 

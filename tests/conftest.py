@@ -70,7 +70,7 @@ def fake_openai_env(server: FakeOpenAI) -> dict[str, str]:
 
 
 def start_worker(
-    *, queues: str = "jobs,webhooks", concurrency: int = 4, env: dict[str, str] | None = None
+    *, queues: str = "jobs,jobs_long,webhooks", concurrency: int = 4, env: dict[str, str] | None = None
 ) -> tuple[subprocess.Popen[bytes], str]:
     name = f"test-{uuid.uuid4().hex[:8]}@localhost"
     log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"jobapi-{name}.log", "wb")  # noqa: SIM115

@@ -12,6 +12,8 @@ os.environ.setdefault("SECRET_KEY", "test-only-secret-key-not-for-production")
 # Queues of this run only: an aborted run's leftovers are never consumed by the next one.
 os.environ.setdefault("CELERY_BROKER_KEY_PREFIX", f"test-{RUN_ID}-{uuid.uuid4().hex[:8]}:")
 os.environ.setdefault("JOB_DISPATCH_SWEEP_SECONDS", "1")
+# The shared worker runs 4 jobs at once, and tests run several of one client's jobs together.
+os.environ.setdefault("JOB_MAX_RUNNING_PER_CLIENT", "8")
 # The suite talks plain http to its own servers, whatever a developer's .env says.
 os.environ["SECURE_SSL_REDIRECT"] = "false"
 # Webhook receivers in tests listen on loopback; every other non-public range stays refused.

@@ -25,6 +25,11 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 # One message at a time per process: an hour-long job never holds other jobs hostage in prefetch.
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Jobs one client may have running at once; the rest wait, in order, without holding a worker
+# (0: no cap). Default: half of a jobs worker's processes (WORKER_CONCURRENCY), rounded up.
+JOB_MAX_RUNNING_PER_CLIENT = env.int(
+    "JOB_MAX_RUNNING_PER_CLIENT", default=(env.int("WORKER_CONCURRENCY", default=2) + 1) // 2
+)
 # Default time limits, in seconds; job types declare their own.
 CELERY_TASK_SOFT_TIME_LIMIT = 300
 CELERY_TASK_TIME_LIMIT = 330

@@ -13,6 +13,13 @@ from typing import Any
 
 import pydantic
 
+# The Celery queues job steps run on: long types have their own, so however many of them run or
+# wait, the `jobs` worker's processes stay free for short jobs (README, "Scaling").
+JOBS_QUEUE = "jobs"
+LONG_JOBS_QUEUE = "jobs_long"
+# The largest payload a type accepts unless it declares its own, in bytes of compact JSON.
+DEFAULT_MAX_PAYLOAD_BYTES = 64 * 1024
+
 # A step takes the running job's context and the previous step's output (None for the first)
 # and returns its own output; the last step's output is the job's result.
 Step = Callable[["StepContext", Any], Any]
@@ -75,6 +82,10 @@ class JobType:
     time_limit_seconds: int = 90
     # Whether a successful result is also kept as a persisted result (/api/results/).
     persist_result: bool = False
+    # The Celery queue its steps run on (LONG_JOBS_QUEUE for types that run for minutes or more).
+    queue: str = JOBS_QUEUE
+    # The largest payload accepted, in bytes of compact UTF-8 JSON (413 above it).
+    max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
     # Returns why the type cannot run right now (missing configuration), or None.
     unavailable_reason: Callable[[], str | None] = field(default=always_available)
 

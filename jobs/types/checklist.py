@@ -352,4 +352,6 @@ JOB_TYPE = JobType(
     time_limit_seconds=_STEP_BUDGET_SECONDS + 30,
     persist_result=True,
     unavailable_reason=unavailable_reason,
+    # The guidelines' characters may take up to 4 bytes each in UTF-8.
+    max_payload_bytes=4 * MAX_GUIDELINES_CHARS + 1024,
 )

@@ -5,7 +5,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from jobs.types.base import JobType, StepContext
+from jobs.types.base import LONG_JOBS_QUEUE, JobType, StepContext
 
 MAX_DURATION_SECONDS = 3600
 # How often the job reports progress and looks at its cancel flag.
@@ -40,4 +40,5 @@ JOB_TYPE = JobType(
     steps=(sleep_in_steps,),
     soft_time_limit_seconds=MAX_DURATION_SECONDS + 60,
     time_limit_seconds=MAX_DURATION_SECONDS + 120,
+    queue=LONG_JOBS_QUEUE,
 )

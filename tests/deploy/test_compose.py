@@ -10,11 +10,12 @@ import pytest
 import yaml
 from django.conf import settings
 
+from jobs.registry import job_types_all
 from tests.conftest import REPO
 
 # Services running the official images, which start as root to drop to their own user.
 OFFICIAL_IMAGES = {"db", "redis"}
-APP_SERVICES = {"web", "worker", "deliveries", "beat"}
+APP_SERVICES = {"web", "worker", "worker-long", "deliveries", "beat"}
 # Where the Dockerfile copies the repository.
 IMAGE_ROOT = "/app/"
 
@@ -74,7 +75,7 @@ def test_every_health_check_command_exists(services: dict[str, dict[str, Any]]) 
 
 
 def test_db_redis_web_and_workers_have_health_checks(services: dict[str, dict[str, Any]]) -> None:
-    for name in ("db", "redis", "web", "worker", "deliveries"):
+    for name in ("db", "redis", "web", "worker", "worker-long", "deliveries"):
         check = services[name].get("healthcheck", {})
         assert check.get("test") and not check.get("disable"), f"{name} needs a health check"
 
@@ -123,12 +124,12 @@ def test_web_listens_on_every_interface_inside_its_container(services: dict[str,
 def test_the_workers_consume_the_queues_tasks_are_routed_to(services: dict[str, dict[str, Any]]) -> None:
     routed = {settings.CELERY_TASK_DEFAULT_QUEUE} | {
         route["queue"] for route in settings.CELERY_TASK_ROUTES.values()
-    }
+    } | {job_type.queue for job_type in job_types_all()}
 
-    consumed = {services[name]["environment"]["QUEUES"] for name in ("worker", "deliveries")}
+    consumed = {services[name]["environment"]["QUEUES"] for name in ("worker", "worker-long", "deliveries")}
 
-    assert consumed == routed == {"jobs", "webhooks"}
-    assert services["deliveries"]["command"] == services["worker"]["command"]
+    assert consumed == routed == {"jobs", "jobs_long", "webhooks"}
+    assert services["deliveries"]["command"] == services["worker-long"]["command"] == services["worker"]["command"]
 
 
 def test_beat_is_a_single_unscaled_service(services: dict[str, dict[str, Any]]) -> None:

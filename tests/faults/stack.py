@@ -428,7 +428,7 @@ class Stack:
         wait_for(lambda: requests.get(self.base_url + "/healthz", timeout=1).ok, timeout=60,
                  what="gunicorn")
 
-    def start_worker(self, name: str = "jobs", *, queues: str = "jobs,webhooks",
+    def start_worker(self, name: str = "jobs", *, queues: str = "jobs,jobs_long,webhooks",
                      concurrency: int = 2, wait: bool = True) -> subprocess.Popen[bytes]:
         # scripts/worker names the worker "$WORKER_NAME@<host>".
         prefix = f"{name}-{uuid.uuid4().hex[:6]}"
@@ -459,7 +459,7 @@ class Stack:
         """The deployment's shape: the API, a `jobs` worker, a `deliveries` worker on the
         `webhooks` queue, and beat (the sweeper and the webhook dispatcher)."""
         self.start_web()
-        self.start_worker("jobs", queues="jobs", concurrency=jobs)
+        self.start_worker("jobs", queues="jobs,jobs_long", concurrency=jobs)
         self.start_worker("deliveries", queues="webhooks", concurrency=deliveries)
         self.start_beat()
 

@@ -1,5 +1,6 @@
-"""The per-owner count of unfinished jobs that the submit's cap reads: exact whichever way a job
-is inserted, finished or deleted (it is kept by triggers on the jobs table)."""
+"""The per-owner counts the caps read (unfinished jobs for the submit, running jobs for the start,
+persisted results' bytes for the results quota): exact whichever way a job or a result is
+inserted, started, finished or deleted (they are kept by triggers)."""
 from __future__ import annotations
 
 import importlib
@@ -15,7 +16,7 @@ from django.db import connection
 from core.models import Client
 from core.services import client_create
 from jobs import transitions
-from jobs.models import Job, UnfinishedJobCount
+from jobs.models import Job, JobCounts, JobResult
 from tests.conftest import REPO, Api
 
 S = Job.Status
@@ -23,12 +24,21 @@ BODY = {"job_name": "api.tasks.hello_world"}
 
 
 def unfinished(owner: Client) -> int:
-    row = UnfinishedJobCount.objects.filter(owner=owner).first()
+    row = JobCounts.objects.filter(owner=owner).first()
     return row.unfinished if row else 0
+
+
+def running(owner: Client) -> int:
+    row = JobCounts.objects.filter(owner=owner).first()
+    return row.running if row else 0
 
 
 def actual(owner: Client) -> int:
     return Job.objects.filter(owner=owner, status__in=Job.ACTIVE_STATUSES).count()
+
+
+def actually_running(owner: Client) -> int:
+    return Job.objects.filter(owner=owner, status__in=Job.RUNNING_STATUSES).count()
 
 
 @pytest.mark.django_db
@@ -39,13 +49,17 @@ def test_the_count_follows_every_transition_and_delete() -> None:
     assert unfinished(owner) == actual(owner) == 4
 
     transitions.job_start(job_id=jobs[0].id)
+    assert (unfinished(owner), running(owner)) == (4, 1)
     transitions.job_set_retrying(job_id=jobs[0].id, retrying=True)
-    assert unfinished(owner) == 4  # still unfinished: nothing moves
+    assert (unfinished(owner), running(owner)) == (4, 1)  # still running: nothing moves
 
     transitions.job_finish(job_id=jobs[0].id, status=S.SUCCESS, result=None)
     transitions.job_finish(job_id=jobs[0].id, status=S.FAILURE)  # no second final state: no change
     transitions.job_cancel(owner=owner, job_id=jobs[1].id)  # a queued job, canceled at once
     assert unfinished(owner) == actual(owner) == 2
+    assert running(owner) == actually_running(owner) == 0
+    Job.objects.filter(pk=jobs[2].pk).update(status=S.STARTED)  # by hand
+    assert running(owner) == actually_running(owner) == 1
 
     Job.objects.filter(pk=jobs[2].pk).delete()  # deleted unfinished (the admin can)
     Job.objects.filter(status=S.SUCCESS).delete()  # deleted final: no change
@@ -54,21 +68,44 @@ def test_the_count_follows_every_transition_and_delete() -> None:
 
     Job.objects.filter(pk=jobs[3].pk).update(status=S.PENDING, owner=owner)  # back, by hand
     assert (unfinished(owner), unfinished(other)) == (1, 0)
+    assert running(owner) == actually_running(owner) == 0
 
 
 @pytest.mark.django_db
-def test_the_migration_counts_the_jobs_already_there() -> None:
-    migration = importlib.import_module("jobs.migrations.0002_unfinishedjobcount")
+def test_the_results_bytes_follow_every_result_inserted_or_deleted() -> None:
+    owner = client_create(name="results")
+    first = JobResult.objects.create(owner=owner, task_name="t", result={"text": "é" * 10})
+    JobResult.objects.create(owner=owner, task_name="t", result=None)
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT COALESCE(SUM(octet_length(result::text)), 0) FROM jobs_jobresult WHERE owner_id = %s",
+                       [owner.id])
+        (stored,) = cursor.fetchone()
+    assert JobCounts.objects.get(owner=owner).result_bytes == stored > 20
+
+    first.delete()
+    assert JobCounts.objects.get(owner=owner).result_bytes == 0
+
+
+@pytest.mark.django_db
+def test_the_migrations_count_the_jobs_and_results_already_there() -> None:
+    migrations = [importlib.import_module(f"jobs.migrations.{name}") for name in ("0002_unfinishedjobcount", "0004_jobcounts")]
     owners = [client_create(name=f"owner-{i}") for i in range(3)]
     for count, owner in enumerate(owners):
         Job.objects.bulk_create(Job(owner=owner, job_name=BODY["job_name"]) for _ in range(count))
+        Job.objects.bulk_create(Job(owner=owner, job_name=BODY["job_name"], status=S.STARTED) for _ in range(count))
         Job.objects.create(owner=owner, job_name=BODY["job_name"], status=S.FAILURE)
-    UnfinishedJobCount.objects.all().delete()
+        JobResult.objects.create(owner=owner, task_name="t", result=count)
+    JobCounts.objects.all().delete()
 
     with connection.cursor() as cursor:
-        cursor.execute(migration.BACKFILL)
+        cursor.execute(migrations[0].BACKFILL.replace("jobs_unfinishedjobcount", "jobs_jobcounts"))
+        for statement in migrations[1].BACKFILL["postgresql"]:
+            cursor.execute(statement)
 
-    assert [unfinished(owner) for owner in owners] == [actual(owner) for owner in owners] == [0, 1, 2]
+    assert [unfinished(owner) for owner in owners] == [actual(owner) for owner in owners] == [0, 2, 4]
+    assert [running(owner) for owner in owners] == [actually_running(owner) for owner in owners] == [0, 1, 2]
+    assert [JobCounts.objects.get(owner=owner).result_bytes for owner in owners] == [1, 1, 1]
 
 
 def test_a_job_that_finishes_frees_its_place_under_the_cap(api: Api, settings: Any) -> None:
@@ -88,13 +125,19 @@ django.setup()
 from django.core.management import call_command
 call_command("migrate", verbosity=0)
 from core.services import client_create
-from jobs.models import Job, UnfinishedJobCount
+from jobs.models import Job, JobCounts, JobResult
 owner = client_create(name="embedded")
 job = Job.objects.create(owner=owner, job_name="api.tasks.hello_world")
-counts = [UnfinishedJobCount.objects.get(owner=owner).unfinished]
+def counts():
+    row = JobCounts.objects.get(owner=owner)
+    return [row.unfinished, row.running, row.result_bytes]
+seen = [counts()]
+Job.objects.filter(pk=job.pk).update(status=Job.Status.STARTED)
+seen.append(counts())
 Job.objects.filter(pk=job.pk).update(status=Job.Status.SUCCESS)
-counts.append(UnfinishedJobCount.objects.get(owner=owner).unfinished)
-print(counts)
+JobResult.objects.create(owner=owner, job=job, task_name="t", result={"a": 1})
+seen.append(counts())
+print(seen)
 """
 
 
@@ -108,4 +151,4 @@ def test_the_count_is_kept_on_sqlite_after_every_migration(tmp_path: Path) -> No
                          capture_output=True, text=True, timeout=120, check=False)
 
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split()[-2:] == ["[1,", "0]"]
+    assert out.stdout.strip().splitlines()[-1] == "[[1, 0, 0], [1, 1, 0], [0, 0, 8]]"

@@ -1,0 +1,59 @@
+"""The running cap (JOB_MAX_RUNNING_PER_CLIENT): a job over it goes back to wait, keeping its place,
+and the next waiting job is published as soon as a place is free. (End to end, against a greedy
+client and `make run`'s workers: tests/faults/test_greedy_client.py.)"""
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.utils import timezone
+
+from core.services import client_create
+from jobs import sql, transitions
+from jobs.models import Job
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+S = Job.Status
+
+
+@pytest.fixture
+def jobs(settings: Any) -> list[Job]:
+    settings.JOB_MAX_RUNNING_PER_CLIENT = 1
+    owner = client_create(name="fair")
+    now = timezone.now()
+    return [
+        Job.objects.create(owner=owner, job_name="api.tasks.hello_world", dispatched_at=now,
+                           created_at=now - timedelta(seconds=10 - n))
+        for n in range(3)
+    ]
+
+
+def test_a_job_over_the_cap_waits_undispatched(jobs: list[Job]) -> None:
+    assert transitions.job_start(job_id=jobs[0].id) is not None
+
+    with pytest.raises(transitions.OverRunningCap):
+        transitions.job_start(job_id=jobs[1].id)
+
+    waiting = Job.objects.get(pk=jobs[1].pk)
+    assert (waiting.status, waiting.dispatched_at) == (S.PENDING, None)
+
+
+def test_the_sweeper_takes_as_many_as_the_cap_leaves_room_for_oldest_first(jobs: list[Job]) -> None:
+    transitions.job_start(job_id=jobs[0].id)
+    Job.objects.filter(pk__in=[jobs[1].pk, jobs[2].pk]).update(dispatched_at=None)
+    now = timezone.now()
+
+    assert sql.jobs_waiting_claim(now=now, grace_before=now, cap=1, limit=10) == []  # no room
+    transitions.job_finish(job_id=jobs[0].id, status=S.SUCCESS)  # publishes the next one itself
+
+    assert [job.pk for job in Job.objects.filter(dispatched_at__isnull=False, status=S.PENDING)] == [jobs[1].pk]
+    assert Job.objects.get(pk=jobs[2].pk).dispatched_at is None
+    assert sql.jobs_waiting_claim(now=now, grace_before=now, cap=2, limit=10)[0].pk == jobs[2].pk
+
+
+def test_no_cap_starts_every_job(jobs: list[Job], settings: Any) -> None:
+    settings.JOB_MAX_RUNNING_PER_CLIENT = 0
+
+    assert all(transitions.job_start(job_id=job.id) is not None for job in jobs)
