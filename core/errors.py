@@ -5,6 +5,7 @@ The shape: `{"error": {"code": "<machine code>", "message": "<sentence>", "detai
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 from django.core.exceptions import PermissionDenied, RequestDataTooBig
@@ -101,12 +102,12 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         message, details, status_code = str(exc.detail), None, exc.status_code
         if isinstance(exc, exceptions.Throttled) and exc.wait is not None:
             message = "Too many requests; retry later."
-            details = {"retry_after_seconds": int(exc.wait) + 1}
+            details = {"retry_after_seconds": max(1, math.ceil(exc.wait))}
         auth_header = getattr(exc, "auth_header", None)
         if auth_header:
             headers["WWW-Authenticate"] = auth_header
         if getattr(exc, "wait", None) is not None:
-            headers["Retry-After"] = str(int(exc.wait) + 1)
+            headers["Retry-After"] = str(max(1, math.ceil(exc.wait)))
     else:
         logger.exception("Unhandled error in %s", context.get("view"))
         code, message, details, status_code = "server_error", "Internal server error.", None, 500

@@ -1,4 +1,11 @@
-"""Request rate limits kept in Redis in one round trip, exact across API processes."""
+"""Request rate limits: every API request per client, by scope, and the admin's login per address;
+kept in Redis in one round trip, exact across API processes.
+
+Scopes, each with its own budget (settings `API_*_RATE_PER_MINUTE`): `submit` (new jobs),
+`read` (every GET), `write` (other writes) and `sensitive` (redeliveries and secret rotations,
+kept tight). A view names the scope of a method that is not the default for it in
+`throttle_scopes`, e.g. `{"POST": "submit"}`.
+"""
 from __future__ import annotations
 
 import logging
@@ -8,6 +15,7 @@ from typing import Any
 import redis
 from django.conf import settings
 from django.core.cache import cache
+from django.http import HttpRequest
 from rest_framework.request import Request
 from rest_framework.throttling import SimpleRateThrottle
 
@@ -32,13 +40,22 @@ return math.max(1, tonumber(oldest[2]) + window_ms - now_ms)
 _script: Any = None
 logger = logging.getLogger(__name__)
 
+# Scope -> the setting with its requests per client per minute.
+SCOPE_RATES = {
+    "submit": "API_SUBMIT_RATE_PER_MINUTE",
+    "read": "API_READ_RATE_PER_MINUTE",
+    "write": "API_WRITE_RATE_PER_MINUTE",
+    "sensitive": "API_SENSITIVE_RATE_PER_MINUTE",
+}
+_READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
 
 def _sliding_window_script() -> Any:
     global _script
     if _script is None:
-        # Short timeouts: a hung Redis must not stall every submission (it is admitted instead).
-        # One connection, held: no pool to take it from and check before each script, about a
-        # fifth of a call's CPU (docs/benchmarks.md); redis-py locks it between threads.
+        # Short timeouts: a hung Redis must not stall every request (it is admitted instead).
+        # One connection, held: no pool to take it from and check before each script
+        # (docs/benchmarks.md, "Fixes"); redis-py locks it between threads.
         client = redis.Redis.from_url(
             settings.CACHE_URL, socket_timeout=1, socket_connect_timeout=1, single_connection_client=True
         )
@@ -50,13 +67,22 @@ class RedisRateThrottle(SimpleRateThrottle):
     """DRF's SimpleRateThrottle with the same rate strings and 429 + Retry-After, but one Redis
     round trip per request (EVALSHA) instead of a GET and a SET of the pickled history, and no
     lost update when two processes admit the same client at once. Falls back to DRF's own
-    logic when the cache is not Redis (embedded mode)."""
+    logic when the cache is not Redis (embedded mode). Subclasses say which rate applies to a
+    request (`rate_for`) and whose budget it spends (`get_cache_key`)."""
 
-    def allow_request(self, request: Request, view: Any) -> bool:
-        if not settings.CACHE_URL.startswith(("redis://", "rediss://", "unix://")):
-            return super().allow_request(request, view)
+    def get_rate(self) -> str | None:
+        return None  # per request: rate_for
+
+    def rate_for(self, request: HttpRequest, view: Any) -> str | None:
+        raise NotImplementedError
+
+    def allow_request(self, request: HttpRequest, view: Any) -> bool:
+        self.rate = self.rate_for(request, view)
         if self.rate is None:
             return True
+        self.num_requests, self.duration = self.parse_rate(self.rate)
+        if not settings.CACHE_URL.startswith(("redis://", "rediss://", "unix://")):
+            return super().allow_request(request, view)
         key = self.get_cache_key(request, view)
         if key is None:
             return True
@@ -78,3 +104,38 @@ class RedisRateThrottle(SimpleRateThrottle):
         if hasattr(self, "_wait_seconds"):
             return self._wait_seconds
         return super().wait()
+
+
+def _per_minute(setting: str) -> str | None:
+    rate = getattr(settings, setting)
+    return f"{rate}/min" if rate else None
+
+
+class ClientRateThrottle(RedisRateThrottle):
+    """Every API request of an authenticated client, in its scope's budget."""
+
+    @staticmethod
+    def scope_of(request: Request, view: Any) -> str:
+        scopes: dict[str, str] = getattr(view, "throttle_scopes", {})
+        return scopes.get(request.method or "", "read" if request.method in _READ_METHODS else "write")
+
+    def rate_for(self, request: HttpRequest, view: Any) -> str | None:
+        if getattr(request, "user", None) is None:
+            return None  # not authenticated: answered 401 before any budget is spent
+        self.scope = self.scope_of(request, view)  # type: ignore[arg-type]
+        return _per_minute(SCOPE_RATES[self.scope])
+
+    def get_cache_key(self, request: HttpRequest, view: Any) -> str | None:
+        return f"throttle:{self.scope}:{request.user.pk}"  # type: ignore[union-attr]
+
+
+class AdminLoginRateThrottle(RedisRateThrottle):
+    """Login attempts (POSTs) to the admin, per client address."""
+
+    scope = "admin_login"
+
+    def rate_for(self, request: HttpRequest, view: Any) -> str | None:
+        return _per_minute("ADMIN_LOGIN_RATE_PER_MINUTE") if request.method == "POST" else None
+
+    def get_cache_key(self, request: HttpRequest, view: Any) -> str | None:
+        return f"throttle:{self.scope}:{request.META.get('REMOTE_ADDR', '')}"

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.conf import settings
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -11,7 +10,6 @@ from rest_framework.views import APIView
 
 from core.errors import ApplicationError
 from core.pagination import NewestFirstCursorPagination
-from core.throttling import RedisRateThrottle
 from jobs import selectors, submission, transitions
 from jobs.models import FINAL_WEBHOOK_EVENTS, WEBHOOK_EVENT_TYPES
 from jobs.registry import job_types_all
@@ -19,25 +17,6 @@ from jobs.serializers import JobResultSerializer, JobSerializer, job_representat
 from webhooks import outbox
 from webhooks import selectors as webhook_selectors
 from webhooks.api import DeliverySerializer
-
-
-class SubmitRateThrottle(RedisRateThrottle):
-    """Per-client submission rate (API_SUBMIT_RATE_PER_MINUTE); 429 with Retry-After."""
-
-    scope = "submit"
-
-    def get_rate(self) -> str:
-        return f"{settings.API_SUBMIT_RATE_PER_MINUTE}/min"
-
-    def allow_request(self, request: Request, view: Any) -> bool:
-        if not settings.API_SUBMIT_RATE_PER_MINUTE:
-            return True
-        return super().allow_request(request, view)
-
-    def get_cache_key(self, request: Request, view: Any) -> str | None:
-        if request.method != "POST" or request.user is None:
-            return None
-        return f"throttle:submit:{request.user.pk}"
 
 
 def _idempotency_key(request: Request) -> str:
@@ -69,7 +48,7 @@ def _filtered(filterset_class: Any, request: Request, queryset: Any) -> Any:
 
 
 class JobListCreateApi(APIView):
-    throttle_classes = [SubmitRateThrottle]
+    throttle_scopes = {"POST": "submit"}
 
     class InputSerializer(serializers.Serializer):
         job_name = serializers.CharField(max_length=200, help_text="A registered job type.")
@@ -132,6 +111,8 @@ class JobDeliveryListApi(APIView):
 class JobRedeliverApi(APIView):
     """Send the job's final event again, with the same webhook-id and body."""
 
+    throttle_scopes = {"POST": "sensitive"}
+
     def post(self, request: Request, job_id: str) -> Response:
         job = selectors.job_get(owner=request.user, job_id=job_id)
         delivery = outbox.delivery_redeliver(
@@ -178,7 +159,7 @@ class ResultDetailApi(APIView):
 class LegacyJobApi(APIView):
     """`POST /api/job/` -> `{"task_id"}`; `GET /api/job/?job_id=` -> `{"task_id", "status", "result"}`."""
 
-    throttle_classes = [SubmitRateThrottle]
+    throttle_scopes = {"POST": "submit"}
 
     class InputSerializer(serializers.Serializer):
         job_name = serializers.CharField(max_length=200)

@@ -16,19 +16,28 @@ from core.db import delete_in_batches
 from core.errors import ApplicationError, Conflict, TooManyRequests, Unprocessable
 from core.models import Client
 from jobs import dispatch, sql
-from jobs.models import DEFAULT_WEBHOOK_EVENTS, IdempotencyKey, Job
+from jobs.models import DEFAULT_WEBHOOK_EVENTS, IdempotencyKey, Job, JobCounts
 from jobs.registry import job_type_get
 from jobs.types.base import JobType
 from webhooks.addresses import callback_url_validate
 
 
 def payload_validate(*, job_type: JobType, payload: Any) -> dict[str, Any]:
-    """Validate `payload` against the type's schema; 400 with field errors otherwise."""
+    """Validate `payload` against the type's schema; 400 with field errors otherwise, 413 when
+    it is larger than the type accepts."""
     if not isinstance(payload, dict):
         raise ApplicationError(
             "payload must be a JSON object.",
             code="invalid_payload",
             details={"payload": ["Expected a JSON object."]},
+        )
+    size = len(json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "surrogatepass"))
+    if size > job_type.max_payload_bytes:
+        raise ApplicationError(
+            f"The payload is {size} bytes; {job_type.name} accepts at most {job_type.max_payload_bytes}.",
+            code="payload_too_large",
+            status_code=413,
+            details={"payload_bytes": size, "max_payload_bytes": job_type.max_payload_bytes},
         )
     try:
         job_type.payload_model.model_validate(payload)
@@ -56,6 +65,24 @@ def job_type_require_available(*, job_type: JobType) -> None:
         )
 
 
+def _refusal(*, owner: Client, cap: int, quota: int) -> TooManyRequests:
+    """Why the insert refused the owner's job: its unfinished jobs, or its results' bytes."""
+    counts = JobCounts.objects.filter(owner=owner).first()
+    if counts is not None and quota and counts.result_bytes >= quota and not (cap and counts.unfinished >= cap):
+        return TooManyRequests(
+            f"Your persisted results hold {counts.result_bytes} bytes, at or over the quota of {quota}; "
+            "jobs that persist their result are refused until retention frees room.",
+            code="result_quota_exceeded",
+            details={"result_bytes": counts.result_bytes, "quota_bytes": quota},
+            headers={"Retry-After": str(int(settings.HOUSEKEEPING_INTERVAL_SECONDS))},
+        )
+    return TooManyRequests(
+        f"You have {cap} unfinished jobs; wait for some to finish.",
+        code="too_many_unfinished_jobs",
+        headers={"Retry-After": "5"},
+    )
+
+
 def job_create(
     *,
     owner: Client,
@@ -65,7 +92,8 @@ def job_create(
     webhook_events: list[str] | None = None,
 ) -> Job:
     """Insert the job and publish it once the row is committed; 429 instead when its owner has
-    JOB_MAX_UNFINISHED_PER_CLIENT jobs not final yet.
+    JOB_MAX_UNFINISHED_PER_CLIENT jobs not final yet, or, for a type that persists its result,
+    when its persisted results hold JOB_RESULT_QUOTA_BYTES_PER_CLIENT bytes.
 
     The row is inserted already claimed for dispatch (dispatched_at set), so the sweeper never
     publishes it too; if publishing fails, the claim is released and the sweeper takes over.
@@ -82,12 +110,9 @@ def job_create(
     # Idempotency-Key path) on_commit waits for that commit. Either way the row is durable
     # before its message exists.
     cap = settings.JOB_MAX_UNFINISHED_PER_CLIENT
-    if not sql.job_insert_below_cap(job, cap=cap):
-        raise TooManyRequests(
-            f"You have {cap} unfinished jobs; wait for some to finish.",
-            code="too_many_unfinished_jobs",
-            headers={"Retry-After": "5"},
-        )
+    quota = settings.JOB_RESULT_QUOTA_BYTES_PER_CLIENT if job_type.persist_result else 0
+    if not sql.job_insert_below_cap(job, cap=cap, result_quota=quota):
+        raise _refusal(owner=owner, cap=cap, quota=quota)
     transaction.on_commit(lambda: dispatch.job_publish_or_release(job=job))
     return job
 

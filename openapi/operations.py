@@ -35,7 +35,7 @@ from openapi.schemas import (
     example_response,
     query_parameter,
 )
-from webhooks.api import DeliverySerializer, SecretSerializer
+from webhooks.api import DeliverySerializer, SecretSerializer, SigningSecretRotateApi
 
 # dotted path of the view -> {HTTP method -> its schema}
 OPERATIONS: dict[str, dict[str, Callable[..., Any]]] = {
@@ -332,14 +332,17 @@ OPERATIONS: dict[str, dict[str, Callable[..., Any]]] = {
             summary="Rotate the webhook signing secret",
             description="Makes a new secret and answers it. For 24 hours (configurable) "
             "every delivery carries two signatures, one per secret, so a receiver can "
-            "switch to the new secret without dropping an event.",
+            "switch to the new secret without dropping an event. Never more than two: "
+            "rotating again ends the previous secret's overlap at once. For a leaked secret, "
+            "send `{\"expire_previous_now\": true}`: the previous secret stops signing now. "
+            "The body is optional.",
             tags=["Webhooks"],
-            request=None,
+            request=SigningSecretRotateApi.InputSerializer,
             responses={
                 200: example_response(
                     SecretSerializer, "The new secret.", "secret", SECRET_EXAMPLE
                 ),
-                **error_responses(401),
+                **error_responses(400, 401, 429),
             },
         ),
     },

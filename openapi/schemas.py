@@ -116,8 +116,10 @@ _ERRORS: dict[int, tuple[str, list[OpenApiExample]]] = {
         ],
     ),
     429: (
-        "Too many submissions per minute, or too many unfinished jobs; wait `Retry-After` "
-        "seconds. Codes: `rate_limited`, `too_many_unfinished_jobs`.",
+        "Too many requests per minute in this endpoint's scope (every endpoint has one: "
+        "submissions, reads, writes, sensitive writes), or, for a submission, too many unfinished "
+        "jobs or persisted results over the quota; wait `Retry-After` seconds. Codes: "
+        "`rate_limited`, `too_many_unfinished_jobs`, `result_quota_exceeded`.",
         [
             error_example(
                 429, "rate_limited", "Too many requests; retry later.", {"retry_after_seconds": 12}
@@ -138,11 +140,12 @@ _ERRORS: dict[int, tuple[str, list[OpenApiExample]]] = {
 def error_responses(
     *statuses: int, described: dict[int, tuple[str, OpenApiExample]] | None = None
 ) -> dict[int, OpenApiResponse]:
-    """The documented error answers for `statuses`, all with the one error schema.
+    """The documented error answers for `statuses`, and 429 (every endpoint is rate limited),
+    all with the one error schema.
 
     `described` replaces the generic text and example of a status for one operation."""
     responses = {}
-    for status in statuses:
+    for status in sorted({*statuses, 429}):
         description, examples = _ERRORS[status]
         if described and status in described:
             description, example = described[status]

@@ -15,7 +15,7 @@ from django.conf import settings
 from django.db import DatabaseError
 from django.utils import timezone
 
-from webhooks import attempts, dispatch, outbox
+from webhooks import attempts, dispatch, outbox, secrets
 
 # An attempt takes at most about twice the timeout (connect, then the answer); these limits
 # stop a stuck attempt well before its claim (webhooks.claims.claim_lease_seconds) expires.
@@ -62,6 +62,11 @@ def deliveries_dispatch_due() -> int:
 
 
 @shared_task(name="webhooks.prune", ignore_result=True)
-def events_prune() -> int:
-    """Periodic: delete events (with their deliveries and attempts) past their retention."""
-    return outbox.events_prune(older_than=timezone.now() - timedelta(days=settings.WEBHOOK_EVENT_RETENTION_DAYS))
+def webhooks_prune() -> dict[str, int]:
+    """Periodic: delete events (with their deliveries and attempts) past their retention, and
+    signing secrets whose overlap has ended."""
+    now = timezone.now()
+    return {
+        "events": outbox.events_prune(older_than=now - timedelta(days=settings.WEBHOOK_EVENT_RETENTION_DAYS)),
+        "signing_secrets": secrets.signing_secrets_prune(now=now),
+    }

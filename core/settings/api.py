@@ -8,8 +8,18 @@ API_MAX_BODY_BYTES = env.int("API_MAX_BODY_BYTES", default=1024 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = API_MAX_BODY_BYTES
 # Deepest JSON nesting accepted in a request body.
 API_MAX_JSON_DEPTH = env.int("API_MAX_JSON_DEPTH", default=32)
-# Submissions per client per minute before 429 (0 turns the limit off).
+# Requests per client per minute before 429, by scope (0 turns a scope's limit off): job
+# submissions; reads (every GET); other writes (cancel); and the sensitive writes, kept tight
+# (redeliver, signing-secret rotation).
 API_SUBMIT_RATE_PER_MINUTE = env.int("API_SUBMIT_RATE_PER_MINUTE", default=600)
+API_READ_RATE_PER_MINUTE = env.int("API_READ_RATE_PER_MINUTE", default=6000)
+API_WRITE_RATE_PER_MINUTE = env.int("API_WRITE_RATE_PER_MINUTE", default=600)
+API_SENSITIVE_RATE_PER_MINUTE = env.int("API_SENSITIVE_RATE_PER_MINUTE", default=30)
+# Admin login attempts per client address per minute before 429 (0: no limit).
+ADMIN_LOGIN_RATE_PER_MINUTE = env.int("ADMIN_LOGIN_RATE_PER_MINUTE", default=10)
+# Bytes one client's persisted results (/api/results/) may hold; past it, jobs of types that
+# persist their result are refused (429) until retention frees room (0: no quota).
+JOB_RESULT_QUOTA_BYTES_PER_CLIENT = env.int("JOB_RESULT_QUOTA_BYTES_PER_CLIENT", default=1024**3)
 # Unfinished (PENDING, STARTED, RETRY) jobs one client may have at once before 429 (0: no cap).
 JOB_MAX_UNFINISHED_PER_CLIENT = env.int("JOB_MAX_UNFINISHED_PER_CLIENT", default=10_000)
 # How long an Idempotency-Key is remembered, in seconds.
@@ -26,6 +36,8 @@ REST_FRAMEWORK = {
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "core.errors.exception_handler",
+    # Every request of a client, in its scope's budget (core/throttling.py).
+    "DEFAULT_THROTTLE_CLASSES": ["core.throttling.ClientRateThrottle"],
     "UNAUTHENTICATED_USER": None,
 }
 

@@ -38,3 +38,47 @@ def test_unfinished_jobs_are_capped_per_client(make_api: Callable[..., Api], set
     assert "Retry-After" in response.headers
     Job.objects.filter(owner=api.client).update(status="SUCCESS")
     assert api.post("/api/jobs/", json=BODY).status_code == 202
+
+
+def test_a_payload_over_its_job_types_limit_gets_413(make_api: Callable[..., Api]) -> None:
+    api = make_api()
+
+    response = api.post("/api/jobs/", json={**BODY, "payload": {"message": "x" * (64 * 1024)}})
+
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "payload_too_large"
+    assert response.json()["error"]["details"]["max_payload_bytes"] == 64 * 1024
+    assert not Job.objects.filter(owner=api.client).exists()
+
+
+def test_a_type_may_declare_a_larger_payload_limit(make_api: Callable[..., Api], fake_openai: Any) -> None:
+    # The checklist's guidelines may be 100,000 characters: past the default 64 KiB.
+    api = make_api()
+    guidelines = "Every step is written down. " * 3500
+
+    response = api.post("/api/jobs/", json={"job_name": "api.tasks.generate_checklist_from_guidelines",
+                                             "payload": {"guidelines": guidelines}})
+
+    assert response.status_code == 202, response.text
+    api.post(f"/api/jobs/{response.json()['id']}/cancel/")
+
+
+def test_persisted_results_over_the_quota_refuse_jobs_that_persist(
+    make_api: Callable[..., Api], settings: Any, celery_worker: str
+) -> None:
+    # Given a client whose persisted results reach its quota
+    settings.JOB_RESULT_QUOTA_BYTES_PER_CLIENT = 100
+    api = make_api()
+    saved = api.submit("api.tasks.save_task_result_test_task", {"text": "x" * 200})
+    assert api.wait(saved["id"])["status"] == "SUCCESS"
+
+    # When it submits another job that persists its result, and one that does not
+    refused = api.post("/api/jobs/", json={"job_name": "api.tasks.save_task_result_test_task", "payload": {}})
+    accepted = api.post("/api/jobs/", json=BODY)
+
+    # Then the first is refused with a clear code, the second accepted
+    assert refused.status_code == 429
+    assert refused.json()["error"]["code"] == "result_quota_exceeded"
+    assert refused.json()["error"]["details"]["quota_bytes"] == 100
+    assert "Retry-After" in refused.headers
+    assert accepted.status_code == 202

@@ -72,11 +72,11 @@ def test_housekeeping_prunes_what_is_past_retention_and_keeps_the_rest(
 
     # When the periodic tasks run
     counts = tasks.jobs_prune()
-    events = webhook_tasks.events_prune()
+    events = webhook_tasks.webhooks_prune()
 
     # Then old finished jobs, old finished webhook logs, ancient results and expired keys are gone
     assert counts == {"jobs": 3, "results": 1, "idempotency_keys": 1}
-    assert events == 2
+    assert events == {"events": 2, "signing_secrets": 0}
     remaining_jobs = set(Job.objects.values_list("pk", flat=True))
     assert remaining_jobs == {recent_done.pk, old_running.pk, old_pending.pk}
     # A result outlives its job.

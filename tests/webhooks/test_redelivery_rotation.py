@@ -4,8 +4,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import timedelta
 
+import pytest
 from django.utils import timezone
-from standardwebhooks import Webhook
+from standardwebhooks import Webhook, WebhookVerificationError
 
 from examples.receiver import Receiver, Reply
 from tests.conftest import Api
@@ -17,6 +18,8 @@ from tests.webhooks.conftest import (
     secret_of,
     wait_deliveries,
 )
+from webhooks import tasks
+from webhooks.models import SigningSecret
 
 
 def test_redeliver_sends_the_final_event_again_with_the_same_id_and_bytes(
@@ -123,6 +126,42 @@ def test_after_the_overlap_only_the_new_secret_signs(api: Api, receiver: Receive
 
     assert len(received.headers["webhook-signature"].split(" ")) == 1
     Webhook(new).verify(received.body, received.headers)
+
+
+def test_rotating_again_ends_the_previous_overlap_so_at_most_two_sign(api: Api, receiver: Receiver) -> None:
+    # Given a secret rotated twice in a row
+    first = secret_of(api)
+    second = api.post("/api/webhook-secret/rotate/").json()["secret"]
+    third = api.post("/api/webhook-secret/rotate/").json()["secret"]
+
+    # When a delivery is signed
+    api.submit(HELLO, callback_url=receiver.url)
+    [received] = receiver.wait_for(1)
+
+    # Then the current and the previous secret sign it, and the first no longer does
+    assert len(received.headers["webhook-signature"].split(" ")) == 2
+    Webhook(third).verify(received.body, received.headers)
+    Webhook(second).verify(received.body, received.headers)
+    with pytest.raises(WebhookVerificationError):
+        Webhook(first).verify(received.body, received.headers)
+
+
+def test_a_leaked_secret_is_expired_at_once(api: Api, receiver: Receiver) -> None:
+    # Given a secret that leaked
+    leaked = secret_of(api)
+
+    # When the client rotates it with expire_previous_now
+    response = api.post("/api/webhook-secret/rotate/", json={"expire_previous_now": True})
+    new = response.json()["secret"]
+
+    # Then only the new secret signs, and the expired one is pruned
+    api.submit(HELLO, callback_url=receiver.url)
+    [received] = receiver.wait_for(1)
+    assert len(received.headers["webhook-signature"].split(" ")) == 1
+    Webhook(new).verify(received.body, received.headers)
+    assert tasks.webhooks_prune()["signing_secrets"] >= 1
+    assert not SigningSecret.objects.filter(secret=leaked).exists()
+    assert api.post("/api/webhook-secret/rotate/", json={"expire_previous_now": "soon"}).status_code == 400
 
 
 def test_deliveries_list_is_the_envelope_and_cheap(api: Api, receiver: Receiver) -> None:
