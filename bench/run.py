@@ -747,7 +747,7 @@ class Bench:
     def start_workers(self) -> None:
         log("start Celery workers (jobs, webhooks), beat, the bench echo worker and the receiver")
         self.worker("jobs-worker", "jobs,jobs_long")
-        self.worker("webhooks-worker", "webhooks")
+        self.worker("webhooks-worker", "webhooks,maintenance")
         self.stack.start("beat", [str(REPO / "scripts" / "beat")],
                          dict(self.env, DJANGO_SETTINGS_MODULE="core.settings"))
         echo_env = dict(self.env, DJANGO_SETTINGS_MODULE="bench.settings",

@@ -20,21 +20,28 @@ from rest_framework.request import Request
 from rest_framework.throttling import SimpleRateThrottle
 
 # A sliding-window log in a sorted set, checked and updated in one atomic step: drop the
-# entries older than the window, admit the request if fewer than `limit` are left (adding it),
-# else answer how many milliseconds until the oldest one leaves the window. Redis's own clock
-# keeps every API process on one time line.
+# entries older than the window, admit the request if its `weight` (1, or a batch's jobs) fits
+# under `limit` with those left (adding one entry per unit), else answer how many milliseconds
+# until enough have left the window. Redis's own clock keeps every API process on one time line.
 _SLIDING_WINDOW = """
 local now = redis.call('TIME')
 local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 local window_ms = tonumber(ARGV[1])
 local limit = tonumber(ARGV[2])
+local weight = tonumber(ARGV[4])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now_ms - window_ms)
-if redis.call('ZCARD', KEYS[1]) < limit then
-  redis.call('ZADD', KEYS[1], now_ms, now[1] .. now[2] .. ARGV[3])
+local count = redis.call('ZCARD', KEYS[1])
+if count + weight <= limit then
+  for i = 1, weight do
+    redis.call('ZADD', KEYS[1], now_ms, now[1] .. now[2] .. ARGV[3] .. i)
+  end
   redis.call('PEXPIRE', KEYS[1], window_ms)
   return -1
 end
-local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+if weight > limit then
+  return window_ms
+end
+local oldest = redis.call('ZRANGE', KEYS[1], count + weight - limit - 1, count + weight - limit - 1, 'WITHSCORES')
 return math.max(1, tonumber(oldest[2]) + window_ms - now_ms)
 """
 _script: Any = None
@@ -82,15 +89,16 @@ class RedisRateThrottle(SimpleRateThrottle):
             return True
         self.num_requests, self.duration = self.parse_rate(self.rate)
         if not settings.CACHE_URL.startswith(("redis://", "rediss://", "unix://")):
-            return super().allow_request(request, view)
+            return self._allow_in_cache(request, view)
         key = self.get_cache_key(request, view)
         if key is None:
             return True
         self.key = key
+        weight = self.weight(request, view)
         try:
             wait_ms = _sliding_window_script()(
                 keys=[cache.make_key(key)],
-                args=[int(self.duration * 1000), self.num_requests, uuid.uuid4().hex[:8]],
+                args=[int(self.duration * 1000), self.num_requests, uuid.uuid4().hex[:8], weight],
             )
         except redis.RedisError:
             # Redis down: admit rather than answer 500. A submission is kept in PostgreSQL and
@@ -99,6 +107,27 @@ class RedisRateThrottle(SimpleRateThrottle):
             return True
         self._wait_seconds = None if wait_ms < 0 else wait_ms / 1000
         return wait_ms < 0
+
+    def weight(self, request: HttpRequest, view: Any) -> int:
+        """How much of the budget the request spends: a view's `throttle_weight(request)`, or 1."""
+        weigh = getattr(view, "throttle_weight", None)
+        return weigh(request) if weigh is not None else 1
+
+    def _allow_in_cache(self, request: HttpRequest, view: Any) -> bool:
+        """DRF's own history in the cache (embedded mode, one process's view of it), weighted."""
+        self.key = self.get_cache_key(request, view)
+        if self.key is None:
+            return True
+        self.history = self.cache.get(self.key, [])
+        self.now = self.timer()
+        while self.history and self.history[-1] <= self.now - self.duration:
+            self.history.pop()
+        weight = self.weight(request, view)
+        if len(self.history) + weight > self.num_requests:
+            return self.throttle_failure()
+        self.history[:0] = [self.now] * weight
+        self.cache.set(self.key, self.history, self.duration)
+        return True
 
     def wait(self) -> float | None:
         if hasattr(self, "_wait_seconds"):

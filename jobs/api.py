@@ -10,10 +10,11 @@ from rest_framework.views import APIView
 
 from core.errors import ApplicationError
 from core.pagination import NewestFirstCursorPagination
-from jobs import selectors, submission, transitions
-from jobs.models import FINAL_WEBHOOK_EVENTS, WEBHOOK_EVENT_TYPES
+from jobs import inputs, selectors, submission, transitions
+from jobs.models import FINAL_WEBHOOK_EVENTS, Job
 from jobs.registry import job_types_all
 from jobs.serializers import JobResultSerializer, JobSerializer, job_representation
+from jobs.submission import SubmissionRequest
 from webhooks import outbox
 from webhooks import selectors as webhook_selectors
 from webhooks.api import DeliverySerializer
@@ -47,44 +48,47 @@ def _filtered(filterset_class: Any, request: Request, queryset: Any) -> Any:
     return filterset.qs
 
 
+def _accepted(job: Job) -> Response:
+    return Response(
+        job_representation(job), status=status.HTTP_202_ACCEPTED, headers={"Location": f"/api/jobs/{job.id}/"}
+    )
+
+
 class JobListCreateApi(APIView):
     throttle_scopes = {"POST": "submit"}
 
-    class InputSerializer(serializers.Serializer):
-        job_name = serializers.CharField(max_length=200, help_text="A registered job type.")
-        payload = serializers.JSONField(required=False, default=dict)
-        callback_url = serializers.CharField(
-            required=False, allow_blank=True, default="", max_length=2000
-        )
-        webhook_events = serializers.ListField(
-            child=serializers.ChoiceField(choices=WEBHOOK_EVENT_TYPES),
-            required=False,
-            allow_empty=False,
-            max_length=len(WEBHOOK_EVENT_TYPES),
-        )
-
     def post(self, request: Request) -> Response:
-        body = _request_object(request)
-        data = self.InputSerializer(data=body)
-        data.is_valid(raise_exception=True)
         job, _ = submission.job_submit(
             owner=request.user,
-            job_name=data.validated_data["job_name"],
-            payload=data.validated_data["payload"],
-            callback_url=data.validated_data["callback_url"],
-            webhook_events=data.validated_data.get("webhook_events"),
+            request=inputs.submission_of(request.data, cancel_after=inputs.cancel_after(request)),
             idempotency_key=_idempotency_key(request),
-            request_body=body,
+            request_body=request.data,
         )
-        return Response(
-            job_representation(job),
-            status=status.HTTP_202_ACCEPTED,
-            headers={"Location": f"/api/jobs/{job.id}/"},
-        )
+        return _accepted(job)
 
     def get(self, request: Request) -> Response:
         jobs = _filtered(selectors.JobFilter, request, selectors.job_list(owner=request.user))
+        jobs = selectors.jobs_with_metadata(jobs, inputs.metadata_filters(request))
         return _paginated(request, self, jobs, JobSerializer)
+
+
+class JobBatchCreateApi(APIView):
+    """`POST /api/jobs/batch/`: up to API_MAX_BATCH_SIZE jobs, all or none."""
+
+    throttle_scopes = {"POST": "submit"}
+
+    @staticmethod
+    def throttle_weight(request: Request) -> int:
+        return inputs.batch_size(request)
+
+    def post(self, request: Request) -> Response:
+        jobs, _ = submission.jobs_submit_batch(
+            owner=request.user,
+            requests=inputs.batch_of(request.data, cancel_after=inputs.cancel_after(request)),
+            idempotency_key=_idempotency_key(request),
+            request_body=request.data,
+        )
+        return Response({"jobs": [job_representation(job) for job in jobs]}, status=status.HTTP_202_ACCEPTED)
 
 
 class JobDetailApi(APIView):
@@ -171,8 +175,7 @@ class LegacyJobApi(APIView):
         data.is_valid(raise_exception=True)
         job, _ = submission.job_submit(
             owner=request.user,
-            job_name=data.validated_data["job_name"],
-            payload=data.validated_data["payload"],
+            request=SubmissionRequest(job_name=data.validated_data["job_name"], payload=data.validated_data["payload"]),
             idempotency_key=_idempotency_key(request),
             request_body=body,
         )

@@ -24,6 +24,7 @@ from jobs.registry import job_type_get
 logger = logging.getLogger(__name__)
 
 RUN_STEP_TASK = "jobs.run_step"
+DISPATCH_OWNER_TASK = "jobs.dispatch_owner"
 # The chain's tail when the job has a callback (webhooks/tasks.py).
 SEND_FOR_SUBJECT_TASK = "webhooks.deliveries_send_for_subject"
 
@@ -80,11 +81,16 @@ def job_publish_or_release(*, job: Job) -> bool:
     return True
 
 
-def jobs_publish_waiting(*, owner_id: uuid.UUID | None = None, limit: int = 500) -> int:
-    """Publish the jobs waiting for dispatch: accepted while the broker was down, or deferred
-    because their owner was at its running cap (JOB_MAX_RUNNING_PER_CLIENT). Each owner's
-    oldest first, as many as its cap leaves room for, so a waiting job keeps its place; only
-    `owner_id`'s when given (a job of its own just finished). How many were published."""
+# The most waiting jobs one run of the sweeper claims (the rest wait for the next run).
+PUBLISH_BATCH = 500
+
+
+def jobs_publish_waiting(*, owner_id: uuid.UUID | None = None, limit: int = PUBLISH_BATCH) -> int:
+    """Publish the jobs waiting for dispatch that are due: scheduled ones whose run_at has come,
+    jobs accepted while the broker was down or in a batch, and jobs deferred because their owner
+    was at its running cap (JOB_MAX_RUNNING_PER_CLIENT). Each owner's in the order they fell due,
+    as many as its cap leaves room for, so a waiting job keeps its place; only `owner_id`'s when
+    given (a job of its own just finished, or it submitted a batch). How many were published."""
     now = timezone.now()
     grace = timedelta(seconds=0 if owner_id else settings.JOB_DISPATCH_GRACE_SECONDS)
     with transaction.atomic():
@@ -99,6 +105,16 @@ def jobs_publish_waiting(*, owner_id: uuid.UUID | None = None, limit: int = 500)
             Job.objects.filter(pk__in=rest, status=Job.Status.PENDING).update(dispatched_at=None)
             return published
     return len(claimed)
+
+
+def owner_dispatch_request(*, owner_id: uuid.UUID) -> None:
+    """Ask a worker to publish the owner's waiting jobs (a batch just accepted): one message,
+    where publishing each job would cost the request one each. If the broker refuses it, the
+    sweeper publishes them on its next run."""
+    try:
+        app.send_task(DISPATCH_OWNER_TASK, kwargs={"owner_id": str(owner_id)})
+    except Exception:  # the broker's client raises many types; every one means "not published"
+        logger.warning("Could not ask for owner %s's dispatch; the sweeper will", owner_id, exc_info=True)
 
 
 def job_revoke_queued(*, job_id: uuid.UUID) -> None:

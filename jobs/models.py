@@ -4,7 +4,8 @@ from __future__ import annotations
 import uuid
 
 from django.db import models
-from django.db.models import Q
+from django.db.models import F, Q
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 # The events a job's callback can receive, and those it receives when `webhook_events` is unset.
@@ -49,6 +50,17 @@ class Job(models.Model):
     cancel_requested = models.BooleanField(default=False)
     # When the job was handed to the broker; NULL means the sweeper still has to publish it.
     dispatched_at = models.DateTimeField(null=True, blank=True)
+    # The client's own labels: up to 16 string keys to string values (filterable on the list).
+    metadata = models.JSONField(default=dict, blank=True)
+    # Not before: the sweeper publishes the job once this time has come (NULL: at once).
+    run_at = models.DateTimeField(null=True, blank=True)
+    # Not after: a job not final by then is canceled (error.type deadline_exceeded).
+    deadline = models.DateTimeField(null=True, blank=True)
+    # Which run of the job this is (1 for the first), and how many runs its retry policy allows
+    # after a failure, each that many seconds after the failure before it.
+    attempt = models.PositiveIntegerField(default=1)
+    max_attempts = models.PositiveIntegerField(default=1)
+    retry_backoff_seconds = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(default=timezone.now)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -58,13 +70,21 @@ class Job(models.Model):
             models.Index(fields=["owner", "-created_at"], name="job_owner_created"),
             models.Index(fields=["owner", "status", "-created_at"], name="job_owner_status_created"),
             models.Index(fields=["owner", "job_name", "-created_at"], name="job_owner_name_created"),
-            # The sweeper's scan, owner by owner: only the jobs waiting for dispatch are in it
-            # (normally none: a job is published when it is accepted, and waits here only while
-            # its owner is at its running cap, or the broker is down).
+            # The sweeper's scan, owner by owner, in the order the jobs are due (scheduled ones
+            # at their run_at): only the jobs waiting for dispatch are in it (a job is published
+            # when it is accepted, and waits here only when it is scheduled, while its owner is
+            # at its running cap, or while the broker is down).
             models.Index(
-                fields=["owner", "created_at"],
-                name="job_undispatched",
+                F("owner"),
+                Coalesce("run_at", "created_at"),
+                name="job_waiting",
                 condition=Q(dispatched_at__isnull=True, status="PENDING"),
+            ),
+            # The deadline sweep: only unfinished jobs with a deadline are in it.
+            models.Index(
+                fields=["deadline"],
+                name="job_deadline",
+                condition=Q(deadline__isnull=False, status__in=["PENDING", "STARTED", "RETRY"]),
             ),
         ]
 
@@ -74,6 +94,18 @@ class Job(models.Model):
     @property
     def is_final(self) -> bool:
         return self.status in self.FINAL_STATUSES
+
+    @property
+    def aborted(self) -> bool:
+        """Canceled before it ever started (by its client, or by its deadline)."""
+        return self.status == self.Status.REVOKED and self.started_at is None
+
+    @property
+    def retry(self) -> dict[str, int] | None:
+        """The job's retry policy, or None when it runs once."""
+        if self.max_attempts <= 1:
+            return None
+        return {"max_attempts": self.max_attempts, "backoff_seconds": self.retry_backoff_seconds}
 
 
 class JobCounts(models.Model):
@@ -134,6 +166,8 @@ class IdempotencyKey(models.Model):
     fingerprint = models.CharField(max_length=64)
     # NULL while the first request is still being processed.
     job = models.ForeignKey(Job, null=True, on_delete=models.CASCADE, related_name="+")
+    # A batch's jobs, in order, once the batch is made (its `job` is the first of them).
+    batch = models.JSONField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:

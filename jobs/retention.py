@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from core.db import delete_in_batches
 from jobs.models import Job, JobResult
-from jobs.submission import idempotency_keys_prune
+from jobs.idempotency import idempotency_keys_prune
 
 PRUNE_BATCH_SIZE = 1000
 PRUNE_MAX_BATCHES = 100

@@ -7,7 +7,9 @@ from datetime import UTC, datetime
 import django_filters
 from django import forms
 from django.core.exceptions import ValidationError
+from django.db import connection
 from django.db.models import QuerySet
+from django.db.models.fields.json import KeyTextTransform
 
 from core.errors import NotFound
 from core.models import Client
@@ -67,6 +69,19 @@ def job_get(*, owner: Client, job_id: uuid.UUID | str) -> Job:
 
 def job_list(*, owner: Client) -> QuerySet[Job]:
     return Job.objects.filter(owner=owner)
+
+
+def jobs_with_metadata(jobs: QuerySet[Job], metadata: dict[str, str]) -> QuerySet[Job]:
+    """The jobs whose metadata holds every key with its value. On PostgreSQL as one containment
+    (`metadata @> ...`), which the GIN index `job_metadata` serves; elsewhere key by key."""
+    if not metadata:
+        return jobs
+    if connection.vendor == "postgresql":
+        return jobs.filter(metadata__contains=metadata)
+    for number, (key, value) in enumerate(metadata.items()):
+        name = f"metadata_{number}"
+        jobs = jobs.alias(**{name: KeyTextTransform(key, "metadata")}).filter(**{name: value})
+    return jobs
 
 
 def result_list(*, owner: Client) -> QuerySet[JobResult]:

@@ -19,11 +19,20 @@ class JobErrorSerializer(serializers.Serializer):
     message = serializers.CharField()
 
 
+class JobRetrySerializer(serializers.Serializer):
+    max_attempts = serializers.IntegerField(min_value=1, help_text="Runs in all, the first included.")
+    backoff_seconds = serializers.IntegerField(min_value=0, help_text="Wait between a failure and the next run.")
+
+
 class JobSerializer(serializers.ModelSerializer):
     progress = JobProgressSerializer(allow_null=True, read_only=True)
     error = JobErrorSerializer(allow_null=True, read_only=True)
     result = serializers.JSONField(allow_null=True, read_only=True)
     payload = serializers.JSONField(read_only=True)
+    metadata = serializers.DictField(child=serializers.CharField(), read_only=True)
+    scheduled_for = serializers.DateTimeField(source="run_at", allow_null=True, read_only=True)
+    aborted = serializers.BooleanField(read_only=True)
+    retry = JobRetrySerializer(allow_null=True, read_only=True)
 
     class Meta:
         model = Job
@@ -37,6 +46,12 @@ class JobSerializer(serializers.ModelSerializer):
             "error",
             "callback_url",
             "webhook_events",
+            "metadata",
+            "scheduled_for",
+            "deadline",
+            "aborted",
+            "attempt",
+            "retry",
             "created_at",
             "started_at",
             "finished_at",
@@ -74,6 +89,12 @@ def job_representation(job: Job) -> dict[str, Any]:
         "error": None if error is None else {"type": str(error["type"]), "message": str(error["message"])},
         "callback_url": job.callback_url,
         "webhook_events": job.webhook_events,
+        "metadata": job.metadata,
+        "scheduled_for": _datetime(job.run_at),
+        "deadline": _datetime(job.deadline),
+        "aborted": job.aborted,
+        "attempt": job.attempt,
+        "retry": job.retry,
         "created_at": _datetime(job.created_at),
         "started_at": _datetime(job.started_at),
         "finished_at": _datetime(job.finished_at),

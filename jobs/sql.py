@@ -135,13 +135,17 @@ def job_of_owner(job_id: uuid.UUID, owner_id: uuid.UUID, alias: str = "default")
     return None if row is None else model_from_row(Job, row, alias)
 
 
+# A waiting job is due at its run_at when it has one, else from its acceptance on (after the
+# grace: the request that accepted it may be publishing it right now).
+_DUE = "COALESCE(j.run_at, j.created_at) <= %(now)s AND (j.run_at IS NOT NULL OR j.created_at < %(grace)s)"
+
+
 def jobs_waiting_claim(*, now: datetime, grace_before: datetime, cap: int, limit: int, owner_id: uuid.UUID | None = None,
                        alias: str = "default") -> list[Job]:
-    """Claim (dispatched_at = now) up to `limit` jobs waiting for dispatch, oldest first, at most
-    as many of each owner's as its running cap leaves room for (`cap`, 0: no cap); only jobs
-    accepted before `grace_before` (so the request publishing a job right now is not raced),
-    only `owner_id`'s when given. Must run inside a transaction, which holds the claimed rows
-    until it commits."""
+    """Claim (dispatched_at = now) up to `limit` jobs waiting for dispatch that are due, in the
+    order they fell due, at most as many of each owner's as its running cap leaves room for
+    (`cap`, 0: no cap); only `owner_id`'s when given. Must run inside a transaction, which
+    holds the claimed rows until it commits."""
     connection = connections[alias]
     params: dict[str, Any] = {"now": now, "grace": grace_before, "cap": cap, "limit": limit}
     owner_filter = ""
@@ -151,30 +155,31 @@ def jobs_waiting_claim(*, now: datetime, grace_before: datetime, cap: int, limit
         statement = f"""
             UPDATE {Job._meta.db_table} SET dispatched_at = %(now)s WHERE id IN (
                 SELECT w.id FROM {JOB_COUNTS} c CROSS JOIN LATERAL (
-                    SELECT j.id, j.created_at FROM {Job._meta.db_table} j
+                    SELECT j.id, COALESCE(j.run_at, j.created_at) AS due FROM {Job._meta.db_table} j
                     WHERE j.owner_id = c.owner_id AND j.status = 'PENDING' AND j.dispatched_at IS NULL
-                      AND j.created_at < %(grace)s
-                    ORDER BY j.created_at
+                      AND {_DUE}
+                    ORDER BY COALESCE(j.run_at, j.created_at)
                     LIMIT CASE WHEN %(cap)s = 0 THEN NULL ELSE GREATEST(%(cap)s - c.running, 0) END
                     FOR UPDATE OF j SKIP LOCKED
                 ) w
                 WHERE c.unfinished > c.running{owner_filter}
-                ORDER BY w.created_at LIMIT %(limit)s
+                ORDER BY w.due LIMIT %(limit)s
             ) RETURNING {columns_of(Job, alias)}"""
     else:  # SQLite: one writer at a time, no row locks; the same choice by window function
         statement = f"""
             UPDATE {Job._meta.db_table} SET dispatched_at = %(now)s WHERE id IN (
                 SELECT id FROM (
-                    SELECT j.id, j.created_at, c.running,
-                           ROW_NUMBER() OVER (PARTITION BY j.owner_id ORDER BY j.created_at) AS place
+                    SELECT j.id, COALESCE(j.run_at, j.created_at) AS due, c.running,
+                           ROW_NUMBER() OVER (PARTITION BY j.owner_id ORDER BY COALESCE(j.run_at, j.created_at)) AS place
                     FROM {Job._meta.db_table} j JOIN {JOB_COUNTS} c ON c.owner_id = j.owner_id
-                    WHERE j.status = 'PENDING' AND j.dispatched_at IS NULL AND j.created_at < %(grace)s{owner_filter}
+                    WHERE j.status = 'PENDING' AND j.dispatched_at IS NULL AND {_DUE}{owner_filter}
                 ) w WHERE %(cap)s = 0 OR w.place <= %(cap)s - w.running
-                ORDER BY w.created_at LIMIT %(limit)s
+                ORDER BY w.due LIMIT %(limit)s
             ) RETURNING {columns_of(Job, alias)}"""
     field = Job._meta.get_field("dispatched_at")
     params["now"] = field.get_db_prep_save(now, connection)
     params["grace"] = field.get_db_prep_save(grace_before, connection)
     with connection.cursor() as cursor:
         cursor.execute(statement, params)
-        return sorted((model_from_row(Job, row, alias) for row in cursor.fetchall()), key=lambda job: job.created_at)
+        return sorted((model_from_row(Job, row, alias) for row in cursor.fetchall()),
+                      key=lambda job: job.run_at or job.created_at)

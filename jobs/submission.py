@@ -1,25 +1,40 @@
-"""Accepting a job: validation, the unfinished-job cap, idempotency keys, and the insert that
-hands the job to dispatch once it is committed."""
+"""Accepting jobs, one or a batch: validation, the caps, idempotency, and the insert that hands
+each job to dispatch once it is committed (at once, or when its run_at comes)."""
 from __future__ import annotations
 
-import hashlib
 import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 import pydantic
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.utils import timezone
 
-from core.db import delete_in_batches
-from core.errors import ApplicationError, Conflict, TooManyRequests, Unprocessable
+from core.errors import ApplicationError, TooManyRequests
 from core.models import Client
-from jobs import dispatch, sql
-from jobs.models import DEFAULT_WEBHOOK_EVENTS, IdempotencyKey, Job, JobCounts
+from jobs import dispatch, idempotency, sql
+from jobs.models import DEFAULT_WEBHOOK_EVENTS, Job, JobCounts
 from jobs.registry import job_type_get
 from jobs.types.base import JobType
 from webhooks.addresses import callback_url_validate
+
+
+@dataclass(frozen=True)
+class SubmissionRequest:
+    """One job as a client asks for it (the API has checked its shape)."""
+
+    job_name: str
+    payload: Any = field(default_factory=dict)
+    callback_url: str = ""
+    webhook_events: Sequence[str] | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+    run_at: datetime | None = None
+    deadline: datetime | None = None
+    # {"max_attempts": int, "backoff_seconds": int}, for retryable types.
+    retry: dict[str, int] | None = None
 
 
 def payload_validate(*, job_type: JobType, payload: Any) -> dict[str, Any]:
@@ -65,10 +80,71 @@ def job_type_require_available(*, job_type: JobType) -> None:
         )
 
 
-def _refusal(*, owner: Client, cap: int, quota: int) -> TooManyRequests:
-    """Why the insert refused the owner's job: its unfinished jobs, or its results' bytes."""
+def _invalid(field_name: str, message: str) -> ApplicationError:
+    return ApplicationError(message, code="invalid", details={field_name: [message]})
+
+
+def _timing_validate(*, run_at: datetime | None, deadline: datetime | None, now: datetime) -> None:
+    ahead = timedelta(seconds=settings.JOB_MAX_SCHEDULE_AHEAD_SECONDS)
+    if run_at is not None and run_at > now + ahead:
+        raise _invalid("run_at", f"run_at is more than {settings.JOB_MAX_SCHEDULE_AHEAD_SECONDS} seconds ahead.")
+    if deadline is not None and deadline <= now:
+        raise _invalid("deadline", "The deadline has already passed.")
+    if deadline is not None and run_at is not None and deadline <= run_at:
+        raise _invalid("deadline", "The deadline is not after run_at: the job could never run.")
+
+
+def _retry_validate(*, job_type: JobType, retry: dict[str, int] | None) -> tuple[int, int]:
+    """(max_attempts, backoff_seconds) of the job: its policy, within what its type allows."""
+    if retry is None:
+        return 1, 0
+    limits = job_type.retry_limits
+    if limits is None:
+        raise _invalid("retry", f"{job_type.name} does not retry: send no retry policy.")
+    attempts, backoff = retry["max_attempts"], retry["backoff_seconds"]
+    if not 1 <= attempts <= limits.max_attempts or not 0 <= backoff <= limits.max_backoff_seconds:
+        raise _invalid(
+            "retry",
+            f"{job_type.name} allows at most {limits.max_attempts} attempts and "
+            f"{limits.max_backoff_seconds} seconds of backoff.",
+        )
+    return attempts, backoff
+
+
+def job_prepare(*, owner: Client, request: SubmissionRequest, now: datetime) -> tuple[Job, JobType]:
+    """The job `request` asks for, validated (400/413 otherwise) and not saved: dispatched at
+    once unless it is scheduled (run_at), in which case the sweeper publishes it when due."""
+    job_type = job_type_get(request.job_name)
+    job_type_require_available(job_type=job_type)
+    payload = payload_validate(job_type=job_type, payload=request.payload)
+    if request.callback_url:
+        callback_url_validate(url=request.callback_url)
+    _timing_validate(run_at=request.run_at, deadline=request.deadline, now=now)
+    max_attempts, backoff = _retry_validate(job_type=job_type, retry=request.retry)
+    events = sorted(set(request.webhook_events)) if request.webhook_events else list(DEFAULT_WEBHOOK_EVENTS)
+    scheduled = request.run_at is not None and request.run_at > now
+    job = Job(
+        owner=owner,
+        job_name=job_type.name,
+        payload=payload,
+        callback_url=request.callback_url,
+        webhook_events=events,
+        metadata=request.metadata,
+        run_at=request.run_at if scheduled else None,
+        deadline=request.deadline,
+        max_attempts=max_attempts,
+        retry_backoff_seconds=backoff,
+        dispatched_at=None if scheduled else now,
+        created_at=now,
+    )
+    return job, job_type
+
+
+def _refusal(*, owner: Client, cap: int, quota: int, adding: int = 1) -> TooManyRequests:
+    """Why the owner's jobs were refused: its unfinished jobs, or its results' bytes."""
     counts = JobCounts.objects.filter(owner=owner).first()
-    if counts is not None and quota and counts.result_bytes >= quota and not (cap and counts.unfinished >= cap):
+    over_cap = cap and (counts.unfinished if counts else 0) + adding > cap
+    if counts is not None and quota and counts.result_bytes >= quota and not over_cap:
         return TooManyRequests(
             f"Your persisted results hold {counts.result_bytes} bytes, at or over the quota of {quota}; "
             "jobs that persist their result are refused until retention frees room.",
@@ -77,129 +153,95 @@ def _refusal(*, owner: Client, cap: int, quota: int) -> TooManyRequests:
             headers={"Retry-After": str(int(settings.HOUSEKEEPING_INTERVAL_SECONDS))},
         )
     return TooManyRequests(
-        f"You have {cap} unfinished jobs; wait for some to finish.",
+        f"You may have {cap} unfinished jobs; wait for some to finish.",
         code="too_many_unfinished_jobs",
         headers={"Retry-After": "5"},
     )
 
 
-def job_create(
-    *,
-    owner: Client,
-    job_type: JobType,
-    payload: dict[str, Any],
-    callback_url: str = "",
-    webhook_events: list[str] | None = None,
-) -> Job:
-    """Insert the job and publish it once the row is committed; 429 instead when its owner has
-    JOB_MAX_UNFINISHED_PER_CLIENT jobs not final yet, or, for a type that persists its result,
-    when its persisted results hold JOB_RESULT_QUOTA_BYTES_PER_CLIENT bytes.
-
-    The row is inserted already claimed for dispatch (dispatched_at set), so the sweeper never
-    publishes it too; if publishing fails, the claim is released and the sweeper takes over.
-    """
-    job = Job(
-        owner=owner,
-        job_name=job_type.name,
-        payload=payload,
-        callback_url=callback_url,
-        webhook_events=webhook_events or [],
-        dispatched_at=timezone.now(),
-    )
-    # One INSERT in autocommit is committed when it returns; inside a caller's transaction (the
-    # Idempotency-Key path) on_commit waits for that commit. Either way the row is durable
-    # before its message exists.
+def _job_insert(*, owner: Client, job: Job, job_type: JobType) -> Job:
+    """Insert one job, the caps checked by the INSERT itself (one round trip); publish it once
+    the row is committed. The row is inserted already claimed for dispatch (dispatched_at set),
+    so the sweeper never publishes it too; if publishing fails, the claim is released and the
+    sweeper takes over. One INSERT in autocommit is committed when it returns; inside a caller's
+    transaction (the Idempotency-Key path) on_commit waits for that commit."""
     cap = settings.JOB_MAX_UNFINISHED_PER_CLIENT
     quota = settings.JOB_RESULT_QUOTA_BYTES_PER_CLIENT if job_type.persist_result else 0
     if not sql.job_insert_below_cap(job, cap=cap, result_quota=quota):
         raise _refusal(owner=owner, cap=cap, quota=quota)
-    transaction.on_commit(lambda: dispatch.job_publish_or_release(job=job))
+    if job.dispatched_at is not None:
+        transaction.on_commit(lambda: dispatch.job_publish_or_release(job=job))
     return job
 
 
-def request_fingerprint(body: Any) -> str:
-    """Requests are compared as parsed JSON: key order and white space do not matter."""
-    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(canonical.encode()).hexdigest()
-
-
-def _in_progress() -> Conflict:
-    return Conflict(
-        "A request with this Idempotency-Key is still being processed; retry shortly.",
-        code="idempotency_key_in_progress",
-    )
-
-
-def _idempotency_claim(*, owner: Client, key: str, fingerprint: str) -> Job | None:
-    """Claim `key` for this request (None), or return the job an identical request made."""
-    for _ in range(2):
-        try:
-            with transaction.atomic():
-                IdempotencyKey.objects.create(owner=owner, key=key, fingerprint=fingerprint)
-            return None
-        except IntegrityError:
-            existing = IdempotencyKey.objects.select_related("job").filter(owner=owner, key=key).first()
-        if existing is None:
-            continue  # deleted in between (expired, or the first request failed): claim again
-        ttl = timedelta(seconds=settings.IDEMPOTENCY_KEY_TTL_SECONDS)
-        if existing.created_at < timezone.now() - ttl:
-            IdempotencyKey.objects.filter(pk=existing.pk).delete()
-            continue
-        if existing.fingerprint != fingerprint:
-            raise Unprocessable(
-                "This Idempotency-Key was used with a different request body.",
-                code="idempotency_key_reused",
-            )
-        if existing.job is None:
-            raise _in_progress()
-        return existing.job
-    raise _in_progress()
-
-
 def job_submit(
-    *,
-    owner: Client,
-    job_name: str,
-    payload: Any,
-    callback_url: str = "",
-    webhook_events: list[str] | None = None,
-    idempotency_key: str = "",
-    request_body: Any = None,
+    *, owner: Client, request: SubmissionRequest, idempotency_key: str = "", request_body: Any = None
 ) -> tuple[Job, bool]:
     """Validate and create a job; returns (job, created). A replayed idempotent request
-    returns the first request's job with created=False. `webhook_events` defaults to the
-    final events (what a callback gets when it names none)."""
-    job_type = job_type_get(job_name)
-    job_type_require_available(job_type=job_type)
-    payload = payload_validate(job_type=job_type, payload=payload)
-    if callback_url:
-        callback_url_validate(url=callback_url)
-    events = sorted(set(webhook_events)) if webhook_events else list(DEFAULT_WEBHOOK_EVENTS)
-
-    def create() -> Job:
-        return job_create(
-            owner=owner, job_type=job_type, payload=payload, callback_url=callback_url,
-            webhook_events=events,
-        )
-
+    returns the first request's job with created=False."""
+    job, job_type = job_prepare(owner=owner, request=request, now=timezone.now())
     if not idempotency_key:
-        return create(), True
-    fingerprint = request_fingerprint(request_body)
-    replayed = _idempotency_claim(owner=owner, key=idempotency_key, fingerprint=fingerprint)
-    if replayed is not None:
-        return replayed, False
-    try:
-        with transaction.atomic():
-            job = create()
-            IdempotencyKey.objects.filter(owner=owner, key=idempotency_key).update(job=job)
-    except BaseException:
-        # Release the claim so the client can retry the same request.
-        IdempotencyKey.objects.filter(owner=owner, key=idempotency_key, job__isnull=True).delete()
-        raise
-    return job, True
+        return _job_insert(owner=owner, job=job, job_type=job_type), True
+    jobs, created = idempotency.jobs_created_once(
+        owner=owner, key=idempotency_key, request_body=request_body,
+        create=lambda: [_job_insert(owner=owner, job=job, job_type=job_type)],
+    )
+    return jobs[0], created
 
 
-def idempotency_keys_prune(*, older_than: datetime, batch_size: int = 1000, max_batches: int = 100) -> int:
-    """Delete Idempotency-Keys past their TTL (a replay after it makes a new job anyway)."""
-    expired = IdempotencyKey.objects.filter(created_at__lt=older_than)
-    return delete_in_batches(expired, batch_size=batch_size, max_batches=max_batches)
+class InvalidBatch(ApplicationError):
+    code = "invalid_batch"
+
+
+def _batch_insert(*, owner: Client, prepared: list[tuple[Job, JobType]]) -> list[Job]:
+    """Insert a batch in one transaction, the caps checked for all its jobs at once under the
+    owner's count row lock; the jobs wait for dispatch, and one message on commit has a worker
+    publish them (jobs.dispatch_owner), so the request publishes one message, not one a job."""
+    jobs = [job for job, _ in prepared]
+    cap = settings.JOB_MAX_UNFINISHED_PER_CLIENT
+    persists = any(job_type.persist_result for _, job_type in prepared)
+    quota = settings.JOB_RESULT_QUOTA_BYTES_PER_CLIENT if persists else 0
+    for job in jobs:
+        if job.dispatched_at is not None:
+            job.dispatched_at = None  # published by the owner's dispatch, below
+    with transaction.atomic():
+        JobCounts.objects.get_or_create(owner=owner)
+        counts = JobCounts.objects.select_for_update().get(owner=owner)
+        if (cap and counts.unfinished + len(jobs) > cap) or (quota and counts.result_bytes >= quota):
+            raise _refusal(owner=owner, cap=cap, quota=quota, adding=len(jobs))
+        Job.objects.bulk_create(jobs)
+    transaction.on_commit(lambda: dispatch.owner_dispatch_request(owner_id=owner.pk))
+    return jobs
+
+
+def jobs_submit_batch(
+    *,
+    owner: Client,
+    requests: Sequence[SubmissionRequest | ApplicationError],
+    idempotency_key: str = "",
+    request_body: Any = None,
+) -> tuple[list[Job], bool]:
+    """Validate every job of a batch as a single submission would be; all or nothing (400
+    naming each bad item's index and error: an item may come already refused by the API's
+    parsing). Returns (jobs in order, created)."""
+    now = timezone.now()
+    prepared: list[tuple[Job, JobType]] = []
+    errors: list[dict[str, Any]] = []
+    for index, request in enumerate(requests):
+        try:
+            if isinstance(request, ApplicationError):
+                raise request
+            prepared.append(job_prepare(owner=owner, request=request, now=now))
+        except ApplicationError as exc:
+            errors.append({"index": index, "code": exc.code, "message": exc.message, "details": exc.details})
+    if errors:
+        raise InvalidBatch(
+            f"{len(errors)} of the {len(requests)} jobs are invalid; none was created.",
+            details={"jobs": errors},
+        )
+    if not idempotency_key:
+        return _batch_insert(owner=owner, prepared=prepared), True
+    return idempotency.jobs_created_once(
+        owner=owner, key=idempotency_key, request_body=request_body,
+        create=lambda: _batch_insert(owner=owner, prepared=prepared),
+    )

@@ -39,14 +39,24 @@ def _context(job: Job, index: int, step_count: int) -> StepContext:
     )
 
 
-def _fail(job_id: uuid.UUID, error_type: str, message: str) -> None:
-    transitions.job_finish(
-        job_id=job_id, status=Status.FAILURE, error={"type": error_type, "message": message}, by_chain=True
-    )
+# Celery counts a task's retries, ours (a job's retry policy) and the database's together: the
+# limit is what the database retries need on top of any policy's attempts.
+_MAX_TASK_RETRIES = 25
+
+
+def _fail(task: Any, job_id: uuid.UUID, error_type: str, message: str) -> None:
+    """The job failed: run it again later if its retry policy allows (the step's task is sent
+    again with a countdown, so the rest of the chain follows it), else write FAILURE."""
+    error = {"type": error_type, "message": message}
+    backoff = transitions.job_retry_later(job_id=job_id, error=error)
+    if backoff is not None:
+        raise task.retry(countdown=backoff, max_retries=task.request.retries + _MAX_TASK_RETRIES)
+    transitions.job_finish(job_id=job_id, status=Status.FAILURE, error=error, by_chain=True)
 
 
 @shared_task(
     name=dispatch.RUN_STEP_TASK,
+    bind=True,
     ignore_result=True,
     # PostgreSQL unreachable (a restart, a failover) is not the job's failure: run the step again
     # once it is back, backing off to 30 s, for about ten minutes. Without this the message was
@@ -55,9 +65,9 @@ def _fail(job_id: uuid.UUID, error_type: str, message: str) -> None:
     retry_backoff=2,
     retry_backoff_max=30,
     retry_jitter=False,
-    max_retries=25,
+    max_retries=_MAX_TASK_RETRIES,
 )
-def job_run_step(previous: Any = None, *, job_id: str, index: int) -> Any:
+def job_run_step(self: Any, previous: Any = None, *, job_id: str, index: int) -> Any:
     job_uuid = uuid.UUID(job_id)
     if index == 0:
         try:
@@ -71,6 +81,8 @@ def job_run_step(previous: Any = None, *, job_id: str, index: int) -> Any:
             return None
     if job is None or job.is_final:
         return None  # canceled, already finished (a duplicate message), or pruned
+    if job.status == Status.RETRY:
+        transitions.job_set_retrying(job_id=job_uuid, retrying=False)  # its next run starts
     job_type = job_type_get(job.job_name)
     try:
         output = job_type.steps[index](_context(job, index, len(job_type.steps)), previous)
@@ -78,16 +90,16 @@ def job_run_step(previous: Any = None, *, job_id: str, index: int) -> Any:
         transitions.job_finish(job_id=job_uuid, status=Status.REVOKED, by_chain=True)
         return None
     except JobFailed as exc:
-        _fail(job_uuid, exc.error_type, exc.message)
+        _fail(self, job_uuid, exc.error_type, exc.message)
         return None
     except SoftTimeLimitExceeded:
-        _fail(job_uuid, "time_limit_exceeded", f"Step {index + 1} ran out of time.")
+        _fail(self, job_uuid, "time_limit_exceeded", f"Step {index + 1} ran out of time.")
         return None
     except DatabaseError:
         raise  # from the progress/cancel calls: the database, not the job, failed (retried)
     except Exception as exc:  # job code is arbitrary: any exception is the job's failure
         logger.warning("Job %s step %s raised", job_id, index, exc_info=True)
-        _fail(job_uuid, type(exc).__name__, str(exc)[:2000] or type(exc).__name__)
+        _fail(self, job_uuid, type(exc).__name__, str(exc)[:2000] or type(exc).__name__)
         return None
     if index == len(job_type.steps) - 1:
         transitions.job_finish(job_id=job_uuid, status=Status.SUCCESS, result=output, by_chain=True)
@@ -100,6 +112,23 @@ def jobs_dispatch_sweep() -> int:
     """Periodic: publish the jobs waiting for dispatch (the broker was down, or their owner was
     at its running cap)."""
     return dispatch.jobs_publish_waiting()
+
+
+@shared_task(name=dispatch.DISPATCH_OWNER_TASK, ignore_result=True, autoretry_for=(DatabaseError,), max_retries=5)
+def jobs_dispatch_owner(*, owner_id: str) -> int:
+    """Publish one owner's waiting jobs (a batch it just submitted), as many as its cap lets run."""
+    published = 0
+    while True:
+        count = dispatch.jobs_publish_waiting(owner_id=uuid.UUID(owner_id))
+        published += count
+        if count < dispatch.PUBLISH_BATCH:
+            return published
+
+
+@shared_task(name="jobs.enforce_deadlines", ignore_result=True)
+def jobs_enforce_deadlines() -> int:
+    """Periodic: cancel the jobs whose deadline has passed (error.type deadline_exceeded)."""
+    return transitions.jobs_cancel_past_deadline()
 
 
 @shared_task(name="jobs.fail_abandoned", ignore_result=True)

@@ -154,6 +154,7 @@ def job_finish(
     fields: dict[str, Any] = {}
     if status == Status.SUCCESS:
         fields["result"] = result
+        fields["error"] = None  # an earlier run's, or a deadline that came too late to stop it
     if error is not None:
         fields["error"] = error
     with transaction.atomic():
@@ -171,20 +172,59 @@ def job_finish(
     return True
 
 
+def _cancel_locked(job: Job, *, error: dict[str, str] | None = None) -> None:
+    """Cancel a locked, unfinished job: at once if it is still queued (or scheduled),
+    cooperatively (within a step) if it runs. `error` says why, when it is not the client."""
+    job.cancel_requested = True
+    job.error = error or job.error
+    job.save(update_fields=["cancel_requested", "error"])
+    if job.status == Status.PENDING:
+        _write_final(job, Status.REVOKED)
+        transaction.on_commit(lambda: dispatch.job_revoke_queued(job_id=job.id))
+
+
 def job_cancel(*, owner: Client, job_id: uuid.UUID) -> Job:
-    """Cancel: at once if the job is still queued, cooperatively (within a step) if running."""
+    """The client's cancel (see _cancel_locked); 409 when the job is already final."""
     with transaction.atomic():
         job = Job.objects.select_for_update().filter(pk=job_id, owner=owner).first()
         if job is None:
             raise NotFound("No such job.")
         if job.is_final:
             raise Conflict(f"The job is already {job.status}.", code="job_already_final")
-        job.cancel_requested = True
-        job.save(update_fields=["cancel_requested"])
-        if job.status == Status.PENDING:
-            _write_final(job, Status.REVOKED)
-            transaction.on_commit(lambda: dispatch.job_revoke_queued(job_id=job.id))
+        _cancel_locked(job)
     return job
+
+
+DEADLINE_EXCEEDED = {"type": "deadline_exceeded", "message": "The job's deadline passed before it finished."}
+
+
+def jobs_cancel_past_deadline(*, limit: int = 500) -> int:
+    """Cancel the unfinished jobs whose deadline has passed, as a client's cancel would, with
+    error.type deadline_exceeded (their job.canceled webhook carries it); how many."""
+    now = timezone.now()
+    due = Job.objects.filter(deadline__lte=now, status__in=Job.ACTIVE_STATUSES, cancel_requested=False)
+    canceled = 0
+    for job_id in list(due.values_list("pk", flat=True)[:limit]):
+        with transaction.atomic():
+            job = _locked(job_id)
+            if job is not None and not job.is_final and not job.cancel_requested:
+                _cancel_locked(job, error=DEADLINE_EXCEEDED)
+                canceled += 1
+    return canceled
+
+
+def job_retry_later(*, job_id: uuid.UUID, error: dict[str, str]) -> int | None:
+    """After a failed run: if the job's retry policy allows another, mark it RETRY (its next
+    attempt, the last error) and answer the seconds to wait before it; else None."""
+    with transaction.atomic():
+        job = _locked(job_id)
+        if job is None or job.status not in Job.RUNNING_STATUSES or job.cancel_requested:
+            return None
+        if job.attempt >= job.max_attempts:
+            return None
+        job.status, job.attempt, job.error = Status.RETRY, job.attempt + 1, error
+        job.save(update_fields=["status", "attempt", "error"])
+    return job.retry_backoff_seconds
 
 
 def jobs_fail_abandoned() -> int:

@@ -5,6 +5,7 @@ from jobs import api
 
 urlpatterns = [
     path("jobs/", api.JobListCreateApi.as_view(), name="job-list"),
+    path("jobs/batch/", api.JobBatchCreateApi.as_view(), name="job-batch"),
     path("jobs/<uuid:job_id>/", api.JobDetailApi.as_view(), name="job-detail"),
     path("jobs/<uuid:job_id>/cancel/", api.JobCancelApi.as_view(), name="job-cancel"),
     path("jobs/<uuid:job_id>/deliveries/", api.JobDeliveryListApi.as_view(), name="job-deliveries"),

@@ -70,7 +70,7 @@ def fake_openai_env(server: FakeOpenAI) -> dict[str, str]:
 
 
 def start_worker(
-    *, queues: str = "jobs,jobs_long,webhooks", concurrency: int = 4, env: dict[str, str] | None = None
+    *, queues: str = "jobs,jobs_long,webhooks,maintenance", concurrency: int = 4, env: dict[str, str] | None = None
 ) -> tuple[subprocess.Popen[bytes], str]:
     name = f"test-{uuid.uuid4().hex[:8]}@localhost"
     log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"jobapi-{name}.log", "wb")  # noqa: SIM115
@@ -121,16 +121,31 @@ def fake_openai() -> Iterator[FakeOpenAI]:
         settings.OPENAI_BASE_URL, settings.OPENAI_API_KEY = saved
 
 
+def start_beat(env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """Celery beat: the periodic tasks (the sweeper publishing scheduled and waiting jobs, the
+    deadlines, the webhook dispatcher), on this run's queues, its schedule in a temporary file."""
+    directory = Path(os.environ.get("TMPDIR", "/tmp")) / f"jobapi-beat-{uuid.uuid4().hex[:8]}"
+    directory.mkdir()
+    log = open(directory / "beat.log", "wb")  # noqa: SIM115
+    return subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "core", "beat", "-s", str(directory / "schedule"), "-l", "warning"],
+        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+
+
 @pytest.fixture(scope="session")
 def celery_worker(
     django_db_setup: Any, django_db_blocker: Any, fake_openai: FakeOpenAI
 ) -> Iterator[str]:
-    """One worker for the whole session, consuming both queues."""
+    """One worker for the whole session, consuming every queue, and beat beside it."""
     _require_services()
     with django_db_blocker.unblock():
-        process, name = start_worker(env=worker_env(**fake_openai_env(fake_openai)))
+        env = worker_env(**fake_openai_env(fake_openai))
+        process, name = start_worker(env=env)
+        beat = start_beat(env)
     with _flush_retried_after_a_deadlock():
         yield name
+    stop_process(beat)
     stop_process(process)
     _purge_run_keys()
 

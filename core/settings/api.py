@@ -11,10 +11,12 @@ API_MAX_JSON_DEPTH = env.int("API_MAX_JSON_DEPTH", default=32)
 # Requests per client per minute before 429, by scope (0 turns a scope's limit off): job
 # submissions; reads (every GET); other writes (cancel); and the sensitive writes, kept tight
 # (redeliver, signing-secret rotation).
-API_SUBMIT_RATE_PER_MINUTE = env.int("API_SUBMIT_RATE_PER_MINUTE", default=600)
+API_SUBMIT_RATE_PER_MINUTE = env.int("API_SUBMIT_RATE_PER_MINUTE", default=6000)
 API_READ_RATE_PER_MINUTE = env.int("API_READ_RATE_PER_MINUTE", default=6000)
 API_WRITE_RATE_PER_MINUTE = env.int("API_WRITE_RATE_PER_MINUTE", default=600)
 API_SENSITIVE_RATE_PER_MINUTE = env.int("API_SENSITIVE_RATE_PER_MINUTE", default=30)
+# Most jobs in one batch submission (POST /api/jobs/batch/); each counts against the rates.
+API_MAX_BATCH_SIZE = env.int("API_MAX_BATCH_SIZE", default=1000)
 # Admin login attempts per client address per minute before 429 (0: no limit).
 ADMIN_LOGIN_RATE_PER_MINUTE = env.int("ADMIN_LOGIN_RATE_PER_MINUTE", default=10)
 # Bytes one client's persisted results (/api/results/) may hold; past it, jobs of types that

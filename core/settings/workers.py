@@ -30,6 +30,8 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 JOB_MAX_RUNNING_PER_CLIENT = env.int(
     "JOB_MAX_RUNNING_PER_CLIENT", default=(env.int("WORKER_CONCURRENCY", default=2) + 1) // 2
 )
+# How far ahead a job may be scheduled (run_at), in seconds.
+JOB_MAX_SCHEDULE_AHEAD_SECONDS = env.int("JOB_MAX_SCHEDULE_AHEAD_SECONDS", default=30 * 24 * 3600)
 # Default time limits, in seconds; job types declare their own.
 CELERY_TASK_SOFT_TIME_LIMIT = 300
 CELERY_TASK_TIME_LIMIT = 330
@@ -68,7 +70,20 @@ if _embedded_broker:
         "control_folder": str(_broker_dir / "control"),
     }
 CELERY_TASK_DEFAULT_QUEUE = "jobs"
-CELERY_TASK_ROUTES = {"webhooks.*": {"queue": "webhooks"}}
+# The periodic and dispatching tasks have a queue of their own, consumed by the deliveries worker
+# (its tasks are short): a backlog of jobs, or every job process busy for an hour, never delays
+# the sweeper, the deadlines or the webhook dispatcher. Listed before the catch-all below.
+MAINTENANCE_QUEUE = "maintenance"
+CELERY_TASK_ROUTES = {
+    **{
+        name: {"queue": MAINTENANCE_QUEUE}
+        for name in (
+            "jobs.dispatch_sweep", "jobs.dispatch_owner", "jobs.enforce_deadlines", "jobs.fail_abandoned",
+            "jobs.prune", "webhooks.deliveries_dispatch_due", "webhooks.prune",
+        )
+    },
+    "webhooks.*": {"queue": "webhooks"},
+}
 # Don't hijack the root logger: the worker logs as configured below.
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # Celery's Django fixup closes the database connection before and after every task unless
@@ -99,6 +114,10 @@ HOUSEKEEPING_INTERVAL_SECONDS = env.float("HOUSEKEEPING_INTERVAL_SECONDS", defau
 CELERY_BEAT_SCHEDULE = {
     "jobs-dispatch-sweep": {
         "task": "jobs.dispatch_sweep",
+        "schedule": timedelta(seconds=JOB_DISPATCH_SWEEP_SECONDS),
+    },
+    "jobs-enforce-deadlines": {
+        "task": "jobs.enforce_deadlines",
         "schedule": timedelta(seconds=JOB_DISPATCH_SWEEP_SECONDS),
     },
     "jobs-fail-abandoned": {

@@ -70,6 +70,15 @@ def always_available() -> str | None:
 
 
 @dataclass(frozen=True)
+class RetryLimits:
+    """What a retryable type lets a job's retry policy ask: runs in all, and the longest wait
+    between a failure and the next run."""
+
+    max_attempts: int
+    max_backoff_seconds: int
+
+
+@dataclass(frozen=True)
 class JobType:
     name: str
     description: str
@@ -86,6 +95,8 @@ class JobType:
     queue: str = JOBS_QUEUE
     # The largest payload accepted, in bytes of compact UTF-8 JSON (413 above it).
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
+    # Whether a failed job may run again, and within what (a submission's `retry` policy).
+    retry_limits: RetryLimits | None = None
     # Returns why the type cannot run right now (missing configuration), or None.
     unavailable_reason: Callable[[], str | None] = field(default=always_available)
 

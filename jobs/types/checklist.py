@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from core.retry_after import retry_after_seconds
 from jobs.types import checklist_prompts as prompts
-from jobs.types.base import JobFailed, JobType, StepContext
+from jobs.types.base import JobFailed, JobType, RetryLimits, StepContext
 
 logger = logging.getLogger(__name__)
 
@@ -354,4 +354,6 @@ JOB_TYPE = JobType(
     unavailable_reason=unavailable_reason,
     # The guidelines' characters may take up to 4 bytes each in UTF-8.
     max_payload_bytes=4 * MAX_GUIDELINES_CHARS + 1024,
+    # A model may answer badly once and well the next time.
+    retry_limits=RetryLimits(max_attempts=5, max_backoff_seconds=3600),
 )

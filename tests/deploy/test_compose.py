@@ -126,9 +126,12 @@ def test_the_workers_consume_the_queues_tasks_are_routed_to(services: dict[str, 
         route["queue"] for route in settings.CELERY_TASK_ROUTES.values()
     } | {job_type.queue for job_type in job_types_all()}
 
-    consumed = {services[name]["environment"]["QUEUES"] for name in ("worker", "worker-long", "deliveries")}
+    consumed = {
+        queue for name in ("worker", "worker-long", "deliveries")
+        for queue in services[name]["environment"]["QUEUES"].split(",")
+    }
 
-    assert consumed == routed == {"jobs", "jobs_long", "webhooks"}
+    assert consumed == routed == {"jobs", "jobs_long", "webhooks", "maintenance"}
     assert services["deliveries"]["command"] == services["worker-long"]["command"] == services["worker"]["command"]
 
 

@@ -125,7 +125,7 @@ def stack(django_db_setup: Any, tmp_path_factory: pytest.TempPathFactory) -> Ite
     processes = [
         start("web", env, tmp),
         start("worker", {**env, "QUEUES": "jobs", "WORKER_NAME": jobs_worker}, tmp),
-        start("worker", {**env, "QUEUES": "webhooks", "WORKER_NAME": deliveries_worker,
+        start("worker", {**env, "QUEUES": "webhooks,maintenance", "WORKER_NAME": deliveries_worker,
                          "WORKER_CONCURRENCY": "1"}, tmp),
     ]
     host = socket.gethostname()
@@ -186,9 +186,9 @@ def test_the_workers_consume_the_queues_compose_gives_them(stack: Stack) -> None
         destination=[stack.jobs_worker, stack.deliveries_worker], timeout=5
     ).active_queues()
 
-    assert {name: [q["name"] for q in qs] for name, qs in queues.items()} == {
+    assert {name: sorted(q["name"] for q in qs) for name, qs in queues.items()} == {
         stack.jobs_worker: ["jobs"],
-        stack.deliveries_worker: ["webhooks"],
+        stack.deliveries_worker: ["maintenance", "webhooks"],
     }
 
 
@@ -233,9 +233,9 @@ def test_beat_script_publishes_the_periodic_tasks(tmp_path: Path) -> None:
     beat = start("beat", env, tmp_path)
     r = redis.Redis.from_url(settings.CELERY_BROKER_URL)
     try:
-        # Then the dispatch sweep lands on the jobs queue, and beat keeps its schedule file
+        # Then the dispatch sweep lands on the maintenance queue, and beat keeps its schedule file
         deadline = time.monotonic() + STARTUP_SECONDS
-        while not any(b'"jobs.dispatch_sweep"' in message for message in r.lrange(f"{prefix}jobs", 0, -1)):
+        while not any(b'"jobs.dispatch_sweep"' in message for message in r.lrange(f"{prefix}maintenance", 0, -1)):
             assert beat.poll() is None, f"beat exited with {beat.returncode}"
             assert time.monotonic() < deadline, "beat published no dispatch sweep"
             time.sleep(0.2)

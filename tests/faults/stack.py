@@ -428,7 +428,7 @@ class Stack:
         wait_for(lambda: requests.get(self.base_url + "/healthz", timeout=1).ok, timeout=60,
                  what="gunicorn")
 
-    def start_worker(self, name: str = "jobs", *, queues: str = "jobs,jobs_long,webhooks",
+    def start_worker(self, name: str = "jobs", *, queues: str = "jobs,jobs_long,webhooks,maintenance",
                      concurrency: int = 2, wait: bool = True) -> subprocess.Popen[bytes]:
         # scripts/worker names the worker "$WORKER_NAME@<host>".
         prefix = f"{name}-{uuid.uuid4().hex[:6]}"
@@ -460,7 +460,7 @@ class Stack:
         `webhooks` queue, and beat (the sweeper and the webhook dispatcher)."""
         self.start_web()
         self.start_worker("jobs", queues="jobs,jobs_long", concurrency=jobs)
-        self.start_worker("deliveries", queues="webhooks", concurrency=deliveries)
+        self.start_worker("deliveries", queues="webhooks,maintenance", concurrency=deliveries)
         self.start_beat()
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:

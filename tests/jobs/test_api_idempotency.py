@@ -103,7 +103,7 @@ def test_concurrent_requests_with_one_key_make_one_job(make_api: Callable[..., A
 
 
 def _fingerprint(body: dict[str, object]) -> str:
-    from jobs.submission import request_fingerprint
+    from jobs.idempotency import request_fingerprint
 
     return request_fingerprint(body)
 

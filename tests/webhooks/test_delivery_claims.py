@@ -172,8 +172,9 @@ def test_the_dispatcher_publishes_due_deliveries_once(
     first = dispatch.deliveries_dispatch_due()
     second = dispatch.deliveries_dispatch_due()
 
-    # Then the due one was published once and the worker delivered it; the later one waits
-    assert (first, second) == (1, 0)
+    # Then the due one was published once (by these runs, or by beat's a moment before) and the
+    # worker delivered it; the later one waits
+    assert (first, second) in {(1, 0), (0, 0)}
     [received] = receiver.wait_for(1)
     assert received.headers["webhook-id"] == delivery.event.message_id
     later.refresh_from_db()

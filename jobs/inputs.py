@@ -1,0 +1,146 @@
+"""What a submission looks like over HTTP: its body's shape (one job, or a batch), the
+`Cancel-After` header and the list's metadata filters, parsed into the services' terms."""
+from __future__ import annotations
+
+import dataclasses
+import re
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.utils import timezone
+from rest_framework import serializers
+from rest_framework.request import Request
+
+from core.errors import ApplicationError
+from jobs.models import WEBHOOK_EVENT_TYPES
+from jobs.serializers import JobRetrySerializer
+from jobs.submission import SubmissionRequest
+
+METADATA_MAX_KEYS = 16
+METADATA_MAX_KEY_CHARS = 40
+METADATA_MAX_VALUE_CHARS = 500
+# `metadata[<key>]=<value>` in a list's query string.
+_METADATA_PARAMETER = re.compile(r"\Ametadata\[(.+)\]\Z")
+# `Cancel-After`: seconds, or a number with a unit (s, m, h), as Replicate takes it.
+_DURATION = re.compile(r"\A\s*(\d{1,9})(?:\.(\d{1,6}))?\s*([smh]?)\s*\Z")
+_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600}
+
+
+class MetadataField(serializers.DictField):
+    """At most 16 string keys (1 to 40 characters, no square brackets: the list filter's
+    `metadata[key]` syntax) to string values (up to 500 characters)."""
+
+    child = serializers.CharField(max_length=METADATA_MAX_VALUE_CHARS, allow_blank=True, trim_whitespace=False)
+
+    def to_internal_value(self, data: Any) -> dict[str, str]:
+        if isinstance(data, dict) and not all(isinstance(item, str) for item in data.values()):
+            raise serializers.ValidationError("Values are strings.")
+        value = super().to_internal_value(data)
+        if len(value) > METADATA_MAX_KEYS:
+            raise serializers.ValidationError(f"At most {METADATA_MAX_KEYS} keys.")
+        for key in value:
+            if not 1 <= len(key) <= METADATA_MAX_KEY_CHARS or "[" in key or "]" in key:
+                raise serializers.ValidationError(
+                    f"Keys are 1 to {METADATA_MAX_KEY_CHARS} characters, without square brackets: {key[:50]!r}."
+                )
+        return value
+
+
+class SubmissionInput(serializers.Serializer):
+    job_name = serializers.CharField(max_length=200, help_text="A registered job type.")
+    payload = serializers.JSONField(required=False, default=dict)
+    callback_url = serializers.CharField(required=False, allow_blank=True, default="", max_length=2000)
+    webhook_events = serializers.ListField(
+        child=serializers.ChoiceField(choices=WEBHOOK_EVENT_TYPES),
+        required=False,
+        allow_empty=False,
+        max_length=len(WEBHOOK_EVENT_TYPES),
+    )
+    metadata = MetadataField(required=False, default=dict)
+    run_at = serializers.DateTimeField(required=False, allow_null=True, default=None)
+    deadline = serializers.DateTimeField(required=False, allow_null=True, default=None)
+    retry = JobRetrySerializer(required=False, allow_null=True, default=None)
+
+    def to_request(self) -> SubmissionRequest:
+        data = self.validated_data
+        return SubmissionRequest(
+            job_name=data["job_name"],
+            payload=data["payload"],
+            callback_url=data["callback_url"],
+            webhook_events=data.get("webhook_events"),
+            metadata=data["metadata"],
+            run_at=data["run_at"],
+            deadline=data["deadline"],
+            retry=dict(data["retry"]) if data["retry"] else None,
+        )
+
+
+def submission_of(body: Any, *, cancel_after: timedelta | None = None) -> SubmissionRequest:
+    """One job's submission from its JSON body; 400 (code `invalid`, field errors) otherwise."""
+    if not isinstance(body, dict):
+        raise ApplicationError("A submission must be a JSON object.", code="invalid")
+    data = SubmissionInput(data=body)
+    if not data.is_valid():
+        raise ApplicationError("The request is invalid; see details.", code="invalid", details=data.errors)
+    request = data.to_request()
+    if cancel_after is not None:
+        if request.deadline is not None:
+            raise ApplicationError("Send a deadline or a Cancel-After header, not both.", code="invalid")
+        return dataclasses.replace(request, deadline=timezone.now() + cancel_after)
+    return request
+
+
+def cancel_after(request: Request) -> timedelta | None:
+    """The `Cancel-After` header as a duration, or None; 400 when it is not one."""
+    value = request.headers.get("Cancel-After")
+    if value is None:
+        return None
+    match = _DURATION.match(value)
+    if match is None or not value.strip():
+        raise ApplicationError(
+            "Cancel-After is a number of seconds, or a number with a unit s, m or h (e.g. 90, 90s, 5m).",
+            code="invalid_header",
+        )
+    whole, fraction, unit = match.groups()
+    seconds = (int(whole) + float(f"0.{fraction or 0}")) * _UNIT_SECONDS[unit]
+    if seconds <= 0:
+        raise ApplicationError("Cancel-After must be more than zero.", code="invalid_header")
+    return timedelta(seconds=seconds)
+
+
+def batch_of(body: Any, *, cancel_after: timedelta | None = None) -> list[SubmissionRequest | ApplicationError]:
+    """A batch's submissions from `{"jobs": [...]}`, each parsed alone: a submission, or the
+    error that makes it invalid (reported by index with the others')."""
+    jobs = body.get("jobs") if isinstance(body, dict) else None
+    if not isinstance(jobs, list) or not jobs:
+        raise ApplicationError("The body must be {\"jobs\": [<submission>, ...]}.", code="invalid")
+    if len(jobs) > settings.API_MAX_BATCH_SIZE:
+        raise ApplicationError(
+            f"A batch holds at most {settings.API_MAX_BATCH_SIZE} jobs; this one has {len(jobs)}.",
+            code="batch_too_large",
+            details={"max_jobs": settings.API_MAX_BATCH_SIZE},
+        )
+    parsed: list[SubmissionRequest | ApplicationError] = []
+    for item in jobs:
+        try:
+            parsed.append(submission_of(item, cancel_after=cancel_after))
+        except ApplicationError as exc:
+            parsed.append(exc)
+    return parsed
+
+
+def batch_size(request: Request) -> int:
+    """How many jobs a batch request asks for (what it spends of the submission rate)."""
+    jobs = request.data.get("jobs") if isinstance(request.data, dict) else None
+    return max(1, len(jobs)) if isinstance(jobs, list) else 1
+
+
+def metadata_filters(request: Request) -> dict[str, str]:
+    """The list's `metadata[<key>]=<value>` filters."""
+    filters = {}
+    for name, value in request.query_params.items():
+        match = _METADATA_PARAMETER.match(name)
+        if match:
+            filters[match.group(1)] = value
+    return filters
