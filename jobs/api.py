@@ -138,6 +138,11 @@ class JobTypeListApi(APIView):
                     "persists_result": job_type.persist_result,
                     "available": reason is None,
                     "unavailable_reason": reason,
+                    "max_payload_bytes": job_type.max_payload_bytes,
+                    "retry_limits": None if job_type.retry_limits is None else {
+                        "max_attempts": job_type.retry_limits.max_attempts,
+                        "max_backoff_seconds": job_type.retry_limits.max_backoff_seconds,
+                    },
                 }
             )
         return Response({"results": types, "next": None, "previous": None})

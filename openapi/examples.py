@@ -15,6 +15,12 @@ JOB_EXAMPLE: dict[str, Any] = {
     "error": None,
     "callback_url": "https://example.com/hooks/jobs",
     "webhook_events": ["job.canceled", "job.failed", "job.succeeded"],
+    "metadata": {"order": "42"},
+    "scheduled_for": None,
+    "deadline": None,
+    "aborted": False,
+    "attempt": 1,
+    "retry": None,
     "created_at": "2026-11-28T14:00:00.000000Z",
     "started_at": "2026-11-28T14:00:00.150000Z",
     "finished_at": None,
@@ -68,6 +74,8 @@ JOB_TYPE_EXAMPLE: dict[str, Any] = {
     "persists_result": False,
     "available": True,
     "unavailable_reason": None,
+    "max_payload_bytes": 65536,
+    "retry_limits": None,
 }
 
 DELIVERY_EXAMPLE: dict[str, Any] = {
@@ -117,3 +125,15 @@ SECRET_EXAMPLE: dict[str, Any] = {"secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaL
 def page(*results: Any, next_url: str | None = None) -> dict[str, Any]:
     """A list answer's body: `results` in the envelope with its page links."""
     return {"results": list(results), "next": next_url, "previous": None}
+
+BATCH_EXAMPLE = OpenApiExample(
+    "batch",
+    value={
+        "jobs": [
+            {"job_name": "api.tasks.hello_world", "payload": {"message": "one"}, "metadata": {"order": "42"}},
+            {"job_name": "api.tasks.hello_world", "payload": {"message": "two"},
+             "run_at": "2026-11-29T09:00:00Z"},
+        ]
+    },
+    request_only=True,
+)

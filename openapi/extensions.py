@@ -62,6 +62,50 @@ def _webhook_event_type(registry: Any) -> dict[str, str]:
     )
 
 
+def _scheduling_properties() -> dict[str, Any]:
+    """What every submission may add: metadata, a time to run at, a deadline."""
+    return {
+        "metadata": {
+            "type": "object",
+            "additionalProperties": {"type": "string", "maxLength": 500},
+            "maxProperties": 16,
+            "propertyNames": {"minLength": 1, "maxLength": 40, "pattern": "^[^\\[\\]]+$"},
+            "description": "Your own labels: up to 16 keys (1 to 40 characters, no square "
+            "brackets) to string values (up to 500). Returned with the job and in its webhooks; "
+            "filter the list with `metadata[<key>]=<value>`.",
+        },
+        "run_at": {
+            "type": "string",
+            "format": "date-time",
+            "description": "Run no earlier than this (ISO 8601; at most 30 days ahead, "
+            "`JOB_MAX_SCHEDULE_AHEAD_SECONDS`). The job stays `PENDING` until then, shown as "
+            "`scheduled_for`, and can be canceled while it waits.",
+        },
+        "deadline": {
+            "type": "string",
+            "format": "date-time",
+            "description": "Cancel the job if it is not final by then (ISO 8601, after `run_at`): "
+            "it ends `REVOKED` with `error.type` `deadline_exceeded` (`aborted` if it never "
+            "started). Or send the `Cancel-After` header instead.",
+        },
+    }
+
+
+def _retry_policy(job_type: Any) -> dict[str, Any]:
+    limits = job_type.retry_limits
+    return {
+        "type": "object",
+        "properties": {
+            "max_attempts": {"type": "integer", "minimum": 1, "maximum": limits.max_attempts},
+            "backoff_seconds": {"type": "integer", "minimum": 0, "maximum": limits.max_backoff_seconds},
+        },
+        "required": ["max_attempts", "backoff_seconds"],
+        "description": "Run the job again after a failure: up to `max_attempts` runs in all, "
+        "each `backoff_seconds` after the failure before it; each retry shows as `RETRY` with "
+        "its `attempt` and the last `error`.",
+    }
+
+
 class JobSubmissionScheme(OpenApiSerializerExtension):
     """`oneOf` the registered job types, discriminated by `job_name`; each with its payload."""
 
@@ -84,6 +128,7 @@ class JobSubmissionScheme(OpenApiSerializerExtension):
                 _register(registry, def_name, def_schema)
             payload_ref = _register(registry, payload["title"], payload)
             needs_payload = bool(payload.get("required"))
+            retry = {} if job_type.retry_limits is None else {"retry": _retry_policy(job_type)}
             variant = {
                 "type": "object",
                 # No `title`: generators would name the class after it instead of the component.
@@ -109,6 +154,8 @@ class JobSubmissionScheme(OpenApiSerializerExtension):
                         "description": "Which events the callback receives; default "
                         "`job.succeeded`, `job.failed`, `job.canceled`.",
                     },
+                    **_scheduling_properties(),
+                    **retry,
                 },
                 "required": ["job_name", "payload"] if needs_payload else ["job_name"],
             }

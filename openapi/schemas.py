@@ -186,6 +186,23 @@ IDEMPOTENCY_KEY = OpenApiParameter(
     "422; while the first is still being processed, 409. Up to 255 characters.",
 )
 JOB_ID = OpenApiParameter("job_id", OpenApiTypes.UUID, OpenApiParameter.PATH)
+CANCEL_AFTER = OpenApiParameter(
+    "Cancel-After",
+    OpenApiTypes.STR,
+    OpenApiParameter.HEADER,
+    description="A deadline relative to now, as Replicate takes it: seconds (`90`), or a number "
+    "with a unit `s`, `m` or `h` (`90s`, `5m`). The job is canceled if not final by then "
+    "(`error.type` `deadline_exceeded`). Not with a `deadline` in the body.",
+)
+METADATA_FILTER = OpenApiParameter(
+    "metadata",
+    {"type": "object", "additionalProperties": {"type": "string"}},
+    OpenApiParameter.QUERY,
+    style="deepObject",
+    explode=True,
+    description="Only jobs whose metadata holds each of these keys with its value: "
+    "`metadata[order]=42&metadata[team]=a`.",
+)
 
 
 def query_parameter(name: str, type_: Any, description: str, **kwargs: Any) -> OpenApiParameter:
@@ -234,7 +251,25 @@ class JobSubmissionSerializer(serializers.Serializer):
     """Stand-in for the submission body: `openapi.extensions` builds its schema from job types."""
 
 
+class JobBatchSubmissionSerializer(serializers.Serializer):
+    jobs = serializers.ListField(
+        child=JobSubmissionSerializer(),
+        min_length=1,
+        max_length=1000,
+        help_text="Up to API_MAX_BATCH_SIZE (1,000) submissions, each as `POST /api/jobs/` takes one.",
+    )
+
+
+class JobBatchSerializer(serializers.Serializer):
+    jobs = JobSerializer(many=True, help_text="The jobs, in the order they were submitted.")
+
+
 # --- Job types ---------------------------------------------------------------------------------
+
+
+class RetryLimitsSerializer(serializers.Serializer):
+    max_attempts = serializers.IntegerField(help_text="Runs in all, the first included.")
+    max_backoff_seconds = serializers.IntegerField(help_text="The longest wait between a failure and the next run.")
 
 
 class JobTypeSerializer(serializers.Serializer):
@@ -251,6 +286,12 @@ class JobTypeSerializer(serializers.Serializer):
     )
     unavailable_reason = serializers.CharField(
         allow_null=True, help_text="Why the type is unavailable, or null."
+    )
+    max_payload_bytes = serializers.IntegerField(
+        help_text="The largest payload it accepts, in bytes of compact UTF-8 JSON (larger: 413)."
+    )
+    retry_limits = RetryLimitsSerializer(
+        allow_null=True, help_text="What a submission's `retry` policy may ask; null: the type does not retry."
     )
 
 

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -157,3 +158,47 @@ def test_generated_client_parses_errors_into_the_error_model(
     assert "duration" in invalid.parsed.error.details["payload"]
     assert unauthenticated.status_code == 401
     assert unauthenticated.parsed.error.code == "not_authenticated"
+
+
+def test_generated_client_submits_a_batch_and_a_scheduled_job(generated: ModuleType, api: Api) -> None:
+    models = _imp("models")
+    submit_job = _imp("api.jobs.submit_job")
+    submit_job_batch = _imp("api.jobs.submit_job_batch")
+    get_job = _imp("api.jobs.get_job")
+    client = generated.AuthenticatedClient(base_url=api.base_url, token=api.key, timeout=30.0)
+    run_at = datetime.now(UTC) + timedelta(seconds=2)
+
+    # A scheduled job, with metadata
+    scheduled = submit_job.sync(
+        client=client,
+        body=models.HelloWorldJobSubmission(
+            job_name="api.tasks.hello_world",
+            payload=models.HelloWorldPayload(message="later"),
+            run_at=run_at,
+            metadata=models.HelloWorldJobSubmissionMetadata.from_dict({"order": "42"}),
+        ),
+    )
+    assert isinstance(scheduled, models.Job)
+    assert scheduled.status == models.JobStatus.PENDING and scheduled.scheduled_for is not None
+    assert scheduled.metadata.to_dict() == {"order": "42"}
+
+    # A batch of two typed submissions, answered in order
+    batch = submit_job_batch.sync(
+        client=client,
+        body=models.JobBatchSubmissionRequest(jobs=[
+            models.HelloWorldJobSubmission(job_name="api.tasks.hello_world",
+                                           payload=models.HelloWorldPayload(message=str(n)))
+            for n in range(2)
+        ]),
+    )
+    assert isinstance(batch, models.JobBatch)
+    assert [job.payload for job in batch.jobs] == [{"message": "0"}, {"message": "1"}]
+
+    # Both run: the batch at once, the scheduled job at its time
+    deadline = time.monotonic() + 30
+    for job_id in [scheduled.id, *(job.id for job in batch.jobs)]:
+        while (job := get_job.sync(job_id=job_id, client=client)).status != models.JobStatus.SUCCESS:
+            assert time.monotonic() < deadline, f"job {job_id} stuck in {job.status}"
+            time.sleep(0.1)
+        if job_id == scheduled.id:
+            assert job.started_at >= run_at

@@ -1,43 +1,36 @@
-"""Which view has which schema: one table, view by dotted path, then HTTP method.
-
-What drf-spectacular cannot infer from a plain APIView: operationIds chosen for generated method
-names, summaries, every answer with its examples (errors in the one error shape). Each entry
-becomes a view extension in `openapi.extensions`.
-"""
+"""The job, job-type and result operations, and the starter's (see openapi.operations)."""
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
 
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 
 from jobs.models import Job
 from jobs.serializers import JobResultSerializer, JobSerializer
 from openapi import schemas
 from openapi.examples import (
-    DELIVERY_EXAMPLE,
+    BATCH_EXAMPLE,
     JOB_DONE_EXAMPLE,
     JOB_EXAMPLE,
     JOB_TYPE_EXAMPLE,
-    REDELIVERY_EXAMPLE,
     RESULT_EXAMPLE,
-    SECRET_EXAMPLE,
     SUBMIT_EXAMPLES,
     page,
 )
 from openapi.schemas import (
+    CANCEL_AFTER,
     CURSOR,
     IDEMPOTENCY_KEY,
     JOB_ID,
+    METADATA_FILTER,
     PAGE_SIZE,
     error_responses,
     example_response,
     query_parameter,
 )
-from webhooks.api import DeliverySerializer, SecretSerializer, SigningSecretRotateApi
 
-# dotted path of the view -> {HTTP method -> its schema}
 OPERATIONS: dict[str, dict[str, Callable[..., Any]]] = {
     "jobs.api.JobListCreateApi": {
         "post": extend_schema(
@@ -50,7 +43,7 @@ OPERATIONS: dict[str, dict[str, Callable[..., Any]]] = {
             "`GET /api/job-types/` lists them at run time with their availability.",
             tags=["Jobs"],
             request=schemas.JobSubmissionSerializer,
-            parameters=[IDEMPOTENCY_KEY],
+            parameters=[IDEMPOTENCY_KEY, CANCEL_AFTER],
             examples=SUBMIT_EXAMPLES,
             responses={
                 202: example_response(
@@ -87,6 +80,7 @@ OPERATIONS: dict[str, dict[str, Callable[..., Any]]] = {
                     OpenApiTypes.DATETIME,
                     "Only jobs created before this time (ISO 8601).",
                 ),
+                METADATA_FILTER,
                 CURSOR,
                 PAGE_SIZE,
             ],
@@ -100,6 +94,26 @@ OPERATIONS: dict[str, dict[str, Callable[..., Any]]] = {
                     ),
                 ),
                 **error_responses(400, 401, 404),
+            },
+        ),
+    },
+    "jobs.api.JobBatchCreateApi": {
+        "post": extend_schema(
+            operation_id="submit_job_batch",
+            summary="Submit a batch of jobs",
+            description="Up to 1,000 jobs in one request (`API_MAX_BATCH_SIZE`), each validated "
+            "as `POST /api/jobs/` validates one: all or nothing. One bad item refuses the whole "
+            "batch with `400 invalid_batch`, `details.jobs` listing each bad item's `index`, "
+            "`code`, `message` and `details`. Accepted, the jobs are made in one transaction "
+            "and answered in order. Each job counts against the submission rate and the "
+            "unfinished-job cap; an `Idempotency-Key` covers the whole batch.",
+            tags=["Jobs"],
+            request=schemas.JobBatchSubmissionSerializer,
+            parameters=[IDEMPOTENCY_KEY, CANCEL_AFTER],
+            examples=[BATCH_EXAMPLE],
+            responses={
+                202: OpenApiResponse(schemas.JobBatchSerializer, description="Accepted: the jobs, in order."),
+                **error_responses(400, 401, 409, 413, 415, 422, 429),
             },
         ),
     },
@@ -248,101 +262,6 @@ OPERATIONS: dict[str, dict[str, Callable[..., Any]]] = {
                     },
                 ),
                 **error_responses(400, 401, 404),
-            },
-        ),
-    },
-    "jobs.api.JobDeliveryListApi": {
-        "get": extend_schema(
-            operation_id="list_job_deliveries",
-            summary="List a job's webhook deliveries",
-            description="Every delivery of the job's events to its `callback_url`, newest "
-            "first, each with all its attempts (status code, duration, the start of the "
-            "response, or the network error). `state` is `pending` while attempts remain, "
-            "then `succeeded` or `failed` (after the last retry).",
-            tags=["Webhooks"],
-            parameters=[JOB_ID, CURSOR, PAGE_SIZE],
-            responses={
-                200: example_response(
-                    schemas.DeliveryPageSerializer,
-                    "A page of deliveries.",
-                    "page",
-                    page(DELIVERY_EXAMPLE),
-                ),
-                **error_responses(401, 404),
-            },
-        ),
-    },
-    "jobs.api.JobRedeliverApi": {
-        "post": extend_schema(
-            operation_id="redeliver_job_event",
-            summary="Redeliver a job's final event",
-            description="Sends the job's final event (`job.succeeded`, `job.failed` or "
-            "`job.canceled`) to its `callback_url` again, with the same body and the same "
-            "`webhook-id`, for a receiver that lost it. Answers with the new delivery.",
-            tags=["Webhooks"],
-            parameters=[JOB_ID],
-            request=None,
-            responses={
-                202: example_response(
-                    DeliverySerializer,
-                    "The redelivery is queued.",
-                    "delivery",
-                    REDELIVERY_EXAMPLE,
-                ),
-                **error_responses(
-                    401,
-                    404,
-                    409,
-                    described={
-                        409: (
-                            (
-                                "Codes: `nothing_to_redeliver` (the job has not finished, has "
-                                "no `callback_url`, or its `webhook_events` leave the final "
-                                "event out); `delivery_in_progress` (the event is still being "
-                                "delivered: redeliver once its delivery has ended)."
-                            ),
-                            schemas.error_example(
-                                409,
-                                "nothing_to_redeliver",
-                                "There is no final event to redeliver: the job has not "
-                                "finished, or it has no callback_url, ...",
-                            ),
-                        )
-                    },
-                ),
-            },
-        ),
-    },
-    "webhooks.api.SigningSecretApi": {
-        "get": extend_schema(
-            operation_id="get_webhook_secret",
-            summary="Get the webhook signing secret",
-            description="This client's secret for verifying `webhook-signature` "
-            "(created on first use). Keep it private; anyone with it can forge events.",
-            tags=["Webhooks"],
-            responses={
-                200: example_response(SecretSerializer, "The secret.", "secret", SECRET_EXAMPLE),
-                **error_responses(401),
-            },
-        ),
-    },
-    "webhooks.api.SigningSecretRotateApi": {
-        "post": extend_schema(
-            operation_id="rotate_webhook_secret",
-            summary="Rotate the webhook signing secret",
-            description="Makes a new secret and answers it. For 24 hours (configurable) "
-            "every delivery carries two signatures, one per secret, so a receiver can "
-            "switch to the new secret without dropping an event. Never more than two: "
-            "rotating again ends the previous secret's overlap at once. For a leaked secret, "
-            "send `{\"expire_previous_now\": true}`: the previous secret stops signing now. "
-            "The body is optional.",
-            tags=["Webhooks"],
-            request=SigningSecretRotateApi.InputSerializer,
-            responses={
-                200: example_response(
-                    SecretSerializer, "The new secret.", "secret", SECRET_EXAMPLE
-                ),
-                **error_responses(400, 401, 429),
             },
         ),
     },

@@ -1,0 +1,121 @@
+"""The webhook operations: deliveries, redelivery, the signing secret (see openapi.operations)."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from drf_spectacular.utils import extend_schema
+
+from openapi import schemas
+from openapi.examples import (
+    DELIVERY_EXAMPLE,
+    REDELIVERY_EXAMPLE,
+    SECRET_EXAMPLE,
+    page,
+)
+from openapi.schemas import (
+    CURSOR,
+    JOB_ID,
+    PAGE_SIZE,
+    error_responses,
+    example_response,
+)
+from webhooks.api import DeliverySerializer, SecretSerializer, SigningSecretRotateApi
+
+OPERATIONS: dict[str, dict[str, Callable[..., Any]]] = {
+    "jobs.api.JobDeliveryListApi": {
+        "get": extend_schema(
+            operation_id="list_job_deliveries",
+            summary="List a job's webhook deliveries",
+            description="Every delivery of the job's events to its `callback_url`, newest "
+            "first, each with all its attempts (status code, duration, the start of the "
+            "response, or the network error). `state` is `pending` while attempts remain, "
+            "then `succeeded` or `failed` (after the last retry).",
+            tags=["Webhooks"],
+            parameters=[JOB_ID, CURSOR, PAGE_SIZE],
+            responses={
+                200: example_response(
+                    schemas.DeliveryPageSerializer,
+                    "A page of deliveries.",
+                    "page",
+                    page(DELIVERY_EXAMPLE),
+                ),
+                **error_responses(401, 404),
+            },
+        ),
+    },
+    "jobs.api.JobRedeliverApi": {
+        "post": extend_schema(
+            operation_id="redeliver_job_event",
+            summary="Redeliver a job's final event",
+            description="Sends the job's final event (`job.succeeded`, `job.failed` or "
+            "`job.canceled`) to its `callback_url` again, with the same body and the same "
+            "`webhook-id`, for a receiver that lost it. Answers with the new delivery.",
+            tags=["Webhooks"],
+            parameters=[JOB_ID],
+            request=None,
+            responses={
+                202: example_response(
+                    DeliverySerializer,
+                    "The redelivery is queued.",
+                    "delivery",
+                    REDELIVERY_EXAMPLE,
+                ),
+                **error_responses(
+                    401,
+                    404,
+                    409,
+                    described={
+                        409: (
+                            (
+                                "Codes: `nothing_to_redeliver` (the job has not finished, has "
+                                "no `callback_url`, or its `webhook_events` leave the final "
+                                "event out); `delivery_in_progress` (the event is still being "
+                                "delivered: redeliver once its delivery has ended)."
+                            ),
+                            schemas.error_example(
+                                409,
+                                "nothing_to_redeliver",
+                                "There is no final event to redeliver: the job has not "
+                                "finished, or it has no callback_url, ...",
+                            ),
+                        )
+                    },
+                ),
+            },
+        ),
+    },
+    "webhooks.api.SigningSecretApi": {
+        "get": extend_schema(
+            operation_id="get_webhook_secret",
+            summary="Get the webhook signing secret",
+            description="This client's secret for verifying `webhook-signature` "
+            "(created on first use). Keep it private; anyone with it can forge events.",
+            tags=["Webhooks"],
+            responses={
+                200: example_response(SecretSerializer, "The secret.", "secret", SECRET_EXAMPLE),
+                **error_responses(401),
+            },
+        ),
+    },
+    "webhooks.api.SigningSecretRotateApi": {
+        "post": extend_schema(
+            operation_id="rotate_webhook_secret",
+            summary="Rotate the webhook signing secret",
+            description="Makes a new secret and answers it. For 24 hours (configurable) "
+            "every delivery carries two signatures, one per secret, so a receiver can "
+            "switch to the new secret without dropping an event. Never more than two: "
+            "rotating again ends the previous secret's overlap at once. For a leaked secret, "
+            "send `{\"expire_previous_now\": true}`: the previous secret stops signing now. "
+            "The body is optional.",
+            tags=["Webhooks"],
+            request=SigningSecretRotateApi.InputSerializer,
+            responses={
+                200: example_response(
+                    SecretSerializer, "The new secret.", "secret", SECRET_EXAMPLE
+                ),
+                **error_responses(400, 401, 429),
+            },
+        ),
+    },
+}
