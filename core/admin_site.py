@@ -6,6 +6,7 @@ from typing import Any
 from django.contrib import admin
 from django.http import HttpRequest, HttpResponse
 
+from core.ratelimit import ceiling_seconds
 from core.throttling import AdminLoginRateThrottle
 
 
@@ -13,7 +14,7 @@ class AdminSite(admin.AdminSite):
     def login(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
         throttle = AdminLoginRateThrottle()
         if not throttle.allow_request(request, None):
-            wait = int(throttle.wait() or 0) + 1
+            wait = ceiling_seconds(throttle.wait() or 0)
             response = HttpResponse(
                 f"Too many login attempts from your address; try again in {wait} s.",
                 status=429,

@@ -5,13 +5,14 @@ The shape: `{"error": {"code": "<machine code>", "message": "<sentence>", "detai
 from __future__ import annotations
 
 import logging
-import math
 from typing import Any
 
 from django.core.exceptions import PermissionDenied, RequestDataTooBig
 from django.http import Http404, HttpRequest, JsonResponse
 from rest_framework import exceptions, status
 from rest_framework.response import Response
+
+from core.ratelimit import ceiling_seconds
 
 logger = logging.getLogger(__name__)
 
@@ -102,12 +103,12 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         message, details, status_code = str(exc.detail), None, exc.status_code
         if isinstance(exc, exceptions.Throttled) and exc.wait is not None:
             message = "Too many requests; retry later."
-            details = {"retry_after_seconds": max(1, math.ceil(exc.wait))}
+            details = {"retry_after_seconds": ceiling_seconds(exc.wait)}
         auth_header = getattr(exc, "auth_header", None)
         if auth_header:
             headers["WWW-Authenticate"] = auth_header
         if getattr(exc, "wait", None) is not None:
-            headers["Retry-After"] = str(max(1, math.ceil(exc.wait)))
+            headers["Retry-After"] = str(ceiling_seconds(exc.wait))
     else:
         logger.exception("Unhandled error in %s", context.get("view"))
         code, message, details, status_code = "server_error", "Internal server error.", None, 500

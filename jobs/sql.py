@@ -136,8 +136,12 @@ def job_of_owner(job_id: uuid.UUID, owner_id: uuid.UUID, alias: str = "default")
 
 
 # A waiting job is due at its run_at when it has one, else from its acceptance on (after the
-# grace: the request that accepted it may be publishing it right now).
-_DUE = "COALESCE(j.run_at, j.created_at) <= %(now)s AND (j.run_at IS NOT NULL OR j.created_at < %(grace)s)"
+# grace: the request that accepted it may be publishing it right now); one whose deadline has
+# passed is left to the deadline sweep, which cancels it.
+_DUE = (
+    "COALESCE(j.run_at, j.created_at) <= %(now)s AND (j.run_at IS NOT NULL OR j.created_at < %(grace)s)"
+    " AND (j.deadline IS NULL OR j.deadline > %(now)s)"
+)
 
 
 def jobs_waiting_claim(*, now: datetime, grace_before: datetime, cap: int, limit: int, owner_id: uuid.UUID | None = None,

@@ -17,6 +17,10 @@ API_WRITE_RATE_PER_MINUTE = env.int("API_WRITE_RATE_PER_MINUTE", default=600)
 API_SENSITIVE_RATE_PER_MINUTE = env.int("API_SENSITIVE_RATE_PER_MINUTE", default=30)
 # Most jobs in one batch submission (POST /api/jobs/batch/); each counts against the rates.
 API_MAX_BATCH_SIZE = env.int("API_MAX_BATCH_SIZE", default=1000)
+# How often (seconds) an API process shares the rate-limit counts it admitted on its own with
+# the others, through Redis (core/ratelimit.py: a client may exceed a limit by at most 1 % of
+# it per API process; near a limit every decision goes to Redis).
+API_RATE_SYNC_SECONDS = env.float("API_RATE_SYNC_SECONDS", default=0.5)
 # Admin login attempts per client address per minute before 429 (0: no limit).
 ADMIN_LOGIN_RATE_PER_MINUTE = env.int("ADMIN_LOGIN_RATE_PER_MINUTE", default=10)
 # Bytes one client's persisted results (/api/results/) may hold; past it, jobs of types that

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import redis
 import requests
-from django.core.cache import cache
 
 from tests.conftest import Api
 
@@ -20,7 +20,8 @@ def test_reads_have_their_own_budget_per_client(make_api: Callable[..., Api], se
 
     assert statuses == [200, 200, 200, 429]
     assert limited.status_code == 429 and limited.json()["error"]["code"] == "rate_limited"
-    assert 0 < int(limited.headers["Retry-After"]) <= 60
+    # The sliding-window estimate weighs the previous minute: a wait may run past this one.
+    assert 0 < int(limited.headers["Retry-After"]) <= 120
     # Submissions and other clients are not touched.
     assert api.post("/api/jobs/", json={"job_name": "api.tasks.hello_world"}).status_code == 202
     assert other.get("/api/jobs/").status_code == 200
@@ -47,7 +48,9 @@ def test_other_writes_have_their_own_budget(make_api: Callable[..., Api], settin
 
 def test_the_admin_login_is_throttled_per_address(live_server: Any, transactional_db: Any, settings: Any) -> None:
     settings.ADMIN_LOGIN_RATE_PER_MINUTE = 2
-    cache.delete("throttle:admin_login:127.0.0.1")  # other tests' logins, from the same address
+    store = redis.Redis.from_url(settings.CACHE_URL)  # other tests' logins, from the same address:
+    for key in store.scan_iter(match="*rl:throttle:admin_login:127.0.0.1:*"):
+        store.delete(key)
     session = requests.Session()
     url = f"{live_server.url}/admin/login/"
     token = session.get(url, timeout=10).cookies.get("csrftoken")

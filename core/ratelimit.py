@@ -1,0 +1,213 @@
+"""Rate limits shared by every API process through Redis, at the cost of one Redis round trip per
+process every API_RATE_SYNC_SECONDS rather than one per request.
+
+Counts are kept per fixed window (a minute, for the per-minute limits) and a request is judged
+on the sliding-window estimate `previous x (1 - elapsed fraction) + current` (Cloudflare's). A
+process admits a request on its own, from the counts it last read from Redis plus its own since,
+while both hold:
+- the estimate stays within LOCAL_SHARE_OF_LIMIT (80 %) of the limit, and
+- what this process admitted for the key since its last sync stays within LOCAL_BURST_SHARE
+  (1 %) of the limit (so a limit under 100 is always Redis's to decide);
+otherwise it asks Redis, in one atomic script that adds its pending counts and decides with the
+totals of every process. Every API_RATE_SYNC_SECONDS a process sends its pending counts and
+reads the totals back for all its keys in one pipeline.
+
+The bound: what Redis does not know yet is at most 1 % of the limit per API process, so a
+client can exceed its limit by at most (number of API processes) x 1 % of it; near the limit
+every decision is Redis's. With Redis unreachable, every process admits on its own counts
+(submissions must not fail because the limiter is down) and says so in its log.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+logger = logging.getLogger(__name__)
+
+LOCAL_SHARE_OF_LIMIT = 0.8
+LOCAL_BURST_SHARE = 0.01
+
+# Adds this process's pending count to the current window's key, reads the previous window's,
+# and admits `weight` more if the estimate allows (adding it too). Answers
+# {admitted (1/0), current total, previous total}.
+_DECIDE = """
+local current = redis.call('INCRBY', KEYS[1], ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+local previous = tonumber(redis.call('GET', KEYS[2]) or '0')
+local weight = tonumber(ARGV[2])
+if previous * tonumber(ARGV[3]) + current + weight <= tonumber(ARGV[4]) then
+  current = redis.call('INCRBY', KEYS[1], weight)
+  return {1, current, previous}
+end
+return {0, current, previous}
+"""
+
+
+@dataclass
+class _Key:
+    """One key's counts as this process knows them: each window's total at the last sync, and
+    what this process admitted since, per window."""
+
+    synced: dict[int, int] = field(default_factory=dict)
+    pending: dict[int, int] = field(default_factory=dict)
+    pending_since_sync: int = 0
+
+
+class RateLimiter:
+    """Sliding-window limits for many keys, shared across processes through one Redis."""
+
+    def __init__(self, client: Callable[[], Any], *, sync_seconds: float, clock: Callable[[], float] = time.time,
+                 prefix: str = "") -> None:
+        self._client = client
+        self._sync_seconds = sync_seconds
+        self._clock = clock
+        self._prefix = prefix
+        self._keys: dict[tuple[str, float], _Key] = {}
+        self._lock = threading.Lock()
+        self._last_sync = clock()
+        self._script: Any = None
+
+    def _redis_key(self, key: str, window: float, index: int) -> str:
+        return f"{self._prefix}rl:{key}:{int(window)}:{index}"
+
+    def hit(self, key: str, *, limit: int, window_seconds: float, weight: int = 1, exact: bool = False) -> float | None:
+        """Admit `weight` requests under `key` (None), or answer the seconds until they fit.
+        `exact`: always ask Redis (for rare requests that must never exceed, like logins)."""
+        now = self._clock()
+        index, elapsed = divmod(now, window_seconds)
+        index = int(index)
+        fraction_left = 1 - elapsed / window_seconds
+        with self._lock:
+            state = self._keys.setdefault((key, window_seconds), _Key())
+            previous = state.synced.get(index - 1, 0) + state.pending.get(index - 1, 0)
+            current = state.synced.get(index, 0) + state.pending.get(index, 0)
+            local = (
+                not exact
+                and previous * fraction_left + current + weight <= limit * LOCAL_SHARE_OF_LIMIT
+                and state.pending_since_sync + weight <= int(limit * LOCAL_BURST_SHARE)
+            )
+            if local:
+                state.pending[index] = state.pending.get(index, 0) + weight
+                state.pending_since_sync += weight
+            sync_due = now - self._last_sync >= self._sync_seconds
+        if local:
+            if sync_due:
+                self._sync_all()
+            return None
+        return self._decide(key, state, index=index, window_seconds=window_seconds, fraction_left=fraction_left,
+                            elapsed=elapsed, limit=limit, weight=weight)
+
+    def _decide(self, key: str, state: _Key, *, index: int, window_seconds: float, fraction_left: float,
+                elapsed: float, limit: int, weight: int) -> float | None:
+        """Redis decides, with every process's counts (this one's pending included)."""
+        with self._lock:
+            pending = state.pending.pop(index, 0)
+            older = {window: count for window, count in state.pending.items() if window < index}
+            state.pending = {}
+            state.pending_since_sync = 0
+        try:
+            if older:  # counts of a window that has just ended: they still weigh on this one
+                self._flush({(key, window_seconds): older})
+            if self._script is None:
+                self._script = self._client().register_script(_DECIDE)
+            admitted, current, previous = self._script(
+                keys=[self._redis_key(key, window_seconds, index), self._redis_key(key, window_seconds, index - 1)],
+                args=[pending, weight, fraction_left, limit, int(window_seconds * 2000)],
+            )
+        except redis.RedisError:
+            logger.warning("Rate limit of %s decided without Redis (unreachable)", key, exc_info=True)
+            with self._lock:
+                state.pending[index] = state.pending.get(index, 0) + pending + weight
+            return None
+        with self._lock:
+            state.synced = {index: int(current), index - 1: int(previous)}
+        if admitted:
+            return None
+        return _wait_seconds(limit=limit, weight=weight, current=int(current), previous=int(previous),
+                             elapsed=elapsed, window_seconds=window_seconds)
+
+    def _flush(self, counts: dict[tuple[str, float], dict[int, int]]) -> None:
+        pipe = self._client().pipeline(transaction=False)
+        for (key, window), by_index in counts.items():
+            for index, count in by_index.items():
+                name = self._redis_key(key, window, index)
+                pipe.incrby(name, count)
+                pipe.pexpire(name, int(window * 2000))
+        pipe.execute()
+
+    def _sync_all(self) -> None:
+        """Send every key's pending counts and read back the totals of their current and
+        previous windows: one round trip for all of this process's keys. Keys with nothing
+        counted in either window are forgotten."""
+        now = self._clock()
+        with self._lock:
+            if now - self._last_sync < self._sync_seconds:
+                return  # another thread just did
+            self._last_sync = now
+            taken = {name: state.pending for name, state in self._keys.items()}
+            for state in self._keys.values():
+                state.pending, state.pending_since_sync = {}, 0
+        reads: list[tuple[tuple[str, float], int, int]] = []  # (key, window index, result position)
+        try:
+            pipe = self._client().pipeline(transaction=False)
+            position = 0
+            for (key, window), pending in taken.items():
+                for pending_index, count in pending.items():
+                    name = self._redis_key(key, window, pending_index)
+                    pipe.incrby(name, count)
+                    pipe.pexpire(name, int(window * 2000))
+                    position += 2
+                index = int(now // window)
+                for read_index in (index, index - 1):
+                    pipe.get(self._redis_key(key, window, read_index))
+                    reads.append(((key, window), read_index, position))
+                    position += 1
+            results = pipe.execute()
+        except redis.RedisError:
+            logger.warning("Rate limit counts not shared: Redis unreachable", exc_info=True)
+            with self._lock:  # keep counting them here; the next sync sends them
+                for name, pending in taken.items():
+                    state = self._keys.setdefault(name, _Key())
+                    for index, count in pending.items():
+                        state.pending[index] = state.pending.get(index, 0) + count
+            return
+        fresh: dict[tuple[str, float], dict[int, int]] = {}
+        for name, read_index, at in reads:
+            fresh.setdefault(name, {})[read_index] = int(results[at] or 0)
+        with self._lock:
+            for name, synced in fresh.items():
+                state = self._keys.get(name)
+                if state is None:
+                    continue
+                if not any(synced.values()) and not state.pending:
+                    del self._keys[name]
+                else:
+                    state.synced = synced
+
+
+def _wait_seconds(*, limit: int, weight: int, current: int, previous: int, elapsed: float,
+                  window_seconds: float) -> float:
+    """Seconds until `weight` more fit under `limit`, by the sliding-window estimate."""
+    if weight > limit:
+        return window_seconds  # it never fits; try again after a whole window (and be told again)
+    room = limit - weight - current
+    if room >= 0 and previous > 0:
+        # previous x (1 - (elapsed + t) / window) <= room
+        return max(0.001, window_seconds * (1 - room / previous) - elapsed)
+    # Not before the next window; then its previous window is this one's `current`.
+    left = window_seconds - elapsed
+    if current <= 0:
+        return max(0.001, left)
+    return max(0.001, left + max(0.0, window_seconds * (1 - (limit - weight) / current)))
+
+
+def ceiling_seconds(seconds: float) -> int:
+    """A wait as a whole number of seconds for Retry-After (never 0: "now" would be wrong)."""
+    return max(1, math.ceil(seconds))
