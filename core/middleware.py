@@ -1,8 +1,9 @@
-"""The service's own middleware: the body size limit, and Django's user and message middleware
-for the admin only."""
+"""The service's own middleware: the body size limit, the URL guard, and Django's user and
+message middleware for the admin only."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from urllib.parse import unquote_to_bytes
 
 from django.conf import settings
 from django.contrib.auth.middleware import AuthenticationMiddleware
@@ -32,6 +33,47 @@ class BodySizeLimitMiddleware:
             return JsonResponse(
                 error_body("payload_too_large", f"The request body is larger than {limit} bytes."),
                 status=413,
+            )
+        return self.get_response(request)
+
+
+def _query_string_valid(query: str) -> bool:
+    # The bytes Django decodes: WSGI hands them over as ISO-8859-1.
+    raw = unquote_to_bytes(query.encode("iso-8859-1", errors="replace"))
+    if b"\x00" in raw:
+        return False
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+class UrlGuardMiddleware:
+    """Refuses, in the service's error shape, a query string that is not UTF-8 or holds U+0000,
+    and a path holding U+0000: the one check for every query parameter of every view (filters,
+    cursors, ids, the admin's search).
+
+    PostgreSQL cannot store or compare U+0000 (psycopg refuses the query: a 500), and Django
+    would silently turn bytes that are not UTF-8 into U+FFFD, matching nothing.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        query = request.META.get("QUERY_STRING")
+        if query and not _query_string_valid(query):
+            return JsonResponse(
+                error_body(
+                    "invalid_query", "The query string must be UTF-8 without the character U+0000."
+                ),
+                status=400,
+            )
+        if "\x00" in request.path_info:
+            return JsonResponse(
+                error_body("invalid_path", "The path must not contain the character U+0000."),
+                status=400,
             )
         return self.get_response(request)
 

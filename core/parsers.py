@@ -1,8 +1,11 @@
 """A strict JSON parser for request bodies: UTF-8 only, no NaN/Infinity, no duplicate keys,
-bounded size and nesting depth. Each violation is a clear 400 (or 413), never a 500."""
+bounded size and nesting depth, nothing PostgreSQL cannot store. Each violation is a clear 400
+(or 413), never a 500."""
 from __future__ import annotations
 
 import json
+import math
+import re
 from typing import Any, NoReturn
 
 from django.conf import settings
@@ -40,20 +43,43 @@ def json_depth(value: Any) -> int:
     return deepest
 
 
-def contains_nul(value: Any) -> bool:
-    """Whether any string (key or value) holds U+0000, computed without recursion."""
+class _Unstorable(ValueError):
+    """Valid JSON that PostgreSQL cannot store."""
+
+
+def _finite_float(text: str) -> float:
+    # Python reads 1e400 as infinity, which jsonb cannot store (nor JSON express).
+    value = float(text)
+    if math.isinf(value):
+        raise _Unstorable(f"The number {text[:40]} is out of range.")
+    return value
+
+
+# U+0000 and lone surrogates (U+D800 to U+DFFF), which PostgreSQL's text and jsonb refuse.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+# Neither can reach a parsed string but through a \u escape (strict UTF-8 decoding refuses both
+# raw), so the walk below runs only when the text has one of these escapes (a valid surrogate
+# pair, an escaped emoji, matches too; the walk then finds nothing).
+_SUSPECT_ESCAPE = re.compile(r"\\u(?:0000|[dD][89a-fA-F])")
+
+
+def unstorable_character(value: Any) -> str | None:
+    """The first U+0000 or lone surrogate in any string (key or value), as "U+XXXX", or None;
+    computed without recursion, in one pass."""
     stack = [value]
     while stack:
         node = stack.pop()
-        if isinstance(node, str):
+        if type(node) is str:
             if "\x00" in node:
-                return True
-        elif isinstance(node, dict):
-            stack.extend(node.keys())
-            stack.extend(node.values())
-        elif isinstance(node, list):
+                return "U+0000"
+            if not node.isascii() and (found := _SURROGATE.search(node)):
+                return f"U+{ord(found.group()):04X}"
+        elif type(node) is dict:
             stack.extend(node)
-    return False
+            stack.extend(node.values())
+        elif type(node) is list:
+            stack.extend(node)
+    return None
 
 
 def strict_json_loads(raw: bytes) -> Any:
@@ -63,10 +89,15 @@ def strict_json_loads(raw: bytes) -> Any:
         raise ApplicationError("The body is not valid UTF-8.", code="malformed_json") from exc
     try:
         data = json.loads(
-            text, parse_constant=_reject_constant, object_pairs_hook=_no_duplicate_keys
+            text,
+            parse_constant=_reject_constant,
+            parse_float=_finite_float,
+            object_pairs_hook=_no_duplicate_keys,
         )
     except RecursionError as exc:
         raise ApplicationError("The JSON is nested too deeply.", code="json_too_deep") from exc
+    except _Unstorable as exc:
+        raise ApplicationError(str(exc), code="invalid_json") from exc
     except ValueError as exc:
         raise ApplicationError(f"Malformed JSON: {exc}.", code="malformed_json") from exc
     if json_depth(data) > settings.API_MAX_JSON_DEPTH:
@@ -74,11 +105,13 @@ def strict_json_loads(raw: bytes) -> Any:
             f"The JSON is nested deeper than {settings.API_MAX_JSON_DEPTH} levels.",
             code="json_too_deep",
         )
-    # PostgreSQL's jsonb cannot store U+0000 (a 500 when the job is saved); only an escape can
-    # put one in a string, so the walk runs only when the text has one.
-    if "\\u0000" in text and contains_nul(data):
+    # Stored as is, either would be a 500 when the job (or its idempotency key) is saved.
+    if _SUSPECT_ESCAPE.search(text) and (character := unstorable_character(data)):
         raise ApplicationError(
-            "The JSON contains the character U+0000, which is not accepted.", code="invalid_json"
+            f"The JSON contains the character {character}, which is not accepted "
+            "(U+0000 and lone surrogates cannot be stored).",
+            code="invalid_json",
+            details={"character": character},
         )
     return data
 

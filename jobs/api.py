@@ -24,6 +24,11 @@ def _idempotency_key(request: Request) -> str:
     key = request.headers.get("Idempotency-Key", "").strip()
     if len(key) > 255:
         raise ApplicationError("Idempotency-Key is longer than 255 characters.", code="invalid_header")
+    # Control characters (U+0000 among them, which PostgreSQL cannot store) are no key.
+    if not key.isprintable():
+        raise ApplicationError(
+            "Idempotency-Key must not contain control characters.", code="invalid_header"
+        )
     return key
 
 

@@ -1,0 +1,132 @@
+"""Input PostgreSQL cannot store or compare answers 400 in the error shape, never 500, on every
+way in: JSON bodies (keys and values at any depth), query strings, paths and headers."""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from jobs.models import IdempotencyKey, Job
+from tests.conftest import Api
+from tests.jobs.test_api_errors import assert_error
+
+SAVE = "api.tasks.save_task_result_test_task"
+HELLO = "api.tasks.hello_world"
+JOB_ID = "00000000-0000-4000-8000-000000000000"
+
+
+@pytest.fixture
+def client_api(make_api: Callable[..., Api]) -> Api:
+    return make_api()
+
+
+def post_text(api: Api, path: str, text: str, **headers: str) -> object:
+    # `text` holds JSON escapes as the client wrote them (\\u0000, \\ud800), sent as UTF-8.
+    return api.post(path, data=text.encode(), headers={"Content-Type": "application/json", **headers})
+
+
+UNSTORABLE_BODIES = {
+    "nul in a payload value": f'{{"job_name": "{SAVE}", "payload": {{"a": [{{"b": "x\\u0000"}}]}}}}',
+    "nul in a payload key": f'{{"job_name": "{SAVE}", "payload": {{"a": {{"\\u0000": 1}}}}}}',
+    "lone high surrogate in a value": f'{{"job_name": "{SAVE}", "payload": {{"k": "\\ud800"}}}}',
+    "lone low surrogate in a value": f'{{"job_name": "{SAVE}", "payload": {{"k": ["\\uDFFF"]}}}}',
+    "lone surrogate in a key": f'{{"job_name": "{SAVE}", "payload": {{"a\\udc00": 1}}}}',
+    "reversed surrogate pair": f'{{"job_name": "{SAVE}", "payload": {{"k": "\\ude00\\ud83d"}}}}',
+    "lone surrogate in job_name": '{"job_name": "api.tasks.hello_world\\ud800"}',
+    "lone surrogate in an unknown field": f'{{"job_name": "{HELLO}", "extra": "\\ud800"}}',
+    "lone surrogate in callback_url": f'{{"job_name": "{HELLO}", "callback_url": "http://e.com/\\ud800"}}',
+    "number out of range": f'{{"job_name": "{SAVE}", "payload": {{"k": 1e400}}}}',
+    "negative number out of range": f'{{"job_name": "{SAVE}", "payload": {{"k": [-1.5e309]}}}}',
+}
+
+
+@pytest.mark.parametrize("path", ["/api/jobs/", "/api/job/"])
+@pytest.mark.parametrize("body", UNSTORABLE_BODIES.values(), ids=UNSTORABLE_BODIES.keys())
+def test_json_postgresql_cannot_store_is_a_400_and_creates_nothing(
+    client_api: Api, path: str, body: str
+) -> None:
+    plain = post_text(client_api, path, body)
+    # The Idempotency-Key path fingerprints the whole body (unknown fields too) before storing.
+    keyed = post_text(client_api, path, body, **{"Idempotency-Key": "k-1"})
+
+    error = assert_error(plain, 400, "invalid_json")
+    assert_error(keyed, 400, "invalid_json")
+    assert "U+" in error["message"] or "out of range" in error["message"]
+    assert Job.objects.count() == 0
+    assert IdempotencyKey.objects.count() == 0
+
+
+def test_escaped_characters_postgresql_can_store_are_accepted(client_api: Api) -> None:
+    # A surrogate pair (an escaped emoji, as json.dumps writes it), other control characters,
+    # and the six characters of a literal backslash-u0000.
+    body = f'{{"job_name": "{SAVE}", "payload": {{"\\ud83d\\ude00": "\\u0001\\\\u0000", "n": 1e308}}}}'
+
+    response = post_text(client_api, "/api/jobs/", body)
+
+    assert response.status_code == 202, response.text
+    assert response.json()["payload"] == {"\U0001f600": "\x01\\u0000", "n": 1e308}
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/jobs/?job_name=%00",
+        "/api/jobs/?status=SUCCESS%00",
+        "/api/jobs/?created_after=2026-01-01%00",
+        "/api/jobs/?cursor=%00",
+        "/api/jobs/?page_size=1%00",
+        "/api/jobs/?%00=1",
+        "/api/results/?task_name=a%00b",
+        f"/api/jobs/{JOB_ID}/deliveries/?cursor=%00",
+        "/api/job/?job_id=%00",
+        f"/api/jobs/{JOB_ID}/?x=%00",
+        "/api/jobs/?job_name=%ED%A0%80",  # an encoded surrogate: not UTF-8
+        "/api/results/?task_name=%FF",
+    ],
+)
+def test_a_query_string_with_nul_or_not_utf8_is_a_400(client_api: Api, path: str) -> None:
+    assert_error(client_api.get(path), 400, "invalid_query")
+
+
+def test_the_query_string_guard_covers_the_admin_and_unauthenticated_requests(
+    make_api: Callable[..., Api],
+) -> None:
+    anonymous = Api(make_api().base_url, None)
+
+    assert_error(anonymous.get("/admin/jobs/job/?q=%00"), 400, "invalid_query")
+    assert_error(anonymous.get("/healthz?x=%00"), 400, "invalid_query")
+
+
+def test_a_path_with_nul_is_a_400(client_api: Api) -> None:
+    assert_error(client_api.get("/api/jobs/%00/"), 400, "invalid_path")
+    assert_error(client_api.get("/admin/jobs/job/%00/change/"), 400, "invalid_path")
+
+
+def test_query_strings_in_utf8_still_work(client_api: Api) -> None:
+    response = client_api.get("/api/jobs/", params={"job_name": "é\U0001f600"})
+
+    assert response.status_code == 200, response.text
+    assert response.json()["results"] == []
+
+
+@pytest.mark.parametrize("key", ["a\x00b", "tab\there", "\x7f", "line\x0bbreak"])
+def test_an_idempotency_key_with_control_characters_is_a_400(client_api: Api, key: str) -> None:
+    for path in ("/api/jobs/", "/api/job/"):
+        response = client_api.post(path, json={"job_name": HELLO}, headers={"Idempotency-Key": key})
+        assert_error(response, 400, "invalid_header")
+    assert Job.objects.count() == 0
+
+
+def test_an_idempotency_key_outside_ascii_is_accepted(client_api: Api) -> None:
+    first = client_api.post("/api/jobs/", json={"job_name": HELLO}, headers={"Idempotency-Key": "café"})
+    again = client_api.post("/api/jobs/", json={"job_name": HELLO}, headers={"Idempotency-Key": "café"})
+
+    assert first.status_code == 202, first.text
+    assert again.json()["id"] == first.json()["id"]
+
+
+@pytest.mark.parametrize("value", ["Bearer \x00", "Bearer jak_\x00x", "Bearer é", "Bearer \x7f\x01", "\x00"])
+def test_a_strange_authorization_header_is_a_401(client_api: Api, value: str) -> None:
+    response = client_api.get("/api/jobs/", headers={"Authorization": value})
+
+    assert_error(response, 401)
