@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -13,11 +14,17 @@ from core.pagination import NewestFirstCursorPagination
 from jobs import inputs, selectors, submission, transitions
 from jobs.models import FINAL_WEBHOOK_EVENTS, Job
 from jobs.registry import job_types_all
-from jobs.serializers import JobResultSerializer, JobSerializer, job_representation
+from jobs.serializers import (
+    JobListItemSerializer,
+    JobResultListItemSerializer,
+    JobResultSerializer,
+    JobSerializer,
+    job_representation,
+)
 from jobs.submission import SubmissionRequest
 from webhooks import outbox
 from webhooks import selectors as webhook_selectors
-from webhooks.api import DeliverySerializer
+from webhooks.api import DeliveryPagination, DeliverySerializer
 
 
 def _idempotency_key(request: Request) -> str:
@@ -38,8 +45,11 @@ def _request_object(request: Request) -> dict[str, Any]:
     return request.data
 
 
-def _paginated(request: Request, view: APIView, queryset: Any, serializer: Any) -> Response:
-    paginator = NewestFirstCursorPagination()
+def _paginated(
+    request: Request, view: APIView, queryset: Any, serializer: Any,
+    pagination: type[NewestFirstCursorPagination] = NewestFirstCursorPagination,
+) -> Response:
+    paginator = pagination()
     page = paginator.paginate_queryset(queryset, request, view=view)
     return paginator.get_paginated_response(serializer(page, many=True).data)
 
@@ -72,9 +82,10 @@ class JobListCreateApi(APIView):
         return _accepted(job)
 
     def get(self, request: Request) -> Response:
-        jobs = _filtered(selectors.JobFilter, request, selectors.job_list(owner=request.user))
+        jobs = selectors.job_list(owner=request.user, inline_max_bytes=settings.API_LIST_INLINE_MAX_BYTES)
+        jobs = _filtered(selectors.JobFilter, request, jobs)
         jobs = selectors.jobs_with_metadata(jobs, inputs.metadata_filters(request))
-        return _paginated(request, self, jobs, JobSerializer)
+        return _paginated(request, self, jobs, JobListItemSerializer)
 
 
 class JobBatchCreateApi(APIView):
@@ -114,7 +125,7 @@ class JobDeliveryListApi(APIView):
     def get(self, request: Request, job_id: str) -> Response:
         job = selectors.job_get(owner=request.user, job_id=job_id)
         deliveries = webhook_selectors.delivery_list(owner_id=request.user.pk, subject_id=job.id)
-        return _paginated(request, self, deliveries, DeliverySerializer)
+        return _paginated(request, self, deliveries, DeliverySerializer, DeliveryPagination)
 
 
 class JobRedeliverApi(APIView):
@@ -155,10 +166,9 @@ class JobTypeListApi(APIView):
 
 class ResultListApi(APIView):
     def get(self, request: Request) -> Response:
-        results = _filtered(
-            selectors.JobResultFilter, request, selectors.result_list(owner=request.user)
-        )
-        return _paginated(request, self, results, JobResultSerializer)
+        results = selectors.result_list(owner=request.user, inline_max_bytes=settings.API_LIST_INLINE_MAX_BYTES)
+        results = _filtered(selectors.JobResultFilter, request, results)
+        return _paginated(request, self, results, JobResultListItemSerializer)
 
 
 class ResultDetailApi(APIView):

@@ -3,13 +3,26 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
+from typing import Any
 
 import django_filters
 from django import forms
 from django.core.exceptions import ValidationError
 from django.db import connection
-from django.db.models import QuerySet
+from django.db.models import (
+    BooleanField,
+    Case,
+    ExpressionWrapper,
+    F,
+    Func,
+    IntegerField,
+    JSONField,
+    Q,
+    QuerySet,
+    When,
+)
 from django.db.models.fields.json import KeyTextTransform
+from django.db.models.lookups import GreaterThan
 
 from core.errors import NotFound
 from core.models import Client
@@ -67,8 +80,64 @@ def job_get(*, owner: Client, job_id: uuid.UUID | str) -> Job:
     return job
 
 
-def job_list(*, owner: Client) -> QuerySet[Job]:
-    return Job.objects.filter(owner=owner)
+class JsonTextBytes(Func):
+    """The size in bytes of a JSON column's text, computed where the value is stored."""
+
+    template = "OCTET_LENGTH((%(expressions)s)::text)"
+    output_field = IntegerField()
+
+    def as_sqlite(self, compiler: Any, connection: Any, **extra: Any) -> Any:
+        # Embedded mode: SQLite keeps JSON as text, and has no OCTET_LENGTH before 3.43.
+        return self.as_sql(
+            compiler, connection, template="LENGTH(CAST(%(expressions)s AS BLOB))", **extra
+        )
+
+
+class StoredBytes(Func):
+    """The size in bytes of a column's value as stored (compressed, perhaps), read from its
+    header: a large value is not fetched nor decompressed to answer it."""
+
+    function = "PG_COLUMN_SIZE"
+    output_field = IntegerField()
+
+    def as_sqlite(self, compiler: Any, connection: Any, **extra: Any) -> Any:
+        return self.as_sql(
+            compiler, connection, template="LENGTH(CAST(%(expressions)s AS BLOB))", **extra
+        )
+
+
+# jsonb takes at most about 4 times the bytes of its text (measured: an array of one-digit
+# numbers, the worst case; strings take less), so a value stored larger than this many times
+# the limit is over it without turning it into text, which costs seconds for a page of
+# large values (docs/api.md, "Bounded lists").
+_STORED_TO_TEXT_MAX_RATIO = 8
+
+
+def _inline_when_small(names: tuple[str, ...], max_bytes: int) -> dict[str, Any]:
+    """Annotations that stand for each JSON column `name` (which the caller defers):
+    `<name>_inline`, the value when its JSON text is at most `max_bytes` bytes, else NULL, and
+    `<name>_stored`, whether there is a value at all (SQL NULL is none). A large value never
+    leaves PostgreSQL."""
+    annotations: dict[str, Any] = {}
+    for name in names:
+        annotations[f"{name}_inline"] = Case(
+            # A CASE evaluates its branches in order: the cheap test first.
+            When(GreaterThan(StoredBytes(name), max_bytes * _STORED_TO_TEXT_MAX_RATIO), then=None),
+            When(GreaterThan(JsonTextBytes(name), max_bytes), then=None),
+            default=F(name),
+            output_field=JSONField(),
+        )
+        annotations[f"{name}_stored"] = ExpressionWrapper(
+            Q(**{f"{name}__isnull": False}), output_field=BooleanField()
+        )
+    return annotations
+
+
+def job_list(*, owner: Client, inline_max_bytes: int) -> QuerySet[Job]:
+    """The owner's jobs for a list page: `payload` and `result` are not selected; see
+    `_inline_when_small` for what replaces them."""
+    annotations = _inline_when_small(("payload", "result"), inline_max_bytes)
+    return Job.objects.filter(owner=owner).defer("payload", "result").annotate(**annotations)
 
 
 def jobs_with_metadata(jobs: QuerySet[Job], metadata: dict[str, str]) -> QuerySet[Job]:
@@ -84,8 +153,10 @@ def jobs_with_metadata(jobs: QuerySet[Job], metadata: dict[str, str]) -> QuerySe
     return jobs
 
 
-def result_list(*, owner: Client) -> QuerySet[JobResult]:
-    return JobResult.objects.filter(owner=owner)
+def result_list(*, owner: Client, inline_max_bytes: int) -> QuerySet[JobResult]:
+    """The owner's persisted results for a list page, `result` as in `job_list`."""
+    annotations = _inline_when_small(("result",), inline_max_bytes)
+    return JobResult.objects.filter(owner=owner).defer("result").annotate(**annotations)
 
 
 def result_get(*, owner: Client, result_id: int) -> JobResult:

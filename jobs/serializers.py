@@ -1,7 +1,7 @@
 """How a job and a persisted result look over HTTP (and inside webhook events)."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from rest_framework import serializers
 
@@ -59,6 +59,38 @@ class JobSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+# The JSON fields a list may leave out, with the sentence the API documents for them.
+Omittable = Literal["payload", "result"]
+OMITTED_HELP = (
+    "Fields left out of this list item (null above) because their JSON is larger than "
+    "API_LIST_INLINE_MAX_BYTES (4 KiB by default); the item's own URL has them whole."
+)
+
+
+def omitted_fields(row: Any, names: tuple[Omittable, ...]) -> list[Omittable]:
+    """Which of `names` a list row (annotated by jobs.selectors) has stored but not inline."""
+    return [
+        name for name in names
+        if getattr(row, f"{name}_stored") and getattr(row, f"{name}_inline") is None
+    ]
+
+
+class JobListItemSerializer(JobSerializer):
+    """A job in a list: as `GET /api/jobs/{job_id}/` shows it, except that a `payload` or
+    `result` larger than API_LIST_INLINE_MAX_BYTES is null, and named in `omitted`."""
+
+    payload = serializers.JSONField(source="payload_inline", allow_null=True, read_only=True)
+    result = serializers.JSONField(source="result_inline", allow_null=True, read_only=True)
+    omitted = serializers.SerializerMethodField(help_text=OMITTED_HELP)
+
+    class Meta(JobSerializer.Meta):
+        fields = [*JobSerializer.Meta.fields, "omitted"]
+        read_only_fields = fields
+
+    def get_omitted(self, job: Job) -> list[Omittable]:
+        return omitted_fields(job, ("payload", "result"))
+
+
 # Formats datetimes exactly as JobSerializer's fields do (ISO 8601, "Z" for UTC).
 _DATETIME = serializers.DateTimeField()
 
@@ -109,3 +141,18 @@ class JobResultSerializer(serializers.ModelSerializer):
         model = JobResult
         fields = ["id", "job_id", "task_name", "result", "created_at"]
         read_only_fields = fields
+
+
+class JobResultListItemSerializer(JobResultSerializer):
+    """A persisted result in a list: as `GET /api/results/{result_id}/` shows it, except that a
+    `result` larger than API_LIST_INLINE_MAX_BYTES is null, and named in `omitted`."""
+
+    result = serializers.JSONField(source="result_inline", allow_null=True, read_only=True)
+    omitted = serializers.SerializerMethodField(help_text=OMITTED_HELP)
+
+    class Meta(JobResultSerializer.Meta):
+        fields = [*JobResultSerializer.Meta.fields, "omitted"]
+        read_only_fields = fields
+
+    def get_omitted(self, result: JobResult) -> list[Omittable]:
+        return omitted_fields(result, ("result",))

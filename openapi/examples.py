@@ -122,6 +122,18 @@ REDELIVERY_EXAMPLE: dict[str, Any] = {
 SECRET_EXAMPLE: dict[str, Any] = {"secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}
 
 
+# A real cursor (what `next` holds), for a list answer's example.
+NEXT_PAGE_EXAMPLE = (
+    "http://127.0.0.1:8000/api/jobs/?cursor=cz0tY3JlYXRlZF9hdCUyQy1wayZwPTIwMjYtMTEtMjgrMTMlM0E1"
+    "OSUzQTU4LjEyMDAwMCUyQjAwJTNBMDA%3D"
+)
+
+
+def list_item(example: dict[str, Any]) -> dict[str, Any]:
+    """An example as a list shows it: here nothing is left out."""
+    return {**example, "omitted": []}
+
+
 def page(*results: Any, next_url: str | None = None) -> dict[str, Any]:
     """A list answer's body: `results` in the envelope with its page links."""
     return {"results": list(results), "next": next_url, "previous": None}

@@ -169,6 +169,9 @@ class JobSubmissionScheme(OpenApiSerializerExtension):
         }
 
 
+_LEFT_OUT = " Null in a list when larger than API_LIST_INLINE_MAX_BYTES: see `omitted`."
+
+
 class JobSerializerScheme(OpenApiSerializerExtension):
     """The job as stored: `webhook_events` is a JSON list on the model, typed here."""
 
@@ -195,6 +198,9 @@ class JobSerializerScheme(OpenApiSerializerExtension):
             "Not an HTTP error."
         )
         properties["progress"]["description"] = "Last progress report of a running job, or null."
+        if "omitted" in properties:
+            properties["payload"]["description"] += _LEFT_OUT
+            properties["result"]["description"] += _LEFT_OUT
         # Empty when the job has no callback, which is not a URI: a plain string.
         properties["callback_url"] = {
             "type": "string",
@@ -202,6 +208,12 @@ class JobSerializerScheme(OpenApiSerializerExtension):
             "description": "Where job events are sent; empty for none.",
         }
         return schema
+
+
+class JobListItemSerializerScheme(JobSerializerScheme):
+    """A job in a list: the same, and its `payload` and `result` may be left out."""
+
+    target_class = "jobs.serializers.JobListItemSerializer"
 
 
 # --- Views: one extension per entry of `openapi.operations.OPERATIONS` --------------------------

@@ -14,8 +14,8 @@ from rest_framework import serializers
 
 from jobs.models import Job
 from jobs.registry import job_types_all
-from jobs.serializers import JobResultSerializer, JobSerializer
-from webhooks.api import DeliverySerializer
+from jobs.serializers import JobListItemSerializer, JobResultListItemSerializer, JobSerializer
+from webhooks.api import DeliveryPagination, DeliverySerializer
 
 # --- The one error shape -----------------------------------------------------------------------
 
@@ -53,9 +53,13 @@ _ERRORS: dict[int, tuple[str, list[OpenApiExample]]] = {
     400: (
         "The request is invalid; nothing was created. Codes: `invalid` (field errors in "
         "`details`), `invalid_payload`, `unknown_job_name`, `job_type_unavailable`, "
-        "`malformed_json`, `invalid_json` (a U+0000 character), `json_too_deep`, "
-        "`invalid_callback_url`, `invalid_filter`, "
-        "`invalid_header`, `missing_parameter`, `bad_request` (e.g. an invalid Content-Length).",
+        "`malformed_json`, `invalid_json` (JSON that cannot be stored: a U+0000 character, a "
+        "lone surrogate such as `\\ud800`, a number out of range such as `1e400`), "
+        "`json_too_deep`, `invalid_callback_url`, `invalid_filter` (a filter's value, e.g. a "
+        "date out of range), `invalid_cursor` (a cursor this list did not issue), "
+        "`invalid_parameter` (e.g. `page_size`), `invalid_query` (a query string that is not "
+        "UTF-8 or holds U+0000), `invalid_header` (e.g. `Idempotency-Key`), "
+        "`missing_parameter`, `bad_request` (e.g. an invalid Content-Length).",
         [
             error_example(
                 400,
@@ -81,8 +85,8 @@ _ERRORS: dict[int, tuple[str, list[OpenApiExample]]] = {
         ],
     ),
     404: (
-        "No such resource for this API key (another client's ids answer 404 too), "
-        "or an invalid pagination cursor. Code: `not_found`.",
+        "No such resource for this API key (another client's ids answer 404 too). "
+        "Code: `not_found`.",
         [error_example(404, "not_found", "No such job.")],
     ),
     409: (
@@ -156,6 +160,24 @@ def error_responses(
     return responses
 
 
+# A list's 400s: what its query string can get wrong.
+LIST_400: dict[int, tuple[str, OpenApiExample]] = {
+    400: (
+        "The query is invalid. Codes: `invalid_filter` (a filter's value, e.g. a date out of "
+        "range), `invalid_cursor` (a cursor this list did not issue: altered, or from another "
+        "list), `invalid_parameter` (`page_size` not a whole number of at least 1), "
+        "`invalid_query` (a query string that is not UTF-8 or holds U+0000).",
+        error_example(
+            400,
+            "invalid_cursor",
+            "Invalid cursor: its position is not a date and time. Take cursors from `next` or "
+            "`previous` as they are, or start again without one.",
+            {"cursor": ["its position is not a date and time"]},
+        ),
+    )
+}
+
+
 # --- Success answers and shared parameters -----------------------------------------------------
 
 
@@ -213,11 +235,22 @@ def query_parameter(name: str, type_: Any, description: str, **kwargs: Any) -> O
 CURSOR = query_parameter(
     "cursor",
     OpenApiTypes.STR,
-    "Opaque page cursor: take it from `next` or `previous`, never build it.",
+    "Opaque page cursor: take it from `next` or `previous`, never build it. A cursor this "
+    "list did not issue (altered, or from another list) answers 400 `invalid_cursor`.",
 )
-PAGE_SIZE = query_parameter(
-    "page_size", OpenApiTypes.INT, "Items per page: default 50, at most 500."
-)
+
+
+def _page_size(maximum: int) -> OpenApiParameter:
+    return query_parameter(
+        "page_size",
+        OpenApiTypes.INT,
+        f"Items per page: default 50; larger values give {maximum}. Not a whole number of at "
+        "least 1: 400 `invalid_parameter`.",
+    )
+
+
+PAGE_SIZE = _page_size(500)
+DELIVERY_PAGE_SIZE = _page_size(DeliveryPagination.max_page_size)
 
 
 # --- The list envelope -------------------------------------------------------------------------
@@ -233,11 +266,11 @@ class _PageLinks(serializers.Serializer):
 
 
 class JobPageSerializer(_PageLinks):
-    results = JobSerializer(many=True)
+    results = JobListItemSerializer(many=True)
 
 
 class JobResultPageSerializer(_PageLinks):
-    results = JobResultSerializer(many=True)
+    results = JobResultListItemSerializer(many=True)
 
 
 class DeliveryPageSerializer(_PageLinks):

@@ -6,6 +6,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from core.pagination import NewestFirstCursorPagination
 from webhooks import secrets
 from webhooks.models import Delivery, DeliveryAttempt
 
@@ -42,6 +43,14 @@ class DeliverySerializer(serializers.ModelSerializer):
             "attempts",
         ]
         read_only_fields = fields
+
+
+class DeliveryPagination(NewestFirstCursorPagination):
+    """A delivery carries up to len(WEBHOOK_RETRY_SCHEDULE) attempts, each with up to 4 KiB of
+    the receiver's answer: 100 a page keeps a page under 4 MiB with the default schedule of 8
+    (docs/api.md, "Bounded lists")."""
+
+    max_page_size = 100
 
 
 class SigningSecretApi(APIView):

@@ -26,6 +26,9 @@ ADMIN_LOGIN_RATE_PER_MINUTE = env.int("ADMIN_LOGIN_RATE_PER_MINUTE", default=10)
 # Bytes one client's persisted results (/api/results/) may hold; past it, jobs of types that
 # persist their result are refused (429) until retention frees room (0: no quota).
 JOB_RESULT_QUOTA_BYTES_PER_CLIENT = env.int("JOB_RESULT_QUOTA_BYTES_PER_CLIENT", default=1024**3)
+# In list answers, a job's `payload` or `result` (a persisted result's `result`) whose JSON is
+# larger than this many bytes is left out (null, named in the item's `omitted`).
+API_LIST_INLINE_MAX_BYTES = env.int("API_LIST_INLINE_MAX_BYTES", default=4096)
 # Unfinished (PENDING, STARTED, RETRY) jobs one client may have at once before 429 (0: no cap).
 JOB_MAX_UNFINISHED_PER_CLIENT = env.int("JOB_MAX_UNFINISHED_PER_CLIENT", default=10_000)
 # How long an Idempotency-Key is remembered, in seconds.

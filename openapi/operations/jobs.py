@@ -15,8 +15,10 @@ from openapi.examples import (
     JOB_DONE_EXAMPLE,
     JOB_EXAMPLE,
     JOB_TYPE_EXAMPLE,
+    NEXT_PAGE_EXAMPLE,
     RESULT_EXAMPLE,
     SUBMIT_EXAMPLES,
+    list_item,
     page,
 )
 from openapi.schemas import (
@@ -24,6 +26,7 @@ from openapi.schemas import (
     CURSOR,
     IDEMPOTENCY_KEY,
     JOB_ID,
+    LIST_400,
     METADATA_FILTER,
     PAGE_SIZE,
     error_responses,
@@ -60,7 +63,9 @@ OPERATIONS: dict[str, dict[str, Callable[..., Any]]] = {
             operation_id="list_jobs",
             summary="List jobs",
             description="This API key's client's jobs, newest first, in pages. "
-            "Follow `next` until it is null.",
+            "Follow `next` until it is null.\n\nEach item is the job as its own URL shows it, "
+            "but a `payload` or `result` whose JSON is over `API_LIST_INLINE_MAX_BYTES` (4 KiB "
+            "by default) is null and named in `omitted`: the job's URL has it whole.",
             tags=["Jobs"],
             parameters=[
                 query_parameter(
@@ -89,11 +94,9 @@ OPERATIONS: dict[str, dict[str, Callable[..., Any]]] = {
                     schemas.JobPageSerializer,
                     "A page of jobs.",
                     "page",
-                    page(
-                        JOB_DONE_EXAMPLE, next_url="http://127.0.0.1:8000/api/jobs/?cursor=cD0yMDI2"
-                    ),
+                    page(list_item(JOB_DONE_EXAMPLE), next_url=NEXT_PAGE_EXAMPLE),
                 ),
-                **error_responses(400, 401, 404),
+                **error_responses(400, 401, 404, described=LIST_400),
             },
         ),
     },
@@ -178,7 +181,9 @@ OPERATIONS: dict[str, dict[str, Callable[..., Any]]] = {
             operation_id="list_results",
             summary="List persisted results",
             description="Results kept by job types that persist them, newest first, in "
-            "pages. A result outlives its job.",
+            "pages. A result outlives its job.\n\nA `result` whose JSON is over "
+            "`API_LIST_INLINE_MAX_BYTES` (4 KiB by default) is null and named in `omitted`: "
+            "`GET /api/results/{result_id}/` has it whole.",
             tags=["Results"],
             parameters=[
                 query_parameter(
@@ -194,9 +199,9 @@ OPERATIONS: dict[str, dict[str, Callable[..., Any]]] = {
                     schemas.JobResultPageSerializer,
                     "A page of results.",
                     "page",
-                    page(RESULT_EXAMPLE),
+                    page(list_item(RESULT_EXAMPLE)),
                 ),
-                **error_responses(400, 401, 404),
+                **error_responses(400, 401, 404, described=LIST_400),
             },
         ),
     },

@@ -15,8 +15,9 @@ from openapi.examples import (
 )
 from openapi.schemas import (
     CURSOR,
+    DELIVERY_PAGE_SIZE,
     JOB_ID,
-    PAGE_SIZE,
+    LIST_400,
     error_responses,
     example_response,
 )
@@ -30,9 +31,10 @@ OPERATIONS: dict[str, dict[str, Callable[..., Any]]] = {
             description="Every delivery of the job's events to its `callback_url`, newest "
             "first, each with all its attempts (status code, duration, the start of the "
             "response, or the network error). `state` is `pending` while attempts remain, "
-            "then `succeeded` or `failed` (after the last retry).",
+            "then `succeeded` or `failed` (after the last retry). At most 100 deliveries a "
+            "page: each carries up to one attempt per step of the retry schedule.",
             tags=["Webhooks"],
-            parameters=[JOB_ID, CURSOR, PAGE_SIZE],
+            parameters=[JOB_ID, CURSOR, DELIVERY_PAGE_SIZE],
             responses={
                 200: example_response(
                     schemas.DeliveryPageSerializer,
@@ -40,7 +42,7 @@ OPERATIONS: dict[str, dict[str, Callable[..., Any]]] = {
                     "page",
                     page(DELIVERY_EXAMPLE),
                 ),
-                **error_responses(401, 404),
+                **error_responses(400, 401, 404, described=LIST_400),
             },
         ),
     },
