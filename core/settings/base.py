@@ -150,8 +150,11 @@ SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=False)
 # Whether HSTS consents to browsers' preload lists.
 SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
-# Session and CSRF cookies (the admin) go over HTTPS only whenever HTTPS is enforced.
-SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = SECURE_SSL_REDIRECT
+# The admin's session and CSRF cookies go over HTTPS only whenever DEBUG is off, whatever
+# SECURE_SSL_REDIRECT says (a proxy may redirect instead of Django). Browsers treat
+# http://127.0.0.1 and http://localhost as secure, so `make run`'s admin still works there;
+# any other plain-HTTP address needs DEBUG on (README, "Environment").
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = not DEBUG
 
 # --- Cache (throttling) -------------------------------------------------------------------
 # Rate-limit counters must be shared by every API process: Redis when configured.

@@ -1,6 +1,8 @@
 """The admin lists jobs, results and API keys for an operator."""
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from django.contrib.auth.models import User
 from django.test import Client as HttpClient
@@ -26,3 +28,20 @@ def test_admin_changelists_and_details_render() -> None:
         response = http.get(url)
         assert response.status_code == 200, url
     assert b"acme" in http.get("/admin/core/apikey/").content
+
+
+def test_with_debug_off_the_admin_cookies_are_secure_without_an_https_redirect(settings: Any) -> None:
+    # The suite runs with DEBUG off and SECURE_SSL_REDIRECT off (it talks plain http).
+    assert not settings.DEBUG and not settings.SECURE_SSL_REDIRECT
+    User.objects.create_superuser("admin", "admin@example.com", "pw")
+    http = HttpClient(enforce_csrf_checks=True)
+
+    login_page = http.get("/admin/login/")
+    signed_in = http.post(
+        "/admin/login/?next=/admin/",
+        {"username": "admin", "password": "pw", "csrfmiddlewaretoken": login_page.cookies["csrftoken"].value},
+    )
+
+    assert signed_in.status_code == 302, signed_in.content[:500]
+    assert login_page.cookies["csrftoken"]["secure"] is True
+    assert signed_in.cookies["sessionid"]["secure"] is True

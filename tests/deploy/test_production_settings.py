@@ -1,4 +1,6 @@
-"""The production settings, as .env.example configures them, pass Django's deployment checks."""
+"""The production settings, as docker-compose.yaml runs the web service with .env.example's
+values, pass Django's deployment checks; with DEBUG off the admin's cookies are Secure whatever
+the HTTPS settings say."""
 from __future__ import annotations
 
 import os
@@ -8,47 +10,67 @@ import subprocess
 import sys
 from pathlib import Path
 
+import yaml
+
 from tests.conftest import REPO
 from tests.deploy.test_env_documented import env_example
 
+# Django's deployment warnings about the admin's cookies: not Secure.
+COOKIE_WARNINGS = {"security.W012", "security.W016"}
+
 
 def production_env(tmp_path: Path) -> dict[str, str]:
-    """Only what .env.example sets (plus the secrets an operator must add): nothing of this run."""
+    """What the compose web service runs with: its env_file (.env, as copied from .env.example,
+    plus the secrets an operator must add) and its own `environment`; nothing of this run."""
+    web = yaml.safe_load((REPO / "docker-compose.yaml").read_text())["services"]["web"]
+    assert web["env_file"] == ".env"
     env = {name: value for name, value, active in env_example() if active}
+    env.update(
+        SECRET_KEY=secrets.token_urlsafe(50),
+        POSTGRES_PASSWORD=secrets.token_urlsafe(16),
+    )
+    env.update({name: str(value) for name, value in web["environment"].items()})
     env.update(
         PATH=os.environ["PATH"],
         HOME=str(tmp_path),
-        SECRET_KEY=secrets.token_urlsafe(50),
-        POSTGRES_PASSWORD=secrets.token_urlsafe(16),
         DATA_DIR=str(tmp_path / "data"),
         DJANGO_SETTINGS_MODULE="core.settings",
     )
     return env
 
 
-def test_check_deploy_reports_nothing(tmp_path: Path) -> None:
+def check_deploy(env: dict[str, str]) -> tuple[set[str], subprocess.CompletedProcess[str]]:
     result = subprocess.run(
         [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
-        cwd=REPO, env=production_env(tmp_path), capture_output=True, text=True, check=False, timeout=90,
+        cwd=REPO, env=env, capture_output=True, text=True, check=False, timeout=90,
     )
+    return set(re.findall(r"\((\w+\.[WE]\d+)\)", result.stdout + result.stderr)), result
 
-    issues = re.findall(r"\((\w+\.[WE]\d+)\)", result.stdout + result.stderr)
-    assert issues == [], result.stdout + result.stderr
+
+def test_check_deploy_reports_nothing(tmp_path: Path) -> None:
+    issues, result = check_deploy(production_env(tmp_path))
+
+    assert issues == set(), result.stdout + result.stderr
     assert result.returncode == 0, result.stderr
     assert "System check identified no issues" in result.stdout
 
 
-def test_check_deploy_flags_a_deployment_without_the_https_settings(tmp_path: Path) -> None:
-    """The check above is meaningful: drop .env.example's HTTPS lines and Django objects."""
+def test_without_the_https_settings_cookies_stay_secure(tmp_path: Path) -> None:
+    """The check above is meaningful: drop .env.example's HTTPS lines and Django objects to the
+    missing redirect and HSTS, but not to the cookies, which DEBUG off makes Secure anyway."""
     env = {k: v for k, v in production_env(tmp_path).items() if not k.startswith("SECURE_")}
 
-    result = subprocess.run(
-        [sys.executable, "manage.py", "check", "--deploy"],
-        cwd=REPO, env=env, capture_output=True, text=True, check=False, timeout=90,
-    )
+    issues, result = check_deploy(env)
 
-    issues = set(re.findall(r"\((\w+\.[WE]\d+)\)", result.stdout + result.stderr))
-    assert {"security.W004", "security.W008", "security.W012", "security.W016"} <= issues
+    assert {"security.W004", "security.W008"} <= issues, result.stdout + result.stderr
+    assert not issues & COOKIE_WARNINGS, result.stdout + result.stderr
+
+
+def test_with_debug_on_cookies_are_not_secure(tmp_path: Path) -> None:
+    """Development on a plain-HTTP address other than loopback: DEBUG on, cookies not Secure."""
+    issues, result = check_deploy({**production_env(tmp_path), "DEBUG": "true"})
+
+    assert {"security.W018", *COOKIE_WARNINGS} <= issues, result.stdout + result.stderr
 
 
 def test_collectstatic_runs_as_the_image_build_runs_it(tmp_path: Path) -> None:

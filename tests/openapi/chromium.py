@@ -1,4 +1,5 @@
-"""Headless Chromium (Debian's package) for the docs pages: render, record the network, screenshot.
+"""Headless Chromium (Debian's package) for the docs pages: render, record the network, screenshot;
+and `DevTools`, a browser a test drives step by step (the admin's login).
 
 The browser is kept off the network: every host name resolves to nothing and every connection
 that is not to loopback goes to a closed local proxy port, so neither the page nor Chromium's
@@ -15,8 +16,11 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 # How long the page's JavaScript may run (virtual time, so a slow machine does not cut it short).
@@ -106,6 +110,87 @@ def screenshot(url: str, out: Path, work_dir: Path, size: str = "1440,1000") -> 
     )
     if completed.returncode != 0 or not out.exists():
         raise RuntimeError(f"chromium screenshot failed: {completed.stderr[-2000:]}")
+
+
+class DevTools:
+    """Chromium driven over `--remote-debugging-pipe`: the DevTools protocol as NUL-separated
+    JSON on the browser's file descriptors 3 (commands) and 4 (answers and events), so a test
+    can fill a form and read cookies with no client library."""
+
+    def __init__(self, work_dir: Path) -> None:
+        binary = chromium_path()
+        if binary is None:
+            raise RuntimeError("chromium is not installed (apt-get install chromium)")
+        command = [arg for arg in _command(binary, work_dir / "profile-devtools")
+                   if not arg.startswith("--virtual-time-budget")]
+        to_browser, from_test = os.pipe()
+        from_browser, to_test = os.pipe()
+
+        def on_fds_3_and_4() -> None:
+            # Copies above 4 first, so neither dup2 overwrites the other's source.
+            read_end, write_end = os.dup(to_browser), os.dup(to_test)
+            os.dup2(read_end, 3)
+            os.dup2(write_end, 4)
+
+        self._process = subprocess.Popen(
+            [*command, "--remote-debugging-pipe", "about:blank"],
+            close_fds=False, preexec_fn=on_fds_3_and_4,  # noqa: PLW1509 (no threads start it)
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        os.close(to_browser)
+        os.close(to_test)
+        self._out, self._in = os.fdopen(from_test, "wb", 0), os.fdopen(from_browser, "rb", 0)
+        self._last_id, self._buffer = 0, b""
+        target = self.call("Target.createTarget", url="about:blank")["targetId"]
+        self._session = self.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
+
+    def call(self, method: str, **params: Any) -> dict[str, Any]:
+        """Send one command (to the page once attached) and return its result."""
+        self._last_id += 1
+        message: dict[str, Any] = {"id": self._last_id, "method": method, "params": params}
+        if getattr(self, "_session", None):
+            message["sessionId"] = self._session
+        self._out.write(json.dumps(message).encode() + b"\0")
+        while True:  # events arrive in between: skip them
+            while b"\0" not in self._buffer:
+                chunk = self._in.read(65536)
+                if not chunk:
+                    raise RuntimeError("chromium closed its DevTools pipe")
+                self._buffer += chunk
+            raw, self._buffer = self._buffer.split(b"\0", 1)
+            reply = json.loads(raw)
+            if reply.get("id") == self._last_id:
+                if "error" in reply:
+                    raise RuntimeError(f"{method}: {reply['error']}")
+                return reply["result"]
+
+    def evaluate(self, expression: str) -> Any:
+        result = self.call("Runtime.evaluate", expression=expression, returnByValue=True)
+        return result["result"].get("value")
+
+    def wait_for(self, condition: Callable[[], bool], timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while not condition():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the page did not get there: {self.evaluate('location.href')}")
+            time.sleep(0.1)
+
+    def open(self, url: str) -> None:
+        self.call("Page.navigate", url=url)
+        self.wait_for(lambda: self.evaluate("location.href") == url
+                      and self.evaluate("document.readyState") == "complete")
+
+    def close(self) -> None:
+        self._process.kill()
+        self._process.wait()
+        self._out.close()
+        self._in.close()
+
+    def __enter__(self) -> DevTools:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
 
 def main(out: str) -> None:

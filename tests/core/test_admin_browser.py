@@ -1,0 +1,56 @@
+"""With DEBUG off the admin's cookies are Secure, and its login still works in a browser on
+http://127.0.0.1 (Chromium treats loopback as a secure context), as `make run` serves it."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import User
+
+from tests.conftest import worker_env
+from tests.openapi import chromium
+from tests.openapi.web import start_web, stop
+
+# Not in `make test-fast`: see the README's "Tests".
+pytestmark = pytest.mark.slow
+
+PASSWORD = "correct horse battery staple"
+
+
+@pytest.fixture(autouse=True)
+def _needs_chromium() -> None:
+    if chromium.chromium_path() is None:
+        message = "chromium is not installed (.ci/run installs it: apt-get install chromium)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+def test_the_admin_login_works_over_plain_http_on_loopback_with_debug_off(
+    transactional_db: Any, tmp_path: Path
+) -> None:
+    # Given an operator, and the service as production runs it (gunicorn, DEBUG off), without
+    # SECURE_SSL_REDIRECT, on plain http://127.0.0.1
+    User.objects.create_superuser("operator", "operator@example.com", PASSWORD)
+    web, url = start_web(worker_env(SECURE_SSL_REDIRECT="false"), tmp_path)
+    try:
+        with chromium.DevTools(tmp_path) as browser:
+            # When the operator signs in through the login form
+            browser.open(f"{url}/admin/login/?next=/admin/")
+            browser.evaluate(
+                "document.querySelector('#id_username').value = 'operator';"
+                f"document.querySelector('#id_password').value = {PASSWORD!r};"
+                "document.querySelector('#login-form').submit()"
+            )
+            browser.wait_for(lambda: browser.evaluate("location.pathname") == "/admin/")
+
+            # Then the admin's index shows, and both cookies were Secure
+            title = browser.evaluate("document.title")
+            cookies = browser.call("Network.getAllCookies")["cookies"]
+    finally:
+        stop(web)
+
+    assert title.startswith("Site administration")
+    assert {cookie["name"]: cookie["secure"] for cookie in cookies} == {"csrftoken": True, "sessionid": True}
