@@ -4,7 +4,6 @@ bounded size and nesting depth, nothing PostgreSQL cannot store. Each violation 
 from __future__ import annotations
 
 import json
-import math
 import re
 from typing import Any, NoReturn
 
@@ -43,18 +42,6 @@ def json_depth(value: Any) -> int:
     return deepest
 
 
-class _Unstorable(ValueError):
-    """Valid JSON that PostgreSQL cannot store."""
-
-
-def _finite_float(text: str) -> float:
-    # Python reads 1e400 as infinity, which jsonb cannot store (nor JSON express).
-    value = float(text)
-    if math.isinf(value):
-        raise _Unstorable(f"The number {text[:40]} is out of range.")
-    return value
-
-
 # U+0000 and lone surrogates (U+D800 to U+DFFF), which PostgreSQL's text and jsonb refuse.
 _SURROGATE = re.compile("[\ud800-\udfff]")
 # Neither can reach a parsed string but through a \u escape (strict UTF-8 decoding refuses both
@@ -89,15 +76,10 @@ def strict_json_loads(raw: bytes) -> Any:
         raise ApplicationError("The body is not valid UTF-8.", code="malformed_json") from exc
     try:
         data = json.loads(
-            text,
-            parse_constant=_reject_constant,
-            parse_float=_finite_float,
-            object_pairs_hook=_no_duplicate_keys,
+            text, parse_constant=_reject_constant, object_pairs_hook=_no_duplicate_keys
         )
     except RecursionError as exc:
         raise ApplicationError("The JSON is nested too deeply.", code="json_too_deep") from exc
-    except _Unstorable as exc:
-        raise ApplicationError(str(exc), code="invalid_json") from exc
     except ValueError as exc:
         raise ApplicationError(f"Malformed JSON: {exc}.", code="malformed_json") from exc
     if json_depth(data) > settings.API_MAX_JSON_DEPTH:

@@ -53,8 +53,8 @@ _ERRORS: dict[int, tuple[str, list[OpenApiExample]]] = {
     400: (
         "The request is invalid; nothing was created. Codes: `invalid` (field errors in "
         "`details`), `invalid_payload`, `unknown_job_name`, `job_type_unavailable`, "
-        "`malformed_json`, `invalid_json` (JSON that cannot be stored: a U+0000 character, a "
-        "lone surrogate such as `\\ud800`, a number out of range such as `1e400`), "
+        "`malformed_json`, `invalid_json` (JSON that cannot be stored: a U+0000 character or "
+        "a lone surrogate such as `\\ud800`), "
         "`json_too_deep`, `invalid_callback_url`, `invalid_filter` (a filter's value, e.g. a "
         "date out of range), `invalid_cursor` (a cursor this list did not issue), "
         "`invalid_parameter` (e.g. `page_size`), `invalid_query` (a query string that is not "

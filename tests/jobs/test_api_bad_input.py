@@ -35,8 +35,6 @@ UNSTORABLE_BODIES = {
     "lone surrogate in job_name": '{"job_name": "api.tasks.hello_world\\ud800"}',
     "lone surrogate in an unknown field": f'{{"job_name": "{HELLO}", "extra": "\\ud800"}}',
     "lone surrogate in callback_url": f'{{"job_name": "{HELLO}", "callback_url": "http://e.com/\\ud800"}}',
-    "number out of range": f'{{"job_name": "{SAVE}", "payload": {{"k": 1e400}}}}',
-    "negative number out of range": f'{{"job_name": "{SAVE}", "payload": {{"k": [-1.5e309]}}}}',
 }
 
 
@@ -51,7 +49,21 @@ def test_json_postgresql_cannot_store_is_a_400_and_creates_nothing(
 
     error = assert_error(plain, 400, "invalid_json")
     assert_error(keyed, 400, "invalid_json")
-    assert "U+" in error["message"] or "out of range" in error["message"]
+    assert error["details"]["character"] in error["message"]
+    assert Job.objects.count() == 0
+    assert IdempotencyKey.objects.count() == 0
+
+
+@pytest.mark.parametrize("path", ["/api/jobs/", "/api/job/"])
+@pytest.mark.parametrize("number", ["1e400", "-1.5e309", "1" + "0" * 400 + ".0"])
+def test_a_payload_number_python_reads_as_infinity_is_a_400(
+    client_api: Api, path: str, number: str
+) -> None:
+    # jsonb cannot store an infinity: the payload's field refuses it (JSON cannot express one).
+    body = f'{{"job_name": "{SAVE}", "payload": {{"k": [{number}]}}}}'
+
+    assert_error(post_text(client_api, path, body), 400, "invalid")
+    assert_error(post_text(client_api, path, body, **{"Idempotency-Key": "k-1"}), 400, "invalid")
     assert Job.objects.count() == 0
     assert IdempotencyKey.objects.count() == 0
 
