@@ -67,28 +67,31 @@ OMITTED_HELP = (
 )
 
 
-def omitted_fields(row: Any, names: tuple[Omittable, ...]) -> list[Omittable]:
-    """Which of `names` a list row (annotated by jobs.selectors) has stored but not inline."""
-    return [
-        name for name in names
-        if getattr(row, f"{name}_stored") and getattr(row, f"{name}_inline") is None
-    ]
+class _LeavesOutLargeJson(serializers.Serializer):
+    """A list item built from a row annotated by jobs.selectors: `omitted` names which of its
+    `omittable` JSON fields the row has stored but not inline."""
+
+    omittable: tuple[Omittable, ...] = ()
+    omitted = serializers.SerializerMethodField(help_text=OMITTED_HELP)
+
+    def get_omitted(self, row: Any) -> list[Omittable]:
+        return [
+            name for name in self.omittable
+            if getattr(row, f"{name}_stored") and getattr(row, f"{name}_inline") is None
+        ]
 
 
-class JobListItemSerializer(JobSerializer):
+class JobListItemSerializer(_LeavesOutLargeJson, JobSerializer):
     """A job in a list: as `GET /api/jobs/{job_id}/` shows it, except that a `payload` or
     `result` larger than API_LIST_INLINE_MAX_BYTES is null, and named in `omitted`."""
 
+    omittable = ("payload", "result")
     payload = serializers.JSONField(source="payload_inline", allow_null=True, read_only=True)
     result = serializers.JSONField(source="result_inline", allow_null=True, read_only=True)
-    omitted = serializers.SerializerMethodField(help_text=OMITTED_HELP)
 
     class Meta(JobSerializer.Meta):
         fields = [*JobSerializer.Meta.fields, "omitted"]
         read_only_fields = fields
-
-    def get_omitted(self, job: Job) -> list[Omittable]:
-        return omitted_fields(job, ("payload", "result"))
 
 
 # Formats datetimes exactly as JobSerializer's fields do (ISO 8601, "Z" for UTC).
@@ -143,16 +146,13 @@ class JobResultSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class JobResultListItemSerializer(JobResultSerializer):
+class JobResultListItemSerializer(_LeavesOutLargeJson, JobResultSerializer):
     """A persisted result in a list: as `GET /api/results/{result_id}/` shows it, except that a
     `result` larger than API_LIST_INLINE_MAX_BYTES is null, and named in `omitted`."""
 
+    omittable = ("result",)
     result = serializers.JSONField(source="result_inline", allow_null=True, read_only=True)
-    omitted = serializers.SerializerMethodField(help_text=OMITTED_HELP)
 
     class Meta(JobResultSerializer.Meta):
         fields = [*JobResultSerializer.Meta.fields, "omitted"]
         read_only_fields = fields
-
-    def get_omitted(self, result: JobResult) -> list[Omittable]:
-        return omitted_fields(result, ("result",))

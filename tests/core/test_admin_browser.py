@@ -2,7 +2,6 @@
 http://127.0.0.1 (Chromium treats loopback as a secure context), as `make run` serves it."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +20,7 @@ PASSWORD = "correct horse battery staple"
 
 @pytest.fixture(autouse=True)
 def _needs_chromium() -> None:
-    if chromium.chromium_path() is None:
-        message = "chromium is not installed (.ci/run installs it: apt-get install chromium)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+    chromium.require_chromium()
 
 
 def test_the_admin_login_works_over_plain_http_on_loopback_with_debug_off(

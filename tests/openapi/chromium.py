@@ -23,12 +23,23 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import pytest
+
 # How long the page's JavaScript may run (virtual time, so a slow machine does not cut it short).
 RENDER_BUDGET_MS = 30_000
 
 
 def chromium_path() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def require_chromium() -> None:
+    """Skip the calling test without Chromium, or fail it on CI (where .ci/run installs it)."""
+    if chromium_path() is None:
+        message = "chromium is not installed (.ci/run installs it: apt-get install chromium)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
 
 
 def _command(binary: str, profile: Path) -> list[str]:

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import html
 import ipaddress
-import os
 from pathlib import Path
 
 import pytest
@@ -16,11 +15,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(autouse=True)
 def _needs_chromium() -> None:
-    if chromium.chromium_path() is None:
-        message = "chromium is not installed (.ci/run installs it: apt-get install chromium)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+    chromium.require_chromium()
 
 
 def _summaries(spec: dict) -> list[str]:
