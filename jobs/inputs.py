@@ -106,7 +106,12 @@ def cancel_after(request: Request) -> timedelta | None:
     seconds = (int(whole) + float(f"0.{fraction or 0}")) * _UNIT_SECONDS[unit]
     if seconds <= 0:
         raise ApplicationError("Cancel-After must be more than zero.", code="invalid_header")
-    return timedelta(seconds=seconds)
+    duration = timedelta(seconds=seconds)
+    try:
+        timezone.now() + duration
+    except OverflowError:  # past year 9999: no deadline can say it (999999999h was a 500)
+        raise ApplicationError("Cancel-After is too far ahead.", code="invalid_header") from None
+    return duration
 
 
 def batch_of(body: Any, *, cancel_after: timedelta | None = None) -> list[SubmissionRequest | ApplicationError]:

@@ -142,3 +142,22 @@ def test_a_strange_authorization_header_is_a_401(client_api: Api, value: str) ->
     response = client_api.get("/api/jobs/", headers={"Authorization": value})
 
     assert_error(response, 401)
+
+
+@pytest.mark.parametrize("path", ["/api/jobs/", "/api/jobs/batch/"])
+def test_a_cancel_after_past_the_last_representable_year_is_a_400(client_api: Api, path: str) -> None:
+    body = {"job_name": HELLO} if path == "/api/jobs/" else {"jobs": [{"job_name": HELLO}]}
+
+    response = client_api.post(path, json=body, headers={"Cancel-After": "999999999h"})
+
+    assert_error(response, 400, "invalid_header")
+    assert Job.objects.count() == 0
+
+
+@pytest.mark.parametrize("field", ["run_at", "deadline"])
+@pytest.mark.parametrize("value", ["0001-01-01T00:00:00+10:00", "9999-12-31T23:59:59-10:00", "10000-01-01T00:00:00Z"])
+def test_a_submitted_time_out_of_range_is_a_400(client_api: Api, field: str, value: str) -> None:
+    response = client_api.post("/api/jobs/", json={"job_name": HELLO, field: value})
+
+    assert field in assert_error(response, 400, "invalid")["details"]
+    assert Job.objects.count() == 0
