@@ -56,7 +56,10 @@ def test_the_admin_login_is_throttled_per_address(live_server: Any, transactiona
     token = session.get(url, timeout=10).cookies.get("csrftoken")
     form = {"username": "nobody", "password": "wrong", "csrfmiddlewaretoken": token}
 
-    statuses = [session.post(url, data=form, headers={"Referer": url}, timeout=10).status_code for _ in range(3)]
+    # With DEBUG off the CSRF cookie is Secure, which requests keeps from plain http (Chromium
+    # sends it to loopback: tests/core/test_admin_browser.py): it goes by hand.
+    headers = {"Referer": url, "Cookie": f"csrftoken={token}"}
+    statuses = [session.post(url, data=form, headers=headers, timeout=10).status_code for _ in range(3)]
 
     assert statuses == [200, 200, 429]  # a wrong password answers the form again (200)
     assert session.get(url, timeout=10).status_code == 200  # looking at the form is not an attempt
