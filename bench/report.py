@@ -233,7 +233,8 @@ def render(results: dict[str, Any]) -> str:
             "|---|---|---|---|---|",
         ]
         for size, entry in scale.items():
-            for label in ("jobs_first_page", "jobs_deep_page", "jobs_filtered_status", "results_first_page"):
+            for label in ("jobs_first_page", "jobs_deep_page", "jobs_filtered_status", "jobs_filtered_metadata",
+                          "results_first_page"):
                 w = entry.get(label)
                 if w:
                     lines.append(f"| {int(size):,} | {label.replace('_', ' ')} | {w['rps']:.0f} "

@@ -669,10 +669,12 @@ class Bench:
             cursor.execute(
                 "INSERT INTO jobs_job (id, owner_id, job_name, payload, status, progress, result,"
                 " error, callback_url, webhook_events, cancel_requested, dispatched_at,"
-                " created_at, started_at, finished_at) "
+                " created_at, started_at, finished_at, metadata, attempt, max_attempts,"
+                " retry_backoff_seconds) "
                 "SELECT gen_random_uuid(), %s, 'api.tasks.hello_world', '{\"message\": \"bench\"}',"
-                " 'SUCCESS', NULL, '\"hello world bench\"', NULL, '', '[]', false, t, t, t, t "
-                "FROM (SELECT now() - g * interval '1 millisecond' AS t"
+                " 'SUCCESS', NULL, '\"hello world bench\"', NULL, '', '[]', false, t, t, t, t,"
+                " jsonb_build_object('order', g::text), 1, 1, 0 "
+                "FROM (SELECT g, now() - g * interval '1 millisecond' AS t"
                 "      FROM generate_series(1, %s) g) s "
                 "RETURNING id",
                 [owner_id, count],
@@ -997,7 +999,9 @@ class Bench:
             for label, path in (("jobs_first_page", "/api/jobs/"),
                                 ("jobs_deep_page", "/api/jobs/?cursor=" + self.deep_cursor(owner, size)),
                                 ("results_first_page", "/api/results/"),
-                                ("jobs_filtered_status", "/api/jobs/?status=SUCCESS")):
+                                ("jobs_filtered_status", "/api/jobs/?status=SUCCESS"),
+                                # one job in the middle of the owner's, by its metadata (seed_jobs)
+                                ("jobs_filtered_metadata", f"/api/jobs/?metadata%5Border%5D={size // 2}")):
                 log(f"scale {size}: GET {path[:40]}")
                 entry[label] = wrk(url, wrk_script(method="GET", paths=[path], keys=[key]),
                                    seconds=3 if self.quick else 5, connections=4,
@@ -1014,7 +1018,7 @@ class Bench:
 
         created = (Job.objects.filter(owner_id=owner).order_by("-created_at", "-pk")
                    .values_list("created_at", flat=True)[size // 2])
-        return quote(b64encode(urlencode({"p": str(created)}).encode()).decode())
+        return quote(b64encode(urlencode({"s": "-created_at,-pk", "p": str(created)}).encode()).decode())
 
 
 class RoundTrip:
