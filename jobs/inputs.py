@@ -61,6 +61,7 @@ class SubmissionInput(serializers.Serializer):
     run_at = serializers.DateTimeField(required=False, allow_null=True, default=None)
     deadline = serializers.DateTimeField(required=False, allow_null=True, default=None)
     retry = JobRetrySerializer(required=False, allow_null=True, default=None)
+    webhook_endpoints = serializers.BooleanField(required=False, default=True)
 
     def to_request(self) -> SubmissionRequest:
         data = self.validated_data
@@ -73,6 +74,7 @@ class SubmissionInput(serializers.Serializer):
             run_at=data["run_at"],
             deadline=data["deadline"],
             retry=dict(data["retry"]) if data["retry"] else None,
+            webhook_endpoints=data["webhook_endpoints"],
         )
 
 

@@ -8,9 +8,11 @@ from django.db.models import F, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from webhooks.events import FINAL_JOB_EVENT_TYPES, JOB_EVENT_TYPES
+
 # The events a job's callback can receive, and those it receives when `webhook_events` is unset.
-WEBHOOK_EVENT_TYPES = ("job.started", "job.progress", "job.succeeded", "job.failed", "job.canceled")
-FINAL_WEBHOOK_EVENTS = ("job.succeeded", "job.failed", "job.canceled")
+WEBHOOK_EVENT_TYPES = JOB_EVENT_TYPES
+FINAL_WEBHOOK_EVENTS = FINAL_JOB_EVENT_TYPES
 DEFAULT_WEBHOOK_EVENTS = list(FINAL_WEBHOOK_EVENTS)
 
 
@@ -46,6 +48,8 @@ class Job(models.Model):
     callback_url = models.URLField(max_length=2000, blank=True, default="")
     # Event types the callback receives.
     webhook_events = models.JSONField(default=list, blank=True)
+    # Whether the owner's registered webhook endpoints get this job's events too.
+    webhook_endpoints = models.BooleanField(default=True)
     # Set by a cancel; running job code checks it between steps.
     cancel_requested = models.BooleanField(default=False)
     # When the job was handed to the broker; NULL means the sweeper still has to publish it.

@@ -2,11 +2,9 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
 from typing import Any
 
 import django_filters
-from django import forms
 from django.core.exceptions import ValidationError
 from django.db import connection
 from django.db.models import (
@@ -25,27 +23,10 @@ from django.db.models.fields.json import KeyTextTransform
 from django.db.models.lookups import GreaterThan
 
 from core.errors import NotFound
+from core.filters import UtcIsoDateTimeFilter
 from core.models import Client
 from jobs import sql
 from jobs.models import Job, JobResult
-
-
-class UtcIsoDateTimeField(django_filters.fields.IsoDateTimeField):
-    """ISO 8601 allows UTC offsets PostgreSQL refuses (beyond +-15:59, a 500 when queried):
-    compare in UTC, and refuse times that fall outside the representable years."""
-
-    def to_python(self, value: object) -> datetime | None:
-        parsed = super().to_python(value)
-        if parsed is None:
-            return None
-        try:
-            return parsed.astimezone(UTC)
-        except OverflowError:
-            raise forms.ValidationError("Date and time out of range.", code="invalid") from None
-
-
-class UtcIsoDateTimeFilter(django_filters.IsoDateTimeFilter):
-    field_class = UtcIsoDateTimeField
 
 
 class JobFilter(django_filters.FilterSet):

@@ -35,6 +35,8 @@ class SubmissionRequest:
     deadline: datetime | None = None
     # {"max_attempts": int, "backoff_seconds": int}, for retryable types.
     retry: dict[str, int] | None = None
+    # Whether the owner's registered webhook endpoints get this job's events too.
+    webhook_endpoints: bool = True
 
 
 def payload_validate(*, job_type: JobType, payload: Any) -> dict[str, Any]:
@@ -129,6 +131,7 @@ def job_prepare(*, owner: Client, request: SubmissionRequest, now: datetime) -> 
         payload=payload,
         callback_url=request.callback_url,
         webhook_events=events,
+        webhook_endpoints=request.webhook_endpoints,
         metadata=request.metadata,
         run_at=request.run_at if scheduled else None,
         deadline=request.deadline,

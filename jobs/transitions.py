@@ -23,6 +23,7 @@ from jobs import dispatch, sql
 from jobs.models import DEFAULT_WEBHOOK_EVENTS, Job, JobResult
 from jobs.registry import job_type_get, job_types_all
 from jobs.serializers import job_representation
+from webhooks import endpoints as webhook_endpoints
 from webhooks import outbox
 from webhooks import selectors as webhook_selectors
 
@@ -48,7 +49,12 @@ def _event_record(*, job: Job, event_type: str, by_chain: bool = False) -> None:
     `by_chain`: the transition is made by a step of the job's Celery chain, whose tail
     (webhooks.deliveries_send_for_subject) sends the event, so it is not published on commit.
     """
-    if not job.callback_url or event_type not in (job.webhook_events or DEFAULT_WEBHOOK_EVENTS):
+    wants_callback = bool(job.callback_url) and event_type in (job.webhook_events or DEFAULT_WEBHOOK_EVENTS)
+    endpoints = (
+        webhook_endpoints.subscribers_cached(owner_id=job.owner_id, event_type=event_type)
+        if job.webhook_endpoints else []
+    )
+    if not wants_callback and not endpoints:
         return
     if event_type == "job.progress":
         last = webhook_selectors.event_latest_at(subject_id=job.id, event_type=event_type)
@@ -59,8 +65,10 @@ def _event_record(*, job: Job, event_type: str, by_chain: bool = False) -> None:
         subject_id=job.id,
         event_type=event_type,
         data=job_representation(job),
-        callback_url=job.callback_url,
-        publish=not by_chain,
+        callback_url=job.callback_url if wants_callback else "",
+        endpoints=endpoints,
+        # The chain's tail exists only when the job has a callback_url (jobs.dispatch).
+        publish=not (by_chain and job.callback_url),
     )
 
 

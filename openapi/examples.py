@@ -15,6 +15,7 @@ JOB_EXAMPLE: dict[str, Any] = {
     "error": None,
     "callback_url": "https://example.com/hooks/jobs",
     "webhook_events": ["job.canceled", "job.failed", "job.succeeded"],
+    "webhook_endpoints": True,
     "metadata": {"order": "42"},
     "scheduled_for": None,
     "deadline": None,

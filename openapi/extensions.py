@@ -154,6 +154,13 @@ class JobSubmissionScheme(OpenApiSerializerExtension):
                         "description": "Which events the callback receives; default "
                         "`job.succeeded`, `job.failed`, `job.canceled`.",
                     },
+                    "webhook_endpoints": {
+                        "type": "boolean",
+                        "default": True,
+                        "description": "Whether your registered webhook endpoints "
+                        "(`/api/webhook-endpoints/`) get this job's events too; false: only its "
+                        "own `callback_url` does.",
+                    },
                     **_scheduling_properties(),
                     **retry,
                 },

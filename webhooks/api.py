@@ -33,6 +33,7 @@ class DeliverySerializer(serializers.ModelSerializer):
             "id",
             "webhook_id",
             "event_type",
+            "endpoint",
             "url",
             "state",
             "redelivery",

@@ -1,4 +1,5 @@
-"""Signing secrets, the event outbox (exact body bytes), deliveries and their attempts."""
+"""Webhook endpoints, signing secrets, the event outbox (exact body bytes), deliveries and their
+attempts."""
 from __future__ import annotations
 
 import uuid
@@ -12,11 +13,53 @@ def _message_id() -> str:
     return f"msg_{uuid.uuid4().hex}"
 
 
+class Endpoint(models.Model):
+    """A URL a client registered once to receive the events it subscribes to (beside the per-job
+    callback_url), with its own signing secret, custom headers, pace and health."""
+
+    class DisabledReason(models.TextChoices):
+        NONE = "", "enabled"
+        CLIENT = "client", "disabled by the client"
+        FAILING = "failing", "every attempt failed for too long"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    # No index of its own: endpoint_owner_created (owner first) serves it.
+    owner = models.ForeignKey("core.Client", on_delete=models.CASCADE, related_name="+", db_index=False)
+    url = models.CharField(max_length=2000)
+    description = models.CharField(max_length=500, blank=True, default="")
+    # The event types it receives.
+    event_types = models.JSONField(default=list)
+    enabled = models.BooleanField(default=True)
+    disabled_reason = models.CharField(max_length=10, blank=True, default="", choices=DisabledReason.choices)
+    # Sent with every delivery: {name: value}.
+    headers = models.JSONField(default=dict, blank=True)
+    # At most this many deliveries a second (spaced, never dropped); NULL: no pace.
+    rate_limit_per_second = models.FloatField(null=True, blank=True)
+    # When its next delivery may go, under rate_limit_per_second.
+    next_slot_at = models.DateTimeField(null=True, blank=True)
+    # Health: the run of failures (since its first), and the last of each outcome.
+    consecutive_failures = models.PositiveIntegerField(default=0)
+    failing_since = models.DateTimeField(null=True, blank=True)
+    last_success_at = models.DateTimeField(null=True, blank=True)
+    last_failure_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.CharField(max_length=500, blank=True, default="")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        indexes = [models.Index(fields=["owner", "-created_at"], name="endpoint_owner_created")]
+
+    def __str__(self) -> str:
+        return f"endpoint {self.pk} ({self.url})"
+
+
 class SigningSecret(models.Model):
-    """A client's `whsec_` secret. The current one has no `expires_at`; a rotated-out one
-    keeps signing until `expires_at` so receivers can switch without dropping a message."""
+    """A client's `whsec_` secret (or one of its endpoints'). The current one has no
+    `expires_at`; a rotated-out one keeps signing until `expires_at` so receivers can switch
+    without dropping a message."""
 
     owner = models.ForeignKey("core.Client", on_delete=models.CASCADE, related_name="+")
+    # The endpoint it signs for; NULL: the client's own, for per-job callback_url deliveries.
+    endpoint = models.ForeignKey(Endpoint, null=True, blank=True, on_delete=models.CASCADE, related_name="+")
     # "whsec_" + base64 of 32 random bytes. Stored as is: signing needs the key itself.
     secret = models.CharField(max_length=100)
     created_at = models.DateTimeField(default=timezone.now)
@@ -25,7 +68,12 @@ class SigningSecret(models.Model):
     class Meta:
         constraints = [
             models.UniqueConstraint(
-                fields=["owner"], condition=Q(expires_at__isnull=True), name="secret_one_current"
+                fields=["owner"], condition=Q(expires_at__isnull=True, endpoint__isnull=True),
+                name="secret_one_current",
+            ),
+            models.UniqueConstraint(
+                fields=["endpoint"], condition=Q(expires_at__isnull=True, endpoint__isnull=False),
+                name="secret_one_current_per_endpoint",
             ),
         ]
 
@@ -73,12 +121,21 @@ class Delivery(models.Model):
         PENDING = "pending"
         SUCCEEDED = "succeeded"
         FAILED = "failed"
+        # Held while its endpoint is disabled; pending again when it is enabled.
+        ENDPOINT_DISABLED = "endpoint_disabled"
+        # Its endpoint was deleted before it was delivered.
+        CANCELED = "canceled"
 
     event = models.ForeignKey(Event, on_delete=models.CASCADE, related_name="deliveries")
     owner = models.ForeignKey("core.Client", on_delete=models.CASCADE, related_name="+")
     subject_id = models.UUIDField()
+    # The registered endpoint it goes to; NULL: the job's own callback_url.
+    # No index of its own: delivery_endpoint_created (endpoint first) serves it.
+    endpoint = models.ForeignKey(
+        Endpoint, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", db_index=False
+    )
     url = models.CharField(max_length=2000)
-    state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING)
+    state = models.CharField(max_length=20, choices=State.choices, default=State.PENDING)
     redelivery = models.BooleanField(default=False)
     attempt_count = models.PositiveIntegerField(default=0)
     # When the next attempt is due; NULL once the delivery is final.
@@ -97,6 +154,9 @@ class Delivery(models.Model):
         verbose_name_plural = "deliveries"
         indexes = [
             models.Index(fields=["subject_id", "-created_at"], name="delivery_subject"),
+            # An owner's log (GET /api/deliveries/), an endpoint's (health, recover).
+            models.Index(fields=["owner", "-created_at"], name="delivery_owner_created"),
+            models.Index(fields=["endpoint", "-created_at"], name="delivery_endpoint_created"),
             # The dispatcher's scan: only pending deliveries are in it.
             models.Index(
                 fields=["next_attempt_at"], name="delivery_due", condition=Q(state="pending")

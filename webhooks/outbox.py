@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.core.serializers.json import DjangoJSONEncoder
@@ -18,7 +18,7 @@ from django.utils import timezone
 from core.db import delete_in_batches
 from core.errors import Conflict
 from webhooks import dispatch, sql
-from webhooks.models import Delivery, Event
+from webhooks.models import Delivery, Endpoint, Event
 
 State = Delivery.State
 
@@ -33,20 +33,35 @@ def event_body(*, event_type: str, data: Any, at: datetime) -> bytes:
     return json.dumps(document, cls=DjangoJSONEncoder, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
+def _paced(endpoint: Endpoint, now: datetime) -> datetime:
+    """When the endpoint's next delivery may go under its rate limit (and take that slot): its
+    deliveries are spaced, never dropped. Locks the endpoint's row for the caller's transaction."""
+    if not endpoint.rate_limit_per_second:
+        return now
+    locked = Endpoint.objects.select_for_update().only("next_slot_at", "rate_limit_per_second").get(pk=endpoint.pk)
+    slot = max(now, locked.next_slot_at or now)
+    locked.next_slot_at = slot + timedelta(seconds=1 / endpoint.rate_limit_per_second)
+    locked.save(update_fields=["next_slot_at"])
+    return slot
+
+
 def event_record(
     *,
     owner_id: uuid.UUID,
     subject_id: uuid.UUID,
     event_type: str,
     data: Any,
-    callback_url: str,
+    callback_url: str = "",
+    endpoints: Sequence[Endpoint] = (),
     publish: bool = True,
 ) -> Event:
-    """Store the event's bytes and a pending delivery in the caller's transaction; publish the
-    first attempt once it commits (the dispatcher publishes it if that fails).
+    """Store the event's bytes and a pending delivery to each of its receivers (the subject's
+    `callback_url`, and `endpoints`) in the caller's transaction; publish the first attempts
+    once it commits (the dispatcher publishes them if that fails). Every delivery of the event
+    carries its one webhook-id. An endpoint with a rate limit gets its delivery at its next slot.
 
     publish=False: the caller's Celery chain ends with `deliveries_send_for_subject`, which
-    sends it; should that tail never run (a lost worker), the dispatcher takes the delivery
+    sends them; should that tail never run (a lost worker), the dispatcher takes the deliveries
     over like any dispatched delivery that was never attempted.
     """
     now = timezone.now()
@@ -57,17 +72,26 @@ def event_record(
         body=event_body(event_type=event_type, data=data, at=now),
         created_at=now,
     )
-    delivery = Delivery(
-        owner_id=owner_id,
-        subject_id=subject_id,
-        url=callback_url,
-        next_attempt_at=now,
-        dispatched_at=now,
-        created_at=now,
-    )
-    sql.event_insert_with_deliveries(event, [delivery])
-    if publish:
-        dispatch.deliveries_publish_on_commit(delivery_ids=[delivery.pk])
+    deliveries = [
+        Delivery(owner_id=owner_id, subject_id=subject_id, url=callback_url, next_attempt_at=now,
+                 dispatched_at=now, created_at=now)
+    ] if callback_url else []
+    for endpoint in endpoints:
+        due = _paced(endpoint, now)
+        deliveries.append(Delivery(
+            owner_id=owner_id, subject_id=subject_id, endpoint=endpoint, url=endpoint.url, next_attempt_at=due,
+            dispatched_at=now if due <= now or due - now <= timedelta(seconds=dispatch.COUNTDOWN_MAX_SECONDS) else None,
+            created_at=now,
+        ))
+    sql.event_insert_with_deliveries(event, deliveries)
+    due_now = [d.pk for d in deliveries if d.next_attempt_at <= now]
+    if publish and due_now:
+        dispatch.deliveries_publish_on_commit(delivery_ids=due_now)
+    for delivery in deliveries:  # paced: each at its slot (later ones wait for the dispatcher)
+        if delivery.next_attempt_at > now and delivery.dispatched_at is not None:
+            dispatch.deliveries_publish_on_commit(
+                delivery_ids=[delivery.pk], countdown=(delivery.next_attempt_at - now).total_seconds()
+            )
     return event
 
 

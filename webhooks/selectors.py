@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Collection
 from datetime import datetime
 
-from django.db.models import Prefetch, QuerySet
+from django.db.models import Count, Prefetch, Q, QuerySet
 
-from webhooks.models import Delivery, DeliveryAttempt, Event
+from webhooks.models import Delivery, DeliveryAttempt, Endpoint, Event
 
 
 def event_latest_at(*, subject_id: uuid.UUID, event_type: str) -> datetime | None:
@@ -27,3 +28,31 @@ def delivery_list(*, owner_id: uuid.UUID, subject_id: uuid.UUID) -> QuerySet[Del
         .defer("event__body")
         .prefetch_related(Prefetch("attempts", queryset=DeliveryAttempt.objects.order_by("number")))
     )
+
+
+def deliveries_of_owner(*, owner_id: uuid.UUID) -> QuerySet[Delivery]:
+    """The owner's deliveries, across jobs and endpoints, with their event and attempts."""
+    return (
+        Delivery.objects.filter(owner_id=owner_id)
+        .select_related("event")
+        .defer("event__body")
+        .prefetch_related(Prefetch("attempts", queryset=DeliveryAttempt.objects.order_by("number")))
+    )
+
+
+def endpoints_of_owner(*, owner_id: uuid.UUID) -> QuerySet[Endpoint]:
+    return Endpoint.objects.filter(owner_id=owner_id)
+
+
+def endpoint_attempt_counts(*, endpoint_ids: Collection[uuid.UUID], since: datetime) -> dict[uuid.UUID, tuple[int, int]]:
+    """Per endpoint, its attempts since `since` that succeeded (2xx) and that failed (one query)."""
+    counts = (
+        DeliveryAttempt.objects.filter(delivery__endpoint_id__in=endpoint_ids, started_at__gte=since,
+                                       finished_at__isnull=False)
+        .values("delivery__endpoint_id")
+        .annotate(
+            succeeded=Count("pk", filter=Q(status_code__gte=200, status_code__lt=300)),
+            failed=Count("pk", filter=~Q(status_code__gte=200, status_code__lt=300) | Q(status_code__isnull=True)),
+        )
+    )
+    return {row["delivery__endpoint_id"]: (row["succeeded"], row["failed"]) for row in counts}

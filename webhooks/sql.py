@@ -37,7 +37,7 @@ ClaimRow = tuple[int, str, uuid.UUID, int, int, str, bytes, list[str]]
 def event_insert_with_deliveries(event: Event, deliveries: Sequence[Delivery]) -> None:
     """INSERT `event` and its `deliveries` and set their keys. On PostgreSQL one statement (one
     INSERT inside WITH per row); SQLite has no INSERT inside WITH: a save per row there."""
-    if connection.vendor != "postgresql":
+    if connection.vendor != "postgresql" or not deliveries:
         event.save(force_insert=True)
         for delivery in deliveries:
             delivery.event = event
@@ -78,7 +78,7 @@ def events_to_send(*, event_ids: Collection[int], now: datetime) -> dict[int, tu
             SELECT e.id, e.message_id, e.body, s.secret
             FROM {Event._meta.db_table} e
             LEFT JOIN {SigningSecret._meta.db_table} s
-              ON s.owner_id = e.owner_id AND {SECRET_IN_USE.format(now="%s")}
+              ON s.owner_id = e.owner_id AND s.endpoint_id IS NULL AND {SECRET_IN_USE.format(now="%s")}
             WHERE e.id IN ({placeholders})
             ORDER BY e.id, {SECRETS_CURRENT_FIRST}
             """,
@@ -115,7 +115,7 @@ def claim_postgresql(
                 LIMIT {int(limit)}
                 FOR UPDATE SKIP LOCKED
             )
-            RETURNING d.id, d.event_id, d.owner_id, d.url, d.attempt_count, d.created_at
+            RETURNING d.id, d.event_id, d.owner_id, d.endpoint_id, d.url, d.attempt_count, d.created_at
         ), interrupted AS (
             UPDATE {DeliveryAttempt._meta.db_table} a SET finished_at = %(now)s, error = %(interrupted)s
             FROM claimed c
@@ -129,7 +129,8 @@ def claim_postgresql(
         SELECT c.id, c.url, c.owner_id, a.id, c.attempt_count, e.message_id, e.body,
                ARRAY(
                    SELECT s.secret FROM {SigningSecret._meta.db_table} s
-                   WHERE s.owner_id = c.owner_id AND {SECRET_IN_USE.format(now="%(now)s")}
+                   WHERE s.owner_id = c.owner_id AND s.endpoint_id IS NOT DISTINCT FROM c.endpoint_id
+                     AND {SECRET_IN_USE.format(now="%(now)s")}
                    ORDER BY {SECRETS_CURRENT_FIRST}
                )
         FROM claimed c

@@ -30,3 +30,12 @@ WEBHOOK_RETRY_AFTER_MAX_SECONDS = env.int("WEBHOOK_RETRY_AFTER_MAX_SECONDS", def
 # After a secret rotation, how long (seconds) deliveries also carry the old secret's signature.
 WEBHOOK_SECRET_OVERLAP_SECONDS = env.int("WEBHOOK_SECRET_OVERLAP_SECONDS", default=24 * 3600)
 
+# Registered webhook endpoints a client may have.
+WEBHOOK_MAX_ENDPOINTS_PER_CLIENT = env.int("WEBHOOK_MAX_ENDPOINTS_PER_CLIENT", default=20)
+# An endpoint is disabled once every attempt to it has failed for this long (seconds) and at
+# least this many times (its pending deliveries are held until its client enables it).
+WEBHOOK_ENDPOINT_DISABLE_AFTER_SECONDS = env.int("WEBHOOK_ENDPOINT_DISABLE_AFTER_SECONDS", default=5 * 24 * 3600)
+WEBHOOK_ENDPOINT_DISABLE_AFTER_FAILURES = env.int("WEBHOOK_ENDPOINT_DISABLE_AFTER_FAILURES", default=50)
+# Seconds a process trusts what it read of a client's endpoints and their subscriptions (so a
+# new endpoint gets the events recorded from at most this long after its creation).
+WEBHOOK_ENDPOINT_CACHE_SECONDS = env.float("WEBHOOK_ENDPOINT_CACHE_SECONDS", default=5.0)

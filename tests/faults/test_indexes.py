@@ -79,13 +79,13 @@ def test_list_filters_use_indexes_at_a_million_rows(
         CREATE TEMP TABLE o AS SELECT array_agg(id ORDER BY name) AS ids FROM core_client;
         INSERT INTO jobs_job (id, owner_id, job_name, payload, status, callback_url, webhook_events,
                               cancel_requested, dispatched_at, created_at, finished_at, metadata,
-                              attempt, max_attempts, retry_backoff_seconds)
+                              attempt, max_attempts, retry_backoff_seconds, webhook_endpoints)
         SELECT gen_random_uuid(),
                o.ids[CASE WHEN g % 10 < 6 THEN 1 ELSE 2 + g % {OWNERS - 1} END],
                CASE WHEN g % 1000 = 0 THEN 'api.tasks.checklist' WHEN g % 2 = 0
                     THEN 'api.tasks.hello_world' ELSE 'api.tasks.long_running_task' END,
                '{{}}', CASE WHEN g % 100 = 0 THEN 'FAILURE' ELSE 'SUCCESS' END, '', '[]',
-               false, ts, ts, ts + interval '1 second', jsonb_build_object('order', g::text), 1, 1, 0
+               false, ts, ts, ts + interval '1 second', jsonb_build_object('order', g::text), 1, 1, 0, true
         FROM o, (SELECT g, now() - (g * interval '20 seconds') AS ts
                  FROM generate_series(1, {JOBS}) g) s;
         INSERT INTO jobs_jobresult (owner_id, job_id, task_name, result, created_at)

@@ -1,0 +1,108 @@
+"""Webhook endpoints as a resource: create, list, read, change, delete, their secret; every rule
+checked at the edge, and another client's endpoint a 404 everywhere."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from tests.conftest import Api
+
+RECEIVER = "http://127.0.0.1:9/hooks"
+
+
+def create(api: Api, **body: Any) -> dict[str, Any]:
+    response = api.post("/api/webhook-endpoints/", json={"url": RECEIVER, **body})
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def test_an_endpoint_is_created_listed_changed_and_deleted(make_api: Callable[..., Api]) -> None:
+    api = make_api()
+
+    # Created with the defaults: the three final events, enabled, healthy
+    endpoint = create(api, description="orders", headers={"X-Team": "billing"})
+    assert endpoint["event_types"] == ["job.canceled", "job.failed", "job.succeeded"]
+    assert endpoint["enabled"] is True and endpoint["disabled_reason"] is None
+    assert endpoint["health"] == {"succeeded_24h": 0, "failed_24h": 0, "last_success_at": None,
+                                  "last_failure_at": None, "consecutive_failures": 0, "disabled_reason": None}
+    assert "secret" not in endpoint
+
+    # Listed in the envelope, read alone
+    listed = api.get("/api/webhook-endpoints/").json()
+    assert [e["id"] for e in listed["results"]] == [endpoint["id"]] and listed["next"] is None
+    assert api.get(f"/api/webhook-endpoints/{endpoint['id']}/").json()["description"] == "orders"
+
+    # Changed: subscriptions, disabled by the client, a pace
+    changed = api.request("PATCH", f"/api/webhook-endpoints/{endpoint['id']}/",
+                          json={"event_types": ["job.started", "webhook.test"], "enabled": False,
+                                "rate_limit_per_second": 2})
+    assert changed.status_code == 200, changed.text
+    assert changed.json()["event_types"] == ["job.started", "webhook.test"]
+    assert (changed.json()["enabled"], changed.json()["disabled_reason"]) == (False, "client")
+    enabled = api.request("PATCH", f"/api/webhook-endpoints/{endpoint['id']}/", json={"enabled": True}).json()
+    assert (enabled["enabled"], enabled["disabled_reason"], enabled["rate_limit_per_second"]) == (True, None, 2.0)
+
+    # Deleted
+    assert api.request("DELETE", f"/api/webhook-endpoints/{endpoint['id']}/").status_code == 204
+    assert api.get(f"/api/webhook-endpoints/{endpoint['id']}/").status_code == 404
+
+
+def test_each_endpoint_has_its_own_secret_rotated_like_the_clients(make_api: Callable[..., Api]) -> None:
+    api = make_api()
+    first, second = create(api), create(api)
+
+    secret = api.get(f"/api/webhook-endpoints/{first['id']}/secret/").json()["secret"]
+    other = api.get(f"/api/webhook-endpoints/{second['id']}/secret/").json()["secret"]
+    own = api.get("/api/webhook-secret/").json()["secret"]
+    rotated = api.post(f"/api/webhook-endpoints/{first['id']}/secret/rotate/", json={"expire_previous_now": True})
+
+    assert len({secret, other, own}) == 3 and secret.startswith("whsec_")
+    assert rotated.status_code == 200 and rotated.json()["secret"] not in (secret, other, own)
+    assert api.get(f"/api/webhook-endpoints/{first['id']}/secret/").json()["secret"] == rotated.json()["secret"]
+    assert api.get("/api/webhook-secret/").json()["secret"] == own
+
+
+def test_the_rules_are_checked_at_the_edge(make_api: Callable[..., Api], settings: Any) -> None:
+    api = make_api()
+    bad_bodies = [
+        {"url": "http://10.0.0.1/hooks"},  # a private address (only loopback is allowed in tests)
+        {"url": "ftp://example.com/"},
+        {"url": RECEIVER, "event_types": ["job.exploded"]},
+        {"url": RECEIVER, "event_types": []},
+        {"url": RECEIVER, "headers": {f"X-{n}": "v" for n in range(11)}},
+        {"url": RECEIVER, "headers": {"Webhook-Signature": "forged"}},
+        {"url": RECEIVER, "headers": {"Content-Type": "text/plain"}},
+        {"url": RECEIVER, "headers": {"Host": "elsewhere"}},
+        {"url": RECEIVER, "headers": {"Transfer-Encoding": "chunked"}},
+        {"url": RECEIVER, "headers": {"X-Bad Name": "v"}},
+        {"url": RECEIVER, "headers": {"X-Split": "a\r\nInjected: yes"}},
+        {"url": RECEIVER, "headers": {"X-Number": 5}},
+        {"url": RECEIVER, "rate_limit_per_second": 0},
+        {"url": RECEIVER, "enabled": "maybe"},
+    ]
+    for body in bad_bodies:
+        response = api.post("/api/webhook-endpoints/", json=body)
+        assert response.status_code == 400, (body, response.text)
+
+    settings.WEBHOOK_MAX_ENDPOINTS_PER_CLIENT = 2
+    create(api)
+    create(api)
+    too_many = api.post("/api/webhook-endpoints/", json={"url": RECEIVER})
+    assert too_many.status_code == 409 and too_many.json()["error"]["code"] == "too_many_endpoints"
+
+
+def test_another_clients_endpoint_is_a_404_everywhere(make_api: Callable[..., Api]) -> None:
+    owner, stranger = make_api(), make_api()
+    endpoint = create(owner)
+    base = f"/api/webhook-endpoints/{endpoint['id']}/"
+
+    answers = [
+        stranger.get(base), stranger.request("PATCH", base, json={"enabled": False}),
+        stranger.request("DELETE", base), stranger.get(base + "secret/"), stranger.post(base + "secret/rotate/"),
+        stranger.post(base + "test/"), stranger.post(base + "recover/", json={"since": "2026-01-01T00:00:00Z"}),
+    ]
+
+    assert [a.status_code for a in answers] == [404] * len(answers)
+    assert stranger.get("/api/webhook-endpoints/").json()["results"] == []
+    assert stranger.get(f"/api/deliveries/?endpoint={endpoint['id']}").json()["results"] == []
+    assert owner.get(base).json()["enabled"] is True  # untouched

@@ -1,0 +1,216 @@
+"""Thin HTTP views for registered webhook endpoints (and the client's delivery log across jobs
+and endpoints): parse, call webhooks/endpoints.py, serialize."""
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from typing import Any
+
+import django_filters
+from django.utils import timezone
+from rest_framework import serializers, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from core.errors import ApplicationError
+from core.filters import UtcIsoDateTimeFilter
+from core.pagination import NewestFirstCursorPagination
+from webhooks import endpoints, secrets, selectors
+from webhooks.api import DeliveryPagination, DeliverySerializer, SecretSerializer, SigningSecretRotateApi
+from webhooks.events import ENDPOINT_EVENT_TYPES
+from webhooks.models import Delivery, Endpoint
+
+MAX_HEADERS = 10
+MAX_HEADER_VALUE_CHARS = 1000
+# RFC 9110's token: what a header's name may be made of.
+_HEADER_NAME = re.compile(r"\A[!#$%&'*+.^_`|~0-9A-Za-z-]{1,100}\Z")
+# Names the service sets, or that would change how the request travels: never the client's.
+_RESERVED_HEADERS = frozenset({
+    "host", "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
+    "trailers", "transfer-encoding", "upgrade", "user-agent", "accept-encoding",
+})
+_RESERVED_PREFIXES = ("webhook-", "content-")
+
+
+class HeadersField(serializers.DictField):
+    child = serializers.CharField(max_length=MAX_HEADER_VALUE_CHARS, allow_blank=True, trim_whitespace=False)
+
+    def to_internal_value(self, data: Any) -> dict[str, str]:
+        if isinstance(data, dict) and not all(isinstance(value, str) for value in data.values()):
+            raise serializers.ValidationError("Header values are strings.")
+        headers = super().to_internal_value(data)
+        if len(headers) > MAX_HEADERS:
+            raise serializers.ValidationError(f"At most {MAX_HEADERS} headers.")
+        for name, value in headers.items():
+            lowered = name.lower()
+            if not _HEADER_NAME.match(name):
+                raise serializers.ValidationError(f"{name[:100]!r} is not a header name.")
+            if lowered in _RESERVED_HEADERS or lowered.startswith(_RESERVED_PREFIXES):
+                raise serializers.ValidationError(
+                    f"{name} is set by the service (webhook-*, content-*, host, hop-by-hop headers)."
+                )
+            if any(ord(char) < 0x20 and char != "\t" or ord(char) == 0x7F for char in value):
+                raise serializers.ValidationError(f"The value of {name} has control characters.")
+        return headers
+
+
+class EndpointInputSerializer(serializers.Serializer):
+    url = serializers.CharField(max_length=2000, help_text="Where the events are POSTed (http or https).")
+    event_types = serializers.ListField(
+        child=serializers.ChoiceField(choices=ENDPOINT_EVENT_TYPES), allow_empty=False,
+        max_length=len(ENDPOINT_EVENT_TYPES), required=False,
+        help_text="What it receives; default the three final job events.",
+    )
+    description = serializers.CharField(max_length=500, allow_blank=True, required=False)
+    enabled = serializers.BooleanField(required=False)
+    headers = HeadersField(required=False, help_text=f"Up to {MAX_HEADERS} headers sent with every delivery.")
+    rate_limit_per_second = serializers.FloatField(
+        min_value=0.01, max_value=1000, allow_null=True, required=False,
+        help_text="At most this many deliveries a second: they are spaced, never dropped. Null: no pace.",
+    )
+
+
+class EndpointHealthSerializer(serializers.Serializer):
+    succeeded_24h = serializers.IntegerField(help_text="Attempts that got a 2xx in the last 24 hours.")
+    failed_24h = serializers.IntegerField(help_text="Attempts that failed in the last 24 hours.")
+    last_success_at = serializers.DateTimeField(allow_null=True)
+    last_failure_at = serializers.DateTimeField(allow_null=True)
+    consecutive_failures = serializers.IntegerField()
+    disabled_reason = serializers.CharField(
+        allow_null=True, help_text="`client` (disabled through the API), `failing` (by the service), or null."
+    )
+
+
+class EndpointSerializer(serializers.ModelSerializer):
+    disabled_reason = serializers.SerializerMethodField()
+    health = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Endpoint
+        fields = ["id", "url", "description", "event_types", "enabled", "disabled_reason", "headers",
+                  "rate_limit_per_second", "created_at", "health"]
+        read_only_fields = fields
+
+    def get_disabled_reason(self, endpoint: Endpoint) -> str | None:
+        return endpoint.disabled_reason or None
+
+    def get_health(self, endpoint: Endpoint) -> dict[str, Any]:
+        counts: dict[Any, tuple[int, int]] = self.context.get("counts") or selectors.endpoint_attempt_counts(
+            endpoint_ids=[endpoint.id], since=timezone.now() - timedelta(hours=24)
+        )
+        succeeded, failed = counts.get(endpoint.id, (0, 0))
+        return EndpointHealthSerializer({
+            "succeeded_24h": succeeded, "failed_24h": failed, "last_success_at": endpoint.last_success_at,
+            "last_failure_at": endpoint.last_failure_at, "consecutive_failures": endpoint.consecutive_failures,
+            "disabled_reason": endpoint.disabled_reason or None,
+        }).data
+
+
+class EndpointPagination(NewestFirstCursorPagination):
+    max_page_size = 100
+
+
+class EndpointListCreateApi(APIView):
+    def get(self, request: Request) -> Response:
+        paginator = EndpointPagination()
+        page = paginator.paginate_queryset(selectors.endpoints_of_owner(owner_id=request.user.pk), request, view=self)
+        counts = selectors.endpoint_attempt_counts(
+            endpoint_ids=[e.id for e in page], since=timezone.now() - timedelta(hours=24)
+        )
+        return paginator.get_paginated_response(EndpointSerializer(page, many=True, context={"counts": counts}).data)
+
+    def post(self, request: Request) -> Response:
+        data = EndpointInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        endpoint = endpoints.endpoint_create(owner_id=request.user.pk, **data.validated_data)
+        return Response(EndpointSerializer(endpoint).data, status=status.HTTP_201_CREATED,
+                        headers={"Location": f"/api/webhook-endpoints/{endpoint.id}/"})
+
+
+class EndpointDetailApi(APIView):
+    def get(self, request: Request, endpoint_id: str) -> Response:
+        return Response(EndpointSerializer(endpoints.endpoint_get(owner_id=request.user.pk, endpoint_id=endpoint_id)).data)
+
+    def patch(self, request: Request, endpoint_id: str) -> Response:
+        endpoints.endpoint_get(owner_id=request.user.pk, endpoint_id=endpoint_id)  # 404 before 400
+        data = EndpointInputSerializer(data=request.data, partial=True)
+        data.is_valid(raise_exception=True)
+        endpoint = endpoints.endpoint_update(owner_id=request.user.pk, endpoint_id=endpoint_id, **data.validated_data)
+        return Response(EndpointSerializer(endpoint).data)
+
+    def delete(self, request: Request, endpoint_id: str) -> Response:
+        endpoints.endpoint_delete(owner_id=request.user.pk, endpoint_id=endpoint_id)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class EndpointSecretApi(APIView):
+    def get(self, request: Request, endpoint_id: str) -> Response:
+        endpoint = endpoints.endpoint_get(owner_id=request.user.pk, endpoint_id=endpoint_id)
+        secret = secrets.signing_secret_get_or_create(owner_id=request.user.pk, endpoint_id=endpoint.id)
+        return Response(SecretSerializer({"secret": secret}).data)
+
+
+class EndpointSecretRotateApi(APIView):
+    throttle_scopes = {"POST": "sensitive"}
+
+    def post(self, request: Request, endpoint_id: str) -> Response:
+        endpoint = endpoints.endpoint_get(owner_id=request.user.pk, endpoint_id=endpoint_id)
+        data = SigningSecretRotateApi.InputSerializer(data=request.data if isinstance(request.data, dict) else None)
+        data.is_valid(raise_exception=True)
+        secret = secrets.signing_secret_rotate(
+            owner_id=request.user.pk, endpoint_id=endpoint.id,
+            expire_previous_now=data.validated_data["expire_previous_now"],
+        )
+        return Response(SecretSerializer({"secret": secret}).data)
+
+
+class EndpointTestApi(APIView):
+    throttle_scopes = {"POST": "sensitive"}
+
+    def post(self, request: Request, endpoint_id: str) -> Response:
+        delivery = endpoints.endpoint_test(owner_id=request.user.pk, endpoint_id=endpoint_id)
+        return Response(DeliverySerializer(delivery).data, status=status.HTTP_202_ACCEPTED)
+
+
+class EndpointRecoverApi(APIView):
+    throttle_scopes = {"POST": "sensitive"}
+
+    class InputSerializer(serializers.Serializer):
+        since = serializers.DateTimeField(help_text="Send again what failed (or was held) from this time on.")
+
+    class OutputSerializer(serializers.Serializer):
+        recovered = serializers.IntegerField(help_text="How many deliveries go again.")
+
+    def post(self, request: Request, endpoint_id: str) -> Response:
+        endpoints.endpoint_get(owner_id=request.user.pk, endpoint_id=endpoint_id)
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        count = endpoints.endpoint_recover(owner_id=request.user.pk, endpoint_id=endpoint_id,
+                                           since=data.validated_data["since"])
+        return Response(self.OutputSerializer({"recovered": count}).data, status=status.HTTP_202_ACCEPTED)
+
+
+class DeliveryFilter(django_filters.FilterSet):
+    endpoint = django_filters.UUIDFilter(field_name="endpoint_id")
+    job = django_filters.UUIDFilter(field_name="subject_id")
+    state = django_filters.ChoiceFilter(choices=Delivery.State.choices)
+    event_type = django_filters.CharFilter(field_name="event__event_type")
+    created_after = UtcIsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    created_before = UtcIsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+
+    class Meta:
+        model = Delivery
+        fields = ["endpoint", "job", "state", "event_type", "created_after", "created_before"]
+
+
+class DeliveryListApi(APIView):
+    """`GET /api/deliveries/`: the client's deliveries across jobs and endpoints, with attempts."""
+
+    def get(self, request: Request) -> Response:
+        filterset = DeliveryFilter(request.query_params, queryset=selectors.deliveries_of_owner(owner_id=request.user.pk))
+        if not filterset.is_valid():
+            raise ApplicationError("Invalid filter; see details.", code="invalid_filter", details=filterset.errors)
+        paginator = DeliveryPagination()
+        page = paginator.paginate_queryset(filterset.qs, request, view=self)
+        return paginator.get_paginated_response(DeliverySerializer(page, many=True).data)

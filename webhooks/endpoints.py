@@ -1,0 +1,228 @@
+"""Registered webhook endpoints: made once by a client, each with its subscriptions, signing
+secret, custom headers and pace; disabled when they keep failing, enabled again by their client,
+and their failed deliveries recovered."""
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+
+from core.errors import ApplicationError, Conflict, NotFound
+from webhooks import dispatch, outbox, secrets
+from webhooks.addresses import callback_url_validate
+from webhooks.events import DEFAULT_ENDPOINT_EVENT_TYPES, ENDPOINT_DISABLED_EVENT_TYPE, TEST_EVENT_TYPE
+from webhooks.models import Delivery, Endpoint
+
+State = Delivery.State
+# The fields a client sets; the rest is the service's.
+EDITABLE = ("url", "description", "event_types", "enabled", "headers", "rate_limit_per_second")
+
+
+def endpoint_get(*, owner_id: uuid.UUID, endpoint_id: uuid.UUID | str) -> Endpoint:
+    """The owner's endpoint; another owner's id and a malformed id both answer 404."""
+    try:
+        return Endpoint.objects.get(pk=endpoint_id, owner_id=owner_id)
+    except (Endpoint.DoesNotExist, ValidationError, ValueError, TypeError):
+        raise NotFound("No such webhook endpoint.") from None
+
+
+def _url_validate(url: str) -> None:
+    try:
+        callback_url_validate(url=url)
+    except ApplicationError as exc:
+        raise ApplicationError(exc.message.replace("callback_url", "url"), code="invalid_url",
+                               details={"url": exc.details["callback_url"]}) from None
+
+
+def endpoint_create(*, owner_id: uuid.UUID, url: str, event_types: Sequence[str] | None = None,
+                    description: str = "", enabled: bool = True, headers: dict[str, str] | None = None,
+                    rate_limit_per_second: float | None = None) -> Endpoint:
+    """Register an endpoint (its URL passes the callback URL rules) with its own secret; 409
+    when the client has WEBHOOK_MAX_ENDPOINTS_PER_CLIENT already."""
+    _url_validate(url)
+    with transaction.atomic():
+        # Counting under the owner's lock of its endpoints: two creations cannot both pass.
+        count = Endpoint.objects.select_for_update().filter(owner_id=owner_id).count()
+        if count >= settings.WEBHOOK_MAX_ENDPOINTS_PER_CLIENT:
+            raise Conflict(
+                f"You have {count} webhook endpoints, the most a client may have; delete one first.",
+                code="too_many_endpoints",
+                details={"max_endpoints": settings.WEBHOOK_MAX_ENDPOINTS_PER_CLIENT},
+            )
+        endpoint = Endpoint.objects.create(
+            owner_id=owner_id, url=url, description=description, enabled=enabled,
+            event_types=sorted(set(event_types or DEFAULT_ENDPOINT_EVENT_TYPES)), headers=headers or {},
+            rate_limit_per_second=rate_limit_per_second,
+            disabled_reason="" if enabled else Endpoint.DisabledReason.CLIENT,
+        )
+        secrets.signing_secret_get_or_create(owner_id=owner_id, endpoint_id=endpoint.id)
+    _forget(owner_id)
+    return endpoint
+
+
+def _hold_pending(endpoint: Endpoint) -> None:
+    Delivery.objects.filter(endpoint=endpoint, state=State.PENDING).update(
+        state=State.ENDPOINT_DISABLED, dispatched_at=None, claim_token=None, claimed_until=None
+    )
+
+
+def _resume_held(endpoint: Endpoint) -> None:
+    now = timezone.now()
+    ids = list(Delivery.objects.filter(endpoint=endpoint, state=State.ENDPOINT_DISABLED).values_list("pk", flat=True))
+    Delivery.objects.filter(pk__in=ids).update(state=State.PENDING, next_attempt_at=now, dispatched_at=now)
+    dispatch.deliveries_publish_on_commit(delivery_ids=ids)
+
+
+def endpoint_update(*, owner_id: uuid.UUID, endpoint_id: uuid.UUID | str, **changes: Any) -> Endpoint:
+    """Change what the client may change. Disabling holds the endpoint's pending deliveries
+    (state endpoint_disabled); enabling sends them again; a new URL applies to them too."""
+    if "url" in changes:
+        _url_validate(changes["url"])
+    with transaction.atomic():
+        endpoint = Endpoint.objects.select_for_update().get(pk=endpoint_get(owner_id=owner_id, endpoint_id=endpoint_id).pk)
+        was_enabled = endpoint.enabled
+        for name in EDITABLE:
+            if name in changes:
+                setattr(endpoint, name, sorted(set(changes[name])) if name == "event_types" else changes[name])
+        if endpoint.enabled and not was_enabled:
+            endpoint.disabled_reason = ""
+            endpoint.consecutive_failures, endpoint.failing_since = 0, None
+            _resume_held(endpoint)
+        elif was_enabled and not endpoint.enabled:
+            endpoint.disabled_reason = Endpoint.DisabledReason.CLIENT
+            _hold_pending(endpoint)
+        endpoint.save()
+        if "url" in changes:
+            Delivery.objects.filter(endpoint=endpoint, state__in=[State.PENDING, State.ENDPOINT_DISABLED]).update(
+                url=endpoint.url
+            )
+    _forget(owner_id)
+    return endpoint
+
+
+def endpoint_delete(*, owner_id: uuid.UUID, endpoint_id: uuid.UUID | str) -> None:
+    """Delete the endpoint; its deliveries not yet delivered stop (state canceled), the log stays."""
+    with transaction.atomic():
+        endpoint = endpoint_get(owner_id=owner_id, endpoint_id=endpoint_id)
+        Delivery.objects.filter(endpoint=endpoint, state__in=[State.PENDING, State.ENDPOINT_DISABLED]).update(
+            state=State.CANCELED, next_attempt_at=None, finished_at=timezone.now(), claim_token=None,
+            claimed_until=None,
+        )
+        endpoint.delete()
+    _forget(owner_id)
+
+
+def endpoint_test(*, owner_id: uuid.UUID, endpoint_id: uuid.UUID | str) -> Delivery:
+    """Send a `webhook.test` event to the endpoint now (enabled or not); its delivery."""
+    endpoint = endpoint_get(owner_id=owner_id, endpoint_id=endpoint_id)
+    with transaction.atomic():
+        event = outbox.event_record(
+            owner_id=owner_id, subject_id=endpoint.id, event_type=TEST_EVENT_TYPE,
+            data={"endpoint_id": str(endpoint.id), "message": "A test event, sent on request."},
+            callback_url="", endpoints=[endpoint],
+        )
+    return Delivery.objects.get(event=event)
+
+
+def endpoint_recover(*, owner_id: uuid.UUID, endpoint_id: uuid.UUID | str, since: datetime) -> int:
+    """Send again every delivery to the endpoint that failed for good (a new delivery of the
+    same event: same webhook-id, a fresh retry schedule) or that is held while it was
+    disabled (sent again as it is), since `since`; how many."""
+    endpoint = endpoint_get(owner_id=owner_id, endpoint_id=endpoint_id)
+    now = timezone.now()
+    with transaction.atomic():
+        failed = list(
+            Delivery.objects.filter(endpoint=endpoint, state=State.FAILED, created_at__gte=since).select_related("event")
+        )
+        again = Delivery.objects.bulk_create([
+            Delivery(event=old.event, owner_id=owner_id, subject_id=old.subject_id, endpoint=endpoint,
+                     url=endpoint.url, redelivery=True, next_attempt_at=now, dispatched_at=now, created_at=now)
+            for old in failed
+        ])
+        held = list(Delivery.objects.filter(endpoint=endpoint, state=State.ENDPOINT_DISABLED, created_at__gte=since)
+                    .values_list("pk", flat=True))
+        if endpoint.enabled:
+            Delivery.objects.filter(pk__in=held).update(state=State.PENDING, next_attempt_at=now, dispatched_at=now)
+            dispatch.deliveries_publish_on_commit(delivery_ids=[*held, *(d.pk for d in again)])
+        else:  # they wait for the endpoint to be enabled, like its others
+            Delivery.objects.filter(pk__in=[d.pk for d in again]).update(state=State.ENDPOINT_DISABLED, dispatched_at=None)
+    return len(failed) + len(held)
+
+
+def endpoint_disable_failing(*, endpoint_id: uuid.UUID, reason: str) -> None:
+    """Disable an endpoint whose every attempt failed for too long (see the health rule in
+    webhooks/health.py), hold its pending deliveries, and tell the owner's other endpoints
+    that subscribe to `endpoint.disabled`."""
+    with transaction.atomic():
+        endpoint = Endpoint.objects.select_for_update().filter(pk=endpoint_id, enabled=True).first()
+        if endpoint is None:
+            return
+        endpoint.enabled, endpoint.disabled_reason = False, Endpoint.DisabledReason.FAILING
+        endpoint.save(update_fields=["enabled", "disabled_reason"])
+        _hold_pending(endpoint)
+        others = subscribers(owner_id=endpoint.owner_id, event_type=ENDPOINT_DISABLED_EVENT_TYPE)
+        if others:
+            outbox.event_record(
+                owner_id=endpoint.owner_id, subject_id=endpoint.id, event_type=ENDPOINT_DISABLED_EVENT_TYPE,
+                data={**endpoint_data(endpoint), "reason": reason}, callback_url="", endpoints=others,
+            )
+
+
+def subscribers(*, owner_id: uuid.UUID, event_type: str) -> list[Endpoint]:
+    """The owner's enabled endpoints that subscribe to `event_type` (a client has at most a few)."""
+    return [
+        endpoint for endpoint in Endpoint.objects.filter(owner_id=owner_id, enabled=True)
+        if event_type in endpoint.event_types
+    ]
+
+
+# Per process: owner -> (when read, monotonic seconds; {event type: its subscribed endpoints'
+# ids}). Every job event asks; most owners have no endpoint, and a read per event would add a
+# round trip to each transition. A change is seen at once by the process that made it and
+# within WEBHOOK_ENDPOINT_CACHE_SECONDS by the others.
+_subscriptions: dict[uuid.UUID, tuple[float, dict[str, list[uuid.UUID]]]] = {}
+
+
+def subscribers_cached(*, owner_id: uuid.UUID, event_type: str) -> list[Endpoint]:
+    """`subscribers`, its answer "none" (the usual one) remembered for a few seconds."""
+    now = time.monotonic()
+    hit = _subscriptions.get(owner_id)
+    if hit is None or now - hit[0] >= settings.WEBHOOK_ENDPOINT_CACHE_SECONDS:
+        by_type: dict[str, list[uuid.UUID]] = {}
+        for endpoint_id, event_types in Endpoint.objects.filter(owner_id=owner_id, enabled=True).values_list(
+            "id", "event_types"
+        ):
+            for subscribed in event_types:
+                by_type.setdefault(subscribed, []).append(endpoint_id)
+        while len(_subscriptions) >= _SUBSCRIPTIONS_MAX_OWNERS:
+            _subscriptions.pop(next(iter(_subscriptions)), None)
+        hit = _subscriptions[owner_id] = (now, by_type)
+    ids = hit[1].get(event_type)
+    return list(Endpoint.objects.filter(pk__in=ids, enabled=True)) if ids else []
+
+
+_SUBSCRIPTIONS_MAX_OWNERS = 10_000
+
+
+def _forget(owner_id: uuid.UUID) -> None:
+    _subscriptions.pop(owner_id, None)
+
+
+def endpoint_data(endpoint: Endpoint) -> dict[str, Any]:
+    """The endpoint as events and the API show it, never with its secret."""
+    return {
+        "id": str(endpoint.id),
+        "url": endpoint.url,
+        "description": endpoint.description,
+        "event_types": endpoint.event_types,
+        "enabled": endpoint.enabled,
+        "disabled_reason": endpoint.disabled_reason or None,
+        "created_at": endpoint.created_at.isoformat().replace("+00:00", "Z"),
+    }
