@@ -83,6 +83,7 @@ DELIVERY_EXAMPLE: dict[str, Any] = {
     "id": 7,
     "webhook_id": "msg_2b5e0e6d2f6a4c1e9a7d3f7b8c9d0e1f",
     "event_type": "job.succeeded",
+    "endpoint": None,
     "url": "https://example.com/hooks/jobs",
     "state": "succeeded",
     "redelivery": False,
@@ -150,3 +151,23 @@ BATCH_EXAMPLE = OpenApiExample(
     },
     request_only=True,
 )
+
+ENDPOINT_EXAMPLE: dict[str, Any] = {
+    "id": "5b1f8c2e-4d7a-4e8b-9c0d-1e2f3a4b5c6d",
+    "url": "https://example.com/hooks/all-jobs",
+    "description": "Billing's receiver",
+    "event_types": ["job.canceled", "job.failed", "job.succeeded"],
+    "enabled": True,
+    "disabled_reason": None,
+    "headers": {"X-Team": "billing"},
+    "rate_limit_per_second": None,
+    "created_at": "2026-11-28T13:00:00.000000Z",
+    "health": {
+        "succeeded_24h": 412,
+        "failed_24h": 3,
+        "last_success_at": "2026-11-28T14:00:15.420000Z",
+        "last_failure_at": "2026-11-28T11:20:02.000000Z",
+        "consecutive_failures": 0,
+        "disabled_reason": None,
+    },
+}

@@ -16,6 +16,7 @@ from jobs.models import Job
 from jobs.registry import job_types_all
 from jobs.serializers import JobListItemSerializer, JobResultListItemSerializer, JobSerializer
 from webhooks.api import DeliveryPagination, DeliverySerializer
+from webhooks.endpoint_api import EndpointSerializer
 
 # --- The one error shape -----------------------------------------------------------------------
 
@@ -275,6 +276,10 @@ class JobResultPageSerializer(_PageLinks):
 
 class DeliveryPageSerializer(_PageLinks):
     results = DeliverySerializer(many=True)
+
+
+class EndpointPageSerializer(_PageLinks):
+    results = EndpointSerializer(many=True)
 
 
 # --- Job submission ----------------------------------------------------------------------------

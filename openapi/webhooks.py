@@ -1,4 +1,5 @@
-"""The OpenAPI 3.1 `webhooks` section: every job event a callback URL receives.
+"""The OpenAPI 3.1 `webhooks` section: every event a callback URL or a registered endpoint
+receives (the job events, and webhooks' own: `webhook.test`, `endpoint.disabled`).
 
 Each event is a POST of `{"type", "timestamp", "data": <the job>}` signed with the Standard
 Webhooks scheme; the three signature headers are added by `openapi.hooks` (drf-spectacular's
@@ -12,7 +13,8 @@ from drf_spectacular.utils import OpenApiExample, OpenApiResponse, OpenApiWebhoo
 from rest_framework import serializers
 
 from jobs.serializers import JobSerializer
-from openapi.examples import JOB_DONE_EXAMPLE, JOB_EXAMPLE
+from openapi.examples import ENDPOINT_EXAMPLE, JOB_DONE_EXAMPLE, JOB_EXAMPLE
+from webhooks.events import ENDPOINT_DISABLED_EVENT_TYPE, TEST_EVENT_TYPE
 
 # name -> (summary, when it is sent, the job in the example)
 EVENTS: dict[str, tuple[str, str, dict[str, Any]]] = {
@@ -53,7 +55,7 @@ EVENTS: dict[str, tuple[str, str, dict[str, Any]]] = {
 
 
 class JobEventSerializer(serializers.Serializer):
-    """The body of every webhook request: these exact bytes are signed."""
+    """The body of every job event's webhook request: these exact bytes are signed."""
 
     type = serializers.ChoiceField(choices=list(EVENTS), help_text="The event name.")
     timestamp = serializers.DateTimeField(help_text="When the event happened (ISO 8601, UTC).")
@@ -62,24 +64,83 @@ class JobEventSerializer(serializers.Serializer):
     )
 
 
+class TestEventDataSerializer(serializers.Serializer):
+    endpoint_id = serializers.UUIDField()
+    message = serializers.CharField()
+
+
+class TestEventSerializer(serializers.Serializer):
+    """The body of a `webhook.test` event (sent by `POST /api/webhook-endpoints/{id}/test/`)."""
+
+    type = serializers.ChoiceField(choices=[TEST_EVENT_TYPE])
+    timestamp = serializers.DateTimeField()
+    data = TestEventDataSerializer()
+
+
+class DisabledEndpointSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    url = serializers.CharField()
+    description = serializers.CharField(allow_blank=True)
+    event_types = serializers.ListField(child=serializers.CharField())
+    enabled = serializers.BooleanField()
+    disabled_reason = serializers.CharField(allow_null=True)
+    created_at = serializers.DateTimeField()
+    reason = serializers.CharField(help_text="Why it was disabled, in a sentence.")
+
+
+class EndpointDisabledEventSerializer(serializers.Serializer):
+    """The body of an `endpoint.disabled` event: the endpoint the service disabled (no secret)."""
+
+    type = serializers.ChoiceField(choices=[ENDPOINT_DISABLED_EVENT_TYPE])
+    timestamp = serializers.DateTimeField()
+    data = DisabledEndpointSerializer()
+
+
+# webhooks' own events: name -> (summary, when, body serializer, the example's data)
+OWN_EVENTS: dict[str, tuple[str, str, type[serializers.Serializer], dict[str, Any]]] = {
+    TEST_EVENT_TYPE: (
+        "A test event",
+        "Sent to one registered endpoint when its client asks (`POST "
+        "/api/webhook-endpoints/{id}/test/`), to check the receiver end to end.",
+        TestEventSerializer,
+        {"endpoint_id": ENDPOINT_EXAMPLE["id"], "message": "A test event, sent on request."},
+    ),
+    ENDPOINT_DISABLED_EVENT_TYPE: (
+        "An endpoint was disabled",
+        "Sent to a client's other endpoints that subscribe to it when the service disables one "
+        "whose every attempt failed for `WEBHOOK_ENDPOINT_DISABLE_AFTER_SECONDS` (5 days) and at "
+        "least 50 times. Its pending deliveries are held until its client enables it again.",
+        EndpointDisabledEventSerializer,
+        {**{k: v for k, v in ENDPOINT_EXAMPLE.items() if k not in ("headers", "rate_limit_per_second", "health")},
+         "enabled": False, "disabled_reason": "failing",
+         "reason": "Every attempt failed for 5 days (50 attempts or more)."},
+    ),
+}
+
+
 def _webhook(event: str) -> OpenApiWebhook:
-    summary, when, job = EVENTS[event]
+    if event in OWN_EVENTS:
+        summary, when, body, data = OWN_EVENTS[event]
+    else:
+        summary, when, data = EVENTS[event]
+        body = JobEventSerializer
     return OpenApiWebhook(
         name=event,
         decorator=extend_schema(
             summary=summary,
-            description=f"{when}\n\nA POST to the job's `callback_url` with a JSON body. "
+            description=f"{when}\n\nA POST to the job's `callback_url`, or to a registered endpoint "
+            "that subscribes to it, with a JSON body. "
             "Verify the `webhook-signature` before trusting it; deduplicate on `webhook-id` "
             "(retries and redeliveries of one event carry the same id). Answer any 2xx "
             "within 15 s to acknowledge; anything else is retried on a schedule (0 s, 5 s, "
             "5 min, 30 min, 2 h, 5 h, 10 h, 10 h by default), `410 Gone` stops retrying, and "
             "a `Retry-After` on 429 or 503 is honoured. Redirects are not followed.",
             tags=["Webhooks"],
-            request=JobEventSerializer,
+            request=body,
             examples=[
                 OpenApiExample(
                     event,
-                    value={"type": event, "timestamp": "2026-11-28T14:00:10.300000Z", "data": job},
+                    value={"type": event, "timestamp": "2026-11-28T14:00:10.300000Z", "data": data},
                     # drf-spectacular builds a webhook's request body from the receiver's side
                     # (its "response" direction), so the body's examples are marked so.
                     response_only=True,
@@ -97,4 +158,4 @@ def _webhook(event: str) -> OpenApiWebhook:
     )
 
 
-WEBHOOKS = [_webhook(event) for event in EVENTS]
+WEBHOOKS = [_webhook(event) for event in (*EVENTS, *OWN_EVENTS)]

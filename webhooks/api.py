@@ -60,18 +60,19 @@ class SigningSecretApi(APIView):
         return Response(SecretSerializer({"secret": secret}).data)
 
 
+class SecretRotationSerializer(serializers.Serializer):
+    expire_previous_now = serializers.BooleanField(
+        required=False,
+        default=False,
+        help_text="Stop the previous secret signing at once (it leaked), instead of after the overlap.",
+    )
+
+
 class SigningSecretRotateApi(APIView):
     throttle_scopes = {"POST": "sensitive"}
 
-    class InputSerializer(serializers.Serializer):
-        expire_previous_now = serializers.BooleanField(
-            required=False,
-            default=False,
-            help_text="Stop the previous secret signing at once (it leaked), instead of after the overlap.",
-        )
-
     def post(self, request: Request) -> Response:
-        data = self.InputSerializer(data=request.data if isinstance(request.data, dict) else None)
+        data = SecretRotationSerializer(data=request.data if isinstance(request.data, dict) else None)
         data.is_valid(raise_exception=True)
         secret = secrets.signing_secret_rotate(
             owner_id=request.user.pk, expire_previous_now=data.validated_data["expire_previous_now"]

@@ -17,7 +17,7 @@ from core.errors import ApplicationError
 from core.filters import UtcIsoDateTimeFilter
 from core.pagination import NewestFirstCursorPagination
 from webhooks import endpoints, secrets, selectors
-from webhooks.api import DeliveryPagination, DeliverySerializer, SecretSerializer, SigningSecretRotateApi
+from webhooks.api import DeliveryPagination, DeliverySerializer, SecretRotationSerializer, SecretSerializer
 from webhooks.events import ENDPOINT_EVENT_TYPES
 from webhooks.models import Delivery, Endpoint
 
@@ -130,7 +130,8 @@ class EndpointListCreateApi(APIView):
 
 class EndpointDetailApi(APIView):
     def get(self, request: Request, endpoint_id: str) -> Response:
-        return Response(EndpointSerializer(endpoints.endpoint_get(owner_id=request.user.pk, endpoint_id=endpoint_id)).data)
+        endpoint = endpoints.endpoint_get(owner_id=request.user.pk, endpoint_id=endpoint_id)
+        return Response(EndpointSerializer(endpoint).data)
 
     def patch(self, request: Request, endpoint_id: str) -> Response:
         endpoints.endpoint_get(owner_id=request.user.pk, endpoint_id=endpoint_id)  # 404 before 400
@@ -156,7 +157,7 @@ class EndpointSecretRotateApi(APIView):
 
     def post(self, request: Request, endpoint_id: str) -> Response:
         endpoint = endpoints.endpoint_get(owner_id=request.user.pk, endpoint_id=endpoint_id)
-        data = SigningSecretRotateApi.InputSerializer(data=request.data if isinstance(request.data, dict) else None)
+        data = SecretRotationSerializer(data=request.data if isinstance(request.data, dict) else None)
         data.is_valid(raise_exception=True)
         secret = secrets.signing_secret_rotate(
             owner_id=request.user.pk, endpoint_id=endpoint.id,
@@ -173,22 +174,24 @@ class EndpointTestApi(APIView):
         return Response(DeliverySerializer(delivery).data, status=status.HTTP_202_ACCEPTED)
 
 
+class RecoverInputSerializer(serializers.Serializer):
+    since = serializers.DateTimeField(help_text="Send again what failed (or was held) from this time on.")
+
+
+class RecoverOutputSerializer(serializers.Serializer):
+    recovered = serializers.IntegerField(help_text="How many deliveries go again.")
+
+
 class EndpointRecoverApi(APIView):
     throttle_scopes = {"POST": "sensitive"}
 
-    class InputSerializer(serializers.Serializer):
-        since = serializers.DateTimeField(help_text="Send again what failed (or was held) from this time on.")
-
-    class OutputSerializer(serializers.Serializer):
-        recovered = serializers.IntegerField(help_text="How many deliveries go again.")
-
     def post(self, request: Request, endpoint_id: str) -> Response:
         endpoints.endpoint_get(owner_id=request.user.pk, endpoint_id=endpoint_id)
-        data = self.InputSerializer(data=request.data)
+        data = RecoverInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         count = endpoints.endpoint_recover(owner_id=request.user.pk, endpoint_id=endpoint_id,
                                            since=data.validated_data["since"])
-        return Response(self.OutputSerializer({"recovered": count}).data, status=status.HTTP_202_ACCEPTED)
+        return Response(RecoverOutputSerializer({"recovered": count}).data, status=status.HTTP_202_ACCEPTED)
 
 
 class DeliveryFilter(django_filters.FilterSet):
@@ -208,7 +211,8 @@ class DeliveryListApi(APIView):
     """`GET /api/deliveries/`: the client's deliveries across jobs and endpoints, with attempts."""
 
     def get(self, request: Request) -> Response:
-        filterset = DeliveryFilter(request.query_params, queryset=selectors.deliveries_of_owner(owner_id=request.user.pk))
+        deliveries = selectors.deliveries_of_owner(owner_id=request.user.pk)
+        filterset = DeliveryFilter(request.query_params, queryset=deliveries)
         if not filterset.is_valid():
             raise ApplicationError("Invalid filter; see details.", code="invalid_filter", details=filterset.errors)
         paginator = DeliveryPagination()

@@ -80,6 +80,7 @@ SPECTACULAR_SETTINGS = {
         {"name": "Job types", "description": "What can be submitted, with payload schemas."},
         {"name": "Results", "description": "Results kept by the job types that persist them."},
         {"name": "Webhooks", "description": "The events sent to a job's `callback_url`."},
+        {"name": "Webhook endpoints", "description": "URLs registered once to receive your jobs' events."},
         {"name": "Health", "description": "Unauthenticated checks for load balancers."},
         {"name": "Starter API", "description": "The starter's endpoints, kept for its clients."},
     ],

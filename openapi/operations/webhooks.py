@@ -21,7 +21,7 @@ from openapi.schemas import (
     error_responses,
     example_response,
 )
-from webhooks.api import DeliverySerializer, SecretSerializer, SigningSecretRotateApi
+from webhooks.api import DeliverySerializer, SecretRotationSerializer, SecretSerializer
 
 OPERATIONS: dict[str, dict[str, Callable[..., Any]]] = {
     "jobs.api.JobDeliveryListApi": {
@@ -111,7 +111,7 @@ OPERATIONS: dict[str, dict[str, Callable[..., Any]]] = {
             "send `{\"expire_previous_now\": true}`: the previous secret stops signing now. "
             "The body is optional.",
             tags=["Webhooks"],
-            request=SigningSecretRotateApi.InputSerializer,
+            request=SecretRotationSerializer,
             responses={
                 200: example_response(
                     SecretSerializer, "The new secret.", "secret", SECRET_EXAMPLE
