@@ -36,7 +36,8 @@ def test_committed_spec_matches_the_code(tmp_path: Path) -> None:
 def test_spec_is_openapi_31_with_webhooks_and_bearer_auth(committed_spec: dict) -> None:
     assert committed_spec["openapi"] == "3.1.0"
     assert set(committed_spec["webhooks"]) == {
-        "job.started", "job.progress", "job.succeeded", "job.failed", "job.canceled",
+        "job.started", "job.progress", "job.succeeded", "job.failed", "job.canceled", "webhook.test",
+        "endpoint.disabled",
     }
     for webhook in committed_spec["webhooks"].values():
         headers = {p["name"] for p in webhook["post"]["parameters"] if p["in"] == "header"}
