@@ -1,5 +1,5 @@
-"""Django's own settings: paths, database, secrets, applications, HTTPS, cache and logging;
-and the one django-environ reader (`env`) the other settings modules use."""
+"""Django's own settings: paths, database, secrets, applications, HTTPS and cache; and the one
+django-environ reader (`env`) the other settings modules use (logging: observability.py)."""
 from __future__ import annotations
 
 import secrets
@@ -83,12 +83,19 @@ INSTALLED_APPS = [
     "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "django_object_actions",
     "core",
     "webhooks",
     "jobs",
+    "console",
 ]
 
+# The admin's buttons on a job's and a delivery's page (cancel, redeliver) send a POST.
+DJANGO_OBJECT_ACTIONS_DEFAULT_HTTP_METHOD = "POST"
+
 MIDDLEWARE = [
+    # First, so its request id, timing and route cover every answer, the other middleware's too.
+    "core.request_context.RequestContextMiddleware",
     "core.middleware.BodySizeLimitMiddleware",
     "core.middleware.UrlGuardMiddleware",
     "django.middleware.security.SecurityMiddleware",
@@ -168,14 +175,3 @@ else:
             "LOCATION": str(DATA_DIR / "cache"),
         }
     }
-
-# --- Logging ------------------------------------------------------------------------------
-# Per-task INFO logging halves worker throughput: WARNING by default.
-LOG_LEVEL = env("LOG_LEVEL", default="WARNING")
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": LOG_LEVEL},
-}
