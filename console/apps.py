@@ -1,4 +1,5 @@
-"""The console app: its config connects the Celery workers' heartbeats once the apps are ready."""
+"""The console app: once the apps are ready, its config connects the Celery workers' heartbeats
+and puts every metric series at zero (the job types are known by then)."""
 from django.apps import AppConfig
 
 
@@ -8,5 +9,7 @@ class ConsoleConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        # Connects worker_ready and worker_shutdown; it imports the models, so not before now.
-        from console import heartbeats  # noqa: F401
+        # heartbeats connects worker_ready and worker_shutdown; both import models: not before now.
+        from console import gauges, heartbeats  # noqa: F401
+
+        gauges.series_prepare()

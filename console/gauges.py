@@ -16,10 +16,20 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from console import receivers, selectors
+from core import metrics
 from core.health import unreachable
+from jobs.models import Job
+from jobs.registry import job_types_all
 from webhooks.models import Delivery
+from webhooks.telemetry import OUTCOMES
 
 logger = logging.getLogger(__name__)
+
+
+def series_prepare() -> None:
+    """This process's counters and histograms, every job type's and outcome's, at zero."""
+    metrics.prepare(job_names=[t.name for t in job_types_all()], final_statuses=sorted(Job.FINAL_STATUSES),
+                    outcomes=OUTCOMES)
 
 
 def _gauge(name: str, documentation: str, labels: list[str] | None = None) -> GaugeMetricFamily:

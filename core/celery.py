@@ -13,7 +13,8 @@ from celery.signals import (
 from django.conf import settings
 from django.db import close_old_connections
 
-from core import logs, metrics
+from core.logs import task_context_bind, task_context_clear, task_context_publish
+from core.metrics import worker_process_exited, worker_serve
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "core.settings")
 
@@ -47,9 +48,9 @@ def _database_connections_tidied(**kwargs: Any) -> None:
 
 
 # The log context a task inherits from whoever published it (core/logs.py).
-before_task_publish.connect(logs.task_context_publish)
-task_prerun.connect(logs.task_context_bind)
-task_postrun.connect(logs.task_context_clear)
+before_task_publish.connect(task_context_publish)
+task_prerun.connect(task_context_bind)
+task_postrun.connect(task_context_clear)
 # Each worker serves its own metrics; a pool process's end is noted (core/metrics.py).
-worker_ready.connect(metrics.worker_serve)
-worker_process_shutdown.connect(metrics.worker_process_exited)
+worker_ready.connect(worker_serve)
+worker_process_shutdown.connect(worker_process_exited)

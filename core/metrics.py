@@ -59,6 +59,21 @@ def enabled() -> bool:
     return _enabled
 
 
+def prepare(*, job_names: Iterable[str], final_statuses: Iterable[str], outcomes: Iterable[str]) -> None:
+    """Every series that can be, at zero: a figure shows (and a rule sees it) before its first event."""
+    if not enabled():
+        return
+    final_statuses, outcomes = list(final_statuses), list(outcomes)
+    for job_name in job_names:
+        JOBS_SUBMITTED.labels(job_name)
+        JOB_QUEUE_WAIT.labels(job_name)
+        JOB_RUN.labels(job_name)
+        for status in final_statuses:
+            JOBS_FINISHED.labels(job_name, status)
+    for outcome in outcomes:
+        WEBHOOK_ATTEMPTS.labels(outcome)
+
+
 def job_submitted(*, job_name: str) -> None:
     if enabled():
         JOBS_SUBMITTED.labels(job_name).inc()

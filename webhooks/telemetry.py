@@ -30,6 +30,10 @@ log = logs.get_logger("webhooks.attempts")
 _EVENT_TIMESTAMP = re.compile(rb'"timestamp":"([^"]{1,40})"')
 
 
+# Every value attempt_outcome answers.
+OUTCOMES = ("success", "http_error", "timeout", "refused", "blocked", "tls_error", "connection_error", "error")
+
+
 def attempt_outcome(result: HttpResult) -> str:
     """The kind of outcome, a label with a handful of values (never the receiver's text)."""
     if result.ok:
