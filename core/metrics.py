@@ -14,6 +14,7 @@ directory (a management command), it is a function call that returns.
 """
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterable
 from typing import Any
@@ -21,6 +22,8 @@ from typing import Any
 from django.conf import settings
 from prometheus_client import CollectorRegistry, Counter, Histogram, multiprocess, start_http_server
 from prometheus_client.registry import Collector
+
+logger = logging.getLogger(__name__)
 
 MULTIPROC_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 # Seconds: from a few milliseconds (a hello-world job, an API call) to an hour (a long job).
@@ -120,7 +123,11 @@ def registry(extra: Iterable[Collector] = ()) -> CollectorRegistry:
 def worker_serve(**kwargs: Any) -> None:
     """worker_ready: serve this worker's metrics on METRICS_PORT (a thread of its main process)."""
     if enabled() and settings.METRICS_PORT:
-        start_http_server(settings.METRICS_PORT, addr=settings.METRICS_ADDRESS, registry=registry())
+        try:
+            start_http_server(settings.METRICS_PORT, addr=settings.METRICS_ADDRESS, registry=registry())
+        except OSError:  # the port is taken: the worker runs on, its metrics unserved
+            logger.error("Cannot serve metrics on %s:%s", settings.METRICS_ADDRESS, settings.METRICS_PORT,
+                         exc_info=True)
 
 
 def worker_process_exited(pid: int | None = None, **kwargs: Any) -> None:

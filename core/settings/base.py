@@ -149,8 +149,9 @@ WHITENOISE_USE_FINDERS = True
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 # Redirect plain-HTTP requests to HTTPS; off by default so `make run` serves http://127.0.0.1.
 SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=False)
-# Orchestrators probe health over plain HTTP inside the network: never redirect those.
-SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
+# Orchestrators probe health, and Prometheus scrapes metrics, over plain HTTP inside the
+# network: never redirect those.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
 # How long browsers must use HTTPS only (HSTS), in seconds; 0 sends no header.
 SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0)
 # Whether HSTS also covers every subdomain.
