@@ -1,9 +1,9 @@
 """Receivers whose deliveries fail: those with deliveries retrying after a failed attempt, or
 given up on in the last hour, each with its last error.
 
-A receiver is the host of a callback URL (`receiver_of`). When registered webhook endpoints
-exist, this is the one place to change: group by endpoint in `receiver_of`, and fill
-`admin_url` with the endpoint's admin page (where disabling it is an action).
+A receiver is a registered endpoint, or the host of a job's own callback URL (`receiver_of`).
+The row links to the deliveries' list filtered to it; once endpoints have an admin page (where
+disabling one is an action), `admin_url` is the one place to point an endpoint's row at it.
 """
 from __future__ import annotations
 
@@ -23,8 +23,11 @@ State = Delivery.State
 SCAN_LIMIT = 500
 
 
-def receiver_of(url: str) -> str:
-    return urlsplit(url).hostname or "(no host)"
+def receiver_of(delivery: Delivery) -> str:
+    host = urlsplit(delivery.url).hostname or "(no host)"
+    if delivery.endpoint_id is not None:
+        return f"{host} (endpoint {str(delivery.endpoint_id)[:8]})"
+    return host
 
 
 @dataclass
@@ -71,10 +74,11 @@ def receivers_failing(*, now: datetime) -> list[ReceiverRow]:
         for delivery in _with_last_attempt(deliveries)[:SCAN_LIMIT]:
             if kind == "retrying" and delivery.last_finished is None:  # type: ignore[attr-defined]
                 continue  # its first attempt is still in flight: nothing failed yet
-            key = receiver_of(delivery.url)
+            key = receiver_of(delivery)
             row = rows.setdefault(key, ReceiverRow(
                 receiver=key,
-                admin_url=reverse("admin:webhooks_delivery_changelist") + "?" + urlencode({"q": key}),
+                admin_url=reverse("admin:webhooks_delivery_changelist") + "?" + urlencode(
+                    {"q": urlsplit(delivery.url).hostname or ""}),
             ))
             setattr(row, kind, getattr(row, kind) + 1)
             started = delivery.last_started  # type: ignore[attr-defined]

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('webhooks', '0003_redundant_indexes'),
+        ('webhooks', '0004_endpoints'),
     ]
 
     operations = [

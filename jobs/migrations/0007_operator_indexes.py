@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('jobs', '0005_job_control'),
+        ('jobs', '0006_webhook_endpoints'),
     ]
 
     operations = [
