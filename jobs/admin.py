@@ -1,13 +1,13 @@
 """Admin for jobs (with a cancel action, on the list and on a job's page) and persisted results."""
 from __future__ import annotations
 
-from django.contrib import admin, messages
+from django.contrib import admin
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django_object_actions import DjangoObjectActions, action, takes_instance_or_queryset
 
-from core.errors import Conflict
+from core.admin_site import action_apply
 from jobs.models import Job, JobResult
 from jobs.transitions import job_cancel
 
@@ -31,17 +31,9 @@ class JobAdmin(DjangoObjectActions, admin.ModelAdmin):
         """As the client's cancel (jobs.transitions.job_cancel); a final job is left as it is."""
         if not self.has_change_permission(request):
             raise PermissionDenied
-        canceled, final = 0, 0
-        for job in queryset.select_related("owner"):
-            try:
-                job_cancel(owner=job.owner, job_id=job.pk)
-                canceled += 1
-            except Conflict:
-                final += 1
-        if canceled:
-            self.message_user(request, f"Canceled {canceled} job(s).", messages.SUCCESS)
-        if final:
-            self.message_user(request, f"{final} job(s) were final already: left as they are.", messages.WARNING)
+        action_apply(self, request, queryset.select_related("owner"),
+                     lambda job: job_cancel(owner=job.owner, job_id=job.pk),
+                     done="Canceled {count} job(s).", refused="{count} job(s) were final already: left as they are.")
 
 
 @admin.register(JobResult)

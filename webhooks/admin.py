@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.contrib import admin, messages
+from django.contrib import admin
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django_object_actions import DjangoObjectActions, action, takes_instance_or_queryset
 
-from core.errors import Conflict
+from core.admin_site import action_apply
 from webhooks.models import Delivery, DeliveryAttempt, Event, SigningSecret
 from webhooks.outbox import delivery_redeliver
 
@@ -55,19 +55,12 @@ class DeliveryAdmin(DjangoObjectActions, ReadOnlyAdmin):
         """As the client's redeliver (webhooks.outbox.delivery_redeliver), for each delivery's event."""
         if not self.has_redeliver_permission(request):
             raise PermissionDenied
-        sent, busy = 0, 0
-        for delivery in queryset.select_related("event"):
-            try:
-                delivery_redeliver(owner_id=delivery.owner_id, subject_id=delivery.subject_id,
-                                   event_types=[delivery.event.event_type])
-                sent += 1
-            except Conflict:
-                busy += 1
-        if sent:
-            self.message_user(request, f"Redelivering {sent} event(s).", messages.SUCCESS)
-        if busy:
-            self.message_user(request, f"{busy} event(s) are still being delivered: try once they end.",
-                              messages.WARNING)
+        action_apply(
+            self, request, queryset.select_related("event"),
+            lambda delivery: delivery_redeliver(owner_id=delivery.owner_id, subject_id=delivery.subject_id,
+                                                event_types=[delivery.event.event_type]),
+            done="Redelivering {count} event(s).", refused="{count} event(s) are still being delivered: try once they end.",
+        )
 
 
 @admin.register(Event)
