@@ -32,9 +32,11 @@ RUN SECRET_KEY=build-only-placeholder-not-used-at-runtime DATA_DIR=/tmp/build \
  && chown app:app /app/var
 
 # HOST: inside a container gunicorn listens on every interface (compose publishes the port).
+# LOG_FORMAT: one JSON object a line, for a log collector (.env may say text).
 ENV DATA_DIR=/app/var \
     HOST=0.0.0.0 \
-    PORT=8000
+    PORT=8000 \
+    LOG_FORMAT=json
 USER 10001:10001
 EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=10s --start-period=30s --retries=3 \

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-fast test-faults test-openapi docs-screenshot bench schema clean
+.PHONY: run test test-fast test-faults test-openapi docs-screenshot console-screenshot bench schema clean
 
 $(STAMP): requirements/constraints.txt requirements/base.txt requirements/production.txt requirements/test.txt requirements/dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -43,6 +43,10 @@ test-openapi: $(STAMP)
 ## Regenerate docs/redoc.png (headless Chromium; apt-get install chromium).
 docs-screenshot: $(STAMP)
 	DJANGO_SETTINGS_MODULE=tests.settings $(BIN)/python -m tests.openapi.chromium docs/redoc.png
+
+## Regenerate docs/console.png: the console's browser test, with data in every section, saves it.
+console-screenshot: $(STAMP)
+	CONSOLE_SCREENSHOT=docs/console.png $(BIN)/pytest -q -p no:cacheprovider tests/console/test_console_browser.py
 
 clean:
 	rm -rf $(VENV) var staticfiles .pytest_cache

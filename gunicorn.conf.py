@@ -2,6 +2,8 @@
 import multiprocessing
 import os
 
+from prometheus_client import multiprocess
+
 bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
 # Sync workers: the API is short queries on persistent connections; one process per core
 # plus one keeps both cores busy while a request waits on PostgreSQL or Redis.
@@ -24,3 +26,10 @@ control_socket_disable = True
 # The worker heartbeat file: in memory where there is /dev/shm, since its fchmod on a
 # disk-backed filesystem (a container's overlay) can block and get healthy workers killed.
 worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
+
+
+def child_exit(server: object, worker: object) -> None:
+    """A worker process ended: its live gauges stop counting in /metrics (scripts/web gives
+    the processes their PROMETHEUS_MULTIPROC_DIR when metrics are on)."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        multiprocess.mark_process_dead(worker.pid)  # type: ignore[attr-defined]

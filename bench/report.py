@@ -116,6 +116,16 @@ def render(results: dict[str, Any]) -> str:
             f"| deliveries/s | {rate} | {post_loop} (requests.post loop, new connection each) "
             f"| {_ratio(rate, post_loop)} | >= 0.50 | {_met(rate >= 0.5 * post_loop)} |"
         )
+    for label, name in (("submit", "submit"), ("poll", "poll")):
+        on, off = _get(api, f"{name}_metrics_on", "rounds_rps"), _get(api, name, "rounds_rps")
+        if on and off and len(on) == len(off):
+            lines.append("")
+            lines.append(
+                f"{label.capitalize()} with `METRICS_ENABLED=true`, in the same rounds: "
+                f"{_ratio(_get(api, f'{name}_metrics_on', 'rps'), _get(api, name, 'rps'))} of the rate with "
+                "metrics off; each round's ratio: "
+                + ", ".join(_ratio(m, o) for m, o in zip(on, off, strict=True)) + "."
+            )
     for label, name, ceiling in (("submit", "submit", "insert_and_publish"), ("poll", "poll", "read_one_row")):
         measured, against = _get(api, name, "rounds_rps"), _get(base, ceiling, "rounds_rps")
         if measured and against and len(measured) == len(against):
@@ -138,6 +148,11 @@ def render(results: dict[str, Any]) -> str:
         _wrk_row("API: `GET /api/jobs/<id>/`", api.get("poll")),
         _wrk_row("API: `GET /api/jobs/<id>/`, `API_KEY_CACHE_SECONDS=0`", api.get("poll_key_cache_off")),
     ]
+    if api.get("submit_metrics_on") or api.get("poll_metrics_on"):
+        lines += [
+            _wrk_row("API: `POST /api/jobs/` (hello_world), `METRICS_ENABLED=true`", api.get("submit_metrics_on")),
+            _wrk_row("API: `GET /api/jobs/<id>/`, `METRICS_ENABLED=true`", api.get("poll_metrics_on")),
+        ]
     if e2e or raw:
         lines += [
             "",

@@ -53,6 +53,11 @@ HELLO = {"job_name": "api.tasks.hello_world", "payload": {"message": "bench"}}
 # The sequential end-to-end probes and the raw round trips (their ceiling) alternate in blocks
 # of this many: two full-run raw figures taken a minute apart were 5.4 and 7.9 ms.
 E2E_BLOCK = 10
+# Clients polling, each its own jobs (1024 in all, as the single poller's 1000 before).
+POLL_CLIENTS = 32
+POLL_JOBS_EACH = 32
+# The API's second server, the same with METRICS_ENABLED=true, measured in the same rounds.
+METRICS_WEB = "api-web-metrics"
 
 
 def log(message: str) -> None:
@@ -457,7 +462,7 @@ class Bench:
 
     def pid(self, name: str = "") -> int | None:
         """The pid of the web server being measured (the baseline's or the API's)."""
-        for candidate in (name, "baseline-web", "api-web"):
+        for candidate in (name, "baseline-web", "api-web", METRICS_WEB):
             if candidate and candidate in self.stack.processes:
                 return self.stack.processes[candidate].pid
         return None
@@ -575,7 +580,10 @@ class Bench:
         wait_http(f"{url}/healthz", self.stack, "api-web")
         # Many clients, because the default per-client submit rate limit stays on.
         submit_keys = self.clients(128, "submit")
-        poll_key = self.clients(1, "poll")[0]
+        # Many pollers too: each client's reads have a budget (API_READ_RATE_PER_MINUTE), and
+        # one client polling at a few thousand a second, on two servers, would spend it.
+        poll_keys = self.clients(POLL_CLIENTS, "poll")
+        poll_key = poll_keys[0]
         self.cold_start(url, submit_keys[-1])
         if not measure:
             self.paired_rounds({})
@@ -590,12 +598,25 @@ class Bench:
         probe = requests.post(f"{url}/api/jobs/", json=HELLO,
                               headers={"Authorization": f"Bearer {submit_keys[0]}"}, timeout=10)
         assert probe.status_code == 202, probe.text
-        ids = self.seed_jobs(owner_id=self.client_of(poll_key), count=1000)
+        ids_of = [self.seed_jobs(owner_id=self.client_of(key), count=POLL_JOBS_EACH) for key in poll_keys]
+        # wrk takes request i's key and path at i modulo their counts: path j is keys[j % K]'s job.
+        ids = [ids_of[k][n] for n in range(POLL_JOBS_EACH) for k in range(POLL_CLIENTS)]
+        # The same API with metrics on, beside it: each round measures both (docs/benchmarks.md).
+        metrics_url = self.web(METRICS_WEB, "core.settings", METRICS_ENABLED="true", METRICS_TOKEN="bench")
+        wait_http(f"{metrics_url}/healthz", self.stack, METRICS_WEB)
+        self.warm(metrics_url, "/api/jobs/?page_size=1", {"Authorization": f"Bearer {poll_key}"})
+        for key in submit_keys[60:120]:
+            requests.post(f"{metrics_url}/api/jobs/", json=HELLO, headers={"Authorization": f"Bearer {key}"},
+                          timeout=30)
+        poll = wrk_script(method="GET", paths=[f"/api/jobs/{i}/" for i in ids], keys=poll_keys)
+        submit = wrk_script(method="POST", paths=["/api/jobs/"], keys=submit_keys, body=json.dumps(HELLO))
         figures = self.paired_rounds({
-            "poll": (url, wrk_script(method="GET", paths=[f"/api/jobs/{i}/" for i in ids], keys=[poll_key])),
-            "submit": (url, wrk_script(method="POST", paths=["/api/jobs/"], keys=submit_keys,
-                                       body=json.dumps(HELLO))),
+            "poll": (url, poll), "poll_metrics_on": (metrics_url, poll),
+            "submit": (url, submit), "submit_metrics_on": (metrics_url, submit),
         })
+        scrape = requests.get(f"{metrics_url}/metrics", headers={"Authorization": "Bearer bench"}, timeout=30)
+        assert scrape.status_code == 200 and "jobapi_jobs_submitted_total" in scrape.text, scrape.text[:500]
+        self.stack.stop(METRICS_WEB)
         # The queued messages have no consumer by design: drop them and close their jobs.
         self.redis_delete("jobs")
         with connection.cursor() as cursor:
@@ -605,10 +626,10 @@ class Bench:
         self.stack.stop("api-web")
         url = self.web("api-web", "core.settings", API_KEY_CACHE_SECONDS="0")
         wait_http(f"{url}/healthz", self.stack, "api-web")
-        self.warm(url, f"/api/jobs/{ids[0]}/", {"Authorization": f"Bearer {poll_key}"})
+        self.warm(url, f"/api/jobs/{ids[0]}/", {"Authorization": f"Bearer {poll_keys[0]}"})
         log("API: GET /api/jobs/<id>/ with API_KEY_CACHE_SECONDS=0")
         figures["poll_key_cache_off"] = wrk(
-            url, wrk_script(method="GET", paths=[f"/api/jobs/{i}/" for i in ids], keys=[poll_key]),
+            url, poll,
             seconds=self.load_seconds, workdir=self.workdir, server_pid=self.pid("api-web"),
         )
         self.stack.stop("api-web")
@@ -619,11 +640,13 @@ class Bench:
 
     def paired_rounds(self, api: dict[str, tuple[str, str]]) -> dict[str, Any]:
         """Measure the API's poll and submit (`api`: name -> (url, wrk script)) in ROUNDS rounds,
-        each beside its ceiling, the baseline's read and insert, when the baseline runs: read,
-        poll, insert, submit, and again. Stores the baseline's figures; returns the API's."""
-        pairs = [("read_one_row", "poll"), ("insert_and_publish", "submit")]
+        each beside its ceiling, the baseline's read and insert, when the baseline runs, and
+        beside itself with metrics on: read, poll, poll with metrics, insert, submit, submit
+        with metrics, and again. Stores the baseline's figures; returns the API's."""
+        pairs = [("read_one_row", "poll", "poll_metrics_on"), ("insert_and_publish", "submit", "submit_metrics_on")]
         scripts: dict[str, tuple[str, str, str]] = {
-            name: (url, script, "api-web") for name, (url, script) in api.items()
+            name: (url, script, METRICS_WEB if name.endswith("_metrics_on") else "api-web")
+            for name, (url, script) in api.items()
         }
         if self.baseline_url:
             paths = [f"/rows/{i}/" for i in self.baseline_ids]

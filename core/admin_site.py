@@ -1,10 +1,14 @@
-"""The admin site: Django's, with its login throttled per client address."""
+"""The admin site: Django's, with its login throttled per client address; and how its actions
+apply a service to each selected row."""
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from typing import Any
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.http import HttpRequest, HttpResponse
+
+from core.errors import Conflict
 
 from core.ratelimit import ceiling_seconds
 from core.throttling import AdminLoginRateThrottle
@@ -23,3 +27,22 @@ class AdminSite(admin.AdminSite):
             response["Retry-After"] = str(wait)
             return response
         return super().login(request, extra_context)
+
+
+def action_apply(
+    model_admin: admin.ModelAdmin, request: HttpRequest, rows: Iterable[Any], service: Callable[[Any], object],
+    *, done: str, refused: str,
+) -> None:
+    """Call `service` on each row; a row it refuses (409, Conflict: already final, still being
+    delivered) is left as it is. Says how many of each: `done` and `refused` take {count}."""
+    applied = conflicts = 0
+    for row in rows:
+        try:
+            service(row)
+            applied += 1
+        except Conflict:
+            conflicts += 1
+    if applied:
+        model_admin.message_user(request, done.format(count=applied), messages.SUCCESS)
+    if conflicts:
+        model_admin.message_user(request, refused.format(count=conflicts), messages.WARNING)

@@ -8,6 +8,7 @@ from django.conf import settings
 from rest_framework import authentication, exceptions
 from rest_framework.request import Request
 
+from core import logs
 from core.models import ApiKey, Client
 
 API_KEY_PREFIX = "jak_"
@@ -68,6 +69,7 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
         api_key = _api_key_lookup(api_key_digest(key.strip()))
         if api_key is None:
             raise exceptions.AuthenticationFailed("Unknown or revoked API key.")
+        logs.bind(client=str(api_key.client_id))  # the request's lines, and its tasks', name the client
         return api_key.client, api_key
 
     def authenticate_header(self, request: Request) -> str:

@@ -3,9 +3,18 @@ import os
 from typing import Any
 
 from celery import Celery
-from celery.signals import task_postrun, task_prerun
+from celery.signals import (
+    before_task_publish,
+    task_postrun,
+    task_prerun,
+    worker_process_shutdown,
+    worker_ready,
+)
 from django.conf import settings
 from django.db import close_old_connections
+
+from core.logs import task_context_bind, task_context_clear, task_context_publish
+from core.metrics import worker_process_exited, worker_serve
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "core.settings")
 
@@ -36,3 +45,12 @@ def _database_connections_tidied(**kwargs: Any) -> None:
     CONN_MAX_AGE, close it when it is too old or saw an error, and health-check it before its
     next use. (CELERY_DB_REUSE_MAX stops Celery from closing it after every task instead.)"""
     close_old_connections()
+
+
+# The log context a task inherits from whoever published it (core/logs.py).
+before_task_publish.connect(task_context_publish)
+task_prerun.connect(task_context_bind)
+task_postrun.connect(task_context_clear)
+# Each worker serves its own metrics; a pool process's end is noted (core/metrics.py).
+worker_ready.connect(worker_serve)
+worker_process_shutdown.connect(worker_process_exited)

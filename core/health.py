@@ -17,8 +17,9 @@ def healthz(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"status": "ok"})
 
 
-def readyz(request: HttpRequest) -> JsonResponse:
-    """The database and the broker are reachable; 503 naming whichever is not."""
+def unreachable() -> list[str]:
+    """Which of /readyz's checks fail, of "database" and "broker" (/metrics reports the same
+    as jobapi_ready)."""
     failed = []
     try:
         with connection.cursor() as cursor:
@@ -32,6 +33,12 @@ def readyz(request: HttpRequest) -> JsonResponse:
     except Exception:  # any transport error means "not ready"
         logger.warning("readyz: broker unreachable", exc_info=True)
         failed.append("broker")
+    return failed
+
+
+def readyz(request: HttpRequest) -> JsonResponse:
+    """The database and the broker are reachable; 503 naming whichever is not."""
+    failed = unreachable()
     if failed:
         return JsonResponse(
             error_body("not_ready", f"Unreachable: {', '.join(failed)}.", {"failed": failed}), status=503

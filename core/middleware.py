@@ -1,5 +1,5 @@
 """The service's own middleware: the body size limit, the URL guard, and Django's user and
-message middleware for the admin only."""
+message middleware for the staff's pages only (the admin and the operators' console)."""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -13,8 +13,10 @@ from django.utils.deprecation import MiddlewareMixin
 
 from core.errors import error_body
 
-# Where core/urls.py mounts the admin: the only pages with sessions, Django users and messages.
+# Where core/urls.py mounts the admin, and the console (behind the admin's login): the only
+# pages with sessions, Django users and messages.
 ADMIN_PATH_PREFIX = "/admin/"
+STAFF_PATH_PREFIXES = (ADMIN_PATH_PREFIX, "/console/")
 
 
 class BodySizeLimitMiddleware:
@@ -79,7 +81,7 @@ class UrlGuardMiddleware:
 
 
 class _AdminOnly(MiddlewareMixin):
-    """Runs the middleware it is mixed into for the admin's paths only.
+    """Runs the middleware it is mixed into for the staff's paths only.
 
     The API authenticates with API keys and never reads a Django user or a message, yet these
     two cost more CPU on every poll and submit than the other seven classes together
@@ -88,7 +90,7 @@ class _AdminOnly(MiddlewareMixin):
     """
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        if request.path_info.startswith(ADMIN_PATH_PREFIX):
+        if request.path_info.startswith(STAFF_PATH_PREFIXES):
             return super().__call__(request)
         return self.get_response(request)
 

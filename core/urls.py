@@ -1,4 +1,5 @@
-"""Root URLs: the API, health checks, the OpenAPI docs and the admin."""
+"""Root URLs: the API, health checks, the OpenAPI docs, the admin, and the operators' console
+and metrics."""
 from django.contrib import admin
 from django.urls import include, path
 
@@ -11,6 +12,7 @@ urlpatterns = [
     path("api/", include("webhooks.urls")),
     path("api/", include("openapi.urls")),
     path("admin/", admin.site.urls),
+    path("", include("console.urls")),
 ]
 
 handler400 = "core.errors.handler400"

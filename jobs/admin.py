@@ -1,11 +1,19 @@
-"""Admin for jobs and persisted results."""
-from django.contrib import admin
+"""Admin for jobs (with a cancel action, on the list and on a job's page) and persisted results."""
+from __future__ import annotations
 
+from django.contrib import admin
+from django.core.exceptions import PermissionDenied
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django_object_actions import DjangoObjectActions, action, takes_instance_or_queryset
+
+from core.admin_site import action_apply
 from jobs.models import Job, JobResult
+from jobs.transitions import job_cancel
 
 
 @admin.register(Job)
-class JobAdmin(admin.ModelAdmin):
+class JobAdmin(DjangoObjectActions, admin.ModelAdmin):
     list_display = ("id", "job_name", "status", "owner", "created_at", "started_at", "finished_at")
     list_filter = ("status", "job_name", "created_at")
     search_fields = ("id", "owner__name", "callback_url")
@@ -13,6 +21,19 @@ class JobAdmin(admin.ModelAdmin):
     list_select_related = ("owner",)
     date_hierarchy = "created_at"
     show_full_result_count = False  # COUNT(*) over millions of rows on every page is slow
+    actions = ("cancel",)
+    change_actions = ("cancel",)
+
+    @action(label="Cancel", description="Cancel: at once if queued, within a step if running",
+            permissions=["change"], methods=("POST",), button_type="form")
+    @takes_instance_or_queryset
+    def cancel(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
+        """As the client's cancel (jobs.transitions.job_cancel); a final job is left as it is."""
+        if not self.has_change_permission(request):
+            raise PermissionDenied
+        action_apply(self, request, queryset.select_related("owner"),
+                     lambda job: job_cancel(owner=job.owner, job_id=job.pk),
+                     done="Canceled {count} job(s).", refused="{count} job(s) were final already: left as they are.")
 
 
 @admin.register(JobResult)

@@ -90,6 +90,15 @@ class Job(models.Model):
                 name="job_deadline",
                 condition=Q(deadline__isnull=False, status__in=["PENDING", "STARTED", "RETRY"]),
             ),
+            # The operators' reads across clients (console/, /metrics): the jobs not final yet
+            # (the oldest pending, the longest running)...
+            models.Index(
+                fields=["status", "created_at"],
+                name="job_active",
+                condition=Q(status__in=["PENDING", "STARTED", "RETRY"]),
+            ),
+            # ...and those that finished lately (by status, the failures of the last hour).
+            models.Index(fields=["finished_at"], name="job_finished", condition=Q(finished_at__isnull=False)),
         ]
 
     def __str__(self) -> str:

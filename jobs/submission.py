@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from core.errors import ApplicationError, TooManyRequests
 from core.models import Client
-from jobs import dispatch, idempotency, sql
+from jobs import dispatch, idempotency, sql, telemetry
 from jobs.models import DEFAULT_WEBHOOK_EVENTS, Job, JobCounts
 from jobs.registry import job_type_get
 from jobs.types.base import JobType
@@ -172,6 +172,7 @@ def _job_insert(*, owner: Client, job: Job, job_type: JobType) -> Job:
     quota = settings.JOB_RESULT_QUOTA_BYTES_PER_CLIENT if job_type.persist_result else 0
     if not sql.job_insert_below_cap(job, cap=cap, result_quota=quota):
         raise _refusal(owner=owner, cap=cap, quota=quota)
+    telemetry.jobs_submitted(jobs=[job])
     if job.dispatched_at is not None:
         transaction.on_commit(lambda: dispatch.job_publish_or_release(job=job))
     return job
@@ -213,6 +214,7 @@ def _batch_insert(*, owner: Client, prepared: list[tuple[Job, JobType]]) -> list
         if (cap and counts.unfinished + len(jobs) > cap) or (quota and counts.result_bytes >= quota):
             raise _refusal(owner=owner, cap=cap, quota=quota, adding=len(jobs))
         Job.objects.bulk_create(jobs)
+        telemetry.jobs_submitted(jobs=jobs)
     transaction.on_commit(lambda: dispatch.owner_dispatch_request(owner_id=owner.pk))
     return jobs
 

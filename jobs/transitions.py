@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from core.errors import Conflict, NotFound
 from core.models import Client
-from jobs import dispatch, sql
+from jobs import dispatch, sql, telemetry
 from jobs.models import DEFAULT_WEBHOOK_EVENTS, Job, JobResult
 from jobs.registry import job_type_get, job_types_all
 from jobs.serializers import job_representation
@@ -90,6 +90,7 @@ def job_start(*, job_id: uuid.UUID) -> Job | None:
         status=Status.STARTED, started_at=now,
     )
     if started is not None:
+        telemetry.job_started(job=started)
         return started
     with transaction.atomic():
         started = sql.job_update_if(
@@ -98,6 +99,7 @@ def job_start(*, job_id: uuid.UUID) -> Job | None:
         )
         if started is not None:
             _event_record(job=started, event_type="job.started")
+            telemetry.job_started(job=started)
             return started
         job = _locked(job_id)
         if job is None or job.is_final:
@@ -126,7 +128,8 @@ def job_progress(*, job_id: uuid.UUID, current: int, total: int, message: str = 
 
 def job_set_retrying(*, job_id: uuid.UUID, retrying: bool) -> None:
     source, target = (Status.STARTED, Status.RETRY) if retrying else (Status.RETRY, Status.STARTED)
-    Job.objects.filter(pk=job_id, status=source).update(status=target)
+    if Job.objects.filter(pk=job_id, status=source).update(status=target):
+        telemetry.job_retry_marked(job_id=job_id, retrying=retrying)
 
 
 def job_cancel_requested(*, job_id: uuid.UUID) -> bool:
@@ -144,6 +147,7 @@ def _write_final(job: Job, status: str, *, by_chain: bool = False) -> None:
 
 def _after_final(job: Job, *, by_chain: bool) -> None:
     """What follows a final state, in its transaction: the persisted result and the event."""
+    telemetry.job_finished(job=job)
     if job.status == Status.SUCCESS and job_type_get(job.job_name).persist_result:
         JobResult.objects.create(owner_id=job.owner_id, job=job, task_name=job.job_name, result=job.result)
     _event_record(job=job, event_type=FINAL_EVENT_TYPES[job.status], by_chain=by_chain)
@@ -189,6 +193,8 @@ def _cancel_locked(job: Job, *, error: dict[str, str] | None = None) -> None:
     if job.status == Status.PENDING:
         _write_final(job, Status.REVOKED)
         transaction.on_commit(lambda: dispatch.job_revoke_queued(job_id=job.id))
+    else:
+        telemetry.job_cancel_requested(job=job)
 
 
 def job_cancel(*, owner: Client, job_id: uuid.UUID) -> Job:
@@ -232,6 +238,7 @@ def job_retry_later(*, job_id: uuid.UUID, error: dict[str, str]) -> int | None:
             return None
         job.status, job.attempt, job.error = Status.RETRY, job.attempt + 1, error
         job.save(update_fields=["status", "attempt", "error"])
+        telemetry.job_retrying(job=job, backoff_seconds=job.retry_backoff_seconds)
     return job.retry_backoff_seconds
 
 

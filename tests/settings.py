@@ -1,6 +1,7 @@
 """Settings for the test run: PostgreSQL and Redis on 127.0.0.1 unless the environment says
 otherwise, a test database and Redis key prefix of this run's own."""
 import os
+import tempfile
 import uuid
 
 # Names this run; subprocesses (the Celery worker) inherit it through the environment.
@@ -24,6 +25,13 @@ os.environ.setdefault("WEBHOOK_TIMEOUT_SECONDS", "3")
 # The test process (and its live server thread) closes connections after each request, so the
 # test database can be dropped at the end; worker subprocesses keep theirs (see worker_env).
 os.environ.setdefault("DB_CONN_MAX_AGE", "0")
+
+# Metrics on for the whole run, so every test exercises their recording: one directory for the
+# run, shared by this process (the live server) and the workers it starts, which inherit it.
+os.environ.setdefault("METRICS_ENABLED", "true")
+os.environ.setdefault("METRICS_TOKEN", "test-metrics-token")
+if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix=f"jobapi-metrics-{RUN_ID}-")
 
 from core.settings import *  # noqa: E402,F403
 

@@ -1,12 +1,18 @@
-"""Admin for the delivery log (read-only: attempts are facts) and signing secrets."""
+"""Admin for the delivery log (read-only: attempts are facts; a delivery can be sent again) and
+signing secrets."""
 from __future__ import annotations
 
 from typing import Any
 
 from django.contrib import admin
+from django.core.exceptions import PermissionDenied
+from django.db.models import QuerySet
 from django.http import HttpRequest
+from django_object_actions import DjangoObjectActions, action, takes_instance_or_queryset
 
+from core.admin_site import action_apply
 from webhooks.models import Delivery, DeliveryAttempt, Event, SigningSecret
+from webhooks.outbox import delivery_redeliver
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -29,12 +35,32 @@ class DeliveryAttemptInline(admin.TabularInline):
 
 
 @admin.register(Delivery)
-class DeliveryAdmin(ReadOnlyAdmin):
-    list_display = ["id", "subject_id", "event", "state", "attempt_count", "next_attempt_at", "created_at"]
+class DeliveryAdmin(DjangoObjectActions, ReadOnlyAdmin):
+    list_display = ["id", "subject_id", "event", "url", "state", "attempt_count", "next_attempt_at", "created_at"]
     list_filter = ["state", "redelivery"]
     search_fields = ["subject_id", "event__message_id", "url"]
     list_select_related = ["event"]
     inlines = [DeliveryAttemptInline]
+    actions = ["redeliver"]
+    change_actions = ["redeliver"]
+
+    def has_redeliver_permission(self, request: HttpRequest) -> bool:
+        # A new delivery, never a change to this one's log: the permission to change deliveries.
+        return request.user.has_perm("webhooks.change_delivery")
+
+    @action(label="Redeliver", description="Send the event again (same bytes, same webhook-id)",
+            permissions=["redeliver"], methods=("POST",), button_type="form")
+    @takes_instance_or_queryset
+    def redeliver(self, request: HttpRequest, queryset: QuerySet[Delivery]) -> None:
+        """As the client's redeliver (webhooks.outbox.delivery_redeliver), for each delivery's event."""
+        if not self.has_redeliver_permission(request):
+            raise PermissionDenied
+        action_apply(
+            self, request, queryset.select_related("event"),
+            lambda delivery: delivery_redeliver(owner_id=delivery.owner_id, subject_id=delivery.subject_id,
+                                                event_types=[delivery.event.event_type]),
+            done="Redelivering {count} event(s).", refused="{count} event(s) are still being delivered: try once they end.",
+        )
 
 
 @admin.register(Event)

@@ -21,7 +21,7 @@ from django.utils import timezone
 
 from core import http
 from core.retry_after import retry_after_seconds
-from webhooks import dispatch, signing, sql
+from webhooks import dispatch, signing, sql, telemetry
 from webhooks.claims import Claimed, Scope, claim
 from webhooks.models import Delivery
 from webhooks.retries import retry_delay_seconds
@@ -172,6 +172,7 @@ def _attempt(*, scope: Scope, resolver: http.Resolver | None) -> list[AttemptOut
             if countdown:
                 # A retry taken over by another worker is published too: its claim makes it a no-op.
                 dispatch.deliveries_publish_on_commit(delivery_ids=ids, countdown=delay)
+    telemetry.attempts_finished(zip(claims, results, strict=True))
     if owned < len(outcomes):
         logger.warning(
             "%s of %s delivery attempts finished after their claim expired", len(outcomes) - owned, len(outcomes)

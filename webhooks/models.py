@@ -161,6 +161,8 @@ class Delivery(models.Model):
             models.Index(
                 fields=["next_attempt_at"], name="delivery_due", condition=Q(state="pending")
             ),
+            # The console's receivers that fail: deliveries given up on lately.
+            models.Index(fields=["finished_at"], name="delivery_failed", condition=Q(state="failed")),
         ]
 
     def __str__(self) -> str:

@@ -9,3 +9,4 @@ from core.settings.base import *  # noqa: F403
 from core.settings.checklist import *  # noqa: F403
 from core.settings.webhooks import *  # noqa: F403
 from core.settings.workers import *  # noqa: F403
+from core.settings.observability import *  # noqa: F403

@@ -1,5 +1,5 @@
-"""Django's own settings: paths, database, secrets, applications, HTTPS, cache and logging;
-and the one django-environ reader (`env`) the other settings modules use."""
+"""Django's own settings: paths, database, secrets, applications, HTTPS and cache; and the one
+django-environ reader (`env`) the other settings modules use (logging: observability.py)."""
 from __future__ import annotations
 
 import secrets
@@ -83,12 +83,19 @@ INSTALLED_APPS = [
     "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "django_object_actions",
     "core",
     "webhooks",
     "jobs",
+    "console",
 ]
 
+# The admin's buttons on a job's and a delivery's page (cancel, redeliver) send a POST.
+DJANGO_OBJECT_ACTIONS_DEFAULT_HTTP_METHOD = "POST"
+
 MIDDLEWARE = [
+    # First, so its request id, timing and route cover every answer, the other middleware's too.
+    "core.request_context.RequestContextMiddleware",
     "core.middleware.BodySizeLimitMiddleware",
     "core.middleware.UrlGuardMiddleware",
     "django.middleware.security.SecurityMiddleware",
@@ -142,8 +149,9 @@ WHITENOISE_USE_FINDERS = True
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 # Redirect plain-HTTP requests to HTTPS; off by default so `make run` serves http://127.0.0.1.
 SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=False)
-# Orchestrators probe health over plain HTTP inside the network: never redirect those.
-SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
+# Orchestrators probe health, and Prometheus scrapes metrics, over plain HTTP inside the
+# network: never redirect those.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
 # How long browsers must use HTTPS only (HSTS), in seconds; 0 sends no header.
 SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0)
 # Whether HSTS also covers every subdomain.
@@ -168,14 +176,3 @@ else:
             "LOCATION": str(DATA_DIR / "cache"),
         }
     }
-
-# --- Logging ------------------------------------------------------------------------------
-# Per-task INFO logging halves worker throughput: WARNING by default.
-LOG_LEVEL = env("LOG_LEVEL", default="WARNING")
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": LOG_LEVEL},
-}

@@ -22,6 +22,8 @@ pytestmark = pytest.mark.slow
 SERVER_VARIABLES = (
     "DATABASE_URL", "POSTGRES_HOST", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND", "CACHE_URL",
     "SECRET_KEY", "DJANGO_SETTINGS_MODULE", "CELERY_BROKER_KEY_PREFIX", "DB_CONN_MAX_AGE",
+    # The suite's metrics (tests/settings.py): make run has them off by default.
+    "METRICS_ENABLED", "METRICS_TOKEN", "PROMETHEUS_MULTIPROC_DIR",
 )
 
 

@@ -16,6 +16,9 @@ from tests.conftest import REPO
 # Services running the official images, which start as root to drop to their own user.
 OFFICIAL_IMAGES = {"db", "redis"}
 APP_SERVICES = {"web", "worker", "worker-long", "deliveries", "beat"}
+# The monitoring profile's services: Prometheus's and Grafana's own images.
+MONITORING = {"prometheus", "grafana"}
+WORKERS = ("worker", "worker-long", "deliveries")
 # Where the Dockerfile copies the repository.
 IMAGE_ROOT = "/app/"
 
@@ -52,12 +55,12 @@ def as_list(value: str | list[str]) -> list[str]:
 
 
 def test_the_services_of_the_deployment(services: dict[str, dict[str, Any]]) -> None:
-    assert set(services) == OFFICIAL_IMAGES | APP_SERVICES | {"migrate", "flower"}
+    assert set(services) == OFFICIAL_IMAGES | APP_SERVICES | MONITORING | {"migrate", "flower"}
 
 
 def test_every_command_is_an_executable_script_in_the_repo(services: dict[str, dict[str, Any]]) -> None:
     for name, service in services.items():
-        if name in OFFICIAL_IMAGES:
+        if name in OFFICIAL_IMAGES | MONITORING:
             continue
         assert "build" in service, f"{name} must run this repository's image"
         assert "entrypoint" not in service, f"{name}: the image has no entrypoint to replace"
@@ -68,7 +71,7 @@ def test_every_command_is_an_executable_script_in_the_repo(services: dict[str, d
 def test_every_health_check_command_exists(services: dict[str, dict[str, Any]]) -> None:
     for name, service in services.items():
         test = service.get("healthcheck", {}).get("test")
-        if name in OFFICIAL_IMAGES or not test:
+        if name in OFFICIAL_IMAGES | MONITORING or not test:
             continue
         assert test[0] == "CMD" and test[1] == "python", name
         assert repo_path(test[2]).is_file(), name
@@ -109,11 +112,13 @@ def test_only_web_publishes_a_port_and_flower_only_on_loopback_under_its_profile
     services: dict[str, dict[str, Any]],
 ) -> None:
     published = {name for name, service in services.items() if service.get("ports")}
-    assert published == {"web", "flower"}
+    assert published == {"web", "flower", "grafana"}
     assert services["web"]["ports"] == ["${WEB_PUBLISH_ADDRESS:-127.0.0.1}:${WEB_PUBLISH_PORT:-8000}:8000"]
     assert services["flower"]["ports"] == ["127.0.0.1:5555:5555"]
+    assert services["grafana"]["ports"] == ["127.0.0.1:${GRAFANA_PUBLISH_PORT:-3000}:3000"]
     assert services["flower"]["profiles"] == ["flower"]
-    assert all("profiles" not in services[name] for name in services if name != "flower")
+    assert all(services[name]["profiles"] == ["monitoring"] for name in MONITORING)
+    assert all("profiles" not in services[name] for name in services if name not in MONITORING | {"flower"})
 
 
 def test_web_listens_on_every_interface_inside_its_container(services: dict[str, dict[str, Any]]) -> None:
@@ -143,7 +148,7 @@ def test_state_lives_in_named_volumes_and_redis_persists(compose: dict[str, Any]
     services = compose["services"]
     assert services["db"]["volumes"] == ["pgdata:/var/lib/postgresql/data"]
     assert services["redis"]["volumes"] == ["redisdata:/data"]
-    assert set(compose["volumes"]) == {"pgdata", "redisdata"}
+    assert set(compose["volumes"]) == {"pgdata", "redisdata", "prometheusdata", "grafanadata"}
     command = " ".join(services["redis"]["command"])
     assert "--appendonly yes" in command
 
@@ -155,7 +160,7 @@ def test_nothing_runs_as_root_that_need_not(services: dict[str, dict[str, Any]])
     for name, service in services.items():
         assert str(service.get("user", "")).split(":")[0] not in {"root", "0"}, name
         assert not service.get("privileged"), name
-        if name not in OFFICIAL_IMAGES:
+        if name not in OFFICIAL_IMAGES:  # the monitoring images run as their own users too
             assert service["cap_drop"] == ["ALL"], name
             assert "no-new-privileges:true" in service["security_opt"], name
 

@@ -27,6 +27,7 @@ from django.conf import settings
 
 from core.services import api_key_create, client_create
 from tests.conftest import REPO, free_port, stop_process, worker_env
+from tests.console.test_metrics import parse, value
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
@@ -108,6 +109,7 @@ class Stack:
     app: Celery
     jobs_worker: str
     deliveries_worker: str
+    jobs_worker_metrics: str
 
 
 @pytest.fixture(scope="module")
@@ -119,12 +121,15 @@ def stack(django_db_setup: Any, tmp_path_factory: pytest.TempPathFactory) -> Ite
         prefix, tmp / "data",
         HOST="127.0.0.1", PORT=str(port), WEB_CONCURRENCY="2", ALLOWED_HOSTS=PUBLIC_HOST,
         SECURE_SSL_REDIRECT="true", SECURE_HSTS_SECONDS="3600",
+        # Metrics as compose has them: each script makes its group's directory in DATA_DIR.
+        METRICS_ENABLED="true", METRICS_TOKEN="deploy-token", PROMETHEUS_MULTIPROC_DIR="",
     )
+    metrics_port = free_port()
     jobs_worker, deliveries_worker = (f"{queue}-{uuid.uuid4().hex[:6]}" for queue in ("jobs", "webhooks"))
     app = probe_app(prefix)
     processes = [
         start("web", env, tmp),
-        start("worker", {**env, "QUEUES": "jobs", "WORKER_NAME": jobs_worker}, tmp),
+        start("worker", {**env, "QUEUES": "jobs", "WORKER_NAME": jobs_worker, "METRICS_PORT": str(metrics_port)}, tmp),
         start("worker", {**env, "QUEUES": "webhooks,maintenance", "WORKER_NAME": deliveries_worker,
                          "WORKER_CONCURRENCY": "1"}, tmp),
     ]
@@ -133,7 +138,8 @@ def stack(django_db_setup: Any, tmp_path_factory: pytest.TempPathFactory) -> Ite
         wait_for_http(f"http://127.0.0.1:{port}/healthz", processes[0], headers=PLAIN)
         wait_for_worker(app, f"{jobs_worker}@{host}", processes[1])
         wait_for_worker(app, f"{deliveries_worker}@{host}", processes[2])
-        yield Stack(f"http://127.0.0.1:{port}", env, app, f"{jobs_worker}@{host}", f"{deliveries_worker}@{host}")
+        yield Stack(f"http://127.0.0.1:{port}", env, app, f"{jobs_worker}@{host}", f"{deliveries_worker}@{host}",
+                    f"http://127.0.0.1:{metrics_port}/metrics")
     finally:
         for process in processes:  # all at once: each waits for its children to exit
             process.terminate()
@@ -190,6 +196,35 @@ def test_the_workers_consume_the_queues_compose_gives_them(stack: Stack) -> None
         stack.jobs_worker: ["jobs"],
         stack.deliveries_worker: ["maintenance", "webhooks"],
     }
+
+
+def test_metrics_are_served_by_the_api_with_its_token_and_by_each_worker_on_its_port(
+    stack: Stack, transactional_db: Any
+) -> None:
+    # Given a job run by the jobs worker
+    key = api_key_create(client=client_create(name=f"deploy-{uuid.uuid4().hex[:6]}"))
+    headers = {"Authorization": f"Bearer {key}", **VIA_PROXY}
+    job = requests.post(f"{stack.base_url}/api/jobs/", headers=headers, timeout=10,
+                        json={"job_name": "api.tasks.hello_world", "payload": {}}).json()
+    deadline = time.monotonic() + 60
+    while requests.get(f"{stack.base_url}/api/jobs/{job['id']}/", headers=headers, timeout=10).json()["status"] != "SUCCESS":
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+
+    # When Prometheus scrapes the API (plain HTTP inside the network) and the worker
+    api = requests.get(f"{stack.base_url}/metrics", timeout=10,
+                       headers={**PLAIN, "Authorization": "Bearer deploy-token"}, allow_redirects=False)
+    refused = requests.get(f"{stack.base_url}/metrics", headers=PLAIN, timeout=10, allow_redirects=False)
+    worker = requests.get(stack.jobs_worker_metrics, timeout=10)
+
+    # Then the API counted the submission, the worker the job's run; each group its own
+    assert api.status_code == 200 and refused.status_code == 401
+    hello = {"job_name": "api.tasks.hello_world"}
+    assert value(parse(api.text), "jobapi_jobs_submitted_total", **hello) >= 1
+    assert value(parse(worker.text), "jobapi_jobs_finished_total", status="SUCCESS", **hello) >= 1
+    assert "jobapi_jobs_submitted_total" in worker.text and "jobapi_ready" not in worker.text
+    assert {p.name for p in (Path(stack.env["DATA_DIR"]) / "metrics").iterdir()} == {
+        "web", f"worker-{stack.jobs_worker.split('@')[0]}", f"worker-{stack.deliveries_worker.split('@')[0]}"}
 
 
 def run_healthcheck(check: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:

@@ -152,6 +152,8 @@ class DevTools:
         os.close(to_test)
         self._out, self._in = os.fdopen(from_test, "wb", 0), os.fdopen(from_browser, "rb", 0)
         self._last_id, self._buffer = 0, b""
+        # The events that arrived meanwhile (console messages, exceptions, log entries...).
+        self.events: list[dict[str, Any]] = []
         target = self.call("Target.createTarget", url="about:blank")["targetId"]
         self._session = self.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
 
@@ -162,7 +164,7 @@ class DevTools:
         if getattr(self, "_session", None):
             message["sessionId"] = self._session
         self._out.write(json.dumps(message).encode() + b"\0")
-        while True:  # events arrive in between: skip them
+        while True:  # events arrive in between: kept in self.events
             while b"\0" not in self._buffer:
                 chunk = self._in.read(65536)
                 if not chunk:
@@ -170,6 +172,8 @@ class DevTools:
                 self._buffer += chunk
             raw, self._buffer = self._buffer.split(b"\0", 1)
             reply = json.loads(raw)
+            if "method" in reply and "id" not in reply:
+                self.events.append(reply)
             if reply.get("id") == self._last_id:
                 if "error" in reply:
                     raise RuntimeError(f"{method}: {reply['error']}")

@@ -1,0 +1,77 @@
+"""The figures GET /metrics reads from the database and the broker when it is scraped, so they
+hold across restarts and whichever process serves them: jobs by status, the oldest pending job,
+the queues, their consumers, webhook deliveries pending and receivers failing, and readiness.
+
+Only the API serves these (several API processes or hosts serve the same figures: aggregate
+them with max, not sum); each process group serves its own counters (core/metrics.py).
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+from django.db import DatabaseError
+from django.utils import timezone
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from console import receivers, selectors
+from core import metrics
+from core.health import unreachable
+from jobs.models import Job
+from jobs.registry import job_types_all
+from webhooks.models import Delivery
+from webhooks.telemetry import OUTCOMES
+
+logger = logging.getLogger(__name__)
+
+
+def series_prepare() -> None:
+    """This process's counters and histograms, every job type's and outcome's, at zero."""
+    metrics.prepare(job_names=[t.name for t in job_types_all()], final_statuses=sorted(Job.FINAL_STATUSES),
+                    outcomes=OUTCOMES)
+
+
+def _gauge(name: str, documentation: str, labels: list[str] | None = None) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, documentation, labels=labels)
+
+
+class OperatorGauges(Collector):
+    def collect(self) -> Iterator[Metric]:
+        failed = unreachable()
+        ready = _gauge("jobapi_ready", "1 when the database and the broker answer (what /readyz checks).")
+        ready.add_metric([], 0 if failed else 1)
+        yield ready
+        if "database" not in failed:
+            try:
+                yield from self._database(broker_up="broker" not in failed)
+            except DatabaseError:
+                logger.warning("/metrics: the database figures are left out", exc_info=True)
+
+    def _database(self, *, broker_up: bool) -> Iterator[Metric]:
+        now = timezone.now()
+        jobs = _gauge("jobapi_jobs", "Jobs in each status: not final now, or finished in the last hour.", ["status"])
+        for status, count in selectors.jobs_by_status(now=now).items():
+            jobs.add_metric([status], count)
+        yield jobs
+        oldest = _gauge("jobapi_oldest_pending_job_age_seconds",
+                        "How long the job waiting longest to start has waited since it fell due (0: none waits).")
+        oldest.add_metric([], selectors.oldest_pending_age_seconds(now=now))
+        yield oldest
+        workers = selectors.workers_seen(now=now)
+        messages = _gauge("jobapi_queue_messages", "Messages waiting in each broker queue.", ["queue"])
+        consumers = _gauge("jobapi_queue_consumers", "Workers up that consume each queue (heartbeats).", ["queue"])
+        for row in selectors.queues(workers=workers, broker_up=broker_up):
+            if row.messages is not None:
+                messages.add_metric([row.name], row.messages)
+            consumers.add_metric([row.name], row.consumers)
+        yield messages
+        yield consumers
+        pending = _gauge("jobapi_webhook_pending_deliveries", "Webhook deliveries not yet delivered nor given up on.")
+        pending.add_metric([], Delivery.objects.filter(state=Delivery.State.PENDING).count())
+        yield pending
+        failing = _gauge("jobapi_webhook_failing_receivers",
+                         "Receivers (callback hosts) with deliveries retrying after a failure, or given up on "
+                         "in the last hour (which ones: /console/).")
+        failing.add_metric([], len(receivers.receivers_failing(now=now)))
+        yield failing

@@ -1,0 +1,68 @@
+"""Each Celery worker reports itself every HEARTBEAT_SECONDS in a row of its own (its name,
+queues, processes), from a thread of its main process, and marks the row on a clean shutdown.
+
+Why a row rather than Celery's own heartbeats: those are events (off here: `--without-gossip`,
+no `-E`, for their cost per task) kept in the memory of whoever listens, like Flower; a row
+outlives every restart, so the console shows a worker that vanished as lost, and /metrics
+counts each queue's consumers (jobapi_queue_consumers) for the "no consumer" alert.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from typing import Any
+
+from celery.signals import worker_ready, worker_shutdown
+from django.db import DatabaseError, connection
+from django.utils import timezone
+
+from console import services
+
+logger = logging.getLogger(__name__)
+
+HEARTBEAT_SECONDS = 10.0
+# A worker not heard from in this long is shown as lost, and consumes nothing.
+LOST_AFTER_SECONDS = 3 * HEARTBEAT_SECONDS
+
+_stop = threading.Event()
+
+
+def _beat(*, hostname: str, queues: list[str], concurrency: int) -> None:
+    started_at = timezone.now()
+    while True:
+        try:
+            services.worker_seen(hostname=hostname, queues=queues, concurrency=concurrency, pid=os.getpid(),
+                                 started_at=started_at, now=timezone.now())
+        except DatabaseError:
+            logger.warning("Could not record the heartbeat of %s", hostname, exc_info=True)
+        finally:
+            # No connection is left open between beats: a pool process forked meanwhile would
+            # inherit its socket, and closing its copy would end the server's session.
+            connection.close()
+        if _stop.wait(HEARTBEAT_SECONDS):
+            return
+
+
+@worker_ready.connect
+def worker_started(sender: Any = None, **kwargs: Any) -> None:
+    """worker_ready (sender: the worker's consumer): start reporting."""
+    queues = sorted(sender.app.amqp.queues.consume_from)
+    concurrency = getattr(sender.controller, "concurrency", 0) or 0
+    _stop.clear()
+    threading.Thread(
+        target=_beat, kwargs={"hostname": sender.hostname, "queues": queues, "concurrency": concurrency},
+        name="worker-heartbeat", daemon=True,
+    ).start()
+
+
+@worker_shutdown.connect
+def worker_stopping(sender: Any = None, **kwargs: Any) -> None:
+    """worker_shutdown (sender: the worker): stop reporting, and say so."""
+    _stop.set()
+    try:
+        services.worker_stopped(hostname=sender.hostname, now=timezone.now())
+    except DatabaseError:
+        logger.warning("Could not record the shutdown of %s", sender.hostname, exc_info=True)
+    finally:
+        connection.close()

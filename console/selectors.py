@@ -1,0 +1,167 @@
+"""The operators' reads, across every client (unlike jobs/selectors.py, which is always one
+client's): jobs by status, what is stuck, what failed, the queues and the workers. Each read is
+bounded and served by an index (jobs' job_active and job_finished, the workers' seen_at).
+
+"The last hour" of jobs by status means: the jobs not final now (PENDING, STARTED, RETRY), and
+those that reached a final status in the last hour; /metrics' jobapi_jobs reads the same.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db.models import Count, Max, Q
+from django.db.models.fields.json import KeyTextTransform
+from django.db.models.functions import Coalesce
+
+from console.heartbeats import LOST_AFTER_SECONDS
+from console.models import WorkerHeartbeat
+from core.queues import queue_depths
+from jobs.models import Job
+from jobs.registry import job_types_all
+
+WINDOW = timedelta(hours=1)
+Status = Job.Status
+STATUSES = [choice.value for choice in Status]
+
+
+def jobs_by_type_and_status(*, now: datetime) -> dict[tuple[str, str], int]:
+    """(job_name, status) -> jobs: not final now, or finished in the last hour."""
+    counts: dict[tuple[str, str], int] = {}
+    active = Job.objects.filter(status__in=list(Job.ACTIVE_STATUSES))
+    finished = Job.objects.filter(finished_at__gte=now - WINDOW, status__in=list(Job.FINAL_STATUSES))
+    for rows in (active, finished):
+        for row in rows.values("job_name", "status").annotate(n=Count("pk")).order_by():
+            counts[(row["job_name"], row["status"])] = row["n"]
+    return counts
+
+
+def jobs_by_status(*, now: datetime) -> dict[str, int]:
+    totals = dict.fromkeys(STATUSES, 0)
+    for (_, status), count in jobs_by_type_and_status(now=now).items():
+        totals[status] += count
+    return totals
+
+
+def jobs_oldest_pending(*, now: datetime, limit: int = 10) -> list[Job]:
+    """The jobs waiting longest to start, counted from when they fell due (their run_at, for a
+    scheduled job); `waiting_since` on each."""
+    return list(
+        Job.objects.filter(status=Status.PENDING)
+        .filter(Q(run_at__isnull=True) | Q(run_at__lte=now))
+        .annotate(waiting_since=Coalesce("run_at", "created_at"))
+        .select_related("owner")
+        .order_by("waiting_since", "pk")[:limit]
+    )
+
+
+def oldest_pending_age_seconds(*, now: datetime) -> float:
+    oldest = jobs_oldest_pending(now=now, limit=1)
+    return max(0.0, (now - oldest[0].waiting_since).total_seconds()) if oldest else 0.0  # type: ignore[attr-defined]
+
+
+def jobs_longest_running(*, limit: int = 10) -> list[Job]:
+    """The jobs on a worker longest (STARTED, or RETRY between two tries)."""
+    return list(
+        Job.objects.filter(status__in=list(Job.RUNNING_STATUSES), started_at__isnull=False)
+        .select_related("owner")
+        .order_by("started_at", "pk")[:limit]
+    )
+
+
+@dataclass(frozen=True)
+class ErrorRow:
+    error_type: str
+    count: int
+    last_at: datetime
+    last_message: str
+    last_job_id: str
+
+
+@dataclass(frozen=True)
+class Failures:
+    finished: int
+    failed: int
+    # Per job type: (finished, failed), of the last hour.
+    by_type: dict[str, tuple[int, int]]
+    top_errors: list[ErrorRow]
+
+    @property
+    def rate(self) -> float | None:
+        return self.failed / self.finished if self.finished else None
+
+
+def failures(*, now: datetime, counts: dict[tuple[str, str], int], top: int = 5) -> Failures:
+    """The failure rate of the jobs that finished in the last hour (FAILURE of all final ones,
+    from `counts`: jobs_by_type_and_status) and their most frequent errors by error.type."""
+    by_type: dict[str, tuple[int, int]] = {}
+    for (job_name, status), count in counts.items():
+        if status in Job.FINAL_STATUSES:
+            finished, failed = by_type.get(job_name, (0, 0))
+            by_type[job_name] = (finished + count, failed + (count if status == Status.FAILURE else 0))
+    failed_jobs = Job.objects.filter(finished_at__gte=now - WINDOW, status=Status.FAILURE)
+    errors = list(
+        failed_jobs.annotate(error_type=KeyTextTransform("type", "error"))
+        .values("error_type").annotate(n=Count("pk"), last_at=Max("finished_at")).order_by("-n", "-last_at")[:top]
+    )
+    latest: dict[str, Job] = {}
+    for job in failed_jobs.order_by("-finished_at")[:500]:
+        latest.setdefault(str((job.error or {}).get("type")), job)
+    rows = []
+    for error in errors:
+        job = latest.get(str(error["error_type"]))
+        rows.append(ErrorRow(
+            error_type=error["error_type"] or "(none)", count=error["n"], last_at=error["last_at"],
+            last_message=str((job.error or {}).get("message", ""))[:300] if job else "",
+            last_job_id=str(job.pk) if job else "",
+        ))
+    return Failures(
+        finished=sum(f for f, _ in by_type.values()), failed=sum(f for _, f in by_type.values()),
+        by_type=by_type, top_errors=rows,
+    )
+
+
+# --- Workers and queues ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WorkerRow:
+    worker: WorkerHeartbeat
+    state: str  # "up", "stopped" (shut down cleanly) or "lost" (stopped reporting)
+
+
+def workers_seen(*, now: datetime) -> list[WorkerRow]:
+    """The workers heard from in the last hour, each with its state."""
+    rows = []
+    for worker in WorkerHeartbeat.objects.filter(seen_at__gte=now - WINDOW).order_by("hostname"):
+        if worker.stopped_at is not None:
+            state = "stopped"
+        elif (now - worker.seen_at).total_seconds() > LOST_AFTER_SECONDS:
+            state = "lost"
+        else:
+            state = "up"
+        rows.append(WorkerRow(worker, state))
+    return rows
+
+
+def queue_names() -> list[str]:
+    """Every queue a task is routed to: the default, the routes' and the job types'."""
+    routed = {route["queue"] for route in settings.CELERY_TASK_ROUTES.values()}
+    return sorted({settings.CELERY_TASK_DEFAULT_QUEUE, *routed, *(t.queue for t in job_types_all())})
+
+
+@dataclass(frozen=True)
+class QueueRow:
+    name: str
+    messages: int | None  # None: the broker did not answer
+    consumers: int
+
+
+def queues(*, workers: list[WorkerRow], broker_up: bool = True) -> list[QueueRow]:
+    """Each queue's messages (unless the broker is known to be down) and consumers."""
+    names = queue_names()
+    consumers = Counter(queue for row in workers if row.state == "up" for queue in row.worker.queues)
+    depths = queue_depths(names) if broker_up else {}
+    return [QueueRow(name, depths.get(name), consumers[name]) for name in names]

@@ -1,0 +1,41 @@
+// Refreshes the console's figures every few seconds: fetches the page's fragment and swaps it
+// in. Paused while the tab is hidden; marks the figures stale when a refresh fails (the
+// session ended: the answer is then the login page, not the fragment).
+"use strict";
+
+(function () {
+  const live = document.getElementById("console-live");
+  const figures = document.getElementById("console-figures");
+  if (!live || !figures) {
+    return;
+  }
+  const seconds = Number(live.dataset.refreshSeconds) || 5;
+  let busy = false;
+
+  async function refresh() {
+    if (busy || document.hidden) {
+      return;
+    }
+    busy = true;
+    try {
+      const response = await fetch(window.location.pathname + "?fragment=1", {
+        credentials: "same-origin",
+        cache: "no-store",
+      });
+      if (!response.ok || response.headers.get("X-Console-Fragment") !== "1") {
+        throw new Error("status " + response.status);
+      }
+      figures.innerHTML = await response.text();
+      live.classList.remove("stale");
+      live.textContent = "Live: refreshes every " + seconds + " s";
+    } catch (error) {
+      live.classList.add("stale");
+      live.textContent = "Stale: the last refresh failed (" + error.message + "); reload the page";
+    } finally {
+      busy = false;
+    }
+  }
+
+  window.setInterval(refresh, seconds * 1000);
+  document.addEventListener("visibilitychange", refresh);
+})();

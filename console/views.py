@@ -1,0 +1,88 @@
+"""The console page (staff, through the admin's login) and GET /metrics (Prometheus)."""
+from __future__ import annotations
+
+import hmac
+from typing import Any
+
+from django.conf import settings
+from django.contrib.admin.views.decorators import staff_member_required
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
+from django.utils import timezone
+from django.views.decorators.cache import never_cache
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from console import receivers, selectors
+from console.gauges import OperatorGauges
+from core import metrics
+from core.errors import error_body, handler404
+from core.health import unreachable
+from jobs.registry import job_types_all
+
+# How often the page refreshes its figures, in seconds.
+REFRESH_SECONDS = 5
+# Marks an answer as the page's own fragment (a login page, after a session expired, is not).
+FRAGMENT_HEADER = "X-Console-Fragment"
+
+
+def _job_types(counts: dict[tuple[str, str], int], failures: selectors.Failures) -> list[dict[str, Any]]:
+    names = sorted({t.name for t in job_types_all()} | {name for name, _ in counts})
+    rows = []
+    for name in names:
+        finished, failed = failures.by_type.get(name, (0, 0))
+        rows.append({
+            "name": name,
+            "counts": [counts.get((name, status), 0) for status in selectors.STATUSES],
+            "failure_rate": failed / finished if finished else None,
+        })
+    return rows
+
+
+def _overview() -> dict[str, Any]:
+    now = timezone.now()
+    counts = selectors.jobs_by_type_and_status(now=now)
+    failures = selectors.failures(now=now, counts=counts)
+    workers = selectors.workers_seen(now=now)
+    down = unreachable()
+    return {
+        "now": now,
+        "refresh_seconds": REFRESH_SECONDS,
+        "unreachable": down,
+        "statuses": selectors.STATUSES,
+        "job_types": _job_types(counts, failures),
+        "totals": [sum(count for (_, s), count in counts.items() if s == status) for status in selectors.STATUSES],
+        "oldest_pending": selectors.jobs_oldest_pending(now=now),
+        "longest_running": selectors.jobs_longest_running(),
+        "queues": selectors.queues(workers=workers, broker_up="broker" not in down),
+        "failures": failures,
+        "receivers": receivers.receivers_failing(now=now),
+        "workers": workers,
+    }
+
+
+@never_cache
+@staff_member_required
+def console(request: HttpRequest) -> HttpResponse:
+    """The whole page; with ?fragment=1, its figures alone (what the page fetches to refresh)."""
+    if request.GET.get("fragment"):
+        response = render(request, "console/_figures.html", _overview())
+        response[FRAGMENT_HEADER] = "1"
+        return response
+    return render(request, "console/index.html", _overview())
+
+
+@never_cache
+def metrics_view(request: HttpRequest) -> HttpResponse:
+    """The Prometheus text format, behind `Authorization: Bearer <METRICS_TOKEN>`; 404 while
+    METRICS_ENABLED is off, as if there were no such page."""
+    if not settings.METRICS_ENABLED:
+        return handler404(request)
+    scheme, _, token = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), settings.METRICS_TOKEN.encode()):
+        response = JsonResponse(
+            error_body("not_authenticated", "Send the metrics token as 'Authorization: Bearer <token>'."), status=401
+        )
+        response["WWW-Authenticate"] = 'Bearer realm="metrics"'
+        return response
+    registry = metrics.registry([OperatorGauges()])
+    return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)

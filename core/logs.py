@@ -1,0 +1,131 @@
+"""Structured logs: structlog in front of the standard library's handlers, one JSON object a line
+(LOG_FORMAT=json) or text, each line with the context of the request or task it belongs to
+(request_id, client, job_id, webhook_id, delivery_id), and that context carried from a request
+into the Celery tasks it publishes, and from a task into the tasks it publishes in turn.
+
+The service's own lines (a job's transitions, a delivery attempt's outcome, a request) are
+structlog calls whose level is decided once, at start: below LOG_LEVEL a call returns at once,
+formats nothing and touches no handler (docs/benchmarks.md, "What INFO costs"). Lines from the
+standard library's loggers (Django, Celery, ours that use `logging`) get the same fields through
+the formatter.
+
+Why not django-structlog: its request middleware trusts any X-Request-ID and does not return it,
+and it and its Celery receivers add two lines a request and three a task at INFO, where one line
+a transition says what an operator needs (and IP addresses need django-ipware).
+"""
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import datetime
+from typing import Any
+
+import structlog
+from structlog.contextvars import bind_contextvars, clear_contextvars, get_contextvars, merge_contextvars
+from structlog.typing import Processor
+
+# The context a task inherits from whoever published it, in this message header.
+CONTEXT_HEADER = "log_context"
+PROPAGATED_KEYS = ("request_id", "client")
+
+
+
+def _plain_values(logger: Any, method_name: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    """Ids and times as text: call sites pass them as they are, so a line below the level
+    costs no conversion."""
+    for key, value in event_dict.items():
+        if isinstance(value, uuid.UUID | datetime):
+            event_dict[key] = str(value) if isinstance(value, uuid.UUID) else value.isoformat()
+    return event_dict
+
+
+# Added to every line, the service's own and the standard library's alike.
+_SHARED: list[Processor] = [
+    merge_contextvars,
+    _plain_values,
+    structlog.stdlib.add_log_level,
+    structlog.stdlib.add_logger_name,
+    structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp"),
+]
+
+bind = bind_contextvars
+clear = clear_contextvars
+INFO = logging.INFO
+
+
+def get_logger(name: str) -> Any:
+    """The structlog logger for `name` (its `logger` field)."""
+    return structlog.get_logger(name)
+
+
+def configure(*, level: str) -> None:
+    """structlog's side: calls below `level` are no-ops; the rest go to the standard library's
+    logger of the same name, whose handler (LOGGING) renders them."""
+    structlog.configure(
+        processors=[*_SHARED, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        cache_logger_on_first_use=True,
+    )
+
+
+def logging_config(*, level: str, json: bool) -> dict[str, Any]:
+    """Django's LOGGING: one stream handler on the root logger, JSON or text."""
+    if json:
+        renderer: list[Processor] = [
+            structlog.processors.EventRenamer("message"),
+            structlog.processors.format_exc_info,
+            structlog.processors.JSONRenderer(),
+        ]
+    else:
+        renderer = [
+            structlog.dev.ConsoleRenderer(colors=False, exception_formatter=structlog.dev.plain_traceback)
+        ]
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {
+            "structured": {
+                "()": structlog.stdlib.ProcessorFormatter,
+                "foreign_pre_chain": _SHARED,
+                "processors": [structlog.stdlib.ProcessorFormatter.remove_processors_meta, *renderer],
+            }
+        },
+        "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "structured"}},
+        "root": {"handlers": ["console"], "level": level.upper()},
+        "loggers": {
+            # Celery's own line per task received and per task done: at INFO they doubled the
+            # lines of a job, and a job's transitions are logged with their context anyway.
+            "celery.app.trace": {"level": "WARNING"},
+            "celery.worker.strategy": {"level": "WARNING"},
+        },
+    }
+
+
+# --- Celery: the context travels in a message header ---------------------------------------
+
+
+def task_context_publish(headers: dict[str, Any] | None = None, **kwargs: Any) -> None:
+    """before_task_publish: put the current request id and client on the message."""
+    if headers is None:
+        return
+    context = get_contextvars()
+    carried = {key: context[key] for key in PROPAGATED_KEYS if key in context}
+    if carried:
+        headers[CONTEXT_HEADER] = carried
+
+
+def task_context_bind(task: Any = None, kwargs: dict[str, Any] | None = None, **_: Any) -> None:
+    """task_prerun: the context the publisher carried, and the job the task is about."""
+    clear_contextvars()
+    carried = getattr(task.request, CONTEXT_HEADER, None) if task is not None else None
+    if isinstance(carried, dict):
+        bind_contextvars(**{key: carried[key] for key in PROPAGATED_KEYS if key in carried})
+    job_id = (kwargs or {}).get("job_id") or (kwargs or {}).get("subject_id")
+    if job_id:
+        bind_contextvars(job_id=str(job_id))
+
+
+def task_context_clear(**_: Any) -> None:
+    """task_postrun: nothing of this task's context reaches the next one."""
+    clear_contextvars()

@@ -1,0 +1,137 @@
+"""Prometheus metrics (prometheus-client in multiprocess mode): the counters and histograms the
+processes record as things happen, and how a process group serves them.
+
+Every process of a group (gunicorn's workers, a Celery worker's pool) writes its own files in
+the group's PROMETHEUS_MULTIPROC_DIR, which scripts/web and scripts/worker choose and empty at
+start; whoever serves the group reads them all (MultiProcessCollector): the API's GET /metrics,
+and each Celery worker's own port (METRICS_PORT). Figures read from the database at scrape time
+(jobs by status, the oldest pending job) are the console app's (console/gauges.py).
+
+Labels never hold a client, a URL or an id: a series per client or per receiver would grow
+without bound (the console shows those). Recording costs a few microseconds (a lock and a write
+to a memory-mapped file); with METRICS_ENABLED off, or in a process started without the
+directory (a management command), it is a function call that returns.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable
+from typing import Any
+
+from django.conf import settings
+from prometheus_client import CollectorRegistry, Counter, Histogram, multiprocess, start_http_server
+from prometheus_client.registry import Collector
+
+logger = logging.getLogger(__name__)
+
+MULTIPROC_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
+# Seconds: from a few milliseconds (a hello-world job, an API call) to an hour (a long job).
+_SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
+_HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+JOBS_SUBMITTED = Counter("jobapi_jobs_submitted", "Jobs accepted.", ["job_name"])
+JOBS_FINISHED = Counter("jobapi_jobs_finished", "Jobs that reached a final status.", ["job_name", "status"])
+JOB_QUEUE_WAIT = Histogram(
+    "jobapi_job_queue_wait_seconds", "From when a job was due (submitted, or its run_at) to its start.",
+    ["job_name"], buckets=_SECONDS_BUCKETS,
+)
+JOB_RUN = Histogram(
+    "jobapi_job_run_seconds", "From a job's start to its final status.", ["job_name"], buckets=_SECONDS_BUCKETS
+)
+WEBHOOK_ATTEMPTS = Counter("jobapi_webhook_attempts", "Webhook delivery attempts, by outcome.", ["outcome"])
+WEBHOOK_DELIVERY = Histogram(
+    "jobapi_webhook_delivery_seconds", "From a webhook event to its delivery's first success.",
+    buckets=_SECONDS_BUCKETS,
+)
+HTTP_REQUESTS = Counter("jobapi_http_requests", "HTTP requests answered.", ["route", "method", "status"])
+HTTP_DURATION = Histogram(
+    "jobapi_http_request_duration_seconds", "Time to answer an HTTP request.", ["route", "method"],
+    buckets=_HTTP_BUCKETS,
+)
+
+_enabled: bool | None = None
+
+
+def enabled() -> bool:
+    """Whether this process records: metrics are on and its group has a directory."""
+    global _enabled
+    if _enabled is None:
+        _enabled = bool(settings.METRICS_ENABLED and os.environ.get(MULTIPROC_DIR_VARIABLE))
+    return _enabled
+
+
+def prepare(*, job_names: Iterable[str], final_statuses: Iterable[str], outcomes: Iterable[str]) -> None:
+    """Every series that can be, at zero: a figure shows (and a rule sees it) before its first event."""
+    if not enabled():
+        return
+    final_statuses, outcomes = list(final_statuses), list(outcomes)
+    for job_name in job_names:
+        JOBS_SUBMITTED.labels(job_name)
+        JOB_QUEUE_WAIT.labels(job_name)
+        JOB_RUN.labels(job_name)
+        for status in final_statuses:
+            JOBS_FINISHED.labels(job_name, status)
+    for outcome in outcomes:
+        WEBHOOK_ATTEMPTS.labels(outcome)
+
+
+def job_submitted(*, job_name: str) -> None:
+    if enabled():
+        JOBS_SUBMITTED.labels(job_name).inc()
+
+
+def job_started(*, job_name: str, waited_seconds: float) -> None:
+    if enabled():
+        JOB_QUEUE_WAIT.labels(job_name).observe(max(0.0, waited_seconds))
+
+
+def job_finished(*, job_name: str, status: str, ran_seconds: float | None) -> None:
+    if enabled():
+        JOBS_FINISHED.labels(job_name, status).inc()
+        if ran_seconds is not None:
+            JOB_RUN.labels(job_name).observe(max(0.0, ran_seconds))
+
+
+def webhook_attempted(*, outcome: str, delivered_after_seconds: float | None = None) -> None:
+    if enabled():
+        WEBHOOK_ATTEMPTS.labels(outcome).inc()
+        if delivered_after_seconds is not None:
+            WEBHOOK_DELIVERY.observe(max(0.0, delivered_after_seconds))
+
+
+def http_answered(*, route: str, method: str, status: int, seconds: float) -> None:
+    if enabled():
+        method = method if method in _METHODS else "OTHER"  # a client can send any word
+        HTTP_REQUESTS.labels(route, method, str(status)).inc()
+        HTTP_DURATION.labels(route, method).observe(seconds)
+
+
+def registry(extra: Iterable[Collector] = ()) -> CollectorRegistry:
+    """What this process group recorded (every process's files), and `extra` collectors."""
+    collected = CollectorRegistry()
+    multiprocess.MultiProcessCollector(collected)
+    for collector in extra:
+        collected.register(collector)
+    return collected
+
+
+# --- Celery workers: their own port, their pool processes' files ----------------------------
+
+
+def worker_serve(**kwargs: Any) -> None:
+    """worker_ready: serve this worker's metrics on METRICS_PORT (a thread of its main process)."""
+    if enabled() and settings.METRICS_PORT:
+        try:
+            start_http_server(settings.METRICS_PORT, addr=settings.METRICS_ADDRESS, registry=registry())
+        except OSError:  # the port is taken: the worker runs on, its metrics unserved
+            logger.error("Cannot serve metrics on %s:%s", settings.METRICS_ADDRESS, settings.METRICS_PORT,
+                         exc_info=True)
+
+
+def worker_process_exited(pid: int | None = None, **kwargs: Any) -> None:
+    """worker_process_shutdown (in the exiting pool process): its live gauges stop counting.
+    (Its counters stay: what it counted happened.)"""
+    if enabled():
+        multiprocess.mark_process_dead(pid or os.getpid())

@@ -1,0 +1,101 @@
+"""The console in headless Chromium, as an operator sees it: signed in through the admin's login,
+data in every section, every asset from the service itself, no error in the browser's console,
+and the figures refreshing on their own.
+
+`make console-screenshot` runs this test with CONSOLE_SCREENSHOT=docs/console.png: the README's
+picture is this page.
+"""
+from __future__ import annotations
+
+import base64
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import User
+
+from tests.conftest import REPO, worker_env
+from tests.console.seed import DOWN_HOST, seed
+from tests.openapi import chromium
+from tests.openapi.web import start_web, stop
+
+# Not in `make test-fast`: see the README's "Tests".
+pytestmark = pytest.mark.slow
+
+PASSWORD = "correct horse battery staple"
+SECTIONS = ("jobs", "oldest-pending", "longest-running", "queues", "failures", "receivers", "workers")
+
+
+@pytest.fixture(autouse=True)
+def _needs_chromium() -> None:
+    chromium.require_chromium()
+
+
+def _errors(events: list[dict[str, Any]]) -> list[Any]:
+    """What the browser's console would show as errors: uncaught exceptions, console.error,
+    and failed loads (a missing asset, a refused fetch)."""
+    found = []
+    for event in events:
+        method, params = event["method"], event.get("params", {})
+        if method == "Runtime.exceptionThrown":
+            found.append(params["exceptionDetails"])
+        elif method == "Runtime.consoleAPICalled" and params.get("type") in ("error", "assert"):
+            found.append(params["args"])
+        elif method == "Log.entryAdded" and params["entry"]["level"] == "error":
+            # The admin's login page (not the console, which names its icon) asks for a
+            # favicon the service does not have; that answer can arrive after the console's.
+            if not params["entry"].get("url", "").endswith("/favicon.ico"):
+                found.append(params["entry"])
+    return found
+
+
+def test_the_console_renders_every_section_live_without_errors(transactional_db: Any, tmp_path: Path) -> None:
+    # Given data in every section, an operator, and the service as production runs it
+    seed()
+    User.objects.create_superuser("operator", "operator@example.com", PASSWORD)
+    web, url = start_web(worker_env(SECURE_SSL_REDIRECT="false"), tmp_path)
+    try:
+        with chromium.DevTools(tmp_path) as browser:
+            for domain in ("Runtime.enable", "Log.enable", "Network.enable"):
+                browser.call(domain)
+            # When the operator signs in through the admin's login and lands on the console
+            browser.open(f"{url}/admin/login/?next=/console/")
+            browser.events.clear()  # what the admin's login page did is not the console's
+            browser.evaluate(
+                "document.querySelector('#id_username').value = 'operator';"
+                f"document.querySelector('#id_password').value = {PASSWORD!r};"
+                "document.querySelector('#login-form').submit()"
+            )
+            browser.wait_for(lambda: browser.evaluate("location.pathname") == "/console/"
+                             and browser.evaluate("document.readyState") == "complete")
+            rows = browser.evaluate(
+                "Object.fromEntries([...document.querySelectorAll('section')].map("
+                "s => [s.id, s.querySelectorAll('tbody tr').length]))"
+            )
+            receivers = browser.evaluate("document.querySelector('#receivers').innerText")
+            first_update = browser.evaluate("document.querySelector('#console-updated').dataset.updated")
+            # Then, a refresh later, the figures are new and nothing went wrong
+            browser.wait_for(lambda: browser.evaluate(
+                "document.querySelector('#console-updated').dataset.updated") != first_update, timeout=20)
+            live = browser.evaluate("document.querySelector('#console-live').className")
+            styled = browser.evaluate("getComputedStyle(document.querySelector('section')).borderTopStyle")
+            requested = browser.evaluate("performance.getEntriesByType('resource').map(e => e.name)")
+            if os.environ.get("CONSOLE_SCREENSHOT"):
+                browser.call("Emulation.setDeviceMetricsOverride", width=1440, height=1250, deviceScaleFactor=1,
+                             mobile=False)
+                shot = browser.call("Page.captureScreenshot", format="png")
+                Path(REPO / os.environ["CONSOLE_SCREENSHOT"]).write_bytes(base64.b64decode(shot["data"]))
+            time.sleep(0.5)
+            browser.evaluate("1")  # collects the events that came in meanwhile
+            errors = _errors(browser.events)
+    finally:
+        stop(web)
+
+    assert {name: rows.get(name, 0) > 0 for name in SECTIONS} == dict.fromkeys(SECTIONS, True), rows
+    assert DOWN_HOST in receivers and "Connection refused" in receivers
+    assert live == "live"
+    assert styled == "solid"  # the stylesheet loaded
+    assert requested and all(name.startswith(url) for name in requested), requested
+    assert errors == [], errors

@@ -1,0 +1,133 @@
+"""The console at /console/: staff only (the admin's login), and what each section shows."""
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import User
+from django.test import Client as BrowserClient
+
+from tests.console.seed import CHECKLIST, DOWN_HOST, FLAKY_HOST, HELLO, seed
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def staff() -> BrowserClient:
+    browser = BrowserClient()
+    browser.force_login(User.objects.create_user("operator", is_staff=True, is_superuser=True))
+    return browser
+
+
+def section(html: str, name: str) -> str:
+    return html.split(f'<section id="{name}">', 1)[1].split("</section>", 1)[0]
+
+
+def text(html: str) -> str:
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html)).strip()
+
+
+def row_of(html: str, first_cell: str) -> list[str]:
+    for row in re.findall(r"<tr[^>]*>(.*?)</tr>", html, re.S):
+        cells = [text(cell) for cell in re.findall(r"<t[dh][^>]*>(.*?)</t[dh]>", row, re.S)]
+        if cells and cells[0] == first_cell:
+            return cells
+    raise AssertionError(f"no row {first_cell!r} in {text(html)}")
+
+
+def test_the_console_sends_everyone_else_to_the_admins_login() -> None:
+    anonymous = BrowserClient()
+    User.objects.create_user("clerk", password="pw", is_staff=False)
+    clerk = BrowserClient()
+    clerk.login(username="clerk", password="pw")
+
+    for browser in (anonymous, clerk):
+        response = browser.get("/console/")
+        assert response.status_code == 302
+        assert response["Location"].startswith("/admin/login/?next=/console/")
+
+
+def test_each_section_shows_what_is_stuck_what_failed_and_who_is_down(staff: BrowserClient) -> None:
+    # Given jobs in every status, failing receivers and workers up, lost and stopped
+    seeded = seed()
+
+    # When an operator opens the console
+    response = staff.get("/console/")
+
+    # Then jobs by type and status count the unfinished ones now and the finals of the last hour
+    assert response.status_code == 200
+    html = response.content.decode()
+    jobs = section(html, "jobs")
+    # (PENDING counts the scheduled job too; the failure 2 h ago is in no figure)
+    assert row_of(jobs, HELLO)[1:7] == ["3", "0", "0", "3", "0", "1"]
+    assert row_of(jobs, CHECKLIST)[1:8] == ["0", "0", "1", "0", "2", "0", "100.0 %"]
+    assert row_of(jobs, "all")[1:] == ["3", "1", "1", "3", "3", "1", "42.9 %"]
+    # ...the oldest pending first (the scheduled job is not waiting yet), the longest running,
+    pending = section(html, "oldest-pending")
+    assert f"/admin/jobs/job/{seeded.oldest_pending.pk}/change/" in pending
+    assert pending.count("<tr>") == 1 + 2
+    assert row_of(pending, str(seeded.oldest_pending.pk)[:8])[3].startswith("20 min")
+    running = section(html, "longest-running")
+    assert row_of(running, str(seeded.longest_running.pk)[:8])[1:4] == [
+        "api.tasks.long_running_task", seeded.client.name, "STARTED"]
+    # ...every queue with its consumers (a lost worker consumes nothing),
+    queues = section(html, "queues")
+    assert [row_of(queues, name)[2] for name in ("jobs", "jobs_long", "maintenance", "webhooks")] == [
+        "1", "0 (none)", "0 (none)", "0 (none)"]
+    # ...the failure rate and the top errors, each linking to its latest job,
+    failures = section(html, "failures")
+    assert "3 of 7 finished: 42.9 %" in text(failures)
+    assert row_of(failures, "ValueError")[1:3] == ["2", "no checklist (3)"]
+    assert f"/admin/jobs/job/{seeded.failed[0].pk}/change/" in failures
+    assert row_of(failures, "time_limit_exceeded")[1] == "1"
+    assert "OldError" not in failures
+    # ...the receivers failing, with their last error and the admin's deliveries,
+    receivers = section(html, "receivers")
+    assert row_of(receivers, DOWN_HOST)[1:4] == ["1", "1", "Connection failed: [Errno 111] Connection refused"]
+    assert row_of(receivers, FLAKY_HOST)[1:4] == ["1", "0", "HTTP 503"]
+    assert f"/admin/webhooks/delivery/?q={DOWN_HOST}" in receivers
+    assert "fine.example" not in receivers
+    # ...and the workers with their state
+    workers = section(html, "workers")
+    assert [row_of(workers, name)[1] for name in ("jobs@seeded", "webhooks@seeded", "jobs_long@seeded")] == [
+        "up", "lost", "stopped"]
+
+
+def test_the_page_refreshes_its_figures_from_a_fragment(staff: BrowserClient) -> None:
+    seed()
+
+    page = staff.get("/console/")
+    fragment = staff.get("/console/?fragment=1")
+
+    assert 'src="/static/console/console.js"' in page.content.decode()
+    assert fragment.status_code == 200 and fragment["X-Console-Fragment"] == "1"
+    assert "<html" not in fragment.content.decode()
+    for name in ("jobs", "oldest-pending", "longest-running", "queues", "failures", "receivers", "workers"):
+        assert f'<section id="{name}">' in fragment.content.decode()
+    assert "no-cache" in fragment["Cache-Control"]
+
+
+def test_each_row_links_to_an_admin_page_that_has_the_action(staff: BrowserClient) -> None:
+    seeded = seed()
+
+    job_page = staff.get(f"/admin/jobs/job/{seeded.oldest_pending.pk}/change/").content.decode()
+    delivery = seeded.failing_delivery
+    assert delivery is not None
+    delivery_page = staff.get(f"/admin/webhooks/delivery/{delivery.pk}/change/").content.decode()
+
+    assert f"/admin/jobs/job/{seeded.oldest_pending.pk}/actions/cancel/" in job_page
+    assert f"/admin/webhooks/delivery/{delivery.pk}/actions/redeliver/" in delivery_page
+
+
+def _figures(staff: BrowserClient) -> Any:
+    return staff.get("/console/?fragment=1").content.decode()
+
+
+def test_an_empty_service_says_so_in_each_section(staff: BrowserClient) -> None:
+    html = _figures(staff)
+
+    assert "No job is waiting to start." in html
+    assert "No job is running." in html
+    assert "No job failed in the last hour." in html
+    assert "Every receiver takes its deliveries." in html

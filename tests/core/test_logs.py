@@ -1,0 +1,102 @@
+"""LOG_FORMAT=json at INFO, through gunicorn and a Celery worker as production runs them: one JSON
+object a line, and one grep for the request id follows a job from its POST to its webhook."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from celery import Celery
+from django.conf import settings
+
+from core.services import api_key_create, client_create
+from examples.receiver import Receiver
+from tests.conftest import REPO, stop_process, worker_env
+from tests.openapi.web import start_web, stop
+
+# Not in `make test-fast`: it boots a web server and a worker of its own.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
+
+FIELDS = {"timestamp", "level", "logger", "message"}
+
+
+def _lines(path: Path) -> list[dict[str, Any]]:
+    """The log's JSON lines (gunicorn's own start lines and Celery's banner are not logging's)."""
+    found = []
+    for line in path.read_text().splitlines():
+        if line.startswith("{"):
+            found.append(json.loads(line))
+    return found
+
+
+def _wait_for_worker(app: Celery, name: str, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 60
+    while not app.control.ping(destination=[name], timeout=0.5):
+        assert process.poll() is None and time.monotonic() < deadline, f"worker {name} did not come up"
+
+
+def test_one_request_id_follows_a_job_from_its_post_to_its_webhook(transactional_db: Any, tmp_path: Path) -> None:
+    # Given the API and a worker logging JSON at INFO, on queues of their own
+    prefix = f"test-{os.environ['TEST_RUN_ID']}-logs-{uuid.uuid4().hex[:8]}:"
+    env = worker_env(CELERY_BROKER_KEY_PREFIX=prefix, LOG_FORMAT="json", LOG_LEVEL="INFO")
+    client = client_create(name=f"logs-{uuid.uuid4().hex[:6]}")
+    key = api_key_create(client=client)
+    receiver = Receiver().start()
+    name = f"logs-{uuid.uuid4().hex[:6]}@localhost"
+    worker_log = tmp_path / "worker.log"
+    with open(worker_log, "wb") as log:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "core", "worker", "-Q", "jobs,webhooks,maintenance", "-c", "1",
+             "-n", name, "--without-mingle", "--without-gossip", "-l", "INFO"],
+            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+        )
+    app = Celery("logs-probe", broker=settings.CELERY_BROKER_URL, set_as_current=False)
+    app.conf.broker_transport_options = {"global_keyprefix": prefix}
+    web, url = start_web(env, tmp_path)
+    try:
+        _wait_for_worker(app, name, worker)
+        receiver.secret = requests.get(f"{url}/api/webhook-secret/", headers={"Authorization": f"Bearer {key}"},
+                                       timeout=10).json()["secret"]
+
+        # When a client submits a job with a callback and its own request id
+        request_id = f"trace-{uuid.uuid4().hex}"
+        response = requests.post(
+            f"{url}/api/jobs/", timeout=10,
+            headers={"Authorization": f"Bearer {key}", "X-Request-ID": request_id},
+            json={"job_name": "api.tasks.hello_world", "payload": {"message": "logged"}, "callback_url": receiver.url},
+        )
+        assert response.status_code == 202, response.text
+        job_id = response.json()["id"]
+        receiver.wait_for(1, timeout=30)
+        time.sleep(1)  # the attempt's line comes right after the receiver answered
+    finally:
+        stop(web)
+        stop_process(worker)
+        receiver.stop()
+        app.close()
+
+    # Then every line is one JSON object with the fields, and the request id finds the whole path
+    lines = _lines(tmp_path / next(p.name for p in tmp_path.glob("gunicorn-*.log"))) + _lines(worker_log)
+    assert lines and all(FIELDS <= set(line) for line in lines)
+    followed = [line for line in lines if line.get("request_id") == request_id]
+    messages = [line["message"] for line in followed]
+    assert response.headers["X-Request-ID"] == request_id
+    for message in ("job submitted", "request", "job started", "job finished", "webhook attempt"):
+        assert messages.count(message) == 1, (message, messages)
+    for line in followed:
+        if line["message"] != "request":
+            assert line["job_id"] == job_id and line["client"] == str(client.pk), line
+    request_line = next(line for line in followed if line["message"] == "request")
+    assert (request_line["route"], request_line["status"], request_line["level"]) == ("api/jobs/", 202, "info")
+    finished = next(line for line in followed if line["message"] == "job finished")
+    assert finished["status"] == "SUCCESS" and finished["logger"] == "jobs.transitions"
+    attempt = next(line for line in followed if line["message"] == "webhook attempt")
+    assert attempt["outcome"] == "success" and attempt["status_code"] == 200
+    assert attempt["webhook_id"].startswith("msg_") and isinstance(attempt["delivery_id"], int)

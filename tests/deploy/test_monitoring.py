@@ -1,0 +1,147 @@
+"""The monitoring profile's files, checked statically (no Docker engine here): Prometheus's
+configuration and alert rules and Grafana's dashboard parse, each rule and panel names only
+metrics GET /metrics serves, Prometheus scrapes what compose runs where compose runs it, and
+Grafana is provisioned from the files compose mounts."""
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import pytest
+import yaml
+from django.test import Client as BrowserClient
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.conftest import REPO
+from tests.console.seed import seed
+
+MONITORING = REPO / "monitoring"
+# Series Prometheus makes itself, not the service.
+PROMETHEUS_OWN = {"up", "ALERTS"}
+METRIC = re.compile(r"\b(jobapi_[a-z0-9_]+|up|ALERTS)\b")
+# What the rules must watch, by the metric each one reads.
+ALERTED = {
+    "jobapi_oldest_pending_job_age_seconds",  # jobs pending too long
+    "jobapi_jobs_finished_total",  # the failure rate
+    "jobapi_webhook_failing_receivers",  # deliveries failing per receiver
+    "jobapi_queue_consumers",  # a worker queue with no consumer
+    "jobapi_ready",  # /readyz failing
+}
+
+
+def _yaml(path: str) -> Any:
+    return yaml.safe_load((MONITORING / path).read_text())
+
+
+def _compose() -> dict[str, Any]:
+    return yaml.safe_load((REPO / "docker-compose.yaml").read_text())
+
+
+def rule_expressions() -> list[str]:
+    return [rule["expr"] for group in _yaml("prometheus/alerts.yml")["groups"] for rule in group["rules"]]
+
+
+def dashboard() -> dict[str, Any]:
+    return json.loads((MONITORING / "grafana/dashboards/jobapi.json").read_text())
+
+
+def panel_expressions() -> list[str]:
+    return [target["expr"] for panel in dashboard()["panels"] for target in panel.get("targets", [])]
+
+
+@pytest.fixture
+def served(db: None) -> set[str]:
+    """Every series name GET /metrics serves, with rows in every figure."""
+    seed()
+    BrowserClient().get("/healthz")  # one request answered: the HTTP figures have a series
+    response = BrowserClient().get("/metrics", HTTP_AUTHORIZATION="Bearer test-metrics-token")
+    assert response.status_code == 200
+    families = list(text_string_to_metric_families(response.content.decode()))
+    return {family.name for family in families} | {s.name for family in families for s in family.samples}
+
+
+def test_the_alert_rules_parse_and_each_names_only_served_metrics(served: set[str]) -> None:
+    groups = _yaml("prometheus/alerts.yml")["groups"]
+    rules = [rule for group in groups for rule in group["rules"]]
+
+    assert len({rule["alert"] for rule in rules}) == len(rules) == 5
+    for rule in rules:
+        assert set(rule) == {"alert", "expr", "for", "labels", "annotations"}, rule["alert"]
+        assert rule["labels"]["severity"] in {"warning", "critical"}
+        assert rule["annotations"]["summary"] and rule["annotations"]["description"]
+        named = set(METRIC.findall(rule["expr"]))
+        assert named and named - PROMETHEUS_OWN <= served, (rule["alert"], named - served)
+    assert ALERTED <= {name for expr in rule_expressions() for name in METRIC.findall(expr)}
+
+
+def test_the_dashboard_parses_and_each_panel_names_only_served_metrics(served: set[str]) -> None:
+    board = dashboard()
+    expressions = panel_expressions()
+
+    assert board["uid"] == "jobapi" and expressions
+    named = {name for expr in expressions for name in METRIC.findall(expr)}
+    assert named - PROMETHEUS_OWN <= served, named - served
+    # The figures of the issue, each on a panel.
+    assert {
+        "jobapi_jobs_submitted_total", "jobapi_jobs_finished_total", "jobapi_job_queue_wait_seconds_bucket",
+        "jobapi_job_run_seconds_bucket", "jobapi_jobs", "jobapi_oldest_pending_job_age_seconds",
+        "jobapi_queue_messages", "jobapi_webhook_attempts_total", "jobapi_webhook_delivery_seconds_bucket",
+        "jobapi_webhook_pending_deliveries", "jobapi_http_requests_total",
+        "jobapi_http_request_duration_seconds_bucket",
+    } <= named
+    for panel in board["panels"]:
+        for target in panel.get("targets", []):
+            assert target["datasource"]["uid"] == "prometheus", panel["title"]
+
+
+def test_prometheus_scrapes_the_api_with_the_token_and_every_worker_on_its_port() -> None:
+    config = _yaml("prometheus/prometheus.yml")
+    compose = _compose()
+    services = compose["services"]
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+
+    assert config["rule_files"] == ["/etc/prometheus/alerts.yml"]
+    api = jobs["api"]
+    assert api["metrics_path"] == "/metrics"
+    assert api["authorization"] == {"type": "Bearer", "credentials_file": "/run/secrets/metrics_token"}
+    assert api["dns_sd_configs"] == [{"names": ["web"], "type": "A", "port": 8000}]
+    # The API answers to the name Prometheus uses, and does not redirect it to HTTPS.
+    assert services["web"]["environment"]["ALLOWED_HOSTS"].endswith(",web")
+    from django.conf import settings
+
+    assert r"^metrics$" in settings.SECURE_REDIRECT_EXEMPT
+    for worker in ("worker", "worker-long", "deliveries"):
+        environment = services[worker]["environment"]
+        port = int(environment["METRICS_PORT"])
+        assert environment["METRICS_ADDRESS"] == "0.0.0.0"
+        assert jobs[worker]["dns_sd_configs"] == [{"names": [worker], "type": "A", "port": port}]
+        assert "ports" not in services[worker]  # never published
+    # The token comes from .env as a secret; the rules and the configuration are mounted.
+    assert compose["secrets"] == {"metrics_token": {"environment": "METRICS_TOKEN"}}
+    prometheus = services["prometheus"]
+    assert prometheus["secrets"] == ["metrics_token"]
+    assert "./monitoring/prometheus:/etc/prometheus:ro" in prometheus["volumes"]
+    assert "--config.file=/etc/prometheus/prometheus.yml" in prometheus["command"]
+
+
+def test_grafana_is_provisioned_from_the_files_compose_mounts() -> None:
+    grafana = _compose()["services"]["grafana"]
+    mounts = dict(volume.rsplit(":", 2)[:2] for volume in grafana["volumes"] if volume.startswith("./"))
+    datasources = _yaml("grafana/provisioning/datasources/prometheus.yml")["datasources"]
+    providers = _yaml("grafana/provisioning/dashboards/jobapi.yml")["providers"]
+
+    assert mounts == {
+        "./monitoring/grafana/provisioning": "/etc/grafana/provisioning",
+        "./monitoring/grafana/dashboards": "/var/lib/grafana/dashboards",
+    }
+    assert datasources == [{
+        "name": "Prometheus", "uid": "prometheus", "type": "prometheus", "access": "proxy",
+        "url": "http://prometheus:9090", "isDefault": True, "editable": False,
+    }]
+    assert providers[0]["options"]["path"] == "/var/lib/grafana/dashboards"
+    assert (MONITORING / "grafana/dashboards").is_dir()
+    # No admin/admin: it refuses to start without a password; and it calls nothing outside.
+    assert "GRAFANA_ADMIN_PASSWORD" in grafana["environment"]["GF_SECURITY_ADMIN_PASSWORD"]
+    assert "test -n" in grafana["entrypoint"][-1]
+    assert grafana["environment"]["GF_ANALYTICS_REPORTING_ENABLED"] == "false"

@@ -1,0 +1,114 @@
+"""What delivery attempts move in /metrics: each outcome by kind (never the receiver's text, URL
+or host), the time from an event to its delivery; and end to end, a job and its webhook counted
+by the API and the worker alike (the run's one multiprocess directory)."""
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from django.test import Client as BrowserClient
+from django.test import override_settings
+
+from core.services import client_create
+from examples.receiver import Receiver, Reply
+from tests.conftest import Api, free_port
+from tests.console.test_metrics import Samples, parse, scrape, value
+from tests.webhooks.conftest import HELLO
+from webhooks import attempts, outbox
+
+
+def _scrape() -> Samples:
+    response = BrowserClient().get("/metrics", HTTP_AUTHORIZATION="Bearer test-metrics-token")
+    assert response.status_code == 200
+    return parse(response.content.decode())
+
+
+def _attempt_once(url: str) -> None:
+    client = client_create(name=f"t-{uuid.uuid4().hex[:6]}")
+    # Recorded, not published: this test sends the attempt itself.
+    outbox.event_record(owner_id=client.pk, subject_id=uuid.uuid4(), event_type="job.succeeded",
+                        data={"id": "x"}, callback_url=url, publish=False)
+    from webhooks.models import Delivery
+
+    delivery = Delivery.objects.filter(owner=client).get()
+    [made] = attempts.deliveries_attempt(delivery_ids=[delivery.pk])
+    assert made.delivery_id == delivery.pk
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("reply", "outcome"), [
+    (Reply(status=204), "success"),
+    (Reply(status=500, body=b"receiver says no"), "http_error"),
+    (Reply(status=200, delay_seconds=2.0), "timeout"),
+])
+@override_settings(WEBHOOK_TIMEOUT_SECONDS=0.5)
+def test_each_answer_is_counted_by_its_kind(make_receiver: Callable[..., Receiver], reply: Reply, outcome: str) -> None:
+    receiver = make_receiver(reply)
+    before = _scrape()
+
+    _attempt_once(receiver.url)
+
+    after = _scrape()
+    changed = {
+        dict(labels)["outcome"]: after[(name, labels)] - before.get((name, labels), 0.0)
+        for name, labels in after if name == "jobapi_webhook_attempts_total"
+    }
+    assert {kind: n for kind, n in changed.items() if n} == {outcome: 1}
+    delivered = value(after, "jobapi_webhook_delivery_seconds_count") - value(before, "jobapi_webhook_delivery_seconds_count")
+    assert delivered == (1 if outcome == "success" else 0)
+    assert "127.0.0.1" not in "".join(str(key) for key in after)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("url", "outcome"), [
+    (f"http://127.0.0.1:{free_port()}/down", "refused"),  # nothing listens there
+    ("http://10.20.30.40/internal", "blocked"),  # the private-network guard: nothing is sent
+])
+def test_a_receiver_down_and_an_address_refused_are_told_apart(url: str, outcome: str) -> None:
+    before = _scrape()
+
+    _attempt_once(url)
+
+    after = _scrape()
+    assert value(after, "jobapi_webhook_attempts_total", outcome=outcome) - value(
+        before, "jobapi_webhook_attempts_total", outcome=outcome) == 1
+
+
+def test_a_job_and_its_webhook_move_the_counters(
+    api: Api, make_receiver: Callable[..., Receiver], live_server: Any
+) -> None:
+    # Given the figures before, and a receiver that fails once then takes the webhook
+    receiver = make_receiver(Reply(status=500), Reply(status=200))
+    before = scrape(live_server.url)
+
+    # When a job with a callback runs, and its webhook is delivered on the second attempt
+    job = api.submit("api.tasks.hello_world", {"message": "m"}, callback_url=receiver.url)
+    api.wait(job["id"])
+    receiver.wait_for(1, timeout=30)
+    deadline = time.monotonic() + 30
+    while True:
+        after = scrape(live_server.url)
+        if value(after, "jobapi_webhook_attempts_total", outcome="success") > value(
+            before, "jobapi_webhook_attempts_total", outcome="success"
+        ) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+
+    # Then the API counted the submission and the request, the worker the run and the attempts
+    def delta(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    hello = {"job_name": "api.tasks.hello_world"}
+    assert delta("jobapi_jobs_submitted_total", **hello) == 1
+    assert delta("jobapi_jobs_finished_total", status="SUCCESS", **hello) == 1
+    assert delta("jobapi_job_queue_wait_seconds_count", **hello) == 1
+    assert delta("jobapi_job_run_seconds_count", **hello) == 1
+    assert delta("jobapi_webhook_attempts_total", outcome="http_error") == 1
+    assert delta("jobapi_webhook_attempts_total", outcome="success") == 1
+    assert delta("jobapi_webhook_delivery_seconds_count") == 1
+    assert delta("jobapi_webhook_delivery_seconds_sum") > 0
+    assert delta("jobapi_http_requests_total", route="api/jobs/", method="POST", status="202") == 1
+    assert delta("jobapi_http_request_duration_seconds_count", route="api/jobs/<uuid:job_id>/", method="GET") >= 1

@@ -1,0 +1,93 @@
+"""What delivery attempts tell their operators: each attempt's outcome, counted by kind
+(core/metrics.py), and one log line (INFO) with the delivery's context. Called once the
+attempts' HTTP results are known, never deciding anything.
+
+The subject of every event today is a job (webhooks/outbox.py), so the lines name it `job_id`,
+the key operators grep for across the service.
+"""
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterable
+from datetime import datetime
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+from django.utils import timezone
+
+from core import logs, metrics
+from webhooks.models import Delivery
+
+if TYPE_CHECKING:
+    from core.http import HttpResult
+    from webhooks.claims import Claimed
+
+log = logs.get_logger("webhooks.attempts")
+
+# The event's time, near the start of its body: outbox.event_body writes "type", "timestamp",
+# then "data" (reading it there spares a query per success).
+_EVENT_TIMESTAMP = re.compile(rb'"timestamp":"([^"]{1,40})"')
+
+
+# Every value attempt_outcome answers.
+OUTCOMES = ("success", "http_error", "timeout", "refused", "blocked", "tls_error", "connection_error", "error")
+
+
+def attempt_outcome(result: HttpResult) -> str:
+    """The kind of outcome, a label with a handful of values (never the receiver's text)."""
+    if result.ok:
+        return "success"
+    if result.status_code is not None:
+        return "http_error"
+    if result.refused:
+        return "blocked"  # the address guard refused the URL: nothing was sent
+    error = result.error
+    if " within " in error or "timed out" in error:
+        return "timeout"
+    if "Connection refused" in error:
+        return "refused"  # nothing listens there: the receiver is down
+    if error.startswith("TLS error"):
+        return "tls_error"
+    if error.startswith("Connection failed"):
+        return "connection_error"
+    return "error"
+
+
+def event_time(body: bytes) -> datetime | None:
+    match = _EVENT_TIMESTAMP.search(body[:200])
+    if match is None:
+        return None
+    try:
+        return datetime.fromisoformat(match.group(1).decode())
+    except ValueError:
+        return None
+
+
+def attempts_finished(attempts: Iterable[tuple[Claimed, HttpResult]]) -> None:
+    """Count each attempt by outcome; a success, the time from its event to now (a redelivery
+    of an event delivered before counts from the event too); log each at INFO."""
+    attempts = list(attempts)
+    now = timezone.now()
+    for claimed, result in attempts:
+        outcome = attempt_outcome(result)
+        delivered_after = None
+        if outcome == "success" and (at := event_time(claimed.body)) is not None:
+            delivered_after = (now - at).total_seconds()
+        metrics.webhook_attempted(outcome=outcome, delivered_after_seconds=delivered_after)
+    if log.is_enabled_for(logs.INFO):
+        _log(attempts)
+
+
+def _log(attempts: list[tuple[Claimed, HttpResult]]) -> None:
+    # The batch's subjects: one indexed query, made only when the lines are written.
+    subjects: dict[int, uuid.UUID] = dict(
+        Delivery.objects.filter(pk__in=[claimed.delivery_id for claimed, _ in attempts]).values_list("pk", "subject_id")
+    )
+    for claimed, result in attempts:
+        log.info(
+            "webhook attempt", delivery_id=claimed.delivery_id, webhook_id=claimed.message_id,
+            job_id=subjects.get(claimed.delivery_id), attempt=claimed.attempt_number,
+            outcome=attempt_outcome(result), status_code=result.status_code, duration_ms=result.duration_ms,
+            receiver=urlsplit(claimed.url).hostname, error=result.error[:300] or None,
+        )
