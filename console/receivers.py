@@ -2,8 +2,8 @@
 given up on in the last hour, each with its last error.
 
 A receiver is a registered endpoint, or the host of a job's own callback URL (`receiver_of`).
-The row links to the deliveries' list filtered to it; once endpoints have an admin page (where
-disabling one is an action), `admin_url` is the one place to point an endpoint's row at it.
+The row links to the endpoint's admin page (disabling it is an action there), or to the
+deliveries' list filtered to the callback's host.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from django.urls import reverse
 from django.utils.http import urlencode
 
 from console.selectors import WINDOW
-from webhooks.models import Delivery, DeliveryAttempt
+from webhooks.models import Delivery, DeliveryAttempt, Endpoint
 
 State = Delivery.State
 # The most deliveries of each kind (retrying, given up on) read per refresh: the newest.
@@ -38,7 +38,7 @@ class ReceiverRow:
     last_error: str = ""
     last_attempt_at: datetime | None = None
     last_delivery_id: int | None = None
-    # The deliveries list filtered to this receiver; an endpoint's page once endpoints exist.
+    # The endpoint's admin page, or the deliveries list filtered to the callback's host.
     admin_url: str = ""
 
     @property
@@ -77,7 +77,11 @@ def receivers_failing(*, now: datetime) -> list[ReceiverRow]:
             key = receiver_of(delivery)
             row = rows.setdefault(key, ReceiverRow(
                 receiver=key,
-                admin_url=reverse("admin:webhooks_delivery_changelist") + "?" + urlencode(
+                # An endpoint's own page (disable and enable are actions there); a callback
+                # host's deliveries.
+                admin_url=reverse("admin:webhooks_endpoint_change", args=[delivery.endpoint_id])
+                if delivery.endpoint_id is not None and Endpoint.objects.filter(pk=delivery.endpoint_id).exists()
+                else reverse("admin:webhooks_delivery_changelist") + "?" + urlencode(
                     {"q": urlsplit(delivery.url).hostname or ""}),
             ))
             setattr(row, kind, getattr(row, kind) + 1)

@@ -1,5 +1,5 @@
-"""Admin for the delivery log (read-only: attempts are facts; a delivery can be sent again) and
-signing secrets."""
+"""Admin for the delivery log (read-only: attempts are facts; a delivery can be sent again),
+registered endpoints (their health; disable and enable) and signing secrets."""
 from __future__ import annotations
 
 from typing import Any
@@ -11,7 +11,8 @@ from django.http import HttpRequest
 from django_object_actions import DjangoObjectActions, action, takes_instance_or_queryset
 
 from core.admin_site import action_apply
-from webhooks.models import Delivery, DeliveryAttempt, Event, SigningSecret
+from webhooks.endpoints import endpoint_update
+from webhooks.models import Delivery, DeliveryAttempt, Endpoint, Event, SigningSecret
 from webhooks.outbox import delivery_redeliver
 
 
@@ -81,3 +82,43 @@ class SigningSecretAdmin(ReadOnlyAdmin):
     list_display = ["owner", "created_at", "expires_at"]
     # The secret itself is never shown: the client reads it from the API with its key.
     exclude = ["secret"]
+
+
+@admin.register(Endpoint)
+class EndpointAdmin(DjangoObjectActions, ReadOnlyAdmin):
+    """Endpoints with their health; disabling and enabling go through the client's own service
+    (webhooks.endpoints.endpoint_update), which holds and resumes their deliveries."""
+
+    list_display = ["id", "owner", "url", "enabled", "disabled_reason", "consecutive_failures",
+                    "last_success_at", "last_failure_at", "last_error"]
+    list_filter = ["enabled", "disabled_reason"]
+    search_fields = ["id", "url", "owner__name"]
+    list_select_related = ["owner"]
+    actions = ["disable", "enable"]
+    change_actions = ["disable", "enable"]
+
+    def has_disable_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("webhooks.change_endpoint")
+
+    has_enable_permission = has_disable_permission
+
+    def _set_enabled(self, request: HttpRequest, queryset: QuerySet[Endpoint], enabled: bool) -> None:
+        if not self.has_disable_permission(request):
+            raise PermissionDenied
+        action_apply(
+            self, request, queryset,
+            lambda endpoint: endpoint_update(owner_id=endpoint.owner_id, endpoint_id=endpoint.pk, enabled=enabled),
+            done=f"{'Enabled' if enabled else 'Disabled'} {{count}} endpoint(s).", refused="{count} endpoint(s) left as they were.",
+        )
+
+    @action(label="Disable", description="Stop sending; hold its pending deliveries",
+            permissions=["disable"], methods=("POST",), button_type="form")
+    @takes_instance_or_queryset
+    def disable(self, request: HttpRequest, queryset: QuerySet[Endpoint]) -> None:
+        self._set_enabled(request, queryset, False)
+
+    @action(label="Enable", description="Send again, its held deliveries first",
+            permissions=["enable"], methods=("POST",), button_type="form")
+    @takes_instance_or_queryset
+    def enable(self, request: HttpRequest, queryset: QuerySet[Endpoint]) -> None:
+        self._set_enabled(request, queryset, True)

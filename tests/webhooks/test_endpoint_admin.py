@@ -1,0 +1,39 @@
+"""The admin lists endpoints with their health, and disabling or enabling one there holds or
+resumes its deliveries as the client's own PATCH does."""
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from django.test import Client as DjangoClient
+from django.urls import reverse
+from django.utils import timezone
+
+from core.services import client_create
+from webhooks.models import Delivery, Endpoint, Event
+
+pytestmark = pytest.mark.django_db
+
+
+def test_endpoints_are_listed_with_their_health_and_disabled_or_enabled_by_action(admin_client: DjangoClient) -> None:
+    owner = client_create(name=f"admin-endpoints-{uuid.uuid4().hex[:6]}")
+    endpoint = Endpoint.objects.create(owner=owner, url="https://hooks.example.com/e", consecutive_failures=7,
+                                       last_error="Connection refused", event_types=["job.succeeded"])
+    event = Event.objects.create(owner=owner, subject_id=uuid.uuid4(), event_type="job.succeeded", body=b"{}")
+    pending = Delivery.objects.create(event=event, owner=owner, subject_id=event.subject_id, endpoint=endpoint,
+                                      url=endpoint.url, next_attempt_at=timezone.now())
+
+    listed = admin_client.get(reverse("admin:webhooks_endpoint_changelist"))
+    assert listed.status_code == 200
+    assert b"hooks.example.com" in listed.content and b"Connection refused" in listed.content
+
+    changelist = reverse("admin:webhooks_endpoint_changelist")
+    admin_client.post(changelist, {"action": "disable", "_selected_action": [str(endpoint.pk)]})
+    endpoint.refresh_from_db()
+    pending.refresh_from_db()
+    assert (endpoint.enabled, endpoint.disabled_reason, pending.state) == (False, "client", "endpoint_disabled")
+
+    admin_client.post(changelist, {"action": "enable", "_selected_action": [str(endpoint.pk)]})
+    endpoint.refresh_from_db()
+    pending.refresh_from_db()
+    assert (endpoint.enabled, pending.state) == (True, "pending")
