@@ -37,6 +37,16 @@ IDEMPOTENCY_KEY_TTL_SECONDS = env.int("IDEMPOTENCY_KEY_TTL_SECONDS", default=24 
 # request); also how long a revoked key may still work in the other processes.
 API_KEY_CACHE_SECONDS = env.float("API_KEY_CACHE_SECONDS", default=5.0)
 
+# Longest `Prefer: wait=N` honoured, in seconds (a longer one, or a bare `wait`, waits this long).
+API_MAX_WAIT_SECONDS = env.int("API_MAX_WAIT_SECONDS", default=60)
+# Seconds between the `: heartbeat` comments of an idle event stream (keeps proxies from
+# closing it, and finds clients that left without closing their connection).
+API_STREAM_HEARTBEAT_SECONDS = env.float("API_STREAM_HEARTBEAT_SECONDS", default=15.0)
+
+# Requests an API process runs at once (0: as many as it has threads, WEB_THREADS); the rest
+# of its threads are for waits and streams, which give their turn back while they wait.
+WEB_ACTIVE_REQUESTS = env.int("WEB_ACTIVE_REQUESTS", default=1)
+
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["core.auth.ApiKeyAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
