@@ -13,8 +13,10 @@ bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", multiprocessing.cpu_count() + 1))
 worker_class = "gthread"
 threads = int(os.environ.get("WEB_THREADS", "200"))
-# Connections a process keeps open at once (waiting and idle keep-alive ones included).
-worker_connections = int(os.environ.get("WEB_MAX_CONNECTIONS", "1000"))
+# Connections a process holds at once: no more than its threads, so a process whose threads all
+# wait stops accepting and the kernel hands new connections to the others (and, as with sync
+# workers, an answered connection is closed rather than kept alive).
+worker_connections = int(os.environ.get("WEB_MAX_CONNECTIONS", threads))
 # Longer than any request may take; a hung worker is killed and replaced.
 timeout = int(os.environ.get("WEB_TIMEOUT_SECONDS", "30"))
 graceful_timeout = 20

@@ -74,8 +74,10 @@ def _waited(request: Request, job: Job) -> tuple[Job, dict[str, str]]:
     """Honour a `Prefer: wait=N` (jobs.waiting): the job once final or after N seconds, and the
     `Preference-Applied` header saying so; the job as it is when no wait is asked."""
     seconds = inputs.prefer_wait(request)
-    if seconds is None or job.is_final:
-        return job, {} if seconds is None else {"Preference-Applied": f"wait={seconds}"}
+    if seconds is None or not waiting.room_to_wait():
+        return job, {}  # as RFC 7240 allows: a preference not applied, and not said to be
+    if job.is_final:
+        return job, {"Preference-Applied": f"wait={seconds}"}
     client = waiting.client_socket(request._request)
     job = waiting.job_wait(owner=request.user, job=job, seconds=seconds, client=client)
     return job, {"Preference-Applied": f"wait={seconds}"}

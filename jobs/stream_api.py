@@ -9,6 +9,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from core.errors import ApplicationError
 from jobs import selectors, streams, waiting
 
 EVENT_STREAM = "text/event-stream"
@@ -32,6 +33,14 @@ def _streaming(body: Any) -> StreamingHttpResponse:
     return response
 
 
+def _room() -> None:
+    if not waiting.room_to_wait():
+        raise ApplicationError(
+            "This server holds as many streams as it may; reconnect in a moment.",
+            code="too_many_streams", status_code=503, headers={"Retry-After": "1"},
+        )
+
+
 def _resume_from(request: Request) -> int | None:
     return streams.last_event_id(
         request.headers.get("Last-Event-ID") or request.query_params.get("last_event_id")
@@ -51,6 +60,7 @@ class _StreamApi(APIView):
 class JobEventStreamApi(_StreamApi):
     def get(self, request: Request, job_id: str) -> StreamingHttpResponse:
         job = selectors.job_get(owner=request.user, job_id=job_id)
+        _room()
         return _streaming(streams.job_event_stream(
             job_id=job.id, after=_resume_from(request), client=waiting.client_socket(request._request)
         ))
@@ -58,6 +68,7 @@ class JobEventStreamApi(_StreamApi):
 
 class EventStreamApi(_StreamApi):
     def get(self, request: Request) -> StreamingHttpResponse:
+        _room()
         return _streaming(streams.owner_event_stream(
             owner_id=request.user.pk, after=_resume_from(request),
             job_name=request.query_params.get("job_name", ""), client=waiting.client_socket(request._request),

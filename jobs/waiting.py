@@ -8,6 +8,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest
 
@@ -28,6 +29,12 @@ def client_socket(request: HttpRequest) -> socket.socket | None:
     noticed at the wait's end, or when a stream next writes (its heartbeat)."""
     sock = request.META.get("gunicorn.socket")
     return sock if isinstance(sock, socket.socket) else None
+
+
+def room_to_wait() -> bool:
+    """Whether this process may take one more waiter (API_MAX_WAITERS_PER_PROCESS): past it,
+    its threads would all wait and none be left for short requests."""
+    return hub.waiting() < settings.API_MAX_WAITERS_PER_PROCESS
 
 
 @contextmanager

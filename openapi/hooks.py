@@ -232,6 +232,7 @@ def postprocess(result: dict[str, Any], generator: Any, request: Any, public: bo
                     "example": STREAM_EXAMPLE,
                 }}
                 responses["200"]["headers"] = _STREAM_HEADERS
+                responses["503"].setdefault("headers", {}).update(_HEADERS["429"])
             for status, links in _LINKS.get(operation.get("operationId", ""), {}).items():
                 responses[status]["links"] = links
     for path_item in result.get("webhooks", {}).values():

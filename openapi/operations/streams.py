@@ -8,7 +8,7 @@ from typing import Any
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 
-from openapi.schemas import JOB_ID, error_responses, query_parameter
+from openapi.schemas import JOB_ID, error_example, error_responses, query_parameter
 
 PREFER = OpenApiParameter(
     "Prefer",
@@ -47,6 +47,13 @@ STREAM_EXAMPLE = (
     "\"data\":{\"id\":\"3f0c5a6e-8a0e-4c59-9a53-6d1e3b2f7c11\",\"status\":\"STARTED\",\"...\":\"...\"}}\n\n"
     ": heartbeat\n\n"
 )
+_FULL = {503: (
+    (
+        "This API process holds as many waits and streams as it may "
+        "(`API_MAX_WAITERS_PER_PROCESS`); reconnect after `Retry-After`. Code: `too_many_streams`."
+    ),
+    error_example(503, "too_many_streams", "This server holds as many streams as it may; reconnect in a moment."),
+)}
 _STREAM_200 = OpenApiResponse(OpenApiTypes.STR, description="The stream (see the operation's description).")
 
 OPERATIONS: dict[str, dict[str, Callable[..., Any]]] = {
@@ -59,7 +66,7 @@ OPERATIONS: dict[str, dict[str, Callable[..., Any]]] = {
             "ends after the final event.",
             tags=["Jobs"],
             parameters=[JOB_ID, LAST_EVENT_ID],
-            responses={200: _STREAM_200, **error_responses(401, 404, 429)},
+            responses={200: _STREAM_200, **error_responses(401, 404, 503, described=_FULL)},
         ),
     },
     "jobs.stream_api.EventStreamApi": {
@@ -70,7 +77,7 @@ OPERATIONS: dict[str, dict[str, Callable[..., Any]]] = {
             "after `Last-Event-ID`); it never ends on its own.",
             tags=["Jobs"],
             parameters=[LAST_EVENT_ID, query_parameter("job_name", OpenApiTypes.STR, "Only jobs of this type.")],
-            responses={200: _STREAM_200, **error_responses(401, 429)},
+            responses={200: _STREAM_200, **error_responses(401, 503, described=_FULL)},
         ),
     },
 }

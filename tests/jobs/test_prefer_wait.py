@@ -80,3 +80,16 @@ class _Request:
 def test_prefer_wait_is_read_as_rfc_7240_has_it(header: str, seconds: int | None) -> None:
     with override_settings(API_MAX_WAIT_SECONDS=60):
         assert inputs.prefer_wait(_Request(header)) == seconds  # type: ignore[arg-type]
+
+
+def test_past_the_processs_waiters_a_wait_is_not_applied_and_a_stream_is_503(api: Api) -> None:
+    created = api.submit("api.tasks.long_running_task", {"duration": 2, "message": "m"})
+
+    with override_settings(API_MAX_WAITERS_PER_PROCESS=0):
+        waited = api.get(f"/api/jobs/{created['id']}/", headers={"Prefer": "wait=5"})
+        streamed = api.get(f"/api/jobs/{created['id']}/events/", headers={"Accept": "text/event-stream"})
+
+    assert waited.status_code == 200 and "Preference-Applied" not in waited.headers
+    assert waited.json()["status"] in {"PENDING", "STARTED"}
+    assert streamed.status_code == 503 and streamed.json()["error"]["code"] == "too_many_streams"
+    assert streamed.headers["Retry-After"] == "1"
