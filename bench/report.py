@@ -28,6 +28,13 @@ def _get(data: dict[str, Any], *path: str) -> Any:
     return data
 
 
+_WRK_TABLE_HEAD = (
+    "| endpoint | requests/s | p50 ms | p99 ms | server CPU ms/request | PostgreSQL CPU ms/request "
+    "| Redis CPU ms/request | wrk CPU ms/request | requests | non-2xx / socket errors |",
+    "|---|---|---|---|---|---|---|---|---|---|",
+)
+
+
 def _wrk_row(label: str, figures: dict[str, Any] | None) -> str:
     if not figures:
         return f"| {label} | n/a | | | | | | | | |"
@@ -144,10 +151,7 @@ def render(results: dict[str, Any]) -> str:
         "",
         "### HTTP throughput and latency (wrk)",
         "",
-        ("| endpoint | requests/s | p50 ms | p99 ms | server CPU ms/request "
-        "| PostgreSQL CPU ms/request | Redis CPU ms/request | wrk CPU ms/request "
-        "| requests | non-2xx / socket errors |"),
-        "|---|---|---|---|---|---|---|---|---|---|",
+        *_WRK_TABLE_HEAD,
         _wrk_row("baseline: constant view", base.get("constant")),
         _wrk_row("baseline: read one row by pk", base.get("read_one_row")),
         _wrk_row("baseline: insert one row + publish one message", base.get("insert_and_publish")),
@@ -170,10 +174,7 @@ def render(results: dict[str, Any]) -> str:
             (f"### The outside shape: `WEB_CONCURRENCY={outside['web_concurrency']}` for both apps, "
              f"{outside['clients']} clients round-robin, default limits"),
             "",
-            ("| endpoint | requests/s | p50 ms | p99 ms | server CPU ms/request "
-             "| PostgreSQL CPU ms/request | Redis CPU ms/request | wrk CPU ms/request "
-             "| requests | non-2xx / socket errors |"),
-            "|---|---|---|---|---|---|---|---|---|---|",
+            *_WRK_TABLE_HEAD,
             _wrk_row("baseline: read one row by pk", outside.get("read_one_row")),
             _wrk_row("API: `GET /api/jobs/<id>/`", outside.get("poll")),
             _wrk_row("baseline: insert one row + publish one message", outside.get("insert_and_publish")),
