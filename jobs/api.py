@@ -78,7 +78,7 @@ def _waited(request: Request, job: Job) -> tuple[Job, dict[str, str]]:
         return job, {}  # as RFC 7240 allows: a preference not applied, and not said to be
     if job.is_final:
         return job, {"Preference-Applied": f"wait={seconds}"}
-    client = waiting.client_socket(request._request)
+    client = waiting.client_socket(request.META)
     job = waiting.job_wait(owner=request.user, job=job, seconds=seconds, client=client)
     return job, {"Preference-Applied": f"wait={seconds}"}
 

@@ -62,7 +62,7 @@ class JobEventStreamApi(_StreamApi):
         job = selectors.job_get(owner=request.user, job_id=job_id)
         _room()
         return _streaming(streams.job_event_stream(
-            job_id=job.id, after=_resume_from(request), client=waiting.client_socket(request._request)
+            job_id=job.id, after=_resume_from(request), client=waiting.client_socket(request.META)
         ))
 
 
@@ -71,5 +71,5 @@ class EventStreamApi(_StreamApi):
         _room()
         return _streaming(streams.owner_event_stream(
             owner_id=request.user.pk, after=_resume_from(request),
-            job_name=request.query_params.get("job_name", ""), client=waiting.client_socket(request._request),
+            job_name=request.query_params.get("job_name", ""), client=waiting.client_socket(request.META),
         ))

@@ -41,7 +41,7 @@ def job_event_stream(*, job_id: uuid.UUID, after: int | None, client: socket.soc
         if after is None:
             latest = event_log.job_event_latest(job_id=job_id)
             events: list[JobEvent] = [latest] if latest else []
-            after = latest.pk - 1 if latest else 0
+            after = 0
         else:
             events = list(event_log.job_events_after(job_id=job_id, after_id=after))
         while True:
