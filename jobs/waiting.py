@@ -10,18 +10,12 @@ from contextlib import contextmanager
 from typing import Any
 
 from django.conf import settings
-from django.db import connection
 
-from core.concurrency import turn_released
+from core.concurrency import connections_trim, turn_released
 from core.models import Client
 from jobs import selectors
 from jobs.models import Job
 from jobs.wakeups import Waiter, hub
-
-
-# While a process has at most this many waiters, they keep their database connections: a new
-# one costs a woken waiter ~4 ms (measured on the bench machine); past it they close theirs.
-WAITERS_KEEPING_CONNECTIONS = 8
 
 
 class ClientGone(Exception):
@@ -57,12 +51,10 @@ def waiting(*, job_id: uuid.UUID | None = None, owner_id: uuid.UUID | None = Non
 
 
 def idle(waiter: Waiter, timeout: float, client: socket.socket | None) -> str:
-    """Block on `waiter` without the request's turn to run (core.concurrency) and, once the
-    process has more than a few waiters, with no database connection held (a waiting thread
-    must not pin one of PostgreSQL's few: 500 waiters would take 500; the next query opens one
-    again)."""
-    if hub.waiting() > WAITERS_KEEPING_CONNECTIONS:
-        connection.close()
+    """Block on `waiter` without the request's turn to run and, once the process holds more
+    than a few database connections, without one (core.concurrency: a waiting thread must not
+    pin one of PostgreSQL's few, 500 waiters would take 500; the next query opens one again)."""
+    connections_trim()
     with turn_released():
         return waiter.wait(timeout, client)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import time
+import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -17,9 +18,11 @@ import requests
 from django.db import connection
 from django.utils import timezone
 
+from core.concurrency import CONNECTIONS_BEYOND_TURNS
 from tests.conftest import REPO, Api, free_port, stop_process, worker_env
 
 WAITERS = 200
+APP_NAME = f"served-{uuid.uuid4().hex[:8]}"
 
 
 @pytest.fixture
@@ -27,7 +30,9 @@ def served(api: Api, tmp_path: Path) -> Iterator[Api]:
     """`api`'s client against gunicorn (one process, WAITERS + 10 threads) instead of the live
     server."""
     port = free_port()
-    env = worker_env(PORT=str(port), WEB_CONCURRENCY="1", WEB_THREADS=str(WAITERS + 10), DEBUG="false")
+    # PGAPPNAME (libpq) names its database connections, to count them.
+    env = worker_env(PORT=str(port), WEB_CONCURRENCY="1", WEB_THREADS=str(WAITERS + 10), DEBUG="false",
+                     PGAPPNAME=APP_NAME)
     log = open(tmp_path / "gunicorn.log", "wb")  # noqa: SIM115
     process = subprocess.Popen([str(REPO / "scripts" / "web")], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
@@ -74,10 +79,21 @@ def test_a_client_that_hangs_up_frees_its_thread_at_once(served: Api) -> None:
     for sock in waits:
         sock.close()
 
-    # Then: their threads answer the next request at once.
+    # Then: their threads answer the next request at once...
     began = time.monotonic()
     assert served.get(f"/api/jobs/{job['id']}/", timeout=5).status_code == 200
     assert time.monotonic() - began < 1
+    # ... and whichever of its many threads serve the next requests, the process keeps a few
+    # database connections open, not one per thread (core.concurrency).
+    for _ in range(100):
+        assert served.get(f"/api/jobs/{job['id']}/", timeout=5).status_code == 200
+    assert _connections() <= 1 + CONNECTIONS_BEYOND_TURNS
+
+
+def _connections() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", [APP_NAME])
+        return int(cursor.fetchone()[0])
 
 
 def _transactions() -> int:
