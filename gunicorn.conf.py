@@ -5,10 +5,18 @@ import os
 from prometheus_client import multiprocess
 
 bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
-# Sync workers: the API is short queries on persistent connections; one process per core
-# plus one keeps both cores busy while a request waits on PostgreSQL or Redis.
+# One process per core plus one keeps both cores busy while a request waits on PostgreSQL or
+# Redis. Threaded workers (gthread): a `Prefer: wait` or an event stream blocks one thread,
+# holding no database connection, in select() until its job's event wakes it (jobs/wakeups.py),
+# so a process serves up to WEB_THREADS of them at once while its other threads serve the
+# short requests as a sync worker would (docs/streams.md has the limits and the measurements).
 workers = int(os.environ.get("WEB_CONCURRENCY", multiprocessing.cpu_count() + 1))
-threads = int(os.environ.get("WEB_THREADS", "1"))
+worker_class = "gthread"
+threads = int(os.environ.get("WEB_THREADS", "200"))
+# Connections a process holds at once: no more than its threads, so a process whose threads all
+# wait stops accepting and the kernel hands new connections to the others (and, as with sync
+# workers, an answered connection is closed rather than kept alive).
+worker_connections = int(os.environ.get("WEB_MAX_CONNECTIONS", threads))
 # Longer than any request may take; a hung worker is killed and replaced.
 timeout = int(os.environ.get("WEB_TIMEOUT_SECONDS", "30"))
 graceful_timeout = 20

@@ -32,6 +32,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench import streams
+
 REPO = Path(__file__).resolve().parent.parent
 PG_ADMIN_URL = os.environ.get("BENCH_PG_URL", "postgres://postgres@127.0.0.1:5432")
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379")
@@ -1197,7 +1199,7 @@ def system_info() -> dict[str, Any]:
     }
 
 
-PHASES = ("baseline", "api", "outside", "queries", "e2e", "delivery", "scale")
+PHASES = ("baseline", "api", "outside", "queries", "e2e", "delivery", "streams", "scale")
 
 
 def main() -> None:
@@ -1240,7 +1242,7 @@ def main() -> None:
         bench.results["system"] = system_info()
         bench.results["config"] = {
             "gunicorn_workers": int(env.get("WEB_CONCURRENCY") or (os.cpu_count() or 1) + 1),
-            "gunicorn_threads": 1,
+            "gunicorn_threads": int(env.get("WEB_THREADS") or 200),
             "celery_jobs_worker_concurrency": 2,
             "celery_webhooks_worker_concurrency": 2,
             "wrk_connections": CONNECTIONS,
@@ -1257,12 +1259,17 @@ def main() -> None:
             bench.phase("outside", bench.outside_shape)
         if "queries" in only:
             bench.phase("queries", bench.query_counts)
-        if only & {"e2e", "delivery"}:
+        if only & {"e2e", "delivery", "streams"}:
             bench.start_workers()
             if "e2e" in only:
                 bench.phase("e2e", lambda: bench.end_to_end(url))
             if "delivery" in only:
                 bench.phase("delivery", bench.delivery)
+            if "streams" in only:
+                bench.phase("streams", lambda: bench.results.__setitem__("streams", streams.measure(
+                    bench, url, wrk=wrk, wrk_script=wrk_script, memory_of=memory_of,
+                    percentiles=percentiles, log=log,
+                )))
             bench.workers_memory()
             bench.stop_workers()
         else:

@@ -11,7 +11,7 @@ from rest_framework.views import APIView
 
 from core.errors import ApplicationError
 from core.pagination import NewestFirstCursorPagination
-from jobs import inputs, selectors, submission, transitions
+from jobs import inputs, selectors, submission, transitions, waiting
 from jobs.models import FINAL_WEBHOOK_EVENTS, Job
 from jobs.registry import job_types_all
 from jobs.serializers import (
@@ -63,10 +63,29 @@ def _filtered(filterset_class: Any, request: Request, queryset: Any) -> Any:
     return filterset.qs
 
 
-def _accepted(job: Job) -> Response:
+def _accepted(job: Job, headers: dict[str, str] | None = None) -> Response:
     return Response(
-        job_representation(job), status=status.HTTP_202_ACCEPTED, headers={"Location": f"/api/jobs/{job.id}/"}
+        job_representation(job), status=status.HTTP_202_ACCEPTED,
+        headers={"Location": f"/api/jobs/{job.id}/", **(headers or {})},
     )
+
+
+def _waited(request: Request, job: Job) -> tuple[Job, dict[str, str]]:
+    """Honour a `Prefer: wait=N` (jobs.waiting): the job once final or after N seconds, and the
+    `Preference-Applied` header saying so; the job as it is when no wait is asked."""
+    seconds = inputs.prefer_wait(request)
+    if seconds is None or not waiting.room_to_wait():
+        return job, {}  # as RFC 7240 allows: a preference not applied, and not said to be
+    if job.is_final:
+        return job, {"Preference-Applied": f"wait={seconds}"}
+    client = waiting.client_socket(request.META)
+    job = waiting.job_wait(owner=request.user, job=job, seconds=seconds, client=client)
+    return job, {"Preference-Applied": f"wait={seconds}"}
+
+
+def _client_gone() -> Response:
+    # Nobody reads it: the client hung up while it waited (499, as nginx logs it).
+    return Response(status=499)
 
 
 class JobListCreateApi(APIView):
@@ -79,7 +98,11 @@ class JobListCreateApi(APIView):
             idempotency_key=_idempotency_key(request),
             request_body=request.data,
         )
-        return _accepted(job)
+        try:
+            job, headers = _waited(request, job)
+        except waiting.ClientGone:
+            return _client_gone()
+        return _accepted(job, headers)
 
     def get(self, request: Request) -> Response:
         jobs = selectors.job_list(owner=request.user, inline_max_bytes=settings.API_LIST_INLINE_MAX_BYTES)
@@ -110,7 +133,11 @@ class JobBatchCreateApi(APIView):
 class JobDetailApi(APIView):
     def get(self, request: Request, job_id: str) -> Response:
         job = selectors.job_get(owner=request.user, job_id=job_id)
-        return Response(job_representation(job))
+        try:
+            job, headers = _waited(request, job)
+        except waiting.ClientGone:
+            return _client_gone()
+        return Response(job_representation(job), headers=headers)
 
 
 class JobCancelApi(APIView):

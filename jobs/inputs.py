@@ -151,3 +151,24 @@ def metadata_filters(request: Request) -> dict[str, str]:
         if match:
             filters[match.group(1)] = value
     return filters
+
+
+# One preference of a `Prefer` header (RFC 7240): a token, optionally `=` a token or quoted value.
+_PREFERENCE = re.compile(r'\A\s*([!#$%&\'*+.^_`|~0-9A-Za-z-]+)\s*(?:=\s*("[^"]*"|[^\s;,]*))?')
+
+
+def prefer_wait(request: Request) -> int | None:
+    """The seconds a `Prefer: wait=N` asks to wait, capped at API_MAX_WAIT_SECONDS (bare `wait`:
+    the cap); None when it asks no wait. As RFC 7240 has it, a preference that cannot be
+    understood (`wait=soon`, `wait=0`) is ignored, not an error."""
+    for header in request.headers.get("Prefer", "").split(","):
+        match = _PREFERENCE.match(header.split(";")[0])
+        if not match or match.group(1).lower() != "wait":
+            continue
+        value = (match.group(2) or "").strip('"')
+        if not value:
+            return settings.API_MAX_WAIT_SECONDS
+        if not value.isdigit() or int(value) < 1:
+            return None
+        return min(int(value), settings.API_MAX_WAIT_SECONDS)
+    return None

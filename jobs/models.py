@@ -187,3 +187,31 @@ class IdempotencyKey(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["owner", "key"], name="idempotency_owner_key"),
         ]
+
+
+class JobEvent(models.Model):
+    """The log of a job's events (`job.started`, `job.progress`, the final one), every job's,
+    written in the transaction of the transition it tells of: what `GET /api/jobs/{id}/events/`
+    and `GET /api/events/` stream and resume from (`id` is the SSE id). The webhook outbox only
+    keeps events someone is subscribed to; this keeps them all, and goes with its job (pruned
+    with it)."""
+
+    id = models.BigAutoField(primary_key=True)
+    # No index of its own: jobevent_job (job first) serves it and the cascade.
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="+", db_index=False)
+    # No index of its own: jobevent_owner (owner first) serves it.
+    owner = models.ForeignKey("core.Client", on_delete=models.CASCADE, related_name="+", db_index=False)
+    job_name = models.CharField(max_length=200)
+    event_type = models.CharField(max_length=50)
+    # The webhook body: `{"type", "timestamp", "data"}` as compact JSON (webhooks.outbox.event_body).
+    body = models.TextField()
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["job", "id"], name="jobevent_job"),
+            models.Index(fields=["owner", "id"], name="jobevent_owner"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.event_type} {self.pk} of {self.job_id}"

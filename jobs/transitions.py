@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from core.errors import Conflict, NotFound
 from core.models import Client
-from jobs import dispatch, sql, telemetry
+from jobs import dispatch, event_log, sql, telemetry
 from jobs.models import DEFAULT_WEBHOOK_EVENTS, Job, JobResult
 from jobs.registry import job_type_get, job_types_all
 from jobs.serializers import job_representation
@@ -43,12 +43,15 @@ def _locked(job_id: uuid.UUID) -> Job | None:
 
 
 def _event_record(*, job: Job, event_type: str, by_chain: bool = False) -> None:
-    """Hand the webhook event for this transition to the outbox, in the caller's transaction,
-    so the event exists exactly when the state change does.
+    """Log the transition's event (every job's: the streams read it) and hand its webhook event
+    to the outbox, in the caller's transaction, so the event exists exactly when the state
+    change does. A progress event coalesced out of the log goes to no webhook either.
 
     `by_chain`: the transition is made by a step of the job's Celery chain, whose tail
     (webhooks.deliveries_send_for_subject) sends the event, so it is not published on commit.
     """
+    if event_log.job_event_record(job=job, event_type=event_type) is None:
+        return
     wants_callback = bool(job.callback_url) and event_type in (job.webhook_events or DEFAULT_WEBHOOK_EVENTS)
     endpoints = (
         webhook_endpoints.subscribers_cached(owner_id=job.owner_id, event_type=event_type)
@@ -80,18 +83,10 @@ def job_start(*, job_id: uuid.UUID) -> Job | None:
     """Mark the job STARTED; None when it must not run (final already, or gone). Raises
     OverRunningCap, having put the job back to wait for dispatch (keeping its place: its
     creation time), when its owner already runs as many jobs as its cap allows."""
-    # The usual case, a queued job nobody canceled that wants no job.started webhook, is one
-    # statement in autocommit: no event to record with it, so no BEGIN and COMMIT round trips.
+    # Always in a transaction: every start logs its job.started event (jobs.event_log).
     now = timezone.now()
     cap = settings.JOB_MAX_RUNNING_PER_CLIENT
     under_cap = sql.under_running_cap()
-    started = sql.job_update_if(
-        job_id, condition=f"{sql.STARTABLE_WITHOUT_EVENT} AND {under_cap}", params=[cap, cap],
-        status=Status.STARTED, started_at=now,
-    )
-    if started is not None:
-        telemetry.job_started(job=started)
-        return started
     with transaction.atomic():
         started = sql.job_update_if(
             job_id, condition=f"{sql.STARTABLE} AND {under_cap}", params=[cap, cap],

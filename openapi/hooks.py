@@ -2,7 +2,8 @@
 
 - the long description (openapi/description.md),
 - the health checks (plain Django views, which drf-spectacular does not discover),
-- response headers (`Location`, `Retry-After`, `WWW-Authenticate`),
+- response headers (`Location`, `Retry-After`, `WWW-Authenticate`, `Preference-Applied`),
+- the event streams' `text/event-stream` answers,
 - links from a submission to the operations that take the new job's id,
 - the Standard Webhooks signature headers on every webhook.
 """
@@ -10,6 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+
+from openapi.operations.streams import PREFERENCE_APPLIED, STREAM_EXAMPLE
 
 DESCRIPTION_FILE = Path(__file__).resolve().parent / "description.md"
 
@@ -104,6 +107,15 @@ _LOCATION = {
         "description": "Where to poll the job: `/api/jobs/{job_id}/`.",
         "schema": {"type": "string"},
     }
+}
+
+_STREAMS = ("stream_job_events", "stream_events")
+_STREAM_HEADERS = {
+    "X-Accel-Buffering": {
+        "description": "`no`: proxies (nginx) pass each message on at once.",
+        "schema": {"type": "string", "const": "no"},
+    },
+    "Cache-Control": {"description": "`no-cache`.", "schema": {"type": "string"}},
 }
 
 # operationId -> {response status -> links}
@@ -206,7 +218,21 @@ def postprocess(result: dict[str, Any], generator: Any, request: Any, public: bo
                 if parameter["name"] == "status" and parameter["in"] == "query":
                     parameter["schema"] = {"$ref": "#/components/schemas/JobStatus"}
             if operation.get("operationId") == "submit_job":
-                responses["202"].setdefault("headers", {}).update(_LOCATION)
+                responses["202"].setdefault("headers", {}).update({**_LOCATION, **PREFERENCE_APPLIED})
+            if operation.get("operationId") == "get_job":
+                responses["200"].setdefault("headers", {}).update(PREFERENCE_APPLIED)
+            if operation.get("operationId") in _STREAMS:
+                # Its errors are JSON whatever the client accepts (jobs.stream_api), and DRF's
+                # `?format=` override is not offered.
+                operation["parameters"] = [p for p in operation["parameters"] if p["name"] != "format"]
+                for response in responses.values():
+                    response.get("content", {}).pop("text/event-stream", None)
+                responses["200"]["content"] = {"text/event-stream": {
+                    "schema": {"type": "string", "description": "SSE messages; each `data:` is a `JobEvent`."},
+                    "example": STREAM_EXAMPLE,
+                }}
+                responses["200"]["headers"] = _STREAM_HEADERS
+                responses["503"].setdefault("headers", {}).update(_HEADERS["429"])
             for status, links in _LINKS.get(operation.get("operationId", ""), {}).items():
                 responses[status]["links"] = links
     for path_item in result.get("webhooks", {}).values():

@@ -30,7 +30,9 @@ from tests.fakes.openai_server import FAKE_API_KEY, FakeOpenAI
 REPO = Path(__file__).resolve().parent.parent
 FINAL = {"SUCCESS", "FAILURE", "REVOKED"}
 DEADLOCK_DETECTED = "40P01"  # PostgreSQL's SQLSTATE
-FLUSH_ATTEMPTS = 3
+# Every job transition now writes two tables (the job, its event log), so the worker meets the
+# flush's table locks a little more often than it used to: a few more tries.
+FLUSH_ATTEMPTS = 6
 
 
 def _require_services() -> None:

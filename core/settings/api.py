@@ -37,6 +37,22 @@ IDEMPOTENCY_KEY_TTL_SECONDS = env.int("IDEMPOTENCY_KEY_TTL_SECONDS", default=24 
 # request); also how long a revoked key may still work in the other processes.
 API_KEY_CACHE_SECONDS = env.float("API_KEY_CACHE_SECONDS", default=5.0)
 
+# Longest `Prefer: wait=N` honoured, in seconds (a longer one, or a bare `wait`, waits this long).
+API_MAX_WAIT_SECONDS = env.int("API_MAX_WAIT_SECONDS", default=60)
+# Seconds between the `: heartbeat` comments of an idle event stream (keeps proxies from
+# closing it, and finds clients that left without closing their connection).
+API_STREAM_HEARTBEAT_SECONDS = env.float("API_STREAM_HEARTBEAT_SECONDS", default=15.0)
+
+# Waits and streams one API process holds at once; past it, a `Prefer: wait` answers at once
+# (the preference not applied) and a stream gets 503, so some of its WEB_THREADS (gunicorn.conf.py,
+# default 200) are always free for short requests.
+API_MAX_WAITERS_PER_PROCESS = env.int(
+    "API_MAX_WAITERS_PER_PROCESS", default=max(env.int("WEB_THREADS", default=200) - 10, 0)
+)
+# Requests an API process runs at once (0: as many as it has threads, WEB_THREADS); the rest
+# of its threads are for waits and streams, which give their turn back while they wait.
+WEB_ACTIVE_REQUESTS = env.int("WEB_ACTIVE_REQUESTS", default=1)
+
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["core.auth.ApiKeyAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],

@@ -94,6 +94,8 @@ INSTALLED_APPS = [
 DJANGO_OBJECT_ACTIONS_DEFAULT_HTTP_METHOD = "POST"
 
 MIDDLEWARE = [
+    # Outermost: a process runs WEB_ACTIVE_REQUESTS requests at once, however many threads wait.
+    "core.concurrency.ActiveRequestsMiddleware",
     # First, so its request id, timing and route cover every answer, the other middleware's too.
     "core.request_context.RequestContextMiddleware",
     "core.middleware.BodySizeLimitMiddleware",

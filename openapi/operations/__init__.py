@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from openapi.operations import endpoints, jobs, webhooks
+from openapi.operations import endpoints, jobs, streams, webhooks
 
 # dotted path of the view -> {HTTP method -> its schema}
 OPERATIONS: dict[str, dict[str, Callable[..., Any]]] = {
-    **jobs.OPERATIONS, **webhooks.OPERATIONS, **endpoints.OPERATIONS,
+    **jobs.OPERATIONS, **streams.OPERATIONS, **webhooks.OPERATIONS, **endpoints.OPERATIONS,
 }

@@ -21,6 +21,7 @@ from openapi.examples import (
     list_item,
     page,
 )
+from openapi.operations.streams import PREFER
 from openapi.schemas import (
     CANCEL_AFTER,
     CURSOR,
@@ -43,10 +44,12 @@ OPERATIONS: dict[str, dict[str, Callable[..., Any]]] = {
             "the job. The answer is `202 Accepted` with the job (status `PENDING`) and a "
             "`Location` to poll. Nothing is created when the answer is an error.\n\n"
             "The body is one of the job types below, chosen by `job_name`; "
-            "`GET /api/job-types/` lists them at run time with their availability.",
+            "`GET /api/job-types/` lists them at run time with their availability.\n\n"
+            "With `Prefer: wait=N` the answer (still `202`) comes once the job is final, or "
+            "after `N` seconds with the job as it is then.",
             tags=["Jobs"],
             request=schemas.JobSubmissionSerializer,
-            parameters=[IDEMPOTENCY_KEY, CANCEL_AFTER],
+            parameters=[IDEMPOTENCY_KEY, CANCEL_AFTER, PREFER],
             examples=SUBMIT_EXAMPLES,
             responses={
                 202: example_response(
@@ -125,9 +128,10 @@ OPERATIONS: dict[str, dict[str, Callable[..., Any]]] = {
             operation_id="get_job",
             summary="Get a job",
             description="The job's current state: poll this until `status` is final "
-            "(`SUCCESS`, `FAILURE` or `REVOKED`). `progress` shows how far a running job is.",
+            "(`SUCCESS`, `FAILURE` or `REVOKED`). `progress` shows how far a running job is. "
+            "With `Prefer: wait=N` it answers as soon as the job is final (or after `N` s).",
             tags=["Jobs"],
-            parameters=[JOB_ID],
+            parameters=[JOB_ID, PREFER],
             responses={
                 200: example_response(
                     JobSerializer, "The job.", "job", JOB_DONE_EXAMPLE, status="200"

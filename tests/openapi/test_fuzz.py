@@ -49,6 +49,8 @@ def fuzz_target(transactional_db: None, tmp_path: Path) -> Iterator[tuple[str, s
         WEBHOOK_ALLOWED_NETWORKS="127.0.0.0/8",
         WEBHOOK_RETRY_SCHEDULE="0",
         WEBHOOK_TIMEOUT_SECONDS="2",
+        # `Prefer: wait` answers within the run's request timeout (see st_hooks).
+        API_MAX_WAIT_SECONDS="2",
     )
     key = api_key_create(client=client_create(name=f"fuzz-{uuid.uuid4().hex[:8]}"))
     name = f"fuzz-{uuid.uuid4().hex[:8]}@localhost"

@@ -128,6 +128,19 @@ def test_generated_client_submits_polls_lists_and_reads_results(
     assert isinstance(one, models.JobResult)
     assert one.result == {"invoice": 1234, "lines": ["a", "b"]}
 
+    # ... and a submission that waits (`Prefer: wait`) answers the finished job in one request
+    waited = submit_job.sync_detailed(
+        client=client,
+        body=models.HelloWorldJobSubmission(
+            job_name="api.tasks.hello_world", payload=models.HelloWorldPayload(message="waited")
+        ),
+        prefer="wait=20",
+    )
+    assert waited.status_code == 202, waited.content
+    assert waited.headers["Preference-Applied"] == "wait=20"
+    assert waited.parsed.status == models.JobStatus.SUCCESS
+    assert get_job.sync(job_id=waited.parsed.id, client=client, prefer="wait=1").result == "hello world waited"
+
 
 def test_generated_client_parses_errors_into_the_error_model(
     generated: ModuleType, api: Api

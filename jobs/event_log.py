@@ -1,0 +1,63 @@
+"""Every job's event log (JobEvent): written with each transition, read by the event streams
+and `Prefer: wait`, and the progress coalescing both it and the webhooks follow."""
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+from django.db import transaction
+from django.db.models import QuerySet
+from django.utils import timezone
+
+from jobs import wakeups
+from jobs.models import Job, JobEvent
+from jobs.serializers import job_representation
+from webhooks.outbox import event_body
+
+# At most one job.progress event per job per this many seconds (streams and webhooks alike);
+# the final event carries the last progress anyway.
+PROGRESS_EVENT_MIN_INTERVAL_SECONDS = 0.5
+
+
+def job_event_record(*, job: Job, event_type: str) -> JobEvent | None:
+    """Log the job's event in the caller's transaction (None: a progress event coalesced away)
+    and wake the waiters once it commits. The body is the webhook's, byte for byte."""
+    now = timezone.now()
+    if event_type == "job.progress":
+        last = JobEvent.objects.filter(job_id=job.id, event_type=event_type).order_by("-id").values_list(
+            "created_at", flat=True
+        ).first()
+        if last and now - last < timedelta(seconds=PROGRESS_EVENT_MIN_INTERVAL_SECONDS):
+            return None
+    event = JobEvent.objects.create(
+        job_id=job.id, owner_id=job.owner_id, job_name=job.job_name, event_type=event_type,
+        body=event_body(event_type=event_type, data=job_representation(job), at=now).decode(),
+        created_at=now,
+    )
+    job_id, owner_id = job.id, job.owner_id
+    transaction.on_commit(
+        lambda: wakeups.job_event_publish(job_id=job_id, owner_id=owner_id, event_type=event_type)
+    )
+    return event
+
+
+def job_events_after(*, job_id: uuid.UUID, after_id: int) -> QuerySet[JobEvent]:
+    """The job's events after `after_id`, oldest first (ids grow within a job: each is written
+    under its job's row lock)."""
+    return JobEvent.objects.filter(job_id=job_id, id__gt=after_id).order_by("id")
+
+
+def job_event_latest(*, job_id: uuid.UUID) -> JobEvent | None:
+    return JobEvent.objects.filter(job_id=job_id).order_by("-id").first()
+
+
+def owner_events_after(*, owner_id: uuid.UUID, after_id: int, job_name: str = "") -> QuerySet[JobEvent]:
+    """The owner's events after `after_id` (of `job_name` only, when given), oldest first."""
+    events = JobEvent.objects.filter(owner_id=owner_id, id__gt=after_id)
+    if job_name:
+        events = events.filter(job_name=job_name)
+    return events.order_by("id")
+
+
+def owner_event_last_id(*, owner_id: uuid.UUID) -> int:
+    return JobEvent.objects.filter(owner_id=owner_id).order_by("-id").values_list("id", flat=True).first() or 0

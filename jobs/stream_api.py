@@ -1,0 +1,75 @@
+"""The event-stream views: `GET /api/jobs/{id}/events/` and `GET /api/events/` (jobs.streams)."""
+from __future__ import annotations
+
+from typing import Any
+
+from django.http import HttpResponseBase, StreamingHttpResponse
+from rest_framework.renderers import BaseRenderer, JSONRenderer
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from core.errors import ApplicationError
+from jobs import selectors, streams, waiting
+
+EVENT_STREAM = "text/event-stream"
+
+
+class EventStreamRenderer(BaseRenderer):
+    """Lets a client ask for `text/event-stream`; the streams write their bytes themselves."""
+
+    media_type = EVENT_STREAM
+    format = "sse"
+
+    def render(self, data: Any, accepted_media_type: str | None = None, renderer_context: Any = None) -> bytes:
+        return b""
+
+
+def _streaming(body: Any) -> StreamingHttpResponse:
+    response = StreamingHttpResponse(body, content_type=EVENT_STREAM)
+    response["Cache-Control"] = "no-cache"
+    # nginx (and proxies that follow it) would buffer the stream and deliver it late, in lumps.
+    response["X-Accel-Buffering"] = "no"
+    return response
+
+
+def _room() -> None:
+    if not waiting.room_to_wait():
+        raise ApplicationError(
+            "This server holds as many streams as it may; reconnect in a moment.",
+            code="too_many_streams", status_code=503, headers={"Retry-After": "1"},
+        )
+
+
+def _resume_from(request: Request) -> int | None:
+    return streams.last_event_id(
+        request.headers.get("Last-Event-ID") or request.query_params.get("last_event_id")
+    )
+
+
+class _StreamApi(APIView):
+    renderer_classes = (JSONRenderer, EventStreamRenderer)
+
+    def finalize_response(self, request: Request, response: HttpResponseBase, *args: Any, **kwargs: Any) -> Any:
+        # Errors (404, 401, 429) are the usual JSON, whatever the client accepts.
+        if isinstance(response, Response):
+            request.accepted_renderer, request.accepted_media_type = JSONRenderer(), "application/json"
+        return super().finalize_response(request, response, *args, **kwargs)
+
+
+class JobEventStreamApi(_StreamApi):
+    def get(self, request: Request, job_id: str) -> StreamingHttpResponse:
+        job = selectors.job_get(owner=request.user, job_id=job_id)
+        _room()
+        return _streaming(streams.job_event_stream(
+            job_id=job.id, after=_resume_from(request), client=waiting.client_socket(request.META)
+        ))
+
+
+class EventStreamApi(_StreamApi):
+    def get(self, request: Request) -> StreamingHttpResponse:
+        _room()
+        return _streaming(streams.owner_event_stream(
+            owner_id=request.user.pk, after=_resume_from(request),
+            job_name=request.query_params.get("job_name", ""), client=waiting.client_socket(request.META),
+        ))

@@ -1,0 +1,86 @@
+"""Server-sent event streams of job events (`text/event-stream`): one job's, or every job of a
+client's. Each message is one JobEvent: `event:` its type, `id:` its id, `data:` the webhook
+body. A stream resumes after a `Last-Event-ID` without gaps or repeats, sends a `: heartbeat`
+comment when idle, and ends with a job's final event (the one-job stream) or when the client
+hangs up. Between events it holds no database connection (jobs.waiting)."""
+from __future__ import annotations
+
+import socket
+import uuid
+from collections.abc import Iterator
+
+from django.conf import settings
+from django.db import connection
+
+from jobs import event_log
+from jobs.models import FINAL_WEBHOOK_EVENTS, JobEvent
+from jobs.waiting import idle, waiting
+
+# Sent first: how long a client waits before reconnecting after a drop (milliseconds).
+RECONNECT_MILLISECONDS = 1000
+
+
+def message(event: JobEvent) -> bytes:
+    """One SSE message. The body is compact JSON: one line, no newline to escape."""
+    return f"event: {event.event_type}\nid: {event.pk}\ndata: {event.body}\n\n".encode()
+
+
+def last_event_id(value: str | None) -> int | None:
+    """The `Last-Event-ID` (header, or `last_event_id` query parameter for clients that cannot
+    set headers) as an event id; None when absent or not one of ours."""
+    value = (value or "").strip()
+    return int(value) if value.isdigit() and len(value) < 19 else None
+
+
+def job_event_stream(*, job_id: uuid.UUID, after: int | None, client: socket.socket | None) -> Iterator[bytes]:
+    """One job's events: after `after` when resuming, else its latest (its current state) and
+    what follows; ends after the final one."""
+    heartbeat = settings.API_STREAM_HEARTBEAT_SECONDS
+    with waiting(job_id=job_id) as waiter:
+        yield f"retry: {RECONNECT_MILLISECONDS}\n\n".encode()
+        if after is None:
+            latest = event_log.job_event_latest(job_id=job_id)
+            events: list[JobEvent] = [latest] if latest else []
+            after = 0
+        else:
+            events = list(event_log.job_events_after(job_id=job_id, after_id=after))
+        while True:
+            for event in events:
+                yield message(event)
+                after = event.pk
+                if event.event_type in FINAL_WEBHOOK_EVENTS:
+                    connection.close()
+                    return
+            outcome = idle(waiter, heartbeat, client)
+            if outcome == "gone":
+                return
+            if outcome == "timeout":
+                yield b": heartbeat\n\n"
+                events = []
+                continue
+            events = list(event_log.job_events_after(job_id=job_id, after_id=after))
+
+
+def owner_event_stream(
+    *, owner_id: uuid.UUID, after: int | None, job_name: str, client: socket.socket | None
+) -> Iterator[bytes]:
+    """Every event of the owner's jobs (of `job_name` only, when given): after `after` when
+    resuming, else from now on. Never ends on its own."""
+    heartbeat = settings.API_STREAM_HEARTBEAT_SECONDS
+    with waiting(owner_id=owner_id) as waiter:
+        if after is None:
+            after = event_log.owner_event_last_id(owner_id=owner_id)
+        yield f"retry: {RECONNECT_MILLISECONDS}\n\n".encode()
+        while True:
+            events = list(event_log.owner_events_after(owner_id=owner_id, after_id=after, job_name=job_name)[:500])
+            for event in events:
+                yield message(event)
+                after = event.pk
+            if len(events) == 500:
+                continue  # more to catch up on
+            outcome = idle(waiter, heartbeat, client)
+            if outcome == "gone":
+                return
+            if outcome == "timeout":
+                yield b": heartbeat\n\n"
+

@@ -1,0 +1,75 @@
+"""Waiting on jobs without holding a database connection: `Prefer: wait` and the event streams'
+blocking step, and finding the client's socket so a client that hangs up frees its wait."""
+from __future__ import annotations
+
+import socket
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+from django.conf import settings
+
+from core.concurrency import connections_trim, turn_released
+from core.models import Client
+from jobs import selectors
+from jobs.models import Job
+from jobs.wakeups import Waiter, hub
+
+
+class ClientGone(Exception):
+    """The client hung up while it waited."""
+
+
+def client_socket(meta: Mapping[str, Any]) -> socket.socket | None:
+    """The request's client socket (from its META), to notice a hang-up while waiting: gunicorn
+    hands it over in the WSGI environ. Other servers (Django's development server) do not; there a hang-up is
+    noticed at the wait's end, or when a stream next writes (its heartbeat)."""
+    sock = meta.get("gunicorn.socket")
+    return sock if isinstance(sock, socket.socket) else None
+
+
+def room_to_wait() -> bool:
+    """Whether this process may take one more waiter (API_MAX_WAITERS_PER_PROCESS): past it,
+    its threads would all wait and none be left for short requests."""
+    return hub.waiting() < settings.API_MAX_WAITERS_PER_PROCESS
+
+
+@contextmanager
+def waiting(*, job_id: uuid.UUID | None = None, owner_id: uuid.UUID | None = None,
+            final_only: bool = False) -> Iterator[Waiter]:
+    """A waiter registered with this process's hub for the block's duration. Register before
+    reading the state waited on, so an event between the read and the wait still wakes it."""
+    waiter = Waiter(job_id=job_id, owner_id=owner_id, final_only=final_only)
+    hub.register(waiter)
+    try:
+        yield waiter
+    finally:
+        hub.unregister(waiter)
+        waiter.close()
+
+
+def idle(waiter: Waiter, timeout: float, client: socket.socket | None) -> str:
+    """Block on `waiter` without the request's turn to run and, once the process holds more
+    than a few database connections, without one (core.concurrency: a waiting thread must not
+    pin one of PostgreSQL's few, 500 waiters would take 500; the next query opens one again)."""
+    connections_trim()
+    with turn_released():
+        return waiter.wait(timeout, client)
+
+
+def job_wait(*, owner: Client, job: Job, seconds: float, client: socket.socket | None) -> Job:
+    """The job once it is final, or as it is after `seconds`. Raises ClientGone."""
+    deadline = time.monotonic() + seconds
+    with waiting(job_id=job.id, final_only=True) as waiter:
+        job = selectors.job_get(owner=owner, job_id=job.id)  # it may have ended before we registered
+        while not job.is_final:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            outcome = idle(waiter, remaining, client)
+            if outcome == "gone":
+                raise ClientGone()
+            job = selectors.job_get(owner=owner, job_id=job.id)
+    return job

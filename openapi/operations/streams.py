@@ -1,0 +1,83 @@
+"""`Prefer: wait` and the event streams in the spec: the headers, and the streams' operations
+(their `text/event-stream` answer is written out by openapi.hooks)."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+
+from openapi.schemas import JOB_ID, error_example, error_responses, query_parameter
+
+PREFER = OpenApiParameter(
+    "Prefer",
+    OpenApiTypes.STR,
+    OpenApiParameter.HEADER,
+    description="`wait=N` (RFC 7240): answer once the job is final, or after `N` seconds (1 to "
+    "`API_MAX_WAIT_SECONDS`, 60 by default; more is capped; a bare `wait` is the cap) with the "
+    "job as it is then. The status code is the usual one; `Preference-Applied` says the wait "
+    "honoured. A preference that cannot be read (`wait=0`, `wait=soon`) is ignored.",
+)
+PREFERENCE_APPLIED = {
+    "Preference-Applied": {
+        "description": "`wait=N`: the request waited (up to) `N` seconds, as `Prefer` asked.",
+        "schema": {"type": "string", "example": "wait=60"},
+    }
+}
+LAST_EVENT_ID = OpenApiParameter(
+    "Last-Event-ID",
+    OpenApiTypes.STR,
+    OpenApiParameter.HEADER,
+    description="Resume after this event (the `id:` of the last message received): every later "
+    "event comes once, in order. EventSource sends it by itself when it reconnects; the "
+    "`last_event_id` query parameter does the same for clients that cannot set headers.",
+)
+_STREAM_RULES = (
+    "Server-sent events (`text/event-stream`). Each message is one event: `event:` its type "
+    "(`job.started`, `job.progress`, `job.succeeded`, `job.failed`, `job.canceled`), `id:` its "
+    "id, `data:` the same JSON a webhook carries (the `JobEvent` schema: `type`, `timestamp`, "
+    "`data` the job). `job.progress` comes at most once every 500 ms per job. An idle stream "
+    "sends a `: heartbeat` comment every 15 s. The answer carries `X-Accel-Buffering: no` and "
+    "`Cache-Control: no-cache` so proxies pass each message on at once."
+)
+STREAM_EXAMPLE = (
+    "retry: 1000\n\n"
+    "event: job.started\nid: 41\ndata: {\"type\":\"job.started\",\"timestamp\":\"2026-11-28T14:00:00.150000Z\","
+    "\"data\":{\"id\":\"3f0c5a6e-8a0e-4c59-9a53-6d1e3b2f7c11\",\"status\":\"STARTED\",\"...\":\"...\"}}\n\n"
+    ": heartbeat\n\n"
+)
+_FULL = {503: (
+    (
+        "This API process holds as many waits and streams as it may "
+        "(`API_MAX_WAITERS_PER_PROCESS`); reconnect after `Retry-After`. Code: `too_many_streams`."
+    ),
+    error_example(503, "too_many_streams", "This server holds as many streams as it may; reconnect in a moment."),
+)}
+_STREAM_200 = OpenApiResponse(OpenApiTypes.STR, description="The stream (see the operation's description).")
+
+OPERATIONS: dict[str, dict[str, Callable[..., Any]]] = {
+    "jobs.stream_api.JobEventStreamApi": {
+        "get": extend_schema(
+            operation_id="stream_job_events",
+            summary="Stream a job's events",
+            description=_STREAM_RULES + "\n\nIt starts with the job's latest event (its current "
+            "state; nothing before the job starts), or with what followed `Last-Event-ID`, and "
+            "ends after the final event.",
+            tags=["Jobs"],
+            parameters=[JOB_ID, LAST_EVENT_ID],
+            responses={200: _STREAM_200, **error_responses(401, 404, 503, described=_FULL)},
+        ),
+    },
+    "jobs.stream_api.EventStreamApi": {
+        "get": extend_schema(
+            operation_id="stream_events",
+            summary="Stream every job's events",
+            description=_STREAM_RULES + "\n\nEvery event of this client's jobs from now on (or "
+            "after `Last-Event-ID`); it never ends on its own.",
+            tags=["Jobs"],
+            parameters=[LAST_EVENT_ID, query_parameter("job_name", OpenApiTypes.STR, "Only jobs of this type.")],
+            responses={200: _STREAM_200, **error_responses(401, 503, described=_FULL)},
+        ),
+    },
+}

@@ -1,0 +1,95 @@
+"""`Prefer: wait` end to end: HTTP -> the live server's waiter -> a real worker -> the Redis
+wake-up -> the answer, in one request. Through gunicorn, with hang-ups and the database's cost:
+test_waiting_served.py."""
+from __future__ import annotations
+
+import time
+
+import pytest
+from django.test import override_settings
+
+from jobs import inputs
+from tests.conftest import Api
+
+HELLO = {"job_name": "api.tasks.hello_world", "payload": {"message": "there"}}
+
+
+def test_a_waited_submit_answers_the_final_job_in_one_request(api: Api) -> None:
+    response = api.post("/api/jobs/", json=HELLO, headers={"Prefer": "wait=10"})
+
+    assert response.status_code == 202
+    assert response.headers["Preference-Applied"] == "wait=10"
+    assert response.headers["Location"] == f"/api/jobs/{response.json()['id']}/"
+    assert response.json()["status"] == "SUCCESS"
+    assert response.json()["result"] == "hello world there"
+
+
+def test_a_short_wait_on_a_long_job_answers_started_after_about_its_seconds(api: Api) -> None:
+    created = api.submit("api.tasks.long_running_task", {"duration": 5, "message": "m"})
+    api.wait(created["id"], until=lambda job: job["status"] == "STARTED")
+
+    began = time.monotonic()
+    response = api.get(f"/api/jobs/{created['id']}/", headers={"Prefer": "wait=1"})
+    took = time.monotonic() - began
+
+    assert response.status_code == 200
+    assert response.headers["Preference-Applied"] == "wait=1"
+    assert response.json()["status"] == "STARTED"
+    assert 0.9 <= took < 2.5
+
+
+def test_a_waited_read_answers_as_soon_as_the_job_ends(api: Api) -> None:
+    created = api.submit("api.tasks.long_running_task", {"duration": 1, "message": "m"})
+
+    began = time.monotonic()
+    response = api.get(f"/api/jobs/{created['id']}/", headers={"Prefer": "wait"})
+
+    assert response.json()["status"] == "SUCCESS"
+    assert time.monotonic() - began < 10
+    assert response.headers["Preference-Applied"] == "wait=60"
+
+
+def test_without_prefer_nothing_waits_and_no_preference_is_applied(api: Api) -> None:
+    response = api.post("/api/jobs/", json=HELLO)
+
+    assert response.json()["status"] == "PENDING"
+    assert "Preference-Applied" not in response.headers
+
+
+def test_waiting_on_another_clients_job_is_404(api: Api, make_api) -> None:  # type: ignore[no-untyped-def]
+    created = api.submit("api.tasks.long_running_task", {"duration": 2, "message": "m"})
+
+    response = make_api().get(f"/api/jobs/{created['id']}/", headers={"Prefer": "wait=5"})
+
+    assert response.status_code == 404
+
+
+class _Request:
+    def __init__(self, prefer: str) -> None:
+        self.headers = {"Prefer": prefer}
+
+
+@pytest.mark.parametrize(
+    ("header", "seconds"),
+    [
+        ("wait=5", 5), ("WAIT=5", 5), ("respond-async, wait=7", 7), ('wait="3"', 3),
+        ("wait", 60), ("wait=600", 60), ("wait=0", None), ("wait=soon", None), ("", None),
+        ("return=minimal", None), ("wait=5; foo=bar", 5),
+    ],
+)
+def test_prefer_wait_is_read_as_rfc_7240_has_it(header: str, seconds: int | None) -> None:
+    with override_settings(API_MAX_WAIT_SECONDS=60):
+        assert inputs.prefer_wait(_Request(header)) == seconds  # type: ignore[arg-type]
+
+
+def test_past_the_processs_waiters_a_wait_is_not_applied_and_a_stream_is_503(api: Api) -> None:
+    created = api.submit("api.tasks.long_running_task", {"duration": 2, "message": "m"})
+
+    with override_settings(API_MAX_WAITERS_PER_PROCESS=0):
+        waited = api.get(f"/api/jobs/{created['id']}/", headers={"Prefer": "wait=5"})
+        streamed = api.get(f"/api/jobs/{created['id']}/events/", headers={"Accept": "text/event-stream"})
+
+    assert waited.status_code == 200 and "Preference-Applied" not in waited.headers
+    assert waited.json()["status"] in {"PENDING", "STARTED"}
+    assert streamed.status_code == 503 and streamed.json()["error"]["code"] == "too_many_streams"
+    assert streamed.headers["Retry-After"] == "1"

@@ -1,0 +1,119 @@
+"""The event streams end to end: HTTP -> the live server's stream -> a real worker's events ->
+the Redis wake-up -> SSE messages, resumed with Last-Event-ID."""
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import requests
+
+from tests.conftest import Api
+
+FINAL_EVENTS = {"job.succeeded", "job.failed", "job.canceled"}
+
+
+def messages(response: requests.Response) -> Iterator[dict[str, Any]]:
+    """The stream's SSE messages as they come: {"event", "id", "data"}; comments as {"comment"}."""
+    message: dict[str, Any] = {}
+    for line in response.iter_lines(chunk_size=1, decode_unicode=True):  # a line as soon as it comes
+        if line == "":
+            if message:
+                yield message
+            message = {}
+        elif line.startswith(":"):
+            yield {"comment": line[1:].strip()}
+        else:
+            field, _, value = line.partition(":")
+            value = value.removeprefix(" ")
+            message[field] = json.loads(value) if field == "data" else value
+
+
+def stream(api: Api, path: str, **headers: str) -> requests.Response:
+    response = api.get(path, stream=True, headers={"Accept": "text/event-stream", **headers}, timeout=30)
+    assert response.status_code == 200, response.text
+    return response
+
+
+def test_a_jobs_stream_shows_started_progress_and_succeeded_in_order_with_ids(api: Api) -> None:
+    created = api.submit("api.tasks.long_running_task", {"duration": 2, "message": "m"})
+
+    response = stream(api, f"/api/jobs/{created['id']}/events/")
+    received = [m for m in messages(response) if "event" in m]
+
+    assert response.headers["Content-Type"].startswith("text/event-stream")
+    assert response.headers["X-Accel-Buffering"] == "no"
+    types = [m["event"] for m in received]
+    assert types[-1] == "job.succeeded"
+    assert types[0] in {"job.started", "job.progress"}  # its current state when we connected
+    assert "job.progress" in types
+    ids = [int(m["id"]) for m in received]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    final = received[-1]["data"]
+    assert final["type"] == "job.succeeded"
+    assert final["data"]["id"] == created["id"] and final["data"]["status"] == "SUCCESS"
+
+
+def test_a_dropped_stream_resumed_with_last_event_id_loses_and_repeats_nothing(api: Api) -> None:
+    created = api.submit("api.tasks.long_running_task", {"duration": 3, "message": "m"})
+    path = f"/api/jobs/{created['id']}/events/"
+
+    first = stream(api, path)
+    seen = []
+    for message in messages(first):
+        if "event" in message:
+            seen.append(message)
+            if message["event"] == "job.progress":
+                break
+    first.close()  # dropped mid-job
+    resumed = stream(api, path, **{"Last-Event-ID": seen[-1]["id"]})
+    seen += [m for m in messages(resumed) if "event" in m]
+
+    everything = [m for m in messages(stream(api, path, **{"Last-Event-ID": "0"})) if "event" in m]
+    # What the two connections received is the job's log from where the first joined: every
+    # event once, in order.
+    assert [m["id"] for m in seen] == [m["id"] for m in everything][-len(seen):]
+    assert seen[-1]["event"] == "job.succeeded"
+    assert everything[0]["event"] == "job.started"
+
+
+def test_a_finished_jobs_stream_is_its_final_event(api: Api) -> None:
+    created = api.submit("api.tasks.hello_world", {"message": "x"})
+    api.wait(created["id"])
+
+    received = [m for m in messages(stream(api, f"/api/jobs/{created['id']}/events/")) if "event" in m]
+
+    assert [m["event"] for m in received] == ["job.succeeded"]
+
+
+def test_another_clients_job_stream_is_404(api: Api, make_api) -> None:  # type: ignore[no-untyped-def]
+    created = api.submit("api.tasks.hello_world", {"message": "x"})
+
+    response = make_api().get(f"/api/jobs/{created['id']}/events/", headers={"Accept": "text/event-stream"})
+
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "not_found"
+
+
+def test_the_clients_stream_carries_its_jobs_events_of_the_asked_name(api: Api, make_api) -> None:  # type: ignore[no-untyped-def]
+    response = stream(api, "/api/events/?job_name=api.tasks.hello_world")
+    lines = messages(response)
+    assert next(lines).get("event") is None  # `retry:` first: the stream is open
+    other = make_api().submit("api.tasks.hello_world", {"message": "not mine"})
+    api.submit("api.tasks.long_running_task", {"duration": 1, "message": "other name"})
+    created = api.submit("api.tasks.hello_world", {"message": "x"})
+
+    received = []
+    for message in lines:
+        if "event" in message:
+            received.append(message)
+            if message["event"] in FINAL_EVENTS:
+                break
+    response.close()
+
+    assert {m["data"]["data"]["id"] for m in received} == {created["id"]}
+    assert other["id"] not in {m["data"]["data"]["id"] for m in received}
+    assert [m["event"] for m in received] == ["job.started", "job.succeeded"]
+    resumed = stream(api, "/api/events/?job_name=api.tasks.hello_world", **{"Last-Event-ID": received[0]["id"]})
+    assert next(m for m in messages(resumed) if "event" in m)["id"] == received[1]["id"]
+    resumed.close()

@@ -1,0 +1,142 @@
+"""Waits and streams as production serves them: gunicorn's threaded workers (scripts/web), the
+process's one Redis listener, a real worker. A hung-up client frees its thread at once, and
+200 waiters cost the database nothing while they wait."""
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+import requests
+from django.db import connection
+from django.utils import timezone
+
+from core.concurrency import CONNECTIONS_BEYOND_TURNS
+from tests.conftest import REPO, Api, free_port, stop_process, worker_env
+
+WAITERS = 200
+APP_NAME = f"served-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def served(api: Api, tmp_path: Path) -> Iterator[Api]:
+    """`api`'s client against gunicorn (one process, WAITERS + 10 threads) instead of the live
+    server."""
+    port = free_port()
+    # PGAPPNAME (libpq) names its database connections, to count them.
+    env = worker_env(PORT=str(port), WEB_CONCURRENCY="1", WEB_THREADS=str(WAITERS + 10), DEBUG="false",
+                     PGAPPNAME=APP_NAME)
+    log = open(tmp_path / "gunicorn.log", "wb")  # noqa: SIM115
+    process = subprocess.Popen([str(REPO / "scripts" / "web")], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert process.poll() is None, (tmp_path / "gunicorn.log").read_text()
+            try:
+                if requests.get(f"{url}/healthz", timeout=2).status_code == 200:
+                    break
+            except requests.RequestException:
+                assert time.monotonic() < deadline, "gunicorn did not come up"
+                time.sleep(0.2)
+        yield Api(url, api.key, api.client)
+    finally:
+        stop_process(process)
+
+
+def _scheduled(api: Api) -> dict[str, Any]:
+    """A job that stays PENDING for the test: scheduled an hour from now."""
+    later = (timezone.now() + timedelta(hours=1)).isoformat()
+    return api.submit("api.tasks.hello_world", {"message": "later"}, run_at=later)
+
+
+def _open_wait(api: Api, job_id: str, seconds: int = 30) -> socket.socket:
+    address = urlsplit(api.base_url)
+    sock = socket.create_connection((address.hostname, address.port))
+    sock.sendall(
+        f"GET /api/jobs/{job_id}/ HTTP/1.1\r\nHost: {address.netloc}\r\n"
+        f"Authorization: Bearer {api.key}\r\nPrefer: wait={seconds}\r\n\r\n".encode()
+    )
+    return sock
+
+
+def test_a_client_that_hangs_up_frees_its_thread_at_once(served: Api) -> None:
+    # Given: a process of WAITERS + 10 threads, every one of them waiting.
+    job = _scheduled(served)
+    waits = [_open_wait(served, job["id"]) for _ in range(WAITERS + 10)]
+    time.sleep(1)
+    with pytest.raises(requests.Timeout):
+        served.get(f"/api/jobs/{job['id']}/", timeout=1)  # no thread left to answer
+
+    # When: the waiting clients hang up.
+    for sock in waits:
+        sock.close()
+
+    # Then: their threads answer the next request at once...
+    began = time.monotonic()
+    assert served.get(f"/api/jobs/{job['id']}/", timeout=5).status_code == 200
+    assert time.monotonic() - began < 1
+    # ... and whichever of its many threads serve the next requests, the process keeps a few
+    # database connections open, not one per thread (core.concurrency).
+    for _ in range(100):
+        assert served.get(f"/api/jobs/{job['id']}/", timeout=5).status_code == 200
+    assert _connections() <= 1 + CONNECTIONS_BEYOND_TURNS
+
+
+def _connections() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", [APP_NAME])
+        return int(cursor.fetchone()[0])
+
+
+def _transactions() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_stat_force_next_flush()")
+        cursor.execute("SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = current_database()")
+        return int(cursor.fetchone()[0])
+
+
+def _per_second(seconds: float = 3) -> float:
+    before = _transactions()
+    time.sleep(seconds)
+    return (_transactions() - before) / seconds
+
+
+def test_waiters_cost_the_database_nothing_while_they_wait(served: Api) -> None:
+    job = _scheduled(served)
+    idle = _per_second()  # beat, the worker, this test's own reads
+
+    waits = [_open_wait(served, job["id"], seconds=60) for _ in range(WAITERS)]
+    time.sleep(3)  # each has read the job once by now
+    waiting = _per_second()
+    for sock in waits:
+        sock.close()
+
+    assert waiting - idle < 10, (idle, waiting)
+
+
+def test_a_wait_through_gunicorn_answers_the_final_job(served: Api) -> None:
+    response = served.post(
+        "/api/jobs/", json={"job_name": "api.tasks.hello_world", "payload": {}}, headers={"Prefer": "wait=10"}
+    )
+
+    assert response.status_code == 202
+    assert response.json()["status"] == "SUCCESS"
+
+
+def test_a_stream_through_gunicorn_is_chunked_and_ends_with_the_final_event(served: Api) -> None:
+    created = served.submit("api.tasks.long_running_task", {"duration": 1, "message": "m"})
+
+    response = served.get(f"/api/jobs/{created['id']}/events/", stream=True, headers={"Accept": "text/event-stream"})
+    events = [line.split(": ", 1)[1] for line in response.iter_lines(chunk_size=1, decode_unicode=True)
+              if line.startswith("event: ")]
+
+    assert response.headers["X-Accel-Buffering"] == "no"
+    assert events[-1] == "job.succeeded"
