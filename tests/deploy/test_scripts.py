@@ -121,9 +121,11 @@ def stack(django_db_setup: Any, tmp_path_factory: pytest.TempPathFactory) -> Ite
         prefix, tmp / "data",
         HOST="127.0.0.1", PORT=str(port), WEB_CONCURRENCY="2", ALLOWED_HOSTS=PUBLIC_HOST,
         SECURE_SSL_REDIRECT="true", SECURE_HSTS_SECONDS="3600",
-        # Metrics as compose has them: each script makes its group's directory in DATA_DIR.
-        METRICS_ENABLED="true", METRICS_TOKEN="deploy-token", PROMETHEUS_MULTIPROC_DIR="",
+        METRICS_ENABLED="true", METRICS_TOKEN="deploy-token",
     )
+    # Metrics as compose has them: no directory given, each script makes its group's in
+    # DATA_DIR. Unset, not empty: prometheus-client takes an empty one for the current directory.
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     metrics_port = free_port()
     jobs_worker, deliveries_worker = (f"{queue}-{uuid.uuid4().hex[:6]}" for queue in ("jobs", "webhooks"))
     app = probe_app(prefix)
