@@ -42,16 +42,6 @@ def test_a_conditional_update_returns_the_row_as_updated_or_nothing() -> None:
     assert stored.status == Job.Status.SUCCESS and updated.owner_id == owner.id
 
 
-def test_a_job_wanting_job_started_is_not_started_by_the_plain_start() -> None:
-    owner = client_create(name="sql-start")
-    plain = Job.objects.create(owner=owner, job_name="x")
-    wants = Job.objects.create(owner=owner, job_name="x", webhook_events=["job.started", "job.failed"])
-
-    assert sql.job_update_if(plain.id, condition=sql.STARTABLE_WITHOUT_EVENT, status=Job.Status.STARTED)
-    assert sql.job_update_if(wants.id, condition=sql.STARTABLE_WITHOUT_EVENT, status=Job.Status.STARTED) is None
-    assert sql.job_update_if(wants.id, condition=sql.STARTABLE, status=Job.Status.STARTED)
-
-
 def test_the_poll_reads_only_the_owners_job() -> None:
     owner, other = client_create(name="sql-owner"), client_create(name="sql-other")
     job = Job.objects.create(owner=owner, job_name="x", payload={"a": 1})
