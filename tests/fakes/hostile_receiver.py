@@ -33,7 +33,6 @@ import socketserver
 import struct
 import threading
 import time
-from typing import Any
 
 RETRY_AFTER = {
     "seconds": b"5",
