@@ -234,7 +234,7 @@ def post(
     def elapsed_ms() -> int:
         return int((time.monotonic() - started) * 1000)
 
-    expired = f"No complete response within {timeout_seconds:g} s (the attempt's limit)."
+    expired = f"No response within {timeout_seconds:g} s (the attempt's limit, however slow the answer)."
     with deadlines.deadline_for(timeout_seconds) as deadline:
         try:
             target = url_check(url, resolver=resolver, allowed=allowed, resolve_seconds=deadline.remaining())
