@@ -46,8 +46,8 @@ SLOT_WAIT_SECONDS = 2.0
 SLOW_ATTEMPT_SECONDS = 0.5
 # When a delivery put back is due again (s), and the random spread added so that those of a
 # busy host do not all come back at once.
-WAIT_TURN_SECONDS = 1.0
-WAIT_TURN_JITTER_SECONDS = 0.5
+WAIT_TURN_SECONDS = 2.0
+WAIT_TURN_JITTER_SECONDS = 1.0
 
 Send = Callable[[Claimed], http.HttpResult]
 

@@ -28,6 +28,7 @@ Modes (the path's first segment; `MODES` lists them):
 from __future__ import annotations
 
 import gzip
+import select
 import socket
 import socketserver
 import struct
@@ -68,6 +69,8 @@ def _bomb() -> bytes:
 
 
 class _Handler(socketserver.BaseRequestHandler):
+    # Every answer says `Connection: close` (and closes): the client never reuses a connection
+    # this server is closing, so each test sees the mode it asked for.
     server: _Server
 
     def handle(self) -> None:
@@ -85,10 +88,16 @@ class _Handler(socketserver.BaseRequestHandler):
             return
         mode = path.strip("/").split("/", 1)[0]
         self.server.seen.append(mode)
+        with self.server.lock:
+            self.server.in_flight += 1
+            self.server.max_in_flight = max(self.server.max_in_flight, self.server.in_flight)
         try:
             getattr(self, "mode_" + mode.replace("-", "_"), self.mode_retry_after)(sock, mode)
         except OSError:
             pass  # the client gave up (its deadline): what the mode is for
+        finally:
+            with self.server.lock:
+                self.server.in_flight -= 1
 
     def _read_request(self, sock: socket.socket) -> str | None:
         data = b""
@@ -112,14 +121,26 @@ class _Handler(socketserver.BaseRequestHandler):
         return lines[0].split(" ")[1]
 
     def _stop(self, seconds: float) -> bool:
-        """Wait; True when the server is shutting down (the mode should end)."""
-        return self.server.stopping.wait(seconds)
+        """Wait; True when the mode should end: the client has gone (closed or shut down its end:
+        noticed at once, so `in_flight` counts only requests the client is still waiting on),
+        or the server is shutting down."""
+        until = time.monotonic() + seconds
+        while (left := until - time.monotonic()) > 0:
+            readable, _, _ = select.select([self.request], [], [], left)
+            if not readable:
+                break
+            try:
+                if not self.request.recv(65536):  # what the client sends meanwhile is read and dropped
+                    return True
+            except OSError:
+                return True
+        return self.server.stopping.is_set()
 
     def mode_ok(self, sock: socket.socket, mode: str) -> None:
-        sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+        sock.sendall(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok")
 
     def mode_drip(self, sock: socket.socket, mode: str) -> None:
-        sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n")
+        sock.sendall(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 100000\r\n\r\n")
         while not self._stop(1.0):
             sock.sendall(b"x")
 
@@ -135,7 +156,8 @@ class _Handler(socketserver.BaseRequestHandler):
             sock.sendall(b"\x00")
 
     def mode_hang(self, sock: socket.socket, mode: str) -> None:
-        self._stop(3600)
+        while not self._stop(0.5):
+            pass
 
     def mode_reset(self, sock: socket.socket, mode: str) -> None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -148,21 +170,21 @@ class _Handler(socketserver.BaseRequestHandler):
         sock.sendall(b"\x00\xffNOT HTTP AT ALL \xe2\x98\x83\r\n\r\n")
 
     def mode_status_999(self, sock: socket.socket, mode: str) -> None:
-        sock.sendall(b"HTTP/1.1 999 Whatever\r\nContent-Length: 0\r\n\r\n")
+        sock.sendall(b"HTTP/1.1 999 Whatever\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
 
     def mode_status_0(self, sock: socket.socket, mode: str) -> None:
-        sock.sendall(b"HTTP/1.1 0 Zero\r\nContent-Length: 0\r\n\r\n")
+        sock.sendall(b"HTTP/1.1 0 Zero\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
 
     def mode_huge_headers(self, sock: socket.socket, mode: str) -> None:
-        sock.sendall(b"HTTP/1.1 200 OK\r\nX-Huge: " + b"h" * (1 << 20) + b"\r\nContent-Length: 0\r\n\r\n")
+        sock.sendall(b"HTTP/1.1 200 OK\r\nX-Huge: " + b"h" * (1 << 20) + b"\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
 
     def mode_many_headers(self, sock: socket.socket, mode: str) -> None:
         headers = b"".join(b"X-H%d: v\r\n" % i for i in range(10000))
-        sock.sendall(b"HTTP/1.1 200 OK\r\n" + headers + b"Content-Length: 0\r\n\r\n")
+        sock.sendall(b"HTTP/1.1 200 OK\r\n" + headers + b"Connection: close\r\nContent-Length: 0\r\n\r\n")
 
     def mode_non_ascii_headers(self, sock: socket.socket, mode: str) -> None:
         sock.sendall(
-            b"HTTP/1.1 503 \xc3\xa9chec\r\n"
+            b"HTTP/1.1 503 \xc3\xa9chec\r\nConnection: close\r\n"
             b"Retry-After: \xd9\xa3\r\n"
             b"X-\xe9t\xe9: caf\xe9 \xe2\x98\x83 \x00 end\r\n"
             b"\xff\xfe: raw\r\n"
@@ -172,35 +194,35 @@ class _Handler(socketserver.BaseRequestHandler):
     def mode_repeated_headers(self, sock: socket.socket, mode: str) -> None:
         sock.sendall(
             b"HTTP/1.1 429 Too Many\r\nRetry-After: 5\r\nRetry-After: 3600\r\nRetry-After: soon\r\n"
-            b"Content-Length: 2\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\n\r\nxx"
+            b"Connection: close\r\nContent-Length: 2\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\n\r\nxx"
         )
 
     def mode_conflicting_length(self, sock: socket.socket, mode: str) -> None:
-        sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nxx")
+        sock.sendall(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 1\r\nConnection: close\r\nContent-Length: 2\r\n\r\nxx")
 
     def mode_retry_after(self, sock: socket.socket, mode: str) -> None:
         form = mode.removeprefix("retry-after-")
         value = RETRY_AFTER.get(form, b"1")
-        sock.sendall(b"HTTP/1.1 503 Busy\r\nRetry-After: " + value + b"\r\nContent-Length: 4\r\n\r\nbusy")
+        sock.sendall(b"HTTP/1.1 503 Busy\r\nRetry-After: " + value + b"\r\nConnection: close\r\nContent-Length: 4\r\n\r\nbusy")
 
     def mode_redirect(self, sock: socket.socket, mode: str) -> None:
         sock.sendall(b"HTTP/1.1 307 Temporary Redirect\r\nLocation: http://169.254.169.254/latest/meta-data/\r\n"
-                     b"Content-Length: 0\r\n\r\n")
+                     b"Connection: close\r\nContent-Length: 0\r\n\r\n")
 
     def mode_huge_body(self, sock: socket.socket, mode: str) -> None:
         size = 50 << 20
-        sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size)
+        sock.sendall(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: %d\r\n\r\n" % size)
         block = b"b" * 65536
         for _ in range(size // len(block)):
             sock.sendall(block)
 
     def mode_gzip_bomb(self, sock: socket.socket, mode: str) -> None:
         body = _bomb()
-        sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n" % len(body))
+        sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nConnection: close\r\nContent-Length: %d\r\n\r\n" % len(body))
         sock.sendall(body)
 
     def mode_bad_chunked(self, sock: socket.socket, mode: str) -> None:
-        sock.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nZZZ\r\n\r\n")
+        sock.sendall(b"HTTP/1.1 200 OK\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nZZZ\r\n\r\n")
 
     def mode_endless_continue(self, sock: socket.socket, mode: str) -> None:
         while not self.server.stopping.is_set():
@@ -209,7 +231,7 @@ class _Handler(socketserver.BaseRequestHandler):
 
     def mode_binary_body(self, sock: socket.socket, mode: str) -> None:
         body = b"\x00\x00\xff\xfe\xc3\x28 oops \x00"
-        sock.sendall(b"HTTP/1.1 500 Oops\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+        sock.sendall(b"HTTP/1.1 500 Oops\r\nConnection: close\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
 
 
 class _Server(socketserver.ThreadingTCPServer):
@@ -221,6 +243,10 @@ class _Server(socketserver.ThreadingTCPServer):
         super().__init__(("127.0.0.1", 0), _Handler)
         self.stopping = threading.Event()
         self.seen: list[str] = []
+        # Requests being answered now, and the most at once (the senders' per-host limit).
+        self.lock = threading.Lock()
+        self.in_flight = 0
+        self.max_in_flight = 0
 
 
 class HostileReceiver:
@@ -233,6 +259,14 @@ class HostileReceiver:
     @property
     def seen(self) -> list[str]:
         return self._server.seen
+
+    @property
+    def in_flight(self) -> int:
+        return self._server.in_flight
+
+    @property
+    def max_in_flight(self) -> int:
+        return self._server.max_in_flight
 
     def url(self, mode: str, scheme: str = "http") -> str:
         return f"{scheme}://127.0.0.1:{self.port}/{mode}"
