@@ -28,6 +28,13 @@ def _get(data: dict[str, Any], *path: str) -> Any:
     return data
 
 
+_WRK_TABLE_HEAD = (
+    "| endpoint | requests/s | p50 ms | p99 ms | server CPU ms/request | PostgreSQL CPU ms/request "
+    "| Redis CPU ms/request | wrk CPU ms/request | requests | non-2xx / socket errors |",
+    "|---|---|---|---|---|---|---|---|---|---|",
+)
+
+
 def _wrk_row(label: str, figures: dict[str, Any] | None) -> str:
     if not figures:
         return f"| {label} | n/a | | | | | | | | |"
@@ -116,6 +123,13 @@ def render(results: dict[str, Any]) -> str:
             f"| deliveries/s | {rate} | {post_loop} (requests.post loop, new connection each) "
             f"| {_ratio(rate, post_loop)} | >= 0.50 | {_met(rate >= 0.5 * post_loop)} |"
         )
+    batch_rps, single_rps = _get(api, "submit_batch", "rps"), _get(api, "submit", "rps")
+    if batch_rps and single_rps:
+        jobs = round(batch_rps * api["submit_batch"]["jobs_per_request"])
+        lines.append(
+            f"| jobs/s submitted, batch of {api['submit_batch']['jobs_per_request']} | {jobs} | {single_rps} "
+            f"(`POST /api/jobs/`, one a request) | {_ratio(jobs, single_rps)} | >= 5 | {_met(jobs >= 5 * single_rps)} |"
+        )
     for label, name in (("submit", "submit"), ("poll", "poll")):
         on, off = _get(api, f"{name}_metrics_on", "rounds_rps"), _get(api, name, "rounds_rps")
         if on and off and len(on) == len(off):
@@ -137,10 +151,7 @@ def render(results: dict[str, Any]) -> str:
         "",
         "### HTTP throughput and latency (wrk)",
         "",
-        ("| endpoint | requests/s | p50 ms | p99 ms | server CPU ms/request "
-        "| PostgreSQL CPU ms/request | Redis CPU ms/request | wrk CPU ms/request "
-        "| requests | non-2xx / socket errors |"),
-        "|---|---|---|---|---|---|---|---|---|---|",
+        *_WRK_TABLE_HEAD,
         _wrk_row("baseline: constant view", base.get("constant")),
         _wrk_row("baseline: read one row by pk", base.get("read_one_row")),
         _wrk_row("baseline: insert one row + publish one message", base.get("insert_and_publish")),
@@ -148,11 +159,33 @@ def render(results: dict[str, Any]) -> str:
         _wrk_row("API: `GET /api/jobs/<id>/`", api.get("poll")),
         _wrk_row("API: `GET /api/jobs/<id>/`, `API_KEY_CACHE_SECONDS=0`", api.get("poll_key_cache_off")),
     ]
+    batch = api.get("submit_batch")
+    if batch:
+        lines.append(_wrk_row(f"API: `POST /api/jobs/batch/` ({batch['jobs_per_request']} hello_world jobs)", batch))
     if api.get("submit_metrics_on") or api.get("poll_metrics_on"):
         lines += [
             _wrk_row("API: `POST /api/jobs/` (hello_world), `METRICS_ENABLED=true`", api.get("submit_metrics_on")),
             _wrk_row("API: `GET /api/jobs/<id>/`, `METRICS_ENABLED=true`", api.get("poll_metrics_on")),
         ]
+    outside = results.get("outside") or {}
+    if outside.get("submit"):
+        lines += [
+            "",
+            (f"### The outside shape: `WEB_CONCURRENCY={outside['web_concurrency']}` for both apps, "
+             f"{outside['clients']} clients round-robin, default limits"),
+            "",
+            *_WRK_TABLE_HEAD,
+            _wrk_row("baseline: read one row by pk", outside.get("read_one_row")),
+            _wrk_row("API: `GET /api/jobs/<id>/`", outside.get("poll")),
+            _wrk_row("baseline: insert one row + publish one message", outside.get("insert_and_publish")),
+            _wrk_row("API: `POST /api/jobs/` (hello_world)", outside.get("submit")),
+        ]
+        for label, name, ceiling in (("Submit", "submit", "insert_and_publish"), ("Poll", "poll", "read_one_row")):
+            measured, against = _get(outside, name, "rounds_rps"), _get(outside, ceiling, "rounds_rps")
+            if measured and against and len(measured) == len(against):
+                lines += ["", (f"{label} in this shape: {_ratio(_get(outside, name, 'rps'), _get(outside, ceiling, 'rps'))} "
+                               "of its ceiling; each alternating round's ratio: "
+                               + ", ".join(_ratio(m, c) for m, c in zip(measured, against, strict=True)) + ".")]
     if e2e or raw:
         lines += [
             "",

@@ -60,6 +60,11 @@ E2E_BLOCK = 10
 # Clients polling, each its own jobs (1024 in all, as the single poller's 1000 before).
 POLL_CLIENTS = 32
 POLL_JOBS_EACH = 32
+# Jobs per batch submission measured beside the single submission.
+BATCH_SIZE = 100
+# The outside load test's shape (issue 21): gunicorn workers and clients round-robin.
+OUTSIDE_WORKERS = 4
+OUTSIDE_CLIENTS = 48
 # The API's second server, the same with METRICS_ENABLED=true, measured in the same rounds.
 METRICS_WEB = "api-web-metrics"
 
@@ -618,6 +623,13 @@ class Bench:
             "poll": (url, poll), "poll_metrics_on": (metrics_url, poll),
             "submit": (url, submit), "submit_metrics_on": (metrics_url, submit),
         })
+        # Batch submission (POST /api/jobs/batch/): jobs per second against the single endpoint's.
+        log(f"API: POST /api/jobs/batch/ with {BATCH_SIZE} jobs a request")
+        batch = wrk_script(method="POST", paths=["/api/jobs/batch/"], keys=submit_keys,
+                           body=json.dumps({"jobs": [HELLO] * BATCH_SIZE}))
+        figures["submit_batch"] = wrk(url, batch, seconds=self.load_seconds, workdir=self.workdir,
+                                      server_pid=self.pid("api-web"))
+        figures["submit_batch"]["jobs_per_request"] = BATCH_SIZE
         scrape = requests.get(f"{metrics_url}/metrics", headers={"Authorization": "Bearer bench"}, timeout=30)
         assert scrape.status_code == 200 and "jobapi_jobs_submitted_total" in scrape.text, scrape.text[:500]
         self.stack.stop(METRICS_WEB)
@@ -658,7 +670,19 @@ class Bench:
             scripts["insert_and_publish"] = (
                 self.baseline_url, wrk_script(method="POST", paths=["/rows/"], body=json.dumps(HELLO)), "baseline-web"
             )
-        order = [name for pair in pairs for name in pair if name in scripts]
+        figures = self.alternate(scripts, [name for pair in pairs for name in pair if name in scripts])
+        if self.baseline_url:
+            baseline = self.results["baseline"]
+            baseline.update({name: figures.pop(name) for name in ("read_one_row", "insert_and_publish")})
+            baseline["memory_web"] = memory_of(self.stack.processes["baseline-web"].pid)
+            self.stack.stop("baseline-web")
+            self.redis_delete("bench_naive")
+            self.baseline_url = ""
+        return figures
+
+    def alternate(self, scripts: dict[str, tuple[str, str, str]], order: list[str]) -> dict[str, Any]:
+        """Run each wrk script (name -> (url, script, process)) once a round, in `order`, for
+        ROUNDS rounds; each one's figures over its rounds."""
         seconds = 2 if self.quick else ROUND_SECONDS
         rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in order}
         for round_number in range(ROUNDS):
@@ -672,15 +696,44 @@ class Bench:
                                         server_pid=self.pid(process)))
                 if profiled:
                     self.profile_stop()
-        figures = {name: combined(measured) for name, measured in rounds.items()}
-        if self.baseline_url:
-            baseline = self.results["baseline"]
-            baseline.update({name: figures.pop(name) for name in ("read_one_row", "insert_and_publish")})
-            baseline["memory_web"] = memory_of(self.stack.processes["baseline-web"].pid)
-            self.stack.stop("baseline-web")
-            self.redis_delete("bench_naive")
-            self.baseline_url = ""
-        return figures
+        return {name: combined(measured) for name, measured in rounds.items()}
+
+    def outside_shape(self) -> None:
+        """Submit and poll as an outside load test measures them: both apps on
+        WEB_CONCURRENCY=4, 48 clients round-robin, the default limits, beside the baseline's
+        naive views in alternating rounds."""
+        from django.db import connection
+
+        if not self.baseline_ids:
+            log("outside shape: needs the baseline phase's rows; skipped")
+            return
+        base = self.web("baseline-outside", "bench.settings", WEB_CONCURRENCY=str(OUTSIDE_WORKERS))
+        api = self.web("api-outside", "core.settings", WEB_CONCURRENCY=str(OUTSIDE_WORKERS))
+        wait_http(f"{base}/constant/", self.stack, "baseline-outside")
+        wait_http(f"{api}/healthz", self.stack, "api-outside")
+        keys = self.clients(OUTSIDE_CLIENTS, "outside")
+        ids_of = [self.seed_jobs(owner_id=self.client_of(key), count=8) for key in keys]
+        ids = [ids_of[k][n] for n in range(8) for k in range(len(keys))]
+        self.warm(base, f"/rows/{self.baseline_ids[0]}/")
+        self.warm(api, f"/api/jobs/{ids[0]}/", {"Authorization": f"Bearer {keys[0]}"})
+        rows = [f"/rows/{i}/" for i in self.baseline_ids]
+        scripts = {
+            "read_one_row": (base, wrk_script(method="GET", paths=rows), "baseline-outside"),
+            "poll": (api, wrk_script(method="GET", paths=[f"/api/jobs/{i}/" for i in ids], keys=keys), "api-outside"),
+            "insert_and_publish": (base, wrk_script(method="POST", paths=["/rows/"], body=json.dumps(HELLO)),
+                                   "baseline-outside"),
+            "submit": (api, wrk_script(method="POST", paths=["/api/jobs/"], keys=keys, body=json.dumps(HELLO)),
+                       "api-outside"),
+        }
+        self.results["outside"] = {
+            "web_concurrency": OUTSIDE_WORKERS, "clients": OUTSIDE_CLIENTS,
+            **self.alternate(scripts, ["read_one_row", "poll", "insert_and_publish", "submit"]),
+        }
+        self.stack.stop("baseline-outside")
+        self.stack.stop("api-outside")
+        self.redis_delete("jobs", "bench_naive")
+        with connection.cursor() as cursor:
+            cursor.execute("UPDATE jobs_job SET status = 'REVOKED', finished_at = now() WHERE status = 'PENDING'")
 
     def client_of(self, key: str) -> str:
         from core.models import ApiKey
@@ -1169,7 +1222,7 @@ def system_info() -> dict[str, Any]:
     }
 
 
-PHASES = ("baseline", "api", "queries", "e2e", "delivery", "scale")
+PHASES = ("baseline", "api", "outside", "queries", "e2e", "delivery", "scale")
 
 
 def main() -> None:
@@ -1226,6 +1279,8 @@ def main() -> None:
         if "baseline" in only:
             bench.phase("baseline", bench.baseline)
         url = bench.api_submit_poll(measure="api" in only)
+        if "outside" in only:
+            bench.phase("outside", bench.outside_shape)
         if "queries" in only:
             bench.phase("queries", bench.query_counts)
         if only & {"e2e", "delivery"}:

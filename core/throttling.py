@@ -31,25 +31,29 @@ SCOPE_RATES = {
 _READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 _limiter: RateLimiter | None = None
+_client: redis.Redis | None = None
 
 
 def _redis() -> redis.Redis:
-    # Short timeouts: a hung Redis must not stall every request (the limiter admits instead).
-    # One connection, held: no pool to take it from and check before each use; redis-py locks
-    # it between threads.
-    return redis.Redis.from_url(
-        settings.CACHE_URL, socket_timeout=1, socket_connect_timeout=1, single_connection_client=True
-    )
+    """This process's connection to the limiter's Redis, made on first use. Making it connects,
+    so it raises while Redis is unreachable; the limiter calls it where it admits on its own
+    counts when Redis fails, and the next call tries again."""
+    global _client
+    if _client is None:
+        # Short timeouts: a hung Redis must not stall every request (the limiter admits
+        # instead). One connection, held: no pool to take it from and check before each use;
+        # redis-py locks it between threads.
+        _client = redis.Redis.from_url(
+            settings.CACHE_URL, socket_timeout=1, socket_connect_timeout=1, single_connection_client=True
+        )
+    return _client
 
 
 def limiter() -> RateLimiter:
     """This process's limiter (made in the process that serves, not before a fork)."""
     global _limiter
     if _limiter is None:
-        client = _redis()
-        _limiter = RateLimiter(
-            lambda: client, sync_seconds=settings.API_RATE_SYNC_SECONDS, prefix=cache.make_key("")
-        )
+        _limiter = RateLimiter(_redis, sync_seconds=settings.API_RATE_SYNC_SECONDS, prefix=cache.make_key(""))
     return _limiter
 
 

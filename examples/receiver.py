@@ -51,6 +51,8 @@ class Received:
     # None when the receiver has no secret to verify with.
     verified: bool | None
     status: int
+    # When it arrived (time.monotonic()).
+    received_at: float = field(default_factory=time.monotonic)
 
     @property
     def event(self) -> dict[str, Any]:

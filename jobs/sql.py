@@ -27,14 +27,23 @@ from django.db import connections
 
 from core.db import columns_of, insert_values, model_from_row
 from jobs.models import Job, JobCounts
+from webhooks.models import Endpoint
 
 Status = Job.Status
 
 JOB_COUNTS = JobCounts._meta.db_table
 # Still queued and nobody canceled it.
 STARTABLE = "status = 'PENDING' AND NOT cancel_requested"
-# ... and it wants no job.started webhook: the events are a JSON list of fixed lower-case names.
-STARTABLE_WITHOUT_EVENT = f"{STARTABLE} AND CAST(webhook_events AS TEXT) NOT LIKE '%%\"job.started\"%%'"
+# ... and it wants no job.started webhook, neither for its callback nor for an endpoint of its
+# owner (event types are JSON lists of fixed lower-case names; an owner has a few endpoints at
+# most, found through their owner index).
+_WANTS_STARTED = "CAST({column} AS TEXT) LIKE '%%\"job.started\"%%'"
+STARTABLE_WITHOUT_EVENT = (
+    f"{STARTABLE} AND NOT {_WANTS_STARTED.format(column='webhook_events')}"
+    f" AND NOT (webhook_endpoints AND EXISTS (SELECT 1 FROM {Endpoint._meta.db_table} e"
+    f" WHERE e.owner_id = {Job._meta.db_table}.owner_id AND e.enabled"
+    f" AND {_WANTS_STARTED.format(column='e.event_types')}))"
+)
 NOT_FINAL = "status NOT IN ({})".format(", ".join(f"'{status}'" for status in sorted(Job.FINAL_STATUSES)))
 
 

@@ -22,6 +22,8 @@ from jobs.models import WEBHOOK_EVENT_TYPES
 from jobs.registry import job_types_all
 from openapi import schemas
 from openapi.operations import OPERATIONS
+from webhooks.endpoint_api import EndpointHealthSerializer
+from webhooks.events import ENDPOINT_EVENT_TYPES
 
 # --- Authentication ----------------------------------------------------------------------------
 
@@ -221,6 +223,31 @@ class JobListItemSerializerScheme(JobSerializerScheme):
     """A job in a list: the same, and its `payload` and `result` may be left out."""
 
     target_class = "jobs.serializers.JobListItemSerializer"
+
+
+class EndpointSerializerScheme(OpenApiSerializerExtension):
+    """A webhook endpoint: its JSON fields and its health typed (the serializer computes them)."""
+
+    target_class = "webhooks.endpoint_api.EndpointSerializer"
+
+    def map_serializer(self, auto_schema: Any, direction: Any) -> dict[str, Any]:
+        schema = super().map_serializer(auto_schema, direction)
+        properties = schema["properties"]
+        properties["event_types"] = {
+            "type": "array", "readOnly": True, "description": "The event types it receives.",
+            "items": {"type": "string", "enum": list(ENDPOINT_EVENT_TYPES)},
+        }
+        properties["headers"] = {
+            "type": "object", "readOnly": True, "additionalProperties": {"type": "string"},
+            "description": "Custom headers sent with every delivery.",
+        }
+        properties["disabled_reason"] = {
+            "type": ["string", "null"], "enum": ["client", "failing", None], "readOnly": True,
+            "description": "`client` (disabled through the API), `failing` (by the service), or null: enabled.",
+        }
+        health = auto_schema.resolve_serializer(EndpointHealthSerializer, direction)
+        properties["health"] = health.ref
+        return schema
 
 
 # --- Views: one extension per entry of `openapi.operations.OPERATIONS` --------------------------

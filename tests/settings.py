@@ -22,6 +22,9 @@ os.environ.setdefault("WEBHOOK_ALLOWED_NETWORKS", "127.0.0.0/8")
 # Three attempts a second apart, and a short timeout, so retry and timeout tests end quickly.
 os.environ.setdefault("WEBHOOK_RETRY_SCHEDULE", "0,1,1")
 os.environ.setdefault("WEBHOOK_TIMEOUT_SECONDS", "3")
+# An endpoint is disabled after one delivery's three attempts fail (over two seconds).
+os.environ.setdefault("WEBHOOK_ENDPOINT_DISABLE_AFTER_FAILURES", "3")
+os.environ.setdefault("WEBHOOK_ENDPOINT_DISABLE_AFTER_SECONDS", "1")
 # The test process (and its live server thread) closes connections after each request, so the
 # test database can be dropped at the end; worker subprocesses keep theirs (see worker_env).
 os.environ.setdefault("DB_CONN_MAX_AGE", "0")

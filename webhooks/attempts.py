@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from core import http
 from core.retry_after import retry_after_seconds
-from webhooks import dispatch, sending, signing, sql, telemetry
+from webhooks import dispatch, health, sending, signing, sql, telemetry
 from webhooks.claims import Claimed, Scope, claim
 from webhooks.models import Delivery
 from webhooks.retries import retry_delay_seconds
@@ -66,6 +66,7 @@ def _text(prefix: bytes) -> str:
 
 def _send(claimed: Claimed, resolver: http.Resolver | None) -> http.HttpResult:
     headers = {
+        **claimed.headers,  # an endpoint's own; their names never clash with ours (endpoint_api.py)
         "Content-Type": "application/json",
         "User-Agent": "jobapi-webhooks/1",
         **signing.headers_sign(
@@ -161,6 +162,11 @@ def _attempt(*, scope: Scope, resolver: http.Resolver | None) -> list[AttemptOut
             if countdown:
                 # A retry taken over by another worker is published too: its claim makes it a no-op.
                 dispatch.deliveries_publish_on_commit(delivery_ids=ids, countdown=delay)
+        health.endpoints_record_outcomes(
+            ((claimed.endpoint_id, result.ok, result.error or f"HTTP {result.status_code}")
+             for claimed, result in zip(claims, results, strict=True)),
+            now=now,
+        )
     telemetry.attempts_finished(zip(claims, results, strict=True))
     if owned < len(outcomes):
         logger.warning(

@@ -46,12 +46,14 @@ class Claimed:
 
     delivery_id: int
     url: str
+    endpoint_id: uuid.UUID | None  # None: the job's own callback_url
+    headers: dict[str, str]  # the endpoint's custom headers
     attempt_id: int
     attempt_number: int
     started_at: datetime
     message_id: str
     body: bytes
-    secrets: list[str]  # at least one: an owner's first delivery makes its secret
+    secrets: list[str]  # at least one: an owner's (or endpoint's) first delivery makes its secret
 
 
 def claim(*, scope: Scope, token: uuid.UUID) -> list[Claimed]:
@@ -66,14 +68,18 @@ def claim(*, scope: Scope, token: uuid.UUID) -> list[Claimed]:
         Claimed(
             delivery_id=delivery_id,
             url=url,
+            endpoint_id=endpoint_id,
+            headers=headers,
             attempt_id=attempt_id,
             attempt_number=number,
             started_at=now,
             message_id=message_id,
             body=body,
-            secrets=signing_secrets or [secrets.signing_secret_get_or_create(owner_id=owner_id)],
+            secrets=signing_secrets
+            or [secrets.signing_secret_get_or_create(owner_id=owner_id, endpoint_id=endpoint_id)],
         )
-        for delivery_id, url, owner_id, attempt_id, number, message_id, body, signing_secrets in rows
+        for (delivery_id, url, owner_id, endpoint_id, headers, attempt_id, number, message_id, body,
+             signing_secrets) in rows
     ]
 
 
@@ -102,8 +108,14 @@ def claim_portable(
     else:
         deliveries = Delivery.objects.filter(subject_id=scope.subject_id).exclude(pk__in=scope.sent)
     with transaction.atomic():
+        pending = deliveries.filter(state=Delivery.State.PENDING)
+        # Held, not sent: the endpoint was disabled after the delivery was published.
+        held = pending.filter(endpoint__enabled=False).select_for_update(skip_locked=True, of=("self",))
+        Delivery.objects.filter(pk__in=list(held.values_list("pk", flat=True))).update(
+            state=Delivery.State.ENDPOINT_DISABLED, dispatched_at=None
+        )
         ids = list(
-            deliveries.filter(state=Delivery.State.PENDING, next_attempt_at__lte=due_by)
+            pending.filter(next_attempt_at__lte=due_by)
             .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
             .order_by("created_at", "pk")
             .select_for_update(skip_locked=True)
@@ -114,7 +126,7 @@ def claim_portable(
         Delivery.objects.filter(pk__in=ids).update(
             attempt_count=F("attempt_count") + 1, claim_token=token, claimed_until=claimed_until
         )
-        claimed = list(Delivery.objects.filter(pk__in=ids).order_by("created_at", "pk"))
+        claimed = list(Delivery.objects.filter(pk__in=ids).select_related("endpoint").order_by("created_at", "pk"))
         retried = [delivery.pk for delivery in claimed if delivery.attempt_count > 1]
         if retried:
             DeliveryAttempt.objects.filter(delivery_id__in=retried, finished_at__isnull=True).update(
@@ -124,7 +136,14 @@ def claim_portable(
         attempts = DeliveryAttempt.objects.bulk_create(
             [DeliveryAttempt(delivery=delivery, number=delivery.attempt_count, started_at=now) for delivery in claimed]
         )
-    return [
-        (delivery.pk, delivery.url, delivery.owner_id, attempt.pk, attempt.number, *events[delivery.event_id])
-        for delivery, attempt in zip(claimed, attempts, strict=True)
-    ]
+    rows: list[sql.ClaimRow] = []
+    for delivery, attempt in zip(claimed, attempts, strict=True):
+        message_id, body, client_secrets = events[delivery.event_id]
+        endpoint = delivery.endpoint
+        rows.append((
+            delivery.pk, delivery.url, delivery.owner_id, delivery.endpoint_id,
+            endpoint.headers if endpoint else {}, attempt.pk, attempt.number, message_id, body,
+            secrets.signing_secrets_in_use(owner_id=delivery.owner_id, endpoint_id=endpoint.pk, now=now)
+            if endpoint else client_secrets,
+        ))
+    return rows

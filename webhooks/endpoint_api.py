@@ -52,6 +52,8 @@ class HeadersField(serializers.DictField):
                 )
             if any(ord(char) < 0x20 and char != "\t" or ord(char) == 0x7F for char in value):
                 raise serializers.ValidationError(f"The value of {name} has control characters.")
+            if not value.isascii():  # HTTP/1.1 sends header values as bytes; only ASCII is portable
+                raise serializers.ValidationError(f"The value of {name} is not ASCII.")
         return headers
 
 

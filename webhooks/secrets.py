@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import F, Q
 from django.utils import timezone
 
 from webhooks import signing
@@ -25,6 +26,17 @@ def signing_secret_current(*, owner_id: uuid.UUID, endpoint_id: uuid.UUID | None
         SigningSecret.objects.filter(**_of(owner_id, endpoint_id), expires_at__isnull=True)
         .values_list("secret", flat=True)
         .first()
+    )
+
+
+def signing_secrets_in_use(*, owner_id: uuid.UUID, endpoint_id: uuid.UUID | None, now: datetime) -> list[str]:
+    """The secrets that sign a delivery now: the current one first, then a rotated-out one still
+    inside its overlap (webhooks/sql.py reads the same in its claim)."""
+    return list(
+        SigningSecret.objects.filter(**_of(owner_id, endpoint_id))
+        .filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now))
+        .order_by(F("expires_at").asc(nulls_first=True), "-created_at", "-pk")
+        .values_list("secret", flat=True)
     )
 
 

@@ -12,6 +12,7 @@
 """
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Collection, Sequence
 from datetime import datetime
@@ -19,7 +20,7 @@ from datetime import datetime
 from django.db import connection
 
 from core.db import insert_values
-from webhooks.models import Delivery, DeliveryAttempt, Event, SigningSecret
+from webhooks.models import Delivery, DeliveryAttempt, Endpoint, Event, SigningSecret
 
 # The secrets that sign an owner's deliveries, on its signing secrets aliased `s`: the current
 # one, then any rotated-out one still inside its overlap window (`{now}`: the time's placeholder).
@@ -28,10 +29,11 @@ SECRETS_CURRENT_FIRST = "s.expires_at IS NOT NULL, s.created_at DESC, s.id DESC"
 
 INTERRUPTED = "Interrupted: the worker sending this attempt stopped."
 
-# One row per claimed delivery: (delivery id, url, owner id, attempt id, attempt number,
-# webhook-id, body, the secrets that sign it: the current one first, then any rotated-out
-# one still inside its overlap window; none before the owner's first delivery).
-ClaimRow = tuple[int, str, uuid.UUID, int, int, str, bytes, list[str]]
+# One row per claimed delivery: (delivery id, url, owner id, endpoint id or None, the endpoint's
+# custom headers, attempt id, attempt number, webhook-id, body, the secrets that sign it: the
+# current one first, then any rotated-out one still inside its overlap window; none before the
+# owner's first delivery).
+ClaimRow = tuple[int, str, uuid.UUID, uuid.UUID | None, dict[str, str], int, int, str, bytes, list[str]]
 
 
 def event_insert_with_deliveries(event: Event, deliveries: Sequence[Delivery]) -> None:
@@ -101,9 +103,19 @@ def claim_postgresql(
     """The claim as one statement in autocommit, atomic as any single statement is: up to
     `limit` due, unclaimed deliveries matching `scope_sql` (on deliveries aliased `c`) take the
     claim; attempts a dead worker left open are closed as interrupted; the new attempts are
-    opened; the events are read back with their secrets."""
+    opened; the events are read back with their secrets (the endpoint's, or the client's for a
+    callback_url) and their endpoint's headers. A delivery whose endpoint was disabled after it
+    was published is held (state endpoint_disabled) instead of claimed."""
     sql = f"""
-        WITH claimed AS (
+        WITH held AS (
+            UPDATE {Delivery._meta.db_table} d SET state = %(held)s, dispatched_at = NULL
+            WHERE d.id IN (
+                SELECT c.id FROM {Delivery._meta.db_table} c
+                JOIN {Endpoint._meta.db_table} ep ON ep.id = c.endpoint_id AND NOT ep.enabled
+                WHERE {scope_sql} AND c.state = %(pending)s
+                FOR UPDATE OF c SKIP LOCKED
+            )
+        ), claimed AS (
             UPDATE {Delivery._meta.db_table} d
             SET attempt_count = d.attempt_count + 1, claim_token = %(token)s,
                 claimed_until = %(claimed_until)s
@@ -111,6 +123,9 @@ def claim_postgresql(
                 SELECT c.id FROM {Delivery._meta.db_table} c
                 WHERE {scope_sql} AND c.state = %(pending)s AND c.next_attempt_at <= %(due_by)s
                   AND (c.claimed_until IS NULL OR c.claimed_until < %(now)s)
+                  AND NOT EXISTS (
+                      SELECT 1 FROM {Endpoint._meta.db_table} ep WHERE ep.id = c.endpoint_id AND NOT ep.enabled
+                  )
                 ORDER BY c.created_at, c.id
                 LIMIT {int(limit)}
                 FOR UPDATE SKIP LOCKED
@@ -126,7 +141,7 @@ def claim_postgresql(
             SELECT id, attempt_count, %(now)s, '', '' FROM claimed
             RETURNING id, delivery_id
         )
-        SELECT c.id, c.url, c.owner_id, a.id, c.attempt_count, e.message_id, e.body,
+        SELECT c.id, c.url, c.owner_id, c.endpoint_id, ep.headers, a.id, c.attempt_count, e.message_id, e.body,
                ARRAY(
                    SELECT s.secret FROM {SigningSecret._meta.db_table} s
                    WHERE s.owner_id = c.owner_id AND s.endpoint_id IS NOT DISTINCT FROM c.endpoint_id
@@ -136,15 +151,23 @@ def claim_postgresql(
         FROM claimed c
         JOIN attempts a ON a.delivery_id = c.id
         JOIN {Event._meta.db_table} e ON e.id = c.event_id
+        LEFT JOIN {Endpoint._meta.db_table} ep ON ep.id = c.endpoint_id
         ORDER BY c.created_at, c.id
     """
     params = {
         **scope_params, "token": token, "claimed_until": claimed_until, "pending": Delivery.State.PENDING,
-        "due_by": due_by, "now": now, "interrupted": INTERRUPTED,
+        "held": Delivery.State.ENDPOINT_DISABLED, "due_by": due_by, "now": now, "interrupted": INTERRUPTED,
     }
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        return [(*row[:6], bytes(row[6]), row[7]) for row in cursor.fetchall()]
+        return [(*row[:4], _headers(row[4]), *row[5:8], bytes(row[8]), row[9]) for row in cursor.fetchall()]
+
+
+def _headers(value: object) -> dict[str, str]:
+    """An endpoint's headers column as read by a raw cursor (JSON text or already parsed)."""
+    if value is None:
+        return {}
+    return json.loads(value) if isinstance(value, str) else dict(value)  # type: ignore[call-overload]
 
 
 def attempts_finish(

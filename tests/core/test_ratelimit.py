@@ -116,3 +116,13 @@ def test_with_redis_down_every_request_is_admitted() -> None:
     limiter = RateLimiter(lambda: dead, sync_seconds=0.5, clock=Clock())
 
     assert all(limiter.hit("x", limit=2, window_seconds=WINDOW) is None for _ in range(5))
+
+
+def test_with_redis_down_when_the_process_first_connects_every_request_is_admitted() -> None:
+    # A single-connection client connects as it is made: the factory itself raises.
+    def connect() -> redis.Redis:
+        return redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2, single_connection_client=True)
+
+    limiter = RateLimiter(connect, sync_seconds=0.5, clock=Clock())
+
+    assert all(limiter.hit("x", limit=2, window_seconds=WINDOW) is None for _ in range(5))

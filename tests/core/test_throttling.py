@@ -22,3 +22,20 @@ def test_concurrent_submissions_admit_exactly_the_rate(make_api: Callable[..., A
 
     # then exactly 5 are accepted (no lost update between racing requests), the rest get 429
     assert sorted(statuses) == [202] * 5 + [429] * 7
+
+
+def test_with_the_limiters_redis_unreachable_from_the_start_submissions_are_admitted(
+    make_api: Callable[..., Api], settings: Any, monkeypatch: Any
+) -> None:
+    # Given an API process whose limiter has never reached its Redis (down as the process starts)
+    monkeypatch.setattr("core.throttling._limiter", None)
+    monkeypatch.setattr("core.throttling._client", None)
+    settings.CACHE_URL = "redis://127.0.0.1:1/0"
+    settings.API_SUBMIT_RATE_PER_MINUTE = 5
+    api = make_api()
+
+    # when a client submits, even past its rate
+    statuses = [api.post("/api/jobs/", json=BODY).status_code for _ in range(7)]
+
+    # then every submission is accepted: the limiter admits on its own counts, never a 500
+    assert statuses == [202] * 7

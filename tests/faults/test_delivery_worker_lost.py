@@ -26,11 +26,12 @@ def test_delivery_worker_sigkill_mid_request_delivers_once(
     wait_for(lambda: receiver.requests_started, timeout=30, interval=0.02, what="an attempt in flight")
 
     # When the deliveries worker is SIGKILLed while the receiver is still answering, and a
-    # replacement comes up
+    # replacement comes up (on the same queues: the dispatcher's periodic task is on
+    # `maintenance`, and it is what republishes the delivery once the dead claim expires)
     stack.kill("deliveries")
     killed_at = time.monotonic()
     receiver.answer_delay_seconds = 0
-    stack.start_worker("deliveries-2", queues="webhooks", concurrency=1)
+    stack.start_worker("deliveries-2", queues="webhooks,maintenance", concurrency=1)
 
     # Then the delivery completes: one success, the interrupted attempt logged as such, and
     # every request the receiver saw carried the same webhook-id

@@ -202,3 +202,21 @@ def test_generated_client_submits_a_batch_and_a_scheduled_job(generated: ModuleT
             time.sleep(0.1)
         if job_id == scheduled.id:
             assert job.started_at >= run_at
+
+
+def test_generated_client_registers_an_endpoint_and_reads_its_health(generated: ModuleType, api: Api) -> None:
+    models = _imp("models")
+    create = _imp("api.webhook_endpoints.create_webhook_endpoint")
+    get_endpoint = _imp("api.webhook_endpoints.get_webhook_endpoint")
+    client = generated.AuthenticatedClient(base_url=api.base_url, token=api.key, timeout=30.0)
+
+    created = create.sync(client=client, body=models.EndpointInputRequest(
+        url="http://127.0.0.1:9/hooks", event_types=[models.EventTypesEnum.JOB_SUCCEEDED],
+    ))
+    assert isinstance(created, models.Endpoint), created
+
+    endpoint = get_endpoint.sync(endpoint_id=created.id, client=client)
+    assert isinstance(endpoint.health, models.EndpointHealth)
+    assert endpoint.health.consecutive_failures == 0 and endpoint.health.last_success_at is None
+    assert endpoint.enabled is True and endpoint.disabled_reason is None
+    assert [str(event_type) for event_type in endpoint.event_types] == ["job.succeeded"]

@@ -13,12 +13,13 @@ import pytest
 from celery import Celery
 from django.db import connection
 from django.utils import timezone
+from standardwebhooks import Webhook
 
 from core.models import Client
 from core.services import client_create
 from examples.receiver import Receiver, Reply
-from webhooks import attempts, dispatch, outbox
-from webhooks.models import Delivery, DeliveryAttempt, Event
+from webhooks import attempts, dispatch, outbox, secrets
+from webhooks.models import Delivery, DeliveryAttempt, Endpoint, Event
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("claim_implementation")]
 
@@ -135,6 +136,39 @@ def test_an_outcome_after_the_claim_was_taken_over_decides_nothing(owner: Client
     assert attempt is not None and attempt.status_code == 200  # the attempt is logged...
     delivery.refresh_from_db()
     assert delivery.state == Delivery.State.PENDING  # ...but the new holder records the outcome
+
+
+def test_an_endpoints_delivery_is_signed_with_its_secret_and_carries_its_headers(
+    owner: Client, receiver: Receiver
+) -> None:
+    endpoint = Endpoint.objects.create(owner=owner, url=receiver.url, event_types=["job.succeeded"],
+                                       headers={"X-Team": "billing"})
+    secret = secrets.signing_secret_get_or_create(owner_id=owner.pk, endpoint_id=endpoint.pk)
+    secrets.signing_secret_get_or_create(owner_id=owner.pk)  # the client's own, not to be used
+    delivery = make_delivery(owner, receiver.url, endpoint=endpoint)
+
+    attempt = attempt_once(delivery_id=delivery.pk)
+
+    assert attempt is not None and attempt.status_code == 200
+    [received] = receiver.received
+    assert Webhook(secret).verify(received.body, received.headers)["type"] == "job.succeeded"
+    assert received.headers["x-team"] == "billing"
+
+
+def test_a_delivery_whose_endpoint_was_disabled_after_it_was_published_is_held(
+    owner: Client, receiver: Receiver
+) -> None:
+    # Given a published delivery whose endpoint is disabled before its attempt runs
+    endpoint = Endpoint.objects.create(owner=owner, url=receiver.url, event_types=["job.succeeded"], enabled=False)
+    delivery = make_delivery(owner, receiver.url, endpoint=endpoint)
+
+    # When the attempt's message runs
+    attempt = attempt_once(delivery_id=delivery.pk)
+
+    # Then nothing is sent and the delivery waits for the endpoint, unattempted
+    assert attempt is None and receiver.received == []
+    delivery.refresh_from_db()
+    assert delivery.state == Delivery.State.ENDPOINT_DISABLED and delivery.attempt_count == 0
 
 
 def test_the_address_is_checked_again_at_each_attempt(owner: Client) -> None:

@@ -1,0 +1,208 @@
+"""End to end, through HTTP and the suite's real workers: registered endpoints get exactly the
+events they subscribe to, signed with their own secrets and carrying their headers, at their
+pace; an endpoint that keeps failing is disabled, enabled again by its client, and recovered.
+
+The test run shortens the disabling rule (tests/settings.py): three failed attempts in a row
+over at least a second.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from standardwebhooks import Webhook
+
+from examples.receiver import Receiver, Reply
+from tests.conftest import Api
+from tests.webhooks.conftest import HELLO, all_final, secret_of, wait_deliveries
+
+
+def endpoint_create(api: Api, url: str, **body: Any) -> dict[str, Any]:
+    response = api.post("/api/webhook-endpoints/", json={"url": url, **body})
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def endpoint_secret(api: Api, endpoint: dict[str, Any]) -> str:
+    response = api.get(f"/api/webhook-endpoints/{endpoint['id']}/secret/")
+    assert response.status_code == 200, response.text
+    return str(response.json()["secret"])
+
+
+def endpoint_read(api: Api, endpoint: dict[str, Any]) -> dict[str, Any]:
+    response = api.get(f"/api/webhook-endpoints/{endpoint['id']}/")
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+def deliveries_to(api: Api, endpoint: dict[str, Any], **filters: str) -> list[dict[str, Any]]:
+    response = api.get("/api/deliveries/", params={"endpoint": endpoint["id"], **filters})
+    assert response.status_code == 200, response.text
+    return list(response.json()["results"])
+
+
+def until(check: Callable[[], Any], *, timeout: float = 30, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def test_each_endpoint_and_the_callback_get_exactly_their_events_signed_with_their_own_secrets(
+    api: Api, make_receiver: Callable[..., Receiver]
+) -> None:
+    # Given an endpoint for the final events with a custom header, one for job.started only,
+    # and a job with its own callback_url
+    finals, starts, callback = make_receiver(), make_receiver(), make_receiver()
+    final_endpoint = endpoint_create(api, finals.url, headers={"X-Team": "billing"})
+    start_endpoint = endpoint_create(api, starts.url, event_types=["job.started"])
+    created = api.submit(HELLO, {"message": "fan-out"}, callback_url=callback.url)
+
+    # When the job runs to the end
+    job = api.wait(created["id"])
+    wait_deliveries(api, created["id"], lambda ds: len(ds) == 3 and all_final(ds))
+
+    # Then each receiver got its events, verified with its own secret (the callback with the
+    # client's), and the final event has one webhook-id wherever it went
+    [final] = finals.wait_for(1)
+    [started] = starts.wait_for(1)
+    [called_back] = callback.wait_for(1)
+    assert Webhook(endpoint_secret(api, final_endpoint)).verify(final.body, final.headers)["data"] == job
+    assert Webhook(endpoint_secret(api, start_endpoint)).verify(started.body, started.headers)["type"] == "job.started"
+    assert Webhook(secret_of(api)).verify(called_back.body, called_back.headers)["type"] == "job.succeeded"
+    assert final.headers["webhook-id"] == called_back.headers["webhook-id"]
+    assert final.headers["x-team"] == "billing"
+    assert "x-team" not in called_back.headers and "x-team" not in started.headers
+
+    # And a job that opts out of its owner's endpoints reaches its callback alone
+    alone = api.post("/api/jobs/", json={"job_name": HELLO, "callback_url": callback.url, "webhook_endpoints": False})
+    assert alone.status_code == 202, alone.text
+    api.wait(alone.json()["id"])
+    callback.wait_for(2)
+    time.sleep(0.5)
+    assert len(finals.received) == 1 and len(starts.received) == 1
+
+
+def test_an_endpoints_rate_limit_spaces_its_deliveries(api: Api, receiver: Receiver) -> None:
+    # Given an endpoint paced at 4 deliveries a second
+    endpoint_create(api, receiver.url, rate_limit_per_second=4)
+
+    # When six jobs finish at about the same time
+    jobs = [api.submit(HELLO, {"message": str(n)}) for n in range(6)]
+    for job in jobs:
+        api.wait(job["id"])
+    received = receiver.wait_for(6, timeout=30)
+
+    # Then every event arrives, none dropped, a quarter of a second apart or more (less a
+    # little for the arrival's own jitter)
+    arrivals = [r.received_at for r in received]
+    gaps = [later - earlier for earlier, later in zip(arrivals, arrivals[1:], strict=False)]
+    assert len({r.headers["webhook-id"] for r in received}) == 6
+    assert min(gaps) >= 0.2, gaps
+
+
+def test_a_failing_endpoint_is_disabled_then_enabled_again_and_its_failures_recovered(
+    api: Api, make_receiver: Callable[..., Receiver]
+) -> None:
+    # Given an endpoint whose receiver fails three times, and another endpoint told when an
+    # endpoint is disabled
+    broken = make_receiver(*[Reply(status=500, body=b"down")] * 3)
+    watcher = make_receiver()
+    endpoint = endpoint_create(api, broken.url)
+    watching = endpoint_create(api, watcher.url, event_types=["endpoint.disabled"])
+
+    # When a job's event fails all its attempts (three, a second apart: the shortened rule)
+    job = api.submit(HELLO, {"message": "lost"})
+    api.wait(job["id"])
+    disabled = until(lambda: (e := endpoint_read(api, endpoint)) and not e["enabled"] and e, what="disabled")
+
+    # Then the endpoint is disabled as failing, with its health, and the watcher is told
+    assert disabled["disabled_reason"] == "failing"
+    assert disabled["health"]["consecutive_failures"] == 3
+    assert disabled["health"]["last_failure_at"] is not None and disabled["health"]["last_success_at"] is None
+    [told] = watcher.wait_for(1)
+    event = Webhook(endpoint_secret(api, watching)).verify(told.body, told.headers)
+    assert event["type"] == "endpoint.disabled" and event["data"]["id"] == endpoint["id"]
+    assert "secret" not in event["data"]
+
+    # And a job finishing while it is disabled makes no delivery to it
+    quiet = api.submit(HELLO, {"message": "while disabled"})
+    api.wait(quiet["id"])
+    time.sleep(0.5)
+    assert deliveries_to(api, endpoint, job=quiet["id"]) == [] and len(broken.received) == 3
+
+    # When its client enables it (the receiver works again) and recovers what failed since
+    # it was made: the failed delivery goes again, with its webhook-id
+    enabled = api.request("PATCH", f"/api/webhook-endpoints/{endpoint['id']}/", json={"enabled": True})
+    assert enabled.status_code == 200 and enabled.json()["disabled_reason"] is None
+    [failed] = deliveries_to(api, endpoint, job=job["id"], state="failed")
+    recovered = api.post(f"/api/webhook-endpoints/{endpoint['id']}/recover/", json={"since": endpoint["created_at"]})
+    assert recovered.status_code == 202 and recovered.json() == {"recovered": 1}
+
+    # Then it is delivered, and the endpoint is healthy again
+    until(lambda: deliveries_to(api, endpoint, job=job["id"], state="succeeded"), what="recovered delivery")
+    [resent] = [r for r in broken.received if r.status == 200]
+    assert resent.headers["webhook-id"] == failed["webhook_id"]
+    health = endpoint_read(api, endpoint)["health"]
+    assert health["consecutive_failures"] == 0 and health["last_success_at"] is not None
+
+
+def test_a_disabled_endpoints_pending_deliveries_are_held_then_resumed(
+    api: Api, make_receiver: Callable[..., Receiver]
+) -> None:
+    # Given a delivery waiting for its second attempt (the receiver failed the first)
+    flaky = make_receiver(Reply(status=503, body=b"busy"))
+    endpoint = endpoint_create(api, flaky.url)
+    job = api.submit(HELLO, {"message": "held"})
+    api.wait(job["id"])
+    flaky.wait_for(1)
+
+    # When its client disables the endpoint before that attempt is due
+    disabled = api.request("PATCH", f"/api/webhook-endpoints/{endpoint['id']}/", json={"enabled": False})
+    assert disabled.status_code == 200 and disabled.json()["disabled_reason"] == "client"
+
+    # Then the delivery is held, and no attempt goes while it is
+    [held] = until(lambda: deliveries_to(api, endpoint, state="endpoint_disabled"), what="held")
+    time.sleep(1.5)  # past the retry schedule's next step (1 s)
+    assert len(flaky.received) == 1
+
+    # When the endpoint is enabled again, the held delivery goes, and succeeds
+    assert api.request("PATCH", f"/api/webhook-endpoints/{endpoint['id']}/", json={"enabled": True}).status_code == 200
+    [sent] = until(lambda: deliveries_to(api, endpoint, state="succeeded"), what="resumed")
+    assert sent["id"] == held["id"] and [a["status_code"] for a in sent["attempts"]] == [503, 200]
+
+
+def test_a_test_event_reaches_the_endpoint_signed_with_its_secret(api: Api, receiver: Receiver) -> None:
+    endpoint = endpoint_create(api, receiver.url, event_types=["job.succeeded"])
+
+    response = api.post(f"/api/webhook-endpoints/{endpoint['id']}/test/")
+
+    assert response.status_code == 202, response.text
+    [received] = receiver.wait_for(1)
+    event = Webhook(endpoint_secret(api, endpoint)).verify(received.body, received.headers)
+    assert event["type"] == "webhook.test" and event["data"]["endpoint_id"] == endpoint["id"]
+    until(lambda: deliveries_to(api, endpoint, state="succeeded"), what="the test delivery logged")
+
+
+def test_deleting_an_endpoint_stops_its_pending_deliveries(api: Api, make_receiver: Callable[..., Receiver]) -> None:
+    # Given an endpoint whose receiver fails, with a delivery between its attempts
+    failing = make_receiver(*[Reply(status=503, body=b"busy")] * 3)
+    endpoint = endpoint_create(api, failing.url)
+    job = api.submit(HELLO, {"message": "stop"})
+    api.wait(job["id"])
+    failing.wait_for(1)
+
+    # When the client deletes the endpoint
+    assert api.request("DELETE", f"/api/webhook-endpoints/{endpoint['id']}/").status_code == 204
+
+    # Then its delivery is canceled and no attempt follows
+    [delivery] = until(lambda: [d for d in wait_deliveries(api, job["id"], all_final)], what="canceled")
+    assert delivery["state"] == "canceled"
+    attempts_seen = len(failing.received)
+    time.sleep(2.5)  # longer than the retry schedule's next step (1 s)
+    assert len(failing.received) == attempts_seen
