@@ -94,8 +94,8 @@ class Slots:
         while True:
             try:
                 answer = script(keys=[name], args=[limit, max(1, int(lease_seconds * 1000)), holder])
-            except redis.RedisError:
-                self._warn("taken without Redis (unreachable): admitted")
+            except redis.RedisError as exc:
+                self._warn("taken without Redis (unreachable): admitted", exc)
                 return Slot(name, holder, False, self)
             if answer[0]:
                 return Slot(name, holder, True, self)
@@ -111,8 +111,8 @@ class Slots:
             return
         try:
             client.zrem(slot.key, slot.holder)
-        except redis.RedisError:
-            self._warn("not released (Redis unreachable): its lease will end it")
+        except redis.RedisError as exc:
+            self._warn("not released (Redis unreachable): its lease will end it", exc)
 
     def held(self, key: str) -> int:
         """How many slots of `key` are held or expired unnoticed (a look for tests and operators)."""
@@ -121,8 +121,8 @@ class Slots:
             return 0
         return int(client.zcard(f"{self._prefix}{key}"))
 
-    def _warn(self, what: str) -> None:
+    def _warn(self, what: str, exc: redis.RedisError) -> None:
         now = time.monotonic()
         if now - self._warned_at >= _WARN_EVERY_SECONDS:
             self._warned_at = now
-            logger.warning("Concurrency slot %s", what, exc_info=True)
+            logger.warning("Concurrency slot %s", what, exc_info=exc)
