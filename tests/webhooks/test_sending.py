@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 from datetime import timedelta
 
 import pytest
+from django.conf import settings as django_settings
 from django.utils import timezone
 
 from core import deadlines, http
@@ -15,7 +16,7 @@ from core.models import Client
 from core.services import client_create
 from examples.receiver import Receiver
 from tests.fakes.hostile_receiver import MODES, HostileReceiver
-from webhooks import attempts, outbox, sending
+from webhooks import attempts, claims, outbox, sending
 from webhooks.models import Delivery, DeliveryAttempt
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -178,3 +179,12 @@ def test_slots_are_keyed_by_host_name_and_port() -> None:
     assert sending.host_of("https://Hooks.Example/in") == "hooks.example:443"
     assert sending.host_of("http://hooks.example:8080/in") == "hooks.example:8080"
     assert sending.host_of("http://[::1]:99/") == "::1:99"
+
+
+def test_an_attempt_ends_well_inside_its_claim_and_its_slot() -> None:
+    # An attempt's longest: waiting for a slot, then the request's limit and its slack.
+    limit = django_settings.WEBHOOK_TIMEOUT_SECONDS + deadlines.SLACK_SECONDS
+    longest = sending.SLOT_WAIT_SECONDS + limit
+
+    assert claims.claim_lease_seconds() > longest + 10  # recording the outcome has time too
+    assert sending.slot_lease_seconds() > limit
