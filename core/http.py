@@ -6,7 +6,7 @@ Every request to a URL someone else chose (webhook callbacks) goes through `post
    global unicast addresses pass, unless one falls in `WEBHOOK_ALLOWED_NETWORKS`;
 3. connects to the address it checked (so DNS cannot change between the check and the
    connection), with the URL's host in the `Host` header and as the TLS SNI/certificate name,
-   and keeps it alive for the next request checked to that same address (`_SessionCache`);
+   and keeps it alive for the next request checked to that same address (core/http_sessions.py);
 4. never follows a redirect and never uses environment proxies;
 5. bounds the whole exchange by the wall clock: name resolution, connect, TLS handshake, status
    line, headers and the body prefix end within `timeout_seconds` plus `deadlines.SLACK_SECONDS`
@@ -18,8 +18,8 @@ Every request to a URL someone else chose (webhook callbacks) goes through `post
 Why not `requests-hardened` itself (it is in requirements for its blocked-range list): its
 filter has a loopback switch but no CIDR allow-list, calls `socket.getaddrinfo` directly (no
 injectable resolver for tests), and checks only the first address the resolver returns. The
-pinning technique of core/http_sessions.py (rewrite the pool's host, keep `Host`, `assert_hostname` and
-`server_hostname`) is the one its `IPFilterAdapter` uses.
+pinning technique of core/http_sessions.py (rewrite the pool's host, keep `Host`,
+`assert_hostname` and `server_hostname`) is the one its `IPFilterAdapter` uses.
 """
 from __future__ import annotations
 
