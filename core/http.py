@@ -6,36 +6,39 @@ Every request to a URL someone else chose (webhook callbacks) goes through `post
    global unicast addresses pass, unless one falls in `WEBHOOK_ALLOWED_NETWORKS`;
 3. connects to the address it checked (so DNS cannot change between the check and the
    connection), with the URL's host in the `Host` header and as the TLS SNI/certificate name,
-   and keeps it alive for the next request checked to that same address (`_SessionCache`);
+   and keeps it alive for the next request checked to that same address (core/http_sessions.py);
 4. never follows a redirect and never uses environment proxies;
-5. returns an `HttpResult` (status, first bytes of the body, duration or the network error)
+5. bounds the whole exchange by the wall clock: name resolution, connect, TLS handshake, status
+   line, headers and the body prefix end within `timeout_seconds` plus `deadlines.SLACK_SECONDS`
+   however slowly the receiver sends (core/deadlines.py), and reads the body's raw bytes (never
+   decompressed, whatever `Content-Encoding` says);
+6. returns an `HttpResult` (status, first bytes of the body, duration or the network error)
    instead of raising for HTTP or network failures.
 
 Why not `requests-hardened` itself (it is in requirements for its blocked-range list): its
 filter has a loopback switch but no CIDR allow-list, calls `socket.getaddrinfo` directly (no
 injectable resolver for tests), and checks only the first address the resolver returns. The
-pinning technique below (rewrite the pool's host, keep `Host`, `assert_hostname` and
-`server_hostname`) is the one its `IPFilterAdapter` uses.
+pinning technique of core/http_sessions.py (rewrite the pool's host, keep `Host`,
+`assert_hostname` and `server_hostname`) is the one its `IPFilterAdapter` uses.
 """
 from __future__ import annotations
 
 import http.client
 import ipaddress
 import socket
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field, replace
-from typing import Any
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 import idna
 import requests
 import urllib3
 from django.conf import settings
-from requests.adapters import HTTPAdapter
 from requests_hardened.ip_filter import EXTRA_BLOCKED_NET_RANGES
+
+from core import deadlines
+from core.http_sessions import SessionCache, Target
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -65,17 +68,6 @@ class UrlRefused(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
-
-
-@dataclass(frozen=True)
-class Target:
-    """A checked URL: where to connect (`address`) and what to call it (`host`)."""
-
-    url: str
-    scheme: str
-    host: str  # ASCII (punycode) host name or the IP literal, without brackets
-    port: int
-    address: str  # the checked IP address the connection goes to
 
 
 @dataclass
@@ -161,18 +153,26 @@ def url_parse(url: str) -> tuple[str, str, int, IPAddress | None]:
 
 
 def url_check(
-    url: str, *, resolver: Resolver | None = None, allowed: Sequence[IPNetwork] | None = None
+    url: str, *, resolver: Resolver | None = None, allowed: Sequence[IPNetwork] | None = None,
+    resolve_seconds: float | None = None,
 ) -> Target:
-    """Parse, resolve once and check every address; the Target to connect to, or UrlRefused."""
+    """Parse, resolve once and check every address; the Target to connect to, or UrlRefused.
+    With `resolve_seconds`, a resolver that has not answered by then raises TimeoutError."""
     scheme, host, port, literal = url_parse(url)
     allowed = allowed_networks() if allowed is None else allowed
     if literal is not None:
         addresses: list[IPAddress] = [literal]
     else:
         try:
-            resolved = (resolver or DEFAULT_RESOLVER)(host, port)
+            resolve = resolver or DEFAULT_RESOLVER
+            if resolve_seconds is None:
+                resolved = resolve(host, port)
+            else:
+                resolved = deadlines.resolve_within(resolve, host, port, seconds=resolve_seconds)
             # A scope id (fe80::1%eth0) is not part of the address being judged.
             addresses = [ipaddress.ip_address(str(value).split("%", 1)[0]) for value in resolved]
+        except TimeoutError:
+            raise
         except (OSError, UnicodeError, ValueError):
             addresses = []
         if not addresses:
@@ -187,98 +187,28 @@ def url_check(
     return Target(url=url, scheme=scheme, host=host, port=port, address=str(addresses[0]))
 
 
-class _PinnedAddressAdapter(HTTPAdapter):
-    """Connects to the checked address instead of resolving the URL's host again."""
-
-    def __init__(self, target: Target) -> None:
-        super().__init__(max_retries=0)
-        self._target = target
-
-    def build_connection_pool_key_attributes(
-        self, request: requests.PreparedRequest, verify: bool | str, cert: Any = None
-    ) -> tuple[dict[str, Any], dict[str, Any]]:
-        host_params, pool_kwargs = super().build_connection_pool_key_attributes(request, verify, cert)
-        requested = str(host_params["host"]).strip("[]").lower()
-        if requested != self._target.host.lower():
-            # Only reachable if something re-targeted the request (we follow no redirects).
-            raise requests.ConnectionError(f"Refusing to connect to unchecked host {requested}.")
-        host_header = f"[{requested}]" if ":" in requested else requested
-        if host_params.get("port") is not None:
-            host_header += f":{host_params['port']}"
-        request.headers["Host"] = host_header
-        if self._target.scheme == "https":
-            # Verify the certificate against, and send SNI for, the name in the URL.
-            pool_kwargs["assert_hostname"] = requested
-            pool_kwargs["server_hostname"] = requested
-        address = self._target.address
-        host_params["host"] = f"[{address}]" if ":" in address else address
-        return host_params, pool_kwargs
+_sessions = SessionCache()
 
 
-class _SessionCache(threading.local):
-    """Keep-alive connections to receivers, per thread: one session per checked target.
-
-    A session's adapter is pinned to the address checked for it, so a connection is reused
-    only for a request whose URL was just checked (every request is) and resolved to that same
-    address. A session idle longer than IDLE_SECONDS is closed rather than reused: receivers
-    close idle connections after a few seconds (Node after 5), and a request sent on a
-    connection the receiver is closing fails without having been delivered.
-    """
-
-    IDLE_SECONDS = 4.0
-    MAX_TARGETS = 64
-
-    def __init__(self) -> None:
-        self._sessions: OrderedDict[tuple[Target, str | None], tuple[requests.Session, float]] = OrderedDict()
-
-    @staticmethod
-    def _key(target: Target, ca_bundle: str | None) -> tuple[Target, str | None]:
-        return replace(target, url=""), ca_bundle  # the path does not pick the connection
-
-    def get(self, target: Target, ca_bundle: str | None) -> requests.Session:
-        entry = self._sessions.pop(self._key(target, ca_bundle), None)
-        if entry is not None:
-            session, idle_since = entry
-            if time.monotonic() - idle_since <= self.IDLE_SECONDS:
-                return session
-            session.close()
-        session = requests.Session()
-        # HTTP(S)_PROXY from the environment would send the request somewhere we did not check.
-        session.trust_env = False
-        adapter = _PinnedAddressAdapter(target)
-        session.mount("http://", adapter)
-        session.mount("https://", adapter)
-        return session
-
-    def done(self, target: Target, ca_bundle: str | None, session: requests.Session, *, keep: bool) -> None:
-        """Put the session back after a clean exchange; close it after anything else."""
-        if not keep:
-            session.close()
-            return
-        self._sessions[self._key(target, ca_bundle)] = (session, time.monotonic())
-        while len(self._sessions) > self.MAX_TARGETS:
-            _, (oldest, _) = self._sessions.popitem(last=False)
-            oldest.close()
+# What a misbehaving receiver or network can raise below requests (RecursionError: a header
+# folded or nested beyond reason). Deliberately not `Exception`: a Celery soft time limit must
+# still stop the task where the pool has one.
+_NETWORK_ERRORS = (urllib3.exceptions.HTTPError, OSError, ValueError, http.client.HTTPException, RecursionError)
 
 
-_sessions = _SessionCache()
-
-
-# What a misbehaving receiver or network can raise below requests. Deliberately not
-# `Exception`: a Celery soft time limit must still stop the task.
-_NETWORK_ERRORS = (urllib3.exceptions.HTTPError, OSError, ValueError, http.client.HTTPException)
-
-
-def _network_error(exc: requests.RequestException, timeout_seconds: float) -> str:
+def _network_error(exc: BaseException, timeout_seconds: float) -> str:
     if isinstance(exc, requests.ConnectTimeout):
-        return f"Connection timed out after {timeout_seconds:g} s."
-    if isinstance(exc, requests.Timeout):
-        return f"No response within {timeout_seconds:g} s."
-    if isinstance(exc, requests.exceptions.SSLError):
-        return f"TLS error: {exc}"[:500]
-    if isinstance(exc, requests.ConnectionError):
-        return f"Connection failed: {exc}"[:500]
-    return f"{type(exc).__name__}: {exc}"[:500]
+        error = f"Connection timed out after {timeout_seconds:g} s."
+    elif isinstance(exc, requests.Timeout):
+        error = f"No response within {timeout_seconds:g} s."
+    elif isinstance(exc, requests.exceptions.SSLError):
+        error = f"TLS error: {exc}"
+    elif isinstance(exc, requests.ConnectionError):
+        error = f"Connection failed: {exc}"
+    else:
+        error = f"{type(exc).__name__}: {exc}"
+    # Messages can quote what the receiver sent; PostgreSQL text cannot hold NUL.
+    return error[:500].replace("\x00", "\ufffd")
 
 
 def post(
@@ -292,56 +222,61 @@ def post(
     max_response_bytes: int = RESPONSE_PREFIX_BYTES,
     ca_bundle: str | None = None,
 ) -> HttpResult:
-    """POST `body` to `url` through the guard; an HttpResult whatever happens.
+    """POST `body` to `url` through the guard; an HttpResult whatever happens, within
+    `timeout_seconds` (+ deadlines.SLACK_SECONDS) from the call, DNS included.
 
     Certificates are always verified, against the system's CAs or `ca_bundle` (a private CA).
+    A response whose status arrived is an answer even if its body is cut short (by the deadline,
+    a reset, bad chunking): the status is what the attempt records.
     """
     started = time.monotonic()
 
     def elapsed_ms() -> int:
         return int((time.monotonic() - started) * 1000)
 
-    try:
-        target = url_check(url, resolver=resolver, allowed=allowed)
-    except UrlRefused as exc:
-        return HttpResult(error=f"Refused: {exc.reason}", refused=True, duration_ms=elapsed_ms())
-    session = _sessions.get(target, ca_bundle)
-    kept = False
-    try:
-        with session.post(
-            url,
-            data=body,
-            headers={**headers, "Accept-Encoding": "identity"},
-            timeout=(timeout_seconds, timeout_seconds),
-            allow_redirects=False,
-            stream=True,
-            verify=ca_bundle or True,
-        ) as response:
-            # Read only a prefix, and stop at the deadline even if the receiver drips bytes.
-            deadline = started + timeout_seconds * 2
-            prefix = b""
-            while len(prefix) < max_response_bytes and time.monotonic() < deadline:
-                try:
-                    chunk = response.raw.read(
-                        min(1024, max_response_bytes - len(prefix)), decode_content=True
-                    )
-                except _NETWORK_ERRORS:  # a body cut short still leaves the status answered
-                    break
-                if not chunk:
-                    break
-                prefix += chunk
-            # An answered exchange keeps its session. A body read to its end has put the
-            # connection back in the pool already; closing the response closes any other.
-            kept = True
-            return HttpResult(
-                status_code=response.status_code,
-                headers=dict(response.headers),
-                body_prefix=prefix,
-                duration_ms=elapsed_ms(),
-            )
-    except requests.RequestException as exc:
-        return HttpResult(error=_network_error(exc, timeout_seconds), duration_ms=elapsed_ms())
-    except _NETWORK_ERRORS as exc:  # urllib3's own types can escape requests mid-body
-        return HttpResult(error=f"{type(exc).__name__}: {exc}"[:500], duration_ms=elapsed_ms())
-    finally:
-        _sessions.done(target, ca_bundle, session, keep=kept)
+    expired = f"No response within {timeout_seconds:g} s (the attempt's limit, however slow the answer)."
+    with deadlines.deadline_for(timeout_seconds) as deadline:
+        try:
+            target = url_check(url, resolver=resolver, allowed=allowed, resolve_seconds=deadline.remaining())
+        except UrlRefused as exc:
+            return HttpResult(error=f"Refused: {exc.reason}", refused=True, duration_ms=elapsed_ms())
+        except TimeoutError:
+            return HttpResult(error=f"No address for the host within {timeout_seconds:g} s (DNS).",
+                              duration_ms=elapsed_ms())
+        session = _sessions.get(target, ca_bundle)
+        kept = False
+        try:
+            remaining = max(deadline.remaining(), 0.001)
+            with session.post(
+                url,
+                data=body,
+                headers={**headers, "Accept-Encoding": "identity"},
+                timeout=(remaining, remaining),
+                allow_redirects=False,
+                stream=True,
+                verify=ca_bundle or True,
+            ) as response:
+                # Only a prefix, as sent: a compressed body stays compressed (no bomb to inflate).
+                prefix = b""
+                while len(prefix) < max_response_bytes and not deadline.expired:
+                    try:
+                        chunk = response.raw.read(min(1024, max_response_bytes - len(prefix)), decode_content=False)
+                    except _NETWORK_ERRORS:  # a body cut short still leaves the status answered
+                        break
+                    if not chunk:
+                        break
+                    prefix += chunk
+                # An answered exchange keeps its session. A body read to its end has put the
+                # connection back in the pool already; closing the response closes any other.
+                kept = not deadline.expired
+                return HttpResult(
+                    status_code=response.status_code,
+                    headers=dict(response.headers),
+                    body_prefix=prefix,
+                    duration_ms=elapsed_ms(),
+                )
+        except (requests.RequestException, *_NETWORK_ERRORS) as exc:  # urllib3's own types can escape mid-body
+            error = expired if deadline.expired else _network_error(exc, timeout_seconds)
+            return HttpResult(error=error, duration_ms=elapsed_ms())
+        finally:
+            _sessions.done(target, ca_bundle, session, keep=kept)

@@ -1,5 +1,5 @@
-"""Delivery attempts: claim a batch, send it side by side, record each outcome and plan the
-next attempt.
+"""Delivery attempts: claim a batch, send it side by side (webhooks/sending.py: each within its
+receiver's share), record each outcome and plan the next attempt.
 
 Only the claim's holder moves a delivery on, so a success is never recorded twice. Every later
 attempt's time is kept on the row: short delays ride on a countdown message, the rest wait for
@@ -11,7 +11,6 @@ import logging
 import time
 import uuid
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -21,7 +20,7 @@ from django.utils import timezone
 
 from core import http
 from core.retry_after import retry_after_seconds
-from webhooks import dispatch, health, signing, sql, telemetry
+from webhooks import dispatch, health, sending, signing, sql, telemetry
 from webhooks.claims import Claimed, Scope, claim
 from webhooks.models import Delivery
 from webhooks.retries import retry_delay_seconds
@@ -86,20 +85,6 @@ def _send(claimed: Claimed, resolver: http.Resolver | None) -> http.HttpResult:
     )
 
 
-_senders: ThreadPoolExecutor | None = None
-
-
-def _send_all(claims: list[Claimed], resolver: http.Resolver | None) -> list[http.HttpResult]:
-    """Send a batch's attempts side by side, so the batch takes as long as its slowest
-    receiver (well inside the claim's lease and the task's time limit), not their sum."""
-    global _senders
-    if len(claims) == 1:
-        return [_send(claims[0], resolver)]
-    if _senders is None:  # made in the process that sends (a Celery pool process), not before the fork
-        _senders = ThreadPoolExecutor(max_workers=dispatch.BATCH_MAX_DELIVERIES, thread_name_prefix="webhook")
-    return list(_senders.map(lambda claimed: _send(claimed, resolver), claims))
-
-
 def deliveries_attempt(*, delivery_ids: Sequence[int], resolver: http.Resolver | None = None) -> list[AttemptOutcome]:
     """Send the next attempt of each delivery that is due and unclaimed; record the outcomes and
     plan the next attempts. Returns the attempts made (none for a delivery not ours to send)."""
@@ -125,7 +110,11 @@ def _attempt(*, scope: Scope, resolver: http.Resolver | None) -> list[AttemptOut
     claims = claim(scope=scope, token=token)
     if not claims:
         return []
-    results = _send_all(claims, resolver)
+    sent = sending.send_batch(claims, lambda claimed: _send(claimed, resolver))
+    sending.deliveries_put_back(claims=[c for c, r in zip(claims, sent, strict=True) if r is None], token=token)
+    claims, results = [c for c, r in zip(claims, sent, strict=True) if r is not None], [r for r in sent if r is not None]
+    if not claims:
+        return []  # every one waits for its host's turn
     now = timezone.now()
     outcomes: list[AttemptOutcome] = []
     # Deliveries by outcome: (state, seconds to the next attempt or None) -> ids. A batch's

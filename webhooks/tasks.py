@@ -17,8 +17,11 @@ from django.utils import timezone
 
 from webhooks import attempts, dispatch, outbox, secrets
 
-# An attempt takes at most about twice the timeout (connect, then the answer); these limits
-# stop a stuck attempt well before its claim (webhooks.claims.claim_lease_seconds) expires.
+# An attempt ends by itself within WEBHOOK_TIMEOUT_SECONDS + core.deadlines.SLACK_SECONDS,
+# however the receiver drips (core/http.py), well before its claim
+# (webhooks.claims.claim_lease_seconds) expires: that, not these limits, bounds a delivery. The
+# deliveries worker runs a pool of threads, where Celery enforces no time limit; these are a
+# backstop for a worker run with processes (prefork), above anything an attempt can take.
 _SOFT_LIMIT_SECONDS = settings.WEBHOOK_TIMEOUT_SECONDS * 2 + 15
 _HARD_LIMIT_SECONDS = settings.WEBHOOK_TIMEOUT_SECONDS * 2 + 30
 

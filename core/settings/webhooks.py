@@ -7,8 +7,12 @@ from django.core.exceptions import ImproperlyConfigured
 
 from core.settings.base import env
 
-# Seconds to wait for a receiver to connect and to answer, per attempt.
+# Seconds a whole attempt may take (DNS, connect, TLS, status, headers, body), however slowly the
+# receiver sends; it ends within this plus core.deadlines.SLACK_SECONDS (1 s).
 WEBHOOK_TIMEOUT_SECONDS = env.float("WEBHOOK_TIMEOUT_SECONDS", default=15.0)
+# Attempts in flight to one receiver host (host name and port) at once, across every deliveries
+# worker (0: no cap); the others wait their turn, holding no worker.
+WEBHOOK_MAX_IN_FLIGHT_PER_HOST = env.int("WEBHOOK_MAX_IN_FLIGHT_PER_HOST", default=4)
 # Delay before each attempt, in seconds (comma-separated); its length is the number of attempts.
 WEBHOOK_RETRY_SCHEDULE = [
     int(value)

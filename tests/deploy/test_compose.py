@@ -207,3 +207,13 @@ def test_web_may_finish_requests_in_flight_before_it_is_killed(services: dict[st
     grace = services["web"]["stop_grace_period"]
 
     assert grace.endswith("s") and int(grace[:-1]) > config["graceful_timeout"]
+
+
+def test_deliveries_run_on_threads_and_jobs_on_processes(services: dict[str, dict[str, Any]]) -> None:
+    # Deliveries wait on receivers and bound each attempt themselves (core/deadlines.py); jobs
+    # rely on Celery's time limits, which need processes to kill.
+    assert services["deliveries"]["environment"]["WORKER_POOL"] == "threads"
+    assert "WORKER_POOL" not in services["worker"]["environment"]
+    assert "WORKER_POOL" not in services["worker-long"]["environment"]
+    procfile = (REPO / "Procfile").read_text()
+    assert "deliveries: QUEUES=webhooks,maintenance WORKER_POOL=threads" in procfile

@@ -132,8 +132,9 @@ def stack(django_db_setup: Any, tmp_path_factory: pytest.TempPathFactory) -> Ite
     processes = [
         start("web", env, tmp),
         start("worker", {**env, "QUEUES": "jobs", "WORKER_NAME": jobs_worker, "METRICS_PORT": str(metrics_port)}, tmp),
+        # The deliveries worker as compose runs it: a pool of threads.
         start("worker", {**env, "QUEUES": "webhooks,maintenance", "WORKER_NAME": deliveries_worker,
-                         "WORKER_CONCURRENCY": "1"}, tmp),
+                         "WORKER_POOL": "threads", "WORKER_THREADS": "4"}, tmp),
     ]
     host = socket.gethostname()
     try:

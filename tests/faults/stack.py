@@ -429,10 +429,12 @@ class Stack:
                  what="gunicorn")
 
     def start_worker(self, name: str = "jobs", *, queues: str = "jobs,jobs_long,webhooks,maintenance",
-                     concurrency: int = 2, wait: bool = True) -> subprocess.Popen[bytes]:
+                     concurrency: int = 2, wait: bool = True, pool: str = "prefork") -> subprocess.Popen[bytes]:
+        """scripts/worker with `concurrency` processes (prefork) or threads (pool="threads")."""
         # scripts/worker names the worker "$WORKER_NAME@<host>".
         prefix = f"{name}-{uuid.uuid4().hex[:6]}"
-        env = {"QUEUES": queues, "WORKER_CONCURRENCY": str(concurrency), "WORKER_NAME": prefix}
+        env = {"QUEUES": queues, "WORKER_CONCURRENCY": str(concurrency), "WORKER_NAME": prefix,
+               "WORKER_POOL": pool, "WORKER_THREADS": str(concurrency)}
         process = self._spawn(name, ["scripts/worker"], env=env)
         process.hostname_prefix = prefix + "@"  # type: ignore[attr-defined]
         self._supervised[name] = env
@@ -456,11 +458,12 @@ class Stack:
         self._spawn("beat", ["scripts/beat"])
 
     def start_service(self, *, jobs: int = 1, deliveries: int = 1) -> None:
-        """The deployment's shape: the API, a `jobs` worker, a `deliveries` worker on the
-        `webhooks` queue, and beat (the sweeper and the webhook dispatcher)."""
+        """The deployment's shape: the API, a `jobs` worker (processes), a `deliveries` worker on
+        the `webhooks` and `maintenance` queues (`deliveries` threads, as compose runs it), and
+        beat (the sweeper and the webhook dispatcher)."""
         self.start_web()
         self.start_worker("jobs", queues="jobs,jobs_long", concurrency=jobs)
-        self.start_worker("deliveries", queues="webhooks,maintenance", concurrency=deliveries)
+        self.start_worker("deliveries", queues="webhooks,maintenance", concurrency=deliveries, pool="threads")
         self.start_beat()
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:

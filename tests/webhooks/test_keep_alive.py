@@ -9,7 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from core import http
+from core import http, http_sessions
 
 LOOPBACK_ONLY = [ipaddress.ip_network("127.0.0.0/8")]
 
@@ -111,7 +111,7 @@ def test_an_idle_connection_is_dropped_before_receivers_usually_drop_it(
 ) -> None:
     server = serve()
     url = f"http://hooks.example:{server.server_address[1]}/in"
-    monkeypatch.setattr(http._SessionCache, "IDLE_SECONDS", 0.0)
+    monkeypatch.setattr(http_sessions.SessionCache, "IDLE_SECONDS", 0.0)
 
     post(url)
     post(url)

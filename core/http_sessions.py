@@ -1,0 +1,114 @@
+"""Keep-alive sessions to receivers, each pinned to the address the guard checked for it, whose
+connections the request's deadline watches (core/deadlines.py). Used by core/http.py only."""
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, replace
+from typing import Any
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3 import HTTPConnectionPool, HTTPSConnectionPool
+
+from core import deadlines
+
+
+@dataclass(frozen=True)
+class Target:
+    """A checked URL: where to connect (`address`) and what to call it (`host`)."""
+
+    url: str
+    scheme: str
+    host: str  # ASCII (punycode) host name or the IP literal, without brackets
+    port: int
+    address: str  # the checked IP address the connection goes to
+
+
+
+class _PinnedAddressAdapter(HTTPAdapter):
+    """Connects to the checked address instead of resolving the URL's host again."""
+
+    def __init__(self, target: Target) -> None:
+        self._target = target
+        super().__init__(max_retries=0)
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        # Connections whose sockets the request's deadline watches (core/deadlines.py).
+        self.poolmanager.pool_classes_by_scheme = {"http": _WatchedHTTPPool, "https": _WatchedHTTPSPool}
+
+    def build_connection_pool_key_attributes(
+        self, request: requests.PreparedRequest, verify: bool | str, cert: Any = None
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        host_params, pool_kwargs = super().build_connection_pool_key_attributes(request, verify, cert)
+        requested = str(host_params["host"]).strip("[]").lower()
+        if requested != self._target.host.lower():
+            # Only reachable if something re-targeted the request (we follow no redirects).
+            raise requests.ConnectionError(f"Refusing to connect to unchecked host {requested}.")
+        host_header = f"[{requested}]" if ":" in requested else requested
+        if host_params.get("port") is not None:
+            host_header += f":{host_params['port']}"
+        request.headers["Host"] = host_header
+        if self._target.scheme == "https":
+            # Verify the certificate against, and send SNI for, the name in the URL.
+            pool_kwargs["assert_hostname"] = requested
+            pool_kwargs["server_hostname"] = requested
+        address = self._target.address
+        host_params["host"] = f"[{address}]" if ":" in address else address
+        return host_params, pool_kwargs
+
+
+class _WatchedHTTPPool(HTTPConnectionPool):
+    ConnectionCls = deadlines.WatchedHTTPConnection
+
+
+class _WatchedHTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = deadlines.WatchedHTTPSConnection
+
+
+class SessionCache(threading.local):
+    """Keep-alive connections to receivers, per thread: one session per checked target.
+
+    A session's adapter is pinned to the address checked for it, so a connection is reused
+    only for a request whose URL was just checked (every request is) and resolved to that same
+    address. A session idle longer than IDLE_SECONDS is closed rather than reused: receivers
+    close idle connections after a few seconds (Node after 5), and a request sent on a
+    connection the receiver is closing fails without having been delivered.
+    """
+
+    IDLE_SECONDS = 4.0
+    MAX_TARGETS = 64
+
+    def __init__(self) -> None:
+        self._sessions: OrderedDict[tuple[Target, str | None], tuple[requests.Session, float]] = OrderedDict()
+
+    @staticmethod
+    def _key(target: Target, ca_bundle: str | None) -> tuple[Target, str | None]:
+        return replace(target, url=""), ca_bundle  # the path does not pick the connection
+
+    def get(self, target: Target, ca_bundle: str | None) -> requests.Session:
+        entry = self._sessions.pop(self._key(target, ca_bundle), None)
+        if entry is not None:
+            session, idle_since = entry
+            if time.monotonic() - idle_since <= self.IDLE_SECONDS:
+                return session
+            session.close()
+        session = requests.Session()
+        # HTTP(S)_PROXY from the environment would send the request somewhere we did not check.
+        session.trust_env = False
+        adapter = _PinnedAddressAdapter(target)
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
+        return session
+
+    def done(self, target: Target, ca_bundle: str | None, session: requests.Session, *, keep: bool) -> None:
+        """Put the session back after a clean exchange; close it after anything else."""
+        if not keep:
+            session.close()
+            return
+        self._sessions[self._key(target, ca_bundle)] = (session, time.monotonic())
+        while len(self._sessions) > self.MAX_TARGETS:
+            _, (oldest, _) = self._sessions.popitem(last=False)
+            oldest.close()

@@ -1,0 +1,128 @@
+"""Leased slots shared by every process through Redis: at most `limit` holders of a key at once.
+
+A slot is a member of a sorted set scored by when it was taken; taking one first drops those
+older than the lease, so a holder that died (SIGKILL, OOM) frees its slot when its lease runs out,
+without anyone cleaning up. The time is Redis's own (`TIME`), so hosts whose clocks differ agree.
+
+With Redis unreachable or not configured, every request is admitted (`Slot.held` False): a
+limit on concurrency must never stop the work it shares out. The log says so, once a minute.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+logger = logging.getLogger(__name__)
+
+# How often a holder waiting for a slot asks again (seconds).
+POLL_SECONDS = 0.01
+_WARN_EVERY_SECONDS = 60.0
+
+# KEYS[1]: the key's set, each holder scored by when it took its slot; ARGV: limit, lease (ms),
+# the new holder. Answers {1} (taken) or {0, how long (ms) the oldest holder has held its slot}.
+_ACQUIRE = """
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[2]))
+if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[1]) then
+  redis.call('ZADD', KEYS[1], now, ARGV[3])
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return {1}
+end
+local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+return {0, now - tonumber(oldest[2])}
+"""
+
+
+@dataclass
+class Slot:
+    """A slot taken (`held`), or an admission without one (Redis unreachable)."""
+
+    key: str
+    holder: str
+    held: bool
+    _slots: Slots
+
+    def release(self) -> None:
+        if self.held:
+            self._slots.release(self)
+
+
+class Slots:
+    """Counting slots per key; `client` makes this process's Redis client (called once per
+    process, after a fork too)."""
+
+    def __init__(self, client: Callable[[], redis.Redis | None], *, prefix: str = "") -> None:
+        self._make_client = client
+        self._prefix = prefix
+        self._client: redis.Redis | None = None
+        self._script: Any = None
+        self._pid = 0
+        self._lock = threading.Lock()
+        self._warned_at = -_WARN_EVERY_SECONDS
+
+    def _redis(self) -> tuple[redis.Redis | None, Any]:
+        with self._lock:
+            if self._pid != os.getpid():
+                self._pid = os.getpid()
+                self._client = self._make_client()
+                self._script = self._client.register_script(_ACQUIRE) if self._client is not None else None
+            return self._client, self._script
+
+    def acquire(
+        self, key: str, *, limit: int, lease_seconds: float, wait_seconds: float = 0.0,
+        wait_while_held_under_seconds: float | None = None,
+    ) -> Slot | None:
+        """A slot of `key` (at most `limit` held at once), or None when none is free. Waits up to
+        `wait_seconds` for one to free; with `wait_while_held_under_seconds`, only while the
+        oldest holder has held its slot less than that (holders that are quick to finish),
+        giving up at once on holders that are not. Never raises."""
+        name = f"{self._prefix}{key}"
+        holder = uuid.uuid4().hex
+        client, script = self._redis()
+        if client is None or limit <= 0:
+            return Slot(name, holder, False, self)
+        give_up_at = time.monotonic() + wait_seconds
+        while True:
+            try:
+                answer = script(keys=[name], args=[limit, max(1, int(lease_seconds * 1000)), holder])
+            except redis.RedisError as exc:
+                self._warn("taken without Redis (unreachable): admitted", exc)
+                return Slot(name, holder, False, self)
+            if answer[0]:
+                return Slot(name, holder, True, self)
+            held_ms = int(answer[1])
+            slow = wait_while_held_under_seconds is not None and held_ms >= wait_while_held_under_seconds * 1000
+            if slow or time.monotonic() + POLL_SECONDS > give_up_at:
+                return None
+            time.sleep(POLL_SECONDS)
+
+    def release(self, slot: Slot) -> None:
+        client, _ = self._redis()
+        if client is None:
+            return
+        try:
+            client.zrem(slot.key, slot.holder)
+        except redis.RedisError as exc:
+            self._warn("not released (Redis unreachable): its lease will end it", exc)
+
+    def held(self, key: str) -> int:
+        """How many slots of `key` are held or expired unnoticed (a look for tests and operators)."""
+        client, _ = self._redis()
+        if client is None:
+            return 0
+        return int(client.zcard(f"{self._prefix}{key}"))
+
+    def _warn(self, what: str, exc: redis.RedisError) -> None:
+        now = time.monotonic()
+        if now - self._warned_at >= _WARN_EVERY_SECONDS:
+            self._warned_at = now
+            logger.warning("Concurrency slot %s", what, exc_info=exc)

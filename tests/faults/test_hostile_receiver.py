@@ -1,0 +1,85 @@
+"""Fault 9: a receiver that drips its answer holds 20 deliveries; a healthy receiver's deliveries
+keep their normal latency, and the dripping host never has more than its share in flight."""
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from typing import Any
+
+import pytest
+
+from tests.fakes.hostile_receiver import HostileReceiver
+from tests.faults.stack import Api, Stack, WebhookReceiver, wait_for
+
+pytestmark = [pytest.mark.faults, pytest.mark.timeout(300)]
+
+HANGING = 20
+PROBES = 16
+# Probes spread over a few attempt limits (3 s in the fault stack), so that the dripping
+# deliveries time out, are retried and are put back while the healthy ones are measured.
+PAUSE_SECONDS = 0.4
+MAX_IN_FLIGHT_PER_HOST = 4
+
+
+@pytest.fixture
+def hostile() -> Iterator[HostileReceiver]:
+    with HostileReceiver() as receiver:
+        yield receiver
+
+
+def delivery_latencies(api: Api, receiver: WebhookReceiver, count: int, *, pause: float = 0.0) -> list[float]:
+    """Jobs one after another (`pause` seconds apart), each with a callback to `receiver`:
+    seconds from each job's finish (its row's finished_at) to the receiver having its webhook."""
+    latencies = []
+    for index in range(count):
+        time.sleep(pause)
+        job = api.submit("api.tasks.hello_world", {"message": f"probe {index}"}, callback_url=receiver.url)
+        (received,) = wait_for(lambda job_id=job["id"]: receiver.for_job(job_id), timeout=30, interval=0.005,
+                               what="the probe's webhook")
+        received_wall = time.time() - (time.monotonic() - received.at)
+        finished = datetime.fromisoformat(api.job(job["id"])["finished_at"].replace("Z", "+00:00"))
+        latencies.append(received_wall - finished.timestamp())
+    return latencies
+
+
+def test_a_dripping_receiver_slows_only_its_own_deliveries(
+    make_stack: Callable[..., Stack], receiver: WebhookReceiver, hostile: HostileReceiver, figures: dict[str, Any]
+) -> None:
+    # Given the service (a deliveries worker of 16 threads, as compose runs it), a healthy
+    # receiver and its deliveries' latency when nothing else is happening
+    stack = make_stack(env={"WEBHOOK_MAX_IN_FLIGHT_PER_HOST": str(MAX_IN_FLIGHT_PER_HOST)})
+    stack.start_service(jobs=2, deliveries=16)
+    api = stack.client()
+    delivery_latencies(api, receiver, 3)  # warm: connections, caches
+    quiet = delivery_latencies(api, receiver, PROBES, pause=PAUSE_SECONDS)
+
+    # When 20 deliveries go to a receiver that sends its headers a byte every half second (each
+    # attempt hangs until its limit, then is retried)
+    hanging = [api.submit("api.tasks.hello_world", {"message": f"drip {i}"},
+                          callback_url=hostile.url("drip-headers"))["id"] for i in range(HANGING)]
+    wait_for(lambda: hostile.in_flight >= MAX_IN_FLIGHT_PER_HOST, timeout=30, interval=0.05,
+             what="the dripping receiver's slots all taken")
+    under_drip = delivery_latencies(api, receiver, PROBES, pause=PAUSE_SECONDS)
+    still_hanging = hostile.in_flight
+
+    # Then the healthy receiver's deliveries kept their normal latency (p50 within 2x)...
+    quiet_p50, drip_p50 = statistics.median(quiet), statistics.median(under_drip)
+    figures.update(
+        quiet_p50_ms=round(quiet_p50 * 1000, 1), drip_p50_ms=round(drip_p50 * 1000, 1),
+        quiet_max_ms=round(max(quiet) * 1000, 1), drip_max_ms=round(max(under_drip) * 1000, 1),
+        ratio=round(drip_p50 / quiet_p50, 2), dripping_requests=len(hostile.seen),
+        dripping_max_in_flight=hostile.max_in_flight, hanging_deliveries=HANGING,
+    )
+    assert still_hanging >= 1, "the dripping receiver was not holding attempts while the probes ran"
+    assert len(hostile.seen) > 2 * MAX_IN_FLIGHT_PER_HOST, "the dripping deliveries were not retried meanwhile"
+    assert drip_p50 <= 2 * quiet_p50, figures
+    # ...and the dripping host never had more than its share of attempts at once
+    assert hostile.max_in_flight <= MAX_IN_FLIGHT_PER_HOST, figures
+    # And every attempt to it ended at the limit as a timeout, recorded
+    attempts = [a for job_id in hanging[:5] for d in api.deliveries(job_id) for a in d["attempts"]]
+    finished = [a for a in attempts if a["duration_ms"] is not None]
+    assert finished and all(a["status_code"] is None and "within 3 s" in a["error"] for a in finished), attempts
+    figures["longest_dripping_attempt_ms"] = max(a["duration_ms"] for a in finished)
+    assert figures["longest_dripping_attempt_ms"] <= 3000 + 1000

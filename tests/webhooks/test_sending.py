@@ -1,0 +1,190 @@
+"""Sending a batch: whatever one receiver does is that attempt's recorded outcome and nobody
+else's; a host at its in-flight limit has the rest of its deliveries put back, not attempted."""
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+
+import pytest
+from django.conf import settings as django_settings
+from django.utils import timezone
+
+from core import deadlines, http
+from core.models import Client
+from core.services import client_create
+from examples.receiver import Receiver
+from tests.fakes.hostile_receiver import MODES, HostileReceiver
+from webhooks import attempts, claims, outbox, sending
+from webhooks.models import Delivery, DeliveryAttempt
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+TIMEOUT_SECONDS = 1.5
+
+
+@pytest.fixture
+def owner() -> Client:
+    return client_create(name=f"sending-{uuid.uuid4().hex[:8]}")
+
+
+@pytest.fixture
+def hostile() -> Iterator[HostileReceiver]:
+    with HostileReceiver() as receiver:
+        yield receiver
+
+
+@pytest.fixture(autouse=True)
+def short_attempts(settings: object) -> None:
+    settings.WEBHOOK_TIMEOUT_SECONDS = TIMEOUT_SECONDS  # type: ignore[attr-defined]
+
+
+def record(owner: Client, url: str) -> Delivery:
+    event = outbox.event_record(owner_id=owner.id, subject_id=uuid.uuid4(), event_type="job.succeeded",
+                                data={"n": uuid.uuid4().hex}, callback_url=url, publish=False)
+    # Marked published, so that the session's worker and beat (if running) leave it to the test.
+    Delivery.objects.filter(event=event).update(dispatched_at=timezone.now())
+    return Delivery.objects.get(event=event)
+
+
+def test_a_batch_of_every_hostile_mode_records_each_outcome_and_delivers_the_healthy_one(
+    owner: Client, hostile: HostileReceiver, receiver: Receiver, settings: object
+) -> None:
+    # Given a batch with a delivery to each hostile mode (all on one host, uncapped here) and one
+    # to a polite receiver
+    settings.WEBHOOK_MAX_IN_FLIGHT_PER_HOST = 0  # type: ignore[attr-defined]
+    modes = list(MODES[:19])  # one batch: BATCH_MAX_DELIVERIES less the polite one
+    hostile_ones = [record(owner, hostile.url(mode)) for mode in modes]
+    polite = record(owner, receiver.url)
+
+    # When the batch is sent
+    started = time.monotonic()
+    outcomes = attempts.deliveries_attempt(delivery_ids=[d.pk for d in [*hostile_ones, polite]])
+    elapsed = time.monotonic() - started
+
+    # Then every attempt was made and recorded, within the attempt's limit (plus the recording)
+    assert len(outcomes) == len(modes) + 1
+    assert elapsed < TIMEOUT_SECONDS + deadlines.SLACK_SECONDS + 2
+    # (attempt 1: a retry due at once may already be under way on the session's worker)
+    assert not DeliveryAttempt.objects.filter(delivery__owner=owner, number=1, finished_at__isnull=True).exists()
+    assert Delivery.objects.get(pk=polite.pk).state == Delivery.State.SUCCEEDED
+    assert len(receiver.wait_for(1)) == 1
+    by_mode = {mode: DeliveryAttempt.objects.get(delivery_id=d.pk, number=1) for mode, d in zip(modes, hostile_ones, strict=True)}
+    assert by_mode["hang"].error.startswith("No response within")
+    assert by_mode["drip"].status_code == 200
+    assert by_mode["garbage-status"].error.startswith("Connection failed")
+
+
+def test_the_rest_of_the_modes_too(owner: Client, hostile: HostileReceiver, settings: object) -> None:
+    settings.WEBHOOK_MAX_IN_FLIGHT_PER_HOST = 0  # type: ignore[attr-defined]
+    deliveries = [record(owner, hostile.url(mode)) for mode in MODES[19:]]
+
+    outcomes = attempts.deliveries_attempt(delivery_ids=[d.pk for d in deliveries])
+
+    assert len(outcomes) == len(deliveries)
+    assert not DeliveryAttempt.objects.filter(delivery__owner=owner, number=1, finished_at__isnull=True).exists()
+    # retry-after-*: a 503 whatever the header's form, the next attempt planned within bounds
+    for delivery in Delivery.objects.filter(owner=owner):
+        assert delivery.state in (Delivery.State.PENDING, Delivery.State.FAILED)
+        assert delivery.next_attempt_at is None or delivery.next_attempt_at <= timezone.now() + timedelta(
+            seconds=settings.WEBHOOK_RETRY_AFTER_MAX_SECONDS + 1  # type: ignore[attr-defined]
+        )
+
+
+def test_an_attempt_that_raises_is_its_own_outcome(
+    owner: Client, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a batch in which sending one delivery raises (something core.http did not foresee)
+    doomed, fine = record(owner, receiver.url + "?doomed"), record(owner, receiver.url)
+    send = attempts._send
+
+    def sometimes_raising(claimed: object, resolver: http.Resolver | None) -> http.HttpResult:
+        if "doomed" in claimed.url:  # type: ignore[attr-defined]
+            raise RuntimeError("a surprise")
+        return send(claimed, resolver)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(attempts, "_send", sometimes_raising)
+
+    # When the batch is sent
+    attempts.deliveries_attempt(delivery_ids=[doomed.pk, fine.pk])
+
+    # Then the one is recorded as its own error, and the other delivered
+    (attempt,) = DeliveryAttempt.objects.filter(delivery=doomed)
+    assert attempt.error == "Internal error while sending: RuntimeError" and attempt.finished_at is not None
+    assert Delivery.objects.get(pk=fine.pk).state == Delivery.State.SUCCEEDED
+
+
+@pytest.fixture
+def hold_slots() -> Iterator[Callable[[str, int], None]]:
+    held: list[object] = []
+
+    def hold(url: str, count: int) -> None:
+        for _ in range(count):
+            slot = sending.slots.acquire(sending.host_of(url), limit=count, lease_seconds=30)
+            assert slot is not None and slot.held
+            held.append(slot)
+
+    yield hold
+    for slot in held:
+        slot.release()  # type: ignore[attr-defined]
+
+
+def test_a_host_at_its_limit_has_the_rest_put_back_without_an_attempt(
+    owner: Client, receiver: Receiver, settings: object, hold_slots: Callable[[str, int], None]
+) -> None:
+    # Given a host whose two in-flight slots are taken by slow attempts under way elsewhere
+    settings.WEBHOOK_MAX_IN_FLIGHT_PER_HOST = 2  # type: ignore[attr-defined]
+    deliveries = [record(owner, receiver.url) for _ in range(3)]
+    hold_slots(receiver.url, 2)
+    time.sleep(sending.SLOW_ATTEMPT_SECONDS + 0.1)
+
+    # When its deliveries are attempted
+    started = time.monotonic()
+    outcomes = attempts.deliveries_attempt(delivery_ids=[d.pk for d in deliveries])
+
+    # Then they are put back at once, none sent: each is pending, unclaimed, with no attempt counted, due again shortly
+    assert outcomes == []
+    assert time.monotonic() - started < sending.SLOW_ATTEMPT_SECONDS
+    assert receiver.received == []
+    assert not DeliveryAttempt.objects.filter(delivery__owner=owner).exists()
+    for delivery in Delivery.objects.filter(owner=owner):
+        assert (delivery.state, delivery.attempt_count, delivery.claim_token) == (Delivery.State.PENDING, 0, None)
+        waits = (delivery.next_attempt_at - timezone.now()).total_seconds()
+        assert 0 < waits <= sending.WAIT_TURN_SECONDS + sending.WAIT_TURN_JITTER_SECONDS
+        assert delivery.dispatched_at is not None  # a countdown message carries it
+
+
+def test_a_host_with_a_free_slot_gets_its_deliveries_sent_in_turn(
+    owner: Client, receiver: Receiver, settings: object, hold_slots: Callable[[str, int], None]
+) -> None:
+    # Given a host limited to two attempts at once, one of them under way elsewhere
+    settings.WEBHOOK_MAX_IN_FLIGHT_PER_HOST = 2  # type: ignore[attr-defined]
+    deliveries = [record(owner, receiver.url) for _ in range(5)]
+    hold_slots(receiver.url, 1)
+
+    # When its deliveries are attempted side by side
+    outcomes = attempts.deliveries_attempt(delivery_ids=[d.pk for d in deliveries])
+
+    # Then they go one at a time through the free slot (a fast receiver frees it in
+    # milliseconds, inside the wait), every one sent once
+    assert len(outcomes) == 5
+    assert len(receiver.wait_for(5)) == 5
+    assert set(Delivery.objects.filter(owner=owner).values_list("state", "attempt_count")) == {
+        (Delivery.State.SUCCEEDED, 1)
+    }
+
+
+def test_slots_are_keyed_by_host_name_and_port() -> None:
+    assert sending.host_of("https://Hooks.Example/in") == "hooks.example:443"
+    assert sending.host_of("http://hooks.example:8080/in") == "hooks.example:8080"
+    assert sending.host_of("http://[::1]:99/") == "::1:99"
+
+
+def test_an_attempt_ends_well_inside_its_claim_and_its_slot() -> None:
+    # An attempt's longest: waiting for a slot, then the request's limit and its slack.
+    limit = django_settings.WEBHOOK_TIMEOUT_SECONDS + deadlines.SLACK_SECONDS
+    longest = sending.SLOT_WAIT_SECONDS + limit
+
+    assert claims.claim_lease_seconds() > longest + 10  # recording the outcome has time too
+    assert sending.slot_lease_seconds() > limit
