@@ -8,9 +8,13 @@ of the process's WEB_ACTIVE_REQUESTS turns, and a request gives its turn back wh
 
 Django's database connections belong to threads, and any of a process's threads may serve the
 next request: left alone, a process that once had 200 threads busy would end up holding 200
-persistent connections (PostgreSQL allows 100 in all). So a process keeps at most its turns plus
-CONNECTIONS_BEYOND_TURNS open; a thread finishing a request (or starting to wait) past that closes
-its own.
+persistent connections (PostgreSQL allows 100 in all), and one that closed them would open a new
+one for most requests (~20 ms each: the API at a fifth of its speed, measured). So the
+connections go with the turns: a process keeps one connection per turn, and the request holding
+a turn holds its connection (installed as the thread's `default` connection for the turn, checked
+as Django checks a persistent one at a request's start). What runs outside a turn (a stream's
+body, written after the view returned) uses the thread's own connection, and a process keeps at
+most CONNECTIONS_BEYOND_TURNS of those open: a thread past that closes its own.
 """
 from __future__ import annotations
 
@@ -30,8 +34,11 @@ CONNECTIONS_BEYOND_TURNS = 8
 _turns: threading.Semaphore | None = None
 _made = threading.Lock()
 _held = threading.local()
-# thread ident -> its connection wrapper, for counting the process's open connections.
+# thread ident -> its own connection wrapper, for counting the process's open connections.
 _wrappers: dict[int, BaseDatabaseWrapper] = {}
+# The turns' connections not in use now; at most one per turn exists.
+_idle_turn_connections: list[BaseDatabaseWrapper] = []
+_turn_connections_lock = threading.Lock()
 
 
 def _semaphore() -> threading.Semaphore | None:
@@ -55,18 +62,47 @@ class ActiveRequestsMiddleware:
             return self.get_response(request)
         with turns:
             _held.value = True
+            _turn_connection_take()
             try:
                 return self.get_response(request)
             finally:
+                _turn_connection_give_back()
                 _held.value = False
-                connections_trim()
+
+
+def _turn_connection_take() -> None:
+    """Make a turn's connection this thread's `default` one (closing the thread's own if open)."""
+    with _turn_connections_lock:
+        wrapper = _idle_turn_connections.pop() if _idle_turn_connections else None
+    if wrapper is None:
+        wrapper = connections.create_connection(DEFAULT_DB_ALIAS)
+        wrapper.inc_thread_sharing()  # it serves whichever thread holds the turn
+    else:
+        wrapper.close_if_unusable_or_obsolete()  # CONN_MAX_AGE and health checks, as per request
+    own = connections[DEFAULT_DB_ALIAS]
+    if own.connection is not None:
+        own.close()
+        _wrappers.pop(threading.get_ident(), None)
+    connections[DEFAULT_DB_ALIAS] = wrapper
+
+
+def _turn_connection_give_back() -> None:
+    wrapper = connections[DEFAULT_DB_ALIAS]
+    del connections[DEFAULT_DB_ALIAS]  # the thread gets a fresh, unconnected one if it asks
+    if wrapper.in_atomic_block:  # an unfinished transaction must not reach the next request
+        wrapper.close()
+    wrapper.close_if_unusable_or_obsolete()  # as Django does at a request's end (CONN_MAX_AGE)
+    with _turn_connections_lock:
+        _idle_turn_connections.append(wrapper)
 
 
 def connections_trim() -> None:
-    """Close this thread's database connection if the process holds more than its budget
-    (WEB_ACTIVE_REQUESTS + CONNECTIONS_BEYOND_TURNS); the next query here opens one again."""
+    """Close this thread's own database connection if the process's threads hold more than
+    CONNECTIONS_BEYOND_TURNS; the next query here opens one again."""
     if not settings.WEB_ACTIVE_REQUESTS:
         return
+    if getattr(_held, "value", False):
+        return  # the turn's connection, kept for the next turn
     wrapper = connections[DEFAULT_DB_ALIAS]
     ident = threading.get_ident()
     if wrapper.connection is None:
@@ -75,7 +111,7 @@ def connections_trim() -> None:
     _wrappers[ident] = wrapper
     # Reading another thread's wrapper's attribute is safe; the count may be a moment stale.
     open_count = sum(1 for other in list(_wrappers.values()) if other.connection is not None)
-    if open_count > settings.WEB_ACTIVE_REQUESTS + CONNECTIONS_BEYOND_TURNS and not wrapper.in_atomic_block:
+    if open_count > CONNECTIONS_BEYOND_TURNS and not wrapper.in_atomic_block:
         wrapper.close()
         _wrappers.pop(ident, None)
 
@@ -87,6 +123,7 @@ def turn_released() -> Iterator[None]:
     if turns is None or not getattr(_held, "value", False):
         yield
         return
+    _turn_connection_give_back()
     turns.release()
     _held.value = False
     try:
@@ -94,3 +131,4 @@ def turn_released() -> Iterator[None]:
     finally:
         turns.acquire()
         _held.value = True
+        _turn_connection_take()
