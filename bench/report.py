@@ -227,13 +227,35 @@ def render(results: dict[str, Any]) -> str:
             "|---|---|",
             f"| plain `requests.post` loop (one process) | {_get(delivery, 'plain_requests_post', 'per_second')} |",
             f"| plain `requests.Session().post` loop (one process, keep-alive) | {loop} |",
-            f"| the `webhooks` worker: signed, guarded, logged attempts; events recorded in one transaction (20 a message) | {rate} |",
-            f"| the same, each event recorded in a transaction of its own (one message each) | "
-            f"{_get(delivery, 'service_one_per_message', 'per_second')} |",
+            (f"| the `webhooks` worker: signed, guarded, logged attempts; each event recorded in a "
+             f"transaction of its own (one message each), queued, then drained | {rate} |"),
             "",
             (f"First delivery {service.get('first_after_commit_ms')} ms after the events' commit; "
             f"all delivered {service.get('all_after_commit_s')} s after it."),
         ]
+    streams = results.get("streams") or {}
+    if streams.get("wait_answer"):
+        quiet, held = streams.get("without_waiters") or {}, streams.get("with_500_waiters") or {}
+        lines += [
+            "",
+            "### Waits and streams",
+            "",
+            "| from the job's finish to | n | p50 | p95 | p99 | mean |",
+            "|---|---|---|---|---|---|",
+        ]
+        for label, key in (("the `Prefer: wait` answer", "wait_answer"), ("the stream's final event", "stream_final_event")):
+            p = streams[key]
+            lines.append(f"| {label} | {p['n']} | {p['p50_ms']} | {p['p95_ms']} | {p['p99_ms']} | {p['mean_ms']} |")
+        lines += [
+            "",
+            "| with the API | submit requests/s | poll requests/s | database transactions/s | API PSS MiB |",
+            "|---|---|---|---|---|",
+        ]
+        for label, figures in (("no waiters", quiet), ("500 waiters held open", held)):
+            lines.append(
+                f"| {label} | {_get(figures, 'submit', 'rps')} | {_get(figures, 'poll', 'rps')} "
+                f"| {figures.get('database_transactions_per_second')} | {_get(figures, 'memory', 'pss_mib_total')} |"
+            )
     cold = results.get("cold_start")
     if cold:
         lines += ["", (f"Cold start: the first submit a fresh API process served took {cold['first_submit_ms']} ms, "
