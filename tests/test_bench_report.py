@@ -1,5 +1,5 @@
-"""The benchmark report `make bench` writes into docs/benchmarks.md: its verdict on each of the
-four targets, and that the committed report is the committed figures' (the harness itself runs
+"""The benchmark report `make bench` writes into docs/benchmarks.md: its verdict on each of its
+targets, and that the committed report is the committed figures' (the harness itself runs
 outside CI, as its issue asks)."""
 from __future__ import annotations
 
@@ -16,10 +16,11 @@ def _committed() -> dict[str, Any]:
     return json.loads((REPO / "bench" / "results.json").read_text())
 
 
-def _results(*, submit: float, poll: float, e2e_p50: float, deliveries: float) -> dict[str, Any]:
+def _results(*, submit: float, poll: float, e2e_p50: float, deliveries: float,
+             batches: float = 100.0) -> dict[str, Any]:
     """The committed run with its target figures replaced, against set ceilings: naive submit
     1000/s, read one row 2000/s, raw round trip 4 ms (end-to-end limit 18 ms), a
-    requests.Session loop 1000/s."""
+    requests.Session loop 1000/s; `batches` a second of 100 jobs each (against `submit`)."""
     results = _committed()
     results["baseline"]["insert_and_publish"]["rps"] = 1000.0
     results["baseline"]["read_one_row"]["rps"] = 2000.0
@@ -30,6 +31,7 @@ def _results(*, submit: float, poll: float, e2e_p50: float, deliveries: float) -
     results["delivery"]["plain_requests_session"]["per_second"] = 1000.0
     results["delivery"]["plain_requests_post"]["per_second"] = 800.0
     results["delivery"]["service"]["per_second"] = deliveries
+    results["api"]["submit_batch"].update(rps=batches, jobs_per_request=100)
     return results
 
 
@@ -47,9 +49,9 @@ def _verdicts(results: dict[str, Any]) -> dict[str, str]:
     ("figures", "expected"),
     [
         # Each target exactly at its threshold is met.
-        ({"submit": 800.0, "poll": 1600.0, "e2e_p50": 18.0, "deliveries": 700.0}, "yes"),
+        ({"submit": 800.0, "poll": 1600.0, "e2e_p50": 18.0, "deliveries": 700.0, "batches": 40.0}, "yes"),
         # Each just past it is not.
-        ({"submit": 799.0, "poll": 1599.0, "e2e_p50": 18.1, "deliveries": 699.0}, "**no**"),
+        ({"submit": 799.0, "poll": 1599.0, "e2e_p50": 18.1, "deliveries": 699.0, "batches": 39.9}, "**no**"),
     ],
 )
 def test_each_target_is_judged_against_its_ceiling(figures: dict[str, float], expected: str) -> None:
@@ -60,6 +62,7 @@ def test_each_target_is_judged_against_its_ceiling(figures: dict[str, float], ex
         "poll": expected,
         "end to end p50 (sequential)": expected,
         "deliveries/s": expected,
+        "jobs/s submitted": expected,
     }
 
 
