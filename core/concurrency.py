@@ -68,10 +68,13 @@ class ActiveRequestsMiddleware:
             finally:
                 _turn_connection_give_back()
                 _held.value = False
+                connections_trim()
 
 
 def _turn_connection_take() -> None:
     """Make a turn's connection this thread's `default` one (closing the thread's own if open)."""
+    if not settings.WEB_TURN_CONNECTIONS:
+        return
     with _turn_connections_lock:
         wrapper = _idle_turn_connections.pop() if _idle_turn_connections else None
     if wrapper is None:
@@ -87,6 +90,8 @@ def _turn_connection_take() -> None:
 
 
 def _turn_connection_give_back() -> None:
+    if not settings.WEB_TURN_CONNECTIONS:
+        return
     wrapper = connections[DEFAULT_DB_ALIAS]
     del connections[DEFAULT_DB_ALIAS]  # the thread gets a fresh, unconnected one if it asks
     if wrapper.in_atomic_block:  # an unfinished transaction must not reach the next request
@@ -101,7 +106,7 @@ def connections_trim() -> None:
     CONNECTIONS_BEYOND_TURNS; the next query here opens one again."""
     if not settings.WEB_ACTIVE_REQUESTS:
         return
-    if getattr(_held, "value", False):
+    if getattr(_held, "value", False) and settings.WEB_TURN_CONNECTIONS:
         return  # the turn's connection, kept for the next turn
     wrapper = connections[DEFAULT_DB_ALIAS]
     ident = threading.get_ident()
@@ -111,7 +116,8 @@ def connections_trim() -> None:
     _wrappers[ident] = wrapper
     # Reading another thread's wrapper's attribute is safe; the count may be a moment stale.
     open_count = sum(1 for other in list(_wrappers.values()) if other.connection is not None)
-    if open_count > CONNECTIONS_BEYOND_TURNS and not wrapper.in_atomic_block:
+    budget = CONNECTIONS_BEYOND_TURNS + (0 if settings.WEB_TURN_CONNECTIONS else settings.WEB_ACTIVE_REQUESTS)
+    if open_count > budget and not wrapper.in_atomic_block:
         wrapper.close()
         _wrappers.pop(ident, None)
 

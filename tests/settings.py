@@ -39,3 +39,7 @@ if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
 from core.settings import *  # noqa: E402,F403
 
 DATABASES["default"]["TEST"] = {"NAME": f"test_jobapi_{RUN_ID}"}  # noqa: F405
+# Requests made in this process (the test client, the live server) keep to their thread's
+# connection: the test's own, so its transaction and CaptureQueriesContext see them. A server a
+# test starts through scripts/web turns it on through the environment.
+WEB_TURN_CONNECTIONS = os.environ.get("WEB_TURN_CONNECTIONS") == "true"

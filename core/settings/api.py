@@ -52,6 +52,10 @@ API_MAX_WAITERS_PER_PROCESS = env.int(
 # Requests an API process runs at once (0: as many as it has threads, WEB_THREADS); the rest
 # of its threads are for waits and streams, which give their turn back while they wait.
 WEB_ACTIVE_REQUESTS = env.int("WEB_ACTIVE_REQUESTS", default=1)
+# Whether a process's database connections go with its request turns (core/concurrency.py)
+# rather than with its threads. Off only where the process's own threads must see one
+# connection: the test suite, whose in-process requests run inside the test's transaction.
+WEB_TURN_CONNECTIONS = env.bool("WEB_TURN_CONNECTIONS", default=True)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["core.auth.ApiKeyAuthentication"],

@@ -32,6 +32,7 @@ def served(api: Api, tmp_path: Path) -> Iterator[Api]:
     port = free_port()
     # PGAPPNAME (libpq) names its database connections, to count them.
     env = worker_env(PORT=str(port), WEB_CONCURRENCY="1", WEB_THREADS=str(WAITERS + 10), DEBUG="false",
+                     WEB_TURN_CONNECTIONS="true",
                      PGAPPNAME=APP_NAME)
     log = open(tmp_path / "gunicorn.log", "wb")  # noqa: SIM115
     process = subprocess.Popen([str(REPO / "scripts" / "web")], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
