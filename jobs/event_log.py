@@ -14,8 +14,9 @@ from jobs.models import Job, JobEvent
 from jobs.serializers import job_representation
 from webhooks.outbox import event_body
 
-# At most one job.progress event per job per this many seconds (streams and webhooks alike);
-# the final event carries the last progress anyway.
+# At most one job.progress event logged per job per this many seconds (what streams see;
+# webhooks send at most one a second of these, jobs.transitions); the final event carries the
+# last progress anyway.
 PROGRESS_EVENT_MIN_INTERVAL_SECONDS = 0.5
 
 

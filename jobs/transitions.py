@@ -22,7 +22,6 @@ from core.models import Client
 from jobs import dispatch, event_log, sql, telemetry
 from jobs.models import DEFAULT_WEBHOOK_EVENTS, Job, JobResult
 from jobs.registry import job_type_get, job_types_all
-from jobs.serializers import job_representation
 from webhooks import endpoints as webhook_endpoints
 from webhooks import outbox
 from webhooks import selectors as webhook_selectors
@@ -33,7 +32,7 @@ Status = Job.Status
 
 # At most one job.progress webhook per job per this many seconds; the final event carries the
 # last progress anyway.
-PROGRESS_EVENT_MIN_INTERVAL_SECONDS = 1.0
+WEBHOOK_PROGRESS_MIN_INTERVAL_SECONDS = 1.0
 
 FINAL_EVENT_TYPES = {Status.SUCCESS: "job.succeeded", Status.FAILURE: "job.failed", Status.REVOKED: "job.canceled"}
 
@@ -50,7 +49,8 @@ def _event_record(*, job: Job, event_type: str, by_chain: bool = False) -> None:
     `by_chain`: the transition is made by a step of the job's Celery chain, whose tail
     (webhooks.deliveries_send_for_subject) sends the event, so it is not published on commit.
     """
-    if event_log.job_event_record(job=job, event_type=event_type) is None:
+    logged = event_log.job_event_record(job=job, event_type=event_type)
+    if logged is None:
         return
     wants_callback = bool(job.callback_url) and event_type in (job.webhook_events or DEFAULT_WEBHOOK_EVENTS)
     endpoints = (
@@ -61,13 +61,13 @@ def _event_record(*, job: Job, event_type: str, by_chain: bool = False) -> None:
         return
     if event_type == "job.progress":
         last = webhook_selectors.event_latest_at(subject_id=job.id, event_type=event_type)
-        if last and timezone.now() - last < timedelta(seconds=PROGRESS_EVENT_MIN_INTERVAL_SECONDS):
+        if last and timezone.now() - last < timedelta(seconds=WEBHOOK_PROGRESS_MIN_INTERVAL_SECONDS):
             return
     outbox.event_record(
         owner_id=job.owner_id,
         subject_id=job.id,
         event_type=event_type,
-        data=job_representation(job),
+        body=logged.body.encode(),  # the logged bytes: rendered once, the same in streams and webhooks
         callback_url=job.callback_url if wants_callback else "",
         endpoints=endpoints,
         # The chain's tail exists only when the job has a callback_url (jobs.dispatch).

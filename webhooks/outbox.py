@@ -50,7 +50,8 @@ def event_record(
     owner_id: uuid.UUID,
     subject_id: uuid.UUID,
     event_type: str,
-    data: Any,
+    data: Any = None,
+    body: bytes | None = None,
     callback_url: str = "",
     endpoints: Sequence[Endpoint] = (),
     publish: bool = True,
@@ -59,6 +60,8 @@ def event_record(
     `callback_url`, and `endpoints`) in the caller's transaction; publish the first attempts
     once it commits (the dispatcher publishes them if that fails). Every delivery of the event
     carries its one webhook-id. An endpoint with a rate limit gets its delivery at its next slot.
+    `body`: the event's bytes when the caller has rendered them already (`event_body`), else
+    they are rendered from `data`.
 
     publish=False: the caller's Celery chain ends with `deliveries_send_for_subject`, which
     sends them; should that tail never run (a lost worker), the dispatcher takes the deliveries
@@ -69,7 +72,7 @@ def event_record(
         owner_id=owner_id,
         subject_id=subject_id,
         event_type=event_type,
-        body=event_body(event_type=event_type, data=data, at=now),
+        body=body if body is not None else event_body(event_type=event_type, data=data, at=now),
         created_at=now,
     )
     deliveries = [
