@@ -149,28 +149,27 @@ def _attach_current(sock: socket.socket | None) -> None:
         deadline.attach(sock)
 
 
-class WatchedHTTPConnection(HTTPConnection):
-    """urllib3's connection, its socket watched by the thread's current deadline."""
+class _Watched:
+    """Mixed into urllib3's connections: their socket watched by the thread's current deadline."""
+
+    sock: socket.socket | None
 
     def _new_conn(self) -> socket.socket:
-        sock = super()._new_conn()
+        sock = super()._new_conn()  # type: ignore[misc]
         _attach_current(sock)  # before the TLS handshake, which a server can drip too
-        return sock
+        return sock  # type: ignore[no-any-return]
 
-    def request(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+    def request(self, *args: Any, **kwargs: Any) -> None:
         _attach_current(self.sock)  # a kept-alive connection, reused
-        super().request(*args, **kwargs)
+        super().request(*args, **kwargs)  # type: ignore[misc]
 
 
-class WatchedHTTPSConnection(HTTPSConnection):
-    def _new_conn(self) -> socket.socket:
-        sock = super()._new_conn()
-        _attach_current(sock)
-        return sock
+class WatchedHTTPConnection(_Watched, HTTPConnection):
+    pass
 
-    def request(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
-        _attach_current(self.sock)
-        super().request(*args, **kwargs)
+
+class WatchedHTTPSConnection(_Watched, HTTPSConnection):
+    pass
 
 
 _resolvers: ThreadPoolExecutor | None = None
