@@ -19,6 +19,7 @@ from django.http import HttpRequest
 from rest_framework.request import Request
 from rest_framework.throttling import SimpleRateThrottle
 
+from core import cache_redis
 from core.ratelimit import RateLimiter
 
 # Scope -> the setting with its requests per client per minute.
@@ -40,12 +41,9 @@ def _redis() -> redis.Redis:
     counts when Redis fails, and the next call tries again."""
     global _client
     if _client is None:
-        # Short timeouts: a hung Redis must not stall every request (the limiter admits
-        # instead). One connection, held: no pool to take it from and check before each use;
-        # redis-py locks it between threads.
-        _client = redis.Redis.from_url(
-            settings.CACHE_URL, socket_timeout=1, socket_connect_timeout=1, single_connection_client=True
-        )
+        # One connection, held: no pool to take it from and check before each use; redis-py
+        # locks it between threads.
+        _client = cache_redis.client(single_connection_client=True)
     return _client
 
 
@@ -84,7 +82,7 @@ class RateThrottle(SimpleRateThrottle):
         if self.key is None:
             return True
         weight = self.weight(request, view)
-        if not settings.CACHE_URL.startswith(("redis://", "rediss://", "unix://")):
+        if not cache_redis.configured():
             return self._allow_in_cache(weight)
         self._wait_seconds = limiter().hit(
             self.key, limit=self.num_requests, window_seconds=self.duration, weight=weight, exact=self.exact

@@ -31,7 +31,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from core import deadlines, http
+from core import cache_redis, deadlines, http
 from core.slots import Slots
 from webhooks import dispatch
 from webhooks.claims import Claimed
@@ -53,10 +53,8 @@ Send = Callable[[Claimed], http.HttpResult]
 
 
 def _redis() -> redis.Redis | None:
-    if not settings.CACHE_URL.startswith(("redis://", "rediss://", "unix://")):
-        return None  # embedded mode (`make run` without Redis): no shared slots, all admitted
-    # Short timeouts: a hung Redis must not hold a delivery (slots then admit).
-    return redis.Redis.from_url(settings.CACHE_URL, socket_timeout=1, socket_connect_timeout=1)
+    # Embedded mode (`make run` without Redis): no shared slots, all admitted.
+    return cache_redis.client() if cache_redis.configured() else None
 
 
 slots = Slots(_redis, prefix=cache.make_key("webhook-slots:"))
