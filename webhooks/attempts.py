@@ -110,11 +110,13 @@ def _attempt(*, scope: Scope, resolver: http.Resolver | None) -> list[AttemptOut
     claims = claim(scope=scope, token=token)
     if not claims:
         return []
-    sent = sending.send_batch(claims, lambda claimed: _send(claimed, resolver))
-    sending.deliveries_put_back(claims=[c for c, r in zip(claims, sent, strict=True) if r is None], token=token)
-    claims, results = [c for c, r in zip(claims, sent, strict=True) if r is not None], [r for r in sent if r is not None]
-    if not claims:
-        return []  # every one waits for its host's turn
+    sent = list(zip(claims, sending.send_batch(claims, lambda claimed: _send(claimed, resolver)), strict=True))
+    # Those that got no slot of their host wait for their turn; the rest are recorded.
+    sending.deliveries_put_back(claims=[claimed for claimed, result in sent if result is None], token=token)
+    answered = [(claimed, result) for claimed, result in sent if result is not None]
+    if not answered:
+        return []
+    claims, results = [claimed for claimed, _ in answered], [result for _, result in answered]
     now = timezone.now()
     outcomes: list[AttemptOutcome] = []
     # Deliveries by outcome: (state, seconds to the next attempt or None) -> ids. A batch's
