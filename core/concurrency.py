@@ -82,11 +82,17 @@ def _turn_connection_take() -> None:
         wrapper.inc_thread_sharing()  # it serves whichever thread holds the turn
     else:
         wrapper.close_if_unusable_or_obsolete()  # CONN_MAX_AGE and health checks, as per request
-    own = connections[DEFAULT_DB_ALIAS]
-    if own.connection is not None:
+    own = _own_connection()
+    if own is not None and own.connection is not None:
         own.close()
         _wrappers.pop(threading.get_ident(), None)
     connections[DEFAULT_DB_ALIAS] = wrapper
+
+
+def _own_connection() -> BaseDatabaseWrapper | None:
+    """The thread's `default` connection wrapper if it has one: asking `connections` for it
+    would build a new wrapper object (on every request, once a turn's is given back)."""
+    return next((c for c in connections.all(initialized_only=True) if c.alias == DEFAULT_DB_ALIAS), None)
 
 
 def _turn_connection_give_back() -> None:
@@ -108,9 +114,9 @@ def connections_trim() -> None:
         return
     if getattr(_held, "value", False) and settings.WEB_TURN_CONNECTIONS:
         return  # the turn's connection, kept for the next turn
-    wrapper = connections[DEFAULT_DB_ALIAS]
+    wrapper = _own_connection()
     ident = threading.get_ident()
-    if wrapper.connection is None:
+    if wrapper is None or wrapper.connection is None:
         _wrappers.pop(ident, None)
         return
     _wrappers[ident] = wrapper
