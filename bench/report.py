@@ -276,9 +276,8 @@ def render(results: dict[str, Any]) -> str:
                              f"({', '.join(q['redis_commands']) or '-'}) |")
         lines.append("")
         lines.append("Not counted above: Django's connection health check (`CONN_HEALTH_CHECKS`), "
-                     "one `SELECT 1` round trip before a request on a reused connection: in the "
-                     "baseline before every request, in the API only when the process has not "
-                     "used the connection for a second (`core.db.HEALTH_CHECK_AFTER_IDLE_SECONDS`).")
+                     "one `SELECT 1` round trip before the first query of every request (and "
+                     "every task) on a reused connection, in the baseline and in the API alike.")
     memory = results.get("memory", {})
     if memory:
         lines += [
