@@ -68,8 +68,11 @@ class _WatchedHTTPSPool(HTTPSConnectionPool):
     ConnectionCls = deadlines.WatchedHTTPSConnection
 
 
-class SessionCache(threading.local):
-    """Keep-alive connections to receivers, per thread: one session per checked target.
+class SessionCache:
+    """Keep-alive connections to receivers, shared by a process's threads: idle sessions per
+    checked target, each lent to one request at a time. Shared, not per thread, because the
+    deliveries worker sends each batch on threads of its own (webhooks/sending.py), which end
+    with the batch; a connection outlives them for the next batch to the same receiver.
 
     A session's adapter is pinned to the address checked for it, so a connection is reused
     only for a request whose URL was just checked (every request is) and resolved to that same
@@ -79,22 +82,41 @@ class SessionCache(threading.local):
     """
 
     IDLE_SECONDS = 4.0
-    MAX_TARGETS = 64
+    # The most idle sessions kept, all targets together (the least recently used go first).
+    MAX_IDLE = 64
 
     def __init__(self) -> None:
-        self._sessions: OrderedDict[tuple[Target, str | None], tuple[requests.Session, float]] = OrderedDict()
+        self._lock = threading.Lock()
+        # Idle sessions, least recently put back first: (target, CA bundle) -> [(session, since)].
+        self._idle: OrderedDict[tuple[Target, str | None], list[tuple[requests.Session, float]]] = OrderedDict()
+        self._count = 0
 
     @staticmethod
     def _key(target: Target, ca_bundle: str | None) -> tuple[Target, str | None]:
         return replace(target, url=""), ca_bundle  # the path does not pick the connection
 
     def get(self, target: Target, ca_bundle: str | None) -> requests.Session:
-        entry = self._sessions.pop(self._key(target, ca_bundle), None)
-        if entry is not None:
-            session, idle_since = entry
-            if time.monotonic() - idle_since <= self.IDLE_SECONDS:
-                return session
+        """An idle session to `target` (the most recently used), or a new one."""
+        stale: list[requests.Session] = []
+        found = None
+        with self._lock:
+            key = self._key(target, ca_bundle)
+            idle = self._idle.get(key, [])
+            while idle and found is None:
+                session, since = idle.pop()
+                self._count -= 1
+                if time.monotonic() - since <= self.IDLE_SECONDS:
+                    found = session
+                else:
+                    stale.append(session)
+            if not idle:
+                self._idle.pop(key, None)
+        for session in stale:
             session.close()
+        return found if found is not None else self._new(target)
+
+    @staticmethod
+    def _new(target: Target) -> requests.Session:
         session = requests.Session()
         # HTTP(S)_PROXY from the environment would send the request somewhere we did not check.
         session.trust_env = False
@@ -108,7 +130,17 @@ class SessionCache(threading.local):
         if not keep:
             session.close()
             return
-        self._sessions[self._key(target, ca_bundle)] = (session, time.monotonic())
-        while len(self._sessions) > self.MAX_TARGETS:
-            _, (oldest, _) = self._sessions.popitem(last=False)
-            oldest.close()
+        evicted: list[requests.Session] = []
+        with self._lock:
+            key = self._key(target, ca_bundle)
+            self._idle.setdefault(key, []).append((session, time.monotonic()))
+            self._idle.move_to_end(key)
+            self._count += 1
+            while self._count > self.MAX_IDLE:
+                oldest_key, sessions = next(iter(self._idle.items()))
+                evicted.append(sessions.pop(0)[0])
+                self._count -= 1
+                if not sessions:
+                    del self._idle[oldest_key]
+        for old in evicted:
+            old.close()

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.utils import timezone
 
 from core import http
@@ -95,6 +95,28 @@ def deliveries_attempt(*, delivery_ids: Sequence[int], resolver: http.Resolver |
     return outcomes
 
 
+def deliveries_drain(*, resolver: http.Resolver | None = None) -> int:
+    """Send what the due queue holds (webhooks/dispatch.py), DRAIN_BATCH deliveries a batch, until
+    it is empty (DRAIN_MAX_BATCHES at most: then another drain goes on); while the batches are
+    full another drain is asked to join. How many attempts
+    were made. Ids whose batch the database refused go back to the queue."""
+    dispatch.drain_started()
+    made = 0
+    for _ in range(dispatch.DRAIN_MAX_BATCHES):
+        delivery_ids = dispatch.due_take(dispatch.DRAIN_BATCH)
+        if not delivery_ids:
+            return made
+        if len(delivery_ids) == dispatch.DRAIN_BATCH:
+            dispatch.drain_ask()
+        try:
+            made += len(_attempt(scope=Scope(delivery_ids=delivery_ids), resolver=resolver, limit=len(delivery_ids)))
+        except DatabaseError:
+            dispatch.due_put_back(delivery_ids)
+            raise
+    dispatch.drain_ask()  # a long queue: a fresh task goes on, so no task runs for ever
+    return made
+
+
 def deliveries_send_for_subject(*, subject_id: uuid.UUID) -> int:
     """Send every due delivery of a subject now (the tail of a job's chain); how many were sent."""
     sent: list[int] = []
@@ -105,9 +127,11 @@ def deliveries_send_for_subject(*, subject_id: uuid.UUID) -> int:
             return len(sent)
 
 
-def _attempt(*, scope: Scope, resolver: http.Resolver | None) -> list[AttemptOutcome]:
+def _attempt(
+    *, scope: Scope, resolver: http.Resolver | None, limit: int = dispatch.BATCH_MAX_DELIVERIES
+) -> list[AttemptOutcome]:
     token = uuid.uuid4()
-    claims = claim(scope=scope, token=token)
+    claims = claim(scope=scope, token=token, limit=limit)
     if not claims:
         return []
     sent = list(zip(claims, sending.send_batch(claims, lambda claimed: _send(claimed, resolver)), strict=True))

@@ -56,35 +56,33 @@ class Claimed:
     secrets: list[str]  # at least one: an owner's (or endpoint's) first delivery makes its secret
 
 
-def claim(*, scope: Scope, token: uuid.UUID) -> list[Claimed]:
-    """Claim up to BATCH_MAX_DELIVERIES deliveries in `scope` that are due and unclaimed, and
-    open their next attempts."""
+def claim(*, scope: Scope, token: uuid.UUID, limit: int = BATCH_MAX_DELIVERIES) -> list[Claimed]:
+    """Claim up to `limit` deliveries in `scope` that are due and unclaimed, and open their next
+    attempts."""
     now = timezone.now()
     due_by = now + timedelta(seconds=CLOCK_SKEW_SECONDS)
     claimed_until = now + timedelta(seconds=claim_lease_seconds())
     claim_rows = claim_postgresql if connection.vendor == "postgresql" else claim_portable
-    rows = claim_rows(scope=scope, token=token, now=now, due_by=due_by, claimed_until=claimed_until)
-    return [
-        Claimed(
-            delivery_id=delivery_id,
-            url=url,
-            endpoint_id=endpoint_id,
-            headers=headers,
-            attempt_id=attempt_id,
-            attempt_number=number,
-            started_at=now,
-            message_id=message_id,
-            body=body,
-            secrets=signing_secrets
-            or [secrets.signing_secret_get_or_create(owner_id=owner_id, endpoint_id=endpoint_id)],
-        )
-        for (delivery_id, url, owner_id, endpoint_id, headers, attempt_id, number, message_id, body,
-             signing_secrets) in rows
-    ]
+    rows = claim_rows(scope=scope, token=token, now=now, due_by=due_by, claimed_until=claimed_until, limit=limit)
+    # Made once per owner (or endpoint) in the batch: its first deliveries all come without one.
+    first_secrets: dict[tuple[uuid.UUID, uuid.UUID | None], list[str]] = {}
+    claimed = []
+    for (delivery_id, url, owner_id, endpoint_id, headers, attempt_id, number, message_id, body,
+         signing_secrets) in rows:
+        if not signing_secrets:
+            key = (owner_id, endpoint_id)
+            if key not in first_secrets:
+                first_secrets[key] = [secrets.signing_secret_get_or_create(owner_id=owner_id, endpoint_id=endpoint_id)]
+            signing_secrets = first_secrets[key]
+        claimed.append(Claimed(
+            delivery_id=delivery_id, url=url, endpoint_id=endpoint_id, headers=headers, attempt_id=attempt_id,
+            attempt_number=number, started_at=now, message_id=message_id, body=body, secrets=signing_secrets,
+        ))
+    return claimed
 
 
 def claim_postgresql(
-    *, scope: Scope, token: uuid.UUID, now: datetime, due_by: datetime, claimed_until: datetime
+    *, scope: Scope, token: uuid.UUID, now: datetime, due_by: datetime, claimed_until: datetime, limit: int
 ) -> list[sql.ClaimRow]:
     """The claim as one statement (webhooks/sql.py)."""
     if scope.delivery_ids is not None:
@@ -93,13 +91,13 @@ def claim_postgresql(
         scope_sql = "c.subject_id = %(subject)s AND NOT c.id = ANY(%(sent)s)"
         params = {"subject": scope.subject_id, "sent": list(scope.sent)}
     return sql.claim_postgresql(
-        scope_sql=scope_sql, scope_params=params, limit=BATCH_MAX_DELIVERIES, token=token, now=now,
+        scope_sql=scope_sql, scope_params=params, limit=limit, token=token, now=now,
         due_by=due_by, claimed_until=claimed_until,
     )
 
 
 def claim_portable(
-    *, scope: Scope, token: uuid.UUID, now: datetime, due_by: datetime, claimed_until: datetime
+    *, scope: Scope, token: uuid.UUID, now: datetime, due_by: datetime, claimed_until: datetime, limit: int
 ) -> list[sql.ClaimRow]:
     """The claim through the ORM, for databases without data-modifying WITH (SQLite, which
     `make run` uses): a few statements in a transaction."""
@@ -119,7 +117,7 @@ def claim_portable(
             .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
             .order_by("created_at", "pk")
             .select_for_update(skip_locked=True)
-            .values_list("pk", flat=True)[:BATCH_MAX_DELIVERIES]
+            .values_list("pk", flat=True)[:limit]
         )
         if not ids:
             return []  # sent already, not due yet, or another worker is sending them

@@ -1,6 +1,20 @@
 """Handing delivery attempts to the broker: on commit, as countdowns for short retries, and the
 dispatcher (periodic) that publishes what is due and what no message carries any more.
 
+Deliveries due at once (an event just recorded) go through the due queue: their ids are pushed
+onto a list in the Redis behind CACHE_URL, and a drain message is published only when no drain
+has been asked for since the last one started (a flag, set if absent). A drain takes the
+queue's ids DRAIN_BATCH at a time and sends them, asking for another drain to join it while the
+batches it takes are full. So a thousand events recorded one by one cost the broker a handful
+of messages, not a thousand, and the worker claims, sends and records them in batches
+(docs/webhooks.md, "How deliveries are sent"). Without Redis (`make run`'s embedded mode) or
+with it unreachable, a message carries the ids themselves, as it does for a countdown.
+
+No wake-up is lost: an event pushes its ids before it sets the flag, and a drain clears the
+flag before it takes ids, so ids pushed after a drain's last take find the flag clear and ask
+for a new drain. A drain message the broker lost leaves the flag set for WAKE_FLAG_SECONDS at
+most; the dispatcher's next tick then asks again while ids wait.
+
 Tasks are published by name, so nothing here imports the tasks that run them.
 """
 from __future__ import annotations
@@ -9,18 +23,28 @@ import logging
 from collections.abc import Sequence
 from datetime import timedelta
 
+import redis
+from django.core.cache import cache
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from core import cache_redis
 from core.celery import app
 from webhooks.models import Delivery
 
 logger = logging.getLogger(__name__)
 
 ATTEMPT_TASK = "webhooks.deliveries_attempt"
+DRAIN_TASK = "webhooks.deliveries_drain"
 # The most deliveries one message carries (and one worker sends side by side).
 BATCH_MAX_DELIVERIES = 20
+# The most deliveries a drain takes from the due queue and sends as one batch.
+DRAIN_BATCH = 100
+# The most batches one drain sends before handing the rest of the queue to a fresh drain.
+DRAIN_MAX_BATCHES = 50
+# How long a drain's wake-up flag holds without the drain starting (its message was lost).
+WAKE_FLAG_SECONDS = 30
 # Delays up to this long are published as a countdown message; longer ones wait on the row
 # for the dispatcher (a long-held ETA message is redelivered by Redis after its visibility
 # timeout and gets a RabbitMQ consumer dropped).
@@ -57,12 +81,131 @@ def deliveries_publish_or_release(*, delivery_ids: Sequence[int], countdown: flo
 
 
 def deliveries_publish_on_commit(*, delivery_ids: list[int], countdown: float | None = None) -> None:
-    """Publish the deliveries' next attempts once the caller's transaction commits."""
-    transaction.on_commit(lambda: deliveries_publish_or_release(delivery_ids=delivery_ids, countdown=countdown))
+    """Hand the deliveries' next attempts over once the caller's transaction commits: to the
+    due queue when they are due now, on a countdown message when they are due in a moment."""
+    if countdown is None:
+        transaction.on_commit(lambda: deliveries_queue(delivery_ids=delivery_ids))
+    else:
+        transaction.on_commit(lambda: deliveries_publish_or_release(delivery_ids=delivery_ids, countdown=countdown))
+
+
+_redis_client: redis.Redis | None = None
+
+
+def _redis() -> redis.Redis | None:
+    """This process's client of the due queue's Redis; None without one (embedded mode)."""
+    global _redis_client
+    if not cache_redis.configured():
+        return None
+    if _redis_client is None:
+        _redis_client = cache_redis.client()  # connects on first use; a pool per process
+    return _redis_client
+
+
+def _due_keys() -> tuple[str, str]:
+    """The due queue's list of delivery ids, and the flag saying a drain has been asked for."""
+    return cache.make_key("webhooks:due"), cache.make_key("webhooks:drain-asked")
+
+
+def deliveries_queue(*, delivery_ids: Sequence[int]) -> None:
+    """Put due deliveries on the due queue and ask for a drain unless one is asked for already;
+    a message carrying their ids instead when the queue's Redis is missing or unreachable."""
+    if not delivery_ids:
+        return
+    client = _redis()
+    if client is None:
+        deliveries_publish_or_release(delivery_ids=delivery_ids)
+        return
+    queue, asked = _due_keys()
+    try:
+        with client.pipeline(transaction=False) as pipe:
+            pipe.rpush(queue, *delivery_ids)
+            pipe.set(asked, 1, nx=True, ex=WAKE_FLAG_SECONDS)
+            _, newly_asked = pipe.execute()
+    except redis.RedisError:
+        logger.warning("The due queue is unreachable; deliveries %s... go by message", delivery_ids[0], exc_info=True)
+        deliveries_publish_or_release(delivery_ids=delivery_ids)
+        return
+    if newly_asked:
+        _drain_publish(client)
+
+
+def drain_ask() -> None:
+    """Ask for a drain of the due queue, unless one is asked for already (a drain that took a
+    full batch, or the dispatcher finding ids waiting)."""
+    client = _redis()
+    if client is None:
+        return
+    try:
+        newly_asked = client.set(_due_keys()[1], 1, nx=True, ex=WAKE_FLAG_SECONDS)
+    except redis.RedisError:
+        logger.warning("The due queue is unreachable; no drain asked for", exc_info=True)
+        return
+    if newly_asked:
+        _drain_publish(client)
+
+
+def _drain_publish(client: redis.Redis) -> None:
+    try:
+        app.send_task(DRAIN_TASK)
+    except Exception:  # the broker's client raises many types; every one means "not published"
+        logger.warning("Could not ask for a drain; the dispatcher will", exc_info=True)
+        try:
+            client.delete(_due_keys()[1])
+        except redis.RedisError:
+            pass  # the flag expires by itself
+
+
+def drain_started() -> None:
+    """A drain begins: ids pushed from now on ask for another one."""
+    client = _redis()
+    if client is not None:
+        try:
+            client.delete(_due_keys()[1])
+        except redis.RedisError:
+            logger.warning("The due queue is unreachable", exc_info=True)
+
+
+def due_take(count: int) -> list[int]:
+    """Up to `count` delivery ids from the due queue, oldest first (none if it is unreachable)."""
+    client = _redis()
+    if client is None:
+        return []
+    try:
+        taken = client.lpop(_due_keys()[0], count)
+    except redis.RedisError:
+        logger.warning("The due queue is unreachable", exc_info=True)
+        return []
+    return [int(delivery_id) for delivery_id in taken or ()]
+
+
+def due_put_back(delivery_ids: Sequence[int]) -> None:
+    """Return taken ids to the head of the due queue (their drain could not send them)."""
+    client = _redis()
+    if client is not None and delivery_ids:
+        try:
+            client.lpush(_due_keys()[0], *reversed(delivery_ids))
+        except redis.RedisError:
+            logger.warning("The due queue is unreachable; the dispatcher will republish %s...",
+                           delivery_ids[0], exc_info=True)
+
+
+def due_waiting() -> int:
+    """How many ids the due queue holds (0 if it is unreachable)."""
+    client = _redis()
+    if client is None:
+        return 0
+    try:
+        return int(client.llen(_due_keys()[0]))
+    except redis.RedisError:
+        return 0
 
 
 def deliveries_dispatch_due(*, limit: int = 500) -> int:
-    """The dispatcher (periodic): publish attempts that are due and that no task is carrying."""
+    """The dispatcher (periodic): ask for a drain while the due queue holds ids, and publish
+    attempts that are due and that no task is carrying."""
+    if due_waiting():
+        drain_ask()
     now = timezone.now()
     with transaction.atomic():
         due = list(

@@ -2,15 +2,19 @@
 happens to one never reaches the others.
 
 - A receiver's share: at most WEBHOOK_MAX_IN_FLIGHT_PER_HOST attempts to one host (its name and
-  port) at once, across every deliveries worker (core/slots.py, leased in Redis). An attempt
-  that finds the host's slots taken by young attempts waits for one (a fast receiver frees one
-  in milliseconds; SLOT_WAIT_SECONDS at most); behind slow ones (SLOW_ATTEMPT_SECONDS) it is
-  put back at once: its claim and its attempt row undone, due again a
-  little later, on a countdown message. It holds no worker while it waits, spends none of its
-  attempts, and keeps its place (claims take the oldest due deliveries first).
-- Side by side: a batch's attempts each on a thread of the batch's own, so a batch takes as long
-  as its slowest receiver, which core/http.py bounds (WEBHOOK_TIMEOUT_SECONDS + slack); no
-  thread is shared with another batch, so no receiver can hold up someone else's.
+  port) at once, across every deliveries worker (core/slots.py, leased in Redis). A batch sends
+  a host's deliveries on lanes, each holding one of the host's slots and sending one delivery
+  after another while the receiver answers quickly (over one kept-alive connection: the slot
+  is taken once for many attempts, not once each). A lane that finds the host's slots taken by
+  young attempts waits for one (a fast receiver frees one in milliseconds; SLOT_WAIT_SECONDS at
+  most); behind slow ones (SLOW_ATTEMPT_SECONDS) it gives up at once. What no lane sent is put
+  back: its claim and its attempt row undone, due again a little later, on a countdown
+  message. It holds no worker while it waits, spends none of its attempts, and keeps its place
+  (claims take the oldest due deliveries first).
+- Side by side: a batch's lanes each on a thread of the batch's own, so a batch takes as long
+  as its slowest lane, which core/http.py's limit on an attempt and the lane's own limit bound
+  (two attempts' limits); no thread is shared with another batch, so no receiver can hold up
+  someone else's.
 - Never reaching the others: an attempt that raises (which core/http.py should make impossible)
   is recorded as its own error; the batch goes on.
 """
@@ -18,7 +22,11 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
+import time
+import weakref
 import uuid
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
@@ -76,27 +84,88 @@ def host_of(url: str) -> str:
 
 
 def send_batch(claims: Sequence[Claimed], send: Send) -> list[http.HttpResult | None]:
-    """Each claim's result, in order; None for one that got no slot (put it back)."""
-    if len(claims) == 1:
-        return [_send_in_turn(claims[0], send)]
-    with ThreadPoolExecutor(max_workers=len(claims), thread_name_prefix="webhook") as senders:
-        return list(senders.map(lambda claimed: _send_in_turn(claimed, send), claims))
+    """Each claim's result, in order; None for one that was not sent (put it back).
+
+    A host's deliveries go out on lanes, as many as its limit allows (each delivery its own lane
+    when there is no limit): a lane takes one of the host's slots and sends the host's waiting
+    deliveries one after another over a kept-alive connection, while its receiver answers
+    quickly. After a slow answer (SLOW_ATTEMPT_SECONDS), or once the lane has run for
+    WEBHOOK_TIMEOUT_SECONDS, it takes no more: what is left is put back, so a batch ends within
+    two attempts' limits, well inside its claims."""
+    results: list[http.HttpResult | None] = [None] * len(claims)
+    waiting_by_host: dict[str, deque[int]] = {}
+    for index, claimed in enumerate(claims):
+        waiting_by_host.setdefault(host_of(claimed.url), deque()).append(index)
+    limit = settings.WEBHOOK_MAX_IN_FLIGHT_PER_HOST
+    lanes = [
+        (host, waiting)
+        for host, waiting in waiting_by_host.items()
+        for _ in range(min(len(waiting), limit) if limit > 0 else len(waiting))
+    ]
+
+    def lane(host: str, waiting: deque[int]) -> None:
+        # This process's lanes to the host queue here first, each woken the moment one ends;
+        # only as many as the limit then ask Redis, instead of every lane polling it.
+        gate = _gate(host, limit)
+        if gate is not None and not gate.acquire(timeout=SLOT_WAIT_SECONDS):
+            return
+        try:
+            _lane_run(host, waiting)
+        finally:
+            if gate is not None:
+                gate.release()
+
+    def _lane_run(host: str, waiting: deque[int]) -> None:
+        slot = slots.acquire(
+            host, limit=limit, lease_seconds=slot_lease_seconds(), wait_seconds=SLOT_WAIT_SECONDS,
+            wait_while_held_under_seconds=SLOW_ATTEMPT_SECONDS,
+        )
+        if slot is None:
+            return  # the host's other lanes (here or in other workers) take its deliveries
+        try:
+            stop_taking_at = time.monotonic() + settings.WEBHOOK_TIMEOUT_SECONDS
+            while waiting and time.monotonic() < stop_taking_at:
+                try:
+                    index = waiting.popleft()
+                except IndexError:  # another lane of the host took the last one
+                    return
+                started = time.monotonic()
+                results[index] = _send_one(claims[index], send)
+                if time.monotonic() - started >= SLOW_ATTEMPT_SECONDS:
+                    return
+        finally:
+            slot.release()
+
+    if len(lanes) == 1:
+        lane(*lanes[0])
+    else:
+        with ThreadPoolExecutor(max_workers=len(lanes), thread_name_prefix="webhook") as senders:
+            list(senders.map(lambda each: lane(*each), lanes))
+    return results
 
 
-def _send_in_turn(claimed: Claimed, send: Send) -> http.HttpResult | None:
-    slot = slots.acquire(
-        host_of(claimed.url), limit=settings.WEBHOOK_MAX_IN_FLIGHT_PER_HOST, lease_seconds=slot_lease_seconds(),
-        wait_seconds=SLOT_WAIT_SECONDS, wait_while_held_under_seconds=SLOW_ATTEMPT_SECONDS,
-    )
-    if slot is None:
+_gates: weakref.WeakValueDictionary[tuple[str, int], threading.BoundedSemaphore] = weakref.WeakValueDictionary()
+_gates_lock = threading.Lock()
+
+
+def _gate(host: str, limit: int) -> threading.BoundedSemaphore | None:
+    """This process's gate to `host`: `limit` lanes through it at once (none without a limit).
+    Kept while a lane holds it, so the gates of hosts no longer sent to go by themselves."""
+    if limit <= 0:
         return None
+    with _gates_lock:
+        gate = _gates.get((host, limit))
+        if gate is None:
+            gate = _gates[(host, limit)] = threading.BoundedSemaphore(limit)
+        return gate
+
+
+def _send_one(claimed: Claimed, send: Send) -> http.HttpResult:
     try:
         return send(claimed)
     except Exception as exc:  # one attempt's surprise is its outcome, not its batch's end
         logger.exception("Delivery %s: the attempt raised", claimed.delivery_id)
         return http.HttpResult(error=f"Internal error while sending: {type(exc).__name__}")
-    finally:
-        slot.release()
 
 
 def deliveries_put_back(*, claims: Sequence[Claimed], token: uuid.UUID) -> None:

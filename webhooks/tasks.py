@@ -43,6 +43,20 @@ def deliveries_attempt(*, delivery_ids: list[int]) -> None:
 
 
 @shared_task(
+    name=dispatch.DRAIN_TASK,
+    ignore_result=True,
+    soft_time_limit=_SOFT_LIMIT_SECONDS * 5,
+    time_limit=_HARD_LIMIT_SECONDS * 5,
+    autoretry_for=(DatabaseError,),
+    retry_backoff=5,
+    max_retries=5,
+)
+def deliveries_drain() -> None:
+    """Send what the due queue holds, a batch at a time, until it is empty."""
+    attempts.deliveries_drain()
+
+
+@shared_task(
     name="webhooks.deliveries_send_for_subject",
     ignore_result=True,
     soft_time_limit=_SOFT_LIMIT_SECONDS * 5,

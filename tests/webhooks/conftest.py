@@ -1,6 +1,7 @@
 """Fixtures for webhook tests: a real HTTP receiver on loopback (the copyable example's)."""
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -55,11 +56,22 @@ def deliveries_of(api: Api, job_id: str) -> list[dict[str, Any]]:
     return response.json()["results"]
 
 
+def until(check: Callable[[], Any], *, timeout: float = 30, what: str) -> Any:
+    """`check()`'s value once it is truthy (polled); fails after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
 def wait_deliveries(
     api: Api, job_id: str, until: Callable[[list[dict[str, Any]]], bool], timeout: float = 30
 ) -> list[dict[str, Any]]:
     """Poll the job's delivery log until `until(deliveries)` holds."""
-    import time
 
     deadline = time.monotonic() + timeout
     while True:

@@ -16,7 +16,6 @@ from core.services import client_create
 from examples.receiver import Receiver, Reply
 from tests.conftest import Api, free_port
 from tests.console.test_metrics import Samples, parse, scrape, value
-from tests.webhooks.conftest import HELLO
 from webhooks import attempts, outbox
 
 

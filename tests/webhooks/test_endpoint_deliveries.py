@@ -15,7 +15,7 @@ from standardwebhooks import Webhook
 
 from examples.receiver import Receiver, Reply
 from tests.conftest import Api
-from tests.webhooks.conftest import HELLO, all_final, secret_of, wait_deliveries
+from tests.webhooks.conftest import HELLO, all_final, secret_of, until, wait_deliveries
 
 
 def endpoint_create(api: Api, url: str, **body: Any) -> dict[str, Any]:
@@ -40,17 +40,6 @@ def deliveries_to(api: Api, endpoint: dict[str, Any], **filters: str) -> list[di
     response = api.get("/api/deliveries/", params={"endpoint": endpoint["id"], **filters})
     assert response.status_code == 200, response.text
     return list(response.json()["results"])
-
-
-def until(check: Callable[[], Any], *, timeout: float = 30, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def test_each_endpoint_and_the_callback_get_exactly_their_events_signed_with_their_own_secrets(

@@ -117,3 +117,29 @@ def test_an_idle_connection_is_dropped_before_receivers_usually_drop_it(
     post(url)
 
     assert len(set(server.peers)) == 2
+
+
+def test_a_connection_outlives_the_thread_that_opened_it(serve: Callable[..., _Server]) -> None:
+    # Batches are sent on threads of their own, which end with the batch
+    server = serve()
+    url = f"http://hooks.example:{server.server_address[1]}/in"
+
+    for _ in range(3):
+        sender = threading.Thread(target=post, args=(url,))
+        sender.start()
+        sender.join()
+
+    assert len(server.peers) == 3 and len(set(server.peers)) == 1
+
+
+def test_requests_at_once_to_one_receiver_each_get_a_connection(serve: Callable[..., _Server]) -> None:
+    # A session is lent to one request at a time: two at once never share one connection
+    cache = http_sessions.SessionCache()
+    target = http_sessions.Target(url="", scheme="http", host="hooks.example", port=1, address="127.0.0.1")
+
+    first, second = cache.get(target, None), cache.get(target, None)
+    cache.done(target, None, first, keep=True)
+    cache.done(target, None, second, keep=True)
+
+    assert first is not second
+    assert {cache.get(target, None), cache.get(target, None)} == {first, second}

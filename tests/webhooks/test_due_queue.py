@@ -1,0 +1,139 @@
+"""Deliveries due at once go through the due queue: many events recorded one by one ask the
+broker for one drain, a drain sends what the queue holds in batches, and nothing is lost when
+the queue's Redis, the broker or the database fails."""
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import redis
+from django.db import DatabaseError
+
+from core.models import Client
+from core.services import client_create
+from examples.receiver import Receiver
+from tests.webhooks.conftest import until
+from webhooks import attempts, dispatch, outbox
+from webhooks.models import Delivery
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def owner() -> Client:
+    return client_create(name=f"due-{uuid.uuid4().hex[:8]}")
+
+
+@pytest.fixture
+def drains_asked(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[None]]:
+    """Drains asked for are counted here instead of published, so the test drains in-process
+    and the session's worker stays out of it; the flag and the queue are the real ones."""
+    asked: list[None] = []
+    monkeypatch.setattr(dispatch, "_drain_publish", lambda client: asked.append(None))
+    client = dispatch._redis()
+    assert client is not None
+    queue, flag = dispatch._due_keys()
+    client.delete(flag)
+    yield asked
+    client.delete(flag)
+
+
+def record(owner: Client, url: str) -> Delivery:
+    event = outbox.event_record(owner_id=owner.id, subject_id=uuid.uuid4(), event_type="job.succeeded",
+                                data={"n": uuid.uuid4().hex}, callback_url=url)
+    return Delivery.objects.get(event=event)
+
+
+def test_events_recorded_one_by_one_ask_for_one_drain_which_sends_them_all(
+    owner: Client, receiver: Receiver, drains_asked: list[None]
+) -> None:
+    # Given 30 events recorded one transaction each, before any drain starts
+    deliveries = [record(owner, receiver.url) for _ in range(30)]
+
+    # Then one drain was asked for, not 30
+    assert len(drains_asked) == 1
+
+    # When it runs
+    made = attempts.deliveries_drain()
+
+    # Then every event arrived once, after one attempt each
+    assert made == 30
+    assert len(receiver.wait_for(30)) == 30
+    assert set(Delivery.objects.filter(pk__in=[d.pk for d in deliveries]).values_list("state", "attempt_count")) == {
+        (Delivery.State.SUCCEEDED, 1)
+    }
+
+    # And an event recorded after the drain started asks for the next one
+    record(owner, receiver.url)
+    assert len(drains_asked) == 2
+    attempts.deliveries_drain()
+    assert len(receiver.wait_for(31)) == 31
+
+
+def test_a_drain_taking_full_batches_asks_another_to_join(
+    owner: Client, receiver: Receiver, drains_asked: list[None], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(dispatch, "DRAIN_BATCH", 10)
+    for _ in range(25):
+        record(owner, receiver.url)
+    assert len(drains_asked) == 1
+
+    attempts.deliveries_drain()
+
+    # Its first full batch asked for a second drain (the flag was clear: the drain had started);
+    # the second found the flag set by then
+    assert len(drains_asked) == 2
+    assert len(receiver.wait_for(25)) == 25
+
+
+def test_ids_whose_batch_the_database_refused_go_back_to_the_queue(
+    owner: Client, receiver: Receiver, drains_asked: list[None], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    deliveries = [record(owner, receiver.url) for _ in range(3)]
+
+    def refused(**kwargs: object) -> list[object]:
+        raise DatabaseError("the database went away")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(attempts, "_attempt", refused)
+        with pytest.raises(DatabaseError):
+            attempts.deliveries_drain()
+
+    # The task's retry finds them again
+    assert attempts.deliveries_drain() == 3
+    assert len(receiver.wait_for(3)) == 3
+    assert set(Delivery.objects.filter(pk__in=[d.pk for d in deliveries]).values_list("state", flat=True)) == {
+        Delivery.State.SUCCEEDED
+    }
+
+
+def test_the_dispatcher_asks_again_when_a_drain_message_was_lost(
+    owner: Client, receiver: Receiver, drains_asked: list[None]
+) -> None:
+    # Given ids waiting on the queue whose drain message never arrived, its flag lapsed
+    record(owner, receiver.url)
+    assert len(drains_asked) == 1
+    client = dispatch._redis()
+    assert client is not None
+    client.delete(dispatch._due_keys()[1])
+
+    # When the dispatcher ticks
+    dispatch.deliveries_dispatch_due()
+
+    # Then it asks for a drain
+    assert len(drains_asked) == 2
+
+
+def test_with_the_queue_unreachable_a_message_carries_the_ids(
+    owner: Client, receiver: Receiver, celery_worker: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given the due queue's Redis is unreachable
+    monkeypatch.setattr(dispatch, "_redis_client", redis.Redis(port=1, socket_connect_timeout=0.2))
+
+    # When an event is recorded
+    delivery = record(owner, receiver.url)
+
+    # Then the session's worker still delivers it, from a message carrying its id
+    assert len(receiver.wait_for(1)) == 1
+    until(lambda: Delivery.objects.get(pk=delivery.pk).state == Delivery.State.SUCCEEDED, what="the outcome")
