@@ -586,6 +586,8 @@ class Bench:
     def api_submit_poll(self, *, measure: bool = True) -> str:
         from django.db import connection
 
+        from jobs.dispatch import handover_key
+
         log("API: start gunicorn (no Celery worker yet: submit is measured like its ceiling)")
         url = self.web("api-web", "core.settings")
         wait_http(f"{url}/healthz", self.stack, "api-web")
@@ -635,8 +637,9 @@ class Bench:
         scrape = requests.get(f"{metrics_url}/metrics", headers={"Authorization": "Bearer bench"}, timeout=30)
         assert scrape.status_code == 200 and "jobapi_jobs_submitted_total" in scrape.text, scrape.text[:500]
         self.stack.stop(METRICS_WEB)
-        # The queued messages have no consumer by design: drop them and close their jobs.
-        self.redis_delete("jobs")
+        # The queued messages and handed-over jobs have no consumer by design: drop them and
+        # close their jobs.
+        self.redis_delete("jobs", handover_key())
         with connection.cursor() as cursor:
             cursor.execute("UPDATE jobs_job SET status = 'REVOKED', finished_at = now() "
                            "WHERE status = 'PENDING'")
@@ -706,6 +709,8 @@ class Bench:
         naive views in alternating rounds."""
         from django.db import connection
 
+        from jobs.dispatch import handover_key
+
         if not self.baseline_ids:
             log("outside shape: needs the baseline phase's rows; skipped")
             return
@@ -733,7 +738,7 @@ class Bench:
         }
         self.stack.stop("baseline-outside")
         self.stack.stop("api-outside")
-        self.redis_delete("jobs", "bench_naive")
+        self.redis_delete("jobs", "bench_naive", handover_key())
         with connection.cursor() as cursor:
             cursor.execute("UPDATE jobs_job SET status = 'REVOKED', finished_at = now() WHERE status = 'PENDING'")
 

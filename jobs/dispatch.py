@@ -1,21 +1,35 @@
-"""Handing jobs to the broker: the Celery chain that runs a job, publishing it once its row is
+"""Handing jobs to the broker: the Celery chain that runs a job, handing it over once its row is
 committed, the sweeper that publishes what waits (refused by the broker, or over its owner's
 running cap), and revoking a queued job.
+
+Where CACHE_URL is a Redis, a submission does not publish: its job's id goes onto the handover
+list there (one RPUSH, a fraction of a publish's CPU), and the publisher (jobs/publisher.py), a
+thread of the worker that serves the `maintenance` queue, claims the jobs it takes off the list
+and publishes them. The job's row is the record: it waits for dispatch (`dispatched_at` unset)
+until the publisher claims it, so an id lost between the list and the broker (a worker killed
+mid-batch) leaves a job the sweeper publishes after JOB_DISPATCH_GRACE_SECONDS. Without that
+Redis (`make run`'s embedded mode), or with it unreachable, the request publishes as before.
 
 Tasks are published by name (`app.signature`), so nothing here imports the tasks that run them.
 """
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from datetime import timedelta
 from typing import Any
 
+import redis
 from celery import chain
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from django.conf import settings
+from django.core.cache import cache
 from django.db import transaction
 from django.utils import timezone
 
+from core import cache_redis
 from core.celery import app
 from jobs import sql
 from jobs.models import Job
@@ -79,6 +93,53 @@ def job_publish_or_release(*, job: Job) -> bool:
         Job.objects.filter(pk=job.pk, status=Job.Status.PENDING).update(dispatched_at=None)
         return False
     return True
+
+
+def handover_key() -> str:
+    """The Redis list of handed-over job ids, oldest first."""
+    return cache.make_key("jobs:handover")
+
+
+def handover_configured() -> bool:
+    """Whether submissions hand their jobs to the publisher (CACHE_URL is a Redis)."""
+    return cache_redis.configured()
+
+
+_handover_client: redis.Redis | None = None
+# Until when (time.monotonic()) submissions publish from the request: the list was unreachable.
+_handover_down_until = 0.0
+HANDOVER_RETRY_SECONDS = 5.0
+
+
+def _handover_redis() -> redis.Redis:
+    global _handover_client
+    if _handover_client is None:
+        # Connects on first use; a pool per process. No retries: a submission must not wait
+        # seconds on a Redis that is down when it can publish at once instead.
+        _handover_client = cache_redis.client(retry=Retry(NoBackoff(), 0))
+    return _handover_client
+
+
+def job_hand_over(*, job: Job) -> None:
+    """Put a committed job on the handover list for the publisher; with the list's Redis
+    unreachable (now, or within HANDOVER_RETRY_SECONDS), claim and publish it here."""
+    global _handover_down_until
+    if time.monotonic() >= _handover_down_until:
+        try:
+            _handover_redis().rpush(handover_key(), str(job.id))
+            return
+        except redis.RedisError:
+            _handover_down_until = time.monotonic() + HANDOVER_RETRY_SECONDS
+            logger.warning("The handover list is unreachable; jobs are published from the request for %s s",
+                           HANDOVER_RETRY_SECONDS, exc_info=True)
+    jobs_publish_handed_over(job_ids=[job.id])
+
+
+def jobs_publish_handed_over(*, job_ids: list[uuid.UUID]) -> int:
+    """Claim the handed-over jobs still waiting for dispatch (not canceled, not taken by the
+    sweeper) and publish them; how many were published."""
+    claimed = sql.jobs_claim_for_dispatch(job_ids=job_ids, now=timezone.now())
+    return sum(job_publish_or_release(job=job) for job in claimed)
 
 
 # The most waiting jobs one run of the sweeper claims (the rest wait for the next run).

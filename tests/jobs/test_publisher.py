@@ -1,0 +1,69 @@
+"""The publisher: it publishes each handed-over job once, leaves a job revoked or claimed by the
+sweeper meanwhile, and keeps the ids a failed claim held."""
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.db import DatabaseError
+from django.utils import timezone
+
+from core import cache_redis
+from jobs import dispatch, publisher
+from jobs.models import Job
+from tests.conftest import Api
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def waiting_job(api: Api) -> Job:
+    """A job in the state a handed-over one is in before the publisher takes it."""
+    # Scheduled, so that nothing publishes it; then due, as a handed-over job is
+    job = api.submit("api.tasks.hello_world", {"message": "waiting"},
+                     run_at=(timezone.now() + timedelta(hours=1)).isoformat())
+    Job.objects.filter(pk=job["id"]).update(run_at=None)
+    return Job.objects.get(pk=job["id"])
+
+
+def test_a_handed_over_job_is_published_once(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    published: list[uuid.UUID] = []
+    monkeypatch.setattr(dispatch, "job_publish", lambda job: published.append(job.id))
+    job = waiting_job(api)
+
+    assert dispatch.jobs_publish_handed_over(job_ids=[job.id, job.id]) == 1
+    assert dispatch.jobs_publish_handed_over(job_ids=[job.id]) == 0  # claimed: the sweeper's or ours
+
+    assert published == [job.id]
+    assert Job.objects.get(pk=job.id).dispatched_at is not None
+
+
+def test_a_job_revoked_before_the_publisher_takes_it_is_not_published(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    published: list[uuid.UUID] = []
+    monkeypatch.setattr(dispatch, "job_publish", lambda job: published.append(job.id))
+    job = waiting_job(api)
+    assert api.post(f"/api/jobs/{job.id}/cancel/").status_code in (200, 202)
+
+    assert dispatch.jobs_publish_handed_over(job_ids=[job.id]) == 0
+    assert published == []
+
+
+def test_ids_whose_claim_failed_go_back_to_the_head_of_the_list(monkeypatch: pytest.MonkeyPatch) -> None:
+    client = cache_redis.client()
+    key = f"test:handover:{uuid.uuid4().hex}"
+    client.rpush(key, "later")
+
+    def refused(**kwargs: Any) -> int:
+        raise DatabaseError("the database went away")
+
+    monkeypatch.setattr(dispatch, "jobs_publish_handed_over", refused)
+    monkeypatch.setattr(publisher, "RETRY_SECONDS", 0)
+    taken = [str(uuid.uuid4()).encode(), str(uuid.uuid4()).encode()]
+
+    publisher.Publisher().publish(client, key, taken)
+
+    assert client.lrange(key, 0, -1) == [*taken, b"later"]
+    client.delete(key)
