@@ -97,12 +97,13 @@ def deliveries_attempt(*, delivery_ids: Sequence[int], resolver: http.Resolver |
 
 def deliveries_drain(*, resolver: http.Resolver | None = None) -> int:
     """Send what the due queue holds (webhooks/dispatch.py), DRAIN_BATCH deliveries a batch, until
-    it is empty (DRAIN_MAX_BATCHES at most: then another drain goes on); while the batches are
-    full another drain is asked to join. How many attempts
-    were made. Ids whose batch the database refused go back to the queue."""
+    it is empty, asking another drain to join while the batches are full; after
+    DRAIN_MAX_SECONDS a fresh drain takes over the rest, so that no task runs for ever. How many
+    attempts were made. Ids whose batch the database refused go back to the queue."""
     dispatch.drain_started()
     made = 0
-    for _ in range(dispatch.DRAIN_MAX_BATCHES):
+    hand_over_at = time.monotonic() + dispatch.DRAIN_MAX_SECONDS
+    while time.monotonic() < hand_over_at:
         delivery_ids = dispatch.due_take(dispatch.DRAIN_BATCH)
         if not delivery_ids:
             return made
@@ -113,7 +114,7 @@ def deliveries_drain(*, resolver: http.Resolver | None = None) -> int:
         except DatabaseError:
             dispatch.due_put_back(delivery_ids)
             raise
-    dispatch.drain_ask()  # a long queue: a fresh task goes on, so no task runs for ever
+    dispatch.drain_ask()
     return made
 
 

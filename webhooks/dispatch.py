@@ -41,8 +41,9 @@ DRAIN_TASK = "webhooks.deliveries_drain"
 BATCH_MAX_DELIVERIES = 20
 # The most deliveries a drain takes from the due queue and sends as one batch.
 DRAIN_BATCH = 100
-# The most batches one drain sends before handing the rest of the queue to a fresh drain.
-DRAIN_MAX_BATCHES = 50
+# How long one drain takes batches before handing the rest of the queue to a fresh drain (s):
+# with its last batch (two attempts' limits at most) well inside the task's time limits.
+DRAIN_MAX_SECONDS = 60
 # How long a drain's wake-up flag holds without the drain starting (its message was lost).
 WAKE_FLAG_SECONDS = 30
 # Delays up to this long are published as a countdown message; longer ones wait on the row

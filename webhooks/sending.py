@@ -104,37 +104,40 @@ def send_batch(claims: Sequence[Claimed], send: Send) -> list[http.HttpResult | 
     ]
 
     def lane(host: str, waiting: deque[int]) -> None:
-        # This process's lanes to the host queue here first, each woken the moment one ends;
-        # only as many as the limit then ask Redis, instead of every lane polling it.
+        # This process's lanes to the host queue at its gate first, each woken the moment one
+        # ends; only as many as the limit then ask Redis for a slot, instead of all polling it.
+        # Both waits together last SLOT_WAIT_SECONDS at most.
+        give_up_at = time.monotonic() + SLOT_WAIT_SECONDS
         gate = _gate(host, limit)
         if gate is not None and not gate.acquire(timeout=SLOT_WAIT_SECONDS):
             return
         try:
-            _lane_run(host, waiting)
+            slot = slots.acquire(
+                host, limit=limit, lease_seconds=slot_lease_seconds(),
+                wait_seconds=max(0.0, give_up_at - time.monotonic()),
+                wait_while_held_under_seconds=SLOW_ATTEMPT_SECONDS,
+            )
+            if slot is None:
+                return  # the host's other lanes (here or in other workers) take its deliveries
+            try:
+                _send_while_quick(waiting)
+            finally:
+                slot.release()
         finally:
             if gate is not None:
                 gate.release()
 
-    def _lane_run(host: str, waiting: deque[int]) -> None:
-        slot = slots.acquire(
-            host, limit=limit, lease_seconds=slot_lease_seconds(), wait_seconds=SLOT_WAIT_SECONDS,
-            wait_while_held_under_seconds=SLOW_ATTEMPT_SECONDS,
-        )
-        if slot is None:
-            return  # the host's other lanes (here or in other workers) take its deliveries
-        try:
-            stop_taking_at = time.monotonic() + settings.WEBHOOK_TIMEOUT_SECONDS
-            while waiting and time.monotonic() < stop_taking_at:
-                try:
-                    index = waiting.popleft()
-                except IndexError:  # another lane of the host took the last one
-                    return
-                started = time.monotonic()
-                results[index] = _send_one(claims[index], send)
-                if time.monotonic() - started >= SLOW_ATTEMPT_SECONDS:
-                    return
-        finally:
-            slot.release()
+    def _send_while_quick(waiting: deque[int]) -> None:
+        stop_taking_at = time.monotonic() + settings.WEBHOOK_TIMEOUT_SECONDS
+        while time.monotonic() < stop_taking_at:
+            try:
+                index = waiting.popleft()
+            except IndexError:  # none left: this lane or another of the host sent them
+                return
+            started = time.monotonic()
+            results[index] = _send_one(claims[index], send)
+            if time.monotonic() - started >= SLOW_ATTEMPT_SECONDS:
+                return
 
     if len(lanes) == 1:
         lane(*lanes[0])

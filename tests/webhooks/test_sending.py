@@ -14,9 +14,9 @@ from django.utils import timezone
 from core import deadlines, http
 from core.models import Client
 from core.services import client_create
-from examples.receiver import Receiver
+from examples.receiver import Receiver, Reply
 from tests.fakes.hostile_receiver import MODES, HostileReceiver
-from webhooks import attempts, claims, outbox, sending
+from webhooks import attempts, claims, dispatch, outbox, sending, tasks
 from webhooks.models import Delivery, DeliveryAttempt
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -175,16 +175,37 @@ def test_a_host_with_a_free_slot_gets_its_deliveries_sent_in_turn(
     }
 
 
+def test_a_lane_takes_no_more_after_a_slow_answer(
+    owner: Client, make_receiver: Callable[..., Receiver], settings: object
+) -> None:
+    # Given a host with one lane whose first answer is slow
+    settings.WEBHOOK_MAX_IN_FLIGHT_PER_HOST = 1  # type: ignore[attr-defined]
+    receiver = make_receiver(Reply(delay_seconds=sending.SLOW_ATTEMPT_SECONDS + 0.2))
+    deliveries = [record(owner, receiver.url) for _ in range(3)]
+
+    # When its deliveries are sent
+    outcomes = attempts.deliveries_attempt(delivery_ids=[d.pk for d in deliveries])
+
+    # Then the slow one was delivered and the others put back unattempted, for their turn
+    assert [o.delivery_id for o in outcomes] == [deliveries[0].pk]
+    assert len(receiver.received) == 1
+    assert sorted(Delivery.objects.filter(owner=owner).values_list("state", "attempt_count")) == [
+        (Delivery.State.PENDING, 0), (Delivery.State.PENDING, 0), (Delivery.State.SUCCEEDED, 1)
+    ]
+
+
 def test_slots_are_keyed_by_host_name_and_port() -> None:
     assert sending.host_of("https://Hooks.Example/in") == "hooks.example:443"
     assert sending.host_of("http://hooks.example:8080/in") == "hooks.example:8080"
     assert sending.host_of("http://[::1]:99/") == "::1:99"
 
 
-def test_an_attempt_ends_well_inside_its_claim_and_its_slot() -> None:
-    # An attempt's longest: waiting for a slot, then the request's limit and its slack.
+def test_a_batch_ends_well_inside_its_claims_and_a_drain_inside_its_task_limit() -> None:
+    # A batch's longest: a lane waits for a slot, takes deliveries for up to the timeout, and
+    # its last attempt takes the request's limit and its slack.
     limit = django_settings.WEBHOOK_TIMEOUT_SECONDS + deadlines.SLACK_SECONDS
-    longest = sending.SLOT_WAIT_SECONDS + limit
+    longest_batch = sending.SLOT_WAIT_SECONDS + django_settings.WEBHOOK_TIMEOUT_SECONDS + limit
 
-    assert claims.claim_lease_seconds() > longest + 10  # recording the outcome has time too
+    assert claims.claim_lease_seconds() > longest_batch + 10  # recording the outcomes has time too
     assert sending.slot_lease_seconds() > limit
+    assert tasks.deliveries_drain.soft_time_limit > dispatch.DRAIN_MAX_SECONDS + longest_batch + 10
