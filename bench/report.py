@@ -228,7 +228,8 @@ def render(results: dict[str, Any]) -> str:
             f"| plain `requests.post` loop (one process) | {_get(delivery, 'plain_requests_post', 'per_second')} |",
             f"| plain `requests.Session().post` loop (one process, keep-alive) | {loop} |",
             (f"| the `webhooks` worker: signed, guarded, logged attempts; each event recorded in a "
-             f"transaction of its own (one message each), queued, then drained | {rate} |"),
+             f"transaction of its own (handed to the due queue as jobs finishing one by one hand them), "
+             f"queued, then drained | {rate} |"),
             "",
             (f"First delivery {service.get('first_after_commit_ms')} ms after the events' commit; "
             f"all delivered {service.get('all_after_commit_s')} s after it."),

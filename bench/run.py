@@ -1049,8 +1049,9 @@ class Bench:
         from core.celery import app
 
         # Recording in this process is slower than the worker delivers: measured with the worker
-        # consuming, the rate was the recording's. So the messages (one per delivery, as one per
-        # finishing job) are queued first, and the worker's drain of them is what is measured.
+        # consuming, the rate was the recording's. So the deliveries (each recorded and handed
+        # to the due queue on its own, as by a finishing job) are queued first, and the
+        # worker's drain of them is what is measured.
         worker = [f"bench-webhooks-worker@{socket.gethostname()}"]
         app.control.cancel_consumer("webhooks", destination=worker, reply=True, timeout=10)
 
@@ -1079,7 +1080,7 @@ class Bench:
         app.control.add_consumer("webhooks", destination=worker, reply=True, timeout=10)
         figures["service"] = self.arrivals("/deliver", count, started)
         figures["service"]["recorded_in_s"] = round(recorded_in, 2)
-        figures["service"]["measured"] = "drain of queued deliveries, one message each"
+        figures["service"]["measured"] = "drain of queued deliveries, each recorded in a transaction of its own"
         self.profile_stop()
         figures["service"]["vs_session_loop"] = round(
             figures["service"]["per_second"] / figures["plain_requests_session"]["per_second"], 2)
