@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import timedelta
+from typing import Any
 
 from celery import shared_task
 from django.conf import settings
@@ -26,47 +27,31 @@ _SOFT_LIMIT_SECONDS = settings.WEBHOOK_TIMEOUT_SECONDS * 2 + 15
 _HARD_LIMIT_SECONDS = settings.WEBHOOK_TIMEOUT_SECONDS * 2 + 30
 
 
-@shared_task(
-    name=dispatch.ATTEMPT_TASK,
-    ignore_result=True,
-    soft_time_limit=_SOFT_LIMIT_SECONDS,
-    time_limit=_HARD_LIMIT_SECONDS,
-    # The database being briefly unreachable is the one failure worth a quick retry; anything
-    # else is left to the dispatcher, which republishes once the claim has expired.
-    autoretry_for=(DatabaseError,),
-    retry_backoff=5,
-    max_retries=5,
-)
+# Every sending task: the database being briefly unreachable is the one failure worth a quick
+# retry; anything else is left to the dispatcher, which republishes once the claim has expired
+# (without it a database blip left a job's final webhook to the dispatcher, which republishes a
+# published delivery only after REDISPATCH_AFTER_SECONDS).
+_SENDING: dict[str, Any] = {
+    "ignore_result": True, "autoretry_for": (DatabaseError,), "retry_backoff": 5, "max_retries": 5,
+}
+# Tasks that may send several batches, one after another.
+_BATCHES_LIMITS = {"soft_time_limit": _SOFT_LIMIT_SECONDS * 5, "time_limit": _HARD_LIMIT_SECONDS * 5}
+
+
+@shared_task(name=dispatch.ATTEMPT_TASK, soft_time_limit=_SOFT_LIMIT_SECONDS, time_limit=_HARD_LIMIT_SECONDS,
+             **_SENDING)
 def deliveries_attempt(*, delivery_ids: list[int]) -> None:
     """Send the deliveries' next attempts, side by side."""
     attempts.deliveries_attempt(delivery_ids=delivery_ids)
 
 
-@shared_task(
-    name=dispatch.DRAIN_TASK,
-    ignore_result=True,
-    soft_time_limit=_SOFT_LIMIT_SECONDS * 5,
-    time_limit=_HARD_LIMIT_SECONDS * 5,
-    autoretry_for=(DatabaseError,),
-    retry_backoff=5,
-    max_retries=5,
-)
+@shared_task(name=dispatch.DRAIN_TASK, **_BATCHES_LIMITS, **_SENDING)
 def deliveries_drain() -> None:
     """Send what the due queue holds, a batch at a time, until it is empty."""
     attempts.deliveries_drain()
 
 
-@shared_task(
-    name="webhooks.deliveries_send_for_subject",
-    ignore_result=True,
-    soft_time_limit=_SOFT_LIMIT_SECONDS * 5,
-    time_limit=_HARD_LIMIT_SECONDS * 5,
-    # As deliveries_attempt: without it a database blip left the job's final webhook to the
-    # dispatcher, which republishes a published delivery only after REDISPATCH_AFTER_SECONDS.
-    autoretry_for=(DatabaseError,),
-    retry_backoff=5,
-    max_retries=5,
-)
+@shared_task(name="webhooks.deliveries_send_for_subject", **_BATCHES_LIMITS, **_SENDING)
 def deliveries_send_for_subject(previous: object = None, *, subject_id: str) -> None:
     """The tail of a job's chain: send the job's recorded events that are due."""
     attempts.deliveries_send_for_subject(subject_id=uuid.UUID(subject_id))

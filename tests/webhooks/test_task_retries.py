@@ -19,6 +19,7 @@ from webhooks import attempts, tasks
     [
         (tasks.deliveries_send_for_subject, "deliveries_send_for_subject", {"subject_id": str(uuid.uuid4())}),
         (tasks.deliveries_attempt, "deliveries_attempt", {"delivery_ids": [1, 2]}),
+        (tasks.deliveries_drain, "deliveries_drain", {}),
     ],
 )
 def test_a_delivery_task_runs_again_after_a_database_error(
