@@ -34,7 +34,7 @@ def drains_asked(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[None]]:
     client = dispatch._redis()
     assert client is not None
     queue, flag = dispatch._due_keys()
-    client.delete(flag)
+    client.delete(queue, flag)  # the queue as this test fills it, nothing an earlier test left
     yield asked
     client.delete(flag)
 
