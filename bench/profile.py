@@ -125,12 +125,13 @@ def main() -> None:
                 assert client.post("/api/jobs/", body, content_type="application/json").status_code == 202
             queue = redis.Redis.from_url(os.environ["CACHE_URL"])
             key = dispatch.handover_key()
-            ids = [uuid.UUID(raw.decode()) for raw in queue.lrange(key, 0, -1)]
+            entries = queue.lrange(key, 0, -1)
+            ids = [dispatch.handover_parse(raw)[0] for raw in entries]
             queue.ltrim(key, 2 * count, -1)
-            queue.rpush(key, *(str(job_id) for job_id in ids[:count]))
+            queue.rpush(key, *entries[:count])
             cpu_started = time.process_time()
             while taken := queue.lpop(key, publisher.BATCH):
-                dispatch.jobs_publish_handed_over(job_ids=[uuid.UUID(raw.decode()) for raw in taken])
+                dispatch.jobs_publish_handed_over(handed=[dispatch.handover_parse(raw) for raw in taken])
             batched = (time.process_time() - cpu_started) / count * 1000
             one_by_one = list(Job.objects.filter(pk__in=ids[count:]))
             cpu_started = time.process_time()

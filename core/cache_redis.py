@@ -1,11 +1,13 @@
 """The Redis behind CACHE_URL, for what the processes share beside the cache itself: the rate
-limits' counts (core/throttling.py) and the receivers' delivery slots (webhooks/sending.py)."""
+limits' counts (core/throttling.py), the receivers' delivery slots (webhooks/sending.py), and
+the lists that hand work to the workers (jobs/dispatch.py, webhooks/dispatch.py)."""
 from __future__ import annotations
 
 from typing import Any
 
 import redis
 from django.conf import settings
+from django.core.cache import cache
 
 _SCHEMES = ("redis://", "rediss://", "unix://")
 
@@ -19,3 +21,11 @@ def client(**options: Any) -> redis.Redis:
     """A client with short timeouts: a hung Redis must not stall a request or a delivery (what
     uses it admits instead)."""
     return redis.Redis.from_url(settings.CACHE_URL, socket_timeout=1, socket_connect_timeout=1, **options)
+
+
+def queue_key(name: str) -> str:
+    """The key of a list that hands work to the workers: named apart as the broker's own queues
+    are (CELERY_BROKER_KEY_PREFIX), so that services or test runs sharing one Redis never take
+    each other's work."""
+    prefix = settings.CELERY_BROKER_TRANSPORT_OPTIONS.get("global_keyprefix", "")
+    return cache.make_key(f"{prefix}{name}")

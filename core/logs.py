@@ -21,7 +21,13 @@ from datetime import datetime
 from typing import Any
 
 import structlog
-from structlog.contextvars import bind_contextvars, clear_contextvars, get_contextvars, merge_contextvars
+from structlog.contextvars import (
+    bind_contextvars,
+    bound_contextvars,
+    clear_contextvars,
+    get_contextvars,
+    merge_contextvars,
+)
 from structlog.typing import Processor
 
 # The context a task inherits from whoever published it, in this message header.
@@ -49,6 +55,7 @@ _SHARED: list[Processor] = [
 ]
 
 bind = bind_contextvars
+bound = bound_contextvars  # a `with` block's extra context
 clear = clear_contextvars
 INFO = logging.INFO
 
@@ -109,10 +116,15 @@ def task_context_publish(headers: dict[str, Any] | None = None, **kwargs: Any) -
     """before_task_publish: put the current request id and client on the message."""
     if headers is None:
         return
-    context = get_contextvars()
-    carried = {key: context[key] for key in PROPAGATED_KEYS if key in context}
+    carried = propagated()
     if carried:
         headers[CONTEXT_HEADER] = carried
+
+
+def propagated() -> dict[str, Any]:
+    """The context what happens next on this job's behalf inherits (its request id, client)."""
+    context = get_contextvars()
+    return {key: context[key] for key in PROPAGATED_KEYS if key in context}
 
 
 def task_context_bind(task: Any = None, kwargs: dict[str, Any] | None = None, **_: Any) -> None:

@@ -14,9 +14,11 @@ Tasks are published by name (`app.signature`), so nothing here imports the tasks
 """
 from __future__ import annotations
 
+import json
 import logging
 import time
 import uuid
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -25,11 +27,10 @@ from celery import chain
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 from django.conf import settings
-from django.core.cache import cache
 from django.db import transaction
 from django.utils import timezone
 
-from core import cache_redis
+from core import cache_redis, logs
 from core.celery import app
 from jobs import sql
 from jobs.models import Job
@@ -96,8 +97,22 @@ def job_publish_or_release(*, job: Job) -> bool:
 
 
 def handover_key() -> str:
-    """The Redis list of handed-over job ids, oldest first."""
-    return cache.make_key("jobs:handover")
+    """The Redis list of handed-over jobs, oldest first (`handover_entry` each)."""
+    return cache_redis.queue_key("jobs:handover")
+
+
+# A handed-over job: its id, and the log context (request id, client) its publish carries on.
+HandedOver = tuple[uuid.UUID, dict[str, Any]]
+
+
+def handover_entry(*, job: Job) -> str:
+    """`job` as the handover list holds it, with the context logged where it was submitted."""
+    return json.dumps({"job": str(job.id), "log": logs.propagated()}, separators=(",", ":"))
+
+
+def handover_parse(raw: bytes) -> HandedOver:
+    entry = json.loads(raw)
+    return uuid.UUID(entry["job"]), dict(entry.get("log") or {})
 
 
 def handover_configured() -> bool:
@@ -126,20 +141,25 @@ def job_hand_over(*, job: Job) -> None:
     global _handover_down_until
     if time.monotonic() >= _handover_down_until:
         try:
-            _handover_redis().rpush(handover_key(), str(job.id))
+            _handover_redis().rpush(handover_key(), handover_entry(job=job))
             return
         except redis.RedisError:
             _handover_down_until = time.monotonic() + HANDOVER_RETRY_SECONDS
             logger.warning("The handover list is unreachable; jobs are published from the request for %s s",
                            HANDOVER_RETRY_SECONDS, exc_info=True)
-    jobs_publish_handed_over(job_ids=[job.id])
+    jobs_publish_handed_over(handed=[(job.id, {})])  # the request's own context is bound
 
 
-def jobs_publish_handed_over(*, job_ids: list[uuid.UUID]) -> int:
+def jobs_publish_handed_over(*, handed: Sequence[HandedOver]) -> int:
     """Claim the handed-over jobs still waiting for dispatch (not canceled, not taken by the
-    sweeper) and publish them; how many were published."""
-    claimed = sql.jobs_claim_for_dispatch(job_ids=job_ids, now=timezone.now())
-    return sum(job_publish_or_release(job=job) for job in claimed)
+    sweeper) and publish them, each with the log context it was submitted in; how many were
+    published."""
+    contexts = dict(handed)
+    published = 0
+    for job in sql.jobs_claim_for_dispatch(job_ids=list(contexts), now=timezone.now()):
+        with logs.bound(**contexts[job.id]):
+            published += job_publish_or_release(job=job)
+    return published
 
 
 # The most waiting jobs one run of the sweeper claims (the rest wait for the next run).

@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import uuid
 from typing import Any
 
 import redis
@@ -67,10 +66,10 @@ class Publisher:
             self.publish(client, key, taken)
 
     def publish(self, client: redis.Redis, key: str, taken: list[bytes]) -> None:
-        """Claim and publish the jobs of `taken` (ids as Redis returns them)."""
+        """Claim and publish the jobs of `taken` (entries as Redis returns them)."""
         try:
-            dispatch.jobs_publish_handed_over(job_ids=[uuid.UUID(raw.decode()) for raw in taken])
-        except Exception as exc:  # the database is down, most likely: the ids wait on the list again
+            dispatch.jobs_publish_handed_over(handed=[dispatch.handover_parse(raw) for raw in taken])
+        except Exception as exc:  # the database is down, most likely: the entries wait on the list again
             self._warn("could not claim handed-over jobs; they go back on the list", exc)
             try:
                 client.lpush(key, *reversed(taken))

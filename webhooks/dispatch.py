@@ -24,7 +24,6 @@ from collections.abc import Sequence
 from datetime import timedelta
 
 import redis
-from django.core.cache import cache
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -105,7 +104,7 @@ def _redis() -> redis.Redis | None:
 
 def _due_keys() -> tuple[str, str]:
     """The due queue's list of delivery ids, and the flag saying a drain has been asked for."""
-    return cache.make_key("webhooks:due"), cache.make_key("webhooks:drain-asked")
+    return cache_redis.queue_key("webhooks:due"), cache_redis.queue_key("webhooks:drain-asked")
 
 
 def deliveries_queue(*, delivery_ids: Sequence[int]) -> None:

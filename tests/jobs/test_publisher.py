@@ -10,7 +10,7 @@ import pytest
 from django.db import DatabaseError
 from django.utils import timezone
 
-from core import cache_redis
+from core import cache_redis, logs
 from jobs import dispatch, publisher
 from jobs.models import Job
 from tests.conftest import Api
@@ -32,8 +32,8 @@ def test_a_handed_over_job_is_published_once(api: Api, monkeypatch: pytest.Monke
     monkeypatch.setattr(dispatch, "job_publish", lambda job: published.append(job.id))
     job = waiting_job(api)
 
-    assert dispatch.jobs_publish_handed_over(job_ids=[job.id, job.id]) == 1
-    assert dispatch.jobs_publish_handed_over(job_ids=[job.id]) == 0  # claimed: the sweeper's or ours
+    assert dispatch.jobs_publish_handed_over(handed=[(job.id, {}), (job.id, {})]) == 1
+    assert dispatch.jobs_publish_handed_over(handed=[(job.id, {})]) == 0  # claimed: the sweeper's or ours
 
     assert published == [job.id]
     assert Job.objects.get(pk=job.id).dispatched_at is not None
@@ -47,7 +47,7 @@ def test_a_job_revoked_before_the_publisher_takes_it_is_not_published(
     job = waiting_job(api)
     assert api.post(f"/api/jobs/{job.id}/cancel/").status_code in (200, 202)
 
-    assert dispatch.jobs_publish_handed_over(job_ids=[job.id]) == 0
+    assert dispatch.jobs_publish_handed_over(handed=[(job.id, {})]) == 0
     assert published == []
 
 
@@ -61,9 +61,27 @@ def test_ids_whose_claim_failed_go_back_to_the_head_of_the_list(monkeypatch: pyt
 
     monkeypatch.setattr(dispatch, "jobs_publish_handed_over", refused)
     monkeypatch.setattr(publisher, "RETRY_SECONDS", 0)
-    taken = [str(uuid.uuid4()).encode(), str(uuid.uuid4()).encode()]
+    taken = [f'{{"job":"{uuid.uuid4()}","log":{{}}}}'.encode() for _ in range(2)]
 
     publisher.Publisher().publish(client, key, taken)
 
     assert client.lrange(key, 0, -1) == [*taken, b"later"]
     client.delete(key)
+
+
+def test_a_handed_over_job_is_published_with_the_log_context_it_was_submitted_in(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a job handed over from a request with its request id and client in the log context
+    job = waiting_job(api)
+    with logs.bound(request_id="trace-1", client="c-1"):
+        entry = dispatch.handover_entry(job=job)
+    seen: list[dict[str, Any]] = []
+    monkeypatch.setattr(dispatch, "job_publish", lambda job: seen.append(logs.propagated()))
+
+    # When the publisher publishes it, outside any request
+    dispatch.jobs_publish_handed_over(handed=[dispatch.handover_parse(entry.encode())])
+
+    # Then its message carries that context on (tests/core/test_logs.py follows it end to end)
+    assert seen == [{"request_id": "trace-1", "client": "c-1"}]
+    assert logs.propagated() == {}
