@@ -8,7 +8,8 @@ thread of the worker that serves the `maintenance` queue, claims the jobs it tak
 and publishes them. The job's row is the record: it waits for dispatch (`dispatched_at` unset)
 until the publisher claims it, so an id lost between the list and the broker (a worker killed
 mid-batch) leaves a job the sweeper publishes after JOB_DISPATCH_GRACE_SECONDS. Without that
-Redis (`make run`'s embedded mode), or with it unreachable, the request publishes as before.
+Redis (`make run`'s embedded mode), with it unreachable, or with no publisher alive (each says
+so in Redis every second), the request publishes as before.
 
 Tasks are published by name (`app.signature`), so nothing here imports the tasks that run them.
 """
@@ -116,14 +117,43 @@ def handover_parse(raw: bytes) -> HandedOver:
 
 
 def handover_configured() -> bool:
-    """Whether submissions hand their jobs to the publisher (CACHE_URL is a Redis)."""
+    """Whether submissions may hand their jobs to a publisher (CACHE_URL is a Redis)."""
     return cache_redis.configured()
 
+
+def publisher_alive_key() -> str:
+    """Set by each running publisher, lasting PUBLISHER_ALIVE_SECONDS, refreshed every second."""
+    return cache_redis.queue_key("jobs:publisher-alive")
+
+
+PUBLISHER_ALIVE_SECONDS = 3.0
+# How long a process goes by what it last read of a publisher being alive (seconds).
+PUBLISHER_CHECK_SECONDS = 1.0
+_publisher_checked: tuple[float, bool] = (float("-inf"), False)
 
 _handover_client: redis.Redis | None = None
 # Until when (time.monotonic()) submissions publish from the request: the list was unreachable.
 _handover_down_until = 0.0
 HANDOVER_RETRY_SECONDS = 5.0
+
+
+def handover_available() -> bool:
+    """Whether a submission hands its job over: CACHE_URL is a Redis that answered lately, and
+    a publisher said it is alive within PUBLISHER_ALIVE_SECONDS (read at most once every
+    PUBLISHER_CHECK_SECONDS per process). Otherwise the request publishes, so a deployment whose
+    publisher is missing (no worker serves `maintenance`) still runs its jobs."""
+    global _publisher_checked, _handover_down_until
+    if not handover_configured() or time.monotonic() < _handover_down_until:
+        return False
+    checked_at, alive = _publisher_checked
+    if time.monotonic() - checked_at >= PUBLISHER_CHECK_SECONDS:
+        try:
+            alive = bool(_handover_redis().exists(publisher_alive_key()))
+        except redis.RedisError:
+            alive = False
+            _handover_down_until = time.monotonic() + HANDOVER_RETRY_SECONDS
+        _publisher_checked = (time.monotonic(), alive)
+    return alive
 
 
 def _handover_redis() -> redis.Redis:

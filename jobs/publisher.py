@@ -8,7 +8,8 @@ sending a Celery message (docs/benchmarks.md). Run as many as there are such wor
 hands each id to one of them, and the claim skips a job the sweeper took first.
 
 When Redis fails it waits a second and tries again (submissions publish from the request
-meanwhile); when the database fails, the ids go back to the head of the list.
+meanwhile); when the database fails, the ids go back to the head of the list. It says it is
+alive in Redis every second: with no publisher alive, submissions publish themselves.
 """
 from __future__ import annotations
 
@@ -30,6 +31,8 @@ logger = logging.getLogger(__name__)
 BATCH = 200
 # How long one BLPOP waits for an id before looking at the stop flag (seconds).
 BLOCK_SECONDS = 0.5
+# How often a publisher says it is alive (seconds), well within PUBLISHER_ALIVE_SECONDS.
+ALIVE_EVERY_SECONDS = 1.0
 # After a failure, the pause before trying again (seconds); the log says so once a minute.
 RETRY_SECONDS = 1.0
 _WARN_EVERY_SECONDS = 60.0
@@ -52,9 +55,14 @@ class Publisher:
 
     def _run(self) -> None:
         client = cache_redis.client()
-        key = dispatch.handover_key()
+        key, alive_key = dispatch.handover_key(), dispatch.publisher_alive_key()
+        alive_said_at = float("-inf")
         while not self._stopping.is_set():
             try:
+                if time.monotonic() - alive_said_at >= ALIVE_EVERY_SECONDS:
+                    # Submissions hand their jobs over only while some publisher says this.
+                    client.set(alive_key, 1, px=int(dispatch.PUBLISHER_ALIVE_SECONDS * 1000))
+                    alive_said_at = time.monotonic()
                 popped = client.blpop([key], timeout=BLOCK_SECONDS)
                 if popped is None:
                     continue

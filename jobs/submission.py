@@ -172,7 +172,7 @@ def _job_insert(*, owner: Client, job: Job, job_type: JobType) -> Job:
     cap = settings.JOB_MAX_UNFINISHED_PER_CLIENT
     quota = settings.JOB_RESULT_QUOTA_BYTES_PER_CLIENT if job_type.persist_result else 0
     # Handed to the publisher: the row waits for dispatch until the publisher claims it.
-    handed_over = job.dispatched_at is not None and dispatch.handover_configured()
+    handed_over = job.dispatched_at is not None and dispatch.handover_available()
     if handed_over:
         job.dispatched_at = None
     if not sql.job_insert_below_cap(job, cap=cap, result_quota=quota):

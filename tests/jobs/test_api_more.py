@@ -156,6 +156,7 @@ def handover_down(monkeypatch: pytest.MonkeyPatch, settings: Any) -> None:
     settings.CACHE_URL = f"redis://127.0.0.1:{dead_port}/0"
     monkeypatch.setattr(dispatch, "_handover_client", None)
     monkeypatch.setattr(dispatch, "_handover_down_until", 0.0)
+    monkeypatch.setattr(dispatch, "_publisher_checked", (float("-inf"), False))
 
 
 def test_a_submission_does_not_need_the_broker_when_it_hands_its_job_over(

@@ -85,3 +85,23 @@ def test_a_handed_over_job_is_published_with_the_log_context_it_was_submitted_in
     # Then its message carries that context on (tests/core/test_logs.py follows it end to end)
     assert seen == [{"request_id": "trace-1", "client": "c-1"}]
     assert logs.propagated() == {}
+
+
+def test_a_submission_hands_its_job_over_while_a_publisher_is_alive_and_publishes_itself_otherwise(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given the session's worker serving `maintenance`: its publisher says it is alive
+    handed = api.submit("api.tasks.hello_world", {"message": "handed over"})
+
+    # When no publisher is alive (a deployment with no worker on `maintenance`)
+    monkeypatch.setattr(dispatch, "publisher_alive_key", lambda: f"test:no-publisher:{uuid.uuid4().hex}")
+    monkeypatch.setattr(dispatch, "_publisher_checked", (float("-inf"), False))
+    itself = api.submit("api.tasks.hello_world", {"message": "published by the request"})
+
+    # Then both run: the first claimed by the publisher after its insert, the second published
+    # by its request, claimed by the insert itself
+    for job in (handed, itself):
+        assert api.wait(job["id"])["status"] == "SUCCESS"
+    handed_row, itself_row = Job.objects.get(pk=handed["id"]), Job.objects.get(pk=itself["id"])
+    assert handed_row.dispatched_at > handed_row.created_at
+    assert itself_row.dispatched_at == itself_row.created_at
