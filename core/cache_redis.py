@@ -7,6 +7,8 @@ from typing import Any
 
 import redis
 from django.conf import settings
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from django.core.cache import cache
 
 _SCHEMES = ("redis://", "rediss://", "unix://")
@@ -29,3 +31,16 @@ def queue_key(name: str) -> str:
     each other's work."""
     prefix = settings.CELERY_BROKER_TRANSPORT_OPTIONS.get("global_keyprefix", "")
     return cache.make_key(f"{prefix}{name}")
+
+
+_queue_client: redis.Redis | None = None
+
+
+def queue_client() -> redis.Redis:
+    """This process's client for those lists, made on first use (connecting then). No retries:
+    what hands work over falls back at once to a message of its own when Redis is down, where
+    redis-py's default retries would hold it about 3 s each time."""
+    global _queue_client
+    if _queue_client is None:
+        _queue_client = client(retry=Retry(NoBackoff(), 0))
+    return _queue_client

@@ -25,8 +25,6 @@ from typing import Any
 
 import redis
 from celery import chain
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
@@ -131,7 +129,6 @@ PUBLISHER_ALIVE_SECONDS = 3.0
 PUBLISHER_CHECK_SECONDS = 1.0
 _publisher_checked: tuple[float, bool] = (float("-inf"), False)
 
-_handover_client: redis.Redis | None = None
 # Until when (time.monotonic()) submissions publish from the request: the list was unreachable.
 _handover_down_until = 0.0
 HANDOVER_RETRY_SECONDS = 5.0
@@ -148,21 +145,12 @@ def handover_available() -> bool:
     checked_at, alive = _publisher_checked
     if time.monotonic() - checked_at >= PUBLISHER_CHECK_SECONDS:
         try:
-            alive = bool(_handover_redis().exists(publisher_alive_key()))
+            alive = bool(cache_redis.queue_client().exists(publisher_alive_key()))
         except redis.RedisError:
             alive = False
             _handover_down_until = time.monotonic() + HANDOVER_RETRY_SECONDS
         _publisher_checked = (time.monotonic(), alive)
     return alive
-
-
-def _handover_redis() -> redis.Redis:
-    global _handover_client
-    if _handover_client is None:
-        # Connects on first use; a pool per process. No retries: a submission must not wait
-        # seconds on a Redis that is down when it can publish at once instead.
-        _handover_client = cache_redis.client(retry=Retry(NoBackoff(), 0))
-    return _handover_client
 
 
 def job_hand_over(*, job: Job) -> None:
@@ -171,7 +159,7 @@ def job_hand_over(*, job: Job) -> None:
     global _handover_down_until
     if time.monotonic() >= _handover_down_until:
         try:
-            _handover_redis().rpush(handover_key(), handover_entry(job=job))
+            cache_redis.queue_client().rpush(handover_key(), handover_entry(job=job))
             return
         except redis.RedisError:
             _handover_down_until = time.monotonic() + HANDOVER_RETRY_SECONDS

@@ -89,17 +89,9 @@ def deliveries_publish_on_commit(*, delivery_ids: list[int], countdown: float | 
         transaction.on_commit(lambda: deliveries_publish_or_release(delivery_ids=delivery_ids, countdown=countdown))
 
 
-_redis_client: redis.Redis | None = None
-
-
 def _redis() -> redis.Redis | None:
-    """This process's client of the due queue's Redis; None without one (embedded mode)."""
-    global _redis_client
-    if not cache_redis.configured():
-        return None
-    if _redis_client is None:
-        _redis_client = cache_redis.client()  # connects on first use; a pool per process
-    return _redis_client
+    """The due queue's Redis client; None without one (embedded mode)."""
+    return cache_redis.queue_client() if cache_redis.configured() else None
 
 
 def _due_keys() -> tuple[str, str]:

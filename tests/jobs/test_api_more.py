@@ -11,6 +11,7 @@ import pytest
 from django.conf import settings
 from django.utils import timezone
 
+from core import cache_redis
 from core.celery import app as celery_app
 from jobs import dispatch
 from jobs.dispatch import job_publish
@@ -154,7 +155,7 @@ def handover_down(monkeypatch: pytest.MonkeyPatch, settings: Any) -> None:
         sock.bind(("127.0.0.1", 0))
         dead_port = sock.getsockname()[1]
     settings.CACHE_URL = f"redis://127.0.0.1:{dead_port}/0"
-    monkeypatch.setattr(dispatch, "_handover_client", None)
+    monkeypatch.setattr(cache_redis, "_queue_client", None)
     monkeypatch.setattr(dispatch, "_handover_down_until", 0.0)
     monkeypatch.setattr(dispatch, "_publisher_checked", (float("-inf"), False))
 

@@ -10,6 +10,7 @@ import pytest
 import redis
 from django.db import DatabaseError
 
+from core import cache_redis
 from core.models import Client
 from core.services import client_create
 from examples.receiver import Receiver
@@ -129,7 +130,7 @@ def test_with_the_queue_unreachable_a_message_carries_the_ids(
     owner: Client, receiver: Receiver, celery_worker: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Given the due queue's Redis is unreachable
-    monkeypatch.setattr(dispatch, "_redis_client", redis.Redis(port=1, socket_connect_timeout=0.2))
+    monkeypatch.setattr(cache_redis, "_queue_client", redis.Redis(port=1, socket_connect_timeout=0.2))
 
     # When an event is recorded
     delivery = record(owner, receiver.url)
