@@ -3,7 +3,6 @@
     .venv/bin/python -m bench.profile submit [N]    # N x POST /api/jobs/ through Django's handler
     .venv/bin/python -m bench.profile deliver [N]   # N x webhooks.attempts.deliveries_attempt, one each
     .venv/bin/python -m bench.profile poll [N]
-    .venv/bin/python -m bench.profile handover [N]  # N jobs submitted, then published as the publisher does
 
 Runs against a scratch database (`jobapi_bench_profile`, dropped afterwards) and Redis
 database 12 (flushed), like `make bench`; the deliveries go to bench/receiver.py on loopback.
@@ -111,42 +110,12 @@ def main() -> None:
             for delivery_id in ids[20:]:
                 attempts.deliveries_attempt(delivery_ids=[delivery_id])
             profiler.stop()
-        elif what == "handover":
-            # CPU per job (no profiler): the publisher's batches, against publishing each job
-            # from the request as submissions did before the handover.
-            import redis
-
-            from jobs import dispatch, publisher
-            from jobs.models import Job
-
-            client = DjangoClient(HTTP_HOST="127.0.0.1", HTTP_AUTHORIZATION=f"Bearer {keys[0]}")
-            body = {"job_name": "api.tasks.hello_world", "payload": {"message": "p"}}
-            for _ in range(2 * count):
-                assert client.post("/api/jobs/", body, content_type="application/json").status_code == 202
-            queue = redis.Redis.from_url(os.environ["CACHE_URL"])
-            key = dispatch.handover_key()
-            entries = queue.lrange(key, 0, -1)
-            ids = [dispatch.handover_parse(raw)[0] for raw in entries]
-            queue.ltrim(key, 2 * count, -1)
-            queue.rpush(key, *entries[:count])
-            cpu_started = time.process_time()
-            while taken := queue.lpop(key, publisher.BATCH):
-                dispatch.jobs_publish_handed_over(handed=[dispatch.handover_parse(raw) for raw in taken])
-            batched = (time.process_time() - cpu_started) / count * 1000
-            one_by_one = list(Job.objects.filter(pk__in=ids[count:]))
-            cpu_started = time.process_time()
-            for job in one_by_one:
-                dispatch.job_publish(job=job)
-            each = (time.process_time() - cpu_started) / count * 1000
-            print(json.dumps({"publisher_cpu_ms_per_job": round(batched, 3),
-                              "request_publish_cpu_ms_per_job": round(each, 3)}))
         else:
-            sys.exit(f"unknown path {what}: submit, poll, deliver or handover")
-        if what != "handover":
-            elapsed = time.perf_counter() - started
-            print(profiler.output_text(unicode=False, color=False, show_all=False))
-            print(json.dumps({"path": what, "count": count,
-                              "ms_per_operation": round(elapsed / count * 1000, 3)}))
+            sys.exit(f"unknown path {what}: submit, poll or deliver")
+        elapsed = time.perf_counter() - started
+        print(profiler.output_text(unicode=False, color=False, show_all=False))
+        print(json.dumps({"path": what, "count": count,
+                          "ms_per_operation": round(elapsed / count * 1000, 3)}))
     finally:
         stack.stop_all()
         from django.db import connections

@@ -40,8 +40,6 @@ REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379")
 BENCH_DB = "jobapi_bench"
 BROKER_DB = 12  # broker and cache (throttle counters)
 WEBHOOKS_WORKER_THREADS = 16  # the Procfile's deliveries worker
-# The worker that serves `maintenance` alone while the API is measured: its job publisher.
-PUBLISHER = "publisher-worker"
 # Threads recording the delivery phase's events: one loop alone records more slowly than a
 # worker delivers, and would measure itself.
 DELIVERY_RECORDERS = 4
@@ -588,15 +586,9 @@ class Bench:
     def api_submit_poll(self, *, measure: bool = True) -> str:
         from django.db import connection
 
-        from jobs.dispatch import handover_key
-
-        log("API: start gunicorn, and the job publisher (no consumer of the queues: submit is measured like its ceiling)")
+        log("API: start gunicorn (no Celery worker yet: submit is measured like its ceiling)")
         url = self.web("api-web", "core.settings")
         wait_http(f"{url}/healthz", self.stack, "api-web")
-        # Submissions hand their jobs to the publisher, a thread of the worker that serves
-        # `maintenance`: it runs beside the API, on the same cores, publishing what the naive
-        # view publishes inline (and without it alive, submissions would publish themselves).
-        self.worker(PUBLISHER, "maintenance", WORKER_POOL="threads", WORKER_THREADS="1")
         # Many clients, because the default per-client submit rate limit stays on.
         submit_keys = self.clients(128, "submit")
         # Many pollers too: each client's reads have a budget (API_READ_RATE_PER_MINUTE), and
@@ -643,9 +635,8 @@ class Bench:
         scrape = requests.get(f"{metrics_url}/metrics", headers={"Authorization": "Bearer bench"}, timeout=30)
         assert scrape.status_code == 200 and "jobapi_jobs_submitted_total" in scrape.text, scrape.text[:500]
         self.stack.stop(METRICS_WEB)
-        # The queued messages and handed-over jobs have no consumer by design: drop them and
-        # close their jobs.
-        self.redis_delete("jobs", handover_key())
+        # The queued messages have no consumer by design: drop them and close their jobs.
+        self.redis_delete("jobs")
         with connection.cursor() as cursor:
             cursor.execute("UPDATE jobs_job SET status = 'REVOKED', finished_at = now() "
                            "WHERE status = 'PENDING'")
@@ -715,8 +706,6 @@ class Bench:
         naive views in alternating rounds."""
         from django.db import connection
 
-        from jobs.dispatch import handover_key
-
         if not self.baseline_ids:
             log("outside shape: needs the baseline phase's rows; skipped")
             return
@@ -744,7 +733,7 @@ class Bench:
         }
         self.stack.stop("baseline-outside")
         self.stack.stop("api-outside")
-        self.redis_delete("jobs", "bench_naive", handover_key())
+        self.redis_delete("jobs", "bench_naive")
         with connection.cursor() as cursor:
             cursor.execute("UPDATE jobs_job SET status = 'REVOKED', finished_at = now() WHERE status = 'PENDING'")
 
@@ -857,7 +846,6 @@ class Bench:
     # Workers: end to end and delivery --------------------------------------------------------
 
     def start_workers(self) -> None:
-        self.stack.stop(PUBLISHER)  # the deliveries worker's publisher takes over
         log("start Celery workers (jobs, webhooks), beat, the bench echo worker and the receiver")
         self.worker("jobs-worker", "jobs,jobs_long")
         # As the Procfile and compose run it: a pool of threads (docs/deployment.md).
@@ -1112,7 +1100,7 @@ class Bench:
         }
 
     def stop_workers(self) -> None:
-        for name in (PUBLISHER, "jobs-worker", "webhooks-worker", "beat", "echo-worker", "receiver"):
+        for name in ("jobs-worker", "webhooks-worker", "beat", "echo-worker", "receiver"):
             self.stack.stop(name)
 
     # Scale -------------------------------------------------------------------------------------

@@ -23,7 +23,6 @@ from typing import Any
 import structlog
 from structlog.contextvars import (
     bind_contextvars,
-    bound_contextvars,
     clear_contextvars,
     get_contextvars,
     merge_contextvars,
@@ -55,7 +54,6 @@ _SHARED: list[Processor] = [
 ]
 
 bind = bind_contextvars
-bound = bound_contextvars  # a `with` block's extra context
 clear = clear_contextvars
 INFO = logging.INFO
 
@@ -116,15 +114,10 @@ def task_context_publish(headers: dict[str, Any] | None = None, **kwargs: Any) -
     """before_task_publish: put the current request id and client on the message."""
     if headers is None:
         return
-    carried = propagated()
+    context = get_contextvars()
+    carried = {key: context[key] for key in PROPAGATED_KEYS if key in context}
     if carried:
         headers[CONTEXT_HEADER] = carried
-
-
-def propagated() -> dict[str, Any]:
-    """The context what happens next on this job's behalf inherits (its request id, client)."""
-    context = get_contextvars()
-    return {key: context[key] for key in PROPAGATED_KEYS if key in context}
 
 
 def task_context_bind(task: Any = None, kwargs: dict[str, Any] | None = None, **_: Any) -> None:

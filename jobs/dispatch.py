@@ -1,35 +1,21 @@
-"""Handing jobs to the broker: the Celery chain that runs a job, handing it over once its row is
+"""Handing jobs to the broker: the Celery chain that runs a job, publishing it once its row is
 committed, the sweeper that publishes what waits (refused by the broker, or over its owner's
 running cap), and revoking a queued job.
-
-Where CACHE_URL is a Redis, a submission does not publish: its job's id goes onto the handover
-list there (one RPUSH, a fraction of a publish's CPU), and the publisher (jobs/publisher.py), a
-thread of the worker that serves the `maintenance` queue, claims the jobs it takes off the list
-and publishes them. The job's row is the record: it waits for dispatch (`dispatched_at` unset)
-until the publisher claims it, so an id lost between the list and the broker (a worker killed
-mid-batch) leaves a job the sweeper publishes after JOB_DISPATCH_GRACE_SECONDS. Without that
-Redis (`make run`'s embedded mode), with it unreachable, or with no publisher alive (each says
-so in Redis every second), the request publishes as before.
 
 Tasks are published by name (`app.signature`), so nothing here imports the tasks that run them.
 """
 from __future__ import annotations
 
-import json
 import logging
-import time
 import uuid
-from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
-import redis
 from celery import chain
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from core import cache_redis, logs
 from core.celery import app
 from jobs import sql
 from jobs.models import Job
@@ -93,91 +79,6 @@ def job_publish_or_release(*, job: Job) -> bool:
         Job.objects.filter(pk=job.pk, status=Job.Status.PENDING).update(dispatched_at=None)
         return False
     return True
-
-
-def handover_key() -> str:
-    """The Redis list of handed-over jobs, oldest first (`handover_entry` each)."""
-    return cache_redis.queue_key("jobs:handover")
-
-
-# A handed-over job: its id, and the log context (request id, client) its publish carries on.
-HandedOver = tuple[uuid.UUID, dict[str, Any]]
-
-
-def handover_entry(*, job: Job) -> str:
-    """`job` as the handover list holds it, with the context logged where it was submitted."""
-    return json.dumps({"job": str(job.id), "log": logs.propagated()}, separators=(",", ":"))
-
-
-def handover_parse(raw: bytes) -> HandedOver:
-    entry = json.loads(raw)
-    return uuid.UUID(entry["job"]), dict(entry.get("log") or {})
-
-
-def handover_configured() -> bool:
-    """Whether submissions may hand their jobs to a publisher (CACHE_URL is a Redis)."""
-    return cache_redis.configured()
-
-
-def publisher_alive_key() -> str:
-    """Set by each running publisher, lasting PUBLISHER_ALIVE_SECONDS, refreshed every second."""
-    return cache_redis.queue_key("jobs:publisher-alive")
-
-
-PUBLISHER_ALIVE_SECONDS = 3.0
-# How long a process goes by what it last read of a publisher being alive (seconds).
-PUBLISHER_CHECK_SECONDS = 1.0
-_publisher_checked: tuple[float, bool] = (float("-inf"), False)
-
-# Until when (time.monotonic()) submissions publish from the request: the list was unreachable.
-_handover_down_until = 0.0
-HANDOVER_RETRY_SECONDS = 5.0
-
-
-def handover_available() -> bool:
-    """Whether a submission hands its job over: CACHE_URL is a Redis that answered lately, and
-    a publisher said it is alive within PUBLISHER_ALIVE_SECONDS (read at most once every
-    PUBLISHER_CHECK_SECONDS per process). Otherwise the request publishes, so a deployment whose
-    publisher is missing (no worker serves `maintenance`) still runs its jobs."""
-    global _publisher_checked, _handover_down_until
-    if not handover_configured() or time.monotonic() < _handover_down_until:
-        return False
-    checked_at, alive = _publisher_checked
-    if time.monotonic() - checked_at >= PUBLISHER_CHECK_SECONDS:
-        try:
-            alive = bool(cache_redis.queue_client().exists(publisher_alive_key()))
-        except redis.RedisError:
-            alive = False
-            _handover_down_until = time.monotonic() + HANDOVER_RETRY_SECONDS
-        _publisher_checked = (time.monotonic(), alive)
-    return alive
-
-
-def job_hand_over(*, job: Job) -> None:
-    """Put a committed job on the handover list for the publisher; with the list's Redis
-    unreachable (now, or within HANDOVER_RETRY_SECONDS), claim and publish it here."""
-    global _handover_down_until
-    if time.monotonic() >= _handover_down_until:
-        try:
-            cache_redis.queue_client().rpush(handover_key(), handover_entry(job=job))
-            return
-        except redis.RedisError:
-            _handover_down_until = time.monotonic() + HANDOVER_RETRY_SECONDS
-            logger.warning("The handover list is unreachable; jobs are published from the request for %s s",
-                           HANDOVER_RETRY_SECONDS, exc_info=True)
-    jobs_publish_handed_over(handed=[(job.id, {})])  # the request's own context is bound
-
-
-def jobs_publish_handed_over(*, handed: Sequence[HandedOver]) -> int:
-    """Claim the handed-over jobs still waiting for dispatch (not canceled, not taken by the
-    sweeper) and publish them, each with the log context it was submitted in; how many were
-    published."""
-    contexts = dict(handed)
-    published = 0
-    for job in sql.jobs_claim_for_dispatch(job_ids=list(contexts), now=timezone.now()):
-        with logs.bound(**contexts[job.id]):
-            published += job_publish_or_release(job=job)
-    return published
 
 
 # The most waiting jobs one run of the sweeper claims (the rest wait for the next run).

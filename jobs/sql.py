@@ -185,23 +185,3 @@ def jobs_waiting_claim(*, now: datetime, grace_before: datetime, cap: int, limit
         cursor.execute(statement, params)
         return sorted((model_from_row(Job, row, alias) for row in cursor.fetchall()),
                       key=lambda job: job.run_at or job.created_at)
-
-
-def jobs_claim_for_dispatch(*, job_ids: Sequence[uuid.UUID], now: datetime, alias: str = "default") -> list[Job]:
-    """Claim (dispatched_at = now) those of `job_ids` still waiting for dispatch and pending, in
-    the order given; a job another dispatcher claimed first, or one revoked meanwhile, is left.
-    One statement: the publisher's claim of a handed-over batch."""
-    if not job_ids:
-        return []
-    connection = connections[alias]
-    field = Job._meta.get_field("dispatched_at")
-    ids = [_prepared("id", job_id, alias) for job_id in job_ids]
-    placeholders = ", ".join(["%s"] * len(ids))
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"UPDATE {Job._meta.db_table} SET dispatched_at = %s WHERE id IN ({placeholders}) "
-            f"AND status = 'PENDING' AND dispatched_at IS NULL RETURNING {columns_of(Job, alias)}",
-            [field.get_db_prep_save(now, connection), *ids],
-        )
-        claimed = {job.id: job for job in (model_from_row(Job, row, alias) for row in cursor.fetchall())}
-    return [claimed[job_id] for job_id in dict.fromkeys(job_ids) if job_id in claimed]

@@ -163,24 +163,17 @@ def _refusal(*, owner: Client, cap: int, quota: int, adding: int = 1) -> TooMany
 
 
 def _job_insert(*, owner: Client, job: Job, job_type: JobType) -> Job:
-    """Insert one job, the caps checked by the INSERT itself (one round trip); hand it over to the
-    publisher once the row is committed (jobs/dispatch.py), or, without one, publish it then.
-    Published from here, the row is inserted already claimed for dispatch (dispatched_at set),
+    """Insert one job, the caps checked by the INSERT itself (one round trip); publish it once
+    the row is committed. The row is inserted already claimed for dispatch (dispatched_at set),
     so the sweeper never publishes it too; if publishing fails, the claim is released and the
     sweeper takes over. One INSERT in autocommit is committed when it returns; inside a caller's
     transaction (the Idempotency-Key path) on_commit waits for that commit."""
     cap = settings.JOB_MAX_UNFINISHED_PER_CLIENT
     quota = settings.JOB_RESULT_QUOTA_BYTES_PER_CLIENT if job_type.persist_result else 0
-    # Handed to the publisher: the row waits for dispatch until the publisher claims it.
-    handed_over = job.dispatched_at is not None and dispatch.handover_available()
-    if handed_over:
-        job.dispatched_at = None
     if not sql.job_insert_below_cap(job, cap=cap, result_quota=quota):
         raise _refusal(owner=owner, cap=cap, quota=quota)
     telemetry.jobs_submitted(jobs=[job])
-    if handed_over:
-        transaction.on_commit(lambda: dispatch.job_hand_over(job=job))
-    elif job.dispatched_at is not None:
+    if job.dispatched_at is not None:
         transaction.on_commit(lambda: dispatch.job_publish_or_release(job=job))
     return job
 

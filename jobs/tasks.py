@@ -12,11 +12,10 @@ import uuid
 from typing import Any
 
 from celery import shared_task
-from celery.signals import worker_ready, worker_shutdown
 from celery.exceptions import Ignore, SoftTimeLimitExceeded
 from django.db import DatabaseError
 
-from jobs import dispatch, publisher, retention, transitions
+from jobs import dispatch, retention, transitions
 from jobs.models import Job
 from jobs.registry import job_type_get
 from jobs.types.base import JobCanceled, JobFailed, StepContext
@@ -24,10 +23,6 @@ from jobs.types.base import JobCanceled, JobFailed, StepContext
 logger = logging.getLogger(__name__)
 
 Status = Job.Status
-
-# The worker serving the maintenance queue publishes the jobs submissions hand over.
-worker_ready.connect(publisher.worker_ready)
-worker_shutdown.connect(publisher.worker_shutdown)
 
 
 def _context(job: Job, index: int, step_count: int) -> StepContext:

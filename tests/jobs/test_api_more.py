@@ -11,9 +11,7 @@ import pytest
 from django.conf import settings
 from django.utils import timezone
 
-from core import cache_redis
 from core.celery import app as celery_app
-from jobs import dispatch
 from jobs.dispatch import job_publish
 from jobs.models import Job
 from jobs.tasks import jobs_dispatch_sweep
@@ -147,36 +145,8 @@ def use_broker(url: str) -> None:
     celery_app.conf.broker_write_url = url  # set from broker_url at configuration time
 
 
-@pytest.fixture
-def handover_down(monkeypatch: pytest.MonkeyPatch, settings: Any) -> None:
-    """Point this process's handover list at a port nothing listens on: submissions publish
-    from the request, as without a Redis."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        dead_port = sock.getsockname()[1]
-    settings.CACHE_URL = f"redis://127.0.0.1:{dead_port}/0"
-    monkeypatch.setattr(cache_redis, "_queue_client", None)
-    monkeypatch.setattr(dispatch, "_handover_down_until", 0.0)
-    monkeypatch.setattr(dispatch, "_publisher_checked", (float("-inf"), False))
-
-
-def test_a_submission_does_not_need_the_broker_when_it_hands_its_job_over(
-    api: Api, broker_down: None, celery_worker: str
-) -> None:
-    # Given the API cannot reach the broker, a submission hands its job to the publisher
-    job = api.submit("api.tasks.hello_world", {"message": "handed over"})
-
-    # Then the worker's publisher publishes it: it runs, claimed before the sweeper's grace
-    # would let the sweeper take it
-    assert api.wait(job["id"])["status"] == "SUCCESS"
-    row = Job.objects.get(pk=job["id"])
-    assert row.dispatched_at - row.created_at < timedelta(seconds=settings.JOB_DISPATCH_GRACE_SECONDS)
-
-
-def test_a_job_accepted_while_the_broker_is_down_runs_once_it_is_back(
-    api: Api, broker_down: None, handover_down: None
-) -> None:
-    # Given the broker and the handover list are unreachable, a submission still answers 202 and keeps the job.
+def test_a_job_accepted_while_the_broker_is_down_runs_once_it_is_back(api: Api, broker_down: None) -> None:
+    # Given the broker is unreachable, a submission still answers 202 and keeps the job.
     job = api.submit("api.tasks.hello_world", {"message": "late"})
     row = Job.objects.get(pk=job["id"])
     assert row.status == "PENDING" and row.dispatched_at is None
