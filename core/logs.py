@@ -16,6 +16,7 @@ a transition says what an operator needs (and IP addresses need django-ipware).
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from datetime import datetime
 from typing import Any
@@ -61,6 +62,22 @@ INFO = logging.INFO
 def get_logger(name: str) -> Any:
     """The structlog logger for `name` (its `logger` field)."""
     return structlog.get_logger(name)
+
+
+class Occasional:
+    """A warning about a failure that repeats while it lasts (Redis unreachable from a loop that
+    runs every second), logged at most once every `every` seconds."""
+
+    def __init__(self, logger: logging.Logger, *, every: float = 60.0) -> None:
+        self._logger = logger
+        self._every = every
+        self._warned_at = -every
+
+    def warning(self, message: str, *args: Any, exc_info: BaseException | None = None) -> None:
+        now = time.monotonic()
+        if now - self._warned_at >= self._every:
+            self._warned_at = now
+            self._logger.warning(message, *args, exc_info=exc_info)
 
 
 def configure(*, level: str) -> None:

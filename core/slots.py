@@ -20,11 +20,12 @@ from typing import Any
 
 import redis
 
+from core import logs
+
 logger = logging.getLogger(__name__)
 
 # How often a holder waiting for a slot asks again (seconds).
 POLL_SECONDS = 0.01
-_WARN_EVERY_SECONDS = 60.0
 
 # KEYS[1]: the key's set, each holder scored by when it took its slot; ARGV: limit, lease (ms),
 # the new holder. Answers {1} (taken) or {0, how long (ms) the oldest holder has held its slot}.
@@ -67,7 +68,7 @@ class Slots:
         self._script: Any = None
         self._pid = 0
         self._lock = threading.Lock()
-        self._warned_at = -_WARN_EVERY_SECONDS
+        self._warning = logs.Occasional(logger)
 
     def _redis(self) -> tuple[redis.Redis | None, Any]:
         with self._lock:
@@ -122,7 +123,4 @@ class Slots:
         return int(client.zcard(f"{self._prefix}{key}"))
 
     def _warn(self, what: str, exc: redis.RedisError) -> None:
-        now = time.monotonic()
-        if now - self._warned_at >= _WARN_EVERY_SECONDS:
-            self._warned_at = now
-            logger.warning("Concurrency slot %s", what, exc_info=exc)
+        self._warning.warning("Concurrency slot %s", what, exc_info=exc)

@@ -20,19 +20,24 @@ Tasks are published by name, so nothing here imports the tasks that run them.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import timedelta
+from typing import TypeVar
 
 import redis
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from core import cache_redis
+from core import cache_redis, logs
 from core.celery import app
 from webhooks.models import Delivery
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+# While Redis is down every event's commit finds the due queue unreachable: said once a minute.
+_unreachable = logs.Occasional(logger)
 
 ATTEMPT_TASK = "webhooks.deliveries_attempt"
 DRAIN_TASK = "webhooks.deliveries_drain"
@@ -89,14 +94,22 @@ def deliveries_publish_on_commit(*, delivery_ids: list[int], countdown: float | 
         transaction.on_commit(lambda: deliveries_publish_or_release(delivery_ids=delivery_ids, countdown=countdown))
 
 
-def _redis() -> redis.Redis | None:
-    """The due queue's Redis client; None without one (embedded mode)."""
-    return cache_redis.queue_client() if cache_redis.configured() else None
-
-
 def _due_keys() -> tuple[str, str]:
     """The due queue's list of delivery ids, and the flag saying a drain has been asked for."""
     return cache_redis.queue_key("webhooks:due"), cache_redis.queue_key("webhooks:drain-asked")
+
+
+def _on_due_queue(call: Callable[[redis.Redis], T], *, otherwise: T, failing: str = "") -> T:
+    """`call` with the due queue's Redis client; `otherwise` without one (embedded mode) or when
+    it fails, logged with what that means (`failing`) unless that is nothing worth a line."""
+    if not cache_redis.configured():
+        return otherwise
+    try:
+        return call(cache_redis.queue_client())
+    except redis.RedisError as exc:
+        if failing:
+            _unreachable.warning("The due queue is unreachable; %s", failing, exc_info=exc)
+        return otherwise
 
 
 def deliveries_queue(*, delivery_ids: Sequence[int]) -> None:
@@ -104,93 +117,63 @@ def deliveries_queue(*, delivery_ids: Sequence[int]) -> None:
     a message carrying their ids instead when the queue's Redis is missing or unreachable."""
     if not delivery_ids:
         return
-    client = _redis()
-    if client is None:
-        deliveries_publish_or_release(delivery_ids=delivery_ids)
-        return
     queue, asked = _due_keys()
-    try:
+
+    def push(client: redis.Redis) -> bool:
         with client.pipeline(transaction=False) as pipe:
             pipe.rpush(queue, *delivery_ids)
             pipe.set(asked, 1, nx=True, ex=WAKE_FLAG_SECONDS)
-            _, newly_asked = pipe.execute()
-    except redis.RedisError:
-        logger.warning("The due queue is unreachable; deliveries %s... go by message", delivery_ids[0], exc_info=True)
+            return bool(pipe.execute()[1])
+
+    newly_asked = _on_due_queue(push, otherwise=None, failing=f"deliveries {delivery_ids[0]}... go by message")
+    if newly_asked is None:
         deliveries_publish_or_release(delivery_ids=delivery_ids)
-        return
-    if newly_asked:
-        _drain_publish(client)
+    elif newly_asked:
+        _drain_publish()
 
 
 def drain_ask() -> None:
     """Ask for a drain of the due queue, unless one is asked for already (a drain that took a
     full batch, or the dispatcher finding ids waiting)."""
-    client = _redis()
-    if client is None:
-        return
-    try:
-        newly_asked = client.set(_due_keys()[1], 1, nx=True, ex=WAKE_FLAG_SECONDS)
-    except redis.RedisError:
-        logger.warning("The due queue is unreachable; no drain asked for", exc_info=True)
-        return
-    if newly_asked:
-        _drain_publish(client)
+    asked = _due_keys()[1]
+    if _on_due_queue(lambda client: client.set(asked, 1, nx=True, ex=WAKE_FLAG_SECONDS), otherwise=False,
+                     failing="no drain asked for"):
+        _drain_publish()
 
 
-def _drain_publish(client: redis.Redis) -> None:
+def _drain_publish() -> None:
     try:
         app.send_task(DRAIN_TASK)
     except Exception:  # the broker's client raises many types; every one means "not published"
         logger.warning("Could not ask for a drain; the dispatcher will", exc_info=True)
-        try:
-            client.delete(_due_keys()[1])
-        except redis.RedisError:
-            pass  # the flag expires by itself
+        drain_started()  # clear the flag (else it expires by itself)
 
 
 def drain_started() -> None:
     """A drain begins: ids pushed from now on ask for another one."""
-    client = _redis()
-    if client is not None:
-        try:
-            client.delete(_due_keys()[1])
-        except redis.RedisError:
-            logger.warning("The due queue is unreachable", exc_info=True)
+    asked = _due_keys()[1]
+    _on_due_queue(lambda client: client.delete(asked), otherwise=0, failing="its drain flag stays until it expires")
 
 
 def due_take(count: int) -> list[int]:
     """Up to `count` delivery ids from the due queue, oldest first (none if it is unreachable)."""
-    client = _redis()
-    if client is None:
-        return []
-    try:
-        taken = client.lpop(_due_keys()[0], count)
-    except redis.RedisError:
-        logger.warning("The due queue is unreachable", exc_info=True)
-        return []
+    queue = _due_keys()[0]
+    taken = _on_due_queue(lambda client: client.lpop(queue, count), otherwise=None, failing="no ids taken")
     return [int(delivery_id) for delivery_id in taken or ()]
 
 
 def due_put_back(delivery_ids: Sequence[int]) -> None:
     """Return taken ids to the head of the due queue (their drain could not send them)."""
-    client = _redis()
-    if client is not None and delivery_ids:
-        try:
-            client.lpush(_due_keys()[0], *reversed(delivery_ids))
-        except redis.RedisError:
-            logger.warning("The due queue is unreachable; the dispatcher will republish %s...",
-                           delivery_ids[0], exc_info=True)
+    if delivery_ids:
+        queue = _due_keys()[0]
+        _on_due_queue(lambda client: client.lpush(queue, *reversed(delivery_ids)), otherwise=0,
+                      failing=f"the dispatcher will republish {delivery_ids[0]}...")
 
 
 def due_waiting() -> int:
     """How many ids the due queue holds (0 if it is unreachable)."""
-    client = _redis()
-    if client is None:
-        return 0
-    try:
-        return int(client.llen(_due_keys()[0]))
-    except redis.RedisError:
-        return 0
+    queue = _due_keys()[0]
+    return int(_on_due_queue(lambda client: client.llen(queue), otherwise=0))
 
 
 def deliveries_dispatch_due(*, limit: int = 500) -> int:

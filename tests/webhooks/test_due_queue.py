@@ -31,9 +31,8 @@ def drains_asked(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[None]]:
     """Drains asked for are counted here instead of published, so the test drains in-process
     and the session's worker stays out of it; the flag and the queue are the real ones."""
     asked: list[None] = []
-    monkeypatch.setattr(dispatch, "_drain_publish", lambda client: asked.append(None))
-    client = dispatch._redis()
-    assert client is not None
+    monkeypatch.setattr(dispatch, "_drain_publish", lambda: asked.append(None))
+    client = cache_redis.queue_client()
     queue, flag = dispatch._due_keys()
     client.delete(queue, flag)  # the queue as this test fills it, nothing an earlier test left
     yield asked
@@ -115,9 +114,7 @@ def test_the_dispatcher_asks_again_when_a_drain_message_was_lost(
     # Given ids waiting on the queue whose drain message never arrived, its flag lapsed
     record(owner, receiver.url)
     assert len(drains_asked) == 1
-    client = dispatch._redis()
-    assert client is not None
-    client.delete(dispatch._due_keys()[1])
+    cache_redis.queue_client().delete(dispatch._due_keys()[1])
 
     # When the dispatcher ticks
     dispatch.deliveries_dispatch_due()
