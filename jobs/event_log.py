@@ -1,11 +1,18 @@
 """Every job's event log (JobEvent): written with each transition, read by the event streams
-and `Prefer: wait`, and the progress coalescing both it and the webhooks follow."""
+and `Prefer: wait`, and the progress coalescing both it and the webhooks follow.
+
+A stream reads an owner's events by id, after the last it sent. Ids come from one sequence at
+INSERT and become visible at COMMIT, so two transactions could commit out of id order, and a
+stream that had sent the later id would never send the earlier one. An owner's events therefore
+take their ids under a lock of the owner's, held until their transaction ends: they commit in
+the order of their ids. Only the owner's own event-writing transactions wait on each other, for
+what is left of each after its event (the outbox's rows)."""
 from __future__ import annotations
 
 import uuid
 from datetime import timedelta
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
@@ -18,6 +25,8 @@ from webhooks.outbox import event_body
 # webhooks send at most one a second of these, jobs.transitions); the final event carries the
 # last progress anyway.
 PROGRESS_EVENT_MIN_INTERVAL_SECONDS = 0.5
+# The first key of the owners' event locks (PostgreSQL advisory locks; the second is the owner's).
+_EVENTS_LOCK_SPACE = 0x6A6F6273  # "jobs"
 
 
 def job_event_record(*, job: Job, event_type: str) -> JobEvent | None:
@@ -30,6 +39,7 @@ def job_event_record(*, job: Job, event_type: str) -> JobEvent | None:
         ).first()
         if last and now - last < timedelta(seconds=PROGRESS_EVENT_MIN_INTERVAL_SECONDS):
             return None
+    _owner_events_lock(job.owner_id)
     event = JobEvent.objects.create(
         job_id=job.id, owner_id=job.owner_id, job_name=job.job_name, event_type=event_type,
         body=event_body(event_type=event_type, data=job_representation(job), at=now).decode(),
@@ -40,6 +50,14 @@ def job_event_record(*, job: Job, event_type: str) -> JobEvent | None:
         lambda: wakeups.job_event_publish(job_id=job_id, owner_id=owner_id, event_type=event_type)
     )
     return event
+
+
+def _owner_events_lock(owner_id: uuid.UUID) -> None:
+    """Take the owner's event lock until the transaction ends (see the module's docstring).
+    SQLite needs none: it lets one transaction write at a time."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", [_EVENTS_LOCK_SPACE, str(owner_id)])
 
 
 def job_events_after(*, job_id: uuid.UUID, after_id: int) -> QuerySet[JobEvent]:
