@@ -25,7 +25,8 @@ from webhooks.outbox import event_body
 # webhooks send at most one a second of these, jobs.transitions); the final event carries the
 # last progress anyway.
 PROGRESS_EVENT_MIN_INTERVAL_SECONDS = 0.5
-# The first key of the owners' event locks (PostgreSQL advisory locks; the second is the owner's).
+# The first key of the owners' event locks (PostgreSQL advisory locks; the second is the owner's
+# id folded to 31 bits: two owners that share it only wait on each other).
 _EVENTS_LOCK_SPACE = 0x6A6F6273  # "jobs"
 
 
@@ -57,7 +58,7 @@ def _owner_events_lock(owner_id: uuid.UUID) -> None:
     SQLite needs none: it lets one transaction write at a time."""
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", [_EVENTS_LOCK_SPACE, str(owner_id)])
+            cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [_EVENTS_LOCK_SPACE, owner_id.int % 2**31])
 
 
 def job_events_after(*, job_id: uuid.UUID, after_id: int) -> QuerySet[JobEvent]:
