@@ -45,6 +45,7 @@ class Claimed:
     """A delivery this worker holds the claim on, with what it takes to send the attempt."""
 
     delivery_id: int
+    owner_id: uuid.UUID  # whose delivery: its share of the receivers (webhooks/sending.py)
     url: str
     endpoint_id: uuid.UUID | None  # None: the job's own callback_url
     headers: dict[str, str]  # the endpoint's custom headers
@@ -75,7 +76,7 @@ def claim(*, scope: Scope, token: uuid.UUID, limit: int = BATCH_MAX_DELIVERIES) 
                 first_secrets[key] = [secrets.signing_secret_get_or_create(owner_id=owner_id, endpoint_id=endpoint_id)]
             signing_secrets = first_secrets[key]
         claimed.append(Claimed(
-            delivery_id=delivery_id, url=url, endpoint_id=endpoint_id, headers=headers, attempt_id=attempt_id,
+            delivery_id=delivery_id, owner_id=owner_id, url=url, endpoint_id=endpoint_id, headers=headers, attempt_id=attempt_id,
             attempt_number=number, started_at=now, message_id=message_id, body=body, secrets=signing_secrets,
         ))
     return claimed

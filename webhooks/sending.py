@@ -1,16 +1,19 @@
-"""Sending a claimed batch: each attempt within its receiver's share, side by side, and whatever
+"""Sending a claimed batch: each attempt within its client's share, side by side, and whatever
 happens to one never reaches the others.
 
-- A receiver's share: at most WEBHOOK_MAX_IN_FLIGHT_PER_HOST attempts to one host (its name and
-  port) at once, across every deliveries worker (core/slots.py, leased in Redis). A batch sends
-  a host's deliveries on lanes, each holding one of the host's slots and sending one delivery
-  after another while the receiver answers quickly (over one kept-alive connection: the slot
-  is taken once for many attempts, not once each). A lane that finds the host's slots taken by
-  young attempts waits for one (a fast receiver frees one in milliseconds; SLOT_WAIT_SECONDS at
-  most); behind slow ones (SLOW_ATTEMPT_SECONDS) it gives up at once. What no lane sent is put
-  back: its claim and its attempt row undone, due again a little later, on a countdown
-  message. It holds no worker while it waits, spends none of its attempts, and keeps its place
-  (claims take the oldest due deliveries first).
+- A client's share: at most WEBHOOK_MAX_IN_FLIGHT_PER_HOST of a client's attempts to one host
+  (its name and port) at once, and WEBHOOK_MAX_IN_FLIGHT_PER_CLIENT to all its hosts, across
+  every deliveries worker (core/slots.py, leased in Redis). Each client's share is its own: a
+  client whose receivers hang (on its own hosts, or on paths of a host others use too) takes
+  none of another client's, and holds at most its share of the workers' threads. A batch sends
+  a client's deliveries to a host on lanes, each holding a place in both shares and sending
+  one delivery after another while the receiver answers quickly (over one kept-alive
+  connection: the places are taken once for many attempts, not once each). A lane that finds
+  a share's places taken by young attempts waits for one (a fast receiver frees one in
+  milliseconds; SLOT_WAIT_SECONDS at most); behind slow ones (SLOW_ATTEMPT_SECONDS) it gives
+  up at once. What no lane sent is put back: its claim and its attempt row undone, due again
+  a little later, on a countdown message. It holds no worker while it waits, spends none of
+  its attempts, and keeps its place (claims take the oldest due deliveries first).
 - Side by side: a batch's lanes each on a thread of the batch's own, so a batch takes as long
   as its slowest lane, which core/http.py's limit on an attempt and the lane's own limit bound
   (two attempts' limits); no thread is shared with another batch, so no receiver can hold up
@@ -24,11 +27,12 @@ import logging
 import random
 import threading
 import time
-import weakref
 import uuid
+import weakref
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from datetime import timedelta
 from urllib.parse import urlsplit
 
@@ -83,56 +87,57 @@ def host_of(url: str) -> str:
     return f"{(parts.hostname or '').lower()}:{port}"
 
 
+def host_share(owner_id: uuid.UUID, url: str) -> str:
+    """The share an attempt to `url` counts against: its client's, at the URL's host."""
+    return f"{owner_id}:{host_of(url)}"
+
+
+def client_share(owner_id: uuid.UUID) -> str:
+    """The share every attempt of a client counts against, whatever its host."""
+    return f"client:{owner_id}"
+
+
 def send_batch(claims: Sequence[Claimed], send: Send) -> list[http.HttpResult | None]:
     """Each claim's result, in order; None for one that was not sent (put it back).
 
-    A host's deliveries go out on lanes, as many as its limit allows (each delivery its own lane
-    when there is no limit): a lane takes one of the host's slots and sends the host's waiting
-    deliveries one after another over a kept-alive connection, while its receiver answers
+    A client's deliveries to a host go out on lanes, as many as the host limit allows (each
+    delivery its own lane when there is no limit): a lane takes a place in the client's shares
+    and sends its waiting deliveries one after another over a kept-alive connection, while its
+    receiver answers
     quickly. After a slow answer (SLOW_ATTEMPT_SECONDS), or once the lane has run for
     WEBHOOK_TIMEOUT_SECONDS, it takes no more: what is left is put back, so a batch ends within
     two attempts' limits, well inside its claims."""
     results: list[http.HttpResult | None] = [None] * len(claims)
-    waiting_by_host: dict[str, deque[int]] = {}
+    waiting_by_share: dict[tuple[str, str], deque[int]] = {}
     for index, claimed in enumerate(claims):
-        waiting_by_host.setdefault(host_of(claimed.url), deque()).append(index)
-    limit = settings.WEBHOOK_MAX_IN_FLIGHT_PER_HOST
+        shares = (host_share(claimed.owner_id, claimed.url), client_share(claimed.owner_id))
+        waiting_by_share.setdefault(shares, deque()).append(index)
+    host_limit = settings.WEBHOOK_MAX_IN_FLIGHT_PER_HOST
+    client_limit = settings.WEBHOOK_MAX_IN_FLIGHT_PER_CLIENT
     lanes = [
-        (host, waiting)
-        for host, waiting in waiting_by_host.items()
-        for _ in range(min(len(waiting), limit) if limit > 0 else len(waiting))
+        (to_host, to_client, waiting)
+        for (to_host, to_client), waiting in waiting_by_share.items()
+        for _ in range(min(len(waiting), host_limit) if host_limit > 0 else len(waiting))
     ]
 
-    def lane(host: str, waiting: deque[int]) -> None:
-        # This process's lanes to the host queue at its gate first, each woken the moment one
-        # ends; only as many as the limit then ask Redis for a slot, instead of all polling it.
-        # Both waits together last SLOT_WAIT_SECONDS at most.
+    def lane(to_host: str, to_client: str, waiting: deque[int]) -> None:
+        # The client's share of the host first, then of all its hosts: a lane that holds the
+        # one while it waits for the other keeps only that client's lanes waiting. Both waits
+        # together last SLOT_WAIT_SECONDS at most.
         give_up_at = time.monotonic() + SLOT_WAIT_SECONDS
-        gate = _gate(host, limit)
-        if gate is not None and not gate.acquire(timeout=SLOT_WAIT_SECONDS):
-            return
-        try:
-            slot = slots.acquire(
-                host, limit=limit, lease_seconds=slot_lease_seconds(),
-                wait_seconds=max(0.0, give_up_at - time.monotonic()),
-                wait_while_held_under_seconds=SLOW_ATTEMPT_SECONDS,
-            )
-            if slot is None:
-                return  # the host's other lanes (here or in other workers) take its deliveries
-            try:
-                _send_while_quick(waiting)
-            finally:
-                slot.release()
-        finally:
-            if gate is not None:
-                gate.release()
+        with _share(to_host, host_limit, give_up_at) as in_host_share:
+            if not in_host_share:
+                return  # the client's other lanes to the host (here or elsewhere) take them
+            with _share(to_client, client_limit, give_up_at) as in_client_share:
+                if in_client_share:
+                    _send_while_quick(waiting)
 
     def _send_while_quick(waiting: deque[int]) -> None:
         stop_taking_at = time.monotonic() + settings.WEBHOOK_TIMEOUT_SECONDS
         while time.monotonic() < stop_taking_at:
             try:
                 index = waiting.popleft()
-            except IndexError:  # none left: this lane or another of the host sent them
+            except IndexError:  # none left: this lane or another of the share sent them
                 return
             started = time.monotonic()
             results[index] = _send_one(claims[index], send)
@@ -147,19 +152,76 @@ def send_batch(claims: Sequence[Claimed], send: Send) -> list[http.HttpResult | 
     return results
 
 
-_gates: weakref.WeakValueDictionary[tuple[str, int], threading.BoundedSemaphore] = weakref.WeakValueDictionary()
+@contextmanager
+def _share(key: str, limit: int, give_up_at: float) -> Iterator[bool]:
+    """Hold one of `key`'s `limit` places (True), or say none came free in time (False; always
+    True without a limit). This process's lanes queue at its gate first, each woken the moment
+    one ends; only as many as the limit then ask Redis for a slot, instead of all polling it.
+    Both wait only while the holders are young: behind slow ones they give up at once."""
+    if limit <= 0:
+        yield True
+        return
+    gate = _gate(key, limit)
+    entered = gate.enter(give_up_at)
+    if entered is None:
+        yield False
+        return
+    try:
+        slot = slots.acquire(
+            key, limit=limit, lease_seconds=slot_lease_seconds(),
+            wait_seconds=max(0.0, give_up_at - time.monotonic()),
+            wait_while_held_under_seconds=SLOW_ATTEMPT_SECONDS,
+        )
+        if slot is None:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            slot.release()
+    finally:
+        gate.leave(entered)
+
+
+class _Gate:
+    """This process's lanes through one share: `limit` at once. A lane waits for a place only
+    while the oldest holder has held it under SLOW_ATTEMPT_SECONDS, as the shared slots do:
+    behind lanes stuck on a slow receiver it gives up at once, so that it holds no thread."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._held: list[float] = []  # when each holder entered (time.monotonic())
+        self._changed = threading.Condition()
+
+    def enter(self, give_up_at: float) -> float | None:
+        with self._changed:
+            while len(self._held) >= self._limit:
+                now = time.monotonic()
+                young_until = min(self._held) + SLOW_ATTEMPT_SECONDS
+                if now >= min(give_up_at, young_until):
+                    return None
+                self._changed.wait(min(give_up_at, young_until) - now)
+            entered = time.monotonic()
+            self._held.append(entered)
+            return entered
+
+    def leave(self, entered: float) -> None:
+        with self._changed:
+            self._held.remove(entered)
+            self._changed.notify()
+
+
+_gates: weakref.WeakValueDictionary[tuple[str, int], _Gate] = weakref.WeakValueDictionary()
 _gates_lock = threading.Lock()
 
 
-def _gate(host: str, limit: int) -> threading.BoundedSemaphore | None:
-    """This process's gate to `host`: `limit` lanes through it at once (none without a limit).
-    Kept while a lane holds it, so the gates of hosts no longer sent to go by themselves."""
-    if limit <= 0:
-        return None
+def _gate(key: str, limit: int) -> _Gate:
+    """This process's gate to a share. Kept while a lane holds it, so the gates of shares no
+    longer sent to go by themselves."""
     with _gates_lock:
-        gate = _gates.get((host, limit))
+        gate = _gates.get((key, limit))
         if gate is None:
-            gate = _gates[(host, limit)] = threading.BoundedSemaphore(limit)
+            gate = _gates[(key, limit)] = _Gate(limit)
         return gate
 
 

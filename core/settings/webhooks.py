@@ -10,9 +10,12 @@ from core.settings.base import env
 # Seconds a whole attempt may take (DNS, connect, TLS, status, headers, body), however slowly the
 # receiver sends; it ends within this plus core.deadlines.SLACK_SECONDS (1 s).
 WEBHOOK_TIMEOUT_SECONDS = env.float("WEBHOOK_TIMEOUT_SECONDS", default=15.0)
-# Attempts in flight to one receiver host (host name and port) at once, across every deliveries
-# worker (0: no cap); the others wait their turn, holding no worker.
+# A client's attempts in flight at once, across every deliveries worker (0: no cap): to one
+# receiver host (host name and port), and to all of them; the others wait their turn, holding no
+# worker. Each client's share is its own, so a client whose receivers hang holds at most
+# WEBHOOK_MAX_IN_FLIGHT_PER_CLIENT of the deliveries workers' threads (docs/webhooks.md).
 WEBHOOK_MAX_IN_FLIGHT_PER_HOST = env.int("WEBHOOK_MAX_IN_FLIGHT_PER_HOST", default=4)
+WEBHOOK_MAX_IN_FLIGHT_PER_CLIENT = env.int("WEBHOOK_MAX_IN_FLIGHT_PER_CLIENT", default=8)
 # Delay before each attempt, in seconds (comma-separated); its length is the number of attempts.
 WEBHOOK_RETRY_SCHEDULE = [
     int(value)

@@ -178,6 +178,11 @@ class PostgresCluster:
 # --- The webhook receiver ---------------------------------------------------------------------
 
 
+# A path of the receiver's that never answers in time: another client's, on the same host.
+HANG_PATH = "/hang"
+HANG_SECONDS = 30.0
+
+
 @dataclass
 class Received:
     webhook_id: str
@@ -198,6 +203,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length)
         receiver = self.server.receiver
+        if self.path.endswith(HANG_PATH):
+            receiver.hang()
+            self.close_connection = True
+            return
         receiver.requests_started += 1
         delay = receiver.answer_delay_seconds
         if delay:
@@ -244,6 +253,8 @@ class WebhookReceiver:
     # Answer this status (instead of 200) to the next N requests.
     fail_next: int = 0
     fail_status: int = 503
+    # Requests to HANG_PATH being held now.
+    hanging: int = 0
     _server: _ReceiverServer | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -262,6 +273,13 @@ class WebhookReceiver:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+
+    def hang(self) -> None:
+        with self._lock:
+            self.hanging += 1
+        time.sleep(HANG_SECONDS)
+        with self._lock:
+            self.hanging -= 1
 
     def status_for(self, webhook_id: str) -> int:
         with self._lock:

@@ -1,17 +1,21 @@
 """Fault 9: a receiver that drips its answer holds 20 deliveries; a healthy receiver's deliveries
-keep their normal latency, and the dripping host never has more than its share in flight."""
+keep their normal latency, and the dripping host never has more than its share in flight. And a
+hostile client whose receivers drip on many hosts, its own and the healthy client's, costs the
+healthy client's deliveries nothing: each client's share is its own."""
 from __future__ import annotations
 
 import statistics
+import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from datetime import datetime
 from typing import Any
 
 import pytest
 
 from tests.fakes.hostile_receiver import HostileReceiver
-from tests.faults.stack import Api, Stack, WebhookReceiver, wait_for
+from tests.faults.stack import HANG_PATH, Api, Stack, WebhookReceiver, wait_for
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(300)]
 
@@ -83,3 +87,66 @@ def test_a_dripping_receiver_slows_only_its_own_deliveries(
     assert finished and all(a["status_code"] is None and "within 3 s" in a["error"] for a in finished), attempts
     figures["longest_dripping_attempt_ms"] = max(a["duration_ms"] for a in finished)
     assert figures["longest_dripping_attempt_ms"] <= 3000 + 1000
+
+
+# The hostile client's receivers: more hosts than the deliveries worker has threads to hang on.
+HOSTILE_HOSTS = 12
+HOSTILE_JOBS_PER_HOST = 4
+MAX_IN_FLIGHT_PER_CLIENT = 8
+
+
+def test_a_client_dripping_on_many_hosts_slows_only_its_own_deliveries(
+    make_stack: Callable[..., Stack], receiver: WebhookReceiver, figures: dict[str, Any]
+) -> None:
+    # Given the service (a deliveries worker of 16 threads), a healthy client and its
+    # deliveries' latency when nothing else is happening
+    stack = make_stack(env={"WEBHOOK_MAX_IN_FLIGHT_PER_HOST": str(MAX_IN_FLIGHT_PER_HOST),
+                            "WEBHOOK_MAX_IN_FLIGHT_PER_CLIENT": str(MAX_IN_FLIGHT_PER_CLIENT)})
+    stack.start_service(jobs=2, deliveries=16)
+    healthy, hostile_client = stack.client(), stack.client()
+    delivery_latencies(healthy, receiver, 3)
+    quiet = delivery_latencies(healthy, receiver, PROBES, pause=PAUSE_SECONDS)
+
+    with ExitStack() as hosts:
+        drippers = [hosts.enter_context(HostileReceiver()) for _ in range(HOSTILE_HOSTS)]
+        # When another client's webhooks go to receivers that never answer in time: twelve
+        # hosts of its own that drip their headers (4 x 12 attempts could hang at once, more
+        # than the worker's threads), and a path on the healthy client's own receiver host
+        for index in range(HOSTILE_JOBS_PER_HOST):
+            for dripper in drippers:
+                hostile_client.submit("api.tasks.hello_world", {"message": f"drip {index}"},
+                                      callback_url=dripper.url("drip-headers"))
+            hostile_client.submit("api.tasks.hello_world", {"message": f"hang {index}"},
+                                  callback_url=receiver.url + HANG_PATH)
+        wait_for(lambda: sum(d.in_flight for d in drippers) + receiver.hanging >= MAX_IN_FLIGHT_PER_CLIENT - 1,
+                 timeout=30, interval=0.05, what="the hostile client's attempts hanging")
+        in_flight: list[int] = []
+        probing = threading.Event()
+
+        def sample() -> None:
+            while not probing.wait(0.02):
+                in_flight.append(sum(d.in_flight for d in drippers))
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        under_attack = delivery_latencies(healthy, receiver, PROBES, pause=PAUSE_SECONDS)
+        probing.set()
+        sampler.join()
+        hanging_at_most = max(d.max_in_flight for d in drippers)
+        hanging_total_at_end = sum(d.in_flight for d in drippers) + receiver.hanging
+
+    # Then the healthy client's deliveries kept their normal latency (p50 within 2x)...
+    quiet_p50, attack_p50 = statistics.median(quiet), statistics.median(under_attack)
+    figures.update(
+        quiet_p50_ms=round(quiet_p50 * 1000, 1), attack_p50_ms=round(attack_p50 * 1000, 1),
+        quiet_max_ms=round(max(quiet) * 1000, 1), attack_max_ms=round(max(under_attack) * 1000, 1),
+        ratio=round(attack_p50 / quiet_p50, 2), hostile_hosts=HOSTILE_HOSTS,
+        hanging_total_at_end=hanging_total_at_end, hanging_one_host_at_most=hanging_at_most,
+        hanging_on_its_hosts_at_most=max(in_flight),
+    )
+    assert hanging_total_at_end >= 1, "the hostile client's attempts were not hanging while the probes ran"
+    assert attack_p50 <= 2 * quiet_p50, figures
+    # ...and the hostile client never had more than its share in flight, on any one host and
+    # on all of them
+    assert hanging_at_most <= MAX_IN_FLIGHT_PER_HOST, figures
+    assert max(in_flight) <= MAX_IN_FLIGHT_PER_CLIENT, figures

@@ -2,6 +2,7 @@
 else's; a host at its in-flight limit has the rest of its deliveries put back, not attempted."""
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -117,11 +118,13 @@ def test_an_attempt_that_raises_is_its_own_outcome(
 
 @pytest.fixture
 def hold_slots() -> Iterator[Callable[[str, int], None]]:
+    """Take `count` places of a share (sending.host_share or client_share), as attempts under
+    way in another worker would."""
     held: list[object] = []
 
-    def hold(url: str, count: int) -> None:
+    def hold(share: str, count: int) -> None:
         for _ in range(count):
-            slot = sending.slots.acquire(sending.host_of(url), limit=count, lease_seconds=30)
+            slot = sending.slots.acquire(share, limit=count, lease_seconds=30)
             assert slot is not None and slot.held
             held.append(slot)
 
@@ -133,10 +136,10 @@ def hold_slots() -> Iterator[Callable[[str, int], None]]:
 def test_a_host_at_its_limit_has_the_rest_put_back_without_an_attempt(
     owner: Client, receiver: Receiver, settings: object, hold_slots: Callable[[str, int], None]
 ) -> None:
-    # Given a host whose two in-flight slots are taken by slow attempts under way elsewhere
+    # Given a host where the client's two in-flight slots are taken by slow attempts under way elsewhere
     settings.WEBHOOK_MAX_IN_FLIGHT_PER_HOST = 2  # type: ignore[attr-defined]
     deliveries = [record(owner, receiver.url) for _ in range(3)]
-    hold_slots(receiver.url, 2)
+    hold_slots(sending.host_share(owner.id, receiver.url), 2)
     time.sleep(sending.SLOW_ATTEMPT_SECONDS + 0.1)
 
     # When its deliveries are attempted
@@ -161,7 +164,7 @@ def test_a_host_with_a_free_slot_gets_its_deliveries_sent_in_turn(
     # Given a host limited to two attempts at once, one of them under way elsewhere
     settings.WEBHOOK_MAX_IN_FLIGHT_PER_HOST = 2  # type: ignore[attr-defined]
     deliveries = [record(owner, receiver.url) for _ in range(5)]
-    hold_slots(receiver.url, 1)
+    hold_slots(sending.host_share(owner.id, receiver.url), 1)
 
     # When its deliveries are attempted side by side
     outcomes = attempts.deliveries_attempt(delivery_ids=[d.pk for d in deliveries])
@@ -173,6 +176,72 @@ def test_a_host_with_a_free_slot_gets_its_deliveries_sent_in_turn(
     assert set(Delivery.objects.filter(owner=owner).values_list("state", "attempt_count")) == {
         (Delivery.State.SUCCEEDED, 1)
     }
+
+
+def test_another_clients_slow_attempts_take_none_of_this_clients_share(
+    owner: Client, receiver: Receiver, settings: object, hold_slots: Callable[[str, int], None]
+) -> None:
+    # Given a host where another client's attempts hang, its whole share of the host and its
+    # whole share of all hosts taken
+    settings.WEBHOOK_MAX_IN_FLIGHT_PER_HOST = 2  # type: ignore[attr-defined]
+    settings.WEBHOOK_MAX_IN_FLIGHT_PER_CLIENT = 2  # type: ignore[attr-defined]
+    other = client_create(name=f"hostile-{uuid.uuid4().hex[:8]}")
+    hold_slots(sending.host_share(other.id, receiver.url), 2)
+    hold_slots(sending.client_share(other.id), 2)
+    time.sleep(sending.SLOW_ATTEMPT_SECONDS + 0.1)
+    theirs = record(other, receiver.url)
+    ours = [record(owner, receiver.url) for _ in range(3)]
+
+    # When a batch holding both clients' deliveries to that host is sent
+    outcomes = attempts.deliveries_attempt(delivery_ids=[theirs.pk, *(d.pk for d in ours)])
+
+    # Then this client's are delivered, and only the other client's is put back for its turn
+    assert sorted(o.delivery_id for o in outcomes) == sorted(d.pk for d in ours)
+    assert len(receiver.wait_for(3)) == 3
+    theirs.refresh_from_db()
+    assert (theirs.state, theirs.attempt_count) == (Delivery.State.PENDING, 0)
+
+
+def test_a_client_at_its_limit_over_all_hosts_has_the_rest_put_back(
+    owner: Client, make_receiver: Callable[..., Receiver], settings: object,
+    hold_slots: Callable[[str, int], None],
+) -> None:
+    # Given a client whose two places over all its hosts are taken by slow attempts elsewhere
+    settings.WEBHOOK_MAX_IN_FLIGHT_PER_CLIENT = 2  # type: ignore[attr-defined]
+    hold_slots(sending.client_share(owner.id), 2)
+    time.sleep(sending.SLOW_ATTEMPT_SECONDS + 0.1)
+    receivers = [make_receiver() for _ in range(3)]
+    deliveries = [record(owner, each.url) for each in receivers]
+
+    # When its deliveries to three other hosts are attempted
+    started = time.monotonic()
+    outcomes = attempts.deliveries_attempt(delivery_ids=[d.pk for d in deliveries])
+
+    # Then none is sent: each is put back at once, for its turn
+    assert outcomes == []
+    assert time.monotonic() - started < sending.SLOW_ATTEMPT_SECONDS
+    assert all(each.received == [] for each in receivers)
+    assert set(Delivery.objects.filter(owner=owner).values_list("state", "attempt_count", "claim_token")) == {
+        (Delivery.State.PENDING, 0, None)
+    }
+
+
+def test_a_lane_waits_at_its_process_gate_only_behind_young_holders() -> None:
+    # Given a process's gate to a share with one place, held
+    gate = sending._Gate(1)
+    held = gate.enter(time.monotonic() + 5)
+    assert held is not None
+
+    # When the holder leaves soon, a lane waiting enters at once
+    threading.Timer(0.1, gate.leave, args=[held]).start()
+    started = time.monotonic()
+    second = gate.enter(time.monotonic() + 5)
+    assert second is not None and time.monotonic() - started < sending.SLOW_ATTEMPT_SECONDS
+
+    # And when the holder stays, a lane waits only until the holder is no longer young
+    started = time.monotonic()
+    assert gate.enter(time.monotonic() + 5) is None
+    assert time.monotonic() - started <= sending.SLOW_ATTEMPT_SECONDS + 0.1
 
 
 def test_a_lane_takes_no_more_after_a_slow_answer(
