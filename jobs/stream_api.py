@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.http import HttpResponseBase, StreamingHttpResponse
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
@@ -33,11 +34,17 @@ def _streaming(body: Any) -> StreamingHttpResponse:
     return response
 
 
-def _room() -> None:
+def _room(request: Request) -> None:
     if not waiting.room_to_wait():
         raise ApplicationError(
             "This server holds as many streams as it may; reconnect in a moment.",
             code="too_many_streams", status_code=503, headers={"Retry-After": "1"},
+        )
+    if not waiting.client_room_to_wait(request.user.pk):
+        raise ApplicationError(
+            f"You hold {settings.API_MAX_WAITERS_PER_CLIENT} waits and streams on this server, the most "
+            "one client may; close one first.",
+            code="too_many_open_streams", status_code=429, headers={"Retry-After": "1"},
         )
 
 
@@ -60,15 +67,15 @@ class _StreamApi(APIView):
 class JobEventStreamApi(_StreamApi):
     def get(self, request: Request, job_id: str) -> StreamingHttpResponse:
         job = selectors.job_get(owner=request.user, job_id=job_id)
-        _room()
+        _room(request)
         return _streaming(streams.job_event_stream(
-            job_id=job.id, after=_resume_from(request), client=waiting.client_socket(request.META)
+            owner_id=request.user.pk, job_id=job.id, after=_resume_from(request), client=waiting.client_socket(request.META)
         ))
 
 
 class EventStreamApi(_StreamApi):
     def get(self, request: Request) -> StreamingHttpResponse:
-        _room()
+        _room(request)
         return _streaming(streams.owner_event_stream(
             owner_id=request.user.pk, after=_resume_from(request),
             job_name=request.query_params.get("job_name", ""), client=waiting.client_socket(request.META),

@@ -32,11 +32,13 @@ def last_event_id(value: str | None) -> int | None:
     return int(value) if value.isdigit() and len(value) < 19 else None
 
 
-def job_event_stream(*, job_id: uuid.UUID, after: int | None, client: socket.socket | None) -> Iterator[bytes]:
-    """One job's events: after `after` when resuming, else its latest (its current state) and
-    what follows; ends after the final one."""
+def job_event_stream(
+    *, owner_id: uuid.UUID, job_id: uuid.UUID, after: int | None, client: socket.socket | None
+) -> Iterator[bytes]:
+    """One job of the owner's: its events after `after` when resuming, else its latest (its
+    current state) and what follows; ends after the final one."""
     heartbeat = settings.API_STREAM_HEARTBEAT_SECONDS
-    with waiting(job_id=job_id) as waiter:
+    with waiting(client_id=owner_id, job_id=job_id) as waiter:
         yield f"retry: {RECONNECT_MILLISECONDS}\n\n".encode()
         if after is None:
             latest = event_log.job_event_latest(job_id=job_id)
@@ -67,7 +69,7 @@ def owner_event_stream(
     """Every event of the owner's jobs (of `job_name` only, when given): after `after` when
     resuming, else from now on. Never ends on its own."""
     heartbeat = settings.API_STREAM_HEARTBEAT_SECONDS
-    with waiting(owner_id=owner_id) as waiter:
+    with waiting(client_id=owner_id, owner_id=owner_id) as waiter:
         if after is None:
             after = event_log.owner_event_last_id(owner_id=owner_id)
         yield f"retry: {RECONNECT_MILLISECONDS}\n\n".encode()

@@ -36,12 +36,19 @@ def room_to_wait() -> bool:
     return hub.waiting() < settings.API_MAX_WAITERS_PER_PROCESS
 
 
+def client_room_to_wait(client_id: uuid.UUID) -> bool:
+    """Whether the client may wait once more in this process (API_MAX_WAITERS_PER_CLIENT): so
+    that one client's waits and streams leave room for everyone else's."""
+    return hub.waiting(client_id) < settings.API_MAX_WAITERS_PER_CLIENT
+
+
 @contextmanager
-def waiting(*, job_id: uuid.UUID | None = None, owner_id: uuid.UUID | None = None,
+def waiting(*, client_id: uuid.UUID, job_id: uuid.UUID | None = None, owner_id: uuid.UUID | None = None,
             final_only: bool = False) -> Iterator[Waiter]:
-    """A waiter registered with this process's hub for the block's duration. Register before
-    reading the state waited on, so an event between the read and the wait still wakes it."""
-    waiter = Waiter(job_id=job_id, owner_id=owner_id, final_only=final_only)
+    """A waiter of `client_id`'s registered with this process's hub for the block's duration.
+    Register before reading the state waited on, so an event between the read and the wait
+    still wakes it."""
+    waiter = Waiter(client_id=client_id, job_id=job_id, owner_id=owner_id, final_only=final_only)
     hub.register(waiter)
     try:
         yield waiter
@@ -62,7 +69,7 @@ def idle(waiter: Waiter, timeout: float, client: socket.socket | None) -> str:
 def job_wait(*, owner: Client, job: Job, seconds: float, client: socket.socket | None) -> Job:
     """The job once it is final, or as it is after `seconds`. Raises ClientGone."""
     deadline = time.monotonic() + seconds
-    with waiting(job_id=job.id, final_only=True) as waiter:
+    with waiting(client_id=owner.pk, job_id=job.id, final_only=True) as waiter:
         job = selectors.job_get(owner=owner, job_id=job.id)  # it may have ended before we registered
         while not job.is_final:
             remaining = deadline - time.monotonic()

@@ -20,7 +20,7 @@ import socket
 import threading
 import time
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 
 import redis
 from django.conf import settings
@@ -71,8 +71,11 @@ def job_event_publish(*, job_id: uuid.UUID, owner_id: uuid.UUID, event_type: str
 class Waiter:
     """One waiting request: woken through its own pipe by the listener; watches its client."""
 
-    def __init__(self, *, job_id: uuid.UUID | None = None, owner_id: uuid.UUID | None = None,
-                 final_only: bool = False) -> None:
+    def __init__(self, *, client_id: uuid.UUID, job_id: uuid.UUID | None = None,
+                 owner_id: uuid.UUID | None = None, final_only: bool = False) -> None:
+        # Who waits (its share of the process's room: jobs.waiting); what for: a job, or every
+        # job of an owner.
+        self.client_id = str(client_id)
         self.job_id = str(job_id) if job_id else None
         self.owner_id = str(owner_id) if owner_id else None
         # Only a final event wakes it (a `Prefer: wait`): progress passes it by.
@@ -135,15 +138,17 @@ class Hub:
         self._lock = threading.Lock()
         self._by_job: dict[str, set[Waiter]] = defaultdict(set)
         self._by_owner: dict[str, set[Waiter]] = defaultdict(set)
+        self._of_client: Counter[str] = Counter()
         self._pid = 0
         # How many times the listener (re)subscribed: tests wait for it.
         self.subscriptions = 0
 
-    def waiting(self) -> int:
+    def waiting(self, client_id: uuid.UUID | None = None) -> int:
+        """How many wait in this process: all, or `client_id`'s."""
         with self._lock:
-            return sum(len(waiters) for waiters in self._by_job.values()) + sum(
-                len(waiters) for waiters in self._by_owner.values()
-            )
+            if client_id is not None:
+                return self._of_client[str(client_id)]
+            return self._of_client.total()
 
     def register(self, waiter: Waiter) -> None:
         self._ensure_listener()
@@ -152,6 +157,7 @@ class Hub:
                 self._by_job[waiter.job_id].add(waiter)
             if waiter.owner_id:
                 self._by_owner[waiter.owner_id].add(waiter)
+            self._of_client[waiter.client_id] += 1
 
     def unregister(self, waiter: Waiter) -> None:
         with self._lock:
@@ -160,6 +166,9 @@ class Hub:
                     index[key].discard(waiter)
                     if not index[key]:
                         del index[key]
+            self._of_client[waiter.client_id] -= 1
+            if not self._of_client[waiter.client_id]:
+                del self._of_client[waiter.client_id]
 
     def deliver(self, job_id: str, owner_id: str, event_type: str | None) -> None:
         with self._lock:

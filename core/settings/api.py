@@ -49,6 +49,9 @@ API_STREAM_HEARTBEAT_SECONDS = env.float("API_STREAM_HEARTBEAT_SECONDS", default
 API_MAX_WAITERS_PER_PROCESS = env.int(
     "API_MAX_WAITERS_PER_PROCESS", default=max(env.int("WEB_THREADS", default=200) - 10, 0)
 )
+# Of those, the most one client holds (a wait past it answers at once, a stream gets 429), so
+# that one client's waits and streams leave room for everyone else's: a quarter by default.
+API_MAX_WAITERS_PER_CLIENT = env.int("API_MAX_WAITERS_PER_CLIENT", default=API_MAX_WAITERS_PER_PROCESS // 4)
 # Requests an API process runs at once (0: as many as it has threads, WEB_THREADS); the rest
 # of its threads are for waits and streams, which give their turn back while they wait.
 WEB_ACTIVE_REQUESTS = env.int("WEB_ACTIVE_REQUESTS", default=1)

@@ -17,7 +17,9 @@ PREFER = OpenApiParameter(
     description="`wait=N` (RFC 7240): answer once the job is final, or after `N` seconds (1 to "
     "`API_MAX_WAIT_SECONDS`, 60 by default; more is capped; a bare `wait` is the cap) with the "
     "job as it is then. The status code is the usual one; `Preference-Applied` says the wait "
-    "honoured. A preference that cannot be read (`wait=0`, `wait=soon`) is ignored.",
+    "honoured. A preference that cannot be read (`wait=0`, `wait=soon`) is ignored, and so is a "
+    "wait the server has no room for: the API process holds as many waits and streams as it may, "
+    "or this client holds its share of them (`API_MAX_WAITERS_PER_CLIENT`).",
 )
 PREFERENCE_APPLIED = {
     "Preference-Applied": {
@@ -47,13 +49,27 @@ STREAM_EXAMPLE = (
     "\"data\":{\"id\":\"3f0c5a6e-8a0e-4c59-9a53-6d1e3b2f7c11\",\"status\":\"STARTED\",\"...\":\"...\"}}\n\n"
     ": heartbeat\n\n"
 )
-_FULL = {503: (
-    (
-        "This API process holds as many waits and streams as it may "
-        "(`API_MAX_WAITERS_PER_PROCESS`); reconnect after `Retry-After`. Code: `too_many_streams`."
+_FULL = {
+    503: (
+        (
+            "This API process holds as many waits and streams as it may "
+            "(`API_MAX_WAITERS_PER_PROCESS`); reconnect after `Retry-After`. Code: `too_many_streams`."
+        ),
+        error_example(503, "too_many_streams", "This server holds as many streams as it may; reconnect in a moment."),
     ),
-    error_example(503, "too_many_streams", "This server holds as many streams as it may; reconnect in a moment."),
-)}
+    429: (
+        (
+            "Too many reads per minute (`rate_limited`), or this client holds as many waits and "
+            "streams on this API process as one client may (`API_MAX_WAITERS_PER_CLIENT`, a quarter "
+            "of the process's by default): close one, then retry after `Retry-After`. Code: "
+            "`too_many_open_streams`."
+        ),
+        error_example(
+            429, "too_many_open_streams",
+            "You hold 47 waits and streams on this server, the most one client may; close one first.",
+        ),
+    ),
+}
 _STREAM_200 = OpenApiResponse(OpenApiTypes.STR, description="The stream (see the operation's description).")
 
 OPERATIONS: dict[str, dict[str, Callable[..., Any]]] = {

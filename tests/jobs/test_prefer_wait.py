@@ -93,3 +93,29 @@ def test_past_the_processs_waiters_a_wait_is_not_applied_and_a_stream_is_503(api
     assert waited.json()["status"] in {"PENDING", "STARTED"}
     assert streamed.status_code == 503 and streamed.json()["error"]["code"] == "too_many_streams"
     assert streamed.headers["Retry-After"] == "1"
+
+
+def test_past_the_clients_share_its_waits_are_not_applied_and_its_streams_are_429_while_others_stream(
+    api: Api, make_api  # type: ignore[no-untyped-def]
+) -> None:
+    created = api.submit("api.tasks.long_running_task", {"duration": 2, "message": "m"})
+    other = make_api()
+    sse = {"Accept": "text/event-stream"}
+
+    with override_settings(API_MAX_WAITERS_PER_CLIENT=1):
+        # Given a client holding its one stream (its waiter registered before `retry:` is sent)
+        held = api.get("/api/events/", stream=True, headers=sse, timeout=30)
+        assert held.status_code == 200
+        assert next(held.iter_lines(chunk_size=1, decode_unicode=True)).startswith("retry:")
+        # When it asks to wait, and for another stream, and another client asks for a stream
+        waited = api.get(f"/api/jobs/{created['id']}/", headers={"Prefer": "wait=5"})
+        streamed = api.get(f"/api/jobs/{created['id']}/events/", headers=sse)
+        theirs = other.get("/api/events/", stream=True, headers=sse, timeout=30)
+        theirs.close()
+        held.close()
+
+    # Then its wait is not applied and its stream is refused, for it alone
+    assert waited.status_code == 200 and "Preference-Applied" not in waited.headers
+    assert streamed.status_code == 429 and streamed.json()["error"]["code"] == "too_many_open_streams"
+    assert streamed.headers["Retry-After"] == "1"
+    assert theirs.status_code == 200
