@@ -103,10 +103,9 @@ def send_batch(claims: Sequence[Claimed], send: Send) -> list[http.HttpResult | 
     A client's deliveries to a host go out on lanes, as many as the host limit allows (each
     delivery its own lane when there is no limit): a lane takes a place in the client's shares
     and sends its waiting deliveries one after another over a kept-alive connection, while its
-    receiver answers
-    quickly. After a slow answer (SLOW_ATTEMPT_SECONDS), or once the lane has run for
-    WEBHOOK_TIMEOUT_SECONDS, it takes no more: what is left is put back, so a batch ends within
-    two attempts' limits, well inside its claims."""
+    receiver answers quickly. After a slow answer (SLOW_ATTEMPT_SECONDS), or once the lane has
+    run for WEBHOOK_TIMEOUT_SECONDS, it takes no more: what is left is put back, so a batch ends
+    within two attempts' limits, well inside its claims."""
     results: list[http.HttpResult | None] = [None] * len(claims)
     waiting_by_share: dict[tuple[str, str], deque[int]] = {}
     for index, claimed in enumerate(claims):
@@ -125,14 +124,14 @@ def send_batch(claims: Sequence[Claimed], send: Send) -> list[http.HttpResult | 
         # one while it waits for the other keeps only that client's lanes waiting. Both waits
         # together last SLOT_WAIT_SECONDS at most.
         give_up_at = time.monotonic() + SLOT_WAIT_SECONDS
-        with _share(to_host, host_limit, give_up_at) as in_host_share:
-            if not in_host_share:
+        with _share(to_host, host_limit, give_up_at) as to_host_place:
+            if to_host_place is None:
                 return  # the client's other lanes to the host (here or elsewhere) take them
-            with _share(to_client, client_limit, give_up_at) as in_client_share:
-                if in_client_share:
-                    _send_while_quick(waiting)
+            with _share(to_client, client_limit, give_up_at) as to_client_place:
+                if to_client_place is not None:
+                    _send_while_quick(waiting, (to_host_place, to_client_place))
 
-    def _send_while_quick(waiting: deque[int]) -> None:
+    def _send_while_quick(waiting: deque[int], places: tuple[_Place, _Place]) -> None:
         stop_taking_at = time.monotonic() + settings.WEBHOOK_TIMEOUT_SECONDS
         while time.monotonic() < stop_taking_at:
             try:
@@ -140,6 +139,8 @@ def send_batch(claims: Sequence[Claimed], send: Send) -> list[http.HttpResult | 
             except IndexError:  # none left: this lane or another of the share sent them
                 return
             started = time.monotonic()
+            for place in places:
+                place.attempt_since = started
             results[index] = _send_one(claims[index], send)
             if time.monotonic() - started >= SLOW_ATTEMPT_SECONDS:
                 return
@@ -153,18 +154,18 @@ def send_batch(claims: Sequence[Claimed], send: Send) -> list[http.HttpResult | 
 
 
 @contextmanager
-def _share(key: str, limit: int, give_up_at: float) -> Iterator[bool]:
-    """Hold one of `key`'s `limit` places (True), or say none came free in time (False; always
-    True without a limit). This process's lanes queue at its gate first, each woken the moment
-    one ends; only as many as the limit then ask Redis for a slot, instead of all polling it.
-    Both wait only while the holders are young: behind slow ones they give up at once."""
+def _share(key: str, limit: int, give_up_at: float) -> Iterator[_Place | None]:
+    """Hold one of `key`'s `limit` places, or None when none came free in time (always a place
+    without a limit). This process's lanes queue at its gate first, each woken the moment one
+    ends; only as many as the limit then ask Redis for a slot, instead of all polling it. Both
+    wait only while the holders are quick: behind slow ones they give up at once."""
     if limit <= 0:
-        yield True
+        yield _Place()
         return
     gate = _gate(key, limit)
-    entered = gate.enter(give_up_at)
-    if entered is None:
-        yield False
+    place = gate.enter(give_up_at)
+    if place is None:
+        yield None
         return
     try:
         slot = slots.acquire(
@@ -173,41 +174,49 @@ def _share(key: str, limit: int, give_up_at: float) -> Iterator[bool]:
             wait_while_held_under_seconds=SLOW_ATTEMPT_SECONDS,
         )
         if slot is None:
-            yield False
+            yield None
             return
         try:
-            yield True
+            yield place
         finally:
             slot.release()
     finally:
-        gate.leave(entered)
+        gate.leave(place)
+
+
+class _Place:
+    """A lane's place at a gate, and when the attempt it is sending began."""
+
+    def __init__(self) -> None:
+        self.attempt_since = time.monotonic()
 
 
 class _Gate:
     """This process's lanes through one share: `limit` at once. A lane waits for a place only
-    while the oldest holder has held it under SLOW_ATTEMPT_SECONDS, as the shared slots do:
-    behind lanes stuck on a slow receiver it gives up at once, so that it holds no thread."""
+    while every holder's attempt under way began less than SLOW_ATTEMPT_SECONDS ago (a fast
+    receiver frees a place in milliseconds): behind a lane stuck on a slow receiver it gives up
+    at once, so that it holds no thread. (The shared slots judge by how long each was held.)"""
 
     def __init__(self, limit: int) -> None:
         self._limit = limit
-        self._held: list[float] = []  # when each holder entered (time.monotonic())
+        self._held: list[_Place] = []
         self._changed = threading.Condition()
 
-    def enter(self, give_up_at: float) -> float | None:
+    def enter(self, give_up_at: float) -> _Place | None:
         with self._changed:
             while len(self._held) >= self._limit:
                 now = time.monotonic()
-                young_until = min(self._held) + SLOW_ATTEMPT_SECONDS
-                if now >= min(give_up_at, young_until):
+                quick_until = min(place.attempt_since for place in self._held) + SLOW_ATTEMPT_SECONDS
+                if now >= min(give_up_at, quick_until):
                     return None
-                self._changed.wait(min(give_up_at, young_until) - now)
-            entered = time.monotonic()
-            self._held.append(entered)
-            return entered
+                self._changed.wait(min(give_up_at, quick_until) - now)
+            place = _Place()
+            self._held.append(place)
+            return place
 
-    def leave(self, entered: float) -> None:
+    def leave(self, place: _Place) -> None:
         with self._changed:
-            self._held.remove(entered)
+            self._held.remove(place)
             self._changed.notify()
 
 

@@ -226,19 +226,28 @@ def test_a_client_at_its_limit_over_all_hosts_has_the_rest_put_back(
     }
 
 
-def test_a_lane_waits_at_its_process_gate_only_behind_young_holders() -> None:
-    # Given a process's gate to a share with one place, held
+def test_a_lane_waits_at_its_process_gate_only_behind_quick_attempts() -> None:
+    # Given a process's gate to a share with one place, held by a lane sending quick attempts
+    # (a new one every 0.1 s) for longer than a slow attempt takes, then leaving
     gate = sending._Gate(1)
     held = gate.enter(time.monotonic() + 5)
     assert held is not None
 
-    # When the holder leaves soon, a lane waiting enters at once
-    threading.Timer(0.1, gate.leave, args=[held]).start()
+    def quick_attempts() -> None:
+        for _ in range(8):
+            time.sleep(0.1)
+            held.attempt_since = time.monotonic()
+        gate.leave(held)
+
+    threading.Thread(target=quick_attempts).start()
+
+    # When another lane comes to the gate, it waits for the place and takes it
     started = time.monotonic()
     second = gate.enter(time.monotonic() + 5)
-    assert second is not None and time.monotonic() - started < sending.SLOW_ATTEMPT_SECONDS
+    assert second is not None
+    assert sending.SLOW_ATTEMPT_SECONDS < time.monotonic() - started < 2
 
-    # And when the holder stays, a lane waits only until the holder is no longer young
+    # And behind a holder whose attempt is slow, a lane waits only until the attempt is
     started = time.monotonic()
     assert gate.enter(time.monotonic() + 5) is None
     assert time.monotonic() - started <= sending.SLOW_ATTEMPT_SECONDS + 0.1
