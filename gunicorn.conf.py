@@ -12,7 +12,7 @@ bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
 # short requests as a sync worker would (docs/streams.md has the limits and the measurements).
 workers = int(os.environ.get("WEB_CONCURRENCY", multiprocessing.cpu_count() + 1))
 worker_class = "gthread"
-threads = int(os.environ.get("WEB_THREADS", "200"))
+threads = int(os.environ.get("WEB_THREADS", "256"))
 # Connections a process holds at once: no more than its threads, so a process whose threads all
 # wait stops accepting and the kernel hands new connections to the others (and, as with sync
 # workers, an answered connection is closed rather than kept alive).

@@ -45,9 +45,9 @@ API_STREAM_HEARTBEAT_SECONDS = env.float("API_STREAM_HEARTBEAT_SECONDS", default
 
 # Waits and streams one API process holds at once; past it, a `Prefer: wait` answers at once
 # (the preference not applied) and a stream gets 503, so some of its WEB_THREADS (gunicorn.conf.py,
-# default 200) are always free for short requests.
+# default 256) are always free for short requests.
 API_MAX_WAITERS_PER_PROCESS = env.int(
-    "API_MAX_WAITERS_PER_PROCESS", default=max(env.int("WEB_THREADS", default=200) - 10, 0)
+    "API_MAX_WAITERS_PER_PROCESS", default=max(env.int("WEB_THREADS", default=256) - 10, 0)
 )
 # Of those, the most one client holds (a wait past it answers at once, a stream gets 429), so
 # that one client's waits and streams leave room for everyone else's: a quarter by default.

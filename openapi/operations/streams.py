@@ -66,7 +66,7 @@ _FULL = {
         ),
         error_example(
             429, "too_many_open_streams",
-            "You hold 47 waits and streams on this server, the most one client may; close one first.",
+            "You hold 61 waits and streams on this server, the most one client may; close one first.",
         ),
     ),
 }
