@@ -52,9 +52,15 @@ WRK_THREADS = 2
 # Each API figure and its ceiling are measured in this many alternating rounds (ceiling, API,
 # ceiling, API, ...), of ROUND_SECONDS each: the machine's speed drifts over minutes, and a
 # ceiling measured minutes before its API figure moved the ratio by a third between runs. One
-# round's ratio still varies by about a tenth: five rounds average it out better than three.
-ROUNDS = 5
+# round's ratio still varies by about a tenth, and a round disturbed by something else on the
+# machine by a half: the verdicts take the median of seven rounds' ratios (bench/report.py;
+# decided on 2026-12-03 before that day's runs, after one disturbed round of five had moved
+# a ratio of the rounds' totals by a quarter).
+ROUNDS = 7
 ROUND_SECONDS = 4
+# Seconds between opening the waiters and measuring beside them (each has read its job), and
+# after closing them before the next measurement.
+WAITERS_SETTLE_SECONDS = 2
 HELLO = {"job_name": "api.tasks.hello_world", "payload": {"message": "bench"}}
 # The sequential end-to-end probes and the raw round trips (their ceiling) alternate in blocks
 # of this many: two full-run raw figures taken a minute apart were 5.4 and 7.9 ms.
@@ -454,6 +460,8 @@ class Bench:
     profiling: list[str] = field(default_factory=list)
     baseline_url: str = ""
     baseline_ids: list[str] = field(default_factory=list)
+    # (key, job id): the pending jobs the waiters held beside some rounds wait on.
+    waiting_jobs: list[tuple[str, str]] = field(default_factory=list)
     results: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -621,9 +629,13 @@ class Bench:
                           timeout=30)
         poll = wrk_script(method="GET", paths=[f"/api/jobs/{i}/" for i in ids], keys=poll_keys)
         submit = wrk_script(method="POST", paths=["/api/jobs/"], keys=submit_keys, body=json.dumps(HELLO))
+        # The waits held open beside some rounds: on pending jobs of their own clients'.
+        self.waiting_jobs = streams.pending_jobs(url, self.clients(streams.WAITING_CLIENTS, "waiting"))
+        self.results["api"] = {"waiters": {"held": streams.WAITERS, "clients": streams.WAITING_CLIENTS,
+                                           "answered_early": 0}}
         figures = self.paired_rounds({
-            "poll": (url, poll), "poll_metrics_on": (metrics_url, poll),
-            "submit": (url, submit), "submit_metrics_on": (metrics_url, submit),
+            "poll": (url, poll), "poll_metrics_on": (metrics_url, poll), "poll_beside_waiters": (url, poll),
+            "submit": (url, submit), "submit_metrics_on": (metrics_url, submit), "submit_beside_waiters": (url, submit),
         })
         # Batch submission (POST /api/jobs/batch/): jobs per second against the single endpoint's.
         log(f"API: POST /api/jobs/batch/ with {BATCH_SIZE} jobs a request")
@@ -653,15 +665,19 @@ class Bench:
         self.stack.stop("api-web")
         url = self.web("api-web", "core.settings")
         wait_http(f"{url}/healthz", self.stack, "api-web")
-        self.results["api"] = figures
+        self.results["api"].update(figures)
         return url
 
     def paired_rounds(self, api: dict[str, tuple[str, str]]) -> dict[str, Any]:
         """Measure the API's poll and submit (`api`: name -> (url, wrk script)) in ROUNDS rounds,
-        each beside its ceiling, the baseline's read and insert, when the baseline runs, and
-        beside itself with metrics on: read, poll, poll with metrics, insert, submit, submit
-        with metrics, and again. Stores the baseline's figures; returns the API's."""
-        pairs = [("read_one_row", "poll", "poll_metrics_on"), ("insert_and_publish", "submit", "submit_metrics_on")]
+        each beside its ceiling, the baseline's read and insert, when the baseline runs, beside
+        itself with metrics on, and beside itself holding WAITERS waits open: read, poll, poll
+        with metrics, poll beside the waiters, insert, submit, ..., and again. Stores the
+        baseline's figures; returns the API's."""
+        pairs = [
+            ("read_one_row", "poll", "poll_metrics_on", "poll_beside_waiters"),
+            ("insert_and_publish", "submit", "submit_metrics_on", "submit_beside_waiters"),
+        ]
         scripts: dict[str, tuple[str, str, str]] = {
             name: (url, script, METRICS_WEB if name.endswith("_metrics_on") else "api-web")
             for name, (url, script) in api.items()
@@ -694,11 +710,33 @@ class Bench:
                 profiled = round_number == 0 and process == "api-web"
                 if profiled:
                     self.profile_start(name, process)
-                rounds[name].append(wrk(url, script, seconds=seconds, workdir=self.workdir,
-                                        server_pid=self.pid(process)))
+                with self.waiters_beside(url, held=name.endswith("_beside_waiters")):
+                    rounds[name].append(wrk(url, script, seconds=seconds, workdir=self.workdir,
+                                            server_pid=self.pid(process)))
                 if profiled:
                     self.profile_stop()
         return {name: combined(measured) for name, measured in rounds.items()}
+
+    @contextlib.contextmanager
+    def waiters_beside(self, url: str, *, held: bool) -> Iterator[None]:
+        """With `held`: streams.WAITERS waits held open on the API for the block (on the
+        waiting clients' pending jobs), each of which should still be waiting at its end."""
+        if not held:
+            yield
+            return
+        waiters = streams.open_waiters(url, self.waiting_jobs)
+        try:
+            time.sleep(WAITERS_SETTLE_SECONDS)
+            yield
+            answered = streams.answered(waiters)
+            self.results["api"]["waiters"]["answered_early"] = max(
+                answered, self.results["api"]["waiters"]["answered_early"]
+            )
+        finally:
+            for sock in waiters:
+                sock.close()
+            # The API ends each hung-up wait (a 499) before the next measurement, not during it.
+            time.sleep(WAITERS_SETTLE_SECONDS)
 
     def outside_shape(self) -> None:
         """Submit and poll as an outside load test measures them: both apps on
@@ -1293,7 +1331,7 @@ def main() -> None:
         bench.results["system"] = system_info()
         bench.results["config"] = {
             "gunicorn_workers": int(env.get("WEB_CONCURRENCY") or (os.cpu_count() or 1) + 1),
-            "gunicorn_threads": int(env.get("WEB_THREADS") or 200),
+            "gunicorn_threads": int(env.get("WEB_THREADS") or 256),
             "celery_jobs_worker_concurrency": 2,
             "celery_webhooks_worker_concurrency": WEBHOOKS_WORKER_THREADS,
             "celery_webhooks_worker_pool": "threads",
@@ -1319,8 +1357,7 @@ def main() -> None:
                 bench.phase("delivery", bench.delivery)
             if "streams" in only:
                 bench.phase("streams", lambda: bench.results.__setitem__("streams", streams.measure(
-                    bench, url, wrk=wrk, wrk_script=wrk_script, memory_of=memory_of,
-                    percentiles=percentiles, log=log,
+                    bench, url, memory_of=memory_of, percentiles=percentiles, log=log,
                 )))
             bench.workers_memory()
             bench.stop_workers()

@@ -3,6 +3,7 @@ job finished, and what 500 waiters held open cost the API's submit and poll (doc
 from __future__ import annotations
 
 import json
+import select
 import socket
 import time
 from datetime import UTC, datetime, timedelta
@@ -12,6 +13,9 @@ from urllib.parse import urlsplit
 import requests
 
 WAITERS = 500
+# The clients the waiters come from: each holds at most a share of a process's room for waits
+# (API_MAX_WAITERS_PER_CLIENT, 61 by default), 25 of them here.
+WAITING_CLIENTS = 20
 SAMPLES = 40
 HELLO = {"job_name": "api.tasks.hello_world", "payload": {"message": "bench"}}
 
@@ -48,16 +52,37 @@ def _stream_latencies(url: str, key: str, samples: int) -> list[float]:
     return latencies
 
 
-def _open_waiters(url: str, key: str, job_id: str, count: int) -> list[socket.socket]:
+def pending_jobs(url: str, keys: list[str]) -> list[tuple[str, str]]:
+    """(key, job id): a job of each client's that stays pending for the run (scheduled an hour
+    ahead), for its waiters to wait on."""
+    later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    jobs = []
+    for key in keys:
+        response = requests.post(f"{url}/api/jobs/", json=dict(HELLO, run_at=later), timeout=30,
+                                 headers={"Authorization": f"Bearer {key}"})
+        assert response.status_code == 202, response.text
+        jobs.append((key, response.json()["id"]))
+    return jobs
+
+
+def open_waiters(url: str, jobs: list[tuple[str, str]], count: int = WAITERS) -> list[socket.socket]:
+    """`count` reads with `Prefer: wait=120` held open, spread over the clients' pending `jobs`
+    (a client holds only a share of a process's waits: API_MAX_WAITERS_PER_CLIENT)."""
     address = urlsplit(url)
-    request = (f"GET /api/jobs/{job_id}/ HTTP/1.1\r\nHost: {address.netloc}\r\n"
-               f"Authorization: Bearer {key}\r\nPrefer: wait=120\r\n\r\n").encode()
     waiters = []
-    for _ in range(count):
+    for index in range(count):
+        key, job_id = jobs[index % len(jobs)]
         sock = socket.create_connection((address.hostname, address.port))
-        sock.sendall(request)
+        sock.sendall((f"GET /api/jobs/{job_id}/ HTTP/1.1\r\nHost: {address.netloc}\r\n"
+                      f"Authorization: Bearer {key}\r\nPrefer: wait=120\r\n\r\n").encode())
         waiters.append(sock)
     return waiters
+
+
+def answered(waiters: list[socket.socket]) -> int:
+    """How many of the waiters have had an answer (each should still be waiting)."""
+    readable, _, _ = select.select(waiters, [], [], 0)
+    return len(readable)
 
 
 def _database_transactions() -> int:
@@ -75,49 +100,30 @@ def _transactions_per_second(seconds: float = 5) -> float:
     return round((_database_transactions() - before) / seconds, 1)
 
 
-def measure(bench: Any, url: str, *, wrk: Any, wrk_script: Any, memory_of: Any, percentiles: Any,
-            log: Any) -> dict[str, Any]:
-    """The phase's figures (bench/run.py passes its helpers, to keep this module apart)."""
+def measure(bench: Any, url: str, *, memory_of: Any, percentiles: Any, log: Any) -> dict[str, Any]:
+    """The phase's figures (bench/run.py passes its helpers, to keep this module apart). What
+    the waiters cost submit and poll is measured against their ceilings in the api phase's
+    rounds (bench/run.py, paired_rounds)."""
     samples = SAMPLES // 2 if bench.quick else SAMPLES
-    keys = bench.clients(3, "streams")
+    keys = bench.clients(2, "streams")
     log(f"streams: {samples} waited submissions, finish -> answer")
     figures: dict[str, Any] = {"wait_answer": percentiles(_wait_latencies(url, keys[0], samples))}
     log(f"streams: {samples} streams, finish -> final event")
     figures["stream_final_event"] = percentiles(_stream_latencies(url, keys[1], samples))
 
-    # A job that stays PENDING for the phase (scheduled an hour ahead), for the waiters to wait on.
-    later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
-    pending = requests.post(f"{url}/api/jobs/", json=dict(HELLO, run_at=later), timeout=30,
-                            headers={"Authorization": f"Bearer {keys[2]}"}).json()
-    # Many clients, as the api phase has, so no client's rate limit is what is measured; poll
-    # key i reads its own (finished) job i.
-    poll_keys, submit_keys = bench.clients(32, "streams-poll"), bench.clients(64, "streams-submit")
-    polled = [bench.seed_jobs(owner_id=bench.client_of(key), count=1)[0] for key in poll_keys]
-    poll = wrk_script(method="GET", paths=[f"/api/jobs/{i}/" for i in polled], keys=poll_keys)
-    submit = wrk_script(method="POST", paths=["/api/jobs/"], keys=submit_keys, body=json.dumps(HELLO))
-    seconds = 3 if bench.quick else 5
+    jobs = pending_jobs(url, bench.clients(WAITING_CLIENTS, "streams-waiting"))
     pid = bench.pid("api-web")
-    # The database's transactions a second before and while the waiters wait, measured before
-    # any load (the worker's backlog of submitted jobs would swamp them).
+    # The database's transactions a second before and while the waiters wait, with no other load.
     time.sleep(2)
     quiet: dict[str, Any] = {"database_transactions_per_second": _transactions_per_second(), "memory": memory_of(pid)}
     log(f"streams: {WAITERS} waiters held open")
-    waiters = _open_waiters(url, keys[2], pending["id"], WAITERS)
+    waiters = open_waiters(url, jobs)
     try:
         time.sleep(3)  # each has read the job once
-        held = {"database_transactions_per_second": _transactions_per_second(), "memory": memory_of(pid)}
-        log(f"streams: submit and poll beside {WAITERS} waiters")
-        held["submit"] = wrk(url, submit, seconds=seconds, workdir=bench.workdir, server_pid=pid)
-        held["poll"] = wrk(url, poll, seconds=seconds, workdir=bench.workdir, server_pid=pid)
+        held = {"database_transactions_per_second": _transactions_per_second(), "memory": memory_of(pid),
+                "answered_early": answered(waiters)}
     finally:
         for sock in waiters:
             sock.close()
-    log("streams: submit and poll, no waiters")
-    time.sleep(2)
-    quiet["submit"] = wrk(url, submit, seconds=seconds, workdir=bench.workdir, server_pid=pid)
-    quiet["poll"] = wrk(url, poll, seconds=seconds, workdir=bench.workdir, server_pid=pid)
     figures["without_waiters"], figures[f"with_{WAITERS}_waiters"] = quiet, held
-    figures["ratios_with_waiters"] = {
-        name: round(held[name]["rps"] / quiet[name]["rps"], 2) for name in ("submit", "poll")
-    }
     return figures
