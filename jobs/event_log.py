@@ -12,11 +12,11 @@ from __future__ import annotations
 import uuid
 from datetime import timedelta
 
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from jobs import wakeups
+from jobs import sql, wakeups
 from jobs.models import Job, JobEvent
 from jobs.serializers import job_representation
 from webhooks.outbox import event_body
@@ -25,9 +25,6 @@ from webhooks.outbox import event_body
 # webhooks send at most one a second of these, jobs.transitions); the final event carries the
 # last progress anyway.
 PROGRESS_EVENT_MIN_INTERVAL_SECONDS = 0.5
-# The first key of the owners' event locks (PostgreSQL advisory locks; the second is the owner's
-# id folded to 31 bits: two owners that share it only wait on each other).
-_EVENTS_LOCK_SPACE = 0x6A6F6273  # "jobs"
 
 
 def job_event_record(*, job: Job, event_type: str) -> JobEvent | None:
@@ -40,7 +37,7 @@ def job_event_record(*, job: Job, event_type: str) -> JobEvent | None:
         ).first()
         if last and now - last < timedelta(seconds=PROGRESS_EVENT_MIN_INTERVAL_SECONDS):
             return None
-    _owner_events_lock(job.owner_id)
+    sql.owner_events_lock(job.owner_id)
     event = JobEvent.objects.create(
         job_id=job.id, owner_id=job.owner_id, job_name=job.job_name, event_type=event_type,
         body=event_body(event_type=event_type, data=job_representation(job), at=now).decode(),
@@ -51,14 +48,6 @@ def job_event_record(*, job: Job, event_type: str) -> JobEvent | None:
         lambda: wakeups.job_event_publish(job_id=job_id, owner_id=owner_id, event_type=event_type)
     )
     return event
-
-
-def _owner_events_lock(owner_id: uuid.UUID) -> None:
-    """Take the owner's event lock until the transaction ends (see the module's docstring).
-    SQLite needs none: it lets one transaction write at a time."""
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [_EVENTS_LOCK_SPACE, owner_id.int % 2**31])
 
 
 def job_events_after(*, job_id: uuid.UUID, after_id: int) -> QuerySet[JobEvent]:

@@ -11,6 +11,8 @@
   leaves room for, skipping rows another sweeper holds (a LATERAL join, `SKIP LOCKED`).
 - The poll reads one job by id and owner from a statement written once: the ORM composing it on
   every request cost more CPU than the rest of the poll (docs/benchmarks.md, "Fixes").
+- An owner's events take their ids under an advisory lock of the owner's (jobs/event_log.py):
+  the ORM has no advisory locks.
 
 Statements are written once per database alias (the column lists come from the model), values
 are prepared by their fields as `save()` would, and rows come back through `core.db`.
@@ -185,3 +187,17 @@ def jobs_waiting_claim(*, now: datetime, grace_before: datetime, cap: int, limit
         cursor.execute(statement, params)
         return sorted((model_from_row(Job, row, alias) for row in cursor.fetchall()),
                       key=lambda job: job.run_at or job.created_at)
+
+
+# The first key of the owners' event locks; the second is the owner's id folded to 31 bits (two
+# owners that share it only wait on each other).
+_EVENTS_LOCK_SPACE = 0x6A6F6273  # "jobs"
+
+
+def owner_events_lock(owner_id: uuid.UUID, alias: str = "default") -> None:
+    """Take the owner's event lock until the transaction ends (PostgreSQL; SQLite lets one
+    transaction write at a time and needs none)."""
+    connection = connections[alias]
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [_EVENTS_LOCK_SPACE, owner_id.int % 2**31])
