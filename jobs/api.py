@@ -74,7 +74,7 @@ def _waited(request: Request, job: Job) -> tuple[Job, dict[str, str]]:
     """Honour a `Prefer: wait=N` (jobs.waiting): the job once final or after N seconds, and the
     `Preference-Applied` header saying so; the job as it is when no wait is asked."""
     seconds = inputs.prefer_wait(request)
-    if seconds is None or not waiting.room_to_wait() or not waiting.client_room_to_wait(request.user.pk):
+    if seconds is None or waiting.room_refused(request.user.pk):
         return job, {}  # as RFC 7240 allows: a preference not applied, and not said to be
     if job.is_final:
         return job, {"Preference-Applied": f"wait={seconds}"}

@@ -35,12 +35,13 @@ def _streaming(body: Any) -> StreamingHttpResponse:
 
 
 def _room(request: Request) -> None:
-    if not waiting.room_to_wait():
+    refused = waiting.room_refused(request.user.pk)
+    if refused == waiting.SERVER_FULL:
         raise ApplicationError(
             "This server holds as many streams as it may; reconnect in a moment.",
             code="too_many_streams", status_code=503, headers={"Retry-After": "1"},
         )
-    if not waiting.client_room_to_wait(request.user.pk):
+    if refused == waiting.CLIENT_FULL:
         raise ApplicationError(
             f"You hold {settings.API_MAX_WAITERS_PER_CLIENT} waits and streams on this server, the most "
             "one client may; close one first.",

@@ -30,16 +30,22 @@ def client_socket(meta: Mapping[str, Any]) -> socket.socket | None:
     return sock if isinstance(sock, socket.socket) else None
 
 
-def room_to_wait() -> bool:
-    """Whether this process may take one more waiter (API_MAX_WAITERS_PER_PROCESS): past it,
-    its threads would all wait and none be left for short requests."""
-    return hub.waiting() < settings.API_MAX_WAITERS_PER_PROCESS
+# Why a wait is refused: the process's room is full, or the client's share of it.
+SERVER_FULL = "server"
+CLIENT_FULL = "client"
 
 
-def client_room_to_wait(client_id: uuid.UUID) -> bool:
-    """Whether the client may wait once more in this process (API_MAX_WAITERS_PER_CLIENT): so
-    that one client's waits and streams leave room for everyone else's."""
-    return hub.waiting(client_id) < settings.API_MAX_WAITERS_PER_CLIENT
+def room_refused(client_id: uuid.UUID) -> str:
+    """Why this process may take no more waiters of the client's, or "" when it may:
+    SERVER_FULL past API_MAX_WAITERS_PER_PROCESS (its threads would all wait and none be left
+    for short requests), CLIENT_FULL past the client's API_MAX_WAITERS_PER_CLIENT (so that one
+    client's waits and streams leave room for everyone else's)."""
+    everyone, its_own = hub.waiting(client_id)
+    if everyone >= settings.API_MAX_WAITERS_PER_PROCESS:
+        return SERVER_FULL
+    if its_own >= settings.API_MAX_WAITERS_PER_CLIENT:
+        return CLIENT_FULL
+    return ""
 
 
 @contextmanager

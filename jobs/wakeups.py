@@ -143,12 +143,10 @@ class Hub:
         # How many times the listener (re)subscribed: tests wait for it.
         self.subscriptions = 0
 
-    def waiting(self, client_id: uuid.UUID | None = None) -> int:
-        """How many wait in this process: all, or `client_id`'s."""
+    def waiting(self, client_id: uuid.UUID) -> tuple[int, int]:
+        """How many wait in this process: all, and `client_id`'s."""
         with self._lock:
-            if client_id is not None:
-                return self._of_client[str(client_id)]
-            return self._of_client.total()
+            return self._of_client.total(), self._of_client[str(client_id)]
 
     def register(self, waiter: Waiter) -> None:
         self._ensure_listener()
