@@ -146,13 +146,17 @@ def _drain_publish() -> None:
         app.send_task(DRAIN_TASK)
     except Exception:  # the broker's client raises many types; every one means "not published"
         logger.warning("Could not ask for a drain; the dispatcher will", exc_info=True)
-        drain_started()  # clear the flag (else it expires by itself)
+        _drain_flag_clear()  # the next ids pushed ask again
+
+
+def _drain_flag_clear() -> None:
+    asked = _due_keys()[1]
+    _on_due_queue(lambda client: client.delete(asked), otherwise=0, failing="its drain flag stays until it expires")
 
 
 def drain_started() -> None:
     """A drain begins: ids pushed from now on ask for another one."""
-    asked = _due_keys()[1]
-    _on_due_queue(lambda client: client.delete(asked), otherwise=0, failing="its drain flag stays until it expires")
+    _drain_flag_clear()
 
 
 def due_take(count: int) -> list[int]:
