@@ -1,5 +1,6 @@
 """The `streams` phase of bench/run.py: how soon `Prefer: wait` and an event stream hear that a
-job finished, and what 500 waiters held open cost the API's submit and poll (docs/streams.md)."""
+job finished, and what 500 waiters held open cost the database and the API's memory; and the
+waiters the api phase holds open beside some of its rounds (docs/streams.md)."""
 from __future__ import annotations
 
 import json
