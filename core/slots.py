@@ -4,8 +4,12 @@ A slot is a member of a sorted set scored by when it was taken; taking one first
 older than the lease, so a holder that died (SIGKILL, OOM) frees its slot when its lease runs out,
 without anyone cleaning up. The time is Redis's own (`TIME`), so hosts whose clocks differ agree.
 
+Turns pace a key instead: at most one taken every so often (a key set with that expiry, if
+absent), on Redis's clock too.
+
 With Redis unreachable or not configured, every request is admitted (`Slot.held` False): a
-limit on concurrency must never stop the work it shares out. The log says so, once a minute.
+limit on concurrency or pace must never stop the work it shares out. The log says so, once a
+minute.
 """
 from __future__ import annotations
 
@@ -105,6 +109,28 @@ class Slots:
             if slow or time.monotonic() + POLL_SECONDS > give_up_at:
                 return None
             time.sleep(POLL_SECONDS)
+
+    def turn(self, key: str, *, every_seconds: float, wait_seconds: float) -> bool:
+        """Take `key`'s turn: True at most once every `every_seconds`, across every process.
+        Waits up to `wait_seconds` for the last turn taken to run out; False when it would not
+        in time. Never raises."""
+        name = f"{self._prefix}{key}"
+        client, _ = self._redis()
+        if client is None:
+            return True
+        give_up_at = time.monotonic() + wait_seconds
+        while True:
+            try:
+                if client.set(name, b"1", nx=True, px=max(1, round(every_seconds * 1000))):
+                    return True
+                left_ms = client.pttl(name)
+            except redis.RedisError as exc:
+                self._warn("turn taken without Redis (unreachable): admitted", exc)
+                return True
+            pause = max(left_ms, 1) / 1000  # gone in between (-2): at once, nearly
+            if time.monotonic() + pause > give_up_at:
+                return False
+            time.sleep(pause)
 
     def release(self, slot: Slot) -> None:
         client, _ = self._redis()

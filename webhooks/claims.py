@@ -55,6 +55,7 @@ class Claimed:
     message_id: str
     body: bytes
     secrets: list[str]  # at least one: an owner's (or endpoint's) first delivery makes its secret
+    rate_limit_per_second: float | None  # the endpoint's pace, kept when sending (webhooks/sending.py)
 
 
 def claim(*, scope: Scope, token: uuid.UUID, limit: int = BATCH_MAX_DELIVERIES) -> list[Claimed]:
@@ -69,7 +70,7 @@ def claim(*, scope: Scope, token: uuid.UUID, limit: int = BATCH_MAX_DELIVERIES) 
     first_secrets: dict[tuple[uuid.UUID, uuid.UUID | None], list[str]] = {}
     claimed = []
     for (delivery_id, url, owner_id, endpoint_id, headers, attempt_id, number, message_id, body,
-         signing_secrets) in rows:
+         signing_secrets, rate_limit_per_second) in rows:
         if not signing_secrets:
             key = (owner_id, endpoint_id)
             if key not in first_secrets:
@@ -78,6 +79,7 @@ def claim(*, scope: Scope, token: uuid.UUID, limit: int = BATCH_MAX_DELIVERIES) 
         claimed.append(Claimed(
             delivery_id=delivery_id, owner_id=owner_id, url=url, endpoint_id=endpoint_id, headers=headers, attempt_id=attempt_id,
             attempt_number=number, started_at=now, message_id=message_id, body=body, secrets=signing_secrets,
+            rate_limit_per_second=rate_limit_per_second,
         ))
     return claimed
 
@@ -144,5 +146,6 @@ def claim_portable(
             endpoint.headers if endpoint else {}, attempt.pk, attempt.number, message_id, body,
             secrets.signing_secrets_in_use(owner_id=delivery.owner_id, endpoint_id=endpoint.pk, now=now)
             if endpoint else client_secrets,
+            endpoint.rate_limit_per_second if endpoint else None,
         ))
     return rows

@@ -33,16 +33,20 @@ def event_body(*, event_type: str, data: Any, at: datetime) -> bytes:
     return json.dumps(document, cls=DjangoJSONEncoder, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
-def _paced(endpoint: Endpoint, now: datetime) -> datetime:
-    """When the endpoint's next delivery may go under its rate limit (and take that slot): its
-    deliveries are spaced, never dropped. Locks the endpoint's row for the caller's transaction."""
-    if not endpoint.rate_limit_per_second:
-        return now
-    locked = Endpoint.objects.select_for_update().only("next_slot_at", "rate_limit_per_second").get(pk=endpoint.pk)
-    slot = max(now, locked.next_slot_at or now)
-    locked.next_slot_at = slot + timedelta(seconds=1 / endpoint.rate_limit_per_second)
+def endpoint_slots(*, endpoint_id: uuid.UUID, count: int, now: datetime) -> list[datetime]:
+    """When the endpoint's next `count` deliveries may go under its rate limit, taking those
+    slots (each `now` without a limit): its deliveries are spaced, never dropped. Locks the
+    endpoint's row for the caller's transaction."""
+    locked = (
+        Endpoint.objects.select_for_update().only("next_slot_at", "rate_limit_per_second").filter(pk=endpoint_id).first()
+    )
+    if locked is None or not locked.rate_limit_per_second:
+        return [now] * count
+    every = timedelta(seconds=1 / locked.rate_limit_per_second)
+    first = max(now, locked.next_slot_at or now)
+    locked.next_slot_at = first + every * count
     locked.save(update_fields=["next_slot_at"])
-    return slot
+    return [first + every * n for n in range(count)]
 
 
 def event_record(
@@ -80,7 +84,7 @@ def event_record(
                  dispatched_at=now, created_at=now)
     ] if callback_url else []
     for endpoint in endpoints:
-        due = _paced(endpoint, now)
+        due = endpoint_slots(endpoint_id=endpoint.pk, count=1, now=now)[0] if endpoint.rate_limit_per_second else now
         deliveries.append(Delivery(
             owner_id=owner_id, subject_id=subject_id, endpoint=endpoint, url=endpoint.url, next_attempt_at=due,
             dispatched_at=now if due <= now or due - now <= timedelta(seconds=dispatch.COUNTDOWN_MAX_SECONDS) else None,

@@ -14,6 +14,13 @@ happens to one never reaches the others.
   up at once. What no lane sent is put back: its claim and its attempt row undone, due again
   a little later, on a countdown message. It holds no worker while it waits, spends none of
   its attempts, and keeps its place (claims take the oldest due deliveries first).
+- An endpoint's pace: an endpoint with a rate limit gets one attempt a turn (1 / its rate),
+  across every deliveries worker (a turn in Redis). Its deliveries are given slots that far
+  apart when recorded (webhooks/outbox.py), so a turn is usually free; those that are due
+  together all the same (held ones sent when it is enabled again, recovered failures, a retry
+  beside a new event, a countdown run late) wait on the lane for their turns, SLOT_WAIT_SECONDS
+  at most each; one that cannot have its turn in that time is put back at the endpoint's next
+  free slot.
 - Side by side: a batch's lanes each on a thread of the batch's own, so a batch takes as long
   as its slowest lane, which core/http.py's limit on an attempt and the lane's own limit bound
   (two attempts' limits); no thread is shared with another batch, so no receiver can hold up
@@ -29,11 +36,11 @@ import threading
 import time
 import uuid
 import weakref
-from collections import deque
+from collections import defaultdict, deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
 import redis
@@ -45,7 +52,7 @@ from django.utils import timezone
 
 from core import cache_redis, deadlines, http
 from core.slots import Slots
-from webhooks import dispatch
+from webhooks import dispatch, outbox
 from webhooks.claims import Claimed
 from webhooks.models import Delivery, DeliveryAttempt
 
@@ -138,6 +145,8 @@ def send_batch(claims: Sequence[Claimed], send: Send) -> list[http.HttpResult | 
                 index = waiting.popleft()
             except IndexError:  # none left: this lane or another of the share sent them
                 return
+            if not _turn_taken(claims[index], give_up_at=min(time.monotonic() + SLOT_WAIT_SECONDS, stop_taking_at)):
+                return  # the endpoint's pace: this one (and what the lane has left) is put back
             started = time.monotonic()
             for place in places:
                 place.attempt_since = started
@@ -234,6 +243,16 @@ def _gate(key: str, limit: int) -> _Gate:
         return gate
 
 
+def _turn_taken(claimed: Claimed, *, give_up_at: float) -> bool:
+    """The endpoint's turn to be sent to, under its rate limit (at once without one)."""
+    if not claimed.rate_limit_per_second:
+        return True
+    return slots.turn(
+        f"pace:{claimed.endpoint_id}", every_seconds=1 / claimed.rate_limit_per_second,
+        wait_seconds=max(0.0, give_up_at - time.monotonic()),
+    )
+
+
 def _send_one(claimed: Claimed, send: Send) -> http.HttpResult:
     try:
         return send(claimed)
@@ -243,17 +262,34 @@ def _send_one(claimed: Claimed, send: Send) -> http.HttpResult:
 
 
 def deliveries_put_back(*, claims: Sequence[Claimed], token: uuid.UUID) -> None:
-    """Undo the claims of deliveries that found their host busy: no attempt made (its row goes,
-    the count goes back), due again in a moment, published as a countdown."""
+    """Undo the claims of deliveries that were not sent: no attempt made (its row goes, the count
+    goes back). Each is due again in a moment, on a countdown message; one to an endpoint with a
+    rate limit at the endpoint's next free slot (past COUNTDOWN_MAX_SECONDS, the dispatcher
+    publishes it then)."""
     if not claims:
         return
-    delay = WAIT_TURN_SECONDS + random.uniform(0, WAIT_TURN_JITTER_SECONDS)  # a spread, not a secret
     now = timezone.now()
-    ids = [claimed.delivery_id for claimed in claims]
+    spread = random.uniform(0, WAIT_TURN_JITTER_SECONDS)  # a spread, not a secret
+    in_a_moment = now + timedelta(seconds=WAIT_TURN_SECONDS + spread)
+    paced: dict[uuid.UUID, list[int]] = defaultdict(list)
+    for claimed in claims:
+        if claimed.rate_limit_per_second and claimed.endpoint_id is not None:
+            paced[claimed.endpoint_id].append(claimed.delivery_id)
     with transaction.atomic():
+        due_at = {claimed.delivery_id: in_a_moment for claimed in claims}
+        for endpoint_id, ids in paced.items():
+            slots_taken = outbox.endpoint_slots(endpoint_id=endpoint_id, count=len(ids), now=now)
+            due_at.update(zip(ids, slots_taken, strict=True))
         DeliveryAttempt.objects.filter(pk__in=[claimed.attempt_id for claimed in claims]).delete()
-        Delivery.objects.filter(pk__in=ids, claim_token=token).update(
-            attempt_count=F("attempt_count") - 1, claim_token=None, claimed_until=None,
-            next_attempt_at=now + timedelta(seconds=delay), dispatched_at=now,
-        )
-        dispatch.deliveries_publish_on_commit(delivery_ids=ids, countdown=delay)
+        due_together: dict[datetime, list[int]] = defaultdict(list)
+        for delivery_id, due in due_at.items():
+            due_together[due].append(delivery_id)
+        for due, ids in due_together.items():
+            countdown = max(0.0, (due - now).total_seconds())
+            published = countdown <= dispatch.COUNTDOWN_MAX_SECONDS
+            Delivery.objects.filter(pk__in=ids, claim_token=token).update(
+                attempt_count=F("attempt_count") - 1, claim_token=None, claimed_until=None,
+                next_attempt_at=due, dispatched_at=now if published else None,
+            )
+            if published:
+                dispatch.deliveries_publish_on_commit(delivery_ids=ids, countdown=countdown)

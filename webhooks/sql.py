@@ -32,8 +32,10 @@ INTERRUPTED = "Interrupted: the worker sending this attempt stopped."
 # One row per claimed delivery: (delivery id, url, owner id, endpoint id or None, the endpoint's
 # custom headers, attempt id, attempt number, webhook-id, body, the secrets that sign it: the
 # current one first, then any rotated-out one still inside its overlap window; none before the
-# owner's first delivery).
-ClaimRow = tuple[int, str, uuid.UUID, uuid.UUID | None, dict[str, str], int, int, str, bytes, list[str]]
+# owner's first delivery; the endpoint's rate limit or None).
+ClaimRow = tuple[
+    int, str, uuid.UUID, uuid.UUID | None, dict[str, str], int, int, str, bytes, list[str], float | None
+]
 
 
 def event_insert_with_deliveries(event: Event, deliveries: Sequence[Delivery]) -> None:
@@ -104,7 +106,7 @@ def claim_postgresql(
     `limit` due, unclaimed deliveries matching `scope_sql` (on deliveries aliased `c`) take the
     claim; attempts a dead worker left open are closed as interrupted; the new attempts are
     opened; the events are read back with their secrets (the endpoint's, or the client's for a
-    callback_url) and their endpoint's headers. A delivery whose endpoint was disabled after it
+    callback_url) and their endpoint's headers and rate limit. A delivery whose endpoint was disabled after it
     was published is held (state endpoint_disabled) instead of claimed."""
     sql = f"""
         WITH held AS (
@@ -147,7 +149,8 @@ def claim_postgresql(
                    WHERE s.owner_id = c.owner_id AND s.endpoint_id IS NOT DISTINCT FROM c.endpoint_id
                      AND {SECRET_IN_USE.format(now="%(now)s")}
                    ORDER BY {SECRETS_CURRENT_FIRST}
-               )
+               ),
+               ep.rate_limit_per_second
         FROM claimed c
         JOIN attempts a ON a.delivery_id = c.id
         JOIN {Event._meta.db_table} e ON e.id = c.event_id
@@ -160,7 +163,7 @@ def claim_postgresql(
     }
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        return [(*row[:4], _headers(row[4]), *row[5:8], bytes(row[8]), row[9]) for row in cursor.fetchall()]
+        return [(*row[:4], _headers(row[4]), *row[5:8], bytes(row[8]), *row[9:]) for row in cursor.fetchall()]
 
 
 def _headers(value: object) -> dict[str, str]:

@@ -69,3 +69,21 @@ def test_a_holder_gives_up_at_once_behind_slow_holders() -> None:
     started = time.monotonic()
     assert shared.acquire("h", limit=1, lease_seconds=30, wait_seconds=5, wait_while_held_under_seconds=0.2) is None
     assert time.monotonic() - started < 0.2
+
+
+def test_turns_are_taken_one_per_interval_waiting_for_the_last_to_run_out() -> None:
+    shared = slots()
+    assert shared.turn("e", every_seconds=0.3, wait_seconds=0)
+    assert not shared.turn("e", every_seconds=0.3, wait_seconds=0.1)  # it would not come in time
+    assert shared.turn("other", every_seconds=0.3, wait_seconds=0)  # keys are apart
+
+    started = time.monotonic()
+    assert shared.turn("e", every_seconds=0.3, wait_seconds=1)
+    assert 0.2 <= time.monotonic() - started < 0.5  # when the first turn ran out (0.3 s after it)
+
+
+def test_without_redis_every_turn_is_taken() -> None:
+    unreachable = redis.Redis(port=free_port(), socket_connect_timeout=0.2, socket_timeout=0.2)
+    down = Slots(lambda: unreachable)
+
+    assert all(down.turn("e", every_seconds=30, wait_seconds=0) for _ in range(3))

@@ -95,6 +95,27 @@ def test_an_endpoints_rate_limit_spaces_its_deliveries(api: Api, receiver: Recei
     assert min(gaps) >= 0.2, gaps
 
 
+def test_deliveries_due_together_still_go_at_the_endpoints_pace(api: Api, receiver: Receiver) -> None:
+    # Given an endpoint paced at 4 deliveries a second, disabled, with six test events held
+    endpoint = endpoint_create(api, receiver.url, rate_limit_per_second=4)
+    disabled = api.request("PATCH", f"/api/webhook-endpoints/{endpoint['id']}/", json={"enabled": False})
+    assert disabled.status_code == 200, disabled.text
+    for _ in range(6):
+        assert api.post(f"/api/webhook-endpoints/{endpoint['id']}/test/").status_code == 202
+    until(lambda: len(deliveries_to(api, endpoint, state="endpoint_disabled")) == 6, what="six held")
+
+    # When it is enabled again: the six are all due at once
+    enabled = api.request("PATCH", f"/api/webhook-endpoints/{endpoint['id']}/", json={"enabled": True})
+    assert enabled.status_code == 200, enabled.text
+    received = receiver.wait_for(6, timeout=30)
+
+    # Then they still arrive a quarter of a second apart or more (less the arrival's jitter)
+    arrivals = [r.received_at for r in received]
+    gaps = [later - earlier for earlier, later in zip(arrivals, arrivals[1:], strict=False)]
+    assert len({r.headers["webhook-id"] for r in received}) == 6
+    assert min(gaps) >= 0.2, gaps
+
+
 def test_a_failing_endpoint_is_disabled_then_enabled_again_and_its_failures_recovered(
     api: Api, make_receiver: Callable[..., Receiver]
 ) -> None:

@@ -10,6 +10,7 @@ from datetime import timedelta
 
 import pytest
 from django.conf import settings as django_settings
+from django.db import transaction
 from django.utils import timezone
 
 from core import deadlines, http
@@ -17,7 +18,7 @@ from core.models import Client
 from core.services import client_create
 from examples.receiver import Receiver, Reply
 from tests.fakes.hostile_receiver import MODES, HostileReceiver
-from webhooks import attempts, claims, dispatch, outbox, sending, tasks
+from webhooks import attempts, claims, dispatch, endpoints, outbox, sending, tasks
 from webhooks.models import Delivery, DeliveryAttempt
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -224,6 +225,35 @@ def test_a_client_at_its_limit_over_all_hosts_has_the_rest_put_back(
     assert set(Delivery.objects.filter(owner=owner).values_list("state", "attempt_count", "claim_token")) == {
         (Delivery.State.PENDING, 0, None)
     }
+
+
+def test_an_endpoints_deliveries_due_together_go_at_its_pace_and_those_past_their_wait_take_its_next_slots(
+    owner: Client, receiver: Receiver
+) -> None:
+    # Given three deliveries due now to an endpoint paced at one every five seconds
+    endpoint = endpoints.endpoint_create(owner_id=owner.id, url=receiver.url, rate_limit_per_second=0.2)
+    with transaction.atomic():
+        events = [outbox.event_record(owner_id=owner.id, subject_id=uuid.uuid4(), event_type="job.succeeded",
+                                      data={"n": n}, endpoints=[endpoint], publish=False) for n in range(3)]
+    deliveries = Delivery.objects.filter(event__in=events)
+    deliveries.update(next_attempt_at=timezone.now(), dispatched_at=timezone.now())
+    endpoint.refresh_from_db()
+    next_slot = endpoint.next_slot_at
+
+    # When they are attempted together
+    started = time.monotonic()
+    outcomes = attempts.deliveries_attempt(delivery_ids=list(deliveries.values_list("pk", flat=True)))
+
+    # Then one is sent; the others, whose turns would not come within a lane's wait, are put
+    # back at once without an attempt, at the endpoint's next free slots, five seconds apart
+    assert len(outcomes) == 1 and len(receiver.wait_for(1)) == 1
+    assert time.monotonic() - started < sending.SLOT_WAIT_SECONDS
+    put_back = deliveries.filter(state=Delivery.State.PENDING).order_by("next_attempt_at")
+    assert [(d.attempt_count, d.claim_token) for d in put_back] == [(0, None), (0, None)]
+    assert [d.next_attempt_at for d in put_back] == [next_slot, next_slot + timedelta(seconds=5)]
+    assert all(d.dispatched_at is not None for d in put_back)  # on countdown messages
+    endpoint.refresh_from_db()
+    assert endpoint.next_slot_at == next_slot + timedelta(seconds=10)
 
 
 def test_a_lane_waits_at_its_process_gate_only_behind_quick_attempts() -> None:
