@@ -1,8 +1,8 @@
 """Leased slots shared by every process through Redis: at most `limit` holders of a key at once.
 
-A slot is a member of a sorted set scored by when it was taken; taking one first drops those
-older than the lease, so a holder that died (SIGKILL, OOM) frees its slot when its lease runs out,
-without anyone cleaning up. The time is Redis's own (`TIME`), so hosts whose clocks differ agree.
+A slot is a member of a sorted set scored by when it was taken (or its holder last refreshed
+it); taking one first drops those older than the lease, so a holder that died (SIGKILL, OOM)
+frees its slot when its lease runs out, without anyone cleaning up. The time is Redis's own (`TIME`), so hosts whose clocks differ agree.
 
 Turns pace a key instead: at most one taken every so often (a key set with that expiry, if
 absent), on Redis's clock too.
@@ -45,6 +45,15 @@ end
 local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 return {0, now - tonumber(oldest[2])}
 """
+# KEYS[1]: the key's set; ARGV: lease (ms), the holder. Scores the holder (if it still holds a
+# slot) as taken now.
+_REFRESH = """
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+if redis.call('ZADD', KEYS[1], 'XX', 'CH', now, ARGV[2]) == 1 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[1])
+end
+"""
 
 
 @dataclass
@@ -54,7 +63,14 @@ class Slot:
     key: str
     holder: str
     held: bool
+    lease_ms: int
     _slots: Slots
+
+    def refresh(self) -> None:
+        """Start the slot's lease again, as if taken now: a holder that keeps working (and
+        telling so) is never taken for dead, and those waiting judge it young."""
+        if self.held:
+            self._slots.refresh(self)
 
     def release(self) -> None:
         if self.held:
@@ -69,18 +85,20 @@ class Slots:
         self._make_client = client
         self._prefix = prefix
         self._client: redis.Redis | None = None
-        self._script: Any = None
+        self._scripts: tuple[Any, Any] = (None, None)
         self._pid = 0
         self._lock = threading.Lock()
         self._warning = logs.Occasional(logger)
 
-    def _redis(self) -> tuple[redis.Redis | None, Any]:
+    def _redis(self) -> tuple[redis.Redis | None, tuple[Any, Any]]:
+        """This process's client, and its acquire and refresh scripts."""
         with self._lock:
             if self._pid != os.getpid():
                 self._pid = os.getpid()
-                self._client = self._make_client()
-                self._script = self._client.register_script(_ACQUIRE) if self._client is not None else None
-            return self._client, self._script
+                self._client = client = self._make_client()
+                if client is not None:
+                    self._scripts = (client.register_script(_ACQUIRE), client.register_script(_REFRESH))
+            return self._client, self._scripts
 
     def acquire(
         self, key: str, *, limit: int, lease_seconds: float, wait_seconds: float = 0.0,
@@ -92,18 +110,19 @@ class Slots:
         giving up at once on holders that are not. Never raises."""
         name = f"{self._prefix}{key}"
         holder = uuid.uuid4().hex
-        client, script = self._redis()
+        lease_ms = max(1, int(lease_seconds * 1000))
+        client, (script, _) = self._redis()
         if client is None or limit <= 0:
-            return Slot(name, holder, False, self)
+            return Slot(name, holder, False, lease_ms, self)
         give_up_at = time.monotonic() + wait_seconds
         while True:
             try:
-                answer = script(keys=[name], args=[limit, max(1, int(lease_seconds * 1000)), holder])
+                answer = script(keys=[name], args=[limit, lease_ms, holder])
             except redis.RedisError as exc:
                 self._warn("taken without Redis (unreachable): admitted", exc)
-                return Slot(name, holder, False, self)
+                return Slot(name, holder, False, lease_ms, self)
             if answer[0]:
-                return Slot(name, holder, True, self)
+                return Slot(name, holder, True, lease_ms, self)
             held_ms = int(answer[1])
             slow = wait_while_held_under_seconds is not None and held_ms >= wait_while_held_under_seconds * 1000
             if slow or time.monotonic() + POLL_SECONDS > give_up_at:
@@ -131,6 +150,15 @@ class Slots:
             if time.monotonic() + pause > give_up_at:
                 return False
             time.sleep(pause)
+
+    def refresh(self, slot: Slot) -> None:
+        client, (_, script) = self._redis()
+        if client is None:
+            return
+        try:
+            script(keys=[slot.key], args=[slot.lease_ms, slot.holder])
+        except redis.RedisError as exc:
+            self._warn("not refreshed (Redis unreachable): its lease may end first", exc)
 
     def release(self, slot: Slot) -> None:
         client, _ = self._redis()

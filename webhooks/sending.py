@@ -51,7 +51,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from core import cache_redis, deadlines, http
-from core.slots import Slots
+from core.slots import Slot, Slots
 from webhooks import dispatch, outbox
 from webhooks.claims import Claimed
 from webhooks.models import Delivery, DeliveryAttempt
@@ -149,7 +149,7 @@ def send_batch(claims: Sequence[Claimed], send: Send) -> list[http.HttpResult | 
                 return  # the endpoint's pace: this one (and what the lane has left) is put back
             started = time.monotonic()
             for place in places:
-                place.attempt_since = started
+                place.attempt_begins(started)
             results[index] = _send_one(claims[index], send)
             if time.monotonic() - started >= SLOW_ATTEMPT_SECONDS:
                 return
@@ -185,6 +185,7 @@ def _share(key: str, limit: int, give_up_at: float) -> Iterator[_Place | None]:
         if slot is None:
             yield None
             return
+        place.slot = slot
         try:
             yield place
         finally:
@@ -194,17 +195,30 @@ def _share(key: str, limit: int, give_up_at: float) -> Iterator[_Place | None]:
 
 
 class _Place:
-    """A lane's place at a gate, and when the attempt it is sending began."""
+    """A lane's place at a gate and its slot of the share, and when the attempt it is sending
+    began."""
 
     def __init__(self) -> None:
-        self.attempt_since = time.monotonic()
+        self.attempt_since = self._slot_refreshed = time.monotonic()
+        self.slot: Slot | None = None
+
+    def attempt_begins(self, now: float) -> None:
+        """An attempt starts: this process's gate sees it (and, at most every half of
+        SLOW_ATTEMPT_SECONDS, so do the other processes' lanes through the slot), so that a
+        lane sending one quick attempt after another is judged by its current attempt, not by
+        how long it has held its place, and its slot's lease outlasts the lane."""
+        self.attempt_since = now
+        if self.slot is not None and now - self._slot_refreshed >= SLOW_ATTEMPT_SECONDS / 2:
+            self.slot.refresh()
+            self._slot_refreshed = now
 
 
 class _Gate:
     """This process's lanes through one share: `limit` at once. A lane waits for a place only
     while every holder's attempt under way began less than SLOW_ATTEMPT_SECONDS ago (a fast
     receiver frees a place in milliseconds): behind a lane stuck on a slow receiver it gives up
-    at once, so that it holds no thread. (The shared slots judge by how long each was held.)"""
+    at once, so that it holds no thread. (The shared slots judge by when each was taken or
+    last refreshed: by the attempt under way, within half of SLOW_ATTEMPT_SECONDS.)"""
 
     def __init__(self, limit: int) -> None:
         self._limit = limit

@@ -71,6 +71,21 @@ def test_a_holder_gives_up_at_once_behind_slow_holders() -> None:
     assert time.monotonic() - started < 0.2
 
 
+def test_a_refreshed_slot_outlives_its_first_lease_and_its_holder_is_judged_young_again() -> None:
+    shared = slots()
+    held = shared.acquire("h", limit=1, lease_seconds=0.4)
+    assert held is not None
+    time.sleep(0.3)
+
+    held.refresh()
+    time.sleep(0.2)  # past the first lease, inside the refreshed one
+
+    assert shared.acquire("h", limit=1, lease_seconds=0.4) is None
+    started = time.monotonic()  # held for 0.2 s since the refresh: those behind wait for it
+    assert shared.acquire("h", limit=1, lease_seconds=0.4, wait_seconds=0.05, wait_while_held_under_seconds=0.3) is None
+    assert time.monotonic() - started >= 0.04
+
+
 def test_turns_are_taken_one_per_interval_waiting_for_the_last_to_run_out() -> None:
     shared = slots()
     assert shared.turn("e", every_seconds=0.3, wait_seconds=0)

@@ -10,7 +10,7 @@ from datetime import timedelta
 
 import pytest
 from django.conf import settings as django_settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from core import deadlines, http
@@ -281,6 +281,40 @@ def test_a_lane_waits_at_its_process_gate_only_behind_quick_attempts() -> None:
     started = time.monotonic()
     assert gate.enter(time.monotonic() + 5) is None
     assert time.monotonic() - started <= sending.SLOW_ATTEMPT_SECONDS + 0.1
+
+
+def test_a_lane_sending_quick_attempts_is_waited_for_by_other_processes_lanes(
+    owner: Client, make_receiver: Callable[..., Receiver], settings: object
+) -> None:
+    # Given a host with one place for the client, its lane sending twenty quick attempts (each
+    # answered in 50 ms) one after another, for longer than a slow attempt takes
+    settings.WEBHOOK_MAX_IN_FLIGHT_PER_HOST = 1  # type: ignore[attr-defined]
+    receiver = make_receiver(*[Reply(delay_seconds=0.05)] * 20)
+    deliveries = [record(owner, receiver.url) for _ in range(20)]
+
+    def send() -> None:
+        try:
+            attempts.deliveries_attempt(delivery_ids=[d.pk for d in deliveries])
+        finally:
+            connection.close()  # the thread's own
+
+    sender = threading.Thread(target=send)
+    sender.start()
+
+    # When another process's lane asks for the place once the lane has held it a while
+    time.sleep(sending.SLOW_ATTEMPT_SECONDS + 0.2)
+    assert 0 < len(receiver.received) < 20
+    probe = sending.slots.acquire(
+        sending.host_share(owner.id, receiver.url), limit=1, lease_seconds=30, wait_seconds=5,
+        wait_while_held_under_seconds=sending.SLOW_ATTEMPT_SECONDS,
+    )
+    sender.join()
+
+    # Then it waits behind the quick attempts (judged by the one under way, not by how long the
+    # place was held) and takes the place once the lane leaves it, every delivery sent
+    assert probe is not None and probe.held
+    probe.release()
+    assert len(receiver.wait_for(20)) == 20
 
 
 def test_a_lane_takes_no_more_after_a_slow_answer(
