@@ -106,8 +106,8 @@ def claim_postgresql(
     `limit` due, unclaimed deliveries matching `scope_sql` (on deliveries aliased `c`) take the
     claim; attempts a dead worker left open are closed as interrupted; the new attempts are
     opened; the events are read back with their secrets (the endpoint's, or the client's for a
-    callback_url) and their endpoint's headers and rate limit. A delivery whose endpoint was disabled after it
-    was published is held (state endpoint_disabled) instead of claimed."""
+    callback_url) and their endpoint's headers and rate limit. A delivery whose endpoint was
+    disabled after it was published is held (state endpoint_disabled) instead of claimed."""
     sql = f"""
         WITH held AS (
             UPDATE {Delivery._meta.db_table} d SET state = %(held)s, dispatched_at = NULL
