@@ -136,9 +136,11 @@ def _attempt(
     if not claims:
         return []
     sent = list(zip(claims, sending.send_batch(claims, lambda claimed: _send(claimed, resolver)), strict=True))
-    # Those that got no slot of their host wait for their turn; the rest are recorded.
-    sending.deliveries_put_back(claims=[claimed for claimed, result in sent if result is None], token=token)
-    answered = [(claimed, result) for claimed, result in sent if result is not None]
+    # Those that got no place in their client's share wait for one; the rest are recorded.
+    sending.deliveries_put_back(
+        unsent=[(claimed, result) for claimed, result in sent if isinstance(result, sending.Unsent)], token=token
+    )
+    answered = [(claimed, result) for claimed, result in sent if isinstance(result, http.HttpResult)]
     if not answered:
         return []
     claims, results = [claimed for claimed, _ in answered], [result for _, result in answered]

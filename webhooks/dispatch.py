@@ -15,6 +15,13 @@ flag before it takes ids, so ids pushed after a drain's last take find the flag 
 for a new drain. A drain message the broker lost leaves the flag set for WAKE_FLAG_SECONDS at
 most; the dispatcher's next tick then asks again while ids wait.
 
+Deliveries waiting for a place of a client's share of the receivers (webhooks/sending.py) are
+parked: their ids in a sorted set per share in the same Redis, oldest first, each once. Nothing
+runs for them while they wait; a lane that leaves a place of the share wakes the oldest (puts
+them on the due queue). A parked delivery's row says it was dispatched, so should its wake-up
+be lost (Redis lost its data) the dispatcher publishes it again after REDISPATCH_AFTER_SECONDS,
+as it does a lost message.
+
 Tasks are published by name, so nothing here imports the tasks that run them.
 """
 from __future__ import annotations
@@ -178,6 +185,40 @@ def due_waiting() -> int:
     """How many ids the due queue holds (0 if it is unreachable)."""
     queue = _due_keys()[0]
     return int(_on_due_queue(lambda client: client.llen(queue), otherwise=0))
+
+
+def _parked_key(share: str) -> str:
+    return cache_redis.queue_key(f"webhooks:parked:{share}")
+
+
+def deliveries_park(*, share: str, delivery_ids: Sequence[int]) -> bool:
+    """Park deliveries until a place of `share` frees (`deliveries_wake`); one parked already
+    keeps its place. False when they could not be (no Redis, or unreachable)."""
+
+    def park(client: redis.Redis) -> bool:
+        with client.pipeline(transaction=False) as pipe:
+            pipe.zadd(_parked_key(share), {str(delivery_id): delivery_id for delivery_id in delivery_ids}, nx=True)
+            pipe.expire(_parked_key(share), REDISPATCH_AFTER_SECONDS * 2)  # by then all were published again
+            pipe.execute()
+        return True
+
+    return bool(delivery_ids) and _on_due_queue(park, otherwise=False, failing="deliveries wait on a timer instead")
+
+
+def deliveries_wake(*, share: str, count: int = BATCH_MAX_DELIVERIES) -> int:
+    """A place of `share` came free: its `count` oldest parked deliveries go on the due queue.
+    How many."""
+    taken = _on_due_queue(lambda client: client.zpopmin(_parked_key(share), count), otherwise=[],
+                          failing="parked deliveries wait for the dispatcher")
+    delivery_ids = [int(member) for member, _ in taken]
+    deliveries_queue(delivery_ids=delivery_ids)
+    return len(delivery_ids)
+
+
+def deliveries_parked(*, share: str) -> list[int]:
+    """The deliveries parked for `share`, oldest first (a look for tests and operators)."""
+    return [int(member) for member in _on_due_queue(lambda client: client.zrange(_parked_key(share), 0, -1),
+                                                     otherwise=[])]
 
 
 def deliveries_dispatch_due(*, limit: int = 500) -> int:

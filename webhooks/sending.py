@@ -11,9 +11,11 @@ happens to one never reaches the others.
   connection: the places are taken once for many attempts, not once each). A lane that finds
   a share's places taken by young attempts waits for one (a fast receiver frees one in
   milliseconds; SLOT_WAIT_SECONDS at most); behind slow ones (SLOW_ATTEMPT_SECONDS) it gives
-  up at once. What no lane sent is put back: its claim and its attempt row undone, due again
-  a little later, on a countdown message. It holds no worker while it waits, spends none of
-  its attempts, and keeps its place (claims take the oldest due deliveries first).
+  up at once. What no lane sent is put back: its claim and its attempt row undone, and parked
+  for the share it waits for (webhooks/dispatch.py) until a lane leaves a place of it, which
+  wakes the oldest parked. While it waits it costs nothing (no message, no claim, no worker),
+  spends none of its attempts, and keeps its place. Without Redis it is due again a little
+  later, on a countdown message.
 - An endpoint's pace: an endpoint with a rate limit gets one attempt a turn (1 / its rate),
   across every deliveries worker (a turn in Redis). Its deliveries are given slots that far
   apart when recorded (webhooks/outbox.py), so a turn is usually free; those that are due
@@ -40,7 +42,9 @@ from collections import defaultdict, deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from datetime import datetime, timedelta
+from dataclasses import dataclass
+from datetime import datetime
+from typing import cast
 from urllib.parse import urlsplit
 
 import redis
@@ -63,8 +67,8 @@ logger = logging.getLogger(__name__)
 # milliseconds); behind attempts older than SLOW_ATTEMPT_SECONDS it is put back at once.
 SLOT_WAIT_SECONDS = 2.0
 SLOW_ATTEMPT_SECONDS = 0.5
-# When a delivery put back is due again (s), and the random spread added so that those of a
-# busy host do not all come back at once.
+# Without Redis to park it: when a delivery put back is due again (s), and the random spread
+# added so that those of a busy host do not all come back at once.
 WAIT_TURN_SECONDS = 2.0
 WAIT_TURN_JITTER_SECONDS = 1.0
 
@@ -104,8 +108,16 @@ def client_share(owner_id: uuid.UUID) -> str:
     return f"client:{owner_id}"
 
 
-def send_batch(claims: Sequence[Claimed], send: Send) -> list[http.HttpResult | None]:
-    """Each claim's result, in order; None for one that was not sent (put it back).
+@dataclass(frozen=True)
+class Unsent:
+    """A claim a batch did not send: it waits for a place of `share` (`limit` at once)."""
+
+    share: str
+    limit: int
+
+
+def send_batch(claims: Sequence[Claimed], send: Send) -> list[http.HttpResult | Unsent]:
+    """Each claim's result, in order; Unsent for one that was not sent (put it back).
 
     A client's deliveries to a host go out on lanes, as many as the host limit allows (each
     delivery its own lane when there is no limit): a lane takes a place in the client's shares
@@ -113,11 +125,14 @@ def send_batch(claims: Sequence[Claimed], send: Send) -> list[http.HttpResult | 
     receiver answers quickly. After a slow answer (SLOW_ATTEMPT_SECONDS), or once the lane has
     run for WEBHOOK_TIMEOUT_SECONDS, it takes no more: what is left is put back, so a batch ends
     within two attempts' limits, well inside its claims."""
-    results: list[http.HttpResult | None] = [None] * len(claims)
+    results: list[http.HttpResult | Unsent | None] = [None] * len(claims)
     waiting_by_share: dict[tuple[str, str], deque[int]] = {}
-    for index, claimed in enumerate(claims):
-        shares = (host_share(claimed.owner_id, claimed.url), client_share(claimed.owner_id))
-        waiting_by_share.setdefault(shares, deque()).append(index)
+    # The share each group's lanes last found without a place for them (by default, after a
+    # slow answer: the host's).
+    blocked_on: dict[tuple[str, str], Unsent] = {}
+    groups = [(host_share(claimed.owner_id, claimed.url), client_share(claimed.owner_id)) for claimed in claims]
+    for index, group in enumerate(groups):
+        waiting_by_share.setdefault(group, deque()).append(index)
     host_limit = settings.WEBHOOK_MAX_IN_FLIGHT_PER_HOST
     client_limit = settings.WEBHOOK_MAX_IN_FLIGHT_PER_CLIENT
     lanes = [
@@ -132,11 +147,14 @@ def send_batch(claims: Sequence[Claimed], send: Send) -> list[http.HttpResult | 
         # together last SLOT_WAIT_SECONDS at most.
         give_up_at = time.monotonic() + SLOT_WAIT_SECONDS
         with _share(to_host, host_limit, give_up_at) as to_host_place:
-            if to_host_place is None:
-                return  # the client's other lanes to the host (here or elsewhere) take them
+            if to_host_place is None:  # the client's other lanes to the host (here or elsewhere) take them
+                blocked_on[(to_host, to_client)] = Unsent(to_host, host_limit)
+                return
             with _share(to_client, client_limit, give_up_at) as to_client_place:
-                if to_client_place is not None:
-                    _send_while_quick(waiting, (to_host_place, to_client_place))
+                if to_client_place is None:
+                    blocked_on[(to_host, to_client)] = Unsent(to_client, client_limit)
+                    return
+                _send_while_quick(waiting, (to_host_place, to_client_place))
 
     def _send_while_quick(waiting: deque[int], places: tuple[_Place, _Place]) -> None:
         stop_taking_at = time.monotonic() + settings.WEBHOOK_TIMEOUT_SECONDS
@@ -159,7 +177,10 @@ def send_batch(claims: Sequence[Claimed], send: Send) -> list[http.HttpResult | 
     else:
         with ThreadPoolExecutor(max_workers=len(lanes), thread_name_prefix="webhook") as senders:
             list(senders.map(lambda each: lane(*each), lanes))
-    return results
+    for index, group in enumerate(groups):
+        if results[index] is None:
+            results[index] = blocked_on.get(group, Unsent(group[0], host_limit))
+    return cast(list[http.HttpResult | Unsent], results)
 
 
 @contextmanager
@@ -190,6 +211,7 @@ def _share(key: str, limit: int, give_up_at: float) -> Iterator[_Place | None]:
             yield place
         finally:
             slot.release()
+            dispatch.deliveries_wake(share=key)  # what waited for the place it leaves
     finally:
         gate.leave(place)
 
@@ -275,35 +297,53 @@ def _send_one(claimed: Claimed, send: Send) -> http.HttpResult:
         return http.HttpResult(error=f"Internal error while sending: {type(exc).__name__}")
 
 
-def deliveries_put_back(*, claims: Sequence[Claimed], token: uuid.UUID) -> None:
+def deliveries_put_back(*, unsent: Sequence[tuple[Claimed, Unsent]], token: uuid.UUID) -> None:
     """Undo the claims of deliveries that were not sent: no attempt made (its row goes, the count
-    goes back). Each is due again in a moment, on a countdown message; one to an endpoint with a
-    rate limit at the endpoint's next free slot (past COUNTDOWN_MAX_SECONDS, the dispatcher
-    publishes it then)."""
-    if not claims:
+    goes back). One to an endpoint with a rate limit is due at the endpoint's next free slot, on
+    a countdown message (past COUNTDOWN_MAX_SECONDS, the dispatcher publishes it then). The
+    others are parked until a place of the share they wait for frees (webhooks/dispatch.py),
+    woken at once if one is free by then; without Redis they are due again in a moment, on a
+    countdown message."""
+    if not unsent:
         return
     now = timezone.now()
-    spread = random.uniform(0, WAIT_TURN_JITTER_SECONDS)  # a spread, not a secret
-    in_a_moment = now + timedelta(seconds=WAIT_TURN_SECONDS + spread)
     paced: dict[uuid.UUID, list[int]] = defaultdict(list)
-    for claimed in claims:
+    parked: dict[Unsent, list[int]] = defaultdict(list)
+    for claimed, why in unsent:
         if claimed.rate_limit_per_second and claimed.endpoint_id is not None:
             paced[claimed.endpoint_id].append(claimed.delivery_id)
+        else:
+            parked[why].append(claimed.delivery_id)
     with transaction.atomic():
-        due_at = {claimed.delivery_id: in_a_moment for claimed in claims}
+        DeliveryAttempt.objects.filter(pk__in=[claimed.attempt_id for claimed, _ in unsent]).delete()
+        for why, ids in parked.items():
+            _undo_claims(ids, token, due=now, dispatched_at=now)
+            transaction.on_commit(lambda why=why, ids=ids: _park(why, ids))
         for endpoint_id, ids in paced.items():
-            slots_taken = outbox.endpoint_slots(endpoint_id=endpoint_id, count=len(ids), now=now)
-            due_at.update(zip(ids, slots_taken, strict=True))
-        DeliveryAttempt.objects.filter(pk__in=[claimed.attempt_id for claimed in claims]).delete()
-        due_together: dict[datetime, list[int]] = defaultdict(list)
-        for delivery_id, due in due_at.items():
-            due_together[due].append(delivery_id)
-        for due, ids in due_together.items():
-            countdown = max(0.0, (due - now).total_seconds())
-            published = countdown <= dispatch.COUNTDOWN_MAX_SECONDS
-            Delivery.objects.filter(pk__in=ids, claim_token=token).update(
-                attempt_count=F("attempt_count") - 1, claim_token=None, claimed_until=None,
-                next_attempt_at=due, dispatched_at=now if published else None,
-            )
-            if published:
-                dispatch.deliveries_publish_on_commit(delivery_ids=ids, countdown=countdown)
+            for delivery_id, due in zip(ids, outbox.endpoint_slots(endpoint_id=endpoint_id, count=len(ids), now=now),
+                                        strict=True):
+                countdown = (due - now).total_seconds()
+                published = countdown <= dispatch.COUNTDOWN_MAX_SECONDS
+                _undo_claims([delivery_id], token, due=due, dispatched_at=now if published else None)
+                if published:
+                    dispatch.deliveries_publish_on_commit(delivery_ids=[delivery_id], countdown=countdown or None)
+
+
+def _undo_claims(delivery_ids: list[int], token: uuid.UUID, *, due: datetime, dispatched_at: datetime | None) -> None:
+    Delivery.objects.filter(pk__in=delivery_ids, claim_token=token).update(
+        attempt_count=F("attempt_count") - 1, claim_token=None, claimed_until=None,
+        next_attempt_at=due, dispatched_at=dispatched_at,
+    )
+
+
+def _park(why: Unsent, delivery_ids: list[int]) -> None:
+    """Park deliveries for a place of their share; wake them at once if one freed meanwhile (its
+    lane may have left before they were parked, finding none to wake)."""
+    if not dispatch.deliveries_park(share=why.share, delivery_ids=delivery_ids):
+        delay = WAIT_TURN_SECONDS + random.uniform(0, WAIT_TURN_JITTER_SECONDS)  # a spread, not a secret
+        dispatch.deliveries_publish_or_release(delivery_ids=delivery_ids, countdown=delay)
+        return
+    free = slots.acquire(why.share, limit=why.limit, lease_seconds=slot_lease_seconds())
+    if free is not None:
+        free.release()
+        dispatch.deliveries_wake(share=why.share)

@@ -1,21 +1,26 @@
 """Fault 9: a receiver that drips its answer holds 20 deliveries; a healthy receiver's deliveries
 keep their normal latency, and the dripping host never has more than its share in flight. And a
 hostile client whose receivers drip on many hosts, its own and the healthy client's, costs the
-healthy client's deliveries nothing: each client's share is its own."""
+healthy client's deliveries nothing: each client's share is its own. And a thousand deliveries
+waiting for a dripping host cost the deliveries worker and the database little while they wait
+(parked until a place frees), so the healthy client's deliveries keep their latency."""
 from __future__ import annotations
 
+import os
 import statistics
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.fakes.hostile_receiver import HostileReceiver
 from tests.faults.stack import HANG_PATH, Api, Stack, WebhookReceiver, wait_for
+from webhooks.dispatch import BATCH_MAX_DELIVERIES
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(300)]
 
@@ -150,3 +155,60 @@ def test_a_client_dripping_on_many_hosts_slows_only_its_own_deliveries(
     # on all of them
     assert hanging_at_most <= MAX_IN_FLIGHT_PER_HOST, figures
     assert max(in_flight) <= MAX_IN_FLIGHT_PER_CLIENT, figures
+
+
+BACKLOG = 1000
+BACKLOG_WATCH_SECONDS = 10
+
+
+def test_a_thousand_deliveries_waiting_on_a_dripping_host_cost_little_while_they_wait(
+    make_stack: Callable[..., Stack], receiver: WebhookReceiver, hostile: HostileReceiver, figures: dict[str, Any]
+) -> None:
+    # Given the service (a deliveries worker of 16 threads) and a healthy client's deliveries'
+    # latency when nothing else is happening
+    stack = make_stack(env={"WEBHOOK_MAX_IN_FLIGHT_PER_HOST": str(MAX_IN_FLIGHT_PER_HOST)})
+    stack.start_service(jobs=2, deliveries=16)
+    healthy, hostile_client = stack.client(), stack.client()
+    delivery_latencies(healthy, receiver, 3)
+    quiet = delivery_latencies(healthy, receiver, PROBES, pause=PAUSE_SECONDS)
+
+    # When another client has a thousand webhooks for a host that drips its headers (4 attempts
+    # hang there at a time; the rest wait their turn)
+    for index in range(BACKLOG):
+        hostile_client.submit("api.tasks.hello_world", {"message": f"drip {index}"},
+                              callback_url=hostile.url("drip-headers"))
+    wait_for(lambda: hostile.in_flight >= MAX_IN_FLIGHT_PER_HOST, timeout=30, interval=0.05,
+             what="the dripping receiver's slots all taken")
+    time.sleep(5)  # the jobs finish and their deliveries start waiting
+
+    def work_done() -> tuple[float, int, int]:
+        """The deliveries worker's CPU seconds, PostgreSQL's commits, attempt rows deleted
+        (each a delivery put back for its turn)."""
+        stat = Path(f"/proc/{stack.processes['deliveries'].pid}/stat").read_text()
+        ticks = sum(int(value) for value in stat.rsplit(")", 1)[1].split()[11:13])  # utime, stime
+        [(commits,)] = stack.sql("SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()")
+        [(deleted,)] = stack.sql("SELECT n_tup_del FROM pg_stat_user_tables WHERE relname = 'webhooks_deliveryattempt'")
+        return ticks / os.sysconf("SC_CLK_TCK"), int(commits), int(deleted)
+
+    before, attempts_before, started = work_done(), len(hostile.seen), time.monotonic()
+    under_backlog = delivery_latencies(healthy, receiver, PROBES, pause=PAUSE_SECONDS)
+    time.sleep(max(0.0, BACKLOG_WATCH_SECONDS - (time.monotonic() - started)))
+    after, attempts_made, watched = work_done(), len(hostile.seen) - attempts_before, time.monotonic() - started
+
+    # Then the healthy client's deliveries kept their normal latency (p50 within 2x)...
+    quiet_p50, backlog_p50 = statistics.median(quiet), statistics.median(under_backlog)
+    cpu, commits, put_backs = ((a - b) / watched for a, b in zip(after, before, strict=True))
+    figures.update(
+        quiet_p50_ms=round(quiet_p50 * 1000, 1), backlog_p50_ms=round(backlog_p50 * 1000, 1),
+        backlog_max_ms=round(max(under_backlog) * 1000, 1), backlog=BACKLOG,
+        deliveries_worker_cpu_per_s=round(cpu, 3), commits_per_s=round(commits, 1),
+        put_backs_per_s=round(put_backs, 1), dripping_attempts_per_s=round(attempts_made / watched, 1),
+        dripping_max_in_flight=hostile.max_in_flight,
+    )
+    assert hostile.in_flight >= 1, "the dripping receiver was not holding attempts while the probes ran"
+    assert backlog_p50 <= 2 * quiet_p50, figures
+    assert hostile.max_in_flight <= MAX_IN_FLIGHT_PER_HOST, figures
+    # ...and the waiting deliveries were claimed again only when a place of the host came free
+    # (a batch's worth woken by the lane leaving it, and another if it was still free when the
+    # batch parked its unsent ones), not over and over while they waited
+    assert put_backs * watched <= 2 * BATCH_MAX_DELIVERIES * (attempts_made + MAX_IN_FLIGHT_PER_HOST), figures

@@ -118,16 +118,19 @@ def test_an_attempt_that_raises_is_its_own_outcome(
 
 
 @pytest.fixture
-def hold_slots() -> Iterator[Callable[[str, int], None]]:
+def hold_slots() -> Iterator[Callable[[str, int], Callable[[], None]]]:
     """Take `count` places of a share (sending.host_share or client_share), as attempts under
-    way in another worker would."""
+    way in another worker would; what it returns releases them early."""
     held: list[object] = []
 
-    def hold(share: str, count: int) -> None:
+    def hold(share: str, count: int) -> Callable[[], None]:
+        taken = []
         for _ in range(count):
             slot = sending.slots.acquire(share, limit=count, lease_seconds=30)
             assert slot is not None and slot.held
-            held.append(slot)
+            taken.append(slot)
+        held.extend(taken)
+        return lambda: [slot.release() for slot in taken]  # type: ignore[func-returns-value]
 
     yield hold
     for slot in held:
@@ -135,7 +138,7 @@ def hold_slots() -> Iterator[Callable[[str, int], None]]:
 
 
 def test_a_host_at_its_limit_has_the_rest_put_back_without_an_attempt(
-    owner: Client, receiver: Receiver, settings: object, hold_slots: Callable[[str, int], None]
+    owner: Client, receiver: Receiver, settings: object, hold_slots: Callable[[str, int], Callable[[], None]]
 ) -> None:
     # Given a host where the client's two in-flight slots are taken by slow attempts under way elsewhere
     settings.WEBHOOK_MAX_IN_FLIGHT_PER_HOST = 2  # type: ignore[attr-defined]
@@ -147,20 +150,50 @@ def test_a_host_at_its_limit_has_the_rest_put_back_without_an_attempt(
     started = time.monotonic()
     outcomes = attempts.deliveries_attempt(delivery_ids=[d.pk for d in deliveries])
 
-    # Then they are put back at once, none sent: each is pending, unclaimed, with no attempt counted, due again shortly
+    # Then they are put back at once, none sent: each is pending, unclaimed, with no attempt
+    # counted, parked (oldest first) for a place of the client's share of the host
     assert outcomes == []
     assert time.monotonic() - started < sending.SLOW_ATTEMPT_SECONDS
     assert receiver.received == []
     assert not DeliveryAttempt.objects.filter(delivery__owner=owner).exists()
-    for delivery in Delivery.objects.filter(owner=owner):
-        assert (delivery.state, delivery.attempt_count, delivery.claim_token) == (Delivery.State.PENDING, 0, None)
-        waits = (delivery.next_attempt_at - timezone.now()).total_seconds()
-        assert 0 < waits <= sending.WAIT_TURN_SECONDS + sending.WAIT_TURN_JITTER_SECONDS
-        assert delivery.dispatched_at is not None  # a countdown message carries it
+    assert set(Delivery.objects.filter(owner=owner).values_list("state", "attempt_count", "claim_token")) == {
+        (Delivery.State.PENDING, 0, None)
+    }
+    assert dispatch.deliveries_parked(share=sending.host_share(owner.id, receiver.url)) == [d.pk for d in deliveries]
+
+
+def test_parked_deliveries_go_when_a_place_frees_and_none_waits_for_a_wake_up_that_came_first(
+    owner: Client, receiver: Receiver, settings: object, hold_slots: Callable[[str, int], Callable[[], None]]
+) -> None:
+    # Given deliveries parked behind a host's slow attempts under way elsewhere
+    settings.WEBHOOK_MAX_IN_FLIGHT_PER_HOST = 1  # type: ignore[attr-defined]
+    share = sending.host_share(owner.id, receiver.url)
+    release = hold_slots(share, 1)
+    time.sleep(sending.SLOW_ATTEMPT_SECONDS + 0.1)
+    parked = [record(owner, receiver.url) for _ in range(2)]
+    assert attempts.deliveries_attempt(delivery_ids=[d.pk for d in parked]) == []
+    assert dispatch.deliveries_parked(share=share) == [d.pk for d in parked]
+
+    # When the attempt holding the place ends (its lane leaves the place and wakes them)
+    release()
+    assert dispatch.deliveries_wake(share=share) == 2
+    attempts.deliveries_drain()  # or the session's worker, if it runs
+
+    # Then they are sent, and none is parked any more
+    assert len(receiver.wait_for(2)) == 2
+    assert dispatch.deliveries_parked(share=share) == []
+
+    # And deliveries parked after the place came free (its lane found none to wake) go at once
+    late = record(owner, receiver.url)
+    claimed = claims.claim(scope=claims.Scope(delivery_ids=[late.pk]), token=(token := uuid.uuid4()))
+    sending.deliveries_put_back(unsent=[(claimed[0], sending.Unsent(share, 1))], token=token)
+    assert dispatch.deliveries_parked(share=share) == []
+    attempts.deliveries_drain()
+    assert len(receiver.wait_for(3)) == 3
 
 
 def test_a_host_with_a_free_slot_gets_its_deliveries_sent_in_turn(
-    owner: Client, receiver: Receiver, settings: object, hold_slots: Callable[[str, int], None]
+    owner: Client, receiver: Receiver, settings: object, hold_slots: Callable[[str, int], Callable[[], None]]
 ) -> None:
     # Given a host limited to two attempts at once, one of them under way elsewhere
     settings.WEBHOOK_MAX_IN_FLIGHT_PER_HOST = 2  # type: ignore[attr-defined]
@@ -180,7 +213,7 @@ def test_a_host_with_a_free_slot_gets_its_deliveries_sent_in_turn(
 
 
 def test_another_clients_slow_attempts_take_none_of_this_clients_share(
-    owner: Client, receiver: Receiver, settings: object, hold_slots: Callable[[str, int], None]
+    owner: Client, receiver: Receiver, settings: object, hold_slots: Callable[[str, int], Callable[[], None]]
 ) -> None:
     # Given a host where another client's attempts hang, its whole share of the host and its
     # whole share of all hosts taken
@@ -205,7 +238,7 @@ def test_another_clients_slow_attempts_take_none_of_this_clients_share(
 
 def test_a_client_at_its_limit_over_all_hosts_has_the_rest_put_back(
     owner: Client, make_receiver: Callable[..., Receiver], settings: object,
-    hold_slots: Callable[[str, int], None],
+    hold_slots: Callable[[str, int], Callable[[], None]],
 ) -> None:
     # Given a client whose two places over all its hosts are taken by slow attempts elsewhere
     settings.WEBHOOK_MAX_IN_FLIGHT_PER_CLIENT = 2  # type: ignore[attr-defined]
@@ -218,13 +251,14 @@ def test_a_client_at_its_limit_over_all_hosts_has_the_rest_put_back(
     started = time.monotonic()
     outcomes = attempts.deliveries_attempt(delivery_ids=[d.pk for d in deliveries])
 
-    # Then none is sent: each is put back at once, for its turn
+    # Then none is sent: each is put back at once, parked for a place of the client's share
     assert outcomes == []
     assert time.monotonic() - started < sending.SLOW_ATTEMPT_SECONDS
     assert all(each.received == [] for each in receivers)
     assert set(Delivery.objects.filter(owner=owner).values_list("state", "attempt_count", "claim_token")) == {
         (Delivery.State.PENDING, 0, None)
     }
+    assert dispatch.deliveries_parked(share=sending.client_share(owner.id)) == [d.pk for d in deliveries]
 
 
 def test_an_endpoints_deliveries_due_together_go_at_its_pace_and_those_past_their_wait_take_its_next_slots(
