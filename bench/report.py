@@ -29,6 +29,17 @@ def _round_ratio(measured: dict[str, Any] | None, ceiling: dict[str, Any] | None
     return measured["rps"] / ceiling["rps"]
 
 
+def _against_ceilings(waiters: object) -> tuple[tuple[str, str, str, str], ...]:
+    """The API's figures judged against a baseline's: (label, the API's figure, the baseline's,
+    what the baseline does)."""
+    return (
+        ("submit", "submit", "insert_and_publish", "insert + publish"),
+        ("poll", "poll", "read_one_row", "read one row"),
+        (f"submit beside {waiters} waiters", "submit_beside_waiters", "insert_and_publish", "insert + publish"),
+        (f"poll beside {waiters} waiters", "poll_beside_waiters", "read_one_row", "read one row"),
+    )
+
+
 def _met(ok: bool | None) -> str:
     return "n/a" if ok is None else ("yes" if ok else "**no**")
 
@@ -110,12 +121,7 @@ def render(results: dict[str, Any]) -> str:
         "|---|---|---|---|---|---|",
     ]
     waiters = _get(api, "waiters", "held")
-    for label, name, ceiling, what in (
-        ("submit", "submit", "insert_and_publish", "insert + publish"),
-        ("poll", "poll", "read_one_row", "read one row"),
-        (f"submit beside {waiters} waiters", "submit_beside_waiters", "insert_and_publish", "insert + publish"),
-        (f"poll beside {waiters} waiters", "poll_beside_waiters", "read_one_row", "read one row"),
-    ):
+    for label, name, ceiling, what in _against_ceilings(waiters):
         measured, against = api.get(name), base.get(ceiling)
         if name.endswith("_beside_waiters") and not measured:
             continue
@@ -160,11 +166,7 @@ def render(results: dict[str, Any]) -> str:
                 "metrics off; each round's ratio: "
                 + ", ".join(_ratio(m, o) for m, o in zip(on, off, strict=True)) + "."
             )
-    for label, name, ceiling in (
-        ("submit", "submit", "insert_and_publish"), ("poll", "poll", "read_one_row"),
-        (f"submit beside {waiters} waiters", "submit_beside_waiters", "insert_and_publish"),
-        (f"poll beside {waiters} waiters", "poll_beside_waiters", "read_one_row"),
-    ):
+    for label, name, ceiling, _ in _against_ceilings(waiters):
         measured, against = _get(api, name, "rounds_rps"), _get(base, ceiling, "rounds_rps")
         if measured and against and len(measured) == len(against):
             ratios = ", ".join(_ratio(m, c) for m, c in zip(measured, against, strict=True))

@@ -2,7 +2,8 @@
 
 A slot is a member of a sorted set scored by when it was taken (or its holder last refreshed
 it); taking one first drops those older than the lease, so a holder that died (SIGKILL, OOM)
-frees its slot when its lease runs out, without anyone cleaning up. The time is Redis's own (`TIME`), so hosts whose clocks differ agree.
+frees its slot when its lease runs out, without anyone cleaning up. The time is Redis's own
+(`TIME`), so hosts whose clocks differ agree.
 
 Turns pace a key instead: at most one taken every so often (a key set with that expiry, if
 absent), on Redis's clock too.

@@ -70,7 +70,8 @@ class JobEventStreamApi(_StreamApi):
         job = selectors.job_get(owner=request.user, job_id=job_id)
         _room(request)
         return _streaming(streams.job_event_stream(
-            owner_id=request.user.pk, job_id=job.id, after=_resume_from(request), client=waiting.client_socket(request.META)
+            owner_id=request.user.pk, job_id=job.id, after=_resume_from(request),
+            client=waiting.client_socket(request.META),
         ))
 
 

@@ -77,9 +77,9 @@ def claim(*, scope: Scope, token: uuid.UUID, limit: int = BATCH_MAX_DELIVERIES) 
                 first_secrets[key] = [secrets.signing_secret_get_or_create(owner_id=owner_id, endpoint_id=endpoint_id)]
             signing_secrets = first_secrets[key]
         claimed.append(Claimed(
-            delivery_id=delivery_id, owner_id=owner_id, url=url, endpoint_id=endpoint_id, headers=headers, attempt_id=attempt_id,
-            attempt_number=number, started_at=now, message_id=message_id, body=body, secrets=signing_secrets,
-            rate_limit_per_second=rate_limit_per_second,
+            delivery_id=delivery_id, owner_id=owner_id, url=url, endpoint_id=endpoint_id, headers=headers,
+            attempt_id=attempt_id, attempt_number=number, started_at=now, message_id=message_id, body=body,
+            secrets=signing_secrets, rate_limit_per_second=rate_limit_per_second,
         ))
     return claimed
 

@@ -195,10 +195,12 @@ def deliveries_park(*, share: str, delivery_ids: Sequence[int]) -> bool:
     """Park deliveries until a place of `share` frees (`deliveries_wake`); one parked already
     keeps its place. False when they could not be (no Redis, or unreachable)."""
 
+    key = _parked_key(share)
+
     def park(client: redis.Redis) -> bool:
         with client.pipeline(transaction=False) as pipe:
-            pipe.zadd(_parked_key(share), {str(delivery_id): delivery_id for delivery_id in delivery_ids}, nx=True)
-            pipe.expire(_parked_key(share), REDISPATCH_AFTER_SECONDS * 2)  # by then all were published again
+            pipe.zadd(key, {str(delivery_id): delivery_id for delivery_id in delivery_ids}, nx=True)
+            pipe.expire(key, REDISPATCH_AFTER_SECONDS * 2)  # by then all were published again
             pipe.execute()
         return True
 

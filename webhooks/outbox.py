@@ -37,9 +37,8 @@ def endpoint_slots(*, endpoint_id: uuid.UUID, count: int, now: datetime) -> list
     """When the endpoint's next `count` deliveries may go under its rate limit, taking those
     slots (each `now` without a limit): its deliveries are spaced, never dropped. Locks the
     endpoint's row for the caller's transaction."""
-    locked = (
-        Endpoint.objects.select_for_update().only("next_slot_at", "rate_limit_per_second").filter(pk=endpoint_id).first()
-    )
+    endpoints = Endpoint.objects.select_for_update().only("next_slot_at", "rate_limit_per_second")
+    locked = endpoints.filter(pk=endpoint_id).first()
     if locked is None or not locked.rate_limit_per_second:
         return [now] * count
     every = timedelta(seconds=1 / locked.rate_limit_per_second)

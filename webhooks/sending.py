@@ -211,9 +211,10 @@ def _share(key: str, limit: int, give_up_at: float) -> Iterator[_Place | None]:
             yield place
         finally:
             slot.release()
-            dispatch.deliveries_wake(share=key)  # what waited for the place it leaves
     finally:
         gate.leave(place)
+        if place.slot is not None:
+            dispatch.deliveries_wake(share=key)  # what waited for the place it left
 
 
 class _Place:
