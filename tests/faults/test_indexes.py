@@ -73,6 +73,13 @@ def test_list_filters_use_indexes_at_a_million_rows(
 ) -> None:
     # Given a million jobs (60 % of them one owner's), results and webhook logs
     stack = make_stack()
+    # The plans are judged on the statistics of one ANALYZE run after the seed has committed,
+    # which no autovacuum ANALYZE replaces meanwhile. Once in CI, with ANALYZE inside the seed's
+    # transaction and autovacuum on, the metadata filter was estimated at the planner's default
+    # 1 % for @> (what it uses without a histogram), and the owner's 600,000 jobs were walked
+    # instead of the GIN index being used; the cause was not pinned down.
+    seeded = ("jobs_job", "jobs_jobresult", "webhooks_event", "webhooks_delivery")
+    stack.sql("; ".join(f"ALTER TABLE {table} SET (autovacuum_enabled = false)" for table in seeded))
     stack.sql(f"""
         INSERT INTO core_client (id, name, created_at)
         SELECT gen_random_uuid(), 'owner-' || g, now() FROM generate_series(1, {OWNERS}) g;
@@ -109,8 +116,8 @@ def test_list_filters_use_indexes_at_a_million_rows(
                                        attempt_count, created_at)
         SELECT id, owner_id, subject_id, 'https://hooks.example.com/', 'succeeded', false, 1, created_at
         FROM webhooks_event;
-        ANALYZE;
     """)
+    stack.sql("ANALYZE")
     (owner,) = stack.sql(
         "SELECT owner_id FROM jobs_job GROUP BY owner_id ORDER BY count(*) DESC LIMIT 1")[0]
     (subject,) = stack.sql("SELECT subject_id FROM webhooks_delivery LIMIT 1")[0]
