@@ -310,9 +310,10 @@ def render(results: dict[str, Any]) -> str:
                 lines.append(f"| {label} | {q['db_queries']} ({sql}) | {len(q['redis_commands'])} "
                              f"({', '.join(q['redis_commands']) or '-'}) |")
         lines.append("")
-        lines.append("Not counted above: Django's connection health check (`CONN_HEALTH_CHECKS`), "
-                     "one `SELECT 1` round trip before the first query of every request (and "
-                     "every task) on a reused connection, in the baseline and in the API alike.")
+        lines.append("Not counted above: the connection health check, one `SELECT 1` round trip "
+                     "before the first query of every request on a reused connection in the "
+                     "baseline (Django's `CONN_HEALTH_CHECKS`), and in the API only on a "
+                     "connection idle for a second or more (`core/connections.py`).")
     memory = results.get("memory", {})
     if memory:
         lines += [

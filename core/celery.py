@@ -11,8 +11,8 @@ from celery.signals import (
     worker_ready,
 )
 from django.conf import settings
-from django.db import close_old_connections
 
+from core.connections import connections_released, connections_reused
 from core.logs import task_context_bind, task_context_clear, task_context_publish
 from core.metrics import worker_process_exited, worker_serve
 
@@ -38,13 +38,11 @@ def _configure(sender: Celery, **kwargs: Any) -> None:
 app.autodiscover_tasks()
 
 
-@task_prerun.connect
-@task_postrun.connect
-def _database_connections_tidied(**kwargs: Any) -> None:
-    """Around each task, what Django does around each request: keep a persistent connection for
-    CONN_MAX_AGE, close it when it is too old or saw an error, and health-check it before its
-    next use. (CELERY_DB_REUSE_MAX stops Celery from closing it after every task instead.)"""
-    close_old_connections()
+# Around each task, what the API does around each request: keep a persistent connection for
+# CONN_MAX_AGE, close it when it is too old or saw an error, and check it before a task uses it
+# after a pause. (CELERY_DB_REUSE_MAX stops Celery from closing it after every task instead.)
+task_prerun.connect(connections_reused)
+task_postrun.connect(connections_released)
 
 
 # The log context a task inherits from whoever published it (core/logs.py).

@@ -27,6 +27,8 @@ from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.http import HttpRequest, HttpResponse
 
+from core.connections import connection_released, connection_reused
+
 # Open database connections a process keeps beyond one per turn: the few waiters that keep theirs
 # (a new connection costs a woken waiter ~4 ms) and threads between requests.
 CONNECTIONS_BEYOND_TURNS = 8
@@ -81,7 +83,7 @@ def _turn_connection_take() -> None:
         wrapper = connections.create_connection(DEFAULT_DB_ALIAS)
         wrapper.inc_thread_sharing()  # it serves whichever thread holds the turn
     else:
-        wrapper.close_if_unusable_or_obsolete()  # CONN_MAX_AGE and health checks, as per request
+        connection_reused(wrapper)  # too old, broken, or idle and gone: closed (core/connections.py)
     own = _own_connection()
     if own is not None and own.connection is not None:
         own.close()
@@ -102,7 +104,7 @@ def _turn_connection_give_back() -> None:
     del connections[DEFAULT_DB_ALIAS]  # the thread gets a fresh, unconnected one if it asks
     if wrapper.in_atomic_block:  # an unfinished transaction must not reach the next request
         wrapper.close()
-    wrapper.close_if_unusable_or_obsolete()  # as Django does at a request's end (CONN_MAX_AGE)
+    connection_released(wrapper)  # as Django does at a request's end (CONN_MAX_AGE)
     with _turn_connections_lock:
         _idle_turn_connections.append(wrapper)
 

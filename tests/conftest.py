@@ -33,6 +33,9 @@ DEADLOCK_DETECTED = "40P01"  # PostgreSQL's SQLSTATE
 # Every job transition now writes two tables (the job, its event log), so the worker meets the
 # flush's table locks a little more often than it used to: a few more tries.
 FLUSH_ATTEMPTS = 6
+# The `served` gunicorn's threads, and the name its database connections carry (PGAPPNAME).
+SERVED_THREADS = 210
+SERVED_APP_NAME = f"served-{uuid.uuid4().hex[:8]}"
 
 
 def _require_services() -> None:
@@ -267,3 +270,31 @@ def api(make_api: Callable[..., Api], celery_worker: str) -> Api:
 @pytest.fixture
 def anonymous(live_server: Any, transactional_db: Any) -> Api:
     return Api(live_server.url, None)
+
+
+@pytest.fixture
+def served(api: Api, tmp_path: Path) -> Iterator[Api]:
+    """`api`'s client against gunicorn as production runs it (scripts/web: one process of
+    SERVED_THREADS threads, database connections going with its request turns) instead of the
+    live server."""
+    port = free_port()
+    # PGAPPNAME (libpq) names its database connections, to count them.
+    env = worker_env(PORT=str(port), WEB_CONCURRENCY="1", WEB_THREADS=str(SERVED_THREADS), DEBUG="false",
+                     WEB_TURN_CONNECTIONS="true",
+                     PGAPPNAME=SERVED_APP_NAME)
+    log = open(tmp_path / "gunicorn.log", "wb")  # noqa: SIM115
+    process = subprocess.Popen([str(REPO / "scripts" / "web")], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert process.poll() is None, (tmp_path / "gunicorn.log").read_text()
+            try:
+                if requests.get(f"{url}/healthz", timeout=2).status_code == 200:
+                    break
+            except requests.RequestException:
+                assert time.monotonic() < deadline, "gunicorn did not come up"
+                time.sleep(0.2)
+        yield Api(url, api.key, api.client)
+    finally:
+        stop_process(process)

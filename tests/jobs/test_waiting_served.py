@@ -4,12 +4,8 @@ process's one Redis listener, a real worker. A hung-up client frees its thread a
 from __future__ import annotations
 
 import socket
-import subprocess
 import time
-import uuid
-from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -19,37 +15,9 @@ from django.db import connection
 from django.utils import timezone
 
 from core.concurrency import CONNECTIONS_BEYOND_TURNS
-from tests.conftest import REPO, Api, free_port, stop_process, worker_env
+from tests.conftest import SERVED_APP_NAME, SERVED_THREADS, Api
 
 WAITERS = 200
-APP_NAME = f"served-{uuid.uuid4().hex[:8]}"
-
-
-@pytest.fixture
-def served(api: Api, tmp_path: Path) -> Iterator[Api]:
-    """`api`'s client against gunicorn (one process, WAITERS + 10 threads) instead of the live
-    server."""
-    port = free_port()
-    # PGAPPNAME (libpq) names its database connections, to count them.
-    env = worker_env(PORT=str(port), WEB_CONCURRENCY="1", WEB_THREADS=str(WAITERS + 10), DEBUG="false",
-                     WEB_TURN_CONNECTIONS="true",
-                     PGAPPNAME=APP_NAME)
-    log = open(tmp_path / "gunicorn.log", "wb")  # noqa: SIM115
-    process = subprocess.Popen([str(REPO / "scripts" / "web")], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert process.poll() is None, (tmp_path / "gunicorn.log").read_text()
-            try:
-                if requests.get(f"{url}/healthz", timeout=2).status_code == 200:
-                    break
-            except requests.RequestException:
-                assert time.monotonic() < deadline, "gunicorn did not come up"
-                time.sleep(0.2)
-        yield Api(url, api.key, api.client)
-    finally:
-        stop_process(process)
 
 
 def _scheduled(api: Api) -> dict[str, Any]:
@@ -69,9 +37,9 @@ def _open_wait(api: Api, job_id: str, seconds: int = 30) -> socket.socket:
 
 
 def test_a_client_that_hangs_up_frees_its_thread_at_once(served: Api) -> None:
-    # Given: a process of WAITERS + 10 threads, every one of them waiting.
+    # Given: a process of SERVED_THREADS threads, every one of them waiting.
     job = _scheduled(served)
-    waits = [_open_wait(served, job["id"]) for _ in range(WAITERS + 10)]
+    waits = [_open_wait(served, job["id"]) for _ in range(SERVED_THREADS)]
     time.sleep(1)
     with pytest.raises(requests.Timeout):
         served.get(f"/api/jobs/{job['id']}/", timeout=1)  # no thread left to answer
@@ -93,7 +61,7 @@ def test_a_client_that_hangs_up_frees_its_thread_at_once(served: Api) -> None:
 
 def _connections() -> int:
     with connection.cursor() as cursor:
-        cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", [APP_NAME])
+        cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", [SERVED_APP_NAME])
         return int(cursor.fetchone()[0])
 
 

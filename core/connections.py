@@ -1,0 +1,65 @@
+"""When a kept database connection is checked before it is used again: after a pause, not before
+every request and task.
+
+Django's CONN_HEALTH_CHECKS runs a `SELECT 1` round trip before the first query of every request
+and task on a kept connection. Under load that is one round trip in two of a poll, a tenth of its
+CPU (docs/benchmarks.md). So the settings turn it off, and the request and task signals (and the
+API's request turns, core/concurrency.py) call these instead: Django's own end-of-use policy
+(`close_if_unusable_or_obsolete`: closed when older than CONN_MAX_AGE, or after an error it did
+not survive), and the same health check, but only on a connection idle for at least
+HEALTH_CHECK_AFTER_IDLE_SECONDS.
+
+The cost: a connection that breaks less than that after its last use (PostgreSQL restarted in
+between) fails its next query. That request answers 500, a job or delivery task retries its
+`DatabaseError`, and the connection is closed after it; the next use opens a new one. A database
+restart takes longer than the second, and every query during it fails anyway.
+"""
+from __future__ import annotations
+
+import time
+import weakref
+from typing import Any
+
+from django.db import connections
+from django.db.backends.base.base import BaseDatabaseWrapper
+
+HEALTH_CHECK_AFTER_IDLE_SECONDS = 1.0
+
+# Connection wrapper -> when its last request or task ended (time.monotonic()).
+_released_at: weakref.WeakKeyDictionary[BaseDatabaseWrapper, float] = weakref.WeakKeyDictionary()
+
+
+def connection_reused(wrapper: BaseDatabaseWrapper) -> None:
+    """Before a request or task uses `wrapper`: close it if it is too old or broken, checking it
+    (`SELECT 1`) only if it was idle for HEALTH_CHECK_AFTER_IDLE_SECONDS; the next query opens a
+    new one."""
+    if wrapper.in_atomic_block:
+        return  # a transaction's owner finishes it (only the test suite serves requests in one)
+    wrapper.close_if_unusable_or_obsolete()
+    if wrapper.connection is None:
+        return
+    released = _released_at.get(wrapper)
+    idle = released is None or time.monotonic() - released >= HEALTH_CHECK_AFTER_IDLE_SECONDS
+    if idle and not wrapper.is_usable():
+        wrapper.close()
+
+
+def connection_released(wrapper: BaseDatabaseWrapper) -> None:
+    """After a request or task: close `wrapper` if it is too old or saw an error it did not
+    survive, as Django does at a request's end; otherwise note when it went idle."""
+    if wrapper.in_atomic_block:
+        return
+    wrapper.close_if_unusable_or_obsolete()
+    _released_at[wrapper] = time.monotonic()
+
+
+def connections_reused(**kwargs: Any) -> None:
+    """request_started, task_prerun: `connection_reused` for this thread's open connections."""
+    for wrapper in connections.all(initialized_only=True):
+        connection_reused(wrapper)
+
+
+def connections_released(**kwargs: Any) -> None:
+    """request_finished, task_postrun: `connection_released` for this thread's connections."""
+    for wrapper in connections.all(initialized_only=True):
+        connection_released(wrapper)
