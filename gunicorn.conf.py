@@ -1,4 +1,5 @@
 """Gunicorn settings for the API (read by `scripts/web`; gunicorn loads ./gunicorn.conf.py)."""
+import gc
 import multiprocessing
 import os
 
@@ -41,3 +42,13 @@ def child_exit(server: object, worker: object) -> None:
     the processes their PROMETHEUS_MULTIPROC_DIR when metrics are on)."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         multiprocess.mark_process_dead(worker.pid)  # type: ignore[attr-defined]
+
+
+def post_worker_init(worker: object) -> None:
+    """The application is loaded: what it loaded (~270,000 objects: Django, DRF, Celery) is left
+    out of the garbage collector's walks from now on, and young objects are collected every
+    10,000 allocations instead of 700, so most of a request's garbage is freed by reference
+    counting before a collection walks it. A request then takes 3-6 % less CPU (blocks
+    alternating in one process, docs/benchmarks.md)."""
+    gc.freeze()
+    gc.set_threshold(10_000, 20, 20)
