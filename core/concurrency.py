@@ -102,8 +102,12 @@ def _turn_connection_give_back() -> None:
         return
     wrapper = connections[DEFAULT_DB_ALIAS]
     del connections[DEFAULT_DB_ALIAS]  # the thread gets a fresh, unconnected one if it asks
-    if wrapper.in_atomic_block:  # an unfinished transaction must not reach the next request
+    if wrapper.in_atomic_block:
+        # An unfinished transaction (only a bug leaves one) must not reach the next request:
+        # closed, and dropped, since Django leaves a wrapper closed mid-transaction marked as
+        # inside it. The next turn to find no idle connection makes a new one.
         wrapper.close()
+        return
     connection_released(wrapper)  # as Django does at a request's end (CONN_MAX_AGE)
     with _turn_connections_lock:
         _idle_turn_connections.append(wrapper)
