@@ -228,13 +228,16 @@ STORE_PROCESSES = {"postgres": "postgres", "redis": "redis-server"}
 
 def store_cpu_seconds() -> dict[str, float]:
     """User + system CPU time so far of every PostgreSQL and of every Redis server process on
-    the machine (the benchmark's stores: nothing else uses them while it runs)."""
+    the machine (the benchmark's stores: nothing else uses them while it runs), with that of
+    their exited children: a backend whose connection closed during a measurement counts in
+    the postmaster's cutime and cstime once reaped (leaving it out once made a round's
+    PostgreSQL CPU negative)."""
     ticks = os.sysconf("SC_CLK_TCK")
     totals = dict.fromkeys(STORE_PROCESSES, 0)
     names = {process: store for store, process in STORE_PROCESSES.items()}
     for _pid, name, fields in process_stats():
         if name in names:
-            totals[names[name]] += sum(int(value) for value in fields[11:13])  # utime, stime
+            totals[names[name]] += sum(int(value) for value in fields[11:15])  # utime, stime, cutime, cstime
     return {store: total / ticks for store, total in totals.items()}
 
 
@@ -776,8 +779,8 @@ class Bench:
             cursor.execute("UPDATE jobs_job SET status = 'REVOKED', finished_at = now() WHERE status = 'PENDING'")
 
     def client_of(self, key: str) -> str:
-        from core.models import ApiKey
         from core.auth import api_key_digest
+        from core.models import ApiKey
 
         return str(ApiKey.objects.get(digest=api_key_digest(key)).client_id)
 
