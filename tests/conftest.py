@@ -105,6 +105,22 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def wait_until_up(url: str, process: subprocess.Popen[bytes], log_path: Path, *, timeout: float = 60) -> None:
+    """Until `url` answers 200 (a server starting: not listening yet, or still loading the app);
+    raises with the server's log if it exits first or never does."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the server exited with {process.returncode}:\n{log_path.read_text()}")
+        try:
+            if requests.get(url, timeout=2).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} did not come up in {timeout:.0f} s:\n{log_path.read_text()}")
+
+
 def stop_process(process: subprocess.Popen[bytes], timeout: float = 20) -> None:
     if process.poll() is None:
         process.terminate()
@@ -282,19 +298,12 @@ def served(api: Api, tmp_path: Path) -> Iterator[Api]:
     env = worker_env(PORT=str(port), WEB_CONCURRENCY="1", WEB_THREADS=str(SERVED_THREADS), DEBUG="false",
                      WEB_TURN_CONNECTIONS="true",
                      PGAPPNAME=SERVED_APP_NAME)
-    log = open(tmp_path / "gunicorn.log", "wb")  # noqa: SIM115
-    process = subprocess.Popen([str(REPO / "scripts" / "web")], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    log_path = tmp_path / "gunicorn.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen([str(REPO / "scripts" / "web")], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert process.poll() is None, (tmp_path / "gunicorn.log").read_text()
-            try:
-                if requests.get(f"{url}/healthz", timeout=2).status_code == 200:
-                    break
-            except requests.RequestException:
-                assert time.monotonic() < deadline, "gunicorn did not come up"
-                time.sleep(0.2)
+        wait_until_up(f"{url}/healthz", process, log_path)
         yield Api(url, api.key, api.client)
     finally:
         stop_process(process)

@@ -13,7 +13,7 @@ import pytest
 import requests
 
 from examples.receiver import Receiver
-from tests.conftest import REPO, free_port
+from tests.conftest import REPO, free_port, wait_until_up
 
 # Not in `make test-fast`: see the README's "Tests".
 pytestmark = pytest.mark.slow
@@ -44,7 +44,7 @@ def test_make_run_serves_the_api_and_completes_a_job(tmp_path: Path) -> None:
     try:
         base = f"http://127.0.0.1:{port}"
         key = _wait_for_key(log_path, process)
-        _wait_until_up(f"{base}/healthz", process, log_path)
+        wait_until_up(f"{base}/healthz", process, log_path)
         headers = {"Authorization": f"Bearer {key}"}
         receiver.secret = requests.get(f"{base}/api/webhook-secret/", headers=headers, timeout=10).json()["secret"]
 
@@ -90,19 +90,6 @@ def _wait_for_key(log_path: Path, process: subprocess.Popen[bytes]) -> str:
         assert process.poll() is None, log_path.read_text()
         time.sleep(0.2)
     raise AssertionError("make run printed no API key:\n" + log_path.read_text())
-
-
-def _wait_until_up(url: str, process: subprocess.Popen[bytes], log_path: Path) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        assert process.poll() is None, log_path.read_text()
-        try:
-            if requests.get(url, timeout=2).status_code == 200:
-                return
-        except requests.RequestException:  # not listening yet, or still booting
-            pass
-        time.sleep(0.2)
-    raise AssertionError("the API did not come up:\n" + log_path.read_text())
 
 
 def _leftovers(pgid: int) -> list[str]:
