@@ -148,9 +148,20 @@ def test_state_lives_in_named_volumes_and_redis_persists(compose: dict[str, Any]
     services = compose["services"]
     assert services["db"]["volumes"] == ["pgdata:/var/lib/postgresql/data"]
     assert services["redis"]["volumes"] == ["redisdata:/data"]
-    assert set(compose["volumes"]) == {"pgdata", "redisdata", "prometheusdata", "grafanadata"}
+    assert set(compose["volumes"]) == {"pgdata", "redisdata", "prometheusdata", "grafanadata", "beatschedule"}
     command = " ".join(services["redis"]["command"])
     assert "--appendonly yes" in command
+
+
+def test_beats_schedule_outlives_its_container(services: dict[str, dict[str, Any]]) -> None:
+    # A recreated beat with an empty schedule runs an hourly task an hour after it starts: a
+    # deployment redeployed more often than that would never prune.
+    [data_dir] = [
+        arguments.split("=", 1)[1].split()[0]
+        for keyword, arguments in dockerfile_instructions() if keyword == "ENV" and "DATA_DIR=" in arguments
+    ]
+    assert services["beat"]["volumes"] == [f"beatschedule:{data_dir}"]
+    assert "BEAT_SCHEDULE_FILE" not in services["beat"].get("environment", {})
 
 
 def test_nothing_runs_as_root_that_need_not(services: dict[str, dict[str, Any]]) -> None:
