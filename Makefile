@@ -20,7 +20,7 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/pytest
 
-## The suite less the browser, fuzzing, client generation and whole-stack boots (under two minutes).
+## The suite less the browser, fuzzing, client generation and whole-stack boots (about 7 min on 2 cores).
 test-fast: $(STAMP)
 	$(BIN)/pytest -m "not faults and not slow"
 
@@ -28,7 +28,7 @@ test-fast: $(STAMP)
 test-faults: $(STAMP)
 	$(BIN)/pytest -m faults tests/faults
 
-## Benchmarks against the baseline app (needs wrk; ~4 min; not in CI; BENCH_ARGS="--quick" etc.): docs/benchmarks.md.
+## Benchmarks against the baseline app (needs wrk; ~11 min; not in CI; BENCH_ARGS="--quick" etc.): docs/benchmarks.md.
 bench: $(STAMP)
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 

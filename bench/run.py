@@ -5,7 +5,7 @@ Everything it starts (gunicorn, Celery workers, the webhook receiver) runs in a 
 its own and is stopped on exit, Ctrl-C included. It uses a database (`jobapi_bench`) and Redis
 databases (12 and 13) of its own, and drops/flushes them when it is done.
 
-    .venv/bin/python -m bench.run            # the full run (about 5 minutes on 2 cores)
+    .venv/bin/python -m bench.run            # the full run (about 11 minutes on 2 cores)
     .venv/bin/python -m bench.run --quick    # short runs, 10k rows only: for working on it
 """
 from __future__ import annotations
