@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from celery.worker import state as worker_state
 from django.conf import settings
 from django.db import DatabaseError, transaction
 from django.utils import timezone
@@ -98,12 +99,14 @@ def deliveries_attempt(*, delivery_ids: Sequence[int], resolver: http.Resolver |
 def deliveries_drain(*, resolver: http.Resolver | None = None) -> int:
     """Send what the due queue holds (webhooks/dispatch.py), DRAIN_BATCH deliveries a batch, until
     it is empty, asking another drain to join while the batches are full; after
-    DRAIN_MAX_SECONDS a fresh drain takes over the rest, so that no task runs for ever. How many
-    attempts were made. Ids whose batch the database refused go back to the queue."""
+    DRAIN_MAX_SECONDS, or once its worker begins a warm shutdown (a deploy's SIGTERM), a fresh
+    drain takes over the rest, so that no task runs for ever and a stopping worker finishes
+    within one batch. How many attempts were made. Ids whose batch the database refused go
+    back to the queue."""
     dispatch.drain_started()
     made = 0
     hand_over_at = time.monotonic() + dispatch.DRAIN_MAX_SECONDS
-    while time.monotonic() < hand_over_at:
+    while time.monotonic() < hand_over_at and not _worker_stopping():
         delivery_ids = dispatch.due_take(dispatch.DRAIN_BATCH)
         if not delivery_ids:
             return made
@@ -116,6 +119,13 @@ def deliveries_drain(*, resolver: http.Resolver | None = None) -> int:
             raise
     dispatch.drain_ask()
     return made
+
+
+def _worker_stopping() -> bool:
+    """The worker running this task began a warm shutdown: it consumes no new message, and the
+    drain asked for next waits in the broker for a worker that stays."""
+    stop = worker_state.should_stop  # an exit code once set; 0 (EX_OK), which equals False, too
+    return stop is not None and stop is not False
 
 
 def deliveries_send_for_subject(*, subject_id: uuid.UUID) -> int:

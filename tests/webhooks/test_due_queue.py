@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 import redis
+from celery.worker import state as worker_state
 from django.db import DatabaseError
 
 from core import cache_redis
@@ -85,6 +86,39 @@ def test_a_drain_taking_full_batches_asks_another_to_join(
     # the second found the flag set by then
     assert len(drains_asked) == 2
     assert len(receiver.wait_for(25)) == 25
+
+
+def test_a_drain_hands_over_between_batches_once_its_worker_is_stopping(
+    owner: Client, receiver: Receiver, drains_asked: list[None], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given 25 due deliveries and a drain taking 10 a batch
+    monkeypatch.setattr(dispatch, "DRAIN_BATCH", 10)
+    deliveries = [record(owner, receiver.url) for _ in range(25)]
+    sent_batch = attempts._attempt
+
+    def warm_shutdown_during(**kwargs: object) -> list[attempts.AttemptOutcome]:
+        outcomes = sent_batch(**kwargs)
+        monkeypatch.setattr(worker_state, "should_stop", 0)  # SIGTERM: Celery's warm shutdown
+        return outcomes
+
+    monkeypatch.setattr(attempts, "_attempt", warm_shutdown_during)
+
+    # When the worker begins its warm shutdown during the first batch
+    made = attempts.deliveries_drain()
+
+    # Then the drain finishes that batch and takes no other
+    assert made == 10
+    assert len(receiver.wait_for(10)) == 10
+    # And the rest wait on the queue for the drain it asked for, on a worker that stays
+    assert dispatch.due_waiting() == 15
+    assert len(drains_asked) == 2  # the events', and the one the first full batch asked for
+    monkeypatch.setattr(worker_state, "should_stop", None)
+    monkeypatch.setattr(attempts, "_attempt", sent_batch)
+    assert attempts.deliveries_drain() == 15
+    assert len(receiver.wait_for(25)) == 25
+    assert set(Delivery.objects.filter(pk__in=[d.pk for d in deliveries]).values_list("state", flat=True)) == {
+        Delivery.State.SUCCEEDED
+    }
 
 
 def test_ids_whose_batch_the_database_refused_go_back_to_the_queue(
