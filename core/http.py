@@ -106,6 +106,10 @@ def address_refusal(address: IPAddress, *, allowed: Iterable[IPNetwork] = ()) ->
         return "a link-local address (the cloud metadata service)"
     if address.is_link_local:
         return "a link-local address"
+    if isinstance(address, ipaddress.IPv6Address) and address.is_site_local:
+        # fec0::/10: deprecated (RFC 3879), yet still routed inside some networks; Python counts
+        # it as global.
+        return "a site-local address"
     if address.is_multicast:
         return "a multicast address"
     if address.is_reserved:  # before is_private, which also covers 240.0.0.0/4

@@ -38,6 +38,7 @@ def resolver_of(mapping: dict[str, Sequence[str]]) -> http.Resolver:
         ("169.254.169.254", "metadata"),
         ("169.254.1.1", "link-local"),
         ("fe80::1", "link-local"),
+        ("fec0::1", "site-local"),  # deprecated, still routed on some networks; Python calls it global
         ("224.0.0.1", "multicast"),
         ("ff02::1", "multicast"),
         ("240.0.0.1", "reserved"),

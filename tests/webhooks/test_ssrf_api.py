@@ -42,6 +42,7 @@ def no_dns(monkeypatch: pytest.MonkeyPatch) -> None:
         ("http://169.254.169.254/latest/meta-data/", "metadata"),
         ("http://169.254.10.10/", "link-local"),
         ("http://[fe80::1]/", "link-local"),
+        ("http://[fec0::1]/", "site-local"),
         ("http://[::1]:8000/", "loopback"),  # ::1 is outside the allowed 127.0.0.0/8
         ("http://224.0.0.251/", "multicast"),
         ("http://240.0.0.1/", "reserved"),
