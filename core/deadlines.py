@@ -8,8 +8,9 @@ watchdog thread per process shuts those sockets down when the deadline passes. T
 or write then fails at once, and the request ends as an error that `Deadline.expired` explains.
 
 Name resolution cannot be interrupted that way (getaddrinfo is one blocking call), so
-`resolve_within` runs it on a small pool and stops waiting at the deadline; a resolver that never
-answers keeps a pool thread, not the request.
+`resolve_within` runs it on a small pool and stops waiting at the deadline (`resolve_started`
+leaves the waiting to a caller with several names to wait for); a resolver that never answers
+keeps a pool thread, not the request.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
@@ -177,17 +178,23 @@ _resolvers_pid = 0
 _resolvers_lock = threading.Lock()
 
 
-def resolve_within(
-    resolve: Callable[[str, int], Sequence[str]], host: str, port: int, *, seconds: float
-) -> Sequence[str]:
-    """`resolve(host, port)`, or TimeoutError when it has not answered within `seconds`."""
+def resolve_started(resolve: Callable[[str, int], Sequence[str]], host: str, port: int) -> Future[Sequence[str]]:
+    """`resolve(host, port)` started on the process's resolver pool; wait on the future for as
+    long as the caller may (cancelling it, if it has not started, frees its place in the queue)."""
     global _resolvers, _resolvers_pid
     with _resolvers_lock:
         if _resolvers is None or _resolvers_pid != os.getpid():
             _resolvers = ThreadPoolExecutor(max_workers=_RESOLVER_THREADS, thread_name_prefix="resolve")
             _resolvers_pid = os.getpid()
         pool = _resolvers
-    future = pool.submit(resolve, host, port)
+    return pool.submit(resolve, host, port)
+
+
+def resolve_within(
+    resolve: Callable[[str, int], Sequence[str]], host: str, port: int, *, seconds: float
+) -> Sequence[str]:
+    """`resolve(host, port)`, or TimeoutError when it has not answered within `seconds`."""
+    future = resolve_started(resolve, host, port)
     try:
         return future.result(timeout=seconds)
     except FutureTimeout:

@@ -14,12 +14,13 @@ from django.db import transaction
 from django.utils import timezone
 
 from core.errors import ApplicationError, TooManyRequests
+from core.http import Resolver
 from core.models import Client
 from jobs import dispatch, idempotency, sql, telemetry
 from jobs.models import DEFAULT_WEBHOOK_EVENTS, Job, JobCounts
 from jobs.registry import job_type_get
 from jobs.types.base import JobType
-from webhooks.addresses import callback_url_validate
+from webhooks.addresses import callback_hosts_resolve, callback_url_validate
 
 
 @dataclass(frozen=True)
@@ -113,14 +114,17 @@ def _retry_validate(*, job_type: JobType, retry: dict[str, int] | None) -> tuple
     return attempts, backoff
 
 
-def job_prepare(*, owner: Client, request: SubmissionRequest, now: datetime) -> tuple[Job, JobType]:
+def job_prepare(
+    *, owner: Client, request: SubmissionRequest, now: datetime, resolver: Resolver | None = None
+) -> tuple[Job, JobType]:
     """The job `request` asks for, validated (400/413 otherwise) and not saved: dispatched at
-    once unless it is scheduled (run_at), in which case the sweeper publishes it when due."""
+    once unless it is scheduled (run_at), in which case the sweeper publishes it when due.
+    `resolver`: the batch's callback hosts, resolved together (webhooks.addresses)."""
     job_type = job_type_get(request.job_name)
     job_type_require_available(job_type=job_type)
     payload = payload_validate(job_type=job_type, payload=request.payload)
     if request.callback_url:
-        callback_url_validate(url=request.callback_url)
+        callback_url_validate(url=request.callback_url, resolver=resolver)
     _timing_validate(run_at=request.run_at, deadline=request.deadline, now=now)
     max_attempts, backoff = _retry_validate(job_type=job_type, retry=request.retry)
     events = sorted(set(request.webhook_events)) if request.webhook_events else list(DEFAULT_WEBHOOK_EVENTS)
@@ -230,13 +234,17 @@ def jobs_submit_batch(
     naming each bad item's index and error: an item may come already refused by the API's
     parsing). Returns (jobs in order, created)."""
     now = timezone.now()
+    # Each callback host once, all within one time budget, before any job is checked.
+    resolver = callback_hosts_resolve(
+        request.callback_url for request in requests if isinstance(request, SubmissionRequest) and request.callback_url
+    )
     prepared: list[tuple[Job, JobType]] = []
     errors: list[dict[str, Any]] = []
     for index, request in enumerate(requests):
         try:
             if isinstance(request, ApplicationError):
                 raise request
-            prepared.append(job_prepare(owner=owner, request=request, now=now))
+            prepared.append(job_prepare(owner=owner, request=request, now=now, resolver=resolver))
         except ApplicationError as exc:
             errors.append({"index": index, "code": exc.code, "message": exc.message, "details": exc.details})
     if errors:

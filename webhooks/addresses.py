@@ -1,17 +1,86 @@
-"""Which callback URLs a client may give: the private-network guard, as a 400 for the API."""
+"""Which callback URLs a client may give: the private-network guard, as a 400 for the API.
+
+A request's callback host names are resolved before its URLs are checked: each name once (a
+batch naming one host a thousand times looks it up once), all of them within one budget,
+CALLBACK_RESOLVE_SECONDS, on the resolver pool (core/deadlines.py: getaddrinfo cannot be
+interrupted). A name that has not resolved by then is refused like any other bad callback URL.
+While the lookups wait, the request gives its turn back (core/concurrency.py): a slow name server
+must not hold every other request of the process.
+"""
 from __future__ import annotations
 
-from core import http
+import time
+from collections.abc import Iterable, Sequence
+from concurrent.futures import Future, wait
+from contextlib import nullcontext
+
+from django.conf import settings
+from django.db import connection
+
+from core import deadlines, http
+from core.concurrency import turn_released
 from core.errors import ApplicationError
+
+# How long lookups may wait holding the turn: a resolver answering from its cache answers well
+# within it, and giving the turn away for that would queue the request behind another one.
+HELD_SECONDS = 0.01
+
+
+def callback_hosts_resolve(urls: Iterable[str], *, resolver: http.Resolver | None = None) -> http.Resolver:
+    """A resolver answering, for the host names of `urls`, what each resolved to within
+    CALLBACK_RESOLVE_SECONDS, all looked up at once (TimeoutError for a name that had not
+    answered by then). Only names of `urls` may be asked."""
+    hosts: dict[str, int] = {}
+    for url in urls:
+        try:
+            _, host, port, literal = http.url_parse(url)
+        except http.UrlRefused:
+            continue  # refused again, saying why, when it is checked
+        if literal is None:
+            hosts.setdefault(host, port)
+    seconds = settings.CALLBACK_RESOLVE_SECONDS
+    resolve = resolver or http.DEFAULT_RESOLVER
+    lookups = {host: deadlines.resolve_started(resolve, host, port) for host, port in hosts.items()}
+    _lookups_wait(list(lookups.values()), seconds)
+
+    def answer(host: str, port: int) -> Sequence[str]:
+        lookup = lookups[host]
+        if not lookup.done() or lookup.cancelled():
+            raise TimeoutError(f"The host {host} did not resolve within {seconds:g} s.")
+        return lookup.result()
+
+    return answer
+
+
+def _lookups_wait(lookups: list[Future[Sequence[str]]], seconds: float) -> None:
+    """Wait for `lookups` at most `seconds` in all, past HELD_SECONDS with the request's turn
+    given back; cancel those not started by then."""
+    if not lookups:
+        return
+    started = time.monotonic()
+    _, pending = wait(lookups, timeout=min(seconds, HELD_SECONDS))
+    if pending:
+        # The turn's database connection goes with it: never from inside a transaction.
+        released = nullcontext() if connection.in_atomic_block else turn_released()
+        with released:
+            _, pending = wait(pending, timeout=max(0.0, started + seconds - time.monotonic()))
+    for lookup in pending:
+        lookup.cancel()
 
 
 def callback_url_validate(*, url: str, resolver: http.Resolver | None = None) -> None:
-    """Refuse (400) a callback URL that is malformed or reaches a non-public address."""
+    """Refuse (400) a callback URL that is malformed, reaches a non-public address, or whose
+    host does not resolve within CALLBACK_RESOLVE_SECONDS. `resolver`: what
+    callback_hosts_resolve made of the request's callback URLs (of this one URL by default)."""
     try:
-        http.url_check(url, resolver=resolver)
+        http.url_check(url, resolver=resolver or callback_hosts_resolve([url]))
     except http.UrlRefused as exc:
-        raise ApplicationError(
-            f"callback_url is not allowed: {exc.reason}",
-            code="invalid_callback_url",
-            details={"callback_url": [exc.reason]},
-        ) from None
+        raise _refused(exc.reason) from None
+    except TimeoutError as exc:
+        raise _refused(str(exc)) from None
+
+
+def _refused(reason: str) -> ApplicationError:
+    return ApplicationError(
+        f"callback_url is not allowed: {reason}", code="invalid_callback_url", details={"callback_url": [reason]}
+    )

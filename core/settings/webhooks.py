@@ -32,6 +32,9 @@ try:
         ipaddress.ip_network(_network, strict=False)
 except ValueError as _exc:
     raise ImproperlyConfigured(f"WEBHOOK_ALLOWED_NETWORKS: {_exc}") from None
+# Seconds a submission (or an endpoint's creation or change) may wait, in all, for its callback
+# URLs' host names to resolve; a name not resolved by then is refused (400 invalid_callback_url).
+CALLBACK_RESOLVE_SECONDS = env.float("CALLBACK_RESOLVE_SECONDS", default=5.0)
 # Longest Retry-After (seconds) a receiver's 429/503 can impose before the next attempt.
 WEBHOOK_RETRY_AFTER_MAX_SECONDS = env.int("WEBHOOK_RETRY_AFTER_MAX_SECONDS", default=3600)
 # After a secret rotation, how long (seconds) deliveries also carry the old secret's signature.

@@ -1,0 +1,144 @@
+"""Callback host names at submission and on endpoints: each resolved once per request, all within
+CALLBACK_RESOLVE_SECONDS, and a slow name server never holds the process's turn (the live server
+runs in this process with one turn, as a gunicorn process does)."""
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import pytest
+
+from core import http
+from tests.conftest import Api
+from tests.webhooks.conftest import HELLO
+
+BUDGET = 2.0
+# What a refused request may take beyond the budget: the rest of the request, on a busy machine.
+MARGIN = 3.0
+
+
+class SlowNameServer:
+    """The resolver submissions use: every name resolves to loopback (allowed in the tests), names
+    under .slow.example after `delay` seconds (cut short when the test ends)."""
+
+    def __init__(self) -> None:
+        self.delay = 20.0
+        self.asked: list[str] = []
+        self.first_asked = threading.Event()
+        self.ended = threading.Event()
+        self._lock = threading.Lock()
+
+    def __call__(self, host: str, port: int) -> Sequence[str]:
+        with self._lock:
+            self.asked.append(host)
+        self.first_asked.set()
+        if host.endswith(".slow.example"):
+            self.ended.wait(self.delay)
+        return ["127.0.0.1"]
+
+
+@pytest.fixture
+def name_server(monkeypatch: pytest.MonkeyPatch, settings: Any) -> Iterator[SlowNameServer]:
+    settings.CALLBACK_RESOLVE_SECONDS = BUDGET
+    server = SlowNameServer()
+    monkeypatch.setattr(http, "DEFAULT_RESOLVER", server)
+    yield server
+    server.ended.set()  # frees the resolver pool's threads still waiting on it
+
+
+def timed(call: Callable[[], Any]) -> tuple[Any, float]:
+    started = time.monotonic()
+    return call(), time.monotonic() - started
+
+
+def test_a_batch_naming_one_host_many_times_resolves_it_once(
+    make_api: Callable[..., Api], name_server: SlowNameServer
+) -> None:
+    # Given: a name server that takes a while for each name
+    name_server.delay = 0.2
+    api = make_api()
+    jobs = [{"job_name": HELLO, "payload": {}, "callback_url": f"https://hooks.slow.example/{i}"} for i in range(90)]
+    jobs += [{"job_name": HELLO, "payload": {}, "callback_url": f"http://hooks.slow.example:8080/{i}"} for i in range(5)]
+    jobs += [{"job_name": HELLO, "payload": {}, "callback_url": f"https://other.slow.example/{i}"} for i in range(5)]
+
+    # When
+    response = api.post("/api/jobs/batch/", json={"jobs": jobs})
+
+    # Then: accepted, each host name looked up once
+    assert response.status_code == 202, response.text
+    assert len(response.json()["jobs"]) == 100
+    assert sorted(name_server.asked) == ["hooks.slow.example", "other.slow.example"]
+
+
+def test_a_name_not_resolved_within_the_budget_is_refused_without_holding_the_process(
+    make_api: Callable[..., Api], name_server: SlowNameServer
+) -> None:
+    api, other = make_api(), make_api()
+    answer: dict[str, Any] = {}
+
+    def submit() -> None:
+        answer["response"], answer["seconds"] = timed(lambda: api.post(
+            "/api/jobs/", json={"job_name": HELLO, "payload": {}, "callback_url": "https://hangs.slow.example/hook"}
+        ))
+
+    # Given: a submission waiting on a name server that does not answer in time
+    submitting = threading.Thread(target=submit)
+    submitting.start()
+    assert name_server.first_asked.wait(10)
+
+    # When: another client asks the same process for something meanwhile
+    listed = other.get("/api/jobs/")
+    submission_still_waiting = submitting.is_alive()
+    submitting.join(BUDGET + MARGIN + 30)
+
+    # Then: the other client was answered during the lookup, not after it
+    assert listed.status_code == 200, listed.text
+    assert submission_still_waiting
+    # And the submission was refused once the budget was spent, saying why, in the usual shape
+    response = answer["response"]
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["code"] == "invalid_callback_url"
+    assert error["details"]["callback_url"] == [f"The host hangs.slow.example did not resolve within {BUDGET:g} s."]
+    assert answer["seconds"] < BUDGET + MARGIN
+
+
+def test_a_batchs_names_share_one_budget(make_api: Callable[..., Api], name_server: SlowNameServer) -> None:
+    # Given: a batch of twenty jobs, each naming its own slow host
+    api = make_api()
+    jobs = [{"job_name": HELLO, "payload": {}, "callback_url": f"https://n{i}.slow.example/"} for i in range(20)]
+
+    # When
+    response, seconds = timed(lambda: api.post("/api/jobs/batch/", json={"jobs": jobs}))
+
+    # Then: refused within one budget (not twenty), each slow name's job saying why
+    assert response.status_code == 400, response.text
+    assert seconds < BUDGET + MARGIN
+    errors = response.json()["error"]["details"]["jobs"]
+    assert [error["index"] for error in errors] == list(range(20))
+    assert {error["code"] for error in errors} == {"invalid_callback_url"}
+    assert errors[7]["details"]["callback_url"] == [f"The host n7.slow.example did not resolve within {BUDGET:g} s."]
+
+
+def test_an_endpoint_url_not_resolved_within_the_budget_is_refused(
+    make_api: Callable[..., Api], name_server: SlowNameServer
+) -> None:
+    api = make_api()
+
+    # When: an endpoint is created on a slow name, and one is changed to it
+    created, create_seconds = timed(lambda: api.post("/api/webhook-endpoints/", json={"url": "https://a.slow.example/"}))
+    endpoint = api.post("/api/webhook-endpoints/", json={"url": "http://127.0.0.1:9/hooks"})
+    assert endpoint.status_code == 201, endpoint.text
+    changed, change_seconds = timed(lambda: api.request(
+        "PATCH", f"/api/webhook-endpoints/{endpoint.json()['id']}/", json={"url": "https://b.slow.example/"}
+    ))
+
+    # Then: both refused once the budget was spent, on the url field
+    for response, seconds, host in ((created, create_seconds, "a"), (changed, change_seconds, "b")):
+        assert response.status_code == 400, response.text
+        error = response.json()["error"]
+        assert error["code"] == "invalid_url"
+        assert error["details"]["url"] == [f"The host {host}.slow.example did not resolve within {BUDGET:g} s."]
+        assert seconds < BUDGET + MARGIN
