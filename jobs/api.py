@@ -70,10 +70,10 @@ def _accepted(job: Job, headers: dict[str, str] | None = None) -> Response:
     )
 
 
-def _waited(request: Request, job: Job) -> tuple[Job, dict[str, str]]:
-    """Honour a `Prefer: wait=N` (jobs.waiting): the job once final or after N seconds, and the
-    `Preference-Applied` header saying so; the job as it is when no wait is asked."""
-    seconds = inputs.prefer_wait(request)
+def _waited(request: Request, job: Job, seconds: int | None) -> tuple[Job, dict[str, str]]:
+    """Honour a `Prefer: wait=N` read by inputs.prefer_wait (jobs.waiting): the job once final
+    or after N seconds, and the `Preference-Applied` header saying so; the job as it is when no
+    wait is asked."""
     if seconds is None or waiting.room_refused(request.user.pk):
         return job, {}  # as RFC 7240 allows: a preference not applied, and not said to be
     if job.is_final:
@@ -92,6 +92,9 @@ class JobListCreateApi(APIView):
     throttle_scopes = {"POST": "submit"}
 
     def post(self, request: Request) -> Response:
+        # Every header is read before the job is stored: nothing after the commit may fail the
+        # request, or a client retrying the error would submit the job twice.
+        wait_seconds = inputs.prefer_wait(request)
         job, _ = submission.job_submit(
             owner=request.user,
             request=inputs.submission_of(request.data, cancel_after=inputs.cancel_after(request)),
@@ -99,7 +102,7 @@ class JobListCreateApi(APIView):
             request_body=request.data,
         )
         try:
-            job, headers = _waited(request, job)
+            job, headers = _waited(request, job, wait_seconds)
         except waiting.ClientGone:
             return _client_gone()
         return _accepted(job, headers)
@@ -134,7 +137,7 @@ class JobDetailApi(APIView):
     def get(self, request: Request, job_id: str) -> Response:
         job = selectors.job_get(owner=request.user, job_id=job_id)
         try:
-            job, headers = _waited(request, job)
+            job, headers = _waited(request, job, inputs.prefer_wait(request))
         except waiting.ClientGone:
             return _client_gone()
         return Response(job_representation(job), headers=headers)
@@ -163,7 +166,8 @@ class JobRedeliverApi(APIView):
     def post(self, request: Request, job_id: str) -> Response:
         job = selectors.job_get(owner=request.user, job_id=job_id)
         delivery = outbox.delivery_redeliver(
-            owner_id=request.user.pk, subject_id=job.id, event_types=FINAL_WEBHOOK_EVENTS
+            owner_id=request.user.pk, subject_id=job.id, event_types=FINAL_WEBHOOK_EVENTS,
+            callback_url=job.callback_url,
         )
         return Response(DeliverySerializer(delivery).data, status=status.HTTP_202_ACCEPTED)
 

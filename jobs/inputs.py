@@ -176,7 +176,10 @@ def prefer_wait(request: Request) -> int | None:
         value = (match.group(2) or "").strip('"')
         if not value:
             return settings.API_MAX_WAIT_SECONDS
-        if not value.isdigit() or int(value) < 1:
+        if not (value.isascii() and value.isdigit()):  # isdigit() alone passes `²`, int() refuses it
             return None
-        return min(int(value), settings.API_MAX_WAIT_SECONDS)
+        seconds = float(value)  # any number of digits (int() stops at 4,300): a huge one is inf, then the cap
+        if seconds < 1:
+            return None
+        return int(min(seconds, settings.API_MAX_WAIT_SECONDS))
     return None

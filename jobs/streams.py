@@ -29,7 +29,7 @@ def last_event_id(value: str | None) -> int | None:
     """The `Last-Event-ID` (header, or `last_event_id` query parameter for clients that cannot
     set headers) as an event id; None when absent or not one of ours."""
     value = (value or "").strip()
-    return int(value) if value.isdigit() and len(value) < 19 else None
+    return int(value) if value.isascii() and value.isdigit() and len(value) < 19 else None
 
 
 def job_event_stream(

@@ -74,7 +74,7 @@ class _Request:
     [
         ("wait=5", 5), ("WAIT=5", 5), ("respond-async, wait=7", 7), ('wait="3"', 3),
         ("wait", 60), ("wait=600", 60), ("wait=0", None), ("wait=soon", None), ("", None),
-        ("return=minimal", None), ("wait=5; foo=bar", 5),
+        ("return=minimal", None), ("wait=5; foo=bar", 5), ("wait=\u00b3", None), ("wait=" + "9" * 5000, 60),
     ],
 )
 def test_prefer_wait_is_read_as_rfc_7240_has_it(header: str, seconds: int | None) -> None:
@@ -119,3 +119,25 @@ def test_past_the_clients_share_its_waits_are_not_applied_and_its_streams_are_42
     assert streamed.status_code == 429 and streamed.json()["error"]["code"] == "too_many_open_streams"
     assert streamed.headers["Retry-After"] == "1"
     assert theirs.status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("wait", "applied"),
+    # To str.isdigit() a superscript (a header's byte 0xB2 or 0xB9 read as latin-1) is a digit,
+    # to int() it is not: not a number, so ignored. 5,000 digits are more than int() converts:
+    # a number past the cap, so the cap.
+    [("\u00b2", None), ("\u00b9", None), ("9" * 5000, "wait=60")],
+)
+def test_a_wait_of_superscript_digits_is_ignored_and_one_of_thousands_of_digits_capped(
+    api: Api, wait: str, applied: str | None
+) -> None:
+    # When a job is submitted and then read with that preference, each answers as usual, the
+    # preference ignored or capped
+    submitted = api.post("/api/jobs/", json=HELLO, headers={"Prefer": f"wait={wait}"})
+    assert submitted.status_code == 202, submitted.text
+    assert submitted.headers.get("Preference-Applied") == applied
+    read = api.get(f"/api/jobs/{submitted.json()['id']}/", headers={"Prefer": f"wait={wait}"})
+    assert read.status_code == 200, read.text
+    assert read.headers.get("Preference-Applied") == applied
+    # And one job was stored
+    assert [job["id"] for job in api.get("/api/jobs/").json()["results"]] == [submitted.json()["id"]]

@@ -117,3 +117,17 @@ def test_the_clients_stream_carries_its_jobs_events_of_the_asked_name(api: Api, 
     resumed = stream(api, "/api/events/?job_name=api.tasks.hello_world", **{"Last-Event-ID": received[0]["id"]})
     assert next(m for m in messages(resumed) if "event" in m)["id"] == received[1]["id"]
     resumed.close()
+
+
+def test_a_last_event_id_that_is_no_event_id_starts_the_stream_afresh_not_a_500(api: Api) -> None:
+    # Given a finished job, and ids that are digits to str.isdigit() but no number to int():
+    # a superscript two (the header's byte 0xB2 read as latin-1), or ASCII digits past any id
+    created = api.submit("api.tasks.hello_world", {"message": "x"})
+    api.wait(created["id"])
+    path = f"/api/jobs/{created['id']}/events/"
+
+    for header, query in (("\u00b2", ""), ("", "?last_event_id=\u00b2"), ("9" * 5000, "")):
+        resumed = stream(api, path + query, **({"Last-Event-ID": header} if header else {}))
+
+        # Then each is taken as no id at all: the stream is the job's current state
+        assert [m["event"] for m in messages(resumed) if "event" in m] == ["job.succeeded"]
