@@ -53,14 +53,18 @@ class DeliveryAdmin(DjangoObjectActions, ReadOnlyAdmin):
             permissions=["redeliver"], methods=("POST",), button_type="form")
     @takes_instance_or_queryset
     def redeliver(self, request: HttpRequest, queryset: QuerySet[Delivery]) -> None:
-        """As the client's redeliver (webhooks.outbox.delivery_redeliver), for each delivery's event."""
+        """As the client's redeliver (webhooks.outbox.delivery_redeliver), for each delivery's event,
+        to the delivery's URL; an endpoint's delivery is refused (the endpoint's recover sends it)."""
         if not self.has_redeliver_permission(request):
             raise PermissionDenied
         action_apply(
             self, request, queryset.select_related("event"),
             lambda delivery: delivery_redeliver(owner_id=delivery.owner_id, subject_id=delivery.subject_id,
-                                                event_types=[delivery.event.event_type]),
-            done="Redelivering {count} event(s).", refused="{count} event(s) are still being delivered: try once they end.",
+                                                event_types=[delivery.event.event_type],
+                                                callback_url="" if delivery.endpoint_id else delivery.url),
+            done="Redelivering {count} event(s).",
+            refused="{count} event(s) left as they were: still being delivered (try once they end), or sent to "
+                    "an endpoint (its recover sends them again).",
         )
 
 

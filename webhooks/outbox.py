@@ -13,6 +13,7 @@ from typing import Any
 
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import transaction
+from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from core.db import delete_in_batches
@@ -101,20 +102,27 @@ def event_record(
     return event
 
 
-def delivery_redeliver(*, owner_id: uuid.UUID, subject_id: uuid.UUID, event_types: Sequence[str]) -> Delivery:
-    """Send the subject's latest event of `event_types` again: same bytes, same webhook-id."""
+def delivery_redeliver(
+    *, owner_id: uuid.UUID, subject_id: uuid.UUID, event_types: Sequence[str], callback_url: str
+) -> Delivery:
+    """Send the subject's latest event of `event_types` again to its `callback_url`: same bytes,
+    same webhook-id. Only an event that went there counts (a delivery to that URL without an
+    endpoint): an endpoint's deliveries are sent again by its recover, with its secret, headers,
+    pace and state, and a deleted endpoint's keep its URL but no endpoint (SET_NULL), so only
+    the subject's callback_url tells them apart. None (""): nothing to redeliver."""
+    sent_to_callback = Delivery.objects.filter(event=OuterRef("pk"), endpoint__isnull=True, url=callback_url)
     event = (
         Event.objects.filter(owner_id=owner_id, subject_id=subject_id, event_type__in=event_types)
+        .filter(Exists(sent_to_callback))
         .order_by("-created_at", "-pk")
         .first()
-    )
+    ) if callback_url else None
     if event is None:
         raise Conflict(
             "There is no final event to redeliver: the job has not finished, or it has no "
             "callback_url, or its webhook_events leave the final event out.",
             code="nothing_to_redeliver",
         )
-    original = event.deliveries.order_by("created_at", "pk").first()
     now = timezone.now()
     with transaction.atomic():
         # Locking the event serialises redeliveries of it: repeated clicks make one, not many.
@@ -129,7 +137,7 @@ def delivery_redeliver(*, owner_id: uuid.UUID, subject_id: uuid.UUID, event_type
             event=event,
             owner_id=owner_id,
             subject_id=subject_id,
-            url=original.url if original else "",
+            url=callback_url,
             redelivery=True,
             next_attempt_at=now,
             dispatched_at=now,

@@ -80,6 +80,39 @@ def test_redeliver_needs_a_final_event(api: Api, receiver: Receiver) -> None:
     api.wait(running["id"])
 
 
+def test_redeliver_sends_to_the_callback_url_only_never_to_an_endpoint_even_a_deleted_one(
+    api: Api, make_receiver: Callable[..., Receiver]
+) -> None:
+    # Given an endpoint, a finished job without a callback_url (the endpoint's delivery alone)
+    # and a finished job with one
+    partner, callback = make_receiver(), make_receiver()
+    created = api.post("/api/webhook-endpoints/", json={"url": partner.url, "event_types": ["job.succeeded"]})
+    assert created.status_code == 201, created.text
+    endpoint = created.json()
+    no_callback = api.submit(HELLO)
+    with_callback = api.submit(HELLO, callback_url=callback.url)
+    wait_deliveries(api, no_callback["id"], lambda ds: len(ds) == 1 and all_final(ds))
+    wait_deliveries(api, with_callback["id"], lambda ds: len(ds) == 2 and all_final(ds))
+
+    # When the client asks for a redelivery of the first, before and after deleting the endpoint
+    while_registered = api.post(f"/api/jobs/{no_callback['id']}/redeliver/")
+    assert api.request("DELETE", f"/api/webhook-endpoints/{endpoint['id']}/").status_code == 204
+    once_deleted = api.post(f"/api/jobs/{no_callback['id']}/redeliver/")
+
+    # Then there is nothing to redeliver (the endpoint's deliveries go again by its recover):
+    # no delivery to its URL without its secret, headers and state
+    for response in (while_registered, once_deleted):
+        assert response.status_code == 409, response.text
+        assert response.json()["error"]["code"] == "nothing_to_redeliver"
+    assert len(deliveries_of(api, no_callback["id"])) == 1
+    # And the other job's final event goes again to its callback_url, not to the endpoint's URL
+    again = api.post(f"/api/jobs/{with_callback['id']}/redeliver/")
+    assert again.status_code == 202, again.text
+    assert again.json()["url"] == callback.url
+    assert len(callback.wait_for(2)) == 2
+    assert len(partner.received) == 2
+
+
 def test_delivery_endpoints_check_ownership(api: Api, make_api: object, receiver: Receiver) -> None:
     created = api.submit(HELLO, callback_url=receiver.url)
     api.wait(created["id"])
