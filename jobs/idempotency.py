@@ -9,12 +9,13 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from core.db import delete_in_batches
 from core.errors import Conflict, Unprocessable
 from core.models import Client
+from jobs import sql
 from jobs.models import IdempotencyKey, Job
 
 
@@ -31,54 +32,57 @@ def _in_progress() -> Conflict:
     )
 
 
-def _claim(*, owner: Client, key: str, fingerprint: str) -> IdempotencyKey | None:
-    """Claim `key` for this request (None), or return the key an identical request made."""
-    for _ in range(2):
-        try:
-            with transaction.atomic():
-                IdempotencyKey.objects.create(owner=owner, key=key, fingerprint=fingerprint)
-            return None
-        except IntegrityError:
-            existing = IdempotencyKey.objects.select_related("job").filter(owner=owner, key=key).first()
-        if existing is None:
-            continue  # deleted in between (expired, or the first request failed): claim again
-        ttl = timedelta(seconds=settings.IDEMPOTENCY_KEY_TTL_SECONDS)
-        if existing.created_at < timezone.now() - ttl:
-            IdempotencyKey.objects.filter(pk=existing.pk).delete()
-            continue
-        if existing.fingerprint != fingerprint:
-            raise Unprocessable(
-                "This Idempotency-Key was used with a different request body.",
-                code="idempotency_key_reused",
-            )
-        if existing.job is None:
-            raise _in_progress()
-        return existing
-    raise _in_progress()
+def _replayed(*, owner: Client, key: str, fingerprint: str) -> IdempotencyKey | None:
+    """The key an identical earlier request made, or None when the key is free. A key past its
+    TTL is freed, and so is one without its job: the key and its jobs commit together, so such
+    a row is what an earlier version of this module left when its request died between the
+    two (it committed the key first), and nothing will ever finish it."""
+    existing = IdempotencyKey.objects.select_related("job").filter(owner=owner, key=key).first()
+    if existing is None:
+        return None
+    ttl = timedelta(seconds=settings.IDEMPOTENCY_KEY_TTL_SECONDS)
+    if existing.job is None or existing.created_at < timezone.now() - ttl:
+        existing.delete()
+        return None
+    if existing.fingerprint != fingerprint:
+        raise Unprocessable(
+            "This Idempotency-Key was used with a different request body.",
+            code="idempotency_key_reused",
+        )
+    return existing
+
+
+def _jobs_of(key: IdempotencyKey) -> list[Job]:
+    if key.batch is None:
+        return [key.job]  # type: ignore[list-item]
+    ids = [uuid.UUID(job_id) for job_id in key.batch]
+    by_id = Job.objects.in_bulk(ids)
+    return [by_id[job_id] for job_id in ids if job_id in by_id]
 
 
 def jobs_created_once(
     *, owner: Client, key: str, request_body: Any, create: Callable[[], list[Job]]
 ) -> tuple[list[Job], bool]:
     """`create()` the jobs of a request, once per Idempotency-Key `key`: a replay of the same
-    request answers the jobs the first made (created=False), in their order."""
-    claimed = _claim(owner=owner, key=key, fingerprint=request_fingerprint(request_body))
-    if claimed is not None:
-        if claimed.batch is None:
-            return [claimed.job], False  # type: ignore[list-item]
-        ids = [uuid.UUID(job_id) for job_id in claimed.batch]
-        by_id = Job.objects.in_bulk(ids)
-        return [by_id[job_id] for job_id in ids if job_id in by_id], False
-    try:
-        with transaction.atomic():
-            jobs = create()
-            IdempotencyKey.objects.filter(owner=owner, key=key).update(
-                job=jobs[0], batch=[str(job.id) for job in jobs] if len(jobs) > 1 else None
-            )
-    except BaseException:
-        # Release the claim so the client can retry the same request.
-        IdempotencyKey.objects.filter(owner=owner, key=key, job__isnull=True).delete()
-        raise
+    request answers the jobs the first made (created=False), in their order.
+
+    The key is saved in the jobs' transaction, so a request that dies anywhere (its connection
+    lost, its process killed) leaves neither, and the client's retry makes them. While that
+    transaction runs, it holds the key's lock: a concurrent repeat answers 409 at once rather
+    than wait for the first to commit (waiting, it would hold one of its process's few request
+    turns, core/concurrency.py)."""
+    fingerprint = request_fingerprint(request_body)
+    with transaction.atomic():
+        if not sql.idempotency_key_lock_try(owner.pk, key):
+            raise _in_progress()
+        replayed = _replayed(owner=owner, key=key, fingerprint=fingerprint)
+        if replayed is not None:
+            return _jobs_of(replayed), False
+        jobs = create()
+        IdempotencyKey.objects.create(
+            owner=owner, key=key, fingerprint=fingerprint,
+            job=jobs[0], batch=[str(job.id) for job in jobs] if len(jobs) > 1 else None,
+        )
     return jobs, True
 
 

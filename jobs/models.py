@@ -177,7 +177,8 @@ class IdempotencyKey(models.Model):
     key = models.CharField(max_length=255)
     # SHA-256 of the request body as canonical JSON.
     fingerprint = models.CharField(max_length=64)
-    # NULL while the first request is still being processed.
+    # Saved with the job; NULL only in a row an earlier version left when its request died
+    # between committing the key and the job (jobs/idempotency.py frees it).
     job = models.ForeignKey(Job, null=True, on_delete=models.CASCADE, related_name="+")
     # A batch's jobs, in order, once the batch is made (its `job` is the first of them).
     batch = models.JSONField(null=True, blank=True)

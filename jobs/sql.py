@@ -13,6 +13,7 @@
   every request cost more CPU than the rest of the poll (docs/benchmarks.md, "Fixes").
 - An owner's events take their ids under an advisory lock of the owner's (jobs/event_log.py):
   the ORM has no advisory locks.
+- A submission with an Idempotency-Key tries an advisory lock of the key's (jobs/idempotency.py).
 
 Statements are written once per database alias (the column lists come from the model), values
 are prepared by their fields as `save()` would, and rows come back through `core.db`.
@@ -20,6 +21,7 @@ are prepared by their fields as `save()` would, and rows come back through `core
 from __future__ import annotations
 
 import functools
+import hashlib
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
@@ -201,3 +203,24 @@ def owner_events_lock(owner_id: uuid.UUID, alias: str = "default") -> None:
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [_EVENTS_LOCK_SPACE, owner_id.int % 2**31])
+
+
+# The first key of the Idempotency-Key locks; the second is the owner's id and the key hashed to
+# 32 bits (two keys that share it: while one's request runs, the other's answers 409).
+_IDEMPOTENCY_LOCK_SPACE = 0x6964656D  # "idem"
+
+
+def idempotency_key_lock_try(owner_id: uuid.UUID, key: str, alias: str = "default") -> bool:
+    """Take the lock of `owner_id`'s `key` until the transaction ends, without waiting: False
+    when another transaction holds it. SQLite lets one transaction write at a time and needs
+    none (a second request waits for the first's commit, then replays it)."""
+    connection = connections[alias]
+    if connection.vendor != "postgresql":
+        return True
+    digest = hashlib.blake2b(f"{owner_id}\n{key}".encode("utf-8", "surrogatepass"), digest_size=4).digest()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_try_advisory_xact_lock(%s, %s)",
+            [_IDEMPOTENCY_LOCK_SPACE, int.from_bytes(digest, "big", signed=True)],
+        )
+        return cursor.fetchone()[0]

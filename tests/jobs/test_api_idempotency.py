@@ -1,10 +1,20 @@
-"""Idempotency-Key: a repeat creates nothing; a different body is 422; in flight is 409."""
+"""Idempotency-Key: a repeat creates nothing; a different body is 422; in flight is 409; a
+request that dies before its job leaves the key free."""
 from __future__ import annotations
 
+import threading
+import time
+import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from jobs.models import IdempotencyKey, Job
+import psycopg2
+import pytest
+from django.db import OperationalError, connection, transaction
+
+from jobs import sql, submission
+from jobs.models import IdempotencyKey, Job, JobCounts
+from jobs.submission import SubmissionRequest
 from tests.conftest import Api
 
 BODY = {"job_name": "api.tasks.hello_world", "payload": {"message": "once"}}
@@ -42,16 +52,85 @@ def test_a_repeat_with_a_different_body_is_422(make_api: Callable[..., Api]) -> 
 
 def test_a_repeat_while_the_first_is_in_flight_is_409(make_api: Callable[..., Api]) -> None:
     api = make_api()
-    # The first request has claimed the key but not yet created its job.
-    IdempotencyKey.objects.create(
-        owner=api.client, key="k", fingerprint=_fingerprint(BODY), job=None
-    )
+    JobCounts.objects.get_or_create(owner=api.client)
+    first: list[Job] = []
 
-    response = api.post("/api/jobs/", json=BODY, headers={"Idempotency-Key": "k"})
+    def submit_first() -> None:
+        # Another process's request: its own connection, its job's INSERT held up below.
+        try:
+            job, _ = submission.job_submit(
+                owner=api.client, request=SubmissionRequest(**BODY), idempotency_key="k", request_body=BODY
+            )
+            first.append(job)
+        finally:
+            connection.close()
+
+    # The first request's job waits on its owner's count row (its INSERT's trigger updates it).
+    with transaction.atomic():
+        JobCounts.objects.select_for_update().get(owner=api.client)
+        thread = threading.Thread(target=submit_first)
+        thread.start()
+        _wait_for_a_lock_wait()
+        response = api.post("/api/jobs/", json=BODY, headers={"Idempotency-Key": "k"})
+    thread.join(timeout=30)
 
     assert response.status_code == 409
     assert response.json()["error"]["code"] == "idempotency_key_in_progress"
-    assert Job.objects.count() == 0
+    again = api.post("/api/jobs/", json=BODY, headers={"Idempotency-Key": "k"})
+    assert again.status_code == 202
+    assert again.json()["id"] == str(first[0].id)
+    assert Job.objects.count() == 1
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [("/api/jobs/", BODY), ("/api/jobs/batch/", {"jobs": [BODY, BODY]})],
+    ids=["job", "batch"],
+)
+def test_a_key_a_dead_request_left_without_its_job_is_free_again(
+    make_api: Callable[..., Api], path: str, body: dict[str, object]
+) -> None:
+    api = make_api()
+    # What a request left when it died (killed, or its database restarted) between committing
+    # its key and its job, before both were one transaction: every retry was 409 for 24 h.
+    IdempotencyKey.objects.create(owner=api.client, key="order-42", fingerprint=_fingerprint(body), job=None)
+
+    response = api.post(path, json=body, headers={"Idempotency-Key": "order-42"})
+    again = api.post(path, json=body, headers={"Idempotency-Key": "order-42"})
+
+    assert response.status_code == again.status_code == 202, response.text
+    assert again.json() == response.json()
+    assert Job.objects.count() == len(body.get("jobs", [body]))
+
+
+def test_a_submission_cut_off_by_a_database_restart_leaves_its_key_free(
+    make_api: Callable[..., Api], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    api = make_api()
+
+    def killed(job: Job, **_: object) -> None:
+        # PostgreSQL goes away while the job is being inserted...
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_terminate_backend(pg_backend_pid())")
+
+    def refused() -> None:
+        raise psycopg2.OperationalError("connection refused: the database is restarting")
+
+    monkeypatch.setattr(sql, "job_insert_below_cap", killed)
+    # ... and is not back yet when the request tries to tidy up.
+    monkeypatch.setattr(connection, "get_new_connection", lambda *args: refused())
+    with pytest.raises(OperationalError):
+        submission.job_submit(
+            owner=api.client, request=SubmissionRequest(**BODY), idempotency_key="order-42", request_body=BODY
+        )
+    monkeypatch.undo()
+    connection.close()
+
+    # Once it is back, the client's retry makes the job.
+    response = api.post("/api/jobs/", json=BODY, headers={"Idempotency-Key": "order-42"})
+
+    assert response.status_code == 202, response.text
+    assert list(Job.objects.values_list("id", flat=True)) == [uuid.UUID(response.json()["id"])]
 
 
 def test_keys_are_scoped_to_the_client(make_api: Callable[..., Api]) -> None:
@@ -106,5 +185,21 @@ def _fingerprint(body: dict[str, object]) -> str:
     from jobs.idempotency import request_fingerprint
 
     return request_fingerprint(body)
+
+
+def _wait_for_a_lock_wait(timeout: float = 10) -> None:
+    """Until a backend of this database waits for a lock (the in-flight request's INSERT)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with connection.cursor() as cursor:
+            # A transaction sees the statistics as they were when it first read them: read anew.
+            cursor.execute("SELECT pg_stat_clear_snapshot()")
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            )
+            if cursor.fetchone()[0]:
+                return
+        time.sleep(0.02)
+    raise AssertionError(f"no request waited for the count row within {timeout}s")
 
 
