@@ -2,6 +2,8 @@
 import gc
 import multiprocessing
 import os
+import threading
+import time
 
 from prometheus_client import multiprocess
 
@@ -20,6 +22,8 @@ threads = int(os.environ.get("WEB_THREADS", "256"))
 worker_connections = int(os.environ.get("WEB_MAX_CONNECTIONS", threads))
 # Longer than any request may take; a hung worker is killed and replaced.
 timeout = int(os.environ.get("WEB_TIMEOUT_SECONDS", "30"))
+# A stopping worker finishes its requests in this time: short requests, and waits and streams,
+# which answer at once (post_worker_init).
 graceful_timeout = 20
 # Recycle workers now and then so a slow leak cannot grow without bound.
 max_requests = 20000
@@ -45,10 +49,30 @@ def child_exit(server: object, worker: object) -> None:
 
 
 def post_worker_init(worker: object) -> None:
-    """The application is loaded: what it loaded (~270,000 objects: Django, DRF, Celery) is left
-    out of the garbage collector's walks from now on, and young objects are collected every
-    10,000 allocations instead of 700, so most of a request's garbage is freed by reference
-    counting before a collection walks it. A request then takes 3-6 % less CPU (blocks
-    alternating in one process, docs/benchmarks.md)."""
+    """The application is loaded: a thread watches for the worker's stop (below), and what it
+    loaded (~270,000 objects: Django, DRF, Celery) is left out of the garbage collector's walks
+    from now on, and young objects are collected every 10,000 allocations instead of 700, so
+    most of a request's garbage is freed by reference counting before a collection walks it. A
+    request then takes 3-6 % less CPU (blocks alternating in one process, docs/benchmarks.md)."""
+    threading.Thread(target=_stop_waiters_when_stopping, args=(worker,), name="stop-watch", daemon=True).start()
     gc.freeze()
     gc.set_threshold(10_000, 20, 20)
+
+
+# How often a worker looks whether it began to stop.
+STOP_WATCH_SECONDS = 0.2
+
+
+def _stop_waiters_when_stopping(worker: object) -> None:
+    """Once the worker begins a graceful stop, its `Prefer: wait` requests answer with the job
+    as it is and its streams end (jobs.wakeups), instead of blocking until graceful_timeout
+    kills them unanswered. A stop is the worker's `alive` turning False: on SIGTERM (its
+    handler sets it) and on reaching max_requests (a request thread sets it), where gunicorn
+    calls no hook. Looked at from this thread rather than from a wrapped signal handler: the
+    handler runs in the main thread between two of its steps, perhaps while that thread holds a
+    lock (starting a pool thread), so it may neither take the hub's lock nor start a thread."""
+    from jobs.wakeups import hub  # the application is loaded: Django is set up
+
+    while worker.alive:  # type: ignore[attr-defined]
+        time.sleep(STOP_WATCH_SECONDS)
+    hub.stop()

@@ -1,8 +1,9 @@
 """Server-sent event streams of job events (`text/event-stream`): one job's, or every job of a
 client's. Each message is one JobEvent: `event:` its type, `id:` its id, `data:` the webhook
 body. A stream resumes after a `Last-Event-ID` without gaps or repeats, sends a `: heartbeat`
-comment when idle, and ends with a job's final event (the one-job stream) or when the client
-hangs up. Between events it holds no database connection (jobs.waiting)."""
+comment when idle, and ends with a job's final event (the one-job stream), when the client
+hangs up, or when its process begins to stop (the client reconnects with `Last-Event-ID` and
+loses nothing). Between events it holds no database connection (jobs.waiting)."""
 from __future__ import annotations
 
 import socket
@@ -23,6 +24,13 @@ RECONNECT_MILLISECONDS = 1000
 def message(event: JobEvent) -> bytes:
     """One SSE message. The body is compact JSON: one line, no newline to escape."""
     return f"event: {event.event_type}\nid: {event.pk}\ndata: {event.body}\n\n".encode()
+
+
+def resume_point(after: int) -> bytes:
+    """A message of an `id:` alone: it sets the client's Last-Event-ID and dispatches no event
+    (the SSE rule), so a stream ended before it sent one of its own (a job not started yet, a
+    client's events since it connected) still resumes from where it stood, nothing skipped."""
+    return f"id: {after}\n\n".encode()
 
 
 def last_event_id(value: str | None) -> int | None:
@@ -56,6 +64,9 @@ def job_event_stream(
             outcome = idle(waiter, heartbeat, client)
             if outcome == "gone":
                 return
+            if outcome == "stopping":  # the process is about to exit: the client resumes elsewhere
+                yield resume_point(after)
+                return
             if outcome == "timeout":
                 yield b": heartbeat\n\n"
                 events = []
@@ -82,6 +93,9 @@ def owner_event_stream(
                 continue  # more to catch up on
             outcome = idle(waiter, heartbeat, client)
             if outcome == "gone":
+                return
+            if outcome == "stopping":  # the process is about to exit: the client resumes elsewhere
+                yield resume_point(after)
                 return
             if outcome == "timeout":
                 yield b": heartbeat\n\n"

@@ -73,7 +73,8 @@ def idle(waiter: Waiter, timeout: float, client: socket.socket | None) -> str:
 
 
 def job_wait(*, owner: Client, job: Job, seconds: float, client: socket.socket | None) -> Job:
-    """The job once it is final, or as it is after `seconds`. Raises ClientGone."""
+    """The job once it is final, or as it is after `seconds` or when the process begins to stop
+    (jobs.wakeups: it would exit before the wait ends). Raises ClientGone."""
     deadline = time.monotonic() + seconds
     with waiting(client_id=owner.pk, job_id=job.id, final_only=True) as waiter:
         job = selectors.job_get(owner=owner, job_id=job.id)  # it may have ended before we registered
@@ -85,4 +86,6 @@ def job_wait(*, owner: Client, job: Job, seconds: float, client: socket.socket |
             if outcome == "gone":
                 raise ClientGone()
             job = selectors.job_get(owner=owner, job_id=job.id)
+            if outcome == "stopping":
+                break
     return job

@@ -9,7 +9,10 @@ once. Without Redis (the embedded mode) the listener reads the event log instead
 process every half second, whatever the number of waiters.
 
 A message lost (Redis restarting) is made good when the listener reconnects: it wakes every
-waiter of its process, and each reads the database again. See docs/streams.md.
+waiter of its process, and each reads the database again. When the process begins a graceful
+stop (gunicorn.conf.py), `hub.stop()` has every waiter, and every one that starts afterwards,
+answer at once: the process exits when its requests end, and a wait still blocked then would get
+no answer at all. See docs/streams.md.
 """
 from __future__ import annotations
 
@@ -83,6 +86,8 @@ class Waiter:
         self._read, self._write = os.pipe()
         os.set_blocking(self._write, False)
         self._woken = False
+        # Its process is stopping: waiting on would outlast it.
+        self._stopped = False
 
     def wake(self, event_type: str | None = None) -> None:
         """From the listener: `event_type` None means "something may have been missed"."""
@@ -95,11 +100,21 @@ class Waiter:
             except (BlockingIOError, OSError):
                 pass
 
+    def stop(self) -> None:
+        """Its process is stopping: end the wait under way and every later one at once."""
+        self._stopped = True
+        try:
+            os.write(self._write, b"x")
+        except (BlockingIOError, OSError):
+            pass
+
     def wait(self, timeout: float, client: socket.socket | None = None) -> str:
         """Block up to `timeout` seconds: "event" when woken, "gone" when the client hung up,
-        else "timeout"."""
+        "stopping" when its process stops, else "timeout"."""
         deadline = time.monotonic() + timeout
         while True:
+            if self._stopped:
+                return "stopping"
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return "timeout"
@@ -111,7 +126,7 @@ class Waiter:
             if self._read in readable:
                 os.read(self._read, 64)
                 self._woken = False
-                return "event"
+                return "stopping" if self._stopped else "event"
             if client is not None and client in readable:
                 if _hung_up(client):
                     return "gone"
@@ -140,6 +155,8 @@ class Hub:
         self._by_owner: dict[str, set[Waiter]] = defaultdict(set)
         self._of_client: Counter[str] = Counter()
         self._pid = 0
+        # Set once by stop(): the process is stopping, no waiter is to wait any more.
+        self.stopping = False
         # How many times the listener (re)subscribed: tests wait for it.
         self.subscriptions = 0
 
@@ -156,6 +173,8 @@ class Hub:
             if waiter.owner_id:
                 self._by_owner[waiter.owner_id].add(waiter)
             self._of_client[waiter.client_id] += 1
+        if self.stopping:  # after adding it: stop() either sees it or has set this already
+            waiter.stop()
 
     def unregister(self, waiter: Waiter) -> None:
         with self._lock:
@@ -175,10 +194,20 @@ class Hub:
             waiter.wake(event_type)
 
     def wake_all(self) -> None:
-        with self._lock:
-            waiters = [w for index in (self._by_job, self._by_owner) for ws in index.values() for w in ws]
-        for waiter in waiters:
+        for waiter in self._all():
             waiter.wake(None)
+
+    def stop(self) -> None:
+        """The process begins a graceful stop: every waiter answers now with what it has (a
+        `Prefer: wait` the job as it is, a stream ends and its client resumes elsewhere with
+        `Last-Event-ID`), and so does every waiter registered from now on."""
+        self.stopping = True
+        for waiter in self._all():
+            waiter.stop()
+
+    def _all(self) -> set[Waiter]:
+        with self._lock:
+            return {w for index in (self._by_job, self._by_owner) for ws in index.values() for w in ws}
 
     def _ensure_listener(self) -> None:
         # Started in the process that serves (after gunicorn's fork), once.

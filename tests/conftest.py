@@ -288,22 +288,28 @@ def anonymous(live_server: Any, transactional_db: Any) -> Api:
     return Api(live_server.url, None)
 
 
-@pytest.fixture
-def served(api: Api, tmp_path: Path) -> Iterator[Api]:
+@contextlib.contextmanager
+def serving(api: Api, log_path: Path, **extra_env: str) -> Iterator[tuple[Api, subprocess.Popen[bytes]]]:
     """`api`'s client against gunicorn as production runs it (scripts/web: one process of
-    SERVED_THREADS threads, database connections going with its request turns) instead of the
-    live server."""
+    SERVED_THREADS threads, database connections going with its request turns), and gunicorn's
+    master process (a test may stop it)."""
     port = free_port()
     # PGAPPNAME (libpq) names its database connections, to count them.
     env = worker_env(PORT=str(port), WEB_CONCURRENCY="1", WEB_THREADS=str(SERVED_THREADS), DEBUG="false",
                      WEB_TURN_CONNECTIONS="true",
-                     PGAPPNAME=SERVED_APP_NAME)
-    log_path = tmp_path / "gunicorn.log"
+                     PGAPPNAME=SERVED_APP_NAME, **extra_env)
     with open(log_path, "wb") as log:
         process = subprocess.Popen([str(REPO / "scripts" / "web")], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until_up(f"{url}/healthz", process, log_path)
-        yield Api(url, api.key, api.client)
+        yield Api(url, api.key, api.client), process
     finally:
         stop_process(process)
+
+
+@pytest.fixture
+def served(api: Api, tmp_path: Path) -> Iterator[Api]:
+    """`api`'s client against gunicorn as production runs it (`serving`) instead of the live server."""
+    with serving(api, tmp_path / "gunicorn.log") as (client, _):
+        yield client

@@ -15,8 +15,8 @@ PREFER = OpenApiParameter(
     OpenApiTypes.STR,
     OpenApiParameter.HEADER,
     description="`wait=N` (RFC 7240): answer once the job is final, or after `N` seconds (1 to "
-    "`API_MAX_WAIT_SECONDS`, 60 by default; more is capped; a bare `wait` is the cap) with the "
-    "job as it is then. The status code is the usual one; `Preference-Applied` says the wait "
+    "`API_MAX_WAIT_SECONDS`, 60 by default; more is capped; a bare `wait` is the cap), or at once "
+    "when the API process stops (a deploy, a recycle), with the job as it is then. The status code is the usual one; `Preference-Applied` says the wait "
     "honoured. A preference that cannot be read (`wait=0`, `wait=soon`) is ignored, and so is a "
     "wait the server has no room for: the API process holds as many waits and streams as it may, "
     "or this client holds its share of them (`API_MAX_WAITERS_PER_CLIENT`).",
@@ -41,7 +41,9 @@ _STREAM_RULES = (
     "id, `data:` the same JSON a webhook carries (the `JobEvent` schema: `type`, `timestamp`, "
     "`data` the job). `job.progress` comes at most once every 500 ms per job. An idle stream "
     "sends a `: heartbeat` comment every 15 s. The answer carries `X-Accel-Buffering: no` and "
-    "`Cache-Control: no-cache` so proxies pass each message on at once."
+    "`Cache-Control: no-cache` so proxies pass each message on at once. When the API process "
+    "stops (a deploy, a recycle) the stream ends with a message of an `id:` alone (no event): "
+    "reconnect with it as `Last-Event-ID` (EventSource does) and nothing is skipped."
 )
 STREAM_EXAMPLE = (
     "retry: 1000\n\n"
@@ -79,7 +81,7 @@ OPERATIONS: dict[str, dict[str, Callable[..., Any]]] = {
             summary="Stream a job's events",
             description=_STREAM_RULES + "\n\nIt starts with the job's latest event (its current "
             "state; nothing before the job starts), or with what followed `Last-Event-ID`, and "
-            "ends after the final event.",
+            "ends after the final event (or when the API process stops, see above).",
             tags=["Jobs"],
             parameters=[JOB_ID, LAST_EVENT_ID],
             responses={200: _STREAM_200, **error_responses(401, 404, 503, described=_FULL)},
@@ -90,7 +92,7 @@ OPERATIONS: dict[str, dict[str, Callable[..., Any]]] = {
             operation_id="stream_events",
             summary="Stream every job's events",
             description=_STREAM_RULES + "\n\nEvery event of this client's jobs from now on (or "
-            "after `Last-Event-ID`); it never ends on its own.",
+            "after `Last-Event-ID`); it ends only when the API process stops (see above).",
             tags=["Jobs"],
             parameters=[LAST_EVENT_ID, query_parameter("job_name", OpenApiTypes.STR, "Only jobs of this type.")],
             responses={200: _STREAM_200, **error_responses(401, 503, described=_FULL)},
