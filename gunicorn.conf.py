@@ -31,7 +31,8 @@ max_requests_jitter = 2000
 accesslog = os.environ.get("WEB_ACCESS_LOG") or None
 errorlog = "-"
 loglevel = os.environ.get("WEB_LOG_LEVEL", "warning")
-# Behind a TLS-terminating proxy that sets X-Forwarded-Proto.
+# Behind a TLS-terminating proxy that sets X-Forwarded-Proto. The settings read the same variable
+# (FORWARDED_ALLOW_IPS): the admin's login limit believes X-Forwarded-For from these addresses only.
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
 # No `gunicornc` control socket: by default every instance would share ~/.gunicorn/gunicorn.ctl
 # (tests run several servers at once), and the image's user has no home directory to put it in.

@@ -1,5 +1,5 @@
-"""The admin site: Django's, with its login throttled per client address; and how its actions
-apply a service to each selected row."""
+"""The admin site: Django's, with its failed logins limited per client address; and how its
+actions apply a service to each selected row."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
@@ -9,7 +9,6 @@ from django.contrib import admin, messages
 from django.http import HttpRequest, HttpResponse
 
 from core.errors import Conflict
-
 from core.ratelimit import ceiling_seconds
 from core.throttling import AdminLoginRateThrottle
 
@@ -26,7 +25,12 @@ class AdminSite(admin.AdminSite):
             )
             response["Retry-After"] = str(wait)
             return response
-        return super().login(request, extra_context)
+        response = super().login(request, extra_context)
+        # A POST is answered with a redirect only once it logged someone in (a failure shows the
+        # form again): that attempt does not count.
+        if request.method == "POST" and response.status_code == 302:
+            throttle.give_back()
+        return response
 
 
 def action_apply(

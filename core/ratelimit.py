@@ -49,6 +49,14 @@ end
 return {0, current, previous}
 """
 
+# Takes `weight` back from a window's count, if the window is still kept.
+_GIVE_BACK = """
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return redis.call('DECRBY', KEYS[1], ARGV[1])
+end
+return 0
+"""
+
 
 @dataclass
 class _Key:
@@ -73,14 +81,17 @@ class RateLimiter:
         self._lock = threading.Lock()
         self._last_sync = clock()
         self._script: Any = None
+        self._give_back_script: Any = None
 
     def _redis_key(self, key: str, window: float, index: int) -> str:
         return f"{self._prefix}rl:{key}:{int(window)}:{index}"
 
-    def hit(self, key: str, *, limit: int, window_seconds: float, weight: int = 1, exact: bool = False) -> float | None:
+    def hit(self, key: str, *, limit: int, window_seconds: float, weight: int = 1, exact: bool = False,
+            at: float | None = None) -> float | None:
         """Admit `weight` requests under `key` (None), or answer the seconds until they fit.
-        `exact`: always ask Redis (for rare requests that must never exceed, like logins)."""
-        now = self._clock()
+        `exact`: always ask Redis (for rare requests that must never exceed, like logins).
+        `at`: the time they count at (default now), for a caller that may `give_back` later."""
+        now = self._clock() if at is None else at
         index, elapsed = divmod(now, window_seconds)
         index = int(index)
         fraction_left = 1 - elapsed / window_seconds
@@ -103,6 +114,18 @@ class RateLimiter:
             return None
         return self._decide(key, state, index=index, window_seconds=window_seconds, fraction_left=fraction_left,
                             elapsed=elapsed, limit=limit, weight=weight)
+
+    def give_back(self, key: str, *, window_seconds: float, at: float, weight: int = 1) -> None:
+        """Take back `weight` that an exact `hit(..., at=at)` admitted under `key`: requests that
+        turned out not to count (a login that succeeded). Exact counts are all in Redis, none
+        left pending here. With Redis unreachable they stay counted (the limit errs on its side)."""
+        name = self._redis_key(key, window_seconds, int(at // window_seconds))
+        try:
+            if self._give_back_script is None:
+                self._give_back_script = self._client().register_script(_GIVE_BACK)
+            self._give_back_script(keys=[name], args=[weight])
+        except redis.RedisError:
+            logger.warning("Rate limit count of %s not given back (Redis unreachable)", key, exc_info=True)
 
     def _decide(self, key: str, state: _Key, *, index: int, window_seconds: float, fraction_left: float,
                 elapsed: float, limit: int, weight: int) -> float | None:

@@ -1,6 +1,6 @@
-"""Request rate limits: every API request per client, by scope, and the admin's login per address,
-through the shared limiter of core/ratelimit.py (Redis), or DRF's own history in the cache when
-there is no Redis (embedded mode).
+"""Request rate limits: every API request per client, by scope, and the admin's failed logins per
+client address, through the shared limiter of core/ratelimit.py (Redis), or DRF's own history in
+the cache when there is no Redis (embedded mode).
 
 Scopes, each with its own budget (settings `API_*_RATE_PER_MINUTE`): `submit` (new jobs),
 `read` (every GET), `write` (other writes) and `sensitive` (redeliveries and secret rotations,
@@ -10,6 +10,7 @@ kept tight). A view names the scope of a method that is not the default for it i
 """
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 import redis
@@ -74,6 +75,7 @@ class RateThrottle(SimpleRateThrottle):
         return weigh(request) if weigh is not None else 1
 
     def allow_request(self, request: HttpRequest, view: Any) -> bool:
+        self.key = None
         self.rate = self.rate_for(request, view)
         if self.rate is None:
             return True
@@ -82,17 +84,18 @@ class RateThrottle(SimpleRateThrottle):
         if self.key is None:
             return True
         weight = self.weight(request, view)
+        self.now = self.timer()
         if not cache_redis.configured():
             return self._allow_in_cache(weight)
         self._wait_seconds = limiter().hit(
-            self.key, limit=self.num_requests, window_seconds=self.duration, weight=weight, exact=self.exact
+            self.key, limit=self.num_requests, window_seconds=self.duration, weight=weight, exact=self.exact,
+            at=self.now,
         )
         return self._wait_seconds is None
 
     def _allow_in_cache(self, weight: int) -> bool:
         """DRF's own history in the cache (embedded mode: a file cache the processes share)."""
         self.history = self.cache.get(self.key, [])
-        self.now = self.timer()
         while self.history and self.history[-1] <= self.now - self.duration:
             self.history.pop()
         if len(self.history) + weight > self.num_requests:
@@ -131,7 +134,15 @@ class ClientRateThrottle(RateThrottle):
 
 
 class AdminLoginRateThrottle(RateThrottle):
-    """Login attempts (POSTs) to the admin, per client address; always decided by Redis."""
+    """Failed logins to the admin, per client address (`client_address`); always decided by Redis.
+
+    An attempt (a POST) takes its place in its address's budget before its password is checked,
+    atomically across processes, so that concurrent guesses cannot all pass a check made before
+    any of them had failed; one that logs in gives its place back (`give_back`). So only failures
+    spend the budget, and an operator's own logins never do.
+
+    Per address, not per account: a limit on an account whatever the address would be one an
+    attacker reaches on purpose, to lock that account's owner out (docs/deployment.md)."""
 
     scope = "admin_login"
     exact = True
@@ -140,4 +151,65 @@ class AdminLoginRateThrottle(RateThrottle):
         return _per_minute("ADMIN_LOGIN_RATE_PER_MINUTE") if request.method == "POST" else None
 
     def get_cache_key(self, request: HttpRequest, view: Any) -> str | None:
-        return f"throttle:{self.scope}:{request.META.get('REMOTE_ADDR', '')}"
+        return f"throttle:{self.scope}:{_budget_of(client_address(request))}"
+
+    def give_back(self) -> None:
+        """The attempt `allow_request` admitted logged in: its place is given back."""
+        if self.key is None:
+            return  # nothing was counted (not a POST, or no limit)
+        if cache_redis.configured():
+            limiter().give_back(self.key, window_seconds=self.duration, at=self.now)
+            return
+        history = self.cache.get(self.key, [])
+        if self.now in history:
+            history.remove(self.now)
+            self.cache.set(self.key, history, self.duration)
+
+
+def client_address(request: HttpRequest) -> str:
+    """The address of the client that sent `request`. Its peer's (REMOTE_ADDR), unless the peer is
+    one of the trusted proxies (FORWARDED_ALLOW_IPS, as gunicorn reads it): then X-Forwarded-For,
+    where each proxy appended the address it was reached from, is read from the right, past the
+    trusted proxies, to the first address that is not one. The entries left of it are whatever
+    the client sent, never believed: a client would name a new address at each attempt to escape
+    its limit. With `*` the peer is trusted but no entry can be told apart from a client, so the
+    last one is the client's."""
+    peer = request.META.get("REMOTE_ADDR", "")
+    proxies = settings.FORWARDED_ALLOW_IPS
+    # No address: a UNIX socket, which only this machine reaches; gunicorn trusts it too.
+    if peer and not _is_proxy(peer, proxies):
+        return peer
+    forwarded = [entry.strip() for entry in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",")]
+    forwarded = [entry for entry in forwarded if entry]
+    if not forwarded:
+        return peer
+    if "*" in proxies:
+        return forwarded[-1]
+    for entry in reversed(forwarded):
+        if not _is_proxy(entry, proxies):
+            return entry
+    return forwarded[0]  # every entry a trusted address: the one the first proxy was reached from
+
+
+def _is_proxy(address: str, proxies: list[str]) -> bool:
+    if "*" in proxies:
+        return True
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in ipaddress.ip_network(proxy) for proxy in proxies)
+
+
+def _budget_of(address: str) -> str:
+    """Whose budget an address spends: an IPv6 address's /64, since one machine is commonly given a
+    whole /64 and could take a new address in it for each attempt; any other address itself."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)

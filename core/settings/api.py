@@ -1,6 +1,10 @@
 """The API's edge: request limits, rate limits, DRF, and the OpenAPI docs' settings."""
 from __future__ import annotations
 
+import ipaddress
+
+from django.core.exceptions import ImproperlyConfigured
+
 from core.settings.base import env
 
 # Largest request body accepted, in bytes; larger ones get 413.
@@ -21,8 +25,18 @@ API_MAX_BATCH_SIZE = env.int("API_MAX_BATCH_SIZE", default=1000)
 # the others, through Redis (core/ratelimit.py: a client may exceed a limit by at most 1 % of
 # it per API process; near a limit every decision goes to Redis).
 API_RATE_SYNC_SECONDS = env.float("API_RATE_SYNC_SECONDS", default=0.5)
-# Admin login attempts per client address per minute before 429 (0: no limit).
+# Failed admin logins per client address per minute before 429 (0: no limit).
 ADMIN_LOGIN_RATE_PER_MINUTE = env.int("ADMIN_LOGIN_RATE_PER_MINUTE", default=10)
+# The proxies in front (addresses or networks, comma-separated; `*`: whichever peer connects):
+# the one variable gunicorn reads too (gunicorn.conf.py). Only a request from one of them has
+# its client's address read from X-Forwarded-For (the admin login's limit, core/throttling.py).
+FORWARDED_ALLOW_IPS = env.list("FORWARDED_ALLOW_IPS", default=["127.0.0.1"])
+try:
+    for _proxy in FORWARDED_ALLOW_IPS:
+        if _proxy != "*":
+            ipaddress.ip_network(_proxy)
+except ValueError as _exc:
+    raise ImproperlyConfigured(f"FORWARDED_ALLOW_IPS: {_exc}") from None
 # Bytes one client's persisted results (/api/results/) may hold; past it, jobs of types that
 # persist their result are refused (429) until retention frees room (0: no quota).
 JOB_RESULT_QUOTA_BYTES_PER_CLIENT = env.int("JOB_RESULT_QUOTA_BYTES_PER_CLIENT", default=1024**3)

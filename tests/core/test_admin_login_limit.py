@@ -1,0 +1,108 @@
+"""The admin's login limit counts failed attempts per client address: behind the proxy, the
+client's own (X-Forwarded-For, believed only from a trusted proxy), so an attacker's wrong
+passwords cannot lock the operators out of the admin and the console."""
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import User
+from django.test import Client as HttpClient
+
+pytestmark = pytest.mark.django_db
+
+LOGIN = "/admin/login/?next=/admin/"
+PROXY = "127.0.0.1"  # FORWARDED_ALLOW_IPS's default: a proxy on the same host
+
+
+def random_address() -> str:
+    """A client address of this test's own: the counts live in Redis for two minutes, across
+    tests and runs."""
+    return f"198.18.{random.randrange(256)}.{random.randrange(1, 255)}"
+
+
+def attempt(password: str, *, peer: str = PROXY, forwarded_for: str | None = None) -> int:
+    """The status of one login as "admin" from `peer`, with X-Forwarded-For when given."""
+    headers = {"REMOTE_ADDR": peer}
+    if forwarded_for is not None:
+        headers["HTTP_X_FORWARDED_FOR"] = forwarded_for
+    return HttpClient().post(LOGIN, {"username": "admin", "password": password}, **headers).status_code
+
+
+@pytest.fixture
+def operator(settings: Any) -> None:
+    settings.ADMIN_LOGIN_RATE_PER_MINUTE = 10
+    User.objects.create_superuser("admin", "admin@example.com", "correct-pw")
+
+
+@pytest.mark.usefixtures("operator")
+def test_an_attackers_wrong_passwords_through_the_proxy_do_not_lock_the_operator_out() -> None:
+    attacker, operator = random_address(), random_address()
+
+    failures = [attempt("wrong", forwarded_for=attacker) for _ in range(10)]
+
+    assert failures == [200] * 10  # a wrong password shows the form again
+    assert attempt("wrong", forwarded_for=attacker) == 429  # the attacker's own address is limited
+    assert attempt("correct-pw", forwarded_for=operator) == 302  # the operator is let in
+
+
+@pytest.mark.usefixtures("operator")
+def test_an_attacker_behind_the_proxy_is_limited_however_it_rotates_x_forwarded_for() -> None:
+    attacker, operator = random_address(), random_address()
+
+    # The attacker names a new address at each attempt, the operator's too; the proxy appends
+    # the one it was reached from (nginx's $proxy_add_x_forwarded_for).
+    statuses = [attempt("wrong", forwarded_for=f"{random_address()}, {attacker}") for _ in range(10)]
+    statuses += [attempt("wrong", forwarded_for=f"{operator}, {attacker}")]
+
+    assert statuses == [200] * 10 + [429]
+    assert attempt("correct-pw", forwarded_for=operator) == 302
+
+
+@pytest.mark.usefixtures("operator")
+def test_x_forwarded_for_from_a_peer_that_is_not_a_trusted_proxy_is_ignored() -> None:
+    attacker = random_address()
+
+    # Straight to the API, not through the proxy: what it says of itself counts for nothing.
+    statuses = [attempt("wrong", peer=attacker, forwarded_for=random_address()) for _ in range(11)]
+
+    assert statuses == [200] * 10 + [429]
+    # Its failures were its own address's, not the proxy's: the proxy's other clients get in,
+    # and the attacker's address is found spent when the proxy brings it.
+    assert attempt("correct-pw", forwarded_for=random_address()) == 302
+    assert attempt("correct-pw", forwarded_for=attacker) == 429
+
+
+@pytest.mark.usefixtures("operator")
+def test_an_attacker_cannot_escape_the_limit_with_the_addresses_of_its_ipv6_64() -> None:
+    network = f"2001:db8:{random.randrange(1 << 16):x}:{random.randrange(1 << 16):x}"
+
+    statuses = [attempt("wrong", forwarded_for=f"{network}::{n + 1:x}") for n in range(11)]
+
+    assert statuses == [200] * 10 + [429]
+
+
+@pytest.mark.usefixtures("operator")
+def test_successful_logins_do_not_count(settings: Any) -> None:
+    settings.ADMIN_LOGIN_RATE_PER_MINUTE = 2
+    office = random_address()
+
+    statuses = [attempt("correct-pw", forwarded_for=office) for _ in range(3)]
+    statuses += [attempt("wrong", forwarded_for=office) for _ in range(3)]
+
+    assert statuses == [302] * 3 + [200, 200, 429]
+
+
+def test_a_trusted_proxy_may_be_named_by_its_network(settings: Any) -> None:
+    # A proxy that Docker's port forwarding or the Compose network hands over from an address
+    # that varies (docs/deployment.md).
+    settings.FORWARDED_ALLOW_IPS = ["172.16.0.0/12"]
+    settings.ADMIN_LOGIN_RATE_PER_MINUTE = 10
+    User.objects.create_superuser("admin", "admin@example.com", "correct-pw")
+    attacker, operator = random_address(), random_address()
+
+    statuses = [attempt("wrong", peer="172.18.0.1", forwarded_for=attacker) for _ in range(11)]
+
+    assert statuses == [200] * 10 + [429]
+    assert attempt("correct-pw", peer="172.18.0.1", forwarded_for=operator) == 302
