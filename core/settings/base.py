@@ -91,6 +91,15 @@ INSTALLED_APPS = [
     "console",
 ]
 
+# Staff passwords (the admin and the console: `manage.py createsuperuser`, the admin's password
+# forms): Django's usual four checks, the length raised to 12.
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 12}},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
 # The admin's buttons on a job's and a delivery's page (cancel, redeliver) send a POST.
 DJANGO_OBJECT_ACTIONS_DEFAULT_HTTP_METHOD = "POST"
 

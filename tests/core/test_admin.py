@@ -45,3 +45,21 @@ def test_with_debug_off_the_admin_cookies_are_secure_without_an_https_redirect(s
     assert signed_in.status_code == 302, signed_in.content[:500]
     assert login_page.cookies["csrftoken"]["secure"] is True
     assert signed_in.cookies["sessionid"]["secure"] is True
+
+
+def test_a_staff_password_must_be_long_and_uncommon() -> None:
+    # The admin's own password form, as an operator changing theirs uses it
+    http = HttpClient()
+    http.force_login(User.objects.create_superuser("operator", "operator@example.com", "first-Long-passphrase-41"))
+
+    def change_to(password: str) -> int:
+        return http.post("/admin/password_change/", {
+            "old_password": "first-Long-passphrase-41", "new_password1": password, "new_password2": password,
+        }).status_code
+
+    # A common password, a short one and an all-digit one are refused (the form again: 200)
+    assert change_to("password1234") == 200
+    assert change_to("xK9#qz") == 200
+    assert change_to("894512763301") == 200
+    # A long uncommon one is taken (redirect to "done")
+    assert change_to("correct horse battery staple 7") == 302
