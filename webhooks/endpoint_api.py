@@ -54,6 +54,8 @@ class HeadersField(serializers.DictField):
                 raise serializers.ValidationError(f"The value of {name} has control characters.")
             if not value.isascii():  # HTTP/1.1 sends header values as bytes; only ASCII is portable
                 raise serializers.ValidationError(f"The value of {name} is not ASCII.")
+            if value[:1] in (" ", "\t"):  # the HTTP client refuses such a value at every send
+                raise serializers.ValidationError(f"The value of {name} starts with whitespace.")
         return headers
 
 
