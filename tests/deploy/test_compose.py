@@ -228,3 +228,15 @@ def test_deliveries_run_on_threads_and_jobs_on_processes(services: dict[str, dic
     assert "WORKER_POOL" not in services["worker-long"]["environment"]
     procfile = (REPO / "Procfile").read_text()
     assert "deliveries: QUEUES=webhooks,maintenance WORKER_POOL=threads" in procfile
+
+
+def test_every_process_works_out_the_same_running_cap(services: dict[str, dict[str, Any]]) -> None:
+    # The running cap's default comes from WORKER_CONCURRENCY in every process (the sweeper's,
+    # the API's, each worker's): a worker overriding it for its own process count made the
+    # long-jobs worker refuse, every sweep, the jobs the sweeper published under a larger cap.
+    cap_inputs = {"WORKER_CONCURRENCY", "JOB_MAX_RUNNING_PER_CLIENT"}
+    for name, service in services.items():
+        assert not cap_inputs & set(service.get("environment", {})), name
+    for line in (REPO / "Procfile").read_text().splitlines():
+        assert not any(f"{variable}=" in line for variable in cap_inputs), line
+    assert services["worker-long"]["environment"]["WORKER_PROCESSES"] == "${LONG_WORKER_CONCURRENCY:-1}"
