@@ -32,16 +32,20 @@ SEND_FOR_SUBJECT_TASK = "webhooks.deliveries_send_for_subject"
 def job_signatures(*, job: Job) -> list[Any]:
     """The Celery signatures that run `job`: its steps, then the webhook tail if it has a callback.
 
-    The first step's task id is the job's id, so a queued job can be revoked by id. Each message
-    carries its arguments' text for monitors: Celery's saferepr would write the same for these
-    short values, at a sixth of a publish's CPU (docs/benchmarks.md, "Fixes")."""
+    The first step's task id is the job's id, so a queued job can be revoked by id, and its
+    message carries the job's dispatch (`dispatched_at`), so a message of an earlier dispatch
+    never runs the job (jobs.transitions.job_start). Each message carries its arguments' text for
+    monitors: Celery's saferepr would write the same for these short values, at a sixth of a
+    publish's CPU (docs/benchmarks.md, "Fixes")."""
     job_type = job_type_get(job.job_name)
     options = {
         "queue": job_type.queue,
         "soft_time_limit": job_type.soft_time_limit_seconds,
         "time_limit": job_type.time_limit_seconds,
     }
-    first = {"job_id": str(job.id), "index": 0}
+    first: dict[str, Any] = {"job_id": str(job.id), "index": 0}
+    if job.dispatched_at is not None:
+        first["dispatched_at"] = job.dispatched_at.isoformat()
     signatures = [
         app.signature(RUN_STEP_TASK, kwargs=first, immutable=True).set(
             task_id=str(job.id), argsrepr="()", kwargsrepr=repr(first), **options
@@ -105,6 +109,25 @@ def jobs_publish_waiting(*, owner_id: uuid.UUID | None = None, limit: int = PUBL
             Job.objects.filter(pk__in=rest, status=Job.Status.PENDING).update(dispatched_at=None)
             return published
     return len(claimed)
+
+
+def jobs_release_stranded(*, limit: int = PUBLISH_BATCH) -> int:
+    """Give back to the sweeper the jobs handed to the broker longer than
+    JOB_DISPATCH_LOST_AFTER_SECONDS ago that have not started: their message is taken for lost
+    (a worker gave it up when PostgreSQL stayed down past its retries, or Redis lost its data).
+    The sweeper publishes each again, as a new dispatch. If a first message was only waiting in
+    a long queue after all, it no longer matches its job's dispatch and does nothing when it
+    arrives (jobs.transitions.job_start): the job runs once, from its new place at the back of
+    the queue. How many were given back (served by the partial index job_dispatched)."""
+    lost_before = timezone.now() - timedelta(seconds=settings.JOB_DISPATCH_LOST_AFTER_SECONDS)
+    stranded = Job.objects.filter(status=Job.Status.PENDING, dispatched_at__lt=lost_before)
+    ids = list(stranded.values_list("pk", flat=True)[:limit])
+    # The same conditions again: a job that started meanwhile keeps its dispatch.
+    released = stranded.filter(pk__in=ids).update(dispatched_at=None) if ids else 0
+    if released:
+        logger.warning("%s jobs handed to the broker over %s s ago never started; publishing them again",
+                       released, settings.JOB_DISPATCH_LOST_AFTER_SECONDS)
+    return released
 
 
 def owner_dispatch_request(*, owner_id: uuid.UUID) -> None:

@@ -52,7 +52,8 @@ class Job(models.Model):
     webhook_endpoints = models.BooleanField(default=True)
     # Set by a cancel; running job code checks it between steps.
     cancel_requested = models.BooleanField(default=False)
-    # When the job was handed to the broker; NULL means the sweeper still has to publish it.
+    # When the job was handed to the broker; NULL means the sweeper still has to publish it. Its
+    # first message carries it: a message of an earlier dispatch never runs the job.
     dispatched_at = models.DateTimeField(null=True, blank=True)
     # The client's own labels: up to 16 string keys to string values (filterable on the list).
     metadata = models.JSONField(default=dict, blank=True)
@@ -65,6 +66,9 @@ class Job(models.Model):
     attempt = models.PositiveIntegerField(default=1)
     max_attempts = models.PositiveIntegerField(default=1)
     retry_backoff_seconds = models.PositiveIntegerField(default=0)
+    # When its latest retry is due (NULL until it fails once): a retried job's current run is
+    # measured from it, not from its first start.
+    retry_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -83,6 +87,13 @@ class Job(models.Model):
                 Coalesce("run_at", "created_at"),
                 name="job_waiting",
                 condition=Q(dispatched_at__isnull=True, status="PENDING"),
+            ),
+            # The stranded-job sweep (jobs.dispatch.jobs_release_stranded): only the jobs handed
+            # to the broker and not started yet are in it, the queues' backlog.
+            models.Index(
+                fields=["dispatched_at"],
+                name="job_dispatched",
+                condition=Q(dispatched_at__isnull=False, status="PENDING"),
             ),
             # The deadline sweep: only unfinished jobs with a deadline are in it.
             models.Index(

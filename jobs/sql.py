@@ -55,6 +55,12 @@ def _prepared(name: str, value: Any, alias: str) -> Any:
     return Job._meta.get_field(name).get_db_prep_save(value, connections[alias])
 
 
+def in_dispatch(dispatched_at: datetime, alias: str = "default") -> tuple[str, list[Any]]:
+    """The condition that the job is still in the dispatch a message was published for (the
+    `dispatched_at` the message carries), with its parameter."""
+    return "dispatched_at = %s", [_prepared("dispatched_at", dispatched_at, alias)]
+
+
 def job_insert_below_cap(job: Job, *, cap: int, result_quota: int = 0, alias: str = "default") -> bool:
     """INSERT `job` unless its owner already has `cap` unfinished jobs (0: no cap), or, with a
     `result_quota`, unless its persisted results already hold that many bytes; as counted by the

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from datetime import datetime
 from typing import Any
 
 from celery import shared_task
@@ -59,21 +60,27 @@ def _fail(task: Any, job_id: uuid.UUID, error_type: str, message: str) -> None:
     bind=True,
     ignore_result=True,
     # PostgreSQL unreachable (a restart, a failover) is not the job's failure: run the step again
-    # once it is back, backing off to 30 s, for about ten minutes. Without this the message was
-    # acked as failed and the job sat STARTED (or PENDING, if it never started) for good.
+    # once it is back, backing off to 30 s, for about ten minutes. After that the message is acked
+    # as failed: a started job is then failed by the abandoned-job rule, and one that never
+    # started is published again by the sweeper (jobs.dispatch.jobs_release_stranded).
     autoretry_for=(DatabaseError,),
     retry_backoff=2,
     retry_backoff_max=30,
     retry_jitter=False,
     max_retries=_MAX_TASK_RETRIES,
 )
-def job_run_step(self: Any, previous: Any = None, *, job_id: str, index: int) -> Any:
+def job_run_step(
+    self: Any, previous: Any = None, *, job_id: str, index: int, dispatched_at: str | None = None
+) -> Any:
     job_uuid = uuid.UUID(job_id)
     if index == 0:
+        dispatch_time = None if dispatched_at is None else datetime.fromisoformat(dispatched_at)
         try:
-            job = transitions.job_start(job_id=job_uuid)
-        except transitions.OverRunningCap:
-            raise Ignore() from None  # acked, and the rest of the chain is not sent: it waits on its row
+            job = transitions.job_start(job_id=job_uuid, dispatched_at=dispatch_time)
+        except (transitions.OverRunningCap, transitions.StaleMessage):
+            # Acked, and the rest of the chain is not sent: the job waits on its row (over its
+            # owner's cap), or the message of its current dispatch runs it (a stale message).
+            raise Ignore() from None
     else:
         job = Job.objects.filter(pk=job_uuid).first()
         if job is not None and job.cancel_requested and not job.is_final:
@@ -110,7 +117,8 @@ def job_run_step(self: Any, previous: Any = None, *, job_id: str, index: int) ->
 @shared_task(name="jobs.dispatch_sweep", ignore_result=True)
 def jobs_dispatch_sweep() -> int:
     """Periodic: publish the jobs waiting for dispatch (the broker was down, or their owner was
-    at its running cap)."""
+    at its running cap), having first given back those whose message was lost."""
+    dispatch.jobs_release_stranded()
     return dispatch.jobs_publish_waiting()
 
 

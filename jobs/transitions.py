@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import logging
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from core.errors import Conflict, NotFound
@@ -79,19 +80,29 @@ class OverRunningCap(Exception):
     """The job's owner already runs JOB_MAX_RUNNING_PER_CLIENT jobs: it waits for dispatch."""
 
 
-def job_start(*, job_id: uuid.UUID) -> Job | None:
+class StaleMessage(Exception):
+    """The message belongs to an earlier dispatch of the job: the job was given back to the
+    sweeper (jobs.dispatch.jobs_release_stranded) and published again, and that message runs it."""
+
+
+def job_start(*, job_id: uuid.UUID, dispatched_at: datetime | None = None) -> Job | None:
     """Mark the job STARTED; None when it must not run (final already, or gone). Raises
     OverRunningCap, having put the job back to wait for dispatch (keeping its place: its
-    creation time), when its owner already runs as many jobs as its cap allows."""
+    creation time), when its owner already runs as many jobs as its cap allows.
+
+    `dispatched_at`: the dispatch the first step's message was published for (None for a message
+    that does not say). A message of another dispatch raises StaleMessage and changes nothing,
+    whatever the job's status: so a job published again after its first message was thought
+    lost runs once, whichever of its two messages arrives first."""
     # Always in a transaction: every start logs its job.started event (jobs.event_log).
     now = timezone.now()
     cap = settings.JOB_MAX_RUNNING_PER_CLIENT
-    under_cap = sql.under_running_cap()
+    condition, params = f"{sql.STARTABLE} AND {sql.under_running_cap()}", [cap, cap]
+    if dispatched_at is not None:
+        same_dispatch, dispatch_params = sql.in_dispatch(dispatched_at)
+        condition, params = f"{condition} AND {same_dispatch}", [*params, *dispatch_params]
     with transaction.atomic():
-        started = sql.job_update_if(
-            job_id, condition=f"{sql.STARTABLE} AND {under_cap}", params=[cap, cap],
-            status=Status.STARTED, started_at=now,
-        )
+        started = sql.job_update_if(job_id, condition=condition, params=params, status=Status.STARTED, started_at=now)
         if started is not None:
             _event_record(job=started, event_type="job.started")
             telemetry.job_started(job=started)
@@ -99,6 +110,8 @@ def job_start(*, job_id: uuid.UUID) -> Job | None:
         job = _locked(job_id)
         if job is None or job.is_final:
             return None
+        if dispatched_at is not None and job.dispatched_at != dispatched_at:
+            raise StaleMessage()  # nothing was written
         if job.cancel_requested:
             _write_final(job, Status.REVOKED, by_chain=True)  # only a chain's first step starts jobs
             return None
@@ -232,7 +245,8 @@ def job_retry_later(*, job_id: uuid.UUID, error: dict[str, str]) -> int | None:
         if job.attempt >= job.max_attempts:
             return None
         job.status, job.attempt, job.error = Status.RETRY, job.attempt + 1, error
-        job.save(update_fields=["status", "attempt", "error"])
+        job.retry_at = timezone.now() + timedelta(seconds=job.retry_backoff_seconds)
+        job.save(update_fields=["status", "attempt", "error", "retry_at"])
         telemetry.job_retrying(job=job, backoff_seconds=job.retry_backoff_seconds)
     return job.retry_backoff_seconds
 
@@ -241,8 +255,10 @@ def jobs_fail_abandoned() -> int:
     """Fail jobs left STARTED/RETRY by a worker that vanished for good; how many.
 
     A worker lost mid-job has its message redelivered by the broker after the visibility
-    timeout; a job still unfinished after that plus all its steps' hard time limits can no
-    longer be running anywhere, so it fails with error.type "worker_lost".
+    timeout; a job still unfinished after that plus all its steps' hard time limits, counted from
+    when its current run began (its first start, or the time its latest retry was due: a job
+    waiting out its retry backoff is not lost), can no longer be running anywhere, so it fails
+    with error.type "worker_lost".
     """
     now = timezone.now()
     failed = 0
@@ -252,11 +268,12 @@ def jobs_fail_abandoned() -> int:
             + len(job_type.steps) * job_type.time_limit_seconds
             + 60
         )
-        stale = Job.objects.filter(
-            job_name=job_type.name,
-            status__in=Job.RUNNING_STATUSES,
-            started_at__lt=now - timedelta(seconds=limit_seconds),
-        ).values_list("pk", flat=True)
+        stale = (
+            Job.objects.filter(job_name=job_type.name, status__in=Job.RUNNING_STATUSES)
+            .alias(run_from=Coalesce("retry_at", "started_at"))
+            .filter(run_from__lt=now - timedelta(seconds=limit_seconds))
+            .values_list("pk", flat=True)
+        )
         for job_id in list(stale[:500]):
             failed += job_finish(
                 job_id=job_id,

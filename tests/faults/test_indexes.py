@@ -15,7 +15,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from core.services import api_key_create, client_create
-from jobs import retention
+from jobs import dispatch, retention
 from jobs.models import Job
 from tests.faults.stack import Stack
 
@@ -25,6 +25,8 @@ JOBS = 1_000_000
 RESULTS = 300_000
 EVENTS = 300_000
 OWNERS = 100
+
+STRANDED = "stranded jobs (the sweeper)"
 
 # The list requests whose SQL is explained, each with the index that must serve it. The SQL is
 # what the code issues for them (captured on this run's own test database), not a copy.
@@ -41,6 +43,9 @@ REQUESTS = {
     "deliveries of a job": ("/api/jobs/{job}/deliveries/", "delivery_subject"),
     # One job in 600,000 of the owner's: the GIN index on metadata, not a walk of the owner's.
     "jobs, metadata[order]": ("/api/jobs/?metadata%5Border%5D=400000", "job_metadata"),
+    # Not a request: the sweeper's look, every few seconds, for jobs handed to the broker that
+    # never started (jobs.dispatch.jobs_release_stranded).
+    STRANDED: (None, "job_dispatched"),
 }
 
 
@@ -58,11 +63,16 @@ def _issued_sql() -> tuple[dict[str, str], str, list[str]]:
     }
     issued: dict[str, str] = {}
     for name, (path, _index) in REQUESTS.items():
+        if path is None:
+            continue
         with CaptureQueriesContext(connection) as queries:
             response = client.get(path.format(**values))
         assert response.status_code == 200, response.content
         [sql] = [q["sql"] for q in queries.captured_queries if "ORDER BY" in q["sql"] and "LIMIT" in q["sql"]]
         issued[name] = sql
+    with CaptureQueriesContext(connection) as queries:
+        dispatch.jobs_release_stranded()
+    issued[STRANDED] = queries.captured_queries[0]["sql"]
     with CaptureQueriesContext(connection) as queries:
         retention.jobs_finished_prune(older_than=timezone.now() - timedelta(days=30))
     return issued, queries.captured_queries[0]["sql"], [str(owner.id), str(jobs[0].id)]

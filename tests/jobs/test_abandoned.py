@@ -1,0 +1,86 @@
+"""The abandoned-job rule (jobs.fail_abandoned) fails a job whose worker vanished, never one that
+is only waiting out its own retry backoff, or running a later attempt."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.conf import settings
+from django.test import Client as DjangoClient
+from django.utils import timezone
+
+from core.services import api_key_create, client_create
+from jobs import transitions
+from jobs.models import Job
+from jobs.registry import job_type_get
+
+CHECKLIST = "api.tasks.generate_checklist_from_guidelines"
+
+
+@dataclass
+class Retried:
+    job: Job
+    http: DjangoClient
+    # The rule's limit for this type: visibility timeout + its steps' hard time limits + 60 s.
+    limit: timedelta
+
+    def seen(self) -> dict[str, Any]:
+        return self.http.get(f"/api/jobs/{self.job.id}/").json()
+
+    def first_started(self, ago: timedelta) -> None:
+        Job.objects.filter(pk=self.job.pk).update(started_at=timezone.now() - ago)
+
+
+@pytest.fixture
+def retried(db: Any) -> Retried:
+    """A checklist job (5 attempts, an hour between them) that failed three times: RETRY, its
+    4th attempt due in an hour. In the test's transaction, out of the shared beat's sight."""
+    owner = client_create(name="retried")
+    job = Job.objects.create(owner=owner, job_name=CHECKLIST, dispatched_at=timezone.now(),
+                             max_attempts=5, retry_backoff_seconds=3600)
+    transitions.job_start(job_id=job.id)
+    for attempt in (2, 3, 4):
+        if attempt > 2:
+            transitions.job_set_retrying(job_id=job.id, retrying=False)  # the retry runs, and fails
+        assert transitions.job_retry_later(job_id=job.id, error={"type": "RateLimitError", "message": "slow"}) == 3600
+    job_type = job_type_get(CHECKLIST)
+    limit = settings.CELERY_BROKER_VISIBILITY_TIMEOUT_SECONDS + len(job_type.steps) * job_type.time_limit_seconds + 60
+    retried = Retried(job, DjangoClient(HTTP_AUTHORIZATION=f"Bearer {api_key_create(client=owner)}"),
+                      timedelta(seconds=limit))
+    assert (retried.seen()["status"], retried.seen()["attempt"]) == ("RETRY", 4)
+    return retried
+
+
+def test_a_job_waiting_out_its_retry_backoff_is_not_abandoned(retried: Retried) -> None:
+    # Given its first run started longer ago than the rule's limit (three hours of backoff since)
+    retried.first_started(ago=retried.limit + timedelta(seconds=150))
+
+    # When the rule runs
+    assert transitions.jobs_fail_abandoned() == 0
+
+    # Then the job still waits for its 4th attempt
+    seen = retried.seen()
+    assert (seen["status"], seen["attempt"], seen["error"]["type"]) == ("RETRY", 4, "RateLimitError")
+
+
+def test_a_later_attempt_that_runs_is_not_abandoned(retried: Retried) -> None:
+    # Given its 4th attempt runs, its first run long ago
+    transitions.job_set_retrying(job_id=retried.job.id, retrying=False)
+    retried.first_started(ago=retried.limit + timedelta(hours=1))
+
+    assert transitions.jobs_fail_abandoned() == 0
+
+    assert retried.seen()["status"] == "STARTED"
+
+
+def test_a_retried_job_whose_worker_vanished_is_still_failed(retried: Retried) -> None:
+    # Given its retry fell due longer ago than the rule's limit, and no worker ran it
+    Job.objects.filter(pk=retried.job.pk).update(retry_at=timezone.now() - retried.limit - timedelta(seconds=1))
+    retried.first_started(ago=retried.limit + timedelta(hours=4))
+
+    assert transitions.jobs_fail_abandoned() == 1
+
+    seen = retried.seen()
+    assert (seen["status"], seen["error"]["type"]) == ("FAILURE", "worker_lost")
