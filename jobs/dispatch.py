@@ -118,9 +118,16 @@ def jobs_release_stranded(*, limit: int = PUBLISH_BATCH) -> int:
     The sweeper publishes each again, as a new dispatch. If a first message was only waiting in
     a long queue after all, it no longer matches its job's dispatch and does nothing when it
     arrives (jobs.transitions.job_start): the job runs once, from its new place at the back of
-    the queue. How many were given back (served by the partial index job_dispatched)."""
+    the queue. How many were given back.
+
+    Served by the unfinished jobs' index (job_active: status, created_at), through the
+    creation time, which no dispatch precedes: it visits only the jobs pending since before
+    the bound (the scheduled ones, and any backlog that old). An index of the jobs in the broker
+    would cost every submission an index entry, for a look that finds nothing almost always."""
     lost_before = timezone.now() - timedelta(seconds=settings.JOB_DISPATCH_LOST_AFTER_SECONDS)
-    stranded = Job.objects.filter(status=Job.Status.PENDING, dispatched_at__lt=lost_before)
+    stranded = Job.objects.filter(
+        status=Job.Status.PENDING, created_at__lt=lost_before, dispatched_at__lt=lost_before
+    )
     ids = list(stranded.values_list("pk", flat=True)[:limit])
     # The same conditions again: a job that started meanwhile keeps its dispatch.
     released = stranded.filter(pk__in=ids).update(dispatched_at=None) if ids else 0

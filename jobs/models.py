@@ -88,13 +88,6 @@ class Job(models.Model):
                 name="job_waiting",
                 condition=Q(dispatched_at__isnull=True, status="PENDING"),
             ),
-            # The stranded-job sweep (jobs.dispatch.jobs_release_stranded): only the jobs handed
-            # to the broker and not started yet are in it, the queues' backlog.
-            models.Index(
-                fields=["dispatched_at"],
-                name="job_dispatched",
-                condition=Q(dispatched_at__isnull=False, status="PENDING"),
-            ),
             # The deadline sweep: only unfinished jobs with a deadline are in it.
             models.Index(
                 fields=["deadline"],
@@ -102,7 +95,8 @@ class Job(models.Model):
                 condition=Q(deadline__isnull=False, status__in=["PENDING", "STARTED", "RETRY"]),
             ),
             # The operators' reads across clients (console/, /metrics): the jobs not final yet
-            # (the oldest pending, the longest running)...
+            # (the oldest pending, the longest running), and the sweeper's look for jobs whose
+            # message was lost (jobs.dispatch.jobs_release_stranded)...
             models.Index(
                 fields=["status", "created_at"],
                 name="job_active",

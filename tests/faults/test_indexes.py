@@ -45,7 +45,7 @@ REQUESTS = {
     "jobs, metadata[order]": ("/api/jobs/?metadata%5Border%5D=400000", "job_metadata"),
     # Not a request: the sweeper's look, every few seconds, for jobs handed to the broker that
     # never started (jobs.dispatch.jobs_release_stranded).
-    STRANDED: (None, "job_dispatched"),
+    STRANDED: (None, "job_active"),
 }
 
 
