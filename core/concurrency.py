@@ -15,6 +15,9 @@ a turn holds its connection (installed as the thread's `default` connection for 
 as Django checks a persistent one at a request's start). What runs outside a turn (a stream's
 body, written after the view returned) uses the thread's own connection, and a process keeps at
 most CONNECTIONS_BEYOND_TURNS of those open: a thread past that closes its own.
+
+A request's body is read before it takes its turn, within WEB_BODY_READ_SECONDS
+(core/request_body.py): a client sending its body slowly holds its own thread, never a turn.
 """
 from __future__ import annotations
 
@@ -28,6 +31,7 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from django.http import HttpRequest, HttpResponse
 
 from core.connections import connection_released, connection_reused
+from core.request_body import read_body_in_time
 
 # Open database connections a process keeps beyond one per turn: the few waiters that keep theirs
 # (a new connection costs a woken waiter ~4 ms) and threads between requests.
@@ -53,12 +57,14 @@ def _semaphore() -> threading.Semaphore | None:
 
 
 class ActiveRequestsMiddleware:
-    """Outermost: the whole request (the other middleware too) runs holding a turn."""
+    """Outermost: the whole request (the other middleware too) runs holding a turn, its body
+    read before it takes one."""
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
+        read_body_in_time(request)
         turns = _semaphore()
         if turns is None:
             return self.get_response(request)

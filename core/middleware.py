@@ -12,6 +12,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils.deprecation import MiddlewareMixin
 
 from core.errors import error_body
+from core.request_body import BODY_UNREAD, TIMED_OUT
 
 # Where core/urls.py mounts the admin, and the console (behind the admin's login): the only
 # pages with sessions, Django users and messages.
@@ -20,18 +21,33 @@ STAFF_PATH_PREFIXES = (ADMIN_PATH_PREFIX, "/console/")
 
 
 class BodySizeLimitMiddleware:
-    """Refuses oversized bodies before anything reads them, in the service's error shape."""
+    """Refuses oversized bodies before anything reads them, and bodies that could not be read
+    before the request took its turn (core/request_body.py), in the service's error shape.
+
+    On every path, the admin's too: Django refuses its urlencoded forms over the same limit
+    (DATA_UPLOAD_MAX_MEMORY_SIZE) anyway, and a multipart body it would read as it comes, file
+    parts and all, inside the request's turn (the CSRF check reads the form), however slowly
+    the client sends it."""
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
+        meta = request.META
+        if BODY_UNREAD in meta:
+            if meta[BODY_UNREAD] == TIMED_OUT:
+                seconds = settings.WEB_BODY_READ_SECONDS
+                return JsonResponse(
+                    error_body("request_timeout", f"The request body did not arrive within {seconds:g} seconds."),
+                    status=408,
+                )
+            return JsonResponse(error_body("bad_request", "The request body could not be read."), status=400)
         try:
-            length = int(request.META.get("CONTENT_LENGTH") or 0)
+            length = int(meta.get("CONTENT_LENGTH") or 0)
         except ValueError:
             return JsonResponse(error_body("bad_request", "Invalid Content-Length."), status=400)
         limit = settings.API_MAX_BODY_BYTES
-        if length > limit and not request.path.startswith(ADMIN_PATH_PREFIX):
+        if length > limit:
             return JsonResponse(
                 error_body("payload_too_large", f"The request body is larger than {limit} bytes."),
                 status=413,

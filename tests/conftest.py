@@ -309,7 +309,14 @@ def serving(api: Api, log_path: Path, **extra_env: str) -> Iterator[tuple[Api, s
 
 
 @pytest.fixture
-def served(api: Api, tmp_path: Path) -> Iterator[Api]:
+def served_env() -> dict[str, str]:
+    """More settings for the `served` gunicorn; a test gives its own by parametrizing
+    `served_env` (`@pytest.mark.parametrize("served_env", [{"WEB_BODY_READ_SECONDS": "1"}])`)."""
+    return {}
+
+
+@pytest.fixture
+def served(api: Api, tmp_path: Path, served_env: dict[str, str]) -> Iterator[Api]:
     """`api`'s client against gunicorn as production runs it (`serving`) instead of the live server."""
-    with serving(api, tmp_path / "gunicorn.log") as (client, _):
+    with serving(api, tmp_path / "gunicorn.log", **served_env) as (client, _):
         yield client
