@@ -211,22 +211,17 @@ def owner_events_lock(owner_id: uuid.UUID, alias: str = "default") -> None:
             cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [_EVENTS_LOCK_SPACE, owner_id.int % 2**31])
 
 
-# The first key of the Idempotency-Key locks; the second is the owner's id and the key hashed to
-# 32 bits (two keys that share it: while one's request runs, the other's answers 409).
-_IDEMPOTENCY_LOCK_SPACE = 0x6964656D  # "idem"
-
-
 def idempotency_key_lock_try(owner_id: uuid.UUID, key: str, alias: str = "default") -> bool:
     """Take the lock of `owner_id`'s `key` until the transaction ends, without waiting: False
     when another transaction holds it. SQLite lets one transaction write at a time and needs
-    none (a second request waits for the first's commit, then replays it)."""
+    none (a second request waits for the first's commit, then replays it).
+
+    The lock's key is the owner's id and the key hashed to 64 bits, in PostgreSQL's one-key
+    form, a key space apart from the two-key form of the owners' event locks."""
     connection = connections[alias]
     if connection.vendor != "postgresql":
         return True
-    digest = hashlib.blake2b(f"{owner_id}\n{key}".encode("utf-8", "surrogatepass"), digest_size=4).digest()
+    digest = hashlib.blake2b(f"{owner_id}\n{key}".encode("utf-8", "surrogatepass"), digest_size=8).digest()
     with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT pg_try_advisory_xact_lock(%s, %s)",
-            [_IDEMPOTENCY_LOCK_SPACE, int.from_bytes(digest, "big", signed=True)],
-        )
+        cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [int.from_bytes(digest, "big", signed=True)])
         return cursor.fetchone()[0]

@@ -2,6 +2,7 @@
 request that dies before its job leaves the key free."""
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 import uuid
@@ -80,6 +81,49 @@ def test_a_repeat_while_the_first_is_in_flight_is_409(make_api: Callable[..., Ap
     assert again.status_code == 202
     assert again.json()["id"] == str(first[0].id)
     assert Job.objects.count() == 1
+
+
+def _keys_hashing_alike_in_32_bits(owner_id: uuid.UUID) -> tuple[str, str]:
+    """Two keys of `owner_id` whose 32-bit hashes are the same (a birthday search): they shared
+    one lock when its key was hashed to 32 bits."""
+    seen: dict[bytes, str] = {}
+    for n in range(2_000_000):
+        key = f"key-{n}"
+        prefix = hashlib.blake2b(f"{owner_id}\n{key}".encode(), digest_size=4).digest()
+        if prefix in seen:
+            return seen[prefix], key
+        seen[prefix] = key
+    raise AssertionError("no two keys share 32 bits")
+
+
+def test_another_key_in_flight_is_not_409_even_when_the_keys_hash_alike(make_api: Callable[..., Api]) -> None:
+    api = make_api()
+    JobCounts.objects.get_or_create(owner=api.client)
+    key, other_key = _keys_hashing_alike_in_32_bits(api.client.pk)
+
+    def submit_first() -> None:
+        # Another process's request: its own connection, its job's INSERT held up below.
+        try:
+            submission.job_submit(
+                owner=api.client, request=SubmissionRequest(**BODY), idempotency_key=key, request_body=BODY
+            )
+        finally:
+            connection.close()
+
+    # Given a request with `key` in flight (its job waits on its owner's count row)
+    with ThreadPoolExecutor(max_workers=1) as other, transaction.atomic():
+        JobCounts.objects.select_for_update().get(owner=api.client)
+        thread = threading.Thread(target=submit_first)
+        thread.start()
+        _wait_for_a_lock_wait()
+        # When a request with another key comes meanwhile (its job waits on the row too)
+        response = other.submit(api.post, "/api/jobs/", json=BODY, headers={"Idempotency-Key": other_key})
+        time.sleep(0.5)
+    thread.join(timeout=30)
+
+    # Then it is not refused as in flight: both make their job
+    assert response.result(timeout=30).status_code == 202
+    assert Job.objects.count() == 2
 
 
 @pytest.mark.parametrize(
