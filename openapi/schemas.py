@@ -90,6 +90,11 @@ _ERRORS: dict[int, tuple[str, list[OpenApiExample]]] = {
         "Code: `not_found`.",
         [error_example(404, "not_found", "No such job.")],
     ),
+    408: (
+        "The request body did not arrive within the configured time (10 s by default, "
+        "`WEB_BODY_READ_SECONDS`); the connection is closed. Code: `request_timeout`.",
+        [error_example(408, "request_timeout", "The request body did not arrive within 10 seconds.")],
+    ),
     409: (
         "Conflict with the resource's state. Codes: `job_already_final` (cancel), "
         "`idempotency_key_in_progress` (a request with this Idempotency-Key is still running; "

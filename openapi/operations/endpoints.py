@@ -43,7 +43,7 @@ OPERATIONS: dict[str, dict[str, Callable[..., Any]]] = {
             "(20) per client: 409 `too_many_endpoints`.",
             tags=TAGS,
             request=EndpointInputSerializer,
-            responses={**_endpoint(201, "Registered."), **error_responses(400, 401, 409, 413, 415)},
+            responses={**_endpoint(201, "Registered."), **error_responses(400, 401, 408, 409, 413, 415)},
         ),
         "get": extend_schema(
             operation_id="list_webhook_endpoints",
@@ -74,7 +74,7 @@ OPERATIONS: dict[str, dict[str, Callable[..., Any]]] = {
             "deliveries (state `endpoint_disabled`); `enabled: true` sends them again, whether "
             "you or the service disabled it.",
             tags=TAGS, parameters=[ENDPOINT_ID], request=EndpointInputSerializer,
-            responses={**_endpoint(200, "The endpoint, changed."), **error_responses(400, 401, 404, 415)},
+            responses={**_endpoint(200, "The endpoint, changed."), **error_responses(400, 401, 404, 408, 413, 415)},
         ),
         "delete": extend_schema(
             operation_id="delete_webhook_endpoint", summary="Delete a webhook endpoint",

@@ -59,7 +59,7 @@ OPERATIONS: dict[str, dict[str, Callable[..., Any]]] = {
                     {**JOB_EXAMPLE, "status": "PENDING", "progress": None, "started_at": None},
                     status="202",
                 ),
-                **error_responses(400, 401, 409, 413, 415, 422, 429),
+                **error_responses(400, 401, 408, 409, 413, 415, 422, 429),
             },
         ),
         "get": extend_schema(
@@ -119,7 +119,7 @@ OPERATIONS: dict[str, dict[str, Callable[..., Any]]] = {
             examples=[BATCH_EXAMPLE],
             responses={
                 202: OpenApiResponse(schemas.JobBatchSerializer, description="Accepted: the jobs, in order."),
-                **error_responses(400, 401, 409, 413, 415, 422, 429),
+                **error_responses(400, 401, 408, 409, 413, 415, 422, 429),
             },
         ),
     },
@@ -241,7 +241,7 @@ OPERATIONS: dict[str, dict[str, Callable[..., Any]]] = {
                     "created",
                     {"task_id": JOB_EXAMPLE["id"]},
                 ),
-                **error_responses(400, 401, 409, 413, 415, 422, 429),
+                **error_responses(400, 401, 408, 409, 413, 415, 422, 429),
             },
         ),
         "get": extend_schema(
