@@ -68,9 +68,9 @@ def job_event_stream(
                 yield resume_point(after)
                 return
             if outcome == "timeout":
+                # Read again too, as the clients' stream does: a wake-up lost (a worker that
+                # died between its commit and the publish) delays an event by a heartbeat only.
                 yield b": heartbeat\n\n"
-                events = []
-                continue
             events = list(event_log.job_events_after(job_id=job_id, after_id=after))
 
 

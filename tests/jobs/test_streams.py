@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 import requests
 
+from jobs import wakeups
 from tests.conftest import Api
 
 FINAL_EVENTS = {"job.succeeded", "job.failed", "job.canceled"}
@@ -131,3 +134,25 @@ def test_a_last_event_id_that_is_no_event_id_starts_the_stream_afresh_not_a_500(
 
         # Then each is taken as no id at all: the stream is the job's current state
         assert [m["event"] for m in messages(resumed) if "event" in m] == ["job.succeeded"]
+
+
+def test_a_jobs_stream_ends_within_a_heartbeat_when_its_final_wake_up_is_lost(
+    api: Api, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a stream of a job that has not started (scheduled an hour ahead), heartbeats each second
+    settings.API_STREAM_HEARTBEAT_SECONDS = 1
+    later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    created = api.post("/api/jobs/", json={"job_name": "api.tasks.hello_world", "payload": {"message": "x"},
+                                          "run_at": later}).json()
+    response = stream(api, f"/api/jobs/{created['id']}/events/")
+    received = messages(response)
+    assert next(received) == {"retry": "1000"}
+
+    # When it is canceled and the event's wake-up is lost (never published)
+    monkeypatch.setattr(wakeups, "job_event_publish", lambda **_: None)
+    assert api.post(f"/api/jobs/{created['id']}/cancel/").json()["status"] == "REVOKED"
+
+    # Then the stream still sends the final event after its next heartbeat, and ends
+    rest = list(received)
+    assert rest[0] == {"comment": "heartbeat"}
+    assert [m["event"] for m in rest if "event" in m] == ["job.canceled"]
