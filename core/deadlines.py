@@ -8,9 +8,11 @@ watchdog thread per process shuts those sockets down when the deadline passes. T
 or write then fails at once, and the request ends as an error that `Deadline.expired` explains.
 
 Name resolution cannot be interrupted that way (getaddrinfo is one blocking call), so
-`resolve_within` runs it on a small pool and stops waiting at the deadline (`resolve_started`
-leaves the waiting to a caller with several names to wait for); a resolver that never answers
-keeps a pool thread, not the request.
+`resolve_within` runs it on a pool and stops waiting at the deadline (`resolve_started` leaves
+the waiting to a caller with several names to wait for); a resolver that never answers keeps a
+pool thread, not the request. Each lookup is on behalf of someone (a client): each one's lookups
+run RESOLVER_THREADS_PER_KEY at a time and queue behind each other only, so the lookups a hung
+name server keeps (past the requests that asked) hold up no one else's.
 """
 from __future__ import annotations
 
@@ -20,7 +22,8 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
@@ -30,8 +33,10 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 # How late past its deadline a request can end: the watchdog's wake-up and the blocked call's
 # return after its socket is shut down (measured in milliseconds; a second is the promise).
 SLACK_SECONDS = 1.0
-# Name resolutions in flight at once per process (each waits on the system resolver).
-_RESOLVER_THREADS = 8
+# Name resolutions in flight at once per process and key (a client), each waiting on the
+# system resolver; and for all keys together, a bound far above what one key holds.
+RESOLVER_THREADS_PER_KEY = 8
+_RESOLVER_THREADS = 256
 
 
 class Deadline:
@@ -173,28 +178,96 @@ class WatchedHTTPSConnection(_Watched, HTTPSConnection):
     pass
 
 
-_resolvers: ThreadPoolExecutor | None = None
+class _Resolvers:
+    """The process's lookups: on a shared pool of threads, but each key's RESOLVER_THREADS_PER_KEY
+    at a time, the rest queued for that key alone. With one queue for all (as it was), a client
+    whose name server never answers kept the pool's every thread, and every other client's
+    lookups waited behind them until their own budgets ran out: refused submissions, deliveries
+    given up on."""
+
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=_RESOLVER_THREADS, thread_name_prefix="resolve")
+        self._lock = threading.Lock()
+        self._running: dict[Hashable, int] = {}
+        self._waiting: dict[Hashable, deque[_Lookup]] = {}
+
+    def submit(self, key: Hashable, lookup: _Lookup) -> None:
+        with self._lock:
+            waiting = self._waiting.get(key)
+            while waiting and waiting[0].future.cancelled():  # their requests gave up on them
+                waiting.popleft()
+            if self._running.get(key, 0) >= RESOLVER_THREADS_PER_KEY:
+                self._waiting.setdefault(key, deque()).append(lookup)
+                return
+            self._running[key] = self._running.get(key, 0) + 1
+        self._pool.submit(self._run, key, lookup)
+
+    def _run(self, key: Hashable, lookup: _Lookup) -> None:
+        try:
+            lookup.run()
+        finally:
+            following = self._next(key)
+            if following is not None:
+                self._pool.submit(self._run, key, following)
+
+    def _next(self, key: Hashable) -> _Lookup | None:
+        """The key's next lookup still wanted, keeping the thread's place; or the place given up."""
+        with self._lock:
+            waiting = self._waiting.get(key)
+            while waiting:
+                lookup = waiting.popleft()
+                if not lookup.future.cancelled():
+                    return lookup
+            self._waiting.pop(key, None)
+            self._running[key] -= 1
+            if not self._running[key]:
+                del self._running[key]
+            return None
+
+
+class _Lookup:
+    def __init__(self, resolve: Callable[[str, int], Sequence[str]], host: str, port: int) -> None:
+        self.future: Future[Sequence[str]] = Future()
+        self._call = resolve, host, port
+
+    def run(self) -> None:
+        if not self.future.set_running_or_notify_cancel():
+            return  # cancelled while it waited
+        resolve, host, port = self._call
+        try:
+            self.future.set_result(resolve(host, port))
+        except BaseException as exc:  # noqa: BLE001 -- the caller's to see, as ThreadPoolExecutor hands it over
+            self.future.set_exception(exc)
+
+
+_resolvers: _Resolvers | None = None
 _resolvers_pid = 0
 _resolvers_lock = threading.Lock()
 
 
-def resolve_started(resolve: Callable[[str, int], Sequence[str]], host: str, port: int) -> Future[Sequence[str]]:
-    """`resolve(host, port)` started on the process's resolver pool; wait on the future for as
-    long as the caller may (cancelling it, if it has not started, frees its place in the queue)."""
+def resolve_started(
+    resolve: Callable[[str, int], Sequence[str]], host: str, port: int, *, key: Hashable = None
+) -> Future[Sequence[str]]:
+    """`resolve(host, port)` started on the process's resolver pool, queued behind `key`'s own
+    lookups only (`key`: whom it is for, a client's id); wait on the future for as long as the
+    caller may (cancelling it, if it has not started, frees its place in the queue)."""
     global _resolvers, _resolvers_pid
     with _resolvers_lock:
         if _resolvers is None or _resolvers_pid != os.getpid():
-            _resolvers = ThreadPoolExecutor(max_workers=_RESOLVER_THREADS, thread_name_prefix="resolve")
+            _resolvers = _Resolvers()
             _resolvers_pid = os.getpid()
-        pool = _resolvers
-    return pool.submit(resolve, host, port)
+        resolvers = _resolvers
+    lookup = _Lookup(resolve, host, port)
+    resolvers.submit(key, lookup)
+    return lookup.future
 
 
 def resolve_within(
-    resolve: Callable[[str, int], Sequence[str]], host: str, port: int, *, seconds: float
+    resolve: Callable[[str, int], Sequence[str]], host: str, port: int, *, seconds: float, key: Hashable = None
 ) -> Sequence[str]:
-    """`resolve(host, port)`, or TimeoutError when it has not answered within `seconds`."""
-    future = resolve_started(resolve, host, port)
+    """`resolve(host, port)` (for `key`, see resolve_started), or TimeoutError when it has not
+    answered within `seconds`."""
+    future = resolve_started(resolve, host, port, key=key)
     try:
         return future.result(timeout=seconds)
     except FutureTimeout:

@@ -27,7 +27,7 @@ import http.client
 import ipaddress
 import socket
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -158,10 +158,11 @@ def url_parse(url: str) -> tuple[str, str, int, IPAddress | None]:
 
 def url_check(
     url: str, *, resolver: Resolver | None = None, allowed: Sequence[IPNetwork] | None = None,
-    resolve_seconds: float | None = None,
+    resolve_seconds: float | None = None, resolve_for: Hashable = None,
 ) -> Target:
     """Parse, resolve once and check every address; the Target to connect to, or UrlRefused.
-    With `resolve_seconds`, a resolver that has not answered by then raises TimeoutError."""
+    With `resolve_seconds`, a resolver that has not answered by then raises TimeoutError; the
+    lookup waits behind those of `resolve_for` (a client) only (core/deadlines.py)."""
     scheme, host, port, literal = url_parse(url)
     allowed = allowed_networks() if allowed is None else allowed
     if literal is not None:
@@ -172,7 +173,7 @@ def url_check(
             if resolve_seconds is None:
                 resolved = resolve(host, port)
             else:
-                resolved = deadlines.resolve_within(resolve, host, port, seconds=resolve_seconds)
+                resolved = deadlines.resolve_within(resolve, host, port, seconds=resolve_seconds, key=resolve_for)
             # A scope id (fe80::1%eth0) is not part of the address being judged.
             addresses = [ipaddress.ip_address(str(value).split("%", 1)[0]) for value in resolved]
         except TimeoutError:
@@ -225,11 +226,14 @@ def post(
     allowed: Sequence[IPNetwork] | None = None,
     max_response_bytes: int = RESPONSE_PREFIX_BYTES,
     ca_bundle: str | None = None,
+    resolve_for: Hashable = None,
 ) -> HttpResult:
     """POST `body` to `url` through the guard; an HttpResult whatever happens, within
     `timeout_seconds` (+ deadlines.SLACK_SECONDS) from the call, DNS included.
 
     Certificates are always verified, against the system's CAs or `ca_bundle` (a private CA).
+    `resolve_for`: whom the request is for (a client's id), so that its host name's lookup
+    waits behind that client's own lookups only, never behind another's hung name server.
     A response whose status arrived is an answer even if its body is cut short (by the deadline,
     a reset, bad chunking): the status is what the attempt records.
     """
@@ -241,7 +245,8 @@ def post(
     expired = f"No response within {timeout_seconds:g} s (the attempt's limit, however slow the answer)."
     with deadlines.deadline_for(timeout_seconds) as deadline:
         try:
-            target = url_check(url, resolver=resolver, allowed=allowed, resolve_seconds=deadline.remaining())
+            target = url_check(url, resolver=resolver, allowed=allowed, resolve_seconds=deadline.remaining(),
+                               resolve_for=resolve_for)
         except UrlRefused as exc:
             return HttpResult(error=f"Refused: {exc.reason}", refused=True, duration_ms=elapsed_ms())
         except TimeoutError:

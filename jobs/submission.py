@@ -124,7 +124,7 @@ def job_prepare(
     job_type_require_available(job_type=job_type)
     payload = payload_validate(job_type=job_type, payload=request.payload)
     if request.callback_url:
-        callback_url_validate(url=request.callback_url, resolver=resolver)
+        callback_url_validate(url=request.callback_url, resolver=resolver, key=owner.pk)
     _timing_validate(run_at=request.run_at, deadline=request.deadline, now=now)
     max_attempts, backoff = _retry_validate(job_type=job_type, retry=request.retry)
     events = sorted(set(request.webhook_events)) if request.webhook_events else list(DEFAULT_WEBHOOK_EVENTS)
@@ -236,7 +236,9 @@ def jobs_submit_batch(
     now = timezone.now()
     # Each callback host once, all within one time budget, before any job is checked.
     resolver = callback_hosts_resolve(
-        request.callback_url for request in requests if isinstance(request, SubmissionRequest) and request.callback_url
+        (request.callback_url for request in requests
+         if isinstance(request, SubmissionRequest) and request.callback_url),
+        key=owner.pk,
     )
     prepared: list[tuple[Job, JobType]] = []
     errors: list[dict[str, Any]] = []

@@ -5,12 +5,14 @@ batch naming one host a thousand times looks it up once), all of them within one
 CALLBACK_RESOLVE_SECONDS, on the resolver pool (core/deadlines.py: getaddrinfo cannot be
 interrupted). A name that has not resolved by then is refused like any other bad callback URL.
 While the lookups wait, the request gives its turn back (core/concurrency.py): a slow name server
-must not hold every other request of the process.
+must not hold every other request of the process. And they queue behind the same client's
+lookups only (core/deadlines.py): lookups a hung name server keeps outlive their requests, and
+must not make another client's names time out.
 """
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Hashable, Iterable, Sequence
 from concurrent.futures import Future, wait
 from contextlib import nullcontext
 
@@ -26,10 +28,13 @@ from core.errors import ApplicationError
 HELD_SECONDS = 0.01
 
 
-def callback_hosts_resolve(urls: Iterable[str], *, resolver: http.Resolver | None = None) -> http.Resolver:
+def callback_hosts_resolve(
+    urls: Iterable[str], *, resolver: http.Resolver | None = None, key: Hashable = None
+) -> http.Resolver:
     """A resolver answering, for the host names of `urls`, what each resolved to within
-    CALLBACK_RESOLVE_SECONDS, all looked up at once (TimeoutError for a name that had not
-    answered by then). Only names of `urls` may be asked."""
+    CALLBACK_RESOLVE_SECONDS, all looked up at once on behalf of `key` (the client's id)
+    (TimeoutError for a name that had not answered by then). Only names of `urls` may be
+    asked."""
     hosts: dict[str, int] = {}
     for url in urls:
         try:
@@ -40,7 +45,7 @@ def callback_hosts_resolve(urls: Iterable[str], *, resolver: http.Resolver | Non
             hosts.setdefault(host, port)
     seconds = settings.CALLBACK_RESOLVE_SECONDS
     resolve = resolver or http.DEFAULT_RESOLVER
-    lookups = {host: deadlines.resolve_started(resolve, host, port) for host, port in hosts.items()}
+    lookups = {host: deadlines.resolve_started(resolve, host, port, key=key) for host, port in hosts.items()}
     _lookups_wait(list(lookups.values()), seconds)
 
     def answer(host: str, port: int) -> Sequence[str]:
@@ -68,12 +73,13 @@ def _lookups_wait(lookups: list[Future[Sequence[str]]], seconds: float) -> None:
         lookup.cancel()
 
 
-def callback_url_validate(*, url: str, resolver: http.Resolver | None = None) -> None:
+def callback_url_validate(*, url: str, resolver: http.Resolver | None = None, key: Hashable = None) -> None:
     """Refuse (400) a callback URL that is malformed, reaches a non-public address, or whose
     host does not resolve within CALLBACK_RESOLVE_SECONDS. `resolver`: what
-    callback_hosts_resolve made of the request's callback URLs (of this one URL by default)."""
+    callback_hosts_resolve made of the request's callback URLs (of this one URL by default,
+    looked up on behalf of `key`, the client's id)."""
     try:
-        http.url_check(url, resolver=resolver or callback_hosts_resolve([url]))
+        http.url_check(url, resolver=resolver or callback_hosts_resolve([url], key=key))
     except http.UrlRefused as exc:
         raise _refused(exc.reason) from None
     except TimeoutError as exc:

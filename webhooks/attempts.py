@@ -83,6 +83,7 @@ def _send(claimed: Claimed, resolver: http.Resolver | None) -> http.HttpResult:
         headers=headers,
         timeout_seconds=settings.WEBHOOK_TIMEOUT_SECONDS,
         resolver=resolver,
+        resolve_for=claimed.owner_id,  # a client's hung name server holds up its own lookups only
     )
 
 

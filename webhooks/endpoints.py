@@ -33,9 +33,9 @@ def endpoint_get(*, owner_id: uuid.UUID, endpoint_id: uuid.UUID | str) -> Endpoi
         raise NotFound("No such webhook endpoint.") from None
 
 
-def _url_validate(url: str) -> None:
+def _url_validate(url: str, owner_id: uuid.UUID) -> None:
     try:
-        callback_url_validate(url=url)
+        callback_url_validate(url=url, key=owner_id)
     except ApplicationError as exc:
         raise ApplicationError(exc.message.replace("callback_url", "url"), code="invalid_url",
                                details={"url": exc.details["callback_url"]}) from None
@@ -46,7 +46,7 @@ def endpoint_create(*, owner_id: uuid.UUID, url: str, event_types: Sequence[str]
                     rate_limit_per_second: float | None = None) -> Endpoint:
     """Register an endpoint (its URL passes the callback URL rules) with its own secret; 409
     when the client has WEBHOOK_MAX_ENDPOINTS_PER_CLIENT already."""
-    _url_validate(url)
+    _url_validate(url, owner_id)
     with transaction.atomic():
         # Counting under the owner's lock of its endpoints: two creations cannot both pass.
         count = Endpoint.objects.select_for_update().filter(owner_id=owner_id).count()
@@ -84,7 +84,7 @@ def endpoint_update(*, owner_id: uuid.UUID, endpoint_id: uuid.UUID | str, **chan
     """Change what the client may change. Disabling holds the endpoint's pending deliveries
     (state endpoint_disabled); enabling sends them again; a new URL applies to them too."""
     if "url" in changes:
-        _url_validate(changes["url"])
+        _url_validate(changes["url"], owner_id)
     with transaction.atomic():
         endpoint = Endpoint.objects.select_for_update().get(pk=endpoint_get(owner_id=owner_id, endpoint_id=endpoint_id).pk)
         was_enabled = endpoint.enabled

@@ -147,3 +147,25 @@ def test_an_endpoint_url_not_resolved_within_the_budget_is_refused(
         assert error["code"] == "invalid_url"
         assert error["details"]["url"] == [f"The host {host}.slow.example did not resolve within {BUDGET:g} s."]
         assert seconds < BUDGET + MARGIN
+
+
+def test_a_client_whose_name_server_hangs_never_gets_another_clients_names_refused(
+    make_api: Callable[..., Api], name_server: SlowNameServer
+) -> None:
+    # Given: a client whose batch named twenty hosts its name server does not answer for:
+    # refused, the lookups it started still waiting on the name server
+    hostile, other = make_api(), make_api()
+    jobs = [{"job_name": HELLO, "payload": {}, "callback_url": f"https://h{i}.slow.example/"} for i in range(20)]
+    refused = hostile.post("/api/jobs/batch/", json={"jobs": jobs})
+    assert refused.status_code == 400, refused.text
+
+    # When: another client submits a job whose callback host resolves at once (an hour ahead:
+    # the session's worker leaves it alone)
+    later = (timezone.now() + timedelta(hours=1)).isoformat()
+    response, seconds = timed(lambda: other.post("/api/jobs/", json={
+        "job_name": HELLO, "payload": {}, "run_at": later, "callback_url": "https://hooks.fine.example/in",
+    }))
+
+    # Then: it is accepted, without waiting behind the other client's lookups
+    assert response.status_code == 202, response.text
+    assert seconds < MARGIN
