@@ -12,6 +12,7 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from core.errors import ApplicationError, Conflict, NotFound
@@ -132,19 +133,32 @@ def endpoint_test(*, owner_id: uuid.UUID, endpoint_id: uuid.UUID | str) -> Deliv
 
 
 def endpoint_recover(*, owner_id: uuid.UUID, endpoint_id: uuid.UUID | str, since: datetime) -> int:
-    """Send again every delivery to the endpoint that failed for good (a new delivery of the
-    same event: same webhook-id, a fresh retry schedule) or that is held while it was
-    disabled (sent again as it is), since `since`; how many."""
+    """Send again, once, every event whose delivery to the endpoint failed for good since `since`
+    (a new delivery of the same event: same webhook-id, a fresh retry schedule) and that has no
+    delivery to it under way, held or delivered since; and send the deliveries held while it was
+    disabled (as they are). How many go."""
     endpoint = endpoint_get(owner_id=owner_id, endpoint_id=endpoint_id)
     now = timezone.now()
     with transaction.atomic():
-        failed = list(
-            Delivery.objects.filter(endpoint=endpoint, state=State.FAILED, created_at__gte=since).select_related("event")
+        # Locking the endpoint serialises recoveries of it: a repeated click finds the first's
+        # deliveries under way and makes none.
+        endpoint = Endpoint.objects.select_for_update().get(pk=endpoint.pk)
+        # Another delivery of the event to the endpoint (a recovery's, or a success) settles it:
+        # only an event whose every delivery there failed goes again, and once.
+        settled = Delivery.objects.filter(
+            endpoint=endpoint, event=OuterRef("event"),
+            state__in=[State.PENDING, State.SUCCEEDED, State.ENDPOINT_DISABLED],
         )
+        failed: dict[int, Delivery] = {}  # the latest failed delivery of each event
+        for old in (
+            Delivery.objects.filter(endpoint=endpoint, state=State.FAILED, created_at__gte=since)
+            .exclude(Exists(settled)).select_related("event").order_by("-created_at", "-pk")
+        ):
+            failed.setdefault(old.event_id, old)
         again = Delivery.objects.bulk_create([
             Delivery(event=old.event, owner_id=owner_id, subject_id=old.subject_id, endpoint=endpoint,
                      url=endpoint.url, redelivery=True, next_attempt_at=now, dispatched_at=now, created_at=now)
-            for old in failed
+            for old in failed.values()
         ])
         held = list(Delivery.objects.filter(endpoint=endpoint, state=State.ENDPOINT_DISABLED, created_at__gte=since)
                     .values_list("pk", flat=True))

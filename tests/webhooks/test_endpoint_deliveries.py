@@ -216,3 +216,32 @@ def test_deleting_an_endpoint_stops_its_pending_deliveries(api: Api, make_receiv
     attempts_seen = len(failing.received)
     time.sleep(2.5)  # longer than the retry schedule's next step (1 s)
     assert len(failing.received) == attempts_seen
+
+
+def test_recovering_again_never_sends_an_event_twice(api: Api, make_receiver: Callable[..., Receiver]) -> None:
+    # Given an endpoint whose receiver failed a job's event for good (three attempts), enabled
+    # again once it works
+    broken = make_receiver(*[Reply(status=500, body=b"down")] * 3)
+    endpoint = endpoint_create(api, broken.url)
+    job = api.submit(HELLO, {"message": "lost once"})
+    api.wait(job["id"])
+    until(lambda: not endpoint_read(api, endpoint)["enabled"], what="disabled")
+    enabled = api.request("PATCH", f"/api/webhook-endpoints/{endpoint['id']}/", json={"enabled": True})
+    assert enabled.status_code == 200, enabled.text
+
+    # When its client recovers what failed since it was made, twice (a retried click)
+    def recover() -> int:
+        response = api.post(f"/api/webhook-endpoints/{endpoint['id']}/recover/", json={"since": endpoint["created_at"]})
+        assert response.status_code == 202, response.text
+        return int(response.json()["recovered"])
+
+    first, second = recover(), recover()
+    until(lambda: deliveries_to(api, endpoint, job=job["id"], state="succeeded"), what="recovered delivery")
+
+    # Then the event goes again once; and once delivered, a later recover finds nothing to send
+    assert (first, second) == (1, 0)
+    assert recover() == 0
+    time.sleep(1)
+    assert [r.status for r in broken.received] == [500, 500, 500, 200]
+    assert len(deliveries_to(api, endpoint, job=job["id"])) == 2
+
