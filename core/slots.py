@@ -152,6 +152,17 @@ class Slots:
                 return False
             time.sleep(pause)
 
+    def turn_end(self, key: str) -> None:
+        """End `key`'s last turn now (its spacing changed: a turn taken at a slower one would
+        hold the next back for the old spacing). Never raises."""
+        client, _ = self._redis()
+        if client is None:
+            return
+        try:
+            client.delete(f"{self._prefix}{key}")
+        except redis.RedisError as exc:
+            self._warn("turn not ended (Redis unreachable): it runs out by itself", exc)
+
     def refresh(self, slot: Slot) -> None:
         client, (_, script) = self._redis()
         if client is None:

@@ -16,7 +16,7 @@ from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from core.errors import ApplicationError, Conflict, NotFound
-from webhooks import dispatch, outbox, secrets
+from webhooks import dispatch, outbox, secrets, sending
 from webhooks.addresses import callback_url_validate
 from webhooks.events import DEFAULT_ENDPOINT_EVENT_TYPES, ENDPOINT_DISABLED_EVENT_TYPE, TEST_EVENT_TYPE
 from webhooks.models import Delivery, Endpoint
@@ -81,14 +81,31 @@ def _resume_held(endpoint: Endpoint) -> None:
     dispatch.deliveries_publish_on_commit(delivery_ids=ids)
 
 
+def _respace(endpoint: Endpoint) -> None:
+    """The endpoint's pace changed: the deliveries waiting for their slots at the old pace (and
+    the slots after them, which new events would take) go by the new one. They fall due now,
+    and each waits for its turn when sent, as held ones do when the endpoint is enabled again;
+    one whose turn does not come soon is put back at a slot of the new pace."""
+    now = timezone.now()
+    endpoint.next_slot_at = None
+    ids = list(
+        Delivery.objects.filter(endpoint=endpoint, state=State.PENDING, attempt_count=0, next_attempt_at__gt=now)
+        .values_list("pk", flat=True)
+    )
+    Delivery.objects.filter(pk__in=ids).update(next_attempt_at=now, dispatched_at=now)
+    transaction.on_commit(lambda: sending.endpoint_pace_reset(endpoint_id=endpoint.pk))
+    dispatch.deliveries_publish_on_commit(delivery_ids=ids)
+
+
 def endpoint_update(*, owner_id: uuid.UUID, endpoint_id: uuid.UUID | str, **changes: Any) -> Endpoint:
     """Change what the client may change. Disabling holds the endpoint's pending deliveries
-    (state endpoint_disabled); enabling sends them again; a new URL applies to them too."""
+    (state endpoint_disabled); enabling sends them again; a new URL applies to them too, and so
+    does a new pace."""
     if "url" in changes:
         _url_validate(changes["url"], owner_id)
     with transaction.atomic():
         endpoint = Endpoint.objects.select_for_update().get(pk=endpoint_get(owner_id=owner_id, endpoint_id=endpoint_id).pk)
-        was_enabled = endpoint.enabled
+        was_enabled, was_rate = endpoint.enabled, endpoint.rate_limit_per_second
         for name in EDITABLE:
             if name in changes:
                 setattr(endpoint, name, sorted(set(changes[name])) if name == "event_types" else changes[name])
@@ -99,6 +116,8 @@ def endpoint_update(*, owner_id: uuid.UUID, endpoint_id: uuid.UUID | str, **chan
         elif was_enabled and not endpoint.enabled:
             endpoint.disabled_reason = Endpoint.DisabledReason.CLIENT
             _hold_pending(endpoint)
+        if endpoint.rate_limit_per_second != was_rate:
+            _respace(endpoint)
         endpoint.save()
         if "url" in changes:
             Delivery.objects.filter(endpoint=endpoint, state__in=[State.PENDING, State.ENDPOINT_DISABLED]).update(

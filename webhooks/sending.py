@@ -285,9 +285,18 @@ def _turn_taken(claimed: Claimed, *, give_up_at: float) -> bool:
     if not claimed.rate_limit_per_second:
         return True
     return slots.turn(
-        f"pace:{claimed.endpoint_id}", every_seconds=1 / claimed.rate_limit_per_second,
+        _pace_key(claimed.endpoint_id), every_seconds=1 / claimed.rate_limit_per_second,
         wait_seconds=max(0.0, give_up_at - time.monotonic()),
     )
+
+
+def _pace_key(endpoint_id: uuid.UUID | None) -> str:
+    return f"pace:{endpoint_id}"
+
+
+def endpoint_pace_reset(*, endpoint_id: uuid.UUID) -> None:
+    """The endpoint's rate limit changed: the turn last taken at the old one ends now."""
+    slots.turn_end(_pace_key(endpoint_id))
 
 
 def _send_one(claimed: Claimed, send: Send) -> http.HttpResult:

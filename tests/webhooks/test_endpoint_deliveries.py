@@ -245,3 +245,21 @@ def test_recovering_again_never_sends_an_event_twice(api: Api, make_receiver: Ca
     assert [r.status for r in broken.received] == [500, 500, 500, 200]
     assert len(deliveries_to(api, endpoint, job=job["id"])) == 2
 
+
+def test_raising_an_endpoints_rate_limit_applies_to_deliveries_already_spaced(api: Api, receiver: Receiver) -> None:
+    # Given an endpoint paced at one delivery every 20 s, with three events spaced that far apart
+    endpoint = endpoint_create(api, receiver.url, rate_limit_per_second=0.05)
+    jobs = [api.submit(HELLO, {"message": str(n)}) for n in range(3)]
+    for job in jobs:
+        api.wait(job["id"])
+    receiver.wait_for(1)
+
+    # When its client raises the limit, and another event comes
+    raised = api.request("PATCH", f"/api/webhook-endpoints/{endpoint['id']}/", json={"rate_limit_per_second": 100})
+    assert raised.status_code == 200, raised.text
+    api.wait(api.submit(HELLO, {"message": "after"})["id"])
+
+    # Then the waiting ones, and the new one, go at the new pace: all within seconds, not a
+    # minute
+    received = receiver.wait_for(4, timeout=12)
+    assert len({r.headers["webhook-id"] for r in received}) == 4
