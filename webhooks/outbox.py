@@ -150,6 +150,11 @@ def delivery_redeliver(
 def events_prune(*, older_than: datetime, batch_size: int = 1000, max_batches: int = 100) -> int:
     """Delete events older than `older_than` whose deliveries are all final, with their
     deliveries and attempt log (the database cascades); how many events went. Each batch
-    re-checks the condition: a redelivery may have added a pending delivery."""
-    prunable = Event.objects.filter(created_at__lt=older_than).exclude(deliveries__state=State.PENDING)
+    re-checks the condition: a redelivery may have added a pending delivery. A delivery held
+    for a disabled endpoint is not final: enabling the endpoint sends it (the endpoint's
+    deletion cancels it), so its event stays; an endpoint holds only what was pending when it
+    was disabled, since events recorded while it is disabled make no delivery to it."""
+    prunable = Event.objects.filter(created_at__lt=older_than).exclude(
+        deliveries__state__in=[State.PENDING, State.ENDPOINT_DISABLED]
+    )
     return delete_in_batches(prunable, batch_size=batch_size, max_batches=max_batches)

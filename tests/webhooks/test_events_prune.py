@@ -1,0 +1,41 @@
+"""Pruning the outbox: an event goes after WEBHOOK_EVENT_RETENTION_DAYS once every delivery of it
+is over; one held for a disabled endpoint is not over (enabling the endpoint sends it)."""
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.utils import timezone
+
+from core.services import client_create
+from webhooks import tasks
+from webhooks.endpoints import endpoint_update
+from webhooks.models import Delivery, Endpoint, Event
+
+pytestmark = pytest.mark.django_db
+
+
+def test_a_delivery_held_for_a_disabled_endpoint_outlives_the_retention(settings: Any) -> None:
+    # Given an endpoint disabled (as failing) 31 days ago, with a delivery held since, and
+    # events retained for 30 days
+    settings.WEBHOOK_EVENT_RETENTION_DAYS = 30
+    owner = client_create(name=f"held-{uuid.uuid4().hex[:8]}")
+    endpoint = Endpoint.objects.create(owner=owner, url="https://hooks.example.com/", enabled=False,
+                                       disabled_reason=Endpoint.DisabledReason.FAILING)
+    at = timezone.now() - timedelta(days=31)
+    event = Event.objects.create(owner=owner, subject_id=uuid.uuid4(), event_type="job.succeeded",
+                                 body=b"{}", created_at=at)
+    held = Delivery.objects.create(event=event, owner=owner, subject_id=event.subject_id, endpoint=endpoint,
+                                   url=endpoint.url, state=Delivery.State.ENDPOINT_DISABLED, created_at=at,
+                                   next_attempt_at=at)
+
+    # When the housekeeping runs, then the endpoint is enabled again
+    pruned = tasks.webhooks_prune()
+    assert pruned["events"] == 0
+    endpoint_update(owner_id=owner.pk, endpoint_id=endpoint.pk, enabled=True)
+
+    # Then the held delivery was kept, and goes now
+    held.refresh_from_db()
+    assert held.state == Delivery.State.PENDING
