@@ -201,15 +201,30 @@ _sessions = SessionCache()
 _NETWORK_ERRORS = (urllib3.exceptions.HTTPError, OSError, ValueError, http.client.HTTPException, RecursionError)
 
 
+def _reason(exc: BaseException) -> object:
+    """What went wrong, without the request's URL: urllib3's MaxRetryError (inside requests'
+    ConnectionError and SSLError) quotes the URL's path and query, where receivers often keep a
+    secret (a chat webhook's /services/T0/B0/<token>, ?key=…). It would reach the attempt log,
+    the endpoint's last error and the INFO log line, and a long one pushed the cause itself
+    past their length limits."""
+    reason: object = exc.args[0] if isinstance(exc, requests.RequestException) and exc.args else exc
+    if isinstance(reason, urllib3.exceptions.MaxRetryError) and reason.reason is not None:
+        reason = reason.reason
+        # "<connection repr>: Failed to establish a new connection: <OSError>": the OSError says it.
+        if isinstance(reason, urllib3.exceptions.NewConnectionError) and reason.__cause__ is not None:
+            reason = reason.__cause__
+    return reason
+
+
 def _network_error(exc: BaseException, timeout_seconds: float) -> str:
     if isinstance(exc, requests.ConnectTimeout):
         error = f"Connection timed out after {timeout_seconds:g} s."
     elif isinstance(exc, requests.Timeout):
         error = f"No response within {timeout_seconds:g} s."
     elif isinstance(exc, requests.exceptions.SSLError):
-        error = f"TLS error: {exc}"
+        error = f"TLS error: {_reason(exc)}"
     elif isinstance(exc, requests.ConnectionError):
-        error = f"Connection failed: {exc}"
+        error = f"Connection failed: {_reason(exc)}"
     else:
         error = f"{type(exc).__name__}: {exc}"
     # Messages can quote what the receiver sent; PostgreSQL text cannot hold NUL.

@@ -189,3 +189,19 @@ def test_post_reports_a_network_error_as_a_result() -> None:
 
     assert result.status_code is None and not result.refused
     assert result.error.startswith("Connection failed")
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_a_network_error_says_why_without_the_urls_path_and_query(scheme: str) -> None:
+    # Given a receiver URL whose path and query carry its secret (as chat webhooks' do), on a
+    # loopback port nobody listens on
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"{scheme}://127.0.0.1:{port}/services/T0/B0/{'s3cret' * 60}?token=t0ken"
+
+    result = http.post(url, body=b"{}", headers={}, timeout_seconds=2, allowed=LOOPBACK_ONLY)
+
+    # Then the error (kept in the attempt log, the endpoint's last error and the log line) names
+    # the cause, and nothing of the path or query
+    assert result.error == "Connection failed: [Errno 111] Connection refused", result.error
