@@ -185,7 +185,9 @@ def url_check(
     for address in addresses:
         reason = address_refusal(address, allowed=allowed)
         if reason:
-            where = "is" if literal is not None else f"resolves to {address}, which is"
+            # Which address a name resolved to is not said: any client could map the names of
+            # the service's own network (`postgres`, the metadata host) through the answer.
+            where = "is" if literal is not None else "resolves to an address that is"
             raise UrlRefused(
                 f"The host {host} {where} {reason}; only public addresses may receive webhooks."
             )

@@ -99,7 +99,7 @@ def test_every_resolved_address_is_checked_not_just_the_first() -> None:
     with pytest.raises(http.UrlRefused) as refused:
         http.url_check("https://mixed.example/hook", resolver=resolver, allowed=[])
 
-    assert "10.0.0.5" in refused.value.reason and "private" in refused.value.reason
+    assert "private" in refused.value.reason and "10.0.0.5" not in refused.value.reason
 
 
 def test_a_host_that_does_not_resolve_is_refused() -> None:

@@ -49,10 +49,10 @@ def no_dns(monkeypatch: pytest.MonkeyPatch) -> None:
         ("http://0.0.0.0:8000/", "unspecified"),
         ("http://[::ffff:192.168.0.1]/", "private"),
         ("http://100.64.0.1/", "address"),
-        ("http://private.example/hook", "resolves to 10.20.30.40"),
+        ("http://private.example/hook", "resolves to an address that is a private address"),
         ("http://metadata.example/", "metadata"),
         ("https://v6private.example/", "private"),
-        ("https://mixed.example/", "resolves to 192.168.1.10"),
+        ("https://mixed.example/", "resolves to an address that is a private address"),
         ("http://loopback6.example/", "loopback"),
         ("http://nowhere.invalid/", "does not resolve"),
         ("ftp://example.com/", "http and https"),
@@ -71,6 +71,15 @@ def test_refused_callback_urls_answer_400_saying_why(
     assert error["code"] == "invalid_callback_url"
     assert words in error["message"]
     assert error["details"]["callback_url"]
+
+
+def test_a_refused_name_does_not_say_what_it_resolved_to(api: Api, no_dns: None) -> None:
+    # A client must not map the names of the service's own network through the refusals.
+    response = api.post("/api/jobs/", json={"job_name": HELLO, "payload": {},
+                                            "callback_url": "http://private.example/hook"})
+
+    assert response.status_code == 400
+    assert "10.20.30.40" not in response.text
 
 
 def test_the_allowed_network_is_accepted(api: Api, no_dns: None) -> None:
