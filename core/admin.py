@@ -24,7 +24,9 @@ class ApiKeyAdmin(admin.ModelAdmin):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # a key must be shown once to its owner: use the management command
 
-    @admin.action(description="Revoke the selected keys")
+    # Changing permission: without `permissions` Django offers an action to whoever may view the
+    # list, so a staff user allowed to view keys could revoke every client's.
+    @admin.action(description="Revoke the selected keys", permissions=["change"])
     def revoke(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
         for api_key in queryset:
             api_key_revoke(api_key=api_key)
