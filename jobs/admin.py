@@ -7,22 +7,32 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django_object_actions import DjangoObjectActions, action, takes_instance_or_queryset
 
-from core.admin_site import action_apply
+from core.admin_site import action_apply, known_values_filter
 from jobs.models import Job, JobResult
+from jobs.registry import job_types_all
 from jobs.transitions import job_cancel
+
+
+def _job_names() -> list[str]:
+    return sorted(t.name for t in job_types_all())
 
 
 @admin.register(Job)
 class JobAdmin(DjangoObjectActions, admin.ModelAdmin):
     list_display = ("id", "job_name", "status", "owner", "created_at", "started_at", "finished_at")
-    list_filter = ("status", "job_name", "created_at")
+    # No filter or date hierarchy that reads the whole table on each page: the job types come
+    # from the registry, and the dates' filter needs no query (a date hierarchy asks the table
+    # for its first and last dates and every year it holds).
+    list_filter = ("status", known_values_filter("job_name", "job name", _job_names), "created_at")
     search_fields = ("id", "owner__name", "callback_url")
     readonly_fields = [f.name for f in Job._meta.fields]
     list_select_related = ("owner",)
-    date_hierarchy = "created_at"
     show_full_result_count = False  # COUNT(*) over millions of rows on every page is slow
     actions = ("cancel",)
     change_actions = ("cancel",)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # a job comes from its client's submission (every field here is read-only)
 
     @action(label="Cancel", description="Cancel: at once if queued, within a step if running",
             permissions=["change"], methods=("POST",), button_type="form")
@@ -39,8 +49,11 @@ class JobAdmin(DjangoObjectActions, admin.ModelAdmin):
 @admin.register(JobResult)
 class JobResultAdmin(admin.ModelAdmin):
     list_display = ("id", "task_name", "job", "owner", "created_at")
-    list_filter = ("task_name", "created_at")
+    list_filter = (known_values_filter("task_name", "task name", _job_names), "created_at")
     search_fields = ("job__id", "owner__name")
     readonly_fields = [f.name for f in JobResult._meta.fields]
     list_select_related = ("owner",)
     show_full_result_count = False
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # a result comes from its job

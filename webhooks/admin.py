@@ -10,8 +10,9 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django_object_actions import DjangoObjectActions, action, takes_instance_or_queryset
 
-from core.admin_site import action_apply
+from core.admin_site import action_apply, known_values_filter
 from webhooks.endpoints import endpoint_update
+from webhooks.events import ENDPOINT_EVENT_TYPES
 from webhooks.models import Delivery, DeliveryAttempt, Endpoint, Event, SigningSecret
 from webhooks.outbox import delivery_redeliver
 
@@ -71,7 +72,8 @@ class DeliveryAdmin(DjangoObjectActions, ReadOnlyAdmin):
 @admin.register(Event)
 class EventAdmin(ReadOnlyAdmin):
     list_display = ["message_id", "event_type", "subject_id", "owner", "created_at"]
-    list_filter = ["event_type"]
+    # The event types the code knows, not the table's distinct ones (core/admin_site.py).
+    list_filter = [known_values_filter("event_type", "event type", lambda: list(ENDPOINT_EVENT_TYPES))]
     search_fields = ["message_id", "subject_id"]
     exclude = ["body"]
     readonly_fields = ["body_text"]

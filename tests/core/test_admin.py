@@ -5,10 +5,13 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
+from django.db import connection
 from django.test import Client as HttpClient
+from django.test.utils import CaptureQueriesContext
 
 from core.services import api_key_create, client_create
 from jobs.models import Job, JobResult
+from webhooks.models import Event
 
 pytestmark = pytest.mark.django_db
 
@@ -63,3 +66,42 @@ def test_a_staff_password_must_be_long_and_uncommon() -> None:
     assert change_to("894512763301") == 200
     # A long uncommon one is taken (redirect to "done")
     assert change_to("correct horse battery staple 7") == 302
+
+
+def test_jobs_and_results_are_not_added_in_the_admin() -> None:
+    # Every field of theirs is read-only (a job comes from its client's submission), so the add
+    # form saved a job or result without an owner: a 500.
+    http = HttpClient()
+    http.force_login(User.objects.create_superuser("admin", "admin@example.com", "pw"))
+
+    for model in ("job", "jobresult"):
+        assert http.get(f"/admin/jobs/{model}/add/").status_code == 403
+        assert http.post(f"/admin/jobs/{model}/add/", {}).status_code == 403
+        assert f'href="/admin/jobs/{model}/add/"' not in http.get(f"/admin/jobs/{model}/").content.decode()
+    assert not Job.objects.exists() and not JobResult.objects.exists()
+
+
+def test_the_lists_filters_read_no_whole_table() -> None:
+    # Django's filter on a field without choices lists the table's distinct values, and a date
+    # hierarchy its first and last dates and each year: scans of a month of jobs and events, a
+    # year of results, on every page of those lists (which the console links to).
+    owner = client_create(name="acme")
+    job = Job.objects.create(owner=owner, job_name="api.tasks.hello_world", status="SUCCESS", result="hi")
+    Job.objects.create(owner=owner, job_name="api.tasks.long_running_task", status="SUCCESS")
+    JobResult.objects.create(owner=owner, job=job, task_name=job.job_name, result="hi")
+    Event.objects.create(owner=owner, subject_id=job.pk, event_type="job.succeeded", body=b"{}")
+    http = HttpClient()
+    http.force_login(User.objects.create_superuser("admin", "admin@example.com", "pw"))
+
+    for url in ("/admin/jobs/job/", "/admin/jobs/jobresult/", "/admin/webhooks/event/"):
+        with CaptureQueriesContext(connection) as queries:
+            page = http.get(url)
+        assert page.status_code == 200, url
+        scans = [q["sql"] for q in queries if "DISTINCT" in q["sql"] or "MIN(" in q["sql"] or "MAX(" in q["sql"]]
+        assert scans == [], (url, scans)
+    # The filters still offer every job type and event type, and filter
+    listed = http.get("/admin/jobs/job/").content.decode()
+    assert "?job_name__exact=api.tasks.long_running_task" in listed
+    assert "?event_type__exact=job.failed" in http.get("/admin/webhooks/event/").content.decode()
+    filtered = http.get("/admin/jobs/job/?job_name__exact=api.tasks.hello_world").content.decode()
+    assert str(job.pk) in filtered and "long_running_task</td>" not in filtered
