@@ -23,6 +23,9 @@ from jobs.models import Job
 from jobs.registry import job_types_all
 
 WINDOW = timedelta(hours=1)
+# A job's columns the console never shows: a client's payload and result can each be as large as
+# a request body (API_MAX_BODY_BYTES), and the page reads up to 500 failed jobs every refresh.
+_LARGE_FIELDS = ("payload", "result")
 Status = Job.Status
 STATUSES = [choice.value for choice in Status]
 
@@ -53,6 +56,7 @@ def jobs_oldest_pending(*, now: datetime, limit: int = 10) -> list[Job]:
         .filter(Q(run_at__isnull=True) | Q(run_at__lte=now))
         .annotate(waiting_since=Coalesce("run_at", "created_at"))
         .select_related("owner")
+        .defer(*_LARGE_FIELDS)
         .order_by("waiting_since", "pk")[:limit]
     )
 
@@ -67,6 +71,7 @@ def jobs_longest_running(*, limit: int = 10) -> list[Job]:
     return list(
         Job.objects.filter(status__in=list(Job.RUNNING_STATUSES), started_at__isnull=False)
         .select_related("owner")
+        .defer(*_LARGE_FIELDS)
         .order_by("started_at", "pk")[:limit]
     )
 
@@ -107,7 +112,7 @@ def failures(*, now: datetime, counts: dict[tuple[str, str], int], top: int = 5)
         .values("error_type").annotate(n=Count("pk"), last_at=Max("finished_at")).order_by("-n", "-last_at")[:top]
     )
     latest: dict[str, Job] = {}
-    for job in failed_jobs.order_by("-finished_at")[:500]:
+    for job in failed_jobs.only("pk", "error", "finished_at").order_by("-finished_at")[:500]:
         latest.setdefault(str((job.error or {}).get("type")), job)
     rows = []
     for error in errors:

@@ -6,8 +6,11 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
+from django.db import connection
 from django.test import Client as BrowserClient
+from django.test.utils import CaptureQueriesContext
 
+from jobs.models import Job
 from tests.console.seed import CHECKLIST, DOWN_HOST, FLAKY_HOST, HELLO, seed
 
 pytestmark = pytest.mark.django_db
@@ -131,3 +134,23 @@ def test_an_empty_service_says_so_in_each_section(staff: BrowserClient) -> None:
     assert "No job is running." in html
     assert "No job failed in the last hour." in html
     assert "Every receiver takes its deliveries." in html
+
+
+def test_a_refresh_reads_no_jobs_payload_or_result(staff: BrowserClient) -> None:
+    # Given failed, pending and running jobs whose payloads and results are large (a client's
+    # up to API_MAX_BODY_BYTES each: a failure storm of them is 500 rows the failures read)
+    seeded = seed()
+    big = {"blob": "x" * 300_000}
+    Job.objects.filter(owner=seeded.client).update(payload=big, result=big)
+
+    # When the page refreshes
+    with CaptureQueriesContext(connection) as queries:
+        html = _figures(staff)
+
+    # Then it shows the same figures without reading those columns
+    assert row_of(section(html, "failures"), "ValueError")[1:3] == ["2", "no checklist (3)"]
+    assert f"/admin/jobs/job/{seeded.oldest_pending.pk}/change/" in section(html, "oldest-pending")
+    read = [query["sql"] for query in queries if '"jobs_job"."payload"' in query["sql"]
+            or '"jobs_job"."result"' in query["sql"]]
+    assert read == []
+
