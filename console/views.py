@@ -6,6 +6,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.admin.views.decorators import staff_member_required
+from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.utils import timezone
@@ -23,6 +24,9 @@ from jobs.registry import job_types_all
 REFRESH_SECONDS = 5
 # Marks an answer as the page's own fragment (a login page, after a session expired, is not).
 FRAGMENT_HEADER = "X-Console-Fragment"
+# The page shows every client's jobs (their errors) and deliveries (receivers and their answers):
+# what the admin shows only to a staff user who may view jobs and deliveries.
+VIEW_PERMISSIONS = ("jobs.view_job", "webhooks.view_delivery")
 
 
 def _job_types(counts: dict[tuple[str, str], int], failures: selectors.Failures) -> list[dict[str, Any]]:
@@ -64,6 +68,8 @@ def _overview() -> dict[str, Any]:
 @staff_member_required
 def console(request: HttpRequest) -> HttpResponse:
     """The whole page; with ?fragment=1, its figures alone (what the page fetches to refresh)."""
+    if not request.user.has_perms(VIEW_PERMISSIONS):
+        raise PermissionDenied
     if request.GET.get("fragment"):
         response = render(request, "console/_figures.html", _overview())
         response[FRAGMENT_HEADER] = "1"

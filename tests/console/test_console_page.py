@@ -5,7 +5,7 @@ import re
 from typing import Any
 
 import pytest
-from django.contrib.auth.models import User
+from django.contrib.auth.models import Permission, User
 from django.db import connection
 from django.test import Client as BrowserClient
 from django.test.utils import CaptureQueriesContext
@@ -154,3 +154,26 @@ def test_a_refresh_reads_no_jobs_payload_or_result(staff: BrowserClient) -> None
             or '"jobs_job"."result"' in query["sql"]]
     assert read == []
 
+
+def test_a_staff_user_sees_the_figures_only_with_the_permission_to_view_jobs_and_deliveries() -> None:
+    # Given every client's jobs and deliveries, and staff users without and with the permissions
+    # the admin asks before it shows them
+    seeded = seed()
+    clerk = User.objects.create_user("clerk", is_staff=True)
+    operator = User.objects.create_user("operator", is_staff=True)
+    operator.user_permissions.add(*Permission.objects.filter(codename__in=["view_job", "view_delivery"]))
+    browsers = {}
+    for user in (clerk, operator):
+        browsers[user.username] = BrowserClient()
+        browsers[user.username].force_login(user)
+
+    # When each opens the console
+    refused = browsers["clerk"].get("/console/")
+    fragment = browsers["clerk"].get("/console/?fragment=1")
+    shown = browsers["operator"].get("/console/")
+
+    # Then only the one who may view them sees a client, its jobs' errors and its receivers
+    assert refused.status_code == fragment.status_code == 403
+    for body in (refused.content.decode(), fragment.content.decode()):
+        assert seeded.client.name not in body and DOWN_HOST not in body and "no checklist" not in body
+    assert shown.status_code == 200 and seeded.client.name in shown.content.decode()
