@@ -56,6 +56,7 @@ _SHARED: list[Processor] = [
 
 bind = bind_contextvars
 clear = clear_contextvars
+context = get_contextvars
 INFO = logging.INFO
 
 

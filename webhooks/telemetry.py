@@ -84,10 +84,17 @@ def _log(attempts: list[tuple[Claimed, HttpResult]]) -> None:
     subjects: dict[int, uuid.UUID] = dict(
         Delivery.objects.filter(pk__in=[claimed.delivery_id for claimed, _ in attempts]).values_list("pk", "subject_id")
     )
+    # A drain (or a batch of retries) sends whichever deliveries are due, any client's, in the
+    # context of the request or task that asked for it: each line names its own delivery's
+    # client, and the request id only when that request was the same client's.
+    asker = logs.context().get("client")
     for claimed, result in attempts:
+        own: dict[str, object] = {"client": claimed.owner_id}
+        if asker != str(claimed.owner_id):
+            own["request_id"] = None
         log.info(
             "webhook attempt", delivery_id=claimed.delivery_id, webhook_id=claimed.message_id,
             job_id=subjects.get(claimed.delivery_id), attempt=claimed.attempt_number,
             outcome=attempt_outcome(result), status_code=result.status_code, duration_ms=result.duration_ms,
-            receiver=urlsplit(claimed.url).hostname, error=result.error[:300] or None,
+            receiver=urlsplit(claimed.url).hostname, error=result.error[:300] or None, **own,
         )

@@ -12,14 +12,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 import requests
 from celery import Celery
 from django.conf import settings
+from django.core.cache import cache
 
+from core import logs
 from core.services import api_key_create, client_create
 from examples.receiver import Receiver
 from tests.conftest import REPO, stop_process, worker_env
 from tests.openapi.web import start_web, stop
+from webhooks import outbox
+from webhooks.models import Delivery
 
 # Not in `make test-fast`: it boots a web server and a worker of its own.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
@@ -100,3 +105,51 @@ def test_one_request_id_follows_a_job_from_its_post_to_its_webhook(transactional
     attempt = next(line for line in followed if line["message"] == "webhook attempt")
     assert attempt["outcome"] == "success" and attempt["status_code"] == 200
     assert attempt["webhook_id"].startswith("msg_") and isinstance(attempt["delivery_id"], int)
+
+
+def test_a_drain_names_each_deliverys_own_client_not_the_one_that_asked_for_it(
+    transactional_db: Any, tmp_path: Path
+) -> None:
+    # Given a worker logging JSON at INFO, and two clients' deliveries due on its due queue
+    prefix = f"test-{os.environ['TEST_RUN_ID']}-drain-{uuid.uuid4().hex[:8]}:"
+    env = worker_env(CELERY_BROKER_KEY_PREFIX=prefix, LOG_FORMAT="json", LOG_LEVEL="INFO")
+    receiver = Receiver().start()
+    asker, other = (client_create(name=f"{who}-{uuid.uuid4().hex[:6]}") for who in ("asker", "other"))
+    deliveries = {}
+    for client in (asker, other):
+        outbox.event_record(owner_id=client.pk, subject_id=uuid.uuid4(), event_type="job.succeeded",
+                            data={"id": "x"}, callback_url=receiver.url, publish=False)
+        deliveries[client.pk] = Delivery.objects.get(owner=client).pk
+    redis.Redis.from_url(settings.CACHE_URL).rpush(cache.make_key(f"{prefix}webhooks:due"), *deliveries.values())
+    name = f"drain-{uuid.uuid4().hex[:6]}@localhost"
+    worker_log = tmp_path / "worker.log"
+    with open(worker_log, "wb") as log:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "core", "worker", "-Q", "webhooks", "-c", "1",
+             "-n", name, "--without-mingle", "--without-gossip", "-l", "INFO"],
+            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+        )
+    app = Celery("drain-probe", broker=settings.CELERY_BROKER_URL, set_as_current=False)
+    app.conf.broker_transport_options = {"global_keyprefix": prefix}
+    try:
+        _wait_for_worker(app, name, worker)
+
+        # When one client's request asks for the drain (its context goes with the message)
+        request_id = f"trace-{uuid.uuid4().hex}"
+        logs.bind(request_id=request_id, client=str(asker.pk))
+        try:
+            app.send_task("webhooks.deliveries_drain", queue="webhooks")
+        finally:
+            logs.clear()
+        receiver.wait_for(2, timeout=30)
+        time.sleep(1)  # the attempts' lines come right after the receiver answered
+    finally:
+        stop_process(worker)
+        receiver.stop()
+        app.close()
+
+    # Then each attempt's line names its delivery's client, and the request id only its own
+    attempts = {line["delivery_id"]: line for line in _lines(worker_log) if line["message"] == "webhook attempt"}
+    mine, theirs = attempts[deliveries[asker.pk]], attempts[deliveries[other.pk]]
+    assert (mine["client"], mine["request_id"]) == (str(asker.pk), request_id)
+    assert theirs["client"] == str(other.pk) and theirs.get("request_id") != request_id
