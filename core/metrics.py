@@ -14,13 +14,22 @@ directory (a management command), it is a function call that returns.
 """
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from django.conf import settings
-from prometheus_client import CollectorRegistry, Counter, Histogram, multiprocess, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    multiprocess,
+    start_http_server,
+)
+from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 logger = logging.getLogger(__name__)
@@ -108,10 +117,43 @@ def http_answered(*, route: str, method: str, status: int, seconds: float) -> No
         HTTP_DURATION.labels(route, method).observe(seconds)
 
 
+# A group's directory would hold two files for every process that ever ran in it (gunicorn
+# replaces each worker after max_requests: thousands a week), each read by every scrape, until
+# scrapes take longer than Prometheus waits. When a process ends, gunicorn's master adds its
+# counters and histograms to the group's `<kind>_archive.db` files and removes its own
+# (gunicorn.conf.py, child_exit), holding this file locked; a scrape reads the directory holding
+# it shared, so it never counts an ended process twice or not at all (a counter that went back
+# would read as a reset), nor finds a file gone between listing and reading it.
+MERGE_LOCK_FILE = "merge.lock"
+
+
+@contextmanager
+def _directory_shared(directory: str) -> Iterator[None]:
+    with open(os.path.join(directory, MERGE_LOCK_FILE), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_SH)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+class _GroupCollector(multiprocess.MultiProcessCollector):
+    """prometheus-client's collector, reading the directory while no ended process's files are
+    being merged."""
+
+    def __init__(self, registry: CollectorRegistry, path: str) -> None:
+        super().__init__(registry, path)
+        self._directory = path
+
+    def collect(self) -> Iterable[Metric]:
+        with _directory_shared(self._directory):
+            return list(super().collect())
+
+
 def registry(extra: Iterable[Collector] = ()) -> CollectorRegistry:
     """What this process group recorded (every process's files), and `extra` collectors."""
     collected = CollectorRegistry()
-    multiprocess.MultiProcessCollector(collected)
+    _GroupCollector(collected, os.environ[MULTIPROC_DIR_VARIABLE])
     for collector in extra:
         collected.register(collector)
     return collected

@@ -2,12 +2,17 @@
 move, recorded by the API and the worker alike (the run's one multiprocess directory)."""
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+from pathlib import Path
+
 import pytest
 import requests
 from django.test import Client as BrowserClient
 from django.test import override_settings
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.conftest import Api, serving
 from tests.console.seed import seed
 
 TOKEN = {"HTTP_AUTHORIZATION": "Bearer test-metrics-token"}
@@ -85,3 +90,32 @@ def test_metrics_name_every_figure_and_no_client_or_url() -> None:
     # Cardinality: no client, job or delivery id, no URL or host in any label.
     assert str(seeded.client.pk) not in text and seeded.client.name not in text
     assert "example" not in text and str(seeded.oldest_pending.pk) not in text
+
+
+def test_a_replaced_api_process_leaves_its_counts_and_not_its_files(
+    make_api: Callable[..., Api], tmp_path: Path
+) -> None:
+    # Given the API served by gunicorn with a directory of its own, each process replaced after
+    # five requests (in production after 20,000: thousands of processes a week, each leaving
+    # two files that every scrape read)
+    directory = tmp_path / "metrics"
+    directory.mkdir()
+    seen: list[float] = []
+    with serving(make_api(), tmp_path / "gunicorn.log", PROMETHEUS_MULTIPROC_DIR=str(directory),
+                 GUNICORN_CMD_ARGS="--max-requests 5 --max-requests-jitter 0") as (api, _):
+        # When sixty requests go through a dozen processes, scraped as they go
+        for done in range(1, 61):
+            assert api.get("/healthz").status_code == 200
+            if done % 10 == 0:
+                seen.append(value(scrape(api.base_url), "jobapi_http_requests_total",
+                                  route="healthz", method="GET", status="200"))
+        deadline = time.monotonic() + 15
+        while len(list(directory.glob("*.db"))) > 4 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        files = sorted(path.name for path in directory.glob("*.db"))
+        final = value(scrape(api.base_url), "jobapi_http_requests_total", route="healthz", method="GET", status="200")
+
+    # Then every request is counted, no count ever went back, and the directory holds the live
+    # process's two files and the archive's two, not two for each process that ran
+    assert final >= 60 and seen == sorted(seen) and final >= seen[-1], (seen, final)
+    assert len(files) <= 4 and {"counter_archive.db", "histogram_archive.db"} <= set(files), files
