@@ -57,7 +57,8 @@ def _semaphore() -> threading.Semaphore | None:
 
 
 class ActiveRequestsMiddleware:
-    """Outermost: the whole request (the other middleware too) runs holding a turn, its body
+    """Outermost but for the request's context (core/request_context.py, which times the wait
+    for a turn too): the whole request (the other middleware too) runs holding a turn, its body
     read before it takes one."""
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:

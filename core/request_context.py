@@ -35,7 +35,8 @@ def request_id_of(request: HttpRequest) -> str:
 
 
 class RequestContextMiddleware:
-    """The outermost middleware: times and labels every answer, the other middleware's too."""
+    """The outermost middleware: times and labels every answer, the other middleware's too,
+    from before the request waits for its turn (core/concurrency.py)."""
 
     sync_capable = True
     async_capable = True

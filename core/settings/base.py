@@ -104,10 +104,13 @@ AUTH_PASSWORD_VALIDATORS = [
 DJANGO_OBJECT_ACTIONS_DEFAULT_HTTP_METHOD = "POST"
 
 MIDDLEWARE = [
-    # Outermost: a process runs WEB_ACTIVE_REQUESTS requests at once, however many threads wait.
-    "core.concurrency.ActiveRequestsMiddleware",
-    # First, so its request id, timing and route cover every answer, the other middleware's too.
+    # First, so its request id, timing and route cover every answer, the other middleware's too,
+    # and the time a request waited for its turn (below): what its client waited. Inside the
+    # turn, a process's one turn (the default) queued requests for seconds that its log line
+    # and the latency histogram never showed. It needs no database connection.
     "core.request_context.RequestContextMiddleware",
+    # A process runs WEB_ACTIVE_REQUESTS requests at once, however many threads wait.
+    "core.concurrency.ActiveRequestsMiddleware",
     "core.middleware.BodySizeLimitMiddleware",
     "core.middleware.UrlGuardMiddleware",
     "django.middleware.security.SecurityMiddleware",
