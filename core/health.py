@@ -7,6 +7,7 @@ from django.db import connection
 from django.http import HttpRequest, JsonResponse
 
 from core.celery import app
+from core.concurrency import turn_released
 from core.errors import error_body
 
 logger = logging.getLogger(__name__)
@@ -28,7 +29,11 @@ def unreachable() -> list[str]:
         logger.warning("readyz: database unreachable", exc_info=True)
         failed.append("database")
     try:
-        with app.connection_for_write() as conn:
+        # A broker that hangs rather than refuses takes seconds to time out (its connect timeout,
+        # socket_timeout, a retry): the request's turn goes to the process's other requests
+        # meanwhile (core/concurrency.py), or every probe, scrape and console refresh stalled
+        # every request of its process (one turn each by default) for as long.
+        with turn_released(), app.connection_for_write() as conn:
             conn.ensure_connection(max_retries=1, timeout=2)
     except Exception:  # any transport error means "not ready"
         logger.warning("readyz: broker unreachable", exc_info=True)

@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from kombu.exceptions import ChannelError
 
 from core.celery import app
+from core.concurrency import turn_released
 
 logger = logging.getLogger(__name__)
 
@@ -18,7 +19,8 @@ def queue_depths(names: Iterable[str]) -> dict[str, int | None]:
     names = list(names)
     depths: dict[str, int | None] = {}
     try:
-        with app.connection_for_read() as connection:
+        # Without the request's turn while the broker answers (core/health.py says why).
+        with turn_released(), app.connection_for_read() as connection:
             connection.ensure_connection(max_retries=1, timeout=2)
             channel = connection.default_channel
             for name in names:

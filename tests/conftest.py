@@ -11,6 +11,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -306,6 +307,28 @@ def serving(api: Api, log_path: Path, **extra_env: str) -> Iterator[tuple[Api, s
         yield Api(url, api.key, api.client), process
     finally:
         stop_process(process)
+
+
+@contextlib.contextmanager
+def silent_server() -> Iterator[str]:
+    """A TCP address that takes connections and never answers (a hung broker): its host:port."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+
+    def take_and_keep_quiet() -> None:
+        while True:
+            try:
+                held.append(listener.accept()[0])
+            except OSError:  # closed: the test is over
+                return
+
+    threading.Thread(target=take_and_keep_quiet, daemon=True).start()
+    try:
+        yield f"127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        listener.close()
+        for held_connection in held:
+            held_connection.close()
 
 
 @pytest.fixture
