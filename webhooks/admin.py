@@ -102,6 +102,14 @@ class EndpointAdmin(DjangoObjectActions, ReadOnlyAdmin):
     list_select_related = ["owner"]
     actions = ["disable", "enable"]
     change_actions = ["disable", "enable"]
+    # A receiver often authenticates the sender by a custom header: its value is a secret, like
+    # the signing secret, and the client reads it from the API with its key.
+    exclude = ["headers"]
+    readonly_fields = ["header_names"]
+
+    @admin.display(description="headers")
+    def header_names(self, obj: Endpoint) -> str:
+        return ", ".join(sorted(obj.headers)) or "-"
 
     def has_disable_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("webhooks.change_endpoint")

@@ -37,3 +37,18 @@ def test_endpoints_are_listed_with_their_health_and_disabled_or_enabled_by_actio
     endpoint.refresh_from_db()
     pending.refresh_from_db()
     assert (endpoint.enabled, pending.state) == (True, "pending")
+
+
+def test_an_endpoints_page_names_its_headers_without_their_values(admin_client: DjangoClient) -> None:
+    # Custom headers are how a receiver often authenticates the sender: a secret like the
+    # signing secret, which the admin never shows either.
+    owner = client_create(name=f"admin-headers-{uuid.uuid4().hex[:6]}")
+    endpoint = Endpoint.objects.create(owner=owner, url="https://hooks.example.com/e",
+                                       headers={"Authorization": "Bearer rcv-s3cr3t", "X-Team": "billing"})
+
+    page = admin_client.get(reverse("admin:webhooks_endpoint_change", args=[endpoint.pk]))
+
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert "Authorization" in html and "X-Team" in html
+    assert "rcv-s3cr3t" not in html and "billing" not in html
