@@ -105,7 +105,7 @@ def test_prometheus_scrapes_the_api_with_the_token_and_every_worker_on_its_port(
     api = jobs["api"]
     assert api["metrics_path"] == "/metrics"
     assert api["authorization"] == {"type": "Bearer", "credentials_file": "/run/secrets/metrics_token"}
-    assert api["dns_sd_configs"] == [{"names": ["web"], "type": "A", "port": 8000}]
+    assert api["static_configs"] == [{"targets": ["web:8000"]}]
     # The API answers to the name Prometheus uses, and does not redirect it to HTTPS.
     assert services["web"]["environment"]["ALLOWED_HOSTS"].endswith(",web")
     from django.conf import settings
@@ -145,3 +145,28 @@ def test_grafana_is_provisioned_from_the_files_compose_mounts() -> None:
     assert "GRAFANA_ADMIN_PASSWORD" in grafana["environment"]["GF_SECURITY_ADMIN_PASSWORD"]
     assert "test -n" in grafana["entrypoint"][-1]
     assert grafana["environment"]["GF_ANALYTICS_REPORTING_ENABLED"] == "false"
+
+
+def _scrape_host(job: dict[str, Any]) -> str:
+    """The Host header Prometheus sends to a job's target: its __address__. A DNS discovery
+    of type A gives each address it resolves (a container's IP), never the name it asked."""
+    if "static_configs" in job:
+        return str(job["static_configs"][0]["targets"][0])
+    [discovery] = job["dns_sd_configs"]
+    assert discovery["type"] == "A"
+    return f"172.18.0.5:{discovery['port']}"
+
+
+@pytest.mark.django_db
+def test_the_api_answers_prometheus_under_the_host_it_scrapes_by(settings: Any) -> None:
+    # Given the web service's ALLOWED_HOSTS as compose sets it (with .env's default)
+    web = _compose()["services"]["web"]["environment"]["ALLOWED_HOSTS"]
+    settings.ALLOWED_HOSTS = re.sub(r"\$\{ALLOWED_HOSTS:-([^}]*)\}", r"\1", web).split(",")
+    job = {job["job_name"]: job for job in _yaml("prometheus/prometheus.yml")["scrape_configs"]}["api"]
+
+    # When Prometheus scrapes the API
+    response = BrowserClient().get(job["metrics_path"], HTTP_HOST=_scrape_host(job),
+                                   HTTP_AUTHORIZATION="Bearer test-metrics-token")
+
+    # Then it gets the metrics, not Django's 400 for a host it does not serve
+    assert response.status_code == 200, response.content[:200]
