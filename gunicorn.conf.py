@@ -51,7 +51,10 @@ def child_exit(server: object, worker: object) -> None:
     directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if directory:
         multiprocess.mark_process_dead(worker.pid)  # type: ignore[attr-defined]
-        process_files_merge(directory, worker.pid)  # type: ignore[attr-defined]
+        try:
+            process_files_merge(directory, worker.pid)  # type: ignore[attr-defined]
+        except Exception:  # raised here it would stop the master (it runs in its signal handler)
+            server.log.exception("Could not merge the metrics of worker %s", worker.pid)  # type: ignore[attr-defined]
 
 
 # The lock a scrape holds shared while it reads the directory (core/metrics.py, MERGE_LOCK_FILE:
