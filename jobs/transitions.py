@@ -192,13 +192,22 @@ def job_finish(
     return True
 
 
+def _waiting_to_retry(job: Job) -> bool:
+    """Whether the job is between two runs, waiting out its retry backoff (job_retry_later):
+    no worker runs it, its next run's message waits in the broker until `retry_at`. (A job
+    also shows RETRY while a running step waits to retry a call, `StepContext.retrying`; its
+    run began after its retry_at.)"""
+    return job.status == Status.RETRY and job.retry_at is not None and job.retry_at > timezone.now()
+
+
 def _cancel_locked(job: Job, *, error: dict[str, str] | None = None) -> None:
-    """Cancel a locked, unfinished job: at once if it is still queued (or scheduled),
+    """Cancel a locked, unfinished job: at once if it is still queued (or scheduled) or waits
+    out a retry backoff (up to an hour: nothing would look at its flag before its next run),
     cooperatively (within a step) if it runs. `error` says why, when it is not the client."""
     job.cancel_requested = True
     job.error = error or job.error
     job.save(update_fields=["cancel_requested", "error"])
-    if job.status == Status.PENDING:
+    if job.status == Status.PENDING or _waiting_to_retry(job):
         _write_final(job, Status.REVOKED)
         transaction.on_commit(lambda: dispatch.job_revoke_queued(job_id=job.id))
     else:

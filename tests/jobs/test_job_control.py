@@ -10,7 +10,7 @@ from typing import Any
 from django.utils import timezone
 
 from examples.receiver import Receiver
-from jobs.models import Job
+from jobs.models import Job, JobCounts
 from tests.conftest import FINAL, Api
 from tests.fakes.openai_server import FakeOpenAI, Reply
 from tests.jobs.test_api_more import broker_down  # noqa: F401 (a fixture)
@@ -207,3 +207,36 @@ def test_a_retryable_job_runs_again_after_a_failure(
     assert api.post("/api/jobs/", json={"job_name": HELLO, "retry": {"max_attempts": 2, "backoff_seconds": 1}}).status_code == 400
     limits = {"max_attempts": 6, "backoff_seconds": 1}
     assert api.post("/api/jobs/", json={"job_name": CHECKLIST, "payload": {"guidelines": "x"}, "retry": limits}).status_code == 400
+
+
+def test_a_job_waiting_out_its_retry_backoff_is_canceled_at_once(api: Api, fake_openai: FakeOpenAI) -> None:
+    # Given a checklist job whose first run failed, waiting a minute before its second
+    scenario = fake_openai.scenario()
+    scenario.add(Reply.answer("not JSON"))
+    job = api.submit(CHECKLIST, {"guidelines": guidelines_for(scenario)}, retry={"max_attempts": 2, "backoff_seconds": 60})
+    api.wait(job["id"], until=lambda job: (job["status"], job["attempt"]) == ("RETRY", 2))
+
+    # When its client cancels it
+    canceled = api.post(f"/api/jobs/{job['id']}/cancel/")
+
+    # Then it is canceled at once, not once the backoff has run out (it holds no worker), and
+    # its places under the caps are free
+    assert canceled.status_code == 202
+    done = api.wait(job["id"], timeout=5)
+    assert (done["status"], done["aborted"]) == ("REVOKED", False)
+    assert JobCounts.objects.get(owner=api.client).running == 0
+
+
+def test_a_deadline_passing_during_a_retry_backoff_cancels_the_job(api: Api, fake_openai: FakeOpenAI) -> None:
+    # Given a checklist job due within 3 seconds whose first run failed, waiting a minute to retry
+    scenario = fake_openai.scenario()
+    scenario.add(Reply.answer("not JSON"))
+    job = api.submit(CHECKLIST, {"guidelines": guidelines_for(scenario)}, deadline=iso(timezone.now() + timedelta(seconds=3)),
+                     retry={"max_attempts": 2, "backoff_seconds": 60})
+    api.wait(job["id"], until=lambda job: (job["status"], job["attempt"]) == ("RETRY", 2))
+
+    # When the deadline passes (beat checks deadlines every second here)
+    done = api.wait(job["id"], timeout=10)
+
+    # Then it is canceled then, with error.type deadline_exceeded
+    assert done["status"] == "REVOKED" and done["error"]["type"] == "deadline_exceeded"
