@@ -52,6 +52,22 @@ def _replayed(*, owner: Client, key: str, fingerprint: str) -> IdempotencyKey | 
     return existing
 
 
+def jobs_replayed(*, owner: Client, key: str, request_body: Any) -> list[Job] | None:
+    """The jobs an identical earlier request with `key` made, if there is one (a read, no lock):
+    for a repeat that the checks made before the key is looked at would refuse, because what
+    they check has changed since the first request (its deadline has passed, its job type is
+    unavailable, its callback host does not resolve right now). A repeat answers what the first
+    made, whatever the service would say to the request today."""
+    existing = IdempotencyKey.objects.select_related("job").filter(owner=owner, key=key).first()
+    ttl = timedelta(seconds=settings.IDEMPOTENCY_KEY_TTL_SECONDS)
+    if (
+        existing is None or existing.job is None or existing.created_at < timezone.now() - ttl
+        or existing.fingerprint != request_fingerprint(request_body)
+    ):
+        return None
+    return _jobs_of(existing)
+
+
 def _jobs_of(key: IdempotencyKey) -> list[Job]:
     if key.batch is None:
         return [key.job]  # type: ignore[list-item]

@@ -187,7 +187,15 @@ def job_submit(
 ) -> tuple[Job, bool]:
     """Validate and create a job; returns (job, created). A replayed idempotent request
     returns the first request's job with created=False."""
-    job, job_type = job_prepare(owner=owner, request=request, now=timezone.now())
+    try:
+        job, job_type = job_prepare(owner=owner, request=request, now=timezone.now())
+    except ApplicationError:
+        replayed = idempotency_key and idempotency.jobs_replayed(
+            owner=owner, key=idempotency_key, request_body=request_body
+        )
+        if replayed:
+            return replayed[0], False
+        raise
     if not idempotency_key:
         return _job_insert(owner=owner, job=job, job_type=job_type), True
     jobs, created = idempotency.jobs_created_once(
@@ -250,6 +258,11 @@ def jobs_submit_batch(
         except ApplicationError as exc:
             errors.append({"index": index, "code": exc.code, "message": exc.message, "details": exc.details})
     if errors:
+        replayed = idempotency_key and idempotency.jobs_replayed(
+            owner=owner, key=idempotency_key, request_body=request_body
+        )
+        if replayed:
+            return replayed, False
         raise InvalidBatch(
             f"{len(errors)} of the {len(requests)} jobs are invalid; none was created.",
             details={"jobs": errors},

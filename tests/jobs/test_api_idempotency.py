@@ -8,10 +8,12 @@ import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 
 import psycopg2
 import pytest
 from django.db import OperationalError, connection, transaction
+from django.utils import timezone
 
 from jobs import sql, submission
 from jobs.models import IdempotencyKey, Job, JobCounts
@@ -253,3 +255,31 @@ def _wait_for_a_lock_wait(timeout: float = 10) -> None:
     raise AssertionError(f"no request waited for the count row within {timeout}s")
 
 
+
+
+def test_a_repeat_answers_the_first_job_even_when_the_request_would_no_longer_be_accepted(
+    make_api: Callable[..., Api],
+) -> None:
+    # Given a job accepted with a deadline 1 s ahead, and a batch with the same deadline
+    api = make_api()
+    deadline = (timezone.now() + timedelta(seconds=1)).isoformat()
+    body = {**BODY, "deadline": deadline}
+    batch = {"jobs": [body, {**body, "payload": {"message": "two"}}]}
+    first = api.post("/api/jobs/", json=body, headers={"Idempotency-Key": "late"})
+    first_batch = api.post("/api/jobs/batch/", json=batch, headers={"Idempotency-Key": "late-batch"})
+    assert first.status_code == first_batch.status_code == 202
+
+    # When the client repeats them (it never saw the answers) after the deadline has passed
+    time.sleep(1.2)
+    again = api.post("/api/jobs/", json=body, headers={"Idempotency-Key": "late"})
+    again_batch = api.post("/api/jobs/batch/", json=batch, headers={"Idempotency-Key": "late-batch"})
+
+    # Then each repeat answers what the first made, as any repeat does, not a 400 saying the
+    # deadline has passed (which would tell the client its job was never accepted)
+    assert again.status_code == 202, again.text
+    assert again.json()["id"] == first.json()["id"]
+    assert again_batch.status_code == 202, again_batch.text
+    assert [job["id"] for job in again_batch.json()["jobs"]] == [job["id"] for job in first_batch.json()["jobs"]]
+    assert Job.objects.count() == 3
+    # A new request with a passed deadline is still refused
+    assert api.post("/api/jobs/", json=body, headers={"Idempotency-Key": "new"}).status_code == 400
