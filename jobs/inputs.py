@@ -146,9 +146,14 @@ def batch_of(body: Any, *, cancel_after: timedelta | None = None) -> list[Submis
 
 
 def batch_size(request: Request) -> int:
-    """How many jobs a batch request asks for (what it spends of the submission rate)."""
+    """How many jobs a batch request asks for (what it spends of the submission rate). A batch
+    larger than a batch may be spends 1: it is refused for its size (400 batch_too_large); a
+    weight larger than the rate would answer 429 instead, and the client would wait and send it
+    again, for ever."""
     jobs = request.data.get("jobs") if isinstance(request.data, dict) else None
-    return max(1, len(jobs)) if isinstance(jobs, list) else 1
+    if not isinstance(jobs, list) or len(jobs) > settings.API_MAX_BATCH_SIZE:
+        return 1
+    return max(1, len(jobs))
 
 
 def metadata_filters(request: Request) -> dict[str, str]:

@@ -240,3 +240,15 @@ def test_a_deadline_passing_during_a_retry_backoff_cancels_the_job(api: Api, fak
 
     # Then it is canceled then, with error.type deadline_exceeded
     assert done["status"] == "REVOKED" and done["error"]["type"] == "deadline_exceeded"
+
+
+def test_a_batch_over_the_size_limit_is_told_so_whatever_the_rate(api: Api) -> None:
+    # Given a batch of more jobs than a batch may hold, and more than the client's submission
+    # rate (6000 a minute): a 429 would have the client wait and send it again, for ever
+    too_many = [{"job_name": HELLO}] * 6001
+
+    response = api.post("/api/jobs/batch/", json={"jobs": too_many})
+
+    # Then it is refused for its size, and spends nothing of the rate
+    assert response.status_code == 400 and response.json()["error"]["code"] == "batch_too_large"
+    assert api.post("/api/jobs/batch/", json={"jobs": [{"job_name": HELLO}] * 1000}).status_code == 202
