@@ -45,11 +45,12 @@ def _context(job: Job, index: int, step_count: int) -> StepContext:
 _MAX_TASK_RETRIES = 25
 
 
-def _fail(task: Any, job_id: uuid.UUID, error_type: str, message: str) -> None:
-    """The job failed: run it again later if its retry policy allows (the step's task is sent
-    again with a countdown, so the rest of the chain follows it), else write FAILURE."""
+def _fail(task: Any, job_id: uuid.UUID, error_type: str, message: str, *, retryable: bool = True) -> None:
+    """The job failed: run it again later if it may do better (`retryable`) and its retry
+    policy allows (the step's task is sent again with a countdown, so the rest of the chain
+    follows it), else write FAILURE."""
     error = {"type": error_type, "message": message}
-    backoff = transitions.job_retry_later(job_id=job_id, error=error)
+    backoff = transitions.job_retry_later(job_id=job_id, error=error) if retryable else None
     if backoff is not None:
         raise task.retry(countdown=backoff, max_retries=task.request.retries + _MAX_TASK_RETRIES)
     transitions.job_finish(job_id=job_id, status=Status.FAILURE, error=error, by_chain=True)
@@ -97,7 +98,7 @@ def job_run_step(
         transitions.job_finish(job_id=job_uuid, status=Status.REVOKED, by_chain=True)
         return None
     except JobFailed as exc:
-        _fail(self, job_uuid, exc.error_type, exc.message)
+        _fail(self, job_uuid, exc.error_type, exc.message, retryable=exc.retryable)
         return None
     except SoftTimeLimitExceeded:
         _fail(self, job_uuid, "time_limit_exceeded", f"Step {index + 1} ran out of time.")

@@ -30,12 +30,15 @@ class JobCanceled(Exception):
 
 
 class JobFailed(Exception):
-    """Raised by job code to fail the job with a chosen `error.type` and message."""
+    """Raised by job code to fail the job with a chosen `error.type` and message. `retryable`:
+    whether another run may do better (the job's retry policy applies); False for a failure
+    that the job's own input makes certain, which every run would meet again."""
 
-    def __init__(self, error_type: str, message: str) -> None:
+    def __init__(self, error_type: str, message: str, *, retryable: bool = True) -> None:
         super().__init__(message)
         self.error_type = error_type
         self.message = message
+        self.retryable = retryable
 
 
 @dataclass

@@ -7,7 +7,8 @@ validated; a bad answer fails the job with `invalid_model_output` and the valida
 
 Model calls go through the official `openai` client with its own retries off, and are retried
 here with tenacity: only transient errors (429, 408, 409, 5xx, timeouts, connection errors), a
-bounded number of times, with exponential backoff that honours Retry-After. Nothing here holds a
+bounded number of times, with exponential backoff that honours Retry-After (which errors are
+transient, and the job's error once a call has failed for good: `checklist_failures.py`). Nothing here holds a
 database transaction or lock while it waits: the status flips (RETRY/STARTED) and progress are
 short autocommit writes.
 """
@@ -28,6 +29,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from core.retry_after import retry_after_seconds
 from jobs.types import checklist_prompts as prompts
 from jobs.types.base import JobFailed, JobType, RetryLimits, StepContext
+from jobs.types.checklist_failures import (
+    MAX_ERROR_DETAIL_CHARS,
+    is_transient,
+    job_failure,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -36,12 +42,6 @@ MAX_GUIDELINES_CHARS = 100_000
 MAX_SUMMARY_CHARS = 50_000
 MAX_TASK_CHARS = 2_000
 MAX_CHECKLIST_ITEMS = 500
-# Kept short in error messages: a job's error is for humans, not a dump of the provider's body.
-MAX_ERROR_DETAIL_CHARS = 500
-
-# HTTP statuses worth another try besides every 5xx: timeout, lock conflict, rate limit
-# (the same set the openai client would retry itself).
-TRANSIENT_STATUS_CODES = frozenset({408, 409, 429})
 
 # The client refuses to start without a key, but a self-hosted server behind OPENAI_BASE_URL
 # often needs none; it is sent this placeholder instead.
@@ -108,21 +108,6 @@ def unavailable_reason() -> str | None:
 # --- Retrying model calls ----------------------------------------------------------------------
 
 
-def is_transient(error: BaseException) -> bool:
-    """Whether another try may succeed: rate limits, server errors, timeouts, lost connections."""
-    if isinstance(error, openai.APIConnectionError):  # APITimeoutError is one too
-        return True
-    if isinstance(error, openai.APIStatusError):
-        if _is_quota_exhausted(error):
-            return False  # a 429 too, but no wait brings the credit back
-        return error.status_code in TRANSIENT_STATUS_CODES or error.status_code >= 500
-    return False
-
-
-def _is_quota_exhausted(error: openai.APIStatusError) -> bool:
-    return error.status_code == 429 and error.code == "insufficient_quota"
-
-
 def server_retry_after(error: BaseException | None) -> float | None:
     """The wait the model server asked for: OpenAI's `retry-after-ms`, else `Retry-After`."""
     if not isinstance(error, openai.APIStatusError):
@@ -168,46 +153,6 @@ def _sleep_unless_canceled(ctx: StepContext) -> Callable[[float], None]:
             time.sleep(min(left, 1.0))
 
     return sleep
-
-
-def _error_detail(error: openai.APIError) -> str:
-    body = error.body
-    message = body.get("message") if isinstance(body, dict) else None
-    return str(message or error.message)[:MAX_ERROR_DETAIL_CHARS]
-
-
-def _job_failure(error: openai.OpenAIError, attempts: int) -> JobFailed:
-    """The job's error for a model call that failed for good."""
-    if isinstance(error, openai.APIStatusError):
-        status = error.status_code
-        detail = _error_detail(error)
-        if _is_quota_exhausted(error):
-            return JobFailed(
-                "model_quota_exceeded",
-                f"The model provider says the account's quota is used up (HTTP {status}): {detail}",
-            )
-        if is_transient(error):
-            return JobFailed(
-                "model_unavailable",
-                f"The model server still failed after {attempts} tries (HTTP {status}): {detail}",
-            )
-        if isinstance(error, (openai.AuthenticationError, openai.PermissionDeniedError)):
-            return JobFailed(
-                "model_auth_error",
-                f"The model server refused our credentials (HTTP {status}); check OPENAI_API_KEY: "
-                f"{detail}",
-            )
-        return JobFailed(
-            "model_bad_request",
-            f"The model server rejected the request (HTTP {status}); check OPENAI_MODEL and "
-            f"OPENAI_BASE_URL: {detail}",
-        )
-    if isinstance(error, openai.APIConnectionError):
-        return JobFailed(
-            "model_unavailable",
-            f"The model server could not be reached after {attempts} tries: {error.message}",
-        )
-    return JobFailed("model_error", str(error)[:MAX_ERROR_DETAIL_CHARS] or type(error).__name__)
 
 
 def _client() -> openai.OpenAI:
@@ -261,7 +206,7 @@ def _complete(ctx: StepContext, messages: list[prompts.ChatMessage]) -> Any:
                         response_format={"type": "json_object"},
                     )
         except openai.OpenAIError as error:
-            raise _job_failure(error, retrying.statistics.get("attempt_number", 1)) from None
+            raise job_failure(error, retrying.statistics.get("attempt_number", 1)) from None
     raise AssertionError("unreachable: tenacity either returns or re-raises")
 
 

@@ -309,6 +309,27 @@ def test_auth_bad_request_and_quota_errors_fail_at_once(
     assert len(scenario.requests) == 1  # not retried
 
 
+def test_guidelines_longer_than_the_model_reads_fail_as_too_long_and_are_not_retried(
+    api: Api, fake_openai: FakeOpenAI
+) -> None:
+    # Given a model that answers 400 context_length_exceeded (the API takes up to 100,000
+    # characters; a model may read fewer), and a job with a retry policy
+    scenario = fake_openai.scenario()
+    too_long = ("This model's maximum context length is 8192 tokens. However, your messages "
+                "resulted in 31000 tokens. Please reduce the length of the messages.")
+    scenario.add(Reply.error(400, too_long, code="context_length_exceeded"), summary_reply(scenario))
+
+    job = api.wait(submit(api, scenario, retry={"max_attempts": 3, "backoff_seconds": 1})["id"])
+
+    # Then the job fails saying its input is too long (not that the operator's configuration
+    # is wrong), at once: another run would send the same text
+    assert (job["status"], job["attempt"]) == ("FAILURE", 1)
+    assert job["error"]["type"] == "input_too_long"
+    assert "maximum context length" in job["error"]["message"]
+    assert "OPENAI_BASE_URL" not in job["error"]["message"]
+    assert len(scenario.requests) == 1
+
+
 def test_a_malformed_answer_fails_with_invalid_model_output(
     api: Api, fake_openai: FakeOpenAI
 ) -> None:

@@ -1,0 +1,88 @@
+"""What a failed model call means for the checklist job: whether another try may succeed
+(`is_transient`, what tenacity retries), and the job's error once it has failed for good
+(`job_failure`): the provider's, the configuration's, or the client's input's."""
+from __future__ import annotations
+
+import openai
+from django.conf import settings
+
+from jobs.types.base import JobFailed
+
+# Kept short in error messages: a job's error is for humans, not a dump of the provider's body.
+MAX_ERROR_DETAIL_CHARS = 500
+
+# HTTP statuses worth another try besides every 5xx: timeout, lock conflict, rate limit
+# (the same set the openai client would retry itself).
+TRANSIENT_STATUS_CODES = frozenset({408, 409, 429})
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether another try may succeed: rate limits, server errors, timeouts, lost connections."""
+    if isinstance(error, openai.APIConnectionError):  # APITimeoutError is one too
+        return True
+    if isinstance(error, openai.APIStatusError):
+        if is_quota_exhausted(error):
+            return False  # a 429 too, but no wait brings the credit back
+        return error.status_code in TRANSIENT_STATUS_CODES or error.status_code >= 500
+    return False
+
+
+def is_quota_exhausted(error: openai.APIStatusError) -> bool:
+    return error.status_code == 429 and error.code == "insufficient_quota"
+
+
+def is_input_too_long(error: openai.APIStatusError) -> bool:
+    """The text sent is longer than the model reads: OpenAI's code, or the message other
+    OpenAI-compatible servers (vLLM, llama.cpp) answer it with."""
+    if error.status_code not in (400, 413):
+        return False
+    return error.code == "context_length_exceeded" or "context length" in error_detail(error).lower()
+
+
+def error_detail(error: openai.APIError) -> str:
+    body = error.body
+    message = body.get("message") if isinstance(body, dict) else None
+    return str(message or error.message)[:MAX_ERROR_DETAIL_CHARS]
+
+
+def job_failure(error: openai.OpenAIError, attempts: int) -> JobFailed:
+    """The job's error for a model call that failed for good."""
+    if isinstance(error, openai.APIStatusError):
+        status = error.status_code
+        detail = error_detail(error)
+        if is_quota_exhausted(error):
+            return JobFailed(
+                "model_quota_exceeded",
+                f"The model provider says the account's quota is used up (HTTP {status}): {detail}",
+            )
+        if is_transient(error):
+            return JobFailed(
+                "model_unavailable",
+                f"The model server still failed after {attempts} tries (HTTP {status}): {detail}",
+            )
+        if is_input_too_long(error):
+            # The client's document (or the model's own summary of it), not the configuration:
+            # every run would send the same text.
+            return JobFailed(
+                "input_too_long",
+                f"The text is longer than the model ({settings.OPENAI_MODEL}) reads (HTTP {status}); "
+                f"send shorter guidelines: {detail}",
+                retryable=False,
+            )
+        if isinstance(error, (openai.AuthenticationError, openai.PermissionDeniedError)):
+            return JobFailed(
+                "model_auth_error",
+                f"The model server refused our credentials (HTTP {status}); check OPENAI_API_KEY: "
+                f"{detail}",
+            )
+        return JobFailed(
+            "model_bad_request",
+            f"The model server rejected the request (HTTP {status}); check OPENAI_MODEL and "
+            f"OPENAI_BASE_URL: {detail}",
+        )
+    if isinstance(error, openai.APIConnectionError):
+        return JobFailed(
+            "model_unavailable",
+            f"The model server could not be reached after {attempts} tries: {error.message}",
+        )
+    return JobFailed("model_error", str(error)[:MAX_ERROR_DETAIL_CHARS] or type(error).__name__)
