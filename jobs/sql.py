@@ -1,7 +1,7 @@
 """The jobs app's hand-written SQL, each statement with the reason the ORM could not do it.
 
-- The submit's INSERT checks its owner's unfinished-job cap (and results quota) itself: atomic
-  without a lock, one round trip (a COUNT, then a save, races and takes two).
+- The submit's INSERT checks its owner's unfinished-job cap (and results quota) itself, reading
+  the owner's count row locked: one round trip (a COUNT, then a save, races and takes two).
 - A transition is a conditional UPDATE that returns the row: a compare-and-set on the status
   (the first final state wins) with the job back in the same round trip, where `update()` gives
   a count and a second query reads the row. The start also takes its owner's count row (FOR
@@ -69,11 +69,16 @@ def job_insert_below_cap(job: Job, *, cap: int, result_quota: int = 0, alias: st
     columns, values = insert_values(job, alias)
     conditions, params = ["TRUE"], []
     owner = _prepared("owner", job.owner_id, alias)
+    # The count row is read locked: a statement's snapshot does not see a submission of the same
+    # owner not committed yet, so two at once both passed at cap - 1. Locked, the second waits
+    # for the first's commit and reads the count it left. No new wait: the statement's trigger
+    # takes the same lock to count the job anyway; it is only taken before the read.
+    lock = " FOR UPDATE" if connections[alias].features.has_select_for_update else ""
     if cap:
-        conditions.append(f"COALESCE((SELECT unfinished FROM {JOB_COUNTS} WHERE owner_id = %s), 0) < %s")
+        conditions.append(f"COALESCE((SELECT unfinished FROM {JOB_COUNTS} WHERE owner_id = %s{lock}), 0) < %s")
         params += [owner, cap]
     if result_quota:
-        conditions.append(f"COALESCE((SELECT result_bytes FROM {JOB_COUNTS} WHERE owner_id = %s), 0) < %s")
+        conditions.append(f"COALESCE((SELECT result_bytes FROM {JOB_COUNTS} WHERE owner_id = %s{lock}), 0) < %s")
         params += [owner, result_quota]
     condition = " AND ".join(conditions)
     placeholders = ", ".join(["%s"] * len(values))

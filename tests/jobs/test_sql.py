@@ -2,12 +2,16 @@
 read what the ORM would."""
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
+from django.db import connection, transaction
 from django.utils import timezone
 
 from core.services import client_create
 from jobs import sql
-from jobs.models import Job
+from jobs.models import Job, JobCounts
 
 pytestmark = pytest.mark.django_db
 
@@ -48,3 +52,41 @@ def test_the_poll_reads_only_the_owners_job() -> None:
 
     assert sql.job_of_owner(job.id, owner.id) is not None
     assert sql.job_of_owner(job.id, other.id) is None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_submissions_at_once_never_take_an_owner_past_its_cap() -> None:
+    # Given an owner one job under its cap of 2, and a submission whose transaction is still open
+    # (one with an Idempotency-Key commits its key after its job) when a second one comes
+    owner = client_create(name="sql-cap-race")
+    assert sql.job_insert_below_cap(Job(owner=owner, job_name="api.tasks.hello_world"), cap=2)
+    first_inserted, outcomes = threading.Event(), {}
+
+    def first() -> None:
+        try:
+            with transaction.atomic():
+                outcomes["first"] = sql.job_insert_below_cap(Job(owner=owner, job_name="api.tasks.hello_world"), cap=2)
+                first_inserted.set()
+                time.sleep(1.0)  # the second submission comes meanwhile
+        finally:
+            first_inserted.set()
+            connection.close()
+
+    def second() -> None:
+        try:
+            first_inserted.wait(10)
+            outcomes["second"] = sql.job_insert_below_cap(Job(owner=owner, job_name="api.tasks.hello_world"), cap=2)
+        finally:
+            connection.close()
+
+    # When both run
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(20)
+
+    # Then the second is refused: the owner has 2 unfinished jobs, not 3
+    assert outcomes == {"first": True, "second": False}
+    assert Job.objects.filter(owner=owner).count() == 2
+    assert JobCounts.objects.get(owner=owner).unfinished == 2
