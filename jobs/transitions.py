@@ -245,16 +245,21 @@ def jobs_cancel_past_deadline(*, limit: int = 500) -> int:
 
 
 def job_retry_later(*, job_id: uuid.UUID, error: dict[str, str]) -> int | None:
-    """After a failed run: if the job's retry policy allows another, mark it RETRY (its next
-    attempt, the last error) and answer the seconds to wait before it; else None."""
+    """After a failed run: if the job's retry policy allows another, and it would start before
+    the job's deadline, mark it RETRY (its next attempt, the last error) and answer the seconds
+    to wait before it; else None. (A run due past the deadline never happens: the job would
+    wait for nothing, then end canceled, the run's error replaced by the deadline's.)"""
     with transaction.atomic():
         job = _locked(job_id)
         if job is None or job.status not in Job.RUNNING_STATUSES or job.cancel_requested:
             return None
         if job.attempt >= job.max_attempts:
             return None
+        retry_at = timezone.now() + timedelta(seconds=job.retry_backoff_seconds)
+        if job.deadline is not None and retry_at >= job.deadline:
+            return None
         job.status, job.attempt, job.error = Status.RETRY, job.attempt + 1, error
-        job.retry_at = timezone.now() + timedelta(seconds=job.retry_backoff_seconds)
+        job.retry_at = retry_at
         job.save(update_fields=["status", "attempt", "error", "retry_at"])
         telemetry.job_retrying(job=job, backoff_seconds=job.retry_backoff_seconds)
     return job.retry_backoff_seconds

@@ -227,21 +227,6 @@ def test_a_job_waiting_out_its_retry_backoff_is_canceled_at_once(api: Api, fake_
     assert JobCounts.objects.get(owner=api.client).running == 0
 
 
-def test_a_deadline_passing_during_a_retry_backoff_cancels_the_job(api: Api, fake_openai: FakeOpenAI) -> None:
-    # Given a checklist job due within 3 seconds whose first run failed, waiting a minute to retry
-    scenario = fake_openai.scenario()
-    scenario.add(Reply.answer("not JSON"))
-    job = api.submit(CHECKLIST, {"guidelines": guidelines_for(scenario)}, deadline=iso(timezone.now() + timedelta(seconds=3)),
-                     retry={"max_attempts": 2, "backoff_seconds": 60})
-    api.wait(job["id"], until=lambda job: (job["status"], job["attempt"]) == ("RETRY", 2))
-
-    # When the deadline passes (beat checks deadlines every second here)
-    done = api.wait(job["id"], timeout=10)
-
-    # Then it is canceled then, with error.type deadline_exceeded
-    assert done["status"] == "REVOKED" and done["error"]["type"] == "deadline_exceeded"
-
-
 def test_a_batch_over_the_size_limit_is_told_so_whatever_the_rate(api: Api) -> None:
     # Given a batch of more jobs than a batch may hold, and more than the client's submission
     # rate (6000 a minute): a 429 would have the client wait and send it again, for ever
@@ -252,3 +237,19 @@ def test_a_batch_over_the_size_limit_is_told_so_whatever_the_rate(api: Api) -> N
     # Then it is refused for its size, and spends nothing of the rate
     assert response.status_code == 400 and response.json()["error"]["code"] == "batch_too_large"
     assert api.post("/api/jobs/batch/", json={"jobs": [{"job_name": HELLO}] * 1000}).status_code == 202
+
+
+def test_a_failed_run_whose_retry_would_come_after_the_deadline_fails_the_job(api: Api, fake_openai: FakeOpenAI) -> None:
+    # Given a checklist job due within 20 seconds whose retry policy waits a minute between runs
+    scenario = fake_openai.scenario()
+    scenario.add(Reply.answer("not JSON"))
+    job = api.submit(CHECKLIST, {"guidelines": guidelines_for(scenario)}, deadline=iso(timezone.now() + timedelta(seconds=20)),
+                     retry={"max_attempts": 2, "backoff_seconds": 60})
+
+    # When its first run fails
+    done = api.wait(job["id"], until=lambda job: job["status"] in FINAL or job["status"] == "RETRY", timeout=10)
+
+    # Then it fails with the run's error at once: its next run could only start past its
+    # deadline, so it would wait for nothing and end canceled, the failure's reason lost
+    assert (done["status"], done["attempt"]) == ("FAILURE", 1)
+    assert done["error"]["type"] == "invalid_model_output"
