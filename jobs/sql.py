@@ -51,6 +51,17 @@ def under_running_cap(alias: str = "default") -> str:
     )
 
 
+def under_result_quota(persisting: Sequence[str]) -> str:
+    """The condition that the job's type does not persist its result (`persisting`: the names of
+    those that do, its first parameters) or its owner's persisted results hold fewer bytes than
+    the quota (its last parameter), as counted by the owner's count row."""
+    names = ", ".join(["%s"] * len(persisting)) or "NULL"
+    return (
+        f"(job_name NOT IN ({names}) OR COALESCE((SELECT result_bytes FROM {JOB_COUNTS} c "
+        f"WHERE c.owner_id = {Job._meta.db_table}.owner_id), 0) < %s)"
+    )
+
+
 def _prepared(name: str, value: Any, alias: str) -> Any:
     return Job._meta.get_field(name).get_db_prep_save(value, connections[alias])
 

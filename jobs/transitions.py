@@ -21,7 +21,7 @@ from django.utils import timezone
 from core.errors import Conflict, NotFound
 from core.models import Client
 from jobs import dispatch, event_log, sql, telemetry
-from jobs.models import DEFAULT_WEBHOOK_EVENTS, Job, JobResult
+from jobs.models import DEFAULT_WEBHOOK_EVENTS, Job, JobCounts, JobResult
 from jobs.registry import job_type_get, job_types_all
 from webhooks import endpoints as webhook_endpoints
 from webhooks import outbox
@@ -85,6 +85,18 @@ class StaleMessage(Exception):
     sweeper (jobs.dispatch.jobs_release_stranded) and published again, and that message runs it."""
 
 
+RESULT_QUOTA_EXCEEDED = {
+    "type": "result_quota_exceeded",
+    "message": "Your persisted results reached their quota before this job started; it would add to them.",
+}
+
+
+def _over_result_quota(job: Job, quota: int) -> bool:
+    return bool(quota) and job_type_get(job.job_name).persist_result and JobCounts.objects.filter(
+        owner_id=job.owner_id, result_bytes__gte=quota
+    ).exists()
+
+
 def job_start(*, job_id: uuid.UUID, dispatched_at: datetime | None = None) -> Job | None:
     """Mark the job STARTED; None when it must not run (final already, or gone). Raises
     OverRunningCap, having put the job back to wait for dispatch (keeping its place: its
@@ -93,11 +105,19 @@ def job_start(*, job_id: uuid.UUID, dispatched_at: datetime | None = None) -> Jo
     `dispatched_at`: the dispatch the first step's message was published for (None for a message
     that does not say). A message of another dispatch raises StaleMessage and changes nothing,
     whatever the job's status: so a job published again after its first message was thought
-    lost runs once, whichever of its two messages arrives first."""
+    lost runs once, whichever of its two messages arrives first.
+
+    A job of a type that persists its result does not start while its owner's persisted results
+    are at or over their quota: it fails (error.type result_quota_exceeded). The quota is checked
+    at submission, but the jobs accepted under it all persist when they finish: up to
+    JOB_MAX_UNFINISHED_PER_CLIENT results past it, not only the running jobs'."""
     # Always in a transaction: every start logs its job.started event (jobs.event_log).
     now = timezone.now()
-    cap = settings.JOB_MAX_RUNNING_PER_CLIENT
+    cap, quota = settings.JOB_MAX_RUNNING_PER_CLIENT, settings.JOB_RESULT_QUOTA_BYTES_PER_CLIENT
     condition, params = f"{sql.STARTABLE} AND {sql.under_running_cap()}", [cap, cap]
+    if quota:
+        persisting = [job_type.name for job_type in job_types_all() if job_type.persist_result]
+        condition, params = f"{condition} AND {sql.under_result_quota(persisting)}", [*params, *persisting, quota]
     if dispatched_at is not None:
         same_dispatch, dispatch_params = sql.in_dispatch(dispatched_at)
         condition, params = f"{condition} AND {same_dispatch}", [*params, *dispatch_params]
@@ -114,6 +134,11 @@ def job_start(*, job_id: uuid.UUID, dispatched_at: datetime | None = None) -> Jo
             raise StaleMessage()  # nothing was written
         if job.cancel_requested:
             _write_final(job, Status.REVOKED, by_chain=True)  # only a chain's first step starts jobs
+            return None
+        if job.status == Status.PENDING and _over_result_quota(job, quota):
+            job.error = RESULT_QUOTA_EXCEEDED
+            job.save(update_fields=["error"])
+            _write_final(job, Status.FAILURE, by_chain=True)
             return None
         over_cap = job.status == Status.PENDING
         if over_cap:

@@ -4,10 +4,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from jobs.models import Job
+import pytest
+
+from core.services import client_create
+from jobs import dispatch, submission, transitions
+from jobs.models import Job, JobCounts, JobResult
+from jobs.submission import SubmissionRequest
 from tests.conftest import Api
 
 BODY = {"job_name": "api.tasks.hello_world"}
+SAVE = "api.tasks.save_task_result_test_task"
 
 
 def test_submissions_over_the_rate_get_429_with_retry_after(make_api: Callable[..., Api], settings: Any) -> None:
@@ -82,3 +88,32 @@ def test_persisted_results_over_the_quota_refuse_jobs_that_persist(
     assert refused.json()["error"]["details"]["quota_bytes"] == 100
     assert "Retry-After" in refused.headers
     assert accepted.status_code == 202
+
+
+@pytest.mark.django_db(transaction=True)
+def test_jobs_accepted_under_the_results_quota_do_not_start_once_it_is_reached(
+    settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a client under its results quota with three jobs accepted that persist their result,
+    # and one that does not (nothing here reaches the suite's worker: publishing is off)
+    settings.JOB_RESULT_QUOTA_BYTES_PER_CLIENT = 100
+    monkeypatch.setattr(dispatch, "job_publish", lambda *, job: None)
+    owner = client_create(name="quota-at-start")
+    jobs = [
+        submission.job_submit(owner=owner, request=SubmissionRequest(job_name=SAVE, payload={"text": "x" * 200}))[0]
+        for _ in range(3)
+    ]
+    hello = submission.job_submit(owner=owner, request=SubmissionRequest(job_name=BODY["job_name"]))[0]
+
+    # When the first runs and its result takes the client past the quota
+    transitions.job_start(job_id=jobs[0].id)
+    transitions.job_finish(job_id=jobs[0].id, status=Job.Status.SUCCESS, result={"text": "x" * 200})
+
+    # Then the other two do not start (they would each add to the results): they fail, saying
+    # why; the job that persists nothing starts
+    assert transitions.job_start(job_id=jobs[1].id) is None
+    refused = Job.objects.get(pk=jobs[1].pk)
+    assert (refused.status, refused.error["type"]) == (Job.Status.FAILURE, "result_quota_exceeded")
+    assert transitions.job_start(job_id=hello.id) is not None
+    assert JobResult.objects.filter(owner=owner).count() == 1
+    assert JobCounts.objects.get(owner=owner).unfinished == 2  # the hello job and jobs[2]
