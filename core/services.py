@@ -26,3 +26,20 @@ def api_key_revoke(*, api_key: ApiKey) -> None:
     ApiKey.objects.filter(pk=api_key.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
     # Other processes stop accepting it within API_KEY_CACHE_SECONDS; this one at once.
     api_key_forget(digest=api_key.digest)
+
+
+def api_key_delete(*, api_key: ApiKey) -> None:
+    """Delete a key: refused at once in this process, as a revoked one is, and within
+    API_KEY_CACHE_SECONDS in the others."""
+    api_key.delete()
+    api_key_forget(digest=api_key.digest)
+
+
+def client_delete(*, client: Client) -> None:
+    """Delete a client with all it owns (keys, jobs, results, deliveries). Its keys are forgotten
+    as a deletion of each would be: a remembered one would go on authenticating the client that
+    is no longer there (reads answering nothing, a submission a 500: its job has no owner)."""
+    digests = list(ApiKey.objects.filter(client=client).values_list("digest", flat=True))
+    client.delete()
+    for digest in digests:
+        api_key_forget(digest=digest)

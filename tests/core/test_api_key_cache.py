@@ -10,7 +10,13 @@ from django.utils import timezone
 
 from core.auth import api_key_digest
 from core.models import ApiKey
-from core.services import api_key_create, api_key_revoke, client_create
+from core.services import (
+    api_key_create,
+    api_key_delete,
+    api_key_revoke,
+    client_create,
+    client_delete,
+)
 
 
 @pytest.fixture
@@ -52,3 +58,23 @@ def test_a_refused_key_is_not_remembered(db: Any) -> None:
     ApiKey.objects.create(client=client_create(name="later"), digest=api_key_digest(key), prefix=key[:12])
 
     assert _status(key) == 200
+
+
+def test_a_key_deleted_in_this_process_is_refused_at_once_as_a_revoked_one_is(transactional_db: Any) -> None:
+    # Given two clients whose keys this process remembers
+    gone_client = client_create(name="deleted client")
+    gone_key = api_key_create(client=gone_client)
+    deleted_key = api_key_create(client=client_create(name="deleted key"))
+    assert _status(gone_key) == _status(deleted_key) == 200
+
+    # When an operator deletes one client (with its keys and jobs), and the other's key
+    client_delete(client=gone_client)
+    api_key_delete(api_key=ApiKey.objects.get(client__name="deleted key"))
+
+    # Then neither key is taken any more: a deleted client's key answered 200 to reads and 500
+    # to a submission (its job's owner is gone) until the cache time had passed
+    assert _status(gone_key) == _status(deleted_key) == 401
+    submit = DjangoClient(HTTP_AUTHORIZATION=f"Bearer {gone_key}").post(
+        "/api/jobs/", data={"job_name": "api.tasks.hello_world"}, content_type="application/json"
+    )
+    assert submit.status_code == 401
