@@ -6,6 +6,7 @@ from datetime import timedelta
 
 from django.core.exceptions import ImproperlyConfigured
 
+from core.settings.api import IDEMPOTENCY_KEY_TTL_SECONDS
 from core.settings.base import DATA_DIR, env
 
 _embedded_broker = not env("CELERY_BROKER_URL", default="")
@@ -114,6 +115,10 @@ if min(JOB_RETENTION_DAYS, WEBHOOK_EVENT_RETENTION_DAYS) < 1:
     raise ImproperlyConfigured("JOB_RETENTION_DAYS and WEBHOOK_EVENT_RETENTION_DAYS must be >= 1.")
 if JOB_RESULT_RETENTION_DAYS < JOB_RETENTION_DAYS:
     raise ImproperlyConfigured("JOB_RESULT_RETENTION_DAYS must be >= JOB_RETENTION_DAYS.")
+# An Idempotency-Key goes with its job when the job is pruned: kept longer than jobs, a repeat
+# after the pruning would make its job again (a batch's, answer the jobs left).
+if IDEMPOTENCY_KEY_TTL_SECONDS > JOB_RETENTION_DAYS * 24 * 3600:
+    raise ImproperlyConfigured("IDEMPOTENCY_KEY_TTL_SECONDS must be at most JOB_RETENTION_DAYS in seconds.")
 # How often the housekeeping task prunes what is past its retention (seconds).
 HOUSEKEEPING_INTERVAL_SECONDS = env.float("HOUSEKEEPING_INTERVAL_SECONDS", default=3600.0)
 CELERY_BEAT_SCHEDULE = {

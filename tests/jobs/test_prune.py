@@ -115,3 +115,21 @@ def test_results_retention_shorter_than_jobs_is_refused() -> None:
                            text=True, timeout=60, check=False)
     assert check.returncode != 0
     assert "JOB_RESULT_RETENTION_DAYS must be >= JOB_RETENTION_DAYS" in check.stderr
+
+
+def test_idempotency_keys_kept_longer_than_jobs_are_refused() -> None:
+    # A key goes with its job (it cascades): kept past the job's pruning, a repeat would make the
+    # job again.
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    env = {"JOB_RETENTION_DAYS": "1", "IDEMPOTENCY_KEY_TTL_SECONDS": str(2 * 24 * 3600), "SECRET_KEY": "x",
+           "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/unused", "PATH": "/usr/bin:/bin",
+           "DJANGO_SETTINGS_MODULE": "core.settings"}
+    code = "import django.conf; django.conf.settings.INSTALLED_APPS"
+    check = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True,
+                           text=True, timeout=60, check=False)
+    assert check.returncode != 0
+    assert "IDEMPOTENCY_KEY_TTL_SECONDS must be at most JOB_RETENTION_DAYS" in check.stderr
