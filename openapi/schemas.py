@@ -108,33 +108,19 @@ _ERRORS: dict[int, tuple[str, list[OpenApiExample]]] = {
     ),
     415: (
         "The body is not `application/json`. Code: `unsupported_media_type`.",
-        [
-            error_example(
-                415, "unsupported_media_type", 'Unsupported media type "text/plain" in request.'
-            )
-        ],
+        [error_example(415, "unsupported_media_type", 'Unsupported media type "text/plain" in request.')],
     ),
     422: (
         "This Idempotency-Key was already used with a different body. "
         "Code: `idempotency_key_reused`.",
-        [
-            error_example(
-                422,
-                "idempotency_key_reused",
-                "This Idempotency-Key was used with a different request body.",
-            )
-        ],
+        [error_example(422, "idempotency_key_reused", "This Idempotency-Key was used with a different request body.")],
     ),
     429: (
         "Too many requests per minute in this endpoint's scope (every endpoint has one: "
         "submissions, reads, writes, sensitive writes), or, for a submission, too many unfinished "
         "jobs or persisted results over the quota; wait `Retry-After` seconds. Codes: "
         "`rate_limited`, `too_many_unfinished_jobs`, `result_quota_exceeded`.",
-        [
-            error_example(
-                429, "rate_limited", "Too many requests; retry later.", {"retry_after_seconds": 12}
-            )
-        ],
+        [error_example(429, "rate_limited", "Too many requests; retry later.", {"retry_after_seconds": 12})],
     ),
     503: (
         "A dependency is unreachable; `details.failed` names which. Code: `not_ready`.",
