@@ -175,10 +175,13 @@ def render(results: dict[str, Any]) -> str:
                          f"the ratio of each round: {ratios}; of their totals: "
                          f"{_ratio(_get(api, name, 'rps'), _get(base, ceiling, 'rps'))}.")
     if api.get("waiters"):
+        held = api["waiters"]
         lines += ["", (f"Beside the waiters: {waiters} `GET /api/jobs/<id>/` with `Prefer: wait=120` on a job that "
-                       f"stays pending, from {api['waiters']['clients']} clients, opened before each such "
-                       f"measurement and closed after it; {api['waiters']['answered_early']} of them were "
-                       "answered before their measurement ended (each should wait it out).")]
+                       f"stays pending, from {held['clients']} clients, held open throughout each such "
+                       f"measurement: a wait answered early was opened again at once. Answered early over "
+                       f"the rounds: {held.get('recycled', 0)} when their API process restarted (gunicorn's "
+                       f"`max_requests`: a restarting process answers its waits at once, docs/streams.md), "
+                       f"{held.get('refused', 0)} refused a wait (their process's room for waits full).")]
     lines += [
         "",
         "### HTTP throughput and latency (wrk)",

@@ -635,7 +635,7 @@ class Bench:
         # The waits held open beside some rounds: on pending jobs of their own clients'.
         self.waiting_jobs = streams.pending_jobs(url, self.clients(streams.WAITING_CLIENTS, "waiting"))
         self.results["api"] = {"waiters": {"held": streams.WAITERS, "clients": streams.WAITING_CLIENTS,
-                                           "answered_early": 0}}
+                                           "recycled": 0, "refused": 0}}
         figures = self.paired_rounds({
             "poll": (url, poll), "poll_metrics_on": (metrics_url, poll), "poll_beside_waiters": (url, poll),
             "submit": (url, submit), "submit_metrics_on": (metrics_url, submit), "submit_beside_waiters": (url, submit),
@@ -722,24 +722,19 @@ class Bench:
 
     @contextlib.contextmanager
     def waiters_beside(self, url: str, *, held: bool) -> Iterator[None]:
-        """With `held`: streams.WAITERS waits held open on the API for the block (on the
-        waiting clients' pending jobs), each of which should still be waiting at its end."""
+        """With `held`: streams.WAITERS waits held open on the API throughout the block (on the
+        waiting clients' pending jobs); those answered early are counted and opened again."""
         if not held:
             yield
             return
-        waiters = streams.open_waiters(url, self.waiting_jobs)
-        try:
+        with streams.HeldWaiters(url, self.waiting_jobs) as waiters:
             time.sleep(WAITERS_SETTLE_SECONDS)
             yield
-            answered = streams.answered(waiters)
-            self.results["api"]["waiters"]["answered_early"] = max(
-                answered, self.results["api"]["waiters"]["answered_early"]
-            )
-        finally:
-            for sock in waiters:
-                sock.close()
-            # The API ends each hung-up wait (a 499) before the next measurement, not during it.
-            time.sleep(WAITERS_SETTLE_SECONDS)
+        counts = self.results["api"]["waiters"]
+        counts["recycled"] += waiters.recycled
+        counts["refused"] += waiters.refused
+        # The API ends each hung-up wait (a 499) before the next measurement, not during it.
+        time.sleep(WAITERS_SETTLE_SECONDS)
 
     def outside_shape(self) -> None:
         """Submit and poll as an outside load test measures them: both apps on

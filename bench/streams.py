@@ -6,9 +6,10 @@ from __future__ import annotations
 import json
 import select
 import socket
+import threading
 import time
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Self
 from urllib.parse import urlsplit
 
 import requests
@@ -84,6 +85,45 @@ def answered(waiters: list[socket.socket]) -> int:
     """How many of the waiters have had an answer (each should still be waiting)."""
     readable, _, _ = select.select(waiters, [], [], 0)
     return len(readable)
+
+
+class HeldWaiters:
+    """WAITERS waits held open on `jobs` while the block runs. A wait answered early is opened
+    again at once, so the block runs beside all of them throughout: an API process answers its
+    waits when it restarts (gunicorn's max_requests, docs/streams.md), or at once when its room
+    for waits is full. `recycled` counts the first kind (its answer says the wait was applied),
+    `refused` the second."""
+
+    def __init__(self, url: str, jobs: list[tuple[str, str]], count: int = WAITERS) -> None:
+        self.url, self.jobs, self.count = url, jobs, count
+        self.recycled = self.refused = 0
+        self._waiters: list[socket.socket] = []
+        self._done = threading.Event()
+        self._keeper = threading.Thread(target=self._keep, daemon=True)
+
+    def __enter__(self) -> Self:
+        self._waiters = open_waiters(self.url, self.jobs, self.count)
+        self._keeper.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._keeper.join()
+        for sock in self._waiters:
+            sock.close()
+
+    def _keep(self) -> None:
+        while not self._done.wait(0.2):
+            readable, _, _ = select.select(self._waiters, [], [], 0)
+            for sock in readable:
+                head = sock.recv(65536).split(b"\r\n\r\n", 1)[0].lower()
+                if b"\r\npreference-applied:" in head:
+                    self.recycled += 1
+                else:
+                    self.refused += 1
+                sock.close()
+                index = self._waiters.index(sock)
+                self._waiters[index] = open_waiters(self.url, [self.jobs[index % len(self.jobs)]], 1)[0]
 
 
 def _database_transactions() -> int:
