@@ -41,6 +41,20 @@ def _lines(path: Path) -> list[dict[str, Any]]:
     return found
 
 
+def _worker_start(env: dict[str, str], queues: str, name: str, prefix: str,
+                  log_path: Path) -> tuple[subprocess.Popen[bytes], Celery]:
+    """A Celery worker logging at INFO into `log_path`, and an app to reach it under `prefix`."""
+    with open(log_path, "wb") as log:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "core", "worker", "-Q", queues, "-c", "1",
+             "-n", name, "--without-mingle", "--without-gossip", "-l", "INFO"],
+            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+        )
+    app = Celery("logs-probe", broker=settings.CELERY_BROKER_URL, set_as_current=False)
+    app.conf.broker_transport_options = {"global_keyprefix": prefix}
+    return worker, app
+
+
 def _wait_for_worker(app: Celery, name: str, process: subprocess.Popen[bytes]) -> None:
     deadline = time.monotonic() + 60
     while not app.control.ping(destination=[name], timeout=0.5):
@@ -56,14 +70,7 @@ def test_one_request_id_follows_a_job_from_its_post_to_its_webhook(transactional
     receiver = Receiver().start()
     name = f"logs-{uuid.uuid4().hex[:6]}@localhost"
     worker_log = tmp_path / "worker.log"
-    with open(worker_log, "wb") as log:
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "core", "worker", "-Q", "jobs,webhooks,maintenance", "-c", "1",
-             "-n", name, "--without-mingle", "--without-gossip", "-l", "INFO"],
-            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
-        )
-    app = Celery("logs-probe", broker=settings.CELERY_BROKER_URL, set_as_current=False)
-    app.conf.broker_transport_options = {"global_keyprefix": prefix}
+    worker, app = _worker_start(env, "jobs,webhooks,maintenance", name, prefix, worker_log)
     web, url = start_web(env, tmp_path)
     try:
         _wait_for_worker(app, name, worker)
@@ -123,14 +130,7 @@ def test_a_drain_names_each_deliverys_own_client_not_the_one_that_asked_for_it(
     redis.Redis.from_url(settings.CACHE_URL).rpush(cache.make_key(f"{prefix}webhooks:due"), *deliveries.values())
     name = f"drain-{uuid.uuid4().hex[:6]}@localhost"
     worker_log = tmp_path / "worker.log"
-    with open(worker_log, "wb") as log:
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "core", "worker", "-Q", "webhooks", "-c", "1",
-             "-n", name, "--without-mingle", "--without-gossip", "-l", "INFO"],
-            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
-        )
-    app = Celery("drain-probe", broker=settings.CELERY_BROKER_URL, set_as_current=False)
-    app.conf.broker_transport_options = {"global_keyprefix": prefix}
+    worker, app = _worker_start(env, "webhooks", name, prefix, worker_log)
     try:
         _wait_for_worker(app, name, worker)
 
