@@ -37,11 +37,10 @@ def _replayed(*, owner: Client, key: str, fingerprint: str) -> IdempotencyKey | 
     TTL is freed, and so is one without its job: the key and its jobs commit together, so such
     a row is what an earlier version of this module left when its request died between the
     two (it committed the key first), and nothing will ever finish it."""
-    existing = IdempotencyKey.objects.select_related("job").filter(owner=owner, key=key).first()
+    existing = _key_get(owner=owner, key=key)
     if existing is None:
         return None
-    ttl = timedelta(seconds=settings.IDEMPOTENCY_KEY_TTL_SECONDS)
-    if existing.job is None or existing.created_at < timezone.now() - ttl:
+    if not _alive(existing):
         existing.delete()
         return None
     if existing.fingerprint != fingerprint:
@@ -58,14 +57,21 @@ def jobs_replayed(*, owner: Client, key: str, request_body: Any) -> list[Job] | 
     they check has changed since the first request (its deadline has passed, its job type is
     unavailable, its callback host does not resolve right now). A repeat answers what the first
     made, whatever the service would say to the request today."""
-    existing = IdempotencyKey.objects.select_related("job").filter(owner=owner, key=key).first()
-    ttl = timedelta(seconds=settings.IDEMPOTENCY_KEY_TTL_SECONDS)
-    if (
-        existing is None or existing.job is None or existing.created_at < timezone.now() - ttl
-        or existing.fingerprint != request_fingerprint(request_body)
-    ):
+    existing = _key_get(owner=owner, key=key)
+    if existing is None or not _alive(existing) or existing.fingerprint != request_fingerprint(request_body):
         return None
     return _jobs_of(existing)
+
+
+def _key_get(*, owner: Client, key: str) -> IdempotencyKey | None:
+    return IdempotencyKey.objects.select_related("job").filter(owner=owner, key=key).first()
+
+
+def _alive(existing: IdempotencyKey) -> bool:
+    """Within its TTL and with its job: a key without one is what an earlier version of this
+    module left when its request died between committing the key and the job."""
+    ttl = timedelta(seconds=settings.IDEMPOTENCY_KEY_TTL_SECONDS)
+    return existing.job is not None and existing.created_at >= timezone.now() - ttl
 
 
 def _jobs_of(key: IdempotencyKey) -> list[Job]:

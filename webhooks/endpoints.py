@@ -12,7 +12,7 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import Exists, OuterRef
+from django.db.models import Exists, OuterRef, QuerySet
 from django.utils import timezone
 
 from core.errors import ApplicationError, Conflict, NotFound
@@ -74,11 +74,16 @@ def _hold_pending(endpoint: Endpoint) -> None:
     )
 
 
-def _resume_held(endpoint: Endpoint) -> None:
+def _send_now(deliveries: QuerySet[Delivery], **changes: Any) -> None:
+    """Make `deliveries` due now (with `changes`) and hand them to the broker once committed."""
     now = timezone.now()
-    ids = list(Delivery.objects.filter(endpoint=endpoint, state=State.ENDPOINT_DISABLED).values_list("pk", flat=True))
-    Delivery.objects.filter(pk__in=ids).update(state=State.PENDING, next_attempt_at=now, dispatched_at=now)
+    ids = list(deliveries.values_list("pk", flat=True))
+    Delivery.objects.filter(pk__in=ids).update(next_attempt_at=now, dispatched_at=now, **changes)
     dispatch.deliveries_publish_on_commit(delivery_ids=ids)
+
+
+def _resume_held(endpoint: Endpoint) -> None:
+    _send_now(Delivery.objects.filter(endpoint=endpoint, state=State.ENDPOINT_DISABLED), state=State.PENDING)
 
 
 def _respace(endpoint: Endpoint) -> None:
@@ -86,15 +91,10 @@ def _respace(endpoint: Endpoint) -> None:
     the slots after them, which new events would take) go by the new one. They fall due now,
     and each waits for its turn when sent, as held ones do when the endpoint is enabled again;
     one whose turn does not come soon is put back at a slot of the new pace."""
-    now = timezone.now()
     endpoint.next_slot_at = None
-    ids = list(
-        Delivery.objects.filter(endpoint=endpoint, state=State.PENDING, attempt_count=0, next_attempt_at__gt=now)
-        .values_list("pk", flat=True)
-    )
-    Delivery.objects.filter(pk__in=ids).update(next_attempt_at=now, dispatched_at=now)
+    _send_now(Delivery.objects.filter(endpoint=endpoint, state=State.PENDING, attempt_count=0,
+                                      next_attempt_at__gt=timezone.now()))
     transaction.on_commit(lambda: sending.endpoint_pace_reset(endpoint_id=endpoint.pk))
-    dispatch.deliveries_publish_on_commit(delivery_ids=ids)
 
 
 def endpoint_update(*, owner_id: uuid.UUID, endpoint_id: uuid.UUID | str, **changes: Any) -> Endpoint:
