@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import secrets
+import uuid
 
 from django.db import transaction
 from django.utils import timezone
@@ -12,6 +13,14 @@ from core.models import ApiKey, Client
 
 def client_create(*, name: str) -> Client:
     return Client.objects.create(name=name)
+
+
+def client_lock(*, client_id: uuid.UUID) -> None:
+    """Take the client's row lock until the transaction ends, so that one client's
+    check-then-write (an endpoint under the cap, a secret's rotation) runs one at a time. It is
+    FOR NO KEY UPDATE: the jobs and rows that reference the client (FOR KEY SHARE) are not
+    held up by it."""
+    list(Client.objects.select_for_update(no_key=True).filter(pk=client_id).values_list("pk", flat=True))
 
 
 @transaction.atomic

@@ -16,6 +16,7 @@ from django.db.models import Exists, OuterRef, QuerySet
 from django.utils import timezone
 
 from core.errors import ApplicationError, Conflict, NotFound
+from core.services import client_lock
 from webhooks import dispatch, outbox, secrets, sending
 from webhooks.addresses import callback_url_validate
 from webhooks.events import DEFAULT_ENDPOINT_EVENT_TYPES, ENDPOINT_DISABLED_EVENT_TYPE, TEST_EVENT_TYPE
@@ -49,8 +50,10 @@ def endpoint_create(*, owner_id: uuid.UUID, url: str, event_types: Sequence[str]
     when the client has WEBHOOK_MAX_ENDPOINTS_PER_CLIENT already."""
     _url_validate(url, owner_id)
     with transaction.atomic():
-        # Counting under the owner's lock of its endpoints: two creations cannot both pass.
-        count = Endpoint.objects.select_for_update().filter(owner_id=owner_id).count()
+        # Counting under the client's lock: two creations cannot both pass. (Locking its
+        # endpoints' rows would not do: Django counts a locked queryset with a plain COUNT.)
+        client_lock(client_id=owner_id)
+        count = Endpoint.objects.filter(owner_id=owner_id).count()
         if count >= settings.WEBHOOK_MAX_ENDPOINTS_PER_CLIENT:
             raise Conflict(
                 f"You have {count} webhook endpoints, the most a client may have; delete one first.",

@@ -11,6 +11,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from core.services import client_lock
 from webhooks import signing
 from webhooks.models import SigningSecret
 
@@ -66,8 +67,11 @@ def signing_secret_rotate(
     overlap = timedelta(seconds=0 if expire_previous_now else settings.WEBHOOK_SECRET_OVERLAP_SECONDS)
     scope = _of(owner_id, endpoint_id)
     with transaction.atomic():
-        # Locking the current row serialises concurrent rotations.
-        old = list(SigningSecret.objects.select_for_update().filter(**scope, expires_at__isnull=True))
+        # The client's lock serialises concurrent rotations. (Locking the current row would not:
+        # a second rotation waiting on it reads it again once the first commits, finds it
+        # expired, and makes a second current secret.)
+        client_lock(client_id=owner_id)
+        old = list(SigningSecret.objects.filter(**scope, expires_at__isnull=True))
         SigningSecret.objects.filter(**scope, expires_at__gt=now).update(expires_at=now)
         SigningSecret.objects.filter(pk__in=[secret.pk for secret in old]).update(expires_at=now + overlap)
         new = SigningSecret.objects.create(owner_id=owner_id, endpoint_id=endpoint_id, secret=signing.secret_generate())
