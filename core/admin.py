@@ -3,12 +3,13 @@ from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from core.admin_site import BoundedActionsAdmin
 from core.models import ApiKey, Client
 from core.services import api_key_delete, api_key_revoke, client_delete
 
 
 @admin.register(Client)
-class ClientAdmin(admin.ModelAdmin):
+class ClientAdmin(BoundedActionsAdmin):
     list_display = ("name", "id", "created_at")
     search_fields = ("name", "id")
 
@@ -22,7 +23,7 @@ class ClientAdmin(admin.ModelAdmin):
 
 
 @admin.register(ApiKey)
-class ApiKeyAdmin(admin.ModelAdmin):
+class ApiKeyAdmin(BoundedActionsAdmin):
     list_display = ("prefix", "client", "created_at", "revoked_at")
     list_filter = ("revoked_at",)
     search_fields = ("prefix", "client__name")

@@ -1,10 +1,12 @@
-"""The admin site: Django's, with its failed logins limited per client address; and how its
-actions apply a service to each selected row."""
+"""The admin site: Django's, with its failed logins limited per client address; its list
+actions bounded in rows; and how they apply a service to each selected row."""
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from django.conf import settings
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
@@ -32,6 +34,43 @@ class AdminSite(admin.AdminSite):
         if request.method == "POST" and response.status_code == 302:
             throttle.give_back()
         return response
+
+
+ActionFunction = Callable[[admin.ModelAdmin, HttpRequest, QuerySet[Any]], HttpResponse | None]
+
+
+class BoundedActionsAdmin(admin.ModelAdmin):
+    """A model's admin whose list actions, Django's delete_selected among them, refuse a selection
+    of more than ADMIN_ACTION_MAX_ROWS rows: "select all" across the pages of a month of jobs would
+    otherwise have one request load and act on every one of them, holding an API process and the
+    database for minutes. Every model admin of the project is one."""
+
+    def get_actions(self, request: HttpRequest) -> dict[str, tuple[ActionFunction, str, str]]:
+        return {name: (_bounded(func), name, description)
+                for name, (func, _, description) in super().get_actions(request).items()}
+
+
+def _bounded(action: ActionFunction) -> ActionFunction:
+    @functools.wraps(action)  # keeps what Django reads on it (permissions, description)
+    def bounded(model_admin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[Any]) -> HttpResponse | None:
+        bound = settings.ADMIN_ACTION_MAX_ROWS
+        if not bound:
+            return action(model_admin, request, queryset)
+        # One key past the bound tells a selection too large, without counting all of it.
+        keys = list(queryset.values_list("pk", flat=True)[: bound + 1])
+        if len(keys) > bound:
+            model_admin.message_user(
+                request,
+                f"An action applies to {bound} {model_admin.opts.verbose_name_plural} at most, and more are "
+                "selected: nothing was changed. Narrow the selection with the filters (or a search) and apply "
+                "it to each part.",
+                messages.ERROR,
+            )
+            return None
+        # The rows just read, found by their keys rather than by scanning the whole selection again.
+        return action(model_admin, request, queryset.filter(pk__in=keys))
+
+    return bounded
 
 
 def action_apply(

@@ -7,7 +7,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django_object_actions import DjangoObjectActions, action, takes_instance_or_queryset
 
-from core.admin_site import action_apply, known_values_filter
+from core.admin_site import BoundedActionsAdmin, action_apply, known_values_filter
 from jobs.models import Job, JobResult
 from jobs.registry import job_types_all
 from jobs.transitions import job_cancel
@@ -18,7 +18,7 @@ def _job_names() -> list[str]:
 
 
 @admin.register(Job)
-class JobAdmin(DjangoObjectActions, admin.ModelAdmin):
+class JobAdmin(DjangoObjectActions, BoundedActionsAdmin):
     list_display = ("id", "job_name", "status", "owner", "created_at", "started_at", "finished_at")
     # No filter or date hierarchy that reads the whole table on each page: the job types come
     # from the registry, and the dates' filter needs no query (a date hierarchy asks the table
@@ -47,7 +47,7 @@ class JobAdmin(DjangoObjectActions, admin.ModelAdmin):
 
 
 @admin.register(JobResult)
-class JobResultAdmin(admin.ModelAdmin):
+class JobResultAdmin(BoundedActionsAdmin):
     list_display = ("id", "task_name", "job", "owner", "created_at")
     list_filter = (known_values_filter("task_name", "task name", _job_names), "created_at")
     search_fields = ("job__id", "owner__name")

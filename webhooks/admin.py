@@ -10,14 +10,14 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django_object_actions import DjangoObjectActions, action, takes_instance_or_queryset
 
-from core.admin_site import action_apply, known_values_filter
+from core.admin_site import BoundedActionsAdmin, action_apply, known_values_filter
 from webhooks.endpoints import endpoint_update
 from webhooks.events import ENDPOINT_EVENT_TYPES
 from webhooks.models import Delivery, DeliveryAttempt, Endpoint, Event, SigningSecret
 from webhooks.outbox import delivery_redeliver
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
+class ReadOnlyAdmin(BoundedActionsAdmin):
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 

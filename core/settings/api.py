@@ -27,6 +27,11 @@ API_MAX_BATCH_SIZE = env.int("API_MAX_BATCH_SIZE", default=1000)
 API_RATE_SYNC_SECONDS = env.float("API_RATE_SYNC_SECONDS", default=0.5)
 # Failed admin logins per client address per minute before 429 (0: no limit).
 ADMIN_LOGIN_RATE_PER_MINUTE = env.int("ADMIN_LOGIN_RATE_PER_MINUTE", default=10)
+# Most rows one admin action (cancel, redeliver, delete...) applies to; a larger selection, such
+# as "select all" across a list's pages, is refused whole (0: no bound).
+ADMIN_ACTION_MAX_ROWS = env.int("ADMIN_ACTION_MAX_ROWS", default=1000)
+if ADMIN_ACTION_MAX_ROWS < 0:
+    raise ImproperlyConfigured("ADMIN_ACTION_MAX_ROWS must be >= 0 (0: no bound).")
 # The proxies in front (addresses or networks, comma-separated; `*`: whichever peer connects):
 # the one variable gunicorn reads too (gunicorn.conf.py). Only a request from one of them has
 # its client's address read from X-Forwarded-For (the admin login's limit, core/throttling.py).

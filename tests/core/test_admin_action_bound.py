@@ -1,0 +1,149 @@
+"""An admin action applies to ADMIN_ACTION_MAX_ROWS rows at most: "select all" across a list's
+pages of more is refused whole, Django's delete too, and nothing changes."""
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+from django.apps import apps
+from django.contrib import admin
+from django.contrib.auth.models import User
+from django.test import Client as BrowserClient
+
+from core.admin_site import BoundedActionsAdmin
+from core.models import Client
+from core.services import client_create
+from jobs.models import Job
+from webhooks.models import Delivery, Event
+
+pytestmark = pytest.mark.django_db
+
+REFUSED = "An action applies to 3 {rows} at most, and more are selected: nothing was changed."
+
+
+@pytest.fixture
+def operator(settings: Any) -> BrowserClient:
+    settings.ADMIN_ACTION_MAX_ROWS = 3
+    browser = BrowserClient()
+    browser.force_login(User.objects.create_superuser("operator", "op@example.com", "pw"))
+    return browser
+
+
+@pytest.fixture
+def owner() -> Client:
+    return client_create(name="acme")
+
+
+def pending_jobs(owner: Client, count: int) -> list[Job]:
+    return [Job.objects.create(owner=owner, job_name="api.tasks.hello_world", status=Job.Status.PENDING)
+            for _ in range(count)]
+
+
+def failed_deliveries(owner: Client, count: int) -> list[Delivery]:
+    deliveries = []
+    for _ in range(count):
+        event = Event.objects.create(owner=owner, subject_id=uuid.uuid4(), event_type="job.succeeded", body=b"{}")
+        deliveries.append(Delivery.objects.create(event=event, owner=owner, subject_id=event.subject_id,
+                                                  url="https://hooks.example/x", state=Delivery.State.FAILED))
+    return deliveries
+
+
+def select_all(browser: BrowserClient, changelist: str, action: str, one_row: Any) -> str:
+    """The list's action on every row of every page: one box ticked, then "Select all"."""
+    response = browser.post(changelist, {"action": action, "index": 0, "select_across": 1,
+                                         "_selected_action": [one_row.pk]}, follow=True)
+    assert response.status_code == 200
+    return response.content.decode()
+
+
+def canceled(jobs: list[Job]) -> int:
+    return Job.objects.filter(pk__in=[job.pk for job in jobs], cancel_requested=True).count()
+
+
+def test_cancel_across_more_jobs_than_the_bound_is_refused(operator: BrowserClient, owner: Client) -> None:
+    jobs = pending_jobs(owner, 4)
+
+    page = select_all(operator, "/admin/jobs/job/", "cancel", jobs[0])
+
+    assert REFUSED.format(rows="jobs") in page and "Narrow the selection with the filters" in page
+    assert canceled(jobs) == 0
+    assert set(Job.objects.values_list("status", flat=True)) == {Job.Status.PENDING}
+
+
+def test_cancel_across_as_many_jobs_as_the_bound_applies(operator: BrowserClient, owner: Client) -> None:
+    jobs = pending_jobs(owner, 3)
+
+    page = select_all(operator, "/admin/jobs/job/", "cancel", jobs[0])
+
+    assert "Canceled 3 job(s)." in page and "at most" not in page
+    assert set(Job.objects.values_list("status", flat=True)) == {Job.Status.REVOKED}
+
+
+def test_a_filtered_selection_within_the_bound_applies(operator: BrowserClient, owner: Client) -> None:
+    # More jobs than the bound, but the filter leaves three: those are canceled, the others not
+    jobs = pending_jobs(owner, 3)
+    others = [Job.objects.create(owner=owner, job_name="api.tasks.long_running_task", status=Job.Status.PENDING)
+              for _ in range(3)]
+
+    page = select_all(operator, "/admin/jobs/job/?job_name__exact=api.tasks.hello_world", "cancel", jobs[0])
+
+    assert "Canceled 3 job(s)." in page
+    assert canceled(jobs) == 3 and canceled(others) == 0
+
+
+def test_redeliver_is_bounded_too(operator: BrowserClient, owner: Client) -> None:
+    deliveries = failed_deliveries(owner, 4)
+
+    page = select_all(operator, "/admin/webhooks/delivery/", "redeliver", deliveries[0])
+
+    assert REFUSED.format(rows="deliveries") in page
+    assert not Delivery.objects.filter(redelivery=True).exists()
+
+
+def test_delete_across_more_rows_than_the_bound_is_refused_at_both_steps(
+    operator: BrowserClient, owner: Client,
+) -> None:
+    deliveries = failed_deliveries(owner, 4)
+
+    # The confirmation page (which lists every row and what goes with it) is not shown
+    page = select_all(operator, "/admin/webhooks/delivery/", "delete_selected", deliveries[0])
+    assert REFUSED.format(rows="deliveries") in page and "Are you sure you want to delete" not in page
+
+    # Nor does a confirmation posted for all of them delete any
+    response = operator.post("/admin/webhooks/delivery/", {
+        "action": "delete_selected", "post": "yes", "_selected_action": [d.pk for d in deliveries],
+    }, follow=True)
+    assert REFUSED.format(rows="deliveries") in response.content.decode()
+    assert Delivery.objects.count() == 4
+
+
+def test_delete_within_the_bound_asks_then_deletes(operator: BrowserClient, owner: Client) -> None:
+    deliveries = failed_deliveries(owner, 3)
+
+    page = select_all(operator, "/admin/webhooks/delivery/", "delete_selected", deliveries[0])
+    assert "Are you sure you want to delete" in page
+
+    response = operator.post("/admin/webhooks/delivery/", {
+        "action": "delete_selected", "post": "yes", "_selected_action": [d.pk for d in deliveries],
+    }, follow=True)
+    assert "Successfully deleted 3 deliveries." in response.content.decode()
+    assert not Delivery.objects.exists()
+
+
+def test_a_bound_of_zero_bounds_nothing(operator: BrowserClient, owner: Client, settings: Any) -> None:
+    settings.ADMIN_ACTION_MAX_ROWS = 0
+    jobs = pending_jobs(owner, 4)
+
+    page = select_all(operator, "/admin/jobs/job/", "cancel", jobs[0])
+
+    assert "Canceled 4 job(s)." in page
+    assert canceled(jobs) == 4
+
+
+def test_every_model_admin_of_the_project_bounds_its_actions() -> None:
+    # Every admin offers Django's delete_selected, so each one must be bounded
+    for label in ("core", "jobs", "webhooks", "console"):
+        for model in apps.get_app_config(label).get_models():
+            if admin.site.is_registered(model):
+                assert isinstance(admin.site.get_model_admin(model), BoundedActionsAdmin), model
