@@ -56,8 +56,9 @@ def _bounded(action: ActionFunction) -> ActionFunction:
         bound = settings.ADMIN_ACTION_MAX_ROWS
         if not bound:
             return action(model_admin, request, queryset)
-        # One key past the bound tells a selection too large, without counting all of it.
-        keys = list(queryset.values_list("pk", flat=True)[: bound + 1])
+        # One key past the bound tells a selection too large, without counting all of it; in no
+        # order, so that the database stops at that key rather than sort the whole selection.
+        keys = list(queryset.order_by().values_list("pk", flat=True)[: bound + 1])
         if len(keys) > bound:
             model_admin.message_user(
                 request,
