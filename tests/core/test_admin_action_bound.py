@@ -9,7 +9,9 @@ import pytest
 from django.apps import apps
 from django.contrib import admin
 from django.contrib.auth.models import User
+from django.db import connection
 from django.test import Client as BrowserClient
+from django.test.utils import CaptureQueriesContext
 
 from core.admin_site import BoundedActionsAdmin
 from core.models import Client
@@ -64,11 +66,18 @@ def canceled(jobs: list[Job]) -> int:
 def test_cancel_across_more_jobs_than_the_bound_is_refused(operator: BrowserClient, owner: Client) -> None:
     jobs = pending_jobs(owner, 4)
 
-    page = select_all(operator, "/admin/jobs/job/", "cancel", jobs[0])
+    with CaptureQueriesContext(connection) as queries:
+        refused = operator.post("/admin/jobs/job/", {"action": "cancel", "index": 0, "select_across": 1,
+                                                     "_selected_action": [jobs[0].pk]})
+    # (the next request clears the queries captured)
+    reads = [q["sql"] for q in queries if 'FROM "jobs_job"' in q["sql"]]
+    page = operator.get(refused["Location"]).content.decode()
 
     assert REFUSED.format(rows="jobs") in page and "Narrow the selection with the filters" in page
     assert canceled(jobs) == 0
     assert set(Job.objects.values_list("status", flat=True)) == {Job.Status.PENDING}
+    # The selection was not loaded to be refused: beside the list's count, one key past the bound
+    assert [sql for sql in reads if "COUNT(" not in sql] == ['SELECT "jobs_job"."id" AS "pk" FROM "jobs_job" LIMIT 4'], reads
 
 
 def test_cancel_across_as_many_jobs_as_the_bound_applies(operator: BrowserClient, owner: Client) -> None:
