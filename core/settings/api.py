@@ -28,8 +28,9 @@ API_RATE_SYNC_SECONDS = env.float("API_RATE_SYNC_SECONDS", default=0.5)
 # Failed admin logins per client address per minute before 429 (0: no limit).
 ADMIN_LOGIN_RATE_PER_MINUTE = env.int("ADMIN_LOGIN_RATE_PER_MINUTE", default=10)
 # Most rows one admin action (cancel, redeliver, delete...) applies to; a larger selection, such
-# as "select all" across a list's pages, is refused whole (0: no bound).
-ADMIN_ACTION_MAX_ROWS = env.int("ADMIN_ACTION_MAX_ROWS", default=1000)
+# as "select all" across a list's pages, is refused whole (0: no bound). Under Django's 1,000 form
+# fields a request (DATA_UPLOAD_MAX_NUMBER_FIELDS): a deletion's confirmation posts a field a row.
+ADMIN_ACTION_MAX_ROWS = env.int("ADMIN_ACTION_MAX_ROWS", default=500)
 if ADMIN_ACTION_MAX_ROWS < 0:
     raise ImproperlyConfigured("ADMIN_ACTION_MAX_ROWS must be >= 0 (0: no bound).")
 # The proxies in front (addresses or networks, comma-separated; `*`: whichever peer connects):
