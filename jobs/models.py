@@ -132,7 +132,9 @@ class JobCounts(models.Model):
     hold (the results quota); one row by key, where counting the jobs cost the submit about a
     microsecond of database CPU per unfinished job (docs/benchmarks.md, "Fixes").
 
-    Kept by triggers on the jobs and results tables (migrations 0002 and 0004), so every way a
+    Made with its client (a trigger on the clients table, migration 0010), so that the submit's
+    cap always has a row to lock, even for a new client's first jobs arriving together. Kept by
+    triggers on the jobs and results tables (migrations 0002 and 0004), so every way a
     job changes keeps it exact (the services, the admin, a bulk insert, a cascade, SQL by hand)
     and the services need no extra statement. A write that changes a count locks its owner's
     row until the transaction commits, which orders that owner's submits, starts and finishes;

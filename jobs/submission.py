@@ -221,7 +221,6 @@ def _batch_insert(*, owner: Client, prepared: list[tuple[Job, JobType]]) -> list
         if job.dispatched_at is not None:
             job.dispatched_at = None  # published by the owner's dispatch, below
     with transaction.atomic():
-        JobCounts.objects.get_or_create(owner=owner)
         counts = JobCounts.objects.select_for_update().get(owner=owner)
         if (cap and counts.unfinished + len(jobs) > cap) or (quota and counts.result_bytes >= quota):
             raise _refusal(owner=owner, cap=cap, quota=quota, adding=len(jobs))

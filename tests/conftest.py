@@ -23,6 +23,7 @@ import requests
 from django.conf import settings
 from django.db import OperationalError, connection
 
+from core import concurrency
 from core.celery import app as celery_app
 from core.models import Client
 from core.services import api_key_create, client_create
@@ -287,6 +288,13 @@ def api(make_api: Callable[..., Api], celery_worker: str) -> Api:
 @pytest.fixture
 def anonymous(live_server: Any, transactional_db: Any) -> Api:
     return Api(live_server.url, None)
+
+
+@pytest.fixture
+def two_turns(settings: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The live server runs two requests at once, as two API processes would (one by default)."""
+    settings.WEB_ACTIVE_REQUESTS = 2
+    monkeypatch.setattr(concurrency, "_turns", None)
 
 
 @contextlib.contextmanager

@@ -55,7 +55,6 @@ def test_a_repeat_with_a_different_body_is_422(make_api: Callable[..., Api]) -> 
 
 def test_a_repeat_while_the_first_is_in_flight_is_409(make_api: Callable[..., Api]) -> None:
     api = make_api()
-    JobCounts.objects.get_or_create(owner=api.client)
     first: list[Job] = []
 
     def submit_first() -> None:
@@ -100,7 +99,6 @@ def _keys_hashing_alike_in_32_bits(owner_id: uuid.UUID) -> tuple[str, str]:
 
 def test_another_key_in_flight_is_not_409_even_when_the_keys_hash_alike(make_api: Callable[..., Api]) -> None:
     api = make_api()
-    JobCounts.objects.get_or_create(owner=api.client)
     key, other_key = _keys_hashing_alike_in_32_bits(api.client.pk)
 
     def submit_first() -> None:

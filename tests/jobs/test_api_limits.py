@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -11,6 +12,7 @@ from jobs import dispatch, submission, transitions
 from jobs.models import Job, JobCounts, JobResult
 from jobs.submission import SubmissionRequest
 from tests.conftest import Api
+from tests.locks import rows_held
 
 BODY = {"job_name": "api.tasks.hello_world"}
 SAVE = "api.tasks.save_task_result_test_task"
@@ -44,6 +46,25 @@ def test_unfinished_jobs_are_capped_per_client(make_api: Callable[..., Api], set
     assert "Retry-After" in response.headers
     Job.objects.filter(owner=api.client).update(status="SUCCESS")
     assert api.post("/api/jobs/", json=BODY).status_code == 202
+
+
+def test_a_new_clients_first_submissions_at_once_are_capped_too(
+    make_api: Callable[..., Api], settings: Any, two_turns: None
+) -> None:
+    # Given a new client, with a cap of one unfinished job
+    settings.JOB_MAX_UNFINISHED_PER_CLIENT = 1
+    api = make_api()
+
+    # When its first two submissions run at once (held, after their cap check, until both wait)
+    with ThreadPoolExecutor(2) as pool:
+        with rows_held(f"SELECT 1 FROM core_client WHERE id = '{api.client.pk}' FOR UPDATE") as blocked:
+            futures = [pool.submit(api.post, "/api/jobs/", json=BODY) for _ in range(2)]
+            blocked(2)
+        statuses = sorted(future.result(timeout=30).status_code for future in futures)
+
+    # Then one is accepted and the other refused: its count row was there to lock from the start
+    assert statuses == [202, 429]
+    assert Job.objects.filter(owner=api.client).count() == 1
 
 
 def test_a_payload_over_its_job_types_limit_gets_413(make_api: Callable[..., Api]) -> None:

@@ -108,6 +108,19 @@ def test_the_migrations_count_the_jobs_and_results_already_there() -> None:
     assert [JobCounts.objects.get(owner=owner).result_bytes for owner in owners] == [1, 1, 1]
 
 
+@pytest.mark.django_db
+def test_a_client_has_its_count_row_from_its_creation_and_the_migration_gives_one_to_those_without() -> None:
+    migration = importlib.import_module("jobs.migrations.0010_jobcounts_from_the_client")
+    owner = client_create(name="new")
+    assert JobCounts.objects.filter(owner=owner).values_list("unfinished", "running", "result_bytes").get() == (0, 0, 0)
+
+    JobCounts.objects.all().delete()
+    with connection.cursor() as cursor:
+        cursor.execute(migration.BACKFILL["postgresql"])
+
+    assert JobCounts.objects.filter(owner=owner).values_list("unfinished", "running", "result_bytes").get() == (0, 0, 0)
+
+
 def test_a_job_that_finishes_frees_its_place_under_the_cap(api: Api, settings: Any) -> None:
     settings.JOB_MAX_UNFINISHED_PER_CLIENT = 1
     first = api.post("/api/jobs/", json={**BODY, "payload": {"message": "first"}})

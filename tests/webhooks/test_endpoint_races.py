@@ -3,59 +3,19 @@ cap, two rotations of one secret. Each test holds the rows the requests need fro
 its own, so that both requests are inside their transaction at once, then lets them go."""
 from __future__ import annotations
 
-import contextlib
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import psycopg2
 import pytest
 import requests
-from django.db import connection
 
-from core import concurrency
 from tests.conftest import Api
+from tests.locks import rows_held
+
+pytestmark = pytest.mark.usefixtures("two_turns")
 
 RECEIVER = "http://127.0.0.1:9/hooks"
-
-
-@pytest.fixture(autouse=True)
-def two_turns(settings: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The live server runs two requests at once, as two API processes would."""
-    settings.WEB_ACTIVE_REQUESTS = 2
-    monkeypatch.setattr(concurrency, "_turns", None)
-
-
-@contextlib.contextmanager
-def rows_held(*statements: str) -> Iterator[Callable[[int], None]]:
-    """Run `statements` (SELECT ... FOR UPDATE) in a transaction of another connection, held
-    until the block ends; yields a wait for that many backends of the database blocked."""
-    params = connection.get_connection_params()
-    held = psycopg2.connect(**{k: v for k, v in params.items() if k != "cursor_factory"})
-    try:
-        with held.cursor() as cursor:
-            for statement in statements:
-                cursor.execute(statement)
-
-            def blocked(count: int) -> None:
-                # The first request waits on this transaction, the next on the first (the row's
-                # queue): counted alike. A transaction reads the activity once unless told to
-                # read it again.
-                deadline = time.monotonic() + 10
-                while True:
-                    cursor.execute("SELECT pg_stat_clear_snapshot()")
-                    cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-                                   " AND cardinality(pg_blocking_pids(pid)) > 0")
-                    if cursor.fetchone()[0] >= count:
-                        return
-                    assert time.monotonic() < deadline, f"fewer than {count} requests waited on the held rows"
-                    time.sleep(0.02)
-
-            yield blocked
-    finally:
-        held.rollback()
-        held.close()
 
 
 def test_two_creations_at_the_endpoint_cap_make_one_endpoint(make_api: Callable[..., Api], settings: Any) -> None:
