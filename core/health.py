@@ -1,8 +1,18 @@
-"""Health checks for load balancers and orchestrators; unauthenticated by design."""
+"""Health checks for load balancers and orchestrators; unauthenticated by design.
+
+Anyone may ask /readyz, as often as they like (a fleet of probes, a scraper): its checks run at
+most once per READYZ_CHECK_SECONDS in a process, by the request that finds the last outcome too
+old, and a request arriving while they run waits for their outcome, holding no request turn,
+instead of running its own. So a process makes one round trip per dependency a window however
+many ask, and a dependency that hangs costs one connection waiting on it, not one per request.
+"""
 from __future__ import annotations
 
 import logging
+import threading
+import time
 
+from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
 
@@ -12,22 +22,28 @@ from core.errors import error_body
 
 logger = logging.getLogger(__name__)
 
+# Longest a request waits for the checks another request runs, in seconds: about as long as they
+# may take against a broker that takes the connection and never answers (its socket timeout,
+# 10 s, after a connect). A check still running then waits on a dependency that overran it.
+CHECK_WAIT_SECONDS = 12.0
+
 
 def healthz(request: HttpRequest) -> JsonResponse:
     """The process is alive and serving requests."""
     return JsonResponse({"status": "ok"})
 
 
-def unreachable() -> list[str]:
-    """Which of /readyz's checks fail, of "database" and "broker" (/metrics reports the same
-    as jobapi_ready)."""
-    failed = []
+def _database_answers() -> bool:
     try:
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
     except Exception:  # any driver error means "not ready"
         logger.warning("readyz: database unreachable", exc_info=True)
-        failed.append("database")
+        return False
+    return True
+
+
+def _broker_answers() -> bool:
     try:
         # A broker that hangs rather than refuses takes seconds to time out (its connect timeout,
         # socket_timeout, a retry): the request's turn goes to the process's other requests
@@ -37,8 +53,77 @@ def unreachable() -> list[str]:
             conn.ensure_connection(max_retries=1, timeout=2)
     except Exception:  # any transport error means "not ready"
         logger.warning("readyz: broker unreachable", exc_info=True)
-        failed.append("broker")
-    return failed
+        return False
+    return True
+
+
+CHECKS = {"database": _database_answers, "broker": _broker_answers}
+
+
+class _SharedCheck:
+    """The checks' outcome, shared by a process's requests: one request checks at a time, and
+    the others take its outcome (a failure too) until it is READYZ_CHECK_SECONDS old."""
+
+    def __init__(self) -> None:
+        self._condition = threading.Condition()
+        # The dependency the running check waits on (None: no check runs).
+        self._checking: str | None = None
+        # The last check's: when it ended (time.monotonic()), and what failed.
+        self._outcome: tuple[float, list[str]] | None = None
+
+    def failed(self, window: float) -> list[str]:
+        waited_until = time.monotonic() + CHECK_WAIT_SECONDS
+        while True:
+            with self._condition:
+                if self._outcome is not None and time.monotonic() - self._outcome[0] < window:
+                    return list(self._outcome[1])
+                if self._checking is None:
+                    self._checking = next(iter(CHECKS))  # this request checks
+                    break
+                last = self._outcome
+            awaited = self._awaited(last, waited_until)
+            if awaited is not None:
+                return awaited
+        return self._run()
+
+    def _awaited(self, last: tuple[float, list[str]] | None, until: float) -> list[str] | None:
+        """The outcome of the check another request runs (newer than `last`), waited for until
+        `until` (time.monotonic()); None if that check raised. Waiting holds no request turn:
+        the check may need one back (core/concurrency.py)."""
+        with turn_released(), self._condition:
+            self._condition.wait_for(lambda: self._checking is None, timeout=until - time.monotonic())
+            if self._checking is not None:  # it overran its time on this dependency: not ready
+                return [self._checking]
+            outcome = self._outcome
+            return None if outcome is None or outcome is last else list(outcome[1])
+
+    def _run(self) -> list[str]:
+        failed: list[str] = []
+        try:
+            for name, answers in CHECKS.items():
+                with self._condition:
+                    self._checking = name
+                if not answers():
+                    failed.append(name)
+            with self._condition:
+                self._outcome = (time.monotonic(), failed)
+        finally:
+            # Even when a check raised: the next request checks, rather than waiting on no one.
+            with self._condition:
+                self._checking = None
+                self._condition.notify_all()
+        return list(failed)
+
+
+_shared = _SharedCheck()
+
+
+def unreachable() -> list[str]:
+    """Which of /readyz's checks fail, of "database" and "broker" (/metrics reports the same
+    as jobapi_ready, and the console): within READYZ_CHECK_SECONDS, the last check's outcome."""
+    if not settings.READYZ_CHECK_SECONDS:
+        return [name for name, answers in CHECKS.items() if not answers()]
+    return _shared.failed(settings.READYZ_CHECK_SECONDS)
 
 
 def readyz(request: HttpRequest) -> JsonResponse:

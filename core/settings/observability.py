@@ -1,5 +1,5 @@
-"""What operators read: logs (level, format) and Prometheus metrics (on or off, the token, the
-workers' port). docs/deployment.md, "Monitoring", says how they are scraped."""
+"""What operators read: logs (level, format), readiness (/readyz) and Prometheus metrics (on or
+off, the token, the workers' port). docs/deployment.md, "Monitoring", says how they are scraped."""
 from __future__ import annotations
 
 from django.core.exceptions import ImproperlyConfigured
@@ -16,6 +16,13 @@ if LOG_FORMAT not in ("json", "text"):
     raise ImproperlyConfigured("LOG_FORMAT must be json or text.")
 LOGGING = logs.logging_config(level=LOG_LEVEL, json=LOG_FORMAT == "json")
 logs.configure(level=LOG_LEVEL)
+
+# Seconds an API process reuses the outcome of its readiness checks (database, broker), a
+# failure too, for /readyz, /metrics and the console, however many ask (core/health.py); 0:
+# every request checks.
+READYZ_CHECK_SECONDS = env.float("READYZ_CHECK_SECONDS", default=1.0)
+if READYZ_CHECK_SECONDS < 0:
+    raise ImproperlyConfigured("READYZ_CHECK_SECONDS must be >= 0.")
 
 # Serve GET /metrics (Prometheus) and count jobs, deliveries and requests; off by default.
 METRICS_ENABLED = env.bool("METRICS_ENABLED", default=False)

@@ -1,14 +1,19 @@
 """/readyz (and the figures that ask the same: /metrics, the console) against a broker that hangs:
-the answer names it, and the process's other requests are not held meanwhile."""
+the answer names it, and the process's other requests are not held meanwhile. And however many
+ask, a process checks its dependencies once per READYZ_CHECK_SECONDS, seen as the connections a
+proxy in front of the broker is asked for."""
 from __future__ import annotations
 
+import contextlib
+import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import requests
+from django.conf import settings
 
 from tests.conftest import Api, serving, silent_server
 
@@ -36,3 +41,155 @@ def test_a_broker_that_never_answers_holds_no_other_request(make_api: Callable[.
     assert answers["readyz"].status_code == 503
     assert answers["readyz"].json()["error"]["details"]["failed"] == ["broker"]
     assert statuses == {200}
+
+
+class CountingProxy:
+    """A TCP proxy in front of the test run's Redis, counting the connections it is asked for.
+    `down`: it closes them at once (Redis gone); `delay`: it waits that long before forwarding
+    one (Redis slow to answer)."""
+
+    def __init__(self, upstream: tuple[str, int]) -> None:
+        self.upstream = upstream
+        self.connections = 0
+        self.down = False
+        self.delay = 0.0
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._sockets: list[socket.socket] = []
+        self.address = f"127.0.0.1:{self._listener.getsockname()[1]}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client = self._listener.accept()[0]
+            except OSError:  # closed: the test is over
+                return
+            self.connections += 1
+            self._sockets.append(client)
+            threading.Thread(target=self._forward, args=(client,), daemon=True).start()
+
+    def _forward(self, client: socket.socket) -> None:
+        if self.down:
+            client.close()
+            return
+        time.sleep(self.delay)
+        try:
+            upstream = socket.create_connection(self.upstream)
+        except OSError:
+            client.close()
+            return
+        self._sockets.append(upstream)
+        threading.Thread(target=self._pump, args=(upstream, client), daemon=True).start()
+        self._pump(client, upstream)
+
+    @staticmethod
+    def _pump(source: socket.socket, target: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                target.sendall(data)
+        except OSError:
+            pass
+        for end in (source, target):
+            with contextlib.suppress(OSError):
+                end.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        self._listener.close()
+        for sock in self._sockets:
+            sock.close()
+
+
+@contextlib.contextmanager
+def readyz_behind_proxy(make_api: Callable[..., Api], tmp_path: Any, check_seconds: float
+                        ) -> Iterator[tuple[Api, CountingProxy]]:
+    """The API served with READYZ_CHECK_SECONDS=`check_seconds`, its broker behind a CountingProxy."""
+    broker = requests.utils.urlparse(settings.CELERY_BROKER_URL)
+    proxy = CountingProxy((broker.hostname or "127.0.0.1", broker.port or 6379))
+    try:
+        with serving(make_api(), tmp_path / "gunicorn.log", READYZ_CHECK_SECONDS=str(check_seconds),
+                     CELERY_BROKER_URL=f"redis://{proxy.address}{broker.path}") as (api, _):
+            yield api, proxy
+    finally:
+        proxy.close()
+
+
+def test_readiness_is_checked_once_per_window_however_often_it_is_asked(
+    make_api: Callable[..., Api], tmp_path: Any
+) -> None:
+    # Given the API checking readiness at most every 5 s
+    with readyz_behind_proxy(make_api, tmp_path, 5) as (api, proxy):
+        # When /readyz is asked once, then 20 times more
+        before = proxy.connections
+        first = api.get("/readyz")
+        checked = proxy.connections
+        again = [api.get("/readyz") for _ in range(20)]
+
+    # Then every answer is the first one's, and only the first reached the broker
+    assert first.status_code == 200 and first.json() == {"status": "ok", "checks": {"database": "ok", "broker": "ok"}}
+    assert {(r.status_code, r.text) for r in again} == {(200, first.text)}
+    assert checked > before
+    assert proxy.connections == checked, proxy.connections - checked
+
+
+def test_a_failure_is_kept_for_the_window_too_then_checked_again(make_api: Callable[..., Api], tmp_path: Any) -> None:
+    # Given the API checking readiness at most every second, and its broker down
+    with readyz_behind_proxy(make_api, tmp_path, 1) as (api, proxy):
+        proxy.down = True
+        down = api.get("/readyz")
+        checked_at, checked = time.monotonic(), proxy.connections
+        # When the broker is back, and /readyz is asked at once, then after the window
+        proxy.down = False
+        at_once = api.get("/readyz")
+        asked_within = time.monotonic() - checked_at
+        reached_within = proxy.connections - checked
+        time.sleep(1.2)
+        after = api.get("/readyz")
+
+    # Then within the window the failure is answered again, without asking the broker, and after
+    # it the broker is checked again and found back
+    assert down.status_code == 503 and down.json()["error"]["details"]["failed"] == ["broker"]
+    assert asked_within < 1
+    assert (at_once.status_code, at_once.text, reached_within) == (503, down.text, 0)
+    assert after.status_code == 200, after.text
+    assert proxy.connections > checked
+
+
+def test_callers_during_a_slow_check_all_get_its_one_outcome(make_api: Callable[..., Api], tmp_path: Any) -> None:
+    # Given the API (one request turn per process, the default) checking readiness at most
+    # every 0.5 s, and a broker that takes a second to answer a new connection
+    with readyz_behind_proxy(make_api, tmp_path, 0.5) as (api, proxy):
+        api.get("/readyz")
+        time.sleep(0.6)
+        proxy.delay = 1
+        before = proxy.connections
+        # When 10 probes ask at once
+        started = time.monotonic()
+        with ThreadPoolExecutor(10) as pool:
+            answers = list(pool.map(lambda _: requests.get(f"{api.base_url}/readyz", timeout=30), range(10)))
+        took = time.monotonic() - started
+        during = proxy.connections - before
+        # (what one check asks of the broker, on its own)
+        time.sleep(0.6)
+        proxy.delay = 0
+        before = proxy.connections
+        api.get("/readyz")
+        one_check = proxy.connections - before
+
+    # Then all are answered ready, together, by one check
+    assert {a.status_code for a in answers} == {200}
+    assert during == one_check, (during, one_check)
+    assert took < 2.5, took
+
+
+def test_with_no_window_every_call_checks(make_api: Callable[..., Api], tmp_path: Any) -> None:
+    # Given the API with READYZ_CHECK_SECONDS=0
+    with readyz_behind_proxy(make_api, tmp_path, 0) as (api, proxy):
+        # When /readyz is asked 5 times
+        reached = []
+        for _ in range(5):
+            before = proxy.connections
+            assert api.get("/readyz").status_code == 200
+            reached.append(proxy.connections - before)
+
+    # Then each one reached the broker
+    assert min(reached) >= 1, reached
