@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 from django.conf import settings
@@ -103,7 +104,7 @@ class CountingProxy:
 def readyz_behind_proxy(make_api: Callable[..., Api], tmp_path: Any, check_seconds: float
                         ) -> Iterator[tuple[Api, CountingProxy]]:
     """The API served with READYZ_CHECK_SECONDS=`check_seconds`, its broker behind a CountingProxy."""
-    broker = requests.utils.urlparse(settings.CELERY_BROKER_URL)
+    broker = urlsplit(settings.CELERY_BROKER_URL)
     proxy = CountingProxy((broker.hostname or "127.0.0.1", broker.port or 6379))
     try:
         with serving(make_api(), tmp_path / "gunicorn.log", READYZ_CHECK_SECONDS=str(check_seconds),
@@ -165,6 +166,7 @@ def test_callers_during_a_slow_check_all_get_its_one_outcome(make_api: Callable[
         # When 10 probes ask at once
         started = time.monotonic()
         with ThreadPoolExecutor(10) as pool:
+            # (a requests.Session is not for threads: each probe its own connection)
             answers = list(pool.map(lambda _: requests.get(f"{api.base_url}/readyz", timeout=30), range(10)))
         took = time.monotonic() - started
         during = proxy.connections - before
