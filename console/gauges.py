@@ -21,15 +21,15 @@ from core.health import unreachable
 from jobs.models import Job
 from jobs.registry import job_types_all
 from webhooks.models import Delivery
-from webhooks.telemetry import OUTCOMES
+from webhooks.telemetry import DISABLED_REASONS, OUTCOMES
 
 logger = logging.getLogger(__name__)
 
 
 def series_prepare() -> None:
-    """This process's counters and histograms, every job type's and outcome's, at zero."""
+    """This process's counters and histograms, every job type's, outcome's and reason's, at zero."""
     metrics.prepare(job_names=[t.name for t in job_types_all()], final_statuses=sorted(Job.FINAL_STATUSES),
-                    outcomes=OUTCOMES)
+                    outcomes=OUTCOMES, disabled_reasons=DISABLED_REASONS)
 
 
 def _gauge(name: str, documentation: str, labels: list[str] | None = None) -> GaugeMetricFamily:

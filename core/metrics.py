@@ -54,6 +54,9 @@ WEBHOOK_DELIVERY = Histogram(
     "jobapi_webhook_delivery_seconds", "From a webhook event to its delivery's first success.",
     buckets=_SECONDS_BUCKETS,
 )
+WEBHOOK_ENDPOINTS_DISABLED = Counter(
+    "jobapi_webhook_endpoints_disabled", "Webhook endpoints the service disabled, by reason.", ["reason"]
+)
 HTTP_REQUESTS = Counter("jobapi_http_requests", "HTTP requests answered.", ["route", "method", "status"])
 HTTP_DURATION = Histogram(
     "jobapi_http_request_duration_seconds", "Time to answer an HTTP request.", ["route", "method"],
@@ -71,7 +74,8 @@ def enabled() -> bool:
     return _enabled
 
 
-def prepare(*, job_names: Iterable[str], final_statuses: Iterable[str], outcomes: Iterable[str]) -> None:
+def prepare(*, job_names: Iterable[str], final_statuses: Iterable[str], outcomes: Iterable[str],
+            disabled_reasons: Iterable[str]) -> None:
     """Every series that can be, at zero: a figure shows (and a rule sees it) before its first event."""
     if not enabled():
         return
@@ -84,6 +88,8 @@ def prepare(*, job_names: Iterable[str], final_statuses: Iterable[str], outcomes
             JOBS_FINISHED.labels(job_name, status)
     for outcome in outcomes:
         WEBHOOK_ATTEMPTS.labels(outcome)
+    for reason in disabled_reasons:
+        WEBHOOK_ENDPOINTS_DISABLED.labels(reason)
 
 
 def job_submitted(*, job_name: str) -> None:
@@ -108,6 +114,11 @@ def webhook_attempted(*, outcome: str, delivered_after_seconds: float | None = N
         WEBHOOK_ATTEMPTS.labels(outcome).inc()
         if delivered_after_seconds is not None:
             WEBHOOK_DELIVERY.observe(max(0.0, delivered_after_seconds))
+
+
+def webhook_endpoint_disabled(*, reason: str) -> None:
+    if enabled():
+        WEBHOOK_ENDPOINTS_DISABLED.labels(reason).inc()
 
 
 def http_answered(*, route: str, method: str, status: int, seconds: float) -> None:

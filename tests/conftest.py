@@ -76,11 +76,17 @@ def fake_openai_env(server: FakeOpenAI) -> dict[str, str]:
     }
 
 
+def worker_log_path(name: str) -> Path:
+    """Where the worker `name` (start_worker's; the session's is `celery_worker`) writes its
+    log: WARNING and up, as text."""
+    return Path(os.environ.get("TMPDIR", "/tmp")) / f"jobapi-{name}.log"
+
+
 def start_worker(
     *, queues: str = "jobs,jobs_long,webhooks,maintenance", concurrency: int = 4, env: dict[str, str] | None = None
 ) -> tuple[subprocess.Popen[bytes], str]:
     name = f"test-{uuid.uuid4().hex[:8]}@localhost"
-    log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"jobapi-{name}.log", "wb")  # noqa: SIM115
+    log = open(worker_log_path(name), "wb")  # noqa: SIM115
     process = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "core", "worker", "-Q", queues,
          "-c", str(concurrency), "-n", name, "--without-mingle", "--without-gossip",

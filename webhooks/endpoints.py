@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from core.errors import ApplicationError, Conflict, NotFound
 from core.services import client_lock
-from webhooks import dispatch, outbox, secrets, sending
+from webhooks import dispatch, outbox, secrets, sending, telemetry
 from webhooks.addresses import callback_url_validate
 from webhooks.events import DEFAULT_ENDPOINT_EVENT_TYPES, ENDPOINT_DISABLED_EVENT_TYPE, TEST_EVENT_TYPE
 from webhooks.models import Delivery, Endpoint
@@ -195,7 +195,8 @@ def endpoint_recover(*, owner_id: uuid.UUID, endpoint_id: uuid.UUID | str, since
 def endpoint_disable_failing(*, endpoint_id: uuid.UUID, reason: str) -> None:
     """Disable an endpoint whose every attempt failed for too long (see the health rule in
     webhooks/health.py), hold its pending deliveries, and tell the owner's other endpoints
-    that subscribe to `endpoint.disabled`."""
+    that subscribe to `endpoint.disabled`, and the operators (a line and a counter) once the
+    caller's transaction commits."""
     with transaction.atomic():
         endpoint = Endpoint.objects.select_for_update().filter(pk=endpoint_id, enabled=True).first()
         if endpoint is None:
@@ -203,6 +204,7 @@ def endpoint_disable_failing(*, endpoint_id: uuid.UUID, reason: str) -> None:
         endpoint.enabled, endpoint.disabled_reason = False, Endpoint.DisabledReason.FAILING
         endpoint.save(update_fields=["enabled", "disabled_reason"])
         _hold_pending(endpoint)
+        transaction.on_commit(lambda: telemetry.endpoint_disabled(endpoint=endpoint, detail=reason))
         others = subscribers(owner_id=endpoint.owner_id, event_type=ENDPOINT_DISABLED_EVENT_TYPE)
         if others:
             outbox.event_record(

@@ -1,6 +1,7 @@
 """What delivery attempts tell their operators: each attempt's outcome, counted by kind
-(core/metrics.py), and one log line (INFO) with the delivery's context. Called once the
-attempts' HTTP results are known, never deciding anything.
+(core/metrics.py), and one log line (INFO) with the delivery's context; and an endpoint the
+service disabled, counted by reason, with one line (WARNING). Called once the attempts' HTTP
+results are known, or the disabling committed, never deciding anything.
 
 The subject of every event today is a job (webhooks/outbox.py), so the lines name it `job_id`,
 the key operators grep for across the service.
@@ -17,13 +18,14 @@ from urllib.parse import urlsplit
 from django.utils import timezone
 
 from core import logs, metrics
-from webhooks.models import Delivery
+from webhooks.models import Delivery, Endpoint
 
 if TYPE_CHECKING:
     from core.http import HttpResult
     from webhooks.claims import Claimed
 
 log = logs.get_logger("webhooks.attempts")
+endpoint_log = logs.get_logger("webhooks.endpoints")
 
 # The event's time, near the start of its body: outbox.event_body writes "type", "timestamp",
 # then "data" (reading it there spares a query per success).
@@ -32,6 +34,10 @@ _EVENT_TIMESTAMP = re.compile(rb'"timestamp":"([^"]{1,40})"')
 
 # Every value attempt_outcome answers.
 OUTCOMES = ("success", "http_error", "timeout", "refused", "blocked", "tls_error", "connection_error", "error")
+
+
+# Every reason the service disables an endpoint for (a client's own disabling is not counted).
+DISABLED_REASONS = (Endpoint.DisabledReason.FAILING.value,)
 
 
 def attempt_outcome(result: HttpResult) -> str:
@@ -98,3 +104,16 @@ def _log(attempts: list[tuple[Claimed, HttpResult]]) -> None:
             outcome=attempt_outcome(result), status_code=result.status_code, duration_ms=result.duration_ms,
             receiver=urlsplit(claimed.url).hostname, error=result.error[:300] or None, **own,
         )
+
+
+def endpoint_disabled(*, endpoint: Endpoint, detail: str) -> None:
+    """The service disabled `endpoint` (its `disabled_reason`): count it, and log it at WARNING,
+    naming the receiver's host only (a URL's path or query may carry a token)."""
+    metrics.webhook_endpoint_disabled(reason=endpoint.disabled_reason)
+    own: dict[str, object] = {"client": endpoint.owner_id}
+    if logs.context().get("client") != str(endpoint.owner_id):
+        own["request_id"] = None  # a drain of any client's deliveries, asked for by another
+    endpoint_log.warning(
+        "webhook endpoint disabled", endpoint_id=endpoint.pk, receiver=urlsplit(endpoint.url).hostname,
+        reason=endpoint.disabled_reason, detail=detail, **own,
+    )

@@ -7,14 +7,18 @@ over at least a second.
 """
 from __future__ import annotations
 
+import logging
+import shlex
 import time
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from standardwebhooks import Webhook
 
 from examples.receiver import Receiver, Reply
-from tests.conftest import Api
+from tests.conftest import Api, worker_log_path
+from tests.console.test_metrics import scrape, value
 from tests.webhooks.conftest import HELLO, all_final, secret_of, until, wait_deliveries
 
 
@@ -160,6 +164,51 @@ def test_a_failing_endpoint_is_disabled_then_enabled_again_and_its_failures_reco
     assert resent.headers["webhook-id"] == failed["webhook_id"]
     health = endpoint_read(api, endpoint)["health"]
     assert health["consecutive_failures"] == 0 and health["last_success_at"] is not None
+
+
+def disabled_lines(worker: str, endpoint: dict[str, Any]) -> list[dict[str, str]]:
+    """The worker's "webhook endpoint disabled" lines about `endpoint`, as {field: value} (the
+    text format: `<time> [<level>] <message> [<logger>] key=value...`, a value with spaces
+    quoted), with its `level`."""
+    found = []
+    for line in worker_log_path(worker).read_text().splitlines():
+        if "webhook endpoint disabled" in line and f"endpoint_id={endpoint['id']}" in line:
+            fields = dict(word.split("=", 1) for word in shlex.split(line) if "=" in word)
+            found.append({**fields, "level": line.split("[", 1)[1].split("]", 1)[0].strip()})
+    return found
+
+
+def test_the_operators_are_told_when_the_service_disables_an_endpoint_and_not_when_its_client_does(
+    api: Api, make_receiver: Callable[..., Receiver], celery_worker: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given an endpoint whose receiver fails three times, its URL carrying a token
+    broken = make_receiver(*[Reply(status=500, body=b"down")] * 3)
+    endpoint = endpoint_create(api, f"{broken.url}hooks/s3cr3t-path?token=s3cr3t-query")
+    before = value(scrape(api.base_url), "jobapi_webhook_endpoints_disabled_total", reason="failing")
+
+    # When a job's event fails all its attempts, and the service disables the endpoint
+    job = api.submit(HELLO, {"message": "lost"})
+    api.wait(job["id"])
+    until(lambda: not endpoint_read(api, endpoint)["enabled"], what="disabled")
+
+    # Then the worker logs one warning naming the client, the endpoint, the receiver's host
+    # (never its path or query) and the reason, and the counter went up by one
+    [line] = until(lambda: disabled_lines(celery_worker, endpoint), what="the worker's line")
+    assert line["level"] == "warning"
+    assert (line["client"], line["receiver"], line["reason"]) == (str(api.client.pk), "127.0.0.1", "failing")
+    assert "3 attempts in a row failed" in line["detail"]
+    assert not any("s3cr3t" in text for text in line.values())
+    after = value(scrape(api.base_url), "jobapi_webhook_endpoints_disabled_total", reason="failing")
+    assert after == before + 1
+
+    # When a client disables an endpoint itself (through the API, served in this process),
+    # neither a line nor a count
+    other = endpoint_create(api, make_receiver().url)
+    with caplog.at_level(logging.WARNING):
+        disabled = api.request("PATCH", f"/api/webhook-endpoints/{other['id']}/", json={"enabled": False})
+    assert disabled.status_code == 200, disabled.text
+    assert "webhook endpoint disabled" not in caplog.text
+    assert value(scrape(api.base_url), "jobapi_webhook_endpoints_disabled_total", reason="failing") == after
 
 
 def test_a_disabled_endpoints_pending_deliveries_are_held_then_resumed(
