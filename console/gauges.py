@@ -1,6 +1,7 @@
 """The figures GET /metrics reads from the database and the broker when it is scraped, so they
 hold across restarts and whichever process serves them: jobs by status, the oldest pending job,
-the queues, their consumers, webhook deliveries pending and receivers failing, and readiness.
+the queues, their consumers, webhook deliveries pending, receivers failing, endpoints disabled
+and the deliveries they hold, and readiness.
 
 Only the API serves these (several API processes or hosts serve the same figures: aggregate
 them with max, not sum); each process group serves its own counters (core/metrics.py).
@@ -15,7 +16,7 @@ from django.utils import timezone
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from console import receivers, selectors
+from console import disabled_endpoints, receivers, selectors
 from core import metrics
 from core.health import unreachable
 from jobs.models import Job
@@ -75,3 +76,14 @@ class OperatorGauges(Collector):
                          "in the last hour (which ones: /console/).")
         failing.add_metric([], len(receivers.receivers_failing(now=now)))
         yield failing
+        totals = disabled_endpoints.disabled_totals()
+        disabled = _gauge("jobapi_webhook_disabled_endpoints",
+                          "Webhook endpoints disabled now, by reason (failing: by the service; client: by their "
+                          "client; which ones: /console/).", ["reason"])
+        for row in totals.by_reason:
+            disabled.add_metric([row.reason], row.endpoints)
+        yield disabled
+        held = _gauge("jobapi_webhook_held_deliveries",
+                      "Webhook deliveries held behind disabled endpoints, sent when they are enabled again.")
+        held.add_metric([], totals.held)
+        yield held

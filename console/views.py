@@ -13,7 +13,7 @@ from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from console import receivers, selectors
+from console import disabled_endpoints, receivers, selectors
 from console.gauges import OperatorGauges
 from core import metrics
 from core.errors import error_body, handler404
@@ -60,6 +60,8 @@ def _overview() -> dict[str, Any]:
         "queues": selectors.queues(workers=workers, broker_up="broker" not in down),
         "failures": failures,
         "receivers": receivers.receivers_failing(now=now),
+        "disabled": disabled_endpoints.disabled_totals(),
+        "disabled_endpoints": disabled_endpoints.disabled_endpoints(),
         "workers": workers,
     }
 

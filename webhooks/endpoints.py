@@ -65,6 +65,7 @@ def endpoint_create(*, owner_id: uuid.UUID, url: str, event_types: Sequence[str]
             event_types=sorted(set(event_types or DEFAULT_ENDPOINT_EVENT_TYPES)), headers=headers or {},
             rate_limit_per_second=rate_limit_per_second,
             disabled_reason="" if enabled else Endpoint.DisabledReason.CLIENT,
+            disabled_at=None if enabled else timezone.now(),
         )
         secrets.signing_secret_get_or_create(owner_id=owner_id, endpoint_id=endpoint.id)
     _forget(owner_id)
@@ -113,11 +114,11 @@ def endpoint_update(*, owner_id: uuid.UUID, endpoint_id: uuid.UUID | str, **chan
             if name in changes:
                 setattr(endpoint, name, sorted(set(changes[name])) if name == "event_types" else changes[name])
         if endpoint.enabled and not was_enabled:
-            endpoint.disabled_reason = ""
+            endpoint.disabled_reason, endpoint.disabled_at = "", None
             endpoint.consecutive_failures, endpoint.failing_since = 0, None
             _resume_held(endpoint)
         elif was_enabled and not endpoint.enabled:
-            endpoint.disabled_reason = Endpoint.DisabledReason.CLIENT
+            endpoint.disabled_reason, endpoint.disabled_at = Endpoint.DisabledReason.CLIENT, timezone.now()
             _hold_pending(endpoint)
         if endpoint.rate_limit_per_second != was_rate:
             _respace(endpoint)
@@ -202,7 +203,8 @@ def endpoint_disable_failing(*, endpoint_id: uuid.UUID, reason: str) -> None:
         if endpoint is None:
             return
         endpoint.enabled, endpoint.disabled_reason = False, Endpoint.DisabledReason.FAILING
-        endpoint.save(update_fields=["enabled", "disabled_reason"])
+        endpoint.disabled_at = timezone.now()
+        endpoint.save(update_fields=["enabled", "disabled_reason", "disabled_at"])
         _hold_pending(endpoint)
         transaction.on_commit(lambda: telemetry.endpoint_disabled(endpoint=endpoint, detail=reason))
         others = subscribers(owner_id=endpoint.owner_id, event_type=ENDPOINT_DISABLED_EVENT_TYPE)

@@ -31,6 +31,8 @@ class Endpoint(models.Model):
     event_types = models.JSONField(default=list)
     enabled = models.BooleanField(default=True)
     disabled_reason = models.CharField(max_length=10, blank=True, default="", choices=DisabledReason.choices)
+    # When it was disabled (by its client or the service); NULL while it is enabled.
+    disabled_at = models.DateTimeField(null=True, blank=True)
     # Sent with every delivery: {name: value}.
     headers = models.JSONField(default=dict, blank=True)
     # At most this many deliveries a second (spaced, never dropped); NULL: no pace.
@@ -46,7 +48,12 @@ class Endpoint(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
-        indexes = [models.Index(fields=["owner", "-created_at"], name="endpoint_owner_created")]
+        indexes = [
+            models.Index(fields=["owner", "-created_at"], name="endpoint_owner_created"),
+            # The console's disabled endpoints, by reason (a partial index: the enabled ones,
+            # nearly all of them, are not in it).
+            models.Index(fields=["disabled_reason"], name="endpoint_disabled", condition=Q(enabled=False)),
+        ]
 
     def __str__(self) -> str:
         return f"endpoint {self.pk} ({self.url})"
@@ -163,6 +170,9 @@ class Delivery(models.Model):
             ),
             # The console's receivers that fail: deliveries given up on lately.
             models.Index(fields=["finished_at"], name="delivery_failed", condition=Q(state="failed")),
+            # The deliveries held behind disabled endpoints: the console's count of them by
+            # endpoint, and an endpoint's own when it is enabled again.
+            models.Index(fields=["endpoint"], name="delivery_held", condition=Q(state="endpoint_disabled")),
         ]
 
     def __str__(self) -> str:

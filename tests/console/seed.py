@@ -1,5 +1,5 @@
 """Rows for every section of the console: jobs in each status (some stuck, some failed), failing
-receivers, and workers up, lost and stopped. Written through the ORM, as the service's own
+receivers, endpoints disabled with deliveries held behind them, and workers up, lost and stopped. Written through the ORM, as the service's own
 writes leave them."""
 from __future__ import annotations
 
@@ -13,13 +13,17 @@ from console.models import WorkerHeartbeat
 from core.models import Client
 from core.services import client_create
 from jobs.models import Job
-from webhooks.models import Delivery, DeliveryAttempt, Event
+from webhooks.models import Delivery, DeliveryAttempt, Endpoint, Event
 
 HELLO = "api.tasks.hello_world"
 LONG = "api.tasks.long_running_task"
 CHECKLIST = "api.tasks.generate_checklist_from_guidelines"
 DOWN_HOST = "hooks.down.example"
 FLAKY_HOST = "flaky.example"
+GONE_HOST = "hooks.gone.example"
+PAUSED_HOST = "paused.example"
+# In a disabled endpoint's URL: the console names its host, never this.
+URL_TOKEN = "tok-in-the-url"
 
 
 @dataclass
@@ -29,6 +33,8 @@ class Seeded:
     longest_running: Job
     failed: list[Job] = field(default_factory=list)
     failing_delivery: Delivery | None = None
+    # Disabled for failing (three deliveries held), and by its client (one).
+    disabled: list[Endpoint] = field(default_factory=list)
 
 
 def _job(client: Client, job_name: str, status: str, *, age: timedelta, **fields: object) -> Job:
@@ -50,6 +56,17 @@ def _delivery(client: Client, url: str, state: str, *, age: timedelta, error: st
     DeliveryAttempt.objects.create(delivery=delivery, number=1, started_at=now - age, finished_at=now - age,
                                    duration_ms=12, status_code=status_code, error=error)
     return delivery
+
+
+def _endpoint(client: Client, url: str, reason: str, *, age: timedelta, held: int) -> Endpoint:
+    now = timezone.now()
+    endpoint = Endpoint.objects.create(owner=client, url=url, enabled=False, disabled_reason=reason,
+                                       disabled_at=now - age, created_at=now - age - timedelta(days=1))
+    for _ in range(held):
+        event = Event.objects.create(owner=client, subject_id=uuid.uuid4(), event_type="job.succeeded", body=b"{}")
+        Delivery.objects.create(event=event, owner=client, subject_id=event.subject_id, endpoint=endpoint, url=url,
+                                state=Delivery.State.ENDPOINT_DISABLED, next_attempt_at=now)
+    return endpoint
 
 
 def seed() -> Seeded:
@@ -84,6 +101,12 @@ def seed() -> Seeded:
               error="Connection failed: [Errno 111] Connection refused")
     _delivery(client, f"https://{FLAKY_HOST}/in", Delivery.State.PENDING, age=timedelta(minutes=1), status_code=503)
     _delivery(client, "https://fine.example/in", Delivery.State.SUCCEEDED, age=timedelta(minutes=1), status_code=200)
+    disabled = [
+        _endpoint(client, f"https://{GONE_HOST}/in/{URL_TOKEN}?key={URL_TOKEN}", Endpoint.DisabledReason.FAILING,
+                  age=timedelta(hours=2), held=3),
+        _endpoint(client, f"https://{PAUSED_HOST}/in", Endpoint.DisabledReason.CLIENT, age=timedelta(minutes=10), held=1),
+    ]
+    Endpoint.objects.create(owner=client, url="https://fine.example/endpoint")
 
     # Only these workers: the session's worker (when it runs) reports again within seconds.
     WorkerHeartbeat.objects.exclude(hostname__endswith="@seeded").delete()
@@ -96,4 +119,4 @@ def seed() -> Seeded:
             "queues": queues, "concurrency": 2, "pid": 4242, "started_at": now - timedelta(hours=1, minutes=-5),
             "seen_at": seen, "stopped_at": stopped})
     return Seeded(client=client, oldest_pending=oldest, longest_running=longest, failed=failed,
-                  failing_delivery=failing)
+                  failing_delivery=failing, disabled=disabled)

@@ -11,7 +11,17 @@ from django.test import Client as BrowserClient
 from django.test.utils import CaptureQueriesContext
 
 from jobs.models import Job
-from tests.console.seed import CHECKLIST, DOWN_HOST, FLAKY_HOST, HELLO, seed
+from tests.console.seed import (
+    CHECKLIST,
+    DOWN_HOST,
+    FLAKY_HOST,
+    GONE_HOST,
+    HELLO,
+    PAUSED_HOST,
+    URL_TOKEN,
+    seed,
+)
+from webhooks.models import Endpoint
 
 pytestmark = pytest.mark.django_db
 
@@ -91,6 +101,18 @@ def test_each_section_shows_what_is_stuck_what_failed_and_who_is_down(staff: Bro
     assert row_of(receivers, FLAKY_HOST)[1:4] == ["1", "0", "HTTP 503"]
     assert f"/admin/webhooks/delivery/?q={DOWN_HOST}" in receivers
     assert "fine.example" not in receivers
+    # ...the disabled endpoints by reason, and each with its held deliveries, the most first,
+    # naming its receiver's host and never the rest of its URL,
+    disabled = section(html, "disabled-endpoints")
+    assert "2 disabled, 4 deliveries held" in text(disabled)
+    assert row_of(disabled, "failing")[1:] == ["1", "3"] and row_of(disabled, "client")[1:] == ["1", "1"]
+    failing, paused = (str(endpoint.pk)[:8] for endpoint in seeded.disabled)
+    assert row_of(disabled, failing)[1:4] == [seeded.client.name, GONE_HOST, "failing"]
+    assert row_of(disabled, failing)[4].startswith("2 h") and row_of(disabled, failing)[5] == "3"
+    assert row_of(disabled, paused)[1:4] == [seeded.client.name, PAUSED_HOST, "client"]
+    assert text(disabled).index(failing) < text(disabled).index(paused)
+    assert f"/admin/webhooks/endpoint/{seeded.disabled[0].pk}/change/" in disabled
+    assert URL_TOKEN not in html and "fine.example/endpoint" not in disabled
     # ...and the workers with their state
     workers = section(html, "workers")
     assert [row_of(workers, name)[1] for name in ("jobs@seeded", "webhooks@seeded", "jobs_long@seeded")] == [
@@ -106,7 +128,8 @@ def test_the_page_refreshes_its_figures_from_a_fragment(staff: BrowserClient) ->
     assert 'src="/static/console/console.js"' in page.content.decode()
     assert fragment.status_code == 200 and fragment["X-Console-Fragment"] == "1"
     assert "<html" not in fragment.content.decode()
-    for name in ("jobs", "oldest-pending", "longest-running", "queues", "failures", "receivers", "workers"):
+    for name in ("jobs", "oldest-pending", "longest-running", "queues", "failures", "receivers",
+                 "disabled-endpoints", "workers"):
         assert f'<section id="{name}">' in fragment.content.decode()
     assert "no-cache" in fragment["Cache-Control"]
 
@@ -134,6 +157,34 @@ def test_an_empty_service_says_so_in_each_section(staff: BrowserClient) -> None:
     assert "No job is running." in html
     assert "No job failed in the last hour." in html
     assert "Every receiver takes its deliveries." in html
+    assert "No endpoint is disabled." in html
+
+
+def test_the_disabled_endpoints_are_the_fifty_holding_most_read_in_as_many_queries_as_two(
+    staff: BrowserClient,
+) -> None:
+    # Given two disabled endpoints, and the queries a refresh makes then
+    seeded = seed()
+    with CaptureQueriesContext(connection) as few:
+        _figures(staff)
+
+    # When 58 more are disabled, none holding a delivery
+    Endpoint.objects.bulk_create([
+        Endpoint(owner=seeded.client, url=f"https://idle-{n}.example/", enabled=False,
+                 disabled_reason=Endpoint.DisabledReason.CLIENT)
+        for n in range(58)
+    ])
+    with CaptureQueriesContext(connection) as many:
+        html = _figures(staff)
+
+    # Then the totals count all 60, the list shows 50 (the two holding deliveries first), and
+    # the refresh made no more queries than before
+    disabled = section(html, "disabled-endpoints")
+    assert "60 disabled, 4 deliveries held" in text(disabled)
+    assert row_of(disabled, "client")[1:] == ["59", "1"]
+    assert disabled.count("/admin/webhooks/endpoint/") == 50 + 1  # and the link to them all
+    assert all(str(endpoint.pk)[:8] in disabled for endpoint in seeded.disabled)
+    assert len(many) == len(few)
 
 
 def test_a_refresh_reads_no_jobs_payload_or_result(staff: BrowserClient) -> None:

@@ -22,6 +22,7 @@ REQUIRED = {
     "jobapi_job_run_seconds", "jobapi_jobs", "jobapi_oldest_pending_job_age_seconds", "jobapi_queue_messages",
     "jobapi_webhook_attempts_total", "jobapi_webhook_delivery_seconds", "jobapi_webhook_pending_deliveries",
     "jobapi_http_requests_total", "jobapi_http_request_duration_seconds",
+    "jobapi_webhook_endpoints_disabled_total", "jobapi_webhook_disabled_endpoints", "jobapi_webhook_held_deliveries",
 }
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -84,12 +85,16 @@ def test_metrics_name_every_figure_and_no_client_or_url() -> None:
     assert value(samples_, "jobapi_oldest_pending_job_age_seconds") >= 20 * 60
     assert value(samples_, "jobapi_webhook_pending_deliveries") == 2
     assert value(samples_, "jobapi_webhook_failing_receivers") == 2
+    assert value(samples_, "jobapi_webhook_disabled_endpoints", reason="failing") == 1
+    assert value(samples_, "jobapi_webhook_disabled_endpoints", reason="client") == 1
+    assert value(samples_, "jobapi_webhook_held_deliveries") == 4
     assert value(samples_, "jobapi_ready") == 1
     assert {queue for (name, labels) in samples_ if name == "jobapi_queue_messages" for _, queue in labels} == {
         "jobs", "jobs_long", "maintenance", "webhooks"}
     # Cardinality: no client, job or delivery id, no URL or host in any label.
     assert str(seeded.client.pk) not in text and seeded.client.name not in text
     assert "example" not in text and str(seeded.oldest_pending.pk) not in text
+    assert all(str(endpoint.pk) not in text for endpoint in seeded.disabled)
 
 
 def test_a_replaced_api_process_leaves_its_counts_and_not_its_files(

@@ -32,11 +32,12 @@ def test_endpoints_are_listed_with_their_health_and_disabled_or_enabled_by_actio
     endpoint.refresh_from_db()
     pending.refresh_from_db()
     assert (endpoint.enabled, endpoint.disabled_reason, pending.state) == (False, "client", "endpoint_disabled")
+    assert endpoint.disabled_at is not None
 
     admin_client.post(changelist, {"action": "enable", "_selected_action": [str(endpoint.pk)]})
     endpoint.refresh_from_db()
     pending.refresh_from_db()
-    assert (endpoint.enabled, pending.state) == (True, "pending")
+    assert (endpoint.enabled, endpoint.disabled_at, pending.state) == (True, None, "pending")
 
 
 def test_an_endpoints_page_names_its_headers_without_their_values(admin_client: DjangoClient) -> None:

@@ -49,6 +49,7 @@ def test_enough_failures_over_enough_time_disable(endpoint: Endpoint) -> None:
     fail(endpoint, times=2, at=start)
     failed = fail(endpoint, times=1, at=start + timedelta(hours=1))
     assert not failed.enabled and failed.disabled_reason == Endpoint.DisabledReason.FAILING
+    assert failed.disabled_at is not None
 
 
 def test_a_success_ends_the_run(endpoint: Endpoint) -> None:
