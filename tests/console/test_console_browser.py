@@ -25,7 +25,8 @@ from tests.openapi.web import start_web, stop
 pytestmark = pytest.mark.slow
 
 PASSWORD = "correct horse battery staple"
-SECTIONS = ("jobs", "oldest-pending", "longest-running", "queues", "failures", "receivers", "workers")
+SECTIONS = ("jobs", "oldest-pending", "longest-running", "queues", "failures", "receivers", "disabled-endpoints",
+            "workers")
 
 
 @pytest.fixture(autouse=True)
@@ -83,7 +84,7 @@ def test_the_console_renders_every_section_live_without_errors(transactional_db:
             styled = browser.evaluate("getComputedStyle(document.querySelector('section')).borderTopStyle")
             requested = browser.evaluate("performance.getEntriesByType('resource').map(e => e.name)")
             if os.environ.get("CONSOLE_SCREENSHOT"):
-                browser.call("Emulation.setDeviceMetricsOverride", width=1440, height=1250, deviceScaleFactor=1,
+                browser.call("Emulation.setDeviceMetricsOverride", width=1440, height=1300, deviceScaleFactor=1,
                              mobile=False)
                 shot = browser.call("Page.captureScreenshot", format="png")
                 Path(REPO / os.environ["CONSOLE_SCREENSHOT"]).write_bytes(base64.b64decode(shot["data"]))

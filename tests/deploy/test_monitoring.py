@@ -25,6 +25,7 @@ ALERTED = {
     "jobapi_oldest_pending_job_age_seconds",  # jobs pending too long
     "jobapi_jobs_finished_total",  # the failure rate
     "jobapi_webhook_failing_receivers",  # deliveries failing per receiver
+    "jobapi_webhook_endpoints_disabled_total",  # an endpoint the service disabled
     "jobapi_queue_consumers",  # a worker queue with no consumer
     "jobapi_ready",  # /readyz failing
 }
@@ -65,7 +66,7 @@ def test_the_alert_rules_parse_and_each_names_only_served_metrics(served: set[st
     groups = _yaml("prometheus/alerts.yml")["groups"]
     rules = [rule for group in groups for rule in group["rules"]]
 
-    assert len({rule["alert"] for rule in rules}) == len(rules) == 5
+    assert len({rule["alert"] for rule in rules}) == len(rules) == 6
     for rule in rules:
         assert set(rule) == {"alert", "expr", "for", "labels", "annotations"}, rule["alert"]
         assert rule["labels"]["severity"] in {"warning", "critical"}
@@ -87,7 +88,8 @@ def test_the_dashboard_parses_and_each_panel_names_only_served_metrics(served: s
         "jobapi_jobs_submitted_total", "jobapi_jobs_finished_total", "jobapi_job_queue_wait_seconds_bucket",
         "jobapi_job_run_seconds_bucket", "jobapi_jobs", "jobapi_oldest_pending_job_age_seconds",
         "jobapi_queue_messages", "jobapi_webhook_attempts_total", "jobapi_webhook_delivery_seconds_bucket",
-        "jobapi_webhook_pending_deliveries", "jobapi_http_requests_total",
+        "jobapi_webhook_pending_deliveries", "jobapi_webhook_disabled_endpoints", "jobapi_webhook_held_deliveries",
+        "jobapi_webhook_endpoints_disabled_total", "jobapi_http_requests_total",
         "jobapi_http_request_duration_seconds_bucket",
     } <= named
     for panel in board["panels"]:
