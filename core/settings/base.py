@@ -59,6 +59,12 @@ if not EMBEDDED_DATABASE:
     # and task is off: core/connections.py checks one before reuse when it sat idle.
     DATABASES["default"]["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=600)
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = False
+    # libpq waits for ever, by default, on a server that takes the connection and never answers
+    # (one stuck in recovery, a failover's black hole), and so does the request or task holding
+    # its process's turn; a DATABASE_URL's own `?connect_timeout=` wins.
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
+        "connect_timeout", env.int("DB_CONNECT_TIMEOUT", default=5)
+    )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Secrets ------------------------------------------------------------------------------

@@ -3,6 +3,7 @@ one that broke while idle is replaced before it fails a request; one in steady u
 `SELECT 1` round trip per request or task."""
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 
@@ -15,7 +16,7 @@ from core.connections import (
     connection_released,
     connection_reused,
 )
-from tests.conftest import SERVED_APP_NAME, Api
+from tests.conftest import SERVED_APP_NAME, Api, silent_server
 
 
 @pytest.fixture
@@ -83,3 +84,31 @@ def test_the_api_replaces_its_connections_cut_while_idle(served: Api) -> None:
     for _ in range(3):
         assert served.get(f"/api/jobs/{job['id']}/").status_code == 200
     served.submit("api.tasks.hello_world", {"message": "after"})
+
+
+@pytest.mark.django_db
+def test_a_server_that_takes_the_connection_and_never_answers_fails_it_in_db_connect_timeout() -> None:
+    # Given a database address that takes connections and never answers (a server stuck in
+    # recovery, a failover's black hole)
+    with silent_server() as address:
+        host, port = address.split(":")
+        wrapper = connections.create_connection("default")
+        wrapper.settings_dict = {**wrapper.settings_dict, "HOST": host, "PORT": port}
+        outcome: list[BaseException] = []
+
+        def connect() -> None:
+            try:
+                wrapper.ensure_connection()
+            except BaseException as exc:  # noqa: BLE001 (what the connection raised, read below)
+                outcome.append(exc)
+
+        # When a connection is made to it
+        started = time.monotonic()
+        attempt = threading.Thread(target=connect, daemon=True)
+        attempt.start()
+        attempt.join(timeout=20)
+
+    # Then it fails after DB_CONNECT_TIMEOUT (5 s by default), rather than wait for ever
+    assert not attempt.is_alive(), "the connection still waits after 20 s"
+    assert isinstance(outcome[0], OperationalError) and "timeout" in str(outcome[0])
+    assert 4 < time.monotonic() - started < 15
