@@ -6,7 +6,12 @@ submissions, arriving together, all passed the cap.
 SQLite drops a table's triggers when a migration rebuilds it: a later migration that rebuilds
 core_client (most changes of its columns do, on SQLite) must make this trigger again.
 """
+import importlib
+
 from django.db import migrations
+
+# Runs the statements of the connection's vendor.
+_run = importlib.import_module("jobs.migrations.0004_jobcounts")._run
 
 POSTGRESQL = [
     """
@@ -37,14 +42,6 @@ BACKFILL = {
     "sqlite": """INSERT OR IGNORE INTO jobs_jobcounts (owner_id, unfinished, running, result_bytes)
     SELECT id, 0, 0, 0 FROM core_client""",
 }
-
-
-def _run(statements: dict[str, list[str]]):
-    def run(apps, schema_editor):
-        for statement in statements[schema_editor.connection.vendor]:
-            schema_editor.execute(statement)
-
-    return run
 
 
 class Migration(migrations.Migration):
