@@ -1,4 +1,5 @@
-"""Bearer API-key authentication: one indexed lookup, remembered for a few seconds per process."""
+"""Bearer API-key authentication: one indexed lookup, remembered for a few seconds per process;
+failed checks limited per client address."""
 from __future__ import annotations
 
 import hashlib
@@ -9,7 +10,9 @@ from rest_framework import authentication, exceptions
 from rest_framework.request import Request
 
 from core import logs
+from core.errors import FailedAuthenticationsThrottled
 from core.models import ApiKey, Client
+from core.throttling import ApiKeyFailureRateThrottle
 
 API_KEY_PREFIX = "jak_"
 
@@ -17,7 +20,11 @@ API_KEY_PREFIX = "jak_"
 # with its client). A poll then costs one database round trip (the job), not two
 # (docs/benchmarks.md). Only valid keys are remembered: a new key works at once, and guessing
 # keys fills nothing. A revocation is seen at once by the process that made it (api_key_revoke
-# forgets the key) and within API_KEY_CACHE_SECONDS by every other process.
+# forgets the key) and within API_KEY_CACHE_SECONDS by every other process. A key found here
+# is looked up again once that long has passed (at every request with 0), but it is never held
+# to its address's budget of failed checks (API_AUTH_FAILURE_RATE_PER_MINUTE) nor costs a Redis
+# round trip: it was valid, so a client sharing an address with someone guessing keys keeps
+# working, and a valid key's request costs what it did before the limit.
 _checked: dict[str, tuple[float, ApiKey]] = {}
 # Bounds the memory one process spends on it (oldest entries go first).
 _CHECKED_MAX_ENTRIES = 10_000
@@ -34,24 +41,31 @@ def api_key_forget(*, digest: str) -> None:
 
 
 def _api_key_lookup(digest: str) -> ApiKey | None:
-    ttl = settings.API_KEY_CACHE_SECONDS
     now = time.monotonic()
-    if ttl > 0:
-        hit = _checked.get(digest)
-        if hit is not None and now - hit[0] < ttl:
-            return hit[1]
+    hit = _checked.get(digest)
+    if hit is not None and now - hit[0] < settings.API_KEY_CACHE_SECONDS:
+        return hit[1]
     api_key = ApiKey.objects.select_related("client").filter(digest=digest, revoked_at__isnull=True).first()
-    if ttl > 0:
-        if api_key is None:
-            _checked.pop(digest, None)
-        else:
-            while len(_checked) >= _CHECKED_MAX_ENTRIES:
-                try:
-                    _checked.pop(next(iter(_checked)))
-                except (StopIteration, KeyError, RuntimeError):  # emptied by another thread
-                    break
-            _checked[digest] = (now, api_key)
+    if api_key is None:
+        _checked.pop(digest, None)
+    else:
+        while len(_checked) >= _CHECKED_MAX_ENTRIES:
+            try:
+                _checked.pop(next(iter(_checked)))
+            except (StopIteration, KeyError, RuntimeError):  # emptied by another thread
+                break
+        _checked[digest] = (now, api_key)
     return api_key
+
+
+def _attempt_admitted(request: Request) -> ApiKeyFailureRateThrottle:
+    """The attempt's place in its address's budget of failed checks, taken before its key is
+    looked up (a success gives it back); 429 once the budget is spent, without asking the
+    database, so that guesses stop costing it a query."""
+    throttle = ApiKeyFailureRateThrottle()
+    if not throttle.allow_request(request, None):
+        raise FailedAuthenticationsThrottled(wait=throttle.wait())
+    return throttle
 
 
 class ApiKeyAuthentication(authentication.BaseAuthentication):
@@ -62,11 +76,22 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
     def authenticate(self, request: Request) -> tuple[Client, ApiKey] | None:
         header = request.META.get("HTTP_AUTHORIZATION", "")
         if not header:
+            # 401: it tries no key and costs no query, so it spends nothing of its address's budget.
             return None
         scheme, _, key = header.partition(" ")
         if scheme.lower() != self.keyword.lower() or not key.strip():
+            _attempt_admitted(request)
             raise exceptions.AuthenticationFailed("Send the API key as 'Authorization: Bearer <key>'.")
-        api_key = _api_key_lookup(api_key_digest(key.strip()))
+        digest = api_key_digest(key.strip())
+        if digest in _checked:
+            # Valid when last looked up. Revoked since, it is refused (and forgotten) with a query
+            # its address does not pay for: once a key, after which it is a stranger.
+            api_key = _api_key_lookup(digest)
+        else:
+            attempt = _attempt_admitted(request)
+            api_key = _api_key_lookup(digest)
+            if api_key is not None:
+                attempt.give_back()
         if api_key is None:
             raise exceptions.AuthenticationFailed("Unknown or revoked API key.")
         logs.bind(client=str(api_key.client_id))  # the request's lines, and its tasks', name the client

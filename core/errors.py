@@ -62,6 +62,12 @@ class TooManyRequests(ApplicationError):
     code = "rate_limited"
 
 
+class FailedAuthenticationsThrottled(exceptions.Throttled):
+    """Too many failed API key checks from the request's address (core/auth.py): refused before
+    its key is looked up. DRF's exception, as the authenticator's other refusals are, so that DRF
+    knows the request unauthenticated."""
+
+
 def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
     return {"error": {"code": code, "message": message, "details": details}}
 
@@ -77,6 +83,10 @@ _DRF_CODES: dict[type[exceptions.APIException], str] = {
     exceptions.NotAcceptable: "not_acceptable",
     exceptions.UnsupportedMediaType: "unsupported_media_type",
     exceptions.Throttled: "rate_limited",
+    FailedAuthenticationsThrottled: "too_many_failed_authentications",
+}
+_THROTTLED_MESSAGES: dict[type[exceptions.Throttled], str] = {
+    FailedAuthenticationsThrottled: "Too many failed authentications from your address; retry later.",
 }
 
 
@@ -102,7 +112,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         code = _DRF_CODES.get(type(exc), exc.default_code)
         message, details, status_code = str(exc.detail), None, exc.status_code
         if isinstance(exc, exceptions.Throttled) and exc.wait is not None:
-            message = "Too many requests; retry later."
+            message = _THROTTLED_MESSAGES.get(type(exc), "Too many requests; retry later.")
             details = {"retry_after_seconds": ceiling_seconds(exc.wait)}
         auth_header = getattr(exc, "auth_header", None)
         if auth_header:

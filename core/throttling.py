@@ -1,6 +1,6 @@
-"""Request rate limits: every API request per client, by scope, and the admin's failed logins per
-client address, through the shared limiter of core/ratelimit.py (Redis), or DRF's own history in
-the cache when there is no Redis (embedded mode).
+"""Request rate limits: every API request per client, by scope, and the failed admin logins and
+API key checks per client address, through the shared limiter of core/ratelimit.py (Redis), or
+DRF's own history in the cache when there is no Redis (embedded mode).
 
 Scopes, each with its own budget (settings `API_*_RATE_PER_MINUTE`): `submit` (new jobs),
 `read` (every GET), `write` (other writes) and `sensitive` (redeliveries and secret rotations,
@@ -133,30 +133,31 @@ class ClientRateThrottle(RateThrottle):
         return f"throttle:{self.scope}:{request.user.pk}"  # type: ignore[union-attr]
 
 
-class AdminLoginRateThrottle(RateThrottle):
-    """Failed logins to the admin, per client address (`client_address`); always decided by Redis.
+class FailureRateThrottle(RateThrottle):
+    """Failed attempts per client address (`client_address`), in the budget its subclass's
+    setting (`rate_setting`) gives a minute; always decided by Redis.
 
-    An attempt (a POST) takes its place in its address's budget before its password is checked,
-    atomically across processes, so that concurrent guesses cannot all pass a check made before
-    any of them had failed; one that logs in gives its place back (`give_back`). So only failures
-    spend the budget, and an operator's own logins never do.
+    An attempt takes its place in its address's budget before it is checked, atomically across
+    processes, so that concurrent guesses cannot all pass a check made before any of them had
+    failed; one that succeeds gives its place back (`give_back`). So only failures spend the
+    budget, and legitimate attempts never do.
 
     Per address, not per account: a limit on an account whatever the address would be one an
     attacker reaches on purpose, to lock that account's owner out (docs/deployment.md)."""
 
-    scope = "admin_login"
     exact = True
+    rate_setting: str
 
     def rate_for(self, request: HttpRequest, view: Any) -> str | None:
-        return _per_minute("ADMIN_LOGIN_RATE_PER_MINUTE") if request.method == "POST" else None
+        return _per_minute(self.rate_setting)
 
     def get_cache_key(self, request: HttpRequest, view: Any) -> str | None:
         return f"throttle:{self.scope}:{_budget_of(client_address(request))}"
 
     def give_back(self) -> None:
-        """The attempt `allow_request` admitted logged in: its place is given back."""
+        """The attempt `allow_request` admitted succeeded: its place is given back."""
         if self.key is None:
-            return  # nothing was counted (not a POST, or no limit)
+            return  # nothing was counted (not an attempt, or no limit)
         if cache_redis.configured():
             limiter().give_back(self.key, window_seconds=self.duration, at=self.now)
             return
@@ -164,6 +165,24 @@ class AdminLoginRateThrottle(RateThrottle):
         if self.now in history:
             history.remove(self.now)
             self.cache.set(self.key, history, self.duration)
+
+
+class AdminLoginRateThrottle(FailureRateThrottle):
+    """Failed logins to the admin (its POSTs) per client address (ADMIN_LOGIN_RATE_PER_MINUTE)."""
+
+    scope = "admin_login"
+    rate_setting = "ADMIN_LOGIN_RATE_PER_MINUTE"
+
+    def rate_for(self, request: HttpRequest, view: Any) -> str | None:
+        return super().rate_for(request, view) if request.method == "POST" else None
+
+
+class ApiKeyFailureRateThrottle(FailureRateThrottle):
+    """API requests with an unknown, revoked or malformed key per client address
+    (API_AUTH_FAILURE_RATE_PER_MINUTE): core/auth.py asks it before it looks a key up."""
+
+    scope = "api_key_failure"
+    rate_setting = "API_AUTH_FAILURE_RATE_PER_MINUTE"
 
 
 def client_address(request: HttpRequest) -> str:

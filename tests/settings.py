@@ -25,6 +25,10 @@ os.environ.setdefault("WEBHOOK_TIMEOUT_SECONDS", "3")
 # An endpoint is disabled after one delivery's three attempts fail (over two seconds).
 os.environ.setdefault("WEBHOOK_ENDPOINT_DISABLE_AFTER_FAILURES", "3")
 os.environ.setdefault("WEBHOOK_ENDPOINT_DISABLE_AFTER_SECONDS", "1")
+# Off but where a test turns it on (tests/core/test_api_auth_failures.py): the suite's refused
+# keys all come from 127.0.0.1, whose budget every concurrent run shares (the limiter's Redis
+# keys name no run), so one run's refusals would get another run's new keys a 429.
+os.environ.setdefault("API_AUTH_FAILURE_RATE_PER_MINUTE", "0")
 # The test process (and its live server thread) closes connections after each request, so the
 # test database can be dropped at the end; worker subprocesses keep theirs (see worker_env).
 os.environ.setdefault("DB_CONN_MAX_AGE", "0")

@@ -27,6 +27,10 @@ API_MAX_BATCH_SIZE = env.int("API_MAX_BATCH_SIZE", default=1000)
 API_RATE_SYNC_SECONDS = env.float("API_RATE_SYNC_SECONDS", default=0.5)
 # Failed admin logins per client address per minute before 429 (0: no limit).
 ADMIN_LOGIN_RATE_PER_MINUTE = env.int("ADMIN_LOGIN_RATE_PER_MINUTE", default=10)
+# API requests with an unknown, revoked or malformed key per client address per minute; past it,
+# the address's requests get 429 without their key looked up, unless the key already worked in
+# that API process (0: no limit).
+API_AUTH_FAILURE_RATE_PER_MINUTE = env.int("API_AUTH_FAILURE_RATE_PER_MINUTE", default=60)
 # Most rows one admin action (cancel, redeliver, delete...) applies to; a larger selection, such
 # as "select all" across a list's pages, is refused whole (0: no bound). Under Django's 1,000 form
 # fields a request (DATA_UPLOAD_MAX_NUMBER_FIELDS): a deletion's confirmation posts a field a row.
@@ -35,7 +39,8 @@ if ADMIN_ACTION_MAX_ROWS < 0:
     raise ImproperlyConfigured("ADMIN_ACTION_MAX_ROWS must be >= 0 (0: no bound).")
 # The proxies in front (addresses or networks, comma-separated; `*`: whichever peer connects):
 # the one variable gunicorn reads too (gunicorn.conf.py). Only a request from one of them has
-# its client's address read from X-Forwarded-For (the admin login's limit, core/throttling.py).
+# its client's address read from X-Forwarded-For (the limits on failed admin logins and API key
+# checks, core/throttling.py).
 FORWARDED_ALLOW_IPS = env.list("FORWARDED_ALLOW_IPS", default=["127.0.0.1"])
 try:
     for _proxy in FORWARDED_ALLOW_IPS:
