@@ -61,10 +61,11 @@ _FULL = {
     ),
     429: (
         (
-            "Too many reads per minute (`rate_limited`), or this client holds as many waits and "
-            "streams on this API process as one client may (`API_MAX_WAITERS_PER_CLIENT`, a quarter "
-            "of the process's by default): close one, then retry after `Retry-After`. Code: "
-            "`too_many_open_streams`."
+            "Too many reads per minute (`rate_limited`), too many requests with a wrong API key "
+            "from this address (`too_many_failed_authentications`), or this client holds as many "
+            "waits and streams on this API process as one client may (`API_MAX_WAITERS_PER_CLIENT`, "
+            "a quarter of the process's by default): close one, then retry after `Retry-After`. "
+            "Code: `too_many_open_streams`."
         ),
         error_example(
             429, "too_many_open_streams",
