@@ -171,6 +171,9 @@ class JobResult(models.Model):
         indexes = [
             models.Index(fields=["owner", "-created_at"], name="result_owner_created"),
             models.Index(fields=["owner", "task_name", "-created_at"], name="result_owner_task_created"),
+            # Pruning by age (jobs.retention.job_results_prune); the owner-first ones above serve
+            # it only by reading the whole index.
+            models.Index(fields=["created_at"], name="result_created"),
         ]
 
     def __str__(self) -> str:
@@ -194,6 +197,10 @@ class IdempotencyKey(models.Model):
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["owner", "key"], name="idempotency_owner_key"),
+        ]
+        indexes = [
+            # Pruning past the TTL (jobs.idempotency.idempotency_keys_prune).
+            models.Index(fields=["created_at"], name="idempotency_created"),
         ]
 
 

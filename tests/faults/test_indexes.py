@@ -147,7 +147,7 @@ def test_list_filters_use_indexes_at_a_million_rows(
         measured[name] = {"index": used.group(1),
                           "execution_ms": float(execution.group(1)) if execution else None}
 
-    # The pruner's batch query has no index of its own: recorded (not asserted) for the docs.
+    # The pruner's batch query (served by job_finished): recorded, not asserted, for the docs.
     prune: dict[str, Any] = {}
     for name, days in (("jobs finished > 30 days ago (a batch)", 30),
                        ("jobs finished > 300 days ago (nothing to prune)", 300)):

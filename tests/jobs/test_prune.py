@@ -2,11 +2,14 @@
 unfinished, recent or still being delivered does."""
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from core.models import Client
@@ -99,6 +102,32 @@ def test_prune_works_in_batches_and_stops_at_the_batch_cap(owner: Client) -> Non
 
     assert (first, rest) == (4, 3)
     assert not Job.objects.exists()
+
+
+
+def test_the_prune_finds_old_results_and_keys_by_index_not_by_reading_the_table() -> None:
+    # Given the planner told to avoid sequential scans (on a table of a few rows it reads the
+    # table whatever the indexes; told so, it shows the index it would take on a big one)
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")
+
+    # When the housekeeping looks for results and keys past their retention
+    with CaptureQueriesContext(connection) as queries:
+        retention.jobs_retention_apply()
+
+    # Then each look goes by its created_at index (an owner-first one would be read whole)
+    looks = {
+        table: q["sql"] for q in queries.captured_queries for table in ("jobs_jobresult", "jobs_idempotencykey")
+        if q["sql"].startswith(f'SELECT "{table}"."id"') and "LIMIT" in q["sql"]
+    }
+    plans = {}
+    with connection.cursor() as cursor:
+        for table, sql in looks.items():
+            cursor.execute(f"EXPLAIN {sql}")
+            plans[table] = "\n".join(row[0] for row in cursor.fetchall())
+    scan = r"(?:Index Scan using|Bitmap Index Scan on) {}\b"
+    assert re.search(scan.format("result_created"), plans["jobs_jobresult"]), plans
+    assert re.search(scan.format("idempotency_created"), plans["jobs_idempotencykey"]), plans
 
 
 def test_results_retention_shorter_than_jobs_is_refused() -> None:
