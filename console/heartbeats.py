@@ -26,6 +26,7 @@ HEARTBEAT_SECONDS = 10.0
 LOST_AFTER_SECONDS = 3 * HEARTBEAT_SECONDS
 
 _stop = threading.Event()
+_thread: threading.Thread | None = None
 
 
 def _beat(*, hostname: str, queues: list[str], concurrency: int) -> None:
@@ -47,19 +48,25 @@ def _beat(*, hostname: str, queues: list[str], concurrency: int) -> None:
 @worker_ready.connect
 def worker_started(sender: Any = None, **kwargs: Any) -> None:
     """worker_ready (sender: the worker's consumer): start reporting."""
+    global _thread
     queues = sorted(sender.app.amqp.queues.consume_from)
     concurrency = getattr(sender.controller, "concurrency", 0) or 0
     _stop.clear()
-    threading.Thread(
+    _thread = threading.Thread(
         target=_beat, kwargs={"hostname": sender.hostname, "queues": queues, "concurrency": concurrency},
         name="worker-heartbeat", daemon=True,
-    ).start()
+    )
+    _thread.start()
 
 
 @worker_shutdown.connect
 def worker_stopping(sender: Any = None, **kwargs: Any) -> None:
-    """worker_shutdown (sender: the worker): stop reporting, and say so."""
+    """worker_shutdown (sender: the worker): stop reporting, and say so once the last beat is
+    written (a beat that lands after the mark changes nothing either: services.worker_seen)."""
     _stop.set()
+    if _thread is not None:
+        # Its first beat, if it is still being written, makes the row the mark updates.
+        _thread.join(timeout=HEARTBEAT_SECONDS)
     try:
         services.worker_stopped(hostname=sender.hostname, now=timezone.now())
     except DatabaseError:

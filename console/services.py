@@ -12,11 +12,19 @@ FORGET_AFTER = timedelta(days=7)
 def worker_seen(
     *, hostname: str, queues: list[str], concurrency: int, pid: int, started_at: datetime, now: datetime
 ) -> None:
-    WorkerHeartbeat.objects.update_or_create(
-        hostname=hostname,
-        defaults={"queues": queues, "concurrency": concurrency, "pid": pid, "started_at": started_at,
-                  "seen_at": now, "stopped_at": None},
-    )
+    """Record a heartbeat of the worker run that started at `started_at`. Once that run is
+    marked stopped, its beats change nothing: one sent as the worker shut down may land after
+    the mark, and would show a worker that stopped cleanly as up, then lost. A later run of the
+    same hostname (a restart) takes the row over."""
+    fields = {"queues": queues, "concurrency": concurrency, "pid": pid, "started_at": started_at,
+              "seen_at": now, "stopped_at": None}
+    # One conditional UPDATE: a mark that commits while it waits for the row is seen.
+    reported = WorkerHeartbeat.objects.filter(hostname=hostname).exclude(
+        started_at=started_at, stopped_at__isnull=False
+    ).update(**fields)
+    if not reported:
+        # No row yet (made here), or this run's stopped one (left as it is).
+        WorkerHeartbeat.objects.get_or_create(hostname=hostname, defaults=fields)
     WorkerHeartbeat.objects.filter(seen_at__lt=now - FORGET_AFTER).delete()
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -9,7 +10,9 @@ from django.contrib.auth.models import Permission, User
 from django.db import connection
 from django.test import Client as BrowserClient
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
+from console import services
 from jobs.models import Job
 from tests.console.seed import (
     CHECKLIST,
@@ -146,6 +149,7 @@ def test_each_row_links_to_an_admin_page_that_has_the_action(staff: BrowserClien
     assert f"/admin/webhooks/delivery/{delivery.pk}/actions/redeliver/" in delivery_page
 
 
+
 def _figures(staff: BrowserClient) -> Any:
     return staff.get("/console/?fragment=1").content.decode()
 
@@ -159,6 +163,24 @@ def test_an_empty_service_says_so_in_each_section(staff: BrowserClient) -> None:
     assert "Every receiver takes its deliveries." in html
     assert "No endpoint is disabled." in html
 
+
+def test_a_worker_shut_down_cleanly_stays_stopped_when_its_last_heartbeat_lands_after_the_mark(
+    staff: BrowserClient,
+) -> None:
+    # Given a worker that has reported since it started 5 minutes ago
+    started = timezone.now() - timedelta(minutes=5)
+    run = {"hostname": "jobs@racing", "queues": ["jobs"], "concurrency": 2, "pid": 4242, "started_at": started}
+    services.worker_seen(**run, now=started)
+
+    # When it shuts down, and a heartbeat its thread was writing lands just after the mark
+    services.worker_stopped(hostname="jobs@racing", now=timezone.now())
+    services.worker_seen(**run, now=timezone.now())
+
+    # Then the console shows it stopped (not up, then lost once its beats are 30 s old)
+    assert row_of(section(_figures(staff), "workers"), "jobs@racing")[1] == "stopped"
+    # ...until the same host starts a worker again
+    services.worker_seen(**{**run, "pid": 4343, "started_at": timezone.now()}, now=timezone.now())
+    assert row_of(section(_figures(staff), "workers"), "jobs@racing")[1] == "up"
 
 def test_the_disabled_endpoints_are_the_fifty_holding_most_read_in_as_many_queries_as_two(
     staff: BrowserClient,
