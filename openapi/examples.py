@@ -159,6 +159,7 @@ ENDPOINT_EXAMPLE: dict[str, Any] = {
     "event_types": ["job.canceled", "job.failed", "job.succeeded"],
     "enabled": True,
     "disabled_reason": None,
+    "disabled_at": None,
     "headers": {"X-Team": "billing"},
     "rate_limit_per_second": None,
     "created_at": "2026-11-28T13:00:00.000000Z",

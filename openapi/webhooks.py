@@ -84,6 +84,7 @@ class DisabledEndpointSerializer(serializers.Serializer):
     event_types = serializers.ListField(child=serializers.CharField())
     enabled = serializers.BooleanField()
     disabled_reason = serializers.CharField(allow_null=True)
+    disabled_at = serializers.DateTimeField(allow_null=True)
     created_at = serializers.DateTimeField()
     reason = serializers.CharField(help_text="Why it was disabled, in a sentence.")
 
@@ -112,7 +113,7 @@ OWN_EVENTS: dict[str, tuple[str, str, type[serializers.Serializer], dict[str, An
         "least 50 times. Its pending deliveries are held until its client enables it again.",
         EndpointDisabledEventSerializer,
         {**{k: v for k, v in ENDPOINT_EXAMPLE.items() if k not in ("headers", "rate_limit_per_second", "health")},
-         "enabled": False, "disabled_reason": "failing",
+         "enabled": False, "disabled_reason": "failing", "disabled_at": "2026-12-03T13:00:02.000000Z",
          "reason": "Every attempt failed for 5 days (50 attempts or more)."},
     ),
 }

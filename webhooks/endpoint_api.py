@@ -88,11 +88,16 @@ class EndpointHealthSerializer(serializers.Serializer):
 
 class EndpointSerializer(serializers.ModelSerializer):
     disabled_reason = serializers.SerializerMethodField()
+    disabled_at = serializers.DateTimeField(
+        read_only=True, allow_null=True,
+        help_text="When it was disabled, by its client or the service; null while enabled (or, for an endpoint "
+                  "its client disabled before this was recorded, not known).",
+    )
     health = serializers.SerializerMethodField()
 
     class Meta:
         model = Endpoint
-        fields = ["id", "url", "description", "event_types", "enabled", "disabled_reason", "headers",
+        fields = ["id", "url", "description", "event_types", "enabled", "disabled_reason", "disabled_at", "headers",
                   "rate_limit_per_second", "created_at", "health"]
         read_only_fields = fields
 

@@ -255,6 +255,10 @@ def _forget(owner_id: uuid.UUID) -> None:
     _subscriptions.pop(owner_id, None)
 
 
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat().replace("+00:00", "Z") if moment else None
+
+
 def endpoint_data(endpoint: Endpoint) -> dict[str, Any]:
     """The endpoint as events and the API show it, never with its secret."""
     return {
@@ -264,5 +268,6 @@ def endpoint_data(endpoint: Endpoint) -> dict[str, Any]:
         "event_types": endpoint.event_types,
         "enabled": endpoint.enabled,
         "disabled_reason": endpoint.disabled_reason or None,
-        "created_at": endpoint.created_at.isoformat().replace("+00:00", "Z"),
+        "disabled_at": _iso(endpoint.disabled_at),
+        "created_at": _iso(endpoint.created_at),
     }

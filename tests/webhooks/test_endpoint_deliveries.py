@@ -137,11 +137,13 @@ def test_a_failing_endpoint_is_disabled_then_enabled_again_and_its_failures_reco
 
     # Then the endpoint is disabled as failing, with its health, and the watcher is told
     assert disabled["disabled_reason"] == "failing"
+    assert disabled["disabled_at"] >= disabled["health"]["last_failure_at"]  # at the failure that disabled it
     assert disabled["health"]["consecutive_failures"] == 3
     assert disabled["health"]["last_failure_at"] is not None and disabled["health"]["last_success_at"] is None
     [told] = watcher.wait_for(1)
     event = Webhook(endpoint_secret(api, watching)).verify(told.body, told.headers)
     assert event["type"] == "endpoint.disabled" and event["data"]["id"] == endpoint["id"]
+    assert event["data"]["disabled_at"] == disabled["disabled_at"]
     assert "secret" not in event["data"]
 
     # And a job finishing while it is disabled makes no delivery to it
@@ -153,7 +155,7 @@ def test_a_failing_endpoint_is_disabled_then_enabled_again_and_its_failures_reco
     # When its client enables it (the receiver works again) and recovers what failed since
     # it was made: the failed delivery goes again, with its webhook-id
     enabled = api.request("PATCH", f"/api/webhook-endpoints/{endpoint['id']}/", json={"enabled": True})
-    assert enabled.status_code == 200 and enabled.json()["disabled_reason"] is None
+    assert enabled.status_code == 200 and (enabled.json()["disabled_reason"], enabled.json()["disabled_at"]) == (None, None)
     [failed] = deliveries_to(api, endpoint, job=job["id"], state="failed")
     recovered = api.post(f"/api/webhook-endpoints/{endpoint['id']}/recover/", json={"since": endpoint["created_at"]})
     assert recovered.status_code == 202 and recovered.json() == {"recovered": 1}

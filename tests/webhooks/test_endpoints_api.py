@@ -22,7 +22,7 @@ def test_an_endpoint_is_created_listed_changed_and_deleted(make_api: Callable[..
     # Created with the defaults: the three final events, enabled, healthy
     endpoint = create(api, description="orders", headers={"X-Team": "billing"})
     assert endpoint["event_types"] == ["job.canceled", "job.failed", "job.succeeded"]
-    assert endpoint["enabled"] is True and endpoint["disabled_reason"] is None
+    assert endpoint["enabled"] is True and endpoint["disabled_reason"] is None and endpoint["disabled_at"] is None
     assert endpoint["health"] == {"succeeded_24h": 0, "failed_24h": 0, "last_success_at": None,
                                   "last_failure_at": None, "consecutive_failures": 0, "disabled_reason": None}
     assert "secret" not in endpoint
@@ -39,8 +39,10 @@ def test_an_endpoint_is_created_listed_changed_and_deleted(make_api: Callable[..
     assert changed.status_code == 200, changed.text
     assert changed.json()["event_types"] == ["job.started", "webhook.test"]
     assert (changed.json()["enabled"], changed.json()["disabled_reason"]) == (False, "client")
+    assert changed.json()["disabled_at"] > endpoint["created_at"]
     enabled = api.request("PATCH", f"/api/webhook-endpoints/{endpoint['id']}/", json={"enabled": True}).json()
-    assert (enabled["enabled"], enabled["disabled_reason"], enabled["rate_limit_per_second"]) == (True, None, 2.0)
+    assert (enabled["enabled"], enabled["disabled_reason"], enabled["disabled_at"], enabled["rate_limit_per_second"]) == (
+        True, None, None, 2.0)
 
     # Deleted
     assert api.request("DELETE", f"/api/webhook-endpoints/{endpoint['id']}/").status_code == 204
