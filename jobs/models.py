@@ -183,7 +183,9 @@ class JobResult(models.Model):
 class IdempotencyKey(models.Model):
     """A client's `Idempotency-Key`, the fingerprint of the request it came with, and its job."""
 
-    owner = models.ForeignKey("core.Client", on_delete=models.CASCADE, related_name="+")
+    # No index of its own: the unique (owner, key) index, owner first, serves the owner's lookups
+    # and a client's deletion, and one index fewer is one write fewer for every keyed submission.
+    owner = models.ForeignKey("core.Client", on_delete=models.CASCADE, related_name="+", db_index=False)
     key = models.CharField(max_length=255)
     # SHA-256 of the request body as canonical JSON.
     fingerprint = models.CharField(max_length=64)
