@@ -297,6 +297,15 @@ def anonymous(live_server: Any, transactional_db: Any) -> Api:
 
 
 @pytest.fixture
+def limiter_redis_unreachable(settings: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """This process's rate limiter made again, against a Redis that refuses connections (down as
+    the process starts)."""
+    monkeypatch.setattr("core.throttling._limiter", None)
+    monkeypatch.setattr("core.throttling._client", None)
+    settings.CACHE_URL = "redis://127.0.0.1:1/0"
+
+
+@pytest.fixture
 def two_turns(settings: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """The live server runs two requests at once, as two API processes would (one by default)."""
     settings.WEB_ACTIVE_REQUESTS = 2

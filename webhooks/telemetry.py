@@ -90,30 +90,34 @@ def _log(attempts: list[tuple[Claimed, HttpResult]]) -> None:
     subjects: dict[int, uuid.UUID] = dict(
         Delivery.objects.filter(pk__in=[claimed.delivery_id for claimed, _ in attempts]).values_list("pk", "subject_id")
     )
-    # A drain (or a batch of retries) sends whichever deliveries are due, any client's, in the
-    # context of the request or task that asked for it: each line names its own delivery's
-    # client, and the request id only when that request was the same client's.
     asker = logs.context().get("client")
     for claimed, result in attempts:
-        own: dict[str, object] = {"client": claimed.owner_id}
-        if asker != str(claimed.owner_id):
-            own["request_id"] = None
         log.info(
             "webhook attempt", delivery_id=claimed.delivery_id, webhook_id=claimed.message_id,
             job_id=subjects.get(claimed.delivery_id), attempt=claimed.attempt_number,
             outcome=attempt_outcome(result), status_code=result.status_code, duration_ms=result.duration_ms,
-            receiver=urlsplit(claimed.url).hostname, error=result.error[:300] or None, **own,
+            receiver=urlsplit(claimed.url).hostname, error=result.error[:300] or None,
+            **_own_context(claimed.owner_id, asker=asker),
         )
+
+
+def _own_context(owner_id: uuid.UUID, *, asker: str | None) -> dict[str, object]:
+    """A line's client. A drain (or a batch of retries) sends whichever deliveries are due, any
+    client's, in the context of the request or task that asked for it (`asker`, its client):
+    each line names its own delivery's client, and the request id only when that request was the
+    same client's."""
+    own: dict[str, object] = {"client": owner_id}
+    if asker != str(owner_id):
+        own["request_id"] = None
+    return own
 
 
 def endpoint_disabled(*, endpoint: Endpoint, detail: str) -> None:
     """The service disabled `endpoint` (its `disabled_reason`): count it, and log it at WARNING,
     naming the receiver's host only (a URL's path or query may carry a token)."""
     metrics.webhook_endpoint_disabled(reason=endpoint.disabled_reason)
-    own: dict[str, object] = {"client": endpoint.owner_id}
-    if logs.context().get("client") != str(endpoint.owner_id):
-        own["request_id"] = None  # a drain of any client's deliveries, asked for by another
     endpoint_log.warning(
         "webhook endpoint disabled", endpoint_id=endpoint.pk, receiver=urlsplit(endpoint.url).hostname,
-        reason=endpoint.disabled_reason, detail=detail, **own,
+        reason=endpoint.disabled_reason, detail=detail,
+        **_own_context(endpoint.owner_id, asker=logs.context().get("client")),
     )

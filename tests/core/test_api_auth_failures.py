@@ -170,14 +170,11 @@ def test_zero_turns_the_limit_off(make_api: Callable[..., Api], settings: Any) -
     assert call(make_api(), address).status_code == 200
 
 
-@pytest.mark.usefixtures("limit")
+@pytest.mark.usefixtures("limit", "limiter_redis_unreachable")
 def test_with_the_limiters_redis_unreachable_keys_are_checked_as_without_a_limit(
-    make_api: Callable[..., Api], settings: Any, monkeypatch: Any
+    make_api: Callable[..., Api],
 ) -> None:
     # Given an API process whose limiter cannot reach its Redis, as the other limits do
-    monkeypatch.setattr("core.throttling._limiter", None)
-    monkeypatch.setattr("core.throttling._client", None)
-    settings.CACHE_URL = "redis://127.0.0.1:1/0"
     api, address = make_api(), random_address()
 
     statuses = [call(api, address, key=bad_key()).status_code for _ in range(LIMIT + 1)]

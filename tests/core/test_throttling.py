@@ -5,6 +5,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import pytest
+
 from tests.conftest import Api
 
 BODY = {"job_name": "api.tasks.hello_world"}
@@ -24,13 +26,11 @@ def test_concurrent_submissions_admit_exactly_the_rate(make_api: Callable[..., A
     assert sorted(statuses) == [202] * 5 + [429] * 7
 
 
+@pytest.mark.usefixtures("limiter_redis_unreachable")
 def test_with_the_limiters_redis_unreachable_from_the_start_submissions_are_admitted(
-    make_api: Callable[..., Api], settings: Any, monkeypatch: Any
+    make_api: Callable[..., Api], settings: Any
 ) -> None:
     # Given an API process whose limiter has never reached its Redis (down as the process starts)
-    monkeypatch.setattr("core.throttling._limiter", None)
-    monkeypatch.setattr("core.throttling._client", None)
-    settings.CACHE_URL = "redis://127.0.0.1:1/0"
     settings.API_SUBMIT_RATE_PER_MINUTE = 5
     api = make_api()
 
