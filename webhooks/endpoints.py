@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from core.errors import ApplicationError, Conflict, NotFound
 from core.services import client_lock
+from core.timestamps import utc_iso
 from webhooks import dispatch, outbox, secrets, sending, telemetry
 from webhooks.addresses import callback_url_validate
 from webhooks.events import DEFAULT_ENDPOINT_EVENT_TYPES, ENDPOINT_DISABLED_EVENT_TYPE, TEST_EVENT_TYPE
@@ -256,7 +257,7 @@ def _forget(owner_id: uuid.UUID) -> None:
 
 
 def _iso(moment: datetime | None) -> str | None:
-    return moment.isoformat().replace("+00:00", "Z") if moment else None
+    return utc_iso(moment) if moment else None
 
 
 def endpoint_data(endpoint: Endpoint) -> dict[str, Any]:

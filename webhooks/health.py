@@ -16,6 +16,7 @@ from django.conf import settings
 from django.db.models import F
 from django.db.models.functions import Coalesce
 
+from core.timestamps import utc_iso
 from webhooks import endpoints
 from webhooks.models import Endpoint
 
@@ -66,5 +67,5 @@ def _disable_if_failing(endpoint_id: uuid.UUID, *, now: datetime) -> None:
     if failures >= settings.WEBHOOK_ENDPOINT_DISABLE_AFTER_FAILURES and since is not None and now - since >= window:
         endpoints.endpoint_disable_failing(
             endpoint_id=endpoint_id,
-            reason=f"{failures} attempts in a row failed since {since.isoformat().replace('+00:00', 'Z')}.",
+            reason=f"{failures} attempts in a row failed since {utc_iso(since)}.",
         )

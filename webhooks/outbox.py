@@ -18,6 +18,7 @@ from django.utils import timezone
 
 from core.db import delete_in_batches
 from core.errors import Conflict
+from core.timestamps import utc_iso
 from webhooks import dispatch, sql
 from webhooks.models import Delivery, Endpoint, Event
 
@@ -28,7 +29,7 @@ def event_body(*, event_type: str, data: Any, at: datetime) -> bytes:
     """The exact bytes signed and sent: `{"type", "timestamp", "data"}` as compact UTF-8 JSON."""
     document = {
         "type": event_type,
-        "timestamp": at.isoformat().replace("+00:00", "Z"),
+        "timestamp": utc_iso(at),
         "data": data,
     }
     return json.dumps(document, cls=DjangoJSONEncoder, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
