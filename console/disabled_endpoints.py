@@ -1,15 +1,20 @@
 """Webhook endpoints disabled (by the service, for failing, or by their clients) and the
 deliveries held behind them until they are enabled again: how many of each by reason, and the
-endpoints holding the most. Each read is served by a partial index (webhooks' endpoint_disabled
-and delivery_held), which holds only those rows, however large the tables grow.
+endpoints holding the most.
+
+A read counts the held deliveries once, by endpoint, from the partial index delivery_held alone
+(it holds only those rows); the totals by reason and the ranking of the endpoints are made from
+those counts and the disabled endpoints (a few columns of each, through the partial index
+endpoint_disabled), so the page's totals and its list agree and the held rows are walked once.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from urllib.parse import urlsplit
+from uuid import UUID
 
-from django.db.models import Count, F, IntegerField, OuterRef, Subquery, Value
-from django.db.models.functions import Coalesce
+from django.db.models import Count
 from django.urls import reverse
 
 from webhooks.models import Delivery, Endpoint
@@ -39,20 +44,6 @@ class Totals:
         return sum(row.endpoints for row in self.by_reason)
 
 
-def disabled_totals() -> Totals:
-    """Disabled endpoints and their held deliveries, by reason (two index-only counts)."""
-    endpoints = dict(
-        Endpoint.objects.filter(enabled=False).values_list("disabled_reason").annotate(n=Count("pk")).order_by()
-    )
-    held = dict(
-        Delivery.objects.filter(state=HELD).values_list("endpoint__disabled_reason").annotate(n=Count("pk")).order_by()
-    )
-    return Totals(
-        by_reason=[ReasonRow(reason, endpoints.get(reason, 0), held.get(reason, 0)) for reason in REASONS],
-        held=sum(held.values()),
-    )
-
-
 @dataclass(frozen=True)
 class DisabledRow:
     endpoint: Endpoint
@@ -68,18 +59,55 @@ class DisabledRow:
         return reverse("admin:webhooks_endpoint_change", args=[self.endpoint.pk])
 
 
-def disabled_endpoints(*, limit: int = TOP) -> list[DisabledRow]:
-    """The disabled endpoints holding the most deliveries (then the longest disabled), with
-    their clients; never their headers, which may hold a receiver's credentials."""
-    held = (
-        Delivery.objects.filter(endpoint=OuterRef("pk"), state=HELD)
-        .order_by().values("endpoint").annotate(n=Count("pk")).values("n")
+@dataclass(frozen=True)
+class Disabled:
+    totals: Totals
+    # The endpoints holding the most deliveries (then the longest disabled).
+    top: list[DisabledRow]
+
+
+def _held_by_endpoint() -> dict[UUID | None, int]:
+    """Every held delivery, counted by endpoint. COUNT(*), not of a column: a column the index
+    does not hold (the pk) would be read from the table, row by held row."""
+    held = Delivery.objects.filter(state=HELD).values_list("endpoint").annotate(n=Count("*")).order_by()
+    return dict(held)
+
+
+def _disabled() -> list[tuple[UUID, str, datetime | None]]:
+    return list(Endpoint.objects.filter(enabled=False).values_list("pk", "disabled_reason", "disabled_at"))
+
+
+def _totals(held: dict[UUID | None, int], disabled: list[tuple[UUID, str, datetime | None]]) -> Totals:
+    endpoints = dict.fromkeys(REASONS, 0)
+    held_by_reason = dict.fromkeys(REASONS, 0)
+    for pk, reason, _ in disabled:
+        if reason in endpoints:
+            endpoints[reason] += 1
+            held_by_reason[reason] += held.get(pk, 0)
+    return Totals(
+        by_reason=[ReasonRow(reason, endpoints[reason], held_by_reason[reason]) for reason in REASONS],
+        held=sum(held.values()),
     )
-    endpoints = (
-        Endpoint.objects.filter(enabled=False)
-        .select_related("owner")
-        .only("id", "url", "disabled_reason", "disabled_at", "owner__name")
-        .annotate(held=Coalesce(Subquery(held, output_field=IntegerField()), Value(0)))
-        .order_by("-held", F("disabled_at").asc(nulls_last=True), "pk")[:limit]
+
+
+def disabled_totals() -> Totals:
+    """Disabled endpoints and their held deliveries, by reason."""
+    return _totals(_held_by_endpoint(), _disabled())
+
+
+def disabled_overview(*, limit: int = TOP) -> Disabled:
+    """The totals, and the `limit` disabled endpoints holding the most deliveries (then the
+    longest disabled) with their clients; never their headers, which may hold a receiver's
+    credentials. Ranked here rather than by the database, which would count the held
+    deliveries again, endpoint by endpoint."""
+    held = _held_by_endpoint()
+    disabled = _disabled()
+    ranked = sorted(disabled, key=lambda row: (-held.get(row[0], 0), row[2] is None, row[2], row[0]))
+    top = [pk for pk, _, _ in ranked[:limit]]
+    endpoints = Endpoint.objects.filter(pk__in=top).select_related("owner").only(
+        "id", "url", "disabled_reason", "disabled_at", "owner__name"
+    ).in_bulk()
+    return Disabled(
+        totals=_totals(held, disabled),
+        top=[DisabledRow(endpoints[pk], held.get(pk, 0)) for pk in top if pk in endpoints],
     )
-    return [DisabledRow(endpoint, endpoint.held) for endpoint in endpoints]  # type: ignore[attr-defined]

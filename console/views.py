@@ -48,6 +48,7 @@ def _overview() -> dict[str, Any]:
     failures = selectors.failures(now=now, counts=counts)
     workers = selectors.workers_seen(now=now)
     down = unreachable()
+    disabled = disabled_endpoints.disabled_overview()
     return {
         "now": now,
         "refresh_seconds": REFRESH_SECONDS,
@@ -60,8 +61,8 @@ def _overview() -> dict[str, Any]:
         "queues": selectors.queues(workers=workers, broker_up="broker" not in down),
         "failures": failures,
         "receivers": receivers.receivers_failing(now=now),
-        "disabled": disabled_endpoints.disabled_totals(),
-        "disabled_endpoints": disabled_endpoints.disabled_endpoints(),
+        "disabled": disabled.totals,
+        "disabled_endpoints": disabled.top,
         "workers": workers,
     }
 

@@ -24,7 +24,7 @@ from tests.console.seed import (
     URL_TOKEN,
     seed,
 )
-from webhooks.models import Endpoint
+from webhooks.models import Delivery, Endpoint
 
 pytestmark = pytest.mark.django_db
 
@@ -206,6 +206,55 @@ def test_the_disabled_endpoints_are_the_fifty_holding_most_read_in_as_many_queri
     assert row_of(disabled, "client")[1:] == ["59", "1"]
     assert disabled.count("/admin/webhooks/endpoint/") == 50 + 1  # and the link to them all
     assert all(str(endpoint.pk)[:8] in disabled for endpoint in seeded.disabled)
+    assert len(many) == len(few)
+
+
+def _held_reads(queries: CaptureQueriesContext) -> list[str]:
+    return [query["sql"] for query in queries if '"webhooks_delivery"' in query["sql"]
+            and Delivery.State.ENDPOINT_DISABLED in query["sql"]]
+
+
+def test_a_refresh_counts_the_held_deliveries_once_from_their_index_alone(staff: BrowserClient) -> None:
+    # Given an endpoint disabled for failing (three deliveries held) and one by its client (one)
+    seed()
+
+    # When the page refreshes
+    with CaptureQueriesContext(connection) as queries:
+        html = _figures(staff)
+
+    # Then its totals and its list agree, from one read of the held deliveries that names no
+    # column but those their index (delivery_held) holds: no row is read from the table
+    disabled = section(html, "disabled-endpoints")
+    assert "2 disabled, 4 deliveries held" in text(disabled)
+    assert row_of(disabled, "failing")[1:] == ["1", "3"]
+    assert row_of(disabled, "client")[1:] == ["1", "1"]
+    [read] = _held_reads(queries)
+    assert set(re.findall(r'"webhooks_delivery"\."(\w+)"', read)) == {"endpoint_id", "state"}
+
+
+def test_the_held_deliveries_are_read_in_as_many_queries_however_many_are_held(staff: BrowserClient) -> None:
+    # Given the seeded endpoints, and the queries a refresh makes then
+    seeded = seed()
+    with CaptureQueriesContext(connection) as few:
+        _figures(staff)
+
+    # When the endpoint its client disabled holds 20 more
+    paused = seeded.disabled[1]
+    for delivery in Delivery.objects.filter(endpoint=paused)[:1]:
+        Delivery.objects.bulk_create([
+            Delivery(event=delivery.event, owner=seeded.client, subject_id=delivery.subject_id, endpoint=paused,
+                     url=paused.url, state=Delivery.State.ENDPOINT_DISABLED)
+            for _ in range(20)
+        ])
+    with CaptureQueriesContext(connection) as many:
+        html = _figures(staff)
+
+    # Then it is counted, listed first, and the refresh made no more queries than before
+    disabled = section(html, "disabled-endpoints")
+    assert "2 disabled, 24 deliveries held" in text(disabled)
+    assert row_of(disabled, "client")[1:] == ["1", "21"]
+    listed = re.findall(r"/admin/webhooks/endpoint/([0-9a-f-]+)/change/", disabled)
+    assert listed == [str(paused.pk), str(seeded.disabled[0].pk)]
     assert len(many) == len(few)
 
 
