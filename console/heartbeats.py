@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from datetime import datetime
 from typing import Any
 
 from celery.signals import worker_ready, worker_shutdown
@@ -27,10 +28,11 @@ LOST_AFTER_SECONDS = 3 * HEARTBEAT_SECONDS
 
 _stop = threading.Event()
 _thread: threading.Thread | None = None
+# When this process's worker run started: its heartbeats and its shutdown mark name the run by it.
+_started_at: datetime | None = None
 
 
-def _beat(*, hostname: str, queues: list[str], concurrency: int) -> None:
-    started_at = timezone.now()
+def _beat(*, hostname: str, queues: list[str], concurrency: int, started_at: datetime) -> None:
     while True:
         try:
             services.worker_seen(hostname=hostname, queues=queues, concurrency=concurrency, pid=os.getpid(),
@@ -48,12 +50,14 @@ def _beat(*, hostname: str, queues: list[str], concurrency: int) -> None:
 @worker_ready.connect
 def worker_started(sender: Any = None, **kwargs: Any) -> None:
     """worker_ready (sender: the worker's consumer): start reporting."""
-    global _thread
+    global _thread, _started_at
     queues = sorted(sender.app.amqp.queues.consume_from)
     concurrency = getattr(sender.controller, "concurrency", 0) or 0
     _stop.clear()
+    _started_at = timezone.now()
     _thread = threading.Thread(
-        target=_beat, kwargs={"hostname": sender.hostname, "queues": queues, "concurrency": concurrency},
+        target=_beat, kwargs={"hostname": sender.hostname, "queues": queues, "concurrency": concurrency,
+                              "started_at": _started_at},
         name="worker-heartbeat", daemon=True,
     )
     _thread.start()
@@ -64,11 +68,12 @@ def worker_stopping(sender: Any = None, **kwargs: Any) -> None:
     """worker_shutdown (sender: the worker): stop reporting, and say so once the last beat is
     written (a beat that lands after the mark changes nothing either: services.worker_seen)."""
     _stop.set()
-    if _thread is not None:
-        # Its first beat, if it is still being written, makes the row the mark updates.
-        _thread.join(timeout=HEARTBEAT_SECONDS)
+    if _thread is None or _started_at is None:
+        return  # never ready: this run reported nothing, and another run's row is not its to mark
+    # Its first beat, if it is still being written, makes the row the mark updates.
+    _thread.join(timeout=HEARTBEAT_SECONDS)
     try:
-        services.worker_stopped(hostname=sender.hostname, now=timezone.now())
+        services.worker_stopped(hostname=sender.hostname, started_at=_started_at, now=timezone.now())
     except DatabaseError:
         logger.warning("Could not record the shutdown of %s", sender.hostname, exc_info=True)
     finally:

@@ -28,5 +28,9 @@ def worker_seen(
     WorkerHeartbeat.objects.filter(seen_at__lt=now - FORGET_AFTER).delete()
 
 
-def worker_stopped(*, hostname: str, now: datetime) -> None:
-    WorkerHeartbeat.objects.filter(hostname=hostname).update(seen_at=now, stopped_at=now)
+def worker_stopped(*, hostname: str, started_at: datetime, now: datetime) -> None:
+    """Mark the worker run that started at `started_at` as shut down cleanly. Another run of
+    the same hostname (a restarted container reusing its name while this one shuts down, or
+    two hosts named alike) may have taken the row over: that run is still up, so its row is
+    left as it is."""
+    WorkerHeartbeat.objects.filter(hostname=hostname, started_at=started_at).update(seen_at=now, stopped_at=now)

@@ -173,7 +173,7 @@ def test_a_worker_shut_down_cleanly_stays_stopped_when_its_last_heartbeat_lands_
     services.worker_seen(**run, now=started)
 
     # When it shuts down, and a heartbeat its thread was writing lands just after the mark
-    services.worker_stopped(hostname="jobs@racing", now=timezone.now())
+    services.worker_stopped(hostname="jobs@racing", started_at=started, now=timezone.now())
     services.worker_seen(**run, now=timezone.now())
 
     # Then the console shows it stopped (not up, then lost once its beats are 30 s old)
@@ -181,6 +181,24 @@ def test_a_worker_shut_down_cleanly_stays_stopped_when_its_last_heartbeat_lands_
     # ...until the same host starts a worker again
     services.worker_seen(**{**run, "pid": 4343, "started_at": timezone.now()}, now=timezone.now())
     assert row_of(section(_figures(staff), "workers"), "jobs@racing")[1] == "up"
+
+
+def test_a_worker_shutting_down_leaves_a_newer_run_of_its_name_up(staff: BrowserClient) -> None:
+    # Given a worker that started 5 minutes ago, and a newer run of the same name (a restarted
+    # container reusing it) that has reported since, while the old one shuts down
+    old = timezone.now() - timedelta(minutes=5)
+    run = {"hostname": "jobs@reused", "queues": ["jobs"], "concurrency": 2, "pid": 4242}
+    services.worker_seen(**run, started_at=old, now=old)
+    newer = timezone.now()
+    services.worker_seen(**{**run, "pid": 4343}, started_at=newer, now=newer)
+
+    # When the old run's shutdown is marked
+    services.worker_stopped(hostname="jobs@reused", started_at=old, now=timezone.now())
+
+    # Then the newer run is still up; its own shutdown marks it stopped
+    assert row_of(section(_figures(staff), "workers"), "jobs@reused")[1] == "up"
+    services.worker_stopped(hostname="jobs@reused", started_at=newer, now=timezone.now())
+    assert row_of(section(_figures(staff), "workers"), "jobs@reused")[1] == "stopped"
 
 def test_the_disabled_endpoints_are_the_fifty_holding_most_read_in_as_many_queries_as_two(
     staff: BrowserClient,

@@ -1,0 +1,63 @@
+"""A worker's heartbeats and shutdown mark as its signals write them (console/heartbeats.py).
+The heartbeat thread writes on a connection of its own, so the rows are committed
+(transactional_db)."""
+from __future__ import annotations
+
+import time
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from django.utils import timezone
+
+from console import heartbeats, services
+from console.models import WorkerHeartbeat
+
+pytestmark = pytest.mark.usefixtures("transactional_db")
+
+HOSTNAME = "jobs@reused"
+
+
+def _worker() -> SimpleNamespace:
+    """What worker_ready and worker_shutdown hand their receivers: the parts they read."""
+    return SimpleNamespace(
+        hostname=HOSTNAME, app=SimpleNamespace(amqp=SimpleNamespace(queues=SimpleNamespace(consume_from={"jobs": None}))),
+        controller=SimpleNamespace(concurrency=2),
+    )
+
+
+def _started(worker: Any) -> WorkerHeartbeat:
+    """Start the worker's reporting; its row once the first beat is written."""
+    heartbeats.worker_started(sender=worker)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        row = WorkerHeartbeat.objects.filter(hostname=HOSTNAME).first()
+        if row is not None:
+            return row
+        time.sleep(0.05)
+    raise AssertionError("the first heartbeat was not written")
+
+
+def test_a_worker_shutting_down_marks_its_own_run_stopped() -> None:
+    worker = _worker()
+    _started(worker)
+
+    heartbeats.worker_stopping(sender=worker)
+
+    assert WorkerHeartbeat.objects.get(hostname=HOSTNAME).stopped_at is not None
+
+
+def test_a_worker_shutting_down_leaves_a_newer_run_of_its_name_up() -> None:
+    # Given a worker that has reported, and then a newer run of the same name (a restarted
+    # container reusing it while the old one shuts down)
+    worker = _worker()
+    _started(worker)
+    newer = timezone.now()
+    services.worker_seen(hostname=HOSTNAME, queues=["jobs"], concurrency=2, pid=4343, started_at=newer, now=newer)
+
+    # When the old run shuts down
+    heartbeats.worker_stopping(sender=worker)
+
+    # Then the newer run's row is not marked
+    row = WorkerHeartbeat.objects.get(hostname=HOSTNAME)
+    assert (row.started_at, row.stopped_at) == (newer, None)
