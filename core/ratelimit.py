@@ -15,7 +15,11 @@ reads the totals back for all its keys in one pipeline.
 The bound: what Redis does not know yet is at most 1 % of the limit per API process, so a
 client can exceed its limit by at most (number of API processes) x 1 % of it; near the limit
 every decision is Redis's. With Redis unreachable, every process admits on its own counts
-(submissions must not fail because the limiter is down) and says so in its log.
+(submissions must not fail because the limiter is down) and says so in its log. After a call
+fails, a process asks Redis again only REDIS_RETRY_SECONDS later: a Redis that hangs makes each
+call wait out the client's timeout (a second), and that wait then falls on one request per
+process in that time, not on every request that would have asked. What it admitted meanwhile
+is sent with its first sync after.
 """
 from __future__ import annotations
 
@@ -33,6 +37,7 @@ logger = logging.getLogger(__name__)
 
 LOCAL_SHARE_OF_LIMIT = 0.8
 LOCAL_BURST_SHARE = 0.01
+REDIS_RETRY_SECONDS = 5.0
 
 # Adds this process's pending count to the current window's key, reads the previous window's,
 # and admits `weight` more if the estimate allows (adding it too). Answers
@@ -80,6 +85,8 @@ class RateLimiter:
         self._keys: dict[tuple[str, float], _Key] = {}
         self._lock = threading.Lock()
         self._last_sync = clock()
+        # Until when Redis is not asked, after a call to it failed.
+        self._resting_until = float("-inf")
         self._script: Any = None
         self._give_back_script: Any = None
 
@@ -99,7 +106,7 @@ class RateLimiter:
             state = self._keys.setdefault((key, window_seconds), _Key())
             previous = state.synced.get(index - 1, 0) + state.pending.get(index - 1, 0)
             current = state.synced.get(index, 0) + state.pending.get(index, 0)
-            local = (
+            local = self._clock() < self._resting_until or (
                 not exact
                 and previous * fraction_left + current + weight <= limit * LOCAL_SHARE_OF_LIMIT
                 and state.pending_since_sync + weight <= int(limit * LOCAL_BURST_SHARE)
@@ -120,11 +127,14 @@ class RateLimiter:
         turned out not to count (a login that succeeded). Exact counts are all in Redis, none
         left pending here. With Redis unreachable they stay counted (the limit errs on its side)."""
         name = self._redis_key(key, window_seconds, int(at // window_seconds))
+        if self._clock() < self._resting_until:
+            return
         try:
             if self._give_back_script is None:
                 self._give_back_script = self._client().register_script(_GIVE_BACK)
             self._give_back_script(keys=[name], args=[weight])
         except redis.RedisError:
+            self._rest()
             logger.warning("Rate limit count of %s not given back (Redis unreachable)", key, exc_info=True)
 
     def _decide(self, key: str, state: _Key, *, index: int, window_seconds: float, fraction_left: float,
@@ -145,7 +155,9 @@ class RateLimiter:
                 args=[pending, weight, fraction_left, limit, int(window_seconds * 2000)],
             )
         except redis.RedisError:
-            logger.warning("Rate limit of %s decided without Redis (unreachable)", key, exc_info=True)
+            self._rest()
+            logger.warning("Rate limit of %s decided without Redis (unreachable; asked again in %s s)", key,
+                           REDIS_RETRY_SECONDS, exc_info=True)
             with self._lock:
                 state.pending[index] = state.pending.get(index, 0) + pending + weight
             return None
@@ -155,6 +167,11 @@ class RateLimiter:
             return None
         return _wait_seconds(limit=limit, weight=weight, current=int(current), previous=int(previous),
                              elapsed=elapsed, window_seconds=window_seconds)
+
+    def _rest(self) -> None:
+        """A call to Redis failed: decide here alone, and ask it again in REDIS_RETRY_SECONDS."""
+        with self._lock:
+            self._resting_until = self._clock() + REDIS_RETRY_SECONDS
 
     def _flush(self, counts: dict[tuple[str, float], dict[int, int]]) -> None:
         pipe = self._client().pipeline(transaction=False)
@@ -171,8 +188,8 @@ class RateLimiter:
         counted in either window are forgotten."""
         now = self._clock()
         with self._lock:
-            if now - self._last_sync < self._sync_seconds:
-                return  # another thread just did
+            if now - self._last_sync < self._sync_seconds or now < self._resting_until:
+                return  # another thread just did, or Redis failed moments ago
             self._last_sync = now
             taken = {name: state.pending for name, state in self._keys.items()}
             for state in self._keys.values():
@@ -194,7 +211,9 @@ class RateLimiter:
                     position += 1
             results = pipe.execute()
         except redis.RedisError:
-            logger.warning("Rate limit counts not shared: Redis unreachable", exc_info=True)
+            self._rest()
+            logger.warning("Rate limit counts not shared: Redis unreachable (asked again in %s s)",
+                           REDIS_RETRY_SECONDS, exc_info=True)
             with self._lock:  # keep counting them here; the next sync sends them
                 for name, pending in taken.items():
                     state = self._keys.setdefault(name, _Key())

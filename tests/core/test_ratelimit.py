@@ -10,7 +10,7 @@ import pytest
 import redis
 from django.conf import settings
 
-from core.ratelimit import RateLimiter
+from core.ratelimit import REDIS_RETRY_SECONDS, RateLimiter
 
 WINDOW = 60.0
 
@@ -126,3 +126,63 @@ def test_with_redis_down_when_the_process_first_connects_every_request_is_admitt
     limiter = RateLimiter(connect, sync_seconds=0.5, clock=Clock())
 
     assert all(limiter.hit("x", limit=2, window_seconds=WINDOW) is None for _ in range(5))
+
+
+class FlakyRedis:
+    """The real client while `up`; while not, each use fails as a hung Redis's would (after the
+    client's timeout), and is counted."""
+
+    def __init__(self, client: CountingRedis) -> None:
+        self.client = client
+        self.up = True
+        self.failed_calls = 0
+
+    def __call__(self) -> Any:
+        if not self.up:
+            self.failed_calls += 1
+            raise redis.TimeoutError("Timeout reading from socket")
+        return self.client
+
+
+def test_after_redis_fails_a_process_asks_it_again_only_some_seconds_later(shared: Any) -> None:
+    # Given a process whose Redis has just stopped answering, and a limit so low that every
+    # request would be Redis's to decide
+    clock = Clock()
+    flaky = FlakyRedis(shared[0])
+    limiter = RateLimiter(flaky, sync_seconds=0.5, clock=clock, prefix=shared[1])
+    flaky.up = False
+
+    # When requests keep coming for a few seconds
+    first = clock.now
+    statuses = []
+    for n in range(40):
+        clock.now = first + n * (REDIS_RETRY_SECONDS - 0.1) / 40
+        statuses.append(limiter.hit("x", limit=2, window_seconds=WINDOW))
+
+    # Then each is admitted, and only the first waited on Redis
+    assert statuses == [None] * 40
+    assert flaky.failed_calls == 1
+
+    # and once that time has passed, the next request asks it again
+    clock.now = first + REDIS_RETRY_SECONDS
+    limiter.hit("x", limit=2, window_seconds=WINDOW)
+    assert flaky.failed_calls == 2
+
+
+def test_what_a_process_admitted_while_redis_was_down_counts_once_it_answers(shared: Any) -> None:
+    # Given a process that admitted 3 requests of a client while its Redis was down
+    clock = Clock()
+    flaky = FlakyRedis(shared[0])
+    limiter = RateLimiter(flaky, sync_seconds=0.5, clock=clock, prefix=shared[1])
+    flaky.up = False
+    for _ in range(3):
+        assert limiter.hit("y", limit=4, window_seconds=WINDOW) is None
+
+    # When Redis answers again and the retry time has passed
+    flaky.up = True
+    clock.now += REDIS_RETRY_SECONDS
+
+    # Then another process of the client sees those 3: one more fits under the limit of 4, not two
+    [other] = processes(shared, clock, 1)
+    assert limiter.hit("y", limit=4, window_seconds=WINDOW) is None
+    assert other.hit("y", limit=4, window_seconds=WINDOW) is not None
