@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections import OrderedDict
 
 from django.conf import settings
 from rest_framework import authentication, exceptions
@@ -25,8 +26,10 @@ API_KEY_PREFIX = "jak_"
 # to its address's budget of failed checks (API_AUTH_FAILURE_RATE_PER_MINUTE) nor costs a Redis
 # round trip: it was valid, so a client sharing an address with someone guessing keys keeps
 # working, and a valid key's request costs what it did before the limit.
-_checked: dict[str, tuple[float, ApiKey]] = {}
-# Bounds the memory one process spends on it (oldest entries go first).
+_checked: OrderedDict[str, tuple[float, ApiKey]] = OrderedDict()
+# Bounds the memory one process spends on it. The least recently used key goes first (a hit moves
+# its key to the end), so past this many keys one in constant use stays remembered while idle
+# ones go, rather than being looked up again for being the oldest remembered.
 _CHECKED_MAX_ENTRIES = 10_000
 
 
@@ -44,15 +47,19 @@ def _api_key_lookup(digest: str) -> ApiKey | None:
     now = time.monotonic()
     hit = _checked.get(digest)
     if hit is not None and now - hit[0] < settings.API_KEY_CACHE_SECONDS:
+        try:
+            _checked.move_to_end(digest)
+        except KeyError:  # forgotten by another thread meanwhile (a revocation): stays forgotten
+            pass
         return hit[1]
     api_key = ApiKey.objects.select_related("client").filter(digest=digest, revoked_at__isnull=True).first()
-    if api_key is None:
-        _checked.pop(digest, None)
-    else:
+    # Taken out either way: a valid key goes back in last, as the most recently used.
+    _checked.pop(digest, None)
+    if api_key is not None:
         while len(_checked) >= _CHECKED_MAX_ENTRIES:
             try:
-                _checked.pop(next(iter(_checked)))
-            except (StopIteration, KeyError, RuntimeError):  # emptied by another thread
+                _checked.popitem(last=False)
+            except KeyError:  # emptied by another thread
                 break
         _checked[digest] = (now, api_key)
     return api_key

@@ -1,13 +1,17 @@
-"""Key checks remembered per process (API_KEY_CACHE_SECONDS) never outlive a revocation."""
+"""Key checks remembered per process (API_KEY_CACHE_SECONDS) never outlive a revocation, and past
+the cap on how many a process remembers, the least recently used is the one forgotten."""
 from __future__ import annotations
 
 import time
 from typing import Any
 
 import pytest
+from django.db import connection
 from django.test import Client as DjangoClient
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from core import auth
 from core.auth import api_key_digest
 from core.models import ApiKey
 from core.services import (
@@ -78,3 +82,31 @@ def test_a_key_deleted_in_this_process_is_refused_at_once_as_a_revoked_one_is(tr
         "/api/jobs/", data={"job_name": "api.tasks.hello_world"}, content_type="application/json"
     )
     assert submit.status_code == 401
+
+
+def _key_queries(key: str) -> int:
+    """How many times a request with `key` looked a key up in the database."""
+    with CaptureQueriesContext(connection) as queries:
+        assert _status(key) == 200
+    return sum("core_apikey" in q["sql"] for q in queries)
+
+
+def test_past_the_cap_a_key_in_use_is_kept_and_an_idle_one_forgotten(
+    db: Any, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a process that remembers 3 keys, a key checked then left idle, and one in use since
+    settings.API_KEY_CACHE_SECONDS = 60
+    monkeypatch.setattr(auth, "_CHECKED_MAX_ENTRIES", 3)
+    hot, idle, *new = (api_key_create(client=client_create(name=f"lru-{n}")) for n in range(4))
+    assert _key_queries(hot) == 1
+    assert _key_queries(idle) == 1
+    assert _key_queries(hot) == 0  # remembered
+
+    # When two more keys are checked
+    for key in new:
+        assert _key_queries(key) == 1
+
+    # Then the key in use is still remembered (it was checked first, and used last), and the
+    # idle one is looked up again
+    assert _key_queries(hot) == 0
+    assert _key_queries(idle) == 1
