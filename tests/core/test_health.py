@@ -1,5 +1,6 @@
 """/readyz (and the figures that ask the same: /metrics, the console) against a broker that hangs:
-the answer names it, and the process's other requests are not held meanwhile. And however many
+the answer names it, and the process's other requests are not held meanwhile; against a database
+that stops answering: the check gives up within READYZ_DATABASE_TIMEOUT_SECONDS. And however many
 ask, a process checks its dependencies once per READYZ_CHECK_SECONDS, seen as the connections a
 proxy in front of the broker is asked for."""
 from __future__ import annotations
@@ -15,7 +16,9 @@ from urllib.parse import urlsplit
 
 import requests
 from django.conf import settings
+from django.db import DEFAULT_DB_ALIAS, connection, connections
 
+from core import health
 from tests.conftest import Api, serving, silent_server
 
 
@@ -45,15 +48,17 @@ def test_a_broker_that_never_answers_holds_no_other_request(make_api: Callable[.
 
 
 class CountingProxy:
-    """A TCP proxy in front of the test run's Redis, counting the connections it is asked for.
-    `down`: it closes them at once (Redis gone); `delay`: it waits that long before forwarding
-    one (Redis slow to answer)."""
+    """A TCP proxy in front of the test run's Redis (or PostgreSQL), counting the connections it is
+    asked for. `down`: it closes them at once (Redis gone); `delay`: it waits that long before
+    forwarding one (Redis slow to answer); `stalled`: it forwards nothing more on the connections
+    it holds, while holding them open (a frozen server, a network that drops packets)."""
 
     def __init__(self, upstream: tuple[str, int]) -> None:
         self.upstream = upstream
         self.connections = 0
         self.down = False
         self.delay = 0.0
+        self.stalled = False
         self._listener = socket.create_server(("127.0.0.1", 0))
         self._sockets: list[socket.socket] = []
         self.address = f"127.0.0.1:{self._listener.getsockname()[1]}"
@@ -83,10 +88,11 @@ class CountingProxy:
         threading.Thread(target=self._pump, args=(upstream, client), daemon=True).start()
         self._pump(client, upstream)
 
-    @staticmethod
-    def _pump(source: socket.socket, target: socket.socket) -> None:
+    def _pump(self, source: socket.socket, target: socket.socket) -> None:
         try:
             while data := source.recv(65536):
+                while self.stalled:
+                    time.sleep(0.01)
                 target.sendall(data)
         except OSError:
             pass
@@ -95,8 +101,12 @@ class CountingProxy:
                 end.shutdown(socket.SHUT_RDWR)
 
     def close(self) -> None:
+        self.stalled = False
         self._listener.close()
         for sock in self._sockets:
+            # Shut down first: a socket closed while a pump waits on it stays open till it returns.
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
             sock.close()
 
 
@@ -195,3 +205,46 @@ def test_with_no_window_every_call_checks(make_api: Callable[..., Api], tmp_path
 
     # Then each one reached the broker
     assert min(reached) >= 1, reached
+
+
+def test_a_database_that_stops_answering_is_unreachable_within_the_bound(
+    transactional_db: Any, settings: Any
+) -> None:
+    # Given a process checking at every request, whose database connection goes through a proxy,
+    # and the database found ready through it
+    settings.READYZ_CHECK_SECONDS = 0
+    settings.READYZ_DATABASE_TIMEOUT_SECONDS = 0.5
+    database = connection.settings_dict
+    proxy = CountingProxy((database["HOST"] or "127.0.0.1", int(database["PORT"] or 5432)))
+    outcomes: list[Any] = []
+
+    def probe() -> None:  # in a thread of its own: its `default` connection is its own
+        through_proxy = connections.create_connection(DEFAULT_DB_ALIAS)
+        host, port = proxy.address.split(":")
+        through_proxy.settings_dict = {**through_proxy.settings_dict, "HOST": host, "PORT": port}
+        connections[DEFAULT_DB_ALIAS] = through_proxy
+        try:
+            outcomes.append(health.unreachable())
+            # When the database stops answering on that open connection (no statement timeout
+            # helps here: the server never sees the query)
+            proxy.stalled = True
+            started = time.monotonic()
+            outcomes.append(health.unreachable())
+            outcomes.append(time.monotonic() - started)
+        finally:
+            through_proxy.close()
+
+    thread = threading.Thread(target=probe)
+    try:
+        thread.start()
+        thread.join(timeout=10)
+        hung = thread.is_alive()
+    finally:
+        proxy.close()  # frees a check that hangs
+        thread.join()
+
+    # Then the check answers within its bound, naming the database
+    assert not hung, "the database check waited on the stalled connection"
+    ready, failed, took = outcomes
+    assert (ready, failed) == ([], ["database"])
+    assert took < 2, took
