@@ -26,12 +26,6 @@ from core.errors import error_body
 
 logger = logging.getLogger(__name__)
 
-# Longest a request waits for the checks another request runs, in seconds: about as long as they
-# may take against a broker that takes the connection and never answers (its socket timeout,
-# 10 s, after a connect). A check still running then waits on a dependency that overran it.
-CHECK_WAIT_SECONDS = 12.0
-
-
 def healthz(request: HttpRequest) -> JsonResponse:
     """The process is alive and serving requests."""
     return JsonResponse({"status": "ok"})
@@ -98,6 +92,18 @@ def _broker_answers() -> bool:
 CHECKS = {"database": _database_answers, "broker": _broker_answers}
 
 
+def _check_wait_seconds() -> float:
+    """Longest a request waits for the checks another request runs: about as long as they may
+    take against dependencies that take connections and never answer, each to its own bounds
+    (PostgreSQL's connect timeout then READYZ_DATABASE_TIMEOUT_SECONDS; the broker's connect and
+    socket timeouts). A check still running then waits on a dependency that overran its bound."""
+    database = settings.DATABASES["default"].get("OPTIONS", {})
+    broker = settings.CELERY_BROKER_TRANSPORT_OPTIONS
+    bounds = (database.get("connect_timeout", 0), settings.READYZ_DATABASE_TIMEOUT_SECONDS,
+              broker.get("socket_connect_timeout", 0), broker.get("socket_timeout", 0))
+    return sum(float(bound) for bound in bounds)
+
+
 class _SharedCheck:
     """The checks' outcome, shared by a process's requests: one request checks at a time, and
     the others take its outcome (a failure too) until it is READYZ_CHECK_SECONDS old."""
@@ -110,7 +116,7 @@ class _SharedCheck:
         self._outcome: tuple[float, list[str]] | None = None
 
     def failed(self, window: float) -> list[str]:
-        waited_until = time.monotonic() + CHECK_WAIT_SECONDS
+        waited_until = time.monotonic() + _check_wait_seconds()
         while True:
             with self._condition:
                 if self._outcome is not None and time.monotonic() - self._outcome[0] < window:

@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import urlsplit
 
+import pytest
 import requests
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, connection, connections
@@ -248,3 +249,33 @@ def test_a_database_that_stops_answering_is_unreachable_within_the_bound(
     ready, failed, took = outcomes
     assert (ready, failed) == ([], ["database"])
     assert took < 2, took
+
+
+def test_a_request_waits_for_another_requests_check_as_long_as_its_bounds_allow(
+    settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given checks bounded to 0.3 s in all (the database's connect and query timeouts, none for
+    # the broker), and a database check that overruns them (2 s)
+    settings.READYZ_CHECK_SECONDS = 0.001
+    settings.READYZ_DATABASE_TIMEOUT_SECONDS = 0.2
+    settings.CELERY_BROKER_TRANSPORT_OPTIONS = {}
+    monkeypatch.setitem(settings.DATABASES["default"]["OPTIONS"], "connect_timeout", 0.1)
+
+    def overrunning() -> bool:
+        time.sleep(2)
+        return True
+
+    monkeypatch.setitem(health.CHECKS, "database", overrunning)
+    checker = threading.Thread(target=health.unreachable)
+    checker.start()
+    time.sleep(0.1)
+
+    # When another request asks meanwhile
+    started = time.monotonic()
+    failed = health.unreachable()
+    waited = time.monotonic() - started
+    checker.join()
+
+    # Then it answers once the bounds have passed, naming the dependency the check still waits on
+    assert failed == ["database"]
+    assert waited < 1, waited
