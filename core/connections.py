@@ -7,7 +7,7 @@ CPU (docs/benchmarks.md). So the settings turn it off, and the request and task 
 API's request turns, core/concurrency.py) call these instead: Django's own end-of-use policy
 (`close_if_unusable_or_obsolete`: closed when older than CONN_MAX_AGE, or after an error it did
 not survive), and the same health check, but only on a connection idle for at least
-HEALTH_CHECK_AFTER_IDLE_SECONDS.
+HEALTH_CHECK_AFTER_IDLE_SECONDS, and within DB_CHECK_TIMEOUT_SECONDS (as /readyz's check).
 
 The cost: a connection that breaks less than that after its last use fails its next query. A
 PostgreSQL restart can be that quick (0.5 s in fault test 4), so each connection in use just
@@ -17,10 +17,16 @@ restart itself fail either way.
 """
 from __future__ import annotations
 
+import contextlib
+import os
+import socket
+import threading
 import time
 import weakref
+from collections.abc import Iterator
 from typing import Any
 
+from django.conf import settings
 from django.db import connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 
@@ -28,6 +34,49 @@ HEALTH_CHECK_AFTER_IDLE_SECONDS = 1.0
 
 # Connection wrapper -> when its last request or task ended (time.monotonic()).
 _released_at: weakref.WeakKeyDictionary[BaseDatabaseWrapper, float] = weakref.WeakKeyDictionary()
+
+
+@contextlib.contextmanager
+def hung_up_after(wrapper: BaseDatabaseWrapper, seconds: float) -> Iterator[None]:
+    """Shuts `wrapper`'s open PostgreSQL connection's socket if the block still runs `seconds`
+    later: its query then fails at once, and the connection is closed (TimeoutError if it answered
+    all the same). A statement timeout would not do: the server applies it, and one that never
+    sees the query (a stalled network, a frozen server, a pooler queueing it) never does, while
+    libpq waits on the socket for ever."""
+    if wrapper.vendor != "postgresql" or wrapper.connection is None:
+        yield  # SQLite (embedded mode) is a file: its own busy timeout bounds a wait
+        return
+    # A second descriptor of the connection's socket: shutting it down ends the connection, and
+    # closing it leaves the driver's descriptor alone.
+    raw = socket.socket(fileno=os.dup(wrapper.connection.fileno()))
+    hung_up = threading.Event()
+
+    def hang_up() -> None:
+        hung_up.set()
+        with contextlib.suppress(OSError):  # already closed by the server
+            raw.shutdown(socket.SHUT_RDWR)
+
+    timer = threading.Timer(seconds, hang_up)
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+        timer.join()  # a hang-up under way ends before its descriptor closes
+        raw.close()
+        if hung_up.is_set():
+            wrapper.close()
+    if hung_up.is_set():  # the answer came as it was cut off: too late, and the connection is gone
+        raise TimeoutError(f"PostgreSQL did not answer within {seconds} s")
+
+
+def _answers(wrapper: BaseDatabaseWrapper) -> bool:
+    """Django's health check of `wrapper` (`SELECT 1`), within DB_CHECK_TIMEOUT_SECONDS."""
+    try:
+        with hung_up_after(wrapper, settings.DB_CHECK_TIMEOUT_SECONDS):
+            return wrapper.is_usable()
+    except TimeoutError:
+        return False
 
 
 def connection_reused(wrapper: BaseDatabaseWrapper) -> None:
@@ -41,7 +90,7 @@ def connection_reused(wrapper: BaseDatabaseWrapper) -> None:
         return
     released = _released_at.get(wrapper)
     idle = released is None or time.monotonic() - released >= HEALTH_CHECK_AFTER_IDLE_SECONDS
-    if idle and not wrapper.is_usable():
+    if idle and not _answers(wrapper):
         wrapper.close()
 
 

@@ -8,13 +8,9 @@ many ask, and a dependency that hangs costs one connection waiting on it, not on
 """
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
-import socket
 import threading
 import time
-from collections.abc import Iterator
 
 from django.conf import settings
 from django.db import connection
@@ -22,6 +18,7 @@ from django.http import HttpRequest, JsonResponse
 
 from core.celery import app
 from core.concurrency import turn_released
+from core.connections import hung_up_after
 from core.errors import error_body
 
 logger = logging.getLogger(__name__)
@@ -31,43 +28,10 @@ def healthz(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"status": "ok"})
 
 
-@contextlib.contextmanager
-def _hung_up_after(seconds: float) -> Iterator[None]:
-    """Shuts the open PostgreSQL connection's socket if the block still runs `seconds` later: its
-    query then fails at once, and the connection is closed. A statement timeout would not do: the
-    server applies it, and one that never sees the query (a stalled network, a frozen server, a
-    pooler queueing it) never does, while libpq waits on the socket for ever."""
-    if connection.vendor != "postgresql":
-        yield  # SQLite (embedded mode) is a file: its own busy timeout bounds a wait
-        return
-    # A second descriptor of the connection's socket: shutting it down ends the connection, and
-    # closing it leaves the driver's descriptor alone.
-    raw = socket.socket(fileno=os.dup(connection.connection.fileno()))
-    hung_up = threading.Event()
-
-    def hang_up() -> None:
-        hung_up.set()
-        with contextlib.suppress(OSError):  # already closed by the server
-            raw.shutdown(socket.SHUT_RDWR)
-
-    timer = threading.Timer(seconds, hang_up)
-    timer.start()
-    try:
-        yield
-    finally:
-        timer.cancel()
-        timer.join()  # a hang-up under way ends before its descriptor closes
-        raw.close()
-        if hung_up.is_set():
-            connection.close()
-    if hung_up.is_set():  # the answer came as it was cut off: too late, and the connection is gone
-        raise TimeoutError(f"PostgreSQL did not answer within {seconds} s")
-
-
 def _database_answers() -> bool:
     try:
         connection.ensure_connection()  # within its connect timeout (DB_CONNECT_TIMEOUT)
-        with _hung_up_after(settings.READYZ_DATABASE_TIMEOUT_SECONDS), connection.cursor() as cursor:
+        with hung_up_after(connection, settings.DB_CHECK_TIMEOUT_SECONDS), connection.cursor() as cursor:
             cursor.execute("SELECT 1")
     except Exception:  # any driver error means "not ready"
         logger.warning("readyz: database unreachable", exc_info=True)
@@ -95,11 +59,11 @@ CHECKS = {"database": _database_answers, "broker": _broker_answers}
 def _check_wait_seconds() -> float:
     """Longest a request waits for the checks another request runs: about as long as they may
     take against dependencies that take connections and never answer, each to its own bounds
-    (PostgreSQL's connect timeout then READYZ_DATABASE_TIMEOUT_SECONDS; the broker's connect and
+    (PostgreSQL's connect timeout then DB_CHECK_TIMEOUT_SECONDS; the broker's connect and
     socket timeouts). A check still running then waits on a dependency that overran its bound."""
     database = settings.DATABASES["default"].get("OPTIONS", {})
     broker = settings.CELERY_BROKER_TRANSPORT_OPTIONS
-    bounds = (database.get("connect_timeout", 0), settings.READYZ_DATABASE_TIMEOUT_SECONDS,
+    bounds = (database.get("connect_timeout", 0), settings.DB_CHECK_TIMEOUT_SECONDS,
               broker.get("socket_connect_timeout", 0), broker.get("socket_timeout", 0))
     return sum(float(bound) for bound in bounds)
 

@@ -65,6 +65,12 @@ if not EMBEDDED_DATABASE:
     DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
         "connect_timeout", env.int("DB_CONNECT_TIMEOUT", default=5)
     )
+# Seconds PostgreSQL has to answer a check of an open connection (`SELECT 1`: /readyz's, and a
+# kept connection's after a pause) before the connection is cut and counted broken, rather than
+# wait for ever on a frozen server or a stalled network (core/connections.py).
+DB_CHECK_TIMEOUT_SECONDS = env.float("DB_CHECK_TIMEOUT_SECONDS", default=2.0)
+if DB_CHECK_TIMEOUT_SECONDS <= 0:
+    raise ImproperlyConfigured("DB_CHECK_TIMEOUT_SECONDS must be > 0.")
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Secrets ------------------------------------------------------------------------------

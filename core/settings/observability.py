@@ -23,11 +23,6 @@ logs.configure(level=LOG_LEVEL)
 READYZ_CHECK_SECONDS = env.float("READYZ_CHECK_SECONDS", default=1.0)
 if READYZ_CHECK_SECONDS < 0:
     raise ImproperlyConfigured("READYZ_CHECK_SECONDS must be >= 0.")
-# Seconds the readiness check waits for PostgreSQL to answer its query on an open connection;
-# past it (a frozen server, a stalled network) the database counts as unreachable.
-READYZ_DATABASE_TIMEOUT_SECONDS = env.float("READYZ_DATABASE_TIMEOUT_SECONDS", default=2.0)
-if READYZ_DATABASE_TIMEOUT_SECONDS <= 0:
-    raise ImproperlyConfigured("READYZ_DATABASE_TIMEOUT_SECONDS must be > 0.")
 
 # Serve GET /metrics (Prometheus) and count jobs, deliveries and requests; off by default.
 METRICS_ENABLED = env.bool("METRICS_ENABLED", default=False)

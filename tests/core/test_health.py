@@ -1,6 +1,6 @@
 """/readyz (and the figures that ask the same: /metrics, the console) against a broker that hangs:
 the answer names it, and the process's other requests are not held meanwhile; against a database
-that stops answering: the check gives up within READYZ_DATABASE_TIMEOUT_SECONDS. And however many
+that stops answering: the check gives up within DB_CHECK_TIMEOUT_SECONDS. And however many
 ask, a process checks its dependencies once per READYZ_CHECK_SECONDS, seen as the connections a
 proxy in front of the broker is asked for."""
 from __future__ import annotations
@@ -214,7 +214,7 @@ def test_a_database_that_stops_answering_is_unreachable_within_the_bound(
     # Given a process checking at every request, whose database connection goes through a proxy,
     # and the database found ready through it
     settings.READYZ_CHECK_SECONDS = 0
-    settings.READYZ_DATABASE_TIMEOUT_SECONDS = 0.5
+    settings.DB_CHECK_TIMEOUT_SECONDS = 0.5
     database = connection.settings_dict
     proxy = CountingProxy((database["HOST"] or "127.0.0.1", int(database["PORT"] or 5432)))
     outcomes: list[Any] = []
@@ -257,7 +257,7 @@ def test_a_request_waits_for_another_requests_check_as_long_as_its_bounds_allow(
     # Given checks bounded to 0.3 s in all (the database's connect and query timeouts, none for
     # the broker), and a database check that overruns them (2 s)
     settings.READYZ_CHECK_SECONDS = 0.001
-    settings.READYZ_DATABASE_TIMEOUT_SECONDS = 0.2
+    settings.DB_CHECK_TIMEOUT_SECONDS = 0.2
     settings.CELERY_BROKER_TRANSPORT_OPTIONS = {}
     monkeypatch.setitem(settings.DATABASES["default"]["OPTIONS"], "connect_timeout", 0.1)
 
@@ -279,3 +279,36 @@ def test_a_request_waits_for_another_requests_check_as_long_as_its_bounds_allow(
     # Then it answers once the bounds have passed, naming the dependency the check still waits on
     assert failed == ["database"]
     assert waited < 1, waited
+
+
+def test_served_readyz_answers_within_the_bound_when_the_database_stops_answering(
+    make_api: Callable[..., Api], tmp_path: Any
+) -> None:
+    # Given the API served with its database behind a proxy, found ready, then left idle long
+    # enough that its kept connection is checked before its next use
+    database = connection.settings_dict
+    proxy = CountingProxy((database["HOST"] or "127.0.0.1", int(database["PORT"] or 5432)))
+    url = (f"postgres://{database['USER']}:{database['PASSWORD']}@{proxy.address}/{database['NAME']}"
+           "?connect_timeout=2")
+    try:
+        with serving(make_api(), tmp_path / "gunicorn.log", DATABASE_URL=url, READYZ_CHECK_SECONDS="0",
+                     DB_CHECK_TIMEOUT_SECONDS="0.5") as (api, _):
+            assert api.get("/readyz").status_code == 200
+            time.sleep(1.2)
+            # When the database stops answering, and a probe asks
+            proxy.stalled = True
+            started = time.monotonic()
+            try:
+                answer: requests.Response | None = api.get("/readyz", timeout=8)
+            except requests.Timeout:
+                answer = None
+            took = time.monotonic() - started
+            proxy.close()  # frees what still waits on it before gunicorn stops
+    finally:
+        proxy.close()
+
+    # Then it is answered 503, naming the database, within the bounds: the kept connection's check
+    # (0.5 s), then a new connection's connect timeout (2 s)
+    assert answer is not None, "/readyz waited on the stalled database"
+    assert answer.status_code == 503 and answer.json()["error"]["details"]["failed"] == ["database"]
+    assert took < 4, took
