@@ -1,8 +1,6 @@
 """The submit rate limit holds exactly when one client's requests race each other."""
 from __future__ import annotations
 
-import socket
-import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -10,6 +8,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import Api
+from tests.hung import HungServer
 
 BODY = {"job_name": "api.tasks.hello_world"}
 
@@ -43,34 +42,10 @@ def test_with_the_limiters_redis_unreachable_from_the_start_submissions_are_admi
     assert statuses == [202] * 7
 
 
-class HungRedis:
-    """A server that takes connections and never answers, as a hung Redis does (paused, or
-    behind a partition); it counts the connections made to it."""
-
-    def __init__(self) -> None:
-        self.server = socket.create_server(("127.0.0.1", 0), backlog=64)
-        self.port = self.server.getsockname()[1]
-        self.connections: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                connection, _ = self.server.accept()
-            except OSError:
-                return  # closed
-            self.connections.append(connection)
-
-    def close(self) -> None:
-        self.server.close()
-        for connection in self.connections:
-            connection.close()
-
-
 @pytest.fixture
-def limiter_redis_hung(settings: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[HungRedis]:
+def limiter_redis_hung(settings: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[HungServer]:
     """This process's rate limiter made again, against a Redis that never answers."""
-    hung = HungRedis()
+    hung = HungServer()
     monkeypatch.setattr("core.throttling._limiter", None)
     monkeypatch.setattr("core.throttling._client", None)
     settings.CACHE_URL = f"redis://127.0.0.1:{hung.port}/0"
@@ -79,7 +54,7 @@ def limiter_redis_hung(settings: Any, monkeypatch: pytest.MonkeyPatch) -> Iterat
 
 
 def test_with_the_limiters_redis_hung_only_one_submission_waits_on_it(
-    make_api: Callable[..., Api], settings: Any, limiter_redis_hung: HungRedis
+    make_api: Callable[..., Api], settings: Any, limiter_redis_hung: HungServer
 ) -> None:
     # Given an API process whose limiter's Redis takes connections but never answers, and a
     # rate so low that each submission would be Redis's to decide
