@@ -12,10 +12,12 @@ from django.conf import settings
 from django.utils import timezone
 
 from core.celery import app as celery_app
+from jobs import dispatch
 from jobs.dispatch import job_publish
 from jobs.models import Job
 from jobs.tasks import jobs_dispatch_sweep
 from tests.conftest import Api
+from tests.hung import HungServer
 
 
 def test_starter_endpoints_keep_their_shapes(api: Api) -> None:
@@ -123,8 +125,10 @@ def test_canceling_a_queued_job_revokes_it_at_once(api: Api) -> None:
 
 
 @pytest.fixture
-def broker_down() -> Iterator[None]:
-    """Point this process's Celery app at a port nothing listens on: a real refused connection."""
+def broker_down(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Point this process's Celery app at a port nothing listens on: a real refused connection.
+    The publish it fails is forgotten afterwards, so later tests publish from the request."""
+    monkeypatch.setattr(dispatch, "_broker_failed_at", float("-inf"))
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         dead_port = sock.getsockname()[1]
@@ -143,6 +147,41 @@ def use_broker(url: str) -> None:
     celery_app._pool = None
     celery_app.amqp._producer_pool = None
     celery_app.conf.broker_write_url = url  # set from broker_url at configuration time
+
+
+@pytest.fixture
+def broker_hung(monkeypatch: pytest.MonkeyPatch) -> Iterator[HungServer]:
+    """Point this process's Celery app at a broker that takes connections and never answers."""
+    monkeypatch.setattr(dispatch, "_broker_failed_at", float("-inf"))
+    hung = HungServer()
+    real_url = celery_app.conf.broker_write_url
+    use_broker(f"redis://127.0.0.1:{hung.port}/0")
+    try:
+        yield hung
+    finally:
+        use_broker(real_url)
+        hung.close()
+
+
+def test_after_a_publish_fails_the_next_submissions_leave_their_jobs_to_the_sweeper(
+    api: Api, broker_hung: HungServer
+) -> None:
+    # Given a submission whose publish waited out a hung broker's timeout
+    first = api.submit("api.tasks.hello_world", {"message": "first"})
+    tried = len(broker_hung.connections)
+    assert tried >= 1
+
+    # When the client submits three more at once after it
+    later = [api.submit("api.tasks.hello_world", {"message": str(n)}) for n in range(3)]
+
+    # Then each is accepted and kept for the sweeper, without trying the broker again
+    assert len(broker_hung.connections) == tried
+    kept = Job.objects.filter(pk__in=[job["id"] for job in [first, *later]])
+    assert [(job.status, job.dispatched_at) for job in kept] == [("PENDING", None)] * 4
+
+    # and once the broker answers, the sweeper publishes them and each runs
+    use_broker(settings.CELERY_BROKER_URL)
+    assert {api.wait(job["id"], timeout=60)["status"] for job in [first, *later]} == {"SUCCESS"}
 
 
 def test_a_job_accepted_while_the_broker_is_down_runs_once_it_is_back(api: Api, broker_down: None) -> None:
