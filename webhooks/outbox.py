@@ -154,8 +154,17 @@ def events_prune(*, older_than: datetime, batch_size: int = 1000, max_batches: i
     re-checks the condition: a redelivery may have added a pending delivery. A delivery held
     for a disabled endpoint is not final: enabling the endpoint sends it (the endpoint's
     deletion cancels it), so its event stays; an endpoint holds only what was pending when it
-    was disabled, since events recorded while it is disabled make no delivery to it."""
-    prunable = Event.objects.filter(created_at__lt=older_than).exclude(
-        deliveries__state__in=[State.PENDING, State.ENDPOINT_DISABLED]
+    was disabled, since events recorded while it is disabled make no delivery to it.
+
+    Oldest first, so that each batch walks `event_created` up to `older_than` and no further.
+    Unordered, PostgreSQL 15 takes the first events in primary-key order whenever it expects
+    many to be due (a merge anti-join with the deliveries' event index): cheap while they are,
+    but when fewer are due than it expects (the end of a backlog, before ANALYZE), the batch
+    that finds less than `batch_size` reads every event and the index of every delivery
+    (docs/reliability.md, "Pruning at two million events")."""
+    prunable = (
+        Event.objects.filter(created_at__lt=older_than)
+        .exclude(deliveries__state__in=[State.PENDING, State.ENDPOINT_DISABLED])
+        .order_by("created_at")
     )
     return delete_in_batches(prunable, batch_size=batch_size, max_batches=max_batches)

@@ -7,10 +7,12 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from core.services import client_create
-from webhooks import tasks
+from webhooks import outbox, tasks
 from webhooks.endpoints import endpoint_update
 from webhooks.models import Delivery, Endpoint, Event
 
@@ -39,3 +41,17 @@ def test_a_delivery_held_for_a_disabled_endpoint_outlives_the_retention(settings
     # Then the held delivery was kept, and goes now
     held.refresh_from_db()
     assert held.state == Delivery.State.PENDING
+
+
+def test_each_batch_looks_for_the_oldest_events_first() -> None:
+    # Given nothing to prune
+    # When a batch looks for events past the retention
+    with CaptureQueriesContext(connection) as queries:
+        outbox.events_prune(older_than=timezone.now() - timedelta(days=30), max_batches=1)
+
+    # Then it asks for them oldest first: PostgreSQL walks event_created up to the cut-off. Unordered,
+    # it may walk every event by primary key instead (docs/reliability.md, "Pruning at two million
+    # events").
+    [look] = [query["sql"] for query in queries.captured_queries if "LIMIT" in query["sql"]]
+    assert 'NOT (EXISTS(' in look
+    assert look.endswith('ORDER BY "webhooks_event"."created_at" ASC LIMIT 1000'), look
