@@ -15,6 +15,7 @@ from django.utils import timezone
 from core.models import Client
 from core.services import client_create
 from jobs import retention, tasks
+from jobs.idempotency import idempotency_keys_prune
 from jobs.models import IdempotencyKey, Job, JobResult
 from webhooks import tasks as webhook_tasks
 from webhooks.models import Delivery, DeliveryAttempt, Event
@@ -128,6 +129,18 @@ def test_the_prune_finds_old_results_and_keys_by_index_not_by_reading_the_table(
     scan = r"(?:Index Scan using|Bitmap Index Scan on) {}\b"
     assert re.search(scan.format("result_created"), plans["jobs_jobresult"]), plans
     assert re.search(scan.format("idempotency_created"), plans["jobs_idempotencykey"]), plans
+
+
+def test_the_keys_prune_looks_for_the_oldest_keys_first() -> None:
+    # When a batch looks for keys past their TTL
+    with CaptureQueriesContext(connection) as queries:
+        idempotency_keys_prune(older_than=NOW - DAY, max_batches=1)
+
+    # Then it asks for them oldest first: PostgreSQL walks idempotency_created up to the cut-off.
+    # Unordered, when it expects most keys to be due, it reads the table from its start instead,
+    # all of it in a batch that finds fewer (docs/reliability.md, "Pruning at two million events").
+    [look] = [q["sql"] for q in queries.captured_queries if "LIMIT" in q["sql"]]
+    assert look.endswith('ORDER BY "jobs_idempotencykey"."created_at" ASC LIMIT 1000'), look
 
 
 def test_results_retention_shorter_than_jobs_is_refused() -> None:
