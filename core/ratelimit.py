@@ -33,6 +33,8 @@ from typing import Any
 
 import redis
 
+from core.pause import PauseAfterFailure
+
 logger = logging.getLogger(__name__)
 
 LOCAL_SHARE_OF_LIMIT = 0.8
@@ -85,8 +87,7 @@ class RateLimiter:
         self._keys: dict[tuple[str, float], _Key] = {}
         self._lock = threading.Lock()
         self._last_sync = clock()
-        # Until when Redis is not asked, after a call to it failed.
-        self._resting_until = float("-inf")
+        self._redis_pause = PauseAfterFailure(REDIS_RETRY_SECONDS, clock)
         self._script: Any = None
         self._give_back_script: Any = None
 
@@ -106,7 +107,7 @@ class RateLimiter:
             state = self._keys.setdefault((key, window_seconds), _Key())
             previous = state.synced.get(index - 1, 0) + state.pending.get(index - 1, 0)
             current = state.synced.get(index, 0) + state.pending.get(index, 0)
-            local = self._clock() < self._resting_until or (
+            local = self._redis_pause.paused() or (
                 not exact
                 and previous * fraction_left + current + weight <= limit * LOCAL_SHARE_OF_LIMIT
                 and state.pending_since_sync + weight <= int(limit * LOCAL_BURST_SHARE)
@@ -127,14 +128,14 @@ class RateLimiter:
         turned out not to count (a login that succeeded). Exact counts are all in Redis, none
         left pending here. With Redis unreachable they stay counted (the limit errs on its side)."""
         name = self._redis_key(key, window_seconds, int(at // window_seconds))
-        if self._clock() < self._resting_until:
+        if self._redis_pause.paused():
             return
         try:
             if self._give_back_script is None:
                 self._give_back_script = self._client().register_script(_GIVE_BACK)
             self._give_back_script(keys=[name], args=[weight])
         except redis.RedisError:
-            self._rest()
+            self._redis_pause.failed()
             logger.warning("Rate limit count of %s not given back (Redis unreachable)", key, exc_info=True)
 
     def _decide(self, key: str, state: _Key, *, index: int, window_seconds: float, fraction_left: float,
@@ -155,7 +156,7 @@ class RateLimiter:
                 args=[pending, weight, fraction_left, limit, int(window_seconds * 2000)],
             )
         except redis.RedisError:
-            self._rest()
+            self._redis_pause.failed()
             logger.warning("Rate limit of %s decided without Redis (unreachable; asked again in %s s)", key,
                            REDIS_RETRY_SECONDS, exc_info=True)
             with self._lock:
@@ -167,11 +168,6 @@ class RateLimiter:
             return None
         return _wait_seconds(limit=limit, weight=weight, current=int(current), previous=int(previous),
                              elapsed=elapsed, window_seconds=window_seconds)
-
-    def _rest(self) -> None:
-        """A call to Redis failed: decide here alone, and ask it again in REDIS_RETRY_SECONDS."""
-        with self._lock:
-            self._resting_until = self._clock() + REDIS_RETRY_SECONDS
 
     def _flush(self, counts: dict[tuple[str, float], dict[int, int]]) -> None:
         pipe = self._client().pipeline(transaction=False)
@@ -188,7 +184,7 @@ class RateLimiter:
         counted in either window are forgotten."""
         now = self._clock()
         with self._lock:
-            if now - self._last_sync < self._sync_seconds or now < self._resting_until:
+            if now - self._last_sync < self._sync_seconds or self._redis_pause.paused():
                 return  # another thread just did, or Redis failed moments ago
             self._last_sync = now
             taken = {name: state.pending for name, state in self._keys.items()}
@@ -211,7 +207,7 @@ class RateLimiter:
                     position += 1
             results = pipe.execute()
         except redis.RedisError:
-            self._rest()
+            self._redis_pause.failed()
             logger.warning("Rate limit counts not shared: Redis unreachable (asked again in %s s)",
                            REDIS_RETRY_SECONDS, exc_info=True)
             with self._lock:  # keep counting them here; the next sync sends them

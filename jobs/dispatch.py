@@ -7,7 +7,6 @@ Tasks are published by name (`app.signature`), so nothing here imports the tasks
 from __future__ import annotations
 
 import logging
-import time
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -18,6 +17,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from core.celery import app
+from core.pause import PauseAfterFailure
 from jobs import sql
 from jobs.models import Job
 from jobs.registry import job_type_get
@@ -71,17 +71,7 @@ def job_signatures(*, job: Job) -> list[Any]:
 # (CELERY_BROKER_CONNECTION_TIMEOUT, and kombu's retries: seconds), so while it is out that wait
 # falls on one submission per process in that time, not on each one (docs/reliability.md, 3).
 BROKER_RETRY_SECONDS = 5.0
-_broker_failed_at = float("-inf")
-
-
-def broker_resting() -> bool:
-    """Whether a publish from this process failed less than BROKER_RETRY_SECONDS ago."""
-    return time.monotonic() - _broker_failed_at < BROKER_RETRY_SECONDS
-
-
-def _broker_failed() -> None:
-    global _broker_failed_at
-    _broker_failed_at = time.monotonic()
+broker_pause = PauseAfterFailure(BROKER_RETRY_SECONDS)
 
 
 def job_publish(*, job: Job) -> None:
@@ -98,7 +88,7 @@ def job_publish_or_release(*, job: Job) -> bool:
     try:
         job_publish(job=job)
     except Exception:  # the broker's client raises many types; every one means "not published"
-        _broker_failed()
+        broker_pause.failed()
         logger.warning("Could not publish job %s; the sweeper will retry", job.id, exc_info=True)
         Job.objects.filter(pk=job.pk, status=Job.Status.PENDING).update(dispatched_at=None)
         return False
@@ -161,12 +151,12 @@ def owner_dispatch_request(*, owner_id: uuid.UUID) -> None:
     """Ask a worker to publish the owner's waiting jobs (a batch just accepted): one message,
     where publishing each job would cost the request one each. If the broker refuses it, the
     sweeper publishes them on its next run, as it does while a publish failed moments ago."""
-    if broker_resting():
+    if broker_pause.paused():
         return
     try:
         app.send_task(DISPATCH_OWNER_TASK, kwargs={"owner_id": str(owner_id)})
     except Exception:  # the broker's client raises many types; every one means "not published"
-        _broker_failed()
+        broker_pause.failed()
         logger.warning("Could not ask for owner %s's dispatch; the sweeper will", owner_id, exc_info=True)
 
 

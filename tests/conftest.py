@@ -7,6 +7,7 @@ exactly as production would (no eager Celery, no mocked database).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import socket
 import subprocess
@@ -332,25 +333,33 @@ def serving(api: Api, log_path: Path, **extra_env: str) -> Iterator[tuple[Api, s
         stop_process(process)
 
 
+@dataclasses.dataclass
+class SilentServer:
+    """A TCP address that takes connections and never answers (a hung Redis, broker or database),
+    and the connections made to it so far."""
+
+    address: str
+    connections: list[socket.socket]
+
+
 @contextlib.contextmanager
-def silent_server() -> Iterator[str]:
-    """A TCP address that takes connections and never answers (a hung broker): its host:port."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    held: list[socket.socket] = []
+def silent_server() -> Iterator[SilentServer]:
+    listener = socket.create_server(("127.0.0.1", 0), backlog=64)
+    server = SilentServer(f"127.0.0.1:{listener.getsockname()[1]}", [])
 
     def take_and_keep_quiet() -> None:
         while True:
             try:
-                held.append(listener.accept()[0])
+                server.connections.append(listener.accept()[0])
             except OSError:  # closed: the test is over
                 return
 
     threading.Thread(target=take_and_keep_quiet, daemon=True).start()
     try:
-        yield f"127.0.0.1:{listener.getsockname()[1]}"
+        yield server
     finally:
         listener.close()
-        for held_connection in held:
+        for held_connection in server.connections:
             held_connection.close()
 
 

@@ -90,8 +90,8 @@ def test_the_api_replaces_its_connections_cut_while_idle(served: Api) -> None:
 def test_a_server_that_takes_the_connection_and_never_answers_fails_it_in_db_connect_timeout() -> None:
     # Given a database address that takes connections and never answers (a server stuck in
     # recovery, a failover's black hole)
-    with silent_server() as address:
-        host, port = address.split(":")
+    with silent_server() as server:
+        host, port = server.address.split(":")
         wrapper = connections.create_connection("default")
         wrapper.settings_dict = {**wrapper.settings_dict, "HOST": host, "PORT": port}
         outcome: list[BaseException] = []

@@ -28,7 +28,7 @@ def test_a_broker_that_never_answers_holds_no_other_request(make_api: Callable[.
     # that takes connections and never answers (Redis stalled, a half-open network)
     answers: dict[str, requests.Response] = {}
     with silent_server() as broker, serving(make_api(), tmp_path / "gunicorn.log",
-                                            CELERY_BROKER_URL=f"redis://{broker}/0") as (api, _):
+                                            CELERY_BROKER_URL=f"redis://{broker.address}/0") as (api, _):
         # When a readiness probe checks it, and a client lists its jobs meanwhile
         probe = threading.Thread(target=lambda: answers.update(readyz=api.get("/readyz", timeout=60)))
         probe.start()

@@ -7,8 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Api
-from tests.hung import HungServer
+from tests.conftest import Api, SilentServer, silent_server
 
 BODY = {"job_name": "api.tasks.hello_world"}
 
@@ -43,18 +42,17 @@ def test_with_the_limiters_redis_unreachable_from_the_start_submissions_are_admi
 
 
 @pytest.fixture
-def limiter_redis_hung(settings: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[HungServer]:
+def limiter_redis_hung(settings: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[SilentServer]:
     """This process's rate limiter made again, against a Redis that never answers."""
-    hung = HungServer()
     monkeypatch.setattr("core.throttling._limiter", None)
     monkeypatch.setattr("core.throttling._client", None)
-    settings.CACHE_URL = f"redis://127.0.0.1:{hung.port}/0"
-    yield hung
-    hung.close()
+    with silent_server() as hung:
+        settings.CACHE_URL = f"redis://{hung.address}/0"
+        yield hung
 
 
 def test_with_the_limiters_redis_hung_only_one_submission_waits_on_it(
-    make_api: Callable[..., Api], settings: Any, limiter_redis_hung: HungServer
+    make_api: Callable[..., Api], settings: Any, limiter_redis_hung: SilentServer
 ) -> None:
     # Given an API process whose limiter's Redis takes connections but never answers, and a
     # rate so low that each submission would be Redis's to decide

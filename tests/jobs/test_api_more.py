@@ -12,12 +12,12 @@ from django.conf import settings
 from django.utils import timezone
 
 from core.celery import app as celery_app
+from core.pause import PauseAfterFailure
 from jobs import dispatch
 from jobs.dispatch import job_publish
 from jobs.models import Job
 from jobs.tasks import jobs_dispatch_sweep
-from tests.conftest import Api
-from tests.hung import HungServer
+from tests.conftest import Api, SilentServer, silent_server
 
 
 def test_starter_endpoints_keep_their_shapes(api: Api) -> None:
@@ -128,7 +128,7 @@ def test_canceling_a_queued_job_revokes_it_at_once(api: Api) -> None:
 def broker_down(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Point this process's Celery app at a port nothing listens on: a real refused connection.
     The publish it fails is forgotten afterwards, so later tests publish from the request."""
-    monkeypatch.setattr(dispatch, "_broker_failed_at", float("-inf"))
+    monkeypatch.setattr(dispatch, "broker_pause", PauseAfterFailure(dispatch.BROKER_RETRY_SECONDS))
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         dead_port = sock.getsockname()[1]
@@ -150,21 +150,20 @@ def use_broker(url: str) -> None:
 
 
 @pytest.fixture
-def broker_hung(monkeypatch: pytest.MonkeyPatch) -> Iterator[HungServer]:
+def broker_hung(monkeypatch: pytest.MonkeyPatch) -> Iterator[SilentServer]:
     """Point this process's Celery app at a broker that takes connections and never answers."""
-    monkeypatch.setattr(dispatch, "_broker_failed_at", float("-inf"))
-    hung = HungServer()
+    monkeypatch.setattr(dispatch, "broker_pause", PauseAfterFailure(dispatch.BROKER_RETRY_SECONDS))
     real_url = celery_app.conf.broker_write_url
-    use_broker(f"redis://127.0.0.1:{hung.port}/0")
-    try:
-        yield hung
-    finally:
-        use_broker(real_url)
-        hung.close()
+    with silent_server() as hung:
+        use_broker(f"redis://{hung.address}/0")
+        try:
+            yield hung
+        finally:
+            use_broker(real_url)
 
 
 def test_after_a_publish_fails_the_next_submissions_leave_their_jobs_to_the_sweeper(
-    api: Api, broker_hung: HungServer
+    api: Api, broker_hung: SilentServer
 ) -> None:
     # Given a submission whose publish waited out a hung broker's timeout
     first = api.submit("api.tasks.hello_world", {"message": "first"})

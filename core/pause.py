@@ -1,0 +1,22 @@
+"""A pause after a dependency fails: for a few seconds a process stops asking it and does without
+(the rate limiter decides alone, a submission leaves its job to the sweeper). A dependency that
+hangs makes each call wait out its timeout; paused, that wait falls on one call per process in
+that time, not on every call."""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+
+class PauseAfterFailure:
+    def __init__(self, seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.seconds = seconds
+        self._clock = clock
+        self._until = float("-inf")
+
+    def failed(self) -> None:
+        """A call failed: do without the dependency for `seconds` from now."""
+        self._until = self._clock() + self.seconds
+
+    def paused(self) -> bool:
+        return self._clock() < self._until
