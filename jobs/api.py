@@ -110,7 +110,7 @@ class JobListCreateApi(APIView):
     def get(self, request: Request) -> Response:
         jobs = selectors.job_list(owner=request.user, inline_max_bytes=settings.API_LIST_INLINE_MAX_BYTES)
         jobs = _filtered(selectors.JobFilter, request, jobs)
-        jobs = selectors.jobs_with_metadata(jobs, inputs.metadata_filters(request))
+        jobs = selectors.jobs_with_metadata(jobs, inputs.metadata_filters(request), owner=request.user)
         return _paginated(request, self, jobs, JobListItemSerializer)
 
 

@@ -121,13 +121,27 @@ def job_list(*, owner: Client, inline_max_bytes: int) -> QuerySet[Job]:
     return Job.objects.filter(owner=owner).defer("payload", "result").annotate(**annotations)
 
 
-def jobs_with_metadata(jobs: QuerySet[Job], metadata: dict[str, str]) -> QuerySet[Job]:
-    """The jobs whose metadata holds every key with its value. On PostgreSQL as one containment
-    (`metadata @> ...`), which the GIN index `job_metadata` serves; elsewhere key by key."""
+class MetadataOfOwner(Func):
+    """`jsonb_set('{}', ARRAY[owner_id::text], metadata)`: a job's metadata under its owner's id,
+    the expression the GIN index `job_owner_metadata` holds (migration 0013). Its two arguments
+    are the owner and the metadata columns."""
+
+    arg_joiner = ")::text], "
+    template = "jsonb_set('{}'::jsonb, ARRAY[(%(expressions)s)"
+    output_field = JSONField()
+
+
+def jobs_with_metadata(jobs: QuerySet[Job], metadata: dict[str, str], *, owner: Client) -> QuerySet[Job]:
+    """The owner's jobs whose metadata holds every key with its value. On PostgreSQL as one
+    containment under the owner's id, which reads only the owner's entries of the GIN index
+    `job_owner_metadata`, however many other clients' jobs carry the same labels; elsewhere key
+    by key."""
     if not metadata:
         return jobs
     if connection.vendor == "postgresql":
-        return jobs.filter(metadata__contains=metadata)
+        return jobs.alias(metadata_of_owner=MetadataOfOwner("owner", "metadata")).filter(
+            metadata_of_owner__contains={str(owner.pk): metadata}
+        )
     for number, (key, value) in enumerate(metadata.items()):
         name = f"metadata_{number}"
         jobs = jobs.alias(**{name: KeyTextTransform(key, "metadata")}).filter(**{name: value})

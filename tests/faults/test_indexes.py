@@ -27,6 +27,7 @@ EVENTS = 300_000
 OWNERS = 100
 
 STRANDED = "stranded jobs (the sweeper)"
+OTHERS_LABEL = "jobs, metadata[tier] (only other owners' jobs carry it)"
 
 # The list requests whose SQL is explained, each with the index that must serve it. The SQL is
 # what the code issues for them (captured on this run's own test database), not a copy.
@@ -42,7 +43,9 @@ REQUESTS = {
     "results, task_name": ("/api/results/?task_name=api.tasks.checklist", "result_owner_task_created"),
     "deliveries of a job": ("/api/jobs/{job}/deliveries/", "delivery_subject"),
     # One job in 600,000 of the owner's: the GIN index on metadata, not a walk of the owner's.
-    "jobs, metadata[order]": ("/api/jobs/?metadata%5Border%5D=400000", "job_metadata"),
+    "jobs, metadata[order]": ("/api/jobs/?metadata%5Border%5D=400000", "job_owner_metadata"),
+    # A label 4,000 of the other owners' jobs carry and none of this owner's.
+    OTHERS_LABEL: ("/api/jobs/?metadata%5Btier%5D=gold", "job_owner_metadata"),
     # Not a request: the sweeper's look, every few seconds, for jobs handed to the broker that
     # never started (jobs.dispatch.jobs_release_stranded).
     STRANDED: (None, "job_active"),
@@ -102,7 +105,10 @@ def test_list_filters_use_indexes_at_a_million_rows(
                CASE WHEN g % 1000 = 0 THEN 'api.tasks.checklist' WHEN g % 2 = 0
                     THEN 'api.tasks.hello_world' ELSE 'api.tasks.long_running_task' END,
                '{{}}', CASE WHEN g % 100 = 0 THEN 'FAILURE' ELSE 'SUCCESS' END, '', '[]',
-               false, ts, ts, ts + interval '1 second', jsonb_build_object('order', g::text), 1, 1, 0, true
+               false, ts, ts, ts + interval '1 second',
+               jsonb_build_object('order', g::text) || CASE WHEN g % 250 = 7 THEN '{{"tier": "gold"}}'::jsonb
+                                                             ELSE '{{}}'::jsonb END,
+               1, 1, 0, true
         FROM o, (SELECT g, now() - (g * interval '20 seconds') AS ts
                  FROM generate_series(1, {JOBS}) g) s;
         -- The results quota's row trigger updates the owner's counts row once per result: a
@@ -143,6 +149,10 @@ def test_list_filters_use_indexes_at_a_million_rows(
         assert "Seq Scan" not in plan, f"{name}:\n{plan}"
         used = re.search(rf"(?:Index (?:Only )?Scan(?: Backward)? using|Bitmap Index Scan on) ({index})\b", plan)
         assert used, f"{name}:\n{plan}"
+        if name == OTHERS_LABEL:
+            # And the owner's filter reads none of the other owners' index entries
+            read = re.search(r"Bitmap Index Scan on job_owner_metadata .*actual time=\S+ rows=(\d+)", plan)
+            assert read and read.group(1) == "0", f"{name}:\n{plan}"
         execution = re.search(r"Execution Time: ([\d.]+) ms", plan)
         measured[name] = {"index": used.group(1),
                           "execution_ms": float(execution.group(1)) if execution else None}
