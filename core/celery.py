@@ -5,6 +5,7 @@ from typing import Any
 from celery import Celery
 from celery.signals import (
     before_task_publish,
+    celeryd_init,
     task_postrun,
     task_prerun,
     worker_process_shutdown,
@@ -36,6 +37,14 @@ def _configure(sender: Celery, **kwargs: Any) -> None:
 
 
 app.autodiscover_tasks()
+
+
+@celeryd_init.connect
+def _worker_configure(conf: Any, **kwargs: Any) -> None:
+    """A worker starting (before it connects to the broker) takes its own transport options,
+    the longer socket timeout (WORKER_BROKER_TRANSPORT_OPTIONS says why); the API and beat
+    keep CELERY_BROKER_TRANSPORT_OPTIONS'."""
+    conf.broker_transport_options = settings.WORKER_BROKER_TRANSPORT_OPTIONS
 
 
 # Around each task, what the API does around each request: keep a persistent connection for

@@ -38,6 +38,8 @@ CELERY_TASK_SOFT_TIME_LIMIT = 300
 CELERY_TASK_TIME_LIMIT = 330
 # Publishing must not hang a request while the broker is down: fail fast, the sweeper retries.
 CELERY_TASK_PUBLISH_RETRY = False
+# How long the API waits for the broker (seconds), to take a connection or to answer on it (the
+# socket timeout below), before a publish gives up and leaves its job to the sweeper.
 CELERY_BROKER_CONNECTION_TIMEOUT = env.float("CELERY_BROKER_CONNECTION_TIMEOUT", default=2.0)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Redeliver an unacked message only after the longest job could have finished (seconds).
@@ -48,7 +50,11 @@ CELERY_BROKER_VISIBILITY_TIMEOUT_SECONDS = env.int(
 CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {
     "visibility_timeout": CELERY_BROKER_VISIBILITY_TIMEOUT_SECONDS,
     "socket_connect_timeout": CELERY_BROKER_CONNECTION_TIMEOUT,
-    "socket_timeout": 10,
+    # Redis: how long a call waits for its answer outside the workers (the API, beat): 10 s held a
+    # submission, and its process's request turn, that long while the broker took connections
+    # and never answered (hung; docs/reliability.md, 3). Not below the connection timeout: kombu
+    # connects again until that has passed, so a shorter one waits longer in all (1 s: 4 s).
+    "socket_timeout": CELERY_BROKER_CONNECTION_TIMEOUT,
     # Redis: look for expired unacked messages every 10 s (kombu's default scans only every 10th
     # 10 s tick, which left a killed worker's job waiting up to 100 s past the timeout).
     "unacked_restore_throttle": 1,
@@ -70,6 +76,12 @@ if _embedded_broker:
         "store_processed": False,
         "control_folder": str(_broker_dir / "control"),
     }
+# A worker's own (core/celery.py sets them as it starts): a longer socket timeout. A publish
+# that fails there (a job's next step) frees no request, and nothing publishes it again (the job
+# fails as abandoned hours later): a broker slow to answer is better waited for.
+WORKER_BROKER_TRANSPORT_OPTIONS = (
+    CELERY_BROKER_TRANSPORT_OPTIONS if _embedded_broker else {**CELERY_BROKER_TRANSPORT_OPTIONS, "socket_timeout": 10}
+)
 CELERY_TASK_DEFAULT_QUEUE = "jobs"
 # The periodic and dispatching tasks have a queue of their own, consumed by the deliveries worker
 # (its tasks are short): a backlog of jobs, or every job process busy for an hour, never delays

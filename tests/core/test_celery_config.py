@@ -1,4 +1,5 @@
-"""The Celery app takes its configuration from the `CELERY_` Django settings (core/celery.py)."""
+"""The Celery app takes its configuration from the `CELERY_` Django settings (core/celery.py),
+and a worker its own transport options as it starts."""
 from __future__ import annotations
 
 from django.conf import settings
@@ -17,3 +18,14 @@ def test_celery_reads_the_celery_settings_and_its_own_defaults() -> None:
     # Not set in Django's settings: Celery's defaults.
     assert conf.task_always_eager is False
     assert conf.task_default_exchange_type == "direct"
+
+
+def test_a_worker_waits_on_the_broker_longer_than_the_api(celery_worker: str) -> None:
+    # The API (this process, the live server's) waits its connection timeout for Redis's answer
+    # (tests/jobs/test_api_more.py sees a submission against a hung broker give up then)
+    assert app.conf.broker_transport_options["socket_timeout"] == settings.CELERY_BROKER_CONNECTION_TIMEOUT
+
+    # and a worker, asked what it runs with, keeps its longer one
+    [worker_conf] = app.control.inspect(destination=[celery_worker], timeout=10).conf(with_defaults=True).values()
+    assert worker_conf["broker_transport_options"]["socket_timeout"] == 10
+    assert worker_conf["broker_transport_options"]["visibility_timeout"] == settings.CELERY_BROKER_VISIBILITY_TIMEOUT_SECONDS

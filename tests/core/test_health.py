@@ -25,10 +25,12 @@ from tests.conftest import Api, serving, silent_server
 
 def test_a_broker_that_never_answers_holds_no_other_request(make_api: Callable[..., Api], tmp_path: Any) -> None:
     # Given the API served with its one request turn per process (the default), and a broker
-    # that takes connections and never answers (Redis stalled, a half-open network)
+    # that takes connections and never answers (Redis stalled, a half-open network), waited for
+    # 5 s rather than 2, so the list below surely comes while the check waits
     answers: dict[str, requests.Response] = {}
     with silent_server() as broker, serving(make_api(), tmp_path / "gunicorn.log",
-                                            CELERY_BROKER_URL=f"redis://{broker.address}/0") as (api, _):
+                                            CELERY_BROKER_URL=f"redis://{broker.address}/0",
+                                            CELERY_BROKER_CONNECTION_TIMEOUT="5") as (api, _):
         # When a readiness probe checks it, and a client lists its jobs meanwhile
         probe = threading.Thread(target=lambda: answers.update(readyz=api.get("/readyz", timeout=60)))
         probe.start()

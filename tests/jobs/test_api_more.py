@@ -165,10 +165,15 @@ def broker_hung(monkeypatch: pytest.MonkeyPatch) -> Iterator[SilentServer]:
 def test_after_a_publish_fails_the_next_submissions_leave_their_jobs_to_the_sweeper(
     api: Api, broker_hung: SilentServer
 ) -> None:
-    # Given a submission whose publish waited out a hung broker's timeout
+    # Given a submission whose publish waited out a hung broker's timeout: the API's
+    # (CELERY_BROKER_CONNECTION_TIMEOUT, 2 s), not the workers' 10 s, so it held its request
+    # turn that long (a bound well above 2 s, for a busy machine)
+    started = time.monotonic()
     first = api.submit("api.tasks.hello_world", {"message": "first"})
+    took = time.monotonic() - started
     tried = len(broker_hung.connections)
     assert tried >= 1
+    assert took < 5, took
 
     # When the client submits three more at once after it
     later = [api.submit("api.tasks.hello_world", {"message": str(n)}) for n in range(3)]
