@@ -1,5 +1,6 @@
-"""Each Celery worker reports itself every HEARTBEAT_SECONDS in a row of its own (its name,
-queues, processes), from a thread of its main process, and marks the row on a clean shutdown.
+"""Each Celery worker reports itself every HEARTBEAT_SECONDS (console/services.py) in a row of
+its own (its name, queues, processes), from a thread of its main process, and marks the row on a
+clean shutdown.
 
 Why a row rather than Celery's own heartbeats: those are events (off here: `--without-gossip`,
 no `-E`, for their cost per task) kept in the memory of whoever listens, like Flower; a row
@@ -22,10 +23,6 @@ from console import services
 
 logger = logging.getLogger(__name__)
 
-HEARTBEAT_SECONDS = 10.0
-# A worker not heard from in this long is shown as lost, and consumes nothing.
-LOST_AFTER_SECONDS = 3 * HEARTBEAT_SECONDS
-
 _stop = threading.Event()
 _thread: threading.Thread | None = None
 # When this process's worker run started: its heartbeats and its shutdown mark name the run by it.
@@ -43,7 +40,7 @@ def _beat(*, hostname: str, queues: list[str], concurrency: int, started_at: dat
             # No connection is left open between beats: a pool process forked meanwhile would
             # inherit its socket, and closing its copy would end the server's session.
             connection.close()
-        if _stop.wait(HEARTBEAT_SECONDS):
+        if _stop.wait(services.HEARTBEAT_SECONDS):
             return
 
 
@@ -71,7 +68,7 @@ def worker_stopping(sender: Any = None, **kwargs: Any) -> None:
     if _thread is None or _started_at is None:
         return  # never ready: this run reported nothing, and another run's row is not its to mark
     # Its first beat, if it is still being written, makes the row the mark updates.
-    _thread.join(timeout=HEARTBEAT_SECONDS)
+    _thread.join(timeout=services.HEARTBEAT_SECONDS)
     try:
         services.worker_stopped(hostname=sender.hostname, started_at=_started_at, now=timezone.now())
     except DatabaseError:

@@ -16,8 +16,8 @@ from django.db.models import Count, Max, Q
 from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Coalesce
 
-from console.heartbeats import LOST_AFTER_SECONDS
 from console.models import WorkerHeartbeat
+from console.services import LOST_AFTER_SECONDS
 from core.queues import queue_depths
 from jobs.models import Job
 from jobs.registry import job_types_all

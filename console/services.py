@@ -3,8 +3,14 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+from django.db.models import Q
+
 from console.models import WorkerHeartbeat
 
+# How often a worker reports itself (console/heartbeats.py).
+HEARTBEAT_SECONDS = 10.0
+# A worker not heard from in this long is shown as lost, and consumes nothing.
+LOST_AFTER_SECONDS = 3 * HEARTBEAT_SECONDS
 # A worker not heard from in this long is forgotten (its row deleted by the next heartbeat).
 FORGET_AFTER = timedelta(days=7)
 
@@ -15,15 +21,21 @@ def worker_seen(
     """Record a heartbeat of the worker run that started at `started_at`. Once that run is
     marked stopped, its beats change nothing: one sent as the worker shut down may land after
     the mark, and would show a worker that stopped cleanly as up, then lost. A later run of the
-    same hostname (a restart) takes the row over."""
+    same hostname (a restart) takes the row over, and keeps it while it is up: an older run's
+    beats leave it (two runs of one name, a restarted container's while the old one shuts down,
+    took it in turns, and the old one's last beat just before its mark showed the new one
+    stopped until its next beat). An older run still beating takes it back once the newer one
+    is stopped or lost."""
     fields = {"queues": queues, "concurrency": concurrency, "pid": pid, "started_at": started_at,
               "seen_at": now, "stopped_at": None}
-    # One conditional UPDATE: a mark that commits while it waits for the row is seen.
-    reported = WorkerHeartbeat.objects.filter(hostname=hostname).exclude(
-        started_at=started_at, stopped_at__isnull=False
-    ).update(**fields)
+    this_run_stopped = Q(started_at=started_at, stopped_at__isnull=False)
+    newer_run_up = Q(started_at__gt=started_at, stopped_at__isnull=True,
+                     seen_at__gte=now - timedelta(seconds=LOST_AFTER_SECONDS))
+    # One conditional UPDATE: a mark or a newer run's beat that commits while it waits for the
+    # row is seen.
+    reported = WorkerHeartbeat.objects.filter(hostname=hostname).exclude(this_run_stopped | newer_run_up).update(**fields)
     if not reported:
-        # No row yet (made here), or this run's stopped one (left as it is).
+        # No row yet (made here), this run's stopped one or a newer run's (left as they are).
         WorkerHeartbeat.objects.get_or_create(hostname=hostname, defaults=fields)
     WorkerHeartbeat.objects.filter(seen_at__lt=now - FORGET_AFTER).delete()
 

@@ -4,6 +4,7 @@ The heartbeat thread writes on a connection of its own, so the rows are committe
 from __future__ import annotations
 
 import time
+from datetime import timedelta
 from types import SimpleNamespace
 from typing import Any
 
@@ -12,6 +13,7 @@ from django.utils import timezone
 
 from console import heartbeats, services
 from console.models import WorkerHeartbeat
+from console.services import LOST_AFTER_SECONDS
 
 pytestmark = pytest.mark.usefixtures("transactional_db")
 
@@ -61,3 +63,34 @@ def test_a_worker_shutting_down_leaves_a_newer_run_of_its_name_up() -> None:
     # Then the newer run's row is not marked
     row = WorkerHeartbeat.objects.get(hostname=HOSTNAME)
     assert (row.started_at, row.stopped_at) == (newer, None)
+
+
+def test_an_older_run_shutting_down_leaves_a_newer_run_of_its_name_up_after_its_last_beat() -> None:
+    # Given a worker that has reported, and a newer run of the same name reporting since
+    older = _started(_worker())
+    newer = timezone.now()
+    services.worker_seen(hostname=HOSTNAME, queues=["jobs"], concurrency=2, pid=4343, started_at=newer, now=newer)
+
+    # When the old run's last beat lands just before its shutdown mark
+    services.worker_seen(hostname=HOSTNAME, queues=["jobs"], concurrency=2, pid=older.pid,
+                         started_at=older.started_at, now=timezone.now())
+    heartbeats.worker_stopping(sender=_worker())
+
+    # Then the row is still the newer run's, up
+    row = WorkerHeartbeat.objects.get(hostname=HOSTNAME)
+    assert (row.started_at, row.pid, row.stopped_at) == (newer, 4343, None)
+
+
+def test_an_older_run_takes_the_row_back_once_the_newer_run_is_lost() -> None:
+    # Given two runs of one name, the newer one not heard from for longer than a worker is lost after
+    run = {"hostname": HOSTNAME, "queues": ["jobs"], "concurrency": 2}
+    now = timezone.now()
+    older, newer = now - timedelta(hours=1), now - timedelta(minutes=10)
+    services.worker_seen(**run, pid=4343, started_at=newer, now=now - timedelta(seconds=LOST_AFTER_SECONDS + 1))
+
+    # When the older run beats
+    services.worker_seen(**run, pid=4242, started_at=older, now=now)
+
+    # Then the row is the older run's: the name's worker is up
+    row = WorkerHeartbeat.objects.get(hostname=HOSTNAME)
+    assert (row.started_at, row.pid, row.seen_at) == (older, 4242, now)
