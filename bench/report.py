@@ -336,7 +336,7 @@ def render(results: dict[str, Any]) -> str:
     if scale:
         lines += [
             "",
-            "### List endpoints at scale (one client's rows; `wrk -c4`; the read limit off)",
+            "### List endpoints at scale (one client's rows; `wrk -c4`)",
             "",
             "| rows | page | requests/s | p50 ms | p99 ms | non-2xx |",
             "|---|---|---|---|---|---|",
