@@ -156,6 +156,16 @@ def url_parse(url: str) -> tuple[str, str, int, IPAddress | None]:
     return parts.scheme, host, port, None
 
 
+def _name_refusal(host: str) -> str:
+    """One sentence for a name that does not resolve and one that resolves to a non-public
+    address: told apart (or told what kind of address it was), any client could map the names
+    of the service's own network (`postgres`, `redis.internal`) through the answers."""
+    return (
+        f"The host {host} must resolve to public addresses only; it does not resolve, or resolves "
+        "to an address that is not public."
+    )
+
+
 def url_check(
     url: str, *, resolver: Resolver | None = None, allowed: Sequence[IPNetwork] | None = None,
     resolve_seconds: float | None = None, resolve_for: Hashable = None,
@@ -181,16 +191,13 @@ def url_check(
         except (OSError, UnicodeError, ValueError):
             addresses = []
         if not addresses:
-            raise UrlRefused(f"The host {host} does not resolve.")
+            raise UrlRefused(_name_refusal(host))
     for address in addresses:
         reason = address_refusal(address, allowed=allowed)
+        if reason and literal is None:
+            raise UrlRefused(_name_refusal(host))
         if reason:
-            # Which address a name resolved to is not said: any client could map the names of
-            # the service's own network (`postgres`, the metadata host) through the answer.
-            where = "is" if literal is not None else "resolves to an address that is"
-            raise UrlRefused(
-                f"The host {host} {where} {reason}; only public addresses may receive webhooks."
-            )
+            raise UrlRefused(f"The host {host} is {reason}; only public addresses may receive webhooks.")
     return Target(url=url, scheme=scheme, host=host, port=port, address=str(addresses[0]))
 
 

@@ -184,7 +184,7 @@ def test_the_address_is_checked_again_at_each_attempt(owner: Client) -> None:
 
     # Then the attempt is refused without a connection, logged, and retried later
     assert attempt is not None and attempt.status_code is None
-    assert attempt.error.startswith("Refused") and "a private address" in attempt.error
+    assert attempt.error.startswith("Refused") and "public addresses only" in attempt.error
     delivery.refresh_from_db()
     assert delivery.state == Delivery.State.PENDING and delivery.next_attempt_at is not None
 

@@ -1,6 +1,8 @@
-"""Callback URLs at submission: every refused address kind answers 400 saying why."""
+"""Callback URLs at submission: every refused URL answers 400 saying why (an IP literal, what kind of
+address it is; a host name, only that it must resolve to public addresses)."""
 from __future__ import annotations
 
+import json
 import socket
 from collections.abc import Sequence
 
@@ -18,6 +20,10 @@ NAMES = {
     "mixed.example": ["93.184.216.34", "192.168.1.10"],
     "loopback6.example": ["::1"],
 }
+
+
+# What a refused name is told, whether it resolves to a non-public address or not at all.
+NOT_PUBLIC = "must resolve to public addresses only"
 
 
 def fake_resolve(host: str, port: int) -> Sequence[str]:
@@ -49,12 +55,12 @@ def no_dns(monkeypatch: pytest.MonkeyPatch) -> None:
         ("http://0.0.0.0:8000/", "unspecified"),
         ("http://[::ffff:192.168.0.1]/", "private"),
         ("http://100.64.0.1/", "address"),
-        ("http://private.example/hook", "resolves to an address that is a private address"),
-        ("http://metadata.example/", "metadata"),
-        ("https://v6private.example/", "private"),
-        ("https://mixed.example/", "resolves to an address that is a private address"),
-        ("http://loopback6.example/", "loopback"),
-        ("http://nowhere.invalid/", "does not resolve"),
+        ("http://private.example/hook", NOT_PUBLIC),
+        ("http://metadata.example/", NOT_PUBLIC),
+        ("https://v6private.example/", NOT_PUBLIC),
+        ("https://mixed.example/", NOT_PUBLIC),
+        ("http://loopback6.example/", NOT_PUBLIC),
+        ("http://nowhere.invalid/", NOT_PUBLIC),
         ("ftp://example.com/", "http and https"),
         ("http://user:pass@127.0.0.1/", "credentials"),
         ("http://127.0.0.1/\u0001", "control characters"),
@@ -80,6 +86,22 @@ def test_a_refused_name_does_not_say_what_it_resolved_to(api: Api, no_dns: None)
 
     assert response.status_code == 400
     assert "10.20.30.40" not in response.text
+
+
+def test_a_name_of_a_private_network_is_refused_as_a_name_that_does_not_resolve(api: Api, no_dns: None) -> None:
+    # A client must not learn which names the service's own network has (`postgres`, the
+    # metadata host) from which refusal it gets: one that resolves privately and one that does
+    # not resolve at all answer the same, the host name aside.
+    def refusal(host: str) -> dict[str, object]:
+        response = api.post("/api/jobs/", json={"job_name": HELLO, "payload": {},
+                                                "callback_url": f"http://{host}/hook"})
+        assert response.status_code == 400, response.text
+        return json.loads(response.text.replace(host, "HOST"))
+
+    nowhere = refusal("nowhere.invalid")
+
+    for host in ("private.example", "metadata.example", "v6private.example", "mixed.example", "loopback6.example"):
+        assert refusal(host) == nowhere
 
 
 def test_the_allowed_network_is_accepted(api: Api, no_dns: None) -> None:
