@@ -1,6 +1,7 @@
 """The event-stream views: `GET /api/jobs/{id}/events/` and `GET /api/events/` (jobs.streams)."""
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from django.conf import settings
@@ -12,6 +13,7 @@ from rest_framework.views import APIView
 
 from core.errors import ApplicationError
 from jobs import selectors, streams, waiting
+from jobs.wakeups import Waiter
 
 EVENT_STREAM = "text/event-stream"
 
@@ -34,8 +36,12 @@ def _streaming(body: Any) -> StreamingHttpResponse:
     return response
 
 
-def _room(request: Request) -> None:
-    refused = waiting.room_refused(request.user.pk)
+def _placed(request: Request, *, job_id: uuid.UUID | None = None) -> Waiter:
+    """The stream's waiter, its place in the process's room taken now, while the view holds the
+    request's turn (the body runs after the view gave it back); 503 or 429 when there is none."""
+    waiter, refused = waiting.waiter_placed(
+        client_id=request.user.pk, job_id=job_id, owner_id=None if job_id else request.user.pk
+    )
     if refused == waiting.SERVER_FULL:
         raise ApplicationError(
             "This server holds as many streams as it may; reconnect in a moment.",
@@ -47,6 +53,8 @@ def _room(request: Request) -> None:
             "one client may; close one first.",
             code="too_many_open_streams", status_code=429, headers={"Retry-After": "1"},
         )
+    assert waiter is not None
+    return waiter
 
 
 def _resume_from(request: Request) -> int | None:
@@ -68,17 +76,18 @@ class _StreamApi(APIView):
 class JobEventStreamApi(_StreamApi):
     def get(self, request: Request, job_id: str) -> StreamingHttpResponse:
         job = selectors.job_get(owner=request.user, job_id=job_id)
-        _room(request)
-        return _streaming(streams.job_event_stream(
-            owner_id=request.user.pk, job_id=job.id, after=_resume_from(request),
-            client=waiting.client_socket(request.META),
-        ))
+        after = _resume_from(request)
+        waiter = _placed(request, job_id=job.id)
+        return _streaming(streams.Placed(waiter, streams.job_event_stream(
+            waiter=waiter, job_id=job.id, after=after, client=waiting.client_socket(request.META),
+        )))
 
 
 class EventStreamApi(_StreamApi):
     def get(self, request: Request) -> StreamingHttpResponse:
-        _room(request)
-        return _streaming(streams.owner_event_stream(
-            owner_id=request.user.pk, after=_resume_from(request),
-            job_name=request.query_params.get("job_name", ""), client=waiting.client_socket(request.META),
-        ))
+        after, job_name = _resume_from(request), request.query_params.get("job_name", "")
+        waiter = _placed(request)
+        return _streaming(streams.Placed(waiter, streams.owner_event_stream(
+            waiter=waiter, owner_id=request.user.pk, after=after, job_name=job_name,
+            client=waiting.client_socket(request.META),
+        )))

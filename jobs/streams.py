@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import socket
 import uuid
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 
 from django.conf import settings
 from django.db import connection
 
 from jobs import event_log
 from jobs.models import FINAL_WEBHOOK_EVENTS, JobEvent
-from jobs.waiting import idle, waiting
+from jobs.waiting import idle, waiter_release
+from jobs.wakeups import Waiter
 
 # Sent first: how long a client waits before reconnecting after a drop (milliseconds).
 RECONNECT_MILLISECONDS = 1000
@@ -41,62 +42,80 @@ def last_event_id(value: str | None) -> int | None:
 
 
 def job_event_stream(
-    *, owner_id: uuid.UUID, job_id: uuid.UUID, after: int | None, client: socket.socket | None
-) -> Iterator[bytes]:
-    """One job of the owner's: its events after `after` when resuming, else its latest (its
-    current state) and what follows; ends after the final one."""
+    *, waiter: Waiter, job_id: uuid.UUID, after: int | None, client: socket.socket | None
+) -> Generator[bytes, None, None]:
+    """One job of the owner's (its waiter's, placed: jobs.waiting.waiter_placed): its events
+    after `after` when resuming, else its latest (its current state) and what follows; ends
+    after the final one."""
     heartbeat = settings.API_STREAM_HEARTBEAT_SECONDS
-    with waiting(client_id=owner_id, job_id=job_id) as waiter:
-        yield f"retry: {RECONNECT_MILLISECONDS}\n\n".encode()
-        if after is None:
-            latest = event_log.job_event_latest(job_id=job_id)
-            events: list[JobEvent] = [latest] if latest else []
-            after = 0
-        else:
-            events = list(event_log.job_events_after(job_id=job_id, after_id=after))
-        while True:
-            for event in events:
-                yield message(event)
-                after = event.pk
-                if event.event_type in FINAL_WEBHOOK_EVENTS:
-                    connection.close()
-                    return
-            outcome = idle(waiter, heartbeat, client)
-            if outcome == "gone":
+    yield f"retry: {RECONNECT_MILLISECONDS}\n\n".encode()
+    if after is None:
+        latest = event_log.job_event_latest(job_id=job_id)
+        events: list[JobEvent] = [latest] if latest else []
+        after = 0
+    else:
+        events = list(event_log.job_events_after(job_id=job_id, after_id=after))
+    while True:
+        for event in events:
+            yield message(event)
+            after = event.pk
+            if event.event_type in FINAL_WEBHOOK_EVENTS:
+                connection.close()
                 return
-            if outcome == "stopping":  # the process is about to exit: the client resumes elsewhere
-                yield resume_point(after)
-                return
-            if outcome == "timeout":
-                # Read again too, as the clients' stream does: a wake-up lost (a worker that
-                # died between its commit and the publish) delays an event by a heartbeat only.
-                yield b": heartbeat\n\n"
-            events = list(event_log.job_events_after(job_id=job_id, after_id=after))
+        outcome = idle(waiter, heartbeat, client)
+        if outcome == "gone":
+            return
+        if outcome == "stopping":  # the process is about to exit: the client resumes elsewhere
+            yield resume_point(after)
+            return
+        if outcome == "timeout":
+            # Read again too, as the clients' stream does: a wake-up lost (a worker that
+            # died between its commit and the publish) delays an event by a heartbeat only.
+            yield b": heartbeat\n\n"
+        events = list(event_log.job_events_after(job_id=job_id, after_id=after))
 
 
 def owner_event_stream(
-    *, owner_id: uuid.UUID, after: int | None, job_name: str, client: socket.socket | None
-) -> Iterator[bytes]:
-    """Every event of the owner's jobs (of `job_name` only, when given): after `after` when
-    resuming, else from now on. Never ends on its own."""
+    *, waiter: Waiter, owner_id: uuid.UUID, after: int | None, job_name: str, client: socket.socket | None
+) -> Generator[bytes, None, None]:
+    """Every event of the owner's jobs (of `job_name` only, when given; its waiter placed:
+    jobs.waiting.waiter_placed): after `after` when resuming, else from now on. Never ends on
+    its own."""
     heartbeat = settings.API_STREAM_HEARTBEAT_SECONDS
-    with waiting(client_id=owner_id, owner_id=owner_id) as waiter:
-        if after is None:
-            after = event_log.owner_event_last_id(owner_id=owner_id)
-        yield f"retry: {RECONNECT_MILLISECONDS}\n\n".encode()
-        while True:
-            events = list(event_log.owner_events_after(owner_id=owner_id, after_id=after, job_name=job_name)[:500])
-            for event in events:
-                yield message(event)
-                after = event.pk
-            if len(events) == 500:
-                continue  # more to catch up on
-            outcome = idle(waiter, heartbeat, client)
-            if outcome == "gone":
-                return
-            if outcome == "stopping":  # the process is about to exit: the client resumes elsewhere
-                yield resume_point(after)
-                return
-            if outcome == "timeout":
-                yield b": heartbeat\n\n"
+    if after is None:
+        after = event_log.owner_event_last_id(owner_id=owner_id)
+    yield f"retry: {RECONNECT_MILLISECONDS}\n\n".encode()
+    while True:
+        events = list(event_log.owner_events_after(owner_id=owner_id, after_id=after, job_name=job_name)[:500])
+        for event in events:
+            yield message(event)
+            after = event.pk
+        if len(events) == 500:
+            continue  # more to catch up on
+        outcome = idle(waiter, heartbeat, client)
+        if outcome == "gone":
+            return
+        if outcome == "stopping":  # the process is about to exit: the client resumes elsewhere
+            yield resume_point(after)
+            return
+        if outcome == "timeout":
+            yield b": heartbeat\n\n"
 
+
+class Placed:
+    """A stream's body and its waiter's place in the room, given back when the response is
+    closed (the server closes it when the body has ended, failed, or never started: a client
+    that hung up first)."""
+
+    def __init__(self, waiter: Waiter, body: Generator[bytes, None, None]) -> None:
+        self._waiter: Waiter | None = waiter
+        self._body = body
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self._body
+
+    def close(self) -> None:
+        self._body.close()
+        if self._waiter is not None:
+            waiter_release(self._waiter)
+            self._waiter = None

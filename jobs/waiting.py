@@ -40,12 +40,35 @@ def room_refused(client_id: uuid.UUID) -> str:
     SERVER_FULL past API_MAX_WAITERS_PER_PROCESS (its threads would all wait and none be left
     for short requests), CLIENT_FULL past the client's API_MAX_WAITERS_PER_CLIENT (so that one
     client's waits and streams leave room for everyone else's)."""
-    everyone, its_own = hub.waiting(client_id)
+    return _room_refused(*hub.waiting(client_id))
+
+
+def _room_refused(everyone: int, its_own: int) -> str:
     if everyone >= settings.API_MAX_WAITERS_PER_PROCESS:
         return SERVER_FULL
     if its_own >= settings.API_MAX_WAITERS_PER_CLIENT:
         return CLIENT_FULL
     return ""
+
+
+def waiter_placed(*, client_id: uuid.UUID, job_id: uuid.UUID | None = None,
+                  owner_id: uuid.UUID | None = None) -> tuple[Waiter | None, str]:
+    """A stream's waiter, registered now if the room has a place for it (room_refused's rule,
+    checked and taken at once), else (None, why not). A stream's body runs after its view has
+    given back the request's turn: a place checked in the view and taken by the body let the
+    client's other requests pass the check meanwhile, past its share. Give it back with
+    waiter_release."""
+    waiter = Waiter(client_id=client_id, job_id=job_id, owner_id=owner_id)
+    refused = hub.register(waiter, room=_room_refused)
+    if refused:
+        waiter.close()
+        return None, refused
+    return waiter, ""
+
+
+def waiter_release(waiter: Waiter) -> None:
+    hub.unregister(waiter)
+    waiter.close()
 
 
 @contextmanager
@@ -59,8 +82,7 @@ def waiting(*, client_id: uuid.UUID, job_id: uuid.UUID | None = None, owner_id: 
     try:
         yield waiter
     finally:
-        hub.unregister(waiter)
-        waiter.close()
+        waiter_release(waiter)
 
 
 def idle(waiter: Waiter, timeout: float, client: socket.socket | None) -> str:

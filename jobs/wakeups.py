@@ -24,6 +24,7 @@ import threading
 import time
 import uuid
 from collections import Counter, defaultdict
+from collections.abc import Callable
 
 import redis
 from django.conf import settings
@@ -165,9 +166,15 @@ class Hub:
         with self._lock:
             return self._of_client.total(), self._of_client[str(client_id)]
 
-    def register(self, waiter: Waiter) -> None:
+    def register(self, waiter: Waiter, *, room: Callable[[int, int], str] | None = None) -> str:
+        """Add `waiter`, unless `room(waiters of the process, waiters of its client)` names a
+        reason not to, which it returns (else ""): counted and added under one lock, so two
+        requests cannot both take the last place."""
         self._ensure_listener()
         with self._lock:
+            refused = room(self._of_client.total(), self._of_client[waiter.client_id]) if room else ""
+            if refused:
+                return refused
             if waiter.job_id:
                 self._by_job[waiter.job_id].add(waiter)
             if waiter.owner_id:
@@ -175,6 +182,7 @@ class Hub:
             self._of_client[waiter.client_id] += 1
         if self.stopping:  # after adding it: stop() either sees it or has set this already
             waiter.stop()
+        return ""
 
     def unregister(self, waiter: Waiter) -> None:
         with self._lock:

@@ -3,6 +3,7 @@ the Redis wake-up -> SSE messages, resumed with Last-Event-ID."""
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 import pytest
 import requests
 
-from jobs import wakeups
+from jobs import streams, wakeups
 from tests.conftest import Api
 
 FINAL_EVENTS = {"job.succeeded", "job.failed", "job.canceled"}
@@ -156,3 +157,44 @@ def test_a_jobs_stream_ends_within_a_heartbeat_when_its_final_wake_up_is_lost(
     rest = list(received)
     assert rest[0] == {"comment": "heartbeat"}
     assert [m["event"] for m in rest if "event" in m] == ["job.canceled"]
+
+
+def test_a_stream_takes_its_place_in_the_room_before_its_body_starts(
+    make_api, settings: Any, monkeypatch: pytest.MonkeyPatch  # type: ignore[no-untyped-def]
+) -> None:
+    # Given a client's share of one stream, and a stream of its whose body the server has not
+    # started yet (it runs after the view gave back the request's turn, when the server writes
+    # it: here, once `started` is set)
+    settings.API_MAX_WAITERS_PER_CLIENT = 1
+    api = make_api()
+    built, started = threading.Event(), threading.Event()
+    original = streams.owner_event_stream
+
+    def started_late(**kwargs: Any) -> Iterator[bytes]:
+        body = original(**kwargs)
+        built.set()
+
+        def late() -> Iterator[bytes]:
+            started.wait(10)
+            yield from body
+
+        return late()
+
+    monkeypatch.setattr(streams, "owner_event_stream", started_late)
+    first: list[requests.Response] = []
+    opening = threading.Thread(target=lambda: first.append(stream(api, "/api/events/")))
+    opening.start()
+    assert built.wait(10)
+    threading.Timer(2, started.set).start()  # without a place taken, the second waits for this
+
+    # When it asks for a second stream meanwhile
+    second = api.get("/api/events/", stream=True, headers={"Accept": "text/event-stream"}, timeout=30)
+    try:
+        # Then the first stream holds its place already: the second is refused
+        assert second.status_code == 429
+        assert second.json()["error"]["code"] == "too_many_open_streams"
+    finally:
+        started.set()
+        opening.join(10)
+        second.close()
+        first[0].close()
