@@ -16,8 +16,8 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from core import pause
 from core.celery import app
-from core.pause import PauseAfterFailure
 from jobs import sql
 from jobs.models import Job
 from jobs.registry import job_type_get
@@ -66,14 +66,6 @@ def job_signatures(*, job: Job) -> list[Any]:
     return signatures
 
 
-# After a publish from this process fails, how long its new jobs are left to the sweeper rather
-# than published from the request. A broker that is down or hung costs each publish its timeout
-# (CELERY_BROKER_CONNECTION_TIMEOUT, and kombu's retries: seconds), so while it is out that wait
-# falls on one submission per process in that time, not on each one (docs/reliability.md, 3).
-BROKER_RETRY_SECONDS = 5.0
-broker_pause = PauseAfterFailure(BROKER_RETRY_SECONDS)
-
-
 def job_publish(*, job: Job) -> None:
     """Send the job's first message to the broker (raises when the broker is unreachable)."""
     signatures = job_signatures(job=job)
@@ -88,7 +80,7 @@ def job_publish_or_release(*, job: Job) -> bool:
     try:
         job_publish(job=job)
     except Exception:  # the broker's client raises many types; every one means "not published"
-        broker_pause.failed()
+        pause.broker.failed()
         logger.warning("Could not publish job %s; the sweeper will retry", job.id, exc_info=True)
         Job.objects.filter(pk=job.pk, status=Job.Status.PENDING).update(dispatched_at=None)
         return False
@@ -151,18 +143,24 @@ def owner_dispatch_request(*, owner_id: uuid.UUID) -> None:
     """Ask a worker to publish the owner's waiting jobs (a batch just accepted): one message,
     where publishing each job would cost the request one each. If the broker refuses it, the
     sweeper publishes them on its next run, as it does while a publish failed moments ago."""
-    if broker_pause.paused():
+    if pause.broker.paused():
         return
     try:
         app.send_task(DISPATCH_OWNER_TASK, kwargs={"owner_id": str(owner_id)})
     except Exception:  # the broker's client raises many types; every one means "not published"
-        broker_pause.failed()
+        pause.broker.failed()
         logger.warning("Could not ask for owner %s's dispatch; the sweeper will", owner_id, exc_info=True)
 
 
 def job_revoke_queued(*, job_id: uuid.UUID) -> None:
-    """Best effort: tell workers to drop the queued message. The REVOKED row already stops it."""
+    """Best effort: tell workers to drop the queued message. The REVOKED row already stops it: a
+    worker that takes the message runs nothing of a final job (jobs.tasks.job_run_step). So
+    while a publish from this process failed moments ago (core.pause.broker) it is not tried,
+    rather than hold the cancel's request for the broker's timeout."""
+    if pause.broker.paused():
+        return
     try:
         app.control.revoke(str(job_id))
     except Exception:  # the broker may be down; the row's status makes the revoke redundant
+        pause.broker.failed()
         logger.warning("Could not broadcast revoke for job %s", job_id, exc_info=True)

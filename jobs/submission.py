@@ -13,6 +13,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from core import pause
 from core.errors import ApplicationError, TooManyRequests
 from core.http import Resolver
 from core.models import Client
@@ -119,7 +120,7 @@ def job_prepare(
 ) -> tuple[Job, JobType]:
     """The job `request` asks for, validated (400/413 otherwise) and not saved: dispatched at
     once unless it is scheduled (run_at), in which case the sweeper publishes it when due, as it
-    does while a publish from this process failed moments ago (jobs.dispatch.broker_pause).
+    does while a publish from this process failed moments ago (core.pause.broker).
     `resolver`: the batch's callback hosts, resolved together (webhooks.addresses)."""
     job_type = job_type_get(request.job_name)
     job_type_require_available(job_type=job_type)
@@ -142,7 +143,7 @@ def job_prepare(
         deadline=request.deadline,
         max_attempts=max_attempts,
         retry_backoff_seconds=backoff,
-        dispatched_at=None if scheduled or dispatch.broker_pause.paused() else now,
+        dispatched_at=None if scheduled or pause.broker.paused() else now,
         created_at=now,
     )
     return job, job_type

@@ -24,9 +24,10 @@ import requests
 from django.conf import settings
 from django.db import OperationalError, connection
 
-from core import concurrency
+from core import concurrency, pause
 from core.celery import app as celery_app
 from core.models import Client
+from core.pause import PauseAfterFailure
 from core.services import api_key_create, client_create
 from tests.fakes.openai_server import FAKE_API_KEY, FakeOpenAI
 
@@ -361,6 +362,41 @@ def silent_server() -> Iterator[SilentServer]:
         listener.close()
         for held_connection in server.connections:
             held_connection.close()
+
+
+@pytest.fixture
+def broker_down(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Point this process's Celery app at a port nothing listens on: a real refused connection.
+    The publish it fails is forgotten afterwards, so later tests publish from the request."""
+    monkeypatch.setattr(pause, "broker", PauseAfterFailure(pause.BROKER_RETRY_SECONDS))
+    real_url = celery_app.conf.broker_write_url
+    use_broker(f"redis://127.0.0.1:{free_port()}/0")
+    try:
+        yield
+    finally:
+        use_broker(real_url)
+
+
+def use_broker(url: str) -> None:
+    """Reconnect this process's Celery app to `url` (drops pooled connections and producers)."""
+    # Fresh pools for the new URL; kombu keys its shared pools by connection, so the old ones
+    # stay usable for whoever still holds them.
+    celery_app._pool = None
+    celery_app.amqp._producer_pool = None
+    celery_app.conf.broker_write_url = url  # set from broker_url at configuration time
+
+
+@pytest.fixture
+def broker_hung(monkeypatch: pytest.MonkeyPatch) -> Iterator[SilentServer]:
+    """Point this process's Celery app at a broker that takes connections and never answers."""
+    monkeypatch.setattr(pause, "broker", PauseAfterFailure(pause.BROKER_RETRY_SECONDS))
+    real_url = celery_app.conf.broker_write_url
+    with silent_server() as hung:
+        use_broker(f"redis://{hung.address}/0")
+        try:
+            yield hung
+        finally:
+            use_broker(real_url)
 
 
 @pytest.fixture

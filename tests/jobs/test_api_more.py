@@ -1,23 +1,18 @@
 """The starter's endpoints, listing and filtering, job types, and the broker-down path."""
 from __future__ import annotations
 
-import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-import pytest
 from django.conf import settings
 from django.utils import timezone
 
-from core.celery import app as celery_app
-from core.pause import PauseAfterFailure
-from jobs import dispatch
 from jobs.dispatch import job_publish
 from jobs.models import Job
 from jobs.tasks import jobs_dispatch_sweep
-from tests.conftest import Api, SilentServer, silent_server
+from tests.conftest import Api, SilentServer, use_broker
 
 
 def test_starter_endpoints_keep_their_shapes(api: Api) -> None:
@@ -124,44 +119,6 @@ def test_canceling_a_queued_job_revokes_it_at_once(api: Api) -> None:
     assert job["started_at"] is None
 
 
-@pytest.fixture
-def broker_down(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Point this process's Celery app at a port nothing listens on: a real refused connection.
-    The publish it fails is forgotten afterwards, so later tests publish from the request."""
-    monkeypatch.setattr(dispatch, "broker_pause", PauseAfterFailure(dispatch.BROKER_RETRY_SECONDS))
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        dead_port = sock.getsockname()[1]
-    real_url = celery_app.conf.broker_write_url
-    use_broker(f"redis://127.0.0.1:{dead_port}/0")
-    try:
-        yield
-    finally:
-        use_broker(real_url)
-
-
-def use_broker(url: str) -> None:
-    """Reconnect this process's Celery app to `url` (drops pooled connections and producers)."""
-    # Fresh pools for the new URL; kombu keys its shared pools by connection, so the old ones
-    # stay usable for whoever still holds them.
-    celery_app._pool = None
-    celery_app.amqp._producer_pool = None
-    celery_app.conf.broker_write_url = url  # set from broker_url at configuration time
-
-
-@pytest.fixture
-def broker_hung(monkeypatch: pytest.MonkeyPatch) -> Iterator[SilentServer]:
-    """Point this process's Celery app at a broker that takes connections and never answers."""
-    monkeypatch.setattr(dispatch, "broker_pause", PauseAfterFailure(dispatch.BROKER_RETRY_SECONDS))
-    real_url = celery_app.conf.broker_write_url
-    with silent_server() as hung:
-        use_broker(f"redis://{hung.address}/0")
-        try:
-            yield hung
-        finally:
-            use_broker(real_url)
-
-
 def test_after_a_publish_fails_the_next_submissions_leave_their_jobs_to_the_sweeper(
     api: Api, broker_hung: SilentServer
 ) -> None:
@@ -186,6 +143,30 @@ def test_after_a_publish_fails_the_next_submissions_leave_their_jobs_to_the_swee
     # and once the broker answers, the sweeper publishes them and each runs
     use_broker(settings.CELERY_BROKER_URL)
     assert {api.wait(job["id"], timeout=60)["status"] for job in [first, *later]} == {"SUCCESS"}
+
+
+def test_after_a_revoke_fails_the_next_cancels_leave_the_broker_alone(api: Api, broker_hung: SilentServer) -> None:
+    # Given four queued jobs, and a cancel whose revoke broadcast waited out a hung broker
+    queued = _make_jobs(api, 4)
+    first = api.post(f"/api/jobs/{queued[0].id}/cancel/")
+    tried = len(broker_hung.connections)
+    assert first.status_code == 202 and tried >= 1
+
+    # When the client cancels the three others right after it
+    later = [api.post(f"/api/jobs/{job.id}/cancel/") for job in queued[1:]]
+
+    # Then each is canceled without trying the broker again
+    assert [response.json()["status"] for response in later] == ["REVOKED"] * 3
+    assert len(broker_hung.connections) == tried
+
+    # and once the broker answers, their messages reach a worker that runs none of them (one
+    # submitted behind them has run by then)
+    use_broker(settings.CELERY_BROKER_URL)
+    for job in queued:
+        job_publish(job=job)
+    assert api.wait(api.submit("api.tasks.hello_world", {"message": "after"})["id"])["status"] == "SUCCESS"
+    canceled = Job.objects.filter(pk__in=[job.pk for job in queued])
+    assert [(job.status, job.started_at) for job in canceled] == [("REVOKED", None)] * 4
 
 
 def test_a_job_accepted_while_the_broker_is_down_runs_once_it_is_back(api: Api, broker_down: None) -> None:

@@ -13,7 +13,6 @@ from examples.receiver import Receiver
 from jobs.models import Job, JobCounts
 from tests.conftest import FINAL, Api
 from tests.fakes.openai_server import FakeOpenAI, Reply
-from tests.jobs.test_api_more import broker_down  # noqa: F401 (a fixture)
 from tests.jobs.test_checklist import checklist_reply, guidelines_for, summary_reply
 
 HELLO = "api.tasks.hello_world"
