@@ -22,10 +22,11 @@ class PauseAfterFailure:
         return self._clock() < self._until
 
 
-# After a publish from this process fails, how long it publishes nothing it can do without: new
-# jobs go to the sweeper, a canceled job's revoke is left to its REVOKED row. A broker that is
-# down or hung costs each publish its timeout (CELERY_BROKER_CONNECTION_TIMEOUT, and kombu's
-# retries: seconds), so while it is out that wait falls on one request per process in that time,
-# not on each one (docs/reliability.md, 3).
+# After a publish from this process fails, how long it publishes nothing it can leave to a
+# periodic task: new jobs go to the sweeper, a drain of the due deliveries to the dispatcher, a
+# canceled job's revoke to its REVOKED row. A broker that is down or hung costs each publish its
+# timeout (CELERY_BROKER_CONNECTION_TIMEOUT, and kombu's retries: seconds), so while it is out
+# that wait falls on one request per process in that time, not on each one (docs/reliability.md,
+# 3). One pause for the jobs' and the webhooks' publishes: they go to the same broker.
 BROKER_RETRY_SECONDS = 5.0
 broker = PauseAfterFailure(BROKER_RETRY_SECONDS)

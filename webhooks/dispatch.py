@@ -13,7 +13,8 @@ with it unreachable, a message carries the ids themselves, as it does for a coun
 No wake-up is lost: an event pushes its ids before it sets the flag, and a drain clears the
 flag before it takes ids, so ids pushed after a drain's last take find the flag clear and ask
 for a new drain. A drain message the broker lost leaves the flag set for WAKE_FLAG_SECONDS at
-most; the dispatcher's next tick then asks again while ids wait.
+most; the dispatcher's next tick then asks again while ids wait. A drain the broker refused, or
+not asked for while the broker is paused (core.pause.broker), clears the flag at once.
 
 Deliveries waiting for a place of a client's share of the receivers (webhooks/sending.py) are
 parked: their ids in a sorted set per share in the same Redis, oldest first, each once. Nothing
@@ -36,7 +37,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from core import cache_redis, logs
+from core import cache_redis, logs, pause
 from core.celery import app
 from webhooks.models import Delivery
 
@@ -149,11 +150,18 @@ def drain_ask() -> None:
 
 
 def _drain_publish() -> None:
-    try:
-        app.send_task(DRAIN_TASK)
-    except Exception:  # the broker's client raises many types; every one means "not published"
-        logger.warning("Could not ask for a drain; the dispatcher will", exc_info=True)
-        _drain_flag_clear()  # the next ids pushed ask again
+    """Publish a drain; when the broker refuses it, or a publish from this process failed
+    moments ago (core.pause.broker: not tried, rather than hold a request for the broker's
+    timeout), clear the flag instead: the next ids pushed ask again, and the dispatcher's next
+    tick does while ids wait. The ids stay on the queue meanwhile."""
+    if not pause.broker.paused():
+        try:
+            app.send_task(DRAIN_TASK)
+            return
+        except Exception:  # the broker's client raises many types; every one means "not published"
+            pause.broker.failed()
+            logger.warning("Could not ask for a drain; the dispatcher will", exc_info=True)
+    _drain_flag_clear()
 
 
 def _drain_flag_clear() -> None:

@@ -15,7 +15,9 @@ from core import cache_redis
 from core.models import Client
 from core.services import client_create
 from examples.receiver import Receiver
+from tests.conftest import Api, SilentServer
 from tests.webhooks.conftest import until
+from tests.webhooks.test_endpoint_deliveries import endpoint_create
 from webhooks import attempts, dispatch, outbox
 from webhooks.models import Delivery
 
@@ -169,3 +171,24 @@ def test_with_the_queue_unreachable_a_message_carries_the_ids(
     # Then the session's worker still delivers it, from a message carrying its id
     assert len(receiver.wait_for(1)) == 1
     until(lambda: Delivery.objects.get(pk=delivery.pk).state == Delivery.State.SUCCEEDED, what="the outcome")
+
+
+def test_after_a_drain_is_refused_the_next_requests_leave_their_deliveries_to_the_dispatcher(
+    api: Api, receiver: Receiver, broker_hung: SilentServer
+) -> None:
+    # Given an endpoint, and its test event whose drain waited out a hung broker (this process's;
+    # the session's worker and beat still reach theirs), no drain asked for before it
+    endpoint = endpoint_create(api, receiver.url)
+    cache_redis.queue_client().delete(dispatch._due_keys()[1])
+    assert api.post(f"/api/webhook-endpoints/{endpoint['id']}/test/").status_code == 202
+    tried = len(broker_hung.connections)
+    assert tried >= 1
+
+    # When the client asks for three more test events right after it
+    for _ in range(3):
+        assert api.post(f"/api/webhook-endpoints/{endpoint['id']}/test/").status_code == 202
+
+    # Then none tries the broker again, and the dispatcher has the four drained: each arrives once
+    assert len(broker_hung.connections) == tried
+    received = receiver.wait_for(4, timeout=30)
+    assert len({request.headers["webhook-id"] for request in received}) == 4
