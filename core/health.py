@@ -44,9 +44,13 @@ def _broker_answers() -> bool:
         # A broker that hangs rather than refuses takes seconds to time out (its connect timeout,
         # socket_timeout, a retry): the request's turn goes to the process's other requests
         # meanwhile (core/concurrency.py), or every probe, scrape and console refresh stalled
-        # every request of its process (one turn each by default) for as long.
+        # every request of its process (one turn each by default) for as long. A connection
+        # refused at once is tried again CELERY_BROKER_CONNECTION_TIMEOUT later; one that took
+        # that long is not: the check stays within the connect and socket timeouts that
+        # _check_wait_seconds counts (a fixed 2 s, against a shorter setting, overran them).
+        wait = settings.CELERY_BROKER_CONNECTION_TIMEOUT
         with turn_released(), app.connection_for_write() as conn:
-            conn.ensure_connection(max_retries=1, timeout=2)
+            conn.ensure_connection(max_retries=1, interval_start=wait, timeout=wait)
     except Exception:  # any transport error means "not ready"
         logger.warning("readyz: broker unreachable", exc_info=True)
         return False
