@@ -117,9 +117,7 @@ class ActiveRequestsMiddleware:
         turns = _fair_turns()
         if turns is None:
             return self.get_response(request)
-        # Who the request is for, before authentication has run: its credentials as sent (a
-        # request without any, or with a key that turns out unknown, shares its key's place).
-        key = request.META.get("HTTP_AUTHORIZATION", "")
+        key = turn_key(request)
         turns.acquire(key)
         _held.value, _held.key = True, key
         try:
@@ -193,6 +191,28 @@ def connections_trim() -> None:
     if open_count > budget and not wrapper.in_atomic_block:
         wrapper.close()
         _wrappers.pop(ident, None)
+
+
+def turn_key(request: HttpRequest) -> str:
+    """Whose turn a request waits in, before authentication has run: its credentials as sent (a
+    request without any, or with a key that turns out unknown, shares its key's place)."""
+    return request.META.get("HTTP_AUTHORIZATION", "")
+
+
+@contextmanager
+def turn_taken(key: str) -> Iterator[None]:
+    """Hold one of the process's turns for the block, in `key`'s place among the requests
+    waiting, from outside a request's (a stream's body reading and rendering what it sends next;
+    it writes without one). No-op when turns are off or the thread holds one already."""
+    turns = _fair_turns()
+    if turns is None or getattr(_held, "value", False):
+        yield
+        return
+    turns.acquire(key)
+    try:
+        yield
+    finally:
+        turns.release()
 
 
 @contextmanager

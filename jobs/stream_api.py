@@ -11,6 +11,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from core.concurrency import turn_key
 from core.errors import ApplicationError
 from jobs import selectors, streams, waiting
 from jobs.wakeups import Waiter
@@ -80,6 +81,7 @@ class JobEventStreamApi(_StreamApi):
         waiter = _placed(request, job_id=job.id)
         return _streaming(streams.Placed(waiter, streams.job_event_stream(
             waiter=waiter, job_id=job.id, after=after, client=waiting.client_socket(request.META),
+            turn_key=turn_key(request),
         )))
 
 
@@ -89,5 +91,5 @@ class EventStreamApi(_StreamApi):
         waiter = _placed(request)
         return _streaming(streams.Placed(waiter, streams.owner_event_stream(
             waiter=waiter, owner_id=request.user.pk, after=after, job_name=job_name,
-            client=waiting.client_socket(request.META),
+            client=waiting.client_socket(request.META), turn_key=turn_key(request),
         )))

@@ -3,28 +3,41 @@ client's. Each message is one JobEvent: `event:` its type, `id:` its id, `data:`
 body. A stream resumes after a `Last-Event-ID` without gaps or repeats, sends a `: heartbeat`
 comment when idle, and ends with a job's final event (the one-job stream), when the client
 hangs up, or when its process begins to stop (the client reconnects with `Last-Event-ID` and
-loses nothing). Between events it holds no database connection (jobs.waiting)."""
+loses nothing). Between events it holds no database connection (jobs.waiting).
+
+A stream's body runs after its request gave its turn back (core/concurrency.py). Its reads, and
+the rendering of what they read, take a turn again in the client's place, so that a client
+replaying a long history on a dozen streams takes turns with other clients' requests rather
+than running beside them; the writes to the client take none."""
 from __future__ import annotations
 
 import socket
 import uuid
 from collections.abc import Generator, Iterator
+from typing import Any
 
 from django.conf import settings
 from django.db import connection
 
+from core.concurrency import turn_taken
 from jobs import event_log
-from jobs.models import FINAL_WEBHOOK_EVENTS, JobEvent
+from jobs.models import FINAL_WEBHOOK_EVENTS
 from jobs.waiting import idle, waiter_release
 from jobs.wakeups import Waiter
 
 # Sent first: how long a client waits before reconnecting after a drop (milliseconds).
 RECONNECT_MILLISECONDS = 1000
+# The most events a stream reads at once while it catches up.
+CATCH_UP_BATCH = 500
+# What a message needs of an event, read as plain rows: a batch of 500 read and rendered in
+# 3.6 ms of CPU, against 14.3 ms as JobEvent objects.
+SENT = ("id", "event_type", "body")
 
 
-def message(event: JobEvent) -> bytes:
-    """One SSE message. The body is compact JSON: one line, no newline to escape."""
-    return f"event: {event.event_type}\nid: {event.pk}\ndata: {event.body}\n\n".encode()
+def message(event: Any) -> bytes:
+    """One SSE message of an event (a JobEvent, or its SENT columns as a named row). The body is
+    compact JSON: one line, no newline to escape."""
+    return f"event: {event.event_type}\nid: {event.id}\ndata: {event.body}\n\n".encode()
 
 
 def resume_point(after: int) -> bytes:
@@ -42,23 +55,25 @@ def last_event_id(value: str | None) -> int | None:
 
 
 def job_event_stream(
-    *, waiter: Waiter, job_id: uuid.UUID, after: int | None, client: socket.socket | None
+    *, waiter: Waiter, job_id: uuid.UUID, after: int | None, client: socket.socket | None, turn_key: str
 ) -> Generator[bytes, None, None]:
     """One job of the owner's (its waiter's, placed: jobs.waiting.waiter_placed): its events
     after `after` when resuming, else its latest (its current state) and what follows; ends
-    after the final one."""
+    after the final one. Its reads take a turn in `turn_key`'s place."""
     heartbeat = settings.API_STREAM_HEARTBEAT_SECONDS
     yield f"retry: {RECONNECT_MILLISECONDS}\n\n".encode()
     if after is None:
-        latest = event_log.job_event_latest(job_id=job_id)
-        events: list[JobEvent] = [latest] if latest else []
+        with turn_taken(turn_key):
+            latest = event_log.job_event_latest(job_id=job_id)
+        events: list[Any] = [latest] if latest else []
         after = 0
     else:
-        events = list(event_log.job_events_after(job_id=job_id, after_id=after))
+        with turn_taken(turn_key):
+            events = list(event_log.job_events_after(job_id=job_id, after_id=after).values_list(*SENT, named=True))
     while True:
         for event in events:
             yield message(event)
-            after = event.pk
+            after = event.id
             if event.event_type in FINAL_WEBHOOK_EVENTS:
                 connection.close()
                 return
@@ -72,25 +87,32 @@ def job_event_stream(
             # Read again too, as the clients' stream does: a wake-up lost (a worker that
             # died between its commit and the publish) delays an event by a heartbeat only.
             yield b": heartbeat\n\n"
-        events = list(event_log.job_events_after(job_id=job_id, after_id=after))
+        with turn_taken(turn_key):
+            events = list(event_log.job_events_after(job_id=job_id, after_id=after).values_list(*SENT, named=True))
 
 
 def owner_event_stream(
-    *, waiter: Waiter, owner_id: uuid.UUID, after: int | None, job_name: str, client: socket.socket | None
+    *, waiter: Waiter, owner_id: uuid.UUID, after: int | None, job_name: str, client: socket.socket | None,
+    turn_key: str,
 ) -> Generator[bytes, None, None]:
     """Every event of the owner's jobs (of `job_name` only, when given; its waiter placed:
     jobs.waiting.waiter_placed): after `after` when resuming, else from now on. Never ends on
-    its own."""
+    its own. Each batch it reads (CATCH_UP_BATCH events at most) is read and rendered in a turn
+    in `turn_key`'s place, and sent as one chunk."""
     heartbeat = settings.API_STREAM_HEARTBEAT_SECONDS
     if after is None:
-        after = event_log.owner_event_last_id(owner_id=owner_id)
+        with turn_taken(turn_key):
+            after = event_log.owner_event_last_id(owner_id=owner_id)
     yield f"retry: {RECONNECT_MILLISECONDS}\n\n".encode()
     while True:
-        events = list(event_log.owner_events_after(owner_id=owner_id, after_id=after, job_name=job_name)[:500])
-        for event in events:
-            yield message(event)
-            after = event.pk
-        if len(events) == 500:
+        with turn_taken(turn_key):
+            events = list(event_log.owner_events_after(
+                owner_id=owner_id, after_id=after, job_name=job_name).values_list(*SENT, named=True)[:CATCH_UP_BATCH])
+            chunk = b"".join(message(event) for event in events)
+        if events:
+            after = events[-1].id
+            yield chunk
+        if len(events) == CATCH_UP_BATCH:
             continue  # more to catch up on
         outcome = idle(waiter, heartbeat, client)
         if outcome == "gone":
