@@ -73,14 +73,18 @@ def _accepted(job: Job, headers: dict[str, str] | None = None) -> Response:
 def _waited(request: Request, job: Job, seconds: int | None) -> tuple[Job, dict[str, str]]:
     """Honour a `Prefer: wait=N` read by inputs.prefer_wait (jobs.waiting): the job once final
     or after N seconds, and the `Preference-Applied` header saying so; the job as it is when no
-    wait is asked."""
-    if seconds is None or waiting.room_refused(request.user.pk):
-        return job, {}  # as RFC 7240 allows: a preference not applied, and not said to be
+    wait is asked, or when the process's room has no place for one."""
+    if seconds is None:
+        return job, {}
+    applied = {"Preference-Applied": f"wait={seconds}"}
     if job.is_final:
-        return job, {"Preference-Applied": f"wait={seconds}"}
+        # Nothing to wait for, so no place is taken; the room decides the header, as for a wait.
+        return job, {} if waiting.room_refused(request.user.pk) else applied
     client = waiting.client_socket(request.META)
-    job = waiting.job_wait(owner=request.user, job=job, seconds=seconds, client=client)
-    return job, {"Preference-Applied": f"wait={seconds}"}
+    waited = waiting.job_wait(owner=request.user, job=job, seconds=seconds, client=client)
+    if waited is None:
+        return job, {}  # as RFC 7240 allows: a preference not applied, and not said to be
+    return waited, applied
 
 
 def _client_gone() -> Response:

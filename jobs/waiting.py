@@ -5,8 +5,7 @@ from __future__ import annotations
 import socket
 import time
 import uuid
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from typing import Any
 
 from django.conf import settings
@@ -52,13 +51,13 @@ def _room_refused(everyone: int, its_own: int) -> str:
 
 
 def waiter_placed(*, client_id: uuid.UUID, job_id: uuid.UUID | None = None,
-                  owner_id: uuid.UUID | None = None) -> tuple[Waiter | None, str]:
-    """A stream's waiter, registered now if the room has a place for it (room_refused's rule,
-    checked and taken at once), else (None, why not). A stream's body runs after its view has
-    given back the request's turn: a place checked in the view and taken by the body let the
-    client's other requests pass the check meanwhile, past its share. Give it back with
-    waiter_release."""
-    waiter = Waiter(client_id=client_id, job_id=job_id, owner_id=owner_id)
+                  owner_id: uuid.UUID | None = None, final_only: bool = False) -> tuple[Waiter | None, str]:
+    """A waiter, registered now if the room has a place for it (room_refused's rule, checked and
+    taken at once), else (None, why not). Checked first and taken after, the place went to each
+    of a client's requests that ran between the two, past its share: a stream's body runs after
+    its view has given back the request's turn, and requests run side by side when a process
+    has more than one turn (WEB_ACTIVE_REQUESTS). Give it back with waiter_release."""
+    waiter = Waiter(client_id=client_id, job_id=job_id, owner_id=owner_id, final_only=final_only)
     refused = hub.register(waiter, room=_room_refused)
     if refused:
         waiter.close()
@@ -71,20 +70,6 @@ def waiter_release(waiter: Waiter) -> None:
     waiter.close()
 
 
-@contextmanager
-def waiting(*, client_id: uuid.UUID, job_id: uuid.UUID | None = None, owner_id: uuid.UUID | None = None,
-            final_only: bool = False) -> Iterator[Waiter]:
-    """A waiter of `client_id`'s registered with this process's hub for the block's duration.
-    Register before reading the state waited on, so an event between the read and the wait
-    still wakes it."""
-    waiter = Waiter(client_id=client_id, job_id=job_id, owner_id=owner_id, final_only=final_only)
-    hub.register(waiter)
-    try:
-        yield waiter
-    finally:
-        waiter_release(waiter)
-
-
 def idle(waiter: Waiter, timeout: float, client: socket.socket | None) -> str:
     """Block on `waiter` without the request's turn to run and, once the process holds more
     than a few database connections, without one (core.concurrency: a waiting thread must not
@@ -94,11 +79,17 @@ def idle(waiter: Waiter, timeout: float, client: socket.socket | None) -> str:
         return waiter.wait(timeout, client)
 
 
-def job_wait(*, owner: Client, job: Job, seconds: float, client: socket.socket | None) -> Job:
+def job_wait(*, owner: Client, job: Job, seconds: float, client: socket.socket | None) -> Job | None:
     """The job once it is final, or as it is after `seconds` or when the process begins to stop
-    (jobs.wakeups: it would exit before the wait ends). Raises ClientGone."""
+    (jobs.wakeups: it would exit before the wait ends); None when the process's room has no
+    place for the wait (room_refused). Raises ClientGone."""
     deadline = time.monotonic() + seconds
-    with waiting(client_id=owner.pk, job_id=job.id, final_only=True) as waiter:
+    # Registered before the job is read again, so that an event between the read and the wait
+    # still wakes it.
+    waiter, _ = waiter_placed(client_id=owner.pk, job_id=job.id, final_only=True)
+    if waiter is None:
+        return None
+    try:
         job = selectors.job_get(owner=owner, job_id=job.id)  # it may have ended before we registered
         while not job.is_final:
             remaining = deadline - time.monotonic()
@@ -110,4 +101,6 @@ def job_wait(*, owner: Client, job: Job, seconds: float, client: socket.socket |
             job = selectors.job_get(owner=owner, job_id=job.id)
             if outcome == "stopping":
                 break
+    finally:
+        waiter_release(waiter)
     return job

@@ -166,13 +166,13 @@ class Hub:
         with self._lock:
             return self._of_client.total(), self._of_client[str(client_id)]
 
-    def register(self, waiter: Waiter, *, room: Callable[[int, int], str] | None = None) -> str:
+    def register(self, waiter: Waiter, *, room: Callable[[int, int], str]) -> str:
         """Add `waiter`, unless `room(waiters of the process, waiters of its client)` names a
         reason not to, which it returns (else ""): counted and added under one lock, so two
         requests cannot both take the last place."""
         self._ensure_listener()
         with self._lock:
-            refused = room(self._of_client.total(), self._of_client[waiter.client_id]) if room else ""
+            refused = room(self._of_client.total(), self._of_client[waiter.client_id])
             if refused:
                 return refused
             if waiter.job_id:

@@ -3,12 +3,17 @@ wake-up -> the answer, in one request. Through gunicorn, with hang-ups and the d
 test_waiting_served.py."""
 from __future__ import annotations
 
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from typing import Any
 
 import pytest
 from django.test import override_settings
+from django.utils import timezone
 
-from jobs import inputs
+from jobs import inputs, waiting, wakeups
 from tests.conftest import Api
 
 HELLO = {"job_name": "api.tasks.hello_world", "payload": {"message": "there"}}
@@ -141,3 +146,59 @@ def test_a_wait_of_superscript_digits_is_ignored_and_one_of_thousands_of_digits_
     assert read.headers.get("Preference-Applied") == applied
     # And one job was stored
     assert [job["id"] for job in api.get("/api/jobs/").json()["results"]] == [submitted.json()["id"]]
+
+
+def _scheduled(api: Api) -> str:
+    """A job that stays PENDING for the test (scheduled an hour from now): a wait on it times out."""
+    later = (timezone.now() + timedelta(hours=1)).isoformat()
+    return str(api.submit("api.tasks.hello_world", {"message": "later"}, run_at=later)["id"])
+
+
+def test_a_clients_waits_at_once_take_no_more_than_its_share(
+    make_api, settings: Any, two_turns: None, monkeypatch: pytest.MonkeyPatch  # type: ignore[no-untyped-def]
+) -> None:
+    # Given a client's share of one wait, a job of its that stays pending, and a server running
+    # two requests at once, each held just before its waiter is added to the process's until the
+    # other gets there too (as a thread switch there may, with WEB_ACTIVE_REQUESTS other than 1)
+    settings.API_MAX_WAITERS_PER_CLIENT = 1
+    api = make_api()
+    job_id = _scheduled(api)
+    both_there = threading.Barrier(2, timeout=10)
+    register = wakeups.hub.register
+
+    def held(waiter: wakeups.Waiter, **kwargs: Any) -> str:
+        both_there.wait()
+        return register(waiter, **kwargs)
+
+    monkeypatch.setattr(wakeups.hub, "register", held)
+
+    # When it asks for two waits at once
+    with ThreadPoolExecutor(2) as pool:
+        waits = [pool.submit(api.get, f"/api/jobs/{job_id}/", headers={"Prefer": "wait=1"}) for _ in range(2)]
+        answers = [wait.result(timeout=30) for wait in waits]
+
+    # Then one waits out its second, the other is answered at once, its preference not applied
+    assert [answer.status_code for answer in answers] == [200, 200]
+    assert sorted(str(answer.headers.get("Preference-Applied")) for answer in answers) == ["None", "wait=1"]
+    # And the place is free again once the wait has timed out
+    monkeypatch.setattr(wakeups.hub, "register", register)
+    assert api.get(f"/api/jobs/{job_id}/", headers={"Prefer": "wait=1"}).headers.get("Preference-Applied") == "wait=1"
+
+
+def test_a_wait_that_fails_gives_its_place_back(
+    make_api, settings: Any, monkeypatch: pytest.MonkeyPatch  # type: ignore[no-untyped-def]
+) -> None:
+    # Given a client's share of one wait, and a wait of its that fails while it waits
+    settings.API_MAX_WAITERS_PER_CLIENT = 1
+    api = make_api()
+    job_id = _scheduled(api)
+
+    def broken(*args: Any) -> str:
+        raise RuntimeError("the wait failed")
+
+    monkeypatch.setattr(waiting, "idle", broken)
+    assert api.get(f"/api/jobs/{job_id}/", headers={"Prefer": "wait=1"}).status_code == 500
+    monkeypatch.undo()
+
+    # When it asks to wait again, then its place is there for it
+    assert api.get(f"/api/jobs/{job_id}/", headers={"Prefer": "wait=1"}).headers.get("Preference-Applied") == "wait=1"
