@@ -77,16 +77,13 @@ def job_event_stream(
             if event.event_type in FINAL_WEBHOOK_EVENTS:
                 connection.close()
                 return
-        outcome = idle(waiter, heartbeat, client)
-        if outcome == "gone":
+        # After a heartbeat it reads again too, as the clients' stream does: a wake-up lost (a
+        # worker that died between its commit and the publish) delays an event by a heartbeat.
+        sent, ends = _idled(waiter, heartbeat, client, after)
+        if sent:
+            yield sent
+        if ends:
             return
-        if outcome == "stopping":  # the process is about to exit: the client resumes elsewhere
-            yield resume_point(after)
-            return
-        if outcome == "timeout":
-            # Read again too, as the clients' stream does: a wake-up lost (a worker that
-            # died between its commit and the publish) delays an event by a heartbeat only.
-            yield b": heartbeat\n\n"
         with turn_taken(turn_key):
             events = list(event_log.job_events_after(job_id=job_id, after_id=after).values_list(*SENT, named=True))
 
@@ -114,14 +111,25 @@ def owner_event_stream(
             yield chunk
         if len(events) == CATCH_UP_BATCH:
             continue  # more to catch up on
-        outcome = idle(waiter, heartbeat, client)
-        if outcome == "gone":
+        sent, ends = _idled(waiter, heartbeat, client, after)
+        if sent:
+            yield sent
+        if ends:
             return
-        if outcome == "stopping":  # the process is about to exit: the client resumes elsewhere
-            yield resume_point(after)
-            return
-        if outcome == "timeout":
-            yield b": heartbeat\n\n"
+
+
+def _idled(waiter: Waiter, heartbeat: float, client: socket.socket | None, after: int) -> tuple[bytes, bool]:
+    """Wait for the stream's next wake-up, at most a heartbeat: what the stream sends then, and
+    whether it ends there (the client gone; the process about to exit, when the client resumes
+    elsewhere from `after`)."""
+    outcome = idle(waiter, heartbeat, client)
+    if outcome == "gone":
+        return b"", True
+    if outcome == "stopping":
+        return resume_point(after), True
+    if outcome == "timeout":
+        return b": heartbeat\n\n", False
+    return b"", False
 
 
 class Placed:

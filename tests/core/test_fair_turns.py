@@ -23,6 +23,18 @@ def _until(condition: Callable[[], bool]) -> None:
         time.sleep(0.005)
 
 
+def _sender(middleware: ActiveRequestsMiddleware) -> Callable[[str], threading.Thread]:
+    """Sends a request named `name` (`A1`: client A's first) through `middleware` on a thread."""
+
+    def send(name: str) -> threading.Thread:
+        request = RequestFactory().get(f"/api/jobs/?name={name}", HTTP_AUTHORIZATION=f"Bearer key-{name[0]}")
+        thread = threading.Thread(target=middleware, args=(request,))
+        thread.start()
+        return thread
+
+    return send
+
+
 @pytest.fixture
 def one_turn(settings: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     settings.WEB_ACTIVE_REQUESTS = 1
@@ -42,14 +54,7 @@ def test_a_client_with_requests_queued_lets_another_clients_request_in_after_one
         finish.acquire()
         return HttpResponse()
 
-    middleware = ActiveRequestsMiddleware(view)
-
-    def send(name: str) -> threading.Thread:
-        request = RequestFactory().get(f"/api/jobs/?name={name}", HTTP_AUTHORIZATION=f"Bearer key-{name[0]}")
-        thread = threading.Thread(target=middleware, args=(request,))
-        thread.start()
-        return thread
-
+    send = _sender(ActiveRequestsMiddleware(view))
     threads = [send("A1")]
     _until(lambda: started == ["A1"])
 
@@ -90,14 +95,7 @@ def test_a_request_that_gave_its_turn_back_while_waiting_takes_one_again_in_its_
             a2_may_end.wait(10)
         return HttpResponse()
 
-    middleware = ActiveRequestsMiddleware(view)
-
-    def send(name: str) -> threading.Thread:
-        request = RequestFactory().get(f"/api/jobs/?name={name}", HTTP_AUTHORIZATION=f"Bearer key-{name[0]}")
-        thread = threading.Thread(target=middleware, args=(request,))
-        thread.start()
-        return thread
-
+    send = _sender(ActiveRequestsMiddleware(view))
     threads = [send("A1")]
     _until(lambda: order == ["A1 runs"])
     threads.append(send("B1"))
