@@ -8,7 +8,8 @@ queue's ids DRAIN_BATCH at a time and sends them, asking for another drain to jo
 batches it takes are full. So a thousand events recorded one by one cost the broker a handful
 of messages, not a thousand, and the worker claims, sends and records them in batches
 (docs/webhooks.md, "How deliveries are sent"). Without Redis (`make run`'s embedded mode) or
-with it unreachable, a message carries the ids themselves, as it does for a countdown.
+with it unreachable, a message carries the ids themselves, as it does for a countdown; while
+the broker is paused (core.pause.broker) none is tried and the dispatcher publishes them.
 
 No wake-up is lost: an event pushes its ids before it sets the flag, and a drain clears the
 flag before it takes ids, so ids pushed after a drain's last take find the flag clear and ask
@@ -79,18 +80,28 @@ def deliveries_publish(*, delivery_ids: list[int], countdown: float | None = Non
 
 def deliveries_publish_or_release(*, delivery_ids: Sequence[int], countdown: float | None = None) -> int:
     """Publish attempts, BATCH_MAX_DELIVERIES a message; what the broker refuses is left to the
-    dispatcher. Returns how many were published."""
+    dispatcher, as is everything while a publish from this process failed moments ago
+    (core.pause.broker: not tried, rather than hold a request or a worker for the broker's
+    timeout). Returns how many were published."""
     for start in range(0, len(delivery_ids), BATCH_MAX_DELIVERIES):
         batch = list(delivery_ids[start : start + BATCH_MAX_DELIVERIES])
-        try:
-            deliveries_publish(delivery_ids=batch, countdown=countdown)
-        except Exception:  # the broker's client raises many types; every one means "not published"
-            logger.warning("Could not publish deliveries %s...; the dispatcher will", batch[0], exc_info=True)
+        if pause.broker.paused() or not _published(batch, countdown=countdown):
             Delivery.objects.filter(pk__in=delivery_ids[start:], state=Delivery.State.PENDING).update(
                 dispatched_at=None
             )
             return start
     return len(delivery_ids)
+
+
+def _published(delivery_ids: list[int], *, countdown: float | None) -> bool:
+    """Whether the broker took one message of attempts; a refusal starts the broker's pause."""
+    try:
+        deliveries_publish(delivery_ids=delivery_ids, countdown=countdown)
+    except Exception:  # the broker's client raises many types; every one means "not published"
+        pause.broker.failed()
+        logger.warning("Could not publish deliveries %s...; the dispatcher will", delivery_ids[0], exc_info=True)
+        return False
+    return True
 
 
 def deliveries_publish_on_commit(*, delivery_ids: list[int], countdown: float | None = None) -> None:

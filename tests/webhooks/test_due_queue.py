@@ -10,6 +10,8 @@ import pytest
 import redis
 from celery.worker import state as worker_state
 from django.db import DatabaseError
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from core import cache_redis
 from core.models import Client
@@ -189,6 +191,28 @@ def test_after_a_drain_is_refused_the_next_requests_leave_their_deliveries_to_th
         assert api.post(f"/api/webhook-endpoints/{endpoint['id']}/test/").status_code == 202
 
     # Then none tries the broker again, and the dispatcher has the four drained: each arrives once
+    assert len(broker_hung.connections) == tried
+    received = receiver.wait_for(4, timeout=30)
+    assert len({request.headers["webhook-id"] for request in received}) == 4
+
+
+def test_without_the_queue_after_a_message_is_refused_the_next_requests_leave_theirs_to_the_dispatcher(
+    api: Api, receiver: Receiver, broker_hung: SilentServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given an endpoint, the due queue's Redis unreachable from this process (so each event's
+    # delivery goes by a message of its own), and a test event whose message waited out a hung
+    # broker (this process's; the session's worker and beat still reach theirs)
+    endpoint = endpoint_create(api, receiver.url)
+    monkeypatch.setattr(cache_redis, "_queue_client", redis.Redis(port=1, retry=Retry(NoBackoff(), 0)))
+    assert api.post(f"/api/webhook-endpoints/{endpoint['id']}/test/").status_code == 202
+    tried = len(broker_hung.connections)
+    assert tried >= 1
+
+    # When the client asks for three more test events right after it
+    for _ in range(3):
+        assert api.post(f"/api/webhook-endpoints/{endpoint['id']}/test/").status_code == 202
+
+    # Then none tries the broker again, and the dispatcher publishes the four: each arrives once
     assert len(broker_hung.connections) == tried
     received = receiver.wait_for(4, timeout=30)
     assert len({request.headers["webhook-id"] for request in received}) == 4
