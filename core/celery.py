@@ -12,6 +12,7 @@ from celery.signals import (
     worker_ready,
 )
 from django.conf import settings
+from kombu import Connection
 
 from core.connections import connections_released, connections_reused
 from core.logs import task_context_bind, task_context_clear, task_context_publish
@@ -37,6 +38,16 @@ def _configure(sender: Celery, **kwargs: Any) -> None:
 
 
 app.autodiscover_tasks()
+
+
+def broker_connection_ensure(connection: Connection) -> None:
+    """Connect `connection` for a look at the broker, /readyz's or the
+    console's, within the bounds CELERY_BROKER_CONNECTION_TIMEOUT sets its connect and socket
+    timeouts to; raises when the broker does not answer. A connection refused at once is tried
+    again that long after; one that took that long is not (a fixed 2 s, against a shorter
+    setting, overran the bounds: a hung broker was asked twice, 3 s in all at 0.5 s)."""
+    wait = settings.CELERY_BROKER_CONNECTION_TIMEOUT
+    connection.ensure_connection(max_retries=1, interval_start=wait, timeout=wait)
 
 
 @celeryd_init.connect

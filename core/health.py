@@ -16,7 +16,7 @@ from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
 
-from core.celery import app
+from core.celery import app, broker_connection_ensure
 from core.concurrency import turn_released
 from core.connections import hung_up_after
 from core.errors import error_body
@@ -44,13 +44,10 @@ def _broker_answers() -> bool:
         # A broker that hangs rather than refuses takes seconds to time out (its connect timeout,
         # socket_timeout, a retry): the request's turn goes to the process's other requests
         # meanwhile (core/concurrency.py), or every probe, scrape and console refresh stalled
-        # every request of its process (one turn each by default) for as long. A connection
-        # refused at once is tried again CELERY_BROKER_CONNECTION_TIMEOUT later; one that took
-        # that long is not: the check stays within the connect and socket timeouts that
-        # _check_wait_seconds counts (a fixed 2 s, against a shorter setting, overran them).
-        wait = settings.CELERY_BROKER_CONNECTION_TIMEOUT
+        # every request of its process (one turn each by default) for as long. The check stays
+        # within the connect and socket timeouts that _check_wait_seconds counts.
         with turn_released(), app.connection_for_write() as conn:
-            conn.ensure_connection(max_retries=1, interval_start=wait, timeout=wait)
+            broker_connection_ensure(conn)
     except Exception:  # any transport error means "not ready"
         logger.warning("readyz: broker unreachable", exc_info=True)
         return False

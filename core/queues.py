@@ -7,7 +7,7 @@ from collections.abc import Iterable
 
 from kombu.exceptions import ChannelError
 
-from core.celery import app
+from core.celery import app, broker_connection_ensure
 from core.concurrency import turn_released
 
 logger = logging.getLogger(__name__)
@@ -21,7 +21,7 @@ def queue_depths(names: Iterable[str]) -> dict[str, int | None]:
     try:
         # Without the request's turn while the broker answers (core/health.py says why).
         with turn_released(), app.connection_for_read() as connection:
-            connection.ensure_connection(max_retries=1, timeout=2)
+            broker_connection_ensure(connection)
             channel = connection.default_channel
             for name in names:
                 try:
