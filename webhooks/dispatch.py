@@ -9,7 +9,8 @@ batches it takes are full. So a thousand events recorded one by one cost the bro
 of messages, not a thousand, and the worker claims, sends and records them in batches
 (docs/webhooks.md, "How deliveries are sent"). Without Redis (`make run`'s embedded mode) or
 with it unreachable, a message carries the ids themselves, as it does for a countdown; while
-the broker is paused (core.pause.broker) none is tried and the dispatcher publishes them.
+the broker is paused (core.pause.broker) none is tried and the dispatcher publishes them. For
+QUEUE_RETRY_SECONDS after a call to that Redis failed, events go by message without asking it.
 
 No wake-up is lost: an event pushes its ids before it sets the flag, and a drain clears the
 flag before it takes ids, so ids pushed after a drain's last take find the flag clear and ask
@@ -66,6 +67,14 @@ COUNTDOWN_MAX_SECONDS = 60
 # A published attempt that has not run after this long is published again (its message was
 # lost, or its worker died); a duplicate is harmless because the attempt must claim the row.
 REDISPATCH_AFTER_SECONDS = 600
+# After a call to the due queue's Redis fails, how long this process's events go by message
+# without asking it (s): a Redis that hangs holds each call for its client's timeout (a second),
+# and with it each event's commit (a cancel's request, a job's transition in a worker); paused,
+# that wait falls on one event per process in that time. As long as the rate limiter's pause on
+# the same Redis (core/ratelimit.py), but apart from it: that one is its limiter's, with the
+# limiter's clock, made in the API processes only.
+QUEUE_RETRY_SECONDS = 5.0
+_queue_pause = pause.PauseAfterFailure(QUEUE_RETRY_SECONDS)
 
 
 def deliveries_publish(*, delivery_ids: list[int], countdown: float | None = None) -> None:
@@ -120,12 +129,14 @@ def _due_keys() -> tuple[str, str]:
 
 def _on_due_queue(call: Callable[[redis.Redis], T], *, otherwise: T, failing: str = "") -> T:
     """`call` with the due queue's Redis client; `otherwise` without one (embedded mode) or when
-    it fails, logged with what that means (`failing`) unless that is nothing worth a line."""
+    it fails, logged with what that means (`failing`) unless that is nothing worth a line. A
+    failure starts the queue's pause (QUEUE_RETRY_SECONDS)."""
     if not cache_redis.configured():
         return otherwise
     try:
         return call(cache_redis.queue_client())
     except redis.RedisError as exc:
+        _queue_pause.failed()
         if failing:
             _unreachable.warning("The due queue is unreachable; %s", failing, exc_info=exc)
         return otherwise
@@ -133,7 +144,10 @@ def _on_due_queue(call: Callable[[redis.Redis], T], *, otherwise: T, failing: st
 
 def deliveries_queue(*, delivery_ids: Sequence[int]) -> None:
     """Put due deliveries on the due queue and ask for a drain unless one is asked for already;
-    a message carrying their ids instead when the queue's Redis is missing or unreachable."""
+    a message carrying their ids instead when the queue's Redis is missing or unreachable, or
+    failed moments ago (its pause). Only here is the pause kept: the other calls' fallbacks
+    would lose time (a drain that takes nothing, ids not put back, parked ones not woken), where
+    a message loses nothing."""
     if not delivery_ids:
         return
     queue, asked = _due_keys()
@@ -144,7 +158,9 @@ def deliveries_queue(*, delivery_ids: Sequence[int]) -> None:
             pipe.set(asked, 1, nx=True, ex=WAKE_FLAG_SECONDS)
             return bool(pipe.execute()[1])
 
-    newly_asked = _on_due_queue(push, otherwise=None, failing=f"deliveries {delivery_ids[0]}... go by message")
+    newly_asked = None if _queue_pause.paused() else _on_due_queue(
+        push, otherwise=None, failing=f"deliveries {delivery_ids[0]}... go by message"
+    )
     if newly_asked is None:
         deliveries_publish_or_release(delivery_ids=delivery_ids)
     elif newly_asked:

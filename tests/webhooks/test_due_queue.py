@@ -15,9 +15,10 @@ from redis.retry import Retry
 
 from core import cache_redis
 from core.models import Client
+from core.pause import PauseAfterFailure
 from core.services import client_create
 from examples.receiver import Receiver
-from tests.conftest import Api, SilentServer
+from tests.conftest import Api, SilentServer, silent_server
 from tests.webhooks.conftest import until
 from tests.webhooks.test_endpoint_deliveries import endpoint_create
 from webhooks import attempts, dispatch, outbox
@@ -42,6 +43,13 @@ def drains_asked(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[None]]:
     client.delete(queue, flag)  # the queue as this test fills it, nothing an earlier test left
     yield asked
     client.delete(flag)
+
+
+def due_queue_through(monkeypatch: pytest.MonkeyPatch, client: redis.Redis) -> None:
+    """This process's due queue through `client` (a Redis that refuses or hangs), with a pause of
+    its own: one the test starts is not left to the next."""
+    monkeypatch.setattr(cache_redis, "_queue_client", client)
+    monkeypatch.setattr(dispatch, "_queue_pause", PauseAfterFailure(dispatch.QUEUE_RETRY_SECONDS))
 
 
 def record(owner: Client, url: str) -> Delivery:
@@ -165,7 +173,7 @@ def test_with_the_queue_unreachable_a_message_carries_the_ids(
     owner: Client, receiver: Receiver, celery_worker: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Given the due queue's Redis is unreachable
-    monkeypatch.setattr(cache_redis, "_queue_client", redis.Redis(port=1, socket_connect_timeout=0.2))
+    due_queue_through(monkeypatch, redis.Redis(port=1, socket_connect_timeout=0.2))
 
     # When an event is recorded
     delivery = record(owner, receiver.url)
@@ -203,7 +211,7 @@ def test_without_the_queue_after_a_message_is_refused_the_next_requests_leave_th
     # delivery goes by a message of its own), and a test event whose message waited out a hung
     # broker (this process's; the session's worker and beat still reach theirs)
     endpoint = endpoint_create(api, receiver.url)
-    monkeypatch.setattr(cache_redis, "_queue_client", redis.Redis(port=1, retry=Retry(NoBackoff(), 0)))
+    due_queue_through(monkeypatch, redis.Redis(port=1, retry=Retry(NoBackoff(), 0)))
     assert api.post(f"/api/webhook-endpoints/{endpoint['id']}/test/").status_code == 202
     tried = len(broker_hung.connections)
     assert tried >= 1
@@ -214,5 +222,29 @@ def test_without_the_queue_after_a_message_is_refused_the_next_requests_leave_th
 
     # Then none tries the broker again, and the dispatcher publishes the four: each arrives once
     assert len(broker_hung.connections) == tried
+    received = receiver.wait_for(4, timeout=30)
+    assert len({request.headers["webhook-id"] for request in received}) == 4
+
+
+def test_after_the_queue_hangs_the_next_events_go_by_message_without_waiting_on_it(
+    api: Api, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given an endpoint, and the due queue's Redis hung for this process (it takes connections
+    # and never answers): a test event waited out its client's timeout, then went by message
+    endpoint = endpoint_create(api, receiver.url)
+    with silent_server() as hung:
+        host, port = hung.address.split(":")
+        due_queue_through(monkeypatch, redis.Redis(host=host, port=int(port), socket_timeout=1,
+                                                   socket_connect_timeout=1, retry=Retry(NoBackoff(), 0)))
+        assert api.post(f"/api/webhook-endpoints/{endpoint['id']}/test/").status_code == 202
+        tried = len(hung.connections)
+        assert tried >= 1
+
+        # When the client asks for three more test events right after it
+        for _ in range(3):
+            assert api.post(f"/api/webhook-endpoints/{endpoint['id']}/test/").status_code == 202
+
+        # Then none waits on the hung Redis again, and each arrives once, by message
+        assert len(hung.connections) == tried
     received = receiver.wait_for(4, timeout=30)
     assert len({request.headers["webhook-id"] for request in received}) == 4
