@@ -13,9 +13,10 @@ import uuid
 from datetime import timedelta
 
 from django.db import transaction
-from django.db.models import QuerySet
+from django.db.models import OuterRef, QuerySet, Subquery
 from django.utils import timezone
 
+from core.models import Client
 from jobs import sql, wakeups
 from jobs.models import Job, JobEvent
 from jobs.serializers import job_representation
@@ -69,4 +70,15 @@ def owner_events_after(*, owner_id: uuid.UUID, after_id: int, job_name: str = ""
 
 
 def owner_event_last_id(*, owner_id: uuid.UUID) -> int:
-    return JobEvent.objects.filter(owner_id=owner_id).order_by("-id").values_list("id", flat=True).first() or 0
+    """The id of the owner's latest event (0: none), where a stream opened without a
+    Last-Event-ID starts.
+
+    Asked of the client's row, as a subquery on the client's id: PostgreSQL then plans it for
+    any one client, and walks `jobevent_owner` back from the client's last entry. Asked with the
+    id written in, it planned by that client's share of the table: for a client with most of
+    the events it walked the whole table's primary key back from the newest event, through
+    every other client's events since its own last one (33,290 rows, 18 ms, after three idle
+    days at two million jobs), however many those were (docs/reliability.md, "Indexes at a
+    million rows")."""
+    latest = JobEvent.objects.filter(owner_id=OuterRef("pk")).order_by("-id").values("id")[:1]
+    return Client.objects.filter(pk=owner_id).values_list(Subquery(latest), flat=True).first() or 0
