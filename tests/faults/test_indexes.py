@@ -25,6 +25,8 @@ JOBS = 1_000_000
 RESULTS = 300_000
 EVENTS = 300_000
 OWNERS = 100
+# Failed deliveries, all of them other owners' than the biggest, which has none.
+FAILED = 5_000
 # Job events: the biggest owner's first, then other owners' since its last one.
 JOB_EVENTS, OTHERS_JOB_EVENTS = 150_000, 50_000
 
@@ -49,6 +51,10 @@ REQUESTS = {
     "jobs, metadata[order]": ("/api/jobs/?metadata%5Border%5D=400000", "job_owner_metadata"),
     # A label 4,000 of the other owners' jobs carry and none of this owner's.
     OTHERS_LABEL: ("/api/jobs/?metadata%5Btier%5D=gold", "job_owner_metadata"),
+    # Only other owners' deliveries failed: not found among theirs in `delivery_failed`.
+    "deliveries, state=failed (only other owners' failed)": (
+        "/api/deliveries/?state=failed", "delivery_owner_state_created",
+    ),
     # Not a request: where the owner's event stream starts (jobs.event_log.owner_event_last_id),
     # not found by walking every other owner's events since its last one.
     LAST_EVENT: (None, "jobevent_owner"),
@@ -137,9 +143,14 @@ def test_list_filters_use_indexes_at_a_million_rows(
         SELECT 'msg_' || md5(g::text), o.ids[1], gen_random_uuid(),
                'job.succeeded', '\\x7b7d', now() - g * interval '20 seconds'
         FROM o, generate_series(1, {EVENTS}) g;
+        INSERT INTO webhooks_event (message_id, owner_id, subject_id, event_type, body, created_at)
+        SELECT 'msg_f' || md5(g::text), o.ids[2 + g % {OWNERS - 1}], gen_random_uuid(),
+               'job.failed', '\\x7b7d', now() - g * interval '20 seconds'
+        FROM o, generate_series(1, {FAILED}) g;
         INSERT INTO webhooks_delivery (event_id, owner_id, subject_id, url, state, redelivery,
                                        attempt_count, created_at)
-        SELECT id, owner_id, subject_id, 'https://hooks.example.com/', 'succeeded', false, 1, created_at
+        SELECT id, owner_id, subject_id, 'https://hooks.example.com/',
+               CASE WHEN event_type = 'job.failed' THEN 'failed' ELSE 'succeeded' END, false, 1, created_at
         FROM webhooks_event;
         INSERT INTO jobs_jobevent (job_id, owner_id, job_name, event_type, body, created_at)
         SELECT id, owner_id, job_name, 'job.succeeded', '{{}}', finished_at
@@ -182,6 +193,6 @@ def test_list_filters_use_indexes_at_a_million_rows(
         execution = re.search(r"Execution Time: ([\d.]+) ms", plan)
         prune[name] = {"plan": plan.splitlines()[1].strip() if len(plan.splitlines()) > 1 else plan,
                        "execution_ms": float(execution.group(1)) if execution else None}
-    figures.update(jobs=JOBS, results=RESULTS, deliveries=EVENTS, owners=OWNERS,
+    figures.update(jobs=JOBS, results=RESULTS, deliveries=EVENTS + FAILED, owners=OWNERS,
                    job_events=JOB_EVENTS + OTHERS_JOB_EVENTS, queries=measured,
                    prune_batch=prune)
