@@ -78,7 +78,7 @@ def owner_event_last_id(*, owner_id: uuid.UUID) -> int:
     id written in, it planned by that client's share of the table: for a client with most of
     the events it walked the whole table's primary key back from the newest event, through
     every other client's events since its own last one (33,290 rows, 18 ms, after three idle
-    days at two million jobs), however many those were (docs/reliability.md, "Indexes at a
-    million rows")."""
+    days at two million jobs), however many those were (docs/reliability.md, "One client's
+    data, another's cost")."""
     latest = JobEvent.objects.filter(owner_id=OuterRef("pk")).order_by("-id").values("id")[:1]
     return Client.objects.filter(pk=owner_id).values_list(Subquery(latest), flat=True).first() or 0
