@@ -17,6 +17,7 @@ from django.db.models import (
     JSONField,
     Q,
     QuerySet,
+    Subquery,
     When,
 )
 from django.db.models.fields.json import KeyTextTransform
@@ -114,11 +115,25 @@ def _inline_when_small(names: tuple[str, ...], max_bytes: int) -> dict[str, Any]
     return annotations
 
 
+def _of_owner(owner: Client) -> Subquery:
+    """The owner's id as a list page compares it: read from the client's row by a subquery, a
+    value PostgreSQL knows only when the query runs, so it plans the page for any one client
+    and takes the owner-first indexes.
+
+    Given the id written in, it planned by that client's share of the table, and for a client
+    with most of the rows walked an index that is not owner-first for the order it gives,
+    dropping every other client's rows on the way: `result_created` back through all the
+    others' results newer than the client's last, `job_active` through every other client's
+    unfinished jobs for `?status=PENDING` (docs/reliability.md, "One client's data, another's
+    cost")."""
+    return Subquery(Client.objects.filter(pk=owner.pk).values("pk"))
+
+
 def job_list(*, owner: Client, inline_max_bytes: int) -> QuerySet[Job]:
     """The owner's jobs for a list page: `payload` and `result` are not selected; see
     `_inline_when_small` for what replaces them."""
     annotations = _inline_when_small(("payload", "result"), inline_max_bytes)
-    return Job.objects.filter(owner=owner).defer("payload", "result").annotate(**annotations)
+    return Job.objects.filter(owner=_of_owner(owner)).defer("payload", "result").annotate(**annotations)
 
 
 class MetadataOfOwner(Func):
@@ -151,7 +166,7 @@ def jobs_with_metadata(jobs: QuerySet[Job], metadata: dict[str, str], *, owner: 
 def result_list(*, owner: Client, inline_max_bytes: int) -> QuerySet[JobResult]:
     """The owner's persisted results for a list page, `result` as in `job_list`."""
     annotations = _inline_when_small(("result",), inline_max_bytes)
-    return JobResult.objects.filter(owner=owner).defer("result").annotate(**annotations)
+    return JobResult.objects.filter(owner=_of_owner(owner)).defer("result").annotate(**annotations)
 
 
 def result_get(*, owner: Client, result_id: int) -> JobResult:

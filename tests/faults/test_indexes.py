@@ -27,6 +27,9 @@ EVENTS = 300_000
 OWNERS = 100
 # Failed deliveries, all of them other owners' than the biggest, which has none.
 FAILED = 5_000
+# Results of other owners, all newer than the biggest owner's last; jobs of other owners
+# pending, and none of the biggest owner's.
+NEWER_RESULTS, PENDING = 20_000, 2_000
 # Job events: the biggest owner's first, then other owners' since its last one.
 JOB_EVENTS, OTHERS_JOB_EVENTS = 150_000, 50_000
 
@@ -46,6 +49,12 @@ REQUESTS = {
     # 99 % of rows match: the planner rightly walks the owner's newest-first index instead.
     "jobs, a later page (cursor)": ("{next_page}", "job_owner_status_created|job_owner_created"),
     "results, task_name": ("/api/results/?task_name=api.tasks.checklist", "result_owner_task_created"),
+    # Not `result_created` walked back through the other owners' newer results.
+    "results, no filter (other owners' are newer)": ("/api/results/", "result_owner_created"),
+    # Not `job_active` walked back through the other owners' unfinished jobs.
+    "jobs, status=PENDING (only other owners' jobs pending)": (
+        "/api/jobs/?status=PENDING", "job_owner_status_created",
+    ),
     "deliveries of a job": ("/api/jobs/{job}/deliveries/", "delivery_subject"),
     # One job in 600,000 of the owner's: the GIN index on metadata, not a walk of the owner's.
     "jobs, metadata[order]": ("/api/jobs/?metadata%5Border%5D=400000", "job_owner_metadata"),
@@ -131,11 +140,21 @@ def test_list_filters_use_indexes_at_a_million_rows(
         -- (the seed is one transaction: no ALTER TABLE) and are counted once.
         SET session_replication_role = replica;
         INSERT INTO jobs_jobresult (owner_id, job_id, task_name, result, created_at)
-        SELECT o.ids[1 + g % 2], NULL,
+        SELECT o.ids[CASE WHEN g % 4 = 1 THEN 2 ELSE 1 END], NULL,
                CASE WHEN g % 100 = 0 THEN 'api.tasks.checklist' ELSE 'api.tasks.save_task_result_test_task' END,
                '1', now() - g * interval '20 seconds'
         FROM o, generate_series(1, {RESULTS}) g;
+        INSERT INTO jobs_jobresult (owner_id, job_id, task_name, result, created_at)
+        SELECT o.ids[3 + g % {OWNERS - 2}], NULL, 'api.tasks.save_task_result_test_task', '1',
+               now() + g * interval '1 second'
+        FROM o, generate_series(1, {NEWER_RESULTS}) g;
         SET session_replication_role = DEFAULT;
+        INSERT INTO jobs_job (id, owner_id, job_name, payload, status, callback_url, webhook_events,
+                              cancel_requested, dispatched_at, created_at, metadata, attempt,
+                              max_attempts, retry_backoff_seconds, webhook_endpoints)
+        SELECT gen_random_uuid(), o.ids[2 + g % {OWNERS - 1}], 'api.tasks.hello_world', '{{}}', 'PENDING',
+               '', '[]', false, now(), now() + g * interval '1 second', '{{}}', 1, 1, 0, true
+        FROM o, generate_series(1, {PENDING}) g;
         INSERT INTO jobs_jobcounts AS existing (owner_id, unfinished, running, result_bytes)
         SELECT owner_id, 0, 0, SUM(octet_length(result::text)) FROM jobs_jobresult GROUP BY owner_id
         ON CONFLICT (owner_id) DO UPDATE SET result_bytes = EXCLUDED.result_bytes;
@@ -193,6 +212,6 @@ def test_list_filters_use_indexes_at_a_million_rows(
         execution = re.search(r"Execution Time: ([\d.]+) ms", plan)
         prune[name] = {"plan": plan.splitlines()[1].strip() if len(plan.splitlines()) > 1 else plan,
                        "execution_ms": float(execution.group(1)) if execution else None}
-    figures.update(jobs=JOBS, results=RESULTS, deliveries=EVENTS + FAILED, owners=OWNERS,
+    figures.update(jobs=JOBS + PENDING, results=RESULTS + NEWER_RESULTS, deliveries=EVENTS + FAILED, owners=OWNERS,
                    job_events=JOB_EVENTS + OTHERS_JOB_EVENTS, queries=measured,
                    prune_batch=prune)
