@@ -62,8 +62,14 @@ def job_event_latest(*, job_id: uuid.UUID) -> JobEvent | None:
 
 
 def owner_events_after(*, owner_id: uuid.UUID, after_id: int, job_name: str = "") -> QuerySet[JobEvent]:
-    """The owner's events after `after_id` (of `job_name` only, when given), oldest first."""
-    events = JobEvent.objects.filter(owner_id=owner_id, id__gt=after_id)
+    """The owner's events after `after_id` (of `job_name` only, when given), oldest first.
+
+    The owner is compared through a subquery on its row, as in `owner_event_last_id`: with the
+    id written in, a client with most of the events and a `job_name` the others' jobs had was
+    planned as a walk of the primary key from `after_id`, through every other client's events
+    since (200,000 rows, 108 ms, at two million jobs)."""
+    owner = Subquery(Client.objects.filter(pk=owner_id).values("pk"))
+    events = JobEvent.objects.filter(owner_id=owner, id__gt=after_id)
     if job_name:
         events = events.filter(job_name=job_name)
     return events.order_by("id")

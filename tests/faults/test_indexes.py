@@ -35,6 +35,9 @@ JOB_EVENTS, OTHERS_JOB_EVENTS = 150_000, 50_000
 
 STRANDED = "stranded jobs (the sweeper)"
 LAST_EVENT = "the owner's last event (a stream opened without Last-Event-ID)"
+CATCH_UP = "the owner's events after its last, of a job_name only other owners' jobs have"
+# Stands for the id of the owner's last event in the captured catch-up.
+AFTER = 987654321
 OTHERS_LABEL = "jobs, metadata[tier] (only other owners' jobs carry it)"
 
 # The list requests whose SQL is explained, each with the index that must serve it. The SQL is
@@ -67,6 +70,9 @@ REQUESTS = {
     # Not a request: where the owner's event stream starts (jobs.event_log.owner_event_last_id),
     # not found by walking every other owner's events since its last one.
     LAST_EVENT: (None, "jobevent_owner"),
+    # Not a request: a stream's catch-up (jobs.event_log.owner_events_after), not a walk of
+    # every other owner's events after the one it resumes from.
+    CATCH_UP: (None, "jobevent_owner"),
     # Not a request: the sweeper's look, every few seconds, for jobs handed to the broker that
     # never started (jobs.dispatch.jobs_release_stranded).
     STRANDED: (None, "job_active"),
@@ -100,6 +106,9 @@ def _issued_sql() -> tuple[dict[str, str], str, list[str]]:
     with CaptureQueriesContext(connection) as queries:
         event_log.owner_event_last_id(owner_id=owner.pk)
     issued[LAST_EVENT] = queries.captured_queries[0]["sql"]
+    with CaptureQueriesContext(connection) as queries:
+        list(event_log.owner_events_after(owner_id=owner.pk, after_id=AFTER, job_name="api.tasks.others_only")[:500])
+    issued[CATCH_UP] = queries.captured_queries[0]["sql"]
     with CaptureQueriesContext(connection) as queries:
         retention.jobs_finished_prune(older_than=timezone.now() - timedelta(days=30))
     return issued, queries.captured_queries[0]["sql"], [str(owner.id), str(jobs[0].id)]
@@ -175,19 +184,21 @@ def test_list_filters_use_indexes_at_a_million_rows(
         SELECT id, owner_id, job_name, 'job.succeeded', '{{}}', finished_at
         FROM (SELECT * FROM jobs_job, o WHERE owner_id = o.ids[1] LIMIT {JOB_EVENTS}) j;
         INSERT INTO jobs_jobevent (job_id, owner_id, job_name, event_type, body, created_at)
-        SELECT id, owner_id, job_name, 'job.succeeded', '{{}}', finished_at
+        SELECT id, owner_id, 'api.tasks.others_only', 'job.succeeded', '{{}}', finished_at
         FROM (SELECT * FROM jobs_job, o WHERE owner_id <> o.ids[1] LIMIT {OTHERS_JOB_EVENTS}) j;
     """)
     stack.sql("ANALYZE")
     (owner,) = stack.sql(
         "SELECT owner_id FROM jobs_job GROUP BY owner_id ORDER BY count(*) DESC LIMIT 1")[0]
     (subject,) = stack.sql("SELECT subject_id FROM webhooks_delivery LIMIT 1")[0]
+    (last_event,) = stack.sql(f"SELECT max(id) FROM jobs_jobevent WHERE owner_id = '{owner}'")[0]
 
     # When the SQL the list endpoints issue is explained (and run) for the biggest owner
     issued, prune_sql, (local_owner, local_job) = _issued_sql()
     measured: dict[str, Any] = {}
     for name, (_path, index) in REQUESTS.items():
         statement = issued[name].replace(local_owner, str(owner)).replace(local_job, str(subject))
+        statement = statement.replace(str(AFTER), str(last_event))
         plan = "\n".join(row[0] for row in stack.sql(f"EXPLAIN (ANALYZE, BUFFERS) {statement}"))
 
         # Then each is an index scan on the expected index, never a sequential scan (but of the
