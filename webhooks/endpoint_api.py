@@ -7,6 +7,7 @@ from datetime import timedelta
 from typing import Any
 
 import django_filters
+from django.db.models import F, QuerySet
 from django.utils import timezone
 from rest_framework import serializers, status
 from rest_framework.request import Request
@@ -207,13 +208,18 @@ class DeliveryFilter(django_filters.FilterSet):
     endpoint = django_filters.UUIDFilter(field_name="endpoint_id")
     job = django_filters.UUIDFilter(field_name="subject_id")
     state = django_filters.ChoiceFilter(choices=Delivery.State.choices)
-    event_type = django_filters.CharFilter(field_name="event__event_type")
+    event_type = django_filters.CharFilter(method="filter_event_type")
     created_after = UtcIsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
     created_before = UtcIsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
 
     class Meta:
         model = Delivery
         fields = ["endpoint", "job", "state", "event_type", "created_after", "created_before"]
+
+    def filter_event_type(self, queryset: QuerySet[Delivery], name: str, value: str) -> QuerySet[Delivery]:
+        """A delivery's event is its owner's: said in the join, PostgreSQL looks the type up
+        among the asker's own events (event_owner_type), not every client's events of it."""
+        return queryset.filter(event__event_type=value, event__owner_id=F("owner_id"))
 
 
 class DeliveryListApi(APIView):

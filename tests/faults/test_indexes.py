@@ -27,6 +27,8 @@ EVENTS = 300_000
 OWNERS = 100
 # Failed deliveries, all of them other owners' than the biggest, which has none.
 FAILED = 5_000
+# Events of a type only other owners' have (with their deliveries).
+OTHERS_TYPE = 50
 # Results of other owners, all newer than the biggest owner's last; jobs of other owners
 # pending, and none of the biggest owner's.
 NEWER_RESULTS, PENDING = 20_000, 2_000
@@ -39,6 +41,7 @@ CATCH_UP = "the owner's events after its last, of a job_name only other owners' 
 # Stands for the id of the owner's last event in the captured catch-up.
 AFTER = 987654321
 OTHERS_LABEL = "jobs, metadata[tier] (only other owners' jobs carry it)"
+OTHERS_TYPE_LABEL = "deliveries, event_type=webhook.test (only other owners' events have it)"
 
 # The list requests whose SQL is explained, each with the index that must serve it. The SQL is
 # what the code issues for them (captured on this run's own test database), not a copy.
@@ -67,6 +70,9 @@ REQUESTS = {
     "deliveries, state=failed (only other owners' failed)": (
         "/api/deliveries/?state=failed", "delivery_owner_state_created",
     ),
+    # Not found among every client's events of the type (a Seq Scan of the events, or all of
+    # event_owner_type's entries of it), only among the owner's own.
+    OTHERS_TYPE_LABEL: ("/api/deliveries/?event_type=webhook.test", "event_owner_type"),
     # Not a request: where the owner's event stream starts (jobs.event_log.owner_event_last_id),
     # not found by walking every other owner's events since its last one.
     LAST_EVENT: (None, "jobevent_owner"),
@@ -175,6 +181,10 @@ def test_list_filters_use_indexes_at_a_million_rows(
         SELECT 'msg_f' || md5(g::text), o.ids[2 + g % {OWNERS - 1}], gen_random_uuid(),
                'job.failed', '\\x7b7d', now() - g * interval '20 seconds'
         FROM o, generate_series(1, {FAILED}) g;
+        INSERT INTO webhooks_event (message_id, owner_id, subject_id, event_type, body, created_at)
+        SELECT 'msg_t' || md5(g::text), o.ids[2 + g % {OWNERS - 1}], gen_random_uuid(),
+               'webhook.test', '\\x7b7d', now() - g * interval '20 seconds'
+        FROM o, generate_series(1, {OTHERS_TYPE}) g;
         INSERT INTO webhooks_delivery (event_id, owner_id, subject_id, url, state, redelivery,
                                        attempt_count, created_at)
         SELECT id, owner_id, subject_id, 'https://hooks.example.com/',
@@ -210,6 +220,10 @@ def test_list_filters_use_indexes_at_a_million_rows(
             # And the owner's filter reads none of the other owners' index entries
             read = re.search(r"Bitmap Index Scan on job_owner_metadata .*actual time=\S+ rows=(\d+)", plan)
             assert read and read.group(1) == "0", f"{name}:\n{plan}"
+        if name == OTHERS_TYPE_LABEL:
+            # And the events are looked up by owner and type, not by type alone
+            by_owner = re.search(r"Index Cond: \(\(owner_id = '[^']+'::uuid\) AND \(\(event_type\)", plan)
+            assert by_owner, f"{name}:\n{plan}"
         execution = re.search(r"Execution Time: ([\d.]+) ms", plan)
         measured[name] = {"index": used.group(1),
                           "execution_ms": float(execution.group(1)) if execution else None}
@@ -223,6 +237,7 @@ def test_list_filters_use_indexes_at_a_million_rows(
         execution = re.search(r"Execution Time: ([\d.]+) ms", plan)
         prune[name] = {"plan": plan.splitlines()[1].strip() if len(plan.splitlines()) > 1 else plan,
                        "execution_ms": float(execution.group(1)) if execution else None}
-    figures.update(jobs=JOBS + PENDING, results=RESULTS + NEWER_RESULTS, deliveries=EVENTS + FAILED, owners=OWNERS,
+    figures.update(jobs=JOBS + PENDING, results=RESULTS + NEWER_RESULTS, deliveries=EVENTS + FAILED + OTHERS_TYPE,
+                   owners=OWNERS,
                    job_events=JOB_EVENTS + OTHERS_JOB_EVENTS, queries=measured,
                    prune_batch=prune)

@@ -109,3 +109,18 @@ def test_another_clients_endpoint_is_a_404_everywhere(make_api: Callable[..., Ap
     assert stranger.get("/api/webhook-endpoints/").json()["results"] == []
     assert stranger.get(f"/api/deliveries/?endpoint={endpoint['id']}").json()["results"] == []
     assert owner.get(base).json()["enabled"] is True  # untouched
+
+
+def test_the_deliveries_by_event_type_are_the_clients_own(make_api: Callable[..., Api]) -> None:
+    # Given two clients, each with a test event sent to its endpoint
+    owner, stranger = make_api(), make_api()
+    for api in (owner, stranger):
+        assert api.post(f"/api/webhook-endpoints/{create(api)['id']}/test/").status_code == 202
+
+    # When the owner lists its deliveries by event type
+    tests = owner.get("/api/deliveries/?event_type=webhook.test").json()["results"]
+    succeeded = owner.get("/api/deliveries/?event_type=job.succeeded").json()["results"]
+
+    # Then it gets its own test delivery, none of the stranger's, and nothing of a type it has none of
+    assert [d["event_type"] for d in tests] == ["webhook.test"]
+    assert succeeded == []
