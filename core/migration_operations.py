@@ -1,4 +1,5 @@
-"""Migration operations the apps' migrations share: an index built without blocking writes."""
+"""Migration operations the apps' migrations share: an index built, or a column's own index
+dropped, without blocking writes."""
 from __future__ import annotations
 
 from typing import Any
@@ -24,3 +25,20 @@ class AddIndexConcurrentlyOnPostgreSQL(AddIndexConcurrently):
             super().database_backwards(app_label, schema_editor, from_state, to_state)
         else:
             migrations.AddIndex.database_backwards(self, app_label, schema_editor, from_state, to_state)
+
+
+def column_index_dropped_concurrently(*, table: str, column: str, name: str) -> migrations.RunPython:
+    """Drop a column's own index (`name`: Django's for a foreign key, the same on every backend)
+    CONCURRENTLY on PostgreSQL, plainly elsewhere; backwards, make it again. Its migration must
+    be `atomic = False`, and its state says the field has `db_index=False`."""
+
+    def concurrently(schema_editor: Any) -> str:
+        return " CONCURRENTLY" if schema_editor.connection.vendor == "postgresql" else ""
+
+    def drop(apps: Any, schema_editor: Any) -> None:
+        schema_editor.execute(f"DROP INDEX{concurrently(schema_editor)} IF EXISTS {name}")
+
+    def create(apps: Any, schema_editor: Any) -> None:
+        schema_editor.execute(f"CREATE INDEX{concurrently(schema_editor)} IF NOT EXISTS {name} ON {table} ({column})")
+
+    return migrations.RunPython(drop, create)

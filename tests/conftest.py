@@ -400,6 +400,20 @@ def broker_hung(monkeypatch: pytest.MonkeyPatch) -> Iterator[SilentServer]:
 
 
 @pytest.fixture
+def broker_hung_briefly(settings: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[SilentServer]:
+    """This process's looks at the broker (/readyz's, the console's) pointed at a broker that takes
+    connections and never answers, its timeouts 0.5 s (CELERY_BROKER_CONNECTION_TIMEOUT under its
+    2 s default: its connect and socket timeouts)."""
+    settings.CELERY_BROKER_CONNECTION_TIMEOUT = 0.5
+    options = {**celery_app.conf.broker_transport_options, "socket_connect_timeout": 0.5, "socket_timeout": 0.5}
+    monkeypatch.setitem(celery_app.conf, "broker_transport_options", options)
+    with silent_server() as broker:
+        monkeypatch.setitem(celery_app.conf, "broker_write_url", f"redis://{broker.address}/0")
+        monkeypatch.setitem(celery_app.conf, "broker_read_url", f"redis://{broker.address}/0")
+        yield broker
+
+
+@pytest.fixture
 def served_env() -> dict[str, str]:
     """More settings for the `served` gunicorn; a test gives its own by parametrizing
     `served_env` (`@pytest.mark.parametrize("served_env", [{"WEB_BODY_READ_SECONDS": "1"}])`)."""

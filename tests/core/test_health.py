@@ -20,8 +20,7 @@ from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, connection, connections
 
 from core import health
-from core.celery import app as celery_app
-from tests.conftest import Api, serving, silent_server
+from tests.conftest import Api, SilentServer, serving, silent_server
 
 
 def test_a_broker_that_never_answers_holds_no_other_request(make_api: Callable[..., Api], tmp_path: Any) -> None:
@@ -318,20 +317,15 @@ def test_served_readyz_answers_within_the_bound_when_the_database_stops_answerin
 
 
 def test_the_broker_check_against_a_hung_broker_tries_once_as_its_bound_counts(
-    settings: Any, monkeypatch: pytest.MonkeyPatch
+    broker_hung_briefly: SilentServer,
 ) -> None:
     # Given the broker's connection timeout set under 2 s (0.5 s: its connect and socket
     # timeouts, 1 s in the bound), and a broker that takes connections and never answers
-    settings.CELERY_BROKER_CONNECTION_TIMEOUT = 0.5
-    options = {**celery_app.conf.broker_transport_options, "socket_connect_timeout": 0.5, "socket_timeout": 0.5}
-    monkeypatch.setitem(celery_app.conf, "broker_transport_options", options)
-    with silent_server() as broker:
-        monkeypatch.setitem(celery_app.conf, "broker_write_url", f"redis://{broker.address}/0")
 
-        # When the check asks it
-        answers = health._broker_answers()
+    # When the check asks it
+    answers = health._broker_answers()
 
     # Then the broker is unreachable after one connection, which waited out its socket timeout:
     # not a second one 2 s later (3 s in all)
     assert answers is False
-    assert len(broker.connections) == 1
+    assert len(broker_hung_briefly.connections) == 1

@@ -2,30 +2,18 @@
 bounds when it does not answer."""
 from __future__ import annotations
 
-from typing import Any
-
-import pytest
-
-from core.celery import app as celery_app
 from core.queues import queue_depths
-from tests.conftest import silent_server
+from tests.conftest import SilentServer
 
 
-def test_against_a_hung_broker_the_depths_are_unknown_after_one_connection(
-    settings: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_against_a_hung_broker_the_depths_are_unknown_after_one_connection(broker_hung_briefly: SilentServer) -> None:
     # Given the broker's connection timeout set under 2 s (0.5 s: its connect and socket
     # timeouts), and a broker that takes connections and never answers
-    settings.CELERY_BROKER_CONNECTION_TIMEOUT = 0.5
-    options = {**celery_app.conf.broker_transport_options, "socket_connect_timeout": 0.5, "socket_timeout": 0.5}
-    monkeypatch.setitem(celery_app.conf, "broker_transport_options", options)
-    with silent_server() as broker:
-        monkeypatch.setitem(celery_app.conf, "broker_read_url", f"redis://{broker.address}/0")
 
-        # When the console reads the queues' depths
-        depths = queue_depths(["jobs", "webhooks"])
+    # When the console reads the queues' depths
+    depths = queue_depths(["jobs", "webhooks"])
 
     # Then no depth is known, after one connection, which waited out its socket timeout: not a
     # second one 2 s later (3 s in all, the console's request waiting on it)
     assert depths == {"jobs": None, "webhooks": None}
-    assert len(broker.connections) == 1
+    assert len(broker_hung_briefly.connections) == 1

@@ -10,24 +10,10 @@ Built CONCURRENTLY, and the owner's index dropped CONCURRENTLY after it, on Post
 (`make run`'s database) has neither keyword, nor anyone else writing."""
 from django.db import migrations, models
 
-from core.migration_operations import AddIndexConcurrentlyOnPostgreSQL
-
-# Django's name for the foreign key's own index (the same on every backend).
-OWNER_INDEX = "webhooks_event_owner_id_5d3fc278"
-
-
-def _concurrently(schema_editor) -> str:
-    return " CONCURRENTLY" if schema_editor.connection.vendor == "postgresql" else ""
-
-
-def _drop_owner_index(apps, schema_editor) -> None:
-    schema_editor.execute(f"DROP INDEX{_concurrently(schema_editor)} IF EXISTS {OWNER_INDEX}")
-
-
-def _create_owner_index(apps, schema_editor) -> None:
-    schema_editor.execute(
-        f"CREATE INDEX{_concurrently(schema_editor)} IF NOT EXISTS {OWNER_INDEX} ON webhooks_event (owner_id)"
-    )
+from core.migration_operations import (
+    AddIndexConcurrentlyOnPostgreSQL,
+    column_index_dropped_concurrently,
+)
 
 
 class Migration(migrations.Migration):
@@ -53,6 +39,7 @@ class Migration(migrations.Migration):
                                             to='core.client'),
                 ),
             ],
-            database_operations=[migrations.RunPython(_drop_owner_index, _create_owner_index)],
+            database_operations=[column_index_dropped_concurrently(
+                table="webhooks_event", column="owner_id", name="webhooks_event_owner_id_5d3fc278")],
         ),
     ]
