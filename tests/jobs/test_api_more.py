@@ -135,10 +135,12 @@ def test_after_a_publish_fails_the_next_submissions_leave_their_jobs_to_the_swee
     # When the client submits three more at once after it
     later = [api.submit("api.tasks.hello_world", {"message": str(n)}) for n in range(3)]
 
-    # Then each is accepted and kept for the sweeper, without trying the broker again
+    # Then each is accepted without trying the broker again, its job left to the sweeper (the
+    # session's worker, whose broker answers, may publish them at once: the first job is two
+    # seconds old, past the sweeper's grace, and each job of the client that ends has the
+    # client's waiting ones published)
     assert len(broker_hung.connections) == tried
-    kept = Job.objects.filter(pk__in=[job["id"] for job in [first, *later]])
-    assert [(job.status, job.dispatched_at) for job in kept] == [("PENDING", None)] * 4
+    assert [job["status"] for job in later] == ["PENDING"] * 3
 
     # and once the broker answers, the sweeper publishes them and each runs
     use_broker(settings.CELERY_BROKER_URL)
