@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import redis
@@ -183,6 +184,17 @@ def test_with_the_queue_unreachable_a_message_carries_the_ids(
     until(lambda: Delivery.objects.get(pk=delivery.pk).state == Delivery.State.SUCCEEDED, what="the outcome")
 
 
+def _test_events(api: Api, endpoint: dict[str, Any], *, count: int = 1, hung: SilentServer | None = None) -> int:
+    """Ask for `count` test events of the endpoint, each accepted; with `hung`, the connections
+    made to it by then, at least one."""
+    for _ in range(count):
+        assert api.post(f"/api/webhook-endpoints/{endpoint['id']}/test/").status_code == 202
+    if hung is None:
+        return 0
+    assert hung.connections
+    return len(hung.connections)
+
+
 def test_after_a_drain_is_refused_the_next_requests_leave_their_deliveries_to_the_dispatcher(
     api: Api, receiver: Receiver, broker_hung: SilentServer
 ) -> None:
@@ -190,13 +202,10 @@ def test_after_a_drain_is_refused_the_next_requests_leave_their_deliveries_to_th
     # the session's worker and beat still reach theirs), no drain asked for before it
     endpoint = endpoint_create(api, receiver.url)
     cache_redis.queue_client().delete(dispatch._due_keys()[1])
-    assert api.post(f"/api/webhook-endpoints/{endpoint['id']}/test/").status_code == 202
-    tried = len(broker_hung.connections)
-    assert tried >= 1
+    tried = _test_events(api, endpoint, hung=broker_hung)
 
     # When the client asks for three more test events right after it
-    for _ in range(3):
-        assert api.post(f"/api/webhook-endpoints/{endpoint['id']}/test/").status_code == 202
+    _test_events(api, endpoint, count=3)
 
     # Then none tries the broker again, and the dispatcher has the four drained: each arrives once
     assert len(broker_hung.connections) == tried
@@ -212,13 +221,10 @@ def test_without_the_queue_after_a_message_is_refused_the_next_requests_leave_th
     # broker (this process's; the session's worker and beat still reach theirs)
     endpoint = endpoint_create(api, receiver.url)
     due_queue_through(monkeypatch, redis.Redis(port=1, retry=Retry(NoBackoff(), 0)))
-    assert api.post(f"/api/webhook-endpoints/{endpoint['id']}/test/").status_code == 202
-    tried = len(broker_hung.connections)
-    assert tried >= 1
+    tried = _test_events(api, endpoint, hung=broker_hung)
 
     # When the client asks for three more test events right after it
-    for _ in range(3):
-        assert api.post(f"/api/webhook-endpoints/{endpoint['id']}/test/").status_code == 202
+    _test_events(api, endpoint, count=3)
 
     # Then none tries the broker again, and the dispatcher publishes the four: each arrives once
     assert len(broker_hung.connections) == tried
@@ -236,13 +242,10 @@ def test_after_the_queue_hangs_the_next_events_go_by_message_without_waiting_on_
         host, port = hung.address.split(":")
         due_queue_through(monkeypatch, redis.Redis(host=host, port=int(port), socket_timeout=1,
                                                    socket_connect_timeout=1, retry=Retry(NoBackoff(), 0)))
-        assert api.post(f"/api/webhook-endpoints/{endpoint['id']}/test/").status_code == 202
-        tried = len(hung.connections)
-        assert tried >= 1
+        tried = _test_events(api, endpoint, hung=hung)
 
         # When the client asks for three more test events right after it
-        for _ in range(3):
-            assert api.post(f"/api/webhook-endpoints/{endpoint['id']}/test/").status_code == 202
+        _test_events(api, endpoint, count=3)
 
         # Then none waits on the hung Redis again, and each arrives once, by message
         assert len(hung.connections) == tried
