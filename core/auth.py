@@ -7,6 +7,7 @@ import time
 from collections import OrderedDict
 
 from django.conf import settings
+from django.http import HttpRequest
 from rest_framework import authentication, exceptions
 from rest_framework.request import Request
 
@@ -41,6 +42,17 @@ def api_key_digest(key: str) -> str:
 def api_key_forget(*, digest: str) -> None:
     """Drop a remembered key check (on revocation)."""
     _checked.pop(digest, None)
+
+
+def known_client_id(request: HttpRequest) -> str | None:
+    """The client of the key `request` sends, if this process has found that key valid (however
+    long ago: a key revoked elsewhere since is refused when authenticated), without a query; else
+    None. For placing a request before it is authenticated (core/concurrency.py `turn_key`)."""
+    scheme, _, key = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")
+    if scheme.lower() != ApiKeyAuthentication.keyword.lower() or not key.strip():
+        return None
+    hit = _checked.get(api_key_digest(key.strip()))
+    return None if hit is None else str(hit[1].client_id)
 
 
 def _api_key_lookup(digest: str) -> ApiKey | None:

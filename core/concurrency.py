@@ -19,9 +19,9 @@ most CONNECTIONS_BEYOND_TURNS of those open: a thread past that closes its own.
 A request's body is read before it takes its turn, within WEB_BODY_READ_SECONDS
 (core/request_body.py): a client sending its body slowly holds its own thread, never a turn.
 
-The turns go round the API keys waiting for one (FairTurns), not first come first served: one
-client with a dozen heavy requests queued (lists of 500 jobs) made another client's poll wait
-behind all of them, from ~4 ms to ~650 ms; now behind at most one of them per turn.
+The turns go round the clients waiting for one (FairTurns, `turn_key`), not first come first
+served: one client with a dozen heavy requests queued (lists of 500 jobs) made another client's
+poll wait behind all of them, from ~4 ms to ~650 ms; now behind at most one of them per turn.
 """
 from __future__ import annotations
 
@@ -35,8 +35,10 @@ from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.http import HttpRequest, HttpResponse
 
+from core.auth import known_client_id
 from core.connections import connection_released, connection_reused
 from core.request_body import read_body_in_time
+from core.throttling import client_address
 
 # Open database connections a process keeps beyond one per turn: the few waiters that keep theirs
 # (a new connection costs a woken waiter ~4 ms) and threads between requests.
@@ -46,7 +48,7 @@ CONNECTIONS_BEYOND_TURNS = 8
 
 class FairTurns:
     """`count` turns, each taken by one request at a time and handed, when given back, to a
-    request waiting for one: round robin between the keys (API keys) that have requests
+    request waiting for one: round robin between the keys (clients: `turn_key`) that have requests
     waiting, each key's own in the order they came. So a key with many requests queued gets a
     turn as often as a key with one, and each waits behind the others' one request at most."""
 
@@ -194,9 +196,12 @@ def connections_trim() -> None:
 
 
 def turn_key(request: HttpRequest) -> str:
-    """Whose turn a request waits in, before authentication has run: its credentials as sent (a
-    request without any, or with a key that turns out unknown, shares its key's place)."""
-    return request.META.get("HTTP_AUTHORIZATION", "")
+    """Whose place a request waits in, before authentication has run: its client's, when it sends
+    a key this process has found valid (so a client's keys share one place); otherwise its
+    address's (core/throttling.py `client_address`), so that requests without a key, or with keys
+    made up one per request, do not each take a place of their own beside the clients'."""
+    client_id = known_client_id(request)
+    return f"client:{client_id}" if client_id is not None else f"address:{client_address(request)}"
 
 
 @contextmanager

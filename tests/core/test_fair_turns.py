@@ -12,8 +12,9 @@ import pytest
 from django.http import HttpRequest, HttpResponse
 from django.test import RequestFactory
 
-from core import concurrency
+from core import auth, concurrency
 from core.concurrency import ActiveRequestsMiddleware
+from core.models import ApiKey, Client
 
 
 def _until(condition: Callable[[], bool]) -> None:
@@ -23,11 +24,13 @@ def _until(condition: Callable[[], bool]) -> None:
         time.sleep(0.005)
 
 
-def _sender(middleware: ActiveRequestsMiddleware) -> Callable[[str], threading.Thread]:
-    """Sends a request named `name` (`A1`: client A's first) through `middleware` on a thread."""
+def _sender(middleware: ActiveRequestsMiddleware) -> Callable[..., threading.Thread]:
+    """Sends a request named `name` (`A1`: client A's first) through `middleware` on a thread,
+    with client A's key `key-A` unless another `key` is given, from `address`."""
 
-    def send(name: str) -> threading.Thread:
-        request = RequestFactory().get(f"/api/jobs/?name={name}", HTTP_AUTHORIZATION=f"Bearer key-{name[0]}")
+    def send(name: str, *, key: str = "", address: str = "127.0.0.1") -> threading.Thread:
+        request = RequestFactory().get(f"/api/jobs/?name={name}", HTTP_AUTHORIZATION=f"Bearer {key or 'key-' + name[0]}",
+                                       REMOTE_ADDR=address)
         thread = threading.Thread(target=middleware, args=(request,))
         thread.start()
         return thread
@@ -35,17 +38,47 @@ def _sender(middleware: ActiveRequestsMiddleware) -> Callable[[str], threading.T
     return send
 
 
+def _key_known(monkeypatch: pytest.MonkeyPatch, key: str, client: Client) -> None:
+    """As after the key authenticated in this process (core/auth.py remembers it)."""
+    monkeypatch.setitem(auth._checked, auth.api_key_digest(key), (time.monotonic(), ApiKey(client=client)))
+
+
 @pytest.fixture
 def one_turn(settings: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """One turn per process; clients A and B with the keys `key-A` and `key-B` (and A with
+    `key-A2` and `key-A3` too), each seen valid by this process already."""
     settings.WEB_ACTIVE_REQUESTS = 1
     settings.WEB_TURN_CONNECTIONS = False  # no database: the views below use none
     monkeypatch.setattr(concurrency, "_turns", None)
+    clients = {name: Client(name=name) for name in "AB"}
+    for name, client in clients.items():
+        _key_known(monkeypatch, f"key-{name}", client)
+    for key in ("key-A2", "key-A3"):
+        _key_known(monkeypatch, key, clients["A"])
     yield
 
 
-def test_a_client_with_requests_queued_lets_another_clients_request_in_after_one_of_them(one_turn: None) -> None:
-    # Given a process whose one turn is held by client A's request, each request holding it until
-    # the test lets one end
+def _turns_taken_in_order(send: Callable[..., threading.Thread], queued: list[tuple[str, dict[str, str]]],
+                          started: list[str], finish: threading.Semaphore) -> list[str]:
+    """With A1 holding the turn, queue `queued` (name, send's options) one after another, then
+    let each request end in turn: the order they ran in."""
+    threads = [send("A1")]
+    _until(lambda: started == ["A1"])
+    for number, (name, options) in enumerate(queued, start=1):
+        threads.append(send(name, **options))
+        _until(lambda number=number: concurrency._turns.waiting() == number)
+    for count in range(2, len(queued) + 2):
+        finish.release()
+        _until(lambda count=count: len(started) == count)
+    finish.release()
+    for thread in threads:
+        thread.join(timeout=10)
+    return started
+
+
+@pytest.fixture
+def held_view() -> tuple[ActiveRequestsMiddleware, list[str], threading.Semaphore]:
+    """A view that notes each request's name as it starts and holds its turn until released."""
     started: list[str] = []
     finish = threading.Semaphore(0)
 
@@ -54,26 +87,20 @@ def test_a_client_with_requests_queued_lets_another_clients_request_in_after_one
         finish.acquire()
         return HttpResponse()
 
-    send = _sender(ActiveRequestsMiddleware(view))
-    threads = [send("A1")]
-    _until(lambda: started == ["A1"])
+    return ActiveRequestsMiddleware(view), started, finish
 
-    # When A queues three more requests, and then client B one
-    for number, name in enumerate(("A2", "A3", "A4"), start=1):
-        threads.append(send(name))
-        _until(lambda number=number: concurrency._turns.waiting() == number)
-    threads.append(send("B1"))
-    _until(lambda: concurrency._turns.waiting() == 4)
+
+def test_a_client_with_requests_queued_lets_another_clients_request_in_after_one_of_them(
+    one_turn: None, held_view: tuple[ActiveRequestsMiddleware, list[str], threading.Semaphore],
+) -> None:
+    # Given a process whose one turn is held by client A's request, when A queues three more
+    # requests, and then client B one
+    middleware, started, finish = held_view
+    queued = [(name, {}) for name in ("A2", "A3", "A4", "B1")]
 
     # Then, as each request ends, B's runs after one more of A's, not after all three;
     # and A's own run in the order they came
-    for count in range(2, 6):
-        finish.release()
-        _until(lambda count=count: len(started) == count)
-    finish.release()
-    for thread in threads:
-        thread.join(timeout=10)
-    assert started == ["A1", "A2", "B1", "A3", "A4"]
+    assert _turns_taken_in_order(_sender(middleware), queued, started, finish) == ["A1", "A2", "B1", "A3", "A4"]
 
 
 def test_a_request_that_gave_its_turn_back_while_waiting_takes_one_again_in_its_clients_place(one_turn: None) -> None:
@@ -114,3 +141,29 @@ def test_a_request_that_gave_its_turn_back_while_waiting_takes_one_again_in_its_
 
     # Then A's requests took their turns in the order they asked for them
     assert order == ["A1 runs", "B1 runs", "A2 runs", "A1 back"]
+
+
+def test_a_clients_requests_share_its_place_whichever_of_its_keys_they_send(
+    one_turn: None, held_view: tuple[ActiveRequestsMiddleware, list[str], threading.Semaphore],
+) -> None:
+    # Given client A's request holding the turn, when A queues a request with each of its three
+    # keys, and then client B one
+    middleware, started, finish = held_view
+    queued = [("A2", {}), ("A3", {"key": "key-A2"}), ("A4", {"key": "key-A3"}), ("B1", {})]
+
+    # Then B's runs after one more of A's: A's keys do not give it a place each
+    assert _turns_taken_in_order(_sender(middleware), queued, started, finish) == ["A1", "A2", "B1", "A3", "A4"]
+
+
+def test_requests_with_made_up_keys_share_their_addresss_place(
+    one_turn: None, held_view: tuple[ActiveRequestsMiddleware, list[str], threading.Semaphore],
+) -> None:
+    # Given client A's request holding the turn, when someone at another address queues three
+    # requests, each with a key of its own making (one not valid, or not yet seen valid here), and
+    # then client B one
+    middleware, started, finish = held_view
+    guesses = [(f"X{n}", {"key": f"jak_guess{n}", "address": "203.0.113.9"}) for n in (1, 2, 3)]
+
+    # Then B's runs after one of theirs: made-up keys do not each take a place beside the clients'
+    order = _turns_taken_in_order(_sender(middleware), [*guesses, ("B1", {})], started, finish)
+    assert order == ["A1", "X1", "B1", "X2", "X3"]
