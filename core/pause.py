@@ -4,8 +4,10 @@ hangs makes each call wait out its timeout; paused, that wait falls on one call 
 that time, not on every call."""
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 
 class PauseAfterFailure:
@@ -20,6 +22,28 @@ class PauseAfterFailure:
 
     def paused(self) -> bool:
         return self._clock() < self._until
+
+    def attempt(
+        self,
+        call: Callable[[], object],
+        logger: logging.Logger,
+        failing: str,
+        *args: Any,
+        errors: type[Exception] | tuple[type[Exception], ...] = Exception,
+    ) -> bool:
+        """Make `call` unless paused; when it raises one of `errors`, start the pause and log
+        `failing` % `args` (a warning, with the traceback, on the caller's `logger`). Whether
+        the call was made and returned. `errors` is every Exception by default: a broker's
+        client raises many types, and every one means "not done"."""
+        if self.paused():
+            return False
+        try:
+            call()
+        except errors:
+            self.failed()
+            logger.warning(failing, *args, exc_info=True, stacklevel=2)
+            return False
+        return True
 
 
 # After a publish from this process fails, how long it publishes nothing it can leave to a

@@ -76,7 +76,11 @@ def job_publish(*, job: Job) -> None:
 
 
 def job_publish_or_release(*, job: Job) -> bool:
-    """Publish a claimed job; on any broker failure release the claim for the sweeper."""
+    """Publish a claimed job; on any broker failure release the claim for the sweeper.
+
+    Tried even while the broker's pause holds (so not core.pause.broker.attempt): a submission
+    looks at the pause before it claims its job, and the sweeper, to which every other publish
+    leaves its work while paused, tries on each run."""
     try:
         job_publish(job=job)
     except Exception:  # the broker's client raises many types; every one means "not published"
@@ -143,13 +147,10 @@ def owner_dispatch_request(*, owner_id: uuid.UUID) -> None:
     """Ask a worker to publish the owner's waiting jobs (a batch just accepted): one message,
     where publishing each job would cost the request one each. If the broker refuses it, the
     sweeper publishes them on its next run, as it does while a publish failed moments ago."""
-    if pause.broker.paused():
-        return
-    try:
-        app.send_task(DISPATCH_OWNER_TASK, kwargs={"owner_id": str(owner_id)})
-    except Exception:  # the broker's client raises many types; every one means "not published"
-        pause.broker.failed()
-        logger.warning("Could not ask for owner %s's dispatch; the sweeper will", owner_id, exc_info=True)
+    pause.broker.attempt(
+        lambda: app.send_task(DISPATCH_OWNER_TASK, kwargs={"owner_id": str(owner_id)}),
+        logger, "Could not ask for owner %s's dispatch; the sweeper will", owner_id,
+    )
 
 
 def job_revoke_queued(*, job_id: uuid.UUID) -> None:
@@ -157,10 +158,7 @@ def job_revoke_queued(*, job_id: uuid.UUID) -> None:
     worker that takes the message runs nothing of a final job (jobs.tasks.job_run_step). So
     while a publish from this process failed moments ago (core.pause.broker) it is not tried,
     rather than hold the cancel's request for the broker's timeout."""
-    if pause.broker.paused():
-        return
-    try:
-        app.control.revoke(str(job_id))
-    except Exception:  # the broker may be down; the row's status makes the revoke redundant
-        pause.broker.failed()
-        logger.warning("Could not broadcast revoke for job %s", job_id, exc_info=True)
+    # The broker may be down: the row's status makes the revoke redundant.
+    pause.broker.attempt(
+        lambda: app.control.revoke(str(job_id)), logger, "Could not broadcast revoke for job %s", job_id
+    )

@@ -32,6 +32,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from datetime import timedelta
+from functools import partial
 from typing import TypeVar
 
 import redis
@@ -94,23 +95,16 @@ def deliveries_publish_or_release(*, delivery_ids: Sequence[int], countdown: flo
     timeout). Returns how many were published."""
     for start in range(0, len(delivery_ids), BATCH_MAX_DELIVERIES):
         batch = list(delivery_ids[start : start + BATCH_MAX_DELIVERIES])
-        if pause.broker.paused() or not _published(batch, countdown=countdown):
+        published = pause.broker.attempt(
+            partial(deliveries_publish, delivery_ids=batch, countdown=countdown),
+            logger, "Could not publish deliveries %s...; the dispatcher will", batch[0],
+        )
+        if not published:
             Delivery.objects.filter(pk__in=delivery_ids[start:], state=Delivery.State.PENDING).update(
                 dispatched_at=None
             )
             return start
     return len(delivery_ids)
-
-
-def _published(delivery_ids: list[int], *, countdown: float | None) -> bool:
-    """Whether the broker took one message of attempts; a refusal starts the broker's pause."""
-    try:
-        deliveries_publish(delivery_ids=delivery_ids, countdown=countdown)
-    except Exception:  # the broker's client raises many types; every one means "not published"
-        pause.broker.failed()
-        logger.warning("Could not publish deliveries %s...; the dispatcher will", delivery_ids[0], exc_info=True)
-        return False
-    return True
 
 
 def deliveries_publish_on_commit(*, delivery_ids: list[int], countdown: float | None = None) -> None:
@@ -181,14 +175,9 @@ def _drain_publish() -> None:
     moments ago (core.pause.broker: not tried, rather than hold a request for the broker's
     timeout), clear the flag instead: the next ids pushed ask again, and the dispatcher's next
     tick does while ids wait. The ids stay on the queue meanwhile."""
-    if not pause.broker.paused():
-        try:
-            app.send_task(DRAIN_TASK)
-            return
-        except Exception:  # the broker's client raises many types; every one means "not published"
-            pause.broker.failed()
-            logger.warning("Could not ask for a drain; the dispatcher will", exc_info=True)
-    _drain_flag_clear()
+    if not pause.broker.attempt(partial(app.send_task, DRAIN_TASK), logger,
+                                "Could not ask for a drain; the dispatcher will"):
+        _drain_flag_clear()
 
 
 def _drain_flag_clear() -> None:
