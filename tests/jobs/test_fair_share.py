@@ -3,10 +3,12 @@ and the next waiting job is published as soon as a place is free. (End to end, a
 client and `make run`'s workers: tests/faults/test_greedy_client.py.)"""
 from __future__ import annotations
 
+import threading
 from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.db import connection, transaction
 from django.utils import timezone
 
 from core.services import client_create
@@ -61,3 +63,43 @@ def test_no_cap_starts_every_job(jobs: list[Job], settings: Any) -> None:
     settings.JOB_MAX_RUNNING_PER_CLIENT = 0
 
     assert all(transitions.job_start(job_id=job.id) is not None for job in jobs)
+
+
+def test_without_a_cap_two_sweepers_at_once_share_an_owners_backlog() -> None:
+    # Given no running cap and one owner's five jobs waiting for dispatch, due later than the
+    # suite's own sweeper looks (it runs beside these tests), and a sweeper that has claimed two
+    # of them and not committed yet
+    owner = client_create(name="fair-uncapped")
+    later = timezone.now() + timedelta(hours=1)
+    waiting = [
+        Job.objects.create(owner=owner, job_name="api.tasks.hello_world", created_at=later + timedelta(seconds=n))
+        for n in range(5)
+    ]
+    now = later + timedelta(minutes=1)
+    first_claimed, second_done, claimed = threading.Event(), threading.Event(), {}
+
+    def sweeper(name: str, wait_for: threading.Event | None, then: threading.Event) -> None:
+        try:
+            if wait_for is not None:
+                wait_for.wait(10)
+            with transaction.atomic():
+                claimed[name] = sql.jobs_waiting_claim(now=now, grace_before=now, cap=0, limit=2, owner_id=owner.pk)
+                then.set()
+                if wait_for is None:
+                    second_done.wait(10)  # holds its claim while the second sweeper runs
+        finally:
+            then.set()
+            connection.close()
+
+    # When a second sweeper claims meanwhile
+    threads = [threading.Thread(target=sweeper, args=("first", None, first_claimed)),
+               threading.Thread(target=sweeper, args=("second", first_claimed, second_done))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(20)
+
+    # Then it takes the next two: the first locked only the jobs it claimed, not the owner's
+    # whole backlog
+    assert [job.pk for job in claimed["first"]] == [job.pk for job in waiting[:2]]
+    assert [job.pk for job in claimed["second"]] == [job.pk for job in waiting[2:4]]
