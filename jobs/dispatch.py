@@ -126,14 +126,13 @@ def jobs_release_stranded(*, limit: int = PUBLISH_BATCH) -> int:
     arrives (jobs.transitions.job_start): the job runs once, from its new place at the back of
     the queue. How many were given back.
 
-    Served by the unfinished jobs' index (job_active: status, created_at), through the
-    creation time, which no dispatch precedes: it visits only the jobs pending since before
-    the bound (the scheduled ones, and any backlog that old). An index of the jobs in the broker
-    would cost every submission an index entry, for a look that finds nothing almost always."""
+    Served by the index of the jobs in the broker (job_in_broker), which holds none of the jobs
+    waiting for dispatch: through the unfinished jobs' index it would visit every job pending
+    since before the bound, and a client's backlog waiting at its running cap for hours (or its
+    jobs scheduled a day ahead) would make that a walk of them, or a Seq Scan of the table,
+    every few seconds, to find nothing (docs/reliability.md, "The workers' reads")."""
     lost_before = timezone.now() - timedelta(seconds=settings.JOB_DISPATCH_LOST_AFTER_SECONDS)
-    stranded = Job.objects.filter(
-        status=Job.Status.PENDING, created_at__lt=lost_before, dispatched_at__lt=lost_before
-    )
+    stranded = Job.objects.filter(status=Job.Status.PENDING, dispatched_at__lt=lost_before)
     ids = list(stranded.values_list("pk", flat=True)[:limit])
     # The same conditions again: a job that started meanwhile keeps its dispatch.
     released = stranded.filter(pk__in=ids).update(dispatched_at=None) if ids else 0

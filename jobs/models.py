@@ -95,8 +95,7 @@ class Job(models.Model):
                 condition=Q(deadline__isnull=False, status__in=["PENDING", "STARTED", "RETRY"]),
             ),
             # The operators' reads across clients (console/, /metrics): the jobs not final yet
-            # (the oldest pending, the longest running), and the sweeper's look for jobs whose
-            # message was lost (jobs.dispatch.jobs_release_stranded)...
+            # (the oldest pending, the longest running)...
             models.Index(
                 fields=["status", "created_at"],
                 name="job_active",
@@ -104,6 +103,13 @@ class Job(models.Model):
             ),
             # ...and those that finished lately (by status, the failures of the last hour).
             models.Index(fields=["finished_at"], name="job_finished", condition=Q(finished_at__isnull=False)),
+            # The sweeper's look for jobs whose message was lost (jobs.dispatch.jobs_release_stranded):
+            # only the jobs in the broker, handed to it and not started.
+            models.Index(
+                fields=["dispatched_at"],
+                name="job_in_broker",
+                condition=Q(status="PENDING", dispatched_at__isnull=False),
+            ),
         ]
 
     def __str__(self) -> str:

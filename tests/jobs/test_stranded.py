@@ -11,8 +11,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from django.test import Client as DjangoClient
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from core.services import api_key_create, client_create
@@ -124,3 +125,31 @@ def test_the_first_message_of_a_job_published_again_does_not_run_it_again_once_i
     # would be: that is how a lost worker's job runs again)
     assert outcome.state == "IGNORED"
     assert stranded.status() == "STARTED"
+
+
+def test_the_look_for_lost_messages_reads_none_of_the_jobs_waiting_for_dispatch(db: Any) -> None:
+    # Given a client's jobs accepted a day ago and waiting for dispatch (scheduled for tomorrow:
+    # as many wait at a running cap), and one job handed to the broker a day ago that never started
+    owner = client_create(name="stranded-beside-a-backlog")
+    day_ago, tomorrow = timezone.now() - timedelta(days=1), timezone.now() + timedelta(days=1)
+    Job.objects.bulk_create([
+        Job(owner=owner, job_name=HELLO, created_at=day_ago, run_at=tomorrow) for _ in range(300)
+    ])
+    lost = Job.objects.create(owner=owner, job_name=HELLO, dispatched_at=timezone.now())
+    published(lost, ago=timedelta(days=1))
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE jobs_job")
+    with CaptureQueriesContext(connection) as queries:
+        assert dispatch.jobs_release_stranded() == 1
+    look = queries.captured_queries[0]["sql"]
+
+    # When the sweeper's look is run again as it was, where the table is too small for
+    # PostgreSQL to prefer an index on its own
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        cursor.execute(f"EXPLAIN (ANALYZE) {look}")
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+
+    # Then it reads the jobs in the broker only: not one of the waiting jobs read and dropped
+    assert "Index Scan using job_in_broker" in plan, plan
+    assert "Rows Removed by Filter" not in plan, plan
