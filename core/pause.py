@@ -29,17 +29,16 @@ class PauseAfterFailure:
         logger: logging.Logger,
         failing: str,
         *args: Any,
-        errors: type[Exception] | tuple[type[Exception], ...] = Exception,
     ) -> bool:
-        """Make `call` unless paused; when it raises one of `errors`, start the pause and log
-        `failing` % `args` (a warning, with the traceback, on the caller's `logger`). Whether
-        the call was made and returned. `errors` is every Exception by default: a broker's
-        client raises many types, and every one means "not done"."""
+        """Make `call` unless paused; when it raises, start the pause and log `failing` % `args`
+        (a warning, with the traceback, on the caller's `logger`). Whether the call was made and
+        returned. Any Exception counts: a broker's client raises many types, and every one means
+        "not done"."""
         if self.paused():
             return False
         try:
             call()
-        except errors:
+        except Exception:  # see above: every type means "not done"
             self.failed()
             logger.warning(failing, *args, exc_info=True, stacklevel=2)
             return False

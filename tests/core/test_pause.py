@@ -66,12 +66,3 @@ def test_while_paused_the_call_is_not_made(caplog: pytest.LogCaptureFixture) -> 
     clock.now += 5.0
     assert pause.attempt(lambda: made.append(1), logger, "Could not") is True
     assert made == [1]
-
-
-def test_only_the_errors_named_are_caught() -> None:
-    pause = PauseAfterFailure(5.0, clock=Clock())
-
-    with pytest.raises(ConnectionRefusedError):
-        pause.attempt(_refused, logger, "Could not", errors=TimeoutError)
-
-    assert not pause.paused()
