@@ -135,7 +135,8 @@ def claim_portable(
             )
         events = sql.events_to_send(event_ids={delivery.event_id for delivery in claimed}, now=now)
         attempts = DeliveryAttempt.objects.bulk_create(
-            [DeliveryAttempt(delivery=delivery, number=delivery.attempt_count, started_at=now) for delivery in claimed]
+            [DeliveryAttempt(delivery=delivery, endpoint_id=delivery.endpoint_id, number=delivery.attempt_count,
+                             started_at=now) for delivery in claimed]
         )
     rows: list[sql.ClaimRow] = []
     for delivery, attempt in zip(claimed, attempts, strict=True):

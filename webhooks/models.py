@@ -199,6 +199,12 @@ class DeliveryAttempt(models.Model):
     delivery = models.ForeignKey(
         Delivery, on_delete=models.CASCADE, related_name="attempts", db_index=False
     )
+    # Its delivery's endpoint (NULL: a callback_url's, or an attempt opened before migration
+    # 0010), copied when the attempt is opened, so that an endpoint's recent attempts are found
+    # without going through the deliveries (its health counts). A delivery's endpoint never
+    # changes. Not a foreign key: deleting an endpoint sets its deliveries' endpoint to NULL,
+    # which this leaves as it is rather than updating every attempt of it.
+    endpoint_id = models.UUIDField(null=True, blank=True)
     number = models.PositiveIntegerField()
     started_at = models.DateTimeField(default=timezone.now)
     # NULL while the attempt is in flight (or if its worker died mid-attempt).
@@ -212,6 +218,15 @@ class DeliveryAttempt(models.Model):
 
     class Meta:
         ordering = ["number"]
+        indexes = [
+            # An endpoint's attempts by start: its health counts of the last 24 hours
+            # (webhooks/selectors.py endpoint_attempt_counts) read its own recent attempts and
+            # nothing else. Partial: a callback_url's attempts (no endpoint) are not in it.
+            models.Index(
+                fields=["endpoint_id", "started_at"], name="attempt_endpoint_started",
+                condition=Q(endpoint_id__isnull=False),
+            ),
+        ]
         constraints = [
             models.UniqueConstraint(fields=["delivery", "number"], name="attempt_number_unique"),
         ]

@@ -139,8 +139,8 @@ def claim_postgresql(
             WHERE a.delivery_id = c.id AND c.attempt_count > 1 AND a.finished_at IS NULL
         ), attempts AS (
             INSERT INTO {DeliveryAttempt._meta.db_table}
-                (delivery_id, number, started_at, response_body, error)
-            SELECT id, attempt_count, %(now)s, '', '' FROM claimed
+                (delivery_id, endpoint_id, number, started_at, response_body, error)
+            SELECT id, endpoint_id, attempt_count, %(now)s, '', '' FROM claimed
             RETURNING id, delivery_id
         )
         SELECT c.id, c.url, c.owner_id, c.endpoint_id, ep.headers, a.id, c.attempt_count, e.message_id, e.body,
