@@ -77,8 +77,13 @@ class EndpointInputSerializer(serializers.Serializer):
 
 
 class EndpointHealthSerializer(serializers.Serializer):
-    succeeded_24h = serializers.IntegerField(help_text="Attempts that got a 2xx in the last 24 hours.")
-    failed_24h = serializers.IntegerField(help_text="Attempts that failed in the last 24 hours.")
+    succeeded_24h = serializers.IntegerField(
+        help_text="Attempts started in the last 24 hours (up to this response) that got a 2xx."
+    )
+    failed_24h = serializers.IntegerField(
+        help_text="Attempts started in the last 24 hours that failed: any other status, a network error or "
+                  "timeout, or interrupted (its worker stopped). An attempt under way is counted once it ends."
+    )
     last_success_at = serializers.DateTimeField(allow_null=True)
     last_failure_at = serializers.DateTimeField(allow_null=True)
     consecutive_failures = serializers.IntegerField()
