@@ -1,0 +1,102 @@
+"""Migration webhooks 0010 on a database with a delivery log: the attempts of the last 24 hours are
+given their endpoint, so the health counts right after an upgrade are those from before it; and
+the migration runs backwards and forwards again (PostgreSQL, and SQLite for `make run`)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg2
+import pytest
+from django.conf import settings
+
+from tests.conftest import REPO
+
+SCRIPT = """
+import uuid
+from datetime import timedelta
+
+import django
+django.setup()
+from django.core.management import call_command
+from django.db import connection
+from django.db.migrations.executor import MigrationExecutor
+from django.utils import timezone
+
+call_command("migrate", "webhooks", "0009", verbosity=0)
+before = MigrationExecutor(connection).loader.project_state(("webhooks", "0009_event_owner_type")).apps
+Client, Endpoint = before.get_model("core", "Client"), before.get_model("webhooks", "Endpoint")
+Event, Delivery = before.get_model("webhooks", "Event"), before.get_model("webhooks", "Delivery")
+Attempt = before.get_model("webhooks", "DeliveryAttempt")
+now = timezone.now()
+owner = Client.objects.create(name="migrated", created_at=now)
+endpoint = Endpoint.objects.create(owner=owner, url="https://hooks.example.com/", event_types=["job.succeeded"])
+
+def attempted(endpoint, hours_ago, status_code):
+    event = Event.objects.create(owner=owner, subject_id=uuid.uuid4(), event_type="job.succeeded", body=b"{}",
+                                 message_id=f"msg_{uuid.uuid4().hex}")
+    at = now - timedelta(hours=hours_ago)
+    delivery = Delivery.objects.create(event=event, owner=owner, subject_id=event.subject_id, endpoint=endpoint,
+                                       url="https://hooks.example.com/", state="succeeded", attempt_count=1,
+                                       created_at=at, finished_at=at)
+    Attempt.objects.create(delivery=delivery, number=1, started_at=at, finished_at=at, status_code=status_code)
+
+# The endpoint's attempts an hour ago (a 2xx, a 500) and two days ago; a callback_url's an hour ago
+attempted(endpoint, 1, 200)
+attempted(endpoint, 1, 500)
+attempted(endpoint, 48, 200)
+attempted(None, 1, 200)
+
+from webhooks.selectors import endpoint_attempt_counts
+
+def counts():
+    found = endpoint_attempt_counts(endpoint_ids=[endpoint.id], since=now - timedelta(hours=24))
+    return list(found.get(endpoint.id, (0, 0)))
+
+call_command("migrate", verbosity=0)
+seen = [counts()]
+call_command("migrate", "webhooks", "0009", verbosity=0)
+call_command("migrate", verbosity=0)
+seen.append(counts())
+print(seen)
+"""
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+def database_url(request: pytest.FixtureRequest, django_db_setup: Any, tmp_path: Path) -> Iterator[str]:
+    """An empty database of its own: on the test server, or an SQLite file."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'db.sqlite3'}"
+        return
+    db = settings.DATABASES["default"]
+    name = f"test_jobapi_{os.environ['TEST_RUN_ID']}_attempt_endpoint"
+    host, port = db["HOST"] or "127.0.0.1", db["PORT"] or 5432
+    admin = psycopg2.connect(dbname="postgres", user=db["USER"], password=db["PASSWORD"], host=host, port=port)
+    admin.autocommit = True
+    try:
+        with admin.cursor() as cursor:
+            cursor.execute(f'DROP DATABASE IF EXISTS "{name}"')
+            cursor.execute(f'CREATE DATABASE "{name}"')
+        yield f"postgres://{db['USER']}:{db['PASSWORD']}@{host}:{port}/{name}"
+    finally:
+        with admin.cursor() as cursor:
+            cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
+def test_the_counts_after_the_upgrade_include_the_attempts_before_it(database_url: str, tmp_path: Path) -> None:
+    # Given a delivery log written before the migration (one 2xx and one failure of an endpoint
+    # an hour ago, one two days ago, a callback's), when it migrates, and again after going back
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "CELERY_"))}
+    env.update(DATABASE_URL=database_url, DATA_DIR=str(tmp_path), DJANGO_SETTINGS_MODULE="core.settings",
+               SECRET_KEY="x")
+    out = subprocess.run([sys.executable, "-c", SCRIPT], cwd=REPO, env=env, capture_output=True, text=True,
+                         timeout=120, check=False)
+
+    # Then the endpoint's counts are its two attempts of the last 24 hours, each time
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "[[1, 1], [1, 1]]"
