@@ -20,7 +20,7 @@ from django.db.models import (
     Subquery,
     When,
 )
-from django.db.models.fields.json import KeyTextTransform
+from django.db.models.fields.json import KeyTransform
 from django.db.models.lookups import GreaterThan
 
 from core.errors import NotFound
@@ -157,9 +157,12 @@ def jobs_with_metadata(jobs: QuerySet[Job], metadata: dict[str, str], *, owner: 
         return jobs.alias(metadata_of_owner=MetadataOfOwner("owner", "metadata")).filter(
             metadata_of_owner__contains={str(owner.pk): metadata}
         )
+    # The key's JSON value against the value as JSON: as text, SQLite's JSON_EXTRACT read the
+    # value given as JSON, a number for "42" (never equal to the string stored) and an error for
+    # a word (a 500).
     for number, (key, value) in enumerate(metadata.items()):
         name = f"metadata_{number}"
-        jobs = jobs.alias(**{name: KeyTextTransform(key, "metadata")}).filter(**{name: value})
+        jobs = jobs.alias(**{name: KeyTransform(key, "metadata")}).filter(**{name: value})
     return jobs
 
 
