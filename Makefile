@@ -12,7 +12,7 @@ $(STAMP): requirements/constraints.txt requirements/base.txt requirements/produc
 	$(BIN)/python -m pip install --quiet -r requirements/dev.txt
 	touch $(STAMP)
 
-## Start the API, a jobs worker, a deliveries worker and beat (Ctrl-C stops all).
+## Start the API, a jobs worker, a long-jobs worker, a deliveries worker and beat (Ctrl-C stops all).
 run: $(STAMP)
 	scripts/run-dev
 
