@@ -94,5 +94,46 @@ def _wait_for_key(log_path: Path, process: subprocess.Popen[bytes]) -> str:
 
 def _leftovers(pgid: int) -> list[str]:
     time.sleep(0.5)
-    out = subprocess.run(["ps", "-o", "pid=,args=", "-g", str(pgid)], capture_output=True, text=True)
+    out = subprocess.run(["ps", "-o", "pid=,args=", "-g", str(pgid)], capture_output=True, text=True, check=False)
     return [line for line in out.stdout.splitlines() if line.strip()]
+
+
+@pytest.mark.timeout(180)
+def test_make_run_serves_on_the_port_it_prints_the_environment_winning_over_env_file(tmp_path: Path) -> None:
+    # Given a checkout whose .env names one port, and a shell that names another (the checkout
+    # is this one's files linked into tmp_path, so the test writes no .env into the repository)
+    checkout = tmp_path / "checkout"
+    checkout.mkdir()
+    for entry in REPO.iterdir():
+        if entry.name not in (".env", "var", ".git"):
+            (checkout / entry.name).symlink_to(entry)
+    shell_port, file_port = free_port(), free_port()
+    (checkout / ".env").write_text(f"PORT={file_port}\nWEB_CONCURRENCY=1\n")
+    env = {k: v for k, v in os.environ.items() if k not in SERVER_VARIABLES}
+    env.update(PORT=str(shell_port), DATA_DIR=str(tmp_path / "data"))
+    log_path = tmp_path / "make-run.log"
+
+    # When make run starts there
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            ["make", "run"], cwd=checkout, env=env, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        _wait_for_key(log_path, process)
+        printed = re.search(r"API:\s+http://127\.0\.0\.1:(\d+)/", log_path.read_text())
+
+        # Then the API answers on the port it printed, the shell's, as the settings would read
+        # them (the environment over .env); honcho let .env's win, and served where it did not say
+        assert printed and int(printed.group(1)) == shell_port, log_path.read_text()
+        wait_until_up(f"http://127.0.0.1:{shell_port}/healthz", process, log_path)
+        with pytest.raises(requests.ConnectionError):
+            requests.get(f"http://127.0.0.1:{file_port}/healthz", timeout=2)
+    finally:
+        os.killpg(process.pid, signal.SIGINT)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            raise AssertionError("make run did not stop on Ctrl-C:\n" + log_path.read_text()) from None
+    assert _leftovers(process.pid) == []
