@@ -3,6 +3,7 @@ import os
 from typing import Any
 
 from celery import Celery
+from celery.app.defaults import SETTING_KEYS
 from celery.signals import (
     before_task_publish,
     celeryd_init,
@@ -35,6 +36,18 @@ def _configure(sender: Celery, **kwargs: Any) -> None:
     """
     names = [name for name in dir(settings) if name.startswith("CELERY_")]
     sender.config_from_object({name: getattr(settings, name) for name in names}, namespace="CELERY")
+
+
+@app.on_after_configure.connect
+def _deprecations_checked(sender: Celery, **kwargs: Any) -> None:
+    """Celery counts a setting deprecated when its name is one of Celery 3's, even when it is the
+    `CELERY_` namespace's spelling of a current one (`CELERY_RESULT_BACKEND` for
+    `result_backend`; celery/celery#7140), and a worker warned at every start about five of ours,
+    then asked for `celery upgrade settings`. Only names that are no current setting's stay."""
+    sender.conf.deprecated_settings = {
+        name for name in sender.conf.deprecated_settings or ()
+        if name.removeprefix("CELERY_").lower() not in SETTING_KEYS
+    }
 
 
 app.autodiscover_tasks()
