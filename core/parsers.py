@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from decimal import Decimal
 from typing import Any, NoReturn
 
 from django.conf import settings
@@ -40,6 +41,35 @@ def json_depth(value: Any) -> int:
             continue
         deepest = max(deepest, depth + 1)
     return deepest
+
+
+# A number json.dumps writes with an exponent (1e+308, 1.5e-05). Strings may match too: that
+# only costs stored_json_bytes its walk.
+_EXPONENT = re.compile(r"[0-9]e[+-]")
+
+
+def stored_json_bytes(value: Any) -> int:
+    """The bytes of `value`'s compact JSON text as jsonb gives it back: its numbers are
+    PostgreSQL's numeric, written out without an exponent, so 1e308 (5 bytes in the body) is
+    309 digits in every read of it, every event and webhook that carries it. Without this, 54 KB
+    of such numbers passed a 64 KiB limit and came back as 2.8 MB. Walks the value, without
+    recursion, only when the text has a number with an exponent."""
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if not _EXPONENT.search(text):
+        return size
+    stack = [value]
+    while stack:
+        node = stack.pop()
+        if type(node) is float:
+            written = repr(node)  # what json.dumps wrote
+            if "e" in written:
+                size += len(format(Decimal(written), "f")) - len(written)
+        elif type(node) is dict:
+            stack.extend(node.values())
+        elif type(node) is list:
+            stack.extend(node)
+    return size
 
 
 # U+0000 and lone surrogates (U+D800 to U+DFFF), which PostgreSQL's text and jsonb refuse.

@@ -2,7 +2,6 @@
 each job to dispatch once it is committed (at once, or when its run_at comes)."""
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -17,6 +16,7 @@ from core import pause
 from core.errors import ApplicationError, TooManyRequests
 from core.http import Resolver
 from core.models import Client
+from core.parsers import stored_json_bytes
 from jobs import dispatch, idempotency, sql, telemetry
 from jobs.models import DEFAULT_WEBHOOK_EVENTS, Job, JobCounts
 from jobs.registry import job_type_get
@@ -50,10 +50,11 @@ def payload_validate(*, job_type: JobType, payload: Any) -> dict[str, Any]:
             code="invalid_payload",
             details={"payload": ["Expected a JSON object."]},
         )
-    size = len(json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "surrogatepass"))
+    size = stored_json_bytes(payload)
     if size > job_type.max_payload_bytes:
         raise ApplicationError(
-            f"The payload is {size} bytes; {job_type.name} accepts at most {job_type.max_payload_bytes}.",
+            f"The payload is {size} bytes (as stored: numbers written out in full); {job_type.name} accepts "
+            f"at most {job_type.max_payload_bytes}.",
             code="payload_too_large",
             status_code=413,
             details={"payload_bytes": size, "max_payload_bytes": job_type.max_payload_bytes},

@@ -78,6 +78,21 @@ def test_a_payload_over_its_job_types_limit_gets_413(make_api: Callable[..., Api
     assert not Job.objects.filter(owner=api.client).exists()
 
 
+def test_a_payload_is_measured_as_stored_with_its_numbers_written_out(make_api: Callable[..., Api]) -> None:
+    # jsonb writes 1e308 as its 309 digits (and 1e-300 as 302 characters): 300 of them are 1.8 KB
+    # in the body and 93 KB in every read of the job, its events and webhooks.
+    api = make_api()
+    body = f'{{"job_name": "{SAVE}", "payload": {{"n": [{", ".join(["1e308", "-1e-300"] * 150)}]}}}}'
+
+    response = api.post("/api/jobs/", data=body.encode(), headers={"Content-Type": "application/json"})
+
+    assert len(body) < 4096
+    assert response.status_code == 413, response.text
+    assert response.json()["error"]["code"] == "payload_too_large"
+    assert response.json()["error"]["details"]["payload_bytes"] > 64 * 1024
+    assert not Job.objects.filter(owner=api.client).exists()
+
+
 def test_a_type_may_declare_a_larger_payload_limit(make_api: Callable[..., Api], fake_openai: Any) -> None:
     # The checklist's guidelines may be 100,000 characters: past the default 64 KiB.
     api = make_api()
