@@ -30,6 +30,9 @@ _HEADER_NAME = re.compile(r"\A[!#$%&'*+.^_`|~0-9A-Za-z-]{1,100}\Z")
 _RESERVED_HEADERS = frozenset({
     "host", "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
     "trailers", "transfer-encoding", "upgrade", "user-agent", "accept-encoding",
+    # The HTTP client sends the body at once, whatever it says: a receiver that honours it would
+    # answer 100 Continue (or 417) to a request that never waited.
+    "expect",
 })
 _RESERVED_PREFIXES = ("webhook-", "content-")
 
@@ -43,6 +46,9 @@ class HeadersField(serializers.DictField):
         headers = super().to_internal_value(data)
         if len(headers) > MAX_HEADERS:
             raise serializers.ValidationError(f"At most {MAX_HEADERS} headers.")
+        # Names are case-insensitive: of X-Team and x-team only one went, though both were shown.
+        if len({name.lower() for name in headers}) < len(headers):
+            raise serializers.ValidationError("A header is named twice (names are case-insensitive).")
         for name, value in headers.items():
             lowered = name.lower()
             if not _HEADER_NAME.match(name):

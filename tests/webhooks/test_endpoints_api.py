@@ -80,6 +80,8 @@ def test_the_rules_are_checked_at_the_edge(make_api: Callable[..., Api], setting
         {"url": RECEIVER, "headers": {"X-Split": "a\r\nInjected: yes"}},
         {"url": RECEIVER, "headers": {"X-Number": 5}},
         {"url": RECEIVER, "headers": {"X-Padded": " token"}},  # every send would fail: refused now
+        {"url": RECEIVER, "headers": {"Expect": "100-continue"}},  # the body goes at once, whatever it says
+        {"url": RECEIVER, "headers": {"X-Team": "a", "x-team": "b"}},  # one name: only one would go
         {"url": RECEIVER, "rate_limit_per_second": 0},
         {"url": RECEIVER, "enabled": "maybe"},
     ]
