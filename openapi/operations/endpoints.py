@@ -36,8 +36,8 @@ OPERATIONS: dict[str, dict[str, Callable[..., Any]]] = {
             summary="Register a webhook endpoint",
             description="Register a URL once to receive the events it subscribes to from all "
             "your jobs (beside any job's own `callback_url`). Each endpoint has its own signing "
-            "secret (`GET .../secret/`), at most 10 custom headers (not `webhook-*`, `content-*`, "
-            "`host` or hop-by-hop ones) and an optional pace (`rate_limit_per_second`: deliveries "
+            "secret (`GET .../secret/`), at most 10 custom headers (each name once, in any case; not "
+            "`webhook-*`, `content-*`, `host`, `expect` or hop-by-hop ones) and an optional pace (`rate_limit_per_second`: deliveries "
             "are spaced, never dropped). The URL passes the same address rules as a "
             "`callback_url`, here and at each attempt. At most `WEBHOOK_MAX_ENDPOINTS_PER_CLIENT` "
             "(20) per client: 409 `too_many_endpoints`.",
