@@ -1,5 +1,6 @@
-"""The service's own middleware: the body size limit, the URL guard, and Django's user and
-message middleware for the staff's pages only (the admin and the operators' console)."""
+"""The service's own middleware: the body size limit, the URL guard, the trailing slash's
+redirect, and Django's user and message middleware for the staff's pages only (the admin and the
+operators' console)."""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -8,8 +9,15 @@ from urllib.parse import unquote_to_bytes
 from django.conf import settings
 from django.contrib.auth.middleware import AuthenticationMiddleware
 from django.contrib.messages.middleware import MessageMiddleware
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import (
+    HttpRequest,
+    HttpResponse,
+    HttpResponsePermanentRedirect,
+    JsonResponse,
+)
+from django.middleware import common
 from django.utils.deprecation import MiddlewareMixin
+from django.utils.http import escape_leading_slashes
 
 from core.errors import error_body
 from core.request_body import BODY_UNREAD, TIMED_OUT
@@ -94,6 +102,22 @@ class UrlGuardMiddleware:
                 status=400,
             )
         return self.get_response(request)
+
+
+class CommonMiddleware(common.CommonMiddleware):
+    """Django's, but a request with a body (POST, PUT, PATCH, DELETE) to a path missing its
+    trailing slash is sent on with 308, which keeps the method and the body (RFC 7538). Django
+    answers it 301, which clients repeat as a GET: `POST /api/jobs` listed the client's jobs,
+    200, and submitted nothing. With DEBUG on, Django raises instead (a 500)."""
+
+    def process_response(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
+        if request.method in _METHODS_WITH_A_BODY and response.status_code == 404 and self.should_redirect_with_slash(request):
+            slashed = escape_leading_slashes(request.get_full_path(force_append_slash=True))
+            return HttpResponsePermanentRedirect(slashed, status=308)
+        return super().process_response(request, response)
+
+
+_METHODS_WITH_A_BODY = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
 class _AdminOnly(MiddlewareMixin):

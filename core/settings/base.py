@@ -130,7 +130,8 @@ MIDDLEWARE = [
     # Sessions and CSRF run on every path: each costs little when the API does not use it, and
     # `check --deploy` looks for these exact classes (security.W003, security.W012).
     "django.contrib.sessions.middleware.SessionMiddleware",
-    "django.middleware.common.CommonMiddleware",
+    # Django's, a body's request to a path without its trailing slash redirected with 308.
+    "core.middleware.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     # Django users and messages serve the admin only: skipped for every other path.
     "core.middleware.AdminAuthenticationMiddleware",
