@@ -115,6 +115,18 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def script_output(script: str, *, database_url: str, data_dir: Path) -> str:
+    """The last line `script` prints, run by a fresh Python in this checkout with the service's own
+    settings (not the tests') on `database_url`: as `make run`, or a deployment, would have it."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "CELERY_"))}
+    env.update(DATABASE_URL=database_url, DATA_DIR=str(data_dir), DJANGO_SETTINGS_MODULE="core.settings",
+               SECRET_KEY="x")
+    out = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True,
+                         timeout=120, check=False)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip().splitlines()[-1]
+
+
 def wait_until_up(url: str, process: subprocess.Popen[bytes], log_path: Path, *, timeout: float = 60) -> None:
     """Until `url` answers 200 (a server starting: not listening yet, or still loading the app);
     raises with the server's log if it exits first or never does."""

@@ -3,9 +3,6 @@ jobs (`run_at`), metadata and its filter, batch submission, and a job's retry po
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -16,7 +13,7 @@ from django.utils import timezone
 
 from examples.receiver import Receiver
 from jobs.models import Job, JobCounts
-from tests.conftest import FINAL, REPO, Api
+from tests.conftest import FINAL, Api, script_output
 from tests.fakes.openai_server import FakeOpenAI, Reply
 from tests.jobs.test_checklist import checklist_reply, guidelines_for, summary_reply
 
@@ -152,18 +149,13 @@ print(json.dumps([found(q) for q in ("metadata[order]=42", "metadata[team]=a&met
 
 def test_the_metadata_filter_works_on_make_runs_embedded_database(tmp_path: Path) -> None:
     # Given make run's SQLite database with jobs labelled by two clients
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "CELERY_"))}
-    env.update(DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite3'}", DATA_DIR=str(tmp_path),
-               DJANGO_SETTINGS_MODULE="core.settings")
-
     # When the owner filters its list by metadata (a number-like value, a word, none matching)
-    out = subprocess.run([sys.executable, "-c", EMBEDDED_FILTER_SCRIPT], cwd=REPO, env=env,
-                         capture_output=True, text=True, timeout=120, check=False)
+    found = script_output(EMBEDDED_FILTER_SCRIPT, database_url=f"sqlite:///{tmp_path / 'db.sqlite3'}",
+                          data_dir=tmp_path)
 
     # Then only its own matching job comes back, as on PostgreSQL (it answered no job for "42",
     # and 500 for a word)
-    assert out.returncode == 0, out.stderr
-    assert json.loads(out.stdout.strip().splitlines()[-1]) == [
+    assert json.loads(found) == [
         [200, [True]], [200, [True]], [200, []], [200, []],
     ]
 

@@ -4,9 +4,6 @@ inserted, started, finished or deleted (they are kept by triggers)."""
 from __future__ import annotations
 
 import importlib
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +14,7 @@ from core.models import Client
 from core.services import client_create
 from jobs import transitions
 from jobs.models import Job, JobCounts, JobResult
-from tests.conftest import REPO, Api
+from tests.conftest import Api, script_output
 
 S = Job.Status
 BODY = {"job_name": "api.tasks.hello_world"}
@@ -162,11 +159,6 @@ print(seen)
 def test_the_count_is_kept_on_sqlite_after_every_migration(tmp_path: Path) -> None:
     # `make run`'s database: a later migration that rebuilt jobs_job there would drop the
     # triggers with the old table, and the cap would count nothing.
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "CELERY_"))}
-    env.update(DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite3'}", DATA_DIR=str(tmp_path),
-               DJANGO_SETTINGS_MODULE="core.settings")
-    out = subprocess.run([sys.executable, "-c", SQLITE_SCRIPT], cwd=REPO, env=env,
-                         capture_output=True, text=True, timeout=120, check=False)
+    counts = script_output(SQLITE_SCRIPT, database_url=f"sqlite:///{tmp_path / 'db.sqlite3'}", data_dir=tmp_path)
 
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip().splitlines()[-1] == "[[1, 0, 0], [1, 1, 0], [0, 0, 8]]"
+    assert counts == "[[1, 0, 0], [1, 1, 0], [0, 0, 8]]"

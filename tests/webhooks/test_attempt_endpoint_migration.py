@@ -4,8 +4,6 @@ the migration runs backwards and forwards again (PostgreSQL, and SQLite for `mak
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +12,7 @@ import psycopg2
 import pytest
 from django.conf import settings
 
-from tests.conftest import REPO
+from tests.conftest import script_output
 
 SCRIPT = """
 import uuid
@@ -91,12 +89,7 @@ def database_url(request: pytest.FixtureRequest, django_db_setup: Any, tmp_path:
 def test_the_counts_after_the_upgrade_include_the_attempts_before_it(database_url: str, tmp_path: Path) -> None:
     # Given a delivery log written before the migration (one 2xx and one failure of an endpoint
     # an hour ago, one two days ago, a callback's), when it migrates, and again after going back
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "CELERY_"))}
-    env.update(DATABASE_URL=database_url, DATA_DIR=str(tmp_path), DJANGO_SETTINGS_MODULE="core.settings",
-               SECRET_KEY="x")
-    out = subprocess.run([sys.executable, "-c", SCRIPT], cwd=REPO, env=env, capture_output=True, text=True,
-                         timeout=120, check=False)
+    counts = script_output(SCRIPT, database_url=database_url, data_dir=tmp_path)
 
     # Then the endpoint's counts are its two attempts of the last 24 hours, each time
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip().splitlines()[-1] == "[[1, 1], [1, 1]]"
+    assert counts == "[[1, 1], [1, 1]]"
