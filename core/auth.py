@@ -44,14 +44,19 @@ def api_key_forget(*, digest: str) -> None:
     _checked.pop(digest, None)
 
 
+def _bearer_key(header: str) -> str | None:
+    """The key of an `Authorization: Bearer <key>` header; None for any other header."""
+    scheme, _, key = header.partition(" ")
+    key = key.strip()
+    return key if scheme.lower() == ApiKeyAuthentication.keyword.lower() and key else None
+
+
 def known_client_id(request: HttpRequest) -> str | None:
     """The client of the key `request` sends, if this process has found that key valid (however
     long ago: a key revoked elsewhere since is refused when authenticated), without a query; else
     None. For placing a request before it is authenticated (core/concurrency.py `turn_key`)."""
-    scheme, _, key = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")
-    if scheme.lower() != ApiKeyAuthentication.keyword.lower() or not key.strip():
-        return None
-    hit = _checked.get(api_key_digest(key.strip()))
+    key = _bearer_key(request.META.get("HTTP_AUTHORIZATION", ""))
+    hit = None if key is None else _checked.get(api_key_digest(key))
     return None if hit is None else str(hit[1].client_id)
 
 
@@ -97,11 +102,11 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
         if not header:
             # 401: it tries no key and costs no query, so it spends nothing of its address's budget.
             return None
-        scheme, _, key = header.partition(" ")
-        if scheme.lower() != self.keyword.lower() or not key.strip():
+        key = _bearer_key(header)
+        if key is None:
             _attempt_admitted(request)
             raise exceptions.AuthenticationFailed("Send the API key as 'Authorization: Bearer <key>'.")
-        digest = api_key_digest(key.strip())
+        digest = api_key_digest(key)
         if digest in _checked:
             # Valid when last looked up. Revoked since, it is refused (and forgotten) with a query
             # its address does not pay for: once a key, after which it is a stranger.

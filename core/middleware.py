@@ -104,6 +104,9 @@ class UrlGuardMiddleware:
         return self.get_response(request)
 
 
+_METHODS_WITH_A_BODY = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
 class CommonMiddleware(common.CommonMiddleware):
     """Django's, but a request with a body (POST, PUT, PATCH, DELETE) to a path missing its
     trailing slash is sent on with 308, which keeps the method and the body (RFC 7538). Django
@@ -115,9 +118,6 @@ class CommonMiddleware(common.CommonMiddleware):
             slashed = escape_leading_slashes(request.get_full_path(force_append_slash=True))
             return HttpResponsePermanentRedirect(slashed, status=308)
         return super().process_response(request, response)
-
-
-_METHODS_WITH_A_BODY = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
 class _AdminOnly(MiddlewareMixin):
