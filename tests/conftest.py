@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 import requests
 from django.conf import settings
-from django.db import OperationalError, connection
+from django.db import OperationalError, connection, transaction
 
 from core import concurrency, pause
 from core.celery import app as celery_app
@@ -125,6 +125,16 @@ def script_output(script: str, *, database_url: str, data_dir: Path) -> str:
                          timeout=120, check=False)
     assert out.returncode == 0, out.stderr
     return out.stdout.strip().splitlines()[-1]
+
+
+def plan_of(sql: str, *, analyze: bool = False, seqscan: bool = True) -> str:
+    """PostgreSQL's plan for `sql` (a statement captured from the code), run too with `analyze`;
+    with `seqscan` False, as it plans where a table is big enough to prefer an index."""
+    with transaction.atomic(), connection.cursor() as cursor:
+        if not seqscan:
+            cursor.execute("SET LOCAL enable_seqscan = off")
+        cursor.execute(f"EXPLAIN {'(ANALYZE) ' if analyze else ''}{sql}")
+        return "\n".join(row[0] for row in cursor.fetchall())
 
 
 def wait_until_up(url: str, process: subprocess.Popen[bytes], log_path: Path, *, timeout: float = 60) -> None:

@@ -17,6 +17,7 @@ from core.services import client_create
 from jobs import retention, tasks
 from jobs.idempotency import idempotency_keys_prune
 from jobs.models import IdempotencyKey, Job, JobResult
+from tests.conftest import plan_of
 from webhooks import tasks as webhook_tasks
 from webhooks.models import Delivery, DeliveryAttempt, Event
 
@@ -121,11 +122,7 @@ def test_the_prune_finds_old_results_and_keys_by_index_not_by_reading_the_table(
         table: q["sql"] for q in queries.captured_queries for table in ("jobs_jobresult", "jobs_idempotencykey")
         if q["sql"].startswith(f'SELECT "{table}"."id"') and "LIMIT" in q["sql"]
     }
-    plans = {}
-    with connection.cursor() as cursor:
-        for table, sql in looks.items():
-            cursor.execute(f"EXPLAIN {sql}")
-            plans[table] = "\n".join(row[0] for row in cursor.fetchall())
+    plans = {table: plan_of(sql) for table, sql in looks.items()}
     scan = r"(?:Index Scan using|Bitmap Index Scan on) {}\b"
     assert re.search(scan.format("result_created"), plans["jobs_jobresult"]), plans
     assert re.search(scan.format("idempotency_created"), plans["jobs_idempotencykey"]), plans

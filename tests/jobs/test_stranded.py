@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
-from django.db import connection, transaction
+from django.db import connection
 from django.test import Client as DjangoClient
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -19,7 +19,7 @@ from django.utils import timezone
 from core.services import api_key_create, client_create
 from jobs import dispatch, tasks, transitions
 from jobs.models import Job
-from tests.conftest import Api
+from tests.conftest import Api, plan_of
 
 HELLO = "api.tasks.hello_world"
 
@@ -145,10 +145,7 @@ def test_the_look_for_lost_messages_reads_none_of_the_jobs_waiting_for_dispatch(
 
     # When the sweeper's look is run again as it was, where the table is too small for
     # PostgreSQL to prefer an index on its own
-    with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute("SET LOCAL enable_seqscan = off")
-        cursor.execute(f"EXPLAIN (ANALYZE) {look}")
-        plan = "\n".join(row[0] for row in cursor.fetchall())
+    plan = plan_of(look, analyze=True, seqscan=False)
 
     # Then it reads the jobs in the broker only: not one of the waiting jobs read and dropped
     assert "Index Scan using job_in_broker" in plan, plan

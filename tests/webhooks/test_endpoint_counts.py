@@ -18,6 +18,7 @@ from django.utils import timezone
 from core.models import Client
 from core.services import api_key_create, client_create
 from examples.receiver import Receiver, Reply
+from tests.conftest import plan_of
 from webhooks import attempts, claims, outbox
 from webhooks.models import Delivery, DeliveryAttempt, Endpoint, Event
 
@@ -140,9 +141,7 @@ def test_the_counts_read_only_the_endpoints_attempts_of_the_window() -> None:
     with CaptureQueriesContext(connection) as queries:
         assert health_listed(owner) == {str(endpoint.pk): (30, 0)}
     [counts] = [q["sql"] for q in queries.captured_queries if "webhooks_deliveryattempt" in q["sql"]]
-    with connection.cursor() as cursor:
-        cursor.execute(f"EXPLAIN (ANALYZE) {counts}")
-        plan = "\n".join(row[0] for row in cursor.fetchall())
+    plan = plan_of(counts, analyze=True)
 
     # Then the counts come from attempt_endpoint_started, by the endpoint and the window's start,
     # and read its 30 attempts: none of the other endpoints', none of its own history, and no
