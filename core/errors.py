@@ -8,10 +8,12 @@ import logging
 from typing import Any
 
 from django.core.exceptions import PermissionDenied, RequestDataTooBig
+from django.db import InterfaceError, OperationalError, connection
 from django.http import Http404, HttpRequest, JsonResponse
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 
+from core.logs import first_line
 from core.ratelimit import ceiling_seconds
 
 logger = logging.getLogger(__name__)
@@ -72,6 +74,31 @@ def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
     return {"error": {"code": code, "message": message, "details": details}}
 
 
+# What a request the database could not serve answers: 503 rather than 500, for clients to retry
+# and for an operator (the console, the admin) to read what is wrong.
+DATABASE_UNAVAILABLE_CODE = "database_unavailable"
+DATABASE_UNAVAILABLE_MESSAGE = "The database is unreachable; retry later."
+DATABASE_RETRY_AFTER_SECONDS = 5
+
+
+def database_unreachable(exc: BaseException) -> bool:
+    """Whether `exc` is the database out of reach (PostgreSQL refused or never answered the
+    connection, or the connection broke under the query) rather than an error of the query itself
+    (a deadlock, a statement timeout), after which the connection still serves."""
+    if not isinstance(exc, OperationalError | InterfaceError):
+        return False
+    raw = connection.connection  # None: it could not connect
+    # psycopg2's `closed` is nonzero once the connection is lost (SQLite's has no such state).
+    return raw is None or bool(getattr(raw, "closed", 0))
+
+
+def database_unavailable_logged(exc: BaseException) -> dict[str, str]:
+    """Logs a request `database_unreachable(exc)` refused (one WARNING line with the request's id,
+    as every line, rather than the traceback of an unhandled error); the answer's headers."""
+    logger.warning("Database unreachable, answered 503: %s", first_line(exc))
+    return {"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)}
+
+
 # DRF's own exceptions, mapped to our codes and sentences.
 _DRF_CODES: dict[type[exceptions.APIException], str] = {
     exceptions.ParseError: "malformed_json",
@@ -119,6 +146,9 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
             headers["WWW-Authenticate"] = auth_header
         if getattr(exc, "wait", None) is not None:
             headers["Retry-After"] = str(ceiling_seconds(exc.wait))
+    elif database_unreachable(exc):
+        code, message, details, status_code = DATABASE_UNAVAILABLE_CODE, DATABASE_UNAVAILABLE_MESSAGE, None, 503
+        headers.update(database_unavailable_logged(exc))
     else:
         logger.exception("Unhandled error in %s", context.get("view"))
         code, message, details, status_code = "server_error", "Internal server error.", None, 500

@@ -20,6 +20,7 @@ from core.celery import app, broker_connection_ensure
 from core.concurrency import turn_released
 from core.connections import hung_up_after
 from core.errors import error_body
+from core.logs import first_line
 
 logger = logging.getLogger(__name__)
 
@@ -33,8 +34,9 @@ def _database_answers() -> bool:
         connection.ensure_connection()  # within its connect timeout (DB_CONNECT_TIMEOUT)
         with hung_up_after(connection, settings.DB_CHECK_TIMEOUT_SECONDS), connection.cursor() as cursor:
             cursor.execute("SELECT 1")
-    except Exception:  # any driver error means "not ready"
-        logger.warning("readyz: database unreachable", exc_info=True)
+    except Exception as exc:  # noqa: BLE001 (any driver error means "not ready")
+        # One line, not a traceback: it repeats every READYZ_CHECK_SECONDS while the outage lasts.
+        logger.warning("readyz: database unreachable: %s", first_line(exc))
         return False
     return True
 
@@ -48,8 +50,8 @@ def _broker_answers() -> bool:
         # within the connect and socket timeouts that _check_wait_seconds counts.
         with turn_released(), app.connection_for_write() as conn:
             broker_connection_ensure(conn)
-    except Exception:  # any transport error means "not ready"
-        logger.warning("readyz: broker unreachable", exc_info=True)
+    except Exception as exc:  # noqa: BLE001 (any transport error means "not ready")
+        logger.warning("readyz: broker unreachable: %s", first_line(exc))
         return False
     return True
 

@@ -65,6 +65,12 @@ def get_logger(name: str) -> Any:
     return structlog.get_logger(name)
 
 
+def first_line(exc: BaseException) -> str:
+    """An error's first line (a driver's message runs on with hints), or its type's name: what a
+    WARNING about a dependency says, where its traceback would tell nothing more."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
 class Occasional:
     """A warning about a failure that repeats while it lasts (Redis unreachable from a loop that
     runs every second), logged at most once every `every` seconds."""

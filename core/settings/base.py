@@ -137,6 +137,8 @@ MIDDLEWARE = [
     "core.middleware.AdminAuthenticationMiddleware",
     "core.middleware.AdminMessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Only its process_exception: a page's view that met the database out of reach answers 503.
+    "core.middleware.DatabaseUnreachableMiddleware",
 ]
 
 ROOT_URLCONF = "core.urls"

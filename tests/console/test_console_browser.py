@@ -15,11 +15,13 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
+from django.db import connection
 
 from tests.conftest import REPO, worker_env
 from tests.console.seed import DOWN_HOST, seed
 from tests.openapi import chromium
 from tests.openapi.web import start_web, stop
+from tests.proxy import CountingProxy
 
 # Not in `make test-fast`: see the README's "Tests".
 pytestmark = pytest.mark.slow
@@ -100,3 +102,36 @@ def test_the_console_renders_every_section_live_without_errors(transactional_db:
     assert styled == "solid"  # the stylesheet loaded
     assert requested and all(name.startswith(url) for name in requested), requested
     assert errors == [], errors
+
+
+def test_a_refresh_with_the_database_down_says_so(transactional_db: Any, tmp_path: Path) -> None:
+    # Given an operator on the console, the service's database behind a proxy
+    User.objects.create_superuser("operator", "operator@example.com", PASSWORD)
+    database = connection.settings_dict
+    proxy = CountingProxy((database["HOST"] or "127.0.0.1", int(database["PORT"] or 5432)))
+    env = worker_env(SECURE_SSL_REDIRECT="false", DATABASE_URL=(
+        f"postgres://{database['USER']}:{database['PASSWORD']}@{proxy.address}/{database['NAME']}?connect_timeout=2"))
+    web, url = start_web(env, tmp_path)
+    try:
+        with chromium.DevTools(tmp_path) as browser:
+            browser.open(f"{url}/admin/login/?next=/console/")
+            browser.evaluate(
+                "document.querySelector('#id_username').value = 'operator';"
+                f"document.querySelector('#id_password').value = {PASSWORD!r};"
+                "document.querySelector('#login-form').submit()"
+            )
+            browser.wait_for(lambda: browser.evaluate("location.pathname") == "/console/"
+                             and browser.evaluate("document.readyState") == "complete")
+
+            # When PostgreSQL goes away
+            proxy.cut()
+
+            # Then the next refresh marks the figures stale and says why
+            browser.wait_for(lambda: "stale" in browser.evaluate("document.querySelector('#console-live').className"),
+                             timeout=20)
+            live = browser.evaluate("document.querySelector('#console-live').innerText")
+    finally:
+        stop(web)
+        proxy.close()
+
+    assert live == "Stale: the last refresh failed: The database is unreachable; retry later. (503). Reload the page"

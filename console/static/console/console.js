@@ -1,6 +1,7 @@
 // Refreshes the console's figures every few seconds: fetches the page's fragment and swaps it
 // in. Paused while the tab is hidden; marks the figures stale when a refresh fails (the
-// session ended: the answer is then the login page, not the fragment).
+// session ended: the answer is then the login page, not the fragment), with the service's reason
+// when it gave one (503: the database is unreachable).
 "use strict";
 
 (function () {
@@ -11,6 +12,18 @@
   }
   const seconds = Number(live.dataset.refreshSeconds) || 5;
   let busy = false;
+
+  // Why a refresh failed: the message of the service's error answer, else its status.
+  async function reason(response) {
+    if ((response.headers.get("Content-Type") || "").startsWith("application/json")) {
+      try {
+        return (await response.json()).error.message + " (" + response.status + ")";
+      } catch (error) {
+        // not the service's error shape: its status says enough
+      }
+    }
+    return "status " + response.status;
+  }
 
   async function refresh() {
     if (busy || document.hidden) {
@@ -23,14 +36,14 @@
         cache: "no-store",
       });
       if (!response.ok || response.headers.get("X-Console-Fragment") !== "1") {
-        throw new Error("status " + response.status);
+        throw new Error(await reason(response));
       }
       figures.innerHTML = await response.text();
       live.classList.remove("stale");
       live.textContent = "Live: refreshes every " + seconds + " s";
     } catch (error) {
       live.classList.add("stale");
-      live.textContent = "Stale: the last refresh failed (" + error.message + "); reload the page";
+      live.textContent = "Stale: the last refresh failed: " + error.message + ". Reload the page";
     } finally {
       busy = false;
     }

@@ -1,0 +1,118 @@
+"""PostgreSQL out of reach, as an operator meets it: the console, the admin and the API answer 503
+`database_unavailable` (not 500), show nothing to whoever is not signed in, and say so in one
+log line with the request's id; /readyz and /metrics name the database; all serve again when
+it is back. The service runs as production runs it (gunicorn), its database behind a proxy the
+test cuts: the machine's shared PostgreSQL is never stopped."""
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.db import DEFAULT_DB_ALIAS, OperationalError, connection, connections
+from django.test import Client as BrowserClient
+
+from core.errors import database_unreachable
+from tests.conftest import Api, serving
+from tests.proxy import CountingProxy
+
+REQUEST_ID = "oncall-database-down-1"
+
+
+@contextlib.contextmanager
+def served_through_proxy(api: Api, log_path: Path) -> Iterator[tuple[Api, CountingProxy]]:
+    """`api` against gunicorn whose database connections go through a proxy."""
+    database = connection.settings_dict
+    proxy = CountingProxy((database["HOST"] or "127.0.0.1", int(database["PORT"] or 5432)))
+    url = (f"postgres://{database['USER']}:{database['PASSWORD']}@{proxy.address}/{database['NAME']}"
+           "?connect_timeout=2")
+    try:
+        with serving(api, log_path, DATABASE_URL=url, READYZ_CHECK_SECONDS="0") as (served, _):
+            yield served, proxy
+    finally:
+        proxy.close()
+
+
+def operator_cookie() -> dict[str, str]:
+    """A signed-in superuser's session, as the admin's login leaves it."""
+    browser = BrowserClient()
+    browser.force_login(User.objects.create_user("operator", is_staff=True, is_superuser=True))
+    return {"Cookie": f"sessionid={browser.cookies['sessionid'].value}"}
+
+
+def test_with_the_database_down_every_page_answers_503_saying_so(
+    make_api: Callable[..., Api], tmp_path: Path
+) -> None:
+    # Given the service up, an operator signed in, and a client with a key
+    signed_in = operator_cookie()
+    log_path = tmp_path / "gunicorn.log"
+    with served_through_proxy(make_api(), log_path) as (api, proxy):
+        assert requests.get(f"{api.base_url}/console/", headers=signed_in, timeout=30).status_code == 200
+
+        # When PostgreSQL goes away, and everyone asks
+        proxy.cut()
+
+        def get(path: str, headers: dict[str, str]) -> requests.Response:
+            return requests.get(api.base_url + path, headers={"X-Request-ID": REQUEST_ID, **headers}, timeout=30,
+                                allow_redirects=False)
+
+        console = get("/console/", signed_in)
+        fragment = get("/console/?fragment=1", signed_in)
+        admin = get("/admin/jobs/job/", signed_in)
+        anonymous = get("/console/", {})
+        listed = get("/api/jobs/", api.headers())
+        submitted = api.post("/api/jobs/", json={"job_name": "api.tasks.hello_world", "payload": {}})
+        readyz = get("/readyz", {})
+        scraped = get("/metrics", {"Authorization": f"Bearer {settings.METRICS_TOKEN}"})
+
+        # And when it is back
+        proxy.down = False
+        back = get("/console/", signed_in)
+
+    # Then the operator's pages and the API say the database is unreachable, with a 503 to retry
+    unavailable = {"error": {"code": "database_unavailable", "message": "The database is unreachable; retry later.",
+                             "details": None}}
+    for answer in (console, fragment, admin, listed, submitted):
+        assert (answer.status_code, answer.json(), answer.headers["Retry-After"]) == (503, unavailable, "5"), (
+            answer.request.url, answer.status_code, answer.text)
+    # And nothing is shown to whoever is not signed in: they are sent to the login as before
+    assert anonymous.status_code == 302 and anonymous.headers["Location"] == "/admin/login/?next=/console/"
+    # And the probes name the database
+    assert readyz.status_code == 503 and readyz.json()["error"]["details"]["failed"] == ["database"]
+    assert scraped.status_code == 200 and "\njobapi_ready 0.0\n" in scraped.text
+    # And the log says it once a request, with the request's id, and no traceback
+    log = log_path.read_text()
+    said = [line for line in log.splitlines() if "Database unreachable, answered 503" in line]
+    assert len(said) >= 3 and all(REQUEST_ID in line for line in said[:3]), said
+    assert "Traceback" not in log, log
+    # And the console serves again, the operator still signed in
+    assert back.status_code == 200 and 'id="console-figures"' in back.text
+
+
+def test_an_error_of_the_query_itself_is_not_taken_for_the_database_down(transactional_db: Any) -> None:
+    # Given a query PostgreSQL cancels (its statement timeout), on a connection that still serves
+    with pytest.raises(OperationalError) as canceled, connection.cursor() as cursor:
+        cursor.execute("SET statement_timeout = 10")
+        cursor.execute("SELECT pg_sleep(1)")
+    query_canceled = database_unreachable(canceled.value)
+    # And a connection the server ended under the next query
+    with connection.cursor() as cursor:
+        cursor.execute("SET statement_timeout = 0")
+        pid = connection.connection.get_backend_pid()
+    other = connections.create_connection(DEFAULT_DB_ALIAS)
+    try:
+        with other.cursor() as cursor:
+            cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
+    finally:
+        other.close()
+    with pytest.raises(OperationalError) as ended, connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+
+    # Then only the second is the database out of reach (answered 503; the first stays a 500)
+    assert (query_canceled, database_unreachable(ended.value)) == (False, True)
+    connection.close()
