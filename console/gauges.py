@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 
+from django.conf import settings
 from django.db import DatabaseError
 from django.utils import timezone
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -28,9 +29,11 @@ logger = logging.getLogger(__name__)
 
 
 def series_prepare() -> None:
-    """This process's counters and histograms, every job type's, outcome's and reason's, at zero."""
+    """This process's counters and histograms, every job type's, outcome's, reason's and periodic
+    task's, at zero."""
     metrics.prepare(job_names=[t.name for t in job_types_all()], final_statuses=sorted(Job.FINAL_STATUSES),
-                    outcomes=OUTCOMES, disabled_reasons=DISABLED_REASONS)
+                    outcomes=OUTCOMES, disabled_reasons=DISABLED_REASONS,
+                    periodic_tasks=sorted({entry["task"] for entry in settings.CELERY_BEAT_SCHEDULE.values()}))
 
 
 def _gauge(name: str, documentation: str, labels: list[str] | None = None) -> GaugeMetricFamily:

@@ -57,6 +57,9 @@ WEBHOOK_DELIVERY = Histogram(
 WEBHOOK_ENDPOINTS_DISABLED = Counter(
     "jobapi_webhook_endpoints_disabled", "Webhook endpoints the service disabled, by reason.", ["reason"]
 )
+PERIODIC_TASK_RUNS = Counter(
+    "jobapi_periodic_task_runs", "Periodic tasks (beat's schedule) that ran to their end, by task.", ["task"]
+)
 HTTP_REQUESTS = Counter("jobapi_http_requests", "HTTP requests answered.", ["route", "method", "status"])
 HTTP_DURATION = Histogram(
     "jobapi_http_request_duration_seconds", "Time to answer an HTTP request.", ["route", "method"],
@@ -75,7 +78,7 @@ def enabled() -> bool:
 
 
 def prepare(*, job_names: Iterable[str], final_statuses: Iterable[str], outcomes: Iterable[str],
-            disabled_reasons: Iterable[str]) -> None:
+            disabled_reasons: Iterable[str], periodic_tasks: Iterable[str]) -> None:
     """Every series that can be, at zero: a figure shows (and a rule sees it) before its first event."""
     if not enabled():
         return
@@ -90,6 +93,8 @@ def prepare(*, job_names: Iterable[str], final_statuses: Iterable[str], outcomes
         WEBHOOK_ATTEMPTS.labels(outcome)
     for reason in disabled_reasons:
         WEBHOOK_ENDPOINTS_DISABLED.labels(reason)
+    for task in periodic_tasks:
+        PERIODIC_TASK_RUNS.labels(task)
 
 
 def job_submitted(*, job_name: str) -> None:
@@ -119,6 +124,12 @@ def webhook_attempted(*, outcome: str, delivered_after_seconds: float | None = N
 def webhook_endpoint_disabled(*, reason: str) -> None:
     if enabled():
         WEBHOOK_ENDPOINTS_DISABLED.labels(reason).inc()
+
+
+def periodic_task_ran(*, task: str) -> None:
+    """A periodic task ended: its runs stop growing while beat is down (the BeatNotRunning alert)."""
+    if enabled():
+        PERIODIC_TASK_RUNS.labels(task).inc()
 
 
 def http_answered(*, route: str, method: str, status: int, seconds: float) -> None:

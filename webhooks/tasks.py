@@ -16,6 +16,7 @@ from django.conf import settings
 from django.db import DatabaseError
 from django.utils import timezone
 
+from core import metrics
 from webhooks import attempts, dispatch, outbox, secrets
 
 # An attempt ends by itself within WEBHOOK_TIMEOUT_SECONDS + core.deadlines.SLACK_SECONDS,
@@ -60,7 +61,9 @@ def deliveries_send_for_subject(previous: object = None, *, subject_id: str) -> 
 @shared_task(name="webhooks.deliveries_dispatch_due", ignore_result=True)
 def deliveries_dispatch_due() -> int:
     """Periodic (beat): publish attempts whose time has come."""
-    return dispatch.deliveries_dispatch_due()
+    published = dispatch.deliveries_dispatch_due()
+    metrics.periodic_task_ran(task=deliveries_dispatch_due.name)
+    return published
 
 
 @shared_task(name="webhooks.prune", ignore_result=True)
@@ -68,7 +71,9 @@ def webhooks_prune() -> dict[str, int]:
     """Periodic: delete events (with their deliveries and attempts) past their retention, and
     signing secrets whose overlap has ended."""
     now = timezone.now()
-    return {
+    pruned = {
         "events": outbox.events_prune(older_than=now - timedelta(days=settings.WEBHOOK_EVENT_RETENTION_DAYS)),
         "signing_secrets": secrets.signing_secrets_prune(now=now),
     }
+    metrics.periodic_task_ran(task=webhooks_prune.name)
+    return pruned

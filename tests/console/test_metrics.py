@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from django.conf import settings
 from django.test import Client as BrowserClient
 from django.test import override_settings
 from prometheus_client.parser import text_string_to_metric_families
@@ -124,3 +125,24 @@ def test_a_replaced_api_process_leaves_its_counts_and_not_its_files(
     # process's two files and the archive's two, not two for each process that ran
     assert final >= 60 and seen == sorted(seen) and final >= seen[-1], (seen, final)
     assert len(files) <= 4 and {"counter_archive.db", "histogram_archive.db"} <= set(files), files
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_periodic_tasks_count_their_runs_while_beat_schedules_them(celery_worker: str) -> None:
+    # Given the run's worker, and beat beside it (the session's)
+    def runs() -> dict[str, float]:
+        samples = parse(BrowserClient().get("/metrics", **TOKEN).content.decode())
+        return {labels_["task"]: count for (name, labels), count in samples.items()
+                if name == "jobapi_periodic_task_runs_total" for labels_ in [dict(labels)]}
+
+    first = runs()
+
+    # When a few of its ticks have passed
+    deadline = time.monotonic() + 30
+    while (now := runs())["jobs.dispatch_sweep"] <= first["jobs.dispatch_sweep"] and time.monotonic() < deadline:
+        time.sleep(0.5)
+
+    # Then every periodic task has its series, from zero, and the sweeper's runs grew: what the
+    # BeatNotRunning alert watches
+    assert set(first) == {entry["task"] for entry in settings.CELERY_BEAT_SCHEDULE.values()}
+    assert now["jobs.dispatch_sweep"] > first["jobs.dispatch_sweep"], (first, now)
