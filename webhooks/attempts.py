@@ -183,6 +183,7 @@ def _attempt(
             state = State.PENDING
         next_steps.setdefault((state, delay), []).append(claimed.delivery_id)
     owned = 0
+    given_up: set[int] = set()
     with transaction.atomic():
         sql.attempts_finish(
             [(o.attempt_id, o.finished_at, o.duration_ms, o.status_code, o.response_body, o.error) for o in outcomes]
@@ -191,7 +192,7 @@ def _attempt(
             countdown = delay is not None and delay <= dispatch.COUNTDOWN_MAX_SECONDS
             # Only the claim's holder moves a delivery on; if the claim expired and another
             # worker took over, this attempt is logged but decides nothing.
-            owned += Delivery.objects.filter(pk__in=ids, claim_token=token).update(
+            moved = Delivery.objects.filter(pk__in=ids, claim_token=token).update(
                 state=state,
                 next_attempt_at=None if delay is None else now + timedelta(seconds=delay),
                 dispatched_at=now if countdown else None,
@@ -199,6 +200,9 @@ def _attempt(
                 claimed_until=None,
                 finished_at=None if state == State.PENDING else now,
             )
+            owned += moved
+            if state == State.FAILED and moved == len(ids):
+                given_up.update(ids)
             if countdown:
                 # A retry taken over by another worker is published too: its claim makes it a no-op.
                 dispatch.deliveries_publish_on_commit(delivery_ids=ids, countdown=delay)
@@ -208,6 +212,10 @@ def _attempt(
             now=now,
         )
     telemetry.attempts_finished(zip(claims, results, strict=True))
+    if given_up:
+        telemetry.deliveries_given_up(
+            [(claimed, result) for claimed, result in zip(claims, results, strict=True) if claimed.delivery_id in given_up]
+        )
     if owned < len(outcomes):
         logger.warning(
             "%s of %s delivery attempts finished after their claim expired", len(outcomes) - owned, len(outcomes)

@@ -1,7 +1,8 @@
 """What delivery attempts tell their operators: each attempt's outcome, counted by kind
-(core/metrics.py), and one log line (INFO) with the delivery's context; and an endpoint the
-service disabled, counted by reason, with one line (WARNING). Called once the attempts' HTTP
-results are known, or the disabling committed, never deciding anything.
+(core/metrics.py), and one log line (INFO) with the delivery's context; a delivery given up
+after its last attempt, and an endpoint the service disabled (counted by reason), one line each
+(WARNING). Called once the attempts' HTTP results are known, or the disabling committed, never
+deciding anything.
 
 The subject of every event today is a job (webhooks/outbox.py), so the lines name it `job_id`,
 the key operators grep for across the service.
@@ -96,6 +97,24 @@ def _log(attempts: list[tuple[Claimed, HttpResult]]) -> None:
             "webhook attempt", delivery_id=claimed.delivery_id, webhook_id=claimed.message_id,
             job_id=subjects.get(claimed.delivery_id), attempt=claimed.attempt_number,
             outcome=attempt_outcome(result), status_code=result.status_code, duration_ms=result.duration_ms,
+            receiver=urlsplit(claimed.url).hostname, error=result.error[:300] or None,
+            **_own_context(claimed.owner_id, asker=asker),
+        )
+
+
+def deliveries_given_up(attempts: list[tuple[Claimed, HttpResult]]) -> None:
+    """Deliveries whose last attempt failed: one WARNING line each, whatever LOG_LEVEL, so that
+    `grep <job id>` finds the webhook its client never got (a receiver failing for the whole
+    retry schedule, 28 h by default), with the receiver's host and its last answer."""
+    subjects: dict[int, uuid.UUID] = dict(
+        Delivery.objects.filter(pk__in=[claimed.delivery_id for claimed, _ in attempts]).values_list("pk", "subject_id")
+    )
+    asker = logs.context().get("client")
+    for claimed, result in attempts:
+        log.warning(
+            "webhook delivery given up", delivery_id=claimed.delivery_id, webhook_id=claimed.message_id,
+            job_id=subjects.get(claimed.delivery_id), attempts=claimed.attempt_number,
+            outcome=attempt_outcome(result), status_code=result.status_code,
             receiver=urlsplit(claimed.url).hostname, error=result.error[:300] or None,
             **_own_context(claimed.owner_id, asker=asker),
         )

@@ -3,6 +3,7 @@ or host), the time from an event to its delivery; and end to end, a job and its 
 by the API and the worker alike (the run's one multiprocess directory)."""
 from __future__ import annotations
 
+import shlex
 import time
 import uuid
 from collections.abc import Callable
@@ -14,8 +15,9 @@ from django.test import override_settings
 
 from core.services import client_create
 from examples.receiver import Receiver, Reply
-from tests.conftest import Api, free_port
+from tests.conftest import Api, free_port, worker_log_path
 from tests.console.test_metrics import Samples, parse, scrape, value
+from tests.webhooks.conftest import deliveries_of, until
 from webhooks import attempts, outbox
 
 
@@ -113,3 +115,35 @@ def test_a_job_and_its_webhook_move_the_counters(
     assert delta("jobapi_webhook_delivery_seconds_sum") > 0
     assert delta("jobapi_http_requests_total", route="api/jobs/", method="POST", status="202") == 1
     assert delta("jobapi_http_request_duration_seconds_count", route="api/jobs/<uuid:job_id>/", method="GET") >= 1
+
+
+def given_up_lines(worker: str, job_id: str) -> list[dict[str, str]]:
+    """The worker's "webhook delivery given up" lines about `job_id`, as {field: value} with
+    their `level` (its text format: `<time> [<level>] <message> [<logger>] key=value...`)."""
+    found = []
+    for line in worker_log_path(worker).read_text().splitlines():
+        if "webhook delivery given up" in line and f"job_id={job_id}" in line:
+            fields = dict(word.split("=", 1) for word in shlex.split(line) if "=" in word)
+            found.append({**fields, "level": line.split("[", 1)[1].split("]", 1)[0].strip()})
+    return found
+
+
+def test_a_delivery_given_up_is_one_warning_naming_its_job(
+    api: Api, make_receiver: Callable[..., Receiver], celery_worker: str
+) -> None:
+    # Given a receiver that fails every attempt of the schedule (three in the tests)
+    receiver = make_receiver(*[Reply(status=503, body=b"down for maintenance")] * 3)
+
+    # When a job's webhook goes to it, and the service gives the delivery up
+    job = api.submit("api.tasks.hello_world", {"message": "m"}, callback_url=f"{receiver.url}hook?token=s3cr3t")
+    api.wait(job["id"])
+    [delivery] = until(lambda: [d for d in deliveries_of(api, job["id"]) if d["state"] == "failed"], what="given up")
+
+    # Then the worker says so once at WARNING (the default level), with the job, the delivery,
+    # its webhook-id, the receiver's host (not its URL) and its last answer
+    [line] = until(lambda: given_up_lines(celery_worker, job["id"]), what="the worker's line")
+    assert line["level"] == "warning"
+    assert (line["delivery_id"], line["webhook_id"], line["attempts"], line["status_code"], line["receiver"],
+            line["client"]) == (str(delivery["id"]), delivery["webhook_id"], "3", "503", "127.0.0.1",
+                                str(api.client.pk))
+    assert not any("s3cr3t" in text for text in line.values())
