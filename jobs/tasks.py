@@ -75,6 +75,12 @@ def job_run_step(
     self: Any, previous: Any = None, *, job_id: str, index: int, dispatched_at: str | None = None
 ) -> Any:
     job_uuid = uuid.UUID(job_id)
+    if (self.request.delivery_info or {}).get("redelivered"):
+        # The broker handed the message out again: the step's last run was cut off (its pool
+        # process or worker killed, its host gone). Celery's own line for that, in the worker's
+        # main process, names no job ("WorkerLostError"); this one carries the job's id.
+        logger.warning("Job %s step %s runs again: its message was redelivered after its last run was cut off",
+                       job_id, index)
     if index == 0:
         dispatch_time = None if dispatched_at is None else datetime.fromisoformat(dispatched_at)
         try:

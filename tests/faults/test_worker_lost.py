@@ -26,6 +26,12 @@ def _rerun_seen(api: Api, job_id: str, last_tick: int) -> Callable[[], bool]:
     return check
 
 
+def _rerun_lines(stack: Stack, worker: str, job_id: str) -> list[str]:
+    """The worker's WARNING lines saying the job's step runs again (its message redelivered)."""
+    return [line for line in stack.logs[worker].read_text().splitlines()
+            if "runs again: its message was redelivered" in line and job_id in line and "warning" in line.lower()]
+
+
 def _assert_one_success_webhook(api: Api, receiver: WebhookReceiver, job_id: str) -> None:
     """Its webhook arrives once: one job.succeeded event, one delivery, one 2xx attempt."""
     wait_for(lambda: receiver.for_job(job_id), timeout=30, what="the webhook")
@@ -65,6 +71,8 @@ def test_pool_process_sigkill_requeues_and_completes(
     assert done["status"] == "SUCCESS", done
     assert done["result"] == "Slept for 4 seconds. Message: survivor"
     _assert_one_success_webhook(api, receiver, job["id"])
+    # And the worker's log says which job ran again, and why
+    assert _rerun_lines(stack, "jobs", job["id"]), stack.logs["jobs"].read_text()[-3000:]
     figures.update(seconds_until_rerun=round(rerun_after, 2),
                    seconds_until_success=round(time.monotonic() - killed_at, 2))
 
@@ -95,5 +103,6 @@ def test_main_process_sigkill_redelivers_after_visibility_timeout(
     done = api.wait(job["id"], timeout=60)
     assert done["status"] == "SUCCESS", done
     _assert_one_success_webhook(api, receiver, job["id"])
+    assert _rerun_lines(stack, "second", job["id"]), stack.logs["second"].read_text()[-3000:]
     figures.update(visibility_timeout_seconds=10, seconds_until_rerun=round(rerun_after, 2),
                    seconds_until_success=round(time.monotonic() - killed_at, 2))
