@@ -6,6 +6,7 @@ test cuts: the machine's shared PostgreSQL is never stopped."""
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,13 @@ def test_with_the_database_down_every_page_answers_503_saying_so(
         fragment = get("/console/?fragment=1", signed_in)
         admin = get("/admin/jobs/job/", signed_in)
         anonymous = get("/console/", {})
+        login_page = requests.get(f"{api.base_url}/admin/login/", timeout=30)
+        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', login_page.text)
+        signing_in = requests.post(
+            f"{api.base_url}/admin/login/", timeout=30, allow_redirects=False,
+            data={"csrfmiddlewaretoken": token.group(1) if token else "", "username": "operator", "password": "x" * 12},
+            headers={"Cookie": f"csrftoken={login_page.cookies['csrftoken']}", "Referer": f"{api.base_url}/admin/login/"},
+        )
         listed = get("/api/jobs/", api.headers())
         submitted = api.post("/api/jobs/", json={"job_name": "api.tasks.hello_world", "payload": {}})
         readyz = get("/readyz", {})
@@ -77,11 +85,13 @@ def test_with_the_database_down_every_page_answers_503_saying_so(
     # Then the operator's pages and the API say the database is unreachable, with a 503 to retry
     unavailable = {"error": {"code": "database_unavailable", "message": "The database is unreachable; retry later.",
                              "details": None}}
-    for answer in (console, fragment, admin, listed, submitted):
+    for answer in (console, fragment, admin, signing_in, listed, submitted):
         assert (answer.status_code, answer.json(), answer.headers["Retry-After"]) == (503, unavailable, "5"), (
             answer.request.url, answer.status_code, answer.text)
-    # And nothing is shown to whoever is not signed in: they are sent to the login as before
+    # And nothing is shown to whoever is not signed in: they are sent to the login as before,
+    # whose page shows, and whose sign-in is the 503
     assert anonymous.status_code == 302 and anonymous.headers["Location"] == "/admin/login/?next=/console/"
+    assert login_page.status_code == 200 and token is not None
     # And the probes name the database
     assert readyz.status_code == 503 and readyz.json()["error"]["details"]["failed"] == ["database"]
     assert scraped.status_code == 200 and "\njobapi_ready 0.0\n" in scraped.text
