@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 
-from django.conf import settings
 from django.db import DatabaseError
 from django.utils import timezone
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -33,7 +32,7 @@ def series_prepare() -> None:
     task's, at zero."""
     metrics.prepare(job_names=[t.name for t in job_types_all()], final_statuses=sorted(Job.FINAL_STATUSES),
                     outcomes=OUTCOMES, disabled_reasons=DISABLED_REASONS,
-                    periodic_tasks=sorted({entry["task"] for entry in settings.CELERY_BEAT_SCHEDULE.values()}))
+                    periodic_tasks=sorted(metrics.periodic_tasks()))
 
 
 def _gauge(name: str, documentation: str, labels: list[str] | None = None) -> GaugeMetricFamily:

@@ -9,6 +9,7 @@ from celery.signals import (
     celeryd_init,
     task_postrun,
     task_prerun,
+    task_success,
     worker_process_shutdown,
     worker_ready,
 )
@@ -17,7 +18,7 @@ from kombu import Connection
 
 from core.connections import connections_released, connections_reused
 from core.logs import task_context_bind, task_context_clear, task_context_publish
-from core.metrics import worker_process_exited, worker_serve
+from core.metrics import periodic_task_ran, worker_process_exited, worker_serve
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "core.settings")
 
@@ -82,6 +83,8 @@ task_postrun.connect(connections_released)
 before_task_publish.connect(task_context_publish)
 task_prerun.connect(task_context_bind)
 task_postrun.connect(task_context_clear)
-# Each worker serves its own metrics; a pool process's end is noted (core/metrics.py).
+# Each worker serves its own metrics; a pool process's end is noted, and a periodic task's run
+# counted (core/metrics.py).
 worker_ready.connect(worker_serve)
 worker_process_shutdown.connect(worker_process_exited)
+task_success.connect(periodic_task_ran)

@@ -16,7 +16,6 @@ from celery import shared_task
 from celery.exceptions import Ignore, SoftTimeLimitExceeded
 from django.db import DatabaseError
 
-from core import metrics
 from jobs import dispatch, retention, transitions
 from jobs.models import Job
 from jobs.registry import job_type_get
@@ -127,9 +126,7 @@ def jobs_dispatch_sweep() -> int:
     """Periodic: publish the jobs waiting for dispatch (the broker was down, or their owner was
     at its running cap), having first given back those whose message was lost."""
     dispatch.jobs_release_stranded()
-    published = dispatch.jobs_publish_waiting()
-    metrics.periodic_task_ran(task=jobs_dispatch_sweep.name)
-    return published
+    return dispatch.jobs_publish_waiting()
 
 
 @shared_task(name=dispatch.DISPATCH_OWNER_TASK, ignore_result=True, autoretry_for=(DatabaseError,), max_retries=5)
@@ -146,22 +143,16 @@ def jobs_dispatch_owner(*, owner_id: str) -> int:
 @shared_task(name="jobs.enforce_deadlines", ignore_result=True)
 def jobs_enforce_deadlines() -> int:
     """Periodic: cancel the jobs whose deadline has passed (error.type deadline_exceeded)."""
-    canceled = transitions.jobs_cancel_past_deadline()
-    metrics.periodic_task_ran(task=jobs_enforce_deadlines.name)
-    return canceled
+    return transitions.jobs_cancel_past_deadline()
 
 
 @shared_task(name="jobs.fail_abandoned", ignore_result=True)
 def jobs_fail_abandoned() -> int:
     """Periodic: fail the jobs whose worker vanished for good (error.type worker_lost)."""
-    failed = transitions.jobs_fail_abandoned()
-    metrics.periodic_task_ran(task=jobs_fail_abandoned.name)
-    return failed
+    return transitions.jobs_fail_abandoned()
 
 
 @shared_task(name="jobs.prune", ignore_result=True)
 def jobs_prune() -> dict[str, int]:
     """Periodic: delete finished jobs, persisted results and idempotency keys past retention."""
-    pruned = retention.jobs_retention_apply()
-    metrics.periodic_task_ran(task=jobs_prune.name)
-    return pruned
+    return retention.jobs_retention_apply()

@@ -16,7 +16,6 @@ from django.conf import settings
 from django.db import DatabaseError
 from django.utils import timezone
 
-from core import metrics
 from webhooks import attempts, dispatch, outbox, secrets
 
 # An attempt ends by itself within WEBHOOK_TIMEOUT_SECONDS + core.deadlines.SLACK_SECONDS,
@@ -61,9 +60,7 @@ def deliveries_send_for_subject(previous: object = None, *, subject_id: str) -> 
 @shared_task(name="webhooks.deliveries_dispatch_due", ignore_result=True)
 def deliveries_dispatch_due() -> int:
     """Periodic (beat): publish attempts whose time has come."""
-    published = dispatch.deliveries_dispatch_due()
-    metrics.periodic_task_ran(task=deliveries_dispatch_due.name)
-    return published
+    return dispatch.deliveries_dispatch_due()
 
 
 @shared_task(name="webhooks.prune", ignore_result=True)
@@ -71,9 +68,7 @@ def webhooks_prune() -> dict[str, int]:
     """Periodic: delete events (with their deliveries and attempts) past their retention, and
     signing secrets whose overlap has ended."""
     now = timezone.now()
-    pruned = {
+    return {
         "events": outbox.events_prune(older_than=now - timedelta(days=settings.WEBHOOK_EVENT_RETENTION_DAYS)),
         "signing_secrets": secrets.signing_secrets_prune(now=now),
     }
-    metrics.periodic_task_ran(task=webhooks_prune.name)
-    return pruned
