@@ -20,9 +20,12 @@ from django.db import DatabaseError, connection
 from django.utils import timezone
 
 from console import services
+from core import logs
 
 logger = logging.getLogger(__name__)
 
+# While the database is out of reach, one line a minute rather than a traceback every beat.
+_unrecorded = logs.Occasional(logger)
 _stop = threading.Event()
 _thread: threading.Thread | None = None
 # When this process's worker run started: its heartbeats and its shutdown mark name the run by it.
@@ -34,8 +37,8 @@ def _beat(*, hostname: str, queues: list[str], concurrency: int, started_at: dat
         try:
             services.worker_seen(hostname=hostname, queues=queues, concurrency=concurrency, pid=os.getpid(),
                                  started_at=started_at, now=timezone.now())
-        except DatabaseError:
-            logger.warning("Could not record the heartbeat of %s", hostname, exc_info=True)
+        except DatabaseError as exc:
+            _unrecorded.warning("Could not record the heartbeat of %s: %s", hostname, logs.first_line(exc))
         finally:
             # No connection is left open between beats: a pool process forked meanwhile would
             # inherit its socket, and closing its copy would end the server's session.

@@ -3,17 +3,21 @@ The heartbeat thread writes on a connection of its own, so the rows are committe
 (transactional_db)."""
 from __future__ import annotations
 
+import logging
+import threading
 import time
 from datetime import timedelta
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from django.db import OperationalError
 from django.utils import timezone
 
 from console import heartbeats, services
 from console.models import WorkerHeartbeat
 from console.services import LOST_AFTER_SECONDS
+from core import logs
 
 pytestmark = pytest.mark.usefixtures("transactional_db")
 
@@ -94,3 +98,27 @@ def test_an_older_run_takes_the_row_back_once_the_newer_run_is_lost() -> None:
     # Then the row is the older run's: the name's worker is up
     row = WorkerHeartbeat.objects.get(hostname=HOSTNAME)
     assert (row.started_at, row.pid, row.seen_at) == (older, 4242, now)
+
+
+def test_while_the_database_is_out_of_reach_the_heartbeat_says_so_in_one_line_a_minute(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given beats that cannot be written (the driver's message runs on over several lines)
+    def unreachable(**kwargs: Any) -> None:
+        raise OperationalError('connection to server at "10.0.0.5", port 5432 failed: Connection refused\n'
+                               "\tIs the server running on that host and accepting TCP/IP connections?")
+
+    monkeypatch.setattr(services, "worker_seen", unreachable)
+    monkeypatch.setattr(heartbeats, "_unrecorded", logs.Occasional(logging.getLogger(heartbeats.__name__)))
+    stopped = threading.Event()
+    stopped.set()  # each _beat call writes once and returns
+    monkeypatch.setattr(heartbeats, "_stop", stopped)
+
+    # When the worker beats three times
+    with caplog.at_level(logging.WARNING, logger=heartbeats.__name__):
+        for _ in range(3):
+            heartbeats._beat(hostname=HOSTNAME, queues=["jobs"], concurrency=2, started_at=timezone.now())
+
+    # Then the log has one line naming the worker and the driver's first line, with no traceback
+    line = f'Could not record the heartbeat of {HOSTNAME}: connection to server at "10.0.0.5", port 5432 failed: '
+    assert [(r.getMessage(), r.exc_info) for r in caplog.records] == [(line + "Connection refused", None)]
