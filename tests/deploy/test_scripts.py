@@ -121,10 +121,11 @@ def stack(django_db_setup: Any, tmp_path_factory: pytest.TempPathFactory) -> Ite
         prefix, tmp / "data",
         HOST="127.0.0.1", PORT=str(port), WEB_CONCURRENCY="2", ALLOWED_HOSTS=PUBLIC_HOST,
         SECURE_SSL_REDIRECT="true", SECURE_HSTS_SECONDS="3600",
-        METRICS_ENABLED="true", METRICS_TOKEN="deploy-token",
+        METRICS_ENABLED="true", METRICS_TOKEN="deploy-token", METRICS_DIR=str(tmp / "metrics"),
     )
-    # Metrics as compose has them: no directory given, each script makes its group's in
-    # DATA_DIR. Unset, not empty: prometheus-client takes an empty one for the current directory.
+    # Metrics as compose has them: no directory given, each script makes its group's under
+    # METRICS_DIR (the image's /dev/shm/jobapi-metrics, one per container; here this stack's own).
+    # Unset, not empty: prometheus-client takes an empty one for the current directory.
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     metrics_port = free_port()
     jobs_worker, deliveries_worker = (f"{queue}-{uuid.uuid4().hex[:6]}" for queue in ("jobs", "webhooks"))
@@ -226,7 +227,7 @@ def test_metrics_are_served_by_the_api_with_its_token_and_by_each_worker_on_its_
     assert value(parse(api.text), "jobapi_jobs_submitted_total", **hello) >= 1
     assert value(parse(worker.text), "jobapi_jobs_finished_total", status="SUCCESS", **hello) >= 1
     assert "jobapi_jobs_submitted_total" in worker.text and "jobapi_ready" not in worker.text
-    assert {p.name for p in (Path(stack.env["DATA_DIR"]) / "metrics").iterdir()} == {
+    assert {p.name for p in Path(stack.env["METRICS_DIR"]).iterdir()} == {
         "web", f"worker-{stack.jobs_worker.split('@')[0]}", f"worker-{stack.deliveries_worker.split('@')[0]}"}
 
 
