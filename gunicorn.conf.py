@@ -3,6 +3,7 @@ import fcntl
 import gc
 import multiprocessing
 import os
+import struct
 import threading
 import time
 
@@ -51,9 +52,13 @@ def child_exit(server: object, worker: object) -> None:
     directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if directory:
         multiprocess.mark_process_dead(worker.pid)  # type: ignore[attr-defined]
+        # Raised here, an error would stop the master. Left unmerged, the worker's files stay
+        # and scrapes go on counting them.
         try:
             process_files_merge(directory, worker.pid)  # type: ignore[attr-defined]
-        except Exception:  # raised here it would stop the master (it runs in its signal handler)
+        except OSError as exc:  # the directory's filesystem full (ENOSPC), or gone
+            server.log.error("Could not merge the metrics of worker %s: %s", worker.pid, exc)  # type: ignore[attr-defined]
+        except Exception:
             server.log.exception("Could not merge the metrics of worker %s", worker.pid)  # type: ignore[attr-defined]
 
 
@@ -76,7 +81,9 @@ def process_files_merge(directory: str, pid: int) -> None:
                 ended = os.path.join(directory, f"{kind}_{pid}.db")
                 if not os.path.exists(ended):
                     continue
-                archive = MmapedDict(os.path.join(directory, f"{kind}_archive.db"))
+                archive_path = os.path.join(directory, f"{kind}_archive.db")
+                _space_reserved(archive_path, _HEADER_BYTES + _used_bytes(archive_path) + _used_bytes(ended))
+                archive = MmapedDict(archive_path)
                 try:
                     for key, value, timestamp, _ in MmapedDict.read_all_values_from_file(ended):
                         total, _ = archive.read_value(key)
@@ -86,6 +93,38 @@ def process_files_merge(directory: str, pid: int) -> None:
                 os.remove(ended)
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+# A MmapedDict file's header: the bytes it holds (4), and padding.
+_HEADER_BYTES = 8
+
+
+def _used_bytes(path: str) -> int:
+    """The bytes a MmapedDict file holds (the count its first 4 bytes keep), 0 for no file."""
+    try:
+        with open(path, "rb") as file:
+            return struct.unpack("i", file.read(4).ljust(4, b"\0"))[0]
+    except FileNotFoundError:
+        return 0
+
+
+def _space_reserved(path: str, size: int) -> None:
+    """The file's first `size` bytes have their disk (or memory) space, or OSError (ENOSPC).
+
+    MmapedDict writes through a memory map: a page of a sparse file touched when its
+    filesystem is full kills the process with SIGBUS, which nothing can catch, and here that
+    process is gunicorn's master. An archive of `size` bytes (a header, its own entries and the
+    ended process's: both files encode a key the same way) never grows while it merges, so every
+    page it touches has its space reserved beforehand."""
+    descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        os.posix_fallocate(descriptor, 0, size)
+    except OSError:
+        if os.fstat(descriptor).st_size == 0:  # made just now: no empty archive for scrapes to read
+            os.remove(path)
+        raise
+    finally:
+        os.close(descriptor)
 
 
 def post_worker_init(worker: object) -> None:

@@ -1,0 +1,117 @@
+"""A full disk, as the on-call audit found it: the API (scripts/web, embedded mode as `make run`
+runs it, metrics on) with DATA_DIR on a small filesystem that fills, and with the metrics
+directory's own filesystem full. The API answers what it cannot do, and its master stays up.
+
+Each test mounts a tmpfs of its own (root only: CI runs the suite as root on this machine)."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.conftest import REPO, free_port, stop_process, wait_until_up
+from tests.console.test_metrics import parse, value
+from tests.core.test_make_run import SERVER_VARIABLES
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.timeout(180),
+    pytest.mark.skipif(os.geteuid() != 0, reason="mounts a tmpfs, which needs root (CI runs as root)"),
+]
+
+METRICS_TOKEN = "disk-full-token"
+
+
+@contextmanager
+def tmpfs(path: Path, size: str) -> Iterator[Path]:
+    path.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], check=True)
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", str(path)], check=True)
+
+
+def fill(directory: Path) -> Path:
+    """Writes a file until its filesystem has not a byte left."""
+    filler = directory / "filler"
+    with open(filler, "wb", buffering=0) as file:
+        for chunk in (1 << 20, 4096, 1):
+            try:
+                while True:
+                    file.write(bytes(chunk))
+            except OSError as exc:
+                assert exc.errno == 28, exc  # ENOSPC
+    return filler
+
+
+@contextmanager
+def embedded_api(data_dir: Path, log_path: Path, **extra: str) -> Iterator[tuple[str, str, subprocess.Popen[bytes]]]:
+    """scripts/web in embedded mode on `data_dir`, metrics on, one worker process: its address,
+    the development API key, and gunicorn's master."""
+    port = free_port()
+    env = {name: value for name, value in os.environ.items() if name not in SERVER_VARIABLES}
+    env.update(DATA_DIR=str(data_dir), PORT=str(port), WEB_CONCURRENCY="1", VIRTUAL_ENV=sys.prefix,
+               METRICS_ENABLED="true", METRICS_TOKEN=METRICS_TOKEN, **extra)
+    manage = [sys.executable, "manage.py"]
+    subprocess.run([*manage, "migrate", "--noinput", "-v0"], cwd=REPO, env=env, check=True, timeout=120)
+    key = subprocess.run([*manage, "dev_api_key"], cwd=REPO, env=env, check=True, capture_output=True,
+                         text=True, timeout=60).stdout.strip()
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen([str(REPO / "scripts" / "web")], cwd=REPO, env=env, stdout=log,
+                                   stderr=subprocess.STDOUT)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_until_up(f"{base}/healthz", process, log_path)
+        yield base, key, process
+    finally:
+        stop_process(process)
+
+
+def _worker_pid(master: int) -> int:
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(master)], capture_output=True, text=True, check=True)
+    [pid] = out.stdout.split()
+    return int(pid)
+
+
+def test_a_worker_ended_while_the_metrics_filesystem_is_full_leaves_the_master_up(tmp_path: Path) -> None:
+    # Given the API with its metrics directory on a small filesystem, and requests counted
+    with tmpfs(tmp_path / "metrics", "4m") as metrics_dir, embedded_api(
+        tmp_path / "data", tmp_path / "web.log", PROMETHEUS_MULTIPROC_DIR=str(metrics_dir)
+    ) as (base, _key, process):
+        scrape = {"Authorization": f"Bearer {METRICS_TOKEN}"}
+        for _ in range(3):
+            assert requests.get(f"{base}/healthz", timeout=10).status_code == 200
+
+        # When that filesystem is full and the worker process ends (gunicorn's master merges
+        # the counts of a worker that ended into the directory's archive)
+        filler = fill(metrics_dir)
+        worker = _worker_pid(process.pid)
+        os.kill(worker, signal.SIGKILL)
+
+        # Then the master says it could not, in one line, and stays up
+        log_path = tmp_path / "web.log"
+        line = f"Could not merge the metrics of worker {worker}: [Errno 28] No space left on device"
+        deadline = time.monotonic() + 30
+        while line not in log_path.read_text():
+            assert process.poll() is None, f"gunicorn's master exited with {process.returncode}:\n{log_path.read_text()}"
+            assert time.monotonic() < deadline, log_path.read_text()
+            time.sleep(0.1)
+        assert process.poll() is None
+
+        # And once space is freed, a new worker serves the metrics, the ended one's counts too
+        filler.unlink()
+        deadline = time.monotonic() + 60
+        while (metrics := requests.get(f"{base}/metrics", headers=scrape, timeout=10)).status_code != 200:
+            assert process.poll() is None and time.monotonic() < deadline, log_path.read_text()
+            time.sleep(0.2)
+        served = value(parse(metrics.text), "jobapi_http_requests_total", route="healthz", method="GET", status="200")
+        assert served >= 3, metrics.text
