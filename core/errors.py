@@ -4,7 +4,9 @@ The shape: `{"error": {"code": "<machine code>", "message": "<sentence>", "detai
 """
 from __future__ import annotations
 
+import errno
 import logging
+import sqlite3
 from typing import Any
 
 from django.core.exceptions import PermissionDenied, RequestDataTooBig
@@ -99,6 +101,33 @@ def database_unavailable_logged(exc: BaseException) -> dict[str, str]:
     return {"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)}
 
 
+# What a request the data directory's full disk refused answers (embedded mode: `make run`'s
+# SQLite file, its file cache and broker): 503, as for the database out of reach, since a client
+# can only wait; freeing the disk takes an operator, not seconds.
+STORAGE_FULL_CODE = "storage_full"
+STORAGE_FULL_MESSAGE = "The service's storage is full; retry later."
+STORAGE_RETRY_AFTER_SECONDS = 30
+
+
+def storage_full(exc: BaseException) -> bool:
+    """Whether `exc`, or the error it was raised from (Django's database errors wrap the
+    driver's), is a full disk: ENOSPC or EDQUOT from a write, SQLITE_FULL from SQLite. Any other
+    OSError stays the server's error that it is."""
+    for error in (exc, exc.__cause__):
+        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if isinstance(error, sqlite3.Error) and getattr(error, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+            return True
+    return False
+
+
+def storage_full_logged(exc: BaseException) -> dict[str, str]:
+    """Logs a request `storage_full(exc)` refused (one WARNING line, as for the database out of
+    reach); the answer's headers."""
+    logger.warning("Storage full, answered 503: %s", first_line(exc))
+    return {"Retry-After": str(STORAGE_RETRY_AFTER_SECONDS)}
+
+
 # DRF's own exceptions, mapped to our codes and sentences.
 _DRF_CODES: dict[type[exceptions.APIException], str] = {
     exceptions.ParseError: "malformed_json",
@@ -149,6 +178,9 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     elif database_unreachable(exc):
         code, message, details, status_code = DATABASE_UNAVAILABLE_CODE, DATABASE_UNAVAILABLE_MESSAGE, None, 503
         headers.update(database_unavailable_logged(exc))
+    elif storage_full(exc):
+        code, message, details, status_code = STORAGE_FULL_CODE, STORAGE_FULL_MESSAGE, None, 503
+        headers.update(storage_full_logged(exc))
     else:
         logger.exception("Unhandled error in %s", context.get("view"))
         code, message, details, status_code = "server_error", "Internal server error.", None, 500
