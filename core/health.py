@@ -9,6 +9,7 @@ many ask, and a dependency that hangs costs one connection waiting on it, not on
 from __future__ import annotations
 
 import logging
+import tempfile
 import threading
 import time
 
@@ -56,7 +57,26 @@ def _broker_answers() -> bool:
     return True
 
 
+# Bytes the storage check writes: a page, as a write of the SQLite file or the cache needs one.
+STORAGE_PROBE_BYTES = 4096
+
+
+def _storage_writable() -> bool:
+    """DATA_DIR takes a write (an unnamed file, gone when closed). With its disk full SQLite
+    still reads, so the database check passed while every submission failed."""
+    try:
+        with tempfile.TemporaryFile(dir=settings.DATA_DIR, buffering=0) as probe:
+            probe.write(bytes(STORAGE_PROBE_BYTES))
+    except OSError as exc:
+        logger.warning("readyz: storage not writable: %s", first_line(exc))
+        return False
+    return True
+
+
 CHECKS = {"database": _database_answers, "broker": _broker_answers}
+if settings.EMBEDDED_DATABASE:
+    # Embedded mode writes its database, cache and broker's messages in DATA_DIR.
+    CHECKS["storage"] = _storage_writable
 
 
 def _check_wait_seconds() -> float:
@@ -130,18 +150,20 @@ _shared = _SharedCheck()
 
 
 def unreachable() -> list[str]:
-    """Which of /readyz's checks fail, of "database" and "broker" (/metrics reports the same
-    as jobapi_ready, and the console): within READYZ_CHECK_SECONDS, the last check's outcome."""
+    """Which of /readyz's checks fail, of "database", "broker" and, in embedded mode, "storage"
+    (/metrics reports the same as jobapi_ready, and the console): within READYZ_CHECK_SECONDS,
+    the last check's outcome."""
     if not settings.READYZ_CHECK_SECONDS:
         return [name for name, answers in CHECKS.items() if not answers()]
     return _shared.failed(settings.READYZ_CHECK_SECONDS)
 
 
 def readyz(request: HttpRequest) -> JsonResponse:
-    """The database and the broker are reachable; 503 naming whichever is not."""
+    """The database and the broker are reachable (and, in embedded mode, DATA_DIR writable);
+    503 naming whichever is not."""
     failed = unreachable()
     if failed:
         return JsonResponse(
             error_body("not_ready", f"Unreachable: {', '.join(failed)}.", {"failed": failed}), status=503
         )
-    return JsonResponse({"status": "ok", "checks": {"database": "ok", "broker": "ok"}})
+    return JsonResponse({"status": "ok", "checks": dict.fromkeys(CHECKS, "ok")})

@@ -42,7 +42,8 @@ def _health_operation(
     if ready:
         responses["503"] = {
             "description": "A dependency is unreachable; `details.failed` names which "
-            "(`database`, `broker`). Code: `not_ready`.",
+            "(`database`, `broker`; in embedded mode, `storage`: the data directory cannot be "
+            "written). Code: `not_ready`.",
             "content": {
                 "application/json": {
                     "schema": _ERROR_REF,

@@ -28,6 +28,7 @@ pytestmark = [
 ]
 
 METRICS_TOKEN = "disk-full-token"
+SUBMISSION = {"job_name": "api.tasks.hello_world", "payload": {"message": "full"}}
 
 
 @contextmanager
@@ -74,6 +75,43 @@ def embedded_api(data_dir: Path, log_path: Path, **extra: str) -> Iterator[tuple
         yield base, key, process
     finally:
         stop_process(process)
+
+
+def test_a_full_data_dir_answers_503_storage_full_and_not_ready_and_the_api_stays_up(tmp_path: Path) -> None:
+    # Given the API in embedded mode on a small filesystem (its metrics where scripts/web puts them)
+    with tmpfs(tmp_path / "data", "16m") as data_dir, embedded_api(
+        data_dir, tmp_path / "web.log", METRICS_DIR=str(tmp_path / "metrics")
+    ) as (base, key, process):
+        headers = {"Authorization": f"Bearer {key}"}
+        accepted = requests.post(f"{base}/api/jobs/", json=SUBMISSION, headers=headers, timeout=10)
+        assert accepted.status_code == 202, accepted.text
+
+        # When its disk fills
+        filler = fill(data_dir)
+
+        # Then a submission, and a poll, answer 503 storage_full with Retry-After, not 500
+        refused = requests.post(f"{base}/api/jobs/", json=SUBMISSION, headers=headers, timeout=10)
+        poll = requests.get(f"{base}/api/jobs/{accepted.json()['id']}/", headers=headers, timeout=10)
+        for answer in (refused, poll):
+            assert answer.status_code == 503, answer.text
+            assert answer.json()["error"]["code"] == "storage_full"
+            assert answer.headers["Retry-After"] == "30"
+        # /readyz says so, and so does /metrics, which still answers
+        ready = requests.get(f"{base}/readyz", timeout=10)
+        assert ready.status_code == 503 and "storage" in ready.json()["error"]["details"]["failed"], ready.text
+        metrics = requests.get(f"{base}/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"}, timeout=10)
+        assert metrics.status_code == 200, metrics.text
+        assert value(parse(metrics.text), "jobapi_ready") == 0
+        # gunicorn's master and its worker are still up, and the log says it in one line a request
+        assert process.poll() is None
+        log = (tmp_path / "web.log").read_text()
+        assert "SIGBUS" not in log and "Traceback" not in log, log
+        assert "Storage full, answered 503: [Errno 28] No space left on device" in log, log
+
+        # And once space is freed, submissions are accepted again
+        filler.unlink()
+        again = requests.post(f"{base}/api/jobs/", json=SUBMISSION, headers=headers, timeout=10)
+        assert again.status_code == 202, again.text
 
 
 def _worker_pid(master: int) -> int:
