@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import logging
 import sqlite3
+from dataclasses import dataclass
 from typing import Any
 
 from django.core.exceptions import PermissionDenied, RequestDataTooBig
@@ -76,13 +77,6 @@ def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
     return {"error": {"code": code, "message": message, "details": details}}
 
 
-# What a request the database could not serve answers: 503 rather than 500, for clients to retry
-# and for an operator (the console, the admin) to read what is wrong.
-DATABASE_UNAVAILABLE_CODE = "database_unavailable"
-DATABASE_UNAVAILABLE_MESSAGE = "The database is unreachable; retry later."
-DATABASE_RETRY_AFTER_SECONDS = 5
-
-
 def database_unreachable(exc: BaseException) -> bool:
     """Whether `exc` is the database out of reach (PostgreSQL refused or never answered the
     connection, or the connection broke under the query) rather than an error of the query itself
@@ -94,25 +88,11 @@ def database_unreachable(exc: BaseException) -> bool:
     return raw is None or bool(getattr(raw, "closed", 0))
 
 
-def database_unavailable_logged(exc: BaseException) -> dict[str, str]:
-    """Logs a request `database_unreachable(exc)` refused (one WARNING line with the request's id,
-    as every line, rather than the traceback of an unhandled error); the answer's headers."""
-    logger.warning("Database unreachable, answered 503: %s", first_line(exc))
-    return {"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)}
-
-
-# What a request the data directory's full disk refused answers (embedded mode: `make run`'s
-# SQLite file, its file cache and broker): 503, as for the database out of reach, since a client
-# can only wait; freeing the disk takes an operator, not seconds.
-STORAGE_FULL_CODE = "storage_full"
-STORAGE_FULL_MESSAGE = "The service's storage is full; retry later."
-STORAGE_RETRY_AFTER_SECONDS = 30
-
-
 def storage_full(exc: BaseException) -> bool:
     """Whether `exc`, or the error it was raised from (Django's database errors wrap the
-    driver's), is a full disk: ENOSPC or EDQUOT from a write, SQLITE_FULL from SQLite. Any other
-    OSError stays the server's error that it is."""
+    driver's), is a full disk: ENOSPC or EDQUOT from a write, SQLITE_FULL from SQLite (embedded
+    mode: `make run`'s SQLite file, its file cache and broker). Any other OSError stays the
+    server's error that it is."""
     for error in (exc, exc.__cause__):
         if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
             return True
@@ -121,11 +101,34 @@ def storage_full(exc: BaseException) -> bool:
     return False
 
 
-def storage_full_logged(exc: BaseException) -> dict[str, str]:
-    """Logs a request `storage_full(exc)` refused (one WARNING line, as for the database out of
-    reach); the answer's headers."""
-    logger.warning("Storage full, answered 503: %s", first_line(exc))
-    return {"Retry-After": str(STORAGE_RETRY_AFTER_SECONDS)}
+@dataclass(frozen=True)
+class Outage:
+    """A request the service could not serve for a dependency's outage: 503 rather than 500, for
+    clients to retry after `retry_after` seconds and for an operator (the console, the admin) to
+    read what is wrong."""
+
+    code: str
+    message: str
+    retry_after: int
+    logged_as: str
+
+
+_OUTAGES = (
+    (database_unreachable, Outage("database_unavailable", "The database is unreachable; retry later.", 5,
+                                  "Database unreachable")),
+    # Freeing a disk takes an operator, not seconds.
+    (storage_full, Outage("storage_full", "The service's storage is full; retry later.", 30, "Storage full")),
+)
+
+
+def outage(exc: BaseException) -> Outage | None:
+    """The outage `exc` tells, if any, logged as one WARNING line with the request's id (as every
+    line) rather than the traceback of an unhandled error."""
+    for tells, found in _OUTAGES:
+        if tells(exc):
+            logger.warning("%s, answered 503: %s", found.logged_as, first_line(exc))
+            return found
+    return None
 
 
 # DRF's own exceptions, mapped to our codes and sentences.
@@ -175,12 +178,9 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
             headers["WWW-Authenticate"] = auth_header
         if getattr(exc, "wait", None) is not None:
             headers["Retry-After"] = str(ceiling_seconds(exc.wait))
-    elif database_unreachable(exc):
-        code, message, details, status_code = DATABASE_UNAVAILABLE_CODE, DATABASE_UNAVAILABLE_MESSAGE, None, 503
-        headers.update(database_unavailable_logged(exc))
-    elif storage_full(exc):
-        code, message, details, status_code = STORAGE_FULL_CODE, STORAGE_FULL_MESSAGE, None, 503
-        headers.update(storage_full_logged(exc))
+    elif (down := outage(exc)) is not None:
+        code, message, details, status_code = down.code, down.message, None, 503
+        headers["Retry-After"] = str(down.retry_after)
     else:
         logger.exception("Unhandled error in %s", context.get("view"))
         code, message, details, status_code = "server_error", "Internal server error.", None, 500

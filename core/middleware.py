@@ -1,6 +1,6 @@
 """The service's own middleware: the body size limit, the URL guard, the trailing slash's
 redirect, Django's user and message middleware for the staff's pages only (the admin and the
-operators' console), and the 503 of a page the database could not serve."""
+operators' console), and the 503 of a page the database or the disk could not serve."""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -19,13 +19,7 @@ from django.middleware import common
 from django.utils.deprecation import MiddlewareMixin
 from django.utils.http import escape_leading_slashes
 
-from core.errors import (
-    DATABASE_UNAVAILABLE_CODE,
-    DATABASE_UNAVAILABLE_MESSAGE,
-    database_unavailable_logged,
-    database_unreachable,
-    error_body,
-)
+from core.errors import error_body, outage
 from core.request_body import BODY_UNREAD, TIMED_OUT
 
 # Where core/urls.py mounts the admin, and the console (behind the admin's login): the only
@@ -149,9 +143,9 @@ class AdminMessageMiddleware(_AdminOnly, MessageMiddleware):
     pass
 
 
-class DatabaseUnreachableMiddleware:
-    """A page that is not the API's (the console, the admin) answers 503 `database_unavailable`
-    when the database is out of reach, as the API's views do (core/errors.py), rather than 500.
+class OutageMiddleware:
+    """A page that is not the API's (the console, the admin) answers 503 when the database is out
+    of reach or the disk full, as the API's views do (core/errors.py `outage`), rather than 500.
     The console and the admin first read the operator's session and user from the database, so
     with PostgreSQL down they never reach a view that could say so: the operator saw "Internal
     server error." and the log a traceback a request. Nothing of the page is shown: the answer
@@ -164,9 +158,8 @@ class DatabaseUnreachableMiddleware:
         return self.get_response(request)
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
-        if not database_unreachable(exception):
+        down = outage(exception)
+        if down is None:
             return None  # Django's handler500
-        response = JsonResponse(error_body(DATABASE_UNAVAILABLE_CODE, DATABASE_UNAVAILABLE_MESSAGE), status=503)
-        for name, value in database_unavailable_logged(exception).items():
-            response[name] = value
-        return response
+        return JsonResponse(error_body(down.code, down.message), status=503,
+                            headers={"Retry-After": str(down.retry_after)})

@@ -137,8 +137,9 @@ MIDDLEWARE = [
     "core.middleware.AdminAuthenticationMiddleware",
     "core.middleware.AdminMessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    # Only its process_exception: a page's view that met the database out of reach answers 503.
-    "core.middleware.DatabaseUnreachableMiddleware",
+    # Only its process_exception: a page's view that met the database out of reach, or a full
+    # disk, answers 503.
+    "core.middleware.OutageMiddleware",
 ]
 
 ROOT_URLCONF = "core.urls"
