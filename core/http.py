@@ -7,7 +7,7 @@ Every request to a URL someone else chose (webhook callbacks) goes through `post
 3. connects to the address it checked (so DNS cannot change between the check and the
    connection), with the URL's host in the `Host` header and as the TLS SNI/certificate name,
    and keeps it alive for the next request checked to that same address (core/http_sessions.py);
-4. never follows a redirect and never uses environment proxies;
+4. never follows a redirect, never uses environment proxies, and keeps no cookies;
 5. bounds the whole exchange by the wall clock: name resolution, connect, TLS handshake, status
    line, headers and the body prefix end within `timeout_seconds` plus `deadlines.SLACK_SECONDS`
    however slowly the receiver sends (core/deadlines.py), and reads the body's raw bytes (never

@@ -6,6 +6,7 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, replace
+from http.cookiejar import DefaultCookiePolicy
 from typing import Any
 
 import requests
@@ -120,6 +121,9 @@ class SessionCache:
         session = requests.Session()
         # HTTP(S)_PROXY from the environment would send the request somewhere we did not check.
         session.trust_env = False
+        # No cookies kept: a session serves every client's deliveries to its host, so a cookie one
+        # receiver set would go out with another client's delivery to a path of the same host.
+        session.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))
         adapter = _PinnedAddressAdapter(target)
         session.mount("http://", adapter)
         session.mount("https://", adapter)

@@ -10,6 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from core import http, http_sessions
+from examples.receiver import Receiver, Reply
 
 LOOPBACK_ONLY = [ipaddress.ip_network("127.0.0.0/8")]
 
@@ -117,6 +118,20 @@ def test_an_idle_connection_is_dropped_before_receivers_usually_drop_it(
     post(url)
 
     assert len(set(server.peers)) == 2
+
+
+def test_a_cookie_a_receiver_sets_is_never_sent_on(make_receiver: Callable[..., Receiver]) -> None:
+    # Given one client's receiver on a host that sets a cookie (a session, a load balancer's)
+    receiver = make_receiver(Reply(headers={"Set-Cookie": "session=first-clients-secret; Path=/"}))
+    port = receiver.url.rsplit(":", 1)[1].strip("/")
+
+    # When another client's delivery goes to the same host (the kept-alive session is shared)
+    first = post(f"http://shared-hooks.example:{port}/first-client")
+    second = post(f"http://shared-hooks.example:{port}/other-client")
+
+    # Then neither request carries a cookie: the other client's receiver never sees the first's
+    assert (first.status_code, second.status_code) == (200, 200)
+    assert [received.headers.get("cookie") for received in receiver.wait_for(2)] == [None, None]
 
 
 def test_a_connection_outlives_the_thread_that_opened_it(serve: Callable[..., _Server]) -> None:
