@@ -10,8 +10,9 @@ happens to one never reaches the others.
   one delivery after another while the receiver answers quickly (over one kept-alive
   connection: the places are taken once for many attempts, not once each). A lane that finds
   a share's places taken by young attempts waits for one (a fast receiver frees one in
-  milliseconds; SLOT_WAIT_SECONDS at most); behind slow ones (SLOW_ATTEMPT_SECONDS) it gives
-  up at once. What no lane sent is put back: its claim and its attempt row undone, and parked
+  milliseconds; SLOT_WAIT_SECONDS at most), beside a lane of its batch or as its client's one
+  waiting lane (webhooks/gates.py); behind slow ones (SLOW_ATTEMPT_SECONDS) it gives up at
+  once. What no lane sent is put back: its claim and its attempt row undone, and parked
   for the share it waits for (webhooks/dispatch.py) until a lane leaves a place of it, which
   wakes the oldest parked. While it waits it costs nothing (no message, no claim, no worker),
   spends none of its attempts, and keeps its place. Without Redis it is due again a little
@@ -34,16 +35,15 @@ from __future__ import annotations
 
 import logging
 import random
-import threading
 import time
 import uuid
-import weakref
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from typing import cast
 from urllib.parse import urlsplit
 
@@ -56,17 +56,18 @@ from django.utils import timezone
 
 from core import cache_redis, deadlines, http
 from core.slots import Slot, Slots
-from webhooks import dispatch, outbox
+from webhooks import dispatch, gates, outbox
 from webhooks.claims import Claimed
+from webhooks.gates import SLOW_ATTEMPT_SECONDS, Place
 from webhooks.models import Delivery, DeliveryAttempt
 
 logger = logging.getLogger(__name__)
 
 # How long an attempt may wait on its thread for a slot of its host before being put back (s):
 # only while the host's attempts in flight are young (a fast receiver frees a slot in
-# milliseconds); behind attempts older than SLOW_ATTEMPT_SECONDS it is put back at once.
+# milliseconds; behind attempts older than SLOW_ATTEMPT_SECONDS it is put back at once), and
+# only beside a lane of its batch or as its client's one waiting lane (webhooks/gates.py).
 SLOT_WAIT_SECONDS = 2.0
-SLOW_ATTEMPT_SECONDS = 0.5
 # Without Redis to park it: when a delivery put back is due again (s), and the random spread
 # added so that those of a busy host do not all come back at once.
 WAIT_TURN_SECONDS = 2.0
@@ -135,6 +136,7 @@ def send_batch(claims: Sequence[Claimed], send: Send) -> list[http.HttpResult | 
         waiting_by_share.setdefault(group, deque()).append(index)
     host_limit = settings.WEBHOOK_MAX_IN_FLIGHT_PER_HOST
     client_limit = settings.WEBHOOK_MAX_IN_FLIGHT_PER_CLIENT
+    batch = object()  # what the gates know this batch's lanes by
     lanes = [
         (to_host, to_client, waiting)
         for (to_host, to_client), waiting in waiting_by_share.items()
@@ -146,17 +148,17 @@ def send_batch(claims: Sequence[Claimed], send: Send) -> list[http.HttpResult | 
         # one while it waits for the other keeps only that client's lanes waiting. Both waits
         # together last SLOT_WAIT_SECONDS at most.
         give_up_at = time.monotonic() + SLOT_WAIT_SECONDS
-        with _share(to_host, host_limit, give_up_at) as to_host_place:
+        with _share(to_host, host_limit, give_up_at, client=to_client, batch=batch) as to_host_place:
             if to_host_place is None:  # the client's other lanes to the host (here or elsewhere) take them
                 blocked_on[(to_host, to_client)] = Unsent(to_host, host_limit)
                 return
-            with _share(to_client, client_limit, give_up_at) as to_client_place:
+            with _share(to_client, client_limit, give_up_at, client=to_client, batch=batch) as to_client_place:
                 if to_client_place is None:
                     blocked_on[(to_host, to_client)] = Unsent(to_client, client_limit)
                     return
                 _send_while_quick(waiting, (to_host_place, to_client_place))
 
-    def _send_while_quick(waiting: deque[int], places: tuple[_Place, _Place]) -> None:
+    def _send_while_quick(waiting: deque[int], places: tuple[Place, Place]) -> None:
         stop_taking_at = time.monotonic() + settings.WEBHOOK_TIMEOUT_SECONDS
         while time.monotonic() < stop_taking_at:
             try:
@@ -184,25 +186,22 @@ def send_batch(claims: Sequence[Claimed], send: Send) -> list[http.HttpResult | 
 
 
 @contextmanager
-def _share(key: str, limit: int, give_up_at: float) -> Iterator[_Place | None]:
+def _share(key: str, limit: int, give_up_at: float, *, client: str, batch: object) -> Iterator[Place | None]:
     """Hold one of `key`'s `limit` places, or None when none came free in time (always a place
     without a limit). This process's lanes queue at its gate first, each woken the moment one
     ends; only as many as the limit then ask Redis for a slot, instead of all polling it. Both
-    wait only while the holders are quick: behind slow ones they give up at once."""
+    wait only while the holders are quick (behind slow ones they give up at once), and only
+    beside a lane of their `batch` or as the `client`'s one waiting lane (webhooks/gates.py)."""
     if limit <= 0:
-        yield _Place()
+        yield Place()
         return
-    gate = _gate(key, limit)
-    place = gate.enter(give_up_at)
+    gate = gates.gate(key, limit)
+    place = gate.enter(give_up_at, client=client, batch=batch)
     if place is None:
         yield None
         return
     try:
-        slot = slots.acquire(
-            key, limit=limit, lease_seconds=slot_lease_seconds(),
-            wait_seconds=max(0.0, give_up_at - time.monotonic()),
-            wait_while_held_under_seconds=SLOW_ATTEMPT_SECONDS,
-        )
+        slot = _slot_taken(key, limit, give_up_at, client=client)
         if slot is None:
             yield None
             return
@@ -217,67 +216,18 @@ def _share(key: str, limit: int, give_up_at: float) -> Iterator[_Place | None]:
             dispatch.deliveries_wake(share=key)  # what waited for the place it left
 
 
-class _Place:
-    """A lane's place at a gate and its slot of the share, and when the attempt it is sending
-    began."""
-
-    def __init__(self) -> None:
-        self.attempt_since = self._slot_refreshed = time.monotonic()
-        self.slot: Slot | None = None
-
-    def attempt_begins(self, now: float) -> None:
-        """An attempt starts: this process's gate sees it (and, at most every half of
-        SLOW_ATTEMPT_SECONDS, so do the other processes' lanes through the slot), so that a
-        lane sending one quick attempt after another is judged by its current attempt, not by
-        how long it has held its place, and its slot's lease outlasts the lane."""
-        self.attempt_since = now
-        if self.slot is not None and now - self._slot_refreshed >= SLOW_ATTEMPT_SECONDS / 2:
-            self.slot.refresh()
-            self._slot_refreshed = now
-
-
-class _Gate:
-    """This process's lanes through one share: `limit` at once. A lane waits for a place only
-    while every holder's attempt under way began less than SLOW_ATTEMPT_SECONDS ago (a fast
-    receiver frees a place in milliseconds): behind a lane stuck on a slow receiver it gives up
-    at once, so that it holds no thread. (The shared slots judge by when each was taken or
-    last refreshed: by the attempt under way, within half of SLOW_ATTEMPT_SECONDS.)"""
-
-    def __init__(self, limit: int) -> None:
-        self._limit = limit
-        self._held: list[_Place] = []
-        self._changed = threading.Condition()
-
-    def enter(self, give_up_at: float) -> _Place | None:
-        with self._changed:
-            while len(self._held) >= self._limit:
-                now = time.monotonic()
-                quick_until = min(place.attempt_since for place in self._held) + SLOW_ATTEMPT_SECONDS
-                if now >= min(give_up_at, quick_until):
-                    return None
-                self._changed.wait(min(give_up_at, quick_until) - now)
-            place = _Place()
-            self._held.append(place)
-            return place
-
-    def leave(self, place: _Place) -> None:
-        with self._changed:
-            self._held.remove(place)
-            self._changed.notify()
-
-
-_gates: weakref.WeakValueDictionary[tuple[str, int], _Gate] = weakref.WeakValueDictionary()
-_gates_lock = threading.Lock()
-
-
-def _gate(key: str, limit: int) -> _Gate:
-    """This process's gate to a share. Kept while a lane holds it, so the gates of shares no
-    longer sent to go by themselves."""
-    with _gates_lock:
-        gate = _gates.get((key, limit))
-        if gate is None:
-            gate = _gates[(key, limit)] = _Gate(limit)
-        return gate
+def _slot_taken(key: str, limit: int, give_up_at: float, *, client: str) -> Slot | None:
+    """A slot of the share across processes: at once if one is free, else waited for by the
+    client's waiting lane only."""
+    take = partial(slots.acquire, key, limit=limit, lease_seconds=slot_lease_seconds(),
+                   wait_while_held_under_seconds=SLOW_ATTEMPT_SECONDS)
+    slot = take()
+    if slot is not None or not gates.waiting.begin(client):
+        return slot
+    try:
+        return take(wait_seconds=max(0.0, give_up_at - time.monotonic()))
+    finally:
+        gates.waiting.end(client)
 
 
 def _turn_taken(claimed: Claimed, *, give_up_at: float) -> bool:

@@ -3,7 +3,9 @@ keep their normal latency, and the dripping host never has more than its share i
 hostile client whose receivers drip on many hosts, its own and the healthy client's, costs the
 healthy client's deliveries nothing: each client's share is its own. And a thousand deliveries
 waiting for a dripping host cost the deliveries worker and the database little while they wait
-(parked until a place frees), so the healthy client's deliveries keep their latency."""
+(parked until a place frees), so the healthy client's deliveries keep their latency. And so do
+they while a client whose receiver answers just under a slow attempt asks for more webhooks than
+its share sends."""
 from __future__ import annotations
 
 import os
@@ -212,3 +214,54 @@ def test_a_thousand_deliveries_waiting_on_a_dripping_host_cost_little_while_they
     # (a batch's worth woken by the lane leaving it, and another if it was still free when the
     # batch parked its unsent ones), not over and over while they waited
     assert put_backs * watched <= 2 * BATCH_MAX_DELIVERIES * (attempts_made + MAX_IN_FLIGHT_PER_HOST), figures
+
+
+# Just under a slow attempt (sending.SLOW_ATTEMPT_SECONDS): every attempt counts as quick.
+QUICK_ANSWER_SECONDS = 0.45
+# The quick client's jobs a second, more than its two places at its host send (about 4.4).
+QUICK_JOBS_PER_SECOND = 10
+
+
+def test_a_client_answering_just_quickly_with_more_than_its_share_slows_only_its_own_deliveries(
+    make_stack: Callable[..., Stack], receiver: WebhookReceiver, figures: dict[str, Any]
+) -> None:
+    # Given the service (a deliveries worker of 16 threads), a healthy client and its
+    # deliveries' latency when nothing else is happening
+    stack = make_stack(env={"WEBHOOK_MAX_IN_FLIGHT_PER_HOST": "2"})
+    stack.start_service(jobs=2, deliveries=16)
+    healthy, quick_client = stack.client(), stack.client()
+    delivery_latencies(healthy, receiver, 3)
+    quiet = delivery_latencies(healthy, receiver, PROBES, pause=PAUSE_SECONDS)
+
+    # When another client's receiver answers each webhook in 0.45 s (never a slow answer, so its
+    # lanes keep their places, one attempt after another) and the client's jobs ask for more
+    # webhooks than its share of that receiver sends: its webhooks wait their turn
+    quick_receiver = WebhookReceiver(answer_delay_seconds=QUICK_ANSWER_SECONDS)
+    quick_receiver.up()
+    stop = threading.Event()
+
+    def submit_quick_jobs() -> None:
+        while not stop.wait(1 / QUICK_JOBS_PER_SECOND):
+            quick_client.submit("api.tasks.hello_world", {"message": "quick"}, callback_url=quick_receiver.url)
+
+    submitter = threading.Thread(target=submit_quick_jobs, daemon=True)
+    submitter.start()
+    try:
+        time.sleep(10)  # a backlog builds up
+        under_load = delivery_latencies(healthy, receiver, PROBES, pause=PAUSE_SECONDS)
+    finally:
+        stop.set()
+        submitter.join()
+        quick_receiver.down()
+    [(waiting,)] = stack.sql("SELECT count(*) FROM webhooks_delivery WHERE state = 'pending'")
+
+    # Then the healthy client's deliveries kept their normal latency, while the other client's
+    # waited for its share
+    quiet_p50, load_p50 = statistics.median(quiet), statistics.median(under_load)
+    figures.update(
+        quiet_p50_ms=round(quiet_p50 * 1000, 1), load_p50_ms=round(load_p50 * 1000, 1),
+        load_max_ms=round(max(under_load) * 1000, 1), quick_received=len(quick_receiver.received),
+        quick_waiting_at_end=waiting,
+    )
+    assert waiting > 0, "the quick client's webhooks did not wait for their share"
+    assert load_p50 <= max(2 * quiet_p50, quiet_p50 + 0.1), figures

@@ -290,33 +290,6 @@ def test_an_endpoints_deliveries_due_together_go_at_its_pace_and_those_past_thei
     assert endpoint.next_slot_at == next_slot + timedelta(seconds=10)
 
 
-def test_a_lane_waits_at_its_process_gate_only_behind_quick_attempts() -> None:
-    # Given a process's gate to a share with one place, held by a lane sending quick attempts
-    # (a new one every 0.1 s) for longer than a slow attempt takes, then leaving
-    gate = sending._Gate(1)
-    held = gate.enter(time.monotonic() + 5)
-    assert held is not None
-
-    def quick_attempts() -> None:
-        for _ in range(8):
-            time.sleep(0.1)
-            held.attempt_since = time.monotonic()
-        gate.leave(held)
-
-    threading.Thread(target=quick_attempts).start()
-
-    # When another lane comes to the gate, it waits for the place and takes it
-    started = time.monotonic()
-    second = gate.enter(time.monotonic() + 5)
-    assert second is not None
-    assert sending.SLOW_ATTEMPT_SECONDS < time.monotonic() - started < 2
-
-    # And behind a holder whose attempt is slow, a lane waits only until the attempt is
-    started = time.monotonic()
-    assert gate.enter(time.monotonic() + 5) is None
-    assert time.monotonic() - started <= sending.SLOW_ATTEMPT_SECONDS + 0.1
-
-
 def test_a_lane_sending_quick_attempts_is_waited_for_by_other_processes_lanes(
     owner: Client, make_receiver: Callable[..., Receiver], settings: object
 ) -> None:
