@@ -1,7 +1,9 @@
 """Keep-alive sessions to receivers, each pinned to the address the guard checked for it, whose
-connections the request's deadline watches (core/deadlines.py). Used by core/http.py only."""
+connections the request's deadline watches (core/deadlines.py) and read a response past its
+interim ones. Used by core/http.py only."""
 from __future__ import annotations
 
+import http.client
 import threading
 import time
 from collections import OrderedDict
@@ -61,12 +63,36 @@ class _PinnedAddressAdapter(HTTPAdapter):
         return host_params, pool_kwargs
 
 
+class _FinalResponse(http.client.HTTPResponse):
+    """A response read past its interim (1xx) ones, as RFC 9110 (15.2) asks of every client:
+    http.client skips `100 Continue` only, so a receiver that sent `102 Processing` or
+    `103 Early Hints` before its answer had the attempt recorded as a 102 or 103, a failure
+    retried, whatever it answered. An endless run of them ends at the request's deadline."""
+
+    def _read_status(self) -> tuple[str, int, str]:
+        # http.client's own status-line reader (private, and pinned with Python itself): the
+        # only place to read on past an interim response before begin() takes it for the answer.
+        while True:
+            version, status, reason = super()._read_status()
+            if not 102 <= status < 200:  # 100: begin() skips it; 101: a switch, the last answer
+                return version, status, reason
+            http.client.parse_headers(self.fp)  # the interim response's headers, dropped
+
+
+class _HTTPConnection(deadlines.WatchedHTTPConnection):
+    response_class = _FinalResponse
+
+
+class _HTTPSConnection(deadlines.WatchedHTTPSConnection):
+    response_class = _FinalResponse
+
+
 class _WatchedHTTPPool(HTTPConnectionPool):
-    ConnectionCls = deadlines.WatchedHTTPConnection
+    ConnectionCls = _HTTPConnection
 
 
 class _WatchedHTTPSPool(HTTPSConnectionPool):
-    ConnectionCls = deadlines.WatchedHTTPSConnection
+    ConnectionCls = _HTTPSConnection
 
 
 class SessionCache:

@@ -40,6 +40,7 @@ EXPECTED: dict[str, int | str] = {
     "bad-chunked": 200,
     "endless-continue": "timeout",
     "binary-body": 500,
+    "interim": 500,  # the answer after the interim ones
 }
 
 

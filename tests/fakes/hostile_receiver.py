@@ -23,6 +23,7 @@ Modes (the path's first segment; `MODES` lists them):
 - `huge-body`: a 200 with a 50 MiB body; `gzip-bomb`: a 200 of gzip that inflates to 1 GiB;
 - `bad-chunked`: chunked encoding with an invalid chunk size;
 - `endless-continue`: `100 Continue` answers, one after another, for ever;
+- `interim`: `102 Processing` and `103 Early Hints` (with a header), then its answer, a 500;
 - `binary-body`: a 500 whose body is NUL bytes and invalid UTF-8.
 """
 from __future__ import annotations
@@ -51,7 +52,7 @@ RETRY_AFTER = {
 MODES = (
     "ok", "drip", "drip-headers", "drip-tls", "hang", "reset", "close", "garbage-status", "status-999", "status-0",
     "huge-headers", "many-headers", "non-ascii-headers", "repeated-headers", "conflicting-length", "redirect", "huge-body",
-    "gzip-bomb", "bad-chunked", "endless-continue", "binary-body",
+    "gzip-bomb", "bad-chunked", "endless-continue", "binary-body", "interim",
     *(f"retry-after-{form}" for form in RETRY_AFTER),
 )
 
@@ -228,6 +229,10 @@ class _Handler(socketserver.BaseRequestHandler):
         while not self.server.stopping.is_set():
             sock.sendall(b"HTTP/1.1 100 Continue\r\n\r\n" * 100)
             time.sleep(0.01)
+
+    def mode_interim(self, sock: socket.socket, mode: str) -> None:
+        sock.sendall(b"HTTP/1.1 102 Processing\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n"
+                     b"HTTP/1.1 500 Oops\r\nConnection: close\r\nContent-Length: 4\r\n\r\noops")
 
     def mode_binary_body(self, sock: socket.socket, mode: str) -> None:
         body = b"\x00\x00\xff\xfe\xc3\x28 oops \x00"
