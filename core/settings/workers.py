@@ -75,7 +75,11 @@ if _embedded_broker:
         "processed_folder": str(_broker_dir / "processed"),
         "store_processed": False,
         "control_folder": str(_broker_dir / "control"),
+        # Seconds between two looks for a message: how soon a job starts, and a worker's stop
+        # begins (core/broker.py); kombu's 1 s default was a second of each.
+        "polling_interval": 0.1,
     }
+    CELERY_BROKER_TRANSPORT = "core.broker:FilesystemTransport"
 # A worker's own (core/celery.py sets them as it starts): a longer socket timeout. A publish
 # that fails there (a job's next step) frees no request, and nothing publishes it again (the job
 # fails as abandoned hours later): a broker slow to answer is better waited for.
@@ -97,6 +101,9 @@ CELERY_TASK_ROUTES = {
     },
     "webhooks.*": {"queue": "webhooks"},
 }
+# Longest sleep (seconds) of a worker's timer thread, which a worker with no event loop (the
+# embedded broker's) runs and waits for as it stops: Celery's 1 s default was a second of each stop.
+CELERY_WORKER_TIMER_PRECISION = 0.1
 # Don't hijack the root logger: the worker logs as configured below.
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # Celery's Django fixup closes the database connection before and after every task unless

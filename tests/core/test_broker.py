@@ -1,13 +1,19 @@
-"""core/broker.py: kombu's Redis transport with one client object per connection pool."""
+"""core/broker.py: kombu's Redis transport with one client object per connection pool, and the
+embedded broker's filesystem transport, whose wait ends when its worker stops."""
 from __future__ import annotations
 
+import threading
 import uuid
+from pathlib import Path
+from queue import Empty
 from typing import Any
 
 import pytest
+from celery.signals import worker_shutting_down
 from django.conf import settings
 from kombu import Connection
 
+import core.celery  # noqa: F401 (connects the worker's signal receivers)
 from core import broker
 
 
@@ -59,3 +65,38 @@ def test_redis_replies_are_parsed_by_hiredis() -> None:
     from redis.connection import Connection
 
     assert isinstance(Connection()._parser, _HiredisParser)
+
+
+def test_the_embedded_brokers_wait_for_a_message_ends_when_the_worker_stops(tmp_path: Path) -> None:
+    # Given a consumer on the embedded broker's transport, waiting up to 10 minutes for a message
+    folders = {name: str(tmp_path / name) for name in ("queue", "processed", "control")}
+    for folder in folders.values():
+        Path(folder).mkdir()
+    options = {"data_folder_in": folders["queue"], "data_folder_out": folders["queue"],
+               "processed_folder": folders["processed"], "control_folder": folders["control"],
+               "polling_interval": 0.1}
+    ended: list[str] = []
+
+    def wait_for_a_message() -> None:
+        with Connection("filesystem://", transport="core.broker:FilesystemTransport",
+                        transport_options=options) as connection:
+            queue = connection.SimpleQueue("idle")
+            try:
+                queue.get(block=True, timeout=600)
+            except Empty:
+                ended.append("no message")
+            finally:
+                queue.close()
+
+    waiting = threading.Thread(target=wait_for_a_message, daemon=True)
+    waiting.start()
+    try:
+        # When the worker of this process begins to stop (Ctrl-C, SIGTERM)
+        worker_shutting_down.send(sender="test", sig="SIGTERM", how="Warm", exitcode=0)
+
+        # Then the wait ends with no message, long before its timeout (it went on for 600 s)
+        waiting.join(timeout=60)
+        assert not waiting.is_alive()
+        assert ended == ["no message"]
+    finally:
+        broker.FilesystemTransport.stopping = False
