@@ -208,24 +208,26 @@ def _flush_retried_after_a_deadlock() -> Iterator[None]:
     """A transactional test ends with a flush (TRUNCATE of every table), which can deadlock with
     a statement the worker runs at that moment for an earlier test (a retry due now, a job
     finishing): PostgreSQL then aborts one of the two. When that is the flush, run it again,
-    as the worker's task would be (its transaction is over by then)."""
-    ops = connection.ops
-    flush = ops.execute_sql_flush
+    as the worker's task would be (its transaction is over by then). On the backend's class, not
+    on one connection's: a test serving requests on their turns' connections (core/concurrency.py)
+    leaves the thread a new connection object."""
+    ops_class = type(connection.ops)
+    flush = ops_class.execute_sql_flush
 
-    def execute_sql_flush(sql_list: list[str]) -> None:
+    def execute_sql_flush(ops: Any, sql_list: list[str]) -> None:
         for attempts_left in reversed(range(FLUSH_ATTEMPTS)):
             try:
-                return flush(sql_list)
+                return flush(ops, sql_list)
             except OperationalError as exc:
                 deadlock = getattr(exc.__cause__, "pgcode", None) == DEADLOCK_DETECTED
                 if not deadlock or not attempts_left:
                     raise
 
-    ops.execute_sql_flush = execute_sql_flush
+    ops_class.execute_sql_flush = execute_sql_flush
     try:
         yield
     finally:
-        del ops.execute_sql_flush
+        del ops_class.execute_sql_flush  # the base class's again
 
 
 def _purge_run_keys() -> None:

@@ -1,5 +1,6 @@
 """The suite's own safety net: a transactional test's closing flush survives a deadlock with a
-statement the shared worker runs at that moment (see conftest._flush_retried_after_a_deadlock)."""
+statement the shared worker runs at that moment (see conftest._flush_retried_after_a_deadlock),
+whichever connection object the thread flushes on."""
 from __future__ import annotations
 
 import re
@@ -11,7 +12,7 @@ import psycopg2
 from django.core.management import call_command
 from django.core.management.color import no_style
 from django.core.management.sql import sql_flush
-from django.db import connection
+from django.db import DEFAULT_DB_ALIAS, connection, connections
 
 from core.models import Client
 from core.services import client_create
@@ -25,6 +26,10 @@ def test_a_flush_that_deadlocks_with_another_transaction_is_run_again(
     tables = re.findall(r'"([^"]+)"', truncate)
     first, last = tables[0], tables[-1]
     client_create(name="to-be-flushed")
+    # on a connection object the thread got after the worker started, as a test serving requests
+    # on their turns' connections leaves it (core/concurrency.py)
+    connection.close()
+    del connections[DEFAULT_DB_ALIAS]
 
     # and a transaction holding the last of them, which will want the first one after the flush
     # has taken it (a patient one, so the flush is the side PostgreSQL aborts)
