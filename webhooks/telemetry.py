@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
@@ -86,38 +86,33 @@ def attempts_finished(attempts: Iterable[tuple[Claimed, HttpResult]]) -> None:
         _log(attempts)
 
 
-def _log(attempts: list[tuple[Claimed, HttpResult]]) -> None:
-    # The batch's subjects: one indexed query, made only when the lines are written.
+def _lines(attempts: list[tuple[Claimed, HttpResult]]) -> Iterator[tuple[Claimed, HttpResult, dict[str, object]]]:
+    """Each attempt with what a line says of it: its delivery, its job, the receiver's answer, its
+    client. The batch's subjects: one indexed query, made only when lines are written."""
     subjects: dict[int, uuid.UUID] = dict(
         Delivery.objects.filter(pk__in=[claimed.delivery_id for claimed, _ in attempts]).values_list("pk", "subject_id")
     )
     asker = logs.context().get("client")
     for claimed, result in attempts:
-        log.info(
-            "webhook attempt", delivery_id=claimed.delivery_id, webhook_id=claimed.message_id,
-            job_id=subjects.get(claimed.delivery_id), attempt=claimed.attempt_number,
-            outcome=attempt_outcome(result), status_code=result.status_code, duration_ms=result.duration_ms,
-            receiver=urlsplit(claimed.url).hostname, error=result.error[:300] or None,
-            **_own_context(claimed.owner_id, asker=asker),
-        )
+        yield claimed, result, {
+            "delivery_id": claimed.delivery_id, "webhook_id": claimed.message_id,
+            "job_id": subjects.get(claimed.delivery_id), "outcome": attempt_outcome(result),
+            "status_code": result.status_code, "receiver": urlsplit(claimed.url).hostname,
+            "error": result.error[:300] or None, **_own_context(claimed.owner_id, asker=asker),
+        }
+
+
+def _log(attempts: list[tuple[Claimed, HttpResult]]) -> None:
+    for claimed, result, line in _lines(attempts):
+        log.info("webhook attempt", attempt=claimed.attempt_number, duration_ms=result.duration_ms, **line)
 
 
 def deliveries_given_up(attempts: list[tuple[Claimed, HttpResult]]) -> None:
     """Deliveries whose last attempt failed: one WARNING line each, whatever LOG_LEVEL, so that
     `grep <job id>` finds the webhook its client never got (a receiver failing for the whole
     retry schedule, 28 h by default), with the receiver's host and its last answer."""
-    subjects: dict[int, uuid.UUID] = dict(
-        Delivery.objects.filter(pk__in=[claimed.delivery_id for claimed, _ in attempts]).values_list("pk", "subject_id")
-    )
-    asker = logs.context().get("client")
-    for claimed, result in attempts:
-        log.warning(
-            "webhook delivery given up", delivery_id=claimed.delivery_id, webhook_id=claimed.message_id,
-            job_id=subjects.get(claimed.delivery_id), attempts=claimed.attempt_number,
-            outcome=attempt_outcome(result), status_code=result.status_code,
-            receiver=urlsplit(claimed.url).hostname, error=result.error[:300] or None,
-            **_own_context(claimed.owner_id, asker=asker),
-        )
+    for claimed, _, line in _lines(attempts):
+        log.warning("webhook delivery given up", attempts=claimed.attempt_number, **line)
 
 
 def _own_context(owner_id: uuid.UUID, *, asker: str | None) -> dict[str, object]:
