@@ -54,6 +54,20 @@ def _errors(events: list[dict[str, Any]]) -> list[Any]:
     return found
 
 
+def signed_in(browser: chromium.DevTools, url: str) -> None:
+    """The operator signs in through the admin's login and lands on the console (the events of
+    the admin's login page left out: they are not the console's)."""
+    browser.open(f"{url}/admin/login/?next=/console/")
+    browser.events.clear()
+    browser.evaluate(
+        "document.querySelector('#id_username').value = 'operator';"
+        f"document.querySelector('#id_password').value = {PASSWORD!r};"
+        "document.querySelector('#login-form').submit()"
+    )
+    browser.wait_for(lambda: browser.evaluate("location.pathname") == "/console/"
+                     and browser.evaluate("document.readyState") == "complete")
+
+
 def test_the_console_renders_every_section_live_without_errors(transactional_db: Any, tmp_path: Path) -> None:
     # Given data in every section, an operator, and the service as production runs it
     seed()
@@ -64,15 +78,7 @@ def test_the_console_renders_every_section_live_without_errors(transactional_db:
             for domain in ("Runtime.enable", "Log.enable", "Network.enable"):
                 browser.call(domain)
             # When the operator signs in through the admin's login and lands on the console
-            browser.open(f"{url}/admin/login/?next=/console/")
-            browser.events.clear()  # what the admin's login page did is not the console's
-            browser.evaluate(
-                "document.querySelector('#id_username').value = 'operator';"
-                f"document.querySelector('#id_password').value = {PASSWORD!r};"
-                "document.querySelector('#login-form').submit()"
-            )
-            browser.wait_for(lambda: browser.evaluate("location.pathname") == "/console/"
-                             and browser.evaluate("document.readyState") == "complete")
+            signed_in(browser, url)
             rows = browser.evaluate(
                 "Object.fromEntries([...document.querySelectorAll('section')].map("
                 "s => [s.id, s.querySelectorAll('tbody tr').length]))"
@@ -114,14 +120,7 @@ def test_a_refresh_with_the_database_down_says_so(transactional_db: Any, tmp_pat
     web, url = start_web(env, tmp_path)
     try:
         with chromium.DevTools(tmp_path) as browser:
-            browser.open(f"{url}/admin/login/?next=/console/")
-            browser.evaluate(
-                "document.querySelector('#id_username').value = 'operator';"
-                f"document.querySelector('#id_password').value = {PASSWORD!r};"
-                "document.querySelector('#login-form').submit()"
-            )
-            browser.wait_for(lambda: browser.evaluate("location.pathname") == "/console/"
-                             and browser.evaluate("document.readyState") == "complete")
+            signed_in(browser, url)
 
             # When PostgreSQL goes away
             proxy.cut()
