@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import shlex
 import socket
 import subprocess
 import sys
@@ -82,6 +83,18 @@ def worker_log_path(name: str) -> Path:
     """Where the worker `name` (start_worker's; the session's is `celery_worker`) writes its
     log: WARNING and up, as text."""
     return Path(os.environ.get("TMPDIR", "/tmp")) / f"jobapi-{name}.log"
+
+
+def worker_log_lines(name: str, message: str, about: str) -> list[dict[str, str]]:
+    """The worker `name`'s lines saying `message` that hold `about` (`job_id=...`), as {field:
+    value} with their `level` (its text format: `<time> [<level>] <message> [<logger>]
+    key=value...`, a value with spaces quoted)."""
+    found = []
+    for line in worker_log_path(name).read_text().splitlines():
+        if message in line and about in line:
+            fields = dict(word.split("=", 1) for word in shlex.split(line) if "=" in word)
+            found.append({**fields, "level": line.split("[", 1)[1].split("]", 1)[0].strip()})
+    return found
 
 
 def start_worker(

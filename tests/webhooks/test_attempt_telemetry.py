@@ -3,7 +3,6 @@ or host), the time from an event to its delivery; and end to end, a job and its 
 by the API and the worker alike (the run's one multiprocess directory)."""
 from __future__ import annotations
 
-import shlex
 import time
 import uuid
 from collections.abc import Callable
@@ -15,7 +14,7 @@ from django.test import override_settings
 
 from core.services import client_create
 from examples.receiver import Receiver, Reply
-from tests.conftest import Api, free_port, worker_log_path
+from tests.conftest import Api, free_port, worker_log_lines
 from tests.console.test_metrics import Samples, parse, scrape, value
 from tests.webhooks.conftest import deliveries_of, until
 from webhooks import attempts, outbox
@@ -117,17 +116,6 @@ def test_a_job_and_its_webhook_move_the_counters(
     assert delta("jobapi_http_request_duration_seconds_count", route="api/jobs/<uuid:job_id>/", method="GET") >= 1
 
 
-def given_up_lines(worker: str, job_id: str) -> list[dict[str, str]]:
-    """The worker's "webhook delivery given up" lines about `job_id`, as {field: value} with
-    their `level` (its text format: `<time> [<level>] <message> [<logger>] key=value...`)."""
-    found = []
-    for line in worker_log_path(worker).read_text().splitlines():
-        if "webhook delivery given up" in line and f"job_id={job_id}" in line:
-            fields = dict(word.split("=", 1) for word in shlex.split(line) if "=" in word)
-            found.append({**fields, "level": line.split("[", 1)[1].split("]", 1)[0].strip()})
-    return found
-
-
 def test_a_delivery_given_up_is_one_warning_naming_its_job(
     api: Api, make_receiver: Callable[..., Receiver], celery_worker: str
 ) -> None:
@@ -141,7 +129,8 @@ def test_a_delivery_given_up_is_one_warning_naming_its_job(
 
     # Then the worker says so once at WARNING (the default level), with the job, the delivery,
     # its webhook-id, the receiver's host (not its URL) and its last answer
-    [line] = until(lambda: given_up_lines(celery_worker, job["id"]), what="the worker's line")
+    [line] = until(lambda: worker_log_lines(celery_worker, "webhook delivery given up", f"job_id={job['id']}"),
+                   what="the worker's line")
     assert line["level"] == "warning"
     assert (line["delivery_id"], line["webhook_id"], line["attempts"], line["status_code"], line["receiver"],
             line["client"]) == (str(delivery["id"]), delivery["webhook_id"], "3", "503", "127.0.0.1",

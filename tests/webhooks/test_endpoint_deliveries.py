@@ -8,7 +8,6 @@ over at least a second.
 from __future__ import annotations
 
 import logging
-import shlex
 import time
 from collections.abc import Callable
 from typing import Any
@@ -17,7 +16,7 @@ import pytest
 from standardwebhooks import Webhook
 
 from examples.receiver import Receiver, Reply
-from tests.conftest import Api, worker_log_path
+from tests.conftest import Api, worker_log_lines
 from tests.console.test_metrics import scrape, value
 from tests.webhooks.conftest import HELLO, all_final, secret_of, until, wait_deliveries
 
@@ -168,18 +167,6 @@ def test_a_failing_endpoint_is_disabled_then_enabled_again_and_its_failures_reco
     assert health["consecutive_failures"] == 0 and health["last_success_at"] is not None
 
 
-def disabled_lines(worker: str, endpoint: dict[str, Any]) -> list[dict[str, str]]:
-    """The worker's "webhook endpoint disabled" lines about `endpoint`, as {field: value} (the
-    text format: `<time> [<level>] <message> [<logger>] key=value...`, a value with spaces
-    quoted), with its `level`."""
-    found = []
-    for line in worker_log_path(worker).read_text().splitlines():
-        if "webhook endpoint disabled" in line and f"endpoint_id={endpoint['id']}" in line:
-            fields = dict(word.split("=", 1) for word in shlex.split(line) if "=" in word)
-            found.append({**fields, "level": line.split("[", 1)[1].split("]", 1)[0].strip()})
-    return found
-
-
 def test_the_operators_are_told_when_the_service_disables_an_endpoint_and_not_when_its_client_does(
     api: Api, make_receiver: Callable[..., Receiver], celery_worker: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -195,7 +182,8 @@ def test_the_operators_are_told_when_the_service_disables_an_endpoint_and_not_wh
 
     # Then the worker logs one warning naming the client, the endpoint, the receiver's host
     # (never its path or query) and the reason, and the counter went up by one
-    [line] = until(lambda: disabled_lines(celery_worker, endpoint), what="the worker's line")
+    [line] = until(lambda: worker_log_lines(celery_worker, "webhook endpoint disabled", f"endpoint_id={endpoint['id']}"),
+                   what="the worker's line")
     assert line["level"] == "warning"
     assert (line["client"], line["receiver"], line["reason"]) == (str(api.client.pk), "127.0.0.1", "failing")
     assert "3 attempts in a row failed" in line["detail"]
