@@ -441,7 +441,12 @@ def base_env(secret: str) -> dict[str, str]:
             "LOG_LEVEL": "WARNING",
             # The webhook receiver is local: let deliveries reach loopback (production: unset).
             "WEBHOOK_ALLOWED_NETWORKS": "127.0.0.1/32",
-            "DATA_DIR": str(Path(tempfile.mkdtemp(prefix="jobapi-bench-data-"))),
+            "DATA_DIR": tempfile.mkdtemp(prefix="jobapi-bench-data-"),
+            # The metrics files in memory, as in production, but this run's own: scripts/web's
+            # default (/dev/shm/jobapi-metrics) is shared with a service running on this host,
+            # whose files it would empty.
+            "METRICS_DIR": tempfile.mkdtemp(prefix="jobapi-bench-metrics-",
+                                            dir="/dev/shm" if os.path.isdir("/dev/shm") else None),
             # scripts/web and scripts/worker run the binaries of this interpreter's venv.
             "VIRTUAL_ENV": sys.prefix,
             "PYTHONUNBUFFERED": "1",
@@ -1372,6 +1377,8 @@ def main() -> None:
             bench.phase("scale", bench.scale)
     finally:
         stack.stop_all()
+        for directory in (env["DATA_DIR"], env["METRICS_DIR"]):
+            shutil.rmtree(directory, ignore_errors=True)
         with contextlib.suppress(Exception):
             from django.db import connections
 
