@@ -69,6 +69,15 @@ def _bomb() -> bytes:
     return _BOMB
 
 
+def _client_gone(sock: socket.socket) -> bool:
+    """Whether the client has closed (or reset) its end of `sock`, as the system knows now."""
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+        return bool(readable) and not sock.recv(1, socket.MSG_PEEK)
+    except OSError:
+        return True
+
+
 class _Handler(socketserver.BaseRequestHandler):
     # Every answer says `Connection: close` (and closes): the client never reuses a connection
     # this server is closing, so each test sees the mode it asked for.
@@ -90,8 +99,15 @@ class _Handler(socketserver.BaseRequestHandler):
         mode = path.strip("/").split("/", 1)[0]
         self.server.seen.append(mode)
         with self.server.lock:
+            # At most: the requests whose clients are still there, this one included. A handler
+            # notices its client gone only when its thread next runs (and a request accepted
+            # late may be read after its client gave up); counted by `in_flight` alone, a sender
+            # that closed one connection and opened the next, its limit kept, could be seen
+            # holding one more than it does on a loaded host.
+            self.server.answering.add(sock)
             self.server.in_flight += 1
-            self.server.max_in_flight = max(self.server.max_in_flight, self.server.in_flight)
+            waiting = sum(not _client_gone(each) for each in self.server.answering)
+            self.server.max_in_flight = max(self.server.max_in_flight, waiting)
         try:
             getattr(self, "mode_" + mode.replace("-", "_"), self.mode_retry_after)(sock, mode)
         except OSError:
@@ -99,6 +115,7 @@ class _Handler(socketserver.BaseRequestHandler):
         finally:
             with self.server.lock:
                 self.server.in_flight -= 1
+                self.server.answering.discard(sock)
 
     def _read_request(self, sock: socket.socket) -> str | None:
         data = b""
@@ -248,10 +265,12 @@ class _Server(socketserver.ThreadingTCPServer):
         super().__init__(("127.0.0.1", 0), _Handler)
         self.stopping = threading.Event()
         self.seen: list[str] = []
-        # Requests being answered now, and the most at once (the senders' per-host limit).
+        # Requests being answered now, the most at once whose clients were still there (the
+        # senders' per-host limit), and the sockets answered now.
         self.lock = threading.Lock()
         self.in_flight = 0
         self.max_in_flight = 0
+        self.answering: set[socket.socket] = set()
 
 
 class HostileReceiver:
