@@ -119,6 +119,8 @@ _OUTAGES = (
     # Freeing a disk takes an operator, not seconds.
     (storage_full, Outage("storage_full", "The service's storage is full; retry later.", 30, "Storage full")),
 )
+# What the spec documents as every operation's 503 (openapi/schemas.py), from the same table.
+OUTAGES = tuple(found for _, found in _OUTAGES)
 
 
 def outage(exc: BaseException) -> Outage | None:

@@ -88,6 +88,12 @@ HEALTH_PATHS = {
     },
 }
 
+_RETRY_AFTER = {
+    "Retry-After": {
+        "description": "Seconds to wait before retrying.",
+        "schema": {"type": "integer"},
+    }
+}
 _HEADERS = {
     "401": {
         "WWW-Authenticate": {
@@ -95,12 +101,8 @@ _HEADERS = {
             "schema": {"type": "string"},
         }
     },
-    "429": {
-        "Retry-After": {
-            "description": "Seconds to wait before retrying.",
-            "schema": {"type": "integer"},
-        }
-    },
+    "429": _RETRY_AFTER,
+    "503": _RETRY_AFTER,
 }
 
 _LOCATION = {
@@ -197,7 +199,6 @@ def _any_json(node: Any) -> None:
 def postprocess(result: dict[str, Any], generator: Any, request: Any, public: bool) -> dict[str, Any]:
     """drf-spectacular POSTPROCESSING_HOOKS entry point."""
     result["info"]["description"] = DESCRIPTION_FILE.read_text().strip()
-    result["paths"].update(HEALTH_PATHS)
     schemas = result["components"]["schemas"]
     _any_json(schemas)
     # One named enum each, rather than an inline copy that generators turn into another class.
@@ -233,9 +234,10 @@ def postprocess(result: dict[str, Any], generator: Any, request: Any, public: bo
                     "example": STREAM_EXAMPLE,
                 }}
                 responses["200"]["headers"] = _STREAM_HEADERS
-                responses["503"].setdefault("headers", {}).update(_HEADERS["429"])
             for status, links in _LINKS.get(operation.get("operationId", ""), {}).items():
                 responses[status]["links"] = links
+    # After the operations' headers: /readyz's 503 (`not_ready`) sends no Retry-After.
+    result["paths"].update(HEALTH_PATHS)
     for path_item in result.get("webhooks", {}).values():
         for operation in path_item.values():
             operation["parameters"] = SIGNATURE_HEADERS

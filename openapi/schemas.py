@@ -12,6 +12,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse
 from rest_framework import serializers
 
+from core.errors import OUTAGES
 from jobs.models import Job
 from jobs.registry import job_types_all
 from jobs.serializers import JobListItemSerializer, JobResultListItemSerializer, JobSerializer
@@ -124,13 +125,14 @@ _ERRORS: dict[int, tuple[str, list[OpenApiExample]]] = {
         "`result_quota_exceeded`, `too_many_failed_authentications`.",
         [error_example(429, "rate_limited", "Too many requests; retry later.", {"retry_after_seconds": 12})],
     ),
-    503: (
-        "A dependency is unreachable; `details.failed` names which. Code: `not_ready`.",
-        [
-            error_example(
-                503, "not_ready", "Unreachable: broker.", {"failed": ["broker"]}
-            )
-        ],
+    503: (  # core/errors.py OUTAGES
+        "The service cannot serve the request for the moment: its database is out of reach, or "
+        "(embedded mode, `make run`) the disk it keeps its data on is full. Retry after "
+        "`Retry-After` seconds; send a submission's `Idempotency-Key` again with it, so that it "
+        "makes one job however many times it is sent. Codes: "
+        + ", ".join(f"`{down.code}` (`Retry-After: {down.retry_after}`)" for down in OUTAGES)
+        + ".",
+        [error_example(503, down.code, down.message) for down in OUTAGES],
     ),
 }
 
@@ -138,16 +140,18 @@ _ERRORS: dict[int, tuple[str, list[OpenApiExample]]] = {
 def error_responses(
     *statuses: int, described: dict[int, tuple[str, OpenApiExample]] | None = None
 ) -> dict[int, OpenApiResponse]:
-    """The documented error answers for `statuses`, and 429 (every endpoint is rate limited),
-    all with the one error schema.
+    """The documented error answers for `statuses`, and 429 (every endpoint is rate limited)
+    and 503 (any request may meet an outage), all with the one error schema.
 
-    `described` replaces the generic text and example of a status for one operation."""
+    `described` replaces the generic text and example of a status for one operation; for 503 it
+    comes before the outage's, which the operation may answer still."""
     responses = {}
-    for status in sorted({*statuses, 429}):
+    for status in sorted({*statuses, 429, 503}):
         description, examples = _ERRORS[status]
         if described and status in described:
-            description, example = described[status]
-            examples = [example]
+            own, example = described[status]
+            outage = status == 503
+            description, examples = (f"{own} {description}", [example, *examples]) if outage else (own, [example])
         responses[status] = OpenApiResponse(
             response=ErrorSerializer, description=description, examples=examples
         )
