@@ -190,6 +190,12 @@ def _attempt(
         )
         for (state, delay), ids in next_steps.items():
             countdown = delay is not None and delay <= dispatch.COUNTDOWN_MAX_SECONDS
+            if state == State.FAILED:
+                # Given up: which of them this batch still holds, locked so that they stay held
+                # until moved (rare, a delivery's last attempt: a query more is nothing).
+                ids = list(Delivery.objects.filter(pk__in=ids, claim_token=token)
+                           .select_for_update().values_list("pk", flat=True))
+                given_up.update(ids)
             # Only the claim's holder moves a delivery on; if the claim expired and another
             # worker took over, this attempt is logged but decides nothing.
             moved = Delivery.objects.filter(pk__in=ids, claim_token=token).update(
@@ -201,8 +207,6 @@ def _attempt(
                 finished_at=None if state == State.PENDING else now,
             )
             owned += moved
-            if state == State.FAILED and moved == len(ids):
-                given_up.update(ids)
             if countdown:
                 # A retry taken over by another worker is published too: its claim makes it a no-op.
                 dispatch.deliveries_publish_on_commit(delivery_ids=ids, countdown=delay)

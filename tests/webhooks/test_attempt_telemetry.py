@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+import structlog.testing
 from django.test import Client as BrowserClient
 from django.test import override_settings
 
@@ -136,3 +137,36 @@ def test_a_delivery_given_up_is_one_warning_naming_its_job(
             line["client"]) == (str(delivery["id"]), delivery["webhook_id"], "3", "503", "127.0.0.1",
                                 str(api.client.pk))
     assert not any("s3cr3t" in text for text in line.values())
+
+
+@pytest.mark.django_db
+def test_each_delivery_given_up_is_told_even_when_another_of_its_batch_was_taken_over(
+    make_receiver: Callable[..., Receiver], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given two deliveries on the last attempt of their schedule (three in the tests), to a
+    # receiver that fails them both
+    receiver = make_receiver(*[Reply(status=503)] * 2)
+    client = client_create(name=f"t-{uuid.uuid4().hex[:6]}")
+    for _ in range(2):
+        outbox.event_record(owner_id=client.pk, subject_id=uuid.uuid4(), event_type="job.succeeded",
+                            data={"id": "x"}, callback_url=receiver.url, publish=False)
+    from webhooks.models import Delivery
+
+    Delivery.objects.filter(owner=client).update(attempt_count=2)
+    first, taken_over = Delivery.objects.filter(owner=client).order_by("pk")
+
+    # When the batch sends both, but one's claim expires meanwhile and another worker takes it
+    send_batch = attempts.sending.send_batch
+
+    def slow_batch(*args: Any, **kwargs: Any) -> Any:
+        results = send_batch(*args, **kwargs)
+        Delivery.objects.filter(pk=taken_over.pk).update(claim_token=uuid.uuid4())
+        return results
+
+    monkeypatch.setattr(attempts.sending, "send_batch", slow_batch)
+    with structlog.testing.capture_logs() as lines:
+        attempts.deliveries_attempt(delivery_ids=[first.pk, taken_over.pk])
+
+    # Then the delivery this batch gave up is told, the other left to its new holder
+    assert [line["delivery_id"] for line in lines if line["event"] == "webhook delivery given up"] == [first.pk]
+    assert Delivery.objects.get(pk=first.pk).state == Delivery.State.FAILED
