@@ -1,5 +1,6 @@
 """kombu's transports as the service uses them: Redis publishing through one client object per
-connection pool, and the filesystem (make run's embedded broker) letting its worker stop at once.
+connection pool, and the filesystem (make run's embedded broker) letting its worker stop at once
+and surviving a full disk.
 
 kombu's Redis channel builds a new `redis.Redis` object for every message it publishes (and for
 every other command it sends outside the consumer's loop). Building one takes about 0.2 ms of
@@ -9,12 +10,23 @@ publish; the pool, its connections and everything else stay kombu's.
 """
 from __future__ import annotations
 
+import logging
+import os
+import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
+from queue import Empty
 from time import monotonic
 from typing import Any
 
+from kombu.exceptions import ChannelError
 from kombu.transport import filesystem, redis
+from kombu.utils.encoding import bytes_to_str, str_to_bytes
+from kombu.utils.json import dumps, loads
+
+from core.logs import first_line
+
+logger = logging.getLogger(__name__)
 
 
 class Channel(redis.Channel):
@@ -35,9 +47,78 @@ class Transport(redis.Transport):
     Channel = Channel
 
 
+class FilesystemChannel(filesystem.Channel):
+    """kombu's filesystem channel, whose messages survive a full disk.
+
+    kombu writes a message's file in place, under the name consumers look for: a write that met
+    a full disk (ENOSPC) left an empty or partial file, the consumer that took it raised
+    JSONDecodeError, and its worker exited; the next worker took the same file. Here a message is
+    written under a name consumers pass over (`.part` after kombu's) and renamed into place once
+    whole, or removed; and a consumer sets aside a file it cannot read (an older version's
+    leftover, a crash's) in `broken/` beside the queue's folder, with one WARNING line, and goes
+    on. Names, order and every other operation stay kombu's (kombu 5.x's `_put` and `_get`, the
+    two a virtual transport's channel implements)."""
+
+    def _put(self, queue: str, payload: Any, **kwargs: Any) -> None:
+        name = f"{round(monotonic() * 1000)}_{uuid.uuid4()}.{queue}.msg"
+        path = os.path.join(self.data_folder_out, name)
+        partial = f"{path}.part"
+        try:
+            # Buffered, unlike kombu's: an unbuffered write may write part of the message and
+            # return, where this one writes it all or raises.
+            with open(partial, "wb") as file:
+                file.write(str_to_bytes(dumps(payload)))
+            os.replace(partial, path)
+        except OSError as exc:
+            with suppress(OSError):
+                os.remove(partial)
+            raise ChannelError(f"Cannot add file {path!r} to directory: {exc}") from exc
+
+    def _get(self, queue: str) -> Any:
+        wanted = f"{queue}.msg"
+        for name in sorted(os.listdir(self.data_folder_in)):
+            if name.partition(".")[2] != wanted:
+                continue
+            # Taken by a rename within DATA_DIR (kombu moves it to the system's temporary folder,
+            # a copy when that is another filesystem): one consumer wins, and nothing is written.
+            taken = os.path.join(self.processed_folder, name)
+            try:
+                os.rename(os.path.join(self.data_folder_in, name), taken)
+            except OSError:
+                continue  # another consumer took it
+            try:
+                with open(taken, "rb") as file:
+                    payload = loads(bytes_to_str(file.read()))
+            except OSError as exc:
+                raise ChannelError(f"Cannot read file {taken!r} from queue.") from exc
+            except ValueError as exc:  # not JSON (empty, cut short), or not UTF-8
+                self._set_aside(taken, exc)
+                continue
+            if not isinstance(payload, dict):
+                self._set_aside(taken, ValueError(f"a {type(payload).__name__}, not a message"))
+                continue
+            if not self.store_processed:
+                os.remove(taken)
+            return payload
+        raise Empty()
+
+    def _set_aside(self, path: str, error: BaseException) -> None:
+        """Move an unreadable message file to `broken/` beside the queue's folder, for an operator
+        to look at: deleted, a message would be lost without a trace."""
+        broken = os.path.join(os.path.dirname(os.path.abspath(self.data_folder_in)), "broken")
+        destination = os.path.join(broken, os.path.basename(path))
+        try:
+            os.makedirs(broken, exist_ok=True)
+            os.rename(path, destination)
+        except OSError as exc:  # left where it was taken to, out of the queue all the same
+            destination = f"{path} (not moved: {exc})"
+        logger.warning("Unreadable broker message %s set aside as %s: %s", os.path.basename(path), destination,
+                       first_line(error))
+
+
 class FilesystemTransport(filesystem.Transport):
-    """kombu's filesystem transport, whose wait for a message ends at its next poll once the
-    worker of this process is stopping.
+    """kombu's filesystem transport on the channel above, whose wait for a message ends at its
+    next poll once the worker of this process is stopping.
 
     A worker on a transport with no event loop (this one) runs Celery's synchronous loop, which
     looks whether it should stop only between two waits of 2 s (`drain_events(timeout=2.0)`),
@@ -45,6 +126,8 @@ class FilesystemTransport(filesystem.Transport):
     shutdown, of the 5 s honcho (make run) gives it before it kills. Here a wait is a series of
     polls, each a polling interval long, that ends when `stopping` is set (core/celery.py, as the
     worker's stop begins)."""
+
+    Channel = FilesystemChannel
 
     # Set from the worker's signal handler, in the main thread between two of its steps: a flag
     # read once a poll, no lock (the handler could run while that thread holds one).

@@ -1,9 +1,15 @@
 """core/broker.py: kombu's Redis transport with one client object per connection pool, and the
-embedded broker's filesystem transport, whose wait ends when its worker stops."""
+embedded broker's filesystem transport, whose wait ends when its worker stops and whose messages
+survive a full disk."""
 from __future__ import annotations
 
+import logging
+import resource
+import signal
 import threading
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from queue import Empty
 from typing import Any
@@ -12,6 +18,7 @@ import pytest
 from celery.signals import worker_shutting_down
 from django.conf import settings
 from kombu import Connection
+from kombu.exceptions import ChannelError
 
 import core.celery  # noqa: F401 (connects the worker's signal receivers)
 from core import broker
@@ -100,3 +107,90 @@ def test_the_embedded_brokers_wait_for_a_message_ends_when_the_worker_stops(tmp_
         assert ended == ["no message"]
     finally:
         broker.FilesystemTransport.stopping = False
+
+
+def _embedded_connection(tmp_path: Path) -> Connection:
+    """A connection through the embedded broker's transport, its folders as make run's
+    (core/settings/workers.py) under `tmp_path/broker`."""
+    broker_dir = tmp_path / "broker"
+    for name in ("queue", "processed"):
+        (broker_dir / name).mkdir(parents=True)
+    return Connection("filesystem://", transport="core.broker:FilesystemTransport", transport_options={
+        "data_folder_in": str(broker_dir / "queue"), "data_folder_out": str(broker_dir / "queue"),
+        "processed_folder": str(broker_dir / "processed"), "store_processed": False,
+        "control_folder": str(broker_dir / "control"), "polling_interval": 0.1,
+    })
+
+
+@contextmanager
+def files_limited_to(size: int) -> Iterator[None]:
+    """This process's writes stop at `size` bytes into a file (RLIMIT_FSIZE, EFBIG beyond it),
+    as a disk filling under a write stops it: partway, or at its first byte."""
+    limits = resource.getrlimit(resource.RLIMIT_FSIZE)
+    signal_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # an error, not the process's end
+    resource.setrlimit(resource.RLIMIT_FSIZE, (size, limits[1]))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limits)
+        signal.signal(signal.SIGXFSZ, signal_handler)
+
+
+@pytest.mark.parametrize("room", [0, 4096], ids=["no room", "room for part of it"])
+def test_a_message_the_disk_cannot_take_whole_raises_and_leaves_no_file(tmp_path: Path, room: int) -> None:
+    # Given a consumer's queue on the embedded broker
+    with _embedded_connection(tmp_path) as connection:
+        # (A name of its own: kombu keeps the queues it declared in the process, not the folder.)
+        queue = connection.SimpleQueue(f"full-{uuid.uuid4().hex}")
+        try:
+            # When a message (16 KB) is published while the disk has room for `room` bytes of it
+            with files_limited_to(room), pytest.raises(ChannelError):
+                queue.put({"text": "x" * 16384})
+
+            # Then nothing is left in the queue's folder, and the consumer finds no message, no
+            # part of one to die on
+            assert sorted(path.name for path in (tmp_path / "broker" / "queue").iterdir()) == []
+            with pytest.raises(Empty):
+                queue.get(block=False)
+
+            # And once there is room, the next publish arrives whole
+            queue.put({"text": "after"})
+            message = queue.get(block=False)
+            assert message.payload == {"text": "after"}
+            message.ack()
+        finally:
+            queue.close()
+
+
+def test_an_unreadable_message_file_is_set_aside_with_a_warning_and_the_next_delivered(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given a queue whose folder holds, before a good message, the files an older version left
+    # on a full disk (one empty, one cut short) and one that is not UTF-8
+    with _embedded_connection(tmp_path) as connection:
+        queue = connection.SimpleQueue("leftovers")
+        try:
+            folder = tmp_path / "broker" / "queue"
+            leftovers = {"0_empty.leftovers.msg": b"", "1_cut.leftovers.msg": b'{"body": "eyJ',
+                         "2_latin.leftovers.msg": b"\xff\xfe"}
+            for name, content in leftovers.items():
+                (folder / name).write_bytes(content)
+            queue.put({"n": 1})
+
+            # When a consumer takes the next message
+            with caplog.at_level(logging.WARNING, logger="core.broker"):
+                message = queue.get(block=False)
+
+            # Then it is the good one, and each unreadable file is in broken/ beside the queue's
+            # folder, untouched, named in one WARNING line of its own
+            assert message.payload == {"n": 1}
+            message.ack()
+            broken = tmp_path / "broker" / "broken"
+            assert {path.name: path.read_bytes() for path in broken.iterdir()} == leftovers
+            warnings = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
+            assert len(warnings) == 3, warnings
+            for name, line in zip(leftovers, warnings, strict=True):
+                assert line.startswith(f"Unreadable broker message {name} set aside as {broken / name}: "), line
+            assert list(folder.iterdir()) == []
+        finally:
+            queue.close()
