@@ -1,6 +1,7 @@
 """A full disk, as the on-call audit found it: the API (scripts/web, embedded mode as `make run`
 runs it, metrics on) with DATA_DIR on a small filesystem that fills, and with the metrics
-directory's own filesystem full. The API answers what it cannot do, and its master stays up.
+directory's own filesystem full. The API answers what it cannot do, and its master stays up;
+`make run`'s workers outlive the embedded broker's full disk and run jobs once it has room.
 
 Each test mounts a tmpfs of its own (root only: CI runs the suite as root on this machine)."""
 from __future__ import annotations
@@ -19,7 +20,12 @@ import requests
 
 from tests.conftest import REPO, free_port, stop_process, wait_until_up
 from tests.console.test_metrics import parse, value
-from tests.core.test_make_run import SERVER_VARIABLES
+from tests.core.test_make_run import (
+    SERVER_VARIABLES,
+    _assert_stopped_cleanly,
+    _ctrl_c,
+    _wait_for_key,
+)
 
 pytestmark = [
     pytest.mark.slow,
@@ -153,3 +159,58 @@ def test_a_worker_ended_while_the_metrics_filesystem_is_full_leaves_the_master_u
             time.sleep(0.2)
         served = value(parse(metrics.text), "jobapi_http_requests_total", route="healthz", method="GET", status="200")
         assert served >= 3, metrics.text
+
+
+def _job_completes(base: str, headers: dict[str, str], process: subprocess.Popen[bytes], log_path: Path) -> None:
+    """Submits a job and waits for it to succeed, make run's processes up all along."""
+    accepted = requests.post(f"{base}/api/jobs/", json=SUBMISSION, headers=headers, timeout=10)
+    assert accepted.status_code == 202, accepted.text
+    deadline = time.monotonic() + 60
+    while (job := requests.get(f"{base}/api/jobs/{accepted.json()['id']}/", headers=headers, timeout=10).json())[
+        "status"
+    ] != "SUCCESS":
+        assert process.poll() is None and time.monotonic() < deadline, (job, log_path.read_text())
+        time.sleep(0.2)
+
+
+def test_make_runs_workers_outlive_a_full_data_dir_and_run_jobs_once_it_has_room(tmp_path: Path) -> None:
+    # Given make run (the API, its workers and beat, on the embedded broker) on a small
+    # filesystem, a job run
+    with tmpfs(tmp_path / "data", "64m") as data_dir:
+        env = {name: value for name, value in os.environ.items() if name not in SERVER_VARIABLES}
+        env.update(PORT=str(port := free_port()), DATA_DIR=str(data_dir), WEB_CONCURRENCY="1")
+        log_path = tmp_path / "make-run.log"
+        with open(log_path, "wb") as log:
+            process = subprocess.Popen(["make", "run"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                       start_new_session=True)
+        try:
+            base = f"http://127.0.0.1:{port}"
+            headers = {"Authorization": f"Bearer {_wait_for_key(log_path, process)}"}
+            wait_until_up(f"{base}/healthz", process, log_path)
+            _job_completes(base, headers, process, log_path)
+
+            # When its disk fills, and beat's next publishes of the periodic tasks fail there (an
+            # empty message file each, as kombu wrote them), which the deliveries worker looks for
+            # every 0.1 s
+            filler = fill(data_dir)
+            deadline = time.monotonic() + 30
+            while "Couldn't apply scheduled task" not in log_path.read_text():
+                assert process.poll() is None and time.monotonic() < deadline, log_path.read_text()
+                time.sleep(0.2)
+            queue = data_dir / "broker" / "queue"
+            while any(queue.iterdir()):
+                assert process.poll() is None and time.monotonic() < deadline, log_path.read_text()
+                time.sleep(0.2)
+
+            # Then every process of make run is still up (honcho stops them all when one exits)
+            assert process.poll() is None, log_path.read_text()
+            assert "stopped (rc=" not in log_path.read_text(), log_path.read_text()
+            assert not (data_dir / "broker" / "broken").exists()
+
+            # And once space is freed, a job submitted runs, on the same workers
+            filler.unlink()
+            _job_completes(base, headers, process, log_path)
+            assert "stopped (rc=" not in log_path.read_text(), log_path.read_text()
+        finally:
+            output = _ctrl_c(process, log_path)
+        _assert_stopped_cleanly(output, process)
