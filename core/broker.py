@@ -94,8 +94,8 @@ class FilesystemChannel(filesystem.Channel):
             except ValueError as exc:  # not JSON (empty, cut short), or not UTF-8
                 self._set_aside(taken, exc)
                 continue
-            if not isinstance(payload, dict):
-                self._set_aside(taken, ValueError(f"a {type(payload).__name__}, not a message"))
+            if not _is_message(payload):
+                self._set_aside(taken, ValueError("JSON, but not a message (no properties.delivery_tag)"))
                 continue
             if not self.store_processed:
                 os.remove(taken)
@@ -114,6 +114,13 @@ class FilesystemChannel(filesystem.Channel):
             destination = f"{path} (not moved: {exc})"
         logger.warning("Unreadable broker message %s set aside as %s: %s", os.path.basename(path), destination,
                        first_line(error))
+
+
+def _is_message(payload: Any) -> bool:
+    """Whether `payload` has what kombu reads of every message it takes (virtual.Message): read
+    without it, it raised KeyError in the worker, which exited as it did on a file cut short."""
+    properties = payload.get("properties") if isinstance(payload, dict) else None
+    return isinstance(properties, dict) and "delivery_tag" in properties
 
 
 class FilesystemTransport(filesystem.Transport):

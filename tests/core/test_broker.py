@@ -166,13 +166,14 @@ def test_an_unreadable_message_file_is_set_aside_with_a_warning_and_the_next_del
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     # Given a queue whose folder holds, before a good message, the files an older version left
-    # on a full disk (one empty, one cut short) and one that is not UTF-8
+    # on a full disk (one empty, one cut short), one that is not UTF-8 and one that is JSON but
+    # not a message
     with _embedded_connection(tmp_path) as connection:
         queue = connection.SimpleQueue("leftovers")
         try:
             folder = tmp_path / "broker" / "queue"
             leftovers = {"0_empty.leftovers.msg": b"", "1_cut.leftovers.msg": b'{"body": "eyJ',
-                         "2_latin.leftovers.msg": b"\xff\xfe"}
+                         "2_latin.leftovers.msg": b"\xff\xfe", "3_other.leftovers.msg": b'{"body": "e30="}'}
             for name, content in leftovers.items():
                 (folder / name).write_bytes(content)
             queue.put({"n": 1})
@@ -188,7 +189,7 @@ def test_an_unreadable_message_file_is_set_aside_with_a_warning_and_the_next_del
             broken = tmp_path / "broker" / "broken"
             assert {path.name: path.read_bytes() for path in broken.iterdir()} == leftovers
             warnings = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
-            assert len(warnings) == 3, warnings
+            assert len(warnings) == 4, warnings
             for name, line in zip(leftovers, warnings, strict=True):
                 assert line.startswith(f"Unreadable broker message {name} set aside as {broken / name}: "), line
             assert list(folder.iterdir()) == []
