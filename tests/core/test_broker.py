@@ -172,8 +172,10 @@ def test_an_unreadable_message_file_is_set_aside_with_a_warning_and_the_next_del
         queue = connection.SimpleQueue("leftovers")
         try:
             folder = tmp_path / "broker" / "queue"
-            leftovers = {"0_empty.leftovers.msg": b"", "1_cut.leftovers.msg": b'{"body": "eyJ',
-                         "2_latin.leftovers.msg": b"\xff\xfe", "3_other.leftovers.msg": b'{"body": "e30="}'}
+            # (Named to come first: a consumer takes files in the order of their names, which
+            # kombu begins with the system's monotonic clock in ms, never with a 0.)
+            leftovers = {"0_0-empty.leftovers.msg": b"", "0_1-cut.leftovers.msg": b'{"body": "eyJ',
+                         "0_2-latin.leftovers.msg": b"\xff\xfe", "0_3-other.leftovers.msg": b'{"body": "e30="}'}
             for name, content in leftovers.items():
                 (folder / name).write_bytes(content)
             queue.put({"n": 1})
