@@ -51,8 +51,9 @@ class FilesystemChannel(filesystem.Channel):
     """kombu's filesystem channel, whose messages survive a full disk.
 
     kombu writes a message's file in place, under the name consumers look for: a write that met
-    a full disk (ENOSPC) left an empty or partial file, the consumer that took it raised
-    JSONDecodeError, and its worker exited; the next worker took the same file. Here a message is
+    a full disk (ENOSPC) left an empty or partial file, and the consumer that took it (removing
+    it) raised JSONDecodeError and its worker exited: one worker for each publish that failed
+    (beat's, every few seconds while the disk was full). Here a message is
     written under a name consumers pass over (`.part` after kombu's) and renamed into place once
     whole, or removed; and a consumer sets aside a file it cannot read (an older version's
     leftover, a crash's) in `broken/` beside the queue's folder, with one WARNING line, and goes
@@ -80,7 +81,7 @@ class FilesystemChannel(filesystem.Channel):
             if name.partition(".")[2] != wanted:
                 continue
             # Taken by a rename within DATA_DIR (kombu moves it to the system's temporary folder,
-            # a copy when that is another filesystem): one consumer wins, and nothing is written.
+            # a copy when that is another filesystem): one consumer wins, and no byte is copied.
             taken = os.path.join(self.processed_folder, name)
             try:
                 os.rename(os.path.join(self.data_folder_in, name), taken)
