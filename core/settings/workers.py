@@ -113,6 +113,8 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_DB_REUSE_MAX = 1_000_000
 # Periodic tasks (celery beat).
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
+# Its failures to send a task logged as one line a minute, not a traceback a try (core/beat.py).
+CELERY_BEAT_SCHEDULER = "core.beat:Scheduler"
 # How often the sweeper publishes jobs that were accepted while the broker was down (seconds).
 JOB_DISPATCH_SWEEP_SECONDS = env.float("JOB_DISPATCH_SWEEP_SECONDS", default=5.0)
 # A job is swept only once it has stayed undispatched this long (seconds), so the sweeper
