@@ -11,7 +11,7 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 
-from core.errors import Conflict
+from core.errors import Conflict, database_unreachable, storage_full
 from core.ratelimit import ceiling_seconds
 from core.throttling import AdminLoginRateThrottle
 
@@ -28,7 +28,17 @@ class AdminSite(admin.AdminSite):
             )
             response["Retry-After"] = str(wait)
             return response
-        response = super().login(request, extra_context)
+        try:
+            response = super().login(request, extra_context)
+        except Exception as exc:
+            # Answered 503 (core/middleware.py OutageMiddleware) for the service's outage, not a
+            # wrong password: with the database out of reach the user's row could not be read to
+            # check one, and a full disk fails only a write, which only a right password makes (the
+            # session it opens). Counted, an operator retrying through an outage would find the
+            # admin locked once it is over.
+            if database_unreachable(exc) or storage_full(exc):
+                throttle.give_back()
+            raise
         # A POST is answered with a redirect only once it logged someone in (a failure shows the
         # form again): that attempt does not count.
         if request.method == "POST" and response.status_code == 302:

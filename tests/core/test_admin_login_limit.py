@@ -1,14 +1,20 @@
 """The admin's login limit counts failed attempts per client address: behind the proxy, the
 client's own (X-Forwarded-For, believed only from a trusted proxy), so an attacker's wrong
-passwords cannot lock the operators out of the admin and the console."""
+passwords cannot lock the operators out of the admin and the console; nor can an outage of the
+database, whose refused sign-ins never reached a password check."""
 from __future__ import annotations
 
+import contextlib
 import random
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
+from django.db import connection
 from django.test import Client as HttpClient
+
+from tests.proxy import CountingProxy
 
 pytestmark = pytest.mark.django_db
 
@@ -28,6 +34,25 @@ def attempt(password: str, *, peer: str = PROXY, forwarded_for: str | None = Non
     if forwarded_for is not None:
         headers["HTTP_X_FORWARDED_FOR"] = forwarded_for
     return HttpClient().post(LOGIN, {"username": "admin", "password": password}, **headers).status_code
+
+
+@contextlib.contextmanager
+def database_out_of_reach() -> Iterator[None]:
+    """PostgreSQL gone for this process's requests, as the service meets it: its connection is
+    made again through a proxy that closes every connection at once (tests/proxy.py; the
+    machine's shared server is never stopped), and made to the server again afterwards."""
+    database = connection.settings_dict
+    host, port = database["HOST"], database["PORT"]
+    proxy = CountingProxy((host or "127.0.0.1", int(port or 5432)))
+    proxy.cut()
+    connection.close()
+    database["HOST"], database["PORT"] = proxy.address.split(":")
+    try:
+        yield
+    finally:
+        connection.close()
+        database["HOST"], database["PORT"] = host, port
+        proxy.close()
 
 
 @pytest.fixture
@@ -106,3 +131,20 @@ def test_a_trusted_proxy_may_be_named_by_its_network(settings: Any) -> None:
 
     assert statuses == [200] * 10 + [429]
     assert attempt("correct-pw", peer="172.18.0.1", forwarded_for=operator) == 302
+
+
+@pytest.mark.django_db(transaction=True)  # the superuser committed: read on a connection made anew
+def test_sign_ins_refused_while_the_database_is_down_do_not_count(settings: Any) -> None:
+    # Given an operator, and a limit of three failed sign-ins a minute
+    settings.ADMIN_LOGIN_RATE_PER_MINUTE = 3
+    User.objects.create_superuser("admin", "admin@example.com", "correct-pw")
+    office = random_address()
+
+    # When the operator retries through an outage of the database, typos and all
+    with database_out_of_reach():
+        during = [attempt(password, forwarded_for=office) for password in ["correct-pw", "wrong"] * 3]
+
+    # Then each is told the database is down, none was a failed password, and once it is back
+    # the operator signs in
+    assert during == [503] * 6
+    assert attempt("correct-pw", forwarded_for=office) == 302
