@@ -20,15 +20,28 @@ pytestmark = pytest.mark.timeout(120)
 
 # What these tests put in .env: the environment they run the scripts in sets only what it says.
 DOTENV_VARIABLES = ("PORT", "WEB_CONCURRENCY", "WORKER_NAME", "WORKER_CONCURRENCY", "QUEUES", "LOG_LEVEL",
-                    "BEAT_SCHEDULE_FILE")
+                    "BEAT_SCHEDULE_FILE", "ALLOWED_HOSTS", "HOST")
+
+
+def environment_by_hand(checkout: Path, **environment: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in SERVER_VARIABLES + DOTENV_VARIABLES}
+    env.update(DATA_DIR=str(checkout.parent / "data"), VIRTUAL_ENV=sys.prefix, **environment)
+    return env
 
 
 def run_by_hand(checkout: Path, script: str, log_path: Path, **environment: str) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if k not in SERVER_VARIABLES + DOTENV_VARIABLES}
-    env.update(DATA_DIR=str(checkout.parent / "data"), VIRTUAL_ENV=sys.prefix, **environment)
     with open(log_path, "wb") as log:
-        return subprocess.Popen([str(checkout / "scripts" / script)], cwd=checkout, env=env, stdout=log,
+        return subprocess.Popen([str(checkout / "scripts" / script)], cwd=checkout,
+                                env=environment_by_hand(checkout, **environment), stdout=log,
                                 stderr=subprocess.STDOUT)
+
+
+def check_by_hand(checkout: Path, check: str, **environment: str) -> subprocess.CompletedProcess[str]:
+    """scripts/healthcheck as an operator runs it: by its path, with whichever python3 the PATH
+    has, from wherever the shell is."""
+    return subprocess.run([str(checkout / "scripts" / "healthcheck"), check], cwd=checkout.parent,
+                          env=environment_by_hand(checkout, **environment), capture_output=True, text=True,
+                          check=False, timeout=60)
 
 
 def wait_for_line(pattern: str, process: subprocess.Popen[bytes], log_path: Path) -> str:
@@ -39,10 +52,11 @@ def wait_for_line(pattern: str, process: subprocess.Popen[bytes], log_path: Path
     return match.group(0)
 
 
-def test_web_serves_on_the_port_dotenv_names(tmp_path: Path) -> None:
-    # Given a checkout whose .env names the API's port, and a shell that names none
+def test_web_serves_on_the_port_dotenv_names_and_the_health_check_checks_it(tmp_path: Path) -> None:
+    # Given a checkout whose .env names the API's port and host names, and a shell that names none
     port = free_port()
-    checkout = checkout_with_dotenv(tmp_path, f"PORT={port}\nWEB_CONCURRENCY=1\n")
+    checkout = checkout_with_dotenv(
+        tmp_path, f"PORT={port}\nWEB_CONCURRENCY=1\nALLOWED_HOSTS=.jobs.example.com,127.0.0.1\n")
     log_path = tmp_path / "web.log"
 
     # When scripts/web is run there by hand
@@ -51,8 +65,15 @@ def test_web_serves_on_the_port_dotenv_names(tmp_path: Path) -> None:
     # Then gunicorn listens on .env's port (it read the environment alone, and took 8000)
     try:
         wait_until_up(f"http://127.0.0.1:{port}/healthz", web, log_path)
+        # And the health check run there by hand finds it healthy, on .env's port with a host
+        # name of .env's (it asked port 8000, as localhost, which Django refuses)
+        healthy = check_by_hand(checkout, "web")
+        # But not where the shell names another port: the environment wins over .env
+        elsewhere = check_by_hand(checkout, "web", PORT=str(free_port()))
     finally:
         stop_process(web)
+    assert healthy.returncode == 0, healthy.stderr
+    assert elsewhere.returncode == 1 and "web unhealthy" in elsewhere.stderr, elsewhere.stderr
 
 
 def test_worker_takes_its_name_from_dotenv_and_its_processes_from_the_environment(tmp_path: Path) -> None:
