@@ -1,5 +1,5 @@
 """What the apps' hand-written SQL (`jobs/sql.py`, `webhooks/sql.py`) shares: a model's columns,
-its rows read back as model instances, and batched deletes.
+its rows read back as model instances, batched deletes, and a table's estimated size.
 
 Reading a row as the ORM would means applying each column's converters (JSON decoding, SQLite's
 text dates and UUIDs). Django does that in its query compiler; the one call here that reaches
@@ -80,3 +80,18 @@ def delete_in_batches(queryset: QuerySet, *, batch_size: int, max_batches: int) 
         _total, per_model = queryset.filter(pk__in=ids).delete()
         deleted += per_model.get(label, 0)
     return deleted
+
+
+def table_rows_estimate(model: type[Model], alias: str = "default") -> int | None:
+    """PostgreSQL's estimate of the rows in `model`'s table, the planner's own (`pg_class.reltuples`,
+    which VACUUM and ANALYZE set, and autovacuum again once a tenth of the table changed), read in one catalogue row
+    rather than counted over every row; None on another database, or for a table never analyzed.
+    Hand-written: the ORM reads no catalogue."""
+    connection = connections[alias]
+    if connection.vendor != "postgresql":
+        return None
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT reltuples FROM pg_class WHERE oid = %s::regclass",
+                       [connection.ops.quote_name(model._meta.db_table)])
+        row = cursor.fetchone()
+    return int(row[0]) if row is not None and row[0] >= 0 else None

@@ -7,7 +7,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django_object_actions import DjangoObjectActions, action, takes_instance_or_queryset
 
-from core.admin_site import BoundedActionsAdmin, action_apply, known_values_filter
+from core.admin_site import LargeTableAdmin, action_apply, known_values_filter
 from jobs.models import Job, JobResult
 from jobs.registry import job_types_all
 from jobs.transitions import job_cancel
@@ -18,7 +18,7 @@ def _job_names() -> list[str]:
 
 
 @admin.register(Job)
-class JobAdmin(DjangoObjectActions, BoundedActionsAdmin):
+class JobAdmin(DjangoObjectActions, LargeTableAdmin):
     list_display = ("id", "job_name", "status", "owner", "created_at", "started_at", "finished_at")
     # No filter or date hierarchy that reads the whole table on each page: the job types come
     # from the registry, and the dates' filter needs no query (a date hierarchy asks the table
@@ -27,7 +27,6 @@ class JobAdmin(DjangoObjectActions, BoundedActionsAdmin):
     search_fields = ("id", "owner__name", "callback_url")
     readonly_fields = [f.name for f in Job._meta.fields]
     list_select_related = ("owner",)
-    show_full_result_count = False  # COUNT(*) over millions of rows on every page is slow
     actions = ("cancel",)
     change_actions = ("cancel",)
 
@@ -47,13 +46,12 @@ class JobAdmin(DjangoObjectActions, BoundedActionsAdmin):
 
 
 @admin.register(JobResult)
-class JobResultAdmin(BoundedActionsAdmin):
+class JobResultAdmin(LargeTableAdmin):
     list_display = ("id", "task_name", "job", "owner", "created_at")
     list_filter = (known_values_filter("task_name", "task name", _job_names), "created_at")
     search_fields = ("job__id", "owner__name")
     readonly_fields = [f.name for f in JobResult._meta.fields]
     list_select_related = ("owner",)
-    show_full_result_count = False
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # a result comes from its job

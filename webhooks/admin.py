@@ -10,7 +10,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django_object_actions import DjangoObjectActions, action, takes_instance_or_queryset
 
-from core.admin_site import BoundedActionsAdmin, action_apply, known_values_filter
+from core.admin_site import BoundedActionsAdmin, LargeTableAdmin, action_apply, known_values_filter
 from webhooks.endpoints import endpoint_update
 from webhooks.events import ENDPOINT_EVENT_TYPES
 from webhooks.models import Delivery, DeliveryAttempt, Endpoint, Event, SigningSecret
@@ -37,7 +37,7 @@ class DeliveryAttemptInline(admin.TabularInline):
 
 
 @admin.register(Delivery)
-class DeliveryAdmin(DjangoObjectActions, ReadOnlyAdmin):
+class DeliveryAdmin(DjangoObjectActions, ReadOnlyAdmin, LargeTableAdmin):
     list_display = ["id", "subject_id", "event", "url", "state", "attempt_count", "next_attempt_at", "created_at"]
     list_filter = ["state", "redelivery"]
     search_fields = ["subject_id", "event__message_id", "url"]
@@ -70,7 +70,7 @@ class DeliveryAdmin(DjangoObjectActions, ReadOnlyAdmin):
 
 
 @admin.register(Event)
-class EventAdmin(ReadOnlyAdmin):
+class EventAdmin(ReadOnlyAdmin, LargeTableAdmin):
     list_display = ["message_id", "event_type", "subject_id", "owner", "created_at"]
     # The event types the code knows, not the table's distinct ones (core/admin_site.py).
     list_filter = [known_values_filter("event_type", "event type", lambda: list(ENDPOINT_EVENT_TYPES))]

@@ -148,7 +148,9 @@ WSGI_APPLICATION = "core.wsgi.application"
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [BASE_DIR / "openapi" / "templates"],
+        # core/templates: the admin's templates the project overrides, found before the admin
+        # app's own (an app's, core's included, would come after it: it is the first app).
+        "DIRS": [BASE_DIR / "openapi" / "templates", BASE_DIR / "core" / "templates"],
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [
