@@ -77,7 +77,7 @@ class FilesystemChannel(filesystem.Channel):
 
     def _get(self, queue: str) -> Any:
         wanted = f"{queue}.msg"
-        for name in sorted(os.listdir(self.data_folder_in)):
+        for name in sorted(os.listdir(self.data_folder_in), key=_arrival):
             if name.partition(".")[2] != wanted:
                 continue
             # Taken by a rename within DATA_DIR (kombu moves it to the system's temporary folder,
@@ -115,6 +115,13 @@ class FilesystemChannel(filesystem.Channel):
             destination = f"{path} (not moved: {exc})"
         logger.warning("Unreadable broker message %s set aside as %s: %s", os.path.basename(path), destination,
                        first_line(error))
+
+
+def _arrival(name: str) -> tuple[int, str]:
+    """A message file's place in its queue. Each is named by the monotonic clock in ms, then a
+    uuid: compared as text (kombu's order), `1000000_…` came before `999999_…`, and a queue's
+    oldest messages waited behind every one sent after the clock gained a digit."""
+    return len(name.partition("_")[0]), name
 
 
 def _is_message(payload: Any) -> bool:

@@ -197,3 +197,26 @@ def test_an_unreadable_message_file_is_set_aside_with_a_warning_and_the_next_del
             assert list(folder.iterdir()) == []
         finally:
             queue.close()
+
+
+def test_messages_are_taken_in_the_order_they_were_sent_when_the_clock_gains_a_digit(tmp_path: Path) -> None:
+    # Given two messages of a queue, sent as the monotonic clock (in ms, which names them) went
+    # from six digits to seven
+    with _embedded_connection(tmp_path) as connection:
+        queue = connection.SimpleQueue("digits")
+        try:
+            folder = tmp_path / "broker" / "queue"
+            for n, stamp in (("older", "999999"), ("newer", "1000000")):
+                queue.put({"n": n})
+                [sent] = [path for path in folder.iterdir() if not path.name.startswith(("999999_", "1000000_"))]
+                sent.rename(folder / f"{stamp}_{sent.name.partition('_')[2]}")
+
+            # When a consumer takes them, then the older comes first
+            taken = []
+            for _ in range(2):
+                message = queue.get(block=False)
+                taken.append(message.payload["n"])
+                message.ack()
+            assert taken == ["older", "newer"]
+        finally:
+            queue.close()
