@@ -75,9 +75,12 @@ class _StreamApi(APIView):
 
 
 class JobEventStreamApi(_StreamApi):
-    def get(self, request: Request, job_id: str) -> StreamingHttpResponse:
+    def get(self, request: Request, job_id: str) -> StreamingHttpResponse | Response:
         job = selectors.job_get(owner=request.user, job_id=job_id)
         after = _resume_from(request)
+        if streams.job_stream_over(job=job, after=after):
+            # 204 is how a stream says it is over for good: EventSource stops reconnecting.
+            return Response(status=204)
         waiter = _placed(request, job_id=job.id)
         return _streaming(streams.Placed(waiter, streams.job_event_stream(
             waiter=waiter, job_id=job.id, after=after, client=waiting.client_socket(request.META),

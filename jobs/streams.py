@@ -21,7 +21,7 @@ from django.db import connection
 
 from core.concurrency import turn_taken
 from jobs import event_log
-from jobs.models import FINAL_WEBHOOK_EVENTS
+from jobs.models import FINAL_WEBHOOK_EVENTS, Job
 from jobs.waiting import idle, waiter_release
 from jobs.wakeups import Waiter
 
@@ -52,6 +52,15 @@ def last_event_id(value: str | None) -> int | None:
     set headers) as an event id; None when absent or not one of ours."""
     value = (value or "").strip()
     return int(value) if value.isascii() and value.isdigit() and len(value) < 19 else None
+
+
+def job_stream_over(*, job: Job, after: int | None) -> bool:
+    """Whether a job's stream resumed after `after` has nothing left to send: the job is final
+    (its final event committed with its status) and no event of it follows `after`. EventSource
+    reconnects by itself a second after the stream ends, with the final event's id: kept open,
+    that stream waited for events that never come, holding one of its client's places for as long
+    as the page stayed open."""
+    return after is not None and job.is_final and not event_log.job_events_after(job_id=job.id, after_id=after).exists()
 
 
 def job_event_stream(

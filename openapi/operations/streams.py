@@ -82,10 +82,17 @@ OPERATIONS: dict[str, dict[str, Callable[..., Any]]] = {
             summary="Stream a job's events",
             description=_STREAM_RULES + "\n\nIt starts with the job's latest event (its current "
             "state; nothing before the job starts), or with what followed `Last-Event-ID`, and "
-            "ends after the final event (or when the API process stops, see above).",
+            "ends after the final event (or when the API process stops, see above). Resumed after "
+            "the final event (EventSource reconnects by itself once the stream ends), it answers "
+            "`204`: nothing more will come, and EventSource stops reconnecting.",
             tags=["Jobs"],
             parameters=[JOB_ID, LAST_EVENT_ID],
-            responses={200: _STREAM_200, **error_responses(401, 404, 503, described=_FULL)},
+            responses={
+                200: _STREAM_200,
+                204: OpenApiResponse(description="The job is final and `Last-Event-ID` is its final event (or later): "
+                                     "nothing more will come."),
+                **error_responses(401, 404, 503, described=_FULL),
+            },
         ),
     },
     "jobs.stream_api.EventStreamApi": {

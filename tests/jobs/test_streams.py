@@ -90,6 +90,30 @@ def test_a_finished_jobs_stream_is_its_final_event(api: Api) -> None:
     assert [m["event"] for m in received] == ["job.succeeded"]
 
 
+def test_a_finished_jobs_stream_resumed_after_its_final_event_is_204_and_holds_no_place(
+    api: Api, settings: Any
+) -> None:
+    # Given a finished job whose stream a client has read to its end (EventSource reconnects a
+    # second later by itself, with the final event's id as Last-Event-ID), and a client's share
+    # of one stream
+    settings.API_MAX_WAITERS_PER_CLIENT = 1
+    created = api.submit("api.tasks.hello_world", {"message": "x"})
+    api.wait(created["id"])
+    path = f"/api/jobs/{created['id']}/events/"
+    final = [m for m in messages(stream(api, path)) if "event" in m][-1]
+
+    # When it reconnects after the final event, or after an id past it
+    resumed = [
+        api.get(path, stream=True, headers={"Accept": "text/event-stream", "Last-Event-ID": last}, timeout=30)
+        for last in (final["id"], str(int(final["id"]) + 1000))
+    ]
+
+    # Then each is told there is nothing more (204: EventSource stops reconnecting) rather than
+    # kept open for events that will never come, and none holds a place: a stream opens after
+    assert [response.status_code for response in resumed] == [204, 204]
+    assert next(messages(stream(api, "/api/events/"))) == {"retry": "1000"}
+
+
 def test_another_clients_job_stream_is_404(api: Api, make_api) -> None:  # type: ignore[no-untyped-def]
     created = api.submit("api.tasks.hello_world", {"message": "x"})
 
