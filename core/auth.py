@@ -82,6 +82,15 @@ def _api_key_lookup(digest: str) -> ApiKey | None:
     return api_key
 
 
+def api_key_in_force(*, digest: str) -> bool:
+    """Whether the key of `digest` still authenticates (not revoked nor deleted): asked again as
+    it goes by a request that outlives its check (an event stream, which never ends on its own),
+    so that revoking a leaked key cuts off its streams too, within API_KEY_CACHE_SECONDS as it
+    does its requests. Answered as a request's check is, from what the process remembers: a
+    query per key at most once in that time, whatever number of streams ask."""
+    return _api_key_lookup(digest) is not None
+
+
 def _attempt_admitted(request: Request) -> ApiKeyFailureRateThrottle:
     """The attempt's place in its address's budget of failed checks, taken before its key is
     looked up (a success gives it back); 429 once the budget is spent, without asking the

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import uuid
+from functools import partial
 from typing import Any
 
 from django.conf import settings
@@ -11,6 +12,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from core.auth import api_key_in_force
 from core.concurrency import turn_key
 from core.errors import ApplicationError
 from jobs import selectors, streams, waiting
@@ -64,6 +66,11 @@ def _resume_from(request: Request) -> int | None:
     )
 
 
+def _key_in_force(request: Request) -> partial[bool]:
+    """Whether the stream's API key still authenticates, for the stream to ask as it goes."""
+    return partial(api_key_in_force, digest=request.auth.digest)
+
+
 class _StreamApi(APIView):
     renderer_classes = (JSONRenderer, EventStreamRenderer)
 
@@ -84,7 +91,7 @@ class JobEventStreamApi(_StreamApi):
         waiter = _placed(request, job_id=job.id)
         return _streaming(streams.Placed(waiter, streams.job_event_stream(
             waiter=waiter, job_id=job.id, after=after, client=waiting.client_socket(request.META),
-            turn_key=turn_key(request),
+            turn_key=turn_key(request), authorized=_key_in_force(request),
         )))
 
 
@@ -95,4 +102,5 @@ class EventStreamApi(_StreamApi):
         return _streaming(streams.Placed(waiter, streams.owner_event_stream(
             waiter=waiter, owner_id=request.user.pk, after=after, job_name=job_name,
             client=waiting.client_socket(request.META), turn_key=turn_key(request),
+            authorized=_key_in_force(request),
         )))

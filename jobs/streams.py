@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import socket
 import uuid
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
 from django.conf import settings
@@ -64,11 +64,13 @@ def job_stream_over(*, job: Job, after: int | None) -> bool:
 
 
 def job_event_stream(
-    *, waiter: Waiter, job_id: uuid.UUID, after: int | None, client: socket.socket | None, turn_key: str
+    *, waiter: Waiter, job_id: uuid.UUID, after: int | None, client: socket.socket | None, turn_key: str,
+    authorized: Callable[[], bool],
 ) -> Generator[bytes, None, None]:
     """One job of the owner's (its waiter's, placed: jobs.waiting.waiter_placed): its events
     after `after` when resuming, else its latest (its current state) and what follows; ends
-    after the final one. Its reads take a turn in `turn_key`'s place."""
+    after the final one, or once `authorized()` (asked before each read after the first: its
+    API key is still in force) is false. Its reads take a turn in `turn_key`'s place."""
     heartbeat = settings.API_STREAM_HEARTBEAT_SECONDS
     yield f"retry: {RECONNECT_MILLISECONDS}\n\n".encode()
     if after is None:
@@ -94,17 +96,20 @@ def job_event_stream(
         if ends:
             return
         with turn_taken(turn_key):
+            if not authorized():
+                return
             events = list(event_log.job_events_after(job_id=job_id, after_id=after).values_list(*SENT, named=True))
 
 
 def owner_event_stream(
     *, waiter: Waiter, owner_id: uuid.UUID, after: int | None, job_name: str, client: socket.socket | None,
-    turn_key: str,
+    turn_key: str, authorized: Callable[[], bool],
 ) -> Generator[bytes, None, None]:
     """Every event of the owner's jobs (of `job_name` only, when given; its waiter placed:
     jobs.waiting.waiter_placed): after `after` when resuming, else from now on. Never ends on
-    its own. Each batch it reads (CATCH_UP_BATCH events at most) is read and rendered in a turn
-    in `turn_key`'s place, and sent as one chunk."""
+    its own, but once `authorized()` (asked before each read: its API key is still in force) is
+    false. Each batch it reads (CATCH_UP_BATCH events at most) is read and rendered in a turn in
+    `turn_key`'s place, and sent as one chunk."""
     heartbeat = settings.API_STREAM_HEARTBEAT_SECONDS
     if after is None:
         with turn_taken(turn_key):
@@ -112,6 +117,8 @@ def owner_event_stream(
     yield f"retry: {RECONNECT_MILLISECONDS}\n\n".encode()
     while True:
         with turn_taken(turn_key):
+            if not authorized():
+                return
             events = list(event_log.owner_events_after(
                 owner_id=owner_id, after_id=after, job_name=job_name).values_list(*SENT, named=True)[:CATCH_UP_BATCH])
             chunk = b"".join(message(event) for event in events)

@@ -45,7 +45,8 @@ def test_a_streams_catch_up_waits_for_the_turn_another_clients_request_holds(
     for event_type in ("job.started", "job.progress", "job.succeeded"):
         JobEvent.objects.create(job=job, owner=owner, job_name=job.job_name, event_type=event_type, body="{}")
     body = streams.owner_event_stream(waiter=Waiter(client_id=owner.pk, owner_id=owner.pk), owner_id=owner.pk,
-                                      after=0, job_name="", client=None, turn_key="Bearer key-a")
+                                      after=0, job_name="", client=None, turn_key="Bearer key-a",
+                                      authorized=lambda: True)
     assert next(body).startswith(b"retry:")
     sent: list[bytes] = []
     reading = threading.Thread(target=lambda: sent.append(next(body)))

@@ -11,6 +11,9 @@ from typing import Any
 import pytest
 import requests
 
+from core.auth import api_key_digest
+from core.models import ApiKey
+from core.services import api_key_create, api_key_revoke
 from jobs import streams, wakeups
 from tests.conftest import Api
 
@@ -112,6 +115,39 @@ def test_a_finished_jobs_stream_resumed_after_its_final_event_is_204_and_holds_n
     # kept open for events that will never come, and none holds a place: a stream opens after
     assert [response.status_code for response in resumed] == [204, 204]
     assert next(messages(stream(api, "/api/events/"))) == {"retry": "1000"}
+
+
+def _events_until_the_end(response: requests.Response) -> list[dict[str, Any]]:
+    """The stream's events up to its end, or up to its first event (it went on sending)."""
+    received = []
+    for message in messages(response):
+        if "event" in message:
+            received.append(message)
+            break
+    return received
+
+
+@pytest.mark.parametrize("scope", ["client", "job"])
+def test_a_stream_ends_once_its_key_is_revoked(api: Api, settings: Any, scope: str) -> None:
+    # Given a stream opened with a key of the client's (the client's, or one job's, a job
+    # scheduled an hour ahead), heartbeats each second, and another key of the same client
+    settings.API_STREAM_HEARTBEAT_SECONDS = 1
+    later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    created = api.submit("api.tasks.hello_world", {"message": "x"}, run_at=later)
+    path = "/api/events/" if scope == "client" else f"/api/jobs/{created['id']}/events/"
+    response = stream(api, path)
+    received = messages(response)
+    assert next(received) == {"retry": "1000"}
+    other_key = Api(api.base_url, api_key_create(client=api.client))
+
+    # When the stream's key is revoked (it leaked), and the client's jobs go on with the other key
+    api_key_revoke(api_key=ApiKey.objects.get(digest=api_key_digest(api.key)))
+    assert other_key.post(f"/api/jobs/{created['id']}/cancel/").status_code == 202
+    other_key.wait(other_key.submit("api.tasks.hello_world", {"message": "y"})["id"])
+
+    # Then the stream has ended, with none of their events, and cannot be opened again
+    assert _events_until_the_end(response) == []
+    assert api.get(path, headers={"Accept": "text/event-stream"}).status_code == 401
 
 
 def test_another_clients_job_stream_is_404(api: Api, make_api) -> None:  # type: ignore[no-untyped-def]
