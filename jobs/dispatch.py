@@ -31,30 +31,35 @@ SEND_FOR_SUBJECT_TASK = "webhooks.deliveries_send_for_subject"
 
 
 def job_signatures(*, job: Job) -> list[Any]:
-    """The Celery signatures that run `job`: its steps, then the webhook tail if it has a callback.
+    """The Celery signatures that run `job` from its next step (the first, or the one handed over
+    on its row, `next_step`, which takes `step_input`): that step and the ones after it, then the
+    webhook tail if it has a callback.
 
-    The first step's task id is the job's id, so a queued job can be revoked by id, and its
-    message carries the job's dispatch (`dispatched_at`), so a message of an earlier dispatch
-    never runs the job (jobs.transitions.job_start). Each message carries its arguments' text for
-    monitors: Celery's saferepr would write the same for these short values, at a sixth of a
-    publish's CPU (docs/benchmarks.md, "Fixes")."""
+    The first step's task id is the job's id, so a queued job can be revoked by id. The message
+    of the step it starts from carries the job's dispatch (`dispatched_at`), so a message of an
+    earlier dispatch never runs the job (jobs.transitions.job_start, jobs.tasks). Each message
+    carries its arguments' text for monitors: Celery's saferepr would write the same for these
+    short values, at a sixth of a publish's CPU (docs/benchmarks.md, "Fixes")."""
     job_type = job_type_get(job.job_name)
     options = {
         "queue": job_type.queue,
         "soft_time_limit": job_type.soft_time_limit_seconds,
         "time_limit": job_type.time_limit_seconds,
     }
-    first: dict[str, Any] = {"job_id": str(job.id), "index": 0}
+    start = job.next_step or 0
+    first: dict[str, Any] = {"job_id": str(job.id), "index": start}
     if job.dispatched_at is not None:
         first["dispatched_at"] = job.dispatched_at.isoformat()
-    signatures = [
-        app.signature(RUN_STEP_TASK, kwargs=first, immutable=True).set(
-            task_id=str(job.id), argsrepr="()", kwargsrepr=repr(first), **options
+    if start == 0:
+        head = app.signature(RUN_STEP_TASK, kwargs=first, immutable=True).set(task_id=str(job.id), argsrepr="()")
+    else:
+        head = app.signature(RUN_STEP_TASK, args=(job.step_input,), kwargs=first, immutable=True).set(
+            argsrepr="(<the previous step's output>,)"
         )
-    ]
+    signatures = [head.set(kwargsrepr=repr(first), **options)]
     signatures += [
         app.signature(RUN_STEP_TASK, kwargs={"job_id": str(job.id), "index": index}).set(**options)
-        for index in range(1, len(job_type.steps))
+        for index in range(start + 1, len(job_type.steps))
     ]
     if job.callback_url:
         tail = {"subject_id": str(job.id)}
@@ -76,17 +81,25 @@ def job_publish(*, job: Job) -> None:
 
 
 def job_publish_or_release(*, job: Job) -> bool:
-    """Publish a claimed job; on any broker failure release the claim for the sweeper.
+    """Publish a claimed job (a queued one, or a running one's next step handed over on its row);
+    on any broker failure release the claim for the sweeper.
 
     Tried even while the broker's pause holds (so not core.pause.broker.attempt): a submission
-    looks at the pause before it claims its job, and the sweeper, to which every other publish
-    leaves its work while paused, tries on each run."""
+    looks at the pause before it claims its job, a step that ends has no request to hold, and
+    the sweeper, to which every other publish leaves its work while paused, tries on each run."""
     try:
         job_publish(job=job)
     except Exception:  # the broker's client raises many types; every one means "not published"
         pause.broker.failed()
-        logger.warning("Could not publish job %s; the sweeper will retry", job.id, exc_info=True)
-        Job.objects.filter(pk=job.pk, status=Job.Status.PENDING).update(dispatched_at=None)
+        if job.next_step is None:
+            logger.warning("Could not publish job %s; the sweeper will retry", job.id, exc_info=True)
+            Job.objects.filter(pk=job.pk, status=Job.Status.PENDING).update(dispatched_at=None)
+        else:
+            logger.warning("Could not publish job %s's step %s; the sweeper will retry", job.id, job.next_step,
+                           exc_info=True)
+            Job.objects.filter(
+                pk=job.pk, status__in=Job.RUNNING_STATUSES, next_step=job.next_step, dispatched_at=job.dispatched_at
+            ).update(dispatched_at=None)
         return False
     return True
 
@@ -113,6 +126,27 @@ def jobs_publish_waiting(*, owner_id: uuid.UUID | None = None, limit: int = PUBL
             # The broker is still down: release the rest too and try on the next sweep.
             rest = [later.pk for later in claimed[published + 1 :]]
             Job.objects.filter(pk__in=rest, status=Job.Status.PENDING).update(dispatched_at=None)
+            return published
+    return len(claimed)
+
+
+def job_steps_publish_waiting(*, limit: int = PUBLISH_BATCH) -> int:
+    """Publish the running jobs' next steps that the broker refused as the step before them
+    ended (jobs.tasks hands each over on the job's row first): each from that step, with the
+    input recorded there, as a new hand-over, so the refused message, should it have reached
+    the broker after all, does nothing. How many were published."""
+    now = timezone.now()
+    waiting = Job.objects.filter(status__in=Job.RUNNING_STATUSES, next_step__isnull=False, dispatched_at__isnull=True)
+    with transaction.atomic():
+        ids = list(waiting.select_for_update(skip_locked=True).values_list("pk", flat=True)[:limit])
+        if ids:
+            waiting.filter(pk__in=ids).update(dispatched_at=now)
+    claimed = list(Job.objects.filter(pk__in=ids, dispatched_at=now)) if ids else []
+    for published, job in enumerate(claimed):
+        if not job_publish_or_release(job=job):
+            # The broker is still down: release the rest too and try on the next sweep.
+            rest = [later.pk for later in claimed[published + 1 :]]
+            Job.objects.filter(pk__in=rest, dispatched_at=now).update(dispatched_at=None)
             return published
     return len(claimed)
 

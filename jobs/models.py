@@ -55,6 +55,12 @@ class Job(models.Model):
     # When the job was handed to the broker; NULL means the sweeper still has to publish it. Its
     # first message carries it: a message of an earlier dispatch never runs the job.
     dispatched_at = models.DateTimeField(null=True, blank=True)
+    # A running job's next step, handed over on the row before its message is sent (jobs.tasks):
+    # its index, and the output of the step before it, which it takes. With dispatched_at NULL the
+    # broker refused the message and the sweeper still has to publish it; a step's message
+    # carries its hand-over's dispatched_at, so a message of an earlier hand-over does nothing.
+    next_step = models.PositiveSmallIntegerField(null=True, blank=True)
+    step_input = models.JSONField(null=True, blank=True)
     # The client's own labels: up to 16 string keys to string values (filterable on the list).
     metadata = models.JSONField(default=dict, blank=True)
     # Not before: the sweeper publishes the job once this time has come (NULL: at once).
@@ -109,6 +115,13 @@ class Job(models.Model):
                 fields=["dispatched_at"],
                 name="job_in_broker",
                 condition=Q(status="PENDING", dispatched_at__isnull=False),
+            ),
+            # The sweeper's look for running jobs whose next step the broker refused
+            # (jobs.dispatch.job_steps_publish_waiting): empty but for a broker outage.
+            models.Index(
+                fields=["next_step"],
+                name="job_step_waiting",
+                condition=Q(next_step__isnull=False, dispatched_at__isnull=True, status__in=["STARTED", "RETRY"]),
             ),
         ]
 

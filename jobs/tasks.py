@@ -15,6 +15,7 @@ from typing import Any
 from celery import shared_task
 from celery.exceptions import Ignore, SoftTimeLimitExceeded
 from django.db import DatabaseError
+from django.utils import timezone
 
 from jobs import dispatch, retention, transitions
 from jobs.models import Job
@@ -95,6 +96,10 @@ def job_run_step(
             return None
     if job is None or job.is_final:
         return None  # canceled, already finished (a duplicate message), or pruned
+    if not _handed_over(job, index, dispatched_at):
+        # Acked, and the rest of the chain is not sent: a later hand-over's message runs it.
+        logger.warning("Job %s step %s: a message of an earlier hand-over, not run", job_id, index)
+        raise Ignore()
     if job.status == Status.RETRY:
         transitions.job_set_retrying(job_id=job_uuid, retrying=False)  # its next run starts
     job_type = job_type_get(job.job_name)
@@ -118,15 +123,44 @@ def job_run_step(
     if index == len(job_type.steps) - 1:
         transitions.job_finish(job_id=job_uuid, status=Status.SUCCESS, result=output, by_chain=True)
         return None
-    return output
+    _hand_over(self, job, index + 1, output)
+    return None
+
+
+def _handed_over(job: Job, index: int, dispatched_at: str | None) -> bool:
+    """Whether the message of step `index` is the one the job's row expects (jobs.dispatch): of
+    the step handed over last and of that hand-over, or, for a job no step was handed over for
+    yet, any (the first step's dispatch is checked by job_start; a message published before
+    hand-overs existed carries none)."""
+    if job.next_step is None:
+        return True
+    if index != job.next_step or dispatched_at is None:
+        return False
+    return job.dispatched_at == datetime.fromisoformat(dispatched_at)
+
+
+def _hand_over(task: Any, job: Job, step: int, output: Any) -> None:
+    """Send the job's step `step`, which takes `output`, the outbox's way, as its first step is
+    sent: recorded on the job's row first, then published; if the broker refuses it, the row is
+    released for the sweeper (jobs.dispatch.job_steps_publish_waiting), which publishes it from
+    there. Celery would send the chain's next message itself, after the task, and a broker down
+    at that moment lost it for good: the job stayed STARTED until the abandoned-job rule failed
+    it (docs/reliability.md, "The broker is down")."""
+    task.request.chain = None  # sent here, with the rest of the chain, not by Celery
+    now = timezone.now()
+    if not transitions.job_step_hand_over(job_id=job.id, step=step, step_input=output, dispatched_at=now):
+        return  # final meanwhile, or this step's earlier run handed the next one over already
+    job.next_step, job.step_input, job.dispatched_at = step, output, now
+    dispatch.job_publish_or_release(job=job)
 
 
 @shared_task(name="jobs.dispatch_sweep", ignore_result=True)
 def jobs_dispatch_sweep() -> int:
     """Periodic: publish the jobs waiting for dispatch (the broker was down, or their owner was
-    at its running cap), having first given back those whose message was lost."""
+    at its running cap), having first given back those whose message was lost, and the running
+    jobs' next steps the broker refused."""
     dispatch.jobs_release_stranded()
-    return dispatch.jobs_publish_waiting()
+    return dispatch.jobs_publish_waiting() + dispatch.job_steps_publish_waiting()
 
 
 @shared_task(name=dispatch.DISPATCH_OWNER_TASK, ignore_result=True, autoretry_for=(DatabaseError,), max_retries=5)

@@ -15,7 +15,8 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models.functions import Coalesce
+from django.db.models import Case, F, Q, When
+from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
 from core.errors import Conflict, NotFound
@@ -165,6 +166,18 @@ def job_set_retrying(*, job_id: uuid.UUID, retrying: bool) -> None:
         telemetry.job_retry_marked(job_id=job_id, retrying=retrying)
 
 
+def job_step_hand_over(*, job_id: uuid.UUID, step: int, step_input: Any, dispatched_at: datetime) -> bool:
+    """Record on the running job's row that its step `step` is due next, taking `step_input`,
+    and is handed to the broker now (`dispatched_at`, which its message carries): a message the
+    broker refuses is then released for the sweeper (jobs.dispatch), not lost. False when the
+    job is final, or `step` was handed over already (the step before it ran again, its message
+    delivered again after its first run had ended): its message is sent already."""
+    handed = Job.objects.filter(pk=job_id, status__in=Job.RUNNING_STATUSES).filter(
+        Q(next_step__isnull=True) | Q(next_step__lt=step)
+    )
+    return bool(handed.update(next_step=step, step_input=step_input, dispatched_at=dispatched_at))
+
+
 def job_cancel_requested(*, job_id: uuid.UUID) -> bool:
     """True when the job was canceled, or its row is gone (pruned): either way, stop."""
     return not Job.objects.filter(pk=job_id, cancel_requested=False).exists()
@@ -196,7 +209,8 @@ def job_finish(
 ) -> bool:
     """Write a final state unless the job already has one (the first final state wins); whether
     it was written. `by_chain`: called by a step of the job's chain (see `_event_record`)."""
-    fields: dict[str, Any] = {}
+    # A handed-over step's input (up to a step's whole output): no step takes it any more.
+    fields: dict[str, Any] = {"step_input": None}
     if status == Status.SUCCESS:
         fields["result"] = result
         fields["error"] = None  # an earlier run's, or a deadline that came too late to stop it
@@ -290,14 +304,22 @@ def job_retry_later(*, job_id: uuid.UUID, error: dict[str, str]) -> int | None:
     return job.retry_backoff_seconds
 
 
+# When the running job's latest step was handed to the broker (dispatched_at, once a step was
+# handed over: before, it is the first step's publish), else its start: never NULL, as SQLite's
+# MAX (Greatest) of a NULL is NULL.
+_handed_over_at = Case(When(next_step__isnull=False, then=Coalesce("dispatched_at", "started_at")),
+                       default=F("started_at"))
+
+
 def jobs_fail_abandoned() -> int:
     """Fail jobs left STARTED/RETRY by a worker that vanished for good; how many.
 
     A worker lost mid-job has its message redelivered by the broker after the visibility
     timeout; a job still unfinished after that plus all its steps' hard time limits, counted from
     when its current run began (its first start, or the time its latest retry was due: a job
-    waiting out its retry backoff is not lost), can no longer be running anywhere, so it fails
-    with error.type "worker_lost".
+    waiting out its retry backoff is not lost; or its latest step's hand-over to the broker), can
+    no longer be running anywhere, so it fails with error.type "worker_lost". A job whose next
+    step the broker refused is not lost either: it waits for the sweeper, which publishes it.
     """
     now = timezone.now()
     failed = 0
@@ -309,7 +331,8 @@ def jobs_fail_abandoned() -> int:
         )
         stale = (
             Job.objects.filter(job_name=job_type.name, status__in=Job.RUNNING_STATUSES)
-            .alias(run_from=Coalesce("retry_at", "started_at"))
+            .exclude(next_step__isnull=False, dispatched_at__isnull=True)
+            .alias(run_from=Greatest(Coalesce("retry_at", "started_at"), _handed_over_at))
             .filter(run_from__lt=now - timedelta(seconds=limit_seconds))
             .values_list("pk", flat=True)
         )

@@ -81,8 +81,8 @@ if _embedded_broker:
     }
     CELERY_BROKER_TRANSPORT = "core.broker:FilesystemTransport"
 # A worker's own (core/celery.py sets them as it starts): a longer socket timeout. A publish
-# that fails there (a job's next step) frees no request, and nothing publishes it again (the job
-# fails as abandoned hours later): a broker slow to answer is better waited for.
+# that fails there (a job's next step) frees no request, and is left to the sweeper's next run
+# (jobs.tasks hands the step over on the job's row): a broker slow to answer is better waited for.
 WORKER_BROKER_TRANSPORT_OPTIONS = (
     CELERY_BROKER_TRANSPORT_OPTIONS if _embedded_broker else {**CELERY_BROKER_TRANSPORT_OPTIONS, "socket_timeout": 10}
 )

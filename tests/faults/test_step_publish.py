@@ -1,0 +1,61 @@
+"""Fault 3c: the broker is down at the moment a job's step ends, so the worker cannot send the
+job's next step; the job waits for the broker, then goes on from that step, each step run once."""
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from tests.conftest import fake_openai_env
+from tests.fakes.openai_server import FakeOpenAI, Reply
+from tests.faults.stack import Stack, WebhookReceiver, wait_for
+
+pytestmark = [pytest.mark.faults, pytest.mark.timeout(300)]
+
+CHECKLIST_JOB = "api.tasks.generate_checklist_from_guidelines"
+
+
+def test_redis_down_as_a_step_ends_delays_the_next_step_and_runs_each_step_once(
+    make_stack: Callable[..., Stack], receiver: WebhookReceiver, figures: dict[str, Any]
+) -> None:
+    # Given the whole service, with Redis keeping its append-only file as in production, and a
+    # three-step checklist job whose first step holds its model call until the test lets it go
+    with FakeOpenAI() as model:
+        answered = threading.Event()
+        scenario = model.scenario()
+        summary = f"Hand over in SBAR order. ({scenario.token})"
+        scenario.add(Reply.answer({"summary": summary}, gate=answered),
+                     Reply.answer({"checklist": [{"task": "Hand over in SBAR order."}]}))
+        stack = make_stack(redis_appendonly=True, env=fake_openai_env(model))
+        stack.start_service()
+        api = stack.client()
+        job = api.submit(CHECKLIST_JOB, {"guidelines": f"Hand over well. ({scenario.token})"},
+                         callback_url=receiver.url)
+        wait_for(lambda: scenario.requests, timeout=60, what="the first model call")
+
+        # When Redis is killed, and the first step ends while it is down (its next step cannot
+        # be sent), and Redis comes back some seconds later
+        stack.redis.stop()
+        answered.set()
+        wait_for(lambda: api.job(job["id"])["progress"] == {"current": 1, "total": 2, "message": "summarising"},
+                 timeout=10, what="the job's progress")
+        time.sleep(5)  # the step's end, and its failed publish, while the broker is away
+        status_while_down = api.job(job["id"])["status"]
+        stack.redis.start()
+        back_at = time.monotonic()
+
+        # Then the job goes on from its second step and succeeds, no step having run twice (the
+        # model was asked twice: once a step), and its one job.succeeded webhook arrives
+        done = api.wait(job["id"], timeout=120)
+        seconds_to_success = time.monotonic() - back_at
+        assert done["status"] == "SUCCESS", done
+        assert done["result"]["checklist"] == [{"task": "Hand over in SBAR order.", "is_complete": False}]
+        time.sleep(3)  # room for a step run again, or a duplicate webhook, to show up
+        assert len(scenario.requests) == 2
+    wait_for(lambda: receiver.for_job(job["id"]), timeout=60, what="the webhook")
+    assert [r.payload["type"] for r in receiver.for_job(job["id"])] == ["job.succeeded"]
+    figures.update(status_while_down=status_while_down,
+                   seconds_from_redis_back_to_success=round(seconds_to_success, 2))
