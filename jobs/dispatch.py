@@ -21,6 +21,7 @@ from core.celery import app
 from jobs import sql
 from jobs.models import Job
 from jobs.registry import job_type_get
+from webhooks import dispatch as webhook_dispatch
 
 logger = logging.getLogger(__name__)
 
@@ -102,6 +103,19 @@ def job_publish_or_release(*, job: Job) -> bool:
             ).update(dispatched_at=None)
         return False
     return True
+
+
+def job_tail_publish_or_release(*, job_id: uuid.UUID, tail: dict[str, Any]) -> None:
+    """Send a job's chain tail (`tail`: its signature as the chain carries it), which sends the
+    deliveries of the job's final event; if the broker refuses it, leave them to the webhook
+    dispatcher's next run. Celery sent the tail itself, and a refused tail left them marked
+    sent until the dispatcher took them back, REDISPATCH_AFTER_SECONDS (10 min) later."""
+    try:
+        app.signature(tail).apply_async()
+    except Exception:  # the broker's client raises many types; every one means "not published"
+        pause.broker.failed()
+        logger.warning("Could not publish job %s's webhooks; the dispatcher will", job_id, exc_info=True)
+        webhook_dispatch.deliveries_release_for_subject(subject_id=job_id)
 
 
 # The most waiting jobs one run of the sweeper claims (the rest wait for the next run).

@@ -2,8 +2,10 @@
 jobs app's periodic tasks.
 
 Tasks take ids, never model instances. A step never raises out of the task for a job failure:
-the failure is written on the Job row (the source of truth) and the rest of the chain sees a
-final job and does nothing, so the chain's tail (the webhook delivery) still runs.
+the failure is written on the Job row (the source of truth) and the step sends the chain's tail
+(the webhook delivery) as the job's last step would. The messages after a step are sent by the
+step, not by Celery, so that a broker down at that moment loses none of them: the next step is
+handed over on the job's row for the sweeper, the tail's deliveries left to the dispatcher.
 """
 from __future__ import annotations
 
@@ -73,9 +75,15 @@ def _fail(task: Any, job_id: uuid.UUID, error_type: str, message: str, *, retrya
 )
 def job_run_step(
     self: Any, previous: Any = None, *, job_id: str, index: int, dispatched_at: str | None = None
-) -> Any:
+) -> None:
+    _step_run(self, previous, job_id=job_id, index=index, dispatched_at=dispatched_at)
+    _tail_send(self, job_id)
+
+
+def _step_run(task: Any, previous: Any, *, job_id: str, index: int, dispatched_at: str | None) -> None:
+    """Run step `index` of the job, unless the job's row says not to; hands the next step over."""
     job_uuid = uuid.UUID(job_id)
-    if (self.request.delivery_info or {}).get("redelivered"):
+    if (task.request.delivery_info or {}).get("redelivered"):
         # The broker handed the message out again: the step's last run was cut off (its pool
         # process or worker killed, its host gone). Celery's own line for that, in the worker's
         # main process, names no job ("WorkerLostError"); this one carries the job's id.
@@ -93,9 +101,9 @@ def job_run_step(
         job = Job.objects.filter(pk=job_uuid).first()
         if job is not None and job.cancel_requested and not job.is_final:
             transitions.job_finish(job_id=job_uuid, status=Status.REVOKED, by_chain=True)
-            return None
+            return
     if job is None or job.is_final:
-        return None  # canceled, already finished (a duplicate message), or pruned
+        return  # canceled, already finished (a duplicate message), or pruned
     if not _handed_over(job, index, dispatched_at):
         # Acked, and the rest of the chain is not sent: a later hand-over's message runs it.
         logger.warning("Job %s step %s: a message of an earlier hand-over, not run", job_id, index)
@@ -107,24 +115,35 @@ def job_run_step(
         output = job_type.steps[index](_context(job, index, len(job_type.steps)), previous)
     except JobCanceled:
         transitions.job_finish(job_id=job_uuid, status=Status.REVOKED, by_chain=True)
-        return None
+        return
     except JobFailed as exc:
-        _fail(self, job_uuid, exc.error_type, exc.message, retryable=exc.retryable)
-        return None
+        _fail(task, job_uuid, exc.error_type, exc.message, retryable=exc.retryable)
+        return
     except SoftTimeLimitExceeded:
-        _fail(self, job_uuid, "time_limit_exceeded", f"Step {index + 1} ran out of time.")
-        return None
+        _fail(task, job_uuid, "time_limit_exceeded", f"Step {index + 1} ran out of time.")
+        return
     except DatabaseError:
         raise  # from the progress/cancel calls: the database, not the job, failed (retried)
     except Exception as exc:  # job code is arbitrary: any exception is the job's failure
         logger.warning("Job %s step %s raised", job_id, index, exc_info=True)
-        _fail(self, job_uuid, type(exc).__name__, str(exc)[:2000] or type(exc).__name__)
-        return None
+        _fail(task, job_uuid, type(exc).__name__, str(exc)[:2000] or type(exc).__name__)
+        return
     if index == len(job_type.steps) - 1:
         transitions.job_finish(job_id=job_uuid, status=Status.SUCCESS, result=output, by_chain=True)
-        return None
-    _hand_over(self, job, index + 1, output)
-    return None
+        return
+    _hand_over(task, job, index + 1, output)
+
+
+def _tail_send(task: Any, job_id: str) -> None:
+    """Send the chain's tail, the job's webhooks, after a step that left the job final (or found
+    it so; a step that handed the next one over took the chain already). The chain's other
+    steps would do nothing for a final job, so only the tail is sent; if the broker refuses
+    it, the deliveries it would send are left to the webhook dispatcher (jobs.dispatch)."""
+    rest = task.request.chain
+    task.request.chain = None
+    # Celery keeps a chain's rest last task first: the tail, when the job has a callback.
+    if rest and rest[0]["task"] == dispatch.SEND_FOR_SUBJECT_TASK:
+        dispatch.job_tail_publish_or_release(job_id=uuid.UUID(job_id), tail=rest[0])
 
 
 def _handed_over(job: Job, index: int, dispatched_at: str | None) -> bool:

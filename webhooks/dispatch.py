@@ -30,6 +30,7 @@ Tasks are published by name, so nothing here imports the tasks that run them.
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 from functools import partial
@@ -105,6 +106,15 @@ def deliveries_publish_or_release(*, delivery_ids: Sequence[int], countdown: flo
             )
             return start
     return len(delivery_ids)
+
+
+def deliveries_release_for_subject(*, subject_id: uuid.UUID) -> int:
+    """Leave a subject's due deliveries that no attempt holds to the dispatcher's next run: the
+    message that was to send them (a job chain's tail) was refused. How many."""
+    return Delivery.objects.filter(
+        subject_id=subject_id, state=Delivery.State.PENDING, next_attempt_at__lte=timezone.now(),
+        dispatched_at__isnull=False, claimed_until__isnull=True,
+    ).update(dispatched_at=None)
 
 
 def deliveries_publish_on_commit(*, delivery_ids: list[int], countdown: float | None = None) -> None:

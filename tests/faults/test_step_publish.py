@@ -59,3 +59,30 @@ def test_redis_down_as_a_step_ends_delays_the_next_step_and_runs_each_step_once(
     assert [r.payload["type"] for r in receiver.for_job(job["id"])] == ["job.succeeded"]
     figures.update(status_while_down=status_while_down,
                    seconds_from_redis_back_to_success=round(seconds_to_success, 2))
+
+
+def test_redis_down_as_a_job_ends_delays_its_webhook_only_until_the_dispatcher_runs(
+    make_stack: Callable[..., Stack], receiver: WebhookReceiver, figures: dict[str, Any]
+) -> None:
+    # Given the whole service, and a job with a callback running its one step
+    stack = make_stack(redis_appendonly=True)
+    stack.start_service()
+    api = stack.client()
+    job = api.submit("api.tasks.long_running_task", {"duration": 3}, callback_url=receiver.url)
+    api.wait(job["id"], until=lambda seen: seen["status"] == "STARTED")
+
+    # When Redis is killed, the job ends while it is down (its webhook's message, the chain's
+    # tail, cannot be sent), and Redis comes back
+    stack.redis.stop()
+    assert api.wait(job["id"], timeout=30)["status"] == "SUCCESS"
+    time.sleep(2)  # the tail's failed publish
+    stack.redis.start()
+    back_at = time.monotonic()
+
+    # Then its job.succeeded webhook arrives once the webhook dispatcher runs (every second
+    # here), not once it takes the delivery for lost (10 minutes)
+    wait_for(lambda: receiver.for_job(job["id"]), timeout=60, what="the webhook")
+    seconds_to_webhook = time.monotonic() - back_at
+    time.sleep(2)  # room for a duplicate to show up
+    assert [r.payload["type"] for r in receiver.for_job(job["id"])] == ["job.succeeded"]
+    figures.update(seconds_from_redis_back_to_webhook=round(seconds_to_webhook, 2))
