@@ -74,7 +74,7 @@ def _client_gone(sock: socket.socket) -> bool:
     try:
         readable, _, _ = select.select([sock], [], [], 0)
         return bool(readable) and not sock.recv(1, socket.MSG_PEEK)
-    except OSError:
+    except (OSError, ValueError):  # ValueError: closed by its mode meanwhile (`reset`, `close`)
         return True
 
 
