@@ -127,6 +127,11 @@ def logging_config(*, level: str, json: bool) -> dict[str, Any]:
             # lines of a job, and a job's transitions are logged with their context anyway.
             "celery.app.trace": {"level": "WARNING"},
             "celery.worker.strategy": {"level": "WARNING"},
+            # urllib3's WARNING, with a traceback, for every answer whose headers a receiver sent
+            # malformed: at will, and naming the receiver's whole URL, whose path or query may
+            # carry its token (the service's own lines name its host only). The attempt records
+            # the answer anyway (core/http.py).
+            "urllib3.connection": {"level": "ERROR"},
         },
     }
 

@@ -3,6 +3,7 @@ limit (the timeout plus core.deadlines.SLACK_SECONDS), with nothing a database c
 from __future__ import annotations
 
 import ipaddress
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -33,6 +34,7 @@ EXPECTED: dict[str, int | str] = {
     "many-headers": "connection_error",
     "non-ascii-headers": 503,
     "repeated-headers": 429,
+    "malformed-header": 200,
     "conflicting-length": "error",
     "redirect": 307,
     "huge-body": 200,
@@ -133,3 +135,16 @@ def test_hostile_answers_side_by_side_each_end_in_time(hostile: HostileReceiver)
     assert time.monotonic() - started <= LIMIT_SECONDS + 1  # the bombs' bytes take a moment on 2 cores
     assert set(results) == set(MODES)
     assert results["ok"].status_code == 200
+
+
+def test_an_answer_with_malformed_headers_logs_nothing_of_the_receivers_url(
+    hostile: HostileReceiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given a receiver's URL that carries its token, when it answers with header lines that are
+    # not headers
+    with caplog.at_level(logging.INFO):
+        result = post(hostile.url("malformed-header") + "?token=s3cr3t")
+
+    # Then the answer is recorded, and no line of the log names the URL
+    assert result.status_code == 200
+    assert [record.getMessage() for record in caplog.records if "s3cr3t" in record.getMessage()] == []

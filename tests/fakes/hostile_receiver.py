@@ -17,6 +17,7 @@ Modes (the path's first segment; `MODES` lists them):
 - `huge-headers`: a 1 MiB header line; `many-headers`: 10,000 headers;
 - `non-ascii-headers`: header names and values in Latin-1 and UTF-8 bytes, NUL included;
 - `repeated-headers`: Retry-After (and others) sent several times;
+- `malformed-header`: a header line without a colon, and one that starts with white space;
 - `conflicting-length`: two different Content-Length headers;
 - `retry-after-<form>`: a 503 with a Retry-After of a given form (see RETRY_AFTER);
 - `redirect`: a 307 to an internal address;
@@ -51,8 +52,8 @@ RETRY_AFTER = {
 
 MODES = (
     "ok", "drip", "drip-headers", "drip-tls", "hang", "reset", "close", "garbage-status", "status-999", "status-0",
-    "huge-headers", "many-headers", "non-ascii-headers", "repeated-headers", "conflicting-length", "redirect", "huge-body",
-    "gzip-bomb", "bad-chunked", "endless-continue", "binary-body", "interim",
+    "huge-headers", "many-headers", "non-ascii-headers", "repeated-headers", "malformed-header", "conflicting-length",
+    "redirect", "huge-body", "gzip-bomb", "bad-chunked", "endless-continue", "binary-body", "interim",
     *(f"retry-after-{form}" for form in RETRY_AFTER),
 )
 
@@ -96,7 +97,7 @@ class _Handler(socketserver.BaseRequestHandler):
         path = self._read_request(sock)
         if path is None:
             return
-        mode = path.strip("/").split("/", 1)[0]
+        mode = path.partition("?")[0].strip("/").split("/", 1)[0]
         self.server.seen.append(mode)
         with self.server.lock:
             # At most: the requests whose clients are still there, this one included. A handler
@@ -199,6 +200,14 @@ class _Handler(socketserver.BaseRequestHandler):
     def mode_many_headers(self, sock: socket.socket, mode: str) -> None:
         headers = b"".join(b"X-H%d: v\r\n" % i for i in range(10000))
         sock.sendall(b"HTTP/1.1 200 OK\r\n" + headers + b"Connection: close\r\nContent-Length: 0\r\n\r\n")
+
+    def mode_malformed_header(self, sock: socket.socket, mode: str) -> None:
+        sock.sendall(
+            b"HTTP/1.1 200 OK\r\nConnection: close\r\n"
+            b"No colon here\x1b[2K\r\n"
+            b" folded: onto nothing\r\n"
+            b"Content-Length: 2\r\n\r\nok"
+        )
 
     def mode_non_ascii_headers(self, sock: socket.socket, mode: str) -> None:
         sock.sendall(
