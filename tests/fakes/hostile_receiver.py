@@ -17,7 +17,6 @@ Modes (the path's first segment; `MODES` lists them):
 - `huge-headers`: a 1 MiB header line; `many-headers`: 10,000 headers;
 - `non-ascii-headers`: header names and values in Latin-1 and UTF-8 bytes, NUL included;
 - `repeated-headers`: Retry-After (and others) sent several times;
-- `malformed-header`: a header line without a colon, and one that starts with white space;
 - `conflicting-length`: two different Content-Length headers;
 - `retry-after-<form>`: a 503 with a Retry-After of a given form (see RETRY_AFTER);
 - `redirect`: a 307 to an internal address;
@@ -25,7 +24,8 @@ Modes (the path's first segment; `MODES` lists them):
 - `bad-chunked`: chunked encoding with an invalid chunk size;
 - `endless-continue`: `100 Continue` answers, one after another, for ever;
 - `interim`: `102 Processing` and `103 Early Hints` (with a header), then its answer, a 500;
-- `binary-body`: a 500 whose body is NUL bytes and invalid UTF-8.
+- `binary-body`: a 500 whose body is NUL bytes and invalid UTF-8;
+- `malformed-header`: a 500 with a header line without a colon, and one that starts with white space.
 """
 from __future__ import annotations
 
@@ -52,8 +52,8 @@ RETRY_AFTER = {
 
 MODES = (
     "ok", "drip", "drip-headers", "drip-tls", "hang", "reset", "close", "garbage-status", "status-999", "status-0",
-    "huge-headers", "many-headers", "non-ascii-headers", "repeated-headers", "malformed-header", "conflicting-length",
-    "redirect", "huge-body", "gzip-bomb", "bad-chunked", "endless-continue", "binary-body", "interim",
+    "huge-headers", "many-headers", "non-ascii-headers", "repeated-headers", "conflicting-length", "redirect", "huge-body",
+    "gzip-bomb", "bad-chunked", "endless-continue", "binary-body", "interim", "malformed-header",
     *(f"retry-after-{form}" for form in RETRY_AFTER),
 )
 
@@ -203,7 +203,7 @@ class _Handler(socketserver.BaseRequestHandler):
 
     def mode_malformed_header(self, sock: socket.socket, mode: str) -> None:
         sock.sendall(
-            b"HTTP/1.1 200 OK\r\nConnection: close\r\n"
+            b"HTTP/1.1 500 Internal Server Error\r\nConnection: close\r\n"
             b"No colon here\x1b[2K\r\n"
             b" folded: onto nothing\r\n"
             b"Content-Length: 2\r\n\r\nok"
