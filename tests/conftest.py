@@ -406,6 +406,14 @@ def broker_down(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Point this process's Celery app at a port nothing listens on: a real refused connection.
     The publish it fails is forgotten afterwards, so later tests publish from the request."""
     monkeypatch.setattr(pause, "broker", PauseAfterFailure(pause.BROKER_RETRY_SECONDS))
+    with broker_refusing():
+        yield
+
+
+@contextlib.contextmanager
+def broker_refusing() -> Iterator[None]:
+    """This process's Celery app pointed at a port nothing listens on (a real refused
+    connection), then back at the test run's broker."""
     real_url = celery_app.conf.broker_write_url
     use_broker(f"redis://127.0.0.1:{free_port()}/0")
     try:

@@ -4,7 +4,6 @@ whichever of its messages arrives (tests/faults/test_step_publish.py does it wit
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
@@ -15,28 +14,15 @@ from django.test import Client as DjangoClient
 from django.utils import timezone
 
 from core import pause
-from core.celery import app as celery_app
 from core.pause import PauseAfterFailure
 from core.services import api_key_create, client_create
 from jobs import dispatch, tasks, transitions
 from jobs.models import Job
 from jobs.registry import job_type_get
-from tests.conftest import free_port, use_broker
+from tests.conftest import broker_refusing
 from tests.fakes.openai_server import FakeOpenAI, Reply, Scenario
 
 CHECKLIST = "api.tasks.generate_checklist_from_guidelines"
-
-
-@contextmanager
-def broker_refusing() -> Iterator[None]:
-    """This process's Celery app pointed at a port nothing listens on (a real refused connection),
-    then back at the test run's broker."""
-    real_url = celery_app.conf.broker_write_url
-    use_broker(f"redis://127.0.0.1:{free_port()}/0")
-    try:
-        yield
-    finally:
-        use_broker(real_url)
 
 
 @pytest.fixture
