@@ -13,6 +13,7 @@ import shlex
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -187,11 +188,10 @@ def fake_openai() -> Iterator[FakeOpenAI]:
         settings.OPENAI_BASE_URL, settings.OPENAI_API_KEY = saved
 
 
-def start_beat(env: dict[str, str]) -> subprocess.Popen[bytes]:
+def start_beat(env: dict[str, str], directory: Path) -> subprocess.Popen[bytes]:
     """Celery beat: the periodic tasks (the sweeper publishing scheduled and waiting jobs, the
-    deadlines, the webhook dispatcher), on this run's queues, its schedule in a temporary file."""
-    directory = Path(os.environ.get("TMPDIR", "/tmp")) / f"jobapi-beat-{uuid.uuid4().hex[:8]}"
-    directory.mkdir()
+    deadlines, the webhook dispatcher), on this run's queues, its schedule and log in
+    `directory`."""
     log = open(directory / "beat.log", "wb")  # noqa: SIM115
     return subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "core", "beat", "-s", str(directory / "schedule"), "-l", "warning"],
@@ -205,14 +205,15 @@ def celery_worker(
 ) -> Iterator[str]:
     """One worker for the whole session, consuming every queue, and beat beside it."""
     _require_services()
-    with django_db_blocker.unblock():
-        env = worker_env(**fake_openai_env(fake_openai))
-        process, name = start_worker(env=env)
-        beat = start_beat(env)
-    with _flush_retried_after_a_deadlock():
-        yield name
-    stop_process(beat)
-    stop_process(process)
+    with tempfile.TemporaryDirectory(prefix="jobapi-beat-") as beat_directory:
+        with django_db_blocker.unblock():
+            env = worker_env(**fake_openai_env(fake_openai))
+            process, name = start_worker(env=env)
+            beat = start_beat(env, Path(beat_directory))
+        with _flush_retried_after_a_deadlock():
+            yield name
+        stop_process(beat)
+        stop_process(process)
     _purge_run_keys()
 
 
