@@ -14,6 +14,7 @@ from typing import Any
 from celery import chain
 from django.conf import settings
 from django.db import transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from core import pause
@@ -107,14 +108,12 @@ def job_publish_or_release(*, job: Job) -> bool:
 
 def job_tail_publish_or_release(*, job_id: uuid.UUID, tail: dict[str, Any]) -> None:
     """Send a job's chain tail (`tail`: its signature as the chain carries it), which sends the
-    deliveries of the job's final event; if the broker refuses it, leave them to the webhook
-    dispatcher's next run. Celery sent the tail itself, and a refused tail left them marked
+    deliveries of the job's final event; if the broker refuses it (or has just refused another
+    publish: core.pause), leave them to the webhook dispatcher's next run. Celery sent the tail
+    itself, and a refused tail left them marked
     sent until the dispatcher took them back, REDISPATCH_AFTER_SECONDS (10 min) later."""
-    try:
-        app.signature(tail).apply_async()
-    except Exception:  # the broker's client raises many types; every one means "not published"
-        pause.broker.failed()
-        logger.warning("Could not publish job %s's webhooks; the dispatcher will", job_id, exc_info=True)
+    if not pause.broker.attempt(lambda: app.signature(tail).apply_async(), logger,
+                                "Could not publish job %s's webhooks; the dispatcher will", job_id):
         webhook_dispatch.deliveries_release_for_subject(subject_id=job_id)
 
 
@@ -135,13 +134,7 @@ def jobs_publish_waiting(*, owner_id: uuid.UUID | None = None, limit: int = PUBL
             now=now, grace_before=now - grace, cap=settings.JOB_MAX_RUNNING_PER_CLIENT, limit=limit,
             owner_id=owner_id,
         )
-    for published, job in enumerate(claimed):
-        if not job_publish_or_release(job=job):
-            # The broker is still down: release the rest too and try on the next sweep.
-            rest = [later.pk for later in claimed[published + 1 :]]
-            Job.objects.filter(pk__in=rest, status=Job.Status.PENDING).update(dispatched_at=None)
-            return published
-    return len(claimed)
+    return _claimed_publish(claimed, claims=Job.objects.filter(status=Job.Status.PENDING))
 
 
 def job_steps_publish_waiting(*, limit: int = PUBLISH_BATCH) -> int:
@@ -156,11 +149,16 @@ def job_steps_publish_waiting(*, limit: int = PUBLISH_BATCH) -> int:
         if ids:
             waiting.filter(pk__in=ids).update(dispatched_at=now)
     claimed = list(Job.objects.filter(pk__in=ids, dispatched_at=now)) if ids else []
+    return _claimed_publish(claimed, claims=Job.objects.filter(dispatched_at=now))
+
+
+def _claimed_publish(claimed: list[Job], *, claims: QuerySet[Job]) -> int:
+    """Publish the sweeper's claimed jobs in order; once the broker refuses one (it is still
+    down), release the rest too (those of them `claims` still holds) for the next sweep. How
+    many were published."""
     for published, job in enumerate(claimed):
         if not job_publish_or_release(job=job):
-            # The broker is still down: release the rest too and try on the next sweep.
-            rest = [later.pk for later in claimed[published + 1 :]]
-            Job.objects.filter(pk__in=rest, dispatched_at=now).update(dispatched_at=None)
+            claims.filter(pk__in=[later.pk for later in claimed[published + 1 :]]).update(dispatched_at=None)
             return published
     return len(claimed)
 
