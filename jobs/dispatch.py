@@ -73,24 +73,26 @@ def job_signatures(*, job: Job) -> list[Any]:
     return signatures
 
 
-def job_publish(*, job: Job) -> None:
-    """Send the job's first message to the broker (raises when the broker is unreachable)."""
+def job_publish(*, job: Job, countdown: int | None = None) -> None:
+    """Send the job's first message to the broker, to run `countdown` seconds from now if given
+    (raises when the broker is unreachable)."""
     signatures = job_signatures(job=job)
     if len(signatures) == 1:
-        signatures[0].apply_async()
+        signatures[0].apply_async(countdown=countdown)
     else:
-        chain(*signatures).apply_async()
+        chain(*signatures).apply_async(countdown=countdown)
 
 
-def job_publish_or_release(*, job: Job) -> bool:
-    """Publish a claimed job (a queued one, or a running one's next step handed over on its row);
-    on any broker failure release the claim for the sweeper.
+def job_publish_or_release(*, job: Job, countdown: int | None = None) -> bool:
+    """Publish a claimed job (a queued one, or a running one's next step or retry handed over on
+    its row; `countdown`: see job_publish); on any broker failure release the claim for the
+    sweeper.
 
     Tried even while the broker's pause holds (so not core.pause.broker.attempt): a submission
     looks at the pause before it claims its job, a step that ends has no request to hold, and
     the sweeper, to which every other publish leaves its work while paused, tries on each run."""
     try:
-        job_publish(job=job)
+        job_publish(job=job, countdown=countdown)
     except Exception:  # the broker's client raises many types; every one means "not published"
         pause.broker.failed()
         if job.next_step is None:
@@ -139,11 +141,14 @@ def jobs_publish_waiting(*, owner_id: uuid.UUID | None = None, limit: int = PUBL
 
 def job_steps_publish_waiting(*, limit: int = PUBLISH_BATCH) -> int:
     """Publish the running jobs' next steps that the broker refused as the step before them
-    ended (jobs.tasks hands each over on the job's row first): each from that step, with the
-    input recorded there, as a new hand-over, so the refused message, should it have reached
-    the broker after all, does nothing. How many were published."""
+    ended, and their retries it refused as a run failed, once due (jobs.tasks hands each over on
+    the job's row first): each from that step, with the input recorded there, as a new
+    hand-over, so the refused message, should it have reached the broker after all, does
+    nothing. How many were published."""
     now = timezone.now()
-    waiting = Job.objects.filter(status__in=Job.RUNNING_STATUSES, next_step__isnull=False, dispatched_at__isnull=True)
+    waiting = Job.objects.filter(
+        status__in=Job.RUNNING_STATUSES, next_step__isnull=False, dispatched_at__isnull=True
+    ).exclude(status=Job.Status.RETRY, retry_at__gt=now)
     with transaction.atomic():
         ids = list(waiting.select_for_update(skip_locked=True).values_list("pk", flat=True)[:limit])
         if ids:

@@ -4,8 +4,9 @@ jobs app's periodic tasks.
 Tasks take ids, never model instances. A step never raises out of the task for a job failure:
 the failure is written on the Job row (the source of truth) and the step sends the chain's tail
 (the webhook delivery) as the job's last step would. The messages after a step are sent by the
-step, not by Celery, so that a broker down at that moment loses none of them: the next step is
-handed over on the job's row for the sweeper, the tail's deliveries left to the dispatcher.
+step, not by Celery, so that a broker down at that moment loses none of them: the next step (or
+a failed step's retry) is handed over on the job's row for the sweeper, the tail's deliveries
+left to the dispatcher.
 """
 from __future__ import annotations
 
@@ -43,20 +44,28 @@ def _context(job: Job, index: int, step_count: int) -> StepContext:
     )
 
 
-# Celery counts a task's retries, ours (a job's retry policy) and the database's together: the
-# limit is what the database retries need on top of any policy's attempts.
+# Celery's retries of a step whose database was unreachable: about ten minutes, backing off to 30 s.
 _MAX_TASK_RETRIES = 25
 
 
-def _fail(task: Any, job_id: uuid.UUID, error_type: str, message: str, *, retryable: bool = True) -> None:
-    """The job failed: run it again later if it may do better (`retryable`) and its retry
-    policy allows (the step's task is sent again with a countdown, so the rest of the chain
-    follows it), else write FAILURE."""
+def _fail(task: Any, job: Job, index: int, step_input: Any, error_type: str, message: str, *,
+          retryable: bool = True) -> None:
+    """Step `index` of the job (which took `step_input`) failed: run it again later if it may do
+    better (`retryable`) and the job's retry policy allows, handed over on the job's row as a
+    next step is (`_hand_over`) and published to run once the backoff has passed, so the rest
+    of the chain follows it; else write FAILURE. Celery's own retry (`task.retry`) dropped the
+    message for good when the broker refused the new one: the job stayed RETRY until the
+    abandoned-job rule failed it."""
     error = {"type": error_type, "message": message}
-    backoff = transitions.job_retry_later(job_id=job_id, error=error) if retryable else None
-    if backoff is not None:
-        raise task.retry(countdown=backoff, max_retries=task.request.retries + _MAX_TASK_RETRIES)
-    transitions.job_finish(job_id=job_id, status=Status.FAILURE, error=error, by_chain=True)
+    now = timezone.now()
+    retrying = transitions.job_retry_later(
+        job_id=job.id, error=error, step=index, step_input=step_input, dispatched_at=now
+    ) if retryable else None
+    if retrying is None:
+        transitions.job_finish(job_id=job.id, status=Status.FAILURE, error=error, by_chain=True)
+        return
+    task.request.chain = None  # sent with the retry, not by Celery
+    dispatch.job_publish_or_release(job=retrying, countdown=retrying.retry_backoff_seconds)
 
 
 @shared_task(
@@ -117,16 +126,16 @@ def _step_run(task: Any, previous: Any, *, job_id: str, index: int, dispatched_a
         transitions.job_finish(job_id=job_uuid, status=Status.REVOKED, by_chain=True)
         return
     except JobFailed as exc:
-        _fail(task, job_uuid, exc.error_type, exc.message, retryable=exc.retryable)
+        _fail(task, job, index, previous, exc.error_type, exc.message, retryable=exc.retryable)
         return
     except SoftTimeLimitExceeded:
-        _fail(task, job_uuid, "time_limit_exceeded", f"Step {index + 1} ran out of time.")
+        _fail(task, job, index, previous, "time_limit_exceeded", f"Step {index + 1} ran out of time.")
         return
     except DatabaseError:
         raise  # from the progress/cancel calls: the database, not the job, failed (retried)
     except Exception as exc:  # job code is arbitrary: any exception is the job's failure
         logger.warning("Job %s step %s raised", job_id, index, exc_info=True)
-        _fail(task, job_uuid, type(exc).__name__, str(exc)[:2000] or type(exc).__name__)
+        _fail(task, job, index, previous, type(exc).__name__, str(exc)[:2000] or type(exc).__name__)
         return
     if index == len(job_type.steps) - 1:
         transitions.job_finish(job_id=job_uuid, status=Status.SUCCESS, result=output, by_chain=True)

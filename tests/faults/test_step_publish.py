@@ -86,3 +86,41 @@ def test_redis_down_as_a_job_ends_delays_its_webhook_only_until_the_dispatcher_r
     time.sleep(2)  # room for a duplicate to show up
     assert [r.payload["type"] for r in receiver.for_job(job["id"])] == ["job.succeeded"]
     figures.update(seconds_from_redis_back_to_webhook=round(seconds_to_webhook, 2))
+
+
+def test_redis_down_as_a_step_fails_delays_its_retry_only_until_the_broker_is_back(
+    make_stack: Callable[..., Stack], figures: dict[str, Any]
+) -> None:
+    # Given the whole service, with Redis keeping its append-only file as in production, and a
+    # checklist job allowed two runs a second apart, whose first model call is held by the test
+    # and then answered with something the job cannot use
+    with FakeOpenAI() as model:
+        answered = threading.Event()
+        scenario = model.scenario()
+        scenario.add(Reply.answer("not JSON", gate=answered),
+                     Reply.answer({"summary": f"Hand over in SBAR order. ({scenario.token})"}),
+                     Reply.answer({"checklist": [{"task": "Hand over in SBAR order."}]}))
+        stack = make_stack(redis_appendonly=True, env=fake_openai_env(model))
+        stack.start_service()
+        api = stack.client()
+        job = api.submit(CHECKLIST_JOB, {"guidelines": f"Hand over well. ({scenario.token})"},
+                         retry={"max_attempts": 2, "backoff_seconds": 1})
+        wait_for(lambda: scenario.requests, timeout=60, what="the first model call")
+
+        # When Redis is killed, the first run fails while it is down (its retry's message cannot
+        # be sent), and Redis comes back some seconds later
+        stack.redis.stop()
+        answered.set()
+        wait_for(lambda: api.job(job["id"])["status"] == "RETRY", timeout=10, what="the job's retry")
+        time.sleep(5)  # the failed publish of the retry, and its second due, while the broker is away
+        stack.redis.start()
+        back_at = time.monotonic()
+
+        # Then the job runs again once the broker is back and succeeds on its second run, each
+        # of its runs asking the model as it should (three calls in all: none lost, none twice)
+        done = api.wait(job["id"], timeout=120)
+        seconds_to_success = time.monotonic() - back_at
+        assert (done["status"], done["attempt"]) == ("SUCCESS", 2), done
+        time.sleep(3)  # room for a run repeated to show up
+        assert len(scenario.requests) == 3
+    figures.update(seconds_from_redis_back_to_success=round(seconds_to_success, 2))

@@ -44,7 +44,8 @@ def retried(db: Any) -> Retried:
     for attempt in (2, 3, 4):
         if attempt > 2:
             transitions.job_set_retrying(job_id=job.id, retrying=False)  # the retry runs, and fails
-        assert transitions.job_retry_later(job_id=job.id, error={"type": "RateLimitError", "message": "slow"}) == 3600
+        error = {"type": "RateLimitError", "message": "slow"}
+        assert transitions.job_retry_later(job_id=job.id, error=error, step=0, step_input=None, dispatched_at=timezone.now())
     job_type = job_type_get(CHECKLIST)
     limit = settings.CELERY_BROKER_VISIBILITY_TIMEOUT_SECONDS + len(job_type.steps) * job_type.time_limit_seconds + 60
     retried = Retried(job, DjangoClient(HTTP_AUTHORIZATION=f"Bearer {api_key_create(client=owner)}"),
@@ -76,8 +77,10 @@ def test_a_later_attempt_that_runs_is_not_abandoned(retried: Retried) -> None:
 
 
 def test_a_retried_job_whose_worker_vanished_is_still_failed(retried: Retried) -> None:
-    # Given its retry fell due longer ago than the rule's limit, and no worker ran it
-    Job.objects.filter(pk=retried.job.pk).update(retry_at=timezone.now() - retried.limit - timedelta(seconds=1))
+    # Given its retry (handed to the broker an hour before) fell due longer ago than the rule's
+    # limit, and no worker ran it
+    due = timezone.now() - retried.limit - timedelta(seconds=1)
+    Job.objects.filter(pk=retried.job.pk).update(retry_at=due, dispatched_at=due - timedelta(hours=1))
     retried.first_started(ago=retried.limit + timedelta(hours=4))
 
     assert transitions.jobs_fail_abandoned() == 1
