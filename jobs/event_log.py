@@ -61,6 +61,11 @@ def job_event_latest(*, job_id: uuid.UUID) -> JobEvent | None:
     return JobEvent.objects.filter(job_id=job_id).order_by("-id").first()
 
 
+def job_event_last_id(*, job_id: uuid.UUID) -> int:
+    """The id of the job's latest event (0: none)."""
+    return JobEvent.objects.filter(job_id=job_id).order_by("-id").values_list("id", flat=True).first() or 0
+
+
 def owner_events_after(*, owner_id: uuid.UUID, after_id: int, job_name: str = "") -> QuerySet[JobEvent]:
     """The owner's events after `after_id` (of `job_name` only, when given), oldest first.
 

@@ -47,6 +47,16 @@ def resume_point(after: int) -> bytes:
     return f"id: {after}\n\n".encode()
 
 
+def resumed_from(after: int, last: int) -> int:
+    """Where a stream resumed after `after` reads from, its job's or its client's latest event
+    being `last`: an id past it is taken as it. An id a stream sent is never past it (an owner's
+    events commit in the order of their ids: jobs.event_log), so no event that could still come
+    lies between the two; taken as it was, a job's stream skipped every event to that id, its
+    final one too, and never ended: 999999999999 held one of its client's places until the client
+    hung up."""
+    return min(after, last)
+
+
 def last_event_id(value: str | None) -> int | None:
     """The `Last-Event-ID` (header, or `last_event_id` query parameter for clients that cannot
     set headers) as an event id; None when absent or not one of ours."""
@@ -81,6 +91,8 @@ def job_event_stream(
     else:
         with turn_taken(turn_key):
             events = list(event_log.job_events_after(job_id=job_id, after_id=after).values_list(*SENT, named=True))
+            if not events:  # else `after` is before the latest already
+                after = resumed_from(after, event_log.job_event_last_id(job_id=job_id))
     while True:
         for event in events:
             yield message(event)
@@ -111,6 +123,7 @@ def owner_event_stream(
     false. Each batch it reads (CATCH_UP_BATCH events at most) is read and rendered in a turn in
     `turn_key`'s place, and sent as one chunk."""
     heartbeat = settings.API_STREAM_HEARTBEAT_SECONDS
+    resuming = after is not None
     if after is None:
         with turn_taken(turn_key):
             after = event_log.owner_event_last_id(owner_id=owner_id)
@@ -119,6 +132,8 @@ def owner_event_stream(
         with turn_taken(turn_key):
             if not authorized():
                 return
+            if resuming:  # in its first read's turn
+                after, resuming = resumed_from(after, event_log.owner_event_last_id(owner_id=owner_id)), False
             events = list(event_log.owner_events_after(
                 owner_id=owner_id, after_id=after, job_name=job_name).values_list(*SENT, named=True)[:CATCH_UP_BATCH])
             chunk = b"".join(message(event) for event in events)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -258,3 +259,73 @@ def test_a_stream_takes_its_place_in_the_room_before_its_body_starts(
         opening.join(10)
         second.close()
         first[0].close()
+
+
+def _until_the_end_or(response: requests.Response, seconds: float) -> tuple[list[dict[str, Any]], bool]:
+    """The stream's events within `seconds` (it heartbeats, so the time is checked at least that
+    often), and whether it ended by then."""
+    deadline = time.monotonic() + seconds
+    received = []
+    for message in messages(response):
+        if "event" in message:
+            received.append(message)
+        if time.monotonic() > deadline:
+            return received, False
+    return received, True
+
+
+@pytest.mark.parametrize("where", ["header", "query"])
+def test_a_jobs_stream_resumed_past_its_latest_event_still_ends_with_the_job(
+    api: Api, settings: Any, where: str
+) -> None:
+    # Given a job not final yet (scheduled an hour ahead), heartbeats each second, and its stream
+    # resumed after an id no event of it has reached (a client's own, or a forged one)
+    settings.API_STREAM_HEARTBEAT_SECONDS = 1
+    later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    created = api.submit("api.tasks.hello_world", {"message": "x"}, run_at=later)
+    path, forged = f"/api/jobs/{created['id']}/events/", "999999999999"
+    if where == "header":
+        response = stream(api, path, **{"Last-Event-ID": forged})
+    else:
+        response = stream(api, f"{path}?last_event_id={forged}")
+    assert next(messages(response)) == {"retry": "1000"}
+
+    # When the job is canceled
+    assert api.post(f"/api/jobs/{created['id']}/cancel/").json()["status"] == "REVOKED"
+
+    # Then the stream sends its final event and ends, as one resumed from an id of the job's
+    # does, rather than skip it and hold its client's place until the client hangs up; resumed
+    # again, it is over (204)
+    try:
+        received, ended = _until_the_end_or(response, 10)
+    finally:
+        response.close()
+    assert ended, received
+    assert [m["event"] for m in received] == ["job.canceled"]
+    resumed = api.get(path, headers={"Accept": "text/event-stream", "Last-Event-ID": forged}, timeout=30)
+    assert resumed.status_code == 204
+
+
+def test_the_clients_stream_resumed_past_its_latest_event_skips_none_of_what_follows(api: Api, settings: Any) -> None:
+    # Given the client's stream resumed after an id none of its events has reached, heartbeats
+    # each second
+    settings.API_STREAM_HEARTBEAT_SECONDS = 1
+    response = stream(api, "/api/events/", **{"Last-Event-ID": "999999999999"})
+    lines = messages(response)
+    assert next(lines) == {"retry": "1000"}
+
+    # When a job of the client's runs
+    created = api.submit("api.tasks.hello_world", {"message": "x"})
+
+    # Then the stream carries its events, as from its latest event, rather than skip every event
+    # until the ids pass the one it was given
+    deadline, first = time.monotonic() + 10, None
+    try:
+        for message in lines:
+            if "event" in message or time.monotonic() > deadline:
+                first = message
+                break
+    finally:
+        response.close()
+    assert first is not None and first.get("event") == "job.started", first
+    assert first["data"]["data"]["id"] == created["id"]
