@@ -15,11 +15,12 @@ a transition says what an operator needs (and IP addresses need django-ipware).
 """
 from __future__ import annotations
 
+import io
 import logging
 import time
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Any, TextIO
 
 import structlog
 from structlog.contextvars import (
@@ -28,7 +29,8 @@ from structlog.contextvars import (
     get_contextvars,
     merge_contextvars,
 )
-from structlog.typing import Processor
+from structlog.dev import Column, ColumnFormatter
+from structlog.typing import ExcInfo, Processor
 
 # The context a task inherits from whoever published it, in this message header.
 CONTEXT_HEADER = "log_context"
@@ -98,6 +100,40 @@ def configure(*, level: str) -> None:
     )
 
 
+def _printable(text: str) -> str:
+    """`text` with each character str.isprintable() refuses (controls, line and paragraph
+    separators, bidirectional overrides) written as repr writes it (`\\x1b`, `\\n`, `\\u2028`),
+    and the rest, letters of any script too, as it is."""
+    if text.isprintable():
+        return text
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
+
+
+def _printable_column(formatter: ColumnFormatter) -> ColumnFormatter:
+    return lambda key, value: _printable(formatter(key, value))
+
+
+def _indented_traceback(sio: TextIO, exc_info: ExcInfo) -> None:
+    """The traceback of the text format: each of its lines indented and printable, so that no
+    line of an exception's message starts a line of the log."""
+    traceback = io.StringIO()
+    structlog.dev.plain_traceback(traceback, exc_info)
+    sio.writelines("\n    " + _printable(line) for line in traceback.getvalue().removeprefix("\n").split("\n"))
+
+
+def _text_renderer() -> structlog.dev.ConsoleRenderer:
+    """The text format's renderer, each of its columns printable: it writes a string value that
+    needs no quotes (no space, quote or `=`) as it is, and a line's message and a traceback
+    always, so text from outside that reached a line (a model provider's error in a retry's
+    message, a job's exception quoting its payload) wrote its escape sequences to the operator's
+    terminal (ESC `[2J` cleared it) and its line breaks began lines of their own: a forged line.
+    The JSON format escapes them itself. Columns (public since structlog 25.5) rather than a
+    processor before it: an escaped value it quoted would have its backslashes doubled."""
+    renderer = structlog.dev.ConsoleRenderer(colors=False, exception_formatter=_indented_traceback)
+    renderer.columns = [Column(column.key, _printable_column(column.formatter)) for column in renderer.columns]
+    return renderer
+
+
 def logging_config(*, level: str, json: bool) -> dict[str, Any]:
     """Django's LOGGING: one stream handler on the root logger, JSON or text."""
     if json:
@@ -107,9 +143,7 @@ def logging_config(*, level: str, json: bool) -> dict[str, Any]:
             structlog.processors.JSONRenderer(),
         ]
     else:
-        renderer = [
-            structlog.dev.ConsoleRenderer(colors=False, exception_formatter=structlog.dev.plain_traceback)
-        ]
+        renderer = [_text_renderer()]
     return {
         "version": 1,
         "disable_existing_loggers": False,

@@ -24,7 +24,7 @@ from jobs.models import Job
 from jobs.types import checklist
 from jobs.types.base import JobFailed
 from jobs.types.checklist_prompts import CHECKLIST_SYSTEM_PROMPT, SUMMARY_SYSTEM_PROMPT
-from tests.conftest import Api
+from tests.conftest import Api, worker_log_path
 from tests.fakes.openai_server import FAKE_API_KEY, FakeOpenAI, Reply, Scenario
 
 JOB = "api.tasks.generate_checklist_from_guidelines"
@@ -282,6 +282,27 @@ def test_repeated_500s_fail_the_job_once_the_tries_run_out(api: Api, fake_openai
     assert len(scenario.requests) == 3
     assert job["result"] is None
     assert api.get(f"/api/results/?task_name={JOB}").json()["results"] == []
+
+
+def test_a_model_error_that_would_forge_a_log_line_is_logged_as_one_printable_line(
+    api: Api, fake_openai: FakeOpenAI, celery_worker: str
+) -> None:
+    # Given a model provider whose 500 says, in its message, what would clear an operator's
+    # terminal (ESC [2J) and, after a line break, a log line of its own
+    scenario = fake_openai.scenario()
+    forged = f"2026-01-01T00:00:00.000000Z [error    ] forged {scenario.token}"
+    scenario.add(Reply.error(500, f"overloaded\x1b[2J\r\n{forged}\x1b[0m"), summary_reply(scenario), checklist_reply())
+
+    # When the job's call is tried again after it
+    job = api.wait(submit(api, scenario)["id"])
+    assert job["status"] == "SUCCESS", job
+
+    # Then the session's worker (text format) logged that try as one line, the characters escaped
+    log = worker_log_path(celery_worker).read_text()
+    [line] = [line for line in log.split("\n") if scenario.token in line]
+    assert f"Job {job['id']}: model call try 1 failed" in line
+    assert f"overloaded\\x1b[2J\\r\\n{forged}\\x1b[0m" in line
+    assert "\x1b" not in line and "\r" not in line
 
 
 @pytest.mark.parametrize(
