@@ -65,6 +65,15 @@ def _command(binary: str, profile: Path) -> list[str]:
     ]
 
 
+def _temporary_folder() -> tempfile.TemporaryDirectory[str]:
+    """Chromium's temporary folder (its TMPDIR), which its caller removes once the browser is
+    gone: Chromium keeps its singleton socket in a directory of the system's
+    (org.chromium.Chromium.*), which a browser killed leaves there. Not under the test's
+    `work_dir`: the socket's path would be longer than a Unix socket's may be (108 bytes), and
+    Chromium would not start."""
+    return tempfile.TemporaryDirectory(prefix="jobapi-chromium-")
+
+
 @dataclass
 class Rendered:
     dom: str
@@ -95,12 +104,15 @@ def render(url: str, work_dir: Path) -> Rendered:
     if binary is None:
         raise RuntimeError("chromium is not installed (apt-get install chromium)")
     net_log = work_dir / "net-log.json"
-    completed = subprocess.run(
-        [*_command(binary, work_dir / "profile"), f"--log-net-log={net_log}", "--dump-dom", url],
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
+    with _temporary_folder() as temporary:
+        completed = subprocess.run(
+            [*_command(binary, work_dir / "profile"), f"--log-net-log={net_log}", "--dump-dom", url],
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=False,
+            env={**os.environ, "TMPDIR": temporary},
+        )
     if completed.returncode != 0:
         raise RuntimeError(f"chromium failed ({completed.returncode}): {completed.stderr[-2000:]}")
     parts = urlsplit(url)
@@ -112,13 +124,16 @@ def screenshot(url: str, out: Path, work_dir: Path, size: str = "1440,1000") -> 
     binary = chromium_path()
     if binary is None:
         raise RuntimeError("chromium is not installed (apt-get install chromium)")
-    completed = subprocess.run(
-        [*_command(binary, work_dir / "profile-shot"), f"--window-size={size}",
-         f"--screenshot={out}", url],
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
+    with _temporary_folder() as temporary:
+        completed = subprocess.run(
+            [*_command(binary, work_dir / "profile-shot"), f"--window-size={size}",
+             f"--screenshot={out}", url],
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=False,
+            env={**os.environ, "TMPDIR": temporary},
+        )
     if completed.returncode != 0 or not out.exists():
         raise RuntimeError(f"chromium screenshot failed: {completed.stderr[-2000:]}")
 
@@ -143,10 +158,12 @@ class DevTools:
             os.dup2(read_end, 3)
             os.dup2(write_end, 4)
 
+        self._temporary = _temporary_folder()
         self._process = subprocess.Popen(
             [*command, "--remote-debugging-pipe", "about:blank"],
             close_fds=False, preexec_fn=on_fds_3_and_4,  # noqa: PLW1509 (no threads start it)
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            env={**os.environ, "TMPDIR": self._temporary.name},
         )
         os.close(to_browser)
         os.close(to_test)
@@ -200,6 +217,7 @@ class DevTools:
         self._process.wait()
         self._out.close()
         self._in.close()
+        self._temporary.cleanup()
 
     def __enter__(self) -> DevTools:
         return self
