@@ -13,7 +13,6 @@ import shlex
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -42,6 +41,8 @@ FLUSH_ATTEMPTS = 6
 # The `served` gunicorn's threads, and the name its database connections carry (PGAPPNAME).
 SERVED_THREADS = 210
 SERVED_APP_NAME = f"served-{uuid.uuid4().hex[:8]}"
+# The session worker's and beat's directory (celery_logs), for the summary of a run that failed.
+CELERY_LOGS = pytest.StashKey[Path]()
 
 
 def _require_services() -> None:
@@ -80,18 +81,12 @@ def fake_openai_env(server: FakeOpenAI) -> dict[str, str]:
     }
 
 
-def worker_log_path(name: str) -> Path:
-    """Where the worker `name` (start_worker's; the session's is `celery_worker`) writes its
-    log: WARNING and up, as text."""
-    return Path(os.environ.get("TMPDIR", "/tmp")) / f"jobapi-{name}.log"
-
-
-def worker_log_lines(name: str, message: str, about: str) -> list[dict[str, str]]:
-    """The worker `name`'s lines saying `message` that hold `about` (`job_id=...`), as {field:
-    value} with their `level` (its text format: `<time> [<level>] <message> [<logger>]
-    key=value...`, a value with spaces quoted)."""
+def worker_log_lines(log: Path, message: str, about: str) -> list[dict[str, str]]:
+    """The lines of a worker's `log` (`celery_worker_log`: WARNING and up, as text) saying
+    `message` that hold `about` (`job_id=...`), as {field: value} with their `level` (its text
+    format: `<time> [<level>] <message> [<logger>] key=value...`, a value with spaces quoted)."""
     found = []
-    for line in worker_log_path(name).read_text().splitlines():
+    for line in log.read_text().splitlines():
         if message in line and about in line:
             fields = dict(word.split("=", 1) for word in shlex.split(line) if "=" in word)
             found.append({**fields, "level": line.split("[", 1)[1].split("]", 1)[0].strip()})
@@ -99,10 +94,13 @@ def worker_log_lines(name: str, message: str, about: str) -> list[dict[str, str]
 
 
 def start_worker(
-    *, queues: str = "jobs,jobs_long,webhooks,maintenance", concurrency: int = 4, env: dict[str, str] | None = None
+    *, log_dir: Path, queues: str = "jobs,jobs_long,webhooks,maintenance", concurrency: int = 4,
+    env: dict[str, str] | None = None,
 ) -> tuple[subprocess.Popen[bytes], str]:
+    """A worker on this run's queues, and its name; its log (WARNING and up, as text) is
+    `log_dir/<name>.log`."""
     name = f"test-{uuid.uuid4().hex[:8]}@localhost"
-    log = open(worker_log_path(name), "wb")  # noqa: SIM115
+    log = open(log_dir / f"{name}.log", "wb")  # noqa: SIM115
     process = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "core", "worker", "-Q", queues,
          "-c", str(concurrency), "-n", name, "--without-mingle", "--without-gossip",
@@ -200,21 +198,43 @@ def start_beat(env: dict[str, str], directory: Path) -> subprocess.Popen[bytes]:
 
 
 @pytest.fixture(scope="session")
+def celery_logs(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The session worker's and beat's directory (their logs, beat's schedule), in pytest's
+    temporary directory of the run: pytest removes it after a run that passed and keeps it after
+    one that failed (pytest.ini's tmp_path_retention_policy), whose summary names it."""
+    directory = tmp_path_factory.mktemp("celery", numbered=False)
+    request.config.stash[CELERY_LOGS] = directory
+    return directory
+
+
+@pytest.fixture(scope="session")
 def celery_worker(
-    django_db_setup: Any, django_db_blocker: Any, fake_openai: FakeOpenAI
+    django_db_setup: Any, django_db_blocker: Any, fake_openai: FakeOpenAI, celery_logs: Path
 ) -> Iterator[str]:
     """One worker for the whole session, consuming every queue, and beat beside it."""
     _require_services()
-    with tempfile.TemporaryDirectory(prefix="jobapi-beat-") as beat_directory:
-        with django_db_blocker.unblock():
-            env = worker_env(**fake_openai_env(fake_openai))
-            process, name = start_worker(env=env)
-            beat = start_beat(env, Path(beat_directory))
-        with _flush_retried_after_a_deadlock():
-            yield name
-        stop_process(beat)
-        stop_process(process)
+    with django_db_blocker.unblock():
+        env = worker_env(**fake_openai_env(fake_openai))
+        process, name = start_worker(env=env, log_dir=celery_logs)
+        beat = start_beat(env, celery_logs)
+    with _flush_retried_after_a_deadlock():
+        yield name
+    stop_process(beat)
+    stop_process(process)
     _purge_run_keys()
+
+
+@pytest.fixture(scope="session")
+def celery_worker_log(celery_worker: str, celery_logs: Path) -> Path:
+    """The session worker's log, which worker_log_lines reads."""
+    return celery_logs / f"{celery_worker}.log"
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    """After a run that failed, where the session worker's and beat's logs were kept."""
+    directory = config.stash.get(CELERY_LOGS, None)
+    if exitstatus != 0 and directory is not None and directory.is_dir():
+        terminalreporter.write_sep("-", f"the session worker's and beat's logs: {directory}")
 
 
 @contextlib.contextmanager

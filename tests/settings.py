@@ -1,6 +1,8 @@
 """Settings for the test run: PostgreSQL and Redis on 127.0.0.1 unless the environment says
 otherwise, a test database and Redis key prefix of this run's own."""
+import atexit
 import os
+import shutil
 import tempfile
 import uuid
 
@@ -37,8 +39,20 @@ os.environ.setdefault("DB_CONN_MAX_AGE", "0")
 # run, shared by this process (the live server) and the workers it starts, which inherit it.
 os.environ.setdefault("METRICS_ENABLED", "true")
 os.environ.setdefault("METRICS_TOKEN", "test-metrics-token")
+
+
+def _remove_at_exit(directory: str, creator_pid: int) -> None:
+    """Removes the run's metrics directory as the process that made it exits, once its session has
+    stopped the workers that inherited it (each run left one behind). The pid: a child forked
+    from it without exec inherits the handler, and would remove it as it ends, under the session
+    still writing there."""
+    if os.getpid() == creator_pid:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
 if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix=f"jobapi-metrics-{RUN_ID}-")
+    atexit.register(_remove_at_exit, os.environ["PROMETHEUS_MULTIPROC_DIR"], os.getpid())
 
 from core.settings import *  # noqa: E402,F403
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -118,7 +119,7 @@ def test_a_job_and_its_webhook_move_the_counters(
 
 
 def test_a_delivery_given_up_is_one_warning_naming_its_job(
-    api: Api, make_receiver: Callable[..., Receiver], celery_worker: str
+    api: Api, make_receiver: Callable[..., Receiver], celery_worker_log: Path
 ) -> None:
     # Given a receiver that fails every attempt of the schedule (three in the tests)
     receiver = make_receiver(*[Reply(status=503, body=b"down for maintenance")] * 3)
@@ -130,7 +131,7 @@ def test_a_delivery_given_up_is_one_warning_naming_its_job(
 
     # Then the worker says so once at WARNING (the default level), with the job, the delivery,
     # its webhook-id, the receiver's host (not its URL) and its last answer
-    [line] = until(lambda: worker_log_lines(celery_worker, "webhook delivery given up", f"job_id={job['id']}"),
+    [line] = until(lambda: worker_log_lines(celery_worker_log, "webhook delivery given up", f"job_id={job['id']}"),
                    what="the worker's line")
     assert line["level"] == "warning"
     assert (line["delivery_id"], line["webhook_id"], line["attempts"], line["status_code"], line["receiver"],

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -168,7 +169,7 @@ def test_a_failing_endpoint_is_disabled_then_enabled_again_and_its_failures_reco
 
 
 def test_the_operators_are_told_when_the_service_disables_an_endpoint_and_not_when_its_client_does(
-    api: Api, make_receiver: Callable[..., Receiver], celery_worker: str, caplog: pytest.LogCaptureFixture
+    api: Api, make_receiver: Callable[..., Receiver], celery_worker_log: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     # Given an endpoint whose receiver fails three times, its URL carrying a token
     broken = make_receiver(*[Reply(status=500, body=b"down")] * 3)
@@ -182,7 +183,7 @@ def test_the_operators_are_told_when_the_service_disables_an_endpoint_and_not_wh
 
     # Then the worker logs one warning naming the client, the endpoint, the receiver's host
     # (never its path or query) and the reason, and the counter went up by one
-    [line] = until(lambda: worker_log_lines(celery_worker, "webhook endpoint disabled", f"endpoint_id={endpoint['id']}"),
+    [line] = until(lambda: worker_log_lines(celery_worker_log, "webhook endpoint disabled", f"endpoint_id={endpoint['id']}"),
                    what="the worker's line")
     assert line["level"] == "warning"
     assert (line["client"], line["receiver"], line["reason"]) == (str(api.client.pk), "127.0.0.1", "failing")

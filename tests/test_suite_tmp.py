@@ -1,0 +1,78 @@
+"""A run of the suite leaves the system's temporary folder as it found it, but for pytest's own
+(empty) folder of the user: each run left its metrics directory (tests/settings.py), the session
+worker's log and pytest's directory of the run, with every test's tmp_path, in /tmp. A run that
+failed keeps the session worker's and beat's logs, in pytest's directory of the run, and says
+where (tests/conftest.py celery_logs, pytest.ini)."""
+from __future__ import annotations
+
+import getpass
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import REPO
+
+# A run of one test, which stands in for the session's worker: it writes its log where the worker
+# writes its own, and starts a process that inherits the run's metrics directory, as the worker
+# does.
+ONE_TEST = """
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+
+def test_a_worker_ran(celery_logs: Path) -> None:
+    (celery_logs / "test-worker@localhost.log").write_text("a worker's line")
+    subprocess.run([sys.executable, "-c", "import tests.settings"], check=True)
+    assert Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).is_dir()
+    assert {passes}
+"""
+
+
+def _run(tmp_path: Path, *, passes: bool) -> tuple[subprocess.CompletedProcess[str], Path]:
+    """A run of ONE_TEST with the suite's settings and fixtures, as make test runs, its system
+    temporary folder (returned) empty and its own."""
+    system_tmp = tmp_path / "system-tmp"
+    system_tmp.mkdir()
+    test_file = tmp_path / "test_one.py"
+    test_file.write_text(ONE_TEST.format(passes=passes))
+    # The suite's fixtures and hooks, for a test outside tests/.
+    (tmp_path / "conftest.py").write_text("from tests.conftest import *  # noqa: F403\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("PROMETHEUS_MULTIPROC_DIR", "PYTEST_ADDOPTS")}
+    # The plugins it needs only (the others, hypothesis's and schemathesis's, take a second and a
+    # half to load).
+    env.update(TMPDIR=str(system_tmp), PYTHONPATH=str(REPO), PYTEST_DISABLE_PLUGIN_AUTOLOAD="1")
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-c", str(REPO / "pytest.ini"), "--rootdir", str(REPO),
+         "-p", "pytest_django.plugin", "-p", "pytest_timeout", "-p", "no:cacheprovider", str(test_file)],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=120, check=False,
+    )
+    return run, system_tmp
+
+
+def test_a_run_that_passed_leaves_the_temporary_folder_as_it_found_it(tmp_path: Path) -> None:
+    # When a run passes
+    run, system_tmp = _run(tmp_path, passes=True)
+    assert run.returncode == 0, run.stdout + run.stderr
+
+    # Then all it left in the system's temporary folder is pytest's folder of the user, empty
+    assert [str(path.relative_to(system_tmp)) for path in system_tmp.rglob("*")] == [
+        f"pytest-of-{getpass.getuser()}"
+    ]
+
+
+def test_a_run_that_failed_keeps_the_workers_logs_and_says_where(tmp_path: Path) -> None:
+    # When a run fails
+    run, system_tmp = _run(tmp_path, passes=False)
+    assert run.returncode == 1, run.stdout + run.stderr
+
+    # Then its summary names the directory of the worker's and beat's logs, which it kept
+    named = [line.split(": ", 1)[1].strip(" -") for line in run.stdout.splitlines()
+             if "the session worker's and beat's logs: " in line]
+    assert len(named) == 1, run.stdout
+    kept = Path(named[0])
+    assert kept.is_relative_to(system_tmp)
+    assert (kept / "test-worker@localhost.log").read_text() == "a worker's line"
+
