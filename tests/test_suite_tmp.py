@@ -5,6 +5,7 @@ failed keeps the session worker's and beat's logs, in pytest's directory of the 
 where (tests/conftest.py celery_logs, pytest.ini)."""
 from __future__ import annotations
 
+import ast
 import getpass
 import os
 import subprocess
@@ -76,3 +77,15 @@ def test_a_run_that_failed_keeps_the_workers_logs_and_says_where(tmp_path: Path)
     assert kept.is_relative_to(system_tmp)
     assert (kept / "test-worker@localhost.log").read_text() == "a worker's line"
 
+
+def test_no_test_names_a_fixed_path_in_the_system_temporary_folder() -> None:
+    """A fixed path there outlives the run that made it (tests/webhooks/test_retries.py's data
+    directory, /tmp/jobapi-wh-defaults, did): a test's files go in its tmp_path."""
+    fixed = {
+        f"{path.relative_to(REPO)}:{node.lineno}"
+        for path in sorted((REPO / "tests").rglob("*.py")) if path != Path(__file__)
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Constant) and isinstance(node.value, str)
+        and node.value.startswith(("/tmp/", "/dev/shm/"))
+    }
+    assert fixed == set()

@@ -4,6 +4,7 @@ from __future__ import annotations
 import random
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
+from pathlib import Path
 
 import pytest
 
@@ -29,13 +30,14 @@ def test_the_schedule_ends_after_its_last_entry() -> None:
     assert retry_delay_seconds(attempts_made=3, schedule=[0, 1, 1]) is None
 
 
-def test_the_documented_default_schedule_is_the_setting_default() -> None:
+def test_the_documented_default_schedule_is_the_setting_default(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    # A fresh interpreter without the test environment's override.
+    # A fresh interpreter without the test environment's override (on embedded defaults, which
+    # make their data directory).
     code = "from django.conf import settings; import django; django.setup(); print(settings.WEBHOOK_RETRY_SCHEDULE)"
-    env = {"DJANGO_SETTINGS_MODULE": "core.settings", "PATH": "/usr/bin:/bin", "DATA_DIR": "/tmp/jobapi-wh-defaults"}
+    env = {"DJANGO_SETTINGS_MODULE": "core.settings", "PATH": "/usr/bin:/bin", "DATA_DIR": str(tmp_path / "data")}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == str(DEFAULT)
 
