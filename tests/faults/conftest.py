@@ -76,7 +76,7 @@ def make_stack(pg_cluster: PostgresCluster, request: pytest.FixtureRequest) -> I
             # Keep the whole logs (untracked) for a look after the run.
             kept = FIGURES_FILE.parent / "faults-logs" / request.node.name
             shutil.rmtree(kept, ignore_errors=True)
-            shutil.copytree(stack.workdir, kept, ignore=shutil.ignore_patterns("redis", "data"))
+            shutil.copytree(stack.workdir, kept, ignore=shutil.ignore_patterns("redis", "data", "tmp"))
         try:
             pg_cluster.sql(f"DROP DATABASE IF EXISTS {stack.database} WITH (FORCE)")
         except Exception:  # noqa: BLE001, S110 (the cluster may be down: the test failed mid-restart)

@@ -374,6 +374,9 @@ class Stack:
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.logs: dict[str, Path] = {}
         (workdir / "data").mkdir(parents=True, exist_ok=True)  # beat's schedule file lives here
+        # The processes' temporary folder: what one killed leaves there (billiard's pymp-*
+        # directory, a Celery worker's) goes with the stack's directory, not to /tmp.
+        (workdir / "tmp").mkdir(exist_ok=True)
         self.redis = RedisServer(workdir / "redis", appendonly=redis_appendonly)
         self.redis.start()
         self.broker_url = broker_url or self.redis.url
@@ -403,6 +406,7 @@ class Stack:
             "WEBHOOK_DISPATCH_SECONDS": "1",
             "WEBHOOK_TIMEOUT_SECONDS": "3",
             "PYTHONUNBUFFERED": "1",
+            "TMPDIR": str(workdir / "tmp"),
         })
         self.env.update(env or {})
         self.base_url = f"http://127.0.0.1:{self.web_port}"

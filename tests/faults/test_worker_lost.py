@@ -5,6 +5,7 @@ import os
 import signal
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -106,3 +107,21 @@ def test_main_process_sigkill_redelivers_after_visibility_timeout(
     assert _rerun_lines(stack, "second", job["id"]), stack.logs["second"].read_text()[-3000:]
     figures.update(visibility_timeout_seconds=10, seconds_until_rerun=round(rerun_after, 2),
                    seconds_until_success=round(time.monotonic() - killed_at, 2))
+
+
+def test_a_worker_killed_leaves_nothing_in_the_system_temporary_folder(
+    make_stack: Callable[..., Stack], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a worker of a stack started where the system's temporary folder is this test's own
+    system_tmp = tmp_path / "system-tmp"
+    system_tmp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(system_tmp))
+    stack = make_stack()
+    stack.start_worker("jobs", concurrency=1)
+
+    # When its main process is SIGKILLed
+    stack.kill("jobs")
+
+    # Then what it kept there (billiard's pymp-* directory, which it removes as it stops) is in
+    # the stack's directory, which goes with the test: each kill left one in /tmp
+    assert list(system_tmp.iterdir()) == []
