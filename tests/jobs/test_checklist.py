@@ -10,6 +10,7 @@ import threading
 import time
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
+from pathlib import Path
 from typing import Any
 
 import httpx2
@@ -24,7 +25,7 @@ from jobs.models import Job
 from jobs.types import checklist
 from jobs.types.base import JobFailed
 from jobs.types.checklist_prompts import CHECKLIST_SYSTEM_PROMPT, SUMMARY_SYSTEM_PROMPT
-from tests.conftest import Api, worker_log_path
+from tests.conftest import Api
 from tests.fakes.openai_server import FAKE_API_KEY, FakeOpenAI, Reply, Scenario
 
 JOB = "api.tasks.generate_checklist_from_guidelines"
@@ -285,7 +286,7 @@ def test_repeated_500s_fail_the_job_once_the_tries_run_out(api: Api, fake_openai
 
 
 def test_a_model_error_that_would_forge_a_log_line_is_logged_as_one_printable_line(
-    api: Api, fake_openai: FakeOpenAI, celery_worker: str
+    api: Api, fake_openai: FakeOpenAI, celery_worker_log: Path
 ) -> None:
     # Given a model provider whose 500 says, in its message, what would clear an operator's
     # terminal (ESC [2J) and, after a line break, a log line of its own
@@ -298,7 +299,7 @@ def test_a_model_error_that_would_forge_a_log_line_is_logged_as_one_printable_li
     assert job["status"] == "SUCCESS", job
 
     # Then the session's worker (text format) logged that try as one line, the characters escaped
-    log = worker_log_path(celery_worker).read_text()
+    log = celery_worker_log.read_text()
     [line] = [line for line in log.split("\n") if scenario.token in line]
     assert f"Job {job['id']}: model call try 1 failed" in line
     assert f"overloaded\\x1b[2J\\r\\n{forged}\\x1b[0m" in line
