@@ -133,7 +133,7 @@ def test_jobs_accepted_under_the_results_quota_do_not_start_once_it_is_reached(
     # Given a client under its results quota with three jobs accepted that persist their result,
     # and one that does not (nothing here reaches the suite's worker: publishing is off)
     settings.JOB_RESULT_QUOTA_BYTES_PER_CLIENT = 100
-    monkeypatch.setattr(dispatch, "job_publish", lambda *, job: None)
+    monkeypatch.setattr(dispatch, "job_publish", lambda *, job, countdown=None: None)
     owner = client_create(name="quota-at-start")
     jobs = [
         submission.job_submit(owner=owner, request=SubmissionRequest(job_name=SAVE, payload={"text": "x" * 200}))[0]

@@ -26,7 +26,7 @@ def jobs(settings: Any, monkeypatch: pytest.MonkeyPatch) -> list[Job]:
     # The suite's live worker and beat run beside these tests: nothing here reaches them. What
     # would be published is not (the worker would run it), and the jobs are younger than the
     # sweeper's grace (it would claim them by its own cap).
-    monkeypatch.setattr(dispatch, "job_publish", lambda *, job: None)
+    monkeypatch.setattr(dispatch, "job_publish", lambda *, job, countdown=None: None)
     owner = client_create(name="fair")
     now = timezone.now()
     return [
