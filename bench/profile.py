@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -46,7 +47,7 @@ def main() -> None:
             "DEBUG": "false",
             "ALLOWED_HOSTS": "127.0.0.1",
             "WEBHOOK_ALLOWED_NETWORKS": "127.0.0.1/32",
-            "DATA_DIR": tempfile.mkdtemp(prefix="jobapi-profile-"),
+            "DATA_DIR": tempfile.mkdtemp(prefix="jobapi-profile-"),  # removed on the way out
             "DJANGO_SETTINGS_MODULE": "core.settings",
         }
     )
@@ -123,6 +124,10 @@ def main() -> None:
         connections.close_all()
         admin_sql(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
         redis_flush()
+        # Its data and the receiver's log: each run left both in /tmp (bench.run keeps its logs,
+        # and says where; nothing here is worth keeping once the tree is printed).
+        for directory in (os.environ["DATA_DIR"], stack.logs):
+            shutil.rmtree(directory, ignore_errors=True)
 
 
 if __name__ == "__main__":
