@@ -63,6 +63,11 @@ class BoundedActionsAdmin(admin.ModelAdmin):
         return {name: (_bounded(func), name, description)
                 for name, (func, _, description) in super().get_actions(request).items()}
 
+    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        # The list offers "Select all N" only where an action may take N rows (the admin's
+        # actions template, core/templates/admin/actions.html).
+        return super().changelist_view(request, {"action_max_rows": settings.ADMIN_ACTION_MAX_ROWS, **(extra_context or {})})
+
 
 def _bounded(action: ActionFunction) -> ActionFunction:
     @functools.wraps(action)  # keeps what Django reads on it (permissions, description)

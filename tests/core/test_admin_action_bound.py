@@ -16,6 +16,7 @@ from django.test.utils import CaptureQueriesContext
 from core.admin_site import BoundedActionsAdmin
 from core.models import Client
 from core.services import client_create
+from jobs.admin import JobAdmin
 from jobs.models import Job
 from webhooks.models import Delivery, Event
 
@@ -156,3 +157,22 @@ def test_every_model_admin_of_the_project_bounds_its_actions() -> None:
         for model in apps.get_app_config(label).get_models():
             if admin.site.is_registered(model):
                 assert isinstance(admin.site.get_model_admin(model), BoundedActionsAdmin), model
+
+
+def test_a_list_offers_select_all_only_where_an_action_may_take_that_many(
+    operator: BrowserClient, owner: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given lists of two jobs a page
+    monkeypatch.setattr(JobAdmin, "list_per_page", 2)
+    select_all_link = "Select all {count} jobs"
+    pending_jobs(owner, 3)
+
+    # When the list holds as many jobs as an action may take, it offers them all
+    within = operator.get("/admin/jobs/job/").content.decode()
+    assert select_all_link.format(count=3) in within
+
+    # When it holds more, it offers no selection every action would refuse, and says why
+    pending_jobs(owner, 1)
+    past = operator.get("/admin/jobs/job/").content.decode()
+    assert select_all_link.format(count=4) not in past
+    assert "An action applies to 3 jobs at most: narrow the list with the filters (or a search)" in past
