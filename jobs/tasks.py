@@ -57,9 +57,8 @@ def _fail(task: Any, job: Job, index: int, step_input: Any, error_type: str, mes
     message for good when the broker refused the new one: the job stayed RETRY until the
     abandoned-job rule failed it."""
     error = {"type": error_type, "message": message}
-    now = timezone.now()
     retrying = transitions.job_retry_later(
-        job_id=job.id, error=error, step=index, step_input=step_input, dispatched_at=now
+        job_id=job.id, error=error, step=index, step_input=step_input
     ) if retryable else None
     if retrying is None:
         transitions.job_finish(job_id=job.id, status=Status.FAILURE, error=error, by_chain=True)

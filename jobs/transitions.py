@@ -283,14 +283,12 @@ def jobs_cancel_past_deadline(*, limit: int = 500) -> int:
     return canceled
 
 
-def job_retry_later(
-    *, job_id: uuid.UUID, error: dict[str, str], step: int, step_input: Any, dispatched_at: datetime
-) -> Job | None:
+def job_retry_later(*, job_id: uuid.UUID, error: dict[str, str], step: int, step_input: Any) -> Job | None:
     """After a failed run of the job's step `step` (which took `step_input`): if the job's retry
     policy allows another run, and it would start before the job's deadline, mark it RETRY (its
     next attempt, the last error, when it is due: `retry_at`) and hand that step over again on
-    its row as jobs.tasks hands a next step over (`next_step`, `step_input`, `dispatched_at`,
-    which its message carries), so a retry the broker refuses waits for the sweeper, not lost;
+    its row as jobs.tasks hands a next step over (`next_step`, `step_input`, and `dispatched_at`,
+    now, which its message carries), so a retry the broker refuses waits for the sweeper, not lost;
     the job as written. Else None. (A run due past the deadline never happens: the job would
     wait for nothing, then end canceled, the run's error replaced by the deadline's.)"""
     with transaction.atomic():
@@ -299,11 +297,12 @@ def job_retry_later(
             return None
         if job.attempt >= job.max_attempts:
             return None
-        retry_at = timezone.now() + timedelta(seconds=job.retry_backoff_seconds)
+        now = timezone.now()
+        retry_at = now + timedelta(seconds=job.retry_backoff_seconds)
         if job.deadline is not None and retry_at >= job.deadline:
             return None
         job.status, job.attempt, job.error, job.retry_at = Status.RETRY, job.attempt + 1, error, retry_at
-        job.next_step, job.step_input, job.dispatched_at = step, step_input, dispatched_at
+        job.next_step, job.step_input, job.dispatched_at = step, step_input, now
         job.save(update_fields=["status", "attempt", "error", "retry_at", "next_step", "step_input", "dispatched_at"])
         telemetry.job_retrying(job=job, backoff_seconds=job.retry_backoff_seconds)
     return job

@@ -45,7 +45,7 @@ def retried(db: Any) -> Retried:
         if attempt > 2:
             transitions.job_set_retrying(job_id=job.id, retrying=False)  # the retry runs, and fails
         error = {"type": "RateLimitError", "message": "slow"}
-        assert transitions.job_retry_later(job_id=job.id, error=error, step=0, step_input=None, dispatched_at=timezone.now())
+        assert transitions.job_retry_later(job_id=job.id, error=error, step=0, step_input=None)
     job_type = job_type_get(CHECKLIST)
     limit = settings.CELERY_BROKER_VISIBILITY_TIMEOUT_SECONDS + len(job_type.steps) * job_type.time_limit_seconds + 60
     retried = Retried(job, DjangoClient(HTTP_AUTHORIZATION=f"Bearer {api_key_create(client=owner)}"),
