@@ -12,7 +12,7 @@ from rest_framework.views import APIView
 from core.errors import ApplicationError
 from core.pagination import NewestFirstCursorPagination
 from jobs import inputs, selectors, submission, transitions, waiting
-from jobs.models import FINAL_WEBHOOK_EVENTS, Job
+from jobs.models import FINAL_WEBHOOK_EVENTS, IdempotencyKey, Job
 from jobs.registry import job_types_all
 from jobs.serializers import (
     JobListItemSerializer,
@@ -233,6 +233,7 @@ class LegacyJobApi(APIView):
             request=SubmissionRequest(job_name=data.validated_data["job_name"], payload=data.validated_data["payload"]),
             idempotency_key=_idempotency_key(request),
             request_body=body,
+            endpoint=IdempotencyKey.Endpoint.LEGACY,
         )
         return Response({"task_id": str(job.id)}, status=status.HTTP_202_ACCEPTED)
 

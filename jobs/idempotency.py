@@ -1,4 +1,5 @@
-"""Idempotency keys: a retried submission (one job or a batch) answers what the first made."""
+"""Idempotency keys: a retried submission (one job or a batch) answers what the first made, on
+the endpoint the key was first sent to."""
 from __future__ import annotations
 
 import hashlib
@@ -18,6 +19,8 @@ from core.models import Client
 from jobs import sql
 from jobs.models import IdempotencyKey, Job
 
+Endpoint = IdempotencyKey.Endpoint
+
 
 def request_fingerprint(body: Any) -> str:
     """Requests are compared as parsed JSON: key order and white space do not matter."""
@@ -32,7 +35,28 @@ def _in_progress() -> Conflict:
     )
 
 
-def _replayed(*, owner: Client, key: str, fingerprint: str) -> IdempotencyKey | None:
+def _mismatch(existing: IdempotencyKey, *, endpoint: Endpoint, fingerprint: str) -> Unprocessable | None:
+    """Why `existing` may not answer this request, or None when it may. Each endpoint reads only
+    its own fields of a body (`POST /api/jobs/` ignores `jobs`, the batch ignores `job_name`),
+    so the same body sent to another is another request. A key saved before keys were bound to
+    their endpoint (none named) is compared by its body alone, as it was then, so that a retry
+    of a request sent before the upgrade still answers within the TTL."""
+    if existing.endpoint is not None and existing.endpoint != endpoint:
+        used = Endpoint(existing.endpoint).label
+        return Unprocessable(
+            f"This Idempotency-Key was used with a different request, to {used}; "
+            "a key answers only on the endpoint it was first sent to.",
+            code="idempotency_key_reused",
+        )
+    if existing.fingerprint != fingerprint:
+        return Unprocessable(
+            "This Idempotency-Key was used with a different request body.",
+            code="idempotency_key_reused",
+        )
+    return None
+
+
+def _replayed(*, owner: Client, key: str, endpoint: Endpoint, fingerprint: str) -> IdempotencyKey | None:
     """The key an identical earlier request made, or None when the key is free. A key past its
     TTL is freed, and so is one without its job: the key and its jobs commit together, so such
     a row is what an earlier version of this module left when its request died between the
@@ -43,22 +67,22 @@ def _replayed(*, owner: Client, key: str, fingerprint: str) -> IdempotencyKey | 
     if not _alive(existing):
         existing.delete()
         return None
-    if existing.fingerprint != fingerprint:
-        raise Unprocessable(
-            "This Idempotency-Key was used with a different request body.",
-            code="idempotency_key_reused",
-        )
+    mismatch = _mismatch(existing, endpoint=endpoint, fingerprint=fingerprint)
+    if mismatch is not None:
+        raise mismatch
     return existing
 
 
-def jobs_replayed(*, owner: Client, key: str, request_body: Any) -> list[Job] | None:
+def jobs_replayed(*, owner: Client, key: str, endpoint: Endpoint, request_body: Any) -> list[Job] | None:
     """The jobs an identical earlier request with `key` made, if there is one (a read, no lock):
     for a repeat that the checks made before the key is looked at would refuse, because what
     they check has changed since the first request (its deadline has passed, its job type is
     unavailable, its callback host does not resolve right now). A repeat answers what the first
     made, whatever the service would say to the request today."""
     existing = _key_get(owner=owner, key=key)
-    if existing is None or not _alive(existing) or existing.fingerprint != request_fingerprint(request_body):
+    if existing is None or not _alive(existing):
+        return None
+    if _mismatch(existing, endpoint=endpoint, fingerprint=request_fingerprint(request_body)) is not None:
         return None
     return _jobs_of(existing)
 
@@ -83,10 +107,11 @@ def _jobs_of(key: IdempotencyKey) -> list[Job]:
 
 
 def jobs_created_once(
-    *, owner: Client, key: str, request_body: Any, create: Callable[[], list[Job]]
+    *, owner: Client, key: str, endpoint: Endpoint, request_body: Any, create: Callable[[], list[Job]]
 ) -> tuple[list[Job], bool]:
-    """`create()` the jobs of a request, once per Idempotency-Key `key`: a replay of the same
-    request answers the jobs the first made (created=False), in their order.
+    """`create()` the jobs of a request to `endpoint`, once per Idempotency-Key `key`: a replay
+    of the same request to the same endpoint answers the jobs the first made (created=False), in
+    their order; the same key with another body or endpoint is 422.
 
     The key is saved in the jobs' transaction, so a request that dies anywhere (its connection
     lost, its process killed) leaves neither, and the client's retry makes them. While that
@@ -97,12 +122,12 @@ def jobs_created_once(
     with transaction.atomic():
         if not sql.idempotency_key_lock_try(owner.pk, key):
             raise _in_progress()
-        replayed = _replayed(owner=owner, key=key, fingerprint=fingerprint)
+        replayed = _replayed(owner=owner, key=key, endpoint=endpoint, fingerprint=fingerprint)
         if replayed is not None:
             return _jobs_of(replayed), False
         jobs = create()
         IdempotencyKey.objects.create(
-            owner=owner, key=key, fingerprint=fingerprint,
+            owner=owner, key=key, endpoint=endpoint, fingerprint=fingerprint,
             job=jobs[0], batch=[str(job.id) for job in jobs] if len(jobs) > 1 else None,
         )
     return jobs, True

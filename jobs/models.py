@@ -200,7 +200,17 @@ class JobResult(models.Model):
 
 
 class IdempotencyKey(models.Model):
-    """A client's `Idempotency-Key`, the fingerprint of the request it came with, and its job."""
+    """A client's `Idempotency-Key`, the endpoint and fingerprint of the request it came with,
+    and its job."""
+
+    class Endpoint(models.TextChoices):
+        """Where a key was first sent; it answers there only. The starter's endpoint has its own:
+        it ignores the fields it does not know (`callback_url`, `deadline`, ...) that
+        `POST /api/jobs/` honours, so one body may ask the two for different jobs."""
+
+        JOB = "job", "POST /api/jobs/"
+        BATCH = "batch", "POST /api/jobs/batch/"
+        LEGACY = "legacy", "POST /api/job/"
 
     # No index of its own: the unique (owner, key) index, owner first, serves the owner's lookups
     # and a client's deletion, and one index fewer is one write fewer for every keyed submission.
@@ -211,8 +221,11 @@ class IdempotencyKey(models.Model):
     # Saved with the job; NULL only in a row an earlier version left when its request died
     # between committing the key and the job (jobs/idempotency.py frees it).
     job = models.ForeignKey(Job, null=True, on_delete=models.CASCADE, related_name="+")
-    # A batch's jobs, in order, once the batch is made (its `job` is the first of them).
+    # A batch's jobs, in order, once the batch is made (its `job` is the first of them); NULL
+    # for one job, a batch of one's too (its `endpoint` tells it from a single submission).
     batch = models.JSONField(null=True, blank=True)
+    # NULL only in a row saved before keys were bound to their endpoint: it answers on any.
+    endpoint = models.CharField(max_length=8, choices=Endpoint.choices, null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:

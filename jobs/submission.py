@@ -196,15 +196,21 @@ def _job_insert(*, owner: Client, job: Job, job_type: JobType) -> Job:
 
 
 def job_submit(
-    *, owner: Client, request: SubmissionRequest, idempotency_key: str = "", request_body: Any = None
+    *,
+    owner: Client,
+    request: SubmissionRequest,
+    idempotency_key: str = "",
+    request_body: Any = None,
+    endpoint: idempotency.Endpoint = idempotency.Endpoint.JOB,
 ) -> tuple[Job, bool]:
     """Validate and create a job; returns (job, created). A replayed idempotent request
-    returns the first request's job with created=False."""
+    returns the first request's job with created=False; `endpoint` is the one the request came
+    to (the starter's has keys of its own)."""
     try:
         job, job_type = job_prepare(owner=owner, request=request, now=timezone.now())
     except ApplicationError:
         replayed = idempotency_key and idempotency.jobs_replayed(
-            owner=owner, key=idempotency_key, request_body=request_body
+            owner=owner, key=idempotency_key, endpoint=endpoint, request_body=request_body
         )
         if replayed:
             return replayed[0], False
@@ -212,7 +218,7 @@ def job_submit(
     if not idempotency_key:
         return _job_insert(owner=owner, job=job, job_type=job_type), True
     jobs, created = idempotency.jobs_created_once(
-        owner=owner, key=idempotency_key, request_body=request_body,
+        owner=owner, key=idempotency_key, endpoint=endpoint, request_body=request_body,
         create=lambda: [_job_insert(owner=owner, job=job, job_type=job_type)],
     )
     return jobs[0], created
@@ -271,7 +277,7 @@ def jobs_submit_batch(
             errors.append({"index": index, "code": exc.code, "message": exc.message, "details": exc.details})
     if errors:
         replayed = idempotency_key and idempotency.jobs_replayed(
-            owner=owner, key=idempotency_key, request_body=request_body
+            owner=owner, key=idempotency_key, endpoint=idempotency.Endpoint.BATCH, request_body=request_body
         )
         if replayed:
             return replayed, False
@@ -282,6 +288,6 @@ def jobs_submit_batch(
     if not idempotency_key:
         return _batch_insert(owner=owner, prepared=prepared), True
     return idempotency.jobs_created_once(
-        owner=owner, key=idempotency_key, request_body=request_body,
+        owner=owner, key=idempotency_key, endpoint=idempotency.Endpoint.BATCH, request_body=request_body,
         create=lambda: _batch_insert(owner=owner, prepared=prepared),
     )
