@@ -20,6 +20,11 @@ from examples.receiver import Receiver
 # auth (key + client in one join, when the key check is not remembered), and the INSERT, which
 # checks the unfinished-jobs cap itself (autocommit: no BEGIN/COMMIT round trips around it).
 SUBMIT_MAX_QUERIES = 2
+# with an Idempotency-Key, in one transaction (BEGIN, COMMIT): the key's lock, its row (read
+# with its job; its endpoint is a column of it, no query of its own), the job's INSERT and the
+# key's; a replay stops at the key's row.
+KEYED_SUBMIT_MAX_QUERIES = 6
+KEYED_REPLAY_MAX_QUERIES = 4
 # the job (the key check is remembered per process for API_KEY_CACHE_SECONDS), or the key
 # check and the job when it is not.
 POLL_MAX_QUERIES = 2
@@ -48,6 +53,24 @@ def test_submit_takes_a_fixed_few_queries(
         response = _submit(http)
 
     assert response.status_code == 202, response.content
+
+
+def test_a_keyed_submit_and_its_replay_take_a_fixed_few_queries(
+    http: DjangoClient, django_assert_max_num_queries: Callable[..., Any]
+) -> None:
+    def keyed() -> Any:
+        headers = {"Idempotency-Key": "order-1"}
+        return http.post("/api/jobs/", HELLO, content_type="application/json", headers=headers)
+
+    _submit(http)
+
+    with django_assert_max_num_queries(KEYED_SUBMIT_MAX_QUERIES):
+        first = keyed()
+    with django_assert_max_num_queries(KEYED_REPLAY_MAX_QUERIES):
+        again = keyed()
+
+    assert first.status_code == again.status_code == 202, again.content
+    assert again.json()["id"] == first.json()["id"]
 
 
 def test_submit_with_a_callback_takes_no_more_queries(
