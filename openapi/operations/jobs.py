@@ -228,7 +228,8 @@ OPERATIONS: dict[str, dict[str, Callable[..., Any]]] = {
             summary="Submit a job (starter API)",
             description="The starter's submission endpoint, kept for its clients: the same "
             "validation, idempotency and limits as `POST /api/jobs/`, answering only the "
-            "job's id. New clients use `POST /api/jobs/`.",
+            "job's id (its idempotency keys are its own: a key sent here answers here only). "
+            "New clients use `POST /api/jobs/`.",
             tags=["Starter API"],
             deprecated=True,
             request=schemas.LegacyJobSubmissionSerializer,
