@@ -264,3 +264,24 @@ class JobEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.event_type} {self.pk} of {self.job_id}"
+
+
+class ModelUsage(models.Model):
+    """Per owner and UTC day: the tokens its jobs' model calls spent, as the provider counted
+    them (`usage.total_tokens`), which the daily budget (MODEL_TOKENS_PER_CLIENT_PER_DAY) is
+    checked against. Added to by one upsert per call (jobs.sql.model_usage_add); pruned a few
+    days on (jobs.retention)."""
+
+    # No index of its own: the unique (owner, day) index, owner first, serves it and the cascade.
+    owner = models.ForeignKey("core.Client", on_delete=models.CASCADE, related_name="+", db_index=False)
+    day = models.DateField()
+    tokens = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["owner", "day"], name="modelusage_owner_day"),
+        ]
+        verbose_name_plural = "model usage"
+
+    def __str__(self) -> str:
+        return f"{self.owner_id} on {self.day}: {self.tokens} tokens"

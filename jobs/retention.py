@@ -1,5 +1,5 @@
 """Pruning what the jobs app keeps past its retention: finished jobs, persisted results and
-idempotency keys (run by the periodic task `jobs.prune`). Batched, so one run never locks a big
+idempotency keys, model usage of past days (run by the periodic task `jobs.prune`). Batched, so one run never locks a big
 slice of a table; a run that stops at `max_batches` leaves the rest to the next."""
 from __future__ import annotations
 
@@ -9,11 +9,15 @@ from django.conf import settings
 from django.utils import timezone
 
 from core.db import delete_in_batches
-from jobs.models import Job, JobResult
 from jobs.idempotency import idempotency_keys_prune
+from jobs.model_budget import budget_day, model_usage_prune
+from jobs.models import Job, JobResult
 
 PRUNE_BATCH_SIZE = 1000
 PRUNE_MAX_BATCHES = 100
+# Days of model usage kept besides today's, the only one the budget reads: a few, for an
+# operator looking into yesterday's spending.
+MODEL_USAGE_KEPT_DAYS = 7
 
 
 def jobs_finished_prune(
@@ -41,5 +45,9 @@ def jobs_retention_apply(*, now: datetime | None = None) -> dict[str, int]:
         "results": job_results_prune(older_than=now - settings.JOB_RESULT_RETENTION_DAYS * days),
         "idempotency_keys": idempotency_keys_prune(
             older_than=now - timedelta(seconds=settings.IDEMPOTENCY_KEY_TTL_SECONDS)
+        ),
+        "model_usage": model_usage_prune(
+            before=budget_day(now) - MODEL_USAGE_KEPT_DAYS * days,
+            batch_size=PRUNE_BATCH_SIZE, max_batches=PRUNE_MAX_BATCHES,
         ),
     }

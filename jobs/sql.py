@@ -14,6 +14,11 @@
 - An owner's events take their ids under an advisory lock of the owner's (jobs/event_log.py):
   the ORM has no advisory locks.
 - A submission with an Idempotency-Key tries an advisory lock of the key's (jobs/idempotency.py).
+- A model call's tokens are added to its owner's row of the day by one upsert (INSERT ... ON
+  CONFLICT DO UPDATE adding to it): the ORM's upsert (`bulk_create(update_conflicts=True)`)
+  can only set the value, not add to it, and `get_or_create` then an `F()` update takes two or
+  three round trips, and two workers' first calls of a day race to the insert (one gets an
+  IntegrityError to retry).
 
 Statements are written once per database alias (the column lists come from the model), values
 are prepared by their fields as `save()` would, and rows come back through `core.db`.
@@ -24,13 +29,13 @@ import functools
 import hashlib
 import uuid
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from django.db import connections
 
 from core.db import columns_of, insert_values, model_from_row
-from jobs.models import Job, JobCounts
+from jobs.models import Job, JobCounts, ModelUsage
 
 Status = Job.Status
 
@@ -247,3 +252,20 @@ def idempotency_key_lock_try(owner_id: uuid.UUID, key: str, alias: str = "defaul
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [int.from_bytes(digest, "big", signed=True)])
         return cursor.fetchone()[0]
+
+
+def model_usage_add(owner_id: uuid.UUID, *, day: date, tokens: int, alias: str = "default") -> None:
+    """Add `tokens` to the owner's usage row of `day`, made if it is the day's first; atomic
+    under any number of workers adding at once (the unique (owner, day) index arbitrates the
+    insert, and the update adds to the row as committed)."""
+    table = ModelUsage._meta.db_table
+    with connections[alias].cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} (owner_id, day, tokens) VALUES (%s, %s, %s) "
+            f"ON CONFLICT (owner_id, day) DO UPDATE SET tokens = {table}.tokens + EXCLUDED.tokens",
+            [
+                ModelUsage._meta.get_field("owner").get_db_prep_save(owner_id, connections[alias]),
+                ModelUsage._meta.get_field("day").get_db_prep_save(day, connections[alias]),
+                tokens,
+            ],
+        )

@@ -18,7 +18,7 @@ from core.errors import ApplicationError, TooManyRequests
 from core.http import Resolver
 from core.models import Client
 from core.parsers import json_numbers_growth
-from jobs import dispatch, idempotency, sql, telemetry
+from jobs import dispatch, idempotency, model_budget, sql, telemetry
 from jobs.models import DEFAULT_WEBHOOK_EVENTS, Job, JobCounts
 from jobs.registry import job_type_get
 from jobs.types.base import JobType
@@ -184,7 +184,10 @@ def _job_insert(*, owner: Client, job: Job, job_type: JobType) -> Job:
     the row is committed. The row is inserted already claimed for dispatch (dispatched_at set),
     so the sweeper never publishes it too; if publishing fails, the claim is released and the
     sweeper takes over. One INSERT in autocommit is committed when it returns; inside a caller's
-    transaction (the Idempotency-Key path) on_commit waits for that commit."""
+    transaction (the Idempotency-Key path) on_commit waits for that commit. A type that calls a
+    model is first checked against its owner's model budget of the day (429 once spent)."""
+    if job_type.uses_model:
+        model_budget.model_budget_require_for_submit(owner_id=owner.pk)
     cap = settings.JOB_MAX_UNFINISHED_PER_CLIENT
     quota = settings.JOB_RESULT_QUOTA_BYTES_PER_CLIENT if job_type.persist_result else 0
     if not sql.job_insert_below_cap(job, cap=cap, result_quota=quota):
@@ -231,7 +234,11 @@ class InvalidBatch(ApplicationError):
 def _batch_insert(*, owner: Client, prepared: list[tuple[Job, JobType]]) -> list[Job]:
     """Insert a batch in one transaction, the caps checked for all its jobs at once under the
     owner's count row lock; the jobs wait for dispatch, and one message on commit has a worker
-    publish them (jobs.dispatch_owner), so the request publishes one message, not one a job."""
+    publish them (jobs.dispatch_owner), so the request publishes one message, not one a job.
+    A batch with a job of a type that calls a model is refused whole once its owner's model
+    budget of the day is spent."""
+    if any(job_type.uses_model for _, job_type in prepared):
+        model_budget.model_budget_require_for_submit(owner_id=owner.pk)
     jobs = [job for job, _ in prepared]
     cap = settings.JOB_MAX_UNFINISHED_PER_CLIENT
     persists = any(job_type.persist_result for _, job_type in prepared)

@@ -20,7 +20,7 @@ from celery.exceptions import Ignore, SoftTimeLimitExceeded
 from django.db import DatabaseError
 from django.utils import timezone
 
-from jobs import dispatch, retention, transitions
+from jobs import dispatch, model_budget, retention, transitions
 from jobs.models import Job
 from jobs.registry import job_type_get
 from jobs.types.base import JobCanceled, JobFailed, StepContext
@@ -41,6 +41,8 @@ def _context(job: Job, index: int, step_count: int) -> StepContext:
         ),
         cancel_requested=lambda: transitions.job_cancel_requested(job_id=job.id),
         mark_retrying=lambda retrying: transitions.job_set_retrying(job_id=job.id, retrying=retrying),
+        require_model_budget=lambda: model_budget.model_budget_require_for_call(owner_id=job.owner_id),
+        record_model_usage=lambda tokens: model_budget.model_usage_record(owner_id=job.owner_id, tokens=tokens),
     )
 
 

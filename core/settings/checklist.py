@@ -18,3 +18,6 @@ OPENAI_RETRY_BASE_SECONDS = env.float("OPENAI_RETRY_BASE_SECONDS", default=1.0)
 # Longest wait between two tries, in seconds; a longer Retry-After is clamped to it.
 OPENAI_RETRY_MAX_SECONDS = env.float("OPENAI_RETRY_MAX_SECONDS", default=20.0)
 
+# Tokens (the provider's `usage.total_tokens`) one client's jobs may spend on model calls per
+# UTC day; past it, checklist submissions get 429 and its running ones fail (0: no budget).
+MODEL_TOKENS_PER_CLIENT_PER_DAY = env.int("MODEL_TOKENS_PER_CLIENT_PER_DAY", default=2_000_000)

@@ -45,7 +45,8 @@ class JobFailed(Exception):
 class StepContext:
     """What a running step sees: its payload, a progress reporter and the cancel check.
 
-    The runner (`jobs.tasks`) supplies the three callables, which write to the job's row.
+    The runner (`jobs.tasks`) supplies the callables: the first three write to the job's row,
+    the last two read and add to its owner's model usage of the day (jobs/model_budget.py).
     """
 
     job_id: uuid.UUID
@@ -55,6 +56,8 @@ class StepContext:
     report_progress: Callable[[int, int, str], None]
     cancel_requested: Callable[[], bool]
     mark_retrying: Callable[[bool], None]
+    require_model_budget: Callable[[], None]
+    record_model_usage: Callable[[int], None]
 
     def progress(self, current: int, total: int, message: str = "") -> None:
         self.report_progress(current, total, message)
@@ -66,6 +69,15 @@ class StepContext:
     def retrying(self, retrying: bool) -> None:
         """Mark the job RETRY while a step waits to retry a transient failure, STARTED after."""
         self.mark_retrying(retrying)
+
+    def before_model_call(self) -> None:
+        """Raises JobFailed (`model_budget_exhausted`) when the job's owner has spent its model
+        budget for the day: the call is not made."""
+        self.require_model_budget()
+
+    def after_model_call(self, tokens: int) -> None:
+        """Counts a model call's tokens (its `usage.total_tokens`) against the owner's budget."""
+        self.record_model_usage(tokens)
 
 
 def always_available() -> str | None:
@@ -100,6 +112,9 @@ class JobType:
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
     # Whether a failed job may run again, and within what (a submission's `retry` policy).
     retry_limits: RetryLimits | None = None
+    # Whether its steps call a model: its submissions are refused once the owner's daily model
+    # budget is spent (MODEL_TOKENS_PER_CLIENT_PER_DAY), other types' cost no check.
+    uses_model: bool = False
     # Returns why the type cannot run right now (missing configuration), or None.
     unavailable_reason: Callable[[], str | None] = field(default=always_available)
 

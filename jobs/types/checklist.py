@@ -10,7 +10,9 @@ here with tenacity: only transient errors (429, 408, 409, 5xx, timeouts, connect
 bounded number of times, with exponential backoff that honours Retry-After (which errors are
 transient, and the job's error once a call has failed for good: `checklist_failures.py`). Nothing here holds a
 database transaction or lock while it waits: the status flips (RETRY/STARTED) and progress are
-short autocommit writes.
+short autocommit writes. Before each call the owner's daily model budget is checked (spent: the
+job fails with `model_budget_exhausted`, the model not called), and after it the tokens the
+answer reports are counted against it (jobs/model_budget.py).
 """
 from __future__ import annotations
 
@@ -240,7 +242,11 @@ def parse_answer(text: str, answer_model: type[AnswerT]) -> AnswerT:
 
 
 def _answer(ctx: StepContext, messages: list[prompts.ChatMessage], answer_model: type[AnswerT]) -> AnswerT:
+    ctx.before_model_call()
     completion = _complete(ctx, messages)
+    # Spent whatever the answer turns out to be worth.
+    if completion.usage is not None:
+        ctx.after_model_call(completion.usage.total_tokens)
     if not completion.choices:
         raise JobFailed("invalid_model_output", "The model's answer has no choices.")
     choice = completion.choices[0]
@@ -297,6 +303,7 @@ JOB_TYPE = JobType(
     time_limit_seconds=_STEP_BUDGET_SECONDS + 30,
     persist_result=True,
     unavailable_reason=unavailable_reason,
+    uses_model=True,
     # The guidelines' characters may take up to 4 bytes each in UTF-8.
     max_payload_bytes=4 * MAX_GUIDELINES_CHARS + 1024,
     # A model may answer badly once and well the next time.

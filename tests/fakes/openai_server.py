@@ -43,8 +43,11 @@ class Reply:
         *,
         finish_reason: str = "stop",
         gate: threading.Event | None = None,
+        total_tokens: int = 20,
     ) -> Reply:
-        """A successful completion whose message content is `content` (JSON-encoded if not a str)."""
+        """A successful completion whose message content is `content` (JSON-encoded if not a str),
+        reporting `total_tokens` spent (half the prompt's, half the answer's, about)."""
+        prompt_tokens = total_tokens // 2
         text = content if isinstance(content, str) else json.dumps(content)
         return cls(
             body={
@@ -60,7 +63,11 @@ class Reply:
                         "logprobs": None,
                     }
                 ],
-                "usage": {"prompt_tokens": 10, "completion_tokens": 10, "total_tokens": 20},
+                "usage": {
+                    "prompt_tokens": prompt_tokens,
+                    "completion_tokens": total_tokens - prompt_tokens,
+                    "total_tokens": total_tokens,
+                },
             },
             gate=gate,
         )

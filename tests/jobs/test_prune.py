@@ -16,7 +16,7 @@ from core.models import Client
 from core.services import client_create
 from jobs import retention, tasks
 from jobs.idempotency import idempotency_keys_prune
-from jobs.models import IdempotencyKey, Job, JobResult
+from jobs.models import IdempotencyKey, Job, JobResult, ModelUsage
 from tests.conftest import plan_of
 from webhooks import tasks as webhook_tasks
 from webhooks.models import Delivery, DeliveryAttempt, Event
@@ -74,13 +74,20 @@ def test_housekeeping_prunes_what_is_past_retention_and_keeps_the_rest(
     old_failed_event = _event(owner, days_ago=31, state=Delivery.State.FAILED)
     old_pending_event = _event(owner, days_ago=31, state=Delivery.State.PENDING)
     recent_event = _event(owner, days_ago=1, state=Delivery.State.SUCCEEDED)
+    today = NOW.date()
+    for days_ago in (0, retention.MODEL_USAGE_KEPT_DAYS, retention.MODEL_USAGE_KEPT_DAYS + 1):
+        ModelUsage.objects.create(owner=owner, day=today - days_ago * DAY, tokens=100)
 
     # When the periodic tasks run
     counts = tasks.jobs_prune()
     events = webhook_tasks.webhooks_prune()
 
-    # Then old finished jobs, old finished webhook logs, ancient results and expired keys are gone
-    assert counts == {"jobs": 3, "results": 1, "idempotency_keys": 1}
+    # Then old finished jobs, old finished webhook logs, ancient results, expired keys and model
+    # usage past its days are gone
+    assert counts == {"jobs": 3, "results": 1, "idempotency_keys": 1, "model_usage": 1}
+    assert sorted(ModelUsage.objects.values_list("day", flat=True)) == [
+        today - retention.MODEL_USAGE_KEPT_DAYS * DAY, today
+    ]
     assert events == {"events": 2, "signing_secrets": 0}
     remaining_jobs = set(Job.objects.values_list("pk", flat=True))
     assert remaining_jobs == {recent_done.pk, old_running.pk, old_pending.pk}
