@@ -119,10 +119,12 @@ _ERRORS: dict[int, tuple[str, list[OpenApiExample]]] = {
     429: (
         "Too many requests per minute in this endpoint's scope (every endpoint has one: "
         "submissions, reads, writes, sensitive writes), or, for a submission, too many unfinished "
-        "jobs or persisted results over the quota, or too many requests with a wrong API key from "
-        "this address (its requests with a key that has not worked yet are refused unchecked); "
-        "wait `Retry-After` seconds. Codes: `rate_limited`, `too_many_unfinished_jobs`, "
-        "`result_quota_exceeded`, `too_many_failed_authentications`.",
+        "jobs or persisted results over the quota, or, for a job that calls a model, the client's "
+        "model tokens of the UTC day spent (its `Retry-After` is the seconds to midnight UTC), or "
+        "too many requests with a wrong API key from this address (its requests with a key that "
+        "has not worked yet are refused unchecked); wait `Retry-After` seconds. Codes: "
+        "`rate_limited`, `too_many_unfinished_jobs`, `result_quota_exceeded`, "
+        "`model_budget_exhausted`, `too_many_failed_authentications`.",
         [error_example(429, "rate_limited", "Too many requests; retry later.", {"retry_after_seconds": 12})],
     ),
     503: (  # core/errors.py OUTAGES
