@@ -1,6 +1,7 @@
-"""Pruning what the jobs app keeps past its retention: finished jobs, persisted results and
-idempotency keys, model usage of past days (run by the periodic task `jobs.prune`). Batched, so one run never locks a big
-slice of a table; a run that stops at `max_batches` leaves the rest to the next."""
+"""Pruning what the jobs app keeps past its retention: finished jobs, persisted results,
+idempotency keys and past days' model usage (run by the periodic task `jobs.prune`). Batched, so
+one run never locks a big slice of a table; a run that stops at `max_batches` leaves the rest to
+the next."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta

@@ -244,9 +244,11 @@ def parse_answer(text: str, answer_model: type[AnswerT]) -> AnswerT:
 def _answer(ctx: StepContext, messages: list[prompts.ChatMessage], answer_model: type[AnswerT]) -> AnswerT:
     ctx.before_model_call()
     completion = _complete(ctx, messages)
-    # Spent whatever the answer turns out to be worth.
-    if completion.usage is not None:
-        ctx.after_model_call(completion.usage.total_tokens)
+    # Spent whatever the answer turns out to be worth. The client does not validate the body: a
+    # server may leave usage out, or its total (then the call is not counted).
+    tokens = getattr(completion.usage, "total_tokens", None)
+    if isinstance(tokens, int):
+        ctx.after_model_call(tokens)
     if not completion.choices:
         raise JobFailed("invalid_model_output", "The model's answer has no choices.")
     choice = completion.choices[0]

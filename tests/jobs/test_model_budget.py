@@ -123,6 +123,19 @@ def test_a_job_admitted_before_the_budget_ran_out_fails_without_calling_the_mode
     assert event["data"]["error"]["type"] == "model_budget_exhausted"
 
 
+def test_answers_without_usage_are_not_counted(api: Api, fake_openai: FakeOpenAI) -> None:
+    # Given a server that leaves usage out of its answers (some OpenAI-compatible ones do)
+    scenario = fake_openai.scenario()
+    answers = [Reply.answer({"summary": summary_for(scenario)}), checklist_reply()]
+    for answer in answers:
+        del answer.body["usage"]
+    scenario.add(*answers)
+
+    # Then its jobs run as before, and spend nothing of the budget
+    assert api.wait(submit(api, scenario)["id"])["status"] == "SUCCESS"
+    assert tokens_today(api) == 0
+
+
 def test_a_checklist_submit_reads_the_budget_once_and_other_types_not_at_all(
     transactional_db: Any, celery_worker: str, fake_openai: FakeOpenAI
 ) -> None:
