@@ -44,8 +44,8 @@ def seconds_to_midnight_utc() -> float:
     return (datetime.combine(now.date() + timedelta(days=1), datetime.min.time(), tzinfo=UTC) - now).total_seconds()
 
 
-def checklist_submission(api: Api, **extra: Any) -> Any:
-    return api.post("/api/jobs/", json={"job_name": JOB, "payload": {"guidelines": "Wash hands."}, **extra})
+def checklist_submission(api: Api, headers: dict[str, str] | None = None) -> Any:
+    return api.post("/api/jobs/", json={"job_name": JOB, "payload": {"guidelines": "Wash hands."}}, headers=headers)
 
 
 def test_each_clients_tokens_are_counted_from_the_answers_and_a_spent_budget_refuses_only_its_checklists(
@@ -64,6 +64,8 @@ def test_each_clients_tokens_are_counted_from_the_answers_and_a_spent_budget_ref
 
     # Then each client's usage of the day is the sum its own answers reported
     assert (tokens_today(api), tokens_today(other)) == (579, 15)
+    keyed = checklist_submission(api, headers={"Idempotency-Key": "before-the-budget"})
+    assert keyed.status_code == 202, keyed.text
 
     # When the budget is what the first client spent
     settings.MODEL_TOKENS_PER_CLIENT_PER_DAY = 579
@@ -80,6 +82,9 @@ def test_each_clients_tokens_are_counted_from_the_answers_and_a_spent_budget_ref
         assert error["details"]["tokens_spent"] == error["details"]["tokens_per_day"] == 579
         assert abs(int(response.headers["Retry-After"]) - seconds_to_midnight_utc()) <= 5
         assert datetime.fromisoformat(error["details"]["renews_at"]).time() == datetime.min.time()
+    # ...but for the replay of a submission accepted before (it makes no new job)...
+    replayed = checklist_submission(api, headers={"Idempotency-Key": "before-the-budget"})
+    assert replayed.status_code < 300 and replayed.json()["id"] == keyed.json()["id"], replayed.text
     # ...while its other jobs, and the other client's checklists, are accepted
     assert api.post("/api/jobs/", json={"job_name": HELLO}).status_code == 202
     assert api.post("/api/jobs/batch/", json={"jobs": [{"job_name": HELLO}]}).status_code == 202
