@@ -1,6 +1,6 @@
 """Post-processing of the generated spec: what drf-spectacular cannot express from the views.
 
-- the long description (openapi/description.md),
+- the long description (openapi/description.md, with the table of error codes),
 - the health checks (plain Django views, which drf-spectacular does not discover),
 - response headers (`Location`, `Retry-After`, `WWW-Authenticate`, `Preference-Applied`),
 - the event streams' `text/event-stream` answers,
@@ -12,9 +12,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from core.error_codes import error_codes_markdown
 from openapi.operations.streams import PREFERENCE_APPLIED, STREAM_EXAMPLE
 
 DESCRIPTION_FILE = Path(__file__).resolve().parent / "description.md"
+# Where the description has the table of error codes, rendered from their one list.
+ERROR_CODES_PLACE = "<!-- error codes: core/error_codes.py -->"
 
 _ERROR_REF = {"$ref": "#/components/schemas/Error"}
 
@@ -198,7 +201,8 @@ def _any_json(node: Any) -> None:
 
 def postprocess(result: dict[str, Any], generator: Any, request: Any, public: bool) -> dict[str, Any]:
     """drf-spectacular POSTPROCESSING_HOOKS entry point."""
-    result["info"]["description"] = DESCRIPTION_FILE.read_text().strip()
+    description = DESCRIPTION_FILE.read_text().strip()
+    result["info"]["description"] = description.replace(ERROR_CODES_PLACE, error_codes_markdown())
     schemas = result["components"]["schemas"]
     _any_json(schemas)
     # One named enum each, rather than an inline copy that generators turn into another class.

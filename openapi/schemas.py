@@ -12,6 +12,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse
 from rest_framework import serializers
 
+from core.error_codes import ERROR_CODE_HELP
 from core.errors import OUTAGES
 from jobs.models import Job
 from jobs.registry import job_types_all
@@ -23,10 +24,9 @@ from webhooks.endpoint_api import EndpointSerializer
 
 
 class ErrorDetailSerializer(serializers.Serializer):
-    code = serializers.CharField(
-        help_text="Machine-readable error code, stable across releases (e.g. `invalid_payload`). "
-        "Branch on this, not on the message."
-    )
+    # A string, not an enum: generated clients parse an enum into a closed type, and would fail to
+    # parse an error whose code came in a later release. The description lists the codes.
+    code = serializers.CharField(help_text=ERROR_CODE_HELP)
     message = serializers.CharField(help_text="A human-readable sentence; may change.")
     details = serializers.JSONField(
         allow_null=True,

@@ -1,0 +1,218 @@
+"""Every `error.code` the service answers: its HTTP status, when it comes, and what a client does.
+
+The one list. docs/api.md ("Error codes") and the spec (the API's description, and the
+`ErrorDetail.code` field) show it as `error_codes_markdown` and `ERROR_CODE_HELP` render it, and
+tests/core/test_error_codes.py fails when the source answers a code this list lacks, with
+another status, or when it lists a code nothing answers. A new code: one line here, then
+`make schema` and the table in docs/api.md (the test prints it).
+
+Plain Python, no Django: `python -c "import core.error_codes as e; print(e.error_codes_markdown())"`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ErrorCode:
+    status: int  # the HTTP status it always comes with
+    when: str  # what the request did or met, and what `details` holds
+    then: str  # what the client does about it
+
+
+_FIX = "Correct the request: sent again as it is, it fails again."
+_RETRY_AFTER = "Retry after `Retry-After` seconds."
+_OUTAGE = (
+    "Retry after `Retry-After` seconds; send a submission's `Idempotency-Key` again with it, so "
+    "that it makes one job however many times it is sent."
+)
+
+ERROR_CODES: dict[str, ErrorCode] = {
+    # 400: the request cannot be taken as it is; it changed nothing.
+    "bad_request": ErrorCode(
+        400, "The request could not be read: an invalid `Content-Length`, a connection lost while its body "
+        "was read, a `Host` this service does not serve.", "Correct the client (or the proxy in front of it).",
+    ),
+    "invalid": ErrorCode(
+        400, "A field is invalid (a submission's `metadata`, `run_at`, `deadline` or `retry`, a webhook "
+        "endpoint's fields, ...), the body is not a JSON object, or it has a `deadline` and a "
+        "`Cancel-After` header both; `details` maps each field to its errors.", _FIX,
+    ),
+    "invalid_payload": ErrorCode(
+        400, "The `payload` does not match its job type's schema (`GET /api/job-types/`), or is not an "
+        "object; `details.payload` maps each field to its errors.", _FIX,
+    ),
+    "unknown_job_name": ErrorCode(
+        400, "`job_name` is no registered job type; `details.valid_job_names` lists them.", _FIX,
+    ),
+    "job_type_unavailable": ErrorCode(
+        400, "The job type cannot run on this deployment for now (its configuration is missing, such as "
+        "a model's API key); `details.reason` says why.",
+        "Submit it once `GET /api/job-types/` shows it `available`: the operator has to act first.",
+    ),
+    "invalid_batch": ErrorCode(
+        400, "Submissions of a batch are invalid; `details` lists each one's `index`, `code`, `message` "
+        "and `details`. No job of the batch was created.", "Correct the submissions listed, then send the "
+        "whole batch again.",
+    ),
+    "batch_too_large": ErrorCode(
+        400, "A batch of more submissions than `API_MAX_BATCH_SIZE` (1,000 by default, `details.max_jobs`).",
+        "Split it into batches of at most `details.max_jobs`.",
+    ),
+    "malformed_json": ErrorCode(
+        400, "The body is not JSON: a syntax error, `NaN` or `Infinity`, a key twice in an object, bytes "
+        "that are not UTF-8, or no body at all.", _FIX,
+    ),
+    "invalid_json": ErrorCode(
+        400, "The JSON holds what cannot be stored: `\\u0000` or a lone surrogate (`\\ud800`) in a key or "
+        "a value; `details.character` names it.", _FIX,
+    ),
+    "json_too_deep": ErrorCode(400, "The JSON is nested deeper than `API_MAX_JSON_DEPTH` levels.", _FIX),
+    "invalid_callback_url": ErrorCode(
+        400, "`callback_url` is refused: not http(s), with credentials, a host that does not resolve or "
+        "resolves to a private or loopback address, ...; `details.callback_url` says why.",
+        "Give the URL of a receiver on a public address.",
+    ),
+    "invalid_url": ErrorCode(
+        400, "A webhook endpoint's `url` is refused, for a reason a `callback_url` would be; `details.url` "
+        "says why.", "Give the URL of a receiver on a public address.",
+    ),
+    "invalid_header": ErrorCode(
+        400, "`Idempotency-Key` is longer than 255 characters or holds control characters; `Cancel-After` "
+        "is not a duration (`90`, `90s`, `5m`, `1h`) of more than zero, or ends after year 9999.", _FIX,
+    ),
+    "invalid_filter": ErrorCode(
+        400, "A list's filter value is invalid (a date out of range, an unknown `status`, ...); `details` "
+        "names the filter.", _FIX,
+    ),
+    "invalid_cursor": ErrorCode(
+        400, "`cursor` is none this list issued (altered, cut short, or another list's).",
+        "Follow `next` and `previous` as given, or start again without a cursor.",
+    ),
+    "invalid_parameter": ErrorCode(400, "`page_size` is not a whole number of at least 1.", _FIX),
+    "missing_parameter": ErrorCode(400, "The starter's `GET /api/job/` without `job_id`.", _FIX),
+    "invalid_query": ErrorCode(400, "The query string is not UTF-8, or holds U+0000 (`%00`).", _FIX),
+    "invalid_path": ErrorCode(400, "The path holds U+0000 (`%00`).", _FIX),
+    # 401, 403, 404, 405, 406: who asks, and for what.
+    "not_authenticated": ErrorCode(
+        401, "No `Authorization` header (on `/metrics`: no metrics token, or another one).",
+        "Send `Authorization: Bearer <key>`.",
+    ),
+    "authentication_failed": ErrorCode(
+        401, "`Authorization` is malformed, or its API key is unknown or revoked.",
+        "Use a valid key: a wrong one sent again and again ends in `too_many_failed_authentications`.",
+    ),
+    "permission_denied": ErrorCode(
+        403, "A staff page (the admin, the operators' console) for a signed-in user without the "
+        "permission it takes. The API never answers it: another client's ids are `not_found`.",
+        "Ask an administrator for the permission.",
+    ),
+    "not_found": ErrorCode(
+        404, "No such resource for this API key (another client's ids alike), no such path, or "
+        "`/metrics` while metrics are off.", "Check the id or the path; asking again will not find it.",
+    ),
+    "method_not_allowed": ErrorCode(
+        405, "The path does not take this method; the `Allow` header lists those it takes.", _FIX,
+    ),
+    "not_acceptable": ErrorCode(
+        406, "`Accept` admits nothing the endpoint answers: `application/json` (an event stream, "
+        "`text/event-stream` too).", "Accept `application/json`, or send no `Accept`.",
+    ),
+    # 408, 413, 415: the body.
+    "request_timeout": ErrorCode(
+        408, "The body did not all arrive within `WEB_BODY_READ_SECONDS` (10 s by default); the "
+        "connection is closed.", "Send the request again, its body right after its headers.",
+    ),
+    "payload_too_large": ErrorCode(
+        413, "The body is larger than `API_MAX_BODY_BYTES` (1 MiB by default), or a `payload` larger "
+        "than its job type's `max_payload_bytes` (`details` has both sizes).",
+        "Send less: keep large inputs elsewhere and pass a reference to them.",
+    ),
+    "unsupported_media_type": ErrorCode(415, "`Content-Type` is not `application/json`.", _FIX),
+    # 409, 422: the state of what the request acts on.
+    "job_already_final": ErrorCode(
+        409, "Canceling a job that is already `SUCCESS`, `FAILURE` or `REVOKED`.",
+        "Nothing: read the job for how it ended.",
+    ),
+    "idempotency_key_in_progress": ErrorCode(
+        409, "A request with this `Idempotency-Key` is still being processed.",
+        "Retry shortly, with the same key and body.",
+    ),
+    "nothing_to_redeliver": ErrorCode(
+        409, "Redelivering a job that has not ended, has no `callback_url`, or whose `webhook_events` "
+        "leave its final event out.", "Redeliver once the job has ended; otherwise there is nothing to send.",
+    ),
+    "delivery_in_progress": ErrorCode(
+        409, "Redelivering an event whose delivery has not ended.",
+        "Redeliver once it has ended (the job's deliveries show it), if it failed.",
+    ),
+    "too_many_endpoints": ErrorCode(
+        409, "Registering a webhook endpoint past `WEBHOOK_MAX_ENDPOINTS_PER_CLIENT` "
+        "(`details.max_endpoints`).", "Delete one first.",
+    ),
+    "idempotency_key_reused": ErrorCode(
+        422, "This `Idempotency-Key` came with another body within `IDEMPOTENCY_KEY_TTL_SECONDS` (24 h by "
+        "default).",
+        "Use a new key for a new request; the first request's job is unchanged.",
+    ),
+    # 429: too much at once; each with `Retry-After`.
+    "rate_limited": ErrorCode(
+        429, "Too many requests a minute in the endpoint's scope (submissions, reads, writes, sensitive "
+        "writes); `details.retry_after_seconds`.", _RETRY_AFTER,
+    ),
+    "too_many_failed_authentications": ErrorCode(
+        429, "Too many requests with a wrong API key from this address: until `Retry-After`, its requests "
+        "with a key not yet seen working are refused unchecked.", "Fix the key; retry after `Retry-After` seconds.",
+    ),
+    "too_many_unfinished_jobs": ErrorCode(
+        429, "The client has `JOB_MAX_UNFINISHED_PER_CLIENT` jobs not final yet.",
+        "Wait for some to end; retry after `Retry-After` seconds.",
+    ),
+    "result_quota_exceeded": ErrorCode(
+        429, "The client's persisted results hold `JOB_RESULT_QUOTA_BYTES_PER_CLIENT` bytes or more, so job "
+        "types that persist their result are refused (others are not); `details` has both figures.",
+        "Retry after `Retry-After` seconds, once retention has freed room.",
+    ),
+    "too_many_open_streams": ErrorCode(
+        429, "The client holds as many event streams on this API process as one client may "
+        "(`API_MAX_WAITERS_PER_CLIENT`).", "Close one; retry after `Retry-After` seconds.",
+    ),
+    # 500, 503: the service's side.
+    "server_error": ErrorCode(
+        500, "An error the service did not expect (a bug); the message says no more, the log has it "
+        "under the answer's `X-Request-ID`.", "Retry later (a submission with its `Idempotency-Key`); "
+        "report the `X-Request-ID` if it persists.",
+    ),
+    "database_unavailable": ErrorCode(503, "The service's database is out of reach.", _OUTAGE),
+    "storage_full": ErrorCode(
+        503, "Embedded mode (`make run`): the disk the service keeps its data on is full.", _OUTAGE,
+    ),
+    "too_many_streams": ErrorCode(
+        503, "This API process holds as many waits and event streams as it may "
+        "(`API_MAX_WAITERS_PER_PROCESS`).", "Reconnect after `Retry-After` seconds.",
+    ),
+    "not_ready": ErrorCode(
+        503, "`GET /readyz` only: a dependency is out of reach; `details.failed` names which.",
+        "(A load balancer's) send this instance no requests until it answers 200.",
+    ),
+}
+
+
+def _by_status() -> list[tuple[str, ErrorCode]]:
+    return sorted(ERROR_CODES.items(), key=lambda item: item[1].status)
+
+
+def error_codes_markdown() -> str:
+    """The list as a Markdown table, by status: docs/api.md's and the API description's."""
+    lines = ["| code | status | when | what to do |", "| --- | --- | --- | --- |"]
+    lines += [f"| `{code}` | {error.status} | {error.when} | {error.then} |" for code, error in _by_status()]
+    return "\n".join(lines)
+
+
+# The spec's `ErrorDetail.code`: every code, for a generated client's documentation of the field.
+ERROR_CODE_HELP = (
+    "Machine-readable error code, stable across releases: branch on this, not on the message. One of "
+    + ", ".join(f"`{code}` ({error.status})" for code, error in _by_status())
+    + "; the API description's *Error codes* says when each comes and what to do. A later release may "
+    "add codes: treat one you do not know by its HTTP status."
+)

@@ -1,0 +1,202 @@
+"""The list of error codes (core/error_codes.py) is the codes the service answers, each with its
+status: read off the source (every ApplicationError raised, every `error_body` answered, the
+DRF exceptions and outages core/errors.py maps), off the one exception handler, and over HTTP;
+and the docs and the spec show it."""
+from __future__ import annotations
+
+import ast
+import errno
+import importlib
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import yaml
+from django.contrib.auth.models import User
+from django.core.exceptions import PermissionDenied, RequestDataTooBig
+from django.http import Http404
+from django.test import Client as BrowserClient
+from rest_framework import exceptions
+
+from core import errors
+from core.error_codes import ERROR_CODES, error_codes_markdown
+from tests.conftest import REPO, Api
+
+# Where the service answers from (the tests, migrations and the spec's wiring answer nothing).
+PACKAGES = ("core", "jobs", "webhooks", "console")
+
+# A code found in the source, with its status when the source says it (None when it is worked
+# out at run time: the handler's tests below check those), and where.
+Found = tuple[str, int | None, str]
+
+
+def _modules() -> Iterator[tuple[Any, ast.Module, str]]:
+    for package in PACKAGES:
+        for path in sorted((REPO / package).rglob("*.py")):
+            if "migrations" in path.parts:
+                continue
+            name = ".".join(path.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__")
+            yield importlib.import_module(name), ast.parse(path.read_text()), str(path.relative_to(REPO))
+
+
+def _named(module: Any, node: ast.expr) -> Any:
+    """What the name `node` calls stands for in `module` (None if not a plain or dotted name)."""
+    if isinstance(node, ast.Name):
+        return getattr(module, node.id, None)
+    if isinstance(node, ast.Attribute):
+        return getattr(_named(module, node.value), node.attr, None)
+    return None
+
+
+def _literal(node: ast.expr | None) -> Any:
+    return node.value if isinstance(node, ast.Constant) else None
+
+
+def _application_error(module: Any, call: ast.Call, where: str) -> Found | None:
+    """An ApplicationError made here: its code and status, given or its class's."""
+    made = _named(module, call.func)
+    if not (isinstance(made, type) and issubclass(made, errors.ApplicationError)):
+        return None
+    given = {keyword.arg: keyword.value for keyword in call.keywords}
+    code = _literal(given["code"]) if "code" in given else made.code
+    assert isinstance(code, str), f"{where}: give the error's code as a literal, for the list to be checked"
+    status = _literal(given["status_code"]) if "status_code" in given else made.status_code
+    return code, status, where
+
+
+def _answered(tree: ast.Module, where: str) -> Iterator[Found]:
+    """`JsonResponse(error_body("<code>", ...), status=<status>)`, and the handler's own codes: a
+    literal assigned to `code` in a function, with the `status_code` assigned alongside, if any."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Call):
+            inner = node.args[0]
+            if isinstance(inner.func, ast.Name) and inner.func.id == "error_body" and _literal(inner.args[0]):
+                status = next((_literal(k.value) for k in node.keywords if k.arg == "status"), None)
+                yield inner.args[0].value, status, f"{where}:{node.lineno}"
+        if isinstance(node, ast.FunctionDef):
+            for assign in ast.walk(node):
+                if not isinstance(assign, ast.Assign) or len(assign.targets) != 1:
+                    continue
+                target, value = assign.targets[0], assign.value
+                names = [getattr(t, "id", None) for t in target.elts] if isinstance(target, ast.Tuple) else [getattr(target, "id", None)]
+                values = value.elts if isinstance(value, ast.Tuple) and isinstance(target, ast.Tuple) else [value]
+                if "code" in names and len(values) == len(names) and isinstance(_literal(values[names.index("code")]), str):
+                    status = _literal(values[names.index("status_code")]) if "status_code" in names else None
+                    yield values[names.index("code")].value, status, f"{where}:{assign.lineno}"
+
+
+def codes_in_the_source() -> list[Found]:
+    found: list[Found] = []
+    for module, tree, where in _modules():
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and (made := _application_error(module, node, f"{where}:{node.lineno}")):
+                found.append(made)
+        found.extend(_answered(tree, where))
+    # What core/errors.py maps DRF's exceptions to (DRF raises most of them itself), and its outages.
+    found += [(code, exc.status_code, "core/errors.py _DRF_CODES") for exc, code in errors._DRF_CODES.items()]
+    found += [(down.code, 503, "core/errors.py OUTAGES") for down in errors.OUTAGES]
+    return found
+
+
+def test_every_code_the_source_answers_is_listed_with_its_status() -> None:
+    found = codes_in_the_source()
+    assert {code for code, _, _ in found} >= {"invalid_cursor", "not_acceptable", "request_timeout", "storage_full"}
+
+    unlisted = sorted({f"{code} ({where})" for code, _, where in found if code not in ERROR_CODES})
+    assert unlisted == [], "Add these to core/error_codes.py"
+    other_status = sorted(
+        f"{code}: {status} at {where}, {ERROR_CODES[code].status} listed"
+        for code, status, where in found
+        if status is not None and status != ERROR_CODES[code].status
+    )
+    assert other_status == []
+
+
+def test_the_list_holds_no_code_nothing_answers() -> None:
+    answered = {code for code, _, _ in codes_in_the_source()}
+
+    assert sorted(set(ERROR_CODES) - answered) == []
+
+
+@pytest.mark.parametrize(
+    ("exc", "code"),
+    [
+        (errors.ApplicationError("Bad.", code="invalid_header"), "invalid_header"),
+        (RequestDataTooBig(), "payload_too_large"),
+        (Http404(), "not_found"),
+        (PermissionDenied(), "permission_denied"),
+        (exceptions.ValidationError({"url": ["Bad."]}), "invalid"),
+        (exceptions.ParseError(), "malformed_json"),
+        (exceptions.NotAuthenticated(), "not_authenticated"),
+        (exceptions.AuthenticationFailed(), "authentication_failed"),
+        (exceptions.NotFound(), "not_found"),
+        (exceptions.MethodNotAllowed("DELETE"), "method_not_allowed"),
+        (exceptions.NotAcceptable(), "not_acceptable"),
+        (exceptions.UnsupportedMediaType("text/plain"), "unsupported_media_type"),
+        (exceptions.Throttled(wait=3), "rate_limited"),
+        (errors.FailedAuthenticationsThrottled(wait=3), "too_many_failed_authentications"),
+        (OSError(errno.ENOSPC, "No space left on device"), "storage_full"),
+        (RuntimeError("a bug"), "server_error"),
+    ],
+    ids=lambda value: value if isinstance(value, str) else type(value).__name__,
+)
+@pytest.mark.django_db
+def test_the_handler_answers_each_error_with_its_listed_status(exc: Exception, code: str) -> None:
+    response = errors.exception_handler(exc, {"view": None, "request": None})
+
+    assert response is not None
+    assert (response.data["error"]["code"], response.status_code) == (code, ERROR_CODES[code].status)
+
+
+@pytest.mark.parametrize(
+    ("request_args", "code"),
+    [
+        ({"method": "GET", "path": "/api/jobs/", "headers": {"Accept": "text/html"}}, "not_acceptable"),
+        ({"method": "GET", "path": "/api/job/"}, "missing_parameter"),
+        ({"method": "DELETE", "path": "/api/jobs/"}, "method_not_allowed"),
+        ({"method": "GET", "path": "/api/jobs/", "headers": {"Host": "elsewhere.example"}}, "bad_request"),
+        ({"method": "GET", "path": "/api/nothing-here/"}, "not_found"),
+    ],
+    ids=lambda value: value if isinstance(value, str) else "",
+)
+def test_codes_come_back_over_http_with_their_listed_status(
+    make_api: Any, request_args: dict[str, Any], code: str
+) -> None:
+    api: Api = make_api()
+
+    response = api.request(request_args["method"], request_args["path"], headers=request_args.get("headers"))
+
+    assert response.headers["Content-Type"] == "application/json"
+    assert (response.json()["error"]["code"], response.status_code) == (code, ERROR_CODES[code].status)
+    if code == "method_not_allowed":
+        assert "POST" in response.headers["Allow"]  # as the list says
+
+
+@pytest.mark.django_db
+def test_a_staff_page_refused_answers_permission_denied() -> None:
+    browser = BrowserClient()
+    browser.force_login(User.objects.create_user("clerk", is_staff=True))
+
+    response = browser.get("/console/")
+
+    assert (response.json()["error"]["code"], response.status_code) == ("permission_denied", 403)
+
+
+def test_docs_api_md_shows_the_list() -> None:
+    table = error_codes_markdown()
+
+    assert table in (REPO / "docs" / "api.md").read_text(), f"docs/api.md's Error codes table should read:\n{table}"
+
+
+def test_the_spec_shows_the_list_and_keeps_code_a_string() -> None:
+    spec = yaml.safe_load((REPO / "openapi" / "schema.yaml").read_text())
+    code = spec["components"]["schemas"]["ErrorDetail"]["properties"]["code"]
+
+    assert error_codes_markdown() in spec["info"]["description"]
+    assert code["type"] == "string" and "enum" not in code
+    assert all(f"`{listed}` ({error.status})" in code["description"] for listed, error in ERROR_CODES.items())
+
+
+def test_the_list_renders_as_a_table() -> None:
+    # A `|` would end a cell early in the Markdown table.
+    assert all("|" not in error.when + error.then for error in ERROR_CODES.values())
