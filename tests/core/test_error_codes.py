@@ -65,24 +65,37 @@ def _application_error(module: Any, call: ast.Call, where: str) -> Found | None:
 
 
 def _answered(tree: ast.Module, where: str) -> Iterator[Found]:
-    """`JsonResponse(error_body("<code>", ...), status=<status>)`, and the handler's own codes: a
-    literal assigned to `code` in a function, with the `status_code` assigned alongside, if any."""
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Call):
-            inner = node.args[0]
-            if isinstance(inner.func, ast.Name) and inner.func.id == "error_body" and _literal(inner.args[0]):
-                status = next((_literal(k.value) for k in node.keywords if k.arg == "status"), None)
-                yield inner.args[0].value, status, f"{where}:{node.lineno}"
-        if isinstance(node, ast.FunctionDef):
-            for assign in ast.walk(node):
-                if not isinstance(assign, ast.Assign) or len(assign.targets) != 1:
-                    continue
-                target, value = assign.targets[0], assign.value
-                names = [getattr(t, "id", None) for t in target.elts] if isinstance(target, ast.Tuple) else [getattr(target, "id", None)]
-                values = value.elts if isinstance(value, ast.Tuple) and isinstance(target, ast.Tuple) else [value]
-                if "code" in names and len(values) == len(names) and isinstance(_literal(values[names.index("code")]), str):
-                    status = _literal(values[names.index("status_code")]) if "status_code" in names else None
-                    yield values[names.index("code")].value, status, f"{where}:{assign.lineno}"
+    """Each `error_body("<code>", ...)`, with the status of the answer it is the body of
+    (`JsonResponse(error_body(...), status=<status>)`)."""
+    calls = [node for node in ast.walk(tree) if isinstance(node, ast.Call)]
+    statuses = {
+        id(call.args[0]): _literal(keyword.value)
+        for call in calls if call.args for keyword in call.keywords if keyword.arg == "status"
+    }
+    for call in calls:
+        if isinstance(call.func, ast.Name) and call.func.id == "error_body" and isinstance(_literal(call.args[0]), str):
+            yield call.args[0].value, statuses.get(id(call)), f"{where}:{call.lineno}"
+
+
+def _assigned(tree: ast.Module, where: str) -> Iterator[Found]:
+    """The exception handler's own codes: a literal assigned to `code` in a function, alone or in
+    a tuple (`code, message, details, status_code = "not_found", "Not found.", None, 404`), with
+    the `status_code` assigned alongside if it is."""
+    for function in ast.walk(tree):
+        if not isinstance(function, ast.FunctionDef):
+            continue
+        for assign in ast.walk(function):
+            if not isinstance(assign, ast.Assign) or len(assign.targets) != 1:
+                continue
+            target, value = assign.targets[0], assign.value
+            pairs = (
+                zip(target.elts, value.elts, strict=False)
+                if isinstance(target, ast.Tuple) and isinstance(value, ast.Tuple)
+                else [(target, value)]
+            )
+            assigned = {getattr(name, "id", None): _literal(node) for name, node in pairs}
+            if isinstance(assigned.get("code"), str):
+                yield assigned["code"], assigned.get("status_code"), f"{where}:{assign.lineno}"
 
 
 def codes_in_the_source() -> list[Found]:
@@ -92,6 +105,7 @@ def codes_in_the_source() -> list[Found]:
             if isinstance(node, ast.Call) and (made := _application_error(module, node, f"{where}:{node.lineno}")):
                 found.append(made)
         found.extend(_answered(tree, where))
+        found.extend(_assigned(tree, where))
     # What core/errors.py maps DRF's exceptions to (DRF raises most of them itself), and its outages.
     found += [(code, exc.status_code, "core/errors.py _DRF_CODES") for exc, code in errors._DRF_CODES.items()]
     found += [(down.code, 503, "core/errors.py OUTAGES") for down in errors.OUTAGES]
@@ -100,22 +114,24 @@ def codes_in_the_source() -> list[Found]:
 
 def test_every_code_the_source_answers_is_listed_with_its_status() -> None:
     found = codes_in_the_source()
-    assert {code for code, _, _ in found} >= {"invalid_cursor", "not_acceptable", "request_timeout", "storage_full"}
+    # The scan finds each way a code is given: raised, answered by middleware, mapped, an outage.
+    assert {code for code, _, _ in found} >= {"invalid_cursor", "invalid_query", "not_acceptable", "storage_full"}
 
     unlisted = sorted({f"{code} ({where})" for code, _, where in found if code not in ERROR_CODES})
-    assert unlisted == [], "Add these to core/error_codes.py"
+    assert unlisted == [], f"Add to core/error_codes.py: {', '.join(unlisted)}"
     other_status = sorted(
         f"{code}: {status} at {where}, {ERROR_CODES[code].status} listed"
         for code, status, where in found
         if status is not None and status != ERROR_CODES[code].status
     )
-    assert other_status == []
+    assert other_status == [], "; ".join(other_status)
 
 
 def test_the_list_holds_no_code_nothing_answers() -> None:
     answered = {code for code, _, _ in codes_in_the_source()}
 
-    assert sorted(set(ERROR_CODES) - answered) == []
+    unanswered = sorted(set(ERROR_CODES) - answered)
+    assert unanswered == [], f"Listed in core/error_codes.py, answered nowhere: {', '.join(unanswered)}"
 
 
 @pytest.mark.parametrize(
@@ -149,22 +165,21 @@ def test_the_handler_answers_each_error_with_its_listed_status(exc: Exception, c
 
 
 @pytest.mark.parametrize(
-    ("request_args", "code"),
+    ("method", "path", "headers", "code"),
     [
-        ({"method": "GET", "path": "/api/jobs/", "headers": {"Accept": "text/html"}}, "not_acceptable"),
-        ({"method": "GET", "path": "/api/job/"}, "missing_parameter"),
-        ({"method": "DELETE", "path": "/api/jobs/"}, "method_not_allowed"),
-        ({"method": "GET", "path": "/api/jobs/", "headers": {"Host": "elsewhere.example"}}, "bad_request"),
-        ({"method": "GET", "path": "/api/nothing-here/"}, "not_found"),
+        ("GET", "/api/jobs/", {"Accept": "text/html"}, "not_acceptable"),
+        ("GET", "/api/job/", {}, "missing_parameter"),
+        ("DELETE", "/api/jobs/", {}, "method_not_allowed"),
+        ("GET", "/api/jobs/", {"Host": "elsewhere.example"}, "bad_request"),
+        ("GET", "/api/nothing-here/", {}, "not_found"),
     ],
-    ids=lambda value: value if isinstance(value, str) else "",
 )
 def test_codes_come_back_over_http_with_their_listed_status(
-    make_api: Any, request_args: dict[str, Any], code: str
+    make_api: Any, method: str, path: str, headers: dict[str, str], code: str
 ) -> None:
     api: Api = make_api()
 
-    response = api.request(request_args["method"], request_args["path"], headers=request_args.get("headers"))
+    response = api.request(method, path, headers=headers)
 
     assert response.headers["Content-Type"] == "application/json"
     assert (response.json()["error"]["code"], response.status_code) == (code, ERROR_CODES[code].status)
@@ -175,11 +190,13 @@ def test_codes_come_back_over_http_with_their_listed_status(
 @pytest.mark.django_db
 def test_a_staff_page_refused_answers_permission_denied() -> None:
     browser = BrowserClient()
-    browser.force_login(User.objects.create_user("clerk", is_staff=True))
+    browser.force_login(User.objects.create_user("clerk", is_staff=True))  # staff, no permission
 
     response = browser.get("/console/")
 
-    assert (response.json()["error"]["code"], response.status_code) == ("permission_denied", 403)
+    assert (response.json()["error"]["code"], response.status_code) == (
+        "permission_denied", ERROR_CODES["permission_denied"].status
+    )
 
 
 def test_docs_api_md_shows_the_list() -> None:
