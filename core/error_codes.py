@@ -151,8 +151,8 @@ ERROR_CODES: dict[str, ErrorCode] = {
         "(`details.max_endpoints`).", "Delete one first.",
     ),
     "idempotency_key_reused": ErrorCode(
-        422, "This `Idempotency-Key` came with another body within `IDEMPOTENCY_KEY_TTL_SECONDS` (24 h by "
-        "default).",
+        422, "This `Idempotency-Key` came with another body, or to another endpoint, within "
+        "`IDEMPOTENCY_KEY_TTL_SECONDS` (24 h by default).",
         "Use a new key for a new request; the first request's job is unchanged.",
     ),
     # 429: too much at once; each with `Retry-After`.
@@ -172,6 +172,12 @@ ERROR_CODES: dict[str, ErrorCode] = {
         429, "The client's persisted results hold `JOB_RESULT_QUOTA_BYTES_PER_CLIENT` bytes or more, so job "
         "types that persist their result are refused (others are not); `details` has both figures.",
         "Retry after `Retry-After` seconds, once retention has freed room.",
+    ),
+    "model_budget_exhausted": ErrorCode(
+        429, "A job type that calls a model (the checklist), from a client whose jobs have spent "
+        "`MODEL_TOKENS_PER_CLIENT_PER_DAY` model tokens this UTC day (a batch holding one is refused "
+        "whole); `details` has the tokens spent, the budget and `renews_at`.",
+        "Retry after `Retry-After` seconds, at midnight UTC; other job types are accepted meanwhile.",
     ),
     "too_many_open_streams": ErrorCode(
         429, "The client holds as many event streams on this API process as one client may "

@@ -27,9 +27,6 @@ from jobs import sql
 from jobs.models import ModelUsage
 from jobs.types.base import JobFailed
 
-ERROR_CODE = "model_budget_exhausted"
-
-
 def budget_day(now: datetime) -> date:
     return now.astimezone(UTC).date()
 
@@ -71,7 +68,7 @@ def model_budget_require_for_submit(*, owner_id: uuid.UUID, now: datetime | None
     renews_at = next_budget_day_at(now)
     raise TooManyRequests(
         _message(spent, now),
-        code=ERROR_CODE,
+        code="model_budget_exhausted",
         details={
             "tokens_spent": spent,
             "tokens_per_day": settings.MODEL_TOKENS_PER_CLIENT_PER_DAY,
@@ -87,7 +84,7 @@ def model_budget_require_for_call(*, owner_id: uuid.UUID) -> None:
     now = timezone.now()
     spent = _spent_if_exhausted(owner_id, now)
     if spent is not None:
-        raise JobFailed(ERROR_CODE, _message(spent, now), retryable=False)
+        raise JobFailed("model_budget_exhausted", _message(spent, now), retryable=False)
 
 
 def model_usage_record(*, owner_id: uuid.UUID, tokens: int, now: datetime | None = None) -> None:
