@@ -1,4 +1,5 @@
-"""Admin for jobs (with a cancel action, on the list and on a job's page) and persisted results."""
+"""Admin for jobs (with a cancel action, on the list and on a job's page), persisted results and
+each client's model usage of the day."""
 from __future__ import annotations
 
 from django.contrib import admin
@@ -8,7 +9,7 @@ from django.http import HttpRequest
 from django_object_actions import DjangoObjectActions, action, takes_instance_or_queryset
 
 from core.admin_site import LargeTableAdmin, action_apply, known_values_filter
-from jobs.models import Job, JobResult
+from jobs.models import Job, JobResult, ModelUsage
 from jobs.registry import job_types_all
 from jobs.transitions import job_cancel
 
@@ -55,3 +56,20 @@ class JobResultAdmin(LargeTableAdmin):
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # a result comes from its job
+
+
+@admin.register(ModelUsage)
+class ModelUsageAdmin(LargeTableAdmin):
+    """What each client's jobs spent on the model provider, a day a row: who is using the daily
+    budget (MODEL_TOKENS_PER_CLIENT_PER_DAY) up. Read only, as the model's answers count it;
+    deleting a client's row of today gives it the rest of the day's budget afresh."""
+
+    list_display = ("owner", "day", "tokens")
+    list_filter = ("day",)
+    search_fields = ("owner__name",)
+    ordering = ("-day", "-tokens")
+    readonly_fields = [f.name for f in ModelUsage._meta.fields]
+    list_select_related = ("owner",)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False

@@ -1,6 +1,7 @@
 """The admin lists jobs, results and API keys for an operator."""
 from __future__ import annotations
 
+import datetime
 import re
 from typing import Any
 
@@ -13,7 +14,7 @@ from django.test.utils import CaptureQueriesContext
 from core.admin_site import EstimatedCountPaginator
 from core.services import api_key_create, client_create
 from jobs.admin import JobAdmin
-from jobs.models import Job, JobResult
+from jobs.models import Job, JobResult, ModelUsage
 from webhooks.models import Delivery, Event
 
 pytestmark = pytest.mark.django_db
@@ -34,6 +35,23 @@ def test_admin_changelists_and_details_render() -> None:
         response = http.get(url)
         assert response.status_code == 200, url
     assert b"acme" in http.get("/admin/core/apikey/").content
+
+
+def test_the_model_usage_list_shows_the_biggest_spenders_of_the_latest_day_first() -> None:
+    # Given three clients' model usage over two days
+    today = datetime.date(2026, 12, 5)
+    yesterday = today - datetime.timedelta(days=1)
+    for name, day, tokens in (("acme", today, 1_200), ("globex", today, 98_000), ("initech", yesterday, 500_000)):
+        ModelUsage.objects.create(owner=client_create(name=name), day=day, tokens=tokens)
+    http = HttpClient()
+    http.force_login(User.objects.create_superuser("admin", "admin@example.com", "pw"))
+
+    # When an operator opens it
+    page = http.get("/admin/jobs/modelusage/").content.decode()
+
+    # Then today's rows come first, the largest first, then yesterday's
+    assert page.index("globex") < page.index("acme") < page.index("initech")
+    assert "98000" in page or "98,000" in page
 
 
 def test_with_debug_off_the_admin_cookies_are_secure_without_an_https_redirect(settings: Any) -> None:
