@@ -15,10 +15,12 @@ a transition says what an operator needs (and IP addresses need django-ipware).
 """
 from __future__ import annotations
 
+import dataclasses
 import io
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any, TextIO
 
@@ -29,7 +31,7 @@ from structlog.contextvars import (
     get_contextvars,
     merge_contextvars,
 )
-from structlog.dev import Column, ColumnFormatter
+from structlog.dev import Column, ColumnFormatter, KeyValueColumnFormatter
 from structlog.typing import ExcInfo, Processor
 
 # The context a task inherits from whoever published it, in this message header.
@@ -100,17 +102,38 @@ def configure(*, level: str) -> None:
     )
 
 
-def _printable(text: str) -> str:
-    """`text` with each character str.isprintable() refuses (controls, line and paragraph
-    separators, bidirectional overrides) written as repr writes it (`\\x1b`, `\\n`, `\\u2028`),
-    and the rest, letters of any script too, as it is."""
+def _printable(text: str, *, backslashes: bool = True) -> str:
+    """`text` with each backslash doubled and each character str.isprintable() refuses (controls,
+    line and paragraph separators, bidirectional overrides) written as repr writes them (`\\\\`,
+    `\\x1b`, `\\n`, `\\u2028`), and the rest, letters of any script too, as it is: `\\x1b` in the
+    log is an escaped ESC, `\\\\x1b` the four characters a client sent. `backslashes=False` for
+    a repr, which doubled its strings' backslashes itself."""
+    if backslashes and "\\" in text:
+        text = text.replace("\\", "\\\\")
     if text.isprintable():
         return text
     return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
 
 
+def _printable_value(value_repr: Callable[[object], str]) -> Callable[[object], str]:
+    """A column's value_repr whose text is printable: a string the column writes as it is (a
+    line's message, a value needing no quotes) escaped, backslashes too; what it writes through
+    repr (a value needing quotes, a number, an object) only for any control character an
+    object's own repr left in it."""
+
+    def printable(value: object) -> str:
+        text = value_repr(value)
+        # The very string it was given back: structlog wrote it as it is, not through repr.
+        return _printable(text, backslashes=text is value)
+
+    return printable
+
+
 def _printable_column(formatter: ColumnFormatter) -> ColumnFormatter:
-    return lambda key, value: _printable(formatter(key, value))
+    """The column with a printable value; the level's column writes the service's own names."""
+    if isinstance(formatter, KeyValueColumnFormatter):
+        return dataclasses.replace(formatter, value_repr=_printable_value(formatter.value_repr))
+    return formatter
 
 
 def _indented_traceback(sio: TextIO, exc_info: ExcInfo) -> None:
@@ -127,8 +150,10 @@ def _text_renderer() -> structlog.dev.ConsoleRenderer:
     always, so text from outside that reached a line (a model provider's error in a retry's
     message, a job's exception quoting its payload) wrote its escape sequences to the operator's
     terminal (ESC `[2J` cleared it) and its line breaks began lines of their own: a forged line.
-    The JSON format escapes them itself. Columns (public since structlog 25.5) rather than a
-    processor before it: an escaped value it quoted would have its backslashes doubled."""
+    Backslashes are escaped as well, so the four characters `\\x1b` a client sent do not read as
+    an escaped ESC. The JSON format escapes them itself. A column's value (columns public since
+    structlog 25.5) rather than a processor before it: an escaped value it quoted would have its
+    backslashes doubled again."""
     renderer = structlog.dev.ConsoleRenderer(colors=False, exception_formatter=_indented_traceback)
     renderer.columns = [Column(column.key, _printable_column(column.formatter)) for column in renderer.columns]
     return renderer

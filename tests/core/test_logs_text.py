@@ -71,6 +71,30 @@ def test_the_text_format_escapes_control_characters_and_forges_no_line(written: 
     assert lines[-1] == f"    {FORGED}\\x0b\\u2028\\u202e"
 
 
+@pytest.mark.parametrize("written", ["text"], indirect=True)
+def test_the_text_format_tells_a_clients_backslashes_from_its_escapes(written: tuple[str, io.StringIO]) -> None:
+    # Given a client's text holding both an ESC and the four characters `\x1b` (and a `\n`)
+    name, buffer = written
+    sent = "\x1b[2J-\\x1b[2J\\n"
+
+    # When a line quotes it in its message, in a value written as it is and in one quoted, and
+    # an exception's message holds it
+    logs.get_logger(name).warning(f"model said {sent}", error=sent, reason=f"a {sent}")
+    try:
+        raise ValueError(sent)
+    except ValueError:
+        logging.getLogger(name).warning("Job 1 step 0 raised", exc_info=True)
+
+    # Then each ESC reads `\x1b` and each backslash the client sent `\\`, as repr writes them
+    # in the value it quotes
+    lines = buffer.getvalue().split("\n")[:-1]
+    escaped = "\\x1b[2J-\\\\x1b[2J\\\\n"
+    assert f"model said {escaped}" in lines[0]
+    assert f"error={escaped}" in lines[0] and f"reason='a {escaped}'" in lines[0]
+    assert lines[-1] == f"    ValueError: {escaped}"
+    assert all(line.isprintable() for line in lines)
+
+
 @pytest.mark.parametrize("written", ["json"], indirect=True)
 def test_the_json_format_holds_the_same_text_escaped_on_one_line_each(written: tuple[str, io.StringIO]) -> None:
     name, buffer = written
