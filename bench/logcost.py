@@ -1,6 +1,8 @@
 """What a log line costs: the service's own INFO lines (a job transition, a delivery attempt, a
 request), below the level and at INFO in each format, written to /dev/null, in microseconds of
-CPU per line. docs/benchmarks.md, "What INFO costs", quotes it.
+CPU per line. docs/benchmarks.md, "What INFO costs", quotes it. It loads no Django settings
+(the logging configuration is core/logs.py's alone), so it needs no database, secret key or data
+directory.
 
     .venv/bin/python -m bench.logcost
 """
@@ -13,13 +15,9 @@ import time
 import uuid
 from typing import Any
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "core.settings")
-os.environ.setdefault("SECRET_KEY", "bench-logcost")
-os.environ.setdefault("DATA_DIR", "/tmp/jobapi-logcost")
+import structlog
 
-import structlog  # noqa: E402
-
-from core import logs  # noqa: E402
+from core import logs
 
 LINES = 20_000
 # The service's own lines in one job with a callback: submitted, the request, started,

@@ -78,12 +78,14 @@ def test_a_run_that_failed_keeps_the_workers_logs_and_says_where(tmp_path: Path)
     assert (kept / "test-worker@localhost.log").read_text() == "a worker's line"
 
 
-def test_no_test_names_a_fixed_path_in_the_system_temporary_folder() -> None:
+def test_no_test_or_benchmark_names_a_fixed_path_in_the_system_temporary_folder() -> None:
     """A fixed path there outlives the run that made it (tests/webhooks/test_retries.py's data
-    directory, /tmp/jobapi-wh-defaults, did): a test's files go in its tmp_path."""
+    directory, /tmp/jobapi-wh-defaults, did): a test's files go in its tmp_path, a benchmark's
+    in a temporary directory it removes (bench/profile.py)."""
     fixed = {
         f"{path.relative_to(REPO)}:{node.lineno}"
-        for path in sorted((REPO / "tests").rglob("*.py")) if path != Path(__file__)
+        for path in sorted([*(REPO / "tests").rglob("*.py"), *(REPO / "bench").rglob("*.py")])
+        if path != Path(__file__)
         for node in ast.walk(ast.parse(path.read_text()))
         if isinstance(node, ast.Constant) and isinstance(node.value, str)
         and node.value.startswith(("/tmp/", "/dev/shm/"))
