@@ -13,6 +13,7 @@ import shlex
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -235,6 +236,17 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     directory = config.stash.get(CELERY_LOGS, None)
     if exitstatus != 0 and directory is not None and directory.is_dir():
         terminalreporter.write_sep("-", f"the session worker's and beat's logs: {directory}")
+
+
+@pytest.fixture
+def system_tmp(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """The system's temporary folder (TMPDIR) of the processes a test starts: an empty one of the
+    test's, removed after it, for a test asserting what they leave there. In the real one, not
+    in tmp_path: a socket's path in it (Chromium's) must stay under 108 characters. This
+    process's own (tempfile) stays where it is: the harness keeps its directories there."""
+    with tempfile.TemporaryDirectory(prefix="jobapi-tmp-") as directory:
+        monkeypatch.setenv("TMPDIR", directory)
+        yield Path(directory)
 
 
 @contextlib.contextmanager

@@ -32,11 +32,9 @@ def test_a_worker_ran(celery_logs: Path) -> None:
 """
 
 
-def _run(tmp_path: Path, *, passes: bool) -> tuple[subprocess.CompletedProcess[str], Path]:
-    """A run of ONE_TEST with the suite's settings and fixtures, as make test runs, its system
-    temporary folder (returned) empty and its own."""
-    system_tmp = tmp_path / "system-tmp"
-    system_tmp.mkdir()
+def _run(tmp_path: Path, *, passes: bool) -> subprocess.CompletedProcess[str]:
+    """A run of ONE_TEST with the suite's settings and fixtures, as make test runs, in the
+    calling test's system temporary folder (system_tmp)."""
     test_file = tmp_path / "test_one.py"
     test_file.write_text(ONE_TEST.format(passes=passes))
     # The suite's fixtures and hooks, for a test outside tests/.
@@ -44,18 +42,18 @@ def _run(tmp_path: Path, *, passes: bool) -> tuple[subprocess.CompletedProcess[s
     env = {k: v for k, v in os.environ.items() if k not in ("PROMETHEUS_MULTIPROC_DIR", "PYTEST_ADDOPTS")}
     # The plugins it needs only (the others, hypothesis's and schemathesis's, take a second and a
     # half to load).
-    env.update(TMPDIR=str(system_tmp), PYTHONPATH=str(REPO), PYTEST_DISABLE_PLUGIN_AUTOLOAD="1")
+    env.update(PYTHONPATH=str(REPO), PYTEST_DISABLE_PLUGIN_AUTOLOAD="1")
     run = subprocess.run(
         [sys.executable, "-m", "pytest", "-c", str(REPO / "pytest.ini"), "--rootdir", str(REPO),
          "-p", "pytest_django.plugin", "-p", "pytest_timeout", "-p", "no:cacheprovider", str(test_file)],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=120, check=False,
     )
-    return run, system_tmp
+    return run
 
 
-def test_a_run_that_passed_leaves_the_temporary_folder_as_it_found_it(tmp_path: Path) -> None:
+def test_a_run_that_passed_leaves_the_temporary_folder_as_it_found_it(tmp_path: Path, system_tmp: Path) -> None:
     # When a run passes
-    run, system_tmp = _run(tmp_path, passes=True)
+    run = _run(tmp_path, passes=True)
     assert run.returncode == 0, run.stdout + run.stderr
 
     # Then all it left in the system's temporary folder is pytest's folder of the user, empty
@@ -64,9 +62,9 @@ def test_a_run_that_passed_leaves_the_temporary_folder_as_it_found_it(tmp_path: 
     ]
 
 
-def test_a_run_that_failed_keeps_the_workers_logs_and_says_where(tmp_path: Path) -> None:
+def test_a_run_that_failed_keeps_the_workers_logs_and_says_where(tmp_path: Path, system_tmp: Path) -> None:
     # When a run fails
-    run, system_tmp = _run(tmp_path, passes=False)
+    run = _run(tmp_path, passes=False)
     assert run.returncode == 1, run.stdout + run.stderr
 
     # Then its summary names the directory of the worker's and beat's logs, which it kept

@@ -110,12 +110,9 @@ def test_main_process_sigkill_redelivers_after_visibility_timeout(
 
 
 def test_a_worker_killed_leaves_nothing_in_the_system_temporary_folder(
-    make_stack: Callable[..., Stack], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    system_tmp: Path, make_stack: Callable[..., Stack]
 ) -> None:
     # Given a worker of a stack started where the system's temporary folder is this test's own
-    system_tmp = tmp_path / "system-tmp"
-    system_tmp.mkdir()
-    monkeypatch.setenv("TMPDIR", str(system_tmp))
     stack = make_stack()
     stack.start_worker("jobs", concurrency=1)
 

@@ -4,7 +4,6 @@ system's temporary folder: each test that drove one left a directory of Chromium
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,21 +19,12 @@ def _needs_chromium() -> None:
     chromium.require_chromium()
 
 
-@pytest.fixture
-def system_tmp(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """The system's temporary folder, as Chromium (TMPDIR) and this process (tempfile) find it:
-    an empty one of this test's. Not under tmp_path, whose path is too long for Chromium's
-    socket in it."""
-    with tempfile.TemporaryDirectory(prefix="jobapi-tmp-") as directory:
-        monkeypatch.setenv("TMPDIR", directory)
-        monkeypatch.setattr(tempfile, "tempdir", directory)
-        yield Path(directory)
-
-
 def test_a_browser_a_test_drove_leaves_nothing_in_the_system_temporary_folder(
-    tmp_path: Path, system_tmp: Path
+    tmp_path: Path, system_tmp: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Given a browser a test drove
+    # Given a browser a test drove, where the system's temporary folder is this test's own for
+    # Chromium (TMPDIR) and for the helper, which makes Chromium's there (tempfile)
+    monkeypatch.setattr(tempfile, "tempdir", str(system_tmp))
     with chromium.DevTools(tmp_path) as browser:
         assert browser.evaluate("1 + 1") == 2
 
