@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -117,10 +118,12 @@ def _ctrl_c(process: subprocess.Popen[bytes], log_path: Path) -> str:
 def _assert_stopped_cleanly(output: str, process: subprocess.Popen[bytes]) -> None:
     """Every process stopped on its own, each exiting 0 (honcho kills one still running after
     5 s), and nothing was reported killed: the pool processes are told to stop by their worker
-    alone, which logged each one's death by honcho's signal as an error."""
+    alone, which logged each one's death by honcho's signal as an error. And make reported no
+    error: honcho exits 130 after Ctrl-C, which make printed as `Error 130`."""
     stopped = re.findall(r"^.*\| (\S+) stopped \(rc=(-?\d+)\)$", output, re.MULTILINE)
     assert sorted(stopped) == sorted((f"{name}.1", "0") for name in PROCESSES), output
     assert "SIGKILL" not in output and "exited with 'signal" not in output, output
+    assert "SIGINT received" in output and "make: ***" not in output, output
     assert _leftovers(process.pid) == []
 
 
@@ -158,4 +161,34 @@ def test_make_run_serves_on_the_port_it_prints_the_environment_winning_over_env_
     finally:
         # (The workers may still be starting: one stopped before it set its handlers dies by the signal.)
         _ctrl_c(process, log_path)
+    assert _leftovers(process.pid) == []
+
+
+@pytest.mark.timeout(180)
+def test_make_run_fails_when_one_of_its_processes_stops_on_its_own(tmp_path: Path) -> None:
+    # Given make run's port taken by another server, where its API cannot listen
+    env = {k: v for k, v in os.environ.items() if k not in SERVER_VARIABLES}
+    log_path = tmp_path / "make-run.log"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        env.update(PORT=str(taken.getsockname()[1]), DATA_DIR=str(tmp_path / "data"), WEB_CONCURRENCY="1")
+
+        # When make run starts
+        with open(log_path, "wb") as log:
+            process = subprocess.Popen(
+                ["make", "run"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        try:
+            process.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            raise AssertionError("make run went on without its API:\n" + log_path.read_text()) from None
+
+    # Then the API's stop stopped them all, and make run failed, as make says
+    output = log_path.read_text()
+    assert re.search(r"^.*\| web\.1 stopped \(rc=[1-9]\d*\)$", output, re.MULTILINE), output
+    assert process.returncode == 2, output
+    assert re.search(r"^make: \*\*\* \[Makefile:\d+: run\] Error [1-9]\d*$", output, re.MULTILINE), output
     assert _leftovers(process.pid) == []
