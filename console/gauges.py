@@ -61,7 +61,7 @@ class OperatorGauges(Collector):
                         "How long the job waiting longest to start has waited since it fell due (0: none waits).")
         oldest.add_metric([], selectors.oldest_pending_age_seconds(now=now))
         yield oldest
-        workers = selectors.workers_seen(now=now)
+        workers = selectors.workers_seen()
         messages = _gauge("jobapi_queue_messages", "Messages waiting in each broker queue.", ["queue"])
         consumers = _gauge("jobapi_queue_consumers", "Workers up that consume each queue (heartbeats).", ["queue"])
         for row in selectors.queues(workers=workers, broker_up=broker_up):

@@ -29,6 +29,7 @@ _unrecorded = logs.Occasional(logger)
 _stop = threading.Event()
 _thread: threading.Thread | None = None
 # When this process's worker run started: its heartbeats and its shutdown mark name the run by it.
+# By this host's clock; the beats and the mark are stamped by the database's (services.worker_seen).
 _started_at: datetime | None = None
 
 
@@ -36,7 +37,7 @@ def _beat(*, hostname: str, queues: list[str], concurrency: int, started_at: dat
     while True:
         try:
             services.worker_seen(hostname=hostname, queues=queues, concurrency=concurrency, pid=os.getpid(),
-                                 started_at=started_at, now=timezone.now())
+                                 started_at=started_at)
         except DatabaseError as exc:
             _unrecorded.warning("Could not record the heartbeat of %s: %s", hostname, logs.first_line(exc))
         finally:
@@ -73,7 +74,7 @@ def worker_stopping(sender: Any = None, **kwargs: Any) -> None:
     # Its first beat, if it is still being written, makes the row the mark updates.
     _thread.join(timeout=services.HEARTBEAT_SECONDS)
     try:
-        services.worker_stopped(hostname=sender.hostname, started_at=_started_at, now=timezone.now())
+        services.worker_stopped(hostname=sender.hostname, started_at=_started_at)
     except DatabaseError:
         logger.warning("Could not record the shutdown of %s", sender.hostname, exc_info=True)
     finally:

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db.models import Count, Max, Q
+from django.db.models import Count, F, Max, Q
 from django.db.models.fields.json import KeyTextTransform
-from django.db.models.functions import Coalesce
+from django.db.models.functions import Coalesce, Now
 
 from console.models import WorkerHeartbeat
 from console.services import LOST_AFTER_SECONDS
@@ -135,19 +135,24 @@ def failures(*, now: datetime, counts: dict[tuple[str, str], int], top: int = 5)
 class WorkerRow:
     worker: WorkerHeartbeat
     state: str  # "up", "stopped" (shut down cleanly) or "lost" (stopped reporting)
+    silent_for: timedelta  # since its last beat (or its shutdown mark)
 
 
-def workers_seen(*, now: datetime) -> list[WorkerRow]:
-    """The workers heard from in the last hour, each with its state."""
+def workers_seen() -> list[WorkerRow]:
+    """The workers heard from in the last hour, each with its state, judged by the database's
+    clock, which stamps their beats (console/services.py worker_seen): not this process's, nor
+    the worker host's, so that no skew between hosts shows a worker lost or keeps one up."""
     rows = []
-    for worker in WorkerHeartbeat.objects.filter(seen_at__gte=now - WINDOW).order_by("hostname"):
+    workers = WorkerHeartbeat.objects.filter(seen_at__gte=Now() - WINDOW).annotate(silent_for=Now() - F("seen_at"))
+    for worker in workers.order_by("hostname"):
+        silent_for: timedelta = worker.silent_for  # type: ignore[attr-defined]  # the annotation
         if worker.stopped_at is not None:
             state = "stopped"
-        elif (now - worker.seen_at).total_seconds() > LOST_AFTER_SECONDS:
+        elif silent_for.total_seconds() > LOST_AFTER_SECONDS:
             state = "lost"
         else:
             state = "up"
-        rows.append(WorkerRow(worker, state))
+        rows.append(WorkerRow(worker, state, silent_for))
     return rows
 
 

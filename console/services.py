@@ -4,6 +4,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from django.db.models import Q
+from django.db.models.functions import Now
 
 from console.models import WorkerHeartbeat
 
@@ -15,9 +16,7 @@ LOST_AFTER_SECONDS = 3 * HEARTBEAT_SECONDS
 FORGET_AFTER = timedelta(days=7)
 
 
-def worker_seen(
-    *, hostname: str, queues: list[str], concurrency: int, pid: int, started_at: datetime, now: datetime
-) -> None:
+def worker_seen(*, hostname: str, queues: list[str], concurrency: int, pid: int, started_at: datetime) -> None:
     """Record a heartbeat of the worker run that started at `started_at`. Once that run is
     marked stopped, its beats change nothing: one sent as the worker shut down may land after
     the mark, and would show a worker that stopped cleanly as up, then lost. A later run of the
@@ -25,24 +24,30 @@ def worker_seen(
     beats leave it (two runs of one name, a restarted container's while the old one shuts down,
     took it in turns, and the old one's last beat just before its mark showed the new one
     stopped until its next beat). An older run still beating takes it back once the newer one
-    is stopped or lost."""
+    is stopped or lost.
+
+    The beat is stamped, and a newer run judged up, by the database's clock (Now()), which every
+    reader judges it by too (console/selectors.py): by the worker host's, a host minutes behind
+    showed its workers lost and their queues without a consumer, and one ahead kept a dead one up
+    for as long. `started_at` is by the worker's clock: it names the run (worker_stopped), and
+    orders two runs of one name, on one host as a rule."""
     fields = {"queues": queues, "concurrency": concurrency, "pid": pid, "started_at": started_at,
-              "seen_at": now, "stopped_at": None}
+              "seen_at": Now(), "stopped_at": None}
     this_run_stopped = Q(started_at=started_at, stopped_at__isnull=False)
     newer_run_up = Q(started_at__gt=started_at, stopped_at__isnull=True,
-                     seen_at__gte=now - timedelta(seconds=LOST_AFTER_SECONDS))
+                     seen_at__gte=Now() - timedelta(seconds=LOST_AFTER_SECONDS))
     # One conditional UPDATE: a mark or a newer run's beat that commits while it waits for the
     # row is seen.
     reported = WorkerHeartbeat.objects.filter(hostname=hostname).exclude(this_run_stopped | newer_run_up).update(**fields)
     if not reported:
         # No row yet (made here), this run's stopped one or a newer run's (left as they are).
         WorkerHeartbeat.objects.get_or_create(hostname=hostname, defaults=fields)
-    WorkerHeartbeat.objects.filter(seen_at__lt=now - FORGET_AFTER).delete()
+    WorkerHeartbeat.objects.filter(seen_at__lt=Now() - FORGET_AFTER).delete()
 
 
-def worker_stopped(*, hostname: str, started_at: datetime, now: datetime) -> None:
-    """Mark the worker run that started at `started_at` as shut down cleanly. Another run of
-    the same hostname (a restarted container reusing its name while this one shuts down, or
-    two hosts named alike) may have taken the row over: that run is still up, so its row is
-    left as it is."""
-    WorkerHeartbeat.objects.filter(hostname=hostname, started_at=started_at).update(seen_at=now, stopped_at=now)
+def worker_stopped(*, hostname: str, started_at: datetime) -> None:
+    """Mark the worker run that started at `started_at` as shut down cleanly, by the database's
+    clock (worker_seen). Another run of the same hostname (a restarted container reusing its
+    name while this one shuts down, or two hosts named alike) may have taken the row over: that
+    run is still up, so its row is left as it is."""
+    WorkerHeartbeat.objects.filter(hostname=hostname, started_at=started_at).update(seen_at=Now(), stopped_at=Now())

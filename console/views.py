@@ -46,7 +46,7 @@ def _overview() -> dict[str, Any]:
     now = timezone.now()
     counts = selectors.jobs_by_type_and_status(now=now)
     failures = selectors.failures(now=now, counts=counts)
-    workers = selectors.workers_seen(now=now)
+    workers = selectors.workers_seen()
     down = unreachable()
     disabled = disabled_endpoints.disabled_overview()
     return {

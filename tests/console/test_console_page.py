@@ -176,16 +176,16 @@ def test_a_worker_shut_down_cleanly_stays_stopped_when_its_last_heartbeat_lands_
     # Given a worker that has reported since it started 5 minutes ago
     started = timezone.now() - timedelta(minutes=5)
     run = {"hostname": "jobs@racing", "queues": ["jobs"], "concurrency": 2, "pid": 4242, "started_at": started}
-    services.worker_seen(**run, now=started)
+    services.worker_seen(**run)
 
     # When it shuts down, and a heartbeat its thread was writing lands just after the mark
-    services.worker_stopped(hostname="jobs@racing", started_at=started, now=timezone.now())
-    services.worker_seen(**run, now=timezone.now())
+    services.worker_stopped(hostname="jobs@racing", started_at=started)
+    services.worker_seen(**run)
 
     # Then the console shows it stopped (not up, then lost once its beats are 30 s old)
     assert row_of(section(_figures(staff), "workers"), "jobs@racing")[1] == "stopped"
     # ...until the same host starts a worker again
-    services.worker_seen(**{**run, "pid": 4343, "started_at": timezone.now()}, now=timezone.now())
+    services.worker_seen(**{**run, "pid": 4343, "started_at": timezone.now()})
     assert row_of(section(_figures(staff), "workers"), "jobs@racing")[1] == "up"
 
 
@@ -194,16 +194,16 @@ def test_a_worker_shutting_down_leaves_a_newer_run_of_its_name_up(staff: Browser
     # container reusing it) that has reported since, while the old one shuts down
     old = timezone.now() - timedelta(minutes=5)
     run = {"hostname": "jobs@reused", "queues": ["jobs"], "concurrency": 2, "pid": 4242}
-    services.worker_seen(**run, started_at=old, now=old)
+    services.worker_seen(**run, started_at=old)
     newer = timezone.now()
-    services.worker_seen(**{**run, "pid": 4343}, started_at=newer, now=newer)
+    services.worker_seen(**{**run, "pid": 4343}, started_at=newer)
 
     # When the old run's shutdown is marked
-    services.worker_stopped(hostname="jobs@reused", started_at=old, now=timezone.now())
+    services.worker_stopped(hostname="jobs@reused", started_at=old)
 
     # Then the newer run is still up; its own shutdown marks it stopped
     assert row_of(section(_figures(staff), "workers"), "jobs@reused")[1] == "up"
-    services.worker_stopped(hostname="jobs@reused", started_at=newer, now=timezone.now())
+    services.worker_stopped(hostname="jobs@reused", started_at=newer)
     assert row_of(section(_figures(staff), "workers"), "jobs@reused")[1] == "stopped"
 
 def test_the_disabled_endpoints_are_the_fifty_holding_most_read_in_as_many_queries_as_two(

@@ -11,13 +11,17 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from django.contrib.auth.models import User
 from django.db import OperationalError
+from django.db.models.functions import Now
+from django.test import Client as BrowserClient
 from django.utils import timezone
 
-from console import heartbeats, services
+from console import heartbeats, selectors, services
 from console.models import WorkerHeartbeat
 from console.services import LOST_AFTER_SECONDS
 from core import logs
+from tests.console.test_console_page import row_of, section
 
 pytestmark = pytest.mark.usefixtures("transactional_db")
 
@@ -44,6 +48,18 @@ def _started(worker: Any) -> WorkerHeartbeat:
     raise AssertionError("the first heartbeat was not written")
 
 
+def _console_row() -> list[str]:
+    """The worker's row in the console's workers section, as a staff user sees it."""
+    browser = BrowserClient()
+    browser.force_login(User.objects.get_or_create(username="operator", is_staff=True, is_superuser=True)[0])
+    return row_of(section(browser.get("/console/?fragment=1").content.decode(), "workers"), HOSTNAME)
+
+
+def _clock_of_its_host(monkeypatch: pytest.MonkeyPatch, skew: timedelta) -> None:
+    """The worker's host's clock `skew` off the database's (and this test's)."""
+    monkeypatch.setattr(heartbeats, "timezone", SimpleNamespace(now=lambda: timezone.now() + skew))
+
+
 def test_a_worker_shutting_down_marks_its_own_run_stopped() -> None:
     worker = _worker()
     _started(worker)
@@ -59,7 +75,7 @@ def test_a_worker_shutting_down_leaves_a_newer_run_of_its_name_up() -> None:
     worker = _worker()
     _started(worker)
     newer = timezone.now()
-    services.worker_seen(hostname=HOSTNAME, queues=["jobs"], concurrency=2, pid=4343, started_at=newer, now=newer)
+    services.worker_seen(hostname=HOSTNAME, queues=["jobs"], concurrency=2, pid=4343, started_at=newer)
 
     # When the old run shuts down
     heartbeats.worker_stopping(sender=worker)
@@ -73,11 +89,11 @@ def test_an_older_run_shutting_down_leaves_a_newer_run_of_its_name_up_after_its_
     # Given a worker that has reported, and a newer run of the same name reporting since
     older = _started(_worker())
     newer = timezone.now()
-    services.worker_seen(hostname=HOSTNAME, queues=["jobs"], concurrency=2, pid=4343, started_at=newer, now=newer)
+    services.worker_seen(hostname=HOSTNAME, queues=["jobs"], concurrency=2, pid=4343, started_at=newer)
 
     # When the old run's last beat lands just before its shutdown mark
     services.worker_seen(hostname=HOSTNAME, queues=["jobs"], concurrency=2, pid=older.pid,
-                         started_at=older.started_at, now=timezone.now())
+                         started_at=older.started_at)
     heartbeats.worker_stopping(sender=_worker())
 
     # Then the row is still the newer run's, up
@@ -90,14 +106,16 @@ def test_an_older_run_takes_the_row_back_once_the_newer_run_is_lost() -> None:
     run = {"hostname": HOSTNAME, "queues": ["jobs"], "concurrency": 2}
     now = timezone.now()
     older, newer = now - timedelta(hours=1), now - timedelta(minutes=10)
-    services.worker_seen(**run, pid=4343, started_at=newer, now=now - timedelta(seconds=LOST_AFTER_SECONDS + 1))
+    services.worker_seen(**run, pid=4343, started_at=newer)
+    WorkerHeartbeat.objects.filter(hostname=HOSTNAME).update(seen_at=Now() - timedelta(seconds=LOST_AFTER_SECONDS + 1))
 
     # When the older run beats
-    services.worker_seen(**run, pid=4242, started_at=older, now=now)
+    services.worker_seen(**run, pid=4242, started_at=older)
 
     # Then the row is the older run's: the name's worker is up
     row = WorkerHeartbeat.objects.get(hostname=HOSTNAME)
-    assert (row.started_at, row.pid, row.seen_at) == (older, 4242, now)
+    assert (row.started_at, row.pid) == (older, 4242)
+    assert _console_row()[1] == "up"
 
 
 def test_while_the_database_is_out_of_reach_the_heartbeat_says_so_in_one_line_a_minute(
@@ -122,3 +140,37 @@ def test_while_the_database_is_out_of_reach_the_heartbeat_says_so_in_one_line_a_
     # Then the log has one line naming the worker and the driver's first line, with no traceback
     line = f'Could not record the heartbeat of {HOSTNAME}: connection to server at "10.0.0.5", port 5432 failed: '
     assert [(r.getMessage(), r.exc_info) for r in caplog.records] == [(line + "Connection refused", None)]
+
+
+def test_a_worker_on_a_host_whose_clock_runs_behind_is_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given a worker on a host whose clock runs 10 minutes behind the database's
+    _clock_of_its_host(monkeypatch, -timedelta(minutes=10))
+    worker = _worker()
+
+    # When it has reported
+    _started(worker)
+
+    # Then the console shows it up, heard from just now: its queues have a consumer (the
+    # "no consumer" alert's jobapi_queue_consumers counts the workers up), not one lost
+    try:
+        row = _console_row()
+        assert (row[1], row[-1]) in {("up", "0 s ago"), ("up", "1 s ago")}, row
+    finally:
+        heartbeats.worker_stopping(sender=worker)
+
+
+def test_a_worker_on_a_host_whose_clock_runs_ahead_is_lost_once_it_is_silent(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given a worker on a host whose clock runs 10 minutes ahead of the database's, that has
+    # reported, and a worker taken for lost after 1 s of silence rather than 30
+    _clock_of_its_host(monkeypatch, timedelta(minutes=10))
+    monkeypatch.setattr(selectors, "LOST_AFTER_SECONDS", 1)
+    _started(_worker())
+
+    # When it dies: its beats stop, with no shutdown mark
+    heartbeats._stop.set()
+    assert heartbeats._thread is not None
+    heartbeats._thread.join()
+    time.sleep(1.5)
+
+    # Then the console shows it lost, rather than up until its host's clock catches up
+    assert _console_row()[1] == "lost"
