@@ -1,9 +1,15 @@
-"""Admin for clients and their API keys (keys are created by `manage.py create_api_key`)."""
+"""Admin for clients, their own limits among them, and their API keys (keys are created by
+`manage.py create_api_key`)."""
+from typing import Any
+
+from django import forms
 from django.contrib import admin
+from django.db import models
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from core.admin_site import BoundedActionsAdmin
+from core.limits import LIMIT_SETTINGS, limit_default
 from core.models import ApiKey, Client
 from core.services import api_key_delete, api_key_revoke, client_delete
 
@@ -12,6 +18,22 @@ from core.services import api_key_delete, api_key_revoke, client_delete
 class ClientAdmin(BoundedActionsAdmin):
     list_display = ("name", "id", "created_at")
     search_fields = ("name", "id")
+    fieldsets = (
+        (None, {"fields": ("name",)}),
+        ("Limits", {
+            "fields": tuple(LIMIT_SETTINGS),
+            "description": "This client's own limits, in place of the settings every client shares. They "
+            "apply within API_KEY_CACHE_SECONDS: each API process reads them with the client's API key.",
+        }),
+    )
+
+    def formfield_for_dbfield(self, db_field: models.Field, request: HttpRequest, **kwargs: Any) -> forms.Field | None:
+        formfield = super().formfield_for_dbfield(db_field, request, **kwargs)
+        if formfield is not None and db_field.name in LIMIT_SETTINGS:
+            # The setting's value in this process: what the client gets with the field empty.
+            default = limit_default(db_field.name)  # type: ignore[arg-type]
+            formfield.help_text = f"{formfield.help_text.removesuffix('.')}, now {default}."
+        return formfield
 
     # Deletions go through the services, which forget the deleted keys this process remembers.
     def delete_model(self, request: HttpRequest, obj: Client) -> None:

@@ -165,7 +165,8 @@ ERROR_CODES: dict[str, ErrorCode] = {
         "with a key not yet seen working are refused unchecked.", "Fix the key; retry after `Retry-After` seconds.",
     ),
     "too_many_unfinished_jobs": ErrorCode(
-        429, "The client has `JOB_MAX_UNFINISHED_PER_CLIENT` jobs not final yet.",
+        429, "The client has as many jobs not final yet as it may (`JOB_MAX_UNFINISHED_PER_CLIENT`, or its "
+        "own cap); `details.max_unfinished_jobs` has it.",
         "Wait for some to end; retry after `Retry-After` seconds.",
     ),
     "result_quota_exceeded": ErrorCode(
@@ -174,9 +175,9 @@ ERROR_CODES: dict[str, ErrorCode] = {
         "Retry after `Retry-After` seconds, once retention has freed room.",
     ),
     "model_budget_exhausted": ErrorCode(
-        429, "A job type that calls a model (the checklist), from a client whose jobs have spent "
-        "`MODEL_TOKENS_PER_CLIENT_PER_DAY` model tokens this UTC day (a batch holding one is refused "
-        "whole); `details` has the tokens spent, the budget and `renews_at`.",
+        429, "A job type that calls a model (the checklist), from a client whose jobs have spent its daily "
+        "budget of model tokens (`MODEL_TOKENS_PER_CLIENT_PER_DAY`, or its own) this UTC day (a batch holding "
+        "one is refused whole); `details` has the tokens spent, the budget and `renews_at`.",
         "Retry after `Retry-After` seconds, at midnight UTC; other job types are accepted meanwhile.",
     ),
     "too_many_open_streams": ErrorCode(

@@ -4,9 +4,10 @@ DRF's own history in the cache when there is no Redis (embedded mode).
 
 Scopes, each with its own budget (settings `API_*_RATE_PER_MINUTE`): `submit` (new jobs),
 `read` (every GET), `write` (other writes) and `sensitive` (redeliveries and secret rotations,
-kept tight). A view names the scope of a method that is not the default for it in
-`throttle_scopes`, e.g. `{"POST": "submit"}`, and how much a request spends in
-`throttle_weight(request)` (a batch: its jobs).
+kept tight); a client's own submit and read rates, where the operator set them in the admin
+(core/limits.py), replace the settings' for it. A view names the scope of a method that is not
+the default for it in `throttle_scopes`, e.g. `{"POST": "submit"}`, and how much a request
+spends in `throttle_weight(request)` (a batch: its jobs).
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from rest_framework.request import Request
 from rest_framework.throttling import SimpleRateThrottle
 
 from core import cache_redis
+from core.limits import Limit, client_limit
 from core.ratelimit import RateLimiter
 
 # Scope -> the setting with its requests per client per minute.
@@ -30,6 +32,8 @@ SCOPE_RATES = {
     "write": "API_WRITE_RATE_PER_MINUTE",
     "sensitive": "API_SENSITIVE_RATE_PER_MINUTE",
 }
+# Scope -> the Client field that overrides its rate for that client.
+SCOPE_OVERRIDES: dict[str, Limit] = {"submit": "submit_rate_per_minute", "read": "read_rate_per_minute"}
 _READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 _limiter: RateLimiter | None = None
@@ -110,8 +114,7 @@ class RateThrottle(SimpleRateThrottle):
         return super().wait()
 
 
-def _per_minute(setting: str) -> str | None:
-    rate = getattr(settings, setting)
+def _per_minute(rate: int) -> str | None:
     return f"{rate}/min" if rate else None
 
 
@@ -127,7 +130,11 @@ class ClientRateThrottle(RateThrottle):
         if getattr(request, "user", None) is None:
             return None  # not authenticated: answered 401 before any budget is spent
         self.scope = self.scope_of(request, view)  # type: ignore[arg-type]
-        return _per_minute(SCOPE_RATES[self.scope])
+        override = SCOPE_OVERRIDES.get(self.scope)
+        if override is None:
+            return _per_minute(getattr(settings, SCOPE_RATES[self.scope]))
+        # The client as its key's check loaded it: its overrides cost no query.
+        return _per_minute(client_limit(client=request.user, limit=override))  # type: ignore[arg-type]
 
     def get_cache_key(self, request: HttpRequest, view: Any) -> str | None:
         return f"throttle:{self.scope}:{request.user.pk}"  # type: ignore[union-attr]
@@ -149,7 +156,7 @@ class FailureRateThrottle(RateThrottle):
     rate_setting: str
 
     def rate_for(self, request: HttpRequest, view: Any) -> str | None:
-        return _per_minute(self.rate_setting)
+        return _per_minute(getattr(settings, self.rate_setting))
 
     def get_cache_key(self, request: HttpRequest, view: Any) -> str | None:
         return f"throttle:{self.scope}:{_budget_of(client_address(request))}"

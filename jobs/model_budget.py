@@ -1,12 +1,14 @@
 """The daily model budget: the tokens one client's jobs may spend on model calls per UTC day
-(MODEL_TOKENS_PER_CLIENT_PER_DAY), so one client cannot spend the service's whole provider
-quota, and money, and leave every other client's model jobs failing on the provider's 429.
+(MODEL_TOKENS_PER_CLIENT_PER_DAY, or the client's own where the operator set one: core/limits.py),
+so one client cannot spend the service's whole provider quota, and money, and leave every other
+client's model jobs failing on the provider's 429.
 
 Checked twice: at submission, where a job of a type that calls a model (`JobType.uses_model`)
-is refused with 429 `model_budget_exhausted` once its owner's day is spent (one indexed read;
-none for other types); and before each model call of a running job, where a job admitted before
-the budget ran out fails with the same code, without calling the model and without its retry
-policy running it again. Each call's tokens (`usage.total_tokens`) are added once it has
+is refused with 429 `model_budget_exhausted` once its owner's day is spent (one indexed read,
+the budget read off the client its API key loaded; none for other types); and before each model
+call of a running job, where a job admitted before the budget ran out fails with the same code,
+without calling the model and without its retry policy running it again (one read: the owner's
+budget and its usage of the day together). Each call's tokens (`usage.total_tokens`) are added once it has
 answered, so the budget is overshot by the calls in flight when it runs out: each job makes one
 call at a time, so by at most JOB_MAX_RUNNING_PER_CLIENT calls' tokens (each at most the
 model's context window; with no running cap, as many calls as the jobs workers run processes).
@@ -17,15 +19,18 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, date, datetime, time, timedelta
 
-from django.conf import settings
+from django.db.models import OuterRef, Subquery
 from django.utils import timezone
 
 from core.db import delete_in_batches
 from core.errors import TooManyRequests
+from core.limits import client_limit, limit_default
+from core.models import Client
 from core.ratelimit import ceiling_seconds
 from jobs import sql
 from jobs.models import ModelUsage
 from jobs.types.base import JobFailed
+
 
 def budget_day(now: datetime) -> date:
     return now.astimezone(UTC).date()
@@ -42,36 +47,41 @@ def model_tokens_spent(*, owner_id: uuid.UUID, day: date) -> int:
     return next(iter(spent), 0)
 
 
-def _spent_if_exhausted(owner_id: uuid.UUID, now: datetime) -> int | None:
-    cap = settings.MODEL_TOKENS_PER_CLIENT_PER_DAY
-    if not cap:
-        return None
-    spent = model_tokens_spent(owner_id=owner_id, day=budget_day(now))
-    return spent if spent >= cap else None
+def _budget_and_spent(owner_id: uuid.UUID, day: date) -> tuple[int, int]:
+    """The owner's budget and the tokens its jobs spent on `day`, in one read of its row with its
+    usage row of the day (a worker has no client loaded); (0, 0) for an owner deleted since."""
+    spent = ModelUsage.objects.filter(owner_id=OuterRef("pk"), day=day).values("tokens")
+    row = Client.objects.filter(pk=owner_id).values_list("model_tokens_per_day", Subquery(spent)).first()
+    if row is None:
+        return 0, 0
+    override, tokens = row
+    return (limit_default("model_tokens_per_day") if override is None else override), tokens or 0
 
 
-def _message(spent: int, now: datetime) -> str:
+def _message(spent: int, budget: int, now: datetime) -> str:
     return (
         f"Your jobs have spent {spent} model tokens today, at or over the daily budget of "
-        f"{settings.MODEL_TOKENS_PER_CLIENT_PER_DAY}; jobs that call a model are refused until it "
-        f"renews at {next_budget_day_at(now).isoformat()}."
+        f"{budget}; jobs that call a model are refused until it renews at {next_budget_day_at(now).isoformat()}."
     )
 
 
-def model_budget_require_for_submit(*, owner_id: uuid.UUID, now: datetime | None = None) -> None:
+def model_budget_require_for_submit(*, owner: Client, now: datetime | None = None) -> None:
     """429 `model_budget_exhausted` when the owner has spent today's budget, with a Retry-After
     of the seconds until it renews."""
     now = now or timezone.now()
-    spent = _spent_if_exhausted(owner_id, now)
-    if spent is None:
+    budget = client_limit(client=owner, limit="model_tokens_per_day")
+    if not budget:
+        return
+    spent = model_tokens_spent(owner_id=owner.pk, day=budget_day(now))
+    if spent < budget:
         return
     renews_at = next_budget_day_at(now)
     raise TooManyRequests(
-        _message(spent, now),
+        _message(spent, budget, now),
         code="model_budget_exhausted",
         details={
             "tokens_spent": spent,
-            "tokens_per_day": settings.MODEL_TOKENS_PER_CLIENT_PER_DAY,
+            "tokens_per_day": budget,
             "renews_at": renews_at.isoformat(),
         },
         headers={"Retry-After": str(ceiling_seconds((renews_at - now).total_seconds()))},
@@ -82,9 +92,9 @@ def model_budget_require_for_call(*, owner_id: uuid.UUID) -> None:
     """JobFailed `model_budget_exhausted` when the owner has spent today's budget: not retryable,
     since no run before midnight would do better and each would spend a run of the job."""
     now = timezone.now()
-    spent = _spent_if_exhausted(owner_id, now)
-    if spent is not None:
-        raise JobFailed("model_budget_exhausted", _message(spent, now), retryable=False)
+    budget, spent = _budget_and_spent(owner_id, budget_day(now))
+    if budget and spent >= budget:
+        raise JobFailed("model_budget_exhausted", _message(spent, budget, now), retryable=False)
 
 
 def model_usage_record(*, owner_id: uuid.UUID, tokens: int, now: datetime | None = None) -> None:

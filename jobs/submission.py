@@ -16,6 +16,7 @@ from django.utils import timezone
 from core import pause
 from core.errors import ApplicationError, TooManyRequests
 from core.http import Resolver
+from core.limits import client_limit
 from core.models import Client
 from core.parsers import json_numbers_growth
 from jobs import dispatch, idempotency, model_budget, sql, telemetry
@@ -161,7 +162,8 @@ def job_prepare(
 
 
 def _refusal(*, owner: Client, cap: int, quota: int, adding: int = 1) -> TooManyRequests:
-    """Why the owner's jobs were refused: its unfinished jobs, or its results' bytes."""
+    """Why the owner's jobs were refused: its unfinished jobs (over `cap`, the owner's own when
+    the operator set one), or its results' bytes."""
     counts = JobCounts.objects.filter(owner=owner).first()
     over_cap = cap and (counts.unfinished if counts else 0) + adding > cap
     if counts is not None and quota and counts.result_bytes >= quota and not over_cap:
@@ -175,6 +177,7 @@ def _refusal(*, owner: Client, cap: int, quota: int, adding: int = 1) -> TooMany
     return TooManyRequests(
         f"You may have {cap} unfinished jobs; wait for some to finish.",
         code="too_many_unfinished_jobs",
+        details={"max_unfinished_jobs": cap},
         headers={"Retry-After": "5"},
     )
 
@@ -187,8 +190,8 @@ def _job_insert(*, owner: Client, job: Job, job_type: JobType) -> Job:
     transaction (the Idempotency-Key path) on_commit waits for that commit. A type that calls a
     model is first checked against its owner's model budget of the day (429 once spent)."""
     if job_type.uses_model:
-        model_budget.model_budget_require_for_submit(owner_id=owner.pk)
-    cap = settings.JOB_MAX_UNFINISHED_PER_CLIENT
+        model_budget.model_budget_require_for_submit(owner=owner)
+    cap = client_limit(client=owner, limit="max_unfinished_jobs")
     quota = settings.JOB_RESULT_QUOTA_BYTES_PER_CLIENT if job_type.persist_result else 0
     if not sql.job_insert_below_cap(job, cap=cap, result_quota=quota):
         raise _refusal(owner=owner, cap=cap, quota=quota)
@@ -238,9 +241,9 @@ def _batch_insert(*, owner: Client, prepared: list[tuple[Job, JobType]]) -> list
     A batch with a job of a type that calls a model is refused whole once its owner's model
     budget of the day is spent."""
     if any(job_type.uses_model for _, job_type in prepared):
-        model_budget.model_budget_require_for_submit(owner_id=owner.pk)
+        model_budget.model_budget_require_for_submit(owner=owner)
     jobs = [job for job, _ in prepared]
-    cap = settings.JOB_MAX_UNFINISHED_PER_CLIENT
+    cap = client_limit(client=owner, limit="max_unfinished_jobs")
     persists = any(job_type.persist_result for _, job_type in prepared)
     quota = settings.JOB_RESULT_QUOTA_BYTES_PER_CLIENT if persists else 0
     for job in jobs:

@@ -111,7 +111,8 @@ def job_start(*, job_id: uuid.UUID, dispatched_at: datetime | None = None) -> Jo
     A job of a type that persists its result does not start while its owner's persisted results
     are at or over their quota: it fails (error.type result_quota_exceeded). The quota is checked
     at submission, but the jobs accepted under it all persist when they finish: up to
-    JOB_MAX_UNFINISHED_PER_CLIENT results past it, not only the running jobs'."""
+    its cap of unfinished jobs (JOB_MAX_UNFINISHED_PER_CLIENT, or its own) results past it, not
+    only the running jobs'."""
     # Always in a transaction: every start logs its job.started event (jobs.event_log).
     now = timezone.now()
     cap, quota = settings.JOB_MAX_RUNNING_PER_CLIENT, settings.JOB_RESULT_QUOTA_BYTES_PER_CLIENT

@@ -170,9 +170,9 @@ def test_retry_after_counts_to_the_next_midnight_utc() -> None:
     sql.model_usage_add(owner.pk, day=now.date(), tokens=django_settings.MODEL_TOKENS_PER_CLIENT_PER_DAY)
 
     with pytest.raises(TooManyRequests) as refused:
-        model_budget.model_budget_require_for_submit(owner_id=owner.pk, now=now)
+        model_budget.model_budget_require_for_submit(owner=owner, now=now)
     # The next day's budget is untouched.
-    model_budget.model_budget_require_for_submit(owner_id=owner.pk, now=now + timedelta(seconds=30))
+    model_budget.model_budget_require_for_submit(owner=owner, now=now + timedelta(seconds=30))
 
     assert refused.value.headers == {"Retry-After": "30"}
     assert refused.value.details["renews_at"] == "2026-03-02T00:00:00+00:00"
