@@ -80,6 +80,29 @@ def owner_events_after(*, owner_id: uuid.UUID, after_id: int, job_name: str = ""
     return events.order_by("id")
 
 
+def owner_event_id_after(*, owner_id: uuid.UUID, after_id: int, count: int) -> int | None:
+    """The id of the owner's `count`-th event after `after_id` (None: it has fewer), read from
+    `jobevent_owner` alone: how far a read of the owner's events filtered by job name may look
+    (`owner_events_of_name`), so that it looks through `count` of them at most."""
+    owner = Subquery(Client.objects.filter(pk=owner_id).values("pk"))
+    ids = JobEvent.objects.filter(owner_id=owner, id__gt=after_id).order_by("id").values_list("id", flat=True)
+    return next(iter(ids[count - 1:count]), None)
+
+
+def owner_events_of_name(
+    *, owner_id: uuid.UUID, after_id: int, up_to: int, count: int, job_name: str
+) -> QuerySet[JobEvent]:
+    """The owner's events of `job_name` among its first `count` events after `after_id` up to the
+    id `up_to`, oldest first: those ids read from `jobevent_owner` first, then the rows they
+    name. Given the range of ids beside the owner, PostgreSQL walked the primary key (or the
+    whole table) across it, through every other client's events in the range."""
+    owner = Subquery(Client.objects.filter(pk=owner_id).values("pk"))
+    # The LIMIT also keeps the ids a subquery of their own: without one PostgreSQL joins them to
+    # the rows, and plans the range beside the owner again.
+    ids = JobEvent.objects.filter(owner_id=owner, id__gt=after_id, id__lte=up_to).order_by("id").values("id")[:count]
+    return JobEvent.objects.filter(id__in=ids, job_name=job_name).order_by("id")
+
+
 def owner_event_last_id(*, owner_id: uuid.UUID) -> int:
     """The id of the owner's latest event (0: none), where a stream opened without a
     Last-Event-ID starts.

@@ -102,7 +102,9 @@ OPERATIONS: dict[str, dict[str, Callable[..., Any]]] = {
             operation_id="stream_events",
             summary="Stream every job's events",
             description=_STREAM_RULES + "\n\nEvery event of this client's jobs from now on (or "
-            "after `Last-Event-ID`); it ends only when the API process stops (see above).",
+            "after `Last-Event-ID`); it ends only when the API process stops (see above). With "
+            "`job_name`, a heartbeat after events of other types is an `id:` line alone, the last "
+            "event it has read: a reconnect resumes from there.",
             tags=["Jobs"],
             parameters=[LAST_EVENT_ID, query_parameter("job_name", OpenApiTypes.STR, "Only jobs of this type.")],
             responses={200: _STREAM_200, **error_responses(401, 503, described=_FULL)},
