@@ -120,7 +120,9 @@ OPERATIONS: dict[str, dict[str, Callable[..., Any]]] = {
         "post": extend_schema(
             operation_id="recover_webhook_endpoint", summary="Send an endpoint's failed deliveries again",
             description="Every delivery to this endpoint that failed for good (or is held while it "
-            "was disabled) since `since` goes again, with its event's `webhook-id`.",
+            "was disabled) since `since` goes again, with its event's `webhook-id`: at most 1,000 a "
+            "call, the newest first. While it answers 1,000, call it again: the next call sends the "
+            "next ones, and none twice.",
             tags=TAGS, parameters=[ENDPOINT_ID], request=RecoverInputSerializer,
             responses={202: RecoverOutputSerializer, **error_responses(400, 401, 404)},
         ),
