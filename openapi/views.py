@@ -7,10 +7,13 @@ from typing import Any
 from django.http import HttpResponse
 from drf_spectacular.utils import extend_schema
 from drf_spectacular.views import SpectacularAPIView
+from rest_framework.renderers import BaseRenderer
 from rest_framework.request import Request
 
-# Accepted media type -> (body, Content-Type, Content-Disposition) of the answer.
-_answers: dict[str, tuple[bytes, str, str]] = {}
+# The renderer the client's Accept (or ?format=) chose -> (body, Content-Type, Content-Disposition)
+# of the answer. By renderer, not by the accepted media type: that carries whatever parameters the
+# client's Accept gave it (`; x=1`, `; x=2`, ...), one more document made and kept for each.
+_answers: dict[type[BaseRenderer], tuple[bytes, str, str]] = {}
 _making = threading.Lock()
 
 
@@ -24,20 +27,21 @@ class SchemaApi(SpectacularAPIView):
 
     @extend_schema(exclude=True)  # as drf-spectacular's own get (SERVE_INCLUDE_SCHEMA off)
     def get(self, request: Request, *args: Any, **kwargs: Any) -> HttpResponse:
-        media_type = request.accepted_media_type
-        answer = _answers.get(media_type)
+        renderer = type(request.accepted_renderer)
+        answer = _answers.get(renderer)
         if answer is None:
             with _making:  # made by one request; those arriving meanwhile take it
-                answer = _answers.get(media_type)
+                answer = _answers.get(renderer)
                 if answer is None:
-                    answer = _answers[media_type] = self._made(request, *args, **kwargs)
+                    answer = _answers[renderer] = self._made(request, *args, **kwargs)
         body, content_type, disposition = answer
         return HttpResponse(body, content_type=content_type, headers={"Content-Disposition": disposition})
 
     def _made(self, request: Request, *args: Any, **kwargs: Any) -> tuple[bytes, str, str]:
         response = super().get(request, *args, **kwargs)
-        response.accepted_renderer = request.accepted_renderer
-        response.accepted_media_type = request.accepted_media_type
+        renderer = request.accepted_renderer
+        response.accepted_renderer = renderer
+        response.accepted_media_type = renderer.media_type  # as any client of this renderer gets it
         response.renderer_context = self.get_renderer_context()
         response.render()
         return response.content, response["Content-Type"], response["Content-Disposition"]
