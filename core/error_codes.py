@@ -151,8 +151,8 @@ ERROR_CODES: dict[str, ErrorCode] = {
         "(`details.max_endpoints`).", "Delete one first.",
     ),
     "idempotency_key_reused": ErrorCode(
-        422, "This `Idempotency-Key` came with another body, or to another endpoint, within "
-        "`IDEMPOTENCY_KEY_TTL_SECONDS` (24 h by default).",
+        422, "This `Idempotency-Key` came with another body, another `Cancel-After`, or to another "
+        "endpoint, within `IDEMPOTENCY_KEY_TTL_SECONDS` (24 h by default).",
         "Use a new key for a new request; the first request's job is unchanged.",
     ),
     # 429: too much at once; each with `Retry-After`.

@@ -11,7 +11,7 @@ from rest_framework.views import APIView
 
 from core.errors import ApplicationError
 from core.pagination import NewestFirstCursorPagination
-from jobs import inputs, selectors, submission, transitions, waiting
+from jobs import idempotency, inputs, selectors, submission, transitions, waiting
 from jobs.models import FINAL_WEBHOOK_EVENTS, IdempotencyKey, Job
 from jobs.registry import job_types_all
 from jobs.serializers import (
@@ -99,11 +99,13 @@ class JobListCreateApi(APIView):
         # Every header is read before the job is stored: nothing after the commit may fail the
         # request, or a client retrying the error would submit the job twice.
         wait_seconds = inputs.prefer_wait(request)
+        cancel_after = inputs.cancel_after(request)
         job, _ = submission.job_submit(
             owner=request.user,
-            request=inputs.submission_of(request.data, cancel_after=inputs.cancel_after(request)),
+            request=inputs.submission_of(request.data, cancel_after=cancel_after),
             idempotency_key=_idempotency_key(request),
             request_body=request.data,
+            request_headers=idempotency.request_headers(cancel_after=cancel_after),
         )
         try:
             job, headers = _waited(request, job, wait_seconds)
@@ -128,11 +130,13 @@ class JobBatchCreateApi(APIView):
         return inputs.batch_size(request)
 
     def post(self, request: Request) -> Response:
+        cancel_after = inputs.cancel_after(request)
         jobs, _ = submission.jobs_submit_batch(
             owner=request.user,
-            requests=inputs.batch_of(request.data, cancel_after=inputs.cancel_after(request)),
+            requests=inputs.batch_of(request.data, cancel_after=cancel_after),
             idempotency_key=_idempotency_key(request),
             request_body=request.data,
+            request_headers=idempotency.request_headers(cancel_after=cancel_after),
         )
         return Response({"jobs": [job_representation(job) for job in jobs]}, status=status.HTTP_202_ACCEPTED)
 

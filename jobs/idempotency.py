@@ -1,11 +1,13 @@
-"""Idempotency keys: a retried submission (one job or a batch) answers what the first made, on
-the endpoint the key was first sent to."""
+"""Idempotency keys: a retried submission (one job or a batch) answers what the first made, when
+it is the same request: to the endpoint the key was first sent to, with the same body and the
+same headers that change what it makes."""
 from __future__ import annotations
 
 import hashlib
 import json
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -20,12 +22,40 @@ from jobs import sql
 from jobs.models import IdempotencyKey, Job
 
 Endpoint = IdempotencyKey.Endpoint
+# The headers a request is compared by, with its body: those that change what it makes.
+# `Cancel-After` sets its jobs' deadline. Not `Prefer: wait`: it changes only how long the answer
+# waits for the job, so a retry that waits less (or gave up waiting) is the same request. Nor those
+# that choose the key (`Authorization`, `Idempotency-Key`) or only label the request (`X-Request-ID`).
+RequestHeaders = dict[str, float]
+
+
+@dataclass(frozen=True)
+class RequestIdentity:
+    """What a keyed submission is compared by: its endpoint, its body's fingerprint, its headers."""
+
+    endpoint: Endpoint
+    fingerprint: str
+    headers: RequestHeaders
+
+
+def request_identity(*, endpoint: Endpoint, body: Any, headers: RequestHeaders) -> RequestIdentity:
+    return RequestIdentity(endpoint=endpoint, fingerprint=request_fingerprint(body), headers=headers)
 
 
 def request_fingerprint(body: Any) -> str:
     """Requests are compared as parsed JSON: key order and white space do not matter."""
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def request_headers(*, cancel_after: timedelta | None) -> RequestHeaders:
+    """The headers a submission is compared by, as parsed: `Cancel-After: 5` and `5s` ask for
+    the same deadline, so they are the same request."""
+    return {} if cancel_after is None else {"Cancel-After": cancel_after.total_seconds()}
+
+
+def _headers_said(headers: RequestHeaders) -> str:
+    return ", ".join(f"{name}: {seconds:g}s" for name, seconds in sorted(headers.items())) or "none"
 
 
 def _in_progress() -> Conflict:
@@ -35,28 +65,36 @@ def _in_progress() -> Conflict:
     )
 
 
-def _mismatch(existing: IdempotencyKey, *, endpoint: Endpoint, fingerprint: str) -> Unprocessable | None:
-    """Why `existing` may not answer this request, or None when it may. Each endpoint reads only
+def _mismatch(existing: IdempotencyKey, request: RequestIdentity) -> Unprocessable | None:
+    """Why `existing` may not answer `request`, or None when it may. Each endpoint reads only
     its own fields of a body (`POST /api/jobs/` ignores `jobs`, the batch ignores `job_name`),
     so the same body sent to another is another request. A key saved before keys were bound to
-    their endpoint (none named) is compared by its body alone, as it was then, so that a retry
-    of a request sent before the upgrade still answers within the TTL."""
-    if existing.endpoint is not None and existing.endpoint != endpoint:
+    their endpoint (none named), or before headers were compared (no headers), is not compared
+    by what it did not keep, as it was not then, so that a retry of a request sent before the
+    upgrade still answers within the TTL."""
+    if existing.endpoint is not None and existing.endpoint != request.endpoint:
         used = Endpoint(existing.endpoint).label
         return Unprocessable(
             f"This Idempotency-Key was used with a different request, to {used}; "
             "a key answers only on the endpoint it was first sent to.",
             code="idempotency_key_reused",
         )
-    if existing.fingerprint != fingerprint:
+    if existing.fingerprint != request.fingerprint:
         return Unprocessable(
             "This Idempotency-Key was used with a different request body.",
+            code="idempotency_key_reused",
+        )
+    if existing.headers is not None and existing.headers != request.headers:
+        return Unprocessable(
+            f"This Idempotency-Key was used with a request whose headers differ (then "
+            f"{_headers_said(existing.headers)}, now {_headers_said(request.headers)}); "
+            "a key answers only the request it was first sent with.",
             code="idempotency_key_reused",
         )
     return None
 
 
-def _replayed(*, owner: Client, key: str, endpoint: Endpoint, fingerprint: str) -> IdempotencyKey | None:
+def _replayed(*, owner: Client, key: str, request: RequestIdentity) -> IdempotencyKey | None:
     """The key an identical earlier request made, or None when the key is free. A key past its
     TTL is freed, and so is one without its job: the key and its jobs commit together, so such
     a row is what an earlier version of this module left when its request died between the
@@ -67,13 +105,13 @@ def _replayed(*, owner: Client, key: str, endpoint: Endpoint, fingerprint: str) 
     if not _alive(existing):
         existing.delete()
         return None
-    mismatch = _mismatch(existing, endpoint=endpoint, fingerprint=fingerprint)
+    mismatch = _mismatch(existing, request)
     if mismatch is not None:
         raise mismatch
     return existing
 
 
-def jobs_replayed(*, owner: Client, key: str, endpoint: Endpoint, request_body: Any) -> list[Job] | None:
+def jobs_replayed(*, owner: Client, key: str, request: RequestIdentity) -> list[Job] | None:
     """The jobs an identical earlier request with `key` made, if there is one (a read, no lock):
     for a repeat that the checks made before the key is looked at would refuse, because what
     they check has changed since the first request (its deadline has passed, its job type is
@@ -82,7 +120,7 @@ def jobs_replayed(*, owner: Client, key: str, endpoint: Endpoint, request_body: 
     existing = _key_get(owner=owner, key=key)
     if existing is None or not _alive(existing):
         return None
-    if _mismatch(existing, endpoint=endpoint, fingerprint=request_fingerprint(request_body)) is not None:
+    if _mismatch(existing, request) is not None:
         return None
     return _jobs_of(existing)
 
@@ -107,27 +145,27 @@ def _jobs_of(key: IdempotencyKey) -> list[Job]:
 
 
 def jobs_created_once(
-    *, owner: Client, key: str, endpoint: Endpoint, request_body: Any, create: Callable[[], list[Job]]
+    *, owner: Client, key: str, request: RequestIdentity, create: Callable[[], list[Job]]
 ) -> tuple[list[Job], bool]:
-    """`create()` the jobs of a request to `endpoint`, once per Idempotency-Key `key`: a replay
-    of the same request to the same endpoint answers the jobs the first made (created=False), in
-    their order; the same key with another body or endpoint is 422.
+    """`create()` the jobs of `request`, once per Idempotency-Key `key`: a replay of the same
+    request answers the jobs the first made (created=False), in their order; the same key with
+    another endpoint, body or headers is 422.
 
     The key is saved in the jobs' transaction, so a request that dies anywhere (its connection
     lost, its process killed) leaves neither, and the client's retry makes them. While that
     transaction runs, it holds the key's lock: a concurrent repeat answers 409 at once rather
     than wait for the first to commit (waiting, it would hold one of its process's few request
     turns, core/concurrency.py)."""
-    fingerprint = request_fingerprint(request_body)
     with transaction.atomic():
         if not sql.idempotency_key_lock_try(owner.pk, key):
             raise _in_progress()
-        replayed = _replayed(owner=owner, key=key, endpoint=endpoint, fingerprint=fingerprint)
+        replayed = _replayed(owner=owner, key=key, request=request)
         if replayed is not None:
             return _jobs_of(replayed), False
         jobs = create()
         IdempotencyKey.objects.create(
-            owner=owner, key=key, endpoint=endpoint, fingerprint=fingerprint,
+            owner=owner, key=key, endpoint=request.endpoint, fingerprint=request.fingerprint,
+            headers=request.headers,
             job=jobs[0], batch=[str(job.id) for job in jobs] if len(jobs) > 1 else None,
         )
     return jobs, True

@@ -200,8 +200,8 @@ class JobResult(models.Model):
 
 
 class IdempotencyKey(models.Model):
-    """A client's `Idempotency-Key`, the endpoint and fingerprint of the request it came with,
-    and its job."""
+    """A client's `Idempotency-Key`, the endpoint, fingerprint and headers of the request it came
+    with, and its job."""
 
     class Endpoint(models.TextChoices):
         """Where a key was first sent; it answers there only. The starter's endpoint has its own:
@@ -226,6 +226,10 @@ class IdempotencyKey(models.Model):
     batch = models.JSONField(null=True, blank=True)
     # NULL only in a row saved before keys were bound to their endpoint: it answers on any.
     endpoint = models.CharField(max_length=8, choices=Endpoint.choices, null=True, blank=True)
+    # The request's headers that change what it makes, as parsed (jobs/idempotency.py
+    # request_headers): {} when it sent none. NULL only in a row saved before they were compared:
+    # such a key is compared by its body alone.
+    headers = models.JSONField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:

@@ -207,24 +207,25 @@ def job_submit(
     request: SubmissionRequest,
     idempotency_key: str = "",
     request_body: Any = None,
+    request_headers: idempotency.RequestHeaders | None = None,
     endpoint: idempotency.Endpoint = idempotency.Endpoint.JOB,
 ) -> tuple[Job, bool]:
     """Validate and create a job; returns (job, created). A replayed idempotent request
     returns the first request's job with created=False; `endpoint` is the one the request came
-    to (the starter's has keys of its own)."""
+    to (the starter's has keys of its own), `request_headers` those that changed `request`
+    (idempotency.request_headers)."""
+    identity = idempotency.request_identity(endpoint=endpoint, body=request_body, headers=request_headers or {})
     try:
         job, job_type = job_prepare(owner=owner, request=request, now=timezone.now())
     except ApplicationError:
-        replayed = idempotency_key and idempotency.jobs_replayed(
-            owner=owner, key=idempotency_key, endpoint=endpoint, request_body=request_body
-        )
+        replayed = idempotency_key and idempotency.jobs_replayed(owner=owner, key=idempotency_key, request=identity)
         if replayed:
             return replayed[0], False
         raise
     if not idempotency_key:
         return _job_insert(owner=owner, job=job, job_type=job_type), True
     jobs, created = idempotency.jobs_created_once(
-        owner=owner, key=idempotency_key, endpoint=endpoint, request_body=request_body,
+        owner=owner, key=idempotency_key, request=identity,
         create=lambda: [_job_insert(owner=owner, job=job, job_type=job_type)],
     )
     return jobs[0], created
@@ -265,10 +266,14 @@ def jobs_submit_batch(
     requests: Sequence[SubmissionRequest | ApplicationError],
     idempotency_key: str = "",
     request_body: Any = None,
+    request_headers: idempotency.RequestHeaders | None = None,
 ) -> tuple[list[Job], bool]:
     """Validate every job of a batch as a single submission would be; all or nothing (400
     naming each bad item's index and error: an item may come already refused by the API's
     parsing). Returns (jobs in order, created)."""
+    identity = idempotency.request_identity(
+        endpoint=idempotency.Endpoint.BATCH, body=request_body, headers=request_headers or {}
+    )
     now = timezone.now()
     # Each callback host once, all within one time budget, before any job is checked.
     resolver = callback_hosts_resolve(
@@ -286,9 +291,7 @@ def jobs_submit_batch(
         except ApplicationError as exc:
             errors.append({"index": index, "code": exc.code, "message": exc.message, "details": exc.details})
     if errors:
-        replayed = idempotency_key and idempotency.jobs_replayed(
-            owner=owner, key=idempotency_key, endpoint=idempotency.Endpoint.BATCH, request_body=request_body
-        )
+        replayed = idempotency_key and idempotency.jobs_replayed(owner=owner, key=idempotency_key, request=identity)
         if replayed:
             return replayed, False
         raise InvalidBatch(
@@ -298,6 +301,6 @@ def jobs_submit_batch(
     if not idempotency_key:
         return _batch_insert(owner=owner, prepared=prepared), True
     return idempotency.jobs_created_once(
-        owner=owner, key=idempotency_key, endpoint=idempotency.Endpoint.BATCH, request_body=request_body,
+        owner=owner, key=idempotency_key, request=identity,
         create=lambda: _batch_insert(owner=owner, prepared=prepared),
     )

@@ -112,8 +112,8 @@ _ERRORS: dict[int, tuple[str, list[OpenApiExample]]] = {
         [error_example(415, "unsupported_media_type", 'Unsupported media type "text/plain" in request.')],
     ),
     422: (
-        "This Idempotency-Key was already used with a different body, or sent to another "
-        "submission endpoint. Code: `idempotency_key_reused`.",
+        "This Idempotency-Key was already used with a different body or `Cancel-After`, or sent "
+        "to another submission endpoint. Code: `idempotency_key_reused`.",
         [error_example(422, "idempotency_key_reused", "This Idempotency-Key was used with a different request body.")],
     ),
     429: (
@@ -203,10 +203,10 @@ IDEMPOTENCY_KEY = OpenApiParameter(
     "Idempotency-Key",
     OpenApiTypes.STR,
     OpenApiParameter.HEADER,
-    description="Makes a retried submission safe: within 24 h, a repeat with the same key and "
-    "the same body to the same endpoint answers 202 with the first job (or batch) and creates "
-    "nothing; with a different body, or to another submission endpoint, 422; while the first is "
-    "still being processed, 409. Up to 255 characters.",
+    description="Makes a retried submission safe: within 24 h, a repeat with the same key, body and "
+    "`Cancel-After` to the same endpoint answers 202 with the first job (or batch) and creates nothing "
+    "(`Prefer: wait` may differ); with another body or `Cancel-After`, or to another submission "
+    "endpoint, 422; while the first is still being processed, 409. Up to 255 characters.",
 )
 JOB_ID = OpenApiParameter("job_id", OpenApiTypes.UUID, OpenApiParameter.PATH)
 CANCEL_AFTER = OpenApiParameter(
