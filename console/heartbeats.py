@@ -29,7 +29,8 @@ _unrecorded = logs.Occasional(logger)
 _stop = threading.Event()
 _thread: threading.Thread | None = None
 # When this process's worker run started: its heartbeats and its shutdown mark name the run by it.
-# By this host's clock; the beats and the mark are stamped by the database's (services.worker_seen).
+# By this host's clock; the beats, the mark and its time up are stamped by the database's
+# (services.worker_seen).
 _started_at: datetime | None = None
 
 

@@ -12,7 +12,11 @@ class WorkerHeartbeat(models.Model):
     queues = models.JSONField(default=list)
     concurrency = models.PositiveIntegerField(default=0)
     pid = models.PositiveIntegerField(default=0)
+    # When its run started, by its host's clock: names the run (console/services.py).
     started_at = models.DateTimeField()
+    # When the database recorded the run's first beat, by the database's clock: the console's
+    # "up for". NULL only in a row of a run that started before it was kept.
+    up_since = models.DateTimeField(null=True, blank=True)
     seen_at = models.DateTimeField()
     # Set when it shut down cleanly; a worker that stopped reporting without it was lost.
     stopped_at = models.DateTimeField(null=True, blank=True)

@@ -136,23 +136,29 @@ class WorkerRow:
     worker: WorkerHeartbeat
     state: str  # "up", "stopped" (shut down cleanly) or "lost" (stopped reporting)
     silent_for: timedelta  # since its last beat (or its shutdown mark)
+    up_for: timedelta  # since its run's first beat
 
 
 def workers_seen() -> list[WorkerRow]:
     """The workers heard from in the last hour, each with its state, judged by the database's
     clock, which stamps their beats (console/services.py worker_seen): not this process's, nor
-    the worker host's, so that no skew between hosts shows a worker lost or keeps one up."""
+    the worker host's, so that no skew between hosts shows a worker lost or keeps one up, or
+    up for longer or shorter than it is. A run that started before `up_since` was kept (a worker
+    not yet upgraded) is up since its `started_at`, by its host's clock, as it was."""
     rows = []
-    workers = WorkerHeartbeat.objects.filter(seen_at__gte=Now() - WINDOW).annotate(silent_for=Now() - F("seen_at"))
+    workers = WorkerHeartbeat.objects.filter(seen_at__gte=Now() - WINDOW).annotate(
+        silent_for=Now() - F("seen_at"), up_for=Now() - Coalesce("up_since", "started_at"),
+    )
     for worker in workers.order_by("hostname"):
         silent_for: timedelta = worker.silent_for  # type: ignore[attr-defined]  # the annotation
+        up_for: timedelta = worker.up_for  # type: ignore[attr-defined]  # the annotation
         if worker.stopped_at is not None:
             state = "stopped"
         elif silent_for.total_seconds() > LOST_AFTER_SECONDS:
             state = "lost"
         else:
             state = "up"
-        rows.append(WorkerRow(worker, state, silent_for))
+        rows.append(WorkerRow(worker, state, silent_for, up_for))
     return rows
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from django.db.models import Q
+from django.db.models import Case, F, Q, When
 from django.db.models.functions import Now
 
 from console.models import WorkerHeartbeat
@@ -30,18 +30,24 @@ def worker_seen(*, hostname: str, queues: list[str], concurrency: int, pid: int,
     reader judges it by too (console/selectors.py): by the worker host's, a host minutes behind
     showed its workers lost and their queues without a consumer, and one ahead kept a dead one up
     for as long. `started_at` is by the worker's clock: it names the run (worker_stopped), and
-    orders two runs of one name, on one host as a rule."""
+    orders two runs of one name, on one host as a rule. How long the run is up is counted from
+    its first beat the row records (`up_since`), by the database's clock too: from `started_at`,
+    a worker just started on a host 10 minutes behind showed "up for 10 min"."""
     fields = {"queues": queues, "concurrency": concurrency, "pid": pid, "started_at": started_at,
               "seen_at": Now(), "stopped_at": None}
     this_run_stopped = Q(started_at=started_at, stopped_at__isnull=False)
     newer_run_up = Q(started_at__gt=started_at, stopped_at__isnull=True,
                      seen_at__gte=Now() - timedelta(seconds=LOST_AFTER_SECONDS))
+    # A run that takes the row over (a restart's first beat; an older run's once the newer one is
+    # gone) is up since this beat; the row's own run keeps the time of its first.
+    up_since = Case(When(started_at=started_at, then=F("up_since")), default=Now())
     # One conditional UPDATE: a mark or a newer run's beat that commits while it waits for the
     # row is seen.
-    reported = WorkerHeartbeat.objects.filter(hostname=hostname).exclude(this_run_stopped | newer_run_up).update(**fields)
+    reported = (WorkerHeartbeat.objects.filter(hostname=hostname).exclude(this_run_stopped | newer_run_up)
+                .update(**fields, up_since=up_since))
     if not reported:
         # No row yet (made here), this run's stopped one or a newer run's (left as they are).
-        WorkerHeartbeat.objects.get_or_create(hostname=hostname, defaults=fields)
+        WorkerHeartbeat.objects.get_or_create(hostname=hostname, defaults={**fields, "up_since": Now()})
     WorkerHeartbeat.objects.filter(seen_at__lt=Now() - FORGET_AFTER).delete()
 
 

@@ -115,8 +115,9 @@ def seed() -> Seeded:
         ("webhooks@seeded", ["maintenance", "webhooks"], now - timedelta(minutes=5), None),
         ("jobs_long@seeded", ["jobs_long"], now - timedelta(minutes=10), now - timedelta(minutes=10)),
     ):
+        started = now - timedelta(hours=1, minutes=-5)
         WorkerHeartbeat.objects.update_or_create(hostname=name, defaults={
-            "queues": queues, "concurrency": 2, "pid": 4242, "started_at": now - timedelta(hours=1, minutes=-5),
+            "queues": queues, "concurrency": 2, "pid": 4242, "started_at": started, "up_since": started,
             "seen_at": seen, "stopped_at": stopped})
     return Seeded(client=client, oldest_pending=oldest, longest_running=longest, failed=failed,
                   failing_delivery=failing, disabled=disabled)

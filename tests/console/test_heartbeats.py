@@ -159,6 +159,49 @@ def test_a_worker_on_a_host_whose_clock_runs_behind_is_up(monkeypatch: pytest.Mo
         heartbeats.worker_stopping(sender=worker)
 
 
+def test_a_worker_just_started_on_a_host_whose_clock_runs_behind_is_up_for_seconds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given a worker on a host whose clock runs 10 minutes behind the database's
+    _clock_of_its_host(monkeypatch, -timedelta(minutes=10))
+    worker = _worker()
+
+    # When it has just started and reported
+    _started(worker)
+
+    # Then the console shows it up for seconds, not for the 10 minutes its clock is behind
+    try:
+        assert _console_row()[-2] in {"0 s", "1 s"}, _console_row()
+    finally:
+        heartbeats.worker_stopping(sender=worker)
+
+
+def test_a_run_is_up_since_its_first_beat_and_a_restart_since_its_own() -> None:
+    # Given a run whose first beat the database recorded 5 minutes ago
+    run = {"hostname": HOSTNAME, "queues": ["jobs"], "concurrency": 2, "pid": 4242}
+    started = timezone.now()
+    services.worker_seen(**run, started_at=started)
+    WorkerHeartbeat.objects.filter(hostname=HOSTNAME).update(up_since=Now() - timedelta(minutes=5))
+
+    # When it beats again, it is still up for 5 minutes
+    services.worker_seen(**run, started_at=started)
+    assert _console_row()[-2].startswith("5 min"), _console_row()
+
+    # When the worker restarts (a new run of its name) and reports, it is up for seconds
+    services.worker_seen(**{**run, "pid": 4343}, started_at=timezone.now())
+    assert _console_row()[-2] in {"0 s", "1 s"}, _console_row()
+
+
+def test_a_run_reported_before_up_since_was_kept_is_up_since_its_start() -> None:
+    # Given the row of a worker not yet upgraded, which started 5 minutes ago by its clock
+    services.worker_seen(hostname=HOSTNAME, queues=["jobs"], concurrency=2, pid=4242,
+                         started_at=timezone.now() - timedelta(minutes=5))
+    WorkerHeartbeat.objects.filter(hostname=HOSTNAME).update(up_since=None)
+
+    # Then the console counts its time up from its start, as it did
+    assert _console_row()[-2].startswith("5 min"), _console_row()
+
+
 def test_a_worker_on_a_host_whose_clock_runs_ahead_is_lost_once_it_is_silent(monkeypatch: pytest.MonkeyPatch) -> None:
     # Given a worker on a host whose clock runs 10 minutes ahead of the database's, that has
     # reported, and a worker taken for lost after 1 s of silence rather than 30
