@@ -76,7 +76,7 @@ class OperatorGauges(Collector):
         failing = _gauge("jobapi_webhook_failing_receivers",
                          "Receivers (callback hosts) with deliveries retrying after a failure, or given up on "
                          "in the last hour (which ones: /console/).")
-        failing.add_metric([], len(receivers.receivers_failing(now=now)))
+        failing.add_metric([], receivers.receivers_failing_count(now=now))
         yield failing
         totals = disabled_endpoints.disabled_totals()
         disabled = _gauge("jobapi_webhook_disabled_endpoints",

@@ -1,33 +1,57 @@
 """Receivers whose deliveries fail: those with deliveries retrying after a failed attempt, or
 given up on in the last hour, each with its last error.
 
-A receiver is a registered endpoint, or the host of a job's own callback URL (`receiver_of`).
-The row links to the endpoint's admin page (disabling it is an action there), or to the
-deliveries' list filtered to the callback's host.
+A receiver is a registered endpoint, or the host of a job's own callback URL. The row links to
+the endpoint's admin page (disabling it is an action there), or to the deliveries' list filtered
+to the callback's host.
+
+A refresh costs two queries whatever the number of failing deliveries and receivers: the
+database counts every failing delivery by receiver (from the partial indexes delivery_failed and
+delivery_due), so one noisy receiver's thousands of failures neither hide another's nor are
+capped; then the last error of each receiver shown is read from its newest failing delivery.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
 from urllib.parse import urlsplit
+from uuid import UUID
 
-from django.db.models import OuterRef, QuerySet, Subquery
+from django.db.models import (
+    Case,
+    Count,
+    Max,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+    Value,
+    When,
+)
+from django.db.models.functions import Concat, Lower, Replace, StrIndex, Substr
 from django.urls import reverse
 from django.utils.http import urlencode
 
 from console.selectors import WINDOW
-from webhooks.models import Delivery, DeliveryAttempt, Endpoint
+from webhooks.models import Delivery, DeliveryAttempt
 
 State = Delivery.State
-# The most deliveries of each kind (retrying, given up on) read per refresh: the newest.
-SCAN_LIMIT = 500
+# The receivers the console lists, the most failures first.
+TOP = 50
 
 
-def receiver_of(delivery: Delivery) -> str:
-    host = urlsplit(delivery.url).hostname or "(no host)"
-    if delivery.endpoint_id is not None:
-        return f"{host} (endpoint {str(delivery.endpoint_id)[:8]})"
-    return host
+def _authority() -> Case:
+    """A callback URL's host[:port], lowercased (empty for an endpoint's delivery, which its
+    endpoint names). The URL was checked when it was given (core/http.py url_parse): http or
+    https, no credentials, no spaces, so the host runs from '://' to the first '/', '?' or '#'."""
+    rest = Substr("url", StrIndex("url", Value("://")) + 3)
+    rest = Replace(Replace(rest, Value("?"), Value("/")), Value("#"), Value("/"))
+    authority = Lower(Substr(rest, 1, StrIndex(Concat(rest, Value("/")), Value("/")) - 1))
+    return Case(When(endpoint__isnull=True, then=authority), default=Value(""))
+
+
+def _host(authority: str) -> str:
+    return urlsplit(f"//{authority}").hostname or "(no host)"
 
 
 @dataclass
@@ -35,6 +59,7 @@ class ReceiverRow:
     receiver: str
     retrying: int = 0
     failed: int = 0
+    # Its newest failing delivery's: the last error, when that attempt started, and the delivery.
     last_error: str = ""
     last_attempt_at: datetime | None = None
     last_delivery_id: int | None = None
@@ -46,15 +71,66 @@ class ReceiverRow:
         return reverse("admin:webhooks_delivery_change", args=[self.last_delivery_id]) if self.last_delivery_id else ""
 
 
-def _with_last_attempt(deliveries: QuerySet[Delivery]) -> QuerySet[Delivery]:
-    last = DeliveryAttempt.objects.filter(delivery=OuterRef("pk")).order_by("-number")
-    return deliveries.annotate(
+@dataclass(frozen=True)
+class Failing:
+    # The receivers with the most failures, at most TOP of them.
+    top: list[ReceiverRow]
+    # Every failing receiver's count, shown or not.
+    receivers: int
+
+    @property
+    def more(self) -> int:
+        return self.receivers - len(self.top)
+
+
+@dataclass
+class _Count:
+    endpoint_id: UUID | None
+    host: str
+    retrying: int = 0
+    failed: int = 0
+    newest: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.retrying + self.failed
+
+
+def _failing(*, now: datetime) -> QuerySet[Delivery]:
+    """Given up on in the last hour, or pending after a failed attempt: one made and not in
+    flight (no claim), or more than one (the one in flight is a retry)."""
+    retrying = Q(state=State.PENDING, attempt_count__gte=2) | Q(
+        state=State.PENDING, attempt_count=1, claim_token__isnull=True)
+    return Delivery.objects.filter(Q(state=State.FAILED, finished_at__gte=now - WINDOW) | retrying)
+
+
+def _counts(*, now: datetime) -> list[_Count]:
+    """Every failing receiver's counts, the most failures first (then the newest failure). A
+    callback host's deliveries are counted by host and port in the database and merged here."""
+    rows = (
+        _failing(now=now).values_list("endpoint", _authority())
+        .annotate(failed=Count("pk", filter=Q(state=State.FAILED)), retrying=Count("pk", filter=Q(state=State.PENDING)),
+                  newest=Max("pk"))
+        .order_by()
+    )
+    counts: dict[UUID | str, _Count] = {}
+    for endpoint_id, authority, failed, retrying, newest in rows:
+        host = "" if endpoint_id is not None else _host(authority)
+        row = counts.setdefault(endpoint_id or host, _Count(endpoint_id, host))
+        row.failed += failed
+        row.retrying += retrying
+        row.newest = max(row.newest, newest)
+    return sorted(counts.values(), key=lambda row: (-row.total, -row.newest))
+
+
+def _newest_with_last_attempt(ids: list[int]) -> dict[int, Delivery]:
+    last = DeliveryAttempt.objects.filter(delivery=OuterRef("pk"), finished_at__isnull=False).order_by("-number")
+    return Delivery.objects.filter(pk__in=ids).only("id", "url", "endpoint_id").annotate(
         last_error=Subquery(last.values("error")[:1]),
         last_status=Subquery(last.values("status_code")[:1]),
         last_body=Subquery(last.values("response_body")[:1]),
         last_started=Subquery(last.values("started_at")[:1]),
-        last_finished=Subquery(last.values("finished_at")[:1]),
-    )
+    ).in_bulk()
 
 
 def _error_text(delivery: Delivery) -> str:
@@ -65,28 +141,32 @@ def _error_text(delivery: Delivery) -> str:
     return f"HTTP {delivery.last_status}" + (f": {body}" if body else "")  # type: ignore[attr-defined]
 
 
-def receivers_failing(*, now: datetime) -> list[ReceiverRow]:
-    """Receivers with failing deliveries, the most failures first."""
-    failed = Delivery.objects.filter(state=State.FAILED, finished_at__gte=now - WINDOW).order_by("-finished_at")
-    pending = Delivery.objects.filter(state=State.PENDING, attempt_count__gte=1).order_by("-next_attempt_at")
-    rows: dict[str, ReceiverRow] = {}
-    for kind, deliveries in (("failed", failed), ("retrying", pending)):
-        for delivery in _with_last_attempt(deliveries)[:SCAN_LIMIT]:
-            if kind == "retrying" and delivery.last_finished is None:  # type: ignore[attr-defined]
-                continue  # its first attempt is still in flight: nothing failed yet
-            key = receiver_of(delivery)
-            row = rows.setdefault(key, ReceiverRow(
-                receiver=key,
-                # An endpoint's own page (disable and enable are actions there); a callback
-                # host's deliveries.
-                admin_url=reverse("admin:webhooks_endpoint_change", args=[delivery.endpoint_id])
-                if delivery.endpoint_id is not None and Endpoint.objects.filter(pk=delivery.endpoint_id).exists()
-                else reverse("admin:webhooks_delivery_changelist") + "?" + urlencode(
-                    {"q": urlsplit(delivery.url).hostname or ""}),
-            ))
-            setattr(row, kind, getattr(row, kind) + 1)
-            started = delivery.last_started  # type: ignore[attr-defined]
-            if started is not None and (row.last_attempt_at is None or started > row.last_attempt_at):
-                row.last_attempt_at, row.last_delivery_id = started, delivery.pk
-                row.last_error = _error_text(delivery)
-    return sorted(rows.values(), key=lambda row: (-(row.failed + row.retrying), row.receiver))
+def _row(count: _Count, delivery: Delivery) -> ReceiverRow:
+    host = urlsplit(delivery.url).hostname or "(no host)"
+    if count.endpoint_id is not None:
+        # An endpoint's own page (disable and enable are actions there).
+        receiver = f"{host} (endpoint {str(count.endpoint_id)[:8]})"
+        admin_url = reverse("admin:webhooks_endpoint_change", args=[count.endpoint_id])
+    else:
+        receiver = count.host
+        admin_url = reverse("admin:webhooks_delivery_changelist") + "?" + urlencode({"q": count.host})
+    return ReceiverRow(
+        receiver=receiver, retrying=count.retrying, failed=count.failed, admin_url=admin_url,
+        last_error=_error_text(delivery) if delivery.last_started else "",  # type: ignore[attr-defined]
+        last_attempt_at=delivery.last_started, last_delivery_id=delivery.pk,  # type: ignore[attr-defined]
+    )
+
+
+def receivers_failing_count(*, now: datetime) -> int:
+    """How many receivers have failing deliveries (/metrics' jobapi_webhook_failing_receivers)."""
+    return len(_counts(now=now))
+
+
+def receivers_failing(*, now: datetime, limit: int = TOP) -> Failing:
+    """The `limit` receivers with the most failing deliveries, each with its exact counts and
+    its newest failing delivery's last error, and how many receivers fail in all."""
+    counts = _counts(now=now)
+    top = counts[:limit]
+    newest = _newest_with_last_attempt([count.newest for count in top])
+    return Failing(top=[_row(count, newest[count.newest]) for count in top if count.newest in newest],
+                   receivers=len(counts))

@@ -58,6 +58,26 @@ def _delivery(client: Client, url: str, state: str, *, age: timedelta, error: st
     return delivery
 
 
+def failing_deliveries(client: Client, url: str, *, failed: int, retrying: int, age: timedelta,
+                       endpoint: Endpoint | None = None, status_code: int = 503) -> None:
+    """`failed` deliveries to `url` given up on `age` ago and `retrying` waiting for their second
+    attempt (the newer the failure, the later the retry), each with one failed attempt: in bulk,
+    for receivers with thousands of failures."""
+    now = timezone.now()
+    event = Event.objects.create(owner=client, subject_id=uuid.uuid4(), event_type="job.succeeded", body=b"{}")
+    deliveries = Delivery.objects.bulk_create([
+        Delivery(event=event, owner=client, subject_id=event.subject_id, endpoint=endpoint, url=url, state=state,
+                 attempt_count=1, created_at=now - age, finished_at=None if state == Delivery.State.PENDING else now - age,
+                 next_attempt_at=now + timedelta(hours=1) - age if state == Delivery.State.PENDING else None)
+        for state in [Delivery.State.FAILED] * failed + [Delivery.State.PENDING] * retrying
+    ])
+    DeliveryAttempt.objects.bulk_create([
+        DeliveryAttempt(delivery=delivery, endpoint_id=endpoint.pk if endpoint else None, number=1,
+                        started_at=now - age, finished_at=now - age, duration_ms=12, status_code=status_code)
+        for delivery in deliveries
+    ])
+
+
 def _endpoint(client: Client, url: str, reason: str, *, age: timedelta, held: int) -> Endpoint:
     now = timezone.now()
     endpoint = Endpoint.objects.create(owner=client, url=url, enabled=False, disabled_reason=reason,

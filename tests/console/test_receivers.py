@@ -1,0 +1,93 @@
+"""The console's receivers with failing deliveries: every one counted exactly, however many
+failures one of them has, the most failing listed, and a refresh's queries bounded."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.contrib.auth.models import User
+from django.db import connection
+from django.test import Client as BrowserClient
+from django.test.utils import CaptureQueriesContext
+from prometheus_client.parser import text_string_to_metric_families
+
+from console.receivers import TOP
+from core.services import client_create
+from tests.console.seed import failing_deliveries
+from tests.console.test_console_page import (
+    _figures,
+    _page_queries,
+    row_of,
+    section,
+    text,
+)
+from webhooks.models import Endpoint
+
+pytestmark = pytest.mark.django_db
+
+# More failures of each kind than the console once read (the newest 500 of each).
+NOISY = 600
+
+
+@pytest.fixture
+def staff() -> BrowserClient:
+    browser = BrowserClient()
+    browser.force_login(User.objects.create_user("operator", is_staff=True, is_superuser=True))
+    return browser
+
+
+def failing_receivers_metric() -> float:
+    response = BrowserClient().get("/metrics", HTTP_AUTHORIZATION="Bearer test-metrics-token")
+    assert response.status_code == 200
+    samples = [s for family in text_string_to_metric_families(response.content.decode()) for s in family.samples]
+    return next(s.value for s in samples if s.name == "jobapi_webhook_failing_receivers")
+
+
+def test_a_noisy_receiver_hides_no_other_and_every_count_is_exact(staff: BrowserClient) -> None:
+    # Given a quiet callback host and a quiet endpoint that failed a while ago, and a noisy host
+    # failing since, more often than the console once read
+    client = client_create(name="acme")
+    endpoint = Endpoint.objects.create(owner=client, url="https://quiet-endpoint.example/in")
+    failing_deliveries(client, "https://quiet.example/hook", failed=2, retrying=1, age=timedelta(minutes=20))
+    failing_deliveries(client, endpoint.url, endpoint=endpoint, failed=1, retrying=0, age=timedelta(minutes=30),
+                       status_code=410)
+    failing_deliveries(client, "https://NOISY.example:8443/jobs?id=1", failed=NOISY, retrying=NOISY,
+                       age=timedelta(minutes=1))
+
+    # When an operator looks at the console, and Prometheus at /metrics
+    receivers = section(_figures(staff), "receivers")
+
+    # Then each receiver is there with its exact counts (retrying, given up), the noisiest first
+    assert row_of(receivers, "quiet.example")[1:4] == ["1", "2", "HTTP 503"]
+    assert row_of(receivers, f"quiet-endpoint.example (endpoint {str(endpoint.pk)[:8]})")[1:4] == ["0", "1", "HTTP 410"]
+    assert row_of(receivers, "noisy.example")[1:4] == [str(NOISY), str(NOISY), "HTTP 503"]
+    assert text(receivers).index("noisy.example") < text(receivers).index("quiet.example")
+    assert "more receiver" not in receivers
+    assert failing_receivers_metric() == 3
+
+
+def test_the_list_is_the_most_failing_and_a_refresh_reads_as_many_queries_for_any_number(
+    staff: BrowserClient,
+) -> None:
+    # Given two failing receivers, and the queries a refresh makes then
+    client = client_create(name="acme")
+    failing_deliveries(client, "https://first.example/hook", failed=3, retrying=2, age=timedelta(minutes=5))
+    failing_deliveries(client, "https://second.example/hook", failed=4, retrying=0, age=timedelta(minutes=5))
+    with CaptureQueriesContext(connection) as few:
+        _figures(staff)
+
+    # When TOP + 10 more receivers, endpoints, fail once each
+    for n in range(TOP + 10):
+        endpoint = Endpoint.objects.create(owner=client, url=f"https://once-{n}.example/hook")
+        failing_deliveries(client, endpoint.url, endpoint=endpoint, failed=1, retrying=0, age=timedelta(seconds=n))
+    with CaptureQueriesContext(connection) as many:
+        receivers = section(_figures(staff), "receivers")
+
+    # Then the page lists TOP of them, the two failing most first, says how many more there
+    # are, and the refresh made no more queries than before; the metric counts them all
+    assert receivers.count("<tr>") == 1 + TOP
+    assert text(receivers).index("first.example") < text(receivers).index("second.example") < text(
+        receivers).index("once-")
+    assert "And 12 more receivers, with fewer failures" in text(receivers)
+    assert _page_queries(many) == _page_queries(few)
+    assert failing_receivers_metric() == TOP + 12
