@@ -58,10 +58,12 @@ def model_from_row(model: type[M], row: Sequence[Any], alias: str = "default") -
 def insert_values(instance: Model, alias: str = "default", *, exclude: str = "") -> tuple[str, list[Any]]:
     """The quoted columns an INSERT of `instance` writes (every concrete field but a
     database-made key and the field named `exclude`, which the statement fills itself) and
-    their values, each prepared by its field as `save()` would."""
+    their values, each prepared by its field as `save()` would. A field with a database default
+    is written too, as `save()` writes it (its `db_returning` says only that it is read back)."""
     connection = connections[alias]
     fields = [
-        field for field in instance._meta.concrete_fields if not field.db_returning and field.name != exclude
+        field for field in instance._meta.concrete_fields
+        if field is not instance._meta.auto_field and field.name != exclude
     ]
     values = [field.get_db_prep_save(field.pre_save(instance, True), connection) for field in fields]
     return ", ".join(connection.ops.quote_name(field.column) for field in fields), values

@@ -147,6 +147,11 @@ class Delivery(models.Model):
         Endpoint, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", db_index=False
     )
     url = models.CharField(max_length=2000)
+    # A callback_url's host and port, lowercased: the receiver the console counts its failures
+    # under, read without parsing every failing delivery's URL. Empty for an endpoint's delivery
+    # (its endpoint is its receiver), and for a callback's made before migration 0011. A
+    # database default too: the previous release's processes insert deliveries without it.
+    authority = models.CharField(max_length=2000, blank=True, default="", db_default="")
     state = models.CharField(max_length=20, choices=State.choices, default=State.PENDING)
     redelivery = models.BooleanField(default=False)
     attempt_count = models.PositiveIntegerField(default=0)

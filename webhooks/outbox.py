@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import transaction
@@ -33,6 +34,11 @@ def event_body(*, event_type: str, data: Any, at: datetime) -> bytes:
         "data": data,
     }
     return json.dumps(document, cls=DjangoJSONEncoder, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def callback_authority(url: str) -> str:
+    """What `Delivery.authority` holds for a delivery to the callback URL `url`."""
+    return urlsplit(url).netloc.lower()
 
 
 def endpoint_slots(*, endpoint_id: uuid.UUID, count: int, now: datetime) -> list[datetime]:
@@ -81,8 +87,8 @@ def event_record(
         created_at=now,
     )
     deliveries = [
-        Delivery(owner_id=owner_id, subject_id=subject_id, url=callback_url, next_attempt_at=now,
-                 dispatched_at=now, created_at=now)
+        Delivery(owner_id=owner_id, subject_id=subject_id, url=callback_url,
+                 authority=callback_authority(callback_url), next_attempt_at=now, dispatched_at=now, created_at=now)
     ] if callback_url else []
     for endpoint in endpoints:
         due = endpoint_slots(endpoint_id=endpoint.pk, count=1, now=now)[0] if endpoint.rate_limit_per_second else now
@@ -139,6 +145,7 @@ def delivery_redeliver(
             owner_id=owner_id,
             subject_id=subject_id,
             url=callback_url,
+            authority=callback_authority(callback_url),
             redelivery=True,
             next_attempt_at=now,
             dispatched_at=now,

@@ -2,6 +2,7 @@
 failures one of them has, the most failing listed, and a refresh's queries bounded."""
 from __future__ import annotations
 
+import uuid
 from datetime import timedelta
 
 import pytest
@@ -9,6 +10,7 @@ from django.contrib.auth.models import User
 from django.db import connection
 from django.test import Client as BrowserClient
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
 from console.receivers import TOP
@@ -21,7 +23,8 @@ from tests.console.test_console_page import (
     section,
     text,
 )
-from webhooks.models import Endpoint
+from webhooks.models import Delivery, DeliveryAttempt, Endpoint
+from webhooks.outbox import event_record
 
 pytestmark = pytest.mark.django_db
 
@@ -53,6 +56,9 @@ def test_a_noisy_receiver_hides_no_other_and_every_count_is_exact(staff: Browser
                        status_code=410)
     failing_deliveries(client, "https://NOISY.example:8443/jobs?id=1", failed=NOISY, retrying=NOISY,
                        age=timedelta(minutes=1))
+    # (those failed given their authority, as the service does since migration 0011, the rest
+    # made before it)
+    Delivery.objects.filter(state=Delivery.State.FAILED, url__contains="NOISY").update(authority="noisy.example:8443")
 
     # When an operator looks at the console, and Prometheus at /metrics
     receivers = section(_figures(staff), "receivers")
@@ -91,3 +97,24 @@ def test_the_list_is_the_most_failing_and_a_refresh_reads_as_many_queries_for_an
     assert "And 12 more receivers, with fewer failures" in text(receivers)
     assert _page_queries(many) == _page_queries(few)
     assert failing_receivers_metric() == TOP + 12
+
+
+def test_a_callbacks_deliveries_carry_its_host_and_port_which_the_console_counts_them_by(
+    staff: BrowserClient,
+) -> None:
+    # Given an event for a job with a callback URL, whose delivery is given up on
+    client = client_create(name="acme")
+    event_record(owner_id=client.pk, subject_id=uuid.uuid4(), event_type="job.failed", data={},
+                 callback_url="https://Hooks.Example:8443/in?token=t#x", publish=False)
+    delivery = Delivery.objects.get(owner_id=client.pk)
+    now = timezone.now()
+    Delivery.objects.filter(pk=delivery.pk).update(state=Delivery.State.FAILED, attempt_count=1, finished_at=now)
+    DeliveryAttempt.objects.create(delivery=delivery, number=1, started_at=now, finished_at=now, error="refused")
+
+    # When an operator looks at the console
+    receivers = section(_figures(staff), "receivers")
+
+    # Then the delivery was made with its host and port, and is counted under its host alone
+    assert Delivery.objects.get(pk=delivery.pk).authority == "hooks.example:8443"
+    assert row_of(receivers, "hooks.example")[1:4] == ["0", "1", "refused"]
+    assert "token" not in text(receivers)
