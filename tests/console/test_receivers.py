@@ -118,3 +118,27 @@ def test_a_callbacks_deliveries_carry_its_host_and_port_which_the_console_counts
     assert Delivery.objects.get(pk=delivery.pk).authority == "hooks.example:8443"
     assert row_of(receivers, "hooks.example")[1:4] == ["0", "1", "refused"]
     assert "token" not in text(receivers)
+
+
+def test_a_first_attempt_in_flight_is_no_failure_and_a_retry_in_flight_still_is(staff: BrowserClient) -> None:
+    # Given two receivers each with one delivery being sent right now: one its first attempt,
+    # the other its second, after a failed first
+    client = client_create(name="acme")
+    failing_deliveries(client, "https://first-try.example/in", failed=0, retrying=1, age=timedelta(minutes=1))
+    failing_deliveries(client, "https://second-try.example/in", failed=0, retrying=1, age=timedelta(minutes=1))
+    now = timezone.now()
+    claim = {"claim_token": uuid.uuid4(), "claimed_until": now + timedelta(minutes=1)}
+    first = Delivery.objects.get(url__contains="first-try")
+    Delivery.objects.filter(pk=first.pk).update(**claim)
+    DeliveryAttempt.objects.filter(delivery=first).update(finished_at=None, status_code=None)
+    second = Delivery.objects.get(url__contains="second-try")
+    Delivery.objects.filter(pk=second.pk).update(attempt_count=2, **claim)
+    DeliveryAttempt.objects.create(delivery=second, number=2, started_at=now)
+
+    # When an operator looks at the console
+    receivers = section(_figures(staff), "receivers")
+
+    # Then only the retry is a failing receiver's, with its failed attempt's error
+    assert "first-try.example" not in receivers
+    assert row_of(receivers, "second-try.example")[1:4] == ["1", "0", "HTTP 503"]
+    assert failing_receivers_metric() == 1
