@@ -55,7 +55,12 @@ const server = createServer((request, response) => {
     if (!seen.has(id)) {
       seen.add(id);
       const event = JSON.parse(rawBody.toString("utf8"));
-      console.log(`${event.timestamp} ${event.type} job ${event.data.id} status ${event.data.status}`);
+      if (event.type.startsWith("job.")) {
+        console.log(`${event.timestamp} ${event.type} job ${event.data.id} status ${event.data.status}`);
+      } else {
+        // an endpoint's webhook.test or endpoint.disabled: about the endpoint, not a job
+        console.log(`${event.timestamp} ${event.type} endpoint ${event.data.endpoint_id ?? event.data.id}`);
+      }
     }
     response.writeHead(200, { "Content-Type": "application/json" }).end('{"ok":true}');
   });

@@ -191,7 +191,11 @@ def main() -> None:
 
     def show(event: dict[str, Any]) -> None:
         data = event["data"]
-        print(f"{event['timestamp']} {event['type']} job {data['id']} status {data['status']}", flush=True)
+        if event["type"].startswith("job."):
+            print(f"{event['timestamp']} {event['type']} job {data['id']} status {data['status']}", flush=True)
+        else:  # an endpoint's webhook.test or endpoint.disabled: about the endpoint, not a job
+            print(f"{event['timestamp']} {event['type']} endpoint {data.get('endpoint_id', data.get('id'))}",
+                  flush=True)
 
     receiver = Receiver(host=args.host, port=args.port, secret=args.secret, on_event=show)
     print(f"Listening on {receiver.url}", flush=True)

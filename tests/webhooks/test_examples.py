@@ -1,10 +1,11 @@
-"""The Node example receiver accepts what we sign and refuses what we did not."""
+"""The example receivers accept what we sign, refuse what we did not, and take every event type."""
 from __future__ import annotations
 
 import ipaddress
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,19 +17,23 @@ from webhooks.signing import headers_sign, secret_generate
 
 REPO = Path(__file__).resolve().parents[2]
 LOOPBACK = [ipaddress.ip_network("127.0.0.0/8")]
+COMMANDS = {
+    "python": [sys.executable, str(REPO / "examples" / "receiver.py")],
+    "node": ["node", str(REPO / "examples" / "receiver.mjs")],
+}
 
 
-@pytest.fixture
-def node_receiver() -> Iterator[tuple[str, str]]:
-    if shutil.which("node") is None:
-        pytest.skip("node is not installed")
+@pytest.fixture(params=sorted(COMMANDS))
+def receiver(request: pytest.FixtureRequest) -> Iterator[tuple[str, str, subprocess.Popen[bytes]]]:
+    command = COMMANDS[request.param]
+    if shutil.which(command[0]) is None:
+        pytest.skip(f"{command[0]} is not installed")
     secret = secret_generate()
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     process = subprocess.Popen(
-        ["node", str(REPO / "examples" / "receiver.mjs"), "--host", "127.0.0.1", "--port", str(port),
-         "--secret", secret],
+        [*command, "--host", "127.0.0.1", "--port", str(port), "--secret", secret],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
@@ -36,16 +41,22 @@ def node_receiver() -> Iterator[tuple[str, str]]:
         assert process.stdout is not None
         line = process.stdout.readline().decode()
         assert "Listening" in line, line
-        yield f"http://127.0.0.1:{port}/", secret
+        yield f"http://127.0.0.1:{port}/", secret, process
     finally:
         process.terminate()
         process.wait(timeout=10)
 
 
-def test_node_receiver_verifies_our_signatures(node_receiver: tuple[str, str]) -> None:
-    url, secret = node_receiver
+def _send(url: str, secret: str, body: bytes, message_id: str) -> http.HttpResult:
+    signed = headers_sign(secrets_in_use=[secret_generate(), secret], message_id=message_id,
+                          timestamp=int(time.time()), body=body)
+    return http.post(url, body=body, headers=signed, timeout_seconds=5, allowed=LOOPBACK)
+
+
+def test_receiver_verifies_our_signatures(receiver: tuple[str, str, subprocess.Popen[bytes]]) -> None:
+    url, secret, _ = receiver
     body = b'{"type":"job.succeeded","timestamp":"2026-01-01T00:00:00Z","data":{"id":"j","status":"SUCCESS"}}'
-    signed = headers_sign(secrets_in_use=[secret_generate(), secret], message_id="msg_node",
+    signed = headers_sign(secrets_in_use=[secret_generate(), secret], message_id="msg_signed",
                           timestamp=int(time.time()), body=body)
 
     good = http.post(url, body=body, headers=signed, timeout_seconds=5, allowed=LOOPBACK)
@@ -54,3 +65,23 @@ def test_node_receiver_verifies_our_signatures(node_receiver: tuple[str, str]) -
 
     assert good.status_code == 200, good
     assert tampered.status_code == 401
+
+
+def test_receiver_takes_an_endpoints_events_not_about_a_job(
+    receiver: tuple[str, str, subprocess.Popen[bytes]],
+) -> None:
+    # An endpoint's "Send test event" (POST .../test/) carries no job: the Python receiver
+    # failed on it (no answer, so the test delivery failed) and the Node one printed "undefined".
+    url, secret, process = receiver
+    test_event = (b'{"type":"webhook.test","timestamp":"2026-01-01T00:00:00Z",'
+                  b'"data":{"endpoint_id":"e1","message":"A test event, sent on request."}}')
+    disabled = (b'{"type":"endpoint.disabled","timestamp":"2026-01-01T00:00:01Z",'
+                b'"data":{"id":"e2","url":"https://hooks.example.com/","reason":"failing"}}')
+
+    answers = [_send(url, secret, test_event, "msg_test"), _send(url, secret, disabled, "msg_disabled")]
+
+    assert [answer.status_code for answer in answers] == [200, 200], answers
+    assert process.stdout is not None
+    lines = [process.stdout.readline().decode().strip() for _ in answers]
+    assert lines == ["2026-01-01T00:00:00Z webhook.test endpoint e1",
+                     "2026-01-01T00:00:01Z endpoint.disabled endpoint e2"]
