@@ -23,7 +23,7 @@ from tests.openapi import chromium
 from tests.openapi.web import start_web, stop
 from tests.proxy import CountingProxy
 
-# Not in `make test-fast`: see the README's "Tests".
+# Not in `make test-fast`: see the README's "Two commands".
 pytestmark = pytest.mark.slow
 
 PASSWORD = "correct horse battery staple"

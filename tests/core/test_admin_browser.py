@@ -12,7 +12,7 @@ from tests.conftest import worker_env
 from tests.openapi import chromium
 from tests.openapi.web import start_web, stop
 
-# Not in `make test-fast`: see the README's "Tests".
+# Not in `make test-fast`: see the README's "Two commands".
 pytestmark = pytest.mark.slow
 
 PASSWORD = "correct horse battery staple"

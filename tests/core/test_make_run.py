@@ -16,7 +16,7 @@ import requests
 from examples.receiver import Receiver
 from tests.conftest import REPO, free_port, wait_until_up
 
-# Not in `make test-fast`: see the README's "Tests".
+# Not in `make test-fast`: see the README's "Two commands".
 pytestmark = pytest.mark.slow
 
 # Variables that would switch `make run` away from its embedded defaults.

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from tests.conftest import Api
 
-# Fuzzing: not in `make test-fast` (README, "Tests"). INPUT_FUZZ_EXAMPLES explores further.
+# Fuzzing: not in `make test-fast` (README, "Two commands"). INPUT_FUZZ_EXAMPLES explores further.
 pytestmark = pytest.mark.slow
 EXAMPLES = settings(
     max_examples=int(os.environ.get("INPUT_FUZZ_EXAMPLES", "150")), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]

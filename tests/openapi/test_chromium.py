@@ -10,7 +10,7 @@ import pytest
 
 from tests.openapi import chromium
 
-# Not in `make test-fast`: see the README's "Tests".
+# Not in `make test-fast`: see the README's "Two commands".
 pytestmark = pytest.mark.slow
 
 

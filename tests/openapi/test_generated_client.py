@@ -21,7 +21,7 @@ import pytest
 from tests.conftest import Api
 from tests.openapi.conftest import SCHEMA_FILE
 
-# Not in `make test-fast`: see the README's "Tests".
+# Not in `make test-fast`: see the README's "Two commands".
 pytestmark = pytest.mark.slow
 
 PACKAGE = "job_api_client"
