@@ -68,6 +68,11 @@ def test_make_run_serves_the_api_and_completes_a_job(tmp_path: Path) -> None:
             time.sleep(0.2)
 
         assert job["result"] == "hello world embedded"
+        # Each address the start-up message shows a newcomer answers (the API's with the key)
+        shown = re.findall(r"^  (?:API|Docs): +(http\S+)", log_path.read_text(), flags=re.MULTILINE)
+        assert len(shown) == 2, log_path.read_text()
+        for url in shown:
+            assert requests.get(url, headers=headers, timeout=10).status_code == 200, url
         [webhook] = receiver.wait_for(1)
         assert webhook.verified and webhook.event["type"] == "job.succeeded"
         assert webhook.event["data"]["id"] == job_id
