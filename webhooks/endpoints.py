@@ -12,15 +12,19 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import Exists, OuterRef, QuerySet
+from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from core.errors import ApplicationError, Conflict, NotFound
 from core.services import client_lock
 from core.timestamps import utc_iso
-from webhooks import dispatch, outbox, secrets, sending, telemetry
+from webhooks import dispatch, outbox, reschedule, secrets, sending, telemetry
 from webhooks.addresses import callback_url_validate
-from webhooks.events import DEFAULT_ENDPOINT_EVENT_TYPES, ENDPOINT_DISABLED_EVENT_TYPE, TEST_EVENT_TYPE
+from webhooks.events import (
+    DEFAULT_ENDPOINT_EVENT_TYPES,
+    ENDPOINT_DISABLED_EVENT_TYPE,
+    TEST_EVENT_TYPE,
+)
 from webhooks.models import Delivery, Endpoint
 
 State = Delivery.State
@@ -81,33 +85,11 @@ def _hold_pending(endpoint: Endpoint) -> None:
     )
 
 
-def _send_now(deliveries: QuerySet[Delivery], **changes: Any) -> None:
-    """Make `deliveries` due now (with `changes`) and hand them to the broker once committed."""
-    now = timezone.now()
-    ids = list(deliveries.values_list("pk", flat=True))
-    Delivery.objects.filter(pk__in=ids).update(next_attempt_at=now, dispatched_at=now, **changes)
-    dispatch.deliveries_publish_on_commit(delivery_ids=ids)
-
-
-def _resume_held(endpoint: Endpoint) -> None:
-    _send_now(Delivery.objects.filter(endpoint=endpoint, state=State.ENDPOINT_DISABLED), state=State.PENDING)
-
-
-def _respace(endpoint: Endpoint) -> None:
-    """The endpoint's pace changed: the deliveries waiting for their slots at the old pace (and
-    the slots after them, which new events would take) go by the new one. They fall due now,
-    and each waits for its turn when sent, as held ones do when the endpoint is enabled again;
-    one whose turn does not come soon is put back at a slot of the new pace."""
-    endpoint.next_slot_at = None
-    _send_now(Delivery.objects.filter(endpoint=endpoint, state=State.PENDING, attempt_count=0,
-                                      next_attempt_at__gt=timezone.now()))
-    transaction.on_commit(lambda: sending.endpoint_pace_reset(endpoint_id=endpoint.pk))
-
-
 def endpoint_update(*, owner_id: uuid.UUID, endpoint_id: uuid.UUID | str, **changes: Any) -> Endpoint:
     """Change what the client may change. Disabling holds the endpoint's pending deliveries
-    (state endpoint_disabled); enabling sends them again; a new URL applies to them too, and so
-    does a new pace."""
+    (state endpoint_disabled); enabling sends them again; a new pace applies to those waiting,
+    which go at it (webhooks/reschedule.py: in batches, after this request); a new URL applies
+    to them too."""
     if "url" in changes:
         _url_validate(changes["url"], owner_id)
     with transaction.atomic():
@@ -119,12 +101,14 @@ def endpoint_update(*, owner_id: uuid.UUID, endpoint_id: uuid.UUID | str, **chan
         if endpoint.enabled and not was_enabled:
             endpoint.disabled_reason, endpoint.disabled_at = "", None
             endpoint.consecutive_failures, endpoint.failing_since = 0, None
-            _resume_held(endpoint)
         elif was_enabled and not endpoint.enabled:
             endpoint.disabled_reason, endpoint.disabled_at = Endpoint.DisabledReason.CLIENT, timezone.now()
-            _hold_pending(endpoint)
-        if endpoint.rate_limit_per_second != was_rate:
-            _respace(endpoint)
+        if endpoint.rate_limit_per_second != was_rate:  # the turn last taken at the old pace ends
+            transaction.on_commit(lambda: sending.endpoint_pace_reset(endpoint_id=endpoint.pk))
+        if endpoint.enabled != was_enabled or endpoint.rate_limit_per_second != was_rate:
+            # The waiting deliveries take the endpoint's slots again from now, at its pace.
+            endpoint.next_slot_at = None
+            reschedule.endpoint_reschedule_on_commit(endpoint=endpoint)
         endpoint.save()
         if "url" in changes:
             Delivery.objects.filter(endpoint=endpoint, state__in=[State.PENDING, State.ENDPOINT_DISABLED]).update(

@@ -39,6 +39,9 @@ class Endpoint(models.Model):
     rate_limit_per_second = models.FloatField(null=True, blank=True)
     # When its next delivery may go, under rate_limit_per_second.
     next_slot_at = models.DateTimeField(null=True, blank=True)
+    # Counts changes of its pace and of enabled: the rescheduling of its waiting deliveries that
+    # an earlier change started stops at its next batch (webhooks/reschedule.py).
+    schedule_version = models.PositiveIntegerField(default=0)
     # Health: the run of failures (since its first), and the last of each outcome.
     consecutive_failures = models.PositiveIntegerField(default=0)
     failing_since = models.DateTimeField(null=True, blank=True)

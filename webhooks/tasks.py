@@ -8,7 +8,7 @@ the redelivered message (or the dispatcher) take the delivery over.
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from celery import shared_task
@@ -16,7 +16,7 @@ from django.conf import settings
 from django.db import DatabaseError
 from django.utils import timezone
 
-from webhooks import attempts, dispatch, outbox, secrets
+from webhooks import attempts, dispatch, outbox, reschedule, secrets
 
 # An attempt ends by itself within WEBHOOK_TIMEOUT_SECONDS + core.deadlines.SLACK_SECONDS,
 # however the receiver drips (core/http.py), well before its claim
@@ -55,6 +55,21 @@ def deliveries_drain() -> None:
 def deliveries_send_for_subject(previous: object = None, *, subject_id: str) -> None:
     """The tail of a job's chain: send the job's recorded events that are due."""
     attempts.deliveries_send_for_subject(subject_id=uuid.UUID(subject_id))
+
+
+@shared_task(name=reschedule.RESCHEDULE_TASK, **_SENDING)
+def endpoint_reschedule(*, endpoint_id: str, version: int, before: str, after: list[Any] | None = None) -> None:
+    """Reschedule a batch of an endpoint's waiting deliveries after its pace or enabled changed,
+    and ask for the next batch while there is one."""
+    at = datetime.fromisoformat(before)
+    position = (datetime.fromisoformat(after[0]), int(after[1])) if after else None
+    next_position = reschedule.endpoint_reschedule(
+        endpoint_id=uuid.UUID(endpoint_id), version=version, before=at, after=position
+    )
+    if next_position is not None:
+        reschedule.endpoint_reschedule_next(
+            endpoint_id=uuid.UUID(endpoint_id), version=version, before=at, after=next_position
+        )
 
 
 @shared_task(name="webhooks.deliveries_dispatch_due", ignore_result=True)

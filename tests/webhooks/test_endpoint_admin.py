@@ -10,9 +10,16 @@ from django.urls import reverse
 from django.utils import timezone
 
 from core.services import client_create
+from webhooks import reschedule
 from webhooks.models import Delivery, Endpoint, Event
 
 pytestmark = pytest.mark.django_db
+
+
+def rescheduled(endpoint: Endpoint) -> None:
+    """What the deliveries worker does once the change commits (this test's transaction never
+    does): hold or resume the endpoint's deliveries (webhooks/reschedule.py)."""
+    reschedule.endpoint_reschedule(endpoint_id=endpoint.pk, version=endpoint.schedule_version, before=timezone.now())
 
 
 def test_endpoints_are_listed_with_their_health_and_disabled_or_enabled_by_action(admin_client: DjangoClient) -> None:
@@ -30,12 +37,14 @@ def test_endpoints_are_listed_with_their_health_and_disabled_or_enabled_by_actio
     changelist = reverse("admin:webhooks_endpoint_changelist")
     admin_client.post(changelist, {"action": "disable", "_selected_action": [str(endpoint.pk)]})
     endpoint.refresh_from_db()
+    rescheduled(endpoint)
     pending.refresh_from_db()
     assert (endpoint.enabled, endpoint.disabled_reason, pending.state) == (False, "client", "endpoint_disabled")
     assert endpoint.disabled_at is not None
 
     admin_client.post(changelist, {"action": "enable", "_selected_action": [str(endpoint.pk)]})
     endpoint.refresh_from_db()
+    rescheduled(endpoint)
     pending.refresh_from_db()
     assert (endpoint.enabled, endpoint.disabled_at, pending.state) == (True, None, "pending")
 

@@ -12,7 +12,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from core.services import client_create
-from webhooks import outbox, tasks
+from webhooks import outbox, reschedule, tasks
 from webhooks.endpoints import endpoint_update
 from webhooks.models import Delivery, Endpoint, Event
 
@@ -36,7 +36,9 @@ def test_a_delivery_held_for_a_disabled_endpoint_outlives_the_retention(settings
     # When the housekeeping runs, then the endpoint is enabled again
     pruned = tasks.webhooks_prune()
     assert pruned["events"] == 0
-    endpoint_update(owner_id=owner.pk, endpoint_id=endpoint.pk, enabled=True)
+    enabled = endpoint_update(owner_id=owner.pk, endpoint_id=endpoint.pk, enabled=True)
+    # (what the deliveries worker does once the change commits: this test's transaction never does)
+    reschedule.endpoint_reschedule(endpoint_id=endpoint.pk, version=enabled.schedule_version, before=timezone.now())
 
     # Then the held delivery was kept, and goes now
     held.refresh_from_db()

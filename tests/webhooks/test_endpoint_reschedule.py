@@ -1,0 +1,150 @@
+"""A change of an endpoint's pace, or its client disabling and enabling it, costs its request no
+work on the endpoint's deliveries, however many wait: the deliveries worker reschedules them in
+batches (webhooks/reschedule.py), and they still go at the endpoint's pace, not all at once. The
+request rewrote every waiting delivery and made them all due: at 200,000 of them a PATCH took
+4.9 s of its API process, in its turn, and published 199,997 attempts for the workers to claim
+and put back (docs/webhooks.md, "Pace")."""
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from itertools import pairwise
+from typing import Any
+
+import pytest
+from django.db.backends.signals import connection_created
+from django.utils import timezone
+
+from examples.receiver import Receiver
+from tests.conftest import Api
+from tests.webhooks.conftest import until
+from webhooks.models import Delivery, Endpoint, Event
+
+BACKLOG = 3000
+State = Delivery.State
+
+
+@pytest.fixture
+def delivery_writes() -> Iterator[list[tuple[str, int]]]:
+    """The statements the live server sends PostgreSQL that write deliveries, with the rows
+    each touched. Its requests run in threads of their own, each connecting to it: each
+    connection gets a recording wrapper as it connects."""
+    writes: list[tuple[str, int]] = []
+
+    def record(execute: Callable[..., Any], sql: str, params: Any, many: bool, context: Any) -> Any:
+        result = execute(sql, params, many, context)
+        if sql.lstrip().startswith(("UPDATE", "INSERT", "DELETE")) and '"webhooks_delivery"' in sql:
+            writes.append((sql, context["cursor"].rowcount))
+        return result
+
+    with contextlib.ExitStack() as wrappers:
+        def wrap(sender: Any, connection: Any, **kwargs: Any) -> None:
+            if record not in connection.execute_wrappers:
+                wrappers.enter_context(connection.execute_wrapper(record))
+
+        connection_created.connect(wrap)
+        try:
+            yield writes
+        finally:
+            connection_created.disconnect(wrap)
+
+
+def endpoint_with_backlog(api: Api, url: str, *, state: str = State.PENDING) -> dict[str, Any]:
+    """An endpoint paced at one delivery every 100 s with BACKLOG deliveries waiting for their
+    slots (or held, `state` endpoint_disabled, with the endpoint disabled), as that many events
+    would have left it: the rows written directly, the events' recording is not what is tested."""
+    response = api.post("/api/webhook-endpoints/", json={"url": url, "rate_limit_per_second": 0.01,
+                                                          "enabled": state == State.PENDING})
+    assert response.status_code == 201, response.text
+    endpoint = response.json()
+    now, every = timezone.now(), timedelta(seconds=100)
+    events = Event.objects.bulk_create([
+        Event(owner=api.client, subject_id=api.client.pk, event_type="job.succeeded", body=b"{}",
+              created_at=now - timedelta(hours=1) + timedelta(milliseconds=n))
+        for n in range(BACKLOG)
+    ])
+    Delivery.objects.bulk_create([
+        Delivery(event=event, owner=api.client, subject_id=event.subject_id, endpoint_id=endpoint["id"],
+                 url=url, state=state, created_at=event.created_at, next_attempt_at=now + every * (n + 1))
+        for n, event in enumerate(events)
+    ])
+    Endpoint.objects.filter(pk=endpoint["id"]).update(next_slot_at=now + every * (BACKLOG + 1))
+    return endpoint
+
+
+def patch(api: Api, endpoint: dict[str, Any], **changes: Any) -> dict[str, Any]:
+    response = api.request("PATCH", f"/api/webhook-endpoints/{endpoint['id']}/", json=changes)
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+def waiting(endpoint: dict[str, Any], state: str = State.PENDING) -> list[Delivery]:
+    return list(Delivery.objects.filter(endpoint_id=endpoint["id"], state=state).order_by("next_attempt_at"))
+
+
+def assert_paced(received: list[Any], deliveries: list[Delivery], *, every_seconds: float) -> None:
+    """What arrived came at least `every_seconds` apart (less the arrival's jitter), and what
+    waits is spaced that far: the last of the backlog a whole backlog's time away, and only a
+    few due in the next seconds, not thousands."""
+    arrivals = [r.received_at for r in received]
+    gaps = [later - earlier for earlier, later in pairwise(arrivals)]
+    assert min(gaps) >= every_seconds * 0.8, gaps
+    spread = (deliveries[-1].next_attempt_at - timezone.now()).total_seconds()
+    assert spread >= (len(deliveries) - 1) * every_seconds * 0.9, spread
+    # (and those due and not yet sent: a few, the worker's lag)
+    due_soon = [d for d in deliveries if d.next_attempt_at <= timezone.now() + timedelta(seconds=10)]
+    assert len(due_soon) <= 10 / every_seconds + 10, len(due_soon)
+
+
+def test_a_new_pace_costs_the_request_no_delivery_and_the_backlog_goes_at_it(
+    api: Api, receiver: Receiver, delivery_writes: list[tuple[str, int]]
+) -> None:
+    # Given an endpoint paced at one delivery every 100 s, with 3,000 waiting for their slots
+    endpoint = endpoint_with_backlog(api, receiver.url)
+
+    # When its client changes the pace, to 0.02 and back, then to four a second
+    for rate in (0.02, 0.01, 4):
+        assert patch(api, endpoint, rate_limit_per_second=rate)["rate_limit_per_second"] == rate
+
+    # Then none of the requests wrote a delivery
+    assert delivery_writes == []
+
+    # And the backlog goes at the new pace: a quarter of a second apart, none dropped, the last
+    # of them 3,000 slots away, not all due at once
+    received = receiver.wait_for(4, timeout=30)
+    until(lambda: (waiting(endpoint)[-1].next_attempt_at - timezone.now()).total_seconds() > 600,
+          what="the whole backlog rescheduled")
+    assert_paced(received, waiting(endpoint), every_seconds=0.25)
+    assert Delivery.objects.filter(endpoint_id=endpoint["id"]).count() == BACKLOG
+
+
+def test_disabling_then_enabling_costs_the_requests_no_delivery_and_the_held_go_at_the_pace(
+    api: Api, receiver: Receiver, delivery_writes: list[tuple[str, int]]
+) -> None:
+    # Given an endpoint paced at four deliveries a second, with 3,000 waiting for their slots
+    endpoint = endpoint_with_backlog(api, receiver.url)
+    patch(api, endpoint, rate_limit_per_second=4)
+    until(lambda: not Delivery.objects.filter(endpoint_id=endpoint["id"], state=State.PENDING,
+                                              next_attempt_at__gt=timezone.now() + timedelta(seconds=800)).exists(),
+          what="the backlog at the new pace")
+    delivery_writes.clear()
+
+    # When its client disables it
+    assert patch(api, endpoint, enabled=False)["disabled_reason"] == "client"
+
+    # Then the request wrote no delivery, and they are all held soon after, none sent while held
+    assert delivery_writes == []
+    until(lambda: not waiting(endpoint), what="all held")
+    held = len(waiting(endpoint, State.ENDPOINT_DISABLED))
+    sent = len(receiver.received)
+    assert held + sent >= BACKLOG - 1  # one may have been on its way when the endpoint was disabled
+
+    # When it is enabled again
+    assert patch(api, endpoint, enabled=True)["enabled"] is True
+
+    # Then that request wrote none either, and the held ones go at its pace, not all at once
+    assert delivery_writes == []
+    received = receiver.wait_for(sent + 4, timeout=30)[sent:]
+    until(lambda: not waiting(endpoint, State.ENDPOINT_DISABLED), what="all resumed")
+    assert_paced(received, waiting(endpoint), every_seconds=0.25)
