@@ -29,7 +29,7 @@ from django.utils import timezone
 
 from core import pause
 from core.celery import app
-from webhooks import dispatch, outbox
+from webhooks import dispatch, outbox, sql
 from webhooks.models import Delivery, Endpoint
 
 logger = logging.getLogger(__name__)
@@ -73,8 +73,10 @@ def endpoint_reschedule(*, endpoint_id: uuid.UUID, version: int, before: datetim
             # back-off), none under way.
             | Q(state=State.PENDING, attempt_count=0, next_attempt_at__gt=now, claimed_until__isnull=True)
         )
-        if after is not None:
-            waiting = waiting.filter(Q(created_at__gt=after[0]) | Q(created_at=after[0], pk__gt=after[1]))
+        if after is not None:  # (the first condition bounds the index's range, the second the row's place)
+            waiting = waiting.filter(created_at__gte=after[0]).filter(
+                Q(created_at__gt=after[0]) | Q(created_at=after[0], pk__gt=after[1])
+            )
         batch = list(waiting.order_by("created_at", "pk").select_for_update(skip_locked=True)
                      .only("pk", "created_at")[:RESCHEDULE_BATCH])
         if not batch:
@@ -82,9 +84,8 @@ def endpoint_reschedule(*, endpoint_id: uuid.UUID, version: int, before: datetim
         slots = outbox.endpoint_slots(endpoint_id=endpoint.pk, count=len(batch), now=now)
         publish_by = now + timedelta(seconds=dispatch.COUNTDOWN_MAX_SECONDS)
         for delivery, due in zip(batch, slots, strict=True):
-            delivery.state, delivery.next_attempt_at = State.PENDING, due
-            delivery.dispatched_at = now if due <= publish_by else None
-        Delivery.objects.bulk_update(batch, ["state", "next_attempt_at", "dispatched_at"])
+            delivery.next_attempt_at, delivery.dispatched_at = due, now if due <= publish_by else None
+        sql.deliveries_reschedule([(d.pk, d.next_attempt_at, d.dispatched_at) for d in batch])
         dispatch.deliveries_publish_on_commit(delivery_ids=[d.pk for d in batch if d.next_attempt_at <= now])
         for delivery in batch:  # paced: each at its slot (later ones wait for the dispatcher)
             if now < delivery.next_attempt_at <= publish_by:

@@ -9,6 +9,8 @@
 - The secrets that sign an owner's deliveries, joined to the events in one query.
 - Attempt outcomes as one UPDATE from a VALUES list: `bulk_update` spent more time building its
   CASE expressions than the database spent running them, and executemany is a round trip each.
+- An endpoint's rescheduled deliveries likewise: `bulk_update` of 500 took 630 ms (PostgreSQL
+  tries each row against every branch of its CASE), the VALUES list a few.
 """
 from __future__ import annotations
 
@@ -200,4 +202,28 @@ def attempts_finish(
             f"UPDATE {table} SET finished_at = %s, duration_ms = %s, status_code = %s, response_body = %s, "
             "error = %s WHERE id = %s",
             [(*row[1:], row[0]) for row in rows],
+        )
+
+
+def deliveries_reschedule(rows: Sequence[tuple[int, datetime, datetime | None]]) -> None:
+    """Make deliveries pending again, each due at its time: (delivery id, next attempt at,
+    dispatched at) each. On PostgreSQL one UPDATE from a VALUES list; elsewhere executemany."""
+    field = Delivery._meta.get_field("next_attempt_at")
+    values = [
+        (delivery_id, field.get_db_prep_value(due, connection), field.get_db_prep_value(dispatched_at, connection))
+        for delivery_id, due, dispatched_at in rows
+    ]
+    table, pending = Delivery._meta.db_table, Delivery.State.PENDING
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql" and values:
+            placeholders = ", ".join(["(%s, %s::timestamptz, %s::timestamptz)"] * len(values))
+            cursor.execute(
+                f"UPDATE {table} d SET state = %s, next_attempt_at = v.due, dispatched_at = v.dispatched_at "
+                f"FROM (VALUES {placeholders}) AS v (id, due, dispatched_at) WHERE d.id = v.id",
+                [pending, *(value for row in values for value in row)],
+            )
+            return
+        cursor.executemany(
+            f"UPDATE {table} SET state = %s, next_attempt_at = %s, dispatched_at = %s WHERE id = %s",
+            [(pending, due, dispatched_at, delivery_id) for delivery_id, due, dispatched_at in values],
         )
