@@ -9,6 +9,7 @@ from typing import Any
 import django_filters
 from django.db.models import F, QuerySet
 from django.utils import timezone
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -106,16 +107,29 @@ class EndpointSerializer(serializers.ModelSerializer):
         help_text="When it was disabled, by its client or the service; null while enabled (or, for an endpoint "
                   "its client disabled before this was recorded, not known).",
     )
+    next_slot_at = serializers.SerializerMethodField(
+        help_text="Under its pace, when a delivery recorded now would go: its deliveries waiting for their slots "
+                  "reach this far (about (next_slot_at - now) x rate_limit_per_second of them). Null without a pace "
+                  "or when none waits. Soon after a change of its pace or of enabled, while they are rescheduled, "
+                  "it shows those rescheduled so far.",
+    )
     health = serializers.SerializerMethodField()
 
     class Meta:
         model = Endpoint
         fields = ["id", "url", "description", "event_types", "enabled", "disabled_reason", "disabled_at", "headers",
-                  "rate_limit_per_second", "created_at", "health"]
+                  "rate_limit_per_second", "next_slot_at", "created_at", "health"]
         read_only_fields = fields
 
     def get_disabled_reason(self, endpoint: Endpoint) -> str | None:
         return endpoint.disabled_reason or None
+
+    @extend_schema_field(serializers.DateTimeField(allow_null=True))
+    def get_next_slot_at(self, endpoint: Endpoint) -> str | None:
+        slot = endpoint.next_slot_at
+        if not endpoint.rate_limit_per_second or slot is None or slot <= timezone.now():
+            return None
+        return str(serializers.DateTimeField().to_representation(slot))
 
     def get_health(self, endpoint: Endpoint) -> dict[str, Any]:
         counts: dict[Any, tuple[int, int]] = self.context.get("counts") or selectors.endpoint_attempt_counts(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from itertools import pairwise
 from typing import Any
 
@@ -117,6 +117,10 @@ def test_a_new_pace_costs_the_request_no_delivery_and_the_backlog_goes_at_it(
           what="the whole backlog rescheduled")
     assert_paced(received, waiting(endpoint), every_seconds=0.25)
     assert Delivery.objects.filter(endpoint_id=endpoint["id"]).count() == BACKLOG
+
+    # And the endpoint tells how far its backlog reaches: its next free slot, past the last
+    shown = api.get(f"/api/webhook-endpoints/{endpoint['id']}/").json()["next_slot_at"]
+    assert datetime.fromisoformat(shown) > waiting(endpoint)[-1].next_attempt_at
 
 
 def test_disabling_then_enabling_costs_the_requests_no_delivery_and_the_held_go_at_the_pace(
