@@ -2,8 +2,8 @@
 work on the endpoint's deliveries, however many wait: the deliveries worker reschedules them in
 batches (webhooks/reschedule.py), and they still go at the endpoint's pace, not all at once. The
 request rewrote every waiting delivery and made them all due: at 200,000 of them a PATCH took
-4.9 s of its API process, in its turn, and published 199,997 attempts for the workers to claim
-and put back (docs/webhooks.md, "Pace")."""
+5.3 s of its API process, in its turn, and pushed 200,000 ids onto the due queue for the
+workers to claim and put back (docs/webhooks.md, "Pace")."""
 from __future__ import annotations
 
 import contextlib
