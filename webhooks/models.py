@@ -42,6 +42,9 @@ class Endpoint(models.Model):
     # Counts changes of its pace and of enabled: the rescheduling of its waiting deliveries that
     # an earlier change started stops at its next batch (webhooks/reschedule.py).
     schedule_version = models.PositiveIntegerField(default=0)
+    # When its rescheduling last asked for a batch; NULL when none is under way. One whose
+    # message was lost is started again by the dispatcher.
+    rescheduling_since = models.DateTimeField(null=True, blank=True)
     # Health: the run of failures (since its first), and the last of each outcome.
     consecutive_failures = models.PositiveIntegerField(default=0)
     failing_since = models.DateTimeField(null=True, blank=True)
@@ -56,6 +59,9 @@ class Endpoint(models.Model):
             # The console's disabled endpoints, by reason (a partial index: the enabled ones,
             # nearly all of them, are not in it).
             models.Index(fields=["disabled_reason"], name="endpoint_disabled", condition=Q(enabled=False)),
+            # The dispatcher's look for reschedulings whose message was lost: only those under way.
+            models.Index(fields=["rescheduling_since"], name="endpoint_rescheduling",
+                         condition=Q(rescheduling_since__isnull=False)),
         ]
 
     def __str__(self) -> str:

@@ -15,6 +15,10 @@ came (another version), and asks for the next one while it finds a full batch:
   their rows for the dispatcher. So the backlog goes out at the new pace, never all at once.
 - disabled: its pending deliveries are held (state endpoint_disabled). Until then a claim holds
   any that falls due (webhooks/claims.py), so none is sent meanwhile.
+
+The endpoint's `rescheduling_since` says when the last batch asked for the next; should that
+message be refused or lost, the dispatcher starts the rescheduling again after
+dispatch.REDISPATCH_AFTER_SECONDS, as it republishes a lost attempt.
 """
 from __future__ import annotations
 
@@ -45,6 +49,7 @@ def endpoint_reschedule_on_commit(*, endpoint: Endpoint) -> None:
     its transaction), and the rescheduling of its deliveries recorded until now asked for once
     that commits."""
     endpoint.schedule_version += 1
+    endpoint.rescheduling_since = timezone.now()
     kwargs = {"endpoint_id": str(endpoint.pk), "version": endpoint.schedule_version,
               "before": timezone.now().isoformat()}
     transaction.on_commit(lambda: _publish(kwargs))
@@ -65,33 +70,43 @@ def endpoint_reschedule(*, endpoint_id: uuid.UUID, version: int, before: datetim
         endpoint = Endpoint.objects.select_for_update().filter(pk=endpoint_id, schedule_version=version).first()
         if endpoint is None:
             return None
-        if not endpoint.enabled:
-            return _hold(endpoint, before)
-        waiting = Delivery.objects.filter(endpoint=endpoint, created_at__lt=before).filter(
-            Q(state=State.ENDPOINT_DISABLED)
-            # Paced at an earlier pace and not yet due: first attempts only (a retry keeps its
-            # back-off), none under way.
-            | Q(state=State.PENDING, attempt_count=0, next_attempt_at__gt=now, claimed_until__isnull=True)
+        after = _hold(endpoint, before) if not endpoint.enabled else _move(endpoint, before, after, now)
+        # Under way while a next batch is to come: the dispatcher starts again one whose message
+        # was lost.
+        endpoint.rescheduling_since = now if after is not None else None
+        endpoint.save(update_fields=["rescheduling_since"])
+    return after
+
+
+def _move(endpoint: Endpoint, before: datetime, after: tuple[datetime, int] | None,
+          now: datetime) -> tuple[datetime, int] | None:
+    """Give a batch of the enabled endpoint's waiting deliveries its next slots; where the next
+    batch starts, or None after the last."""
+    waiting = Delivery.objects.filter(endpoint=endpoint, created_at__lt=before).filter(
+        Q(state=State.ENDPOINT_DISABLED)
+        # Paced at an earlier pace and not yet due: first attempts only (a retry keeps its
+        # back-off), none under way.
+        | Q(state=State.PENDING, attempt_count=0, next_attempt_at__gt=now, claimed_until__isnull=True)
+    )
+    if after is not None:  # (the first condition bounds the index's range, the second the row's place)
+        waiting = waiting.filter(created_at__gte=after[0]).filter(
+            Q(created_at__gt=after[0]) | Q(created_at=after[0], pk__gt=after[1])
         )
-        if after is not None:  # (the first condition bounds the index's range, the second the row's place)
-            waiting = waiting.filter(created_at__gte=after[0]).filter(
-                Q(created_at__gt=after[0]) | Q(created_at=after[0], pk__gt=after[1])
+    batch = list(waiting.order_by("created_at", "pk").select_for_update(skip_locked=True)
+                 .only("pk", "created_at")[:RESCHEDULE_BATCH])
+    if not batch:
+        return None
+    slots = outbox.endpoint_slots(endpoint_id=endpoint.pk, count=len(batch), now=now)
+    publish_by = now + timedelta(seconds=dispatch.COUNTDOWN_MAX_SECONDS)
+    for delivery, due in zip(batch, slots, strict=True):
+        delivery.next_attempt_at, delivery.dispatched_at = due, now if due <= publish_by else None
+    sql.deliveries_reschedule([(d.pk, d.next_attempt_at, d.dispatched_at) for d in batch])
+    dispatch.deliveries_publish_on_commit(delivery_ids=[d.pk for d in batch if d.next_attempt_at <= now])
+    for delivery in batch:  # paced: each at its slot (later ones wait for the dispatcher)
+        if now < delivery.next_attempt_at <= publish_by:
+            dispatch.deliveries_publish_on_commit(
+                delivery_ids=[delivery.pk], countdown=(delivery.next_attempt_at - now).total_seconds()
             )
-        batch = list(waiting.order_by("created_at", "pk").select_for_update(skip_locked=True)
-                     .only("pk", "created_at")[:RESCHEDULE_BATCH])
-        if not batch:
-            return None
-        slots = outbox.endpoint_slots(endpoint_id=endpoint.pk, count=len(batch), now=now)
-        publish_by = now + timedelta(seconds=dispatch.COUNTDOWN_MAX_SECONDS)
-        for delivery, due in zip(batch, slots, strict=True):
-            delivery.next_attempt_at, delivery.dispatched_at = due, now if due <= publish_by else None
-        sql.deliveries_reschedule([(d.pk, d.next_attempt_at, d.dispatched_at) for d in batch])
-        dispatch.deliveries_publish_on_commit(delivery_ids=[d.pk for d in batch if d.next_attempt_at <= now])
-        for delivery in batch:  # paced: each at its slot (later ones wait for the dispatcher)
-            if now < delivery.next_attempt_at <= publish_by:
-                dispatch.deliveries_publish_on_commit(
-                    delivery_ids=[delivery.pk], countdown=(delivery.next_attempt_at - now).total_seconds()
-                )
     last = batch[-1]
     return (last.created_at, last.pk) if len(batch) == RESCHEDULE_BATCH else None
 
@@ -112,3 +127,19 @@ def endpoint_reschedule_next(*, endpoint_id: uuid.UUID, version: int, before: da
     """Ask for the next batch (a task of its own, so no one task runs long)."""
     _publish({"endpoint_id": str(endpoint_id), "version": version, "before": before.isoformat(),
               "after": [after[0].isoformat(), after[1]]})
+
+
+def endpoints_reschedule_stalled(*, limit: int = 100) -> int:
+    """The dispatcher (periodic): start again, from the first, each rescheduling whose next
+    batch was not asked for in dispatch.REDISPATCH_AFTER_SECONDS (its message was refused or
+    lost: held deliveries would stay held on an enabled endpoint); a new version stops the old
+    one should it be only late. How many."""
+    stalled_before = timezone.now() - timedelta(seconds=dispatch.REDISPATCH_AFTER_SECONDS)
+    with transaction.atomic():
+        stalled = list(Endpoint.objects.select_for_update(skip_locked=True)
+                       .filter(rescheduling_since__lt=stalled_before)[:limit])
+        for endpoint in stalled:
+            endpoint.next_slot_at = None
+            endpoint_reschedule_on_commit(endpoint=endpoint)
+            endpoint.save(update_fields=["next_slot_at", "schedule_version", "rescheduling_since"])
+    return len(stalled)

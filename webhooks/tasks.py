@@ -74,7 +74,9 @@ def endpoint_reschedule(*, endpoint_id: str, version: int, before: str, after: l
 
 @shared_task(name="webhooks.deliveries_dispatch_due", ignore_result=True)
 def deliveries_dispatch_due() -> int:
-    """Periodic (beat): publish attempts whose time has come."""
+    """Periodic (beat): publish attempts whose time has come, and start again the endpoints'
+    reschedulings whose message was lost."""
+    reschedule.endpoints_reschedule_stalled()
     return dispatch.deliveries_dispatch_due()
 
 

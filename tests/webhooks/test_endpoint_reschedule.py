@@ -7,6 +7,7 @@ workers to claim and put back (docs/webhooks.md, "Pace")."""
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from itertools import pairwise
@@ -14,11 +15,13 @@ from typing import Any
 
 import pytest
 from django.db.backends.signals import connection_created
+from django.db.models import F
 from django.utils import timezone
 
 from examples.receiver import Receiver
 from tests.conftest import Api
 from tests.webhooks.conftest import until
+from webhooks import dispatch, reschedule
 from webhooks.models import Delivery, Endpoint, Event
 
 BACKLOG = 3000
@@ -152,3 +155,29 @@ def test_disabling_then_enabling_costs_the_requests_no_delivery_and_the_held_go_
     received = receiver.wait_for(sent + 4, timeout=30)[sent:]
     until(lambda: not waiting(endpoint, State.ENDPOINT_DISABLED), what="all resumed")
     assert_paced(received, waiting(endpoint), every_seconds=0.25)
+
+
+def test_a_rescheduling_whose_message_was_lost_is_started_again_by_the_dispatcher(
+    api: Api, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a disabled endpoint with 3,000 deliveries held
+    endpoint = endpoint_with_backlog(api, receiver.url, state=State.ENDPOINT_DISABLED)
+
+    # When its client enables it at four a second, and the message asking for their
+    # rescheduling is lost
+    with monkeypatch.context() as lost:
+        lost.setattr(reschedule, "_publish", lambda kwargs: None)
+        patch(api, endpoint, enabled=True, rate_limit_per_second=4)
+    time.sleep(2)
+    assert len(waiting(endpoint, State.ENDPOINT_DISABLED)) == BACKLOG and not receiver.received
+
+    # And REDISPATCH_AFTER_SECONDS go by
+    Endpoint.objects.filter(pk=endpoint["id"]).update(
+        rescheduling_since=F("rescheduling_since") - timedelta(seconds=dispatch.REDISPATCH_AFTER_SECONDS)
+    )
+
+    # Then the dispatcher starts it again: the held deliveries go, at the endpoint's pace
+    received = receiver.wait_for(4, timeout=30)
+    until(lambda: not waiting(endpoint, State.ENDPOINT_DISABLED), what="all resumed")
+    assert_paced(received, waiting(endpoint), every_seconds=0.25)
+    until(lambda: Endpoint.objects.get(pk=endpoint["id"]).rescheduling_since is None, what="the rescheduling done")
