@@ -20,11 +20,7 @@ from core.services import client_lock
 from core.timestamps import utc_iso
 from webhooks import dispatch, outbox, reschedule, secrets, sending, telemetry
 from webhooks.addresses import callback_url_validate
-from webhooks.events import (
-    DEFAULT_ENDPOINT_EVENT_TYPES,
-    ENDPOINT_DISABLED_EVENT_TYPE,
-    TEST_EVENT_TYPE,
-)
+from webhooks.events import DEFAULT_ENDPOINT_EVENT_TYPES, ENDPOINT_DISABLED_EVENT_TYPE, TEST_EVENT_TYPE
 from webhooks.models import Delivery, Endpoint
 
 State = Delivery.State

@@ -42,6 +42,10 @@ State = Delivery.State
 RESCHEDULE_TASK = "webhooks.endpoint_reschedule"
 # The most deliveries one batch moves: one UPDATE of them, a few milliseconds.
 RESCHEDULE_BATCH = 500
+# How long after a change its rescheduling starts (s): changes made in a burst (a client may
+# make hundreds a minute) cost the workers one rescheduling, the last one's; the earlier ones'
+# first batches find a newer version and stop at once.
+RESCHEDULE_SETTLE_SECONDS = 1.0
 
 
 def endpoint_reschedule_on_commit(*, endpoint: Endpoint) -> None:
@@ -52,11 +56,11 @@ def endpoint_reschedule_on_commit(*, endpoint: Endpoint) -> None:
     endpoint.rescheduling_since = timezone.now()
     kwargs = {"endpoint_id": str(endpoint.pk), "version": endpoint.schedule_version,
               "before": timezone.now().isoformat()}
-    transaction.on_commit(lambda: _publish(kwargs))
+    transaction.on_commit(lambda: _publish(kwargs, countdown=RESCHEDULE_SETTLE_SECONDS))
 
 
-def _publish(kwargs: dict[str, object]) -> None:
-    pause.broker.attempt(partial(app.send_task, RESCHEDULE_TASK, kwargs=kwargs), logger,
+def _publish(kwargs: dict[str, object], *, countdown: float | None = None) -> None:
+    pause.broker.attempt(partial(app.send_task, RESCHEDULE_TASK, kwargs=kwargs, countdown=countdown), logger,
                          "Could not reschedule endpoint %s's deliveries", kwargs["endpoint_id"])
 
 

@@ -166,7 +166,7 @@ def test_a_rescheduling_whose_message_was_lost_is_started_again_by_the_dispatche
     # When its client enables it at four a second, and the message asking for their
     # rescheduling is lost
     with monkeypatch.context() as lost:
-        lost.setattr(reschedule, "_publish", lambda kwargs: None)
+        lost.setattr(reschedule, "_publish", lambda kwargs, countdown=None: None)
         patch(api, endpoint, enabled=True, rate_limit_per_second=4)
     time.sleep(2)
     assert len(waiting(endpoint, State.ENDPOINT_DISABLED)) == BACKLOG and not receiver.received
