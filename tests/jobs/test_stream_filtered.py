@@ -6,7 +6,7 @@ from typing import Any
 
 from jobs.models import Job, JobEvent
 from tests.conftest import Api
-from tests.jobs.test_streams import FINAL_EVENTS, messages, stream
+from tests.jobs.test_streams import events_until_final, messages, stream
 
 
 def test_a_stream_of_one_job_name_reads_past_the_clients_other_events_once_and_says_so(
@@ -35,12 +35,7 @@ def test_a_stream_of_one_job_name_reads_past_the_clients_other_events_once_and_s
 
         # And the events of the name that come after it are sent, each once
         created = api.submit("api.tasks.hello_world", {"message": "x"})
-        received = []
-        for message in lines:
-            if "event" in message:
-                received.append(message)
-                if message["event"] in FINAL_EVENTS:
-                    break
+        received = events_until_final(lines)
     finally:
         response.close()
     assert [m["event"] for m in received] == ["job.started", "job.succeeded"]

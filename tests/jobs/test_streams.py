@@ -37,6 +37,17 @@ def messages(response: requests.Response) -> Iterator[dict[str, Any]]:
             message[field] = json.loads(value) if field == "data" else value
 
 
+def events_until_final(lines: Iterator[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The events a stream's messages carry, up to the first final one, that included."""
+    received = []
+    for message in lines:
+        if "event" in message:
+            received.append(message)
+            if message["event"] in FINAL_EVENTS:
+                break
+    return received
+
+
 def stream(api: Api, path: str, **headers: str) -> requests.Response:
     response = api.get(path, stream=True, headers={"Accept": "text/event-stream", **headers}, timeout=30)
     assert response.status_code == 200, response.text
@@ -168,12 +179,7 @@ def test_the_clients_stream_carries_its_jobs_events_of_the_asked_name(api: Api, 
     api.submit("api.tasks.long_running_task", {"duration": 1, "message": "other name"})
     created = api.submit("api.tasks.hello_world", {"message": "x"})
 
-    received = []
-    for message in lines:
-        if "event" in message:
-            received.append(message)
-            if message["event"] in FINAL_EVENTS:
-                break
+    received = events_until_final(lines)
     response.close()
 
     assert {m["data"]["data"]["id"] for m in received} == {created["id"]}
