@@ -1,9 +1,11 @@
-"""Thin HTTP views for jobs, job types and persisted results: parse, call, serialize."""
+"""Thin HTTP views for jobs, job types, persisted results and the client's limits: parse, call,
+serialize."""
 from __future__ import annotations
 
 from typing import Any
 
 from django.conf import settings
+from django.utils import timezone
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -19,6 +21,7 @@ from jobs.serializers import (
     JobResultListItemSerializer,
     JobResultSerializer,
     JobSerializer,
+    LimitsSerializer,
     job_representation,
 )
 from jobs.submission import SubmissionRequest
@@ -214,6 +217,15 @@ class ResultDetailApi(APIView):
     def get(self, request: Request, result_id: int) -> Response:
         result = selectors.result_get(owner=request.user, result_id=result_id)
         return Response(JobResultSerializer(result).data)
+
+
+class LimitsApi(APIView):
+    """`GET /api/limits/`: the client's limits and how close it is to them (a read, in the read
+    scope's budget like every GET)."""
+
+    def get(self, request: Request) -> Response:
+        limits = selectors.client_limits(owner=request.user, now=timezone.now())
+        return Response(LimitsSerializer(limits).data)
 
 
 # --- The starter's endpoints, kept for its clients ----------------------------------------------

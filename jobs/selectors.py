@@ -2,32 +2,41 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import django_filters
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import connection
 from django.db.models import (
     BooleanField,
     Case,
+    Count,
     ExpressionWrapper,
     F,
     Func,
     IntegerField,
     JSONField,
+    OuterRef,
     Q,
     QuerySet,
     Subquery,
     When,
 )
 from django.db.models.fields.json import KeyTransform
+from django.db.models.functions import Coalesce
 from django.db.models.lookups import GreaterThan
 
 from core.errors import NotFound
 from core.filters import UtcIsoDateTimeFilter
+from core.limits import Limit, client_limit
 from core.models import Client
 from jobs import sql
-from jobs.models import Job, JobResult
+from jobs.model_budget import budget_day, next_budget_day_at
+from jobs.models import Job, JobCounts, JobResult, ModelUsage
+from webhooks.models import Endpoint
 
 
 class JobFilter(django_filters.FilterSet):
@@ -177,3 +186,70 @@ def result_get(*, owner: Client, result_id: int) -> JobResult:
         return JobResult.objects.get(pk=result_id, owner=owner)
     except (JobResult.DoesNotExist, ValidationError, ValueError, TypeError):
         raise NotFound("No such result.") from None
+
+
+@dataclass(frozen=True)
+class ClientUsage:
+    """What a client's limits are checked against, as it stands."""
+
+    unfinished_jobs: int
+    running_jobs: int
+    result_bytes: int
+    model_tokens_today: int
+    webhook_endpoints: int
+
+
+def client_usage(*, owner: Client, now: datetime) -> ClientUsage:
+    """The owner's usage in one query: its JobCounts row (exact, kept by triggers), with its
+    model usage of the day and its endpoints' count as subqueries on their owner-first indexes.
+    The row is made with its client (migration 0010), so there is always one to read."""
+    tokens = ModelUsage.objects.filter(owner_id=OuterRef("owner_id"), day=budget_day(now)).values("tokens")
+    endpoints = (
+        Endpoint.objects.filter(owner_id=OuterRef("owner_id")).order_by().values("owner_id")
+        .annotate(count=Count("pk")).values("count")
+    )
+    unfinished, running, result_bytes, tokens_today, endpoint_count = JobCounts.objects.filter(
+        owner_id=owner.pk
+    ).values_list(
+        "unfinished", "running", "result_bytes", Coalesce(Subquery(tokens), 0), Coalesce(Subquery(endpoints), 0)
+    ).get()
+    return ClientUsage(
+        unfinished_jobs=unfinished, running_jobs=running, result_bytes=result_bytes,
+        model_tokens_today=tokens_today, webhook_endpoints=endpoint_count,
+    )
+
+
+def _no_limit_if_zero(limit: int) -> int | None:
+    return limit or None
+
+
+def client_limits(*, owner: Client, now: datetime) -> dict[str, dict[str, Any]]:
+    """The owner's effective limits (its operator's overrides, or the settings; `None` where
+    there is none) beside its usage of them, as `GET /api/limits/` answers them. The limits are
+    read off the client its API key loaded: as current as the ones its requests are held to."""
+    usage = client_usage(owner=owner, now=now)
+
+    def limit(name: Limit) -> int | None:
+        return _no_limit_if_zero(client_limit(client=owner, limit=name))
+
+    return {
+        "submissions_per_minute": {"limit": limit("submit_rate_per_minute")},
+        "reads_per_minute": {"limit": limit("read_rate_per_minute")},
+        "writes_per_minute": {"limit": _no_limit_if_zero(settings.API_WRITE_RATE_PER_MINUTE)},
+        "sensitive_writes_per_minute": {"limit": _no_limit_if_zero(settings.API_SENSITIVE_RATE_PER_MINUTE)},
+        "unfinished_jobs": {"limit": limit("max_unfinished_jobs"), "used": usage.unfinished_jobs},
+        "running_jobs": {
+            "limit": _no_limit_if_zero(settings.JOB_MAX_RUNNING_PER_CLIENT), "used": usage.running_jobs
+        },
+        "result_bytes": {
+            "limit": _no_limit_if_zero(settings.JOB_RESULT_QUOTA_BYTES_PER_CLIENT), "used": usage.result_bytes
+        },
+        "model_tokens_today": {
+            "limit": limit("model_tokens_per_day"), "used": usage.model_tokens_today,
+            "renews_at": next_budget_day_at(now),
+        },
+        # Its 0 allows none (webhooks.endpoints), unlike the others' 0: it is a limit of 0.
+        "webhook_endpoints": {
+            "limit": settings.WEBHOOK_MAX_ENDPOINTS_PER_CLIENT, "used": usage.webhook_endpoints
+        },
+    }

@@ -158,3 +158,55 @@ class JobResultListItemSerializer(_LeavesOutLargeJson, JobResultSerializer):
     class Meta(JobResultSerializer.Meta):
         fields = [*JobResultSerializer.Meta.fields, "omitted"]
         read_only_fields = fields
+
+
+# --- A client's limits (GET /api/limits/) ----------------------------------------------------------
+
+_NO_LIMIT = " Null: no limit."
+
+
+class RateLimitSerializer(serializers.Serializer):
+    limit = serializers.IntegerField(allow_null=True, help_text="Requests a minute before 429." + _NO_LIMIT)
+
+
+class CountedLimitSerializer(serializers.Serializer):
+    limit = serializers.IntegerField(allow_null=True, help_text="The most allowed." + _NO_LIMIT)
+    used = serializers.IntegerField(help_text="How much the client has now.")
+
+
+class DailyLimitSerializer(CountedLimitSerializer):
+    renews_at = serializers.DateTimeField(help_text="When `used` starts again from 0: the next midnight UTC.")
+
+
+class LimitsSerializer(serializers.Serializer):
+    """The calling client's limits, each as it applies to this client (the operator's override,
+    or the setting every client shares), with what it uses of it now."""
+
+    submissions_per_minute = RateLimitSerializer(
+        help_text="Jobs submitted a minute (a batch counts each of its jobs): past it, 429 `rate_limited`."
+    )
+    reads_per_minute = RateLimitSerializer(help_text="GET requests a minute: past it, 429 `rate_limited`.")
+    writes_per_minute = RateLimitSerializer(
+        help_text="Other writes (cancel, webhook endpoints) a minute: past it, 429 `rate_limited`."
+    )
+    sensitive_writes_per_minute = RateLimitSerializer(
+        help_text="Redeliveries and secret rotations a minute: past it, 429 `rate_limited`."
+    )
+    unfinished_jobs = CountedLimitSerializer(
+        help_text="Jobs not final yet (PENDING, STARTED, RETRY): a submission past it gets 429 `too_many_unfinished_jobs`."
+    )
+    running_jobs = CountedLimitSerializer(
+        help_text="Jobs running at once: the others wait, PENDING, in order; nothing is refused."
+    )
+    result_bytes = CountedLimitSerializer(
+        help_text="Bytes the persisted results (`/api/results/`) hold: at or past it, jobs of types that "
+        "persist their result get 429 `result_quota_exceeded`."
+    )
+    model_tokens_today = DailyLimitSerializer(
+        help_text="Model tokens spent this UTC day: at or past it, jobs of types that call a model get "
+        "429 `model_budget_exhausted`."
+    )
+    webhook_endpoints = CountedLimitSerializer(
+        help_text="Registered webhook endpoints: at it, registering another gets 409 `too_many_endpoints`. "
+        "Never null: 0 allows none."
+    )

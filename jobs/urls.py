@@ -1,4 +1,4 @@
-"""Routes for jobs, job types and persisted results (and the starter's endpoints)."""
+"""Routes for jobs, job types, persisted results and the client's limits (and the starter's endpoints)."""
 from django.urls import path
 
 from jobs import api, stream_api
@@ -15,5 +15,6 @@ urlpatterns = [
     path("job-types/", api.JobTypeListApi.as_view(), name="job-type-list"),
     path("results/", api.ResultListApi.as_view(), name="result-list"),
     path("results/<int:result_id>/", api.ResultDetailApi.as_view(), name="result-detail"),
+    path("limits/", api.LimitsApi.as_view(), name="limits"),
     path("job/", api.LegacyJobApi.as_view(), name="legacy-job"),
 ]

@@ -125,6 +125,18 @@ SECRET_EXAMPLE: dict[str, Any] = {"secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaL
 
 
 # A real cursor (what `next` holds), for a list answer's example.
+LIMITS_EXAMPLE: dict[str, Any] = {
+    "submissions_per_minute": {"limit": 6000},
+    "reads_per_minute": {"limit": 6000},
+    "writes_per_minute": {"limit": 600},
+    "sensitive_writes_per_minute": {"limit": 30},
+    "unfinished_jobs": {"limit": 10000, "used": 12},
+    "running_jobs": {"limit": 4, "used": 4},
+    "result_bytes": {"limit": 1073741824, "used": 5242880},
+    "model_tokens_today": {"limit": 2000000, "used": 579, "renews_at": "2026-01-16T00:00:00Z"},
+    "webhook_endpoints": {"limit": 20, "used": 2},
+}
+
 NEXT_PAGE_EXAMPLE = (
     "http://127.0.0.1:8000/api/jobs/?cursor=cz0tY3JlYXRlZF9hdCUyQy1wayZwPTIwMjYtMTEtMjgrMTMlM0E1"
     "OSUzQTU4LjEyMDAwMCUyQjAwJTNBMDA%3D"

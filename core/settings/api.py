@@ -132,6 +132,7 @@ SPECTACULAR_SETTINGS = {
         {"name": "Jobs", "description": "Submit, poll, list and cancel jobs."},
         {"name": "Job types", "description": "What can be submitted, with payload schemas."},
         {"name": "Results", "description": "Results kept by the job types that persist them."},
+        {"name": "Limits", "description": "Your limits, and how close you are to them."},
         {"name": "Webhooks", "description": "The events sent to a job's `callback_url`."},
         {"name": "Webhook endpoints", "description": "URLs registered once to receive your jobs' events."},
         {"name": "Health", "description": "Unauthenticated checks for load balancers."},

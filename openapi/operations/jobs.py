@@ -8,13 +8,14 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 
 from jobs.models import Job
-from jobs.serializers import JobResultSerializer, JobSerializer
+from jobs.serializers import JobResultSerializer, JobSerializer, LimitsSerializer
 from openapi import schemas
 from openapi.examples import (
     BATCH_EXAMPLE,
     JOB_DONE_EXAMPLE,
     JOB_EXAMPLE,
     JOB_TYPE_EXAMPLE,
+    LIMITS_EXAMPLE,
     NEXT_PAGE_EXAMPLE,
     RESULT_EXAMPLE,
     SUBMIT_EXAMPLES,
@@ -219,6 +220,26 @@ OPERATIONS: dict[str, dict[str, Callable[..., Any]]] = {
             responses={
                 200: example_response(JobResultSerializer, "The result.", "result", RESULT_EXAMPLE),
                 **error_responses(401, 404),
+            },
+        ),
+    },
+    "jobs.api.LimitsApi": {
+        "get": extend_schema(
+            operation_id="get_limits",
+            summary="Get your limits and usage",
+            description="Each limit this API key's client is held to, as it applies to it (the "
+            "operator's override in the admin, or the setting every client shares), with what it "
+            "uses of it now, so that an integration can size its concurrency and alert before a "
+            "429. A `limit` of null means no limit.\n\nThe counts are exact as of the request: "
+            "`used` of `unfinished_jobs` goes up at a submission and down as the job ends. The "
+            "rates show no remaining budget: each API process admits on its own counts between "
+            "its syncs with the others, so none would be exact; a 429 "
+            "`rate_limited` says when to retry. An operator's change shows within "
+            "`API_KEY_CACHE_SECONDS` (5 s), as it applies.",
+            tags=["Limits"],
+            responses={
+                200: example_response(LimitsSerializer, "The limits and usage.", "limits", LIMITS_EXAMPLE),
+                **error_responses(401),
             },
         ),
     },
