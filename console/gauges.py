@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 
+from django.conf import settings
 from django.db import DatabaseError
 from django.utils import timezone
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -21,6 +22,8 @@ from core import metrics
 from core.health import unreachable
 from jobs.models import Job
 from jobs.registry import job_types_all
+from jobs.telemetry import MODEL_BUDGET_CHECKS
+from jobs.types.checklist_failures import CALL_OUTCOMES
 from webhooks.models import Delivery
 from webhooks.telemetry import DISABLED_REASONS, OUTCOMES
 
@@ -29,10 +32,11 @@ logger = logging.getLogger(__name__)
 
 def series_prepare() -> None:
     """This process's counters and histograms, every job type's, outcome's, reason's and periodic
-    task's, at zero."""
+    task's, and the model's (OPENAI_MODEL), at zero."""
     metrics.prepare(job_names=[t.name for t in job_types_all()], final_statuses=sorted(Job.FINAL_STATUSES),
                     outcomes=OUTCOMES, disabled_reasons=DISABLED_REASONS,
-                    periodic_tasks=sorted(metrics.periodic_tasks()))
+                    periodic_tasks=sorted(metrics.periodic_tasks()), model=settings.OPENAI_MODEL,
+                    model_outcomes=CALL_OUTCOMES, budget_checks=MODEL_BUDGET_CHECKS)
 
 
 def _gauge(name: str, documentation: str, labels: list[str] | None = None) -> GaugeMetricFamily:

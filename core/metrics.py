@@ -39,6 +39,8 @@ MULTIPROC_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 # Seconds: from a few milliseconds (a hello-world job, an API call) to an hour (a long job).
 _SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
 _HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+# Seconds a model takes to answer: a short completion to a long one near the client's timeout.
+_MODEL_BUCKETS = (0.5, 1, 2, 5, 10, 20, 30, 60, 90, 120)
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 JOBS_SUBMITTED = Counter("jobapi_jobs_submitted", "Jobs accepted.", ["job_name"])
@@ -67,6 +69,20 @@ HTTP_DURATION = Histogram(
     buckets=_HTTP_BUCKETS,
 )
 
+MODEL_CALLS = Counter(
+    "jobapi_model_calls", "Model calls (each try of one), by model and outcome.", ["model", "outcome"]
+)
+MODEL_CALL_DURATION = Histogram(
+    "jobapi_model_call_duration_seconds", "Time a model took to answer (the tries it answered).", ["model"],
+    buckets=_MODEL_BUCKETS,
+)
+MODEL_TOKENS = Counter("jobapi_model_tokens", "Tokens the model's answers report (usage.total_tokens).", ["model"])
+MODEL_BUDGET_REFUSALS = Counter(
+    "jobapi_model_budget_refusals",
+    "Refusals for a client's spent daily model budget: a submission's (429) or a running job's model call's.",
+    ["where"],
+)
+
 _enabled: bool | None = None
 
 
@@ -79,7 +95,8 @@ def enabled() -> bool:
 
 
 def prepare(*, job_names: Iterable[str], final_statuses: Iterable[str], outcomes: Iterable[str],
-            disabled_reasons: Iterable[str], periodic_tasks: Iterable[str]) -> None:
+            disabled_reasons: Iterable[str], periodic_tasks: Iterable[str], model: str,
+            model_outcomes: Iterable[str], budget_checks: Iterable[str]) -> None:
     """Every series that can be, at zero: a figure shows (and a rule sees it) before its first event."""
     if not enabled():
         return
@@ -96,6 +113,12 @@ def prepare(*, job_names: Iterable[str], final_statuses: Iterable[str], outcomes
         WEBHOOK_ENDPOINTS_DISABLED.labels(reason)
     for task in periodic_tasks:
         PERIODIC_TASK_RUNS.labels(task)
+    for outcome in model_outcomes:
+        MODEL_CALLS.labels(model, outcome)
+    MODEL_CALL_DURATION.labels(model)
+    MODEL_TOKENS.labels(model)
+    for where in budget_checks:
+        MODEL_BUDGET_REFUSALS.labels(where)
 
 
 def job_submitted(*, job_name: str) -> None:
@@ -125,6 +148,26 @@ def webhook_attempted(*, outcome: str, delivered_after_seconds: float | None = N
 def webhook_endpoint_disabled(*, reason: str) -> None:
     if enabled():
         WEBHOOK_ENDPOINTS_DISABLED.labels(reason).inc()
+
+
+def model_answered(*, model: str, seconds: float, tokens: int | None) -> None:
+    """A model call's try that the model answered (whatever the answer is worth): once a call,
+    its tokens added at once."""
+    if enabled():
+        MODEL_CALLS.labels(model, "ok").inc()
+        MODEL_CALL_DURATION.labels(model).observe(max(0.0, seconds))
+        if tokens is not None and tokens > 0:  # a server may report none, or a nonsense figure
+            MODEL_TOKENS.labels(model).inc(tokens)
+
+
+def model_call_failed(*, model: str, outcome: str) -> None:
+    if enabled():
+        MODEL_CALLS.labels(model, outcome).inc()
+
+
+def model_budget_refused(*, where: str) -> None:
+    if enabled():
+        MODEL_BUDGET_REFUSALS.labels(where).inc()
 
 
 @functools.cache

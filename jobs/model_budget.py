@@ -27,7 +27,7 @@ from core.errors import TooManyRequests
 from core.limits import client_limit, limit_default
 from core.models import Client
 from core.ratelimit import ceiling_seconds
-from jobs import sql
+from jobs import sql, telemetry
 from jobs.models import ModelUsage
 from jobs.types.base import JobFailed
 
@@ -76,6 +76,7 @@ def model_budget_require_for_submit(*, owner: Client, now: datetime | None = Non
     if spent < budget:
         return
     renews_at = next_budget_day_at(now)
+    telemetry.model_budget_refused(where="submit")
     raise TooManyRequests(
         _message(spent, budget, now),
         code="model_budget_exhausted",
@@ -94,6 +95,7 @@ def model_budget_require_for_call(*, owner_id: uuid.UUID) -> None:
     now = timezone.now()
     budget, spent = _budget_and_spent(owner_id, budget_day(now))
     if budget and spent >= budget:
+        telemetry.model_budget_refused(where="run")
         raise JobFailed("model_budget_exhausted", _message(spent, budget, now), retryable=False)
 
 

@@ -1,6 +1,6 @@
 """What a job's life tells its operators: at each transition one log line (INFO, with the job's
-context) and the metrics it moves (core/metrics.py). Called by submission and the transitions,
-one call each, never deciding anything.
+context) and the metrics it moves (core/metrics.py); a refusal for a spent model budget, counted.
+Called by submission, the transitions and the model budget, one call each, never deciding anything.
 
 A final state is counted once its transaction commits: a transition rolled back never happened.
 """
@@ -17,6 +17,9 @@ from jobs.models import Job
 
 log = logs.get_logger("jobs.transitions")
 
+# Where a client's spent daily model budget refuses a job (jobs/model_budget.py).
+MODEL_BUDGET_CHECKS = ("submit", "run")
+
 
 def jobs_submitted(*, jobs: Sequence[Job]) -> None:
     """Accepted (inserted); a single job's id joins the request's log context."""
@@ -26,6 +29,13 @@ def jobs_submitted(*, jobs: Sequence[Job]) -> None:
                  scheduled_for=job.run_at)
     if len(jobs) == 1:
         logs.bind(job_id=str(jobs[0].id))
+
+
+def model_budget_refused(*, where: str) -> None:
+    """A spent daily model budget refused a submission (429; a batch counts once) or a running
+    job's model call (the job fails). Counted only: the request's line, or the job's, names the
+    client."""
+    metrics.model_budget_refused(where=where)
 
 
 def job_started(*, job: Job) -> None:

@@ -12,7 +12,8 @@ transient, and the job's error once a call has failed for good: `checklist_failu
 database transaction or lock while it waits: the status flips (RETRY/STARTED) and progress are
 short autocommit writes. Before each call the owner's daily model budget is checked (spent: the
 job fails with `model_budget_exhausted`, the model not called), and after it the tokens the
-answer reports are counted against it (jobs/model_budget.py).
+answer reports are counted against it (jobs/model_budget.py). Each try is counted by outcome, an
+answered one with its duration and tokens (core/metrics.py: nothing is recorded while metrics are off).
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ import tenacity
 from django.conf import settings
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from core import metrics
 from core.retry_after import retry_after_seconds
 from jobs.types import checklist_prompts as prompts
 from jobs.types.base import JobFailed, JobType, RetryLimits, StepContext
@@ -35,6 +37,7 @@ from jobs.types.checklist_failures import (
     MAX_ERROR_DETAIL_CHARS,
     is_transient,
     job_failure,
+    retried_outcome,
 )
 
 logger = logging.getLogger(__name__)
@@ -183,6 +186,7 @@ def _complete(ctx: StepContext, messages: list[prompts.ChatMessage]) -> Any:
             "Job %s: model call try %s failed (%s); retrying in %.2f s",
             ctx.job_id, state.attempt_number, error, state.upcoming_sleep,
         )
+        metrics.model_call_failed(model=settings.OPENAI_MODEL, outcome=retried_outcome(error))
         ctx.retrying(True)
 
     retrying = tenacity.Retrying(
@@ -200,16 +204,28 @@ def _complete(ctx: StepContext, messages: list[prompts.ChatMessage]) -> Any:
         try:
             for attempt in retrying:
                 with attempt:
-                    return client.chat.completions.create(
+                    started = time.monotonic()
+                    completion = client.chat.completions.create(
                         model=settings.OPENAI_MODEL,
                         messages=messages,  # type: ignore[arg-type]
                         # JSON mode: widely supported by OpenAI-compatible servers, unlike
                         # json_schema; the shape itself is checked with pydantic below.
                         response_format={"type": "json_object"},
                     )
+                    metrics.model_answered(model=settings.OPENAI_MODEL, seconds=time.monotonic() - started,
+                                           tokens=total_tokens(completion))
+                    return completion
         except openai.OpenAIError as error:
+            metrics.model_call_failed(model=settings.OPENAI_MODEL, outcome="failed")
             raise job_failure(error, retrying.statistics.get("attempt_number", 1)) from None
     raise AssertionError("unreachable: tenacity either returns or re-raises")
+
+
+def total_tokens(completion: Any) -> int | None:
+    """The tokens an answer reports spent. The client does not validate the body: a server may
+    leave usage out, or its total."""
+    tokens = getattr(completion.usage, "total_tokens", None)
+    return tokens if isinstance(tokens, int) else None
 
 
 _CODE_FENCE = re.compile(r"\A\s*```(?:json)?\s*\n(.*)\n\s*```\s*\Z", re.DOTALL)
@@ -244,10 +260,8 @@ def parse_answer(text: str, answer_model: type[AnswerT]) -> AnswerT:
 def _answer(ctx: StepContext, messages: list[prompts.ChatMessage], answer_model: type[AnswerT]) -> AnswerT:
     ctx.before_model_call()
     completion = _complete(ctx, messages)
-    # Spent whatever the answer turns out to be worth. The client does not validate the body: a
-    # server may leave usage out, or its total (then the call is not counted).
-    tokens = getattr(completion.usage, "total_tokens", None)
-    if isinstance(tokens, int):
+    # Spent whatever the answer turns out to be worth; an answer without the figure is not counted.
+    if (tokens := total_tokens(completion)) is not None:
         ctx.after_model_call(tokens)
     if not completion.choices:
         raise JobFailed("invalid_model_output", "The model's answer has no choices.")

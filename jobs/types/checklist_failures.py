@@ -1,6 +1,7 @@
 """What a failed model call means for the checklist job: whether another try may succeed
-(`is_transient`, what tenacity retries), and the job's error once it has failed for good
-(`job_failure`): the provider's, the configuration's, or the client's input's."""
+(`is_transient`, what tenacity retries), what kind of failure a retried try is counted as
+(`retried_outcome`), and the job's error once it has failed for good (`job_failure`): the
+provider's, the configuration's, or the client's input's."""
 from __future__ import annotations
 
 import openai
@@ -15,6 +16,11 @@ MAX_ERROR_DETAIL_CHARS = 500
 # (the same set the openai client would retry itself).
 TRANSIENT_STATUS_CODES = frozenset({408, 409, 429})
 
+# Every outcome a model call's try is counted under (jobapi_model_calls_total): answered; the kind
+# of transient failure another try followed; failed for good (the call's last try, or an error no
+# retry mends: the job's error says which).
+CALL_OUTCOMES = ("ok", "rate_limited", "timeout", "connection_error", "server_error", "failed")
+
 
 def is_transient(error: BaseException) -> bool:
     """Whether another try may succeed: rate limits, server errors, timeouts, lost connections."""
@@ -25,6 +31,20 @@ def is_transient(error: BaseException) -> bool:
             return False  # a 429 too, but no wait brings the credit back
         return error.status_code in TRANSIENT_STATUS_CODES or error.status_code >= 500
     return False
+
+
+def retried_outcome(error: BaseException | None) -> str:
+    """The kind of a transient failure (`is_transient`) that is tried again."""
+    if isinstance(error, openai.APITimeoutError):
+        return "timeout"
+    if isinstance(error, openai.APIConnectionError):
+        return "connection_error"
+    status = error.status_code if isinstance(error, openai.APIStatusError) else None
+    if status == 429:
+        return "rate_limited"
+    if status == 408:
+        return "timeout"
+    return "server_error"  # a 5xx, or a 409 (a lock conflict on the provider's side)
 
 
 def is_quota_exhausted(error: openai.APIStatusError) -> bool:

@@ -24,6 +24,8 @@ REQUIRED = {
     "jobapi_webhook_attempts_total", "jobapi_webhook_delivery_seconds", "jobapi_webhook_pending_deliveries",
     "jobapi_http_requests_total", "jobapi_http_request_duration_seconds",
     "jobapi_webhook_endpoints_disabled_total", "jobapi_webhook_disabled_endpoints", "jobapi_webhook_held_deliveries",
+    "jobapi_model_calls_total", "jobapi_model_call_duration_seconds", "jobapi_model_tokens_total",
+    "jobapi_model_budget_refusals_total",
 }
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]

@@ -29,6 +29,7 @@ ALERTED = {
     "jobapi_queue_consumers",  # a worker queue with no consumer
     "jobapi_ready",  # /readyz failing
     "jobapi_periodic_task_runs_total",  # beat not running
+    "jobapi_model_calls_total",  # the model provider failing
 }
 
 
@@ -67,7 +68,7 @@ def test_the_alert_rules_parse_and_each_names_only_served_metrics(served: set[st
     groups = _yaml("prometheus/alerts.yml")["groups"]
     rules = [rule for group in groups for rule in group["rules"]]
 
-    assert len({rule["alert"] for rule in rules}) == len(rules) == 7
+    assert len({rule["alert"] for rule in rules}) == len(rules) == 8
     for rule in rules:
         assert set(rule) == {"alert", "expr", "for", "labels", "annotations"}, rule["alert"]
         assert rule["labels"]["severity"] in {"warning", "critical"}
@@ -91,7 +92,8 @@ def test_the_dashboard_parses_and_each_panel_names_only_served_metrics(served: s
         "jobapi_queue_messages", "jobapi_webhook_attempts_total", "jobapi_webhook_delivery_seconds_bucket",
         "jobapi_webhook_pending_deliveries", "jobapi_webhook_disabled_endpoints", "jobapi_webhook_held_deliveries",
         "jobapi_webhook_endpoints_disabled_total", "jobapi_http_requests_total",
-        "jobapi_http_request_duration_seconds_bucket",
+        "jobapi_http_request_duration_seconds_bucket", "jobapi_model_calls_total",
+        "jobapi_model_call_duration_seconds_bucket", "jobapi_model_tokens_total", "jobapi_model_budget_refusals_total",
     } <= named
     for panel in board["panels"]:
         for target in panel.get("targets", []):
