@@ -49,7 +49,9 @@ def test_a_checklist_job_counts_its_calls_their_time_and_tokens(api: Api, fake_o
 
     # When a checklist job runs to its end
     assert api.wait(submit(api, scenario)["id"])["status"] == "SUCCESS"
-    response = api.session.get(f"{api.base_url}/metrics", headers={"Authorization": "Bearer test-metrics-token"})
+    response = api.session.get(f"{api.base_url}/metrics", headers={"Authorization": "Bearer test-metrics-token"},
+                               timeout=30)
+    assert response.status_code == 200
     after = parse(response.text)
 
     # Then its two calls are counted as answered, with their time and the tokens they reported
