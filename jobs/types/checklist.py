@@ -35,6 +35,7 @@ from jobs.types import checklist_prompts as prompts
 from jobs.types.base import JobFailed, JobType, RetryLimits, StepContext
 from jobs.types.checklist_failures import (
     MAX_ERROR_DETAIL_CHARS,
+    final_outcome,
     is_transient,
     job_failure,
     retried_outcome,
@@ -216,7 +217,7 @@ def _complete(ctx: StepContext, messages: list[prompts.ChatMessage]) -> Any:
                                            tokens=total_tokens(completion))
                     return completion
         except openai.OpenAIError as error:
-            metrics.model_call_failed(model=settings.OPENAI_MODEL, outcome="failed")
+            metrics.model_call_failed(model=settings.OPENAI_MODEL, outcome=final_outcome(error))
             raise job_failure(error, retrying.statistics.get("attempt_number", 1)) from None
     raise AssertionError("unreachable: tenacity either returns or re-raises")
 

@@ -17,9 +17,10 @@ MAX_ERROR_DETAIL_CHARS = 500
 TRANSIENT_STATUS_CODES = frozenset({408, 409, 429})
 
 # Every outcome a model call's try is counted under (jobapi_model_calls_total): answered; the kind
-# of transient failure another try followed; failed for good (the call's last try, or an error no
-# retry mends: the job's error says which).
-CALL_OUTCOMES = ("ok", "rate_limited", "timeout", "connection_error", "server_error", "failed")
+# of transient failure another try followed; refused for the client's text (its document longer
+# than the model reads: not the provider failing, so not what ModelProviderFailing counts); failed
+# for good (the call's last try, or an error no retry mends: the job's error says which).
+CALL_OUTCOMES = ("ok", "rate_limited", "timeout", "connection_error", "server_error", "input_too_long", "failed")
 
 
 def is_transient(error: BaseException) -> bool:
@@ -45,6 +46,11 @@ def retried_outcome(error: BaseException | None) -> str:
     if status == 408:
         return "timeout"
     return "server_error"  # a 5xx, or a 409 (a lock conflict on the provider's side)
+
+
+def final_outcome(error: openai.OpenAIError) -> str:
+    """What a call that failed for good is counted as: the client's text too long, or failed."""
+    return "input_too_long" if isinstance(error, openai.APIStatusError) and is_input_too_long(error) else "failed"
 
 
 def is_quota_exhausted(error: openai.APIStatusError) -> bool:

@@ -86,6 +86,10 @@ def test_a_retried_try_and_the_call_it_saved_are_each_counted(api: Api, fake_ope
 @pytest.mark.parametrize(("replies", "counted"), [
     ([Reply.error(500, "The server had an error")] * 3, {"server_error": 2, "failed": 1}),
     ([Reply.error(401, "Incorrect API key provided")], {"failed": 1}),
+    # The client's document, longer than the model reads: not the provider failing (the alert
+    # leaves it out)
+    ([Reply.error(400, "This model's maximum context length is 8192 tokens.", code="context_length_exceeded")],
+     {"input_too_long": 1}),
 ])
 def test_a_call_failed_for_good_is_counted_once_as_failed(
     api: Api, fake_openai: FakeOpenAI, replies: list[Reply], counted: dict[str, float]
