@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from itertools import pairwise
 from typing import Any
 
 import pytest
@@ -85,3 +86,17 @@ def wait_deliveries(
 
 def all_final(deliveries: list[dict[str, Any]]) -> bool:
     return bool(deliveries) and all(d["state"] != "pending" for d in deliveries)
+
+
+# How late an arrival may be against its slot (a loaded machine's worker pick-up and send).
+ARRIVAL_JITTER_SECONDS = 0.1
+
+
+def assert_arrived_paced(arrivals: list[float], *, every_seconds: float) -> None:
+    """Arrival times (s) of deliveries sent at an endpoint's pace: each at its slot or a little
+    late, so each later than the one before by at least its interval less the jitter, and the
+    last the whole run's intervals after the first. Sent all at once, they would arrive within
+    milliseconds of each other."""
+    gaps = [later - earlier for earlier, later in pairwise(arrivals)]
+    assert min(gaps) >= every_seconds - ARRIVAL_JITTER_SECONDS, gaps
+    assert arrivals[-1] - arrivals[0] >= (len(arrivals) - 1) * every_seconds - ARRIVAL_JITTER_SECONDS, gaps

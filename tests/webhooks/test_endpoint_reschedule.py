@@ -10,7 +10,6 @@ import contextlib
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
-from itertools import pairwise
 from typing import Any
 
 import pytest
@@ -20,7 +19,7 @@ from django.utils import timezone
 
 from examples.receiver import Receiver
 from tests.conftest import Api
-from tests.webhooks.conftest import until
+from tests.webhooks.conftest import assert_arrived_paced, until
 from webhooks import dispatch, reschedule
 from webhooks.models import Delivery, Endpoint, Event
 
@@ -90,9 +89,7 @@ def assert_paced(received: list[Any], deliveries: list[Delivery], *, every_secon
     """What arrived came at least `every_seconds` apart (less the arrival's jitter), and what
     waits is spaced that far: the last of the backlog a whole backlog's time away, and only a
     few due in the next seconds, not thousands."""
-    arrivals = [r.received_at for r in received]
-    gaps = [later - earlier for earlier, later in pairwise(arrivals)]
-    assert min(gaps) >= every_seconds * 0.8, gaps
+    assert_arrived_paced([r.received_at for r in received], every_seconds=every_seconds)
     spread = (deliveries[-1].next_attempt_at - timezone.now()).total_seconds()
     assert spread >= (len(deliveries) - 1) * every_seconds * 0.9, spread
     # (and those due and not yet sent: a few, the worker's lag)
