@@ -143,6 +143,7 @@ def _newest_with_last_attempt(ids: list[int]) -> dict[int, Delivery]:
         last_status=Subquery(last.values("status_code")[:1]),
         last_body=Subquery(last.values("response_body")[:1]),
         last_started=Subquery(last.values("started_at")[:1]),
+        last_url=Subquery(last.values("url")[:1]),
     ).in_bulk()
 
 
@@ -155,7 +156,9 @@ def _error_text(delivery: Delivery) -> str:
 
 
 def _row(count: _Count, delivery: Delivery) -> ReceiverRow:
-    host = urlsplit(delivery.url).hostname or "(no host)"
+    # Where its last attempt went (the endpoint's URL then; an attempt older than migration
+    # webhooks 0013 has none), which the error shown is about.
+    host = urlsplit(delivery.last_url or delivery.url).hostname or "(no host)"  # type: ignore[attr-defined]
     if count.endpoint_id is not None:
         # An endpoint's own page (disable and enable are actions there).
         receiver = f"{host} (endpoint {str(count.endpoint_id)[:8]})"

@@ -16,13 +16,27 @@ class SecretSerializer(serializers.Serializer):
 
 
 class DeliveryAttemptSerializer(serializers.ModelSerializer):
+    url = serializers.SerializerMethodField(
+        help_text="The URL this attempt was sent to: an endpoint's URL when the attempt was made."
+    )
+
     class Meta:
         model = DeliveryAttempt
-        fields = ["number", "started_at", "duration_ms", "status_code", "response_body", "error"]
+        fields = ["number", "url", "started_at", "duration_ms", "status_code", "response_body", "error"]
         read_only_fields = fields
+
+    def get_url(self, attempt: DeliveryAttempt) -> str:
+        # An attempt opened before it kept its URL (migration webhooks 0013) went to its
+        # delivery's. The delivery is the one the attempts were read through: no query.
+        return attempt.url or attempt.delivery.url
 
 
 class DeliverySerializer(serializers.ModelSerializer):
+    url = serializers.CharField(
+        read_only=True,
+        help_text="Where the delivery was addressed when it was recorded. An endpoint's delivery goes to the "
+                  "endpoint's URL of the moment at each attempt: see each attempt's `url`.",
+    )
     webhook_id = serializers.CharField(source="event.message_id", read_only=True)
     event_type = serializers.CharField(source="event.event_type", read_only=True)
     attempts = DeliveryAttemptSerializer(many=True, read_only=True)

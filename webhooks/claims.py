@@ -46,7 +46,7 @@ class Claimed:
 
     delivery_id: int
     owner_id: uuid.UUID  # whose delivery: its share of the receivers (webhooks/sending.py)
-    url: str
+    url: str  # where the attempt goes: its endpoint's URL as claimed, or the callback_url
     endpoint_id: uuid.UUID | None  # None: the job's own callback_url
     headers: dict[str, str]  # the endpoint's custom headers
     attempt_id: int
@@ -136,14 +136,15 @@ def claim_portable(
         events = sql.events_to_send(event_ids={delivery.event_id for delivery in claimed}, now=now)
         attempts = DeliveryAttempt.objects.bulk_create(
             [DeliveryAttempt(delivery=delivery, endpoint_id=delivery.endpoint_id, number=delivery.attempt_count,
-                             started_at=now) for delivery in claimed]
+                             url=delivery.endpoint.url if delivery.endpoint else delivery.url, started_at=now)
+             for delivery in claimed]
         )
     rows: list[sql.ClaimRow] = []
     for delivery, attempt in zip(claimed, attempts, strict=True):
         message_id, body, client_secrets = events[delivery.event_id]
         endpoint = delivery.endpoint
         rows.append((
-            delivery.pk, delivery.url, delivery.owner_id, delivery.endpoint_id,
+            delivery.pk, attempt.url, delivery.owner_id, delivery.endpoint_id,
             endpoint.headers if endpoint else {}, attempt.pk, attempt.number, message_id, body,
             secrets.signing_secrets_in_use(owner_id=delivery.owner_id, endpoint_id=endpoint.pk, now=now)
             if endpoint else client_secrets,

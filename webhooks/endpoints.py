@@ -84,8 +84,8 @@ def _hold_pending(endpoint: Endpoint) -> None:
 def endpoint_update(*, owner_id: uuid.UUID, endpoint_id: uuid.UUID | str, **changes: Any) -> Endpoint:
     """Change what the client may change. Disabling holds the endpoint's pending deliveries
     (state endpoint_disabled); enabling sends them again; a new pace applies to those waiting,
-    which go at it (webhooks/reschedule.py: in batches, after this request); a new URL applies
-    to them too."""
+    which go at it (webhooks/reschedule.py: in batches, after this request). A new URL needs no
+    write of them: each attempt goes to the endpoint's URL as it is when the attempt is claimed."""
     if "url" in changes:
         _url_validate(changes["url"], owner_id)
     with transaction.atomic():
@@ -106,10 +106,6 @@ def endpoint_update(*, owner_id: uuid.UUID, endpoint_id: uuid.UUID | str, **chan
             endpoint.next_slot_at = None
             reschedule.endpoint_reschedule_on_commit(endpoint=endpoint)
         endpoint.save()
-        if "url" in changes:
-            Delivery.objects.filter(endpoint=endpoint, state__in=[State.PENDING, State.ENDPOINT_DISABLED]).update(
-                url=endpoint.url
-            )
     _forget(owner_id)
     return endpoint
 

@@ -155,6 +155,9 @@ class Delivery(models.Model):
     endpoint = models.ForeignKey(
         Endpoint, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", db_index=False
     )
+    # Where it was addressed when it was recorded: the job's callback_url, or its endpoint's URL
+    # then. An endpoint's delivery goes to the endpoint's URL of the moment at each attempt (read
+    # by the claim), which the attempt records: a change of the URL rewrites no delivery.
     url = models.CharField(max_length=2000)
     # A callback_url's host and port, lowercased: the receiver the console counts its failures
     # under, read without parsing every failing delivery's URL. Empty for an endpoint's delivery
@@ -219,6 +222,10 @@ class DeliveryAttempt(models.Model):
     # changes. Not a foreign key: deleting an endpoint sets its deliveries' endpoint to NULL,
     # which this leaves as it is rather than updating every attempt of it.
     endpoint_id = models.UUIDField(null=True, blank=True)
+    # The URL it was sent to: its endpoint's when it was claimed, or the callback_url. Empty for
+    # one opened before migration 0013 (its delivery's URL then). A database default too: the
+    # previous release's processes open attempts without it.
+    url = models.CharField(max_length=2000, blank=True, default="", db_default="")
     number = models.PositiveIntegerField()
     started_at = models.DateTimeField(default=timezone.now)
     # NULL while the attempt is in flight (or if its worker died mid-attempt).

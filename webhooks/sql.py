@@ -31,7 +31,7 @@ SECRETS_CURRENT_FIRST = "s.expires_at IS NOT NULL, s.created_at DESC, s.id DESC"
 
 INTERRUPTED = "Interrupted: the worker sending this attempt stopped."
 
-# One row per claimed delivery: (delivery id, url, owner id, endpoint id or None, the endpoint's
+# One row per claimed delivery: (delivery id, the URL its attempt goes to, owner id, endpoint id or None, the endpoint's
 # custom headers, attempt id, attempt number, webhook-id, body, the secrets that sign it: the
 # current one first, then any rotated-out one still inside its overlap window; none before the
 # owner's first delivery; the endpoint's rate limit or None).
@@ -107,8 +107,9 @@ def claim_postgresql(
     """The claim as one statement in autocommit, atomic as any single statement is: up to
     `limit` due, unclaimed deliveries matching `scope_sql` (on deliveries aliased `c`) take the
     claim; attempts a dead worker left open are closed as interrupted; the new attempts are
-    opened; the events are read back with their secrets (the endpoint's, or the client's for a
-    callback_url) and their endpoint's headers and rate limit. A delivery whose endpoint was
+    opened, each with the URL it goes to (its endpoint's current one, or the callback_url); the
+    events are read back with their secrets (the endpoint's, or the client's for a callback_url)
+    and their endpoint's headers and rate limit. A delivery whose endpoint was
     disabled after it was published is held (state endpoint_disabled) instead of claimed."""
     sql = f"""
         WITH held AS (
@@ -141,11 +142,12 @@ def claim_postgresql(
             WHERE a.delivery_id = c.id AND c.attempt_count > 1 AND a.finished_at IS NULL
         ), attempts AS (
             INSERT INTO {DeliveryAttempt._meta.db_table}
-                (delivery_id, endpoint_id, number, started_at, response_body, error)
-            SELECT id, endpoint_id, attempt_count, %(now)s, '', '' FROM claimed
-            RETURNING id, delivery_id
+                (delivery_id, endpoint_id, number, started_at, response_body, error, url)
+            SELECT c.id, c.endpoint_id, c.attempt_count, %(now)s, '', '', COALESCE(ep.url, c.url)
+            FROM claimed c LEFT JOIN {Endpoint._meta.db_table} ep ON ep.id = c.endpoint_id
+            RETURNING id, delivery_id, url
         )
-        SELECT c.id, c.url, c.owner_id, c.endpoint_id, ep.headers, a.id, c.attempt_count, e.message_id, e.body,
+        SELECT c.id, a.url, c.owner_id, c.endpoint_id, ep.headers, a.id, c.attempt_count, e.message_id, e.body,
                ARRAY(
                    SELECT s.secret FROM {SigningSecret._meta.db_table} s
                    WHERE s.owner_id = c.owner_id AND s.endpoint_id IS NOT DISTINCT FROM c.endpoint_id

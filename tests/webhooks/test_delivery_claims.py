@@ -239,3 +239,22 @@ def test_job_progress_events_are_throttled(owner: Client, receiver: Receiver) ->
     events = list(Event.objects.filter(subject_id=job.id))
     assert len(events) == 1
     assert b'"current":0' in bytes(events[0].body)
+
+
+def test_an_endpoints_delivery_goes_to_its_url_of_the_moment_and_its_attempt_keeps_it(
+    owner: Client, make_receiver: Callable[..., Receiver]
+) -> None:
+    # Given a delivery recorded for an endpoint, whose URL then changes
+    old, new = make_receiver(), make_receiver()
+    endpoint = Endpoint.objects.create(owner=owner, url=old.url, event_types=["job.succeeded"])
+    delivery = make_delivery(owner, old.url, endpoint=endpoint)
+    Endpoint.objects.filter(pk=endpoint.pk).update(url=new.url)
+
+    # When its attempt is made
+    attempt_once(delivery_id=delivery.pk)
+
+    # Then it went to the new URL, which the attempt records; the delivery keeps the old
+    assert len(new.received) == 1 and not old.received
+    assert DeliveryAttempt.objects.get(delivery=delivery).url == new.url
+    delivery.refresh_from_db()
+    assert delivery.url == old.url and delivery.state == Delivery.State.SUCCEEDED

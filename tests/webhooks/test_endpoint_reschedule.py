@@ -6,14 +6,11 @@ request rewrote every waiting delivery and made them all due: at 200,000 of them
 workers to claim and put back (docs/webhooks.md, "Pace")."""
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
-from django.db.backends.signals import connection_created
 from django.db.models import F
 from django.utils import timezone
 
@@ -25,31 +22,6 @@ from webhooks.models import Delivery, Endpoint, Event
 
 BACKLOG = 3000
 State = Delivery.State
-
-
-@pytest.fixture
-def delivery_writes() -> Iterator[list[tuple[str, int]]]:
-    """The statements the live server sends PostgreSQL that write deliveries, with the rows
-    each touched. Its requests run in threads of their own, each connecting to it: each
-    connection gets a recording wrapper as it connects."""
-    writes: list[tuple[str, int]] = []
-
-    def record(execute: Callable[..., Any], sql: str, params: Any, many: bool, context: Any) -> Any:
-        result = execute(sql, params, many, context)
-        if sql.lstrip().startswith(("UPDATE", "INSERT", "DELETE")) and '"webhooks_delivery"' in sql:
-            writes.append((sql, context["cursor"].rowcount))
-        return result
-
-    with contextlib.ExitStack() as wrappers:
-        def wrap(sender: Any, connection: Any, **kwargs: Any) -> None:
-            if record not in connection.execute_wrappers:
-                wrappers.enter_context(connection.execute_wrapper(record))
-
-        connection_created.connect(wrap)
-        try:
-            yield writes
-        finally:
-            connection_created.disconnect(wrap)
 
 
 def endpoint_with_backlog(api: Api, url: str, *, state: str = State.PENDING) -> dict[str, Any]:
