@@ -75,12 +75,6 @@ def endpoint_create(*, owner_id: uuid.UUID, url: str, event_types: Sequence[str]
     return endpoint
 
 
-def _hold_pending(endpoint: Endpoint) -> None:
-    Delivery.objects.filter(endpoint=endpoint, state=State.PENDING).update(
-        state=State.ENDPOINT_DISABLED, dispatched_at=None, claim_token=None, claimed_until=None
-    )
-
-
 def endpoint_update(*, owner_id: uuid.UUID, endpoint_id: uuid.UUID | str, **changes: Any) -> Endpoint:
     """Change what the client may change. Disabling holds the endpoint's pending deliveries
     (state endpoint_disabled); enabling sends them again; a new pace applies to those waiting,
@@ -181,7 +175,8 @@ def endpoint_recover(*, owner_id: uuid.UUID, endpoint_id: uuid.UUID | str, since
 
 def endpoint_disable_failing(*, endpoint_id: uuid.UUID, reason: str) -> None:
     """Disable an endpoint whose every attempt failed for too long (see the health rule in
-    webhooks/health.py), hold its pending deliveries, and tell the owner's other endpoints
+    webhooks/health.py), hold its pending deliveries (in batches, after the caller's transaction,
+    as when its client disables it: webhooks/reschedule.py), and tell the owner's other endpoints
     that subscribe to `endpoint.disabled`, and the operators (a line and a counter) once the
     caller's transaction commits."""
     with transaction.atomic():
@@ -189,9 +184,12 @@ def endpoint_disable_failing(*, endpoint_id: uuid.UUID, reason: str) -> None:
         if endpoint is None:
             return
         endpoint.enabled, endpoint.disabled_reason = False, Endpoint.DisabledReason.FAILING
-        endpoint.disabled_at = timezone.now()
-        endpoint.save(update_fields=["enabled", "disabled_reason", "disabled_at"])
-        _hold_pending(endpoint)
+        endpoint.disabled_at, endpoint.next_slot_at = timezone.now(), None
+        # Not held here: one UPDATE of a large backlog held the attempts' transaction that
+        # disabled it (a claim holds any that falls due meanwhile).
+        reschedule.endpoint_reschedule_on_commit(endpoint=endpoint)
+        endpoint.save(update_fields=["enabled", "disabled_reason", "disabled_at", "next_slot_at",
+                                     "schedule_version", "rescheduling_since"])
         transaction.on_commit(lambda: telemetry.endpoint_disabled(endpoint=endpoint, detail=reason))
         others = subscribers(owner_id=endpoint.owner_id, event_type=ENDPOINT_DISABLED_EVENT_TYPE)
         if others:

@@ -1,6 +1,7 @@
 """Rescheduling an endpoint's waiting deliveries after its client changes its pace or enables or
-disables it: in batches of RESCHEDULE_BATCH, each a task of its own on the deliveries workers,
-never in the request that made the change.
+disables it, or the service disables it as failing (webhooks/health.py): in batches of
+RESCHEDULE_BATCH, each a task of its own on the deliveries workers, never in the request (or
+the attempts' transaction) that made the change.
 
 A request that rewrote every waiting delivery (and made them all due, for the workers to claim
 and put back at the new pace) held its API process for seconds with a large backlog: 5.3 s at

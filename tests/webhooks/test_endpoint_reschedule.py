@@ -11,13 +11,15 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
+from django.db import connection
 from django.db.models import F
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from examples.receiver import Receiver
 from tests.conftest import Api
 from tests.webhooks.conftest import assert_arrived_paced, until
-from webhooks import dispatch, reschedule
+from webhooks import dispatch, endpoints, reschedule
 from webhooks.models import Delivery, Endpoint, Event
 
 BACKLOG = 3000
@@ -124,6 +126,26 @@ def test_disabling_then_enabling_costs_the_requests_no_delivery_and_the_held_go_
     received = receiver.wait_for(sent + 4, timeout=30)[sent:]
     until(lambda: not waiting(endpoint, State.ENDPOINT_DISABLED), what="all resumed")
     assert_paced(received, waiting(endpoint), every_seconds=0.25)
+
+
+def test_the_service_disabling_a_failing_endpoint_holds_its_backlog_in_batches(
+    api: Api, receiver: Receiver
+) -> None:
+    # Given an endpoint with 3,000 deliveries waiting for their slots
+    endpoint = endpoint_with_backlog(api, receiver.url)
+
+    # When the health rule disables it as failing (in a deliveries worker, inside the
+    # transaction recording the attempt that failed)
+    with CaptureQueriesContext(connection) as queries:
+        endpoints.endpoint_disable_failing(endpoint_id=endpoint["id"], reason="failing, in the test")
+
+    # Then that transaction wrote no delivery (it held all 3,000 in one UPDATE), and the
+    # workers hold them soon after, none sent
+    assert [q["sql"] for q in queries if '"webhooks_delivery"' in q["sql"]
+            and q["sql"].lstrip().startswith(("UPDATE", "INSERT", "DELETE"))] == []
+    assert api.get(f"/api/webhook-endpoints/{endpoint['id']}/").json()["disabled_reason"] == "failing"
+    until(lambda: not waiting(endpoint), what="all held")
+    assert len(waiting(endpoint, State.ENDPOINT_DISABLED)) == BACKLOG and not receiver.received
 
 
 def test_a_rescheduling_whose_message_was_lost_is_started_again_by_the_dispatcher(
