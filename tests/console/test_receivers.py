@@ -142,3 +142,19 @@ def test_a_first_attempt_in_flight_is_no_failure_and_a_retry_in_flight_still_is(
     assert "first-try.example" not in receivers
     assert row_of(receivers, "second-try.example")[1:4] == ["1", "0", "HTTP 503"]
     assert failing_receivers_metric() == 1
+
+
+def test_an_endpoint_is_named_by_the_host_its_last_attempt_went_to(staff: BrowserClient) -> None:
+    # Given an endpoint moved to another host, whose delivery recorded before the move failed
+    # its last attempt at the new one
+    client = client_create(name="acme")
+    endpoint = Endpoint.objects.create(owner=client, url="https://new-host.example/in")
+    failing_deliveries(client, "https://old-host.example/in", endpoint=endpoint, failed=1, retrying=0,
+                       age=timedelta(minutes=5))
+    DeliveryAttempt.objects.filter(endpoint_id=endpoint.pk).update(url=endpoint.url)
+
+    # When an operator looks at the console
+    receivers = section(_figures(staff), "receivers")
+
+    # Then the row names the host the error came from
+    assert row_of(receivers, f"new-host.example (endpoint {str(endpoint.pk)[:8]})")[1:4] == ["0", "1", "HTTP 503"]
