@@ -12,7 +12,11 @@ from django.utils import timezone
 from examples.receiver import Receiver
 from tests.conftest import Api
 from tests.webhooks.conftest import until
-from tests.webhooks.test_endpoint_reschedule import BACKLOG, endpoint_with_backlog, patch
+from tests.webhooks.test_endpoint_reschedule import (
+    BACKLOG,
+    endpoint_with_backlog,
+    patch,
+)
 from webhooks import dispatch
 from webhooks.models import Delivery
 
