@@ -25,6 +25,7 @@ import pytest
 import requests
 from django.conf import settings
 from django.db import OperationalError, connection, transaction
+from django.db.backends.signals import connection_created
 
 from core import concurrency, pause
 from core.celery import app as celery_app
@@ -148,6 +149,23 @@ def plan_of(sql: str, *, analyze: bool = False, seqscan: bool = True) -> str:
             cursor.execute("SET LOCAL enable_seqscan = off")
         cursor.execute(f"EXPLAIN {'(ANALYZE) ' if analyze else ''}{sql}")
         return "\n".join(row[0] for row in cursor.fetchall())
+
+
+@contextlib.contextmanager
+def every_connection_wrapped(wrapper: Callable[..., Any]) -> Iterator[None]:
+    """Django's execute `wrapper` on every database connection made meanwhile: the live server's
+    requests run in threads of their own, each connecting to PostgreSQL (again after each
+    request), so each connection gets it as it connects, once however often it reconnects."""
+    with contextlib.ExitStack() as wrappers:
+        def wrap(sender: Any, connection: Any, **kwargs: Any) -> None:
+            if wrapper not in connection.execute_wrappers:
+                wrappers.enter_context(connection.execute_wrapper(wrapper))
+
+        connection_created.connect(wrap)
+        try:
+            yield
+        finally:
+            connection_created.disconnect(wrap)
 
 
 def wait_until_up(url: str, process: subprocess.Popen[bytes], log_path: Path, *, timeout: float = 60) -> None:

@@ -3,7 +3,6 @@ address that has spent its budget gets 429 without its keys being looked up, exc
 already worked in the API process, so a client sharing that address keeps working."""
 from __future__ import annotations
 
-import contextlib
 import random
 import secrets
 from collections.abc import Callable, Iterator
@@ -12,9 +11,8 @@ from typing import Any
 
 import pytest
 import requests
-from django.db.backends.signals import connection_created
 
-from tests.conftest import Api, serving
+from tests.conftest import Api, every_connection_wrapped, serving
 
 LIMIT = 3
 
@@ -41,9 +39,7 @@ def call(api: Api, address: str, *, key: str | None = None, authorization: str |
 
 @pytest.fixture
 def key_lookups() -> Iterator[list[str]]:
-    """The API key lookups the live server sends PostgreSQL. Its requests run in threads of their
-    own, each connecting to it (again after each request): each connection gets a counting
-    wrapper as it connects."""
+    """The API key lookups the live server sends PostgreSQL."""
     lookups: list[str] = []
 
     def count(execute: Callable[..., Any], sql: str, params: Any, many: bool, context: Any) -> Any:
@@ -51,16 +47,8 @@ def key_lookups() -> Iterator[list[str]]:
             lookups.append(sql)
         return execute(sql, params, many, context)
 
-    with contextlib.ExitStack() as wrappers:
-        def wrap(sender: Any, connection: Any, **kwargs: Any) -> None:
-            if count not in connection.execute_wrappers:  # once, however often it reconnects
-                wrappers.enter_context(connection.execute_wrapper(count))
-
-        connection_created.connect(wrap)
-        try:
-            yield lookups
-        finally:
-            connection_created.disconnect(wrap)
+    with every_connection_wrapped(count):
+        yield lookups
 
 
 @pytest.fixture

@@ -1,17 +1,15 @@
 """Fixtures for webhook tests: a real HTTP receiver on loopback (the copyable example's)."""
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Callable, Iterator
 from itertools import pairwise
 from typing import Any
 
 import pytest
-from django.db.backends.signals import connection_created
 
 from examples.receiver import Receiver, Reply
-from tests.conftest import Api
+from tests.conftest import Api, every_connection_wrapped
 from webhooks import claims
 
 HELLO = "api.tasks.hello_world"
@@ -41,8 +39,7 @@ def receiver(make_receiver: Callable[..., Receiver]) -> Receiver:
 @pytest.fixture
 def delivery_writes() -> Iterator[list[tuple[str, int]]]:
     """The statements the live server sends PostgreSQL that write deliveries, with the rows
-    each touched. Its requests run in threads of their own, each connecting to it: each
-    connection gets a recording wrapper as it connects."""
+    each touched."""
     writes: list[tuple[str, int]] = []
 
     def record(execute: Callable[..., Any], sql: str, params: Any, many: bool, context: Any) -> Any:
@@ -51,16 +48,8 @@ def delivery_writes() -> Iterator[list[tuple[str, int]]]:
             writes.append((sql, context["cursor"].rowcount))
         return result
 
-    with contextlib.ExitStack() as wrappers:
-        def wrap(sender: Any, connection: Any, **kwargs: Any) -> None:
-            if record not in connection.execute_wrappers:
-                wrappers.enter_context(connection.execute_wrapper(record))
-
-        connection_created.connect(wrap)
-        try:
-            yield writes
-        finally:
-            connection_created.disconnect(wrap)
+    with every_connection_wrapped(record):
+        yield writes
 
 
 @pytest.fixture(params=["postgresql", "portable"])
