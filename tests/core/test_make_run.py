@@ -19,12 +19,15 @@ from tests.conftest import REPO, free_port, wait_until_up
 # Not in `make test-fast`: see the README's "Two commands".
 pytestmark = pytest.mark.slow
 
-# Variables that would switch `make run` away from its embedded defaults.
+# Variables a fresh shell's `make run` does not have: those that would switch it away from its
+# embedded defaults, and a make's own around the suite's (CI's `make test`), which would make it a
+# sub-make that prints `make[1]: ***` where a user's prints `make: ***`.
 SERVER_VARIABLES = (
     "DATABASE_URL", "POSTGRES_HOST", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND", "CACHE_URL",
     "SECRET_KEY", "DJANGO_SETTINGS_MODULE", "CELERY_BROKER_KEY_PREFIX", "DB_CONN_MAX_AGE",
     # The suite's metrics (tests/settings.py): make run has them off by default.
     "METRICS_ENABLED", "METRICS_TOKEN", "PROMETHEUS_MULTIPROC_DIR",
+    "MAKELEVEL", "MAKEFLAGS", "MFLAGS",
 )
 
 # The Procfile's processes, as honcho names them.
