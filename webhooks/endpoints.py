@@ -107,7 +107,11 @@ def endpoint_update(*, owner_id: uuid.UUID, endpoint_id: uuid.UUID | str, **chan
 def endpoint_delete(*, owner_id: uuid.UUID, endpoint_id: uuid.UUID | str) -> None:
     """Delete the endpoint; its deliveries not yet delivered stop (state canceled), the log stays."""
     with transaction.atomic():
-        endpoint = endpoint_get(owner_id=owner_id, endpoint_id=endpoint_id)
+        # Locked before its deliveries are cancelled: an event being recorded for it (which holds
+        # it, webhooks/sql.py) commits first and has its delivery cancelled too, or waits and
+        # makes none. Unlocked, one committed between the cancel and the delete was left pending
+        # without its endpoint (SET_NULL), to go to its URL signed with the client's secret.
+        endpoint = Endpoint.objects.select_for_update().get(pk=endpoint_get(owner_id=owner_id, endpoint_id=endpoint_id).pk)
         Delivery.objects.filter(endpoint=endpoint, state__in=[State.PENDING, State.ENDPOINT_DISABLED]).update(
             state=State.CANCELED, next_attempt_at=None, finished_at=timezone.now(), claim_token=None,
             claimed_until=None,
@@ -125,7 +129,10 @@ def endpoint_test(*, owner_id: uuid.UUID, endpoint_id: uuid.UUID | str) -> Deliv
             data={"endpoint_id": str(endpoint.id), "message": "A test event, sent on request."},
             callback_url="", endpoints=[endpoint],
         )
-    return Delivery.objects.get(event=event)
+    delivery = Delivery.objects.filter(event=event).first()
+    if delivery is None:  # deleted meanwhile: the event went to no endpoint
+        raise NotFound("No such webhook endpoint.")
+    return delivery
 
 
 def endpoint_recover(*, owner_id: uuid.UUID, endpoint_id: uuid.UUID | str, since: datetime) -> int:

@@ -97,7 +97,8 @@ def event_record(
             dispatched_at=now if due <= now or due - now <= timedelta(seconds=dispatch.COUNTDOWN_MAX_SECONDS) else None,
             created_at=now,
         ))
-    sql.event_insert_with_deliveries(event, deliveries)
+    # One to an endpoint deleted since its subscribers were read is not written.
+    deliveries = sql.event_insert_with_deliveries(event, deliveries)
     due_now = [d.pk for d in deliveries if d.next_attempt_at <= now]
     if publish and due_now:
         dispatch.deliveries_publish_on_commit(delivery_ids=due_now)

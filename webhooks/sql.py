@@ -5,7 +5,9 @@
   secrets read) in one statement and one round trip; through the ORM it took five round trips
   and most of an attempt's CPU (docs/benchmarks.md, "Fixes").
 - An event and its deliveries inserted in one statement on PostgreSQL: a job's final
-  transition waits on it (about a quarter of its CPU).
+  transition waits on it (about a quarter of its CPU). Each endpoint's delivery holds its
+  endpoint FOR KEY SHARE, which the ORM cannot take (its FOR SHARE would queue the event behind
+  the endpoint's health updates).
 - The secrets that sign an owner's deliveries, joined to the events in one query.
 - Attempt outcomes as one UPDATE from a VALUES list: `bulk_update` spent more time building its
   CASE expressions than the database spent running them, and executemany is a round trip each.
@@ -40,15 +42,20 @@ ClaimRow = tuple[
 ]
 
 
-def event_insert_with_deliveries(event: Event, deliveries: Sequence[Delivery]) -> None:
-    """INSERT `event` and its `deliveries` and set their keys. On PostgreSQL one statement (one
-    INSERT inside WITH per row); SQLite has no INSERT inside WITH: a save per row there."""
+def event_insert_with_deliveries(event: Event, deliveries: Sequence[Delivery]) -> list[Delivery]:
+    """INSERT `event` and its `deliveries` and set their keys; the deliveries written. An
+    endpoint's is written only while the endpoint exists, and holds it (FOR KEY SHARE, what the
+    foreign key's own check takes at commit) until the caller's transaction ends: one deleted
+    after its subscribers were read failed the whole transaction at commit (a job's transition
+    with it), and a deletion waits for the event, then cancels its delivery (webhooks/endpoints.py).
+    On PostgreSQL one statement (one INSERT inside WITH per row); SQLite has no INSERT inside
+    WITH, nor a second writer: a save per row there."""
     if connection.vendor != "postgresql" or not deliveries:
         event.save(force_insert=True)
         for delivery in deliveries:
             delivery.event = event
             delivery.save(force_insert=True)
-        return
+        return list(deliveries)
     event_columns, event_values = insert_values(event)
     statements = [
         f"WITH event AS (INSERT INTO {Event._meta.db_table} ({event_columns}) "
@@ -57,19 +64,25 @@ def event_insert_with_deliveries(event: Event, deliveries: Sequence[Delivery]) -
     params = list(event_values)
     for index, delivery in enumerate(deliveries):
         columns, values = insert_values(delivery, exclude="event")
+        held = "" if delivery.endpoint_id is None else (
+            f" WHERE EXISTS (SELECT FROM {Endpoint._meta.db_table} ep WHERE ep.id = %s FOR KEY SHARE)"
+        )
         statements.append(
             f", d{index} AS (INSERT INTO {Delivery._meta.db_table} (event_id, {columns}) "
-            f"SELECT event.id, {', '.join(['%s'] * len(values))} FROM event RETURNING id, event_id)"
+            f"SELECT event.id, {', '.join(['%s'] * len(values))} FROM event{held} RETURNING id, event_id)"
         )
-        params += values
-    selects = " UNION ALL ".join(f"SELECT {index}, id, event_id FROM d{index}" for index in range(len(deliveries)))
+        params += [*values, *([delivery.endpoint_id] if held else [])]
+    selects = "".join(f" UNION ALL SELECT {index}, id, event_id FROM d{index}" for index in range(len(deliveries)))
+    written = []
     with connection.cursor() as cursor:
-        cursor.execute(" ".join(statements) + f" {selects} ORDER BY 1", params)
+        cursor.execute(" ".join(statements) + f" SELECT -1, NULL, id FROM event{selects} ORDER BY 1", params)
         for index, delivery_id, event_id in cursor.fetchall():
-            deliveries[index].pk = delivery_id
             event.pk = event_id
-    for delivery in deliveries:
-        delivery.event = event
+            if index >= 0:
+                deliveries[index].pk = delivery_id
+                deliveries[index].event = event
+                written.append(deliveries[index])
+    return written
 
 
 def events_to_send(*, event_ids: Collection[int], now: datetime) -> dict[int, tuple[str, bytes, list[str]]]:

@@ -1,0 +1,95 @@
+"""An endpoint deleted while one of its client's events is being recorded: the event's transaction
+still commits (with no delivery to the endpoint gone), and no delivery of it is left pending
+without its endpoint, to go to its URL signed with the client's secret instead of the
+endpoint's."""
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from django.db import DatabaseError, connection, transaction
+
+from core.models import Client
+from core.services import client_create
+from webhooks import endpoints, outbox
+from webhooks.models import Delivery, Endpoint, Event
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+RECEIVER = "http://127.0.0.1:9/hooks"
+
+
+@pytest.fixture(autouse=True)
+def loopback_allowed(settings: Any) -> None:
+    settings.WEBHOOK_ALLOWED_NETWORKS = ["127.0.0.0/8"]
+
+
+@pytest.fixture
+def owner() -> Client:
+    return client_create(name=f"delete-race-{uuid.uuid4().hex[:8]}")
+
+
+def _job_event_recorded(owner: Client, subscribed: list[Endpoint]) -> Event:
+    """What a job's transition does: record its event for the endpoints it read as subscribed,
+    in its own transaction."""
+    with transaction.atomic():
+        return outbox.event_record(
+            owner_id=owner.id, subject_id=uuid.uuid4(), event_type="job.succeeded", data={"n": 1},
+            endpoints=subscribed, publish=False,
+        )
+
+
+def test_an_endpoint_deleted_after_its_subscribers_were_read_leaves_the_event_recorded(owner: Client) -> None:
+    # Given a job's transition that has read the endpoint as subscribed
+    endpoint = endpoints.endpoint_create(owner_id=owner.id, url=RECEIVER, event_types=["job.succeeded"])
+    subscribed = endpoints.subscribers(owner_id=owner.id, event_type="job.succeeded")
+    assert [e.pk for e in subscribed] == [endpoint.pk]
+
+    # When the client deletes the endpoint before the transition records its event
+    endpoints.endpoint_delete(owner_id=owner.id, endpoint_id=endpoint.pk)
+    event = _job_event_recorded(owner, subscribed)
+
+    # Then the transition commits, its event recorded with no delivery to the endpoint gone
+    assert Event.objects.filter(pk=event.pk).exists()
+    assert not Delivery.objects.filter(event_id=event.pk).exists()
+
+
+def test_an_event_recorded_while_its_endpoint_is_deleted_leaves_no_delivery_pending_without_it(
+    owner: Client,
+) -> None:
+    # Given an endpoint whose deletion has cancelled its pending deliveries but not yet deleted it
+    endpoint = endpoints.endpoint_create(owner_id=owner.id, url=RECEIVER, event_types=["job.succeeded"])
+    subscribed = endpoints.subscribers(owner_id=owner.id, event_type="job.succeeded")
+    recorded: list[BaseException | Event] = []
+
+    def record() -> None:  # on a connection of its own
+        try:
+            recorded.append(_job_event_recorded(owner, subscribed))
+        except DatabaseError as exc:
+            recorded.append(exc)
+        finally:
+            connection.close()
+
+    recorder = threading.Thread(target=record)
+
+    def record_after_the_cancel(execute: Callable[..., Any], sql: str, params: Any, many: bool, context: Any) -> Any:
+        result = execute(sql, params, many, context)
+        if sql.startswith('UPDATE "webhooks_delivery"') and recorder.ident is None:
+            # When a job's transition records its event then, in a transaction of its own
+            # (which may have to wait for the deletion: given a moment, not waited for)
+            recorder.start()
+            recorder.join(timeout=1)
+        return result
+
+    with connection.execute_wrapper(record_after_the_cancel):
+        endpoints.endpoint_delete(owner_id=owner.id, endpoint_id=endpoint.pk)
+    recorder.join(timeout=10)
+
+    # Then the transition committed, and nothing of it is left pending without its endpoint (to
+    # go to the deleted endpoint's URL signed with the client's own secret)
+    assert len(recorded) == 1 and isinstance(recorded[0], Event), recorded
+    assert list(Delivery.objects.filter(owner=owner, state=Delivery.State.PENDING).values_list("endpoint", "url")) == []
+
