@@ -121,7 +121,8 @@ def endpoint_delete(*, owner_id: uuid.UUID, endpoint_id: uuid.UUID | str) -> Non
 
 
 def endpoint_test(*, owner_id: uuid.UUID, endpoint_id: uuid.UUID | str) -> Delivery:
-    """Send a `webhook.test` event to the endpoint now (enabled or not); its delivery."""
+    """Send a `webhook.test` event to the endpoint now, enabled or not (its delivery is never
+    held: webhooks/sql.py HELD_WHILE_DISABLED); its delivery."""
     endpoint = endpoint_get(owner_id=owner_id, endpoint_id=endpoint_id)
     with transaction.atomic():
         event = outbox.event_record(

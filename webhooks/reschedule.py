@@ -117,9 +117,12 @@ def _move(endpoint: Endpoint, before: datetime, after: tuple[datetime, int] | No
 
 
 def _hold(endpoint: Endpoint, before: datetime) -> tuple[datetime, int] | None:
-    """Hold a batch of the disabled endpoint's pending deliveries. Those held leave the
-    selection: the next batch ignores its position."""
-    pending = Delivery.objects.filter(endpoint=endpoint, state=State.PENDING, created_at__lt=before)
+    """Hold a batch of the disabled endpoint's pending deliveries (but a test event's, which goes
+    all the same: sql.HELD_WHILE_DISABLED). Those held leave the selection: the next batch
+    ignores its position."""
+    pending = Delivery.objects.filter(endpoint=endpoint, state=State.PENDING, created_at__lt=before).exclude(
+        subject_id=endpoint.pk
+    )
     ids = list(pending.select_for_update(skip_locked=True).values_list("pk", flat=True)[:RESCHEDULE_BATCH])
     Delivery.objects.filter(pk__in=ids).update(
         state=State.ENDPOINT_DISABLED, dispatched_at=None, claim_token=None, claimed_until=None

@@ -33,6 +33,11 @@ SECRETS_CURRENT_FIRST = "s.expires_at IS NOT NULL, s.created_at DESC, s.id DESC"
 
 INTERRUPTED = "Interrupted: the worker sending this attempt stopped."
 
+# A delivery (aliased `c`) that its endpoint being disabled holds: any but a test event's, whose
+# subject is the endpoint it goes to (webhooks.endpoints.endpoint_test), so that a client can try
+# a disabled endpoint's receiver before enabling it again.
+HELD_WHILE_DISABLED = "c.subject_id <> c.endpoint_id"
+
 # One row per claimed delivery: (delivery id, the URL its attempt goes to, owner id, endpoint id or None, the endpoint's
 # custom headers, attempt id, attempt number, webhook-id, body, the secrets that sign it: the
 # current one first, then any rotated-out one still inside its overlap window; none before the
@@ -123,14 +128,15 @@ def claim_postgresql(
     opened, each with the URL it goes to (its endpoint's current one, or the callback_url); the
     events are read back with their secrets (the endpoint's, or the client's for a callback_url)
     and their endpoint's headers and rate limit. A delivery whose endpoint was
-    disabled after it was published is held (state endpoint_disabled) instead of claimed."""
+    disabled after it was published is held (state endpoint_disabled) instead of claimed, unless it is
+    a test event's."""
     sql = f"""
         WITH held AS (
             UPDATE {Delivery._meta.db_table} d SET state = %(held)s, dispatched_at = NULL
             WHERE d.id IN (
                 SELECT c.id FROM {Delivery._meta.db_table} c
                 JOIN {Endpoint._meta.db_table} ep ON ep.id = c.endpoint_id AND NOT ep.enabled
-                WHERE {scope_sql} AND c.state = %(pending)s
+                WHERE {scope_sql} AND c.state = %(pending)s AND {HELD_WHILE_DISABLED}
                 FOR UPDATE OF c SKIP LOCKED
             )
         ), claimed AS (
@@ -142,7 +148,8 @@ def claim_postgresql(
                 WHERE {scope_sql} AND c.state = %(pending)s AND c.next_attempt_at <= %(due_by)s
                   AND (c.claimed_until IS NULL OR c.claimed_until < %(now)s)
                   AND NOT EXISTS (
-                      SELECT 1 FROM {Endpoint._meta.db_table} ep WHERE ep.id = c.endpoint_id AND NOT ep.enabled
+                      SELECT 1 FROM {Endpoint._meta.db_table} ep
+                      WHERE ep.id = c.endpoint_id AND NOT ep.enabled AND {HELD_WHILE_DISABLED}
                   )
                 ORDER BY c.created_at, c.id
                 LIMIT {int(limit)}

@@ -105,18 +105,21 @@ def test_an_endpoints_rate_limit_spaces_its_deliveries(api: Api, receiver: Recei
 
 
 def test_deliveries_due_together_still_go_at_the_endpoints_pace(api: Api, receiver: Receiver) -> None:
-    # Given an endpoint paced at 4 deliveries a second, disabled, with six test events held
-    endpoint = endpoint_create(api, receiver.url, rate_limit_per_second=4)
+    # Given an endpoint disabled with six job events held (paced at one a hundred seconds, only
+    # the first of seven went before it was disabled)
+    endpoint = endpoint_create(api, receiver.url, rate_limit_per_second=0.01)
+    for n in range(7):
+        api.wait(api.submit(HELLO, {"message": f"held {n}"})["id"])
+    receiver.wait_for(1)
     disabled = api.request("PATCH", f"/api/webhook-endpoints/{endpoint['id']}/", json={"enabled": False})
     assert disabled.status_code == 200, disabled.text
-    for _ in range(6):
-        assert api.post(f"/api/webhook-endpoints/{endpoint['id']}/test/").status_code == 202
     until(lambda: len(deliveries_to(api, endpoint, state="endpoint_disabled")) == 6, what="six held")
 
-    # When it is enabled again: the six are all due at once
-    enabled = api.request("PATCH", f"/api/webhook-endpoints/{endpoint['id']}/", json={"enabled": True})
+    # When it is enabled again at 4 deliveries a second: the six are all due within 1.5 s
+    enabled = api.request("PATCH", f"/api/webhook-endpoints/{endpoint['id']}/",
+                          json={"enabled": True, "rate_limit_per_second": 4})
     assert enabled.status_code == 200, enabled.text
-    received = receiver.wait_for(6, timeout=30)
+    received = receiver.wait_for(7, timeout=30)[1:]
 
     # Then they still arrive a quarter of a second apart or more (less the arrival's jitter)
     assert len({r.headers["webhook-id"] for r in received}) == 6
@@ -240,6 +243,22 @@ def test_a_test_event_reaches_the_endpoint_signed_with_its_secret(api: Api, rece
     event = Webhook(endpoint_secret(api, endpoint)).verify(received.body, received.headers)
     assert event["type"] == "webhook.test" and event["data"]["endpoint_id"] == endpoint["id"]
     until(lambda: deliveries_to(api, endpoint, state="succeeded"), what="the test delivery logged")
+
+
+def test_a_test_event_reaches_a_disabled_endpoint_which_stays_disabled(api: Api, receiver: Receiver) -> None:
+    # Given an endpoint its client disabled (say, while it mends its receiver)
+    endpoint = endpoint_create(api, receiver.url, enabled=False)
+
+    # When the client sends it a test event, to try the receiver before enabling the endpoint
+    response = api.post(f"/api/webhook-endpoints/{endpoint['id']}/test/")
+
+    # Then the test event goes now (it was held until the endpoint was enabled), and the endpoint
+    # stays disabled
+    assert response.status_code == 202, response.text
+    [received] = receiver.wait_for(1, timeout=10)
+    assert Webhook(endpoint_secret(api, endpoint)).verify(received.body, received.headers)["type"] == "webhook.test"
+    until(lambda: deliveries_to(api, endpoint, state="succeeded"), what="the test delivery logged")
+    assert endpoint_read(api, endpoint)["enabled"] is False
 
 
 def test_deleting_an_endpoint_stops_its_pending_deliveries(api: Api, make_receiver: Callable[..., Receiver]) -> None:
