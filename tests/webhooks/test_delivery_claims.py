@@ -38,15 +38,16 @@ def owner() -> Client:
 def make_delivery(owner: Client, url: str, **fields: Any) -> Delivery:
     """An outbox row written directly (nothing published), as event_record would leave it."""
     now = timezone.now()
+    subject_id = fields.pop("subject_id", uuid.uuid4())
     event = Event.objects.create(
         owner=owner,
-        subject_id=uuid.uuid4(),
+        subject_id=subject_id,
         event_type="job.succeeded",
         body=outbox.event_body(event_type="job.succeeded", data={"id": "x"}, at=now),
     )
     defaults: dict[str, Any] = {"next_attempt_at": now, "dispatched_at": now}
     defaults.update(fields)
-    return Delivery.objects.create(event=event, owner=owner, subject_id=event.subject_id, url=url, **defaults)
+    return Delivery.objects.create(event=event, owner=owner, subject_id=subject_id, url=url, **defaults)
 
 
 def test_two_workers_never_send_the_same_delivery_at_once(
@@ -169,6 +170,25 @@ def test_a_delivery_whose_endpoint_was_disabled_after_it_was_published_is_held(
     assert attempt is None and receiver.received == []
     delivery.refresh_from_db()
     assert delivery.state == Delivery.State.ENDPOINT_DISABLED and delivery.attempt_count == 0
+
+
+def test_a_disabled_endpoints_test_event_is_sent_and_its_other_deliveries_held(
+    owner: Client, receiver: Receiver
+) -> None:
+    # Given a disabled endpoint with a job event's delivery and a test event's (whose subject is
+    # the endpoint), claimed together
+    endpoint = Endpoint.objects.create(owner=owner, url=receiver.url, event_types=["job.succeeded"], enabled=False)
+    job_event = make_delivery(owner, receiver.url, endpoint=endpoint)
+    test_event = make_delivery(owner, receiver.url, endpoint=endpoint, subject_id=endpoint.pk)
+
+    # When their attempts run
+    outcomes = attempts.deliveries_attempt(delivery_ids=[job_event.pk, test_event.pk])
+
+    # Then only the test event is sent; the job event's delivery waits for the endpoint
+    assert [(o.delivery_id, o.status_code) for o in outcomes] == [(test_event.pk, 200)]
+    assert len(receiver.received) == 1
+    assert Delivery.objects.get(pk=test_event.pk).state == Delivery.State.SUCCEEDED
+    assert Delivery.objects.get(pk=job_event.pk).state == Delivery.State.ENDPOINT_DISABLED
 
 
 def test_the_address_is_checked_again_at_each_attempt(owner: Client) -> None:

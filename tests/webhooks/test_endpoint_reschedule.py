@@ -7,6 +7,7 @@ workers to claim and put back (docs/webhooks.md, "Pace")."""
 from __future__ import annotations
 
 import time
+import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -16,6 +17,7 @@ from django.db.models import F
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from core.services import client_create
 from examples.receiver import Receiver
 from tests.conftest import Api
 from tests.webhooks.conftest import assert_arrived_paced, until
@@ -172,3 +174,27 @@ def test_a_rescheduling_whose_message_was_lost_is_started_again_by_the_dispatche
     until(lambda: not waiting(endpoint, State.ENDPOINT_DISABLED), what="all resumed")
     assert_paced(received, waiting(endpoint), every_seconds=0.25)
     until(lambda: Endpoint.objects.get(pk=endpoint["id"]).rescheduling_since is None, what="the rescheduling done")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_disabling_holds_the_endpoints_pending_deliveries_but_a_test_event() -> None:
+    # Given an endpoint with a job event's delivery and a test event's waiting for their retries
+    owner = client_create(name="reschedule-test-event")
+    endpoint = endpoints.endpoint_create(owner_id=owner.pk, url="http://127.0.0.1:9/hooks")
+    later = timezone.now() + timedelta(hours=1)
+    job_event, test_event = [
+        Delivery.objects.create(
+            event=Event.objects.create(owner=owner, subject_id=subject_id, event_type=event_type, body=b"{}"),
+            owner=owner, subject_id=subject_id, endpoint=endpoint, url=endpoint.url, next_attempt_at=later,
+            attempt_count=1,
+        )
+        for subject_id, event_type in [(uuid.uuid4(), "job.succeeded"), (endpoint.pk, "webhook.test")]
+    ]
+
+    # When its client disables it, and its rescheduling runs
+    endpoint = endpoints.endpoint_update(owner_id=owner.pk, endpoint_id=endpoint.pk, enabled=False)
+    reschedule.endpoint_reschedule(endpoint_id=endpoint.pk, version=endpoint.schedule_version, before=timezone.now())
+
+    # Then the job event's delivery is held, and the test event's still goes (at its retry)
+    assert Delivery.objects.get(pk=job_event.pk).state == State.ENDPOINT_DISABLED
+    assert Delivery.objects.get(pk=test_event.pk).state == State.PENDING
