@@ -22,11 +22,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 RECEIVER = "http://127.0.0.1:9/hooks"
 
 
-@pytest.fixture(autouse=True)
-def loopback_allowed(settings: Any) -> None:
-    settings.WEBHOOK_ALLOWED_NETWORKS = ["127.0.0.0/8"]
-
-
 @pytest.fixture
 def owner() -> Client:
     return client_create(name=f"delete-race-{uuid.uuid4().hex[:8]}")
