@@ -5,15 +5,19 @@ A receiver is a registered endpoint, or the host of a job's own callback URL. Th
 the endpoint's admin page (disabling it is an action there), or to the deliveries' list filtered
 to the callback's host.
 
-A refresh costs two queries whatever the number of failing deliveries and receivers: the
-database counts every failing delivery by receiver (from the partial indexes delivery_failed and
-delivery_due; a callback's by the host it was given, `Delivery.authority`), so one noisy
+The database counts every failing delivery by receiver (from the partial indexes delivery_failed
+and delivery_due; a callback's by the host it was given, `Delivery.authority`), so one noisy
 receiver's thousands of failures neither hide another's nor are capped; then the last error of
 each receiver shown is read from its newest failing delivery. The count reads each failing
-delivery once a refresh: 55-105 ms at 192,000 (docs/benchmarks.md).
+delivery (55-105 ms at 192,000, 0.5 s and more at a million: docs/benchmarks.md), so a process
+counts at most once in COUNTED_FOR_SECONDS and serves that count to the console's refreshes (every
+5 s, each open console) and /metrics' scrapes meanwhile; the last errors are read on each
+refresh, for the 50 receivers listed.
 """
 from __future__ import annotations
 
+import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from urllib.parse import urlsplit
@@ -48,6 +52,9 @@ from webhooks.models import Delivery, DeliveryAttempt
 State = Delivery.State
 # The receivers the console lists, the most failures first.
 TOP = 50
+# How long a count of the failing receivers serves this process's reads (s): Prometheus's usual
+# scrape interval; the console's figures of them move at that pace, not at its 5 s refresh.
+COUNTED_FOR_SECONDS = 15.0
 
 
 def _authority() -> Case:
@@ -173,16 +180,48 @@ def _row(count: _Count, delivery: Delivery) -> ReceiverRow:
     )
 
 
+@dataclass(frozen=True)
+class _Counted:
+    # The TOP receivers failing most, and how many fail in all.
+    top: list[_Count]
+    receivers: int
+    at: float  # time.monotonic() when counted
+
+
+_counted: _Counted | None = None
+_counting = threading.Lock()
+
+
+def _counted_recently(*, now: datetime) -> _Counted:
+    """The failing receivers' counts made in the last COUNTED_FOR_SECONDS by this process, or
+    made now. One thread counts at a time (a thread serves each request): those asking
+    meanwhile wait for its count rather than make theirs."""
+    global _counted
+    with _counting:
+        if _counted is None or time.monotonic() - _counted.at >= COUNTED_FOR_SECONDS:
+            counts = _counts(now=now)
+            _counted = _Counted(top=counts[:TOP], receivers=len(counts), at=time.monotonic())
+        return _counted
+
+
+def counted_forget() -> None:
+    """The next read counts anew (tests that change what fails between two reads)."""
+    global _counted
+    with _counting:
+        _counted = None
+
+
 def receivers_failing_count(*, now: datetime) -> int:
-    """How many receivers have failing deliveries (/metrics' jobapi_webhook_failing_receivers)."""
-    return len(_counts(now=now))
+    """How many receivers have failing deliveries (/metrics' jobapi_webhook_failing_receivers),
+    as counted in the last COUNTED_FOR_SECONDS."""
+    return _counted_recently(now=now).receivers
 
 
-def receivers_failing(*, now: datetime, limit: int = TOP) -> Failing:
-    """The `limit` receivers with the most failing deliveries, each with its exact counts and
-    its newest failing delivery's last error, and how many receivers fail in all."""
-    counts = _counts(now=now)
-    top = counts[:limit]
-    newest = _newest_with_last_attempt([count.newest for count in top])
-    return Failing(top=[_row(count, newest[count.newest]) for count in top if count.newest in newest],
-                   receivers=len(counts))
+def receivers_failing(*, now: datetime) -> Failing:
+    """The TOP receivers with the most failing deliveries, each with its exact counts (as counted
+    in the last COUNTED_FOR_SECONDS) and its newest failing delivery's last error, read now, and
+    how many receivers fail in all."""
+    counted = _counted_recently(now=now)
+    newest = _newest_with_last_attempt([count.newest for count in counted.top])
+    return Failing(top=[_row(count, newest[count.newest]) for count in counted.top if count.newest in newest],
+                   receivers=counted.receivers)

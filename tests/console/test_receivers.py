@@ -13,7 +13,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
-from console.receivers import TOP
+from console.receivers import COUNTED_FOR_SECONDS, TOP
 from core.services import client_create
 from tests.console.seed import failing_deliveries
 from tests.console.test_console_page import (
@@ -158,3 +158,33 @@ def test_an_endpoint_is_named_by_the_host_its_last_attempt_went_to(staff: Browse
 
     # Then the row names the host the error came from
     assert row_of(receivers, f"new-host.example (endpoint {str(endpoint.pk)[:8]})")[1:4] == ["0", "1", "HTTP 503"]
+
+
+def _counts_of_failing_deliveries(queries: CaptureQueriesContext) -> int:
+    """How many of the queries counted the failing deliveries by receiver (the read whose cost
+    grows with them)."""
+    return sum("GROUP BY" in query["sql"] and "attempt_count" in query["sql"] for query in queries)
+
+
+@pytest.mark.parametrize(("counted_for", "counts"), [(COUNTED_FOR_SECONDS, 1), (0.0, 3)])
+def test_the_failing_deliveries_are_counted_once_a_scrape_interval_however_often_they_are_read(
+    staff: BrowserClient, monkeypatch: pytest.MonkeyPatch, counted_for: float, counts: int,
+) -> None:
+    # Given a noisy receiver and a quiet one, failing
+    client = client_create(name="acme")
+    failing_deliveries(client, "https://noisy.example/hook", failed=NOISY, retrying=NOISY, age=timedelta(minutes=1))
+    failing_deliveries(client, "https://quiet.example/hook", failed=1, retrying=0, age=timedelta(minutes=5))
+    monkeypatch.setattr("console.receivers.COUNTED_FOR_SECONDS", counted_for)
+
+    # When two consoles refresh and Prometheus scrapes, within COUNTED_FOR_SECONDS
+    with CaptureQueriesContext(connection) as queries:
+        pages = [staff.get("/console/?fragment=1").content.decode() for _ in range(2)]
+        metric = failing_receivers_metric()
+
+    # Then the failing deliveries were counted once (each read when the interval is 0), and
+    # every read shows the count: the receivers, each with its exact figures and last error
+    assert _counts_of_failing_deliveries(queries) == counts
+    for page in pages:
+        assert row_of(section(page, "receivers"), "noisy.example")[1:4] == [str(NOISY), str(NOISY), "HTTP 503"]
+        assert row_of(section(page, "receivers"), "quiet.example")[1:4] == ["0", "1", "HTTP 503"]
+    assert metric == 2
