@@ -1,6 +1,6 @@
 """The operators' reads, across every client (unlike jobs/selectors.py, which is always one
 client's): jobs by status, what is stuck, what failed, the queues and the workers. Each read is
-bounded and served by an index (jobs' job_active and job_finished, the workers' seen_at).
+bounded and served by an index (jobs' job_active_since and job_finished, the workers' seen_at).
 
 "The last hour" of jobs by status means: the jobs not final now (PENDING, STARTED, RETRY), and
 those that reached a final status in the last hour; /metrics' jobapi_jobs reads the same.
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db.models import Count, F, Max, Q
+from django.db.models import Count, F, Max
 from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Coalesce, Now
 
@@ -50,11 +50,13 @@ def jobs_by_status(*, now: datetime) -> dict[str, int]:
 
 def jobs_oldest_pending(*, now: datetime, limit: int = 10) -> list[Job]:
     """The jobs waiting longest to start, counted from when they fell due (their run_at, for a
-    scheduled job); `waiting_since` on each."""
+    scheduled job); `waiting_since` on each. The first `limit` entries of job_active_since's
+    pending jobs, which it orders so: due by now, then the oldest (sorting every pending job for
+    them read the jobs table, 170-210 ms at a million, on each scrape and refresh)."""
     return list(
         Job.objects.filter(status=Status.PENDING)
-        .filter(Q(run_at__isnull=True) | Q(run_at__lte=now))
         .annotate(waiting_since=Coalesce("run_at", "created_at"))
+        .filter(waiting_since__lte=now)
         .select_related("owner")
         .defer(*_LARGE_FIELDS)
         .order_by("waiting_since", "pk")[:limit]

@@ -1,10 +1,13 @@
-"""Migration operations the apps' migrations share: an index built, or a column's own index
-dropped, without blocking writes."""
+"""Migration operations the apps' migrations share: an index built or dropped, or a column's own
+index dropped, without blocking writes."""
 from __future__ import annotations
 
 from typing import Any
 
-from django.contrib.postgres.operations import AddIndexConcurrently
+from django.contrib.postgres.operations import (
+    AddIndexConcurrently,
+    RemoveIndexConcurrently,
+)
 from django.db import migrations
 
 
@@ -25,6 +28,23 @@ class AddIndexConcurrentlyOnPostgreSQL(AddIndexConcurrently):
             super().database_backwards(app_label, schema_editor, from_state, to_state)
         else:
             migrations.AddIndex.database_backwards(self, app_label, schema_editor, from_state, to_state)
+
+
+class RemoveIndexConcurrentlyOnPostgreSQL(RemoveIndexConcurrently):
+    """RemoveIndexConcurrently on PostgreSQL, RemoveIndex elsewhere; as the one above, its
+    migration must be `atomic = False`."""
+
+    def database_forwards(self, app_label: str, schema_editor: Any, from_state: Any, to_state: Any) -> None:
+        if schema_editor.connection.vendor == "postgresql":
+            super().database_forwards(app_label, schema_editor, from_state, to_state)
+        else:
+            migrations.RemoveIndex.database_forwards(self, app_label, schema_editor, from_state, to_state)
+
+    def database_backwards(self, app_label: str, schema_editor: Any, from_state: Any, to_state: Any) -> None:
+        if schema_editor.connection.vendor == "postgresql":
+            super().database_backwards(app_label, schema_editor, from_state, to_state)
+        else:
+            migrations.RemoveIndex.database_backwards(self, app_label, schema_editor, from_state, to_state)
 
 
 def column_index_dropped_concurrently(*, table: str, column: str, name: str) -> migrations.RunPython:

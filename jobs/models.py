@@ -101,10 +101,12 @@ class Job(models.Model):
                 condition=Q(deadline__isnull=False, status__in=["PENDING", "STARTED", "RETRY"]),
             ),
             # The operators' reads across clients (console/, /metrics): the jobs not final yet
-            # (the oldest pending, the longest running)...
+            # (by status; the oldest pending in the order they fell due, scheduled ones at their
+            # run_at, so the oldest is the first entry, not a sort of every pending job)...
             models.Index(
-                fields=["status", "created_at"],
-                name="job_active",
+                F("status"),
+                Coalesce("run_at", "created_at"),
+                name="job_active_since",
                 condition=Q(status__in=["PENDING", "STARTED", "RETRY"]),
             ),
             # ...and those that finished lately (by status, the failures of the last hour).

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import re
 import shlex
 import socket
 import subprocess
@@ -150,6 +151,23 @@ def plan_of(sql: str, *, analyze: bool = False, seqscan: bool = True) -> str:
             cursor.execute("SET LOCAL enable_seqscan = off")
         cursor.execute(f"EXPLAIN {'(ANALYZE) ' if analyze else ''}{sql}")
         return "\n".join(row[0] for row in cursor.fetchall())
+
+
+def plan_rows_read(plan: str, table: str) -> int:
+    """The rows an EXPLAIN ANALYZE `plan`'s scans of `table` read, kept or dropped, over all
+    their loops."""
+    node = re.compile(rf" on {table} .*actual time=\S+ rows=(\d+) loops=(\d+)")
+    removed = re.compile(r"Rows Removed by (?:Filter|Index Recheck): (\d+)")
+    read, loops = 0, 0
+    for line in plan.splitlines():
+        if found := node.search(line):
+            loops = int(found[2])
+            read += int(found[1]) * loops
+        elif "->" in line:
+            loops = 0
+        elif loops and (dropped := removed.search(line)):
+            read += int(dropped[1]) * loops
+    return read
 
 
 @contextlib.contextmanager

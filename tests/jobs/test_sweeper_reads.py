@@ -3,7 +3,6 @@ its cost grows with the work at hand, not with the clients ever made (docs/relia
 workers' reads")."""
 from __future__ import annotations
 
-import re
 from datetime import timedelta
 
 import pytest
@@ -14,27 +13,11 @@ from django.utils import timezone
 from core.services import client_create
 from jobs import sql
 from jobs.models import Job, JobCounts
-from tests.conftest import plan_of
+from tests.conftest import plan_of, plan_rows_read
 
 pytestmark = pytest.mark.django_db
 
 HELLO = "api.tasks.hello_world"
-_NODE = re.compile(r"on jobs_jobcounts .*actual time=\S+ rows=(\d+) loops=(\d+)")
-_REMOVED = re.compile(r"Rows Removed by (?:Filter|Join Filter|Index Recheck): (\d+)")
-
-
-def counts_rows_read(plan: str) -> int:
-    """The count rows the plan's scans of jobs_jobcounts read, kept or dropped, over all loops."""
-    read, loops = 0, 0
-    for line in plan.splitlines():
-        if node := _NODE.search(line):
-            loops = int(node[2])
-            read += int(node[1]) * loops
-        elif "->" in line:
-            loops = 0
-        elif loops and (removed := _REMOVED.search(line)):
-            read += int(removed[1]) * loops
-    return read
 
 
 def test_the_sweepers_claim_reads_the_count_rows_of_the_clients_with_jobs_waiting_only() -> None:
@@ -56,5 +39,5 @@ def test_the_sweepers_claim_reads_the_count_rows_of_the_clients_with_jobs_waitin
     # Then, run again where the table is too small for PostgreSQL to prefer an index on its own,
     # it reads the two count rows of the clients with jobs waiting, and claims the one due job
     plan = plan_of(claim, analyze=True, seqscan=False)
-    assert counts_rows_read(plan) == 2, plan
+    assert plan_rows_read(plan, "jobs_jobcounts") == 2, plan
     assert "rows=1 loops=1" in plan.splitlines()[0], plan
