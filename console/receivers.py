@@ -9,7 +9,7 @@ The database counts every failing delivery by receiver (from the partial indexes
 and delivery_due; a callback's by the host it was given, `Delivery.authority`), so one noisy
 receiver's thousands of failures neither hide another's nor are capped; then the last error of
 each receiver shown is read from its newest failing delivery. The count reads each failing
-delivery (55-105 ms at 192,000, 0.5 s and more at a million: docs/benchmarks.md), so a process
+delivery (21-24 ms at 50,000, 55-105 ms at 192,000: docs/benchmarks.md), so a process
 counts at most once in COUNTED_FOR_SECONDS and serves that count to the console's refreshes (every
 5 s, each open console) and /metrics' scrapes meanwhile; the last errors are read on each
 refresh, for the 50 receivers listed.
