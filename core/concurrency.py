@@ -208,7 +208,12 @@ def turn_key(request: HttpRequest) -> str:
 def turn_taken(key: str) -> Iterator[None]:
     """Hold one of the process's turns for the block, in `key`'s place among the requests
     waiting, from outside a request's (a stream's body reading and rendering what it sends next;
-    it writes without one). No-op when turns are off or the thread holds one already."""
+    it writes without one). No-op when turns are off or the thread holds one already.
+
+    The thread's own connection, which the block's reads used, is trimmed as the turn ends
+    (connections_trim), before the stream writes: a write blocks for as long as its client
+    reads nothing, and trimmed only when it next waited for events, each stream of a client that
+    never reads held a connection (20 such streams, 20 connections; PostgreSQL allows 100)."""
     turns = _fair_turns()
     if turns is None or getattr(_held, "value", False):
         yield
@@ -218,6 +223,7 @@ def turn_taken(key: str) -> Iterator[None]:
         yield
     finally:
         turns.release()
+        connections_trim()
 
 
 @contextmanager

@@ -15,6 +15,7 @@ from django.db import connection
 from django.utils import timezone
 
 from core.concurrency import CONNECTIONS_BEYOND_TURNS
+from jobs.models import Job, JobEvent
 from tests.conftest import SERVED_APP_NAME, SERVED_THREADS, Api
 
 WAITERS = 200
@@ -109,3 +110,42 @@ def test_a_stream_through_gunicorn_is_chunked_and_ends_with_the_final_event(serv
 
     assert response.headers["X-Accel-Buffering"] == "no"
     assert events[-1] == "job.succeeded"
+
+
+def _open_unread_stream(api: Api) -> socket.socket:
+    """The client's stream from its first event, by a client that reads none of it: a receive
+    buffer of a few KiB, never emptied, so the server's writes to it block once its own fill."""
+    address = urlsplit(api.base_url)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connecting: the window it offers
+    sock.connect((address.hostname, address.port))
+    sock.sendall(
+        f"GET /api/events/ HTTP/1.1\r\nHost: {address.netloc}\r\nAuthorization: Bearer {api.key}\r\n"
+        f"Accept: text/event-stream\r\nLast-Event-ID: 0\r\n\r\n".encode()
+    )
+    return sock
+
+
+def test_streams_whose_client_reads_nothing_hold_no_database_connection(served: Api) -> None:
+    # Given: a client with 16 MB of events (its history, which a stream from Last-Event-ID 0
+    # replays), more than a socket's buffers hold on either side.
+    assert served.client is not None
+    job = Job.objects.create(owner=served.client, job_name="api.tasks.hello_world")
+    body = '{"data": "' + "x" * 16_000 + '"}'
+    JobEvent.objects.bulk_create(
+        JobEvent(job=job, owner=served.client, job_name=job.job_name, event_type="job.progress", body=body)
+        for _ in range(1000)
+    )
+
+    # When: it opens 20 streams of them and reads none, so that each stream's write blocks.
+    streams = [_open_unread_stream(served) for _ in range(20)]
+    try:
+        time.sleep(3)  # each has read its first batch and is writing it by now
+
+        # Then: the process holds no more database connections than when its threads wait for
+        # events (core.concurrency), not one per stream stuck writing to its client.
+        assert _connections() <= 1 + CONNECTIONS_BEYOND_TURNS
+        assert served.get(f"/api/jobs/{job.id}/", timeout=5).status_code == 200
+    finally:
+        for sock in streams:
+            sock.close()
