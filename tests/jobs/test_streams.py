@@ -16,7 +16,8 @@ from core.auth import api_key_digest
 from core.models import ApiKey
 from core.services import api_key_create, api_key_revoke
 from jobs import streams, wakeups
-from tests.conftest import Api
+from jobs.models import Job, JobEvent
+from tests.conftest import Api, every_connection_wrapped
 
 FINAL_EVENTS = {"job.succeeded", "job.failed", "job.canceled"}
 
@@ -335,3 +336,37 @@ def test_the_clients_stream_resumed_past_its_latest_event_skips_none_of_what_fol
         response.close()
     assert first is not None and first.get("event") == "job.started", first
     assert first["data"]["data"]["id"] == created["id"]
+
+
+def test_a_jobs_stream_replays_its_history_in_batches_not_in_one_read(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a finished job with a long history (a long_running_task of an hour logs 3,600
+    # progress events, each with the job's payload: 67 MB with a 10,000-character message), and
+    # batches of 2 events instead of 500
+    monkeypatch.setattr(streams, "CATCH_UP_BATCH", 2)
+    assert api.client is not None
+    job = Job.objects.create(owner=api.client, job_name="api.tasks.hello_world", status=Job.Status.SUCCESS)
+    types = ["job.started", *["job.progress"] * 5, "job.succeeded"]
+    ids = [
+        JobEvent.objects.create(job=job, owner=api.client, job_name=job.job_name, event_type=event_type,
+                                body=json.dumps({"type": event_type})).id
+        for event_type in types
+    ]
+    read: list[int] = []
+
+    def rows_read(execute: Any, sql: str, params: Any, many: bool, context: dict[str, Any]) -> Any:
+        result = execute(sql, params, many, context)
+        if JobEvent._meta.db_table in sql and sql.lstrip().upper().startswith("SELECT"):
+            read.append(context["cursor"].rowcount)
+        return result
+
+    # When a client replays it from its start
+    with every_connection_wrapped(rows_read):
+        response = stream(api, f"/api/jobs/{job.id}/events/", **{"Last-Event-ID": "0"})
+        received = events_until_final(messages(response))
+
+    # Then it gets every event once, in order, read a batch at a time: read at once, the history
+    # was held in the process's memory whole, by each of the client's streams of it
+    assert [(m["event"], int(m["id"])) for m in received] == list(zip(types, ids, strict=True))
+    assert read and max(read) <= 2, read
