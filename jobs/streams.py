@@ -18,17 +18,20 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection
+from django.db.models import QuerySet
 
 from core.concurrency import turn_taken
 from jobs import event_log
-from jobs.models import FINAL_WEBHOOK_EVENTS, Job
+from jobs.models import FINAL_WEBHOOK_EVENTS, Job, JobEvent
 from jobs.waiting import idle, waiter_release
 from jobs.wakeups import Waiter
 
 # Sent first: how long a client waits before reconnecting after a drop (milliseconds).
 RECONNECT_MILLISECONDS = 1000
-# The most events a stream reads at once while it catches up.
+# The most events a stream reads at once while it catches up...
 CATCH_UP_BATCH = 500
+# ... and the most bytes of their bodies (but for a first event larger than it, read alone).
+CATCH_UP_MAX_BYTES = 1024 * 1024
 # The most of a client's events one read of its stream filtered by job name looks through.
 SCAN_BATCH = 2000
 # What a message needs of an event, read as plain rows: a batch of 500 read and rendered in
@@ -89,10 +92,10 @@ def job_event_stream(
         with turn_taken(turn_key):
             latest = event_log.job_event_latest(job_id=job_id)
         events: list[Any] = [latest] if latest else []
-        after = 0
+        after, more = 0, False
     else:
         with turn_taken(turn_key):
-            events = _job_read(job_id=job_id, after=after)
+            events, more = _batch(event_log.job_events_after(job_id=job_id, after_id=after))
             if not events:  # else `after` is before the latest already
                 after = resumed_from(after, event_log.job_event_last_id(job_id=job_id))
     while True:
@@ -102,7 +105,7 @@ def job_event_stream(
             if event.event_type in FINAL_WEBHOOK_EVENTS:
                 connection.close()
                 return
-        if len(events) < CATCH_UP_BATCH:  # else more to catch up on, read at once
+        if not more:  # else more to catch up on, read at once
             # After a heartbeat it reads again too, as the clients' stream does: a wake-up lost (a
             # worker that died between its commit and the publish) delays an event by a heartbeat.
             sent, ends = _idled(waiter, heartbeat, client, after)
@@ -113,16 +116,18 @@ def job_event_stream(
         with turn_taken(turn_key):
             if not authorized():
                 return
-            events = _job_read(job_id=job_id, after=after)
+            events, more = _batch(event_log.job_events_after(job_id=job_id, after_id=after))
 
 
-def _job_read(*, job_id: uuid.UUID, after: int) -> list[Any]:
-    """The job's events after `after`, CATCH_UP_BATCH at most: read whole, the history of a
-    job that ran an hour (3,600 progress events, each with the job's payload: 67 MB of Python
-    objects with a 10,000-character message) was held in its process's memory by each of its
-    streams resumed from its start, and read in one turn."""
-    return list(event_log.job_events_after(job_id=job_id, after_id=after)
-                .values_list(*SENT, named=True)[:CATCH_UP_BATCH])
+def _batch(events: QuerySet[JobEvent]) -> tuple[list[Any], bool]:
+    """One read of a stream: the first of `events` (CATCH_UP_BATCH and CATCH_UP_MAX_BYTES at
+    most: jobs.event_log.events_within) as named rows of their SENT columns, and whether it was
+    cut short (more may follow at once). Each read of a job's stream was once its whole history,
+    that of a job that ran an hour (3,600 progress events, each with the job's payload) 67 MB of
+    Python objects with a 10,000-character message."""
+    rows = list(event_log.events_within(events, count=CATCH_UP_BATCH, max_bytes=CATCH_UP_MAX_BYTES)
+                .values_list(*SENT, "upto", named=True))
+    return rows, bool(rows) and (len(rows) == CATCH_UP_BATCH or rows[-1].upto >= CATCH_UP_MAX_BYTES)
 
 
 def owner_event_stream(
@@ -165,7 +170,7 @@ def owner_event_stream(
 
 
 def _owner_read(*, owner_id: uuid.UUID, after: int, job_name: str) -> tuple[list[Any], int, bool]:
-    """One read of the owner's stream: the events after `after` to send (CATCH_UP_BATCH at most),
+    """One read of the owner's stream: the events after `after` to send (a `_batch`),
     the id it has read up to, and whether there is more to read at once.
 
     Filtered by `job_name`, it looks through SCAN_BATCH of the owner's events at most and has read
@@ -176,9 +181,8 @@ def _owner_read(*, owner_id: uuid.UUID, after: int, job_name: str) -> tuple[list
     the owner's latest event, none is skipped: its events commit in the order of their ids
     (jobs.event_log), so none can still come below an id read."""
     if not job_name:
-        events = list(event_log.owner_events_after(owner_id=owner_id, after_id=after)
-                      .values_list(*SENT, named=True)[:CATCH_UP_BATCH])
-        return events, events[-1].id if events else after, len(events) == CATCH_UP_BATCH
+        events, more = _batch(event_log.owner_events_after(owner_id=owner_id, after_id=after))
+        return events, events[-1].id if events else after, more
     # The latest first: with fewer than SCAN_BATCH after `after` then, the read below covers
     # every event up to it.
     latest = event_log.owner_event_last_id(owner_id=owner_id)
@@ -186,10 +190,10 @@ def _owner_read(*, owner_id: uuid.UUID, after: int, job_name: str) -> tuple[list
     more = up_to is not None
     if up_to is None:
         up_to = max(after, latest)
-    events = list(event_log.owner_events_of_name(
+    events, cut = _batch(event_log.owner_events_of_name(
         owner_id=owner_id, after_id=after, up_to=up_to, count=SCAN_BATCH, job_name=job_name,
-    ).values_list(*SENT, named=True)[:CATCH_UP_BATCH])
-    if len(events) == CATCH_UP_BATCH:
+    ))
+    if cut:
         return events, events[-1].id, True
     return events, up_to, more
 

@@ -370,3 +370,41 @@ def test_a_jobs_stream_replays_its_history_in_batches_not_in_one_read(
     # was held in the process's memory whole, by each of the client's streams of it
     assert [(m["event"], int(m["id"])) for m in received] == list(zip(types, ids, strict=True))
     assert read and max(read) <= 2, read
+
+
+@pytest.mark.parametrize("path", ["/api/jobs/{job}/events/", "/api/events/", "/api/events/?job_name={name}"])
+def test_a_streams_reads_hold_a_bounded_number_of_bytes_whatever_its_events_hold(
+    api: Api, monkeypatch: pytest.MonkeyPatch, path: str
+) -> None:
+    # Given a client's job with 7 events of 1,000 bytes each, and reads of 2,500 bytes of events
+    # at most instead of 1 MiB (500 events of jobs with 64 KiB payloads were about 50 MB)
+    monkeypatch.setattr(streams, "CATCH_UP_MAX_BYTES", 2500)
+    assert api.client is not None
+    job = Job.objects.create(owner=api.client, job_name="api.tasks.hello_world", status=Job.Status.SUCCESS)
+    types = ["job.started", *["job.progress"] * 5, "job.succeeded"]
+    ids = []
+    for event_type in types:
+        body = json.dumps({"type": event_type, "padding": ""})
+        body = body.replace('""', '"' + "x" * (1000 - len(body)) + '"')
+        ids.append(JobEvent.objects.create(job=job, owner=api.client, job_name=job.job_name,
+                                           event_type=event_type, body=body).id)
+    read: list[int] = []
+
+    def rows_read(execute: Any, sql: str, params: Any, many: bool, context: dict[str, Any]) -> Any:
+        result = execute(sql, params, many, context)
+        if JobEvent._meta.db_table in sql and sql.lstrip().upper().startswith("SELECT"):
+            read.append(context["cursor"].rowcount)
+        return result
+
+    # When a client replays it from its start
+    with every_connection_wrapped(rows_read):
+        response = stream(api, path.format(job=job.id, name=job.job_name), **{"Last-Event-ID": "0"})
+        try:
+            received = events_until_final(messages(response))
+        finally:
+            response.close()
+
+    # Then it gets every event once, in order, at most 3 a read: the events before the last one
+    # read hold less than the limit
+    assert [(m["event"], int(m["id"])) for m in received] == list(zip(types, ids, strict=True))
+    assert read and max(read) <= 3, read
