@@ -56,7 +56,9 @@ ERROR_CODES: dict[str, ErrorCode] = {
         "whole batch again.",
     ),
     "batch_too_large": ErrorCode(
-        400, "A batch of more submissions than `API_MAX_BATCH_SIZE` (1,000 by default, `details.max_jobs`).",
+        400, "A batch of more submissions than `API_MAX_BATCH_SIZE` (1,000 by default), or than the client's "
+        "submissions a minute or unfinished jobs where the operator set those lower: it could never be "
+        "accepted (`details.max_jobs`).",
         "Split it into batches of at most `details.max_jobs`.",
     ),
     "malformed_json": ErrorCode(

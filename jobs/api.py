@@ -136,7 +136,9 @@ class JobBatchCreateApi(APIView):
         cancel_after = inputs.cancel_after(request)
         jobs, _ = submission.jobs_submit_batch(
             owner=request.user,
-            requests=inputs.batch_of(request.data, cancel_after=cancel_after),
+            requests=inputs.batch_of(
+                request.data, max_jobs=inputs.batch_max_jobs(request.user), cancel_after=cancel_after
+            ),
             idempotency_key=_idempotency_key(request),
             request_body=request.data,
             request_headers=idempotency.request_headers(cancel_after=cancel_after),

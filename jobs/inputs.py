@@ -14,6 +14,8 @@ from rest_framework import serializers
 from rest_framework.request import Request
 
 from core.errors import ApplicationError
+from core.limits import client_limit
+from core.models import Client
 from jobs.models import WEBHOOK_EVENT_TYPES
 from jobs.serializers import JobRetrySerializer
 from jobs.submission import SubmissionRequest
@@ -125,17 +127,29 @@ def cancel_after(request: Request) -> timedelta | None:
     return duration
 
 
-def batch_of(body: Any, *, cancel_after: timedelta | None = None) -> list[SubmissionRequest | ApplicationError]:
+def batch_max_jobs(client: Client) -> int:
+    """The most jobs a batch of the client's may hold: API_MAX_BATCH_SIZE, or fewer where its
+    submission rate a minute or its cap on unfinished jobs is lower (0: none). A batch spends
+    one of each a job, so a larger one could never be accepted: it was answered 429 with a
+    Retry-After, and the client waited and sent it again, for ever."""
+    own = (client_limit(client=client, limit=limit) for limit in ("submit_rate_per_minute", "max_unfinished_jobs"))
+    return min([settings.API_MAX_BATCH_SIZE, *(limit for limit in own if limit)])
+
+
+def batch_of(
+    body: Any, *, max_jobs: int, cancel_after: timedelta | None = None
+) -> list[SubmissionRequest | ApplicationError]:
     """A batch's submissions from `{"jobs": [...]}`, each parsed alone: a submission, or the
-    error that makes it invalid (reported by index with the others')."""
+    error that makes it invalid (reported by index with the others'); 400 batch_too_large
+    past `max_jobs` (batch_max_jobs)."""
     jobs = body.get("jobs") if isinstance(body, dict) else None
     if not isinstance(jobs, list) or not jobs:
         raise ApplicationError("The body must be {\"jobs\": [<submission>, ...]}.", code="invalid")
-    if len(jobs) > settings.API_MAX_BATCH_SIZE:
+    if len(jobs) > max_jobs:
         raise ApplicationError(
-            f"A batch holds at most {settings.API_MAX_BATCH_SIZE} jobs; this one has {len(jobs)}.",
+            f"A batch holds at most {max_jobs} jobs; this one has {len(jobs)}.",
             code="batch_too_large",
-            details={"max_jobs": settings.API_MAX_BATCH_SIZE},
+            details={"max_jobs": max_jobs},
         )
     parsed: list[SubmissionRequest | ApplicationError] = []
     for item in jobs:
@@ -148,11 +162,11 @@ def batch_of(body: Any, *, cancel_after: timedelta | None = None) -> list[Submis
 
 def batch_size(request: Request) -> int:
     """How many jobs a batch request asks for (what it spends of the submission rate). A batch
-    larger than a batch may be spends 1: it is refused for its size (400 batch_too_large); a
-    weight larger than the rate would answer 429 instead, and the client would wait and send it
-    again, for ever."""
+    larger than a batch of its client's may be (batch_max_jobs) spends 1: it is refused for its
+    size (400 batch_too_large); a weight larger than the rate would answer 429 instead, and the
+    client would wait and send it again, for ever."""
     jobs = request.data.get("jobs") if isinstance(request.data, dict) else None
-    if not isinstance(jobs, list) or len(jobs) > settings.API_MAX_BATCH_SIZE:
+    if not isinstance(jobs, list) or len(jobs) > batch_max_jobs(request.user):
         return 1
     return max(1, len(jobs))
 

@@ -113,7 +113,9 @@ OPERATIONS: dict[str, dict[str, Callable[..., Any]]] = {
             "batch with `400 invalid_batch`, `details.jobs` listing each bad item's `index`, "
             "`code`, `message` and `details`. Accepted, the jobs are made in one transaction "
             "and answered in order. Each job counts against the submission rate and the "
-            "unfinished-job cap; an `Idempotency-Key` covers the whole batch.",
+            "unfinished-job cap, so a batch larger than either (where the operator set a "
+            "client's lower than 1,000) is `400 batch_too_large`; an `Idempotency-Key` covers "
+            "the whole batch.",
             tags=["Jobs"],
             request=schemas.JobBatchSubmissionSerializer,
             parameters=[IDEMPOTENCY_KEY, CANCEL_AFTER],

@@ -93,6 +93,24 @@ def test_a_clients_own_cap_on_unfinished_jobs(make_api: Callable[..., Api], sett
         assert error["message"].startswith("You may have 1 unfinished jobs")
 
 
+@pytest.mark.parametrize("limit", ["submit_rate_per_minute", "max_unfinished_jobs"])
+def test_a_batch_larger_than_the_clients_own_limit_is_told_so_rather_than_to_wait(
+    make_api: Callable[..., Api], limit: str
+) -> None:
+    # Given a client whose own submission rate, or cap on unfinished jobs, is 5
+    api = limited(make_api(), **{limit: 5})
+
+    # When it sends a batch of 6 jobs (within the settings' 1,000), nothing spent yet
+    response = api.post("/api/jobs/batch/", json={"jobs": [later()] * 6})
+
+    # Then it is refused for its size, as one over 1,000 is: answered 429 with a Retry-After,
+    # the client waited and sent it again, for ever, since it could never fit; a smaller one fits
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["code"] == "batch_too_large" and error["details"] == {"max_jobs": 5}
+    assert api.post("/api/jobs/batch/", json={"jobs": [later()] * 4}).status_code == 202
+
+
 def test_a_clients_own_cap_of_0_lifts_the_settings_cap(make_api: Callable[..., Api], settings: Any) -> None:
     settings.JOB_MAX_UNFINISHED_PER_CLIENT = 1
     uncapped, default = limited(make_api(), max_unfinished_jobs=0), make_api()

@@ -223,7 +223,9 @@ def test_a_batch_counts_each_job_against_the_rate(make_api: Callable[..., Api], 
     single = api.post("/api/jobs/", json={"job_name": HELLO})
     over_now = api.post("/api/jobs/batch/", json={"jobs": [{"job_name": HELLO}] * 2})
 
-    assert (over_rate.status_code, within.status_code, single.status_code) == (429, 202, 202)
+    # A batch larger than the rate could never fit: refused for its size, spending 1
+    assert over_rate.status_code == 400 and over_rate.json()["error"]["code"] == "batch_too_large"
+    assert (within.status_code, single.status_code) == (202, 202)
     assert over_now.status_code == 429 and int(over_now.headers["Retry-After"]) > 0
 
 
@@ -232,9 +234,11 @@ def test_a_batch_counts_each_job_against_the_unfinished_cap(make_api: Callable[.
     api = make_api()
     later = iso(timezone.now() + timedelta(minutes=5))  # scheduled: they stay unfinished
 
-    refused = api.post("/api/jobs/batch/", json={"jobs": [{"job_name": HELLO, "run_at": later}] * 4})
-    accepted = api.post("/api/jobs/batch/", json={"jobs": [{"job_name": HELLO, "run_at": later}] * 3})
+    first = api.post("/api/jobs/", json={"job_name": HELLO, "run_at": later})
+    refused = api.post("/api/jobs/batch/", json={"jobs": [{"job_name": HELLO, "run_at": later}] * 3})
+    accepted = api.post("/api/jobs/batch/", json={"jobs": [{"job_name": HELLO, "run_at": later}] * 2})
 
+    assert first.status_code == 202
     assert refused.status_code == 429 and refused.json()["error"]["code"] == "too_many_unfinished_jobs"
     assert accepted.status_code == 202
     assert Job.objects.filter(owner=api.client).count() == 3
