@@ -4,13 +4,33 @@ from __future__ import annotations
 
 import secrets
 from pathlib import Path
+from typing import Any
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
-env = environ.Env()
+
+class Env(environ.Env):
+    """django-environ's reader, whose switches (env.bool) refuse a word that is neither on nor
+    off. Its own takes any word but its six for "on" as off: `SECURE_SSL_REDIRECT=ture` turned
+    the redirect off without a word. scripts/dotenv.sh's `switch_on` reads the scripts' switch
+    (METRICS_ENABLED) with the same words."""
+
+    BOOLEAN_FALSE_STRINGS = ("false", "off", "no", "n", "0", "")
+
+    def bool(self, var: str, default: Any = environ.Env.NOTSET) -> bool:
+        value = self.get_value(var, cast=str, default=default)
+        if isinstance(value, bool):  # the default
+            return value
+        word = value.strip().lower()
+        if word not in (*self.BOOLEAN_TRUE_STRINGS, *self.BOOLEAN_FALSE_STRINGS):
+            raise ImproperlyConfigured(f"{var} must be true or false (or on/off, yes/no, 1/0), not {value!r}.")
+        return word in self.BOOLEAN_TRUE_STRINGS
+
+
+env = Env()
 environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 
 # Where embedded mode keeps its SQLite file, broker folders, beat schedule and dev secret.

@@ -2,6 +2,8 @@
 off, the token, the workers' port). docs/deployment.md, "Monitoring", says how they are scraped."""
 from __future__ import annotations
 
+import logging
+
 from django.core.exceptions import ImproperlyConfigured
 
 from core import logs
@@ -10,6 +12,8 @@ from core.settings.base import env
 # Log level of the API, the workers and beat. Below INFO a job's transitions and a delivery's
 # attempts are not logged, and cost nothing (docs/benchmarks.md, "What INFO costs").
 LOG_LEVEL = env("LOG_LEVEL", default="WARNING").upper()
+if LOG_LEVEL not in logging.getLevelNamesMapping():  # WARN and FATAL too, as Celery's --loglevel takes them
+    raise ImproperlyConfigured("LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL.")
 # "json": one JSON object a line (timestamp, level, logger, message and the context); "text".
 LOG_FORMAT = env("LOG_FORMAT", default="text")
 if LOG_FORMAT not in ("json", "text"):

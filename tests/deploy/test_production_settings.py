@@ -10,8 +10,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
+from django.core.exceptions import ImproperlyConfigured
 
+from core.settings.base import Env
 from tests.conftest import REPO
 from tests.deploy.test_env_documented import env_example
 
@@ -71,6 +74,47 @@ def test_with_debug_on_cookies_are_not_secure(tmp_path: Path) -> None:
     issues, result = check_deploy({**production_env(tmp_path), "DEBUG": "true"})
 
     assert {"security.W018", *COOKIE_WARNINGS} <= issues, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("SECURE_SSL_REDIRECT", "ture"), ("METRICS_ENABLED", "flase"), ("DEBUG", "of"), ("LOG_LEVEL", "verbose"),
+])
+def test_a_misspelt_setting_stops_the_start_with_its_name(tmp_path: Path, name: str, value: str) -> None:
+    """A switch that is neither on nor off, or a log level logging has no name for, is an error
+    at start naming it: django-environ read any word but its six for "on" as off, so a typo
+    turned the HTTPS redirect or the metrics off without a word, and LOG_LEVEL's was a KeyError
+    from deep in structlog."""
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check"], cwd=REPO, env={**production_env(tmp_path), name: value},
+        capture_output=True, text=True, check=False, timeout=90,
+    )
+
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith(
+        f"django.core.exceptions.ImproperlyConfigured: {name} must be "
+    ), result.stderr[-500:]
+
+
+# Every word for on and off the settings take (django-environ's for on), in any case, and some
+# they refuse.
+SWITCH_WORDS = ["true", "on", "ok", "y", "yes", "1", "True", "YES", " On ", "false", "off", "no", "n", "0", "",
+                "False", "ture", "2", "enabled"]
+
+
+def test_the_scripts_read_a_switch_as_the_settings_do(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """scripts/dotenv.sh's switch_on, which decides whether scripts/web and scripts/worker make
+    the metrics directory, against the settings' reader of METRICS_ENABLED."""
+    script = f". {REPO}/scripts/dotenv.sh; " + 'for w in "$@"; do if switch_on "$w"; then echo on; else echo off; fi; done'
+    result = subprocess.run(["sh", "-c", script, "sh", *SWITCH_WORDS], cwd=tmp_path,
+                            env={"PATH": os.environ["PATH"]}, capture_output=True, text=True, check=True, timeout=30)
+
+    for word, script_says in zip(SWITCH_WORDS, result.stdout.split(), strict=True):
+        monkeypatch.setenv("METRICS_ENABLED", word)
+        try:
+            settings_say = "on" if Env().bool("METRICS_ENABLED") else "off"
+        except ImproperlyConfigured:
+            settings_say = "refused"  # the settings stop the start: what the script does is moot
+        assert settings_say in (script_says, "refused"), (word, settings_say, script_says)
 
 
 def test_collectstatic_runs_as_the_image_build_runs_it(tmp_path: Path) -> None:

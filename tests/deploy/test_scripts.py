@@ -231,6 +231,48 @@ def test_metrics_are_served_by_the_api_with_its_token_and_by_each_worker_on_its_
         "web", f"worker-{stack.jobs_worker.split('@')[0]}", f"worker-{stack.deliveries_worker.split('@')[0]}"}
 
 
+@pytest.mark.parametrize("switch", ["True", "1", "yes"])
+def test_metrics_switched_on_in_any_of_the_settings_words_are_served(
+    switch: str, transactional_db: Any, tmp_path: Path
+) -> None:
+    """The settings take METRICS_ENABLED=True, =1 or =yes as on, and so must the scripts that
+    make the metrics directory: seeing only "true", they left the API serving GET /metrics as
+    a 500 (and Prometheus's api target down: ReadyzFailing) and the workers serving nothing."""
+    # Given the API and a jobs worker started by their scripts with metrics switched on so
+    prefix = f"test-{os.environ['TEST_RUN_ID']}-switch-{uuid.uuid4().hex[:8]}:"
+    port, metrics_port = free_port(), free_port()
+    name = f"jobs-{uuid.uuid4().hex[:6]}"
+    env = script_env(prefix, tmp_path / "data", HOST="127.0.0.1", PORT=str(port), WEB_CONCURRENCY="1",
+                     ALLOWED_HOSTS=PUBLIC_HOST, METRICS_ENABLED=switch, METRICS_TOKEN="switch-token",
+                     METRICS_DIR=str(tmp_path / "metrics"))
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)  # as compose runs them: each script makes its own
+    app = probe_app(prefix)
+    web = start("web", env, tmp_path)
+    worker = start("worker", {**env, "QUEUES": "jobs", "WORKER_NAME": name, "METRICS_PORT": str(metrics_port)},
+                   tmp_path)
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/healthz", web, headers=PLAIN)
+        wait_for_worker(app, f"{name}@{socket.gethostname()}", worker)
+
+        # When Prometheus scrapes each of them
+        api = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10,
+                           headers={**PLAIN, "Authorization": "Bearer switch-token"})
+        served = requests.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10)  # served once it is ready
+
+        # Then both answer with their figures
+        assert api.status_code == 200, api.text[:300]
+        assert "jobapi_ready 1.0" in api.text
+        assert "jobapi_jobs_submitted_total" in api.text
+        assert served.status_code == 200 and "jobapi_jobs_finished_total" in served.text
+    finally:
+        web.terminate()
+        worker.terminate()
+        stop_process(web)
+        stop_process(worker)
+        app.close()
+        purge(prefix)
+
+
 def run_healthcheck(check: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, str(SCRIPTS / "healthcheck"), check],
