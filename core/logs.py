@@ -27,6 +27,7 @@ from typing import Any, TextIO
 import structlog
 from structlog.contextvars import (
     bind_contextvars,
+    bound_contextvars,
     clear_contextvars,
     get_contextvars,
     merge_contextvars,
@@ -59,6 +60,7 @@ _SHARED: list[Processor] = [
 ]
 
 bind = bind_contextvars
+bound = bound_contextvars
 clear = clear_contextvars
 context = get_contextvars
 INFO = logging.INFO

@@ -17,7 +17,7 @@ from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from core import pause
+from core import logs, pause
 from core.celery import app
 from jobs import sql
 from jobs.models import Job
@@ -75,12 +75,16 @@ def job_signatures(*, job: Job) -> list[Any]:
 
 def job_publish(*, job: Job, countdown: int | None = None) -> None:
     """Send the job's first message to the broker, to run `countdown` seconds from now if given
-    (raises when the broker is unreachable)."""
+    (raises when the broker is unreachable). The message carries the log context of the job's
+    own request (core/logs.py), whoever publishes it: published as another job of its owner
+    finished (the running cap), or by another request's batch dispatch, it carried theirs, and
+    its run's and its webhooks' lines named a request that never asked for it."""
     signatures = job_signatures(job=job)
-    if len(signatures) == 1:
-        signatures[0].apply_async(countdown=countdown)
-    else:
-        chain(*signatures).apply_async(countdown=countdown)
+    with logs.bound(request_id=job.request_id or None, client=str(job.owner_id)):
+        if len(signatures) == 1:
+            signatures[0].apply_async(countdown=countdown)
+        else:
+            chain(*signatures).apply_async(countdown=countdown)
 
 
 def job_publish_or_release(*, job: Job, countdown: int | None = None) -> bool:

@@ -76,6 +76,10 @@ class Job(models.Model):
     # measured from it, not from its first start.
     retry_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
+    # The X-Request-ID of the request that submitted it (core/request_context.py; "": none, as
+    # for a job made outside a request): its messages carry it into its run's and its webhooks'
+    # log lines, whoever publishes them (jobs/dispatch.py).
+    request_id = models.CharField(max_length=200, blank=True, default="")
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 

@@ -13,7 +13,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from core import pause
+from core import logs, pause
 from core.errors import ApplicationError, TooManyRequests
 from core.http import Resolver
 from core.limits import client_limit
@@ -157,6 +157,7 @@ def job_prepare(
         retry_backoff_seconds=backoff,
         dispatched_at=None if scheduled or pause.broker.paused() else now,
         created_at=now,
+        request_id=logs.context().get("request_id") or "",
     )
     return job, job_type
 

@@ -1,0 +1,78 @@
+"""A job's messages carry the log context of the request that submitted it (its X-Request-ID and
+client, core/logs.py), whoever publishes them: the request itself, or a worker as another job of
+its owner ends and frees a place under the running cap."""
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from kombu import Producer
+
+from core import logs
+from core.logs import CONTEXT_HEADER
+from jobs import transitions
+from jobs.models import Job
+from tests.conftest import Api
+
+# (the job's id, the log context its message carried), for each job step published.
+Published = list[tuple[str, dict[str, Any]]]
+
+
+@pytest.fixture
+def published(monkeypatch: pytest.MonkeyPatch) -> Iterator[Published]:
+    """What would reach the broker, kept here: nothing reaches the suite's worker."""
+    sent: Published = []
+
+    def publish(self: Producer, body: Any, *args: Any, headers: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        if headers and headers.get("task") == "jobs.run_step":
+            sent.append((body[1]["job_id"], headers.get(CONTEXT_HEADER) or {}))
+
+    monkeypatch.setattr(Producer, "publish", publish)
+    yield sent
+
+
+def test_a_job_published_as_another_ends_carries_its_own_request_id(
+    make_api: Callable[..., Api], published: Published, settings: Any
+) -> None:
+    # Given a client with a running cap of one: its first job running, its second (another
+    # request's) sent back to wait for a place
+    settings.JOB_MAX_RUNNING_PER_CLIENT = 1
+    api = make_api()
+    first_request, second_request = (f"trace-{uuid.uuid4().hex}" for _ in range(2))
+    first = api.post("/api/jobs/", headers={"X-Request-ID": first_request},
+                     json={"job_name": "api.tasks.hello_world", "payload": {}}).json()["id"]
+    second = api.post("/api/jobs/", headers={"X-Request-ID": second_request},
+                      json={"job_name": "api.tasks.hello_world", "payload": {}}).json()["id"]
+    assert transitions.job_start(job_id=uuid.UUID(first)) is not None
+    with pytest.raises(transitions.OverRunningCap):
+        transitions.job_start(job_id=uuid.UUID(second))
+    assert Job.objects.get(pk=second).dispatched_at is None
+
+    # When the first job ends, in its task's log context (its request's, as its message carried it)
+    published.clear()
+    with logs.bound(request_id=first_request, client=str(api.client.pk), job_id=first):  # type: ignore[union-attr]
+        assert transitions.job_finish(job_id=uuid.UUID(first), status=Job.Status.SUCCESS)
+
+    # Then the second job is published with its own request's id, not the first's
+    assert published == [(second, {"request_id": second_request, "client": str(api.client.pk)})]  # type: ignore[union-attr]
+
+
+def test_a_job_made_outside_a_request_carries_no_request_id(
+    make_api: Callable[..., Api], published: Published, settings: Any
+) -> None:
+    # Given a waiting job made outside any request (the admin, a shell), its owner at its cap
+    settings.JOB_MAX_RUNNING_PER_CLIENT = 1
+    api = make_api()
+    running = api.post("/api/jobs/", json={"job_name": "api.tasks.hello_world", "payload": {}}).json()["id"]
+    transitions.job_start(job_id=uuid.UUID(running))
+    waiting = Job.objects.create(owner=api.client, job_name="api.tasks.hello_world")
+
+    # When the running job ends in a request's context
+    published.clear()
+    with logs.bound(request_id="trace-of-another-request", client=str(api.client.pk)):  # type: ignore[union-attr]
+        transitions.job_finish(job_id=uuid.UUID(running), status=Job.Status.SUCCESS)
+
+    # Then the waiting job's message names no request
+    assert published == [(str(waiting.pk), {"request_id": None, "client": str(api.client.pk)})]  # type: ignore[union-attr]
