@@ -1,0 +1,102 @@
+"""A job worker stopped as compose stops it (its stop_signal, then SIGKILL after its
+stop_grace_period) hands the jobs it cannot finish in time back to the broker at once, rather
+than being killed with them: a job cut off by Docker's SIGKILL waits out the broker's visibility
+timeout (2 h) before any worker runs it again."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+import yaml
+from django.conf import settings
+
+from core.services import client_create
+from jobs import dispatch
+from jobs.models import Job
+from tests.conftest import REPO, stop_process
+from tests.deploy.test_scripts import (
+    STARTUP_SECONDS,
+    probe_app,
+    purge,
+    script_env,
+    start,
+    wait_for_worker,
+)
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
+
+# Seconds the test's worker lets its job go on once stopped (compose's: WORKER_SOFT_SHUTDOWN_SECONDS),
+# and the seconds Docker waits before its SIGKILL (compose's: stop_grace_period).
+SOFT_SECONDS = 2
+GRACE_SECONDS = 15
+# Seconds the job runs: longer than the grace, as a long job is longer than compose's.
+JOB_SECONDS = 25
+
+
+def _seconds(period: str) -> int:
+    """A compose duration of minutes or seconds ("2m", "30s") in seconds."""
+    return int(period[:-1]) * {"m": 60, "s": 1}[period[-1]]
+
+
+@pytest.mark.parametrize("service", ["worker", "worker-long"])
+def test_compose_gives_the_job_workers_time_to_hand_their_jobs_back(service: str) -> None:
+    config = yaml.safe_load((REPO / "docker-compose.yaml").read_text())["services"][service]
+
+    assert config["stop_signal"] == "SIGQUIT"
+    # The jobs' time to end, then the worker's own to hand back what is left and stop, within
+    # the grace Docker gives it before its SIGKILL.
+    assert float(config["environment"]["WORKER_SOFT_SHUTDOWN_SECONDS"]) + 20 <= _seconds(config["stop_grace_period"])
+
+
+def test_a_long_job_cut_off_by_a_stop_is_handed_back_at_once(transactional_db: Any, tmp_path: Path) -> None:
+    # Given the long-jobs worker started by its script, running a job that lasts longer than
+    # the worker's soft time
+    service = yaml.safe_load((REPO / "docker-compose.yaml").read_text())["services"]["worker-long"]
+    prefix = f"test-{os.environ['TEST_RUN_ID']}-stop-{uuid.uuid4().hex[:8]}:"
+    name = f"jobs_long-{uuid.uuid4().hex[:6]}"
+    env = script_env(prefix, tmp_path / "data", QUEUES="jobs_long", WORKER_NAME=name, WORKER_PROCESSES="1",
+                     WORKER_SOFT_SHUTDOWN_SECONDS=str(SOFT_SECONDS), METRICS_ENABLED="false")
+    app = probe_app(prefix)
+    worker = start("worker", env, tmp_path)
+    broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    try:
+        wait_for_worker(app, f"{name}@{os.uname().nodename}", worker)
+        job = Job.objects.create(owner=client_create(name=f"stop-{uuid.uuid4().hex[:6]}"),
+                                 job_name="api.tasks.long_running_task", payload={"duration": JOB_SECONDS})
+        (head,) = dispatch.job_signatures(job=job)
+        app.send_task(head.task, args=head.args, kwargs=head.kwargs, **head.options)
+        deadline = time.monotonic() + 30
+        while Job.objects.get(pk=job.pk).status != Job.Status.STARTED:
+            assert time.monotonic() < deadline, "the job did not start"
+            time.sleep(0.1)
+
+        # When compose stops the worker: its stop signal, then SIGKILL once the grace is over
+        worker.send_signal(getattr(signal, service.get("stop_signal", "SIGTERM")))
+        try:
+            worker.wait(timeout=GRACE_SECONDS)
+        except subprocess.TimeoutExpired:
+            worker.kill()  # its pool process dies with it (Celery has the kernel kill it)
+            worker.wait()
+
+        # Then the job's message waits in its queue for the next worker (not among the killed
+        # worker's unacknowledged ones, for the visibility timeout), the job not final; and the
+        # next worker runs it to its end at once
+        assert broker.llen(f"{prefix}jobs_long") == 1
+        assert Job.objects.get(pk=job.pk).status == Job.Status.STARTED
+        name = f"jobs_long-{uuid.uuid4().hex[:6]}"
+        worker = start("worker", {**env, "WORKER_NAME": name}, tmp_path)
+        deadline = time.monotonic() + STARTUP_SECONDS + JOB_SECONDS
+        while (status := Job.objects.get(pk=job.pk).status) != Job.Status.SUCCESS:
+            assert worker.poll() is None and status == Job.Status.STARTED and time.monotonic() < deadline, status
+            time.sleep(0.2)
+    finally:
+        stop_process(worker)
+        app.close()
+        purge(prefix)
