@@ -193,6 +193,9 @@ def logging_config(*, level: str, json: bool) -> dict[str, Any]:
             # carry its token (the service's own lines name its host only). The attempt records
             # the answer anyway (core/http.py).
             "urllib3.connection": {"level": "ERROR"},
+            # ...and its DEBUG line for every request, with the whole URL: at LOG_LEVEL=DEBUG,
+            # turned on to see what a failing delivery does, every receiver's token.
+            "urllib3.connectionpool": {"level": "INFO"},
         },
     }
 

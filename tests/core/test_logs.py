@@ -153,3 +153,45 @@ def test_a_drain_names_each_deliverys_own_client_not_the_one_that_asked_for_it(
     mine, theirs = attempts[deliveries[asker.pk]], attempts[deliveries[other.pk]]
     assert (mine["client"], mine["request_id"]) == (str(asker.pk), request_id)
     assert theirs["client"] == str(other.pk) and theirs.get("request_id") != request_id
+
+
+SENDER = """
+import http.server, ipaddress, logging, threading
+import django
+django.setup()
+logging.getLogger("probe").debug("debug lines are written")
+from core import http as outbound
+
+class Receiver(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.send_response(204)
+        self.end_headers()
+    def log_message(self, *args):
+        pass
+
+server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+threading.Thread(target=server.serve_forever, daemon=True).start()
+url = f"http://127.0.0.1:{server.server_port}/services/T0/B0/%s?key=%s"
+result = outbound.post(url, body=b"{}", headers={"Content-Type": "application/json"}, timeout_seconds=5,
+                       allowed=[ipaddress.ip_network("127.0.0.0/8")])
+assert result.status_code == 204, result
+"""
+
+
+def test_a_receivers_url_stays_out_of_the_log_at_debug(tmp_path: Path) -> None:
+    """A receiver's URL path and query often hold its token (a chat webhook's /services/T0/B0/<token>,
+    ?key=): the service's own lines name the host alone, and at LOG_LEVEL=DEBUG, what an operator
+    turns on to see what a failing delivery does, urllib3 wrote a line per request with the whole
+    URL."""
+    path_token, query_token = (f"secret{uuid.uuid4().hex}" for _ in range(2))
+    # The service's own settings, on their embedded defaults: sending needs no database.
+    env = {name: value for name, value in os.environ.items() if not name.startswith(("DJANGO_", "CELERY_"))}
+    env.update(DJANGO_SETTINGS_MODULE="core.settings", LOG_LEVEL="DEBUG", LOG_FORMAT="json", DATA_DIR=str(tmp_path))
+
+    result = subprocess.run([sys.executable, "-c", SENDER % (path_token, query_token)], cwd=REPO, env=env,
+                            capture_output=True, text=True, check=False, timeout=60)
+
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "debug lines are written" in result.stderr
+    assert path_token not in result.stderr + result.stdout and query_token not in result.stderr + result.stdout
