@@ -10,5 +10,5 @@ class JobsConfig(AppConfig):
         # about 1.3 s) while the process starts, once the app registry is ready (a job type may
         # use models): otherwise the first submission served by each gunicorn worker and the
         # first job run by each Celery pool process stall for that long (docs/benchmarks.md,
-        # "cold start").
-        import jobs.registry  # noqa: F401
+        # "cold start"). The checks of the settings against the job types import them.
+        import jobs.checks  # noqa: F401

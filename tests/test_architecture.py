@@ -17,7 +17,7 @@ MAX_MODULE_LINES = 360
 # (module, imported module) -> why the import must wait inside its function.
 FUNCTION_LEVEL_IMPORTS = {
     ("core.errors", "rest_framework.views"): "DRF's settings import core.errors (EXCEPTION_HANDLER)",
-    ("jobs.apps", "jobs.registry"): "loads the job types once the app registry is ready",
+    ("jobs.apps", "jobs.checks"): "loads the job types, and the checks against them, once the app registry is ready",
     ("console.apps", "console"): "connects the workers' heartbeats, which import models, once apps are ready",
 }
 
