@@ -75,7 +75,7 @@ def endpoint_reschedule(*, endpoint_id: uuid.UUID, version: int, before: datetim
         endpoint = Endpoint.objects.select_for_update().filter(pk=endpoint_id, schedule_version=version).first()
         if endpoint is None:
             return None
-        after = _hold(endpoint, before) if not endpoint.enabled else _move(endpoint, before, after, now)
+        after = _hold(endpoint, before, now) if not endpoint.enabled else _move(endpoint, before, after, now)
         # Under way while a next batch is to come: the dispatcher starts again one whose message
         # was lost.
         endpoint.rescheduling_since = now if after is not None else None
@@ -116,13 +116,19 @@ def _move(endpoint: Endpoint, before: datetime, after: tuple[datetime, int] | No
     return (last.created_at, last.pk) if len(batch) == RESCHEDULE_BATCH else None
 
 
-def _hold(endpoint: Endpoint, before: datetime) -> tuple[datetime, int] | None:
+def _hold(endpoint: Endpoint, before: datetime, now: datetime) -> tuple[datetime, int] | None:
     """Hold a batch of the disabled endpoint's pending deliveries (but a test event's, which goes
     all the same: sql.HELD_WHILE_DISABLED). Those held leave the selection: the next batch
-    ignores its position."""
+    ignores its position.
+
+    One whose attempt is in flight (its claim's lease running) is left to the claim's holder,
+    which records the outcome; should it be a retry, the claim that takes it holds it. Held
+    from under its claim, a delivery the receiver answered 2xx stayed held (its outcome,
+    recorded by the holder of a claim no longer there, moved nothing), and enabling the endpoint
+    sent it again."""
     pending = Delivery.objects.filter(endpoint=endpoint, state=State.PENDING, created_at__lt=before).exclude(
         subject_id=endpoint.pk
-    )
+    ).filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
     ids = list(pending.select_for_update(skip_locked=True).values_list("pk", flat=True)[:RESCHEDULE_BATCH])
     Delivery.objects.filter(pk__in=ids).update(
         state=State.ENDPOINT_DISABLED, dispatched_at=None, claim_token=None, claimed_until=None
