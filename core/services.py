@@ -47,8 +47,18 @@ def api_key_delete(*, api_key: ApiKey) -> None:
 def client_delete(*, client: Client) -> None:
     """Delete a client with all it owns (keys, jobs, results, deliveries). Its keys are forgotten
     as a deletion of each would be: a remembered one would go on authenticating the client that
-    is no longer there (reads answering nothing, a submission a 500: its job has no owner)."""
+    is no longer there (reads answering nothing, a submission a 500: its job has no owner).
+
+    The deletion reads what the client owns, deletes it, then the client. Its unfinished jobs
+    are locked first, then the client, the order a job's transition takes them (its job's row,
+    then, at commit, the client's, for the rows it adds: its events, its result): a transition
+    under way commits first and what it added is read and deleted too; a later one waits, and
+    finds its job gone. Unlocked, a worker's step that ended in between left rows the deletion
+    had not read, and it failed at commit on their foreign keys, the client left in place."""
     digests = list(ApiKey.objects.filter(client=client).values_list("digest", flat=True))
-    client.delete()
+    with transaction.atomic():
+        list(client.jobs.filter(finished_at__isnull=True).order_by("pk").select_for_update().values_list("pk", flat=True))
+        list(Client.objects.select_for_update().filter(pk=client.pk).values_list("pk", flat=True))
+        client.delete()
     for digest in digests:
         api_key_forget(digest=digest)
