@@ -215,7 +215,10 @@ class RecoverInputSerializer(serializers.Serializer):
 
 
 class RecoverOutputSerializer(serializers.Serializer):
-    recovered = serializers.IntegerField(help_text="How many deliveries go again.")
+    recovered = serializers.IntegerField(help_text=(
+        "How many deliveries go again. On a disabled endpoint, the failures sent again, which wait "
+        "with its held deliveries until it is enabled; the held ones are not counted."
+    ))
 
 
 class EndpointRecoverApi(APIView):

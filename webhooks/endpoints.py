@@ -171,12 +171,16 @@ def endpoint_recover(*, owner_id: uuid.UUID, endpoint_id: uuid.UUID | str, since
                      url=endpoint.url, redelivery=True, next_attempt_at=now, dispatched_at=now, created_at=now)
             for event_id, subject_id in failed.items()
         ])
-        held = list(Delivery.objects.filter(endpoint=endpoint, state=State.ENDPOINT_DISABLED, created_at__gte=since)
-                    .order_by("-created_at", "-pk").values_list("pk", flat=True)[:RECOVER_MAX_DELIVERIES - len(failed)])
+        held: list[int] = []
         if endpoint.enabled:
+            held = list(Delivery.objects.filter(endpoint=endpoint, state=State.ENDPOINT_DISABLED, created_at__gte=since)
+                        .order_by("-created_at", "-pk").values_list("pk", flat=True)[:RECOVER_MAX_DELIVERIES - len(failed)])
             Delivery.objects.filter(pk__in=held).update(state=State.PENDING, next_attempt_at=now, dispatched_at=now)
             dispatch.deliveries_publish_on_commit(delivery_ids=[*held, *(d.pk for d in again)])
-        else:  # they wait for the endpoint to be enabled, like its others
+        else:
+            # They wait for the endpoint to be enabled, like its others; the held ones stay as
+            # they were, so are not counted: counted, a client calling again while the answer
+            # was the bound (as docs/webhooks.md says to) never stopped once that many were held.
             Delivery.objects.filter(pk__in=[d.pk for d in again]).update(state=State.ENDPOINT_DISABLED, dispatched_at=None)
     return len(failed) + len(held)
 

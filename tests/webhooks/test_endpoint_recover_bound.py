@@ -48,7 +48,10 @@ def test_a_recovery_sends_at_most_its_bound_and_the_next_one_the_rest(
     calls = [recover() for _ in range(4)]
 
     # Then the first sends two, the newest failures, and each next one two more at most, until
-    # every event has gone again, once
+    # every event has gone again, once, and the answer says so: a client calling again while it
+    # answers the bound stops (the deliveries held by the earlier calls, which stay held, were
+    # counted again by each next one: it answered 2 for ever)
     assert calls[0] == (2, sorted(events[-2:]))
     assert [len(again) for _, again in calls] == [2, 4, 5, 5]
+    assert [count for count, _ in calls] == [2, 2, 1, 0]
     assert calls[-1][1] == sorted(events)
