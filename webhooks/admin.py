@@ -11,7 +11,7 @@ from django.http import HttpRequest
 from django_object_actions import DjangoObjectActions, action, takes_instance_or_queryset
 
 from core.admin_site import BoundedActionsAdmin, LargeTableAdmin, action_apply, known_values_filter
-from webhooks.endpoints import endpoint_update
+from webhooks.endpoints import endpoint_delete, endpoint_update
 from webhooks.events import ENDPOINT_EVENT_TYPES
 from webhooks.models import Delivery, DeliveryAttempt, Endpoint, Event, SigningSecret
 from webhooks.outbox import delivery_redeliver
@@ -93,7 +93,8 @@ class SigningSecretAdmin(ReadOnlyAdmin):
 @admin.register(Endpoint)
 class EndpointAdmin(DjangoObjectActions, ReadOnlyAdmin):
     """Endpoints with their health; disabling and enabling go through the client's own service
-    (webhooks.endpoints.endpoint_update), which holds and resumes their deliveries."""
+    (webhooks.endpoints.endpoint_update), which holds and resumes their deliveries, and so does
+    deleting (webhooks.endpoints.endpoint_delete), which cancels them."""
 
     list_display = ["id", "owner", "url", "enabled", "disabled_reason", "consecutive_failures",
                     "last_success_at", "last_failure_at", "last_error"]
@@ -110,6 +111,17 @@ class EndpointAdmin(DjangoObjectActions, ReadOnlyAdmin):
     @admin.display(description="headers")
     def header_names(self, obj: Endpoint) -> str:
         return ", ".join(sorted(obj.headers)) or "-"
+
+    # Deletions go through the client's own service, which cancels the endpoint's deliveries not
+    # yet delivered. Django's own left them pending (or held) without their endpoint: sent to its
+    # URL signed with the client's own secret, which the receiver does not know (or held for ever,
+    # their events kept past the retention).
+    def delete_model(self, request: HttpRequest, obj: Endpoint) -> None:
+        endpoint_delete(owner_id=obj.owner_id, endpoint_id=obj.pk)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Endpoint]) -> None:
+        for endpoint in queryset:
+            endpoint_delete(owner_id=endpoint.owner_id, endpoint_id=endpoint.pk)
 
     def has_disable_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("webhooks.change_endpoint")

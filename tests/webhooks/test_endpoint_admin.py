@@ -62,3 +62,33 @@ def test_an_endpoints_page_names_its_headers_without_their_values(admin_client: 
     html = page.content.decode()
     assert "Authorization" in html and "X-Team" in html
     assert "rcv-s3cr3t" not in html and "billing" not in html
+
+
+@pytest.mark.parametrize("how", ["page", "selected"])
+def test_an_endpoint_deleted_in_the_admin_cancels_its_deliveries_as_the_clients_delete_does(
+    admin_client: DjangoClient, how: str
+) -> None:
+    # Given an endpoint with a delivery pending and one held (while it was disabled)
+    owner = client_create(name=f"admin-delete-{uuid.uuid4().hex[:6]}")
+    endpoint = Endpoint.objects.create(owner=owner, url="https://hooks.example.com/e", event_types=["job.succeeded"])
+    deliveries = []
+    for state in (Delivery.State.PENDING, Delivery.State.ENDPOINT_DISABLED):
+        event = Event.objects.create(owner=owner, subject_id=uuid.uuid4(), event_type="job.succeeded", body=b"{}")
+        deliveries.append(Delivery.objects.create(event=event, owner=owner, subject_id=event.subject_id,
+                                                  endpoint=endpoint, url=endpoint.url, state=state,
+                                                  next_attempt_at=timezone.now()))
+
+    # When an operator deletes it in the admin (its page's Delete, or the list's action)
+    if how == "page":
+        response = admin_client.post(reverse("admin:webhooks_endpoint_delete", args=[endpoint.pk]), {"post": "yes"})
+    else:
+        response = admin_client.post(reverse("admin:webhooks_endpoint_changelist"), {
+            "action": "delete_selected", "post": "yes", "_selected_action": [str(endpoint.pk)],
+        })
+    assert response.status_code == 302
+
+    # Then its deliveries are cancelled, as the client's DELETE does: none is left pending (or
+    # held) without its endpoint, to go to its URL signed with the client's own secret (or to
+    # keep its event past the retention for ever)
+    assert not Endpoint.objects.filter(pk=endpoint.pk).exists()
+    assert [Delivery.objects.get(pk=d.pk).state for d in deliveries] == [Delivery.State.CANCELED] * 2
