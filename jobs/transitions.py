@@ -291,22 +291,27 @@ def job_retry_later(*, job_id: uuid.UUID, error: dict[str, str], step: int, step
     its row as jobs.tasks hands a next step over (`next_step`, `step_input`, and `dispatched_at`,
     now, which its message carries), so a retry the broker refuses waits for the sweeper, not lost;
     the job as written. Else None. (A run due past the deadline never happens: the job would
-    wait for nothing, then end canceled, the run's error replaced by the deadline's.)"""
+    wait for nothing, then end canceled, the run's error replaced by the deadline's.) A job whose
+    cancel was requested (by its client, or its deadline) as the run failed is canceled: the run
+    it would have had is what the cancel stops (it ended failed, with the run's error)."""
     with transaction.atomic():
         job = _locked(job_id)
-        if job is None or job.status not in Job.RUNNING_STATUSES or job.cancel_requested:
+        if job is None or job.status not in Job.RUNNING_STATUSES or job.attempt >= job.max_attempts:
             return None
-        if job.attempt >= job.max_attempts:
-            return None
-        now = timezone.now()
-        retry_at = now + timedelta(seconds=job.retry_backoff_seconds)
-        if job.deadline is not None and retry_at >= job.deadline:
-            return None
-        job.status, job.attempt, job.error, job.retry_at = Status.RETRY, job.attempt + 1, error, retry_at
-        job.next_step, job.step_input, job.dispatched_at = step, step_input, now
-        job.save(update_fields=["status", "attempt", "error", "retry_at", "next_step", "step_input", "dispatched_at"])
-        telemetry.job_retrying(job=job, backoff_seconds=job.retry_backoff_seconds)
-    return job
+        if not job.cancel_requested:
+            now = timezone.now()
+            retry_at = now + timedelta(seconds=job.retry_backoff_seconds)
+            if job.deadline is not None and retry_at >= job.deadline:
+                return None
+            job.status, job.attempt, job.error, job.retry_at = Status.RETRY, job.attempt + 1, error, retry_at
+            job.next_step, job.step_input, job.dispatched_at = step, step_input, now
+            job.save(update_fields=["status", "attempt", "error", "retry_at", "next_step", "step_input",
+                                    "dispatched_at"])
+            telemetry.job_retrying(job=job, backoff_seconds=job.retry_backoff_seconds)
+            return job
+    # As a step that finds its cancel ends it (and its owner's next job may start at once).
+    job_finish(job_id=job_id, status=Status.REVOKED, by_chain=True)
+    return None
 
 
 # When the running job's latest step was handed to the broker (dispatched_at, once a step was

@@ -6,6 +6,7 @@ guidelines and in the scripted summary, so tests never take each other's replies
 """
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -257,6 +258,29 @@ def test_a_job_waiting_to_retry_holds_no_lock_and_can_be_canceled(
 
     assert job["status"] == "REVOKED"
     assert len(scenario.requests) == 1
+
+
+def test_a_job_canceled_while_its_last_try_fails_ends_canceled_not_failed(
+    api: Api, fake_openai: FakeOpenAI
+) -> None:
+    # Given a job its client lets run twice, whose model call's last try of this run (the
+    # worker's third) is in flight, and will fail as one to run again later
+    held = threading.Event()
+    scenario = fake_openai.scenario()
+    down = Reply.error(500, "The server had an error")
+    scenario.add(down, down, dataclasses.replace(down, gate=held), summary_reply(scenario))
+    created = submit(api, scenario, retry={"max_attempts": 2, "backoff_seconds": 60})
+    api.wait(created["id"], until=lambda job: len(scenario.requests) == 3)
+
+    # When its client cancels it then, and the try fails
+    assert api.post(f"/api/jobs/{created['id']}/cancel/").status_code == 202
+    held.set()
+    job = api.wait(created["id"])
+
+    # Then it ends canceled, as the client asked: the run it would have had is what the cancel
+    # stops (it ended failed, with the call's error and a job.failed webhook)
+    assert job["status"] == "REVOKED", job
+    assert len(scenario.requests) == 3
 
 
 def test_a_dropped_connection_is_retried(api: Api, fake_openai: FakeOpenAI) -> None:
