@@ -38,6 +38,15 @@ def endpoint_get(*, owner_id: uuid.UUID, endpoint_id: uuid.UUID | str) -> Endpoi
         raise NotFound("No such webhook endpoint.") from None
 
 
+def _locked(endpoint_id: uuid.UUID) -> Endpoint:
+    """The endpoint, its row locked until the transaction ends as one that keeps its key (FOR NO
+    KEY UPDATE): a change of it waits for another, and its deletion for it, but an event being
+    recorded for it, which holds it FOR KEY SHARE (webhooks/sql.py), does not wait. Locked FOR
+    UPDATE, every event of its client waited for the change to commit (a recover's whole
+    transaction), behind the one its owner's event lock let through (jobs/event_log.py)."""
+    return Endpoint.objects.select_for_update(no_key=True).get(pk=endpoint_id)
+
+
 def _url_validate(url: str, owner_id: uuid.UUID) -> None:
     try:
         callback_url_validate(url=url, key=owner_id)
@@ -83,7 +92,7 @@ def endpoint_update(*, owner_id: uuid.UUID, endpoint_id: uuid.UUID | str, **chan
     if "url" in changes:
         _url_validate(changes["url"], owner_id)
     with transaction.atomic():
-        endpoint = Endpoint.objects.select_for_update().get(pk=endpoint_get(owner_id=owner_id, endpoint_id=endpoint_id).pk)
+        endpoint = _locked(endpoint_get(owner_id=owner_id, endpoint_id=endpoint_id).pk)
         was_enabled, was_rate = endpoint.enabled, endpoint.rate_limit_per_second
         for name in EDITABLE:
             if name in changes:
@@ -147,7 +156,7 @@ def endpoint_recover(*, owner_id: uuid.UUID, endpoint_id: uuid.UUID | str, since
     with transaction.atomic():
         # Locking the endpoint serialises recoveries of it: a repeated click finds the first's
         # deliveries under way and makes none.
-        endpoint = Endpoint.objects.select_for_update().get(pk=endpoint.pk)
+        endpoint = _locked(endpoint.pk)
         # Another delivery of the event to the endpoint (a recovery's, or a success) settles it:
         # only an event whose every delivery there failed goes again, and once.
         settled = Delivery.objects.filter(
@@ -192,7 +201,7 @@ def endpoint_disable_failing(*, endpoint_id: uuid.UUID, reason: str) -> None:
     that subscribe to `endpoint.disabled`, and the operators (a line and a counter) once the
     caller's transaction commits."""
     with transaction.atomic():
-        endpoint = Endpoint.objects.select_for_update().filter(pk=endpoint_id, enabled=True).first()
+        endpoint = Endpoint.objects.select_for_update(no_key=True).filter(pk=endpoint_id, enabled=True).first()
         if endpoint is None:
             return
         endpoint.enabled, endpoint.disabled_reason = False, Endpoint.DisabledReason.FAILING

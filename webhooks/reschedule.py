@@ -72,7 +72,10 @@ def endpoint_reschedule(*, endpoint_id: uuid.UUID, version: int, before: datetim
     last, or when the endpoint changed again (or went) since `version`."""
     now = timezone.now()
     with transaction.atomic():
-        endpoint = Endpoint.objects.select_for_update().filter(pk=endpoint_id, schedule_version=version).first()
+        # FOR NO KEY UPDATE: the endpoint's events being recorded meanwhile do not wait for the
+        # batch (webhooks/endpoints.py _locked).
+        endpoint = (Endpoint.objects.select_for_update(no_key=True)
+                    .filter(pk=endpoint_id, schedule_version=version).first())
         if endpoint is None:
             return None
         after = _hold(endpoint, before, now) if not endpoint.enabled else _move(endpoint, before, after, now)
@@ -150,7 +153,7 @@ def endpoints_reschedule_stalled(*, limit: int = 100) -> int:
     one should it be only late. How many."""
     stalled_before = timezone.now() - timedelta(seconds=dispatch.REDISPATCH_AFTER_SECONDS)
     with transaction.atomic():
-        stalled = list(Endpoint.objects.select_for_update(skip_locked=True)
+        stalled = list(Endpoint.objects.select_for_update(skip_locked=True, no_key=True)
                        .filter(rescheduling_since__lt=stalled_before)[:limit])
         for endpoint in stalled:
             endpoint.next_slot_at = None
