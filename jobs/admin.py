@@ -11,6 +11,7 @@ from django_object_actions import DjangoObjectActions, action, takes_instance_or
 from core.admin_site import LargeTableAdmin, action_apply, known_values_filter
 from jobs.models import Job, JobResult, ModelUsage
 from jobs.registry import job_types_all
+from jobs.retention import jobs_delete
 from jobs.transitions import job_cancel
 
 
@@ -33,6 +34,14 @@ class JobAdmin(DjangoObjectActions, LargeTableAdmin):
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # a job comes from its client's submission (every field here is read-only)
+
+    # Deletions go through the service, which locks each job first: its worker's transition
+    # under way then commits before the deletion reads what the job has (jobs.retention.jobs_delete).
+    def delete_model(self, request: HttpRequest, obj: Job) -> None:
+        jobs_delete(job_ids=[obj.pk])
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
+        jobs_delete(job_ids=list(queryset.values_list("pk", flat=True)))
 
     @action(label="Cancel", description="Cancel: at once if queued, within a step if running",
             permissions=["change"], methods=("POST",), button_type="form")

@@ -1,12 +1,15 @@
 """Pruning what the jobs app keeps past its retention: finished jobs, persisted results,
 idempotency keys and past days' model usage (run by the periodic task `jobs.prune`). Batched, so
 one run never locks a big slice of a table; a run that stops at `max_batches` leaves the rest to
-the next."""
+the next. And deleting jobs on an operator's request (the admin)."""
 from __future__ import annotations
 
+import uuid
+from collections.abc import Collection
 from datetime import datetime, timedelta
 
 from django.conf import settings
+from django.db import transaction
 from django.utils import timezone
 
 from core.db import delete_in_batches
@@ -35,6 +38,18 @@ def job_results_prune(
     """Delete persisted results created before `older_than` (a result outlives its job)."""
     old = JobResult.objects.filter(created_at__lt=older_than)
     return delete_in_batches(old, batch_size=batch_size, max_batches=max_batches)
+
+
+def jobs_delete(*, job_ids: Collection[uuid.UUID]) -> None:
+    """Delete the jobs, running or not, with their events and Idempotency-Keys (their persisted
+    results stay, without their job). Each is locked first, as a transition locks it: one under
+    way commits first and what it added goes too; a later one waits, and finds its job gone.
+    Unlocked, a worker's step that ended between the deletion's reads of the jobs' events and
+    its delete of the jobs left an event it had not read, and the deletion failed at commit on
+    its foreign key (the admin's 500, the job left in place)."""
+    with transaction.atomic():
+        list(Job.objects.filter(pk__in=job_ids).order_by("pk").select_for_update().values_list("pk", flat=True))
+        Job.objects.filter(pk__in=job_ids).delete()
 
 
 def jobs_retention_apply(*, now: datetime | None = None) -> dict[str, int]:
