@@ -97,6 +97,14 @@ def unstorable_character(value: Any) -> str | None:
     return None
 
 
+def storable_text(text: str) -> str:
+    """`text` with each U+0000 and lone surrogate replaced by U+FFFD, so PostgreSQL can store it
+    (text a job writes that came from elsewhere: an exception's, a provider's error message)."""
+    if "\x00" not in text and (text.isascii() or not _SURROGATE.search(text)):
+        return text
+    return _SURROGATE.sub("\ufffd", text.replace("\x00", "\ufffd"))
+
+
 def strict_json_loads(raw: bytes) -> Any:
     try:
         text = raw.decode("utf-8")

@@ -20,6 +20,7 @@ from celery.exceptions import Ignore, SoftTimeLimitExceeded
 from django.db import DatabaseError
 from django.utils import timezone
 
+from core.parsers import storable_text
 from jobs import dispatch, model_budget, retention, transitions
 from jobs.models import Job
 from jobs.registry import job_type_get
@@ -57,8 +58,11 @@ def _fail(task: Any, job: Job, index: int, step_input: Any, error_type: str, mes
     next step is (`_hand_over`) and published to run once the backoff has passed, so the rest
     of the chain follows it; else write FAILURE. Celery's own retry (`task.retry`) dropped the
     message for good when the broker refused the new one: the job stayed RETRY until the
-    abandoned-job rule failed it."""
-    error = {"type": error_type, "message": message}
+    abandoned-job rule failed it. The message may quote what the job read (an exception's text,
+    a model provider's error): a U+0000 or lone surrogate in it made the write fail, and the
+    step, taken for one the database failed, ran again, up to 26 times, then was left to the
+    abandoned-job rule."""
+    error = {"type": error_type, "message": storable_text(message)}
     retrying = transitions.job_retry_later(
         job_id=job.id, error=error, step=index, step_input=step_input
     ) if retryable else None

@@ -30,6 +30,7 @@ from django.conf import settings
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from core import metrics
+from core.parsers import unstorable_character
 from core.retry_after import retry_after_seconds
 from jobs.types import checklist_prompts as prompts
 from jobs.types.base import JobFailed, JobType, RetryLimits, StepContext
@@ -244,6 +245,13 @@ def parse_answer(text: str, answer_model: type[AnswerT]) -> AnswerT:
         raise JobFailed(
             "invalid_model_output", f"The model's answer is not valid JSON: {error}."
         ) from None
+    # Stored, it would fail the write of the step's output (taken for the database failing: the
+    # step, and its model call, ran again and again), and no webhook body could be UTF-8.
+    if (character := unstorable_character(data)) is not None:
+        raise JobFailed(
+            "invalid_model_output",
+            f"The model's answer contains the character {character}, which a result cannot hold.",
+        )
     try:
         return answer_model.model_validate(data)
     except ValidationError as error:

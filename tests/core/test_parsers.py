@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from core.errors import ApplicationError
-from core.parsers import strict_json_loads, unstorable_character
+from core.parsers import storable_text, strict_json_loads, unstorable_character
 from core.services import client_create
 from jobs.models import Job
 
@@ -100,3 +100,17 @@ def test_the_walk_looks_at_keys_and_values_at_any_depth_without_recursion() -> N
     assert unstorable_character(deep) == "U+D800"
     assert unstorable_character({"a": [{"b": {"\x00": 1}}]}) == "U+0000"
     assert unstorable_character({"ok": ["\U0001f600", "é", 1, None, 2.5]}) is None
+
+
+@given(ANY_TEXT)
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+def test_storable_text_replaces_only_what_postgresql_refuses(text: str) -> None:
+    stored = storable_text(text)
+
+    assert unstorable_character(stored) is None
+    assert len(stored) == len(text)
+    assert all(kept == given_ or kept == "\ufffd" for kept, given_ in zip(stored, text, strict=True))
+
+
+def test_storable_text_keeps_a_character_written_as_a_surrogate_pair() -> None:
+    assert storable_text(json.loads('"a\\u0000b\\udc00\\ud83d\\ude00"')) == "a\ufffdb\ufffd\U0001f600"
