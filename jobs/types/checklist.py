@@ -50,6 +50,12 @@ MAX_SUMMARY_CHARS = 50_000
 MAX_TASK_CHARS = 2_000
 MAX_CHECKLIST_ITEMS = 500
 
+# More than any model reads and writes in one call. A larger figure in an answer is counted as
+# this much: still over any day's budget, but it cannot overflow the day's count (a bigint),
+# whose failed write the runner took for the database failing, so the step and its model call
+# ran again, up to 26 times.
+MAX_TOKENS_PER_CALL = 100_000_000
+
 # The client refuses to start without a key, but a self-hosted server behind OPENAI_BASE_URL
 # often needs none; it is sent this placeholder instead.
 KEYLESS_PLACEHOLDER = "not-needed"
@@ -224,10 +230,10 @@ def _complete(ctx: StepContext, messages: list[prompts.ChatMessage]) -> Any:
 
 
 def total_tokens(completion: Any) -> int | None:
-    """The tokens an answer reports spent. The client does not validate the body: a server may
-    leave usage out, or its total."""
+    """The tokens an answer reports spent, at most MAX_TOKENS_PER_CALL. The client does not
+    validate the body: a server may leave usage out, or its total, or report any number."""
     tokens = getattr(completion.usage, "total_tokens", None)
-    return tokens if isinstance(tokens, int) else None
+    return min(tokens, MAX_TOKENS_PER_CALL) if isinstance(tokens, int) else None
 
 
 _CODE_FENCE = re.compile(r"\A\s*```(?:json)?\s*\n(.*)\n\s*```\s*\Z", re.DOTALL)

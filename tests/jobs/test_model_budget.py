@@ -25,6 +25,7 @@ from core.services import api_key_create, client_create
 from examples.receiver import Receiver
 from jobs import model_budget, sql
 from jobs.models import ModelUsage
+from jobs.types import checklist
 from jobs.types.base import JobFailed
 from tests.conftest import Api
 from tests.fakes.openai_server import FakeOpenAI, Reply
@@ -220,3 +221,22 @@ def test_workers_adding_at_once_lose_no_tokens(transactional_db: Any) -> None:
     # Then one row holds every call's tokens
     assert errors == []
     assert list(ModelUsage.objects.filter(owner=owner).values_list("day", "tokens")) == [(day, 8 * 25 * 3)]
+
+
+def test_an_answer_claiming_more_tokens_than_the_day_can_count_spends_the_budget_once(
+    api: Api, fake_openai: FakeOpenAI
+) -> None:
+    # Given a server whose answer claims 2**63 tokens spent, more than the day's count (a
+    # bigint) holds, then would answer well
+    scenario = fake_openai.scenario()
+    summary = {"summary": summary_for(scenario)}
+    scenario.add(Reply.answer(summary, total_tokens=2**63), Reply.answer(summary), checklist_reply())
+
+    job = api.wait(submit(api, scenario)["id"])
+
+    # Then the call is counted once, as the most one call can spend, which is over the budget:
+    # the job fails before its next call. It is not run again, calling the model each time, as
+    # if the database had failed
+    assert len(scenario.requests) == 1
+    assert tokens_today(api) == checklist.MAX_TOKENS_PER_CALL
+    assert (job["status"], job["error"]["type"]) == ("FAILURE", "model_budget_exhausted")
