@@ -39,6 +39,7 @@ from jobs.types.checklist_failures import (
     final_outcome,
     is_transient,
     job_failure,
+    redacted,
     retried_outcome,
 )
 
@@ -192,7 +193,7 @@ def _complete(ctx: StepContext, messages: list[prompts.ChatMessage]) -> Any:
         error = state.outcome.exception() if state.outcome is not None else None
         logger.warning(
             "Job %s: model call try %s failed (%s); retrying in %.2f s",
-            ctx.job_id, state.attempt_number, error, state.upcoming_sleep,
+            ctx.job_id, state.attempt_number, redacted(str(error)), state.upcoming_sleep,
         )
         metrics.model_call_failed(model=settings.OPENAI_MODEL, outcome=retried_outcome(error))
         ctx.retrying(True)

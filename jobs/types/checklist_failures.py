@@ -68,7 +68,15 @@ def is_input_too_long(error: openai.APIStatusError) -> bool:
 def error_detail(error: openai.APIError) -> str:
     body = error.body
     message = body.get("message") if isinstance(body, dict) else None
-    return str(message or error.message)[:MAX_ERROR_DETAIL_CHARS]
+    return redacted(str(message or error.message))[:MAX_ERROR_DETAIL_CHARS]
+
+
+def redacted(text: str) -> str:
+    """`text` from the model server with our API key, where the server quoted it (a gateway
+    may, in an error), replaced by the setting's name: a job's error is read by its client and
+    carried by its webhooks, a log line by whoever reads the logs."""
+    key = settings.OPENAI_API_KEY
+    return text.replace(key, "[OPENAI_API_KEY]") if key else text
 
 
 def job_failure(error: openai.OpenAIError, attempts: int) -> JobFailed:
@@ -111,4 +119,4 @@ def job_failure(error: openai.OpenAIError, attempts: int) -> JobFailed:
             "model_unavailable",
             f"The model server could not be reached after {attempts} tries: {error.message}",
         )
-    return JobFailed("model_error", str(error)[:MAX_ERROR_DETAIL_CHARS] or type(error).__name__)
+    return JobFailed("model_error", redacted(str(error))[:MAX_ERROR_DETAIL_CHARS] or type(error).__name__)
