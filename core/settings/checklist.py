@@ -9,7 +9,8 @@ OPENAI_API_KEY = env("OPENAI_API_KEY", default="")
 OPENAI_BASE_URL = env("OPENAI_BASE_URL", default="")
 # Model used for both checklist steps.
 OPENAI_MODEL = env("OPENAI_MODEL", default="gpt-4o-mini")
-# Timeout for one model request, in seconds.
+# Timeout for one model request, in seconds: its whole answer must be in by then (a read begun
+# just before may wait as long again).
 OPENAI_TIMEOUT_SECONDS = env.float("OPENAI_TIMEOUT_SECONDS", default=60.0)
 # Tries per model call, the first included, before a transient error (429, 5xx, timeout) fails the job.
 OPENAI_MAX_ATTEMPTS = env.int("OPENAI_MAX_ATTEMPTS", default=4)

@@ -5,7 +5,8 @@ Three chained steps: summarise the guidelines (model call 1), turn the summary i
 the type persists results, as a persisted result. Each model answer is parsed as JSON and
 validated; a bad answer fails the job with `invalid_model_output` and the validation message.
 
-Model calls go through the official `openai` client with its own retries off, and are retried
+Model calls go through the official `openai` client with its own retries off, each answer bounded
+in time and size (`checklist_client.py`), and are retried
 here with tenacity: only transient errors (429, 408, 409, 5xx, timeouts, connection errors), a
 bounded number of times, with exponential backoff that honours Retry-After (which errors are
 transient, and the job's error once a call has failed for good: `checklist_failures.py`). Nothing here holds a
@@ -34,6 +35,7 @@ from core.parsers import unstorable_character
 from core.retry_after import retry_after_seconds
 from jobs.types import checklist_prompts as prompts
 from jobs.types.base import JobFailed, JobType, RetryLimits, StepContext
+from jobs.types.checklist_client import model_client
 from jobs.types.checklist_failures import (
     MAX_ERROR_DETAIL_CHARS,
     final_outcome,
@@ -172,12 +174,10 @@ def _sleep_unless_canceled(ctx: StepContext) -> Callable[[float], None]:
 def _client() -> openai.OpenAI:
     # OPENAI_BASE_URL is operator configuration, not user input, so it does not go through the
     # webhook client's private-network guard: a model served on localhost is a normal set-up.
-    return openai.OpenAI(
+    return model_client(
         api_key=settings.OPENAI_API_KEY or KEYLESS_PLACEHOLDER,
         base_url=settings.OPENAI_BASE_URL or None,
-        timeout=settings.OPENAI_TIMEOUT_SECONDS,
-        # tenacity below does the retrying; the client's own would multiply the attempts.
-        max_retries=0,
+        timeout_seconds=settings.OPENAI_TIMEOUT_SECONDS,
     )
 
 

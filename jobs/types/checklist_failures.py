@@ -8,6 +8,7 @@ import openai
 from django.conf import settings
 
 from jobs.types.base import JobFailed
+from jobs.types.checklist_client import UnreadableAnswer
 
 # Kept short in error messages: a job's error is for humans, not a dump of the provider's body.
 MAX_ERROR_DETAIL_CHARS = 500
@@ -114,6 +115,8 @@ def job_failure(error: openai.OpenAIError, attempts: int) -> JobFailed:
             f"The model server rejected the request (HTTP {status}); check OPENAI_MODEL and "
             f"OPENAI_BASE_URL: {detail}",
         )
+    if isinstance(error, UnreadableAnswer):
+        return JobFailed("invalid_model_output", str(error))
     if isinstance(error, openai.APIConnectionError):
         return JobFailed(
             "model_unavailable",

@@ -35,6 +35,14 @@ class Reply:
     gate: threading.Event | None = None
     # Close the connection without answering (the client sees a connection error).
     drop: bool = False
+    # Send the body a byte at a time, this many seconds apart (headers at once).
+    drip_seconds: float = 0.0
+    # Spaces before the body's JSON (which JSON allows), to make the body this much larger.
+    padding_bytes: int = 0
+    # Send no Content-Length: the body ends when the connection is closed.
+    unsized: bool = False
+    # A Content-Encoding header to send (the body is sent as it is).
+    content_encoding: str | None = None
 
     @classmethod
     def answer(
@@ -209,10 +217,30 @@ class _Handler(BaseHTTPRequestHandler):
     def _send(self, reply: Reply) -> None:
         payload = json.dumps(reply.body).encode()
         reason = HTTPStatus(reply.status).phrase
-        head = [f"HTTP/1.1 {reply.status} {reason}", "Content-Type: application/json",
-                f"Content-Length: {len(payload)}"]
+        head = [f"HTTP/1.1 {reply.status} {reason}", "Content-Type: application/json"]
+        if reply.unsized:
+            head.append("Connection: close")
+            self.close_connection = True
+        else:
+            head.append(f"Content-Length: {reply.padding_bytes + len(payload)}")
+        if reply.content_encoding:
+            head.append(f"Content-Encoding: {reply.content_encoding}")
         head += [f"{name}: {value}" for name, value in reply.headers.items()]
+        head_bytes = ("\r\n".join(head) + "\r\n\r\n").encode()
         try:
-            self.wfile.write(("\r\n".join(head) + "\r\n\r\n").encode() + payload)
+            if reply.drip_seconds:
+                self.wfile.write(head_bytes)
+                for index in range(len(payload)):
+                    self.wfile.write(payload[index:index + 1])
+                    time.sleep(reply.drip_seconds)
+                return
+            if reply.padding_bytes:
+                self.wfile.write(head_bytes)
+                chunk = b" " * 65536
+                for _ in range(reply.padding_bytes // len(chunk)):
+                    self.wfile.write(chunk)
+                self.wfile.write(b" " * (reply.padding_bytes % len(chunk)) + payload)
+                return
+            self.wfile.write(head_bytes + payload)
         except (BrokenPipeError, ConnectionResetError):
-            pass  # the client gave up (its timeout): nothing to answer
+            self.close_connection = True  # the client gave up (its timeout): nothing to answer

@@ -1,13 +1,23 @@
-"""The checklist job against a model provider that answers what no result or error can hold as
-is, or quotes the key it was sent, through the real worker and the fake model server
-(tests/fakes/openai_server.py)."""
+"""The checklist job against a hostile model provider, through the real worker and the fake model
+server (tests/fakes/openai_server.py): answers no result or error can hold as they are, an error
+quoting the key it was sent, answers drip-fed, huge or compressed."""
 from __future__ import annotations
 
+import time
+from dataclasses import replace
 from pathlib import Path
 
+import pytest
+
+from jobs.types.checklist_client import MAX_ANSWER_BYTES
 from tests.conftest import Api
 from tests.fakes.openai_server import FAKE_API_KEY, FakeOpenAI, Reply
-from tests.jobs.test_checklist import checklist_reply, submit, summary_for
+from tests.jobs.test_checklist import (
+    checklist_reply,
+    submit,
+    summary_for,
+    summary_reply,
+)
 
 
 def test_an_answer_with_a_character_no_result_can_hold_fails_once_without_calling_again(
@@ -70,3 +80,54 @@ def test_a_provider_that_echoes_the_api_key_does_not_put_it_in_the_job_or_the_lo
     assert f"Job {job['id']}: model call try 1 failed" in line
     assert "upstream refused [OPENAI_API_KEY]" in line
     assert FAKE_API_KEY not in line
+
+
+def test_an_answer_drip_fed_past_the_timeout_is_cut_off_and_tried_again(
+    api: Api, fake_openai: FakeOpenAI
+) -> None:
+    # Given a model server that drip-feeds its first answer, a byte every 0.2 s (each read well
+    # inside the worker's 10 s OPENAI_TIMEOUT_SECONDS, the whole over a minute), then answers
+    scenario = fake_openai.scenario()
+    dripped = replace(summary_reply(scenario), drip_seconds=0.2)
+    scenario.add(dripped, summary_reply(scenario), checklist_reply())
+    started = time.monotonic()
+
+    job = api.wait(submit(api, scenario)["id"], timeout=40)
+
+    # Then the try is cut off once the timeout has passed, as a timeout, and the next one made:
+    # the job succeeds (before, the one try ran to the step's 66 s soft time limit, and the job
+    # failed `time_limit_exceeded`)
+    assert (job["status"], len(scenario.requests)) == ("SUCCESS", 3), job
+    assert scenario.requests[1].received_at - scenario.requests[0].received_at == pytest.approx(10, abs=2)
+    assert time.monotonic() - started < 20
+
+
+@pytest.mark.parametrize("unsized", [False, True])
+def test_an_answer_larger_than_any_checklist_fails_the_job_unread(
+    api: Api, fake_openai: FakeOpenAI, unsized: bool
+) -> None:
+    # Given a model server whose answer is 64 MiB (its JSON after that many spaces), its length
+    # said in its headers or not
+    scenario = fake_openai.scenario()
+    huge = replace(summary_reply(scenario), padding_bytes=64 * 1024 * 1024, unsized=unsized)
+    scenario.add(huge, checklist_reply())
+
+    job = api.wait(submit(api, scenario)["id"])
+
+    # Then the job fails as the model's bad answer, without reading it all, nor trying again
+    assert (job["status"], len(scenario.requests)) == ("FAILURE", 1), job
+    assert job["error"]["type"] == "invalid_model_output"
+    assert f"longer than {MAX_ANSWER_BYTES}" in job["error"]["message"]
+    assert scenario.requests[0].headers["accept-encoding"] == "identity"
+
+
+def test_a_compressed_answer_though_none_was_asked_for_fails_the_job(api: Api, fake_openai: FakeOpenAI) -> None:
+    # Given a model server that says its answer is gzip (a few KiB of it may be gigabytes)
+    scenario = fake_openai.scenario()
+    scenario.add(replace(summary_reply(scenario), content_encoding="gzip"), checklist_reply())
+
+    job = api.wait(submit(api, scenario)["id"])
+
+    assert (job["status"], len(scenario.requests)) == ("FAILURE", 1), job
+    assert job["error"]["type"] == "invalid_model_output"
+    assert "compressed (gzip)" in job["error"]["message"]

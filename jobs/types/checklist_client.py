@@ -1,0 +1,89 @@
+"""The checklist job's model client: the official `openai` client, each of whose answers must be
+in OPENAI_TIMEOUT_SECONDS after its request was sent (checked at each chunk read: a read begun
+just before may wait its own timeout, as long again), and at most MAX_ANSWER_BYTES long.
+
+The client's timeout bounds each read, not an answer: a server that drip-fed its body (a byte
+every few seconds) held one try until the step's soft time limit, outside the retries and their
+budget (the job failed `time_limit_exceeded`, its other tries never made); and a body was read
+into memory whole, however large (an answer of 256 MiB grew the process by 518 MiB; refused
+now in 0.09 s, by 4 MiB; a server sending gigabytes took the worker's memory). The
+bounds are kept on the answer's stream, swapped in by httpx's response hook, so the client's
+own transport, and with it any proxy the environment names, is left as it is.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import httpx2
+import openai
+
+# Well above the largest answer the answer's schema lets through: 500 tasks of 2,000 characters,
+# each character up to 7 bytes once the body has escaped the answer's JSON inside its own (7 MB).
+MAX_ANSWER_BYTES = 16 * 1024 * 1024
+
+
+class UnreadableAnswer(openai.OpenAIError):
+    """The model server's answer is larger than MAX_ANSWER_BYTES, or compressed though it was
+    asked not to be (how large it would be is then unknown until it is decompressed)."""
+
+
+class _BoundedStream(httpx2.SyncByteStream):
+    def __init__(self, stream: httpx2.SyncByteStream, *, request: httpx2.Request, deadline: float) -> None:
+        self._stream = stream
+        self._request = request
+        self._deadline = deadline
+
+    def __iter__(self) -> Iterator[bytes]:
+        read = 0
+        for chunk in self._stream:
+            read += len(chunk)
+            if read > MAX_ANSWER_BYTES:
+                raise UnreadableAnswer(f"The model server's answer is longer than {MAX_ANSWER_BYTES} bytes.")
+            if time.monotonic() > self._deadline:
+                # A timeout, as the client's own: tried again like one.
+                raise httpx2.ReadTimeout("The answer took longer than its timeout.", request=self._request)
+            yield chunk
+
+    def close(self) -> None:
+        self._stream.close()
+
+
+class _AnswerBounds:
+    """The two hooks: the request's sending starts its answer's time; the answer, once its
+    headers are in, is read through the bounds."""
+
+    def __init__(self, *, seconds: float) -> None:
+        self._seconds = seconds
+        self._deadline = 0.0
+
+    def request_sent(self, request: httpx2.Request) -> None:
+        self._deadline = time.monotonic() + self._seconds
+
+    def response_received(self, response: httpx2.Response) -> None:
+        encoding = response.headers.get("content-encoding", "identity").strip().lower()
+        if encoding != "identity":
+            raise UnreadableAnswer(f"The model server's answer is compressed ({encoding}), though it was asked not to be.")
+        length = response.headers.get("content-length", "")
+        if length.isdigit() and int(length) > MAX_ANSWER_BYTES:
+            raise UnreadableAnswer(f"The model server's answer is {length} bytes, longer than {MAX_ANSWER_BYTES}.")
+        assert isinstance(response.stream, httpx2.SyncByteStream)
+        response.stream = _BoundedStream(response.stream, request=response.request, deadline=self._deadline)
+
+
+def model_client(*, api_key: str, base_url: str | None, timeout_seconds: float) -> openai.OpenAI:
+    """An `openai` client whose answers are bounded as the module says, with its own retries off
+    (the job retries with tenacity: the client's would multiply the tries)."""
+    bounds = _AnswerBounds(seconds=timeout_seconds)
+    http_client = openai.DefaultHttpxClient(
+        event_hooks={"request": [bounds.request_sent], "response": [bounds.response_received]},
+    )
+    return openai.OpenAI(
+        api_key=api_key,
+        base_url=base_url,
+        timeout=timeout_seconds,
+        max_retries=0,
+        http_client=http_client,
+        # Its size is then the bytes read: a compressed answer is refused (UnreadableAnswer).
+        default_headers={"Accept-Encoding": "identity"},
+    )
