@@ -191,9 +191,10 @@ def _complete(ctx: StepContext, messages: list[prompts.ChatMessage]) -> Any:
 
     def before_sleep(state: tenacity.RetryCallState) -> None:
         error = state.outcome.exception() if state.outcome is not None else None
+        # The client's error quotes the server's whole body, however large: its start will do.
         logger.warning(
             "Job %s: model call try %s failed (%s); retrying in %.2f s",
-            ctx.job_id, state.attempt_number, redacted(str(error)), state.upcoming_sleep,
+            ctx.job_id, state.attempt_number, redacted(str(error))[:MAX_ERROR_DETAIL_CHARS], state.upcoming_sleep,
         )
         metrics.model_call_failed(model=settings.OPENAI_MODEL, outcome=retried_outcome(error))
         ctx.retrying(True)

@@ -1,6 +1,6 @@
 """The checklist job against a hostile model provider, through the real worker and the fake model
 server (tests/fakes/openai_server.py): answers no result or error can hold as they are, an error
-quoting the key it was sent, answers drip-fed, huge or compressed."""
+quoting the key it was sent or a megabyte long, answers drip-fed, huge or compressed."""
 from __future__ import annotations
 
 import time
@@ -131,3 +131,21 @@ def test_a_compressed_answer_though_none_was_asked_for_fails_the_job(api: Api, f
     assert (job["status"], len(scenario.requests)) == ("FAILURE", 1), job
     assert job["error"]["type"] == "invalid_model_output"
     assert "compressed (gzip)" in job["error"]["message"]
+
+
+def test_a_retried_error_with_a_huge_body_is_logged_as_a_short_line(
+    api: Api, fake_openai: FakeOpenAI, celery_worker_log: Path
+) -> None:
+    # Given a model server whose 500 carries a 1 MB message (the client quotes the whole body
+    # in its error), then answers
+    scenario = fake_openai.scenario()
+    huge = Reply.error(500, f"({scenario.token}) " + "x" * 1_000_000)
+    scenario.add(huge, summary_reply(scenario), checklist_reply())
+
+    job = api.wait(submit(api, scenario)["id"])
+
+    # Then the retried try's log line quotes the start of it, not a megabyte
+    assert job["status"] == "SUCCESS", job
+    [line] = [line for line in celery_worker_log.read_text().split("\n") if scenario.token in line]
+    assert f"Job {job['id']}: model call try 1 failed" in line
+    assert len(line) < 2_000
