@@ -21,6 +21,9 @@ import openai
 # Well above the largest answer the answer's schema lets through: 500 tasks of 2,000 characters,
 # each character up to 7 bytes once the body has escaped the answer's JSON inside its own (7 MB).
 MAX_ANSWER_BYTES = 16 * 1024 * 1024
+# The Content-Encodings httpx decompresses (br and zstd with their packages installed); another
+# value, such as a bogus "utf-8", it ignores, and so does this.
+COMPRESSIONS = frozenset({"gzip", "x-gzip", "deflate", "br", "zstd"})
 
 
 class UnreadableAnswer(openai.OpenAIError):
@@ -61,9 +64,11 @@ class _AnswerBounds:
         self._deadline = time.monotonic() + self._seconds
 
     def response_received(self, response: httpx2.Response) -> None:
-        encoding = response.headers.get("content-encoding", "identity").strip().lower()
-        if encoding != "identity":
-            raise UnreadableAnswer(f"The model server's answer is compressed ({encoding}), though it was asked not to be.")
+        encodings = {value.strip().lower() for value in response.headers.get("content-encoding", "").split(",")}
+        if compressed := sorted(encodings & COMPRESSIONS):
+            raise UnreadableAnswer(
+                f"The model server's answer is compressed ({', '.join(compressed)}), though it was asked not to be."
+            )
         length = response.headers.get("content-length", "")
         if length.isdigit() and int(length) > MAX_ANSWER_BYTES:
             raise UnreadableAnswer(f"The model server's answer is {length} bytes, longer than {MAX_ANSWER_BYTES}.")
