@@ -23,7 +23,7 @@ import openai
 MAX_ANSWER_BYTES = 16 * 1024 * 1024
 # The Content-Encodings httpx decompresses (br and zstd with their packages installed); another
 # value, such as a bogus "utf-8", it ignores, and so does this.
-COMPRESSIONS = frozenset({"gzip", "x-gzip", "deflate", "br", "zstd"})
+COMPRESSIONS = frozenset({"gzip", "deflate", "br", "zstd"})
 
 
 class UnreadableAnswer(openai.OpenAIError):
