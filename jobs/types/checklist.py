@@ -253,15 +253,8 @@ def parse_answer(text: str, answer_model: type[AnswerT]) -> AnswerT:
         raise JobFailed(
             "invalid_model_output", f"The model's answer is not valid JSON: {error}."
         ) from None
-    # Stored, it would fail the write of the step's output (taken for the database failing: the
-    # step, and its model call, ran again and again), and no webhook body could be UTF-8.
-    if (character := unstorable_character(data)) is not None:
-        raise JobFailed(
-            "invalid_model_output",
-            f"The model's answer contains the character {character}, which a result cannot hold.",
-        )
     try:
-        return answer_model.model_validate(data)
+        answer = answer_model.model_validate(data)
     except ValidationError as error:
         problems = "; ".join(
             f"{'.'.join(str(part) for part in problem['loc']) or 'answer'}: {problem['msg']}"
@@ -272,6 +265,15 @@ def parse_answer(text: str, answer_model: type[AnswerT]) -> AnswerT:
             f"The model's answer does not match the expected {answer_model.__name__} shape: "
             f"{problems}"[:MAX_ERROR_DETAIL_CHARS * 2],
         ) from None
+    # Stored, it would fail the write of the step's output (taken for the database failing: the
+    # step, and its model call, ran again and again). Only what is kept is looked at: the schema
+    # ignores extra keys, and refuses a lone surrogate already.
+    if (character := unstorable_character(answer.model_dump())) is not None:
+        raise JobFailed(
+            "invalid_model_output",
+            f"The model's answer contains the character {character}, which a result cannot hold.",
+        )
+    return answer
 
 
 def _answer(ctx: StepContext, messages: list[prompts.ChatMessage], answer_model: type[AnswerT]) -> AnswerT:

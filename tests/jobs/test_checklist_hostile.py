@@ -9,6 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from jobs.types import checklist
+from jobs.types.base import JobFailed
+from jobs.types.checklist import ChecklistAnswer, SummaryAnswer
 from jobs.types.checklist_client import MAX_ANSWER_BYTES
 from tests.conftest import Api
 from tests.fakes.openai_server import FAKE_API_KEY, FakeOpenAI, Reply
@@ -149,3 +152,11 @@ def test_a_retried_error_with_a_huge_body_is_logged_as_a_short_line(
     [line] = [line for line in celery_worker_log.read_text().split("\n") if scenario.token in line]
     assert f"Job {job['id']}: model call try 1 failed" in line
     assert len(line) < 2_000
+
+
+def test_only_what_an_answer_keeps_is_looked_at_for_characters_no_result_can_hold() -> None:
+    kept = checklist.parse_answer('{"summary": "Sign the record.", "note\\u0000": "\\u0000"}', SummaryAnswer)
+    assert kept.summary == "Sign the record."
+
+    with pytest.raises(JobFailed, match="U\\+0000"):
+        checklist.parse_answer('{"checklist": [{"task": "Sign\\u0000"}]}', ChecklistAnswer)
