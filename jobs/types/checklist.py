@@ -97,6 +97,25 @@ class ChecklistAnswer(BaseModel):
     checklist: list[ChecklistItemAnswer] = Field(min_length=1, max_length=MAX_CHECKLIST_ITEMS)
 
 
+# --- What the model server must answer: the parts of a chat completion the job reads ---------
+# The client builds its answer's object from any JSON without checking it: a wrong type (content
+# a number, message null) failed the job with Python's own error (`TypeError`, `AttributeError`).
+
+
+class _CompletionMessage(BaseModel):
+    content: str | None = None
+    refusal: str | None = None
+
+
+class _CompletionChoice(BaseModel):
+    message: _CompletionMessage
+    finish_reason: str | None = None
+
+
+class _Completion(BaseModel):
+    choices: list[_CompletionChoice]
+
+
 # --- The job's result --------------------------------------------------------------------------
 
 
@@ -234,13 +253,21 @@ def _complete(ctx: StepContext, messages: list[prompts.ChatMessage]) -> Any:
 def total_tokens(completion: Any) -> int | None:
     """The tokens an answer reports spent, at most MAX_TOKENS_PER_CALL. The client does not
     validate the body: a server may leave usage out, or its total, or report any number."""
-    tokens = getattr(completion.usage, "total_tokens", None)
+    tokens = getattr(getattr(completion, "usage", None), "total_tokens", None)
     return min(tokens, MAX_TOKENS_PER_CALL) if isinstance(tokens, int) else None
 
 
 _CODE_FENCE = re.compile(r"\A\s*```(?:json)?\s*\n(.*)\n\s*```\s*\Z", re.DOTALL)
 
 AnswerT = TypeVar("AnswerT", bound=BaseModel)
+
+
+def _problems(error: ValidationError) -> str:
+    problems = "; ".join(
+        f"{'.'.join(str(part) for part in problem['loc']) or 'answer'}: {problem['msg']}"
+        for problem in error.errors(include_url=False)[:10]
+    )
+    return problems[:MAX_ERROR_DETAIL_CHARS * 2]
 
 
 def parse_answer(text: str, answer_model: type[AnswerT]) -> AnswerT:
@@ -256,14 +283,9 @@ def parse_answer(text: str, answer_model: type[AnswerT]) -> AnswerT:
     try:
         answer = answer_model.model_validate(data)
     except ValidationError as error:
-        problems = "; ".join(
-            f"{'.'.join(str(part) for part in problem['loc']) or 'answer'}: {problem['msg']}"
-            for problem in error.errors(include_url=False)[:10]
-        )
         raise JobFailed(
             "invalid_model_output",
-            f"The model's answer does not match the expected {answer_model.__name__} shape: "
-            f"{problems}"[:MAX_ERROR_DETAIL_CHARS * 2],
+            f"The model's answer does not match the expected {answer_model.__name__} shape: {_problems(error)}",
         ) from None
     # Stored, it would fail the write of the step's output (taken for the database failing: the
     # step, and its model call, ran again and again). Only what is kept is looked at: the schema
@@ -282,10 +304,16 @@ def _answer(ctx: StepContext, messages: list[prompts.ChatMessage], answer_model:
     # Spent whatever the answer turns out to be worth; an answer without the figure is not counted.
     if (tokens := total_tokens(completion)) is not None:
         ctx.after_model_call(tokens)
-    if not completion.choices:
+    try:
+        read = _Completion.model_validate(completion, from_attributes=True)
+    except ValidationError as error:
+        raise JobFailed(
+            "invalid_model_output", f"The model server's answer is not a chat completion: {_problems(error)}"
+        ) from None
+    if not read.choices:
         raise JobFailed("invalid_model_output", "The model's answer has no choices.")
-    choice = completion.choices[0]
-    refusal = getattr(choice.message, "refusal", None)
+    choice = read.choices[0]
+    refusal = choice.message.refusal
     if refusal:
         raise JobFailed("invalid_model_output", f"The model refused: {refusal}"[:MAX_ERROR_DETAIL_CHARS])
     if choice.finish_reason == "length":

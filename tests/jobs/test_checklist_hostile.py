@@ -3,9 +3,12 @@ server (tests/fakes/openai_server.py): answers no result or error can hold as th
 quoting the key it was sent or a megabyte long, answers drip-fed, huge or compressed."""
 from __future__ import annotations
 
+import copy
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,6 +24,7 @@ from tests.jobs.test_checklist import (
     summary_for,
     summary_reply,
 )
+from tests.jobs.test_model_budget import tokens_today
 
 
 def test_an_answer_with_a_character_no_result_can_hold_fails_once_without_calling_again(
@@ -160,3 +164,43 @@ def test_only_what_an_answer_keeps_is_looked_at_for_characters_no_result_can_hol
 
     with pytest.raises(JobFailed, match="U\\+0000"):
         checklist.parse_answer('{"checklist": [{"task": "Sign\\u0000"}]}', ChecklistAnswer)
+
+
+def _with(path: tuple[str | int, ...], value: Any) -> Callable[[Reply], Reply]:
+    def change(reply: Reply) -> Reply:
+        body = copy.deepcopy(reply.body)
+        node: Any = body
+        for part in path[:-1]:
+            node = node[part]
+        node[path[-1]] = value
+        return replace(reply, body=body)
+
+    return change
+
+
+@pytest.mark.parametrize(
+    ("change", "needle"),
+    [
+        (_with(("choices", 0, "message", "content"), 123), "choices.0.message.content"),
+        (_with(("choices", 0, "message", "content"), {"summary": "x"}), "choices.0.message.content"),
+        (_with(("choices", 0, "message"), None), "choices.0.message"),
+        (_with(("choices",), {"0": {}}), "choices"),
+        (_with(("choices",), ["x"]), "choices.0"),
+    ],
+)
+def test_an_answer_that_is_not_a_chat_completion_fails_as_the_models_bad_answer(
+    api: Api, fake_openai: FakeOpenAI, change: Callable[[Reply], Reply], needle: str
+) -> None:
+    # Given a model server whose 200 is JSON, but not shaped as a chat completion
+    scenario = fake_openai.scenario()
+    scenario.add(change(summary_reply(scenario)), checklist_reply())
+
+    job = api.wait(submit(api, scenario)["id"])
+
+    # Then the job fails saying so (not with Python's TypeError or AttributeError), after one
+    # call, its tokens counted
+    assert (job["status"], len(scenario.requests)) == ("FAILURE", 1), job
+    assert job["error"]["type"] == "invalid_model_output"
+    assert job["error"]["message"].startswith("The model server's answer is not a chat completion: ")
+    assert needle in job["error"]["message"]
+    assert tokens_today(api) == 20
