@@ -318,6 +318,9 @@ def _answer(ctx: StepContext, messages: list[prompts.ChatMessage], answer_model:
         raise JobFailed("invalid_model_output", f"The model refused: {refusal}"[:MAX_ERROR_DETAIL_CHARS])
     if choice.finish_reason == "length":
         raise JobFailed("invalid_model_output", "The model's answer was cut off at its length limit.")
+    if choice.finish_reason == "content_filter":
+        # What is left of it (often a fragment) would only fail as JSON, saying nothing of why.
+        raise JobFailed("invalid_model_output", "The model's answer was withheld by the provider's content filter.")
     if not choice.message.content:
         raise JobFailed("invalid_model_output", "The model's answer is empty.")
     return parse_answer(choice.message.content, answer_model)

@@ -204,3 +204,17 @@ def test_an_answer_that_is_not_a_chat_completion_fails_as_the_models_bad_answer(
     assert job["error"]["message"].startswith("The model server's answer is not a chat completion: ")
     assert needle in job["error"]["message"]
     assert tokens_today(api) == 20
+
+
+def test_an_answer_stopped_by_the_content_filter_says_so(api: Api, fake_openai: FakeOpenAI) -> None:
+    # Given a model whose answer the provider's content filter cut short
+    scenario = fake_openai.scenario()
+    scenario.add(Reply.answer('{"summary": "Sign the', finish_reason="content_filter"), checklist_reply())
+
+    job = api.wait(submit(api, scenario)["id"])
+
+    assert (job["status"], len(scenario.requests)) == ("FAILURE", 1), job
+    assert job["error"] == {
+        "type": "invalid_model_output",
+        "message": "The model's answer was withheld by the provider's content filter.",
+    }
