@@ -35,7 +35,7 @@ from core.parsers import unstorable_character
 from core.retry_after import retry_after_seconds
 from jobs.types import checklist_prompts as prompts
 from jobs.types.base import JobFailed, JobType, RetryLimits, StepContext
-from jobs.types.checklist_client import model_client
+from jobs.types.checklist_client import Completion, model_client, total_tokens
 from jobs.types.checklist_failures import (
     MAX_ERROR_DETAIL_CHARS,
     final_outcome,
@@ -52,12 +52,6 @@ MAX_GUIDELINES_CHARS = 100_000
 MAX_SUMMARY_CHARS = 50_000
 MAX_TASK_CHARS = 2_000
 MAX_CHECKLIST_ITEMS = 500
-
-# More than any model reads and writes in one call. A larger figure in an answer is counted as
-# this much: still over any day's budget, but it cannot overflow the day's count (a bigint),
-# whose failed write the runner took for the database failing, so the step and its model call
-# ran again, up to 26 times.
-MAX_TOKENS_PER_CALL = 100_000_000
 
 # The client refuses to start without a key, but a self-hosted server behind OPENAI_BASE_URL
 # often needs none; it is sent this placeholder instead.
@@ -95,25 +89,6 @@ class ChecklistAnswer(BaseModel):
     model_config = ConfigDict(strict=True)
 
     checklist: list[ChecklistItemAnswer] = Field(min_length=1, max_length=MAX_CHECKLIST_ITEMS)
-
-
-# --- What the model server must answer: the parts of a chat completion the job reads ---------
-# The client builds its answer's object from any JSON without checking it: a wrong type (content
-# a number, message null) failed the job with Python's own error (`TypeError`, `AttributeError`).
-
-
-class _CompletionMessage(BaseModel):
-    content: str | None = None
-    refusal: str | None = None
-
-
-class _CompletionChoice(BaseModel):
-    message: _CompletionMessage
-    finish_reason: str | None = None
-
-
-class _Completion(BaseModel):
-    choices: list[_CompletionChoice]
 
 
 # --- The job's result --------------------------------------------------------------------------
@@ -250,13 +225,6 @@ def _complete(ctx: StepContext, messages: list[prompts.ChatMessage]) -> Any:
     raise AssertionError("unreachable: tenacity either returns or re-raises")
 
 
-def total_tokens(completion: Any) -> int | None:
-    """The tokens an answer reports spent, at most MAX_TOKENS_PER_CALL. The client does not
-    validate the body: a server may leave usage out, or its total, or report any number."""
-    tokens = getattr(getattr(completion, "usage", None), "total_tokens", None)
-    return min(tokens, MAX_TOKENS_PER_CALL) if isinstance(tokens, int) else None
-
-
 _CODE_FENCE = re.compile(r"\A\s*```(?:json)?\s*\n(.*)\n\s*```\s*\Z", re.DOTALL)
 
 AnswerT = TypeVar("AnswerT", bound=BaseModel)
@@ -305,7 +273,7 @@ def _answer(ctx: StepContext, messages: list[prompts.ChatMessage], answer_model:
     if (tokens := total_tokens(completion)) is not None:
         ctx.after_model_call(tokens)
     try:
-        read = _Completion.model_validate(completion, from_attributes=True)
+        read = Completion.model_validate(completion, from_attributes=True)
     except ValidationError as error:
         raise JobFailed(
             "invalid_model_output", f"The model server's answer is not a chat completion: {_problems(error)}"

@@ -1,6 +1,7 @@
 """The checklist job's model client: the official `openai` client, each of whose answers must be
 in OPENAI_TIMEOUT_SECONDS after its request was sent (checked at each chunk read: a read begun
-just before may wait its own timeout, as long again), and at most MAX_ANSWER_BYTES long.
+just before may wait its own timeout, as long again), and at most MAX_ANSWER_BYTES long; and
+the parts of an answer the job reads, which the client builds from any JSON without checking.
 
 The client's timeout bounds each read, not an answer: a server that drip-fed its body (a byte
 every few seconds) held one try until the step's soft time limit, outside the retries and their
@@ -14,9 +15,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import httpx2
 import openai
+from pydantic import BaseModel
 
 # Well above the largest answer the answer's schema lets through: 500 tasks of 2,000 characters,
 # each character up to 7 bytes once the body has escaped the answer's JSON inside its own (7 MB).
@@ -92,3 +95,36 @@ def model_client(*, api_key: str, base_url: str | None, timeout_seconds: float) 
         # Its size is then the bytes read: a compressed answer is refused (UnreadableAnswer).
         default_headers={"Accept-Encoding": "identity"},
     )
+
+
+# --- The parts of a chat completion the job reads ---------------------------------------------
+# A wrong type (content a number, message null) failed the job with Python's own error
+# (`TypeError`, `AttributeError`); checked, it is the model's bad answer.
+
+
+class CompletionMessage(BaseModel):
+    content: str | None = None
+    refusal: str | None = None
+
+
+class CompletionChoice(BaseModel):
+    message: CompletionMessage
+    finish_reason: str | None = None
+
+
+class Completion(BaseModel):
+    choices: list[CompletionChoice]
+
+
+# More than any model reads and writes in one call. A larger figure in an answer is counted as
+# this much: still over any day's budget, but it cannot overflow the day's count (a bigint),
+# whose failed write the runner took for the database failing, so the step and its model call
+# ran again, up to 26 times.
+MAX_TOKENS_PER_CALL = 100_000_000
+
+
+def total_tokens(completion: Any) -> int | None:
+    """The tokens an answer reports spent, at most MAX_TOKENS_PER_CALL: a server may leave usage
+    out, or its total, or report any number."""
+    tokens = getattr(getattr(completion, "usage", None), "total_tokens", None)
+    return min(tokens, MAX_TOKENS_PER_CALL) if isinstance(tokens, int) else None

@@ -25,7 +25,7 @@ from core.services import api_key_create, client_create
 from examples.receiver import Receiver
 from jobs import model_budget, sql
 from jobs.models import ModelUsage
-from jobs.types import checklist
+from jobs.types import checklist_client
 from jobs.types.base import JobFailed
 from tests.conftest import Api
 from tests.fakes.openai_server import FakeOpenAI, Reply
@@ -238,5 +238,5 @@ def test_an_answer_claiming_more_tokens_than_the_day_can_count_spends_the_budget
     # the job fails before its next call. It is not run again, calling the model each time, as
     # if the database had failed
     assert len(scenario.requests) == 1
-    assert tokens_today(api) == checklist.MAX_TOKENS_PER_CALL
+    assert tokens_today(api) == checklist_client.MAX_TOKENS_PER_CALL
     assert (job["status"], job["error"]["type"]) == ("FAILURE", "model_budget_exhausted")
