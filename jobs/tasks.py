@@ -17,7 +17,7 @@ from typing import Any
 
 from celery import shared_task
 from celery.exceptions import Ignore, SoftTimeLimitExceeded
-from django.db import DatabaseError
+from django.db import DatabaseError, DataError
 from django.utils import timezone
 
 from core.parsers import storable_text
@@ -142,10 +142,18 @@ def _step_run(task: Any, previous: Any, *, job_id: str, index: int, dispatched_a
         logger.warning("Job %s step %s raised", job_id, index, exc_info=True)
         _fail(task, job, index, previous, type(exc).__name__, str(exc)[:2000] or type(exc).__name__)
         return
-    if index == len(job_type.steps) - 1:
-        transitions.job_finish(job_id=job_uuid, status=Status.SUCCESS, result=output, by_chain=True)
-        return
-    _hand_over(task, job, index + 1, output)
+    try:
+        if index == len(job_type.steps) - 1:
+            transitions.job_finish(job_id=job_uuid, status=Status.SUCCESS, result=output, by_chain=True)
+            return
+        _hand_over(task, job, index + 1, output)
+    except DataError:
+        # PostgreSQL refused the output itself (a U+0000, a lone surrogate, a NaN): not the
+        # database failing, which the task's retries are for. Retried as that, the step ran again,
+        # and with it whatever it paid for (a model call), up to 26 times.
+        logger.warning("Job %s step %s: its output cannot be stored", job_id, index, exc_info=True)
+        _fail(task, job, index, previous, "unstorable_output",
+              f"Step {index + 1}'s output cannot be stored (PostgreSQL refused it).")
 
 
 def _tail_send(task: Any, job_id: str) -> None:
