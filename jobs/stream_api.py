@@ -1,6 +1,7 @@
 """The event-stream views: `GET /api/jobs/{id}/events/` and `GET /api/events/` (jobs.streams)."""
 from __future__ import annotations
 
+import socket
 import uuid
 from functools import partial
 from typing import Any
@@ -60,6 +61,13 @@ def _placed(request: Request, *, job_id: uuid.UUID | None = None) -> Waiter:
     return waiter
 
 
+def _client(request: Request) -> socket.socket | None:
+    """The stream's client socket (None from servers that do not hand it over), its writes bounded."""
+    client = waiting.client_socket(request.META)
+    streams.writes_bounded(client)
+    return client
+
+
 def _resume_from(request: Request) -> int | None:
     return streams.last_event_id(
         request.headers.get("Last-Event-ID") or request.query_params.get("last_event_id")
@@ -90,7 +98,7 @@ class JobEventStreamApi(_StreamApi):
             return Response(status=204)
         waiter = _placed(request, job_id=job.id)
         return _streaming(streams.Placed(waiter, streams.job_event_stream(
-            waiter=waiter, job_id=job.id, after=after, client=waiting.client_socket(request.META),
+            waiter=waiter, job_id=job.id, after=after, client=_client(request),
             turn_key=turn_key(request), authorized=_key_in_force(request),
         )))
 
@@ -101,6 +109,6 @@ class EventStreamApi(_StreamApi):
         waiter = _placed(request)
         return _streaming(streams.Placed(waiter, streams.owner_event_stream(
             waiter=waiter, owner_id=request.user.pk, after=after, job_name=job_name,
-            client=waiting.client_socket(request.META), turn_key=turn_key(request),
+            client=_client(request), turn_key=turn_key(request),
             authorized=_key_in_force(request),
         )))

@@ -12,6 +12,7 @@ than running beside them; the writes to the client take none."""
 from __future__ import annotations
 
 import socket
+import struct
 import uuid
 from collections.abc import Callable, Generator, Iterator
 from typing import Any
@@ -67,6 +68,22 @@ def last_event_id(value: str | None) -> int | None:
     set headers) as an event id; None when absent or not one of ours."""
     value = (value or "").strip()
     return int(value) if value.isascii() and value.isdigit() and len(value) < 19 else None
+
+
+def writes_bounded(client: socket.socket | None) -> None:
+    """A write to the stream's client that sends nothing for API_STREAM_WRITE_TIMEOUT_SECONDS
+    fails (SO_SNDTIMEO, socket(7): each send() gives up once it could send nothing for that
+    long), which ends the stream: the server closes the connection and the response, and the
+    stream's thread and its place in its client's share are free again. A client that reads
+    slowly still gets everything; one that reads nothing (or whose connection is gone once the
+    buffers are full) used to hold both until TCP gave up on it, for as long as it kept the
+    connection open, and a thread blocked in that write never saw its process stop."""
+    seconds = settings.API_STREAM_WRITE_TIMEOUT_SECONDS
+    if client is None or seconds <= 0:
+        return
+    whole = int(seconds)
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO,
+                      struct.pack("@ll", whole, int((seconds - whole) * 1_000_000)))  # a struct timeval
 
 
 def job_stream_over(*, job: Job, after: int | None) -> bool:

@@ -126,16 +126,22 @@ def _open_unread_stream(api: Api) -> socket.socket:
     return sock
 
 
-def test_streams_whose_client_reads_nothing_hold_no_database_connection(served: Api) -> None:
-    # Given: a client with 16 MB of events (its history, which a stream from Last-Event-ID 0
-    # replays), more than a socket's buffers hold on either side.
-    assert served.client is not None
-    job = Job.objects.create(owner=served.client, job_name="api.tasks.hello_world")
+def _long_history(api: Api) -> Job:
+    """A job of the client's with 16 MB of events (its history, which a stream from
+    Last-Event-ID 0 replays), more than a socket's buffers hold on either side."""
+    assert api.client is not None
+    job = Job.objects.create(owner=api.client, job_name="api.tasks.hello_world")
     body = '{"data": "' + "x" * 16_000 + '"}'
     JobEvent.objects.bulk_create(
-        JobEvent(job=job, owner=served.client, job_name=job.job_name, event_type="job.progress", body=body)
+        JobEvent(job=job, owner=api.client, job_name=job.job_name, event_type="job.progress", body=body)
         for _ in range(1000)
     )
+    return job
+
+
+def test_streams_whose_client_reads_nothing_hold_no_database_connection(served: Api) -> None:
+    # Given: a client with 16 MB of events.
+    job = _long_history(served)
 
     # When: it opens 20 streams of them and reads none, so that each stream's write blocks.
     streams = [_open_unread_stream(served) for _ in range(20)]
@@ -149,3 +155,34 @@ def test_streams_whose_client_reads_nothing_hold_no_database_connection(served: 
     finally:
         for sock in streams:
             sock.close()
+
+
+def _stream_status(api: Api) -> int:
+    response = api.get("/api/events/", stream=True, headers={"Accept": "text/event-stream"}, timeout=5)
+    response.close()
+    return response.status_code
+
+
+@pytest.mark.parametrize("served_env", [{"API_MAX_WAITERS_PER_CLIENT": "1", "API_STREAM_WRITE_TIMEOUT_SECONDS": "2"}])
+def test_a_stream_whose_client_reads_nothing_gives_its_place_back_within_the_write_timeout(served: Api) -> None:
+    # Given: a client with 16 MB of events and a share of one stream, which a stream of them
+    # it reads nothing of takes.
+    _long_history(served)
+    unread = _open_unread_stream(served)
+    try:
+        assert _stream_status(served) == 429
+
+        # When: its writes have sent nothing for the write timeout (2 s; a send that sent part of
+        # a chunk before blocking gives up one timeout later, so 4 s at most once it blocks).
+        started, status = time.monotonic(), 429
+        while status == 429 and time.monotonic() - started < 15:
+            time.sleep(0.5)
+            status = _stream_status(served)
+
+        # Then: the stream has ended and its place is free: the client opens a stream again.
+        # Before, the stream held its thread and the client's place until TCP gave up on the
+        # connection (never, while the client kept it open and acknowledged nothing new).
+        assert status == 200
+        assert time.monotonic() - started < 10
+    finally:
+        unread.close()
