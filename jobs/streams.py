@@ -122,14 +122,16 @@ def job_event_stream(
             if event.event_type in FINAL_WEBHOOK_EVENTS:
                 connection.close()
                 return
-        if not more:  # else more to catch up on, read at once
+        if more:  # more to catch up on, read at once, unless the process stops or the client left
+            sent, ends = _ending(waiter.ended(client), after)
+        else:
             # After a heartbeat it reads again too, as the clients' stream does: a wake-up lost (a
             # worker that died between its commit and the publish) delays an event by a heartbeat.
             sent, ends = _idled(waiter, heartbeat, client, after)
-            if sent:
-                yield sent
-            if ends:
-                return
+        if sent:
+            yield sent
+        if ends:
+            return
         with turn_taken(turn_key):
             if not authorized():
                 return
@@ -175,9 +177,10 @@ def owner_event_stream(
         if events:
             told = events[-1].id
             yield chunk
-        if more:
-            continue  # more to catch up on
-        sent, ends = _idled(waiter, heartbeat, client, after)
+        if more:  # more to catch up on, read at once, unless the process stops or the client left
+            sent, ends = _ending(waiter.ended(client), after)
+        else:
+            sent, ends = _idled(waiter, heartbeat, client, after)
         if sent and after > told and not ends:
             sent, told = resume_point(after), after
         if sent:
@@ -219,7 +222,15 @@ def _idled(waiter: Waiter, heartbeat: float, client: socket.socket | None, after
     """Wait for the stream's next wake-up, at most a heartbeat: what the stream sends then, and
     whether it ends there (the client gone; the process about to exit, when the client resumes
     elsewhere from `after`)."""
-    outcome = idle(waiter, heartbeat, client)
+    return _ending(idle(waiter, heartbeat, client), after)
+
+
+def _ending(outcome: str, after: int) -> tuple[bytes, bool]:
+    """What a stream sends after a wait's `outcome` (Waiter.wait's, or Waiter.ended's: "" goes
+    on at once), and whether it ends there. Between two reads of a catch-up it asks too: a
+    stream replaying a long history read batch after batch, a turn each, and noticed neither its
+    process stopping (it read and sent on until it caught up, or graceful_timeout killed it) nor
+    its client gone (until a write failed)."""
     if outcome == "gone":
         return b"", True
     if outcome == "stopping":

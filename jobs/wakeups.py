@@ -133,6 +133,13 @@ class Waiter:
                     return "gone"
                 client = None  # it sent its next request already (pipelining): stop watching
 
+    def ended(self, client: socket.socket | None = None) -> str:
+        """What `wait` would answer at once, without waiting or taking a wake-up: "stopping",
+        "gone", else "" (a stream catching up, between two reads)."""
+        if self._stopped:
+            return "stopping"
+        return "gone" if client is not None and _hung_up(client) else ""
+
     def close(self) -> None:
         os.close(self._read)
         os.close(self._write)

@@ -3,6 +3,7 @@ the Redis wake-up -> SSE messages, resumed with Last-Event-ID."""
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -15,7 +16,7 @@ import requests
 from core.auth import api_key_digest
 from core.models import ApiKey
 from core.services import api_key_create, api_key_revoke
-from jobs import streams, wakeups
+from jobs import streams, waiting, wakeups
 from jobs.models import Job, JobEvent
 from tests.conftest import Api, every_connection_wrapped
 
@@ -408,3 +409,61 @@ def test_a_streams_reads_hold_a_bounded_number_of_bytes_whatever_its_events_hold
     # read hold less than the limit
     assert [(m["event"], int(m["id"])) for m in received] == list(zip(types, ids, strict=True))
     assert read and max(read) <= 3, read
+
+
+def _catching_up(api: Api, kind: str, client: socket.socket | None) -> tuple[Iterator[bytes], list[int], Any]:
+    """A stream of `kind` ("job", "owner") replaying 6 events of the client's from its start, 2
+    a read (CATCH_UP_BATCH patched by the caller), its body run by the test; its first read
+    sent. Gives the body, the events' ids and its waiter."""
+    assert api.client is not None
+    job = Job.objects.create(owner=api.client, job_name="api.tasks.hello_world", status=Job.Status.STARTED)
+    ids = [JobEvent.objects.create(job=job, owner=api.client, job_name=job.job_name, event_type="job.progress",
+                                   body=json.dumps({"n": n})).id for n in range(6)]
+    waiter, _ = waiting.waiter_placed(client_id=api.client.pk, job_id=job.id if kind == "job" else None,
+                                      owner_id=api.client.pk if kind == "owner" else None)
+    assert waiter is not None
+    common = {"waiter": waiter, "after": 0, "client": client, "turn_key": "client:test", "authorized": lambda: True}
+    body = (streams.job_event_stream(job_id=job.id, **common) if kind == "job"
+            else streams.owner_event_stream(owner_id=api.client.pk, job_name="", **common))
+    assert next(body).startswith(b"retry:")
+    sent = b"".join(next(body) for _ in range(2 if kind == "job" else 1))  # a message an event, or a chunk a read
+    assert sent == b"".join(streams.message(event) for event in JobEvent.objects.filter(id__in=ids[:2]).order_by("id"))
+    return body, ids, waiter
+
+
+@pytest.mark.parametrize("kind", ["job", "owner"])
+def test_a_stream_catching_up_ends_at_its_next_read_when_its_process_stops(
+    api: Api, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    # Given a stream replaying a history of 6 events, 2 a read, its first read sent
+    monkeypatch.setattr(streams, "CATCH_UP_BATCH", 2)
+    body, ids, waiter = _catching_up(api, kind, client=None)
+    try:
+        # When its process begins to stop (jobs.wakeups.hub.stop: a deploy, a recycle)
+        waiter.stop()
+
+        # Then it reads no more: it ends with where its client resumes from. Before, it read and
+        # sent the rest of the history first (for a long one, until graceful_timeout killed it).
+        assert list(body) == [streams.resume_point(ids[1])]
+    finally:
+        waiting.waiter_release(waiter)
+
+
+@pytest.mark.parametrize("kind", ["job", "owner"])
+def test_a_stream_catching_up_ends_at_its_next_read_when_its_client_hangs_up(
+    api: Api, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    # Given a stream replaying a history of 6 events, 2 a read, its first read sent
+    monkeypatch.setattr(streams, "CATCH_UP_BATCH", 2)
+    ours, theirs = socket.socketpair()
+    body, _, waiter = _catching_up(api, kind, client=ours)
+    try:
+        # When its client hangs up
+        theirs.close()
+
+        # Then it reads no more. Before, it read (a turn each) and rendered the rest of the
+        # history, noticing only when a write failed.
+        assert list(body) == []
+    finally:
+        waiting.waiter_release(waiter)
+        ours.close()
