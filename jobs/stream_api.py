@@ -97,18 +97,19 @@ class JobEventStreamApi(_StreamApi):
             # 204 is how a stream says it is over for good: EventSource stops reconnecting.
             return Response(status=204)
         waiter = _placed(request, job_id=job.id)
+        client = _client(request)
         return _streaming(streams.Placed(waiter, streams.job_event_stream(
-            waiter=waiter, job_id=job.id, after=after, client=_client(request),
+            waiter=waiter, job_id=job.id, after=after, client=client,
             turn_key=turn_key(request), authorized=_key_in_force(request),
-        )))
+        ), client))
 
 
 class EventStreamApi(_StreamApi):
     def get(self, request: Request) -> StreamingHttpResponse:
         after, job_name = _resume_from(request), request.query_params.get("job_name", "")
         waiter = _placed(request)
+        client = _client(request)
         return _streaming(streams.Placed(waiter, streams.owner_event_stream(
             waiter=waiter, owner_id=request.user.pk, after=after, job_name=job_name,
-            client=_client(request), turn_key=turn_key(request),
-            authorized=_key_in_force(request),
-        )))
+            client=client, turn_key=turn_key(request), authorized=_key_in_force(request),
+        ), client))

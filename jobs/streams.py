@@ -243,17 +243,29 @@ def _ending(outcome: str, after: int) -> tuple[bytes, bool]:
 class Placed:
     """A stream's body and its waiter's place in the room, given back when the response is
     closed (the server closes it when the body has ended, failed, or never started: a client
-    that hung up first)."""
+    that hung up first). While the server writes a chunk of it to `client`, its waiter knows, so
+    that its process's stop ends the write (Waiter.stop)."""
 
-    def __init__(self, waiter: Waiter, body: Generator[bytes, None, None]) -> None:
+    def __init__(self, waiter: Waiter, body: Generator[bytes, None, None], client: socket.socket | None) -> None:
         self._waiter: Waiter | None = waiter
         self._body = body
+        self._client = client
 
     def __iter__(self) -> Iterator[bytes]:
-        return self._body
+        return self
+
+    def __next__(self) -> bytes:
+        waiter = self._waiter
+        if waiter is not None:
+            waiter.writing_to = None
+        chunk = next(self._body)
+        if waiter is not None:
+            waiter.writing_to = self._client  # the server writes it before it asks for the next
+        return chunk
 
     def close(self) -> None:
         self._body.close()
         if self._waiter is not None:
+            self._waiter.writing_to = None
             waiter_release(self._waiter)
             self._waiter = None

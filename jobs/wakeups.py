@@ -89,6 +89,8 @@ class Waiter:
         self._woken = False
         # Its process is stopping: waiting on would outlast it.
         self._stopped = False
+        # The client socket a stream's chunk is being written to now (jobs.streams.Placed).
+        self.writing_to: socket.socket | None = None
 
     def wake(self, event_type: str | None = None) -> None:
         """From the listener: `event_type` None means "something may have been missed"."""
@@ -102,12 +104,23 @@ class Waiter:
                 pass
 
     def stop(self) -> None:
-        """Its process is stopping: end the wait under way and every later one at once."""
+        """Its process is stopping: end the wait under way and every later one at once, and a
+        stream's write under way: shut down, the write fails at once. A write blocks for as long
+        as its client reads nothing (up to API_STREAM_WRITE_TIMEOUT_SECONDS, twice that for a
+        send that sent part of its chunk): its thread held the process's stop until
+        graceful_timeout killed it. The client has every message it read whole, and resumes
+        from the last one's id, as from a stream that ended with its `id:`."""
         self._stopped = True
         try:
             os.write(self._write, b"x")
         except (BlockingIOError, OSError):
             pass
+        writing_to = self.writing_to
+        if writing_to is not None:
+            try:
+                writing_to.shutdown(socket.SHUT_RDWR)
+            except OSError:  # closed or reset already
+                pass
 
     def wait(self, timeout: float, client: socket.socket | None = None) -> str:
         """Block up to `timeout` seconds: "event" when woken, "gone" when the client hung up,

@@ -20,6 +20,7 @@ from django.utils import timezone
 
 from tests.conftest import Api, serving
 from tests.jobs.test_streams import messages
+from tests.jobs.test_waiting_served import _long_history, _open_unread_stream
 
 # Well under graceful_timeout (20 s), after which a worker that did not answer exits anyway.
 ANSWERED_WITHIN_SECONDS = 8
@@ -116,3 +117,24 @@ def test_waits_answer_when_max_requests_recycles_the_worker(api: Api, tmp_path: 
         status, _, answered = _answer(read)
 
     assert (status, answered["status"]) == (200, "PENDING")
+
+
+def test_a_stream_whose_client_reads_nothing_lets_the_server_stop_at_once(gunicorn: tuple[Api, Any]) -> None:
+    # Given: a stream replaying 16 MB of the client's events to a client that reads none of
+    # them, its write blocked (for up to API_STREAM_WRITE_TIMEOUT_SECONDS, 30 s, or twice that).
+    served, master = gunicorn
+    _long_history(served)
+    unread = _open_unread_stream(served)
+    try:
+        time.sleep(SETTLE_SECONDS * 2)
+
+        # When: the server stops gracefully.
+        master.send_signal(signal.SIGTERM)
+        began = time.monotonic()
+        master.wait(timeout=40)
+
+        # Then: the stream's write ends with the stop and the worker exits at once. Before, its
+        # thread blocked in the write held the stop until graceful_timeout (20 s) killed it.
+        assert time.monotonic() - began < ANSWERED_WITHIN_SECONDS
+    finally:
+        unread.close()
