@@ -71,19 +71,25 @@ def last_event_id(value: str | None) -> int | None:
 
 
 def writes_bounded(client: socket.socket | None) -> None:
-    """A write to the stream's client that sends nothing for API_STREAM_WRITE_TIMEOUT_SECONDS
-    fails (SO_SNDTIMEO, socket(7): each send() gives up once it could send nothing for that
-    long), which ends the stream: the server closes the connection and the response, and the
-    stream's thread and its place in its client's share are free again. A client that reads
-    slowly still gets everything; one that reads nothing (or whose connection is gone once the
-    buffers are full) used to hold both until TCP gave up on it, for as long as it kept the
-    connection open, and a thread blocked in that write never saw its process stop."""
+    """A stream's client that accepts none of its bytes for API_STREAM_WRITE_TIMEOUT_SECONDS ends
+    the stream: the server closes the connection and the response, and the stream's thread and
+    its place in its client's share are free again. A client that reads slowly still gets
+    everything; one that reads nothing (or whose connection is gone) used to hold both until it
+    hung up, and a thread blocked writing to it never saw its process stop.
+
+    Two documented socket options: SO_SNDTIMEO (socket(7)) makes a send() that could send nothing
+    for that long fail, for a stream blocked writing; TCP_USER_TIMEOUT (tcp(7), Linux) closes the
+    connection once what was sent stays unacknowledged, or the client's window shut, for that
+    long, for a stream whose writes still fit in the buffers (idle, or a small catch-up): its wait
+    then sees the connection gone (jobs.wakeups.Waiter.wait)."""
     seconds = settings.API_STREAM_WRITE_TIMEOUT_SECONDS
     if client is None or seconds <= 0:
         return
     whole = int(seconds)
-    client.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO,
-                      struct.pack("@ll", whole, int((seconds - whole) * 1_000_000)))  # a struct timeval
+    timeval = struct.pack("@ll", whole, int((seconds - whole) * 1_000_000))
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
+    if client.family in (socket.AF_INET, socket.AF_INET6) and hasattr(socket, "TCP_USER_TIMEOUT"):
+        client.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(seconds * 1000))
 
 
 def job_stream_over(*, job: Job, after: int | None) -> bool:

@@ -186,3 +186,35 @@ def test_a_stream_whose_client_reads_nothing_gives_its_place_back_within_the_wri
         assert status == 200, f"still refused after {time.monotonic() - started:.1f} s"
     finally:
         unread.close()
+
+
+@pytest.mark.parametrize("served_env", [{"API_MAX_WAITERS_PER_CLIENT": "1", "API_STREAM_WRITE_TIMEOUT_SECONDS": "2"}])
+def test_an_idle_stream_whose_client_reads_nothing_gives_its_place_back_within_the_write_timeout(
+    served: Api,
+) -> None:
+    # Given: a client with 12 KB of events (more than the window its receive buffer offers, less
+    # than the server's send buffer: the stream's writes never block, it waits for events), and a
+    # share of one stream, which a stream of them it reads nothing of takes.
+    assert served.client is not None
+    job = Job.objects.create(owner=served.client, job_name="api.tasks.hello_world")
+    JobEvent.objects.bulk_create(
+        JobEvent(job=job, owner=served.client, job_name=job.job_name, event_type="job.progress",
+                 body='{"data": "' + "x" * 4_000 + '"}')
+        for _ in range(3)
+    )
+    unread = _open_unread_stream(served)
+    try:
+        assert _stream_status(served) == 429
+
+        # When: the client's window has stayed shut for the write timeout (TCP_USER_TIMEOUT).
+        started, status = time.monotonic(), 429
+        while status == 429 and time.monotonic() - started < 20:
+            time.sleep(0.5)
+            status = _stream_status(served)
+
+        # Then: the connection is closed, the stream's wait sees it gone, and its place is free.
+        # Before, a stream idling between events held it until its client hung up: its writes
+        # (heartbeats of 13 bytes) never block, so the send timeout alone never fired.
+        assert status == 200, f"still refused after {time.monotonic() - started:.1f} s"
+    finally:
+        unread.close()
