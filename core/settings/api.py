@@ -67,8 +67,8 @@ API_MAX_WAIT_SECONDS = env.int("API_MAX_WAIT_SECONDS", default=60)
 # Seconds between the `: heartbeat` comments of an idle event stream (keeps proxies from
 # closing it, and finds clients that left without closing their connection).
 API_STREAM_HEARTBEAT_SECONDS = env.float("API_STREAM_HEARTBEAT_SECONDS", default=15.0)
-# Seconds an event stream's write to its client may send nothing before the stream ends (its
-# client stopped reading, or its connection is gone), freeing its thread and its place; 0: never.
+# Seconds an event stream's client may accept none of its bytes before the stream ends (it
+# stopped reading, or its connection is gone), freeing its thread and its place; 0: never.
 API_STREAM_WRITE_TIMEOUT_SECONDS = env.float("API_STREAM_WRITE_TIMEOUT_SECONDS", default=30.0)
 
 # Waits and streams one API process holds at once; past it, a `Prefer: wait` answers at once
