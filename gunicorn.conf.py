@@ -1,6 +1,7 @@
 """Gunicorn settings for the API (read by `scripts/web`; gunicorn loads ./gunicorn.conf.py)."""
 import fcntl
 import gc
+import logging
 import multiprocessing
 import os
 import struct
@@ -134,8 +135,24 @@ def post_worker_init(worker: object) -> None:
     most of a request's garbage is freed by reference counting before a collection walks it. A
     request then takes 3-6 % less CPU (blocks alternating in one process, docs/benchmarks.md)."""
     threading.Thread(target=_stop_waiters_when_stopping, args=(worker,), name="stop-watch", daemon=True).start()
+    worker.log.error_log.addFilter(_stream_write_ended)  # type: ignore[attr-defined]
     gc.freeze()
     gc.set_threshold(10_000, 20, 20)
+
+
+def _stream_write_ended(record: logging.LogRecord) -> bool:
+    """gunicorn's ERROR line and traceback for a connection whose write timed out, one WARNING
+    line: the write timeout (API_STREAM_WRITE_TIMEOUT_SECONDS, set on event streams' sockets as
+    TCP_USER_TIMEOUT and SO_SNDTIMEO) ended a stream whose client read nothing, which is the
+    client's doing, not a fault to page anyone for. gunicorn is quiet only for EPIPE, ECONNRESET
+    and ENOTCONN; these end as ETIMEDOUT (TimeoutError) or EAGAIN (BlockingIOError)."""
+    error = record.exc_info[1] if record.exc_info else None
+    if record.msg == "Socket error processing request." and isinstance(error, (TimeoutError, BlockingIOError)):
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+        record.msg = "Closed a connection whose client read nothing for the write timeout: %s"
+        record.args = (error,)
+        record.exc_info = record.exc_text = None
+    return True
 
 
 # How often a worker looks whether it began to stop.

@@ -6,6 +6,7 @@ from __future__ import annotations
 import socket
 import time
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -164,7 +165,9 @@ def _stream_status(api: Api) -> int:
 
 
 @pytest.mark.parametrize("served_env", [{"API_MAX_WAITERS_PER_CLIENT": "1", "API_STREAM_WRITE_TIMEOUT_SECONDS": "2"}])
-def test_a_stream_whose_client_reads_nothing_gives_its_place_back_within_the_write_timeout(served: Api) -> None:
+def test_a_stream_whose_client_reads_nothing_gives_its_place_back_within_the_write_timeout(
+    served: Api, tmp_path: Path
+) -> None:
     # Given: a client with 16 MB of events and a share of one stream, which a stream of them
     # it reads nothing of takes.
     _long_history(served)
@@ -184,6 +187,16 @@ def test_a_stream_whose_client_reads_nothing_gives_its_place_back_within_the_wri
         # Before, the stream held its thread and the client's place until TCP gave up on the
         # connection (never, while the client kept it open and acknowledged nothing new).
         assert status == 200, f"still refused after {time.monotonic() - started:.1f} s"
+        # And the server says so in one WARNING line, not as an ERROR with a traceback (gunicorn's
+        # own "Socket error processing request.", which paged for a client's doing).
+        log = tmp_path / "gunicorn.log"
+        for _ in range(50):
+            if "Closed a connection" in log.read_text():
+                break
+            time.sleep(0.1)
+        lines = log.read_text().splitlines()
+        assert [line for line in lines if "Closed a connection" in line and "[WARNING]" in line], lines
+        assert not [line for line in lines if "Traceback" in line or "[ERROR]" in line], lines
     finally:
         unread.close()
 
