@@ -4,11 +4,15 @@ then."""
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 import psycopg2
-from django.db import connection
+from django.db import DatabaseError, connection
+
+T = TypeVar("T")
 
 
 @contextlib.contextmanager
@@ -40,3 +44,40 @@ def rows_held(*statements: str) -> Iterator[Callable[[int], None]]:
     finally:
         held.rollback()
         held.close()
+
+
+@contextlib.contextmanager
+def meanwhile(work: Callable[[], T], *, at: str, after: bool = False) -> Iterator[list[T | DatabaseError]]:
+    """Run `work` in a thread, on a connection of its own, as this connection runs its first
+    statement starting with `at`: just before it, or just after it (`after`). The work is given
+    a moment (it may have to wait for this connection's transaction: not waited for), and joined
+    as the block ends; the list yielded then holds what it returned, or the DatabaseError it
+    raised. How a worker's transition meets an operator's or a client's deletion halfway."""
+    outcome: list[T | DatabaseError] = []
+
+    def run() -> None:
+        try:
+            outcome.append(work())
+        except DatabaseError as exc:
+            outcome.append(exc)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=run)
+
+    def start_at(sql: str) -> None:
+        if sql.startswith(at) and thread.ident is None:
+            thread.start()
+            thread.join(timeout=1)
+
+    def wrapper(execute: Callable[..., Any], sql: str, params: Any, many: bool, context: Any) -> Any:
+        if not after:
+            start_at(sql)
+        result = execute(sql, params, many, context)
+        if after:
+            start_at(sql)
+        return result
+
+    with connection.execute_wrapper(wrapper):
+        yield outcome
+    thread.join(timeout=30)

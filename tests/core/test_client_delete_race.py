@@ -5,18 +5,14 @@ final state) left rows the deletion had not read, and the deletion failed at com
 foreign keys, the client left in place."""
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable
-from typing import Any
-
 import pytest
-from django.db import DatabaseError, connection
 from django.utils import timezone
 
 from core.models import Client
 from core.services import client_create, client_delete
 from jobs import transitions
 from jobs.models import Job, JobEvent
+from tests.locks import meanwhile
 from webhooks.models import Event
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -30,29 +26,12 @@ def test_a_client_deleted_while_its_job_finishes_is_deleted_with_all_it_owns() -
     job = Job.objects.create(owner=client, job_name=HELLO, dispatched_at=timezone.now(),
                              callback_url="http://127.0.0.1:9/hook")
     assert transitions.job_start(job_id=job.id) is not None
-    finished: list[bool | BaseException] = []
 
-    def finish() -> None:  # a worker's step ending, on a connection of its own
-        try:
-            finished.append(transitions.job_finish(job_id=job.id, status=Job.Status.SUCCESS, result={"ok": 1}))
-        except DatabaseError as exc:
-            finished.append(exc)
-        finally:
-            connection.close()
-
-    worker = threading.Thread(target=finish)
-
-    def finish_while_deleting(execute: Callable[..., Any], sql: str, params: Any, many: bool, context: Any) -> Any:
-        if sql.startswith("DELETE") and worker.ident is None:
-            # When the worker's step ends as the deletion starts deleting what it read (the step
-            # may have to wait for the deletion: given a moment, not waited for)
-            worker.start()
-            worker.join(timeout=1)
-        return execute(sql, params, many, context)
-
-    with connection.execute_wrapper(finish_while_deleting):
+    # When the worker's step ends as the deletion starts deleting what it read (on a connection of
+    # its own)
+    with meanwhile(lambda: transitions.job_finish(job_id=job.id, status=Job.Status.SUCCESS, result={"ok": 1}),
+                   at="DELETE") as finished:
         client_delete(client=client)
-    worker.join(timeout=30)
 
     # Then the client is gone, with its job, the job's events and its webhook's event
     assert not Client.objects.filter(pk=client.pk).exists()

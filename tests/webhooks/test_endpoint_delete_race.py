@@ -4,16 +4,14 @@ without its endpoint, to go to its URL signed with the client's secret instead o
 endpoint's."""
 from __future__ import annotations
 
-import threading
 import uuid
-from collections.abc import Callable
-from typing import Any
 
 import pytest
-from django.db import DatabaseError, connection, transaction
+from django.db import transaction
 
 from core.models import Client
 from core.services import client_create
+from tests.locks import meanwhile
 from webhooks import endpoints, outbox
 from webhooks.models import Delivery, Endpoint, Event
 
@@ -58,30 +56,12 @@ def test_an_event_recorded_while_its_endpoint_is_deleted_leaves_no_delivery_pend
     # Given an endpoint whose deletion has cancelled its pending deliveries but not yet deleted it
     endpoint = endpoints.endpoint_create(owner_id=owner.id, url=RECEIVER, event_types=["job.succeeded"])
     subscribed = endpoints.subscribers(owner_id=owner.id, event_type="job.succeeded")
-    recorded: list[BaseException | Event] = []
 
-    def record() -> None:  # on a connection of its own
-        try:
-            recorded.append(_job_event_recorded(owner, subscribed))
-        except DatabaseError as exc:
-            recorded.append(exc)
-        finally:
-            connection.close()
-
-    recorder = threading.Thread(target=record)
-
-    def record_after_the_cancel(execute: Callable[..., Any], sql: str, params: Any, many: bool, context: Any) -> Any:
-        result = execute(sql, params, many, context)
-        if sql.startswith('UPDATE "webhooks_delivery"') and recorder.ident is None:
-            # When a job's transition records its event then, in a transaction of its own
-            # (which may have to wait for the deletion: given a moment, not waited for)
-            recorder.start()
-            recorder.join(timeout=1)
-        return result
-
-    with connection.execute_wrapper(record_after_the_cancel):
+    # When a job's transition records its event just after the deletion cancelled the endpoint's
+    # deliveries, in a transaction of its own
+    with meanwhile(lambda: _job_event_recorded(owner, subscribed), at='UPDATE "webhooks_delivery"',
+                   after=True) as recorded:
         endpoints.endpoint_delete(owner_id=owner.id, endpoint_id=endpoint.pk)
-    recorder.join(timeout=10)
 
     # Then the transition committed, and nothing of it is left pending without its endpoint (to
     # go to the deleted endpoint's URL signed with the client's own secret)
