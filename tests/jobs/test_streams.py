@@ -2,6 +2,7 @@
 the Redis wake-up -> SSE messages, resumed with Last-Event-ID."""
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
@@ -339,6 +340,22 @@ def test_the_clients_stream_resumed_past_its_latest_event_skips_none_of_what_fol
     assert first["data"]["data"]["id"] == created["id"]
 
 
+@contextlib.contextmanager
+def event_rows_read() -> Iterator[list[int]]:
+    """The rows each read of the job events' table returns, on every connection (the live
+    server's threads' too), while the block runs."""
+    read: list[int] = []
+
+    def rows_read(execute: Any, sql: str, params: Any, many: bool, context: dict[str, Any]) -> Any:
+        result = execute(sql, params, many, context)
+        if JobEvent._meta.db_table in sql and sql.lstrip().upper().startswith("SELECT"):
+            read.append(context["cursor"].rowcount)
+        return result
+
+    with every_connection_wrapped(rows_read):
+        yield read
+
+
 def test_a_jobs_stream_replays_its_history_in_batches_not_in_one_read(
     api: Api, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -354,16 +371,9 @@ def test_a_jobs_stream_replays_its_history_in_batches_not_in_one_read(
                                 body=json.dumps({"type": event_type})).id
         for event_type in types
     ]
-    read: list[int] = []
-
-    def rows_read(execute: Any, sql: str, params: Any, many: bool, context: dict[str, Any]) -> Any:
-        result = execute(sql, params, many, context)
-        if JobEvent._meta.db_table in sql and sql.lstrip().upper().startswith("SELECT"):
-            read.append(context["cursor"].rowcount)
-        return result
 
     # When a client replays it from its start
-    with every_connection_wrapped(rows_read):
+    with event_rows_read() as read:
         response = stream(api, f"/api/jobs/{job.id}/events/", **{"Last-Event-ID": "0"})
         received = events_until_final(messages(response))
 
@@ -389,16 +399,9 @@ def test_a_streams_reads_hold_a_bounded_number_of_bytes_whatever_its_events_hold
         body = body.replace('""', '"' + "x" * (1000 - len(body)) + '"')
         ids.append(JobEvent.objects.create(job=job, owner=api.client, job_name=job.job_name,
                                            event_type=event_type, body=body).id)
-    read: list[int] = []
-
-    def rows_read(execute: Any, sql: str, params: Any, many: bool, context: dict[str, Any]) -> Any:
-        result = execute(sql, params, many, context)
-        if JobEvent._meta.db_table in sql and sql.lstrip().upper().startswith("SELECT"):
-            read.append(context["cursor"].rowcount)
-        return result
 
     # When a client replays it from its start
-    with every_connection_wrapped(rows_read):
+    with event_rows_read() as read:
         response = stream(api, path.format(job=job.id, name=job.job_name), **{"Last-Event-ID": "0"})
         try:
             received = events_until_final(messages(response))
