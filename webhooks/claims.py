@@ -7,6 +7,7 @@ mid-attempt) has that attempt closed as interrupted.
 """
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,6 +21,8 @@ from django.utils import timezone
 from webhooks import secrets, sql
 from webhooks.dispatch import BATCH_MAX_DELIVERIES
 from webhooks.models import Delivery, DeliveryAttempt
+
+logger = logging.getLogger(__name__)
 
 # A countdown message can run this much before the row's due time when the publishing and the
 # consuming hosts' clocks differ; without the slack it would be skipped and wait for redispatch.
@@ -67,6 +70,8 @@ def claim(*, scope: Scope, token: uuid.UUID, limit: int = BATCH_MAX_DELIVERIES) 
     claim_rows = claim_postgresql if connection.vendor == "postgresql" else claim_portable
     rows = claim_rows(scope=scope, token=token, now=now, due_by=due_by, claimed_until=claimed_until, limit=limit)
     # Made once per owner (or endpoint) in the batch: its first deliveries all come without one.
+    # Empty: the owner (or endpoint) was deleted since the claim, and its deliveries with it
+    # (an endpoint's are canceled); they are left out, and the rest of the batch is sent.
     first_secrets: dict[tuple[uuid.UUID, uuid.UUID | None], list[str]] = {}
     claimed = []
     for (delivery_id, url, owner_id, endpoint_id, headers, attempt_id, number, message_id, body,
@@ -74,8 +79,17 @@ def claim(*, scope: Scope, token: uuid.UUID, limit: int = BATCH_MAX_DELIVERIES) 
         if not signing_secrets:
             key = (owner_id, endpoint_id)
             if key not in first_secrets:
-                first_secrets[key] = [secrets.signing_secret_get_or_create(owner_id=owner_id, endpoint_id=endpoint_id)]
+                try:
+                    first_secrets[key] = [
+                        secrets.signing_secret_get_or_create(owner_id=owner_id, endpoint_id=endpoint_id)
+                    ]
+                except secrets.SecretOwnerGone:
+                    logger.info("Deliveries of client %s (endpoint %s) left out: deleted since claimed",
+                                owner_id, endpoint_id)
+                    first_secrets[key] = []
             signing_secrets = first_secrets[key]
+            if not signing_secrets:
+                continue
         claimed.append(Claimed(
             delivery_id=delivery_id, owner_id=owner_id, url=url, endpoint_id=endpoint_id, headers=headers,
             attempt_id=attempt_id, attempt_number=number, started_at=now, message_id=message_id, body=body,

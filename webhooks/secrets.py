@@ -16,6 +16,10 @@ from webhooks import signing
 from webhooks.models import SigningSecret
 
 
+class SecretOwnerGone(LookupError):
+    """The client (or endpoint) a secret was to be made for was deleted meanwhile."""
+
+
 def _of(owner_id: uuid.UUID, endpoint_id: uuid.UUID | None) -> dict[str, object]:
     return {"owner_id": owner_id, "endpoint_id": endpoint_id} if endpoint_id else {
         "owner_id": owner_id, "endpoint__isnull": True,
@@ -42,7 +46,9 @@ def signing_secrets_in_use(*, owner_id: uuid.UUID, endpoint_id: uuid.UUID | None
 
 
 def signing_secret_get_or_create(*, owner_id: uuid.UUID, endpoint_id: uuid.UUID | None = None) -> str:
-    """The current secret of the client (or of its endpoint), made on first use."""
+    """The current secret of the client (or of its endpoint), made on first use. Raises
+    SecretOwnerGone when the client or endpoint no longer exists (its deletion committed while
+    a delivery of it was being claimed)."""
     current = signing_secret_current(owner_id=owner_id, endpoint_id=endpoint_id)
     if current is not None:
         return current
@@ -51,9 +57,12 @@ def signing_secret_get_or_create(*, owner_id: uuid.UUID, endpoint_id: uuid.UUID 
             return SigningSecret.objects.create(
                 owner_id=owner_id, endpoint_id=endpoint_id, secret=signing.secret_generate()
             ).secret
-    except IntegrityError:  # a concurrent first use made it: one current secret each
+    except IntegrityError:
+        # A concurrent first use made it (one current secret each), or the owner's row is gone:
+        # its foreign key failed.
         current = signing_secret_current(owner_id=owner_id, endpoint_id=endpoint_id)
-        assert current is not None
+        if current is None:
+            raise SecretOwnerGone(f"client {owner_id}, endpoint {endpoint_id}") from None
         return current
 
 

@@ -5,16 +5,17 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from django.db import transaction
 from django.utils import timezone
 
 from core.models import Client
-from core.services import client_create
+from core.services import client_create, client_delete
 from examples.receiver import Receiver, Reply
 from tests.webhooks.conftest import until
-from webhooks import attempts, dispatch, outbox, secrets
+from webhooks import attempts, claims, dispatch, outbox, secrets
 from webhooks.models import Delivery, DeliveryAttempt
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("claim_implementation")]
@@ -148,3 +149,30 @@ def test_a_jobs_chain_tail_sends_every_due_delivery_of_its_subject_and_no_other(
     ) == {(Delivery.State.SUCCEEDED, 1)}
     # And the other subject's delivery was left for its own chain
     assert Delivery.objects.get(pk=other.pk).attempt_count == 0
+
+
+def test_a_client_deleted_between_claim_and_signing_leaves_the_rest_of_the_batch_sent(
+    owner: Client, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a batch with the first delivery of a client (no secret yet) and another client's
+    doomed_client = client_create(name=f"doomed-{uuid.uuid4().hex[:8]}")
+    doomed = record(doomed_client, receiver.url, publish=False)
+    other = record(owner, receiver.url, publish=False)
+    # and the doomed client deleted once its delivery is claimed, before its secret is made
+    claim_rows = claims.claim_postgresql
+
+    def claim_then_delete(**kwargs: Any) -> Any:
+        rows = claim_rows(**kwargs)
+        client_delete(client=doomed_client)
+        return rows
+
+    monkeypatch.setattr(claims, "claim_postgresql", claim_then_delete)
+
+    # When a task sends the batch
+    outcomes = attempts.deliveries_attempt(delivery_ids=[doomed.pk, other.pk])
+
+    # Then the other client's delivery went out and was recorded; the deleted one's went with it
+    assert [o.delivery_id for o in outcomes] == [other.pk]
+    assert [r.headers["webhook-id"] for r in receiver.received] == [other.event.message_id]
+    assert Delivery.objects.get(pk=other.pk).state == Delivery.State.SUCCEEDED
+    assert not Delivery.objects.filter(pk=doomed.pk).exists()
