@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.utils import timezone
 from kombu import Producer
 
 from core import logs
 from core.logs import CONTEXT_HEADER
-from jobs import transitions
+from jobs import tasks, transitions
 from jobs.models import Job
 from tests.conftest import Api
 
@@ -76,3 +78,36 @@ def test_a_job_made_outside_a_request_carries_no_request_id(
 
     # Then the waiting job's message names no request
     assert published == [(str(waiting.pk), {"request_id": None, "client": str(api.client.pk)})]  # type: ignore[union-attr]
+
+
+def test_the_sweepers_publishes_carry_each_jobs_own_request_id(
+    make_api: Callable[..., Api], published: Published, settings: Any
+) -> None:
+    # Given, each submitted by a request of its own: a job the broker refused (waiting for the
+    # sweeper), a job whose message was lost (handed to the broker long ago, never started), and
+    # a running job whose next step the broker refused
+    settings.JOB_DISPATCH_GRACE_SECONDS = 0
+    api = make_api()
+    requests = {name: f"trace-{name}-{uuid.uuid4().hex}" for name in ("refused", "lost", "step")}
+    jobs = {
+        name: api.post("/api/jobs/", headers={"X-Request-ID": request_id},
+                       json={"job_name": "api.tasks.hello_world", "payload": {}}).json()["id"]
+        for name, request_id in requests.items()
+    }
+    Job.objects.filter(pk=jobs["refused"]).update(dispatched_at=None)
+    Job.objects.filter(pk=jobs["lost"]).update(dispatched_at=timezone.now() - timedelta(days=1))
+    assert transitions.job_start(job_id=uuid.UUID(jobs["step"])) is not None
+    assert transitions.job_step_hand_over(job_id=uuid.UUID(jobs["step"]), step=1, step_input=None,
+                                          dispatched_at=timezone.now())
+    Job.objects.filter(pk=jobs["step"]).update(dispatched_at=None)
+
+    # When the sweeper runs, in a task's context of its own (none: it is no request's)
+    published.clear()
+    with logs.bound(request_id=None, client=None):
+        tasks.jobs_dispatch_sweep()
+
+    # Then each job was published with its own request's id
+    client = str(api.client.pk)  # type: ignore[union-attr]
+    assert sorted(published) == sorted(
+        (jobs[name], {"request_id": requests[name], "client": client}) for name in requests
+    )
