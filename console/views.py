@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hmac
+import logging
 from typing import Any
 
 from django.conf import settings
@@ -19,6 +20,8 @@ from core import metrics
 from core.errors import error_body, handler404
 from core.health import unreachable
 from jobs.registry import job_types_all
+
+logger = logging.getLogger(__name__)
 
 # How often the page refreshes its figures, in seconds.
 REFRESH_SECONDS = 5
@@ -93,5 +96,15 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
         )
         response["WWW-Authenticate"] = 'Bearer realm="metrics"'
         return response
+    if metrics.group_directory() is None:
+        # A KeyError's 500 said nothing of the cause; nor would settings refusing to load, which
+        # every management command (started without the directory) loads too.
+        logger.error("GET /metrics: this API process has no %s (started without scripts/web); answering 503",
+                     metrics.MULTIPROC_DIR_VARIABLE)
+        return JsonResponse(error_body(
+            "metrics_unavailable",
+            "Metrics are on, but this API process was started without PROMETHEUS_MULTIPROC_DIR "
+            "(not through scripts/web): it has no metrics to serve.",
+        ), status=503)
     registry = metrics.registry([OperatorGauges()])
     return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)

@@ -204,6 +204,11 @@ ERROR_CODES: dict[str, ErrorCode] = {
         503, "`GET /readyz` only: a dependency is out of reach; `details.failed` names which.",
         "(A load balancer's) send this instance no requests until it answers 200.",
     ),
+    "metrics_unavailable": ErrorCode(
+        503, "`GET /metrics` only: metrics are on, but this API process was started without its "
+        "`PROMETHEUS_MULTIPROC_DIR` (not through `scripts/web`), so it has no metrics to serve.",
+        "(The operator's) start the API through `scripts/web`, or set `PROMETHEUS_MULTIPROC_DIR`.",
+    ),
 }
 
 

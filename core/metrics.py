@@ -86,11 +86,17 @@ MODEL_BUDGET_REFUSALS = Counter(
 _enabled: bool | None = None
 
 
+def group_directory() -> str | None:
+    """This process group's metrics directory; None in a process started without one (not by
+    scripts/web or scripts/worker: a management command, or gunicorn run by hand)."""
+    return os.environ.get(MULTIPROC_DIR_VARIABLE) or None
+
+
 def enabled() -> bool:
     """Whether this process records: metrics are on and its group has a directory."""
     global _enabled
     if _enabled is None:
-        _enabled = bool(settings.METRICS_ENABLED and os.environ.get(MULTIPROC_DIR_VARIABLE))
+        _enabled = bool(settings.METRICS_ENABLED and group_directory())
     return _enabled
 
 
@@ -224,7 +230,8 @@ class _GroupCollector(multiprocess.MultiProcessCollector):
 
 
 def registry(extra: Iterable[Collector] = ()) -> CollectorRegistry:
-    """What this process group recorded (every process's files), and `extra` collectors."""
+    """What this process group recorded (every process's files), and `extra` collectors. Only in
+    a process with its group's directory (group_directory)."""
     collected = CollectorRegistry()
     _GroupCollector(collected, os.environ[MULTIPROC_DIR_VARIABLE])
     for collector in extra:

@@ -148,3 +148,23 @@ def test_the_periodic_tasks_count_their_runs_while_beat_schedules_them(celery_wo
     # BeatNotRunning alert watches
     assert set(first) == {entry["task"] for entry in settings.CELERY_BEAT_SCHEDULE.values()}
     assert now["jobs.dispatch_sweep"] > first["jobs.dispatch_sweep"], (first, now)
+
+
+@pytest.mark.django_db
+def test_metrics_answer_503_naming_the_variable_in_a_process_without_its_directory(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given an API process started without scripts/web: metrics on, no PROMETHEUS_MULTIPROC_DIR
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR")
+
+    # When Prometheus scrapes it
+    response = BrowserClient(raise_request_exception=False).get("/metrics", **TOKEN)
+
+    # Then it answers why, and the log says it in one ERROR line, with no traceback (beside
+    # django.request's "Service Unavailable: /metrics", as for every 503)
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "metrics_unavailable"
+    assert "PROMETHEUS_MULTIPROC_DIR" in response.json()["error"]["message"]
+    naming = [record for record in caplog.records if "PROMETHEUS_MULTIPROC_DIR" in record.getMessage()]
+    assert [record.levelname for record in naming] == ["ERROR"]
+    assert not any(record.exc_info for record in caplog.records)
