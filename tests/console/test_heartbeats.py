@@ -28,6 +28,13 @@ pytestmark = pytest.mark.usefixtures("transactional_db")
 HOSTNAME = "jobs@reused"
 
 
+@pytest.fixture(autouse=True)
+def _run_not_this_process_to_mark(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run a test started is not marked as pytest exits (console/heartbeats.py `_exiting`),
+    when its database is gone."""
+    monkeypatch.setattr(heartbeats, "_pid", None)
+
+
 def _worker() -> SimpleNamespace:
     """What worker_ready and worker_shutdown hand their receivers: the parts they read."""
     return SimpleNamespace(

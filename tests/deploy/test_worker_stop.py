@@ -17,6 +17,7 @@ import redis
 import yaml
 from django.conf import settings
 
+from console.selectors import queues, workers_seen
 from core.services import client_create
 from jobs import dispatch
 from jobs.models import Job
@@ -67,7 +68,8 @@ def test_a_long_job_cut_off_by_a_stop_is_handed_back_at_once(transactional_db: A
     worker = start("worker", env, tmp_path)
     broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
     try:
-        wait_for_worker(app, f"{name}@{os.uname().nodename}", worker)
+        hostname = f"{name}@{os.uname().nodename}"
+        wait_for_worker(app, hostname, worker)
         job = Job.objects.create(owner=client_create(name=f"stop-{uuid.uuid4().hex[:6]}"),
                                  job_name="api.tasks.long_running_task", payload={"duration": JOB_SECONDS})
         (head,) = dispatch.job_signatures(job=job)
@@ -90,6 +92,12 @@ def test_a_long_job_cut_off_by_a_stop_is_handed_back_at_once(transactional_db: A
         # next worker runs it to its end at once
         assert broker.llen(f"{prefix}jobs_long") == 1
         assert Job.objects.get(pk=job.pk).status == Job.Status.STARTED
+        # and the console shows the worker stopped, its queue without it: Celery's cold shutdown
+        # sends no worker_shutdown, and the worker stayed up, a consumer of jobs_long, until it
+        # was lost (LOST_AFTER_SECONDS later), in red after every deploy
+        workers = [row for row in workers_seen() if row.worker.hostname == hostname]
+        assert [row.state for row in workers] == ["stopped"]
+        assert {row.name: row.consumers for row in queues(workers=workers, broker_up=False)}["jobs_long"] == 0
         name = f"jobs_long-{uuid.uuid4().hex[:6]}"
         worker = start("worker", {**env, "WORKER_NAME": name}, tmp_path)
         deadline = time.monotonic() + STARTUP_SECONDS + JOB_SECONDS
