@@ -2,8 +2,8 @@
 given up on in the last hour, each with its last error.
 
 A receiver is a registered endpoint, or the host of a job's own callback URL. The row links to
-the endpoint's admin page (disabling it is an action there), or to the deliveries' list filtered
-to the callback's host.
+the endpoint's admin page (disabling it is an action there), or to the deliveries' list of the
+callback host's failing deliveries (its `failing_host` filter).
 
 The database counts every failing delivery by receiver (from the partial indexes delivery_failed
 and delivery_due; a callback's by the host it was given, `Delivery.authority`), so one noisy
@@ -23,31 +23,12 @@ from datetime import datetime
 from urllib.parse import urlsplit
 from uuid import UUID
 
-from django.db.models import (
-    Case,
-    Count,
-    Max,
-    OuterRef,
-    Q,
-    QuerySet,
-    Subquery,
-    Value,
-    When,
-)
-from django.db.models.functions import (
-    Coalesce,
-    Concat,
-    Lower,
-    NullIf,
-    Replace,
-    StrIndex,
-    Substr,
-)
+from django.db.models import Count, Max, OuterRef, Q, Subquery
 from django.urls import reverse
 from django.utils.http import urlencode
 
-from console.selectors import WINDOW
 from webhooks.models import Delivery, DeliveryAttempt
+from webhooks.selectors import deliveries_failing, delivery_authority
 
 State = Delivery.State
 # The receivers the console lists, the most failures first.
@@ -55,19 +36,6 @@ TOP = 50
 # How long a count of the failing receivers serves this process's reads (s): Prometheus's usual
 # scrape interval; the console's figures of them move at that pace, not at its 5 s refresh.
 COUNTED_FOR_SECONDS = 15.0
-
-
-def _authority() -> Case:
-    """A callback URL's host[:port], lowercased (empty for an endpoint's delivery, which its
-    endpoint names): the delivery's own `authority`, or for one made without it (before
-    migration webhooks 0011, or whose endpoint was deleted) its URL's, parsed here. The URL was
-    checked when it was given (core/http.py url_parse): http or https, no credentials, no
-    spaces, so the host runs from '://' to the first '/', '?' or '#'."""
-    rest = Substr("url", StrIndex("url", Value("://")) + 3)
-    rest = Replace(Replace(rest, Value("?"), Value("/")), Value("#"), Value("/"))
-    parsed = Lower(Substr(rest, 1, StrIndex(Concat(rest, Value("/")), Value("/")) - 1))
-    return Case(When(endpoint__isnull=True, then=Coalesce(NullIf("authority", Value("")), parsed)),
-                default=Value(""))
 
 
 def _host(authority: str) -> str:
@@ -116,19 +84,11 @@ class _Count:
         return self.retrying + self.failed
 
 
-def _failing(*, now: datetime) -> QuerySet[Delivery]:
-    """Given up on in the last hour, or pending after a failed attempt: one made and not in
-    flight (no claim), or more than one (the one in flight is a retry)."""
-    retrying = Q(state=State.PENDING, attempt_count__gte=2) | Q(
-        state=State.PENDING, attempt_count=1, claim_token__isnull=True)
-    return Delivery.objects.filter(Q(state=State.FAILED, finished_at__gte=now - WINDOW) | retrying)
-
-
 def _counts(*, now: datetime) -> list[_Count]:
     """Every failing receiver's counts, the most failures first (then the newest failure). A
     callback host's deliveries are counted by host and port in the database and merged here."""
     rows = (
-        _failing(now=now).values_list("endpoint", _authority())
+        deliveries_failing(now=now).values_list("endpoint", delivery_authority())
         .annotate(failed=Count("pk", filter=Q(state=State.FAILED)), retrying=Count("pk", filter=Q(state=State.PENDING)),
                   newest=Max("pk"))
         .order_by()
@@ -172,7 +132,9 @@ def _row(count: _Count, delivery: Delivery) -> ReceiverRow:
         admin_url = reverse("admin:webhooks_endpoint_change", args=[count.endpoint_id])
     else:
         receiver = count.host
-        admin_url = reverse("admin:webhooks_delivery_changelist") + "?" + urlencode({"q": count.host})
+        # Its failing deliveries (the admin's filter reads those alone), not a search of every
+        # delivery's URL for the host: 1.1-1.9 s a click at 1,000,000 deliveries.
+        admin_url = reverse("admin:webhooks_delivery_changelist") + "?" + urlencode({"failing_host": count.host})
     return ReceiverRow(
         receiver=receiver, retrying=count.retrying, failed=count.failed, admin_url=admin_url,
         last_error=_error_text(delivery) if delivery.last_started else "",  # type: ignore[attr-defined]

@@ -8,6 +8,7 @@ from django.contrib import admin
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.utils import timezone
 from django_object_actions import DjangoObjectActions, action, takes_instance_or_queryset
 
 from core.admin_site import BoundedActionsAdmin, LargeTableAdmin, action_apply, known_values_filter
@@ -15,6 +16,7 @@ from webhooks.endpoints import endpoint_delete, endpoint_update
 from webhooks.events import ENDPOINT_EVENT_TYPES
 from webhooks.models import Delivery, DeliveryAttempt, Endpoint, Event, SigningSecret
 from webhooks.outbox import delivery_redeliver
+from webhooks.selectors import deliveries_failing_to_host
 
 
 class ReadOnlyAdmin(BoundedActionsAdmin):
@@ -36,10 +38,29 @@ class DeliveryAttemptInline(admin.TabularInline):
         return False
 
 
+class FailingToHostFilter(admin.SimpleListFilter):
+    """`?failing_host=<host>`: the failing deliveries of the callback URLs on a host, which the
+    console's failing receivers link to. Offers no hosts of its own (there are as many as the
+    clients' callbacks): the list's sidebar shows it, with its host, once a link set it."""
+
+    title = "failing to host"
+    parameter_name = "failing_host"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        host = self.value()
+        return [(host, host)] if host else []
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Delivery]) -> QuerySet[Delivery]:
+        host = self.value()
+        if not host:
+            return queryset
+        return queryset & deliveries_failing_to_host(now=timezone.now(), host=host)
+
+
 @admin.register(Delivery)
 class DeliveryAdmin(DjangoObjectActions, ReadOnlyAdmin, LargeTableAdmin):
     list_display = ["id", "subject_id", "event", "url", "state", "attempt_count", "next_attempt_at", "created_at"]
-    list_filter = ["state", "redelivery"]
+    list_filter = ["state", "redelivery", FailingToHostFilter]
     search_fields = ["subject_id", "event__message_id", "url"]
     list_select_related = ["event"]
     inlines = [DeliveryAttemptInline]

@@ -1,11 +1,20 @@
-"""Webhook reads: recent events, a subject's deliveries."""
+"""Webhook reads: recent events, a subject's deliveries, the deliveries failing."""
 from __future__ import annotations
 
 import uuid
 from collections.abc import Collection
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from django.db.models import Count, Prefetch, Q, QuerySet
+from django.db.models import Case, Count, Prefetch, Q, QuerySet, Value, When
+from django.db.models.functions import (
+    Coalesce,
+    Concat,
+    Lower,
+    NullIf,
+    Replace,
+    StrIndex,
+    Substr,
+)
 
 from webhooks.models import Delivery, DeliveryAttempt, Endpoint, Event
 
@@ -60,3 +69,42 @@ def endpoint_attempt_counts(*, endpoint_ids: Collection[uuid.UUID], since: datet
         )
     )
     return {row["endpoint_id"]: (row["succeeded"], row["failed"]) for row in counts}
+
+
+# How long a delivery given up on counts as failing (the console's window, an hour).
+FAILED_LATELY = timedelta(hours=1)
+
+
+def deliveries_failing(*, now: datetime) -> QuerySet[Delivery]:
+    """Given up on in the last FAILED_LATELY, or pending after a failed attempt: one made and not
+    in flight (no claim), or more than one (the one in flight is a retry). Read through the
+    partial indexes delivery_failed and delivery_due: the failing deliveries and the pending
+    ones, not the table."""
+    retrying = Q(state=Delivery.State.PENDING, attempt_count__gte=2) | Q(
+        state=Delivery.State.PENDING, attempt_count=1, claim_token__isnull=True)
+    return Delivery.objects.filter(Q(state=Delivery.State.FAILED, finished_at__gte=now - FAILED_LATELY) | retrying)
+
+
+def delivery_authority() -> Case:
+    """A callback URL's host[:port], lowercased (empty for an endpoint's delivery, which its
+    endpoint names): the delivery's own `authority`, or for one made without it (before
+    migration webhooks 0011, or whose endpoint was deleted) its URL's, parsed here. The URL was
+    checked when it was given (core/http.py url_parse): http or https, no credentials, no
+    spaces, so the host runs from '://' to the first '/', '?' or '#'."""
+    rest = Substr("url", StrIndex("url", Value("://")) + 3)
+    rest = Replace(Replace(rest, Value("?"), Value("/")), Value("#"), Value("/"))
+    parsed = Lower(Substr(rest, 1, StrIndex(Concat(rest, Value("/")), Value("/")) - 1))
+    return Case(When(endpoint__isnull=True, then=Coalesce(NullIf("authority", Value("")), parsed)),
+                default=Value(""))
+
+
+def deliveries_failing_to_host(*, now: datetime, host: str) -> QuerySet[Delivery]:
+    """The failing deliveries (deliveries_failing) of the callback URLs on `host`, any port (the
+    console's row of a callback host). Only the failing ones are read, through their partial
+    indexes: a search of the host in every delivery's URL read the whole table (docs/reliability.md)."""
+    host = host.lower()
+    return (
+        deliveries_failing(now=now).filter(endpoint__isnull=True).alias(callback_authority=delivery_authority())
+        .filter(Q(callback_authority__in=[host, f"[{host}]"]) | Q(callback_authority__startswith=f"{host}:")
+                | Q(callback_authority__startswith=f"[{host}]:"))
+    )

@@ -102,7 +102,7 @@ def test_each_section_shows_what_is_stuck_what_failed_and_who_is_down(staff: Bro
     receivers = section(html, "receivers")
     assert row_of(receivers, DOWN_HOST)[1:4] == ["1", "1", "Connection failed: [Errno 111] Connection refused"]
     assert row_of(receivers, FLAKY_HOST)[1:4] == ["1", "0", "HTTP 503"]
-    assert f"/admin/webhooks/delivery/?q={DOWN_HOST}" in receivers
+    assert f"/admin/webhooks/delivery/?failing_host={DOWN_HOST}" in receivers
     assert "fine.example" not in receivers
     # ...the disabled endpoints by reason, and each with its held deliveries, the most first,
     # naming its receiver's host and never the rest of its URL,
