@@ -102,8 +102,9 @@ def deliveries_drain(*, resolver: http.Resolver | None = None) -> int:
     it is empty, asking another drain to join while the batches are full; after
     DRAIN_MAX_SECONDS, or once its worker begins a warm shutdown (a deploy's SIGTERM), a fresh
     drain takes over the rest, so that no task runs for ever and a stopping worker finishes
-    within one batch. How many attempts were made. Ids whose batch the database refused go
-    back to the queue."""
+    within one batch. How many attempts were made. Ids whose batch raised (the database refused
+    it, or anything outside what one delivery's attempt may raise) go back to the queue, their
+    claims given up, so that the next drain sends them."""
     dispatch.drain_started()
     made = 0
     hand_over_at = time.monotonic() + dispatch.DRAIN_MAX_SECONDS
@@ -115,7 +116,9 @@ def deliveries_drain(*, resolver: http.Resolver | None = None) -> int:
             dispatch.drain_ask()
         try:
             made += len(_attempt(scope=Scope(delivery_ids=delivery_ids), resolver=resolver, limit=len(delivery_ids)))
-        except DatabaseError:
+        except Exception:
+            # Left off the queue, they would wait for the dispatcher (REDISPATCH_AFTER_SECONDS);
+            # those sent or put back already are not claimed again.
             dispatch.due_put_back(delivery_ids)
             raise
     dispatch.drain_ask()
@@ -146,6 +149,28 @@ def _attempt(
     claims = claim(scope=scope, token=token, limit=limit)
     if not claims:
         return []
+    try:
+        return _send_and_record(claims, token=token, resolver=resolver)
+    except Exception:
+        # Something outside one delivery's attempt (which sending.py records as its own outcome)
+        # raised: the batch's claims end now, as a dead worker's would, so that it can be sent
+        # again at once; the attempts it left open are closed as interrupted when it is.
+        _claims_expire(claims, token=token)
+        raise
+
+
+def _claims_expire(claims: Sequence[Claimed], *, token: uuid.UUID) -> None:
+    try:
+        Delivery.objects.filter(pk__in=[claimed.delivery_id for claimed in claims], claim_token=token).update(
+            claimed_until=timezone.now()
+        )
+    except DatabaseError:
+        logger.warning("A batch's claims could not be given up: they expire by themselves", exc_info=True)
+
+
+def _send_and_record(
+    claims: list[Claimed], *, token: uuid.UUID, resolver: http.Resolver | None
+) -> list[AttemptOutcome]:
     sent = list(zip(claims, sending.send_batch(claims, lambda claimed: _send(claimed, resolver)), strict=True))
     # Those that got no place in their client's share wait for one; the rest are recorded.
     sending.deliveries_put_back(

@@ -22,8 +22,8 @@ from examples.receiver import Receiver
 from tests.conftest import Api, SilentServer, silent_server
 from tests.webhooks.conftest import until
 from tests.webhooks.test_endpoint_deliveries import endpoint_create
-from webhooks import attempts, dispatch, outbox
-from webhooks.models import Delivery
+from webhooks import attempts, dispatch, outbox, sending, sql
+from webhooks.models import Delivery, DeliveryAttempt
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -152,6 +152,38 @@ def test_ids_whose_batch_the_database_refused_go_back_to_the_queue(
     assert len(receiver.wait_for(3)) == 3
     assert set(Delivery.objects.filter(pk__in=[d.pk for d in deliveries]).values_list("state", flat=True)) == {
         Delivery.State.SUCCEEDED
+    }
+
+
+def test_ids_whose_batch_raised_anything_go_back_to_the_queue_and_are_sent_at_once(
+    owner: Client, receiver: Receiver, drains_asked: list[None], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a batch holding two clients' deliveries, which raises something other than a
+    # database error outside any one delivery's attempt (those are recorded as their own
+    # outcome, tests/webhooks/test_sending.py): injected here, as the lanes' bookkeeping or a
+    # task's soft time limit could
+    other = client_create(name=f"due-{uuid.uuid4().hex[:8]}")
+    deliveries = [record(owner, receiver.url), record(other, receiver.url)]
+
+    def surprised(claims: object, send: object) -> list[object]:
+        raise RuntimeError("a surprise outside the attempts")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(sending, "send_batch", surprised)
+        with pytest.raises(RuntimeError):
+            attempts.deliveries_drain()
+
+    # Then the ids are back on the queue, their claims given up: the next drain sends both at
+    # once, not after the dispatcher's REDISPATCH_AFTER_SECONDS
+    assert dispatch.due_waiting() == 2
+    assert attempts.deliveries_drain() == 2
+    assert len(receiver.wait_for(2)) == 2
+    assert set(Delivery.objects.filter(pk__in=[d.pk for d in deliveries]).values_list("state", flat=True)) == {
+        Delivery.State.SUCCEEDED
+    }
+    # And the attempts the batch left open are closed as interrupted
+    assert set(DeliveryAttempt.objects.filter(delivery__in=deliveries, number=1).values_list("error", flat=True)) == {
+        sql.INTERRUPTED
     }
 
 
