@@ -215,15 +215,19 @@ def _send_and_record(
         )
         for (state, delay), ids in next_steps.items():
             countdown = delay is not None and delay <= dispatch.COUNTDOWN_MAX_SECONDS
+            # Only the claim's holder moves a delivery on; if the claim expired and another
+            # worker took over, this attempt is logged but decides nothing. One canceled under
+            # its claim (its endpoint deleted while the attempt was in flight) is moved by a
+            # success only: nothing more goes to an endpoint that is gone.
+            held = Delivery.objects.filter(pk__in=ids, claim_token=token)
+            if state != State.SUCCEEDED:
+                held = held.filter(state=State.PENDING)
             if state == State.FAILED:
                 # Given up: which of them this batch still holds, locked so that they stay held
                 # until moved (rare, a delivery's last attempt: a query more is nothing).
-                ids = list(Delivery.objects.filter(pk__in=ids, claim_token=token)
-                           .select_for_update().values_list("pk", flat=True))
+                ids = list(held.select_for_update().values_list("pk", flat=True))
                 given_up.update(ids)
-            # Only the claim's holder moves a delivery on; if the claim expired and another
-            # worker took over, this attempt is logged but decides nothing.
-            moved = Delivery.objects.filter(pk__in=ids, claim_token=token).update(
+            moved = held.update(
                 state=state,
                 next_attempt_at=None if delay is None else now + timedelta(seconds=delay),
                 dispatched_at=now if countdown else None,
@@ -235,6 +239,11 @@ def _send_and_record(
             if countdown:
                 # A retry taken over by another worker is published too: its claim makes it a no-op.
                 dispatch.deliveries_publish_on_commit(delivery_ids=ids, countdown=delay)
+        if owned < len(outcomes):
+            # Those canceled under their claim whose attempt did not succeed stay canceled.
+            owned += Delivery.objects.filter(
+                pk__in=[o.delivery_id for o in outcomes], claim_token=token, state=State.CANCELED
+            ).update(claim_token=None, claimed_until=None)
         health.endpoints_record_outcomes(
             ((claimed.endpoint_id, result.ok, result.error or f"HTTP {result.status_code}")
              for claimed, result in zip(claims, results, strict=True)),

@@ -290,7 +290,8 @@ def deliveries_put_back(*, unsent: Sequence[tuple[Claimed, Unsent]], token: uuid
 
 
 def _undo_claims(delivery_ids: list[int], token: uuid.UUID, *, due: datetime, dispatched_at: datetime | None) -> None:
-    Delivery.objects.filter(pk__in=delivery_ids, claim_token=token).update(
+    # A delivery canceled under its claim (its endpoint deleted meanwhile) stays canceled.
+    Delivery.objects.filter(pk__in=delivery_ids, claim_token=token, state=Delivery.State.PENDING).update(
         attempt_count=F("attempt_count") - 1, claim_token=None, claimed_until=None,
         next_attempt_at=due, dispatched_at=dispatched_at,
     )

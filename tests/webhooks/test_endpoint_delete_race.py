@@ -1,19 +1,22 @@
 """An endpoint deleted while one of its client's events is being recorded: the event's transaction
 still commits (with no delivery to the endpoint gone), and no delivery of it is left pending
 without its endpoint, to go to its URL signed with the client's secret instead of the
-endpoint's."""
+endpoint's. Deleted while an attempt to it is in flight: a 2xx is recorded as succeeded (the
+receiver got it), anything else leaves the delivery canceled, with no retry."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 
 import pytest
 from django.db import transaction
 
 from core.models import Client
 from core.services import client_create
+from examples.receiver import Receiver, Reply
 from tests.locks import meanwhile
-from webhooks import endpoints, outbox
-from webhooks.models import Delivery, Endpoint, Event
+from webhooks import attempts, endpoints, outbox
+from webhooks.models import Delivery, DeliveryAttempt, Endpoint, Event
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -68,3 +71,29 @@ def test_an_event_recorded_while_its_endpoint_is_deleted_leaves_no_delivery_pend
     assert len(recorded) == 1 and isinstance(recorded[0], Event), recorded
     assert list(Delivery.objects.filter(owner=owner, state=Delivery.State.PENDING).values_list("endpoint", "url")) == []
 
+
+
+@pytest.mark.parametrize(("status", "state"), [(200, Delivery.State.SUCCEEDED), (500, Delivery.State.CANCELED)])
+def test_an_endpoint_deleted_while_an_attempt_to_it_is_in_flight(
+    owner: Client, make_receiver: Callable[..., Receiver], status: int, state: str
+) -> None:
+    # Given a delivery to an endpoint
+    receiver = make_receiver(Reply(status=status))
+    endpoint = endpoints.endpoint_create(owner_id=owner.id, url=receiver.url, event_types=["job.succeeded"])
+    event = _job_event_recorded(owner, [endpoint])
+    delivery = Delivery.objects.get(event=event)
+
+    # When its client deletes the endpoint while the attempt is in flight: answered, its outcome
+    # not yet recorded
+    with meanwhile(lambda: endpoints.endpoint_delete(owner_id=owner.id, endpoint_id=endpoint.pk),
+                   at="UPDATE webhooks_deliveryattempt") as deleted:
+        attempts.deliveries_attempt(delivery_ids=[delivery.pk])
+
+    # Then the attempt shows the receiver's answer, and the delivery agrees with it: succeeded
+    # on a 2xx; otherwise canceled, with nothing more to send to an endpoint that is gone
+    assert deleted == [None] and not Endpoint.objects.filter(pk=endpoint.pk).exists()
+    assert len(receiver.received) == 1
+    assert list(DeliveryAttempt.objects.filter(delivery=delivery).values_list("status_code", flat=True)) == [status]
+    delivery.refresh_from_db()
+    assert (delivery.state, delivery.next_attempt_at, delivery.claim_token) == (state, None, None)
+    assert delivery.finished_at is not None
