@@ -15,7 +15,7 @@ from core.models import Client
 from core.services import client_create
 from examples.receiver import Receiver, Reply
 from tests.locks import meanwhile
-from webhooks import attempts, endpoints, outbox
+from webhooks import attempts, claims, endpoints, outbox, sending
 from webhooks.models import Delivery, DeliveryAttempt, Endpoint, Event
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -97,3 +97,19 @@ def test_an_endpoint_deleted_while_an_attempt_to_it_is_in_flight(
     delivery.refresh_from_db()
     assert (delivery.state, delivery.next_attempt_at, delivery.claim_token) == (state, None, None)
     assert delivery.finished_at is not None
+
+
+def test_an_endpoint_deleted_while_its_delivery_waits_for_a_place_leaves_it_canceled(owner: Client) -> None:
+    # Given a delivery claimed for an attempt, its endpoint deleted meanwhile
+    endpoint = endpoints.endpoint_create(owner_id=owner.id, url=RECEIVER, event_types=["job.succeeded"])
+    delivery = Delivery.objects.get(event=_job_event_recorded(owner, [endpoint]))
+    (claimed,) = claims.claim(scope=claims.Scope(delivery_ids=[delivery.pk]), token=(token := uuid.uuid4()))
+    endpoints.endpoint_delete(owner_id=owner.id, endpoint_id=endpoint.pk)
+
+    # When the batch finds no place of its client's share for it, and puts it back unsent
+    share = sending.host_share(owner.id, RECEIVER)
+    sending.deliveries_put_back(unsent=[(claimed, sending.Unsent(share, 1))], token=token)
+
+    # Then it stays canceled, due never
+    delivery.refresh_from_db()
+    assert (delivery.state, delivery.next_attempt_at) == (Delivery.State.CANCELED, None)
