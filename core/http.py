@@ -27,7 +27,7 @@ import http.client
 import ipaddress
 import socket
 import time
-from collections.abc import Callable, Hashable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -75,7 +75,8 @@ class HttpResult:
     """What one request did: a status (any, 3xx included) or a network error, never both."""
 
     status_code: int | None = None
-    headers: dict[str, str] = field(default_factory=dict)
+    # As received: names case-insensitive (a receiver may send `retry-after`).
+    headers: Mapping[str, str] = field(default_factory=dict)
     body_prefix: bytes = b""
     duration_ms: int = 0
     error: str = ""
@@ -304,7 +305,7 @@ def post(
                 kept = not deadline.expired
                 return HttpResult(
                     status_code=response.status_code,
-                    headers=dict(response.headers),
+                    headers=response.headers,
                     body_prefix=prefix,
                     duration_ms=elapsed_ms(),
                 )

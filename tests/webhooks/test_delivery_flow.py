@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import pytest
 from django.utils.dateparse import parse_datetime
 from standardwebhooks import Webhook
 
@@ -186,9 +187,10 @@ def test_a_timeout_is_a_failed_attempt_then_retried(api: Api, make_receiver: Cal
     assert second["status_code"] == 200 and second["error"] == ""
 
 
-def test_retry_after_is_honoured(api: Api, make_receiver: Callable[..., Receiver]) -> None:
+@pytest.mark.parametrize("name", ["Retry-After", "retry-after"])  # a header's name is case-insensitive
+def test_retry_after_is_honoured(api: Api, make_receiver: Callable[..., Receiver], name: str) -> None:
     # The schedule would retry after about 1 s; the receiver asks for 3.
-    receiver = make_receiver(Reply(status=503, headers={"Retry-After": "3"}))
+    receiver = make_receiver(Reply(status=503, headers={name: "3"}))
     created = api.submit(HELLO, callback_url=receiver.url)
 
     [delivery] = wait_deliveries(api, created["id"], all_final)
