@@ -793,10 +793,10 @@ class Bench:
                 "INSERT INTO jobs_job (id, owner_id, job_name, payload, status, progress, result,"
                 " error, callback_url, webhook_events, cancel_requested, dispatched_at,"
                 " created_at, started_at, finished_at, metadata, attempt, max_attempts,"
-                " retry_backoff_seconds, webhook_endpoints) "
+                " retry_backoff_seconds, webhook_endpoints, request_id) "
                 "SELECT gen_random_uuid(), %s, 'api.tasks.hello_world', '{\"message\": \"bench\"}',"
                 " 'SUCCESS', NULL, '\"hello world bench\"', NULL, '', '[]', false, t, t, t, t,"
-                " jsonb_build_object('order', g::text), 1, 1, 0, true "
+                " jsonb_build_object('order', g::text), 1, 1, 0, true, '' "
                 "FROM (SELECT g, now() - g * interval '1 millisecond' AS t"
                 "      FROM generate_series(1, %s) g) s "
                 "RETURNING id",

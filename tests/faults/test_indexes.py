@@ -141,7 +141,7 @@ def test_list_filters_use_indexes_at_a_million_rows(
         CREATE TEMP TABLE o AS SELECT array_agg(id ORDER BY name) AS ids FROM core_client;
         INSERT INTO jobs_job (id, owner_id, job_name, payload, status, callback_url, webhook_events,
                               cancel_requested, dispatched_at, created_at, finished_at, metadata,
-                              attempt, max_attempts, retry_backoff_seconds, webhook_endpoints)
+                              attempt, max_attempts, retry_backoff_seconds, webhook_endpoints, request_id)
         SELECT gen_random_uuid(),
                o.ids[CASE WHEN g % 10 < 6 THEN 1 ELSE 2 + g % {OWNERS - 1} END],
                CASE WHEN g % 1000 = 0 THEN 'api.tasks.checklist' WHEN g % 2 = 0
@@ -150,7 +150,7 @@ def test_list_filters_use_indexes_at_a_million_rows(
                false, ts, ts, ts + interval '1 second',
                jsonb_build_object('order', g::text) || CASE WHEN g % 250 = 7 THEN '{{"tier": "gold"}}'::jsonb
                                                              ELSE '{{}}'::jsonb END,
-               1, 1, 0, true
+               1, 1, 0, true, ''
         FROM o, (SELECT g, now() - (g * interval '20 seconds') AS ts
                  FROM generate_series(1, {JOBS}) g) s;
         -- The results quota's row trigger updates the owner's counts row once per result: a
@@ -169,15 +169,15 @@ def test_list_filters_use_indexes_at_a_million_rows(
         SET session_replication_role = DEFAULT;
         INSERT INTO jobs_job (id, owner_id, job_name, payload, status, callback_url, webhook_events,
                               cancel_requested, dispatched_at, created_at, metadata, attempt,
-                              max_attempts, retry_backoff_seconds, webhook_endpoints)
+                              max_attempts, retry_backoff_seconds, webhook_endpoints, request_id)
         SELECT gen_random_uuid(), o.ids[2 + g % {OWNERS - 1}], 'api.tasks.hello_world', '{{}}', 'PENDING',
-               '', '[]', false, now(), now() + g * interval '1 second', '{{}}', 1, 1, 0, true
+               '', '[]', false, now(), now() + g * interval '1 second', '{{}}', 1, 1, 0, true, ''
         FROM o, generate_series(1, {PENDING}) g;
         INSERT INTO jobs_job (id, owner_id, job_name, payload, status, callback_url, webhook_events,
                               cancel_requested, created_at, run_at, metadata, attempt,
-                              max_attempts, retry_backoff_seconds, webhook_endpoints)
+                              max_attempts, retry_backoff_seconds, webhook_endpoints, request_id)
         SELECT gen_random_uuid(), o.ids[2], 'api.tasks.hello_world', '{{}}', 'PENDING', '', '[]', false,
-               now() - interval '1 day', now() + interval '1 day', '{{}}', 1, 1, 0, true
+               now() - interval '1 day', now() + interval '1 day', '{{}}', 1, 1, 0, true, ''
         FROM o, generate_series(1, {WAITING}) g;
         INSERT INTO jobs_jobcounts AS existing (owner_id, unfinished, running, result_bytes)
         SELECT owner_id, 0, 0, SUM(octet_length(result::text)) FROM jobs_jobresult GROUP BY owner_id
