@@ -128,12 +128,9 @@ def job_event_stream(
             if event.event_type in FINAL_WEBHOOK_EVENTS:
                 connection.close()
                 return
-        if more:  # more to catch up on, read at once, unless the process stops or the client left
-            sent, ends = _ending(waiter.ended(client), after)
-        else:
-            # After a heartbeat it reads again too, as the clients' stream does: a wake-up lost (a
-            # worker that died between its commit and the publish) delays an event by a heartbeat.
-            sent, ends = _idled(waiter, heartbeat, client, after)
+        # After a heartbeat it reads again too, as the clients' stream does: a wake-up lost (a
+        # worker that died between its commit and the publish) delays an event by a heartbeat.
+        sent, ends = _between_reads(waiter, heartbeat, client, after, more=more)
         if sent:
             yield sent
         if ends:
@@ -183,10 +180,7 @@ def owner_event_stream(
         if events:
             told = events[-1].id
             yield chunk
-        if more:  # more to catch up on, read at once, unless the process stops or the client left
-            sent, ends = _ending(waiter.ended(client), after)
-        else:
-            sent, ends = _idled(waiter, heartbeat, client, after)
+        sent, ends = _between_reads(waiter, heartbeat, client, after, more=more)
         if sent and after > told and not ends:
             sent, told = resume_point(after), after
         if sent:
@@ -224,19 +218,16 @@ def _owner_read(*, owner_id: uuid.UUID, after: int, job_name: str) -> tuple[list
     return events, up_to, more
 
 
-def _idled(waiter: Waiter, heartbeat: float, client: socket.socket | None, after: int) -> tuple[bytes, bool]:
-    """Wait for the stream's next wake-up, at most a heartbeat: what the stream sends then, and
-    whether it ends there (the client gone; the process about to exit, when the client resumes
-    elsewhere from `after`)."""
-    return _ending(idle(waiter, heartbeat, client), after)
-
-
-def _ending(outcome: str, after: int) -> tuple[bytes, bool]:
-    """What a stream sends after a wait's `outcome` (Waiter.wait's, or Waiter.ended's: "" goes
-    on at once), and whether it ends there. Between two reads of a catch-up it asks too: a
-    stream replaying a long history read batch after batch, a turn each, and noticed neither its
-    process stopping (it read and sent on until it caught up, or graceful_timeout killed it) nor
-    its client gone (until a write failed)."""
+def _between_reads(
+    waiter: Waiter, heartbeat: float, client: socket.socket | None, after: int, *, more: bool
+) -> tuple[bytes, bool]:
+    """Between two reads of a stream: what it sends, and whether it ends there (the client gone;
+    the process about to exit, when the client resumes elsewhere from `after`). With `more` to
+    catch up on it reads again at once, but asks first (Waiter.ended): a stream replaying a long
+    history read batch after batch, a turn each, and noticed neither its process stopping (it
+    read and sent on until it caught up, or graceful_timeout killed it) nor its client gone
+    (until a write failed). Otherwise it waits for its next wake-up, at most a heartbeat."""
+    outcome = waiter.ended(client) if more else idle(waiter, heartbeat, client)
     if outcome == "gone":
         return b"", True
     if outcome == "stopping":
