@@ -5,8 +5,12 @@ from __future__ import annotations
 import hashlib
 import time
 from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from django.conf import settings
+from django.core.exceptions import ObjectDoesNotExist
+from django.db import IntegrityError
 from django.http import HttpRequest
 from rest_framework import authentication, exceptions
 from rest_framework.request import Request
@@ -17,6 +21,7 @@ from core.models import ApiKey, Client
 from core.throttling import ApiKeyFailureRateThrottle
 
 API_KEY_PREFIX = "jak_"
+_UNKNOWN_KEY = "Unknown or revoked API key."
 
 # Keys that authenticated in this process: digest -> (checked at, monotonic seconds; the key
 # with its client). A poll then costs one database round trip (the job), not two
@@ -91,6 +96,23 @@ def api_key_in_force(*, digest: str) -> bool:
     return _api_key_lookup(digest) is not None
 
 
+@contextmanager
+def client_writes(request: Request) -> Iterator[None]:
+    """Around a write of the request's client (a submission): a client deleted by another process
+    (the admin) while this one still remembers its key (API_KEY_CACHE_SECONDS) is refused as an
+    unknown key would be, and its key forgotten, rather than answered 500 when its rows fail
+    their foreign key (or find its own rows gone). Asked only once a write failed: a write that
+    succeeds costs nothing more."""
+    try:
+        yield
+    except (IntegrityError, ObjectDoesNotExist):
+        api_key = request.auth
+        if not isinstance(api_key, ApiKey) or Client.objects.filter(pk=api_key.client_id).exists():
+            raise
+        api_key_forget(digest=api_key.digest)
+        raise exceptions.AuthenticationFailed(_UNKNOWN_KEY) from None
+
+
 def _attempt_admitted(request: Request) -> ApiKeyFailureRateThrottle:
     """The attempt's place in its address's budget of failed checks, taken before its key is
     looked up (a success gives it back); 429 once the budget is spent, without asking the
@@ -126,7 +148,7 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
             if api_key is not None:
                 attempt.give_back()
         if api_key is None:
-            raise exceptions.AuthenticationFailed("Unknown or revoked API key.")
+            raise exceptions.AuthenticationFailed(_UNKNOWN_KEY)
         logs.bind(client=str(api_key.client_id))  # the request's lines, and its tasks', name the client
         return api_key.client, api_key
 

@@ -11,6 +11,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from core.auth import client_writes
 from core.errors import ApplicationError
 from core.pagination import NewestFirstCursorPagination
 from jobs import idempotency, inputs, selectors, submission, transitions, waiting
@@ -103,13 +104,14 @@ class JobListCreateApi(APIView):
         # request, or a client retrying the error would submit the job twice.
         wait_seconds = inputs.prefer_wait(request)
         cancel_after = inputs.cancel_after(request)
-        job, _ = submission.job_submit(
-            owner=request.user,
-            request=inputs.submission_of(request.data, cancel_after=cancel_after),
-            idempotency_key=_idempotency_key(request),
-            request_body=request.data,
-            request_headers=idempotency.request_headers(cancel_after=cancel_after),
-        )
+        with client_writes(request):
+            job, _ = submission.job_submit(
+                owner=request.user,
+                request=inputs.submission_of(request.data, cancel_after=cancel_after),
+                idempotency_key=_idempotency_key(request),
+                request_body=request.data,
+                request_headers=idempotency.request_headers(cancel_after=cancel_after),
+            )
         try:
             job, headers = _waited(request, job, wait_seconds)
         except waiting.ClientGone:
@@ -134,15 +136,16 @@ class JobBatchCreateApi(APIView):
 
     def post(self, request: Request) -> Response:
         cancel_after = inputs.cancel_after(request)
-        jobs, _ = submission.jobs_submit_batch(
-            owner=request.user,
-            requests=inputs.batch_of(
-                request.data, max_jobs=inputs.batch_max_jobs(request.user), cancel_after=cancel_after
-            ),
-            idempotency_key=_idempotency_key(request),
-            request_body=request.data,
-            request_headers=idempotency.request_headers(cancel_after=cancel_after),
-        )
+        with client_writes(request):
+            jobs, _ = submission.jobs_submit_batch(
+                owner=request.user,
+                requests=inputs.batch_of(
+                    request.data, max_jobs=inputs.batch_max_jobs(request.user), cancel_after=cancel_after
+                ),
+                idempotency_key=_idempotency_key(request),
+                request_body=request.data,
+                request_headers=idempotency.request_headers(cancel_after=cancel_after),
+            )
         return Response({"jobs": [job_representation(job) for job in jobs]}, status=status.HTTP_202_ACCEPTED)
 
 
@@ -246,13 +249,14 @@ class LegacyJobApi(APIView):
         body = _request_object(request)
         data = self.InputSerializer(data=body)
         data.is_valid(raise_exception=True)
-        job, _ = submission.job_submit(
-            owner=request.user,
-            request=SubmissionRequest(job_name=data.validated_data["job_name"], payload=data.validated_data["payload"]),
-            idempotency_key=_idempotency_key(request),
-            request_body=body,
-            endpoint=IdempotencyKey.Endpoint.LEGACY,
-        )
+        with client_writes(request):
+            job, _ = submission.job_submit(
+                owner=request.user,
+                request=SubmissionRequest(job_name=data.validated_data["job_name"], payload=data.validated_data["payload"]),
+                idempotency_key=_idempotency_key(request),
+                request_body=body,
+                endpoint=IdempotencyKey.Endpoint.LEGACY,
+            )
         return Response({"task_id": str(job.id)}, status=status.HTTP_202_ACCEPTED)
 
     def get(self, request: Request) -> Response:

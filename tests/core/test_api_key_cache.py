@@ -3,6 +3,7 @@ the cap on how many a process remembers, the least recently used is the one forg
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -13,7 +14,7 @@ from django.utils import timezone
 
 from core import auth
 from core.auth import api_key_digest
-from core.models import ApiKey
+from core.models import ApiKey, Client
 from core.services import (
     api_key_create,
     api_key_delete,
@@ -21,6 +22,8 @@ from core.services import (
     client_create,
     client_delete,
 )
+from jobs.models import Job
+from tests.conftest import Api
 
 
 @pytest.fixture
@@ -110,3 +113,28 @@ def test_past_the_cap_a_key_in_use_is_kept_and_an_idle_one_forgotten(
     # idle one is looked up again
     assert _key_queries(hot) == 0
     assert _key_queries(idle) == 1
+
+
+@pytest.mark.parametrize(("path", "body"), [
+    ("/api/jobs/", {"job_name": "api.tasks.hello_world"}),
+    ("/api/jobs/batch/", {"jobs": [{"job_name": "api.tasks.hello_world"}]}),
+    ("/api/job/", {"job_name": "api.tasks.hello_world"}),
+])
+def test_a_client_deleted_by_another_process_is_an_unknown_key_at_its_next_submission(
+    make_api: Callable[..., Api], path: str, body: dict[str, Any]
+) -> None:
+    # Given a key this API process remembers (API_KEY_CACHE_SECONDS), and its client deleted by
+    # another process (the admin's), which could not make this one forget the key
+    api = make_api()
+    assert api.get("/api/jobs/").status_code == 200
+    Client.objects.filter(pk=api.client.pk).delete()
+
+    # When the key submits a job
+    response = api.post(path, json=body)
+
+    # Then it is refused as an unknown key, as it would be once the cache time had passed (it was
+    # a 500: the job's owner is gone), and forgotten: its next request is looked up again
+    assert response.status_code == 401, response.text
+    assert response.json()["error"]["code"] == "authentication_failed"
+    assert api.get("/api/jobs/").status_code == 401
+    assert not Job.objects.exists()
