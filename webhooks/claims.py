@@ -24,6 +24,10 @@ from webhooks.models import Delivery, DeliveryAttempt
 
 logger = logging.getLogger(__name__)
 
+# The outcome of an attempt a claim opened for a delivery left out of its batch: its endpoint
+# was deleted (the delivery canceled) before its first secret was made.
+LEFT_OUT_ENDPOINT_DELETED = "Not sent: its endpoint was deleted before the attempt went out."
+
 # A countdown message can run this much before the row's due time when the publishing and the
 # consuming hosts' clocks differ; without the slack it would be skipped and wait for redispatch.
 CLOCK_SKEW_SECONDS = 2
@@ -74,6 +78,7 @@ def claim(*, scope: Scope, token: uuid.UUID, limit: int = BATCH_MAX_DELIVERIES) 
     # (an endpoint's are canceled); they are left out, and the rest of the batch is sent.
     first_secrets: dict[tuple[uuid.UUID, uuid.UUID | None], list[str]] = {}
     claimed = []
+    left_out: list[tuple[int, int]] = []
     for (delivery_id, url, owner_id, endpoint_id, headers, attempt_id, number, message_id, body,
          signing_secrets, rate_limit_per_second) in rows:
         if not signing_secrets:
@@ -89,13 +94,31 @@ def claim(*, scope: Scope, token: uuid.UUID, limit: int = BATCH_MAX_DELIVERIES) 
                     first_secrets[key] = []
             signing_secrets = first_secrets[key]
             if not signing_secrets:
+                left_out.append((delivery_id, attempt_id))
                 continue
         claimed.append(Claimed(
             delivery_id=delivery_id, owner_id=owner_id, url=url, endpoint_id=endpoint_id, headers=headers,
             attempt_id=attempt_id, attempt_number=number, started_at=now, message_id=message_id, body=body,
             secrets=signing_secrets, rate_limit_per_second=rate_limit_per_second,
         ))
+    if left_out:
+        _left_out_close(left_out, token=token, now=now)
     return claimed
+
+
+def _left_out_close(left_out: Sequence[tuple[int, int]], *, token: uuid.UUID, now: datetime) -> None:
+    """Close what the claim opened for deliveries left out of the batch, (delivery id, attempt
+    id) each: an endpoint's (a client's went with it) is canceled, and leaves its claim as one
+    whose attempt failed does when the endpoint is deleted in flight (webhooks/attempts.py); its
+    attempt, never sent, ends with the reason. Left open, the delivery log showed it in flight
+    for ever beside the canceled delivery."""
+    with transaction.atomic():
+        DeliveryAttempt.objects.filter(pk__in=[attempt for _, attempt in left_out], finished_at__isnull=True).update(
+            finished_at=now, error=LEFT_OUT_ENDPOINT_DELETED
+        )
+        Delivery.objects.filter(
+            pk__in=[delivery for delivery, _ in left_out], claim_token=token, state=Delivery.State.CANCELED
+        ).update(claim_token=None, claimed_until=None)
 
 
 def claim_postgresql(

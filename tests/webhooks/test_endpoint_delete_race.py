@@ -16,7 +16,7 @@ from core.services import client_create
 from examples.receiver import Receiver, Reply
 from tests.locks import meanwhile
 from webhooks import attempts, claims, endpoints, outbox, sending
-from webhooks.models import Delivery, DeliveryAttempt, Endpoint, Event
+from webhooks.models import Delivery, DeliveryAttempt, Endpoint, Event, SigningSecret
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -113,3 +113,39 @@ def test_an_endpoint_deleted_while_its_delivery_waits_for_a_place_leaves_it_canc
     # Then it stays canceled, due never
     delivery.refresh_from_db()
     assert (delivery.state, delivery.next_attempt_at) == (Delivery.State.CANCELED, None)
+
+
+@pytest.mark.usefixtures("claim_implementation")
+def test_an_endpoint_deleted_before_its_first_secret_is_made_closes_the_attempt_its_claim_opened(
+    owner: Client, receiver: Receiver
+) -> None:
+    # Given a delivery to an endpoint without a signing secret (an operator deleted it in the
+    # admin: the endpoint's next delivery makes one), and another of the client's to its
+    # callback URL, in one batch
+    endpoint = endpoints.endpoint_create(owner_id=owner.id, url=receiver.url, event_types=["job.succeeded"])
+    SigningSecret.objects.filter(endpoint=endpoint).delete()
+    doomed = Delivery.objects.get(event=_job_event_recorded(owner, [endpoint]))
+    with transaction.atomic():
+        other = Delivery.objects.get(event=outbox.event_record(
+            owner_id=owner.id, subject_id=uuid.uuid4(), event_type="job.succeeded", data={"n": 2},
+            callback_url=receiver.url, publish=False,
+        ))
+
+    # When its client deletes the endpoint once the batch has claimed it, before its secret is made
+    with meanwhile(lambda: endpoints.endpoint_delete(owner_id=owner.id, endpoint_id=endpoint.pk),
+                   at='INSERT INTO "webhooks_signingsecret"') as deleted:
+        outcomes = attempts.deliveries_attempt(delivery_ids=[doomed.pk, other.pk])
+
+    # Then the rest of the batch went out, and the delivery left out stays canceled, released by
+    # its claim, with the attempt its claim opened closed as not sent (it stayed open, in flight
+    # for ever in the delivery log)
+    assert deleted == [None]
+    assert [o.delivery_id for o in outcomes] == [other.pk]
+    assert [r.headers["webhook-id"] for r in receiver.received] == [other.event.message_id]
+    doomed.refresh_from_db()
+    assert (doomed.state, doomed.next_attempt_at, doomed.claim_token, doomed.claimed_until) == (
+        Delivery.State.CANCELED, None, None, None
+    )
+    (attempt,) = DeliveryAttempt.objects.filter(delivery=doomed)
+    assert attempt.finished_at is not None
+    assert (attempt.status_code, attempt.error) == (None, claims.LEFT_OUT_ENDPOINT_DELETED)
