@@ -11,12 +11,12 @@ import logging
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from celery.worker import state as worker_state
 from django.conf import settings
-from django.db import DatabaseError, transaction
+from django.db import DatabaseError, InterfaceError, OperationalError, transaction
 from django.utils import timezone
 
 from core import http
@@ -29,6 +29,9 @@ from webhooks.retries import retry_delay_seconds
 logger = logging.getLogger(__name__)
 
 State = Delivery.State
+
+# The error of an attempt whose outcome could not be recorded (then its type's name).
+UNRECORDED = "Internal error while recording the outcome"
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,16 @@ class AttemptOutcome:
     status_code: int | None
     response_body: str
     error: str
+
+
+@dataclass
+class Recorded:
+    """What recording attempts wrote: their outcomes, each attempt as recorded (an outcome that
+    could not be, as its error), and the deliveries given up."""
+
+    outcomes: list[AttemptOutcome] = field(default_factory=list)
+    attempts: list[tuple[Claimed, http.HttpResult]] = field(default_factory=list)
+    given_up: set[int] = field(default_factory=set)
 
 
 def _next_attempt_delay(*, result: http.HttpResult, attempts_made: int, now: datetime) -> float | None:
@@ -179,6 +192,62 @@ def _send_and_record(
     answered = [(claimed, result) for claimed, result in sent if isinstance(result, http.HttpResult)]
     if not answered:
         return []
+    recorded = _record_each_if_need_be(answered, token=token)
+    telemetry.attempts_finished(recorded.attempts)
+    if recorded.given_up:
+        telemetry.deliveries_given_up([(claimed, result) for claimed, result in recorded.attempts
+                                       if claimed.delivery_id in recorded.given_up])
+    return recorded.outcomes
+
+
+def _record_each_if_need_be(answered: list[tuple[Claimed, http.HttpResult]], *, token: uuid.UUID) -> Recorded:
+    """Record the batch's outcomes together; should that raise (but for the database out of reach,
+    or a deadlock: the batch fails as a whole, and is tried again), each alone, so that a delivery
+    whose outcome cannot be recorded (a value the database refuses, a bug) fails only itself:
+    its attempt is recorded as an internal error instead, retried on its schedule and given up
+    at its end as any failing attempt is. Before, it failed its batch, the other clients'
+    deliveries with it, at every drain, for ever."""
+    try:
+        return _record(answered, token=token)
+    except (OperationalError, InterfaceError):
+        raise
+    except Exception:
+        if len(answered) > 1:
+            logger.warning("A batch's %s outcomes could not be recorded together; recording each alone",
+                           len(answered), exc_info=True)
+    recorded = Recorded()
+    for claimed, result in answered:
+        try:
+            alone = _record([(claimed, result)], token=token)
+        except (OperationalError, InterfaceError):
+            raise
+        except Exception as exc:
+            logger.exception("Delivery %s: its attempt's outcome could not be recorded; recorded as an internal "
+                             "error, retried on its schedule", claimed.delivery_id)
+            alone = _record_unrecorded(claimed, error=f"{UNRECORDED}: {type(exc).__name__}",
+                                       duration_ms=result.duration_ms, token=token)
+        recorded.outcomes += alone.outcomes
+        recorded.attempts += alone.attempts
+        recorded.given_up |= alone.given_up
+    return recorded
+
+
+def _record_unrecorded(claimed: Claimed, *, error: str, duration_ms: int, token: uuid.UUID) -> Recorded:
+    """The attempt of a delivery whose outcome could not be recorded, as that error (the least
+    there is to write: no status, no answer)."""
+    try:
+        return _record([(claimed, http.HttpResult(error=error, duration_ms=duration_ms))], token=token)
+    except (OperationalError, InterfaceError):
+        raise
+    except Exception:
+        # Not even that: its claim expires, as a dead worker's would, for the next drain.
+        logger.exception("Delivery %s: its attempt's error could not be recorded either", claimed.delivery_id)
+        _claims_expire([claimed], token=token)
+        return Recorded()
+
+
+def _record(answered: list[tuple[Claimed, http.HttpResult]], *, token: uuid.UUID) -> Recorded:
+    """Record the attempts' outcomes and move their deliveries on, in one transaction."""
     claims, results = [claimed for claimed, _ in answered], [result for _, result in answered]
     now = timezone.now()
     outcomes: list[AttemptOutcome] = []
@@ -249,13 +318,8 @@ def _send_and_record(
              for claimed, result in zip(claims, results, strict=True)),
             now=now,
         )
-    telemetry.attempts_finished(zip(claims, results, strict=True))
-    if given_up:
-        telemetry.deliveries_given_up(
-            [(claimed, result) for claimed, result in zip(claims, results, strict=True) if claimed.delivery_id in given_up]
-        )
     if owned < len(outcomes):
         logger.warning(
             "%s of %s delivery attempts finished after their claim expired", len(outcomes) - owned, len(outcomes)
         )
-    return outcomes
+    return Recorded(outcomes=outcomes, attempts=answered, given_up=given_up)

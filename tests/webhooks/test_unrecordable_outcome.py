@@ -1,0 +1,88 @@
+"""A delivery whose attempt's outcome cannot be recorded (the database refuses its row, a bug)
+fails only itself: the rest of its batch, other clients' deliveries, are sent and recorded, and
+it is retried on its schedule as an internal error, then given up, rather than failing its whole
+batch at every drain for ever."""
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from django.db import connection
+
+from core.models import Client
+from core.services import client_create
+from examples.receiver import Receiver
+from tests.conftest import worker_log_lines
+from tests.webhooks.conftest import until
+from webhooks import attempts, dispatch, outbox
+from webhooks.models import Delivery, DeliveryAttempt
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+POISONED_PATH = "poisoned"
+
+
+@pytest.fixture
+def answers_refused() -> Iterator[None]:
+    """The database refuses to store a receiver's answer to an attempt sent to a URL ending in
+    POISONED_PATH, in every process (the session worker's too): a trigger, as a constraint or a
+    value it cannot hold would."""
+    with connection.cursor() as cursor:
+        cursor.execute(f"""
+            CREATE FUNCTION test_answer_refused() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                IF NEW.url LIKE '%/{POISONED_PATH}' AND NEW.status_code IS NOT NULL THEN
+                    RAISE EXCEPTION 'this answer cannot be stored';
+                END IF;
+                RETURN NEW;
+            END $$
+        """)
+        cursor.execute("CREATE TRIGGER test_answer_refused BEFORE UPDATE ON webhooks_deliveryattempt "
+                       "FOR EACH ROW EXECUTE FUNCTION test_answer_refused()")
+    try:
+        yield
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("DROP TRIGGER IF EXISTS test_answer_refused ON webhooks_deliveryattempt")
+            cursor.execute("DROP FUNCTION IF EXISTS test_answer_refused()")
+
+
+def _recorded(owner: Client, url: str) -> Delivery:
+    event = outbox.event_record(owner_id=owner.id, subject_id=uuid.uuid4(), event_type="job.succeeded",
+                                data={"n": uuid.uuid4().hex}, callback_url=url, publish=False)
+    return Delivery.objects.get(event=event)
+
+
+def test_a_delivery_whose_outcome_cannot_be_recorded_fails_alone_and_is_given_up(
+    receiver: Receiver, answers_refused: None, celery_worker: str, celery_worker_log: Path
+) -> None:
+    # Given one batch of three clients' deliveries, one of which goes where the database will not
+    # store the answer
+    poisoned = _recorded(client_create(name=f"poisoned-{uuid.uuid4().hex[:6]}"), f"{receiver.url}{POISONED_PATH}")
+    others = [_recorded(client_create(name=f"other-{uuid.uuid4().hex[:6]}"), f"{receiver.url}hook") for _ in range(2)]
+
+    # When the worker's drain sends them together
+    dispatch.deliveries_queue(delivery_ids=[poisoned.pk, *[d.pk for d in others]])
+
+    # Then the other clients' deliveries are delivered and recorded, once each
+    def states() -> dict[int, str]:
+        return dict(Delivery.objects.filter(pk__in=[poisoned.pk, *[d.pk for d in others]]).values_list("pk", "state"))
+
+    until(lambda: all(states()[d.pk] == Delivery.State.SUCCEEDED for d in others), what="the others delivered")
+    assert list(DeliveryAttempt.objects.filter(delivery__in=others).values_list("number", "status_code")) == [
+        (1, 200), (1, 200)
+    ]
+    # And the poisoned one fails alone: each attempt recorded as an internal error, retried on its
+    # schedule (three attempts in the tests), then given up
+    until(lambda: states()[poisoned.pk] == Delivery.State.FAILED, what="the poisoned one given up")
+    tried = list(DeliveryAttempt.objects.filter(delivery=poisoned).values_list("status_code", "error"))
+    assert tried == [(None, f"{attempts.UNRECORDED}: InternalError")] * 3
+    sent = sorted(r.headers["webhook-id"] for r in receiver.received)
+    assert sent == sorted([poisoned.event.message_id] * 3 + [d.event.message_id for d in others])
+    # And the worker says so at WARNING, naming it and why
+    [line] = until(lambda: worker_log_lines(celery_worker_log, "webhook delivery given up",
+                                            f"delivery_id={poisoned.pk} "), what="the worker's line")
+    assert line["level"] == "warning"
+    assert line["error"] == f"{attempts.UNRECORDED}: InternalError"
