@@ -1,81 +1,21 @@
 """Delivery attempts: claim a batch, send it side by side (webhooks/sending.py: each within its
-receiver's share), record each outcome and plan the next attempt.
-
-Only the claim's holder moves a delivery on, so a success is never recorded twice. Every later
-attempt's time is kept on the row: short delays ride on a countdown message, the rest wait for
-the dispatcher.
-"""
+receiver's share), record each outcome and plan the next attempt (webhooks/recording.py)."""
 from __future__ import annotations
 
 import logging
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
 
 from celery.worker import state as worker_state
 from django.conf import settings
-from django.db import DatabaseError, InterfaceError, OperationalError, transaction
-from django.utils import timezone
 
 from core import http
-from core.retry_after import retry_after_seconds
-from webhooks import dispatch, health, sending, signing, sql, telemetry
-from webhooks.claims import Claimed, Scope, claim
-from webhooks.models import Delivery
-from webhooks.retries import retry_delay_seconds
+from webhooks import dispatch, recording, sending, signing, telemetry
+from webhooks.claims import Claimed, Scope, claim, claims_expire
+from webhooks.recording import AttemptOutcome
 
 logger = logging.getLogger(__name__)
-
-State = Delivery.State
-
-# The error of an attempt whose outcome could not be recorded (then its type's name).
-UNRECORDED = "Internal error while recording the outcome"
-
-
-@dataclass(frozen=True)
-class AttemptOutcome:
-    """What one attempt did, as recorded on its DeliveryAttempt row."""
-
-    delivery_id: int
-    attempt_id: int
-    number: int
-    started_at: datetime
-    finished_at: datetime
-    duration_ms: int
-    status_code: int | None
-    response_body: str
-    error: str
-
-
-@dataclass
-class Recorded:
-    """What recording attempts wrote: their outcomes, each attempt as recorded (an outcome that
-    could not be, as its error), and the deliveries given up."""
-
-    outcomes: list[AttemptOutcome] = field(default_factory=list)
-    attempts: list[tuple[Claimed, http.HttpResult]] = field(default_factory=list)
-    given_up: set[int] = field(default_factory=set)
-
-
-def _next_attempt_delay(*, result: http.HttpResult, attempts_made: int, now: datetime) -> float | None:
-    """Seconds until the next attempt, or None when the delivery is over (success or not)."""
-    if result.ok or result.status_code == 410:
-        return None  # delivered; or Gone: the receiver asked us to stop
-    delay = retry_delay_seconds(attempts_made=attempts_made, schedule=settings.WEBHOOK_RETRY_SCHEDULE)
-    if delay is not None and result.status_code in (429, 503):
-        retry_after = retry_after_seconds(
-            result.headers.get("Retry-After"), now=now, max_seconds=settings.WEBHOOK_RETRY_AFTER_MAX_SECONDS
-        )
-        if retry_after is not None:
-            delay = retry_after
-    return delay
-
-
-def _text(prefix: bytes) -> str:
-    # PostgreSQL text cannot hold NUL; a receiver's body is shown, not trusted.
-    return prefix.decode("utf-8", errors="replace").replace("\x00", "\ufffd")
 
 
 def _send(claimed: Claimed, resolver: http.Resolver | None) -> http.HttpResult:
@@ -168,17 +108,8 @@ def _attempt(
         # Something outside one delivery's attempt (which sending.py records as its own outcome)
         # raised: the batch's claims end now, as a dead worker's would, so that it can be sent
         # again at once; the attempts it left open are closed as interrupted when it is.
-        _claims_expire(claims, token=token)
+        claims_expire(claims, token=token)
         raise
-
-
-def _claims_expire(claims: Sequence[Claimed], *, token: uuid.UUID) -> None:
-    try:
-        Delivery.objects.filter(pk__in=[claimed.delivery_id for claimed in claims], claim_token=token).update(
-            claimed_until=timezone.now()
-        )
-    except DatabaseError:
-        logger.warning("A batch's claims could not be given up: they expire by themselves", exc_info=True)
 
 
 def _send_and_record(
@@ -192,7 +123,7 @@ def _send_and_record(
     answered = [(claimed, result) for claimed, result in sent if isinstance(result, http.HttpResult)]
     if not answered:
         return []
-    recorded = _record_each_if_need_be(answered, token=token)
+    recorded = recording.record_each_if_need_be(answered, token=token)
     telemetry.attempts_finished(recorded.attempts)
     if recorded.given_up:
         telemetry.deliveries_given_up([(claimed, result) for claimed, result in recorded.attempts
@@ -200,126 +131,3 @@ def _send_and_record(
     return recorded.outcomes
 
 
-def _record_each_if_need_be(answered: list[tuple[Claimed, http.HttpResult]], *, token: uuid.UUID) -> Recorded:
-    """Record the batch's outcomes together; should that raise (but for the database out of reach,
-    or a deadlock: the batch fails as a whole, and is tried again), each alone, so that a delivery
-    whose outcome cannot be recorded (a value the database refuses, a bug) fails only itself:
-    its attempt is recorded as an internal error instead, retried on its schedule and given up
-    at its end as any failing attempt is. Before, it failed its batch, the other clients'
-    deliveries with it, at every drain, for ever."""
-    try:
-        return _record(answered, token=token)
-    except (OperationalError, InterfaceError):
-        raise
-    except Exception:
-        if len(answered) > 1:
-            logger.warning("A batch's %s outcomes could not be recorded together; recording each alone",
-                           len(answered), exc_info=True)
-    recorded = Recorded()
-    for claimed, result in answered:
-        try:
-            alone = _record([(claimed, result)], token=token)
-        except (OperationalError, InterfaceError):
-            raise
-        except Exception as exc:
-            logger.exception("Delivery %s: its attempt's outcome could not be recorded; recorded as an internal "
-                             "error, retried on its schedule", claimed.delivery_id)
-            alone = _record_unrecorded(claimed, error=f"{UNRECORDED}: {type(exc).__name__}",
-                                       duration_ms=result.duration_ms, token=token)
-        recorded.outcomes += alone.outcomes
-        recorded.attempts += alone.attempts
-        recorded.given_up |= alone.given_up
-    return recorded
-
-
-def _record_unrecorded(claimed: Claimed, *, error: str, duration_ms: int, token: uuid.UUID) -> Recorded:
-    """The attempt of a delivery whose outcome could not be recorded, as that error (the least
-    there is to write: no status, no answer)."""
-    try:
-        return _record([(claimed, http.HttpResult(error=error, duration_ms=duration_ms))], token=token)
-    except (OperationalError, InterfaceError):
-        raise
-    except Exception:
-        # Not even that: its claim expires, as a dead worker's would, for the next drain.
-        logger.exception("Delivery %s: its attempt's error could not be recorded either", claimed.delivery_id)
-        _claims_expire([claimed], token=token)
-        return Recorded()
-
-
-def _record(answered: list[tuple[Claimed, http.HttpResult]], *, token: uuid.UUID) -> Recorded:
-    """Record the attempts' outcomes and move their deliveries on, in one transaction."""
-    claims, results = [claimed for claimed, _ in answered], [result for _, result in answered]
-    now = timezone.now()
-    outcomes: list[AttemptOutcome] = []
-    # Deliveries by outcome: (state, seconds to the next attempt or None) -> ids. A batch's
-    # outcomes are mostly alike (all delivered), so recording them is an UPDATE or two.
-    next_steps: dict[tuple[str, float | None], list[int]] = {}
-    for claimed, result in zip(claims, results, strict=True):
-        outcomes.append(
-            AttemptOutcome(
-                delivery_id=claimed.delivery_id,
-                attempt_id=claimed.attempt_id,
-                number=claimed.attempt_number,
-                started_at=claimed.started_at,
-                finished_at=now,
-                duration_ms=result.duration_ms,
-                status_code=result.status_code,
-                response_body=_text(result.body_prefix),
-                error=result.error,
-            )
-        )
-        delay = _next_attempt_delay(result=result, attempts_made=claimed.attempt_number, now=now)
-        if result.ok:
-            state = State.SUCCEEDED
-        elif delay is None:
-            state = State.FAILED
-        else:
-            state = State.PENDING
-        next_steps.setdefault((state, delay), []).append(claimed.delivery_id)
-    owned = 0
-    given_up: set[int] = set()
-    with transaction.atomic():
-        sql.attempts_finish(
-            [(o.attempt_id, o.finished_at, o.duration_ms, o.status_code, o.response_body, o.error) for o in outcomes]
-        )
-        for (state, delay), ids in next_steps.items():
-            countdown = delay is not None and delay <= dispatch.COUNTDOWN_MAX_SECONDS
-            # Only the claim's holder moves a delivery on; if the claim expired and another
-            # worker took over, this attempt is logged but decides nothing. One canceled under
-            # its claim (its endpoint deleted while the attempt was in flight) is moved by a
-            # success only: nothing more goes to an endpoint that is gone.
-            held = Delivery.objects.filter(pk__in=ids, claim_token=token)
-            if state != State.SUCCEEDED:
-                held = held.filter(state=State.PENDING)
-            if state == State.FAILED:
-                # Given up: which of them this batch still holds, locked so that they stay held
-                # until moved (rare, a delivery's last attempt: a query more is nothing).
-                ids = list(held.select_for_update().values_list("pk", flat=True))
-                given_up.update(ids)
-            moved = held.update(
-                state=state,
-                next_attempt_at=None if delay is None else now + timedelta(seconds=delay),
-                dispatched_at=now if countdown else None,
-                claim_token=None,
-                claimed_until=None,
-                finished_at=None if state == State.PENDING else now,
-            )
-            owned += moved
-            if countdown:
-                # A retry taken over by another worker is published too: its claim makes it a no-op.
-                dispatch.deliveries_publish_on_commit(delivery_ids=ids, countdown=delay)
-        if owned < len(outcomes):
-            # Those canceled under their claim whose attempt did not succeed stay canceled.
-            owned += Delivery.objects.filter(
-                pk__in=[o.delivery_id for o in outcomes], claim_token=token, state=State.CANCELED
-            ).update(claim_token=None, claimed_until=None)
-        health.endpoints_record_outcomes(
-            ((claimed.endpoint_id, result.ok, result.error or f"HTTP {result.status_code}")
-             for claimed, result in zip(claims, results, strict=True)),
-            now=now,
-        )
-    if owned < len(outcomes):
-        logger.warning(
-            "%s of %s delivery attempts finished after their claim expired", len(outcomes) - owned, len(outcomes)
-        )
-    return Recorded(outcomes=outcomes, attempts=answered, given_up=given_up)

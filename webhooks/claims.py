@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -109,7 +109,7 @@ def claim(*, scope: Scope, token: uuid.UUID, limit: int = BATCH_MAX_DELIVERIES) 
 def _left_out_close(left_out: Sequence[tuple[int, int]], *, token: uuid.UUID, now: datetime) -> None:
     """Close what the claim opened for deliveries left out of the batch, (delivery id, attempt
     id) each: an endpoint's (a client's went with it) is canceled, and leaves its claim as one
-    whose attempt failed does when the endpoint is deleted in flight (webhooks/attempts.py); its
+    whose attempt failed does when the endpoint is deleted in flight (webhooks/recording.py); its
     attempt, never sent, ends with the reason. Left open, the delivery log showed it in flight
     for ever beside the canceled delivery."""
     with transaction.atomic():
@@ -119,6 +119,17 @@ def _left_out_close(left_out: Sequence[tuple[int, int]], *, token: uuid.UUID, no
         Delivery.objects.filter(
             pk__in=[delivery for delivery, _ in left_out], claim_token=token, state=Delivery.State.CANCELED
         ).update(claim_token=None, claimed_until=None)
+
+
+def claims_expire(claims: Sequence[Claimed], *, token: uuid.UUID) -> None:
+    """End the claims now, as a dead worker's would expire, so that the deliveries can be claimed
+    again at once; the attempts they opened are closed as interrupted when they are."""
+    try:
+        Delivery.objects.filter(pk__in=[claimed.delivery_id for claimed in claims], claim_token=token).update(
+            claimed_until=timezone.now()
+        )
+    except DatabaseError:
+        logger.warning("A batch's claims could not be given up: they expire by themselves", exc_info=True)
 
 
 def claim_postgresql(

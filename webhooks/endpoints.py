@@ -122,7 +122,7 @@ def endpoint_delete(*, owner_id: uuid.UUID, endpoint_id: uuid.UUID | str) -> Non
         # without its endpoint (SET_NULL), to go to its URL signed with the client's secret.
         endpoint = Endpoint.objects.select_for_update().get(pk=endpoint_get(owner_id=owner_id, endpoint_id=endpoint_id).pk)
         # An attempt in flight keeps its claim: its holder records a 2xx as succeeded (the
-        # receiver got it), and anything else leaves the delivery canceled (webhooks/attempts.py).
+        # receiver got it), and anything else leaves the delivery canceled (webhooks/recording.py).
         Delivery.objects.filter(endpoint=endpoint, state__in=[State.PENDING, State.ENDPOINT_DISABLED]).update(
             state=State.CANCELED, next_attempt_at=None, finished_at=timezone.now(),
         )

@@ -16,7 +16,7 @@ from core.services import client_create
 from examples.receiver import Receiver
 from tests.conftest import worker_log_lines
 from tests.webhooks.conftest import until
-from webhooks import attempts, dispatch, outbox
+from webhooks import dispatch, outbox, recording
 from webhooks.models import Delivery, DeliveryAttempt
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -78,11 +78,11 @@ def test_a_delivery_whose_outcome_cannot_be_recorded_fails_alone_and_is_given_up
     # schedule (three attempts in the tests), then given up
     until(lambda: states()[poisoned.pk] == Delivery.State.FAILED, what="the poisoned one given up")
     tried = list(DeliveryAttempt.objects.filter(delivery=poisoned).values_list("status_code", "error"))
-    assert tried == [(None, f"{attempts.UNRECORDED}: InternalError")] * 3
+    assert tried == [(None, f"{recording.UNRECORDED}: InternalError")] * 3
     sent = sorted(r.headers["webhook-id"] for r in receiver.received)
     assert sent == sorted([poisoned.event.message_id] * 3 + [d.event.message_id for d in others])
     # And the worker says so at WARNING, naming it and why
     [line] = until(lambda: worker_log_lines(celery_worker_log, "webhook delivery given up",
                                             f"delivery_id={poisoned.pk} "), what="the worker's line")
     assert line["level"] == "warning"
-    assert line["error"] == f"{attempts.UNRECORDED}: InternalError"
+    assert line["error"] == f"{recording.UNRECORDED}: InternalError"
