@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 from celery.worker import state as worker_state
 from django.conf import settings
+from django.db import InterfaceError, OperationalError
 
 from core import http
 from webhooks import dispatch, recording, sending, signing, telemetry
@@ -16,6 +17,10 @@ from webhooks.claims import Claimed, Scope, claim, claims_expire
 from webhooks.recording import AttemptOutcome
 
 logger = logging.getLogger(__name__)
+
+# The error of an attempt whose batch raised outside the attempts and their recording, and
+# did so with it alone (then the exception's type's name).
+SURPRISE = "Internal error while sending"
 
 
 def _send(claimed: Claimed, resolver: http.Resolver | None) -> http.HttpResult:
@@ -55,9 +60,9 @@ def deliveries_drain(*, resolver: http.Resolver | None = None) -> int:
     it is empty, asking another drain to join while the batches are full; after
     DRAIN_MAX_SECONDS, or once its worker begins a warm shutdown (a deploy's SIGTERM), a fresh
     drain takes over the rest, so that no task runs for ever and a stopping worker finishes
-    within one batch. How many attempts were made. Ids whose batch raised (the database refused
-    it, or anything outside what one delivery's attempt may raise) go back to the queue, their
-    claims given up, so that the next drain sends them."""
+    within one batch. How many attempts were made. Ids whose batch failed as a whole (the
+    database out of reach, or each delivery raising alone too: `_attempt`) go back to the queue,
+    their claims given up, so that the next drain sends them."""
     dispatch.drain_started()
     made = 0
     hand_over_at = time.monotonic() + dispatch.DRAIN_MAX_SECONDS
@@ -104,12 +109,65 @@ def _attempt(
         return []
     try:
         return _send_and_record(claims, token=token, resolver=resolver)
-    except Exception:
-        # Something outside one delivery's attempt (which sending.py records as its own outcome)
-        # raised: the batch's claims end now, as a dead worker's would, so that it can be sent
-        # again at once; the attempts it left open are closed as interrupted when it is.
+    except (OperationalError, InterfaceError):
+        # The database out of reach, or a deadlock: the batch's claims end now, as a dead
+        # worker's would, so that it can be sent again at once; the attempts it left open are
+        # closed as interrupted when it is.
         claims_expire(claims, token=token)
         raise
+    except Exception as exc:
+        # Something outside one delivery's attempt (which sending.py records as its own outcome)
+        # and its recording (recording.py) raised.
+        if len(claims) == 1:
+            logger.exception("Delivery %s: its batch of one raised; its attempt recorded as an internal error, "
+                             "retried on its schedule", claims[0].delivery_id)
+            return _told(recording.record_unrecorded(claims[0], error=f"{SURPRISE}: {type(exc).__name__}",
+                                                     duration_ms=0, token=token))
+        logger.warning("A batch of %s deliveries raised; sending each alone", len(claims), exc_info=True)
+        claims_expire(claims, token=token)
+    outcomes = _each_alone(claims, resolver=resolver)
+    if outcomes is None:
+        raise BatchFailed(f"A batch of {len(claims)} deliveries raised, and each of them alone")
+    return outcomes
+
+
+class BatchFailed(RuntimeError):
+    """A batch raised, and so did each of its deliveries sent alone: the batch's fault (a bug in
+    the sending, not one delivery's data), tried again as a whole."""
+
+
+def _each_alone(claims: list[Claimed], *, resolver: http.Resolver | None) -> list[AttemptOutcome] | None:
+    """The deliveries of a batch that raised, each sent as a batch of its own (its claim given up
+    already), so that one whose data makes a batch raise fails only itself: its attempt is
+    recorded as an internal error, retried on its schedule and given up at its end. Before, its
+    batch raised at every drain, the other clients' deliveries in it with it, for ever. None when
+    each of them raised too: their claims are given up, for the batch to be tried again."""
+    outcomes: list[AttemptOutcome] = []
+    failed: list[tuple[Claimed, uuid.UUID, Exception]] = []
+    taken = 0
+    for claimed in claims:
+        token = uuid.uuid4()
+        alone = claim(scope=Scope(delivery_ids=[claimed.delivery_id]), token=token)
+        taken += len(alone)
+        if not alone:
+            continue  # recorded after all (what raised came later), or another worker's now
+        try:
+            outcomes += _send_and_record(alone, token=token, resolver=resolver)
+        except (OperationalError, InterfaceError):
+            claims_expire(alone, token=token)
+            raise
+        except Exception as exc:  # noqa: BLE001 - one delivery's fault or the batch's: judged below, with the others'
+            failed.append((alone[0], token, exc))
+    if failed and len(failed) == taken:
+        for claimed, token, _ in failed:
+            claims_expire([claimed], token=token)
+        return None
+    for claimed, token, exc in failed:
+        logger.error("Delivery %s: raised alone in its batch; its attempt recorded as an internal error, retried on "
+                     "its schedule", claimed.delivery_id, exc_info=exc)
+        outcomes += _told(recording.record_unrecorded(claimed, error=f"{SURPRISE}: {type(exc).__name__}",
+                                                      duration_ms=0, token=token))
+    return outcomes
 
 
 def _send_and_record(
@@ -123,11 +181,13 @@ def _send_and_record(
     answered = [(claimed, result) for claimed, result in sent if isinstance(result, http.HttpResult)]
     if not answered:
         return []
-    recorded = recording.record_each_if_need_be(answered, token=token)
+    return _told(recording.record_each_if_need_be(answered, token=token))
+
+
+def _told(recorded: recording.Recorded) -> list[AttemptOutcome]:
+    """Count and log the attempts recorded, and the deliveries given up; their outcomes."""
     telemetry.attempts_finished(recorded.attempts)
     if recorded.given_up:
         telemetry.deliveries_given_up([(claimed, result) for claimed, result in recorded.attempts
                                        if claimed.delivery_id in recorded.given_up])
     return recorded.outcomes
-
-

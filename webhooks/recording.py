@@ -110,7 +110,10 @@ def record_each_if_need_be(answered: list[tuple[Claimed, http.HttpResult]], *, t
 
 def record_unrecorded(claimed: Claimed, *, error: str, duration_ms: int, token: uuid.UUID) -> Recorded:
     """The attempt of a delivery whose outcome could not be recorded, as that error (the least
-    there is to write: no status, no answer)."""
+    there is to write: no status, no answer); nothing if the claim no longer holds it (what
+    raised came after its outcome was recorded, or another worker took it over)."""
+    if not Delivery.objects.filter(pk=claimed.delivery_id, claim_token=token).exists():
+        return Recorded()
     try:
         return record([(claimed, http.HttpResult(error=error, duration_ms=duration_ms))], token=token)
     except (OperationalError, InterfaceError):

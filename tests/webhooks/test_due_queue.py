@@ -9,8 +9,10 @@ from typing import Any
 
 import pytest
 import redis
+import structlog.testing
 from celery.worker import state as worker_state
 from django.db import DatabaseError
+from django.utils import timezone
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -185,6 +187,53 @@ def test_ids_whose_batch_raised_anything_go_back_to_the_queue_and_are_sent_at_on
     assert set(DeliveryAttempt.objects.filter(delivery__in=deliveries, number=1).values_list("error", flat=True)) == {
         sql.INTERRUPTED
     }
+
+
+def test_a_delivery_that_makes_its_batch_raise_fails_alone_and_is_given_up(
+    owner: Client, receiver: Receiver, drains_asked: list[None], monkeypatch: pytest.MonkeyPatch, settings: Any
+) -> None:
+    # Given a batch of three clients' deliveries, one of which makes any batch holding it raise
+    # outside the attempts (injected: as its data could trip the lanes' bookkeeping), and retries
+    # left to this test (an hour away: no countdown message for the session's worker)
+    settings.WEBHOOK_RETRY_SCHEDULE = [0, 3600, 3600]
+    poisoned = record(owner, receiver.url)
+    others = [record(client_create(name=f"due-{uuid.uuid4().hex[:8]}"), receiver.url) for _ in range(2)]
+    send_batch = sending.send_batch
+
+    def tripped(claims: list[Any], send: Any) -> list[Any]:
+        if any(claimed.delivery_id == poisoned.pk for claimed in claims):
+            raise RuntimeError("tripped by one delivery's data")
+        return send_batch(claims, send)
+
+    monkeypatch.setattr(sending, "send_batch", tripped)
+
+    # When a drain sends them
+    attempts.deliveries_drain()
+
+    # Then the other clients' deliveries went out, once each, and are delivered
+    assert sorted(r.headers["webhook-id"] for r in receiver.received) == sorted(d.event.message_id for d in others)
+    assert set(Delivery.objects.filter(pk__in=[d.pk for d in others]).values_list("state", flat=True)) == {
+        Delivery.State.SUCCEEDED
+    }
+    # And the poisoned one failed alone: its attempt recorded as an internal error, its next one
+    # due on its schedule (not at every drain)
+    poisoned.refresh_from_db()
+    assert poisoned.state == Delivery.State.PENDING and poisoned.claim_token is None
+    assert list(DeliveryAttempt.objects.filter(delivery=poisoned).values_list("error", flat=True)) == [
+        sql.INTERRUPTED, f"{attempts.SURPRISE}: RuntimeError"
+    ]
+
+    # And when its schedule's last attempt fails the same way, it is given up, with a WARNING
+    # line naming it and why
+    Delivery.objects.filter(pk=poisoned.pk).update(next_attempt_at=timezone.now(), dispatched_at=timezone.now())
+    with structlog.testing.capture_logs() as lines:
+        attempts.deliveries_attempt(delivery_ids=[poisoned.pk])
+    poisoned.refresh_from_db()
+    assert (poisoned.state, poisoned.next_attempt_at) == (Delivery.State.FAILED, None)
+    [given_up] = [line for line in lines if line["event"] == "webhook delivery given up"]
+    assert (given_up["log_level"], given_up["delivery_id"], given_up["error"]) == (
+        "warning", poisoned.pk, f"{attempts.SURPRISE}: RuntimeError"
+    )
 
 
 def test_the_dispatcher_asks_again_when_a_drain_message_was_lost(
