@@ -57,7 +57,7 @@ class Recorded:
     given_up: set[int] = field(default_factory=set)
 
 
-def next_attempt_delay(*, result: http.HttpResult, attempts_made: int, now: datetime) -> float | None:
+def _next_attempt_delay(*, result: http.HttpResult, attempts_made: int, now: datetime) -> float | None:
     """Seconds until the next attempt, or None when the delivery is over (success or not)."""
     if result.ok or result.status_code == 410:
         return None  # delivered; or Gone: the receiver asked us to stop
@@ -147,7 +147,7 @@ def record(answered: list[tuple[Claimed, http.HttpResult]], *, token: uuid.UUID)
                 error=result.error,
             )
         )
-        delay = next_attempt_delay(result=result, attempts_made=claimed.attempt_number, now=now)
+        delay = _next_attempt_delay(result=result, attempts_made=claimed.attempt_number, now=now)
         if result.ok:
             state = State.SUCCEEDED
         elif delay is None:
