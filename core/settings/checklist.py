@@ -19,6 +19,12 @@ OPENAI_RETRY_BASE_SECONDS = env.float("OPENAI_RETRY_BASE_SECONDS", default=1.0)
 # Longest wait between two tries, in seconds; a longer Retry-After is clamped to it.
 OPENAI_RETRY_MAX_SECONDS = env.float("OPENAI_RETRY_MAX_SECONDS", default=20.0)
 
+# Most tokens one model answer may have (sent as `max_completion_tokens`; 0: not sent, the
+# model's own limit applies). A longer answer is cut off by the provider and fails the job
+# `model_output_too_long`. 16,384 is gpt-4o-mini's own most, and holds a checklist of 500 tasks
+# of about 100 characters.
+OPENAI_MAX_OUTPUT_TOKENS = env.int("OPENAI_MAX_OUTPUT_TOKENS", default=16_384)
+
 # Tokens (the provider's `usage.total_tokens`) one client's jobs may spend on model calls per
 # UTC day; past it, checklist submissions get 429 and its running ones fail (0: no budget).
 MODEL_TOKENS_PER_CLIENT_PER_DAY = env.int("MODEL_TOKENS_PER_CLIENT_PER_DAY", default=2_000_000)

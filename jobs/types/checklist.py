@@ -6,7 +6,7 @@ the type persists results, as a persisted result. Each model answer is parsed as
 validated; a bad answer fails the job with `invalid_model_output` and the validation message.
 
 Model calls go through the official `openai` client with its own retries off, each answer bounded
-in time and size (`checklist_client.py`), and are retried
+in tokens (OPENAI_MAX_OUTPUT_TOKENS), time and size (`checklist_client.py`), and are retried
 here with tenacity: only transient errors (429, 408, 409, 5xx, timeouts, connection errors), a
 bounded number of times, with exponential backoff that honours Retry-After (which errors are
 transient, and the job's error once a call has failed for good: `checklist_failures.py`). Nothing here holds a
@@ -41,6 +41,7 @@ from jobs.types.checklist_failures import (
     final_outcome,
     is_transient,
     job_failure,
+    output_too_long_message,
     redacted,
     retried_outcome,
 )
@@ -215,6 +216,8 @@ def _complete(ctx: StepContext, messages: list[prompts.ChatMessage]) -> Any:
                         # JSON mode: widely supported by OpenAI-compatible servers, unlike
                         # json_schema; the shape itself is checked with pydantic below.
                         response_format={"type": "json_object"},
+                        # So a document cannot talk the model into an answer of any length.
+                        max_completion_tokens=settings.OPENAI_MAX_OUTPUT_TOKENS or openai.omit,
                     )
                     metrics.model_answered(model=settings.OPENAI_MODEL, seconds=time.monotonic() - started,
                                            tokens=total_tokens(completion))
@@ -285,7 +288,8 @@ def _answer(ctx: StepContext, messages: list[prompts.ChatMessage], answer_model:
     if refusal:
         raise JobFailed("invalid_model_output", f"The model refused: {refusal}"[:MAX_ERROR_DETAIL_CHARS])
     if choice.finish_reason == "length":
-        raise JobFailed("invalid_model_output", "The model's answer was cut off at its length limit.")
+        # Spent in full, and the same text would very likely be answered as long again.
+        raise JobFailed("model_output_too_long", output_too_long_message(), retryable=False)
     if choice.finish_reason == "content_filter":
         # What is left of it (often a fragment) would only fail as JSON, saying nothing of why.
         raise JobFailed("invalid_model_output", "The model's answer was withheld by the provider's content filter.")

@@ -80,6 +80,17 @@ def redacted(text: str) -> str:
     return text.replace(key, "[OPENAI_API_KEY]") if key else text
 
 
+def output_too_long_message() -> str:
+    """The job's error for an answer the provider cut off at its length limit
+    (`finish_reason` "length"): at OPENAI_MAX_OUTPUT_TOKENS, or the model's own limit."""
+    limit = settings.OPENAI_MAX_OUTPUT_TOKENS
+    bound = f"the {limit} tokens an answer may have" if limit else "the model's own length limit"
+    return (
+        f"The model's answer was cut off at {bound}; a shorter document, or one asking for "
+        "fewer tasks, may fit."
+    )
+
+
 def job_failure(error: openai.OpenAIError, attempts: int) -> JobFailed:
     """The job's error for a model call that failed for good."""
     if isinstance(error, openai.APIStatusError):

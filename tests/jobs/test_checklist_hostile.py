@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.conf import settings as django_settings
 
 from jobs.types import checklist
 from jobs.types.base import JobFailed
@@ -218,3 +219,40 @@ def test_an_answer_stopped_by_the_content_filter_says_so(api: Api, fake_openai: 
         "type": "invalid_model_output",
         "message": "The model's answer was withheld by the provider's content filter.",
     }
+
+
+def test_each_model_call_asks_for_at_most_the_output_tokens_setting(api: Api, fake_openai: FakeOpenAI) -> None:
+    # Given a model that answers both calls well
+    scenario = fake_openai.scenario()
+    scenario.add(summary_reply(scenario), checklist_reply())
+
+    job = api.wait(submit(api, scenario)["id"])
+
+    # Then each call bounded its answer by OPENAI_MAX_OUTPUT_TOKENS (the worker's is this
+    # process's: the same environment), in the parameter the client names for chat completions
+    assert job["status"] == "SUCCESS", job
+    assert [request.body.get("max_completion_tokens") for request in scenario.requests] == [
+        django_settings.OPENAI_MAX_OUTPUT_TOKENS
+    ] * 2
+    assert django_settings.OPENAI_MAX_OUTPUT_TOKENS == 16_384
+
+
+def test_an_answer_cut_off_at_the_output_limit_fails_the_job_once_its_tokens_counted(
+    api: Api, fake_openai: FakeOpenAI
+) -> None:
+    # Given a model whose summary the provider cut off at the answer's token limit, and a job
+    # whose retry policy would run it again
+    scenario = fake_openai.scenario()
+    cut_off = Reply.answer('{"summary": "Sign the', finish_reason="length", total_tokens=16_500)
+    scenario.add(cut_off, summary_reply(scenario), checklist_reply())
+
+    job = api.wait(submit(api, scenario, retry={"max_attempts": 3, "backoff_seconds": 1})["id"])
+
+    # Then the job fails saying its answer was too long, after that one call (the same document
+    # would be answered as long again, each run paying for it), its tokens counted; no truncated
+    # summary or checklist is stored as a result
+    assert (job["status"], len(scenario.requests)) == ("FAILURE", 1), job
+    assert job["error"]["type"] == "model_output_too_long"
+    assert "cut off at the 16384 tokens an answer may have" in job["error"]["message"]
+    assert job["result"] is None
+    assert tokens_today(api) == 16_500
