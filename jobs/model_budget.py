@@ -13,7 +13,8 @@ answered, so the budget is overshot by the calls in flight when it runs out: eac
 call at a time, so by at most JOB_MAX_RUNNING_PER_CLIENT calls' tokens (each at most the
 model's context window; with no running cap, as many calls as the jobs workers run processes).
 A server that reports no usage is not budgeted; one that reports more than a call can spend is
-counted as that much (jobs/types/checklist_client.py, MAX_TOKENS_PER_CALL).
+counted as that much (jobs/types/checklist_client.py, MAX_TOKENS_PER_CALL). A try whose answer
+the client's bounds cut off is counted as an estimate (jobs/types/checklist_calls.py).
 """
 from __future__ import annotations
 

@@ -6,14 +6,16 @@ the type persists results, as a persisted result. Each model answer is parsed as
 validated; a bad answer fails the job with `invalid_model_output` and the validation message.
 
 Model calls go through the official `openai` client with its own retries off, each answer bounded
-in tokens (OPENAI_MAX_OUTPUT_TOKENS), time and size (`checklist_client.py`), and are retried
-here with tenacity: only transient errors (429, 408, 409, 5xx, timeouts, connection errors), a
-bounded number of times, with exponential backoff that honours Retry-After (which errors are
-transient, and the job's error once a call has failed for good: `checklist_failures.py`). Nothing here holds a
+in tokens (OPENAI_MAX_OUTPUT_TOKENS), time and size (`checklist_client.py`), each try made by
+`checklist_calls.py`, and are retried here with tenacity: only transient errors (429, 408, 409,
+5xx, timeouts, connection errors), a bounded number of times, with exponential backoff that
+honours Retry-After (which errors are transient, and the job's error once a call has failed for
+good: `checklist_failures.py`). Nothing here holds a
 database transaction or lock while it waits: the status flips (RETRY/STARTED) and progress are
 short autocommit writes. Before each call the owner's daily model budget is checked (spent: the
 job fails with `model_budget_exhausted`, the model not called), and after it the tokens the
-answer reports are counted against it (jobs/model_budget.py). Each try is counted by outcome, an
+answer reports are counted against it (jobs/model_budget.py), or for a try whose answer was cut
+off by its bounds, an estimate (`checklist_calls.py`). Each try is counted by outcome, an
 answered one with its duration and tokens (core/metrics.py: nothing is recorded while metrics are off).
 """
 from __future__ import annotations
@@ -35,7 +37,8 @@ from core.parsers import unstorable_character
 from core.retry_after import retry_after_seconds
 from jobs.types import checklist_prompts as prompts
 from jobs.types.base import JobFailed, JobType, RetryLimits, StepContext
-from jobs.types.checklist_client import Completion, model_client, total_tokens
+from jobs.types.checklist_calls import ModelTries
+from jobs.types.checklist_client import Completion, total_tokens
 from jobs.types.checklist_failures import (
     MAX_ERROR_DETAIL_CHARS,
     final_outcome,
@@ -53,10 +56,6 @@ MAX_GUIDELINES_CHARS = 100_000
 MAX_SUMMARY_CHARS = 50_000
 MAX_TASK_CHARS = 2_000
 MAX_CHECKLIST_ITEMS = 500
-
-# The client refuses to start without a key, but a self-hosted server behind OPENAI_BASE_URL
-# often needs none; it is sent this placeholder instead.
-KEYLESS_PLACEHOLDER = "not-needed"
 
 
 class ChecklistPayload(BaseModel):
@@ -166,16 +165,6 @@ def _sleep_unless_canceled(ctx: StepContext) -> Callable[[float], None]:
     return sleep
 
 
-def _client() -> openai.OpenAI:
-    # OPENAI_BASE_URL is operator configuration, not user input, so it does not go through the
-    # webhook client's private-network guard: a model served on localhost is a normal set-up.
-    return model_client(
-        api_key=settings.OPENAI_API_KEY or KEYLESS_PLACEHOLDER,
-        base_url=settings.OPENAI_BASE_URL or None,
-        timeout_seconds=settings.OPENAI_TIMEOUT_SECONDS,
-    )
-
-
 def _complete(ctx: StepContext, messages: list[prompts.ChatMessage]) -> Any:
     """One chat completion, retried on transient errors; JobFailed when it cannot be had."""
 
@@ -205,23 +194,11 @@ def _complete(ctx: StepContext, messages: list[prompts.ChatMessage]) -> Any:
         sleep=_sleep_unless_canceled(ctx),
         reraise=True,
     )
-    with _client() as client:
+    with ModelTries() as tries:
         try:
             for attempt in retrying:
                 with attempt:
-                    started = time.monotonic()
-                    completion = client.chat.completions.create(
-                        model=settings.OPENAI_MODEL,
-                        messages=messages,  # type: ignore[arg-type]
-                        # JSON mode: widely supported by OpenAI-compatible servers, unlike
-                        # json_schema; the shape itself is checked with pydantic below.
-                        response_format={"type": "json_object"},
-                        # So a document cannot talk the model into an answer of any length.
-                        max_completion_tokens=settings.OPENAI_MAX_OUTPUT_TOKENS or openai.omit,
-                    )
-                    metrics.model_answered(model=settings.OPENAI_MODEL, seconds=time.monotonic() - started,
-                                           tokens=total_tokens(completion))
-                    return completion
+                    return tries.attempt(ctx, messages)
         except openai.OpenAIError as error:
             metrics.model_call_failed(model=settings.OPENAI_MODEL, outcome=final_outcome(error))
             raise job_failure(error, retrying.statistics.get("attempt_number", 1)) from None

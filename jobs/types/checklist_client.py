@@ -9,10 +9,13 @@ budget (the job failed `time_limit_exceeded`, its other tries never made); and a
 into memory whole, however large (an answer of 256 MiB grew the process by 518 MiB; refused
 now in 0.09 s, by 4 MiB; a server sending gigabytes took the worker's memory). The
 bounds are kept on the answer's stream, swapped in by httpx's response hook, so the client's
-own transport, and with it any proxy the environment names, is left as it is.
+own transport, and with it any proxy the environment names, is left as it is. A try they cut
+off is counted against the daily model budget as an estimate (`cut_off_tokens`): the provider
+may bill it, and its usage, at the end of the answer, is never read.
 """
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -35,18 +38,20 @@ class UnreadableAnswer(openai.OpenAIError):
 
 
 class _BoundedStream(httpx2.SyncByteStream):
-    def __init__(self, stream: httpx2.SyncByteStream, *, request: httpx2.Request, deadline: float) -> None:
+    def __init__(self, stream: httpx2.SyncByteStream, *, request: httpx2.Request, bounds: AnswerBounds) -> None:
         self._stream = stream
         self._request = request
-        self._deadline = deadline
+        self._bounds = bounds
 
     def __iter__(self) -> Iterator[bytes]:
         read = 0
         for chunk in self._stream:
             read += len(chunk)
             if read > MAX_ANSWER_BYTES:
+                self._bounds.cut_off_bytes = read
                 raise UnreadableAnswer(f"The model server's answer is longer than {MAX_ANSWER_BYTES} bytes.")
-            if time.monotonic() > self._deadline:
+            if time.monotonic() > self._bounds.deadline:
+                self._bounds.cut_off_bytes = read
                 # A timeout, as the client's own: tried again like one.
                 raise httpx2.ReadTimeout("The answer took longer than its timeout.", request=self._request)
             yield chunk
@@ -55,34 +60,40 @@ class _BoundedStream(httpx2.SyncByteStream):
         self._stream.close()
 
 
-class _AnswerBounds:
+class AnswerBounds:
     """The two hooks: the request's sending starts its answer's time; the answer, once its
-    headers are in, is read through the bounds."""
+    headers are in, is read through the bounds. `cut_off_bytes`: when the bounds cut the last
+    try's answer off, the bytes of it read (refused unread: its length as told, else 0); None
+    otherwise."""
 
     def __init__(self, *, seconds: float) -> None:
         self._seconds = seconds
-        self._deadline = 0.0
+        self.deadline = 0.0
+        self.cut_off_bytes: int | None = None
 
     def request_sent(self, request: httpx2.Request) -> None:
-        self._deadline = time.monotonic() + self._seconds
+        self.deadline = time.monotonic() + self._seconds
+        self.cut_off_bytes = None
 
     def response_received(self, response: httpx2.Response) -> None:
+        length = response.headers.get("content-length", "")
+        told = int(length) if length.isdigit() else 0
         encodings = {value.strip().lower() for value in response.headers.get("content-encoding", "").split(",")}
         if compressed := sorted(encodings & COMPRESSIONS):
+            self.cut_off_bytes = told
             raise UnreadableAnswer(
                 f"The model server's answer is compressed ({', '.join(compressed)}), though it was asked not to be."
             )
-        length = response.headers.get("content-length", "")
-        if length.isdigit() and int(length) > MAX_ANSWER_BYTES:
+        if told > MAX_ANSWER_BYTES:
+            self.cut_off_bytes = told
             raise UnreadableAnswer(f"The model server's answer is {length} bytes, longer than {MAX_ANSWER_BYTES}.")
         assert isinstance(response.stream, httpx2.SyncByteStream)
-        response.stream = _BoundedStream(response.stream, request=response.request, deadline=self._deadline)
+        response.stream = _BoundedStream(response.stream, request=response.request, bounds=self)
 
 
-def model_client(*, api_key: str, base_url: str | None, timeout_seconds: float) -> openai.OpenAI:
-    """An `openai` client whose answers are bounded as the module says, with its own retries off
-    (the job retries with tenacity: the client's would multiply the tries)."""
-    bounds = _AnswerBounds(seconds=timeout_seconds)
+def model_client(*, api_key: str, base_url: str | None, bounds: AnswerBounds, timeout_seconds: float) -> openai.OpenAI:
+    """An `openai` client whose answers are bounded by `bounds` as the module says, with its own
+    retries off (the job retries with tenacity: the client's would multiply the tries)."""
     http_client = openai.DefaultHttpxClient(
         event_hooks={"request": [bounds.request_sent], "response": [bounds.response_received]},
     )
@@ -128,3 +139,18 @@ def total_tokens(completion: Any) -> int | None:
     out, or its total, or report any number."""
     tokens = getattr(getattr(completion, "usage", None), "total_tokens", None)
     return min(tokens, MAX_TOKENS_PER_CALL) if isinstance(tokens, int) else None
+
+
+# OpenAI's rule of thumb: about 4 characters of English a token.
+BYTES_PER_TOKEN = 4
+
+
+def cut_off_tokens(*, prompt_chars: int, answer_bytes: int, max_output_tokens: int) -> int:
+    """An estimate of what a try the bounds cut off spent, whose usage (at the end of its
+    answer) was never read: the prompt sent, and the answer's bytes read (or told), at 4 a
+    token; the answer's at most `max_output_tokens` (OPENAI_MAX_OUTPUT_TOKENS, 0: no limit),
+    which is all the provider can have generated, however much a broken server sent."""
+    answer = math.ceil(answer_bytes / BYTES_PER_TOKEN)
+    if max_output_tokens:
+        answer = min(answer, max_output_tokens)
+    return min(math.ceil(prompt_chars / BYTES_PER_TOKEN) + answer, MAX_TOKENS_PER_CALL)

@@ -4,6 +4,8 @@ quoting the key it was sent or a megabyte long, answers drip-fed, huge or compre
 from __future__ import annotations
 
 import copy
+import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -18,7 +20,7 @@ from jobs.types.base import JobFailed
 from jobs.types.checklist import ChecklistAnswer, SummaryAnswer
 from jobs.types.checklist_client import MAX_ANSWER_BYTES
 from tests.conftest import Api
-from tests.fakes.openai_server import FAKE_API_KEY, FakeOpenAI, Reply
+from tests.fakes.openai_server import FAKE_API_KEY, FakeOpenAI, RecordedRequest, Reply
 from tests.jobs.test_checklist import (
     checklist_reply,
     submit,
@@ -90,6 +92,11 @@ def test_a_provider_that_echoes_the_api_key_does_not_put_it_in_the_job_or_the_lo
     assert FAKE_API_KEY not in line
 
 
+def prompt_tokens(request: RecordedRequest) -> int:
+    """What the service counts a cut-off try's prompt as: its messages' characters, 4 a token."""
+    return math.ceil(sum(len(message["content"]) for message in request.body["messages"]) / 4)
+
+
 def test_an_answer_drip_fed_past_the_timeout_is_cut_off_and_tried_again(
     api: Api, fake_openai: FakeOpenAI
 ) -> None:
@@ -108,6 +115,10 @@ def test_an_answer_drip_fed_past_the_timeout_is_cut_off_and_tried_again(
     assert (job["status"], len(scenario.requests)) == ("SUCCESS", 3), job
     assert scenario.requests[1].received_at - scenario.requests[0].received_at == pytest.approx(10, abs=2)
     assert time.monotonic() - started < 20
+    # And the cut-off try is counted besides the two answered (20 tokens each): its prompt, and
+    # the bytes of its answer read, at 4 a token (some 50 bytes in 10 s)
+    cut_off = tokens_today(api) - 40 - prompt_tokens(scenario.requests[0])
+    assert 1 <= cut_off <= len(json.dumps(dripped.body)) // 4 + 1
 
 
 @pytest.mark.parametrize("unsized", [False, True])
@@ -127,6 +138,9 @@ def test_an_answer_larger_than_any_checklist_fails_the_job_unread(
     assert job["error"]["type"] == "invalid_model_output"
     assert f"longer than {MAX_ANSWER_BYTES}" in job["error"]["message"]
     assert scenario.requests[0].headers["accept-encoding"] == "identity"
+    # And the provider may bill what it sent, whose usage was never read: its estimate is
+    # counted, the prompt's characters at 4 a token, the answer's as much as one may have
+    assert tokens_today(api) == prompt_tokens(scenario.requests[0]) + django_settings.OPENAI_MAX_OUTPUT_TOKENS
 
 
 def test_a_compressed_answer_though_none_was_asked_for_fails_the_job(api: Api, fake_openai: FakeOpenAI) -> None:
@@ -139,6 +153,9 @@ def test_a_compressed_answer_though_none_was_asked_for_fails_the_job(api: Api, f
     assert (job["status"], len(scenario.requests)) == ("FAILURE", 1), job
     assert job["error"]["type"] == "invalid_model_output"
     assert "compressed (gzip)" in job["error"]["message"]
+    # Its length as told (the fake's, of the JSON as it is) is counted as an answer that long
+    told = len(json.dumps(summary_reply(scenario).body))
+    assert tokens_today(api) == prompt_tokens(scenario.requests[0]) + math.ceil(told / 4)
 
 
 def test_a_retried_error_with_a_huge_body_is_logged_as_a_short_line(
