@@ -82,6 +82,10 @@ def fake_openai_env(server: FakeOpenAI) -> dict[str, str]:
         "OPENAI_RETRY_BASE_SECONDS": "0.01",
         "OPENAI_RETRY_MAX_SECONDS": "2",
         "OPENAI_TIMEOUT_SECONDS": "10",
+        # Off in the session worker: its tests' failures in a row (one job's three 500s, then
+        # another's) would open it for the tests after them. tests/jobs/test_model_breaker.py
+        # turns it on in a worker of its own.
+        "OPENAI_BREAKER_FAILURES": "0",
     }
 
 

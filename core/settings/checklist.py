@@ -28,3 +28,13 @@ OPENAI_MAX_OUTPUT_TOKENS = env.int("OPENAI_MAX_OUTPUT_TOKENS", default=16_384)
 # Tokens (the provider's `usage.total_tokens`) one client's jobs may spend on model calls per
 # UTC day; past it, checklist submissions get 429 and its running ones fail (0: no budget).
 MODEL_TOKENS_PER_CLIENT_PER_DAY = env.int("MODEL_TOKENS_PER_CLIENT_PER_DAY", default=2_000_000)
+
+# The model provider's circuit breaker, shared by the workers through Redis: after this many
+# tries in a row failed as the provider failing (timeouts, lost connections, 5xx), checklist
+# model calls fail at once, unsent (`model_provider_unavailable`), for the cool-down; then one
+# call tries the provider again (0: no breaker).
+OPENAI_BREAKER_FAILURES = env.int("OPENAI_BREAKER_FAILURES", default=5)
+# Seconds within which those failures must come, counted from the first of them.
+OPENAI_BREAKER_WINDOW_SECONDS = env.int("OPENAI_BREAKER_WINDOW_SECONDS", default=120)
+# Seconds the breaker stays open before one call tries the provider again.
+OPENAI_BREAKER_COOLDOWN_SECONDS = env.int("OPENAI_BREAKER_COOLDOWN_SECONDS", default=30)

@@ -1,6 +1,7 @@
-"""One try of the checklist job's model call (checklist.py retries them): the request, with its
-answer's bounds (checklist_client.py), and what a try those bounds cut off spent, counted against
-its client's daily model budget."""
+"""One try of the checklist job's model call (checklist.py retries them): the provider's breaker
+asked first and told the outcome (checklist_breaker.py), the request, with its answer's bounds
+(checklist_client.py), and what a try those bounds cut off spent, counted against its client's
+daily model budget."""
 from __future__ import annotations
 
 import time
@@ -12,6 +13,7 @@ import openai
 from django.conf import settings
 
 from core import metrics
+from jobs.types import checklist_breaker
 from jobs.types import checklist_prompts as prompts
 from jobs.types.base import StepContext
 from jobs.types.checklist_client import (
@@ -49,7 +51,9 @@ class ModelTries:
         self._client.close()
 
     def attempt(self, ctx: StepContext, messages: Sequence[prompts.ChatMessage]) -> Any:
-        """One try: the completion, or the client's error (OpenAIError) as it raised it."""
+        """One try: the completion, or the client's error (OpenAIError) as it raised it;
+        ProviderUnavailable, unsent, while the provider's breaker is open (checklist_breaker.py)."""
+        probe = checklist_breaker.before_call()
         started = time.monotonic()
         try:
             completion = self._client.chat.completions.create(
@@ -61,9 +65,11 @@ class ModelTries:
                 # So a document cannot talk the model into an answer of any length.
                 max_completion_tokens=settings.OPENAI_MAX_OUTPUT_TOKENS or openai.omit,
             )
-        except openai.OpenAIError:
+        except openai.OpenAIError as error:
+            checklist_breaker.after_call(probe=probe, error=error)
             self._count_cut_off(ctx, messages)
             raise
+        checklist_breaker.after_call(probe=probe, error=None)
         metrics.model_answered(model=settings.OPENAI_MODEL, seconds=time.monotonic() - started,
                                tokens=total_tokens(completion))
         return completion

@@ -8,6 +8,7 @@ import openai
 from django.conf import settings
 
 from jobs.types.base import JobFailed
+from jobs.types.checklist_breaker import ProviderUnavailable
 from jobs.types.checklist_client import UnreadableAnswer
 
 # Kept short in error messages: a job's error is for humans, not a dump of the provider's body.
@@ -19,9 +20,13 @@ TRANSIENT_STATUS_CODES = frozenset({408, 409, 429})
 
 # Every outcome a model call's try is counted under (jobapi_model_calls_total): answered; the kind
 # of transient failure another try followed; refused for the client's text (its document longer
-# than the model reads: not the provider failing, so not what ModelProviderFailing counts); failed
-# for good (the call's last try, or an error no retry mends: the job's error says which).
-CALL_OUTCOMES = ("ok", "rate_limited", "timeout", "connection_error", "server_error", "input_too_long", "failed")
+# than the model reads: not the provider failing, so not what ModelProviderFailing counts); not
+# sent, the provider's breaker open (provider_unavailable); failed for good (the call's last try,
+# or an error no retry mends: the job's error says which).
+CALL_OUTCOMES = (
+    "ok", "rate_limited", "timeout", "connection_error", "server_error", "input_too_long",
+    "provider_unavailable", "failed",
+)
 
 
 def is_transient(error: BaseException) -> bool:
@@ -50,7 +55,10 @@ def retried_outcome(error: BaseException | None) -> str:
 
 
 def final_outcome(error: openai.OpenAIError) -> str:
-    """What a call that failed for good is counted as: the client's text too long, or failed."""
+    """What a call that failed for good is counted as: the client's text too long, not sent for
+    the breaker, or failed."""
+    if isinstance(error, ProviderUnavailable):
+        return "provider_unavailable"
     return "input_too_long" if isinstance(error, openai.APIStatusError) and is_input_too_long(error) else "failed"
 
 
@@ -128,6 +136,9 @@ def job_failure(error: openai.OpenAIError, attempts: int) -> JobFailed:
         )
     if isinstance(error, UnreadableAnswer):
         return JobFailed("invalid_model_output", str(error))
+    if isinstance(error, ProviderUnavailable):
+        # Unsent: the job's retry policy may run it again once the provider is back.
+        return JobFailed("model_provider_unavailable", str(error))
     if isinstance(error, openai.APIConnectionError):
         return JobFailed(
             "model_unavailable",

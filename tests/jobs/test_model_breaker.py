@@ -1,0 +1,143 @@
+"""The model provider's circuit breaker (jobs/types/checklist_breaker.py): checklist jobs run by
+a worker of the test's own with the breaker on (the session worker's is off, and it stops taking
+the `jobs` queue meanwhile), against the fake model server."""
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from core import cache_redis
+from core.celery import app as celery_app
+from jobs.types import checklist_breaker
+from tests.conftest import (
+    Api,
+    fake_openai_env,
+    free_port,
+    start_worker,
+    stop_process,
+    worker_env,
+)
+from tests.fakes.openai_server import FakeOpenAI, Reply, Scenario
+from tests.jobs.test_checklist import checklist_reply, submit, summary_reply
+
+COOLDOWN_SECONDS = 2
+# Two tries a call: one job's two 500s are two failures in a row, which open the breaker.
+BREAKER = {
+    "OPENAI_MAX_ATTEMPTS": "2",
+    "OPENAI_BREAKER_FAILURES": "2",
+    "OPENAI_BREAKER_WINDOW_SECONDS": "60",
+    "OPENAI_BREAKER_COOLDOWN_SECONDS": str(COOLDOWN_SECONDS),
+}
+
+
+@contextlib.contextmanager
+def jobs_run_by_own_worker(
+    celery_worker: str, fake_openai: FakeOpenAI, log_dir: Path, **env: str
+) -> Iterator[Path]:
+    """A worker of the test's own takes the `jobs` queue, with `env`; yields its log."""
+    celery_app.control.cancel_consumer("jobs", destination=[celery_worker], reply=True)
+    process = None
+    try:
+        process, name = start_worker(
+            log_dir=log_dir, queues="jobs", concurrency=2, env=worker_env(**{**fake_openai_env(fake_openai), **env})
+        )
+        yield log_dir / f"{name}.log"
+    finally:
+        if process is not None:
+            stop_process(process)
+        celery_app.control.add_consumer("jobs", destination=[celery_worker], reply=True)
+        cache_redis.client().delete(*(cache_redis.queue_key(key) for key in checklist_breaker.KEYS))
+
+
+def answered_scenario(fake_openai: FakeOpenAI, gate: threading.Event | None = None) -> Scenario:
+    scenario = fake_openai.scenario()
+    scenario.add(summary_reply(scenario, gate=gate), checklist_reply())
+    return scenario
+
+
+def test_a_failing_provider_opens_the_breaker_and_one_probe_answered_closes_it(
+    api: Api, celery_worker: str, fake_openai: FakeOpenAI, tmp_path: Path
+) -> None:
+    with jobs_run_by_own_worker(celery_worker, fake_openai, tmp_path, **BREAKER):
+        # Given a provider failing: a job's two tries answered 500
+        failing = fake_openai.scenario()
+        failing.add(Reply.error(500, "upstream down"), Reply.error(500, "upstream down"))
+        first = api.wait(submit(api, failing)["id"])
+        assert (first["status"], first["error"]["type"], len(failing.requests)) == (
+            "FAILURE", "model_unavailable", 2), first
+
+        # When another client's job calls the model within the cool-down
+        unsent = answered_scenario(fake_openai)
+        refused = api.wait(submit(api, unsent)["id"])
+
+        # Then it fails at once, its call not sent, saying why
+        assert (refused["status"], refused["error"]["type"]) == ("FAILURE", "model_provider_unavailable"), refused
+        assert "failed 2 tries in a row" in refused["error"]["message"]
+        assert unsent.requests == []
+
+        # When the cool-down has passed: one call (the probe) is let through; held by the
+        # provider, the calls meanwhile still fail at once
+        time.sleep(COOLDOWN_SECONDS + 0.5)
+        gate = threading.Event()
+        probing = answered_scenario(fake_openai, gate=gate)
+        probe = submit(api, probing)
+        deadline = time.monotonic() + 30
+        while not probing.requests and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(probing.requests) == 1
+        meanwhile = answered_scenario(fake_openai)
+        held_back = api.wait(submit(api, meanwhile)["id"])
+        assert (held_back["status"], held_back["error"]["type"]) == ("FAILURE", "model_provider_unavailable")
+        assert "one call is trying it again" in held_back["error"]["message"]
+        assert meanwhile.requests == []
+
+        # Then the probe answered closes the breaker: its job and the next succeed
+        gate.set()
+        assert api.wait(probe["id"])["status"] == "SUCCESS"
+        after = answered_scenario(fake_openai)
+        assert api.wait(submit(api, after)["id"])["status"] == "SUCCESS"
+        assert len(after.requests) == 2
+
+
+def test_a_probe_that_fails_opens_the_breaker_again(
+    api: Api, celery_worker: str, fake_openai: FakeOpenAI, tmp_path: Path
+) -> None:
+    with jobs_run_by_own_worker(celery_worker, fake_openai, tmp_path, **BREAKER):
+        # Given a breaker opened by a job's two 500s, and its cool-down passed
+        failing = fake_openai.scenario()
+        failing.add(Reply.error(500, "upstream down"), Reply.error(500, "upstream down"))
+        assert api.wait(submit(api, failing)["id"])["status"] == "FAILURE"
+        time.sleep(COOLDOWN_SECONDS + 0.5)
+
+        # When the probe's call fails too (a 502, then its retry refused unsent)
+        probing = fake_openai.scenario()
+        probing.add(Reply.error(502, "still down"), summary_reply(probing), checklist_reply())
+        probe = api.wait(submit(api, probing)["id"])
+
+        # Then the breaker is open again for a whole cool-down: the probe's job and the next
+        # fail unsent
+        assert (probe["status"], probe["error"]["type"], len(probing.requests)) == (
+            "FAILURE", "model_provider_unavailable", 1), probe
+        unsent = answered_scenario(fake_openai)
+        refused = api.wait(submit(api, unsent)["id"])
+        assert (refused["error"]["type"], unsent.requests) == ("model_provider_unavailable", [])
+
+
+def test_with_redis_out_of_reach_the_breaker_lets_every_call_through(
+    api: Api, celery_worker: str, fake_openai: FakeOpenAI, tmp_path: Path
+) -> None:
+    # Given a worker whose Redis (CACHE_URL, where the breaker keeps its state) nothing listens
+    # on, and a breaker that one failure would open
+    out_of_reach = {**BREAKER, "OPENAI_BREAKER_FAILURES": "1", "CACHE_URL": f"redis://127.0.0.1:{free_port()}/0"}
+    with jobs_run_by_own_worker(celery_worker, fake_openai, tmp_path, **out_of_reach) as log:
+        # When the provider fails a try, then answers
+        scenario = fake_openai.scenario()
+        scenario.add(Reply.error(500, "upstream hiccup"), summary_reply(scenario), checklist_reply())
+        job = api.wait(submit(api, scenario)["id"])
+
+        # Then the job goes on as without a breaker (its retry sent), and the worker says why
+        assert (job["status"], len(scenario.requests)) == ("SUCCESS", 3), job
+        assert "Model breaker: Redis out of reach" in log.read_text()
