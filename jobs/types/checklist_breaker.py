@@ -32,7 +32,8 @@ logger = logging.getLogger(__name__)
 
 # The breaker's keys (named apart per deployment and test run, as the due queue's are):
 # failures in a row (expire with their window), open (expires with the cool-down), tripped (it
-# opened since it last closed: the next call is a probe), probe (the probe's lease).
+# opened since it last closed: the next call is a probe; expires a window after the cool-down,
+# so a breaker no call probed by then closes), probe (the probe's lease).
 KEYS = _FAILURES, _OPEN, _TRIPPED, _PROBE = (
     "model-breaker:failures", "model-breaker:open", "model-breaker:tripped", "model-breaker:probe",
 )

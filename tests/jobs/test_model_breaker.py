@@ -20,8 +20,10 @@ from tests.conftest import (
     stop_process,
     worker_env,
 )
+from tests.console.test_metrics import scrape
 from tests.fakes.openai_server import FakeOpenAI, Reply, Scenario
 from tests.jobs.test_checklist import checklist_reply, submit, summary_reply
+from tests.jobs.test_model_metrics import calls
 
 COOLDOWN_SECONDS = 2
 # Two tries a call: one job's two 500s are two failures in a row, which open the breaker.
@@ -61,6 +63,7 @@ def answered_scenario(fake_openai: FakeOpenAI, gate: threading.Event | None = No
 def test_a_failing_provider_opens_the_breaker_and_one_probe_answered_closes_it(
     api: Api, celery_worker: str, fake_openai: FakeOpenAI, tmp_path: Path
 ) -> None:
+    before = scrape(api.base_url)
     with jobs_run_by_own_worker(celery_worker, fake_openai, tmp_path, **BREAKER):
         # Given a provider failing: a job's two tries answered 500
         failing = fake_openai.scenario()
@@ -100,6 +103,9 @@ def test_a_failing_provider_opens_the_breaker_and_one_probe_answered_closes_it(
         after = answered_scenario(fake_openai)
         assert api.wait(submit(api, after)["id"])["status"] == "SUCCESS"
         assert len(after.requests) == 2
+
+    # And /metrics counts the two calls not sent apart from the tries made
+    assert calls(before, scrape(api.base_url)) == {"server_error": 1, "failed": 1, "provider_unavailable": 2, "ok": 4}
 
 
 def test_a_probe_that_fails_opens_the_breaker_again(
