@@ -11,6 +11,7 @@ from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.utils import timezone
+from django.utils.log import log_response
 from django.views.decorators.cache import never_cache
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -96,15 +97,18 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
         )
         response["WWW-Authenticate"] = 'Bearer realm="metrics"'
         return response
-    if metrics.group_directory() is None:
+    registry = metrics.registry([OperatorGauges()])
+    if registry is None:
         # A KeyError's 500 said nothing of the cause; nor would settings refusing to load, which
         # every management command (started without the directory) loads too.
-        logger.error("GET /metrics: this API process has no %s (started without scripts/web); answering 503",
-                     metrics.MULTIPROC_DIR_VARIABLE)
-        return JsonResponse(error_body(
+        response = JsonResponse(error_body(
             "metrics_unavailable",
             "Metrics are on, but this API process was started without PROMETHEUS_MULTIPROC_DIR "
             "(not through scripts/web): it has no metrics to serve.",
         ), status=503)
-    registry = metrics.registry([OperatorGauges()])
+        # The one line for it: log_response (Django's own, for the answers its views make) marks
+        # the response logged, so django.request adds no "Service Unavailable: /metrics" beside it.
+        log_response("GET /metrics: this API process has no %s (started without scripts/web); answered 503",
+                     metrics.MULTIPROC_DIR_VARIABLE, response=response, request=request, logger=logger)
+        return response
     return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)

@@ -229,11 +229,14 @@ class _GroupCollector(multiprocess.MultiProcessCollector):
             return list(super().collect())
 
 
-def registry(extra: Iterable[Collector] = ()) -> CollectorRegistry:
-    """What this process group recorded (every process's files), and `extra` collectors. Only in
-    a process with its group's directory (group_directory)."""
+def registry(extra: Iterable[Collector] = ()) -> CollectorRegistry | None:
+    """What this process group recorded (every process's files), and `extra` collectors; None in
+    a process without its group's directory (group_directory), which has nothing to serve."""
+    directory = group_directory()
+    if directory is None:
+        return None
     collected = CollectorRegistry()
-    _GroupCollector(collected, os.environ[MULTIPROC_DIR_VARIABLE])
+    _GroupCollector(collected, directory)
     for collector in extra:
         collected.register(collector)
     return collected
@@ -244,12 +247,12 @@ def registry(extra: Iterable[Collector] = ()) -> CollectorRegistry:
 
 def worker_serve(**kwargs: Any) -> None:
     """worker_ready: serve this worker's metrics on METRICS_PORT (a thread of its main process)."""
-    if enabled() and settings.METRICS_PORT:
+    collected = registry() if enabled() and settings.METRICS_PORT else None
+    if collected is not None:
         try:
-            start_http_server(settings.METRICS_PORT, addr=settings.METRICS_ADDRESS, registry=registry())
+            start_http_server(settings.METRICS_PORT, addr=settings.METRICS_ADDRESS, registry=collected)
         except OSError:  # the port is taken: the worker runs on, its metrics unserved
-            logger.error("Cannot serve metrics on %s:%s", settings.METRICS_ADDRESS, settings.METRICS_PORT,
-                         exc_info=True)
+            logger.exception("Cannot serve metrics on %s:%s", settings.METRICS_ADDRESS, settings.METRICS_PORT)
 
 
 def worker_process_exited(pid: int | None = None, **kwargs: Any) -> None:
