@@ -24,6 +24,7 @@ from core.broker import FilesystemTransport
 from core.connections import connections_released, connections_reused
 from core.logs import task_context_bind, task_context_clear, task_context_publish
 from core.metrics import periodic_task_ran, worker_process_exited, worker_serve
+from core.soft_stop import soft_stop_install
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "core.settings")
 
@@ -124,3 +125,5 @@ task_postrun.connect(task_context_clear)
 worker_ready.connect(worker_serve)
 worker_process_shutdown.connect(worker_process_exited)
 task_success.connect(periodic_task_ran)
+# A job worker's soft stop ends once its running jobs do (core/soft_stop.py).
+worker_ready.connect(soft_stop_install)

@@ -34,8 +34,9 @@ JOB_MAX_RUNNING_PER_CLIENT = env.int(
 # How far ahead a job may be scheduled (run_at), in seconds.
 JOB_MAX_SCHEDULE_AHEAD_SECONDS = env.int("JOB_MAX_SCHEDULE_AHEAD_SECONDS", default=30 * 24 * 3600)
 # Seconds a worker stopped with SIGQUIT (compose's stop_signal for the job workers) lets the
-# jobs it is running go on before it cuts them off and hands their messages back to the broker,
-# at once, for the next worker (0, Celery's default: cut off at once). Below compose's
+# jobs it is running go on (it exits once they have ended: core/soft_stop.py) before it cuts
+# them off and hands their messages back to the broker, at once, for the next worker (0,
+# Celery's default: cut off at once). Below compose's
 # stop_grace_period: a worker Docker kills leaves its jobs' messages to the visibility timeout.
 CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT = env.float("WORKER_SOFT_SHUTDOWN_SECONDS", default=0.0)
 # Default time limits, in seconds; job types declare their own.

@@ -108,3 +108,55 @@ def test_a_long_job_cut_off_by_a_stop_is_handed_back_at_once(transactional_db: A
         stop_process(worker)
         app.close()
         purge(prefix)
+
+
+
+# Seconds the short job runs; the soft time the worker is given, far longer; and the seconds the
+# test waits for it to exit, longer than the job and a worker's own stop take, far shorter than
+# the soft time.
+SHORT_JOB_SECONDS = 2
+LONG_SOFT_SECONDS = 120
+EXIT_SECONDS = 30
+
+
+def test_a_stopped_worker_exits_once_its_running_job_ends(transactional_db: Any, tmp_path: Path) -> None:
+    # Given the long-jobs worker started by its script, with a soft time far longer than the job
+    # it is running
+    service = yaml.safe_load((REPO / "docker-compose.yaml").read_text())["services"]["worker-long"]
+    prefix = f"test-{os.environ['TEST_RUN_ID']}-stop-{uuid.uuid4().hex[:8]}:"
+    name = f"jobs_long-{uuid.uuid4().hex[:6]}"
+    env = script_env(prefix, tmp_path / "data", QUEUES="jobs_long", WORKER_NAME=name, WORKER_PROCESSES="1",
+                     WORKER_SOFT_SHUTDOWN_SECONDS=str(LONG_SOFT_SECONDS), METRICS_ENABLED="false")
+    app = probe_app(prefix)
+    worker = start("worker", env, tmp_path)
+    broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    try:
+        wait_for_worker(app, f"{name}@{os.uname().nodename}", worker)
+        job = Job.objects.create(owner=client_create(name=f"stop-{uuid.uuid4().hex[:6]}"),
+                                 job_name="api.tasks.long_running_task", payload={"duration": SHORT_JOB_SECONDS})
+        (head,) = dispatch.job_signatures(job=job)
+        app.send_task(head.task, args=head.args, kwargs=head.kwargs, **head.options)
+        deadline = time.monotonic() + 30
+        while Job.objects.get(pk=job.pk).status != Job.Status.STARTED:
+            assert time.monotonic() < deadline, "the job did not start"
+            time.sleep(0.1)
+
+        # When compose stops it (its stop signal), the job still running
+        worker.send_signal(getattr(signal, service.get("stop_signal", "SIGTERM")))
+        try:
+            worker.wait(timeout=EXIT_SECONDS)
+        except subprocess.TimeoutExpired:
+            pass
+
+        # Then it exits once the job has ended, not at the end of its soft time: before, Celery's
+        # soft shutdown slept the whole of it whenever a job was running (90 s in compose, at
+        # every deploy), its loop blocked, however soon the job ended
+        assert worker.returncode == 0, "still running: waiting out its soft time"
+        # and the job ended as it would have without the stop, its message acknowledged, not
+        # handed back to the queue for a second run
+        assert Job.objects.get(pk=job.pk).status == Job.Status.SUCCESS
+        assert broker.llen(f"{prefix}jobs_long") == 0
+    finally:
+        stop_process(worker)
+        app.close()
+        purge(prefix)
