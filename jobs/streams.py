@@ -92,6 +92,17 @@ def writes_bounded(client: socket.socket | None) -> None:
         client.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(seconds * 1000))
 
 
+def began_stopping(waiter: Waiter) -> bool:
+    """Whether a stream's process began to stop before its body did (jobs.wakeups.Hub.register
+    stops a waiter placed after that): it then reads nothing and ends with where its client
+    stands, the stop's answer. Its first read (a job's history from its client's
+    Last-Event-ID: up to CATCH_UP_MAX_BYTES in one batch) went out first, and to a client
+    reading nothing that write blocked for up to API_STREAM_WRITE_TIMEOUT_SECONDS, holding the
+    stop: the stop shuts down the socket of a write under way alone (Waiter.stop), not of one
+    that starts after it."""
+    return waiter.ended() == "stopping"
+
+
 def job_stream_over(*, job: Job, after: int | None) -> bool:
     """Whether a job's stream resumed after `after` has nothing left to send: the job is final
     (its final event committed with its status) and no event of it follows `after`. EventSource
@@ -111,6 +122,9 @@ def job_event_stream(
     API key is still in force) is false. Its reads take a turn in `turn_key`'s place."""
     heartbeat = settings.API_STREAM_HEARTBEAT_SECONDS
     yield f"retry: {RECONNECT_MILLISECONDS}\n\n".encode()
+    if began_stopping(waiter):
+        yield resume_point(after or 0)
+        return
     if after is None:
         with turn_taken(turn_key):
             latest = event_log.job_event_latest(job_id=job_id)
@@ -169,6 +183,9 @@ def owner_event_stream(
             after = event_log.owner_event_last_id(owner_id=owner_id)
     told = after  # the last id the client has
     yield f"retry: {RECONNECT_MILLISECONDS}\n\n".encode()
+    if began_stopping(waiter):
+        yield resume_point(after)
+        return
     while True:
         with turn_taken(turn_key):
             if not authorized():

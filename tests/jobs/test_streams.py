@@ -470,3 +470,30 @@ def test_a_stream_catching_up_ends_at_its_next_read_when_its_client_hangs_up(
     finally:
         waiting.waiter_release(waiter)
         ours.close()
+
+
+@pytest.mark.parametrize("path", ["/api/jobs/{job}/events/", "/api/events/"])
+def test_a_stream_that_starts_as_its_process_stops_sends_none_of_its_history(
+    api: Api, monkeypatch: pytest.MonkeyPatch, path: str
+) -> None:
+    # Given a client's job with a history, and its API process begun to stop (jobs.wakeups.hub.stop:
+    # a deploy, a recycle; a request taken before it can start its stream after)
+    assert api.client is not None
+    job = Job.objects.create(owner=api.client, job_name="api.tasks.hello_world", status=Job.Status.STARTED)
+    for n in range(3):
+        JobEvent.objects.create(job=job, owner=api.client, job_name=job.job_name, event_type="job.progress",
+                                body=json.dumps({"n": n}))
+    monkeypatch.setattr(wakeups.hub, "stopping", True)
+
+    # When a client replays it from its start
+    response = stream(api, path.format(job=job.id), **{"Last-Event-ID": "0"})
+    try:
+        received = list(messages(response))
+    finally:
+        response.close()
+
+    # Then the stream ends at once with where the client stands, to resume from elsewhere, and
+    # none of the history: its first read (up to 1 MiB) went out first, and to a client reading
+    # nothing that write held the process's stop for up to API_STREAM_WRITE_TIMEOUT_SECONDS (the
+    # stop shuts down the socket of a write already under way, not of one begun after it)
+    assert received == [{"retry": str(streams.RECONNECT_MILLISECONDS)}, {"id": "0"}]
