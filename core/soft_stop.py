@@ -13,8 +13,8 @@ job runs, or at the deadline, the worker calls Celery's own SIGQUIT handler (its
 with no soft time left to sleep), which hands back to the broker what still runs. A second
 SIGQUIT meanwhile stops it at once.
 
-Only a worker with an event loop (the prefork pool: the job workers); a worker of the threads
-pool keeps Celery's soft stop as it is.
+A worker with no soft time (0, the default: the deliveries worker's) or no event loop (Celery
+runs one on a broker it can poll, Redis or RabbitMQ, whatever the pool) keeps Celery's own stop.
 """
 from __future__ import annotations
 
@@ -88,7 +88,7 @@ def soft_stop_install(sender: Any = None, **kwargs: Any) -> None:
     conf = consumer.app.conf
     seconds = float(conf.worker_soft_shutdown_timeout or 0)
     if hub is None or seconds <= 0:
-        return  # no event loop to wait in (the threads pool), or no soft time: Celery's as it is
+        return  # no event loop to wait in, or no soft time: Celery's stop as it is
     stop = _SoftStop(consumer, seconds, platforms.signals["SIGQUIT"])
     # Celery's handler, called once the jobs are done (or the time is up), must not sleep again.
     conf.worker_soft_shutdown_timeout = 0.0
