@@ -234,3 +234,23 @@ def test_an_idle_stream_whose_client_reads_nothing_gives_its_place_back_within_t
         assert status == 200, "still refused after 20 s"
     finally:
         unread.close()
+
+
+def test_a_wait_whose_client_hangs_up_is_logged_as_its_client_closing_it(served: Api, tmp_path: Path) -> None:
+    # Given: a client waiting for a job that stays pending.
+    job = _scheduled(served)
+    wait = _open_wait(served, job["id"])
+    time.sleep(1)  # its wait has begun
+
+    # When: it hangs up.
+    wait.close()
+
+    # Then: the server logs it in one WARNING line saying so, as for any request a client ended
+    # (499, nginx's "Client Closed Request"), not as an "Unknown Status Code".
+    log = tmp_path / "gunicorn.log"
+    for _ in range(50):
+        if "/api/jobs/" in log.read_text():
+            break
+        time.sleep(0.1)
+    lines = [line for line in log.read_text().splitlines() if "/api/jobs/" in line]
+    assert len(lines) == 1 and "Client Closed Request" in lines[0] and "warning" in lines[0], lines
