@@ -10,14 +10,12 @@ and delivery_due; a callback's by the host it was given, `Delivery.authority`), 
 receiver's thousands of failures neither hide another's nor are capped; then the last error of
 each receiver shown is read from its newest failing delivery. The count reads each failing
 delivery (21-24 ms at 50,000, 55-105 ms at 192,000: docs/benchmarks.md), so a process
-counts at most once in COUNTED_FOR_SECONDS and serves that count to the console's refreshes (every
-5 s, each open console) and /metrics' scrapes meanwhile; the last errors are read on each
-refresh, for the 50 receivers listed.
+counts at most once in COUNTED_FOR_SECONDS (console/counted.py) and serves that count to the
+console's refreshes (every 5 s, each open console) and /metrics' scrapes meanwhile; the last
+errors are read on each refresh, for the 50 receivers listed.
 """
 from __future__ import annotations
 
-import threading
-import time
 from dataclasses import dataclass
 from datetime import datetime
 from urllib.parse import urlsplit
@@ -27,15 +25,13 @@ from django.db.models import Count, Max, OuterRef, Q, Subquery
 from django.urls import reverse
 from django.utils.http import urlencode
 
+from console.counted import Counted
 from webhooks.models import Delivery, DeliveryAttempt
 from webhooks.selectors import deliveries_failing, delivery_authority
 
 State = Delivery.State
 # The receivers the console lists, the most failures first.
 TOP = 50
-# How long a count of the failing receivers serves this process's reads (s): Prometheus's usual
-# scrape interval; the console's figures of them move at that pace, not at its 5 s refresh.
-COUNTED_FOR_SECONDS = 15.0
 
 
 def _host(authority: str) -> str:
@@ -147,43 +143,32 @@ class _Counted:
     # The TOP receivers failing most, and how many fail in all.
     top: list[_Count]
     receivers: int
-    at: float  # time.monotonic() when counted
 
 
-_counted: _Counted | None = None
-_counting = threading.Lock()
+def _count(*, now: datetime) -> _Counted:
+    counts = _counts(now=now)
+    return _Counted(top=counts[:TOP], receivers=len(counts))
 
 
-def _counted_recently(*, now: datetime) -> _Counted:
-    """The failing receivers' counts made in the last COUNTED_FOR_SECONDS by this process, or
-    made now. One thread counts at a time (a thread serves each request): those asking
-    meanwhile wait for its count rather than make theirs."""
-    global _counted
-    with _counting:
-        if _counted is None or time.monotonic() - _counted.at >= COUNTED_FOR_SECONDS:
-            counts = _counts(now=now)
-            _counted = _Counted(top=counts[:TOP], receivers=len(counts), at=time.monotonic())
-        return _counted
+_counted = Counted(_count)
 
 
 def counted_forget() -> None:
     """The next read counts anew (tests that change what fails between two reads)."""
-    global _counted
-    with _counting:
-        _counted = None
+    _counted.forget()
 
 
 def receivers_failing_count(*, now: datetime) -> int:
     """How many receivers have failing deliveries (/metrics' jobapi_webhook_failing_receivers),
     as counted in the last COUNTED_FOR_SECONDS."""
-    return _counted_recently(now=now).receivers
+    return _counted.read(now=now).value.receivers
 
 
 def receivers_failing(*, now: datetime) -> Failing:
     """The TOP receivers with the most failing deliveries, each with its exact counts (as counted
     in the last COUNTED_FOR_SECONDS) and its newest failing delivery's last error, read now, and
     how many receivers fail in all."""
-    counted = _counted_recently(now=now)
+    counted = _counted.read(now=now).value
     newest = _newest_with_last_attempt([count.newest for count in counted.top])
     return Failing(top=[_row(count, newest[count.newest]) for count in counted.top if count.newest in newest],
                    receivers=counted.receivers)

@@ -15,6 +15,7 @@ from django.utils.log import log_response
 from django.views.decorators.cache import never_cache
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from console import counted as counted_module
 from console import disabled_endpoints, receivers, selectors
 from console.gauges import OperatorGauges
 from core import metrics
@@ -48,7 +49,8 @@ def _job_types(counts: dict[tuple[str, str], int], failures: selectors.Failures)
 
 def _overview() -> dict[str, Any]:
     now = timezone.now()
-    counts = selectors.jobs_by_type_and_status(now=now)
+    counted = selectors.jobs_by_type_and_status(now=now)
+    counts = counted.value
     failures = selectors.failures(now=now, counts=counts)
     workers = selectors.workers_seen()
     down = unreachable()
@@ -58,6 +60,9 @@ def _overview() -> dict[str, Any]:
         "refresh_seconds": REFRESH_SECONDS,
         "unreachable": down,
         "statuses": selectors.STATUSES,
+        # The counts may be older than the page (console/counted.py): it says when they were made.
+        "jobs_counted_at": counted.at,
+        "counted_for_seconds": counted_module.COUNTED_FOR_SECONDS,
         "job_types": _job_types(counts, failures),
         "totals": [sum(count for (_, s), count in counts.items() if s == status) for status in selectors.STATUSES],
         "oldest_pending": selectors.jobs_oldest_pending(now=now),

@@ -28,7 +28,7 @@ from django.conf import settings
 from django.db import OperationalError, connection, transaction
 from django.db.backends.signals import connection_created
 
-from console import receivers
+from console import counted
 from core import concurrency, pause
 from core.celery import app as celery_app
 from core.models import Client
@@ -218,10 +218,11 @@ def stop_process(process: subprocess.Popen[bytes], timeout: float = 20) -> None:
 
 
 @pytest.fixture(autouse=True)
-def failing_receivers_counted_anew() -> Iterator[None]:
-    """Each test's console and /metrics count the failing receivers of its own rows: a count
-    this process made in a test before serves its reads for COUNTED_FOR_SECONDS."""
-    receivers.counted_forget()
+def operator_counts_made_anew() -> Iterator[None]:
+    """Each test's console and /metrics count its own rows (jobs by status, the deliveries
+    pending, held and failing): a count this process made in a test before serves its reads for
+    COUNTED_FOR_SECONDS (console/counted.py)."""
+    counted.forget_all()
     yield
 
 

@@ -12,7 +12,7 @@ from django.test import Client as BrowserClient
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from console import receivers, services
+from console import counted, services
 from jobs.models import Job
 from tests.console.seed import (
     CHECKLIST,
@@ -151,8 +151,8 @@ def test_each_row_links_to_an_admin_page_that_has_the_action(staff: BrowserClien
 
 
 def _figures(staff: BrowserClient) -> Any:
-    """A refresh's figures, the failing receivers counted anew (as after COUNTED_FOR_SECONDS)."""
-    receivers.counted_forget()
+    """A refresh's figures, every count made anew (as after COUNTED_FOR_SECONDS)."""
+    counted.forget_all()
     return staff.get("/console/?fragment=1").content.decode()
 
 

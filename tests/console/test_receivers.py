@@ -15,7 +15,8 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
-from console.receivers import COUNTED_FOR_SECONDS, TOP
+from console.counted import COUNTED_FOR_SECONDS
+from console.receivers import TOP
 from core.services import client_create
 from tests.console.seed import failing_deliveries
 from tests.console.test_console_page import (
@@ -176,7 +177,7 @@ def test_the_failing_deliveries_are_counted_once_a_scrape_interval_however_often
     client = client_create(name="acme")
     failing_deliveries(client, "https://noisy.example/hook", failed=NOISY, retrying=NOISY, age=timedelta(minutes=1))
     failing_deliveries(client, "https://quiet.example/hook", failed=1, retrying=0, age=timedelta(minutes=5))
-    monkeypatch.setattr("console.receivers.COUNTED_FOR_SECONDS", counted_for)
+    monkeypatch.setattr("console.counted.COUNTED_FOR_SECONDS", counted_for)
 
     # When two consoles refresh and Prometheus scrapes, within COUNTED_FOR_SECONDS
     with CaptureQueriesContext(connection) as queries:
