@@ -1,5 +1,5 @@
-"""The operators' counts that grow with what they count (jobs by status, the deliveries pending
-and held): each made once in COUNTED_FOR_SECONDS by a process, however many consoles refresh
+"""The operators' counts that grow with what they count (jobs by status, the last hour's errors,
+the deliveries pending and held): each made once in COUNTED_FOR_SECONDS by a process, however many consoles refresh
 and scrapers ask, its figures kept until the next count and then exact again."""
 from __future__ import annotations
 
@@ -49,12 +49,14 @@ def _counts(queries: CaptureQueriesContext) -> dict[str, int]:
                        and "GROUP BY" not in sql for sql in sqls),
         "held": sum('FROM "webhooks_delivery"' in sql and "'endpoint_disabled'" in sql and "GROUP BY" in sql
                     for sql in sqls),
+        "errors": sum('FROM "jobs_job"' in sql and "GROUP BY" in sql and '"job_name"' not in sql
+                      and "'FAILURE'" in sql for sql in sqls),
     }
 
 
-@pytest.mark.parametrize(("counted_for", "counts"), [(COUNTED_FOR_SECONDS, 1), (0.0, 3)])
+@pytest.mark.parametrize(("counted_for", "every_read"), [(COUNTED_FOR_SECONDS, False), (0.0, True)])
 def test_two_refreshes_and_a_scrape_count_the_jobs_and_deliveries_once(
-    staff: BrowserClient, monkeypatch: pytest.MonkeyPatch, counted_for: float, counts: int,
+    staff: BrowserClient, monkeypatch: pytest.MonkeyPatch, counted_for: float, every_read: bool,
 ) -> None:
     # Given jobs in every status and deliveries pending and held
     seed()
@@ -67,11 +69,13 @@ def test_two_refreshes_and_a_scrape_count_the_jobs_and_deliveries_once(
 
     # Then the jobs by status were counted once (its two queries: the jobs not final, those
     # finished in the last hour; each read counts when the interval is 0), and so were the
-    # pending deliveries (the scrape alone shows them) and the held ones, and every read shows
-    # the same figures
-    assert _counts(queries) == {"jobs": 2 * counts, "pending": 1, "held": counts}
+    # pending deliveries (the scrape alone shows them), the held ones and the last hour's errors
+    # (the pages alone show them), and every read shows the same figures
+    reads = 3 if every_read else 1
+    assert _counts(queries) == {"jobs": 2 * reads, "pending": 1, "held": reads, "errors": 2 if every_read else 1}
     for page in pages:
         assert row_of(section(page, "jobs"), "all")[1:4] == ["3", "1", "1"]
+        assert row_of(section(page, "failures"), "ValueError")[1] == "2"
         assert "2 disabled, 4 deliveries held" in text(section(page, "disabled-endpoints"))
     assert value(samples, "jobapi_jobs", status="PENDING") == 3
     assert value(samples, "jobapi_webhook_pending_deliveries") == 2
@@ -90,9 +94,11 @@ def test_the_figures_keep_their_count_until_the_next_then_count_what_changed(
     counted_at = re.search(r"counted (\d\d:\d\d:\d\d) UTC", section(first, "jobs"))
     assert counted_at
 
-    # When a job is submitted, one finishes, a delivery falls pending and one is held, within
-    # the interval
+    # When a job is submitted, one finishes, one fails, a delivery falls pending and one is
+    # held, within the interval
     Job.objects.create(owner=seeded.client, job_name=HELLO, status=Job.Status.PENDING)
+    Job.objects.create(owner=seeded.client, job_name=HELLO, status=Job.Status.FAILURE, finished_at=timezone.now(),
+                       error={"type": "NewError", "message": "since the count"})
     Job.objects.filter(pk=seeded.longest_running.pk).update(status=Job.Status.SUCCESS, finished_at=timezone.now())
     event = Event.objects.create(owner=seeded.client, subject_id=uuid.uuid4(), event_type="job.succeeded", body=b"{}")
     Delivery.objects.create(event=event, owner=seeded.client, subject_id=event.subject_id, url="https://a.example/",
@@ -104,9 +110,10 @@ def test_the_figures_keep_their_count_until_the_next_then_count_what_changed(
     kept_page, kept = _refresh(staff), _scrape()
 
     # Then the figures are those of the count, which the page still dates
-    assert row_of(section(kept_page, "jobs"), "all")[1:5] == ["3", "1", "1", "3"]
+    assert row_of(section(kept_page, "jobs"), "all")[1:6] == ["3", "1", "1", "3", "3"]
     assert f"counted {counted_at[1]} UTC" in section(kept_page, "jobs")
     assert "4 deliveries held" in text(section(kept_page, "disabled-endpoints"))
+    assert "NewError" not in section(kept_page, "failures")
     assert value(kept, "jobapi_jobs", status="PENDING") == 3
     assert value(kept, "jobapi_webhook_pending_deliveries") == 2
     assert value(kept, "jobapi_webhook_held_deliveries") == 4
@@ -114,7 +121,8 @@ def test_the_figures_keep_their_count_until_the_next_then_count_what_changed(
     # and once the interval has passed, each count is made again, exact
     clock[0] += 1
     recounted_page, recounted = _refresh(staff), _scrape()
-    assert row_of(section(recounted_page, "jobs"), "all")[1:5] == ["4", "0", "1", "4"]
+    assert row_of(section(recounted_page, "jobs"), "all")[1:6] == ["4", "0", "1", "4", "4"]
+    assert row_of(section(recounted_page, "failures"), "NewError")[1] == "1"
     assert "5 deliveries held" in text(section(recounted_page, "disabled-endpoints"))
     assert value(recounted, "jobapi_jobs", status="PENDING") == 4
     assert value(recounted, "jobapi_jobs", status="STARTED") == 0
