@@ -6,8 +6,9 @@ by a process and served meanwhile to the console's refreshes (every 5 s, each op
 Counted at 100,000 unfinished jobs and 1,000,000 deliveries (docs/benchmarks.md, "Counts that
 grow with what they count"): jobs by status 40-52 ms, the errors of 100,000 jobs failed in the
 last hour 91-217 ms, the held deliveries 14-20 ms at 100,000, the pending 3-8 ms at 45,000, the
-failing receivers 21-105 ms; a tenfold backlog costs tenfold, and every open console and every
-scrape of every API process made them again. A count kept by
+failing receivers 21-105 ms; a tenfold backlog costs tenfold or more (jobs by status 425-632 ms
+at a million waiting), and every open console and every scrape of every API process made them
+again. A count kept by
 triggers (as jobs_jobcounts keeps a client's) would be exact at no read's cost, but every
 client's submit, start and finish would update the same few rows, one at a time; a count capped
 at some N would be cheap but would stop /metrics' alerts at N. So the figures are exact as of
