@@ -93,6 +93,7 @@ def test_the_figures_keep_their_count_until_the_next_then_count_what_changed(
     _scrape()
     counted_at = re.search(r"counted (\d\d:\d\d:\d\d) UTC", section(first, "jobs"))
     assert counted_at
+    assert "failing receivers and held deliveries counted at most every 15 s" in text(first)
 
     # When a job is submitted, one finishes, one fails, a delivery falls pending and one is
     # held, within the interval
