@@ -1036,11 +1036,15 @@ class Bench:
             for a in DeliveryAttempt.objects.filter(delivery__subject_id__in=list(jobs), number=1)
             .select_related("delivery")
         }
+        # Each timestamp is taken before the write it goes into: `created_at` before the payload's
+        # validation and the INSERT, `started_at` before the start's UPDATE, `finished_at` before
+        # the finish's, an attempt's `started_at` before the claim's statement. The names say so.
         stages: dict[str, list[float]] = {
-            "submit -> row created": [], "row created -> started (publish, queue, worker)": [],
-            "started -> finished (run, write, event)": [],
-            "finished -> delivery attempt starts (publish, queue, claim)": [],
-            "attempt starts -> receiver has it (sign, connect, send)": [],
+            "submit -> row created (request, key, rate limit, parsing)": [],
+            "row created -> started (validation, INSERT, publish, queue, worker)": [],
+            "started -> finished (start's write and event, run)": [],
+            "finished -> delivery attempt starts (finish's write and event, publish, queue)": [],
+            "attempt starts -> receiver has it (claim, sign, send)": [],
         }
         for job_id, submitted, path in probes:
             job, attempt = jobs.get(job_id), attempts.get(job_id)
