@@ -98,11 +98,13 @@ def api_key_in_force(*, digest: str) -> bool:
 
 @contextmanager
 def client_writes(request: Request) -> Iterator[None]:
-    """Around a write of the request's client (a submission): a client deleted by another process
-    (the admin) while this one still remembers its key (API_KEY_CACHE_SECONDS) is refused as an
-    unknown key would be, and its key forgotten, rather than answered 500 when its rows fail
-    their foreign key (or find its own rows gone). Asked only once a write failed: a write that
-    succeeds costs nothing more."""
+    """Around a write of the request's client (a submission, an endpoint's creation, its signing
+    secret's first use or rotation), or a read of a row it always has (its limits' counts): a
+    client deleted by another process (the admin) while this one still remembers its key
+    (API_KEY_CACHE_SECONDS) is refused as an unknown key would be, and its key forgotten, rather
+    than answered 500 when its rows fail their foreign key (or find its own rows gone). Asked
+    only once a write failed: a write that succeeds costs nothing more. (A request naming one of
+    its rows, an endpoint or a job, finds it gone with it: 404, as for another client's.)"""
     try:
         yield
     except (IntegrityError, ObjectDoesNotExist):

@@ -48,8 +48,8 @@ def client_delete(*, client: Client) -> None:
     """Delete a client with all it owns (keys, jobs, results, deliveries). Its keys are forgotten
     as a deletion of each would be: a remembered one would go on authenticating the client that
     is no longer there (reads answering nothing). Other processes forget them within
-    API_KEY_CACHE_SECONDS; meanwhile a submission with one is refused 401 as an unknown key
-    (core.auth.client_writes), not a 500 for its job's owner gone.
+    API_KEY_CACHE_SECONDS; meanwhile a submission (or another write) with one is refused 401 as
+    an unknown key (core.auth.client_writes), not a 500 for its row's owner gone.
 
     The deletion reads what the client owns, deletes it, then the client. Its unfinished jobs
     are locked first, then the client, the order a job's transition takes them (its job's row,

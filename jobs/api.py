@@ -232,7 +232,8 @@ class LimitsApi(APIView):
     scope's budget like every GET)."""
 
     def get(self, request: Request) -> Response:
-        limits = selectors.client_limits(owner=request.user, now=timezone.now())
+        with client_writes(request):  # its counts' row, made with it, gone with it
+            limits = selectors.client_limits(owner=request.user, now=timezone.now())
         return Response(LimitsSerializer(limits).data)
 
 

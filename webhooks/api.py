@@ -6,6 +6,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from core.auth import client_writes
 from core.pagination import NewestFirstCursorPagination
 from webhooks import secrets
 from webhooks.models import Delivery, DeliveryAttempt
@@ -70,7 +71,8 @@ class DeliveryPagination(NewestFirstCursorPagination):
 
 class SigningSecretApi(APIView):
     def get(self, request: Request) -> Response:
-        secret = secrets.signing_secret_get_or_create(owner_id=request.user.pk)
+        with client_writes(request):  # made on first use
+            secret = secrets.signing_secret_get_or_create(owner_id=request.user.pk)
         return Response(SecretSerializer({"secret": secret}).data)
 
 
@@ -88,7 +90,8 @@ class SigningSecretRotateApi(APIView):
     def post(self, request: Request) -> Response:
         data = SecretRotationSerializer(data=request.data if isinstance(request.data, dict) else None)
         data.is_valid(raise_exception=True)
-        secret = secrets.signing_secret_rotate(
-            owner_id=request.user.pk, expire_previous_now=data.validated_data["expire_previous_now"]
-        )
+        with client_writes(request):
+            secret = secrets.signing_secret_rotate(
+                owner_id=request.user.pk, expire_previous_now=data.validated_data["expire_previous_now"]
+            )
         return Response(SecretSerializer({"secret": secret}).data, status=status.HTTP_200_OK)

@@ -15,6 +15,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from core.auth import client_writes
 from core.errors import ApplicationError
 from core.filters import UtcIsoDateTimeFilter
 from core.pagination import NewestFirstCursorPagination
@@ -159,7 +160,8 @@ class EndpointListCreateApi(APIView):
     def post(self, request: Request) -> Response:
         data = EndpointInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        endpoint = endpoints.endpoint_create(owner_id=request.user.pk, **data.validated_data)
+        with client_writes(request):
+            endpoint = endpoints.endpoint_create(owner_id=request.user.pk, **data.validated_data)
         return Response(EndpointSerializer(endpoint).data, status=status.HTTP_201_CREATED,
                         headers={"Location": f"/api/webhook-endpoints/{endpoint.id}/"})
 

@@ -7,6 +7,7 @@ import uuid
 from datetime import datetime, timedelta
 
 from django.conf import settings
+from django.core.exceptions import ObjectDoesNotExist
 from django.db import IntegrityError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
@@ -16,8 +17,10 @@ from webhooks import signing
 from webhooks.models import SigningSecret
 
 
-class SecretOwnerGone(LookupError):
-    """The client (or endpoint) a secret was to be made for was deleted meanwhile."""
+class SecretOwnerGone(ObjectDoesNotExist):
+    """The client (or endpoint) a secret was to be made for was deleted meanwhile. An
+    ObjectDoesNotExist, as the row it needed is: a request whose client is gone is then refused
+    as an unknown key (core.auth.client_writes), not answered 500."""
 
 
 def _of(owner_id: uuid.UUID, endpoint_id: uuid.UUID | None) -> dict[str, object]:

@@ -24,6 +24,7 @@ from core.services import (
 )
 from jobs.models import Job
 from tests.conftest import Api
+from webhooks.models import Endpoint, SigningSecret
 
 
 @pytest.fixture
@@ -138,3 +139,27 @@ def test_a_client_deleted_by_another_process_is_an_unknown_key_at_its_next_submi
     assert response.json()["error"]["code"] == "authentication_failed"
     assert api.get("/api/jobs/").status_code == 401
     assert not Job.objects.exists()
+
+
+@pytest.mark.parametrize(("method", "path", "body"), [
+    ("POST", "/api/webhook-endpoints/", {"url": "http://127.0.0.1:9/hooks"}),
+    ("GET", "/api/webhook-secret/", None),  # made on first use
+    ("POST", "/api/webhook-secret/rotate/", {}),
+    ("GET", "/api/limits/", None),  # read off its counts' row, deleted with it
+])
+def test_a_client_deleted_by_another_process_is_an_unknown_key_at_its_other_writes(
+    make_api: Callable[..., Api], method: str, path: str, body: dict[str, Any] | None
+) -> None:
+    # Given a key this API process remembers, and its client deleted by another process
+    api = make_api()
+    assert api.get("/api/jobs/").status_code == 200
+    Client.objects.filter(pk=api.client.pk).delete()
+
+    # When the key makes an endpoint, or its secret, or reads its limits
+    response = api.request(method, path, json=body)
+
+    # Then it is refused as an unknown key (it was a 500: the row's owner is gone), and forgotten
+    assert response.status_code == 401, response.text
+    assert response.json()["error"]["code"] == "authentication_failed"
+    assert api.get("/api/jobs/").status_code == 401
+    assert not Endpoint.objects.exists() and not SigningSecret.objects.exists()
