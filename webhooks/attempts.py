@@ -14,13 +14,14 @@ from django.db import InterfaceError, OperationalError
 from core import http
 from webhooks import dispatch, recording, sending, signing, telemetry
 from webhooks.claims import Claimed, Scope, claim, claims_expire
+from webhooks.models import ATTEMPT_INTERNAL_ERROR
 from webhooks.recording import AttemptOutcome
 
 logger = logging.getLogger(__name__)
 
 # The error of an attempt whose batch raised outside the attempts and their recording, and
 # did so with it alone (then the exception's type's name).
-SURPRISE = "Internal error while sending"
+SURPRISE = f"{ATTEMPT_INTERNAL_ERROR} sending"
 
 
 def _send(claimed: Claimed, resolver: http.Resolver | None) -> http.HttpResult:

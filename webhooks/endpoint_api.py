@@ -91,7 +91,9 @@ class EndpointHealthSerializer(serializers.Serializer):
     )
     failed_24h = serializers.IntegerField(
         help_text="Attempts started in the last 24 hours that failed: any other status, a network error or "
-                  "timeout, or interrupted (its worker stopped). An attempt under way is counted once it ends."
+                  "timeout, or interrupted (its worker stopped). An attempt under way is counted once it ends; one "
+                  "failed by an internal error of the service (its error begins `Internal error while`) is not "
+                  "counted, here or toward disabling the endpoint."
     )
     last_success_at = serializers.DateTimeField(allow_null=True)
     last_failure_at = serializers.DateTimeField(allow_null=True)

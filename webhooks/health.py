@@ -4,7 +4,9 @@ success and failure, the last error), and the rule that disables an endpoint tha
 The rule: an endpoint is disabled once it has failed at least WEBHOOK_ENDPOINT_DISABLE_AFTER_FAILURES
 attempts in a row over at least WEBHOOK_ENDPOINT_DISABLE_AFTER_SECONDS (both must hold, so a
 burst of failures in a minute, or one failure a day, never disables it). Any success ends the
-run. Per-job callback_url deliveries have no endpoint and no health.
+run. An attempt failed by the service's own fault (its error begins ATTEMPT_INTERNAL_ERROR: a
+bug, not the receiver's answer) counts neither way: it neither adds to the run nor ends it.
+Per-job callback_url deliveries have no endpoint and no health.
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from django.db.models.functions import Coalesce
 
 from core.timestamps import utc_iso
 from webhooks import endpoints
-from webhooks.models import Endpoint
+from webhooks.models import ATTEMPT_INTERNAL_ERROR, Endpoint
 
 # The most of an attempt's error or answer kept as the endpoint's last error.
 LAST_ERROR_MAX_CHARS = 500
@@ -27,11 +29,13 @@ LAST_ERROR_MAX_CHARS = 500
 def endpoints_record_outcomes(outcomes: Iterable[tuple[uuid.UUID | None, bool, str]], *, now: datetime) -> None:
     """Record a batch's outcomes on their endpoints, in the caller's transaction: (endpoint id or
     None, succeeded, what went wrong) each. An endpoint with a success in the batch is healthy;
-    one with only failures adds them to its run, and is disabled if the run meets the rule."""
+    one with only failures adds them to its run, and is disabled if the run meets the rule. An
+    internal error (ours) is left out: counted, a bug of the service's disabled a client's
+    endpoint whose receiver answered every attempt."""
     succeeded: set[uuid.UUID] = set()
     failed: dict[uuid.UUID, tuple[int, str]] = {}
     for endpoint_id, ok, error in outcomes:
-        if endpoint_id is None:
+        if endpoint_id is None or not ok and error.startswith(ATTEMPT_INTERNAL_ERROR):
             continue
         if ok:
             succeeded.add(endpoint_id)

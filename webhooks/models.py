@@ -209,6 +209,14 @@ class Delivery(models.Model):
         return f"delivery {self.pk} of {self.event_id} ({self.state})"
 
 
+# What begins the error of an attempt failed by the service's own fault (a bug: its sending
+# raised, or its outcome could not be recorded), not its receiver's: then " sending: <type>" or
+# " recording the outcome: <type>". Such an attempt is retried and given up as any other, but
+# counts neither way in its endpoint's health (webhooks/health.py): a bug of ours must not
+# disable a client's healthy endpoint, nor a success hide a receiver's failures.
+ATTEMPT_INTERNAL_ERROR = "Internal error while"
+
+
 class DeliveryAttempt(models.Model):
     """One HTTP attempt: a status code and the start of the response, or a network error."""
 

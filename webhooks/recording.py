@@ -21,7 +21,7 @@ from core import http
 from core.retry_after import retry_after_seconds
 from webhooks import dispatch, health, sql
 from webhooks.claims import Claimed, claims_expire
-from webhooks.models import Delivery
+from webhooks.models import ATTEMPT_INTERNAL_ERROR, Delivery
 from webhooks.retries import retry_delay_seconds
 
 logger = logging.getLogger(__name__)
@@ -29,7 +29,7 @@ logger = logging.getLogger(__name__)
 State = Delivery.State
 
 # The error of an attempt whose outcome could not be recorded (then its type's name).
-UNRECORDED = "Internal error while recording the outcome"
+UNRECORDED = f"{ATTEMPT_INTERNAL_ERROR} recording the outcome"
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,13 @@ from django.db.models.functions import (
     Substr,
 )
 
-from webhooks.models import Delivery, DeliveryAttempt, Endpoint, Event
+from webhooks.models import (
+    ATTEMPT_INTERNAL_ERROR,
+    Delivery,
+    DeliveryAttempt,
+    Endpoint,
+    Event,
+)
 
 
 def event_latest_at(*, subject_id: uuid.UUID, event_type: str) -> datetime | None:
@@ -55,7 +61,8 @@ def endpoints_of_owner(*, owner_id: uuid.UUID) -> QuerySet[Endpoint]:
 
 def endpoint_attempt_counts(*, endpoint_ids: Collection[uuid.UUID], since: datetime) -> dict[uuid.UUID, tuple[int, int]]:
     """Per endpoint, its attempts started since `since` and finished that succeeded (2xx) and that
-    failed (one query). Read from attempt_endpoint_started: each endpoint's own attempts since
+    failed (one query); one failed by an internal error (ours, not its receiver's: webhooks/health.py)
+    is neither. Read from attempt_endpoint_started: each endpoint's own attempts since
     `since`, whatever the table holds of other endpoints' or of its own earlier history. Through
     the deliveries it could not be bounded so: a delivery created long before may be attempted
     now (held while its endpoint was disabled, recovered, or late behind a rate limit), and
@@ -65,7 +72,8 @@ def endpoint_attempt_counts(*, endpoint_ids: Collection[uuid.UUID], since: datet
         .values("endpoint_id")
         .annotate(
             succeeded=Count("pk", filter=Q(status_code__gte=200, status_code__lt=300)),
-            failed=Count("pk", filter=~Q(status_code__gte=200, status_code__lt=300) | Q(status_code__isnull=True)),
+            failed=Count("pk", filter=(~Q(status_code__gte=200, status_code__lt=300) | Q(status_code__isnull=True))
+                         & ~Q(error__startswith=ATTEMPT_INTERNAL_ERROR)),
         )
     )
     return {row["endpoint_id"]: (row["succeeded"], row["failed"]) for row in counts}

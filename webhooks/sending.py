@@ -59,7 +59,7 @@ from core.slots import Slot, Slots
 from webhooks import dispatch, gates, outbox
 from webhooks.claims import Claimed
 from webhooks.gates import SLOW_ATTEMPT_SECONDS, Place
-from webhooks.models import Delivery, DeliveryAttempt
+from webhooks.models import ATTEMPT_INTERNAL_ERROR, Delivery, DeliveryAttempt
 
 logger = logging.getLogger(__name__)
 
@@ -254,7 +254,7 @@ def _send_one(claimed: Claimed, send: Send) -> http.HttpResult:
         return send(claimed)
     except Exception as exc:  # one attempt's surprise is its outcome, not its batch's end
         logger.exception("Delivery %s: the attempt raised", claimed.delivery_id)
-        return http.HttpResult(error=f"Internal error while sending: {type(exc).__name__}")
+        return http.HttpResult(error=f"{ATTEMPT_INTERNAL_ERROR} sending: {type(exc).__name__}")
 
 
 def deliveries_put_back(*, unsent: Sequence[tuple[Claimed, Unsent]], token: uuid.UUID) -> None:

@@ -10,6 +10,7 @@ import pytest
 from django.utils import timezone
 
 from core.services import client_create
+from webhooks import attempts, recording
 from webhooks.health import endpoints_record_outcomes
 from webhooks.models import Endpoint
 
@@ -64,3 +65,18 @@ def test_a_success_ends_the_run(endpoint: Endpoint) -> None:
 def test_callback_deliveries_cost_no_query(django_assert_num_queries: Any) -> None:
     with django_assert_num_queries(0):
         endpoints_record_outcomes([(None, False, "refused"), (None, True, "")], now=timezone.now())
+
+
+@pytest.mark.parametrize("error", [f"{attempts.SURPRISE}: RuntimeError", f"{recording.UNRECORDED}: DataError"])
+def test_internal_errors_count_neither_way(endpoint: Endpoint, error: str) -> None:
+    # Given a run of two failures of its receiver
+    start = timezone.now()
+    fail(endpoint, times=2, at=start)
+
+    # When an hour later three attempts fail by the service's own fault (a bug)
+    endpoints_record_outcomes([(endpoint.pk, False, error)] * 3, now=start + timedelta(hours=1))
+
+    # Then they neither add to the run (five over an hour disable it) nor are its last failure
+    endpoint.refresh_from_db()
+    assert endpoint.enabled and endpoint.consecutive_failures == 2 and endpoint.failing_since == start
+    assert endpoint.last_failure_at == start and endpoint.last_error == "HTTP 500"

@@ -1,11 +1,12 @@
 """A delivery whose attempt's outcome cannot be recorded (the database refuses its row, a bug)
 fails only itself: the rest of its batch, other clients' deliveries, are sent and recorded, and
 it is retried on its schedule as an internal error, then given up, rather than failing its whole
-batch at every drain for ever."""
+batch at every drain for ever. Such internal errors are not its endpoint's receiver's: they do
+not count toward disabling the endpoint."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from django.db import connection
 from core.models import Client
 from core.services import client_create
 from examples.receiver import Receiver
-from tests.conftest import worker_log_lines
+from tests.conftest import Api, worker_log_lines
 from tests.webhooks.conftest import until
 from webhooks import dispatch, outbox, recording
 from webhooks.models import Delivery, DeliveryAttempt
@@ -86,3 +87,30 @@ def test_a_delivery_whose_outcome_cannot_be_recorded_fails_alone_and_is_given_up
                                             f"delivery_id={poisoned.pk} "), what="the worker's line")
     assert line["level"] == "warning"
     assert line["error"] == f"{recording.UNRECORDED}: InternalError"
+
+
+def test_internal_errors_do_not_count_toward_disabling_an_endpoint(
+    receiver: Receiver, answers_refused: None, make_api: Callable[..., Api], celery_worker: str
+) -> None:
+    # Given an endpoint whose receiver answers every delivery 200, but whose answers the database
+    # will not store (a bug of ours), and the tests' health rule: three attempts in a row failing
+    # over a second disable an endpoint, as one delivery's three attempts do (0, 1, 1 s apart)
+    api = make_api()
+    created = api.post("/api/webhook-endpoints/", json={"url": f"{receiver.url}{POISONED_PATH}"})
+    assert created.status_code == 201, created.text
+    endpoint = created.json()
+
+    # When a job of its client succeeds, and its delivery's every attempt fails as an internal error
+    job = api.submit("api.tasks.hello_world")
+    delivery = until(lambda: Delivery.objects.filter(subject_id=job["id"], state=Delivery.State.FAILED).first(),
+                     what="the delivery given up")
+    assert list(DeliveryAttempt.objects.filter(delivery=delivery).values_list("status_code", "error")) == [
+        (None, f"{recording.UNRECORDED}: InternalError")
+    ] * 3
+
+    # Then the endpoint stays enabled, its health untouched: its receiver answered each attempt
+    # (it was disabled as failing, its deliveries held)
+    after = api.get(f"/api/webhook-endpoints/{endpoint['id']}/").json()
+    assert (after["enabled"], after["disabled_reason"]) == (True, None)
+    assert after["health"] == {"succeeded_24h": 0, "failed_24h": 0, "last_success_at": None,
+                               "last_failure_at": None, "consecutive_failures": 0, "disabled_reason": None}
