@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 from django.utils import timezone
 
 from core import logs, metrics
-from webhooks.models import Delivery, Endpoint
+from webhooks.models import ATTEMPT_INTERNAL_ERROR, Delivery, Endpoint
 
 if TYPE_CHECKING:
     from core.http import HttpResult
@@ -34,7 +34,8 @@ _EVENT_TIMESTAMP = re.compile(rb'"timestamp":"([^"]{1,40})"')
 
 
 # Every value attempt_outcome answers.
-OUTCOMES = ("success", "http_error", "timeout", "refused", "blocked", "tls_error", "connection_error", "error")
+OUTCOMES = ("success", "http_error", "timeout", "refused", "blocked", "tls_error", "connection_error", "error",
+            "internal_error")
 
 
 # Every reason the service disables an endpoint for (a client's own disabling is not counted).
@@ -50,6 +51,8 @@ def attempt_outcome(result: HttpResult) -> str:
     if result.refused:
         return "blocked"  # the address guard refused the URL: nothing was sent
     error = result.error
+    if error.startswith(ATTEMPT_INTERNAL_ERROR):
+        return "internal_error"  # a bug of ours (its sending, its recording), not the receiver's
     if " within " in error or "timed out" in error:
         return "timeout"
     if "Connection refused" in error:

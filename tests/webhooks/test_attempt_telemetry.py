@@ -171,3 +171,26 @@ def test_each_delivery_given_up_is_told_even_when_another_of_its_batch_was_taken
     # Then the delivery this batch gave up is told, the other left to its new holder
     assert [line["delivery_id"] for line in lines if line["event"] == "webhook delivery given up"] == [first.pk]
     assert Delivery.objects.get(pk=first.pk).state == Delivery.State.FAILED
+
+
+@pytest.mark.django_db
+def test_an_internal_error_is_told_apart_from_the_receivers(
+    receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given the sending of an attempt raising (a bug of ours, not the receiver's doing)
+    def raises(*args: Any) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(attempts, "_send", raises)
+    before = _scrape()
+
+    # When the attempt is made
+    _attempt_once(receiver.url)
+
+    # Then it counts as an internal error, not as one of the receiver's errors
+    after = _scrape()
+    changed = {
+        dict(labels)["outcome"]: after[(name, labels)] - before.get((name, labels), 0.0)
+        for name, labels in after if name == "jobapi_webhook_attempts_total"
+    }
+    assert {kind: n for kind, n in changed.items() if n} == {"internal_error": 1}
