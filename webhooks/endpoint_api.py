@@ -16,11 +16,16 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.auth import client_writes
-from core.errors import ApplicationError
+from core.errors import ApplicationError, NotFound
 from core.filters import UtcIsoDateTimeFilter
 from core.pagination import NewestFirstCursorPagination
 from webhooks import endpoints, secrets, selectors
-from webhooks.api import DeliveryPagination, DeliverySerializer, SecretRotationSerializer, SecretSerializer
+from webhooks.api import (
+    DeliveryPagination,
+    DeliverySerializer,
+    SecretRotationSerializer,
+    SecretSerializer,
+)
 from webhooks.events import ENDPOINT_EVENT_TYPES
 from webhooks.models import Delivery, Endpoint
 
@@ -188,7 +193,10 @@ class EndpointDetailApi(APIView):
 class EndpointSecretApi(APIView):
     def get(self, request: Request, endpoint_id: str) -> Response:
         endpoint = endpoints.endpoint_get(owner_id=request.user.pk, endpoint_id=endpoint_id)
-        secret = secrets.signing_secret_get_or_create(owner_id=request.user.pk, endpoint_id=endpoint.id)
+        try:  # made on first use
+            secret = secrets.signing_secret_get_or_create(owner_id=request.user.pk, endpoint_id=endpoint.id)
+        except secrets.SecretOwnerGone:  # deleted since it was looked up
+            raise NotFound(endpoints.NO_ENDPOINT) from None
         return Response(SecretSerializer({"secret": secret}).data)
 
 
@@ -199,10 +207,13 @@ class EndpointSecretRotateApi(APIView):
         endpoint = endpoints.endpoint_get(owner_id=request.user.pk, endpoint_id=endpoint_id)
         data = SecretRotationSerializer(data=request.data if isinstance(request.data, dict) else None)
         data.is_valid(raise_exception=True)
-        secret = secrets.signing_secret_rotate(
-            owner_id=request.user.pk, endpoint_id=endpoint.id,
-            expire_previous_now=data.validated_data["expire_previous_now"],
-        )
+        try:
+            secret = secrets.signing_secret_rotate(
+                owner_id=request.user.pk, endpoint_id=endpoint.id,
+                expire_previous_now=data.validated_data["expire_previous_now"],
+            )
+        except secrets.SecretOwnerGone:  # deleted since it was looked up
+            raise NotFound(endpoints.NO_ENDPOINT) from None
         return Response(SecretSerializer({"secret": secret}).data)
 
 

@@ -20,7 +20,11 @@ from core.services import client_lock
 from core.timestamps import utc_iso
 from webhooks import dispatch, outbox, reschedule, secrets, sending, telemetry
 from webhooks.addresses import callback_url_validate
-from webhooks.events import DEFAULT_ENDPOINT_EVENT_TYPES, ENDPOINT_DISABLED_EVENT_TYPE, TEST_EVENT_TYPE
+from webhooks.events import (
+    DEFAULT_ENDPOINT_EVENT_TYPES,
+    ENDPOINT_DISABLED_EVENT_TYPE,
+    TEST_EVENT_TYPE,
+)
 from webhooks.models import Delivery, Endpoint
 
 State = Delivery.State
@@ -28,6 +32,8 @@ State = Delivery.State
 EDITABLE = ("url", "description", "event_types", "enabled", "headers", "rate_limit_per_second")
 # The most deliveries one recovery sends (`endpoint_recover`); the next one sends the next.
 RECOVER_MAX_DELIVERIES = 1000
+# The 404 of an endpoint not the asker's, or gone.
+NO_ENDPOINT = "No such webhook endpoint."
 
 
 def endpoint_get(*, owner_id: uuid.UUID, endpoint_id: uuid.UUID | str) -> Endpoint:
@@ -35,7 +41,7 @@ def endpoint_get(*, owner_id: uuid.UUID, endpoint_id: uuid.UUID | str) -> Endpoi
     try:
         return Endpoint.objects.get(pk=endpoint_id, owner_id=owner_id)
     except (Endpoint.DoesNotExist, ValidationError, ValueError, TypeError):
-        raise NotFound("No such webhook endpoint.") from None
+        raise NotFound(NO_ENDPOINT) from None
 
 
 def _locked(endpoint_id: uuid.UUID) -> Endpoint:
@@ -142,7 +148,7 @@ def endpoint_test(*, owner_id: uuid.UUID, endpoint_id: uuid.UUID | str) -> Deliv
         )
     delivery = Delivery.objects.filter(event=event).first()
     if delivery is None:  # deleted meanwhile: the event went to no endpoint
-        raise NotFound("No such webhook endpoint.")
+        raise NotFound(NO_ENDPOINT)
     return delivery
 
 

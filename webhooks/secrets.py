@@ -74,19 +74,28 @@ def signing_secret_rotate(
 ) -> str:
     """Make a new current secret. The one it replaces keeps signing for
     WEBHOOK_SECRET_OVERLAP_SECONDS, or not at all with `expire_previous_now` (a leaked secret);
-    an older one still in its overlap stops now, so at most two secrets ever sign."""
+    an older one still in its overlap stops now, so at most two secrets ever sign. Raises
+    SecretOwnerGone when the client or endpoint no longer exists (deleted since it was looked up)."""
     now = timezone.now()
     overlap = timedelta(seconds=0 if expire_previous_now else settings.WEBHOOK_SECRET_OVERLAP_SECONDS)
     scope = _of(owner_id, endpoint_id)
-    with transaction.atomic():
-        # The client's lock serialises concurrent rotations. (Locking the current row would not:
-        # a second rotation waiting on it reads it again once the first commits, finds it
-        # expired, and makes a second current secret.)
-        client_lock(client_id=owner_id)
-        old = list(SigningSecret.objects.filter(**scope, expires_at__isnull=True))
-        SigningSecret.objects.filter(**scope, expires_at__gt=now).update(expires_at=now)
-        SigningSecret.objects.filter(pk__in=[secret.pk for secret in old]).update(expires_at=now + overlap)
-        new = SigningSecret.objects.create(owner_id=owner_id, endpoint_id=endpoint_id, secret=signing.secret_generate())
+    try:
+        with transaction.atomic():
+            # The client's lock serialises concurrent rotations. (Locking the current row would
+            # not: a second rotation waiting on it reads it again once the first commits, finds
+            # it expired, and makes a second current secret.)
+            client_lock(client_id=owner_id)
+            old = list(SigningSecret.objects.filter(**scope, expires_at__isnull=True))
+            SigningSecret.objects.filter(**scope, expires_at__gt=now).update(expires_at=now)
+            SigningSecret.objects.filter(pk__in=[secret.pk for secret in old]).update(expires_at=now + overlap)
+            new = SigningSecret.objects.create(
+                owner_id=owner_id, endpoint_id=endpoint_id, secret=signing.secret_generate()
+            )
+    except IntegrityError:
+        # Its owner's row gone (its foreign key failed), with its secrets: else it was not that.
+        if signing_secret_current(owner_id=owner_id, endpoint_id=endpoint_id) is None:
+            raise SecretOwnerGone(f"client {owner_id}, endpoint {endpoint_id}") from None
+        raise
     return new.secret
 
 

@@ -2,11 +2,13 @@
 still commits (with no delivery to the endpoint gone), and no delivery of it is left pending
 without its endpoint, to go to its URL signed with the client's secret instead of the
 endpoint's. Deleted while an attempt to it is in flight: a 2xx is recorded as succeeded (the
-receiver got it), anything else leaves the delivery canceled, with no retry."""
+receiver got it), anything else leaves the delivery canceled, with no retry. Deleted as its
+secret is read or rotated: 404, as once it is gone."""
 from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from django.db import transaction
@@ -14,6 +16,7 @@ from django.db import transaction
 from core.models import Client
 from core.services import client_create
 from examples.receiver import Receiver, Reply
+from tests.conftest import Api
 from tests.locks import meanwhile
 from webhooks import attempts, claims, endpoints, outbox, sending
 from webhooks.models import Delivery, DeliveryAttempt, Endpoint, Event, SigningSecret
@@ -149,3 +152,32 @@ def test_an_endpoint_deleted_before_its_first_secret_is_made_closes_the_attempt_
     (attempt,) = DeliveryAttempt.objects.filter(delivery=doomed)
     assert attempt.finished_at is not None
     assert (attempt.status_code, attempt.error) == (None, claims.LEFT_OUT_ENDPOINT_DELETED)
+
+
+@pytest.mark.parametrize(("method", "path"), [("GET", "secret/"), ("POST", "secret/rotate/")])
+def test_an_endpoint_deleted_as_its_secret_is_read_or_rotated_is_not_found(
+    make_api: Callable[..., Api], monkeypatch: pytest.MonkeyPatch, method: str, path: str
+) -> None:
+    # Given an endpoint (with its secret)
+    api = make_api()
+    created = api.post("/api/webhook-endpoints/", json={"url": RECEIVER})
+    assert created.status_code == 201, created.text
+    endpoint_id = created.json()["id"]
+
+    # When it is deleted, its secret with it (its client's other request), once the request
+    # has found it
+    found = endpoints.endpoint_get
+
+    def deleted_meanwhile(**kwargs: Any) -> Endpoint:
+        endpoint = found(**kwargs)
+        Endpoint.objects.filter(pk=endpoint.pk).delete()
+        return endpoint
+
+    monkeypatch.setattr(endpoints, "endpoint_get", deleted_meanwhile)
+    response = api.request(method, f"/api/webhook-endpoints/{endpoint_id}/{path}", json={})
+
+    # Then it is not found, as it would be a moment later (it was a 500: the secret made again,
+    # or rotated, failed on the endpoint's foreign key), and no secret is left of it
+    assert response.status_code == 404, response.text
+    assert response.json()["error"]["code"] == "not_found"
+    assert not SigningSecret.objects.filter(endpoint_id=endpoint_id).exists()
