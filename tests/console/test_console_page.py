@@ -29,13 +29,6 @@ from webhooks.models import Delivery, Endpoint
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def staff() -> BrowserClient:
-    browser = BrowserClient()
-    browser.force_login(User.objects.create_user("operator", is_staff=True, is_superuser=True))
-    return browser
-
-
 def section(html: str, name: str) -> str:
     return html.split(f'<section id="{name}">', 1)[1].split("</section>", 1)[0]
 

@@ -7,7 +7,6 @@ import re
 import uuid
 
 import pytest
-from django.contrib.auth.models import User
 from django.db import connection
 from django.test import Client as BrowserClient
 from django.test.utils import CaptureQueriesContext
@@ -21,13 +20,6 @@ from tests.console.test_metrics import TOKEN, parse, value
 from webhooks.models import Delivery, Event
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def staff() -> BrowserClient:
-    browser = BrowserClient()
-    browser.force_login(User.objects.create_user("operator", is_staff=True, is_superuser=True))
-    return browser
 
 
 def _refresh(staff: BrowserClient) -> str:

@@ -8,7 +8,6 @@ import uuid
 from datetime import timedelta
 
 import pytest
-from django.contrib.auth.models import User
 from django.db import connection
 from django.test import Client as BrowserClient
 from django.test.utils import CaptureQueriesContext
@@ -33,13 +32,6 @@ pytestmark = pytest.mark.django_db
 
 # More failures of each kind than the console once read (the newest 500 of each).
 NOISY = 600
-
-
-@pytest.fixture
-def staff() -> BrowserClient:
-    browser = BrowserClient()
-    browser.force_login(User.objects.create_user("operator", is_staff=True, is_superuser=True))
-    return browser
 
 
 def failing_receivers_metric() -> float:
