@@ -28,6 +28,15 @@ def _scrape() -> Samples:
     return parse(response.content.decode())
 
 
+def _attempts_counted(before: Samples, after: Samples) -> dict[str, float]:
+    """The attempts counted between two scrapes, by outcome (those that moved)."""
+    changed = {
+        dict(labels)["outcome"]: after[(name, labels)] - before.get((name, labels), 0.0)
+        for name, labels in after if name == "jobapi_webhook_attempts_total"
+    }
+    return {kind: n for kind, n in changed.items() if n}
+
+
 def _attempt_once(url: str) -> None:
     client = client_create(name=f"t-{uuid.uuid4().hex[:6]}")
     # Recorded, not published: this test sends the attempt itself.
@@ -54,11 +63,7 @@ def test_each_answer_is_counted_by_its_kind(make_receiver: Callable[..., Receive
     _attempt_once(receiver.url)
 
     after = _scrape()
-    changed = {
-        dict(labels)["outcome"]: after[(name, labels)] - before.get((name, labels), 0.0)
-        for name, labels in after if name == "jobapi_webhook_attempts_total"
-    }
-    assert {kind: n for kind, n in changed.items() if n} == {outcome: 1}
+    assert _attempts_counted(before, after) == {outcome: 1}
     delivered = value(after, "jobapi_webhook_delivery_seconds_count") - value(before, "jobapi_webhook_delivery_seconds_count")
     assert delivered == (1 if outcome == "success" else 0)
     assert "127.0.0.1" not in "".join(str(key) for key in after)
@@ -188,9 +193,4 @@ def test_an_internal_error_is_told_apart_from_the_receivers(
     _attempt_once(receiver.url)
 
     # Then it counts as an internal error, not as one of the receiver's errors
-    after = _scrape()
-    changed = {
-        dict(labels)["outcome"]: after[(name, labels)] - before.get((name, labels), 0.0)
-        for name, labels in after if name == "jobapi_webhook_attempts_total"
-    }
-    assert {kind: n for kind, n in changed.items() if n} == {"internal_error": 1}
+    assert _attempts_counted(before, _scrape()) == {"internal_error": 1}
