@@ -9,6 +9,9 @@ import signal
 import subprocess
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -56,31 +59,57 @@ def test_compose_gives_the_job_workers_time_to_hand_their_jobs_back(service: str
     assert float(config["environment"]["WORKER_SOFT_SHUTDOWN_SECONDS"]) + 20 <= _seconds(config["stop_grace_period"])
 
 
-def test_a_long_job_cut_off_by_a_stop_is_handed_back_at_once(transactional_db: Any, tmp_path: Path) -> None:
-    # Given the long-jobs worker started by its script, running a job that lasts longer than
-    # the worker's soft time
+@dataclass
+class Stopping:
+    """A long-jobs worker started by its script, as compose runs it, and the job it runs."""
+
+    worker: subprocess.Popen[bytes]
+    hostname: str
+    env: dict[str, str]
+    prefix: str
+    job: Job
+    stop_signal: signal.Signals
+
+
+@contextmanager
+def worker_running_a_job(tmp_path: Path, *, soft_seconds: int, job_seconds: int) -> Iterator[Stopping]:
+    """The long-jobs worker started by its script with that soft time, once its job (a
+    long_running_task of job_seconds) has started; its worker (or the one that replaced it)
+    stopped on the way out."""
     service = yaml.safe_load((REPO / "docker-compose.yaml").read_text())["services"]["worker-long"]
     prefix = f"test-{os.environ['TEST_RUN_ID']}-stop-{uuid.uuid4().hex[:8]}:"
     name = f"jobs_long-{uuid.uuid4().hex[:6]}"
     env = script_env(prefix, tmp_path / "data", QUEUES="jobs_long", WORKER_NAME=name, WORKER_PROCESSES="1",
-                     WORKER_SOFT_SHUTDOWN_SECONDS=str(SOFT_SECONDS), METRICS_ENABLED="false")
+                     WORKER_SOFT_SHUTDOWN_SECONDS=str(soft_seconds), METRICS_ENABLED="false")
+    job = Job.objects.create(owner=client_create(name=f"stop-{uuid.uuid4().hex[:6]}"),
+                             job_name="api.tasks.long_running_task", payload={"duration": job_seconds})
     app = probe_app(prefix)
-    worker = start("worker", env, tmp_path)
-    broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    stopping = Stopping(worker=start("worker", env, tmp_path), hostname=f"{name}@{os.uname().nodename}", env=env,
+                        prefix=prefix, job=job, stop_signal=getattr(signal, service.get("stop_signal", "SIGTERM")))
     try:
-        hostname = f"{name}@{os.uname().nodename}"
-        wait_for_worker(app, hostname, worker)
-        job = Job.objects.create(owner=client_create(name=f"stop-{uuid.uuid4().hex[:6]}"),
-                                 job_name="api.tasks.long_running_task", payload={"duration": JOB_SECONDS})
+        wait_for_worker(app, stopping.hostname, stopping.worker)
         (head,) = dispatch.job_signatures(job=job)
         app.send_task(head.task, args=head.args, kwargs=head.kwargs, **head.options)
         deadline = time.monotonic() + 30
         while Job.objects.get(pk=job.pk).status != Job.Status.STARTED:
             assert time.monotonic() < deadline, "the job did not start"
             time.sleep(0.1)
+        yield stopping
+    finally:
+        stop_process(stopping.worker)
+        app.close()
+        purge(prefix)
+
+
+def test_a_long_job_cut_off_by_a_stop_is_handed_back_at_once(transactional_db: Any, tmp_path: Path) -> None:
+    # Given the long-jobs worker started by its script, running a job that lasts longer than
+    # the worker's soft time
+    broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    with worker_running_a_job(tmp_path, soft_seconds=SOFT_SECONDS, job_seconds=JOB_SECONDS) as stopping:
+        job, worker = stopping.job, stopping.worker
 
         # When compose stops the worker: its stop signal, then SIGKILL once the grace is over
-        worker.send_signal(getattr(signal, service.get("stop_signal", "SIGTERM")))
+        worker.send_signal(stopping.stop_signal)
         try:
             worker.wait(timeout=GRACE_SECONDS)
         except subprocess.TimeoutExpired:
@@ -90,25 +119,20 @@ def test_a_long_job_cut_off_by_a_stop_is_handed_back_at_once(transactional_db: A
         # Then the job's message waits in its queue for the next worker (not among the killed
         # worker's unacknowledged ones, for the visibility timeout), the job not final; and the
         # next worker runs it to its end at once
-        assert broker.llen(f"{prefix}jobs_long") == 1
+        assert broker.llen(f"{stopping.prefix}jobs_long") == 1
         assert Job.objects.get(pk=job.pk).status == Job.Status.STARTED
         # and the console shows the worker stopped, its queue without it: Celery's cold shutdown
         # sends no worker_shutdown, and the worker stayed up, a consumer of jobs_long, until it
         # was lost (LOST_AFTER_SECONDS later), in red after every deploy
-        workers = [row for row in workers_seen() if row.worker.hostname == hostname]
+        workers = [row for row in workers_seen() if row.worker.hostname == stopping.hostname]
         assert [row.state for row in workers] == ["stopped"]
         assert {row.name: row.consumers for row in queues(workers=workers, broker_up=False)}["jobs_long"] == 0
         name = f"jobs_long-{uuid.uuid4().hex[:6]}"
-        worker = start("worker", {**env, "WORKER_NAME": name}, tmp_path)
+        stopping.worker = worker = start("worker", {**stopping.env, "WORKER_NAME": name}, tmp_path)
         deadline = time.monotonic() + STARTUP_SECONDS + JOB_SECONDS
         while (status := Job.objects.get(pk=job.pk).status) != Job.Status.SUCCESS:
             assert worker.poll() is None and status == Job.Status.STARTED and time.monotonic() < deadline, status
             time.sleep(0.2)
-    finally:
-        stop_process(worker)
-        app.close()
-        purge(prefix)
-
 
 
 # Seconds the short job runs; the soft time the worker is given, far longer; and the seconds the
@@ -122,27 +146,12 @@ EXIT_SECONDS = 30
 def test_a_stopped_worker_exits_once_its_running_job_ends(transactional_db: Any, tmp_path: Path) -> None:
     # Given the long-jobs worker started by its script, with a soft time far longer than the job
     # it is running
-    service = yaml.safe_load((REPO / "docker-compose.yaml").read_text())["services"]["worker-long"]
-    prefix = f"test-{os.environ['TEST_RUN_ID']}-stop-{uuid.uuid4().hex[:8]}:"
-    name = f"jobs_long-{uuid.uuid4().hex[:6]}"
-    env = script_env(prefix, tmp_path / "data", QUEUES="jobs_long", WORKER_NAME=name, WORKER_PROCESSES="1",
-                     WORKER_SOFT_SHUTDOWN_SECONDS=str(LONG_SOFT_SECONDS), METRICS_ENABLED="false")
-    app = probe_app(prefix)
-    worker = start("worker", env, tmp_path)
     broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
-    try:
-        wait_for_worker(app, f"{name}@{os.uname().nodename}", worker)
-        job = Job.objects.create(owner=client_create(name=f"stop-{uuid.uuid4().hex[:6]}"),
-                                 job_name="api.tasks.long_running_task", payload={"duration": SHORT_JOB_SECONDS})
-        (head,) = dispatch.job_signatures(job=job)
-        app.send_task(head.task, args=head.args, kwargs=head.kwargs, **head.options)
-        deadline = time.monotonic() + 30
-        while Job.objects.get(pk=job.pk).status != Job.Status.STARTED:
-            assert time.monotonic() < deadline, "the job did not start"
-            time.sleep(0.1)
+    with worker_running_a_job(tmp_path, soft_seconds=LONG_SOFT_SECONDS, job_seconds=SHORT_JOB_SECONDS) as stopping:
+        worker = stopping.worker
 
         # When compose stops it (its stop signal), the job still running
-        worker.send_signal(getattr(signal, service.get("stop_signal", "SIGTERM")))
+        worker.send_signal(stopping.stop_signal)
         try:
             worker.wait(timeout=EXIT_SECONDS)
         except subprocess.TimeoutExpired:
@@ -154,9 +163,5 @@ def test_a_stopped_worker_exits_once_its_running_job_ends(transactional_db: Any,
         assert worker.returncode == 0, "still running: waiting out its soft time"
         # and the job ended as it would have without the stop, its message acknowledged, not
         # handed back to the queue for a second run
-        assert Job.objects.get(pk=job.pk).status == Job.Status.SUCCESS
-        assert broker.llen(f"{prefix}jobs_long") == 0
-    finally:
-        stop_process(worker)
-        app.close()
-        purge(prefix)
+        assert Job.objects.get(pk=stopping.job.pk).status == Job.Status.SUCCESS
+        assert broker.llen(f"{stopping.prefix}jobs_long") == 0
