@@ -34,6 +34,7 @@ Status = Job.Status
 def _context(job: Job, index: int, step_count: int) -> StepContext:
     return StepContext(
         job_id=job.id,
+        owner_id=job.owner_id,
         payload=job.payload,
         step_index=index,
         step_count=step_count,

@@ -50,6 +50,8 @@ class StepContext:
     """
 
     job_id: uuid.UUID
+    # The job's client: the model provider's breakers are kept per client too (checklist_breaker.py).
+    owner_id: uuid.UUID
     payload: dict[str, Any]
     step_index: int
     step_count: int

@@ -1,4 +1,4 @@
-"""One try of the checklist job's model call (checklist.py retries them): the provider's breaker
+"""One try of the checklist job's model call (checklist.py retries them): the provider's breakers
 asked first and told the outcome (checklist_breaker.py), the request, with its answer's bounds
 (checklist_client.py), and what a try those bounds cut off spent, counted against its client's
 daily model budget."""
@@ -52,8 +52,9 @@ class ModelTries:
 
     def attempt(self, ctx: StepContext, messages: Sequence[prompts.ChatMessage]) -> Any:
         """One try: the completion, or the client's error (OpenAIError) as it raised it;
-        ProviderUnavailable, unsent, while the provider's breaker is open (checklist_breaker.py)."""
-        probe = checklist_breaker.before_call()
+        ProviderUnavailable, unsent, while the provider's breaker or the job's client's is open
+        (checklist_breaker.py)."""
+        probes = checklist_breaker.before_call(client_id=ctx.owner_id)
         started = time.monotonic()
         try:
             completion = self._client.chat.completions.create(
@@ -66,10 +67,10 @@ class ModelTries:
                 max_completion_tokens=settings.OPENAI_MAX_OUTPUT_TOKENS or openai.omit,
             )
         except openai.OpenAIError as error:
-            checklist_breaker.after_call(probe=probe, error=error)
+            checklist_breaker.after_call(client_id=ctx.owner_id, probes=probes, error=error)
             self._count_cut_off(ctx, messages)
             raise
-        checklist_breaker.after_call(probe=probe, error=None)
+        checklist_breaker.after_call(client_id=ctx.owner_id, probes=probes, error=None)
         metrics.model_answered(model=settings.OPENAI_MODEL, seconds=time.monotonic() - started,
                                tokens=total_tokens(completion))
         return completion

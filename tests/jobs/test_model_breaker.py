@@ -6,12 +6,11 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from core import cache_redis
 from core.celery import app as celery_app
-from jobs.types import checklist_breaker
 from tests.conftest import (
     Api,
     fake_openai_env,
@@ -51,7 +50,10 @@ def jobs_run_by_own_worker(
         if process is not None:
             stop_process(process)
         celery_app.control.add_consumer("jobs", destination=[celery_worker], reply=True)
-        cache_redis.client().delete(*(cache_redis.queue_key(key) for key in checklist_breaker.KEYS))
+        # The provider's keys and each client's (checklist_breaker.KEYS, client_keys).
+        redis = cache_redis.client()
+        if keys := list(redis.scan_iter(match=cache_redis.queue_key("model-breaker:*"))):
+            redis.delete(*keys)
 
 
 def answered_scenario(fake_openai: FakeOpenAI, gate: threading.Event | None = None) -> Scenario:
@@ -72,13 +74,14 @@ def test_a_failing_provider_opens_the_breaker_and_one_probe_answered_closes_it(
         assert (first["status"], first["error"]["type"], len(failing.requests)) == (
             "FAILURE", "model_unavailable", 2), first
 
-        # When another client's job calls the model within the cool-down
+        # When the client's next job calls the model within the cool-down
         unsent = answered_scenario(fake_openai)
         refused = api.wait(submit(api, unsent)["id"])
 
-        # Then it fails at once, its call not sent, saying why
+        # Then it fails at once, its call not sent, saying why (the client's own breaker: a
+        # deployment of one client has no other to count the provider out)
         assert (refused["status"], refused["error"]["type"]) == ("FAILURE", "model_provider_unavailable"), refused
-        assert "failed 2 tries in a row" in refused["error"]["message"]
+        assert "failed this client's last 2 tries in a row" in refused["error"]["message"]
         assert unsent.requests == []
 
         # When the cool-down has passed: one call (the probe) is let through; held by the
@@ -106,6 +109,111 @@ def test_a_failing_provider_opens_the_breaker_and_one_probe_answered_closes_it(
 
     # And /metrics counts the two calls not sent apart from the tries made
     assert calls(before, scrape(api.base_url)) == {"server_error": 1, "failed": 1, "provider_unavailable": 2, "ok": 4}
+
+
+def failing_scenario(fake_openai: FakeOpenAI, tries: int = 2) -> Scenario:
+    """A document the provider fails on: each try answered 500 (the fake server keys its replies by
+    a token in the document, as a real provider may fail on one input: a timeout on the largest
+    document, a 500 on some text)."""
+    scenario = fake_openai.scenario()
+    scenario.add(*(Reply.error(500, "upstream failed on this input") for _ in range(tries)))
+    return scenario
+
+
+def test_one_clients_failing_calls_open_its_own_breaker_not_the_others(
+    api: Api, make_api: Callable[..., Api], celery_worker: str, fake_openai: FakeOpenAI, tmp_path: Path
+) -> None:
+    other = make_api()
+    with jobs_run_by_own_worker(celery_worker, fake_openai, tmp_path, **BREAKER):
+        # Given a client whose documents the provider fails on, twice (each job's two tries 500)
+        for _ in range(2):
+            failing = failing_scenario(fake_openai)
+            failed = api.wait(submit(api, failing)["id"])
+            assert failed["status"] == "FAILURE", failed
+        assert failed["error"]["type"] == "model_provider_unavailable", failed
+
+        # When another client's checklist job runs within the cool-down
+        answered = answered_scenario(fake_openai)
+        job = other.wait(submit(other, answered)["id"])
+
+        # Then it reaches the provider and succeeds
+        assert (job["status"], len(answered.requests)) == ("SUCCESS", 2), job
+
+        # And the failing client's own calls still fail at once, unsent
+        unsent = answered_scenario(fake_openai)
+        refused = api.wait(submit(api, unsent)["id"])
+        assert (refused["status"], refused["error"]["type"], unsent.requests) == (
+            "FAILURE", "model_provider_unavailable", []), refused
+        assert "this client's" in refused["error"]["message"]
+
+
+def test_failures_of_two_clients_open_the_breaker_for_every_client(
+    api: Api, make_api: Callable[..., Api], celery_worker: str, fake_openai: FakeOpenAI, tmp_path: Path
+) -> None:
+    second, third = make_api(), make_api()
+    with jobs_run_by_own_worker(celery_worker, fake_openai, tmp_path, **BREAKER):
+        # Given a provider failing one client's two tries (its own breaker opened)
+        first = api.wait(submit(api, failing_scenario(fake_openai))["id"])
+        assert (first["status"], first["error"]["type"]) == ("FAILURE", "model_unavailable"), first
+
+        # When it fails another client's try too
+        failing = fake_openai.scenario()
+        failing.add(Reply.error(500, "upstream down"), summary_reply(failing), checklist_reply())
+        job = second.wait(submit(second, failing)["id"])
+
+        # Then the breaker is open for every client: that job's retry and a third client's call are
+        # not sent
+        assert (job["status"], job["error"]["type"], len(failing.requests)) == (
+            "FAILURE", "model_provider_unavailable", 1), job
+        assert "failed 2 tries in a row" in job["error"]["message"]
+        unsent = answered_scenario(fake_openai)
+        refused = third.wait(submit(third, unsent)["id"])
+        assert (refused["error"]["type"], unsent.requests) == ("model_provider_unavailable", []), refused
+
+
+def test_one_client_counts_for_at_most_half_the_failures_that_open_the_breaker_for_all(
+    api: Api, make_api: Callable[..., Api], celery_worker: str, fake_openai: FakeOpenAI, tmp_path: Path
+) -> None:
+    other = make_api()
+    with jobs_run_by_own_worker(celery_worker, fake_openai, tmp_path, **{**BREAKER, "OPENAI_BREAKER_FAILURES": "4"}):
+        # Given a client whose documents the provider failed on 4 times in a row (two jobs' two tries)
+        for _ in range(2):
+            assert api.wait(submit(api, failing_scenario(fake_openai))["id"])["status"] == "FAILURE"
+
+        # When a try of another client's fails once
+        hiccup = fake_openai.scenario()
+        hiccup.add(Reply.error(500, "upstream hiccup"), summary_reply(hiccup), checklist_reply())
+        job = other.wait(submit(other, hiccup)["id"])
+
+        # Then that is 3 failures counted of the 4 that open the breaker for all (the first
+        # client's count for 2): its retry is sent, and its job succeeds
+        assert (job["status"], len(hiccup.requests)) == ("SUCCESS", 3), job
+
+
+def test_a_probe_one_client_fails_opens_its_own_breaker_and_another_clients_call_probes(
+    api: Api, make_api: Callable[..., Api], celery_worker: str, fake_openai: FakeOpenAI, tmp_path: Path
+) -> None:
+    second, third = make_api(), make_api()
+    with jobs_run_by_own_worker(celery_worker, fake_openai, tmp_path, **BREAKER):
+        # Given the breaker opened for every client by two clients' failures, its cool-down passed
+        assert api.wait(submit(api, failing_scenario(fake_openai))["id"])["status"] == "FAILURE"
+        assert second.wait(submit(second, failing_scenario(fake_openai, tries=1))["id"])["status"] == "FAILURE"
+        unsent = answered_scenario(fake_openai)
+        assert third.wait(submit(third, unsent)["id"])["error"]["type"] == "model_provider_unavailable"
+        time.sleep(COOLDOWN_SECONDS + 0.5)
+
+        # When the probe is a call of the client whose documents the provider fails on
+        probing = fake_openai.scenario()
+        probing.add(Reply.error(500, "upstream failed on this input"), summary_reply(probing), checklist_reply())
+        probe = api.wait(submit(api, probing)["id"])
+
+        # Then its client's breaker opens again (its retry not sent), not every client's: another
+        # client's call is the next probe, answered, and its job succeeds
+        assert (probe["error"]["type"], len(probing.requests)) == ("model_provider_unavailable", 1), probe
+        assert "this client's" in probe["error"]["message"]
+        answered = answered_scenario(fake_openai)
+        job = third.wait(submit(third, answered)["id"])
+        assert (job["status"], len(answered.requests)) == ("SUCCESS", 2), job
 
 
 def test_a_probe_that_fails_opens_the_breaker_again(
