@@ -216,6 +216,30 @@ def test_a_probe_one_client_fails_opens_its_own_breaker_and_another_clients_call
         assert (job["status"], len(answered.requests)) == ("SUCCESS", 2), job
 
 
+def test_probes_of_two_clients_that_fail_open_the_breaker_for_every_client_again(
+    api: Api, make_api: Callable[..., Api], celery_worker: str, fake_openai: FakeOpenAI, tmp_path: Path
+) -> None:
+    second, third = make_api(), make_api()
+    with jobs_run_by_own_worker(celery_worker, fake_openai, tmp_path, **BREAKER):
+        # Given the breaker opened for every client by two clients' failures, its cool-down passed
+        assert api.wait(submit(api, failing_scenario(fake_openai))["id"])["status"] == "FAILURE"
+        assert second.wait(submit(second, failing_scenario(fake_openai, tries=1))["id"])["status"] == "FAILURE"
+        time.sleep(COOLDOWN_SECONDS + 0.5)
+
+        # When the provider, still down, fails one client's probe, then another's
+        for client in (api, second):
+            probing = failing_scenario(fake_openai, tries=1)
+            probing.add(summary_reply(probing), checklist_reply())
+            probe = client.wait(submit(client, probing)["id"])
+            assert (probe["error"]["type"], len(probing.requests)) == ("model_provider_unavailable", 1), probe
+
+        # Then the breaker is open for every client again: a third client's call is not sent
+        unsent = answered_scenario(fake_openai)
+        refused = third.wait(submit(third, unsent)["id"])
+        assert (refused["error"]["type"], unsent.requests) == ("model_provider_unavailable", []), refused
+        assert "failed 2 tries in a row" in refused["error"]["message"]
+
+
 def test_a_probe_that_fails_opens_the_breaker_again(
     api: Api, celery_worker: str, fake_openai: FakeOpenAI, tmp_path: Path
 ) -> None:
