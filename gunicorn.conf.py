@@ -1,4 +1,5 @@
 """Gunicorn settings for the API (read by `scripts/web`; gunicorn loads ./gunicorn.conf.py)."""
+import errno
 import fcntl
 import gc
 import logging
@@ -140,14 +141,22 @@ def post_worker_init(worker: object) -> None:
     gc.set_threshold(10_000, 20, 20)
 
 
+# The errors a timed-out write ends in: SO_SNDTIMEO's EAGAIN (BlockingIOError); TCP_USER_TIMEOUT's
+# ETIMEDOUT (TimeoutError), or, where the network answered meanwhile that the client's host or
+# network is unreachable (an ICMP error), that error: Linux ends the connection with its last
+# soft error rather than ETIMEDOUT (tcp_write_err).
+_WRITE_TIMED_OUT = frozenset({errno.EAGAIN, errno.ETIMEDOUT, errno.EHOSTUNREACH, errno.ENETUNREACH})
+
+
 def _stream_write_ended(record: logging.LogRecord) -> bool:
     """gunicorn's ERROR line and traceback for a connection whose write timed out, one WARNING
     line: the write timeout (API_STREAM_WRITE_TIMEOUT_SECONDS, set on event streams' sockets as
     TCP_USER_TIMEOUT and SO_SNDTIMEO) ended a stream whose client read nothing, which is the
     client's doing, not a fault to page anyone for. gunicorn is quiet only for EPIPE, ECONNRESET
-    and ENOTCONN; these end as ETIMEDOUT (TimeoutError) or EAGAIN (BlockingIOError)."""
+    and ENOTCONN; these end as _WRITE_TIMED_OUT's."""
     error = record.exc_info[1] if record.exc_info else None
-    if record.msg == "Socket error processing request." and isinstance(error, (TimeoutError, BlockingIOError)):
+    if (record.msg == "Socket error processing request." and isinstance(error, OSError)
+            and error.errno in _WRITE_TIMED_OUT):
         record.levelno, record.levelname = logging.WARNING, "WARNING"
         record.msg = "Closed a connection whose client read nothing for the write timeout: %s"
         record.args = (error,)
