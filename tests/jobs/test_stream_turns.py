@@ -52,9 +52,10 @@ def test_a_streams_catch_up_waits_for_the_turn_another_clients_request_holds(
     reading = threading.Thread(target=lambda: sent.append(next(body)))
     reading.start()
 
-    # When it goes on to read them, it waits for the turn
+    # When it goes on to read them, it waits for the turn (beside it, perhaps, a stream an
+    # earlier test left to the shared live server, between two of its reads: at least one waits)
     reading.join(0.5)
-    assert reading.is_alive() and concurrency._turns.waiting() == 1 and sent == []
+    assert reading.is_alive() and concurrency._turns.waiting() >= 1 and sent == []
 
     # Then it sends them, in one chunk, once B's request has ended
     may_end.set()
