@@ -190,14 +190,20 @@ def test_one_client_counts_for_at_most_half_the_failures_that_open_the_breaker_f
         assert (job["status"], len(hiccup.requests)) == ("SUCCESS", 3), job
 
 
+def opened_for_all(first: Api, second: Api, fake_openai: FakeOpenAI) -> None:
+    """The breaker opened for every client by two clients' failures: the first's two tries, the
+    second's one."""
+    assert first.wait(submit(first, failing_scenario(fake_openai))["id"])["status"] == "FAILURE"
+    assert second.wait(submit(second, failing_scenario(fake_openai, tries=1))["id"])["status"] == "FAILURE"
+
+
 def test_a_probe_one_client_fails_opens_its_own_breaker_and_another_clients_call_probes(
     api: Api, make_api: Callable[..., Api], celery_worker: str, fake_openai: FakeOpenAI, tmp_path: Path
 ) -> None:
     second, third = make_api(), make_api()
     with jobs_run_by_own_worker(celery_worker, fake_openai, tmp_path, **BREAKER):
         # Given the breaker opened for every client by two clients' failures, its cool-down passed
-        assert api.wait(submit(api, failing_scenario(fake_openai))["id"])["status"] == "FAILURE"
-        assert second.wait(submit(second, failing_scenario(fake_openai, tries=1))["id"])["status"] == "FAILURE"
+        opened_for_all(api, second, fake_openai)
         unsent = answered_scenario(fake_openai)
         assert third.wait(submit(third, unsent)["id"])["error"]["type"] == "model_provider_unavailable"
         time.sleep(COOLDOWN_SECONDS + 0.5)
@@ -222,8 +228,7 @@ def test_probes_of_two_clients_that_fail_open_the_breaker_for_every_client_again
     second, third = make_api(), make_api()
     with jobs_run_by_own_worker(celery_worker, fake_openai, tmp_path, **BREAKER):
         # Given the breaker opened for every client by two clients' failures, its cool-down passed
-        assert api.wait(submit(api, failing_scenario(fake_openai))["id"])["status"] == "FAILURE"
-        assert second.wait(submit(second, failing_scenario(fake_openai, tries=1))["id"])["status"] == "FAILURE"
+        opened_for_all(api, second, fake_openai)
         time.sleep(COOLDOWN_SECONDS + 0.5)
 
         # When the provider, still down, fails one client's probe, then another's
