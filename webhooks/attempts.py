@@ -13,8 +13,8 @@ from django.db import InterfaceError, OperationalError
 
 from core import http
 from webhooks import dispatch, recording, sending, signing, telemetry
-from webhooks.claims import Claimed, Scope, claim, claims_expire
-from webhooks.models import ATTEMPT_INTERNAL_ERROR
+from webhooks.claims import Claimed, Scope, claim, claims_expire, claims_give_back
+from webhooks.models import ATTEMPT_INTERNAL_ERROR, Delivery
 from webhooks.recording import AttemptOutcome
 
 logger = logging.getLogger(__name__)
@@ -108,28 +108,23 @@ def _attempt(
     claims = claim(scope=scope, token=token, limit=limit)
     if not claims:
         return []
-    try:
-        return _send_and_record(claims, token=token, resolver=resolver)
-    except (OperationalError, InterfaceError):
-        # The database out of reach, or a deadlock: the batch's claims end now, as a dead
-        # worker's would, so that it can be sent again at once; the attempts it left open are
-        # closed as interrupted when it is.
-        claims_expire(claims, token=token)
-        raise
-    except Exception as exc:
-        # Something outside one delivery's attempt (which sending.py records as its own outcome)
-        # and its recording (recording.py) raised.
-        if len(claims) == 1:
-            logger.exception("Delivery %s: its batch of one raised; its attempt recorded as an internal error, "
-                             "retried on its schedule", claims[0].delivery_id)
-            return _told(recording.record_unrecorded(claims[0], error=f"{SURPRISE}: {type(exc).__name__}",
-                                                     duration_ms=0, token=token))
-        logger.warning("A batch of %s deliveries raised; sending each alone", len(claims), exc_info=True)
-        claims_expire(claims, token=token)
-    outcomes = _each_alone(claims, resolver=resolver)
-    if outcomes is None:
+    outcomes, unsent, exc = _sent(claims, token=token, resolver=resolver)
+    if exc is None or not unsent:
+        return outcomes
+    # Something outside the attempts that had not gone out (which sending.py records as their
+    # own outcomes) and their recording (recording.py) raised.
+    if len(claims) == 1:
+        logger.error("Delivery %s: its batch of one raised; its attempt recorded as an internal error, "
+                     "retried on its schedule", claims[0].delivery_id, exc_info=exc)
+        return _told(recording.record_unrecorded(claims[0], error=f"{SURPRISE}: {type(exc).__name__}",
+                                                 duration_ms=0, token=token))
+    logger.warning("A batch of %s deliveries raised, %s of them not sent; sending each of those alone",
+                   len(claims), len(unsent), exc_info=exc)
+    claims_give_back(unsent, token=token)
+    alone = _each_alone(unsent, resolver=resolver, others_went_out=len(unsent) < len(claims))
+    if alone is None:
         raise BatchFailed(f"A batch of {len(claims)} deliveries raised, and each of them alone")
-    return outcomes
+    return outcomes + alone
 
 
 class BatchFailed(RuntimeError):
@@ -137,12 +132,16 @@ class BatchFailed(RuntimeError):
     the sending, not one delivery's data), tried again as a whole."""
 
 
-def _each_alone(claims: list[Claimed], *, resolver: http.Resolver | None) -> list[AttemptOutcome] | None:
-    """The deliveries of a batch that raised, each sent as a batch of its own (its claim given up
-    already), so that one whose data makes a batch raise fails only itself: its attempt is
-    recorded as an internal error, retried on its schedule and given up at its end. Before, its
-    batch raised at every drain, the other clients' deliveries in it with it, for ever. None when
-    each of them raised too: their claims are given up, for the batch to be tried again."""
+def _each_alone(
+    claims: list[Claimed], *, resolver: http.Resolver | None, others_went_out: bool
+) -> list[AttemptOutcome] | None:
+    """The deliveries of a batch that raised before sending them, each sent as a batch of its
+    own (its claim given back already), so that one whose data makes a batch raise fails only
+    itself: its attempt is recorded as an internal error, retried on its schedule and given up
+    at its end. Before, its batch raised at every drain, the other clients' deliveries in it
+    with it, for ever. None when each of them raised too, and none of the batch went out (the
+    sending's fault, not one delivery's): their claims are given back, for the batch to be tried
+    again."""
     outcomes: list[AttemptOutcome] = []
     failed: list[tuple[Claimed, uuid.UUID, Exception]] = []
     taken = 0
@@ -152,16 +151,13 @@ def _each_alone(claims: list[Claimed], *, resolver: http.Resolver | None) -> lis
         taken += len(alone)
         if not alone:
             continue  # recorded after all (what raised came later), or another worker's now
-        try:
-            outcomes += _send_and_record(alone, token=token, resolver=resolver)
-        except (OperationalError, InterfaceError):
-            claims_expire(alone, token=token)
-            raise
-        except Exception as exc:  # noqa: BLE001 - one delivery's fault or the batch's: judged below, with the others'
-            failed.append((alone[0], token, exc))
-    if failed and len(failed) == taken:
+        sent, unsent, exc = _sent(alone, token=token, resolver=resolver)
+        outcomes += sent
+        if exc is not None and unsent:
+            failed.append((unsent[0], token, exc))
+    if failed and len(failed) == taken and not others_went_out:
         for claimed, token, _ in failed:
-            claims_expire([claimed], token=token)
+            claims_give_back([claimed], token=token)
         return None
     for claimed, token, exc in failed:
         logger.error("Delivery %s: raised alone in its batch; its attempt recorded as an internal error, retried on "
@@ -171,10 +167,57 @@ def _each_alone(claims: list[Claimed], *, resolver: http.Resolver | None) -> lis
     return outcomes
 
 
-def _send_and_record(
+def _sent(
     claims: list[Claimed], *, token: uuid.UUID, resolver: http.Resolver | None
+) -> tuple[list[AttemptOutcome], list[Claimed], Exception | None]:
+    """Send the batch and record its outcomes: the attempts recorded; and should something
+    outside the attempts and their recording raise, the claims whose attempts had not gone out,
+    and what raised. Those that went out before it raised have their answers recorded, as
+    always: sent again, their receivers would get them twice, by our fault. The database out of
+    reach, or a deadlock, ends the batch's claims and raises."""
+    went_out: dict[int, http.HttpResult] = {}
+
+    def send(claimed: Claimed) -> http.HttpResult:
+        went_out[claimed.delivery_id] = result = _send(claimed, resolver)
+        return result
+
+    try:
+        try:
+            return _send_and_record(claims, send, token=token), [], None
+        except (OperationalError, InterfaceError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - a batch's surprise: what to do is its caller's
+            raised = exc
+        outcomes = _went_out_recorded(claims, went_out, token=token)
+        unsent = [claimed for claimed in claims if claimed.delivery_id not in went_out]
+        if not unsent:
+            logger.warning("A batch of %s deliveries raised after its attempts went out; their answers recorded",
+                           len(claims), exc_info=raised)
+        return outcomes, unsent, raised
+    except (OperationalError, InterfaceError):
+        # The database out of reach, or a deadlock: the batch's claims end now, as a dead
+        # worker's would, so that it can be sent again at once; the attempts it left open are
+        # closed as interrupted when it is.
+        claims_expire(claims, token=token)
+        raise
+
+
+def _went_out_recorded(
+    claims: list[Claimed], went_out: dict[int, http.HttpResult], *, token: uuid.UUID
 ) -> list[AttemptOutcome]:
-    sent = list(zip(claims, sending.send_batch(claims, lambda claimed: _send(claimed, resolver)), strict=True))
+    """Record the answers to a raised batch's attempts that went out, unless recorded already
+    (what raised came after: the claim no longer holds them)."""
+    if not went_out:
+        return []
+    held = set(Delivery.objects.filter(pk__in=list(went_out), claim_token=token).values_list("pk", flat=True))
+    answered = [(claimed, went_out[claimed.delivery_id]) for claimed in claims if claimed.delivery_id in held]
+    return _told(recording.record_each_if_need_be(answered, token=token)) if answered else []
+
+
+def _send_and_record(
+    claims: list[Claimed], send: sending.Send, *, token: uuid.UUID
+) -> list[AttemptOutcome]:
+    sent = list(zip(claims, sending.send_batch(claims, send), strict=True))
     # Those that got no place in their client's share wait for one; the rest are recorded.
     sending.deliveries_put_back(
         unsent=[(claimed, result) for claimed, result in sent if isinstance(result, sending.Unsent)], token=token

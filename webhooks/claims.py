@@ -132,6 +132,26 @@ def claims_expire(claims: Sequence[Claimed], *, token: uuid.UUID) -> None:
         logger.warning("A batch's claims could not be given up: they expire by themselves", exc_info=True)
 
 
+def claims_give_back(claims: Sequence[Claimed], *, token: uuid.UUID) -> None:
+    """Undo the claims of deliveries whose attempts did not go out (their batch raised before
+    sending them): no attempt was made, so their rows go and their counts go back, and they can
+    be claimed again at once, under the same number. Only those the claim still holds: one
+    another worker took over keeps its attempt."""
+    with transaction.atomic():
+        held = set(
+            Delivery.objects.select_for_update()
+            .filter(pk__in=[claimed.delivery_id for claimed in claims], claim_token=token)
+            .values_list("pk", flat=True)
+        )
+        if not held:
+            return
+        DeliveryAttempt.objects.filter(pk__in=[claimed.attempt_id for claimed in claims
+                                               if claimed.delivery_id in held]).delete()
+        Delivery.objects.filter(pk__in=held).update(
+            attempt_count=F("attempt_count") - 1, claim_token=None, claimed_until=None
+        )
+
+
 def claim_postgresql(
     *, scope: Scope, token: uuid.UUID, now: datetime, due_by: datetime, claimed_until: datetime, limit: int
 ) -> list[sql.ClaimRow]:

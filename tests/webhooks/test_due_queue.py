@@ -24,7 +24,7 @@ from examples.receiver import Receiver
 from tests.conftest import Api, SilentServer, silent_server
 from tests.webhooks.conftest import until
 from tests.webhooks.test_endpoint_deliveries import endpoint_create
-from webhooks import attempts, dispatch, outbox, sending, sql
+from webhooks import attempts, dispatch, outbox, sending
 from webhooks.models import Delivery, DeliveryAttempt
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -183,10 +183,11 @@ def test_ids_whose_batch_raised_anything_go_back_to_the_queue_and_are_sent_at_on
     assert set(Delivery.objects.filter(pk__in=[d.pk for d in deliveries]).values_list("state", flat=True)) == {
         Delivery.State.SUCCEEDED
     }
-    # And the attempts the batch left open are closed as interrupted
-    assert set(DeliveryAttempt.objects.filter(delivery__in=deliveries, number=1).values_list("error", flat=True)) == {
-        sql.INTERRUPTED
-    }
+    # And the batch that raised before sending them left no attempt in their logs, nor spent one
+    # of their numbers: each shows the one attempt that went out
+    assert list(DeliveryAttempt.objects.filter(delivery__in=deliveries).values_list("number", "status_code")) == [
+        (1, 200), (1, 200)
+    ]
 
 
 def test_a_delivery_that_makes_its_batch_raise_fails_alone_and_is_given_up(
@@ -194,8 +195,9 @@ def test_a_delivery_that_makes_its_batch_raise_fails_alone_and_is_given_up(
 ) -> None:
     # Given a batch of three clients' deliveries, one of which makes any batch holding it raise
     # outside the attempts (injected: as its data could trip the lanes' bookkeeping), and retries
-    # left to this test (an hour away: no countdown message for the session's worker)
-    settings.WEBHOOK_RETRY_SCHEDULE = [0, 3600, 3600]
+    # left to this test: two attempts, the second an hour away (no countdown message for the
+    # session's worker)
+    settings.WEBHOOK_RETRY_SCHEDULE = [0, 3600]
     poisoned = record(owner, receiver.url)
     others = [record(client_create(name=f"due-{uuid.uuid4().hex[:8]}"), receiver.url) for _ in range(2)]
     send_batch = sending.send_batch
@@ -215,12 +217,12 @@ def test_a_delivery_that_makes_its_batch_raise_fails_alone_and_is_given_up(
     assert set(Delivery.objects.filter(pk__in=[d.pk for d in others]).values_list("state", flat=True)) == {
         Delivery.State.SUCCEEDED
     }
-    # And the poisoned one failed alone: its attempt recorded as an internal error, its next one
-    # due on its schedule (not at every drain)
+    # And the poisoned one failed alone: its attempt recorded as an internal error (the batch's,
+    # never sent, given back), its next one due on its schedule (not at every drain)
     poisoned.refresh_from_db()
     assert poisoned.state == Delivery.State.PENDING and poisoned.claim_token is None
-    assert list(DeliveryAttempt.objects.filter(delivery=poisoned).values_list("error", flat=True)) == [
-        sql.INTERRUPTED, f"{attempts.SURPRISE}: RuntimeError"
+    assert list(DeliveryAttempt.objects.filter(delivery=poisoned).values_list("number", "error")) == [
+        (1, f"{attempts.SURPRISE}: RuntimeError")
     ]
 
     # And when its schedule's last attempt fails the same way, it is given up, with a WARNING
@@ -234,6 +236,45 @@ def test_a_delivery_that_makes_its_batch_raise_fails_alone_and_is_given_up(
     assert (given_up["log_level"], given_up["delivery_id"], given_up["error"]) == (
         "warning", poisoned.pk, f"{attempts.SURPRISE}: RuntimeError"
     )
+
+
+def test_a_batch_that_raises_after_some_attempts_went_out_sends_those_once(
+    owner: Client, receiver: Receiver, drains_asked: list[None], monkeypatch: pytest.MonkeyPatch, settings: Any
+) -> None:
+    # Given a batch of three clients' deliveries, one of which makes any batch holding it raise
+    # outside the attempts once the others' attempts went out (injected: as its data could trip
+    # its lane while the other lanes send), and retries an hour away
+    settings.WEBHOOK_RETRY_SCHEDULE = [0, 3600, 3600]
+    poisoned = record(owner, receiver.url)
+    others = [record(client_create(name=f"due-{uuid.uuid4().hex[:8]}"), receiver.url) for _ in range(2)]
+    send_batch = sending.send_batch
+
+    def tripped_after_the_others(claims: list[Any], send: Any) -> list[Any]:
+        if all(claimed.delivery_id != poisoned.pk for claimed in claims):
+            return send_batch(claims, send)
+        if len(claims) > 1:
+            send_batch([claimed for claimed in claims if claimed.delivery_id != poisoned.pk], send)
+        raise RuntimeError("tripped by one delivery's data, the others sent")
+
+    monkeypatch.setattr(sending, "send_batch", tripped_after_the_others)
+
+    # When a drain sends them
+    attempts.deliveries_drain()
+
+    # Then the receiver got each of the others once: they went out before the batch raised and
+    # were not sent again alone
+    assert sorted(r.headers["webhook-id"] for r in receiver.received) == sorted(d.event.message_id for d in others)
+    # And their logs show that one attempt, with its answer, and they are delivered
+    assert list(DeliveryAttempt.objects.filter(delivery__in=others).values_list("number", "status_code", "error")) == [
+        (1, 200, ""), (1, 200, "")
+    ]
+    assert set(Delivery.objects.filter(pk__in=[d.pk for d in others]).values_list("state", "attempt_count")) == {
+        (Delivery.State.SUCCEEDED, 1)
+    }
+    # And the one at fault failed alone, its one attempt an internal error
+    assert list(DeliveryAttempt.objects.filter(delivery=poisoned).values_list("number", "error")) == [
+        (1, f"{attempts.SURPRISE}: RuntimeError")
+    ]
 
 
 def test_the_dispatcher_asks_again_when_a_drain_message_was_lost(
