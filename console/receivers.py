@@ -26,7 +26,7 @@ from django.urls import reverse
 from django.utils.http import urlencode
 
 from console.counted import Counted
-from webhooks.models import Delivery, DeliveryAttempt
+from webhooks.models import ATTEMPT_INTERNAL_ERROR, Delivery, DeliveryAttempt
 from webhooks.selectors import deliveries_failing, delivery_authority
 
 State = Delivery.State
@@ -100,7 +100,9 @@ def _counts(*, now: datetime) -> list[_Count]:
 
 
 def _newest_with_last_attempt(ids: list[int]) -> dict[int, Delivery]:
-    last = DeliveryAttempt.objects.filter(delivery=OuterRef("pk"), finished_at__isnull=False).order_by("-number")
+    # Its receiver's last error: an attempt failed by our own fault (an internal error) is not.
+    last = (DeliveryAttempt.objects.filter(delivery=OuterRef("pk"), finished_at__isnull=False)
+            .exclude(error__startswith=ATTEMPT_INTERNAL_ERROR).order_by("-number"))
     return Delivery.objects.filter(pk__in=ids).only("id", "url", "endpoint_id").annotate(
         last_error=Subquery(last.values("error")[:1]),
         last_status=Subquery(last.values("status_code")[:1]),

@@ -178,6 +178,12 @@ class Delivery(models.Model):
     claimed_until = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # Whether its receiver failed an attempt of it: True once one did; False while every failed
+    # attempt was the service's own fault (ATTEMPT_INTERNAL_ERROR), so that the console's failing
+    # receivers and their metric do not count it against its receiver (webhooks/selectors.py
+    # deliveries_failing); NULL before any attempt failed, and for a delivery whose attempts
+    # failed before migration 0014 (counted as its receiver's, as it was).
+    receiver_failed = models.BooleanField(null=True, blank=True)
 
     class Meta:
         verbose_name_plural = "deliveries"

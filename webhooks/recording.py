@@ -15,6 +15,8 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, transaction
+from django.db.models import Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from core import http
@@ -125,14 +127,24 @@ def record_unrecorded(claimed: Claimed, *, error: str, duration_ms: int, token: 
         return Recorded()
 
 
+def _receiver_failed(failed_at_receiver: bool | None) -> dict[str, object]:
+    """What an attempt's outcome says of its delivery's receiver_failed: True once its receiver
+    failed it; an internal error leaves a receiver's earlier failure as it was (False before
+    any); a success leaves it."""
+    if failed_at_receiver is None:
+        return {}
+    return {"receiver_failed": True if failed_at_receiver else Coalesce("receiver_failed", Value(False))}
+
+
 def record(answered: list[tuple[Claimed, http.HttpResult]], *, token: uuid.UUID) -> Recorded:
     """Record the attempts' outcomes and move their deliveries on, in one transaction."""
     claims, results = [claimed for claimed, _ in answered], [result for _, result in answered]
     now = timezone.now()
     outcomes: list[AttemptOutcome] = []
-    # Deliveries by outcome: (state, seconds to the next attempt or None) -> ids. A batch's
-    # outcomes are mostly alike (all delivered), so recording them is an UPDATE or two.
-    next_steps: dict[tuple[str, float | None], list[int]] = {}
+    # Deliveries by outcome: (state, seconds to the next attempt or None, whose failure it was:
+    # the receiver's, ours (an internal error) or None for a success) -> ids. A batch's outcomes
+    # are mostly alike (all delivered), so recording them is an UPDATE or two.
+    next_steps: dict[tuple[str, float | None, bool | None], list[int]] = {}
     for claimed, result in zip(claims, results, strict=True):
         outcomes.append(
             AttemptOutcome(
@@ -154,14 +166,15 @@ def record(answered: list[tuple[Claimed, http.HttpResult]], *, token: uuid.UUID)
             state = State.FAILED
         else:
             state = State.PENDING
-        next_steps.setdefault((state, delay), []).append(claimed.delivery_id)
+        failed_at_receiver = None if result.ok else not result.error.startswith(ATTEMPT_INTERNAL_ERROR)
+        next_steps.setdefault((state, delay, failed_at_receiver), []).append(claimed.delivery_id)
     owned = 0
     given_up: set[int] = set()
     with transaction.atomic():
         sql.attempts_finish(
             [(o.attempt_id, o.finished_at, o.duration_ms, o.status_code, o.response_body, o.error) for o in outcomes]
         )
-        for (state, delay), ids in next_steps.items():
+        for (state, delay, failed_at_receiver), ids in next_steps.items():
             countdown = delay is not None and delay <= dispatch.COUNTDOWN_MAX_SECONDS
             # Only the claim's holder moves a delivery on; if the claim expired and another
             # worker took over, this attempt is logged but decides nothing. One canceled under
@@ -182,6 +195,7 @@ def record(answered: list[tuple[Claimed, http.HttpResult]], *, token: uuid.UUID)
                 claim_token=None,
                 claimed_until=None,
                 finished_at=None if state == State.PENDING else now,
+                **_receiver_failed(failed_at_receiver),
             )
             owned += moved
             if countdown:

@@ -85,12 +85,16 @@ FAILED_LATELY = timedelta(hours=1)
 
 def deliveries_failing(*, now: datetime) -> QuerySet[Delivery]:
     """Given up on in the last FAILED_LATELY, or pending after a failed attempt: one made and not
-    in flight (no claim), or more than one (the one in flight is a retry). Read through the
-    partial indexes delivery_failed and delivery_due: the failing deliveries and the pending
-    ones, not the table."""
+    in flight (no claim), or more than one (the one in flight is a retry); but not one whose
+    failed attempts were all the service's own fault (receiver_failed false: internal errors),
+    which is not its receiver's failing. Read through the partial indexes delivery_failed and
+    delivery_due: the failing deliveries and the pending ones, not the table (receiver_failed
+    is read on the rows the count reads already)."""
     retrying = Q(state=Delivery.State.PENDING, attempt_count__gte=2) | Q(
         state=Delivery.State.PENDING, attempt_count=1, claim_token__isnull=True)
-    return Delivery.objects.filter(Q(state=Delivery.State.FAILED, finished_at__gte=now - FAILED_LATELY) | retrying)
+    return Delivery.objects.filter(
+        Q(state=Delivery.State.FAILED, finished_at__gte=now - FAILED_LATELY) | retrying
+    ).exclude(receiver_failed=False)
 
 
 def delivery_authority() -> Case:
