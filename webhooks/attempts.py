@@ -111,8 +111,8 @@ def _attempt(
     outcomes, unsent, exc = _sent(claims, token=token, resolver=resolver)
     if exc is None or not unsent:
         return outcomes
-    # Something outside the attempts that had not gone out (which sending.py records as their
-    # own outcomes) and their recording (recording.py) raised.
+    # Something outside the attempts (an attempt's own surprise is its outcome: sending.py) and
+    # their recording (recording.py) raised before these went out.
     if len(claims) == 1:
         logger.error("Delivery %s: its batch of one raised; its attempt recorded as an internal error, "
                      "retried on its schedule", claims[0].delivery_id, exc_info=exc)
@@ -188,30 +188,22 @@ def _sent(
             raise
         except Exception as exc:  # noqa: BLE001 - a batch's surprise: what to do is its caller's
             raised = exc
-        outcomes = _went_out_recorded(claims, went_out, token=token)
-        unsent = [claimed for claimed in claims if claimed.delivery_id not in went_out]
+        # Those the claim no longer holds were recorded (or put back) before it raised.
+        held = set(Delivery.objects.filter(pk__in=[claimed.delivery_id for claimed in claims], claim_token=token)
+                   .values_list("pk", flat=True))
+        answered = [(claimed, went_out[claimed.delivery_id]) for claimed in claims
+                    if claimed.delivery_id in held and claimed.delivery_id in went_out]
+        unsent = [claimed for claimed in claims if claimed.delivery_id in held and claimed.delivery_id not in went_out]
         if not unsent:
-            logger.warning("A batch of %s deliveries raised after its attempts went out; their answers recorded",
+            logger.warning("A batch of %s deliveries raised once its attempts had gone out; their answers recorded",
                            len(claims), exc_info=raised)
-        return outcomes, unsent, raised
+        return (_told(recording.record_each_if_need_be(answered, token=token)) if answered else []), unsent, raised
     except (OperationalError, InterfaceError):
         # The database out of reach, or a deadlock: the batch's claims end now, as a dead
         # worker's would, so that it can be sent again at once; the attempts it left open are
         # closed as interrupted when it is.
         claims_expire(claims, token=token)
         raise
-
-
-def _went_out_recorded(
-    claims: list[Claimed], went_out: dict[int, http.HttpResult], *, token: uuid.UUID
-) -> list[AttemptOutcome]:
-    """Record the answers to a raised batch's attempts that went out, unless recorded already
-    (what raised came after: the claim no longer holds them)."""
-    if not went_out:
-        return []
-    held = set(Delivery.objects.filter(pk__in=list(went_out), claim_token=token).values_list("pk", flat=True))
-    answered = [(claimed, went_out[claimed.delivery_id]) for claimed in claims if claimed.delivery_id in held]
-    return _told(recording.record_each_if_need_be(answered, token=token)) if answered else []
 
 
 def _send_and_record(
