@@ -148,7 +148,8 @@ def job_steps_publish_waiting(*, limit: int = PUBLISH_BATCH) -> int:
     ended, and their retries it refused as a run failed, once due (jobs.tasks hands each over on
     the job's row first): each from that step, with the input recorded there, as a new
     hand-over, so the refused message, should it have reached the broker after all, does
-    nothing. How many were published."""
+    nothing. Those whose message was lost are given back here too (job_steps_release_stranded).
+    How many were published."""
     now = timezone.now()
     waiting = Job.objects.filter(
         status__in=Job.RUNNING_STATUSES, next_step__isnull=False, dispatched_at__isnull=True
@@ -193,6 +194,30 @@ def jobs_release_stranded(*, limit: int = PUBLISH_BATCH) -> int:
     released = stranded.filter(pk__in=ids).update(dispatched_at=None) if ids else 0
     if released:
         logger.warning("%s jobs handed to the broker over %s s ago never started; publishing them again",
+                       released, settings.JOB_DISPATCH_LOST_AFTER_SECONDS)
+    return released
+
+
+def job_steps_release_stranded(*, limit: int = PUBLISH_BATCH) -> int:
+    """Give back to the sweeper the running jobs' next steps (and retries) handed to the broker
+    longer than JOB_DISPATCH_LOST_AFTER_SECONDS ago (a retry's: since it was due) that no message
+    has started: their message is taken for lost, as a first message is (jobs_release_stranded).
+    The worker that handed the step over was killed between the hand-over's commit and its
+    publish, or the broker lost the message. The sweeper publishes each again, as a new hand-over
+    (job_steps_publish_waiting); the first message, if it was only waiting in a long queue, runs
+    nothing when it arrives. A step that starts meanwhile keeps its hand-over: its start and this
+    release are each one conditional UPDATE of the row (jobs.hand_overs.job_step_start), so one
+    of them finds the other's done, and the step never runs from two messages at once. How many
+    were given back. Served by the index of the steps in the broker (job_step_in_broker)."""
+    lost_before = timezone.now() - timedelta(seconds=settings.JOB_DISPATCH_LOST_AFTER_SECONDS)
+    stranded = Job.objects.filter(
+        status__in=Job.RUNNING_STATUSES, next_step__isnull=False, step_started_at__isnull=True,
+        dispatched_at__lt=lost_before,
+    ).exclude(retry_at__gte=lost_before)
+    ids = list(stranded.values_list("pk", flat=True)[:limit])
+    released = stranded.filter(pk__in=ids).update(dispatched_at=None) if ids else 0
+    if released:
+        logger.warning("%s jobs' next steps handed to the broker over %s s ago never started; publishing them again",
                        released, settings.JOB_DISPATCH_LOST_AFTER_SECONDS)
     return released
 

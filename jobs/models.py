@@ -61,6 +61,9 @@ class Job(models.Model):
     # carries its hand-over's dispatched_at, so a message of an earlier hand-over does nothing.
     next_step = models.PositiveSmallIntegerField(null=True, blank=True)
     step_input = models.JSONField(null=True, blank=True)
+    # When a message of that hand-over started its step (NULL until one did): another message of
+    # the same hand-over then runs nothing, and the sweeper no longer takes the message for lost.
+    step_started_at = models.DateTimeField(null=True, blank=True)
     # The client's own labels: up to 16 string keys to string values (filterable on the list).
     metadata = models.JSONField(default=dict, blank=True)
     # Not before: the sweeper publishes the job once this time has come (NULL: at once).
@@ -72,8 +75,8 @@ class Job(models.Model):
     attempt = models.PositiveIntegerField(default=1)
     max_attempts = models.PositiveIntegerField(default=1)
     retry_backoff_seconds = models.PositiveIntegerField(default=0)
-    # When its latest retry is due (NULL until it fails once): a retried job's current run is
-    # measured from it, not from its first start.
+    # When its latest retry is due (NULL until it fails once): a retry that has not started is
+    # taken for lost counting from it, not from its hand-over (jobs.dispatch).
     retry_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     # The X-Request-ID of the request that submitted it (core/request_context.py; "": none, as
@@ -128,6 +131,15 @@ class Job(models.Model):
                 fields=["next_step"],
                 name="job_step_waiting",
                 condition=Q(next_step__isnull=False, dispatched_at__isnull=True, status__in=["STARTED", "RETRY"]),
+            ),
+            # The sweeper's look for running jobs whose next step's message was lost
+            # (jobs.dispatch.job_steps_release_stranded): only the steps in the broker, handed to
+            # it and not started.
+            models.Index(
+                fields=["dispatched_at"],
+                name="job_step_in_broker",
+                condition=Q(next_step__isnull=False, step_started_at__isnull=True, dispatched_at__isnull=False,
+                            status__in=["STARTED", "RETRY"]),
             ),
         ]
 

@@ -6,7 +6,8 @@
   (the first final state wins) with the job back in the same round trip, where `update()` gives
   a count and a second query reads the row. The start also takes its owner's count row (FOR
   UPDATE) and checks the running cap in the same statement, so two workers never both start
-  the job that would take an owner past it.
+  the job that would take an owner past it. A handed-over step's start is one too, so that of
+  two messages of one hand-over (or a message and the sweeper taking it for lost) one wins.
 - The sweeper takes each owner's waiting jobs in turn, oldest first, as many as its running cap
   leaves room for, skipping rows another sweeper holds (a LATERAL join, `SKIP LOCKED`); it finds
   the owners with jobs waiting by probing an index once per owner (a recursive CTE): the ORM
@@ -44,6 +45,7 @@ Status = Job.Status
 JOB_COUNTS = JobCounts._meta.db_table
 # Still queued and nobody canceled it.
 STARTABLE = "status = 'PENDING' AND NOT cancel_requested"
+RUNNING = "status IN ({})".format(", ".join(f"'{status}'" for status in sorted(Job.RUNNING_STATUSES)))
 NOT_FINAL = "status NOT IN ({})".format(", ".join(f"'{status}'" for status in sorted(Job.FINAL_STATUSES)))
 
 
@@ -77,6 +79,16 @@ def in_dispatch(dispatched_at: datetime, alias: str = "default") -> tuple[str, l
     """The condition that the job is still in the dispatch a message was published for (the
     `dispatched_at` the message carries), with its parameter."""
     return "dispatched_at = %s", [_prepared("dispatched_at", dispatched_at, alias)]
+
+
+def in_hand_over(step: int, dispatched_at: datetime | None, *, started_or_not: bool,
+                 alias: str = "default") -> tuple[str, list[Any]]:
+    """The condition that the running job, not canceled, has its step `step` handed over last, in
+    the hand-over a message was published for (its `dispatched_at`), and that no message has
+    started that step yet, unless `started_or_not`; with its parameters."""
+    same_dispatch, params = in_dispatch(dispatched_at, alias)
+    condition = f"{RUNNING} AND NOT cancel_requested AND next_step = %s AND {same_dispatch}"
+    return (condition if started_or_not else f"{condition} AND step_started_at IS NULL"), [step, *params]
 
 
 def job_insert_below_cap(job: Job, *, cap: int, result_quota: int = 0, alias: str = "default") -> bool:

@@ -21,7 +21,7 @@ from django.db import DatabaseError, DataError
 from django.utils import timezone
 
 from core.parsers import storable_text
-from jobs import dispatch, model_budget, retention, transitions
+from jobs import dispatch, hand_overs, model_budget, retention, transitions
 from jobs.models import Job
 from jobs.registry import job_type_get
 from jobs.types.base import JobCanceled, JobFailed, StepContext
@@ -98,31 +98,34 @@ def job_run_step(
 def _step_run(task: Any, previous: Any, *, job_id: str, index: int, dispatched_at: str | None) -> None:
     """Run step `index` of the job, unless the job's row says not to; hands the next step over."""
     job_uuid = uuid.UUID(job_id)
-    if (task.request.delivery_info or {}).get("redelivered"):
+    dispatch_time = None if dispatched_at is None else datetime.fromisoformat(dispatched_at)
+    redelivered = bool((task.request.delivery_info or {}).get("redelivered"))
+    if redelivered:
         # The broker handed the message out again: the step's last run was cut off (its pool
         # process or worker killed, its host gone). Celery's own line for that, in the worker's
         # main process, names no job ("WorkerLostError"); this one carries the job's id.
         logger.warning("Job %s step %s runs again: its message was redelivered after its last run was cut off",
                        job_id, index)
+    job = None
     if index == 0:
-        dispatch_time = None if dispatched_at is None else datetime.fromisoformat(dispatched_at)
         try:
             job = transitions.job_start(job_id=job_uuid, dispatched_at=dispatch_time)
         except (transitions.OverRunningCap, transitions.StaleMessage):
             # Acked, and the rest of the chain is not sent: the job waits on its row (over its
             # owner's cap), or the message of its current dispatch runs it (a stale message).
             raise Ignore() from None
-    else:
-        job = Job.objects.filter(pk=job_uuid).first()
-        if job is not None and job.cancel_requested and not job.is_final:
-            transitions.job_finish(job_id=job_uuid, status=Status.REVOKED, by_chain=True)
-            return
+    if index > 0 or (job is not None and job.next_step is not None):  # a step handed over (a retry, too)
+        try:
+            job = hand_overs.job_step_start(job_id=job_uuid, step=index, dispatched_at=dispatch_time,
+                                            redelivered=redelivered)
+        except transitions.StaleMessage:
+            # Acked, and the rest of the chain is not sent: a later hand-over's message runs it,
+            # or this hand-over's other message runs it already.
+            logger.warning("Job %s step %s: a message of an earlier hand-over, or of a step started already, not run",
+                           job_id, index)
+            raise Ignore() from None
     if job is None or job.is_final:
         return  # canceled, already finished (a duplicate message), or pruned
-    if not _handed_over(job, index, dispatched_at):
-        # Acked, and the rest of the chain is not sent: a later hand-over's message runs it.
-        logger.warning("Job %s step %s: a message of an earlier hand-over, not run", job_id, index)
-        raise Ignore()
     if job.status == Status.RETRY:
         transitions.job_set_retrying(job_id=job_uuid, retrying=False)  # its next run starts
     job_type = job_type_get(job.job_name)
@@ -169,18 +172,6 @@ def _tail_send(task: Any, job_id: str) -> None:
         dispatch.job_tail_publish_or_release(job_id=uuid.UUID(job_id), tail=rest[0])
 
 
-def _handed_over(job: Job, index: int, dispatched_at: str | None) -> bool:
-    """Whether the message of step `index` is the one the job's row expects (jobs.dispatch): of
-    the step handed over last and of that hand-over, or, for a job no step was handed over for
-    yet, any (the first step's dispatch is checked by job_start; a message published before
-    hand-overs existed carries none)."""
-    if job.next_step is None:
-        return True
-    if index != job.next_step or dispatched_at is None:
-        return False
-    return job.dispatched_at == datetime.fromisoformat(dispatched_at)
-
-
 def _hand_over(task: Any, job: Job, step: int, output: Any) -> None:
     """Send the job's step `step`, which takes `output`, the outbox's way, as its first step is
     sent: recorded on the job's row first, then published; if the broker refuses it, the row is
@@ -190,7 +181,7 @@ def _hand_over(task: Any, job: Job, step: int, output: Any) -> None:
     it (docs/reliability.md, "The broker is down")."""
     task.request.chain = None  # sent here, with the rest of the chain, not by Celery
     now = timezone.now()
-    if not transitions.job_step_hand_over(job_id=job.id, step=step, step_input=output, dispatched_at=now):
+    if not hand_overs.job_step_hand_over(job_id=job.id, step=step, step_input=output, dispatched_at=now):
         return  # final meanwhile, or this step's earlier run handed the next one over already
     job.next_step, job.step_input, job.dispatched_at = step, output, now
     dispatch.job_publish_or_release(job=job)
@@ -200,8 +191,9 @@ def _hand_over(task: Any, job: Job, step: int, output: Any) -> None:
 def jobs_dispatch_sweep() -> int:
     """Periodic: publish the jobs waiting for dispatch (the broker was down, or their owner was
     at its running cap), having first given back those whose message was lost, and the running
-    jobs' next steps the broker refused."""
+    jobs' next steps the broker refused (or whose message was lost)."""
     dispatch.jobs_release_stranded()
+    dispatch.job_steps_release_stranded()
     return dispatch.jobs_publish_waiting() + dispatch.job_steps_publish_waiting()
 
 

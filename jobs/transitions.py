@@ -15,8 +15,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Case, F, Q, When
-from django.db.models.functions import Coalesce, Greatest
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from core.errors import Conflict, NotFound
@@ -83,7 +82,9 @@ class OverRunningCap(Exception):
 
 class StaleMessage(Exception):
     """The message belongs to an earlier dispatch of the job: the job was given back to the
-    sweeper (jobs.dispatch.jobs_release_stranded) and published again, and that message runs it."""
+    sweeper (jobs.dispatch.jobs_release_stranded) and published again, and that message runs it;
+    or to an earlier hand-over of a step, or one whose step another message started
+    (jobs.hand_overs.job_step_start)."""
 
 
 RESULT_QUOTA_EXCEEDED = {
@@ -165,18 +166,6 @@ def job_set_retrying(*, job_id: uuid.UUID, retrying: bool) -> None:
     source, target = (Status.STARTED, Status.RETRY) if retrying else (Status.RETRY, Status.STARTED)
     if Job.objects.filter(pk=job_id, status=source).update(status=target):
         telemetry.job_retry_marked(job_id=job_id, retrying=retrying)
-
-
-def job_step_hand_over(*, job_id: uuid.UUID, step: int, step_input: Any, dispatched_at: datetime) -> bool:
-    """Record on the running job's row that its step `step` is due next, taking `step_input`,
-    and is handed to the broker now (`dispatched_at`, which its message carries): a message the
-    broker refuses is then released for the sweeper (jobs.dispatch), not lost. False when the
-    job is final, or `step` was handed over already (the step before it ran again, its message
-    delivered again after its first run had ended): its message is sent already."""
-    handed = Job.objects.filter(pk=job_id, status__in=Job.RUNNING_STATUSES).filter(
-        Q(next_step__isnull=True) | Q(next_step__lt=step)
-    )
-    return bool(handed.update(next_step=step, step_input=step_input, dispatched_at=dispatched_at))
 
 
 def job_cancel_requested(*, job_id: uuid.UUID) -> bool:
@@ -304,9 +293,9 @@ def job_retry_later(*, job_id: uuid.UUID, error: dict[str, str], step: int, step
             if job.deadline is not None and retry_at >= job.deadline:
                 return None
             job.status, job.attempt, job.error, job.retry_at = Status.RETRY, job.attempt + 1, error, retry_at
-            job.next_step, job.step_input, job.dispatched_at = step, step_input, now
+            job.next_step, job.step_input, job.dispatched_at, job.step_started_at = step, step_input, now, None
             job.save(update_fields=["status", "attempt", "error", "retry_at", "next_step", "step_input",
-                                    "dispatched_at"])
+                                    "dispatched_at", "step_started_at"])
             telemetry.job_retrying(job=job, backoff_seconds=job.retry_backoff_seconds)
             return job
     # As a step that finds its cancel ends it (and its owner's next job may start at once).
@@ -314,22 +303,17 @@ def job_retry_later(*, job_id: uuid.UUID, error: dict[str, str], step: int, step
     return None
 
 
-# When the running job's latest step was handed to the broker (dispatched_at, once a step was
-# handed over: before, it is the first step's publish), else its start: never NULL, as SQLite's
-# MAX (Greatest) of a NULL is NULL.
-_handed_over_at = Case(When(next_step__isnull=False, then=Coalesce("dispatched_at", "started_at")),
-                       default=F("started_at"))
-
-
 def jobs_fail_abandoned() -> int:
     """Fail jobs left STARTED/RETRY by a worker that vanished for good; how many.
 
     A worker lost mid-job has its message redelivered by the broker after the visibility
     timeout; a job still unfinished after that plus all its steps' hard time limits, counted from
-    when its current run began (its first start, or the time its latest retry was due: a job
-    waiting out its retry backoff is not lost; or its latest step's hand-over to the broker), can
-    no longer be running anywhere, so it fails with error.type "worker_lost". A job whose next
-    step the broker refused is not lost either: it waits for the sweeper, which publishes it.
+    when its current step began (its first start, or its latest handed-over step's start), can no
+    longer be running anywhere, so it fails with error.type "worker_lost". A job whose next step
+    (or retry) was handed over and has not started is not lost: its message waits in the broker
+    (behind others, or for its retry's time), or for the sweeper, which publishes it if the
+    broker refused it, and again if it goes unstarted for JOB_DISPATCH_LOST_AFTER_SECONDS (its
+    worker was killed before it could publish it; jobs.dispatch.job_steps_release_stranded).
     """
     now = timezone.now()
     failed = 0
@@ -341,8 +325,8 @@ def jobs_fail_abandoned() -> int:
         )
         stale = (
             Job.objects.filter(job_name=job_type.name, status__in=Job.RUNNING_STATUSES)
-            .exclude(next_step__isnull=False, dispatched_at__isnull=True)
-            .alias(run_from=Greatest(Coalesce("retry_at", "started_at"), _handed_over_at))
+            .exclude(next_step__isnull=False, step_started_at__isnull=True)
+            .alias(run_from=Coalesce("step_started_at", "started_at"))
             .filter(run_from__lt=now - timedelta(seconds=limit_seconds))
             .values_list("pk", flat=True)
         )

@@ -126,10 +126,11 @@ JOB_DISPATCH_SWEEP_SECONDS = env.float("JOB_DISPATCH_SWEEP_SECONDS", default=5.0
 # A job is swept only once it has stayed undispatched this long (seconds), so the sweeper
 # never races the request that is publishing it right now.
 JOB_DISPATCH_GRACE_SECONDS = env.float("JOB_DISPATCH_GRACE_SECONDS", default=2.0)
-# A job handed to the broker that has still not started this long after (seconds) is published
-# again (its message was lost: a worker gave it up while PostgreSQL was down, or Redis lost its
-# data); its first message, should it arrive after all, does nothing. Longer than a job may wait
-# in a queue behind others: a job published again loses its place in the queue.
+# A job (or a running job's next step, or retry) handed to the broker that has still not started
+# this long after (seconds) is published again (its message was lost: a worker gave it up while
+# PostgreSQL was down, a worker was killed between a step's hand-over and its publish, or Redis
+# lost its data); its first message, should it arrive after all, does nothing. Longer than a job
+# may wait in a queue behind others: a job published again loses its place in the queue.
 JOB_DISPATCH_LOST_AFTER_SECONDS = env.float("JOB_DISPATCH_LOST_AFTER_SECONDS", default=6 * 3600)
 # How often the webhook dispatcher publishes delivery attempts that are due (seconds).
 WEBHOOK_DISPATCH_SECONDS = env.float("WEBHOOK_DISPATCH_SECONDS", default=5.0)

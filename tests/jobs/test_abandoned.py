@@ -1,5 +1,6 @@
 """The abandoned-job rule (jobs.fail_abandoned) fails a job whose worker vanished, never one that
-is only waiting out its own retry backoff, or running a later attempt."""
+is only waiting out its own retry backoff, running a later attempt, or whose retry no worker has
+started (its message waits in a queue, or was lost: the sweeper publishes it again)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -12,7 +13,7 @@ from django.test import Client as DjangoClient
 from django.utils import timezone
 
 from core.services import api_key_create, client_create
-from jobs import transitions
+from jobs import dispatch, hand_overs, transitions
 from jobs.models import Job
 from jobs.registry import job_type_get
 
@@ -31,6 +32,14 @@ class Retried:
 
     def first_started(self, ago: timedelta) -> None:
         Job.objects.filter(pk=self.job.pk).update(started_at=timezone.now() - ago)
+
+    def attempt_started(self, ago: timedelta) -> None:
+        """Its latest attempt's message started it `ago` (and the run goes on, or its worker vanished)."""
+        self.job.refresh_from_db()
+        assert hand_overs.job_step_start(job_id=self.job.id, step=0, dispatched_at=self.job.dispatched_at,
+                                         redelivered=False)
+        transitions.job_set_retrying(job_id=self.job.id, retrying=False)
+        Job.objects.filter(pk=self.job.pk).update(step_started_at=timezone.now() - ago)
 
 
 @pytest.fixture
@@ -68,7 +77,7 @@ def test_a_job_waiting_out_its_retry_backoff_is_not_abandoned(retried: Retried) 
 
 def test_a_later_attempt_that_runs_is_not_abandoned(retried: Retried) -> None:
     # Given its 4th attempt runs, its first run long ago
-    transitions.job_set_retrying(job_id=retried.job.id, retrying=False)
+    retried.attempt_started(ago=timedelta(0))
     retried.first_started(ago=retried.limit + timedelta(hours=1))
 
     assert transitions.jobs_fail_abandoned() == 0
@@ -76,11 +85,29 @@ def test_a_later_attempt_that_runs_is_not_abandoned(retried: Retried) -> None:
     assert retried.seen()["status"] == "STARTED"
 
 
-def test_a_retried_job_whose_worker_vanished_is_still_failed(retried: Retried) -> None:
+def test_a_retry_no_worker_started_is_left_to_the_sweeper_not_failed(retried: Retried) -> None:
     # Given its retry (handed to the broker an hour before) fell due longer ago than the rule's
-    # limit, and no worker ran it
+    # limit, and no worker started it: its message waits in a long queue, or was lost
     due = timezone.now() - retried.limit - timedelta(seconds=1)
     Job.objects.filter(pk=retried.job.pk).update(retry_at=due, dispatched_at=due - timedelta(hours=1))
+    retried.first_started(ago=retried.limit + timedelta(hours=4))
+
+    # Then the rule does not fail it, nor does the sweeper take its message for lost yet
+    assert transitions.jobs_fail_abandoned() == 0
+    assert dispatch.job_steps_release_stranded() == 0
+    assert retried.seen()["status"] == "RETRY"
+
+    # ...until it has gone unstarted JOB_DISPATCH_LOST_AFTER_SECONDS since it fell due: the
+    # sweeper then publishes it again
+    due = timezone.now() - timedelta(seconds=settings.JOB_DISPATCH_LOST_AFTER_SECONDS + 1)
+    Job.objects.filter(pk=retried.job.pk).update(retry_at=due, dispatched_at=due - timedelta(hours=1))
+    assert dispatch.job_steps_release_stranded() == 1
+    assert transitions.jobs_fail_abandoned() == 0
+
+
+def test_a_retry_whose_worker_vanished_is_still_failed(retried: Retried) -> None:
+    # Given its retry started longer ago than the rule's limit, and never ended
+    retried.attempt_started(ago=retried.limit + timedelta(seconds=1))
     retried.first_started(ago=retried.limit + timedelta(hours=4))
 
     assert transitions.jobs_fail_abandoned() == 1

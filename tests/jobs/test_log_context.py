@@ -14,7 +14,7 @@ from kombu import Producer
 
 from core import logs
 from core.logs import CONTEXT_HEADER
-from jobs import tasks, transitions
+from jobs import hand_overs, tasks, transitions
 from jobs.models import Job
 from tests.conftest import Api
 
@@ -97,7 +97,7 @@ def test_the_sweepers_publishes_carry_each_jobs_own_request_id(
     Job.objects.filter(pk=jobs["refused"]).update(dispatched_at=None)
     Job.objects.filter(pk=jobs["lost"]).update(dispatched_at=timezone.now() - timedelta(days=1))
     assert transitions.job_start(job_id=uuid.UUID(jobs["step"])) is not None
-    assert transitions.job_step_hand_over(job_id=uuid.UUID(jobs["step"]), step=1, step_input=None,
+    assert hand_overs.job_step_hand_over(job_id=uuid.UUID(jobs["step"]), step=1, step_input=None,
                                           dispatched_at=timezone.now())
     Job.objects.filter(pk=jobs["step"]).update(dispatched_at=None)
 

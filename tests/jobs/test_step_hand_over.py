@@ -3,6 +3,7 @@ that refuses the message leaves the step to the sweeper, not lost, and each step
 whichever of its messages arrives (tests/faults/test_step_publish.py does it with a real outage)."""
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any
@@ -16,10 +17,10 @@ from django.utils import timezone
 from core import pause
 from core.pause import PauseAfterFailure
 from core.services import api_key_create, client_create
-from jobs import dispatch, tasks, transitions
+from jobs import dispatch, hand_overs, tasks, transitions
 from jobs.models import Job
 from jobs.registry import job_type_get
-from tests.conftest import broker_refusing
+from tests.conftest import Api, broker_refusing
 from tests.fakes.openai_server import FakeOpenAI, Reply, Scenario
 
 CHECKLIST = "api.tasks.generate_checklist_from_guidelines"
@@ -50,6 +51,12 @@ def started_checklist(scenario: Scenario, **fields: Any) -> tuple[Job, DjangoCli
     job = Job.objects.create(owner=owner, job_name=CHECKLIST, dispatched_at=timezone.now(),
                              payload={"guidelines": f"Hand over well. ({scenario.token})"}, **fields)
     return job, DjangoClient(HTTP_AUTHORIZATION=f"Bearer {api_key_create(client=owner)}")
+
+
+def handed_over(job: Job, *, ago: timedelta) -> None:
+    """As if the job's next step was handed over `ago`, and its first step started before that."""
+    Job.objects.filter(pk=job.pk).update(dispatched_at=timezone.now() - ago,
+                                         started_at=timezone.now() - ago - timedelta(minutes=1))
 
 
 def run(message: dict[str, Any]) -> str:
@@ -114,13 +121,111 @@ def test_a_job_waiting_for_the_sweeper_to_publish_its_next_step_is_not_abandoned
     assert transitions.jobs_fail_abandoned() == 0
     assert http.get(f"/api/jobs/{job.id}/").json()["status"] == "STARTED"
 
-    # ...and once the sweeper published it, the limit runs from then: a message lost after that
-    # (Redis lost its data) still ends in worker_lost
+    # ...nor once the sweeper published it, however long no message starts the step (a message
+    # lost after that is taken for lost, and published again: the next test)
     assert dispatch.job_steps_publish_waiting() == 1
+    long_ago = timezone.now() - limit - timedelta(seconds=1)
+    Job.objects.filter(pk=job.pk).update(dispatched_at=long_ago)
     assert transitions.jobs_fail_abandoned() == 0
-    Job.objects.filter(pk=job.pk).update(dispatched_at=timezone.now() - limit - timedelta(seconds=1))
+
+    # ...but once a message started the step, the limit runs from then: a worker lost running it
+    # for good still ends the job worker_lost
+    assert hand_overs.job_step_start(job_id=job.id, step=1, dispatched_at=long_ago, redelivered=False)
+    Job.objects.filter(pk=job.pk).update(step_started_at=long_ago)
     assert transitions.jobs_fail_abandoned() == 1
     assert http.get(f"/api/jobs/{job.id}/").json()["error"]["type"] == "worker_lost"
+
+
+def test_a_next_step_whose_message_was_never_sent_is_published_again_once_taken_for_lost_and_runs_once(
+    db: Any, fake_openai: FakeOpenAI, step_messages: list[dict[str, Any]]
+) -> None:
+    # Given a checklist job whose first step ended and handed its second over on the job's row,
+    # the worker killed before it sent the message (the message is dropped here)
+    scenario = fake_openai.scenario()
+    summary = f"Sign the record. ({scenario.token})"
+    scenario.add(Reply.answer({"summary": summary}), Reply.answer({"checklist": [{"task": "Sign."}]}))
+    job, http = started_checklist(scenario)
+    assert run({"args": (), "kwargs": dispatch.job_signatures(job=job)[0].kwargs}) == "SUCCESS"
+    never_sent = step_messages.pop()
+    job_type = job_type_get(CHECKLIST)
+    limit = timedelta(seconds=settings.CELERY_BROKER_VISIBILITY_TIMEOUT_SECONDS
+                      + len(job_type.steps) * job_type.time_limit_seconds + 60)
+
+    # When an hour passes (past the abandoned-job rule's limit): its message may only be waiting
+    # in a long queue
+    handed_over(job, ago=max(limit, timedelta(hours=1)))
+
+    # Then the job is neither failed nor published again
+    assert transitions.jobs_fail_abandoned() == 0
+    assert tasks.jobs_dispatch_sweep.apply().get() == 0
+    assert http.get(f"/api/jobs/{job.id}/").json()["status"] == "STARTED"
+
+    # When JOB_DISPATCH_LOST_AFTER_SECONDS has passed since the hand-over (a day here; 6 h by default)
+    handed_over(job, ago=timedelta(seconds=settings.JOB_DISPATCH_LOST_AFTER_SECONDS) + timedelta(days=1))
+
+    # Then the sweeper publishes the second step again, with the first step's output, and it runs
+    # the job to its end, each step once
+    assert tasks.jobs_dispatch_sweep.apply().get() == 1
+    republished = step_messages[-1]
+    assert (republished["kwargs"]["index"], republished["args"]) == (1, ({"summary": summary},))
+    assert run(republished) == "SUCCESS"
+    assert run(step_messages[-1]) == "SUCCESS"  # the last step, handed over by the second
+    done = http.get(f"/api/jobs/{job.id}/").json()
+    assert (done["status"], done["result"]["checklist"]) == ("SUCCESS", [{"task": "Sign.", "is_complete": False}])
+    assert len(scenario.requests) == 2
+    # ...and the first message, had it only been waiting in a queue, runs nothing when it arrives
+    assert run(never_sent) == "SUCCESS"
+    assert len(scenario.requests) == 2
+
+
+def test_another_message_of_a_hand_over_whose_step_runs_runs_nothing(
+    api: Api, fake_openai: FakeOpenAI
+) -> None:
+    # Given a checklist job whose second step, handed over, runs on the worker, its model call
+    # held by the test
+    answered = threading.Event()
+    scenario = fake_openai.scenario()
+    summary = f"Sign the record. ({scenario.token})"
+    scenario.add(Reply.answer({"checklist": [{"task": "Sign."}]}, gate=answered))
+    job = Job.objects.create(owner=api.client, job_name=CHECKLIST, status=Job.Status.STARTED,
+                             started_at=timezone.now(), payload={"guidelines": f"Sign. ({scenario.token})"})
+    assert hand_overs.job_step_hand_over(job_id=job.id, step=1, step_input={"summary": summary},
+                                         dispatched_at=timezone.now())
+    job.refresh_from_db()
+    message = {"args": (job.step_input,), "kwargs": dispatch.job_signatures(job=job)[0].kwargs}
+    dispatch.job_publish(job=job)
+    api.wait(str(job.id), until=lambda _: bool(scenario.requests))  # the second step's model call
+
+    # When another message of the same hand-over arrives meanwhile (sent twice)
+    outcome = run(message)
+
+    # Then it runs nothing: the step is not run a second time at once
+    assert outcome == "IGNORED"
+    assert len(scenario.requests) == 1
+
+    # ...and the job goes on from the step that runs, to its end
+    answered.set()
+    done = api.wait(str(job.id), timeout=60)
+    assert (done["status"], done["result"]["checklist"]) == ("SUCCESS", [{"task": "Sign.", "is_complete": False}])
+    assert len(scenario.requests) == 1
+
+
+def test_a_message_of_a_hand_over_redelivered_after_its_run_was_cut_off_runs_the_step_again(db: Any) -> None:
+    # Given a job whose handed-over second step a message started, its worker then killed
+    owner = client_create(name="hand-over-redelivered")
+    job = Job.objects.create(owner=owner, job_name=CHECKLIST, status=Job.Status.STARTED, started_at=timezone.now())
+    handed_at = timezone.now()
+    assert hand_overs.job_step_hand_over(job_id=job.id, step=1, step_input={}, dispatched_at=handed_at)
+    assert hand_overs.job_step_start(job_id=job.id, step=1, dispatched_at=handed_at, redelivered=False)
+
+    # When the broker delivers its message again
+    again = hand_overs.job_step_start(job_id=job.id, step=1, dispatched_at=handed_at, redelivered=True)
+
+    # Then the step runs again, as a first step's message delivered again does; a copy the broker
+    # did not redeliver does not
+    assert again is not None and again.step_started_at is not None
+    with pytest.raises(transitions.StaleMessage):
+        hand_overs.job_step_start(job_id=job.id, step=1, dispatched_at=handed_at, redelivered=False)
 
 
 def test_a_retry_the_broker_refused_is_published_by_the_sweeper_once_due_and_runs_once(

@@ -150,3 +150,29 @@ def test_the_look_for_lost_messages_reads_none_of_the_jobs_waiting_for_dispatch(
     # Then it reads the jobs in the broker only: not one of the waiting jobs read and dropped
     assert "Index Scan using job_in_broker" in plan, plan
     assert "Rows Removed by Filter" not in plan, plan
+
+
+def test_the_look_for_lost_step_messages_reads_none_of_the_steps_that_run(db: Any) -> None:
+    # Given 300 running jobs whose handed-over step started a day ago (long steps), and one whose
+    # step was handed to the broker a day ago and never started
+    owner = client_create(name="step-stranded-beside-running-steps")
+    day_ago = timezone.now() - timedelta(days=1)
+    Job.objects.bulk_create([
+        Job(owner=owner, job_name=HELLO, status=Job.Status.STARTED, started_at=day_ago, next_step=1,
+            dispatched_at=day_ago, step_started_at=day_ago) for _ in range(300)
+    ])
+    Job.objects.create(owner=owner, job_name=HELLO, status=Job.Status.STARTED, started_at=day_ago, next_step=1,
+                       dispatched_at=day_ago)
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE jobs_job")
+    with CaptureQueriesContext(connection) as queries:
+        assert dispatch.job_steps_release_stranded() == 1
+    look = queries.captured_queries[0]["sql"]
+
+    # When the sweeper's look is run again as it was, where the table is too small for
+    # PostgreSQL to prefer an index on its own
+    plan = plan_of(look, analyze=True, seqscan=False)
+
+    # Then it reads the steps in the broker only: not one of the running steps read and dropped
+    assert "Index Scan using job_step_in_broker" in plan, plan
+    assert "Rows Removed by Filter" not in plan, plan

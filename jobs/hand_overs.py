@@ -1,0 +1,58 @@
+"""A running job's steps after its first (and its retries): each handed over on the job's row
+before its message is sent (jobs.tasks), and started by one message of that hand-over.
+
+A hand-over is recorded, committed, then published: a broker that refuses the message leaves it
+to the sweeper (jobs.dispatch.job_steps_publish_waiting), and a worker killed between the commit
+and the publish leaves a hand-over with no message at all, which the sweeper takes for lost once
+it has gone unstarted as long as a lost first message must (jobs.dispatch.job_steps_release_stranded).
+"""
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from django.db.models import Q
+from django.utils import timezone
+
+from jobs import sql, transitions
+from jobs.models import Job
+
+
+def job_step_hand_over(*, job_id: uuid.UUID, step: int, step_input: Any, dispatched_at: datetime) -> bool:
+    """Record on the running job's row that its step `step` is due next, taking `step_input`,
+    and is handed to the broker now (`dispatched_at`, which its message carries), not started
+    yet: a message the broker refuses is then released for the sweeper (jobs.dispatch), not lost.
+    False when the job is final, or `step` was handed over already (the step before it ran again,
+    its message delivered again after its first run had ended): its message is sent already."""
+    handed = Job.objects.filter(pk=job_id, status__in=Job.RUNNING_STATUSES).filter(
+        Q(next_step__isnull=True) | Q(next_step__lt=step)
+    )
+    return bool(handed.update(next_step=step, step_input=step_input, dispatched_at=dispatched_at,
+                              step_started_at=None))
+
+
+def job_step_start(*, job_id: uuid.UUID, step: int, dispatched_at: datetime | None, redelivered: bool) -> Job | None:
+    """Start the job's handed-over step `step` for a message of the hand-over `dispatched_at`
+    (the one the message carries): mark it started on the row, in one conditional UPDATE, so
+    that another message of the same hand-over runs nothing while this one runs, and the sweeper
+    no longer takes the message for lost (either finds the other's write done). The job, to run
+    the step; None when it must not run (final, gone, or canceled: then ended REVOKED).
+
+    Raises StaleMessage, having changed nothing, for a message of another hand-over (an earlier
+    one, or one the sweeper replaced), or of a step another message started already, unless the
+    broker `redelivered` it: its own earlier run was cut off (a killed worker), and it runs again,
+    as a first step's message delivered again does (jobs.transitions.job_start)."""
+    condition, params = sql.in_hand_over(step, dispatched_at, started_or_not=redelivered)
+    started = sql.job_update_if(job_id, condition=condition, params=params, step_started_at=timezone.now())
+    if started is not None:
+        return started
+    job = Job.objects.filter(pk=job_id).first()
+    if job is None or job.is_final:
+        return None
+    if job.cancel_requested:
+        transitions.job_finish(job_id=job_id, status=Job.Status.REVOKED, by_chain=True)
+        return None
+    if job.next_step is None:
+        return job  # a message published before steps were handed over on the row: it says none
+    raise transitions.StaleMessage()
