@@ -1,5 +1,7 @@
 """Fault 3c: the broker is down at the moment a job's step ends, so the worker cannot send the
-job's next step; the job waits for the broker, then goes on from that step, each step run once."""
+job's next step; the job waits for the broker, then goes on from that step, each step run once.
+Fault 3f: the worker is killed between a step's hand-over and its publish, so no message of the
+next step exists; the sweeper takes it for lost, and the job goes on from that step."""
 from __future__ import annotations
 
 import threading
@@ -124,3 +126,53 @@ def test_redis_down_as_a_step_fails_delays_its_retry_only_until_the_broker_is_ba
         time.sleep(3)  # room for a run repeated to show up
         assert len(scenario.requests) == 3
     figures.update(seconds_from_redis_back_to_success=round(seconds_to_success, 2))
+
+
+# What a worker SIGKILLed (out of memory, its host lost) between a hand-over's commit and its
+# publish leaves: the job's first step ended and its second handed over on the row, by the real
+# transitions, and no message of that hand-over anywhere.
+KILLED_AFTER_HAND_OVER = """
+from django.utils import timezone
+from jobs import hand_overs, transitions
+from jobs.models import Job
+job = Job.objects.get(pk={job_id!r})
+assert transitions.job_start(job_id=job.id, dispatched_at=job.dispatched_at)
+assert hand_overs.job_step_hand_over(job_id=job.id, step=1, step_input={step_input!r}, dispatched_at=timezone.now())
+"""
+
+
+def test_a_worker_killed_between_a_hand_over_and_its_publish_leaves_the_next_step_to_the_sweeper(
+    make_stack: Callable[..., Stack], receiver: WebhookReceiver, figures: dict[str, Any]
+) -> None:
+    # Given the service (its jobs worker not up yet), a handed-over step's message taken for lost
+    # after 5 s unstarted (6 h by default), and a checklist job with a callback
+    with FakeOpenAI() as model:
+        scenario = model.scenario()
+        summary = f"Hand over in SBAR order. ({scenario.token})"
+        scenario.add(Reply.answer({"checklist": [{"task": "Hand over in SBAR order."}]}))
+        stack = make_stack(env={**fake_openai_env(model), "JOB_DISPATCH_LOST_AFTER_SECONDS": "5"})
+        stack.start_web()
+        stack.start_worker("deliveries", queues="webhooks,maintenance", pool="threads")
+        stack.start_beat()
+        api = stack.client()
+        job = api.submit(CHECKLIST_JOB, {"guidelines": f"Hand over well. ({scenario.token})"},
+                         callback_url=receiver.url)
+
+        # When its first step ended and handed its second over, the worker killed before it
+        # published it (the first step's message, still queued, belongs to an earlier dispatch)
+        stack.manage("shell", "-c", KILLED_AFTER_HAND_OVER.format(job_id=job["id"], step_input={"summary": summary}))
+        handed_over_at = time.monotonic()
+        stack.start_worker("jobs", queues="jobs,jobs_long", concurrency=1)
+
+        # Then the sweeper publishes the second step again once its message is taken for lost,
+        # and the job goes on from there to SUCCESS, not failed as worker_lost: the second step
+        # ran once (the model asked once), the first not again, and one job.succeeded webhook
+        done = api.wait(job["id"], timeout=120)
+        seconds_to_success = time.monotonic() - handed_over_at
+        assert done["status"] == "SUCCESS", done
+        assert done["result"]["checklist"] == [{"task": "Hand over in SBAR order.", "is_complete": False}]
+        time.sleep(3)  # room for a step run again, or a duplicate webhook, to show up
+        assert len(scenario.requests) == 1
+    wait_for(lambda: receiver.for_job(job["id"]), timeout=60, what="the webhook")
+    assert [r.payload["type"] for r in receiver.for_job(job["id"])] == ["job.succeeded"]
+    figures.update(lost_after_seconds=5, seconds_from_hand_over_to_success=round(seconds_to_success, 2))
