@@ -12,7 +12,7 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError
 
 from core import http
-from webhooks import dispatch, recording, sending, signing, telemetry
+from webhooks import dispatch, recording, sealing, sending, signing, telemetry
 from webhooks.claims import Claimed, Scope, claim, claims_expire, claims_give_back
 from webhooks.models import ATTEMPT_INTERNAL_ERROR, Delivery
 from webhooks.recording import AttemptOutcome
@@ -22,15 +22,23 @@ logger = logging.getLogger(__name__)
 # The error of an attempt whose batch raised outside the attempts and their recording, and
 # did so with it alone (then the exception's type's name).
 SURPRISE = f"{ATTEMPT_INTERNAL_ERROR} sending"
+# The error of an attempt whose signing secret no key opens (webhooks/sealing.py): not sent,
+# retried on its schedule, in case the operator puts the previous SECRET_KEY back.
+UNREADABLE_SECRET = f"{ATTEMPT_INTERNAL_ERROR} signing: the signing secret cannot be decrypted"
 
 
 def _send(claimed: Claimed, resolver: http.Resolver | None) -> http.HttpResult:
+    try:
+        secrets_in_use = [sealing.unseal(token) for token in claimed.secrets]
+    except sealing.SecretUnreadable as exc:
+        logger.error("Delivery %s: not sent, %s", claimed.delivery_id, exc)
+        return http.HttpResult(error=UNREADABLE_SECRET)
     headers = {
         **claimed.headers,  # an endpoint's own; their names never clash with ours (endpoint_api.py)
         "Content-Type": "application/json",
         "User-Agent": "jobapi-webhooks/1",
         **signing.headers_sign(
-            secrets_in_use=claimed.secrets,
+            secrets_in_use=secrets_in_use,
             message_id=claimed.message_id,
             timestamp=int(time.time()),  # fresh on every attempt
             body=claimed.body,

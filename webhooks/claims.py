@@ -61,7 +61,9 @@ class Claimed:
     started_at: datetime
     message_id: str
     body: bytes
-    secrets: list[str]  # at least one: an owner's (or endpoint's) first delivery makes its secret
+    # Sealed as stored (webhooks/sealing.py), unsealed when signing; at least one: an owner's (or
+    # endpoint's) first delivery makes its secret.
+    secrets: list[str]
     rate_limit_per_second: float | None  # the endpoint's pace, kept when sending (webhooks/sending.py)
 
 
@@ -86,7 +88,7 @@ def claim(*, scope: Scope, token: uuid.UUID, limit: int = BATCH_MAX_DELIVERIES) 
             if key not in first_secrets:
                 try:
                     first_secrets[key] = [
-                        secrets.signing_secret_get_or_create(owner_id=owner_id, endpoint_id=endpoint_id)
+                        secrets.signing_secret_sealed_get_or_create(owner_id=owner_id, endpoint_id=endpoint_id)
                     ]
                 except secrets.SecretOwnerGone:
                     logger.info("Deliveries of client %s (endpoint %s) left out: deleted since claimed",

@@ -76,8 +76,10 @@ class SigningSecret(models.Model):
     owner = models.ForeignKey("core.Client", on_delete=models.CASCADE, related_name="+")
     # The endpoint it signs for; NULL: the client's own, for per-job callback_url deliveries.
     endpoint = models.ForeignKey(Endpoint, null=True, blank=True, on_delete=models.CASCADE, related_name="+")
-    # "whsec_" + base64 of 32 random bytes. Stored as is: signing needs the key itself.
-    secret = models.CharField(max_length=100)
+    # "whsec_" + base64 of 32 random bytes, sealed (webhooks/sealing.py: a Fernet token of 164
+    # characters under a key derived from SECRET_KEY). Not hashed, as API keys are: signing needs
+    # the key itself; sealed, a backup or a replica of the database does not give it away.
+    secret = models.CharField(max_length=200)
     created_at = models.DateTimeField(default=timezone.now)
     expires_at = models.DateTimeField(null=True, blank=True)
 

@@ -39,9 +39,10 @@ INTERRUPTED = "Interrupted: the worker sending this attempt stopped."
 HELD_WHILE_DISABLED = "c.subject_id <> c.endpoint_id"
 
 # One row per claimed delivery: (delivery id, the URL its attempt goes to, owner id, endpoint id or None, the endpoint's
-# custom headers, attempt id, attempt number, webhook-id, body, the secrets that sign it: the
-# current one first, then any rotated-out one still inside its overlap window; none before the
-# owner's first delivery; the endpoint's rate limit or None).
+# custom headers, attempt id, attempt number, webhook-id, body, the secrets that sign it, sealed
+# as stored (webhooks/sealing.py: unsealed in Python when signing): the current one first, then
+# any rotated-out one still inside its overlap window; none before the owner's first delivery;
+# the endpoint's rate limit or None).
 ClaimRow = tuple[
     int, str, uuid.UUID, uuid.UUID | None, dict[str, str], int, int, str, bytes, list[str], float | None
 ]
@@ -91,7 +92,7 @@ def event_insert_with_deliveries(event: Event, deliveries: Sequence[Delivery]) -
 
 
 def events_to_send(*, event_ids: Collection[int], now: datetime) -> dict[int, tuple[str, bytes, list[str]]]:
-    """Each event's webhook-id and body, with the secrets that sign it (current first), in one
+    """Each event's webhook-id and body, with the secrets that sign it (sealed, current first), in one
     query: the events joined to their owners' secrets, a row per secret."""
     if not event_ids:
         return {}

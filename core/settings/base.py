@@ -103,6 +103,10 @@ if not SECRET_KEY:
     if not _secret_file.exists():
         _secret_file.write_text(secrets.token_urlsafe(50))
     SECRET_KEY = _secret_file.read_text().strip()
+# Previous values of SECRET_KEY (comma-separated), still accepted while a rotation of it goes
+# through: Django's signatures, and the webhook signing secrets sealed under them until
+# `manage.py signing_secrets_reencrypt` has sealed them again (docs/deployment.md).
+SECRET_KEY_FALLBACKS = env.list("SECRET_KEY_FALLBACKS", default=[])
 
 # --- Applications -------------------------------------------------------------------------
 INSTALLED_APPS = [
