@@ -192,6 +192,12 @@ ERROR_CODES: dict[str, ErrorCode] = {
         "under the answer's `X-Request-ID`.", "Retry later (a submission with its `Idempotency-Key`); "
         "report the `X-Request-ID` if it persists.",
     ),
+    "signing_secret_unreadable": ErrorCode(
+        500, "`GET` of a webhook signing secret (the client's or an endpoint's) that the service cannot "
+        "decrypt: its operator changed `SECRET_KEY` without keeping the previous one in "
+        "`SECRET_KEY_FALLBACKS`. Its deliveries fail as internal errors until that is put right.",
+        "Tell the operator; or rotate the secret with `expire_previous_now: true` to have a new one at once.",
+    ),
     "database_unavailable": ErrorCode(503, "The service's database is out of reach.", _OUTAGE),
     "storage_full": ErrorCode(
         503, "Embedded mode (`make run`): the disk the service keeps its data on is full.", _OUTAGE,
