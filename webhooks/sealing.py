@@ -18,6 +18,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from django.conf import settings
 
+from webhooks.signing import SECRET_PREFIX
+
 PURPOSE = b"jobapi webhooks signing secret at rest v1"
 
 
@@ -54,7 +56,11 @@ def seal(secret: str) -> str:
 
 
 def unseal(token: str) -> str:
-    """The secret a stored token holds. Raises SecretUnreadable when no key opens it."""
+    """The secret a stored token holds. Raises SecretUnreadable when no key opens it. A secret
+    stored as is (a token never starts "whsec_") is one the previous release's processes wrote
+    while migration webhooks 0015 ran: read as it is, sealed by signing_secrets_reencrypt."""
+    if token.startswith(SECRET_PREFIX):
+        return token
     try:
         return _settings_keys()[0].decrypt(token.encode()).decode()
     except InvalidToken:
@@ -62,9 +68,11 @@ def unseal(token: str) -> str:
 
 
 def sealed_again(token: str) -> str | None:
-    """The token sealed under SECRET_KEY's key, or None when it is already. Raises
-    SecretUnreadable when no key opens it."""
+    """The token sealed under SECRET_KEY's key (a secret stored as is, sealed), or None when it
+    is already. Raises SecretUnreadable when no key opens it."""
     every, current = _settings_keys()
+    if token.startswith(SECRET_PREFIX):
+        return seal(token)
     try:
         current.decrypt(token.encode())
         return None

@@ -21,7 +21,7 @@ from examples.receiver import Receiver
 from tests.conftest import Api
 from tests.webhooks.conftest import HELLO, secret_of
 from tests.webhooks.test_delivery_claims import make_delivery
-from webhooks import attempts, sealing, secrets
+from webhooks import attempts, sealing, secrets, signing
 from webhooks.models import DeliveryAttempt, SigningSecret
 
 NEW_KEY = "the-new-secret-key-after-a-rotation"
@@ -95,6 +95,22 @@ def test_a_rotation_of_secret_key_reads_through_the_fallback_until_reencrypted(a
     assert secret_of(api) == previous
     in_use = secrets.signing_secrets_in_use(owner_id=api.client.pk, endpoint_id=None, now=timezone.now())
     assert [sealing.unseal(token) for token in in_use] == [previous, secret]
+
+
+def test_a_secret_the_previous_release_stored_as_is_reads_until_the_command_seals_it(api: Api) -> None:
+    # Given a current secret written as is, by a process of the previous release while the
+    # upgrade's migration ran
+    secret_of(api)
+    plain = signing.secret_generate()
+    SigningSecret.objects.filter(owner=api.client, expires_at__isnull=True).update(secret=plain)
+
+    # Then it is read (and signs) as it is, and the command seals it
+    assert secret_of(api) == plain
+    assert call_command_output("signing_secrets_reencrypt") == (
+        "Re-encrypted 1 signing secret(s) under the current SECRET_KEY."
+    )
+    assert_none_holds(plain)
+    assert secret_of(api) == plain
 
 
 def test_a_secret_no_key_opens_is_a_clear_api_error(api: Api, settings: Any, caplog: pytest.LogCaptureFixture) -> None:
