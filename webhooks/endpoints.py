@@ -85,7 +85,7 @@ def endpoint_create(*, owner_id: uuid.UUID, url: str, event_types: Sequence[str]
             disabled_reason="" if enabled else Endpoint.DisabledReason.CLIENT,
             disabled_at=None if enabled else timezone.now(),
         )
-        secrets.signing_secret_get_or_create(owner_id=owner_id, endpoint_id=endpoint.id)
+        secrets.signing_secret_sealed_get_or_create(owner_id=owner_id, endpoint_id=endpoint.id)
     _forget(owner_id)
     return endpoint
 
