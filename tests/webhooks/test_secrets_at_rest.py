@@ -74,15 +74,15 @@ def test_the_column_holds_no_secret_and_deliveries_verify_against_the_api_s(api:
 def test_a_rotation_of_secret_key_reads_through_the_fallback_until_reencrypted(api: Api, settings: Any) -> None:
     # Given secrets stored under the current SECRET_KEY
     old_key = settings.SECRET_KEY
-    secret = secret_of(api)
-    previous = api.post("/api/webhook-secret/rotate/").json()["secret"]
+    rotated_out = secret_of(api)
+    current = api.post("/api/webhook-secret/rotate/").json()["secret"]
     before = sorted(stored())
 
     # When the operator rotates SECRET_KEY, the previous one kept among the fallbacks
     settings.SECRET_KEY, settings.SECRET_KEY_FALLBACKS = NEW_KEY, [old_key]
 
     # Then the secrets still read, and the command moves every row to the new key
-    assert secret_of(api) == previous
+    assert secret_of(api) == current
     out = call_command_output("signing_secrets_reencrypt")
     assert out == "Re-encrypted 2 signing secret(s) under the current SECRET_KEY."
     assert set(stored()).isdisjoint(before)
@@ -92,9 +92,9 @@ def test_a_rotation_of_secret_key_reads_through_the_fallback_until_reencrypted(a
 
     # ...after which the previous key may go: both secrets read, the one in its overlap too
     settings.SECRET_KEY_FALLBACKS = []
-    assert secret_of(api) == previous
+    assert secret_of(api) == current
     in_use = secrets.signing_secrets_in_use(owner_id=api.client.pk, endpoint_id=None, now=timezone.now())
-    assert [sealing.unseal(token) for token in in_use] == [previous, secret]
+    assert [sealing.unseal(token) for token in in_use] == [current, rotated_out]
 
 
 def test_a_secret_the_previous_release_stored_as_is_reads_until_the_command_seals_it(api: Api) -> None:
