@@ -28,7 +28,7 @@ def unseal(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ("webhooks", "0013_attempt_url"),
+        ("webhooks", "0014_delivery_receiver_failed"),
     ]
 
     operations = [
