@@ -18,7 +18,7 @@ from django.utils import timezone
 from core.errors import ApplicationError, Conflict, NotFound
 from core.services import client_lock
 from core.timestamps import utc_iso
-from webhooks import dispatch, outbox, reschedule, secrets, sending, telemetry
+from webhooks import dispatch, outbox, reschedule, secrets, sending, sql, telemetry
 from webhooks.addresses import callback_url_validate
 from webhooks.events import (
     DEFAULT_ENDPOINT_EVENT_TYPES,
@@ -209,7 +209,12 @@ def endpoint_disable_failing(*, endpoint_id: uuid.UUID, reason: str) -> None:
     caller's transaction commits."""
     with transaction.atomic():
         endpoint = Endpoint.objects.select_for_update(no_key=True).filter(pk=endpoint_id, enabled=True).first()
-        if endpoint is None:
+        # Nor while its client is being deleted (its endpoints go with it). The caller's
+        # transaction (an attempt's outcome being recorded) holds the attempt, its delivery and
+        # the endpoint, which the deletion, holding the client, goes on to delete; and what this
+        # writes (the endpoint's row a second time, the event) waits at commit for the client:
+        # a deadlock, whose victim was the operator's deletion as often as not.
+        if endpoint is None or not sql.owner_held_unless_deleted(endpoint.owner_id):
             return
         endpoint.enabled, endpoint.disabled_reason = False, Endpoint.DisabledReason.FAILING
         endpoint.disabled_at, endpoint.next_slot_at = timezone.now(), None

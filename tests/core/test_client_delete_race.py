@@ -2,18 +2,28 @@
 goes through, and leaves nothing of the client. The deletion reads what the client owns, then
 deletes it, then the client: a job's transition that committed in between (its job.* event, its
 final state) left rows the deletion had not read, and the deletion failed at commit on their
-foreign keys, the client left in place."""
+foreign keys, the client left in place. A worker recording an attempt that disables the client's
+endpoint as the deletion starts: both complete; before, they deadlocked, and PostgreSQL aborted
+one of them (the deletion, as often as not: the operator's error page)."""
 from __future__ import annotations
 
+import threading
+import uuid
+from collections.abc import Callable
+from typing import Any
+
 import pytest
+from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
+from core import http
 from core.models import Client
 from core.services import client_create, client_delete
 from jobs import transitions
 from jobs.models import Job, JobEvent
-from tests.locks import meanwhile
-from webhooks.models import Event
+from tests.locks import meanwhile, rows_held
+from webhooks import claims, endpoints, outbox, recording
+from webhooks.models import Delivery, Endpoint, Event
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -40,3 +50,74 @@ def test_a_client_deleted_while_its_job_finishes_is_deleted_with_all_it_owns() -
     assert not Event.objects.filter(owner_id=client.pk).exists()
     # And the worker's transition, which waited for the deletion, found its job gone and did nothing
     assert finished == [False]
+
+
+def test_a_client_deleted_as_its_failing_endpoint_is_disabled_is_deleted_and_the_attempt_recorded(
+    settings: Any, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given a client whose endpoint fails its next attempt for the last time before it is disabled,
+    # and another endpoint of it told of that (endpoint.disabled), the attempt in flight
+    settings.WEBHOOK_ENDPOINT_DISABLE_AFTER_FAILURES = 1
+    settings.WEBHOOK_ENDPOINT_DISABLE_AFTER_SECONDS = 0
+    client = client_create(name="deleted-while-disabled")
+    failing = Endpoint.objects.create(owner=client, url="http://127.0.0.1:9/failing", event_types=["job.succeeded"])
+    Endpoint.objects.create(owner=client, url="http://127.0.0.1:9/told", event_types=["endpoint.disabled"])
+    with transaction.atomic():
+        event = outbox.event_record(owner_id=client.pk, subject_id=uuid.uuid4(), event_type="job.succeeded",
+                                    data={"n": 1}, endpoints=[failing], publish=False)
+    token = uuid.uuid4()
+    [claimed] = claims.claim(scope=claims.Scope(delivery_ids=[Delivery.objects.get(event=event).pk]), token=token)
+
+    # When the worker records the failure, its transaction holding the attempt, the delivery and
+    # the endpoint's health as it goes on to disable the endpoint, and meanwhile the operator's
+    # deletion of the client starts (each on a connection of its own)
+    reached, go = threading.Event(), threading.Event()
+    disable = endpoints.endpoint_disable_failing
+
+    def disable_once_the_deletion_waits(**kwargs: Any) -> None:
+        reached.set()
+        go.wait(timeout=30)
+        disable(**kwargs)
+
+    monkeypatch.setattr(endpoints, "endpoint_disable_failing", disable_once_the_deletion_waits)
+    recorded = _on_a_connection_of_its_own(
+        lambda: recording.record([(claimed, http.HttpResult(status_code=500))], token=token))
+    assert reached.wait(timeout=30)
+    with rows_held() as blocked:
+        deleted = _on_a_connection_of_its_own(lambda: client_delete(client=client))
+        blocked(1)
+        go.set()
+        recorded.join()
+        deleted.join()
+
+    # Then both complete: the failure recorded (the endpoint disabled) and the client deleted,
+    # neither of them aborted by a deadlock
+    assert recorded.outcome == "done" and deleted.outcome == "done"
+    assert not Client.objects.filter(pk=client.pk).exists()
+    assert not Endpoint.objects.filter(owner_id=client.pk).exists()
+    assert not Delivery.objects.filter(owner_id=client.pk).exists()
+    assert not Event.objects.filter(owner_id=client.pk).exists()
+
+
+class _Work(threading.Thread):
+    """`work` in a thread, on a connection of its own; its outcome "done", or the database error
+    it raised (a deadlock's victim)."""
+
+    def __init__(self, work: Callable[[], object]) -> None:
+        super().__init__()
+        self.work, self.outcome = work, ""
+
+    def run(self) -> None:
+        try:
+            self.work()
+            self.outcome = "done"
+        except DatabaseError as exc:
+            self.outcome = repr(exc)
+        finally:
+            connection.close()
+
+
+def _on_a_connection_of_its_own(work: Callable[[], object]) -> _Work:
+    thread = _Work(work)
+    thread.start()
+    return thread
