@@ -52,8 +52,14 @@ def test_a_client_deleted_while_its_job_finishes_is_deleted_with_all_it_owns() -
     assert finished == [False]
 
 
+# Where the worker's transaction waits for the deletion to start: before it disables the endpoint
+# (the deletion then holds the client), or once it holds the client's row (the deletion waits).
+PAUSED_IN = {"deletion first": "endpoint_disable_failing", "worker first": "subscribers"}
+
+
+@pytest.mark.parametrize("paused_in", PAUSED_IN.values(), ids=PAUSED_IN.keys())
 def test_a_client_deleted_as_its_failing_endpoint_is_disabled_is_deleted_and_the_attempt_recorded(
-    settings: Any, monkeypatch: pytest.MonkeyPatch,
+    settings: Any, monkeypatch: pytest.MonkeyPatch, paused_in: str,
 ) -> None:
     # Given a client whose endpoint fails its next attempt for the last time before it is disabled,
     # and another endpoint of it told of that (endpoint.disabled), the attempt in flight
@@ -72,14 +78,14 @@ def test_a_client_deleted_as_its_failing_endpoint_is_disabled_is_deleted_and_the
     # the endpoint's health as it goes on to disable the endpoint, and meanwhile the operator's
     # deletion of the client starts (each on a connection of its own)
     reached, go = threading.Event(), threading.Event()
-    disable = endpoints.endpoint_disable_failing
+    paused = getattr(endpoints, paused_in)
 
-    def disable_once_the_deletion_waits(**kwargs: Any) -> None:
+    def once_the_deletion_waits(**kwargs: Any) -> Any:
         reached.set()
         go.wait(timeout=30)
-        disable(**kwargs)
+        return paused(**kwargs)
 
-    monkeypatch.setattr(endpoints, "endpoint_disable_failing", disable_once_the_deletion_waits)
+    monkeypatch.setattr(endpoints, paused_in, once_the_deletion_waits)
     recorded = _on_a_connection_of_its_own(
         lambda: recording.record([(claimed, http.HttpResult(status_code=500))], token=token))
     assert reached.wait(timeout=30)
@@ -90,8 +96,8 @@ def test_a_client_deleted_as_its_failing_endpoint_is_disabled_is_deleted_and_the
         recorded.join()
         deleted.join()
 
-    # Then both complete: the failure recorded (the endpoint disabled) and the client deleted,
-    # neither of them aborted by a deadlock
+    # Then both complete, neither aborted by a deadlock: the failure recorded, and the client
+    # deleted with all it had (the endpoint.disabled event too, when the worker went first)
     assert recorded.outcome == "done" and deleted.outcome == "done"
     assert not Client.objects.filter(pk=client.pk).exists()
     assert not Endpoint.objects.filter(owner_id=client.pk).exists()
