@@ -53,6 +53,16 @@ def _locked(endpoint_id: uuid.UUID) -> Endpoint:
     return Endpoint.objects.select_for_update(no_key=True).get(pk=endpoint_id)
 
 
+def _owner_hold(owner_id: uuid.UUID) -> None:
+    """Hold the client's row first (webhooks/sql.py owner_hold), as its deletion takes it before
+    its endpoints and deliveries: a client's request that holds its endpoint (a delete, a test,
+    a recover) and then writes it twice or adds rows for the client waited at commit for a
+    deletion that waited for the endpoint, and PostgreSQL aborted one of them. 404 once the
+    client is gone."""
+    if not sql.owner_hold(owner_id):
+        raise NotFound(NO_ENDPOINT)
+
+
 def _url_validate(url: str, owner_id: uuid.UUID) -> None:
     try:
         callback_url_validate(url=url, key=owner_id)
@@ -122,6 +132,7 @@ def endpoint_update(*, owner_id: uuid.UUID, endpoint_id: uuid.UUID | str, **chan
 def endpoint_delete(*, owner_id: uuid.UUID, endpoint_id: uuid.UUID | str) -> None:
     """Delete the endpoint; its deliveries not yet delivered stop (state canceled), the log stays."""
     with transaction.atomic():
+        _owner_hold(owner_id)
         # Locked before its deliveries are cancelled: an event being recorded for it (which holds
         # it, webhooks/sql.py) commits first and has its delivery cancelled too, or waits and
         # makes none. Unlocked, one committed between the cancel and the delete was left pending
@@ -141,6 +152,7 @@ def endpoint_test(*, owner_id: uuid.UUID, endpoint_id: uuid.UUID | str) -> Deliv
     held: webhooks/sql.py HELD_WHILE_DISABLED); its delivery."""
     endpoint = endpoint_get(owner_id=owner_id, endpoint_id=endpoint_id)
     with transaction.atomic():
+        _owner_hold(owner_id)
         event = outbox.event_record(
             owner_id=owner_id, subject_id=endpoint.id, event_type=TEST_EVENT_TYPE,
             data={"endpoint_id": str(endpoint.id), "message": "A test event, sent on request."},
@@ -161,6 +173,7 @@ def endpoint_recover(*, owner_id: uuid.UUID, endpoint_id: uuid.UUID | str, since
     endpoint = endpoint_get(owner_id=owner_id, endpoint_id=endpoint_id)
     now = timezone.now()
     with transaction.atomic():
+        _owner_hold(owner_id)
         # Locking the endpoint serialises recoveries of it: a repeated click finds the first's
         # deliveries under way and makes none.
         endpoint = _locked(endpoint.pk)
@@ -214,7 +227,7 @@ def endpoint_disable_failing(*, endpoint_id: uuid.UUID, reason: str) -> None:
         # the endpoint, which the deletion, holding the client, goes on to delete; and what this
         # writes (the endpoint's row a second time, the event) waits at commit for the client:
         # a deadlock, whose victim was the operator's deletion as often as not.
-        if endpoint is None or not sql.owner_held_unless_deleted(endpoint.owner_id):
+        if endpoint is None or not sql.owner_hold(endpoint.owner_id, unless_deleting=True):
             return
         endpoint.enabled, endpoint.disabled_reason = False, Endpoint.DisabledReason.FAILING
         endpoint.disabled_at, endpoint.next_slot_at = timezone.now(), None

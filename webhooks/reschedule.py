@@ -76,7 +76,10 @@ def endpoint_reschedule(*, endpoint_id: uuid.UUID, version: int, before: datetim
         # batch (webhooks/endpoints.py _locked).
         endpoint = (Endpoint.objects.select_for_update(no_key=True)
                     .filter(pk=endpoint_id, schedule_version=version).first())
-        if endpoint is None:
+        # Not while its client is being deleted (its endpoints and deliveries go with it): a
+        # batch at the endpoint's pace writes the endpoint twice, which waits at commit for the
+        # client, while the deletion waits for the batch's deliveries (webhooks/sql.py owner_hold).
+        if endpoint is None or not sql.owner_hold(endpoint.owner_id, unless_deleting=True):
             return None
         after = _hold(endpoint, before, now) if not endpoint.enabled else _move(endpoint, before, after, now)
         # Under way while a next batch is to come: the dispatcher starts again one whose message

@@ -11,8 +11,8 @@
 - The secrets that sign an owner's deliveries, joined to the events in one query.
 - Attempt outcomes as one UPDATE from a VALUES list: `bulk_update` spent more time building its
   CASE expressions than the database spent running them, and executemany is a round trip each.
-- An owner's row held FOR KEY SHARE SKIP LOCKED (`owner_held_unless_deleted`): the ORM locks a
-  row FOR UPDATE or FOR NO KEY UPDATE only.
+- An owner's row held FOR KEY SHARE (`owner_hold`): the ORM locks a row FOR UPDATE or FOR NO
+  KEY UPDATE only.
 - An endpoint's rescheduled deliveries likewise: `bulk_update` of 500 took 630 ms (PostgreSQL
   tries each row against every branch of its CASE), the VALUES list a few.
 """
@@ -94,17 +94,22 @@ def event_insert_with_deliveries(event: Event, deliveries: Sequence[Delivery]) -
     return written
 
 
-def owner_held_unless_deleted(owner_id: uuid.UUID) -> bool:
-    """Hold the owner's row FOR KEY SHARE until the transaction ends, without waiting: False when
-    its deletion holds it (core.services.client_delete, the only FOR UPDATE of a client), or it
-    is gone. FOR KEY SHARE is what a foreign key's own check takes at commit, of a row added for
-    the owner or one written twice in a transaction: held, the owner's deletion waits for the
-    caller; refused, the caller writes neither, and never waits at commit on a deletion that
-    waits on rows the caller holds. SQLite lets one transaction write at a time: True there."""
+def owner_hold(owner_id: uuid.UUID, *, unless_deleting: bool = False) -> bool:
+    """Hold the owner's row FOR KEY SHARE until the transaction ends: False when it is gone, or,
+    `unless_deleting`, when its deletion holds it (core.services.client_delete, the only FOR
+    UPDATE of a client), not waiting for it.
+
+    FOR KEY SHARE is what a foreign key's check takes at commit, of a row added for the owner or
+    one written twice in the transaction. A writer that takes it only then, holding the owner's
+    endpoints or deliveries, meets a deletion that holds the owner and goes on to delete those: a
+    deadlock. Taken first, the deletion waits for the writer, or the writer for the deletion;
+    refused (`unless_deleting`, for a writer that holds such rows already), the writer writes
+    neither. SQLite lets one transaction write at a time: True there."""
     if connection.vendor != "postgresql":
         return True
+    skip_locked = " SKIP LOCKED" if unless_deleting else ""
     with connection.cursor() as cursor:
-        cursor.execute(f"SELECT 1 FROM {Client._meta.db_table} WHERE id = %s FOR KEY SHARE SKIP LOCKED", [owner_id])
+        cursor.execute(f"SELECT 1 FROM {Client._meta.db_table} WHERE id = %s FOR KEY SHARE{skip_locked}", [owner_id])
         return cursor.fetchone() is not None
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 import uuid
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -22,7 +23,7 @@ from core.services import client_create, client_delete
 from jobs import transitions
 from jobs.models import Job, JobEvent
 from tests.locks import meanwhile, rows_held
-from webhooks import claims, endpoints, outbox, recording
+from webhooks import claims, endpoints, outbox, recording, reschedule
 from webhooks.models import Delivery, Endpoint, Event
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -101,6 +102,73 @@ def test_a_client_deleted_as_its_failing_endpoint_is_disabled_is_deleted_and_the
     assert recorded.outcome == "done" and deleted.outcome == "done"
     assert not Client.objects.filter(pk=client.pk).exists()
     assert not Endpoint.objects.filter(owner_id=client.pk).exists()
+    assert not Delivery.objects.filter(owner_id=client.pk).exists()
+    assert not Event.objects.filter(owner_id=client.pk).exists()
+
+
+def _deleting(client: Client, endpoint: Endpoint) -> dict[str, tuple[Callable[[], object], str]]:
+    """The writes that hold one of the client's endpoints, or its deliveries, as its deletion
+    comes: each with the statement after which it waits for the deletion to start."""
+    with transaction.atomic():
+        event, later = (outbox.event_record(owner_id=client.pk, subject_id=uuid.uuid4(), event_type="job.succeeded",
+                                            data={"n": n}, endpoints=[endpoint], publish=False) for n in (1, 2))
+    Delivery.objects.filter(event=event).update(state=Delivery.State.FAILED)
+    held = Delivery.objects.get(event=later)
+    Delivery.objects.filter(pk=held.pk).update(state=Delivery.State.ENDPOINT_DISABLED, dispatched_at=None)
+    return {
+        # The client's requests
+        "endpoint deleted": (lambda: endpoints.endpoint_delete(owner_id=client.pk, endpoint_id=endpoint.pk),
+                             'UPDATE "webhooks_delivery" SET "state"'),
+        "endpoint tested": (lambda: endpoints.endpoint_test(owner_id=client.pk, endpoint_id=endpoint.pk),
+                            "WITH event AS"),
+        "endpoint recovered": (lambda: endpoints.endpoint_recover(owner_id=client.pk, endpoint_id=endpoint.pk,
+                                                                  since=event.created_at),
+                               'INSERT INTO "webhooks_delivery"'),
+        # A worker's batch of the deliveries held while it was disabled, sent again at its pace
+        "held deliveries paced": (lambda: reschedule.endpoint_reschedule(
+            endpoint_id=endpoint.pk, version=endpoint.schedule_version, before=held.created_at + timedelta(seconds=1),
+        ), "UPDATE webhooks_delivery d SET"),
+    }
+
+
+WRITES = ["endpoint deleted", "endpoint tested", "endpoint recovered", "held deliveries paced"]
+
+
+@pytest.mark.parametrize("write", WRITES)
+def test_a_client_deleted_as_a_write_holds_its_endpoint_is_deleted_and_the_write_done(write: str) -> None:
+    # Given a client with an endpoint (paced), a failed delivery to it and one held
+    client = client_create(name="deleted-while-written")
+    endpoint = Endpoint.objects.create(owner=client, url="http://127.0.0.1:9/hook", event_types=["job.succeeded"],
+                                       rate_limit_per_second=1.0)
+    work, after = _deleting(client, endpoint)[write]
+
+    # When the write holds the endpoint (or its deliveries) as the operator's deletion of the
+    # client starts (each on a connection of its own)
+    reached, go = threading.Event(), threading.Event()
+
+    def pause(execute: Callable[..., Any], sql: str, params: Any, many: bool, context: Any) -> Any:
+        result = execute(sql, params, many, context)
+        if sql.startswith(after) and not reached.is_set():
+            reached.set()
+            go.wait(timeout=30)
+        return result
+
+    def paused() -> object:
+        with connection.execute_wrapper(pause):
+            return work()
+
+    written = _on_a_connection_of_its_own(paused)
+    assert reached.wait(timeout=30)
+    with rows_held() as blocked:
+        deleted = _on_a_connection_of_its_own(lambda: client_delete(client=client))
+        blocked(1)
+        go.set()
+        written.join()
+        deleted.join()
+
+    # Then both complete, neither aborted by a deadlock, and nothing of the client is left
+    assert written.outcome == "done" and deleted.outcome == "done"
+    assert not Client.objects.filter(pk=client.pk).exists()
     assert not Delivery.objects.filter(owner_id=client.pk).exists()
     assert not Event.objects.filter(owner_id=client.pk).exists()
 
