@@ -56,7 +56,10 @@ def client_delete(*, client: Client) -> None:
     then, at commit, the client's, for the rows it adds: its events, its result): a transition
     under way commits first and what it added is read and deleted too; a later one waits, and
     finds its job gone. Unlocked, a worker's step that ended in between left rows the deletion
-    had not read, and it failed at commit on their foreign keys, the client left in place."""
+    had not read, and it failed at commit on their foreign keys, the client left in place. The
+    writes that hold the client's endpoints or deliveries take the client's row first too, or
+    leave a client being deleted alone (webhooks/sql.py owner_hold): taking it only at commit,
+    they deadlocked with the deletion."""
     digests = list(ApiKey.objects.filter(client=client).values_list("digest", flat=True))
     with transaction.atomic():
         list(client.jobs.filter(finished_at__isnull=True).order_by("pk").select_for_update().values_list("pk", flat=True))
