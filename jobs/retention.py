@@ -1,11 +1,12 @@
 """Pruning what the jobs app keeps past its retention: finished jobs, persisted results,
 idempotency keys and past days' model usage (run by the periodic task `jobs.prune`). Batched, so
 one run never locks a big slice of a table; a run that stops at `max_batches` leaves the rest to
-the next. And deleting jobs on an operator's request (the admin)."""
+the next, which it queues (jobs.tasks.jobs_prune). And deleting jobs on an operator's request (the
+admin)."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -17,6 +18,7 @@ from jobs.idempotency import idempotency_keys_prune
 from jobs.model_budget import budget_day, model_usage_prune
 from jobs.models import Job, JobResult
 
+# Rows one batch deletes, and batches of a kind one run deletes at most (read at each run).
 PRUNE_BATCH_SIZE = 1000
 PRUNE_MAX_BATCHES = 100
 # Days of model usage kept besides today's, the only one the budget reads: a few, for an
@@ -56,14 +58,18 @@ def jobs_retention_apply(*, now: datetime | None = None) -> dict[str, int]:
     """Prune the jobs app's rows past their retention (settings); counts per kind."""
     now = now or timezone.now()
     days = timedelta(days=1)
+    batches = {"batch_size": PRUNE_BATCH_SIZE, "max_batches": PRUNE_MAX_BATCHES}
     return {
-        "jobs": jobs_finished_prune(older_than=now - settings.JOB_RETENTION_DAYS * days),
-        "results": job_results_prune(older_than=now - settings.JOB_RESULT_RETENTION_DAYS * days),
+        "jobs": jobs_finished_prune(older_than=now - settings.JOB_RETENTION_DAYS * days, **batches),
+        "results": job_results_prune(older_than=now - settings.JOB_RESULT_RETENTION_DAYS * days, **batches),
         "idempotency_keys": idempotency_keys_prune(
-            older_than=now - timedelta(seconds=settings.IDEMPOTENCY_KEY_TTL_SECONDS)
+            older_than=now - timedelta(seconds=settings.IDEMPOTENCY_KEY_TTL_SECONDS), **batches
         ),
-        "model_usage": model_usage_prune(
-            before=budget_day(now) - MODEL_USAGE_KEPT_DAYS * days,
-            batch_size=PRUNE_BATCH_SIZE, max_batches=PRUNE_MAX_BATCHES,
-        ),
+        "model_usage": model_usage_prune(before=budget_day(now) - MODEL_USAGE_KEPT_DAYS * days, **batches),
     }
+
+
+def retention_more_left(counts: Mapping[str, int]) -> bool:
+    """Whether a run (`jobs_retention_apply`'s counts) stopped at its cap for some kind, so may
+    have left rows past their retention."""
+    return any(count >= PRUNE_BATCH_SIZE * PRUNE_MAX_BATCHES for count in counts.values())

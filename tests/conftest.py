@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 import requests
+from celery.signals import before_task_publish
 from django.conf import settings
 from django.db import OperationalError, connection, transaction
 from django.db.backends.signals import connection_created
@@ -482,6 +483,19 @@ def silent_server() -> Iterator[SilentServer]:
         listener.close()
         for held_connection in server.connections:
             held_connection.close()
+
+
+@pytest.fixture
+def queued_tasks() -> Iterator[list[str]]:
+    """The names of the tasks this process sends to the broker, in order, as each is sent."""
+    sent: list[str] = []
+
+    def record(sender: str, **kwargs: Any) -> None:
+        sent.append(sender)
+
+    before_task_publish.connect(record, weak=False)
+    yield sent
+    before_task_publish.disconnect(record)
 
 
 @pytest.fixture

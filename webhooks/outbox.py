@@ -156,7 +156,13 @@ def delivery_redeliver(
     return delivery
 
 
-def events_prune(*, older_than: datetime, batch_size: int = 1000, max_batches: int = 100) -> int:
+# Events one batch deletes, and batches one run deletes at most (read at each run).
+PRUNE_BATCH_SIZE = 1000
+PRUNE_MAX_BATCHES = 100
+
+
+def events_prune(*, older_than: datetime, batch_size: int = PRUNE_BATCH_SIZE,
+                 max_batches: int = PRUNE_MAX_BATCHES) -> int:
     """Delete events older than `older_than` whose deliveries are all final, with their
     deliveries and attempt log (the database cascades); how many events went. Each batch
     re-checks the condition: a redelivery may have added a pending delivery. A delivery held

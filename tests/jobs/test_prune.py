@@ -114,6 +114,27 @@ def test_prune_works_in_batches_and_stops_at_the_batch_cap(owner: Client) -> Non
 
 
 
+def test_a_run_stopped_at_its_cap_queues_the_next_until_nothing_past_retention_is_left(
+    owner: Client, monkeypatch: pytest.MonkeyPatch, queued_tasks: list[str]
+) -> None:
+    # Given more finished jobs past their retention than one run deletes (here 2 batches of 2):
+    # a service finishing more jobs an hour than beat's hourly run deletes
+    monkeypatch.setattr(retention, "PRUNE_BATCH_SIZE", 2)
+    monkeypatch.setattr(retention, "PRUNE_MAX_BATCHES", 2)
+    for _ in range(9):
+        _job(owner, S.SUCCESS, finished_days_ago=31)
+
+    # When beat's run goes, then each run it queued (run here, in the test's transaction)
+    runs = [tasks.jobs_prune()["jobs"]]
+    while "jobs.prune" in queued_tasks:
+        queued_tasks.remove("jobs.prune")
+        runs.append(tasks.jobs_prune()["jobs"])
+
+    # Then each run that stopped at its cap queued the next, and none of those jobs is left
+    assert runs == [4, 4, 1]
+    assert not Job.objects.exists()
+
+
 def test_the_prune_finds_old_results_and_keys_by_index_not_by_reading_the_table() -> None:
     # Given the planner told to avoid sequential scans (on a table of a few rows it reads the
     # table whatever the indexes; told so, it shows the index it would take on a big one)

@@ -45,6 +45,32 @@ def test_a_delivery_held_for_a_disabled_endpoint_outlives_the_retention(settings
     assert held.state == Delivery.State.PENDING
 
 
+def test_a_run_stopped_at_its_cap_queues_the_next_until_no_event_past_retention_is_left(
+    settings: Any, monkeypatch: pytest.MonkeyPatch, queued_tasks: list[str]
+) -> None:
+    # Given more delivered events past their retention than one run deletes (here 2 batches of 1)
+    settings.WEBHOOK_EVENT_RETENTION_DAYS = 30
+    monkeypatch.setattr(outbox, "PRUNE_BATCH_SIZE", 1)
+    monkeypatch.setattr(outbox, "PRUNE_MAX_BATCHES", 2)
+    owner = client_create(name=f"backlog-{uuid.uuid4().hex[:8]}")
+    at = timezone.now() - timedelta(days=31)
+    for _ in range(5):
+        event = Event.objects.create(owner=owner, subject_id=uuid.uuid4(), event_type="job.succeeded",
+                                     body=b"{}", created_at=at)
+        Delivery.objects.create(event=event, owner=owner, subject_id=event.subject_id, url="https://hooks.example.com/",
+                                state=Delivery.State.SUCCEEDED, created_at=at)
+
+    # When beat's run goes, then each run it queued (run here, in the test's transaction)
+    runs = [tasks.webhooks_prune()["events"]]
+    while "webhooks.prune" in queued_tasks:
+        queued_tasks.remove("webhooks.prune")
+        runs.append(tasks.webhooks_prune()["events"])
+
+    # Then each run that stopped at its cap queued the next, and none of those events is left
+    assert runs == [2, 2, 1]
+    assert not Event.objects.filter(owner=owner).exists()
+
+
 def test_each_batch_looks_for_the_oldest_events_first() -> None:
     # Given nothing to prune
     # When a batch looks for events past the retention
