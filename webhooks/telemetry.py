@@ -95,13 +95,16 @@ def _lines(attempts: list[tuple[Claimed, HttpResult]]) -> Iterator[tuple[Claimed
     subjects: dict[int, uuid.UUID] = dict(
         Delivery.objects.filter(pk__in=[claimed.delivery_id for claimed, _ in attempts]).values_list("pk", "subject_id")
     )
-    asker = logs.context().get("client")
+    context = logs.context()
+    asker, asker_job = context.get("client"), context.get("job_id")
     for claimed, result in attempts:
+        job_id = subjects.get(claimed.delivery_id)
         yield claimed, result, {
             "delivery_id": claimed.delivery_id, "webhook_id": claimed.message_id,
-            "job_id": subjects.get(claimed.delivery_id), "outcome": attempt_outcome(result),
+            "job_id": job_id, "outcome": attempt_outcome(result),
             "status_code": result.status_code, "receiver": urlsplit(claimed.url).hostname,
-            "error": result.error[:300] or None, **_own_context(claimed.owner_id, asker=asker),
+            "error": result.error[:300] or None,
+            **_own_context(claimed.owner_id, asker=asker, own_job=asker_job == str(job_id)),
         }
 
 
@@ -118,13 +121,15 @@ def deliveries_given_up(attempts: list[tuple[Claimed, HttpResult]]) -> None:
         log.warning("webhook delivery given up", attempts=claimed.attempt_number, **line)
 
 
-def _own_context(owner_id: uuid.UUID, *, asker: str | None) -> dict[str, object]:
+def _own_context(owner_id: uuid.UUID, *, asker: str | None, own_job: bool = True) -> dict[str, object]:
     """A line's client. A drain (or a batch of retries) sends whichever deliveries are due, any
-    client's, in the context of the request or task that asked for it (`asker`, its client):
-    each line names its own delivery's client, and the request id only when that request was the
-    same client's."""
+    client's and any job's, in the context of the request or task that asked for it (`asker`, its
+    client): each line names its own delivery's client, and the request id only when what asked
+    was about that delivery's own job too (`own_job`: a job's chain tail sending its webhooks,
+    whose request id is the job's submission's). A drain asked for by one job's finish sends
+    the client's other jobs' deliveries too, and their lines named that job's request."""
     own: dict[str, object] = {"client": owner_id}
-    if asker != str(owner_id):
+    if asker != str(owner_id) or not own_job:
         own["request_id"] = None
     return own
 
