@@ -161,6 +161,18 @@ def _text_renderer() -> structlog.dev.ConsoleRenderer:
     return renderer
 
 
+class RevokedWithoutResultBackend(logging.Filter):
+    """Drops Celery's WARNING that a revoked task could not be marked revoked in the result
+    backend when there is none (CELERY_RESULT_BACKEND unset, the default): written by every
+    worker for every cancel of a queued job, it asks nothing of anyone. With a backend
+    configured, its failures still show."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not str(record.msg).startswith("Failed to mark task %s as revoked in backend"):
+            return True
+        return not (isinstance(record.args, tuple) and "No result backend" in str(record.args[-1]))
+
+
 def logging_config(*, level: str, json: bool) -> dict[str, Any]:
     """Django's LOGGING: one stream handler on the root logger, JSON or text."""
     if json:
@@ -181,6 +193,7 @@ def logging_config(*, level: str, json: bool) -> dict[str, Any]:
                 "processors": [structlog.stdlib.ProcessorFormatter.remove_processors_meta, *renderer],
             }
         },
+        "filters": {"revoked_without_backend": {"()": RevokedWithoutResultBackend}},
         "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "structured"}},
         "root": {"handlers": ["console"], "level": level.upper()},
         "loggers": {
@@ -188,6 +201,7 @@ def logging_config(*, level: str, json: bool) -> dict[str, Any]:
             # lines of a job, and a job's transitions are logged with their context anyway.
             "celery.app.trace": {"level": "WARNING"},
             "celery.worker.strategy": {"level": "WARNING"},
+            "celery.worker.control": {"filters": ["revoked_without_backend"]},
             # urllib3's WARNING, with a traceback, for every answer whose headers a receiver sent
             # malformed: at will, and naming the receiver's whole URL, whose path or query may
             # carry its token (the service's own lines name its host only). The attempt records

@@ -157,6 +157,28 @@ def test_a_drain_names_each_deliverys_own_client_and_not_the_request_that_asked_
     assert (theirs["client"], theirs["request_id"]) == (str(other.pk), None)
 
 
+def test_a_cancel_of_a_queued_job_leaves_no_warning_in_the_workers_logs(transactional_db: Any, tmp_path: Path) -> None:
+    # Given a worker logging JSON at INFO, with no result backend (the default)
+    prefix = f"test-{os.environ['TEST_RUN_ID']}-revoke-{uuid.uuid4().hex[:8]}:"
+    env = worker_env(CELERY_BROKER_KEY_PREFIX=prefix, LOG_FORMAT="json", LOG_LEVEL="INFO")
+    name = f"revoke-{uuid.uuid4().hex[:6]}@localhost"
+    worker_log = tmp_path / "worker.log"
+    worker, app = _worker_start(env, "jobs", name, prefix, worker_log)
+    try:
+        _wait_for_worker(app, name, worker)
+
+        # When a queued job is canceled: its task revoked on every worker, as the API does
+        replies = app.control.revoke(str(uuid.uuid4()), destination=[name], reply=True, timeout=10)
+    finally:
+        stop_process(worker)
+        app.close()
+
+    # Then the worker took it, and wrote no WARNING about the result backend it has none of
+    assert replies and name in replies[0], replies
+    warnings = [line for line in _lines(worker_log) if line["level"] in ("warning", "error")]
+    assert warnings == [], warnings
+
+
 SENDER = """
 import http.server, ipaddress, logging, threading
 import django
