@@ -41,8 +41,9 @@ def job_step_start(*, job_id: uuid.UUID, step: int, dispatched_at: datetime | No
 
     Raises StaleMessage, having changed nothing, for a message of another hand-over (an earlier
     one, or one the sweeper replaced), or of a step another message started already, unless the
-    broker `redelivered` it: its own earlier run was cut off (a killed worker), and it runs again,
-    as a first step's message delivered again does (jobs.transitions.job_start)."""
+    broker `redelivered` it (or it is the task's own retry, after the database failed its run):
+    its own earlier run was cut off (a killed worker), and it runs again, as a first step's
+    message delivered again does (jobs.transitions.job_start)."""
     condition, params = sql.in_hand_over(step, dispatched_at, started_or_not=redelivered)
     started = sql.job_update_if(job_id, condition=condition, params=params, step_started_at=timezone.now())
     if started is not None:

@@ -116,8 +116,12 @@ def _step_run(task: Any, previous: Any, *, job_id: str, index: int, dispatched_a
             raise Ignore() from None
     if index > 0 or (job is not None and job.next_step is not None):  # a step handed over (a retry, too)
         try:
+            # A retry of this task (autoretry_for: the database failed its run) is a new message,
+            # not one the broker redelivered, but its earlier run ended as a cut-off one does:
+            # taken for a second copy, it ran nothing, and the job sat STARTED until the
+            # abandoned-job rule failed it worker_lost.
             job = hand_overs.job_step_start(job_id=job_uuid, step=index, dispatched_at=dispatch_time,
-                                            redelivered=redelivered)
+                                            redelivered=redelivered or bool(task.request.retries))
         except transitions.StaleMessage:
             # Acked, and the rest of the chain is not sent: a later hand-over's message runs it,
             # or this hand-over's other message runs it already.

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from celery.signals import before_task_publish
 from django.conf import settings
+from django.db import connection
 from django.test import Client as DjangoClient
 from django.utils import timezone
 
@@ -270,3 +271,51 @@ def test_a_retry_the_broker_refused_is_published_by_the_sweeper_once_due_and_run
     done = http.get(f"/api/jobs/{job.id}/").json()
     assert (done["status"], done["attempt"], done["error"]) == ("SUCCESS", 2, None)
     assert len(scenario.requests) == 3
+
+
+@pytest.fixture
+def second_progress_fails_once() -> Iterator[None]:
+    """The database fails the first write of a job's progress to 2 (the checklist's second step
+    reporting it), as a PostgreSQL restart cuts a step's next query: a trigger raising the error
+    of a session the server ended (an OperationalError), once (a sequence counts, whatever rolls
+    back)."""
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE SEQUENCE test_progress_failures")
+        cursor.execute("""
+            CREATE FUNCTION test_progress_fails_once() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                IF NEW.progress ->> 'current' = '2' AND nextval('test_progress_failures') = 1 THEN
+                    RAISE EXCEPTION 'terminating connection due to administrator command' USING ERRCODE = '57P01';
+                END IF;
+                RETURN NEW;
+            END $$
+        """)
+        cursor.execute("CREATE TRIGGER test_progress_fails_once BEFORE UPDATE OF progress ON jobs_job "
+                       "FOR EACH ROW EXECUTE FUNCTION test_progress_fails_once()")
+    yield
+    with connection.cursor() as cursor:
+        cursor.execute("DROP TRIGGER IF EXISTS test_progress_fails_once ON jobs_job")
+        cursor.execute("DROP FUNCTION IF EXISTS test_progress_fails_once()")
+        cursor.execute("DROP SEQUENCE IF EXISTS test_progress_failures")
+
+
+def test_a_handed_over_step_the_database_failed_mid_run_is_run_again_by_its_retry(
+    db: Any, fake_openai: FakeOpenAI, step_messages: list[dict[str, Any]], second_progress_fails_once: None
+) -> None:
+    # Given a checklist job whose first step ended and handed its second over
+    scenario = fake_openai.scenario()
+    scenario.add(Reply.answer({"summary": f"Sign the record. ({scenario.token})"}),
+                 Reply.answer({"checklist": [{"task": "Sign."}]}))
+    job, http = started_checklist(scenario)
+    assert run({"args": (), "kwargs": dispatch.job_signatures(job=job)[0].kwargs}) == "SUCCESS"
+
+    # When the second step's message starts it and the database fails its first write (its
+    # progress), which the task retries (autoretry_for DatabaseError: a new message, not one the
+    # broker redelivered)
+    assert run(step_messages[-1]) == "SUCCESS"
+
+    # Then the retry ran the step again, and the job went on to its end
+    assert run(step_messages[-1]) == "SUCCESS"  # the last step, handed over by the second
+    done = http.get(f"/api/jobs/{job.id}/").json()
+    assert (done["status"], done["result"]["checklist"]) == ("SUCCESS", [{"task": "Sign.", "is_complete": False}])
+    assert len(scenario.requests) == 2
