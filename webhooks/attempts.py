@@ -186,7 +186,13 @@ def _sent(
     went_out: dict[int, http.HttpResult] = {}
 
     def send(claimed: Claimed) -> http.HttpResult:
-        went_out[claimed.delivery_id] = result = _send(claimed, resolver)
+        try:
+            went_out[claimed.delivery_id] = result = _send(claimed, resolver)
+        except Exception as exc:
+            # Its own surprise, its outcome as sending.py records it: it may have reached its
+            # receiver, so it is never given back as an attempt not made.
+            went_out[claimed.delivery_id] = http.HttpResult(error=f"{SURPRISE}: {type(exc).__name__}")
+            raise
         return result
 
     try:

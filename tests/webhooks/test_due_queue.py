@@ -16,7 +16,7 @@ from django.utils import timezone
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from core import cache_redis
+from core import cache_redis, http
 from core.models import Client
 from core.pause import PauseAfterFailure
 from core.services import client_create
@@ -275,6 +275,49 @@ def test_a_batch_that_raises_after_some_attempts_went_out_sends_those_once(
     assert list(DeliveryAttempt.objects.filter(delivery=poisoned).values_list("number", "error")) == [
         (1, f"{attempts.SURPRISE}: RuntimeError")
     ]
+
+
+def test_an_attempt_that_raised_after_going_out_is_not_sent_again_when_its_batch_raises(
+    owner: Client, receiver: Receiver, drains_asked: list[None], monkeypatch: pytest.MonkeyPatch, settings: Any
+) -> None:
+    # Given a batch of two clients' deliveries, one of whose attempts raises once its request has
+    # gone out (injected: core/http.py letting a surprise escape after the receiver answered),
+    # after which the batch raises outside its attempts (injected, as in the test above), and
+    # retries an hour away
+    settings.WEBHOOK_RETRY_SCHEDULE = [0, 3600, 3600]
+    raising = record(owner, receiver.url)
+    other = record(client_create(name=f"due-{uuid.uuid4().hex[:8]}"), receiver.url)
+    post, send_batch = http.post, sending.send_batch
+
+    def post_then_raise(url: str, **kwargs: Any) -> http.HttpResult:
+        result = post(url, **kwargs)
+        if kwargs["resolve_for"] == owner.id:
+            raise RuntimeError("after the request went out")
+        return result
+
+    def raising_once_sent(claims: list[Any], send: Any) -> list[Any]:
+        results = send_batch(claims, send)
+        if len(claims) > 1:
+            raise RuntimeError("the batch's bookkeeping, once its attempts went out")
+        return results
+
+    monkeypatch.setattr(http, "post", post_then_raise)
+    monkeypatch.setattr(sending, "send_batch", raising_once_sent)
+
+    # When a drain sends them
+    attempts.deliveries_drain()
+
+    # Then the receiver got each once: the attempt that raised had gone out, and was not sent
+    # again as one never made
+    assert sorted(r.headers["webhook-id"] for r in receiver.received) == sorted(
+        d.event.message_id for d in (raising, other)
+    )
+    # And its log keeps that attempt, as its own error, retried on its schedule
+    assert list(DeliveryAttempt.objects.filter(delivery=raising).values_list("number", "error")) == [
+        (1, f"{attempts.SURPRISE}: RuntimeError")
+    ]
+    raising.refresh_from_db()
+    assert (raising.state, raising.attempt_count, raising.claim_token) == (Delivery.State.PENDING, 1, None)
 
 
 def test_the_dispatcher_asks_again_when_a_drain_message_was_lost(
