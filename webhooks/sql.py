@@ -97,7 +97,10 @@ def event_insert_with_deliveries(event: Event, deliveries: Sequence[Delivery]) -
 def owner_hold(owner_id: uuid.UUID, *, unless_deleting: bool = False) -> bool:
     """Hold the owner's row FOR KEY SHARE until the transaction ends: False when it is gone, or,
     `unless_deleting`, when its deletion holds it (core.services.client_delete, the only FOR
-    UPDATE of a client), not waiting for it.
+    UPDATE of a client), not waiting for it; or while a rename commits (its name is unique, so
+    PostgreSQL takes the same lock for the UPDATE), a few milliseconds: what the writer skips is
+    done again, a failing endpoint disabled at its next failure, a rescheduling started again by
+    the dispatcher (reschedule.endpoints_reschedule_stalled, REDISPATCH_AFTER_SECONDS later).
 
     FOR KEY SHARE is what a foreign key's check takes at commit, of a row added for the owner or
     one written twice in the transaction. A writer that takes it only then, holding the owner's
