@@ -300,22 +300,24 @@ def second_progress_fails_once() -> Iterator[None]:
 
 
 def test_a_handed_over_step_the_database_failed_mid_run_is_run_again_by_its_retry(
-    db: Any, fake_openai: FakeOpenAI, step_messages: list[dict[str, Any]], second_progress_fails_once: None
+    api: Api, fake_openai: FakeOpenAI, second_progress_fails_once: None
 ) -> None:
-    # Given a checklist job whose first step ended and handed its second over
+    # Given a checklist job whose second step, handed over, is sent to the worker, and the
+    # database failing that step's first write (its progress), as a restart would
     scenario = fake_openai.scenario()
-    scenario.add(Reply.answer({"summary": f"Sign the record. ({scenario.token})"}),
-                 Reply.answer({"checklist": [{"task": "Sign."}]}))
-    job, http = started_checklist(scenario)
-    assert run({"args": (), "kwargs": dispatch.job_signatures(job=job)[0].kwargs}) == "SUCCESS"
+    summary = f"Sign the record. ({scenario.token})"
+    scenario.add(Reply.answer({"checklist": [{"task": "Sign."}]}))
+    job = Job.objects.create(owner=api.client, job_name=CHECKLIST, status=Job.Status.STARTED,
+                             started_at=timezone.now(), payload={"guidelines": f"Sign. ({scenario.token})"})
+    assert hand_overs.job_step_hand_over(job_id=job.id, step=1, step_input={"summary": summary},
+                                         dispatched_at=timezone.now())
+    job.refresh_from_db()
 
-    # When the second step's message starts it and the database fails its first write (its
-    # progress), which the task retries (autoretry_for DatabaseError: a new message, not one the
-    # broker redelivered)
-    assert run(step_messages[-1]) == "SUCCESS"
+    # When its message runs the step, which the task retries on the DatabaseError (a new message
+    # of the same hand-over, not one the broker redelivered)
+    dispatch.job_publish(job=job)
 
-    # Then the retry ran the step again, and the job went on to its end
-    assert run(step_messages[-1]) == "SUCCESS"  # the last step, handed over by the second
-    done = http.get(f"/api/jobs/{job.id}/").json()
+    # Then the retry runs the step again, and the job goes on to its end
+    done = api.wait(str(job.id), timeout=60)
     assert (done["status"], done["result"]["checklist"]) == ("SUCCESS", [{"task": "Sign.", "is_complete": False}])
-    assert len(scenario.requests) == 2
+    assert len(scenario.requests) == 1
