@@ -56,13 +56,14 @@ def _fail(task: Any, job: Job, index: int, step_input: Any, error_type: str, mes
           retryable: bool = True) -> None:
     """Step `index` of the job (which took `step_input`) failed: run it again later if it may do
     better (`retryable`) and the job's retry policy allows, handed over on the job's row as a
-    next step is (`_hand_over`) and published to run once the backoff has passed, so the rest
-    of the chain follows it; else write FAILURE. Celery's own retry (`task.retry`) dropped the
-    message for good when the broker refused the new one: the job stayed RETRY until the
-    abandoned-job rule failed it. The message may quote what the job read (an exception's text,
-    a model provider's error): a U+0000 or lone surrogate in it made the write fail, and the
-    step, taken for one the database failed, ran again, up to 26 times, then was left to the
-    abandoned-job rule."""
+    next step is (`_hand_over`), so the rest of the chain follows it: published now to run once
+    the backoff has passed, or, for a backoff longer than a sweep, left on the row for the
+    sweeper to publish once due (jobs.transitions.job_retry_later); else write FAILURE. Celery's
+    own retry (`task.retry`) dropped the message for good when the broker refused the new one:
+    the job stayed RETRY until the abandoned-job rule failed it. The message may quote what the
+    job read (an exception's text, a model provider's error): a U+0000 or lone surrogate in it
+    made the write fail, and the step, taken for one the database failed, ran again, up to 26
+    times, then was left to the abandoned-job rule."""
     error = {"type": error_type, "message": storable_text(message)}
     retrying = transitions.job_retry_later(
         job_id=job.id, error=error, step=index, step_input=step_input
@@ -71,7 +72,8 @@ def _fail(task: Any, job: Job, index: int, step_input: Any, error_type: str, mes
         transitions.job_finish(job_id=job.id, status=Status.FAILURE, error=error, by_chain=True)
         return
     task.request.chain = None  # sent with the retry, not by Celery
-    dispatch.job_publish_or_release(job=retrying, countdown=retrying.retry_backoff_seconds)
+    if retrying.dispatched_at is not None:
+        dispatch.job_publish_or_release(job=retrying, countdown=retrying.retry_backoff_seconds)
 
 
 @shared_task(

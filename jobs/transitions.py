@@ -277,12 +277,14 @@ def job_retry_later(*, job_id: uuid.UUID, error: dict[str, str], step: int, step
     """After a failed run of the job's step `step` (which took `step_input`): if the job's retry
     policy allows another run, and it would start before the job's deadline, mark it RETRY (its
     next attempt, the last error, when it is due: `retry_at`) and hand that step over again on
-    its row as jobs.tasks hands a next step over (`next_step`, `step_input`, and `dispatched_at`,
-    now, which its message carries), so a retry the broker refuses waits for the sweeper, not lost;
-    the job as written. Else None. (A run due past the deadline never happens: the job would
-    wait for nothing, then end canceled, the run's error replaced by the deadline's.) A job whose
-    cancel was requested (by its client, or its deadline) as the run failed is canceled: the run
-    it would have had is what the cancel stops (it ended failed, with the run's error)."""
+    its row as jobs.tasks hands a next step over (`next_step`, `step_input`), so a retry is never
+    lost; the job as written. Else None. A retry due within one sweep is handed to the broker now
+    (`dispatched_at`, which its countdown message carries; refused, it waits for the sweeper); a
+    later one waits on the row (`dispatched_at` NULL) for the sweeper, which publishes it once due
+    (jobs.dispatch.job_steps_publish_waiting). (A run due past the deadline never happens: the job
+    would wait for nothing, then end canceled, the run's error replaced by the deadline's.) A job
+    whose cancel was requested (by its client, or its deadline) as the run failed is canceled: the
+    run it would have had is what the cancel stops (it ended failed, with the run's error)."""
     with transaction.atomic():
         job = _locked(job_id)
         if job is None or job.status not in Job.RUNNING_STATUSES or job.attempt >= job.max_attempts:
@@ -293,7 +295,12 @@ def job_retry_later(*, job_id: uuid.UUID, error: dict[str, str], step: int, step
             if job.deadline is not None and retry_at >= job.deadline:
                 return None
             job.status, job.attempt, job.error, job.retry_at = Status.RETRY, job.attempt + 1, error, retry_at
-            job.next_step, job.step_input, job.dispatched_at, job.step_started_at = step, step_input, now, None
+            job.next_step, job.step_input, job.step_started_at = step, step_input, None
+            # Up to a sweep late, rather than an ETA message: a worker takes that at once and holds
+            # it unacked until its time, past its prefetch, and killed meanwhile, the retry waited
+            # the broker's visibility timeout (2 h with Redis), not its backoff.
+            by_countdown = job.retry_backoff_seconds <= settings.JOB_DISPATCH_SWEEP_SECONDS
+            job.dispatched_at = now if by_countdown else None
             job.save(update_fields=["status", "attempt", "error", "retry_at", "next_step", "step_input",
                                     "dispatched_at", "step_started_at"])
             telemetry.job_retrying(job=job, backoff_seconds=job.retry_backoff_seconds)

@@ -1,4 +1,5 @@
-"""Fault 1: the process running a job is SIGKILLed; the job runs again and completes once."""
+"""Fault 1: the process running a job is SIGKILLed; the job runs again and completes once. 1c: the
+worker is SIGKILLed while a job waits out its retry backoff; the retry runs once due."""
 from __future__ import annotations
 
 import os
@@ -10,11 +11,14 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import fake_openai_env
+from tests.fakes.openai_server import FakeOpenAI, Reply
 from tests.faults.stack import Api, Stack, WebhookReceiver, wait_for
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(300)]
 
 LONG = "api.tasks.long_running_task"
+CHECKLIST = "api.tasks.generate_checklist_from_guidelines"
 
 
 def _rerun_seen(api: Api, job_id: str, last_tick: int) -> Callable[[], bool]:
@@ -107,6 +111,42 @@ def test_main_process_sigkill_redelivers_after_visibility_timeout(
     assert _rerun_lines(stack, "second", job["id"]), stack.logs["second"].read_text()[-3000:]
     figures.update(visibility_timeout_seconds=10, seconds_until_rerun=round(rerun_after, 2),
                    seconds_until_success=round(time.monotonic() - killed_at, 2))
+
+
+def test_a_worker_killed_while_a_retry_waits_out_its_backoff_does_not_delay_the_retry(
+    make_stack: Callable[..., Stack], figures: dict[str, Any]
+) -> None:
+    # Given the service with a visibility timeout of 10 minutes (2 h by default), and a checklist
+    # job allowed two runs 10 s apart (longer than a sweep, 1 s here), whose first summary is
+    # malformed
+    with FakeOpenAI() as model:
+        scenario = model.scenario()
+        scenario.add(Reply.answer("not JSON"),
+                     Reply.answer({"summary": f"Hand over in SBAR order. ({scenario.token})"}),
+                     Reply.answer({"checklist": [{"task": "Hand over in SBAR order."}]}))
+        stack = make_stack(env={**fake_openai_env(model), "CELERY_BROKER_VISIBILITY_TIMEOUT_SECONDS": "600"})
+        stack.start_service()
+        api = stack.client()
+        job = api.submit(CHECKLIST, {"guidelines": f"Hand over well. ({scenario.token})"},
+                         retry={"max_attempts": 2, "backoff_seconds": 10})
+
+        # When its first run has failed, and the jobs worker's main process (its pool with it) is
+        # SIGKILLed while the job waits out its backoff, a replacement coming up at once
+        api.wait(job["id"], until=lambda seen: (seen["status"], seen["attempt"]) == ("RETRY", 2), timeout=60)
+        time.sleep(2)  # room for the worker to take a message of the retry, had it one
+        stack.kill("jobs")
+        killed_at = time.monotonic()
+        stack.start_worker("jobs-after", queues="jobs,jobs_long", concurrency=1)
+
+        # Then the retry runs once its backoff has passed (the sweeper publishes it from the
+        # job's row), not after the visibility timeout (a worker held it as an ETA message, and
+        # it went with the worker), and the job succeeds on its second run, each run asking the
+        # model as it should
+        done = api.wait(job["id"], timeout=120)
+        assert (done["status"], done["attempt"]) == ("SUCCESS", 2), done
+        assert len(scenario.requests) == 3
+    figures.update(backoff_seconds=10, visibility_timeout_seconds=600,
+                   seconds_from_kill_to_success=round(time.monotonic() - killed_at, 2))
 
 
 def test_a_worker_killed_leaves_nothing_in_the_system_temporary_folder(

@@ -34,7 +34,9 @@ class Retried:
         Job.objects.filter(pk=self.job.pk).update(started_at=timezone.now() - ago)
 
     def attempt_started(self, ago: timedelta) -> None:
-        """Its latest attempt's message started it `ago` (and the run goes on, or its worker vanished)."""
+        """Its latest attempt's message, which the sweeper published once it was due, started it
+        `ago` (and the run goes on, or its worker vanished)."""
+        Job.objects.filter(pk=self.job.pk).update(retry_at=timezone.now(), dispatched_at=timezone.now())
         self.job.refresh_from_db()
         assert hand_overs.job_step_start(job_id=self.job.id, step=0, dispatched_at=self.job.dispatched_at,
                                          redelivered=False)

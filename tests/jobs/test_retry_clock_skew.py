@@ -1,7 +1,7 @@
-"""A job's retry taken by a worker whose clock runs ahead of the API's: its run begins before its
-retry_at by the API's clock (by the skew: Celery's eta is read on the worker's clock), and a
-cancel arriving then is taken for one of a job still waiting out its backoff, written REVOKED at
-once. The bound docs/reliability.md gives ("Limits"): the run that began goes no further than
+"""A job's retry published by a sweeper whose clock runs ahead of the API's: its run begins before
+its retry_at by the API's clock (by the skew: the sweeper reads retry_at on its own clock, as a
+worker reads a short retry's countdown eta on its own), and a cancel arriving then is taken for
+one of a job still waiting out its backoff, written REVOKED at once. The bound docs/reliability.md gives ("Limits"): the run that began goes no further than
 its first cancel check, which the checklist makes before each model call."""
 from __future__ import annotations
 
@@ -34,8 +34,11 @@ def test_a_retry_revoked_as_a_worker_ahead_of_the_api_begins_it_does_not_run(fak
                                            step_input=None)
     assert retrying is not None and retrying.status == Job.Status.RETRY
 
-    # When a worker whose clock has passed the retry's eta takes its message, and the client's
-    # cancel (the API's clock: the job still waits) arrives as the run begins
+    # When a sweeper whose clock has passed the retry's retry_at publishes it (claims it on the
+    # row), a worker takes its message, and the client's cancel (the API's clock: the job still
+    # waits) arrives as the run begins
+    Job.objects.filter(pk=job.id).update(dispatched_at=timezone.now())
+    retrying.refresh_from_db()
     retry = dispatch.job_signatures(job=retrying)[0].kwargs
     with meanwhile(lambda: http.post(f"/api/jobs/{job.id}/cancel/").json()["status"],
                    at='UPDATE "jobs_job" SET "status"') as canceled:

@@ -230,10 +230,12 @@ def test_a_message_of_a_hand_over_redelivered_after_its_run_was_cut_off_runs_the
 
 
 def test_a_retry_the_broker_refused_is_published_by_the_sweeper_once_due_and_runs_once(
-    db: Any, fake_openai: FakeOpenAI, step_messages: list[dict[str, Any]]
+    db: Any, fake_openai: FakeOpenAI, step_messages: list[dict[str, Any]], settings: Any
 ) -> None:
     # Given a checklist job allowed two runs a minute apart, whose model first answers something
-    # the job cannot use
+    # the job cannot use, and a sweep every two minutes: the retry is due within one, so it is
+    # published as a countdown message (a later one waits on the row: test_retry_backoff.py)
+    settings.JOB_DISPATCH_SWEEP_SECONDS = 120
     scenario = fake_openai.scenario()
     scenario.add(Reply.answer("not JSON"), Reply.answer({"summary": f"Sign the record. ({scenario.token})"}),
                  Reply.answer({"checklist": [{"task": "Sign the record."}]}))
