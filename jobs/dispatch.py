@@ -14,7 +14,7 @@ from typing import Any
 from celery import chain
 from django.conf import settings
 from django.db import transaction
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from core import logs, pause
@@ -145,15 +145,18 @@ def jobs_publish_waiting(*, owner_id: uuid.UUID | None = None, limit: int = PUBL
 
 def job_steps_publish_waiting(*, limit: int = PUBLISH_BATCH) -> int:
     """Publish the running jobs' next steps that the broker refused as the step before them
-    ended, and their retries it refused as a run failed, once due (jobs.tasks hands each over on
-    the job's row first): each from that step, with the input recorded there, as a new
-    hand-over, so the refused message, should it have reached the broker after all, does
+    ended, their retries it refused as a run failed, and the retries that waited out a backoff
+    longer than a sweep on the row (jobs.transitions.job_retry_later), once due (jobs.tasks hands
+    each over on the job's row first): each from that step, with the input recorded there, as a
+    new hand-over, so a refused message, should it have reached the broker after all, does
     nothing. Those whose message was lost are given back here too (job_steps_release_stranded).
-    How many were published."""
+    How many were published. Read through the index of the steps waiting, by when they are due
+    (job_step_due): retries waiting out an hour's backoff are not read every sweep."""
     now = timezone.now()
     waiting = Job.objects.filter(
-        status__in=Job.RUNNING_STATUSES, next_step__isnull=False, dispatched_at__isnull=True
-    ).exclude(status=Job.Status.RETRY, retry_at__gt=now)
+        Q(retry_at__isnull=True) | Q(retry_at__lte=now),
+        status__in=Job.RUNNING_STATUSES, next_step__isnull=False, dispatched_at__isnull=True,
+    )
     with transaction.atomic():
         ids = list(waiting.select_for_update(skip_locked=True).values_list("pk", flat=True)[:limit])
         if ids:

@@ -125,11 +125,13 @@ class Job(models.Model):
                 name="job_in_broker",
                 condition=Q(status="PENDING", dispatched_at__isnull=False),
             ),
-            # The sweeper's look for running jobs whose next step the broker refused
-            # (jobs.dispatch.job_steps_publish_waiting): empty but for a broker outage.
+            # The sweeper's look for running jobs whose next step (or retry) waits for it
+            # (jobs.dispatch.job_steps_publish_waiting), by when it is due (a step's, NULL or
+            # past): the retries waiting out a backoff longer than a sweep, and the steps the
+            # broker refused.
             models.Index(
-                fields=["next_step"],
-                name="job_step_waiting",
+                fields=["retry_at"],
+                name="job_step_due",
                 condition=Q(next_step__isnull=False, dispatched_at__isnull=True, status__in=["STARTED", "RETRY"]),
             ),
             # The sweeper's look for running jobs whose next step's message was lost

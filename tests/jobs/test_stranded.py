@@ -19,7 +19,7 @@ from django.utils import timezone
 from core.services import api_key_create, client_create
 from jobs import dispatch, tasks, transitions
 from jobs.models import Job
-from tests.conftest import Api, plan_of
+from tests.conftest import Api, plan_of, plan_rows_read
 
 HELLO = "api.tasks.hello_world"
 
@@ -176,3 +176,32 @@ def test_the_look_for_lost_step_messages_reads_none_of_the_steps_that_run(db: An
     # Then it reads the steps in the broker only: not one of the running steps read and dropped
     assert "Index Scan using job_step_in_broker" in plan, plan
     assert "Rows Removed by Filter" not in plan, plan
+
+
+def test_the_look_for_steps_to_publish_reads_none_of_the_retries_not_due(db: Any) -> None:
+    # Given 300 running jobs waiting out an hour's retry backoff on their row (a model provider's
+    # outage failed them all), and one whose retry is due
+    owner = client_create(name="retries-waiting-beside-one-due")
+    now = timezone.now()
+    Job.objects.bulk_create([
+        Job(owner=owner, job_name=HELLO, status=Job.Status.RETRY, started_at=now, next_step=0,
+            retry_at=now + timedelta(hours=1)) for _ in range(300)
+    ])
+    due = Job.objects.create(owner=owner, job_name=HELLO, status=Job.Status.RETRY, started_at=now, next_step=0,
+                             retry_at=now)
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE jobs_job")
+    with CaptureQueriesContext(connection) as queries:
+        assert dispatch.job_steps_publish_waiting() == 1
+    [look] = [query["sql"] for query in queries.captured_queries if "FOR UPDATE" in query["sql"]]
+    due.refresh_from_db()
+    assert due.dispatched_at is not None
+
+    # When the sweeper's look is run again as it was, where the table is too small for
+    # PostgreSQL to prefer an index on its own
+    Job.objects.filter(pk=due.pk).update(dispatched_at=None)
+    plan = plan_of(look, analyze=True, seqscan=False)
+
+    # Then it reads the due retry only: not one of the waiting ones read and dropped
+    assert "job_step_due" in plan, plan
+    assert plan_rows_read(plan, "jobs_job") == 1, plan
