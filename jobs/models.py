@@ -57,7 +57,8 @@ class Job(models.Model):
     dispatched_at = models.DateTimeField(null=True, blank=True)
     # A running job's next step, handed over on the row before its message is sent (jobs.tasks):
     # its index, and the output of the step before it, which it takes. With dispatched_at NULL the
-    # broker refused the message and the sweeper still has to publish it; a step's message
+    # sweeper still has to publish it (the broker refused the message, or it is a retry waiting out
+    # a backoff longer than a sweep, published once retry_at has come); a step's message
     # carries its hand-over's dispatched_at, so a message of an earlier hand-over does nothing.
     next_step = models.PositiveSmallIntegerField(null=True, blank=True)
     step_input = models.JSONField(null=True, blank=True)
@@ -75,8 +76,9 @@ class Job(models.Model):
     attempt = models.PositiveIntegerField(default=1)
     max_attempts = models.PositiveIntegerField(default=1)
     retry_backoff_seconds = models.PositiveIntegerField(default=0)
-    # When its latest retry is due (NULL until it fails once): a retry that has not started is
-    # taken for lost counting from it, not from its hand-over (jobs.dispatch).
+    # When its latest retry is due (NULL until it fails once): the sweeper publishes a retry
+    # waiting on the row then, and one that has not started is taken for lost counting from it,
+    # not from its hand-over (jobs.dispatch).
     retry_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     # The X-Request-ID of the request that submitted it (core/request_context.py; "": none, as

@@ -223,7 +223,8 @@ def job_finish(
 
 def _waiting_to_retry(job: Job) -> bool:
     """Whether the job is between two runs, waiting out its retry backoff (job_retry_later):
-    no worker runs it, its next run's message waits in the broker until `retry_at`. (A job
+    no worker runs it, its next run waits on its row (or, within a sweep, its message in the
+    broker) until `retry_at`. (A job
     also shows RETRY while a running step waits to retry a call, `StepContext.retrying`; its
     run began after its retry_at.)"""
     return job.status == Status.RETRY and job.retry_at is not None and job.retry_at > timezone.now()
@@ -318,9 +319,10 @@ def jobs_fail_abandoned() -> int:
     when its current step began (its first start, or its latest handed-over step's start), can no
     longer be running anywhere, so it fails with error.type "worker_lost". A job whose next step
     (or retry) was handed over and has not started is not lost: its message waits in the broker
-    (behind others, or for its retry's time), or for the sweeper, which publishes it if the
-    broker refused it, and again if it goes unstarted for JOB_DISPATCH_LOST_AFTER_SECONDS (its
-    worker was killed before it could publish it; jobs.dispatch.job_steps_release_stranded).
+    (behind others, or for a short retry's time), or it waits for the sweeper, which publishes
+    a retry once due, a step the broker refused, and either again if it goes unstarted for
+    JOB_DISPATCH_LOST_AFTER_SECONDS (its worker was killed before it could publish it;
+    jobs.dispatch.job_steps_release_stranded).
     """
     now = timezone.now()
     failed = 0

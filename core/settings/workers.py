@@ -121,7 +121,8 @@ CELERY_DB_REUSE_MAX = 1_000_000
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
 # Its failures to send a task logged as one line a minute, not a traceback a try (core/beat.py).
 CELERY_BEAT_SCHEDULER = "core.beat:Scheduler"
-# How often the sweeper publishes jobs that were accepted while the broker was down (seconds).
+# How often the sweeper publishes jobs that were accepted while the broker was down (seconds); a
+# retry whose backoff is longer waits on its row for it too (jobs.transitions.job_retry_later).
 JOB_DISPATCH_SWEEP_SECONDS = env.float("JOB_DISPATCH_SWEEP_SECONDS", default=5.0)
 # A job is swept only once it has stayed undispatched this long (seconds), so the sweeper
 # never races the request that is publishing it right now.
