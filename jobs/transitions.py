@@ -224,9 +224,8 @@ def job_finish(
 def _waiting_to_retry(job: Job) -> bool:
     """Whether the job is between two runs, waiting out its retry backoff (job_retry_later):
     no worker runs it, its next run waits on its row (or, within a sweep, its message in the
-    broker) until `retry_at`. (A job
-    also shows RETRY while a running step waits to retry a call, `StepContext.retrying`; its
-    run began after its retry_at.)"""
+    broker) until `retry_at`. (A job also shows RETRY while a running step waits to retry a
+    call, `StepContext.retrying`; its run began after its retry_at.)"""
     return job.status == Status.RETRY and job.retry_at is not None and job.retry_at > timezone.now()
 
 
