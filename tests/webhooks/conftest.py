@@ -1,12 +1,16 @@
 """Fixtures for webhook tests: a real HTTP receiver on loopback (the copyable example's)."""
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterator
 from itertools import pairwise
+from pathlib import Path
 from typing import Any
 
+import psycopg2
 import pytest
+from django.conf import settings
 
 from examples.receiver import Receiver, Reply
 from tests.conftest import Api, every_connection_wrapped
@@ -116,3 +120,26 @@ def assert_arrived_paced(arrivals: list[float], *, every_seconds: float) -> None
     gaps = [later - earlier for earlier, later in pairwise(arrivals)]
     assert min(gaps) >= every_seconds - ARRIVAL_JITTER_SECONDS, gaps
     assert arrivals[-1] - arrivals[0] >= (len(arrivals) - 1) * every_seconds - ARRIVAL_JITTER_SECONDS, gaps
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+def database_url(request: pytest.FixtureRequest, django_db_setup: Any, tmp_path: Path) -> Iterator[str]:
+    """An empty database of the test's own, for a migration test's script (tests.conftest
+    script_output): on the test server, named for the test's module, or an SQLite file."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'db.sqlite3'}"
+        return
+    db = settings.DATABASES["default"]
+    name = f"test_jobapi_{os.environ['TEST_RUN_ID']}_{request.module.__name__.rsplit('.', 1)[-1]}"
+    host, port = db["HOST"] or "127.0.0.1", db["PORT"] or 5432
+    admin = psycopg2.connect(dbname="postgres", user=db["USER"], password=db["PASSWORD"], host=host, port=port)
+    admin.autocommit = True
+    try:
+        with admin.cursor() as cursor:
+            cursor.execute(f'DROP DATABASE IF EXISTS "{name}"')
+            cursor.execute(f'CREATE DATABASE "{name}"')
+        yield f"postgres://{db['USER']}:{db['PASSWORD']}@{host}:{port}/{name}"
+    finally:
+        with admin.cursor() as cursor:
+            cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()

@@ -3,14 +3,7 @@ given their endpoint, so the health counts right after an upgrade are those from
 the migration runs backwards and forwards again (PostgreSQL, and SQLite for `make run`)."""
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
-
-import psycopg2
-import pytest
-from django.conf import settings
 
 from tests.conftest import script_output
 
@@ -62,28 +55,6 @@ call_command("migrate", verbosity=0)
 seen.append(counts())
 print(seen)
 """
-
-
-@pytest.fixture(params=["postgresql", "sqlite"])
-def database_url(request: pytest.FixtureRequest, django_db_setup: Any, tmp_path: Path) -> Iterator[str]:
-    """An empty database of its own: on the test server, or an SQLite file."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'db.sqlite3'}"
-        return
-    db = settings.DATABASES["default"]
-    name = f"test_jobapi_{os.environ['TEST_RUN_ID']}_attempt_endpoint"
-    host, port = db["HOST"] or "127.0.0.1", db["PORT"] or 5432
-    admin = psycopg2.connect(dbname="postgres", user=db["USER"], password=db["PASSWORD"], host=host, port=port)
-    admin.autocommit = True
-    try:
-        with admin.cursor() as cursor:
-            cursor.execute(f'DROP DATABASE IF EXISTS "{name}"')
-            cursor.execute(f'CREATE DATABASE "{name}"')
-        yield f"postgres://{db['USER']}:{db['PASSWORD']}@{host}:{port}/{name}"
-    finally:
-        with admin.cursor() as cursor:
-            cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
 
 
 def test_the_counts_after_the_upgrade_include_the_attempts_before_it(database_url: str, tmp_path: Path) -> None:

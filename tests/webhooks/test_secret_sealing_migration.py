@@ -3,14 +3,7 @@
 backwards (the secrets as is again) and forwards again (PostgreSQL, and SQLite for `make run`)."""
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
-
-import psycopg2
-import pytest
-from django.conf import settings
 
 from tests.conftest import script_output
 
@@ -54,28 +47,6 @@ print(json.dumps({
     "again": [not token.startswith("whsec_") for token in column()],
 }))
 """
-
-
-@pytest.fixture(params=["postgresql", "sqlite"])
-def database_url(request: pytest.FixtureRequest, django_db_setup: Any, tmp_path: Path) -> Iterator[str]:
-    """An empty database of its own: on the test server, or an SQLite file."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'db.sqlite3'}"
-        return
-    db = settings.DATABASES["default"]
-    name = f"test_jobapi_{os.environ['TEST_RUN_ID']}_secret_sealing"
-    host, port = db["HOST"] or "127.0.0.1", db["PORT"] or 5432
-    admin = psycopg2.connect(dbname="postgres", user=db["USER"], password=db["PASSWORD"], host=host, port=port)
-    admin.autocommit = True
-    try:
-        with admin.cursor() as cursor:
-            cursor.execute(f'DROP DATABASE IF EXISTS "{name}"')
-            cursor.execute(f'CREATE DATABASE "{name}"')
-        yield f"postgres://{db['USER']}:{db['PASSWORD']}@{host}:{port}/{name}"
-    finally:
-        with admin.cursor() as cursor:
-            cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
 
 
 def test_the_secrets_stored_as_is_are_sealed_and_read_the_same(database_url: str, tmp_path: Path) -> None:
