@@ -90,12 +90,7 @@ def test_a_client_deleted_as_its_failing_endpoint_is_disabled_is_deleted_and_the
     recorded = _on_a_connection_of_its_own(
         lambda: recording.record([(claimed, http.HttpResult(status_code=500))], token=token))
     assert reached.wait(timeout=30)
-    with rows_held() as blocked:
-        deleted = _on_a_connection_of_its_own(lambda: client_delete(client=client))
-        blocked(1)
-        go.set()
-        recorded.join()
-        deleted.join()
+    deleted = _deleted_meanwhile(client, recorded, go)
 
     # Then both complete, neither aborted by a deadlock: the failure recorded, and the client
     # deleted with all it had (the endpoint.disabled event too, when the worker went first)
@@ -159,18 +154,25 @@ def test_a_client_deleted_as_a_write_holds_its_endpoint_is_deleted_and_the_write
 
     written = _on_a_connection_of_its_own(paused)
     assert reached.wait(timeout=30)
-    with rows_held() as blocked:
-        deleted = _on_a_connection_of_its_own(lambda: client_delete(client=client))
-        blocked(1)
-        go.set()
-        written.join()
-        deleted.join()
+    deleted = _deleted_meanwhile(client, written, go)
 
     # Then both complete, neither aborted by a deadlock, and nothing of the client is left
     assert written.outcome == "done" and deleted.outcome == "done"
     assert not Client.objects.filter(pk=client.pk).exists()
     assert not Delivery.objects.filter(owner_id=client.pk).exists()
     assert not Event.objects.filter(owner_id=client.pk).exists()
+
+
+def _deleted_meanwhile(client: Client, held: _Work, go: threading.Event) -> _Work:
+    """The client's deletion, begun while `held` is paused holding its rows: once the deletion
+    waits for them, `held` goes on (`go`); both ended."""
+    with rows_held() as blocked:
+        deleted = _on_a_connection_of_its_own(lambda: client_delete(client=client))
+        blocked(1)
+        go.set()
+        held.join()
+        deleted.join()
+    return deleted
 
 
 class _Work(threading.Thread):
