@@ -192,13 +192,7 @@ def jobs_release_stranded(*, limit: int = PUBLISH_BATCH) -> int:
     every few seconds, to find nothing (docs/reliability.md, "The workers' reads")."""
     lost_before = timezone.now() - timedelta(seconds=settings.JOB_DISPATCH_LOST_AFTER_SECONDS)
     stranded = Job.objects.filter(status=Job.Status.PENDING, dispatched_at__lt=lost_before)
-    ids = list(stranded.values_list("pk", flat=True)[:limit])
-    # The same conditions again: a job that started meanwhile keeps its dispatch.
-    released = stranded.filter(pk__in=ids).update(dispatched_at=None) if ids else 0
-    if released:
-        logger.warning("%s jobs handed to the broker over %s s ago never started; publishing them again",
-                       released, settings.JOB_DISPATCH_LOST_AFTER_SECONDS)
-    return released
+    return _given_back(stranded, limit=limit, what="jobs")
 
 
 def job_steps_release_stranded(*, limit: int = PUBLISH_BATCH) -> int:
@@ -217,11 +211,17 @@ def job_steps_release_stranded(*, limit: int = PUBLISH_BATCH) -> int:
         status__in=Job.RUNNING_STATUSES, next_step__isnull=False, step_started_at__isnull=True,
         dispatched_at__lt=lost_before,
     ).exclude(retry_at__gte=lost_before)
+    return _given_back(stranded, limit=limit, what="jobs' next steps")
+
+
+def _given_back(stranded: QuerySet[Job], *, limit: int, what: str) -> int:
+    """Give the first `limit` of `stranded` back to the sweeper (`dispatched_at` cleared), under
+    the same conditions again: one that started meanwhile keeps its dispatch. How many."""
     ids = list(stranded.values_list("pk", flat=True)[:limit])
     released = stranded.filter(pk__in=ids).update(dispatched_at=None) if ids else 0
     if released:
-        logger.warning("%s jobs' next steps handed to the broker over %s s ago never started; publishing them again",
-                       released, settings.JOB_DISPATCH_LOST_AFTER_SECONDS)
+        logger.warning("%s %s handed to the broker over %s s ago never started; publishing them again",
+                       released, what, settings.JOB_DISPATCH_LOST_AFTER_SECONDS)
     return released
 
 
