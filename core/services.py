@@ -4,7 +4,8 @@ from __future__ import annotations
 import secrets
 import uuid
 
-from django.db import transaction
+import tenacity
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from core.auth import API_KEY_PREFIX, api_key_digest, api_key_forget
@@ -44,6 +45,10 @@ def api_key_delete(*, api_key: ApiKey) -> None:
     api_key_forget(digest=api_key.digest)
 
 
+# How many times a client's deletion is made before its IntegrityError is raised (client_delete).
+DELETE_TRIES = 3
+
+
 def client_delete(*, client: Client) -> None:
     """Delete a client with all it owns (keys, jobs, results, deliveries). Its keys are forgotten
     as a deletion of each would be: a remembered one would go on authenticating the client that
@@ -61,9 +66,18 @@ def client_delete(*, client: Client) -> None:
     leave a client being deleted alone (webhooks/sql.py owner_hold): taking it only at commit,
     they deadlocked with the deletion."""
     digests = list(ApiKey.objects.filter(client=client).values_list("digest", flat=True))
-    with transaction.atomic():
-        list(client.jobs.filter(finished_at__isnull=True).order_by("pk").select_for_update().values_list("pk", flat=True))
-        list(Client.objects.select_for_update().filter(pk=client.pk).values_list("pk", flat=True))
-        client.delete()
+    # A worker's claim of one of its deliveries, between the deletion's reads and its deletes,
+    # adds an attempt the deletion did not read: the deletion fails at commit on its foreign key,
+    # undone as a whole, and is made again, reading it. Locking the deliveries first instead would
+    # deadlock with an attempt's recording, which holds the attempt before its delivery.
+    client_id = client.pk
+    for attempt in tenacity.Retrying(retry=tenacity.retry_if_exception_type(IntegrityError),
+                                     stop=tenacity.stop_after_attempt(DELETE_TRIES), reraise=True):
+        with attempt, transaction.atomic():
+            client.pk = client_id  # delete() cleared it before a failed try's commit
+            list(client.jobs.filter(finished_at__isnull=True).order_by("pk").select_for_update()
+                 .values_list("pk", flat=True))
+            list(Client.objects.select_for_update().filter(pk=client.pk).values_list("pk", flat=True))
+            client.delete()
     for digest in digests:
         api_key_forget(digest=digest)

@@ -23,8 +23,8 @@ from core.services import client_create, client_delete
 from jobs import transitions
 from jobs.models import Job, JobEvent
 from tests.locks import meanwhile, rows_held
-from webhooks import claims, endpoints, outbox, recording, reschedule
-from webhooks.models import Delivery, Endpoint, Event
+from webhooks import claims, endpoints, outbox, recording, reschedule, secrets
+from webhooks.models import Delivery, DeliveryAttempt, Endpoint, Event
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -51,6 +51,34 @@ def test_a_client_deleted_while_its_job_finishes_is_deleted_with_all_it_owns() -
     assert not Event.objects.filter(owner_id=client.pk).exists()
     # And the worker's transition, which waited for the deletion, found its job gone and did nothing
     assert finished == [False]
+
+
+def test_a_client_deleted_as_a_worker_claims_its_delivery_is_deleted_with_the_attempt() -> None:
+    # Given a client with a delivery not yet due (out of the session worker's sight), its
+    # signing secret made
+    client = client_create(name="deleted-while-claimed")
+    with transaction.atomic():
+        event = outbox.event_record(owner_id=client.pk, subject_id=uuid.uuid4(), event_type="job.succeeded",
+                                    data={"n": 1}, callback_url="http://127.0.0.1:9/hook", publish=False)
+    delivery = Delivery.objects.get(event=event)
+    Delivery.objects.filter(pk=delivery.pk).update(next_attempt_at=timezone.now() + timedelta(hours=1))
+    secrets.signing_secret_sealed_get_or_create(owner_id=client.pk, endpoint_id=None)
+
+    def claimed_now() -> int:
+        Delivery.objects.filter(pk=delivery.pk).update(next_attempt_at=timezone.now())
+        return len(claims.claim(scope=claims.Scope(delivery_ids=[delivery.pk]), token=uuid.uuid4()))
+
+    # When a worker claims it (opening its attempt) once the deletion has deleted the client's
+    # attempts, just before it deletes its deliveries
+    with meanwhile(claimed_now, at='DELETE FROM "webhooks_delivery"') as claimed:
+        client_delete(client=client)
+
+    # Then the deletion went through, the attempt with the rest (before, it failed on the
+    # attempt's foreign key, the client left in place)
+    assert claimed == [1]
+    assert not Client.objects.filter(pk=client.pk).exists()
+    assert not Delivery.objects.filter(owner_id=client.pk).exists()
+    assert not DeliveryAttempt.objects.filter(delivery_id=delivery.pk).exists()
 
 
 # Where the worker's transaction waits for the deletion to start: before it disables the endpoint
