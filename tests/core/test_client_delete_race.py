@@ -123,10 +123,7 @@ def test_a_client_deleted_as_its_failing_endpoint_is_disabled_is_deleted_and_the
     # Then both complete, neither aborted by a deadlock: the failure recorded, and the client
     # deleted with all it had (the endpoint.disabled event too, when the worker went first)
     assert recorded.outcome == "done" and deleted.outcome == "done"
-    assert not Client.objects.filter(pk=client.pk).exists()
-    assert not Endpoint.objects.filter(owner_id=client.pk).exists()
-    assert not Delivery.objects.filter(owner_id=client.pk).exists()
-    assert not Event.objects.filter(owner_id=client.pk).exists()
+    _nothing_left_of(client)
 
 
 def _deleting(client: Client, endpoint: Endpoint) -> dict[str, tuple[Callable[[], object], str]]:
@@ -186,7 +183,13 @@ def test_a_client_deleted_as_a_write_holds_its_endpoint_is_deleted_and_the_write
 
     # Then both complete, neither aborted by a deadlock, and nothing of the client is left
     assert written.outcome == "done" and deleted.outcome == "done"
+    _nothing_left_of(client)
+
+
+def _nothing_left_of(client: Client) -> None:
+    """The client is gone, with its endpoints, deliveries and events."""
     assert not Client.objects.filter(pk=client.pk).exists()
+    assert not Endpoint.objects.filter(owner_id=client.pk).exists()
     assert not Delivery.objects.filter(owner_id=client.pk).exists()
     assert not Event.objects.filter(owner_id=client.pk).exists()
 

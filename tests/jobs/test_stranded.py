@@ -4,7 +4,7 @@ arrives first."""
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -137,11 +137,7 @@ def test_the_look_for_lost_messages_reads_none_of_the_jobs_waiting_for_dispatch(
     ])
     lost = Job.objects.create(owner=owner, job_name=HELLO, dispatched_at=timezone.now())
     published(lost, ago=timedelta(days=1))
-    with connection.cursor() as cursor:
-        cursor.execute("ANALYZE jobs_job")
-    with CaptureQueriesContext(connection) as queries:
-        assert dispatch.jobs_release_stranded() == 1
-    look = queries.captured_queries[0]["sql"]
+    look = _statements_of_one_found(dispatch.jobs_release_stranded)[0]
 
     # When the sweeper's look is run again as it was, where the table is too small for
     # PostgreSQL to prefer an index on its own
@@ -163,11 +159,7 @@ def test_the_look_for_lost_step_messages_reads_none_of_the_steps_that_run(db: An
     ])
     Job.objects.create(owner=owner, job_name=HELLO, status=Job.Status.STARTED, started_at=day_ago, next_step=1,
                        dispatched_at=day_ago)
-    with connection.cursor() as cursor:
-        cursor.execute("ANALYZE jobs_job")
-    with CaptureQueriesContext(connection) as queries:
-        assert dispatch.job_steps_release_stranded() == 1
-    look = queries.captured_queries[0]["sql"]
+    look = _statements_of_one_found(dispatch.job_steps_release_stranded)[0]
 
     # When the sweeper's look is run again as it was, where the table is too small for
     # PostgreSQL to prefer an index on its own
@@ -189,11 +181,7 @@ def test_the_look_for_steps_to_publish_reads_none_of_the_retries_not_due(db: Any
     ])
     due = Job.objects.create(owner=owner, job_name=HELLO, status=Job.Status.RETRY, started_at=now, next_step=0,
                              retry_at=now)
-    with connection.cursor() as cursor:
-        cursor.execute("ANALYZE jobs_job")
-    with CaptureQueriesContext(connection) as queries:
-        assert dispatch.job_steps_publish_waiting() == 1
-    [look] = [query["sql"] for query in queries.captured_queries if "FOR UPDATE" in query["sql"]]
+    [look] = [sql for sql in _statements_of_one_found(dispatch.job_steps_publish_waiting) if "FOR UPDATE" in sql]
     due.refresh_from_db()
     assert due.dispatched_at is not None
 
@@ -205,3 +193,12 @@ def test_the_look_for_steps_to_publish_reads_none_of_the_retries_not_due(db: Any
     # Then it reads the due retry only: not one of the waiting ones read and dropped
     assert "job_step_due" in plan, plan
     assert plan_rows_read(plan, "jobs_job") == 1, plan
+
+
+def _statements_of_one_found(sweep: Callable[[], int]) -> list[str]:
+    """The statements a sweeper's step ran, the jobs table analyzed first, having found one job."""
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE jobs_job")
+    with CaptureQueriesContext(connection) as queries:
+        assert sweep() == 1
+    return [query["sql"] for query in queries.captured_queries]
