@@ -155,11 +155,6 @@ def _count(*, now: datetime) -> _Counted:
 _counted = Counted(_count)
 
 
-def counted_forget() -> None:
-    """The next read counts anew (tests that change what fails between two reads)."""
-    _counted.forget()
-
-
 def receivers_failing_count(*, now: datetime) -> int:
     """How many receivers have failing deliveries (/metrics' jobapi_webhook_failing_receivers),
     as counted in the last COUNTED_FOR_SECONDS."""
