@@ -4,12 +4,16 @@
 provider's, the configuration's, or the client's input's."""
 from __future__ import annotations
 
+import logging
+
 import openai
 from django.conf import settings
 
 from jobs.types.base import JobFailed
 from jobs.types.checklist_breaker import ProviderUnavailable
 from jobs.types.checklist_client import UnreadableAnswer
+
+logger = logging.getLogger(__name__)
 
 # Kept short in error messages: a job's error is for humans, not a dump of the provider's body.
 MAX_ERROR_DETAIL_CHARS = 500
@@ -124,10 +128,13 @@ def job_failure(error: openai.OpenAIError, attempts: int) -> JobFailed:
                 retryable=False,
             )
         if isinstance(error, (openai.AuthenticationError, openai.PermissionDeniedError)):
+            # The provider's words are about our key (OpenAI's quote its first and last
+            # characters): the operator's to read, in the worker's log, not the client's.
+            logger.warning("The model server refused our credentials (HTTP %s): %s", status, detail)
             return JobFailed(
                 "model_auth_error",
-                f"The model server refused our credentials (HTTP {status}); check OPENAI_API_KEY: "
-                f"{detail}",
+                f"The model server refused our credentials (HTTP {status}); check OPENAI_API_KEY "
+                "(the provider's answer is in the worker's log).",
             )
         return JobFailed(
             "model_bad_request",

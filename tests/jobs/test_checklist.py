@@ -355,6 +355,29 @@ def test_auth_bad_request_and_quota_errors_fail_at_once(
     assert len(scenario.requests) == 1  # not retried
 
 
+def test_the_providers_words_on_our_key_reach_the_operators_log_not_the_client(
+    api: Api, fake_openai: FakeOpenAI, celery_worker_log: Path
+) -> None:
+    # Given a provider that refuses the key quoting its ends, as OpenAI's 401 does
+    scenario = fake_openai.scenario()
+    quoted = f"Incorrect API key provided: sk-pr************{scenario.token[-4:]}"
+    scenario.add(Reply.error(401, quoted, code="invalid_api_key"), summary_reply(scenario))
+
+    job = api.wait(submit(api, scenario)["id"])
+
+    # Then the client reads what failed and whose it is to fix, without the key's ends
+    assert job["error"]["type"] == "model_auth_error"
+    assert "OPENAI_API_KEY" in job["error"]["message"]
+    assert "sk-pr" not in job["error"]["message"]
+    # And the operator finds the provider's answer in the worker's log, under the job's id
+    deadline = time.monotonic() + 10
+    while quoted not in celery_worker_log.read_text():
+        assert time.monotonic() < deadline, "the provider's answer was not logged"
+        time.sleep(0.1)
+    [line] = [line for line in celery_worker_log.read_text().split("\n") if quoted in line]
+    assert job["id"] in line
+
+
 def test_guidelines_longer_than_the_model_reads_fail_as_too_long_and_are_not_retried(
     api: Api, fake_openai: FakeOpenAI
 ) -> None:
