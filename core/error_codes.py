@@ -80,7 +80,7 @@ ERROR_CODES: dict[str, ErrorCode] = {
         "says why.", "Give the URL of a receiver on a public address.",
     ),
     "invalid_header": ErrorCode(
-        400, "`Idempotency-Key` is longer than 255 characters or holds control characters; `Cancel-After` "
+        400, "`Idempotency-Key` is longer than 255 bytes or holds control characters (U+0000 to U+001F, U+007F); `Cancel-After` "
         "is not a duration (`90`, `90s`, `5m`, `1h`) of more than zero, or ends after year 9999.", _FIX,
     ),
     "invalid_filter": ErrorCode(

@@ -32,11 +32,17 @@ from webhooks.api import DeliveryPagination, DeliverySerializer
 
 
 def _idempotency_key(request: Request) -> str:
-    key = request.headers.get("Idempotency-Key", "").strip()
+    """The key as its header's bytes, each read as one character (ISO-8859-1, as WSGI hands a
+    header over): a key in UTF-8 is its bytes, as every key stored so far is. So its bytes are
+    judged, not characters: a UTF-8 character's bytes 0x80-0xA0 read as C1 controls and a
+    no-break space, and `str.isprintable()` refused `€`, `я`, `à` and every emoji as control
+    characters, and `str.strip()` took a trailing 0xA0 (of `à`) off the key."""
+    key = request.headers.get("Idempotency-Key", "").strip(" \t")
     if len(key) > 255:
-        raise ApplicationError("Idempotency-Key is longer than 255 characters.", code="invalid_header")
-    # Control characters (U+0000 among them, which PostgreSQL cannot store) are no key.
-    if not key.isprintable():
+        raise ApplicationError("Idempotency-Key is longer than 255 bytes.", code="invalid_header")
+    # Control characters (U+0000 among them, which PostgreSQL cannot store) are no key: the
+    # C0 controls and DEL, which HTTP's field values exclude (RFC 9110, 5.5).
+    if any(char < " " or char == "\x7f" for char in key):
         raise ApplicationError(
             "Idempotency-Key must not contain control characters.", code="invalid_header"
         )

@@ -206,7 +206,7 @@ IDEMPOTENCY_KEY = OpenApiParameter(
     description="Makes a retried submission safe: within 24 h, a repeat with the same key, body and "
     "`Cancel-After` to the same endpoint answers 202 with the first job (or batch) and creates nothing "
     "(`Prefer: wait` may differ); with another body or `Cancel-After`, or to another submission "
-    "endpoint, 422; while the first is still being processed, 409. Up to 255 characters.",
+    "endpoint, 422; while the first is still being processed, 409. Up to 255 bytes (UTF-8 as it is sent).",
 )
 JOB_ID = OpenApiParameter("job_id", OpenApiTypes.UUID, OpenApiParameter.PATH)
 CANCEL_AFTER = OpenApiParameter(

@@ -137,6 +137,22 @@ def test_an_idempotency_key_outside_ascii_is_accepted(client_api: Api) -> None:
     assert again.json()["id"] == first.json()["id"]
 
 
+def test_an_idempotency_key_in_utf8_is_a_key_of_its_bytes(served: Api) -> None:
+    # Sent as UTF-8, to gunicorn (the test server strips any Unicode space off a header): the
+    # bytes 0x80-0xA0 of `€` (E2 82 AC) and `à` (C3 A0) were taken for control characters (400),
+    # and a trailing 0xA0 for white space, stripped.
+    for key in ["€uro", "ключ", "文件", "😀", "voilà"]:
+        first = served.post("/api/jobs/", json={"job_name": HELLO}, headers={"Idempotency-Key": key.encode()})
+        again = served.post("/api/jobs/", json={"job_name": HELLO}, headers={"Idempotency-Key": key.encode()})
+        # The key less its last byte is another key
+        other = served.post("/api/jobs/", json={"job_name": HELLO}, headers={"Idempotency-Key": key.encode()[:-1]})
+
+        assert first.status_code == 202, (key, first.text)
+        assert again.json()["id"] == first.json()["id"]
+        assert other.status_code == 202, (key, other.text)
+        assert other.json()["id"] != first.json()["id"], key
+
+
 @pytest.mark.parametrize("value", ["Bearer \x00", "Bearer jak_\x00x", "Bearer é", "Bearer \x7f\x01", "\x00"])
 def test_a_strange_authorization_header_is_a_401(client_api: Api, value: str) -> None:
     response = client_api.get("/api/jobs/", headers={"Authorization": value})
