@@ -1,6 +1,7 @@
-"""The service's own middleware: the body size limit, the URL guard, the trailing slash's
-redirect, Django's user and message middleware for the staff's pages only (the admin and the
-operators' console), and the 503 of a page the database or the disk could not serve."""
+"""The service's own middleware: HEAD answered without a body, the body size limit, the URL
+guard, the trailing slash's redirect, Django's user and message middleware for the staff's pages
+only (the admin and the operators' console), and the 503 of a page the database or the disk could
+not serve."""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -102,6 +103,30 @@ class UrlGuardMiddleware:
                 status=400,
             )
         return self.get_response(request)
+
+
+class HeadWithoutBodyMiddleware:
+    """Answers HEAD with what GET would (its status and headers, Content-Length among them) and
+    no body, as RFC 9110 (9.3.2) has it: Django's views write the body, and gunicorn, which drops
+    it, logged a WARNING for each such answer ("WSGI app sent body bytes on a no-body
+    response"): every HEAD of an uptime check, and any number of them from anyone, without a key.
+    An event stream asked with HEAD is answered its headers, never started: gunicorn read it to
+    its end, dropping each message, and the one-client stream has none."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        if request.method != "HEAD":
+            return response
+        if response.streaming:
+            # The stream's own close (its place among the waiters given back) stays with the
+            # response, which the server closes once it has answered.
+            response.streaming_content = iter(())
+        else:
+            response.content = b""
+        return response
 
 
 _METHODS_WITH_A_BODY = frozenset({"POST", "PUT", "PATCH", "DELETE"})

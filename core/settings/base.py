@@ -145,6 +145,8 @@ MIDDLEWARE = [
     # turn, a process's one turn (the default) queued requests for seconds that its log line
     # and the latency histogram never showed. It needs no database connection.
     "core.request_context.RequestContextMiddleware",
+    # Outside the rest, so that every answer to HEAD goes without its body, theirs too.
+    "core.middleware.HeadWithoutBodyMiddleware",
     # A process runs WEB_ACTIVE_REQUESTS requests at once, however many threads wait.
     "core.concurrency.ActiveRequestsMiddleware",
     "core.middleware.BodySizeLimitMiddleware",
