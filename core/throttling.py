@@ -224,6 +224,12 @@ def _is_proxy(address: str, proxies: list[str]) -> bool:
         ip = ipaddress.ip_address(address)
     except ValueError:
         return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        # A server listening on IPv6 too (HOST=[::]) sees an IPv4 proxy as ::ffff:<its address>:
+        # compared as that, a proxy given as 127.0.0.1 was not one, and every client behind it
+        # had its address, one budget of failed checks (one client's guesses locked out every
+        # other client's new keys, and every operator's admin login).
+        ip = ip.ipv4_mapped
     return any(ip in ipaddress.ip_network(proxy) for proxy in proxies)
 
 
