@@ -21,8 +21,11 @@ def test_head_is_answered_as_get_without_a_body_and_without_a_warning(served: Ap
     # When each is asked with HEAD, and with GET
     answers = [(requests.head(served.base_url + path, headers=headers, timeout=10),
                 requests.get(served.base_url + path, headers=headers, timeout=10)) for path, headers in asked]
-    stream = requests.head(served.base_url + "/api/events/", headers={**key, "Accept": "text/event-stream"},
-                           timeout=10)
+    # (a stream on a connection kept alive, asked something else next)
+    with requests.Session() as session:
+        stream = session.head(served.base_url + "/api/events/", headers={**key, "Accept": "text/event-stream"},
+                              timeout=10)
+        after_it = session.get(served.base_url + "/healthz", timeout=10)
 
     # Then HEAD says what GET says, without a body, and gunicorn had nothing to drop
     for head, get in answers:
@@ -31,5 +34,6 @@ def test_head_is_answered_as_get_without_a_body_and_without_a_warning(served: Ap
         assert int(head.headers["Content-Length"]) == len(get.content)
     assert stream.status_code == 200
     assert stream.headers["Content-Type"] == "text/event-stream"
+    assert after_it.status_code == 200  # the connection it came on answers the next request
     time.sleep(0.5)  # the log is written by another process
     assert DROPPED not in (tmp_path / "gunicorn.log").read_text()
