@@ -38,7 +38,7 @@ from django.http import HttpRequest, HttpResponse
 from core.auth import known_client_id
 from core.connections import connection_released, connection_reused
 from core.request_body import read_body_in_time
-from core.throttling import client_address
+from core.throttling import address_holder, client_address
 
 # Open database connections a process keeps beyond one per turn: the few waiters that keep theirs
 # (a new connection costs a woken waiter ~4 ms) and threads between requests.
@@ -198,10 +198,13 @@ def connections_trim() -> None:
 def turn_key(request: HttpRequest) -> str:
     """Whose place a request waits in, before authentication has run: its client's, when it sends
     a key this process has found valid (so a client's keys share one place); otherwise its
-    address's (core/throttling.py `client_address`), so that requests without a key, or with keys
-    made up one per request, do not each take a place of their own beside the clients'."""
+    address's (core/throttling.py `client_address`), an IPv6 address's /64 (`address_holder`), so
+    that requests without a key, or with keys made up one per request, do not each take a place of
+    their own beside the clients', nor those from each address of a /64."""
     client_id = known_client_id(request)
-    return f"client:{client_id}" if client_id is not None else f"address:{client_address(request)}"
+    if client_id is not None:
+        return f"client:{client_id}"
+    return f"address:{address_holder(client_address(request))}"
 
 
 @contextmanager

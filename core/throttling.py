@@ -159,7 +159,7 @@ class FailureRateThrottle(RateThrottle):
         return _per_minute(getattr(settings, self.rate_setting))
 
     def get_cache_key(self, request: HttpRequest, view: Any) -> str | None:
-        return f"throttle:{self.scope}:{_budget_of(client_address(request))}"
+        return f"throttle:{self.scope}:{address_holder(client_address(request))}"
 
     def give_back(self) -> None:
         """The attempt `allow_request` admitted succeeded: its place is given back."""
@@ -233,9 +233,11 @@ def _is_proxy(address: str, proxies: list[str]) -> bool:
     return any(ip in ipaddress.ip_network(proxy) for proxy in proxies)
 
 
-def _budget_of(address: str) -> str:
-    """Whose budget an address spends: an IPv6 address's /64, since one machine is commonly given a
-    whole /64 and could take a new address in it for each attempt; any other address itself."""
+def address_holder(address: str) -> str:
+    """Who an address stands for, in the budgets of failed checks and in the request turns of
+    requests without a known key (core/concurrency.py): an IPv6 address's /64, since one machine
+    is commonly given a whole /64 and could take a new address in it for each attempt; any other
+    address itself."""
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:

@@ -167,3 +167,18 @@ def test_requests_with_made_up_keys_share_their_addresss_place(
     # Then B's runs after one of theirs: made-up keys do not each take a place beside the clients'
     order = _turns_taken_in_order(_sender(middleware), [*guesses, ("B1", {})], started, finish)
     assert order == ["A1", "X1", "B1", "X2", "X3"]
+
+
+def test_requests_without_a_key_from_one_ipv6_network_share_its_place(
+    one_turn: None, held_view: tuple[ActiveRequestsMiddleware, list[str], threading.Semaphore],
+) -> None:
+    # Given client A's request holding the turn, when someone queues three requests with made-up
+    # keys, each from another address of one IPv6 /64 (one machine commonly has a whole /64 to
+    # pick from), and then client B one
+    middleware, started, finish = held_view
+    guesses = [(f"X{n}", {"key": f"jak_guess{n}", "address": f"2001:db8:1:2::{n}"}) for n in (1, 2, 3)]
+
+    # Then B's runs after one of theirs, as for one address: the /64 is their place, as it is
+    # their budget of failed key checks (core/throttling.py)
+    order = _turns_taken_in_order(_sender(middleware), [*guesses, ("B1", {})], started, finish)
+    assert order == ["A1", "X1", "B1", "X2", "X3"]
