@@ -12,6 +12,7 @@ spends in `throttle_weight(request)` (a batch: its jobs).
 from __future__ import annotations
 
 import ipaddress
+import re
 from typing import Any
 
 import redis
@@ -205,7 +206,7 @@ def client_address(request: HttpRequest) -> str:
     # No address: a UNIX socket, which only this machine reaches; gunicorn trusts it too.
     if peer and not _is_proxy(peer, proxies):
         return peer
-    forwarded = [entry.strip() for entry in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",")]
+    forwarded = [_without_port(entry.strip()) for entry in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",")]
     forwarded = [entry for entry in forwarded if entry]
     if not forwarded:
         return peer
@@ -215,6 +216,18 @@ def client_address(request: HttpRequest) -> str:
         if not _is_proxy(entry, proxies):
             return entry
     return forwarded[0]  # every entry a trusted address: the one the first proxy was reached from
+
+
+# An X-Forwarded-For entry with the port its proxy was reached from: `203.0.113.9:41234`, or
+# `[2001:db8::1]:41234`, as Azure's Application Gateway and IIS's ARR write it.
+_ADDRESS_AND_PORT = re.compile(r"\A(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<v4>[0-9.]+))(?::[0-9]{1,5})?\Z")
+
+
+def _without_port(entry: str) -> str:
+    """An X-Forwarded-For entry's address without its port: with it, each of a client's
+    connections (each from a port of its own) was another address, with a budget of its own."""
+    found = _ADDRESS_AND_PORT.match(entry)
+    return (found["v6"] or found["v4"]) if found else entry
 
 
 def _is_proxy(address: str, proxies: list[str]) -> bool:

@@ -121,6 +121,21 @@ def test_a_client_naming_other_addresses_in_x_forwarded_for_spends_its_own(make_
 
 
 @pytest.mark.usefixtures("limit")
+def test_an_address_a_proxy_gives_with_its_port_spends_its_own_whatever_the_port(make_api: Callable[..., Api]) -> None:
+    # Azure's Application Gateway, and IIS's ARR, append `address:port` (IPv6 in brackets): the
+    # client's port, a new one for each of its connections
+    api, attacker, neighbour = make_api(), random_address(), random_address()
+    attacker_v6 = f"2001:db8:{random.randrange(65536):x}::1"
+
+    statuses = [call(api, f"{attacker}:{40000 + n}", key=bad_key()).status_code for n in range(LIMIT + 1)]
+    statuses += [call(api, f"[{attacker_v6}]:{40000 + n}", key=bad_key()).status_code for n in range(LIMIT + 1)]
+
+    # Then the port is not part of the address: its guesses spend one budget
+    assert statuses == ([401] * LIMIT + [429]) * 2
+    assert call(make_api(), f"{neighbour}:40000").status_code == 200
+
+
+@pytest.mark.usefixtures("limit")
 def test_successful_authentications_spend_nothing(make_api: Callable[..., Api]) -> None:
     office = random_address()
 
