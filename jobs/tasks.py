@@ -21,7 +21,7 @@ from django.db import DatabaseError, DataError
 from django.utils import timezone
 
 from core.parsers import storable_text
-from jobs import dispatch, hand_overs, model_budget, retention, transitions
+from jobs import abandoned, dispatch, hand_overs, model_budget, retention, transitions
 from jobs.models import Job
 from jobs.registry import job_type_get
 from jobs.types.base import JobCanceled, JobFailed, StepContext
@@ -223,7 +223,7 @@ def jobs_enforce_deadlines() -> int:
 @shared_task(name="jobs.fail_abandoned", ignore_result=True)
 def jobs_fail_abandoned() -> int:
     """Periodic: fail the jobs whose worker vanished for good (error.type worker_lost)."""
-    return transitions.jobs_fail_abandoned()
+    return abandoned.jobs_fail_abandoned()
 
 
 @shared_task(name="jobs.prune", bind=True, ignore_result=True)

@@ -13,7 +13,7 @@ from django.test import Client as DjangoClient
 from django.utils import timezone
 
 from core.services import api_key_create, client_create
-from jobs import dispatch, hand_overs, transitions
+from jobs import abandoned, dispatch, hand_overs, transitions
 from jobs.models import Job
 from jobs.registry import job_type_get
 
@@ -70,7 +70,7 @@ def test_a_job_waiting_out_its_retry_backoff_is_not_abandoned(retried: Retried) 
     retried.first_started(ago=retried.limit + timedelta(seconds=150))
 
     # When the rule runs
-    assert transitions.jobs_fail_abandoned() == 0
+    assert abandoned.jobs_fail_abandoned() == 0
 
     # Then the job still waits for its 4th attempt
     seen = retried.seen()
@@ -82,7 +82,7 @@ def test_a_later_attempt_that_runs_is_not_abandoned(retried: Retried) -> None:
     retried.attempt_started(ago=timedelta(0))
     retried.first_started(ago=retried.limit + timedelta(hours=1))
 
-    assert transitions.jobs_fail_abandoned() == 0
+    assert abandoned.jobs_fail_abandoned() == 0
 
     assert retried.seen()["status"] == "STARTED"
 
@@ -95,7 +95,7 @@ def test_a_retry_no_worker_started_is_left_to_the_sweeper_not_failed(retried: Re
     retried.first_started(ago=retried.limit + timedelta(hours=4))
 
     # Then the rule does not fail it, nor does the sweeper take its message for lost yet
-    assert transitions.jobs_fail_abandoned() == 0
+    assert abandoned.jobs_fail_abandoned() == 0
     assert dispatch.job_steps_release_stranded() == 0
     assert retried.seen()["status"] == "RETRY"
 
@@ -104,7 +104,7 @@ def test_a_retry_no_worker_started_is_left_to_the_sweeper_not_failed(retried: Re
     due = timezone.now() - timedelta(seconds=settings.JOB_DISPATCH_LOST_AFTER_SECONDS + 1)
     Job.objects.filter(pk=retried.job.pk).update(retry_at=due, dispatched_at=due - timedelta(hours=1))
     assert dispatch.job_steps_release_stranded() == 1
-    assert transitions.jobs_fail_abandoned() == 0
+    assert abandoned.jobs_fail_abandoned() == 0
 
 
 def test_a_retry_whose_worker_vanished_is_still_failed(retried: Retried) -> None:
@@ -112,7 +112,7 @@ def test_a_retry_whose_worker_vanished_is_still_failed(retried: Retried) -> None
     retried.attempt_started(ago=retried.limit + timedelta(seconds=1))
     retried.first_started(ago=retried.limit + timedelta(hours=4))
 
-    assert transitions.jobs_fail_abandoned() == 1
+    assert abandoned.jobs_fail_abandoned() == 1
 
     seen = retried.seen()
     assert (seen["status"], seen["error"]["type"]) == ("FAILURE", "worker_lost")

@@ -18,7 +18,7 @@ from django.utils import timezone
 from core import pause
 from core.pause import PauseAfterFailure
 from core.services import api_key_create, client_create
-from jobs import dispatch, hand_overs, tasks, transitions
+from jobs import abandoned, dispatch, hand_overs, tasks, transitions
 from jobs.models import Job
 from jobs.registry import job_type_get
 from tests.conftest import Api, broker_refusing
@@ -119,7 +119,7 @@ def test_a_job_waiting_for_the_sweeper_to_publish_its_next_step_is_not_abandoned
     Job.objects.filter(pk=job.pk).update(started_at=timezone.now() - limit - timedelta(hours=1))
 
     # Then the rule leaves the job to the sweeper: it waits for the broker, no worker lost it
-    assert transitions.jobs_fail_abandoned() == 0
+    assert abandoned.jobs_fail_abandoned() == 0
     assert http.get(f"/api/jobs/{job.id}/").json()["status"] == "STARTED"
 
     # ...nor once the sweeper published it, however long no message starts the step (a message
@@ -127,13 +127,13 @@ def test_a_job_waiting_for_the_sweeper_to_publish_its_next_step_is_not_abandoned
     assert dispatch.job_steps_publish_waiting() == 1
     long_ago = timezone.now() - limit - timedelta(seconds=1)
     Job.objects.filter(pk=job.pk).update(dispatched_at=long_ago)
-    assert transitions.jobs_fail_abandoned() == 0
+    assert abandoned.jobs_fail_abandoned() == 0
 
     # ...but once a message started the step, the limit runs from then: a worker lost running it
     # for good still ends the job worker_lost
     assert hand_overs.job_step_start(job_id=job.id, step=1, dispatched_at=long_ago, redelivered=False)
     Job.objects.filter(pk=job.pk).update(step_started_at=long_ago)
-    assert transitions.jobs_fail_abandoned() == 1
+    assert abandoned.jobs_fail_abandoned() == 1
     assert http.get(f"/api/jobs/{job.id}/").json()["error"]["type"] == "worker_lost"
 
 
@@ -157,7 +157,7 @@ def test_a_next_step_whose_message_was_never_sent_is_published_again_once_taken_
     handed_over(job, ago=max(limit, timedelta(hours=1)))
 
     # Then the job is neither failed nor published again
-    assert transitions.jobs_fail_abandoned() == 0
+    assert abandoned.jobs_fail_abandoned() == 0
     assert tasks.jobs_dispatch_sweep.apply().get() == 0
     assert http.get(f"/api/jobs/{job.id}/").json()["status"] == "STARTED"
 
@@ -255,7 +255,7 @@ def test_a_retry_the_broker_refused_is_published_by_the_sweeper_once_due_and_run
     waiting = http.get(f"/api/jobs/{job.id}/").json()
     assert (waiting["status"], waiting["attempt"], waiting["error"]["type"]) == ("RETRY", 2, "invalid_model_output")
     assert dispatch.job_steps_publish_waiting() == 0
-    assert transitions.jobs_fail_abandoned() == 0
+    assert abandoned.jobs_fail_abandoned() == 0
 
     # When its second run is due, and the sweeper runs
     Job.objects.filter(pk=job.pk).update(retry_at=timezone.now())

@@ -1,0 +1,52 @@
+"""The abandoned-job rule (the periodic `jobs.fail_abandoned`): failing the jobs that no worker
+runs any more, nor ever will."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.conf import settings
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from jobs.models import Job
+from jobs.registry import job_types_all
+from jobs.transitions import job_finish
+
+Status = Job.Status
+
+
+def jobs_fail_abandoned() -> int:
+    """Fail jobs left STARTED/RETRY by a worker that vanished for good; how many.
+
+    A worker lost mid-job has its message redelivered by the broker after the visibility
+    timeout; a job still unfinished after that plus all its steps' hard time limits, counted from
+    when its current step began (its first start, or its latest handed-over step's start), can no
+    longer be running anywhere, so it fails with error.type "worker_lost". A job whose next step
+    (or retry) was handed over and has not started is not lost: its message waits in the broker
+    (behind others, or for a short retry's time), or it waits for the sweeper, which publishes
+    a retry once due, a step the broker refused, and either again if it goes unstarted for
+    JOB_DISPATCH_LOST_AFTER_SECONDS (its worker was killed before it could publish it;
+    jobs.dispatch.job_steps_release_stranded).
+    """
+    now = timezone.now()
+    failed = 0
+    for job_type in job_types_all():
+        limit_seconds = (
+            settings.CELERY_BROKER_VISIBILITY_TIMEOUT_SECONDS
+            + len(job_type.steps) * job_type.time_limit_seconds
+            + 60
+        )
+        stale = (
+            Job.objects.filter(job_name=job_type.name, status__in=Job.RUNNING_STATUSES)
+            .exclude(next_step__isnull=False, step_started_at__isnull=True)
+            .alias(run_from=Coalesce("step_started_at", "started_at"))
+            .filter(run_from__lt=now - timedelta(seconds=limit_seconds))
+            .values_list("pk", flat=True)
+        )
+        for job_id in list(stale[:500]):
+            failed += job_finish(
+                job_id=job_id,
+                status=Status.FAILURE,
+                error={"type": "worker_lost", "message": "The worker running this job was lost."},
+            )
+    return failed
