@@ -1,8 +1,8 @@
 """The abandoned-job rule (the periodic `jobs.fail_abandoned`): failing the jobs that no worker
-runs any more, nor ever will."""
+runs any more (it vanished), nor ever will (their type is gone)."""
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db.models.functions import Coalesce
@@ -49,4 +49,30 @@ def jobs_fail_abandoned() -> int:
                 status=Status.FAILURE,
                 error={"type": "worker_lost", "message": "The worker running this job was lost."},
             )
+    return failed + _jobs_of_unknown_types_fail(now)
+
+
+def _jobs_of_unknown_types_fail(now: datetime) -> int:
+    """Fail the unfinished jobs of types this code does not know (a deploy removed or renamed
+    the type while they were queued, scheduled or running): none can run here, and they held
+    their client's places under its caps for good (with a running cap of 1, its every later job
+    waited behind one). Only once no worker that knew the type (an older one, through a rolling
+    deploy) can still hold them: started, or handed to the broker (the sweeper keeps its claim of
+    a waiting one due longer ago than that: jobs.dispatch), longer than the broker's visibility
+    timeout ago, plus a minute. Read through the running jobs and those in the broker only (job_active_since,
+    job_in_broker), not every job waiting."""
+    held_before = now - timedelta(seconds=settings.CELERY_BROKER_VISIBILITY_TIMEOUT_SECONDS + 60)
+    unknown = Job.objects.exclude(job_name__in=[job_type.name for job_type in job_types_all()])
+    running = unknown.filter(status__in=Job.RUNNING_STATUSES).alias(
+        run_from=Coalesce("step_started_at", "started_at")
+    ).filter(run_from__lt=held_before)
+    in_broker = unknown.filter(status=Status.PENDING, dispatched_at__lt=held_before)
+    failed = 0
+    for stale in (running, in_broker):
+        for job_id, job_name in list(stale.values_list("pk", "job_name")[:500]):
+            failed += job_finish(job_id=job_id, status=Status.FAILURE, error={
+                "type": "job_type_unknown",
+                "message": f"This job's type, {job_name}, is not registered any more (removed or renamed): "
+                           "it cannot run.",
+            })
     return failed

@@ -21,7 +21,7 @@ from core import logs, pause
 from core.celery import app
 from jobs import sql
 from jobs.models import Job
-from jobs.registry import job_type_get
+from jobs.registry import job_type_get, job_type_known
 from webhooks import dispatch as webhook_dispatch
 
 logger = logging.getLogger(__name__)
@@ -168,12 +168,32 @@ def job_steps_publish_waiting(*, limit: int = PUBLISH_BATCH) -> int:
 def _claimed_publish(claimed: list[Job], *, claims: QuerySet[Job]) -> int:
     """Publish the sweeper's claimed jobs in order; once the broker refuses one (it is still
     down), release the rest too (those of them `claims` still holds) for the next sweep. How
-    many were published."""
+    many were published. Jobs of types this code does not know are put aside first
+    (`_unknown_types_put_aside`): their publish raised, taken for the broker refusing, so the
+    sweep stopped there, released the jobs after them and paused this process's publishes,
+    every sweep, and no client's waiting job due after one was ever published."""
+    if unknown := [job for job in claimed if not job_type_known(job.job_name)]:
+        _unknown_types_put_aside(unknown, claims=claims)
+        claimed = [job for job in claimed if job_type_known(job.job_name)]
     for published, job in enumerate(claimed):
         if not job_publish_or_release(job=job):
             claims.filter(pk__in=[later.pk for later in claimed[published + 1 :]]).update(dispatched_at=None)
             return published
     return len(claimed)
+
+
+def _unknown_types_put_aside(jobs: list[Job], *, claims: QuerySet[Job]) -> None:
+    """Leave unpublished the claimed `jobs`, whose types this code does not know: a deploy removed
+    or renamed the type, or added it and this process is older. One that fell due less than the
+    broker's visibility timeout (and a minute) ago is released for the next sweep, which a newer
+    process may run; an older one, which a rolling deploy cannot explain, keeps its claim, where
+    the abandoned-job rule finds it, and fails it (jobs.abandoned)."""
+    recent_since = timezone.now() - timedelta(seconds=settings.CELERY_BROKER_VISIBILITY_TIMEOUT_SECONDS + 60)
+    recent = [job.pk for job in jobs if (job.run_at or job.created_at) >= recent_since]
+    claims.filter(pk__in=recent).update(dispatched_at=None)
+    logger.warning("Not publishing %s job(s) of types this code does not know (%s): %s left for a newer process, "
+                   "the others for the abandoned-job rule to fail", len(jobs),
+                   ", ".join(sorted({job.job_name for job in jobs})), len(recent))
 
 
 def jobs_release_stranded(*, limit: int = PUBLISH_BATCH) -> int:

@@ -33,5 +33,10 @@ def job_type_get(name: str) -> JobType:
         ) from None
 
 
+def job_type_known(name: str) -> bool:
+    """Whether `name` is a registered type: a job of a type a deploy removed or renamed is not."""
+    return name in REGISTRY
+
+
 def job_types_all() -> list[JobType]:
     return list(REGISTRY.values())
