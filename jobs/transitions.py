@@ -229,14 +229,25 @@ def _waiting_to_retry(job: Job) -> bool:
     return job.status == Status.RETRY and job.retry_at is not None and job.retry_at > timezone.now()
 
 
+def _between_steps(job: Job) -> bool:
+    """Whether the running job's next step (or retry) is handed over and no message has started
+    it (jobs.hand_overs): no step of it runs, and its message may wait long, in a queue behind
+    other jobs, or for the sweeper while the broker is down (6 h if it was lost). Written final
+    now, that message's start finds the job final and runs nothing (its conditional UPDATE waits
+    for this row's lock)."""
+    return job.next_step is not None and job.step_started_at is None
+
+
 def _cancel_locked(job: Job, *, error: dict[str, str] | None = None) -> None:
-    """Cancel a locked, unfinished job: at once if it is still queued (or scheduled) or waits
-    out a retry backoff (up to an hour: nothing would look at its flag before its next run),
-    cooperatively (within a step) if it runs. `error` says why, when it is not the client."""
+    """Cancel a locked, unfinished job: at once if it is still queued (or scheduled), waits
+    out a retry backoff (up to an hour), or is between two steps: nothing would look at its flag
+    before its next run. Cooperatively (within a step) if a step runs. `error` says why, when it
+    is not the client. A job between steps was canceled cooperatively: it stayed STARTED, its
+    place under its owner's running cap taken, until its next step's message came."""
     job.cancel_requested = True
     job.error = error or job.error
     job.save(update_fields=["cancel_requested", "error"])
-    if job.status == Status.PENDING or _waiting_to_retry(job):
+    if job.status == Status.PENDING or _waiting_to_retry(job) or _between_steps(job):
         _write_final(job, Status.REVOKED)
         transaction.on_commit(lambda: dispatch.job_revoke_queued(job_id=job.id))
     else:

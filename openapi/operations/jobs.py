@@ -147,8 +147,9 @@ OPERATIONS: dict[str, dict[str, Callable[..., Any]]] = {
         "post": extend_schema(
             operation_id="cancel_job",
             summary="Cancel a job",
-            description="A queued job becomes `REVOKED` at once; a running one stops at "
-            "its next step, within a few seconds. Answers with the job as it is now. "
+            description="A queued job becomes `REVOKED` at once, and so does one waiting between two "
+            "runs (a retry's backoff) or two steps; a running one stops at its next step, within a few "
+            "seconds. Answers with the job as it is now. "
             "A job already in a final state answers 409.",
             tags=["Jobs"],
             parameters=[JOB_ID],

@@ -8,7 +8,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from core.errors import Conflict
 from core.services import client_create
-from jobs import transitions
+from jobs import hand_overs, transitions
 from jobs.models import Job, JobCounts, JobEvent
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -48,28 +48,41 @@ def _cancel(job: Job) -> Callable[[], Any]:
     return lambda: transitions.job_cancel(owner=job.owner, job_id=job.id)
 
 
-@pytest.mark.parametrize("started", [False, True], ids=["queued", "running"])
-def test_a_start_a_finish_and_two_cancels_at_once_end_the_job_once(started: bool, settings: Any) -> None:
-    # Given jobs queued (or running, no running cap in the way)
+def _worker(job: Job, handed: datetime | None) -> Callable[[], Any]:
+    """The job's worker: its step's message starts it (the first step's, or that of the step
+    handed over at `handed`), and runs it to its end if that says to."""
+    def run() -> None:
+        if handed is None:
+            started = transitions.job_start(job_id=job.id)
+        else:
+            started = hand_overs.job_step_start(job_id=job.id, step=1, dispatched_at=handed, redelivered=False)
+        if started is not None:
+            transitions.job_finish(job_id=job.id, status=S.SUCCESS, result={"ok": 1})
+
+    return run
+
+
+@pytest.mark.parametrize("where", ["queued", "running", "between steps"])
+def test_a_start_a_finish_and_two_cancels_at_once_end_the_job_once(where: str, settings: Any) -> None:
+    # Given jobs queued, running, or between two steps (the next handed over, not started), no
+    # running cap in the way
     settings.JOB_MAX_RUNNING_PER_CLIENT = 0
-    owner = client_create(name=f"races-{started}")
+    owner = client_create(name=f"races-{where}")
     jobs = Job.objects.bulk_create(
         Job(owner=owner, job_name="api.tasks.hello_world", dispatched_at=timezone.now()) for _ in range(ROUNDS)
     )
+    handed = timezone.now() if where == "between steps" else None
     for job in jobs:
-        if started:
+        if where != "queued":
             transitions.job_start(job_id=job.id)
+        if handed is not None:
+            hand_overs.job_step_hand_over(job_id=job.id, step=1, step_input=None, dispatched_at=handed)
 
     # When, for each in turn, its deadline passes, and its worker starts and finishes it as its
     # client and the deadline sweep cancel it
     for job in jobs:
         Job.objects.filter(pk=job.pk).update(deadline=timezone.now() - timedelta(seconds=1))
-        _all_at_once(
-            lambda job=job: (transitions.job_start(job_id=job.id),
-                             transitions.job_finish(job_id=job.id, status=S.SUCCESS, result={"ok": 1})),
-            _cancel(job),
-            transitions.jobs_cancel_past_deadline,
-        )
+        _all_at_once(_worker(job, handed), _cancel(job), transitions.jobs_cancel_past_deadline)
 
     # Then each ended once, its one final event naming the state the API shows, and last
     for job in Job.objects.filter(owner=owner):
