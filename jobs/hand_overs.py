@@ -24,12 +24,21 @@ def job_step_hand_over(*, job_id: uuid.UUID, step: int, step_input: Any, dispatc
     and is handed to the broker now (`dispatched_at`, which its message carries), not started
     yet: a message the broker refuses is then released for the sweeper (jobs.dispatch), not lost.
     False when the job is final, or `step` was handed over already (the step before it ran again,
-    its message delivered again after its first run had ended): its message is sent already."""
-    handed = Job.objects.filter(pk=job_id, status__in=Job.RUNNING_STATUSES).filter(
+    its message delivered again after its first run had ended): its message is sent already.
+
+    False too when the job's cancel was requested as the step before ran, after that step last
+    looked: the job ends canceled here. Handed over, it stayed STARTED, its place under its
+    owner's running cap taken, until the step's message came (behind a queue, or the broker's
+    outage), to be canceled only then."""
+    handed = Job.objects.filter(pk=job_id, status__in=Job.RUNNING_STATUSES, cancel_requested=False).filter(
         Q(next_step__isnull=True) | Q(next_step__lt=step)
     )
-    return bool(handed.update(next_step=step, step_input=step_input, dispatched_at=dispatched_at,
-                              step_started_at=None))
+    if handed.update(next_step=step, step_input=step_input, dispatched_at=dispatched_at, step_started_at=None):
+        return True
+    if transitions.job_cancel_requested(job_id=job_id):
+        # Not by_chain: the step handing over has taken its chain (jobs.tasks), tail and all.
+        transitions.job_finish(job_id=job_id, status=Job.Status.REVOKED)
+    return False
 
 
 def job_step_start(*, job_id: uuid.UUID, step: int, dispatched_at: datetime | None, redelivered: bool) -> Job | None:

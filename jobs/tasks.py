@@ -188,7 +188,7 @@ def _hand_over(task: Any, job: Job, step: int, output: Any) -> None:
     task.request.chain = None  # sent here, with the rest of the chain, not by Celery
     now = timezone.now()
     if not hand_overs.job_step_hand_over(job_id=job.id, step=step, step_input=output, dispatched_at=now):
-        return  # final meanwhile, or this step's earlier run handed the next one over already
+        return  # final (or canceled) meanwhile, or this step's earlier run handed the next one over already
     job.next_step, job.step_input, job.dispatched_at = step, output, now
     dispatch.job_publish_or_release(job=job)
 
