@@ -17,6 +17,8 @@
 - An owner's events take their ids under an advisory lock of the owner's (jobs/event_log.py):
   the ORM has no advisory locks.
 - A submission with an Idempotency-Key tries an advisory lock of the key's (jobs/idempotency.py).
+- An owner's counts counted again from its rows (jobs/counts.py) measure its results' bytes as
+  the triggers do (the text of the JSON, in bytes): the ORM has no byte length.
 - A model call's tokens are added to its owner's row of the day by one upsert (INSERT ... ON
   CONFLICT DO UPDATE adding to it): the ORM's upsert (`bulk_create(update_conflicts=True)`)
   can only set the value, not add to it, and `get_or_create` then an `F()` update takes two or
@@ -38,7 +40,7 @@ from typing import Any
 from django.db import connections
 
 from core.db import columns_of, insert_values, model_from_row
-from jobs.models import Job, JobCounts, ModelUsage
+from jobs.models import Job, JobCounts, JobResult, ModelUsage
 
 Status = Job.Status
 
@@ -298,3 +300,28 @@ def model_usage_add(owner_id: uuid.UUID, *, day: date, tokens: int, alias: str =
                 tokens,
             ],
         )
+
+
+# A persisted result's bytes, as the results' triggers count them (migration 0004).
+_RESULT_BYTES = {
+    "postgresql": "COALESCE(octet_length(result::text), 0)",
+    "sqlite": "COALESCE(length(CAST(result AS BLOB)), 0)",
+}
+
+
+def owner_counts_counted(owner_id: uuid.UUID, alias: str = "default") -> tuple[int, int, int]:
+    """The owner's unfinished jobs, running jobs and persisted results' bytes, counted from the
+    rows (what its JobCounts row holds, kept by triggers)."""
+    connection = connections[alias]
+    jobs = Job._meta.db_table
+    unfinished = ", ".join(f"'{status}'" for status in sorted(Job.ACTIVE_STATUSES))
+    owner = _prepared("owner", owner_id, alias)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT (SELECT COUNT(*) FROM {jobs} WHERE owner_id = %s AND status IN ({unfinished})), "
+            f"(SELECT COUNT(*) FROM {jobs} WHERE owner_id = %s AND {RUNNING}), "
+            f"(SELECT COALESCE(SUM({_RESULT_BYTES[connection.vendor]}), 0) FROM {JobResult._meta.db_table} "
+            "WHERE owner_id = %s)",
+            [owner, owner, owner],
+        )
+        return tuple(int(value) for value in cursor.fetchone())  # type: ignore[return-value]

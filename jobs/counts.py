@@ -1,0 +1,32 @@
+"""Repairing the per-owner counts the caps read (JobCounts): counted again from the jobs and
+results rows, for an operator who finds a client refused at a cap it is not at."""
+from __future__ import annotations
+
+import uuid
+
+from django.db import transaction
+
+from jobs import sql
+from jobs.models import JobCounts
+
+
+def job_counts_recount(*, owner_id: uuid.UUID) -> bool:
+    """Write the owner's counts as its rows give them; whether they had drifted. The triggers
+    keep them exact through every write (the services, the admin, a cascade, SQL by hand), so
+    only writes that bypass triggers make them drift: a restore or a replication with triggers
+    off (`session_replication_role = replica`, `pg_restore --disable-triggers`), a TRUNCATE, an
+    UPDATE of the counts by hand. Counted up, a count locked its client out at its cap for good.
+
+    Safe beside the client's traffic: the count row is locked first, and every transition's
+    trigger takes that lock before its commit, so the counting (a later statement) sees each
+    one committed already, or none of it, to which the transition then adds its own change."""
+    with transaction.atomic():
+        counts = JobCounts.objects.select_for_update().filter(owner_id=owner_id).first()
+        if counts is None:
+            return False  # the client is gone (its row goes with it)
+        counted = sql.owner_counts_counted(owner_id)
+        if (counts.unfinished, counts.running, counts.result_bytes) == counted:
+            return False
+        counts.unfinished, counts.running, counts.result_bytes = counted
+        counts.save(update_fields=["unfinished", "running", "result_bytes"])
+    return True
