@@ -59,8 +59,8 @@ def _jobs_of_unknown_types_fail(now: datetime) -> int:
     waited behind one). Only once no worker that knew the type (an older one, through a rolling
     deploy) can still hold them: started, or handed to the broker (the sweeper keeps its claim of
     a waiting one due longer ago than that: jobs.dispatch), longer than the broker's visibility
-    timeout ago, plus a minute. Read through the running jobs and those in the broker only (job_active_since,
-    job_in_broker), not every job waiting."""
+    timeout ago, plus a minute. Read through the running jobs and those in the broker only
+    (job_active_since, job_in_broker), not every job waiting."""
     held_before = now - timedelta(seconds=settings.CELERY_BROKER_VISIBILITY_TIMEOUT_SECONDS + 60)
     unknown = Job.objects.exclude(job_name__in=[job_type.name for job_type in job_types_all()])
     running = unknown.filter(status__in=Job.RUNNING_STATUSES).alias(

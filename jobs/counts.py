@@ -12,10 +12,11 @@ from jobs.models import JobCounts
 
 def job_counts_recount(*, owner_id: uuid.UUID) -> bool:
     """Write the owner's counts as its rows give them; whether they had drifted. The triggers
-    keep them exact through every write (the services, the admin, a cascade, SQL by hand), so
-    only writes that bypass triggers make them drift: a restore or a replication with triggers
-    off (`session_replication_role = replica`, `pg_restore --disable-triggers`), a TRUNCATE, an
-    UPDATE of the counts by hand. Counted up, a count locked its client out at its cap for good.
+    keep them exact through every write of the jobs and results (the services, the admin, a
+    cascade, SQL by hand), so only writes that bypass triggers make them drift: a restore or a
+    replication with triggers off (`session_replication_role = replica`, `pg_restore
+    --disable-triggers`), a TRUNCATE, an UPDATE of the counts by hand. Counted up, a count
+    locked its client out at its cap for good.
 
     Safe beside the client's traffic: the count row is locked first, and every transition's
     trigger takes that lock before its commit, so the counting (a later statement) sees each
