@@ -324,4 +324,5 @@ def owner_counts_counted(owner_id: uuid.UUID, alias: str = "default") -> tuple[i
             "WHERE owner_id = %s)",
             [owner, owner, owner],
         )
-        return tuple(int(value) for value in cursor.fetchone())  # type: ignore[return-value]
+        jobs_unfinished, jobs_running, result_bytes = cursor.fetchone()
+    return int(jobs_unfinished), int(jobs_running), int(result_bytes)
