@@ -124,6 +124,11 @@ def _open_unread_stream(api: Api) -> socket.socket:
         f"GET /api/events/ HTTP/1.1\r\nHost: {address.netloc}\r\nAuthorization: Bearer {api.key}\r\n"
         f"Accept: text/event-stream\r\nLast-Event-ID: 0\r\n\r\n".encode()
     )
+    # Its status line read (12 bytes of the window): the server has let the stream in, its place
+    # taken. Returned at once, a loaded machine could let the client's next request in first.
+    sock.settimeout(10)
+    assert sock.recv(12, socket.MSG_WAITALL) == b"HTTP/1.1 200"
+    sock.settimeout(None)
     return sock
 
 
