@@ -123,14 +123,18 @@ _OUTAGES = (
 OUTAGES = tuple(found for _, found in _OUTAGES)
 
 
+def outage_of(exc: BaseException) -> Outage | None:
+    """The outage `exc` tells, if any."""
+    return next((found for tells, found in _OUTAGES if tells(exc)), None)
+
+
 def outage(exc: BaseException) -> Outage | None:
     """The outage `exc` tells, if any, logged as one WARNING line with the request's id (as every
     line) rather than the traceback of an unhandled error."""
-    for tells, found in _OUTAGES:
-        if tells(exc):
-            logger.warning("%s, answered 503: %s", found.logged_as, first_line(exc))
-            return found
-    return None
+    found = outage_of(exc)
+    if found is not None:
+        logger.warning("%s, answered 503: %s", found.logged_as, first_line(exc))
+    return found
 
 
 # DRF's own exceptions, mapped to our codes and sentences.

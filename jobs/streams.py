@@ -11,6 +11,7 @@ replaying a long history on a dozen streams takes turns with other clients' requ
 than running beside them; the writes to the client take none."""
 from __future__ import annotations
 
+import logging
 import socket
 import struct
 import uuid
@@ -18,14 +19,19 @@ from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
 from django.conf import settings
-from django.db import connection
+from django.db import DatabaseError, connection
 from django.db.models import QuerySet
 
+from core import logs
 from core.concurrency import turn_taken
+from core.errors import outage_of
+from core.logs import first_line
 from jobs import event_log
 from jobs.models import FINAL_WEBHOOK_EVENTS, Job, JobEvent
 from jobs.waiting import idle, waiter_release
 from jobs.wakeups import Waiter
+
+logger = logging.getLogger(__name__)
 
 # Sent first: how long a client waits before reconnecting after a drop (milliseconds).
 RECONNECT_MILLISECONDS = 1000
@@ -258,12 +264,20 @@ class Placed:
     """A stream's body and its waiter's place in the room, given back when the response is
     closed (the server closes it when the body has ended, failed, or never started: a client
     that hung up first). While the server writes a chunk of it to `client`, its waiter knows, so
-    that its process's stop ends the write (Waiter.stop)."""
+    that its process's stop ends the write (Waiter.stop).
+
+    The body runs after the request's middleware has answered and cleared the request's log
+    context (core/request_context.py): each chunk is made in that context again, so what the
+    body logs names its request. A read the database's outage fails (PostgreSQL gone under an
+    open stream) ends the stream as a stream ends, its client reconnecting (and answered 503
+    while the outage lasts), in one WARNING line: it broke off the response, and gunicorn logged
+    an ERROR with a traceback naming no request, one for each stream open in the process."""
 
     def __init__(self, waiter: Waiter, body: Generator[bytes, None, None], client: socket.socket | None) -> None:
         self._waiter: Waiter | None = waiter
         self._body = body
         self._client = client
+        self._log_context = logs.context()  # made in the view: the request's id and client
 
     def __iter__(self) -> Iterator[bytes]:
         return self
@@ -272,10 +286,21 @@ class Placed:
         waiter = self._waiter
         if waiter is not None:
             waiter.writing_to = None
-        chunk = next(self._body)
+        with logs.bound(**self._log_context):
+            chunk = self._chunk()
         if waiter is not None:
             waiter.writing_to = self._client  # the server writes it before it asks for the next
         return chunk
+
+    def _chunk(self) -> bytes:
+        try:
+            return next(self._body)
+        except DatabaseError as exc:
+            down = outage_of(exc)
+            if down is None:
+                raise
+            logger.warning("%s, ended the event stream: %s", down.logged_as, first_line(exc))
+            raise StopIteration from None
 
     def close(self) -> None:
         self._body.close()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import DEFAULT_DB_ALIAS, OperationalError, connection, connections
 from django.test import Client as BrowserClient
+from django.utils import timezone
 
 from core.errors import database_unreachable
 from tests.conftest import Api, serving
@@ -26,14 +28,14 @@ REQUEST_ID = "oncall-database-down-1"
 
 
 @contextlib.contextmanager
-def served_through_proxy(api: Api, log_path: Path) -> Iterator[tuple[Api, CountingProxy]]:
+def served_through_proxy(api: Api, log_path: Path, **extra_env: str) -> Iterator[tuple[Api, CountingProxy]]:
     """`api` against gunicorn whose database connections go through a proxy."""
     database = connection.settings_dict
     proxy = CountingProxy((database["HOST"] or "127.0.0.1", int(database["PORT"] or 5432)))
     url = (f"postgres://{database['USER']}:{database['PASSWORD']}@{proxy.address}/{database['NAME']}"
            "?connect_timeout=2")
     try:
-        with serving(api, log_path, DATABASE_URL=url, READYZ_CHECK_SECONDS="0") as (served, _):
+        with serving(api, log_path, DATABASE_URL=url, READYZ_CHECK_SECONDS="0", **extra_env) as (served, _):
             yield served, proxy
     finally:
         proxy.close()
@@ -102,6 +104,40 @@ def test_with_the_database_down_every_page_answers_503_saying_so(
     assert "Traceback" not in log, log
     # And the console serves again, the operator still signed in
     assert back.status_code == 200 and 'id="console-figures"' in back.text
+
+
+STREAM_REQUEST_ID = "oncall-database-down-stream-1"
+
+
+def test_with_the_database_down_an_open_event_stream_ends_in_one_line_naming_its_request(
+    make_api: Callable[..., Api], tmp_path: Path
+) -> None:
+    # Given a job not started yet (scheduled an hour ahead) and its event stream open, through
+    # gunicorn, its key checked at each read and a read each second
+    log_path = tmp_path / "gunicorn.log"
+    api = make_api()
+    run_at = (timezone.now() + timedelta(hours=1)).isoformat()
+    job = api.post("/api/jobs/", json={"job_name": "api.tasks.hello_world", "payload": {}, "run_at": run_at}).json()
+    with served_through_proxy(api, log_path, API_STREAM_HEARTBEAT_SECONDS="1", API_KEY_CACHE_SECONDS="0") as (
+        served, proxy
+    ):
+        stream = served.get(f"/api/jobs/{job['id']}/events/", stream=True, timeout=30,
+                            headers={"Accept": "text/event-stream", "X-Request-ID": STREAM_REQUEST_ID})
+        chunks = stream.iter_content(None)
+        opened = [next(chunks), next(chunks)]  # `retry:`, then (no event yet) a heartbeat
+
+        # When PostgreSQL goes away under it
+        proxy.cut()
+        rest = b"".join(chunks)  # raises if the stream broke off rather than ended
+
+    # Then the client's stream ended as a stream ends (it reconnects), after what it had
+    assert opened == [b"retry: 1000\n\n", b": heartbeat\n\n"] and b"event: " not in rest, (opened, rest)
+    # And the log says so in one WARNING line with the request's id, not a traceback of
+    # gunicorn's naming no request (one for each client's stream open)
+    log = log_path.read_text()
+    said = [line for line in log.splitlines() if "Database unreachable, ended the event stream" in line]
+    assert len(said) == 1 and STREAM_REQUEST_ID in said[0] and "warning" in said[0].lower(), log
+    assert "Traceback" not in log and "Error handling request" not in log, log
 
 
 def test_an_error_of_the_query_itself_is_not_taken_for_the_database_down(transactional_db: Any) -> None:
