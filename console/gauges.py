@@ -80,7 +80,7 @@ class OperatorGauges(Collector):
         yield oldest
         workers = selectors.workers_seen()
         messages = _gauge("jobapi_queue_messages", "Messages waiting in each broker queue.", ["queue"])
-        consumers = _gauge("jobapi_queue_consumers", "Workers up that consume each queue (heartbeats).", ["queue"])
+        consumers = _gauge("jobapi_queue_consumers", "Workers up that consume each queue (heartbeats, sent while a worker's consumer runs).", ["queue"])
         for row in selectors.queues(workers=workers, broker_up=broker_up):
             if row.messages is not None:
                 messages.add_metric([row.name], row.messages)

@@ -3,6 +3,14 @@ its own (its name, queues, processes), from a thread of its main process, and ma
 clean shutdown: warm (worker_shutdown) or cold (SIGQUIT, compose's stop_signal for the job
 workers: Celery sends no worker_shutdown then, so the main process marks it as it exits).
 
+A worker is reported up only while its consumer runs: its main loop marks itself every
+LOOP_MARK_SECONDS (an entry on its timer), and a beat that finds no mark for
+LOOP_STALLED_AFTER_SECONDS writes nothing, so the worker shows lost once it is LOST_AFTER_SECONDS
+silent. The thread alone kept the row up whatever the consumer did: a worker cut off from the
+broker (Redis down, or out of its host's reach), retrying to connect and consuming nothing, was
+up on the console and a consumer of its queues in /metrics for as long, so QueueWithoutConsumer
+never fired.
+
 Why a row rather than Celery's own heartbeats: those are events (off here: `--without-gossip`,
 no `-E`, for their cost per task) kept in the memory of whoever listens, like Flower; a row
 outlives every restart, so the console shows a worker that vanished as lost, and /metrics
@@ -14,6 +22,7 @@ import atexit
 import logging
 import os
 import threading
+import time
 from datetime import datetime
 from typing import Any
 
@@ -26,8 +35,17 @@ from core import logs
 
 logger = logging.getLogger(__name__)
 
+# How often the worker's main loop marks itself running (s), and how long without a mark a beat
+# takes its consumer for stopped (s): a connection to the broker lost and retried, a loop stuck.
+LOOP_MARK_SECONDS = 1.0
+LOOP_STALLED_AFTER_SECONDS = services.HEARTBEAT_SECONDS
+
 # While the database is out of reach, one line a minute rather than a traceback every beat.
 _unrecorded = logs.Occasional(logger)
+# Likewise while the consumer does not run (Celery logs each of its tries to reconnect too).
+_not_consuming = logs.Occasional(logger)
+# When the main loop last marked itself (time.monotonic()).
+_loop_marked_at = 0.0
 _stop = threading.Event()
 _thread: threading.Thread | None = None
 # When this process's worker run started: its heartbeats and its shutdown mark name the run by it.
@@ -40,27 +58,48 @@ _hostname: str | None = None
 _pid: int | None = None
 
 
+def _loop_marked() -> None:
+    """A timer entry of the worker's main loop: it runs only while the loop does."""
+    global _loop_marked_at
+    _loop_marked_at = time.monotonic()
+
+
+def _consuming(hostname: str) -> bool:
+    """Whether the worker's main loop has run lately (its consumer connected and consuming)."""
+    silent_for = time.monotonic() - _loop_marked_at
+    if silent_for <= LOOP_STALLED_AFTER_SECONDS:
+        return True
+    _not_consuming.warning("Worker %s not reported up: its consumer has not run for %.0f s (the broker out of "
+                           "reach, or its main loop stuck)", hostname, silent_for)
+    return False
+
+
 def _beat(*, hostname: str, queues: list[str], concurrency: int, started_at: datetime) -> None:
     while True:
-        try:
-            services.worker_seen(hostname=hostname, queues=queues, concurrency=concurrency, pid=os.getpid(),
-                                 started_at=started_at)
-        except DatabaseError as exc:
-            _unrecorded.warning("Could not record the heartbeat of %s: %s", hostname, logs.first_line(exc))
-        finally:
-            # No connection is left open between beats: a pool process forked meanwhile would
-            # inherit its socket, and closing its copy would end the server's session.
-            connection.close()
+        if _consuming(hostname):
+            try:
+                services.worker_seen(hostname=hostname, queues=queues, concurrency=concurrency, pid=os.getpid(),
+                                     started_at=started_at)
+            except DatabaseError as exc:
+                _unrecorded.warning("Could not record the heartbeat of %s: %s", hostname, logs.first_line(exc))
+            finally:
+                # No connection is left open between beats: a pool process forked meanwhile would
+                # inherit its socket, and closing its copy would end the server's session.
+                connection.close()
         if _stop.wait(services.HEARTBEAT_SECONDS):
             return
 
 
 @worker_ready.connect
 def worker_started(sender: Any = None, **kwargs: Any) -> None:
-    """worker_ready (sender: the worker's consumer): start reporting."""
+    """worker_ready (sender: the worker's consumer): start reporting, while its main loop runs
+    (its timer: the event loop's, which runs only while the consumer is connected; a thread of
+    its own where the transport has no event loop, the embedded broker's)."""
     global _thread, _started_at, _hostname, _pid
     queues = sorted(sender.app.amqp.queues.consume_from)
     concurrency = getattr(sender.controller, "concurrency", 0) or 0
+    _loop_marked()
+    sender.timer.call_repeatedly(LOOP_MARK_SECONDS, _loop_marked)
     _stop.clear()
     _started_at = timezone.now()
     _hostname, _pid = sender.hostname, os.getpid()

@@ -40,6 +40,9 @@ def _worker() -> SimpleNamespace:
     return SimpleNamespace(
         hostname=HOSTNAME, app=SimpleNamespace(amqp=SimpleNamespace(queues=SimpleNamespace(consume_from={"jobs": None}))),
         controller=SimpleNamespace(concurrency=2),
+        # Its main loop's timer: no test here runs for the LOOP_STALLED_AFTER_SECONDS after which
+        # an unmarked loop stops the beats (tests/console/test_heartbeat_broker.py).
+        timer=SimpleNamespace(call_repeatedly=lambda seconds, fun: None),
     )
 
 
@@ -138,6 +141,7 @@ def test_while_the_database_is_out_of_reach_the_heartbeat_says_so_in_one_line_a_
     stopped = threading.Event()
     stopped.set()  # each _beat call writes once and returns
     monkeypatch.setattr(heartbeats, "_stop", stopped)
+    heartbeats._loop_marked()  # its consumer running
 
     # When the worker beats three times
     with caplog.at_level(logging.WARNING, logger=heartbeats.__name__):
