@@ -26,7 +26,7 @@ import time
 from datetime import datetime
 from typing import Any
 
-from celery.signals import worker_ready, worker_shutdown
+from celery.signals import worker_ready, worker_shutdown, worker_shutting_down
 from django.db import DatabaseError, connection
 from django.utils import timezone
 
@@ -46,6 +46,8 @@ _unrecorded = logs.Occasional(logger)
 _not_consuming = logs.Occasional(logger)
 # When the main loop last marked itself (time.monotonic()).
 _loop_marked_at = 0.0
+# Set once the worker is stopping: it finishes what it runs, its loop not necessarily running.
+_finishing = threading.Event()
 _stop = threading.Event()
 _thread: threading.Thread | None = None
 # When this process's worker run started: its heartbeats and its shutdown mark name the run by it.
@@ -65,9 +67,10 @@ def _loop_marked() -> None:
 
 
 def _consuming(hostname: str) -> bool:
-    """Whether the worker's main loop has run lately (its consumer connected and consuming)."""
+    """Whether the worker's main loop has run lately (its consumer connected and consuming), or
+    the worker, stopping, finishes its tasks."""
     silent_for = time.monotonic() - _loop_marked_at
-    if silent_for <= LOOP_STALLED_AFTER_SECONDS:
+    if silent_for <= LOOP_STALLED_AFTER_SECONDS or _finishing.is_set():
         return True
     _not_consuming.warning("Worker %s not reported up: its consumer has not run for %.0f s (the broker out of "
                            "reach, or its main loop stuck)", hostname, silent_for)
@@ -100,6 +103,7 @@ def worker_started(sender: Any = None, **kwargs: Any) -> None:
     concurrency = getattr(sender.controller, "concurrency", 0) or 0
     _loop_marked()
     sender.timer.call_repeatedly(LOOP_MARK_SECONDS, _loop_marked)
+    _finishing.clear()
     _stop.clear()
     _started_at = timezone.now()
     _hostname, _pid = sender.hostname, os.getpid()
@@ -109,6 +113,15 @@ def worker_started(sender: Any = None, **kwargs: Any) -> None:
         name="worker-heartbeat", daemon=True,
     )
     _thread.start()
+
+
+@worker_shutting_down.connect
+def worker_finishing(**kwargs: Any) -> None:
+    """worker_shutting_down (a stop signal received): the worker still reports itself, as its
+    queues' consumer for the tasks it finishes, until it marks itself stopped. A thread pool's
+    warm stop waits for its threads in the main loop, which marks itself no more meanwhile: the
+    deliveries worker finishing a batch showed lost."""
+    _finishing.set()
 
 
 @worker_shutdown.connect

@@ -20,6 +20,7 @@ import redis
 import yaml
 from django.conf import settings
 
+from console import selectors
 from console.selectors import queues, workers_seen
 from core.services import client_create
 from jobs import dispatch
@@ -72,7 +73,7 @@ class Stopping:
 
 
 @contextmanager
-def worker_running_a_job(tmp_path: Path, *, soft_seconds: int, job_seconds: int) -> Iterator[Stopping]:
+def worker_running_a_job(tmp_path: Path, *, soft_seconds: int, job_seconds: int, **extra_env: str) -> Iterator[Stopping]:
     """The long-jobs worker started by its script with that soft time, once its job (a
     long_running_task of job_seconds) has started; its worker (or the one that replaced it)
     stopped on the way out."""
@@ -80,7 +81,7 @@ def worker_running_a_job(tmp_path: Path, *, soft_seconds: int, job_seconds: int)
     prefix = f"test-{os.environ['TEST_RUN_ID']}-stop-{uuid.uuid4().hex[:8]}:"
     name = f"jobs_long-{uuid.uuid4().hex[:6]}"
     env = script_env(prefix, tmp_path / "data", QUEUES="jobs_long", WORKER_NAME=name, WORKER_PROCESSES="1",
-                     WORKER_SOFT_SHUTDOWN_SECONDS=str(soft_seconds), METRICS_ENABLED="false")
+                     WORKER_SOFT_SHUTDOWN_SECONDS=str(soft_seconds), METRICS_ENABLED="false", **extra_env)
     job = Job.objects.create(owner=client_create(name=f"stop-{uuid.uuid4().hex[:6]}"),
                              job_name="api.tasks.long_running_task", payload={"duration": job_seconds})
     app = probe_app(prefix)
@@ -165,3 +166,35 @@ def test_a_stopped_worker_exits_once_its_running_job_ends(transactional_db: Any,
         # handed back to the queue for a second run
         assert Job.objects.get(pk=stopping.job.pk).status == Job.Status.SUCCESS
         assert broker.llen(f"{stopping.prefix}jobs_long") == 0
+
+
+# Seconds the job runs through its worker's stop, and after the stop signal the console is read:
+# the worker's loop may mark itself no more (a warm stop waits for its pool), and a worker
+# silent for DRAIN_LOST_AFTER_SECONDS is taken for lost here (LOST_AFTER_SECONDS: 30).
+DRAIN_JOB_SECONDS = 50
+DRAIN_READ_AFTER_SECONDS = 38
+DRAIN_LOST_AFTER_SECONDS = 15
+
+
+@pytest.mark.parametrize(("pool", "stop_signal"), [
+    ("prefork", signal.SIGTERM), ("prefork", signal.SIGQUIT),
+    # The deliveries' pool: its warm stop waits for its threads in the worker's main loop.
+    ("threads", signal.SIGTERM),
+])
+def test_a_worker_finishing_its_tasks_after_a_stop_is_up_until_it_exits(
+    transactional_db: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pool: str, stop_signal: signal.Signals
+) -> None:
+    # Given a worker running a long task, with a soft time longer than the task
+    monkeypatch.setattr(selectors, "LOST_AFTER_SECONDS", DRAIN_LOST_AFTER_SECONDS)
+    with worker_running_a_job(tmp_path, soft_seconds=LONG_SOFT_SECONDS, job_seconds=DRAIN_JOB_SECONDS,
+                              WORKER_POOL=pool) as stopping:
+
+        # When it is stopped (a warm stop, or compose's soft one) and finishes the task
+        stopping.worker.send_signal(stop_signal)
+        time.sleep(DRAIN_READ_AFTER_SECONDS)
+
+        # Then the console shows it up, its queue's consumer for the task it finishes, not lost
+        assert stopping.worker.poll() is None
+        workers = [row for row in workers_seen() if row.worker.hostname == stopping.hostname]
+        logs = "".join(log.read_text()[-2000:] for log in tmp_path.glob("worker-*.log"))
+        assert [row.state for row in workers] == ["up"], logs
