@@ -27,6 +27,7 @@ class JobAdmin(DjangoObjectActions, LargeTableAdmin):
     # for its first and last dates and every year it holds).
     list_filter = ("status", known_values_filter("job_name", "job name", _job_names), "created_at")
     search_fields = ("id", "owner__name", "callback_url")
+    uuid_search_fields = ("id",)
     readonly_fields = [f.name for f in Job._meta.fields]
     list_select_related = ("owner",)
     actions = ("cancel",)
@@ -60,6 +61,7 @@ class JobResultAdmin(LargeTableAdmin):
     list_display = ("id", "task_name", "job", "owner", "created_at")
     list_filter = (known_values_filter("task_name", "task name", _job_names), "created_at")
     search_fields = ("job__id", "owner__name")
+    uuid_search_fields = ("job_id",)
     readonly_fields = [f.name for f in JobResult._meta.fields]
     list_select_related = ("owner",)
 

@@ -62,6 +62,7 @@ class DeliveryAdmin(DjangoObjectActions, ReadOnlyAdmin, LargeTableAdmin):
     list_display = ["id", "subject_id", "event", "url", "state", "attempt_count", "next_attempt_at", "created_at"]
     list_filter = ["state", "redelivery", FailingToHostFilter]
     search_fields = ["subject_id", "event__message_id", "url"]
+    uuid_search_fields = ("subject_id",)
     list_select_related = ["event"]
     inlines = [DeliveryAttemptInline]
     actions = ["redeliver"]
@@ -96,6 +97,7 @@ class EventAdmin(ReadOnlyAdmin, LargeTableAdmin):
     # The event types the code knows, not the table's distinct ones (core/admin_site.py).
     list_filter = [known_values_filter("event_type", "event type", lambda: list(ENDPOINT_EVENT_TYPES))]
     search_fields = ["message_id", "subject_id"]
+    uuid_search_fields = ("subject_id",)
     exclude = ["body"]
     readonly_fields = ["body_text"]
 

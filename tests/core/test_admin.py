@@ -15,6 +15,7 @@ from core.admin_site import EstimatedCountPaginator
 from core.services import api_key_create, client_create
 from jobs.admin import JobAdmin
 from jobs.models import Job, JobResult, ModelUsage
+from tests.conftest import plan_of
 from webhooks.models import Delivery, Event
 
 pytestmark = pytest.mark.django_db
@@ -200,3 +201,47 @@ def test_the_lists_of_the_tables_that_grow_with_traffic_count_no_row(monkeypatch
     assert page.status_code == 200
     assert counts(queries) == []
     assert "About 1 " in page.content.decode()
+
+
+# Each table's column a job's id is searched in, and by what index.
+_SEARCHED_BY = {
+    "jobs_job": ("id", "jobs_job_pkey"), "jobs_jobresult": ("job_id", "jobs_jobresult_job_id"),
+    "webhooks_event": ("subject_id", "event_subject"), "webhooks_delivery": ("subject_id", "delivery_subject"),
+}
+
+
+@pytest.mark.parametrize(("path", "table"), [
+    ("/admin/jobs/job/", "jobs_job"), ("/admin/jobs/jobresult/", "jobs_jobresult"),
+    ("/admin/webhooks/event/", "webhooks_event"), ("/admin/webhooks/delivery/", "webhooks_delivery"),
+])
+def test_a_job_id_searched_in_a_large_tables_list_is_found_by_an_index(path: str, table: str) -> None:
+    # Given jobs with their results, events and deliveries, PostgreSQL's statistics of them up to date
+    owner = client_create(name="acme")
+    jobs = Job.objects.bulk_create(Job(owner=owner, job_name="api.tasks.hello_world", status="SUCCESS")
+                                   for _ in range(200))
+    JobResult.objects.bulk_create(JobResult(owner=owner, job=job, task_name=job.job_name, result="hi") for job in jobs)
+    events = Event.objects.bulk_create(Event(owner=owner, subject_id=job.pk, event_type="job.succeeded", body=b"{}")
+                                       for job in jobs)
+    Delivery.objects.bulk_create(Delivery(owner=owner, event=event, subject_id=event.subject_id,
+                                          url="https://receiver.example.com/") for event in events)
+    analyze(*_SEARCHED_BY)
+    http = HttpClient()
+    http.force_login(User.objects.create_superuser("admin", "admin@example.com", "pw"))
+
+    # When an operator pastes a job's id (from a log line, the console, a client) in the search
+    job = jobs[100]
+    with CaptureQueriesContext(connection) as queries:
+        page = http.get(path, {"q": f" {job.pk} "})
+
+    # Then the list shows its rows alone, found by their index: a search matched the id as text
+    # within every row's (`UPPER(id::text) LIKE '%…%'`, and within the URLs and client names),
+    # which no index serves, reading the whole table twice a page, for the rows and their count
+    assert page.status_code == 200
+    assert "1 result" in page.content.decode()
+    column, index = _SEARCHED_BY[table]
+    searched = [q["sql"] for q in queries if f'FROM "{table}"' in q["sql"] and str(job.pk) in q["sql"]]
+    assert searched, [q["sql"] for q in queries]
+    for sql in searched:
+        plan = plan_of(sql, seqscan=False)  # as PostgreSQL plans it on a large table
+        assert "LIKE" not in sql and re.search(rf"Index (Only )?Scan using {index}\S* on {table}", plan), plan
+        assert f"Index Cond: ({column} = '{job.pk}'::uuid)" in plan, plan
