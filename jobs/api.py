@@ -6,6 +6,7 @@ from typing import Any
 
 from django.conf import settings
 from django.utils import timezone
+from django.utils.cache import patch_vary_headers
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -165,7 +166,11 @@ class JobDetailApi(APIView):
             job, headers = _waited(request, job, inputs.prefer_wait(request))
         except waiting.ClientGone:
             return _client_gone()
-        return Response(job_representation(job), headers=headers)
+        response = Response(job_representation(job), headers=headers)
+        # RFC 7240 section 2: an answer a preference may change names `Prefer` in `Vary`, asked or
+        # not, so that no cache hands a waited answer to a poll, or a poll's to a wait.
+        patch_vary_headers(response, ("Prefer",))
+        return response
 
 
 class JobCancelApi(APIView):

@@ -2,7 +2,7 @@
 
 - the long description (openapi/description.md, with the table of error codes),
 - the health checks (plain Django views, which drf-spectacular does not discover),
-- response headers (`Location`, `Retry-After`, `WWW-Authenticate`, `Preference-Applied`),
+- response headers (`Location`, `Retry-After`, `WWW-Authenticate`, `Preference-Applied`, `Vary`),
 - the event streams' `text/event-stream` answers,
 - links from a submission to the operations that take the new job's id,
 - the Standard Webhooks signature headers on every webhook.
@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from core.error_codes import error_codes_markdown
-from openapi.operations.streams import PREFERENCE_APPLIED, STREAM_EXAMPLE
+from openapi.operations.streams import PREFERENCE_APPLIED, STREAM_EXAMPLE, VARY_PREFER
 
 DESCRIPTION_FILE = Path(__file__).resolve().parent / "description.md"
 # Where the description has the table of error codes, rendered from their one list.
@@ -226,7 +226,7 @@ def postprocess(result: dict[str, Any], generator: Any, request: Any, public: bo
             if operation.get("operationId") == "submit_job":
                 responses["202"].setdefault("headers", {}).update({**_LOCATION, **PREFERENCE_APPLIED})
             if operation.get("operationId") == "get_job":
-                responses["200"].setdefault("headers", {}).update(PREFERENCE_APPLIED)
+                responses["200"].setdefault("headers", {}).update({**PREFERENCE_APPLIED, **VARY_PREFER})
             if operation.get("operationId") in _STREAMS:
                 # Its errors are JSON whatever the client accepts (jobs.stream_api), and DRF's
                 # `?format=` override is not offered.

@@ -27,6 +27,14 @@ PREFERENCE_APPLIED = {
         "schema": {"type": "string", "example": "wait=60"},
     }
 }
+# RFC 7240 section 2: the answers a preference may change say so, whether or not it was asked.
+VARY_PREFER = {
+    "Vary": {
+        "description": "Names `Prefer`: the answer depends on it (a cache keeps a waited answer apart "
+        "from a poll's).",
+        "schema": {"type": "string", "example": "Prefer"},
+    }
+}
 LAST_EVENT_ID = OpenApiParameter(
     "Last-Event-ID",
     OpenApiTypes.STR,

@@ -61,6 +61,19 @@ def test_without_prefer_nothing_waits_and_no_preference_is_applied(api: Api) -> 
     assert "Preference-Applied" not in response.headers
 
 
+def test_a_jobs_answer_names_prefer_in_vary_whether_or_not_it_waited(api: Api) -> None:
+    # RFC 7240 section 2: a cache that keys the answer on the URL alone would give a poll the
+    # answer of a wait, or a wait the poll's.
+    created = api.submit("api.tasks.hello_world", {"message": "x"})
+
+    polled = api.get(f"/api/jobs/{created['id']}/")
+    waited = api.get(f"/api/jobs/{created['id']}/", headers={"Prefer": "wait=5"})
+
+    for response in (polled, waited):
+        assert response.status_code == 200
+        assert "prefer" in [name.strip().lower() for name in response.headers.get("Vary", "").split(",")]
+
+
 def test_waiting_on_another_clients_job_is_404(api: Api, make_api) -> None:  # type: ignore[no-untyped-def]
     created = api.submit("api.tasks.long_running_task", {"duration": 2, "message": "m"})
 
