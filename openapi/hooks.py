@@ -115,6 +115,13 @@ _LOCATION = {
     }
 }
 
+_ENDPOINT_LOCATION = {
+    "Location": {
+        "description": "The new endpoint: `/api/webhook-endpoints/{endpoint_id}/`.",
+        "schema": {"type": "string"},
+    }
+}
+
 _STREAMS = ("stream_job_events", "stream_events")
 _STREAM_HEADERS = {
     "X-Accel-Buffering": {
@@ -227,6 +234,8 @@ def postprocess(result: dict[str, Any], generator: Any, request: Any, public: bo
                 responses["202"].setdefault("headers", {}).update({**_LOCATION, **PREFERENCE_APPLIED})
             if operation.get("operationId") == "get_job":
                 responses["200"].setdefault("headers", {}).update({**PREFERENCE_APPLIED, **VARY_PREFER})
+            if operation.get("operationId") == "create_webhook_endpoint":
+                responses["201"].setdefault("headers", {}).update(_ENDPOINT_LOCATION)
             if operation.get("operationId") in _STREAMS:
                 # Its errors are JSON whatever the client accepts (jobs.stream_api), and DRF's
                 # `?format=` override is not offered.

@@ -101,7 +101,7 @@ OPERATIONS: dict[str, dict[str, Callable[..., Any]]] = {
             "`{\"expire_previous_now\": true}`.",
             tags=TAGS, parameters=[ENDPOINT_ID], request=SecretRotationSerializer,
             responses={200: example_response(SecretSerializer, "The new secret.", "secret", SECRET_EXAMPLE),
-                       **error_responses(400, 401, 404)},
+                       **error_responses(400, 401, 404, 408, 413, 415)},
         ),
     },
     "webhooks.endpoint_api.EndpointTestApi": {
@@ -124,7 +124,7 @@ OPERATIONS: dict[str, dict[str, Callable[..., Any]]] = {
             "call, the newest first. While it answers 1,000, call it again: the next call sends the "
             "next ones, and none twice.",
             tags=TAGS, parameters=[ENDPOINT_ID], request=RecoverInputSerializer,
-            responses={202: RecoverOutputSerializer, **error_responses(400, 401, 404)},
+            responses={202: RecoverOutputSerializer, **error_responses(400, 401, 404, 408, 413, 415)},
         ),
     },
     "webhooks.endpoint_api.DeliveryListApi": {

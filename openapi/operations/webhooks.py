@@ -116,7 +116,7 @@ OPERATIONS: dict[str, dict[str, Callable[..., Any]]] = {
                 200: example_response(
                     SecretSerializer, "The new secret.", "secret", SECRET_EXAMPLE
                 ),
-                **error_responses(400, 401, 429),
+                **error_responses(400, 401, 408, 413, 415, 429),
             },
         ),
     },
