@@ -3,11 +3,13 @@ wake-up -> the answer, in one request. Through gunicorn, with hang-ups and the d
 test_waiting_served.py."""
 from __future__ import annotations
 
+import http.client
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from django.test import override_settings
@@ -93,11 +95,52 @@ class _Request:
         ("wait=5", 5), ("WAIT=5", 5), ("respond-async, wait=7", 7), ('wait="3"', 3),
         ("wait", 60), ("wait=600", 60), ("wait=0", None), ("wait=soon", None), ("", None),
         ("return=minimal", None), ("wait=5; foo=bar", 5), ("wait=\u00b3", None), ("wait=" + "9" * 5000, 60),
+        ('foo="a, wait=1", wait=5', 5), ('foo="x,wait=1"', None), ('foo="a\\", wait=1", wait=7', 7),
+        ('wait=5;foo="a,b"', 5), ("respond-async; wait=5", None), ("wait=4, wait=9", 4), ("  WAIT = 3 ", 3),
     ],
 )
 def test_prefer_wait_is_read_as_rfc_7240_has_it(header: str, seconds: int | None) -> None:
     with override_settings(API_MAX_WAIT_SECONDS=60):
         assert inputs.prefer_wait(_Request(header)) == seconds  # type: ignore[arg-type]
+
+
+def test_a_wait_inside_another_preferences_quoted_value_is_not_a_wait(api: Api) -> None:
+    # RFC 7240's values may be quoted strings, commas and all: only the preference after the
+    # quoted one asks a wait.
+    created = api.post("/api/jobs/", json=HELLO, headers={"Prefer": "wait=10"}).json()
+    path = f"/api/jobs/{created['id']}/"
+
+    after = api.get(path, headers={"Prefer": 'note="soon, wait=1", wait=5'})
+    inside = api.get(path, headers={"Prefer": 'note="soon, wait=1"'})
+
+    assert after.headers["Preference-Applied"] == "wait=5"
+    assert "Preference-Applied" not in inside.headers
+
+
+def test_two_prefer_lines_are_read_as_one_list(api: Api) -> None:
+    created = api.post("/api/jobs/", json=HELLO, headers={"Prefer": "wait=10"}).json()
+    address = urlsplit(api.base_url)
+    connection = http.client.HTTPConnection(address.hostname, address.port, timeout=30)
+    connection.putrequest("GET", f"/api/jobs/{created['id']}/")
+    connection.putheader("Authorization", f"Bearer {api.key}")
+    connection.putheader("Prefer", "respond-async")
+    connection.putheader("Prefer", "wait=3")
+    connection.endheaders()
+
+    response = connection.getresponse()
+
+    assert response.status == 200
+    assert response.getheader("Preference-Applied") == "wait=3"
+    connection.close()
+
+
+def test_a_header_of_unclosed_quotes_is_read_in_linear_time() -> None:
+    # Quadratic, each took 11 s of CPU; linear, milliseconds.
+    began = time.process_time()
+    with override_settings(API_MAX_WAIT_SECONDS=60):
+        assert inputs.prefer_wait(_Request('"\\' * 32_000)) is None  # type: ignore[arg-type]
+        assert inputs.prefer_wait(_Request('wait="' + '\\"' * 32_000)) is None  # type: ignore[arg-type]
+    assert time.process_time() - began < 1
 
 
 def test_past_the_processs_waiters_a_wait_is_not_applied_and_a_stream_is_503(api: Api) -> None:
