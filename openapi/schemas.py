@@ -96,11 +96,14 @@ _ERRORS: dict[int, tuple[str, list[OpenApiExample]]] = {
         "`WEB_BODY_READ_SECONDS`); the connection is closed. Code: `request_timeout`.",
         [error_example(408, "request_timeout", "The request body did not arrive within 10 seconds.")],
     ),
+    # A submission's; the other operations that answer 409 say their own codes (`described`).
     409: (
-        "Conflict with the resource's state. Codes: `job_already_final` (cancel), "
-        "`idempotency_key_in_progress` (a request with this Idempotency-Key is still running; "
-        "retry shortly).",
-        [error_example(409, "job_already_final", "The job is already SUCCESS.")],
+        (
+            "A request with this Idempotency-Key is still being processed: retry shortly, with "
+            "the same key and body. Code: `idempotency_key_in_progress`."
+        ),
+        [error_example(409, "idempotency_key_in_progress",
+                       "A request with this Idempotency-Key is still being processed; retry shortly.")],
     ),
     413: (
         "The request body is larger than the configured limit (1 MiB by default). "

@@ -29,6 +29,36 @@ def _endpoint(status: int, description: str) -> dict[int, Any]:
                                      status=str(status) if status != 200 else None)}
 
 
+# What a registration or a change can get wrong, in place of the submissions' 400 and 409.
+_REFUSED_HOST = (
+    "The host example.invalid must resolve to public addresses only; it does not resolve, or "
+    "resolves to an address that is not public."
+)
+_WRITE_400 = {
+    400: (
+        (
+            "The request is invalid; nothing was changed. Codes: `invalid` (field errors in "
+            "`details`), `invalid_url` (the URL is refused, as a `callback_url` would be: not "
+            "http(s), or a host that does not resolve to public addresses; `details.url` says "
+            "why), `malformed_json`, `invalid_json`, `json_too_deep`, `bad_request`."
+        ),
+        schemas.error_example(400, "invalid_url", f"url is not allowed: {_REFUSED_HOST}", {"url": [_REFUSED_HOST]}),
+    )
+}
+_CREATE_409 = {
+    409: (
+        (
+            "The client has `WEBHOOK_MAX_ENDPOINTS_PER_CLIENT` endpoints (20), the most it may "
+            "(`details.max_endpoints`): delete one first. Code: `too_many_endpoints`."
+        ),
+        schemas.error_example(
+            409, "too_many_endpoints", "You have 20 webhook endpoints, the most a client may have; delete one first.",
+            {"max_endpoints": 20},
+        ),
+    )
+}
+
+
 OPERATIONS: dict[str, dict[str, Callable[..., Any]]] = {
     "webhooks.endpoint_api.EndpointListCreateApi": {
         "post": extend_schema(
@@ -43,7 +73,8 @@ OPERATIONS: dict[str, dict[str, Callable[..., Any]]] = {
             "(20) per client: 409 `too_many_endpoints`.",
             tags=TAGS,
             request=EndpointInputSerializer,
-            responses={**_endpoint(201, "Registered."), **error_responses(400, 401, 408, 409, 413, 415)},
+            responses={**_endpoint(201, "Registered."),
+                       **error_responses(400, 401, 408, 409, 413, 415, described={**_WRITE_400, **_CREATE_409})},
         ),
         "get": extend_schema(
             operation_id="list_webhook_endpoints",
@@ -74,7 +105,8 @@ OPERATIONS: dict[str, dict[str, Callable[..., Any]]] = {
             "deliveries (state `endpoint_disabled`); `enabled: true` sends them again, whether "
             "you or the service disabled it.",
             tags=TAGS, parameters=[ENDPOINT_ID], request=EndpointInputSerializer,
-            responses={**_endpoint(200, "The endpoint, changed."), **error_responses(400, 401, 404, 408, 413, 415)},
+            responses={**_endpoint(200, "The endpoint, changed."),
+                       **error_responses(400, 401, 404, 408, 413, 415, described=_WRITE_400)},
         ),
         "delete": extend_schema(
             operation_id="delete_webhook_endpoint", summary="Delete a webhook endpoint",

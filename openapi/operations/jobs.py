@@ -36,6 +36,14 @@ from openapi.schemas import (
     query_parameter,
 )
 
+_CANCEL_409 = {
+    409: (
+        "The job is already final (`SUCCESS`, `FAILURE` or `REVOKED`): nothing to cancel. Code: `job_already_final`.",
+        schemas.error_example(409, "job_already_final", "The job is already SUCCESS."),
+    )
+}
+
+
 OPERATIONS: dict[str, dict[str, Callable[..., Any]]] = {
     "jobs.api.JobListCreateApi": {
         "post": extend_schema(
@@ -162,7 +170,7 @@ OPERATIONS: dict[str, dict[str, Callable[..., Any]]] = {
                     {**JOB_EXAMPLE, "status": "STARTED"},
                     status="202",
                 ),
-                **error_responses(401, 404, 409),
+                **error_responses(401, 404, 409, described=_CANCEL_409),
             },
         ),
     },

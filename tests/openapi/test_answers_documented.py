@@ -79,7 +79,19 @@ class Conformance:
             validator = Draft202012Validator(self._resolvable(content[media_type]["schema"]), registry=self.registry)
             problems += [f"{list(error.absolute_path)}: {error.message[:300]}"
                          for error in validator.iter_errors(response.json())]
+            if response.status_code >= 400:
+                problems += self._code_unnamed(documented, response.json())
         return problems
+
+    @staticmethod
+    def _code_unnamed(documented: dict, body: Any) -> list[str]:
+        """An error whose code the answer's documentation names nowhere (its text, its examples)."""
+        error = body["error"]
+        examples = documented["content"]["application/json"].get("examples", {}).values()
+        named = f"`{error['code']}`" in documented["description"] or any(
+            example["value"]["error"]["code"] == error["code"] for example in examples
+        )
+        return [] if named else [f"code {error['code']} not named"]
 
     @staticmethod
     def _resolvable(schema: dict) -> dict:
@@ -178,6 +190,8 @@ def _ask_the_webhook_operations(c: Conformance, api: Api, receiver: Receiver, jo
     endpoint = created.headers["Location"]
     one = "/api/webhook-endpoints/{endpoint_id}/"
     c.ask(api, "post", "/api/webhook-endpoints/", 400, json={"url": "ftp://example.com/"})
+    with override_settings(WEBHOOK_MAX_ENDPOINTS_PER_CLIENT=1):
+        c.ask(api, "post", "/api/webhook-endpoints/", 409, json={"url": receiver.url})
     c.ask(api, "get", "/api/webhook-endpoints/", 200)
     c.ask(api, "get", one, 200, endpoint)
     c.ask(api, "patch", one, 200, endpoint, json={"enabled": False})
@@ -226,7 +240,7 @@ def test_every_operation_answers_as_documented_in_the_states_clients_meet(
         api.post(f"/api/jobs/{jobs[unfinished]}/cancel/")
 
     # Then each answer is one its operation documents, and none was left out
-    assert conformance.problems == []
+    assert conformance.problems == [], "\n".join(conformance.problems)
     documented = {(method, path) for method, path, _ in api_operations(committed_spec)}
     assert documented - conformance.asked == set()
 
