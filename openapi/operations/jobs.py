@@ -36,6 +36,25 @@ from openapi.schemas import (
     query_parameter,
 )
 
+# A batch's own 400s first: a batch is refused whole.
+_BATCH_400 = {
+    400: (
+        (
+            "The request is invalid; no job was created. Codes: `invalid_batch` (submissions of the "
+            "batch are invalid: `details.jobs` lists each one's `index`, `code`, `message` and "
+            "`details`, the codes a single submission would get), `batch_too_large` (more jobs than "
+            "`details.max_jobs`), `invalid` (the body is not `{\"jobs\": [...]}`), `invalid_header` "
+            "(`Idempotency-Key`, `Cancel-After`), `malformed_json`, `invalid_json`, `json_too_deep`, "
+            "`bad_request`."
+        ),
+        schemas.error_example(
+            400, "invalid_batch", "1 of the 2 jobs are invalid; none was created.",
+            {"jobs": [{"index": 1, "code": "unknown_job_name",
+                       "message": "Unknown job_name 'nope'; valid job names: api.tasks.hello_world, ...",
+                       "details": {"valid_job_names": ["api.tasks.hello_world", "api.tasks.long_running_task"]}}]},
+        ),
+    )
+}
 _CANCEL_409 = {
     409: (
         "The job is already final (`SUCCESS`, `FAILURE` or `REVOKED`): nothing to cancel. Code: `job_already_final`.",
@@ -130,7 +149,7 @@ OPERATIONS: dict[str, dict[str, Callable[..., Any]]] = {
             examples=[BATCH_EXAMPLE],
             responses={
                 202: OpenApiResponse(schemas.JobBatchSerializer, description="Accepted: the jobs, in order."),
-                **error_responses(400, 401, 408, 409, 413, 415, 422, 429),
+                **error_responses(400, 401, 408, 409, 413, 415, 422, 429, described=_BATCH_400),
             },
         ),
     },

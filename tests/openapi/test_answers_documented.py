@@ -128,6 +128,11 @@ def _ask_the_job_operations(c: Conformance, api: Api, jobs: dict[str, str]) -> N
     c.ask(api, "post", "/api/jobs/", 400, json={"job_name": "no.such.type"})
     c.ask(api, "post", "/api/jobs/", 400, data="{", headers={"Content-Type": "application/json"})
     c.ask(api, "post", "/api/jobs/", 415, data="x", headers={"Content-Type": "text/plain"})
+    c.ask(api, "post", "/api/jobs/", 400, json={"job_name": LONG, "payload": {"duration": "long"}})
+    c.ask(api, "post", "/api/jobs/", 400, json=hello, headers={"Cancel-After": "soon"})
+    c.ask(api, "post", "/api/jobs/", 400, json=hello, headers={"Idempotency-Key": "k" * 256})
+    c.ask(api, "post", "/api/jobs/", 400, json={**hello, "callback_url": "http://10.0.0.1/"})
+    c.ask(api, "post", "/api/jobs/", 400, data="[" * 2000, headers={"Content-Type": "application/json"})
     c.ask(api, "post", "/api/jobs/", 413, data=TOO_LARGE, headers={"Content-Type": "application/json"})
     key = {"Idempotency-Key": uuid.uuid4().hex}
     c.ask(api, "post", "/api/jobs/", 202, json=hello, headers=key)
@@ -146,6 +151,11 @@ def _ask_the_job_operations(c: Conformance, api: Api, jobs: dict[str, str]) -> N
     c.ask(api, "get", "/api/jobs/", 200, page["next"].removeprefix(api.base_url))
     c.ask(api, "get", "/api/jobs/", 400, params={"status": "DONE"})
     c.ask(api, "get", "/api/jobs/", 400, params={"cursor": "not-one"})
+    c.ask(api, "get", "/api/jobs/", 400, params={"page_size": 0})
+    c.ask(api, "get", "/api/jobs/", 400, "/api/jobs/?job_name=%00")
+    c.ask(api, "get", "/api/jobs/", 400, params={"created_after": "yesterday"})
+    c.ask(api, "get", "/api/jobs/", 401, headers={"Authorization": "Bearer not-a-key"})
+    c.ask(api, "get", "/api/results/", 400, params={"cursor": "not-one"})
 
     c.ask(api, "post", "/api/jobs/{job_id}/cancel/", 202, f"/api/jobs/{jobs['PENDING']}/cancel/")
     c.ask(api, "post", "/api/jobs/{job_id}/cancel/", 409, f"/api/jobs/{jobs['SUCCESS']}/cancel/")
@@ -154,6 +164,9 @@ def _ask_the_job_operations(c: Conformance, api: Api, jobs: dict[str, str]) -> N
     batch = {"jobs": [hello, hello]}
     c.ask(api, "post", "/api/jobs/batch/", 202, json=batch)
     c.ask(api, "post", "/api/jobs/batch/", 400, json={"jobs": []})
+    c.ask(api, "post", "/api/jobs/batch/", 400, json={"jobs": [hello] * 1001})
+    c.ask(api, "post", "/api/jobs/batch/", 400, json={"jobs": [hello, {"job_name": "no.such.type"}]})
+    c.ask(api, "post", "/api/jobs/batch/", 415, data="x", headers={"Content-Type": "text/plain"})
     c.ask(api, "get", "/api/job-types/", 200)
     c.ask(api, "get", "/api/limits/", 200)
 
