@@ -141,13 +141,19 @@ def _ask_the_job_operations(c: Conformance, api: Api, jobs: dict[str, str]) -> N
     with override_settings(API_SUBMIT_RATE_PER_MINUTE=1):
         api.post("/api/jobs/", json=hello)
         c.ask(api, "post", "/api/jobs/", 429, json=hello)
+    with override_settings(JOB_MAX_UNFINISHED_PER_CLIENT=1):
+        c.ask(api, "post", "/api/jobs/", 429, json=hello)
+        c.ask(api, "post", "/api/job/", 429, json=hello)
+    with override_settings(API_READ_RATE_PER_MINUTE=1):
+        api.get("/api/limits/")
+        c.ask(api, "get", "/api/limits/", 429)
 
     for status, job_id in jobs.items():
         c.ask(api, "get", "/api/jobs/{job_id}/", 200, f"/api/jobs/{job_id}/")
         c.ask(api, "get", "/api/jobs/", 200, params={"status": status})
     c.ask(api, "get", "/api/jobs/{job_id}/", 200, f"/api/jobs/{jobs['STARTED']}/", headers={"Prefer": "wait=1"})
     c.ask(api, "get", "/api/jobs/{job_id}/", 404, f"/api/jobs/{uuid.uuid4()}/")
-    page = c.ask(api, "get", "/api/jobs/", 200, params={"page_size": 2}).json()
+    page = c.ask(api, "get", "/api/jobs/", 200, params={"page_size": 2}, headers={"Prefer": "wait=1"}).json()
     c.ask(api, "get", "/api/jobs/", 200, page["next"].removeprefix(api.base_url))
     c.ask(api, "get", "/api/jobs/", 400, params={"status": "DONE"})
     c.ask(api, "get", "/api/jobs/", 400, params={"cursor": "not-one"})
@@ -162,7 +168,7 @@ def _ask_the_job_operations(c: Conformance, api: Api, jobs: dict[str, str]) -> N
     c.ask(api, "post", "/api/jobs/{job_id}/cancel/", 404, f"/api/jobs/{uuid.uuid4()}/cancel/")
 
     batch = {"jobs": [hello, hello]}
-    c.ask(api, "post", "/api/jobs/batch/", 202, json=batch)
+    c.ask(api, "post", "/api/jobs/batch/", 202, json=batch, headers={"Prefer": "wait=1"})
     c.ask(api, "post", "/api/jobs/batch/", 400, json={"jobs": []})
     c.ask(api, "post", "/api/jobs/batch/", 400, json={"jobs": [hello] * 1001})
     c.ask(api, "post", "/api/jobs/batch/", 400, json={"jobs": [hello, {"job_name": "no.such.type"}]})
@@ -174,7 +180,7 @@ def _ask_the_job_operations(c: Conformance, api: Api, jobs: dict[str, str]) -> N
     c.ask(api, "get", "/api/results/{result_id}/", 200, f"/api/results/{result_id}/")
     c.ask(api, "get", "/api/results/{result_id}/", 404, "/api/results/999999999/")
 
-    c.ask(api, "post", "/api/job/", 202, json=hello)
+    c.ask(api, "post", "/api/job/", 202, json=hello, headers={"Prefer": "wait=1"})
     c.ask(api, "post", "/api/job/", 400, json={"job_name": 5})
     c.ask(api, "get", "/api/job/", 200, params={"job_id": jobs["FAILURE"]})
     c.ask(api, "get", "/api/job/", 400)
@@ -228,6 +234,11 @@ def _ask_the_streams(c: Conformance, api: Api, jobs: dict[str, str]) -> None:
     last_id = c.ask(api, "get", "/api/jobs/{job_id}/events/", 200, final, headers=sse).text.split("id: ")[1].split("\n")[0]
     c.ask(api, "get", "/api/jobs/{job_id}/events/", 204, final, headers={**sse, "Last-Event-ID": last_id})
     c.ask(api, "get", "/api/jobs/{job_id}/events/", 404, f"/api/jobs/{uuid.uuid4()}/events/", headers=sse)
+    with override_settings(API_MAX_WAITERS_PER_PROCESS=0):
+        c.ask(api, "get", "/api/jobs/{job_id}/events/", 503, f"/api/jobs/{jobs['STARTED']}/events/", headers=sse)
+        c.ask(api, "get", "/api/events/", 503, headers=sse)
+    with override_settings(API_MAX_WAITERS_PER_CLIENT=0):
+        c.ask(api, "get", "/api/events/", 429, headers=sse)
     with api.get("/api/events/", headers=sse, stream=True) as stream:
         c.ask(api, "get", "/api/events/", 401, headers={**sse, "Authorization": "Bearer not-a-key"})
         assert stream.status_code == 200
