@@ -40,6 +40,14 @@ def _streaming(body: Any) -> StreamingHttpResponse:
     return response
 
 
+def _headers_alone() -> StreamingHttpResponse:
+    """A HEAD's answer: a stream's headers, and no stream (RFC 9110 9.3.2: what GET answers,
+    without content). Opened, its body ran on after its client had its whole answer, holding a
+    thread and one of the client's places: the clients' stream for as long as the connection
+    stayed open, and under Django's own server the answer never came at all."""
+    return _streaming(iter(()))
+
+
 def _placed(request: Request, *, job_id: uuid.UUID | None = None) -> Waiter:
     """The stream's waiter, its place in the process's room taken now, while the view holds the
     request's turn (the body runs after the view gave it back); 503 or 429 when there is none."""
@@ -96,6 +104,8 @@ class JobEventStreamApi(_StreamApi):
         if streams.job_stream_over(job=job, after=after):
             # 204 is how a stream says it is over for good: EventSource stops reconnecting.
             return Response(status=204)
+        if request.method == "HEAD":
+            return _headers_alone()
         waiter = _placed(request, job_id=job.id)
         client = _client(request)
         return _streaming(streams.Placed(waiter, streams.job_event_stream(
@@ -106,6 +116,8 @@ class JobEventStreamApi(_StreamApi):
 
 class EventStreamApi(_StreamApi):
     def get(self, request: Request) -> StreamingHttpResponse:
+        if request.method == "HEAD":
+            return _headers_alone()
         after, job_name = _resume_from(request), request.query_params.get("job_name", "")
         waiter = _placed(request)
         client = _client(request)

@@ -497,3 +497,24 @@ def test_a_stream_that_starts_as_its_process_stops_sends_none_of_its_history(
     # nothing that write held the process's stop for up to API_STREAM_WRITE_TIMEOUT_SECONDS (the
     # stop shuts down the socket of a write already under way, not of one begun after it)
     assert received == [{"retry": str(streams.RECONNECT_MILLISECONDS)}, {"id": "0"}]
+
+
+@pytest.mark.parametrize("path", ["/api/events/", "/api/jobs/{job_id}/events/"])
+def test_a_head_of_a_stream_is_its_headers_and_opens_no_stream(api: Api, settings: Any, path: str) -> None:
+    # RFC 9110 9.3.2: HEAD answers what GET would, without content. A HEAD's client has its
+    # whole answer with the headers; the stream it opened ran on, holding a thread and one of the
+    # client's places (the clients' stream for as long as the connection stayed open).
+    settings.API_MAX_WAITERS_PER_CLIENT = 1
+    settings.API_STREAM_HEARTBEAT_SECONDS = 0.2  # the GET's stream, closed, ends at its next write
+    later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    created = api.submit("api.tasks.hello_world", {"message": "m"}, run_at=later)
+    url = path.format(job_id=created["id"])
+
+    head = api.request("HEAD", url, headers={"Accept": "text/event-stream"})
+    streamed = api.get(url, stream=True, headers={"Accept": "text/event-stream"})
+
+    assert head.status_code == 200 and head.content == b""
+    assert head.headers["Content-Type"] == "text/event-stream" and head.headers["Cache-Control"] == "no-cache"
+    assert streamed.status_code == 200, streamed.text  # the client's one place was free
+    streamed.close()
+    api.post(f"/api/jobs/{created['id']}/cancel/")
