@@ -133,11 +133,19 @@ def endpoint_delete(*, owner_id: uuid.UUID, endpoint_id: uuid.UUID | str) -> Non
     """Delete the endpoint; its deliveries not yet delivered stop (state canceled), the log stays."""
     with transaction.atomic():
         _owner_hold(owner_id)
+        endpoint_pk = endpoint_get(owner_id=owner_id, endpoint_id=endpoint_id).pk
+        # Its claimed deliveries first: a batch recording an attempt's outcome holds the delivery,
+        # then takes the endpoint (its health, webhooks/recording.py), so it is waited for before
+        # the endpoint is taken. Taken after, a deletion between the two deadlocked with the
+        # recording, and PostgreSQL aborted one a second later: the client's DELETE answered 500,
+        # or the batch's claims ended and its receivers were sent it again.
+        list(Delivery.objects.filter(endpoint_id=endpoint_pk, claim_token__isnull=False)
+             .select_for_update().values_list("pk", flat=True))
         # Locked before its deliveries are cancelled: an event being recorded for it (which holds
         # it, webhooks/sql.py) commits first and has its delivery cancelled too, or waits and
         # makes none. Unlocked, one committed between the cancel and the delete was left pending
         # without its endpoint (SET_NULL), to go to its URL signed with the client's secret.
-        endpoint = Endpoint.objects.select_for_update().get(pk=endpoint_get(owner_id=owner_id, endpoint_id=endpoint_id).pk)
+        endpoint = Endpoint.objects.select_for_update().get(pk=endpoint_pk)
         # An attempt in flight keeps its claim: its holder records a 2xx as succeeded (the
         # receiver got it), and anything else leaves the delivery canceled (webhooks/recording.py).
         Delivery.objects.filter(endpoint=endpoint, state__in=[State.PENDING, State.ENDPOINT_DISABLED]).update(

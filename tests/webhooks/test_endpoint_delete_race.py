@@ -181,3 +181,27 @@ def test_an_endpoint_deleted_as_its_secret_is_read_or_rotated_is_not_found(
     assert response.status_code == 404, response.text
     assert response.json()["error"]["code"] == "not_found"
     assert not SigningSecret.objects.filter(endpoint_id=endpoint_id).exists()
+
+
+
+@pytest.mark.parametrize(("status", "state"), [(200, Delivery.State.SUCCEEDED), (500, Delivery.State.CANCELED)])
+def test_an_endpoint_deleted_while_its_attempts_outcome_is_recorded(
+    owner: Client, make_receiver: Callable[..., Receiver], status: int, state: str
+) -> None:
+    # Given a delivery to an endpoint whose attempt is answered
+    receiver = make_receiver(Reply(status=status))
+    endpoint = endpoints.endpoint_create(owner_id=owner.id, url=receiver.url, event_types=["job.succeeded"])
+    delivery = Delivery.objects.get(event=_job_event_recorded(owner, [endpoint]))
+
+    # When its client deletes the endpoint as the outcome is recorded: the delivery moved on, the
+    # endpoint's health not yet (the deletion took the endpoint, then waited for the delivery,
+    # while the recording waited for the endpoint: PostgreSQL aborted the deletion, a 500)
+    with meanwhile(lambda: endpoints.endpoint_delete(owner_id=owner.id, endpoint_id=endpoint.pk),
+                   at='UPDATE "webhooks_endpoint"') as deleted:
+        attempts.deliveries_attempt(delivery_ids=[delivery.pk])
+
+    # Then both are done: the endpoint is gone, the delivery succeeded or, with nothing more to
+    # send to an endpoint that is gone, canceled
+    assert deleted == [None] and not Endpoint.objects.filter(pk=endpoint.pk).exists()
+    delivery.refresh_from_db()
+    assert (delivery.state, delivery.next_attempt_at) == (state, None)
