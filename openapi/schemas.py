@@ -96,12 +96,9 @@ _ERRORS: dict[int, tuple[str, list[OpenApiExample]]] = {
         "`WEB_BODY_READ_SECONDS`); the connection is closed. Code: `request_timeout`.",
         [error_example(408, "request_timeout", "The request body did not arrive within 10 seconds.")],
     ),
-    # A submission's; the other operations that answer 409 say their own codes (`described`).
-    409: (
-        (
-            "A request with this Idempotency-Key is still being processed: retry shortly, with "
-            "the same key and body. Code: `idempotency_key_in_progress`."
-        ),
+    409: (  # a submission's; the other operations that answer 409 say their own (`described`)
+        ("A request with this Idempotency-Key is still being processed: retry shortly, with the same "
+         "key and body. Code: `idempotency_key_in_progress`."),
         [error_example(409, "idempotency_key_in_progress",
                        "A request with this Idempotency-Key is still being processed; retry shortly.")],
     ),
