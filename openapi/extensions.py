@@ -203,8 +203,9 @@ class JobSerializerScheme(OpenApiSerializerExtension):
             "The job's return value once SUCCESS (any JSON), else null."
         )
         properties["error"]["description"] = (
-            "The job's own failure (`{type, message}`) once FAILURE, else null. "
-            "Not an HTTP error."
+            "The job's own failure (`{type, message}`), not an HTTP error: why it ended once "
+            "`FAILURE`; its last run's while `RETRY` (and once `REVOKED` after that run); "
+            "`deadline_exceeded` once `REVOKED` by its deadline; else null."
         )
         properties["progress"]["description"] = "Last progress report of a running job, or null."
         if "omitted" in properties:

@@ -269,6 +269,29 @@ def test_every_operation_answers_as_documented_in_the_states_clients_meet(
     assert documented - conformance.asked == set()
 
 
+def test_a_jobs_error_is_documented_for_each_status_that_shows_one(
+    api: Api, committed_spec: dict, fake_openai: FakeOpenAI
+) -> None:
+    # Given a job waiting to retry after a failed run, and one its deadline canceled
+    scenario = fake_openai.scenario()
+    scenario.add(Reply.answer("not JSON"))
+    retrying = api.submit(CHECKLIST, {"guidelines": guidelines_for(scenario)},
+                          retry={"max_attempts": 2, "backoff_seconds": 60})
+    late = api.post("/api/jobs/", json={"job_name": LONG, "payload": {"duration": 30, "message": "m"}},
+                    headers={"Cancel-After": "1"}).json()
+
+    # When they are read
+    shown = [api.wait(retrying["id"], until=lambda job: job["status"] == "RETRY"), api.wait(late["id"])]
+    api.post(f"/api/jobs/{retrying['id']}/cancel/")
+
+    # Then each shows an error, and the spec's `error` says when a job has one
+    described = committed_spec["components"]["schemas"]["Job"]["properties"]["error"]["description"]
+    for job in shown:
+        assert job["error"] is not None, job
+        assert f"`{job['status']}`" in described, (job["status"], described)
+    assert "`deadline_exceeded`" in described
+
+
 def test_every_operation_that_takes_a_body_documents_what_its_body_can_meet(committed_spec: dict) -> None:
     # The body's limits (core.request_body, the parsers) answer before any view: a slow body 408,
     # a large one 413, one not JSON 415, whichever operation it was sent to.
