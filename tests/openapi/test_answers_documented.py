@@ -81,7 +81,17 @@ class Conformance:
                          for error in validator.iter_errors(response.json())]
             if response.status_code >= 400:
                 problems += self._code_unnamed(documented, response.json())
+                problems += self._retry_after_disagrees(response)
         return problems
+
+    @staticmethod
+    def _retry_after_disagrees(response: requests.Response) -> list[str]:
+        """A wait said twice, in `Retry-After` and in `details.retry_after_seconds`, said alike."""
+        details = response.json()["error"]["details"]
+        said = details.get("retry_after_seconds") if isinstance(details, dict) else None
+        if said is None or str(said) == response.headers.get("Retry-After"):
+            return []
+        return [f"Retry-After {response.headers.get('Retry-After')}, details.retry_after_seconds {said}"]
 
     @staticmethod
     def _code_unnamed(documented: dict, body: Any) -> list[str]:
