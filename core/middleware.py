@@ -110,8 +110,8 @@ class HeadWithoutBodyMiddleware:
     no body, as RFC 9110 (9.3.2) has it: Django's views write the body, and gunicorn, which drops
     it, logged a WARNING for each such answer ("WSGI app sent body bytes on a no-body
     response"): every HEAD of an uptime check, and any number of them from anyone, without a key.
-    An event stream asked with HEAD is answered its headers, never started: gunicorn read it to
-    its end, dropping each message, and the one-client stream has none."""
+    A streaming answer goes without its body too (the event streams answer HEAD with their
+    headers alone and open no stream, jobs/stream_api.py)."""
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
@@ -121,8 +121,7 @@ class HeadWithoutBodyMiddleware:
         if request.method != "HEAD":
             return response
         if response.streaming:
-            # The stream's own close (its place among the waiters given back) stays with the
-            # response, which the server closes once it has answered.
+            # Its own close stays with the response, which the server closes once it has answered.
             response.streaming_content = iter(())
         else:
             response.content = b""
