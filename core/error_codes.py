@@ -141,8 +141,8 @@ ERROR_CODES: dict[str, ErrorCode] = {
         "Retry shortly, with the same key and body.",
     ),
     "nothing_to_redeliver": ErrorCode(
-        409, "Redelivering a job that has not ended, has no `callback_url`, or whose `webhook_events` "
-        "leave its final event out.", "Redeliver once the job has ended; otherwise there is nothing to send.",
+        409, "Redelivering a job that has not ended, has no `callback_url`, whose `webhook_events` "
+        "leave its final event out, or whose final event is past `WEBHOOK_EVENT_RETENTION_DAYS` and was pruned.", "Redeliver once the job has ended; otherwise there is nothing to send.",
     ),
     "delivery_in_progress": ErrorCode(
         409, "Redelivering an event whose delivery has not ended.",

@@ -126,15 +126,14 @@ def delivery_redeliver(
         .first()
     ) if callback_url else None
     if event is None:
-        raise Conflict(
-            "There is no final event to redeliver: the job has not finished, or it has no "
-            "callback_url, or its webhook_events leave the final event out.",
-            code="nothing_to_redeliver",
-        )
+        raise _nothing_to_redeliver()
     now = timezone.now()
     with transaction.atomic():
         # Locking the event serialises redeliveries of it: repeated clicks make one, not many.
-        Event.objects.select_for_update().filter(pk=event.pk).first()
+        # Gone by then: the prune deleted it since it was read (past its retention); a delivery
+        # of it failed at commit on its foreign key, a 500.
+        if not Event.objects.select_for_update().filter(pk=event.pk).exists():
+            raise _nothing_to_redeliver()
         if Delivery.objects.filter(event=event, state=State.PENDING).exists():
             raise Conflict(
                 "This event is still being delivered; redeliver once its delivery has ended "
@@ -154,6 +153,15 @@ def delivery_redeliver(
         )
         dispatch.deliveries_publish_on_commit(delivery_ids=[delivery.pk])
     return delivery
+
+
+def _nothing_to_redeliver() -> Conflict:
+    return Conflict(
+        "There is no final event to redeliver: the job has not finished, or it has no "
+        "callback_url, or its webhook_events leave the final event out, or the event is past "
+        "WEBHOOK_EVENT_RETENTION_DAYS and was pruned.",
+        code="nothing_to_redeliver",
+    )
 
 
 # Events one batch deletes, and batches one run deletes at most (read at each run).

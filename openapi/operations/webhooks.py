@@ -71,8 +71,9 @@ OPERATIONS: dict[str, dict[str, Callable[..., Any]]] = {
                         409: (
                             (
                                 "Codes: `nothing_to_redeliver` (the job has not finished, has "
-                                "no `callback_url`, or its `webhook_events` leave the final "
-                                "event out); `delivery_in_progress` (the event is still being "
+                                "no `callback_url`, its `webhook_events` leave the final "
+                                "event out, or the event is past `WEBHOOK_EVENT_RETENTION_DAYS` "
+                                "and was pruned); `delivery_in_progress` (the event is still being "
                                 "delivered: redeliver once its delivery has ended)."
                             ),
                             schemas.error_example(
