@@ -1,0 +1,73 @@
+"""The admin's deletion of a client confirms with how many rows of each kind go with it, read as
+counts: Django's own confirmation read and listed every one of them (each job, event, result,
+delivery), and its confirming POST read them all again before deleting, so a client with a year
+of jobs could not be deleted at all (a page of hundreds of megabytes, past any request timeout)."""
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth.models import Permission, User
+from django.db import connection
+from django.test import Client as HttpClient
+from django.test.utils import CaptureQueriesContext
+
+from core.models import Client
+from core.services import api_key_create, client_create
+from jobs.models import Job, JobEvent, JobResult
+
+pytestmark = pytest.mark.django_db
+
+HELLO = "api.tasks.hello_world"
+
+
+def _client_with_jobs(count: int) -> tuple[Client, list[Job]]:
+    owner = client_create(name="leaving")
+    api_key_create(client=owner)
+    jobs = Job.objects.bulk_create([Job(owner=owner, job_name=HELLO, status=Job.Status.SUCCESS) for _ in range(count)])
+    JobEvent.objects.bulk_create([JobEvent(job=job, owner=owner, job_name=HELLO, event_type="job.succeeded", body="{}")
+                                  for job in jobs])
+    JobResult.objects.bulk_create([JobResult(owner=owner, job=job, task_name=HELLO, result="hi") for job in jobs])
+    return owner, jobs
+
+
+def _operator() -> HttpClient:
+    http = HttpClient()
+    http.force_login(User.objects.create_superuser("admin", "admin@example.com", "pw"))
+    return http
+
+
+def test_the_confirmation_counts_what_goes_with_the_client_without_reading_it() -> None:
+    # Given a client with jobs, each with its event and its persisted result
+    owner, jobs = _client_with_jobs(30)
+    http = _operator()
+
+    # When an operator asks to delete it
+    with CaptureQueriesContext(connection) as queries:
+        page = http.get(f"/admin/core/client/{owner.pk}/delete/").content.decode()
+
+    # Then the page says how many of each kind go, lists none of them, and read none of them
+    assert "Jobs: 30" in page and "Job events: 30" in page and "Job results: 30" in page
+    assert "API keys: 1" in page
+    assert not any(str(job.pk) in page for job in jobs)
+    rows_read = [q["sql"] for q in queries if 'FROM "jobs_job"' in q["sql"] and "COUNT(" not in q["sql"]]
+    assert rows_read == []
+
+    # And confirming deletes the client with all it owns
+    response = http.post(f"/admin/core/client/{owner.pk}/delete/", {"post": "yes"})
+    assert response.status_code == 302
+    assert not Client.objects.filter(pk=owner.pk).exists()
+    assert not Job.objects.filter(owner_id=owner.pk).exists()
+
+
+def test_a_staff_user_who_may_not_delete_jobs_may_not_delete_a_client_with_jobs() -> None:
+    # Given a client with a job, and a staff user who may delete clients but not jobs
+    owner, _ = _client_with_jobs(1)
+    staff = User.objects.create_user("staff", "staff@example.com", "pw", is_staff=True)
+    staff.user_permissions.add(*Permission.objects.filter(codename__in=["delete_client", "view_client"]))
+    http = HttpClient()
+    http.force_login(staff)
+
+    # When they ask to delete it, then they are told what they lack, and confirming is refused
+    page = http.get(f"/admin/core/client/{owner.pk}/delete/").content.decode()
+    assert "Cannot delete" in page and "job" in page
+    assert http.post(f"/admin/core/client/{owner.pk}/delete/", {"post": "yes"}).status_code == 403
+    assert Client.objects.filter(pk=owner.pk).exists()
