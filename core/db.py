@@ -84,6 +84,18 @@ def delete_in_batches(queryset: QuerySet, *, batch_size: int, max_batches: int) 
     return deleted
 
 
+def constraints_checked_at_once(alias: str = "default") -> None:
+    """Check the foreign keys of the rest of the transaction at each statement rather than at its
+    commit (PostgreSQL; Django makes them deferrable, checked at commit): so that a violation is
+    raised inside the atomic block that caused it, where it can be undone and tried again, even
+    when that block is a savepoint in a caller's transaction. Hand-written: the ORM has no
+    `SET CONSTRAINTS`."""
+    connection = connections[alias]
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+
+
 def table_rows_estimate(model: type[Model], alias: str = "default") -> int | None:
     """PostgreSQL's estimate of the rows in `model`'s table, the planner's own (`pg_class.reltuples`,
     which VACUUM and ANALYZE set, and autovacuum again once a tenth of the table changed), read in one catalogue row

@@ -9,6 +9,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from core.auth import API_KEY_PREFIX, api_key_digest, api_key_forget
+from core.db import constraints_checked_at_once
 from core.models import ApiKey, Client
 
 
@@ -69,11 +70,15 @@ def client_delete(*, client: Client) -> None:
     # A worker's claim of one of its deliveries, between the deletion's reads and its deletes,
     # adds an attempt the deletion did not read: the deletion fails at commit on its foreign key,
     # undone as a whole, and is made again, reading it. Locking the deliveries first instead would
-    # deadlock with an attempt's recording, which holds the attempt before its delivery.
+    # deadlock with an attempt's recording, which holds the attempt before its delivery. The
+    # foreign keys are checked at each statement, not at commit: in a caller's transaction (the
+    # admin's delete view runs in one) the commit is the caller's, past the retry, so the
+    # violation was the operator's 500 and the client stayed.
     client_id = client.pk
     for attempt in tenacity.Retrying(retry=tenacity.retry_if_exception_type(IntegrityError),
                                      stop=tenacity.stop_after_attempt(DELETE_TRIES), reraise=True):
         with attempt, transaction.atomic():
+            constraints_checked_at_once()
             client.pk = client_id  # delete() cleared it before a failed try's commit
             list(client.jobs.filter(finished_at__isnull=True).order_by("pk").select_for_update()
                  .values_list("pk", flat=True))
