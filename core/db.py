@@ -12,7 +12,7 @@ import functools
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from django.db import connections
+from django.db import connections, transaction
 from django.db.models import Model, QuerySet
 
 M = TypeVar("M", bound=Model)
@@ -69,17 +69,26 @@ def insert_values(instance: Model, alias: str = "default", *, exclude: str = "")
     return ", ".join(connection.ops.quote_name(field.column) for field in fields), values
 
 
-def delete_in_batches(queryset: QuerySet, *, batch_size: int, max_batches: int) -> int:
+def delete_in_batches(queryset: QuerySet, *, batch_size: int, max_batches: int, skip_locked: bool = False) -> int:
     """Delete what `queryset` matches, `batch_size` rows at a time, at most `max_batches` times;
     returns how many rows of its model went. Small batches never lock a big slice of a table;
-    each batch re-applies the queryset's filter, so a row that stopped matching is kept."""
+    each batch re-applies the queryset's filter, so a row that stopped matching is kept.
+
+    `skip_locked`: each batch first locks its rows (FOR UPDATE SKIP LOCKED), in the transaction
+    that deletes them, for rows that writers add to under their own lock (a redelivery locks its
+    event before adding a delivery): the writer goes first and its row is left to the next run,
+    or it waits and finds the row gone. Unlocked, a writer between the batch's reads and its
+    deletes added a row the deletion had not read, and the batch failed at commit on its
+    foreign key, undone with the rest of the run."""
     label = queryset.model._meta.label
     deleted = 0
     for _ in range(max_batches):
-        ids = list(queryset.values_list("pk", flat=True)[:batch_size])
-        if not ids:
-            break
-        _total, per_model = queryset.filter(pk__in=ids).delete()
+        with transaction.atomic(using=queryset.db):
+            due = queryset.select_for_update(skip_locked=True, of=("self",)) if skip_locked else queryset
+            ids = list(due.values_list("pk", flat=True)[:batch_size])
+            if not ids:
+                break
+            _total, per_model = queryset.filter(pk__in=ids).delete()
         deleted += per_model.get(label, 0)
     return deleted
 

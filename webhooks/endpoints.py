@@ -25,7 +25,7 @@ from webhooks.events import (
     ENDPOINT_DISABLED_EVENT_TYPE,
     TEST_EVENT_TYPE,
 )
-from webhooks.models import Delivery, Endpoint
+from webhooks.models import Delivery, Endpoint, Event
 
 State = Delivery.State
 # The fields a client sets; the rest is the service's.
@@ -203,6 +203,7 @@ def endpoint_recover(*, owner_id: uuid.UUID, endpoint_id: uuid.UUID | str, since
             failed.setdefault(event_id, subject_id)
             if len(failed) == RECOVER_MAX_DELIVERIES:
                 break
+        failed = _kept_from_the_prune(failed)
         again = Delivery.objects.bulk_create([
             Delivery(event_id=event_id, owner_id=owner_id, subject_id=subject_id, endpoint=endpoint,
                      url=endpoint.url, redelivery=True, next_attempt_at=now, dispatched_at=now, created_at=now)
@@ -220,6 +221,16 @@ def endpoint_recover(*, owner_id: uuid.UUID, endpoint_id: uuid.UUID | str, since
             # was the bound (as docs/webhooks.md says to) never stopped once that many were held.
             Delivery.objects.filter(pk__in=[d.pk for d in again]).update(state=State.ENDPOINT_DISABLED, dispatched_at=None)
     return len(failed) + len(held)
+
+
+def _kept_from_the_prune(failed: dict[int, uuid.UUID]) -> dict[int, uuid.UUID]:
+    """Those of the events still there, each locked until the transaction ends (FOR NO KEY
+    UPDATE: the prune skips an event locked, and a delivery of it added meanwhile is seen at its
+    next run). Unlocked, the prune deleted an event read here before its new delivery committed,
+    which then failed on its foreign key (the client's 500)."""
+    kept = set(Event.objects.filter(pk__in=failed).order_by("pk").select_for_update(no_key=True)
+               .values_list("pk", flat=True))
+    return {event_id: subject_id for event_id, subject_id in failed.items() if event_id in kept}
 
 
 def endpoint_disable_failing(*, endpoint_id: uuid.UUID, reason: str) -> None:

@@ -189,4 +189,4 @@ def events_prune(*, older_than: datetime, batch_size: int = PRUNE_BATCH_SIZE,
         .exclude(deliveries__state__in=[State.PENDING, State.ENDPOINT_DISABLED])
         .order_by("created_at")
     )
-    return delete_in_batches(prunable, batch_size=batch_size, max_batches=max_batches)
+    return delete_in_batches(prunable, batch_size=batch_size, max_batches=max_batches, skip_locked=True)

@@ -82,4 +82,5 @@ def test_each_batch_looks_for_the_oldest_events_first() -> None:
     # events").
     [look] = [query["sql"] for query in queries.captured_queries if "LIMIT" in query["sql"]]
     assert 'NOT (EXISTS(' in look
-    assert look.endswith('ORDER BY "webhooks_event"."created_at" ASC LIMIT 1000'), look
+    # (and locks them as it takes them, skipping those a redelivery or a recovery holds)
+    assert look.endswith('ORDER BY "webhooks_event"."created_at" ASC LIMIT 1000 FOR UPDATE OF "webhooks_event" SKIP LOCKED'), look
