@@ -135,6 +135,27 @@ def test_a_run_stopped_at_its_cap_queues_the_next_until_nothing_past_retention_i
     assert not Job.objects.exists()
 
 
+def test_a_batch_reads_only_the_ids_of_the_jobs_and_events_it_deletes(owner: Client) -> None:
+    # Given a finished job and a delivered event past their retention, with a payload and a body
+    # of a megabyte
+    job = _job(owner, S.SUCCESS, finished_days_ago=40)
+    Job.objects.filter(pk=job.pk).update(payload={"text": "x" * 1_000_000}, result={"text": "y" * 1_000_000})
+    event = _event(owner, days_ago=40, state=Delivery.State.SUCCEEDED)
+    Event.objects.filter(pk=event.pk).update(body=b"z" * 1_000_000)
+
+    # When the housekeeping prunes them
+    with CaptureQueriesContext(connection) as queries:
+        assert retention.jobs_retention_apply()["jobs"] == 1
+        assert webhook_tasks.webhooks_prune()["events"] == 1
+
+    # Then no statement read a job's payload or result, or an event's body: a batch of a
+    # thousand such rows, read whole, was gigabytes in the worker
+    read = [q["sql"][:200] for q in queries.captured_queries
+            if q["sql"].startswith("SELECT") and any(column in q["sql"].split(" FROM ")[0] for column in (
+                '"jobs_job"."payload"', '"jobs_job"."result"', '"webhooks_event"."body"'))]
+    assert read == []
+
+
 def test_the_prune_finds_old_results_and_keys_by_index_not_by_reading_the_table() -> None:
     # Given the planner told to avoid sequential scans (on a table of a few rows it reads the
     # table whatever the indexes; told so, it shows the index it would take on a big one)
