@@ -1,5 +1,6 @@
 """What the apps' hand-written SQL (`jobs/sql.py`, `webhooks/sql.py`) shares: a model's columns,
-its rows read back as model instances, batched deletes, and a table's estimated size.
+its rows read back as model instances, batched deletes, foreign keys checked at each statement,
+and a table's estimated size.
 
 Reading a row as the ORM would means applying each column's converters (JSON decoding, SQLite's
 text dates and UUIDs). Django does that in its query compiler; the one call here that reaches

@@ -172,8 +172,9 @@ PRUNE_MAX_BATCHES = 100
 def events_prune(*, older_than: datetime, batch_size: int = PRUNE_BATCH_SIZE,
                  max_batches: int = PRUNE_MAX_BATCHES) -> int:
     """Delete events older than `older_than` whose deliveries are all final, with their
-    deliveries and attempt log (the database cascades); how many events went. Each batch
-    re-checks the condition: a redelivery may have added a pending delivery. A delivery held
+    deliveries and attempt log; how many events went. Each batch re-checks the condition (a
+    redelivery may have added a pending delivery) and locks its events, skipping those a
+    redelivery or an endpoint's recovery holds to send again (core.db.delete_in_batches). A delivery held
     for a disabled endpoint is not final: enabling the endpoint sends it (the endpoint's
     deletion cancels it), so its event stays; an endpoint holds only what was pending when it
     was disabled, since events recorded while it is disabled make no delivery to it.
