@@ -6,9 +6,18 @@ from django.contrib import admin
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import HttpRequest
-from django_object_actions import DjangoObjectActions, action, takes_instance_or_queryset
+from django_object_actions import (
+    DjangoObjectActions,
+    action,
+    takes_instance_or_queryset,
+)
 
-from core.admin_site import LargeTableAdmin, action_apply, known_values_filter
+from core.admin_site import (
+    CountedDeletionAdmin,
+    LargeTableAdmin,
+    action_apply,
+    known_values_filter,
+)
 from jobs.models import Job, JobResult, ModelUsage
 from jobs.registry import job_types_all
 from jobs.retention import jobs_delete
@@ -20,7 +29,7 @@ def _job_names() -> list[str]:
 
 
 @admin.register(Job)
-class JobAdmin(DjangoObjectActions, LargeTableAdmin):
+class JobAdmin(DjangoObjectActions, CountedDeletionAdmin, LargeTableAdmin):
     list_display = ("id", "job_name", "status", "owner", "created_at", "started_at", "finished_at")
     # No filter or date hierarchy that reads the whole table on each page: the job types come
     # from the registry, and the dates' filter needs no query (a date hierarchy asks the table
@@ -32,6 +41,7 @@ class JobAdmin(DjangoObjectActions, LargeTableAdmin):
     list_select_related = ("owner",)
     actions = ("cancel",)
     change_actions = ("cancel",)
+    deletion_listed_fields = ("id", "job_name", "status")
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # a job comes from its client's submission (every field here is read-only)
