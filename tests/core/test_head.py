@@ -13,8 +13,9 @@ DROPPED = "no-body response"
 
 
 def test_head_is_answered_as_get_without_a_body_and_without_a_warning(served: Api, tmp_path: Path) -> None:
-    # Given a job, and requests without a key, with it, and for a stream
-    job = served.submit("api.tasks.hello_world")
+    # Given a finished job (its answer the same to both asks), and requests without a key, with
+    # it, and for a stream
+    job = served.wait(served.submit("api.tasks.hello_world")["id"])
     key = {"Authorization": f"Bearer {served.key}"}
     asked = [("/healthz", {}), ("/api/jobs/", {}), (f"/api/jobs/{job['id']}/", key), ("/api/schema/", {})]
 
