@@ -1,6 +1,6 @@
 """kombu's transports as the service uses them: Redis publishing through one client object per
-connection pool, and the filesystem (make run's embedded broker) letting its worker stop at once
-and surviving a full disk.
+connection pool, and the filesystem (make run's embedded broker) letting its worker stop at once,
+surviving a full disk and keeping a message a killed worker took.
 
 kombu's Redis channel builds a new `redis.Redis` object for every message it publishes (and for
 every other command it sends outside the consumer's loop). Building one takes about 0.2 ms of
@@ -20,7 +20,7 @@ from time import monotonic
 from typing import Any
 
 from kombu.exceptions import ChannelError
-from kombu.transport import filesystem, redis
+from kombu.transport import filesystem, redis, virtual
 from kombu.utils.encoding import bytes_to_str, str_to_bytes
 from kombu.utils.json import dumps, loads
 
@@ -47,8 +47,21 @@ class Transport(redis.Transport):
     Channel = Channel
 
 
+class FilesystemQoS(virtual.QoS):
+    """kombu's bookkeeping of a channel's unacknowledged messages, which also removes a message's
+    file once it is acknowledged or rejected (FilesystemChannel)."""
+
+    def ack(self, delivery_tag: str) -> None:
+        super().ack(delivery_tag)
+        self.channel.forget(delivery_tag)
+
+    def reject(self, delivery_tag: str, requeue: bool = False) -> None:
+        super().reject(delivery_tag, requeue=requeue)
+        self.channel.forget(delivery_tag)
+
+
 class FilesystemChannel(filesystem.Channel):
-    """kombu's filesystem channel, whose messages survive a full disk.
+    """kombu's filesystem channel, whose messages survive a full disk and a killed worker.
 
     kombu writes a message's file in place, under the name consumers look for: a write that met
     a full disk (ENOSPC) left an empty or partial file, and the consumer that took it (removing
@@ -57,8 +70,38 @@ class FilesystemChannel(filesystem.Channel):
     written under a name consumers pass over (`.part` after kombu's) and renamed into place once
     whole, or removed; and a consumer sets aside a file it cannot read (an older version's
     leftover, a crash's) in `broken/` beside the queue's folder, with one WARNING line, and goes
-    on. Names, order and every other operation stay kombu's (kombu 5.x's `_put` and `_get`, the
-    two a virtual transport's channel implements)."""
+    on.
+
+    kombu removed a message's file as its consumer took it, and kept the message in memory until
+    it was acknowledged: a worker killed meanwhile (honcho kills one still running a job 5 s after
+    Ctrl-C) lost it, and its job stayed STARTED, holding its client's one running place, until the
+    sweeper failed it hours later (`worker_lost`). Here the file stays in `processed/` until the
+    message is acknowledged, rejected or handed back; `make run` puts what is left there back in
+    its queue before its workers start (`requeue_unacknowledged`), as Redis hands a killed
+    worker's message to the next after the visibility timeout.
+
+    Names, order and every other operation stay kombu's (kombu 5.x's `_put` and `_get`, the two a
+    virtual transport's channel implements, and `_restore`, which hands a message back)."""
+
+    QoS = FilesystemQoS
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Delivery tag -> the file of a message taken and not yet acknowledged.
+        self._taken: dict[str, str] = {}
+        # Queues consumed without acknowledgements (Celery's control replies): done with once taken.
+        self._no_ack_queues: set[str] = set()
+
+    def basic_consume(self, queue: str, no_ack: bool, *args: Any, **kwargs: Any) -> Any:
+        if no_ack:
+            self._no_ack_queues.add(queue)
+        return super().basic_consume(queue, no_ack, *args, **kwargs)
+
+    def basic_get(self, queue: str, no_ack: bool = False, **kwargs: Any) -> Any:
+        message = super().basic_get(queue, no_ack=no_ack, **kwargs)
+        if no_ack and message is not None:
+            self.forget(message.delivery_tag)
+        return message
 
     def _put(self, queue: str, payload: Any, **kwargs: Any) -> None:
         name = f"{round(monotonic() * 1000)}_{uuid.uuid4()}.{queue}.msg"
@@ -98,10 +141,27 @@ class FilesystemChannel(filesystem.Channel):
             if not _is_message(payload):
                 self._set_aside(taken, ValueError("JSON, but not a message (no properties.delivery_tag)"))
                 continue
-            if not self.store_processed:
+            if self.store_processed:
+                pass  # kept for good, as kombu keeps them
+            elif queue in self._no_ack_queues:
                 os.remove(taken)
+            else:
+                self._taken[payload["properties"]["delivery_tag"]] = taken
             return payload
         raise Empty()
+
+    def _restore(self, message: Any) -> None:
+        super()._restore(message)  # a copy, in its queue again
+        self.forget(message.delivery_tag)
+
+    def forget(self, delivery_tag: str) -> None:
+        """Remove the file of a message that is done with (acknowledged, rejected, handed back)."""
+        path = self._taken.pop(delivery_tag, None)
+        if path is not None:
+            # One left (a disk gone read-only) is put back at the next start: delivered twice,
+            # which a job's conditional transitions and a delivery's row make harmless.
+            with suppress(OSError):
+                os.remove(path)
 
     def _set_aside(self, path: str, error: BaseException) -> None:
         """Move an unreadable message file to `broken/` beside the queue's folder, for an operator
@@ -115,6 +175,16 @@ class FilesystemChannel(filesystem.Channel):
             destination = f"{path} (not moved: {exc})"
         logger.warning("Unreadable broker message %s set aside as %s: %s", os.path.basename(path), destination,
                        first_line(error))
+
+
+def requeue_unacknowledged(*, queue_folder: str, processed_folder: str) -> int:
+    """Put every message taken and never acknowledged (its worker killed) back in its queue, in
+    its place (its name is its time of sending); how many. Only while no worker runs: a running
+    one's messages are there too."""
+    names = [name for name in os.listdir(processed_folder) if name.endswith(".msg")]
+    for name in names:
+        os.rename(os.path.join(processed_folder, name), os.path.join(queue_folder, name))
+    return len(names)
 
 
 def _arrival(name: str) -> tuple[int, str]:

@@ -4,6 +4,8 @@ survive a full disk."""
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import os
 import resource
 import signal
 import threading
@@ -115,6 +117,10 @@ def _embedded_connection(tmp_path: Path) -> Connection:
     broker_dir = tmp_path / "broker"
     for name in ("queue", "processed"):
         (broker_dir / name).mkdir(parents=True)
+    return _embedded_connection_in(broker_dir)
+
+
+def _embedded_connection_in(broker_dir: Path) -> Connection:
     return Connection("filesystem://", transport="core.broker:FilesystemTransport", transport_options={
         "data_folder_in": str(broker_dir / "queue"), "data_folder_out": str(broker_dir / "queue"),
         "processed_folder": str(broker_dir / "processed"), "store_processed": False,
@@ -220,3 +226,68 @@ def test_messages_are_taken_in_the_order_they_were_sent_when_the_clock_gains_a_d
             assert taken == ["older", "newer"]
         finally:
             queue.close()
+
+
+def _take_and_die(broker_dir: str, queue_name: str) -> None:
+    """In a process of its own: take the queue's next message and die before acknowledging it,
+    as a worker honcho kills mid-job."""
+    connection = _embedded_connection_in(Path(broker_dir))
+    message = connection.SimpleQueue(queue_name).get(block=False)
+    assert message.payload == {"job": "running"}
+    os._exit(0)  # no acknowledgement, no hand-back at close: a SIGKILL's end
+
+
+def test_a_message_a_killed_consumer_took_is_requeued_at_the_next_start_and_an_acknowledged_one_is_not(
+    tmp_path: Path,
+) -> None:
+    # Given a queue on the embedded broker with two messages: one a consumer takes and
+    # acknowledges, one another consumer takes and is killed before it acknowledges it
+    with _embedded_connection(tmp_path) as connection:
+        queue = connection.SimpleQueue("killed")
+        try:
+            queue.put({"job": "done"})
+            done = queue.get(block=False)
+            done.ack()
+            queue.put({"job": "running"})
+            taker = multiprocessing.get_context("fork").Process(
+                target=_take_and_die, args=(str(tmp_path / "broker"), "killed")
+            )
+            taker.start()
+            taker.join(timeout=30)
+            assert taker.exitcode == 0
+            with pytest.raises(Empty):
+                queue.get(block=False)
+
+            # When make run starts again (its workers not started yet)
+            requeued = broker.requeue_unacknowledged(
+                queue_folder=str(tmp_path / "broker" / "queue"), processed_folder=str(tmp_path / "broker" / "processed")
+            )
+
+            # Then the killed consumer's message is in its queue again, once, and the acknowledged
+            # one is not (it was lost: the job stayed STARTED until the sweeper failed it hours later)
+            assert requeued == 1
+            again = queue.get(block=False)
+            assert again.payload == {"job": "running"}
+            again.ack()
+            with pytest.raises(Empty):
+                queue.get(block=False)
+            assert list((tmp_path / "broker" / "processed").iterdir()) == []
+        finally:
+            queue.close()
+
+
+def test_a_message_handed_back_as_its_consumer_closes_is_in_its_queue_once(tmp_path: Path) -> None:
+    # Given a message a consumer took and did not acknowledge
+    with _embedded_connection(tmp_path) as connection:
+        queue = connection.SimpleQueue("closing")
+        queue.put({"n": 1})
+        queue.get(block=False)
+
+        # When the consumer closes (a worker's warm stop hands its unacknowledged messages back)
+        queue.close()
+
+    # Then the message is in its queue once, and nothing is left to requeue at the next start
+    assert broker.requeue_unacknowledged(
+        queue_folder=str(tmp_path / "broker" / "queue"), processed_folder=str(tmp_path / "broker" / "processed")
+    ) == 0
+    assert len(list((tmp_path / "broker" / "queue").glob("*.closing.msg"))) == 1

@@ -200,3 +200,50 @@ def test_make_run_fails_when_one_of_its_processes_stops_on_its_own(tmp_path: Pat
     assert process.returncode == 2, output
     assert re.search(r"^make: \*\*\* \[Makefile:\d+: run\] Error [1-9]\d*$", output, re.MULTILINE), output
     assert _leftovers(process.pid) == []
+
+
+@pytest.mark.timeout(300)
+def test_a_job_running_when_make_run_is_stopped_runs_again_at_its_next_start(tmp_path: Path) -> None:
+    # Given make run running a long job, longer than the 5 s honcho gives a worker to stop
+    env = {k: v for k, v in os.environ.items() if k not in SERVER_VARIABLES}
+    env.update(PORT=str(free_port()), DATA_DIR=str(tmp_path / "data"), WEB_CONCURRENCY="1")
+    base = f"http://127.0.0.1:{env['PORT']}"
+
+    def start(log_path: Path) -> subprocess.Popen[bytes]:
+        with open(log_path, "wb") as log:
+            return subprocess.Popen(["make", "run"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
+
+    first_log = tmp_path / "first.log"
+    process = start(first_log)
+    try:
+        headers = {"Authorization": f"Bearer {_wait_for_key(first_log, process)}"}
+        wait_until_up(f"{base}/healthz", process, first_log)
+        response = requests.post(f"{base}/api/jobs/", headers=headers, timeout=10,
+                                 json={"job_name": "api.tasks.long_running_task", "payload": {"duration": 10}})
+        assert response.status_code == 202, response.text
+        job_url = f"{base}/api/jobs/{response.json()['id']}/"
+        deadline = time.monotonic() + 60
+        while requests.get(job_url, headers=headers, timeout=10).json()["status"] != "STARTED":
+            assert time.monotonic() < deadline, first_log.read_text()
+            time.sleep(0.2)
+    finally:
+        # When it is stopped (Ctrl-C: honcho kills the long-jobs worker 5 s later, mid-job)
+        output = _ctrl_c(process, first_log)
+    assert "sending SIGKILL to worker-long" in output, output
+
+    # And started again on the same data
+    second_log = tmp_path / "second.log"
+    process = start(second_log)
+    try:
+        wait_until_up(f"{base}/healthz", process, second_log)
+
+        # Then the job runs again and succeeds (its message was lost with the killed worker, and
+        # the job stayed STARTED, holding its client's one running place, for hours)
+        deadline = time.monotonic() + 60
+        while (job := requests.get(job_url, headers=headers, timeout=10).json())["status"] != "SUCCESS":
+            assert time.monotonic() < deadline, (job, second_log.read_text())
+            time.sleep(0.5)
+        assert job["result"].startswith("Slept for 10 seconds.")
+    finally:
+        _ctrl_c(process, second_log)
