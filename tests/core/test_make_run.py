@@ -247,3 +247,40 @@ def test_a_job_running_when_make_run_is_stopped_runs_again_at_its_next_start(tmp
         assert job["result"].startswith("Slept for 10 seconds.")
     finally:
         _ctrl_c(process, second_log)
+
+
+@pytest.mark.timeout(180)
+def test_a_second_make_run_on_the_same_data_is_refused_and_the_first_goes_on(tmp_path: Path) -> None:
+    # Given make run serving on a data directory
+    env = {k: v for k, v in os.environ.items() if k not in SERVER_VARIABLES}
+    env.update(PORT=str(free_port()), DATA_DIR=str(tmp_path / "data"), WEB_CONCURRENCY="1")
+    first_log = tmp_path / "first.log"
+    with open(first_log, "wb") as log:
+        first = subprocess.Popen(["make", "run"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                 start_new_session=True)
+    try:
+        _wait_for_key(first_log, first)
+        wait_until_up(f"http://127.0.0.1:{env['PORT']}/healthz", first, first_log)
+
+        # When another starts on the same data, on a port of its own (its start would put back in
+        # their queues the messages the first one's workers are running: their jobs run twice)
+        second_log = tmp_path / "second.log"
+        with open(second_log, "wb") as log:
+            second = subprocess.Popen(["make", "run"], cwd=REPO, env={**env, "PORT": str(free_port())}, stdout=log,
+                                      stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            second.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            _ctrl_c(second, second_log)
+            raise AssertionError("a second make run started:\n" + second_log.read_text()) from None
+
+        # Then it stops at once, saying why, and the first goes on serving
+        output = second_log.read_text()
+        assert second.returncode == 2, output
+        assert f"Another make run is using {tmp_path / 'data'}" in output and "API key" not in output, output
+        assert first.poll() is None, first_log.read_text()
+        assert requests.get(f"http://127.0.0.1:{env['PORT']}/healthz", timeout=10).status_code == 200
+    finally:
+        # (The workers may still be starting: one stopped before it set its handlers dies by the signal.)
+        _ctrl_c(first, first_log)
+    assert _leftovers(first.pid) == []
