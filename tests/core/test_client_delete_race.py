@@ -58,21 +58,11 @@ def test_a_client_deleted_while_its_job_finishes_is_deleted_with_all_it_owns() -
 def test_a_client_deleted_as_a_worker_claims_its_delivery_is_deleted_with_the_attempt() -> None:
     # Given a client with a delivery not yet due (out of the session worker's sight), its
     # signing secret made
-    client = client_create(name="deleted-while-claimed")
-    with transaction.atomic():
-        event = outbox.event_record(owner_id=client.pk, subject_id=uuid.uuid4(), event_type="job.succeeded",
-                                    data={"n": 1}, callback_url="http://127.0.0.1:9/hook", publish=False)
-    delivery = Delivery.objects.get(event=event)
-    Delivery.objects.filter(pk=delivery.pk).update(next_attempt_at=timezone.now() + timedelta(hours=1))
-    secrets.signing_secret_sealed_get_or_create(owner_id=client.pk, endpoint_id=None)
-
-    def claimed_now() -> int:
-        Delivery.objects.filter(pk=delivery.pk).update(next_attempt_at=timezone.now())
-        return len(claims.claim(scope=claims.Scope(delivery_ids=[delivery.pk]), token=uuid.uuid4()))
+    client, delivery = _client_with_a_delivery_later("deleted-while-claimed")
 
     # When a worker claims it (opening its attempt) once the deletion has deleted the client's
     # attempts, just before it deletes its deliveries
-    with meanwhile(claimed_now, at='DELETE FROM "webhooks_delivery"') as claimed:
+    with meanwhile(lambda: _claimed_now(delivery), at='DELETE FROM "webhooks_delivery"') as claimed:
         client_delete(client=client)
 
     # Then the deletion went through, the attempt with the rest (before, it failed on the
@@ -86,23 +76,13 @@ def test_a_client_deleted_as_a_worker_claims_its_delivery_is_deleted_with_the_at
 def test_the_admins_deletion_of_a_client_as_a_worker_claims_its_delivery_goes_through() -> None:
     # Given a client with a delivery not yet due (out of the session worker's sight), its
     # signing secret made, and an operator on its admin page
-    client = client_create(name="deleted-by-the-admin-while-claimed")
-    with transaction.atomic():
-        event = outbox.event_record(owner_id=client.pk, subject_id=uuid.uuid4(), event_type="job.succeeded",
-                                    data={"n": 1}, callback_url="http://127.0.0.1:9/hook", publish=False)
-    delivery = Delivery.objects.get(event=event)
-    Delivery.objects.filter(pk=delivery.pk).update(next_attempt_at=timezone.now() + timedelta(hours=1))
-    secrets.signing_secret_sealed_get_or_create(owner_id=client.pk, endpoint_id=None)
+    client, delivery = _client_with_a_delivery_later("deleted-by-the-admin-while-claimed")
     operator = HttpClient()
     operator.force_login(User.objects.create_superuser("admin", "admin@example.com", "pw"))
 
-    def claimed_now() -> int:
-        Delivery.objects.filter(pk=delivery.pk).update(next_attempt_at=timezone.now())
-        return len(claims.claim(scope=claims.Scope(delivery_ids=[delivery.pk]), token=uuid.uuid4()))
-
     # When the operator confirms its deletion, and a worker claims the delivery (opening its
     # attempt) once the deletion has deleted the client's attempts
-    with meanwhile(claimed_now, at='DELETE FROM "webhooks_delivery"') as claimed:
+    with meanwhile(lambda: _claimed_now(delivery), at='DELETE FROM "webhooks_delivery"') as claimed:
         response = operator.post(f"/admin/core/client/{client.pk}/delete/", {"post": "yes"})
 
     # Then the deletion went through, the attempt with the rest. Before, the admin's view runs
@@ -112,6 +92,25 @@ def test_the_admins_deletion_of_a_client_as_a_worker_claims_its_delivery_goes_th
     assert response.status_code == 302
     assert not Client.objects.filter(pk=client.pk).exists()
     assert not DeliveryAttempt.objects.filter(delivery_id=delivery.pk).exists()
+
+
+def _client_with_a_delivery_later(name: str) -> tuple[Client, Delivery]:
+    """A client with a delivery due in an hour (out of the session worker's sight), its signing
+    secret made."""
+    client = client_create(name=name)
+    with transaction.atomic():
+        event = outbox.event_record(owner_id=client.pk, subject_id=uuid.uuid4(), event_type="job.succeeded",
+                                    data={"n": 1}, callback_url="http://127.0.0.1:9/hook", publish=False)
+    delivery = Delivery.objects.get(event=event)
+    Delivery.objects.filter(pk=delivery.pk).update(next_attempt_at=timezone.now() + timedelta(hours=1))
+    secrets.signing_secret_sealed_get_or_create(owner_id=client.pk, endpoint_id=None)
+    return client, delivery
+
+
+def _claimed_now(delivery: Delivery) -> int:
+    """A worker's claim of the delivery, made due now (its attempt opened): how many it claimed."""
+    Delivery.objects.filter(pk=delivery.pk).update(next_attempt_at=timezone.now())
+    return len(claims.claim(scope=claims.Scope(delivery_ids=[delivery.pk]), token=uuid.uuid4()))
 
 
 # Where the worker's transaction waits for the deletion to start: before it disables the endpoint

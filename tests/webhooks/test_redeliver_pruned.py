@@ -12,6 +12,7 @@ import pytest
 from django.utils import timezone
 
 from core.errors import Conflict
+from core.models import Client
 from core.services import client_create
 from tests.locks import meanwhile
 from webhooks import outbox
@@ -23,15 +24,21 @@ pytestmark = pytest.mark.django_db(transaction=True)
 CALLBACK = "http://127.0.0.1:9/hook"
 
 
-def test_a_redelivery_of_an_event_pruned_meanwhile_is_nothing_to_redeliver(settings: Any) -> None:
-    # Given a job's final event delivered to its callback 31 days ago, past its retention of 30
-    settings.WEBHOOK_EVENT_RETENTION_DAYS = 30
-    owner = client_create(name=f"redeliver-pruned-{uuid.uuid4().hex[:8]}")
+def _delivered_31_days_ago(owner: Client) -> Event:
+    """A job's final event of `owner`'s, delivered to its callback 31 days ago."""
     at = timezone.now() - timedelta(days=31)
     event = Event.objects.create(owner=owner, subject_id=uuid.uuid4(), event_type="job.succeeded",
                                  body=b"{}", created_at=at)
     Delivery.objects.create(event=event, owner=owner, subject_id=event.subject_id, url=CALLBACK,
                             state=Delivery.State.SUCCEEDED, created_at=at, next_attempt_at=at)
+    return event
+
+
+def test_a_redelivery_of_an_event_pruned_meanwhile_is_nothing_to_redeliver(settings: Any) -> None:
+    # Given a job's final event delivered to its callback 31 days ago, past its retention of 30
+    settings.WEBHOOK_EVENT_RETENTION_DAYS = 30
+    owner = client_create(name=f"redeliver-pruned-{uuid.uuid4().hex[:8]}")
+    event = _delivered_31_days_ago(owner)
 
     def pruned() -> int:
         return outbox.events_prune(older_than=timezone.now() - timedelta(days=30))
@@ -52,11 +59,7 @@ def test_a_redelivery_of_an_event_pruned_meanwhile_is_nothing_to_redeliver(setti
 def test_a_redelivery_made_as_the_prune_deletes_its_event_fails_neither() -> None:
     # Given a job's final event delivered to its callback 31 days ago, past its retention of 30
     owner = client_create(name=f"prune-meets-redeliver-{uuid.uuid4().hex[:8]}")
-    at = timezone.now() - timedelta(days=31)
-    event = Event.objects.create(owner=owner, subject_id=uuid.uuid4(), event_type="job.succeeded",
-                                 body=b"{}", created_at=at)
-    Delivery.objects.create(event=event, owner=owner, subject_id=event.subject_id, url=CALLBACK,
-                            state=Delivery.State.SUCCEEDED, created_at=at, next_attempt_at=at)
+    event = _delivered_31_days_ago(owner)
 
     def redelivered() -> str:
         try:
