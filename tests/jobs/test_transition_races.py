@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from core.errors import Conflict
 from core.services import client_create
-from jobs import dispatch, hand_overs, transitions
+from jobs import hand_overs, transitions
 from jobs.models import Job, JobCounts, JobEvent
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -84,42 +84,13 @@ def test_a_start_a_finish_and_two_cancels_at_once_end_the_job_once(where: str, s
         Job.objects.filter(pk=job.pk).update(deadline=timezone.now() - timedelta(seconds=1))
         _all_at_once(_worker(job, handed), _cancel(job), transitions.jobs_cancel_past_deadline)
 
-    # Then each ended once, its one final event naming the state the API shows, and last; and
-    # nothing is counted as unfinished or running any more
-    _each_ended_once(owner)
-
-
-def test_a_scheduled_job_falling_due_as_it_is_canceled_ends_once(settings: Any) -> None:
-    # Given jobs scheduled for later, no running cap in the way
-    settings.JOB_MAX_RUNNING_PER_CLIENT = 0
-    owner = client_create(name="races-scheduled")
-    later = timezone.now() + timedelta(hours=1)
-    jobs = Job.objects.bulk_create(Job(owner=owner, job_name="api.tasks.hello_world", run_at=later) for _ in range(ROUNDS))
-
-    def sweeper_then_worker(job: Job) -> None:
-        """The sweeper publishes what is due; the worker runs the message it published, if any."""
-        dispatch.jobs_publish_waiting(owner_id=owner.pk)
-        dispatched_at = Job.objects.get(pk=job.pk).dispatched_at
-        if dispatched_at is not None and transitions.job_start(job_id=job.id, dispatched_at=dispatched_at):
-            transitions.job_finish(job_id=job.id, status=S.SUCCESS, result={"ok": 1})
-
-    # When, for each in turn, it falls due as its client cancels it
-    for job in jobs:
-        Job.objects.filter(pk=job.pk).update(run_at=timezone.now())
-        _all_at_once(lambda job=job: sweeper_then_worker(job), _cancel(job))
-
-    # Then each ended once: canceled unpublished, canceled before its message ran, or run
-    _each_ended_once(owner)
-
-
-def _each_ended_once(owner: Any) -> None:
-    """Each of the owner's jobs is final, with one final event naming the state the API shows,
-    its last, and at most one job.started; the owner's counts are back to zero."""
+    # Then each ended once, its one final event naming the state the API shows, and last
     for job in Job.objects.filter(owner=owner):
         events = list(JobEvent.objects.filter(job_id=job.id).order_by("id").values_list("event_type", flat=True))
         assert job.status in Job.FINAL_STATUSES, job
         finals = [event for event in events if event in transitions.FINAL_EVENT_TYPES.values()]
         assert finals == [transitions.FINAL_EVENT_TYPES[job.status]], (job, events)
         assert events[-1] == finals[0] and events.count("job.started") <= 1, (job, events)
+    # ...and nothing is counted as unfinished or running any more
     counts = JobCounts.objects.get(owner=owner)
     assert (counts.unfinished, counts.running) == (0, 0)
