@@ -5,7 +5,8 @@
 - A transition is a conditional UPDATE that returns the row: a compare-and-set on the status
   (the first final state wins) with the job back in the same round trip, where `update()` gives
   a count and a second query reads the row. The start also takes its owner's count row (FOR
-  UPDATE) and checks the running cap in the same statement, so two workers never both start
+  UPDATE; after the job's row, which jobs.transitions.job_start locks first, the order of every
+  other writer) and checks the running cap in the same statement, so two workers never both start
   the job that would take an owner past it. A handed-over step's start is one too, so that of
   two messages of one hand-over (or a message and the sweeper taking it for lost) one wins.
 - The sweeper takes each owner's waiting jobs in turn, oldest first, as many as its running cap

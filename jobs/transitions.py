@@ -125,14 +125,18 @@ def job_start(*, job_id: uuid.UUID, dispatched_at: datetime | None = None) -> Jo
         same_dispatch, dispatch_params = sql.in_dispatch(dispatched_at)
         condition, params = f"{condition} AND {same_dispatch}", [*params, *dispatch_params]
     with transaction.atomic():
+        # The job's row is locked before its owner's count row (which the running cap's check
+        # reads locked), the order of every other writer: a cancel, a finish, the deadline's
+        # cancel lock the job, then their triggers the counts. Taken the other way round, a
+        # start waiting for a job its client was canceling deadlocked with the cancel.
+        job = _locked(job_id)
+        if job is None or job.is_final:
+            return None
         started = sql.job_update_if(job_id, condition=condition, params=params, status=Status.STARTED, started_at=now)
         if started is not None:
             _event_record(job=started, event_type="job.started")
             telemetry.job_started(job=started)
             return started
-        job = _locked(job_id)
-        if job is None or job.is_final:
-            return None
         if dispatched_at is not None and job.dispatched_at != dispatched_at:
             raise StaleMessage()  # nothing was written
         if job.cancel_requested:

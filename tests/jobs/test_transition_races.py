@@ -6,18 +6,19 @@ after it, and its owner's counts as exact as if they had come one by one."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from django.utils import timezone
 
 from core.errors import Conflict
 from core.services import client_create
-from jobs import hand_overs, transitions
+from jobs import dispatch, hand_overs, transitions
 from jobs.models import Job, JobCounts, JobEvent
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -84,13 +85,98 @@ def test_a_start_a_finish_and_two_cancels_at_once_end_the_job_once(where: str, s
         Job.objects.filter(pk=job.pk).update(deadline=timezone.now() - timedelta(seconds=1))
         _all_at_once(_worker(job, handed), _cancel(job), transitions.jobs_cancel_past_deadline)
 
-    # Then each ended once, its one final event naming the state the API shows, and last
+    # Then each ended once, its one final event naming the state the API shows, and last; and
+    # nothing is counted as unfinished or running any more
+    _each_ended_once(owner)
+
+
+def test_a_scheduled_job_falling_due_as_it_is_canceled_ends_once(settings: Any, monkeypatch: Any) -> None:
+    # Given jobs scheduled for later, no running cap in the way, and a broker that takes the
+    # sweeper's messages for this test's worker alone (the session's worker would be a third
+    # party racing them)
+    settings.JOB_MAX_RUNNING_PER_CLIENT = 0
+    monkeypatch.setattr(dispatch, "job_publish", lambda *, job, countdown=None: None)
+    owner = client_create(name="races-scheduled")
+    later = timezone.now() + timedelta(hours=1)
+    jobs = Job.objects.bulk_create(Job(owner=owner, job_name="api.tasks.hello_world", run_at=later) for _ in range(ROUNDS))
+
+    def sweeper_then_worker(job: Job) -> None:
+        """The sweeper publishes what is due; the worker runs the message it published, if any."""
+        dispatch.jobs_publish_waiting(owner_id=owner.pk)
+        dispatched_at = Job.objects.get(pk=job.pk).dispatched_at
+        if dispatched_at is not None and transitions.job_start(job_id=job.id, dispatched_at=dispatched_at):
+            transitions.job_finish(job_id=job.id, status=S.SUCCESS, result={"ok": 1})
+
+    # When, for each in turn, it falls due as its client cancels it
+    for job in jobs:
+        Job.objects.filter(pk=job.pk).update(run_at=timezone.now())
+        _all_at_once(lambda job=job: sweeper_then_worker(job), _cancel(job))
+
+    # Then each ended once: canceled unpublished, canceled before its message ran, or run
+    _each_ended_once(owner)
+
+
+def _each_ended_once(owner: Any) -> None:
+    """Each of the owner's jobs is final, with one final event naming the state the API shows,
+    its last, and at most one job.started; the owner's counts are back to zero."""
     for job in Job.objects.filter(owner=owner):
         events = list(JobEvent.objects.filter(job_id=job.id).order_by("id").values_list("event_type", flat=True))
         assert job.status in Job.FINAL_STATUSES, job
         finals = [event for event in events if event in transitions.FINAL_EVENT_TYPES.values()]
         assert finals == [transitions.FINAL_EVENT_TYPES[job.status]], (job, events)
         assert events[-1] == finals[0] and events.count("job.started") <= 1, (job, events)
-    # ...and nothing is counted as unfinished or running any more
     counts = JobCounts.objects.get(owner=owner)
     assert (counts.unfinished, counts.running) == (0, 0)
+
+
+@pytest.mark.parametrize("canceler", ["client", "deadline"])
+def test_a_start_waiting_behind_a_cancel_of_its_job_does_not_deadlock(canceler: str, settings: Any) -> None:
+    # Given a queued job of an owner with a running cap (its start reads the owner's count row
+    # locked), its deadline passed
+    settings.JOB_MAX_RUNNING_PER_CLIENT = 5
+    owner = client_create(name=f"races-lock-order-{canceler}")
+    job = Job.objects.create(owner=owner, job_name="api.tasks.hello_world", deadline=timezone.now())
+    cancel = _cancel(job) if canceler == "client" else transitions.jobs_cancel_past_deadline
+
+    # When its cancel holds the job's row as the worker's start comes, and then writes it final
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        with transaction.atomic():
+            Job.objects.select_for_update().get(pk=job.pk)
+            start = pool.submit(_on_own_connection(lambda: transitions.job_start(job_id=job.id)))
+            _wait_for_a_lock_wait(start)
+            cancel()
+
+        # Then neither is aborted by PostgreSQL's deadlock detection: the start waits for the
+        # cancel, then finds the job final and runs nothing
+        assert start.result(timeout=10) is None
+    job.refresh_from_db()
+    assert job.status == S.REVOKED
+    counts = JobCounts.objects.get(owner=owner)
+    assert (counts.unfinished, counts.running) == (0, 0)
+
+
+def _on_own_connection(call: Callable[[], Any]) -> Callable[[], Any]:
+    def run() -> Any:
+        try:
+            return call()
+        finally:
+            connection.close()
+
+    return run
+
+
+def _wait_for_a_lock_wait(start: Any) -> None:
+    """Until another session of the test database waits for a lock (the statistics read afresh
+    each time: within a transaction they are a snapshot)."""
+    deadline = time.monotonic() + 10
+    with connection.cursor() as cursor:
+        while time.monotonic() < deadline:
+            cursor.execute(
+                "SELECT pg_stat_clear_snapshot(), count(*) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
+            )
+            if cursor.fetchone()[1]:
+                return
+            assert not start.done(), start.result()
+            time.sleep(0.01)
+    raise AssertionError("the start never waited for the job's lock")
