@@ -237,13 +237,16 @@ def _is_proxy(address: str, proxies: list[str]) -> bool:
         ip = ipaddress.ip_address(address)
     except ValueError:
         return False
+    candidates = [ip]
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         # A server listening on IPv6 too (HOST=[::]) sees an IPv4 proxy as ::ffff:<its address>:
         # compared as that, a proxy given as 127.0.0.1 was not one, and every client behind it
         # had its address, one budget of failed checks (one client's guesses locked out every
-        # other client's new keys, and every operator's admin login).
-        ip = ip.ipv4_mapped
-    return any(ip in ipaddress.ip_network(proxy) for proxy in proxies)
+        # other client's new keys, and every operator's admin login). Both forms name it: gunicorn
+        # compares the address as it is, so an operator lists ::ffff:127.0.0.1 for gunicorn's
+        # own trust, and an IPv4 address is never within an IPv6 network.
+        candidates.append(ip.ipv4_mapped)
+    return any(candidate in ipaddress.ip_network(proxy) for proxy in proxies for candidate in candidates)
 
 
 def address_holder(address: str) -> str:

@@ -206,15 +206,17 @@ def test_the_budget_is_shared_by_the_api_processes(
     assert elsewhere.status_code == 200
 
 
+# The proxy named as its IPv4 address, or as gunicorn itself needs it named to trust its
+# X-Forwarded-* headers on [::] (gunicorn compares ::ffff:127.0.0.1 with the list as it is).
+@pytest.mark.parametrize("trusted", ["127.0.0.1", "::ffff:127.0.0.1", "::ffff:127.0.0.0/104"])
 def test_behind_a_proxy_reaching_a_server_on_ipv6_too_each_address_spends_its_own(
-    make_api: Callable[..., Api], tmp_path: Path
+    make_api: Callable[..., Api], tmp_path: Path, trusted: str
 ) -> None:
     # Given gunicorn listening on IPv6 as well as IPv4 ([::]), which sees the proxy (127.0.0.1,
     # trusted) as ::ffff:127.0.0.1
     api, attacker, neighbour = make_api(), random_address(), random_address()
-    with serving(api, tmp_path / "gunicorn.log", HOST="[::]", API_AUTH_FAILURE_RATE_PER_MINUTE=str(LIMIT)) as (
-        served, _,
-    ):
+    with serving(api, tmp_path / "gunicorn.log", HOST="[::]", API_AUTH_FAILURE_RATE_PER_MINUTE=str(LIMIT),
+                 FORWARDED_ALLOW_IPS=trusted) as (served, _):
         # when one address behind it spends its budget
         guesses = [call(served, attacker, key=bad_key()).status_code for _ in range(LIMIT + 1)]
         # then it is that address's alone: another's new key still works
