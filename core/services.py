@@ -5,7 +5,7 @@ import secrets
 import uuid
 
 import tenacity
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, OperationalError, transaction
 from django.utils import timezone
 
 from core.auth import API_KEY_PREFIX, api_key_digest, api_key_forget
@@ -46,8 +46,19 @@ def api_key_delete(*, api_key: ApiKey) -> None:
     api_key_forget(digest=api_key.digest)
 
 
-# How many times a client's deletion is made before its IntegrityError is raised (client_delete).
+# How many times a client's deletion is made before its IntegrityError (or deadlock) is raised
+# (client_delete).
 DELETE_TRIES = 3
+# PostgreSQL's deadlock_detected (SQLSTATE 40P01): the transaction it aborted may be made again.
+_DEADLOCK_DETECTED = "40P01"
+
+
+def _deletion_may_try_again(exc: BaseException) -> bool:
+    """Whether a try of a client's deletion failed on what a new try, reading again, gets past: a
+    row added meanwhile (IntegrityError), or a deadlock PostgreSQL broke by aborting it."""
+    if isinstance(exc, IntegrityError):
+        return True
+    return isinstance(exc, OperationalError) and getattr(exc.__cause__, "pgcode", None) == _DEADLOCK_DETECTED
 
 
 def client_delete(*, client: Client) -> None:
@@ -74,8 +85,12 @@ def client_delete(*, client: Client) -> None:
     # foreign keys are checked at each statement, not at commit: in a caller's transaction (the
     # admin's delete view runs in one) the commit is the caller's, past the retry, so the
     # violation was the operator's 500 and the client stayed.
+    # A submission holds its owner's count row, then takes the client's row at its commit (its
+    # job's foreign key), and the deletion, holding the client's row, deletes that count row: the
+    # two deadlock, and PostgreSQL aborts the deletion (the first to wait). Tried again, it waits
+    # for the client's row until the submission has committed, and reads and deletes its job too.
     client_id = client.pk
-    for attempt in tenacity.Retrying(retry=tenacity.retry_if_exception_type(IntegrityError),
+    for attempt in tenacity.Retrying(retry=tenacity.retry_if_exception(_deletion_may_try_again),
                                      stop=tenacity.stop_after_attempt(DELETE_TRIES), reraise=True):
         with attempt, transaction.atomic():
             constraints_checked_at_once()

@@ -24,6 +24,7 @@ from core.models import Client
 from core.services import client_create, client_delete
 from jobs import transitions
 from jobs.models import Job, JobEvent
+from jobs.submission import SubmissionRequest, job_submit
 from tests.locks import meanwhile, rows_held
 from webhooks import claims, endpoints, outbox, recording, reschedule, secrets
 from webhooks.models import Delivery, DeliveryAttempt, Endpoint, Event
@@ -260,3 +261,21 @@ def _on_a_connection_of_its_own(work: Callable[[], object]) -> _Work:
     thread = _Work(work)
     thread.start()
     return thread
+
+
+def test_a_client_deleted_as_it_submits_a_job_is_deleted_with_the_job() -> None:
+    # Given a client (its job scheduled for later: out of the session worker's sight)
+    client = client_create(name=f"deleted-while-submitting-{uuid.uuid4().hex[:8]}")
+    later = SubmissionRequest(job_name=HELLO, run_at=timezone.now() + timedelta(hours=1))
+
+    # When the operator's deletion starts as the client's submission has inserted its job (its
+    # owner's count row held, its foreign key checked at its commit)
+    with meanwhile(lambda: client_delete(client=Client.objects.get(pk=client.pk)),
+                   at="INSERT INTO jobs_job ", after=True) as deleted, transaction.atomic():
+        job, _created = job_submit(owner=client, request=later)
+
+    # Then both went through, the deletion after the submission, with its job: before, each
+    # waited for the other (the count row, the client's row) and PostgreSQL aborted the deletion
+    assert deleted == [None]
+    assert not Client.objects.filter(pk=client.pk).exists()
+    assert not Job.objects.filter(pk=job.pk).exists()
