@@ -6,6 +6,7 @@ import uuid
 
 from django.db import transaction
 
+from core.models import Client
 from jobs import sql
 from jobs.models import JobCounts
 
@@ -15,18 +16,25 @@ def job_counts_recount(*, owner_id: uuid.UUID) -> bool:
     keep them exact through every write of the jobs and results (the services, the admin, a
     cascade, SQL by hand), so only writes that bypass triggers make them drift: a restore or a
     replication with triggers off (`session_replication_role = replica`, `pg_restore
-    --disable-triggers`), a TRUNCATE, an UPDATE of the counts by hand. Counted up, a count
-    locked its client out at its cap for good.
+    --disable-triggers`), a TRUNCATE, an UPDATE of the counts by hand, a TRUNCATE of the counts
+    (the row is made again). Counted up, a count locked its client out at its cap for good.
 
     Safe beside the client's traffic: the count row is locked first, and every transition's
     trigger takes that lock before its commit, so the counting (a later statement) sees each
     one committed already, or none of it, to which the transition then adds its own change."""
     with transaction.atomic():
         counts = JobCounts.objects.select_for_update().filter(owner_id=owner_id).first()
-        if counts is None:
-            return False  # the client is gone (its row goes with it)
+        lost = counts is None
+        if lost:
+            if not Client.objects.filter(pk=owner_id).exists():
+                return False  # the client is gone (its row goes with it)
+            # The row itself lost (a TRUNCATE of the counts, a restore of the clients without
+            # it): made again, or a batch, which reads it, failed (a 500) for good. A job's
+            # trigger may make it at the same moment: then that one is counted.
+            JobCounts.objects.bulk_create([JobCounts(owner_id=owner_id)], ignore_conflicts=True)
+            counts = JobCounts.objects.select_for_update().get(owner_id=owner_id)
         counted = sql.owner_counts_counted(owner_id)
-        if (counts.unfinished, counts.running, counts.result_bytes) == counted:
+        if not lost and (counts.unfinished, counts.running, counts.result_bytes) == counted:
             return False
         counts.unfinished, counts.running, counts.result_bytes = counted
         counts.save(update_fields=["unfinished", "running", "result_bytes"])

@@ -59,6 +59,25 @@ def test_a_client_locked_out_by_counts_that_drifted_submits_again_once_they_are_
     assert http.post("/api/jobs/", later, content_type="application/json").status_code == 202
 
 
+
+def test_a_client_whose_count_row_was_lost_submits_batches_again_once_counted_again() -> None:
+    # Given a client with an unfinished job whose count row a TRUNCATE of the counts table lost
+    owner = client_create(name="lost-row")
+    http = DjangoClient(HTTP_AUTHORIZATION=f"Bearer {api_key_create(client=owner)}")
+    Job.objects.create(owner=owner, job_name=HELLO)
+    with connection.cursor() as cursor:
+        cursor.execute("TRUNCATE jobs_jobcounts")
+    batch = {"jobs": [{"job_name": HELLO}]}
+
+    # When an operator counts its counts again
+    out = StringIO()
+    call_command("job_counts_recount", str(owner.pk), stdout=out)
+
+    # Then its row is back, as its rows count it, and its batches are taken again
+    assert f"Client {owner.pk}: its counts had drifted" in out.getvalue()
+    assert _counts(owner.pk) == (1, 0, 0)
+    assert http.post("/api/jobs/batch/", batch, content_type="application/json").status_code == 202
+
 def test_counting_again_beside_the_clients_transitions_leaves_the_counts_exact(settings: Any) -> None:
     # Given a client whose jobs are started and finished (each with a persisted result) by a worker
     settings.JOB_MAX_RUNNING_PER_CLIENT = 0
