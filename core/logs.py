@@ -210,6 +210,14 @@ def logging_config(*, level: str, json: bool) -> dict[str, Any]:
             # ...and its DEBUG line for every request, with the whole URL: at LOG_LEVEL=DEBUG,
             # turned on to see what a failing delivery does, every receiver's token.
             "urllib3.connectionpool": {"level": "INFO"},
+            # Django's WARNING for every 4xx answer ("Too Many Requests: <path>"): one line a
+            # request at the default level, at whatever rate a client sends them, its 429s
+            # included (a client past its rate limit wrote about 400 lines a second per API
+            # thread, each naming the path it asked for). A client's own mistakes are its
+            # business, answered in the error body and counted in jobapi_http_requests_total;
+            # the request's INFO line keeps its status. Its ERROR for a 5xx (a bug's traceback,
+            # an outage) stays.
+            "django.request": {"level": "ERROR"},
         },
     }
 
