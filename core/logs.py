@@ -173,6 +173,28 @@ class RevokedWithoutResultBackend(logging.Filter):
         return not (isinstance(record.args, tuple) and "No result backend" in str(record.args[-1]))
 
 
+class OncePerInterval(logging.Filter):
+    """Lets one record through every `seconds` (per process), without its traceback: for a line
+    anyone can have written at will, which an operator needs to see once, not once a request.
+    Django's ERROR for a request whose `Host` is not in ALLOWED_HOSTS is one: any request,
+    without a key so without a rate limit, wrote it with a traceback of 14 lines (about 1.3 KB
+    a request). Seen once a minute it still tells of a proxy or an ALLOWED_HOSTS set wrong
+    (then every request is refused, and the metrics' 400s say how many)."""
+
+    def __init__(self, seconds: float = 60.0) -> None:
+        super().__init__()
+        self._seconds = seconds
+        self._passed_at = -seconds
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        now = time.monotonic()
+        if now - self._passed_at < self._seconds:
+            return False
+        self._passed_at = now
+        record.exc_info, record.exc_text = None, None
+        return True
+
+
 def logging_config(*, level: str, json: bool) -> dict[str, Any]:
     """Django's LOGGING: one stream handler on the root logger, JSON or text."""
     if json:
@@ -193,7 +215,10 @@ def logging_config(*, level: str, json: bool) -> dict[str, Any]:
                 "processors": [structlog.stdlib.ProcessorFormatter.remove_processors_meta, *renderer],
             }
         },
-        "filters": {"revoked_without_backend": {"()": RevokedWithoutResultBackend}},
+        "filters": {
+            "revoked_without_backend": {"()": RevokedWithoutResultBackend},
+            "once_a_minute": {"()": OncePerInterval, "seconds": 60.0},
+        },
         "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "structured"}},
         "root": {"handlers": ["console"], "level": level.upper()},
         "loggers": {
@@ -218,6 +243,8 @@ def logging_config(*, level: str, json: bool) -> dict[str, Any]:
             # the request's INFO line keeps its status. Its ERROR for a 5xx (a bug's traceback,
             # an outage) stays.
             "django.request": {"level": "ERROR"},
+            # A request naming a Host this service does not serve: OncePerInterval says why.
+            "django.security.DisallowedHost": {"filters": ["once_a_minute"]},
         },
     }
 

@@ -1,0 +1,55 @@
+"""What anyone's requests make the log hold, at its default level: a client's own errors
+nothing, and a request for a host this service does not serve one line a minute. Sent in a loop
+(past a rate limit, for ids the client does not have, with a wrong `Host`), each made Django
+write a line, the last with its traceback, as fast as they came."""
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.conftest import Api, serving
+
+# It boots a gunicorn of its own.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
+
+
+def test_a_clients_4xx_answers_in_a_loop_write_no_warning_lines(make_api: Callable[..., Api], tmp_path: Path) -> None:
+    # Given the API as production runs it, at the default LOG_LEVEL (WARNING), and a client
+    # whose reads are limited to 5 a minute
+    log_path = tmp_path / "gunicorn.log"
+    with serving(make_api(), log_path, API_READ_RATE_PER_MINUTE="5") as (client, _):
+        started = log_path.stat().st_size
+
+        # When it asks for 40 jobs it does not have: 404 until its limit, then 429
+        answers = [client.get(f"/api/jobs/{uuid.uuid4()}/").status_code for _ in range(40)]
+
+        # Then each got its answer, and the log has no line for any of them
+        written = log_path.read_bytes()[started:].decode()
+    assert set(answers) == {404, 429} and answers.count(429) >= 30, answers
+    assert written.strip() == "", written[:2000]
+
+
+def test_requests_for_a_host_not_served_write_one_line_a_minute_without_its_traceback(
+    make_api: Callable[..., Api], tmp_path: Path
+) -> None:
+    # Given the API as production runs it, at the default LOG_LEVEL
+    log_path = tmp_path / "gunicorn.log"
+    with serving(make_api(), log_path) as (client, _):
+        started = log_path.stat().st_size
+
+        # When anyone, without a key, sends 20 requests naming a host it does not serve
+        answers = [requests.get(f"{client.base_url}/api/jobs/", headers={"Host": "evil.example"}, timeout=10)
+                   for _ in range(20)]
+
+        # Then each is refused, and the log says so once, in one line (for the operator whose
+        # ALLOWED_HOSTS or proxy is wrong), without Django's traceback
+        written = log_path.read_bytes()[started:].decode()
+    assert {answer.status_code for answer in answers} == {400}
+    assert [answer.json()["error"]["code"] for answer in answers][-1] == "bad_request"
+    lines = written.splitlines()
+    assert len(lines) == 1, written[:3000]
+    assert "Invalid HTTP_HOST header: 'evil.example'" in lines[0] and "ERROR" in lines[0].upper()
