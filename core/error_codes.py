@@ -176,6 +176,13 @@ ERROR_CODES: dict[str, ErrorCode] = {
         "types that persist their result are refused (others are not); `details` has both figures.",
         "Retry after `Retry-After` seconds, once retention has freed room.",
     ),
+    "webhook_backlog_full": ErrorCode(
+        429, "A job that would reach your registered endpoints, while one of them, paced by its "
+        "`rate_limit_per_second`, has `WEBHOOK_MAX_BACKLOG_PER_ENDPOINT` deliveries or more waiting for its "
+        "pace (a batch holding one is refused whole); `details` names the endpoint, with both figures.",
+        "Retry after `Retry-After` seconds, once the endpoint has sent some; or raise its pace, or submit with "
+        "`webhook_endpoints: false`.",
+    ),
     "model_budget_exhausted": ErrorCode(
         429, "A job type that calls a model (the checklist), from a client whose jobs have spent its daily "
         "budget of model tokens (`MODEL_TOKENS_PER_CLIENT_PER_DAY`, or its own) this UTC day (a batch holding "

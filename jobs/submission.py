@@ -24,6 +24,7 @@ from jobs.models import DEFAULT_WEBHOOK_EVENTS, Job, JobCounts
 from jobs.registry import job_type_get
 from jobs.types.base import JobType
 from webhooks.addresses import callback_hosts_resolve, callback_url_validate
+from webhooks.backlog import endpoint_backlog_require_room
 
 
 @dataclass(frozen=True)
@@ -189,9 +190,12 @@ def _job_insert(*, owner: Client, job: Job, job_type: JobType) -> Job:
     so the sweeper never publishes it too; if publishing fails, the claim is released and the
     sweeper takes over. One INSERT in autocommit is committed when it returns; inside a caller's
     transaction (the Idempotency-Key path) on_commit waits for that commit. A type that calls a
-    model is first checked against its owner's model budget of the day (429 once spent)."""
+    model is first checked against its owner's model budget of the day (429 once spent), and one
+    that reaches its owner's endpoints against their backlogs (429 while one is full)."""
     if job_type.uses_model:
         model_budget.model_budget_require_for_submit(owner=owner)
+    if job.webhook_endpoints:
+        endpoint_backlog_require_room(owner_id=owner.pk, now=timezone.now())
     cap = client_limit(client=owner, limit="max_unfinished_jobs")
     quota = settings.JOB_RESULT_QUOTA_BYTES_PER_CLIENT if job_type.persist_result else 0
     if not sql.job_insert_below_cap(job, cap=cap, result_quota=quota):
@@ -241,9 +245,12 @@ def _batch_insert(*, owner: Client, prepared: list[tuple[Job, JobType]]) -> list
     owner's count row lock; the jobs wait for dispatch, and one message on commit has a worker
     publish them (jobs.dispatch_owner), so the request publishes one message, not one a job.
     A batch with a job of a type that calls a model is refused whole once its owner's model
-    budget of the day is spent."""
+    budget of the day is spent, and one with a job that reaches its owner's endpoints while one
+    of their backlogs is full."""
     if any(job_type.uses_model for _, job_type in prepared):
         model_budget.model_budget_require_for_submit(owner=owner)
+    if any(job.webhook_endpoints for job, _ in prepared):
+        endpoint_backlog_require_room(owner_id=owner.pk, now=timezone.now())
     jobs = [job for job, _ in prepared]
     cap = client_limit(client=owner, limit="max_unfinished_jobs")
     persists = any(job_type.persist_result for _, job_type in prepared)

@@ -281,6 +281,17 @@ _subscriptions: dict[uuid.UUID, tuple[float, dict[str, list[uuid.UUID]]]] = {}
 
 def subscribers_cached(*, owner_id: uuid.UUID, event_type: str) -> list[Endpoint]:
     """`subscribers`, its answer "none" (the usual one) remembered for a few seconds."""
+    ids = _subscriptions_cached(owner_id).get(event_type)
+    return list(Endpoint.objects.filter(pk__in=ids, enabled=True)) if ids else []
+
+
+def has_endpoints_cached(*, owner_id: uuid.UUID) -> bool:
+    """Whether the owner has an enabled endpoint subscribed to anything, as remembered for a few
+    seconds: most owners have none, and a submission asks this of each."""
+    return bool(_subscriptions_cached(owner_id))
+
+
+def _subscriptions_cached(owner_id: uuid.UUID) -> dict[str, list[uuid.UUID]]:
     now = time.monotonic()
     hit = _subscriptions.get(owner_id)
     if hit is None or now - hit[0] >= settings.WEBHOOK_ENDPOINT_CACHE_SECONDS:
@@ -293,8 +304,7 @@ def subscribers_cached(*, owner_id: uuid.UUID, event_type: str) -> list[Endpoint
         while len(_subscriptions) >= _SUBSCRIPTIONS_MAX_OWNERS:
             _subscriptions.pop(next(iter(_subscriptions)), None)
         hit = _subscriptions[owner_id] = (now, by_type)
-    ids = hit[1].get(event_type)
-    return list(Endpoint.objects.filter(pk__in=ids, enabled=True)) if ids else []
+    return hit[1]
 
 
 _SUBSCRIPTIONS_MAX_OWNERS = 10_000

@@ -42,6 +42,9 @@ WEBHOOK_SECRET_OVERLAP_SECONDS = env.int("WEBHOOK_SECRET_OVERLAP_SECONDS", defau
 
 # Registered webhook endpoints a client may have.
 WEBHOOK_MAX_ENDPOINTS_PER_CLIENT = env.int("WEBHOOK_MAX_ENDPOINTS_PER_CLIENT", default=20)
+# Deliveries a paced endpoint may have waiting for its slots before its client's submissions
+# that would add to them are refused (429 webhook_backlog_full; 0: no bound).
+WEBHOOK_MAX_BACKLOG_PER_ENDPOINT = env.int("WEBHOOK_MAX_BACKLOG_PER_ENDPOINT", default=10_000)
 # An endpoint is disabled once every attempt to it has failed for this long (seconds) and at
 # least this many times (its pending deliveries are held until its client enables it).
 WEBHOOK_ENDPOINT_DISABLE_AFTER_SECONDS = env.int("WEBHOOK_ENDPOINT_DISABLE_AFTER_SECONDS", default=5 * 24 * 3600)

@@ -1,0 +1,49 @@
+"""The bound on a paced endpoint's backlog: a client whose endpoint has as many deliveries waiting
+for its pace as one may (WEBHOOK_MAX_BACKLOG_PER_ENDPOINT) has its submissions that would add to
+it refused, rather than its events dropped or the backlog left to grow.
+
+Paced deliveries are never dropped, and their events are kept past their retention until they
+are sent, so without this an endpoint paced below its client's rate of events gathered rows
+without a bound of any kind: at the least pace (0.01 a second) 864 go a day, while a client at
+the default submission rate records 8.6 million final events a day, each a delivery to each of
+its endpoints (up to 20) and an event body kept with it."""
+from __future__ import annotations
+
+import math
+import uuid
+from datetime import datetime
+
+from django.conf import settings
+
+from core.errors import TooManyRequests
+from webhooks.endpoints import has_endpoints_cached
+from webhooks.models import Endpoint
+
+
+def endpoint_backlog_require_room(*, owner_id: uuid.UUID, now: datetime) -> None:
+    """Raise 429 `webhook_backlog_full` when one of the owner's enabled, paced endpoints has
+    WEBHOOK_MAX_BACKLOG_PER_ENDPOINT deliveries or more waiting for their slots. How many wait
+    is read off the endpoint's row, not counted: its next free slot is that many slots of its
+    pace away (webhooks.outbox gives each delivery the next one). An owner without endpoints
+    (nearly every one) costs no query: the subscriptions it has are remembered for a few
+    seconds; with some, one indexed read of at most WEBHOOK_MAX_ENDPOINTS_PER_CLIENT rows."""
+    most = settings.WEBHOOK_MAX_BACKLOG_PER_ENDPOINT
+    if not most or not has_endpoints_cached(owner_id=owner_id):
+        return
+    paced = Endpoint.objects.filter(
+        owner_id=owner_id, enabled=True, rate_limit_per_second__isnull=False, next_slot_at__gt=now
+    ).values_list("pk", "next_slot_at", "rate_limit_per_second")
+    for endpoint_id, next_slot_at, rate in paced:
+        waiting = (next_slot_at - now).total_seconds() * rate
+        if waiting >= most:
+            # Until one slot below the bound has come.
+            seconds = math.ceil((waiting - most + 1) / rate)
+            raise TooManyRequests(
+                f"Your webhook endpoint {endpoint_id} has about {int(waiting)} deliveries waiting for its "
+                f"pace, the most one may have ({most}); jobs that would add to them are refused until it "
+                "has sent some. Raise its rate_limit_per_second, or submit with webhook_endpoints false.",
+                code="webhook_backlog_full",
+                details={"endpoint_id": str(endpoint_id), "waiting_deliveries": int(waiting),
+                         "max_waiting_deliveries": most},
+                headers={"Retry-After": str(max(seconds, 1))},
+            )
