@@ -25,8 +25,9 @@ def endpoint_backlog_require_room(*, owner_id: uuid.UUID, now: datetime) -> None
     WEBHOOK_MAX_BACKLOG_PER_ENDPOINT deliveries or more waiting for their slots. How many wait
     is read off the endpoint's row, not counted: its next free slot is that many slots of its
     pace away (webhooks.outbox gives each delivery the next one). An owner without endpoints
-    (nearly every one) costs no query: the subscriptions it has are remembered for a few
-    seconds; with some, one indexed read of at most WEBHOOK_MAX_ENDPOINTS_PER_CLIENT rows."""
+    (nearly every one) costs no query: the subscriptions it has are remembered for
+    WEBHOOK_ENDPOINT_CACHE_SECONDS, read again once that long has passed; with some, one indexed
+    read of at most WEBHOOK_MAX_ENDPOINTS_PER_CLIENT rows."""
     most = settings.WEBHOOK_MAX_BACKLOG_PER_ENDPOINT
     if not most or not has_endpoints_cached(owner_id=owner_id):
         return
