@@ -2,12 +2,16 @@
 signed webhook arrives."""
 from __future__ import annotations
 
+import fcntl
 import os
+import pty
 import re
+import select
 import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -284,3 +288,119 @@ def test_a_second_make_run_on_the_same_data_is_refused_and_the_first_goes_on(tmp
         # (The workers may still be starting: one stopped before it set its handlers dies by the signal.)
         _ctrl_c(first, first_log)
     assert _leftovers(first.pid) == []
+
+
+def _started_sessions(output: str) -> dict[str, int]:
+    """Each Procfile process's pid as honcho printed it: each leads a session of its own (its pool
+    processes in it too), out of the terminal's."""
+    return {name: int(pid) for name, pid in re.findall(r"\| (\S+) started \(pid=(\d+)\)", output)}
+
+
+def _sessions_left(sessions: dict[str, int], *, timeout: float) -> list[str]:
+    """The processes still running, after up to `timeout` seconds, in the sessions given."""
+    deadline = time.monotonic() + timeout
+    while True:
+        out = subprocess.run(["ps", "-o", "pid=,args=", "-s", ",".join(map(str, sessions.values()))],
+                             capture_output=True, text=True, check=False)
+        left = [line for line in out.stdout.splitlines() if line.strip()]
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.5)
+
+
+def _metrics_dir(pid: int) -> Path:
+    environment = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    [value] = [item.split(b"=", 1)[1] for item in environment if item.startswith(b"METRICS_DIR=")]
+    return Path(value.decode())
+
+
+def _data_dir_free(data_dir: Path) -> bool:
+    with open(data_dir / "make-run.lock", "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
+
+
+def _assert_all_gone(sessions: dict[str, int], metrics_dir: Path, data_dir: Path, port: str, output: str) -> None:
+    assert _sessions_left(sessions, timeout=30) == [], output
+    assert not metrics_dir.exists(), output
+    assert _data_dir_free(data_dir), output
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
+
+
+@pytest.mark.timeout(180)
+def test_closing_make_runs_terminal_stops_every_process_it_started(tmp_path: Path) -> None:
+    # Given make run typed into a terminal's shell, and everything started
+    env = {k: v for k, v in os.environ.items() if k not in SERVER_VARIABLES}
+    env.update(PORT=str(free_port()), DATA_DIR=str(tmp_path / "data"), WEB_CONCURRENCY="1")
+    shell, terminal = pty.fork()
+    if shell == 0:  # pragma: no cover (the terminal's shell, in the child)
+        os.chdir(REPO)
+        os.execvpe("bash", ["bash", "--norc", "--noprofile", "-i"], env)
+    output = b""
+
+    def read_terminal_until(done: Callable[[], bool]) -> None:
+        # The terminal read meanwhile, as a terminal does: a full one would stop honcho's writes.
+        nonlocal output
+        deadline = time.monotonic() + 90
+        while not done():
+            assert time.monotonic() < deadline, output.decode(errors="replace")
+            if select.select([terminal], [], [], 0.2)[0]:
+                output += os.read(terminal, 65536)
+
+    def serving() -> bool:
+        try:
+            return requests.get(f"http://127.0.0.1:{env['PORT']}/healthz", timeout=0.5).status_code == 200
+        except requests.RequestException:
+            return False
+
+    try:
+        os.write(terminal, b"make run\n")
+        read_terminal_until(lambda: len(_started_sessions(output.decode(errors="replace"))) == len(PROCESSES))
+        sessions = _started_sessions(output.decode(errors="replace"))
+        metrics_dir = _metrics_dir(sessions["web.1"])
+        read_terminal_until(serving)
+    finally:
+        # When the terminal is closed (its window, or an ssh connection lost): the shell's SIGHUP,
+        # which it passes on to make run
+        os.close(terminal)
+        os.waitpid(shell, 0)
+
+    # Then every process make run started has stopped, within honcho's time to stop them, its
+    # metrics directory is gone and its data directory is free for the next make run (the workers
+    # went on consuming the broker and the API serving, the lock on the data released)
+    _assert_all_gone(sessions, metrics_dir, tmp_path / "data", env["PORT"], output.decode(errors="replace"))
+
+
+@pytest.mark.timeout(180)
+def test_a_kill_of_make_run_stops_every_process_it_started(tmp_path: Path) -> None:
+    # Given make run serving
+    env = {k: v for k, v in os.environ.items() if k not in SERVER_VARIABLES}
+    env.update(PORT=str(free_port()), DATA_DIR=str(tmp_path / "data"), WEB_CONCURRENCY="1")
+    log_path = tmp_path / "make-run.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(["make", "run"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+    try:
+        _wait_for_key(log_path, process)
+        wait_until_up(f"http://127.0.0.1:{env['PORT']}/healthz", process, log_path)
+        sessions = _started_sessions(log_path.read_text())
+        assert len(sessions) == len(PROCESSES), log_path.read_text()
+        metrics_dir = _metrics_dir(sessions["web.1"])
+
+        # When make is killed (`kill <pid>`: SIGTERM, which make passes on to scripts/run-dev)
+        process.terminate()
+        process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+
+    # Then every process make run started has stopped, as with Ctrl-C (scripts/run-dev died and
+    # left honcho running them all, the lock on the data with it, and the metrics directory gone)
+    output = log_path.read_text()
+    _assert_all_gone(sessions, metrics_dir, tmp_path / "data", env["PORT"], output)
+    assert _leftovers(process.pid) == []
+    assert "SIGTERM received" in output, output

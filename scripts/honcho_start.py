@@ -1,0 +1,88 @@
+"""`make run`'s honcho (scripts/run-dev execs it): the Procfile's processes stop together however
+their terminal goes, Ctrl-C, the terminal closed, or a kill of make or of scripts/run-dev.
+
+honcho starts each process in a session of its own, out of the terminal's reach, and stops them
+on SIGINT and SIGTERM alone. A closed terminal's SIGHUP killed honcho and left every process
+running: the workers consuming the embedded broker, the API on its port, and the lock on
+DATA_DIR released, so that the next `make run` started beside them (its broker_requeue putting
+back the messages they were running) and stopped on the port taken. Here SIGHUP stops them as
+SIGTERM does. And once the terminal is gone a write to it fails (EIO), which would stop honcho in
+the midst of its stopping them: its lines then go nowhere.
+
+Usage: honcho_start.py METRICS_DIR_TO_REMOVE_AT_EXIT (empty: none) -- HONCHO_ARGUMENTS...
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import sys
+from types import FrameType
+from typing import Any, TextIO
+
+from honcho.command import main as honcho_main
+
+
+class TerminalOrNothing:
+    """Standard output that turns to /dev/null at its first failed write or flush: the terminal
+    it was closed (EIO), or the reader of its pipe gone (EPIPE)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except OSError:
+            self._lose_terminal()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except OSError:
+            self._lose_terminal()
+
+    def _lose_terminal(self) -> None:
+        # Both descriptors, for whatever else would write there (a traceback on stderr).
+        nothing = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(nothing, 1)
+        os.dup2(nothing, 2)
+        os.close(nothing)
+        self._stream = open(os.devnull, "w")  # noqa: SIM115 (stdout's, for the life of the process)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def main() -> int:
+    metrics_dir, separator, *honcho_arguments = sys.argv[1:]
+    assert separator == "--", sys.argv
+    honcho_pid = os.getpid()
+
+    def hang_up(signum: int, frame: FrameType | None) -> None:
+        # honcho's process readers, forked from this one, get the terminal's SIGHUP too: they read
+        # their process's output until it stops, and honcho waits for their word of its stop.
+        if os.getpid() == honcho_pid:
+            os.kill(honcho_pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGHUP, hang_up)
+    sys.stdout = TerminalOrNothing(sys.stdout)  # type: ignore[assignment]
+    sys.stderr = TerminalOrNothing(sys.stderr)  # type: ignore[assignment]
+    try:
+        honcho_main(honcho_arguments)
+    except SystemExit as stop:
+        status = stop.code if isinstance(stop.code, int) else 1
+    else:
+        status = 0
+    finally:
+        if metrics_dir:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+    # honcho exits 130 when Ctrl-C stopped them all: the way to stop, which make would report as
+    # "Error 130". Otherwise (but for SIGHUP's and SIGTERM's 143) a process stopped on its own and
+    # honcho exits with its code: a failure, even if that code was 0.
+    return {130: 0, 0: 1}.get(status, status)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
