@@ -47,6 +47,18 @@ control_socket_disable = True
 worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
 
 
+def on_starting(server: object) -> None:
+    """gunicorn's WARNING at every start when a process's connections are no more than its
+    threads, "No keepalived connections can be handled. Check the number of worker connections
+    and threads.", is left out: that is the configuration (worker_connections, above), keep-alive
+    off as with sync workers, not a mistake to check. It was the first line `make run` printed."""
+    server.log.error_log.addFilter(_not_keep_alive_off)  # type: ignore[attr-defined]
+
+
+def _not_keep_alive_off(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith("No keepalived connections can be handled.")
+
+
 def child_exit(server: object, worker: object) -> None:
     """A worker process ended: its live gauges stop counting in /metrics, and its counters and
     histograms join the archive (scripts/web gives the processes their PROMETHEUS_MULTIPROC_DIR
