@@ -32,6 +32,8 @@ SERVER_VARIABLES = (
     # The suite's metrics (tests/settings.py): make run has them off by default.
     "METRICS_ENABLED", "METRICS_TOKEN", "PROMETHEUS_MULTIPROC_DIR",
     "MAKELEVEL", "MAKEFLAGS", "MFLAGS",
+    # A terminal's shell has no such setting (a CI runner's may): make run sets it itself.
+    "PYTHONUNBUFFERED",
 )
 
 # The Procfile's processes, as honcho names them.
@@ -87,6 +89,10 @@ def test_make_run_serves_the_api_and_completes_a_job(tmp_path: Path) -> None:
         assert "production uses PostgreSQL and Redis" in log_path.read_text()
         # Celery took the CELERY_ namespace's names for its old ones and warned at every start
         assert "deprecated" not in log_path.read_text(), log_path.read_text()
+        # And beat has said it started, while running: its words waited in its output's buffer
+        # until it stopped, and came after honcho's "sending SIGTERM to beat.1", as if starting then
+        assert re.search(r"^.*beat\.1 +\| celery beat v\S+ .* is starting\.$", log_path.read_text(),
+                         re.MULTILINE), log_path.read_text()
     finally:
         receiver.stop()
         output = _ctrl_c(process, log_path)
