@@ -326,6 +326,34 @@ def test_beat_script_publishes_the_periodic_tasks(tmp_path: Path) -> None:
         purge(prefix)
 
 
+@pytest.mark.django_db
+def test_beat_at_info_logs_no_line_per_periodic_task_it_sends(tmp_path: Path) -> None:
+    # Given beat alone at LOG_LEVEL=INFO (where an operator looks for a line per request, job
+    # transition and delivery attempt), its sweep due every second
+    prefix = f"test-{os.environ['TEST_RUN_ID']}-beat-{uuid.uuid4().hex[:8]}:"
+    env = script_env(prefix, tmp_path / "data", BEAT_SCHEDULE_FILE=str(tmp_path / "beat-schedule"),
+                     JOB_DISPATCH_SWEEP_SECONDS="1", LOG_LEVEL="INFO")
+    beat = start("beat", env, tmp_path)
+    r = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    try:
+        # When it has sent the sweep three times
+        deadline = time.monotonic() + STARTUP_SECONDS
+        while sum(b'"jobs.dispatch_sweep"' in message for message in r.lrange(f"{prefix}maintenance", 0, -1)) < 3:
+            assert beat.poll() is None, f"beat exited with {beat.returncode}"
+            assert time.monotonic() < deadline, "beat published no dispatch sweep"
+            time.sleep(0.2)
+    finally:
+        stop_process(beat)
+        purge(prefix)
+
+    # Then its log has its start, and no line for each task sent: Celery's "Scheduler: Sending due
+    # task" came for each of the four tasks due every 5 s, some 70,000 lines a day, idle or not
+    [log_path] = tmp_path.glob("beat-*.log")
+    log = log_path.read_text()
+    assert "beat: Starting..." in log, log
+    assert "Sending due task" not in log, log
+
+
 def test_migrate_script_builds_an_empty_database_and_can_run_again(django_db_setup: Any, tmp_path: Path) -> None:
     # Given an empty database on the test server
     db = settings.DATABASES["default"]
