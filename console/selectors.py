@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db.models import Count, F, Max
@@ -117,6 +118,14 @@ class Failures:
 TOP_ERRORS = 5
 
 
+def _stored(error: Any) -> dict[str, Any]:
+    """A job's error as the query above groups it: its keys if it is an object, none otherwise
+    (`error -> 'type'` is NULL for a string or a list). A row written in another shape (by hand,
+    by an older version) raised AttributeError here, and the console answered 500 to every
+    operator until that job was an hour old."""
+    return error if isinstance(error, dict) else {}
+
+
 def _top_errors(*, now: datetime) -> list[ErrorRow]:
     failed_jobs = Job.objects.filter(finished_at__gte=now - WINDOW, status=Status.FAILURE)
     errors = list(
@@ -126,13 +135,13 @@ def _top_errors(*, now: datetime) -> list[ErrorRow]:
     )
     latest: dict[str, Job] = {}
     for job in failed_jobs.only("pk", "error", "finished_at").order_by("-finished_at")[:500]:
-        latest.setdefault(str((job.error or {}).get("type")), job)
+        latest.setdefault(str(_stored(job.error).get("type")), job)
     rows = []
     for error in errors:
         job = latest.get(str(error["error_type"]))
         rows.append(ErrorRow(
             error_type=error["error_type"] or "(none)", count=error["n"], last_at=error["last_at"],
-            last_message=str((job.error or {}).get("message", ""))[:300] if job else "",
+            last_message=str(_stored(job.error).get("message", ""))[:300] if job else "",
             last_job_id=str(job.pk) if job else "",
         ))
     return rows

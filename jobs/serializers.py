@@ -6,17 +6,26 @@ from typing import Any, Literal
 from rest_framework import serializers
 
 from jobs.models import Job, JobResult
+from jobs.shapes import error_shown, progress_shown
 
 
+# The fields of these two declare the shape (OpenAPI); the value shown is jobs.shapes', whatever
+# JSON the row holds. (Comments, not docstrings: drf-spectacular would publish a docstring.)
 class JobProgressSerializer(serializers.Serializer):
     current = serializers.IntegerField()
     total = serializers.IntegerField()
     message = serializers.CharField(allow_blank=True)
 
+    def to_representation(self, instance: Any) -> dict[str, Any] | None:  # type: ignore[override]  # null for an unreadable row
+        return progress_shown(instance)
+
 
 class JobErrorSerializer(serializers.Serializer):
     type = serializers.CharField(help_text="Machine-readable failure kind, e.g. `time_limit_exceeded`.")
     message = serializers.CharField()
+
+    def to_representation(self, instance: Any) -> dict[str, str] | None:  # type: ignore[override]  # as above
+        return error_shown(instance)
 
 
 class JobRetrySerializer(serializers.Serializer):
@@ -110,19 +119,14 @@ def job_representation(job: Job) -> dict[str, Any]:
     as much CPU as the rest of a poll (docs/benchmarks.md, "Fixes"). JobSerializer
     stays the declared shape (OpenAPI, lists); a test holds the two outputs equal.
     """
-    progress, error = job.progress, job.error
     return {
         "id": str(job.id),
         "job_name": job.job_name,
         "status": job.status,
-        "progress": None if progress is None else {
-            "current": int(progress["current"]),
-            "total": int(progress["total"]),
-            "message": str(progress["message"]),
-        },
+        "progress": progress_shown(job.progress),
         "payload": job.payload,
         "result": job.result,
-        "error": None if error is None else {"type": str(error["type"]), "message": str(error["message"])},
+        "error": error_shown(job.error),
         "callback_url": job.callback_url,
         "webhook_events": job.webhook_events,
         "webhook_endpoints": job.webhook_endpoints,

@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from core import logs, metrics
 from jobs.models import Job
+from jobs.shapes import error_type
 
 log = logs.get_logger("jobs.transitions")
 
@@ -50,7 +51,7 @@ def job_started(*, job: Job) -> None:
 def job_retrying(*, job: Job, backoff_seconds: int) -> None:
     """A failed run that its retry policy runs again (RETRY, the next attempt)."""
     log.info("job retrying", job_id=job.id, client=job.owner_id, job_name=job.job_name,
-             attempt=job.attempt, error_type=(job.error or {}).get("type"), backoff_seconds=backoff_seconds)
+             attempt=job.attempt, error_type=error_type(job.error), backoff_seconds=backoff_seconds)
 
 
 def job_retry_marked(*, job_id: uuid.UUID, retrying: bool) -> None:
@@ -63,7 +64,7 @@ def job_cancel_requested(*, job: Job) -> None:
     """A cancel (the client's, or its deadline) reached a job that is running: it stops within
     a step, and its final state is logged then."""
     log.info("job cancel requested", job_id=job.id, client=job.owner_id, job_name=job.job_name,
-             reason=(job.error or {}).get("type") or "client")
+             reason=error_type(job.error) or "client")
 
 
 def job_finished(*, job: Job) -> None:
@@ -76,4 +77,4 @@ def _finished(job: Job) -> None:
     ran = (finished_at - job.started_at).total_seconds() if job.started_at else None
     metrics.job_finished(job_name=job.job_name, status=job.status, ran_seconds=ran)
     log.info("job finished", job_id=job.id, client=job.owner_id, job_name=job.job_name, status=job.status,
-             error_type=(job.error or {}).get("type"), run_seconds=None if ran is None else round(ran, 3))
+             error_type=error_type(job.error), run_seconds=None if ran is None else round(ran, 3))

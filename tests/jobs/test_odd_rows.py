@@ -1,0 +1,81 @@
+"""A job whose stored `error` or `progress` is not the shape the code writes (written by hand in
+SQL, by an older version, or by a job type's own code): every read of it answers the documented
+shape, and the job can still be canceled. Each such row answered 500 to its job's GET, to every
+list page holding it, and to its cancel (which was undone)."""
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+
+from tests.conftest import Api
+
+UNKNOWN = "unknown"
+
+# (column, stored JSON, what every read shows)
+ODD_ROWS = [
+    ("error", "boom", {"type": UNKNOWN, "message": "boom"}),
+    ("error", ["a", 1], {"type": UNKNOWN, "message": '["a", 1]'}),
+    ("error", {}, {"type": UNKNOWN, "message": ""}),
+    ("error", {"type": 5}, {"type": "5", "message": ""}),
+    ("error", {"type": "x", "message": {"deep": True}}, {"type": "x", "message": '{"deep": true}'}),
+    ("error", {"type": "x", "message": "m" * 5000}, {"type": "x", "message": "m" * 2000}),
+    ("progress", "half", None),
+    ("progress", {"current": "x"}, None),
+    ("progress", {"current": None, "total": None, "message": None}, None),
+    ("progress", {"current": 1, "total": "many", "message": ""}, None),
+    ("progress", {"current": "2", "total": 4.0}, {"current": 2, "total": 4, "message": ""}),
+    ("progress", {"current": -1, "total": -5, "message": 3}, {"current": -1, "total": -5, "message": "3"}),
+]
+
+
+def _stored(job_id: str, column: str, value: Any) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(f"UPDATE jobs_job SET {column} = %s::jsonb WHERE id = %s", [json.dumps(value), job_id])
+
+
+def _stream_data(api: Api, job_id: str) -> list[dict[str, Any]]:
+    """The `data` of each event a final job's stream sends before it ends."""
+    response = api.get(f"/api/jobs/{job_id}/events/", headers={"Accept": "text/event-stream"}, stream=True)
+    assert response.status_code == 200, response.text
+    body = b"".join(response.iter_content(None)).decode()
+    return [json.loads(line[len("data: "):]) for line in body.splitlines() if line.startswith("data: ")]
+
+
+@pytest.mark.parametrize(("column", "stored", "shown"), ODD_ROWS, ids=lambda v: json.dumps(v)[:40])
+def test_a_job_stored_in_an_odd_shape_reads_in_the_documented_one(
+    make_api: Callable[..., Api], column: str, stored: Any, shown: Any
+) -> None:
+    # Given a client with two jobs (scheduled an hour ahead: no worker touches them), one of
+    # whose `error` or `progress` was written in a shape the code never writes
+    api = make_api()
+    run_at = (timezone.now() + timedelta(hours=1)).isoformat()
+    fine = api.submit("api.tasks.hello_world", run_at=run_at)
+    odd = api.submit("api.tasks.hello_world", run_at=run_at)
+    _stored(odd["id"], column, stored)
+
+    # When the client reads it, its list, the legacy read, and cancels it
+    detail = api.get(f"/api/jobs/{odd['id']}/")
+    listed = api.get("/api/jobs/")
+    legacy = api.get(f"/api/job/?job_id={odd['id']}")
+    canceled = api.post(f"/api/jobs/{odd['id']}/cancel/")
+    after = api.get(f"/api/jobs/{odd['id']}/")
+
+    # Then each answers, the odd value shown in the documented shape
+    assert detail.status_code == 200, detail.text
+    assert detail.json()[column] == shown
+    assert listed.status_code == 200, listed.text
+    items = {item["id"]: item for item in listed.json()["results"]}
+    assert set(items) == {fine["id"], odd["id"]} and items[odd["id"]][column] == shown
+    assert legacy.status_code == 200 and legacy.json()["status"] == "PENDING", legacy.text
+    # And the cancel took: the job is REVOKED, and its job.canceled event (the webhook's body, the
+    # stream's) carries the same shape
+    assert canceled.status_code == 202 and canceled.json()[column] == shown, canceled.text
+    assert after.json()["status"] == "REVOKED" and after.json()[column] == shown
+    events = _stream_data(api, odd["id"])
+    assert events and events[-1]["type"] == "job.canceled" and events[-1]["data"][column] == shown, events
