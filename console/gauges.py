@@ -23,7 +23,9 @@ from prometheus_client.registry import Collector
 from console import disabled_endpoints, receivers, selectors
 from console.counted import Counted
 from core import metrics
+from core.db import timed_out
 from core.health import unreachable
+from core.logs import first_line
 from jobs.models import Job
 from jobs.registry import job_types_all
 from jobs.telemetry import MODEL_BUDGET_CHECKS
@@ -64,9 +66,19 @@ class OperatorGauges(Collector):
         yield ready
         if "database" not in failed:
             try:
-                yield from self._database(broker_up="broker" not in failed)
-            except DatabaseError:
-                logger.warning("/metrics: the database figures are left out", exc_info=True)
+                # Read whole before any is served: given up halfway, the scrape has none of them
+                # rather than some from a transaction that failed.
+                with selectors.operator_reads_bounded():
+                    figures = list(self._database(broker_up="broker" not in failed))
+            except DatabaseError as exc:
+                if not timed_out(exc):
+                    logger.warning("/metrics: the database figures are left out", exc_info=True)
+                    return
+                # One line, not a traceback: it comes back every scrape while the lock is held.
+                logger.warning("/metrics: the database figures are left out: not read within "
+                               "OPERATOR_READ_TIMEOUT_SECONDS (%s)", first_line(exc))
+                return
+            yield from figures
 
     def _database(self, *, broker_up: bool) -> Iterator[Metric]:
         now = timezone.now()

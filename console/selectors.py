@@ -9,6 +9,7 @@ made at most once in 15 s by a process (console/counted.py).
 from __future__ import annotations
 
 from collections import Counter
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -21,6 +22,7 @@ from django.db.models.functions import Coalesce, Now
 from console.counted import Counted, Snapshot
 from console.models import WorkerHeartbeat
 from console.services import LOST_AFTER_SECONDS
+from core.db import reads_bounded
 from core.queues import queue_depths
 from jobs.models import Job
 from jobs.registry import job_types_all
@@ -31,6 +33,21 @@ WINDOW = timedelta(hours=1)
 _LARGE_FIELDS = ("payload", "result")
 Status = Job.Status
 STATUSES = [choice.value for choice in Status]
+
+# Longest an operator's read waits for a table's lock, in seconds: only a migration's ALTER
+# TABLE, a LOCK TABLE, a TRUNCATE or a VACUUM FULL takes one that blocks a read, and it may hold
+# it for minutes; a read that waited gave up the same, later.
+LOCK_WAIT_SECONDS = 0.25
+
+
+def operator_reads_bounded() -> AbstractContextManager[None]:
+    """The console's and /metrics' database reads, each bounded (OPERATOR_READ_TIMEOUT_SECONDS,
+    LOCK_WAIT_SECONDS): each holds its API process's request turn (one by default) and a database
+    connection while it waits, so a scrape or a refresh waiting on a lock held every request of
+    its process, health checks too, for as long as the lock was held, and those of the next
+    scrapes (every 15 s) with them."""
+    seconds = settings.OPERATOR_READ_TIMEOUT_SECONDS
+    return reads_bounded(seconds=seconds, lock_wait_seconds=min(seconds, LOCK_WAIT_SECONDS))
 
 
 def _jobs_by_type_and_status(*, now: datetime) -> dict[tuple[str, str], int]:

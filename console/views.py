@@ -8,6 +8,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib.admin.views.decorators import staff_member_required
 from django.core.exceptions import PermissionDenied
+from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.utils import timezone
@@ -19,8 +20,10 @@ from console import counted as counted_module
 from console import disabled_endpoints, receivers, selectors
 from console.gauges import OperatorGauges
 from core import metrics
+from core.db import timed_out
 from core.errors import error_body, handler404
 from core.health import unreachable
+from core.logs import first_line
 from jobs.registry import job_types_all
 
 logger = logging.getLogger(__name__)
@@ -32,6 +35,21 @@ FRAGMENT_HEADER = "X-Console-Fragment"
 # The page shows every client's jobs (their errors) and deliveries (receivers and their answers):
 # what the admin shows only to a staff user who may view jobs and deliveries.
 VIEW_PERMISSIONS = ("jobs.view_job", "webhooks.view_delivery")
+
+
+def _busy(request: HttpRequest, exc: DatabaseError) -> HttpResponse:
+    """503 for the console's reads given up (selectors.operator_reads_bounded): the page keeps its
+    last figures, marked stale with this message, and refreshes again."""
+    response = JsonResponse(error_body(
+        "database_busy",
+        f"The console's figures could not be read within {settings.OPERATOR_READ_TIMEOUT_SECONDS:g} s "
+        "(OPERATOR_READ_TIMEOUT_SECONDS): a table they read is locked (a migration, a LOCK TABLE, a "
+        "TRUNCATE) or too large to read in time; retry later.",
+    ), status=503)
+    response["Retry-After"] = str(REFRESH_SECONDS)
+    log_response("GET /console/: its reads were given up (%s); answered 503", first_line(exc),
+                 response=response, request=request, logger=logger, level="warning")
+    return response
 
 
 def _job_types(counts: dict[tuple[str, str], int], failures: selectors.Failures) -> list[dict[str, Any]]:
@@ -82,11 +100,17 @@ def console(request: HttpRequest) -> HttpResponse:
     """The whole page; with ?fragment=1, its figures alone (what the page fetches to refresh)."""
     if not request.user.has_perms(VIEW_PERMISSIONS):
         raise PermissionDenied
-    if request.GET.get("fragment"):
-        response = render(request, "console/_figures.html", _overview())
+    fragment = bool(request.GET.get("fragment"))
+    try:
+        with selectors.operator_reads_bounded():
+            response = render(request, "console/_figures.html" if fragment else "console/index.html", _overview())
+    except DatabaseError as exc:
+        if not timed_out(exc):
+            raise  # the database out of reach is everyone's 503 (core/errors.py), any other a 500
+        return _busy(request, exc)
+    if fragment:
         response[FRAGMENT_HEADER] = "1"
-        return response
-    return render(request, "console/index.html", _overview())
+    return response
 
 
 @never_cache

@@ -1,6 +1,6 @@
 """What the apps' hand-written SQL (`jobs/sql.py`, `webhooks/sql.py`) shares: a model's columns,
 its rows read back as model instances, batched deletes, foreign keys checked at each statement,
-and a table's estimated size.
+a table's estimated size, and reads bounded in time.
 
 Reading a row as the ORM would means applying each column's converters (JSON decoding, SQLite's
 text dates and UUIDs). Django does that in its query compiler; the one call here that reaches
@@ -9,8 +9,9 @@ held to the ORM's own reading by tests/core/test_db.py.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 from django.db import connections, transaction
@@ -122,3 +123,43 @@ def table_rows_estimate(model: type[Model], alias: str = "default") -> int | Non
                        [connection.ops.quote_name(model._meta.db_table)])
         row = cursor.fetchone()
     return int(row[0]) if row is not None and row[0] >= 0 else None
+
+
+# SQLSTATEs of a statement PostgreSQL ended for a bound reads_bounded set: query_canceled
+# (statement_timeout) and lock_not_available (lock_timeout).
+_TIMED_OUT = frozenset({"57014", "55P03"})
+
+
+@contextlib.contextmanager
+def reads_bounded(*, seconds: float, lock_wait_seconds: float, alias: str = "default") -> Iterator[None]:
+    """The block's statements in one transaction, each ended by PostgreSQL (an OperationalError,
+    `timed_out`) once it has run `seconds`, or waited `lock_wait_seconds` for a lock: for reads
+    that may wait on a lock a migration's ALTER TABLE, a LOCK TABLE or a TRUNCATE holds, or run
+    long on a huge table, while their request holds one of the process's turns. `SET LOCAL`
+    (set_config's `true`), so the bounds end with the transaction and never reach a connection's
+    next user. SQLite (embedded mode) is a file: its own busy timeout bounds a wait."""
+    connection = connections[alias]
+    if connection.vendor != "postgresql":
+        yield
+        return
+    outer = connection.in_atomic_block
+    with transaction.atomic(using=alias):
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT current_setting('statement_timeout'), current_setting('lock_timeout'), "
+                "set_config('statement_timeout', %s, true), set_config('lock_timeout', %s, true)",
+                [f"{max(1, round(seconds * 1000))}ms", f"{max(1, round(lock_wait_seconds * 1000))}ms"],
+            )
+            previous = cursor.fetchone()[:2]
+        yield
+        if outer:
+            # Released into a transaction of the caller's (a test's), the savepoint keeps what it
+            # set: put back what that transaction had. (Rolled back, it undid them itself.)
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT set_config('statement_timeout', %s, true), set_config('lock_timeout', %s, true)",
+                               previous)
+
+
+def timed_out(exc: BaseException) -> bool:
+    """Whether `exc` is a statement PostgreSQL ended for reads_bounded's bounds."""
+    return getattr(exc.__cause__, "pgcode", None) in _TIMED_OUT

@@ -217,6 +217,13 @@ ERROR_CODES: dict[str, ErrorCode] = {
         503, "`GET /readyz` only: a dependency is out of reach; `details.failed` names which.",
         "(A load balancer's) send this instance no requests until it answers 200.",
     ),
+    "database_busy": ErrorCode(
+        503, "`GET /console/` only: its reads of the database did not finish within "
+        "`OPERATOR_READ_TIMEOUT_SECONDS` (2 s by default): a table they read is locked (a migration, a "
+        "`LOCK TABLE`, a `TRUNCATE`) or too large to read in time.",
+        "(The operator's) the page retries by itself; if it persists, look for what holds the lock "
+        "(`pg_stat_activity`, `pg_locks`).",
+    ),
     "metrics_unavailable": ErrorCode(
         503, "`GET /metrics` only: metrics are on, but this API process was started without its "
         "`PROMETHEUS_MULTIPROC_DIR` (not through `scripts/web`), so it has no metrics to serve.",

@@ -28,6 +28,14 @@ READYZ_CHECK_SECONDS = env.float("READYZ_CHECK_SECONDS", default=1.0)
 if READYZ_CHECK_SECONDS < 0:
     raise ImproperlyConfigured("READYZ_CHECK_SECONDS must be >= 0.")
 
+# Seconds each database read of the console's and /metrics' may run before PostgreSQL ends it
+# (statement_timeout): the console then answers 503 database_busy and /metrics leaves its
+# database figures out, rather than holding the process's request turn for as long as a lock
+# or a huge table makes them wait (docs/reliability.md, "The operators' reads").
+OPERATOR_READ_TIMEOUT_SECONDS = env.float("OPERATOR_READ_TIMEOUT_SECONDS", default=2.0)
+if OPERATOR_READ_TIMEOUT_SECONDS <= 0:
+    raise ImproperlyConfigured("OPERATOR_READ_TIMEOUT_SECONDS must be > 0.")
+
 # Serve GET /metrics (Prometheus) and count jobs, deliveries and requests; off by default.
 METRICS_ENABLED = env.bool("METRICS_ENABLED", default=False)
 # The Bearer token GET /metrics requires on the API's port; required when metrics are on.

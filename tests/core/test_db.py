@@ -7,10 +7,10 @@ import uuid
 from typing import Any
 
 import pytest
-from django.db import connection
+from django.db import OperationalError, connection
 from django.utils import timezone
 
-from core.db import columns_of, delete_in_batches, model_from_row
+from core.db import columns_of, delete_in_batches, model_from_row, reads_bounded, timed_out
 from core.services import client_create
 from jobs.models import Job
 from webhooks.models import Event
@@ -54,3 +54,25 @@ def test_delete_in_batches_stops_at_its_cap_and_counts_the_model_rows() -> None:
     rest = delete_in_batches(Job.objects.filter(owner=owner), batch_size=2, max_batches=5)
 
     assert (first, rest) == (4, 1)
+
+
+def _bounds() -> tuple[str, str]:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT current_setting('statement_timeout'), current_setting('lock_timeout')")
+        return cursor.fetchone()
+
+
+def test_reads_bounded_ends_a_long_read_and_leaves_the_connection_as_it_was() -> None:
+    # Given the connection's own bounds (none)
+    before = _bounds()
+
+    # When a read runs past the bound, and another block's reads finish in time
+    with pytest.raises(OperationalError) as ended, reads_bounded(seconds=0.1, lock_wait_seconds=0.05):
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_sleep(2)")
+    with reads_bounded(seconds=0.1, lock_wait_seconds=0.05):
+        within = _bounds()
+
+    # Then PostgreSQL ended the first, as timed_out tells, and the bounds held only inside
+    assert timed_out(ended.value)
+    assert within == ("100ms", "50ms") and _bounds() == before == ("0", "0")
