@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime
 
 from django.conf import settings
@@ -58,6 +59,14 @@ def _gauge(name: str, documentation: str, labels: list[str] | None = None) -> Ga
     return GaugeMetricFamily(name, documentation, labels=labels)
 
 
+@dataclass(frozen=True)
+class _DatabaseFigures:
+    """The gauges read from the database, and the workers seen (the queues' consumers)."""
+
+    gauges: list[Metric]
+    workers: list[selectors.WorkerRow]
+
+
 class OperatorGauges(Collector):
     def collect(self) -> Iterator[Metric]:
         failed = unreachable()
@@ -65,11 +74,12 @@ class OperatorGauges(Collector):
         ready.add_metric([], 0 if failed else 1)
         yield ready
         if "database" not in failed:
+            now = timezone.now()
             try:
                 # Read whole before any is served: given up halfway, the scrape has none of them
                 # rather than some from a transaction that failed.
                 with selectors.operator_reads_bounded():
-                    figures = list(self._database(broker_up="broker" not in failed))
+                    figures = self._database(now=now)
             except DatabaseError as exc:
                 if not timed_out(exc):
                     logger.warning("/metrics: the database figures are left out", exc_info=True)
@@ -78,19 +88,36 @@ class OperatorGauges(Collector):
                 logger.warning("/metrics: the database figures are left out: not read within "
                                "OPERATOR_READ_TIMEOUT_SECONDS (%s)", first_line(exc))
                 return
-            yield from figures
+            yield from figures.gauges
+            # The broker's figures after, out of the reads' transaction: its call gives the
+            # request's turn away, and the turn's database connection with it (core/concurrency.py).
+            yield from self._queues(figures.workers, broker_up="broker" not in failed)
 
-    def _database(self, *, broker_up: bool) -> Iterator[Metric]:
-        now = timezone.now()
+    def _database(self, *, now: datetime) -> _DatabaseFigures:
         jobs = _gauge("jobapi_jobs", "Jobs in each status: not final now, or finished in the last hour.", ["status"])
         for status, count in selectors.jobs_by_status(now=now).items():
             jobs.add_metric([status], count)
-        yield jobs
         oldest = _gauge("jobapi_oldest_pending_job_age_seconds",
                         "How long the job waiting longest to start has waited since it fell due (0: none waits).")
         oldest.add_metric([], selectors.oldest_pending_age_seconds(now=now))
-        yield oldest
-        workers = selectors.workers_seen()
+        pending = _gauge("jobapi_webhook_pending_deliveries", "Webhook deliveries not yet delivered nor given up on.")
+        pending.add_metric([], _pending_counted.read(now=now).value)
+        failing = _gauge("jobapi_webhook_failing_receivers",
+                         "Receivers (callback hosts) with deliveries retrying after a failure, or given up on "
+                         "in the last hour (which ones: /console/).")
+        failing.add_metric([], receivers.receivers_failing_count(now=now))
+        totals = disabled_endpoints.disabled_totals()
+        disabled = _gauge("jobapi_webhook_disabled_endpoints",
+                          "Webhook endpoints disabled now, by reason (failing: by the service; client: by their "
+                          "client; which ones: /console/).", ["reason"])
+        for row in totals.by_reason:
+            disabled.add_metric([row.reason], row.endpoints)
+        held = _gauge("jobapi_webhook_held_deliveries",
+                      "Webhook deliveries held behind disabled endpoints, sent when they are enabled again.")
+        held.add_metric([], totals.held)
+        return _DatabaseFigures([jobs, oldest, pending, failing, disabled, held], selectors.workers_seen())
+
+    def _queues(self, workers: list[selectors.WorkerRow], *, broker_up: bool) -> Iterator[Metric]:
         messages = _gauge("jobapi_queue_messages", "Messages waiting in each broker queue.", ["queue"])
         consumers = _gauge("jobapi_queue_consumers", "Workers up that consume each queue (heartbeats, sent while a worker's consumer runs).", ["queue"])
         for row in selectors.queues(workers=workers, broker_up=broker_up):
@@ -99,22 +126,3 @@ class OperatorGauges(Collector):
             consumers.add_metric([row.name], row.consumers)
         yield messages
         yield consumers
-        pending = _gauge("jobapi_webhook_pending_deliveries", "Webhook deliveries not yet delivered nor given up on.")
-        pending.add_metric([], _pending_counted.read(now=now).value)
-        yield pending
-        failing = _gauge("jobapi_webhook_failing_receivers",
-                         "Receivers (callback hosts) with deliveries retrying after a failure, or given up on "
-                         "in the last hour (which ones: /console/).")
-        failing.add_metric([], receivers.receivers_failing_count(now=now))
-        yield failing
-        totals = disabled_endpoints.disabled_totals()
-        disabled = _gauge("jobapi_webhook_disabled_endpoints",
-                          "Webhook endpoints disabled now, by reason (failing: by the service; client: by their "
-                          "client; which ones: /console/).", ["reason"])
-        for row in totals.by_reason:
-            disabled.add_metric([row.reason], row.endpoints)
-        yield disabled
-        held = _gauge("jobapi_webhook_held_deliveries",
-                      "Webhook deliveries held behind disabled endpoints, sent when they are enabled again.")
-        held.add_metric([], totals.held)
-        yield held

@@ -67,12 +67,19 @@ def _job_types(counts: dict[tuple[str, str], int], failures: selectors.Failures)
 
 def _overview() -> dict[str, Any]:
     now = timezone.now()
-    counted = selectors.jobs_by_type_and_status(now=now)
-    counts = counted.value
-    failures = selectors.failures(now=now, counts=counts)
-    workers = selectors.workers_seen()
+    # The readiness checks and the queues' depths ask the broker without the request's turn,
+    # and the turn's database connection goes with it (core/concurrency.py): outside the
+    # bounded reads' transaction, which would lose its connection (closed) and its bounds.
     down = unreachable()
-    disabled = disabled_endpoints.disabled_overview()
+    with selectors.operator_reads_bounded():
+        counted = selectors.jobs_by_type_and_status(now=now)
+        counts = counted.value
+        failures = selectors.failures(now=now, counts=counts)
+        workers = selectors.workers_seen()
+        disabled = disabled_endpoints.disabled_overview()
+        oldest_pending = selectors.jobs_oldest_pending(now=now)
+        longest_running = selectors.jobs_longest_running()
+        failing_receivers = receivers.receivers_failing(now=now)
     return {
         "now": now,
         "refresh_seconds": REFRESH_SECONDS,
@@ -83,11 +90,11 @@ def _overview() -> dict[str, Any]:
         "counted_for_seconds": counted_module.COUNTED_FOR_SECONDS,
         "job_types": _job_types(counts, failures),
         "totals": [sum(count for (_, s), count in counts.items() if s == status) for status in selectors.STATUSES],
-        "oldest_pending": selectors.jobs_oldest_pending(now=now),
-        "longest_running": selectors.jobs_longest_running(),
+        "oldest_pending": oldest_pending,
+        "longest_running": longest_running,
         "queues": selectors.queues(workers=workers, broker_up="broker" not in down),
         "failures": failures,
-        "receivers": receivers.receivers_failing(now=now),
+        "receivers": failing_receivers,
         "disabled": disabled.totals,
         "disabled_endpoints": disabled.top,
         "workers": workers,
@@ -102,12 +109,12 @@ def console(request: HttpRequest) -> HttpResponse:
         raise PermissionDenied
     fragment = bool(request.GET.get("fragment"))
     try:
-        with selectors.operator_reads_bounded():
-            response = render(request, "console/_figures.html" if fragment else "console/index.html", _overview())
+        overview = _overview()
     except DatabaseError as exc:
         if not timed_out(exc):
             raise  # the database out of reach is everyone's 503 (core/errors.py), any other a 500
         return _busy(request, exc)
+    response = render(request, "console/_figures.html" if fragment else "console/index.html", overview)
     if fragment:
         response[FRAGMENT_HEADER] = "1"
     return response
