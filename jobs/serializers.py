@@ -6,7 +6,7 @@ from typing import Any, Literal
 from rest_framework import serializers
 
 from jobs.models import Job, JobResult
-from jobs.shapes import error_shown, progress_shown
+from jobs.shapes import error_shown, metadata_shown, progress_shown
 
 
 # The fields of these two declare the shape (OpenAPI); the value shown is jobs.shapes', whatever
@@ -28,6 +28,12 @@ class JobErrorSerializer(serializers.Serializer):
         return error_shown(instance)
 
 
+# As those two: the spec's object of strings, jobs.shapes' value.
+class _MetadataField(serializers.DictField):
+    def to_representation(self, value: Any) -> dict[str, str]:
+        return metadata_shown(value)
+
+
 class JobRetrySerializer(serializers.Serializer):
     max_attempts = serializers.IntegerField(min_value=1, help_text="Runs in all, the first included.")
     backoff_seconds = serializers.IntegerField(min_value=0, help_text="Wait between a failure and the next run.")
@@ -38,7 +44,7 @@ class JobSerializer(serializers.ModelSerializer):
     error = JobErrorSerializer(allow_null=True, read_only=True)
     result = serializers.JSONField(allow_null=True, read_only=True)
     payload = serializers.JSONField(read_only=True)
-    metadata = serializers.DictField(child=serializers.CharField(), read_only=True)
+    metadata = _MetadataField(child=serializers.CharField(), read_only=True)
     scheduled_for = serializers.DateTimeField(source="run_at", allow_null=True, read_only=True)
     aborted = serializers.BooleanField(read_only=True)
     retry = JobRetrySerializer(allow_null=True, read_only=True)
@@ -130,7 +136,7 @@ def job_representation(job: Job) -> dict[str, Any]:
         "callback_url": job.callback_url,
         "webhook_events": job.webhook_events,
         "webhook_endpoints": job.webhook_endpoints,
-        "metadata": job.metadata,
+        "metadata": metadata_shown(job.metadata),
         "scheduled_for": _datetime(job.run_at),
         "deadline": _datetime(job.deadline),
         "aborted": job.aborted,

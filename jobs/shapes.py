@@ -1,11 +1,13 @@
-"""A job's stored `error` and `progress` in the shapes the API documents, whatever the row holds.
+"""A job's stored `error`, `progress` and `metadata` in the shapes the API documents, whatever
+the row holds.
 
-The code writes `error` as {"type": str, "message": str} and `progress` as {"current": int,
-"total": int, "message": str}, but the columns are JSON: a row written by hand in SQL, by an
-older version, or a job type passing `ctx.progress` something else holds any JSON there. Read
-as written, one such row answered 500 to its job's GET, to every page of its client's list
-holding it, and to its cancel; and a transition recording its event (the webhook's body) failed
-in the worker, so the job could not finish. So every read that shows them goes through here.
+The code writes `error` as {"type": str, "message": str}, `progress` as {"current": int,
+"total": int, "message": str} and `metadata` as an object of strings, but the columns are JSON:
+a row written by hand in SQL, by an older version, or a job type passing `ctx.progress`
+something else holds any JSON there. Read as written, one such row answered 500 to its job's
+GET, to every page of its client's list holding it, and to its cancel; and a transition
+recording its event (the webhook's body) failed in the worker, so the job could not finish. So
+every read that shows them goes through here.
 """
 from __future__ import annotations
 
@@ -78,3 +80,13 @@ def progress_shown(progress: Any) -> dict[str, Any] | None:
     if current is None or total is None:
         return None
     return {"current": current, "total": total, "message": _text(progress.get("message"))}
+
+
+def metadata_shown(metadata: Any) -> dict[str, str]:
+    """The job's `metadata` as an object of strings (what a submission takes): another value of
+    a key as its JSON text; anything but an object, none. A list stored there answered 500 to
+    the client's list and to the job's cancel, and the job's GET showed another shape than its
+    list item (a number as a number, and as text)."""
+    if not isinstance(metadata, dict):
+        return {}
+    return {str(key): _text(value) for key, value in metadata.items()}

@@ -1,4 +1,4 @@
-"""A job whose stored `error` or `progress` is not the shape the code writes (written by hand in
+"""A job whose stored `error`, `progress` or `metadata` is not the shape the code writes (written by hand in
 SQL, by an older version, or by a job type's own code): every read of it answers the documented
 shape, and the job can still be canceled. Each such row answered 500 to its job's GET, to every
 list page holding it, and to its cancel (which was undone)."""
@@ -31,6 +31,8 @@ ODD_ROWS = [
     ("progress", {"current": 1, "total": "many", "message": ""}, None),
     ("progress", {"current": "2", "total": 4.0}, {"current": 2, "total": 4, "message": ""}),
     ("progress", {"current": -1, "total": -5, "message": 3}, {"current": -1, "total": -5, "message": "3"}),
+    ("metadata", ["a"], {}),
+    ("metadata", {"k": 5, "n": None}, {"k": "5", "n": ""}),
 ]
 
 
@@ -52,7 +54,7 @@ def test_a_job_stored_in_an_odd_shape_reads_in_the_documented_one(
     make_api: Callable[..., Api], column: str, stored: Any, shown: Any
 ) -> None:
     # Given a client with two jobs (scheduled an hour ahead: no worker touches them), one of
-    # whose `error` or `progress` was written in a shape the code never writes
+    # whose `error`, `progress` or `metadata` was written in a shape the code never writes
     api = make_api()
     run_at = (timezone.now() + timedelta(hours=1)).isoformat()
     fine = api.submit("api.tasks.hello_world", run_at=run_at)
