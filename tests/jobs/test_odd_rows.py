@@ -81,3 +81,19 @@ def test_a_job_stored_in_an_odd_shape_reads_in_the_documented_one(
     assert after.json()["status"] == "REVOKED" and after.json()[column] == shown
     events = _stream_data(api, odd["id"])
     assert events and events[-1]["type"] == "job.canceled" and events[-1]["data"][column] == shown, events
+
+
+def test_a_running_job_stored_with_an_odd_error_still_reports_progress_and_succeeds(api: Api) -> None:
+    # Given a job running on the worker (a tick of progress a second), whose row gets an error in
+    # a shape the code never writes (an older version's, a hand-written fix)
+    job = api.submit("api.tasks.long_running_task", {"duration": 3})
+    api.wait(job["id"], until=lambda seen: seen["status"] == "STARTED")
+    _stored(job["id"], "error", "old")
+
+    # When it reports its next progress (each report records a job.progress event) and ends
+    finished = api.wait(job["id"])
+
+    # Then it succeeded, its last progress shown: its progress reports no longer failed it
+    # (TypeError, recording their events)
+    assert finished["status"] == "SUCCESS" and finished["error"] is None, finished
+    assert finished["progress"] == {"current": 3, "total": 3, "message": "done"}, finished
