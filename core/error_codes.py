@@ -219,7 +219,7 @@ ERROR_CODES: dict[str, ErrorCode] = {
     ),
     "database_busy": ErrorCode(
         503, "`GET /console/` only: its reads of the database did not finish within "
-        "`OPERATOR_READ_TIMEOUT_SECONDS` (2 s by default): a table they read is locked (a migration, a "
+        "`OPERATOR_READ_TIMEOUT_SECONDS` (5 s by default): a table they read is locked (a migration, a "
         "`LOCK TABLE`, a `TRUNCATE`) or too large to read in time.",
         "(The operator's) the page retries by itself; if it persists, look for what holds the lock "
         "(`pg_stat_activity`, `pg_locks`).",

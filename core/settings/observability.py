@@ -32,7 +32,7 @@ if READYZ_CHECK_SECONDS < 0:
 # (statement_timeout): the console then answers 503 database_busy and /metrics leaves its
 # database figures out, rather than holding the process's request turn for as long as a lock
 # or a huge table makes them wait (docs/reliability.md, "The operators' reads").
-OPERATOR_READ_TIMEOUT_SECONDS = env.float("OPERATOR_READ_TIMEOUT_SECONDS", default=2.0)
+OPERATOR_READ_TIMEOUT_SECONDS = env.float("OPERATOR_READ_TIMEOUT_SECONDS", default=5.0)
 if OPERATOR_READ_TIMEOUT_SECONDS <= 0:
     raise ImproperlyConfigured("OPERATOR_READ_TIMEOUT_SECONDS must be > 0.")
 
