@@ -68,7 +68,7 @@ def test_the_alert_rules_parse_and_each_names_only_served_metrics(served: set[st
     groups = _yaml("prometheus/alerts.yml")["groups"]
     rules = [rule for group in groups for rule in group["rules"]]
 
-    assert len({rule["alert"] for rule in rules}) == len(rules) == 8
+    assert len({rule["alert"] for rule in rules}) == len(rules) == 9
     for rule in rules:
         assert set(rule) == {"alert", "expr", "for", "labels", "annotations"}, rule["alert"]
         assert rule["labels"]["severity"] in {"warning", "critical"}
