@@ -10,7 +10,13 @@ import pytest
 from django.db import OperationalError, connection
 from django.utils import timezone
 
-from core.db import columns_of, delete_in_batches, model_from_row, reads_bounded, timed_out
+from core.db import (
+    columns_of,
+    delete_in_batches,
+    model_from_row,
+    reads_bounded,
+    timed_out,
+)
 from core.services import client_create
 from jobs.models import Job
 from webhooks.models import Event
@@ -67,9 +73,9 @@ def test_reads_bounded_ends_a_long_read_and_leaves_the_connection_as_it_was() ->
     before = _bounds()
 
     # When a read runs past the bound, and another block's reads finish in time
-    with pytest.raises(OperationalError) as ended, reads_bounded(seconds=0.1, lock_wait_seconds=0.05):
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_sleep(2)")
+    with (pytest.raises(OperationalError) as ended, reads_bounded(seconds=0.1, lock_wait_seconds=0.05),
+          connection.cursor() as cursor):
+        cursor.execute("SELECT pg_sleep(2)")
     with reads_bounded(seconds=0.1, lock_wait_seconds=0.05):
         within = _bounds()
 
