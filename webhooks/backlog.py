@@ -34,17 +34,26 @@ def endpoint_backlog_require_room(*, owner_id: uuid.UUID, now: datetime) -> None
     paced = Endpoint.objects.filter(
         owner_id=owner_id, enabled=True, rate_limit_per_second__isnull=False, next_slot_at__gt=now
     ).values_list("pk", "next_slot_at", "rate_limit_per_second")
+    # Every full one is weighed, and the refusal names the one that needs longest: named after
+    # the first the database returned, a client that waited out its Retry-After was refused
+    # again for another, slower one (two endpoints paced at 0.01 and 0.02 a second: told 100 s,
+    # refused again at 100 s for the 100 s more the slower one needed).
+    full: tuple[int, uuid.UUID, float] | None = None
     for endpoint_id, next_slot_at, rate in paced:
         waiting = (next_slot_at - now).total_seconds() * rate
         if waiting >= most:
             # Until one slot below the bound has come.
-            seconds = math.ceil((waiting - most + 1) / rate)
-            raise TooManyRequests(
-                f"Your webhook endpoint {endpoint_id} has about {int(waiting)} deliveries waiting for its "
-                f"pace, the most one may have ({most}); jobs that would add to them are refused until it "
-                "has sent some. Raise its rate_limit_per_second, or submit with webhook_endpoints false.",
-                code="webhook_backlog_full",
-                details={"endpoint_id": str(endpoint_id), "waiting_deliveries": int(waiting),
-                         "max_waiting_deliveries": most},
-                headers={"Retry-After": str(max(seconds, 1))},
-            )
+            seconds = max(math.ceil((waiting - most + 1) / rate), 1)
+            if full is None or seconds > full[0]:
+                full = (seconds, endpoint_id, waiting)
+    if full is not None:
+        seconds, endpoint_id, waiting = full
+        raise TooManyRequests(
+            f"Your webhook endpoint {endpoint_id} has about {int(waiting)} deliveries waiting for its "
+            f"pace, the most one may have ({most}); jobs that would add to them are refused until it "
+            "has sent some. Raise its rate_limit_per_second, or submit with webhook_endpoints false.",
+            code="webhook_backlog_full",
+            details={"endpoint_id": str(endpoint_id), "waiting_deliveries": int(waiting),
+                     "max_waiting_deliveries": most},
+            headers={"Retry-After": str(seconds)},
+        )

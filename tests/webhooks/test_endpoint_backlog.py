@@ -6,7 +6,11 @@ bound: a job a second, at the least pace, left 85,536 more waiting each day."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
+
+import pytest
+from django.utils import timezone
 
 from examples.receiver import Receiver
 from tests.conftest import Api
@@ -55,3 +59,40 @@ def test_a_paced_endpoints_backlog_stops_at_its_bound_and_only_its_clients_jobs_
     batch = api.post("/api/jobs/batch/", json={"jobs": [{"job_name": HELLO, "webhook_endpoints": False},
                                                         {"job_name": HELLO}]})
     assert batch.status_code == 429 and batch.json()["error"]["code"] == "webhook_backlog_full", batch.text
+
+
+@pytest.mark.parametrize("slower", ["created first", "created last"])
+def test_the_retry_after_of_a_refusal_waits_for_every_full_endpoint_not_only_the_first_found(
+    api: Api, receiver: Receiver, settings: Any, slower: str
+) -> None:
+    # Given a client with two endpoints, one taking a delivery every 100 s, the other every 50 s,
+    # and a bound of 5 waiting (whichever of the two the database reads first)
+    settings.WEBHOOK_MAX_BACKLOG_PER_ENDPOINT = BOUND
+    paces = [0.01, 0.02] if slower == "created first" else [0.02, 0.01]
+    endpoints = []
+    for pace in paces:
+        response = api.post("/api/webhook-endpoints/", json={"url": receiver.url, "rate_limit_per_second": pace})
+        assert response.status_code == 201, response.text
+        endpoints.append(response.json())
+
+    # When it submits jobs until one is refused: both backlogs are full then, each job having
+    # added one delivery to each
+    for n in range(20):
+        refused = api.post("/api/jobs/", json={"job_name": HELLO, "payload": {"message": str(n)}})
+        if refused.status_code != 202:
+            break
+        api.wait(refused.json()["id"])
+    assert refused.status_code == 429, refused.text
+
+    # Then its Retry-After is the wait the slower endpoint needs to come below the bound: a
+    # client that retried after the faster one's was refused again, for the other endpoint
+    now = timezone.now()
+    needed = {}
+    for endpoint, pace in zip(endpoints, paces, strict=True):
+        shown = api.get(f"/api/webhook-endpoints/{endpoint['id']}/").json()
+        next_slot_at = datetime.fromisoformat(shown["next_slot_at"])
+        assert (next_slot_at - now).total_seconds() * pace >= BOUND  # full, both
+        needed[endpoint["id"]] = (next_slot_at - now).total_seconds() - (BOUND - 1) / pace
+    slowest = max(needed, key=needed.__getitem__)
+    assert refused.json()["error"]["details"]["endpoint_id"] == slowest, (refused.text, needed)
+    assert int(refused.headers["Retry-After"]) >= needed[slowest] - 5, (refused.headers["Retry-After"], needed)
