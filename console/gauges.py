@@ -75,6 +75,7 @@ class OperatorGauges(Collector):
         yield ready
         if "database" not in failed:
             now = timezone.now()
+            figures: _DatabaseFigures | None = None
             try:
                 # Read whole before any is served: given up halfway, the scrape has none of them
                 # rather than some from a transaction that failed.
@@ -87,11 +88,14 @@ class OperatorGauges(Collector):
                 # One line, not a traceback: it comes back every scrape while the lock is held.
                 logger.warning("/metrics: the database figures are left out: not read within "
                                "OPERATOR_READ_TIMEOUT_SECONDS (%s)", first_line(exc))
-                return
-            yield from figures.gauges
+            if figures is not None:
+                yield from figures.gauges
             # The broker's figures after, out of the reads' transaction: its call gives the
             # request's turn away, and the turn's database connection with it (core/concurrency.py).
-            yield from self._queues(figures.workers, broker_up="broker" not in failed)
+            # Its messages are served with a table locked too: the broker answers, and they are
+            # what an operator watches during a migration (left out with the database's, the
+            # dashboard's queues went blank for as long as it held its lock).
+            yield from self._queues(None if figures is None else figures.workers, broker_up="broker" not in failed)
 
     def _database(self, *, now: datetime) -> _DatabaseFigures:
         jobs = _gauge("jobapi_jobs", "Jobs in each status: not final now, or finished in the last hour.", ["status"])
@@ -117,12 +121,15 @@ class OperatorGauges(Collector):
         held.add_metric([], totals.held)
         return _DatabaseFigures([jobs, oldest, pending, failing, disabled, held], selectors.workers_seen())
 
-    def _queues(self, workers: list[selectors.WorkerRow], *, broker_up: bool) -> Iterator[Metric]:
+    def _queues(self, workers: list[selectors.WorkerRow] | None, *, broker_up: bool) -> Iterator[Metric]:
+        """The queues' messages, and their consumers unless `workers` is None (the heartbeats not
+        read): a consumer count of 0 for want of them would fire the "no consumer" alert."""
         messages = _gauge("jobapi_queue_messages", "Messages waiting in each broker queue.", ["queue"])
         consumers = _gauge("jobapi_queue_consumers", "Workers up that consume each queue (heartbeats, sent while a worker's consumer runs).", ["queue"])
-        for row in selectors.queues(workers=workers, broker_up=broker_up):
+        for row in selectors.queues(workers=workers or [], broker_up=broker_up):
             if row.messages is not None:
                 messages.add_metric([row.name], row.messages)
             consumers.add_metric([row.name], row.consumers)
         yield messages
-        yield consumers
+        if workers is not None:
+            yield consumers
