@@ -22,17 +22,21 @@ def job_counts_recount(*, owner_id: uuid.UUID) -> bool:
     Safe beside the client's traffic: the count row is locked first, and every transition's
     trigger takes that lock before its commit, so the counting (a later statement) sees each
     one committed already, or none of it, to which the transition then adds its own change."""
+    lost = not JobCounts.objects.filter(owner_id=owner_id).exists()
+    if lost:
+        if not Client.objects.filter(pk=owner_id).exists():
+            return False  # the client is gone (its row goes with it)
+        # The row itself lost (a TRUNCATE of the counts, a restore of the clients without it):
+        # made again, or a batch, which reads it, failed (a 500) for good. Committed before it is
+        # locked and counted, as any row is: made in the counting's transaction, it was invisible
+        # to a transition's trigger meanwhile, whose UPDATE found no row and so lost its change
+        # (a job finishing while counted stayed running in its owner's count). A job's trigger
+        # may make it at the same moment: then that one is counted.
+        JobCounts.objects.bulk_create([JobCounts(owner_id=owner_id)], ignore_conflicts=True)
     with transaction.atomic():
         counts = JobCounts.objects.select_for_update().filter(owner_id=owner_id).first()
-        lost = counts is None
-        if lost:
-            if not Client.objects.filter(pk=owner_id).exists():
-                return False  # the client is gone (its row goes with it)
-            # The row itself lost (a TRUNCATE of the counts, a restore of the clients without
-            # it): made again, or a batch, which reads it, failed (a 500) for good. A job's
-            # trigger may make it at the same moment: then that one is counted.
-            JobCounts.objects.bulk_create([JobCounts(owner_id=owner_id)], ignore_conflicts=True)
-            counts = JobCounts.objects.select_for_update().get(owner_id=owner_id)
+        if counts is None:
+            return False  # the client is gone (its row goes with it)
         counted = sql.owner_counts_counted(owner_id)
         if not lost and (counts.unfinished, counts.running, counts.result_bytes) == counted:
             return False

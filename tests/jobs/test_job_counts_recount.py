@@ -20,6 +20,7 @@ from jobs import sql, transitions
 from jobs.counts import job_counts_recount
 from jobs.models import Job, JobCounts, JobResult
 from tests.conftest import script_output
+from tests.locks import meanwhile
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -105,6 +106,29 @@ def test_counting_again_beside_the_clients_transitions_leaves_the_counts_exact(s
     assert _counts(owner.pk) == sql.owner_counts_counted(owner.pk)
     assert _counts(owner.pk)[:2] == (0, 0)
     assert not job_counts_recount(owner_id=owner.pk)
+
+
+
+def test_making_a_lost_count_row_again_beside_a_finishing_job_leaves_the_counts_exact() -> None:
+    # Given a client with a running job, whose count row a TRUNCATE of the counts lost
+    owner = client_create(name="lost-row-busy")
+    job = Job.objects.create(owner=owner, job_name=HELLO, status=Job.Status.STARTED)
+    with connection.cursor() as cursor:
+        cursor.execute("TRUNCATE jobs_jobcounts")
+
+    # When an operator counts its counts again, and the job finishes while they are counted
+    def finish() -> bool:
+        return transitions.job_finish(job_id=job.id, status=Job.Status.SUCCESS, result="done")
+
+    with meanwhile(finish, at="SELECT (SELECT COUNT(*)") as finished:
+        job_counts_recount(owner_id=owner.pk)
+
+    # Then its row counts the job as finished, not running: made again uncommitted, the row was
+    # invisible to the finish's trigger, whose decrement found no row and was lost, while the
+    # count saw the job still running; the client had one running job fewer under its cap for
+    # good (until counted again)
+    assert finished == [True]
+    assert _counts(owner.pk) == sql.owner_counts_counted(owner.pk) == (0, 0, 0)
 
 
 SQLITE_SCRIPT = """
