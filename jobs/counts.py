@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 
 from core.models import Client
 from jobs import sql
@@ -32,7 +32,10 @@ def job_counts_recount(*, owner_id: uuid.UUID) -> bool:
         # to a transition's trigger meanwhile, whose UPDATE found no row and so lost its change
         # (a job finishing while counted stayed running in its owner's count). A job's trigger
         # may make it at the same moment: then that one is counted.
-        JobCounts.objects.bulk_create([JobCounts(owner_id=owner_id)], ignore_conflicts=True)
+        try:
+            JobCounts.objects.bulk_create([JobCounts(owner_id=owner_id)], ignore_conflicts=True)
+        except IntegrityError:
+            return False  # the client deleted since: the command goes on to the next
     with transaction.atomic():
         counts = JobCounts.objects.select_for_update().filter(owner_id=owner_id).first()
         if counts is None:

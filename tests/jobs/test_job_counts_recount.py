@@ -15,7 +15,8 @@ from django.db import connection
 from django.test import Client as DjangoClient
 from django.utils import timezone
 
-from core.services import api_key_create, client_create
+from core.models import Client
+from core.services import api_key_create, client_create, client_delete
 from jobs import sql, transitions
 from jobs.counts import job_counts_recount
 from jobs.models import Job, JobCounts, JobResult
@@ -108,7 +109,6 @@ def test_counting_again_beside_the_clients_transitions_leaves_the_counts_exact(s
     assert not job_counts_recount(owner_id=owner.pk)
 
 
-
 def test_making_a_lost_count_row_again_beside_a_finishing_job_leaves_the_counts_exact() -> None:
     # Given a client with a running job, whose count row a TRUNCATE of the counts lost
     owner = client_create(name="lost-row-busy")
@@ -130,6 +130,27 @@ def test_making_a_lost_count_row_again_beside_a_finishing_job_leaves_the_counts_
     assert finished == [True]
     assert _counts(owner.pk) == sql.owner_counts_counted(owner.pk) == (0, 0, 0)
 
+
+
+def test_a_client_deleted_as_its_lost_count_row_is_made_again_is_passed_over() -> None:
+    # Given two clients whose count rows a TRUNCATE of the counts lost
+    gone, kept = client_create(name="lost-row-gone"), client_create(name="lost-row-kept")
+    Job.objects.create(owner=kept, job_name=HELLO)
+    with connection.cursor() as cursor:
+        cursor.execute("TRUNCATE jobs_jobcounts")
+
+    # When an operator counts every client's again, and the first is deleted as its row is made
+    def delete() -> None:
+        client_delete(client=Client.objects.get(pk=gone.pk))
+
+    out = StringIO()
+    with meanwhile(delete, at='INSERT INTO "jobs_jobcounts"'):
+        call_command("job_counts_recount", str(gone.pk), str(kept.pk), stdout=out)
+
+    # Then the deleted one is passed over, and the other's row is made again
+    assert not Client.objects.filter(pk=gone.pk).exists()
+    assert "Checked 2 client(s); 1 had counts that drifted." in out.getvalue()
+    assert _counts(kept.pk) == (1, 0, 0)
 
 SQLITE_SCRIPT = """
 import django
