@@ -28,22 +28,27 @@ def rows_held(*statements: str) -> Iterator[Callable[[int], None]]:
 
             def blocked(count: int) -> None:
                 # The first request waits on this transaction, the next on the first (the row's
-                # queue): counted alike. A transaction reads the activity once unless told to
-                # read it again.
-                deadline = time.monotonic() + 10
-                while True:
-                    cursor.execute("SELECT pg_stat_clear_snapshot()")
-                    cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-                                   " AND cardinality(pg_blocking_pids(pid)) > 0")
-                    if cursor.fetchone()[0] >= count:
-                        return
-                    assert time.monotonic() < deadline, f"fewer than {count} requests waited on the held rows"
-                    time.sleep(0.02)
+                # queue): counted alike.
+                backends_blocked(cursor, count)
 
             yield blocked
     finally:
         held.rollback()
         held.close()
+
+
+def backends_blocked(cursor: Any, count: int) -> None:
+    """Wait (up to 10 s) until `count` backends of the test database wait for a lock. A
+    transaction reads the activity once unless told to read it again."""
+    deadline = time.monotonic() + 10
+    while True:
+        cursor.execute("SELECT pg_stat_clear_snapshot()")
+        cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                       " AND cardinality(pg_blocking_pids(pid)) > 0")
+        if cursor.fetchone()[0] >= count:
+            return
+        assert time.monotonic() < deadline, f"fewer than {count} backends waited for a lock"
+        time.sleep(0.02)
 
 
 @contextlib.contextmanager

@@ -6,7 +6,6 @@ after it, and its owner's counts as exact as if they had come one by one."""
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
@@ -20,6 +19,7 @@ from core.errors import Conflict
 from core.services import client_create
 from jobs import dispatch, hand_overs, transitions
 from jobs.models import Job, JobCounts, JobEvent
+from tests.locks import backends_blocked
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -143,7 +143,8 @@ def test_a_start_waiting_behind_a_cancel_of_its_job_does_not_deadlock(canceler: 
         with transaction.atomic():
             Job.objects.select_for_update().get(pk=job.pk)
             start = pool.submit(_on_own_connection(lambda: transitions.job_start(job_id=job.id)))
-            _wait_for_a_lock_wait(start)
+            with connection.cursor() as cursor:
+                backends_blocked(cursor, 1)
             cancel()
 
         # Then neither is aborted by PostgreSQL's deadlock detection: the start waits for the
@@ -164,19 +165,3 @@ def _on_own_connection(call: Callable[[], Any]) -> Callable[[], Any]:
 
     return run
 
-
-def _wait_for_a_lock_wait(start: Any) -> None:
-    """Until another session of the test database waits for a lock (the statistics read afresh
-    each time: within a transaction they are a snapshot)."""
-    deadline = time.monotonic() + 10
-    with connection.cursor() as cursor:
-        while time.monotonic() < deadline:
-            cursor.execute(
-                "SELECT pg_stat_clear_snapshot(), count(*) FROM pg_stat_activity"
-                " WHERE datname = current_database() AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
-            )
-            if cursor.fetchone()[1]:
-                return
-            assert not start.done(), start.result()
-            time.sleep(0.01)
-    raise AssertionError("the start never waited for the job's lock")
