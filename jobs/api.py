@@ -99,8 +99,8 @@ def _waited(request: Request, job: Job, seconds: int | None) -> tuple[Job, dict[
 
 
 def _client_gone() -> Response:
-    # Nobody reads it: the client hung up while it waited (499, as nginx logs it). Its reason
-    # phrase is nginx's too: django.request's line for it said "Unknown Status Code: <path>".
+    # Nobody reads it: the client hung up while it waited (499, as nginx logs it; the request's
+    # INFO line says so). Its reason phrase is nginx's too, where Django has "Unknown Status Code".
     response = Response(status=499)
     response.reason_phrase = "Client Closed Request"
     return response

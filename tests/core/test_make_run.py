@@ -40,22 +40,30 @@ SERVER_VARIABLES = (
 PROCESSES = [line.split(":")[0] for line in (REPO / "Procfile").read_text().splitlines() if line]
 
 
+def _fresh_shell(tmp_path: Path, **settings: str) -> dict[str, str]:
+    """A fresh shell's environment (SERVER_VARIABLES unset), for a make run on a free port and a
+    data directory of the test's, one API process, with `settings` on top."""
+    env = {k: v for k, v in os.environ.items() if k not in SERVER_VARIABLES}
+    env.update(PORT=str(free_port()), DATA_DIR=str(tmp_path / "data"), WEB_CONCURRENCY="1", **settings)
+    return env
+
+
+def _make_run(env: dict[str, str], log_path: Path, cwd: Path = REPO) -> subprocess.Popen[bytes]:
+    """`make run` started in `cwd`, its output to `log_path`, leading a session of its own."""
+    with open(log_path, "wb") as log:
+        return subprocess.Popen(["make", "run"], cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+
+
 @pytest.mark.timeout(180)
 def test_make_run_serves_the_api_and_completes_a_job(tmp_path: Path) -> None:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if k not in SERVER_VARIABLES}
     # The webhook receiver is on loopback, which callbacks may not reach unless allowed.
-    env.update(PORT=str(port), DATA_DIR=str(tmp_path / "data"), WEB_CONCURRENCY="1",
-               WEBHOOK_ALLOWED_NETWORKS="127.0.0.1/32")
+    env = _fresh_shell(tmp_path, WEBHOOK_ALLOWED_NETWORKS="127.0.0.1/32")
     log_path = tmp_path / "make-run.log"
     receiver = Receiver().start()
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            ["make", "run"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    process = _make_run(env, log_path)
     try:
-        base = f"http://127.0.0.1:{port}"
+        base = f"http://127.0.0.1:{env['PORT']}"
         key = _wait_for_key(log_path, process)
         wait_until_up(f"{base}/healthz", process, log_path)
         headers = {"Authorization": f"Bearer {key}"}
@@ -156,16 +164,11 @@ def test_make_run_serves_on_the_port_it_prints_the_environment_winning_over_env_
     # Given a checkout whose .env names one port, and a shell that names another
     shell_port, file_port = free_port(), free_port()
     checkout = checkout_with_dotenv(tmp_path, f"PORT={file_port}\nWEB_CONCURRENCY=1\n")
-    env = {k: v for k, v in os.environ.items() if k not in SERVER_VARIABLES}
-    env.update(PORT=str(shell_port), DATA_DIR=str(tmp_path / "data"))
+    env = _fresh_shell(tmp_path, PORT=str(shell_port))
     log_path = tmp_path / "make-run.log"
 
     # When make run starts there
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            ["make", "run"], cwd=checkout, env=env, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    process = _make_run(env, log_path, cwd=checkout)
     try:
         _wait_for_key(log_path, process)
         printed = re.search(r"API:\s+http://127\.0\.0\.1:(\d+)/", log_path.read_text())
@@ -185,19 +188,14 @@ def test_make_run_serves_on_the_port_it_prints_the_environment_winning_over_env_
 @pytest.mark.timeout(180)
 def test_make_run_fails_when_one_of_its_processes_stops_on_its_own(tmp_path: Path) -> None:
     # Given make run's port taken by another server, where its API cannot listen
-    env = {k: v for k, v in os.environ.items() if k not in SERVER_VARIABLES}
     log_path = tmp_path / "make-run.log"
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        env.update(PORT=str(taken.getsockname()[1]), DATA_DIR=str(tmp_path / "data"), WEB_CONCURRENCY="1")
+        env = _fresh_shell(tmp_path, PORT=str(taken.getsockname()[1]))
 
         # When make run starts
-        with open(log_path, "wb") as log:
-            process = subprocess.Popen(
-                ["make", "run"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        process = _make_run(env, log_path)
         try:
             process.wait(timeout=120)
         except subprocess.TimeoutExpired:
@@ -215,17 +213,10 @@ def test_make_run_fails_when_one_of_its_processes_stops_on_its_own(tmp_path: Pat
 @pytest.mark.timeout(300)
 def test_a_job_running_when_make_run_is_stopped_runs_again_at_its_next_start(tmp_path: Path) -> None:
     # Given make run running a long job, longer than the 5 s honcho gives a worker to stop
-    env = {k: v for k, v in os.environ.items() if k not in SERVER_VARIABLES}
-    env.update(PORT=str(free_port()), DATA_DIR=str(tmp_path / "data"), WEB_CONCURRENCY="1")
+    env = _fresh_shell(tmp_path)
     base = f"http://127.0.0.1:{env['PORT']}"
-
-    def start(log_path: Path) -> subprocess.Popen[bytes]:
-        with open(log_path, "wb") as log:
-            return subprocess.Popen(["make", "run"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                    start_new_session=True)
-
     first_log = tmp_path / "first.log"
-    process = start(first_log)
+    process = _make_run(env, first_log)
     try:
         headers = {"Authorization": f"Bearer {_wait_for_key(first_log, process)}"}
         wait_until_up(f"{base}/healthz", process, first_log)
@@ -244,7 +235,7 @@ def test_a_job_running_when_make_run_is_stopped_runs_again_at_its_next_start(tmp
 
     # And started again on the same data
     second_log = tmp_path / "second.log"
-    process = start(second_log)
+    process = _make_run(env, second_log)
     try:
         wait_until_up(f"{base}/healthz", process, second_log)
 
@@ -262,12 +253,9 @@ def test_a_job_running_when_make_run_is_stopped_runs_again_at_its_next_start(tmp
 @pytest.mark.timeout(180)
 def test_a_second_make_run_on_the_same_data_is_refused_and_the_first_goes_on(tmp_path: Path) -> None:
     # Given make run serving on a data directory
-    env = {k: v for k, v in os.environ.items() if k not in SERVER_VARIABLES}
-    env.update(PORT=str(free_port()), DATA_DIR=str(tmp_path / "data"), WEB_CONCURRENCY="1")
+    env = _fresh_shell(tmp_path)
     first_log = tmp_path / "first.log"
-    with open(first_log, "wb") as log:
-        first = subprocess.Popen(["make", "run"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                 start_new_session=True)
+    first = _make_run(env, first_log)
     try:
         _wait_for_key(first_log, first)
         wait_until_up(f"http://127.0.0.1:{env['PORT']}/healthz", first, first_log)
@@ -275,9 +263,7 @@ def test_a_second_make_run_on_the_same_data_is_refused_and_the_first_goes_on(tmp
         # When another starts on the same data, on a port of its own (its start would put back in
         # their queues the messages the first one's workers are running: their jobs run twice)
         second_log = tmp_path / "second.log"
-        with open(second_log, "wb") as log:
-            second = subprocess.Popen(["make", "run"], cwd=REPO, env={**env, "PORT": str(free_port())}, stdout=log,
-                                      stderr=subprocess.STDOUT, start_new_session=True)
+        second = _make_run({**env, "PORT": str(free_port())}, second_log)
         try:
             second.wait(timeout=60)
         except subprocess.TimeoutExpired:
@@ -340,8 +326,7 @@ def _assert_all_gone(sessions: dict[str, int], metrics_dir: Path, data_dir: Path
 @pytest.mark.timeout(180)
 def test_closing_make_runs_terminal_stops_every_process_it_started(tmp_path: Path) -> None:
     # Given make run typed into a terminal's shell, and everything started
-    env = {k: v for k, v in os.environ.items() if k not in SERVER_VARIABLES}
-    env.update(PORT=str(free_port()), DATA_DIR=str(tmp_path / "data"), WEB_CONCURRENCY="1")
+    env = _fresh_shell(tmp_path)
     shell, terminal = pty.fork()
     if shell == 0:  # pragma: no cover (the terminal's shell, in the child)
         os.chdir(REPO)
@@ -384,12 +369,9 @@ def test_closing_make_runs_terminal_stops_every_process_it_started(tmp_path: Pat
 @pytest.mark.timeout(180)
 def test_a_kill_of_make_run_stops_every_process_it_started(tmp_path: Path) -> None:
     # Given make run serving
-    env = {k: v for k, v in os.environ.items() if k not in SERVER_VARIABLES}
-    env.update(PORT=str(free_port()), DATA_DIR=str(tmp_path / "data"), WEB_CONCURRENCY="1")
+    env = _fresh_shell(tmp_path)
     log_path = tmp_path / "make-run.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(["make", "run"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
+    process = _make_run(env, log_path)
     try:
         _wait_for_key(log_path, process)
         wait_until_up(f"http://127.0.0.1:{env['PORT']}/healthz", process, log_path)
