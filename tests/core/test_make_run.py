@@ -44,7 +44,7 @@ def _fresh_shell(tmp_path: Path, **settings: str) -> dict[str, str]:
     """A fresh shell's environment (SERVER_VARIABLES unset), for a make run on a free port and a
     data directory of the test's, one API process, with `settings` on top."""
     env = {k: v for k, v in os.environ.items() if k not in SERVER_VARIABLES}
-    env.update(PORT=str(free_port()), DATA_DIR=str(tmp_path / "data"), WEB_CONCURRENCY="1", **settings)
+    env.update({"PORT": str(free_port()), "DATA_DIR": str(tmp_path / "data"), "WEB_CONCURRENCY": "1", **settings})
     return env
 
 
