@@ -1,6 +1,6 @@
 """What the apps' hand-written SQL (`jobs/sql.py`, `webhooks/sql.py`) shares: a model's columns,
 its rows read back as model instances, batched deletes, foreign keys checked at each statement,
-a table's estimated size, and reads bounded in time.
+a table's estimated size, reads bounded in time, and the SQLSTATE an error ended with.
 
 Reading a row as the ORM would means applying each column's converters (JSON decoding, SQLite's
 text dates and UUIDs). Django does that in its query compiler; the one call here that reaches
@@ -125,9 +125,17 @@ def table_rows_estimate(model: type[Model], alias: str = "default") -> int | Non
     return int(row[0]) if row is not None and row[0] >= 0 else None
 
 
-# SQLSTATEs of a statement PostgreSQL ended for a bound reads_bounded set: query_canceled
-# (statement_timeout) and lock_not_available (lock_timeout).
+# PostgreSQL's SQLSTATEs the code tells apart: deadlock_detected (the transaction PostgreSQL
+# aborted may be made again), and a statement ended for a bound reads_bounded set:
+# query_canceled (statement_timeout) and lock_not_available (lock_timeout).
+DEADLOCK_DETECTED = "40P01"
 _TIMED_OUT = frozenset({"57014", "55P03"})
+
+
+def sqlstate(exc: BaseException) -> str | None:
+    """The SQLSTATE PostgreSQL ended `exc`'s statement with (Django's DatabaseError wraps the
+    driver's error, which carries it); None for another database's error or none at all."""
+    return getattr(exc.__cause__, "pgcode", None)
 
 
 @contextlib.contextmanager
@@ -162,4 +170,4 @@ def reads_bounded(*, seconds: float, lock_wait_seconds: float, alias: str = "def
 
 def timed_out(exc: BaseException) -> bool:
     """Whether `exc` is a statement PostgreSQL ended for reads_bounded's bounds."""
-    return getattr(exc.__cause__, "pgcode", None) in _TIMED_OUT
+    return sqlstate(exc) in _TIMED_OUT

@@ -9,7 +9,7 @@ from django.db import IntegrityError, OperationalError, transaction
 from django.utils import timezone
 
 from core.auth import API_KEY_PREFIX, api_key_digest, api_key_forget
-from core.db import constraints_checked_at_once
+from core.db import DEADLOCK_DETECTED, constraints_checked_at_once, sqlstate
 from core.models import ApiKey, Client
 
 
@@ -49,8 +49,6 @@ def api_key_delete(*, api_key: ApiKey) -> None:
 # How many times a client's deletion is made before its IntegrityError (or deadlock) is raised
 # (client_delete).
 DELETE_TRIES = 3
-# PostgreSQL's deadlock_detected (SQLSTATE 40P01): the transaction it aborted may be made again.
-_DEADLOCK_DETECTED = "40P01"
 
 
 def _deletion_may_try_again(exc: BaseException) -> bool:
@@ -58,7 +56,7 @@ def _deletion_may_try_again(exc: BaseException) -> bool:
     row added meanwhile (IntegrityError), or a deadlock PostgreSQL broke by aborting it."""
     if isinstance(exc, IntegrityError):
         return True
-    return isinstance(exc, OperationalError) and getattr(exc.__cause__, "pgcode", None) == _DEADLOCK_DETECTED
+    return isinstance(exc, OperationalError) and sqlstate(exc) == DEADLOCK_DETECTED
 
 
 def client_delete(*, client: Client) -> None:

@@ -32,6 +32,7 @@ from django.db.backends.signals import connection_created
 from console import counted
 from core import concurrency, pause
 from core.celery import app as celery_app
+from core.db import DEADLOCK_DETECTED, sqlstate
 from core.models import Client
 from core.pause import PauseAfterFailure
 from core.services import api_key_create, client_create
@@ -39,7 +40,6 @@ from tests.fakes.openai_server import FAKE_API_KEY, FakeOpenAI
 
 REPO = Path(__file__).resolve().parent.parent
 FINAL = {"SUCCESS", "FAILURE", "REVOKED"}
-DEADLOCK_DETECTED = "40P01"  # PostgreSQL's SQLSTATE
 # Every job transition now writes two tables (the job, its event log), so the worker meets the
 # flush's table locks a little more often than it used to: a few more tries.
 FLUSH_ATTEMPTS = 6
@@ -316,7 +316,7 @@ def _flush_retried_after_a_deadlock() -> Iterator[None]:
             try:
                 return flush(ops, sql_list)
             except OperationalError as exc:
-                deadlock = getattr(exc.__cause__, "pgcode", None) == DEADLOCK_DETECTED
+                deadlock = sqlstate(exc) == DEADLOCK_DETECTED
                 if not deadlock or not attempts_left:
                     raise
 
