@@ -64,8 +64,7 @@ def test_make_run_serves_the_api_and_completes_a_job(tmp_path: Path) -> None:
     process = _make_run(env, log_path)
     try:
         base = f"http://127.0.0.1:{env['PORT']}"
-        key = _wait_for_key(log_path, process)
-        wait_until_up(f"{base}/healthz", process, log_path)
+        key = _wait_until_serving(env, log_path, process)
         headers = {"Authorization": f"Bearer {key}"}
         receiver.secret = requests.get(f"{base}/api/webhook-secret/", headers=headers, timeout=10).json()["secret"]
 
@@ -128,6 +127,13 @@ def _wait_for_key(log_path: Path, process: subprocess.Popen[bytes]) -> str:
         assert process.poll() is None, log_path.read_text()
         time.sleep(0.2)
     raise AssertionError("make run printed no API key:\n" + log_path.read_text())
+
+
+def _wait_until_serving(env: dict[str, str], log_path: Path, process: subprocess.Popen[bytes]) -> str:
+    """The development API key make run printed, once its API answers on the shell's PORT."""
+    key = _wait_for_key(log_path, process)
+    wait_until_up(f"http://127.0.0.1:{env['PORT']}/healthz", process, log_path)
+    return key
 
 
 def _ctrl_c(process: subprocess.Popen[bytes], log_path: Path) -> str:
@@ -218,8 +224,7 @@ def test_a_job_running_when_make_run_is_stopped_runs_again_at_its_next_start(tmp
     first_log = tmp_path / "first.log"
     process = _make_run(env, first_log)
     try:
-        headers = {"Authorization": f"Bearer {_wait_for_key(first_log, process)}"}
-        wait_until_up(f"{base}/healthz", process, first_log)
+        headers = {"Authorization": f"Bearer {_wait_until_serving(env, first_log, process)}"}
         response = requests.post(f"{base}/api/jobs/", headers=headers, timeout=10,
                                  json={"job_name": "api.tasks.long_running_task", "payload": {"duration": 10}})
         assert response.status_code == 202, response.text
@@ -257,8 +262,7 @@ def test_a_second_make_run_on_the_same_data_is_refused_and_the_first_goes_on(tmp
     first_log = tmp_path / "first.log"
     first = _make_run(env, first_log)
     try:
-        _wait_for_key(first_log, first)
-        wait_until_up(f"http://127.0.0.1:{env['PORT']}/healthz", first, first_log)
+        _wait_until_serving(env, first_log, first)
 
         # When another starts on the same data, on a port of its own (its start would put back in
         # their queues the messages the first one's workers are running: their jobs run twice)
@@ -373,8 +377,7 @@ def test_a_kill_of_make_run_stops_every_process_it_started(tmp_path: Path) -> No
     log_path = tmp_path / "make-run.log"
     process = _make_run(env, log_path)
     try:
-        _wait_for_key(log_path, process)
-        wait_until_up(f"http://127.0.0.1:{env['PORT']}/healthz", process, log_path)
+        _wait_until_serving(env, log_path, process)
         sessions = _started_sessions(log_path.read_text())
         assert len(sessions) == len(PROCESSES), log_path.read_text()
         metrics_dir = _metrics_dir(sessions["web.1"])
