@@ -179,7 +179,9 @@ ERROR_CODES: dict[str, ErrorCode] = {
     "webhook_backlog_full": ErrorCode(
         429, "A job that would reach your registered endpoints, while one of them, paced by its "
         "`rate_limit_per_second`, has `WEBHOOK_MAX_BACKLOG_PER_ENDPOINT` deliveries or more waiting for its "
-        "pace (a batch holding one is refused whole); `details` names the endpoint, with both figures.",
+        "pace (a batch holding one is refused whole); `details` names the endpoint, with both figures. "
+        "`GET /api/limits/` shows them ahead of it (`webhook_backlog`: `limit`, and `waiting_deliveries` of "
+        "each endpoint with some waiting).",
         "Retry after `Retry-After` seconds, once the endpoint has sent some; or raise its pace, or submit with "
         "`webhook_endpoints: false`.",
     ),
@@ -190,8 +192,10 @@ ERROR_CODES: dict[str, ErrorCode] = {
         "Retry after `Retry-After` seconds, at midnight UTC; other job types are accepted meanwhile.",
     ),
     "too_many_open_streams": ErrorCode(
-        429, "The client holds as many event streams on this API process as one client may "
-        "(`API_MAX_WAITERS_PER_CLIENT`).", "Close one; retry after `Retry-After` seconds.",
+        429, "The client holds as many event streams and waits on this API process as one client may "
+        "(`API_MAX_WAITERS_PER_CLIENT`); `GET /api/limits/` shows it and how many the client holds on the "
+        "process that answers it (`waits_and_streams_per_process`), not on the others.",
+        "Close one; retry after `Retry-After` seconds.",
     ),
     # 500, 503: the service's side.
     "server_error": ErrorCode(

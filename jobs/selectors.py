@@ -36,6 +36,8 @@ from core.models import Client
 from jobs import sql
 from jobs.model_budget import budget_day, next_budget_day_at
 from jobs.models import Job, JobCounts, JobResult, ModelUsage
+from jobs.wakeups import hub
+from webhooks.backlog import endpoint_backlogs
 from webhooks.models import Endpoint
 
 
@@ -223,10 +225,33 @@ def _no_limit_if_zero(limit: int) -> int | None:
     return limit or None
 
 
+def _webhook_backlog(*, owner: Client, endpoints: int, now: datetime) -> dict[str, Any]:
+    """The owner's paced endpoints' backlogs against WEBHOOK_MAX_BACKLOG_PER_ENDPOINT, as
+    `GET /api/limits/` shows them: those with deliveries waiting, fullest first, counted as a
+    refusal (429 `webhook_backlog_full`) counts them, and the fullest as `used`. An owner with no
+    `endpoints` (nearly every one) costs no query; one with some, one read of at most
+    WEBHOOK_MAX_ENDPOINTS_PER_CLIENT rows."""
+    waiting = endpoint_backlogs(owner_id=owner.pk, now=now) if endpoints else []
+    shown = sorted(
+        (backlog for backlog in waiting if backlog.waiting_deliveries),
+        key=lambda backlog: backlog.waiting_deliveries, reverse=True,
+    )
+    return {
+        "limit": _no_limit_if_zero(settings.WEBHOOK_MAX_BACKLOG_PER_ENDPOINT),
+        "used": shown[0].waiting_deliveries if shown else 0,
+        "endpoints": [
+            {"endpoint_id": backlog.endpoint_id, "waiting_deliveries": backlog.waiting_deliveries}
+            for backlog in shown
+        ],
+    }
+
+
 def client_limits(*, owner: Client, now: datetime) -> dict[str, dict[str, Any]]:
     """The owner's effective limits (its operator's overrides, or the settings; `None` where
     there is none) beside its usage of them, as `GET /api/limits/` answers them. The limits are
-    read off the client its API key loaded: as current as the ones its requests are held to."""
+    read off the client its API key loaded: as current as the ones its requests are held to.
+    Its waits and streams are this process's count (jobs.wakeups.Hub), the only one kept: each
+    API process holds them to API_MAX_WAITERS_PER_CLIENT on its own."""
     usage = client_usage(owner=owner, now=now)
 
     def limit(name: Limit) -> int | None:
@@ -251,5 +276,10 @@ def client_limits(*, owner: Client, now: datetime) -> dict[str, dict[str, Any]]:
         # Its 0 allows none (webhooks.endpoints), unlike the others' 0: it is a limit of 0.
         "webhook_endpoints": {
             "limit": settings.WEBHOOK_MAX_ENDPOINTS_PER_CLIENT, "used": usage.webhook_endpoints
+        },
+        "webhook_backlog": _webhook_backlog(owner=owner, endpoints=usage.webhook_endpoints, now=now),
+        # Its 0 allows none too (jobs.waiting: a count of 0 is already at it).
+        "waits_and_streams_per_process": {
+            "limit": settings.API_MAX_WAITERS_PER_CLIENT, "used": hub.waiting(owner.pk)[1]
         },
     }

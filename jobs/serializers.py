@@ -188,6 +188,25 @@ class DailyLimitSerializer(CountedLimitSerializer):
     renews_at = serializers.DateTimeField(help_text="When `used` starts again from 0: the next midnight UTC.")
 
 
+class EndpointBacklogSerializer(serializers.Serializer):
+    endpoint_id = serializers.UUIDField(help_text="The endpoint, as `webhook_backlog_full`'s `details.endpoint_id`.")
+    waiting_deliveries = serializers.IntegerField(
+        help_text="Its deliveries waiting for its pace, as `webhook_backlog_full`'s `details.waiting_deliveries`."
+    )
+
+
+class WebhookBacklogSerializer(serializers.Serializer):
+    limit = serializers.IntegerField(
+        allow_null=True,
+        help_text="The most deliveries one endpoint may have waiting (`webhook_backlog_full`'s "
+        "`details.max_waiting_deliveries`)." + _NO_LIMIT,
+    )
+    used = serializers.IntegerField(help_text="The deliveries waiting at the fullest endpoint; 0 when none waits.")
+    endpoints = EndpointBacklogSerializer(
+        many=True, help_text="Each endpoint with deliveries waiting, the fullest first (empty when none waits)."
+    )
+
+
 class LimitsSerializer(serializers.Serializer):
     """The calling client's limits, each as it applies to this client (the operator's override,
     or the setting every client shares), with what it uses of it now."""
@@ -219,4 +238,17 @@ class LimitsSerializer(serializers.Serializer):
     webhook_endpoints = CountedLimitSerializer(
         help_text="Registered webhook endpoints: at it, registering another gets 409 `too_many_endpoints`. "
         "Never null: 0 allows none."
+    )
+    webhook_backlog = WebhookBacklogSerializer(
+        help_text="Deliveries waiting for a paced endpoint's pace (its `rate_limit_per_second`), per endpoint: "
+        "while one endpoint has `limit` or more, jobs that would reach the endpoints get 429 "
+        "`webhook_backlog_full`."
+    )
+    waits_and_streams_per_process = CountedLimitSerializer(
+        help_text="Event streams and `Prefer: wait` waits held open at once, counted by each API process on its "
+        "own: `limit` is the most the client may hold in each process, `used` how many it holds in the "
+        "process that answered this request (not those in the service's other processes). Past `limit` in "
+        "a process, a stream there gets 429 `too_many_open_streams` and a wait is answered at once, without "
+        "`Preference-Applied`; a process holding `API_MAX_WAITERS_PER_PROCESS` of all clients' refuses "
+        "sooner (503 `too_many_streams`). Never null: 0 allows none."
     )

@@ -6,17 +6,19 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from django.test import Client as DjangoClient
 
 from core.services import api_key_create, client_create
 from jobs.model_budget import model_usage_record
 from tests.conftest import Api
+from webhooks.endpoints import endpoint_create
 
 RECEIVER = "http://127.0.0.1:9/hooks"
 HELLO = {"job_name": "api.tasks.hello_world", "payload": {"message": "limits"}}
 SAVE = {"job_name": "api.tasks.save_task_result_test_task", "payload": {"message": "kept"}}
 # auth (key + client in one join) and the usage (the counts row, with the day's model usage
-# and the endpoints' count as subqueries).
+# and the endpoints' count as subqueries); a client with endpoints, one more: their backlogs.
 LIMITS_MAX_QUERIES = 2
 
 
@@ -45,6 +47,8 @@ def test_a_new_client_sees_the_settings_and_no_usage(make_api: Callable[..., Api
             "renews_at": f"{tomorrow.isoformat()}T00:00:00Z",
         },
         "webhook_endpoints": {"limit": settings.WEBHOOK_MAX_ENDPOINTS_PER_CLIENT, "used": 0},
+        "webhook_backlog": {"limit": settings.WEBHOOK_MAX_BACKLOG_PER_ENDPOINT, "used": 0, "endpoints": []},
+        "waits_and_streams_per_process": {"limit": settings.API_MAX_WAITERS_PER_CLIENT, "used": 0},
     }
 
 
@@ -130,14 +134,17 @@ def test_it_spends_the_read_budget(make_api: Callable[..., Api]) -> None:
     assert statuses == [200, 200, 429]
 
 
+@pytest.mark.parametrize("endpoints", [0, 3])
 def test_it_takes_a_fixed_few_queries(
-    transactional_db: Any, django_assert_max_num_queries: Callable[..., Any]
+    transactional_db: Any, django_assert_max_num_queries: Callable[..., Any], endpoints: int
 ) -> None:
     client = client_create(name="limits-queries")
+    for _ in range(endpoints):
+        endpoint_create(owner_id=client.pk, url=RECEIVER, rate_limit_per_second=0.01)
     http = DjangoClient(HTTP_AUTHORIZATION=f"Bearer {api_key_create(client=client)}")
     http.get("/api/limits/")  # first use: connection set-up is not a per-request cost
 
-    with django_assert_max_num_queries(LIMITS_MAX_QUERIES):
+    with django_assert_max_num_queries(LIMITS_MAX_QUERIES + bool(endpoints)):
         response = http.get("/api/limits/")
 
     assert response.status_code == 200, response.content

@@ -7,7 +7,7 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -268,6 +268,26 @@ def test_a_stream_takes_its_place_in_the_room_before_its_body_starts(
         opening.join(10)
         second.close()
         first[0].close()
+
+
+def test_limits_count_a_clients_open_stream_until_it_closes(
+    api: Api, make_api: Callable[..., Api], settings: Any
+) -> None:
+    # Given a client's stream open (its place taken once its answer has come), and another client
+    settings.API_STREAM_HEARTBEAT_SECONDS = 0.2  # a closed stream ends at its next write
+    opened = stream(api, "/api/events/")
+
+    # Then this process's count of its waits and streams has it...
+    shown = api.get("/api/limits/").json()["waits_and_streams_per_process"]
+    assert shown == {"limit": settings.API_MAX_WAITERS_PER_CLIENT, "used": 1}
+    assert make_api().get("/api/limits/").json()["waits_and_streams_per_process"]["used"] == 0
+
+    # ...and, once the client has closed it, no longer
+    opened.close()
+    deadline = time.monotonic() + 10
+    while api.get("/api/limits/").json()["waits_and_streams_per_process"]["used"] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert api.get("/api/limits/").json()["waits_and_streams_per_process"]["used"] == 0
 
 
 def _until_the_end_or(response: requests.Response, seconds: float) -> tuple[list[dict[str, Any]], bool]:

@@ -96,3 +96,32 @@ def test_the_retry_after_of_a_refusal_waits_for_every_full_endpoint_not_only_the
     slowest = max(needed, key=needed.__getitem__)
     assert refused.json()["error"]["details"]["endpoint_id"] == slowest, (refused.text, needed)
     assert int(refused.headers["Retry-After"]) >= needed[slowest] - 5, (refused.headers["Retry-After"], needed)
+
+
+def test_limits_show_each_endpoints_backlog_as_the_refusal_counts_it(
+    api: Api, receiver: Receiver, settings: Any
+) -> None:
+    # Given a client with an endpoint taking one delivery every 100 s, another without a pace,
+    # and a bound of 5 waiting
+    settings.WEBHOOK_MAX_BACKLOG_PER_ENDPOINT = BOUND
+    paced = api.post("/api/webhook-endpoints/", json={"url": receiver.url, "rate_limit_per_second": 0.01}).json()
+    assert api.post("/api/webhook-endpoints/", json={"url": receiver.url}).status_code == 201
+    assert api.get("/api/limits/").json()["webhook_backlog"] == {"limit": BOUND, "used": 0, "endpoints": []}
+
+    # When it submits jobs until one is refused for the paced endpoint's backlog
+    for n in range(20):
+        refused = api.post("/api/jobs/", json={"job_name": HELLO, "payload": {"message": str(n)}})
+        if refused.status_code != 202:
+            break
+        api.wait(refused.json()["id"])
+    assert refused.status_code == 429, refused.text
+    details = refused.json()["error"]["details"]
+
+    # Then its limits show that endpoint's backlog in the refusal's figures (the count drops by
+    # one every 100 s of its pace, so it is the same a moment later), and the other not at all
+    assert api.get("/api/limits/").json()["webhook_backlog"] == {
+        "limit": details["max_waiting_deliveries"],
+        "used": details["waiting_deliveries"],
+        "endpoints": [{"endpoint_id": paced["id"], "waiting_deliveries": details["waiting_deliveries"]}],
+    }
+    assert details["waiting_deliveries"] >= BOUND
