@@ -258,3 +258,22 @@ def test_a_wait_that_fails_gives_its_place_back(
 
     # When it asks to wait again, then its place is there for it
     assert api.get(f"/api/jobs/{job_id}/", headers={"Prefer": "wait=1"}).headers.get("Preference-Applied") == "wait=1"
+
+
+def test_limits_count_a_wait_while_it_waits(api: Api) -> None:
+    # Given a client waiting on a job that will not start for an hour
+    later = (timezone.now() + timedelta(hours=1)).isoformat()
+    created = api.submit("api.tasks.hello_world", {"message": "m"}, run_at=later)
+    with ThreadPoolExecutor(1) as pool:
+        waited = pool.submit(api.get, f"/api/jobs/{created['id']}/", headers={"Prefer": "wait=3"})
+
+        # Then its limits count the wait while it lasts...
+        deadline = time.monotonic() + 2
+        while not (used := api.get("/api/limits/").json()["waits_and_streams_per_process"]["used"]):
+            assert time.monotonic() < deadline, "the wait was never counted"
+            time.sleep(0.05)
+        assert used == 1 and not waited.done()
+
+        # ...and no longer once it is answered
+        assert waited.result(10).headers["Preference-Applied"] == "wait=3"
+    assert api.get("/api/limits/").json()["waits_and_streams_per_process"]["used"] == 0
