@@ -174,7 +174,9 @@ ERROR_CODES: dict[str, ErrorCode] = {
     "result_quota_exceeded": ErrorCode(
         429, "The client's persisted results hold `JOB_RESULT_QUOTA_BYTES_PER_CLIENT` bytes or more, so job "
         "types that persist their result are refused (others are not); `details` has both figures.",
-        "Retry after `Retry-After` seconds, once retention has freed room.",
+        "Nothing the client does frees room (the API deletes no result): "
+        "results go after `JOB_RESULT_RETENTION_DAYS`, and `Retry-After` is when its oldest does, which may be "
+        "months away. Meanwhile submit job types that persist nothing, or ask the operator for room sooner.",
     ),
     "webhook_backlog_full": ErrorCode(
         429, "A job that would reach your registered endpoints, while one of them, paced by its "

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import django_filters
@@ -199,6 +199,17 @@ class ClientUsage:
     result_bytes: int
     model_tokens_today: int
     webhook_endpoints: int
+
+
+def results_room_at(*, owner: Client) -> datetime | None:
+    """When the owner's oldest persisted result passes JOB_RESULT_RETENTION_DAYS, so the prune
+    deletes it (within HOUSEKEEPING_INTERVAL_SECONDS after): the earliest its results quota can
+    have room again, as nothing the client does frees any (the API deletes no result; a job the
+    operator deletes leaves its result). None without results. Read through the owner's
+    newest-first index, from its end."""
+    oldest = JobResult.objects.filter(owner=owner).order_by("created_at").values_list("created_at", flat=True)
+    first = oldest.first()
+    return None if first is None else first + timedelta(days=settings.JOB_RESULT_RETENTION_DAYS)
 
 
 def client_usage(*, owner: Client, now: datetime) -> ClientUsage:

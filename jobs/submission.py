@@ -3,6 +3,7 @@ each job to dispatch once it is committed (at once, or when its run_at comes).""
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -19,7 +20,7 @@ from core.http import Resolver
 from core.limits import client_limit
 from core.models import Client
 from core.parsers import json_numbers_growth
-from jobs import dispatch, idempotency, model_budget, sql, telemetry
+from jobs import dispatch, idempotency, model_budget, selectors, sql, telemetry
 from jobs.models import DEFAULT_WEBHOOK_EVENTS, Job, JobCounts
 from jobs.registry import job_type_get
 from jobs.types.base import JobType
@@ -169,12 +170,21 @@ def _refusal(*, owner: Client, cap: int, quota: int, adding: int = 1) -> TooMany
     counts = JobCounts.objects.filter(owner=owner).first()
     over_cap = cap and (counts.unfinished if counts else 0) + adding > cap
     if counts is not None and quota and counts.result_bytes >= quota and not over_cap:
+        # Retry-After is when the oldest result goes: an hour's, the prune's interval, had a
+        # client at its quota refused every hour for up to JOB_RESULT_RETENTION_DAYS.
+        now = timezone.now()
+        room_at = max(selectors.results_room_at(owner=owner) or now, now) + timedelta(
+            seconds=settings.HOUSEKEEPING_INTERVAL_SECONDS
+        )
         return TooManyRequests(
             f"Your persisted results hold {counts.result_bytes} bytes, at or over the quota of {quota}; "
-            "jobs that persist their result are refused until retention frees room.",
+            "jobs that persist their result are refused until retention frees room: results are kept "
+            f"{settings.JOB_RESULT_RETENTION_DAYS} days, and your oldest goes by {room_at:%Y-%m-%d %H:%M} UTC "
+            "(Retry-After). Job types that persist nothing are accepted meanwhile; for room sooner, ask the "
+            "operator.",
             code="result_quota_exceeded",
             details={"result_bytes": counts.result_bytes, "quota_bytes": quota},
-            headers={"Retry-After": str(int(settings.HOUSEKEEPING_INTERVAL_SECONDS))},
+            headers={"Retry-After": str(math.ceil((room_at - now).total_seconds()))},
         )
     return TooManyRequests(
         f"You may have {cap} unfinished jobs; wait for some to finish.",

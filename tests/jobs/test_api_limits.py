@@ -3,9 +3,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.utils import timezone
 
 from core.services import client_create
 from jobs import dispatch, submission, transitions
@@ -124,6 +126,30 @@ def test_persisted_results_over_the_quota_refuse_jobs_that_persist(
     assert refused.json()["error"]["details"]["quota_bytes"] == 100
     assert "Retry-After" in refused.headers
     assert accepted.status_code == 202
+
+
+def test_the_results_quota_refusal_says_when_the_oldest_result_goes(
+    make_api: Callable[..., Api], settings: Any
+) -> None:
+    # Given a client at its results quota, its oldest result 28 days old, kept 30, the prune
+    # running hourly
+    settings.JOB_RESULT_QUOTA_BYTES_PER_CLIENT = 100
+    settings.JOB_RESULT_RETENTION_DAYS = 30
+    settings.HOUSEKEEPING_INTERVAL_SECONDS = 3600
+    api = make_api()
+    for days_ago in (28, 1):
+        JobResult.objects.create(owner=api.client, task_name=SAVE, result={"text": "x" * 200},
+                                 created_at=timezone.now() - timedelta(days=days_ago))
+
+    # When it submits a job that persists its result
+    refused = api.post("/api/jobs/", json={"job_name": SAVE, "payload": {}})
+
+    # Then it is told to come back once the oldest has passed its retention and the prune after
+    # that has run, two days and an hour from now: not in an hour, to be refused again
+    assert (refused.status_code, refused.json()["error"]["code"]) == (429, "result_quota_exceeded")
+    expected = (timedelta(days=2) + timedelta(hours=1)).total_seconds()
+    assert expected - 60 <= int(refused.headers["Retry-After"]) <= expected, refused.headers
+    assert "kept 30 days" in refused.json()["error"]["message"]
 
 
 @pytest.mark.django_db(transaction=True)
