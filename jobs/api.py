@@ -28,7 +28,6 @@ from jobs.serializers import (
 )
 from jobs.submission import SubmissionRequest
 from webhooks import outbox
-from webhooks import selectors as webhook_selectors
 from webhooks.api import DeliveryPagination, DeliverySerializer
 
 
@@ -180,11 +179,11 @@ class JobCancelApi(APIView):
 
 
 class JobDeliveryListApi(APIView):
-    """The job's webhook deliveries, newest first, each with its attempts."""
+    """The job's webhook deliveries, newest first, each with its attempts (a pruned job's too,
+    while they are kept)."""
 
     def get(self, request: Request, job_id: str) -> Response:
-        job = selectors.job_get(owner=request.user, job_id=job_id)
-        deliveries = webhook_selectors.delivery_list(owner_id=request.user.pk, subject_id=job.id)
+        deliveries = selectors.job_deliveries(owner=request.user, job_id=job_id)
         return _paginated(request, self, deliveries, DeliverySerializer, DeliveryPagination)
 
 

@@ -37,8 +37,9 @@ from jobs import sql
 from jobs.model_budget import budget_day, next_budget_day_at
 from jobs.models import Job, JobCounts, JobResult, ModelUsage
 from jobs.wakeups import hub
+from webhooks import selectors as webhook_selectors
 from webhooks.backlog import endpoint_backlogs
-from webhooks.models import Endpoint
+from webhooks.models import Delivery, Endpoint
 
 
 class JobFilter(django_filters.FilterSet):
@@ -71,6 +72,18 @@ def job_get(*, owner: Client, job_id: uuid.UUID | str) -> Job:
     if job is None:
         raise NotFound("No such job.")
     return job
+
+
+def job_deliveries(*, owner: Client, job_id: uuid.UUID | str) -> QuerySet[Delivery]:
+    """The job's webhook deliveries, with their events and attempts; a job pruned since (past
+    JOB_RETENTION_DAYS) has those its events' retention keeps (WEBHOOK_EVENT_RETENTION_DAYS may
+    be longer), as the owner's list of deliveries shows them: a 404 here while that list still
+    had them told the client they were gone. NotFound for an id of no job of the owner's, nor
+    of any delivery of its."""
+    deliveries = webhook_selectors.delivery_list(owner_id=owner.pk, subject_id=job_id)
+    if not Job.objects.filter(pk=job_id, owner=owner).exists() and not deliveries.exists():
+        raise NotFound("No such job.")
+    return deliveries
 
 
 class JsonTextBytes(Func):

@@ -32,7 +32,10 @@ OPERATIONS: dict[str, dict[str, Callable[..., Any]]] = {
             "first, each with all its attempts (status code, duration, the start of the "
             "response, or the network error). `state` is `pending` while attempts remain, "
             "then `succeeded` or `failed` (after the last retry). At most 100 deliveries a "
-            "page: each carries up to one attempt per step of the retry schedule.",
+            "page: each carries up to one attempt per step of the retry schedule. A job "
+            "pruned past `JOB_RETENTION_DAYS` still has the deliveries kept "
+            "(`WEBHOOK_EVENT_RETENTION_DAYS`), as `GET /api/deliveries/?job=` lists them; 404 "
+            "once neither the job nor any of them is left.",
             tags=["Webhooks"],
             parameters=[JOB_ID, CURSOR, DELIVERY_PAGE_SIZE],
             responses={
