@@ -40,11 +40,29 @@ def _streaming(body: Any) -> StreamingHttpResponse:
     return response
 
 
-def _headers_alone() -> StreamingHttpResponse:
+def _refused(why: str) -> None:
+    """Raise the answer to a stream the process's room has no place for (waiting: `why`)."""
+    if why == waiting.SERVER_FULL:
+        raise ApplicationError(
+            "This server holds as many streams as it may; reconnect in a moment.",
+            code="too_many_streams", status_code=503, headers={"Retry-After": "1"},
+        )
+    if why == waiting.CLIENT_FULL:
+        raise ApplicationError(
+            f"You hold {settings.API_MAX_WAITERS_PER_CLIENT} waits and streams on this server, the most "
+            "one client may; close one first.",
+            code="too_many_open_streams", status_code=429, headers={"Retry-After": "1"},
+        )
+
+
+def _headers_alone(request: Request) -> StreamingHttpResponse:
     """A HEAD's answer: a stream's headers, and no stream (RFC 9110 9.3.2: what GET answers,
     without content). Opened, its body ran on after its client had its whole answer, holding a
     thread and one of the client's places: the clients' stream for as long as the connection
-    stayed open, and under Django's own server the answer never came at all."""
+    stayed open, and under Django's own server the answer never came at all. Its GET's refusal
+    (503, 429) when the room has no place for the stream now: a 200 told the client it could
+    open a stream its GET was refused."""
+    _refused(waiting.room_refused(request.user.pk))
     return _streaming(iter(()))
 
 
@@ -54,17 +72,7 @@ def _placed(request: Request, *, job_id: uuid.UUID | None = None) -> Waiter:
     waiter, refused = waiting.waiter_placed(
         client_id=request.user.pk, job_id=job_id, owner_id=None if job_id else request.user.pk
     )
-    if refused == waiting.SERVER_FULL:
-        raise ApplicationError(
-            "This server holds as many streams as it may; reconnect in a moment.",
-            code="too_many_streams", status_code=503, headers={"Retry-After": "1"},
-        )
-    if refused == waiting.CLIENT_FULL:
-        raise ApplicationError(
-            f"You hold {settings.API_MAX_WAITERS_PER_CLIENT} waits and streams on this server, the most "
-            "one client may; close one first.",
-            code="too_many_open_streams", status_code=429, headers={"Retry-After": "1"},
-        )
+    _refused(refused)
     assert waiter is not None
     return waiter
 
@@ -105,7 +113,7 @@ class JobEventStreamApi(_StreamApi):
             # 204 is how a stream says it is over for good: EventSource stops reconnecting.
             return Response(status=204)
         if request.method == "HEAD":
-            return _headers_alone()
+            return _headers_alone(request)
         waiter = _placed(request, job_id=job.id)
         client = _client(request)
         return _streaming(streams.Placed(waiter, streams.job_event_stream(
@@ -117,7 +125,7 @@ class JobEventStreamApi(_StreamApi):
 class EventStreamApi(_StreamApi):
     def get(self, request: Request) -> StreamingHttpResponse:
         if request.method == "HEAD":
-            return _headers_alone()
+            return _headers_alone(request)
         after, job_name = _resume_from(request), request.query_params.get("job_name", "")
         waiter = _placed(request)
         client = _client(request)

@@ -538,3 +538,30 @@ def test_a_head_of_a_stream_is_its_headers_and_opens_no_stream(api: Api, setting
     assert streamed.status_code == 200, streamed.text  # the client's one place was free
     streamed.close()
     api.post(f"/api/jobs/{created['id']}/cancel/")
+
+
+@pytest.mark.parametrize("path", ["/api/events/", "/api/jobs/{job_id}/events/"])
+def test_a_head_of_a_stream_answers_the_refusal_its_get_would(api: Api, settings: Any, path: str) -> None:
+    # Given a job not final yet (scheduled an hour ahead) and the URL of a stream
+    later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    created = api.submit("api.tasks.hello_world", {"message": "m"}, run_at=later)
+    url = path.format(job_id=created["id"])
+    sse = {"Accept": "text/event-stream"}
+
+    # When the process has room for no stream, then when the client has none left, and with a
+    # query no request may carry, a HEAD and a GET ask for it
+    answers = []
+    per_process, per_client = settings.API_MAX_WAITERS_PER_PROCESS, settings.API_MAX_WAITERS_PER_CLIENT
+    for process_room, client_room, query in ((0, per_client, ""), (per_process, 0, ""),
+                                             (per_process, per_client, "?job_name=%00")):
+        settings.API_MAX_WAITERS_PER_PROCESS, settings.API_MAX_WAITERS_PER_CLIENT = process_room, client_room
+        answers.append((api.request("HEAD", url + query, headers=sse), api.get(url + query, headers=sse)))
+
+    # Then each HEAD answers the status and headers of its GET (503, 429, 400), without content,
+    # rather than 200 with a stream's headers: a client checking a stream with HEAD was told it
+    # could open one that its GET is refused
+    assert [(head.status_code, get.status_code) for head, get in answers] == [(503, 503), (429, 429), (400, 400)]
+    for head, get in answers:
+        assert head.content == b""
+        for header in ("Content-Type", "Retry-After"):
+            assert head.headers.get(header) == get.headers.get(header), (header, head.headers, get.headers)
