@@ -12,11 +12,10 @@ from collections import Counter
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 from django.conf import settings
-from django.db.models import Count, F, Max
-from django.db.models.fields.json import KeyTextTransform
+from django.db.models import BooleanField, Case, Count, F, Max, Q, Value, When
+from django.db.models.fields.json import KeyTransform
 from django.db.models.functions import Coalesce, Now
 
 from console.counted import Counted, Snapshot
@@ -26,6 +25,7 @@ from core.db import reads_bounded
 from core.queues import queue_depths
 from jobs.models import Job
 from jobs.registry import job_types_all
+from jobs.shapes import error_shown, error_type
 
 WINDOW = timedelta(hours=1)
 # A job's columns the console never shows: a client's payload and result can each be as large as
@@ -133,32 +133,47 @@ class Failures:
 
 # The most frequent errors of the last hour the console shows.
 TOP_ERRORS = 5
+# The type shown for failed jobs without an error (their GET shows `error` null).
+NO_ERROR_TYPE = "(none)"
 
 
-def _stored(error: Any) -> dict[str, Any]:
-    """A job's error as the query above groups it: its keys if it is an object, none otherwise
-    (`error -> 'type'` is NULL for a string or a list). A row written in another shape (by hand,
-    by an older version) raised AttributeError here, and the console answered 500 to every
-    operator until that job was an hour old."""
-    return error if isinstance(error, dict) else {}
+# The groups of raw `error -> 'type'` read to merge into shaped types: past it, the rarest.
+RAW_ERROR_TYPES_READ = 1000
 
 
 def _top_errors(*, now: datetime) -> list[ErrorRow]:
+    """The last hour's most frequent error types, each with its latest job's message, both as
+    the job's own GET shows them (jobs.shapes). The query groups by the stored `error -> 'type'`
+    (a JSON value: NULL for an error that is no object) and by whether there is an error at all;
+    groups that read the same once shaped (the type 5 and "5"; a bare string, a missing, null or
+    empty type, and "unknown") are merged here. Grouped by the stored text, an object type never
+    found its latest message, and "unknown" showed as several rows."""
     failed_jobs = Job.objects.filter(finished_at__gte=now - WINDOW, status=Status.FAILURE)
-    errors = list(
-        failed_jobs.annotate(error_type=KeyTextTransform("type", "error"))
-        .values("error_type").annotate(n=Count("pk"), last_at=Max("finished_at"))
-        .order_by("-n", "-last_at")[:TOP_ERRORS]
+    no_error = Q(error__isnull=True) | Q(error=None)  # SQL NULL, or JSON null
+    groups = (
+        failed_jobs.annotate(
+            raw_type=KeyTransform("type", "error"),
+            has_error=Case(When(no_error, then=Value(False)), default=Value(True), output_field=BooleanField()),
+        )
+        .values("raw_type", "has_error").annotate(n=Count("pk"), last_at=Max("finished_at"))
+        .order_by("-n", "-last_at")[:RAW_ERROR_TYPES_READ]
     )
+    counts: Counter[str] = Counter()
+    last_at: dict[str, datetime] = {}
+    for group in groups:
+        shaped = error_type({"type": group["raw_type"]}) if group["has_error"] else NO_ERROR_TYPE
+        counts[shaped] += group["n"]
+        last_at[shaped] = max(last_at.get(shaped, group["last_at"]), group["last_at"])
     latest: dict[str, Job] = {}
     for job in failed_jobs.only("pk", "error", "finished_at").order_by("-finished_at")[:500]:
-        latest.setdefault(str(_stored(job.error).get("type")), job)
+        latest.setdefault(error_type(job.error) or NO_ERROR_TYPE, job)
     rows = []
-    for error in errors:
-        job = latest.get(str(error["error_type"]))
+    for shaped, count in sorted(counts.items(), key=lambda item: (-item[1], -last_at[item[0]].timestamp()))[:TOP_ERRORS]:
+        job = latest.get(shaped)
+        shown = error_shown(job.error) if job else None
         rows.append(ErrorRow(
-            error_type=error["error_type"] or "(none)", count=error["n"], last_at=error["last_at"],
-            last_message=str(_stored(job.error).get("message", ""))[:300] if job else "",
+            error_type=shaped, count=count, last_at=last_at[shaped],
+            last_message=shown["message"][:300] if shown else "",
             last_job_id=str(job.pk) if job else "",
         ))
     return rows
