@@ -6,7 +6,12 @@ from typing import Any, Literal
 from rest_framework import serializers
 
 from jobs.models import Job, JobResult
-from jobs.shapes import error_shown, metadata_shown, progress_shown
+from jobs.shapes import (
+    error_shown,
+    metadata_shown,
+    progress_shown,
+    webhook_events_shown,
+)
 
 
 # The fields of these two declare the shape (OpenAPI); the value shown is jobs.shapes', whatever
@@ -28,10 +33,18 @@ class JobErrorSerializer(serializers.Serializer):
         return error_shown(instance)
 
 
-# As those two: the spec's object of strings, jobs.shapes' value.
+# As those two: the spec's object of strings, and list of event types
+# (openapi.extensions.JobSerializerScheme), jobs.shapes' values. Each reads the whole job
+# (source="*"): given the column, a serializer shows a JSON null there as null without asking the
+# field, where the job's GET shows {} and the default events.
 class _MetadataField(serializers.DictField):
-    def to_representation(self, value: Any) -> dict[str, str]:
-        return metadata_shown(value)
+    def to_representation(self, job: Job) -> dict[str, str]:  # type: ignore[override]  # the job, not the column
+        return metadata_shown(job.metadata)
+
+
+class _WebhookEventsField(serializers.JSONField):
+    def to_representation(self, job: Job) -> list[str]:  # type: ignore[override]  # as above
+        return webhook_events_shown(job.webhook_events)
 
 
 class JobRetrySerializer(serializers.Serializer):
@@ -44,7 +57,8 @@ class JobSerializer(serializers.ModelSerializer):
     error = JobErrorSerializer(allow_null=True, read_only=True)
     result = serializers.JSONField(allow_null=True, read_only=True)
     payload = serializers.JSONField(read_only=True)
-    metadata = _MetadataField(child=serializers.CharField(), read_only=True)
+    metadata = _MetadataField(source="*", child=serializers.CharField(), read_only=True)
+    webhook_events = _WebhookEventsField(source="*", read_only=True)
     scheduled_for = serializers.DateTimeField(source="run_at", allow_null=True, read_only=True)
     aborted = serializers.BooleanField(read_only=True)
     retry = JobRetrySerializer(allow_null=True, read_only=True)
@@ -134,7 +148,7 @@ def job_representation(job: Job) -> dict[str, Any]:
         "result": job.result,
         "error": error_shown(job.error),
         "callback_url": job.callback_url,
-        "webhook_events": job.webhook_events,
+        "webhook_events": webhook_events_shown(job.webhook_events),
         "webhook_endpoints": job.webhook_endpoints,
         "metadata": metadata_shown(job.metadata),
         "scheduled_for": _datetime(job.run_at),

@@ -1,8 +1,9 @@
-"""A job's stored `error`, `progress` and `metadata` in the shapes the API documents, whatever
-the row holds.
+"""A job's stored `error`, `progress`, `metadata` and `webhook_events` in the shapes the API
+documents, whatever the row holds.
 
 The code writes `error` as {"type": str, "message": str}, `progress` as {"current": int,
-"total": int, "message": str} and `metadata` as an object of strings, but the columns are JSON:
+"total": int, "message": str}, `metadata` as an object of strings and `webhook_events` as a list
+of event types, but the columns are JSON:
 a row written by hand in SQL, by an older version, or a job type passing `ctx.progress`
 something else holds any JSON there. Read as written, one such row answered 500 to its job's
 GET, to every page of its client's list holding it, and to its cancel; and a transition
@@ -14,6 +15,8 @@ from __future__ import annotations
 import json
 import math
 from typing import Any
+
+from jobs.models import DEFAULT_WEBHOOK_EVENTS, WEBHOOK_EVENT_TYPES
 
 # The longest message a job's error shows: what the runner keeps of an exception's
 # (jobs/tasks.py), so that a list item stays within the size docs/api.md gives.
@@ -90,3 +93,18 @@ def metadata_shown(metadata: Any) -> dict[str, str]:
     if not isinstance(metadata, dict):
         return {}
     return {str(key): _text(value) for key, value in metadata.items()}
+
+
+def webhook_events_shown(webhook_events: Any) -> list[str]:
+    """The events the job's callback receives (what the job shows, and what its transitions
+    send): the event types its list names, in their order, each once, leaving out what is no
+    event type; a bare string is the one it names. Naming none (null, another value, an empty
+    list, only unknown names) is the default, the final events, as for a submission that names
+    none: the job has a callback_url, and no submission can ask for no event. Read as stored, a
+    number there failed every event the job recorded (`in` a number: TypeError), and a running
+    job could not finish; a string was searched as text."""
+    named = [webhook_events] if isinstance(webhook_events, str) else webhook_events
+    if not isinstance(named, list):
+        return list(DEFAULT_WEBHOOK_EVENTS)
+    known = list(dict.fromkeys(name for name in named if isinstance(name, str) and name in WEBHOOK_EVENT_TYPES))
+    return known or list(DEFAULT_WEBHOOK_EVENTS)

@@ -21,8 +21,9 @@ from django.utils import timezone
 from core.errors import Conflict, NotFound
 from core.models import Client
 from jobs import dispatch, event_log, sql, telemetry
-from jobs.models import DEFAULT_WEBHOOK_EVENTS, Job, JobCounts, JobResult
+from jobs.models import Job, JobCounts, JobResult
 from jobs.registry import job_type_get, job_types_all
+from jobs.shapes import webhook_events_shown
 from webhooks import endpoints as webhook_endpoints
 from webhooks import outbox
 from webhooks import selectors as webhook_selectors
@@ -53,7 +54,7 @@ def _event_record(*, job: Job, event_type: str, by_chain: bool = False) -> None:
     logged = event_log.job_event_record(job=job, event_type=event_type)
     if logged is None:
         return
-    wants_callback = bool(job.callback_url) and event_type in (job.webhook_events or DEFAULT_WEBHOOK_EVENTS)
+    wants_callback = bool(job.callback_url) and event_type in webhook_events_shown(job.webhook_events)
     endpoints = (
         webhook_endpoints.subscribers_cached(owner_id=job.owner_id, event_type=event_type)
         if job.webhook_endpoints else []

@@ -1,4 +1,4 @@
-"""A job whose stored `error`, `progress` or `metadata` is not the shape the code writes (written by hand in
+"""A job whose stored `error`, `progress`, `metadata` or `webhook_events` is not the shape the code writes (written by hand in
 SQL, by an older version, or by a job type's own code): every read of it answers the documented
 shape, and the job can still be canceled. Each such row answered 500 to its job's GET, to every
 list page holding it, and to its cancel (which was undone)."""
@@ -13,9 +13,12 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
+from examples.receiver import Receiver
 from tests.conftest import Api
 
 UNKNOWN = "unknown"
+# What a job's callback receives when its submission names no webhook_events.
+DEFAULT_EVENTS = ["job.succeeded", "job.failed", "job.canceled"]
 
 # (column, stored JSON, what every read shows)
 ODD_ROWS = [
@@ -33,6 +36,15 @@ ODD_ROWS = [
     ("progress", {"current": -1, "total": -5, "message": 3}, {"current": -1, "total": -5, "message": "3"}),
     ("metadata", ["a"], {}),
     ("metadata", {"k": 5, "n": None}, {"k": "5", "n": ""}),
+    ("metadata", None, {}),
+    ("webhook_events", None, DEFAULT_EVENTS),
+    ("webhook_events", 5, DEFAULT_EVENTS),
+    ("webhook_events", {"job.failed": True}, DEFAULT_EVENTS),
+    ("webhook_events", [], DEFAULT_EVENTS),
+    ("webhook_events", ["job.exploded", 7], DEFAULT_EVENTS),
+    ("webhook_events", "job.failed", ["job.failed"]),
+    ("webhook_events", ["job.failed", None, {"e": 1}, "job.nope", "job.started", "job.failed"],
+     ["job.failed", "job.started"]),
 ]
 
 
@@ -97,3 +109,22 @@ def test_a_running_job_stored_with_an_odd_error_still_reports_progress_and_succe
     # (TypeError, recording their events)
     assert finished["status"] == "SUCCESS" and finished["error"] is None, finished
     assert finished["progress"] == {"current": 3, "total": 3, "message": "done"}, finished
+
+
+def test_a_running_job_stored_with_odd_webhook_events_finishes_and_calls_back(api: Api) -> None:
+    # Given a running job with a callback_url (the default events: the final ones), whose row
+    # gets webhook_events that are no list of event types (a number)
+    with Receiver() as receiver:
+        job = api.submit("api.tasks.long_running_task", {"duration": 2}, callback_url=receiver.url)
+        api.wait(job["id"], until=lambda seen: seen["status"] == "STARTED")
+        _stored(job["id"], "webhook_events", 5)
+
+        # When it ends
+        finished = api.wait(job["id"])
+        received = receiver.wait_for(1)
+
+    # Then it succeeded, and its callback had its final event, as a job naming no events does:
+    # recording the event raised TypeError (`in` a number) in the worker, and the job failed
+    assert finished["status"] == "SUCCESS" and finished["webhook_events"] == DEFAULT_EVENTS, finished
+    assert [r.event["type"] for r in received] == ["job.succeeded"]
+    assert received[0].event["data"]["webhook_events"] == DEFAULT_EVENTS
