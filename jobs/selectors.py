@@ -122,8 +122,10 @@ _STORED_TO_TEXT_MAX_RATIO = 8
 def _inline_when_small(names: tuple[str, ...], max_bytes: int) -> dict[str, Any]:
     """Annotations that stand for each JSON column `name` (which the caller defers):
     `<name>_inline`, the value when its JSON text is at most `max_bytes` bytes, else NULL, and
-    `<name>_stored`, whether there is a value at all (SQL NULL is none). A large value never
-    leaves PostgreSQL."""
+    `<name>_stored`, whether there is a value at all: neither SQL NULL, what the code writes for
+    none, nor JSON null, which a row written otherwise (by hand, by an older version) may hold,
+    and which the item's URL shows as null too; counted as a value, it was listed null and named
+    in `omitted`, as though too large. A large value never leaves PostgreSQL."""
     annotations: dict[str, Any] = {}
     for name in names:
         annotations[f"{name}_inline"] = Case(
@@ -134,7 +136,7 @@ def _inline_when_small(names: tuple[str, ...], max_bytes: int) -> dict[str, Any]
             output_field=JSONField(),
         )
         annotations[f"{name}_stored"] = ExpressionWrapper(
-            Q(**{f"{name}__isnull": False}), output_field=BooleanField()
+            Q(**{f"{name}__isnull": False}) & ~Q(**{name: None}), output_field=BooleanField()
         )
     return annotations
 

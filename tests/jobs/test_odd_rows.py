@@ -14,6 +14,7 @@ from django.db import connection
 from django.utils import timezone
 
 from examples.receiver import Receiver
+from jobs.models import JobResult
 from tests.conftest import Api
 
 UNKNOWN = "unknown"
@@ -128,3 +129,26 @@ def test_a_running_job_stored_with_odd_webhook_events_finishes_and_calls_back(ap
     assert finished["status"] == "SUCCESS" and finished["webhook_events"] == DEFAULT_EVENTS, finished
     assert [r.event["type"] for r in received] == ["job.succeeded"]
     assert received[0].event["data"]["webhook_events"] == DEFAULT_EVENTS
+
+
+def test_a_result_stored_as_json_null_lists_as_null_and_not_omitted(api: Api) -> None:
+    # Given a job whose result, and a persisted result, hold JSON null (written by hand in SQL,
+    # or by an older version; the code writes SQL NULL for no result)
+    run_at = (timezone.now() + timedelta(hours=1)).isoformat()
+    job = api.submit("api.tasks.hello_world", run_at=run_at)
+    _stored(job["id"], "result", None)
+    assert api.client is not None
+    kept = JobResult.objects.create(owner=api.client, task_name="api.tasks.hello_world", result={"n": 1})
+    with connection.cursor() as cursor:
+        cursor.execute("UPDATE jobs_jobresult SET result = 'null'::jsonb WHERE id = %s", [kept.pk])
+
+    # When the client lists its jobs and its results
+    [listed_job] = api.get("/api/jobs/").json()["results"]
+    [listed_result] = api.get("/api/results/").json()["results"]
+
+    # Then each lists its result as its own URL shows it, null, and leaves nothing out: named in
+    # `omitted`, the null read as a value too large for a list, which the item's URL does not hold
+    assert listed_job["result"] is None and listed_job["omitted"] == [], listed_job
+    assert api.get(f"/api/jobs/{job['id']}/").json()["result"] is None
+    assert listed_result["result"] is None and listed_result["omitted"] == [], listed_result
+    assert api.get(f"/api/results/{kept.pk}/").json()["result"] is None
