@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -91,6 +92,37 @@ class Occasional:
         if now - self._warned_at >= self._every:
             self._warned_at = now
             self._logger.warning(message, *args, exc_info=exc_info)
+
+
+class CountedPerKey:
+    """What happens per key (a client), counted, and when to log it: at most once every
+    `seconds` per key in this process, with how many happened since that key's previous line.
+    For a WARNING a client can have the service write at will (a delivery given up, per job and
+    event): one a client and interval says what the operator needs, the metrics and the console
+    how much. Thread-safe (the deliveries worker's threads share it)."""
+
+    def __init__(self, *, seconds: float = 60.0) -> None:
+        self._seconds = seconds
+        self._lock = threading.Lock()
+        # key: (when its last line was let through, what happened since)
+        self._keys: dict[str, tuple[float, int]] = {}
+        self._swept_at = time.monotonic()
+
+    def due(self, key: str, *, count: int = 1) -> int:
+        """Count `count` more for `key`; how many to log now (those and the ones held since its
+        previous line), or 0 while its interval runs."""
+        now = time.monotonic()
+        with self._lock:
+            passed_at, held = self._keys.get(key, (now - self._seconds, 0))
+            if now - passed_at < self._seconds:
+                self._keys[key] = (passed_at, held + count)
+                return 0
+            self._keys[key] = (now, 0)
+            if now - self._swept_at >= self._seconds:
+                # Keys whose interval ran out with nothing held: as if never seen.
+                self._swept_at = now
+                self._keys = {k: v for k, v in self._keys.items() if v[1] or now - v[0] < self._seconds}
+            return held + count
 
 
 def configure(*, level: str) -> None:

@@ -1,7 +1,7 @@
 """What delivery attempts tell their operators: each attempt's outcome, counted by kind
 (core/metrics.py), and one log line (INFO) with the delivery's context; a delivery given up
-after its last attempt, and an endpoint the service disabled (counted by reason), one line each
-(WARNING). Called once the attempts' HTTP results are known, or the disabling committed, never
+after its last attempt one line (INFO), and each client's given up one WARNING line at most a
+minute per process; an endpoint the service disabled (counted by reason), one line (WARNING). Called once the attempts' HTTP results are known, or the disabling committed, never
 deciding anything.
 
 The subject of every event today is a job (webhooks/outbox.py), so the lines name it `job_id`,
@@ -113,12 +113,34 @@ def _log(attempts: list[tuple[Claimed, HttpResult]]) -> None:
         log.info("webhook attempt", attempt=claimed.attempt_number, duration_ms=result.duration_ms, **line)
 
 
+# A client's deliveries given up: one WARNING line a client every GIVEN_UP_WARNING_SECONDS per
+# worker process, however many (a client whose callback_url always fails had one a job).
+GIVEN_UP_WARNING_SECONDS = 60.0
+_given_up = logs.CountedPerKey(seconds=GIVEN_UP_WARNING_SECONDS)
+
+
 def deliveries_given_up(attempts: list[tuple[Claimed, HttpResult]]) -> None:
-    """Deliveries whose last attempt failed: one WARNING line each, whatever LOG_LEVEL, so that
-    `grep <job id>` finds the webhook its client never got (a receiver failing for the whole
-    retry schedule, 28 h by default), with the receiver's host and its last answer."""
+    """Deliveries whose last attempt failed (a receiver failing for the whole retry schedule, 28 h
+    by default). Each is one INFO line, so that at LOG_LEVEL=INFO `grep <job id>` finds the
+    webhook its client never got, with the receiver's host and its last answer; and each client's
+    are one WARNING line at most every GIVEN_UP_WARNING_SECONDS per process, whatever LOG_LEVEL,
+    with how many were given up since its previous one and the last of them: a line a client
+    could have written once per job and event at will, where the operator needs to know which
+    client's receiver fails (the console's receivers say how much, the delivery log which)."""
+    by_client: dict[uuid.UUID, int] = {}
+    for claimed, _ in attempts:
+        by_client[claimed.owner_id] = by_client.get(claimed.owner_id, 0) + 1
+    due = {owner_id: _given_up.due(str(owner_id), count=count) for owner_id, count in by_client.items()}
+    if not (log.is_enabled_for(logs.INFO) or any(due.values())):
+        return
+    last: dict[uuid.UUID, tuple[Claimed, dict[str, object]]] = {}
     for claimed, _, line in _lines(attempts):
-        log.warning("webhook delivery given up", attempts=claimed.attempt_number, **line)
+        log.info("webhook delivery given up", attempts=claimed.attempt_number, **line)
+        last[claimed.owner_id] = (claimed, line)
+    for owner_id, (claimed, line) in last.items():
+        if due[owner_id]:
+            log.warning("webhook deliveries given up", given_up=due[owner_id], attempts=claimed.attempt_number,
+                        interval_seconds=GIVEN_UP_WARNING_SECONDS, **line)
 
 
 def _own_context(owner_id: uuid.UUID, *, asker: str | None, own_job: bool = True) -> dict[str, object]:

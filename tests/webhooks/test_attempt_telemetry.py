@@ -123,7 +123,7 @@ def test_a_job_and_its_webhook_move_the_counters(
     assert delta("jobapi_http_request_duration_seconds_count", route="api/jobs/<uuid:job_id>/", method="GET") >= 1
 
 
-def test_a_delivery_given_up_is_one_warning_naming_its_job(
+def test_a_clients_first_delivery_given_up_is_one_warning_naming_its_job(
     api: Api, make_receiver: Callable[..., Receiver], celery_worker_log: Path
 ) -> None:
     # Given a receiver that fails every attempt of the schedule (three in the tests)
@@ -134,14 +134,14 @@ def test_a_delivery_given_up_is_one_warning_naming_its_job(
     api.wait(job["id"])
     [delivery] = until(lambda: [d for d in deliveries_of(api, job["id"]) if d["state"] == "failed"], what="given up")
 
-    # Then the worker says so once at WARNING (the default level), with the job, the delivery,
-    # its webhook-id, the receiver's host (not its URL) and its last answer
-    [line] = until(lambda: worker_log_lines(celery_worker_log, "webhook delivery given up", f"job_id={job['id']}"),
+    # Then the worker says so once at WARNING (the default level), its client's first: with the
+    # job, the delivery, its webhook-id, the receiver's host (not its URL) and its last answer
+    [line] = until(lambda: worker_log_lines(celery_worker_log, "webhook deliveries given up", f"job_id={job['id']}"),
                    what="the worker's line")
     assert line["level"] == "warning"
     assert (line["delivery_id"], line["webhook_id"], line["attempts"], line["status_code"], line["receiver"],
-            line["client"]) == (str(delivery["id"]), delivery["webhook_id"], "3", "503", "127.0.0.1",
-                                str(api.client.pk))
+            line["client"], line["given_up"]) == (str(delivery["id"]), delivery["webhook_id"], "3", "503",
+                                                  "127.0.0.1", str(api.client.pk), "1")
     assert not any("s3cr3t" in text for text in line.values())
 
 
@@ -174,7 +174,8 @@ def test_each_delivery_given_up_is_told_even_when_another_of_its_batch_was_taken
         attempts.deliveries_attempt(delivery_ids=[first.pk, taken_over.pk])
 
     # Then the delivery this batch gave up is told, the other left to its new holder
-    assert [line["delivery_id"] for line in lines if line["event"] == "webhook delivery given up"] == [first.pk]
+    told = [line for line in lines if line["event"] == "webhook deliveries given up"]
+    assert [(line["delivery_id"], line["given_up"]) for line in told] == [(first.pk, 1)]
     assert Delivery.objects.get(pk=first.pk).state == Delivery.State.FAILED
 
 

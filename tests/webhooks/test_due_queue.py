@@ -232,7 +232,7 @@ def test_a_delivery_that_makes_its_batch_raise_fails_alone_and_is_given_up(
         attempts.deliveries_attempt(delivery_ids=[poisoned.pk])
     poisoned.refresh_from_db()
     assert (poisoned.state, poisoned.next_attempt_at) == (Delivery.State.FAILED, None)
-    [given_up] = [line for line in lines if line["event"] == "webhook delivery given up"]
+    [given_up] = [line for line in lines if line["event"] == "webhook deliveries given up"]
     assert (given_up["log_level"], given_up["delivery_id"], given_up["error"]) == (
         "warning", poisoned.pk, f"{attempts.SURPRISE}: RuntimeError"
     )

@@ -97,7 +97,7 @@ def test_a_delivery_whose_outcome_cannot_be_recorded_fails_alone_and_is_given_up
     sent = sorted(r.headers["webhook-id"] for r in receiver.received)
     assert sent == sorted([poisoned.event.message_id] * 3 + [d.event.message_id for d in others])
     # And the worker says so at WARNING, naming it and why
-    [line] = until(lambda: worker_log_lines(celery_worker_log, "webhook delivery given up",
+    [line] = until(lambda: worker_log_lines(celery_worker_log, "webhook deliveries given up",
                                             f"delivery_id={poisoned.pk} "), what="the worker's line")
     assert line["level"] == "warning"
     assert line["error"] == f"{recording.UNRECORDED}: InternalError"
