@@ -250,6 +250,8 @@ def logging_config(*, level: str, json: bool) -> dict[str, Any]:
         "filters": {
             "revoked_without_backend": {"()": RevokedWithoutResultBackend},
             "once_a_minute": {"()": OncePerInterval, "seconds": 60.0},
+            # One a line: a filter lets one record through per interval, whichever logger's.
+            "streams_full_once_a_minute": {"()": OncePerInterval, "seconds": 60.0},
         },
         "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "structured"}},
         "root": {"handlers": ["console"], "level": level.upper()},
@@ -277,6 +279,8 @@ def logging_config(*, level: str, json: bool) -> dict[str, Any]:
             "django.request": {"level": "ERROR"},
             # A request naming a Host this service does not serve: OncePerInterval says why.
             "django.security.DisallowedHost": {"filters": ["once_a_minute"]},
+            # A stream refused with 503 for its API process full (jobs/stream_api.py says why).
+            "jobs.streams.server_full": {"filters": ["streams_full_once_a_minute"]},
         },
     }
 

@@ -1,6 +1,7 @@
 """The event-stream views: `GET /api/jobs/{id}/events/` and `GET /api/events/` (jobs.streams)."""
 from __future__ import annotations
 
+import logging
 import socket
 import uuid
 from functools import partial
@@ -8,6 +9,7 @@ from typing import Any
 
 from django.conf import settings
 from django.http import HttpResponseBase, StreamingHttpResponse
+from django.utils.log import log_response
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -20,6 +22,9 @@ from jobs import selectors, streams, waiting
 from jobs.wakeups import Waiter
 
 EVENT_STREAM = "text/event-stream"
+# The line for a stream refused because its API process is full: at most one a minute per
+# process (core/logs.py, its filter in LOGGING).
+full_logger = logging.getLogger("jobs.streams.server_full")
 
 
 class EventStreamRenderer(BaseRenderer):
@@ -102,7 +107,21 @@ class _StreamApi(APIView):
         # Errors (404, 401, 429) are the usual JSON, whatever the client accepts.
         if isinstance(response, Response):
             request.accepted_renderer, request.accepted_media_type = JSONRenderer(), "application/json"
+            if response.status_code == 503 and response.data["error"]["code"] == "too_many_streams":
+                _server_full_logged(request, response)
         return super().finalize_response(request, response, *args, **kwargs)
+
+
+def _server_full_logged(request: Request, response: Response) -> None:
+    """One WARNING line (at most a minute per process) for the 503s of a full process, in place of
+    django.request's ERROR for each: any client at its stream limit reconnecting every second, as
+    `Retry-After` tells it, wrote one a request, a page for what is a capacity to add
+    (API_MAX_WAITERS_PER_PROCESS, WEB_THREADS, more processes), which the line names.
+    log_response (Django's own) marks the response logged, so django.request adds none."""
+    log_response("%s: this API process holds as many waits and streams as it may (API_MAX_WAITERS_PER_PROCESS, "
+                 "%s); answered 503 too_many_streams (this line at most once a minute per process)",
+                 request.path, settings.API_MAX_WAITERS_PER_PROCESS, response=response, request=request,
+                 logger=full_logger, level="warning")
 
 
 class JobEventStreamApi(_StreamApi):

@@ -1,7 +1,8 @@
 """What anyone's requests make the log hold, at its default level: a client's own errors
-nothing, and a request for a host this service does not serve one line a minute. Sent in a loop
-(past a rate limit, for ids the client does not have, with a wrong `Host`), each made Django
-write a line, the last with its traceback, as fast as they came."""
+nothing, and a request for a host this service does not serve, or a stream its full process
+refuses, one line a minute. Sent in a loop (past a rate limit, for ids the client does not
+have, with a wrong `Host`, streams to a full process), each made Django write a line, the
+wrong host's with its traceback, as fast as they came."""
 from __future__ import annotations
 
 import uuid
@@ -53,3 +54,25 @@ def test_requests_for_a_host_not_served_write_one_line_a_minute_without_its_trac
     lines = written.splitlines()
     assert len(lines) == 1, written[:3000]
     assert "Invalid HTTP_HOST header: 'evil.example'" in lines[0] and "ERROR" in lines[0].upper()
+
+
+def test_streams_refused_by_a_full_process_write_one_warning_a_minute(
+    make_api: Callable[..., Api], tmp_path: Path
+) -> None:
+    # Given the API as production runs it, at the default LOG_LEVEL, its process full of streams
+    # (it may hold none)
+    log_path = tmp_path / "gunicorn.log"
+    with serving(make_api(), log_path, API_MAX_WAITERS_PER_PROCESS="0") as (client, _):
+        started = log_path.stat().st_size
+
+        # When a client opens 20 streams, reconnecting as soon as each is refused
+        answers = [client.get("/api/events/", headers={"Accept": "text/event-stream"}) for _ in range(20)]
+
+        # Then each is refused with 503, and the log says so once, at WARNING, naming the setting
+        # (it was one ERROR a request: "Service Unavailable: /api/events/")
+        written = log_path.read_bytes()[started:].decode()
+    assert {(answer.status_code, answer.json()["error"]["code"]) for answer in answers} == {(503, "too_many_streams")}
+    lines = written.splitlines()
+    assert len(lines) == 1, written[:3000]
+    assert "[warning" in lines[0].lower() and "API_MAX_WAITERS_PER_PROCESS" in lines[0], lines[0]
+    assert "answered 503 too_many_streams" in lines[0] and "/api/events/" in lines[0], lines[0]
