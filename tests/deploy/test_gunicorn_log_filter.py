@@ -1,13 +1,14 @@
-"""gunicorn's error log as the API's processes filter it (gunicorn.conf.py): a stream ended by its
-write timeout is one WARNING line, whichever error the kernel ended the connection with; any
-other socket error keeps gunicorn's ERROR and traceback. Served end to end, for the timeout
-itself, in tests/jobs/test_waiting_served.py."""
+"""gunicorn's error log as the API's processes filter it (gunicorn.conf.py): streams ended by their
+write timeout are one WARNING line at most a minute per process, saying how many, whichever
+error the kernel ended each connection with; any other socket error keeps gunicorn's ERROR and
+traceback. Served end to end, for the timeout itself, in tests/jobs/test_waiting_served.py."""
 from __future__ import annotations
 
 import errno
 import logging
 import runpy
 import sys
+import time
 from collections.abc import Callable
 
 import pytest
@@ -17,9 +18,11 @@ from tests.conftest import REPO
 SOCKET_ERROR = "Socket error processing request."
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def stream_write_ended() -> Callable[[logging.LogRecord], bool]:
-    return runpy.run_path(str(REPO / "gunicorn.conf.py"))["_stream_write_ended"]
+    """The filter as a worker process gets it."""
+    conf = runpy.run_path(str(REPO / "gunicorn.conf.py"))
+    return conf["StreamWriteEnded"](seconds=conf["STREAM_WRITE_ENDED_LOG_SECONDS"]).filter
 
 
 def _record(error: OSError) -> logging.LogRecord:
@@ -56,3 +59,22 @@ def test_any_other_socket_error_keeps_its_error_and_traceback(
 
     assert (record.levelno, record.getMessage()) == (logging.ERROR, SOCKET_ERROR)
     assert record.exc_info is not None
+
+
+def test_streams_ended_in_a_row_are_one_line_a_minute_saying_how_many() -> None:
+    # Given the filter, its interval at half a second
+    make = runpy.run_path(str(REPO / "gunicorn.conf.py"))["StreamWriteEnded"]
+    stream_write_ended = make(seconds=0.5).filter
+
+    # When a client's 20 streams end by the write timeout at once, then one more after the interval
+    at_once = [record for record in (_record(OSError(errno.ETIMEDOUT, "ended")) for _ in range(20))
+               if stream_write_ended(record)]
+    time.sleep(0.6)
+    after = _record(OSError(errno.EAGAIN, "ended"))
+
+    # Then the first is one WARNING line, the next 19 none, and the one after the interval one
+    # line counting them with it
+    assert [record.levelname for record in at_once] == ["WARNING"]
+    assert at_once[0].getMessage().endswith("(1 so closed since this process's previous such line)")
+    assert stream_write_ended(after)
+    assert after.getMessage().endswith("(20 so closed since this process's previous such line)")
