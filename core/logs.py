@@ -227,6 +227,17 @@ class OncePerInterval(logging.Filter):
         return True
 
 
+# Django's loggers of a request refused for what it sent, which anyone can send at will, without a
+# key (the admin's login takes any POST): each writes one line a refusal, the SuspiciousOperation
+# ones at ERROR with a traceback. Seen once a minute (OncePerInterval) they still tell an operator
+# of a proxy or a setting wrong: a CSRF failure for every login (CSRF_TRUSTED_ORIGINS), forms
+# past DATA_UPLOAD_MAX_NUMBER_FIELDS or DATA_UPLOAD_MAX_MEMORY_SIZE.
+REFUSED_AT_WILL = (
+    "django.security.DisallowedHost", "django.security.csrf", "django.security.TooManyFieldsSent",
+    "django.security.TooManyFilesSent", "django.security.RequestDataTooBig",
+)
+
+
 def logging_config(*, level: str, json: bool) -> dict[str, Any]:
     """Django's LOGGING: one stream handler on the root logger, JSON or text."""
     if json:
@@ -249,9 +260,9 @@ def logging_config(*, level: str, json: bool) -> dict[str, Any]:
         },
         "filters": {
             "revoked_without_backend": {"()": RevokedWithoutResultBackend},
-            "once_a_minute": {"()": OncePerInterval, "seconds": 60.0},
-            # One a line: a filter lets one record through per interval, whichever logger's.
+            # One a logger: a filter lets one record through per interval, whichever logger's.
             "streams_full_once_a_minute": {"()": OncePerInterval, "seconds": 60.0},
+            **{f"{name}_once_a_minute": {"()": OncePerInterval, "seconds": 60.0} for name in REFUSED_AT_WILL},
         },
         "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "structured"}},
         "root": {"handlers": ["console"], "level": level.upper()},
@@ -277,8 +288,9 @@ def logging_config(*, level: str, json: bool) -> dict[str, Any]:
             # the request's INFO line keeps its status. Its ERROR for a 5xx (a bug's traceback,
             # an outage) stays.
             "django.request": {"level": "ERROR"},
-            # A request naming a Host this service does not serve: OncePerInterval says why.
-            "django.security.DisallowedHost": {"filters": ["once_a_minute"]},
+            # A request naming a Host this service does not serve, and the others anyone can have
+            # refused at will: REFUSED_AT_WILL and OncePerInterval say why.
+            **{name: {"filters": [f"{name}_once_a_minute"]} for name in REFUSED_AT_WILL},
             # A stream refused with 503 for its API process full (jobs/stream_api.py says why).
             "jobs.streams.server_full": {"filters": ["streams_full_once_a_minute"]},
         },

@@ -76,3 +76,50 @@ def test_streams_refused_by_a_full_process_write_one_warning_a_minute(
     assert len(lines) == 1, written[:3000]
     assert "[warning" in lines[0].lower() and "API_MAX_WAITERS_PER_PROCESS" in lines[0], lines[0]
     assert "answered 503 too_many_streams" in lines[0] and "/api/events/" in lines[0], lines[0]
+
+
+def test_requests_with_too_many_parameters_are_400_and_write_one_line_a_minute_for_the_admin(
+    make_api: Callable[..., Api], tmp_path: Path
+) -> None:
+    # Given the API as production runs it, at the default LOG_LEVEL, and a query string of more
+    # parameters than Django reads (DATA_UPLOAD_MAX_NUMBER_FIELDS, 1,000), within gunicorn's
+    # request line (4 KB)
+    log_path = tmp_path / "gunicorn.log"
+    query = "&".join(["p=1"] * 1001)
+    with serving(make_api(), log_path) as (client, _):
+        started = log_path.stat().st_size
+
+        # When anyone, without a key, sends 20 such requests to the API, and 20 to the admin's login
+        api = [requests.get(f"{client.base_url}/api/jobs/?{query}", timeout=10) for _ in range(20)]
+        written_by_api = log_path.read_bytes()[started:].decode()
+        admin = [requests.get(f"{client.base_url}/admin/login/?{query}", timeout=10) for _ in range(20)]
+
+        # Then the API answers each 400 in its error shape (it was 500, with two ERROR lines and
+        # their tracebacks a request) and writes nothing, and the admin's 400s are one line
+        written = log_path.read_bytes()[started:].decode()
+    assert {(answer.status_code, answer.json()["error"]["code"]) for answer in api} == {(400, "bad_request")}
+    assert api[0].json()["error"]["message"] == "The request has more than 1000 parameters."
+    assert written_by_api.strip() == "", written_by_api[:3000]
+    assert {answer.status_code for answer in admin} == {400}
+    lines = written.splitlines()
+    assert len(lines) == 1, written[:3000]
+    assert "DATA_UPLOAD_MAX_NUMBER_FIELDS" in lines[0] and "TooManyFieldsSent" in lines[0], lines[0]
+
+
+def test_logins_without_their_csrf_token_write_one_line_a_minute(make_api: Callable[..., Api], tmp_path: Path) -> None:
+    # Given the API as production runs it, at the default LOG_LEVEL
+    log_path = tmp_path / "gunicorn.log"
+    with serving(make_api(), log_path) as (client, _):
+        started = log_path.stat().st_size
+
+        # When anyone posts 20 logins to the admin without its CSRF cookie and token
+        answers = [requests.post(f"{client.base_url}/admin/login/", data={"username": "a", "password": "b"},
+                                 timeout=10) for _ in range(20)]
+
+        # Then each is refused, and the log says so once (for the operator whose
+        # CSRF_TRUSTED_ORIGINS or proxy is wrong: then every login is refused)
+        written = log_path.read_bytes()[started:].decode()
+    assert {answer.status_code for answer in answers} == {403}
+    lines = written.splitlines()
+    assert len(lines) == 1, written[:3000]
+    assert "Forbidden (CSRF cookie not set.): /admin/login/" in lines[0], lines[0]
