@@ -149,6 +149,7 @@ def post_worker_init(worker: object) -> None:
     request then takes 3-6 % less CPU (blocks alternating in one process, docs/benchmarks.md)."""
     threading.Thread(target=_stop_waiters_when_stopping, args=(worker,), name="stop-watch", daemon=True).start()
     worker.log.error_log.addFilter(StreamWriteEnded(seconds=STREAM_WRITE_ENDED_LOG_SECONDS))  # type: ignore[attr-defined]
+    worker.log.error_log.addFilter(InvalidRequests(seconds=60.0))  # type: ignore[attr-defined]
     gc.freeze()
     gc.set_threshold(10_000, 20, 20)
 
@@ -198,6 +199,29 @@ class StreamWriteEnded(logging.Filter):
 
 # How many seconds apart a process's lines for connections closed by the write timeout are.
 STREAM_WRITE_ENDED_LOG_SECONDS = 60.0
+
+
+class InvalidRequests(logging.Filter):
+    """gunicorn's WARNING for each request it cannot parse, `Invalid request from ip=<address>:
+    <what>` (a request line past 4 KB, a malformed header), at most one every `seconds` per
+    process: anyone can send them, without a key, as fast as they like, each answered 400 (414,
+    431). Once a minute it still tells of a proxy or a client that sends nothing else."""
+
+    def __init__(self, *, seconds: float = 60.0) -> None:
+        super().__init__()
+        self._seconds = seconds
+        self._passed_at = -seconds
+        self._lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not str(record.msg).startswith("Invalid request from ip="):
+            return True
+        now = time.monotonic()
+        with self._lock:
+            if now - self._passed_at < self._seconds:
+                return False
+            self._passed_at = now
+        return True
 
 
 # How often a worker looks whether it began to stop.

@@ -123,3 +123,20 @@ def test_logins_without_their_csrf_token_write_one_line_a_minute(make_api: Calla
     lines = written.splitlines()
     assert len(lines) == 1, written[:3000]
     assert "Forbidden (CSRF cookie not set.): /admin/login/" in lines[0], lines[0]
+
+
+def test_requests_gunicorn_cannot_parse_write_one_line_a_minute(make_api: Callable[..., Api], tmp_path: Path) -> None:
+    # Given the API as production runs it, at the default LOG_LEVEL
+    log_path = tmp_path / "gunicorn.log"
+    with serving(make_api(), log_path) as (client, _):
+        started = log_path.stat().st_size
+
+        # When anyone sends 20 requests whose request line is past gunicorn's 4 KB
+        answers = [requests.get(f"{client.base_url}/api/jobs/?q={'x' * 5000}", timeout=10) for _ in range(20)]
+
+        # Then each is answered 414, and the log says so once (it was gunicorn's WARNING each)
+        written = log_path.read_bytes()[started:].decode()
+    assert {answer.status_code for answer in answers} == {414}
+    lines = written.splitlines()
+    assert len(lines) == 1, written[:3000]
+    assert "Invalid request from ip=127.0.0.1: Request Line is too large" in lines[0], lines[0]
