@@ -395,3 +395,49 @@ def test_a_kill_of_make_run_stops_every_process_it_started(tmp_path: Path) -> No
     _assert_all_gone(sessions, metrics_dir, tmp_path / "data", env["PORT"], output)
     assert _leftovers(process.pid) == []
     assert "SIGTERM received" in output, output
+
+
+# A start-up step that outlives Ctrl-C and exits 0, as Python does when the signal lands in its
+# shutdown (a finalizer's `Exception ignored ... KeyboardInterrupt`): `manage.py migrate`, slowed
+# so that the test's Ctrl-C finds it running, writes STARTED, takes the SIGINT and ends cleanly.
+_STEP_OUTLIVING_CTRL_C = """\
+import os, signal, sys, time
+if sys.argv[1:2] == ["migrate"]:
+    interrupted = []
+    signal.signal(signal.SIGINT, lambda *_: interrupted.append(1))
+    open(os.environ["STEP_STARTED"], "w").close()
+    deadline = time.monotonic() + 30
+    while not interrupted and time.monotonic() < deadline:
+        time.sleep(0.05)
+"""
+
+
+@pytest.mark.timeout(120)
+def test_ctrl_c_during_make_runs_start_up_stops_it_even_where_the_step_exits_cleanly(tmp_path: Path) -> None:
+    # Given make run in its start-up, migrating, with a step that exits 0 on Ctrl-C
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(_STEP_OUTLIVING_CTRL_C)
+    started = tmp_path / "step-started"
+    env = _fresh_shell(tmp_path, PYTHONPATH=str(site), STEP_STARTED=str(started))
+    log_path = tmp_path / "make-run.log"
+    process = _make_run(env, log_path)
+    deadline = time.monotonic() + 60
+    while not started.exists():
+        assert process.poll() is None and time.monotonic() < deadline, log_path.read_text()
+        time.sleep(0.05)
+
+    # When Ctrl-C is pressed
+    try:
+        output = _ctrl_c(process, log_path)
+    finally:
+        # (Come up regardless, its processes lead sessions of their own, out of make's group.)
+        if sessions := _started_sessions(log_path.read_text()):
+            subprocess.run(["pkill", "-KILL", "-s", ",".join(map(str, sessions.values()))], check=False)
+
+    # Then make run stops there: nothing after the step started (the service did come up, and
+    # the Ctrl-C was lost), nothing left running, the data directory free for the next one
+    assert "Press Ctrl-C to stop." not in output and "started (pid=" not in output, output
+    assert process.returncode != 0, output
+    assert _leftovers(process.pid) == []
+    assert _data_dir_free(tmp_path / "data"), output
