@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from django.utils import timezone
+from requests import Response
 
 from examples.receiver import Receiver
 from tests.conftest import Api
@@ -22,6 +23,17 @@ BOUND = 5
 
 def waiting(endpoint: dict[str, Any]) -> int:
     return Delivery.objects.filter(endpoint_id=endpoint["id"], state=Delivery.State.PENDING).count()
+
+
+def _submitted_until_refused(api: Api) -> Response:
+    """The client's first submission refused (429), each before it run to its end."""
+    for n in range(20):
+        answer = api.post("/api/jobs/", json={"job_name": HELLO, "payload": {"message": str(n)}})
+        if answer.status_code != 202:
+            break
+        api.wait(answer.json()["id"])
+    assert answer.status_code == 429, answer.text
+    return answer
 
 
 def test_a_paced_endpoints_backlog_stops_at_its_bound_and_only_its_clients_jobs_for_it_wait(
@@ -77,12 +89,7 @@ def test_the_retry_after_of_a_refusal_waits_for_every_full_endpoint_not_only_the
 
     # When it submits jobs until one is refused: both backlogs are full then, each job having
     # added one delivery to each
-    for n in range(20):
-        refused = api.post("/api/jobs/", json={"job_name": HELLO, "payload": {"message": str(n)}})
-        if refused.status_code != 202:
-            break
-        api.wait(refused.json()["id"])
-    assert refused.status_code == 429, refused.text
+    refused = _submitted_until_refused(api)
 
     # Then its Retry-After is the wait the slower endpoint needs to come below the bound: a
     # client that retried after the faster one's was refused again, for the other endpoint
@@ -109,12 +116,7 @@ def test_limits_show_each_endpoints_backlog_as_the_refusal_counts_it(
     assert api.get("/api/limits/").json()["webhook_backlog"] == {"limit": BOUND, "used": 0, "endpoints": []}
 
     # When it submits jobs until one is refused for the paced endpoint's backlog
-    for n in range(20):
-        refused = api.post("/api/jobs/", json={"job_name": HELLO, "payload": {"message": str(n)}})
-        if refused.status_code != 202:
-            break
-        api.wait(refused.json()["id"])
-    assert refused.status_code == 429, refused.text
+    refused = _submitted_until_refused(api)
     details = refused.json()["error"]["details"]
 
     # Then its limits show that endpoint's backlog in the refusal's figures (the count drops by
