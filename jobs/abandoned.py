@@ -70,9 +70,14 @@ def _jobs_of_unknown_types_fail(now: datetime) -> int:
     failed = 0
     for stale in (running, in_broker):
         for job_id, job_name in list(stale.values_list("pk", "job_name")[:500]):
-            failed += job_finish(job_id=job_id, status=Status.FAILURE, error={
-                "type": "job_type_unknown",
-                "message": f"This job's type, {job_name}, is not registered any more (removed or renamed): "
-                           "it cannot run.",
-            })
+            failed += job_finish(job_id=job_id, status=Status.FAILURE, error=job_type_unknown_error(job_name))
     return failed
+
+
+def job_type_unknown_error(job_name: str) -> dict[str, str]:
+    """The error of a job failed because this code does not know its type: by this rule, or by an
+    operator (`manage.py jobs_fail_unknown_types`), so a client sees the one error either way."""
+    return {
+        "type": "job_type_unknown",
+        "message": f"This job's type, {job_name}, is not registered any more (removed or renamed): it cannot run.",
+    }

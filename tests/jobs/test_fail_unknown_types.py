@@ -1,0 +1,102 @@
+"""`manage.py jobs_fail_unknown_types`: the operator, who knows the deploy that removed or renamed a
+job type is done, lists the unfinished jobs of types this code does not know and fails them at
+once, rather than after the abandoned-job rule's 2 hours, each as that rule fails one (its error,
+its client's places freed, its job.failed callback)."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+from io import StringIO
+from typing import Any
+
+from django.core.management import call_command
+from django.db import connection
+from django.utils import timezone
+
+from examples.receiver import Receiver
+from jobs import unknown_types
+from jobs.models import Job
+from tests.conftest import Api
+
+RETIRED = "api.tasks.retired_in_a_deploy"
+HELLO = "api.tasks.hello_world"
+
+
+def command(*args: str) -> str:
+    out = StringIO()
+    call_command("jobs_fail_unknown_types", *args, stdout=out)
+    return out.getvalue()
+
+
+def unfinished_used(api: Api) -> int:
+    return api.get("/api/limits/").json()["unfinished_jobs"]["used"]
+
+
+def test_a_dry_run_lists_them_and_fail_fails_them_freeing_their_places_with_their_callbacks(
+    api: Api, make_api: Callable[..., Api]
+) -> None:
+    # Given a client's jobs of a type the deploy removed, one queued and one running in an older
+    # worker, each with a callback; its job of a known type scheduled for tomorrow; and another
+    # client's job of the removed type
+    with Receiver() as receiver:
+        queued = Job.objects.create(owner=api.client, job_name=RETIRED, callback_url=receiver.url)
+        running = Job.objects.create(owner=api.client, job_name=RETIRED, callback_url=receiver.url,
+                                     status=Job.Status.STARTED, started_at=timezone.now())
+        known = Job.objects.create(owner=api.client, job_name=HELLO, run_at=timezone.now() + timedelta(days=1))
+        other = make_api(name="other-client")
+        Job.objects.create(owner=other.client, job_name=RETIRED)
+
+        # When the operator runs the command without --fail
+        listed = command()
+
+        # Then it lists them by type and client, and changes nothing
+        assert f"{RETIRED}: 3 unfinished job(s)" in listed, listed
+        assert f"client {api.client.name} ({api.client.pk}): 2" in listed, listed
+        assert f"client other-client ({other.client.pk}): 1" in listed, listed
+        assert HELLO not in listed
+        assert "Dry run" in listed
+        assert [api.get(f"/api/jobs/{job.pk}/").json()["status"] for job in (queued, running, known)] == [
+            "PENDING", "STARTED", "PENDING"]
+        assert unfinished_used(api) == 3
+
+        # When they run it with --fail
+        done = command("--fail")
+
+        # Then the jobs of the removed type are failed with the abandoned-job rule's error, their
+        # places freed, their callbacks sent; the job of a known type is left as it was
+        assert "Failed 3 job(s)" in done, done
+        for job in (queued, running):
+            seen = api.get(f"/api/jobs/{job.pk}/").json()
+            assert (seen["status"], seen["error"]["type"]) == ("FAILURE", "job_type_unknown"), seen
+            assert RETIRED in seen["error"]["message"]
+        assert api.get(f"/api/jobs/{known.pk}/").json()["status"] == "PENDING"
+        assert (unfinished_used(api), unfinished_used(other)) == (1, 0)
+        events = sorted((received.event["type"], received.event["data"]["id"])
+                        for received in receiver.wait_for(2))
+        assert events == sorted([("job.failed", str(queued.pk)), ("job.failed", str(running.pk))])
+        assert command() == "No unfinished jobs of job types this code does not know.\n"
+
+
+def test_a_job_that_finishes_while_they_are_failed_keeps_its_final_state(api: Api) -> None:
+    # Given two queued jobs of a removed type, the first of which its client cancels just after
+    # the command has read it (in the first of its batches of one), before it fails it
+    first, second = sorted((Job.objects.create(owner=api.client, job_name=RETIRED) for _ in range(2)),
+                           key=lambda job: job.pk)
+    canceled: list[int] = []
+
+    def cancel_after_the_read(execute: Callable[..., Any], sql: str, params: Any, many: bool, context: Any) -> Any:
+        result = execute(sql, params, many, context)
+        if sql.startswith("SELECT") and 'NOT ("jobs_job"."job_name" IN' in sql and not canceled:
+            canceled.append(api.post(f"/api/jobs/{first.pk}/cancel/").status_code)
+        return result
+
+    # When the operator fails them
+    with connection.execute_wrapper(cancel_after_the_read):
+        failed = unknown_types.jobs_of_unknown_types_fail(batch=1)
+
+    # Then the canceled one stays canceled, its place freed once; the other is failed
+    assert (canceled, failed) == ([202], 1), canceled
+    assert api.get(f"/api/jobs/{first.pk}/").json()["status"] == "REVOKED"
+    assert api.get(f"/api/jobs/{second.pk}/").json()["status"] == "FAILURE"
+    assert api.get("/api/limits/").json()["unfinished_jobs"]["used"] == 0
+
