@@ -98,9 +98,14 @@ class OperatorGauges(Collector):
             yield from self._queues(None if figures is None else figures.workers, broker_up="broker" not in failed)
 
     def _database(self, *, now: datetime) -> _DatabaseFigures:
+        counts = selectors.jobs_by_type_and_status(now=now).value
         jobs = _gauge("jobapi_jobs", "Jobs in each status: not final now, or finished in the last hour.", ["status"])
-        for status, count in selectors.jobs_by_status(now=now).items():
+        for status, count in selectors.jobs_by_status(counts).items():
             jobs.add_metric([status], count)
+        unknown = _gauge("jobapi_jobs_of_unknown_types",
+                         "Unfinished jobs of job types this code does not register (removed or renamed by a "
+                         "deploy; which ones: manage.py jobs_fail_unknown_types).")
+        unknown.add_metric([], selectors.unfinished_of_unknown_types(counts))
         oldest = _gauge("jobapi_oldest_pending_job_age_seconds",
                         "How long the job waiting longest to start has waited since it fell due (0: none waits).")
         oldest.add_metric([], selectors.oldest_pending_age_seconds(now=now))
@@ -119,7 +124,7 @@ class OperatorGauges(Collector):
         held = _gauge("jobapi_webhook_held_deliveries",
                       "Webhook deliveries held behind disabled endpoints, sent when they are enabled again.")
         held.add_metric([], totals.held)
-        return _DatabaseFigures([jobs, oldest, pending, failing, disabled, held], selectors.workers_seen())
+        return _DatabaseFigures([jobs, unknown, oldest, pending, failing, disabled, held], selectors.workers_seen())
 
     def _queues(self, workers: list[selectors.WorkerRow] | None, *, broker_up: bool) -> Iterator[Metric]:
         """The queues' messages, and their consumers unless `workers` is None (the heartbeats not

@@ -24,7 +24,7 @@ from console.services import LOST_AFTER_SECONDS
 from core.db import reads_bounded
 from core.queues import queue_depths
 from jobs.models import Job
-from jobs.registry import job_types_all
+from jobs.registry import job_type_known, job_types_all
 from jobs.shapes import error_shown, error_type
 
 WINDOW = timedelta(hours=1)
@@ -71,9 +71,18 @@ def jobs_by_type_and_status(*, now: datetime) -> Snapshot[dict[tuple[str, str], 
     return _jobs_counted.read(now=now)
 
 
-def jobs_by_status(*, now: datetime) -> dict[str, int]:
+def unfinished_of_unknown_types(counts: dict[tuple[str, str], int]) -> int:
+    """The unfinished jobs, among `counts` (jobs_by_type_and_status), of types this code does not
+    know: a deploy removed or renamed their type, or one still rolling out adds it. Read from the
+    counts the console and /metrics make anyway, at no query of its own."""
+    return sum(count for (name, status), count in counts.items()
+               if status in Job.ACTIVE_STATUSES and not job_type_known(name))
+
+
+def jobs_by_status(counts: dict[tuple[str, str], int]) -> dict[str, int]:
+    """The jobs among `counts` (jobs_by_type_and_status) in each status."""
     totals = dict.fromkeys(STATUSES, 0)
-    for (_, status), count in jobs_by_type_and_status(now=now).value.items():
+    for (_, status), count in counts.items():
         totals[status] += count
     return totals
 

@@ -24,7 +24,7 @@ from core.db import timed_out
 from core.errors import error_body, handler404
 from core.health import unreachable
 from core.logs import first_line
-from jobs.registry import job_types_all
+from jobs.registry import job_type_known, job_types_all
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +59,7 @@ def _job_types(counts: dict[tuple[str, str], int], failures: selectors.Failures)
         finished, failed = failures.by_type.get(name, (0, 0))
         rows.append({
             "name": name,
+            "known": job_type_known(name),
             "counts": [counts.get((name, status), 0) for status in selectors.STATUSES],
             "failure_rate": failed / finished if finished else None,
         })
@@ -89,6 +90,7 @@ def _overview() -> dict[str, Any]:
         "jobs_counted_at": counted.at,
         "counted_for_seconds": counted_module.COUNTED_FOR_SECONDS,
         "job_types": _job_types(counts, failures),
+        "unfinished_of_unknown_types": selectors.unfinished_of_unknown_types(counts),
         "totals": [sum(count for (_, s), count in counts.items() if s == status) for status in selectors.STATUSES],
         "oldest_pending": oldest_pending,
         "longest_running": longest_running,
