@@ -33,6 +33,9 @@ graceful_timeout = 20
 # Recycle workers now and then so a slow leak cannot grow without bound.
 max_requests = 20000
 max_requests_jitter = 2000
+# Tells the settings that this process serves the API: its database connections bound their lock
+# waits (API_DB_LOCK_TIMEOUT_SECONDS), which a worker's or a migration's do not.
+raw_env = ["JOBAPI_WEB_PROCESS=true"]
 accesslog = os.environ.get("WEB_ACCESS_LOG") or None
 errorlog = "-"
 loglevel = os.environ.get("WEB_LOG_LEVEL", "warning")

@@ -224,11 +224,12 @@ ERROR_CODES: dict[str, ErrorCode] = {
         "(A load balancer's) send this instance no requests until it answers 200.",
     ),
     "database_busy": ErrorCode(
-        503, "`GET /console/` only: its reads of the database did not finish within "
-        "`OPERATOR_READ_TIMEOUT_SECONDS` (5 s by default): a table they read is locked (a migration, a "
-        "`LOCK TABLE`, a `TRUNCATE`) or too large to read in time.",
-        "(The operator's) the page retries by itself; if it persists, look for what holds the lock "
-        "(`pg_stat_activity`, `pg_locks`).",
+        503, "A table the request needs is locked (a migration, a `LOCK TABLE`, a `TRUNCATE`): it waited "
+        "`API_DB_LOCK_TIMEOUT_SECONDS` (5 s by default) for the lock. `GET /console/`: its reads did not "
+        "finish within `OPERATOR_READ_TIMEOUT_SECONDS`, or a table they read is locked or too large to "
+        "read in time.",
+        _OUTAGE + " (The operator's) if it persists, look for what holds the lock (`pg_stat_activity`, "
+        "`pg_locks`); the console's page retries by itself.",
     ),
     "metrics_unavailable": ErrorCode(
         503, "`GET /metrics` only: metrics are on, but this API process was started without its "

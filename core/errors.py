@@ -18,14 +18,18 @@ from django.core.exceptions import (
     TooManyFieldsSent,
 )
 from django.db import InterfaceError, OperationalError, connection
-from django.http import Http404, HttpRequest, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponseBase, JsonResponse
+from django.utils.log import log_response
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 
+from core.db import LOCK_NOT_AVAILABLE, sqlstate
 from core.logs import first_line
 from core.ratelimit import ceiling_seconds
 
 logger = logging.getLogger(__name__)
+# Its lines are let through once a minute (core/logs.py): every client's request meets the same lock.
+_busy_logger = logging.getLogger(f"{__name__}.database_busy")
 
 
 class ApplicationError(Exception):
@@ -94,6 +98,13 @@ def database_unreachable(exc: BaseException) -> bool:
     return raw is None or bool(getattr(raw, "closed", 0))
 
 
+def database_busy(exc: BaseException) -> bool:
+    """Whether `exc` is a statement that waited for a lock longer than its bound (an API
+    process's API_DB_LOCK_TIMEOUT_SECONDS): a table locked by a migration's ALTER TABLE, a LOCK
+    TABLE, a TRUNCATE. The connection still serves."""
+    return isinstance(exc, OperationalError) and sqlstate(exc) == LOCK_NOT_AVAILABLE
+
+
 def storage_full(exc: BaseException) -> bool:
     """Whether `exc`, or the error it was raised from (Django's database errors wrap the
     driver's), is a full disk: ENOSPC or EDQUOT from a write, SQLITE_FULL from SQLite (embedded
@@ -117,11 +128,14 @@ class Outage:
     message: str
     retry_after: int
     logged_as: str
+    log: logging.Logger = logger
 
 
 _OUTAGES = (
     (database_unreachable, Outage("database_unavailable", "The database is unreachable; retry later.", 5,
                                   "Database unreachable")),
+    (database_busy, Outage("database_busy", "A table this request needs is locked (a migration, a maintenance); "
+                           "retry later.", 5, "Database busy: gave up waiting for a lock", _busy_logger)),
     # Freeing a disk takes an operator, not seconds.
     (storage_full, Outage("storage_full", "The service's storage is full; retry later.", 30, "Storage full")),
 )
@@ -134,13 +148,15 @@ def outage_of(exc: BaseException) -> Outage | None:
     return next((found for tells, found in _OUTAGES if tells(exc)), None)
 
 
-def outage(exc: BaseException) -> Outage | None:
-    """The outage `exc` tells, if any, logged as one WARNING line with the request's id (as every
-    line) rather than the traceback of an unhandled error."""
-    found = outage_of(exc)
-    if found is not None:
-        logger.warning("%s, answered 503: %s", found.logged_as, first_line(exc))
-    return found
+def outage_logged(
+    down: Outage, exc: BaseException, *, response: HttpResponseBase, request: HttpRequest | None
+) -> None:
+    """`exc`'s outage, answered by `response`, logged as one WARNING line with the request's id
+    (as every line) rather than the traceback of an unhandled error. log_response (Django's own)
+    marks the answer logged: Django's ERROR "Service Unavailable: <path>" for it was a second line
+    a request, at the rate clients retried."""
+    log_response("%s, answered 503: %s", down.logged_as, first_line(exc), response=response, request=request,
+                 logger=down.log, level="warning")
 
 
 # DRF's own exceptions, mapped to our codes and sentences.
@@ -166,6 +182,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     from rest_framework.views import set_rollback  # not at import: DRF's settings import us
 
     headers: dict[str, str] = {}
+    down: Outage | None = None
     if isinstance(exc, ApplicationError):
         code, message, details, status_code = exc.code, exc.message, exc.details, exc.status_code
         headers.update(exc.headers)
@@ -198,7 +215,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
             headers["WWW-Authenticate"] = auth_header
         if getattr(exc, "wait", None) is not None:
             headers["Retry-After"] = str(ceiling_seconds(exc.wait))
-    elif (down := outage(exc)) is not None:
+    elif (down := outage_of(exc)) is not None:
         code, message, details, status_code = down.code, down.message, None, 503
         headers["Retry-After"] = str(down.retry_after)
     else:
@@ -213,7 +230,10 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
                 headers["WWW-Authenticate"] = www
             status_code = 401
     set_rollback()
-    return Response(error_body(code, message, details), status=status_code, headers=headers)
+    response = Response(error_body(code, message, details), status=status_code, headers=headers)
+    if down is not None:
+        outage_logged(down, exc, response=response, request=context.get("request"))
+    return response
 
 
 # Django's own handlers (URLs no view matched, errors outside DRF), in the same shape.

@@ -236,6 +236,10 @@ REFUSED_AT_WILL = (
     "django.security.DisallowedHost", "django.security.csrf", "django.security.TooManyFieldsSent",
     "django.security.TooManyFilesSent", "django.security.RequestDataTooBig",
 )
+# The loggers whose lines are let through once a minute (OncePerInterval): those above, a stream
+# refused 503 for its API process full (jobs/stream_api.py says why), and a request that met a
+# locked table (core/errors.py), which every request meeting it says the same of while it is held.
+ONCE_A_MINUTE = (*REFUSED_AT_WILL, "jobs.streams.server_full", "core.errors.database_busy")
 
 
 def logging_config(*, level: str, json: bool) -> dict[str, Any]:
@@ -261,8 +265,7 @@ def logging_config(*, level: str, json: bool) -> dict[str, Any]:
         "filters": {
             "revoked_without_backend": {"()": RevokedWithoutResultBackend},
             # One a logger: a filter lets one record through per interval, whichever logger's.
-            "streams_full_once_a_minute": {"()": OncePerInterval, "seconds": 60.0},
-            **{f"{name}_once_a_minute": {"()": OncePerInterval, "seconds": 60.0} for name in REFUSED_AT_WILL},
+            **{f"{name}_once_a_minute": {"()": OncePerInterval, "seconds": 60.0} for name in ONCE_A_MINUTE},
         },
         "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "structured"}},
         "root": {"handlers": ["console"], "level": level.upper()},
@@ -288,11 +291,8 @@ def logging_config(*, level: str, json: bool) -> dict[str, Any]:
             # the request's INFO line keeps its status. Its ERROR for a 5xx (a bug's traceback,
             # an outage) stays.
             "django.request": {"level": "ERROR"},
-            # A request naming a Host this service does not serve, and the others anyone can have
-            # refused at will: REFUSED_AT_WILL and OncePerInterval say why.
-            **{name: {"filters": [f"{name}_once_a_minute"]} for name in REFUSED_AT_WILL},
-            # A stream refused with 503 for its API process full (jobs/stream_api.py says why).
-            "jobs.streams.server_full": {"filters": ["streams_full_once_a_minute"]},
+            # ONCE_A_MINUTE's, and OncePerInterval, say why.
+            **{name: {"filters": [f"{name}_once_a_minute"]} for name in ONCE_A_MINUTE},
         },
     }
 

@@ -20,7 +20,7 @@ from django.middleware import common
 from django.utils.deprecation import MiddlewareMixin
 from django.utils.http import escape_leading_slashes
 
-from core.errors import error_body, outage
+from core.errors import error_body, outage_logged, outage_of
 from core.request_body import BODY_UNREAD, TIMED_OUT
 
 # Where core/urls.py mounts the admin, and the console (behind the admin's login): the only
@@ -169,7 +169,7 @@ class AdminMessageMiddleware(_AdminOnly, MessageMiddleware):
 
 class OutageMiddleware:
     """A page that is not the API's (the console, the admin) answers 503 when the database is out
-    of reach or the disk full, as the API's views do (core/errors.py `outage`), rather than 500.
+    of reach or the disk full, as the API's views do (core/errors.py `outage_of`), rather than 500.
     The console and the admin first read the operator's session and user from the database, so
     with PostgreSQL down they never reach a view that could say so: the operator saw "Internal
     server error." and the log a traceback a request. Nothing of the page is shown: the answer
@@ -182,8 +182,10 @@ class OutageMiddleware:
         return self.get_response(request)
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
-        down = outage(exception)
+        down = outage_of(exception)
         if down is None:
             return None  # Django's handler500
-        return JsonResponse(error_body(down.code, down.message), status=503,
-                            headers={"Retry-After": str(down.retry_after)})
+        response = JsonResponse(error_body(down.code, down.message), status=503,
+                                headers={"Retry-After": str(down.retry_after)})
+        outage_logged(down, exception, response=response, request=request)
+        return response

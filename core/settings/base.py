@@ -85,6 +85,23 @@ if not EMBEDDED_DATABASE:
     DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
         "connect_timeout", env.int("DB_CONNECT_TIMEOUT", default=5)
     )
+# Seconds an API request's statement may wait for a lock (PostgreSQL's lock_timeout) before it is
+# given up and the request answered 503 `database_busy`; 0 waits for ever. A lock held on a table
+# (a migration's ALTER TABLE, a LOCK TABLE, a TRUNCATE) otherwise kept every request touching it,
+# each holding one of its process's threads, until the API answered nothing, /healthz included.
+API_DB_LOCK_TIMEOUT_SECONDS = env.float("API_DB_LOCK_TIMEOUT_SECONDS", default=5.0)
+if API_DB_LOCK_TIMEOUT_SECONDS < 0:
+    raise ImproperlyConfigured("API_DB_LOCK_TIMEOUT_SECONDS must be >= 0.")
+# Set by gunicorn.conf.py for the API's processes only: a worker's task, a migration (`manage.py
+# migrate`) and other commands wait for their locks as long as it takes.
+if not EMBEDDED_DATABASE and env.bool("JOBAPI_WEB_PROCESS", default=False) and API_DB_LOCK_TIMEOUT_SECONDS:
+    # Set once as the connection opens (libpq's `options`), not per request: the hot paths pay no
+    # statement for it. A `SET LOCAL` in a transaction still wins (the console's reads_bounded);
+    # a DATABASE_URL's own `?options=-c lock_timeout=...` comes after, and wins too.
+    _options = DATABASES["default"]["OPTIONS"]
+    _options["options"] = (
+        f"-c lock_timeout={max(1, round(API_DB_LOCK_TIMEOUT_SECONDS * 1000))} {_options.get('options', '')}".strip()
+    )
 # Seconds PostgreSQL has to answer a check of an open connection (`SELECT 1`: /readyz's, and a
 # kept connection's after a pause) before the connection is cut and counted broken, rather than
 # wait for ever on a frozen server or a stalled network (core/connections.py).

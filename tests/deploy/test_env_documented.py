@@ -7,8 +7,9 @@ from pathlib import Path
 
 from tests.conftest import REPO
 
-# Set by the image or the shell for the scripts, never by an operator.
-NOT_CONFIGURATION = {"VIRTUAL_ENV", "PWD"}
+# Set by the image or the shell for the scripts, or by gunicorn.conf.py for the API's processes
+# (JOBAPI_WEB_PROCESS), never by an operator.
+NOT_CONFIGURATION = {"VIRTUAL_ENV", "PWD", "JOBAPI_WEB_PROCESS"}
 ENV_EXAMPLE_LINE = re.compile(r"^#?\s*([A-Z][A-Z0-9_]*)=(.*)$")
 SHELL_VARIABLE = re.compile(r"(?<!\$)\$\{([A-Z][A-Z0-9_]*)")
 

@@ -147,3 +147,29 @@ def test_list_pages_take_a_fixed_few_queries(
 
     assert jobs.status_code == following.status_code == results.status_code == 200
 
+
+
+def test_an_api_processs_lock_bound_costs_a_submission_and_a_poll_no_query(
+    http: DjangoClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def counted() -> tuple[int, int]:
+        connection.close()  # the next request connects with the options as they are now
+        job_id = _submit(http).json()["id"]  # connection set-up, key check remembered
+        with CaptureQueriesContext(connection) as submitted:
+            assert _submit(http).status_code == 202
+        with CaptureQueriesContext(connection) as polled:
+            assert http.get(f"/api/jobs/{job_id}/").status_code == 200
+        return len(submitted), len(polled)
+
+    # Given the counts of a process whose connections wait for locks for ever
+    unbounded = counted()
+
+    # When its connections bound their lock waits, as an API process's do (core/settings/base.py)
+    monkeypatch.setitem(connection.settings_dict["OPTIONS"], "options", "-c lock_timeout=1000")
+    bounded = counted()
+
+    # Then a submission and a poll make the same queries: the bound is set as a connection opens
+    assert bounded == unbounded, (bounded, unbounded)
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW lock_timeout")
+        assert cursor.fetchone()[0] == "1s"
