@@ -93,7 +93,9 @@ ERROR_CODES: dict[str, ErrorCode] = {
     ),
     "invalid_parameter": ErrorCode(400, "`page_size` is not a whole number of at least 1.", _FIX),
     "missing_parameter": ErrorCode(400, "The starter's `GET /api/job/` without `job_id`.", _FIX),
-    "invalid_query": ErrorCode(400, "The query string is not UTF-8, or holds U+0000 (`%00`).", _FIX),
+    "invalid_query": ErrorCode(
+        400, "The query string is not UTF-8, holds U+0000 (`%00`), or has more than 1000 parameters.", _FIX,
+    ),
     "invalid_path": ErrorCode(400, "The path holds U+0000 (`%00`).", _FIX),
     # 401, 403, 404, 405, 406: who asks, and for what.
     "not_authenticated": ErrorCode(

@@ -10,13 +10,7 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
-from django.conf import settings
-from django.core.exceptions import (
-    PermissionDenied,
-    RequestDataTooBig,
-    SuspiciousOperation,
-    TooManyFieldsSent,
-)
+from django.core.exceptions import PermissionDenied, RequestDataTooBig
 from django.db import InterfaceError, OperationalError, connection
 from django.http import Http404, HttpRequest, HttpResponseBase, JsonResponse
 from django.utils.log import log_response
@@ -193,14 +187,6 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         code, message, details, status_code = "not_found", "Not found.", None, 404
     elif isinstance(exc, PermissionDenied):
         code, message, details, status_code = "permission_denied", "Permission denied.", None, 403
-    elif isinstance(exc, SuspiciousOperation):
-        # A request Django refuses to read (more than DATA_UPLOAD_MAX_NUMBER_FIELDS parameters in
-        # its query string): the client's mistake, a 400 as Django's own pages answer it, where
-        # it was an unhandled error, 500, and two ERROR lines with their tracebacks, from anyone,
-        # without a key, at will.
-        code, message, details, status_code = "bad_request", "Bad request.", None, 400
-        if isinstance(exc, TooManyFieldsSent):
-            message = f"The request has more than {settings.DATA_UPLOAD_MAX_NUMBER_FIELDS} parameters."
     elif isinstance(exc, exceptions.ValidationError):
         code, message = "invalid", "The request is invalid; see details."
         details, status_code = exc.detail, exc.status_code

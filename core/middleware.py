@@ -77,12 +77,17 @@ def _query_string_valid(query: str) -> bool:
 
 
 class UrlGuardMiddleware:
-    """Refuses, in the service's error shape, a query string that is not UTF-8 or holds U+0000,
-    and a path holding U+0000: the one check for every query parameter of every view (filters,
-    cursors, ids, the admin's search).
+    """Refuses, in the service's error shape, a query string that is not UTF-8, holds U+0000 or
+    has more parameters than Django parses (DATA_UPLOAD_MAX_NUMBER_FIELDS), and a path holding
+    U+0000: the one check for every query parameter of every view (filters, cursors, ids, the
+    admin's search).
 
     PostgreSQL cannot store or compare U+0000 (psycopg refuses the query: a 500), and Django
-    would silently turn bytes that are not UTF-8 into U+FFFD, matching nothing.
+    would silently turn bytes that are not UTF-8 into U+FFFD, matching nothing. Past its count
+    of parameters Django raises TooManyFieldsSent wherever a view first reads them: every API
+    view (DRF's content negotiation, before authentication) answered anyone 500 with an ERROR
+    and its traceback, counted as the service's own failure, and the admin's login an ERROR with
+    its traceback, as many a second as were sent.
     """
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
@@ -95,6 +100,13 @@ class UrlGuardMiddleware:
                 error_body(
                     "invalid_query", "The query string must be UTF-8 without the character U+0000."
                 ),
+                status=400,
+            )
+        most = settings.DATA_UPLOAD_MAX_NUMBER_FIELDS
+        # Counted as Django's parser counts them (urllib's parse_qsl: one more than the `&`).
+        if query and most is not None and query.count("&") + 1 > most:
+            return JsonResponse(
+                error_body("invalid_query", f"The query string must have at most {most} parameters."),
                 status=400,
             )
         if "\x00" in request.path_info:
