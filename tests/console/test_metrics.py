@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from django.test import Client as BrowserClient
 from django.test import override_settings
 from prometheus_client.parser import text_string_to_metric_families
 
+from core.services import api_key_create, client_create
 from tests.conftest import Api, serving
 from tests.console.seed import seed
 
@@ -171,3 +173,36 @@ def test_metrics_answer_503_naming_the_variable_in_a_process_without_its_directo
     assert [record.levelname for record in errors] == ["ERROR"], [record.getMessage() for record in errors]
     assert "PROMETHEUS_MULTIPROC_DIR" in errors[0].getMessage()
     assert not errors[0].exc_info
+
+
+@pytest.mark.django_db
+def test_what_a_client_sends_adds_no_series_past_the_first_of_each_kind() -> None:
+    # Given a client with a key
+    auth = {"HTTP_AUTHORIZATION": f"Bearer {api_key_create(client=client_create(name='hostile-client'))}"}
+    browser = BrowserClient()
+
+    def label_sets() -> set[frozenset[tuple[str, str]]]:
+        text = BrowserClient().get("/metrics", **TOKEN).content.decode()
+        assert "hostile" not in text.lower(), [line for line in text.splitlines() if "hostile" in line.lower()]
+        return {labels for name, labels in parse(text) if name.startswith("jobapi_") and labels}
+
+    def send(rounds: range) -> None:
+        # Everything it chooses: a path no route matches, ids, a method, a job name, a request id
+        for n in rounds:
+            marker = f"hostile{n:04d}"
+            browser.get(f"/{marker}/", **auth)
+            browser.get(f"/api/jobs/{uuid.uuid4()}/", **auth)
+            browser.generic(marker.upper(), "/api/jobs/", **auth)
+            browser.post("/api/jobs/", {"job_name": marker, "payload": {}}, content_type="application/json",
+                         HTTP_X_REQUEST_ID=f"{marker}-request-id", **auth)
+
+    # When it sends ten rounds of them, then twenty more (a scrape before: it is counted too)
+    label_sets()
+    send(range(10))
+    after_ten = label_sets()
+    send(range(10, 30))
+
+    # Then none of it is a label value (a route is its URL pattern, an unknown method OTHER), and
+    # the last twenty rounds added no series: a client cannot grow Prometheus's memory or the
+    # multiprocess files
+    assert label_sets() == after_ten
