@@ -215,14 +215,11 @@ class OncePerInterval(logging.Filter):
 
     def __init__(self, seconds: float = 60.0) -> None:
         super().__init__()
-        self._seconds = seconds
-        self._passed_at = -seconds
+        self._due = CountedPerKey(seconds=seconds)  # one key: thread-safe (gunicorn's threads)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        now = time.monotonic()
-        if now - self._passed_at < self._seconds:
+        if not self._due.due(""):
             return False
-        self._passed_at = now
         record.exc_info, record.exc_text = None, None
         return True
 
