@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from django.conf import settings
+from django.db.models import QuerySet
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -62,7 +63,7 @@ def _jobs_of_unknown_types_fail(now: datetime) -> int:
     timeout ago, plus a minute. Read through the running jobs and those in the broker only
     (job_active_since, job_in_broker), not every job waiting."""
     held_before = now - timedelta(seconds=settings.CELERY_BROKER_VISIBILITY_TIMEOUT_SECONDS + 60)
-    unknown = Job.objects.exclude(job_name__in=[job_type.name for job_type in job_types_all()])
+    unknown = jobs_of_unknown_types()
     running = unknown.filter(status__in=Job.RUNNING_STATUSES).alias(
         run_from=Coalesce("step_started_at", "started_at")
     ).filter(run_from__lt=held_before)
@@ -72,6 +73,12 @@ def _jobs_of_unknown_types_fail(now: datetime) -> int:
         for job_id, job_name in list(stale.values_list("pk", "job_name")[:500]):
             failed += job_finish(job_id=job_id, status=Status.FAILURE, error=job_type_unknown_error(job_name))
     return failed
+
+
+def jobs_of_unknown_types() -> QuerySet[Job]:
+    """The jobs of types this code does not know: this rule's, and an operator's to fail at once
+    (jobs.unknown_types)."""
+    return Job.objects.exclude(job_name__in=[job_type.name for job_type in job_types_all()])
 
 
 def job_type_unknown_error(job_name: str) -> dict[str, str]:

@@ -11,9 +11,8 @@ from dataclasses import dataclass
 
 from django.db.models import Count, QuerySet
 
-from jobs.abandoned import job_type_unknown_error
+from jobs.abandoned import job_type_unknown_error, jobs_of_unknown_types
 from jobs.models import Job
-from jobs.registry import job_types_all
 from jobs.transitions import job_finish
 
 # Jobs read at a time while failing them: each is then failed in a transaction of its own.
@@ -30,19 +29,17 @@ class UnknownTypeJobs:
     jobs: int
 
 
-def _jobs_of_unknown_types() -> QuerySet[Job]:
+def _unfinished_of_unknown_types() -> QuerySet[Job]:
     # Read through job_active_since: every unfinished job's row, the name not being in the index;
     # an operator's look, made once, not a periodic one (the console reads its count from the
     # jobs by type and status it counts anyway).
-    return Job.objects.filter(status__in=list(Job.ACTIVE_STATUSES)).exclude(
-        job_name__in=[job_type.name for job_type in job_types_all()]
-    )
+    return jobs_of_unknown_types().filter(status__in=list(Job.ACTIVE_STATUSES))
 
 
 def jobs_of_unknown_types_counted() -> list[UnknownTypeJobs]:
     """The unfinished jobs of types this code does not know, by type and client."""
     rows = (
-        _jobs_of_unknown_types()
+        _unfinished_of_unknown_types()
         .values("job_name", "owner_id", "owner__name")
         .annotate(jobs=Count("pk"))
         .order_by("job_name", "owner__name", "owner_id")
@@ -64,7 +61,7 @@ def jobs_of_unknown_types_fail(*, batch: int = FAIL_BATCH) -> int:
     failed = 0
     after: uuid.UUID | None = None
     while True:
-        unfinished = _jobs_of_unknown_types().order_by("pk")
+        unfinished = _unfinished_of_unknown_types().order_by("pk")
         if after is not None:
             unfinished = unfinished.filter(pk__gt=after)
         page = list(unfinished.values_list("pk", "job_name")[:batch])
