@@ -222,9 +222,8 @@ def results_room_at(*, owner: Client) -> datetime | None:
     have room again, as nothing the client does frees any (the API deletes no result; a job the
     operator deletes leaves its result). None without results. Read through the owner's
     newest-first index, from its end."""
-    oldest = JobResult.objects.filter(owner=owner).order_by("created_at").values_list("created_at", flat=True)
-    first = oldest.first()
-    return None if first is None else first + timedelta(days=settings.JOB_RESULT_RETENTION_DAYS)
+    oldest = JobResult.objects.filter(owner=owner).order_by("created_at").values_list("created_at", flat=True).first()
+    return None if oldest is None else oldest + timedelta(days=settings.JOB_RESULT_RETENTION_DAYS)
 
 
 def client_usage(*, owner: Client, now: datetime) -> ClientUsage:

@@ -1,8 +1,9 @@
 """What delivery attempts tell their operators: each attempt's outcome, counted by kind
 (core/metrics.py), and one log line (INFO) with the delivery's context; a delivery given up
 after its last attempt one line (INFO), and each client's given up one WARNING line at most a
-minute per process; an endpoint the service disabled (counted by reason), one line (WARNING). Called once the attempts' HTTP results are known, or the disabling committed, never
-deciding anything.
+minute per process; an endpoint the service disabled (counted by reason), one line (WARNING).
+Called once the attempts' HTTP results are known, or the disabling committed, never deciding
+anything.
 
 The subject of every event today is a job (webhooks/outbox.py), so the lines name it `job_id`,
 the key operators grep for across the service.
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -127,9 +129,7 @@ def deliveries_given_up(attempts: list[tuple[Claimed, HttpResult]]) -> None:
     with how many were given up since its previous one and the last of them: a line a client
     could have written once per job and event at will, where the operator needs to know which
     client's receiver fails (the console's receivers say how much, the delivery log which)."""
-    by_client: dict[uuid.UUID, int] = {}
-    for claimed, _ in attempts:
-        by_client[claimed.owner_id] = by_client.get(claimed.owner_id, 0) + 1
+    by_client = Counter(claimed.owner_id for claimed, _ in attempts)
     due = {owner_id: _given_up.due(str(owner_id), count=count) for owner_id, count in by_client.items()}
     if not (log.is_enabled_for(logs.INFO) or any(due.values())):
         return
