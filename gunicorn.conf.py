@@ -12,8 +12,6 @@ import time
 from prometheus_client import multiprocess
 from prometheus_client.mmap_dict import MmapedDict
 
-from core.logs import CountedPerKey, OncePerInterval
-
 bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
 # One process per core plus one keeps both cores busy while a request waits on PostgreSQL or
 # Redis. Threaded workers (gthread): a `Prefer: wait` or an event stream blocks one thread,
@@ -178,16 +176,22 @@ class StreamWriteEnded(logging.Filter):
 
     def __init__(self, *, seconds: float = 60.0) -> None:
         super().__init__()
-        self._closed = CountedPerKey(seconds=seconds)  # one key: this process's
+        self._seconds = seconds
+        self._passed_at = -seconds
+        self._held = 0
+        self._lock = threading.Lock()
 
     def filter(self, record: logging.LogRecord) -> bool:
         error = record.exc_info[1] if record.exc_info else None
         if not (record.msg == "Socket error processing request." and isinstance(error, OSError)
                 and error.errno in _WRITE_TIMED_OUT):
             return True
-        closed = self._closed.due("")
-        if not closed:
-            return False
+        now = time.monotonic()
+        with self._lock:
+            self._held += 1
+            if now - self._passed_at < self._seconds:
+                return False
+            self._passed_at, closed, self._held = now, self._held, 0
         record.levelno, record.levelname = logging.WARNING, "WARNING"
         record.msg = ("Closed a connection whose client read nothing for the write timeout: %s "
                       "(%s so closed since this process's previous such line)")
@@ -200,14 +204,27 @@ class StreamWriteEnded(logging.Filter):
 STREAM_WRITE_ENDED_LOG_SECONDS = 60.0
 
 
-class InvalidRequests(OncePerInterval):
+class InvalidRequests(logging.Filter):
     """gunicorn's WARNING for each request it cannot parse, `Invalid request from ip=<address>:
     <what>` (a request line past 4 KB, a malformed header), at most one every `seconds` per
     process: anyone can send them, without a key, as fast as they like, each answered 400 (414,
     431). Once a minute it still tells of a proxy or a client that sends nothing else."""
 
+    def __init__(self, *, seconds: float = 60.0) -> None:
+        super().__init__()
+        self._seconds = seconds
+        self._passed_at = -seconds
+        self._lock = threading.Lock()
+
     def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("Invalid request from ip=") or super().filter(record)
+        if not str(record.msg).startswith("Invalid request from ip="):
+            return True
+        now = time.monotonic()
+        with self._lock:
+            if now - self._passed_at < self._seconds:
+                return False
+            self._passed_at = now
+        return True
 
 
 # How often a worker looks whether it began to stop.
