@@ -12,6 +12,7 @@ from django.utils import timezone
 from django_object_actions import DjangoObjectActions, action, takes_instance_or_queryset
 
 from core.admin_site import BoundedActionsAdmin, LargeTableAdmin, action_apply, known_values_filter
+from webhooks import shapes
 from webhooks.endpoints import endpoint_delete, endpoint_update
 from webhooks.events import ENDPOINT_EVENT_TYPES
 from webhooks.models import Delivery, DeliveryAttempt, Endpoint, Event, SigningSecret
@@ -133,7 +134,7 @@ class EndpointAdmin(DjangoObjectActions, ReadOnlyAdmin):
 
     @admin.display(description="headers")
     def header_names(self, obj: Endpoint) -> str:
-        return ", ".join(sorted(obj.headers)) or "-"
+        return ", ".join(sorted(shapes.headers_shown(obj.headers))) or "-"
 
     # Deletions go through the client's own service, which cancels the endpoint's deliveries not
     # yet delivered. Django's own left them pending (or held) without their endpoint: sent to its

@@ -18,7 +18,7 @@ from django.db import DatabaseError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from webhooks import secrets, sql
+from webhooks import secrets, shapes, sql
 from webhooks.dispatch import BATCH_MAX_DELIVERIES
 from webhooks.models import Delivery, DeliveryAttempt
 
@@ -217,7 +217,7 @@ def claim_portable(
         endpoint = delivery.endpoint
         rows.append((
             delivery.pk, attempt.url, delivery.owner_id, delivery.endpoint_id,
-            endpoint.headers if endpoint else {}, attempt.pk, attempt.number, message_id, body,
+            shapes.headers_shown(endpoint.headers) if endpoint else {}, attempt.pk, attempt.number, message_id, body,
             secrets.signing_secrets_in_use(owner_id=delivery.owner_id, endpoint_id=endpoint.pk, now=now)
             if endpoint else client_secrets,
             endpoint.rate_limit_per_second if endpoint else None,

@@ -41,7 +41,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from core import cache_redis, logs, pause
+from core import cache_redis, log_volume, pause
 from core.celery import app
 from webhooks.models import Delivery
 
@@ -49,7 +49,7 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 # While Redis is down every event's commit finds the due queue unreachable: said once a minute.
-_unreachable = logs.Occasional(logger)
+_unreachable = log_volume.Occasional(logger)
 
 ATTEMPT_TASK = "webhooks.deliveries_attempt"
 DRAIN_TASK = "webhooks.deliveries_drain"

@@ -19,7 +19,7 @@ from core.auth import client_writes
 from core.errors import ApplicationError, NotFound
 from core.filters import UtcIsoDateTimeFilter
 from core.pagination import NewestFirstCursorPagination
-from webhooks import endpoints, secrets, selectors
+from webhooks import endpoints, secrets, selectors, shapes
 from webhooks.api import (
     DeliveryPagination,
     DeliverySerializer,
@@ -128,6 +128,13 @@ class EndpointSerializer(serializers.ModelSerializer):
         fields = ["id", "url", "description", "event_types", "enabled", "disabled_reason", "disabled_at", "headers",
                   "rate_limit_per_second", "next_slot_at", "created_at", "health"]
         read_only_fields = fields
+
+    def to_representation(self, endpoint: Endpoint) -> dict[str, Any]:
+        shown = super().to_representation(endpoint)
+        # A row's JSON as the API documents it, whatever it holds (webhooks/shapes.py).
+        shown["event_types"] = shapes.event_types_shown(endpoint.event_types)
+        shown["headers"] = shapes.headers_shown(endpoint.headers)
+        return shown
 
     def get_disabled_reason(self, endpoint: Endpoint) -> str | None:
         return endpoint.disabled_reason or None

@@ -18,7 +18,7 @@ from django.utils import timezone
 from core.errors import ApplicationError, Conflict, NotFound
 from core.services import client_lock
 from core.timestamps import utc_iso
-from webhooks import dispatch, outbox, reschedule, secrets, sending, sql, telemetry
+from webhooks import dispatch, outbox, reschedule, secrets, sending, shapes, sql, telemetry
 from webhooks.addresses import callback_url_validate
 from webhooks.events import (
     DEFAULT_ENDPOINT_EVENT_TYPES,
@@ -268,7 +268,7 @@ def subscribers(*, owner_id: uuid.UUID, event_type: str) -> list[Endpoint]:
     """The owner's enabled endpoints that subscribe to `event_type` (a client has at most a few)."""
     return [
         endpoint for endpoint in Endpoint.objects.filter(owner_id=owner_id, enabled=True)
-        if event_type in endpoint.event_types
+        if event_type in shapes.event_types_shown(endpoint.event_types)
     ]
 
 
@@ -299,7 +299,7 @@ def _subscriptions_cached(owner_id: uuid.UUID) -> dict[str, list[uuid.UUID]]:
         for endpoint_id, event_types in Endpoint.objects.filter(owner_id=owner_id, enabled=True).values_list(
             "id", "event_types"
         ):
-            for subscribed in event_types:
+            for subscribed in shapes.event_types_shown(event_types):
                 by_type.setdefault(subscribed, []).append(endpoint_id)
         while len(_subscriptions) >= _SUBSCRIPTIONS_MAX_OWNERS:
             _subscriptions.pop(next(iter(_subscriptions)), None)
@@ -324,7 +324,7 @@ def endpoint_data(endpoint: Endpoint) -> dict[str, Any]:
         "id": str(endpoint.id),
         "url": endpoint.url,
         "description": endpoint.description,
-        "event_types": endpoint.event_types,
+        "event_types": shapes.event_types_shown(endpoint.event_types),
         "enabled": endpoint.enabled,
         "disabled_reason": endpoint.disabled_reason or None,
         "disabled_at": _iso(endpoint.disabled_at),

@@ -27,6 +27,7 @@ from django.db import connection
 
 from core.db import insert_values
 from core.models import Client
+from webhooks import shapes
 from webhooks.models import Delivery, DeliveryAttempt, Endpoint, Event, SigningSecret
 
 # The secrets that sign an owner's deliveries, on its signing secrets aliased `s`: the current
@@ -218,9 +219,7 @@ def claim_postgresql(
 
 def _headers(value: object) -> dict[str, str]:
     """An endpoint's headers column as read by a raw cursor (JSON text or already parsed)."""
-    if value is None:
-        return {}
-    return json.loads(value) if isinstance(value, str) else dict(value)  # type: ignore[call-overload]
+    return shapes.headers_shown(json.loads(value) if isinstance(value, str) else value)
 
 
 def attempts_finish(

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 from django.utils import timezone
 
-from core import logs, metrics
+from core import log_volume, logs, metrics
 from webhooks.models import ATTEMPT_INTERNAL_ERROR, Delivery, Endpoint
 
 if TYPE_CHECKING:
@@ -118,7 +118,7 @@ def _log(attempts: list[tuple[Claimed, HttpResult]]) -> None:
 # A client's deliveries given up: one WARNING line a client every GIVEN_UP_WARNING_SECONDS per
 # worker process, however many (a client whose callback_url always fails had one a job).
 GIVEN_UP_WARNING_SECONDS = 60.0
-_given_up = logs.CountedPerKey(seconds=GIVEN_UP_WARNING_SECONDS)
+_given_up = log_volume.CountedPerKey(seconds=GIVEN_UP_WARNING_SECONDS)
 
 
 def deliveries_given_up(attempts: list[tuple[Claimed, HttpResult]]) -> None:
