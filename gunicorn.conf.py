@@ -1,5 +1,4 @@
 """Gunicorn settings for the API (read by `scripts/web`; gunicorn loads ./gunicorn.conf.py)."""
-import errno
 import fcntl
 import gc
 import logging
@@ -150,81 +149,15 @@ def post_worker_init(worker: object) -> None:
     from now on, and young objects are collected every 10,000 allocations instead of 700, so
     most of a request's garbage is freed by reference counting before a collection walks it. A
     request then takes 3-6 % less CPU (blocks alternating in one process, docs/benchmarks.md)."""
+    # Imported here, where the application is loaded: importing `core` in the master would load
+    # the Celery app there (core/__init__.py), which would then write metrics files of its own.
+    from core.log_volume import InvalidRequests, StreamWriteEnded
+
     threading.Thread(target=_stop_waiters_when_stopping, args=(worker,), name="stop-watch", daemon=True).start()
-    worker.log.error_log.addFilter(StreamWriteEnded(seconds=STREAM_WRITE_ENDED_LOG_SECONDS))  # type: ignore[attr-defined]
-    worker.log.error_log.addFilter(InvalidRequests(seconds=60.0))  # type: ignore[attr-defined]
+    worker.log.error_log.addFilter(StreamWriteEnded())  # type: ignore[attr-defined]
+    worker.log.error_log.addFilter(InvalidRequests())  # type: ignore[attr-defined]
     gc.freeze()
     gc.set_threshold(10_000, 20, 20)
-
-
-# The errors a timed-out write ends in: SO_SNDTIMEO's EAGAIN (BlockingIOError); TCP_USER_TIMEOUT's
-# ETIMEDOUT (TimeoutError), or, where the network answered meanwhile that the client's host or
-# network is unreachable (an ICMP error), that error: Linux ends the connection with its last
-# soft error rather than ETIMEDOUT (tcp_write_err).
-_WRITE_TIMED_OUT = frozenset({errno.EAGAIN, errno.ETIMEDOUT, errno.EHOSTUNREACH, errno.ENETUNREACH})
-
-
-class StreamWriteEnded(logging.Filter):
-    """gunicorn's ERROR line and traceback for a connection whose write timed out, one WARNING
-    line, at most one every `seconds` per process, saying how many such connections were closed
-    since the previous one: the write timeout (API_STREAM_WRITE_TIMEOUT_SECONDS, set on event
-    streams' sockets as TCP_USER_TIMEOUT and SO_SNDTIMEO) ended a stream whose client read
-    nothing, which is the client's doing, not a fault to page anyone for, and which a client
-    can do at will: one line a stream, up to its share of streams (API_MAX_WAITERS_PER_CLIENT,
-    61 a process by default) every timeout, up to about 120 lines a minute per process. gunicorn is
-    quiet only for EPIPE, ECONNRESET and ENOTCONN; these end as _WRITE_TIMED_OUT's."""
-
-    def __init__(self, *, seconds: float = 60.0) -> None:
-        super().__init__()
-        self._seconds = seconds
-        self._passed_at = -seconds
-        self._held = 0
-        self._lock = threading.Lock()
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        error = record.exc_info[1] if record.exc_info else None
-        if not (record.msg == "Socket error processing request." and isinstance(error, OSError)
-                and error.errno in _WRITE_TIMED_OUT):
-            return True
-        now = time.monotonic()
-        with self._lock:
-            self._held += 1
-            if now - self._passed_at < self._seconds:
-                return False
-            self._passed_at, closed, self._held = now, self._held, 0
-        record.levelno, record.levelname = logging.WARNING, "WARNING"
-        record.msg = ("Closed a connection whose client read nothing for the write timeout: %s "
-                      "(%s so closed since this process's previous such line)")
-        record.args = (error, closed)
-        record.exc_info = record.exc_text = None
-        return True
-
-
-# How many seconds apart a process's lines for connections closed by the write timeout are.
-STREAM_WRITE_ENDED_LOG_SECONDS = 60.0
-
-
-class InvalidRequests(logging.Filter):
-    """gunicorn's WARNING for each request it cannot parse, `Invalid request from ip=<address>:
-    <what>` (a request line past 4 KB, a malformed header), at most one every `seconds` per
-    process: anyone can send them, without a key, as fast as they like, each answered 400 (414,
-    431). Once a minute it still tells of a proxy or a client that sends nothing else."""
-
-    def __init__(self, *, seconds: float = 60.0) -> None:
-        super().__init__()
-        self._seconds = seconds
-        self._passed_at = -seconds
-        self._lock = threading.Lock()
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if not str(record.msg).startswith("Invalid request from ip="):
-            return True
-        now = time.monotonic()
-        with self._lock:
-            if now - self._passed_at < self._seconds:
-                return False
-            self._passed_at = now
-        return True
 
 
 # How often a worker looks whether it began to stop.

@@ -31,7 +31,7 @@ from django.db import DatabaseError, connection
 from django.utils import timezone
 
 from console import services
-from core import logs
+from core import log_volume, logs
 
 logger = logging.getLogger(__name__)
 
@@ -41,9 +41,9 @@ LOOP_MARK_SECONDS = 1.0
 LOOP_STALLED_AFTER_SECONDS = services.HEARTBEAT_SECONDS
 
 # While the database is out of reach, one line a minute rather than a traceback every beat.
-_unrecorded = logs.Occasional(logger)
+_unrecorded = log_volume.Occasional(logger)
 # Likewise while the consumer does not run (Celery logs each of its tries to reconnect too).
-_not_consuming = logs.Occasional(logger)
+_not_consuming = log_volume.Occasional(logger)
 # When the main loop last marked itself (time.monotonic()).
 _loop_marked_at = 0.0
 # Set once the worker is stopping: it finishes what it runs, its loop not necessarily running.

@@ -13,14 +13,14 @@ from typing import Any
 
 from celery.beat import PersistentScheduler, ScheduleEntry
 
-from core import logs
+from core import log_volume, logs
 
 logger = logging.getLogger(__name__)
 
 
 class Scheduler(PersistentScheduler):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self._unsent: dict[str, logs.Occasional] = {}
+        self._unsent: dict[str, log_volume.Occasional] = {}
         super().__init__(*args, **kwargs)
 
     def apply_entry(self, entry: ScheduleEntry, producer: Any = None) -> None:
@@ -31,5 +31,5 @@ class Scheduler(PersistentScheduler):
         try:
             self.apply_async(entry, producer=producer, advance=False)
         except Exception as exc:  # noqa: BLE001 (the broker's client raises many types; each means "not sent")
-            unsent = self._unsent.setdefault(entry.name, logs.Occasional(logger))
+            unsent = self._unsent.setdefault(entry.name, log_volume.Occasional(logger))
             unsent.warning("Could not send periodic task %s: %s", entry.name, logs.first_line(exc))

@@ -18,8 +18,6 @@ from __future__ import annotations
 import dataclasses
 import io
 import logging
-import threading
-import time
 import uuid
 from collections.abc import Callable
 from datetime import datetime
@@ -35,6 +33,8 @@ from structlog.contextvars import (
 )
 from structlog.dev import Column, ColumnFormatter, KeyValueColumnFormatter
 from structlog.typing import ExcInfo, Processor
+
+from core.log_volume import OncePerInterval, RevokedWithoutResultBackend
 
 # The context a task inherits from whoever published it, in this message header.
 CONTEXT_HEADER = "log_context"
@@ -76,53 +76,6 @@ def first_line(exc: BaseException) -> str:
     """An error's first line (a driver's message runs on with hints), or its type's name: what a
     WARNING about a dependency says, where its traceback would tell nothing more."""
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-
-
-class Occasional:
-    """A warning about a failure that repeats while it lasts (Redis unreachable from a loop that
-    runs every second), logged at most once every `every` seconds."""
-
-    def __init__(self, logger: logging.Logger, *, every: float = 60.0) -> None:
-        self._logger = logger
-        self._every = every
-        self._warned_at = -every
-
-    def warning(self, message: str, *args: Any, exc_info: BaseException | None = None) -> None:
-        now = time.monotonic()
-        if now - self._warned_at >= self._every:
-            self._warned_at = now
-            self._logger.warning(message, *args, exc_info=exc_info)
-
-
-class CountedPerKey:
-    """What happens per key (a client), counted, and when to log it: at most once every
-    `seconds` per key in this process, with how many happened since that key's previous line.
-    For a WARNING a client can have the service write at will (a delivery given up, per job and
-    event): one a client and interval says what the operator needs, the metrics and the console
-    how much. Thread-safe (the deliveries worker's threads share it)."""
-
-    def __init__(self, *, seconds: float = 60.0) -> None:
-        self._seconds = seconds
-        self._lock = threading.Lock()
-        # key: (when its last line was let through, what happened since)
-        self._keys: dict[str, tuple[float, int]] = {}
-        self._swept_at = time.monotonic()
-
-    def due(self, key: str, *, count: int = 1) -> int:
-        """Count `count` more for `key`; how many to log now (those and the ones held since its
-        previous line), or 0 while its interval runs."""
-        now = time.monotonic()
-        with self._lock:
-            passed_at, held = self._keys.get(key, (now - self._seconds, 0))
-            if now - passed_at < self._seconds:
-                self._keys[key] = (passed_at, held + count)
-                return 0
-            self._keys[key] = (now, 0)
-            if now - self._swept_at >= self._seconds:
-                # Keys whose interval ran out with nothing held: as if never seen.
-                self._swept_at = now
-                self._keys = {k: v for k, v in self._keys.items() if v[1] or now - v[0] < self._seconds}
-            return held + count
 
 
 def configure(*, level: str) -> None:
@@ -193,47 +146,16 @@ def _text_renderer() -> structlog.dev.ConsoleRenderer:
     return renderer
 
 
-class RevokedWithoutResultBackend(logging.Filter):
-    """Drops Celery's WARNING that a revoked task could not be marked revoked in the result
-    backend when there is none (CELERY_RESULT_BACKEND unset, the default): written by every
-    worker for every cancel of a queued job, it asks nothing of anyone. With a backend
-    configured, its failures still show."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if not str(record.msg).startswith("Failed to mark task %s as revoked in backend"):
-            return True
-        return not (isinstance(record.args, tuple) and "No result backend" in str(record.args[-1]))
-
-
-class OncePerInterval(logging.Filter):
-    """Lets one record through every `seconds` (per process), without its traceback: for a line
-    anyone can have written at will, which an operator needs to see once, not once a request.
-    Django's ERROR for a request whose `Host` is not in ALLOWED_HOSTS is one: any request,
-    without a key so without a rate limit, wrote it with a traceback of 14 lines (about 1.3 KB
-    a request). Seen once a minute it still tells of a proxy or an ALLOWED_HOSTS set wrong
-    (then every request is refused, and the metrics' 400s say how many)."""
-
-    def __init__(self, seconds: float = 60.0) -> None:
-        super().__init__()
-        self._due = CountedPerKey(seconds=seconds)  # one key: thread-safe (gunicorn's threads)
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if not self._due.due(""):
-            return False
-        record.exc_info, record.exc_text = None, None
-        return True
-
-
 # Django's loggers of a request refused for what it sent, which anyone can send at will, without a
 # key (the admin's login takes any POST): each writes one line a refusal, the SuspiciousOperation
-# ones at ERROR with a traceback. Seen once a minute (OncePerInterval) they still tell an operator
+# ones at ERROR with a traceback. Seen once a minute (core.log_volume.OncePerInterval) they still tell an operator
 # of a proxy or a setting wrong: a CSRF failure for every login (CSRF_TRUSTED_ORIGINS), forms
 # past DATA_UPLOAD_MAX_NUMBER_FIELDS or DATA_UPLOAD_MAX_MEMORY_SIZE.
 REFUSED_AT_WILL = (
     "django.security.DisallowedHost", "django.security.csrf", "django.security.TooManyFieldsSent",
     "django.security.TooManyFilesSent", "django.security.RequestDataTooBig",
 )
-# The loggers whose lines are let through once a minute (OncePerInterval): those above, a stream
+# The loggers whose lines are let through once a minute (core.log_volume.OncePerInterval): those above, a stream
 # refused 503 for its API process full (jobs/stream_api.py says why), and a request that met a
 # locked table (core/errors.py), which every request meeting it says the same of while it is held.
 ONCE_A_MINUTE = (*REFUSED_AT_WILL, "jobs.streams.server_full", "core.errors.database_busy")
@@ -288,7 +210,7 @@ def logging_config(*, level: str, json: bool) -> dict[str, Any]:
             # the request's INFO line keeps its status. Its ERROR for a 5xx (a bug's traceback,
             # an outage) stays.
             "django.request": {"level": "ERROR"},
-            # ONCE_A_MINUTE's, and OncePerInterval, say why.
+            # ONCE_A_MINUTE's, and core.log_volume.OncePerInterval, say why.
             **{name: {"filters": [f"{name}_once_a_minute"]} for name in ONCE_A_MINUTE},
         },
     }

@@ -25,7 +25,7 @@ from typing import Any
 
 import redis
 
-from core import logs
+from core import log_volume
 
 logger = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ class Slots:
         self._scripts: tuple[Any, Any] = (None, None)
         self._pid = 0
         self._lock = threading.Lock()
-        self._warning = logs.Occasional(logger)
+        self._warning = log_volume.Occasional(logger)
 
     def _redis(self) -> tuple[redis.Redis | None, tuple[Any, Any]]:
         """This process's client, and its acquire and refresh scripts."""

@@ -20,7 +20,7 @@ from django.utils import timezone
 from console import heartbeats, selectors, services
 from console.models import WorkerHeartbeat
 from console.services import LOST_AFTER_SECONDS
-from core import logs
+from core import log_volume
 from tests.console.test_console_page import row_of, section
 
 pytestmark = pytest.mark.usefixtures("transactional_db")
@@ -137,7 +137,7 @@ def test_while_the_database_is_out_of_reach_the_heartbeat_says_so_in_one_line_a_
                                "\tIs the server running on that host and accepting TCP/IP connections?")
 
     monkeypatch.setattr(services, "worker_seen", unreachable)
-    monkeypatch.setattr(heartbeats, "_unrecorded", logs.Occasional(logging.getLogger(heartbeats.__name__)))
+    monkeypatch.setattr(heartbeats, "_unrecorded", log_volume.Occasional(logging.getLogger(heartbeats.__name__)))
     stopped = threading.Event()
     stopped.set()  # each _beat call writes once and returns
     monkeypatch.setattr(heartbeats, "_stop", stopped)

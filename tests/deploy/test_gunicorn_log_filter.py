@@ -1,19 +1,18 @@
-"""gunicorn's error log as the API's processes filter it (gunicorn.conf.py): streams ended by their
-write timeout are one WARNING line at most a minute per process, saying how many, whichever
-error the kernel ended each connection with; any other socket error keeps gunicorn's ERROR and
-traceback. Served end to end, for the timeout itself, in tests/jobs/test_waiting_served.py."""
+"""gunicorn's error log as the API's processes filter it (core.log_volume.StreamWriteEnded, which
+gunicorn.conf.py adds): streams ended by their write timeout are one WARNING line at most a minute
+per process, saying how many, whichever error the kernel ended each connection with; any other
+socket error keeps gunicorn's ERROR and traceback. Served end to end, for the timeout itself, in tests/jobs/test_waiting_served.py."""
 from __future__ import annotations
 
 import errno
 import logging
-import runpy
 import sys
 import time
 from collections.abc import Callable
 
 import pytest
 
-from tests.conftest import REPO
+from core.log_volume import StreamWriteEnded
 
 SOCKET_ERROR = "Socket error processing request."
 
@@ -21,8 +20,7 @@ SOCKET_ERROR = "Socket error processing request."
 @pytest.fixture
 def stream_write_ended() -> Callable[[logging.LogRecord], bool]:
     """The filter as a worker process gets it."""
-    conf = runpy.run_path(str(REPO / "gunicorn.conf.py"))
-    return conf["StreamWriteEnded"](seconds=conf["STREAM_WRITE_ENDED_LOG_SECONDS"]).filter
+    return StreamWriteEnded().filter
 
 
 def _record(error: OSError) -> logging.LogRecord:
@@ -63,8 +61,7 @@ def test_any_other_socket_error_keeps_its_error_and_traceback(
 
 def test_streams_ended_in_a_row_are_one_line_a_minute_saying_how_many() -> None:
     # Given the filter, its interval at half a second
-    make = runpy.run_path(str(REPO / "gunicorn.conf.py"))["StreamWriteEnded"]
-    stream_write_ended = make(seconds=0.5).filter
+    stream_write_ended = StreamWriteEnded(seconds=0.5).filter
 
     # When a client's 20 streams end by the write timeout at once, then one more after the interval
     at_once = [record for record in (_record(OSError(errno.ETIMEDOUT, "ended")) for _ in range(20))

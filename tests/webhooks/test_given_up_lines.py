@@ -20,7 +20,7 @@ from celery import Celery
 from django.conf import settings
 from django.core.cache import cache
 
-from core import logs
+from core import log_volume
 from core.models import Client
 from core.services import client_create
 from tests.conftest import REPO, free_port, stop_process, worker_env
@@ -104,7 +104,7 @@ def test_a_clients_warning_after_the_interval_counts_those_given_up_meanwhile(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # Given the warning's interval at half a second, and a client whose receiver is down
-    monkeypatch.setattr(telemetry, "_given_up", logs.CountedPerKey(seconds=0.5))
+    monkeypatch.setattr(telemetry, "_given_up", log_volume.CountedPerKey(seconds=0.5))
     down = f"http://127.0.0.1:{free_port()}/hook"
 
     client = _client("failing")
