@@ -33,7 +33,8 @@ graceful_timeout = 20
 max_requests = 20000
 max_requests_jitter = 2000
 # Tells the settings that this process serves the API: its database connections bound their lock
-# waits (API_DB_LOCK_TIMEOUT_SECONDS), which a worker's or a migration's do not.
+# waits and their statements' runs (API_DB_LOCK_TIMEOUT_SECONDS, API_DB_STATEMENT_TIMEOUT_SECONDS),
+# which a worker's or a migration's do not.
 raw_env = ["JOBAPI_WEB_PROCESS=true"]
 accesslog = os.environ.get("WEB_ACCESS_LOG") or None
 errorlog = "-"

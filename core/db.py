@@ -127,11 +127,12 @@ def table_rows_estimate(model: type[Model], alias: str = "default") -> int | Non
 
 # PostgreSQL's SQLSTATEs the code tells apart: deadlock_detected (the transaction PostgreSQL
 # aborted may be made again), and a statement ended for a bound reads_bounded set:
-# query_canceled (statement_timeout) and lock_not_available (lock_timeout, which an API process's
-# connections also have: API_DB_LOCK_TIMEOUT_SECONDS).
+# query_canceled (statement_timeout) and lock_not_available (lock_timeout), which an API process's
+# connections also have (API_DB_STATEMENT_TIMEOUT_SECONDS, API_DB_LOCK_TIMEOUT_SECONDS).
 DEADLOCK_DETECTED = "40P01"
 LOCK_NOT_AVAILABLE = "55P03"
-_TIMED_OUT = frozenset({"57014", LOCK_NOT_AVAILABLE})
+QUERY_CANCELED = "57014"
+_TIMED_OUT = frozenset({QUERY_CANCELED, LOCK_NOT_AVAILABLE})
 
 
 def sqlstate(exc: BaseException) -> str | None:

@@ -227,11 +227,14 @@ ERROR_CODES: dict[str, ErrorCode] = {
     ),
     "database_busy": ErrorCode(
         503, "A table the request needs is locked (a migration, a `LOCK TABLE`, a `TRUNCATE`): it waited "
-        "`API_DB_LOCK_TIMEOUT_SECONDS` (5 s by default) for the lock. `GET /console/`: its reads did not "
+        "`API_DB_LOCK_TIMEOUT_SECONDS` (5 s by default) for the lock; or one of its statements ran "
+        "`API_DB_STATEMENT_TIMEOUT_SECONDS` (25 s by default; a page of many large values, a filter "
+        "matching many rows) and PostgreSQL ended it. `GET /console/`: its reads did not "
         "finish within `OPERATOR_READ_TIMEOUT_SECONDS`, or a table they read is locked or too large to "
         "read in time.",
-        _OUTAGE + " (The operator's) if it persists, look for what holds the lock (`pg_stat_activity`, "
-        "`pg_locks`); the console's page retries by itself.",
+        _OUTAGE + " A long statement: ask for less (a smaller `page_size`, a narrower filter). (The "
+        "operator's) if it persists, look for what holds the lock (`pg_stat_activity`, `pg_locks`), or "
+        "which statement ran long (the API's log); the console's page retries by itself.",
     ),
     "metrics_unavailable": ErrorCode(
         503, "`GET /metrics` only: metrics are on, but this API process was started without its "

@@ -17,13 +17,15 @@ from django.utils.log import log_response
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 
-from core.db import LOCK_NOT_AVAILABLE, sqlstate
+from core.db import LOCK_NOT_AVAILABLE, QUERY_CANCELED, sqlstate
 from core.logs import first_line
 from core.ratelimit import ceiling_seconds
 
 logger = logging.getLogger(__name__)
 # Its lines are let through once a minute (core/logs.py): every client's request meets the same lock.
 _busy_logger = logging.getLogger(f"{__name__}.database_busy")
+# Once a minute too: a read too large for the bound is so at every retry, of every client asking it.
+_long_logger = logging.getLogger(f"{__name__}.database_long")
 
 
 class ApplicationError(Exception):
@@ -99,6 +101,13 @@ def database_busy(exc: BaseException) -> bool:
     return isinstance(exc, OperationalError) and sqlstate(exc) == LOCK_NOT_AVAILABLE
 
 
+def database_long(exc: BaseException) -> bool:
+    """Whether `exc` is a statement PostgreSQL ended for running longer than its bound (an API
+    process's API_DB_STATEMENT_TIMEOUT_SECONDS), or an operator's pg_cancel_backend. The
+    connection still serves."""
+    return isinstance(exc, OperationalError) and sqlstate(exc) == QUERY_CANCELED
+
+
 def storage_full(exc: BaseException) -> bool:
     """Whether `exc`, or the error it was raised from (Django's database errors wrap the
     driver's), is a full disk: ENOSPC or EDQUOT from a write, SQLITE_FULL from SQLite (embedded
@@ -130,11 +139,19 @@ _OUTAGES = (
                                   "Database unreachable")),
     (database_busy, Outage("database_busy", "A table this request needs is locked (a migration, a maintenance); "
                            "retry later.", 5, "Database busy: gave up waiting for a lock", _busy_logger)),
+    (database_long, Outage("database_busy", "The database took longer than it may on this request (a page of "
+                           "many large values, a filter matching many rows); retry later, or ask for less: a "
+                           "smaller page_size, a narrower filter.", 5,
+                           "Database busy: a statement ran past API_DB_STATEMENT_TIMEOUT_SECONDS", _long_logger)),
     # Freeing a disk takes an operator, not seconds.
     (storage_full, Outage("storage_full", "The service's storage is full; retry later.", 30, "Storage full")),
 )
-# What the spec documents as every operation's 503 (openapi/schemas.py), from the same table.
-OUTAGES = tuple(found for _, found in _OUTAGES)
+# What the spec documents as every operation's 503 (openapi/schemas.py), from the same table:
+# one example a code (a lock wait's and a long statement's are both `database_busy`).
+_first_of_code: dict[str, Outage] = {}
+for _, _found in _OUTAGES:
+    _first_of_code.setdefault(_found.code, _found)
+OUTAGES = tuple(_first_of_code.values())
 
 
 def outage_of(exc: BaseException) -> Outage | None:

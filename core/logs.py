@@ -157,8 +157,10 @@ REFUSED_AT_WILL = (
 )
 # The loggers whose lines are let through once a minute (core.log_volume.OncePerInterval): those above, a stream
 # refused 503 for its API process full (jobs/stream_api.py says why), and a request that met a
-# locked table (core/errors.py), which every request meeting it says the same of while it is held.
-ONCE_A_MINUTE = (*REFUSED_AT_WILL, "jobs.streams.server_full", "core.errors.database_busy")
+# locked table or a statement past its bound (core/errors.py), which every request meeting it says
+# the same of while it lasts.
+ONCE_A_MINUTE = (*REFUSED_AT_WILL, "jobs.streams.server_full", "core.errors.database_busy",
+                 "core.errors.database_long")
 
 
 def logging_config(*, level: str, json: bool) -> dict[str, Any]:

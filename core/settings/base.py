@@ -92,16 +92,28 @@ if not EMBEDDED_DATABASE:
 API_DB_LOCK_TIMEOUT_SECONDS = env.float("API_DB_LOCK_TIMEOUT_SECONDS", default=5.0)
 if API_DB_LOCK_TIMEOUT_SECONDS < 0:
     raise ImproperlyConfigured("API_DB_LOCK_TIMEOUT_SECONDS must be >= 0.")
+# Seconds an API request's statement may run (PostgreSQL's statement_timeout) before PostgreSQL
+# ends it and the request answers 503 `database_busy`; 0 lets it run for ever. Under gunicorn's
+# WEB_TIMEOUT_SECONDS: a read a client made large (a page of its many jobs' large payloads) held
+# its thread and a backend as long as it ran, and went on running in PostgreSQL after gunicorn
+# had killed the process waiting for it.
+API_DB_STATEMENT_TIMEOUT_SECONDS = env.float("API_DB_STATEMENT_TIMEOUT_SECONDS", default=25.0)
+if API_DB_STATEMENT_TIMEOUT_SECONDS < 0:
+    raise ImproperlyConfigured("API_DB_STATEMENT_TIMEOUT_SECONDS must be >= 0.")
 # Set by gunicorn.conf.py for the API's processes only: a worker's task, a migration (`manage.py
-# migrate`) and other commands wait for their locks as long as it takes.
-if not EMBEDDED_DATABASE and env.bool("JOBAPI_WEB_PROCESS", default=False) and API_DB_LOCK_TIMEOUT_SECONDS:
+# migrate`) and other commands wait for their locks, and run their statements, as long as it takes.
+if not EMBEDDED_DATABASE and env.bool("JOBAPI_WEB_PROCESS", default=False):
     # Set once as the connection opens (libpq's `options`), not per request: the hot paths pay no
     # statement for it. A `SET LOCAL` in a transaction still wins (the console's reads_bounded);
     # a DATABASE_URL's own `?options=-c lock_timeout=...` comes after, and wins too.
+    _bounds = {"lock_timeout": API_DB_LOCK_TIMEOUT_SECONDS, "statement_timeout": API_DB_STATEMENT_TIMEOUT_SECONDS}
     _options = DATABASES["default"]["OPTIONS"]
-    _options["options"] = (
-        f"-c lock_timeout={max(1, round(API_DB_LOCK_TIMEOUT_SECONDS * 1000))} {_options.get('options', '')}".strip()
-    )
+    _bounded = " ".join(
+        [f"-c {name}={max(1, round(seconds * 1000))}" for name, seconds in _bounds.items() if seconds]
+        + [_options.get("options", "")]
+    ).strip()
+    if _bounded:
+        _options["options"] = _bounded
 # Seconds PostgreSQL has to answer a check of an open connection (`SELECT 1`: /readyz's, and a
 # kept connection's after a pause) before the connection is cut and counted broken, rather than
 # wait for ever on a frozen server or a stalled network (core/connections.py).

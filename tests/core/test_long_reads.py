@@ -1,0 +1,88 @@
+"""A client's read that runs long (a page of its many jobs' large payloads): PostgreSQL ends the
+statement after API_DB_STATEMENT_TIMEOUT_SECONDS and the request answers 503 `database_busy`,
+freeing its thread and its backend. Before, the statement ran as long as it took, holding both,
+and went on running in PostgreSQL after gunicorn had killed the worker that asked for it."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import requests
+from django.db import connection
+
+from tests.conftest import REPO, Api, serving, worker_env
+
+
+def test_a_read_past_the_statement_bound_answers_busy_and_the_server_goes_on(
+    make_api: Callable[..., Api], tmp_path: Path
+) -> None:
+    # Given a client with 500 jobs of 20 KB payloads each (a page of them is many megabytes of
+    # JSON for PostgreSQL to measure), and the API as production runs it, its statements bounded
+    # to a millisecond
+    client = make_api()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            INSERT INTO jobs_job (id, owner_id, job_name, payload, status, callback_url, webhook_events,
+                                  cancel_requested, created_at, finished_at, metadata, attempt,
+                                  max_attempts, retry_backoff_seconds, webhook_endpoints, request_id)
+            SELECT gen_random_uuid(), %s, 'api.tasks.hello_world',
+                   jsonb_build_object('text', repeat(md5(g::text), 625)), 'SUCCESS', '', '[]', false,
+                   now() - g * interval '1 second', now(), '{}', 1, 1, 0, true, ''
+            FROM generate_series(1, 500) g
+            """,
+            [client.client.pk],
+        )
+    log_path = tmp_path / "gunicorn.log"
+    with serving(client, log_path, API_DB_STATEMENT_TIMEOUT_SECONDS="0.001") as (api, _):
+        # When the client asks for a page of all of them, twice
+        pages = [api.get("/api/jobs/?page_size=500") for _ in range(2)]
+        # And a probe asks /healthz
+        healthy = requests.get(api.base_url + "/healthz", timeout=10)
+
+    # Then each was ended at the bound: 503 database_busy, naming what to do
+    for page in pages:
+        assert page.status_code == 503, (page.status_code, page.text[:300])
+        error = page.json()["error"]
+        assert error["code"] == "database_busy" and page.headers["Retry-After"] == "5", page.text
+        assert "page_size" in error["message"], error
+    assert healthy.status_code == 200
+    # And the log said so once, without a traceback nor Django's ERROR line for each 503
+    log = log_path.read_text()
+    said = [line for line in log.splitlines() if "Database busy: a statement ran past" in line]
+    assert len(said) == 1 and "statement timeout" in said[0] and "Traceback" not in log, log
+    assert "Service Unavailable" not in log, log
+
+
+SHOW_TIMEOUTS = (
+    "from django.db import connection\n"
+    "with connection.cursor() as cursor:\n"
+    "    cursor.execute(\"SELECT current_setting('statement_timeout'), current_setting('lock_timeout')\")\n"
+    "    print(*cursor.fetchone())"
+)
+
+
+@pytest.mark.parametrize(("web_process", "url_options", "extra", "expected"), [
+    # gunicorn.conf.py's marker: an API process
+    ("true", "", {}, "2500ms 1500ms"),
+    # a worker, a migration (`manage.py migrate`), any other command: no bound
+    ("", "", {}, "0 0"),
+    # 0: no bound on a statement's run, the lock wait's stays
+    ("true", "", {"API_DB_STATEMENT_TIMEOUT_SECONDS": "0"}, "0 1500ms"),
+    # the DATABASE_URL's own ?options= comes after, and wins
+    ("true", "?options=-c%20statement_timeout%3D7s", {}, "7s 1500ms"),
+])
+def test_only_an_api_processs_connections_bound_their_statements(
+    transactional_db: None, web_process: str, url_options: str, extra: dict[str, str], expected: str
+) -> None:
+    env = worker_env(**{"API_DB_LOCK_TIMEOUT_SECONDS": "1.5", "API_DB_STATEMENT_TIMEOUT_SECONDS": "2.5",
+                        "JOBAPI_WEB_PROCESS": web_process, **extra})
+    env["DATABASE_URL"] += url_options
+
+    shown = subprocess.run([sys.executable, "manage.py", "shell", "-c", SHOW_TIMEOUTS], cwd=REPO, env=env,
+                           capture_output=True, text=True, timeout=60, check=True)
+
+    assert shown.stdout.splitlines()[-1] == expected, shown
