@@ -2,9 +2,15 @@
 checked at the edge, and another client's endpoint a 404 everywhere."""
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+from django.db import connection
+from django.test import Client as DjangoClient
+
+from core.services import api_key_create, client_create
 from tests.conftest import Api
 
 RECEIVER = "http://127.0.0.1:9/hooks"
@@ -139,3 +145,47 @@ def test_the_deliveries_by_event_type_are_the_clients_own(make_api: Callable[...
     # Then it gets its own test delivery, none of the stranger's, and nothing of a type it has none of
     assert [d["event_type"] for d in tests] == ["webhook.test"]
     assert succeeded == []
+
+
+@pytest.mark.django_db
+def test_a_filter_on_another_clients_endpoint_reads_none_of_its_deliveries() -> None:
+    # Given a client's endpoint with a delivery, and another client
+    owner, stranger = client_create(name="owner"), client_create(name="stranger")
+    endpoint_id = uuid.uuid4()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            INSERT INTO webhooks_endpoint (id, url, description, event_types, enabled, disabled_reason, headers,
+                                           consecutive_failures, last_error, created_at, owner_id, schedule_version)
+            VALUES (%(endpoint)s, %(url)s, '', '[]', true, '', '{}', 0, '', now(), %(owner)s, 0);
+            WITH event AS (
+                INSERT INTO webhooks_event (message_id, owner_id, subject_id, event_type, body, created_at)
+                VALUES ('msg_1', %(owner)s, gen_random_uuid(), 'job.succeeded', '\\x7b7d', now()) RETURNING *
+            )
+            INSERT INTO webhooks_delivery (event_id, owner_id, subject_id, url, state, redelivery, attempt_count,
+                                           created_at, endpoint_id, authority)
+            SELECT id, owner_id, subject_id, %(url)s, 'succeeded', false, 1, created_at, %(endpoint)s, ''
+            FROM event
+            """,
+            {"endpoint": endpoint_id, "url": RECEIVER, "owner": owner.pk},
+        )
+    as_owner, as_stranger = (DjangoClient(HTTP_AUTHORIZATION=f"Bearer {api_key_create(client=client)}")
+                             for client in (owner, stranger))
+
+    # When the stranger lists the deliveries of that endpoint, and its owner does
+    issued: list[str] = []
+
+    def recorded(execute: Callable[..., Any], sql: str, *args: Any) -> Any:
+        issued.append(sql)
+        return execute(sql, *args)
+
+    with connection.execute_wrapper(recorded):
+        theirs = as_stranger.get(f"/api/deliveries/?endpoint={endpoint_id}")
+    ours = as_owner.get(f"/api/deliveries/?endpoint={endpoint_id}")
+
+    # Then the stranger has none, and none of the endpoint's deliveries were read to tell it so:
+    # PostgreSQL walked every one of them (all another client's) to find none of the asker's
+    assert theirs.status_code == 200 and theirs.json()["results"] == [], theirs.content
+    assert issued and [sql for sql in issued if "webhooks_delivery" in sql] == [], issued
+    # And the owner has its own
+    assert [delivery["endpoint"] for delivery in ours.json()["results"]] == [str(endpoint_id)], ours.content
