@@ -171,6 +171,21 @@ def reads_bounded(*, seconds: float, lock_wait_seconds: float, alias: str = "def
                                previous)
 
 
+def statements_unbounded(alias: str = "default") -> None:
+    """Lift the API process's bound on a statement's run (API_DB_STATEMENT_TIMEOUT_SECONDS) for
+    the rest of the caller's transaction, for a write that must finish however many rows it
+    touches (a client's deletion, an endpoint's, whose log may hold millions of deliveries): cut
+    at the bound, it was undone whole every time, and never done. `SET LOCAL`, so it ends with
+    the transaction. A lock wait stays bounded."""
+    connection = connections[alias]
+    if connection.vendor != "postgresql":
+        return
+    if not connection.in_atomic_block:
+        raise RuntimeError("statements_unbounded() is for a transaction: it would outlive the request.")
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT set_config('statement_timeout', '0', true)")
+
+
 def timed_out(exc: BaseException) -> bool:
     """Whether `exc` is a statement PostgreSQL ended for reads_bounded's bounds."""
     return sqlstate(exc) in _TIMED_OUT

@@ -9,7 +9,12 @@ from django.db import IntegrityError, OperationalError, transaction
 from django.utils import timezone
 
 from core.auth import API_KEY_PREFIX, api_key_digest, api_key_forget
-from core.db import DEADLOCK_DETECTED, constraints_checked_at_once, sqlstate
+from core.db import (
+    DEADLOCK_DETECTED,
+    constraints_checked_at_once,
+    sqlstate,
+    statements_unbounded,
+)
 from core.models import ApiKey, Client
 
 
@@ -91,6 +96,7 @@ def client_delete(*, client: Client) -> None:
     for attempt in tenacity.Retrying(retry=tenacity.retry_if_exception(_deletion_may_try_again),
                                      stop=tenacity.stop_after_attempt(DELETE_TRIES), reraise=True):
         with attempt, transaction.atomic():
+            statements_unbounded()  # all it owns, as many rows as it has
             constraints_checked_at_once()
             client.pk = client_id  # delete() cleared it before a failed try's commit
             list(client.jobs.filter(finished_at__isnull=True).order_by("pk").select_for_update()

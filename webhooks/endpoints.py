@@ -15,6 +15,7 @@ from django.db import transaction
 from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
+from core.db import statements_unbounded
 from core.errors import ApplicationError, Conflict, NotFound
 from core.services import client_lock
 from core.timestamps import utc_iso
@@ -132,6 +133,8 @@ def endpoint_update(*, owner_id: uuid.UUID, endpoint_id: uuid.UUID | str, **chan
 def endpoint_delete(*, owner_id: uuid.UUID, endpoint_id: uuid.UUID | str) -> None:
     """Delete the endpoint; its deliveries not yet delivered stop (state canceled), the log stays."""
     with transaction.atomic():
+        # Its deliveries' log loses its endpoint (SET_NULL), one statement of as many rows as it has.
+        statements_unbounded()
         _owner_hold(owner_id)
         endpoint_pk = endpoint_get(owner_id=owner_id, endpoint_id=endpoint_id).pk
         # Its claimed deliveries first: a batch recording an attempt's outcome holds the delivery,

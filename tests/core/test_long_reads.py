@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,7 +14,10 @@ import pytest
 import requests
 from django.db import connection
 
+from core.services import client_create, client_delete
 from tests.conftest import REPO, Api, serving, worker_env
+from webhooks.endpoints import endpoint_delete
+from webhooks.models import Endpoint
 
 
 def test_a_read_past_the_statement_bound_answers_busy_and_the_server_goes_on(
@@ -86,3 +90,47 @@ def test_only_an_api_processs_connections_bound_their_statements(
                            capture_output=True, text=True, timeout=60, check=True)
 
     assert shown.stdout.splitlines()[-1] == expected, shown
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("deleted", ["endpoint", "client"])
+def test_a_deletion_of_many_rows_is_not_cut_by_the_statement_bound(deleted: str) -> None:
+    # Given a client's endpoint with 50,000 deliveries in its log, and a connection bounded as an
+    # API process's are (a statement's run to 20 ms)
+    owner = client_create(name="many-deliveries")
+    endpoint_id = uuid.uuid4()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            INSERT INTO webhooks_endpoint (id, url, description, event_types, enabled, disabled_reason, headers,
+                                           consecutive_failures, last_error, created_at, owner_id, schedule_version)
+            VALUES (%(endpoint)s, 'https://example.com/hooks', '', '[]', true, '', '{}', 0, '', now(),
+                    %(owner)s, 0);
+            INSERT INTO webhooks_event (message_id, owner_id, subject_id, event_type, body, created_at)
+            VALUES ('msg_many', %(owner)s, gen_random_uuid(), 'job.succeeded', '\\x7b7d', now());
+            INSERT INTO webhooks_delivery (event_id, owner_id, subject_id, url, state, redelivery, attempt_count,
+                                           created_at, endpoint_id, authority)
+            SELECT currval(pg_get_serial_sequence('webhooks_event', 'id')), %(owner)s, gen_random_uuid(),
+                   'https://example.com/hooks', 'succeeded', false, 1, now(), %(endpoint)s, ''
+            FROM generate_series(1, 50000);
+            SET statement_timeout = '20ms'
+            """,
+            {"endpoint": endpoint_id, "owner": owner.pk},
+        )
+    try:
+        # When the client deletes the endpoint (its log's 50,000 rows lose it), or the operator the client
+        if deleted == "endpoint":
+            endpoint_delete(owner_id=owner.pk, endpoint_id=endpoint_id)
+        else:
+            client_delete(client=owner)
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("SET statement_timeout = 0")
+
+    # Then it is done: the bound on a statement's run is lifted for the deletion's transaction
+    # (cut at it, the deletion was undone whole every time, and never done)
+    assert not Endpoint.objects.filter(pk=endpoint_id).exists()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM webhooks_delivery WHERE endpoint_id IS NOT NULL AND owner_id = %s",
+                       [owner.pk])
+        assert cursor.fetchone()[0] == 0
