@@ -192,6 +192,8 @@ MIDDLEWARE = [
     "core.middleware.AdminAuthenticationMiddleware",
     "core.middleware.AdminMessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # The admin's and the console's pages run no script but the service's own files.
+    "core.csp.ContentSecurityPolicyMiddleware",
     # Only its process_exception: a page's view that met the database out of reach, or a full
     # disk, answers 503.
     "core.middleware.OutageMiddleware",

@@ -36,24 +36,6 @@ def _needs_chromium() -> None:
     chromium.require_chromium()
 
 
-def _errors(events: list[dict[str, Any]]) -> list[Any]:
-    """What the browser's console would show as errors: uncaught exceptions, console.error,
-    and failed loads (a missing asset, a refused fetch)."""
-    found = []
-    for event in events:
-        method, params = event["method"], event.get("params", {})
-        if method == "Runtime.exceptionThrown":
-            found.append(params["exceptionDetails"])
-        elif method == "Runtime.consoleAPICalled" and params.get("type") in ("error", "assert"):
-            found.append(params["args"])
-        elif method == "Log.entryAdded" and params["entry"]["level"] == "error":
-            # The admin's login page (not the console, which names its icon) asks for a
-            # favicon the service does not have; that answer can arrive after the console's.
-            if not params["entry"].get("url", "").endswith("/favicon.ico"):
-                found.append(params["entry"])
-    return found
-
-
 def signed_in(browser: chromium.DevTools, url: str) -> None:
     """The operator signs in through the admin's login and lands on the console (the events of
     the admin's login page left out: they are not the console's)."""
@@ -98,7 +80,7 @@ def test_the_console_renders_every_section_live_without_errors(transactional_db:
                 Path(REPO / os.environ["CONSOLE_SCREENSHOT"]).write_bytes(base64.b64decode(shot["data"]))
             time.sleep(0.5)
             browser.evaluate("1")  # collects the events that came in meanwhile
-            errors = _errors(browser.events)
+            errors = chromium.page_errors(browser.events)
     finally:
         stop(web)
 
@@ -134,3 +116,31 @@ def test_a_refresh_with_the_database_down_says_so(transactional_db: Any, tmp_pat
         proxy.close()
 
     assert live == "Stale: the last refresh failed: The database is unreachable; retry later. (503). Reload the page"
+
+
+def test_markup_a_client_slipped_into_the_page_runs_no_script(transactional_db: Any, tmp_path: Path) -> None:
+    # Given an operator on the console, which shows strings of every client
+    User.objects.create_superuser("operator", "operator@example.com", PASSWORD)
+    web, url = start_web(worker_env(SECURE_SSL_REDIRECT="false"), tmp_path)
+    try:
+        with chromium.DevTools(tmp_path) as browser:
+            signed_in(browser, url)
+
+            # When the page holds a client's markup with an inline handler, as it would if a
+            # template ever let a client's string through unescaped
+            browser.evaluate(
+                "window.outcome = null;"
+                "document.addEventListener('securitypolicyviolation',"
+                " event => { window.outcome = 'refused by ' + event.effectiveDirective; });"
+                "document.body.insertAdjacentHTML('beforeend',"
+                " '<img src=\"/static/no-such-image.png\" onerror=\"window.outcome = \\'ran\\'\">')"
+            )
+
+            # Then the browser refuses to run it: the page's policy allows the service's own
+            # script files alone
+            browser.wait_for(lambda: browser.evaluate("window.outcome") is not None)
+            outcome = browser.evaluate("window.outcome")
+    finally:
+        stop(web)
+
+    assert outcome == "refused by script-src-attr"

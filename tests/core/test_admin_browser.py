@@ -1,5 +1,6 @@
 """With DEBUG off the admin's cookies are Secure, and its login still works in a browser on
-http://127.0.0.1 (Chromium treats loopback as a secure context), as `make run` serves it."""
+http://127.0.0.1 (Chromium treats loopback as a secure context), as `make run` serves it; its
+pages work under their Content-Security-Policy (core/csp.py)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,6 +9,8 @@ from typing import Any
 import pytest
 from django.contrib.auth.models import User
 
+from core.services import client_create
+from jobs.models import Job
 from tests.conftest import worker_env
 from tests.openapi import chromium
 from tests.openapi.web import start_web, stop
@@ -49,3 +52,36 @@ def test_the_admin_login_works_over_plain_http_on_loopback_with_debug_off(
 
     assert title.startswith("Site administration")
     assert {cookie["name"]: cookie["secure"] for cookie in cookies} == {"csrftoken": True, "sessionid": True}
+
+
+def test_the_admins_scripts_run_under_its_content_security_policy(transactional_db: Any, tmp_path: Path) -> None:
+    # Given an operator, a client's job, and the service as production runs it
+    User.objects.create_superuser("operator", "operator@example.com", PASSWORD)
+    job = Job.objects.create(owner=client_create(name="acme"), job_name="api.tasks.hello_world")
+    web, url = start_web(worker_env(SECURE_SSL_REDIRECT="false"), tmp_path)
+    try:
+        with chromium.DevTools(tmp_path) as browser:
+            for domain in ("Runtime.enable", "Log.enable"):
+                browser.call(domain)
+            # When the operator signs in, selects every job of the list and opens the job
+            browser.open(f"{url}/admin/login/?next=/admin/jobs/job/")
+            browser.evaluate(
+                "document.querySelector('#id_username').value = 'operator';"
+                f"document.querySelector('#id_password').value = {PASSWORD!r};"
+                "document.querySelector('#login-form').submit()"
+            )
+            browser.wait_for(lambda: browser.evaluate("location.pathname") == "/admin/jobs/job/"
+                             and browser.evaluate("document.readyState") == "complete")
+            browser.evaluate("document.querySelector('#action-toggle').click()")
+            counter = browser.evaluate("document.querySelector('.action-counter').innerText")
+            browser.open(f"{url}/admin/jobs/job/{job.pk}/change/")
+            buttons = browser.evaluate("[...document.querySelectorAll('.objectaction-item')].map(b => b.textContent)")
+            browser.evaluate("1")  # collects the events that came in meanwhile
+            errors = chromium.page_errors(browser.events)
+    finally:
+        stop(web)
+
+    # Then the list's script counted the selection, and no script, style or load was refused
+    assert counter == "1 of 1 selected"
+    assert [button.strip() for button in buttons] == ["Cancel"]
+    assert errors == [], errors

@@ -226,6 +226,24 @@ class DevTools:
         self.close()
 
 
+def page_errors(events: list[dict[str, Any]]) -> list[Any]:
+    """What the browser's console would show as errors: uncaught exceptions, console.error,
+    and failed loads (a missing asset, a refused fetch)."""
+    found = []
+    for event in events:
+        method, params = event["method"], event.get("params", {})
+        if method == "Runtime.exceptionThrown":
+            found.append(params["exceptionDetails"])
+        elif method == "Runtime.consoleAPICalled" and params.get("type") in ("error", "assert"):
+            found.append(params["args"])
+        elif method == "Log.entryAdded" and params["entry"]["level"] == "error":
+            # The admin's login page (not the console, which names its icon) asks for a
+            # favicon the service does not have; that answer can arrive after the console's.
+            if not params["entry"].get("url", "").endswith("/favicon.ico"):
+                found.append(params["entry"])
+    return found
+
+
 def main(out: str) -> None:
     from tests.openapi.web import start_web, stop
 
