@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import os
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from django.contrib.auth.models import User
 from django.db import connection
 
 from tests.conftest import REPO, worker_env
-from tests.console.seed import DOWN_HOST, seed
+from tests.console.seed import DOWN_HOST, failing_deliveries, seed
 from tests.openapi import chromium
 from tests.openapi.web import start_web, stop
 from tests.proxy import CountingProxy
@@ -144,3 +145,32 @@ def test_markup_a_client_slipped_into_the_page_runs_no_script(transactional_db: 
         stop(web)
 
     assert outcome == "refused by script-src-attr"
+
+
+def test_a_clients_long_unbroken_strings_stay_within_the_page(transactional_db: Any, tmp_path: Path) -> None:
+    # Given a client whose callback URLs' host is as long as a host name may be (its own domain,
+    # public), failing, and whose name is long too
+    seeded = seed()
+    seeded.client.name = "n" * 150
+    seeded.client.save()
+    host = ".".join(["a" * 63] * 3) + ".example"
+    failing_deliveries(seeded.client, f"https://{host}/in", failed=5, retrying=1, age=timedelta(minutes=1))
+    User.objects.create_superuser("operator", "operator@example.com", PASSWORD)
+    web, url = start_web(worker_env(SECURE_SSL_REDIRECT="false"), tmp_path)
+    try:
+        with chromium.DevTools(tmp_path) as browser:
+            # (the README's picture's width: below 1300 or so the longest job type's name and the
+            # longest running table's other columns fill its half of the page already)
+            browser.call("Emulation.setDeviceMetricsOverride", width=1440, height=1000, deviceScaleFactor=1,
+                         mobile=False)
+            # When an operator opens the console
+            signed_in(browser, url)
+            receivers = browser.evaluate("document.querySelector('#receivers').innerText")
+            page_width = browser.evaluate("document.documentElement.scrollWidth")
+            window_width = browser.evaluate("window.innerWidth")
+    finally:
+        stop(web)
+
+    # Then the strings wrap in their cells: every column is on the page, none pushed past its edge
+    assert host in receivers.replace("\n", "")
+    assert page_width <= window_width
