@@ -5,6 +5,7 @@ from typing import Any, Literal
 
 from rest_framework import serializers
 
+from core.fields import JsonIntegerField
 from jobs.models import Job, JobResult
 from jobs.shapes import (
     error_shown,
@@ -48,8 +49,8 @@ class _WebhookEventsField(serializers.JSONField):
 
 
 class JobRetrySerializer(serializers.Serializer):
-    max_attempts = serializers.IntegerField(min_value=1, help_text="Runs in all, the first included.")
-    backoff_seconds = serializers.IntegerField(min_value=0, help_text="Wait between a failure and the next run.")
+    max_attempts = JsonIntegerField(min_value=1, help_text="Runs in all, the first included.")
+    backoff_seconds = JsonIntegerField(min_value=0, help_text="Wait between a failure and the next run.")
 
 
 class JobSerializer(serializers.ModelSerializer):

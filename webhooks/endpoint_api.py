@@ -18,6 +18,7 @@ from rest_framework.views import APIView
 
 from core.auth import client_writes
 from core.errors import ApplicationError, NotFound
+from core.fields import JsonFloatField
 from core.filters import UtcIsoDateTimeFilter
 from core.pagination import NewestFirstCursorPagination
 from webhooks import endpoints, secrets, selectors, shapes
@@ -85,7 +86,7 @@ class EndpointInputSerializer(serializers.Serializer):
     description = serializers.CharField(max_length=500, allow_blank=True, required=False)
     enabled = serializers.BooleanField(required=False)
     headers = HeadersField(required=False, help_text=f"Up to {MAX_HEADERS} headers sent with every delivery.")
-    rate_limit_per_second = serializers.FloatField(
+    rate_limit_per_second = JsonFloatField(
         min_value=0.01, max_value=1000, allow_null=True, required=False,
         help_text="At most this many deliveries a second: they are spaced, never dropped. Null: no pace.",
     )

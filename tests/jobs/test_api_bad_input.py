@@ -8,6 +8,7 @@ import pytest
 
 from jobs.models import IdempotencyKey, Job
 from tests.conftest import Api
+from tests.fakes.openai_server import FakeOpenAI
 from tests.jobs.test_api_errors import assert_error
 
 SAVE = "api.tasks.save_task_result_test_task"
@@ -177,3 +178,33 @@ def test_a_submitted_time_out_of_range_is_a_400(client_api: Api, field: str, val
 
     assert field in assert_error(response, 400, "invalid")["details"]
     assert Job.objects.count() == 0
+
+
+@pytest.mark.parametrize("path", ["/api/jobs/", "/api/jobs/batch/"])
+@pytest.mark.parametrize("retry", [
+    {"max_attempts": True, "backoff_seconds": 0},
+    {"max_attempts": 2, "backoff_seconds": False},
+    {"max_attempts": "2", "backoff_seconds": 0},
+    {"max_attempts": "١", "backoff_seconds": 0},  # Arabic-Indic 1: int() reads it
+    {"max_attempts": 2, "backoff_seconds": "1_0"},  # int() reads 10
+    {"max_attempts": 2.5, "backoff_seconds": 0},
+], ids=["true", "false", "string", "arabic-indic digit", "underscore", "fraction"])
+def test_a_retry_policy_that_is_not_json_numbers_is_a_400(client_api: Api, path: str, retry: dict[str, object]) -> None:
+    job = {"job_name": "api.tasks.generate_checklist_from_guidelines", "payload": {"guidelines": "x"}, "retry": retry}
+
+    response = client_api.post(path, json={"jobs": [job]} if path.endswith("batch/") else job)
+
+    # Python's int() read true as 1 and "١" or "1_0" as numbers: accepted as a policy
+    error = assert_error(response, 400)
+    assert "A valid integer is required." in str(error["details"])
+    assert Job.objects.count() == 0
+
+
+def test_a_retry_policy_of_whole_json_numbers_is_taken(client_api: Api, fake_openai: FakeOpenAI) -> None:
+    response = client_api.post("/api/jobs/", json={
+        "job_name": "api.tasks.generate_checklist_from_guidelines", "payload": {"guidelines": "x"},
+        "retry": {"max_attempts": 2.0, "backoff_seconds": 0},
+    })
+
+    assert response.status_code == 202, response.text
+    assert response.json()["retry"] == {"max_attempts": 2, "backoff_seconds": 0}

@@ -89,6 +89,11 @@ def test_the_rules_are_checked_at_the_edge(make_api: Callable[..., Api], setting
         {"url": RECEIVER, "headers": {"Expect": "100-continue"}},  # the body goes at once, whatever it says
         {"url": RECEIVER, "headers": {"X-Team": "a", "x-team": "b"}},  # one name: only one would go
         {"url": RECEIVER, "rate_limit_per_second": 0},
+        # Python's float() reads these as numbers: true was a pace of 1 a second
+        {"url": RECEIVER, "rate_limit_per_second": True},
+        {"url": RECEIVER, "rate_limit_per_second": "5"},
+        {"url": RECEIVER, "rate_limit_per_second": "١٠"},
+        {"url": RECEIVER, "rate_limit_per_second": "1_0"},
         {"url": RECEIVER, "enabled": "maybe"},
     ]
     for body in bad_bodies:
