@@ -24,9 +24,13 @@ EXAMPLES = settings(
 )
 SAVE = "api.tasks.save_task_result_test_task"
 JOB_ID = "00000000-0000-4000-8000-000000000000"
-LISTS = ["/api/jobs/", "/api/results/", f"/api/jobs/{JOB_ID}/deliveries/", "/api/job/"]
+LISTS = ["/api/jobs/", "/api/results/", f"/api/jobs/{JOB_ID}/deliveries/", "/api/job/", "/api/deliveries/",
+         "/api/webhook-endpoints/"]
 PARAMETERS = ["job_name", "status", "created_after", "created_before", "task_name", "job_id",
-              "cursor", "page_size"]
+              "cursor", "page_size", "metadata[k]", "endpoint", "job", "state", "event_type"]
+# Moments at the ends of what Python and PostgreSQL hold, with offsets that take them past.
+EDGE_MOMENTS = ["9999-12-31T23:59:59-01:00", "0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59.999999Z",
+                "0001-01-01T00:00:00Z", "2026-01-01T00:00:00+23:59"]
 
 # Strings from every code point (U+0000 and lone surrogates included), leaning on the ones
 # PostgreSQL refuses.
@@ -38,7 +42,12 @@ JSON = st.recursive(
     max_leaves=12,
 )
 
-BYTES = st.binary(max_size=40) | TEXT.map(lambda text: text.encode("utf-8", "surrogatepass"))
+BYTES = (st.binary(max_size=40) | TEXT.map(lambda text: text.encode("utf-8", "surrogatepass"))
+         | st.sampled_from(EDGE_MOMENTS).map(str.encode))
+# Values at the edges of what a field of a webhook endpoint (or its recovery) may be.
+EDGE_VALUES = st.sampled_from([True, False, 0, -1, -0.0, 10**30, 1e308, 5e-324, "1e3", "NaN", "", *EDGE_MOMENTS])
+ENDPOINT_FIELDS = ["url", "event_types", "description", "enabled", "headers", "rate_limit_per_second", "since",
+                   "expire_previous_now"]
 
 
 @pytest.fixture
@@ -100,3 +109,18 @@ def test_any_idempotency_key_is_answered_without_a_5xx(client_api: Api, key: str
                                headers={"Idempotency-Key": f"k{key}"})
 
     assert_answered(response)
+
+
+@EXAMPLES
+@given(body=st.dictionaries(st.sampled_from(ENDPOINT_FIELDS), JSON | EDGE_VALUES, max_size=4), ascii_only=st.booleans())
+def test_any_webhook_endpoint_body_is_answered_without_a_5xx(client_api: Api, body: dict[str, Any], ascii_only: bool) -> None:
+    endpoint = client_api.post("/api/webhook-endpoints/", json={"url": "http://127.0.0.1:9/hooks"}).json()["id"]
+    raw = json.dumps(body, ensure_ascii=ascii_only).encode("utf-8", errors="surrogatepass")
+
+    for method, path in [("POST", "/api/webhook-endpoints/"), ("PATCH", f"/api/webhook-endpoints/{endpoint}/"),
+                         ("POST", f"/api/webhook-endpoints/{endpoint}/recover/")]:
+        response = client_api.request(method, path, data=raw, headers={"Content-Type": "application/json"})
+        assert_answered(response)
+        if response.status_code in (200, 201):  # what was taken reads back
+            assert_answered(client_api.get(response.headers.get("Location") or path))
+    client_api.request("DELETE", f"/api/webhook-endpoints/{endpoint}/")
