@@ -194,15 +194,17 @@ _ELEMENT = re.compile(r'(?:"(?:[^"\\]|\\.)*(?:"|\\?\Z)|[^,"])+')
 def prefer_wait(request: Request) -> int | None:
     """The seconds a `Prefer: wait=N` asks to wait, capped at API_MAX_WAIT_SECONDS (bare `wait`:
     the cap); None when it asks no wait. As RFC 7240 has it, a preference that cannot be
-    understood (`wait=soon`, `wait=0`) is ignored, not an error."""
+    understood (`wait=soon`, `wait=0`, `wait=`) is ignored, not an error."""
     for preference in _ELEMENT.findall(request.headers.get("Prefer", "")):
         match = _PREFERENCE.match(preference)
         if not match or match.group(1).lower() != "wait":
             continue
-        value = (match.group(2) or "").strip('"')
-        if not value:
+        if match.group(2) is None:  # a bare `wait`
             return settings.API_MAX_WAIT_SECONDS
-        if not (value.isascii() and value.isdigit()):  # isdigit() alone passes `²`, int() refuses it
+        value = match.group(2).strip('"')
+        # isdigit() alone passes `²`, int() refuses it. An empty value (`wait=`, `wait=""`) is
+        # no delta-seconds either: it waited as long as a bare `wait`, the longest wait.
+        if not (value.isascii() and value.isdigit()):
             return None
         seconds = float(value)  # any number of digits (int() stops at 4,300): a huge one is inf, then the cap
         if seconds < 1:

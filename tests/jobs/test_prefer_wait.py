@@ -97,6 +97,9 @@ class _Request:
         ("return=minimal", None), ("wait=5; foo=bar", 5), ("wait=\u00b3", None), ("wait=" + "9" * 5000, 60),
         ('foo="a, wait=1", wait=5', 5), ('foo="x,wait=1"', None), ('foo="a\\", wait=1", wait=7', 7),
         ('wait=5;foo="a,b"', 5), ("respond-async; wait=5", None), ("wait=4, wait=9", 4), ("  WAIT = 3 ", 3),
+        # A `wait=` of no seconds is not the bare `wait` (the longest wait): not understood, ignored
+        ("wait=", None), ('wait=""', None), ("wait=, respond-async", None), ("wait= ; foo=bar", None),
+        ("wait; foo=bar", 60),
     ],
 )
 def test_prefer_wait_is_read_as_rfc_7240_has_it(header: str, seconds: int | None) -> None:
