@@ -1,9 +1,10 @@
 """The service's own middleware: HEAD answered without a body, the body size limit, the URL
-guard, the trailing slash's redirect, Django's user and message middleware for the staff's pages
+guard, ids in paths in either case, the trailing slash's redirect, Django's user and message middleware for the staff's pages
 only (the admin and the operators' console), and the 503 of a page the database or the disk could
 not serve."""
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from urllib.parse import unquote_to_bytes
 
@@ -114,6 +115,28 @@ class UrlGuardMiddleware:
                 error_body("invalid_path", "The path must not contain the character U+0000."),
                 status=400,
             )
+        return self.get_response(request)
+
+
+# A path segment that is a UUID with a capital letter in it.
+_UPPERCASE_UUID_SEGMENT = re.compile(
+    r"(?<=/)(?=[0-9a-f-]*[A-F])[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}(?=/|\Z)"
+)
+
+
+class UuidPathMiddleware:
+    """An API path's ids are UUIDs in either case, as RFC 9562 reads them and as the query
+    strings' ids (`?job_id=`, `?job=`) and the bodies' are: Django's `uuid` path converter takes
+    lowercase alone, so a client that writes UUIDs in capitals (Swift's `UUID.uuidString`) got
+    404 for its own job. The path is resolved with them in lowercase; the routes (the metrics'
+    and logs' `route`) stay as they are."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if request.path_info.startswith("/api/"):
+            request.path_info = _UPPERCASE_UUID_SEGMENT.sub(lambda match: match.group().lower(), request.path_info)
         return self.get_response(request)
 
 

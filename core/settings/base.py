@@ -180,6 +180,7 @@ MIDDLEWARE = [
     "core.concurrency.ActiveRequestsMiddleware",
     "core.middleware.BodySizeLimitMiddleware",
     "core.middleware.UrlGuardMiddleware",
+    "core.middleware.UuidPathMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     # Sessions and CSRF run on every path: each costs little when the API does not use it, and
