@@ -7,6 +7,7 @@ their client's places under its caps meanwhile (jobs.abandoned)."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from django.db.models import Count, QuerySet
@@ -51,13 +52,23 @@ def jobs_of_unknown_types_counted() -> list[UnknownTypeJobs]:
     ]
 
 
-def jobs_of_unknown_types_fail(*, batch: int = FAIL_BATCH) -> int:
+def jobs_of_unknown_types_fail(
+    *,
+    batch: int = FAIL_BATCH,
+    progress: Callable[[int], None] = lambda failed: None,
+    stop: Callable[[], bool] = lambda: False,
+) -> int:
     """Fail every unfinished job of a type this code does not know, as the abandoned-job rule
     fails one (the same error, through job_finish: its client's counts are freed, its job.failed
     callback sent); how many were failed. Safe beside live traffic: each is failed by a
     conditional UPDATE that locks its row, so a job that reached a final state meanwhile keeps it,
     and one still running in an older worker finishes there to no effect. Read `batch` at a time
-    in the order of their ids, from where the last batch ended, so no job is read twice."""
+    in the order of their ids, from where the last batch ended, so no job is read twice.
+
+    `progress` is told the count failed so far after each batch; `stop` is asked before each job,
+    and once it says so the rest are left as they are: each job is failed in a transaction of its
+    own, so a stop between two leaves every job either failed (callback and all) or untouched, and
+    a run again takes up the rest."""
     failed = 0
     after: uuid.UUID | None = None
     while True:
@@ -66,7 +77,10 @@ def jobs_of_unknown_types_fail(*, batch: int = FAIL_BATCH) -> int:
             unfinished = unfinished.filter(pk__gt=after)
         page = list(unfinished.values_list("pk", "job_name")[:batch])
         for job_id, job_name in page:
+            if stop():
+                return failed
             failed += job_finish(job_id=job_id, status=Job.Status.FAILURE, error=job_type_unknown_error(job_name))
         if len(page) < batch:
             return failed
+        progress(failed)
         after = page[-1][0]

@@ -4,19 +4,26 @@ once, rather than after the abandoned-job rule's 2 hours, each as that rule fail
 its client's places freed, its job.failed callback)."""
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 from collections.abc import Callable
 from datetime import timedelta
 from io import StringIO
+from pathlib import Path
 from typing import Any
 
+import pytest
 from django.core.management import call_command
 from django.db import connection
 from django.utils import timezone
 
+from core.services import client_create
 from examples.receiver import Receiver
 from jobs import unknown_types
-from jobs.models import Job
-from tests.conftest import Api
+from jobs.models import Job, JobCounts
+from tests.conftest import REPO, Api, worker_env
+from tests.locks import rows_held
 
 RETIRED = "api.tasks.retired_in_a_deploy"
 HELLO = "api.tasks.hello_world"
@@ -100,3 +107,63 @@ def test_a_job_that_finishes_while_they_are_failed_keeps_its_final_state(api: Ap
     assert api.get(f"/api/jobs/{second.pk}/").json()["status"] == "FAILURE"
     assert api.get("/api/limits/").json()["unfinished_jobs"]["used"] == 0
 
+
+
+@pytest.mark.django_db(transaction=True)
+def test_failing_them_says_how_far_it_got_and_ctrl_c_stops_it_between_two_jobs(tmp_path: Path) -> None:
+    # Given more jobs of a removed type than the command fails in one batch, the 502nd of which
+    # (in the order it reads them) a transaction holds, so that the command waits on it
+    owner = client_create(name="many-retired")
+    Job.objects.bulk_create(Job(owner=owner, job_name=RETIRED) for _ in range(unknown_types.FAIL_BATCH + 3))
+    ids = list(Job.objects.order_by("pk").values_list("pk", flat=True))
+    total = len(ids)
+    held = f"SELECT 1 FROM jobs_job WHERE id = '{ids[unknown_types.FAIL_BATCH + 1]}' FOR UPDATE"
+
+    with rows_held(held) as blocked:
+        # When the operator runs the command with --fail, its output through a pipe (`| tee`)
+        # (its log lines to a file: each job's finish logs one, which would fill a pipe not read)
+        errors = open(tmp_path / "stderr", "w+")  # noqa: SIM115 (read after it ends)
+        command = subprocess.Popen(
+            [sys.executable, "manage.py", "jobs_fail_unknown_types", "--fail"], cwd=REPO, env=worker_env(),
+            stdout=subprocess.PIPE, stderr=errors, text=True,
+        )
+        try:
+            # Then it says how far it has got after each batch, as it goes
+            assert command.stdout is not None
+            seen = [command.stdout.readline() for _ in range(4)]
+            assert seen[-1] == f"  failed {unknown_types.FAIL_BATCH} of {total} so far\n", seen
+            blocked(1)
+
+            # And Ctrl-C, while it fails the held job, stops it once that job is failed
+            command.send_signal(signal.SIGINT)
+        except BaseException:
+            command.kill()
+            raise
+    out, _ = command.communicate(timeout=60)
+    errors.close()
+    err = (tmp_path / "stderr").read_text()
+
+    # Then it exits non-zero saying how many it failed, and every job is either failed or left
+    # as it was (none half-done: the counts of its client's unfinished jobs agree)
+    failed = unknown_types.FAIL_BATCH + 2
+    assert command.returncode == 130, (out, err)
+    assert "Traceback" not in err, err
+    assert f"Interrupted: failed {failed} of {total} job(s)" in err, (out, err)
+    statuses = dict(Job.objects.values_list("pk", "status"))
+    assert [statuses[pk] for pk in ids] == ["FAILURE"] * failed + ["PENDING"], statuses
+    assert unfinished_count(owner) == 1
+
+    # And run again, it fails the rest
+    assert "Failed 1 job(s)" in command_output("--fail")
+    assert unfinished_count(owner) == 0
+
+
+def command_output(*args: str) -> str:
+    out = subprocess.run([sys.executable, "manage.py", "jobs_fail_unknown_types", *args], cwd=REPO,
+                         env=worker_env(), capture_output=True, text=True, timeout=120, check=False)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def unfinished_count(owner: Any) -> int:
+    return JobCounts.objects.get(owner=owner).unfinished
