@@ -402,7 +402,7 @@ def test_a_kill_of_make_run_stops_every_process_it_started(tmp_path: Path) -> No
 # so that the test's Ctrl-C finds it running, writes STARTED, takes the SIGINT and ends cleanly.
 _STEP_OUTLIVING_CTRL_C = """\
 import os, signal, sys, time
-if sys.argv[1:2] == ["migrate"]:
+if "migrate" in sys.argv[:3]:  # manage.py migrate, run as a script or by -c code
     interrupted = []
     signal.signal(signal.SIGINT, lambda *_: interrupted.append(1))
     open(os.environ["STEP_STARTED"], "w").close()
@@ -441,3 +441,42 @@ def test_ctrl_c_during_make_runs_start_up_stops_it_even_where_the_step_exits_cle
     assert process.returncode != 0, output
     assert _leftovers(process.pid) == []
     assert _data_dir_free(tmp_path / "data"), output
+
+
+# `manage.py migrate` held once it has started (Django and the settings loaded), so that the
+# test's Ctrl-C finds it running, as it finds a first migration on a newcomer's machine.
+_STEP_RUNNING = """\
+import os, sys, time
+if "migrate" in sys.argv[:3]:  # manage.py migrate, run as a script or by -c code
+    from django.core import management
+    def held(argv=None, run=management.execute_from_command_line):
+        open(os.environ["STEP_STARTED"], "w").close()
+        time.sleep(30)
+        run(argv)
+    management.execute_from_command_line = held
+"""
+
+
+@pytest.mark.timeout(120)
+def test_ctrl_c_during_make_runs_start_up_stops_it_without_a_traceback(tmp_path: Path) -> None:
+    # Given make run in its start-up, migrating
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(_STEP_RUNNING)
+    started = tmp_path / "step-started"
+    env = _fresh_shell(tmp_path, PYTHONPATH=str(site), STEP_STARTED=str(started))
+    log_path = tmp_path / "make-run.log"
+    process = _make_run(env, log_path)
+    deadline = time.monotonic() + 60
+    while not started.exists():
+        assert process.poll() is None and time.monotonic() < deadline, log_path.read_text()
+        time.sleep(0.05)
+
+    # When Ctrl-C is pressed
+    output = _ctrl_c(process, log_path)
+
+    # Then it stops there, without a Python traceback (a KeyboardInterrupt's, a newcomer's first
+    # sight of the project), nothing left running
+    assert "Traceback" not in output and "KeyboardInterrupt" not in output, output
+    assert "Press Ctrl-C to stop." not in output and process.returncode != 0, output
+    assert _leftovers(process.pid) == []
