@@ -9,18 +9,32 @@ back the messages they were running) and stopped on the port taken. Here SIGHUP 
 SIGTERM does. And once the terminal is gone a write to it fails (EIO), which would stop honcho in
 the midst of its stopping them: its lines then go nowhere.
 
-Usage: honcho_start.py METRICS_DIR_TO_REMOVE_AT_EXIT (empty: none) -- HONCHO_ARGUMENTS...
+The processes' metrics files (METRICS_ENABLED) go in memory, in a directory of this start's own
+(another `make run` on this machine has its own) unless METRICS_DIR names one: made here, once a
+Ctrl-C or a kill would remove it, and removed once they have all stopped. Made by scripts/run-dev
+before its exec, a Ctrl-C in the instant between the exec and honcho's handlers left it behind.
+
+Usage: honcho_start.py -- HONCHO_ARGUMENTS...
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
 import sys
+import tempfile
+from collections.abc import Iterator
 from types import FrameType
-from typing import Any, TextIO
+from typing import Any, NoReturn, TextIO
 
-from honcho.command import main as honcho_main
+try:
+    from honcho.command import main as honcho_main
+except KeyboardInterrupt:
+    # Ctrl-C as this starts (nothing started, nothing made): a stop, not a traceback. (In the
+    # interpreter's own start, before this line, Python prints one: there is no way to start it
+    # without its handler but with SIGINT ignored, which would lose the Ctrl-C, make waiting on.)
+    sys.exit(130)
 
 
 class TerminalOrNothing:
@@ -55,8 +69,24 @@ class TerminalOrNothing:
         return getattr(self._stream, name)
 
 
+@contextlib.contextmanager
+def _stops_held() -> Iterator[None]:
+    """Ctrl-C and a kill held back (pending, not lost) for the block's length."""
+    stops = {signal.SIGINT, signal.SIGTERM}
+    signal.pthread_sigmask(signal.SIG_BLOCK, stops)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, stops)
+
+
+def _terminated(signum: int, frame: FrameType | None) -> NoReturn:
+    # Until honcho's handler takes over: its exit status for a SIGTERM.
+    sys.exit(143)
+
+
 def main() -> int:
-    metrics_dir, separator, *honcho_arguments = sys.argv[1:]
+    separator, *honcho_arguments = sys.argv[1:]
     assert separator == "--", sys.argv
     honcho_pid = os.getpid()
 
@@ -67,12 +97,24 @@ def main() -> int:
             os.kill(honcho_pid, signal.SIGTERM)
 
     signal.signal(signal.SIGHUP, hang_up)
+    signal.signal(signal.SIGTERM, _terminated)
     sys.stdout = TerminalOrNothing(sys.stdout)  # type: ignore[assignment]
     sys.stderr = TerminalOrNothing(sys.stderr)  # type: ignore[assignment]
+    metrics_dir = None
     try:
+        # Made and its name kept with the stops held: one that came between the two would leave
+        # it behind; held, it comes once the name is kept, and the `finally` removes it.
+        with _stops_held():
+            if not os.environ.get("METRICS_DIR"):
+                in_memory = "/dev/shm" if os.path.isdir("/dev/shm") else None
+                metrics_dir = tempfile.mkdtemp(prefix="jobapi-metrics.", dir=in_memory)
+                os.environ["METRICS_DIR"] = metrics_dir
         honcho_main(honcho_arguments)
     except SystemExit as stop:
         status = stop.code if isinstance(stop.code, int) else 1
+    except KeyboardInterrupt:
+        # Ctrl-C before honcho's handler was set: nothing was started yet.
+        status = 130
     else:
         status = 0
     finally:

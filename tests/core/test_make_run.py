@@ -480,3 +480,48 @@ def test_ctrl_c_during_make_runs_start_up_stops_it_without_a_traceback(tmp_path:
     assert "Traceback" not in output and "KeyboardInterrupt" not in output, output
     assert "Press Ctrl-C to stop." not in output and process.returncode != 0, output
     assert _leftovers(process.pid) == []
+
+
+# Ctrl-C in the instant after scripts/run-dev's exec of honcho, before honcho's handlers: the
+# SIGINT comes as honcho is imported. The metrics directory the process was given, if any, noted.
+_CTRL_C_AS_HONCHO_STARTS = """\
+import importlib.abc, os, signal, sys
+if sys.argv[0].endswith("honcho_start.py"):
+    with open(os.environ["GIVEN_METRICS_DIR"], "w") as noted:
+        noted.write(os.environ.get("METRICS_DIR", ""))
+    class CtrlC(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name == "honcho.command":
+                os.kill(os.getpid(), signal.SIGINT)
+            return None
+    sys.meta_path.insert(0, CtrlC())
+"""
+
+
+@pytest.mark.timeout(120)
+def test_ctrl_c_as_make_run_hands_over_to_honcho_leaves_no_metrics_directory_and_no_traceback(
+    tmp_path: Path,
+) -> None:
+    # Given make run's start-up done, its honcho starting
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(_CTRL_C_AS_HONCHO_STARTS)
+    given = tmp_path / "given-metrics-dir"
+    env = _fresh_shell(tmp_path, PYTHONPATH=str(site), GIVEN_METRICS_DIR=str(given))
+    log_path = tmp_path / "make-run.log"
+
+    # When Ctrl-C lands before honcho has set its handlers
+    process = _make_run(env, log_path)
+    try:
+        process.wait(timeout=90)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        raise AssertionError("make run went on:\n" + log_path.read_text()) from None
+
+    # Then it stops, nothing started, with no traceback and no metrics directory left in memory
+    output = log_path.read_text()
+    assert given.exists(), output
+    assert "Traceback" not in output and "started (pid=" not in output, output
+    left = given.read_text()
+    assert not (left and Path(left).exists()), (left, output)
+    assert _leftovers(process.pid) == []
