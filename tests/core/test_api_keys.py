@@ -47,3 +47,11 @@ def test_revoke_api_key_by_prefix() -> None:
     call_command("revoke_api_key", key, stdout=io.StringIO())
 
     assert ApiKey.objects.get().revoked_at is not None
+
+
+def test_an_empty_name_is_refused_and_creates_no_client() -> None:
+    # (`create_api_key "$NAME"` with NAME unset in the operator's shell)
+    with pytest.raises(CommandError, match="NAME is empty"):
+        create_key(" ")
+
+    assert not Client.objects.exists()

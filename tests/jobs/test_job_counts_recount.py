@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.db import connection
 from django.test import Client as DjangoClient
 from django.utils import timezone
@@ -155,7 +155,7 @@ def test_a_client_deleted_as_its_lost_count_row_is_made_again_is_passed_over() -
 SQLITE_SCRIPT = """
 import django
 django.setup()
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 call_command("migrate", verbosity=0)
 from core.services import client_create
 from jobs.counts import job_counts_recount
@@ -176,3 +176,17 @@ def test_counts_are_counted_again_on_sqlite_as_its_triggers_count_them(tmp_path:
     out = script_output(SQLITE_SCRIPT, database_url=f"sqlite:///{tmp_path / 'db.sqlite3'}", data_dir=tmp_path)
 
     assert out == "[True, True, [(1, 1, 8)]]"
+
+
+def test_a_mistyped_client_id_is_an_error_not_a_client_found_exact() -> None:
+    # Given a client, and an id that is no client's (a typo)
+    owner = client_create(name="real")
+    typo = "00000000-0000-0000-0000-000000000001"
+
+    # When the operator counts the clients named, the typo among them
+    out = StringIO()
+    with pytest.raises(CommandError, match=f"No client with the id\\(s\\) {typo}"):
+        call_command("job_counts_recount", str(owner.pk), typo, stdout=out)
+
+    # Then it says so, and fails (it said "Checked 1 client(s); 0 had counts that drifted")
+    assert "Checked" not in out.getvalue()

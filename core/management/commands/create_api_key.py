@@ -19,6 +19,9 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, name: str, as_json: bool, add: bool, **options: Any) -> None:
+        if not name.strip():
+            # An unset shell variable (`create_api_key "$NAME"`) made a client with no name.
+            raise CommandError("NAME is empty: give the client a name.")
         client = Client.objects.filter(name=name).first()
         if add:
             if client is None:

@@ -4,7 +4,7 @@ it is not at (docs/deployment.md)."""
 import uuid
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from core.models import Client
 from jobs.counts import job_counts_recount
@@ -21,6 +21,10 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         ids = options["client_ids"] or list(Client.objects.order_by("pk").values_list("pk", flat=True))
+        if unknown := set(options["client_ids"]) - set(Client.objects.filter(pk__in=ids).values_list("pk", flat=True)):
+            # A mistyped id was "checked" and found to have no drift: the client the operator
+            # meant was left as it was, and they were told all was well.
+            raise CommandError(f"No client with the id(s) {', '.join(sorted(map(str, unknown)))}; nothing counted.")
         checked = repaired = 0
         for client_id in ids:
             checked += 1
