@@ -201,9 +201,12 @@ def job_finish(
     result: Any = None,
     error: dict[str, str] | None = None,
     by_chain: bool = False,
+    publish_waiting: bool = True,
 ) -> bool:
     """Write a final state unless the job already has one (the first final state wins); whether
-    it was written. `by_chain`: called by a step of the job's chain (see `_event_record`)."""
+    it was written. `by_chain`: called by a step of the job's chain (see `_event_record`).
+    `publish_waiting` False: the caller publishes the owner's waiting jobs itself, once for many
+    jobs finished (jobs.unknown_types)."""
     # A handed-over step's input (up to a step's whole output): no step takes it any more.
     fields: dict[str, Any] = {"step_input": None}
     if status == Status.SUCCESS:
@@ -219,7 +222,7 @@ def job_finish(
         if finished is None:
             return False
         _after_final(finished, by_chain=by_chain)
-    if owner_has_more and settings.JOB_MAX_RUNNING_PER_CLIENT:
+    if owner_has_more and publish_waiting and settings.JOB_MAX_RUNNING_PER_CLIENT:
         # A place under the owner's running cap is free: its next waiting job need not wait
         # for the sweeper.
         dispatch.jobs_publish_waiting(owner_id=finished.owner_id)

@@ -10,8 +10,10 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.db.models import Count, QuerySet
 
+from jobs import dispatch
 from jobs.abandoned import job_type_unknown_error, jobs_of_unknown_types
 from jobs.models import Job
 from jobs.transitions import job_finish
@@ -75,11 +77,22 @@ def jobs_of_unknown_types_fail(
         unfinished = _unfinished_of_unknown_types().order_by("pk")
         if after is not None:
             unfinished = unfinished.filter(pk__gt=after)
-        page = list(unfinished.values_list("pk", "job_name")[:batch])
-        for job_id, job_name in page:
-            if stop():
-                return failed
-            failed += job_finish(job_id=job_id, status=Job.Status.FAILURE, error=job_type_unknown_error(job_name))
+        page = list(unfinished.values_list("pk", "job_name", "owner_id")[:batch])
+        owners: set[uuid.UUID] = set()
+        try:
+            for job_id, job_name, owner_id in page:
+                if stop():
+                    return failed
+                if job_finish(job_id=job_id, status=Job.Status.FAILURE, error=job_type_unknown_error(job_name),
+                              publish_waiting=False):
+                    failed += 1
+                    owners.add(owner_id)
+        finally:
+            # Their places under the running cap freed, each owner's waiting jobs published once a
+            # batch: once a job, the publish read the owner's waiting jobs every time, and logged
+            # a warning for each of them of a type unknown (a run's every job, 500 times a batch).
+            for owner_id in owners if settings.JOB_MAX_RUNNING_PER_CLIENT else ():
+                dispatch.jobs_publish_waiting(owner_id=owner_id)
         if len(page) < batch:
             return failed
         progress(failed)

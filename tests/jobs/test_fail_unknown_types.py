@@ -7,6 +7,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from datetime import timedelta
 from io import StringIO
@@ -148,6 +149,9 @@ def test_failing_them_says_how_far_it_got_and_ctrl_c_stops_it_between_two_jobs(t
     failed = unknown_types.FAIL_BATCH + 2
     assert command.returncode == 130, (out, err)
     assert "Traceback" not in err, err
+    # (and its client's waiting jobs were published once a batch, not once a job: each publish
+    # logged a warning of those of them of the removed type, 500 lines a batch)
+    assert err.count("Not publishing") <= 2, err
     assert f"Interrupted: failed {failed} of {total} job(s)" in err, (out, err)
     statuses = dict(Job.objects.values_list("pk", "status"))
     assert [statuses[pk] for pk in ids] == ["FAILURE"] * failed + ["PENDING"], statuses
@@ -167,3 +171,22 @@ def command_output(*args: str) -> str:
 
 def unfinished_count(owner: Any) -> int:
     return JobCounts.objects.get(owner=owner).unfinished
+
+
+def test_a_job_waiting_at_the_running_cap_behind_them_runs_once_they_are_failed(api: Api, settings: Any) -> None:
+    # Given a client at its running cap of 1 with a job of a removed type, running in an older
+    # worker, and a job of a known type waiting behind it
+    settings.JOB_MAX_RUNNING_PER_CLIENT = 1
+    Job.objects.create(owner=api.client, job_name=RETIRED, status=Job.Status.STARTED, started_at=timezone.now())
+    waiting = Job.objects.create(owner=api.client, job_name=HELLO, payload={"message": "next"})
+
+    # When the operator fails the jobs of the removed type
+    assert unknown_types.jobs_of_unknown_types_fail() == 1
+
+    # Then the waiting job is published at once, and runs
+    assert Job.objects.get(pk=waiting.pk).dispatched_at is not None
+    deadline = timezone.now() + timedelta(seconds=60)
+    while (seen := api.get(f"/api/jobs/{waiting.pk}/").json())["status"] != "SUCCESS":
+        assert timezone.now() < deadline, seen
+        time.sleep(0.2)
+    assert seen["result"] == "hello world next"
