@@ -37,6 +37,16 @@ API_AUTH_FAILURE_RATE_PER_MINUTE = env.int("API_AUTH_FAILURE_RATE_PER_MINUTE", d
 ADMIN_ACTION_MAX_ROWS = env.int("ADMIN_ACTION_MAX_ROWS", default=500)
 if ADMIN_ACTION_MAX_ROWS < 0:
     raise ImproperlyConfigured("ADMIN_ACTION_MAX_ROWS must be >= 0 (0: no bound).")
+# Most jobs a client may have for the admin to delete it; a larger one is refused there with a
+# message naming `manage.py client_delete`, which deletes it outside the web server. The deletion
+# is one transaction over every row the client owns, its rows' keys read into the process (200,000
+# jobs with their events, results and deliveries, 1.6 million rows: 26 to 38 s and 250 MB on a
+# shared 2-core host): in the admin it held an API process's memory, and ran past a proxy's read
+# timeout (a 504, the operator not told whether it happened), however large the client (0: no
+# bound).
+ADMIN_CLIENT_DELETE_MAX_JOBS = env.int("ADMIN_CLIENT_DELETE_MAX_JOBS", default=10_000)
+if ADMIN_CLIENT_DELETE_MAX_JOBS < 0:
+    raise ImproperlyConfigured("ADMIN_CLIENT_DELETE_MAX_JOBS must be >= 0 (0: no bound).")
 # The proxies in front (addresses or networks, comma-separated; `*`: whichever peer connects):
 # the one variable gunicorn reads too (gunicorn.conf.py). Only a request from one of them has
 # its client's address read from X-Forwarded-For (the limits on failed admin logins and API key

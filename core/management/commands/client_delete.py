@@ -1,0 +1,66 @@
+"""`manage.py client_delete CLIENT`: delete a client with all it owns, outside the web server: the
+admin refuses a client of more than ADMIN_CLIENT_DELETE_MAX_JOBS jobs, whose deletion would
+outlast a request (gunicorn's WEB_TIMEOUT_SECONDS)."""
+import time
+import uuid
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import models
+
+from core.models import Client
+from core.services import client_delete
+
+
+class Command(BaseCommand):
+    help = (
+        "Delete a client (by its id or its name) with its API keys, jobs, results, webhook endpoints, "
+        "events and deliveries, in one transaction: all of it, or nothing if it fails."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("client", help="The client's id or its name.")
+        parser.add_argument("--yes", action="store_true", help="Delete without asking to confirm.")
+
+    def handle(self, *args: Any, client: str, yes: bool, **options: Any) -> None:
+        owner = _client_found(client)
+        self.stdout.write(f"Client “{owner.name}” ({owner.pk}) goes, with:")
+        for kind, count in _owned_counts(owner).items():
+            self.stdout.write(f"  {kind}: {count:,}")
+        if not yes:
+            try:
+                answer = input("Delete it, with all of that? Type 'yes' to go on: ")
+            except EOFError:  # no terminal to ask on (a script, `docker compose exec -T`)
+                answer = ""
+            if answer.strip() != "yes":
+                raise CommandError("Nothing was deleted (pass --yes to delete without asking).")
+        self.stdout.write("Deleting, in one transaction (on a large client, minutes)...")
+        started = time.monotonic()
+        client_delete(client=owner)
+        self.stdout.write(self.style.SUCCESS(f"Deleted in {time.monotonic() - started:.1f} s."))
+
+
+def _client_found(id_or_name: str) -> Client:
+    try:
+        by_id = models.Q(pk=uuid.UUID(id_or_name))
+    except ValueError:
+        by_id = models.Q(pk__in=[])
+    found = list(Client.objects.filter(by_id | models.Q(name=id_or_name))[:2])
+    if not found:
+        raise CommandError(f"No client with the id or name {id_or_name!r}.")
+    if len(found) > 1:  # one's name is the other's id
+        raise CommandError(f"Two clients answer to {id_or_name!r}: name the one meant by its id.")
+    return found[0]
+
+
+def _owned_counts(client: Client) -> dict[str, int]:
+    """How many rows of each kind the client's deletion cascades to (those rows' own cascades,
+    a delivery's attempts, go with them uncounted), as the admin's confirmation counts them."""
+    counts = {}
+    for relation in Client._meta.get_fields(include_hidden=True):
+        if relation.auto_created and not relation.concrete and relation.on_delete is models.CASCADE:
+            related = relation.related_model
+            count = related._default_manager.filter(**{relation.field.name: client}).count()
+            if count:
+                counts[str(related._meta.verbose_name_plural).capitalize()] = count
+    return counts
