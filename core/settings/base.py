@@ -96,8 +96,13 @@ if API_DB_LOCK_TIMEOUT_SECONDS < 0:
 # ends it and the request answers 503 `database_busy`; 0 lets it run for ever. Under gunicorn's
 # WEB_TIMEOUT_SECONDS: a read a client made large (a page of its many jobs' large payloads) held
 # its thread and a backend as long as it ran, and went on running in PostgreSQL after gunicorn
-# had killed the process waiting for it.
-API_DB_STATEMENT_TIMEOUT_SECONDS = env.float("API_DB_STATEMENT_TIMEOUT_SECONDS", default=25.0)
+# had killed the process waiting for it. By default 0 where API_DB_LOCK_TIMEOUT_SECONDS is 0: that
+# is how an API behind PgBouncer, which refuses a connection that sends libpq's `options`, was
+# told to send none; given 25 there, it sent them, and after the upgrade every request failed to
+# connect.
+API_DB_STATEMENT_TIMEOUT_SECONDS = env.float(
+    "API_DB_STATEMENT_TIMEOUT_SECONDS", default=25.0 if API_DB_LOCK_TIMEOUT_SECONDS else 0.0
+)
 if API_DB_STATEMENT_TIMEOUT_SECONDS < 0:
     raise ImproperlyConfigured("API_DB_STATEMENT_TIMEOUT_SECONDS must be >= 0.")
 # Set by gunicorn.conf.py for the API's processes only: a worker's task, a migration (`manage.py

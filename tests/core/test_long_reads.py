@@ -92,6 +92,37 @@ def test_only_an_api_processs_connections_bound_their_statements(
     assert shown.stdout.splitlines()[-1] == expected, shown
 
 
+SHOW_STARTUP_OPTIONS = (
+    "from django.db import connection\n"
+    "print(repr(connection.get_connection_params().get('options')))"
+)
+
+
+@pytest.mark.parametrize(("extra", "expected"), [
+    # An API behind PgBouncer, set up as the docs said before the statement bound came: the lock
+    # bound 0, since PgBouncer refuses a connection that sends libpq's `options` ("unsupported
+    # startup parameter: options"). It still sends none: with the statement bound's default
+    # sent, every request of the upgraded API failed to connect.
+    ({"API_DB_LOCK_TIMEOUT_SECONDS": "0"}, "None"),
+    # Its operator may still ask for the statement bound alone (a proxy that takes `options`)
+    ({"API_DB_LOCK_TIMEOUT_SECONDS": "0", "API_DB_STATEMENT_TIMEOUT_SECONDS": "25"}, "'-c statement_timeout=25000'"),
+    # Otherwise both, by default
+    ({}, "'-c lock_timeout=5000 -c statement_timeout=25000'"),
+])
+def test_an_api_that_set_no_lock_bound_for_pgbouncer_sends_no_connection_options(
+    transactional_db: None, extra: dict[str, str], expected: str
+) -> None:
+    env = worker_env(JOBAPI_WEB_PROCESS="true", **extra)
+    for name in ("API_DB_LOCK_TIMEOUT_SECONDS", "API_DB_STATEMENT_TIMEOUT_SECONDS"):
+        if name not in extra:
+            env.pop(name, None)
+
+    shown = subprocess.run([sys.executable, "manage.py", "shell", "-c", SHOW_STARTUP_OPTIONS], cwd=REPO, env=env,
+                           capture_output=True, text=True, timeout=60, check=True)
+
+    assert shown.stdout.splitlines()[-1] == expected, shown
+
+
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("deleted", ["endpoint", "client"])
 def test_a_deletion_of_many_rows_is_not_cut_by_the_statement_bound(deleted: str) -> None:
