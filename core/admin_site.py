@@ -12,13 +12,13 @@ from typing import Any
 from django.conf import settings
 from django.contrib import admin, messages
 from django.core.paginator import Page, Paginator
-from django.db import models
+from django.db import models, transaction
 from django.db.models import Q, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.utils.functional import cached_property
 from django.utils.text import capfirst
 
-from core.db import table_rows_estimate
+from core.db import statements_unbounded, table_rows_estimate
 from core.errors import Conflict, database_unreachable, storage_full
 from core.ratelimit import ceiling_seconds
 from core.throttling import AdminLoginRateThrottle
@@ -198,7 +198,13 @@ class CountedDeletionAdmin(admin.ModelAdmin):
             if not (relation.auto_created and not relation.concrete and relation.on_delete is models.CASCADE):
                 continue
             related = relation.related_model
-            count = related._default_manager.filter(**{f"{relation.field.name}__in": chosen}).count()
+            with transaction.atomic():
+                # Counted however many there are, as the deletion deletes them (client_delete):
+                # cut at API_DB_STATEMENT_TIMEOUT_SECONDS, a client with years of deliveries had
+                # its confirmation, and the confirming POST that counts again, answer 503 every
+                # time, and could not be deleted.
+                statements_unbounded()
+                count = related._default_manager.filter(**{f"{relation.field.name}__in": chosen}).count()
             if not count:
                 continue
             counts[str(related._meta.verbose_name_plural)] = count

@@ -120,3 +120,38 @@ def test_delete_selected_refuses_a_selection_with_a_client_too_large_and_deletes
     assert response.status_code == 302
     assert not Client.objects.filter(pk=small.pk).exists()
     assert not Job.objects.filter(owner_id=small.pk).exists()
+
+
+def test_a_client_with_more_rows_than_a_statement_may_count_in_an_api_process_can_still_be_deleted() -> None:
+    # Given a client whose delivery log holds 200,000 deliveries, and a connection bounded as an
+    # API process's are (API_DB_STATEMENT_TIMEOUT_SECONDS), here to 5 ms: less than counting
+    # them takes, as 25 s is for a client with years of them
+    owner = client_create(name="many-deliveries")
+    http = _operator()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            INSERT INTO webhooks_event (message_id, owner_id, subject_id, event_type, body, created_at)
+            VALUES ('msg_many', %(owner)s, gen_random_uuid(), 'job.succeeded', '\\x7b7d', now());
+            INSERT INTO webhooks_delivery (event_id, owner_id, subject_id, url, state, redelivery, attempt_count,
+                                           created_at, authority)
+            SELECT currval(pg_get_serial_sequence('webhooks_event', 'id')), %(owner)s, gen_random_uuid(),
+                   'https://example.com/hooks', 'succeeded', false, 1, now(), ''
+            FROM generate_series(1, 200000);
+            SET LOCAL statement_timeout = '5ms'
+            """,
+            {"owner": owner.pk},
+        )
+
+    # When an operator asks to delete it
+    page = http.get(f"/admin/core/client/{owner.pk}/delete/")
+
+    # Then the confirmation counted them: the deletion's counts, like the deletion itself
+    # (core.services.client_delete), are not cut at the bound. Cut, the page and its confirming
+    # POST (which counts again) answered 503 every time, and the client could never be deleted.
+    assert page.status_code == 200, page.content[:300]
+    assert "Deliveries: 200000" in page.content.decode()
+
+    # And confirming deletes it
+    assert http.post(f"/admin/core/client/{owner.pk}/delete/", {"post": "yes"}).status_code == 302
+    assert not Client.objects.filter(pk=owner.pk).exists()
