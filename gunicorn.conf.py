@@ -24,7 +24,9 @@ threads = int(os.environ.get("WEB_THREADS", "256"))
 # wait stops accepting and the kernel hands new connections to the others (and, as with sync
 # workers, an answered connection is closed rather than kept alive).
 worker_connections = int(os.environ.get("WEB_MAX_CONNECTIONS", threads))
-# Longer than any request may take; a hung worker is killed and replaced.
+# A worker whose main loop is stuck this long is killed and replaced. Its requests run in its
+# threads while the loop goes on, so this cuts none of them (API_DB_STATEMENT_TIMEOUT_SECONDS
+# bounds their statements).
 timeout = int(os.environ.get("WEB_TIMEOUT_SECONDS", "30"))
 # A stopping worker finishes its requests in this time: short requests, and waits and streams,
 # which answer at once (post_worker_init).

@@ -93,10 +93,10 @@ API_DB_LOCK_TIMEOUT_SECONDS = env.float("API_DB_LOCK_TIMEOUT_SECONDS", default=5
 if API_DB_LOCK_TIMEOUT_SECONDS < 0:
     raise ImproperlyConfigured("API_DB_LOCK_TIMEOUT_SECONDS must be >= 0.")
 # Seconds an API request's statement may run (PostgreSQL's statement_timeout) before PostgreSQL
-# ends it and the request answers 503 `database_busy`; 0 lets it run for ever. Under gunicorn's
-# WEB_TIMEOUT_SECONDS: a read a client made large (a page of its many jobs' large payloads) held
-# its thread and a backend as long as it ran, and went on running in PostgreSQL after gunicorn
-# had killed the process waiting for it. By default 0 where API_DB_LOCK_TIMEOUT_SECONDS is 0: that
+# ends it and the request answers 503 `database_busy`; 0 lets it run for ever. A read a client
+# made large (a page of its many jobs' large payloads) held its thread and a backend as long as
+# it ran (gunicorn's threaded workers cut no request at WEB_TIMEOUT_SECONDS), and went on running
+# in PostgreSQL after its HTTP client had gone. By default 0 where API_DB_LOCK_TIMEOUT_SECONDS is 0: that
 # is how an API behind PgBouncer, which refuses a connection that sends libpq's `options`, was
 # told to send none; given 25 there, it sent them, and after the upgrade every request failed to
 # connect.
