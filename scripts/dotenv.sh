@@ -3,11 +3,50 @@
 # environment wins over the file), so a script run by hand takes its own variables (PORT,
 # WEB_CONCURRENCY, QUEUES, LOG_LEVEL, ...) from the same file as the settings. The image has no
 # .env (.dockerignore): under compose every variable comes from the environment, as before.
-if [ -f .env ]; then
-  eval "$("${VIRTUAL_ENV:-.venv}/bin/python" -c 'import os, shlex, environ
-before = set(os.environ)
-environ.Env.read_env(".env", overwrite=False)
-print("\n".join(f"export {name}={shlex.quote(os.environ[name])}" for name in sorted(set(os.environ) - before) if name.isidentifier()))')"
+#
+# A .env there that cannot be read (not this user's to read, a link to nothing, not UTF-8 text)
+# stops the script with the reason, as the settings stop (core/settings/base.py): the step's
+# failure was lost in `eval "$(...)"`, django-environ passes over a file it cannot open, and the
+# script went on without .env's variables, its processes on the defaults (another port, queue,
+# log level; the settings the embedded SQLite database), saying nothing. A UTF-8 byte order mark
+# (a Windows editor's) is not part of the first name: with it, the first variable was dropped.
+#
+# Ctrl-C while .env is read stops the script quietly, as scripts/run-dev's start-up steps: the
+# step starts with SIGINT ignored (Python installs no KeyboardInterrupt handler, whose traceback
+# was the sight) and gives it its default action back as its first statement; the trap stops the
+# script once the step ends, however it ends. exec gives the trap back to the default, so the
+# process a script execs is stopped by Ctrl-C as before.
+trap 'exit 130' INT
+if [ -e .env ] || [ -L .env ]; then
+  dotenv_exports="$(trap '' INT; exec "${VIRTUAL_ENV:-.venv}/bin/python" -c 'import signal
+signal.signal(signal.SIGINT, signal.SIG_DFL)
+import io, os, shlex, sys
+try:
+    import environ
+    try:
+        with open(".env", "rb") as file:
+            content = file.read()
+        text = content.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = content[:exc.start].count(b"\n") + 1
+        raise ValueError(f"line {line} is not UTF-8 text") from None
+    except OSError as exc:
+        raise ValueError(exc.strerror) from None
+    before = set(os.environ)
+    environ.Env.read_env(io.StringIO(text), overwrite=False)
+    print("\n".join(f"export {name}={shlex.quote(os.environ[name])}" for name in sorted(set(os.environ) - before) if name.isidentifier()))
+except Exception as exc:
+    sys.exit(f"{sys.argv[1]}: cannot read .env: {exc}")' "$0")" || {
+    dotenv_status=$?
+    # 1: the step said why; above 128: a signal (Ctrl-C) stopped it, quietly.
+    if [ "$dotenv_status" -ne 1 ] && [ "$dotenv_status" -le 128 ]; then
+      echo "$0: cannot read .env: ${VIRTUAL_ENV:-.venv}/bin/python exited $dotenv_status" >&2
+    fi
+    [ "$dotenv_status" -gt 128 ] || dotenv_status=1
+    exit "$dotenv_status"
+  }
+  eval "$dotenv_exports"
+  unset dotenv_exports
 fi
 
 # Whether a switch (METRICS_ENABLED) is on, read as the settings read it (core/settings/base.py,

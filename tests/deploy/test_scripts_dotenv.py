@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -13,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port, stop_process, wait_until_up
+from tests.conftest import REPO, free_port, stop_process, wait_until_up
 from tests.core.test_make_run import SERVER_VARIABLES, checkout_with_dotenv
 
 pytestmark = pytest.mark.timeout(120)
@@ -108,3 +110,161 @@ def test_beat_takes_its_schedule_file_from_dotenv_and_its_log_level_from_the_env
         assert wait_for_line(r"\. logfile -> .*$", beat, log_path) == ". logfile -> [stderr]@%ERROR"
     finally:
         stop_process(beat)
+
+
+# .env files an operator may be left with that cannot be read: saved by a Windows editor in its
+# own code page (cp1252's "ö", not UTF-8), and a link to a file that is not there (a secrets
+# mount missing). Each went unread, and the script started its process on the defaults.
+UNREADABLE_DOTENVS = {
+    "not-utf-8": ("WORKER_NAME=named-in-dotenv\nPOSTGRES_PASSWORD=Passw\xf6rt\n".encode("cp1252"),
+                  "cannot read .env: line 2 is not UTF-8 text"),
+    "link-to-nothing": (None, "cannot read .env: No such file or directory"),
+}
+
+
+@pytest.mark.parametrize("script", ["web", "worker", "beat"])
+@pytest.mark.parametrize("dotenv", UNREADABLE_DOTENVS)
+def test_a_dotenv_that_cannot_be_read_stops_the_script_with_the_reason(
+    tmp_path: Path, script: str, dotenv: str,
+) -> None:
+    # Given a checkout whose .env is there but cannot be read
+    content, reason = UNREADABLE_DOTENVS[dotenv]
+    checkout = checkout_with_dotenv(tmp_path, "")
+    (checkout / ".env").unlink()
+    if content is None:
+        (checkout / ".env").symlink_to(tmp_path / "not-there")
+    else:
+        (checkout / ".env").write_bytes(content)
+    log_path = tmp_path / f"{script}.log"
+
+    # When the script is run there by hand
+    process = run_by_hand(checkout, script, log_path, PORT=str(free_port()))
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        pass
+    finally:
+        stop_process(process)
+
+    # Then it stops at once, failing, with the reason in one line, and starts nothing
+    output = log_path.read_text()
+    assert process.returncode == 1, output
+    assert output == f"{checkout / 'scripts' / script}: {reason}\n"
+
+
+# scripts/dotenv.sh's step, slowed as it loads django-environ so that the test's Ctrl-C finds it
+# reading .env (STARTED written then).
+_DOTENV_STEP_RUNNING = """\
+import importlib.abc, os, sys, time
+if sys.argv[0] == "-c" and "STEP_STARTED" in os.environ:
+    class Held(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name == "environ":
+                open(os.environ["STEP_STARTED"], "w").close()
+                time.sleep(30)
+            return None
+    sys.meta_path.insert(0, Held())
+"""
+
+
+@pytest.mark.parametrize("script", ["web", "worker"])
+def test_ctrl_c_while_the_script_reads_dotenv_stops_it_without_a_traceback(tmp_path: Path, script: str) -> None:
+    # Given a script run by hand, reading its checkout's .env
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(_DOTENV_STEP_RUNNING)
+    started = tmp_path / "step-started"
+    checkout = checkout_with_dotenv(tmp_path, "WORKER_NAME=named-in-dotenv\n")
+    log_path = tmp_path / f"{script}.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [str(checkout / "scripts" / script)], cwd=checkout, stdout=log, stderr=subprocess.STDOUT,
+            env=environment_by_hand(checkout, PYTHONPATH=str(site), STEP_STARTED=str(started),
+                                    PORT=str(free_port())),
+            start_new_session=True)
+    deadline = time.monotonic() + 60
+    while not started.exists():
+        assert process.poll() is None and time.monotonic() < deadline, log_path.read_text()
+        time.sleep(0.05)
+
+    # When Ctrl-C is pressed (to its whole process group, as a terminal sends it)
+    os.killpg(process.pid, signal.SIGINT)
+    try:
+        process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+    # Then it stops there, quietly: no KeyboardInterrupt traceback, nothing started
+    assert log_path.read_text() == ""
+    assert process.returncode != 0
+
+
+def test_a_byte_order_mark_before_dotenvs_first_line_is_not_part_of_its_name(tmp_path: Path) -> None:
+    # Given a .env saved with a byte order mark (as Windows editors may), naming the worker first
+    checkout = checkout_with_dotenv(tmp_path, "")
+    (checkout / ".env").write_bytes("\ufeffWORKER_NAME=named-in-dotenv\r\nWORKER_CONCURRENCY=1\r\n".encode())
+    log_path = tmp_path / "worker.log"
+
+    # When scripts/worker is run there by hand
+    worker = run_by_hand(checkout, "worker", log_path)
+
+    # Then it takes .env's first variable too (it was read as "\ufeffWORKER_NAME", and dropped)
+    try:
+        wait_for_line(r"concurrency: .*$", worker, log_path)
+        assert re.search(r"^ -+ named-in-dotenv@", log_path.read_text(), re.MULTILINE), log_path.read_text()
+    finally:
+        stop_process(worker)
+
+
+def test_the_health_check_fails_with_the_reason_on_a_dotenv_that_cannot_be_read(tmp_path: Path) -> None:
+    # Given a checkout whose .env links to a file that is not there
+    checkout = checkout_with_dotenv(tmp_path, "")
+    (checkout / ".env").unlink()
+    (checkout / ".env").symlink_to(tmp_path / "not-there")
+
+    # When the web check is run there by hand
+    result = check_by_hand(checkout, "web")
+
+    # Then it fails saying so (it asked the default port, and called whatever answered there)
+    assert result.returncode == 1
+    assert result.stderr == f"healthcheck: cannot read {checkout / '.env'}: No such file or directory\n"
+
+
+def settings_in(checkout: Path, code: str) -> subprocess.CompletedProcess[str]:
+    """`code` run after the settings load in the checkout, its own core/ (the settings find .env
+    beside their package's real path, which for a link is the repository's)."""
+    (checkout / "core").unlink()
+    shutil.copytree(REPO / "core", checkout / "core", ignore=shutil.ignore_patterns("__pycache__"))
+    return subprocess.run(
+        [sys.executable, "-c", f"import django; django.setup()\n{code}"], cwd=checkout,
+        env=environment_by_hand(checkout, DJANGO_SETTINGS_MODULE="core.settings"),
+        capture_output=True, text=True, check=False, timeout=60)
+
+
+def test_the_settings_refuse_a_dotenv_that_cannot_be_read(tmp_path: Path) -> None:
+    # Given a checkout whose .env links to a file that is not there
+    checkout = checkout_with_dotenv(tmp_path, "")
+    (checkout / ".env").unlink()
+    (checkout / ".env").symlink_to(tmp_path / "not-there")
+
+    # When the settings load there (manage.py, a worker, the API)
+    result = settings_in(checkout, "print('loaded')")
+
+    # Then they stop, naming it (they passed over it and went on on the embedded database)
+    assert result.returncode != 0 and "loaded" not in result.stdout, result.stdout
+    assert f"ImproperlyConfigured: Cannot read {checkout / '.env'}: No such file or directory." in result.stderr, \
+        result.stderr
+
+
+def test_the_settings_take_dotenvs_first_variable_after_a_byte_order_mark(tmp_path: Path) -> None:
+    # Given a .env saved with a byte order mark, naming the API's host first
+    checkout = checkout_with_dotenv(tmp_path, "")
+    (checkout / ".env").write_bytes("\ufeffALLOWED_HOSTS=bom.example.com\r\nDEBUG=false\r\n".encode())
+
+    # When the settings load there
+    result = settings_in(checkout, "from django.conf import settings; print(settings.ALLOWED_HOSTS)")
+
+    # Then they have it (they dropped the line as "Invalid line", and took the default hosts)
+    assert result.stdout == "['bom.example.com']\n", result.stderr
