@@ -4,12 +4,11 @@
 # WEB_CONCURRENCY, QUEUES, LOG_LEVEL, ...) from the same file as the settings. The image has no
 # .env (.dockerignore): under compose every variable comes from the environment, as before.
 #
-# A .env there that cannot be read (not this user's to read, a link to nothing, not UTF-8 text)
-# stops the script with the reason, as the settings stop (core/settings/base.py): the step's
-# failure was lost in `eval "$(...)"`, django-environ passes over a file it cannot open, and the
-# script went on without .env's variables, its processes on the defaults (another port, queue,
-# log level; the settings the embedded SQLite database), saying nothing. A UTF-8 byte order mark
-# (a Windows editor's) is not part of the first name: with it, the first variable was dropped.
+# A .env there that cannot be read (not this user's to read, a link to nothing, not UTF-8 text,
+# a line that is not NAME=value) stops the script with the reason, as it stops the settings: they
+# share the reader (core/dotenv.py, loaded by its path). The step's failure was lost in
+# `eval "$(...)"`, and the script went on without .env's variables, its processes on the
+# defaults (another port, queue, log level; the embedded SQLite database), saying nothing.
 #
 # Ctrl-C while .env is read stops the script quietly, as scripts/run-dev's start-up steps: the
 # step starts with SIGINT ignored (Python installs no KeyboardInterrupt handler, whose traceback
@@ -20,20 +19,10 @@ trap 'exit 130' INT
 if [ -e .env ] || [ -L .env ]; then
   dotenv_exports="$(trap '' INT; exec "${VIRTUAL_ENV:-.venv}/bin/python" -c 'import signal
 signal.signal(signal.SIGINT, signal.SIG_DFL)
-import io, os, shlex, sys
+import os, runpy, shlex, sys
 try:
-    import environ
-    try:
-        with open(".env", "rb") as file:
-            content = file.read()
-        text = content.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = content[:exc.start].count(b"\n") + 1
-        raise ValueError(f"line {line} is not UTF-8 text") from None
-    except OSError as exc:
-        raise ValueError(exc.strerror) from None
     before = set(os.environ)
-    environ.Env.read_env(io.StringIO(text), overwrite=False)
+    runpy.run_path("core/dotenv.py")["read_dotenv"](".env")
     print("\n".join(f"export {name}={shlex.quote(os.environ[name])}" for name in sorted(set(os.environ) - before) if name.isidentifier()))
 except Exception as exc:
     sys.exit(f"{sys.argv[1]}: cannot read .env: {exc}")' "$0")" || {

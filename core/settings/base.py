@@ -2,14 +2,14 @@
 django-environ reader (`env`) the other settings modules use (logging: observability.py)."""
 from __future__ import annotations
 
-import io
-import os
 import secrets
 from pathlib import Path
 from typing import Any
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
+
+from core.dotenv import DotenvError, read_dotenv
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
@@ -33,20 +33,13 @@ class Env(environ.Env):
 
 
 env = Env()
-# .env, where there is one, read as the scripts read it (scripts/dotenv.sh). One there that cannot
-# be read (not this user's to read, a link to nothing, not UTF-8 text) stops the start with the
-# reason: django-environ passes over a file it cannot open, and the processes went on without
-# its variables, on the embedded SQLite database, saying nothing. A UTF-8 byte order mark (a
-# Windows editor's) is not part of the first name: with it, the first variable was dropped.
+# .env, where there is one, read as the scripts read it (core/dotenv.py): one that cannot be read
+# stops the start with the reason, rather than leave the processes on the defaults.
 _DOTENV = BASE_DIR / ".env"
-if os.path.lexists(_DOTENV):
-    try:
-        _dotenv_text = _DOTENV.read_text(encoding="utf-8-sig")
-    except OSError as exc:
-        raise ImproperlyConfigured(f"Cannot read {_DOTENV}: {exc.strerror}.") from None
-    except UnicodeDecodeError as exc:
-        raise ImproperlyConfigured(f"Cannot read {_DOTENV}: it is not UTF-8 text ({exc.reason}).") from None
-    environ.Env.read_env(io.StringIO(_dotenv_text), overwrite=False)
+try:
+    read_dotenv(_DOTENV)
+except DotenvError as exc:
+    raise ImproperlyConfigured(f"Cannot read {_DOTENV}: {exc}.") from None
 
 # Where embedded mode keeps its SQLite file, broker folders, beat schedule and dev secret.
 DATA_DIR = Path(env("DATA_DIR", default=str(BASE_DIR / "var")))

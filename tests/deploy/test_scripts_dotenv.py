@@ -1,7 +1,8 @@
 """The scripts run by hand take their own variables (the ones they and gunicorn.conf.py read
 before the settings load) from .env, as the settings do, the environment winning over the file
-(scripts/dotenv.sh). On embedded defaults, in a checkout of their own (no .env is written into
-the repository)."""
+(scripts/dotenv.sh); a .env that cannot be read stops them, the health check and the settings
+with the reason (core/dotenv.py). On embedded defaults, in a checkout of their own (no .env is
+written into the repository)."""
 from __future__ import annotations
 
 import os
@@ -13,10 +14,13 @@ import sys
 import time
 from pathlib import Path
 
+import environ
 import pytest
 
+from core.dotenv import read_dotenv
 from tests.conftest import REPO, free_port, stop_process, wait_until_up
 from tests.core.test_make_run import SERVER_VARIABLES, checkout_with_dotenv
+from tests.deploy.test_env_documented import env_example
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -113,13 +117,25 @@ def test_beat_takes_its_schedule_file_from_dotenv_and_its_log_level_from_the_env
 
 
 # .env files an operator may be left with that cannot be read: saved by a Windows editor in its
-# own code page (cp1252's "ö", not UTF-8), and a link to a file that is not there (a secrets
-# mount missing). Each went unread, and the script started its process on the defaults.
+# own code page (cp1252's "ö", not UTF-8), a link to a file that is not there (a secrets mount
+# missing), and a line written as Compose also reads it, spaces around `=`. Each went unread (the
+# line: dropped, and logged whole, its secret with it), and the script started on the defaults.
 UNREADABLE_DOTENVS = {
     "not-utf-8": ("WORKER_NAME=named-in-dotenv\nPOSTGRES_PASSWORD=Passw\xf6rt\n".encode("cp1252"),
                   "cannot read .env: line 2 is not UTF-8 text"),
     "link-to-nothing": (None, "cannot read .env: No such file or directory"),
+    "spaces-around-equals": (b"# the database\n  # (managed)\n\nDATABASE_URL = postgres://jobapi:s3cret@db.example/jobapi\n",
+                             "cannot read .env: line 4 is not NAME=value"),
 }
+
+
+def write_dotenv(checkout: Path, content: bytes | None) -> None:
+    """`content` as the checkout's .env; None: a link to a file that is not there."""
+    (checkout / ".env").unlink()
+    if content is None:
+        (checkout / ".env").symlink_to(checkout.parent / "not-there")
+    else:
+        (checkout / ".env").write_bytes(content)
 
 
 @pytest.mark.parametrize("script", ["web", "worker", "beat"])
@@ -130,11 +146,7 @@ def test_a_dotenv_that_cannot_be_read_stops_the_script_with_the_reason(
     # Given a checkout whose .env is there but cannot be read
     content, reason = UNREADABLE_DOTENVS[dotenv]
     checkout = checkout_with_dotenv(tmp_path, "")
-    (checkout / ".env").unlink()
-    if content is None:
-        (checkout / ".env").symlink_to(tmp_path / "not-there")
-    else:
-        (checkout / ".env").write_bytes(content)
+    write_dotenv(checkout, content)
     log_path = tmp_path / f"{script}.log"
 
     # When the script is run there by hand
@@ -221,8 +233,7 @@ def test_a_byte_order_mark_before_dotenvs_first_line_is_not_part_of_its_name(tmp
 def test_the_health_check_fails_with_the_reason_on_a_dotenv_that_cannot_be_read(tmp_path: Path) -> None:
     # Given a checkout whose .env links to a file that is not there
     checkout = checkout_with_dotenv(tmp_path, "")
-    (checkout / ".env").unlink()
-    (checkout / ".env").symlink_to(tmp_path / "not-there")
+    write_dotenv(checkout, None)
 
     # When the web check is run there by hand
     result = check_by_hand(checkout, "web")
@@ -243,19 +254,21 @@ def settings_in(checkout: Path, code: str) -> subprocess.CompletedProcess[str]:
         capture_output=True, text=True, check=False, timeout=60)
 
 
-def test_the_settings_refuse_a_dotenv_that_cannot_be_read(tmp_path: Path) -> None:
-    # Given a checkout whose .env links to a file that is not there
+@pytest.mark.parametrize("dotenv", UNREADABLE_DOTENVS)
+def test_the_settings_refuse_a_dotenv_that_cannot_be_read(tmp_path: Path, dotenv: str) -> None:
+    # Given a checkout whose .env is there but cannot be read
+    content, reason = UNREADABLE_DOTENVS[dotenv]
     checkout = checkout_with_dotenv(tmp_path, "")
-    (checkout / ".env").unlink()
-    (checkout / ".env").symlink_to(tmp_path / "not-there")
+    write_dotenv(checkout, content)
 
     # When the settings load there (manage.py, a worker, the API)
     result = settings_in(checkout, "print('loaded')")
 
-    # Then they stop, naming it (they passed over it and went on on the embedded database)
+    # Then they stop, naming why (they went on on the embedded database), and no secret
     assert result.returncode != 0 and "loaded" not in result.stdout, result.stdout
-    assert f"ImproperlyConfigured: Cannot read {checkout / '.env'}: No such file or directory." in result.stderr, \
-        result.stderr
+    why = reason.removeprefix("cannot read .env: ")
+    assert f"ImproperlyConfigured: Cannot read {checkout / '.env'}: {why}." in result.stderr, result.stderr
+    assert "s3cret" not in result.stderr
 
 
 def test_the_settings_take_dotenvs_first_variable_after_a_byte_order_mark(tmp_path: Path) -> None:
@@ -268,3 +281,15 @@ def test_the_settings_take_dotenvs_first_variable_after_a_byte_order_mark(tmp_pa
 
     # Then they have it (they dropped the line as "Invalid line", and took the default hosts)
     assert result.stdout == "['bom.example.com']\n", result.stderr
+
+
+def test_env_example_copied_as_dotenv_is_read_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given .env.example as an operator copies it to .env, and an environment that sets nothing
+    read: dict[str, str] = {}
+    monkeypatch.setattr(environ.Env, "ENVIRON", read)
+
+    # When the reader the settings and the scripts share reads it
+    read_dotenv(REPO / ".env.example")
+
+    # Then it takes each of its variables (no line stops it)
+    assert read == {name: value for name, value, active in env_example() if active}
