@@ -43,5 +43,9 @@ def read_dotenv(path: Path | str) -> None:
     for number, line in enumerate(lines, 1):
         if line.strip() and not line.lstrip().startswith("#") and not _ASSIGNMENT.match(line):
             raise DotenvError(f"line {number} is not NAME=value")
-    environ.Env.read_env(io.StringIO("\n".join(line for line in lines if _ASSIGNMENT.match(line))),
+    # A value's spaces before and after it are none of it (around its quotes, if it has any), as
+    # Compose reads them: django-environ kept them, and `ALLOWED_HOSTS=api.example.com ` (a space
+    # no editor shows) answered 400 to every request, `QUEUES=jobs ` stopped the worker.
+    assignments = (line.split("=", 1) for line in lines if _ASSIGNMENT.match(line))
+    environ.Env.read_env(io.StringIO("\n".join(f"{name}={value.strip()}" for name, value in assignments)),
                          overwrite=False)

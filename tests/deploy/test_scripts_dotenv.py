@@ -293,3 +293,33 @@ def test_env_example_copied_as_dotenv_is_read_whole(monkeypatch: pytest.MonkeyPa
 
     # Then it takes each of its variables (no line stops it)
     assert read == {name: value for name, value, active in env_example() if active}
+
+
+def test_spaces_around_a_dotenv_value_are_not_part_of_it_for_the_scripts(tmp_path: Path) -> None:
+    # Given a .env whose values have spaces after them, which no editor shows (Compose drops them)
+    checkout = checkout_with_dotenv(tmp_path, "WORKER_NAME=named-in-dotenv  \nQUEUES=jobs_long \nWORKER_CONCURRENCY= 1\n")
+    log_path = tmp_path / "worker.log"
+
+    # When scripts/worker is run there by hand
+    worker = run_by_hand(checkout, "worker", log_path)
+
+    # Then it is named, and consumes, as .env says (it was "named-in-dotenv  @host", and its
+    # queue "jobs_long ": Invalid exchange name, it stopped)
+    try:
+        wait_for_line(r"concurrency: .*$", worker, log_path)
+        assert re.search(r"^ -+ named-in-dotenv@", log_path.read_text(), re.MULTILINE), log_path.read_text()
+        assert re.search(r"^ +\.> jobs_long +exchange=jobs_long\(direct\)", log_path.read_text(), re.MULTILINE), \
+            log_path.read_text()
+    finally:
+        stop_process(worker)
+
+
+def test_spaces_around_a_dotenv_value_are_not_part_of_it_for_the_settings(tmp_path: Path) -> None:
+    # Given a .env whose host name has a space after it
+    checkout = checkout_with_dotenv(tmp_path, "ALLOWED_HOSTS=api.example.com \nSECRET_KEY_FALLBACKS= \"old key\" \n")
+
+    # When the settings load there
+    result = settings_in(checkout, "from django.conf import settings as s; print(s.ALLOWED_HOSTS, s.SECRET_KEY_FALLBACKS)")
+
+    # Then the host is the name alone (the API answered 400 to every request), a quoted value kept whole
+    assert result.stdout == "['api.example.com'] ['old key']\n", result.stderr
