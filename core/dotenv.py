@@ -14,6 +14,8 @@ import environ
 
 # A line django-environ reads as a variable (Env.read_env's own pattern).
 _ASSIGNMENT = re.compile(r"\A(?:export )?[A-Za-z_0-9]+=")
+# A comment after an unquoted value, as Compose reads one: from a `#` after a space.
+_COMMENT = re.compile(r"\s+#.*\Z")
 
 
 class DotenvError(Exception):
@@ -43,9 +45,19 @@ def read_dotenv(path: Path | str) -> None:
     for number, line in enumerate(lines, 1):
         if line.strip() and not line.lstrip().startswith("#") and not _ASSIGNMENT.match(line):
             raise DotenvError(f"line {number} is not NAME=value")
-    # A value's spaces before and after it are none of it (around its quotes, if it has any), as
-    # Compose reads them: django-environ kept them, and `ALLOWED_HOSTS=api.example.com ` (a space
-    # no editor shows) answered 400 to every request, `QUEUES=jobs ` stopped the worker.
     assignments = (line.split("=", 1) for line in lines if _ASSIGNMENT.match(line))
-    environ.Env.read_env(io.StringIO("\n".join(f"{name}={value.strip()}" for name, value in assignments)),
+    environ.Env.read_env(io.StringIO("\n".join(f"{name}={_value(value)}" for name, value in assignments)),
                          overwrite=False)
+
+
+def _value(written: str) -> str:
+    """A value as Compose reads it, for django-environ to take its quotes off: the spaces before
+    and after it are none of it (around its quotes, if it has any), nor is a comment after an
+    unquoted one (` # ...`; a `#` with no space before it is the value's). django-environ kept
+    both: `ALLOWED_HOSTS=api.example.com ` (a space no editor shows) answered 400 to every
+    request, `QUEUES=jobs ` stopped the worker, and `SECRET_KEY=... # rotated` was another key
+    than the containers' (the webhook secrets sealed under it could not be opened)."""
+    value = written.strip()
+    if not value.startswith(("'", '"')):
+        value = _COMMENT.sub("", value)
+    return value

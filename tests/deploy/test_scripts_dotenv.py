@@ -295,9 +295,11 @@ def test_env_example_copied_as_dotenv_is_read_whole(monkeypatch: pytest.MonkeyPa
     assert read == {name: value for name, value, active in env_example() if active}
 
 
-def test_spaces_around_a_dotenv_value_are_not_part_of_it_for_the_scripts(tmp_path: Path) -> None:
-    # Given a .env whose values have spaces after them, which no editor shows (Compose drops them)
-    checkout = checkout_with_dotenv(tmp_path, "WORKER_NAME=named-in-dotenv  \nQUEUES=jobs_long \nWORKER_CONCURRENCY= 1\n")
+def test_spaces_and_a_comment_around_a_dotenv_value_are_not_part_of_it_for_the_scripts(tmp_path: Path) -> None:
+    # Given a .env whose values have spaces after them, which no editor shows, and a comment (as
+    # Compose reads them)
+    checkout = checkout_with_dotenv(
+        tmp_path, "WORKER_NAME=named-in-dotenv  # this machine's\nQUEUES=jobs_long \nWORKER_CONCURRENCY= 1\n")
     log_path = tmp_path / "worker.log"
 
     # When scripts/worker is run there by hand
@@ -314,12 +316,16 @@ def test_spaces_around_a_dotenv_value_are_not_part_of_it_for_the_scripts(tmp_pat
         stop_process(worker)
 
 
-def test_spaces_around_a_dotenv_value_are_not_part_of_it_for_the_settings(tmp_path: Path) -> None:
-    # Given a .env whose host name has a space after it
-    checkout = checkout_with_dotenv(tmp_path, "ALLOWED_HOSTS=api.example.com \nSECRET_KEY_FALLBACKS= \"old key\" \n")
+def test_spaces_and_a_comment_around_a_dotenv_value_are_not_part_of_it_for_the_settings(tmp_path: Path) -> None:
+    # Given a .env whose host name has a space after it, and its key a comment
+    checkout = checkout_with_dotenv(
+        tmp_path, "ALLOWED_HOSTS=api.example.com \nSECRET_KEY=s3cret#1 # rotated in May\n"
+                  "SECRET_KEY_FALLBACKS= \"old # key\" \n")
 
     # When the settings load there
-    result = settings_in(checkout, "from django.conf import settings as s; print(s.ALLOWED_HOSTS, s.SECRET_KEY_FALLBACKS)")
+    result = settings_in(
+        checkout, "from django.conf import settings as s; print(s.ALLOWED_HOSTS, s.SECRET_KEY, s.SECRET_KEY_FALLBACKS)")
 
-    # Then the host is the name alone (the API answered 400 to every request), a quoted value kept whole
-    assert result.stdout == "['api.example.com'] ['old key']\n", result.stderr
+    # Then the host is the name alone (the API answered 400 to every request), the key without
+    # the comment (another key than the containers'), a quoted value kept whole
+    assert result.stdout == "['api.example.com'] s3cret#1 ['old # key']\n", result.stderr
