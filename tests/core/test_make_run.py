@@ -192,6 +192,31 @@ def test_make_run_serves_on_the_port_it_prints_the_environment_winning_over_env_
 
 
 @pytest.mark.timeout(180)
+def test_make_run_shows_the_address_dotenv_has_the_api_listen_on(tmp_path: Path) -> None:
+    # Given a checkout whose .env has the API listen on another address than 127.0.0.1 (a LAN
+    # address, to try it from another machine; here another loopback one) and answer to it
+    checkout = checkout_with_dotenv(tmp_path, "HOST=127.0.0.2\nALLOWED_HOSTS=127.0.0.2\n")
+    env = _fresh_shell(tmp_path)
+    log_path = tmp_path / "make-run.log"
+
+    # When make run starts there
+    process = _make_run(env, log_path, cwd=checkout)
+    try:
+        key = _wait_for_key(log_path, process)
+        wait_until_up(f"http://127.0.0.2:{env['PORT']}/healthz", process, log_path)
+
+        # Then each address it shows answers (they named 127.0.0.1, where nothing listened)
+        shown = re.findall(r"^  (?:API|Docs): +(http\S+)", log_path.read_text(), flags=re.MULTILINE)
+        assert shown == [f"http://127.0.0.2:{env['PORT']}/api/jobs/", f"http://127.0.0.2:{env['PORT']}/api/docs/"], \
+            log_path.read_text()
+        for url in shown:
+            assert requests.get(url, headers={"Authorization": f"Bearer {key}"}, timeout=10).status_code == 200, url
+    finally:
+        _ctrl_c(process, log_path)
+    assert _leftovers(process.pid) == []
+
+
+@pytest.mark.timeout(180)
 def test_make_run_fails_when_one_of_its_processes_stops_on_its_own(tmp_path: Path) -> None:
     # Given make run's port taken by another server, where its API cannot listen
     log_path = tmp_path / "make-run.log"
