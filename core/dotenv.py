@@ -16,6 +16,8 @@ import environ
 _ASSIGNMENT = re.compile(r"\A(?:export )?[A-Za-z_0-9]+=")
 # A comment after an unquoted value, as Compose reads one: from a `#` after a space.
 _COMMENT = re.compile(r"\s+#.*\Z")
+# A quoted value, with or without a comment after it.
+_QUOTED = re.compile(r"""\A("[^"]*"|'[^']*')(?:\s+#.*)?\Z""")
 
 
 class DotenvError(Exception):
@@ -26,7 +28,7 @@ def read_dotenv(path: Path | str) -> None:
     """Sets the variables of the .env at `path` that the environment does not set, through
     django-environ's reader; no file there: nothing. One there that cannot be read (not this
     user's to read, a link to nothing, not UTF-8 text) or with a line that is not `NAME=value`
-    (`NAME = value`, as Compose reads it) raises DotenvError: django-environ passes over a file
+    (`NAME = value`, which Compose takes) raises DotenvError: django-environ passes over a file
     it cannot open and logs a line it cannot read, whole (a secret's value with it), and the
     processes went on without those variables, on the defaults (the embedded SQLite database).
     A UTF-8 byte order mark (a Windows editor's) is not part of the first name."""
@@ -35,7 +37,7 @@ def read_dotenv(path: Path | str) -> None:
     try:
         content = Path(path).read_bytes()
     except OSError as exc:
-        raise DotenvError(exc.strerror) from None
+        raise DotenvError(exc.strerror or str(exc)) from None
     try:
         text = content.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -52,12 +54,14 @@ def read_dotenv(path: Path | str) -> None:
 
 def _value(written: str) -> str:
     """A value as Compose reads it, for django-environ to take its quotes off: the spaces before
-    and after it are none of it (around its quotes, if it has any), nor is a comment after an
-    unquoted one (` # ...`; a `#` with no space before it is the value's). django-environ kept
+    and after it are none of it (around its quotes, if it has any), nor is a comment after it
+    (` # ...`; a `#` with no space before it, or within quotes, is the value's). django-environ kept
     both: `ALLOWED_HOSTS=api.example.com ` (a space no editor shows) answered 400 to every
     request, `QUEUES=jobs ` stopped the worker, and `SECRET_KEY=... # rotated` was another key
     than the containers' (the webhook secrets sealed under it could not be opened)."""
     value = written.strip()
-    if not value.startswith(("'", '"')):
-        value = _COMMENT.sub("", value)
-    return value
+    if quoted := _QUOTED.match(value):
+        return quoted.group(1)
+    if value.startswith(("'", '"')):  # a quote inside (escaped), or none closing: as written
+        return value
+    return _COMMENT.sub("", value)

@@ -320,7 +320,7 @@ def test_spaces_and_a_comment_around_a_dotenv_value_are_not_part_of_it_for_the_s
     # Given a .env whose host name has a space after it, and its key a comment
     checkout = checkout_with_dotenv(
         tmp_path, "ALLOWED_HOSTS=api.example.com \nSECRET_KEY=s3cret#1 # rotated in May\n"
-                  "SECRET_KEY_FALLBACKS= \"old # key\" \n")
+                  "SECRET_KEY_FALLBACKS= \"old # key\" # until June\n")
 
     # When the settings load there
     result = settings_in(
