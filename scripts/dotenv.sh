@@ -1,5 +1,5 @@
 # Sourced by the scripts (from the checkout's root): exports .env's variables that the
-# environment does not set, read as the settings read it (django-environ's reader; the
+# environment does not set, read as the settings read it (core/dotenv.py: Compose's reading; the
 # environment wins over the file), so a script run by hand takes its own variables (PORT,
 # WEB_CONCURRENCY, QUEUES, LOG_LEVEL, ...) from the same file as the settings. The image has no
 # .env (.dockerignore): under compose every variable comes from the environment, as before.

@@ -14,7 +14,6 @@ import sys
 import time
 from pathlib import Path
 
-import environ
 import pytest
 
 from core.dotenv import read_dotenv
@@ -118,14 +117,14 @@ def test_beat_takes_its_schedule_file_from_dotenv_and_its_log_level_from_the_env
 
 # .env files an operator may be left with that cannot be read: saved by a Windows editor in its
 # own code page (cp1252's "ö", not UTF-8), a link to a file that is not there (a secrets mount
-# missing), and a line written as Compose also reads it, spaces around `=`. Each went unread (the
-# line: dropped, and logged whole, its secret with it), and the script started on the defaults.
+# missing), and a line that is no assignment (its `=` left out). Each went unread (the line:
+# dropped, and logged whole, its secret with it), and the script started on the defaults.
 UNREADABLE_DOTENVS = {
     "not-utf-8": ("WORKER_NAME=named-in-dotenv\nPOSTGRES_PASSWORD=Passw\xf6rt\n".encode("cp1252"),
                   "cannot read .env: line 2 is not UTF-8 text"),
     "link-to-nothing": (None, "cannot read .env: No such file or directory"),
-    "spaces-around-equals": (b"# the database\n  # (managed)\n\nDATABASE_URL = postgres://jobapi:s3cret@db.example/jobapi\n",
-                             "cannot read .env: line 4 is not NAME=value"),
+    "no-equals-sign": (b"# the database\n  # (managed)\n\nDATABASE_URL postgres://jobapi:s3cret@db.example/jobapi\n",
+                       "cannot read .env: line 4 is not NAME=value"),
 }
 
 
@@ -164,14 +163,14 @@ def test_a_dotenv_that_cannot_be_read_stops_the_script_with_the_reason(
     assert output == f"{checkout / 'scripts' / script}: {reason}\n"
 
 
-# scripts/dotenv.sh's step, slowed as it loads django-environ so that the test's Ctrl-C finds it
+# scripts/dotenv.sh's step, slowed as it loads python-dotenv so that the test's Ctrl-C finds it
 # reading .env (STARTED written then).
 _DOTENV_STEP_RUNNING = """\
 import importlib.abc, os, sys, time
 if sys.argv[0] == "-c" and "STEP_STARTED" in os.environ:
     class Held(importlib.abc.MetaPathFinder):
         def find_spec(self, name, path=None, target=None):
-            if name == "environ":
+            if name == "dotenv":
                 open(os.environ["STEP_STARTED"], "w").close()
                 time.sleep(30)
             return None
@@ -286,7 +285,7 @@ def test_the_settings_take_dotenvs_first_variable_after_a_byte_order_mark(tmp_pa
 def test_env_example_copied_as_dotenv_is_read_whole(monkeypatch: pytest.MonkeyPatch) -> None:
     # Given .env.example as an operator copies it to .env, and an environment that sets nothing
     read: dict[str, str] = {}
-    monkeypatch.setattr(environ.Env, "ENVIRON", read)
+    monkeypatch.setattr(os, "environ", read)
 
     # When the reader the settings and the scripts share reads it
     read_dotenv(REPO / ".env.example")
@@ -296,17 +295,17 @@ def test_env_example_copied_as_dotenv_is_read_whole(monkeypatch: pytest.MonkeyPa
 
 
 def test_spaces_and_a_comment_around_a_dotenv_value_are_not_part_of_it_for_the_scripts(tmp_path: Path) -> None:
-    # Given a .env whose values have spaces after them, which no editor shows, and a comment (as
-    # Compose reads them)
+    # Given a .env whose values have spaces after them, which no editor shows, a comment, and
+    # spaces around an `=` (as Compose reads them)
     checkout = checkout_with_dotenv(
-        tmp_path, "WORKER_NAME=named-in-dotenv  # this machine's\nQUEUES=jobs_long \nWORKER_CONCURRENCY= 1\n")
+        tmp_path, "WORKER_NAME=named-in-dotenv  # this machine's\nQUEUES = jobs_long \nWORKER_CONCURRENCY= 1\n")
     log_path = tmp_path / "worker.log"
 
     # When scripts/worker is run there by hand
     worker = run_by_hand(checkout, "worker", log_path)
 
     # Then it is named, and consumes, as .env says (it was "named-in-dotenv  @host", and its
-    # queue "jobs_long ": Invalid exchange name, it stopped)
+    # queue "jobs_long ": Invalid exchange name, it stopped; `QUEUES = ...` was dropped)
     try:
         wait_for_line(r"concurrency: .*$", worker, log_path)
         assert re.search(r"^ -+ named-in-dotenv@", log_path.read_text(), re.MULTILINE), log_path.read_text()
