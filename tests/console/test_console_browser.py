@@ -40,15 +40,7 @@ def _needs_chromium() -> None:
 def signed_in(browser: chromium.DevTools, url: str) -> None:
     """The operator signs in through the admin's login and lands on the console (the events of
     the admin's login page left out: they are not the console's)."""
-    browser.open(f"{url}/admin/login/?next=/console/")
-    browser.events.clear()
-    browser.evaluate(
-        "document.querySelector('#id_username').value = 'operator';"
-        f"document.querySelector('#id_password').value = {PASSWORD!r};"
-        "document.querySelector('#login-form').submit()"
-    )
-    browser.wait_for(lambda: browser.evaluate("location.pathname") == "/console/"
-                     and browser.evaluate("document.readyState") == "complete")
+    chromium.admin_signed_in(browser, url, "/console/", password=PASSWORD, forget_login_page=True)
 
 
 def test_the_console_renders_every_section_live_without_errors(transactional_db: Any, tmp_path: Path) -> None:

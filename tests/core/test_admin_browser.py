@@ -36,13 +36,7 @@ def test_the_admin_login_works_over_plain_http_on_loopback_with_debug_off(
     try:
         with chromium.DevTools(tmp_path) as browser:
             # When the operator signs in through the login form
-            browser.open(f"{url}/admin/login/?next=/admin/")
-            browser.evaluate(
-                "document.querySelector('#id_username').value = 'operator';"
-                f"document.querySelector('#id_password').value = {PASSWORD!r};"
-                "document.querySelector('#login-form').submit()"
-            )
-            browser.wait_for(lambda: browser.evaluate("location.pathname") == "/admin/")
+            chromium.admin_signed_in(browser, url, "/admin/", password=PASSWORD)
 
             # Then the admin's index shows, and both cookies were Secure
             title = browser.evaluate("document.title")
@@ -64,14 +58,7 @@ def test_the_admins_scripts_run_under_its_content_security_policy(transactional_
             for domain in ("Runtime.enable", "Log.enable"):
                 browser.call(domain)
             # When the operator signs in, selects every job of the list and opens the job
-            browser.open(f"{url}/admin/login/?next=/admin/jobs/job/")
-            browser.evaluate(
-                "document.querySelector('#id_username').value = 'operator';"
-                f"document.querySelector('#id_password').value = {PASSWORD!r};"
-                "document.querySelector('#login-form').submit()"
-            )
-            browser.wait_for(lambda: browser.evaluate("location.pathname") == "/admin/jobs/job/"
-                             and browser.evaluate("document.readyState") == "complete")
+            chromium.admin_signed_in(browser, url, "/admin/jobs/job/", password=PASSWORD)
             browser.evaluate("document.querySelector('#action-toggle').click()")
             counter = browser.evaluate("document.querySelector('.action-counter').innerText")
             browser.open(f"{url}/admin/jobs/job/{job.pk}/change/")

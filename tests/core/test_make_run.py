@@ -437,12 +437,12 @@ if "migrate" in sys.argv[:3]:  # manage.py migrate, run as a script or by -c cod
 """
 
 
-@pytest.mark.timeout(120)
-def test_ctrl_c_during_make_runs_start_up_stops_it_even_where_the_step_exits_cleanly(tmp_path: Path) -> None:
-    # Given make run in its start-up, migrating, with a step that exits 0 on Ctrl-C
+def _make_run_held(tmp_path: Path, sitecustomize: str) -> tuple[subprocess.Popen[bytes], Path]:
+    """make run started with `sitecustomize` in its Pythons, once that has written STEP_STARTED
+    (its step held there); and where its output goes."""
     site = tmp_path / "site"
     site.mkdir()
-    (site / "sitecustomize.py").write_text(_STEP_OUTLIVING_CTRL_C)
+    (site / "sitecustomize.py").write_text(sitecustomize)
     started = tmp_path / "step-started"
     env = _fresh_shell(tmp_path, PYTHONPATH=str(site), STEP_STARTED=str(started))
     log_path = tmp_path / "make-run.log"
@@ -451,6 +451,13 @@ def test_ctrl_c_during_make_runs_start_up_stops_it_even_where_the_step_exits_cle
     while not started.exists():
         assert process.poll() is None and time.monotonic() < deadline, log_path.read_text()
         time.sleep(0.05)
+    return process, log_path
+
+
+@pytest.mark.timeout(120)
+def test_ctrl_c_during_make_runs_start_up_stops_it_even_where_the_step_exits_cleanly(tmp_path: Path) -> None:
+    # Given make run in its start-up, migrating, with a step that exits 0 on Ctrl-C
+    process, log_path = _make_run_held(tmp_path, _STEP_OUTLIVING_CTRL_C)
 
     # When Ctrl-C is pressed
     try:
@@ -485,17 +492,7 @@ if "migrate" in sys.argv[:3]:  # manage.py migrate, run as a script or by -c cod
 @pytest.mark.timeout(120)
 def test_ctrl_c_during_make_runs_start_up_stops_it_without_a_traceback(tmp_path: Path) -> None:
     # Given make run in its start-up, migrating
-    site = tmp_path / "site"
-    site.mkdir()
-    (site / "sitecustomize.py").write_text(_STEP_RUNNING)
-    started = tmp_path / "step-started"
-    env = _fresh_shell(tmp_path, PYTHONPATH=str(site), STEP_STARTED=str(started))
-    log_path = tmp_path / "make-run.log"
-    process = _make_run(env, log_path)
-    deadline = time.monotonic() + 60
-    while not started.exists():
-        assert process.poll() is None and time.monotonic() < deadline, log_path.read_text()
-        time.sleep(0.05)
+    process, log_path = _make_run_held(tmp_path, _STEP_RUNNING)
 
     # When Ctrl-C is pressed
     output = _ctrl_c(process, log_path)

@@ -226,6 +226,22 @@ class DevTools:
         self.close()
 
 
+def admin_signed_in(browser: DevTools, url: str, landing: str, *, password: str,
+                    forget_login_page: bool = False) -> None:
+    """Signs the admin's user `operator` in through its login form, and waits for `landing` (the
+    login's `next`) to have loaded; the login page's own events forgotten if asked."""
+    browser.open(f"{url}/admin/login/?next={landing}")
+    if forget_login_page:
+        browser.events.clear()
+    browser.evaluate(
+        "document.querySelector('#id_username').value = 'operator';"
+        f"document.querySelector('#id_password').value = {password!r};"
+        "document.querySelector('#login-form').submit()"
+    )
+    browser.wait_for(lambda: browser.evaluate("location.pathname") == landing
+                     and browser.evaluate("document.readyState") == "complete")
+
+
 def page_errors(events: list[dict[str, Any]]) -> list[Any]:
     """What the browser's console would show as errors: uncaught exceptions, console.error,
     and failed loads (a missing asset, a refused fetch)."""
