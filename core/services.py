@@ -9,12 +9,7 @@ from django.db import IntegrityError, OperationalError, transaction
 from django.utils import timezone
 
 from core.auth import API_KEY_PREFIX, api_key_digest, api_key_forget
-from core.db import (
-    DEADLOCK_DETECTED,
-    constraints_checked_at_once,
-    sqlstate,
-    statements_unbounded,
-)
+from core.db import DEADLOCK_DETECTED, constraints_checked_at_once, sqlstate, statements_unbounded
 from core.models import ApiKey, Client
 
 

@@ -8,11 +8,7 @@ from typing import Any, Self
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from jobs.unknown_types import (
-    FAIL_BATCH,
-    jobs_of_unknown_types_counted,
-    jobs_of_unknown_types_fail,
-)
+from jobs.unknown_types import FAIL_BATCH, jobs_of_unknown_types_counted, jobs_of_unknown_types_fail
 
 
 class Command(BaseCommand):
@@ -51,11 +47,13 @@ class Command(BaseCommand):
                 progress=lambda failed: self._say(f"  failed {failed} of {total} so far"),
                 stop=lambda: bool(stop),
             )
-        if stop:
-            # Each job is failed in a transaction of its own: those failed are done, callbacks and
-            # all, and the rest untouched, for a run again to take up.
+        # Each job is failed in a transaction of its own: those failed are done, callbacks and all,
+        # and the rest untouched, for a run again to take up. Counted again: the stop may have
+        # come during the last one.
+        left = sum(row.jobs for row in jobs_of_unknown_types_counted()) if stop else 0
+        if left:
             raise CommandError(
-                f"Interrupted: failed {failed} of {total} job(s); the rest are left as they were. "
+                f"Interrupted: failed {failed} of {total} job(s); {left} left as they were. "
                 "Run this again to fail them.",
                 returncode=130,
             )
