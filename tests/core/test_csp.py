@@ -63,3 +63,12 @@ def test_the_docs_pages_have_their_own_policy() -> None:
         assert policy["connect-src"] == ["'self'"]
         assert policy["frame-ancestors"] == ["'none'"]
     assert redoc["worker-src"] == ["'self'", "blob:"]
+
+
+@pytest.mark.django_db
+def test_swagger_ui_opens_no_window_another_site_may_reach() -> None:
+    # drf-spectacular sends `unsafe-none` (for OAuth popups, which this API has none of)
+    answers = {page: BrowserClient().get(page) for page in ("/api/docs/swagger/", "/api/docs/", "/admin/login/")}
+
+    for page, response in answers.items():
+        assert response.headers["Cross-Origin-Opener-Policy"] == "same-origin", page
