@@ -132,6 +132,8 @@ class Outage:
     retry_after: int
     logged_as: str
     log: logging.Logger = logger
+    # What the staff's pages say, where the API's message names what only its clients can change.
+    page_message: str = ""
 
 
 _OUTAGES = (
@@ -142,7 +144,9 @@ _OUTAGES = (
     (database_long, Outage("database_busy", "The database took longer than it may on this request (a page of "
                            "many large values, a filter matching many rows); retry later, or ask for less: a "
                            "smaller page_size, a narrower filter.", 5,
-                           "Database busy: a statement ran past API_DB_STATEMENT_TIMEOUT_SECONDS", _long_logger)),
+                           "Database busy: a statement ran past API_DB_STATEMENT_TIMEOUT_SECONDS", _long_logger,
+                           "The database took longer than it may on this page (a list of many rows, a search "
+                           "or filter matching many); retry later, or narrow the list: a search, a filter.")),
     # Freeing a disk takes an operator, not seconds.
     (storage_full, Outage("storage_full", "The service's storage is full; retry later.", 30, "Storage full")),
 )

@@ -220,7 +220,7 @@ class OutageMiddleware:
         down = outage_of(exception)
         if down is None:
             return None  # Django's handler500
-        response = JsonResponse(error_body(down.code, down.message), status=503,
+        response = JsonResponse(error_body(down.code, down.page_message or down.message), status=503,
                                 headers={"Retry-After": str(down.retry_after)})
         outage_logged(down, exception, response=response, request=request)
         return response

@@ -16,6 +16,7 @@ from django.db import connection
 
 from core.services import client_create, client_delete
 from tests.conftest import REPO, Api, serving, worker_env
+from tests.console.test_database_down import operator_cookie
 from webhooks.endpoints import endpoint_delete
 from webhooks.models import Endpoint
 
@@ -59,6 +60,41 @@ def test_a_read_past_the_statement_bound_answers_busy_and_the_server_goes_on(
     said = [line for line in log.splitlines() if "Database busy: a statement ran past" in line]
     assert len(said) == 1 and "statement timeout" in said[0] and "Traceback" not in log, log
     assert "Service Unavailable" not in log, log
+
+
+def test_an_admin_list_past_the_statement_bound_answers_busy_in_an_operators_words(
+    make_api: Callable[..., Api], tmp_path: Path
+) -> None:
+    # Given 500 jobs of 20 KB payloads, an operator signed in, and the service's statements
+    # bounded to a millisecond
+    client = make_api()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            INSERT INTO jobs_job (id, owner_id, job_name, payload, status, callback_url, webhook_events,
+                                  cancel_requested, created_at, finished_at, metadata, attempt,
+                                  max_attempts, retry_backoff_seconds, webhook_endpoints, request_id)
+            SELECT gen_random_uuid(), %s, 'api.tasks.hello_world',
+                   jsonb_build_object('text', repeat(md5(g::text), 625)), 'SUCCESS', '', '[]', false,
+                   now() - g * interval '1 second', now(), '{}', 1, 1, 0, true, ''
+            FROM generate_series(1, 500) g
+            """,
+            [client.client.pk],
+        )
+    signed_in = operator_cookie()
+    with serving(client, tmp_path / "gunicorn.log", API_DB_STATEMENT_TIMEOUT_SECONDS="0.001") as (api, _):
+        # When the operator searches the jobs' list in the admin
+        page = requests.get(api.base_url + "/admin/jobs/job/?q=zzz", headers=signed_in, timeout=30)
+        # And a client reads a page of its jobs
+        listed = api.get("/api/jobs/?page_size=500")
+
+    # Then the admin's 503 says what an operator can do, not the API's page_size
+    assert page.status_code == 503 and page.headers["Retry-After"] == "5", (page.status_code, page.text[:300])
+    message = page.json()["error"]["message"]
+    assert "page_size" not in message and "narrow the list" in message, message
+    # And the API's answer is as before
+    assert listed.status_code == 503 and "page_size" in listed.json()["error"]["message"], listed.text[:300]
+
 
 
 SHOW_TIMEOUTS = (
