@@ -267,6 +267,9 @@ SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
 # http://127.0.0.1 and http://localhost as secure, so `make run`'s admin still works there;
 # any other plain-HTTP address needs DEBUG on (README, "Environment").
 SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = not DEBUG
+# A form post refused by CSRF: Django's page, styled by the admin's stylesheet rather than an
+# inline <style> the Content-Security-Policy blocks.
+CSRF_FAILURE_VIEW = "core.csrf_failure.csrf_failure"
 
 # --- Cache (throttling) -------------------------------------------------------------------
 # Rate-limit counters must be shared by every API process: Redis when configured.
