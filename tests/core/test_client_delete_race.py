@@ -269,9 +269,19 @@ def test_a_client_deleted_as_it_submits_a_job_is_deleted_with_the_job() -> None:
     later = SubmissionRequest(job_name=HELLO, run_at=timezone.now() + timedelta(hours=1))
 
     # When the operator's deletion starts as the client's submission has inserted its job (its
-    # owner's count row held, its foreign key checked at its commit)
-    with meanwhile(lambda: client_delete(client=Client.objects.get(pk=client.pk)),
-                   at="INSERT INTO jobs_job ", after=True) as deleted, transaction.atomic():
+    # owner's count row held, its foreign key checked at its commit). PostgreSQL aborts whichever
+    # of the two looks for the deadlock first with the other already waiting; the deletion is
+    # made the one, so that the test does not hang on the machine's load: it looks 3 s into its
+    # wait (the submission waits by then), the submission not before 30 s. (The other way round,
+    # the submission fails, the client being deleted, and the deletion goes through.)
+    def deletion() -> None:
+        with connection.cursor() as cursor:
+            cursor.execute("SET deadlock_timeout = '3s'")
+        client_delete(client=Client.objects.get(pk=client.pk))
+
+    with meanwhile(deletion, at="INSERT INTO jobs_job ", after=True) as deleted, transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL deadlock_timeout = '30s'")
         job, _created = job_submit(owner=client, request=later)
 
     # Then both went through, the deletion after the submission, with its job: before, each
