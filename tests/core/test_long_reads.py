@@ -21,13 +21,9 @@ from webhooks.endpoints import endpoint_delete
 from webhooks.models import Endpoint
 
 
-def test_a_read_past_the_statement_bound_answers_busy_and_the_server_goes_on(
-    make_api: Callable[..., Api], tmp_path: Path
-) -> None:
-    # Given a client with 500 jobs of 20 KB payloads each (a page of them is many megabytes of
-    # JSON for PostgreSQL to measure), and the API as production runs it, its statements bounded
-    # to a millisecond
-    client = make_api()
+def _large_jobs(client: Api) -> None:
+    """500 finished jobs of the client's with 20 KB payloads: a page of them is many megabytes of
+    JSON for PostgreSQL to measure, past a bound of a millisecond."""
     with connection.cursor() as cursor:
         cursor.execute(
             """
@@ -41,6 +37,16 @@ def test_a_read_past_the_statement_bound_answers_busy_and_the_server_goes_on(
             """,
             [client.client.pk],
         )
+
+
+def test_a_read_past_the_statement_bound_answers_busy_and_the_server_goes_on(
+    make_api: Callable[..., Api], tmp_path: Path
+) -> None:
+    # Given a client with 500 jobs of 20 KB payloads each (a page of them is many megabytes of
+    # JSON for PostgreSQL to measure), and the API as production runs it, its statements bounded
+    # to a millisecond
+    client = make_api()
+    _large_jobs(client)
     log_path = tmp_path / "gunicorn.log"
     with serving(client, log_path, API_DB_STATEMENT_TIMEOUT_SECONDS="0.001") as (api, _):
         # When the client asks for a page of all of them, twice
@@ -68,19 +74,7 @@ def test_an_admin_list_past_the_statement_bound_answers_busy_in_an_operators_wor
     # Given 500 jobs of 20 KB payloads, an operator signed in, and the service's statements
     # bounded to a millisecond
     client = make_api()
-    with connection.cursor() as cursor:
-        cursor.execute(
-            """
-            INSERT INTO jobs_job (id, owner_id, job_name, payload, status, callback_url, webhook_events,
-                                  cancel_requested, created_at, finished_at, metadata, attempt,
-                                  max_attempts, retry_backoff_seconds, webhook_endpoints, request_id)
-            SELECT gen_random_uuid(), %s, 'api.tasks.hello_world',
-                   jsonb_build_object('text', repeat(md5(g::text), 625)), 'SUCCESS', '', '[]', false,
-                   now() - g * interval '1 second', now(), '{}', 1, 1, 0, true, ''
-            FROM generate_series(1, 500) g
-            """,
-            [client.client.pk],
-        )
+    _large_jobs(client)
     signed_in = operator_cookie()
     with serving(client, tmp_path / "gunicorn.log", API_DB_STATEMENT_TIMEOUT_SECONDS="0.001") as (api, _):
         # When the operator searches the jobs' list in the admin
@@ -94,7 +88,6 @@ def test_an_admin_list_past_the_statement_bound_answers_busy_in_an_operators_wor
     assert "page_size" not in message and "narrow the list" in message, message
     # And the API's answer is as before
     assert listed.status_code == 503 and "page_size" in listed.json()["error"]["message"], listed.text[:300]
-
 
 
 SHOW_TIMEOUTS = (

@@ -48,6 +48,14 @@ def _fresh_shell(tmp_path: Path, **settings: str) -> dict[str, str]:
     return env
 
 
+def _fresh_shell_running(tmp_path: Path, sitecustomize: str, **settings: str) -> dict[str, str]:
+    """_fresh_shell's environment, whose Pythons run `sitecustomize` as they start."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(sitecustomize)
+    return _fresh_shell(tmp_path, PYTHONPATH=str(site), **settings)
+
+
 def _make_run(env: dict[str, str], log_path: Path, cwd: Path = REPO) -> subprocess.Popen[bytes]:
     """`make run` started in `cwd`, its output to `log_path`, leading a session of its own."""
     with open(log_path, "wb") as log:
@@ -440,11 +448,8 @@ if "migrate" in sys.argv[:3]:  # manage.py migrate, run as a script or by -c cod
 def _make_run_held(tmp_path: Path, sitecustomize: str) -> tuple[subprocess.Popen[bytes], Path]:
     """make run started with `sitecustomize` in its Pythons, once that has written STEP_STARTED
     (its step held there); and where its output goes."""
-    site = tmp_path / "site"
-    site.mkdir()
-    (site / "sitecustomize.py").write_text(sitecustomize)
     started = tmp_path / "step-started"
-    env = _fresh_shell(tmp_path, PYTHONPATH=str(site), STEP_STARTED=str(started))
+    env = _fresh_shell_running(tmp_path, sitecustomize, STEP_STARTED=str(started))
     log_path = tmp_path / "make-run.log"
     process = _make_run(env, log_path)
     deadline = time.monotonic() + 60
@@ -525,11 +530,8 @@ def test_ctrl_c_as_make_run_hands_over_to_honcho_leaves_no_metrics_directory_and
     tmp_path: Path,
 ) -> None:
     # Given make run's start-up done, its honcho starting
-    site = tmp_path / "site"
-    site.mkdir()
-    (site / "sitecustomize.py").write_text(_CTRL_C_AS_HONCHO_STARTS)
     given = tmp_path / "given-metrics-dir"
-    env = _fresh_shell(tmp_path, PYTHONPATH=str(site), GIVEN_METRICS_DIR=str(given))
+    env = _fresh_shell_running(tmp_path, _CTRL_C_AS_HONCHO_STARTS, GIVEN_METRICS_DIR=str(given))
     log_path = tmp_path / "make-run.log"
 
     # When Ctrl-C lands before honcho has set its handlers
