@@ -50,6 +50,12 @@ class TerminalOrNothing:
         except OSError:
             self._lose_terminal()
             return len(text)
+        except RuntimeError:
+            # A signal handler's line (honcho's "SIGTERM received", which a closed terminal's
+            # SIGHUP has it write) while this stream was mid-write: BufferedWriter refuses the
+            # reentrant call. Raised in the handler, it left honcho's loop before it had stopped
+            # a single process (all left running); the line is lost instead.
+            return len(text)
 
     def flush(self) -> None:
         try:
