@@ -24,6 +24,7 @@ from core.db import timed_out
 from core.errors import error_body, handler404
 from core.health import unreachable
 from core.logs import first_line
+from core.outage_page import outage_answer
 from jobs.registry import job_type_known, job_types_all
 
 logger = logging.getLogger(__name__)
@@ -39,14 +40,14 @@ VIEW_PERMISSIONS = ("jobs.view_job", "webhooks.view_delivery")
 
 def _busy(request: HttpRequest, exc: DatabaseError) -> HttpResponse:
     """503 for the console's reads given up (selectors.operator_reads_bounded): the page keeps its
-    last figures, marked stale with this message, and refreshes again."""
-    response = JsonResponse(error_body(
-        "database_busy",
-        f"The console's figures could not be read within {settings.OPERATOR_READ_TIMEOUT_SECONDS:g} s "
+    last figures, marked stale with this message, and refreshes again; the page opened in a
+    browser says it as a page."""
+    response = outage_answer(
+        request, code="database_busy", retry_after=REFRESH_SECONDS,
+        message=f"The console's figures could not be read within {settings.OPERATOR_READ_TIMEOUT_SECONDS:g} s "
         "(OPERATOR_READ_TIMEOUT_SECONDS): a table they read is locked (a migration, a LOCK TABLE, a "
         "TRUNCATE) or too large to read in time; retry later.",
-    ), status=503)
-    response["Retry-After"] = str(REFRESH_SECONDS)
+    )
     log_response("GET /console/: its reads were given up (%s); answered 503", first_line(exc),
                  response=response, request=request, logger=logger, level="warning")
     return response

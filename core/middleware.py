@@ -22,6 +22,7 @@ from django.utils.deprecation import MiddlewareMixin
 from django.utils.http import escape_leading_slashes
 
 from core.errors import error_body, outage_logged, outage_of
+from core.outage_page import outage_answer
 from core.request_body import BODY_UNREAD, TIMED_OUT
 
 # Where core/urls.py mounts the admin, and the console (behind the admin's login): the only
@@ -208,7 +209,8 @@ class OutageMiddleware:
     The console and the admin first read the operator's session and user from the database, so
     with PostgreSQL down they never reach a view that could say so: the operator saw "Internal
     server error." and the log a traceback a request. Nothing of the page is shown: the answer
-    says only what /readyz tells anyone."""
+    says only what /readyz tells anyone. A staff page opened in a browser answers it as a page
+    (core/outage_page.py), every other request as JSON."""
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
@@ -220,7 +222,11 @@ class OutageMiddleware:
         down = outage_of(exception)
         if down is None:
             return None  # Django's handler500
-        response = JsonResponse(error_body(down.code, down.page_message or down.message), status=503,
-                                headers={"Retry-After": str(down.retry_after)})
+        message = down.page_message or down.message
+        if request.path_info.startswith(STAFF_PATH_PREFIXES):
+            response = outage_answer(request, code=down.code, message=message, retry_after=down.retry_after)
+        else:
+            response = JsonResponse(error_body(down.code, message), status=503,
+                                    headers={"Retry-After": str(down.retry_after)})
         outage_logged(down, exception, response=response, request=request)
         return response

@@ -67,6 +67,8 @@ def test_with_the_database_down_every_page_answers_503_saying_so(
         console = get("/console/", signed_in)
         fragment = get("/console/?fragment=1", signed_in)
         admin = get("/admin/jobs/job/", signed_in)
+        # (the same list, opened in a browser: text/html first)
+        admin_page = get("/admin/jobs/job/", {**signed_in, "Accept": "text/html,application/xhtml+xml,*/*;q=0.8"})
         anonymous = get("/console/", {})
         login_page = requests.get(f"{api.base_url}/admin/login/", timeout=30)
         token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', login_page.text)
@@ -90,6 +92,10 @@ def test_with_the_database_down_every_page_answers_503_saying_so(
     for answer in (console, fragment, admin, signing_in, listed, submitted):
         assert (answer.status_code, answer.json(), answer.headers["Retry-After"]) == (503, unavailable, "5"), (
             answer.request.url, answer.status_code, answer.text)
+    # And the browser's is a page saying so
+    assert admin_page.status_code == 503 and admin_page.headers["Content-Type"].startswith("text/html"), admin_page.text
+    assert admin_page.headers["Retry-After"] == "5", admin_page.headers
+    assert '<p id="message">The database is unreachable; retry later.</p>' in admin_page.text, admin_page.text
     # And nothing is shown to whoever is not signed in: they are sent to the login as before,
     # whose page shows, and whose sign-in is the 503
     assert anonymous.status_code == 302 and anonymous.headers["Location"] == "/admin/login/?next=/console/"

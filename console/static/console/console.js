@@ -1,7 +1,9 @@
 // Refreshes the console's figures every few seconds: fetches the page's fragment and swaps it
 // in. Paused while the tab is hidden; marks the figures stale when a refresh fails (the
 // session ended: the answer is then the login page, not the fragment), with the service's reason
-// when it gave one (503: the database is unreachable).
+// when it gave one (503: the database is unreachable). Its fetch keeps fetch's own Accept (*/*):
+// the service answers an outage in JSON to it, and as a page to a browser's navigation, which asks
+// for text/html first (core/outage_page.py).
 "use strict";
 
 (function () {
