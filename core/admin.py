@@ -1,6 +1,5 @@
 """Admin for clients, their own limits among them, and their API keys (keys are created by
 `manage.py create_api_key`)."""
-import functools
 from collections.abc import Iterable
 from typing import Any
 
@@ -13,7 +12,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
 
-from core.admin_site import ActionFunction, BoundedActionsAdmin, CountedDeletionAdmin
+from core.admin_site import BoundedActionsAdmin, CountedDeletionAdmin
 from core.limits import LIMIT_SETTINGS, limit_default
 from core.models import ApiKey, Client
 from core.services import api_key_delete, api_key_revoke, client_delete
@@ -23,6 +22,7 @@ from core.services import api_key_delete, api_key_revoke, client_delete
 class ClientAdmin(CountedDeletionAdmin, BoundedActionsAdmin):
     list_display = ("name", "id", "created_at")
     search_fields = ("name", "id")
+    # The confirmation's names, and the refusal's (deletion_refused).
     deletion_listed_fields = ("id", "name")
     fieldsets = (
         (None, {"fields": ("name",)}),
@@ -43,16 +43,31 @@ class ClientAdmin(CountedDeletionAdmin, BoundedActionsAdmin):
 
     def delete_view(self, request: HttpRequest, object_id: str, extra_context: dict[str, Any] | None = None) -> HttpResponse:
         client = self.get_object(request, unquote(object_id))
-        if client is not None and self.has_delete_permission(request, client) and _refuse_large(self, request, [client]):
+        if client is not None and self.has_delete_permission(request, client) and self.deletion_refused(request, [client]):
             return HttpResponseRedirect(reverse("admin:core_client_change", args=[client.pk]))
         return super().delete_view(request, object_id, extra_context)
 
-    def get_actions(self, request: HttpRequest) -> dict[str, tuple[ActionFunction, str, str]]:
-        actions = super().get_actions(request)
-        if "delete_selected" in actions:
-            delete, name, description = actions["delete_selected"]
-            actions[name] = (_unless_large(delete), name, description)
-        return actions
+    def deletion_refused(self, request: HttpRequest, rows: Iterable[Client]) -> bool:
+        """Whether a client among `rows` has more than ADMIN_CLIENT_DELETE_MAX_JOBS jobs, each said
+        in a message: its deletion (one transaction over all it owns, their keys read into the
+        process) held an API process's memory as long as it ran, past a proxy's read timeout (a
+        504, the operator not told whether it happened), however large the client."""
+        bound = settings.ADMIN_CLIENT_DELETE_MAX_JOBS
+        if not bound:
+            return False
+        refused = False
+        for client in rows:
+            # One job past the bound tells it, without counting all of a large client's.
+            if client.jobs.order_by()[: bound + 1].count() > bound:
+                self.message_user(
+                    request,
+                    f"The client “{client.name}” has more than {bound:,} jobs, too many to delete here "
+                    f"within a request (ADMIN_CLIENT_DELETE_MAX_JOBS): nothing was deleted. Delete it on the "
+                    f"server with: python manage.py client_delete {client.pk}",
+                    messages.ERROR,
+                )
+                refused = True
+        return refused
 
     # Deletions go through the services, which forget the deleted keys this process remembers.
     def delete_model(self, request: HttpRequest, obj: Client) -> None:
@@ -61,43 +76,6 @@ class ClientAdmin(CountedDeletionAdmin, BoundedActionsAdmin):
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Client]) -> None:
         for client in queryset:
             client_delete(client=client)
-
-
-def _refuse_large(model_admin: admin.ModelAdmin, request: HttpRequest, clients: Iterable[Client]) -> bool:
-    """Whether a client among `clients` has more than ADMIN_CLIENT_DELETE_MAX_JOBS jobs, each said
-    in a message: its deletion (one transaction over all it owns, their keys read into the
-    process) held an API process's memory as long as it ran, past a proxy's read timeout (a 504,
-    the operator not told whether it happened), however large the client."""
-    bound = settings.ADMIN_CLIENT_DELETE_MAX_JOBS
-    if not bound:
-        return False
-    refused = False
-    for client in clients:
-        # One job past the bound tells it, without counting all of a large client's.
-        if client.jobs.order_by()[: bound + 1].count() > bound:
-            model_admin.message_user(
-                request,
-                f"The client “{client.name}” has more than {bound:,} jobs, too many to delete here "
-                f"within a request (ADMIN_CLIENT_DELETE_MAX_JOBS): nothing was deleted. Delete it on the "
-                f"server with: python manage.py client_delete {client.pk}",
-                messages.ERROR,
-            )
-            refused = True
-    return refused
-
-
-def _unless_large(action: ActionFunction) -> ActionFunction:
-    @functools.wraps(action)  # keeps what Django reads on it (permissions, description)
-    def unless_large(model_admin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[Any]) -> HttpResponse | None:
-        # The selection up to ADMIN_ACTION_MAX_ROWS (and one more, which the action's own bound
-        # refuses): "select all" across the list's pages counts no more clients than that.
-        bound = settings.ADMIN_ACTION_MAX_ROWS
-        chosen = queryset.order_by().only("pk", "name")
-        if _refuse_large(model_admin, request, chosen[: bound + 1] if bound else chosen):
-            return None
-        return action(model_admin, request, queryset)
-
-    return unless_large
 
 
 @admin.register(ApiKey)

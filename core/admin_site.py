@@ -7,7 +7,7 @@ from __future__ import annotations
 import functools
 import uuid
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, overload
 
 from django.conf import settings
 from django.contrib import admin, messages
@@ -181,7 +181,9 @@ class CountedDeletionAdmin(admin.ModelAdmin):
     and results) a page of hundreds of megabytes, past any request timeout, so the client could
     not be deleted at all; for 500 selected jobs, every column of each (payloads and results of
     up to a megabyte) and of each of their events, gigabytes in an API process.
-    `deletion_listed_fields`: the columns the chosen rows' names (their `str`) read."""
+    `deletion_listed_fields`: the columns the chosen rows' names (their `str`) read;
+    `deletion_refused`: the deletions the model's admin refuses (a client too large to delete in a
+    request, core/admin.py)."""
 
     deletion_listed_fields: tuple[str, ...] = ("pk",)
 
@@ -215,13 +217,23 @@ class CountedDeletionAdmin(admin.ModelAdmin):
         return [f"{capfirst(opts.verbose_name)}: {obj}" for obj in chosen], counts, lacking, []
 
     def get_actions(self, request: HttpRequest) -> dict[str, tuple[ActionFunction, str, str]]:
-        # "Delete selected" reads its rows to count and log them: read as the confirmation
-        # reads them.
         actions = super().get_actions(request)
         if "delete_selected" in actions:
             delete, name, description = actions["delete_selected"]
-            actions[name] = (_on_listed_fields(delete), name, description)
+            actions[name] = (_unless_refused_on_listed_fields(delete), name, description)
         return actions
+
+    def deletion_refused(self, request: HttpRequest, rows: Iterable[Any]) -> bool:
+        """Whether the deletion of `rows` (chosen rows, read as `rows_listed` reads them) is
+        refused, each reason said to the user in a message: none is here. "Delete selected" asks
+        it before its confirmation and before the confirming POST deletes; a model's admin that
+        refuses some deletions says which, and asks it on its page's Delete too."""
+        return False
+
+    @overload
+    def rows_listed(self, objs: QuerySet[Any]) -> QuerySet[Any]: ...
+    @overload
+    def rows_listed(self, objs: Iterable[Any]) -> Iterable[Any]: ...
 
     def rows_listed(self, objs: QuerySet[Any] | Iterable[Any]) -> QuerySet[Any] | Iterable[Any]:
         """The chosen rows, a selection read for their names only (`deletion_listed_fields`)."""
@@ -230,12 +242,21 @@ class CountedDeletionAdmin(admin.ModelAdmin):
         return objs
 
 
-def _on_listed_fields(action: ActionFunction) -> ActionFunction:
+def _unless_refused_on_listed_fields(action: ActionFunction) -> ActionFunction:
+    """Django's "Delete selected", refused where the model's admin refuses the deletion
+    (`deletion_refused`), and reading its rows to count and log them as the confirmation reads
+    them (`rows_listed`)."""
     @functools.wraps(action)  # keeps what Django reads on it (permissions, description)
-    def listed(model_admin: CountedDeletionAdmin, request: HttpRequest, queryset: QuerySet[Any]) -> HttpResponse | None:
+    def deleted(model_admin: CountedDeletionAdmin, request: HttpRequest, queryset: QuerySet[Any]) -> HttpResponse | None:
+        # The selection up to ADMIN_ACTION_MAX_ROWS (and one more, which the action's own bound
+        # refuses): "select all" across the list's pages has no more rows read than that.
+        bound = settings.ADMIN_ACTION_MAX_ROWS
+        chosen = model_admin.rows_listed(queryset.order_by())
+        if model_admin.deletion_refused(request, chosen[: bound + 1] if bound else chosen):
+            return None
         return action(model_admin, request, model_admin.rows_listed(queryset))
 
-    return listed
+    return deleted
 
 
 def action_apply(
