@@ -3,7 +3,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from rest_framework import serializers
+from rest_framework import ISO_8601, serializers
+from rest_framework.utils.humanize_datetime import datetime_formats
+
+from core.timestamps import timestamp_parse
 
 
 def _json_number(field: serializers.Field, data: Any) -> int | float:
@@ -32,3 +35,16 @@ class JsonFloatField(serializers.FloatField):
 
     def to_internal_value(self, data: Any) -> float:
         return super().to_internal_value(_json_number(self, data))
+
+
+class TimestampField(serializers.DateTimeField):
+    """A date-time, read by the one reader of the API's (core.timestamps.timestamp_parse): DRF's
+    own took an offset no clock shows, such as +01:60, for another (+02:00)."""
+
+    def to_internal_value(self, value: Any) -> Any:
+        if not isinstance(value, str):
+            return super().to_internal_value(value)  # refused as DRF refuses it (a number, a list)
+        parsed = timestamp_parse(value)
+        if parsed is None:
+            self.fail("invalid", format=datetime_formats([ISO_8601]))
+        return self.enforce_timezone(parsed)

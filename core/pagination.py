@@ -6,7 +6,7 @@ from __future__ import annotations
 import binascii
 import re
 from base64 import b64decode, b64encode
-from datetime import UTC, datetime
+from datetime import UTC
 from typing import Any
 from urllib import parse
 
@@ -15,6 +15,7 @@ from rest_framework.request import Request
 from rest_framework.utils.urls import replace_query_param
 
 from core.errors import ApplicationError
+from core.timestamps import timestamp_parse
 
 _DIGITS = re.compile(r"[0-9]+")
 # What DRF's cursor holds (offset, reverse, position) and the ordering it was made for.
@@ -32,10 +33,9 @@ def _invalid_cursor(why: str) -> ApplicationError:
 
 def _position(value: str) -> str:
     """A cursor's position as the list writes it (`str` of a UTC datetime), or a 400."""
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        raise _invalid_cursor("its position is not a date and time") from None
+    moment = timestamp_parse(value)
+    if moment is None:
+        raise _invalid_cursor("its position is not a date and time")
     if moment.tzinfo is None:
         raise _invalid_cursor("its position has no UTC offset")
     try:

@@ -14,6 +14,7 @@ from rest_framework import serializers
 from rest_framework.request import Request
 
 from core.errors import ApplicationError
+from core.fields import TimestampField
 from core.limits import client_limit
 from core.models import Client
 from jobs.models import WEBHOOK_EVENT_TYPES
@@ -67,8 +68,8 @@ class SubmissionInput(serializers.Serializer):
         max_length=len(WEBHOOK_EVENT_TYPES),
     )
     metadata = MetadataField(required=False)
-    run_at = serializers.DateTimeField(required=False, allow_null=True)
-    deadline = serializers.DateTimeField(required=False, allow_null=True)
+    run_at = TimestampField(required=False, allow_null=True)
+    deadline = TimestampField(required=False, allow_null=True)
     retry = JobRetrySerializer(required=False, allow_null=True)
     webhook_endpoints = serializers.BooleanField(required=False)
 

@@ -18,7 +18,7 @@ from rest_framework.views import APIView
 
 from core.auth import client_writes
 from core.errors import ApplicationError, NotFound
-from core.fields import JsonFloatField
+from core.fields import JsonFloatField, TimestampField
 from core.filters import UtcIsoDateTimeFilter
 from core.pagination import NewestFirstCursorPagination
 from webhooks import endpoints, secrets, selectors, shapes
@@ -235,7 +235,7 @@ class EndpointTestApi(APIView):
 
 
 class RecoverInputSerializer(serializers.Serializer):
-    since = serializers.DateTimeField(help_text="Send again what failed (or was held) from this time on.")
+    since = TimestampField(help_text="Send again what failed (or was held) from this time on.")
 
 
 class RecoverOutputSerializer(serializers.Serializer):
