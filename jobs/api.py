@@ -16,6 +16,7 @@ from core.auth import client_writes
 from core.errors import ApplicationError
 from core.pagination import NewestFirstCursorPagination
 from jobs import idempotency, inputs, selectors, submission, transitions, waiting
+from jobs.metadata_pages import job_list_with_metadata
 from jobs.models import FINAL_WEBHOOK_EVENTS, IdempotencyKey, Job
 from jobs.registry import job_types_all
 from jobs.serializers import (
@@ -130,7 +131,7 @@ class JobListCreateApi(APIView):
     def get(self, request: Request) -> Response:
         jobs = selectors.job_list(owner=request.user, inline_max_bytes=settings.API_LIST_INLINE_MAX_BYTES)
         jobs = _filtered(selectors.JobFilter, request, jobs)
-        jobs = selectors.jobs_with_metadata(jobs, inputs.metadata_filters(request), owner=request.user)
+        jobs = job_list_with_metadata(jobs, inputs.metadata_filters(request), owner=request.user)
         return _paginated(request, self, jobs, JobListItemSerializer)
 
 

@@ -25,16 +25,19 @@
   can only set the value, not add to it, and `get_or_create` then an `F()` update takes two or
   three round trips, and two workers' first calls of a day race to the insert (one gets an
   IntegrityError to retry).
+- A metadata page's first reads walk an owner-first index in order (jobs/metadata_pages.py): the
+  ORM has no say in the plan, and PostgreSQL, expecting few of the owner's rows, read all of them.
 
 Statements are written once per database alias (the column lists come from the model), values
 are prepared by their fields as `save()` would, and rows come back through `core.db`.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import date, datetime
 from typing import Any
 
@@ -268,6 +271,22 @@ def owner_events_lock(owner_id: uuid.UUID, alias: str = "default") -> None:
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [_EVENTS_LOCK_SPACE, owner_id.int % 2**31])
+
+
+@contextlib.contextmanager
+def index_walks_only(alias: str = "default") -> Iterator[None]:
+    """Plans of index scans only (neither sequential nor bitmap scans), for the transaction's
+    statements meanwhile (PostgreSQL): the caller's must be, its transaction open."""
+    with connections[alias].cursor() as cursor:
+        cursor.execute(
+            "SELECT current_setting('enable_seqscan'), current_setting('enable_bitmapscan'), "
+            "set_config('enable_seqscan', 'off', true), set_config('enable_bitmapscan', 'off', true)"
+        )
+        seqscan, bitmapscan, _, _ = cursor.fetchone()
+        yield
+        # Back as they were for the rest of an enclosing transaction (an error rolls them back).
+        cursor.execute("SELECT set_config('enable_seqscan', %s, true), set_config('enable_bitmapscan', %s, true)",
+                       [seqscan, bitmapscan])
 
 
 def idempotency_key_lock_try(owner_id: uuid.UUID, key: str, alias: str = "default") -> bool:

@@ -94,6 +94,9 @@ def _issued_sql() -> tuple[dict[str, str], str, list[str]]:
     owner = client_create(name=f"indexes-{uuid.uuid4().hex[:8]}")
     client = DjangoClient(HTTP_AUTHORIZATION=f"Bearer {api_key_create(client=owner)}")
     jobs = [Job.objects.create(owner=owner, job_name="api.tasks.hello_world", status="SUCCESS") for _ in range(2)]
+    # Older ones, enough that a metadata page looks past its newest rows to the GIN index.
+    Job.objects.bulk_create(Job(owner=owner, job_name="api.tasks.hello_world", status="SUCCESS",
+                                created_at=timezone.now() - timedelta(days=400)) for _ in range(250))
     day = timezone.now() - timedelta(days=30)
     first_page = client.get("/api/jobs/?status=SUCCESS&page_size=1").json()
     values = {
@@ -107,7 +110,10 @@ def _issued_sql() -> tuple[dict[str, str], str, list[str]]:
         with CaptureQueriesContext(connection) as queries:
             response = client.get(path.format(**values))
         assert response.status_code == 200, response.content
-        [sql] = [q["sql"] for q in queries.captured_queries if "ORDER BY" in q["sql"] and "LIMIT" in q["sql"]]
+        reads = [q["sql"] for q in queries.captured_queries if "ORDER BY" in q["sql"] and "LIMIT" in q["sql"]]
+        # A metadata page reads the owner's newest rows first (jobs/metadata_pages.py), then,
+        # when they do not hold it, through the GIN index: that read is the one explained.
+        [sql] = [read for read in reads if "jsonb_set" in read] or reads
         issued[name] = sql
     with CaptureQueriesContext(connection) as queries:
         dispatch.jobs_release_stranded()

@@ -1,0 +1,141 @@
+"""The job list filtered by metadata: a page reads rows bounded by its size whatever share of the
+client's jobs carry the labels, all of them or none, and its cursor pages hold every matching job
+once, forward and back, as the list's other filters' do (jobs/metadata_pages.py)."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.db import connection, transaction
+from django.test import Client as DjangoClient
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from core.models import Client
+from core.services import api_key_create, client_create
+from jobs.metadata_pages import WINDOW_PAGES
+from jobs.models import Job
+from tests.conftest import Api, plan_rows_read
+from tests.jobs.test_api_cursors import relative
+
+CLIENT_JOBS = 20_000
+GOLD_EVERY = 100  # 1 % of them carry tier=gold too
+
+
+def _labelled_jobs(owner: Client) -> None:
+    """The owner's CLIENT_JOBS jobs a second apart, all labelled env=prod, one in GOLD_EVERY
+    tier=gold too; and 200 other clients' 25 jobs each, with the same labels: PostgreSQL then
+    plans the owner's list for a client of 201, and expects few of its jobs to match."""
+    others = [str(client_create(name=f"other-{number}").pk) for number in range(200)]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            INSERT INTO jobs_job (id, owner_id, job_name, payload, status, callback_url, webhook_events,
+                                  cancel_requested, created_at, finished_at, metadata, attempt,
+                                  max_attempts, retry_backoff_seconds, webhook_endpoints, request_id)
+            SELECT gen_random_uuid(), owner_id, 'api.tasks.hello_world', '{"message": "hi"}', 'SUCCESS', '',
+                   '[]', false, now() - g * interval '1 second', now(),
+                   CASE WHEN owner_id = %(owner)s::uuid AND g %% %(gold)s = 0
+                        THEN '{"env": "prod", "tier": "gold"}' ELSE '{"env": "prod"}' END::jsonb,
+                   1, 1, 0, true, ''
+            FROM (SELECT %(owner)s::uuid AS owner_id, g FROM generate_series(1, %(count)s) g
+                  UNION ALL
+                  SELECT other::uuid, g * 800 + n FROM unnest(%(others)s::text[]) WITH ORDINALITY AS o(other, n),
+                                                        generate_series(1, 25) g) s
+            ORDER BY g DESC
+            """,
+            {"owner": str(owner.pk), "gold": GOLD_EVERY, "count": CLIENT_JOBS, "others": others},
+        )
+        cursor.execute("ANALYZE jobs_job")
+
+
+def _plans(statements: list[str]) -> list[str]:
+    """The plans of `statements`' reads of jobs, run again in order under EXPLAIN (ANALYZE) in
+    one transaction, with the settings the others made for them."""
+    plans = []
+    with transaction.atomic(), connection.cursor() as cursor:
+        for statement in statements:
+            if statement.startswith("SELECT") and '"jobs_job"' in statement:
+                cursor.execute(f"EXPLAIN (ANALYZE) {statement}")
+                plans.append("\n".join(row[0] for row in cursor.fetchall()))
+            elif "set_config" in statement:
+                cursor.execute(statement)
+    return plans
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_metadata_page_reads_rows_bounded_by_its_size_whatever_share_of_the_jobs_match() -> None:
+    # Given a client's 20,000 jobs all labelled env=prod, 1 % of them tier=gold, among 200 other
+    # clients' (so PostgreSQL expects about 100 of its jobs to carry env=prod)
+    owner = client_create(name="labelled")
+    _labelled_jobs(owner)
+    http = DjangoClient(HTTP_AUTHORIZATION=f"Bearer {api_key_create(client=owner)}")
+    matching = {"env=prod": CLIENT_JOBS, "tier=gold": CLIENT_JOBS // GOLD_EVERY, "env=dev": 0}
+
+    for label, count in matching.items():
+        key, value = label.split("=")
+        for size in (20, 100, 500):
+            # When the client asks for a page of its jobs with that label
+            with CaptureQueriesContext(connection) as queries:
+                response = http.get("/api/jobs/", {f"metadata[{key}]": value, "page_size": size})
+            # ...and its statements are run again as they were
+            plans = _plans([query["sql"] for query in queries.captured_queries])
+
+            # Then the page is the newest of the matching jobs
+            assert response.status_code == 200, response.content[:300]
+            page = response.json()["results"]
+            assert len(page) == min(size, count), (label, size)
+            assert all(job["metadata"][key] == value for job in page)
+            # And it read a few pages' worth of rows (the newest WINDOW_PAGES pages' index
+            # entries, and rows), plus the matching ones where those did not hold the page: not
+            # every one of the client's 20,000 jobs for env=prod and page_size=500, read through
+            # the GIN index and sorted
+            window = WINDOW_PAGES * (size + 1)
+            bound = 2 * window + (0 if label == "env=prod" else count)
+            read = sum(plan_rows_read(plan, "jobs_job") for plan in plans)
+            assert read <= bound, (label, size, read, "\n\n".join(plans))
+
+
+def _jobs(api: Api, minutes: list[int], metadata: dict[str, str]) -> list[Job]:
+    """Jobs labelled `metadata` created `minutes` ago each (equal minutes: equal timestamps)."""
+    now = timezone.now()
+    return Job.objects.bulk_create(
+        Job(owner=api.client, job_name="api.tasks.hello_world", created_at=now - timedelta(minutes=m),
+            dispatched_at=now, metadata=metadata)
+        for m in minutes
+    )
+
+
+def _ids(api: Api, url: str, direction: str) -> tuple[list[list[str]], dict[str, Any]]:
+    pages, page = [], api.get(url).json()
+    pages.append([job["id"] for job in page["results"]])
+    while page[direction]:
+        response = api.get(relative(api, page[direction]))
+        assert response.status_code == 200, response.text
+        page = response.json()
+        pages.append([job["id"] for job in page["results"]])
+    return pages, page
+
+
+def test_pages_of_a_metadata_filter_hold_every_matching_job_once_forward_and_back(
+    make_api: Callable[..., Api],
+) -> None:
+    # Given a client's labelled jobs: a run of them newest (pages found among the newest rows),
+    # then 40 jobs without the label, then labelled ones with equal timestamps (pages the GIN
+    # index reads, an offset cursor among the ties)
+    api = make_api()
+    dense = _jobs(api, [0, 1, 2, 3, 4, 5, 6], {"team": "a"})
+    _jobs(api, list(range(10, 50)), {"team": "b"})
+    sparse = _jobs(api, [60, 61, 61, 61, 62, 63, 63], {"team": "a"})
+    expected = [str(job.id) for job in sorted(dense + sparse, key=lambda job: (job.created_at, job.pk), reverse=True)]
+
+    # When the client walks its team=a jobs two at a time to the end, then back
+    forward, last = _ids(api, "/api/jobs/?metadata[team]=a&page_size=2", "next")
+    backward, first = _ids(api, relative(api, last["previous"]), "previous")
+
+    # Then each came once, newest first, both ways
+    assert [job for page in forward for job in page] == expected
+    assert [job for page in reversed(backward) for job in page] + forward[-1] == expected
+    assert first["previous"] is None
