@@ -1,15 +1,23 @@
 """Writes for clients and API keys."""
 from __future__ import annotations
 
+import graphlib
 import secrets
 import uuid
+from collections.abc import Callable
 
 import tenacity
-from django.db import IntegrityError, OperationalError, transaction
+from django.db import IntegrityError, OperationalError, models, transaction
 from django.utils import timezone
 
 from core.auth import API_KEY_PREFIX, api_key_digest, api_key_forget
-from core.db import DEADLOCK_DETECTED, constraints_checked_at_once, sqlstate, statements_unbounded
+from core.db import (
+    DEADLOCK_DETECTED,
+    constraints_checked_at_once,
+    delete_in_batches,
+    sqlstate,
+    statements_unbounded,
+)
 from core.models import ApiKey, Client
 
 
@@ -59,6 +67,11 @@ def _deletion_may_try_again(exc: BaseException) -> bool:
     return isinstance(exc, OperationalError) and sqlstate(exc) == DEADLOCK_DETECTED
 
 
+def _tried_again() -> tenacity.Retrying:
+    return tenacity.Retrying(retry=tenacity.retry_if_exception(_deletion_may_try_again),
+                             stop=tenacity.stop_after_attempt(DELETE_TRIES), reraise=True)
+
+
 def client_delete(*, client: Client) -> None:
     """Delete a client with all it owns (keys, jobs, results, deliveries). Its keys are forgotten
     as a deletion of each would be: a remembered one would go on authenticating the client that
@@ -88,8 +101,7 @@ def client_delete(*, client: Client) -> None:
     # two deadlock, and PostgreSQL aborts the deletion (the first to wait). Tried again, it waits
     # for the client's row until the submission has committed, and reads and deletes its job too.
     client_id = client.pk
-    for attempt in tenacity.Retrying(retry=tenacity.retry_if_exception(_deletion_may_try_again),
-                                     stop=tenacity.stop_after_attempt(DELETE_TRIES), reraise=True):
+    for attempt in _tried_again():
         with attempt, transaction.atomic():
             statements_unbounded()  # all it owns, as many rows as it has
             constraints_checked_at_once()
@@ -100,3 +112,69 @@ def client_delete(*, client: Client) -> None:
             client.delete()
     for digest in digests:
         api_key_forget(digest=digest)
+
+
+# Rows of one kind a transaction of client_delete_in_batches deletes (with their own cascades: an
+# event's deliveries, a delivery's attempts).
+CLIENT_DELETE_BATCH_ROWS = 2_000
+
+
+def client_delete_in_batches(*, client: Client, batch_rows: int = CLIENT_DELETE_BATCH_ROWS,
+                             progress: Callable[[str, int], None] | None = None) -> None:
+    """Delete a client of any size (client_delete) in bounded memory and short transactions: its
+    keys revoked first, so that no new request gets in (other processes refuse them within
+    API_KEY_CACHE_SECONDS); then what it owns, kind by kind, `batch_rows` rows a transaction
+    (`progress(kind, rows deleted so far)` after each); then the client with what is left (the
+    rows added meanwhile, by a request already in, a job's transition, a delivery's attempt),
+    by client_delete, in its lock order.
+
+    Stopped midway (Ctrl-C, a crash), it leaves the client in place, its keys revoked, with
+    fewer rows, each consistent: a batch is deleted whole or not at all. Run again, it finishes.
+
+    Each batch locks its rows, skipping those a writer holds (a job's transition under way, an
+    event's redelivery), for client_delete to take in its order; but not a delivery, which
+    cascades to rows the client does not own (its attempts): an attempt's recording holds the
+    attempt before its delivery, so locked first it deadlocked, as in client_delete. A batch that
+    fails on a row added meanwhile, or on a deadlock, is made again, as client_delete is. The kinds go those that reference others
+    first (a job's events, results and idempotency keys before the job; a delivery before its
+    event and its endpoint), so that a batch's own cascade reads next to nothing. Not batched:
+    the keys (client_delete forgets them) and the client's counts' row, which a submission holds
+    before the client's."""
+    ApiKey.objects.filter(client=client, revoked_at__isnull=True).update(revoked_at=timezone.now())
+    for digest in ApiKey.objects.filter(client=client).values_list("digest", flat=True):
+        api_key_forget(digest=digest)
+    for kind, relation, lock in _owned_in_order():
+        owned = relation.related_model._default_manager.filter(**{relation.field.name: client}).order_by("pk")
+        done = 0
+        while True:
+            for attempt in _tried_again():
+                with attempt:
+                    deleted = delete_in_batches(owned, batch_size=batch_rows, max_batches=1, skip_locked=lock)
+            if not deleted:
+                break
+            done += deleted
+            if progress is not None:
+                progress(kind, done)
+    client_delete(client=client)
+
+
+def _owned_in_order() -> list[tuple[str, models.ForeignObjectRel, bool]]:
+    """The client's cascading relations client_delete_in_batches deletes by batch, each with its
+    kind's name (as the confirmations count them) and whether a batch locks its rows first (not
+    when they cascade to rows the client does not own), those whose rows reference another's
+    first."""
+    relations = {
+        relation.related_model: relation for relation in Client._meta.get_fields(include_hidden=True)
+        if relation.auto_created and not relation.concrete and relation.on_delete is models.CASCADE
+        and relation.related_model is not ApiKey and not relation.field.primary_key
+    }
+    # Dicts, not sets: the order is the same from run to run (a set of classes is ordered by their ids).
+    referenced_by: dict[type[models.Model], dict[type[models.Model], None]] = {model: {} for model in relations}
+    for model in relations:
+        for field in model._meta.get_fields():
+            if field.many_to_one and field.concrete and field.related_model in relations and field.related_model is not model:
+                referenced_by[field.related_model][model] = None
+    return [(str(model._meta.verbose_name_plural).capitalize(), relations[model],
+             not any(child.on_delete is models.CASCADE and child.related_model not in relations
+                     for child in model._meta.related_objects))
+            for model in graphlib.TopologicalSorter(referenced_by).static_order()]

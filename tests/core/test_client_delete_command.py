@@ -4,13 +4,17 @@ unless --yes, saying what goes with it."""
 from __future__ import annotations
 
 import io
+from datetime import timedelta
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.test import Client as HttpClient
+from django.utils import timezone
 
 from core.models import ApiKey, Client
 from core.services import api_key_create, client_create
 from jobs.models import Job, JobEvent, JobResult
+from jobs.submission import SubmissionRequest, job_submit
 
 pytestmark = pytest.mark.django_db
 
@@ -18,13 +22,31 @@ HELLO = "api.tasks.hello_world"
 
 
 def _client_with_jobs(name: str, count: int) -> Client:
+    owner, _key = _client_with_jobs_and_key(name, count)
+    return owner
+
+
+def _client_with_jobs_and_key(name: str, count: int) -> tuple[Client, str]:
     owner = client_create(name=name)
-    api_key_create(client=owner)
+    key = api_key_create(client=owner)
     jobs = Job.objects.bulk_create([Job(owner=owner, job_name=HELLO, status=Job.Status.SUCCESS) for _ in range(count)])
     JobEvent.objects.bulk_create([JobEvent(job=job, owner=owner, job_name=HELLO, event_type="job.succeeded", body="{}")
                                   for job in jobs])
     JobResult.objects.bulk_create([JobResult(owner=owner, job=job, task_name=HELLO, result="hi") for job in jobs])
-    return owner
+    return owner, key
+
+
+class _StoppedAt(io.StringIO):
+    """The command's output, which stops it (as Ctrl-C does) when it writes `line`."""
+
+    def __init__(self, line: str) -> None:
+        super().__init__()
+        self.line = line
+
+    def write(self, text: str) -> int:
+        if self.line in text:
+            raise KeyboardInterrupt
+        return super().write(text)
 
 
 def test_the_command_deletes_a_client_named_with_all_it_owns_and_says_what_went() -> None:
@@ -75,3 +97,65 @@ def test_the_command_refuses_a_client_it_cannot_find() -> None:
     with pytest.raises(CommandError, match="No client"):
         call_command("client_delete", "absent", "--yes", stdout=io.StringIO())
     assert Client.objects.filter(name="present").exists()
+
+
+def test_the_command_deletes_a_batch_at_a_time_and_what_is_added_meanwhile_too() -> None:
+    # Given a client with 25 jobs, their events and results, and another client
+    owner = _client_with_jobs("leaving", 25)
+    other = _client_with_jobs("staying", 2)
+    out = io.StringIO()
+    added: list[Job] = []
+    later = timezone.now() + timedelta(hours=1)  # out of the session worker's sight
+
+    def a_job_submitted_meanwhile(text: str) -> int:
+        # A submission authenticated before the keys were revoked (another API process remembers
+        # them for API_KEY_CACHE_SECONDS) adds its job with its event
+        if "Job events: 10 deleted" in text and not added:
+            job, _created = job_submit(owner=owner, request=SubmissionRequest(job_name=HELLO, run_at=later))
+            added.append(job)
+        return io.StringIO.write(out, text)
+
+    out.write = a_job_submitted_meanwhile  # type: ignore[method-assign]
+
+    # When the operator deletes it 10 rows a transaction
+    call_command("client_delete", "leaving", "--yes", "--batch-rows", "10", stdout=out)
+
+    # Then each kind went in batches of 10, said as they went, and the client is gone with all
+    # it owns, the job added meanwhile too (its event with it); the other client is untouched
+    output = out.getvalue()
+    assert "Jobs: 10 deleted" in output and "Jobs: 20 deleted" in output and "Jobs: 26 deleted" in output
+    assert "Job results: 25 deleted" in output and "Deleted in" in output
+    assert added and not Job.objects.filter(pk=added[0].pk).exists()
+    assert not JobEvent.objects.filter(job_id=added[0].pk).exists()
+    assert not Client.objects.filter(pk=owner.pk).exists()
+    assert not Job.objects.filter(owner_id=owner.pk).exists()
+    assert not JobEvent.objects.filter(owner_id=owner.pk).exists()
+    assert not ApiKey.objects.filter(client_id=owner.pk).exists()
+    assert Job.objects.filter(owner_id=other.pk).count() == 2
+    assert JobEvent.objects.filter(owner_id=other.pk).count() == 2
+
+
+def test_a_deletion_stopped_midway_leaves_the_client_unusable_and_is_finished_when_run_again() -> None:
+    # Given a client with 25 jobs, their events and results, and its key that works
+    owner, key = _client_with_jobs_and_key("leaving", 25)
+    api = HttpClient(HTTP_AUTHORIZATION=f"Bearer {key}")
+    assert api.get("/api/jobs/").status_code == 200
+
+    # When its deletion is stopped (Ctrl-C) after some batches of its job events
+    with pytest.raises(KeyboardInterrupt):
+        call_command("client_delete", "leaving", "--yes", "--batch-rows", "10", stdout=_StoppedAt("Job events: 20 deleted"))
+
+    # Then the client is still there with fewer rows, each whole (a batch went or did not), its
+    # jobs all there (they go after what references them), and its key refused
+    assert Client.objects.filter(pk=owner.pk).exists()
+    assert JobEvent.objects.filter(owner_id=owner.pk).count() == 5
+    assert Job.objects.filter(owner_id=owner.pk).count() == 25
+    assert api.get("/api/jobs/").status_code == 401
+
+    # And run again, the command lists what is left and finishes the deletion
+    out = io.StringIO()
+    call_command("client_delete", "leaving", "--yes", "--batch-rows", "10", stdout=out)
+    assert "Jobs: 25" in out.getvalue() and "Job events: 5" in out.getvalue() and "Deleted in" in out.getvalue()
+    assert not Client.objects.filter(pk=owner.pk).exists()
+    assert not Job.objects.filter(owner_id=owner.pk).exists()
+    assert not JobEvent.objects.filter(owner_id=owner.pk).exists()

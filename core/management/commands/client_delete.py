@@ -1,6 +1,7 @@
 """`manage.py client_delete CLIENT`: delete a client with all it owns, outside the web server: the
 admin refuses a client of more than ADMIN_CLIENT_DELETE_MAX_JOBS jobs, whose deletion would
-outlast a request (gunicorn's WEB_TIMEOUT_SECONDS)."""
+outlast a request (gunicorn's WEB_TIMEOUT_SECONDS). The command deletes it in batches, each its
+own transaction (core.services.client_delete_in_batches), in bounded memory however large."""
 import time
 import uuid
 from typing import Any
@@ -9,20 +10,25 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import models
 
 from core.models import Client
-from core.services import client_delete
+from core.services import CLIENT_DELETE_BATCH_ROWS, client_delete_in_batches
 
 
 class Command(BaseCommand):
     help = (
         "Delete a client (by its id or its name) with its API keys, jobs, results, webhook endpoints, "
-        "events and deliveries, in one transaction: all of it, or nothing if it fails."
+        "events and deliveries: its keys revoked first, then what it owns a batch at a time, each in a "
+        "transaction of its own, then the client. Stopped midway, run it again to finish."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("client", help="The client's id or its name.")
         parser.add_argument("--yes", action="store_true", help="Delete without asking to confirm.")
+        parser.add_argument("--batch-rows", type=int, default=CLIENT_DELETE_BATCH_ROWS,
+                            help=f"Rows a transaction deletes (default {CLIENT_DELETE_BATCH_ROWS:,}).")
 
-    def handle(self, *args: Any, client: str, yes: bool, **options: Any) -> None:
+    def handle(self, *args: Any, client: str, yes: bool, batch_rows: int, **options: Any) -> None:
+        if batch_rows < 1:
+            raise CommandError("--batch-rows must be at least 1.")
         owner = _client_found(client)
         self.stdout.write(f"Client “{owner.name}” ({owner.pk}) goes, with:")
         for kind, count in _owned_counts(owner).items():
@@ -34,10 +40,14 @@ class Command(BaseCommand):
                 answer = ""
             if answer.strip() != "yes":
                 raise CommandError("Nothing was deleted (pass --yes to delete without asking).")
-        self.stdout.write("Deleting, in one transaction (on a large client, minutes)...")
+        self.stdout.write(f"Deleting, its API keys revoked first, then {batch_rows:,} rows a transaction "
+                          "(stopped midway, run this again to finish)...")
         started = time.monotonic()
-        client_delete(client=owner)
+        client_delete_in_batches(client=owner, batch_rows=batch_rows, progress=self._progress)
         self.stdout.write(self.style.SUCCESS(f"Deleted in {time.monotonic() - started:.1f} s."))
+
+    def _progress(self, kind: str, deleted: int) -> None:
+        self.stdout.write(f"  {kind}: {deleted:,} deleted")
 
 
 def _client_found(id_or_name: str) -> Client:
