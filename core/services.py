@@ -140,9 +140,8 @@ def client_delete_in_batches(*, client: Client, batch_rows: int = CLIENT_DELETE_
     event and its endpoint), so that a batch's own cascade reads next to nothing. Not batched:
     the keys (client_delete forgets them) and the client's counts' row, which a submission holds
     before the client's."""
-    ApiKey.objects.filter(client=client, revoked_at__isnull=True).update(revoked_at=timezone.now())
-    for digest in ApiKey.objects.filter(client=client).values_list("digest", flat=True):
-        api_key_forget(digest=digest)
+    for api_key in ApiKey.objects.filter(client=client, revoked_at__isnull=True):
+        api_key_revoke(api_key=api_key)
     for kind, relation, lock in _owned_in_order():
         owned = relation.related_model._default_manager.filter(**{relation.field.name: client}).order_by("pk")
         done = 0
