@@ -7,6 +7,7 @@ endpoint as the deletion starts: both complete; before, they deadlocked, and Pos
 one of them (the deletion, as often as not: the operator's error page)."""
 from __future__ import annotations
 
+import io
 import threading
 import uuid
 from collections.abc import Callable
@@ -15,6 +16,7 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
+from django.core.management import call_command
 from django.db import DatabaseError, connection, transaction
 from django.test import Client as HttpClient
 from django.utils import timezone
@@ -217,6 +219,34 @@ def test_a_client_deleted_as_a_write_holds_its_endpoint_is_deleted_and_the_write
     # Then both complete, neither aborted by a deadlock, and nothing of the client is left
     assert written.outcome == "done" and deleted.outcome == "done"
     _nothing_left_of(client)
+
+
+def test_the_command_deletes_past_a_job_a_worker_holds_and_takes_it_last() -> None:
+    # Given a client with finished jobs, and one a worker is moving on (its row held, as a
+    # transition holds it until its commit)
+    client = client_create(name=f"deleted-in-batches-{uuid.uuid4().hex[:8]}")
+    Job.objects.bulk_create([Job(owner=client, job_name=HELLO, status=Job.Status.SUCCESS, finished_at=timezone.now())
+                             for _ in range(5)])
+    running = Job.objects.create(owner=client, job_name=HELLO, dispatched_at=timezone.now())
+    assert transitions.job_start(job_id=running.id) is not None
+
+    # When the operator's command deletes the client 2 rows a transaction meanwhile
+    with rows_held(f"SELECT 1 FROM jobs_job WHERE id = '{running.pk}' FOR UPDATE") as blocked:
+        deleted = _on_a_connection_of_its_own(lambda: call_command(
+            "client_delete", str(client.pk), "--yes", "--batch-rows", "2", stdout=io.StringIO()))
+        blocked(1)
+
+        # Then its batches went past the held job without waiting for it: only the last
+        # transaction, which takes the client's unfinished jobs first, waits for it (before, the
+        # one transaction waited before it had deleted anything)
+        assert list(Job.objects.filter(owner=client).values_list("pk", flat=True)) == [running.pk]
+    deleted.join()
+
+    # And once the worker let go, the client is gone with it and its events
+    assert deleted.outcome == "done"
+    _nothing_left_of(client)
+    assert not Job.objects.filter(owner_id=client.pk).exists()
+    assert not JobEvent.objects.filter(owner_id=client.pk).exists()
 
 
 def _nothing_left_of(client: Client) -> None:
