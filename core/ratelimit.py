@@ -29,7 +29,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import redis
 
@@ -63,6 +63,18 @@ if redis.call('EXISTS', KEYS[1]) == 1 then
 end
 return 0
 """
+
+
+class Budget(NamedTuple):
+    """What `take` decided, and the budget left as this process sees it: `wait` (None: admitted,
+    else the seconds until the requests fit), `remaining` (requests that would fit now, by the
+    estimate, after these) and `reset_seconds` (until one more than `remaining` fits). Decided
+    on its own counts, a process does not know what the others admitted since its last sync:
+    `remaining` may be over by that much (at most 1 % of the limit per other API process)."""
+
+    wait: float | None
+    remaining: int
+    reset_seconds: float
 
 
 @dataclass
@@ -99,6 +111,11 @@ class RateLimiter:
         """Admit `weight` requests under `key` (None), or answer the seconds until they fit.
         `exact`: always ask Redis (for rare requests that must never exceed, like logins).
         `at`: the time they count at (default now), for a caller that may `give_back` later."""
+        return self.take(key, limit=limit, window_seconds=window_seconds, weight=weight, exact=exact, at=at).wait
+
+    def take(self, key: str, *, limit: int, window_seconds: float, weight: int = 1, exact: bool = False,
+             at: float | None = None) -> Budget:
+        """`hit`, with the budget left, from the counts the decision read anyway (no round trip)."""
         now = self._clock() if at is None else at
         index, elapsed = divmod(now, window_seconds)
         index = int(index)
@@ -119,7 +136,8 @@ class RateLimiter:
         if local:
             if sync_due:
                 self._sync_all()
-            return None
+            return _budget(None, limit=limit, current=current + weight, previous=previous, elapsed=elapsed,
+                           window_seconds=window_seconds)
         return self._decide(key, state, index=index, window_seconds=window_seconds, fraction_left=fraction_left,
                             elapsed=elapsed, limit=limit, weight=weight)
 
@@ -139,7 +157,7 @@ class RateLimiter:
             logger.warning("Rate limit count of %s not given back (Redis unreachable)", key, exc_info=True)
 
     def _decide(self, key: str, state: _Key, *, index: int, window_seconds: float, fraction_left: float,
-                elapsed: float, limit: int, weight: int) -> float | None:
+                elapsed: float, limit: int, weight: int) -> Budget:
         """Redis decides, with every process's counts (this one's pending included)."""
         with self._lock:
             pending = state.pending.pop(index, 0)
@@ -161,13 +179,17 @@ class RateLimiter:
                            REDIS_RETRY_SECONDS, exc_info=True)
             with self._lock:
                 state.pending[index] = state.pending.get(index, 0) + pending + weight
-            return None
+                current = state.synced.get(index, 0) + state.pending[index]
+                previous = state.synced.get(index - 1, 0) + state.pending.get(index - 1, 0)
+            return _budget(None, limit=limit, current=current, previous=previous, elapsed=elapsed,
+                           window_seconds=window_seconds)
+        current, previous = int(current), int(previous)
         with self._lock:
-            state.synced = {index: int(current), index - 1: int(previous)}
-        if admitted:
-            return None
-        return _wait_seconds(limit=limit, weight=weight, current=int(current), previous=int(previous),
-                             elapsed=elapsed, window_seconds=window_seconds)
+            state.synced = {index: current, index - 1: previous}
+        wait = None if admitted else _wait_seconds(limit=limit, weight=weight, current=current, previous=previous,
+                                                   elapsed=elapsed, window_seconds=window_seconds)
+        return _budget(wait, limit=limit, current=current, previous=previous, elapsed=elapsed,
+                       window_seconds=window_seconds)
 
     def _flush(self, counts: dict[tuple[str, float], dict[int, int]]) -> None:
         pipe = self._client().pipeline(transaction=False)
@@ -244,6 +266,16 @@ def _wait_seconds(*, limit: int, weight: int, current: int, previous: int, elaps
     if current <= 0:
         return max(0.001, left)
     return max(0.001, left + max(0.0, window_seconds * (1 - (limit - weight) / current)))
+
+
+def _budget(wait: float | None, *, limit: int, current: int, previous: int, elapsed: float,
+            window_seconds: float) -> Budget:
+    """The budget left after a decision, by the estimate it was made on (`current` with what it
+    admitted)."""
+    remaining = max(0, int(limit - previous * (1 - elapsed / window_seconds) - current))
+    reset = _wait_seconds(limit=limit, weight=remaining + 1, current=current, previous=previous, elapsed=elapsed,
+                          window_seconds=window_seconds)
+    return Budget(wait, remaining, reset)
 
 
 def ceiling_seconds(seconds: float) -> int:

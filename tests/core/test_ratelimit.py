@@ -104,6 +104,23 @@ def test_the_wait_answered_is_when_the_request_fits(shared: Any) -> None:
     assert limiter.hit("w", limit=10, window_seconds=WINDOW) is None
 
 
+def test_the_budget_left_is_told_from_the_counts_each_decision_read(shared: Any) -> None:
+    clock = Clock()
+    [limiter] = processes(shared, clock, 1)
+
+    # Far from the limit the process decides alone; near it (3 a minute) Redis does
+    alone = [limiter.take("far", limit=1000, window_seconds=WINDOW) for _ in range(3)]
+    near = [limiter.take("near", limit=3, window_seconds=WINDOW) for _ in range(4)]
+
+    assert [budget.remaining for budget in alone] == [999, 998, 997]
+    assert [budget.remaining for budget in near] == [2, 1, 0, 0]
+    assert [budget.wait is None for budget in near] == [True, True, True, False]
+    # Refused, one more fits when the wait is over; what was spent weighs until the next window ends
+    assert near[-1].reset_seconds == near[-1].wait
+    assert all(0 < budget.reset_seconds <= 2 * WINDOW for budget in alone + near)
+    assert shared[0].round_trips == 4
+
+
 def test_a_weight_larger_than_the_limit_never_fits(shared: Any) -> None:
     [limiter] = processes(shared, Clock(), 1)
 
