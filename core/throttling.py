@@ -8,23 +8,28 @@ kept tight); a client's own submit and read rates, where the operator set them i
 (core/limits.py), replace the settings' for it. A view names the scope of a method that is not
 the default for it in `throttle_scopes`, e.g. `{"POST": "submit"}`, and how much a request
 spends in `throttle_weight(request)` (a batch: its jobs).
+
+The answer to an authenticated API request tells its client the budget of its scope, in the
+IETF HTTPAPI fields (draft-ietf-httpapi-ratelimit-headers): `RateLimit-Policy: "read";q=6000;w=60`
+and `RateLimit: "read";r=5999;t=60`, from the counts the decision read anyway (docs/api.md).
 """
 from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Callable
 from typing import Any
 
 import redis
 from django.conf import settings
 from django.core.cache import cache
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponseBase
 from rest_framework.request import Request
 from rest_framework.throttling import SimpleRateThrottle
 
 from core import cache_redis
 from core.limits import Limit, client_limit
-from core.ratelimit import RateLimiter
+from core.ratelimit import Budget, RateLimiter, ceiling_seconds
 
 # Scope -> the setting with its requests per client per minute.
 SCOPE_RATES = {
@@ -67,6 +72,7 @@ class RateThrottle(SimpleRateThrottle):
     spends (`get_cache_key`)."""
 
     exact = False
+    budget: Budget  # what the last `allow_request` that counted decided, and the budget it left
 
     def get_rate(self) -> str | None:
         return None  # per request: rate_for
@@ -92,10 +98,11 @@ class RateThrottle(SimpleRateThrottle):
         self.now = self.timer()
         if not cache_redis.configured():
             return self._allow_in_cache(weight)
-        self._wait_seconds = limiter().hit(
+        self.budget = limiter().take(
             self.key, limit=self.num_requests, window_seconds=self.duration, weight=weight, exact=self.exact,
             at=self.now,
         )
+        self._wait_seconds = self.budget.wait
         return self._wait_seconds is None
 
     def _allow_in_cache(self, weight: int) -> bool:
@@ -103,11 +110,14 @@ class RateThrottle(SimpleRateThrottle):
         self.history = self.cache.get(self.key, [])
         while self.history and self.history[-1] <= self.now - self.duration:
             self.history.pop()
-        if len(self.history) + weight > self.num_requests:
-            return self.throttle_failure()
-        self.history[:0] = [self.now] * weight
-        self.cache.set(self.key, self.history, self.duration)
-        return True
+        allowed = len(self.history) + weight <= self.num_requests
+        if allowed:
+            self.history[:0] = [self.now] * weight
+            self.cache.set(self.key, self.history, self.duration)
+        # The oldest request in the history leaves it first, and one more fits.
+        oldest = self.history[-1] if self.history else self.now
+        self.budget = Budget(None, max(0, self.num_requests - len(self.history)), oldest + self.duration - self.now)
+        return allowed or self.throttle_failure()
 
     def wait(self) -> float | None:
         if hasattr(self, "_wait_seconds"):
@@ -139,6 +149,43 @@ class ClientRateThrottle(RateThrottle):
 
     def get_cache_key(self, request: HttpRequest, view: Any) -> str | None:
         return f"throttle:{self.scope}:{request.user.pk}"  # type: ignore[union-attr]
+
+    def allow_request(self, request: HttpRequest, view: Any) -> bool:
+        allowed = super().allow_request(request, view)
+        if self.key is not None:
+            # On the Django request, which RateLimitFieldsMiddleware sees; DRF's Request keeps
+            # its attributes to itself.
+            django_request = getattr(request, "_request", request)
+            django_request.rate_limit_fields = self.rate_limit_fields(allowed)  # type: ignore[attr-defined]
+        return allowed
+
+    def rate_limit_fields(self, allowed: bool) -> dict[str, str]:
+        """The scope's policy and the budget it has left, as the draft writes them."""
+        reset = self.budget.reset_seconds
+        if not allowed:
+            # Never past the 429's Retry-After, which must not be earlier (the draft's rule).
+            reset = min(reset, self.wait() or reset)
+        return {
+            "RateLimit-Policy": f'"{self.scope}";q={self.num_requests};w={self.duration}',
+            "RateLimit": f'"{self.scope}";r={self.budget.remaining};t={ceiling_seconds(reset)}',
+        }
+
+
+class RateLimitFieldsMiddleware:
+    """Puts on an answer the RateLimit-Policy and RateLimit fields that ClientRateThrottle left
+    on its request: on the answers of authenticated API requests, their 429 included; none on
+    another's (no key, a key refused, or answered before its budget was counted)."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponseBase]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponseBase:
+        response = self.get_response(request)
+        fields: dict[str, str] | None = getattr(request, "rate_limit_fields", None)
+        if fields is not None:
+            for name, value in fields.items():
+                response[name] = value
+        return response
 
 
 class FailureRateThrottle(RateThrottle):

@@ -208,6 +208,8 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # The admin's and the console's pages run no script but the service's own files.
     "core.csp.ContentSecurityPolicyMiddleware",
+    # The RateLimit fields the API's rate limit left on its request (core/throttling.py).
+    "core.throttling.RateLimitFieldsMiddleware",
     # Only its process_exception: a page's view that met the database out of reach, or a full
     # disk, answers 503.
     "core.middleware.OutageMiddleware",

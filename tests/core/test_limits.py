@@ -65,6 +65,22 @@ def test_a_clients_own_read_rate_limits_its_reads(make_api: Callable[..., Api]) 
     assert statuses == {small: [200, 200, 429], default: [200, 200, 200]}
 
 
+def test_a_clients_own_rates_are_the_policy_its_answers_tell(make_api: Callable[..., Api]) -> None:
+    # Given a client with its own submit and read rates, and one with the defaults (6000)
+    own, default = limited(make_api(), submit_rate_per_minute=3, read_rate_per_minute=7), make_api()
+
+    # When each submits and reads
+    answers = {api: [api.post("/api/jobs/", json=HELLO), api.get("/api/jobs/")] for api in (own, default)}
+
+    # Then each answer's RateLimit-Policy is that client's own quota in the scope
+    assert {api: [r.headers["RateLimit-Policy"] for r in rs] for api, rs in answers.items()} == {
+        own: ['"submit";q=3;w=60', '"read";q=7;w=60'],
+        default: ['"submit";q=6000;w=60', '"read";q=6000;w=60'],
+    }
+    left = {api: [r.headers["RateLimit"].split(";t=")[0] for r in rs] for api, rs in answers.items()}
+    assert left == {own: ['"submit";r=2', '"read";r=6'], default: ['"submit";r=5999', '"read";r=5999']}
+
+
 def test_a_clients_own_rate_of_0_lifts_the_settings_limit(make_api: Callable[..., Api], settings: Any) -> None:
     # Given a submit rate of 2 a minute for everyone but a client whose own is 0 (no limit)
     settings.API_SUBMIT_RATE_PER_MINUTE = 2
