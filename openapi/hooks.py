@@ -2,7 +2,8 @@
 
 - the long description (openapi/description.md, with the table of error codes),
 - the health checks (plain Django views, which drf-spectacular does not discover),
-- response headers (`Location`, `Retry-After`, `WWW-Authenticate`, `Preference-Applied`, `Vary`),
+- response headers (`Location`, `Retry-After`, `WWW-Authenticate`, `Preference-Applied`, `Vary`,
+  the rate limit's `RateLimit-Policy` and `RateLimit`),
 - the event streams' `text/event-stream` answers,
 - links from a submission to the operations that take the new job's id,
 - the Standard Webhooks signature headers on every webhook.
@@ -107,6 +108,31 @@ _HEADERS = {
     "429": _RETRY_AFTER,
     "503": _RETRY_AFTER,
 }
+
+# The rate limit's fields (core/throttling.py), described once and referred to from each answer
+# of an API operation that carries them: every answer to a request whose key was accepted.
+RATE_LIMIT_HEADERS = {
+    "RateLimit-Policy": {
+        "description": "The rate limit this request counted in (IETF draft-ietf-httpapi-ratelimit-headers): "
+        "its scope (`submit`, `read`, `write`, `sensitive`), the requests (`q`) allowed in a window of `w` "
+        "seconds, your client's own where the operator set one. A batch counts each of its jobs. Absent "
+        "where the scope has no limit, and on answers given before the request was counted "
+        "(`too_many_failed_authentications`, `invalid_query`, a batch whose body cannot be parsed).",
+        "schema": {"type": "string"},
+        "example": '"read";q=6000;w=60',
+    },
+    "RateLimit": {
+        "description": "The scope's budget left: `r` requests would fit now (an estimate: an API process "
+        "decides far from the limit on counts other processes share every `API_RATE_SYNC_SECONDS`), and "
+        "one more after `t` seconds (the window slides: up to two windows). `r=0` on a 429 `rate_limited`, "
+        "`t` then its `Retry-After`.",
+        "schema": {"type": "string"},
+        "example": '"read";r=5999;t=60',
+    },
+}
+_RATE_LIMIT_REFS = {name: {"$ref": f"#/components/headers/{name}"} for name in RATE_LIMIT_HEADERS}
+# Answered before the key is checked: no key (401) or the body's limits (408, 413).
+_BEFORE_THE_RATE_LIMIT = frozenset({"401", "408", "413"})
 
 _LOCATION = {
     "Location": {
@@ -249,6 +275,11 @@ def postprocess(result: dict[str, Any], generator: Any, request: Any, public: bo
                 responses["200"]["headers"] = _STREAM_HEADERS
             for status, links in _LINKS.get(operation.get("operationId", ""), {}).items():
                 responses[status]["links"] = links
+            if operation.get("security"):  # after the streams' headers, which replace the 200's
+                for status, response in responses.items():
+                    if status not in _BEFORE_THE_RATE_LIMIT:
+                        response["headers"] = {**response.get("headers", {}), **_RATE_LIMIT_REFS}
+    result["components"]["headers"] = RATE_LIMIT_HEADERS
     # After the operations' headers: /readyz's 503 (`not_ready`) sends no Retry-After.
     result["paths"].update(HEALTH_PATHS)
     for path_item in result.get("webhooks", {}).values():

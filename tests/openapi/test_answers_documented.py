@@ -5,7 +5,8 @@ what a client lives with it never reaches: a job of each status, the cancel of a
 replayed and a reused `Idempotency-Key`, a spent rate limit, a waited read, a redelivery, an
 endpoint's whole life, a finished stream's `204`. Each answer here has a status its operation
 lists, that status's content type, a body valid against its schema, every header the status
-documents (but `Preference-Applied`, sent only when the wait was honoured), and no header a client
+documents (but `Preference-Applied`, sent only when the wait was honoured, and the RateLimit fields,
+only once the request was counted), and no header a client
 acts on that the status leaves out.
 """
 from __future__ import annotations
@@ -27,9 +28,11 @@ from tests.jobs.test_checklist import guidelines_for
 from tests.openapi.test_outage_responses import api_operations
 
 # Headers a client acts on: each must be documented on the answer that carries it.
-ACTED_ON = ("Location", "Retry-After", "Preference-Applied", "WWW-Authenticate")
-# Documented, and sent only when it applies: a wait the server had room for.
-SOMETIMES = frozenset({"Preference-Applied"})
+ACTED_ON = ("Location", "Retry-After", "Preference-Applied", "WWW-Authenticate", "RateLimit-Policy", "RateLimit")
+# Documented, and sent only when it applies: a wait the server had room for; the rate limit's
+# budget, on the answers to requests it counted (not a query string the URL guard refused, nor a
+# batch whose body could not be parsed to count its jobs).
+SOMETIMES = frozenset({"Preference-Applied", "RateLimit-Policy", "RateLimit"})
 HELLO = "api.tasks.hello_world"
 LONG = "api.tasks.long_running_task"
 SAVE = "api.tasks.save_task_result_test_task"
