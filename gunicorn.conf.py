@@ -18,7 +18,10 @@ bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
 # so a process serves up to WEB_THREADS of them at once while its other threads serve the
 # short requests as a sync worker would (docs/streams.md has the limits and the measurements).
 workers = int(os.environ.get("WEB_CONCURRENCY", multiprocessing.cpu_count() + 1))
-worker_class = "gthread"
+# Those threaded workers (gthread), each answering a request it cannot parse (a request line past 4 KB, too
+# many headers, a malformed one) in the API's JSON error shape rather than an HTML page
+# (gunicorn_worker.py: a module of its own, importing nothing of the application).
+worker_class = "gunicorn_worker.JsonErrorThreadWorker"
 threads = int(os.environ.get("WEB_THREADS", "256"))
 # Connections a process holds at once: no more than its threads, so a process whose threads all
 # wait stops accepting and the kernel hands new connections to the others (and, as with sync

@@ -30,8 +30,9 @@ _OUTAGE = (
 ERROR_CODES: dict[str, ErrorCode] = {
     # 400: the request cannot be taken as it is; it changed nothing.
     "bad_request": ErrorCode(
-        400, "The request could not be read: an invalid `Content-Length`, a connection lost while its body "
-        "was read, a `Host` this service does not serve.", "Correct the client (or the proxy in front of it).",
+        400, "The request could not be read: a malformed request line or header, an unknown HTTP version "
+        "(`HTTP/9.9`), an invalid `Content-Length`, a connection lost while its body was read, a `Host` this "
+        "service does not serve.", "Correct the client (or the proxy in front of it).",
     ),
     "invalid": ErrorCode(
         400, "A field is invalid (a submission's `metadata`, `run_at`, `deadline` or `retry`, a webhook "
@@ -133,6 +134,22 @@ ERROR_CODES: dict[str, ErrorCode] = {
         "Send less: keep large inputs elsewhere and pass a reference to them.",
     ),
     "unsupported_media_type": ErrorCode(415, "`Content-Type` is not `application/json`.", _FIX),
+    # 414, 417, 431, 501: a request the server cannot parse (answered by gunicorn_worker.py, which
+    # writes these codes again: it imports nothing of the application). The connection is closed.
+    "request_line_too_long": ErrorCode(
+        414, "The request line (the method, the path with its query string, the HTTP version) is longer "
+        "than 4094 bytes.", "Send a shorter path or query string: put long inputs in a body.",
+    ),
+    "expectation_failed": ErrorCode(
+        417, "An `Expect` header other than `100-continue`.", "Send no `Expect`, or `Expect: 100-continue`.",
+    ),
+    "request_headers_too_large": ErrorCode(
+        431, "More than 100 headers, or one longer than 8190 bytes.", "Send fewer, shorter headers.",
+    ),
+    "unsupported_transfer_coding": ErrorCode(
+        501, "A `Transfer-Encoding` other than `chunked`, `gzip`, `deflate`, `compress` and `identity`.",
+        "Send the body with a `Content-Length`, or chunked.",
+    ),
     # 409, 422: the state of what the request acts on.
     "job_already_final": ErrorCode(
         409, "Canceling a job that is already `SUCCESS`, `FAILURE` or `REVOKED`.",

@@ -21,6 +21,7 @@ from rest_framework import exceptions
 
 from core import errors
 from core.error_codes import ERROR_CODES, error_codes_markdown
+from gunicorn_worker import PARSE_ERRORS
 from tests.conftest import REPO, Api
 
 # Where the service answers from (the tests, migrations and the spec's wiring answer nothing).
@@ -110,6 +111,8 @@ def codes_in_the_source() -> list[Found]:
     # What core/errors.py maps DRF's exceptions to (DRF raises most of them itself), and its outages.
     found += [(code, exc.status_code, "core/errors.py _DRF_CODES") for exc, code in errors._DRF_CODES.items()]
     found += [(down.code, 503, "core/errors.py OUTAGES") for down in errors.OUTAGES]
+    # What the API's gunicorn worker answers a request it cannot parse with (it cannot import the list).
+    found += [(code, status, "gunicorn_worker.py PARSE_ERRORS") for status, (code, _) in PARSE_ERRORS.items()]
     return found
 
 
