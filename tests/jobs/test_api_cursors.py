@@ -37,7 +37,7 @@ def _jobs(api: Api, minutes: list[int]) -> list[Job]:
     return sorted(jobs, key=lambda job: (job.created_at, job.pk), reverse=True)
 
 
-def _walk(api: Api, url: str, direction: str) -> tuple[list[list[str]], dict[str, Any]]:
+def walk(api: Api, url: str, direction: str) -> tuple[list[list[str]], dict[str, Any]]:
     pages, page = [], api.get(url).json()
     pages.append([job["id"] for job in page["results"]])
     while page[direction]:
@@ -56,8 +56,8 @@ def test_pages_hold_every_job_once_forward_and_back(
     api = make_api()
     expected = [str(job.id) for job in _jobs(api, minutes)]
 
-    forward, last = _walk(api, "/api/jobs/?page_size=3", "next")
-    backward, first = _walk(api, relative(api, last["previous"]), "previous")
+    forward, last = walk(api, "/api/jobs/?page_size=3", "next")
+    backward, first = walk(api, relative(api, last["previous"]), "previous")
 
     assert [job for page in forward for job in page] == expected
     assert [job for page in reversed(backward) for job in page] + forward[-1] == expected

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
 
 import pytest
 from django.db import connection, transaction
@@ -18,7 +17,7 @@ from core.services import api_key_create, client_create
 from jobs.metadata_pages import WINDOW_PAGES
 from jobs.models import Job
 from tests.conftest import Api, plan_rows_read
-from tests.jobs.test_api_cursors import relative
+from tests.jobs.test_api_cursors import relative, walk
 
 CLIENT_JOBS = 20_000
 GOLD_EVERY = 100  # 1 % of them carry tier=gold too
@@ -108,17 +107,6 @@ def _jobs(api: Api, minutes: list[int], metadata: dict[str, str]) -> list[Job]:
     )
 
 
-def _ids(api: Api, url: str, direction: str) -> tuple[list[list[str]], dict[str, Any]]:
-    pages, page = [], api.get(url).json()
-    pages.append([job["id"] for job in page["results"]])
-    while page[direction]:
-        response = api.get(relative(api, page[direction]))
-        assert response.status_code == 200, response.text
-        page = response.json()
-        pages.append([job["id"] for job in page["results"]])
-    return pages, page
-
-
 def test_pages_of_a_metadata_filter_hold_every_matching_job_once_forward_and_back(
     make_api: Callable[..., Api],
 ) -> None:
@@ -132,8 +120,8 @@ def test_pages_of_a_metadata_filter_hold_every_matching_job_once_forward_and_bac
     expected = [str(job.id) for job in sorted(dense + sparse, key=lambda job: (job.created_at, job.pk), reverse=True)]
 
     # When the client walks its team=a jobs two at a time to the end, then back
-    forward, last = _ids(api, "/api/jobs/?metadata[team]=a&page_size=2", "next")
-    backward, first = _ids(api, relative(api, last["previous"]), "previous")
+    forward, last = walk(api, "/api/jobs/?metadata[team]=a&page_size=2", "next")
+    backward, first = walk(api, relative(api, last["previous"]), "previous")
 
     # Then each came once, newest first, both ways
     assert [job for page in forward for job in page] == expected
