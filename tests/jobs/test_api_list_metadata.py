@@ -3,8 +3,11 @@ client's jobs carry the labels, all of them or none, and its cursor pages hold e
 once, forward and back, as the list's other filters' do (jobs/metadata_pages.py)."""
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 from django.db import connection, transaction
@@ -12,10 +15,12 @@ from django.test import Client as DjangoClient
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+import jobs.api
 from core.models import Client
 from core.services import api_key_create, client_create
 from jobs.metadata_pages import WINDOW_PAGES
 from jobs.models import Job
+from jobs.selectors import jobs_with_metadata
 from tests.conftest import Api, plan_rows_read
 from tests.jobs.test_api_cursors import relative, walk
 
@@ -127,3 +132,56 @@ def test_pages_of_a_metadata_filter_hold_every_matching_job_once_forward_and_bac
     assert [job for page in forward for job in page] == expected
     assert [job for page in reversed(backward) for job in page] + forward[-1] == expected
     assert first["previous"] is None
+
+
+def _pages(http: DjangoClient, url: str) -> list[tuple[list[str], bool, bool]]:
+    """The pages from `url` to the last, then back to the first: each page's jobs, and whether it
+    links a next and a previous one."""
+    pages: list[tuple[list[str], bool, bool]] = []
+    page: dict[str, Any] = {"next": url}
+    for direction in ("next", "previous"):
+        while page[direction]:
+            response = http.get(page[direction])
+            assert response.status_code == 200, response.content[:300]
+            page = response.json()
+            pages.append(([job["id"] for job in page["results"]], bool(page["next"]), bool(page["previous"])))
+    return pages
+
+
+@pytest.mark.django_db
+def test_a_metadata_page_is_the_page_the_plain_filter_reads_with_any_other_filter_and_page_size(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given a client's 90 jobs over 15 minutes (ties of up to a dozen), labelled in varying shares,
+    # in three statuses, beside another client's with the same labels
+    rng = random.Random(7)
+    owner, other = client_create(name="labelled"), client_create(name="other")
+    now = timezone.now().replace(microsecond=0)
+    labels = [{"team": "a"}, {"team": "a"}, {"team": "a", "env": "x"}, {"team": "b"}, {}]
+    Job.objects.bulk_create(
+        Job(owner=client, job_name="api.tasks.hello_world", status=rng.choice(["SUCCESS", "FAILURE", "PENDING"]),
+            created_at=now - timedelta(minutes=rng.randrange(15)), dispatched_at=now, metadata=rng.choice(labels))
+        for client in (owner, other) for _ in range(90)
+    )
+    http = DjangoClient(HTTP_AUTHORIZATION=f"Bearer {api_key_create(client=owner)}")
+    since = (now - timedelta(minutes=6)).isoformat()
+    queries = [{"metadata[team]": "a"}, {"metadata[env]": "x"}, {"metadata[team]": "b", "status": "FAILURE"},
+               {"metadata[team]": "a", "created_after": since}, {"metadata[team]": "a", "created_before": since},
+               {"metadata[team]": "a", "metadata[env]": "x"}, {"metadata[team]": "c"}]
+
+    for query in queries:
+        for size in (1, 4, 500):
+            # When the client walks the list's pages to the last and back, read in two steps...
+            url = f"/api/jobs/?{urlencode({**query, 'page_size': size})}"
+            pages = _pages(http, url)
+            # ...and as the plain filter reads them (through the GIN index alone)
+            with monkeypatch.context() as plain:
+                plain.setattr(jobs.api, "job_list_with_metadata", jobs_with_metadata)
+                expected = _pages(http, url)
+
+            # Then each page is the same, with the same links
+            assert pages == expected, (query, size)
+    # And the plans' settings are back as they were for what the connection runs next
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT current_setting('enable_seqscan'), current_setting('enable_bitmapscan')")
+        assert cursor.fetchone() == ("on", "on")
