@@ -1,7 +1,7 @@
-"""The admin site: Django's, with its failed logins limited per client address; its list
-actions bounded in rows; deletions confirmed with counts of what goes; how actions apply a
-service to each selected row; and the lists of the tables that grow with traffic, paged without
-counting every row."""
+"""The admin site: Django's, with its failed logins limited per client address and per username
+(core/admin_login.py); its list actions bounded in rows; deletions confirmed with counts of what
+goes; how actions apply a service to each selected row; and the lists of the tables that grow
+with traffic, paged without counting every row."""
 from __future__ import annotations
 
 import functools
@@ -18,40 +18,14 @@ from django.http import HttpRequest, HttpResponse
 from django.utils.functional import cached_property
 from django.utils.text import capfirst
 
+from core.admin_login import login_limited
 from core.db import statements_unbounded, table_rows_estimate
-from core.errors import Conflict, database_unreachable, storage_full
-from core.ratelimit import ceiling_seconds
-from core.throttling import AdminLoginRateThrottle
+from core.errors import Conflict
 
 
 class AdminSite(admin.AdminSite):
     def login(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
-        throttle = AdminLoginRateThrottle()
-        if not throttle.allow_request(request, None):
-            wait = ceiling_seconds(throttle.wait() or 0)
-            response = HttpResponse(
-                f"Too many login attempts from your address; try again in {wait} s.",
-                status=429,
-                content_type="text/plain; charset=utf-8",
-            )
-            response["Retry-After"] = str(wait)
-            return response
-        try:
-            response = super().login(request, extra_context)
-        except Exception as exc:
-            # Answered 503 (core/middleware.py OutageMiddleware) for the service's outage, not a
-            # wrong password: with the database out of reach the user's row could not be read to
-            # check one, and a full disk fails only a write, which only a right password makes (the
-            # session it opens). Counted, an operator retrying through an outage would find the
-            # admin locked once it is over.
-            if database_unreachable(exc) or storage_full(exc):
-                throttle.give_back()
-            raise
-        # A POST is answered with a redirect only once it logged someone in (a failure shows the
-        # form again): that attempt does not count.
-        if request.method == "POST" and response.status_code == 302:
-            throttle.give_back()
-        return response
+        return login_limited(request, lambda: super(AdminSite, self).login(request, extra_context))
 
 
 ActionFunction = Callable[[admin.ModelAdmin, HttpRequest, QuerySet[Any]], HttpResponse | None]

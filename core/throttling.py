@@ -1,6 +1,7 @@
-"""Request rate limits: every API request per client, by scope, and the failed admin logins and
-API key checks per client address, through the shared limiter of core/ratelimit.py (Redis), or
-DRF's own history in the cache when there is no Redis (embedded mode).
+"""Request rate limits: every API request per client, by scope, the failed admin logins and
+API key checks per client address, and the failed admin logins per username, through the shared
+limiter of core/ratelimit.py (Redis), or DRF's own history in the cache when there is no Redis
+(embedded mode).
 
 Scopes, each with its own budget (settings `API_*_RATE_PER_MINUTE`): `submit` (new jobs),
 `read` (every GET), `write` (other writes) and `sensitive` (redeliveries and secret rotations,
@@ -15,6 +16,7 @@ and `RateLimit: "read";r=5999;t=60`, from the counts the decision read anyway (d
 """
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import re
 from collections.abc import Callable
@@ -189,16 +191,13 @@ class RateLimitFieldsMiddleware:
 
 
 class FailureRateThrottle(RateThrottle):
-    """Failed attempts per client address (`client_address`), in the budget its subclass's
-    setting (`rate_setting`) gives a minute; always decided by Redis.
+    """Failed attempts per client address (`client_address`, an IPv6 one by its /64), in the
+    budget its subclass's setting (`rate_setting`) gives a minute; always decided by Redis.
 
     An attempt takes its place in its address's budget before it is checked, atomically across
     processes, so that concurrent guesses cannot all pass a check made before any of them had
     failed; one that succeeds gives its place back (`give_back`). So only failures spend the
-    budget, and legitimate attempts never do.
-
-    Per address, not per account: a limit on an account whatever the address would be one an
-    attacker reaches on purpose, to lock that account's owner out (docs/deployment.md)."""
+    budget, and legitimate attempts never do."""
 
     exact = True
     rate_setting: str
@@ -230,6 +229,29 @@ class AdminLoginRateThrottle(FailureRateThrottle):
 
     def rate_for(self, request: HttpRequest, view: Any) -> str | None:
         return super().rate_for(request, view) if request.method == "POST" else None
+
+
+class AdminLoginUsernameRateThrottle(FailureRateThrottle):
+    """Failed logins to the admin per username, whatever the address
+    (ADMIN_LOGIN_FAILURES_PER_USERNAME_PER_HOUR): guesses at one account spread over many
+    addresses (a botnet), each under its address's limit. Counted for any username, existing or
+    not, so that its 429 tells nothing of which exist; keyed by a digest of the username, case
+    folded, so that Redis holds no usernames. core/admin_login.py exempts the browsers that
+    signed in as that user before: an attacker reaching the limit on purpose does not lock the
+    account's owner out of a browser the owner used."""
+
+    scope = "admin_login_username"
+
+    def rate_for(self, request: HttpRequest, view: Any) -> str | None:
+        rate = settings.ADMIN_LOGIN_FAILURES_PER_USERNAME_PER_HOUR
+        return f"{rate}/hour" if rate and request.method == "POST" else None
+
+    def get_cache_key(self, request: HttpRequest, view: Any) -> str | None:
+        username = request.POST.get("username", "").strip()
+        if not username:
+            return None  # the form refuses it unchecked: no password was tried
+        digest = hashlib.sha256(username.casefold().encode()).hexdigest()[:32]
+        return f"throttle:{self.scope}:{digest}"
 
 
 class ApiKeyFailureRateThrottle(FailureRateThrottle):

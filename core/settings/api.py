@@ -27,6 +27,9 @@ API_MAX_BATCH_SIZE = env.int("API_MAX_BATCH_SIZE", default=1000)
 API_RATE_SYNC_SECONDS = env.float("API_RATE_SYNC_SECONDS", default=0.5)
 # Failed admin logins per client address per minute before 429 (0: no limit).
 ADMIN_LOGIN_RATE_PER_MINUTE = env.int("ADMIN_LOGIN_RATE_PER_MINUTE", default=10)
+# Failed admin logins per username (any, existing or not) per hour, whatever the address, before
+# 429; a browser that signed in as that user before is exempt (0: no limit).
+ADMIN_LOGIN_FAILURES_PER_USERNAME_PER_HOUR = env.int("ADMIN_LOGIN_FAILURES_PER_USERNAME_PER_HOUR", default=20)
 # API requests with an unknown, revoked or malformed key per client address per minute; past it,
 # the address's requests get 429 without their key looked up, unless the key already worked in
 # that API process (0: no limit).

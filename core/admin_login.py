@@ -1,0 +1,97 @@
+"""The admin's sign-in (the console's too): its failed attempts limited per client address and
+per username, and the cookie by which a browser that signed in as a user before is exempt from
+that username's limit."""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from django.conf import settings
+from django.core import signing
+from django.http import HttpRequest, HttpResponse
+from django.urls import reverse
+
+from core.errors import database_unreachable, storage_full
+from core.ratelimit import ceiling_seconds
+from core.throttling import (
+    AdminLoginRateThrottle,
+    AdminLoginUsernameRateThrottle,
+    RateThrottle,
+)
+
+# Set on a successful sign-in: the username, signed. It proves only that this browser signed in
+# as that user (knew the password) within DEVICE_MAX_AGE_SECONDS; it opens no session.
+DEVICE_COOKIE = "admin_signed_in_as"
+DEVICE_SALT = "core.admin_login.device"
+DEVICE_MAX_AGE_SECONDS = 90 * 24 * 3600
+
+
+def login_limited(request: HttpRequest, login: Callable[[], HttpResponse]) -> HttpResponse:
+    """`login` (Django's admin login), its POSTs refused 429 once the client's address, or the
+    username tried, has spent its failed attempts. The username's limit is an attacker's to
+    reach on purpose, so it does not apply in a browser that signed in as that user before."""
+    by_address = AdminLoginRateThrottle()
+    if not by_address.allow_request(request, None):
+        return _refused(by_address, "Too many login attempts from your address")
+    by_username = AdminLoginUsernameRateThrottle()
+    known = _known_browser(request)
+    if not known and not by_username.allow_request(request, None):
+        # No password was checked: the address's place is given back.
+        by_address.give_back()
+        # The same for every username, existing or not.
+        return _refused(by_username, "Too many failed login attempts for this username")
+    counted = [by_address] if known else [by_address, by_username]
+    try:
+        response = login()
+    except Exception as exc:
+        # Answered 503 (core/middleware.py OutageMiddleware) for the service's outage, not a
+        # wrong password: with the database out of reach the user's row could not be read to
+        # check one, and a full disk fails only a write, which only a right password makes (the
+        # session it opens). Counted, an operator retrying through an outage would find the
+        # admin locked once it is over.
+        if database_unreachable(exc) or storage_full(exc):
+            for throttle in counted:
+                throttle.give_back()
+        raise
+    # A POST is answered with a redirect only once it logged someone in (a failure shows the
+    # form again): that attempt does not count.
+    if request.method == "POST" and response.status_code == 302:
+        for throttle in counted:
+            throttle.give_back()
+        _remember_browser(response, request.POST.get("username", ""))
+    return response
+
+
+def _refused(throttle: RateThrottle, reason: str) -> HttpResponse:
+    wait = ceiling_seconds(throttle.wait() or 0)
+    response = HttpResponse(f"{reason}; try again in {wait} s.", status=429, content_type="text/plain; charset=utf-8")
+    response["Retry-After"] = str(wait)
+    return response
+
+
+def _known_browser(request: HttpRequest) -> bool:
+    """Whether this browser signed in before as the username this POST tries."""
+    value = request.COOKIES.get(DEVICE_COOKIE)
+    if request.method != "POST" or not value:
+        return False
+    try:
+        signed_in_as = signing.loads(value, salt=DEVICE_SALT, max_age=DEVICE_MAX_AGE_SECONDS)
+    except signing.BadSignature:
+        return False
+    return signed_in_as == _username_of(request.POST.get("username", ""))
+
+
+def _remember_browser(response: HttpResponse, username: str) -> None:
+    response.set_cookie(
+        DEVICE_COOKIE,
+        signing.dumps(_username_of(username), salt=DEVICE_SALT),
+        max_age=DEVICE_MAX_AGE_SECONDS,
+        path=reverse("admin:index"),
+        secure=settings.SESSION_COOKIE_SECURE,
+        httponly=True,
+        samesite="Strict",
+    )
+
+
+def _username_of(username: str) -> str:
+    """A username as the limit counts it (AdminLoginUsernameRateThrottle)."""
+    return username.strip().casefold()

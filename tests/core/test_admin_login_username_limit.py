@@ -1,0 +1,105 @@
+"""The admin's failed logins are limited per username too, whatever the address: guesses at one
+account spread over many addresses (a botnet, each address under its own limit) are stopped,
+without telling which usernames exist, and without locking the account's owner out of a browser
+that signed in before, nor for longer than the window."""
+from __future__ import annotations
+
+import random
+import re
+import time
+import uuid
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import User
+from django.core import signing
+from django.test import Client as HttpClient
+
+from tests.core.test_admin_login_limit import LOGIN, PROXY, random_address
+
+pytestmark = pytest.mark.django_db
+
+
+def attempt(username: str, password: str, *, client: HttpClient | None = None) -> int:
+    """The status of one login through the proxy, from an address of its own."""
+    response = (client or HttpClient()).post(
+        LOGIN, {"username": username, "password": password}, REMOTE_ADDR=PROXY, HTTP_X_FORWARDED_FOR=random_address(),
+    )
+    return response.status_code
+
+
+@pytest.fixture
+def operator(settings: Any) -> str:
+    """An operator of a username this test's own (the counts live in Redis for an hour), and a
+    limit of five failed logins a username an hour."""
+    settings.ADMIN_LOGIN_RATE_PER_MINUTE = 10
+    settings.ADMIN_LOGIN_FAILURES_PER_USERNAME_PER_HOUR = 5
+    username = f"op-{uuid.uuid4().hex[:12]}"
+    User.objects.create_superuser(username, "op@example.com", "correct-pw")
+    return username
+
+
+def test_guesses_at_one_username_from_many_addresses_are_limited(operator: str) -> None:
+    # When a botnet guesses the operator's password, each guess from an address of its own
+    statuses = [attempt(operator, f"guess-{n}") for n in range(6)]
+
+    # Then the sixth is refused, the right password too: it is never checked
+    assert statuses == [200] * 5 + [429]
+    assert attempt(operator, "correct-pw") == 429
+
+
+def test_the_refusal_does_not_tell_whether_the_username_exists(operator: str) -> None:
+    nobody = f"nobody-{uuid.uuid4().hex[:12]}"
+
+    real = [HttpClient().post(LOGIN, {"username": name, "password": "wrong"}, REMOTE_ADDR=PROXY,
+                              HTTP_X_FORWARDED_FOR=random_address()) for name in [operator] * 6]
+    made_up = [HttpClient().post(LOGIN, {"username": name, "password": "wrong"}, REMOTE_ADDR=PROXY,
+                                 HTTP_X_FORWARDED_FOR=random_address()) for name in [nobody] * 6]
+
+    assert [r.status_code for r in real] == [r.status_code for r in made_up] == [200] * 5 + [429]
+    # The same words for both (the seconds left aside: a second apart)
+    assert re.sub(rb"[0-9]+", b"N", real[-1].content) == re.sub(rb"[0-9]+", b"N", made_up[-1].content) == (
+        b"Too many failed login attempts for this username; try again in N s."
+    )
+    assert 0 < int(real[-1]["Retry-After"]) <= 2 * 3600
+
+
+def test_a_browser_that_signed_in_as_the_user_before_is_not_locked_out(operator: str) -> None:
+    # Given the operator's browser, which signed in yesterday
+    browser = HttpClient()
+    assert attempt(operator, "correct-pw", client=browser) == 302
+    browser.post("/admin/logout/", REMOTE_ADDR=PROXY)
+
+    # When an attacker spends the username's failed logins
+    assert [attempt(operator, "wrong") for _ in range(6)][-1] == 429
+
+    # Then the operator still signs in from that browser, typo and all, and nobody else does:
+    # not from another browser, nor from one that signed in as a colleague, nor with a forged cookie
+    assert attempt(operator, "typo", client=browser) == 200
+    assert attempt(operator, "correct-pw", client=browser) == 302
+    assert attempt(operator, "correct-pw") == 429
+    colleague = f"op-{uuid.uuid4().hex[:12]}"
+    User.objects.create_superuser(colleague, "colleague@example.com", "colleague-pw")
+    elsewhere = HttpClient()
+    assert attempt(colleague, "colleague-pw", client=elsewhere) == 302
+    assert attempt(operator, "correct-pw", client=elsewhere) == 429
+    forged = HttpClient()
+    forged.cookies["admin_signed_in_as"] = signing.dumps(operator, salt="another")
+    assert attempt(operator, "correct-pw", client=forged) == 429
+
+
+def test_a_locked_out_user_signs_in_once_the_window_is_over(operator: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert [attempt(operator, "wrong") for _ in range(6)][-1] == 429
+
+    # Two hours on: the window the refusals were counted in and the one after are over
+    later = time.time() + 2 * 3600
+    monkeypatch.setattr("core.throttling.RateThrottle.timer", lambda self: later)
+
+    assert attempt(operator, "correct-pw") == 302
+
+
+def test_successful_logins_do_not_count(operator: str) -> None:
+    statuses = [attempt(operator, "correct-pw") for _ in range(6)]
+    statuses += [attempt(operator, random.choice(["wrong", "typo"])) for _ in range(6)]
+
+    assert statuses == [302] * 6 + [200] * 5 + [429]
