@@ -269,6 +269,12 @@ SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
 # http://127.0.0.1 and http://localhost as secure, so `make run`'s admin still works there;
 # any other plain-HTTP address needs DEBUG on (README, "Environment").
 SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = not DEBUG
+# A staff session (the admin, the console) lasts ADMIN_SESSION_SECONDS from its sign-in, not
+# Django's two weeks, and its cookie goes when the browser closes: a session left open on a
+# shared machine, or a cookie taken from it, stops working by the end of the day. The cookie
+# stays HttpOnly and SameSite=Lax (Django's defaults).
+SESSION_COOKIE_AGE = env.int("ADMIN_SESSION_SECONDS", default=12 * 3600)
+SESSION_EXPIRE_AT_BROWSER_CLOSE = env.bool("ADMIN_SESSION_EXPIRE_AT_BROWSER_CLOSE", default=True)
 # A form post refused by CSRF: Django's page, styled by the admin's stylesheet rather than an
 # inline <style> the Content-Security-Policy blocks.
 CSRF_FAILURE_VIEW = "core.csrf_failure.csrf_failure"
