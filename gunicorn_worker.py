@@ -8,6 +8,7 @@ core/error_codes.py as well; tests/core/test_error_codes.py checks that both agr
 from __future__ import annotations
 
 import json
+from http import HTTPStatus
 from typing import Any
 
 from gunicorn import util
@@ -72,12 +73,13 @@ class JsonErrorThreadWorker(ThreadWorker):
         if not page.written:
             return
         status_line = page.written.split(b"\r\n", 1)[0]  # b"HTTP/1.1 414 URI Too Long"
-        _, status, reason = status_line.decode("latin-1").split(" ", 2)
+        status = int(status_line.split(b" ", 2)[1])
         answer = page.written
-        if int(status) in PARSE_ERRORS:
-            code, message = PARSE_ERRORS[int(status)]
+        if status in PARSE_ERRORS:
+            code, message = PARSE_ERRORS[status]
             limits = {name: getattr(self.cfg, name) for name in _LIMITS}
-            answer = json_error(int(status), reason, code, message.format_map(limits))
+            # The status's own reason phrase: gunicorn's is "Bad Request" for its 501 too.
+            answer = json_error(status, HTTPStatus(status).phrase, code, message.format_map(limits))
         try:
             util.write_nonblock(client, answer)
         except OSError:  # the client is gone: as gunicorn does, nothing more to say

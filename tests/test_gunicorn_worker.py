@@ -5,6 +5,7 @@ Before, it was gunicorn's HTML page, which a client generated from the spec coul
 Sent as raw bytes to gunicorn as production runs it."""
 from __future__ import annotations
 
+import http
 import http.client
 import json
 import socket
@@ -66,6 +67,8 @@ def test_a_request_the_server_cannot_parse_is_answered_in_the_error_shape(
     # Then the answer is the API's error shape, with the kind's code and its listed status, and
     # gunicorn closes the connection as it did
     assert answer.status == ERROR_CODES[code].status, (answer.status, body)
+    # With the status's own reason phrase (gunicorn writes "501 Bad Request")
+    assert answer.reason == http.HTTPStatus(answer.status).phrase
     assert answer.getheader("Content-Type") == "application/json", body
     assert answer.getheader("Connection") == "close"
     parsed = json.loads(body)
