@@ -124,8 +124,9 @@ RATE_LIMIT_HEADERS = {
     "RateLimit": {
         "description": "The scope's budget left: `r` requests would fit now (an estimate: an API process "
         "decides far from the limit on counts other processes share every `API_RATE_SYNC_SECONDS`), and "
-        "one more after `t` seconds (the window slides: up to two windows). `r=0` on a 429 `rate_limited`, "
-        "`t` then its `Retry-After`.",
+        "one more after `t` seconds (the window slides: up to two windows). On a 429 `rate_limited`, `r` is "
+        "less than the request needed (0 for a single request, `t` then its `Retry-After`; for a batch, the jobs "
+        "that still fit), and `t` never later than its `Retry-After`.",
         "schema": {"type": "string"},
         "example": '"read";r=5999;t=60',
     },

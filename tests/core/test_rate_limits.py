@@ -135,3 +135,20 @@ def test_in_embedded_mode_the_budget_is_told_from_the_cache(
     assert [budget(r)[:2] for r in answers] == [("read", 1), ("read", 0), ("read", 0)]
     assert 0 < budget(answers[0])[2] <= 60
     assert budget(answers[-1])[2] <= int(answers[-1].headers["Retry-After"])
+
+
+def test_a_batch_refused_tells_the_requests_still_left(make_api: Callable[..., Api], settings: Any) -> None:
+    # Given 5 submissions a minute, 2 of them spent
+    settings.API_SUBMIT_RATE_PER_MINUTE = 5
+    api = make_api()
+    for _ in range(2):
+        assert api.post("/api/jobs/", json=BODY).status_code == 202
+
+    # When a batch of 4 jobs comes, more than the 3 left
+    refused = api.post("/api/jobs/batch/", json={"jobs": [BODY] * 4})
+
+    # Then it is refused, and its RateLimit says the 3 single requests that still fit
+    assert refused.status_code == 429, refused.json()
+    scope, left, seconds = budget(refused)
+    assert (scope, left) == ("submit", 3)
+    assert 0 < seconds <= int(refused.headers["Retry-After"])
