@@ -113,12 +113,20 @@ class RateThrottle(SimpleRateThrottle):
         while self.history and self.history[-1] <= self.now - self.duration:
             self.history.pop()
         allowed = len(self.history) + weight <= self.num_requests
+        wait = None
         if allowed:
             self.history[:0] = [self.now] * weight
             self.cache.set(self.key, self.history, self.duration)
+        elif weight > self.num_requests:
+            wait = self.duration  # it never fits: a whole window, as the limiter answers
+        else:
+            # Until enough of the oldest leave for all of it to fit. DRF's `wait` spread the window
+            # over the places left: too early for a batch, which was refused again then.
+            wait = self.history[self.num_requests - len(self.history) - weight] + self.duration - self.now
         # The oldest request in the history leaves it first, and one more fits.
         oldest = self.history[-1] if self.history else self.now
-        self.budget = Budget(None, max(0, self.num_requests - len(self.history)), oldest + self.duration - self.now)
+        self.budget = Budget(wait, max(0, self.num_requests - len(self.history)), oldest + self.duration - self.now)
+        self._wait_seconds = wait
         return allowed or self.throttle_failure()
 
     def wait(self) -> float | None:
