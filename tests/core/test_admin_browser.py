@@ -38,14 +38,17 @@ def test_the_admin_login_works_over_plain_http_on_loopback_with_debug_off(
             # When the operator signs in through the login form
             chromium.admin_signed_in(browser, url, "/admin/", password=PASSWORD)
 
-            # Then the admin's index shows, and both cookies were Secure
+            # Then the admin's index shows, and every cookie was Secure (the session's, CSRF's, and
+            # the one exempting this browser from the username's failed-login limit)
             title = browser.evaluate("document.title")
             cookies = browser.call("Network.getAllCookies")["cookies"]
     finally:
         stop(web)
 
     assert title.startswith("Site administration")
-    assert {cookie["name"]: cookie["secure"] for cookie in cookies} == {"csrftoken": True, "sessionid": True}
+    assert {cookie["name"]: cookie["secure"] for cookie in cookies} == {
+        "csrftoken": True, "sessionid": True, "admin_signed_in_as": True,
+    }
 
 
 def test_the_admins_scripts_run_under_its_content_security_policy(transactional_db: Any, tmp_path: Path) -> None:
