@@ -44,6 +44,11 @@ CATCH_UP = "the owner's events after its last, of a job_name only other owners' 
 AFTER = 987654321
 OTHERS_LABEL = "jobs, metadata[tier] (only other owners' jobs carry it)"
 OTHERS_TYPE_LABEL = "deliveries, event_type=webhook.test (only other owners' events have it)"
+# A label on 1 in 30 of the biggest owner's jobs: too few among its newest for the first look of
+# a metadata page (jobs/metadata_pages.py), too many to read through the GIN index.
+TEAM_LABEL = "jobs, metadata[team] (1 in 30 of the owner's jobs)"
+# The local owner's jobs, that label on every 30th, whose request gives the SQL explained for it.
+TEAM_JOBS, TEAM_EVERY = 6_000, 30
 
 # The list requests whose SQL is explained, each with the index that must serve it. The SQL is
 # what the code issues for them (captured on this run's own test database), not a copy.
@@ -68,6 +73,9 @@ REQUESTS = {
     "jobs, metadata[order]": ("/api/jobs/?metadata%5Border%5D=400000", "job_owner_metadata"),
     # A label 4,000 of the other owners' jobs carry and none of this owner's.
     OTHERS_LABEL: ("/api/jobs/?metadata%5Btier%5D=gold", "job_owner_metadata"),
+    # Not its 20,000 matches through the GIN index and sorted: a walk of the owner's newest jobs
+    # (the second look of a metadata page, replayed below with its edge on this database).
+    TEAM_LABEL: ("/api/jobs/?metadata%5Bteam%5D=red", "job_owner_created"),
     # Only other owners' deliveries failed: not found among theirs in `delivery_failed`.
     "deliveries, state=failed (only other owners' failed)": (
         "/api/deliveries/?state=failed", "delivery_owner_state_created",
@@ -88,6 +96,10 @@ REQUESTS = {
 }
 
 
+# A read's bound on the rows it looks among (jobs/metadata_pages.py), with the value it had here.
+_EDGE = re.compile(r"""("jobs_job"\."created_at" [<>]= )'[^']*'::timestamptz""")
+
+
 def _issued_sql() -> tuple[dict[str, str], str, list[str]]:
     """The SQL each request of REQUESTS makes the code issue, and the pruner's batch query, on
     this run's test database; with the owner's and the job's ids, to replace in them."""
@@ -103,16 +115,30 @@ def _issued_sql() -> tuple[dict[str, str], str, list[str]]:
         "day_start": quote(day.isoformat()), "day_end": quote((day + timedelta(days=1)).isoformat()),
         "next_page": first_page["next"].split("testserver", 1)[1], "job": str(jobs[0].id),
     }
+    # Another owner of the label's share, whose page of it is the one captured for TEAM_LABEL.
+    labelled = client_create(name=f"labelled-{uuid.uuid4().hex[:8]}")
+    Job.objects.bulk_create(Job(owner=labelled, job_name="api.tasks.hello_world", status="SUCCESS",
+                                created_at=timezone.now() - timedelta(seconds=20 * n),
+                                metadata={"team": "red"} if n % TEAM_EVERY == 0 else {})
+                            for n in range(TEAM_JOBS))
+    labelled_client = DjangoClient(HTTP_AUTHORIZATION=f"Bearer {api_key_create(client=labelled)}")
     issued: dict[str, str] = {}
     for name, (path, _index) in REQUESTS.items():
         if path is None:
             continue
         with CaptureQueriesContext(connection) as queries:
-            response = client.get(path.format(**values))
+            response = (labelled_client if name == TEAM_LABEL else client).get(path.format(**values))
         assert response.status_code == 200, response.content
         reads = [q["sql"] for q in queries.captured_queries if "ORDER BY" in q["sql"] and "LIMIT" in q["sql"]]
         # A metadata page reads the owner's newest rows first (jobs/metadata_pages.py), then,
         # when they do not hold it, through the GIN index: that read is the one explained.
+        if name == TEAM_LABEL:
+            # Its last read, and the one before that finds the edge of the rows it looks among
+            # (when there is one: without it the page was read through the GIN index).
+            *_, edge, page = reads
+            issued[name] = page.replace(str(labelled.id), str(owner.id))
+            issued[f"{name}, edge"] = edge.replace(str(labelled.id), str(owner.id))
+            continue
         [sql] = [read for read in reads if "jsonb_set" in read] or reads
         issued[name] = sql
     with CaptureQueriesContext(connection) as queries:
@@ -157,7 +183,9 @@ def test_list_filters_use_indexes_at_a_million_rows(
                '{{}}', CASE WHEN g % 100 = 0 THEN 'FAILURE' ELSE 'SUCCESS' END, '', '[]',
                false, ts, ts, ts + interval '1 second',
                jsonb_build_object('order', g::text) || CASE WHEN g % 250 = 7 THEN '{{"tier": "gold"}}'::jsonb
-                                                             ELSE '{{}}'::jsonb END,
+                                                             ELSE '{{}}'::jsonb END
+                 -- 1 in 30 of the biggest owner's jobs (g % 10 = 3 is its)
+                 || CASE WHEN g % 50 = 3 THEN '{{"team": "red"}}'::jsonb ELSE '{{}}'::jsonb END,
                1, 1, 0, true, ''
         FROM o, (SELECT g, now() - (g * interval '20 seconds') AS ts
                  FROM generate_series(1, {JOBS}) g) s;
@@ -226,7 +254,15 @@ def test_list_filters_use_indexes_at_a_million_rows(
     for name, (_path, index) in REQUESTS.items():
         statement = issued[name].replace(local_owner, str(owner)).replace(local_job, str(subject))
         statement = statement.replace(str(AFTER), str(last_event))
-        plan = "\n".join(row[0] for row in stack.sql(f"EXPLAIN (ANALYZE, BUFFERS) {statement}"))
+        settings = ""
+        if name == TEAM_LABEL and _EDGE.search(statement):
+            # The page's bound, found as the code finds it (on this database, for this owner),
+            # and both planned as the code plans them: index walks only (jobs.sql.index_walks_only)
+            settings = "SET enable_seqscan = off; SET enable_bitmapscan = off; "
+            edge_sql = issued[f"{name}, edge"].replace(local_owner, str(owner))
+            [(edge,)] = stack.sql(settings + edge_sql)
+            statement = _EDGE.sub(rf"\g<1>'{edge.isoformat()}'::timestamptz", statement)
+        plan = "\n".join(row[0] for row in stack.sql(f"{settings}EXPLAIN (ANALYZE, BUFFERS) {statement}"))
 
         # Then each is an index scan on the expected index, never a sequential scan (but of the
         # clients' table: a hundred rows, read for the owner's last event)
@@ -241,6 +277,13 @@ def test_list_filters_use_indexes_at_a_million_rows(
             # And the events are looked up by owner and type, not by type alone
             by_owner = re.search(r"Index Cond: \(\(owner_id = '[^']+'::uuid\) AND \(\(event_type\)", plan)
             assert by_owner, f"{name}:\n{plan}"
+        if name == TEAM_LABEL:
+            # And the page is read off the owner's newest jobs, not its 20,000 matches through
+            # the GIN index: a few hundred blocks, not a block a match
+            assert "job_owner_metadata" not in plan, f"{name}:\n{plan}"
+            [top] = re.findall(r"Buffers: shared (.*)", plan)[:1]
+            blocks = sum(int(n) for n in re.findall(r"(?:hit|read)=(\d+)", top))
+            assert blocks < 2_000, f"{name}:\n{plan}"
         execution = re.search(r"Execution Time: ([\d.]+) ms", plan)
         measured[name] = {"index": used.group(1),
                           "execution_ms": float(execution.group(1)) if execution else None}
