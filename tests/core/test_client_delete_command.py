@@ -99,8 +99,9 @@ def test_the_command_refuses_a_client_it_cannot_find() -> None:
     assert Client.objects.filter(name="present").exists()
 
 
-def test_the_command_deletes_a_batch_at_a_time_and_what_is_added_meanwhile_too() -> None:
-    # Given a client with 25 jobs, their events and results, and another client
+def test_the_command_deletes_a_batch_at_a_time_and_what_is_added_meanwhile_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given a client with 25 jobs, their events and results, and another client; each batch said
+    monkeypatch.setattr("core.management.commands.client_delete.PROGRESS_EVERY_SECONDS", 0)
     owner = _client_with_jobs("leaving", 25)
     other = _client_with_jobs("staying", 2)
     out = io.StringIO()
@@ -135,8 +136,11 @@ def test_the_command_deletes_a_batch_at_a_time_and_what_is_added_meanwhile_too()
     assert JobEvent.objects.filter(owner_id=other.pk).count() == 2
 
 
-def test_a_deletion_stopped_midway_leaves_the_client_unusable_and_is_finished_when_run_again() -> None:
-    # Given a client with 25 jobs, their events and results, and its key that works
+def test_a_deletion_stopped_midway_leaves_the_client_unusable_and_is_finished_when_run_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given a client with 25 jobs, their events and results, and its key that works; each batch said
+    monkeypatch.setattr("core.management.commands.client_delete.PROGRESS_EVERY_SECONDS", 0)
     owner, key = _client_with_jobs_and_key("leaving", 25)
     api = HttpClient(HTTP_AUTHORIZATION=f"Bearer {key}")
     assert api.get("/api/jobs/").status_code == 200
@@ -159,3 +163,39 @@ def test_a_deletion_stopped_midway_leaves_the_client_unusable_and_is_finished_wh
     assert not Client.objects.filter(pk=owner.pk).exists()
     assert not Job.objects.filter(owner_id=owner.pk).exists()
     assert not JobEvent.objects.filter(owner_id=owner.pk).exists()
+
+
+def test_the_command_says_each_kind_at_most_every_few_seconds_and_its_final_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given a client with 150 jobs, their events and results, deleted a row a transaction (450
+    # batches) faster than PROGRESS_EVERY_SECONDS: the clock stands still
+    owner = _client_with_jobs("leaving", 150)
+    monkeypatch.setattr("core.management.commands.client_delete.monotonic", lambda: 1000.0)
+
+    # When the operator deletes it
+    out = io.StringIO()
+    call_command("client_delete", "leaving", "--yes", "--batch-rows", "1", stdout=out)
+
+    # Then each kind is said twice: its first batch, so that the operator sees it start, and its
+    # final count; not a line a batch (the kinds' order is the deletion's)
+    said = [line.strip() for line in out.getvalue().splitlines() if line.endswith(" deleted")]
+    assert sorted(said, key=lambda line: line.split(":")[0]) == [
+        "Job events: 1 deleted", "Job events: 150 deleted",
+        "Job results: 1 deleted", "Job results: 150 deleted",
+        "Jobs: 1 deleted", "Jobs: 150 deleted",
+    ]
+    assert not Client.objects.filter(pk=owner.pk).exists()
+
+
+def test_the_command_says_a_kind_again_once_the_interval_passed(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given a client with 12 jobs deleted a row a transaction, each batch a second after the last
+    _client_with_jobs("leaving", 12)
+    ticks = iter(range(10_000))
+    monkeypatch.setattr("core.management.commands.client_delete.monotonic", lambda: float(next(ticks)))
+
+    # When the operator deletes it
+    out = io.StringIO()
+    call_command("client_delete", "leaving", "--yes", "--batch-rows", "1", stdout=out)
+
+    # Then its jobs are said every other batch (PROGRESS_EVERY_SECONDS, 2 s), and the last
+    jobs = [line.strip() for line in out.getvalue().splitlines() if line.strip().startswith("Jobs:")]
+    assert jobs[1:] == [f"Jobs: {count} deleted" for count in (1, 3, 5, 7, 9, 11, 12)]

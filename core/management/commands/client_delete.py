@@ -2,8 +2,8 @@
 admin refuses a client of more than ADMIN_CLIENT_DELETE_MAX_JOBS jobs, whose deletion would
 outlast a request (gunicorn's WEB_TIMEOUT_SECONDS). The command deletes it in batches, each its
 own transaction (core.services.client_delete_in_batches), in bounded memory however large."""
-import time
 import uuid
+from time import monotonic
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -11,6 +11,10 @@ from django.db import models
 
 from core.models import Client
 from core.services import CLIENT_DELETE_BATCH_ROWS, client_delete_in_batches
+
+# At most one progress line a kind this often (and each kind's final count): a line a batch was
+# about 4,000 lines for a client of a million jobs, the terminal flooded.
+PROGRESS_EVERY_SECONDS = 2.0
 
 
 class Command(BaseCommand):
@@ -42,12 +46,32 @@ class Command(BaseCommand):
                 raise CommandError("Nothing was deleted (pass --yes to delete without asking).")
         self.stdout.write(f"Deleting, its API keys revoked first, then {batch_rows:,} rows a transaction "
                           "(stopped midway, run this again to finish)...")
-        started = time.monotonic()
-        client_delete_in_batches(client=owner, batch_rows=batch_rows, progress=self._progress)
-        self.stdout.write(self.style.SUCCESS(f"Deleted in {time.monotonic() - started:.1f} s."))
+        started = monotonic()
+        self._shown_at: dict[str, float] = {}
+        self._unshown: tuple[str, int] | None = None
+        try:
+            client_delete_in_batches(client=owner, batch_rows=batch_rows, progress=self._progress)
+        finally:  # stopped midway too, the operator sees how far each kind went
+            self._unshown_show()
+        self.stdout.write(self.style.SUCCESS(f"Deleted in {monotonic() - started:.1f} s."))
 
     def _progress(self, kind: str, deleted: int) -> None:
+        """Say a kind's first batch, then at most a line every PROGRESS_EVERY_SECONDS, and its
+        final count when the next kind starts (the kinds go one after the other)."""
+        if self._unshown is not None and self._unshown[0] != kind:
+            self._unshown_show()
+        now = monotonic()
+        shown_at = self._shown_at.get(kind)
+        if shown_at is not None and now - shown_at < PROGRESS_EVERY_SECONDS:
+            self._unshown = (kind, deleted)
+            return
+        self._shown_at[kind], self._unshown = now, None
         self.stdout.write(f"  {kind}: {deleted:,} deleted")
+
+    def _unshown_show(self) -> None:
+        if self._unshown is not None:
+            (kind, deleted), self._unshown = self._unshown, None
+            self.stdout.write(f"  {kind}: {deleted:,} deleted")
 
 
 def _client_found(id_or_name: str) -> Client:
