@@ -19,6 +19,7 @@ from core.db import (
     statements_unbounded,
 )
 from core.models import ApiKey, Client
+from core.signals import client_deletion_started
 
 
 def client_create(*, name: str) -> Client:
@@ -123,7 +124,7 @@ def client_delete_in_batches(*, client: Client, batch_rows: int = CLIENT_DELETE_
                              progress: Callable[[str, int], None] | None = None) -> None:
     """Delete a client of any size (client_delete) in bounded memory and short transactions: its
     keys revoked first, so that no new request gets in (other processes refuse them within
-    API_KEY_CACHE_SECONDS); then what it owns, kind by kind, `batch_rows` rows a transaction
+    API_KEY_CACHE_SECONDS), and its deliveries stopped (client_deletion_started); then what it owns, kind by kind, `batch_rows` rows a transaction
     (`progress(kind, rows deleted so far)` after each); then the client with what is left (the
     rows added meanwhile, by a request already in, a job's transition, a delivery's attempt),
     by client_delete, in its lock order.
@@ -142,6 +143,11 @@ def client_delete_in_batches(*, client: Client, batch_rows: int = CLIENT_DELETE_
     before the client's."""
     for api_key in ApiKey.objects.filter(client=client, revoked_at__isnull=True):
         api_key_revoke(api_key=api_key)
+    # Nothing more goes to its receivers meanwhile (its endpoints disabled, its deliveries
+    # canceled: webhooks/deletion.py); made again, as a batch is, past a deadlock.
+    for attempt in _tried_again():
+        with attempt:
+            client_deletion_started.send(sender=Client, client_id=client.pk)
     for kind, relation, lock in _owned_in_order():
         owned = relation.related_model._default_manager.filter(**{relation.field.name: client}).order_by("pk")
         done = 0

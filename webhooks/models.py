@@ -145,7 +145,8 @@ class Delivery(models.Model):
         FAILED = "failed"
         # Held while its endpoint is disabled; pending again when it is enabled.
         ENDPOINT_DISABLED = "endpoint_disabled"
-        # Its endpoint was deleted before it was delivered.
+        # Its endpoint was deleted before it was delivered, or its client's deletion began
+        # (webhooks/deletion.py).
         CANCELED = "canceled"
 
     event = models.ForeignKey(Event, on_delete=models.CASCADE, related_name="deliveries")
