@@ -11,4 +11,7 @@ class JobsConfig(AppConfig):
         # use models): otherwise the first submission served by each gunicorn worker and the
         # first job run by each Celery pool process stall for that long (docs/benchmarks.md,
         # "cold start"). The checks of the settings against the job types import them.
-        import jobs.checks  # noqa: F401
+        import jobs.checks
+
+        # Connects the stop of a client's deliveries to core's client_deletion_started.
+        import jobs.deletion  # noqa: F401

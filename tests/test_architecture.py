@@ -18,7 +18,7 @@ MAX_MODULE_LINES = 360
 FUNCTION_LEVEL_IMPORTS = {
     ("core.errors", "rest_framework.views"): "DRF's settings import core.errors (EXCEPTION_HANDLER)",
     ("jobs.apps", "jobs.checks"): "loads the job types, and the checks against them, once the app registry is ready",
-    ("webhooks.apps", "webhooks"): "connects a client's deletion to its deliveries' stop, importing models, once apps are ready",
+    ("jobs.apps", "jobs.deletion"): "connects a client's deletion to its deliveries' stop, importing models, once apps are ready",
     ("console.apps", "console"): "connects the workers' heartbeats, which import models, once apps are ready",
 }
 

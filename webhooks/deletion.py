@@ -1,16 +1,14 @@
-"""A client's deliveries stopped as its deletion starts: nothing more goes to its receivers while
-the deletion deletes what it owns, which takes minutes for a big client."""
+"""A client's webhooks stopped as its batched deletion starts (jobs/deletion.py, told by
+core.signals): nothing more goes to its receivers while the deletion deletes what it owns,
+which takes minutes for a big client."""
 from __future__ import annotations
 
 import uuid
-from typing import Any
 
 from django.db import transaction
 from django.db.models import F
-from django.dispatch import receiver
 from django.utils import timezone
 
-from core.signals import client_deletion_started
 from webhooks.models import Delivery, Endpoint
 
 # Deliveries a statement of owner_deliveries_stop cancels: a big client's backlog (a receiver down
@@ -49,8 +47,3 @@ def owner_deliveries_stop(*, owner_id: uuid.UUID, batch_rows: int = CANCEL_BATCH
         if not count:
             return canceled
         canceled += count
-
-
-@receiver(client_deletion_started, dispatch_uid="webhooks.owner_deliveries_stop")
-def _deletion_started(sender: Any, *, client_id: uuid.UUID, **kwargs: Any) -> None:
-    owner_deliveries_stop(owner_id=client_id)
