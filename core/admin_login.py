@@ -16,6 +16,7 @@ from core.throttling import (
     AdminLoginRateThrottle,
     AdminLoginUsernameRateThrottle,
     RateThrottle,
+    login_username,
 )
 
 # Set on a successful sign-in: the username, signed. It proves only that this browser signed in
@@ -77,21 +78,16 @@ def _known_browser(request: HttpRequest) -> bool:
         signed_in_as = signing.loads(value, salt=DEVICE_SALT, max_age=DEVICE_MAX_AGE_SECONDS)
     except signing.BadSignature:
         return False
-    return signed_in_as == _username_of(request.POST.get("username", ""))
+    return signed_in_as == login_username(request.POST.get("username", ""))
 
 
 def _remember_browser(response: HttpResponse, username: str) -> None:
     response.set_cookie(
         DEVICE_COOKIE,
-        signing.dumps(_username_of(username), salt=DEVICE_SALT),
+        signing.dumps(login_username(username), salt=DEVICE_SALT),
         max_age=DEVICE_MAX_AGE_SECONDS,
         path=reverse("admin:index"),
         secure=settings.SESSION_COOKIE_SECURE,
         httponly=True,
         samesite="Strict",
     )
-
-
-def _username_of(username: str) -> str:
-    """A username as the limit counts it (AdminLoginUsernameRateThrottle)."""
-    return username.strip().casefold()

@@ -255,11 +255,18 @@ class AdminLoginUsernameRateThrottle(FailureRateThrottle):
         return f"{rate}/hour" if rate and request.method == "POST" else None
 
     def get_cache_key(self, request: HttpRequest, view: Any) -> str | None:
-        username = request.POST.get("username", "").strip()
+        username = login_username(request.POST.get("username", ""))
         if not username:
             return None  # the form refuses it unchecked: no password was tried
-        digest = hashlib.sha256(username.casefold().encode()).hexdigest()[:32]
+        digest = hashlib.sha256(username.encode()).hexdigest()[:32]
         return f"throttle:{self.scope}:{digest}"
+
+
+def login_username(username: str) -> str:
+    """A username as the admin's failed logins are counted by (AdminLoginUsernameRateThrottle)
+    and its device cookie names it (core/admin_login.py): stripped, as the login form strips it,
+    and case folded."""
+    return username.strip().casefold()
 
 
 class ApiKeyFailureRateThrottle(FailureRateThrottle):
