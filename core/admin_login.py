@@ -6,9 +6,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.contrib.auth.base_user import AbstractBaseUser
 from django.core import signing
 from django.http import HttpRequest, HttpResponse
 from django.urls import reverse
+from django.utils.crypto import constant_time_compare, salted_hmac
 
 from core.errors import database_unreachable, storage_full
 from core.ratelimit import ceiling_seconds
@@ -19,8 +22,10 @@ from core.throttling import (
     login_username,
 )
 
-# Set on a successful sign-in: the username, signed. It proves only that this browser signed in
-# as that user (knew the password) within DEVICE_MAX_AGE_SECONDS; it opens no session.
+# Set on a successful sign-in: the user, the username and a digest of the user's password hash,
+# signed. It proves only that this browser signed in as that user (knew the password) within
+# DEVICE_MAX_AGE_SECONDS, and since: a new password voids it, as it ends the user's sessions
+# (Django's session auth hash); it opens no session.
 DEVICE_COOKIE = "admin_signed_in_as"
 DEVICE_SALT = "core.admin_login.device"
 DEVICE_MAX_AGE_SECONDS = 90 * 24 * 3600
@@ -58,7 +63,7 @@ def login_limited(request: HttpRequest, login: Callable[[], HttpResponse]) -> Ht
     if request.method == "POST" and response.status_code == 302:
         for throttle in counted:
             throttle.give_back()
-        _remember_browser(response, request.POST.get("username", ""))
+        _remember_browser(response, request.user)  # type: ignore[arg-type]  # signed in: a user
     return response
 
 
@@ -75,16 +80,38 @@ def _known_browser(request: HttpRequest) -> bool:
     if request.method != "POST" or not value:
         return False
     try:
-        signed_in_as = signing.loads(value, salt=DEVICE_SALT, max_age=DEVICE_MAX_AGE_SECONDS)
+        device = signing.loads(value, salt=DEVICE_SALT, max_age=DEVICE_MAX_AGE_SECONDS)
     except signing.BadSignature:
         return False
-    return signed_in_as == login_username(request.POST.get("username", ""))
+    username = login_username(request.POST.get("username", ""))
+    # Another username's cookie, or one of before the cookie named the password: no query.
+    if not isinstance(device, dict) or device.get("username") != username:
+        return False
+    user_model = get_user_model()
+    user = user_model._default_manager.filter(pk=device.get("user")).only(user_model.USERNAME_FIELD, "password").first()
+    if user is None or login_username(user.get_username()) != username:
+        return False  # deleted, or renamed since
+    digest = str(device.get("password", ""))
+    secrets = [settings.SECRET_KEY, *settings.SECRET_KEY_FALLBACKS]
+    return any(constant_time_compare(digest, _password_digest(user, secret)) for secret in secrets)
 
 
-def _remember_browser(response: HttpResponse, username: str) -> None:
+def _password_digest(user: AbstractBaseUser, secret: str) -> str:
+    """A digest of the user's password hash: another once the password is changed. Keyed, as
+    Django's session auth hash is, so that the cookie, which its holder can read, tells nothing
+    of the hash."""
+    return salted_hmac(f"{DEVICE_SALT}.password", user.password, secret=secret, algorithm="sha256").hexdigest()
+
+
+def _remember_browser(response: HttpResponse, user: AbstractBaseUser) -> None:
+    device = {
+        "user": user.pk,
+        "username": login_username(user.get_username()),
+        "password": _password_digest(user, settings.SECRET_KEY),
+    }
     response.set_cookie(
         DEVICE_COOKIE,
-        signing.dumps(login_username(username), salt=DEVICE_SALT),
+        signing.dumps(device, salt=DEVICE_SALT),
         max_age=DEVICE_MAX_AGE_SECONDS,
         path=reverse("admin:index"),
         secure=settings.SESSION_COOKIE_SECURE,

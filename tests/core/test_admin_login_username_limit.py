@@ -13,7 +13,9 @@ from typing import Any
 import pytest
 from django.contrib.auth.models import User
 from django.core import signing
+from django.db import connection
 from django.test import Client as HttpClient
+from django.test.utils import CaptureQueriesContext
 
 from tests.core.test_admin_login_limit import LOGIN, PROXY, random_address
 
@@ -103,3 +105,42 @@ def test_successful_logins_do_not_count(operator: str) -> None:
     statuses += [attempt(operator, random.choice(["wrong", "typo"])) for _ in range(6)]
 
     assert statuses == [302] * 6 + [200] * 5 + [429]
+
+
+def test_a_password_change_voids_the_browsers_that_signed_in_before_it(operator: str) -> None:
+    # Given the operator's browser, which signed in before, and the username's failed logins spent
+    browser = HttpClient()
+    assert attempt(operator, "correct-pw", client=browser) == 302
+    browser.post("/admin/logout/", REMOTE_ADDR=PROXY)
+    assert [attempt(operator, "wrong") for _ in range(6)][-1] == 429
+    assert attempt(operator, "typo", client=browser) == 200  # still exempt there
+
+    # When the password is changed (reset, say, after the browser was stolen)
+    user = User.objects.get(username=operator)
+    user.set_password("fresh-pw-2")
+    user.save()
+
+    # Then that browser's cookie no longer exempts it, the new password neither
+    assert attempt(operator, "typo", client=browser) == 429
+    assert attempt(operator, "fresh-pw-2", client=browser) == 429
+    # Nor does a cookie of before the password was in it (the username alone, signed)
+    older = HttpClient()
+    older.cookies["admin_signed_in_as"] = signing.dumps(operator, salt="core.admin_login.device")
+    assert attempt(operator, "fresh-pw-2", client=older) == 429
+
+
+def test_the_cookie_costs_a_query_only_for_its_own_username(
+    operator: str, django_assert_num_queries: Any,
+) -> None:
+    browser = HttpClient()
+    assert attempt(operator, "correct-pw", client=browser) == 302
+    browser.post("/admin/logout/", REMOTE_ADDR=PROXY)
+    nobody = f"nobody-{uuid.uuid4().hex[:12]}"
+    with CaptureQueriesContext(connection) as without_cookie:
+        assert attempt(nobody, "wrong") == 200
+
+    # A cookie of another username is not read further; its own reads the user once
+    with django_assert_num_queries(len(without_cookie)):
+        assert attempt(nobody, "wrong", client=browser) == 200
+    with django_assert_num_queries(len(without_cookie) + 1):
+        assert attempt(operator, "wrong", client=browser) == 200
