@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import re
+import unicodedata
 from collections.abc import Callable
 from typing import Any
 
@@ -243,10 +244,10 @@ class AdminLoginUsernameRateThrottle(FailureRateThrottle):
     """Failed logins to the admin per username, whatever the address
     (ADMIN_LOGIN_FAILURES_PER_USERNAME_PER_HOUR): guesses at one account spread over many
     addresses (a botnet), each under its address's limit. Counted for any username, existing or
-    not, so that its 429 tells nothing of which exist; keyed by a digest of the username, case
-    folded, so that Redis holds no usernames. core/admin_login.py exempts the browsers that
-    signed in as that user before: an attacker reaching the limit on purpose does not lock the
-    account's owner out of a browser the owner used."""
+    not, so that its 429 tells nothing of which exist; keyed by a digest of the username as
+    `login_username` takes it, so that Redis holds no usernames. core/admin_login.py exempts the
+    browsers that signed in as that user before: an attacker reaching the limit on purpose does
+    not lock the account's owner out of a browser the owner used."""
 
     scope = "admin_login_username"
 
@@ -264,9 +265,10 @@ class AdminLoginUsernameRateThrottle(FailureRateThrottle):
 
 def login_username(username: str) -> str:
     """A username as the admin's failed logins are counted by (AdminLoginUsernameRateThrottle)
-    and its device cookie names it (core/admin_login.py): stripped, as the login form strips it,
-    and case folded."""
-    return username.strip().casefold()
+    and its device cookie names it (core/admin_login.py): stripped and NFKC-normalised, as the
+    login form takes it (every spelling it signs in as one user counted as one: `ａdmin` is
+    `admin`), and case folded."""
+    return unicodedata.normalize("NFKC", username.strip()).casefold()
 
 
 class ApiKeyFailureRateThrottle(FailureRateThrottle):

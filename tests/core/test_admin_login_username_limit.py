@@ -144,3 +144,15 @@ def test_the_cookie_costs_a_query_only_for_its_own_username(
         assert attempt(nobody, "wrong", client=browser) == 200
     with django_assert_num_queries(len(without_cookie) + 1):
         assert attempt(operator, "wrong", client=browser) == 200
+
+
+def test_the_spellings_the_login_takes_for_one_username_share_its_limit(operator: str) -> None:
+    # Given the username's failed logins spent
+    assert [attempt(operator, "wrong") for _ in range(6)][-1] == 429
+
+    # Then its full-width spelling, which the login form takes for it (NFKC), is refused too:
+    # its own count would have given a botnet the guesses again, for each character spelt so
+    wide = "".join(chr(ord(character) + 0xFEE0) for character in operator)
+    assert attempt(wide, "wrong") == 429
+    assert attempt(wide, "correct-pw") == 429
+    assert attempt(wide.upper(), "correct-pw") == 429
