@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import random
 import re
 import shlex
 import socket
@@ -28,6 +29,8 @@ from celery.signals import before_task_publish
 from django.conf import settings
 from django.db import OperationalError, connection, transaction
 from django.db.backends.signals import connection_created
+from django.http import HttpResponse
+from django.test import Client as HttpClient
 
 from console import counted
 from core import concurrency, pause
@@ -48,6 +51,10 @@ SERVED_THREADS = 210
 SERVED_APP_NAME = f"served-{uuid.uuid4().hex[:8]}"
 # The session worker's and beat's directory (celery_logs), for the summary of a run that failed.
 CELERY_LOGS = pytest.StashKey[Path]()
+# The admin's login form, and the proxy its tests post it through (FORWARDED_ALLOW_IPS's default:
+# a proxy on the same host).
+ADMIN_LOGIN = "/admin/login/?next=/admin/"
+PROXY = "127.0.0.1"
 
 
 def _require_services() -> None:
@@ -127,6 +134,31 @@ def start_worker(
             return process, name
     process.kill()
     raise RuntimeError(f"Celery worker did not come up; see {log.name}")
+
+
+def random_address() -> str:
+    """A client address of the calling test's own: the counts of failed logins and key checks
+    live in Redis for minutes to an hour, across tests and runs."""
+    return f"198.18.{random.randrange(256)}.{random.randrange(1, 255)}"
+
+
+def admin_login(
+    username: str, password: str, *, browser: HttpClient | None = None, peer: str = PROXY,
+    forwarded_for: str | None = None,
+) -> HttpResponse:
+    """One POST of the admin's login form, in `browser` (a new one unless given), from `peer`
+    with X-Forwarded-For when given."""
+    headers = {"REMOTE_ADDR": peer}
+    if forwarded_for is not None:
+        headers["HTTP_X_FORWARDED_FOR"] = forwarded_for
+    return (browser or HttpClient()).post(ADMIN_LOGIN, {"username": username, "password": password}, **headers)
+
+
+def signed_in_browser(username: str, password: str) -> HttpClient:
+    """A browser signed in to the admin as `username`, through the proxy from an address of its own."""
+    browser = HttpClient(REMOTE_ADDR=PROXY, HTTP_X_FORWARDED_FOR=random_address())
+    assert browser.post(ADMIN_LOGIN, {"username": username, "password": password}).status_code == 302
+    return browser
 
 
 def free_port() -> int:

@@ -12,28 +12,16 @@ from typing import Any
 import pytest
 from django.contrib.auth.models import User
 from django.db import connection
-from django.test import Client as HttpClient
 
+from tests.conftest import PROXY, admin_login, random_address
 from tests.proxy import CountingProxy
 
 pytestmark = pytest.mark.django_db
 
-LOGIN = "/admin/login/?next=/admin/"
-PROXY = "127.0.0.1"  # FORWARDED_ALLOW_IPS's default: a proxy on the same host
-
-
-def random_address() -> str:
-    """A client address of this test's own: the counts live in Redis for two minutes, across
-    tests and runs."""
-    return f"198.18.{random.randrange(256)}.{random.randrange(1, 255)}"
-
 
 def attempt(password: str, *, peer: str = PROXY, forwarded_for: str | None = None) -> int:
     """The status of one login as "admin" from `peer`, with X-Forwarded-For when given."""
-    headers = {"REMOTE_ADDR": peer}
-    if forwarded_for is not None:
-        headers["HTTP_X_FORWARDED_FOR"] = forwarded_for
-    return HttpClient().post(LOGIN, {"username": "admin", "password": password}, **headers).status_code
+    return admin_login("admin", password, peer=peer, forwarded_for=forwarded_for).status_code
 
 
 @contextlib.contextmanager

@@ -17,17 +17,21 @@ from django.db import connection
 from django.test import Client as HttpClient
 from django.test.utils import CaptureQueriesContext
 
-from tests.core.test_admin_login_limit import LOGIN, PROXY, random_address
+from tests.conftest import admin_login, random_address, signed_in_browser
 
 pytestmark = pytest.mark.django_db
 
 
 def attempt(username: str, password: str, *, client: HttpClient | None = None) -> int:
     """The status of one login through the proxy, from an address of its own."""
-    response = (client or HttpClient()).post(
-        LOGIN, {"username": username, "password": password}, REMOTE_ADDR=PROXY, HTTP_X_FORWARDED_FOR=random_address(),
-    )
-    return response.status_code
+    return admin_login(username, password, browser=client, forwarded_for=random_address()).status_code
+
+
+def signed_in_before(username: str) -> HttpClient:
+    """A browser that signed in as `username` before, and signed out since."""
+    browser = signed_in_browser(username, "correct-pw")
+    browser.post("/admin/logout/")
+    return browser
 
 
 @pytest.fixture
@@ -53,10 +57,8 @@ def test_guesses_at_one_username_from_many_addresses_are_limited(operator: str) 
 def test_the_refusal_does_not_tell_whether_the_username_exists(operator: str) -> None:
     nobody = f"nobody-{uuid.uuid4().hex[:12]}"
 
-    real = [HttpClient().post(LOGIN, {"username": name, "password": "wrong"}, REMOTE_ADDR=PROXY,
-                              HTTP_X_FORWARDED_FOR=random_address()) for name in [operator] * 6]
-    made_up = [HttpClient().post(LOGIN, {"username": name, "password": "wrong"}, REMOTE_ADDR=PROXY,
-                                 HTTP_X_FORWARDED_FOR=random_address()) for name in [nobody] * 6]
+    real = [admin_login(operator, "wrong", forwarded_for=random_address()) for _ in range(6)]
+    made_up = [admin_login(nobody, "wrong", forwarded_for=random_address()) for _ in range(6)]
 
     assert [r.status_code for r in real] == [r.status_code for r in made_up] == [200] * 5 + [429]
     # The same words for both (the seconds left aside: a second apart)
@@ -68,9 +70,7 @@ def test_the_refusal_does_not_tell_whether_the_username_exists(operator: str) ->
 
 def test_a_browser_that_signed_in_as_the_user_before_is_not_locked_out(operator: str) -> None:
     # Given the operator's browser, which signed in yesterday
-    browser = HttpClient()
-    assert attempt(operator, "correct-pw", client=browser) == 302
-    browser.post("/admin/logout/", REMOTE_ADDR=PROXY)
+    browser = signed_in_before(operator)
 
     # When an attacker spends the username's failed logins
     assert [attempt(operator, "wrong") for _ in range(6)][-1] == 429
@@ -82,8 +82,7 @@ def test_a_browser_that_signed_in_as_the_user_before_is_not_locked_out(operator:
     assert attempt(operator, "correct-pw") == 429
     colleague = f"op-{uuid.uuid4().hex[:12]}"
     User.objects.create_superuser(colleague, "colleague@example.com", "colleague-pw")
-    elsewhere = HttpClient()
-    assert attempt(colleague, "colleague-pw", client=elsewhere) == 302
+    elsewhere = signed_in_browser(colleague, "colleague-pw")
     assert attempt(operator, "correct-pw", client=elsewhere) == 429
     forged = HttpClient()
     forged.cookies["admin_signed_in_as"] = signing.dumps(operator, salt="another")
@@ -109,9 +108,7 @@ def test_successful_logins_do_not_count(operator: str) -> None:
 
 def test_a_password_change_voids_the_browsers_that_signed_in_before_it(operator: str) -> None:
     # Given the operator's browser, which signed in before, and the username's failed logins spent
-    browser = HttpClient()
-    assert attempt(operator, "correct-pw", client=browser) == 302
-    browser.post("/admin/logout/", REMOTE_ADDR=PROXY)
+    browser = signed_in_before(operator)
     assert [attempt(operator, "wrong") for _ in range(6)][-1] == 429
     assert attempt(operator, "typo", client=browser) == 200  # still exempt there
 
@@ -132,9 +129,7 @@ def test_a_password_change_voids_the_browsers_that_signed_in_before_it(operator:
 def test_the_cookie_costs_a_query_only_for_its_own_username(
     operator: str, django_assert_num_queries: Any,
 ) -> None:
-    browser = HttpClient()
-    assert attempt(operator, "correct-pw", client=browser) == 302
-    browser.post("/admin/logout/", REMOTE_ADDR=PROXY)
+    browser = signed_in_before(operator)
     nobody = f"nobody-{uuid.uuid4().hex[:12]}"
     with CaptureQueriesContext(connection) as without_cookie:
         assert attempt(nobody, "wrong") == 200

@@ -12,15 +12,13 @@ from django.contrib.sessions.models import Session
 from django.test import Client as HttpClient
 from django.utils import timezone
 
-from tests.core.test_admin_login_limit import LOGIN, PROXY, random_address
+from tests.conftest import signed_in_browser
 
 pytestmark = pytest.mark.django_db
 
 
 def signed_in(password: str = "correct-pw-1") -> HttpClient:
-    browser = HttpClient(REMOTE_ADDR=PROXY, HTTP_X_FORWARDED_FOR=random_address())
-    assert browser.post(LOGIN, {"username": "admin", "password": password}).status_code == 302
-    return browser
+    return signed_in_browser("admin", password)
 
 
 @pytest.fixture

@@ -12,15 +12,9 @@ from typing import Any
 import pytest
 import requests
 
-from tests.conftest import Api, every_connection_wrapped, serving
+from tests.conftest import Api, every_connection_wrapped, random_address, serving
 
 LIMIT = 3
-
-
-def random_address() -> str:
-    """A client address of this test's own: the counts live in Redis for two minutes, across
-    tests and runs."""
-    return f"198.18.{random.randrange(256)}.{random.randrange(1, 255)}"
 
 
 def bad_key() -> str:
