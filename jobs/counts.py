@@ -41,8 +41,10 @@ def job_counts_recount(*, owner_id: uuid.UUID) -> bool:
         if counts is None:
             return False  # the client is gone (its row goes with it)
         counted = sql.owner_counts_counted(owner_id)
-        if not lost and (counts.unfinished, counts.running, counts.result_bytes) == counted:
+        fields = ["unfinished", "running", "result_bytes", "job_bytes"]
+        if not lost and tuple(getattr(counts, field) for field in fields) == counted:
             return False
-        counts.unfinished, counts.running, counts.result_bytes = counted
-        counts.save(update_fields=["unfinished", "running", "result_bytes"])
+        for field, value in zip(fields, counted, strict=True):
+            setattr(counts, field, value)
+        counts.save(update_fields=fields)
     return True

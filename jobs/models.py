@@ -170,12 +170,13 @@ class Job(models.Model):
 class JobCounts(models.Model):
     """Per owner: how many of its jobs are not final yet (what the submit's cap reads), how many
     are running (what the start's fair-share cap reads) and how many bytes its persisted results
-    hold (the results quota); one row by key, where counting the jobs cost the submit about a
+    hold (the results quota), and how many its jobs' payloads and metadata hold (the job storage
+    quota); one row by key, where counting the jobs cost the submit about a
     microsecond of database CPU per unfinished job (docs/benchmarks.md, "Fixes").
 
     Made with its client (a trigger on the clients table, migration 0010), so that the submit's
     cap always has a row to lock, even for a new client's first jobs arriving together. Kept by
-    triggers on the jobs and results tables (migrations 0002 and 0004), so every way a
+    triggers on the jobs and results tables (migrations 0002, 0004 and 0024), so every way a
     job changes keeps it exact (the services, the admin, a bulk insert, a cascade, SQL by hand)
     and the services need no extra statement. A write that changes a count locks its owner's
     row until the transaction commits, which orders that owner's submits, starts and finishes;
@@ -188,6 +189,8 @@ class JobCounts(models.Model):
     unfinished = models.IntegerField(default=0)
     running = models.IntegerField(default=0, db_default=0)
     result_bytes = models.BigIntegerField(default=0, db_default=0)
+    # The bytes its jobs' payloads and metadata hold (the job storage quota; migration 0024).
+    job_bytes = models.BigIntegerField(default=0, db_default=0)
 
     class Meta:
         verbose_name_plural = "job counts"

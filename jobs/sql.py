@@ -1,6 +1,6 @@
 """The jobs app's hand-written SQL, each statement with the reason the ORM could not do it.
 
-- The submit's INSERT checks its owner's unfinished-job cap (and results quota) itself, reading
+- The submit's INSERT checks its owner's unfinished-job cap (and quotas) itself, reading
   the owner's count row locked: one round trip (a COUNT, then a save, races and takes two).
 - A transition is a conditional UPDATE that returns the row: a compare-and-set on the status
   (the first final state wins) with the job back in the same round trip, where `update()` gives
@@ -18,8 +18,8 @@
 - An owner's events take their ids under an advisory lock of the owner's (jobs/event_log.py):
   the ORM has no advisory locks.
 - A submission with an Idempotency-Key tries an advisory lock of the key's (jobs/idempotency.py).
-- An owner's counts counted again from its rows (jobs/counts.py) measure its results' bytes as
-  the triggers do (the text of the JSON, in bytes): the ORM has no byte length.
+- An owner's counts counted again from its rows (jobs/counts.py) measure its results' and jobs'
+  bytes as the triggers do (the text of the JSON, in bytes): the ORM has no byte length.
 - A model call's tokens are added to its owner's row of the day by one upsert (INSERT ... ON
   CONFLICT DO UPDATE adding to it): the ORM's upsert (`bulk_create(update_conflicts=True)`)
   can only set the value, not add to it, and `get_or_create` then an `F()` update takes two or
@@ -97,25 +97,26 @@ def in_hand_over(step: int, dispatched_at: datetime | None, *, started_or_not: b
     return (condition if started_or_not else f"{condition} AND step_started_at IS NULL"), [step, *params]
 
 
-def job_insert_below_cap(job: Job, *, cap: int, result_quota: int = 0, alias: str = "default") -> bool:
+def job_insert_below_cap(
+    job: Job, *, cap: int, result_quota: int = 0, job_quota: int = 0, alias: str = "default"
+) -> bool:
     """INSERT `job` unless its owner already has `cap` unfinished jobs (0: no cap), or, with a
-    `result_quota`, unless its persisted results already hold that many bytes; as counted by the
-    owner's JobCounts row (kept by triggers). Whether it was inserted. The job's key is made in
-    Python (a UUID); the instance is not marked saved (it is not saved again)."""
+    `result_quota` (a `job_quota`), unless its persisted results (its jobs' payloads and
+    metadata) already hold that many bytes; as counted by the owner's JobCounts row (kept by
+    triggers). Whether it was inserted. The job's key is made in Python (a UUID); the instance
+    is not marked saved (it is not saved again)."""
     columns, values = insert_values(job, alias)
-    conditions, params = ["TRUE"], []
     owner = _prepared("owner", job.owner_id, alias)
     # The count row is read locked: a statement's snapshot does not see a submission of the same
     # owner not committed yet, so two at once both passed at cap - 1. Locked, the second waits
     # for the first's commit and reads the count it left. No new wait: the statement's trigger
     # takes the same lock to count the job anyway; it is only taken before the read.
     lock = " FOR UPDATE" if connections[alias].features.has_select_for_update else ""
-    if cap:
-        conditions.append(f"COALESCE((SELECT unfinished FROM {JOB_COUNTS} WHERE owner_id = %s{lock}), 0) < %s")
-        params += [owner, cap]
-    if result_quota:
-        conditions.append(f"COALESCE((SELECT result_bytes FROM {JOB_COUNTS} WHERE owner_id = %s{lock}), 0) < %s")
-        params += [owner, result_quota]
+    conditions, params = ["TRUE"], []
+    for column, limit in (("unfinished", cap), ("result_bytes", result_quota), ("job_bytes", job_quota)):
+        if limit:
+            conditions.append(f"COALESCE((SELECT {column} FROM {JOB_COUNTS} WHERE owner_id = %s{lock}), 0) < %s")
+            params += [owner, limit]
     condition = " AND ".join(conditions)
     placeholders = ", ".join(["%s"] * len(values))
     with connections[alias].cursor() as cursor:
@@ -322,27 +323,30 @@ def model_usage_add(owner_id: uuid.UUID, *, day: date, tokens: int, alias: str =
         )
 
 
-# A persisted result's bytes, as the results' triggers count them (migration 0004).
+# A persisted result's bytes, as the results' triggers count them (migration 0004); a job's
+# payload's and metadata's, the same way (migration 0024).
 _RESULT_BYTES = {
     "postgresql": "COALESCE(octet_length(result::text), 0)",
     "sqlite": "COALESCE(length(CAST(result AS BLOB)), 0)",
 }
 
 
-def owner_counts_counted(owner_id: uuid.UUID, alias: str = "default") -> tuple[int, int, int]:
-    """The owner's unfinished jobs, running jobs and persisted results' bytes, counted from the
-    rows (what its JobCounts row holds, kept by triggers)."""
+def owner_counts_counted(owner_id: uuid.UUID, alias: str = "default") -> tuple[int, int, int, int]:
+    """The owner's unfinished jobs, running jobs, persisted results' bytes and its jobs' payloads'
+    and metadata's bytes, counted from the rows (what its JobCounts row holds, kept by triggers)."""
     connection = connections[alias]
     jobs = Job._meta.db_table
     unfinished = ", ".join(f"'{status}'" for status in sorted(Job.ACTIVE_STATUSES))
     owner = _prepared("owner", owner_id, alias)
+    job_bytes = " + ".join(_RESULT_BYTES[connection.vendor].replace("result", column) for column in ("payload", "metadata"))
     with connection.cursor() as cursor:
         cursor.execute(
             f"SELECT (SELECT COUNT(*) FROM {jobs} WHERE owner_id = %s AND status IN ({unfinished})), "
             f"(SELECT COUNT(*) FROM {jobs} WHERE owner_id = %s AND {RUNNING}), "
             f"(SELECT COALESCE(SUM({_RESULT_BYTES[connection.vendor]}), 0) FROM {JobResult._meta.db_table} "
-            "WHERE owner_id = %s)",
-            [owner, owner, owner],
+            "WHERE owner_id = %s), "
+            f"(SELECT COALESCE(SUM({job_bytes}), 0) FROM {jobs} WHERE owner_id = %s)",
+            [owner, owner, owner, owner],
         )
-        jobs_unfinished, jobs_running, result_bytes = cursor.fetchone()
-    return int(jobs_unfinished), int(jobs_running), int(result_bytes)
+        jobs_unfinished, jobs_running, result_bytes, job_bytes_counted = cursor.fetchone()
+    return int(jobs_unfinished), int(jobs_running), int(result_bytes), int(job_bytes_counted)

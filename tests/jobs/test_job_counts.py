@@ -168,12 +168,14 @@ owner = client_create(name="embedded")
 job = Job.objects.create(owner=owner, job_name="api.tasks.hello_world")
 def counts():
     row = JobCounts.objects.get(owner=owner)
-    return [row.unfinished, row.running, row.result_bytes]
+    return [row.unfinished, row.running, row.result_bytes, row.job_bytes]
 seen = [counts()]
 Job.objects.filter(pk=job.pk).update(status=Job.Status.STARTED)
 seen.append(counts())
 Job.objects.filter(pk=job.pk).update(status=Job.Status.SUCCESS)
 JobResult.objects.create(owner=owner, job=job, task_name="t", result={"a": 1})
+seen.append(counts())
+Job.objects.filter(pk=job.pk).delete()
 seen.append(counts())
 print(seen)
 """
@@ -184,4 +186,4 @@ def test_the_count_is_kept_on_sqlite_after_every_migration(tmp_path: Path) -> No
     # triggers with the old table, and the cap would count nothing.
     counts = script_output(SQLITE_SCRIPT, database_url=f"sqlite:///{tmp_path / 'db.sqlite3'}", data_dir=tmp_path)
 
-    assert counts == "[[1, 0, 0], [1, 1, 0], [0, 0, 8]]"
+    assert counts == "[[1, 0, 0, 4], [1, 1, 0, 4], [0, 0, 8, 4], [0, 0, 8, 0]]"

@@ -28,9 +28,13 @@ pytestmark = pytest.mark.django_db(transaction=True)
 HELLO = "api.tasks.hello_world"
 
 
-def _counts(owner_id: Any) -> tuple[int, int, int]:
+# A job of HELLO's as these make it, with no payload and no metadata: `{}` and `{}`, 4 bytes.
+HELLO_BYTES = 4
+
+
+def _counts(owner_id: Any) -> tuple[int, int, int, int]:
     row = JobCounts.objects.get(owner_id=owner_id)
-    return row.unfinished, row.running, row.result_bytes
+    return row.unfinished, row.running, row.result_bytes, row.job_bytes
 
 
 def test_a_client_locked_out_by_counts_that_drifted_submits_again_once_they_are_counted_again(settings: Any) -> None:
@@ -43,7 +47,8 @@ def test_a_client_locked_out_by_counts_that_drifted_submits_again_once_they_are_
     JobResult.objects.create(owner=owner, task_name=HELLO, result={"message": "kept"})
     kept = _counts(owner.pk)
     with connection.cursor() as cursor:
-        cursor.execute("UPDATE jobs_jobcounts SET unfinished = 2, running = 1, result_bytes = 0 WHERE owner_id = %s",
+        cursor.execute("UPDATE jobs_jobcounts SET unfinished = 2, running = 1, result_bytes = 0, job_bytes = 0 "
+                       "WHERE owner_id = %s",
                        [owner.pk])
     later = {"job_name": HELLO, "run_at": (timezone.now() + timedelta(hours=1)).isoformat()}
     refused = http.post("/api/jobs/", later, content_type="application/json")
@@ -56,8 +61,8 @@ def test_a_client_locked_out_by_counts_that_drifted_submits_again_once_they_are_
     # Then the client's counts are its rows' again (the other client's untouched), and it submits
     assert f"Client {owner.pk}: its counts had drifted" in out.getvalue()
     assert "Checked 2 client(s); 1 had counts that drifted." in out.getvalue()
-    assert _counts(owner.pk) == kept == (1, 0, kept[2]) and kept[2] > 0
-    assert _counts(other.pk) == (0, 0, 0)
+    assert _counts(owner.pk) == kept == (1, 0, kept[2], HELLO_BYTES) and kept[2] > 0
+    assert _counts(other.pk) == (0, 0, 0, 0)
     assert http.post("/api/jobs/", later, content_type="application/json").status_code == 202
 
 
@@ -77,7 +82,7 @@ def test_a_client_whose_count_row_was_lost_submits_batches_again_once_counted_ag
 
     # Then its row is back, as its rows count it, and its batches are taken again
     assert f"Client {owner.pk}: its counts had drifted" in out.getvalue()
-    assert _counts(owner.pk) == (1, 0, 0)
+    assert _counts(owner.pk) == (1, 0, 0, HELLO_BYTES)
     assert http.post("/api/jobs/batch/", batch, content_type="application/json").status_code == 202
 
 def test_counting_again_beside_the_clients_transitions_leaves_the_counts_exact(settings: Any) -> None:
@@ -128,7 +133,7 @@ def test_making_a_lost_count_row_again_beside_a_finishing_job_leaves_the_counts_
     # count saw the job still running; the client had one running job fewer under its cap for
     # good (until counted again)
     assert finished == [True]
-    assert _counts(owner.pk) == sql.owner_counts_counted(owner.pk) == (0, 0, 0)
+    assert _counts(owner.pk) == sql.owner_counts_counted(owner.pk) == (0, 0, 0, HELLO_BYTES)
 
 
 
@@ -150,7 +155,7 @@ def test_a_client_deleted_as_its_lost_count_row_is_made_again_is_passed_over() -
     # Then the deleted one is passed over, and the other's row is made again
     assert not Client.objects.filter(pk=gone.pk).exists()
     assert "Checked 2 client(s); 1 had counts that drifted." in out.getvalue()
-    assert _counts(kept.pk) == (1, 0, 0)
+    assert _counts(kept.pk) == (1, 0, 0, HELLO_BYTES)
 
 SQLITE_SCRIPT = """
 import django
@@ -164,18 +169,18 @@ from tests.conftest import script_output
 owner = client_create(name="embedded")
 Job.objects.create(owner=owner, job_name="api.tasks.hello_world", status=Job.Status.STARTED)
 JobResult.objects.create(owner=owner, task_name="t", result={"a": 1})
-kept = list(JobCounts.objects.filter(owner=owner).values_list("unfinished", "running", "result_bytes"))
-JobCounts.objects.filter(owner=owner).update(unfinished=9, running=9, result_bytes=9)
-print([job_counts_recount(owner_id=owner.pk), kept == list(
-    JobCounts.objects.filter(owner=owner).values_list("unfinished", "running", "result_bytes")), kept])
+counts = ("unfinished", "running", "result_bytes", "job_bytes")
+kept = list(JobCounts.objects.filter(owner=owner).values_list(*counts))
+JobCounts.objects.filter(owner=owner).update(unfinished=9, running=9, result_bytes=9, job_bytes=9)
+print([job_counts_recount(owner_id=owner.pk), kept == list(JobCounts.objects.filter(owner=owner).values_list(*counts)), kept])
 """
 
 
 def test_counts_are_counted_again_on_sqlite_as_its_triggers_count_them(tmp_path: Path) -> None:
-    # `make run`'s database: the results' bytes are measured there as its triggers measure them
+    # `make run`'s database: the results' and jobs' bytes are measured there as its triggers measure them
     out = script_output(SQLITE_SCRIPT, database_url=f"sqlite:///{tmp_path / 'db.sqlite3'}", data_dir=tmp_path)
 
-    assert out == "[True, True, [(1, 1, 8)]]"
+    assert out == "[True, True, [(1, 1, 8, 4)]]"
 
 
 def test_a_mistyped_client_id_is_an_error_not_a_client_found_exact() -> None:
