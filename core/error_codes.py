@@ -197,6 +197,14 @@ ERROR_CODES: dict[str, ErrorCode] = {
         "results go after `JOB_RESULT_RETENTION_DAYS`, and `Retry-After` is when its oldest does, which may be "
         "months away. Meanwhile submit job types that persist nothing, or ask the operator for room sooner.",
     ),
+    "job_storage_quota_exceeded": ErrorCode(
+        429, "The client's stored jobs' payloads and metadata (finished ones too, until they are pruned) hold "
+        "`JOB_PAYLOAD_QUOTA_BYTES_PER_CLIENT` bytes or more, so its submissions are refused (a batch whole); "
+        "`details` has both figures. A submission under it is accepted whole, so the jobs may pass it by that "
+        "submission's bytes.",
+        "Finished jobs go after `JOB_RETENTION_DAYS`, and `Retry-After` is when its oldest finished job does; "
+        "smaller payloads hold more jobs. For room sooner, ask the operator.",
+    ),
     "webhook_backlog_full": ErrorCode(
         429, "A job that would reach your registered endpoints, while one of them, paced by its "
         "`rate_limit_per_second`, has `WEBHOOK_MAX_BACKLOG_PER_ENDPOINT` deliveries or more waiting for its "

@@ -212,6 +212,7 @@ class ClientUsage:
     unfinished_jobs: int
     running_jobs: int
     result_bytes: int
+    job_bytes: int
     model_tokens_today: int
     webhook_endpoints: int
 
@@ -226,6 +227,21 @@ def results_room_at(*, owner: Client) -> datetime | None:
     return None if oldest is None else oldest + timedelta(days=settings.JOB_RESULT_RETENTION_DAYS)
 
 
+def jobs_room_at(*, owner: Client, now: datetime) -> datetime:
+    """When the prune deletes the owner's oldest finished job (its finish past JOB_RETENTION_DAYS,
+    within HOUSEKEEPING_INTERVAL_SECONDS after): about the earliest its job storage quota has
+    room again; for one with none finished, when a job finishing now goes. The oldest submitted
+    of its finished ones, read through its owner-first index from its end, not the oldest
+    finished one, which needs a scan of all its jobs: a refusal reads it, at the owner's rate."""
+    finished = (
+        Job.objects.filter(owner=owner, status__in=Job.FINAL_STATUSES, finished_at__isnull=False)
+        .order_by("created_at").values_list("finished_at", flat=True).first()
+    )
+    return max(finished or now, now - timedelta(days=settings.JOB_RETENTION_DAYS)) + timedelta(
+        days=settings.JOB_RETENTION_DAYS
+    )
+
+
 def client_usage(*, owner: Client, now: datetime) -> ClientUsage:
     """The owner's usage in one query: its JobCounts row (exact, kept by triggers), with its
     model usage of the day and its endpoints' count as subqueries on their owner-first indexes.
@@ -235,13 +251,14 @@ def client_usage(*, owner: Client, now: datetime) -> ClientUsage:
         Endpoint.objects.filter(owner_id=OuterRef("owner_id")).order_by().values("owner_id")
         .annotate(count=Count("pk")).values("count")
     )
-    unfinished, running, result_bytes, tokens_today, endpoint_count = JobCounts.objects.filter(
+    unfinished, running, result_bytes, job_bytes, tokens_today, endpoint_count = JobCounts.objects.filter(
         owner_id=owner.pk
     ).values_list(
-        "unfinished", "running", "result_bytes", Coalesce(Subquery(tokens), 0), Coalesce(Subquery(endpoints), 0)
+        "unfinished", "running", "result_bytes", "job_bytes",
+        Coalesce(Subquery(tokens), 0), Coalesce(Subquery(endpoints), 0),
     ).get()
     return ClientUsage(
-        unfinished_jobs=unfinished, running_jobs=running, result_bytes=result_bytes,
+        unfinished_jobs=unfinished, running_jobs=running, result_bytes=result_bytes, job_bytes=job_bytes,
         model_tokens_today=tokens_today, webhook_endpoints=endpoint_count,
     )
 
@@ -293,6 +310,9 @@ def client_limits(*, owner: Client, now: datetime) -> dict[str, dict[str, Any]]:
         },
         "result_bytes": {
             "limit": _no_limit_if_zero(settings.JOB_RESULT_QUOTA_BYTES_PER_CLIENT), "used": usage.result_bytes
+        },
+        "job_bytes": {
+            "limit": _no_limit_if_zero(settings.JOB_PAYLOAD_QUOTA_BYTES_PER_CLIENT), "used": usage.job_bytes
         },
         "model_tokens_today": {
             "limit": limit("model_tokens_per_day"), "used": usage.model_tokens_today,

@@ -246,6 +246,10 @@ class LimitsSerializer(serializers.Serializer):
         help_text="Bytes the persisted results (`/api/results/`) hold: at or past it, jobs of types that "
         "persist their result get 429 `result_quota_exceeded`."
     )
+    job_bytes = CountedLimitSerializer(
+        help_text="Bytes the payloads and metadata of the client's stored jobs hold (finished ones too, until "
+        "`JOB_RETENTION_DAYS` prunes them): at or past it, submissions get 429 `job_storage_quota_exceeded`."
+    )
     model_tokens_today = DailyLimitSerializer(
         help_text="Model tokens spent this UTC day: at or past it, jobs of types that call a model get "
         "429 `model_budget_exhausted`."

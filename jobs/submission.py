@@ -166,9 +166,22 @@ def job_prepare(
 
 def _refusal(*, owner: Client, cap: int, quota: int, adding: int = 1) -> TooManyRequests:
     """Why the owner's jobs were refused: its unfinished jobs (over `cap`, the owner's own when
-    the operator set one), or its results' bytes."""
+    the operator set one), its results' bytes, or its jobs' bytes."""
     counts = JobCounts.objects.filter(owner=owner).first()
     over_cap = cap and (counts.unfinished if counts else 0) + adding > cap
+    job_quota = settings.JOB_PAYLOAD_QUOTA_BYTES_PER_CLIENT
+    if counts is not None and job_quota and counts.job_bytes >= job_quota and not over_cap:
+        # As for the results: Retry-After is when the prune frees room, not a retry refused again.
+        now = timezone.now()
+        room_at = selectors.jobs_room_at(owner=owner, now=now) + timedelta(seconds=settings.HOUSEKEEPING_INTERVAL_SECONDS)
+        return TooManyRequests(
+            f"Your stored jobs' payloads and metadata hold {counts.job_bytes} bytes, at or over the quota of "
+            f"{job_quota}; submissions are refused until retention frees room: finished jobs are kept "
+            f"{settings.JOB_RETENTION_DAYS} days, and your oldest goes by {room_at:%Y-%m-%d %H:%M} UTC (Retry-After).",
+            code="job_storage_quota_exceeded",
+            details={"job_bytes": counts.job_bytes, "quota_bytes": job_quota},
+            headers={"Retry-After": str(math.ceil((room_at - now).total_seconds()))},
+        )
     if counts is not None and quota and counts.result_bytes >= quota and not over_cap:
         # Retry-After is when the oldest result goes: an hour's, the prune's interval, had a
         # client at its quota refused every hour for up to JOB_RESULT_RETENTION_DAYS.
@@ -208,7 +221,8 @@ def _job_insert(*, owner: Client, job: Job, job_type: JobType) -> Job:
         endpoint_backlog_require_room(owner_id=owner.pk, now=timezone.now())
     cap = client_limit(client=owner, limit="max_unfinished_jobs")
     quota = settings.JOB_RESULT_QUOTA_BYTES_PER_CLIENT if job_type.persist_result else 0
-    if not sql.job_insert_below_cap(job, cap=cap, result_quota=quota):
+    job_quota = settings.JOB_PAYLOAD_QUOTA_BYTES_PER_CLIENT
+    if not sql.job_insert_below_cap(job, cap=cap, result_quota=quota, job_quota=job_quota):
         raise _refusal(owner=owner, cap=cap, quota=quota)
     telemetry.jobs_submitted(jobs=[job])
     if job.dispatched_at is not None:
@@ -270,7 +284,11 @@ def _batch_insert(*, owner: Client, prepared: list[tuple[Job, JobType]]) -> list
             job.dispatched_at = None  # published by the owner's dispatch, below
     with transaction.atomic():
         counts = JobCounts.objects.select_for_update().get(owner=owner)
-        if (cap and counts.unfinished + len(jobs) > cap) or (quota and counts.result_bytes >= quota):
+        job_quota = settings.JOB_PAYLOAD_QUOTA_BYTES_PER_CLIENT
+        if (
+            (cap and counts.unfinished + len(jobs) > cap) or (quota and counts.result_bytes >= quota)
+            or (job_quota and counts.job_bytes >= job_quota)
+        ):
             raise _refusal(owner=owner, cap=cap, quota=quota, adding=len(jobs))
         Job.objects.bulk_create(jobs)
         telemetry.jobs_submitted(jobs=jobs)

@@ -64,6 +64,9 @@ except ValueError as _exc:
 # Bytes one client's persisted results (/api/results/) may hold; past it, jobs of types that
 # persist their result are refused (429) until retention frees room (0: no quota).
 JOB_RESULT_QUOTA_BYTES_PER_CLIENT = env.int("JOB_RESULT_QUOTA_BYTES_PER_CLIENT", default=1024**3)
+# Bytes one client's stored jobs' payloads and metadata may hold (finished ones too, until
+# JOB_RETENTION_DAYS prunes them); past it, its submissions are refused (429) (0: no quota).
+JOB_PAYLOAD_QUOTA_BYTES_PER_CLIENT = env.int("JOB_PAYLOAD_QUOTA_BYTES_PER_CLIENT", default=1024**3)
 # In list answers, a job's `payload` or `result` (a persisted result's `result`) whose JSON is
 # larger than this many bytes is left out (null, named in the item's `omitted`).
 API_LIST_INLINE_MAX_BYTES = env.int("API_LIST_INLINE_MAX_BYTES", default=4096)

@@ -42,6 +42,7 @@ def test_a_new_client_sees_the_settings_and_no_usage(make_api: Callable[..., Api
         "unfinished_jobs": {"limit": settings.JOB_MAX_UNFINISHED_PER_CLIENT, "used": 0},
         "running_jobs": {"limit": settings.JOB_MAX_RUNNING_PER_CLIENT, "used": 0},
         "result_bytes": {"limit": settings.JOB_RESULT_QUOTA_BYTES_PER_CLIENT, "used": 0},
+        "job_bytes": {"limit": settings.JOB_PAYLOAD_QUOTA_BYTES_PER_CLIENT, "used": 0},
         "model_tokens_today": {
             "limit": settings.MODEL_TOKENS_PER_CLIENT_PER_DAY, "used": 0,
             "renews_at": f"{tomorrow.isoformat()}T00:00:00Z",
