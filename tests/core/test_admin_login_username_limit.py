@@ -7,6 +7,7 @@ from __future__ import annotations
 import random
 import re
 import time
+import unicodedata
 import uuid
 from typing import Any
 
@@ -151,3 +152,19 @@ def test_the_spellings_the_login_takes_for_one_username_share_its_limit(operator
     assert attempt(wide, "wrong") == 429
     assert attempt(wide, "correct-pw") == 429
     assert attempt(wide.upper(), "correct-pw") == 429
+
+
+def test_a_username_longer_than_the_form_takes_is_not_normalised(
+    operator: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given a spy on what the login's username normalisation is handed
+    normalise = unicodedata.normalize
+    handed: list[int] = []
+    monkeypatch.setattr(unicodedata, "normalize", lambda form, text: handed.append(len(text)) or normalise(form, text))
+
+    # When a POST names a username of 300,000 characters that NFKC makes 18 each (5.4 million)
+    response = admin_login("\ufdfa" * 300_000, "wrong", forwarded_for=random_address())
+
+    # Then it is refused as the form refuses it, unchecked, and nothing that long was normalised
+    assert response.status_code == 200
+    assert max(handed, default=0) <= 150
