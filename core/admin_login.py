@@ -3,6 +3,7 @@ per username, and the cookie by which a browser that signed in as a user before 
 that username's limit."""
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Callable
 
 from django.conf import settings
@@ -83,14 +84,17 @@ def _known_browser(request: HttpRequest) -> bool:
         device = signing.loads(value, salt=DEVICE_SALT, max_age=DEVICE_MAX_AGE_SECONDS)
     except signing.BadSignature:
         return False
-    username = login_username(request.POST.get("username", ""))
+    posted = request.POST.get("username", "")
+    username = login_username(posted)
     # Another username's cookie, or one of before the cookie named the password: no query.
     if not isinstance(device, dict) or device.get("username") != username:
         return False
     user_model = get_user_model()
     user = user_model._default_manager.filter(pk=device.get("user")).only(user_model.USERNAME_FIELD, "password").first()
-    if user is None or login_username(user.get_username()) != username:
-        return False  # deleted, or renamed since
+    # Deleted, or renamed since; or another user the limit counts as this one (`Op` for `op`),
+    # whose password the form checks: the user it signs in as is named as NFKC makes the POST's.
+    if user is None or user.get_username() != unicodedata.normalize("NFKC", posted.strip()):
+        return False
     digest = str(device.get("password", ""))
     secrets = [settings.SECRET_KEY, *settings.SECRET_KEY_FALLBACKS]
     return any(constant_time_compare(digest, _password_digest(user, secret)) for secret in secrets)

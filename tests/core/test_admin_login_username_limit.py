@@ -168,3 +168,19 @@ def test_a_username_longer_than_the_form_takes_is_not_normalised(
     # Then it is refused as the form refuses it, unchecked, and nothing that long was normalised
     assert response.status_code == 200
     assert max(handed, default=0) <= 150
+
+
+def test_a_browser_is_exempt_for_its_own_user_only_not_one_of_another_case(operator: str) -> None:
+    # Given another user whose username differs from the operator's only in case (the limit
+    # counts the two as one; the login checks each one's own password), and its browser
+    other = operator.upper()
+    User.objects.create_superuser(other, "other@example.com", "other-pw")
+    browser = signed_in_browser(other, "other-pw")
+    browser.post("/admin/logout/")
+
+    # When a botnet spends the username's failed logins
+    assert [attempt(operator, "wrong") for _ in range(6)][-1] == 429
+
+    # Then that browser is exempt for its own user, not for guesses at the operator's password
+    assert attempt(other, "typo", client=browser) == 200
+    assert attempt(operator, "correct-pw", client=browser) == 429
