@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import graphlib
 import secrets
+import time
 import uuid
 from collections.abc import Callable
 
 import tenacity
+from django.conf import settings
 from django.db import IntegrityError, OperationalError, models, transaction
 from django.utils import timezone
 
@@ -124,7 +126,8 @@ def client_delete_in_batches(*, client: Client, batch_rows: int = CLIENT_DELETE_
                              progress: Callable[[str, int], None] | None = None) -> None:
     """Delete a client of any size (client_delete) in bounded memory and short transactions: its
     keys revoked first, so that no new request gets in (other processes refuse them within
-    API_KEY_CACHE_SECONDS), and its deliveries stopped (client_deletion_started); then what it owns, kind by kind, `batch_rows` rows a transaction
+    API_KEY_CACHE_SECONDS), and its deliveries stopped (client_deletion_started), again once
+    that has passed; then what it owns, kind by kind, `batch_rows` rows a transaction
     (`progress(kind, rows deleted so far)` after each); then the client with what is left (the
     rows added meanwhile, by a request already in, a job's transition, a delivery's attempt),
     by client_delete, in its lock order.
@@ -143,15 +146,18 @@ def client_delete_in_batches(*, client: Client, batch_rows: int = CLIENT_DELETE_
     before the client's."""
     for api_key in ApiKey.objects.filter(client=client, revoked_at__isnull=True):
         api_key_revoke(api_key=api_key)
-    # Nothing more goes to its receivers meanwhile (its endpoints disabled, its deliveries
-    # canceled: webhooks/deletion.py); made again, as a batch is, past a deadlock.
-    for attempt in _tried_again():
-        with attempt:
-            client_deletion_started.send(sender=Client, client_id=client.pk)
+    revoked_at = time.monotonic()
+    _deliveries_stop(client)
+    stopped_since_revoked = False
     for kind, relation, lock in _owned_in_order():
         owned = relation.related_model._default_manager.filter(**{relation.field.name: client}).order_by("pk")
         done = 0
         while True:
+            if not stopped_since_revoked and time.monotonic() - revoked_at >= settings.API_KEY_CACHE_SECONDS:
+                # Again once no process takes its keys: one that still did may have enabled an
+                # endpoint, made one, or asked for a delivery (a job's callback_url) since.
+                _deliveries_stop(client)
+                stopped_since_revoked = True
             for attempt in _tried_again():
                 with attempt:
                     deleted = delete_in_batches(owned, batch_size=batch_rows, max_batches=1, skip_locked=lock)
@@ -161,6 +167,15 @@ def client_delete_in_batches(*, client: Client, batch_rows: int = CLIENT_DELETE_
             if progress is not None:
                 progress(kind, done)
     client_delete(client=client)
+
+
+def _deliveries_stop(client: Client) -> None:
+    """Nothing more goes to the client's receivers (its endpoints disabled, its deliveries
+    canceled: webhooks/deletion.py, told by client_deletion_started); made again, as a batch
+    is, past a deadlock."""
+    for attempt in _tried_again():
+        with attempt:
+            client_deletion_started.send(sender=Client, client_id=client.pk)
 
 
 def _owned_in_order() -> list[tuple[str, models.ForeignObjectRel, bool]]:

@@ -7,13 +7,15 @@ from __future__ import annotations
 import time
 import uuid
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from django.db import transaction
+from django.test import Client as HttpClient
 from django.utils import timezone
 
 from core.models import Client
-from core.services import client_create, client_delete_in_batches
+from core.services import api_key_create, client_create, client_delete_in_batches
 from examples.receiver import Receiver
 from webhooks import deletion, dispatch, endpoints, outbox
 from webhooks.models import Delivery, Endpoint
@@ -93,3 +95,35 @@ def test_stopping_a_clients_deliveries_disables_its_endpoints_and_cancels_what_w
     ]
     assert not Delivery.objects.filter(owner=owner, state=Delivery.State.CANCELED, next_attempt_at__isnull=False).exists()
     assert list(Delivery.objects.filter(owner=other).values_list("state", flat=True)) == [Delivery.State.PENDING]
+
+
+def test_an_endpoint_enabled_again_by_a_key_still_remembered_is_stopped_again(
+    settings: Any, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given a client's endpoint, and an API process that checked the client's key a moment ago:
+    # it goes on taking it for API_KEY_CACHE_SECONDS once revoked (another process: not told)
+    settings.API_KEY_CACHE_SECONDS = 1.0
+    monkeypatch.setattr("core.services.api_key_forget", lambda **kwargs: None)
+    owner = client_create(name=f"leaving-{uuid.uuid4().hex[:8]}")
+    browser = HttpClient(HTTP_AUTHORIZATION=f"Bearer {api_key_create(client=owner)}")
+    endpoint = endpoints.endpoint_create(owner_id=owner.pk, url="http://127.0.0.1:9/hooks", event_types=["job.succeeded"])
+    for _ in range(3):  # rows for batches before the endpoints'
+        endpoints.endpoint_test(owner_id=owner.pk, endpoint_id=endpoint.pk)
+    assert browser.get("/api/webhook-endpoints/").status_code == 200
+    enabled_meanwhile: list[bool] = []
+
+    def client_enables_it_again(kind: str, deleted: int) -> None:
+        if not enabled_meanwhile:
+            # Its client enables it again through that process, just after the deletion began
+            changed = browser.patch(f"/api/webhook-endpoints/{endpoint.pk}/", {"enabled": True},
+                                    content_type="application/json")
+            assert changed.status_code == 200 and changed.json()["enabled"] is True
+            time.sleep(settings.API_KEY_CACHE_SECONDS)
+        enabled_meanwhile.append(Endpoint.objects.filter(pk=endpoint.pk, enabled=True).exists())
+
+    # When the operator deletes the client, a row a batch
+    client_delete_in_batches(client=owner, batch_rows=1, progress=client_enables_it_again)
+
+    # Then the endpoint is disabled again once no process takes the key, before the batches go on
+    assert enabled_meanwhile[:2] == [True, False]
+    assert not Client.objects.filter(pk=owner.pk).exists()
