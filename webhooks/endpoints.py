@@ -206,16 +206,17 @@ def endpoint_recover(*, owner_id: uuid.UUID, endpoint_id: uuid.UUID | str, since
             failed.setdefault(event_id, subject_id)
             if len(failed) == RECOVER_MAX_DELIVERIES:
                 break
-        failed = _kept_from_the_prune(failed)
+        kept = _kept_from_the_prune(failed)
         again = Delivery.objects.bulk_create([
-            Delivery(event_id=event_id, owner_id=owner_id, subject_id=subject_id, endpoint=endpoint,
-                     url=endpoint.url, redelivery=True, next_attempt_at=now, dispatched_at=now, created_at=now)
-            for event_id, subject_id in failed.items()
+            Delivery(event_id=event_id, owner_id=owner_id, subject_id=subject_id, event_type=event_type,
+                     endpoint=endpoint, url=endpoint.url, redelivery=True, next_attempt_at=now, dispatched_at=now,
+                     created_at=now)
+            for event_id, (subject_id, event_type) in kept.items()
         ])
         held: list[int] = []
         if endpoint.enabled:
             held = list(Delivery.objects.filter(endpoint=endpoint, state=State.ENDPOINT_DISABLED, created_at__gte=since)
-                        .order_by("-created_at", "-pk").values_list("pk", flat=True)[:RECOVER_MAX_DELIVERIES - len(failed)])
+                        .order_by("-created_at", "-pk").values_list("pk", flat=True)[:RECOVER_MAX_DELIVERIES - len(kept)])
             Delivery.objects.filter(pk__in=held).update(state=State.PENDING, next_attempt_at=now, dispatched_at=now)
             dispatch.deliveries_publish_on_commit(delivery_ids=[*held, *(d.pk for d in again)])
         else:
@@ -223,17 +224,17 @@ def endpoint_recover(*, owner_id: uuid.UUID, endpoint_id: uuid.UUID | str, since
             # they were, so are not counted: counted, a client calling again while the answer
             # was the bound (as docs/webhooks.md says to) never stopped once that many were held.
             Delivery.objects.filter(pk__in=[d.pk for d in again]).update(state=State.ENDPOINT_DISABLED, dispatched_at=None)
-    return len(failed) + len(held)
+    return len(kept) + len(held)
 
 
-def _kept_from_the_prune(failed: dict[int, uuid.UUID]) -> dict[int, uuid.UUID]:
-    """Those of the events still there, each locked until the transaction ends (FOR NO KEY
-    UPDATE: the prune skips an event locked, and a delivery of it added meanwhile is seen at its
-    next run). Unlocked, the prune deleted an event read here before its new delivery committed,
-    which then failed on its foreign key (the client's 500)."""
-    kept = set(Event.objects.filter(pk__in=failed).order_by("pk").select_for_update(no_key=True)
-               .values_list("pk", flat=True))
-    return {event_id: subject_id for event_id, subject_id in failed.items() if event_id in kept}
+def _kept_from_the_prune(failed: dict[int, uuid.UUID]) -> dict[int, tuple[uuid.UUID, str]]:
+    """Those of the events still there, with their subject and type, each locked until the
+    transaction ends (FOR NO KEY UPDATE: the prune skips an event locked, and a delivery of it
+    added meanwhile is seen at its next run). Unlocked, the prune deleted an event read here
+    before its new delivery committed, which then failed on its foreign key (the client's 500)."""
+    kept = dict(Event.objects.filter(pk__in=failed).order_by("pk").select_for_update(no_key=True)
+                .values_list("pk", "event_type"))
+    return {event_id: (subject_id, kept[event_id]) for event_id, subject_id in failed.items() if event_id in kept}
 
 
 def endpoint_disable_failing(*, endpoint_id: uuid.UUID, reason: str) -> None:

@@ -122,8 +122,8 @@ class Event(models.Model):
     class Meta:
         indexes = [
             models.Index(fields=["subject_id", "event_type", "-created_at"], name="event_subject"),
-            # An owner's deliveries by event type (GET /api/deliveries/?event_type=), so that it
-            # reads none of the other clients' events of that type.
+            # An owner's events (a client's deletion); the deliveries' ?event_type= reads
+            # delivery_owner_type_created since migration webhooks 0016.
             models.Index(fields=["owner", "event_type"], name="event_owner_type"),
             # Pruning by age (webhooks.outbox.events_prune).
             models.Index(fields=["created_at"], name="event_created"),
@@ -153,6 +153,12 @@ class Delivery(models.Model):
     # No index of its own: delivery_owner_created (owner first) serves it and the cascade.
     owner = models.ForeignKey("core.Client", on_delete=models.CASCADE, related_name="+", db_index=False)
     subject_id = models.UUIDField()
+    # Its event's type, copied (an event's type never changes) so that an owner's deliveries of
+    # one type are read through delivery_owner_type_created. Through the event, PostgreSQL
+    # estimated a type by its share among every client's events: for a type rare in one client's
+    # log it walked all of the client's deliveries, looking up each one's event. Empty for one the
+    # previous release recorded after migration webhooks 0016 ran (docs/deployment.md).
+    event_type = models.CharField(max_length=50, blank=True, default="", db_default="")
     # The registered endpoint it goes to; NULL: the job's own callback_url.
     # No index of its own: delivery_endpoint_created (endpoint first) serves it.
     endpoint = models.ForeignKey(
@@ -194,6 +200,8 @@ class Delivery(models.Model):
             models.Index(fields=["subject_id", "-created_at"], name="delivery_subject"),
             # An owner's log (GET /api/deliveries/), an endpoint's (health, recover).
             models.Index(fields=["owner", "-created_at"], name="delivery_owner_created"),
+            # An owner's log by event type (?event_type=), newest first whatever the type's share.
+            models.Index(fields=["owner", "event_type", "-created_at"], name="delivery_owner_type_created"),
             # An owner's log by state (?state=), so that it reads none of the other clients'
             # deliveries (the partial indexes below hold every client's). Only the deliveries not
             # succeeded, a few in a hundred: a delivery leaves it when it succeeds, and

@@ -87,13 +87,14 @@ def event_record(
         created_at=now,
     )
     deliveries = [
-        Delivery(owner_id=owner_id, subject_id=subject_id, url=callback_url,
+        Delivery(owner_id=owner_id, subject_id=subject_id, event_type=event_type, url=callback_url,
                  authority=callback_authority(callback_url), next_attempt_at=now, dispatched_at=now, created_at=now)
     ] if callback_url else []
     for endpoint in endpoints:
         due = endpoint_slots(endpoint_id=endpoint.pk, count=1, now=now)[0] if endpoint.rate_limit_per_second else now
         deliveries.append(Delivery(
-            owner_id=owner_id, subject_id=subject_id, endpoint=endpoint, url=endpoint.url, next_attempt_at=due,
+            owner_id=owner_id, subject_id=subject_id, event_type=event_type, endpoint=endpoint, url=endpoint.url,
+            next_attempt_at=due,
             dispatched_at=now if due <= now or due - now <= timedelta(seconds=dispatch.COUNTDOWN_MAX_SECONDS) else None,
             created_at=now,
         ))
@@ -144,6 +145,7 @@ def delivery_redeliver(
             event=event,
             owner_id=owner_id,
             subject_id=subject_id,
+            event_type=event.event_type,
             url=callback_url,
             authority=callback_authority(callback_url),
             redelivery=True,

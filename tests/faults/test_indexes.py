@@ -29,6 +29,9 @@ OWNERS = 100
 FAILED = 5_000
 # Events of a type only other owners' have (with their deliveries).
 OTHERS_TYPE = 50
+# The biggest owner's job.failed events, among its EVENTS job.succeeded (their deliveries
+# succeeded: it has no failed delivery); other owners have FAILED of that type.
+OWNER_FAILED = 10
 # Results of other owners, all newer than the biggest owner's last; jobs of other owners
 # pending, and none of the biggest owner's.
 NEWER_RESULTS, PENDING = 20_000, 2_000
@@ -44,6 +47,7 @@ CATCH_UP = "the owner's events after its last, of a job_name only other owners' 
 AFTER = 987654321
 OTHERS_LABEL = "jobs, metadata[tier] (only other owners' jobs carry it)"
 OTHERS_TYPE_LABEL = "deliveries, event_type=webhook.test (only other owners' events have it)"
+RARE_TYPE_LABEL = "deliveries, event_type=job.failed (10 of the owner's 300,000)"
 # A label on 1 in 30 of the biggest owner's jobs: too few among its newest for the first look of
 # a metadata page (jobs/metadata_pages.py), too many to read through the GIN index.
 TEAM_LABEL = "jobs, metadata[team] (1 in 30 of the owner's jobs)"
@@ -80,9 +84,16 @@ REQUESTS = {
     "deliveries, state=failed (only other owners' failed)": (
         "/api/deliveries/?state=failed", "delivery_owner_state_created",
     ),
+    # A type rare in the owner's log, common in others': not a walk of the owner's deliveries
+    # (delivery_owner_created) looking up each one's event, as when the filter was on the event.
+    RARE_TYPE_LABEL: ("/api/deliveries/?event_type=job.failed", "delivery_owner_type_created"),
     # Not found among every client's events of the type (a Seq Scan of the events, or all of
-    # event_owner_type's entries of it), only among the owner's own.
-    OTHERS_TYPE_LABEL: ("/api/deliveries/?event_type=webhook.test", "event_owner_type"),
+    # event_owner_type's entries of it), only among the owner's own deliveries.
+    OTHERS_TYPE_LABEL: ("/api/deliveries/?event_type=webhook.test", "delivery_owner_type_created"),
+    # Nearly all of the owner's deliveries: a first page off the same index.
+    "deliveries, event_type=job.succeeded (nearly all)": (
+        "/api/deliveries/?event_type=job.succeeded", "delivery_owner_type_created|delivery_owner_created",
+    ),
     # Not a request: where the owner's event stream starts (jobs.event_log.owner_event_last_id),
     # not found by walking every other owner's events since its last one.
     LAST_EVENT: (None, "jobevent_owner"),
@@ -230,11 +241,16 @@ def test_list_filters_use_indexes_at_a_million_rows(
         SELECT 'msg_t' || md5(g::text), o.ids[2 + g % {OWNERS - 1}], gen_random_uuid(),
                'webhook.test', '\\x7b7d', now() - g * interval '20 seconds'
         FROM o, generate_series(1, {OTHERS_TYPE}) g;
-        INSERT INTO webhooks_delivery (event_id, owner_id, subject_id, url, state, redelivery,
+        INSERT INTO webhooks_event (message_id, owner_id, subject_id, event_type, body, created_at)
+        SELECT 'msg_o' || md5(g::text), o.ids[1], gen_random_uuid(),
+               'job.failed', '\\x7b7d', now() - g * ({EVENTS} / {OWNER_FAILED}) * interval '20 seconds'
+        FROM o, generate_series(1, {OWNER_FAILED}) g;
+        INSERT INTO webhooks_delivery (event_id, owner_id, subject_id, event_type, url, state, redelivery,
                                        attempt_count, created_at)
-        SELECT id, owner_id, subject_id, 'https://hooks.example.com/',
-               CASE WHEN event_type = 'job.failed' THEN 'failed' ELSE 'succeeded' END, false, 1, created_at
-        FROM webhooks_event;
+        SELECT id, owner_id, subject_id, event_type, 'https://hooks.example.com/',
+               CASE WHEN event_type = 'job.failed' AND owner_id <> o.ids[1] THEN 'failed' ELSE 'succeeded' END,
+               false, 1, created_at
+        FROM webhooks_event, o;
         INSERT INTO jobs_jobevent (job_id, owner_id, job_name, event_type, body, created_at)
         SELECT id, owner_id, job_name, 'job.succeeded', '{{}}', finished_at
         FROM (SELECT * FROM jobs_job, o WHERE owner_id = o.ids[1] LIMIT {JOB_EVENTS}) j;
@@ -273,10 +289,16 @@ def test_list_filters_use_indexes_at_a_million_rows(
             # And the owner's filter reads none of the other owners' index entries
             read = re.search(r"Bitmap Index Scan on job_owner_metadata .*actual time=\S+ rows=(\d+)", plan)
             assert read and read.group(1) == "0", f"{name}:\n{plan}"
-        if name == OTHERS_TYPE_LABEL:
-            # And the events are looked up by owner and type, not by type alone
+        if name in (OTHERS_TYPE_LABEL, RARE_TYPE_LABEL):
+            # And the deliveries are looked up by owner and type, not by type alone
             by_owner = re.search(r"Index Cond: \(\(owner_id = '[^']+'::uuid\) AND \(\(event_type\)", plan)
             assert by_owner, f"{name}:\n{plan}"
+        if name == RARE_TYPE_LABEL:
+            # And only its matches are read: a few blocks a delivery, not 1.2 million blocks (the
+            # owner's 300,000 deliveries and an event looked up for each)
+            [top] = re.findall(r"Buffers: shared (.*)", plan)[:1]
+            blocks = sum(int(n) for n in re.findall(r"(?:hit|read)=(\d+)", top))
+            assert blocks < 1_000, f"{name}:\n{plan}"
         if name == TEAM_LABEL:
             # And the page is read off the owner's newest jobs, not its 20,000 matches through
             # the GIN index: a few hundred blocks, not a block a match
@@ -297,7 +319,7 @@ def test_list_filters_use_indexes_at_a_million_rows(
         execution = re.search(r"Execution Time: ([\d.]+) ms", plan)
         prune[name] = {"plan": plan.splitlines()[1].strip() if len(plan.splitlines()) > 1 else plan,
                        "execution_ms": float(execution.group(1)) if execution else None}
-    figures.update(jobs=JOBS + PENDING + WAITING, results=RESULTS + NEWER_RESULTS, deliveries=EVENTS + FAILED + OTHERS_TYPE,
+    figures.update(jobs=JOBS + PENDING + WAITING, results=RESULTS + NEWER_RESULTS, deliveries=EVENTS + FAILED + OTHERS_TYPE + OWNER_FAILED,
                    owners=OWNERS,
                    job_events=JOB_EVENTS + OTHERS_JOB_EVENTS, queries=measured,
                    prune_batch=prune)

@@ -306,6 +306,8 @@ def test_recovering_again_never_sends_an_event_twice(api: Api, make_receiver: Ca
     time.sleep(1)
     assert [r.status for r in broken.received] == [500, 500, 500, 200]
     assert len(deliveries_to(api, endpoint, job=job["id"])) == 2
+    # And both are listed by their event's type
+    assert len(deliveries_to(api, endpoint, job=job["id"], event_type="job.succeeded")) == 2
 
 
 def test_raising_an_endpoints_rate_limit_applies_to_deliveries_already_spaced(api: Api, receiver: Receiver) -> None:

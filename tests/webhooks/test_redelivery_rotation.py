@@ -53,6 +53,9 @@ def test_redeliver_sends_the_final_event_again_with_the_same_id_and_bytes(
     deliveries = wait_deliveries(api, created["id"], lambda ds: len(ds) == 2 and all_final(ds))
     assert sorted(d["redelivery"] for d in deliveries) == [False, True]
     assert {d["state"] for d in deliveries} == {"succeeded"}
+    # And the client's log by the event's type lists both
+    by_type = api.get("/api/deliveries/", params={"job": created["id"], "event_type": "job.succeeded"})
+    assert sorted(d["redelivery"] for d in by_type.json()["results"]) == [False, True], by_type.text
 
 
 def test_redeliver_waits_for_the_event_delivery_in_progress(
