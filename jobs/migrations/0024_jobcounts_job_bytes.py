@@ -12,7 +12,7 @@ cannot name its columns, so it would run (and keep every updated row) for each t
 job, while these changes are rare (an operator's, by hand or the admin) and one at a time.
 
 The column is counted from the jobs there already (a scan of the jobs table) once the triggers
-are made: making them locks the jobs table against writes until the migration commits, so no job
+are made: the jobs table is locked against writes first, until the migration commits, so no job
 is inserted or deleted between the count and the triggers (counted twice, or not at all). SQLite
 (`make run`, small, with no statement triggers) counts per row.
 """
@@ -105,6 +105,12 @@ _0004_SQLITE_NAMES = ("jobs_counts_insert", "jobs_counts_update", "jobs_counts_d
                       "jobs_counts_result_insert", "jobs_counts_result_delete")
 SQLITE_OTHERS_DROP = [*(f"DROP TRIGGER {name}" for name in _0004_SQLITE_NAMES), "DROP TRIGGER jobs_counts_client_insert"]
 SQLITE_OTHERS_CREATE = [*_0004.SQLITE, *_0010.SQLITE]
+# The jobs table locked against writes before the counts table is changed: a transition (a submit
+# too) writes the job, then its trigger the count row. Changed first, the counts table was held
+# while the triggers' making waited for the jobs table, where a transition that had come meanwhile
+# held its job and waited for the counts: a deadlock, the transition refused (in a test, every one
+# under way when the column was added). Now it waits, as it waits for the triggers.
+POSTGRESQL_LOCK = "LOCK TABLE jobs_job IN SHARE ROW EXCLUSIVE MODE"
 # What is there already, counted once (the jobs table locked by the triggers' making); the
 # triggers keep the counts from then on.
 BACKFILL = {
@@ -125,7 +131,7 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.RunPython(
-            _run({"postgresql": [], "sqlite": SQLITE_OTHERS_DROP}),
+            _run({"postgresql": [POSTGRESQL_LOCK], "sqlite": SQLITE_OTHERS_DROP}),
             _run({"postgresql": [], "sqlite": SQLITE_OTHERS_CREATE}),
         ),
         migrations.AddField(
