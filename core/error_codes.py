@@ -202,8 +202,10 @@ ERROR_CODES: dict[str, ErrorCode] = {
         "`JOB_PAYLOAD_QUOTA_BYTES_PER_CLIENT` bytes or more, so its submissions are refused (a batch whole); "
         "`details` has both figures. A submission under it is accepted whole, so the jobs may pass it by that "
         "submission's bytes.",
-        "Finished jobs go after `JOB_RETENTION_DAYS`, and `Retry-After` is when its oldest finished job does; "
-        "smaller payloads hold more jobs. For room sooner, ask the operator.",
+        "Finished jobs go `JOB_RETENTION_DAYS` after they finish, and `Retry-After` is when its oldest submitted "
+        "finished job goes (later, when one submitted after it finished first); with none finished, room comes "
+        "no sooner than that long after one finishes or is canceled, and `Retry-After` is that from now. Smaller "
+        "payloads hold more jobs. For room sooner, ask the operator.",
     ),
     "webhook_backlog_full": ErrorCode(
         429, "A job that would reach your registered endpoints, while one of them, paced by its "

@@ -227,19 +227,18 @@ def results_room_at(*, owner: Client) -> datetime | None:
     return None if oldest is None else oldest + timedelta(days=settings.JOB_RESULT_RETENTION_DAYS)
 
 
-def jobs_room_at(*, owner: Client, now: datetime) -> datetime:
-    """When the prune deletes the owner's oldest finished job (its finish past JOB_RETENTION_DAYS,
-    within HOUSEKEEPING_INTERVAL_SECONDS after): about the earliest its job storage quota has
-    room again; for one with none finished, when a job finishing now goes. The oldest submitted
-    of its finished ones, read through its owner-first index from its end, not the oldest
-    finished one, which needs a scan of all its jobs: a refusal reads it, at the owner's rate."""
+def jobs_room_at(*, owner: Client) -> datetime | None:
+    """About when the prune first deletes one of the owner's finished jobs (its finish past
+    JOB_RETENTION_DAYS, within HOUSEKEEPING_INTERVAL_SECONDS after): the finish of its oldest
+    submitted finished job plus the retention; None when none has finished. The oldest submitted,
+    read through its owner-first index from its end, not the first finished, which needs a scan
+    of all its jobs: a refusal reads it, at the owner's rate. A job scheduled far ahead or retried
+    long, submitted first and finished last, makes it late by as much (docs/api.md)."""
     finished = (
         Job.objects.filter(owner=owner, status__in=Job.FINAL_STATUSES, finished_at__isnull=False)
         .order_by("created_at").values_list("finished_at", flat=True).first()
     )
-    return max(finished or now, now - timedelta(days=settings.JOB_RETENTION_DAYS)) + timedelta(
-        days=settings.JOB_RETENTION_DAYS
-    )
+    return None if finished is None else finished + timedelta(days=settings.JOB_RETENTION_DAYS)
 
 
 def client_usage(*, owner: Client, now: datetime) -> ClientUsage:

@@ -173,11 +173,25 @@ def _refusal(*, owner: Client, cap: int, quota: int, adding: int = 1) -> TooMany
     if counts is not None and job_quota and counts.job_bytes >= job_quota and not over_cap:
         # As for the results: Retry-After is when the prune frees room, not a retry refused again.
         now = timezone.now()
-        room_at = selectors.jobs_room_at(owner=owner, now=now) + timedelta(seconds=settings.HOUSEKEEPING_INTERVAL_SECONDS)
+        interval = timedelta(seconds=settings.HOUSEKEEPING_INTERVAL_SECONDS)
+        retention = settings.JOB_RETENTION_DAYS
+        prunable_at = selectors.jobs_room_at(owner=owner)
+        if prunable_at is None:
+            # None finished: a job finishing now (or canceled now) is the first the prune can take.
+            room_at = now + timedelta(days=retention) + interval
+            when = (
+                f"all your stored jobs are unfinished: they are pruned {retention} days after they finish (or "
+                f"are canceled), so room comes by {room_at:%Y-%m-%d %H:%M} UTC at the earliest (Retry-After)"
+            )
+        else:
+            room_at = max(prunable_at, now) + interval
+            when = (
+                f"finished jobs are kept {retention} days, and your oldest submitted finished job goes by "
+                f"{room_at:%Y-%m-%d %H:%M} UTC (Retry-After)"
+            )
         return TooManyRequests(
             f"Your stored jobs' payloads and metadata hold {counts.job_bytes} bytes, at or over the quota of "
-            f"{job_quota}; submissions are refused until retention frees room: finished jobs are kept "
-            f"{settings.JOB_RETENTION_DAYS} days, and your oldest goes by {room_at:%Y-%m-%d %H:%M} UTC (Retry-After).",
+            f"{job_quota}; submissions are refused until retention frees room: {when}.",
             code="job_storage_quota_exceeded",
             details={"job_bytes": counts.job_bytes, "quota_bytes": job_quota},
             headers={"Retry-After": str(math.ceil((room_at - now).total_seconds()))},

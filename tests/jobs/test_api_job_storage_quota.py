@@ -88,6 +88,30 @@ def test_the_refusal_says_when_the_oldest_finished_job_goes(make_api: Callable[.
     assert "kept 30 days" in refused.json()["error"]["message"]
 
 
+def test_a_client_with_no_finished_job_is_told_so(make_api: Callable[..., Api], settings: Any) -> None:
+    # Given a client at its quota with two jobs, neither finished, kept 30 days once they are,
+    # pruned hourly
+    settings.JOB_PAYLOAD_QUOTA_BYTES_PER_CLIENT = 1000
+    settings.JOB_RETENTION_DAYS = 30
+    settings.HOUSEKEEPING_INTERVAL_SECONDS = 3600
+    api = make_api()
+    for _ in range(2):
+        Job.objects.create(owner=api.client, job_name=HELLO, payload={"message": "x" * 500},
+                           status=Job.Status.PENDING)
+
+    # When it submits
+    refused = api.post("/api/jobs/", json={"job_name": HELLO})
+
+    # Then it is told that none has finished, not when an "oldest" goes, and to come back no
+    # sooner than a job finishing now is pruned: 30 days and an hour
+    error = refused.json()["error"]
+    assert (refused.status_code, error["code"]) == (429, "job_storage_quota_exceeded")
+    assert "all your stored jobs are unfinished" in error["message"], error["message"]
+    assert "oldest" not in error["message"]
+    expected = (timedelta(days=30) + timedelta(hours=1)).total_seconds()
+    assert expected - 60 <= int(refused.headers["Retry-After"]) <= expected, refused.headers
+
+
 def test_room_freed_by_the_prune_lets_the_client_submit_again(make_api: Callable[..., Api], settings: Any) -> None:
     # Given a client refused at its quota, its jobs finished 31 days ago, kept 30
     settings.JOB_PAYLOAD_QUOTA_BYTES_PER_CLIENT = 1000
