@@ -1,6 +1,7 @@
-"""A client's deliveries stopped as its batched deletion starts (core.signals): its unfinished
-jobs' callback_urls cleared, then its webhooks stopped (webhooks/deletion.py), so that nothing
-more goes to its receivers while the deletion runs, minutes for a big client."""
+"""A client's deliveries and jobs stopped as its batched deletion starts (core.signals): its
+unfinished jobs' callback_urls cleared, then its webhooks stopped (webhooks/deletion.py), then
+its unfinished jobs canceled, so that nothing more goes to its receivers, and none of its jobs
+takes a worker, while the deletion runs, minutes for a big client."""
 from __future__ import annotations
 
 import uuid
@@ -10,6 +11,7 @@ from django.dispatch import receiver
 
 from core.signals import client_deletion_started
 from jobs.models import Job
+from jobs.transitions import owner_jobs_cancel
 from webhooks import deletion as webhooks_deletion
 
 
@@ -27,3 +29,7 @@ def owner_callbacks_stop(*, owner_id: uuid.UUID) -> int:
 def _deletion_started(sender: Any, *, client_id: uuid.UUID, **kwargs: Any) -> None:
     owner_callbacks_stop(owner_id=client_id)
     webhooks_deletion.owner_deliveries_stop(owner_id=client_id)
+    # Last: their job.canceled events find no callback_url and no enabled endpoint, so go to no
+    # receiver. Without this, its queued jobs went on starting (worker time of every other
+    # client, model tokens) until the batches reached them.
+    owner_jobs_cancel(owner_id=client_id)

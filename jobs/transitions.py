@@ -246,18 +246,20 @@ def _between_steps(job: Job) -> bool:
     return job.next_step is not None and job.step_started_at is None
 
 
-def _cancel_locked(job: Job, *, error: dict[str, str] | None = None) -> None:
+def _cancel_locked(job: Job, *, error: dict[str, str] | None = None, revoke_message: bool = True) -> None:
     """Cancel a locked, unfinished job: at once if it is still queued (or scheduled), waits
     out a retry backoff (up to an hour), or is between two steps: nothing would look at its flag
     before its next run. Cooperatively (within a step) if a step runs. `error` says why, when it
     is not the client. A job between steps was canceled cooperatively: it stayed STARTED, its
-    place under its owner's running cap taken, until its next step's message came."""
+    place under its owner's running cap taken, until its next step's message came.
+    `revoke_message` False: no revoke is broadcast for its queued message (the row stops it)."""
     job.cancel_requested = True
     job.error = error or job.error
     job.save(update_fields=["cancel_requested", "error"])
     if job.status == Status.PENDING or _waiting_to_retry(job) or _between_steps(job):
         _write_final(job, Status.REVOKED)
-        transaction.on_commit(lambda: dispatch.job_revoke_queued(job_id=job.id))
+        if revoke_message:
+            transaction.on_commit(lambda: dispatch.job_revoke_queued(job_id=job.id))
     else:
         telemetry.job_cancel_requested(job=job)
 
@@ -272,6 +274,25 @@ def job_cancel(*, owner: Client, job_id: uuid.UUID) -> Job:
             raise Conflict(f"The job is already {job.status}.", code="job_already_final")
         _cancel_locked(job)
     return job
+
+
+def owner_jobs_cancel(*, owner_id: uuid.UUID, batch_rows: int = 500) -> int:
+    """Cancel the owner's unfinished jobs as its client's cancel would, `batch_rows` a transaction
+    (at most JOB_MAX_UNFINISHED_PER_CLIENT, 10,000, of them); how many. No revoke is broadcast
+    for each queued message, 10,000 of them: a worker that takes one runs nothing of a final job.
+    A job a transition holds is skipped, not waited for (its client's deletion went past it,
+    which may be held long): the deletion's stop made again (core.services) cancels it, or
+    deleting its row stops it (a running step finds its row gone as it finds a cancel)."""
+    canceled = 0
+    unfinished = Job.objects.filter(owner_id=owner_id, status__in=Job.ACTIVE_STATUSES, cancel_requested=False)
+    while True:
+        with transaction.atomic():
+            jobs = list(unfinished.select_for_update(skip_locked=True).order_by("pk")[:batch_rows])
+            for job in jobs:
+                _cancel_locked(job, revoke_message=False)
+        if not jobs:
+            return canceled
+        canceled += len(jobs)
 
 
 DEADLINE_EXCEEDED = {"type": "deadline_exceeded", "message": "The job's deadline passed before it finished."}
