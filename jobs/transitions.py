@@ -282,13 +282,17 @@ def owner_jobs_cancel(*, owner_id: uuid.UUID, batch_rows: int = 500) -> int:
     for each queued message, 10,000 of them: a worker that takes one runs nothing of a final job.
     A job a transition holds is skipped, not waited for (its client's deletion went past it,
     which may be held long): the deletion's stop made again (core.services) cancels it, or
-    deleting its row stops it (a running step finds its row gone as it finds a cancel)."""
+    deleting its row stops it (a running step finds its row gone as it finds a cancel).
+    Each job's callback_url is cleared under its lock first: a job submitted after the deletion's
+    clear of them (with a key other processes still took) sent its job.canceled event there."""
     canceled = 0
     unfinished = Job.objects.filter(owner_id=owner_id, status__in=Job.ACTIVE_STATUSES, cancel_requested=False)
     while True:
         with transaction.atomic():
             jobs = list(unfinished.select_for_update(skip_locked=True).order_by("pk")[:batch_rows])
+            Job.objects.filter(pk__in=[job.pk for job in jobs]).exclude(callback_url="").update(callback_url="")
             for job in jobs:
+                job.callback_url = ""
                 _cancel_locked(job, revoke_message=False)
         if not jobs:
             return canceled

@@ -8,9 +8,12 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from core.models import Client
 from core.services import api_key_create, client_create, client_delete_in_batches
+from core.signals import client_deletion_started
 from jobs.models import Job
 from tests.conftest import Api
+from webhooks import deletion as webhooks_deletion
 from webhooks.endpoints import endpoint_create
 from webhooks.models import Delivery
 
@@ -72,3 +75,25 @@ def test_a_deleted_clients_jobs_stop_while_anothers_run(
         "job.canceled deliveries": 0,
     }
     assert not Job.objects.filter(owner_id=leaving.client.pk).exists()
+
+
+def test_a_job_submitted_as_the_deletion_starts_sends_no_job_canceled_to_its_callback(
+    transactional_db: Any, monkeypatch: Any
+) -> None:
+    # Given a client whose job with a callback_url is submitted after the deletion cleared its
+    # jobs' callback_urls (a key another process still took), while its webhooks are stopped
+    owner = client_create(name="leaving")
+    stop = webhooks_deletion.owner_deliveries_stop
+
+    def stop_then_submitted(*, owner_id: Any) -> int:
+        Job.objects.create(owner_id=owner_id, job_name=HELLO, callback_url=RECEIVER)
+        return stop(owner_id=owner_id)
+
+    monkeypatch.setattr(webhooks_deletion, "owner_deliveries_stop", stop_then_submitted)
+
+    # When the client's deletion starts
+    client_deletion_started.send(sender=Client, client_id=owner.pk)
+
+    # Then the job is canceled and its job.canceled event goes to no receiver
+    assert list(Delivery.objects.filter(owner_id=owner.pk).values_list("event_type", "url")) == []
+    assert list(Job.objects.filter(owner=owner).values_list("status", "callback_url")) == [(Job.Status.REVOKED, "")]
