@@ -112,12 +112,12 @@ def job_insert_below_cap(
     # for the first's commit and reads the count it left. No new wait: the statement's trigger
     # takes the same lock to count the job anyway; it is only taken before the read.
     lock = " FOR UPDATE" if connections[alias].features.has_select_for_update else ""
-    conditions, params = ["TRUE"], []
-    for column, limit in (("unfinished", cap), ("result_bytes", result_quota), ("job_bytes", job_quota)):
-        if limit:
-            conditions.append(f"COALESCE((SELECT {column} FROM {JOB_COUNTS} WHERE owner_id = %s{lock}), 0) < %s")
-            params += [owner, limit]
-    condition = " AND ".join(conditions)
+    limits = [(column, limit) for column, limit in
+              (("unfinished", cap), ("result_bytes", result_quota), ("job_bytes", job_quota)) if limit]
+    # The row read once for every limit; without it (no job yet) every count is 0, under each.
+    below = " AND ".join(f"{column} < %s" for column, _ in limits)
+    condition = f"COALESCE((SELECT {below} FROM {JOB_COUNTS} WHERE owner_id = %s{lock}), TRUE)" if limits else "TRUE"
+    params = [*(limit for _, limit in limits), owner] if limits else []
     placeholders = ", ".join(["%s"] * len(values))
     with connections[alias].cursor() as cursor:
         cursor.execute(
