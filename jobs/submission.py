@@ -171,38 +171,27 @@ def _refusal(*, owner: Client, cap: int, quota: int, adding: int = 1) -> TooMany
     over_cap = cap and (counts.unfinished if counts else 0) + adding > cap
     job_quota = settings.JOB_PAYLOAD_QUOTA_BYTES_PER_CLIENT
     if counts is not None and job_quota and counts.job_bytes >= job_quota and not over_cap:
-        # As for the results: Retry-After is when the prune frees room, not a retry refused again.
-        now = timezone.now()
-        interval = timedelta(seconds=settings.HOUSEKEEPING_INTERVAL_SECONDS)
-        retention = settings.JOB_RETENTION_DAYS
+        now, retention = timezone.now(), settings.JOB_RETENTION_DAYS
         prunable_at = selectors.jobs_room_at(owner=owner)
-        if prunable_at is None:
-            # None finished: a job finishing now (or canceled now) is the first the prune can take.
-            room_at = now + timedelta(days=retention) + interval
-            when = (
-                f"all your stored jobs are unfinished: they are pruned {retention} days after they finish (or "
-                f"are canceled), so room comes by {room_at:%Y-%m-%d %H:%M} UTC at the earliest (Retry-After)"
-            )
-        else:
-            room_at = max(prunable_at, now) + interval
-            when = (
-                f"finished jobs are kept {retention} days, and your oldest submitted finished job goes by "
-                f"{room_at:%Y-%m-%d %H:%M} UTC (Retry-After)"
-            )
+        # None finished: a job finishing (or canceled) now is the first the prune can take.
+        room_at = _room_at(prunable_at or now + timedelta(days=retention), now)
+        when = (
+            f"all your stored jobs are unfinished: they are pruned {retention} days after they finish (or are "
+            f"canceled), so room comes by {room_at:%Y-%m-%d %H:%M} UTC at the earliest (Retry-After)"
+        ) if prunable_at is None else (
+            f"finished jobs are kept {retention} days, and your oldest submitted finished job goes by "
+            f"{room_at:%Y-%m-%d %H:%M} UTC (Retry-After)"
+        )
         return TooManyRequests(
             f"Your stored jobs' payloads and metadata hold {counts.job_bytes} bytes, at or over the quota of "
             f"{job_quota}; submissions are refused until retention frees room: {when}.",
             code="job_storage_quota_exceeded",
             details={"job_bytes": counts.job_bytes, "quota_bytes": job_quota},
-            headers={"Retry-After": str(math.ceil((room_at - now).total_seconds()))},
+            headers={"Retry-After": _seconds_until(room_at, now)},
         )
     if counts is not None and quota and counts.result_bytes >= quota and not over_cap:
-        # Retry-After is when the oldest result goes: an hour's, the prune's interval, had a
-        # client at its quota refused every hour for up to JOB_RESULT_RETENTION_DAYS.
         now = timezone.now()
-        room_at = max(selectors.results_room_at(owner=owner) or now, now) + timedelta(
-            seconds=settings.HOUSEKEEPING_INTERVAL_SECONDS
-        )
+        room_at = _room_at(selectors.results_room_at(owner=owner) or now, now)
         return TooManyRequests(
             f"Your persisted results hold {counts.result_bytes} bytes, at or over the quota of {quota}; "
             "jobs that persist their result are refused until retention frees room: results are kept "
@@ -211,7 +200,7 @@ def _refusal(*, owner: Client, cap: int, quota: int, adding: int = 1) -> TooMany
             "operator.",
             code="result_quota_exceeded",
             details={"result_bytes": counts.result_bytes, "quota_bytes": quota},
-            headers={"Retry-After": str(math.ceil((room_at - now).total_seconds()))},
+            headers={"Retry-After": _seconds_until(room_at, now)},
         )
     return TooManyRequests(
         f"You may have {cap} unfinished jobs; wait for some to finish.",
@@ -219,6 +208,18 @@ def _refusal(*, owner: Client, cap: int, quota: int, adding: int = 1) -> TooMany
         details={"max_unfinished_jobs": cap},
         headers={"Retry-After": "5"},
     )
+
+
+def _room_at(prunable_at: datetime, now: datetime) -> datetime:
+    """When a quota has room again: the prune's next run (every HOUSEKEEPING_INTERVAL_SECONDS)
+    after what is held passes its retention at `prunable_at`. Retry-After says it, not a retry
+    refused again: an hour's, the prune's interval, had a client at its quota refused every hour
+    for up to the retention."""
+    return max(prunable_at, now) + timedelta(seconds=settings.HOUSEKEEPING_INTERVAL_SECONDS)
+
+
+def _seconds_until(at: datetime, now: datetime) -> str:
+    return str(math.ceil((at - now).total_seconds()))
 
 
 def _job_insert(*, owner: Client, job: Job, job_type: JobType) -> Job:
