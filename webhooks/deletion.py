@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import uuid
 
-from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -30,20 +29,16 @@ def owner_deliveries_stop(*, owner_id: uuid.UUID, batch_rows: int = CANCEL_BATCH
     The endpoints keep no disabled_reason: they are deleted within the deletion, and no client
     reads them meanwhile (its keys are revoked); none of the API's reasons says this one."""
     now = timezone.now()
-    with transaction.atomic():
-        Endpoint.objects.filter(owner_id=owner_id, enabled=True).update(
-            # A rescheduling under way stops at its next batch (webhooks/reschedule.py).
-            enabled=False, disabled_at=now, next_slot_at=None, schedule_version=F("schedule_version") + 1,
-        )
+    Endpoint.objects.filter(owner_id=owner_id, enabled=True).update(
+        # A rescheduling under way stops at its next batch (webhooks/reschedule.py).
+        enabled=False, disabled_at=now, next_slot_at=None, schedule_version=F("schedule_version") + 1,
+    )
     # The processes' remembered subscriptions need not be forgotten: they are read again with
     # enabled=True (endpoints.subscribers_cached).
     canceled = 0
     waiting = Delivery.objects.filter(owner_id=owner_id, state__in=[State.PENDING, State.ENDPOINT_DISABLED])
-    while True:
-        batch = waiting.order_by("pk").values("pk")[:batch_rows]
-        count = Delivery.objects.filter(pk__in=batch, state__in=[State.PENDING, State.ENDPOINT_DISABLED]).update(
-            state=State.CANCELED, next_attempt_at=None, finished_at=now,
-        )
-        if not count:
-            return canceled
+    while count := waiting.filter(pk__in=waiting.order_by("pk").values("pk")[:batch_rows]).update(
+        state=State.CANCELED, next_attempt_at=None, finished_at=now,
+    ):
         canceled += count
+    return canceled
