@@ -1,10 +1,12 @@
-"""The admin's sign-in (the console's too): its failed attempts limited per client address and
-per username, and the cookie by which a browser that signed in as a user before is exempt from
-that username's limit."""
+"""The admin's sign-in (the console's too): its failed attempts limited per client address, per
+username and all together, and the cookie by which a browser that signed in as a user before is
+exempt from the limits an attacker can reach on purpose (its username's, everyone's)."""
 from __future__ import annotations
 
+import logging
 import unicodedata
 from collections.abc import Callable
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -14,14 +16,18 @@ from django.http import HttpRequest, HttpResponse
 from django.urls import reverse
 from django.utils.crypto import constant_time_compare, salted_hmac
 
+from core import log_volume
 from core.errors import database_unreachable, storage_full
 from core.ratelimit import ceiling_seconds
 from core.throttling import (
     AdminLoginRateThrottle,
     AdminLoginUsernameRateThrottle,
+    FailureRateThrottle,
     RateThrottle,
     login_username,
 )
+
+logger = logging.getLogger(__name__)
 
 # Set on a successful sign-in: the user, the username and a digest of the user's password hash,
 # signed. It proves only that this browser signed in as that user (knew the password) within
@@ -31,22 +37,53 @@ DEVICE_COOKIE = "admin_signed_in_as"
 DEVICE_SALT = "core.admin_login.device"
 DEVICE_MAX_AGE_SECONDS = 90 * 24 * 3600
 
+# The global limit's refusals: one WARNING line a minute per process, saying how many.
+_refusals = log_volume.CountedPerKey()
+
+
+class AdminLoginGlobalRateThrottle(FailureRateThrottle):
+    """Failed logins to the admin per minute, every address and username together
+    (ADMIN_LOGIN_FAILURES_PER_MINUTE). Each login checked costs a password hash (PBKDF2, about
+    0.25 s of CPU) on the processors the API runs on: a botnet posting random usernames, each
+    address and each username under its own limit, could spend them all and slow every
+    client's requests. Past it no password is hashed; browsers that signed in before are exempt."""
+
+    scope = "admin_login_all"
+    rate_setting = "ADMIN_LOGIN_FAILURES_PER_MINUTE"
+
+    def rate_for(self, request: HttpRequest, view: Any) -> str | None:
+        return super().rate_for(request, view) if request.method == "POST" else None
+
+    def get_cache_key(self, request: HttpRequest, view: Any) -> str | None:
+        return f"throttle:{self.scope}"  # one count for all
+
 
 def login_limited(request: HttpRequest, login: Callable[[], HttpResponse]) -> HttpResponse:
-    """`login` (Django's admin login), its POSTs refused 429 once the client's address, or the
-    username tried, has spent its failed attempts. The username's limit is an attacker's to
-    reach on purpose, so it does not apply in a browser that signed in as that user before."""
+    """`login` (Django's admin login), its POSTs refused 429 once the client's address, the
+    username tried, or every address together has spent its failed attempts. The last two are
+    an attacker's to reach on purpose, so they do not apply in a browser that signed in as that
+    user before (which costs a query only where its cookie names the username posted)."""
     by_address = AdminLoginRateThrottle()
     if not by_address.allow_request(request, None):
         return _refused(by_address, "Too many login attempts from your address")
-    by_username = AdminLoginUsernameRateThrottle()
-    known = _known_browser(request)
-    if not known and not by_username.allow_request(request, None):
-        # No password was checked: the address's place is given back.
-        by_address.give_back()
-        # The same for every username, existing or not.
-        return _refused(by_username, "Too many failed login attempts for this username")
-    counted = [by_address] if known else [by_address, by_username]
+    counted: list[FailureRateThrottle] = [by_address]
+    if not _known_browser(request):
+        # The narrower limits first: a POST one of them refuses never reaches the global count,
+        # so one address, or guesses at one username, cannot spend everyone's.
+        limits = [
+            # The same for every username, existing or not.
+            (AdminLoginUsernameRateThrottle(), "Too many failed login attempts for this username"),
+            (AdminLoginGlobalRateThrottle(), "Too many failed login attempts on this site"),
+        ]
+        for throttle, reason in limits:
+            if not throttle.allow_request(request, None):
+                # No password was checked: the places the POST took are given back.
+                for taken in counted:
+                    taken.give_back()
+                if isinstance(throttle, AdminLoginGlobalRateThrottle):
+                    _log_global_refusal()
+                return _refused(throttle, reason)
+            counted.append(throttle)
     try:
         response = login()
     except Exception as exc:
@@ -66,6 +103,20 @@ def login_limited(request: HttpRequest, login: Callable[[], HttpResponse]) -> Ht
             throttle.give_back()
         _remember_browser(response, request.user)  # type: ignore[arg-type]  # signed in: a user
     return response
+
+
+def _log_global_refusal() -> None:
+    """Unlike the other limits, which refuse an attacker's own address or the username it
+    guesses at, this one refuses the operators too (but in browsers that signed in before):
+    said once a minute, not once a refusal, which an attacker could have written at will."""
+    refused = _refusals.due("")
+    if refused:
+        logger.warning(
+            "Admin logins refused unchecked: every address together has failed "
+            "ADMIN_LOGIN_FAILURES_PER_MINUTE (%s) logins in the last minute; %s refused 429 since "
+            "this process's previous line (this line at most once a minute per process)",
+            settings.ADMIN_LOGIN_FAILURES_PER_MINUTE, refused,
+        )
 
 
 def _refused(throttle: RateThrottle, reason: str) -> HttpResponse:

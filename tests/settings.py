@@ -34,6 +34,9 @@ os.environ.setdefault("API_AUTH_FAILURE_RATE_PER_MINUTE", "0")
 # Off but where a test turns it on (tests/core/test_admin_login_username_limit.py), for the same
 # reason: every run's tests fail logins as "admin", counted for an hour whatever the address.
 os.environ.setdefault("ADMIN_LOGIN_FAILURES_PER_USERNAME_PER_HOUR", "0")
+# Off but where a test turns it on (tests/core/test_admin_login_global_limit.py): one count for
+# every failed login of every run's tests.
+os.environ.setdefault("ADMIN_LOGIN_FAILURES_PER_MINUTE", "0")
 # The test process (and its live server thread) closes connections after each request, so the
 # test database can be dropped at the end; worker subprocesses keep theirs (see worker_env).
 os.environ.setdefault("DB_CONN_MAX_AGE", "0")

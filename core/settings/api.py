@@ -30,6 +30,10 @@ ADMIN_LOGIN_RATE_PER_MINUTE = env.int("ADMIN_LOGIN_RATE_PER_MINUTE", default=10)
 # Failed admin logins per username (any, existing or not) per hour, whatever the address, before
 # 429; a browser that signed in as that user before is exempt (0: no limit).
 ADMIN_LOGIN_FAILURES_PER_USERNAME_PER_HOUR = env.int("ADMIN_LOGIN_FAILURES_PER_USERNAME_PER_HOUR", default=20)
+# Failed admin logins per minute, every address and username together, before 429 without a
+# password hashed (each one checked costs about 0.25 s of CPU); a browser that signed in as the
+# username before is exempt (0: no limit).
+ADMIN_LOGIN_FAILURES_PER_MINUTE = env.int("ADMIN_LOGIN_FAILURES_PER_MINUTE", default=60)
 # API requests with an unknown, revoked or malformed key per client address per minute; past it,
 # the address's requests get 429 without their key looked up, unless the key already worked in
 # that API process (0: no limit).
