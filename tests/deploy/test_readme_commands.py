@@ -3,6 +3,11 @@ activated, so the project's Python and its tools are called through `.venv/bin/`
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
 
 from tests.conftest import REPO
 
@@ -44,3 +49,31 @@ def test_curl_urls_with_brackets_turn_globbing_off() -> None:
     ]
 
     assert not globbing, f"add -g (--globoff) to these: {globbing}"
+
+
+# A fresh shell's PATH: the system's, without .venv/bin (nothing activated).
+FRESH_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+@pytest.mark.slow
+def test_the_client_generation_command_runs_clean_in_a_fresh_shell(tmp_path: Path) -> None:
+    # openapi-python-client formats what it writes with ruff, which it looks up on PATH: called
+    # as .venv/bin/openapi-python-client from a shell that has not activated .venv, it found no
+    # ruff and printed "Warning(s) encountered while generating ... ruff is not in PATH", the
+    # client written unformatted.
+    generate = {command for _, command in shell_commands() if "openapi-python-client generate" in command}
+    (tmp_path / ".venv").symlink_to(REPO / ".venv")
+    (tmp_path / "openapi").symlink_to(REPO / "openapi")
+
+    assert generate, "the docs show no openapi-python-client command any more: drop this test"
+    for command in generate:
+        shutil.rmtree(tmp_path / "job_api_client", ignore_errors=True)
+        completed = subprocess.run(
+            ["bash", "-c", command], check=False, cwd=tmp_path, env={"PATH": FRESH_PATH, "HOME": str(tmp_path)},
+            capture_output=True, text=True, timeout=300,
+        )
+        output = completed.stdout + completed.stderr
+
+        assert completed.returncode == 0, output
+        assert "Warning" not in output, f"{command}: {output}"
+        assert (tmp_path / "job_api_client" / "client.py").is_file(), output
