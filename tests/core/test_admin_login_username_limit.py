@@ -55,6 +55,22 @@ def test_guesses_at_one_username_from_many_addresses_are_limited(operator: str) 
     assert attempt(operator, "correct-pw") == 429
 
 
+def test_the_usernames_refusals_do_not_spend_the_address(operator: str) -> None:
+    # Given the operator's username's failed logins spent by a botnet
+    assert [attempt(operator, "wrong") for _ in range(6)][-1] == 429
+
+    # When one address guesses at it twelve times, refused each time, no password checked
+    address = random_address()
+    guesses = [admin_login(operator, "wrong", forwarded_for=address).status_code for _ in range(12)]
+
+    # Then the address still has its ten failed logins for other usernames (an office whose
+    # colleague's browser kept retrying a locked username is not locked out of the admin)
+    others = [admin_login(f"nobody-{n}-{uuid.uuid4().hex[:12]}", "wrong", forwarded_for=address).status_code
+              for n in range(11)]
+    assert guesses == [429] * 12
+    assert others == [200] * 10 + [429]
+
+
 def test_the_refusal_does_not_tell_whether_the_username_exists(operator: str) -> None:
     nobody = f"nobody-{uuid.uuid4().hex[:12]}"
 
