@@ -67,24 +67,28 @@ def login_limited(request: HttpRequest, login: Callable[[], HttpResponse]) -> Ht
     if not by_address.allow_request(request, None):
         return _refused(by_address, "Too many login attempts from your address")
     counted: list[FailureRateThrottle] = [by_address]
-    if not _known_browser(request):
-        # The narrower limits first: a POST one of them refuses never reaches the global count,
-        # so one address, or guesses at one username, cannot spend everyone's.
-        limits = [
-            # The same for every username, existing or not.
-            (AdminLoginUsernameRateThrottle(), "Too many failed login attempts for this username"),
-            (AdminLoginGlobalRateThrottle(), "Too many failed login attempts on this site"),
-        ]
-        for throttle, reason in limits:
-            if not throttle.allow_request(request, None):
-                # No password was checked: the places the POST took are given back.
-                for taken in counted:
-                    taken.give_back()
-                if isinstance(throttle, AdminLoginGlobalRateThrottle):
-                    _log_global_refusal()
-                return _refused(throttle, reason)
-            counted.append(throttle)
     try:
+        # The browser's cookie is read against its user's row, inside the outage's handling
+        # below as the form's check is: outside it, an operator whose browser signed in before
+        # spent the address's places on each retry through an outage, and found the admin
+        # locked once it was over.
+        if not _known_browser(request):
+            # The narrower limits first: a POST one of them refuses never reaches the global
+            # count, so one address, or guesses at one username, cannot spend everyone's.
+            limits = [
+                # The same for every username, existing or not.
+                (AdminLoginUsernameRateThrottle(), "Too many failed login attempts for this username"),
+                (AdminLoginGlobalRateThrottle(), "Too many failed login attempts on this site"),
+            ]
+            for throttle, reason in limits:
+                if not throttle.allow_request(request, None):
+                    # No password was checked: the places the POST took are given back.
+                    for taken in counted:
+                        taken.give_back()
+                    if isinstance(throttle, AdminLoginGlobalRateThrottle):
+                        _log_global_refusal()
+                    return _refused(throttle, reason)
+                counted.append(throttle)
         response = login()
     except Exception as exc:
         # Answered 503 (core/middleware.py OutageMiddleware) for the service's outage, not a

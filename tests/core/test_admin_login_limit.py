@@ -13,7 +13,7 @@ import pytest
 from django.contrib.auth.models import User
 from django.db import connection
 
-from tests.conftest import PROXY, admin_login, random_address
+from tests.conftest import PROXY, admin_login, random_address, signed_in_browser
 from tests.proxy import CountingProxy
 
 pytestmark = pytest.mark.django_db
@@ -136,3 +136,25 @@ def test_sign_ins_refused_while_the_database_is_down_do_not_count(settings: Any)
     # the operator signs in
     assert during == [503] * 6
     assert attempt("correct-pw", forwarded_for=office) == 302
+
+
+@pytest.mark.django_db(transaction=True)  # the superuser committed: read on a connection made anew
+def test_sign_ins_refused_while_the_database_is_down_do_not_count_in_a_browser_that_signed_in_before(
+    settings: Any,
+) -> None:
+    # Given an operator's browser that signed in before (its cookie read against the user's row,
+    # before the form's check), and a limit of three failed sign-ins a minute
+    settings.ADMIN_LOGIN_RATE_PER_MINUTE = 3
+    User.objects.create_superuser("admin", "admin@example.com", "correct-pw")
+    browser = signed_in_browser("admin", "correct-pw")
+    browser.post("/admin/logout/")
+    office = random_address()
+
+    # When the operator retries from it through an outage of the database
+    with database_out_of_reach():
+        during = [admin_login("admin", "correct-pw", browser=browser, forwarded_for=office).status_code
+                  for _ in range(6)]
+
+    # Then each is told the database is down, and none spent the office's failed sign-ins
+    assert during == [503] * 6
+    assert [attempt("wrong", forwarded_for=office) for _ in range(4)] == [200] * 3 + [429]
