@@ -34,6 +34,15 @@ ADMIN_LOGIN_FAILURES_PER_USERNAME_PER_HOUR = env.int("ADMIN_LOGIN_FAILURES_PER_U
 # password hashed (each one checked costs about 0.25 s of CPU); a browser that signed in as the
 # username before is exempt (0: no limit).
 ADMIN_LOGIN_FAILURES_PER_MINUTE = env.int("ADMIN_LOGIN_FAILURES_PER_MINUTE", default=60)
+# A negative limit admitted no login at all (the limiter's budget below zero): every operator
+# locked out, each told to try again in a minute, for ever.
+for _name, _limit in [
+    ("ADMIN_LOGIN_RATE_PER_MINUTE", ADMIN_LOGIN_RATE_PER_MINUTE),
+    ("ADMIN_LOGIN_FAILURES_PER_USERNAME_PER_HOUR", ADMIN_LOGIN_FAILURES_PER_USERNAME_PER_HOUR),
+    ("ADMIN_LOGIN_FAILURES_PER_MINUTE", ADMIN_LOGIN_FAILURES_PER_MINUTE),
+]:
+    if _limit < 0:
+        raise ImproperlyConfigured(f"{_name} must be >= 0 (0: no limit).")
 # API requests with an unknown, revoked or malformed key per client address per minute; past it,
 # the address's requests get 429 without their key looked up, unless the key already worked in
 # that API process (0: no limit).

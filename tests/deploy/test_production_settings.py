@@ -78,12 +78,16 @@ def test_with_debug_on_cookies_are_not_secure(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("name", "value"), [
     ("SECURE_SSL_REDIRECT", "ture"), ("METRICS_ENABLED", "flase"), ("DEBUG", "of"), ("LOG_LEVEL", "verbose"),
+    # A negative limit of failed admin logins refused every login, the right password too.
+    ("ADMIN_LOGIN_RATE_PER_MINUTE", "-1"), ("ADMIN_LOGIN_FAILURES_PER_USERNAME_PER_HOUR", "-1"),
+    ("ADMIN_LOGIN_FAILURES_PER_MINUTE", "-1"),
 ])
 def test_a_misspelt_setting_stops_the_start_with_its_name(tmp_path: Path, name: str, value: str) -> None:
-    """A switch that is neither on nor off, or a log level logging has no name for, is an error
-    at start naming it: django-environ read any word but its six for "on" as off, so a typo
-    turned the HTTPS redirect or the metrics off without a word, and LOG_LEVEL's was a KeyError
-    from deep in structlog."""
+    """A switch that is neither on nor off, a log level logging has no name for, or a negative
+    limit of failed admin logins, is an error at start naming it: django-environ read any word
+    but its six for "on" as off, so a typo turned the HTTPS redirect or the metrics off without
+    a word, LOG_LEVEL's was a KeyError from deep in structlog, and a limit of -1 refused every
+    login to the admin."""
     result = subprocess.run(
         [sys.executable, "manage.py", "check"], cwd=REPO, env={**production_env(tmp_path), name: value},
         capture_output=True, text=True, check=False, timeout=90,
