@@ -109,6 +109,19 @@ def login_limited(request: HttpRequest, login: Callable[[], HttpResponse]) -> Ht
     return response
 
 
+def password_change_remembered(request: HttpRequest, change: Callable[[], HttpResponse]) -> HttpResponse:
+    """`change` (Django's admin password change), the browser that changed its user's password
+    given a cookie of the new one: the new password voids the old one's cookie in every browser,
+    this one too, whose session goes on (Django keeps it). Without a new cookie, an operator
+    who changed the password as an attack went on was locked out of every browser by the limits
+    the cookie exempts from, once that session ended."""
+    response = change()
+    # Answered with a redirect only once the password was changed (an error shows the form again).
+    if request.method == "POST" and response.status_code == 302:
+        _remember_browser(response, request.user)  # type: ignore[arg-type]  # its staff user
+    return response
+
+
 def _log_global_refusal() -> None:
     """Unlike the other limits, which refuse an attacker's own address or the username it
     guesses at, this one refuses the operators too (but in browsers that signed in before):

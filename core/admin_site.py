@@ -1,7 +1,8 @@
-"""The admin site: Django's, with its failed logins limited per client address and per username
-(core/admin_login.py); its list actions bounded in rows; deletions confirmed with counts of what
-goes; how actions apply a service to each selected row; and the lists of the tables that grow
-with traffic, paged without counting every row."""
+"""The admin site: Django's, with its failed logins limited per client address, per username and
+all together, and a password change remembered in the browser that made it (core/admin_login.py);
+its list actions bounded in rows; deletions confirmed with counts of what goes; how actions apply
+a service to each selected row; and the lists of the tables that grow with traffic, paged without
+counting every row."""
 from __future__ import annotations
 
 import functools
@@ -18,7 +19,7 @@ from django.http import HttpRequest, HttpResponse
 from django.utils.functional import cached_property
 from django.utils.text import capfirst
 
-from core.admin_login import login_limited
+from core.admin_login import login_limited, password_change_remembered
 from core.db import statements_unbounded, table_rows_estimate
 from core.errors import Conflict
 
@@ -26,6 +27,11 @@ from core.errors import Conflict
 class AdminSite(admin.AdminSite):
     def login(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
         return login_limited(request, lambda: super(AdminSite, self).login(request, extra_context))
+
+    def password_change(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        return password_change_remembered(
+            request, lambda: super(AdminSite, self).password_change(request, extra_context),
+        )
 
 
 ActionFunction = Callable[[admin.ModelAdmin, HttpRequest, QuerySet[Any]], HttpResponse | None]

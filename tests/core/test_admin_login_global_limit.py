@@ -157,3 +157,22 @@ def test_the_refusals_are_told_in_one_warning_a_minute(
     # Then the first is told at once, the next 19 with the one after the interval
     assert len(first) == 1 and "ADMIN_LOGIN_FAILURES_PER_MINUTE (5)" in first[0] and "; 1 refused 429" in first[0]
     assert len(after) == 1 and "; 20 refused 429" in after[0]
+
+
+def test_a_browser_where_the_password_was_changed_still_signs_in(operator: str) -> None:
+    # Given the operator's browser, where the operator changed the password (an attack seen,
+    # say), and signed out since
+    browser = signed_in_browser(operator, "correct-pw")
+    changed = browser.post("/admin/password_change/", {
+        "old_password": "correct-pw", "new_password1": "fresh-pw-4d1e-9c2a", "new_password2": "fresh-pw-4d1e-9c2a",
+    })
+    assert changed.status_code == 302
+    browser.post("/admin/logout/")
+
+    # When a botnet spends everyone's failed logins
+    assert [attempt(anyone(), "guess") for _ in range(6)][-1] == 429
+
+    # Then the operator still signs in from that browser: the new password voided the cookie of
+    # the old one, and the browser that set it is given one of the new
+    assert attempt(operator, "fresh-pw-4d1e-9c2a", client=browser) == 302
+    assert attempt(operator, "fresh-pw-4d1e-9c2a") == 429
