@@ -40,13 +40,21 @@ PROGRESS_EVENT_MIN_INTERVAL_SECONDS = 0.5
 
 def job_event_record(*, job: Job, event_type: str) -> JobEvent | None:
     """Log the job's event in the caller's transaction (None: a progress event coalesced away)
-    and wake the waiters once it commits. The body is the webhook's, byte for byte."""
+    and wake the waiters once it commits. The body is the webhook's, byte for byte.
+
+    A progress event replaces the job's earlier ones: the log keeps a job's latest progress
+    only. Each carries the whole job (payload, metadata), and kept one a second they made the
+    log grow with how long the job ran, not with what was submitted: a `long_running_task` of
+    an hour at its caps logged 3,600 of 18 KB, 65 MB kept JOB_RETENTION_DAYS, counted in no
+    quota (JOB_PAYLOAD_QUOTA_BYTES_PER_CLIENT counts the job once). A stream catching up gets
+    the latest progress, as one reading a coalesced job gets the one that stayed."""
     now = timezone.now()
+    earlier = None
     if event_type == "job.progress":
-        last = JobEvent.objects.filter(job_id=job.id, event_type=event_type).order_by("-id").values_list(
-            "created_at", flat=True
+        earlier = JobEvent.objects.filter(job_id=job.id, event_type=event_type).order_by("-id").values_list(
+            "id", "created_at"
         ).first()
-        if last and now - last < timedelta(seconds=PROGRESS_EVENT_MIN_INTERVAL_SECONDS):
+        if earlier and now - earlier[1] < timedelta(seconds=PROGRESS_EVENT_MIN_INTERVAL_SECONDS):
             return None
     sql.owner_events_lock(job.owner_id)
     event = JobEvent.objects.create(
@@ -54,6 +62,10 @@ def job_event_record(*, job: Job, event_type: str) -> JobEvent | None:
         body=event_body(event_type=event_type, data=job_representation(job), at=now).decode(),
         created_at=now,
     )
+    if earlier:
+        # Every earlier one (one, but for a log written before this rule), by `jobevent_job`:
+        # the caller holds the job's row, so no other event of it is being written.
+        JobEvent.objects.filter(job_id=job.id, event_type=event_type, id__lt=event.id).delete()
     job_id, owner_id = job.id, job.owner_id
     transaction.on_commit(
         lambda: wakeups.job_event_publish(job_id=job_id, owner_id=owner_id, event_type=event_type)

@@ -40,14 +40,16 @@ LAST_EVENT_ID = OpenApiParameter(
     OpenApiTypes.STR,
     OpenApiParameter.HEADER,
     description="Resume after this event (the `id:` of the last message received): every later "
-    "event comes once, in order. EventSource sends it by itself when it reconnects; the "
+    "event comes once, in order, of a job's progress events the latest (each replaces the job's "
+    "earlier ones). EventSource sends it by itself when it reconnects; the "
     "`last_event_id` query parameter does the same for clients that cannot set headers.",
 )
 _STREAM_RULES = (
     "Server-sent events (`text/event-stream`). Each message is one event: `event:` its type "
     "(`job.started`, `job.progress`, `job.succeeded`, `job.failed`, `job.canceled`), `id:` its "
     "id, `data:` the same JSON a webhook carries (the `JobEvent` schema: `type`, `timestamp`, "
-    "`data` the job). `job.progress` comes at most once every 500 ms per job. An idle stream "
+    "`data` the job). `job.progress` comes at most once every 500 ms per job, and is kept for "
+    "a catch-up only as the job's latest. An idle stream "
     "sends a `: heartbeat` comment every 15 s. The answer carries `X-Accel-Buffering: no` and "
     "`Cache-Control: no-cache` so proxies pass each message on at once. When the API process "
     "stops (a deploy, a recycle) the stream ends with a message of an `id:` alone (no event): "
