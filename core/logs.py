@@ -196,6 +196,11 @@ def logging_config(*, level: str, json: bool) -> dict[str, Any]:
             "celery.app.trace": {"level": "WARNING"},
             "celery.worker.strategy": {"level": "WARNING"},
             "celery.worker.control": {"filters": ["revoked_without_backend"]},
+            # billiard's logger, which does not propagate: a worker gave it a handler of its own
+            # in Celery's text format, so its line for a pool process killed (the OOM killer's
+            # "Process 'ForkPoolWorker-1' pid:… exited with 'signal 9 (SIGKILL)'") was the one
+            # line of a JSON log a shipper could not parse. With ours, Celery leaves it be.
+            "multiprocessing": {"handlers": ["console"], "propagate": False},
             # urllib3's WARNING, with a traceback, for every answer whose headers a receiver sent
             # malformed: at will, and naming the receiver's whole URL, whose path or query may
             # carry its token (the service's own lines name its host only). The attempt records

@@ -219,3 +219,36 @@ def test_a_receivers_url_stays_out_of_the_log_at_debug(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-2000:]
     assert "debug lines are written" in result.stderr
     assert path_token not in result.stderr + result.stdout and query_token not in result.stderr + result.stdout
+
+
+def test_a_pool_process_killed_is_one_json_line_in_the_workers_log(transactional_db: Any, tmp_path: Path) -> None:
+    # Given a prefork worker logging JSON (as the image runs it) with its pool process up
+    prefix = f"test-{os.environ['TEST_RUN_ID']}-oom-{uuid.uuid4().hex[:8]}:"
+    env = worker_env(CELERY_BROKER_KEY_PREFIX=prefix, LOG_FORMAT="json", LOG_LEVEL="WARNING")
+    name = f"oom-{uuid.uuid4().hex[:6]}@localhost"
+    worker_log = tmp_path / "worker.log"
+    worker, app = _worker_start(env, "jobs", name, prefix, worker_log)
+    try:
+        _wait_for_worker(app, name, worker)
+        children = Path(f"/proc/{worker.pid}/task/{worker.pid}/children").read_text().split()
+        assert children, "the worker has no pool process"
+
+        # When the kernel's OOM killer (or a docker kill of it) ends the pool process
+        os.kill(int(children[0]), 9)
+        deadline = time.monotonic() + 30
+        while "signal 9" not in worker_log.read_text():
+            assert time.monotonic() < deadline, worker_log.read_text()
+            time.sleep(0.2)
+        time.sleep(0.5)  # the line's end
+    finally:
+        stop_process(worker)
+        app.close()
+
+    # Then the worker's line about it, the only one that says what happened, is a JSON object like
+    # every other (docs/deployment.md, "A worker killed mid-job"): in Celery's text format a log
+    # shipper parsing the JSON lines dropped it, or took it apart as garbage
+    killed = [line for line in worker_log.read_text().splitlines() if "signal 9" in line]
+    assert killed, worker_log.read_text()
+    record = json.loads(killed[0])
+    assert record["level"] == "error" and FIELDS <= record.keys(), record
+    assert "exited with 'signal 9 (SIGKILL)'" in record["message"], record
