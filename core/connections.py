@@ -11,9 +11,9 @@ HEALTH_CHECK_AFTER_IDLE_SECONDS, and within DB_CHECK_TIMEOUT_SECONDS (as /readyz
 
 The cost: a connection that breaks less than that after its last use fails its next query. A
 PostgreSQL restart can be that quick (0.5 s in fault test 4), so each connection in use just
-before one may fail one request (answered 500) or task (which retries its `DatabaseError`); the
-connection is closed after the failure and the next use opens a new one. Queries during the
-restart itself fail either way.
+before one may fail one request (answered 503 database_unavailable, core/errors.py) or task
+(which retries its `DatabaseError`); the connection is closed after the failure and the next use
+opens a new one. Queries during the restart itself fail either way.
 """
 from __future__ import annotations
 
