@@ -74,8 +74,16 @@ def broker_connection_ensure(connection: Connection) -> None:
 def _worker_configure(conf: Any, **kwargs: Any) -> None:
     """A worker starting (before it connects to the broker) takes its own transport options,
     the longer socket timeout (WORKER_BROKER_TRANSPORT_OPTIONS says why); the API and beat
-    keep CELERY_BROKER_TRANSPORT_OPTIONS'."""
+    keep CELERY_BROKER_TRANSPORT_OPTIONS'.
+
+    And it tries to reach a broker that went away for as long as it is away (every 30 s after
+    the first few tries), as docs/deployment.md promises ("the workers reconnect"): under
+    Celery's 100 tries, a Redis down for about 46 minutes made every worker exit at once
+    (`Unrecoverable error: OperationalError(...)`, CRITICAL), which `make run` stops everything
+    for and a supervisor answers with workers that try 100 times again. A worker without its
+    broker has nothing else to do."""
     conf.broker_transport_options = settings.WORKER_BROKER_TRANSPORT_OPTIONS
+    conf.broker_connection_max_retries = None
 
 
 @worker_init.connect

@@ -29,3 +29,13 @@ def test_a_worker_waits_on_the_broker_longer_than_the_api(celery_worker: str) ->
     [worker_conf] = app.control.inspect(destination=[celery_worker], timeout=10).conf(with_defaults=True).values()
     assert worker_conf["broker_transport_options"]["socket_timeout"] == 10
     assert worker_conf["broker_transport_options"]["visibility_timeout"] == settings.CELERY_BROKER_VISIBILITY_TIMEOUT_SECONDS
+
+
+def test_a_worker_tries_to_reach_the_broker_again_for_as_long_as_it_is_down(celery_worker: str) -> None:
+    # Celery's default, 100 tries backing off to 30 s, gave a worker about 46 minutes of a broker
+    # down: then it exited ("Unrecoverable error: OperationalError(... Connection refused.)",
+    # CRITICAL), every worker at once; a worker asked what it runs with now tries for ever
+    [worker_conf] = app.control.inspect(destination=[celery_worker], timeout=10).conf(with_defaults=True).values()
+    assert worker_conf["broker_connection_max_retries"] is None
+    # while the API and beat keep Celery's default (a publish is not retried anyway)
+    assert app.conf.broker_connection_max_retries == 100
