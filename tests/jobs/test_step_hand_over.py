@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -302,7 +303,7 @@ def second_progress_fails_once() -> Iterator[None]:
 
 
 def test_a_handed_over_step_the_database_failed_mid_run_is_run_again_by_its_retry(
-    api: Api, fake_openai: FakeOpenAI, second_progress_fails_once: None
+    api: Api, fake_openai: FakeOpenAI, second_progress_fails_once: None, celery_worker_log: Path
 ) -> None:
     # Given a checklist job whose second step, handed over, is sent to the worker, and the
     # database failing that step's first write (its progress), as a restart would
@@ -323,3 +324,9 @@ def test_a_handed_over_step_the_database_failed_mid_run_is_run_again_by_its_retr
     done = api.wait(str(job.id), timeout=60)
     assert (done["status"], done["result"]["checklist"]) == ("SUCCESS", [{"task": "Sign.", "is_complete": False}])
     assert len(scenario.requests) == 1
+    # and the worker's log says so once, naming the job (Celery's own line for a retry is INFO,
+    # on a logger kept at WARNING: a PostgreSQL restart under a running job left no line of it)
+    [line] = [text for text in celery_worker_log.read_text().splitlines() if f"Job {job.id} step 1: " in text]
+    assert "[warning" in line and f"job_id={job.id}" in line, line
+    assert ": the database failed (terminating connection due to administrator command); the step runs again in 2 s " \
+        "(retry 1 of 25)" in line, line
