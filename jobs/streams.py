@@ -1,6 +1,7 @@
 """Server-sent event streams of job events (`text/event-stream`): one job's, or every job of a
 client's. Each message is one JobEvent: `event:` its type, `id:` its id, `data:` the webhook
-body. A stream resumes after a `Last-Event-ID` without gaps or repeats, sends a `: heartbeat`
+body. A stream resumes after a `Last-Event-ID` without gaps (but a job's progress events a later
+one replaced: jobs.event_log) or repeats, sends a `: heartbeat`
 comment when idle, and ends with a job's final event (the one-job stream), when the client
 hangs up, or when its process begins to stop (the client reconnects with `Last-Event-ID` and
 loses nothing). Between events it holds no database connection (jobs.waiting).

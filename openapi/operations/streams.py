@@ -53,7 +53,8 @@ _STREAM_RULES = (
     "sends a `: heartbeat` comment every 15 s. The answer carries `X-Accel-Buffering: no` and "
     "`Cache-Control: no-cache` so proxies pass each message on at once. When the API process "
     "stops (a deploy, a recycle) the stream ends with a message of an `id:` alone (no event): "
-    "reconnect with it as `Last-Event-ID` (EventSource does) and nothing is skipped. A stream "
+    "reconnect with it as `Last-Event-ID` (EventSource does) and nothing is skipped but the "
+    "progress events a later one of their job replaced meanwhile (that one comes). A stream "
     "ends once its API key is revoked (within `API_KEY_CACHE_SECONDS`, 5 s, as for any request "
     "with it); opening it again is then a `401`."
 )
