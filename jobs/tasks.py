@@ -176,11 +176,13 @@ def _step_run(task: Any, previous: Any, *, job_id: str, index: int, dispatched_a
             transitions.job_finish(job_id=job_uuid, status=Status.SUCCESS, result=output, by_chain=True)
             return
         _hand_over(task, job, index + 1, output)
-    except DataError:
+    except DataError as exc:
         # PostgreSQL refused the output itself (a U+0000, a lone surrogate, a NaN): not the
         # database failing, which the task's retries are for. Retried as that, the step ran again,
-        # and with it whatever it paid for (a model call), up to 26 times.
-        logger.warning("Job %s step %s: its output cannot be stored", job_id, index, exc_info=True)
+        # and with it whatever it paid for (a model call), up to 26 times. Its first line only:
+        # the rest of PostgreSQL's error quotes the output up to what it refused ("CONTEXT:  JSON
+        # data, line 1: ..."), a client's data, which a traceback wrote into the log.
+        logger.warning("Job %s step %s: its output cannot be stored (%s)", job_id, index, first_line(exc))
         _fail(task, job, index, previous, "unstorable_output",
               f"Step {index + 1}'s output cannot be stored (PostgreSQL refused it).")
 

@@ -18,7 +18,7 @@ CHECKLIST = "api.tasks.generate_checklist_from_guidelines"
 
 
 def test_a_step_whose_output_cannot_be_stored_fails_its_job_after_one_run(
-    transactional_db: Any, fake_openai: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
+    transactional_db: Any, fake_openai: FakeOpenAI, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     # Given a step that returns what PostgreSQL refuses: the checklist's first, its own check of
     # the model's answer taken away (no built-in type's output can hold one otherwise), and a
@@ -41,3 +41,9 @@ def test_a_step_whose_output_cannot_be_stored_fails_its_job_after_one_run(
     assert len(scenario.requests) == 1
     assert (failed["status"], failed["error"]["type"]) == ("FAILURE", "unstorable_output"), failed
     assert failed["error"]["message"] == "Step 1's output cannot be stored (PostgreSQL refused it)."
+    # and the worker's line about it says why without the output: PostgreSQL's error quotes the
+    # JSON it refused up to the U+0000 ("CONTEXT:  JSON data, line 1: {"summary": "Hand over..."),
+    # which its traceback wrote out, a client's data in the log
+    [line] = [record for record in caplog.records if "cannot be stored" in record.getMessage()]
+    assert scenario.token not in caplog.text, caplog.text
+    assert line.levelname == "WARNING" and "unsupported Unicode escape sequence" in line.getMessage(), line
