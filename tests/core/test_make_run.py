@@ -354,11 +354,14 @@ def _data_dir_free(data_dir: Path) -> bool:
 
 def _assert_all_gone(sessions: dict[str, int], metrics_dir: Path, data_dir: Path, port: str, output: str) -> None:
     assert _sessions_left(sessions, timeout=30) == [], output
-    # Removed by honcho's process once they have all stopped: a moment after the last has.
+    # Removed by honcho's process once they have all stopped: a moment after the last has; and
+    # the lock released as that process exits, a moment after that (60 ms on a loaded machine).
     deadline = time.monotonic() + 10
     while metrics_dir.exists() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not metrics_dir.exists(), output
+    while not _data_dir_free(data_dir) and time.monotonic() < deadline:
+        time.sleep(0.1)
     assert _data_dir_free(data_dir), output
     with pytest.raises(requests.ConnectionError):
         requests.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
