@@ -14,6 +14,12 @@ The processes' metrics files (METRICS_ENABLED) go in memory, in a directory of t
 Ctrl-C or a kill would remove it, and removed once they have all stopped. Made by scripts/run-dev
 before its exec, a Ctrl-C in the instant between the exec and honcho's handlers left it behind.
 
+A stop that comes as the processes start (the terminal closed, Ctrl-C, a kill) waits until honcho
+has heard each one start (StopOnceStarted): honcho signals a process by the pid it learns from
+that word, and signalling them before it had every pid failed at the first it lacked (KeyError):
+its loop ended, that process and those after it (beat, the deliveries worker) ran on, and honcho
+waited on them with the lock on DATA_DIR held.
+
 Usage: honcho_start.py -- HONCHO_ARGUMENTS...
 """
 from __future__ import annotations
@@ -29,7 +35,9 @@ from types import FrameType
 from typing import Any, NoReturn, TextIO
 
 try:
+    from honcho import command as honcho_command
     from honcho.command import main as honcho_main
+    from honcho.manager import Manager
 except KeyboardInterrupt:
     # Ctrl-C as this starts (nothing started, nothing made): a stop, not a traceback. (In the
     # interpreter's own start, before this line, Python prints one: there is no way to start it
@@ -75,6 +83,34 @@ class TerminalOrNothing:
         return getattr(self._stream, name)
 
 
+class StopOnceStarted(Manager):
+    """honcho's manager (honcho 2.0.0, pinned), whose stop waits until it knows every pid.
+
+    honcho learns a process's pid from the "start" message its reader sends once the process runs,
+    and its stop signals each process it has not heard stop by that pid: one it had not heard
+    start yet raised KeyError, in the signal handler, which ended honcho's loop. The stop is now
+    owed until the last pid is known, then made; the processes that did start only run a moment
+    longer (the messages are sent as each process is forked)."""
+
+    # The stop owed, forced (SIGKILL) or not (SIGTERM); None when none is.
+    _owed: bool | None = None
+
+    def _killall(self, force: bool = False) -> None:
+        if not super()._all_started():
+            self._owed = force or bool(self._owed)
+            return
+        super()._killall(force)
+
+    def _all_started(self) -> bool:
+        # honcho's loop asks after every message it takes (and every 0.1 s without one): the
+        # moment the last pid is known is the first answer True.
+        started = super()._all_started()
+        if started and self._owed is not None:
+            force, self._owed = self._owed, None
+            super()._killall(force)
+        return started
+
+
 @contextlib.contextmanager
 def _stops_held() -> Iterator[None]:
     """Ctrl-C and a kill held back (pending, not lost) for the block's length."""
@@ -115,6 +151,8 @@ def main() -> int:
                 in_memory = "/dev/shm" if os.path.isdir("/dev/shm") else None
                 metrics_dir = tempfile.mkdtemp(prefix="jobapi-metrics.", dir=in_memory)
                 os.environ["METRICS_DIR"] = metrics_dir
+        # honcho's `start` makes its Manager by this name.
+        honcho_command.Manager = StopOnceStarted
         honcho_main(honcho_arguments)
     except SystemExit as stop:
         status = stop.code if isinstance(stop.code, int) else 1

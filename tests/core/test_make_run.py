@@ -410,6 +410,58 @@ def test_closing_make_runs_terminal_stops_every_process_it_started(tmp_path: Pat
     _assert_all_gone(sessions, metrics_dir, tmp_path / "data", env["PORT"], output.decode(errors="replace"))
 
 
+# honcho's word that beat started (its reader's "start" message, from which honcho learns the pid
+# it signals) held back 5 s, beat's pid noted once it runs: a stop then comes before honcho has it.
+_BEAT_START_HELD = """\
+import os, sys, time
+if sys.argv[0].endswith("honcho_start.py"):
+    from honcho.process import Process
+    def send(self, data, type="line", send=Process._send_message):
+        if type == "start" and self.name == "beat.1":
+            with open(os.environ["BEAT_PID"] + ".part", "w") as noted:
+                noted.write(str(data["pid"]))
+            os.rename(os.environ["BEAT_PID"] + ".part", os.environ["BEAT_PID"])
+            time.sleep(5)
+        send(self, data, type)
+    Process._send_message = send
+"""
+
+
+@pytest.mark.timeout(180)
+def test_closing_make_runs_terminal_as_its_processes_start_stops_every_one(tmp_path: Path) -> None:
+    # Given make run typed into a terminal's shell, its processes started, honcho not yet told
+    # beat's pid
+    beat_pid = tmp_path / "beat-pid"
+    env = _fresh_shell_running(tmp_path, _BEAT_START_HELD, BEAT_PID=str(beat_pid))
+    shell, terminal = pty.fork()
+    if shell == 0:  # pragma: no cover (the terminal's shell, in the child)
+        os.chdir(REPO)
+        os.execvpe("bash", ["bash", "--norc", "--noprofile", "-i"], env)
+    output = b""
+    try:
+        os.write(terminal, b"make run\n")
+        deadline = time.monotonic() + 90
+        while not (beat_pid.exists() and len(_started_sessions(output.decode(errors="replace"))) == len(PROCESSES) - 1):
+            assert time.monotonic() < deadline, output.decode(errors="replace")
+            if select.select([terminal], [], [], 0.2)[0]:
+                output += os.read(terminal, 65536)
+        sessions = {**_started_sessions(output.decode(errors="replace")), "beat.1": int(beat_pid.read_text())}
+        metrics_dir = _metrics_dir(sessions["web.1"])
+    finally:
+        # When the terminal is closed then (honcho's stop signalled the processes whose pid it
+        # had, up to the first it lacked, and failed there: KeyError)
+        os.close(terminal)
+        os.waitpid(shell, 0)
+
+    # Then every process has stopped, beat too once honcho heard it start, and make run's
+    # metrics directory and data directory are freed (beat, or the deliveries worker too, ran on,
+    # and honcho waited on them with the lock on the data held)
+    try:
+        _assert_all_gone(sessions, metrics_dir, tmp_path / "data", env["PORT"], output.decode(errors="replace"))
+    finally:
+        subprocess.run(["pkill", "-KILL", "-s", ",".join(map(str, sessions.values()))], check=False)
+
+
 @pytest.mark.timeout(180)
 def test_a_kill_of_make_run_stops_every_process_it_started(tmp_path: Path) -> None:
     # Given make run serving
