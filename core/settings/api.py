@@ -8,51 +8,40 @@ from django.core.exceptions import ImproperlyConfigured
 from core.settings.base import env
 
 # Largest request body accepted, in bytes; larger ones get 413.
-API_MAX_BODY_BYTES = env.int("API_MAX_BODY_BYTES", default=1024 * 1024)
+API_MAX_BODY_BYTES = env.int("API_MAX_BODY_BYTES", default=1024 * 1024, minimum=1)
 DATA_UPLOAD_MAX_MEMORY_SIZE = API_MAX_BODY_BYTES
 # Deepest JSON nesting accepted in a request body.
-API_MAX_JSON_DEPTH = env.int("API_MAX_JSON_DEPTH", default=32)
+API_MAX_JSON_DEPTH = env.int("API_MAX_JSON_DEPTH", default=32, minimum=1)
 # Requests per client per minute before 429, by scope (0 turns a scope's limit off): job
 # submissions; reads (every GET); other writes (cancel); and the sensitive writes, kept tight
 # (redeliver, signing-secret rotation).
-API_SUBMIT_RATE_PER_MINUTE = env.int("API_SUBMIT_RATE_PER_MINUTE", default=6000)
-API_READ_RATE_PER_MINUTE = env.int("API_READ_RATE_PER_MINUTE", default=6000)
-API_WRITE_RATE_PER_MINUTE = env.int("API_WRITE_RATE_PER_MINUTE", default=600)
-API_SENSITIVE_RATE_PER_MINUTE = env.int("API_SENSITIVE_RATE_PER_MINUTE", default=30)
+API_SUBMIT_RATE_PER_MINUTE = env.int("API_SUBMIT_RATE_PER_MINUTE", default=6000, minimum=0)
+API_READ_RATE_PER_MINUTE = env.int("API_READ_RATE_PER_MINUTE", default=6000, minimum=0)
+API_WRITE_RATE_PER_MINUTE = env.int("API_WRITE_RATE_PER_MINUTE", default=600, minimum=0)
+API_SENSITIVE_RATE_PER_MINUTE = env.int("API_SENSITIVE_RATE_PER_MINUTE", default=30, minimum=0)
 # Most jobs in one batch submission (POST /api/jobs/batch/); each counts against the rates.
-API_MAX_BATCH_SIZE = env.int("API_MAX_BATCH_SIZE", default=1000)
+API_MAX_BATCH_SIZE = env.int("API_MAX_BATCH_SIZE", default=1000, minimum=1)
 # How often (seconds) an API process shares the rate-limit counts it admitted on its own with
 # the others, through Redis (core/ratelimit.py: a client may exceed a limit by at most 1 % of
 # it per API process; near a limit every decision goes to Redis).
-API_RATE_SYNC_SECONDS = env.float("API_RATE_SYNC_SECONDS", default=0.5)
+API_RATE_SYNC_SECONDS = env.float("API_RATE_SYNC_SECONDS", default=0.5, above=0)
 # Failed admin logins per client address per minute before 429 (0: no limit).
-ADMIN_LOGIN_RATE_PER_MINUTE = env.int("ADMIN_LOGIN_RATE_PER_MINUTE", default=10)
+ADMIN_LOGIN_RATE_PER_MINUTE = env.int("ADMIN_LOGIN_RATE_PER_MINUTE", default=10, minimum=0)
 # Failed admin logins per username (any, existing or not) per hour, whatever the address, before
 # 429; a browser that signed in as that user before is exempt (0: no limit).
-ADMIN_LOGIN_FAILURES_PER_USERNAME_PER_HOUR = env.int("ADMIN_LOGIN_FAILURES_PER_USERNAME_PER_HOUR", default=20)
+ADMIN_LOGIN_FAILURES_PER_USERNAME_PER_HOUR = env.int("ADMIN_LOGIN_FAILURES_PER_USERNAME_PER_HOUR", default=20, minimum=0)
 # Failed admin logins per minute, every address and username together, before 429 without a
 # password hashed (each one checked costs about 0.25 s of CPU); a browser that signed in as the
 # username before is exempt (0: no limit).
-ADMIN_LOGIN_FAILURES_PER_MINUTE = env.int("ADMIN_LOGIN_FAILURES_PER_MINUTE", default=60)
-# A negative limit admitted no login at all (the limiter's budget below zero): every operator
-# locked out, each told to try again in a minute, for ever.
-for _name, _limit in [
-    ("ADMIN_LOGIN_RATE_PER_MINUTE", ADMIN_LOGIN_RATE_PER_MINUTE),
-    ("ADMIN_LOGIN_FAILURES_PER_USERNAME_PER_HOUR", ADMIN_LOGIN_FAILURES_PER_USERNAME_PER_HOUR),
-    ("ADMIN_LOGIN_FAILURES_PER_MINUTE", ADMIN_LOGIN_FAILURES_PER_MINUTE),
-]:
-    if _limit < 0:
-        raise ImproperlyConfigured(f"{_name} must be >= 0 (0: no limit).")
+ADMIN_LOGIN_FAILURES_PER_MINUTE = env.int("ADMIN_LOGIN_FAILURES_PER_MINUTE", default=60, minimum=0)
 # API requests with an unknown, revoked or malformed key per client address per minute; past it,
 # the address's requests get 429 without their key looked up, unless the key already worked in
 # that API process (0: no limit).
-API_AUTH_FAILURE_RATE_PER_MINUTE = env.int("API_AUTH_FAILURE_RATE_PER_MINUTE", default=60)
+API_AUTH_FAILURE_RATE_PER_MINUTE = env.int("API_AUTH_FAILURE_RATE_PER_MINUTE", default=60, minimum=0)
 # Most rows one admin action (cancel, redeliver, delete...) applies to; a larger selection, such
 # as "select all" across a list's pages, is refused whole (0: no bound). Under Django's 1,000 form
 # fields a request (DATA_UPLOAD_MAX_NUMBER_FIELDS): a deletion's confirmation posts a field a row.
-ADMIN_ACTION_MAX_ROWS = env.int("ADMIN_ACTION_MAX_ROWS", default=500)
-if ADMIN_ACTION_MAX_ROWS < 0:
-    raise ImproperlyConfigured("ADMIN_ACTION_MAX_ROWS must be >= 0 (0: no bound).")
+ADMIN_ACTION_MAX_ROWS = env.int("ADMIN_ACTION_MAX_ROWS", default=500, minimum=0)
 # Most jobs a client may have for the admin to delete it; a larger one is refused there with a
 # message naming `manage.py client_delete`, which deletes it outside the web server. The deletion
 # is one transaction over every row the client owns, its rows' keys read into the process (200,000
@@ -60,9 +49,7 @@ if ADMIN_ACTION_MAX_ROWS < 0:
 # shared 2-core host): in the admin it held an API process's memory, and ran past a proxy's read
 # timeout (a 504, the operator not told whether it happened), however large the client (0: no
 # bound).
-ADMIN_CLIENT_DELETE_MAX_JOBS = env.int("ADMIN_CLIENT_DELETE_MAX_JOBS", default=10_000)
-if ADMIN_CLIENT_DELETE_MAX_JOBS < 0:
-    raise ImproperlyConfigured("ADMIN_CLIENT_DELETE_MAX_JOBS must be >= 0 (0: no bound).")
+ADMIN_CLIENT_DELETE_MAX_JOBS = env.int("ADMIN_CLIENT_DELETE_MAX_JOBS", default=10_000, minimum=0)
 # The proxies in front (addresses or networks, comma-separated; `*`: whichever peer connects):
 # the one variable gunicorn reads too (gunicorn.conf.py). Only a request from one of them has
 # its client's address read from X-Forwarded-For (the limits on failed admin logins and API key
@@ -76,47 +63,47 @@ except ValueError as _exc:
     raise ImproperlyConfigured(f"FORWARDED_ALLOW_IPS: {_exc}") from None
 # Bytes one client's persisted results (/api/results/) may hold; past it, jobs of types that
 # persist their result are refused (429) until retention frees room (0: no quota).
-JOB_RESULT_QUOTA_BYTES_PER_CLIENT = env.int("JOB_RESULT_QUOTA_BYTES_PER_CLIENT", default=1024**3)
+JOB_RESULT_QUOTA_BYTES_PER_CLIENT = env.int("JOB_RESULT_QUOTA_BYTES_PER_CLIENT", default=1024**3, minimum=0)
 # Bytes one client's stored jobs' payloads and metadata may hold (finished ones too, until
 # JOB_RETENTION_DAYS prunes them); past it, its submissions are refused (429) (0: no quota).
-JOB_PAYLOAD_QUOTA_BYTES_PER_CLIENT = env.int("JOB_PAYLOAD_QUOTA_BYTES_PER_CLIENT", default=1024**3)
+JOB_PAYLOAD_QUOTA_BYTES_PER_CLIENT = env.int("JOB_PAYLOAD_QUOTA_BYTES_PER_CLIENT", default=1024**3, minimum=0)
 # In list answers, a job's `payload` or `result` (a persisted result's `result`) whose JSON is
 # larger than this many bytes is left out (null, named in the item's `omitted`).
-API_LIST_INLINE_MAX_BYTES = env.int("API_LIST_INLINE_MAX_BYTES", default=4096)
+API_LIST_INLINE_MAX_BYTES = env.int("API_LIST_INLINE_MAX_BYTES", default=4096, minimum=0)
 # Unfinished (PENDING, STARTED, RETRY) jobs one client may have at once before 429 (0: no cap).
-JOB_MAX_UNFINISHED_PER_CLIENT = env.int("JOB_MAX_UNFINISHED_PER_CLIENT", default=10_000)
+JOB_MAX_UNFINISHED_PER_CLIENT = env.int("JOB_MAX_UNFINISHED_PER_CLIENT", default=10_000, minimum=0)
 # How long an Idempotency-Key is remembered, in seconds.
-IDEMPOTENCY_KEY_TTL_SECONDS = env.int("IDEMPOTENCY_KEY_TTL_SECONDS", default=24 * 3600)
+IDEMPOTENCY_KEY_TTL_SECONDS = env.int("IDEMPOTENCY_KEY_TTL_SECONDS", default=24 * 3600, minimum=1)
 # Seconds a process trusts a key it has checked before asking the database again (0: every
 # request); also how long a revoked key may still work in the other processes.
-API_KEY_CACHE_SECONDS = env.float("API_KEY_CACHE_SECONDS", default=5.0)
+API_KEY_CACHE_SECONDS = env.float("API_KEY_CACHE_SECONDS", default=5.0, minimum=0)
 
 # Longest `Prefer: wait=N` honoured, in seconds (a longer one, or a bare `wait`, waits this long).
-API_MAX_WAIT_SECONDS = env.int("API_MAX_WAIT_SECONDS", default=60)
+API_MAX_WAIT_SECONDS = env.int("API_MAX_WAIT_SECONDS", default=60, minimum=0)
 # Seconds between the `: heartbeat` comments of an idle event stream (keeps proxies from
 # closing it, and finds clients that left without closing their connection).
-API_STREAM_HEARTBEAT_SECONDS = env.float("API_STREAM_HEARTBEAT_SECONDS", default=15.0)
+API_STREAM_HEARTBEAT_SECONDS = env.float("API_STREAM_HEARTBEAT_SECONDS", default=15.0, above=0)
 # Seconds an event stream's client may accept none of its bytes before the stream ends (it
 # stopped reading, or its connection is gone), freeing its thread and its place; 0: never.
-API_STREAM_WRITE_TIMEOUT_SECONDS = env.float("API_STREAM_WRITE_TIMEOUT_SECONDS", default=30.0)
+API_STREAM_WRITE_TIMEOUT_SECONDS = env.float("API_STREAM_WRITE_TIMEOUT_SECONDS", default=30.0, minimum=0)
 
 # Waits and streams one API process holds at once; past it, a `Prefer: wait` answers at once
 # (the preference not applied) and a stream gets 503, so some of its WEB_THREADS (gunicorn.conf.py,
 # default 256) are always free for short requests.
 API_MAX_WAITERS_PER_PROCESS = env.int(
-    "API_MAX_WAITERS_PER_PROCESS", default=max(env.int("WEB_THREADS", default=256) - 10, 0)
+    "API_MAX_WAITERS_PER_PROCESS", default=max(env.int("WEB_THREADS", default=256, minimum=1) - 10, 0), minimum=0
 )
 # Of those, the most one client holds (a wait past it answers at once, a stream gets 429), so
 # that one client's waits and streams leave room for everyone else's: a quarter by default.
-API_MAX_WAITERS_PER_CLIENT = env.int("API_MAX_WAITERS_PER_CLIENT", default=API_MAX_WAITERS_PER_PROCESS // 4)
+API_MAX_WAITERS_PER_CLIENT = env.int("API_MAX_WAITERS_PER_CLIENT", default=API_MAX_WAITERS_PER_PROCESS // 4, minimum=0)
 # Requests an API process runs at once (0: as many as it has threads, WEB_THREADS); the rest
 # of its threads are for waits and streams, which give their turn back while they wait.
-WEB_ACTIVE_REQUESTS = env.int("WEB_ACTIVE_REQUESTS", default=1)
+WEB_ACTIVE_REQUESTS = env.int("WEB_ACTIVE_REQUESTS", default=1, minimum=0)
 # Seconds a request's body (declared by Content-Length, up to API_MAX_BODY_BYTES) may take to
 # arrive in all: it is read before the request takes its turn, and one still incomplete then is
 # answered 408 and its connection closed (core/request_body.py). 0: no limit, the body read
 # when first asked for, inside the turn.
-WEB_BODY_READ_SECONDS = env.float("WEB_BODY_READ_SECONDS", default=10.0)
+WEB_BODY_READ_SECONDS = env.float("WEB_BODY_READ_SECONDS", default=10.0, minimum=0)
 # Whether a process's database connections go with its request turns (core/concurrency.py)
 # rather than with its threads. Off only where the process's own threads must see one
 # connection: the test suite, whose in-process requests run inside the test's transaction.

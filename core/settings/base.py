@@ -2,9 +2,10 @@
 django-environ reader (`env`) the other settings modules use (logging: observability.py)."""
 from __future__ import annotations
 
+import builtins
 import secrets
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
@@ -30,6 +31,36 @@ class Env(environ.Env):
         if word not in (*self.BOOLEAN_TRUE_STRINGS, *self.BOOLEAN_FALSE_STRINGS):
             raise ImproperlyConfigured(f"{var} must be true or false (or on/off, yes/no, 1/0), not {value!r}.")
         return word in self.BOOLEAN_TRUE_STRINGS
+
+    # A number outside what its setting can work with (a negative limit, a period of 0) was taken
+    # as it came: the service started, then refused every request, spun or never retried. Each
+    # number's reader says the range it can run with, and a value outside it stops the start
+    # naming the variable, as a misspelt switch does.
+    def int(
+        self, var: str, default: Any = environ.Env.NOTSET, *,
+        minimum: builtins.int | None = None, maximum: builtins.int | None = None,
+    ) -> builtins.int:
+        return _in_range(var, super().int(var, default=default), minimum, maximum)
+
+    def float(
+        self, var: str, default: Any = environ.Env.NOTSET, *, minimum: builtins.float | None = None,
+        maximum: builtins.float | None = None, above: builtins.float | None = None,
+    ) -> builtins.float:
+        value = _in_range(var, super().float(var, default=default), minimum, maximum)
+        if above is not None and not value > above:
+            raise ImproperlyConfigured(f"{var} must be > {above}, not {value}.")
+        return value
+
+
+_Number = TypeVar("_Number", int, float)
+
+
+def _in_range(var: str, value: _Number, minimum: _Number | None, maximum: _Number | None) -> _Number:
+    if minimum is not None and value < minimum:
+        raise ImproperlyConfigured(f"{var} must be >= {minimum}, not {value}.")
+    if maximum is not None and value > maximum:
+        raise ImproperlyConfigured(f"{var} must be <= {maximum}, not {value}.")
+    return value
 
 
 env = Env()
@@ -63,7 +94,7 @@ elif env("POSTGRES_HOST", default=""):
             "USER": env("POSTGRES_USER", default="postgres"),
             "PASSWORD": env("POSTGRES_PASSWORD", default=""),
             "HOST": env("POSTGRES_HOST"),
-            "PORT": env.int("POSTGRES_PORT", default=5432),
+            "PORT": env.int("POSTGRES_PORT", default=5432, minimum=1, maximum=65535),
         }
     }
 else:
@@ -85,21 +116,24 @@ EMBEDDED_DATABASE = DATABASES["default"]["ENGINE"].endswith("sqlite3")
 if not EMBEDDED_DATABASE:
     # A new PostgreSQL connection costs ~20 ms: keep them. Django's check before every request
     # and task is off: core/connections.py checks one before reuse when it sat idle.
-    DATABASES["default"]["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=600)
+    DATABASES["default"]["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=600, minimum=0)
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = False
     # libpq waits for ever, by default, on a server that takes the connection and never answers
     # (one stuck in recovery, a failover's black hole), and so does the request or task holding
     # its process's turn; a DATABASE_URL's own `?connect_timeout=` wins.
     DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
-        "connect_timeout", env.int("DB_CONNECT_TIMEOUT", default=5)
+        "connect_timeout", env.int("DB_CONNECT_TIMEOUT", default=5, minimum=1)
     )
 # Seconds an API request's statement may wait for a lock (PostgreSQL's lock_timeout) before it is
 # given up and the request answered 503 `database_busy`; 0 waits for ever. A lock held on a table
 # (a migration's ALTER TABLE, a LOCK TABLE, a TRUNCATE) otherwise kept every request touching it,
 # each holding one of its process's threads, until the API answered nothing, /healthz included.
-API_DB_LOCK_TIMEOUT_SECONDS = env.float("API_DB_LOCK_TIMEOUT_SECONDS", default=5.0)
-if API_DB_LOCK_TIMEOUT_SECONDS < 0:
-    raise ImproperlyConfigured("API_DB_LOCK_TIMEOUT_SECONDS must be >= 0.")
+# PostgreSQL's timeouts are int milliseconds: a longer one is refused by the server, and as a
+# connection's option, refused every connection of the API's.
+PG_TIMEOUT_MAX_SECONDS = 2_147_483
+API_DB_LOCK_TIMEOUT_SECONDS = env.float(
+    "API_DB_LOCK_TIMEOUT_SECONDS", default=5.0, minimum=0, maximum=PG_TIMEOUT_MAX_SECONDS
+)
 # Seconds an API request's statement may run (PostgreSQL's statement_timeout) before PostgreSQL
 # ends it and the request answers 503 `database_busy`; 0 lets it run for ever. A read a client
 # made large (a page of its many jobs' large payloads) held its thread and a backend as long as
@@ -109,10 +143,9 @@ if API_DB_LOCK_TIMEOUT_SECONDS < 0:
 # told to send none; given 25 there, it sent them, and after the upgrade every request failed to
 # connect.
 API_DB_STATEMENT_TIMEOUT_SECONDS = env.float(
-    "API_DB_STATEMENT_TIMEOUT_SECONDS", default=25.0 if API_DB_LOCK_TIMEOUT_SECONDS else 0.0
+    "API_DB_STATEMENT_TIMEOUT_SECONDS", default=25.0 if API_DB_LOCK_TIMEOUT_SECONDS else 0.0, minimum=0,
+    maximum=PG_TIMEOUT_MAX_SECONDS,
 )
-if API_DB_STATEMENT_TIMEOUT_SECONDS < 0:
-    raise ImproperlyConfigured("API_DB_STATEMENT_TIMEOUT_SECONDS must be >= 0.")
 # Set by gunicorn.conf.py for the API's processes only: a worker's task, a migration (`manage.py
 # migrate`) and other commands wait for their locks, and run their statements, as long as it takes.
 if not EMBEDDED_DATABASE and env.bool("JOBAPI_WEB_PROCESS", default=False):
@@ -130,9 +163,7 @@ if not EMBEDDED_DATABASE and env.bool("JOBAPI_WEB_PROCESS", default=False):
 # Seconds PostgreSQL has to answer a check of an open connection (`SELECT 1`: /readyz's, and a
 # kept connection's after a pause) before the connection is cut and counted broken, rather than
 # wait for ever on a frozen server or a stalled network (core/connections.py).
-DB_CHECK_TIMEOUT_SECONDS = env.float("DB_CHECK_TIMEOUT_SECONDS", default=2.0)
-if DB_CHECK_TIMEOUT_SECONDS <= 0:
-    raise ImproperlyConfigured("DB_CHECK_TIMEOUT_SECONDS must be > 0.")
+DB_CHECK_TIMEOUT_SECONDS = env.float("DB_CHECK_TIMEOUT_SECONDS", default=2.0, above=0)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Secrets ------------------------------------------------------------------------------
@@ -259,7 +290,7 @@ SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=False)
 # network: never redirect those.
 SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
 # How long browsers must use HTTPS only (HSTS), in seconds; 0 sends no header.
-SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0)
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0, minimum=0)
 # Whether HSTS also covers every subdomain.
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=False)
 # Whether HSTS consents to browsers' preload lists.
@@ -273,7 +304,7 @@ SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = not DEBUG
 # Django's two weeks, and its cookie goes when the browser closes: a session left open on a
 # shared machine, or a cookie taken from it, stops working by the end of the day. The cookie
 # stays HttpOnly and SameSite=Lax (Django's defaults).
-SESSION_COOKIE_AGE = env.int("ADMIN_SESSION_SECONDS", default=12 * 3600)
+SESSION_COOKIE_AGE = env.int("ADMIN_SESSION_SECONDS", default=12 * 3600, minimum=1)
 SESSION_EXPIRE_AT_BROWSER_CLOSE = env.bool("ADMIN_SESSION_EXPIRE_AT_BROWSER_CLOSE", default=True)
 # A form post refused by CSRF: Django's page, styled by the admin's stylesheet rather than an
 # inline <style> the Content-Security-Policy blocks.

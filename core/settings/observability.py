@@ -7,7 +7,7 @@ import logging
 from django.core.exceptions import ImproperlyConfigured
 
 from core import logs
-from core.settings.base import env
+from core.settings.base import PG_TIMEOUT_MAX_SECONDS, env
 
 # Log level of the API, the workers and beat. Below INFO a job's transitions and a delivery's
 # attempts are not logged, and cost nothing (docs/benchmarks.md, "What INFO costs").
@@ -24,17 +24,15 @@ logs.configure(level=LOG_LEVEL)
 # Seconds an API process reuses the outcome of its readiness checks (database, broker), a
 # failure too, for /readyz, /metrics and the console, however many ask (core/health.py); 0:
 # every request checks.
-READYZ_CHECK_SECONDS = env.float("READYZ_CHECK_SECONDS", default=1.0)
-if READYZ_CHECK_SECONDS < 0:
-    raise ImproperlyConfigured("READYZ_CHECK_SECONDS must be >= 0.")
+READYZ_CHECK_SECONDS = env.float("READYZ_CHECK_SECONDS", default=1.0, minimum=0)
 
 # Seconds each database read of the console's and /metrics' may run before PostgreSQL ends it
 # (statement_timeout): the console then answers 503 database_busy and /metrics leaves its
 # database figures out, rather than holding the process's request turn for as long as a lock
 # or a huge table makes them wait (docs/reliability.md, "The operators' reads").
-OPERATOR_READ_TIMEOUT_SECONDS = env.float("OPERATOR_READ_TIMEOUT_SECONDS", default=5.0)
-if OPERATOR_READ_TIMEOUT_SECONDS <= 0:
-    raise ImproperlyConfigured("OPERATOR_READ_TIMEOUT_SECONDS must be > 0.")
+OPERATOR_READ_TIMEOUT_SECONDS = env.float(
+    "OPERATOR_READ_TIMEOUT_SECONDS", default=5.0, above=0, maximum=PG_TIMEOUT_MAX_SECONDS
+)
 
 # Serve GET /metrics (Prometheus) and count jobs, deliveries and requests; off by default.
 METRICS_ENABLED = env.bool("METRICS_ENABLED", default=False)
@@ -44,6 +42,6 @@ if METRICS_ENABLED and not METRICS_TOKEN:
     raise ImproperlyConfigured("METRICS_ENABLED needs METRICS_TOKEN (the Bearer token of GET /metrics).")
 # Port on which each Celery worker serves its own /metrics, without a token: keep it internal
 # (compose publishes none of them); 0: none.
-METRICS_PORT = env.int("METRICS_PORT", default=0)
+METRICS_PORT = env.int("METRICS_PORT", default=0, minimum=0, maximum=65535)
 # Address that port listens on (the image's workers: every interface of their container).
 METRICS_ADDRESS = env("METRICS_ADDRESS", default="127.0.0.1")

@@ -29,16 +29,16 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # Jobs one client may have running at once; the rest wait, in order, without holding a worker
 # (0: no cap). Default: half of a jobs worker's processes (WORKER_CONCURRENCY), rounded up.
 JOB_MAX_RUNNING_PER_CLIENT = env.int(
-    "JOB_MAX_RUNNING_PER_CLIENT", default=(env.int("WORKER_CONCURRENCY", default=2) + 1) // 2
+    "JOB_MAX_RUNNING_PER_CLIENT", default=(env.int("WORKER_CONCURRENCY", default=2, minimum=1) + 1) // 2, minimum=0
 )
 # How far ahead a job may be scheduled (run_at), in seconds.
-JOB_MAX_SCHEDULE_AHEAD_SECONDS = env.int("JOB_MAX_SCHEDULE_AHEAD_SECONDS", default=30 * 24 * 3600)
+JOB_MAX_SCHEDULE_AHEAD_SECONDS = env.int("JOB_MAX_SCHEDULE_AHEAD_SECONDS", default=30 * 24 * 3600, minimum=0)
 # Seconds a worker stopped with SIGQUIT (compose's stop_signal for the job workers) lets the
 # jobs it is running go on (it exits once they have ended: core/soft_stop.py) before it cuts
 # them off and hands their messages back to the broker, at once, for the next worker (0,
 # Celery's default: cut off at once). Below compose's
 # stop_grace_period: a worker Docker kills leaves its jobs' messages to the visibility timeout.
-CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT = env.float("WORKER_SOFT_SHUTDOWN_SECONDS", default=0.0)
+CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT = env.float("WORKER_SOFT_SHUTDOWN_SECONDS", default=0.0, minimum=0)
 # Default time limits, in seconds; job types declare their own.
 CELERY_TASK_SOFT_TIME_LIMIT = 300
 CELERY_TASK_TIME_LIMIT = 330
@@ -46,12 +46,12 @@ CELERY_TASK_TIME_LIMIT = 330
 CELERY_TASK_PUBLISH_RETRY = False
 # How long the API waits for the broker (seconds), to take a connection or to answer on it (the
 # socket timeout below), before a publish gives up and leaves its job to the sweeper.
-CELERY_BROKER_CONNECTION_TIMEOUT = env.float("CELERY_BROKER_CONNECTION_TIMEOUT", default=2.0)
+CELERY_BROKER_CONNECTION_TIMEOUT = env.float("CELERY_BROKER_CONNECTION_TIMEOUT", default=2.0, above=0)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Redeliver an unacked message only after the longest job could have finished (seconds).
 # Shorter and Redis would hand a running hour-long job to a second worker.
 CELERY_BROKER_VISIBILITY_TIMEOUT_SECONDS = env.int(
-    "CELERY_BROKER_VISIBILITY_TIMEOUT_SECONDS", default=2 * 3600
+    "CELERY_BROKER_VISIBILITY_TIMEOUT_SECONDS", default=2 * 3600, minimum=1
 )
 CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {
     "visibility_timeout": CELERY_BROKER_VISIBILITY_TIMEOUT_SECONDS,
@@ -123,25 +123,23 @@ CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
 CELERY_BEAT_SCHEDULER = "core.beat:Scheduler"
 # How often the sweeper publishes jobs that were accepted while the broker was down (seconds); a
 # retry whose backoff is longer waits on its row for it too (jobs.transitions.job_retry_later).
-JOB_DISPATCH_SWEEP_SECONDS = env.float("JOB_DISPATCH_SWEEP_SECONDS", default=5.0)
+JOB_DISPATCH_SWEEP_SECONDS = env.float("JOB_DISPATCH_SWEEP_SECONDS", default=5.0, above=0)
 # A job is swept only once it has stayed undispatched this long (seconds), so the sweeper
 # never races the request that is publishing it right now.
-JOB_DISPATCH_GRACE_SECONDS = env.float("JOB_DISPATCH_GRACE_SECONDS", default=2.0)
+JOB_DISPATCH_GRACE_SECONDS = env.float("JOB_DISPATCH_GRACE_SECONDS", default=2.0, minimum=0)
 # A job (or a running job's next step, or retry) handed to the broker that has still not started
 # this long after (seconds) is published again (its message was lost: a worker gave it up while
 # PostgreSQL was down, a worker was killed between a step's hand-over and its publish, or Redis
 # lost its data); its first message, should it arrive after all, does nothing. Longer than a job
 # may wait in a queue behind others: a job published again loses its place in the queue.
-JOB_DISPATCH_LOST_AFTER_SECONDS = env.float("JOB_DISPATCH_LOST_AFTER_SECONDS", default=6 * 3600)
+JOB_DISPATCH_LOST_AFTER_SECONDS = env.float("JOB_DISPATCH_LOST_AFTER_SECONDS", default=6 * 3600, above=0)
 # How often the webhook dispatcher publishes delivery attempts that are due (seconds).
-WEBHOOK_DISPATCH_SECONDS = env.float("WEBHOOK_DISPATCH_SECONDS", default=5.0)
+WEBHOOK_DISPATCH_SECONDS = env.float("WEBHOOK_DISPATCH_SECONDS", default=5.0, above=0)
 # Retention, in days: finished jobs (with their idempotency keys), webhook events (with their
 # deliveries and attempt log) and persisted results, which are kept longest.
-JOB_RETENTION_DAYS = env.int("JOB_RETENTION_DAYS", default=30)
-WEBHOOK_EVENT_RETENTION_DAYS = env.int("WEBHOOK_EVENT_RETENTION_DAYS", default=30)
+JOB_RETENTION_DAYS = env.int("JOB_RETENTION_DAYS", default=30, minimum=1)
+WEBHOOK_EVENT_RETENTION_DAYS = env.int("WEBHOOK_EVENT_RETENTION_DAYS", default=30, minimum=1)
 JOB_RESULT_RETENTION_DAYS = env.int("JOB_RESULT_RETENTION_DAYS", default=365)
-if min(JOB_RETENTION_DAYS, WEBHOOK_EVENT_RETENTION_DAYS) < 1:
-    raise ImproperlyConfigured("JOB_RETENTION_DAYS and WEBHOOK_EVENT_RETENTION_DAYS must be >= 1.")
 if JOB_RESULT_RETENTION_DAYS < JOB_RETENTION_DAYS:
     raise ImproperlyConfigured("JOB_RESULT_RETENTION_DAYS must be >= JOB_RETENTION_DAYS.")
 # An Idempotency-Key goes with its job when the job is pruned: kept longer than jobs, a repeat
@@ -149,7 +147,7 @@ if JOB_RESULT_RETENTION_DAYS < JOB_RETENTION_DAYS:
 if IDEMPOTENCY_KEY_TTL_SECONDS > JOB_RETENTION_DAYS * 24 * 3600:
     raise ImproperlyConfigured("IDEMPOTENCY_KEY_TTL_SECONDS must be at most JOB_RETENTION_DAYS in seconds.")
 # How often the housekeeping task prunes what is past its retention (seconds).
-HOUSEKEEPING_INTERVAL_SECONDS = env.float("HOUSEKEEPING_INTERVAL_SECONDS", default=3600.0)
+HOUSEKEEPING_INTERVAL_SECONDS = env.float("HOUSEKEEPING_INTERVAL_SECONDS", default=3600.0, above=0)
 CELERY_BEAT_SCHEDULE = {
     "jobs-dispatch-sweep": {
         "task": "jobs.dispatch_sweep",

@@ -81,13 +81,28 @@ def test_with_debug_on_cookies_are_not_secure(tmp_path: Path) -> None:
     # A negative limit of failed admin logins refused every login, the right password too.
     ("ADMIN_LOGIN_RATE_PER_MINUTE", "-1"), ("ADMIN_LOGIN_FAILURES_PER_USERNAME_PER_HOUR", "-1"),
     ("ADMIN_LOGIN_FAILURES_PER_MINUTE", "-1"),
+    # A negative rate refused every request of its scope (or every address's bad keys), 429 for ever.
+    ("API_SUBMIT_RATE_PER_MINUTE", "-1"), ("API_READ_RATE_PER_MINUTE", "-1"), ("API_WRITE_RATE_PER_MINUTE", "-1"),
+    ("API_SENSITIVE_RATE_PER_MINUTE", "-1"), ("API_AUTH_FAILURE_RATE_PER_MINUTE", "-1"),
+    # Caps and quotas below zero refused every submission, or every delivery waited for ever.
+    ("JOB_MAX_UNFINISHED_PER_CLIENT", "-1"), ("JOB_PAYLOAD_QUOTA_BYTES_PER_CLIENT", "-1"),
+    ("WEBHOOK_MAX_IN_FLIGHT_PER_HOST", "-1"), ("API_MAX_BODY_BYTES", "0"), ("API_MAX_BATCH_SIZE", "0"),
+    # Periods of 0: beat, a stream's heartbeat or the rate limit's sync in a loop.
+    ("JOB_DISPATCH_SWEEP_SECONDS", "0"), ("WEBHOOK_DISPATCH_SECONDS", "0"), ("HOUSEKEEPING_INTERVAL_SECONDS", "0"),
+    ("API_STREAM_HEARTBEAT_SECONDS", "0"), ("API_RATE_SYNC_SECONDS", "0"),
+    # Timeouts of 0, model calls never tried or retried after a negative sleep, sessions over at once.
+    ("WEBHOOK_TIMEOUT_SECONDS", "0"), ("CALLBACK_RESOLVE_SECONDS", "0"), ("OPENAI_TIMEOUT_SECONDS", "0"),
+    ("OPENAI_MAX_ATTEMPTS", "0"), ("OPENAI_RETRY_BASE_SECONDS", "-1"), ("OPENAI_BREAKER_COOLDOWN_SECONDS", "0"),
+    ("ADMIN_SESSION_SECONDS", "0"), ("IDEMPOTENCY_KEY_TTL_SECONDS", "0"), ("DB_CONNECT_TIMEOUT", "0"),
+    # Past PostgreSQL's int milliseconds: every connection of the API's refused.
+    ("API_DB_LOCK_TIMEOUT_SECONDS", "10000000"), ("POSTGRES_PORT", "70000"),
 ])
 def test_a_misspelt_setting_stops_the_start_with_its_name(tmp_path: Path, name: str, value: str) -> None:
-    """A switch that is neither on nor off, a log level logging has no name for, or a negative
-    limit of failed admin logins, is an error at start naming it: django-environ read any word
-    but its six for "on" as off, so a typo turned the HTTPS redirect or the metrics off without
-    a word, LOG_LEVEL's was a KeyError from deep in structlog, and a limit of -1 refused every
-    login to the admin."""
+    """A switch that is neither on nor off, a log level logging has no name for, or a number
+    outside what its setting can run with, is an error at start naming it: django-environ read
+    any word but its six for "on" as off, so a typo turned the HTTPS redirect or the metrics off
+    without a word, LOG_LEVEL's was a KeyError from deep in structlog, and a limit of -1 refused
+    every login to the admin (or every request of its scope), a period of 0 spun."""
     result = subprocess.run(
         [sys.executable, "manage.py", "check"], cwd=REPO, env={**production_env(tmp_path), name: value},
         capture_output=True, text=True, check=False, timeout=90,
@@ -97,6 +112,26 @@ def test_a_misspelt_setting_stops_the_start_with_its_name(tmp_path: Path, name: 
     assert result.stderr.strip().splitlines()[-1].startswith(
         f"django.core.exceptions.ImproperlyConfigured: {name} must be "
     ), result.stderr[-500:]
+
+
+def test_zero_where_a_setting_documents_it_as_off_still_starts(tmp_path: Path) -> None:
+    """The range checks above leave every documented "0: no limit", "0: never" and the like."""
+    zeros = {name: "0" for name in [
+        "API_SUBMIT_RATE_PER_MINUTE", "API_READ_RATE_PER_MINUTE", "API_WRITE_RATE_PER_MINUTE",
+        "API_SENSITIVE_RATE_PER_MINUTE", "API_AUTH_FAILURE_RATE_PER_MINUTE", "ADMIN_LOGIN_RATE_PER_MINUTE",
+        "ADMIN_ACTION_MAX_ROWS", "JOB_MAX_UNFINISHED_PER_CLIENT", "JOB_MAX_RUNNING_PER_CLIENT",
+        "JOB_RESULT_QUOTA_BYTES_PER_CLIENT", "JOB_PAYLOAD_QUOTA_BYTES_PER_CLIENT", "API_KEY_CACHE_SECONDS",
+        "API_STREAM_WRITE_TIMEOUT_SECONDS", "WEB_ACTIVE_REQUESTS", "WEB_BODY_READ_SECONDS",
+        "WEBHOOK_MAX_IN_FLIGHT_PER_HOST", "WEBHOOK_MAX_BACKLOG_PER_ENDPOINT", "OPENAI_MAX_OUTPUT_TOKENS",
+        "OPENAI_BREAKER_FAILURES", "MODEL_TOKENS_PER_CLIENT_PER_DAY", "READYZ_CHECK_SECONDS", "DB_CONN_MAX_AGE",
+        "API_DB_LOCK_TIMEOUT_SECONDS", "WORKER_SOFT_SHUTDOWN_SECONDS", "METRICS_PORT",
+    ]}
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check"], cwd=REPO, env={**production_env(tmp_path), **zeros},
+        capture_output=True, text=True, check=False, timeout=90,
+    )
+
+    assert result.returncode == 0, result.stderr[-500:]
 
 
 # Every word for on and off the settings take (django-environ's for on), in any case, and some
