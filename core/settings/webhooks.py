@@ -37,8 +37,11 @@ except ValueError as _exc:
 CALLBACK_RESOLVE_SECONDS = env.float("CALLBACK_RESOLVE_SECONDS", default=5.0, above=0)
 # Longest Retry-After (seconds) a receiver's 429/503 can impose before the next attempt.
 WEBHOOK_RETRY_AFTER_MAX_SECONDS = env.int("WEBHOOK_RETRY_AFTER_MAX_SECONDS", default=3600, minimum=0)
-# After a secret rotation, how long (seconds) deliveries also carry the old secret's signature.
-WEBHOOK_SECRET_OVERLAP_SECONDS = env.int("WEBHOOK_SECRET_OVERLAP_SECONDS", default=24 * 3600, minimum=0)
+# After a secret rotation, how long (seconds) deliveries also carry the old secret's signature;
+# at most a century: past year 9999, where Python's datetimes end, every rotation failed (500).
+WEBHOOK_SECRET_OVERLAP_SECONDS = env.int(
+    "WEBHOOK_SECRET_OVERLAP_SECONDS", default=24 * 3600, minimum=0, maximum=100 * 365 * 24 * 3600
+)
 
 # Registered webhook endpoints a client may have.
 WEBHOOK_MAX_ENDPOINTS_PER_CLIENT = env.int("WEBHOOK_MAX_ENDPOINTS_PER_CLIENT", default=20, minimum=0)

@@ -31,8 +31,11 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 JOB_MAX_RUNNING_PER_CLIENT = env.int(
     "JOB_MAX_RUNNING_PER_CLIENT", default=(env.int("WORKER_CONCURRENCY", default=2, minimum=1) + 1) // 2, minimum=0
 )
-# How far ahead a job may be scheduled (run_at), in seconds.
-JOB_MAX_SCHEDULE_AHEAD_SECONDS = env.int("JOB_MAX_SCHEDULE_AHEAD_SECONDS", default=30 * 24 * 3600, minimum=0)
+# How far ahead a job may be scheduled (run_at), in seconds; at most a century: past year 9999,
+# where Python's datetimes end, every submission with a run_at failed (an OverflowError, 500).
+JOB_MAX_SCHEDULE_AHEAD_SECONDS = env.int(
+    "JOB_MAX_SCHEDULE_AHEAD_SECONDS", default=30 * 24 * 3600, minimum=0, maximum=100 * 365 * 24 * 3600
+)
 # Seconds a worker stopped with SIGQUIT (compose's stop_signal for the job workers) lets the
 # jobs it is running go on (it exits once they have ended: core/soft_stop.py) before it cuts
 # them off and hands their messages back to the broker, at once, for the next worker (0,

@@ -96,6 +96,8 @@ def test_with_debug_on_cookies_are_not_secure(tmp_path: Path) -> None:
     ("ADMIN_SESSION_SECONDS", "0"), ("IDEMPOTENCY_KEY_TTL_SECONDS", "0"), ("DB_CONNECT_TIMEOUT", "0"),
     # Past PostgreSQL's int milliseconds: every connection of the API's refused.
     ("API_DB_LOCK_TIMEOUT_SECONDS", "10000000"), ("POSTGRES_PORT", "70000"),
+    # Past year 9999: every scheduled submission, or every secret's rotation, an OverflowError (500).
+    ("JOB_MAX_SCHEDULE_AHEAD_SECONDS", "1000000000000"), ("WEBHOOK_SECRET_OVERLAP_SECONDS", "1000000000000"),
 ])
 def test_a_misspelt_setting_stops_the_start_with_its_name(tmp_path: Path, name: str, value: str) -> None:
     """A switch that is neither on nor off, a log level logging has no name for, or a number
