@@ -74,6 +74,9 @@ def _event_record(*, job: Job, event_type: str, by_chain: bool = False) -> None:
         endpoints=endpoints,
         # The chain's tail exists only when the job has a callback_url (jobs.dispatch).
         publish=not (by_chain and job.callback_url),
+        # A progress event is a snapshot: the latest is what a receiver needs, and kept one a
+        # second each carried the whole job (as the job's own log, jobs/event_log.py).
+        replaces_earlier=event_type == "job.progress",
     )
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -14,14 +15,14 @@ from urllib.parse import urlsplit
 
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import transaction
-from django.db.models import Exists, OuterRef
+from django.db.models import Count, Exists, OuterRef
 from django.utils import timezone
 
 from core.db import delete_in_batches
 from core.errors import Conflict
 from core.timestamps import utc_iso
 from webhooks import dispatch, sql
-from webhooks.models import Delivery, Endpoint, Event
+from webhooks.models import Delivery, DeliveryAttempt, Endpoint, Event
 
 State = Delivery.State
 
@@ -66,6 +67,7 @@ def event_record(
     callback_url: str = "",
     endpoints: Sequence[Endpoint] = (),
     publish: bool = True,
+    replaces_earlier: bool = False,
 ) -> Event:
     """Store the event's bytes and a pending delivery to each of its receivers (the subject's
     `callback_url`, and `endpoints`) in the caller's transaction; publish the first attempts
@@ -77,6 +79,10 @@ def event_record(
     publish=False: the caller's Celery chain ends with `deliveries_send_for_subject`, which
     sends them; should that tail never run (a lost worker), the dispatcher takes the deliveries
     over like any dispatched delivery that was never attempted.
+
+    replaces_earlier: the event is a snapshot (a job's progress) whose latest one is all that
+    matters: the subject's earlier events of its type go, with their deliveries and attempts
+    (`events_superseded_delete`).
     """
     now = timezone.now()
     event = Event(
@@ -100,6 +106,8 @@ def event_record(
         ))
     # One to an endpoint deleted since its subscribers were read is not written.
     deliveries = sql.event_insert_with_deliveries(event, deliveries)
+    if replaces_earlier:
+        events_superseded_delete(subject_id=subject_id, event_type=event_type, before_id=event.pk)
     due_now = [d.pk for d in deliveries if d.next_attempt_at <= now]
     if publish and due_now:
         dispatch.deliveries_publish_on_commit(delivery_ids=due_now)
@@ -109,6 +117,50 @@ def event_record(
                 delivery_ids=[delivery.pk], countdown=(delivery.next_attempt_at - now).total_seconds()
             )
     return event
+
+
+def events_superseded_delete(*, subject_id: uuid.UUID, event_type: str, before_id: int) -> int:
+    """Delete the subject's events of `event_type` recorded before event `before_id`, with their
+    deliveries and attempts, in the caller's transaction; how many events went. A job's progress
+    event carries the whole job (up to ~18 KB at its caps) and a `long_running_task` reports one
+    a second: kept, an hour's job recorded 3,600 events, their deliveries and attempts for
+    WEBHOOK_EVENT_RETENTION_DAYS, counted in no quota. A pending delivery of one is superseded:
+    its receiver gets the latest progress, not a backlog of stale ones after an outage.
+
+    An event with a delivery in flight (claimed: a worker is sending it, or its claim expired
+    and the next drain takes it over) stays, for the next progress event or the prune: a row is
+    never pulled from under a worker. Each event is locked SKIP LOCKED first, as the prune locks
+    them (a redelivery or an endpoint's recovery adds a delivery under its event's lock), then
+    its deliveries SKIP LOCKED (a claim locks a delivery before setting its claim); an event any
+    of whose deliveries was not locked, or is claimed once locked, stays. Usually one event of
+    one or two deliveries, read through `event_subject` and the deliveries' event index."""
+    events = list(
+        Event.objects.filter(subject_id=subject_id, event_type=event_type, pk__lt=before_id)
+        .select_for_update(skip_locked=True).values_list("pk", flat=True)
+    )
+    if not events:
+        return 0
+    locked = (
+        Delivery.objects.filter(event_id__in=events).select_for_update(skip_locked=True)
+        .values_list("pk", "event_id", "claim_token")
+    )
+    kept, free = set(), []
+    for delivery_id, event_id, claim_token in locked:
+        if claim_token is None:
+            free.append((delivery_id, event_id))
+        else:
+            kept.add(event_id)
+    # One a claim held locked was skipped: its event keeps it, so stays.
+    counts = Delivery.objects.filter(event_id__in=events).values("event_id").annotate(n=Count("pk"))
+    free_by_event = Counter(event_id for _, event_id in free)
+    kept |= {row["event_id"] for row in counts if row["n"] != free_by_event[row["event_id"]]}
+    gone = [pk for pk in events if pk not in kept]
+    if not gone:
+        return 0
+    deliveries = [delivery_id for delivery_id, event_id in free if event_id not in kept]
+    DeliveryAttempt.objects.filter(delivery_id__in=deliveries).delete()
+    Delivery.objects.filter(pk__in=deliveries).delete()
+    return Event.objects.filter(pk__in=gone).delete()[1].get(Event._meta.label, 0)
 
 
 def delivery_redeliver(

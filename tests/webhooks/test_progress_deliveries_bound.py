@@ -1,0 +1,70 @@
+"""A job's progress webhooks take bounded storage: each `job.progress` event replaces the job's
+earlier ones, with their deliveries and attempts. Each carries the whole job (up to ~18 KB at
+its caps) and a `long_running_task` reports one a second: kept, an hour's job recorded 3,600
+events and their deliveries for WEBHOOK_EVENT_RETENTION_DAYS, counted in no quota."""
+from __future__ import annotations
+
+import json
+
+from examples.receiver import Receiver, Reply
+from tests.conftest import Api
+from tests.webhooks.conftest import LONG, until
+from webhooks.models import Delivery, Event
+
+EVERY_EVENT = ["job.started", "job.progress", "job.succeeded", "job.failed", "job.canceled"]
+
+
+def stored_types(job_id: str) -> list[str]:
+    return list(Event.objects.filter(subject_id=job_id).order_by("pk").values_list("event_type", flat=True))
+
+
+def test_a_long_jobs_progress_webhooks_keep_the_latest_event_only(api: Api, receiver: Receiver) -> None:
+    # Given a job with a callback that reports its progress every second for 4 s
+    created = api.submit(LONG, {"duration": 4}, callback_url=receiver.url, webhook_events=EVERY_EVENT)
+
+    # When it has finished and its events were delivered
+    assert api.wait(created["id"])["status"] == "SUCCESS"
+    until(lambda: any(r.event["type"] == "job.succeeded" for r in receiver.received), what="job.succeeded")
+
+    # Then the receiver heard several progress events, as they came
+    heard = [r.event for r in receiver.received if r.event["type"] == "job.progress"]
+    assert len(heard) >= 3, heard
+    # And the job's stored events are started, its latest progress and succeeded, with one
+    # delivery each: one event of 18 KB (and its delivery and attempts) a second was kept
+    until(lambda: stored_types(created["id"]) == ["job.started", "job.progress", "job.succeeded"],
+          timeout=10, what=f"three stored events, not {stored_types(created['id'])}")
+    assert Delivery.objects.filter(subject_id=created["id"]).count() == 3
+    latest = Event.objects.get(subject_id=created["id"], event_type="job.progress")
+    assert json.loads(bytes(latest.body)) == heard[-1]
+
+
+def test_a_receiver_down_during_the_job_gets_the_latest_progress_not_every_one(
+    api: Api, receiver: Receiver
+) -> None:
+    # Given a receiver that answers 503 to everything while the job runs
+    receiver.replies.extend([Reply(status=503)] * 1000)
+    created = api.submit(LONG, {"duration": 4}, callback_url=receiver.url, webhook_events=EVERY_EVENT)
+    assert api.wait(created["id"])["status"] == "SUCCESS"
+    failed = len(receiver.received)
+    missed = [r.event for r in receiver.received if r.event["type"] == "job.progress"]
+    assert len(missed) >= 3, missed
+
+    # When it recovers, and the deliveries' retries (5 s later) reach it
+    with receiver._condition:
+        receiver.replies.clear()
+    until(lambda: any(r.status == 200 and r.event["type"] == "job.succeeded" for r in receiver.received),
+          timeout=30, what="the final event retried")
+    until(lambda: not Delivery.objects.filter(subject_id=created["id"], state="pending", attempt_count=1).exists(),
+          timeout=30, what="every delivery failed once retried")
+
+    # Then it got the latest progress once, not a backlog of every progress it missed
+    retried = [r.event for r in receiver.received[failed:] if r.status == 200]
+    progress = [event for event in retried if event["type"] == "job.progress"]
+    assert len(progress) == 1, [event["data"]["progress"] for event in progress]
+    assert progress[0] == missed[-1]
+    # And the earlier ones' deliveries, waiting for their retries, went with their events
+    assert Delivery.objects.filter(subject_id=created["id"], event_type="job.progress").count() == 1
+    # (job.started, failed once more if its retry came before the recovery, waits 5 min then)
+    assert sorted(event["type"] for event in retried if event["type"] != "job.started") == [
+        "job.progress", "job.succeeded"
+    ]
