@@ -5,6 +5,10 @@ events and their deliveries for WEBHOOK_EVENT_RETENTION_DAYS, counted in no quot
 from __future__ import annotations
 
 import json
+import uuid
+
+import pytest
+from django.utils import timezone
 
 from examples.receiver import Receiver, Reply
 from tests.conftest import Api
@@ -68,3 +72,31 @@ def test_a_receiver_down_during_the_job_gets_the_latest_progress_not_every_one(
     assert sorted(event["type"] for event in retried if event["type"] != "job.started") == [
         "job.progress", "job.succeeded"
     ]
+
+
+@pytest.mark.django_db
+def test_a_progress_delivery_a_worker_is_sending_is_not_pulled_from_under_it() -> None:
+    from core.services import client_create
+    from webhooks import outbox
+
+    # Given a job's two progress events, a worker sending the first one's delivery right now
+    owner = client_create(name=f"inflight-{uuid.uuid4().hex[:8]}")
+    job_id = uuid.uuid4()
+
+    def progress() -> Event:
+        return outbox.event_record(owner_id=owner.pk, subject_id=job_id, event_type="job.progress", body=b"{}",
+                                   callback_url="https://hooks.example.com/", publish=False, replaces_earlier=True)
+
+    sending = progress()
+    Delivery.objects.filter(event=sending).update(claim_token=uuid.uuid4(), claimed_until=timezone.now())
+    waiting = progress()
+
+    # When a third is recorded
+    latest = progress()
+
+    # Then the one being sent stays, with its delivery; the one waiting went with its delivery
+    assert list(Event.objects.filter(subject_id=job_id).order_by("pk").values_list("pk", flat=True)) == [
+        sending.pk, latest.pk
+    ]
+    assert not Delivery.objects.filter(event_id=waiting.pk).exists()
+    assert Delivery.objects.filter(event=sending).count() == 1
