@@ -128,6 +128,9 @@ if not EMBEDDED_DATABASE:
 # given up and the request answered 503 `database_busy`; 0 waits for ever. A lock held on a table
 # (a migration's ALTER TABLE, a LOCK TABLE, a TRUNCATE) otherwise kept every request touching it,
 # each holding one of its process's threads, until the API answered nothing, /healthz included.
+# The longest period a setting added to or taken from now may be: past year 9999 (or before year
+# 1), where Python's datetimes end, the sum is an OverflowError wherever it is made.
+CENTURY_SECONDS = 100 * 365 * 24 * 3600
 # PostgreSQL's timeouts are int milliseconds: a longer one is refused by the server, and as a
 # connection's option, refused every connection of the API's.
 PG_TIMEOUT_MAX_SECONDS = 2_147_483

@@ -5,7 +5,7 @@ import ipaddress
 
 from django.core.exceptions import ImproperlyConfigured
 
-from core.settings.base import env
+from core.settings.base import CENTURY_SECONDS, env
 
 # Seconds a whole attempt may take (DNS, connect, TLS, status, headers, body), however slowly the
 # receiver sends; it ends within this plus core.deadlines.SLACK_SECONDS (1 s).
@@ -40,7 +40,7 @@ WEBHOOK_RETRY_AFTER_MAX_SECONDS = env.int("WEBHOOK_RETRY_AFTER_MAX_SECONDS", def
 # After a secret rotation, how long (seconds) deliveries also carry the old secret's signature;
 # at most a century: past year 9999, where Python's datetimes end, every rotation failed (500).
 WEBHOOK_SECRET_OVERLAP_SECONDS = env.int(
-    "WEBHOOK_SECRET_OVERLAP_SECONDS", default=24 * 3600, minimum=0, maximum=100 * 365 * 24 * 3600
+    "WEBHOOK_SECRET_OVERLAP_SECONDS", default=24 * 3600, minimum=0, maximum=CENTURY_SECONDS
 )
 
 # Registered webhook endpoints a client may have.
@@ -50,7 +50,9 @@ WEBHOOK_MAX_ENDPOINTS_PER_CLIENT = env.int("WEBHOOK_MAX_ENDPOINTS_PER_CLIENT", d
 WEBHOOK_MAX_BACKLOG_PER_ENDPOINT = env.int("WEBHOOK_MAX_BACKLOG_PER_ENDPOINT", default=10_000, minimum=0)
 # An endpoint is disabled once every attempt to it has failed for this long (seconds) and at
 # least this many times (its pending deliveries are held until its client enables it).
-WEBHOOK_ENDPOINT_DISABLE_AFTER_SECONDS = env.int("WEBHOOK_ENDPOINT_DISABLE_AFTER_SECONDS", default=5 * 24 * 3600, minimum=0)
+WEBHOOK_ENDPOINT_DISABLE_AFTER_SECONDS = env.int(
+    "WEBHOOK_ENDPOINT_DISABLE_AFTER_SECONDS", default=5 * 24 * 3600, minimum=0, maximum=CENTURY_SECONDS
+)
 WEBHOOK_ENDPOINT_DISABLE_AFTER_FAILURES = env.int("WEBHOOK_ENDPOINT_DISABLE_AFTER_FAILURES", default=50, minimum=1)
 # Seconds a process trusts what it read of a client's endpoints and their subscriptions (so a
 # new endpoint gets the events recorded from at most this long after its creation).

@@ -7,7 +7,7 @@ from datetime import timedelta
 from django.core.exceptions import ImproperlyConfigured
 
 from core.settings.api import IDEMPOTENCY_KEY_TTL_SECONDS
-from core.settings.base import DATA_DIR, env
+from core.settings.base import CENTURY_SECONDS, DATA_DIR, env
 
 _embedded_broker = not env("CELERY_BROKER_URL", default="")
 # Where jobs and deliveries are queued; Redis (or RabbitMQ) in production.
@@ -34,7 +34,7 @@ JOB_MAX_RUNNING_PER_CLIENT = env.int(
 # How far ahead a job may be scheduled (run_at), in seconds; at most a century: past year 9999,
 # where Python's datetimes end, every submission with a run_at failed (an OverflowError, 500).
 JOB_MAX_SCHEDULE_AHEAD_SECONDS = env.int(
-    "JOB_MAX_SCHEDULE_AHEAD_SECONDS", default=30 * 24 * 3600, minimum=0, maximum=100 * 365 * 24 * 3600
+    "JOB_MAX_SCHEDULE_AHEAD_SECONDS", default=30 * 24 * 3600, minimum=0, maximum=CENTURY_SECONDS
 )
 # Seconds a worker stopped with SIGQUIT (compose's stop_signal for the job workers) lets the
 # jobs it is running go on (it exits once they have ended: core/soft_stop.py) before it cuts
@@ -54,7 +54,7 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Redeliver an unacked message only after the longest job could have finished (seconds).
 # Shorter and Redis would hand a running hour-long job to a second worker.
 CELERY_BROKER_VISIBILITY_TIMEOUT_SECONDS = env.int(
-    "CELERY_BROKER_VISIBILITY_TIMEOUT_SECONDS", default=2 * 3600, minimum=1
+    "CELERY_BROKER_VISIBILITY_TIMEOUT_SECONDS", default=2 * 3600, minimum=1, maximum=CENTURY_SECONDS
 )
 CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {
     "visibility_timeout": CELERY_BROKER_VISIBILITY_TIMEOUT_SECONDS,
@@ -135,14 +135,20 @@ JOB_DISPATCH_GRACE_SECONDS = env.float("JOB_DISPATCH_GRACE_SECONDS", default=2.0
 # PostgreSQL was down, a worker was killed between a step's hand-over and its publish, or Redis
 # lost its data); its first message, should it arrive after all, does nothing. Longer than a job
 # may wait in a queue behind others: a job published again loses its place in the queue.
-JOB_DISPATCH_LOST_AFTER_SECONDS = env.float("JOB_DISPATCH_LOST_AFTER_SECONDS", default=6 * 3600, above=0)
+JOB_DISPATCH_LOST_AFTER_SECONDS = env.float(
+    "JOB_DISPATCH_LOST_AFTER_SECONDS", default=6 * 3600, above=0, maximum=CENTURY_SECONDS
+)
 # How often the webhook dispatcher publishes delivery attempts that are due (seconds).
 WEBHOOK_DISPATCH_SECONDS = env.float("WEBHOOK_DISPATCH_SECONDS", default=5.0, above=0)
 # Retention, in days: finished jobs (with their idempotency keys), webhook events (with their
-# deliveries and attempt log) and persisted results, which are kept longest.
-JOB_RETENTION_DAYS = env.int("JOB_RETENTION_DAYS", default=30, minimum=1)
-WEBHOOK_EVENT_RETENTION_DAYS = env.int("WEBHOOK_EVENT_RETENTION_DAYS", default=30, minimum=1)
-JOB_RESULT_RETENTION_DAYS = env.int("JOB_RESULT_RETENTION_DAYS", default=365)
+# deliveries and attempt log) and persisted results, which are kept longest; at most a century
+# (a larger one, "keep for ever", made each prune's cut-off an OverflowError: nothing pruned).
+_RETENTION_MAX_DAYS = CENTURY_SECONDS // (24 * 3600)
+JOB_RETENTION_DAYS = env.int("JOB_RETENTION_DAYS", default=30, minimum=1, maximum=_RETENTION_MAX_DAYS)
+WEBHOOK_EVENT_RETENTION_DAYS = env.int(
+    "WEBHOOK_EVENT_RETENTION_DAYS", default=30, minimum=1, maximum=_RETENTION_MAX_DAYS
+)
+JOB_RESULT_RETENTION_DAYS = env.int("JOB_RESULT_RETENTION_DAYS", default=365, maximum=_RETENTION_MAX_DAYS)
 if JOB_RESULT_RETENTION_DAYS < JOB_RETENTION_DAYS:
     raise ImproperlyConfigured("JOB_RESULT_RETENTION_DAYS must be >= JOB_RETENTION_DAYS.")
 # An Idempotency-Key goes with its job when the job is pruned: kept longer than jobs, a repeat
@@ -150,7 +156,9 @@ if JOB_RESULT_RETENTION_DAYS < JOB_RETENTION_DAYS:
 if IDEMPOTENCY_KEY_TTL_SECONDS > JOB_RETENTION_DAYS * 24 * 3600:
     raise ImproperlyConfigured("IDEMPOTENCY_KEY_TTL_SECONDS must be at most JOB_RETENTION_DAYS in seconds.")
 # How often the housekeeping task prunes what is past its retention (seconds).
-HOUSEKEEPING_INTERVAL_SECONDS = env.float("HOUSEKEEPING_INTERVAL_SECONDS", default=3600.0, above=0)
+HOUSEKEEPING_INTERVAL_SECONDS = env.float(
+    "HOUSEKEEPING_INTERVAL_SECONDS", default=3600.0, above=0, maximum=CENTURY_SECONDS
+)
 CELERY_BEAT_SCHEDULE = {
     "jobs-dispatch-sweep": {
         "task": "jobs.dispatch_sweep",

@@ -98,6 +98,12 @@ def test_with_debug_on_cookies_are_not_secure(tmp_path: Path) -> None:
     ("API_DB_LOCK_TIMEOUT_SECONDS", "10000000"), ("POSTGRES_PORT", "70000"),
     # Past year 9999: every scheduled submission, or every secret's rotation, an OverflowError (500).
     ("JOB_MAX_SCHEDULE_AHEAD_SECONDS", "1000000000000"), ("WEBHOOK_SECRET_OVERLAP_SECONDS", "1000000000000"),
+    # Taken from (or added to) now past year 1 or 9999: a retention of a million days ("for ever")
+    # or a lost-message period of 10^12 s made every prune, or every sweep, an OverflowError.
+    ("JOB_RETENTION_DAYS", "1000000"), ("WEBHOOK_EVENT_RETENTION_DAYS", "1000000"),
+    ("JOB_RESULT_RETENTION_DAYS", "1000000"), ("JOB_DISPATCH_LOST_AFTER_SECONDS", "1000000000000"),
+    ("CELERY_BROKER_VISIBILITY_TIMEOUT_SECONDS", "1000000000000"), ("HOUSEKEEPING_INTERVAL_SECONDS", "1000000000000"),
+    ("WEBHOOK_ENDPOINT_DISABLE_AFTER_SECONDS", "100000000000000"),
 ])
 def test_a_misspelt_setting_stops_the_start_with_its_name(tmp_path: Path, name: str, value: str) -> None:
     """A switch that is neither on nor off, a log level logging has no name for, or a number
