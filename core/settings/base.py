@@ -40,16 +40,24 @@ class Env(environ.Env):
         self, var: str, default: Any = environ.Env.NOTSET, *,
         minimum: builtins.int | None = None, maximum: builtins.int | None = None,
     ) -> builtins.int:
-        return _in_range(var, super().int(var, default=default), minimum, maximum)
+        return _in_range(var, self._number(super().int, var, default, "a whole number"), minimum, maximum)
 
     def float(
         self, var: str, default: Any = environ.Env.NOTSET, *, minimum: builtins.float | None = None,
         maximum: builtins.float | None = None, above: builtins.float | None = None,
     ) -> builtins.float:
-        value = _in_range(var, super().float(var, default=default), minimum, maximum)
+        value = _in_range(var, self._number(super().float, var, default, "a number"), minimum, maximum)
         if above is not None and not value > above:
             raise ImproperlyConfigured(f"{var} must be > {above}, not {value}.")
         return value
+
+    # A word where a number goes (`6k`, `nan`) was a ValueError that named the word, not the
+    # variable: which of the service's fifty numbers it was had to be guessed.
+    def _number(self, read: Any, var: str, default: Any, kind: str) -> Any:
+        try:
+            return read(var, default=default)
+        except ValueError:
+            raise ImproperlyConfigured(f"{var} must be {kind}, not {self.str(var)!r}.") from None
 
 
 _Number = TypeVar("_Number", int, float)

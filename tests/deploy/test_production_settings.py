@@ -104,6 +104,8 @@ def test_with_debug_on_cookies_are_not_secure(tmp_path: Path) -> None:
     ("JOB_RESULT_RETENTION_DAYS", "1000000"), ("JOB_DISPATCH_LOST_AFTER_SECONDS", "1000000000000"),
     ("CELERY_BROKER_VISIBILITY_TIMEOUT_SECONDS", "1000000000000"), ("HOUSEKEEPING_INTERVAL_SECONDS", "1000000000000"),
     ("WEBHOOK_ENDPOINT_DISABLE_AFTER_SECONDS", "100000000000000"),
+    # A word where a number goes: a ValueError naming the word, not the variable.
+    ("API_READ_RATE_PER_MINUTE", "6k"), ("WEBHOOK_TIMEOUT_SECONDS", "nan"),
 ])
 def test_a_misspelt_setting_stops_the_start_with_its_name(tmp_path: Path, name: str, value: str) -> None:
     """A switch that is neither on nor off, a log level logging has no name for, or a number
