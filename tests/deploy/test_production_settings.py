@@ -135,6 +135,8 @@ def test_zero_where_a_setting_documents_it_as_off_still_starts(tmp_path: Path) -
         "WEBHOOK_MAX_IN_FLIGHT_PER_HOST", "WEBHOOK_MAX_BACKLOG_PER_ENDPOINT", "OPENAI_MAX_OUTPUT_TOKENS",
         "OPENAI_BREAKER_FAILURES", "MODEL_TOKENS_PER_CLIENT_PER_DAY", "READYZ_CHECK_SECONDS", "DB_CONN_MAX_AGE",
         "API_DB_LOCK_TIMEOUT_SECONDS", "WORKER_SOFT_SHUTDOWN_SECONDS", "METRICS_PORT",
+        "ADMIN_LOGIN_FAILURES_PER_USERNAME_PER_HOUR", "ADMIN_LOGIN_FAILURES_PER_MINUTE", "ADMIN_CLIENT_DELETE_MAX_JOBS",
+        "WEBHOOK_MAX_IN_FLIGHT_PER_CLIENT", "API_DB_STATEMENT_TIMEOUT_SECONDS",
     ]}
     result = subprocess.run(
         [sys.executable, "manage.py", "check"], cwd=REPO, env={**production_env(tmp_path), **zeros},
