@@ -22,7 +22,7 @@ from core.db import delete_in_batches
 from core.errors import Conflict
 from core.timestamps import utc_iso
 from webhooks import dispatch, sql
-from webhooks.models import Delivery, DeliveryAttempt, Endpoint, Event
+from webhooks.models import Delivery, Endpoint, Event
 
 State = Delivery.State
 
@@ -107,7 +107,8 @@ def event_record(
     # One to an endpoint deleted since its subscribers were read is not written.
     deliveries = sql.event_insert_with_deliveries(event, deliveries)
     if replaces_earlier:
-        events_superseded_delete(subject_id=subject_id, event_type=event_type, before_id=event.pk)
+        events_superseded_delete(subject_id=subject_id, event_type=event_type, before_id=event.pk,
+                                 replacing=deliveries, now=now)
     due_now = [d.pk for d in deliveries if d.next_attempt_at <= now]
     if publish and due_now:
         dispatch.deliveries_publish_on_commit(delivery_ids=due_now)
@@ -119,7 +120,8 @@ def event_record(
     return event
 
 
-def events_superseded_delete(*, subject_id: uuid.UUID, event_type: str, before_id: int) -> int:
+def events_superseded_delete(*, subject_id: uuid.UUID, event_type: str, before_id: int,
+                             replacing: Sequence[Delivery] = (), now: datetime | None = None) -> int:
     """Delete the subject's events of `event_type` recorded before event `before_id`, with their
     deliveries and attempts, in the caller's transaction; how many events went. A job's progress
     event carries the whole job (up to ~18 KB at its caps) and a `long_running_task` reports one
@@ -133,7 +135,11 @@ def events_superseded_delete(*, subject_id: uuid.UUID, event_type: str, before_i
     them (a redelivery or an endpoint's recovery adds a delivery under its event's lock), then
     its deliveries SKIP LOCKED (a claim locks a delivery before setting its claim); an event any
     of whose deliveries was not locked, or is claimed once locked, stays. Usually one event of
-    one or two deliveries, read through `event_subject` and the deliveries' event index."""
+    one or two deliveries, read through `event_subject` and the deliveries' event index.
+
+    `replacing`: the new event's deliveries, written in this transaction; one to a paced
+    endpoint takes the place in its line of the one it replaces that was still waiting for its
+    first slot (`_slots_hand_over`)."""
     events = list(
         Event.objects.filter(subject_id=subject_id, event_type=event_type, pk__lt=before_id)
         .select_for_update(skip_locked=True).values_list("pk", flat=True)
@@ -142,12 +148,14 @@ def events_superseded_delete(*, subject_id: uuid.UUID, event_type: str, before_i
         return 0
     locked = (
         Delivery.objects.filter(event_id__in=events).select_for_update(skip_locked=True)
-        .values_list("pk", "event_id", "claim_token")
+        .values_list("pk", "event_id", "claim_token", "endpoint_id", "state", "attempt_count", "next_attempt_at")
     )
-    kept, free = set(), []
-    for delivery_id, event_id, claim_token in locked:
+    kept, free, unsent = set(), [], []
+    for delivery_id, event_id, claim_token, endpoint_id, state, attempt_count, next_attempt_at in locked:
         if claim_token is None:
             free.append((delivery_id, event_id))
+            if endpoint_id is not None and state == State.PENDING and attempt_count == 0:
+                unsent.append((event_id, endpoint_id, next_attempt_at))
         else:
             kept.add(event_id)
     # One a claim held locked was skipped: its event keeps it, so stays.
@@ -157,10 +165,43 @@ def events_superseded_delete(*, subject_id: uuid.UUID, event_type: str, before_i
     gone = [pk for pk in events if pk not in kept]
     if not gone:
         return 0
-    deliveries = [delivery_id for delivery_id, event_id in free if event_id not in kept]
-    DeliveryAttempt.objects.filter(delivery_id__in=deliveries).delete()
-    Delivery.objects.filter(pk__in=deliveries).delete()
-    return Event.objects.filter(pk__in=gone).delete()[1].get(Event._meta.label, 0)
+    slots: dict[uuid.UUID, datetime] = {}
+    for event_id, endpoint_id, next_attempt_at in unsent:
+        if event_id not in kept:
+            slots[endpoint_id] = min(next_attempt_at, slots.get(endpoint_id, next_attempt_at))
+    if slots:
+        _slots_hand_over(replacing=replacing, slots=slots, now=now or timezone.now())
+    # Their deliveries and attempts go by the cascade: every delivery of an event that goes is
+    # locked here, and none is added without its event's lock. Only the keys are read: the
+    # collector read each event's body (up to ~18 KB) to delete it.
+    return Event.objects.filter(pk__in=gone).only("pk").delete()[1].get(Event._meta.label, 0)
+
+
+def _slots_hand_over(*, replacing: Sequence[Delivery], slots: dict[uuid.UUID, datetime], now: datetime) -> None:
+    """Give each of `replacing` to a paced endpoint the earlier slot of the delivery it
+    replaced (`slots`: endpoint id -> the earliest deleted one's), and its own slot back to its
+    endpoint. Without this a replaced delivery kept the place it took in its endpoint's line: a
+    job reporting progress every second to an endpoint paced at one delivery every ten took a
+    slot a second, each new progress going ten seconds further away while the one before went,
+    so the receiver heard no progress until the job had ended, its final event waiting behind
+    the empty slots, and its client was refused `webhook_backlog_full` for deliveries that no
+    longer existed. The endpoint's row is locked by `endpoint_slots` in this transaction, and
+    the replacing delivery took its last slot, so that slot is where its next one starts again."""
+    for delivery in replacing:
+        earlier = slots.get(delivery.endpoint_id) if delivery.endpoint_id else None
+        if earlier is None or earlier >= delivery.next_attempt_at:
+            continue
+        Endpoint.objects.filter(pk=delivery.endpoint_id, rate_limit_per_second__isnull=False).update(
+            next_slot_at=delivery.next_attempt_at
+        )
+        delivery.next_attempt_at = earlier
+        # As event_record dispatches a delivery at its slot: soon enough, on a countdown message.
+        delivery.dispatched_at = (
+            now if earlier - now <= timedelta(seconds=dispatch.COUNTDOWN_MAX_SECONDS) else None
+        )
+        Delivery.objects.filter(pk=delivery.pk).update(
+            next_attempt_at=delivery.next_attempt_at, dispatched_at=delivery.dispatched_at
+        )
 
 
 def delivery_redeliver(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from datetime import timedelta
 
 import pytest
 from django.utils import timezone
@@ -100,3 +101,65 @@ def test_a_progress_delivery_a_worker_is_sending_is_not_pulled_from_under_it() -
     ]
     assert not Delivery.objects.filter(event_id=waiting.pk).exists()
     assert Delivery.objects.filter(event=sending).count() == 1
+
+
+@pytest.mark.django_db
+def test_a_replaced_progress_delivery_to_a_paced_endpoint_gives_its_place_to_the_latest() -> None:
+    from core.services import client_create
+    from webhooks import backlog, outbox
+    from webhooks.models import Endpoint
+
+    # Given an endpoint paced at one delivery every 10 s, subscribed to a job's progress, with
+    # a delivery waiting for its slot
+    owner = client_create(name=f"paced-{uuid.uuid4().hex[:8]}")
+    endpoint = Endpoint.objects.create(owner=owner, url="https://hooks.example.com/", event_types=["job.progress"],
+                                       rate_limit_per_second=0.1, next_slot_at=timezone.now() + timedelta(seconds=60))
+    job_id = uuid.uuid4()
+
+    def progress() -> Event:
+        return outbox.event_record(owner_id=owner.pk, subject_id=job_id, event_type="job.progress", body=b"{}",
+                                   endpoints=[endpoint], publish=False, replaces_earlier=True)
+
+    first = progress()
+    first_due = Delivery.objects.get(event=first).next_attempt_at
+
+    # When the job reports its progress nine times more, one a second as a long_running_task does
+    for _ in range(9):
+        latest = progress()
+
+    # Then the latest progress goes at the first one's place, and the endpoint's backlog (what
+    # webhook_backlog_full refuses submissions for) is that one delivery, not ten phantom slots
+    assert Delivery.objects.filter(subject_id=job_id).count() == 1
+    assert Delivery.objects.get(event=latest).next_attempt_at == first_due
+    [waiting] = backlog.endpoint_backlogs(owner_id=owner.pk, now=timezone.now())
+    assert waiting.waiting_deliveries == 6, waiting  # the 60 s before, and its own slot's 10 s
+
+
+@pytest.mark.django_db
+def test_a_progress_event_replaces_the_earlier_one_in_a_few_statements_without_reading_its_body() -> None:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from core.services import client_create
+    from webhooks import outbox
+
+    # Given a job's progress event of 18 KB, delivered to its callback_url
+    owner = client_create(name=f"cost-{uuid.uuid4().hex[:8]}")
+    job_id = uuid.uuid4()
+
+    def progress() -> Event:
+        return outbox.event_record(owner_id=owner.pk, subject_id=job_id, event_type="job.progress",
+                                   body=b"x" * 18_000, callback_url="https://hooks.example.com/",
+                                   publish=False, replaces_earlier=True)
+
+    progress()
+
+    # When the next one replaces it
+    with CaptureQueriesContext(connection) as queries:
+        progress()
+
+    # Then that is the INSERT and eight statements (two locks, a count, the deletes), none
+    # of them reading the replaced event's body back
+    statements = [query["sql"] for query in queries.captured_queries]
+    assert len(statements) == 9, statements
+    assert not [sql for sql in statements if '"webhooks_event"."body"' in sql], statements
