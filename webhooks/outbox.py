@@ -22,7 +22,7 @@ from core.db import delete_in_batches
 from core.errors import Conflict
 from core.timestamps import utc_iso
 from webhooks import dispatch, sql
-from webhooks.models import Delivery, Endpoint, Event
+from webhooks.models import Delivery, DeliveryAttempt, Endpoint, Event
 
 State = Delivery.State
 
@@ -162,6 +162,7 @@ def events_superseded_delete(*, subject_id: uuid.UUID, event_type: str, before_i
     counts = Delivery.objects.filter(event_id__in=events).values("event_id").annotate(n=Count("pk"))
     free_by_event = Counter(event_id for _, event_id in free)
     kept |= {row["event_id"] for row in counts if row["n"] != free_by_event[row["event_id"]]}
+    kept |= _attempts_held_elsewhere({delivery_id: event_id for delivery_id, event_id in free if event_id not in kept})
     gone = [pk for pk in events if pk not in kept]
     if not gone:
         return 0
@@ -175,6 +176,22 @@ def events_superseded_delete(*, subject_id: uuid.UUID, event_type: str, before_i
     # locked here, and none is added without its event's lock. Only the keys are read: the
     # collector read each event's body (up to ~18 KB) to delete it.
     return Event.objects.filter(pk__in=gone).only("pk").delete()[1].get(Event._meta.label, 0)
+
+
+def _attempts_held_elsewhere(event_of: dict[int, int]) -> set[int]:
+    """Of the deliveries `event_of` (delivery id -> its event), locked by the caller, the events
+    one of whose attempts another transaction holds: their attempts are locked SKIP LOCKED, so
+    the delete that follows waits for none. Those that hold an attempt before its delivery (a
+    recording, a client's batched deletion: core/services.py) then wait for the delivery the
+    caller holds: deleting the attempt, the caller waited for them in turn, a deadlock that
+    PostgreSQL ended a second later by failing one (the job's transition, or the deletion's
+    batch). None is added meanwhile: an attempt is opened under its delivery's lock (the claim)."""
+    if not event_of:
+        return set()
+    attempts = DeliveryAttempt.objects.filter(delivery_id__in=list(event_of))
+    locked = Counter(attempts.select_for_update(skip_locked=True).values_list("delivery_id", flat=True))
+    return {event_of[row["delivery_id"]] for row in attempts.values("delivery_id").annotate(n=Count("pk"))
+            if row["n"] != locked[row["delivery_id"]]}
 
 
 def _slots_hand_over(*, replacing: Sequence[Delivery], slots: dict[uuid.UUID, datetime], now: datetime) -> None:

@@ -158,8 +158,64 @@ def test_a_progress_event_replaces_the_earlier_one_in_a_few_statements_without_r
     with CaptureQueriesContext(connection) as queries:
         progress()
 
-    # Then that is the INSERT and eight statements (two locks, a count, the deletes), none
+    # Then that is the INSERT and ten statements (three locks, two counts, the deletes), none
     # of them reading the replaced event's body back
     statements = [query["sql"] for query in queries.captured_queries]
-    assert len(statements) == 9, statements
+    assert len(statements) == 11, statements
     assert not [sql for sql in statements if '"webhooks_event"."body"' in sql], statements
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_progress_event_does_not_wait_for_an_attempt_another_transaction_holds() -> None:
+    import threading
+
+    from django.db import connection, transaction
+
+    from core.services import client_create
+    from webhooks import outbox
+    from webhooks.models import DeliveryAttempt
+
+    # Given a job's progress event whose delivery was attempted, the attempt's row held by
+    # another transaction: a client's batched deletion deleting it before its delivery, in the
+    # order an attempt's recording takes them (core/services.py)
+    owner = client_create(name=f"held-{uuid.uuid4().hex[:8]}")
+    job_id = uuid.uuid4()
+
+    def progress() -> Event:
+        with transaction.atomic():  # as a job's transition records it
+            return outbox.event_record(owner_id=owner.pk, subject_id=job_id, event_type="job.progress", body=b"{}",
+                                       callback_url="https://hooks.example.com/", publish=False,
+                                       replaces_earlier=True)
+
+    first = progress()
+    attempt = DeliveryAttempt.objects.create(delivery=Delivery.objects.get(event=first), number=1,
+                                             finished_at=timezone.now(), status_code=200)
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        try:
+            with transaction.atomic():
+                DeliveryAttempt.objects.select_for_update().filter(pk=attempt.pk).exists()
+                held.set()
+                release.wait(10)
+        finally:
+            connection.close()
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert held.wait(10)
+
+        # When the job's next progress is recorded (waiting at most 2 s for a lock)
+        with transaction.atomic():
+            with connection.cursor() as cursor:
+                cursor.execute("SET LOCAL lock_timeout = '2s'")
+            latest = progress()
+    finally:
+        release.set()
+        holder.join()
+
+    # Then it went through without waiting (the two waited on each other, a deadlock, when the
+    # other then deleted the delivery the progress held), and the event held stays for the next
+    assert set(Event.objects.filter(subject_id=job_id).values_list("pk", flat=True)) == {first.pk, latest.pk}
+    assert DeliveryAttempt.objects.filter(pk=attempt.pk).exists()
