@@ -8,14 +8,14 @@ from __future__ import annotations
 import json
 import uuid
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import transaction
-from django.db.models import Count, Exists, OuterRef
+from django.db.models import Count, Exists, OuterRef, QuerySet
 from django.utils import timezone
 
 from core.db import delete_in_batches
@@ -159,10 +159,18 @@ def events_superseded_delete(*, subject_id: uuid.UUID, event_type: str, before_i
         else:
             kept.add(event_id)
     # One a claim held locked was skipped: its event keeps it, so stays.
-    counts = Delivery.objects.filter(event_id__in=events).values("event_id").annotate(n=Count("pk"))
-    free_by_event = Counter(event_id for _, event_id in free)
-    kept |= {row["event_id"] for row in counts if row["n"] != free_by_event[row["event_id"]]}
-    kept |= _attempts_held_elsewhere({delivery_id: event_id for delivery_id, event_id in free if event_id not in kept})
+    kept |= _held_elsewhere(Delivery.objects.filter(event_id__in=events), "event_id",
+                            locked=[event_id for _, event_id, *_ in locked])
+    # And one of whose attempts another transaction holds: those that hold an attempt before its
+    # delivery (a recording, a client's batched deletion: core/services.py) then wait for the
+    # delivery held here, and deleting the attempt this waited for them in turn, a deadlock
+    # PostgreSQL ended a second later by failing one (the job's transition, or the deletion's
+    # batch). None is added meanwhile: an attempt is opened under its delivery's lock (the claim).
+    event_of = {delivery_id: event_id for delivery_id, event_id in free if event_id not in kept}
+    attempts = DeliveryAttempt.objects.filter(delivery_id__in=list(event_of))
+    held = _held_elsewhere(attempts, "delivery_id",
+                           locked=attempts.select_for_update(skip_locked=True).values_list("delivery_id", flat=True))
+    kept |= {event_of[delivery_id] for delivery_id in held}
     gone = [pk for pk in events if pk not in kept]
     if not gone:
         return 0
@@ -178,20 +186,12 @@ def events_superseded_delete(*, subject_id: uuid.UUID, event_type: str, before_i
     return Event.objects.filter(pk__in=gone).only("pk").delete()[1].get(Event._meta.label, 0)
 
 
-def _attempts_held_elsewhere(event_of: dict[int, int]) -> set[int]:
-    """Of the deliveries `event_of` (delivery id -> its event), locked by the caller, the events
-    one of whose attempts another transaction holds: their attempts are locked SKIP LOCKED, so
-    the delete that follows waits for none. Those that hold an attempt before its delivery (a
-    recording, a client's batched deletion: core/services.py) then wait for the delivery the
-    caller holds: deleting the attempt, the caller waited for them in turn, a deadlock that
-    PostgreSQL ended a second later by failing one (the job's transition, or the deletion's
-    batch). None is added meanwhile: an attempt is opened under its delivery's lock (the claim)."""
-    if not event_of:
-        return set()
-    attempts = DeliveryAttempt.objects.filter(delivery_id__in=list(event_of))
-    locked = Counter(attempts.select_for_update(skip_locked=True).values_list("delivery_id", flat=True))
-    return {event_of[row["delivery_id"]] for row in attempts.values("delivery_id").annotate(n=Count("pk"))
-            if row["n"] != locked[row["delivery_id"]]}
+def _held_elsewhere(rows: QuerySet[Any], key: str, *, locked: Iterable[Any]) -> set[Any]:
+    """The values of `key` some of whose `rows` another transaction holds: `locked` lists the
+    `key` of each row this one locked of them (SKIP LOCKED), and a value with fewer locked than
+    it has rows lost one to another."""
+    locked_by_key = Counter(locked)
+    return {row[key] for row in rows.values(key).annotate(n=Count("pk")) if row["n"] != locked_by_key[row[key]]}
 
 
 def _slots_hand_over(*, replacing: Sequence[Delivery], slots: dict[uuid.UUID, datetime], now: datetime) -> None:
