@@ -46,10 +46,7 @@ class Env(environ.Env):
         self, var: str, default: Any = environ.Env.NOTSET, *, minimum: builtins.float | None = None,
         maximum: builtins.float | None = None, above: builtins.float | None = None,
     ) -> builtins.float:
-        value = _in_range(var, self._number(super().float, var, default, "a number"), minimum, maximum)
-        if above is not None and not value > above:
-            raise ImproperlyConfigured(f"{var} must be > {above}, not {value}.")
-        return value
+        return _in_range(var, self._number(super().float, var, default, "a number"), minimum, maximum, above)
 
     # A word where a number goes (`6k`, `nan`) was a ValueError that named the word, not the
     # variable: which of the service's fifty numbers it was had to be guessed.
@@ -63,7 +60,10 @@ class Env(environ.Env):
 _Number = TypeVar("_Number", int, float)
 
 
-def _in_range(var: str, value: _Number, minimum: _Number | None, maximum: _Number | None) -> _Number:
+def _in_range(var: str, value: _Number, minimum: _Number | None, maximum: _Number | None,
+              above: _Number | None = None) -> _Number:
+    if above is not None and not value > above:
+        raise ImproperlyConfigured(f"{var} must be > {above}, not {value}.")
     if minimum is not None and value < minimum:
         raise ImproperlyConfigured(f"{var} must be >= {minimum}, not {value}.")
     if maximum is not None and value > maximum:
