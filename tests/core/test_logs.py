@@ -2,12 +2,14 @@
 object a line, and one grep for the request id follows a job from its POST to its webhook."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +61,22 @@ def _wait_for_worker(app: Celery, name: str, process: subprocess.Popen[bytes]) -
     deadline = time.monotonic() + 60
     while not app.control.ping(destination=[name], timeout=0.5):
         assert process.poll() is None and time.monotonic() < deadline, f"worker {name} did not come up"
+
+
+@contextlib.contextmanager
+def _json_worker(tag: str, level: str, log_path: Path) -> Iterator[tuple[str, Celery, subprocess.Popen[bytes]]]:
+    """A worker of the jobs queue logging JSON at `level` into `log_path`, on broker keys of its
+    own, once it answers: its name, an app to reach it and its process; stopped after."""
+    prefix = f"test-{os.environ['TEST_RUN_ID']}-{tag}-{uuid.uuid4().hex[:8]}:"
+    env = worker_env(CELERY_BROKER_KEY_PREFIX=prefix, LOG_FORMAT="json", LOG_LEVEL=level)
+    name = f"{tag}-{uuid.uuid4().hex[:6]}@localhost"
+    worker, app = _worker_start(env, "jobs", name, prefix, log_path)
+    try:
+        _wait_for_worker(app, name, worker)
+        yield name, app, worker
+    finally:
+        stop_process(worker)
+        app.close()
 
 
 def test_one_request_id_follows_a_job_from_its_post_to_its_webhook(transactional_db: Any, tmp_path: Path) -> None:
@@ -159,19 +177,10 @@ def test_a_drain_names_each_deliverys_own_client_and_not_the_request_that_asked_
 
 def test_a_cancel_of_a_queued_job_leaves_no_warning_in_the_workers_logs(transactional_db: Any, tmp_path: Path) -> None:
     # Given a worker logging JSON at INFO, with no result backend (the default)
-    prefix = f"test-{os.environ['TEST_RUN_ID']}-revoke-{uuid.uuid4().hex[:8]}:"
-    env = worker_env(CELERY_BROKER_KEY_PREFIX=prefix, LOG_FORMAT="json", LOG_LEVEL="INFO")
-    name = f"revoke-{uuid.uuid4().hex[:6]}@localhost"
     worker_log = tmp_path / "worker.log"
-    worker, app = _worker_start(env, "jobs", name, prefix, worker_log)
-    try:
-        _wait_for_worker(app, name, worker)
-
+    with _json_worker("revoke", "INFO", worker_log) as (name, app, _):
         # When a queued job is canceled: its task revoked on every worker, as the API does
         replies = app.control.revoke(str(uuid.uuid4()), destination=[name], reply=True, timeout=10)
-    finally:
-        stop_process(worker)
-        app.close()
 
     # Then the worker took it, and wrote no WARNING about the result backend it has none of
     assert replies and name in replies[0], replies
@@ -223,13 +232,8 @@ def test_a_receivers_url_stays_out_of_the_log_at_debug(tmp_path: Path) -> None:
 
 def test_a_pool_process_killed_is_one_json_line_in_the_workers_log(transactional_db: Any, tmp_path: Path) -> None:
     # Given a prefork worker logging JSON (as the image runs it) with its pool process up
-    prefix = f"test-{os.environ['TEST_RUN_ID']}-oom-{uuid.uuid4().hex[:8]}:"
-    env = worker_env(CELERY_BROKER_KEY_PREFIX=prefix, LOG_FORMAT="json", LOG_LEVEL="WARNING")
-    name = f"oom-{uuid.uuid4().hex[:6]}@localhost"
     worker_log = tmp_path / "worker.log"
-    worker, app = _worker_start(env, "jobs", name, prefix, worker_log)
-    try:
-        _wait_for_worker(app, name, worker)
+    with _json_worker("oom", "WARNING", worker_log) as (_, _, worker):
         children = Path(f"/proc/{worker.pid}/task/{worker.pid}/children").read_text().split()
         assert children, "the worker has no pool process"
 
@@ -240,9 +244,6 @@ def test_a_pool_process_killed_is_one_json_line_in_the_workers_log(transactional
             assert time.monotonic() < deadline, worker_log.read_text()
             time.sleep(0.2)
         time.sleep(0.5)  # the line's end
-    finally:
-        stop_process(worker)
-        app.close()
 
     # Then the worker's line about it, the only one that says what happened, is a JSON object like
     # every other (docs/deployment.md, "A worker killed mid-job"): in Celery's text format a log
