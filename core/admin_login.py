@@ -1,8 +1,10 @@
 """The admin's sign-in (the console's too): its failed attempts limited per client address, per
 username and all together, and the cookie by which a browser that signed in as a user before is
-exempt from the limits an attacker can reach on purpose (its username's, everyone's)."""
+exempt from the limits an attacker can reach on purpose (its username's, everyone's), for a few
+failures of its own (OWASP's device cookies)."""
 from __future__ import annotations
 
+import hashlib
 import logging
 import unicodedata
 from collections.abc import Callable
@@ -14,7 +16,7 @@ from django.contrib.auth.base_user import AbstractBaseUser
 from django.core import signing
 from django.http import HttpRequest, HttpResponse
 from django.urls import reverse
-from django.utils.crypto import constant_time_compare, salted_hmac
+from django.utils.crypto import constant_time_compare, get_random_string, salted_hmac
 
 from core import log_volume
 from core.errors import database_unreachable, storage_full
@@ -29,13 +31,18 @@ from core.throttling import (
 
 logger = logging.getLogger(__name__)
 
-# Set on a successful sign-in: the user, the username and a digest of the user's password hash,
-# signed. It proves only that this browser signed in as that user (knew the password) within
+# Set on a successful sign-in: the user, the username, a digest of the user's password hash and a
+# nonce (each sign-in's cookie its own failures: AdminLoginDeviceRateThrottle), signed. It proves only that this browser signed in as that user (knew the password) within
 # DEVICE_MAX_AGE_SECONDS, and since: a new password voids it, as it ends the user's sessions
 # (Django's session auth hash); it opens no session.
 DEVICE_COOKIE = "admin_signed_in_as"
 DEVICE_SALT = "core.admin_login.device"
 DEVICE_MAX_AGE_SECONDS = 90 * 24 * 3600
+# Failed logins an hour a cookie exempts from the username's and everyone's limits; past them it
+# is as no cookie. A few mistypes are its owner's; more are someone guessing with a copy of it (a
+# botnet, each address under its own limit). Fixed, not ADMIN_LOGIN_FAILURES_PER_USERNAME_PER_HOUR:
+# that one at 0 would have left a copy exempting a botnet from everyone's limit without end.
+DEVICE_FAILURES_PER_HOUR = 5
 
 # The global limit's refusals: one WARNING line a minute per process, saying how many.
 _refusals = log_volume.CountedPerKey()
@@ -58,11 +65,28 @@ class AdminLoginGlobalRateThrottle(FailureRateThrottle):
         return f"throttle:{self.scope}"  # one count for all
 
 
+class AdminLoginDeviceRateThrottle(FailureRateThrottle):
+    """Failed logins to the admin per device cookie (DEVICE_FAILURES_PER_HOUR), whatever the
+    address: each failure in a browser the cookie exempts spends one. Keyed by a digest of the
+    cookie's value, unique to the sign-in that set it (its nonce), so that one copied spends its
+    own browser's exemption only, and Redis holds no cookies."""
+
+    scope = "admin_login_device"
+
+    def rate_for(self, request: HttpRequest, view: Any) -> str | None:
+        return f"{DEVICE_FAILURES_PER_HOUR}/hour" if request.method == "POST" else None
+
+    def get_cache_key(self, request: HttpRequest, view: Any) -> str | None:
+        digest = hashlib.sha256(request.COOKIES[DEVICE_COOKIE].encode()).hexdigest()[:32]
+        return f"throttle:{self.scope}:{digest}"
+
+
 def login_limited(request: HttpRequest, login: Callable[[], HttpResponse]) -> HttpResponse:
     """`login` (Django's admin login), its POSTs refused 429 once the client's address, the
     username tried, or every address together has spent its failed attempts. The last two are
     an attacker's to reach on purpose, so they do not apply in a browser that signed in as that
-    user before (which costs a query only where its cookie names the username posted)."""
+    user before (which costs a query only where its cookie names the username posted) until its
+    cookie has failed DEVICE_FAILURES_PER_HOUR logins: a copy of it exempts a botnet that far."""
     by_address = AdminLoginRateThrottle()
     if not by_address.allow_request(request, None):
         return _refused(by_address, "Too many login attempts from your address")
@@ -72,7 +96,10 @@ def login_limited(request: HttpRequest, login: Callable[[], HttpResponse]) -> Ht
         # below as the form's check is: outside it, an operator whose browser signed in before
         # spent the address's places on each retry through an outage, and found the admin
         # locked once it was over.
-        if not _known_browser(request):
+        device = _exempting_device(request)
+        if device is not None:
+            counted.append(device)
+        else:
             # The narrower limits first: a POST one of them refuses never reaches the global
             # count, so one address, or guesses at one username, cannot spend everyone's.
             limits = [
@@ -143,6 +170,15 @@ def _refused(throttle: RateThrottle, reason: str) -> HttpResponse:
     return response
 
 
+def _exempting_device(request: HttpRequest) -> AdminLoginDeviceRateThrottle | None:
+    """The budget of this browser's cookie, its place taken, where the browser signed in before as
+    the username this POST tries and its cookie has failures left; None where it is as any other."""
+    if not _known_browser(request):
+        return None
+    device = AdminLoginDeviceRateThrottle()
+    return device if device.allow_request(request, None) else None
+
+
 def _known_browser(request: HttpRequest) -> bool:
     """Whether this browser signed in before as the username this POST tries."""
     value = request.COOKIES.get(DEVICE_COOKIE)
@@ -180,6 +216,7 @@ def _remember_browser(response: HttpResponse, user: AbstractBaseUser) -> None:
         "user": user.pk,
         "username": login_username(user.get_username()),
         "password": _password_digest(user, settings.SECRET_KEY),
+        "nonce": get_random_string(16),
     }
     response.set_cookie(
         DEVICE_COOKIE,

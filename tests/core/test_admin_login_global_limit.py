@@ -18,6 +18,7 @@ from django.test import Client as HttpClient
 
 from core import admin_login as admin_login_module
 from core import log_volume
+from core.admin_login import DEVICE_COOKIE, DEVICE_FAILURES_PER_HOUR
 from tests.conftest import admin_login, random_address, signed_in_browser
 
 pytestmark = pytest.mark.django_db
@@ -100,6 +101,25 @@ def test_a_browser_that_signed_in_before_still_signs_in(operator: str) -> None:
     assert attempt(operator, "correct-pw") == 429
     # Nor does that browser exempt a guess at another username
     assert attempt(anyone(), "guess", client=browser) == 429
+
+
+def test_a_copy_of_the_cookie_exempts_a_botnet_for_a_few_failures_only(operator: str) -> None:
+    # Given a copy of the cookie of the operator's browser (stolen), and everyone's failed logins spent
+    copy = HttpClient()
+    copy.cookies[DEVICE_COOKIE] = signed_in_before(operator).cookies[DEVICE_COOKIE].value
+    assert [attempt(anyone(), "guess") for _ in range(6)][-1] == 429
+
+    # When a botnet guesses at the operator's password with it, each guess from an address of its own
+    guesses = [attempt(operator, f"guess-{n}", client=copy) for n in range(DEVICE_FAILURES_PER_HOUR)]
+    hashed = len(CountingHasher.hashed)
+    refused = admin_login(operator, "correct-pw", browser=copy, forwarded_for=random_address())
+
+    # Then the cookie exempted its few failures, and no more: the next is refused as without it,
+    # no password hashed
+    assert guesses == [200] * DEVICE_FAILURES_PER_HOUR
+    assert refused.status_code == 429
+    assert re.fullmatch(rb"Too many failed login attempts on this site; try again in [0-9]+ s\.", refused.content)
+    assert len(CountingHasher.hashed) == hashed
 
 
 def test_successful_logins_do_not_count(operator: str) -> None:

@@ -18,6 +18,7 @@ from django.db import connection
 from django.test import Client as HttpClient
 from django.test.utils import CaptureQueriesContext
 
+from core.admin_login import DEVICE_COOKIE, DEVICE_FAILURES_PER_HOUR
 from tests.conftest import admin_login, random_address, signed_in_browser
 
 pytestmark = pytest.mark.django_db
@@ -104,6 +105,37 @@ def test_a_browser_that_signed_in_as_the_user_before_is_not_locked_out(operator:
     forged = HttpClient()
     forged.cookies["admin_signed_in_as"] = signing.dumps(operator, salt="another")
     assert attempt(operator, "correct-pw", client=forged) == 429
+
+
+def test_a_copy_of_the_cookie_exempts_a_botnet_for_a_few_failures_only(operator: str) -> None:
+    # Given a copy of the cookie of the operator's browser (stolen), and the username's failed
+    # logins spent
+    copy = HttpClient()
+    copy.cookies[DEVICE_COOKIE] = signed_in_before(operator).cookies[DEVICE_COOKIE].value
+    assert [attempt(operator, "wrong") for _ in range(6)][-1] == 429
+
+    # When a botnet guesses with it, each guess from an address of its own
+    guesses = [attempt(operator, f"guess-{n}", client=copy) for n in range(DEVICE_FAILURES_PER_HOUR)]
+    refused = admin_login(operator, "correct-pw", browser=copy, forwarded_for=random_address())
+
+    # Then the cookie exempted its few failures, and no more: the next is refused as without it,
+    # the right password unchecked (each address's ten a minute had been the botnet's before)
+    assert guesses == [200] * DEVICE_FAILURES_PER_HOUR
+    assert refused.status_code == 429
+    assert re.sub(rb"[0-9]+", b"N", refused.content) == b"Too many failed login attempts for this username; try again in N s."
+
+
+def test_the_browser_a_copy_was_spent_in_elsewhere_is_not_the_owners_other_browser(operator: str) -> None:
+    # Given the operator's two browsers, a copy of one's cookie spent by a botnet, and the
+    # username's failed logins spent
+    laptop, phone = signed_in_before(operator), signed_in_before(operator)
+    copy = HttpClient()
+    copy.cookies[DEVICE_COOKIE] = laptop.cookies[DEVICE_COOKIE].value
+    assert [attempt(operator, "guess", client=copy) for _ in range(DEVICE_FAILURES_PER_HOUR + 6)][-1] == 429
+
+    # Then the operator still signs in from the other, after a couple of typos
+    assert [attempt(operator, typo, client=phone) for typo in ("typo", "correct_pw")] == [200, 200]
+    assert attempt(operator, "correct-pw", client=phone) == 302
 
 
 def test_a_locked_out_user_signs_in_once_the_window_is_over(operator: str, monkeypatch: pytest.MonkeyPatch) -> None:
