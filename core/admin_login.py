@@ -64,6 +64,21 @@ class AdminLoginGlobalRateThrottle(FailureRateThrottle):
     def get_cache_key(self, request: HttpRequest, view: Any) -> str | None:
         return f"throttle:{self.scope}"  # one count for all
 
+    def throttle_failure(self) -> bool:
+        """DRF's hook on a refusal, which is logged: unlike the other limits, which refuse an
+        attacker's own address or the username it guesses at, this one refuses the operators too
+        (but in browsers that signed in before). Said once a minute, not once a refusal, which an
+        attacker could have written at will."""
+        refused = _refusals.due("")
+        if refused:
+            logger.warning(
+                "Admin logins refused unchecked: every address together has failed "
+                "ADMIN_LOGIN_FAILURES_PER_MINUTE (%s) logins in the last minute; %s refused 429 since "
+                "this process's previous line (this line at most once a minute per process)",
+                settings.ADMIN_LOGIN_FAILURES_PER_MINUTE, refused,
+            )
+        return False
+
 
 class AdminLoginDeviceRateThrottle(FailureRateThrottle):
     """Failed logins to the admin per device cookie (DEVICE_FAILURES_PER_HOUR), whatever the
@@ -112,8 +127,6 @@ def login_limited(request: HttpRequest, login: Callable[[], HttpResponse]) -> Ht
                     # No password was checked: the places the POST took are given back.
                     for taken in counted:
                         taken.give_back()
-                    if isinstance(throttle, AdminLoginGlobalRateThrottle):
-                        _log_global_refusal()
                     return _refused(throttle, reason)
                 counted.append(throttle)
         response = login()
@@ -147,20 +160,6 @@ def password_change_remembered(request: HttpRequest, change: Callable[[], HttpRe
     if request.method == "POST" and response.status_code == 302:
         _remember_browser(response, request.user)  # type: ignore[arg-type]  # its staff user
     return response
-
-
-def _log_global_refusal() -> None:
-    """Unlike the other limits, which refuse an attacker's own address or the username it
-    guesses at, this one refuses the operators too (but in browsers that signed in before):
-    said once a minute, not once a refusal, which an attacker could have written at will."""
-    refused = _refusals.due("")
-    if refused:
-        logger.warning(
-            "Admin logins refused unchecked: every address together has failed "
-            "ADMIN_LOGIN_FAILURES_PER_MINUTE (%s) logins in the last minute; %s refused 429 since "
-            "this process's previous line (this line at most once a minute per process)",
-            settings.ADMIN_LOGIN_FAILURES_PER_MINUTE, refused,
-        )
 
 
 def _refused(throttle: RateThrottle, reason: str) -> HttpResponse:

@@ -107,7 +107,7 @@ class RateThrottle(SimpleRateThrottle):
             at=self.now,
         )
         self._wait_seconds = self.budget.wait
-        return self._wait_seconds is None
+        return self._wait_seconds is None or self.throttle_failure()  # DRF's hook on a refusal
 
     def _allow_in_cache(self, weight: int) -> bool:
         """DRF's own history in the cache (embedded mode: a file cache the processes share)."""
