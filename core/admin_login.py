@@ -32,7 +32,8 @@ from core.throttling import (
 logger = logging.getLogger(__name__)
 
 # Set on a successful sign-in: the user, the username, a digest of the user's password hash and a
-# nonce (each sign-in's cookie its own failures: AdminLoginDeviceRateThrottle), signed. It proves only that this browser signed in as that user (knew the password) within
+# nonce (each sign-in's cookie with failures of its own: AdminLoginDeviceRateThrottle), signed. It
+# proves only that this browser signed in as that user (knew the password) within
 # DEVICE_MAX_AGE_SECONDS, and since: a new password voids it, as it ends the user's sessions
 # (Django's session auth hash); it opens no session.
 DEVICE_COOKIE = "admin_signed_in_as"
