@@ -1,5 +1,6 @@
 """The Celery application; its configuration is the `CELERY_` namespace of the Django settings."""
 import gc
+import logging
 import os
 from typing import Any
 
@@ -10,6 +11,7 @@ from celery.signals import (
     celeryd_init,
     task_postrun,
     task_prerun,
+    task_retry,
     task_success,
     worker_init,
     worker_process_init,
@@ -18,15 +20,23 @@ from celery.signals import (
     worker_shutting_down,
 )
 from django.conf import settings
+from django.db import DatabaseError
 from kombu import Connection
 
 from core.broker import FilesystemTransport
 from core.connections import connections_released, connections_reused
-from core.logs import task_context_bind, task_context_clear, task_context_publish
+from core.logs import (
+    first_line,
+    task_context_bind,
+    task_context_clear,
+    task_context_publish,
+)
 from core.metrics import periodic_task_ran, worker_process_exited, worker_serve
 from core.soft_stop import soft_stop_install
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "core.settings")
+
+logger = logging.getLogger(__name__)
 
 app = Celery("jobapi")
 
@@ -115,6 +125,20 @@ def _pool_process_grouped_apart(**kwargs: Any) -> None:
     kernel send it SIGKILL; and a hard time limit now kills the task's subprocesses with it,
     billiard killing a group leader's whole group.)"""
     os.setpgrp()
+
+
+@task_retry.connect
+def _database_retry_logged(sender: Any = None, request: Any = None, reason: Any = None, **_: Any) -> None:
+    """A task the database failed (its autoretry_for) runs again after a backoff: one WARNING
+    line saying so, with the task's context (a job's id). Celery's own line for a retry is at
+    INFO on a logger kept at WARNING (core/logs.py), so a PostgreSQL restart under a running job,
+    or under a delivery, left none. The error's first line only: PostgreSQL's DETAIL and CONTEXT
+    may quote a client's values (a key, a job's output)."""
+    error = getattr(reason, "exc", None)
+    if request is None or not isinstance(error, DatabaseError):
+        return
+    logger.warning("Task %s: the database failed (%s); it runs again in %s s (retry %s of %s)",
+                   sender.name, first_line(error), reason.when, request.retries + 1, sender.max_retries)
 
 
 # Around each task, what the API does around each request: keep a persistent connection for

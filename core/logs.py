@@ -24,6 +24,7 @@ from datetime import datetime
 from typing import Any, TextIO
 
 import structlog
+from django.db import DatabaseError
 from structlog.contextvars import (
     bind_contextvars,
     bound_contextvars,
@@ -76,6 +77,23 @@ def first_line(exc: BaseException) -> str:
     """An error's first line (a driver's message runs on with hints), or its type's name: what a
     WARNING about a dependency says, where its traceback would tell nothing more."""
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+class DatabaseErrorFirstLine(logging.Filter):
+    """Celery's ERROR for a task that failed for good ("Task ... raised unexpected: ...", logger
+    celery.app.trace) with a database error: the error's first line, in its message and at the
+    end of its traceback, which still says where it was raised. PostgreSQL's DETAIL and CONTEXT
+    quote the values it refused (a key, a job's output: a client's data), and its chained
+    causes repeat them; the retries before it are logged with the first line only
+    (core/celery.py)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, DatabaseError) and isinstance(record.args, dict):
+            shown = type(error)(first_line(error))
+            record.args = {**record.args, "exc": repr(shown)}
+            record.exc_info = (type(error), shown, error.__traceback__)
+        return True
 
 
 def configure(*, level: str) -> None:
@@ -185,6 +203,7 @@ def logging_config(*, level: str, json: bool) -> dict[str, Any]:
         },
         "filters": {
             "revoked_without_backend": {"()": RevokedWithoutResultBackend},
+            "database_error_first_line": {"()": DatabaseErrorFirstLine},
             # One a logger: a filter lets one record through per interval, whichever logger's.
             **{f"{name}_once_a_minute": {"()": OncePerInterval, "seconds": 60.0} for name in ONCE_A_MINUTE},
         },
@@ -193,7 +212,7 @@ def logging_config(*, level: str, json: bool) -> dict[str, Any]:
         "loggers": {
             # Celery's own line per task received and per task done: at INFO they doubled the
             # lines of a job, and a job's transitions are logged with their context anyway.
-            "celery.app.trace": {"level": "WARNING"},
+            "celery.app.trace": {"level": "WARNING", "filters": ["database_error_first_line"]},
             "celery.worker.strategy": {"level": "WARNING"},
             "celery.worker.control": {"filters": ["revoked_without_backend"]},
             # billiard's logger, which does not propagate: a worker gave it a handler of its own

@@ -17,7 +17,6 @@ from typing import Any
 
 from celery import shared_task
 from celery.exceptions import Ignore, SoftTimeLimitExceeded
-from celery.signals import task_retry
 from django.db import DatabaseError, DataError
 from django.utils import timezone
 
@@ -97,23 +96,6 @@ def job_run_step(
 ) -> None:
     _step_run(self, previous, job_id=job_id, index=index, dispatched_at=dispatched_at)
     _tail_send(self, job_id)
-
-
-@task_retry.connect
-def _step_retry_logged(sender: Any = None, request: Any = None, reason: Any = None, **_: Any) -> None:
-    """A step the database failed (autoretry_for) runs again from its start after a backoff: one
-    WARNING line, with the job's id (bound for the task), saying so. Celery's own line for a
-    retry is at INFO on a logger kept at WARNING (core/logs.py), so a PostgreSQL restart under a
-    running job left none: the job went on STARTED, its progress back at the start and its run
-    time longer, and `grep <job id>` found nothing between its start and its end."""
-    if getattr(sender, "name", None) != dispatch.RUN_STEP_TASK or request is None:
-        return
-    kwargs = request.kwargs or {}
-    error = getattr(reason, "exc", None) or reason
-    logger.warning("Job %s step %s: the database failed (%s); the step runs again in %s s (retry %s of %s)",
-                   kwargs.get("job_id"), kwargs.get("index"),
-                   first_line(error) if isinstance(error, BaseException) else error,
-                   getattr(reason, "when", None), request.retries + 1, _MAX_TASK_RETRIES)
 
 
 def _step_run(task: Any, previous: Any, *, job_id: str, index: int, dispatched_at: str | None) -> None:

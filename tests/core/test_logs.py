@@ -64,13 +64,14 @@ def _wait_for_worker(app: Celery, name: str, process: subprocess.Popen[bytes]) -
 
 
 @contextlib.contextmanager
-def _json_worker(tag: str, level: str, log_path: Path) -> Iterator[tuple[str, Celery, subprocess.Popen[bytes]]]:
-    """A worker of the jobs queue logging JSON at `level` into `log_path`, on broker keys of its
-    own, once it answers: its name, an app to reach it and its process; stopped after."""
+def _json_worker(tag: str, level: str, log_path: Path,
+                 queues: str = "jobs") -> Iterator[tuple[str, Celery, subprocess.Popen[bytes]]]:
+    """A worker of `queues` logging JSON at `level` into `log_path`, on broker keys of its own,
+    once it answers: its name, an app to reach it and its process; stopped after."""
     prefix = f"test-{os.environ['TEST_RUN_ID']}-{tag}-{uuid.uuid4().hex[:8]}:"
     env = worker_env(CELERY_BROKER_KEY_PREFIX=prefix, LOG_FORMAT="json", LOG_LEVEL=level)
     name = f"{tag}-{uuid.uuid4().hex[:6]}@localhost"
-    worker, app = _worker_start(env, "jobs", name, prefix, log_path)
+    worker, app = _worker_start(env, queues, name, prefix, log_path)
     try:
         _wait_for_worker(app, name, worker)
         yield name, app, worker

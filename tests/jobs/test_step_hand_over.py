@@ -326,7 +326,8 @@ def test_a_handed_over_step_the_database_failed_mid_run_is_run_again_by_its_retr
     assert len(scenario.requests) == 1
     # and the worker's log says so once, naming the job (Celery's own line for a retry is INFO,
     # on a logger kept at WARNING: a PostgreSQL restart under a running job left no line of it)
-    [line] = [text for text in celery_worker_log.read_text().splitlines() if f"Job {job.id} step 1: " in text]
-    assert "[warning" in line and f"job_id={job.id}" in line, line
-    assert ": the database failed (terminating connection due to administrator command); the step runs again in 2 s " \
-        "(retry 1 of 25)" in line, line
+    [line] = [text for text in celery_worker_log.read_text().splitlines()
+              if "the database failed" in text and f"job_id={job.id}" in text]
+    assert "[warning" in line, line
+    assert "Task jobs.run_step: the database failed (terminating connection due to administrator command); it runs " \
+        "again in 2 s (retry 1 of 25)" in line, line

@@ -1,0 +1,134 @@
+"""A task the database failed, through a worker logging JSON as production runs it: one WARNING a
+retry and, once its retries have run out, Celery's ERROR, each with the error's first line only:
+PostgreSQL's DETAIL quotes the values it refused, a client's data."""
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+
+from core.services import client_create
+from jobs import dispatch
+from jobs.models import Job
+from tests.core.test_logs import _json_worker, _lines
+from webhooks import dispatch as webhook_dispatch
+from webhooks import outbox
+from webhooks.models import Delivery
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
+
+
+@pytest.fixture
+def refusing() -> Iterator[Any]:
+    """`refuse(table, row_id, times)`: PostgreSQL refuses the row's next `times` updates (every
+    one, for None) with a DataError whose first line names a token and whose DETAIL quotes a
+    marker, as a refused value's does; the token and the marker are returned."""
+    made: list[str] = []
+
+    def refuse(table: str, row_id: object, times: int | None) -> tuple[str, str]:
+        name = f"test_refused_{len(made)}"
+        token, marker = f"refused-{uuid.uuid4().hex[:8]}", f"client-secret-{uuid.uuid4().hex}"
+        limit = "TRUE" if times is None else f"nextval('{name}') <= {times}"
+        with connection.cursor() as cursor:
+            cursor.execute(f"CREATE SEQUENCE {name}")
+            cursor.execute(f"""
+                CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$
+                BEGIN
+                    IF {limit} THEN
+                        RAISE EXCEPTION '{token}' USING ERRCODE = '22000', DETAIL = 'Key (value)=({marker}).';
+                    END IF;
+                    RETURN NEW;
+                END $$
+            """)
+            cursor.execute(f"CREATE TRIGGER {name} BEFORE UPDATE ON {table} FOR EACH ROW "
+                           f"WHEN (OLD.id = '{row_id}') EXECUTE FUNCTION {name}()")
+        made.append(table)
+        return token, marker
+
+    yield refuse
+    with connection.cursor() as cursor:
+        for index, table in enumerate(made):
+            cursor.execute(f"DROP TRIGGER IF EXISTS test_refused_{index} ON {table}")
+            cursor.execute(f"DROP FUNCTION IF EXISTS test_refused_{index}()")
+            cursor.execute(f"DROP SEQUENCE IF EXISTS test_refused_{index}")
+
+
+def _wait_for(log: Path, text: str, count: int) -> None:
+    deadline = time.monotonic() + 60
+    while log.read_text().count(text) < count:
+        assert time.monotonic() < deadline, log.read_text()[-3000:]
+        time.sleep(0.2)
+    time.sleep(0.5)  # the line's end
+
+
+def _delivery(owner: Any) -> int:
+    """A due delivery that the dispatcher takes for one a task carries already."""
+    outbox.event_record(owner_id=owner.pk, subject_id=uuid.uuid4(), event_type="job.succeeded",
+                        data={"id": "x"}, callback_url="http://127.0.0.1:9/", publish=False)
+    delivery = Delivery.objects.get(owner=owner)
+    Delivery.objects.filter(pk=delivery.pk).update(dispatched_at=timezone.now())
+    return delivery.pk
+
+
+def test_a_task_whose_retries_ran_out_on_a_database_error_logs_its_first_line_only(
+    transactional_db: Any, refusing: Any, tmp_path: Path
+) -> None:
+    # Given a job and a delivery whose every update PostgreSQL refuses, quoting a client's value
+    owner = client_create(name=f"refused-{uuid.uuid4().hex[:6]}")
+    job = Job.objects.create(owner=owner, job_name="api.tasks.hello_world", payload={"message": "x"},
+                             dispatched_at=timezone.now())
+    delivery_id = _delivery(owner)
+    job_token, job_marker = refusing("jobs_job", job.pk, None)
+    delivery_token, delivery_marker = refusing("webhooks_delivery", delivery_id, None)
+
+    # When the job's first step and the delivery's attempt run on their last retry
+    log = tmp_path / "worker.log"
+    with _json_worker("refused", "WARNING", log, queues="jobs,webhooks") as (_, app, _):
+        app.send_task(dispatch.RUN_STEP_TASK, kwargs=dispatch.job_signatures(job=job)[0].kwargs, queue="jobs",
+                      retries=25)
+        app.send_task(webhook_dispatch.ATTEMPT_TASK, kwargs={"delivery_ids": [delivery_id]}, queue="webhooks", retries=5)
+        _wait_for(log, "raised unexpected", 2)
+
+    # Then Celery's ERROR for each says which error, where, and its first line, and no line
+    # quotes the client's values
+    text = log.read_text()
+    assert job_marker not in text and delivery_marker not in text, text
+    for token in (job_token, delivery_token):
+        [line] = [line for line in _lines(log) if token in line["message"]]
+        assert line["level"] == "error" and line["logger"] == "celery.app.trace", line
+        assert line["message"].endswith(f"raised unexpected: DataError('{token}')"), line
+        assert 'File "' in line["exception"], line
+        assert line["exception"].rstrip().endswith(f"django.db.utils.DataError: {token}"), line
+
+
+def test_a_delivery_the_database_failed_logs_a_warning_a_retry(
+    transactional_db: Any, refusing: Any, tmp_path: Path
+) -> None:
+    # Given a delivery whose next two updates PostgreSQL refuses, quoting a client's value
+    delivery_id = _delivery(client_create(name=f"refused-{uuid.uuid4().hex[:6]}"))
+    token, marker = refusing("webhooks_delivery", delivery_id, 2)
+
+    # When a task sends its attempt, retried on the DataError
+    log = tmp_path / "worker.log"
+    with _json_worker("retried", "WARNING", log, queues="webhooks") as (_, app, _):
+        app.send_task(webhook_dispatch.ATTEMPT_TASK, kwargs={"delivery_ids": [delivery_id]}, queue="webhooks")
+        _wait_for(log, "retry 2 of 5", 1)
+        deadline = time.monotonic() + 30
+        while not Delivery.objects.filter(pk=delivery_id, attempt_count__gt=0).exists():  # its third run sent it
+            assert time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.2)
+
+    # Then the worker wrote one WARNING a retry, naming the task and the error's first line,
+    # and no line quotes the client's value
+    assert marker not in log.read_text()
+    retries = [line for line in _lines(log) if token in line["message"]]
+    assert [(line["level"], line["message"].split(" (retry")[1]) for line in retries] == [
+        ("warning", " 1 of 5)"), ("warning", " 2 of 5)")
+    ], retries
+    assert retries[0]["message"].startswith(f"Task {webhook_dispatch.ATTEMPT_TASK}: the database failed ({token}); "), retries
