@@ -69,6 +69,16 @@ class RevokedWithoutResultBackend(logging.Filter):
         return not (isinstance(record.args, tuple) and "No result backend" in str(record.args[-1]))
 
 
+class CancelOnConnectionLossChosen(logging.Filter):
+    """Drops Celery's CPendingDeprecationWarning, lines of text a worker wrote at each loss of its
+    broker connection, that worker_cancel_long_running_tasks_on_connection_loss will be True by
+    default in Celery 6: it is set, False, on purpose (core/settings/workers.py says why), and
+    Celery 5 warns whenever it is False, set or not."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "worker_cancel_long_running_tasks_on_connection_loss" not in record.getMessage()
+
+
 class OncePerInterval(logging.Filter):
     """Lets one record through every `seconds` (per process), without its traceback: for a line
     anyone can have written at will, which an operator needs to see once, not once a request.

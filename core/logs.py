@@ -35,7 +35,11 @@ from structlog.contextvars import (
 from structlog.dev import Column, ColumnFormatter, KeyValueColumnFormatter
 from structlog.typing import ExcInfo, Processor
 
-from core.log_volume import OncePerInterval, RevokedWithoutResultBackend
+from core.log_volume import (
+    CancelOnConnectionLossChosen,
+    OncePerInterval,
+    RevokedWithoutResultBackend,
+)
 
 # The context a task inherits from whoever published it, in this message header.
 CONTEXT_HEADER = "log_context"
@@ -204,6 +208,7 @@ def logging_config(*, level: str, json: bool) -> dict[str, Any]:
         "filters": {
             "revoked_without_backend": {"()": RevokedWithoutResultBackend},
             "database_error_first_line": {"()": DatabaseErrorFirstLine},
+            "cancel_on_connection_loss_chosen": {"()": CancelOnConnectionLossChosen},
             # One a logger: a filter lets one record through per interval, whichever logger's.
             **{f"{name}_once_a_minute": {"()": OncePerInterval, "seconds": 60.0} for name in ONCE_A_MINUTE},
         },
@@ -215,6 +220,8 @@ def logging_config(*, level: str, json: bool) -> dict[str, Any]:
             "celery.app.trace": {"level": "WARNING", "filters": ["database_error_first_line"]},
             "celery.worker.strategy": {"level": "WARNING"},
             "celery.worker.control": {"filters": ["revoked_without_backend"]},
+            # The warnings Celery's worker routes to logging (logging.captureWarnings).
+            "py.warnings": {"filters": ["cancel_on_connection_loss_chosen"]},
             # billiard's logger, which does not propagate: a worker gave it a handler of its own
             # in Celery's text format, so its line for a pool process killed (the OOM killer's
             # "Process 'ForkPoolWorker-1' pid:… exited with 'signal 9 (SIGKILL)'") was the one

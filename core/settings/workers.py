@@ -24,6 +24,13 @@ CELERY_RESULT_SERIALIZER = "json"
 CELERY_TASK_ACKS_LATE = True
 # ...and when the pool process is killed (OOM, SIGKILL), requeue instead of acking.
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
+# A worker that loses its broker connection lets its running jobs go on (Celery 5's default, set
+# here so that it stays when Celery 6 turns it on). Their messages cannot be acked on the lost
+# connection: Redis hands them out again after the visibility timeout, when each finds its job
+# final or its step handed over, and runs nothing. Cancelling them instead (True) would cut off
+# every running job at each Redis blip, an hour-long one too, its message back only after that
+# timeout. docs/deployment.md, "Redis down".
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
 # One message at a time per process: an hour-long job never holds other jobs hostage in prefetch.
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # Jobs one client may have running at once; the rest wait, in order, without holding a worker

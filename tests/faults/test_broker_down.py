@@ -99,3 +99,20 @@ def test_redis_crash_with_jobs_queued_loses_nothing_with_appendonly(
     for job_id in ids:
         assert [r.payload["type"] for r in receiver.for_job(job_id)] == ["job.succeeded"]
     figures.update(queued_jobs=len(ids), seconds_from_redis_back_to_all_success=round(all_done, 2))
+
+
+def test_a_worker_that_loses_its_broker_writes_no_deprecation_warning(make_stack: Callable[..., Stack]) -> None:
+    # Given a worker connected to its Redis
+    stack = make_stack()
+    stack.start_worker("jobs", concurrency=1)
+
+    # When Redis goes away, and comes back
+    stack.redis.stop()
+    wait_for(lambda: "Connection to broker lost" in stack.logs["jobs"].read_text(), timeout=60, what="the loss")
+    stack.redis.start()
+    stack.wait_worker_ready("jobs")
+
+    # Then the worker said it lost the connection, and not Celery's warning about what it does
+    # then to its running tasks, which it was told (CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS)
+    log = stack.logs["jobs"].read_text()
+    assert "CPendingDeprecationWarning" not in log and "connection_loss" not in log, log
