@@ -50,10 +50,11 @@ def test_a_statement_inserting_many_finished_jobs_updates_each_owners_count_row_
     assert job_bytes(owners[0]) > 500 * len('{"n": 0}{"tier": "gold"}')
 
 
-def test_a_statement_deleting_many_jobs_updates_each_owners_count_row_once() -> None:
-    # Given two clients with finished jobs
+@pytest.mark.parametrize("status", [S.SUCCESS, S.PENDING, S.STARTED])
+def test_a_statement_deleting_many_jobs_updates_each_owners_count_row_once(status: str) -> None:
+    # Given two clients with finished, queued or running jobs
     owners = [client_create(name=f"pruned-{i}") for i in range(2)]
-    Job.objects.bulk_create([Job(owner=owner, job_name=HELLO, payload={"n": n}, status=S.SUCCESS)
+    Job.objects.bulk_create([Job(owner=owner, job_name=HELLO, payload={"n": n}, status=status)
                              for owner in owners for n in range(300)])
     before = count_row_updates()
 
@@ -61,9 +62,12 @@ def test_a_statement_deleting_many_jobs_updates_each_owners_count_row_once() -> 
     with connection.cursor() as cursor:
         cursor.execute("DELETE FROM jobs_job WHERE owner_id = ANY(%s)", [[owner.pk for owner in owners]])
 
-    # Then each owner's row was updated once, and holds nothing
+    # Then each owner's row was updated once (an unfinished job's counts were taken once per job,
+    # as the results' bytes were: jobs 0023), and holds nothing
     assert count_row_updates() - before == 2
-    assert [job_bytes(owner) for owner in owners] == [0, 0]
+    assert [sql.owner_counts_counted(owner.pk) for owner in owners] == [(0, 0, 0, 0)] * 2
+    assert [JobCounts.objects.filter(owner=owner).values_list("unfinished", "running", "result_bytes", "job_bytes")
+            .get() for owner in owners] == [(0, 0, 0, 0)] * 2
 
 
 def test_the_bytes_follow_a_job_moved_changed_or_deleted_and_not_its_transitions() -> None:

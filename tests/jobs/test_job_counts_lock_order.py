@@ -1,0 +1,93 @@
+"""Two deletions of jobs of the same owners at once (an operator's bulk deletion in the admin, a
+batch of the prune): each statement's triggers lock the owners' count rows in owner order, so
+neither holds a row the other waits for (a deadlock, PostgreSQL aborting one)."""
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Callable
+
+import pytest
+from django.core.management import call_command
+from django.db import DatabaseError, connection
+
+from core.models import Client
+from jobs import retention, sql
+from jobs.models import Job, JobCounts
+from tests.locks import rows_held
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+HELLO = "api.tasks.hello_world"
+
+
+def _in_thread(work: Callable[[], None], failures: list[DatabaseError]) -> threading.Thread:
+    """`work` started in a thread on a connection of its own; a DatabaseError it raises is kept."""
+    def run() -> None:
+        try:
+            work()
+        except DatabaseError as exc:
+            failures.append(exc)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
+def test_two_bulk_deletions_of_jobs_of_the_same_owners_both_succeed() -> None:
+    # Given three clients x < y < w (by id) with queued jobs, the first deletion's jobs deleted
+    # (by id) y's, w's, then x's, the second's x's, then y's
+    x, y, w = (Client.objects.create(id=uuid.UUID(int=n), name=f"owner-{n}") for n in (1, 2, 3))
+    owners_of_jobs = [y, w, x, x, y]
+    Job.objects.bulk_create([Job(id=uuid.UUID(int=n), owner=owner, job_name=HELLO, payload={"n": n})
+                             for n, owner in enumerate(owners_of_jobs, start=1)])
+    first, second = [uuid.UUID(int=n) for n in (1, 2, 3)], [uuid.UUID(int=n) for n in (4, 5)]
+    failures: list[DatabaseError] = []
+
+    # When the first deletion is held at w's count row (by another transaction) and the second
+    # waits in turn on the first, and then w's row is let go
+    with rows_held(f"SELECT 1 FROM jobs_jobcounts WHERE owner_id = '{w.pk}' FOR UPDATE") as blocked:
+        threads = [_in_thread(lambda: retention.jobs_delete(job_ids=first), failures)]
+        blocked(1)
+        threads.append(_in_thread(lambda: retention.jobs_delete(job_ids=second), failures))
+        blocked(2)
+    for thread in threads:
+        thread.join()
+
+    # Then both deletions succeeded (before, the first held y's row and waited for x's, which the
+    # second held while it waited for y's: PostgreSQL aborted one, the admin's 500), and each
+    # owner's counts are those of its rows
+    assert failures == []
+    assert not Job.objects.exists()
+    for owner in (x, y, w):
+        counts = JobCounts.objects.get(owner=owner)
+        assert (counts.unfinished, counts.running, counts.result_bytes, counts.job_bytes) == \
+            sql.owner_counts_counted(owner.pk) == (0, 0, 0, 0)
+
+
+def _deleted_jobs_counted() -> tuple[int, int, int, int]:
+    """A new owner's counts once one statement deleted one of each of its queued, running and
+    finished jobs (two of each), held to what its rows give."""
+    owner = Client.objects.create(name=f"owner-{uuid.uuid4()}")
+    Job.objects.bulk_create([Job(owner=owner, job_name=HELLO, payload={"n": n}, status=status)
+                             for status in (Job.Status.PENDING, Job.Status.STARTED, Job.Status.SUCCESS)
+                             for n in range(2)])
+    Job.objects.filter(owner=owner, payload__n=0).delete()
+    counts = JobCounts.objects.get(owner=owner)
+    assert (counts.unfinished, counts.running, counts.result_bytes, counts.job_bytes) == \
+        sql.owner_counts_counted(owner.pk)
+    return counts.unfinished, counts.running, counts.result_bytes, counts.job_bytes
+
+
+def test_the_migration_undone_and_made_again_keeps_the_counts_of_deleted_jobs() -> None:
+    # Given the migration undone (jobs 0024's triggers back), then made again
+    call_command("migrate", "jobs", "0024", verbosity=0)
+    try:
+        undone = _deleted_jobs_counted()
+    finally:
+        call_command("migrate", verbosity=0)
+
+    # Then a deletion's counts are those of the rows either way
+    assert undone == _deleted_jobs_counted() == (2, 1, 0, 3 * len('{"n": 1}{}'))  # payload and metadata
