@@ -71,7 +71,8 @@ def insert_values(instance: Model, alias: str = "default", *, exclude: str = "")
     return ", ".join(connection.ops.quote_name(field.column) for field in fields), values
 
 
-def delete_in_batches(queryset: QuerySet, *, batch_size: int, max_batches: int, skip_locked: bool = False) -> int:
+def delete_in_batches(queryset: QuerySet, *, batch_size: int, max_batches: int, skip_locked: bool = False,
+                      also_lock: Callable[[list[Any]], None] | None = None) -> int:
     """Delete what `queryset` matches, `batch_size` rows at a time, at most `max_batches` times;
     returns how many rows of its model went. Small batches never lock a big slice of a table;
     each batch re-applies the queryset's filter, so a row that stopped matching is kept.
@@ -81,7 +82,12 @@ def delete_in_batches(queryset: QuerySet, *, batch_size: int, max_batches: int, 
     event before adding a delivery): the writer goes first and its row is left to the next run,
     or it waits and finds the row gone. Unlocked, a writer between the batch's reads and its
     deletes added a row the deletion had not read, and the batch failed at commit on its
-    foreign key, undone with the rest of the run."""
+    foreign key, undone with the rest of the run.
+
+    `also_lock(ids)`: called in each batch's transaction with the ids it read (locked first, with
+    `skip_locked`), before it deletes them, to lock the rows their deletion's triggers update in
+    an order of the caller's, where Django's deletion, a hundred rows a statement, takes them
+    statement by statement."""
     label = queryset.model._meta.label
     deleted = 0
     for _ in range(max_batches):
@@ -90,6 +96,8 @@ def delete_in_batches(queryset: QuerySet, *, batch_size: int, max_batches: int, 
             ids = list(due.values_list("pk", flat=True)[:batch_size])
             if not ids:
                 break
+            if also_lock is not None:
+                also_lock(ids)
             # Deleting what it loads, Django reads every column of the rows it cascades from:
             # only their ids, not a thousand payloads, results or event bodies of up to a
             # megabyte each (gigabytes in the worker).

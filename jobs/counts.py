@@ -1,14 +1,16 @@
 """Repairing the per-owner counts the caps read (JobCounts): counted again from the jobs and
-results rows, for an operator who finds a client refused at a cap it is not at."""
+results rows, for an operator who finds a client refused at a cap it is not at. And locking them
+in one order before a deletion of jobs of several owners."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Collection
 
 from django.db import IntegrityError, transaction
 
 from core.models import Client
 from jobs import sql
-from jobs.models import JobCounts
+from jobs.models import Job, JobCounts
 
 
 def job_counts_recount(*, owner_id: uuid.UUID) -> bool:
@@ -48,3 +50,14 @@ def job_counts_recount(*, owner_id: uuid.UUID) -> bool:
             setattr(counts, field, value)
         counts.save(update_fields=fields)
     return True
+
+
+def job_counts_lock(*, job_ids: Collection[uuid.UUID]) -> None:
+    """Lock the count rows of the jobs' owners, in owner order, until the transaction ends: for a
+    transaction deleting jobs of several owners, after it has locked the jobs (the order a
+    transition takes a job and its count row). Each DELETE's trigger locks its owners' rows in
+    owner order (jobs 0025), but Django deletes a hundred jobs a statement: a transaction deleting
+    more took its owners' rows statement by statement, and two such (an operator's deletion in the
+    admin, a batch of the prune) could each hold a row the other waited for, a deadlock."""
+    owners = Job.objects.filter(pk__in=job_ids).values("owner")
+    list(JobCounts.objects.filter(owner__in=owners).order_by("owner").select_for_update().values_list("pk", flat=True))

@@ -14,6 +14,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from core.db import delete_in_batches
+from jobs.counts import job_counts_lock
 from jobs.idempotency import idempotency_keys_prune
 from jobs.model_budget import budget_day, model_usage_prune
 from jobs.models import Job, JobResult
@@ -29,9 +30,12 @@ MODEL_USAGE_KEPT_DAYS = 7
 def jobs_finished_prune(
     *, older_than: datetime, batch_size: int = PRUNE_BATCH_SIZE, max_batches: int = PRUNE_MAX_BATCHES
 ) -> int:
-    """Delete jobs that finished before `older_than` (their idempotency keys cascade)."""
+    """Delete jobs that finished before `older_than` (their idempotency keys cascade). A batch
+    locks its jobs, skipping those another deletion holds (left to the next run), then their
+    owners' count rows in owner order (job_counts_lock), as jobs_delete does."""
     finished = Job.objects.filter(status__in=Job.FINAL_STATUSES, finished_at__lt=older_than)
-    return delete_in_batches(finished, batch_size=batch_size, max_batches=max_batches)
+    return delete_in_batches(finished, batch_size=batch_size, max_batches=max_batches, skip_locked=True,
+                             also_lock=lambda ids: job_counts_lock(job_ids=ids))
 
 
 def job_results_prune(
@@ -48,9 +52,11 @@ def jobs_delete(*, job_ids: Collection[uuid.UUID]) -> None:
     way commits first and what it added goes too; a later one waits, and finds its job gone.
     Unlocked, a worker's step that ended between the deletion's reads of the jobs' events and
     its delete of the jobs left an event it had not read, and the deletion failed at commit on
-    its foreign key (the admin's 500, the job left in place)."""
+    its foreign key (the admin's 500, the job left in place). Then their owners' count rows, in
+    owner order (job_counts_lock)."""
     with transaction.atomic():
         list(Job.objects.filter(pk__in=job_ids).order_by("pk").select_for_update().values_list("pk", flat=True))
+        job_counts_lock(job_ids=job_ids)
         # Their ids only: Django reads every column of the rows it deletes (payloads and results).
         Job.objects.filter(pk__in=job_ids).only("pk").delete()
 

@@ -1,15 +1,18 @@
 """Two deletions of jobs of the same owners at once (an operator's bulk deletion in the admin, a
-batch of the prune): each statement's triggers lock the owners' count rows in owner order, so
-neither holds a row the other waits for (a deadlock, PostgreSQL aborting one)."""
+batch of the prune): each locks the owners' count rows in owner order, in each statement's
+triggers and before the deletion's first statement, so neither holds a row the other waits for
+(a deadlock, PostgreSQL aborting one)."""
 from __future__ import annotations
 
 import threading
 import uuid
 from collections.abc import Callable
+from datetime import timedelta
 
 import pytest
 from django.core.management import call_command
 from django.db import DatabaseError, connection
+from django.utils import timezone
 
 from core.models import Client
 from jobs import retention, sql
@@ -62,6 +65,42 @@ def test_two_bulk_deletions_of_jobs_of_the_same_owners_both_succeed() -> None:
     assert failures == []
     assert not Job.objects.exists()
     for owner in (x, y, w):
+        counts = JobCounts.objects.get(owner=owner)
+        assert (counts.unfinished, counts.running, counts.result_bytes, counts.job_bytes) == \
+            sql.owner_counts_counted(owner.pk) == (0, 0, 0, 0)
+
+
+def test_a_prune_batch_and_a_bulk_deletion_of_jobs_of_the_same_owners_both_succeed() -> None:
+    # Given four clients a < b < c < d (by id) with finished jobs: the prune's batch deleting a
+    # hundred of c's, a hundred of d's and one of b's, a statement each (Django deletes a hundred
+    # a statement, by id from the last); the operator deleting a job of b's and one of c's,
+    # finished since
+    a, b, c, d = (Client.objects.create(id=uuid.UUID(int=n), name=f"owner-{n}") for n in (1, 2, 3, 4))
+    long_ago, now = timezone.now() - timedelta(days=400), timezone.now()
+    pruned = [(b, long_ago)] + [(d, long_ago)] * 100 + [(c, long_ago)] * 100
+    Job.objects.bulk_create([Job(id=uuid.UUID(int=n), owner=owner, job_name=HELLO, payload={"n": n},
+                                 status=Job.Status.SUCCESS, finished_at=finished)
+                             for n, (owner, finished) in enumerate([*pruned, (b, now), (c, now)], start=1)])
+    selected = [uuid.UUID(int=n) for n in (len(pruned) + 1, len(pruned) + 2)]
+    failures: list[DatabaseError] = []
+
+    # When the prune's batch is held at d's count row (by another transaction) and the operator's
+    # deletion waits in turn on the prune, and then d's row is let go
+    with rows_held(f"SELECT 1 FROM jobs_jobcounts WHERE owner_id = '{d.pk}' FOR UPDATE") as blocked:
+        threads = [_in_thread(lambda: retention.jobs_finished_prune(older_than=now - timedelta(days=30),
+                                                                    max_batches=1), failures)]
+        blocked(1)
+        threads.append(_in_thread(lambda: retention.jobs_delete(job_ids=selected), failures))
+        blocked(2)
+    for thread in threads:
+        thread.join()
+
+    # Then both succeeded (before, the batch held c's row from its first statement and waited for
+    # b's in its third, which the operator's deletion held while it waited for c's: PostgreSQL
+    # aborted one), and each owner's counts are those of its rows
+    assert failures == []
+    assert not Job.objects.exists()
+    for owner in (a, b, c, d):
         counts = JobCounts.objects.get(owner=owner)
         assert (counts.unfinished, counts.running, counts.result_bytes, counts.job_bytes) == \
             sql.owner_counts_counted(owner.pk) == (0, 0, 0, 0)
