@@ -60,4 +60,4 @@ def job_counts_lock(*, job_ids: Collection[uuid.UUID]) -> None:
     more took its owners' rows statement by statement, and two such (an operator's deletion in the
     admin, a batch of the prune) could each hold a row the other waited for, a deadlock."""
     owners = Job.objects.filter(pk__in=job_ids).values("owner")
-    list(JobCounts.objects.filter(owner__in=owners).order_by("owner").select_for_update().values_list("pk", flat=True))
+    list(JobCounts.objects.filter(owner__in=owners).order_by("owner_id").select_for_update().values_list("pk", flat=True))
