@@ -17,6 +17,8 @@ bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
 # holding no database connection, in select() until its job's event wakes it (jobs/wakeups.py),
 # so a process serves up to WEB_THREADS of them at once while its other threads serve the
 # short requests as a sync worker would (docs/streams.md has the limits and the measurements).
+# scripts/web refuses a number below its range here (as the settings do theirs): WEB_CONCURRENCY,
+# gunicorn reads as it loads, before this file.
 workers = int(os.environ.get("WEB_CONCURRENCY", multiprocessing.cpu_count() + 1))
 # Those threaded workers (gthread), each answering a request it cannot parse (a request line past 4 KB, too
 # many headers, a malformed one) in the API's JSON error shape rather than an HTML page

@@ -48,3 +48,17 @@ switch_on() {
     *) return 1 ;;
   esac
 }
+
+# Stops the script unless variable $1's value ($2) is a whole number of at least $3, naming the
+# variable and its range, as the settings stop the start (core/settings/base.py, Env.int). The
+# numbers a script hands its server before the settings load (gunicorn's processes, threads and
+# connections, celery's --concurrency) were taken as they came: 0 started a server serving
+# nothing, and a word was a traceback from deep in gunicorn or celery naming no variable.
+whole_number_at_least() {
+  case "$2" in
+    '' | *[!0-9]*) ;;
+    *) [ "$2" -ge "$3" ] 2>/dev/null && return 0 ;;  # a number past the shell's is refused too
+  esac
+  echo "$0: $1 must be a whole number >= $3, not '$2'." >&2
+  exit 1
+}
