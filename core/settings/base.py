@@ -325,7 +325,9 @@ SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = not DEBUG
 # Django's two weeks, and its cookie goes when the browser closes: a session left open on a
 # shared machine, or a cookie taken from it, stops working by the end of the day. The cookie
 # stays HttpOnly and SameSite=Lax (Django's defaults).
-SESSION_COOKIE_AGE = env.int("ADMIN_SESSION_SECONDS", default=12 * 3600, minimum=1)
+# At most a year: a staff session is to end, and Django's session expiry (now plus this) is past
+# year 9999 from about 2.5 * 10^11 s, an OverflowError at every sign-in.
+SESSION_COOKIE_AGE = env.int("ADMIN_SESSION_SECONDS", default=12 * 3600, minimum=1, maximum=365 * 24 * 3600)
 SESSION_EXPIRE_AT_BROWSER_CLOSE = env.bool("ADMIN_SESSION_EXPIRE_AT_BROWSER_CLOSE", default=True)
 # A form post refused by CSRF: Django's page, styled by the admin's stylesheet rather than an
 # inline <style> the Content-Security-Policy blocks.

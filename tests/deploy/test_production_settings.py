@@ -108,6 +108,8 @@ def test_with_debug_on_cookies_are_not_secure(tmp_path: Path) -> None:
     ("API_READ_RATE_PER_MINUTE", "6k"), ("WEBHOOK_TIMEOUT_SECONDS", "nan"),
     # django-environ's float dropped what is not a digit, comma, dot or minus: 15.0, 10.0, 1.5.
     ("API_STREAM_HEARTBEAT_SECONDS", "15s"), ("WEBHOOK_TIMEOUT_SECONDS", "0x10"), ("DB_CHECK_TIMEOUT_SECONDS", "1,5"),
+    # A staff session is to end: past a year refused (past year 9999, every sign-in's expiry overflowed).
+    ("ADMIN_SESSION_SECONDS", str(365 * 24 * 3600 + 1)),
 ])
 def test_a_misspelt_setting_stops_the_start_with_its_name(tmp_path: Path, name: str, value: str) -> None:
     """A switch that is neither on nor off, a log level logging has no name for, or a number
