@@ -84,8 +84,15 @@ API_MAX_WAIT_SECONDS = env.int("API_MAX_WAIT_SECONDS", default=60, minimum=0)
 # closing it, and finds clients that left without closing their connection).
 API_STREAM_HEARTBEAT_SECONDS = env.float("API_STREAM_HEARTBEAT_SECONDS", default=15.0, above=0)
 # Seconds an event stream's client may accept none of its bytes before the stream ends (it
-# stopped reading, or its connection is gone), freeing its thread and its place; 0: never.
+# stopped reading, or its connection is gone), freeing its thread and its place; 0: never. Above
+# the heartbeat, as documented (an idle stream's client is sent a byte each heartbeat only); a
+# value at or below it was taken without a word.
 API_STREAM_WRITE_TIMEOUT_SECONDS = env.float("API_STREAM_WRITE_TIMEOUT_SECONDS", default=30.0, minimum=0)
+if 0 < API_STREAM_WRITE_TIMEOUT_SECONDS <= API_STREAM_HEARTBEAT_SECONDS:
+    raise ImproperlyConfigured(
+        f"API_STREAM_WRITE_TIMEOUT_SECONDS must be 0 or > API_STREAM_HEARTBEAT_SECONDS "
+        f"({API_STREAM_HEARTBEAT_SECONDS}), not {API_STREAM_WRITE_TIMEOUT_SECONDS}."
+    )
 
 # Waits and streams one API process holds at once; past it, a `Prefer: wait` answers at once
 # (the preference not applied) and a stream gets 503, so some of its WEB_THREADS (gunicorn.conf.py,

@@ -110,6 +110,8 @@ def test_with_debug_on_cookies_are_not_secure(tmp_path: Path) -> None:
     ("API_STREAM_HEARTBEAT_SECONDS", "15s"), ("WEBHOOK_TIMEOUT_SECONDS", "0x10"), ("DB_CHECK_TIMEOUT_SECONDS", "1,5"),
     # A staff session is to end: past a year refused (past year 9999, every sign-in's expiry overflowed).
     ("ADMIN_SESSION_SECONDS", str(365 * 24 * 3600 + 1)),
+    # A stream's write timeout at or below its heartbeat (15 s), documented as above it.
+    ("API_STREAM_WRITE_TIMEOUT_SECONDS", "15"),
 ])
 def test_a_misspelt_setting_stops_the_start_with_its_name(tmp_path: Path, name: str, value: str) -> None:
     """A switch that is neither on nor off, a log level logging has no name for, or a number
@@ -125,6 +127,19 @@ def test_a_misspelt_setting_stops_the_start_with_its_name(tmp_path: Path, name: 
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith(
         f"django.core.exceptions.ImproperlyConfigured: {name} must be "
+    ), result.stderr[-500:]
+
+
+def test_a_stream_write_timeout_not_above_the_heartbeat_names_both(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check"], cwd=REPO, capture_output=True, text=True, check=False, timeout=90,
+        env={**production_env(tmp_path), "API_STREAM_HEARTBEAT_SECONDS": "20", "API_STREAM_WRITE_TIMEOUT_SECONDS": "20"},
+    )
+
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        "django.core.exceptions.ImproperlyConfigured: API_STREAM_WRITE_TIMEOUT_SECONDS must be 0 or > "
+        "API_STREAM_HEARTBEAT_SECONDS (20.0), not 20.0."
     ), result.stderr[-500:]
 
 

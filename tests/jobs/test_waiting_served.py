@@ -178,7 +178,8 @@ def _stream_status_once_let_in(api: Api, *, seconds: float = 20) -> int:
     return status
 
 
-@pytest.mark.parametrize("served_env", [{"API_MAX_WAITERS_PER_CLIENT": "1", "API_STREAM_WRITE_TIMEOUT_SECONDS": "2"}])
+@pytest.mark.parametrize("served_env", [{"API_MAX_WAITERS_PER_CLIENT": "1", "API_STREAM_WRITE_TIMEOUT_SECONDS": "2",
+                                        "API_STREAM_HEARTBEAT_SECONDS": "1"}])
 def test_a_stream_whose_client_reads_nothing_gives_its_place_back_within_the_write_timeout(
     served: Api, tmp_path: Path
 ) -> None:
@@ -212,7 +213,8 @@ def test_a_stream_whose_client_reads_nothing_gives_its_place_back_within_the_wri
         unread.close()
 
 
-@pytest.mark.parametrize("served_env", [{"API_MAX_WAITERS_PER_CLIENT": "1", "API_STREAM_WRITE_TIMEOUT_SECONDS": "2"}])
+@pytest.mark.parametrize("served_env", [{"API_MAX_WAITERS_PER_CLIENT": "1", "API_STREAM_WRITE_TIMEOUT_SECONDS": "2",
+                                        "API_STREAM_HEARTBEAT_SECONDS": "1"}])
 def test_an_idle_stream_whose_client_reads_nothing_gives_its_place_back_within_the_write_timeout(
     served: Api,
 ) -> None:
