@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import logging
+import traceback
 import uuid
 from collections.abc import Callable
 from datetime import datetime
@@ -94,10 +95,27 @@ class DatabaseErrorFirstLine(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         error = record.exc_info[1] if record.exc_info else None
         if isinstance(error, DatabaseError) and isinstance(record.args, dict):
-            shown = type(error)(first_line(error))
-            record.args = {**record.args, "exc": repr(shown)}
-            record.exc_info = (type(error), shown, error.__traceback__)
+            shown = _first_line_only(error).with_traceback(error.__traceback__)
+            # Celery passes the same values as `extra` (record.data, which a handler such as
+            # Sentry's sends), the whole traceback's text among them.
+            record.args = record.data = {**record.args, "exc": repr(shown),
+                                         "traceback": "".join(traceback.format_exception(shown))}
+            record.exc_info = (type(shown), shown, shown.__traceback__)
         return True
+
+
+def _first_line_only(error: DatabaseError) -> DatabaseError:
+    """`error` as one of its type holding its first line, without its chained causes; an error
+    of a type that cannot be made so (an __init__ of other arguments, a __str__ that raises) as
+    a DatabaseError naming its type: a logging filter that raised would end Celery's handling
+    of the task's failure."""
+    try:
+        line = first_line(error)
+        shown = type(error)(line)
+        faithful = str(shown) == line
+    except Exception:  # noqa: BLE001 - whatever a subclass's own methods raise
+        faithful = False
+    return shown if faithful else DatabaseError(type(error).__name__)
 
 
 def configure(*, level: str) -> None:

@@ -3,6 +3,9 @@ retry and, once its retries have run out, Celery's ERROR, each with the error's 
 PostgreSQL's DETAIL quotes the values it refused, a client's data."""
 from __future__ import annotations
 
+import io
+import logging
+import logging.config
 import time
 import uuid
 from collections.abc import Iterator
@@ -10,9 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.db import connection
+from celery import states
+from celery.app.task import Context
+from celery.app.trace import TraceInfo
+from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
+from core import logs
 from core.services import client_create
 from jobs import dispatch
 from jobs.models import Job
@@ -20,6 +27,7 @@ from tests.core.test_logs import _json_worker, _lines
 from webhooks import dispatch as webhook_dispatch
 from webhooks import outbox
 from webhooks.models import Delivery
+from webhooks.tasks import deliveries_attempt
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
@@ -132,3 +140,67 @@ def test_a_delivery_the_database_failed_logs_a_warning_a_retry(
         ("warning", " 1 of 5)"), ("warning", " 2 of 5)")
     ], retries
     assert retries[0]["message"].startswith(f"Task {webhook_dispatch.ATTEMPT_TASK}: the database failed ({token}); "), retries
+
+
+class _TwoArgumentsError(DatabaseError):
+    def __init__(self, key: str, value: str) -> None:
+        super().__init__(key, value)
+
+
+class _UnprintableError(DatabaseError):
+    def __str__(self) -> str:
+        raise RuntimeError("no text")
+
+
+def _failure_logged(error: DatabaseError) -> str:
+    """What Celery's trace writes, through the JSON format, for a task that raised `error` and
+    failed for good, and every value it handed its record."""
+    records: list[logging.LogRecord] = []
+    handler = logging.StreamHandler(io.StringIO())
+    handler.setFormatter(logging.config.dictConfigClass({}).configure_formatter(
+        logs.logging_config(level="WARNING", json=True)["formatters"]["structured"]))
+    handler.addFilter(lambda record: records.append(record) or True)
+    trace_logger = logging.getLogger("celery.app.trace")
+    trace_logger.addHandler(handler)
+    task = deliveries_attempt
+    try:
+        try:
+            raise error
+        except DatabaseError:
+            TraceInfo(states.FAILURE, error).handle_failure(task, Context(id="t", hostname="h"), store_errors=False)
+    finally:
+        trace_logger.removeHandler(handler)
+    [record] = records
+    return handler.stream.getvalue() + repr(vars(record))
+
+
+def _database_error(sql: str) -> DatabaseError:
+    try:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(sql)
+    except DatabaseError as exc:
+        return exc
+    raise AssertionError(sql)
+
+
+def test_celery_s_error_for_any_database_error_carries_no_detail(db: Any) -> None:
+    marker = f"client-secret-{uuid.uuid4().hex}"
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE TEMPORARY TABLE refused (value text UNIQUE)")
+        cursor.execute("INSERT INTO refused VALUES (%s)", [marker])
+    unique = _database_error(f"INSERT INTO refused VALUES ('{marker}')")
+    try:
+        raise DatabaseError("refused") from ValueError(marker)
+    except DatabaseError as exc:
+        caused = exc
+    for error, first in [
+        (unique, "IntegrityError('duplicate key value violates unique constraint"),
+        (_database_error("DO $$ BEGIN RAISE EXCEPTION 'shut down' USING ERRCODE = '57P01'; END $$"),
+         "OperationalError('shut down')"),
+        (_TwoArgumentsError("a key", marker), "DatabaseError('_TwoArgumentsError')"),
+        (_UnprintableError(marker), "DatabaseError('_UnprintableError')"),
+        (DatabaseError(), "DatabaseError('DatabaseError')"),
+        (caused, "DatabaseError('refused')"),
+    ]:
+        logged = _failure_logged(error)
+        assert f"raised unexpected: {first}" in logged and marker not in logged, logged
