@@ -133,12 +133,15 @@ def _database_retry_logged(sender: Any = None, request: Any = None, reason: Any 
     line saying so, with the task's context (a job's id). Celery's own line for a retry is at
     INFO on a logger kept at WARNING (core/logs.py), so a PostgreSQL restart under a running job,
     or under a delivery, left none. The error's first line only: PostgreSQL's DETAIL and CONTEXT
-    may quote a client's values (a key, a job's output)."""
+    may quote a client's values (a key, a job's output). A job's step says which (its `index`
+    argument), as a job's other lines do."""
     error = getattr(reason, "exc", None)
     if request is None or not isinstance(error, DatabaseError):
         return
-    logger.warning("Task %s: the database failed (%s); it runs again in %s s (retry %s of %s)",
-                   sender.name, first_line(error), reason.when, request.retries + 1, sender.max_retries)
+    step = (request.kwargs or {}).get("index")
+    logger.warning("Task %s%s: the database failed (%s); it runs again in %s s (retry %s of %s)",
+                   sender.name, "" if step is None else f" step {step}", first_line(error), reason.when,
+                   request.retries + 1, sender.max_retries)
 
 
 # Around each task, what the API does around each request: keep a persistent connection for

@@ -329,5 +329,5 @@ def test_a_handed_over_step_the_database_failed_mid_run_is_run_again_by_its_retr
     [line] = [text for text in celery_worker_log.read_text().splitlines()
               if "the database failed" in text and f"job_id={job.id}" in text]
     assert "[warning" in line, line
-    assert "Task jobs.run_step: the database failed (terminating connection due to administrator command); it runs " \
+    assert "Task jobs.run_step step 1: the database failed (terminating connection due to administrator command); it runs " \
         "again in 2 s (retry 1 of 25)" in line, line
