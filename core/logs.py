@@ -85,22 +85,24 @@ def first_line(exc: BaseException) -> str:
 
 
 class DatabaseErrorFirstLine(logging.Filter):
-    """Celery's ERROR for a task that failed for good ("Task ... raised unexpected: ...", logger
-    celery.app.trace) with a database error: the error's first line, in its message and at the
-    end of its traceback, which still says where it was raised. PostgreSQL's DETAIL and CONTEXT
+    """A line's database error (a logger.exception's, Celery's ERROR for a task that failed for
+    good, "Task ... raised unexpected: ..."): its first line, at the end of its traceback, which
+    still says where it was raised, and in Celery's message. PostgreSQL's DETAIL and CONTEXT
     quote the values it refused (a key, a job's output: a client's data), and its chained
     causes repeat them; the retries before it are logged with the first line only
     (core/celery.py)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         error = record.exc_info[1] if record.exc_info else None
-        if isinstance(error, DatabaseError) and isinstance(record.args, dict):
-            shown = _first_line_only(error).with_traceback(error.__traceback__)
-            # Celery passes the same values as `extra` (record.data, which a handler such as
-            # Sentry's sends), the whole traceback's text among them.
+        if not isinstance(error, DatabaseError):
+            return True
+        shown = _first_line_only(error).with_traceback(error.__traceback__)
+        record.exc_info = (type(shown), shown, shown.__traceback__)
+        if isinstance(record.args, dict) and "exc" in record.args:
+            # Celery's, which passes the same values as `extra` (record.data, which a handler
+            # such as Sentry's sends), the whole traceback's text among them.
             record.args = record.data = {**record.args, "exc": repr(shown),
                                          "traceback": "".join(traceback.format_exception(shown))}
-            record.exc_info = (type(shown), shown, shown.__traceback__)
         return True
 
 
@@ -230,11 +232,15 @@ def logging_config(*, level: str, json: bool) -> dict[str, Any]:
             # One a logger: a filter lets one record through per interval, whichever logger's.
             **{f"{name}_once_a_minute": {"()": OncePerInterval, "seconds": 60.0} for name in ONCE_A_MINUTE},
         },
-        "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "structured"}},
+        # database_error_first_line on every line's traceback too: a service's own logger.exception
+        # of an error PostgreSQL raised (a delivery's outcome it refused, webhooks/recording.py).
+        "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "structured",
+                                 "filters": ["database_error_first_line"]}},
         "root": {"handlers": ["console"], "level": level.upper()},
         "loggers": {
             # Celery's own line per task received and per task done: at INFO they doubled the
             # lines of a job, and a job's transitions are logged with their context anyway.
+            # Its filter here too, before any handler: its record's extra data.
             "celery.app.trace": {"level": "WARNING", "filters": ["database_error_first_line"]},
             "celery.worker.strategy": {"level": "WARNING"},
             "celery.worker.control": {"filters": ["revoked_without_backend"]},

@@ -204,3 +204,27 @@ def test_celery_s_error_for_any_database_error_carries_no_detail(db: Any) -> Non
     ]:
         logged = _failure_logged(error)
         assert f"raised unexpected: {first}" in logged and marker not in logged, logged
+
+
+def test_a_service_s_own_traceback_of_a_database_error_carries_no_detail(db: Any) -> None:
+    # Given an error PostgreSQL raised quoting a client's value (a delivery's outcome it refused)
+    marker = f"client-secret-{uuid.uuid4().hex}"
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE TEMPORARY TABLE refused (value text UNIQUE)")
+        cursor.execute("INSERT INTO refused VALUES (%s)", [marker])
+    error = _database_error(f"INSERT INTO refused VALUES ('{marker}')")
+
+    # When a service logs it with its traceback, as webhooks/recording.py does, through the
+    # handler LOGGING configured
+    [handler] = [handler for handler in logging.getLogger().handlers if handler.name == "console"]
+    stream = handler.setStream(io.StringIO())
+    try:
+        try:
+            raise error
+        except DatabaseError:
+            logging.getLogger("webhooks.recording").exception("Delivery 1: its attempt's outcome could not be recorded")
+    finally:
+        logged = handler.setStream(stream).getvalue()
+
+    # Then the line ends in the error's first line, without the value
+    assert "IntegrityError: duplicate key value violates unique constraint" in logged and marker not in logged, logged
