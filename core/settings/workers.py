@@ -29,7 +29,8 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 # connection: Redis hands them out again after the visibility timeout, when each finds its job
 # final or its step handed over, and runs nothing. Cancelling them instead (True) would cut off
 # every running job at each Redis blip, an hour-long one too, its message back only after that
-# timeout. docs/deployment.md, "Redis down".
+# timeout. docs/deployment.md, "Redis down". RabbitMQ hands them out again at once, so a step
+# runs twice at the same time (docs/reliability.md, "Beyond one broker").
 CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
 # One message at a time per process: an hour-long job never holds other jobs hostage in prefetch.
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
