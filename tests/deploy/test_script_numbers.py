@@ -50,6 +50,10 @@ def test_the_api_refuses_a_number_gunicorn_cannot_serve_with(tmp_path: Path, env
     ({"WORKER_POOL": "threads", "WORKER_THREADS": "many"}, "WORKER_THREADS must be a whole number >= 1, not 'many'."),
     ({"WORKER_PROCESSES": "0"}, "WORKER_PROCESSES must be a whole number >= 1, not '0'."),
     ({"WORKER_PROCESSES": "-2"}, "WORKER_PROCESSES must be a whole number >= 1, not '-2'."),
+    # The jobs worker's count (no WORKER_PROCESSES): celery refused a word naming its option, and
+    # 0 started celery, whose settings' traceback named it.
+    ({"WORKER_CONCURRENCY": "abc"}, "WORKER_CONCURRENCY must be a whole number >= 1, not 'abc'."),
+    ({"WORKER_CONCURRENCY": "0"}, "WORKER_CONCURRENCY must be a whole number >= 1, not '0'."),
 ])
 def test_a_worker_refuses_a_count_celery_cannot_run_with(tmp_path: Path, env: dict[str, str], line: str) -> None:
     result = start_refused("worker", tmp_path, **env)
