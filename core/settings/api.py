@@ -89,9 +89,11 @@ API_STREAM_HEARTBEAT_SECONDS = env.float("API_STREAM_HEARTBEAT_SECONDS", default
 # value at or below it was taken without a word.
 API_STREAM_WRITE_TIMEOUT_SECONDS = env.float("API_STREAM_WRITE_TIMEOUT_SECONDS", default=30.0, minimum=0)
 if 0 < API_STREAM_WRITE_TIMEOUT_SECONDS <= API_STREAM_HEARTBEAT_SECONDS:
+    # An operator who raised only the heartbeat is told the value they never set is the default.
     raise ImproperlyConfigured(
         f"API_STREAM_WRITE_TIMEOUT_SECONDS must be 0 or > API_STREAM_HEARTBEAT_SECONDS "
-        f"({API_STREAM_HEARTBEAT_SECONDS}), not {API_STREAM_WRITE_TIMEOUT_SECONDS}."
+        f"({API_STREAM_HEARTBEAT_SECONDS}), not {API_STREAM_WRITE_TIMEOUT_SECONDS}"
+        + ("." if "API_STREAM_WRITE_TIMEOUT_SECONDS" in env.ENVIRON else " (its default): set it above the heartbeat.")
     )
 
 # Waits and streams one API process holds at once; past it, a `Prefer: wait` answers at once

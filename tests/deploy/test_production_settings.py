@@ -130,16 +130,27 @@ def test_a_misspelt_setting_stops_the_start_with_its_name(tmp_path: Path, name: 
     ), result.stderr[-500:]
 
 
-def test_a_stream_write_timeout_not_above_the_heartbeat_names_both(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("stream_env", "line"), [
+    ({"API_STREAM_HEARTBEAT_SECONDS": "20", "API_STREAM_WRITE_TIMEOUT_SECONDS": "20"},
+     "API_STREAM_WRITE_TIMEOUT_SECONDS must be 0 or > API_STREAM_HEARTBEAT_SECONDS (20.0), not 20.0."),
+    # Only the heartbeat raised: the write timeout the operator never set is said to be its default.
+    ({"API_STREAM_HEARTBEAT_SECONDS": "45"},
+     ("API_STREAM_WRITE_TIMEOUT_SECONDS must be 0 or > API_STREAM_HEARTBEAT_SECONDS (45.0), not 30.0 "
+      "(its default): set it above the heartbeat.")),
+])
+def test_a_stream_write_timeout_not_above_the_heartbeat_names_both(
+    tmp_path: Path, stream_env: dict[str, str], line: str,
+) -> None:
+    env = production_env(tmp_path)
+    del env["API_STREAM_WRITE_TIMEOUT_SECONDS"]
     result = subprocess.run(
         [sys.executable, "manage.py", "check"], cwd=REPO, capture_output=True, text=True, check=False, timeout=90,
-        env={**production_env(tmp_path), "API_STREAM_HEARTBEAT_SECONDS": "20", "API_STREAM_WRITE_TIMEOUT_SECONDS": "20"},
+        env={**env, **stream_env},
     )
 
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1] == (
-        "django.core.exceptions.ImproperlyConfigured: API_STREAM_WRITE_TIMEOUT_SECONDS must be 0 or > "
-        "API_STREAM_HEARTBEAT_SECONDS (20.0), not 20.0."
+        f"django.core.exceptions.ImproperlyConfigured: {line}"
     ), result.stderr[-500:]
 
 
