@@ -94,16 +94,13 @@ def _mismatch(existing: IdempotencyKey, request: RequestIdentity) -> Unprocessab
     return None
 
 
-def _replayed(*, owner: Client, key: str, request: RequestIdentity) -> IdempotencyKey | None:
-    """The key an identical earlier request made, or None when the key is free. A key past its
-    TTL is freed, and so is one without its job: the key and its jobs commit together, so such
-    a row is what an earlier version of this module left when its request died between the
-    two (it committed the key first), and nothing will ever finish it."""
-    existing = _key_get(owner=owner, key=key)
-    if existing is None:
-        return None
-    if not _alive(existing):
-        existing.delete()
+def _replayed(existing: IdempotencyKey | None, *, request: RequestIdentity) -> IdempotencyKey | None:
+    """`existing`, the key an identical earlier request made, or None when the key is free: none,
+    or one past its TTL or without its job (jobs_created_once frees it). The key and its jobs
+    commit together, so a key without its job is what an earlier version of this module left
+    when its request died between the two (it committed the key first), and nothing will ever
+    finish it."""
+    if existing is None or not _alive(existing):
         return None
     mismatch = _mismatch(existing, request)
     if mismatch is not None:
@@ -159,10 +156,16 @@ def jobs_created_once(
     with transaction.atomic():
         if not sql.idempotency_key_lock_try(owner.pk, key):
             raise _in_progress()
-        replayed = _replayed(owner=owner, key=key, request=request)
+        existing = _key_get(owner=owner, key=key)
+        replayed = _replayed(existing, request=request)
         if replayed is not None:
             return _jobs_of(replayed), False
         jobs = create()
+        if existing is not None:
+            # Freed once the jobs are made, their owner's count row locked: a deletion of the
+            # key's job (the prune, jobs_delete) locks that row before the key (its cascade).
+            # Freed first, the key was held while its count row was waited for: a deadlock.
+            existing.delete()
         IdempotencyKey.objects.create(
             owner=owner, key=key, endpoint=request.endpoint, fingerprint=request.fingerprint,
             headers=request.headers,

@@ -15,9 +15,10 @@ from django.db import DatabaseError, connection
 from django.utils import timezone
 
 from core.models import Client
-from jobs import retention, sql
-from jobs.models import Job, JobCounts
-from tests.locks import rows_held
+from jobs import retention, sql, submission
+from jobs.models import IdempotencyKey, Job, JobCounts
+from jobs.submission import SubmissionRequest
+from tests.locks import meanwhile, rows_held
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -130,3 +131,28 @@ def test_the_migration_undone_and_made_again_keeps_the_counts_of_deleted_jobs() 
 
     # Then a deletion's counts are those of the rows either way
     assert undone == _deleted_jobs_counted() == (2, 1, 0, 3 * len('{"n": 1}{}'))  # payload and metadata
+
+
+def test_a_prune_batch_and_a_submission_freeing_its_jobs_expired_key_both_succeed() -> None:
+    # Given a client's finished job past its retention, with the Idempotency-Key that made it,
+    # past its TTL and not yet pruned
+    owner = Client.objects.create(name=f"owner-{uuid.uuid4()}")
+    long_ago, now = timezone.now() - timedelta(days=400), timezone.now()
+    job = Job.objects.create(owner=owner, job_name=HELLO, status=Job.Status.SUCCESS, finished_at=long_ago)
+    IdempotencyKey.objects.create(owner=owner, key="k", job=job, created_at=long_ago)
+
+    # When the prune's batch starts as the client's repeat of the key, having freed it, counts its
+    # new job
+    with meanwhile(lambda: retention.jobs_finished_prune(older_than=now - timedelta(days=30)),
+                   at=f"INSERT INTO {Job._meta.db_table}") as pruned:
+        new, created = submission.job_submit(owner=owner, request=SubmissionRequest(job_name=HELLO),
+                                             idempotency_key="k")
+
+    # Then both succeeded (before, the batch held the client's count row and waited for the key,
+    # which the submission held while it waited for the count row: PostgreSQL aborted one), the
+    # new job under the key
+    assert pruned == [1]
+    assert created and IdempotencyKey.objects.get(owner=owner, key="k").job_id == new.pk
+    counts = JobCounts.objects.get(owner=owner)
+    assert (counts.unfinished, counts.running, counts.result_bytes, counts.job_bytes) == \
+        sql.owner_counts_counted(owner.pk)
