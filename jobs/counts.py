@@ -10,7 +10,7 @@ from django.db import IntegrityError, transaction
 
 from core.models import Client
 from jobs import sql
-from jobs.models import Job, JobCounts
+from jobs.models import Job, JobCounts, JobResult
 
 
 def job_counts_recount(*, owner_id: uuid.UUID) -> bool:
@@ -58,6 +58,12 @@ def job_counts_lock(*, job_ids: Collection[uuid.UUID]) -> None:
     transition takes a job and its count row). Each DELETE's trigger locks its owners' rows in
     owner order (jobs 0025), but Django deletes a hundred jobs a statement: a transaction deleting
     more took its owners' rows statement by statement, and two such (an operator's deletion in the
-    admin, a batch of the prune) could each hold a row the other waited for, a deadlock."""
+    admin, a batch of the prune) could each hold a row the other waited for, a deadlock.
+
+    The jobs' persisted results first, which the deletion updates (their job set to NULL) after
+    the count rows: a prune of results holds its results, then their count rows (its DELETE's
+    trigger), and waited for the count rows a deletion of their jobs held while it waited for them."""
+    # By id, in one order with every other deletion of jobs.
+    list(JobResult.objects.filter(job__in=job_ids).order_by("pk").select_for_update().values_list("pk", flat=True))
     owners = Job.objects.filter(pk__in=job_ids).values("owner")
     list(JobCounts.objects.filter(owner__in=owners).order_by("owner_id").select_for_update().values_list("pk", flat=True))

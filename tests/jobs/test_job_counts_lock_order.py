@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from core.models import Client
 from jobs import retention, sql, submission
-from jobs.models import IdempotencyKey, Job, JobCounts
+from jobs.models import IdempotencyKey, Job, JobCounts, JobResult
 from jobs.submission import SubmissionRequest
 from tests.locks import meanwhile, rows_held
 
@@ -156,3 +156,25 @@ def test_a_prune_batch_and_a_submission_freeing_its_jobs_expired_key_both_succee
     counts = JobCounts.objects.get(owner=owner)
     assert (counts.unfinished, counts.running, counts.result_bytes, counts.job_bytes) == \
         sql.owner_counts_counted(owner.pk)
+
+
+def test_a_prune_of_jobs_and_a_prune_of_results_of_the_same_owner_both_succeed() -> None:
+    # Given a client's finished job and its persisted result, both past their retention (an
+    # operator keeping them for as long, two prune runs at once: one that stopped at its cap
+    # queues the next)
+    owner = Client.objects.create(name=f"owner-{uuid.uuid4()}")
+    long_ago, now = timezone.now() - timedelta(days=400), timezone.now()
+    job = Job.objects.create(owner=owner, job_name=HELLO, status=Job.Status.SUCCESS, finished_at=long_ago)
+    JobResult.objects.create(owner=owner, job=job, task_name=HELLO, result={"n": 1}, created_at=long_ago)
+
+    # When the results' prune starts as the jobs' prune lets go of the result (its job deleted)
+    with meanwhile(lambda: retention.job_results_prune(older_than=now - timedelta(days=30)),
+                   at=f'UPDATE "{JobResult._meta.db_table}"') as results_pruned:
+        jobs_pruned = retention.jobs_finished_prune(older_than=now - timedelta(days=30))
+
+    # Then both succeeded (before, the jobs' prune held the count row and waited for the result,
+    # which the results' prune held while it waited for the count row: PostgreSQL aborted one)
+    assert (jobs_pruned, results_pruned) == (1, [1])
+    counts = JobCounts.objects.get(owner=owner)
+    assert (counts.unfinished, counts.running, counts.result_bytes, counts.job_bytes) == \
+        sql.owner_counts_counted(owner.pk) == (0, 0, 0, 0)
