@@ -47,6 +47,8 @@ DEVICE_FAILURES_PER_HOUR = 5
 
 # The global limit's refusals: one WARNING line a minute per process, saying how many.
 _refusals = log_volume.CountedPerKey()
+# The logins of spent device cookies, per user: one WARNING line a minute per process and user.
+_spent_devices = log_volume.CountedPerKey()
 
 
 class AdminLoginGlobalRateThrottle(FailureRateThrottle):
@@ -89,12 +91,34 @@ class AdminLoginDeviceRateThrottle(FailureRateThrottle):
 
     scope = "admin_login_device"
 
+    def __init__(self, *, username: str) -> None:
+        super().__init__()
+        self.username = username  # the user the cookie is of, whom a refusal's line names
+
     def rate_for(self, request: HttpRequest, view: Any) -> str | None:
         return f"{DEVICE_FAILURES_PER_HOUR}/hour" if request.method == "POST" else None
 
     def get_cache_key(self, request: HttpRequest, view: Any) -> str | None:
         digest = hashlib.sha256(request.COOKIES[DEVICE_COOKIE].encode()).hexdigest()[:32]
         return f"throttle:{self.scope}:{digest}"
+
+    def throttle_failure(self) -> bool:
+        """DRF's hook on a refusal, which is logged: a cookie past its failures is most likely a
+        copy of it (stolen) guessing at its user's password. Said once a minute per user, not
+        once a refusal, nor once a cookie (each sign-in mints one): a line a minute per staff user
+        at most, whatever an attacker does."""
+        spent = _spent_devices.due(self.username)
+        if spent:
+            logger.warning(
+                "Admin login: a device cookie (admin_signed_in_as) of staff user %s has failed "
+                "DEVICE_FAILURES_PER_HOUR (%s) logins in the last hour and no longer exempts its browser "
+                "from the username's and everyone's limits; logins with a spent cookie of that user "
+                "since this process's previous line: %s (this line at most once a minute per process "
+                "and user). Likely a stolen copy guessing the password: change that user's password, "
+                "which voids every cookie of it (docs/deployment.md, the device cookie)",
+                self.username, DEVICE_FAILURES_PER_HOUR, spent,
+            )
+        return False
 
 
 def login_limited(request: HttpRequest, login: Callable[[], HttpResponse]) -> HttpResponse:
@@ -173,35 +197,38 @@ def _refused(throttle: RateThrottle, reason: str) -> HttpResponse:
 def _exempting_device(request: HttpRequest) -> AdminLoginDeviceRateThrottle | None:
     """The budget of this browser's cookie, its place taken, where the browser signed in before as
     the username this POST tries and its cookie has failures left; None where it is as any other."""
-    if not _known_browser(request):
+    username = _known_browser(request)
+    if username is None:
         return None
-    device = AdminLoginDeviceRateThrottle()
+    device = AdminLoginDeviceRateThrottle(username=username)
     return device if device.allow_request(request, None) else None
 
 
-def _known_browser(request: HttpRequest) -> bool:
-    """Whether this browser signed in before as the username this POST tries."""
+def _known_browser(request: HttpRequest) -> str | None:
+    """The username of the user this browser signed in as before, where this POST tries it; None
+    where it did not."""
     value = request.COOKIES.get(DEVICE_COOKIE)
     if request.method != "POST" or not value:
-        return False
+        return None
     try:
         device = signing.loads(value, salt=DEVICE_SALT, max_age=DEVICE_MAX_AGE_SECONDS)
     except signing.BadSignature:
-        return False
+        return None
     posted = request.POST.get("username", "")
     username = login_username(posted)
     # Another username's cookie, or one of before the cookie named the password: no query.
     if not isinstance(device, dict) or device.get("username") != username:
-        return False
+        return None
     user_model = get_user_model()
     user = user_model._default_manager.filter(pk=device.get("user")).only(user_model.USERNAME_FIELD, "password").first()
     # Deleted, or renamed since; or another user the limit counts as this one (`Op` for `op`),
     # whose password the form checks: the user it signs in as is named as NFKC makes the POST's.
     if user is None or user.get_username() != unicodedata.normalize("NFKC", posted.strip()):
-        return False
+        return None
     digest = str(device.get("password", ""))
     secrets = [settings.SECRET_KEY, *settings.SECRET_KEY_FALLBACKS]
-    return any(constant_time_compare(digest, _password_digest(user, secret)) for secret in secrets)
+    known = any(constant_time_compare(digest, _password_digest(user, secret)) for secret in secrets)
+    return user.get_username() if known else None
 
 
 def _password_digest(user: AbstractBaseUser, secret: str) -> str:

@@ -4,6 +4,7 @@ without telling which usernames exist, and without locking the account's owner o
 that signed in before, nor for longer than the window."""
 from __future__ import annotations
 
+import logging
 import random
 import re
 import time
@@ -136,6 +137,31 @@ def test_the_browser_a_copy_was_spent_in_elsewhere_is_not_the_owners_other_brows
     # Then the operator still signs in from the other, after a couple of typos
     assert [attempt(operator, typo, client=phone) for typo in ("typo", "correct_pw")] == [200, 200]
     assert attempt(operator, "correct-pw", client=phone) == 302
+
+
+def test_a_spent_copy_of_the_cookie_is_told_in_one_warning(operator: str, caplog: pytest.LogCaptureFixture) -> None:
+    # Given a copy of the cookie of the operator's browser (stolen)
+    cookie = signed_in_before(operator).cookies[DEVICE_COOKIE].value
+    copy = HttpClient()
+    copy.cookies[DEVICE_COOKIE] = cookie
+
+    def warnings(guesses: int) -> list[str]:
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="core.admin_login"):
+            assert [attempt(operator, "guess", client=copy) for _ in range(guesses)] == [200] * guesses
+        return [record.getMessage() for record in caplog.records if record.name == "core.admin_login"]
+
+    # When a botnet guesses with it: its five failures, the sixth past them, then two more
+    spending, sixth, more = warnings(DEVICE_FAILURES_PER_HOUR), warnings(1), warnings(2)
+
+    # Then the sixth is told in one WARNING naming the user, what it likely means and what to
+    # do, and not the cookie; the next ones within the minute in none
+    assert spending == [] and more == []
+    assert len(sixth) == 1
+    assert f"of staff user {operator} has failed DEVICE_FAILURES_PER_HOUR (5) logins" in sixth[0]
+    assert "logins with a spent cookie of that user since this process's previous line: 1 " in sixth[0]
+    assert "change that user's password, which voids every cookie of it" in sixth[0]
+    assert cookie not in sixth[0] and cookie.split(":")[0] not in sixth[0]
 
 
 def test_a_locked_out_user_signs_in_once_the_window_is_over(operator: str, monkeypatch: pytest.MonkeyPatch) -> None:
