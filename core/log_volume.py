@@ -10,6 +10,7 @@ import errno
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 
@@ -18,19 +19,21 @@ class CountedPerKey:
     `seconds` per key in this process, with how many happened since that key's previous line.
     For a WARNING a client can have the service write at will (a delivery given up, per job and
     event): one a client and interval says what the operator needs, the metrics and the console
-    how much. Thread-safe (the deliveries worker's threads share it)."""
+    how much. Thread-safe (the deliveries worker's threads share it). `clock` is the time it
+    reads (a test's own, to pass an interval at will rather than outrun one)."""
 
-    def __init__(self, *, seconds: float = 60.0) -> None:
+    def __init__(self, *, seconds: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
         self._seconds = seconds
+        self._clock = clock
         self._lock = threading.Lock()
         # key: (when its last line was let through, what happened since)
         self._keys: dict[str, tuple[float, int]] = {}
-        self._swept_at = time.monotonic()
+        self._swept_at = clock()
 
     def due(self, key: str, *, count: int = 1) -> int:
         """Count `count` more for `key`; how many to log now (those and the ones held since its
         previous line), or 0 while its interval runs."""
-        now = time.monotonic()
+        now = self._clock()
         with self._lock:
             passed_at, held = self._keys.get(key, (now - self._seconds, 0))
             if now - passed_at < self._seconds:

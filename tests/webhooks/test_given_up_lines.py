@@ -103,8 +103,9 @@ def test_fifty_deliveries_given_up_are_fifty_info_lines_and_one_warning(transact
 def test_a_clients_warning_after_the_interval_counts_those_given_up_meanwhile(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # Given the warning's interval at half a second, and a client whose receiver is down
-    monkeypatch.setattr(telemetry, "_given_up", log_volume.CountedPerKey(seconds=0.5))
+    # Given the warning's interval on a clock of the test's own, and a client whose receiver is down
+    clock = [0.0]
+    monkeypatch.setattr(telemetry, "_given_up", log_volume.CountedPerKey(seconds=60, clock=lambda: clock[0]))
     down = f"http://127.0.0.1:{free_port()}/hook"
 
     client = _client("failing")
@@ -117,7 +118,7 @@ def test_a_clients_warning_after_the_interval_counts_those_given_up_meanwhile(
 
     # When its deliveries are given up: 2, then 3 within the interval, then 1 after it
     first, within = given_up(2), given_up(3)
-    time.sleep(0.6)
+    clock[0] += 60
     after = given_up(1)
 
     # Then the first are told at once, the next held, and told with the one after the interval
