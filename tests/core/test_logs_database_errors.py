@@ -174,6 +174,16 @@ def _failure_logged(error: DatabaseError) -> str:
     return handler.stream.getvalue() + repr(vars(record))
 
 
+def _unique_violation() -> tuple[str, DatabaseError]:
+    """A value, and PostgreSQL's error for a second row of it where it is unique: its DETAIL
+    quotes the value, as a client's would be."""
+    marker = f"client-secret-{uuid.uuid4().hex}"
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE TEMPORARY TABLE refused (value text UNIQUE)")
+        cursor.execute("INSERT INTO refused VALUES (%s)", [marker])
+    return marker, _database_error(f"INSERT INTO refused VALUES ('{marker}')")
+
+
 def _database_error(sql: str) -> DatabaseError:
     try:
         with transaction.atomic(), connection.cursor() as cursor:
@@ -184,11 +194,7 @@ def _database_error(sql: str) -> DatabaseError:
 
 
 def test_celery_s_error_for_any_database_error_carries_no_detail(db: Any) -> None:
-    marker = f"client-secret-{uuid.uuid4().hex}"
-    with connection.cursor() as cursor:
-        cursor.execute("CREATE TEMPORARY TABLE refused (value text UNIQUE)")
-        cursor.execute("INSERT INTO refused VALUES (%s)", [marker])
-    unique = _database_error(f"INSERT INTO refused VALUES ('{marker}')")
+    marker, unique = _unique_violation()
     try:
         raise DatabaseError("refused") from ValueError(marker)
     except DatabaseError as exc:
@@ -208,11 +214,7 @@ def test_celery_s_error_for_any_database_error_carries_no_detail(db: Any) -> Non
 
 def test_a_service_s_own_traceback_of_a_database_error_carries_no_detail(db: Any) -> None:
     # Given an error PostgreSQL raised quoting a client's value (a delivery's outcome it refused)
-    marker = f"client-secret-{uuid.uuid4().hex}"
-    with connection.cursor() as cursor:
-        cursor.execute("CREATE TEMPORARY TABLE refused (value text UNIQUE)")
-        cursor.execute("INSERT INTO refused VALUES (%s)", [marker])
-    error = _database_error(f"INSERT INTO refused VALUES ('{marker}')")
+    marker, error = _unique_violation()
 
     # When a service logs it with its traceback, as webhooks/recording.py does, through the
     # handler LOGGING configured

@@ -25,9 +25,13 @@ pytestmark = pytest.mark.django_db(transaction=True)
 HELLO = "api.tasks.hello_world"
 
 
-def _in_thread(work: Callable[[], None], failures: list[DatabaseError]) -> threading.Thread:
-    """`work` started in a thread on a connection of its own; a DatabaseError it raises is kept."""
-    def run() -> None:
+def _held_then_waited_on(held: str, first: Callable[[], None], second: Callable[[], None]) -> list[DatabaseError]:
+    """`first` run as another transaction holds the rows `held` selects, `second` once `first` waits
+    for them, and the rows let go once `second` waits in turn on `first`: each in a thread on a
+    connection of its own. The DatabaseErrors they raised (a deadlock PostgreSQL broke)."""
+    failures: list[DatabaseError] = []
+
+    def run(work: Callable[[], None]) -> None:
         try:
             work()
         except DatabaseError as exc:
@@ -35,9 +39,21 @@ def _in_thread(work: Callable[[], None], failures: list[DatabaseError]) -> threa
         finally:
             connection.close()
 
-    thread = threading.Thread(target=run)
-    thread.start()
-    return thread
+    with rows_held(held) as blocked:
+        threads = [threading.Thread(target=run, args=(first,))]
+        threads[0].start()
+        blocked(1)
+        threads.append(threading.Thread(target=run, args=(second,)))
+        threads[1].start()
+        blocked(2)
+    for thread in threads:
+        thread.join()
+    return failures
+
+
+def _counts(owner: Client) -> tuple[int, int, int, int]:
+    counts = JobCounts.objects.get(owner=owner)
+    return counts.unfinished, counts.running, counts.result_bytes, counts.job_bytes
 
 
 def test_two_bulk_deletions_of_jobs_of_the_same_owners_both_succeed() -> None:
@@ -48,17 +64,12 @@ def test_two_bulk_deletions_of_jobs_of_the_same_owners_both_succeed() -> None:
     Job.objects.bulk_create([Job(id=uuid.UUID(int=n), owner=owner, job_name=HELLO, payload={"n": n})
                              for n, owner in enumerate(owners_of_jobs, start=1)])
     first, second = [uuid.UUID(int=n) for n in (1, 2, 3)], [uuid.UUID(int=n) for n in (4, 5)]
-    failures: list[DatabaseError] = []
 
     # When the first deletion is held at w's count row (by another transaction) and the second
     # waits in turn on the first, and then w's row is let go
-    with rows_held(f"SELECT 1 FROM jobs_jobcounts WHERE owner_id = '{w.pk}' FOR UPDATE") as blocked:
-        threads = [_in_thread(lambda: retention.jobs_delete(job_ids=first), failures)]
-        blocked(1)
-        threads.append(_in_thread(lambda: retention.jobs_delete(job_ids=second), failures))
-        blocked(2)
-    for thread in threads:
-        thread.join()
+    failures = _held_then_waited_on(f"SELECT 1 FROM jobs_jobcounts WHERE owner_id = '{w.pk}' FOR UPDATE",
+                                    lambda: retention.jobs_delete(job_ids=first),
+                                    lambda: retention.jobs_delete(job_ids=second))
 
     # Then both deletions succeeded (before, the first held y's row and waited for x's, which the
     # second held while it waited for y's: PostgreSQL aborted one, the admin's 500), and each
@@ -66,9 +77,7 @@ def test_two_bulk_deletions_of_jobs_of_the_same_owners_both_succeed() -> None:
     assert failures == []
     assert not Job.objects.exists()
     for owner in (x, y, w):
-        counts = JobCounts.objects.get(owner=owner)
-        assert (counts.unfinished, counts.running, counts.result_bytes, counts.job_bytes) == \
-            sql.owner_counts_counted(owner.pk) == (0, 0, 0, 0)
+        assert _counts(owner) == sql.owner_counts_counted(owner.pk) == (0, 0, 0, 0)
 
 
 def test_a_prune_batch_and_a_bulk_deletion_of_jobs_of_the_same_owners_both_succeed() -> None:
@@ -83,18 +92,14 @@ def test_a_prune_batch_and_a_bulk_deletion_of_jobs_of_the_same_owners_both_succe
                                  status=Job.Status.SUCCESS, finished_at=finished)
                              for n, (owner, finished) in enumerate([*pruned, (b, now), (c, now)], start=1)])
     selected = [uuid.UUID(int=n) for n in (len(pruned) + 1, len(pruned) + 2)]
-    failures: list[DatabaseError] = []
 
     # When the prune's batch is held at d's count row (by another transaction) and the operator's
     # deletion waits in turn on the prune, and then d's row is let go
-    with rows_held(f"SELECT 1 FROM jobs_jobcounts WHERE owner_id = '{d.pk}' FOR UPDATE") as blocked:
-        threads = [_in_thread(lambda: retention.jobs_finished_prune(older_than=now - timedelta(days=30),
-                                                                    max_batches=1), failures)]
-        blocked(1)
-        threads.append(_in_thread(lambda: retention.jobs_delete(job_ids=selected), failures))
-        blocked(2)
-    for thread in threads:
-        thread.join()
+    failures = _held_then_waited_on(
+        f"SELECT 1 FROM jobs_jobcounts WHERE owner_id = '{d.pk}' FOR UPDATE",
+        lambda: retention.jobs_finished_prune(older_than=now - timedelta(days=30), max_batches=1),
+        lambda: retention.jobs_delete(job_ids=selected),
+    )
 
     # Then both succeeded (before, the batch held c's row from its first statement and waited for
     # b's in its third, which the operator's deletion held while it waited for c's: PostgreSQL
@@ -102,9 +107,7 @@ def test_a_prune_batch_and_a_bulk_deletion_of_jobs_of_the_same_owners_both_succe
     assert failures == []
     assert not Job.objects.exists()
     for owner in (a, b, c, d):
-        counts = JobCounts.objects.get(owner=owner)
-        assert (counts.unfinished, counts.running, counts.result_bytes, counts.job_bytes) == \
-            sql.owner_counts_counted(owner.pk) == (0, 0, 0, 0)
+        assert _counts(owner) == sql.owner_counts_counted(owner.pk) == (0, 0, 0, 0)
 
 
 def _deleted_jobs_counted() -> tuple[int, int, int, int]:
@@ -115,10 +118,8 @@ def _deleted_jobs_counted() -> tuple[int, int, int, int]:
                              for status in (Job.Status.PENDING, Job.Status.STARTED, Job.Status.SUCCESS)
                              for n in range(2)])
     Job.objects.filter(owner=owner, payload__n=0).delete()
-    counts = JobCounts.objects.get(owner=owner)
-    assert (counts.unfinished, counts.running, counts.result_bytes, counts.job_bytes) == \
-        sql.owner_counts_counted(owner.pk)
-    return counts.unfinished, counts.running, counts.result_bytes, counts.job_bytes
+    assert _counts(owner) == sql.owner_counts_counted(owner.pk)
+    return _counts(owner)
 
 
 def test_the_migration_undone_and_made_again_keeps_the_counts_of_deleted_jobs() -> None:
@@ -153,9 +154,7 @@ def test_a_prune_batch_and_a_submission_freeing_its_jobs_expired_key_both_succee
     # new job under the key
     assert pruned == [1]
     assert created and IdempotencyKey.objects.get(owner=owner, key="k").job_id == new.pk
-    counts = JobCounts.objects.get(owner=owner)
-    assert (counts.unfinished, counts.running, counts.result_bytes, counts.job_bytes) == \
-        sql.owner_counts_counted(owner.pk)
+    assert _counts(owner) == sql.owner_counts_counted(owner.pk)
 
 
 def test_a_prune_of_jobs_and_a_prune_of_results_of_the_same_owner_both_succeed() -> None:
@@ -175,6 +174,4 @@ def test_a_prune_of_jobs_and_a_prune_of_results_of_the_same_owner_both_succeed()
     # Then both succeeded (before, the jobs' prune held the count row and waited for the result,
     # which the results' prune held while it waited for the count row: PostgreSQL aborted one)
     assert (jobs_pruned, results_pruned) == (1, [1])
-    counts = JobCounts.objects.get(owner=owner)
-    assert (counts.unfinished, counts.running, counts.result_bytes, counts.job_bytes) == \
-        sql.owner_counts_counted(owner.pk) == (0, 0, 0, 0)
+    assert _counts(owner) == sql.owner_counts_counted(owner.pk) == (0, 0, 0, 0)
