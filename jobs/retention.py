@@ -41,9 +41,13 @@ def jobs_finished_prune(
 def job_results_prune(
     *, older_than: datetime, batch_size: int = PRUNE_BATCH_SIZE, max_batches: int = PRUNE_MAX_BATCHES
 ) -> int:
-    """Delete persisted results created before `older_than` (a result outlives its job)."""
+    """Delete persisted results created before `older_than` (a result outlives its job). A batch
+    locks its results, skipping those another transaction holds (left to the next run): a
+    deletion of their jobs locks them by id (job_counts_lock), and the batch's DELETE, taking
+    them in the order it meets them, held one the deletion waited for while it waited for
+    another the deletion held, a deadlock."""
     old = JobResult.objects.filter(created_at__lt=older_than)
-    return delete_in_batches(old, batch_size=batch_size, max_batches=max_batches)
+    return delete_in_batches(old, batch_size=batch_size, max_batches=max_batches, skip_locked=True)
 
 
 def jobs_delete(*, job_ids: Collection[uuid.UUID]) -> None:

@@ -25,13 +25,10 @@ pytestmark = pytest.mark.django_db(transaction=True)
 HELLO = "api.tasks.hello_world"
 
 
-def _held_then_waited_on(held: str, first: Callable[[], None], second: Callable[[], None]) -> list[DatabaseError]:
-    """`first` run as another transaction holds the rows `held` selects, `second` once `first` waits
-    for them, and the rows let go once `second` waits in turn on `first`: each in a thread on a
-    connection of its own. The DatabaseErrors they raised (a deadlock PostgreSQL broke)."""
-    failures: list[DatabaseError] = []
-
-    def run(work: Callable[[], None]) -> None:
+def _in_thread(work: Callable[[], None], failures: list[DatabaseError]) -> threading.Thread:
+    """`work` started in a thread on a connection of its own; a DatabaseError it raises (a deadlock
+    PostgreSQL broke) is kept in `failures`."""
+    def run() -> None:
         try:
             work()
         except DatabaseError as exc:
@@ -39,12 +36,20 @@ def _held_then_waited_on(held: str, first: Callable[[], None], second: Callable[
         finally:
             connection.close()
 
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
+def _held_then_waited_on(held: str, first: Callable[[], None], second: Callable[[], None]) -> list[DatabaseError]:
+    """`first` run as another transaction holds the rows `held` selects, `second` once `first` waits
+    for them, and the rows let go once `second` waits in turn on `first`. The DatabaseErrors they
+    raised."""
+    failures: list[DatabaseError] = []
     with rows_held(held) as blocked:
-        threads = [threading.Thread(target=run, args=(first,))]
-        threads[0].start()
+        threads = [_in_thread(first, failures)]
         blocked(1)
-        threads.append(threading.Thread(target=run, args=(second,)))
-        threads[1].start()
+        threads.append(_in_thread(second, failures))
         blocked(2)
     for thread in threads:
         thread.join()
@@ -172,6 +177,39 @@ def test_a_prune_of_jobs_and_a_prune_of_results_of_the_same_owner_both_succeed()
         jobs_pruned = retention.jobs_finished_prune(older_than=now - timedelta(days=30))
 
     # Then both succeeded (before, the jobs' prune held the count row and waited for the result,
-    # which the results' prune held while it waited for the count row: PostgreSQL aborted one)
-    assert (jobs_pruned, results_pruned) == (1, [1])
+    # which the results' prune held while it waited for the count row: PostgreSQL aborted one),
+    # the result, held by the jobs' prune, left to the next run of the results' prune
+    assert (jobs_pruned, results_pruned) == (1, [0])
+    assert retention.job_results_prune(older_than=now - timedelta(days=30)) == 1
     assert _counts(owner) == sql.owner_counts_counted(owner.pk) == (0, 0, 0, 0)
+
+
+def test_a_prune_of_results_and_a_deletion_of_their_job_both_succeed_whatever_order_the_table_holds_them_in() -> None:
+    # Given a client's finished job and two persisted results of it, past their retention, the
+    # table holding the later id first (ids in the order a scan meets them need not be id order:
+    # a row updated or written into freed space moves)
+    owner = Client.objects.create(name=f"owner-{uuid.uuid4()}")
+    long_ago, now = timezone.now() - timedelta(days=400), timezone.now()
+    job = Job.objects.create(owner=owner, job_name=HELLO, status=Job.Status.SUCCESS, finished_at=long_ago)
+    later = JobResult.objects.create(id=10**12 + 2, owner=owner, job=job, task_name=HELLO, result={"n": 2},
+                                     created_at=long_ago)
+    JobResult.objects.create(id=10**12 + 1, owner=owner, job=job, task_name=HELLO, result={"n": 1}, created_at=long_ago)
+    table = JobResult._meta.db_table
+    failures: list[DatabaseError] = []
+
+    # When the results' prune meets the later result held (by a worker's transaction), an
+    # operator deletes the job meanwhile, and the later result is then let go
+    with rows_held(f'SELECT 1 FROM "{table}" WHERE id = {later.pk} FOR UPDATE') as blocked:
+        pruning = _in_thread(lambda: retention.job_results_prune(older_than=now - timedelta(days=30)), failures)
+        pruning.join(timeout=1)
+        deleting = _in_thread(lambda: retention.jobs_delete(job_ids=[job.pk]), failures)
+        blocked(1 + pruning.is_alive())
+    pruning.join(timeout=30)
+    deleting.join(timeout=30)
+
+    # Then both succeeded (before, the prune held the later result and waited for the earlier,
+    # which the deletion, locking them by id, held while it waited for the later: PostgreSQL
+    # aborted one), and the counts are the rows' own
+    assert failures == []
+    assert not Job.objects.filter(pk=job.pk).exists()
+    assert _counts(owner) == sql.owner_counts_counted(owner.pk)
