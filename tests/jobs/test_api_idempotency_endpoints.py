@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
+from datetime import timedelta
 
 import pytest
+from django.conf import settings
+from django.utils import timezone
 
 from jobs.models import IdempotencyKey, Job
 from tests.conftest import Api
@@ -100,6 +103,28 @@ def test_a_key_saved_before_keys_named_their_endpoint_still_replays(
     assert again.status_code == 202, again.text
     assert _ids(again.json()) == _ids(first.json())
     assert Job.objects.count() == (2 if path == PATHS["batch"] else 1)
+
+
+def test_a_key_past_its_ttl_is_bound_to_the_request_that_reused_it(make_api: Callable[..., Api]) -> None:
+    # Given a key first sent with one job, past its TTL
+    api = make_api()
+    first = api.post(PATHS["job"], json=BOTH, headers={"Idempotency-Key": "reused"})
+    assert first.status_code == 202
+    expired = timezone.now() - timedelta(seconds=settings.IDEMPOTENCY_KEY_TTL_SECONDS + 1)
+    assert IdempotencyKey.objects.filter(owner=api.client, key="reused").update(created_at=expired) == 1
+
+    # When it is sent again with a batch and another header
+    headers = {"Idempotency-Key": "reused", "Cancel-After": "60"}
+    batch = api.post(PATHS["batch"], json=BOTH, headers=headers)
+
+    # Then it makes the batch, and the key answers that request from then on: replayed there,
+    # refused with the first's endpoint or without the header
+    assert batch.status_code == 202, batch.text
+    assert Job.objects.count() == 3
+    assert _ids(api.post(PATHS["batch"], json=BOTH, headers=headers).json()) == _ids(batch.json())
+    assert api.post(PATHS["job"], json=BOTH, headers=headers).status_code == 422
+    assert api.post(PATHS["batch"], json=BOTH, headers={"Idempotency-Key": "reused"}).status_code == 422
+    assert Job.objects.count() == 3
 
 
 def _ids(answer: dict[str, object]) -> list[object]:

@@ -15,7 +15,7 @@ from django.db import DatabaseError, connection
 from django.utils import timezone
 
 from core.models import Client
-from jobs import retention, sql, submission
+from jobs import idempotency, retention, sql, submission
 from jobs.models import IdempotencyKey, Job, JobCounts, JobResult
 from jobs.submission import SubmissionRequest
 from tests.locks import meanwhile, rows_held
@@ -213,3 +213,22 @@ def test_a_prune_of_results_and_a_deletion_of_their_job_both_succeed_whatever_or
     assert failures == []
     assert not Job.objects.filter(pk=job.pk).exists()
     assert _counts(owner) == sql.owner_counts_counted(owner.pk)
+
+
+def test_a_prune_of_keys_and_a_submission_freeing_the_same_expired_key_both_succeed() -> None:
+    # Given a client's Idempotency-Key past its TTL, with its finished job
+    owner = Client.objects.create(name=f"owner-{uuid.uuid4()}")
+    long_ago, now = timezone.now() - timedelta(days=400), timezone.now()
+    job = Job.objects.create(owner=owner, job_name=HELLO, status=Job.Status.SUCCESS, finished_at=long_ago)
+    IdempotencyKey.objects.create(owner=owner, key="k", job=job, created_at=long_ago)
+
+    # When the keys' prune starts as the client's repeat of the key has freed it, before it saves
+    # the key again
+    with meanwhile(lambda: idempotency.idempotency_keys_prune(older_than=now - timedelta(days=1)),
+                   at=f'DELETE FROM "{IdempotencyKey._meta.db_table}"', after=True) as pruned:
+        new, created = submission.job_submit(owner=owner, request=SubmissionRequest(job_name=HELLO),
+                                             idempotency_key="k")
+
+    # Then the prune found the old key gone (no unique violation, no 500) and the key is the new job's
+    assert pruned == [0]
+    assert created and IdempotencyKey.objects.get(owner=owner, key="k").job_id == new.pk
