@@ -114,10 +114,11 @@ def _first_line_only(error: DatabaseError) -> DatabaseError:
     try:
         line = first_line(error)
         shown = type(error)(line)
-        faithful = str(shown) == line
-    except Exception:  # noqa: BLE001 - whatever a subclass's own methods raise
-        faithful = False
-    return shown if faithful else DatabaseError(type(error).__name__)
+        if str(shown) == line:
+            return shown
+    except Exception:  # noqa: BLE001, S110 - whatever a subclass's own methods raise
+        pass
+    return DatabaseError(type(error).__name__)
 
 
 def configure(*, level: str) -> None:
