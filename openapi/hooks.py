@@ -6,14 +6,18 @@
   the rate limit's `RateLimit-Policy` and `RateLimit`),
 - the event streams' `text/event-stream` answers,
 - links from a submission to the operations that take the new job's id,
-- the Standard Webhooks signature headers on every webhook.
+- the Standard Webhooks signature headers on every webhook,
+- the 414 and 431 gunicorn answers to every operation, before any view (`UNPARSABLE`).
 """
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from core.error_codes import error_codes_markdown
+from gunicorn.config import Config
+
+from core.error_codes import ERROR_CODES, error_codes_markdown
+from gunicorn_worker import PARSE_ERRORS
 from openapi.operations.streams import PREFERENCE_APPLIED, STREAM_EXAMPLE, VARY_PREFER
 
 DESCRIPTION_FILE = Path(__file__).resolve().parent / "description.md"
@@ -134,6 +138,30 @@ RATE_LIMIT_HEADERS = {
 _RATE_LIMIT_REFS = {name: {"$ref": f"#/components/headers/{name}"} for name in RATE_LIMIT_HEADERS}
 # Answered before the key is checked: no key (401) or the body's limits (408, 413).
 _BEFORE_THE_RATE_LIMIT = frozenset({"401", "408", "413"})
+
+
+def _unparsable(status: int) -> dict[str, Any]:
+    """gunicorn's answer of `status` (gunicorn_worker.py) to a request it cannot parse, which any
+    path may be sent: the API's error schema, its example the very message gunicorn_worker writes
+    with gunicorn's limits (gunicorn.conf.py keeps its defaults). No rate limit header: no view ran."""
+    code, message = PARSE_ERRORS[status]
+    listed = ERROR_CODES[code]
+    limits = Config()
+    example = {"error": {"code": code, "message": message.format(
+        limit_request_line=limits.limit_request_line, limit_request_fields=limits.limit_request_fields,
+        limit_request_field_size=limits.limit_request_field_size), "details": None}}
+    name = "".join(word.capitalize() for word in code.split("_"))
+    return {
+        "content": {"application/json": {
+            "schema": _ERROR_REF, "examples": {name: {"value": example, "summary": code}},
+        }},
+        "description": f"{listed.when} {listed.then} Answered by the server before the request reaches "
+        f"the API, the connection then closed. Code: `{code}`.",
+    }
+
+
+# Answered by the server (gunicorn) to a request on any path, before any view: every operation's.
+UNPARSABLE = {str(status): _unparsable(status) for status in (414, 431)}
 
 _LOCATION = {
     "Location": {
@@ -283,6 +311,10 @@ def postprocess(result: dict[str, Any], generator: Any, request: Any, public: bo
     result["components"]["headers"] = RATE_LIMIT_HEADERS
     # After the operations' headers: /readyz's 503 (`not_ready`) sends no Retry-After.
     result["paths"].update(HEALTH_PATHS)
+    for path_item in result["paths"].values():
+        for operation in path_item.values():
+            # In order of status, as drf-spectacular writes the others.
+            operation["responses"] = dict(sorted({**operation["responses"], **UNPARSABLE}.items()))
     for path_item in result.get("webhooks", {}).values():
         for operation in path_item.values():
             operation["parameters"] = SIGNATURE_HEADERS
