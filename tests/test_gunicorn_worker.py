@@ -40,7 +40,7 @@ UNPARSABLE = [
 ]
 
 
-def _send(api: Api, sent: bytes) -> tuple[http.client.HTTPResponse, bytes]:
+def send_raw(api: Api, sent: bytes) -> tuple[http.client.HTTPResponse, bytes]:
     """The server's answer to the bytes `sent` on a new connection, and its body."""
     address = urlsplit(api.base_url)
     with socket.create_connection((address.hostname, address.port), timeout=10) as sock:
@@ -59,8 +59,8 @@ def test_a_request_the_server_cannot_parse_is_answered_in_the_error_shape(
     log_path = tmp_path / "gunicorn.log"
     with serving(make_api(), log_path) as (api, _):
         # When a client sends a request gunicorn cannot parse, then another one a moment later
-        answer, body = _send(api, sent)
-        again, _ = _send(api, sent)
+        answer, body = send_raw(api, sent)
+        again, _ = send_raw(api, sent)
         # And a probe asks /healthz on a new connection
         healthy = requests.get(api.base_url + "/healthz", timeout=10)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from tests.conftest import Api, serving
 from tests.openapi.test_outage_responses import ERROR_SCHEMA, validator
-from tests.test_gunicorn_worker import _send
+from tests.test_gunicorn_worker import send_raw
 
 # Each status, its code, and a request of that kind on `path` (a 10 KB query string or header).
 UNPARSABLE = {
@@ -54,7 +54,7 @@ def test_a_too_long_request_line_or_header_on_every_operation_answers_its_docume
         for method, path, operation in every_operation(committed_spec):
             for status, (_, request) in UNPARSABLE.items():
                 sent = request(method.upper().encode(), path.replace("{", "").replace("}", "").encode())
-                answers.append((f"{method.upper()} {path}", status, operation, *_send(api, sent)))
+                answers.append((f"{method.upper()} {path}", status, operation, *send_raw(api, sent)))
 
     # Then each answer is its status, its body valid against the operation's documented schema and
     # the very example the spec shows
