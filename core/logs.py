@@ -24,6 +24,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any, TextIO
 
+import psycopg2
 import structlog
 from django.db import DatabaseError
 from structlog.contextvars import (
@@ -80,8 +81,36 @@ def get_logger(name: str) -> Any:
 
 def first_line(exc: BaseException) -> str:
     """An error's first line (a driver's message runs on with hints), or its type's name: what a
-    WARNING about a dependency says, where its traceback would tell nothing more."""
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    WARNING about a dependency says, where its traceback would tell nothing more. A PostgreSQL
+    data exception's input that it quotes, a client's value, is `"…"` (_input_redacted)."""
+    error = _postgresql_error(exc)
+    primary = error.diag.message_primary if error is not None and (error.pgcode or "").startswith("22") else None
+    text = str(exc) if primary is None else _input_redacted(primary)
+    return (text.strip().splitlines() or [type(exc).__name__])[0]
+
+
+def _postgresql_error(exc: BaseException) -> psycopg2.Error | None:
+    """psycopg2's error `exc` is, or the one Django's error of the same message wraps."""
+    if isinstance(exc, psycopg2.Error):
+        return exc
+    cause = exc.__cause__
+    return cause if isinstance(cause, psycopg2.Error) and cause.args == exc.args else None
+
+
+def _input_redacted(message: str) -> str:
+    """A data exception's (SQLSTATE class 22: a value PostgreSQL could not take) primary message
+    with the input it quotes as `"…"`: after the first `: "` (`invalid input syntax for type
+    integer: "…"`, `invalid input value for enum "Mood": "…"`), else from the first double quote
+    to the last (`value "…" is out of range for type integer`, `time zone "…" not recognized`).
+    PostgreSQL quotes the input as it came, quotes and line breaks in it too, so no quote inside
+    it can end the redaction early; what it names unquoted (a type, a token of RAISE) stays."""
+    start = message.find(': "')
+    if start >= 0:
+        return message[:start] + ': "…"'
+    first, last = message.find('"'), message.rfind('"')
+    if first < 0:
+        return message
+    return message[:first] + '"…"' + message[last + 1:] if last > first else message[:first] + '"…"'
 
 
 class DatabaseErrorFirstLine(logging.Filter):

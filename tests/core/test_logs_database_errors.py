@@ -4,6 +4,7 @@ PostgreSQL's DETAIL quotes the values it refused, a client's data."""
 from __future__ import annotations
 
 import io
+import json
 import logging
 import logging.config
 import time
@@ -39,17 +40,20 @@ def refusing() -> Iterator[Any]:
     marker, as a refused value's does; the token and the marker are returned."""
     made: list[str] = []
 
-    def refuse(table: str, row_id: object, times: int | None) -> tuple[str, str]:
+    def refuse(table: str, row_id: object, times: int | None, *, cast: bool = False) -> tuple[str, str]:
         name = f"test_refused_{len(made)}"
         token, marker = f"refused-{uuid.uuid4().hex[:8]}", f"client-secret-{uuid.uuid4().hex}"
         limit = "TRUE" if times is None else f"nextval('{name}') <= {times}"
+        # cast: the marker is refused as an integer, which the error's first line quotes
+        refusal = (f"PERFORM '{marker}'::integer" if cast else
+                   f"RAISE EXCEPTION '{token}' USING ERRCODE = '22000', DETAIL = 'Key (value)=({marker}).'")
         with connection.cursor() as cursor:
             cursor.execute(f"CREATE SEQUENCE {name}")
             cursor.execute(f"""
                 CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$
                 BEGIN
                     IF {limit} THEN
-                        RAISE EXCEPTION '{token}' USING ERRCODE = '22000', DETAIL = 'Key (value)=({marker}).';
+                        {refusal};
                     END IF;
                     RETURN NEW;
                 END $$
@@ -140,6 +144,50 @@ def test_a_delivery_the_database_failed_logs_a_warning_a_retry(
         ("warning", " 1 of 5)"), ("warning", " 2 of 5)")
     ], retries
     assert retries[0]["message"].startswith(f"Task {webhook_dispatch.ATTEMPT_TASK}: the database failed ({token}); "), retries
+
+
+def test_a_task_refused_a_value_its_error_s_first_line_quotes_logs_it_redacted(
+    transactional_db: Any, refusing: Any, tmp_path: Path
+) -> None:
+    # Given a delivery whose every update PostgreSQL refuses casting a client's value to an
+    # integer: invalid input syntax for type integer: "<the value>"
+    delivery_id = _delivery(client_create(name=f"refused-{uuid.uuid4().hex[:6]}"))
+    _, marker = refusing("webhooks_delivery", delivery_id, None, cast=True)
+
+    # When an attempt runs, retried, and another runs its last retry
+    log = tmp_path / "worker.log"
+    with _json_worker("quoted", "WARNING", log, queues="webhooks") as (_, app, _):
+        for retries in (0, 5):
+            app.send_task(webhook_dispatch.ATTEMPT_TASK, kwargs={"delivery_ids": [delivery_id]}, queue="webhooks",
+                          retries=retries)
+        _wait_for(log, "retry 1 of 5", 1)
+        _wait_for(log, "raised unexpected", 1)
+
+    # Then the retry's WARNING and Celery's ERROR name the type, and no line quotes the value
+    assert marker not in log.read_text(), log.read_text()
+    quoted = 'invalid input syntax for type integer: "…"'
+    retry = next(line for line in _lines(log) if "retry 1 of 5" in line["message"])
+    [failed] = [line for line in _lines(log) if "raised unexpected" in line["message"]]
+    assert f"the database failed ({quoted}); " in retry["message"], retry
+    assert failed["message"].endswith(f"raised unexpected: DataError('{quoted}')"), failed
+    assert failed["exception"].rstrip().endswith(f"django.db.utils.DataError: {quoted}"), failed
+
+
+def test_a_data_exception_s_first_line_keeps_the_names_and_not_the_value(db: Any) -> None:
+    value, digits = uuid.uuid4().hex, str(uuid.uuid4().int)
+    with connection.cursor() as cursor:
+        cursor.execute("""CREATE TYPE pg_temp."Mood" AS ENUM ('calm')""")
+    for sql, marker, first in [
+        (f"SELECT '{value}'::integer", value, 'invalid input syntax for type integer: "…"'),
+        (f"""SELECT 'calm'::pg_temp."Mood" = '{value}'""", value, 'invalid input value for enum "Mood": "…"'),
+        # a quote and a line break of its own: the value is still cut whole
+        (f"""SELECT 'x"{value}\n"'::uuid""", value, 'invalid input syntax for type uuid: "…"'),
+        (f"SELECT '{digits}'::integer", digits, 'value "…" is out of range for type integer'),
+        (f"SELECT now() AT TIME ZONE '{value}'", value, 'time zone "…" not recognized'),
+    ]:
+        logged = _failure_logged(_database_error(sql))
+        message = json.loads(logged.split("\n", 1)[0])["message"]
+        assert message.endswith(f"raised unexpected: DataError('{first}')") and marker not in logged, logged
 
 
 class _TwoArgumentsError(DatabaseError):
