@@ -26,7 +26,7 @@ from typing import Any, TextIO
 
 import psycopg2
 import structlog
-from django.db import DatabaseError
+from django.db import DatabaseError, DataError
 from structlog.contextvars import (
     bind_contextvars,
     bound_contextvars,
@@ -83,25 +83,28 @@ def first_line(exc: BaseException) -> str:
     """An error's first line (a driver's message runs on with hints), or its type's name: what a
     WARNING about a dependency says, where its traceback would tell nothing more. A PostgreSQL
     data exception's input that it quotes, a client's value, is `"…"` (_input_redacted)."""
-    error = _postgresql_error(exc)
-    primary = error.diag.message_primary if error is not None and (error.pgcode or "").startswith("22") else None
-    text = str(exc) if primary is None else _input_redacted(primary)
+    text = str(exc)
+    if isinstance(exc, DataError | psycopg2.DataError):
+        text = _input_redacted(_primary_message(exc) or (text.strip().splitlines() or [""])[0])
     return (text.strip().splitlines() or [type(exc).__name__])[0]
 
 
-def _postgresql_error(exc: BaseException) -> psycopg2.Error | None:
-    """psycopg2's error `exc` is, or the one Django's error of the same message wraps."""
-    if isinstance(exc, psycopg2.Error):
-        return exc
-    cause = exc.__cause__
-    return cause if isinstance(cause, psycopg2.Error) and cause.args == exc.args else None
+def _primary_message(exc: DataError | psycopg2.DataError) -> str | None:
+    """PostgreSQL's primary message of psycopg2's error `exc` is, or of the one Django's error of
+    the same message wraps: the input it quotes whole, line breaks too. None for an error that
+    came through pickle (from a pool process), which carries its text alone."""
+    cause = exc if isinstance(exc, psycopg2.Error) else exc.__cause__
+    if isinstance(cause, psycopg2.Error) and cause.args == exc.args:
+        return cause.diag.message_primary
+    return None
 
 
 def _input_redacted(message: str) -> str:
-    """A data exception's (SQLSTATE class 22: a value PostgreSQL could not take) primary message
-    with the input it quotes as `"…"`: after the first `: "` (`invalid input syntax for type
-    integer: "…"`, `invalid input value for enum "Mood": "…"`), else from the first double quote
-    to the last (`value "…" is out of range for type integer`, `time zone "…" not recognized`).
+    """A data exception's primary message (SQLSTATE class 22, a value PostgreSQL could not take:
+    psycopg2's DataError and only it, and Django's of it, pickled too) with the input it quotes as
+    `"…"`: after the first `: "` (`invalid input syntax for type integer: "…"`, `invalid input
+    value for enum "Mood": "…"`), else from the first double quote to the last (`value "…" is out
+    of range for type integer`, `time zone "…" not recognized`).
     PostgreSQL quotes the input as it came, quotes and line breaks in it too, so no quote inside
     it can end the redaction early; what it names unquoted (a type, a token of RAISE) stays."""
     start = message.find(': "')
@@ -119,9 +122,15 @@ class DatabaseErrorFirstLine(logging.Filter):
     still says where it was raised, and in Celery's message. PostgreSQL's DETAIL and CONTEXT
     quote the values it refused (a key, a job's output: a client's data), and its chained
     causes repeat them; the retries before it are logged with the first line only
-    (core/celery.py)."""
+    (core/celery.py). A database error among a line's arguments too, which Celery writes with
+    %r in a few lines of its own."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and any(isinstance(arg, DatabaseError) for arg in record.args):
+            # Celery's lines that write the error with %r: "Task handler raised error: %r" (the
+            # worker's handling of a failure that came from the pool), "Signal handler %r raised: %r"
+            record.args = tuple(_first_line_only(arg) if isinstance(arg, DatabaseError) else arg
+                                for arg in record.args)
         error = record.exc_info[1] if record.exc_info else None
         if not isinstance(error, DatabaseError):
             return True

@@ -7,6 +7,7 @@ import io
 import json
 import logging
 import logging.config
+import pickle
 import time
 import uuid
 from collections.abc import Iterator
@@ -14,9 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from billiard.einfo import ExceptionInfo
 from celery import states
 from celery.app.task import Context
 from celery.app.trace import TraceInfo
+from celery.contrib.testing.mocks import TaskMessage
+from celery.worker.request import Request
 from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
@@ -278,3 +282,32 @@ def test_a_service_s_own_traceback_of_a_database_error_carries_no_detail(db: Any
 
     # Then the line ends in the error's first line, without the value
     assert "IntegrityError: duplicate key value violates unique constraint" in logged and marker not in logged, logged
+
+
+def test_celery_s_error_for_a_task_handler_that_raised_a_database_error_carries_no_value(db: Any) -> None:
+    marker, unique = _unique_violation()
+    quoted = _database_error(f"SELECT '{marker}'::integer")
+    for error, first in [
+        (unique, "IntegrityError('duplicate key value violates unique constraint"),
+        (quoted, """DataError('invalid input syntax for type integer: "…"')"""),
+    ]:
+        # Given an error PostgreSQL raised quoting a client's value, come back from a pool
+        # process as Celery's ExceptionInfo (pickled, PostgreSQL's own error no longer its cause)
+        try:
+            raise error
+        except DatabaseError:
+            failure = pickle.loads(pickle.dumps(ExceptionInfo()))
+
+        # When the worker's handling of the task's failure logs it ("Task handler raised error:
+        # %r", celery.worker.request), through the handler LOGGING configured
+        [handler] = [handler for handler in logging.getLogger().handlers if handler.name == "console"]
+        stream = handler.setStream(io.StringIO())
+        request = Request(TaskMessage(deliveries_attempt.name, id="t", kwargs={"delivery_ids": [1]}),
+                          app=deliveries_attempt.app, task=deliveries_attempt)
+        try:
+            request.on_failure(failure)
+        finally:
+            logged = handler.setStream(stream).getvalue()
+
+        # Then its message names the error by its first line, without the value
+        assert f"Task handler raised error: {first}" in logged and marker not in logged, logged
