@@ -23,7 +23,6 @@ from core.errors import database_unreachable, storage_full
 from core.ratelimit import ceiling_seconds
 from core.throttling import (
     AdminLoginRateThrottle,
-    AdminLoginUsernameRateThrottle,
     FailureRateThrottle,
     RateThrottle,
     login_username,
@@ -47,8 +46,59 @@ DEVICE_FAILURES_PER_HOUR = 5
 
 # The global limit's refusals: one WARNING line a minute per process, saying how many.
 _refusals = log_volume.CountedPerKey()
+# The username limit's refusals, per username: one WARNING line a minute per process and username.
+_username_refusals = log_volume.CountedPerKey()
+# How much of a username (an attacker's text) its line quotes.
+LOGGED_USERNAME_CHARACTERS = 64
 # The logins of spent device cookies, per user: one WARNING line a minute per process and user.
 _spent_devices = log_volume.CountedPerKey()
+
+
+class AdminLoginUsernameRateThrottle(FailureRateThrottle):
+    """Failed logins to the admin per username, whatever the address
+    (ADMIN_LOGIN_FAILURES_PER_USERNAME_PER_HOUR): guesses at one account spread over many
+    addresses (a botnet), each under its address's limit. Counted for any username, existing or
+    not, so that its 429 tells nothing of which exist; keyed by a digest of the username as
+    `login_username` takes it, so that Redis holds no usernames. `login_limited` exempts the
+    browsers that signed in as that user before: an attacker reaching the limit on purpose does
+    not lock the account's owner out of a browser the owner used."""
+
+    scope = "admin_login_username"
+    username = ""  # as counted (login_username), which a refusal's line names
+
+    def rate_for(self, request: HttpRequest, view: Any) -> str | None:
+        rate = settings.ADMIN_LOGIN_FAILURES_PER_USERNAME_PER_HOUR
+        return f"{rate}/hour" if rate and request.method == "POST" else None
+
+    def get_cache_key(self, request: HttpRequest, view: Any) -> str | None:
+        self.username = login_username(request.POST.get("username", ""))
+        if not self.username:
+            return None  # the form refuses it unchecked: no password was tried
+        digest = hashlib.sha256(self.username.encode()).hexdigest()[:32]
+        return f"throttle:{self.scope}:{digest}"
+
+    def throttle_failure(self) -> bool:
+        """DRF's hook on a refusal, which is logged: someone guessing at one username (a staff
+        user's, most likely) from many addresses, which the address's limit does not see. Said
+        once a minute per username, not once a refusal; each username logged has spent its
+        failures first (each one in everyone's count too), which bounds the lines an attacker
+        can have written with usernames of its own. The username is the client's text: quoted
+        as Python does (its control characters escaped, no line of its own) and cut short."""
+        refused = _username_refusals.due(self.username)
+        if refused:
+            cut = len(self.username) > LOGGED_USERNAME_CHARACTERS
+            logger.warning(
+                "Admin logins refused unchecked for username %r (as the limit counts it: case folded%s): it "
+                "has failed ADMIN_LOGIN_FAILURES_PER_USERNAME_PER_HOUR (%s) logins in the last hour, "
+                "whatever the address; %s refused 429 since this process's previous line for it (this "
+                "line at most once a minute per process and username). Likely guesses at its password "
+                "from many addresses; browsers that signed in as that user before are still exempt "
+                "(docs/deployment.md, the device cookie)",
+                self.username[:LOGGED_USERNAME_CHARACTERS],
+                f"; its first {LOGGED_USERNAME_CHARACTERS} characters" if cut else "",
+                settings.ADMIN_LOGIN_FAILURES_PER_USERNAME_PER_HOUR, refused,
+            )
+        return False
 
 
 class AdminLoginGlobalRateThrottle(FailureRateThrottle):

@@ -1,7 +1,7 @@
-"""Request rate limits: every API request per client, by scope, the failed admin logins and
-API key checks per client address, and the failed admin logins per username, through the shared
-limiter of core/ratelimit.py (Redis), or DRF's own history in the cache when there is no Redis
-(embedded mode).
+"""Request rate limits: every API request per client, by scope, and the failed admin logins and
+API key checks per client address (the admin's per username and all together are
+core/admin_login.py's), through the shared limiter of core/ratelimit.py (Redis), or DRF's own
+history in the cache when there is no Redis (embedded mode).
 
 Scopes, each with its own budget (settings `API_*_RATE_PER_MINUTE`): `submit` (new jobs),
 `read` (every GET), `write` (other writes) and `sensitive` (redeliveries and secret rotations,
@@ -16,7 +16,6 @@ and `RateLimit: "read";r=5999;t=60`, from the counts the decision read anyway (d
 """
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import re
 import unicodedata
@@ -241,34 +240,10 @@ class AdminLoginRateThrottle(FailureRateThrottle):
         return super().rate_for(request, view) if request.method == "POST" else None
 
 
-class AdminLoginUsernameRateThrottle(FailureRateThrottle):
-    """Failed logins to the admin per username, whatever the address
-    (ADMIN_LOGIN_FAILURES_PER_USERNAME_PER_HOUR): guesses at one account spread over many
-    addresses (a botnet), each under its address's limit. Counted for any username, existing or
-    not, so that its 429 tells nothing of which exist; keyed by a digest of the username as
-    `login_username` takes it, so that Redis holds no usernames. core/admin_login.py exempts the
-    browsers that signed in as that user before: an attacker reaching the limit on purpose does
-    not lock the account's owner out of a browser the owner used."""
-
-    scope = "admin_login_username"
-
-    def rate_for(self, request: HttpRequest, view: Any) -> str | None:
-        rate = settings.ADMIN_LOGIN_FAILURES_PER_USERNAME_PER_HOUR
-        return f"{rate}/hour" if rate and request.method == "POST" else None
-
-    def get_cache_key(self, request: HttpRequest, view: Any) -> str | None:
-        username = login_username(request.POST.get("username", ""))
-        if not username:
-            return None  # the form refuses it unchecked: no password was tried
-        digest = hashlib.sha256(username.encode()).hexdigest()[:32]
-        return f"throttle:{self.scope}:{digest}"
-
-
 def login_username(username: str) -> str:
-    """A username as the admin's failed logins are counted by (AdminLoginUsernameRateThrottle)
-    and its device cookie names it (core/admin_login.py): stripped and NFKC-normalised, as the
-    login form takes it (every spelling it signs in as one user counted as one: `ａdmin` is
-    `admin`), and case folded. Empty for one longer than the form takes, which it refuses
+    """A username as the admin's failed logins are counted by and its device cookie names it
+    (core/admin_login.py): stripped and NFKC-normalised, as the login form takes it (every
+    spelling it signs in as one user counted as one: `ａdmin` is `admin`), and case folded. Empty for one longer than the form takes, which it refuses
     unchecked: normalised, a POST of a megabyte of `ﷺ` (18 characters each) cost 0.7 s of CPU."""
     username, user_model = username.strip(), get_user_model()
     if len(username) > (user_model._meta.get_field(user_model.USERNAME_FIELD).max_length or 254):

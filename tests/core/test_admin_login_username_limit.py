@@ -19,6 +19,8 @@ from django.db import connection
 from django.test import Client as HttpClient
 from django.test.utils import CaptureQueriesContext
 
+from core import admin_login as admin_login_module
+from core import log_volume
 from core.admin_login import DEVICE_COOKIE, DEVICE_FAILURES_PER_HOUR
 from tests.conftest import admin_login, random_address, signed_in_browser
 
@@ -162,6 +164,41 @@ def test_a_spent_copy_of_the_cookie_is_told_in_one_warning(operator: str, caplog
     assert "logins with a spent cookie of that user since this process's previous line: 1 " in sixth[0]
     assert "change that user's password, which voids every cookie of it" in sixth[0]
     assert cookie not in sixth[0] and cookie.split(":")[0] not in sixth[0]
+
+
+def test_the_usernames_refusals_are_told_in_one_warning_a_minute_per_username(
+    operator: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Given the warning's minute on a clock of the test's own, and two usernames' failed logins
+    # spent by a botnet: the operator's, and an attacker's of a line break and 118 characters
+    clock = [0.0]
+    monkeypatch.setattr(admin_login_module, "_username_refusals", log_volume.CountedPerKey(clock=lambda: clock[0]))
+    crafted = f"{uuid.uuid4().hex[:8]}\nfake line" + "x" * 100
+    for username in (operator, crafted):
+        assert [attempt(username, "pw-try") for _ in range(5)] == [200] * 5
+
+    def warnings(username: str, count: int) -> list[str]:
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="core.admin_login"):
+            assert [attempt(username, "correct-pw") for _ in range(count)] == [429] * count
+        return [record.getMessage() for record in caplog.records if record.name == "core.admin_login"]
+
+    # When 20 are refused for the operator, 3 for the other, then one after the interval
+    first, other = warnings(operator, 20), warnings(crafted, 3)
+    clock[0] += 60
+    after = warnings(operator, 1)
+
+    # Then each username's first is told at once, naming it and the setting, the operator's next
+    # 19 with the one after the interval; no password in any
+    assert len(first) == 1
+    assert f"for username '{operator}'" in first[0]
+    assert "ADMIN_LOGIN_FAILURES_PER_USERNAME_PER_HOUR (5)" in first[0] and "; 1 refused 429" in first[0]
+    assert len(after) == 1 and f"'{operator}'" in after[0] and "; 20 refused 429" in after[0]
+    # The attacker's text quoted, its line break escaped, cut at 64 characters
+    assert len(other) == 1 and "\n" not in other[0]
+    assert f"for username {crafted[:64]!r} (as the limit counts it: case folded; its first 64 characters)" in other[0]
+    assert "x" * 60 not in other[0]
+    assert not any("correct-pw" in line or "pw-try" in line for line in first + other + after)
 
 
 def test_a_locked_out_user_signs_in_once_the_window_is_over(operator: str, monkeypatch: pytest.MonkeyPatch) -> None:
