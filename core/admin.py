@@ -1,5 +1,6 @@
 """Admin for clients, their own limits among them, and their API keys (keys are created by
-`manage.py create_api_key`)."""
+`manage.py create_api_key`); and Django's user admin, its password page remembering the browser
+of a user who changes their own password (core/admin_login.py)."""
 from collections.abc import Iterable
 from typing import Any
 
@@ -7,11 +8,14 @@ from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
+from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
+from django.contrib.auth.models import User
 from django.db import models
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
 
+from core.admin_login import password_change_remembered
 from core.admin_site import BoundedActionsAdmin, CountedDeletionAdmin
 from core.limits import LIMIT_SETTINGS, limit_default
 from core.models import ApiKey, Client
@@ -102,3 +106,17 @@ class ApiKeyAdmin(BoundedActionsAdmin):
     def revoke(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
         for api_key in queryset:
             api_key_revoke(api_key=api_key)
+
+
+# Django's, registered by django.contrib.auth (before core in INSTALLED_APPS), replaced.
+admin.site.unregister(User)
+
+
+@admin.register(User)
+class UserAdmin(DjangoUserAdmin):
+    def user_change_password(self, request: HttpRequest, id: str, form_url: str = "") -> HttpResponse:
+        # A staff user changing their own password here, as on /admin/password_change/, keeps a
+        # device cookie (one of the new password) in this browser.
+        return password_change_remembered(
+            request, lambda: super(UserAdmin, self).user_change_password(request, id, form_url),
+        )

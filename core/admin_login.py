@@ -225,15 +225,23 @@ def login_limited(request: HttpRequest, login: Callable[[], HttpResponse]) -> Ht
 
 
 def password_change_remembered(request: HttpRequest, change: Callable[[], HttpResponse]) -> HttpResponse:
-    """`change` (Django's admin password change), the browser that changed its user's password
-    given a cookie of the new one: the new password voids the old one's cookie in every browser,
-    this one too, whose session goes on (Django keeps it). Without a new cookie, an operator
-    who changed the password as an attack went on was locked out of every browser by the limits
-    the cookie exempts from, once that session ended."""
+    """`change` (Django's admin password change, or the user admin's password page, which
+    changes anyone's), the browser that changed its own user's password given a cookie of the
+    new one: the new password voids the old one's cookie in every browser, this one too, whose
+    session goes on (Django keeps it). Without a new cookie, an operator who changed the
+    password as an attack went on was locked out of every browser by the limits the cookie
+    exempts from, once that session ended. None where another user's password was changed, nor
+    where password sign-in was turned off (the user admin's page can)."""
+    user: AbstractBaseUser = request.user  # type: ignore[assignment]  # the admin's views: a staff user
+    before = user.password
     response = change()
-    # Answered with a redirect only once the password was changed (an error shows the form again).
+    # A redirect answers a change made (an error shows the form again), but also the user
+    # admin's page refusing a conflicting form; and that page changes a row of its own, maybe
+    # another user's, not request.user: the signed-in user's password is read again, compared.
     if request.method == "POST" and response.status_code == 302:
-        _remember_browser(response, request.user)  # type: ignore[arg-type]  # its staff user
+        user.refresh_from_db(fields=["password"])
+        if user.password != before and user.has_usable_password():
+            _remember_browser(response, user)
     return response
 
 

@@ -196,3 +196,44 @@ def test_a_browser_where_the_password_was_changed_still_signs_in(operator: str) 
     # the old one, and the browser that set it is given one of the new
     assert attempt(operator, "fresh-pw-4d1e-9c2a", client=browser) == 302
     assert attempt(operator, "fresh-pw-4d1e-9c2a") == 429
+
+
+def change_on_user_admin(browser: HttpClient, username: str, password: str) -> None:
+    """`username`'s password changed to `password` on the user admin's password page, in `browser`."""
+    pk = User.objects.get(username=username).pk
+    changed = browser.post(f"/admin/auth/user/{pk}/password/", {
+        "usable_password": "true", "password1": password, "password2": password,
+    })
+    assert changed.status_code == 302 and changed["Location"] == f"/admin/auth/user/{pk}/change/"
+    assert User.objects.get(username=username).check_password(password)
+
+
+def test_a_browser_where_the_password_was_changed_on_the_user_admin_still_signs_in(operator: str) -> None:
+    # Given the operator's browser, where the operator changed their own password on the user
+    # admin's password page (not /admin/password_change/), and signed out since
+    browser = signed_in_browser(operator, "correct-pw")
+    change_on_user_admin(browser, operator, "fresh-pw-7b3f-1e8d")
+    browser.post("/admin/logout/")
+
+    # When a botnet spends everyone's failed logins
+    assert [attempt(anyone(), "guess") for _ in range(6)][-1] == 429
+
+    # Then the operator still signs in from that browser, given a cookie of the new password
+    assert attempt(operator, "fresh-pw-7b3f-1e8d", client=browser) == 302
+    assert attempt(operator, "fresh-pw-7b3f-1e8d") == 429
+
+
+def test_changing_another_users_password_gives_no_cookie_of_that_user(operator: str) -> None:
+    # Given a colleague, whose password the operator changes on the user admin's password page
+    colleague = f"op-{uuid.uuid4().hex[:12]}"
+    User.objects.create_superuser(colleague, "colleague@example.com", "colleague-pw")
+    browser = signed_in_browser(operator, "correct-pw")
+    change_on_user_admin(browser, colleague, "handed-pw-5c9a-2d7e")
+    browser.post("/admin/logout/")
+
+    # When a botnet spends everyone's failed logins
+    assert [attempt(anyone(), "guess") for _ in range(6)][-1] == 429
+
+    # Then the operator's browser is exempt for the operator only, not for the colleague
+    assert attempt(colleague, "handed-pw-5c9a-2d7e", client=browser) == 429
+    assert attempt(operator, "correct-pw", client=browser) == 302
