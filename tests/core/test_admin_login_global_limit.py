@@ -237,3 +237,20 @@ def test_changing_another_users_password_gives_no_cookie_of_that_user(operator: 
     # Then the operator's browser is exempt for the operator only, not for the colleague
     assert attempt(colleague, "handed-pw-5c9a-2d7e", client=browser) == 429
     assert attempt(operator, "correct-pw", client=browser) == 302
+
+
+def test_the_user_admins_page_changing_nothing_gives_no_cookie(operator: str) -> None:
+    # Given a session of the operator in a browser without the device cookie (a session stolen,
+    # say, and not the browser)
+    browser = signed_in_browser(operator, "correct-pw")
+    del browser.cookies[DEVICE_COOKIE]
+
+    # When it posts the user admin's password page a form that changes nothing (Django's
+    # "Conflicting form data" redirect)
+    pk = User.objects.get(username=operator).pk
+    answer = browser.post(f"/admin/auth/user/{pk}/password/", {"usable_password": "false"})
+
+    # Then the password is the same, and no cookie is given
+    assert answer.status_code == 302 and answer["Location"] == f"/admin/auth/user/{pk}/password/"
+    assert User.objects.get(username=operator).check_password("correct-pw")
+    assert DEVICE_COOKIE not in answer.cookies
