@@ -21,8 +21,8 @@ bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
 # gunicorn reads as it loads, before this file.
 workers = int(os.environ.get("WEB_CONCURRENCY", multiprocessing.cpu_count() + 1))
 # Those threaded workers (gthread), each answering a request it cannot parse (a request line past 4 KB, too
-# many headers, a malformed one) in the API's JSON error shape rather than an HTML page
-# (gunicorn_worker.py: a module of its own, importing nothing of the application).
+# many headers, a malformed one), and its own 500, in the API's JSON error shape rather than an HTML page,
+# each answer with an X-Request-ID (gunicorn_worker.py: a module of its own, importing nothing of the application).
 worker_class = "gunicorn_worker.JsonErrorThreadWorker"
 threads = int(os.environ.get("WEB_THREADS", "256"))
 # Connections a process holds at once: no more than its threads, so a process whose threads all

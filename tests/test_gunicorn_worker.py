@@ -2,12 +2,15 @@
 malformed request line, an unknown HTTP version) is answered in the API's error shape, with a code
 of the list (core/error_codes.py) and gunicorn's status, by the API's worker (gunicorn_worker.py).
 Before, it was gunicorn's HTML page, which a client generated from the spec could not parse.
+gunicorn's own 500 is the API's server_error, and every answer the worker writes (its 403 too)
+carries an X-Request-ID that gunicorn's log line for it names: before, none did.
 Sent as raw bytes to gunicorn as production runs it."""
 from __future__ import annotations
 
 import http
 import http.client
 import json
+import re
 import socket
 from collections.abc import Callable
 from pathlib import Path
@@ -79,7 +82,55 @@ def test_a_request_the_server_cannot_parse_is_answered_in_the_error_shape(
     # And the server goes on serving: the next request alike, and /healthz
     assert again.status == answer.status
     assert healthy.status_code == 200
+    # And each answer carries an X-Request-ID of its own, as the API's are made
+    assert NEW_REQUEST_ID.fullmatch(answer.getheader("X-Request-ID", "")), answer.getheaders()
+    assert NEW_REQUEST_ID.fullmatch(again.getheader("X-Request-ID", "")), again.getheaders()
+    assert answer.getheader("X-Request-ID") != again.getheader("X-Request-ID")
     # And gunicorn's own WARNING is still written, once a minute per process
-    # (core.log_volume.InvalidRequests): one line for the two
+    # (core.log_volume.InvalidRequests): one line for the two, naming the first one's id
     said = [line for line in log_path.read_text().splitlines() if "Invalid request from ip=" in line]
     assert len(said) == 1, said
+    assert said[0].endswith(f" request_id={answer.getheader('X-Request-ID')}"), said
+
+
+# What core/request_context.py makes for a request that sent no id of its own.
+NEW_REQUEST_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def test_a_request_failing_outside_djangos_handler_is_a_server_error_with_its_request_id(
+    make_api: Callable[..., Api], tmp_path: Path
+) -> None:
+    # Given the API as production runs it
+    log_path = tmp_path / "gunicorn.log"
+    with serving(make_api(), log_path) as (api, _):
+        # When a request fails in gunicorn before Django sees it: a SCRIPT_NAME (a proxy's
+        # header) its path does not start with is gunicorn's 500
+        answer, body = send_raw(api, b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nSCRIPT_NAME: /elsewhere\r\n\r\n")
+
+    # Then it is the API's server_error, with an X-Request-ID the log's line for it names
+    assert answer.status == 500 and answer.reason == "Internal Server Error", body
+    assert answer.getheader("Content-Type") == "application/json", body
+    assert json.loads(body) == {"error": {"code": "server_error", "message": "Internal server error.", "details": None}}
+    request_id = answer.getheader("X-Request-ID", "")
+    assert NEW_REQUEST_ID.fullmatch(request_id), answer.getheaders()
+    said = [line for line in log_path.read_text().splitlines() if request_id in line]
+    assert len(said) == 1 and "SCRIPT_NAME" in said[0], log_path.read_text()
+
+
+def test_a_proxy_not_allowed_is_gunicorns_403_with_a_request_id(
+    make_api: Callable[..., Api], tmp_path: Path
+) -> None:
+    # Given gunicorn taking the PROXY protocol from another address than the client's
+    log_path = tmp_path / "gunicorn.log"
+    with serving(make_api(), log_path, GUNICORN_CMD_ARGS="--proxy-protocol v1 --proxy-allow-from 10.9.9.9") as (api, _):
+        # When the client sends a PROXY line
+        answer, body = send_raw(api, b"PROXY TCP4 192.0.2.1 192.0.2.2 1111 2222\r\n"
+                                     b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+
+    # Then gunicorn's own 403 page answers it (no code of the list fits it), with an X-Request-ID
+    # the log's line for it names
+    assert answer.status == 403, body
+    request_id = answer.getheader("X-Request-ID", "")
+    assert NEW_REQUEST_ID.fullmatch(request_id), answer.getheaders()
+    said = [line for line in log_path.read_text().splitlines() if "Invalid request from ip=" in line]
+    assert len(said) == 1 and said[0].endswith(f" request_id={request_id}"), said

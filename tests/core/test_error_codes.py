@@ -21,7 +21,7 @@ from rest_framework import exceptions
 
 from core import errors
 from core.error_codes import ERROR_CODES, error_codes_markdown
-from gunicorn_worker import PARSE_ERRORS
+from gunicorn_worker import PARSE_ERRORS, SERVER_ERROR
 from tests.conftest import REPO, Api
 
 # Where the service answers from (the tests, migrations and the spec's wiring answer nothing).
@@ -113,6 +113,7 @@ def codes_in_the_source() -> list[Found]:
     found += [(down.code, 503, "core/errors.py OUTAGES") for down in errors.OUTAGES]
     # What the API's gunicorn worker answers a request it cannot parse with (it cannot import the list).
     found += [(code, status, "gunicorn_worker.py PARSE_ERRORS") for status, (code, _) in PARSE_ERRORS.items()]
+    found.append((SERVER_ERROR[0], 500, "gunicorn_worker.py SERVER_ERROR"))
     return found
 
 

@@ -13,6 +13,8 @@ import pytest
 from django.db import connection, transaction
 from django.test import Client as BrowserClient
 
+from core.request_context import WELL_FORMED_REQUEST_ID
+from gunicorn_worker import new_request_id
 from tests.conftest import Api, serving
 
 NEW_ID = re.compile(r"[0-9a-f]{32}")
@@ -34,6 +36,16 @@ def test_anything_else_is_replaced_by_a_new_id(db: None, given: str) -> None:
     response = BrowserClient().get("/healthz", HTTP_X_REQUEST_ID=given)
 
     assert NEW_ID.fullmatch(response["X-Request-ID"])
+
+
+def test_the_api_workers_own_answers_make_their_ids_as_the_api_does(db: None) -> None:
+    # gunicorn_worker.py (its answers to a request Django never saw) cannot import core: it
+    # makes its ids itself, and an operator or a client should not tell them apart.
+    made = [new_request_id() for _ in range(20)]
+    answered = BrowserClient().get("/healthz")["X-Request-ID"]
+
+    assert all(NEW_ID.fullmatch(made_id) and WELL_FORMED_REQUEST_ID.fullmatch(made_id) for made_id in made), made
+    assert NEW_ID.fullmatch(answered) and len(set(made)) == len(made)
 
 
 def test_every_answer_has_its_own_id_errors_included(db: None) -> None:
