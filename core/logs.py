@@ -82,10 +82,14 @@ def get_logger(name: str) -> Any:
 def first_line(exc: BaseException) -> str:
     """An error's first line (a driver's message runs on with hints), or its type's name: what a
     WARNING about a dependency says, where its traceback would tell nothing more. A PostgreSQL
-    data exception's input that it quotes, a client's value, is `"…"` (_input_redacted)."""
-    text = str(exc)
-    if isinstance(exc, DataError | psycopg2.DataError):
-        text = _input_redacted(_primary_message(exc) or (text.strip().splitlines() or [""])[0])
+    data exception's input that it quotes, a client's value, is `"…"` (_input_redacted). It never
+    raises: its callers are in except blocks and signal receivers, where that lost the line."""
+    try:
+        text = str(exc)
+        if isinstance(exc, DataError | psycopg2.DataError):
+            text = _input_redacted(_primary_message(exc) or (text.strip().splitlines() or [""])[0])
+    except Exception:  # noqa: BLE001 - an error's own __str__ (a subclass's, an argument's): its type names it
+        text = ""
     return (text.strip().splitlines() or [type(exc).__name__])[0]
 
 

@@ -20,6 +20,8 @@ from celery import states
 from celery.app.task import Context
 from celery.app.trace import TraceInfo
 from celery.contrib.testing.mocks import TaskMessage
+from celery.exceptions import Retry
+from celery.signals import task_retry
 from celery.worker.request import Request
 from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
@@ -311,3 +313,22 @@ def test_celery_s_error_for_a_task_handler_that_raised_a_database_error_carries_
 
         # Then its message names the error by its first line, without the value
         assert f"Task handler raised error: {first}" in logged and marker not in logged, logged
+
+
+def test_a_retry_on_a_database_error_whose_text_raises_is_logged_by_its_type(db: Any) -> None:
+    # Given a database error whose own __str__ raises (a subclass's, or an argument's)
+    error = _UnprintableError("client-secret")
+
+    # When a task it failed is retried, through the handler LOGGING configured
+    [handler] = [handler for handler in logging.getLogger().handlers if handler.name == "console"]
+    stream = handler.setStream(io.StringIO())
+    try:
+        task_retry.send(sender=deliveries_attempt, request=Context(id="t", kwargs={}, retries=0),
+                        reason=Retry(exc=error, when=5))
+    finally:
+        logged = handler.setStream(stream).getvalue()
+
+    # Then the retry's WARNING names the error by its type; before, first_line raised in the
+    # signal's receiver and the line was Celery's ERROR "Signal handler ... raised" instead
+    assert f"Task {deliveries_attempt.name}: the database failed (_UnprintableError); it runs again in 5 s" in logged, logged
+    assert "Signal handler" not in logged, logged
