@@ -20,7 +20,7 @@ import io
 import logging
 import traceback
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any, TextIO
 
@@ -126,8 +126,8 @@ class DatabaseErrorFirstLine(logging.Filter):
     still says where it was raised, and in Celery's message. PostgreSQL's DETAIL and CONTEXT
     quote the values it refused (a key, a job's output: a client's data), and its chained
     causes repeat them; the retries before it are logged with the first line only
-    (core/celery.py). A database error among a line's arguments too, which Celery writes with
-    %r in a few lines of its own."""
+    (core/celery.py). A database error among a line's arguments too (positional or named), which
+    Celery writes with %r in a few lines of its own."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.args, tuple) and any(isinstance(arg, DatabaseError) for arg in record.args):
@@ -135,6 +135,10 @@ class DatabaseErrorFirstLine(logging.Filter):
             # worker's handling of a failure that came from the pool), "Signal handler %r raised: %r"
             record.args = tuple(_first_line_only(arg) if isinstance(arg, DatabaseError) else arg
                                 for arg in record.args)
+        elif isinstance(record.args, Mapping) and any(isinstance(arg, DatabaseError) for arg in record.args.values()):
+            # A line of named arguments (`%(error)s`), logging's args its one mapping
+            record.args = {key: _first_line_only(arg) if isinstance(arg, DatabaseError) else arg
+                           for key, arg in record.args.items()}
         error = record.exc_info[1] if record.exc_info else None
         if not isinstance(error, DatabaseError):
             return True

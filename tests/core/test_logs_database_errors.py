@@ -332,3 +332,20 @@ def test_a_retry_on_a_database_error_whose_text_raises_is_logged_by_its_type(db:
     # signal's receiver and the line was Celery's ERROR "Signal handler ... raised" instead
     assert f"Task {deliveries_attempt.name}: the database failed (_UnprintableError); it runs again in 5 s" in logged, logged
     assert "Signal handler" not in logged, logged
+
+
+def test_a_database_error_among_a_line_s_named_arguments_carries_no_detail(db: Any) -> None:
+    # Given an error PostgreSQL raised quoting a client's value
+    marker, error = _unique_violation()
+
+    # When a line names it among a mapping's values (`%(error)s`), through the handler LOGGING configured
+    [handler] = [handler for handler in logging.getLogger().handlers if handler.name == "console"]
+    stream = handler.setStream(io.StringIO())
+    try:
+        logging.getLogger("webhooks.recording").warning("Delivery %(id)s not recorded: %(error)s", {"id": 7, "error": error})
+    finally:
+        logged = handler.setStream(stream).getvalue()
+
+    # Then the line has its first line, the other values as they were, and not the value
+    assert 'Delivery 7 not recorded: duplicate key value violates unique constraint "refused_value_key"' in logged, logged
+    assert marker not in logged and "DETAIL" not in logged, logged
