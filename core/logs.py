@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import logging
+import re
 import traceback
 import uuid
 from collections.abc import Callable, Mapping
@@ -110,7 +111,10 @@ def _input_redacted(message: str) -> str:
     value for enum "Mood": "…"`), else from the first double quote to the last (`value "…" is out
     of range for type integer`, `time zone "…" not recognized`).
     PostgreSQL quotes the input as it came, quotes and line breaks in it too, so no quote inside
-    it can end the redaction early; what it names unquoted (a type, a token of RAISE) stays."""
+    it can end the redaction early; what it names unquoted (a type, a token of RAISE) stays. An
+    encoding's error quotes the encodings' names and writes the input's bytes in hex: those are `…`."""
+    if "byte sequence" in message:  # invalid byte sequence for encoding "UTF8": 0xe9 0x41
+        return re.sub(r"0x[0-9a-f]{2}(?: 0x[0-9a-f]{2})*", "…", message)
     start = message.find(': "')
     if start >= 0:
         return message[:start] + ': "…"'

@@ -190,6 +190,10 @@ def test_a_data_exception_s_first_line_keeps_the_names_and_not_the_value(db: Any
         (f"""SELECT 'x"{value}\n"'::uuid""", value, 'invalid input syntax for type uuid: "…"'),
         (f"SELECT '{digits}'::integer", digits, 'value "…" is out of range for type integer'),
         (f"SELECT now() AT TIME ZONE '{value}'", value, 'time zone "…" not recognized'),
+        # the input's bytes, written in hex, and the encodings named in quotes around them
+        ("SELECT convert_from('\\x41e9'::bytea, 'UTF8')", "0xe9", 'invalid byte sequence for encoding "UTF8": …'),
+        ("SELECT convert('\\xe282ac'::bytea, 'UTF8', 'LATIN1')", "0xe2",
+         'character with byte sequence … in encoding "UTF8" has no equivalent in encoding "LATIN1"'),
     ]:
         logged = _failure_logged(_database_error(sql))
         message = json.loads(logged.split("\n", 1)[0])["message"]
