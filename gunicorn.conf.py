@@ -4,6 +4,7 @@ import gc
 import logging
 import multiprocessing
 import os
+import runpy
 import struct
 import threading
 import time
@@ -24,7 +25,12 @@ workers = int(os.environ.get("WEB_CONCURRENCY", multiprocessing.cpu_count() + 1)
 # many headers, a malformed one), and its own 500, in the API's JSON error shape rather than an HTML page,
 # each answer with an X-Request-ID (gunicorn_worker.py: a module of its own, importing nothing of the application).
 worker_class = "gunicorn_worker.JsonErrorThreadWorker"
-threads = int(os.environ.get("WEB_THREADS", "256"))
+# Its default is the settings' and scripts/web's too (core/web_defaults.py, read by its path: the
+# master imports nothing of `core`).
+WEB_THREADS_DEFAULT = runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), "core", "web_defaults.py"))[
+    "WEB_THREADS_DEFAULT"
+]
+threads = int(os.environ.get("WEB_THREADS", WEB_THREADS_DEFAULT))
 # Connections a process holds at once: no more than its threads, so a process whose threads all
 # wait stops accepting and the kernel hands new connections to the others (and, as with sync
 # workers, an answered connection is closed rather than kept alive).

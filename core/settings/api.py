@@ -6,6 +6,7 @@ import ipaddress
 from django.core.exceptions import ImproperlyConfigured
 
 from core.settings.base import env
+from core.web_defaults import WEB_THREADS_DEFAULT
 
 # Largest request body accepted, in bytes; larger ones get 413.
 API_MAX_BODY_BYTES = env.int("API_MAX_BODY_BYTES", default=1024 * 1024, minimum=1)
@@ -98,9 +99,10 @@ if 0 < API_STREAM_WRITE_TIMEOUT_SECONDS <= API_STREAM_HEARTBEAT_SECONDS:
 
 # Waits and streams one API process holds at once; past it, a `Prefer: wait` answers at once
 # (the preference not applied) and a stream gets 503, so some of its WEB_THREADS (gunicorn.conf.py,
-# default 256) are always free for short requests.
+# its default gunicorn's and scripts/web's: core/web_defaults.py) are always free for short requests.
 API_MAX_WAITERS_PER_PROCESS = env.int(
-    "API_MAX_WAITERS_PER_PROCESS", default=max(env.int("WEB_THREADS", default=256, minimum=1) - 10, 0), minimum=0
+    "API_MAX_WAITERS_PER_PROCESS",
+    default=max(env.int("WEB_THREADS", default=WEB_THREADS_DEFAULT, minimum=1) - 10, 0), minimum=0,
 )
 # Of those, the most one client holds (a wait past it answers at once, a stream gets 429), so
 # that one client's waits and streams leave room for everyone else's: a quarter by default.

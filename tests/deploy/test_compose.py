@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import re
+import runpy
 from pathlib import Path
 from typing import Any
 
@@ -212,8 +213,9 @@ def test_dockerignore_keeps_secrets_and_local_state_out_of_the_build() -> None:
 
 
 def test_web_may_finish_requests_in_flight_before_it_is_killed(services: dict[str, dict[str, Any]]) -> None:
-    config: dict[str, Any] = {}
-    exec((REPO / "gunicorn.conf.py").read_text(), config)  # noqa: S102 (our own config file)
+    # Run as gunicorn loads it: a module of its own, with its __file__ (it reads its default
+    # threads from beside itself, core/web_defaults.py).
+    config = runpy.run_path(str(REPO / "gunicorn.conf.py"))
 
     grace = services["web"]["stop_grace_period"]
 

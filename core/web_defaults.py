@@ -1,0 +1,10 @@
+"""The API server's thread count by default, read by the three that start or size it apart:
+gunicorn.conf.py (by this file's path: gunicorn's master must not import `core`, whose
+__init__ loads the Celery app), scripts/web (the line below, with sed, before gunicorn starts)
+and the settings (API_MAX_WAITERS_PER_PROCESS's default). Each wrote its own 256 before: one
+changed alone, the script checked connections against one count, gunicorn ran another, and the
+settings left room for waits from a third. It imports nothing, and keeps the line as
+`WEB_THREADS_DEFAULT = <digits>` for the script (tests/deploy/test_web_defaults.py checks all
+three agree)."""
+
+WEB_THREADS_DEFAULT = 256
