@@ -62,3 +62,10 @@ whole_number_at_least() {
   echo "$0: $1 must be a whole number >= $3, not '$2'." >&2
   exit 1
 }
+
+# The same check of variable $1 when it is set, whatever its value (empty too); unset, its server
+# takes its own default (each script tested whether the variable was set before every such check).
+whole_number_at_least_if_set() {
+  eval "checked_set=\${$1+set} checked_value=\${$1-}"
+  [ -z "$checked_set" ] || whole_number_at_least "$1" "$checked_value" "$2"
+}

@@ -37,6 +37,8 @@ def start_refused(script: str, tmp_path: Path, **env: str) -> subprocess.Complet
     # gunicorn's 0 turns the timeout off: a stuck process was never replaced.
     ("web", {"WEB_TIMEOUT_SECONDS": "0"}, "WEB_TIMEOUT_SECONDS must be a whole number >= 1, not '0'."),
     ("web", {"WEB_TIMEOUT_SECONDS": "1.5"}, "WEB_TIMEOUT_SECONDS must be a whole number >= 1, not '1.5'."),
+    # Set but empty is checked too (unset, gunicorn takes its default).
+    ("web", {"WEB_TIMEOUT_SECONDS": ""}, "WEB_TIMEOUT_SECONDS must be a whole number >= 1, not ''."),
     # scripts/worker: the counts it hands celery.
     # celery took --concurrency 0 as the machine's core count, and refused a word naming its option.
     ("worker", {"WORKER_POOL": "threads", "WORKER_THREADS": "0"}, "WORKER_THREADS must be a whole number >= 1, not '0'."),
