@@ -49,23 +49,24 @@ switch_on() {
   esac
 }
 
-# Stops the script unless variable $1's value ($2) is a whole number of at least $3, naming the
+# Stops the script unless variable $1's value ($2) is a whole number from $3 to $4, naming the
 # variable and its range, as the settings stop the start (core/settings/base.py, Env.int). The
 # numbers a script hands its server before the settings load (gunicorn's processes, threads and
 # connections, celery's --concurrency) were taken as they came: 0 started a server serving
-# nothing, and a word was a traceback from deep in gunicorn or celery naming no variable.
-whole_number_at_least() {
+# nothing, a word was a traceback from deep in gunicorn or celery naming no variable, and a
+# count of 100000 started a server that ran out of memory, PostgreSQL connections or descriptors.
+whole_number_in_range() {
   case "$2" in
     '' | *[!0-9]*) ;;
-    *) [ "$2" -ge "$3" ] 2>/dev/null && return 0 ;;  # a number past the shell's is refused too
+    *) [ "$2" -ge "$3" ] 2>/dev/null && [ "$2" -le "$4" ] && return 0 ;;  # a number past the shell's is refused too
   esac
-  echo "$0: $1 must be a whole number >= $3, not '$2'." >&2
+  echo "$0: $1 must be a whole number from $3 to $4, not '$2'." >&2
   exit 1
 }
 
 # The same check of variable $1 when it is set, whatever its value (empty too); unset, its server
 # takes its own default (each script tested whether the variable was set before every such check).
-whole_number_at_least_if_set() {
+whole_number_in_range_if_set() {
   eval "checked_set=\${$1+set} checked_value=\${$1-}"
-  [ -z "$checked_set" ] || whole_number_at_least "$1" "$checked_value" "$2"
+  [ -z "$checked_set" ] || whole_number_in_range "$1" "$checked_value" "$2" "$3"
 }

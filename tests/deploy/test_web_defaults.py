@@ -83,5 +83,5 @@ def test_the_default_changed_in_its_one_place_changes_gunicorn_the_script_and_th
     )
     assert refused.returncode == 1, refused.stderr[-500:]
     assert refused.stderr.splitlines() == [
-        f"{checkout}/scripts/web: WEB_MAX_CONNECTIONS must be a whole number >= {CHANGED}, not '{CHANGED - 1}'."
+        f"{checkout}/scripts/web: WEB_MAX_CONNECTIONS must be a whole number from {CHANGED} to {960 - 2 * CHANGED}, not '{CHANGED - 1}'."
     ]
