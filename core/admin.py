@@ -8,8 +8,9 @@ from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
+from django.contrib.auth.admin import GroupAdmin as DjangoGroupAdmin
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
-from django.contrib.auth.models import User
+from django.contrib.auth.models import Group, User
 from django.db import models
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
@@ -108,12 +109,19 @@ class ApiKeyAdmin(BoundedActionsAdmin):
             api_key_revoke(api_key=api_key)
 
 
-# Django's, registered by django.contrib.auth (before core in INSTALLED_APPS), replaced.
+# Django's, registered by django.contrib.auth.admin (imported above, whatever the order of
+# INSTALLED_APPS), replaced: their list actions bounded as every admin's of the project are.
 admin.site.unregister(User)
+admin.site.unregister(Group)
+
+
+@admin.register(Group)
+class GroupAdmin(BoundedActionsAdmin, DjangoGroupAdmin):
+    pass
 
 
 @admin.register(User)
-class UserAdmin(DjangoUserAdmin):
+class UserAdmin(BoundedActionsAdmin, DjangoUserAdmin):
     def user_change_password(self, request: HttpRequest, id: str, form_url: str = "") -> HttpResponse:
         # A staff user changing their own password here, as on /admin/password_change/, keeps a
         # device cookie (one of the new password) in this browser.

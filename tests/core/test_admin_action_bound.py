@@ -141,6 +141,16 @@ def test_delete_within_the_bound_asks_then_deletes(operator: BrowserClient, owne
     assert not Delivery.objects.exists()
 
 
+def test_delete_across_more_users_than_the_bound_is_refused(operator: BrowserClient) -> None:
+    # The operator and three more: four users
+    users = [User.objects.create_user(f"user{n}", password="pw") for n in range(3)]
+
+    page = select_all(operator, "/admin/auth/user/", "delete_selected", users[0])
+
+    assert REFUSED.format(rows="users") in page and "Are you sure you want to delete" not in page
+    assert User.objects.count() == 4
+
+
 def test_a_bound_of_zero_bounds_nothing(operator: BrowserClient, owner: Client, settings: Any) -> None:
     settings.ADMIN_ACTION_MAX_ROWS = 0
     jobs = pending_jobs(owner, 4)
@@ -152,8 +162,9 @@ def test_a_bound_of_zero_bounds_nothing(operator: BrowserClient, owner: Client, 
 
 
 def test_every_model_admin_of_the_project_bounds_its_actions() -> None:
-    # Every admin offers Django's delete_selected, so each one must be bounded
-    for label in ("core", "jobs", "webhooks", "console"):
+    # Every admin offers Django's delete_selected, so each one must be bounded: Django's user and
+    # group admins, which the project replaces, too
+    for label in ("auth", "core", "jobs", "webhooks", "console"):
         for model in apps.get_app_config(label).get_models():
             if admin.site.is_registered(model):
                 assert isinstance(admin.site.get_model_admin(model), BoundedActionsAdmin), model
