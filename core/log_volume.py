@@ -22,8 +22,14 @@ class CountedPerKey:
     how much. Thread-safe (the deliveries worker's threads share it). `clock` is the time it
     reads (a test's own, to pass an interval at will rather than outrun one)."""
 
-    def __init__(self, *, seconds: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, *, seconds: float = 60.0, forget_seconds: float = 3600.0, clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._seconds = seconds
+        # How long a key holds a count no line has told yet: the next line, if its key comes
+        # again, tells it; a key never seen again (a made-up username, a job's event) is forgotten
+        # then, its count with it, so that a client making up keys holds no memory for good.
+        self._forget_seconds = max(forget_seconds, seconds)
         self._clock = clock
         self._lock = threading.Lock()
         # key: (when its last line was let through, what happened since)
@@ -41,10 +47,16 @@ class CountedPerKey:
                 return 0
             self._keys[key] = (now, 0)
             if now - self._swept_at >= self._seconds:
-                # Keys whose interval ran out with nothing held: as if never seen.
+                # Keys whose interval ran out with nothing held: as if never seen; and those that
+                # held a count since their last line longer than forget_seconds.
                 self._swept_at = now
-                self._keys = {k: v for k, v in self._keys.items() if v[1] or now - v[0] < self._seconds}
+                self._keys = {k: v for k, v in self._keys.items()
+                              if now - v[0] < (self._forget_seconds if v[1] else self._seconds)}
             return held + count
+
+    def __len__(self) -> int:
+        """How many keys this process holds."""
+        return len(self._keys)
 
 
 class Occasional:

@@ -201,6 +201,28 @@ def test_the_usernames_refusals_are_told_in_one_warning_a_minute_per_username(
     assert not any("correct-pw" in line or "pw-try" in line for line in first + other + after)
 
 
+def test_made_up_usernames_refused_are_not_remembered_for_good(
+    operator: str, settings: Any, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given the warning's minute on a clock of the test's own, and three usernames made up by a
+    # botnet, each spent then refused twice (told once, the second held for the next line)
+    settings.ADMIN_LOGIN_FAILURES_PER_MINUTE = 0
+    clock = [0.0]
+    refusals = log_volume.CountedPerKey(clock=lambda: clock[0])
+    monkeypatch.setattr(admin_login_module, "_username_refusals", refusals)
+    made_up = [f"made-up-{uuid.uuid4().hex[:12]}" for _ in range(3)]
+    for username in made_up:
+        assert [attempt(username, "pw-try") for _ in range(7)] == [200] * 5 + [429] * 2
+    assert len(refusals) == 3
+
+    # When none of them is tried again for an hour and more, and one more username is refused
+    clock[0] += 3600 + 60
+    assert [attempt(made_up[0] + "-next", "pw-try") for _ in range(6)][-1] == 429
+
+    # Then the process holds that one alone: the made-up ones, never seen again, are forgotten
+    assert len(refusals) == 1
+
+
 def test_a_locked_out_user_signs_in_once_the_window_is_over(operator: str, monkeypatch: pytest.MonkeyPatch) -> None:
     assert [attempt(operator, "wrong") for _ in range(6)][-1] == 429
 
