@@ -151,6 +151,26 @@ def test_delete_across_more_users_than_the_bound_is_refused(operator: BrowserCli
     assert User.objects.count() == 4
 
 
+def test_the_user_admin_replaced_lists_adds_and_deletes_users(operator: BrowserClient) -> None:
+    # Its list, its add form (Django's two passwords), and a deletion within the bound
+    assert "operator" in operator.get("/admin/auth/user/").content.decode()
+    added = operator.post("/admin/auth/user/add/", {
+        "username": "colleague", "usable_password": "true",
+        "password1": "a-long-passphrase-1", "password2": "a-long-passphrase-1",
+    })
+    assert added.status_code == 302, added.content.decode()
+    colleague = User.objects.get(username="colleague")
+    assert colleague.check_password("a-long-passphrase-1")
+
+    page = select_all(operator, "/admin/auth/user/?username=colleague", "delete_selected", colleague)
+    assert "Are you sure you want to delete" in page
+    deleted = operator.post("/admin/auth/user/", {
+        "action": "delete_selected", "post": "yes", "_selected_action": [colleague.pk],
+    }, follow=True)
+    assert "Successfully deleted 1 user." in deleted.content.decode()
+    assert list(User.objects.values_list("username", flat=True)) == ["operator"]
+
+
 def test_a_bound_of_zero_bounds_nothing(operator: BrowserClient, owner: Client, settings: Any) -> None:
     settings.ADMIN_ACTION_MAX_ROWS = 0
     jobs = pending_jobs(owner, 4)
