@@ -10,10 +10,12 @@ here as core/error_codes.py and core/request_context.py make theirs; tests/core/
 and tests/core/test_request_context.py check that both agree."""
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
 import uuid
+from collections.abc import Iterator
 from http import HTTPStatus
 from typing import Any
 
@@ -79,6 +81,17 @@ def new_request_id() -> str:
 _answering = threading.local()
 
 
+@contextlib.contextmanager
+def answering(request_id: str) -> Iterator[None]:
+    """While it lasts, the lines this thread writes to gunicorn's error log end with
+    ` request_id=<request_id>` (RequestIdNamed); none after, an exception's way out too."""
+    _answering.request_id = request_id
+    try:
+        yield
+    finally:
+        _answering.request_id = None
+
+
 class RequestIdNamed(logging.Filter):
     """Ends each line gunicorn writes while it answers an error (its WARNING `Invalid request
     from ip=...`, at most one a minute per process: core.log_volume.InvalidRequests; its ERROR
@@ -87,8 +100,13 @@ class RequestIdNamed(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         request_id = getattr(_answering, "request_id", None)
         if request_id:
-            # Formatted here: gunicorn's WARNING is written formatted already, a `%` of the client's in it.
-            record.msg, record.args = f"{record.getMessage()} request_id={request_id}", ()
+            # Appended to the message unformatted: logging formats it with its arguments in the
+            # handler, which reports a message its arguments do not fit ("--- Logging error ---")
+            # where formatting it here raised out of gunicorn's call, its answer then unsent. The
+            # id has no `%`; a message without arguments (gunicorn's WARNING, a `%` of the
+            # client's in it) is written as it is.
+            with contextlib.suppress(Exception):  # a message whose own __str__ raises: left as it is
+                record.msg = f"{record.msg} request_id={request_id}"
         return True
 
 
@@ -110,11 +128,8 @@ class JsonErrorThreadWorker(ThreadWorker):
         API meets it."""
         request_id = new_request_id()
         page = _Page()
-        _answering.request_id = request_id
-        try:
+        with answering(request_id):
             super().handle_error(req, page, addr, exc)
-        finally:
-            _answering.request_id = None
         if not page.written:
             return
         status_line, rest = page.written.split(b"\r\n", 1)  # b"HTTP/1.1 414 URI Too Long"

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import http
 import http.client
+import io
 import json
+import logging
 import re
 import socket
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -20,6 +23,7 @@ import pytest
 import requests
 
 from core.error_codes import ERROR_CODES
+from gunicorn_worker import RequestIdNamed, answering
 from tests.conftest import Api, serving
 
 # Written into each request: no answer may echo it.
@@ -134,3 +138,30 @@ def test_a_proxy_not_allowed_is_gunicorns_403_with_a_request_id(
     assert NEW_REQUEST_ID.fullmatch(request_id), answer.getheaders()
     said = [line for line in log_path.read_text().splitlines() if "Invalid request from ip=" in line]
     assert len(said) == 1 and said[0].endswith(f" request_id={request_id}"), said
+
+
+def test_a_line_its_arguments_do_not_fit_is_logging_s_error_not_the_answer_s(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Given gunicorn's error log with the worker's filter, writing to a stream of the test's
+    error_log = logging.getLogger(f"gunicorn.error.{uuid.uuid4().hex}")
+    error_log.propagate = False
+    written = io.StringIO()
+    error_log.addHandler(logging.StreamHandler(written))
+    error_log.addFilter(RequestIdNamed())
+
+    # When, while the worker answers an error, a line is written whose arguments do not fit its
+    # message, then gunicorn's 500 line for a path with a `%` in it
+    with answering("0123456789abcdef0123456789abcdef"):
+        error_log.error("Error handling request %s %s", "GET")
+        error_log.error("Error handling request %s %s", "GET", "/a%s%(x)s")
+    error_log.error("After the answer %s", "/b")
+
+    # Then the call returns (before, the filter's formatting raised out of gunicorn's call, and
+    # its answer was never sent): logging reports the line it could not format, as without the
+    # filter, and writes the next ones, the answer's naming its id, the one after it none
+    assert "--- Logging error ---" in capsys.readouterr().err
+    assert written.getvalue().splitlines() == [
+        "Error handling request GET /a%s%(x)s request_id=0123456789abcdef0123456789abcdef",
+        "After the answer /b",
+    ]
