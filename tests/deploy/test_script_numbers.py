@@ -49,6 +49,12 @@ def start_refused(script: str, tmp_path: Path, **env: str) -> subprocess.Complet
     ("web", {"WEB_MAX_CONNECTIONS": "449"}, "WEB_MAX_CONNECTIONS must be a whole number from 256 to 448, not '449'."),
     ("web", {"WEB_THREADS": "320", "WEB_MAX_CONNECTIONS": "321"},
      "WEB_MAX_CONNECTIONS must be a whole number from 320 to 320, not '321'."),
+    # A leading zero is decimal, as gunicorn reads it: the shell took 010 as octal 8 (most 944)
+    # and 08 as an arithmetic error naming no variable.
+    ("web", {"WEB_THREADS": "010", "WEB_MAX_CONNECTIONS": "941"},
+     "WEB_MAX_CONNECTIONS must be a whole number from 10 to 940, not '941'."),
+    ("web", {"WEB_THREADS": "08", "WEB_MAX_CONNECTIONS": "7"},
+     "WEB_MAX_CONNECTIONS must be a whole number from 8 to 944, not '7'."),
     ("web", {"WEB_TIMEOUT_SECONDS": "3601"}, "WEB_TIMEOUT_SECONDS must be a whole number from 1 to 3600, not '3601'."),
     # scripts/worker: the counts it hands celery.
     # celery took --concurrency 0 as the machine's core count, and refused a word naming its option.
