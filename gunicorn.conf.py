@@ -20,17 +20,18 @@ bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
 # short requests as a sync worker would (docs/streams.md has the limits and the measurements).
 # scripts/web refuses a number below its range here (as the settings do theirs): WEB_CONCURRENCY,
 # gunicorn reads as it loads, before this file.
-workers = int(os.environ.get("WEB_CONCURRENCY", multiprocessing.cpu_count() + 1))
+# Its default stops at WEB_PROCESSES_MAX (core/web_defaults.py, the script's most too): cores + 1
+# on a machine of 64 cores or more was past what the script refuses, each process PostgreSQL
+# connections more.
+WEB_DEFAULTS = runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), "core", "web_defaults.py"))
+workers = int(os.environ.get("WEB_CONCURRENCY", min(multiprocessing.cpu_count() + 1, WEB_DEFAULTS["WEB_PROCESSES_MAX"])))
 # Those threaded workers (gthread), each answering a request it cannot parse (a request line past 4 KB, too
 # many headers, a malformed one), and its own 500, in the API's JSON error shape rather than an HTML page,
 # each answer with an X-Request-ID (gunicorn_worker.py: a module of its own, importing nothing of the application).
 worker_class = "gunicorn_worker.JsonErrorThreadWorker"
 # Its default is the settings' and scripts/web's too (core/web_defaults.py, read by its path: the
 # master imports nothing of `core`).
-WEB_THREADS_DEFAULT = runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), "core", "web_defaults.py"))[
-    "WEB_THREADS_DEFAULT"
-]
-threads = int(os.environ.get("WEB_THREADS", WEB_THREADS_DEFAULT))
+threads = int(os.environ.get("WEB_THREADS", WEB_DEFAULTS["WEB_THREADS_DEFAULT"]))
 # Connections a process holds at once: no more than its threads, so a process whose threads all
 # wait stops accepting and the kernel hands new connections to the others (and, as with sync
 # workers, an answered connection is closed rather than kept alive).

@@ -85,3 +85,25 @@ def test_the_default_changed_in_its_one_place_changes_gunicorn_the_script_and_th
     assert refused.stderr.splitlines() == [
         f"{checkout}/scripts/web: WEB_MAX_CONNECTIONS must be a whole number from {CHANGED} to {960 - 2 * CHANGED}, not '{CHANGED - 1}'."
     ]
+
+
+def _gunicorn_workers(cores: int) -> int:
+    """gunicorn's `workers` as its config works it out with WEB_CONCURRENCY unset, on `cores` cores."""
+    program = (
+        "import multiprocessing, runpy, sys\n"
+        "multiprocessing.cpu_count = lambda: int(sys.argv[2])\n"
+        "print(runpy.run_path(sys.argv[1])['workers'])\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "WEB_CONCURRENCY"}
+    output = subprocess.run([sys.executable, "-c", program, str(REPO / "gunicorn.conf.py"), str(cores)],
+                            env=env, capture_output=True, text=True, check=True, cwd=REPO).stdout
+    return int(output)
+
+
+def test_gunicorns_default_processes_stop_at_the_most_scripts_web_allows() -> None:
+    most = runpy.run_path(str(REPO / "core" / "web_defaults.py"))["WEB_PROCESSES_MAX"]
+
+    # Cores + 1 below it; on a machine of 64 cores or more (128: 129 processes, each with its
+    # PostgreSQL connections, before), the most scripts/web refuses past.
+    assert _gunicorn_workers(3) == 4
+    assert _gunicorn_workers(127) == most == 64
