@@ -18,7 +18,7 @@ bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
 # holding no database connection, in select() until its job's event wakes it (jobs/wakeups.py),
 # so a process serves up to WEB_THREADS of them at once while its other threads serve the
 # short requests as a sync worker would (docs/streams.md has the limits and the measurements).
-# scripts/web refuses a number below its range here (as the settings do theirs): WEB_CONCURRENCY,
+# scripts/web refuses a number outside its range here (as the settings do theirs): WEB_CONCURRENCY,
 # gunicorn reads as it loads, before this file.
 # Its default stops at WEB_PROCESSES_MAX (core/web_defaults.py, the script's most too): cores + 1
 # on a machine of 64 cores or more was past what the script refuses, each process PostgreSQL
