@@ -1342,10 +1342,13 @@ def main() -> None:
         django.setup()
         from django.conf import settings
 
+        from core.web_defaults import WEB_PROCESSES_MAX, WEB_THREADS_DEFAULT
+
         bench.results["system"] = system_info()
         bench.results["config"] = {
-            "gunicorn_workers": int(env.get("WEB_CONCURRENCY") or (os.cpu_count() or 1) + 1),
-            "gunicorn_threads": int(env.get("WEB_THREADS") or 256),
+            # gunicorn.conf.py's defaults (core/web_defaults.py).
+            "gunicorn_workers": int(env.get("WEB_CONCURRENCY") or min((os.cpu_count() or 1) + 1, WEB_PROCESSES_MAX)),
+            "gunicorn_threads": int(env.get("WEB_THREADS") or WEB_THREADS_DEFAULT),
             "celery_jobs_worker_concurrency": 2,
             "celery_webhooks_worker_concurrency": WEBHOOKS_WORKER_THREADS,
             "celery_webhooks_worker_pool": "threads",
