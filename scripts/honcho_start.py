@@ -20,11 +20,16 @@ that word, and signalling them before it had every pid failed at the first it la
 its loop ended, that process and those after it (beat, the deliveries worker) ran on, and honcho
 waited on them with the lock on DATA_DIR held.
 
+honcho killed outright (kill -9, the OOM killer), its handlers never run, left them running too,
+orphaned, the API on its port: on Linux each reader honcho forks is killed as honcho dies, and
+each process sent SIGTERM as its reader dies (prctl PR_SET_PDEATHSIG: DiesWithReader, _reader).
+
 Usage: honcho_start.py -- HONCHO_ARGUMENTS...
 """
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import shutil
 import signal
@@ -38,6 +43,7 @@ try:
     from honcho import command as honcho_command
     from honcho.command import main as honcho_main
     from honcho.manager import Manager
+    from honcho.process import Popen
 except KeyboardInterrupt:
     # Ctrl-C as this starts (nothing started, nothing made): a stop, not a traceback. (In the
     # interpreter's own start, before this line, Python prints one: there is no way to start it
@@ -109,6 +115,44 @@ class StopOnceStarted(Manager):
             force, self._owed = self._owed, None
             super()._killall(force)
         return started
+
+    def _start(self) -> None:
+        for process in self._processes.values():
+            process["obj"]._child_ctor = DiesWithReader
+            process["obj"].run = _reader(process["obj"].run, os.getpid())
+        super()._start()
+
+
+# prctl(2)'s option: the signal this process gets when its parent dies.
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(signum: int) -> None:
+    """This process is sent `signum` when its parent dies (Linux's prctl; elsewhere nothing)."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signum, 0, 0, 0)
+
+
+class DiesWithReader(Popen):
+    """honcho's Popen, whose process (the Procfile line's shell, then what it execs) is sent
+    SIGTERM, its ordinary stop, when its reader dies: honcho killed (kill -9) left every process
+    running, out of the terminal's reach in sessions of their own, the API holding its port."""
+
+    def __init__(self, cmd: str, **kwargs: Any) -> None:
+        super().__init__(cmd, preexec_fn=lambda: _die_with_parent(signal.SIGTERM), **kwargs)
+
+
+def _reader(run: Any, honcho_pid: int) -> Any:
+    """honcho's reader of one process (forked from honcho, signals ignored), killed when honcho
+    dies, so that its process is stopped too (DiesWithReader)."""
+
+    def run_dying_with_honcho(*args: Any) -> None:
+        _die_with_parent(signal.SIGKILL)
+        if os.getppid() != honcho_pid:  # honcho died before the request was made
+            os._exit(1)
+        run(*args)
+
+    return run_dying_with_honcho
 
 
 @contextlib.contextmanager
