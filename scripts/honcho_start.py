@@ -127,10 +127,13 @@ class StopOnceStarted(Manager):
 PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent(signum: int) -> None:
-    """This process is sent `signum` when its parent dies (Linux's prctl; elsewhere nothing)."""
+def _die_with_parent(signum: int, parent: int) -> None:
+    """This process is sent `signum` when its parent dies (Linux's prctl; elsewhere nothing), and
+    exits at once if `parent` died already: it then has another (init), which never dies."""
     if sys.platform.startswith("linux"):
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signum, 0, 0, 0)
+        if os.getppid() != parent:  # died before the request was made
+            os._exit(1)
 
 
 class DiesWithReader(Popen):
@@ -139,7 +142,9 @@ class DiesWithReader(Popen):
     running, out of the terminal's reach in sessions of their own, the API holding its port."""
 
     def __init__(self, cmd: str, **kwargs: Any) -> None:
-        super().__init__(cmd, preexec_fn=lambda: _die_with_parent(signal.SIGTERM), **kwargs)
+        # Its reader killed between the fork and the request, the process ran on, orphaned.
+        reader = os.getpid()
+        super().__init__(cmd, preexec_fn=lambda: _die_with_parent(signal.SIGTERM, reader), **kwargs)
 
 
 def _reader(run: Any, honcho_pid: int) -> Any:
@@ -147,9 +152,7 @@ def _reader(run: Any, honcho_pid: int) -> Any:
     dies, so that its process is stopped too (DiesWithReader)."""
 
     def run_dying_with_honcho(*args: Any) -> None:
-        _die_with_parent(signal.SIGKILL)
-        if os.getppid() != honcho_pid:  # honcho died before the request was made
-            os._exit(1)
+        _die_with_parent(signal.SIGKILL, honcho_pid)
         run(*args)
 
     return run_dying_with_honcho

@@ -1,9 +1,14 @@
 """scripts/honcho_start.py's standard output: a write refused as reentrant (a signal handler's
-line while the stream was mid-write) loses that line, not honcho's stop."""
+line while the stream was mid-write) loses that line, not honcho's stop; and a process whose
+reader died as it started never runs, orphaned."""
 from __future__ import annotations
 
 import io
+import os
 import runpy
+import signal
+import subprocess
+from pathlib import Path
 
 from tests.conftest import REPO
 
@@ -37,3 +42,21 @@ def test_a_line_written_while_the_stream_is_mid_write_is_lost_and_the_rest_writt
     # any process), and the terminal is kept for the next
     assert written == len("SIGTERM received\n")
     assert stream.getvalue() == "sending SIGTERM to web.1\n"
+
+
+def test_a_process_whose_reader_died_before_it_asked_to_die_with_it_never_runs(tmp_path: Path) -> None:
+    # Given a Procfile process started as honcho_start.py starts it, whose reader (honcho killed)
+    # died between the fork and its request to die with it: its parent is then another process
+    die_with_parent = runpy.run_path(str(REPO / "scripts" / "honcho_start.py"))["_die_with_parent"]
+    dead_reader = os.getppid()  # any pid but the process's parent, this one
+    ran = tmp_path / "ran"
+
+    # When it starts
+    process = subprocess.Popen(
+        # As the reader does it: no other thread in this process to hold a lock across the fork.
+        ["touch", str(ran)], preexec_fn=lambda: die_with_parent(signal.SIGTERM, dead_reader),  # noqa: PLW1509
+    )
+
+    # Then it exits before its command runs (it ran on, orphaned, no parent left to die with)
+    assert process.wait(timeout=30) != 0
+    assert not ran.exists()
