@@ -134,15 +134,13 @@ class DatabaseErrorFirstLine(logging.Filter):
     Celery writes with %r in a few lines of its own."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.args, tuple) and any(isinstance(arg, DatabaseError) for arg in record.args):
-            # Celery's lines that write the error with %r: "Task handler raised error: %r" (the
-            # worker's handling of a failure that came from the pool), "Signal handler %r raised: %r"
-            record.args = tuple(_first_line_only(arg) if isinstance(arg, DatabaseError) else arg
-                                for arg in record.args)
-        elif isinstance(record.args, Mapping) and any(isinstance(arg, DatabaseError) for arg in record.args.values()):
-            # A line of named arguments (`%(error)s`), logging's args its one mapping
-            record.args = {key: _first_line_only(arg) if isinstance(arg, DatabaseError) else arg
-                           for key, arg in record.args.items()}
+        # Celery's lines that write the error with %r: "Task handler raised error: %r" (the
+        # worker's handling of a failure that came from the pool), "Signal handler %r raised: %r";
+        # and a line of named arguments (`%(error)s`), logging's args its one mapping.
+        if isinstance(record.args, Mapping):
+            record.args = {key: _shown(arg) for key, arg in record.args.items()}
+        elif record.args:
+            record.args = tuple(_shown(arg) for arg in record.args)
         error = record.exc_info[1] if record.exc_info else None
         if not isinstance(error, DatabaseError):
             return True
@@ -154,6 +152,11 @@ class DatabaseErrorFirstLine(logging.Filter):
             record.args = record.data = {**record.args, "exc": repr(shown),
                                          "traceback": "".join(traceback.format_exception(shown))}
         return True
+
+
+def _shown(arg: object) -> object:
+    """A log line's argument as the filter lets it through: a database error its first line only."""
+    return _first_line_only(arg) if isinstance(arg, DatabaseError) else arg
 
 
 def _first_line_only(error: DatabaseError) -> DatabaseError:
