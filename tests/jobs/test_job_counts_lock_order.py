@@ -7,7 +7,7 @@ from __future__ import annotations
 import threading
 import uuid
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from django.core.management import call_command
@@ -139,13 +139,19 @@ def test_the_migration_undone_and_made_again_keeps_the_counts_of_deleted_jobs() 
     assert undone == _deleted_jobs_counted() == (2, 1, 0, 3 * len('{"n": 1}{}'))  # payload and metadata
 
 
-def test_a_prune_batch_and_a_submission_freeing_its_jobs_expired_key_both_succeed() -> None:
-    # Given a client's finished job past its retention, with the Idempotency-Key that made it,
-    # past its TTL and not yet pruned
+def _expired_key() -> tuple[Client, datetime]:
+    """A new client's finished job of 400 days ago, with the Idempotency-Key `k` that made it
+    (as old): the client, and now."""
     owner = Client.objects.create(name=f"owner-{uuid.uuid4()}")
     long_ago, now = timezone.now() - timedelta(days=400), timezone.now()
     job = Job.objects.create(owner=owner, job_name=HELLO, status=Job.Status.SUCCESS, finished_at=long_ago)
     IdempotencyKey.objects.create(owner=owner, key="k", job=job, created_at=long_ago)
+    return owner, now
+
+def test_a_prune_batch_and_a_submission_freeing_its_jobs_expired_key_both_succeed() -> None:
+    # Given a client's finished job past its retention, with the Idempotency-Key that made it,
+    # past its TTL and not yet pruned
+    owner, now = _expired_key()
 
     # When the prune's batch starts as the client's repeat of the key, having freed it, counts its
     # new job
@@ -217,10 +223,7 @@ def test_a_prune_of_results_and_a_deletion_of_their_job_both_succeed_whatever_or
 
 def test_a_prune_of_keys_and_a_submission_freeing_the_same_expired_key_both_succeed() -> None:
     # Given a client's Idempotency-Key past its TTL, with its finished job
-    owner = Client.objects.create(name=f"owner-{uuid.uuid4()}")
-    long_ago, now = timezone.now() - timedelta(days=400), timezone.now()
-    job = Job.objects.create(owner=owner, job_name=HELLO, status=Job.Status.SUCCESS, finished_at=long_ago)
-    IdempotencyKey.objects.create(owner=owner, key="k", job=job, created_at=long_ago)
+    owner, now = _expired_key()
 
     # When the keys' prune starts as the client's repeat of the key has freed it, before it saves
     # the key again
