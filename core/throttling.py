@@ -243,8 +243,9 @@ class AdminLoginRateThrottle(FailureRateThrottle):
 def login_username(username: str) -> str:
     """A username as the admin's failed logins are counted by and its device cookie names it
     (core/admin_login.py): stripped and NFKC-normalised, as the login form takes it (every
-    spelling it signs in as one user counted as one: `ａdmin` is `admin`), and case folded. Empty for one longer than the form takes, which it refuses
-    unchecked: normalised, a POST of a megabyte of `ﷺ` (18 characters each) cost 0.7 s of CPU."""
+    spelling it signs in as one user counted as one: `ａdmin` is `admin`), and case folded.
+    Empty for one longer than the form takes, which it refuses unchecked: normalised, a POST of
+    a megabyte of `ﷺ` (18 characters each) cost 0.7 s of CPU."""
     username, user_model = username.strip(), get_user_model()
     if len(username) > (user_model._meta.get_field(user_model.USERNAME_FIELD).max_length or 254):
         return ""
