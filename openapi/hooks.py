@@ -7,7 +7,8 @@
 - the event streams' `text/event-stream` answers,
 - links from a submission to the operations that take the new job's id,
 - the Standard Webhooks signature headers on every webhook,
-- the 414 and 431 gunicorn answers to every operation, before any view (`UNPARSABLE`).
+- gunicorn's answers to a request it cannot parse (400, 414, 417, 431, 501) on every operation,
+  before any view (`UNPARSABLE`).
 """
 from __future__ import annotations
 
@@ -121,7 +122,8 @@ RATE_LIMIT_HEADERS = {
         "its scope (`submit`, `read`, `write`, `sensitive`), the requests (`q`) allowed in a window of `w` "
         "seconds, your client's own where the operator set one. A batch counts each of its jobs. Absent "
         "where the scope has no limit, and on answers given before the request was counted "
-        "(`too_many_failed_authentications`, `invalid_query`, a batch whose body cannot be parsed).",
+        "(`too_many_failed_authentications`, `invalid_query`, a batch whose body cannot be parsed, the "
+        "server's `bad_request`).",
         "schema": {"type": "string"},
         "example": '"read";q=6000;w=60',
     },
@@ -161,7 +163,31 @@ def _unparsable(status: int) -> dict[str, Any]:
 
 
 # Answered by the server (gunicorn) to a request on any path, before any view: every operation's.
-UNPARSABLE = {str(status): _unparsable(status) for status in (414, 431)}
+UNPARSABLE = {str(status): _unparsable(status) for status in sorted(PARSE_ERRORS)}
+
+
+def _with_unparsable(responses: dict[str, Any]) -> dict[str, Any]:
+    """`responses` with the server's UNPARSABLE answers, in order of status as drf-spectacular
+    writes the others. Where the view documents the status itself (a 400 of its own: a field, a
+    filter, a cursor), that answer is kept, its headers too, and the server's becomes one more of
+    its examples, its description said after the view's."""
+    merged = dict(responses)
+    for status, server_answer in UNPARSABLE.items():
+        documented = merged.get(status)
+        if documented is None:
+            merged[status] = server_answer
+            continue
+        content = documented["content"]["application/json"]
+        server_content = server_answer["content"]["application/json"]
+        merged[status] = {
+            **documented,
+            "content": {**documented["content"], "application/json": {
+                **content, "examples": {**content["examples"], **server_content["examples"]},
+            }},
+            "description": f"{documented['description']} Or: {server_answer['description']}",
+        }
+    return dict(sorted(merged.items()))
+
 
 _LOCATION = {
     "Location": {
@@ -313,8 +339,7 @@ def postprocess(result: dict[str, Any], generator: Any, request: Any, public: bo
     result["paths"].update(HEALTH_PATHS)
     for path_item in result["paths"].values():
         for operation in path_item.values():
-            # In order of status, as drf-spectacular writes the others.
-            operation["responses"] = dict(sorted({**operation["responses"], **UNPARSABLE}.items()))
+            operation["responses"] = _with_unparsable(operation["responses"])
     for path_item in result.get("webhooks", {}).values():
         for operation in path_item.values():
             operation["parameters"] = SIGNATURE_HEADERS

@@ -1,7 +1,9 @@
-"""Every operation of the spec, the health checks too, documents the server's 414
-(`request_line_too_long`) and 431 (`request_headers_too_large`) with the one error schema, and
-what gunicorn answers (gunicorn_worker.py) on each operation's path is what it documents.
-Before, no operation listed them: a client generated from the spec met those bodies unknown."""
+"""Every operation of the spec, the health checks too, documents the server's answers to a request
+it cannot parse (gunicorn_worker.py's PARSE_ERRORS: 400 `bad_request`, 414, 417, 431, 501) with the
+one error schema, and what gunicorn answers on each operation's path is what it documents; where
+the operation documents a 400 of its own, that one is kept. Before, no operation listed the 414 and
+the 431, then none the 417 and the 501, and the 400 only where a view answers one: a client
+generated from the spec met those bodies unknown."""
 from __future__ import annotations
 
 import json
@@ -12,12 +14,18 @@ from tests.conftest import Api, serving
 from tests.openapi.test_outage_responses import ERROR_SCHEMA, validator
 from tests.test_gunicorn_worker import send_raw
 
-# Each status, its code, and a request of that kind on `path` (a 10 KB query string or header).
+# Each status, its code, and a request of that kind on `path`.
 UNPARSABLE = {
+    "400": ("bad_request",
+            lambda method, path: b"%s %s HTTP/1.1\r\nHost: localhost\r\nContent-Length: two\r\n\r\n" % (method, path)),
     "414": ("request_line_too_long",
             lambda method, path: b"%s %s?q=%s HTTP/1.1\r\nHost: localhost\r\n\r\n" % (method, path, b"a" * 10_000)),
     "431": ("request_headers_too_large",
             lambda method, path: b"%s %s HTTP/1.1\r\nHost: localhost\r\nX-Big: %s\r\n\r\n" % (method, path, b"a" * 10_000)),
+    "417": ("expectation_failed",
+            lambda method, path: b"%s %s HTTP/1.1\r\nHost: localhost\r\nExpect: a-miracle\r\n\r\n" % (method, path)),
+    "501": ("unsupported_transfer_coding",
+            lambda method, path: b"%s %s HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: br\r\n\r\n" % (method, path)),
 }
 
 
@@ -28,7 +36,7 @@ def every_operation(spec: dict) -> Iterator[tuple[str, str, dict]]:
             yield method, path, operation
 
 
-def test_every_operation_documents_the_servers_414_and_431_with_the_error_schema(committed_spec: dict) -> None:
+def test_every_operation_documents_the_servers_unparsable_answers_with_the_error_schema(committed_spec: dict) -> None:
     operations = list(every_operation(committed_spec))
     assert len(operations) >= 28  # the API's operations and the two health checks
     for method, path, operation in operations:
@@ -38,19 +46,31 @@ def test_every_operation_documents_the_servers_414_and_431_with_the_error_schema
             assert answer is not None, where
             content = answer["content"]["application/json"]
             assert content["schema"] == ERROR_SCHEMA, where
-            assert [example["value"]["error"]["code"] for example in content["examples"].values()] == [code], where
-            assert f"`{code}`" in answer["description"], where
-            # Answered before any view: no rate limit counted it
-            assert "headers" not in answer, where
+            codes = [example["value"]["error"]["code"] for example in content["examples"].values()]
+            assert codes[-1] == code, where
+            assert answer["description"].endswith(f"Code: `{code}`."), where
+            if codes == [code]:
+                # Answered before any view: no rate limit counted it
+                assert "headers" not in answer, where
 
 
-def test_a_too_long_request_line_or_header_on_every_operation_answers_its_documented_body(
+def test_a_views_own_400_is_kept_beside_the_servers(committed_spec: dict) -> None:
+    # Given an operation whose view answers 400s of its own
+    answer = committed_spec["paths"]["/api/jobs/"]["post"]["responses"]["400"]
+    examples = answer["content"]["application/json"]["examples"]
+    # Then its own examples, description and headers are there, the server's example after them
+    assert list(examples) == ["InvalidPayload", "UnknownJobName", "BadRequest"]
+    assert answer["description"].startswith("The request is invalid; nothing was created.")
+    assert set(answer["headers"]) == {"RateLimit-Policy", "RateLimit"}
+
+
+def test_each_unparsable_request_on_every_operation_answers_its_documented_body(
     make_api: Callable[..., Api], committed_spec: dict, tmp_path: Path
 ) -> None:
     # Given the API as production runs it
     answers = []
     with serving(make_api(), tmp_path / "gunicorn.log") as (api, _):
-        # When each operation's path is sent a 10 KB request line, then a 10 KB header
+        # When each operation's path is sent each kind of request gunicorn cannot parse
         for method, path, operation in every_operation(committed_spec):
             for status, (_, request) in UNPARSABLE.items():
                 sent = request(method.upper().encode(), path.replace("{", "").replace("}", "").encode())
