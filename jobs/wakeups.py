@@ -3,7 +3,7 @@
 The worker that commits a job's event publishes one short Redis message (`<job id> <owner id>
 <event type>`); each API process runs ONE listener thread subscribed to that channel, which
 wakes the requests of that process waiting on that job or owner through a pipe each. A waiting
-request blocks in `select()` on its pipe and on its client's socket, so it costs no CPU, no
+request blocks in `poll()` on its pipe and on its client's socket, so it costs no CPU, no
 database query and no Redis connection while it waits, and notices a client that hangs up at
 once. Without Redis (the embedded mode) the listener reads the event log instead, one query per
 process every half second, whatever the number of waiters.
@@ -132,16 +132,23 @@ class Waiter:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return "timeout"
-            watched: list[int | socket.socket] = [self._read] + ([client] if client is not None else [])
+            # poll(), not select(): select() takes no descriptor numbered past 1023 (FD_SETSIZE),
+            # and a process holding many connections hands its waits such sockets.
+            poller = select.poll()
+            poller.register(self._read, select.POLLIN)
+            client_fd = client.fileno() if client is not None else None
             try:
-                readable, _, _ = select.select(watched, [], [], remaining)
+                if client_fd is not None:
+                    poller.register(client_fd, select.POLLIN)
+                ready = {fd for fd, _ in poller.poll(remaining * 1000)}
             except (OSError, ValueError):  # the client's socket closed under us
                 return "gone"
-            if self._read in readable:
+            if self._read in ready:
                 os.read(self._read, 64)
                 self._woken = False
                 return "stopping" if self._stopped else "event"
-            if client is not None and client in readable:
+            # Any event on the socket (data, hang-up, error, a descriptor closed under us): look.
+            if client is not None and client_fd in ready:
                 if _hung_up(client):
                     return "gone"
                 client = None  # it sent its next request already (pipelining): stop watching
