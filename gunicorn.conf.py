@@ -15,7 +15,7 @@ from prometheus_client.mmap_dict import MmapedDict
 bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
 # One process per core plus one keeps both cores busy while a request waits on PostgreSQL or
 # Redis. Threaded workers (gthread): a `Prefer: wait` or an event stream blocks one thread,
-# holding no database connection, in select() until its job's event wakes it (jobs/wakeups.py),
+# holding no database connection, in poll() until its job's event wakes it (jobs/wakeups.py),
 # so a process serves up to WEB_THREADS of them at once while its other threads serve the
 # short requests as a sync worker would (docs/streams.md has the limits and the measurements).
 # scripts/web refuses a number outside its range here (as the settings do theirs): WEB_CONCURRENCY,

@@ -40,7 +40,7 @@ def start_refused(script: str, tmp_path: Path, **env: str) -> subprocess.Complet
     # Set but empty is checked too (unset, gunicorn takes its default).
     ("web", {"WEB_TIMEOUT_SECONDS": ""}, "WEB_TIMEOUT_SECONDS must be a whole number from 1 to 3600, not ''."),
     # Past the most a process can run with: gunicorn started them all, out of memory, PostgreSQL
-    # connections, or (a wait's descriptors past select()'s 1023) waits ending at once.
+    # connections, or descriptors (past 1024, the open-files limit a process often gets).
     ("web", {"WEB_CONCURRENCY": "100000"}, "WEB_CONCURRENCY must be a whole number from 1 to 64, not '100000'."),
     ("web", {"WEB_CONCURRENCY": "65"}, "WEB_CONCURRENCY must be a whole number from 1 to 64, not '65'."),
     ("web", {"WEB_THREADS": "10000000"}, "WEB_THREADS must be a whole number from 1 to 320, not '10000000'."),
