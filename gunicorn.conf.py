@@ -53,6 +53,10 @@ raw_env = ["JOBAPI_WEB_PROCESS=true"]
 accesslog = os.environ.get("WEB_ACCESS_LOG") or None
 errorlog = "-"
 loglevel = os.environ.get("WEB_LOG_LEVEL", "warning")
+# gunicorn's own lines, the master's and the workers' (and the access log's), in the application's
+# format (LOG_FORMAT, which the settings check): under json, its text lines were the ones on the
+# stream a log shipper could not parse (gunicorn_worker.py, which imports nothing of `core`).
+logger_class = "gunicorn_worker.JsonLogger" if os.environ.get("LOG_FORMAT") == "json" else "gunicorn_worker.TextLogger"
 # Behind a TLS-terminating proxy that sets X-Forwarded-Proto. The settings read the same variable
 # (FORWARDED_ALLOW_IPS): the admin's login limit believes X-Forwarded-For from these addresses only.
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")

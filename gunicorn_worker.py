@@ -4,10 +4,15 @@ carries the API's error shape, `{"error": {"code", "message", "details"}}`, rath
 HTML page, which a client generated from the spec cannot read; and every answer it writes carries
 an `X-Request-ID`, which the log line gunicorn writes for it names.
 
-gunicorn's master imports this module before Django is set up, so it imports gunicorn alone, never
-`core` (core/__init__.py loads the Celery app). Its codes and its request ids are therefore made
-here as core/error_codes.py and core/request_context.py make theirs; tests/core/test_error_codes.py
-and tests/core/test_request_context.py check that both agree."""
+Its loggers (gunicorn.conf.py's `logger_class`) write gunicorn's own lines, the master's and the
+workers', in the format of the application's (LOG_FORMAT): under `json` one JSON object a line, as
+core/logs.py writes the application's, where gunicorn's text lines were the ones on the stream a
+log shipper could not parse.
+
+gunicorn's master imports this module before Django is set up, so it imports gunicorn and
+structlog alone, never `core` (core/__init__.py loads the Celery app). Its codes and its request
+ids are therefore made here as core/error_codes.py and core/request_context.py make theirs;
+tests/core/test_error_codes.py and tests/core/test_request_context.py check that both agree."""
 from __future__ import annotations
 
 import contextlib
@@ -19,7 +24,8 @@ from collections.abc import Iterator
 from http import HTTPStatus
 from typing import Any
 
-from gunicorn import util
+import structlog
+from gunicorn import glogging, util
 from gunicorn.workers.gthread import ThreadWorker
 
 # The status gunicorn answers a request it cannot parse with: the code and the message (formatted
@@ -83,8 +89,8 @@ _answering = threading.local()
 
 @contextlib.contextmanager
 def answering(request_id: str) -> Iterator[None]:
-    """While it lasts, the lines this thread writes to gunicorn's error log end with
-    ` request_id=<request_id>` (RequestIdNamed); none after, an exception's way out too."""
+    """While it lasts, the lines this thread writes to gunicorn's error log name `request_id`
+    (RequestIdNamed); none after, an exception's way out too."""
     _answering.request_id = request_id
     try:
         yield
@@ -93,21 +99,72 @@ def answering(request_id: str) -> Iterator[None]:
 
 
 class RequestIdNamed(logging.Filter):
-    """Ends each line gunicorn writes while it answers an error (its WARNING `Invalid request
+    """Gives each line gunicorn writes while it answers an error (its WARNING `Invalid request
     from ip=...`, at most one a minute per process: core.log_volume.InvalidRequests; its ERROR
-    and traceback for a 500) with ` request_id=<the answer's X-Request-ID>`: one line, as before."""
+    and traceback for a 500) the answer's X-Request-ID as its `request_id`, which each format
+    writes its way (RequestIdEnded, json_formatter)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         request_id = getattr(_answering, "request_id", None)
         if request_id:
-            # Appended to the message unformatted: logging formats it with its arguments in the
-            # handler, which reports a message its arguments do not fit ("--- Logging error ---")
-            # where formatting it here raised out of gunicorn's call, its answer then unsent. The
-            # id has no `%`; a message without arguments (gunicorn's WARNING, a `%` of the
-            # client's in it) is written as it is.
-            with contextlib.suppress(Exception):  # a message whose own __str__ raises: left as it is
-                record.msg = f"{record.msg} request_id={request_id}"
+            record.request_id = request_id
         return True
+
+
+class RequestIdEnded(logging.Formatter):
+    """The text format's: a line with a request id (RequestIdNamed) ends with ` request_id=<id>`,
+    on the message's line, before any traceback. A message its arguments do not fit raises in
+    the handler, which reports it ("--- Logging error ---"), never out of gunicorn's call: its
+    answer is still sent."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        line = super().formatMessage(record)
+        request_id = getattr(record, "request_id", None)
+        return f"{line} request_id={request_id}" if request_id else line
+
+
+def json_formatter() -> logging.Formatter:
+    """The JSON format's: a line as core/logs.py writes the application's (`timestamp`, `level`,
+    `logger`, `message`, a traceback's `exception`), with the `request_id` of the answer it is
+    about (RequestIdNamed). Its processors are those of core/logs.py's JSON format, written again:
+    that module imports Django, and `core` the Celery app, which the master must not load;
+    tests/test_gunicorn_worker.py checks that both write the same keys."""
+    return structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[
+            structlog.stdlib.ExtraAdder(allow=["request_id"]),
+            structlog.stdlib.add_log_level,
+            structlog.stdlib.add_logger_name,
+            structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp"),
+        ],
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.EventRenamer("message"),
+            structlog.processors.format_exc_info,
+            structlog.processors.JSONRenderer(),
+        ],
+    )
+
+
+class TextLogger(glogging.Logger):
+    """gunicorn's logger for LOG_FORMAT=text: its own format, a line about an answer ending with
+    its request id (RequestIdEnded)."""
+
+    def setup(self, cfg: Any) -> None:
+        # gunicorn makes its handlers here, anew on a reload (SIGHUP); the service sets no syslog.
+        super().setup(cfg)
+        for handler in self.error_log.handlers:
+            handler.setFormatter(RequestIdEnded(self.error_fmt, self.datefmt))
+
+
+class JsonLogger(glogging.Logger):
+    """gunicorn's logger for LOG_FORMAT=json: each line of its error log (its start, a worker
+    timed out or killed, a request it cannot parse, its 500) and of its access log
+    (WEB_ACCESS_LOG, its line the `message`) one JSON object (json_formatter)."""
+
+    def setup(self, cfg: Any) -> None:
+        super().setup(cfg)
+        for handler in [*self.error_log.handlers, *self.access_log.handlers]:
+            handler.setFormatter(json_formatter())
 
 
 class JsonErrorThreadWorker(ThreadWorker):

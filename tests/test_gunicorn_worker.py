@@ -3,8 +3,9 @@ malformed request line, an unknown HTTP version) is answered in the API's error 
 of the list (core/error_codes.py) and gunicorn's status, by the API's worker (gunicorn_worker.py).
 Before, it was gunicorn's HTML page, which a client generated from the spec could not parse.
 gunicorn's own 500 is the API's server_error, and every answer the worker writes (its 403 too)
-carries an X-Request-ID that gunicorn's log line for it names: before, none did.
-Sent as raw bytes to gunicorn as production runs it."""
+carries an X-Request-ID that gunicorn's log line for it names: before, none did. Under
+LOG_FORMAT=json gunicorn's own lines are JSON, as the application's. Sent as raw bytes to gunicorn
+as production runs it."""
 from __future__ import annotations
 
 import http
@@ -12,8 +13,12 @@ import http.client
 import io
 import json
 import logging
+import os
 import re
+import signal
 import socket
+import sys
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -22,8 +27,9 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
+from core import logs
 from core.error_codes import ERROR_CODES
-from gunicorn_worker import RequestIdNamed, answering
+from gunicorn_worker import RequestIdEnded, RequestIdNamed, answering, json_formatter
 from tests.conftest import Api, serving
 
 # Written into each request: no answer may echo it.
@@ -143,11 +149,14 @@ def test_a_proxy_not_allowed_is_gunicorns_403_with_a_request_id(
 def test_a_line_its_arguments_do_not_fit_is_logging_s_error_not_the_answer_s(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    # Given gunicorn's error log with the worker's filter, writing to a stream of the test's
+    # Given gunicorn's error log with the worker's filter, writing to a stream of the test's in
+    # the text format
     error_log = logging.getLogger(f"gunicorn.error.{uuid.uuid4().hex}")
     error_log.propagate = False
     written = io.StringIO()
-    error_log.addHandler(logging.StreamHandler(written))
+    handler = logging.StreamHandler(written)
+    handler.setFormatter(RequestIdEnded("%(message)s"))
+    error_log.addHandler(handler)
     error_log.addFilter(RequestIdNamed())
 
     # When, while the worker answers an error, a line is written whose arguments do not fit its
@@ -165,3 +174,88 @@ def test_a_line_its_arguments_do_not_fit_is_logging_s_error_not_the_answer_s(
         "Error handling request GET /a%s%(x)s request_id=0123456789abcdef0123456789abcdef",
         "After the answer /b",
     ]
+
+
+# The keys every line of the JSON format has (core/logs.py); a line about an answer has its
+# request_id, one with a traceback its exception.
+FIELDS = {"timestamp", "level", "logger", "message"}
+TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
+
+
+def test_under_log_format_json_every_line_gunicorn_writes_is_json_in_the_applications_shape(
+    make_api: Callable[..., Api], tmp_path: Path
+) -> None:
+    # Given the API as production runs it, logging JSON, gunicorn's own lines from INFO and its
+    # access log on the same stream
+    log_path = tmp_path / "gunicorn.log"
+    with serving(make_api(), log_path, LOG_FORMAT="json", LOG_LEVEL="INFO", WEB_LOG_LEVEL="info",
+                 WEB_ACCESS_LOG="-") as (api, _):
+        # When a client sends a request gunicorn cannot parse, then one the application answers
+        invalid, _ = send_raw(api, MARKER + b"\r\n\r\n")
+        assert requests.get(api.base_url + "/healthz", timeout=10).status_code == 200
+        # And the worker process is killed (the OOM killer's SIGKILL), and the master boots another
+        [worker_pid] = [int(line["message"].rsplit(" ", 1)[1]) for line in _json_lines(log_path)
+                        if line["message"].startswith("Booting worker with pid: ")]
+        os.kill(worker_pid, signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while sum("Booting worker" in line for line in log_path.read_text().splitlines()) < 2:
+            assert time.monotonic() < deadline, log_path.read_text()
+            time.sleep(0.1)
+
+    # Then every line of the log is one JSON object (_json_lines parses each), the master's and
+    # the workers', gunicorn's and the application's, each with the application's keys and time
+    lines = _json_lines(log_path)
+    assert all(FIELDS <= set(line) and TIMESTAMP.fullmatch(line["timestamp"]) for line in lines), lines
+    gunicorn = [line for line in lines if line["logger"].startswith("gunicorn.")]
+    assert all(set(line) <= FIELDS | {"request_id", "exception"} for line in gunicorn), gunicorn
+    said = {line["message"]: line for line in gunicorn}
+    # Its start, at the level shown
+    assert any(message.startswith("Starting gunicorn") for message in said), said
+    assert said["Using worker: gunicorn_worker.JsonErrorThreadWorker"]["level"] == "info"
+    # Its WARNING for the request it could not parse, its request_id the answer's, as the
+    # application's lines carry theirs (not in the message, as the text format writes it)
+    [warning] = [line for line in gunicorn if line["message"].startswith("Invalid request from ip=")]
+    assert warning["level"] == "warning" and warning["request_id"] == invalid.getheader("X-Request-ID"), warning
+    assert "request_id=" not in warning["message"], warning
+    # The master's ERROR for the worker killed
+    assert said[f"Worker (pid:{worker_pid}) was sent SIGKILL! Perhaps out of memory?"]["level"] == "error"
+    # Its access log's line, with the application's line for the same request
+    assert any("GET /healthz HTTP/1.1" in line["message"] for line in lines if line["logger"] == "gunicorn.access")
+    assert any(line["logger"] == "core.requests" and "request_id" in line for line in lines), lines
+
+
+def _json_lines(log_path: Path) -> list[dict[str, str]]:
+    """Each line of the log, parsed as the JSON object it must be."""
+    return [json.loads(line) for line in log_path.read_text().splitlines()]
+
+
+def test_gunicorns_json_line_has_the_keys_of_the_applications() -> None:
+    # Given gunicorn's JSON format, and the application's (core/logs.py, as the settings make it)
+    settings = logs.logging_config(level="INFO", json=True)["formatters"]["structured"]
+    application = settings["()"](**{key: value for key, value in settings.items() if key != "()"})
+    gunicorn = json_formatter()
+
+    # When each writes an ERROR with a traceback about the same request, gunicorn's while its
+    # worker answers it (the id its filter gives), the application's within the request
+    def error_line(formatter: logging.Formatter, name: str) -> dict[str, str]:
+        try:
+            raise OSError("gone")
+        except OSError:
+            record = logging.LogRecord(name, logging.ERROR, __file__, 1, "Error handling request %s", ("/x",),
+                                       sys.exc_info())
+        RequestIdNamed().filter(record)
+        return json.loads(formatter.format(record))
+
+    request_id = "0123456789abcdef0123456789abcdef"
+    with answering(request_id):
+        from_gunicorn = error_line(gunicorn, "gunicorn.error")
+    with logs.bound(request_id=request_id):
+        from_application = error_line(application, "core.requests")
+
+    # Then both lines have the same keys, in the same order, and the same values but the logger's
+    # name and the time, written alike
+    assert list(from_gunicorn) == list(from_application), (from_gunicorn, from_application)
+    assert from_gunicorn["request_id"] == request_id and from_gunicorn["level"] == "error"
+    assert from_gunicorn["message"] == from_application["message"] == "Error handling request /x"
+    assert from_gunicorn["exception"] == from_application["exception"]
+    assert TIMESTAMP.fullmatch(from_gunicorn["timestamp"]) and TIMESTAMP.fullmatch(from_application["timestamp"])
