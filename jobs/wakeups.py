@@ -38,6 +38,9 @@ logger = logging.getLogger(__name__)
 EMBEDDED_POLL_SECONDS = 0.5
 # How long the listener waits before connecting to Redis again after losing it.
 RECONNECT_SECONDS = 1.0
+# The longest single poll() of a wait: poll() takes at most 2**31 - 1 ms (24.8 days) and raises
+# OverflowError past it; a longer wait polls again.
+POLL_MAX_SECONDS = 24 * 3600.0
 
 
 def redis_url() -> str:
@@ -140,7 +143,7 @@ class Waiter:
             try:
                 if client_fd is not None:
                     poller.register(client_fd, select.POLLIN)
-                ready = {fd for fd, _ in poller.poll(remaining * 1000)}
+                ready = {fd for fd, _ in poller.poll(min(remaining, POLL_MAX_SECONDS) * 1000)}
             except (OSError, ValueError):  # the client's socket closed under us
                 return "gone"
             if self._read in ready:

@@ -1,6 +1,6 @@
-"""A waiting request's wait (jobs/wakeups.py) on a client socket numbered past 1023, as a process
-holding many connections hands out: select() took none (FD_SETSIZE), and such a wait ended at
-once as if its client had gone."""
+"""A waiting request's wait (jobs/wakeups.py): on a client socket numbered past 1023, as a process
+holding many connections hands out (select() took none, FD_SETSIZE, and such a wait ended at
+once as if its client had gone), and longer than one poll() takes."""
 from __future__ import annotations
 
 import fcntl
@@ -70,5 +70,19 @@ def test_a_wait_whose_client_socket_is_numbered_past_1023_sees_its_client_hang_u
 
         # When its request waits, Then the wait ends as the client has gone, well before its timeout
         assert waiter.wait(60, server_end) == "gone"
+    finally:
+        waiter.close()
+
+
+def test_a_wait_longer_than_poll_takes_at_once_answers_its_event() -> None:
+    # Given a job's event, and a wait of 30 days (API_MAX_WAIT_SECONDS and
+    # API_STREAM_HEARTBEAT_SECONDS have no most): poll() takes at most 2**31 - 1 ms (24.8 days),
+    # and a longer timeout raised OverflowError, the request's 500, where select() had taken it
+    waiter = _waiter()
+    try:
+        waiter.wake("job.succeeded")
+
+        # When its request waits, Then the wait answers the event
+        assert waiter.wait(30 * 24 * 3600) == "event"
     finally:
         waiter.close()
