@@ -23,13 +23,20 @@ waited on them with the lock on DATA_DIR held.
 honcho killed outright (kill -9, the OOM killer), its handlers never run, left them running too,
 orphaned, the API on its port: on Linux each reader honcho forks is killed as honcho dies, and
 each process sent SIGTERM as its reader dies (prctl PR_SET_PDEATHSIG: DiesWithReader, _reader).
+A worker's SIGTERM is its warm stop: it finishes the job it is running, however long. The lock on
+DATA_DIR (scripts/run-dev's descriptor, named by --hold-fd) was held by honcho and its readers
+alone (subprocess closes every other descriptor in a child), and went with them: the next `make
+run` started at once, its broker_requeue put back the message of the job the old worker was still
+running, and the job ran twice at once. Here every process is given the descriptor too: the lock
+is released once the last of them has stopped.
 
-Usage: honcho_start.py -- HONCHO_ARGUMENTS...
+Usage: honcho_start.py [--hold-fd FD] -- HONCHO_ARGUMENTS...
 """
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import os
 import shutil
 import signal
@@ -101,6 +108,11 @@ class StopOnceStarted(Manager):
     # The stop owed, forced (SIGKILL) or not (SIGTERM); None when none is.
     _owed: bool | None = None
 
+    def __init__(self, *args: Any, held_fds: tuple[int, ...] = (), **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Descriptors every process keeps open (DATA_DIR's lock), as long as it runs.
+        self._held_fds = held_fds
+
     def _killall(self, force: bool = False) -> None:
         if not super()._all_started():
             self._owed = force or bool(self._owed)
@@ -118,7 +130,7 @@ class StopOnceStarted(Manager):
 
     def _start(self) -> None:
         for process in self._processes.values():
-            process["obj"]._child_ctor = DiesWithReader
+            process["obj"]._child_ctor = functools.partial(DiesWithReader, pass_fds=self._held_fds)
             process["obj"].run = _reader(process["obj"].run, os.getpid())
         super()._start()
 
@@ -175,7 +187,11 @@ def _terminated(signum: int, frame: FrameType | None) -> NoReturn:
 
 
 def main() -> int:
-    separator, *honcho_arguments = sys.argv[1:]
+    arguments = sys.argv[1:]
+    held_fds: tuple[int, ...] = ()
+    if arguments[0] == "--hold-fd":
+        held_fds, arguments = (int(arguments[1]),), arguments[2:]
+    separator, *honcho_arguments = arguments
     assert separator == "--", sys.argv
     honcho_pid = os.getpid()
 
@@ -199,7 +215,7 @@ def main() -> int:
                 metrics_dir = tempfile.mkdtemp(prefix="jobapi-metrics.", dir=in_memory)
                 os.environ["METRICS_DIR"] = metrics_dir
         # honcho's `start` makes its Manager by this name.
-        honcho_command.Manager = StopOnceStarted
+        honcho_command.Manager = functools.partial(StopOnceStarted, held_fds=held_fds)
         honcho_main(honcho_arguments)
     except SystemExit as stop:
         status = stop.code if isinstance(stop.code, int) else 1

@@ -1,16 +1,20 @@
-"""`make run`'s honcho killed (kill -9, the OOM killer): the processes it started stop too."""
+"""`make run`'s honcho killed (kill -9, the OOM killer): the processes it started stop too, and
+its data directory stays theirs until the last has stopped."""
 from __future__ import annotations
 
 import os
 import signal
 import subprocess
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
 
 from tests.core.test_make_run import (
     PROCESSES,
+    _ctrl_c,
     _fresh_shell,
     _make_run,
     _sessions_left,
@@ -55,5 +59,92 @@ def test_a_kill_9_of_make_runs_honcho_stops_every_process_it_started(tmp_path: P
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
+        if sessions:
+            subprocess.run(["pkill", "-KILL", "-s", ",".join(map(str, sessions.values()))], check=False)
+
+
+# Long enough that the old long-jobs worker is still running it when the next make run starts.
+JOB_SECONDS = 20
+
+
+def _job(env: dict[str, str], key: str, job_id: str) -> dict[str, Any]:
+    response = requests.get(f"http://127.0.0.1:{env['PORT']}/api/jobs/{job_id}/",
+                            headers={"Authorization": f"Bearer {key}"}, timeout=10)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def _long_job_running(env: dict[str, str], key: str, log_path: Path) -> str:
+    """The id of a long_running_task of JOB_SECONDS, submitted and seen STARTED."""
+    response = requests.post(
+        f"http://127.0.0.1:{env['PORT']}/api/jobs/",
+        json={"job_name": "api.tasks.long_running_task", "payload": {"duration": JOB_SECONDS, "message": "once"}},
+        headers={"Authorization": f"Bearer {key}"}, timeout=10,
+    )
+    assert response.status_code == 202, response.text
+    job_id = response.json()["id"]
+    deadline = time.monotonic() + 60
+    while (job := _job(env, key, job_id))["status"] != "STARTED":
+        assert job["status"] == "PENDING" and time.monotonic() < deadline, (job, log_path.read_text())
+        time.sleep(0.2)
+    return str(job_id)
+
+
+def _until_refused_or_started(process: subprocess.Popen[bytes], log_path: Path) -> bool:
+    """True once `process` (a make run) has exited, False once it has printed its API key."""
+    deadline = time.monotonic() + 60
+    while process.poll() is None:
+        assert time.monotonic() < deadline, log_path.read_text()
+        if "API key" in log_path.read_text():
+            return False
+        time.sleep(0.2)
+    return True
+
+
+@pytest.mark.timeout(240)
+def test_after_a_kill_9_of_honcho_its_data_is_refused_to_another_make_run_until_its_running_job_ends(
+    tmp_path: Path,
+) -> None:
+    # Given make run serving, its long-jobs worker running a job
+    env = _fresh_shell(tmp_path)
+    first_log, second_log, third_log = (tmp_path / f"{name}.log" for name in ("first", "second", "third"))
+    first = _make_run(env, first_log)
+    later: list[tuple[subprocess.Popen[bytes], Path]] = []
+    sessions: dict[str, int] = {}
+    try:
+        key = _wait_until_serving(env, first_log, first)
+        sessions = _started_sessions(first_log.read_text())
+        job_id = _long_job_running(env, key, first_log)
+
+        # When its honcho is killed outright, and make run is typed again on the same data
+        os.kill(_honcho_pid(first.pid), signal.SIGKILL)
+        first.wait(timeout=30)
+        second = _make_run(env, second_log)
+        later.append((second, second_log))
+
+        # Then it is refused while the old long-jobs worker finishes the job (its SIGTERM is a
+        # warm stop): it started at once, put back the message of the job still running, and its
+        # own worker ran the job a second time, beside the first
+        refused = _until_refused_or_started(second, second_log)
+        assert refused and second.returncode == 2, second_log.read_text()
+        assert f"Another make run is using {tmp_path / 'data'}" in second_log.read_text(), second_log.read_text()
+        assert _sessions_left({"worker-long.1": sessions["worker-long.1"]}, timeout=0), first_log.read_text()
+
+        # And once every old process has stopped, make run starts, with nothing to put back: the
+        # job ran once, to its end
+        assert _sessions_left(sessions, timeout=JOB_SECONDS + 60) == [], first_log.read_text()
+        third = _make_run(env, third_log)
+        later.append((third, third_log))
+        key = _wait_until_serving(env, third_log, third)
+        assert "Requeued" not in third_log.read_text(), third_log.read_text()
+        job = _job(env, key, job_id)
+        assert (job["status"], job["attempt"]) == ("SUCCESS", 1), job
+        assert job["result"] == f"Slept for {JOB_SECONDS} seconds. Message: once", job
+    finally:
+        for process, log_path in later:
+            if process.poll() is None:
+                _ctrl_c(process, log_path)
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)
         if sessions:
             subprocess.run(["pkill", "-KILL", "-s", ",".join(map(str, sessions.values()))], check=False)
