@@ -12,6 +12,7 @@
 """
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -335,8 +336,10 @@ def postprocess(result: dict[str, Any], generator: Any, request: Any, public: bo
                     if status not in _BEFORE_THE_RATE_LIMIT:
                         response["headers"] = {**response.get("headers", {}), **_RATE_LIMIT_REFS}
     result["components"]["headers"] = RATE_LIMIT_HEADERS
-    # After the operations' headers: /readyz's 503 (`not_ready`) sends no Retry-After.
-    result["paths"].update(HEALTH_PATHS)
+    # After the operations' headers: /readyz's 503 (`not_ready`) sends no Retry-After. A copy: the
+    # server's answers are merged into each operation's below, and a process makes the spec once
+    # per format; merged into HEALTH_PATHS itself, each making would repeat the server's answers.
+    result["paths"].update(copy.deepcopy(HEALTH_PATHS))
     for path_item in result["paths"].values():
         for operation in path_item.values():
             operation["responses"] = _with_unparsable(operation["responses"])

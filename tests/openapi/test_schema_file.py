@@ -7,6 +7,7 @@ from pathlib import Path
 import requests
 from django.core.management import call_command
 from drf_spectacular.drainage import GENERATOR_STATS
+from drf_spectacular.generators import SchemaGenerator
 
 from tests.openapi.conftest import SCHEMA_FILE
 
@@ -31,6 +32,15 @@ def test_committed_spec_matches_the_code(tmp_path: Path) -> None:
             )[:80]
         )
         raise AssertionError(f"The committed spec is stale: run `make schema`.\n{diff}")
+
+
+def test_the_spec_made_again_in_one_process_is_the_same() -> None:
+    # An API process makes it once per format (openapi/views.py): the YAML and the JSON are two
+    # makings, and each must be the one document.
+    first = SchemaGenerator().get_schema(request=None, public=True)
+    again = SchemaGenerator().get_schema(request=None, public=True)
+
+    assert again == first
 
 
 def test_spec_is_openapi_31_with_webhooks_and_bearer_auth(committed_spec: dict) -> None:
