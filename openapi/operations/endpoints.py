@@ -10,7 +10,15 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema
 
 from openapi import schemas
 from openapi.examples import DELIVERY_EXAMPLE, ENDPOINT_EXAMPLE, SECRET_EXAMPLE, page
-from openapi.schemas import CURSOR, DELIVERY_PAGE_SIZE, LIST_400, error_responses, example_response, query_parameter
+from openapi.operations.webhooks import ROTATE_400
+from openapi.schemas import (
+    CURSOR,
+    DELIVERY_PAGE_SIZE,
+    LIST_400,
+    error_responses,
+    example_response,
+    query_parameter,
+)
 from webhooks.api import DeliverySerializer, SecretRotationSerializer, SecretSerializer
 from webhooks.endpoint_api import (
     EndpointInputSerializer,
@@ -43,6 +51,19 @@ _WRITE_400 = {
             "why), `malformed_json`, `invalid_json`, `json_too_deep`, `bad_request`."
         ),
         schemas.error_example(400, "invalid_url", f"url is not allowed: {_REFUSED_HOST}", {"url": [_REFUSED_HOST]}),
+    )
+}
+# What a recovery can get wrong: its body, whose `since` is required.
+_RECOVER_400 = {
+    400: (
+        (
+            "The body is invalid; nothing was sent again. Codes: `invalid` (`since` missing or not a "
+            "date-time, or a body that is not a JSON object; field errors in `details`), "
+            "`malformed_json`, `invalid_json`, `json_too_deep`, `invalid_query` (a query string that "
+            "is not UTF-8 or holds U+0000)."
+        ),
+        schemas.error_example(400, "invalid", "The request is invalid; see details.",
+                              {"since": ["This field is required."]}),
     )
 }
 _CREATE_409 = {
@@ -133,7 +154,7 @@ OPERATIONS: dict[str, dict[str, Callable[..., Any]]] = {
             "`{\"expire_previous_now\": true}`.",
             tags=TAGS, parameters=[ENDPOINT_ID], request=SecretRotationSerializer,
             responses={200: example_response(SecretSerializer, "The new secret.", "secret", SECRET_EXAMPLE),
-                       **error_responses(400, 401, 404, 408, 413, 415)},
+                       **error_responses(400, 401, 404, 408, 413, 415, described=ROTATE_400)},
         ),
     },
     "webhooks.endpoint_api.EndpointTestApi": {
@@ -156,7 +177,8 @@ OPERATIONS: dict[str, dict[str, Callable[..., Any]]] = {
             "call, the newest first. While it answers 1,000, call it again: the next call sends the "
             "next ones, and none twice.",
             tags=TAGS, parameters=[ENDPOINT_ID], request=RecoverInputSerializer,
-            responses={202: RecoverOutputSerializer, **error_responses(400, 401, 404, 408, 413, 415)},
+            responses={202: RecoverOutputSerializer,
+                       **error_responses(400, 401, 404, 408, 413, 415, described=_RECOVER_400)},
         ),
     },
     "webhooks.endpoint_api.DeliveryListApi": {

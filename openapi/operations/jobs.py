@@ -36,6 +36,18 @@ from openapi.schemas import (
     query_parameter,
 )
 
+# The starter's poll has one 400 of its own: its `job_id` missing (a malformed one answers 404).
+_LEGACY_GET_400 = {
+    400: (
+        (
+            "The `job_id` query parameter is missing or empty. Codes: `missing_parameter`, "
+            "`invalid_query` (a query string that is not UTF-8 or holds U+0000)."
+        ),
+        schemas.error_example(400, "missing_parameter", "The job_id query parameter is required.",
+                              {"job_id": ["This parameter is required."]}),
+    )
+}
+
 # A batch's own 400s first: a batch is refused whole.
 _BATCH_400 = {
     400: (
@@ -322,7 +334,7 @@ OPERATIONS: dict[str, dict[str, Callable[..., Any]]] = {
                         "result": "hello world there",
                     },
                 ),
-                **error_responses(400, 401, 404),
+                **error_responses(400, 401, 404, described=_LEGACY_GET_400),
             },
         ),
     },

@@ -23,6 +23,21 @@ from openapi.schemas import (
 )
 from webhooks.api import DeliverySerializer, SecretRotationSerializer, SecretSerializer
 
+# A rotation's own 400s, in place of the submissions': only its optional body can be wrong.
+# endpoints.py's endpoint rotation answers the same.
+ROTATE_400 = {
+    400: (
+        (
+            "The body is invalid; no secret was made. Codes: `invalid` (`expire_previous_now` not a "
+            "boolean, or a body that is not a JSON object; field errors in `details`), `malformed_json`, "
+            "`invalid_json`, `json_too_deep`, `invalid_query` (a query string that is not UTF-8 or "
+            "holds U+0000)."
+        ),
+        schemas.error_example(400, "invalid", "The request is invalid; see details.",
+                              {"expire_previous_now": ["Must be a valid boolean."]}),
+    )
+}
+
 OPERATIONS: dict[str, dict[str, Callable[..., Any]]] = {
     "jobs.api.JobDeliveryListApi": {
         "get": extend_schema(
@@ -120,7 +135,7 @@ OPERATIONS: dict[str, dict[str, Callable[..., Any]]] = {
                 200: example_response(
                     SecretSerializer, "The new secret.", "secret", SECRET_EXAMPLE
                 ),
-                **error_responses(400, 401, 408, 413, 415, 429),
+                **error_responses(400, 401, 408, 413, 415, 429, described=ROTATE_400),
             },
         ),
     },

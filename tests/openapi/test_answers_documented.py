@@ -12,6 +12,7 @@ acts on that the status leaves out.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -311,3 +312,39 @@ def test_every_operation_that_takes_a_body_documents_what_its_body_can_meet(comm
     for method, path, operation in api_operations(committed_spec):
         if "requestBody" in operation:
             assert {"408", "413", "415"} <= set(operation["responses"]), f"{method.upper()} {path}"
+
+
+def test_each_documented_400_example_is_an_answer_its_operation_gives(
+    make_api: Callable[..., Api], committed_spec: dict
+) -> None:
+    # Given an endpoint, and the requests that can get each operation's own 400s
+    api = make_api()
+    json_body = {"Content-Type": "application/json"}
+    bad_bodies = [{"json": {"expire_previous_now": "soon"}}, {"json": {}}, {"json": {"since": "yesterday"}},
+                  {"json": [1]}, {"data": "{", "headers": json_body}, {"data": "[" * 2000, "headers": json_body},
+                  {"data": '{"since": "\\u0000"}', "headers": json_body}]
+    with Receiver() as receiver:
+        endpoint = api.post("/api/webhook-endpoints/", json={"url": receiver.url}).headers["Location"]
+        asked = {
+            ("get", "/api/job/"): [("/api/job/", {}), ("/api/job/?job_id=", {}), ("/api/job/?job_id=%00", {})],
+            **{("post", template): [(path, body) for body in bad_bodies] + [(path + "?x=%00", {})]
+               for template, path in [("/api/webhook-secret/rotate/", "/api/webhook-secret/rotate/"),
+                                      ("/api/webhook-endpoints/{endpoint_id}/secret/rotate/", endpoint + "secret/rotate/"),
+                                      ("/api/webhook-endpoints/{endpoint_id}/recover/", endpoint + "recover/")]},
+        }
+
+        # When each is sent
+        answers = {operation: [api.request(operation[0].upper(), path, **kwargs) for path, kwargs in requests]
+                   for operation, requests in asked.items()}
+
+    # Then every example of each operation's 400 (but the server's own, answered before the API)
+    # is an answer it gave, and every code its answers had is one its 400 names
+    for (method, template), responses in answers.items():
+        documented = committed_spec["paths"][template][method]["responses"]["400"]
+        given = [response.json() for response in responses if response.status_code == 400]
+        examples = documented["content"]["application/json"]["examples"].values()
+        for example in examples:
+            if example["value"]["error"]["code"] != "bad_request":
+                assert example["value"] in given, (method, template, example["value"], given)
+        for answer in given:
+            assert f"`{answer['error']['code']}`" in documented["description"], (method, template, answer)
