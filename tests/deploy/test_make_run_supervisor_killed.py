@@ -128,6 +128,8 @@ def test_after_a_kill_9_of_honcho_its_data_is_refused_to_another_make_run_until_
         refused = _until_refused_or_started(second, second_log)
         assert refused and second.returncode == 2, second_log.read_text()
         assert f"Another make run is using {tmp_path / 'data'}" in second_log.read_text(), second_log.read_text()
+        # naming what holds it, as no make run does: the old long-jobs worker, among others
+        assert f"pid {sessions['worker-long.1']} " in second_log.read_text(), second_log.read_text()
         assert _sessions_left({"worker-long.1": sessions["worker-long.1"]}, timeout=0), first_log.read_text()
 
         # And once every old process has stopped, make run starts, with nothing to put back: the
