@@ -66,6 +66,10 @@ class BodySizeLimitMiddleware:
         return self.get_response(request)
 
 
+# The URL guard's answer to `%00` or bytes not UTF-8 in a query string; the spec's example of it.
+QUERY_NOT_UTF8_MESSAGE = "The query string must be UTF-8 without the character U+0000."
+
+
 def _query_string_valid(query: str) -> bool:
     # The bytes Django decodes: WSGI hands them over as ISO-8859-1.
     raw = unquote_to_bytes(query.encode("iso-8859-1", errors="replace"))
@@ -98,12 +102,7 @@ class UrlGuardMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         query = request.META.get("QUERY_STRING")
         if query and not _query_string_valid(query):
-            return JsonResponse(
-                error_body(
-                    "invalid_query", "The query string must be UTF-8 without the character U+0000."
-                ),
-                status=400,
-            )
+            return JsonResponse(error_body("invalid_query", QUERY_NOT_UTF8_MESSAGE), status=400)
         most = settings.DATA_UPLOAD_MAX_NUMBER_FIELDS
         # Counted as Django's parser counts them (urllib's parse_qsl: one more than the `&`).
         if query and most is not None and query.count("&") + 1 > most:

@@ -7,8 +7,8 @@
 - the event streams' `text/event-stream` answers,
 - links from a submission to the operations that take the new job's id,
 - the Standard Webhooks signature headers on every webhook,
-- gunicorn's answers to a request it cannot parse (400, 414, 417, 431, 501) on every operation,
-  before any view (`UNPARSABLE`).
+- gunicorn's answers to a request it cannot parse (400, 414, 417, 431, 501) and the URL guard's
+  400 `invalid_query` on every operation, before any view (`REFUSED_QUERY`, `UNPARSABLE`).
 """
 from __future__ import annotations
 
@@ -19,6 +19,8 @@ from typing import Any
 from gunicorn.config import Config
 
 from core.error_codes import ERROR_CODES, error_codes_markdown
+from core.errors import error_body
+from core.middleware import QUERY_NOT_UTF8_MESSAGE
 from gunicorn_worker import PARSE_ERRORS
 from openapi.operations.streams import PREFERENCE_APPLIED, STREAM_EXAMPLE, VARY_PREFER
 
@@ -167,13 +169,22 @@ def _unparsable(status: int) -> dict[str, Any]:
 UNPARSABLE = {str(status): _unparsable(status) for status in sorted(PARSE_ERRORS)}
 
 
+# The URL guard's answer (core/middleware.py) on any path, before any view: every operation's.
+_INVALID_QUERY = ERROR_CODES["invalid_query"]
+REFUSED_QUERY = {"400": {  # no rate limit header: the request was not counted
+    "content": {"application/json": {"schema": _ERROR_REF, "examples": {"InvalidQuery": {
+        "value": error_body("invalid_query", QUERY_NOT_UTF8_MESSAGE), "summary": "invalid_query"}}}},
+    "description": f"{_INVALID_QUERY.when} {_INVALID_QUERY.then} Answered on any path, before any view. Code: `invalid_query`.",
+}}
+
+
 def _with_unparsable(responses: dict[str, Any]) -> dict[str, Any]:
-    """`responses` with the server's UNPARSABLE answers, in order of status as drf-spectacular
-    writes the others. Where the view documents the status itself (a 400 of its own: a field, a
-    filter, a cursor), that answer is kept, its headers too, and the server's becomes one more of
-    its examples, its description said after the view's."""
+    """`responses` with REFUSED_QUERY and the server's UNPARSABLE answers, in order of status as
+    drf-spectacular writes the others. Where the view documents the status itself (a 400 of its own:
+    a field, a filter, a cursor), that answer is kept, its headers too, and each of these becomes
+    one more of its examples, its description said after the view's."""
     merged = dict(responses)
-    for status, server_answer in UNPARSABLE.items():
+    for status, server_answer in [*REFUSED_QUERY.items(), *UNPARSABLE.items()]:
         documented = merged.get(status)
         if documented is None:
             merged[status] = server_answer

@@ -3,10 +3,16 @@ it cannot parse (gunicorn_worker.py's PARSE_ERRORS: 400 `bad_request`, 414, 417,
 one error schema, and what gunicorn answers on each operation's path is what it documents; where
 the operation documents a 400 of its own, that one is kept. Before, no operation listed the 414 and
 the 431, then none the 417 and the 501, and the 400 only where a view answers one: a client
-generated from the spec met those bodies unknown."""
+generated from the spec met those bodies unknown.
+
+The URL guard's 400 `invalid_query` (core/middleware.py), answered on every path before any view,
+is documented the same way: before, only the lists and a few operations named it, none as an
+example, and an operation without a 400 of its own (the health checks) not at all."""
 from __future__ import annotations
 
 import json
+import re
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -59,7 +65,7 @@ def test_a_views_own_400_is_kept_beside_the_servers(committed_spec: dict) -> Non
     answer = committed_spec["paths"]["/api/jobs/"]["post"]["responses"]["400"]
     examples = answer["content"]["application/json"]["examples"]
     # Then its own examples, description and headers are there, the server's example after them
-    assert list(examples) == ["InvalidPayload", "UnknownJobName", "BadRequest"]
+    assert list(examples) == ["InvalidPayload", "UnknownJobName", "InvalidQuery", "BadRequest"]
     assert answer["description"].startswith("The request is invalid; nothing was created.")
     assert set(answer["headers"]) == {"RateLimit-Policy", "RateLimit"}
 
@@ -86,3 +92,24 @@ def test_each_unparsable_request_on_every_operation_answers_its_documented_body(
         errors = list(validator(committed_spec, content["schema"]).iter_errors(parsed))
         assert errors == [], (where, [error.message for error in errors])
         assert parsed in [example["value"] for example in content["examples"].values()], (where, parsed)
+
+
+def test_a_query_string_the_url_guard_refuses_answers_a_documented_400_on_every_operation(
+    make_api: Callable[..., Api], committed_spec: dict
+) -> None:
+    # Given a client with a key, against the real database
+    api = make_api()
+    answers = []
+    # When each operation's path (its ids filled in) is sent with `%00` in its query string
+    for method, template, operation in every_operation(committed_spec):
+        path = re.sub(r"\{[^}]+\}", str(uuid.uuid4()), template)
+        answers.append((f"{method.upper()} {template}", operation, api.request(method.upper(), f"{path}?a=%00")))
+
+    # Then each answers 400 `invalid_query`, its body one of the examples its operation's 400 shows
+    for where, operation, answer in answers:
+        assert answer.status_code == 400, (where, answer.text)
+        assert answer.json()["error"]["code"] == "invalid_query", (where, answer.text)
+        documented = operation["responses"]["400"]
+        examples = [example["value"] for example in documented["content"]["application/json"]["examples"].values()]
+        assert answer.json() in examples, (where, answer.text)
+        assert "`invalid_query`" in documented["description"], where
