@@ -88,7 +88,7 @@ class SigningSecretRotateApi(APIView):
     throttle_scopes = {"POST": "sensitive"}
 
     def post(self, request: Request) -> Response:
-        data = SecretRotationSerializer(data=request.data if isinstance(request.data, dict) else None)
+        data = SecretRotationSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         with client_writes(request):
             secret = secrets.signing_secret_rotate(

@@ -214,7 +214,7 @@ class EndpointSecretRotateApi(APIView):
 
     def post(self, request: Request, endpoint_id: str) -> Response:
         endpoint = endpoints.endpoint_get(owner_id=request.user.pk, endpoint_id=endpoint_id)
-        data = SecretRotationSerializer(data=request.data if isinstance(request.data, dict) else None)
+        data = SecretRotationSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         try:
             secret = secrets.signing_secret_rotate(

@@ -348,3 +348,25 @@ def test_each_documented_400_example_is_an_answer_its_operation_gives(
                 assert example["value"] in given, (method, template, example["value"], given)
         for answer in given:
             assert f"`{answer['error']['code']}`" in documented["description"], (method, template, answer)
+
+
+def test_a_body_that_is_not_an_object_gets_the_same_answer_from_each_webhooks_operation(
+    make_api: Callable[..., Api],
+) -> None:
+    # Given an endpoint, and the operations whose 400 says a body that is not a JSON object is `invalid`
+    api = make_api()
+    with Receiver() as receiver:
+        endpoint = api.post("/api/webhook-endpoints/", json={"url": receiver.url}).headers["Location"]
+        paths = ["/api/webhook-secret/rotate/", endpoint + "secret/rotate/", endpoint + "recover/",
+                 "/api/webhook-endpoints/"]
+
+        # When each is sent a JSON array
+        answers = {path: api.post(path, json=[1]) for path in paths}
+
+    # Then each answers 400 `invalid` naming what the body was, where a rotation said "No data provided"
+    for path, answer in answers.items():
+        assert answer.status_code == 400, (path, answer.text)
+        assert answer.json()["error"]["code"] == "invalid", (path, answer.text)
+        assert answer.json()["error"]["details"] == {
+            "non_field_errors": ["Invalid data. Expected a dictionary, but got list."]
+        }, (path, answer.text)
