@@ -10,7 +10,7 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema
 
 from openapi import schemas
 from openapi.examples import DELIVERY_EXAMPLE, ENDPOINT_EXAMPLE, SECRET_EXAMPLE, page
-from openapi.operations.webhooks import ROTATE_400
+from openapi.operations.webhooks import PAGE_400, ROTATE_400
 from openapi.schemas import (
     CURSOR,
     DELIVERY_PAGE_SIZE,
@@ -106,7 +106,7 @@ OPERATIONS: dict[str, dict[str, Callable[..., Any]]] = {
             responses={
                 200: example_response(schemas.EndpointPageSerializer, "A page of endpoints.", "page",
                                       page(ENDPOINT_EXAMPLE)),
-                **error_responses(400, 401, described=LIST_400),
+                **error_responses(400, 401, described=PAGE_400),
             },
         ),
     },

@@ -38,6 +38,19 @@ ROTATE_400 = {
     )
 }
 
+# A list without filters (a job's deliveries; endpoints.py's endpoints): only its cursor and its
+# page size can be wrong, not a filter as in LIST_400's lists.
+PAGE_400 = {
+    400: (
+        (
+            "The query is invalid. Codes: `invalid_cursor` (a cursor this list did not issue: altered, "
+            "or from another list), `invalid_parameter` (`page_size` not a whole number of at least 1), "
+            "`invalid_query` (a query string that is not UTF-8 or holds U+0000)."
+        ),
+        LIST_400[400][1],
+    )
+}
+
 OPERATIONS: dict[str, dict[str, Callable[..., Any]]] = {
     "jobs.api.JobDeliveryListApi": {
         "get": extend_schema(
@@ -60,7 +73,7 @@ OPERATIONS: dict[str, dict[str, Callable[..., Any]]] = {
                     "page",
                     page(DELIVERY_EXAMPLE),
                 ),
-                **error_responses(400, 401, 404, described=LIST_400),
+                **error_responses(400, 401, 404, described=PAGE_400),
             },
         ),
     },

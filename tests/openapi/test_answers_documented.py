@@ -12,6 +12,7 @@ acts on that the status leaves out.
 from __future__ import annotations
 
 import uuid
+from base64 import b64encode
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -324,10 +325,18 @@ def test_each_documented_400_example_is_an_answer_its_operation_gives(
     bad_bodies = [{"json": {"expire_previous_now": "soon"}}, {"json": {}}, {"json": {"since": "yesterday"}},
                   {"json": [1]}, {"data": "{", "headers": json_body}, {"data": "[" * 2000, "headers": json_body},
                   {"data": '{"since": "\\u0000"}', "headers": json_body}]
+    # a cursor of the lists' ordering whose position is not a date, as the lists' example has it
+    cursor = b64encode(b"s=-created_at%2C-pk&p=x").decode()
+    bad_queries = [f"?cursor={cursor}", "?page_size=0", "?x=%00"]
     with Receiver() as receiver:
         endpoint = api.post("/api/webhook-endpoints/", json={"url": receiver.url}).headers["Location"]
+        job = api.submit(HELLO)["id"]
         asked = {
             ("get", "/api/job/"): [("/api/job/", {}), ("/api/job/?job_id=", {}), ("/api/job/?job_id=%00", {})],
+            # the lists without a filter
+            ("get", "/api/webhook-endpoints/"): [("/api/webhook-endpoints/" + query, {}) for query in bad_queries],
+            ("get", "/api/jobs/{job_id}/deliveries/"): [(f"/api/jobs/{job}/deliveries/" + query, {})
+                                                        for query in bad_queries],
             **{("post", template): [(path, body) for body in bad_bodies] + [(path + "?x=%00", {})]
                for template, path in [("/api/webhook-secret/rotate/", "/api/webhook-secret/rotate/"),
                                       ("/api/webhook-endpoints/{endpoint_id}/secret/rotate/", endpoint + "secret/rotate/"),
