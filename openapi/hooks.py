@@ -145,37 +145,37 @@ _RATE_LIMIT_REFS = {name: {"$ref": f"#/components/headers/{name}"} for name in R
 _BEFORE_THE_RATE_LIMIT = frozenset({"401", "408", "413"})
 
 
-def _unparsable(status: int) -> dict[str, Any]:
-    """gunicorn's answer of `status` (gunicorn_worker.py) to a request it cannot parse, which any
-    path may be sent: the API's error schema, its example the very message gunicorn_worker writes
-    with gunicorn's limits (gunicorn.conf.py keeps its defaults). No rate limit header: no view ran."""
-    code, message = PARSE_ERRORS[status]
+def _before_any_view(code: str, message: str, where: str) -> dict[str, Any]:
+    """An answer given on any path before any view (no rate limit header: no view ran): the API's
+    error schema, its example `message`, its description the code's (core/error_codes.py), then
+    `where`."""
     listed = ERROR_CODES[code]
-    limits = Config()
-    example = {"error": {"code": code, "message": message.format(
-        limit_request_line=limits.limit_request_line, limit_request_fields=limits.limit_request_fields,
-        limit_request_field_size=limits.limit_request_field_size), "details": None}}
     name = "".join(word.capitalize() for word in code.split("_"))
     return {
         "content": {"application/json": {
-            "schema": _ERROR_REF, "examples": {name: {"value": example, "summary": code}},
+            "schema": _ERROR_REF, "examples": {name: {"value": error_body(code, message), "summary": code}},
         }},
-        "description": f"{listed.when} {listed.then} Answered by the server before the request reaches "
-        f"the API, the connection then closed. Code: `{code}`.",
+        "description": f"{listed.when} {listed.then} {where} Code: `{code}`.",
     }
+
+
+def _unparsable(status: int) -> dict[str, Any]:
+    """gunicorn's answer of `status` (gunicorn_worker.py) to a request it cannot parse, its example
+    the very message gunicorn_worker writes with gunicorn's limits (gunicorn.conf.py keeps its
+    defaults)."""
+    code, message = PARSE_ERRORS[status]
+    limits = Config()
+    return _before_any_view(code, message.format(
+        limit_request_line=limits.limit_request_line, limit_request_fields=limits.limit_request_fields,
+        limit_request_field_size=limits.limit_request_field_size),
+        "Answered by the server before the request reaches the API, the connection then closed.")
 
 
 # Answered by the server (gunicorn) to a request on any path, before any view: every operation's.
 UNPARSABLE = {str(status): _unparsable(status) for status in sorted(PARSE_ERRORS)}
-
-
 # The URL guard's answer (core/middleware.py) on any path, before any view: every operation's.
-_INVALID_QUERY = ERROR_CODES["invalid_query"]
-REFUSED_QUERY = {"400": {  # no rate limit header: the request was not counted
-    "content": {"application/json": {"schema": _ERROR_REF, "examples": {"InvalidQuery": {
-        "value": error_body("invalid_query", QUERY_NOT_UTF8_MESSAGE), "summary": "invalid_query"}}}},
-    "description": f"{_INVALID_QUERY.when} {_INVALID_QUERY.then} Answered on any path, before any view. Code: `invalid_query`.",
-}}
+REFUSED_QUERY = {"400": _before_any_view("invalid_query", QUERY_NOT_UTF8_MESSAGE,
+                                         "Answered on any path, before any view.")}
 
 
 def _with_unparsable(responses: dict[str, Any]) -> dict[str, Any]:
