@@ -59,8 +59,7 @@ _ERRORS: dict[int, tuple[str, list[OpenApiExample]]] = {
         "a lone surrogate such as `\\ud800`), "
         "`json_too_deep`, `invalid_callback_url`, `invalid_filter` (a filter's value, e.g. a "
         "date out of range), `invalid_cursor` (a cursor this list did not issue), "
-        "`invalid_parameter` (e.g. `page_size`), `invalid_query` (a query string that is not "
-        "UTF-8 or holds U+0000), `invalid_header` (e.g. `Idempotency-Key`), "
+        "`invalid_parameter` (e.g. `page_size`), `invalid_header` (e.g. `Idempotency-Key`), "
         "`missing_parameter`, `bad_request` (e.g. an invalid Content-Length).",
         [
             error_example(
@@ -165,8 +164,7 @@ LIST_400: dict[int, tuple[str, OpenApiExample]] = {
     400: (
         "The query is invalid. Codes: `invalid_filter` (a filter's value, e.g. a date out of "
         "range), `invalid_cursor` (a cursor this list did not issue: altered, or from another "
-        "list), `invalid_parameter` (`page_size` not a whole number of at least 1), "
-        "`invalid_query` (a query string that is not UTF-8 or holds U+0000).",
+        "list), `invalid_parameter` (`page_size` not a whole number of at least 1).",
         error_example(
             400,
             "invalid_cursor",

@@ -59,8 +59,7 @@ _RECOVER_400 = {
         (
             "The body is invalid; nothing was sent again. Codes: `invalid` (`since` missing or not a "
             "date-time, or a body that is not a JSON object; field errors in `details`), "
-            "`malformed_json`, `invalid_json`, `json_too_deep`, `invalid_query` (a query string that "
-            "is not UTF-8 or holds U+0000)."
+            "`malformed_json`, `invalid_json`, `json_too_deep`."
         ),
         schemas.error_example(400, "invalid", "The request is invalid; see details.",
                               {"since": ["This field is required."]}),

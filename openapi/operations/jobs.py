@@ -40,8 +40,7 @@ from openapi.schemas import (
 _LEGACY_GET_400 = {
     400: (
         (
-            "The `job_id` query parameter is missing or empty. Codes: `missing_parameter`, "
-            "`invalid_query` (a query string that is not UTF-8 or holds U+0000)."
+            "The `job_id` query parameter is missing or empty. Code: `missing_parameter`."
         ),
         schemas.error_example(400, "missing_parameter", "The job_id query parameter is required.",
                               {"job_id": ["This parameter is required."]}),

@@ -30,8 +30,7 @@ ROTATE_400 = {
         (
             "The body is invalid; no secret was made. Codes: `invalid` (`expire_previous_now` not a "
             "boolean, or a body that is not a JSON object; field errors in `details`), `malformed_json`, "
-            "`invalid_json`, `json_too_deep`, `invalid_query` (a query string that is not UTF-8 or "
-            "holds U+0000)."
+            "`invalid_json`, `json_too_deep`."
         ),
         schemas.error_example(400, "invalid", "The request is invalid; see details.",
                               {"expire_previous_now": ["Must be a valid boolean."]}),
@@ -44,8 +43,7 @@ PAGE_400 = {
     400: (
         (
             "The query is invalid. Codes: `invalid_cursor` (a cursor this list did not issue: altered, "
-            "or from another list), `invalid_parameter` (`page_size` not a whole number of at least 1), "
-            "`invalid_query` (a query string that is not UTF-8 or holds U+0000)."
+            "or from another list), `invalid_parameter` (`page_size` not a whole number of at least 1)."
         ),
         LIST_400[400][1],
     )
