@@ -13,6 +13,7 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -249,23 +250,38 @@ def test_make_run_fails_when_one_of_its_processes_stops_on_its_own(tmp_path: Pat
     assert _leftovers(process.pid) == []
 
 
+def _job(env: dict[str, str], key: str, job_id: str) -> dict[str, Any]:
+    response = requests.get(f"http://127.0.0.1:{env['PORT']}/api/jobs/{job_id}/",
+                            headers={"Authorization": f"Bearer {key}"}, timeout=10)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def _long_job_running(env: dict[str, str], key: str, log_path: Path, payload: dict[str, Any]) -> str:
+    """The id of a long_running_task of `payload`, submitted and seen STARTED."""
+    response = requests.post(
+        f"http://127.0.0.1:{env['PORT']}/api/jobs/",
+        json={"job_name": "api.tasks.long_running_task", "payload": payload},
+        headers={"Authorization": f"Bearer {key}"}, timeout=10,
+    )
+    assert response.status_code == 202, response.text
+    job_id = response.json()["id"]
+    deadline = time.monotonic() + 60
+    while (job := _job(env, key, job_id))["status"] != "STARTED":
+        assert job["status"] == "PENDING" and time.monotonic() < deadline, (job, log_path.read_text())
+        time.sleep(0.2)
+    return str(job_id)
+
+
 @pytest.mark.timeout(300)
 def test_a_job_running_when_make_run_is_stopped_runs_again_at_its_next_start(tmp_path: Path) -> None:
     # Given make run running a long job, longer than the 5 s honcho gives a worker to stop
     env = _fresh_shell(tmp_path)
-    base = f"http://127.0.0.1:{env['PORT']}"
     first_log = tmp_path / "first.log"
     process = _make_run(env, first_log)
     try:
-        headers = {"Authorization": f"Bearer {_wait_until_serving(env, first_log, process)}"}
-        response = requests.post(f"{base}/api/jobs/", headers=headers, timeout=10,
-                                 json={"job_name": "api.tasks.long_running_task", "payload": {"duration": 10}})
-        assert response.status_code == 202, response.text
-        job_url = f"{base}/api/jobs/{response.json()['id']}/"
-        deadline = time.monotonic() + 60
-        while requests.get(job_url, headers=headers, timeout=10).json()["status"] != "STARTED":
-            assert time.monotonic() < deadline, first_log.read_text()
-            time.sleep(0.2)
+        key = _wait_until_serving(env, first_log, process)
+        job_id = _long_job_running(env, key, first_log, {"duration": 10})
     finally:
         # When it is stopped (Ctrl-C: honcho kills the long-jobs worker 5 s later, mid-job)
         output = _ctrl_c(process, first_log)
@@ -275,12 +291,12 @@ def test_a_job_running_when_make_run_is_stopped_runs_again_at_its_next_start(tmp
     second_log = tmp_path / "second.log"
     process = _make_run(env, second_log)
     try:
-        wait_until_up(f"{base}/healthz", process, second_log)
+        wait_until_up(f"http://127.0.0.1:{env['PORT']}/healthz", process, second_log)
 
         # Then the job runs again and succeeds (its message was lost with the killed worker, and
         # the job stayed STARTED, holding its client's one running place, for hours)
         deadline = time.monotonic() + 60
-        while (job := requests.get(job_url, headers=headers, timeout=10).json())["status"] != "SUCCESS":
+        while (job := _job(env, key, job_id))["status"] != "SUCCESS":
             assert time.monotonic() < deadline, (job, second_log.read_text())
             time.sleep(0.5)
         assert job["result"].startswith("Slept for 10 seconds.")

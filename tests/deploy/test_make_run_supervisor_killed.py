@@ -7,7 +7,6 @@ import signal
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 import requests
@@ -16,6 +15,8 @@ from tests.core.test_make_run import (
     PROCESSES,
     _ctrl_c,
     _fresh_shell,
+    _job,
+    _long_job_running,
     _make_run,
     _sessions_left,
     _started_sessions,
@@ -67,29 +68,6 @@ def test_a_kill_9_of_make_runs_honcho_stops_every_process_it_started(tmp_path: P
 JOB_SECONDS = 20
 
 
-def _job(env: dict[str, str], key: str, job_id: str) -> dict[str, Any]:
-    response = requests.get(f"http://127.0.0.1:{env['PORT']}/api/jobs/{job_id}/",
-                            headers={"Authorization": f"Bearer {key}"}, timeout=10)
-    assert response.status_code == 200, response.text
-    return response.json()
-
-
-def _long_job_running(env: dict[str, str], key: str, log_path: Path) -> str:
-    """The id of a long_running_task of JOB_SECONDS, submitted and seen STARTED."""
-    response = requests.post(
-        f"http://127.0.0.1:{env['PORT']}/api/jobs/",
-        json={"job_name": "api.tasks.long_running_task", "payload": {"duration": JOB_SECONDS, "message": "once"}},
-        headers={"Authorization": f"Bearer {key}"}, timeout=10,
-    )
-    assert response.status_code == 202, response.text
-    job_id = response.json()["id"]
-    deadline = time.monotonic() + 60
-    while (job := _job(env, key, job_id))["status"] != "STARTED":
-        assert job["status"] == "PENDING" and time.monotonic() < deadline, (job, log_path.read_text())
-        time.sleep(0.2)
-    return str(job_id)
-
-
 def _until_refused_or_started(process: subprocess.Popen[bytes], log_path: Path) -> bool:
     """True once `process` (a make run) has exited, False once it has printed its API key."""
     deadline = time.monotonic() + 60
@@ -114,7 +92,7 @@ def test_after_a_kill_9_of_honcho_its_data_is_refused_to_another_make_run_until_
     try:
         key = _wait_until_serving(env, first_log, first)
         sessions = _started_sessions(first_log.read_text())
-        job_id = _long_job_running(env, key, first_log)
+        job_id = _long_job_running(env, key, first_log, {"duration": JOB_SECONDS, "message": "once"})
 
         # When its honcho is killed outright, and make run is typed again on the same data
         os.kill(_honcho_pid(first.pid), signal.SIGKILL)
