@@ -2,7 +2,9 @@
 answer to a request it cannot parse, or to one that failed outside Django's handler (a 500),
 carries the API's error shape, `{"error": {"code", "message", "details"}}`, rather than gunicorn's
 HTML page, which a client generated from the spec cannot read; and every answer it writes carries
-an `X-Request-ID`, which the log line gunicorn writes for it names.
+an `X-Request-ID`, which the log line gunicorn writes for it names. The access log's line for an
+answer names the answer's `X-Request-ID` as its `request_id`, as the application's lines of the
+same request do, so an operator joins them.
 
 Its loggers (gunicorn.conf.py's `logger_class`) write gunicorn's own lines, the master's and the
 workers', in the format of the application's (LOG_FORMAT): under `json` one JSON object a line, as
@@ -101,8 +103,9 @@ def answering(request_id: str) -> Iterator[None]:
 class RequestIdNamed(logging.Filter):
     """Gives each line gunicorn writes while it answers an error (its WARNING `Invalid request
     from ip=...`, at most one a minute per process: core.log_volume.InvalidRequests; its ERROR
-    and traceback for a 500) the answer's X-Request-ID as its `request_id`, which each format
-    writes its way (RequestIdEnded, json_formatter)."""
+    and traceback for a 500) and each access line (RequestIdLogger.access) the answer's
+    X-Request-ID as its `request_id`, which each format writes its way (RequestIdEnded,
+    json_formatter)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         request_id = getattr(_answering, "request_id", None)
@@ -145,18 +148,40 @@ def json_formatter() -> logging.Formatter:
     )
 
 
-class TextLogger(glogging.Logger):
-    """gunicorn's logger for LOG_FORMAT=text: its own format, a line about an answer ending with
-    its request id (RequestIdEnded)."""
+class RequestIdLogger(glogging.Logger):
+    """gunicorn's logger, whose access line names the X-Request-ID its answer carried as its
+    `request_id`. For an answer of the application's, that is the id core/request_context.py
+    gave the request (the client's when well-formed, else a new one), which the application's
+    lines of the request name too: never a value the client sent that it refused. An answer of
+    JsonErrorThreadWorker.handle_error's gets its id after gunicorn writes its access line, which
+    `answering` names then. A line about an answer without an id has no `request_id`, as the
+    application's lines outside a request have none."""
+
+    def access(self, resp: Any, req: Any, environ: dict[str, Any], request_time: Any) -> None:
+        if not self.access_log_enabled:  # WEB_ACCESS_LOG unset: no header to look for
+            return
+        request_id = next((value for name, value in resp.headers if name.lower() == "x-request-id"), None)
+        if request_id is None:
+            super().access(resp, req, environ, request_time)
+            return
+        with answering(request_id):
+            super().access(resp, req, environ, request_time)
+
+
+class TextLogger(RequestIdLogger):
+    """gunicorn's logger for LOG_FORMAT=text: its own format, a line about an answer (its access
+    line too) ending with its request id (RequestIdEnded)."""
 
     def setup(self, cfg: Any) -> None:
         # gunicorn makes its handlers here, anew on a reload (SIGHUP); the service sets no syslog.
         super().setup(cfg)
         for handler in self.error_log.handlers:
             handler.setFormatter(RequestIdEnded(self.error_fmt, self.datefmt))
+        for handler in self.access_log.handlers:
+            handler.setFormatter(RequestIdEnded(self.access_fmt))
 
 
-class JsonLogger(glogging.Logger):
+class JsonLogger(RequestIdLogger):
     """gunicorn's logger for LOG_FORMAT=json: each line of its error log (its start, a worker
     timed out or killed, a request it cannot parse, its 500) and of its access log
     (WEB_ACCESS_LOG, its line the `message`) one JSON object (json_formatter)."""
@@ -173,6 +198,7 @@ class JsonErrorThreadWorker(ThreadWorker):
 
     def init_process(self) -> None:
         self.log.error_log.addFilter(RequestIdNamed())
+        self.log.access_log.addFilter(RequestIdNamed())
         super().init_process()
 
     def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:

@@ -4,8 +4,9 @@ of the list (core/error_codes.py) and gunicorn's status, by the API's worker (gu
 Before, it was gunicorn's HTML page, which a client generated from the spec could not parse.
 gunicorn's own 500 is the API's server_error, and every answer the worker writes (its 403 too)
 carries an X-Request-ID that gunicorn's log line for it names: before, none did. Under
-LOG_FORMAT=json gunicorn's own lines are JSON, as the application's. Sent as raw bytes to gunicorn
-as production runs it."""
+LOG_FORMAT=json gunicorn's own lines are JSON, as the application's. Its access line names the
+X-Request-ID its answer carried, as the application's lines of the same request do: before, none
+did. Sent as raw bytes to gunicorn as production runs it."""
 from __future__ import annotations
 
 import http
@@ -110,21 +111,29 @@ NEW_REQUEST_ID = re.compile(r"[0-9a-f]{32}")
 def test_a_request_failing_outside_djangos_handler_is_a_server_error_with_its_request_id(
     make_api: Callable[..., Api], tmp_path: Path
 ) -> None:
-    # Given the API as production runs it
+    # Given the API as production runs it, its access log on (in the text format)
     log_path = tmp_path / "gunicorn.log"
-    with serving(make_api(), log_path) as (api, _):
+    with serving(make_api(), log_path, WEB_ACCESS_LOG="-") as (api, _):
         # When a request fails in gunicorn before Django sees it: a SCRIPT_NAME (a proxy's
         # header) its path does not start with is gunicorn's 500
         answer, body = send_raw(api, b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nSCRIPT_NAME: /elsewhere\r\n\r\n")
+        # And the application answers a request with an X-Request-ID of its client's
+        healthy = requests.get(api.base_url + "/healthz", headers={"X-Request-ID": "trace-0123456789"}, timeout=10)
 
-    # Then it is the API's server_error, with an X-Request-ID the log's line for it names
+    # Then it is the API's server_error, with an X-Request-ID its error line and its access
+    # line name
     assert answer.status == 500 and answer.reason == "Internal Server Error", body
     assert answer.getheader("Content-Type") == "application/json", body
     assert json.loads(body) == {"error": {"code": "server_error", "message": "Internal server error.", "details": None}}
     request_id = answer.getheader("X-Request-ID", "")
     assert NEW_REQUEST_ID.fullmatch(request_id), answer.getheaders()
     said = [line for line in log_path.read_text().splitlines() if request_id in line]
-    assert len(said) == 1 and "SCRIPT_NAME" in said[0], log_path.read_text()
+    assert len(said) == 2 and "SCRIPT_NAME" in said[0], log_path.read_text()
+    assert '"GET /healthz HTTP/1.1" 500 ' in said[1] and said[1].endswith(f" request_id={request_id}"), said
+    # And the access line of the application's answer ends with the id it carried, the client's
+    assert healthy.headers["X-Request-ID"] == "trace-0123456789"
+    [access] = [line for line in log_path.read_text().splitlines() if "trace-0123456789" in line]
+    assert '"GET /healthz HTTP/1.1" 200 ' in access and access.endswith(" request_id=trace-0123456789"), access
 
 
 def test_a_proxy_not_allowed_is_gunicorns_403_with_a_request_id(
@@ -176,6 +185,9 @@ def test_a_line_its_arguments_do_not_fit_is_logging_s_error_not_the_answer_s(
     ]
 
 
+# An X-Request-ID that, were it written into a JSON line as it is, would end its string and add a key.
+FORGED_REQUEST_ID = 'trace-0123456789", "level": "forged'
+
 # The keys every line of the JSON format has (core/logs.py); a line about an answer has its
 # request_id, one with a traceback its exception.
 FIELDS = {"timestamp", "level", "logger", "message"}
@@ -192,7 +204,14 @@ def test_under_log_format_json_every_line_gunicorn_writes_is_json_in_the_applica
                  WEB_ACCESS_LOG="-") as (api, _):
         # When a client sends a request gunicorn cannot parse, then one the application answers
         invalid, _ = send_raw(api, MARKER + b"\r\n\r\n")
-        assert requests.get(api.base_url + "/healthz", timeout=10).status_code == 200
+        healthy = requests.get(api.base_url + "/healthz", timeout=10)
+        assert healthy.status_code == 200
+        # And one with a well-formed X-Request-ID of its own, one whose X-Request-ID the service
+        # refuses (it would close the JSON string and forge a key), and one failing in gunicorn
+        # before Django sees it (its 500)
+        given = requests.get(api.base_url + "/healthz", headers={"X-Request-ID": "trace-0123456789"}, timeout=10)
+        refused = requests.get(api.base_url + "/healthz", headers={"X-Request-ID": FORGED_REQUEST_ID}, timeout=10)
+        failed, _ = send_raw(api, b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nSCRIPT_NAME: /elsewhere\r\n\r\n")
         # And the worker process is killed (the OOM killer's SIGKILL), and the master boots another
         [worker_pid] = [int(line["message"].rsplit(" ", 1)[1]) for line in _json_lines(log_path)
                         if line["message"].startswith("Booting worker with pid: ")]
@@ -219,9 +238,22 @@ def test_under_log_format_json_every_line_gunicorn_writes_is_json_in_the_applica
     assert "request_id=" not in warning["message"], warning
     # The master's ERROR for the worker killed
     assert said[f"Worker (pid:{worker_pid}) was sent SIGKILL! Perhaps out of memory?"]["level"] == "error"
-    # Its access log's line, with the application's line for the same request
-    assert any("GET /healthz HTTP/1.1" in line["message"] for line in lines if line["logger"] == "gunicorn.access")
-    assert any(line["logger"] == "core.requests" and "request_id" in line for line in lines), lines
+    # Its access log's line for each answer, naming the answer's X-Request-ID as its request_id,
+    # the one the application's line for the same request names: the client's when well-formed,
+    # else a new one (the refused value is on no line), gunicorn's own for its 500
+    access = [line for line in gunicorn if line["logger"] == "gunicorn.access"]
+    assert given.headers["X-Request-ID"] == "trace-0123456789"
+    assert NEW_REQUEST_ID.fullmatch(refused.headers["X-Request-ID"]), refused.headers
+    for answer in (healthy, given, refused):
+        request_id = answer.headers["X-Request-ID"]
+        [line] = [line for line in access if line.get("request_id") == request_id]
+        assert '"GET /healthz HTTP/1.1" 200 ' in line["message"], line
+        application = [line for line in lines if line["logger"] == "core.requests" and line.get("request_id") == request_id]
+        assert len(application) == 1, lines
+    [line] = [line for line in access if line.get("request_id") == failed.getheader("X-Request-ID")]
+    assert '"GET /healthz HTTP/1.1" 500 ' in line["message"], line
+    assert all("request_id" in line for line in access), access
+    assert "forged" not in log_path.read_text()
 
 
 def _json_lines(log_path: Path) -> list[dict[str, str]]:
