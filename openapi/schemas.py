@@ -14,11 +14,12 @@ from rest_framework import serializers
 
 from core.error_codes import ERROR_CODE_HELP
 from core.errors import OUTAGES
+from core.pagination import NewestFirstCursorPagination
 from jobs.models import Job
 from jobs.registry import job_types_all
 from jobs.serializers import JobListItemSerializer, JobResultListItemSerializer, JobSerializer
 from webhooks.api import DeliveryPagination, DeliverySerializer
-from webhooks.endpoint_api import EndpointSerializer
+from webhooks.endpoint_api import EndpointPagination, EndpointSerializer
 
 # --- The one error shape -----------------------------------------------------------------------
 
@@ -239,18 +240,19 @@ CURSOR = query_parameter(
 )
 
 
-def _page_size(maximum: int) -> OpenApiParameter:
+def _page_size(pagination: type[NewestFirstCursorPagination]) -> OpenApiParameter:
     return query_parameter(
         "page_size",
         OpenApiTypes.INT,
-        f"Items per page: default 50; larger values give {maximum}. Not a whole number of at "
-        "least 1: 400 `invalid_parameter`.",
+        f"Items per page: default {pagination.page_size}; larger values give {pagination.max_page_size}. "
+        "Not a whole number of at least 1: 400 `invalid_parameter`.",
     )
 
 
-PAGE_SIZE = _page_size(500)
-DELIVERY_PAGE_SIZE = _page_size(DeliveryPagination.max_page_size)
-
+# Each list's, read from the pagination its view pages with (the jobs' and the results': the default).
+PAGE_SIZE = _page_size(NewestFirstCursorPagination)
+ENDPOINT_PAGE_SIZE = _page_size(EndpointPagination)
+DELIVERY_PAGE_SIZE = _page_size(DeliveryPagination)
 
 # --- The list envelope -------------------------------------------------------------------------
 

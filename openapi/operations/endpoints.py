@@ -101,7 +101,7 @@ OPERATIONS: dict[str, dict[str, Callable[..., Any]]] = {
             summary="List webhook endpoints",
             description="Your endpoints, newest first, each with its health.",
             tags=TAGS,
-            parameters=[CURSOR, schemas.PAGE_SIZE],
+            parameters=[CURSOR, schemas.ENDPOINT_PAGE_SIZE],
             responses={
                 200: example_response(schemas.EndpointPageSerializer, "A page of endpoints.", "page",
                                       page(ENDPOINT_EXAMPLE)),
