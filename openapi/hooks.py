@@ -7,8 +7,8 @@
 - the event streams' `text/event-stream` answers,
 - links from a submission to the operations that take the new job's id,
 - the Standard Webhooks signature headers on every webhook,
-- gunicorn's answers to a request it cannot parse (400, 414, 417, 431, 501) and the URL guard's
-  400 `invalid_query` on every operation, before any view (`REFUSED_QUERY`, `UNPARSABLE`).
+- the answers before any view on every operation: gunicorn's to a request it cannot parse, the
+  URL guard's 400 `invalid_query` (openapi/before_views.py).
 """
 from __future__ import annotations
 
@@ -16,19 +16,13 @@ import copy
 from pathlib import Path
 from typing import Any
 
-from gunicorn.config import Config
-
-from core.error_codes import ERROR_CODES, error_codes_markdown
-from core.errors import error_body
-from core.middleware import QUERY_NOT_UTF8_MESSAGE
-from gunicorn_worker import PARSE_ERRORS
+from core.error_codes import error_codes_markdown
+from openapi.before_views import ERROR_REF, with_answers_before_views
 from openapi.operations.streams import PREFERENCE_APPLIED, STREAM_EXAMPLE, VARY_PREFER
 
 DESCRIPTION_FILE = Path(__file__).resolve().parent / "description.md"
 # Where the description has the table of error codes, rendered from their one list.
 ERROR_CODES_PLACE = "<!-- error codes: core/error_codes.py -->"
-
-_ERROR_REF = {"$ref": "#/components/schemas/Error"}
 
 
 def _health_operation(
@@ -58,7 +52,7 @@ def _health_operation(
             "written). Code: `not_ready`.",
             "content": {
                 "application/json": {
-                    "schema": _ERROR_REF,
+                    "schema": ERROR_REF,
                     "example": {
                         "error": {
                             "code": "not_ready",
@@ -143,62 +137,6 @@ RATE_LIMIT_HEADERS = {
 _RATE_LIMIT_REFS = {name: {"$ref": f"#/components/headers/{name}"} for name in RATE_LIMIT_HEADERS}
 # Answered before the key is checked: no key (401) or the body's limits (408, 413).
 _BEFORE_THE_RATE_LIMIT = frozenset({"401", "408", "413"})
-
-
-def _before_any_view(code: str, message: str, where: str) -> dict[str, Any]:
-    """An answer given on any path before any view (no rate limit header: no view ran): the API's
-    error schema, its example `message`, its description the code's (core/error_codes.py), then
-    `where`."""
-    listed = ERROR_CODES[code]
-    name = "".join(word.capitalize() for word in code.split("_"))
-    return {
-        "content": {"application/json": {
-            "schema": _ERROR_REF, "examples": {name: {"value": error_body(code, message), "summary": code}},
-        }},
-        "description": f"{listed.when} {listed.then} {where} Code: `{code}`.",
-    }
-
-
-def _unparsable(status: int) -> dict[str, Any]:
-    """gunicorn's answer of `status` (gunicorn_worker.py) to a request it cannot parse, its example
-    the very message gunicorn_worker writes with gunicorn's limits (gunicorn.conf.py keeps its
-    defaults)."""
-    code, message = PARSE_ERRORS[status]
-    limits = Config()
-    return _before_any_view(code, message.format(
-        limit_request_line=limits.limit_request_line, limit_request_fields=limits.limit_request_fields,
-        limit_request_field_size=limits.limit_request_field_size),
-        "Answered by the server before the request reaches the API, the connection then closed.")
-
-
-# Answered by the server (gunicorn) to a request on any path, before any view: every operation's.
-UNPARSABLE = {str(status): _unparsable(status) for status in sorted(PARSE_ERRORS)}
-# The URL guard's answer (core/middleware.py) on any path, before any view: every operation's.
-REFUSED_QUERY = {"400": _before_any_view("invalid_query", QUERY_NOT_UTF8_MESSAGE,
-                                         "Answered on any path, before any view.")}
-
-
-def _with_unparsable(responses: dict[str, Any]) -> dict[str, Any]:
-    """`responses` with REFUSED_QUERY and the server's UNPARSABLE answers, in order of status as
-    drf-spectacular writes the others. Where the view documents the status itself (a 400 of its own:
-    a field, a filter, a cursor), that answer is kept, its headers too, and each of these becomes
-    one more of its examples, its description said after the view's."""
-    merged = dict(responses)
-    for status, server_answer in [*REFUSED_QUERY.items(), *UNPARSABLE.items()]:
-        documented = merged.get(status)
-        if documented is None:
-            merged[status] = server_answer
-            continue
-        content = documented["content"]["application/json"]
-        server_content = server_answer["content"]["application/json"]
-        merged[status] = {
-            **documented,
-            "content": {**documented["content"], "application/json": {
-                **content, "examples": {**content["examples"], **server_content["examples"]},
-            }},
-            "description": f"{documented['description']} Or: {server_answer['description']}",
-        }
-    return dict(sorted(merged.items()))
 
 
 _LOCATION = {
@@ -353,7 +291,7 @@ def postprocess(result: dict[str, Any], generator: Any, request: Any, public: bo
     result["paths"].update(copy.deepcopy(HEALTH_PATHS))
     for path_item in result["paths"].values():
         for operation in path_item.values():
-            operation["responses"] = _with_unparsable(operation["responses"])
+            operation["responses"] = with_answers_before_views(operation["responses"])
     for path_item in result.get("webhooks", {}).values():
         for operation in path_item.values():
             operation["parameters"] = SIGNATURE_HEADERS

@@ -1,0 +1,73 @@
+"""The answers every operation can get before any view: the server's (gunicorn) to a request it
+cannot parse, and the URL guard's (core/middleware.py) to a query string it refuses."""
+from __future__ import annotations
+
+from typing import Any
+
+from gunicorn.config import Config
+
+from core.error_codes import ERROR_CODES
+from core.errors import error_body
+from core.middleware import QUERY_NOT_UTF8_MESSAGE
+from gunicorn_worker import PARSE_ERRORS
+
+ERROR_REF = {"$ref": "#/components/schemas/Error"}
+
+
+def _example_name(code: str) -> str:
+    return "".join(word.capitalize() for word in code.split("_"))
+
+
+def _before_any_view(code: str, messages: dict[str, str], where: str) -> dict[str, Any]:
+    """An answer given on any path before any view (no rate limit header: no view ran): the API's
+    error schema, an example of each of `messages` (by example name), its description the code's
+    (core/error_codes.py), then `where`."""
+    listed = ERROR_CODES[code]
+    return {
+        "content": {"application/json": {"schema": ERROR_REF, "examples": {
+            name: {"value": error_body(code, message), "summary": code} for name, message in messages.items()
+        }}},
+        "description": f"{listed.when} {listed.then} {where} Code: `{code}`.",
+    }
+
+
+def _unparsable(status: int) -> dict[str, Any]:
+    """gunicorn's answer of `status` (gunicorn_worker.py) to a request it cannot parse, its example
+    the very message gunicorn_worker writes with gunicorn's limits (gunicorn.conf.py keeps its
+    defaults)."""
+    code, message = PARSE_ERRORS[status]
+    limits = Config()
+    return _before_any_view(code, {_example_name(code): message.format(
+        limit_request_line=limits.limit_request_line, limit_request_fields=limits.limit_request_fields,
+        limit_request_field_size=limits.limit_request_field_size)},
+        "Answered by the server before the request reaches the API, the connection then closed.")
+
+
+# Answered by the server (gunicorn) to a request on any path, before any view: every operation's.
+UNPARSABLE = {str(status): _unparsable(status) for status in sorted(PARSE_ERRORS)}
+# The URL guard's answer (core/middleware.py) on any path, before any view: every operation's.
+REFUSED_QUERY = {"400": _before_any_view("invalid_query", {"InvalidQuery": QUERY_NOT_UTF8_MESSAGE},
+                                         "Answered on any path, before any view.")}
+
+
+def with_answers_before_views(responses: dict[str, Any]) -> dict[str, Any]:
+    """`responses` with REFUSED_QUERY and the server's UNPARSABLE answers, in order of status as
+    drf-spectacular writes the others. Where the view documents the status itself (a 400 of its own:
+    a field, a filter, a cursor), that answer is kept, its headers too, and each of these becomes
+    one more of its examples, its description said after the view's."""
+    merged = dict(responses)
+    for status, server_answer in [*REFUSED_QUERY.items(), *UNPARSABLE.items()]:
+        documented = merged.get(status)
+        if documented is None:
+            merged[status] = server_answer
+            continue
+        content = documented["content"]["application/json"]
+        server_content = server_answer["content"]["application/json"]
+        merged[status] = {
+            **documented,
+            "content": {**documented["content"], "application/json": {
+                **content, "examples": {**content["examples"], **server_content["examples"]},
+            }},
+            "description": f"{documented['description']} Or: {server_answer['description']}",
+        }
+    return dict(sorted(merged.items()))
