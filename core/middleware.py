@@ -66,8 +66,11 @@ class BodySizeLimitMiddleware:
         return self.get_response(request)
 
 
-# The URL guard's answer to `%00` or bytes not UTF-8 in a query string; the spec's example of it.
+# The URL guard's answers (`%00` or bytes not UTF-8 in a query string; too many parameters; `%00`
+# in a path); the spec's examples of them.
 QUERY_NOT_UTF8_MESSAGE = "The query string must be UTF-8 without the character U+0000."
+TOO_MANY_PARAMETERS_MESSAGE = "The query string must have at most {most} parameters."
+PATH_NUL_MESSAGE = "The path must not contain the character U+0000."
 
 
 def _query_string_valid(query: str) -> bool:
@@ -107,12 +110,12 @@ class UrlGuardMiddleware:
         # Counted as Django's parser counts them (urllib's parse_qsl: one more than the `&`).
         if query and most is not None and query.count("&") + 1 > most:
             return JsonResponse(
-                error_body("invalid_query", f"The query string must have at most {most} parameters."),
+                error_body("invalid_query", TOO_MANY_PARAMETERS_MESSAGE.format(most=most)),
                 status=400,
             )
         if "\x00" in request.path_info:
             return JsonResponse(
-                error_body("invalid_path", "The path must not contain the character U+0000."),
+                error_body("invalid_path", PATH_NUL_MESSAGE),
                 status=400,
             )
         return self.get_response(request)

@@ -1,14 +1,19 @@
 """The answers every operation can get before any view: the server's (gunicorn) to a request it
-cannot parse, and the URL guard's (core/middleware.py) to a query string it refuses."""
+cannot parse, and the URL guard's (core/middleware.py) to a query string or a path it refuses."""
 from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from gunicorn.config import Config
 
 from core.error_codes import ERROR_CODES
 from core.errors import error_body
-from core.middleware import QUERY_NOT_UTF8_MESSAGE
+from core.middleware import (
+    PATH_NUL_MESSAGE,
+    QUERY_NOT_UTF8_MESSAGE,
+    TOO_MANY_PARAMETERS_MESSAGE,
+)
 from gunicorn_worker import PARSE_ERRORS
 
 ERROR_REF = {"$ref": "#/components/schemas/Error"}
@@ -45,18 +50,25 @@ def _unparsable(status: int) -> dict[str, Any]:
 
 # Answered by the server (gunicorn) to a request on any path, before any view: every operation's.
 UNPARSABLE = {str(status): _unparsable(status) for status in sorted(PARSE_ERRORS)}
-# The URL guard's answer (core/middleware.py) on any path, before any view: every operation's.
-REFUSED_QUERY = {"400": _before_any_view("invalid_query", {"InvalidQuery": QUERY_NOT_UTF8_MESSAGE},
-                                         "Answered on any path, before any view.")}
+# The URL guard's answers on any path, before any view: to a query string, every operation's; to
+# `%00` in a path, the operations whose path takes an id (the others' paths cannot hold one).
+REFUSED_QUERY = {"400": _before_any_view("invalid_query", {
+    "InvalidQuery": QUERY_NOT_UTF8_MESSAGE,
+    "TooManyQueryParameters": TOO_MANY_PARAMETERS_MESSAGE.format(most=settings.DATA_UPLOAD_MAX_NUMBER_FIELDS),
+}, "Answered on any path, before any view.")}
+REFUSED_PATH = {"400": _before_any_view("invalid_path", {"InvalidPath": PATH_NUL_MESSAGE},
+                                        "Answered on any path, before any view.")}
 
 
-def with_answers_before_views(responses: dict[str, Any]) -> dict[str, Any]:
-    """`responses` with REFUSED_QUERY and the server's UNPARSABLE answers, in order of status as
-    drf-spectacular writes the others. Where the view documents the status itself (a 400 of its own:
-    a field, a filter, a cursor), that answer is kept, its headers too, and each of these becomes
-    one more of its examples, its description said after the view's."""
+def with_answers_before_views(responses: dict[str, Any], *, path_takes_ids: bool) -> dict[str, Any]:
+    """`responses` with REFUSED_QUERY, REFUSED_PATH where the path takes ids, and the server's
+    UNPARSABLE answers, in order of status as drf-spectacular writes the others. Where the view
+    documents the status itself (a 400 of its own: a field, a filter, a cursor), that answer is
+    kept, its headers too, and each of these becomes one more of its examples, its description
+    said after the view's."""
     merged = dict(responses)
-    for status, server_answer in [*REFUSED_QUERY.items(), *UNPARSABLE.items()]:
+    refused = [*REFUSED_QUERY.items(), *(REFUSED_PATH.items() if path_takes_ids else [])]
+    for status, server_answer in [*refused, *UNPARSABLE.items()]:
         documented = merged.get(status)
         if documented is None:
             merged[status] = server_answer

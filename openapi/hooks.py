@@ -8,7 +8,7 @@
 - links from a submission to the operations that take the new job's id,
 - the Standard Webhooks signature headers on every webhook,
 - the answers before any view on every operation: gunicorn's to a request it cannot parse, the
-  URL guard's 400 `invalid_query` (openapi/before_views.py).
+  URL guard's 400s (openapi/before_views.py).
 """
 from __future__ import annotations
 
@@ -119,8 +119,8 @@ RATE_LIMIT_HEADERS = {
         "its scope (`submit`, `read`, `write`, `sensitive`), the requests (`q`) allowed in a window of `w` "
         "seconds, your client's own where the operator set one. A batch counts each of its jobs. Absent "
         "where the scope has no limit, and on answers given before the request was counted "
-        "(`too_many_failed_authentications`, `invalid_query`, a batch whose body cannot be parsed, the "
-        "server's `bad_request`).",
+        "(`too_many_failed_authentications`, `invalid_query`, `invalid_path`, a batch whose body cannot be "
+        "parsed, the server's `bad_request`).",
         "schema": {"type": "string"},
         "example": '"read";q=6000;w=60',
     },
@@ -289,9 +289,9 @@ def postprocess(result: dict[str, Any], generator: Any, request: Any, public: bo
     # server's answers are merged into each operation's below, and a process makes the spec once
     # per format; merged into HEALTH_PATHS itself, each making would repeat the server's answers.
     result["paths"].update(copy.deepcopy(HEALTH_PATHS))
-    for path_item in result["paths"].values():
+    for path, path_item in result["paths"].items():
         for operation in path_item.values():
-            operation["responses"] = with_answers_before_views(operation["responses"])
+            operation["responses"] = with_answers_before_views(operation["responses"], path_takes_ids="{" in path)
     for path_item in result.get("webhooks", {}).values():
         for operation in path_item.values():
             operation["parameters"] = SIGNATURE_HEADERS

@@ -327,17 +327,20 @@ def test_each_documented_400_example_is_an_answer_its_operation_gives(
                   {"data": '{"since": "\\u0000"}', "headers": json_body}]
     # a cursor of the lists' ordering whose position is not a date, as the lists' example has it
     cursor = b64encode(b"s=-created_at%2C-pk&p=x").decode()
-    bad_queries = [f"?cursor={cursor}", "?page_size=0", "?x=%00"]
+    too_many = "?" + "&".join(f"x{n}=1" for n in range(1001))
+    bad_queries = [f"?cursor={cursor}", "?page_size=0", "?x=%00", too_many]
     with Receiver() as receiver:
         endpoint = api.post("/api/webhook-endpoints/", json={"url": receiver.url}).headers["Location"]
         job = api.submit(HELLO)["id"]
         asked = {
-            ("get", "/api/job/"): [("/api/job/", {}), ("/api/job/?job_id=", {}), ("/api/job/?job_id=%00", {})],
+            ("get", "/api/job/"): [("/api/job/", {}), ("/api/job/?job_id=", {}), ("/api/job/?job_id=%00", {}),
+                                   ("/api/job/" + too_many, {})],
             # the lists without a filter
             ("get", "/api/webhook-endpoints/"): [("/api/webhook-endpoints/" + query, {}) for query in bad_queries],
             ("get", "/api/jobs/{job_id}/deliveries/"): [(f"/api/jobs/{job}/deliveries/" + query, {})
-                                                        for query in bad_queries],
-            **{("post", template): [(path, body) for body in bad_bodies] + [(path + "?x=%00", {})]
+                                                        for query in bad_queries] + [("/api/jobs/%00/deliveries/", {})],
+            **{("post", template): [(path, body) for body in bad_bodies] + [(path + "?x=%00", {}), (path + too_many, {})]
+               + ([(template.replace("{endpoint_id}", "%00"), {})] if "{" in template else [])
                for template, path in [("/api/webhook-secret/rotate/", "/api/webhook-secret/rotate/"),
                                       ("/api/webhook-endpoints/{endpoint_id}/secret/rotate/", endpoint + "secret/rotate/"),
                                       ("/api/webhook-endpoints/{endpoint_id}/recover/", endpoint + "recover/")]},

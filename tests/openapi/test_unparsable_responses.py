@@ -7,7 +7,9 @@ generated from the spec met those bodies unknown.
 
 The URL guard's 400 `invalid_query` (core/middleware.py), answered on every path before any view,
 is documented the same way: before, only the lists and a few operations named it, none as an
-example, and an operation without a 400 of its own (the health checks) not at all."""
+example, and an operation without a 400 of its own (the health checks) not at all; then none had an
+example of its refusal of more than 1,000 parameters, nor any operation whose path takes an id its
+400 `invalid_path` to `%00` there."""
 from __future__ import annotations
 
 import json
@@ -65,7 +67,7 @@ def test_a_views_own_400_is_kept_beside_the_servers(committed_spec: dict) -> Non
     answer = committed_spec["paths"]["/api/jobs/"]["post"]["responses"]["400"]
     examples = answer["content"]["application/json"]["examples"]
     # Then its own examples, description and headers are there, the server's example after them
-    assert list(examples) == ["InvalidPayload", "UnknownJobName", "InvalidQuery", "BadRequest"]
+    assert list(examples) == ["InvalidPayload", "UnknownJobName", "InvalidQuery", "TooManyQueryParameters", "BadRequest"]
     assert answer["description"].startswith("The request is invalid; nothing was created.")
     assert set(answer["headers"]) == {"RateLimit-Policy", "RateLimit"}
 
@@ -94,22 +96,33 @@ def test_each_unparsable_request_on_every_operation_answers_its_documented_body(
         assert parsed in [example["value"] for example in content["examples"].values()], (where, parsed)
 
 
-def test_a_query_string_the_url_guard_refuses_answers_a_documented_400_on_every_operation(
+def test_each_query_string_and_path_the_url_guard_refuses_answers_a_documented_400_on_every_operation(
     make_api: Callable[..., Api], committed_spec: dict
 ) -> None:
     # Given a client with a key, against the real database
     api = make_api()
+    too_many = "&".join(f"a{n}=1" for n in range(1001))  # Django's DATA_UPLOAD_MAX_NUMBER_FIELDS is 1000
     answers = []
-    # When each operation's path (its ids filled in) is sent with `%00` in its query string
+    # When each operation's path (its ids filled in) is sent with `%00` in its query string, with
+    # more parameters than the guard takes, and, where the path takes an id, with `%00` for the id
     for method, template, operation in every_operation(committed_spec):
         path = re.sub(r"\{[^}]+\}", str(uuid.uuid4()), template)
-        answers.append((f"{method.upper()} {template}", operation, api.request(method.upper(), f"{path}?a=%00")))
+        sent = [f"{path}?a=%00", f"{path}?{too_many}"]
+        if "{" in template:
+            sent.append(re.sub(r"\{[^}]+\}", "%00", template))
+        answers.append((f"{method.upper()} {template}", operation,
+                        [api.request(method.upper(), url) for url in sent]))
 
-    # Then each answers 400 `invalid_query`, its body one of the examples its operation's 400 shows
-    for where, operation, answer in answers:
-        assert answer.status_code == 400, (where, answer.text)
-        assert answer.json()["error"]["code"] == "invalid_query", (where, answer.text)
+    # Then each answers 400 `invalid_query` or `invalid_path`, its body one of the examples its
+    # operation's 400 shows, its code named in that 400's description, and each of the guard's
+    # examples there an answer it gave
+    for where, operation, given in answers:
         documented = operation["responses"]["400"]
         examples = [example["value"] for example in documented["content"]["application/json"]["examples"].values()]
-        assert answer.json() in examples, (where, answer.text)
-        assert "`invalid_query`" in documented["description"], where
+        for answer in given:
+            assert answer.status_code == 400, (where, answer.text)
+            assert answer.json()["error"]["code"] in {"invalid_query", "invalid_path"}, (where, answer.text)
+            assert answer.json() in examples, (where, answer.text)
+            assert f"`{answer.json()['error']['code']}`" in documented["description"], (where, answer.text)
+        guards = [example for example in examples if example["error"]["code"] in {"invalid_query", "invalid_path"}]
+        assert guards == [answer.json() for answer in given], where
