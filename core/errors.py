@@ -252,8 +252,13 @@ def handler403(request: HttpRequest, exception: Exception | None = None) -> Json
     return JsonResponse(error_body("permission_denied", "Permission denied."), status=403)
 
 
+# The answer to a path no route matches (an id in it not of its type, as `/api/jobs/42/`); the
+# spec's example of it.
+NO_ROUTE_MESSAGE = "Not found."
+
+
 def handler404(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
-    return JsonResponse(error_body("not_found", "Not found."), status=404)
+    return JsonResponse(error_body("not_found", NO_ROUTE_MESSAGE), status=404)
 
 
 def handler500(request: HttpRequest) -> JsonResponse:

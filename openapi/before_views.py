@@ -1,5 +1,6 @@
 """The answers every operation can get before any view: the server's (gunicorn) to a request it
-cannot parse, and the URL guard's (core/middleware.py) to a query string or a path it refuses."""
+cannot parse, the URL guard's (core/middleware.py) to a query string or a path it refuses, and
+Django's to a path whose id no route takes."""
 from __future__ import annotations
 
 from typing import Any
@@ -8,7 +9,7 @@ from django.conf import settings
 from gunicorn.config import Config
 
 from core.error_codes import ERROR_CODES
-from core.errors import error_body
+from core.errors import NO_ROUTE_MESSAGE, error_body
 from core.middleware import (
     PATH_NUL_MESSAGE,
     QUERY_NOT_UTF8_MESSAGE,
@@ -23,16 +24,16 @@ def _example_name(code: str) -> str:
     return "".join(word.capitalize() for word in code.split("_"))
 
 
-def _before_any_view(code: str, messages: dict[str, str], where: str) -> dict[str, Any]:
+def _before_any_view(code: str, messages: dict[str, str], where: str, when: str | None = None) -> dict[str, Any]:
     """An answer given on any path before any view (no rate limit header: no view ran): the API's
-    error schema, an example of each of `messages` (by example name), its description the code's
-    (core/error_codes.py), then `where`."""
+    error schema, an example of each of `messages` (by example name), its description `when` (by
+    default the code's, core/error_codes.py) and what to do, then `where`."""
     listed = ERROR_CODES[code]
     return {
         "content": {"application/json": {"schema": ERROR_REF, "examples": {
             name: {"value": error_body(code, message), "summary": code} for name, message in messages.items()
         }}},
-        "description": f"{listed.when} {listed.then} {where} Code: `{code}`.",
+        "description": f"{when or listed.when} {listed.then} {where} Code: `{code}`.",
     }
 
 
@@ -58,16 +59,21 @@ REFUSED_QUERY = {"400": _before_any_view("invalid_query", {
 }, "Answered on any path, before any view.")}
 REFUSED_PATH = {"400": _before_any_view("invalid_path", {"InvalidPath": PATH_NUL_MESSAGE},
                                         "Answered on any path, before any view.")}
+# Django's 404 (core/errors.py handler404) to a path no route matches, on the operations whose path
+# takes an id: an id not of its type is not the operation's path at all.
+NO_ROUTE = {"404": _before_any_view("not_found", {"NoRoute": NO_ROUTE_MESSAGE}, "Answered before any view.",
+                                    when="An id that is not of its type (not a UUID; a result's, not a whole "
+                                    "number) matches no path.")}
 
 
 def with_answers_before_views(responses: dict[str, Any], *, path_takes_ids: bool) -> dict[str, Any]:
-    """`responses` with REFUSED_QUERY, REFUSED_PATH where the path takes ids, and the server's
-    UNPARSABLE answers, in order of status as drf-spectacular writes the others. Where the view
-    documents the status itself (a 400 of its own: a field, a filter, a cursor), that answer is
-    kept, its headers too, and each of these becomes one more of its examples, its description
-    said after the view's."""
+    """`responses` with REFUSED_QUERY, REFUSED_PATH and NO_ROUTE where the path takes ids, and the
+    server's UNPARSABLE answers, in order of status as drf-spectacular writes the others. Where the
+    view documents the status itself (a 400 of its own: a field, a filter, a cursor; its 404), that
+    answer is kept, its headers too, and each of these becomes one more of its examples, its
+    description said after the view's."""
     merged = dict(responses)
-    refused = [*REFUSED_QUERY.items(), *(REFUSED_PATH.items() if path_takes_ids else [])]
+    refused = [*REFUSED_QUERY.items(), *([*REFUSED_PATH.items(), *NO_ROUTE.items()] if path_takes_ids else [])]
     for status, server_answer in [*refused, *UNPARSABLE.items()]:
         documented = merged.get(status)
         if documented is None:

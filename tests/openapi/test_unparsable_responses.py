@@ -126,3 +126,26 @@ def test_each_query_string_and_path_the_url_guard_refuses_answers_a_documented_4
             assert f"`{answer.json()['error']['code']}`" in documented["description"], (where, answer.text)
         guards = [example for example in examples if example["error"]["code"] in {"invalid_query", "invalid_path"}]
         assert guards == [answer.json() for answer in given], where
+
+
+def test_an_id_not_of_its_type_answers_a_documented_404_on_every_operation_that_takes_one(
+    make_api: Callable[..., Api], committed_spec: dict
+) -> None:
+    # Given a client with a key, and each operation whose path takes an id
+    api = make_api()
+    answers = []
+    for method, template, operation in every_operation(committed_spec):
+        if "{" in template:
+            # When its id is not one: not a UUID (nor a whole number), or bytes that are not UTF-8
+            sent = [re.sub(r"\{[^}]+\}", bad, template) for bad in ("not-an-id", "%FF")]
+            answers.append((f"{method.upper()} {template}", operation,
+                            [api.request(method.upper(), url) for url in sent]))
+
+    # Then each answers 404 `not_found`, its body one of the examples its operation's 404 shows
+    assert len(answers) >= 13, answers
+    for where, operation, given in answers:
+        documented = operation["responses"]["404"]
+        examples = [example["value"] for example in documented["content"]["application/json"]["examples"].values()]
+        for answer in given:
+            assert answer.status_code == 404, (where, answer.text)
+            assert answer.json() in examples, (where, answer.text)
