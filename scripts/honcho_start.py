@@ -34,6 +34,7 @@ Usage: honcho_start.py [--hold-fd FD] -- HONCHO_ARGUMENTS...
 """
 from __future__ import annotations
 
+import argparse
 import contextlib
 import ctypes
 import functools
@@ -186,13 +187,21 @@ def _terminated(signum: int, frame: FrameType | None) -> NoReturn:
     sys.exit(143)
 
 
+def _arguments(arguments: list[str]) -> tuple[tuple[int, ...], list[str]]:
+    """The descriptors every process keeps, and honcho's arguments; wrong usage exits 2 with the
+    usage line, as argparse does (it was a traceback)."""
+    parser = argparse.ArgumentParser(usage="%(prog)s [--hold-fd FD] -- HONCHO_ARGUMENTS...")
+    parser.add_argument("--hold-fd", type=int, metavar="FD")
+    # The separator split off here: argparse has no way to require it.
+    if "--" not in arguments:
+        parser.error("expected -- before honcho's arguments")
+    separator = arguments.index("--")
+    held_fd = parser.parse_args(arguments[:separator]).hold_fd
+    return (() if held_fd is None else (held_fd,)), arguments[separator + 1:]
+
+
 def main() -> int:
-    arguments = sys.argv[1:]
-    held_fds: tuple[int, ...] = ()
-    if arguments[0] == "--hold-fd":
-        held_fds, arguments = (int(arguments[1]),), arguments[2:]
-    separator, *honcho_arguments = arguments
-    assert separator == "--", sys.argv
+    held_fds, honcho_arguments = _arguments(sys.argv[1:])
     honcho_pid = os.getpid()
 
     def hang_up(signum: int, frame: FrameType | None) -> None:
