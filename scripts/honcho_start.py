@@ -9,10 +9,15 @@ back the messages they were running) and stopped on the port taken. Here SIGHUP 
 SIGTERM does. And once the terminal is gone a write to it fails (EIO), which would stop honcho in
 the midst of its stopping them: its lines then go nowhere.
 
-The processes' metrics files (METRICS_ENABLED) go in memory, in a directory of this start's own
-(another `make run` on this machine has its own) unless METRICS_DIR names one: made here, once a
-Ctrl-C or a kill would remove it, and removed once they have all stopped. Made by scripts/run-dev
-before its exec, a Ctrl-C in the instant between the exec and honcho's handlers left it behind.
+The processes' metrics files (METRICS_ENABLED) go in memory, in a directory of DATA_DIR's own
+(/dev/shm/jobapi-metrics.<a hash of DATA_DIR's real path>) unless METRICS_DIR names one: made here,
+once a Ctrl-C or a kill would remove it, and removed once they have all stopped. Made by
+scripts/run-dev before its exec, a Ctrl-C in the instant between the exec and honcho's handlers left
+it behind. A honcho killed outright (kill -9, the OOM killer) never removes it: the next `make run`
+on the same DATA_DIR, which holds DATA_DIR's lock (no other make run uses the name), empties it.
+A random name of each start's own stayed for ever, one more at every such kill. /dev/shm is
+everyone's: what another user may have put at the name (a file, a link, a directory not ours) is
+refused, never followed or emptied.
 
 A stop that comes as the processes start (the terminal closed, Ctrl-C, a kill) waits until honcho
 has heard each one start (StopOnceStarted): honcho signals a process by the pid it learns from
@@ -38,9 +43,11 @@ import argparse
 import contextlib
 import ctypes
 import functools
+import hashlib
 import os
 import shutil
 import signal
+import stat
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -187,6 +194,37 @@ def _terminated(signum: int, frame: FrameType | None) -> NoReturn:
     sys.exit(143)
 
 
+# The characters of DATA_DIR's hash in its metrics directory's name: 64 bits, no two DATA_DIRs' alike.
+METRICS_NAME_HASH_CHARACTERS = 16
+
+
+class MetricsDirectoryRefused(Exception):
+    """Something make run must neither use nor empty has its metrics directory's name."""
+
+
+def _metrics_directory(data_dir: str, parent: str) -> str:
+    """`data_dir`'s metrics directory in `parent`, made, empty: a killed make run's is emptied,
+    anything else at its name refused (MetricsDirectoryRefused)."""
+    digest = hashlib.sha256(os.path.realpath(data_dir).encode()).hexdigest()[:METRICS_NAME_HASH_CHARACTERS]
+    path = os.path.join(parent, f"jobapi-metrics.{digest}")
+    try:
+        found = os.lstat(path)  # a link's own, never what it points to
+    except FileNotFoundError:
+        pass
+    else:
+        if not (stat.S_ISDIR(found.st_mode) and found.st_uid == os.getuid()):
+            raise MetricsDirectoryRefused(path)
+        # A make run's killed outright on this DATA_DIR, its processes gone (they held the lock
+        # this one holds). In /dev/shm (sticky) no other user can swap ours for a link meanwhile,
+        # and rmtree follows no link inside it.
+        shutil.rmtree(path)
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:  # put there since, by whoever can write in `parent`
+        raise MetricsDirectoryRefused(path) from None
+    return path
+
+
 def _arguments(arguments: list[str]) -> tuple[tuple[int, ...], list[str]]:
     """The descriptors every process keeps, and honcho's arguments; wrong usage exits 2 with the
     usage line, as argparse does (it was a traceback)."""
@@ -220,8 +258,8 @@ def main() -> int:
         # it behind; held, it comes once the name is kept, and the `finally` removes it.
         with _stops_held():
             if not os.environ.get("METRICS_DIR"):
-                in_memory = "/dev/shm" if os.path.isdir("/dev/shm") else None
-                metrics_dir = tempfile.mkdtemp(prefix="jobapi-metrics.", dir=in_memory)
+                in_memory = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
+                metrics_dir = _metrics_directory(os.environ["DATA_DIR"], in_memory)
                 os.environ["METRICS_DIR"] = metrics_dir
         # honcho's `start` makes its Manager by this name.
         honcho_command.Manager = functools.partial(StopOnceStarted, held_fds=held_fds)
@@ -231,6 +269,11 @@ def main() -> int:
     except KeyboardInterrupt:
         # Ctrl-C before honcho's handler was set: nothing was started yet.
         status = 130
+    except MetricsDirectoryRefused as refused:
+        print(f"{refused} is not a directory of this user's (a file, a link, another user's): make run "
+              "neither uses nor empties it. Remove it, or name a directory of your own in METRICS_DIR.",
+              file=sys.stderr)
+        status = 1
     else:
         status = 0
     finally:

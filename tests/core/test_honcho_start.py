@@ -1,6 +1,7 @@
 """scripts/honcho_start.py's standard output: a write refused as reentrant (a signal handler's
 line while the stream was mid-write) loses that line, not honcho's stop; a process whose reader
-died as it started never runs, orphaned; and its usage."""
+died as it started never runs, orphaned; DATA_DIR's metrics directory, a killed make run's
+emptied, anything else at its name refused; and its usage."""
 from __future__ import annotations
 
 import io
@@ -9,6 +10,7 @@ import runpy
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -65,6 +67,98 @@ def test_a_process_whose_reader_died_before_it_asked_to_die_with_it_never_runs(t
     # Then it exits before its command runs (it ran on, orphaned, no parent left to die with)
     assert process.wait(timeout=30) != 0
     assert not ran.exists()
+
+
+def test_a_killed_make_runs_metrics_directory_is_emptied_and_made_its_next_start_on_the_same_data(
+    tmp_path: Path,
+) -> None:
+    # Given the metrics directory of a make run on a DATA_DIR, left with its files (its honcho
+    # killed outright, which removes nothing)
+    metrics_directory = runpy.run_path(str(HONCHO_START))["_metrics_directory"]
+    in_memory, data_dir = tmp_path / "shm", tmp_path / "data"
+    in_memory.mkdir()
+    data_dir.mkdir()
+    left = Path(metrics_directory(str(data_dir), str(in_memory)))
+    (left / "web").mkdir()
+    (left / "web" / "counter_1234.db").write_text("a dead process's")
+
+    # When the next make run on that DATA_DIR, named by a link to it, makes its own
+    (tmp_path / "link-to-data").symlink_to(data_dir)
+    made = Path(metrics_directory(str(tmp_path / "link-to-data"), str(in_memory)))
+
+    # Then it is the same directory, emptied: one directory a DATA_DIR however often its make run
+    # is killed (each made one of its own, left for ever); another DATA_DIR has another
+    assert made == left and list(made.iterdir()) == []
+    other = tmp_path / "other-data"
+    other.mkdir()
+    assert Path(metrics_directory(str(other), str(in_memory))) != made
+    assert len(list(in_memory.iterdir())) == 2
+
+
+def _plant(kind: str, name: Path, tmp_path: Path) -> Path:
+    """Puts at `name` what make run must neither use nor empty; returns the file there (or in
+    the directory a link points to) that it must leave as it is."""
+    if kind == "a file":
+        name.write_text("someone's")
+        return name
+    directory = name  # another user's directory (its owner, as the process sees it: the test's)
+    if kind == "a link to a directory":
+        directory = tmp_path / "linked"
+        name.symlink_to(directory)
+    directory.mkdir()
+    (directory / "file").write_text("someone's")
+    return directory / "file"
+
+
+@pytest.mark.parametrize("kind", ["a link to a directory", "a file", "another user's directory"])
+def test_make_run_refuses_a_metrics_directory_name_that_is_not_its_own_and_leaves_it(
+    kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given, at the name of a DATA_DIR's metrics directory (/dev/shm is everyone's), something
+    # that is not a directory of this user's
+    namespace = runpy.run_path(str(HONCHO_START))
+    in_memory, data_dir = tmp_path / "shm", tmp_path / "data"
+    in_memory.mkdir()
+    data_dir.mkdir()
+    name = Path(namespace["_metrics_directory"](str(data_dir), str(in_memory)))
+    name.rmdir()
+    kept = _plant(kind, name, tmp_path)
+    if kind == "another user's directory":
+        monkeypatch.setattr(os, "getuid", lambda: name.stat().st_uid + 1)
+
+    # When make run makes its metrics directory
+    with pytest.raises(namespace["MetricsDirectoryRefused"]):
+        namespace["_metrics_directory"](str(data_dir), str(in_memory))
+
+    # Then it is refused, and what is there, or what a link points to, is left as it was: emptied,
+    # a link's directory would lose its files, another user's theirs
+    assert kept.read_text() == "someone's"
+    assert os.path.lexists(name)
+
+
+def test_honcho_start_refuses_a_link_at_the_metrics_directorys_name_saying_what_to_do(tmp_path: Path) -> None:
+    # Given a link at the name of a DATA_DIR's metrics directory in memory, to a directory of files
+    # (where honcho_start.py makes it)
+    in_memory = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    name = Path(runpy.run_path(str(HONCHO_START))["_metrics_directory"](str(data_dir), in_memory))
+    name.rmdir()
+    kept = _plant("a link to a directory", name, tmp_path)
+    env = {key: value for key, value in os.environ.items() if key != "METRICS_DIR"}
+    try:
+        # When make run hands over to honcho on that DATA_DIR
+        run = subprocess.run([sys.executable, str(HONCHO_START), "--", "-f", "Procfile", "check"], cwd=REPO,
+                             env={**env, "DATA_DIR": str(data_dir)}, capture_output=True, text=True, timeout=60,
+                             check=False)
+    finally:
+        name.unlink()
+
+    # Then it stops, saying what is wrong and what to do, nothing started, the files left
+    assert run.returncode == 1, run
+    assert f"{name} is not a directory of this user's" in run.stderr, run.stderr
+    assert "METRICS_DIR" in run.stderr and "Traceback" not in run.stderr, run.stderr
+    assert kept.read_text() == "someone's"
 
 
 @pytest.mark.parametrize("arguments", [

@@ -1,8 +1,10 @@
-"""`make run`'s honcho killed (kill -9, the OOM killer): the processes it started stop too, and
-its data directory stays theirs until the last has stopped."""
+"""`make run`'s honcho killed (kill -9, the OOM killer): the processes it started stop too, its
+data directory stays theirs until the last has stopped, and the metrics directory it left is the
+next make run's on that data."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -18,6 +20,7 @@ from tests.core.test_make_run import (
     _job,
     _long_job_running,
     _make_run,
+    _metrics_dir,
     _sessions_left,
     _started_sessions,
     _wait_until_serving,
@@ -42,10 +45,12 @@ def test_a_kill_9_of_make_runs_honcho_stops_every_process_it_started(tmp_path: P
     log_path = tmp_path / "make-run.log"
     process = _make_run(env, log_path)
     sessions: dict[str, int] = {}
+    metrics_dir: Path | None = None
     try:
         _wait_until_serving(env, log_path, process)
         sessions = _started_sessions(log_path.read_text())
         assert len(sessions) == len(PROCESSES), log_path.read_text()
+        metrics_dir = _metrics_dir(sessions["web.1"])
 
         # When its honcho is killed outright, no handler of its run (kill -9)
         os.kill(_honcho_pid(process.pid), signal.SIGKILL)
@@ -62,6 +67,9 @@ def test_a_kill_9_of_make_runs_honcho_stops_every_process_it_started(tmp_path: P
             os.killpg(process.pid, signal.SIGKILL)
         if sessions:
             subprocess.run(["pkill", "-KILL", "-s", ",".join(map(str, sessions.values()))], check=False)
+        # Left by the killed honcho, for the next make run on this data, which this test has not.
+        if metrics_dir:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 # Long enough that the old long-jobs worker is still running it when the next make run starts.
@@ -89,9 +97,11 @@ def test_after_a_kill_9_of_honcho_its_data_is_refused_to_another_make_run_until_
     first = _make_run(env, first_log)
     later: list[tuple[subprocess.Popen[bytes], Path]] = []
     sessions: dict[str, int] = {}
+    metrics_dir: Path | None = None
     try:
         key = _wait_until_serving(env, first_log, first)
         sessions = _started_sessions(first_log.read_text())
+        metrics_dir = _metrics_dir(sessions["web.1"])
         job_id = _long_job_running(env, key, first_log, {"duration": JOB_SECONDS, "message": "once"})
 
         # When its honcho is killed outright, and make run is typed again on the same data
@@ -113,6 +123,8 @@ def test_after_a_kill_9_of_honcho_its_data_is_refused_to_another_make_run_until_
         # And once every old process has stopped, make run starts, with nothing to put back: the
         # job ran once, to its end
         assert _sessions_left(sessions, timeout=JOB_SECONDS + 60) == [], first_log.read_text()
+        # (the killed honcho's metrics directory left in memory, with its processes' files)
+        (metrics_dir / "left-by-the-killed-run").touch()
         third = _make_run(env, third_log)
         later.append((third, third_log))
         key = _wait_until_serving(env, third_log, third)
@@ -120,6 +132,14 @@ def test_after_a_kill_9_of_honcho_its_data_is_refused_to_another_make_run_until_
         job = _job(env, key, job_id)
         assert (job["status"], job["attempt"]) == ("SUCCESS", 1), job
         assert job["result"] == f"Slept for {JOB_SECONDS} seconds. Message: once", job
+        # its processes in the metrics directory the killed honcho left, emptied: a kill -9 leaves
+        # one a data directory, until its next make run (each left one of its own, for ever)
+        assert _metrics_dir(_started_sessions(third_log.read_text())["web.1"]) == metrics_dir
+        assert not (metrics_dir / "left-by-the-killed-run").exists()
+
+        # And once it is stopped, nothing is left in memory
+        _ctrl_c(third, third_log)
+        assert not metrics_dir.exists(), third_log.read_text()
     finally:
         for process, log_path in later:
             if process.poll() is None:
@@ -128,3 +148,5 @@ def test_after_a_kill_9_of_honcho_its_data_is_refused_to_another_make_run_until_
             os.killpg(first.pid, signal.SIGKILL)
         if sessions:
             subprocess.run(["pkill", "-KILL", "-s", ",".join(map(str, sessions.values()))], check=False)
+        if metrics_dir:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
