@@ -41,6 +41,10 @@ from webhooks import selectors as webhook_selectors
 from webhooks.backlog import endpoint_backlogs
 from webhooks.models import Delivery, Endpoint
 
+# What a missing job's and result's 404 say (the spec's examples of them).
+NO_JOB = "No such job."
+NO_RESULT = "No such result."
+
 
 class JobFilter(django_filters.FilterSet):
     status = django_filters.ChoiceFilter(choices=Job.Status.choices)
@@ -67,10 +71,10 @@ def job_get(*, owner: Client, job_id: uuid.UUID | str) -> Job:
         # What UUIDField accepts: any form uuid.UUID parses.
         job_uuid = job_id if isinstance(job_id, uuid.UUID) else uuid.UUID(str(job_id))
     except ValueError:
-        raise NotFound("No such job.") from None
+        raise NotFound(NO_JOB) from None
     job = sql.job_of_owner(job_uuid, owner.pk)
     if job is None:
-        raise NotFound("No such job.")
+        raise NotFound(NO_JOB)
     return job
 
 
@@ -82,7 +86,7 @@ def job_deliveries(*, owner: Client, job_id: uuid.UUID | str) -> QuerySet[Delive
     of any delivery of its."""
     deliveries = webhook_selectors.delivery_list(owner_id=owner.pk, subject_id=job_id)
     if not Job.objects.filter(pk=job_id, owner=owner).exists() and not deliveries.exists():
-        raise NotFound("No such job.")
+        raise NotFound(NO_JOB)
     return deliveries
 
 
@@ -202,7 +206,7 @@ def result_get(*, owner: Client, result_id: int) -> JobResult:
     try:
         return JobResult.objects.get(pk=result_id, owner=owner)
     except (JobResult.DoesNotExist, ValidationError, ValueError, TypeError):
-        raise NotFound("No such result.") from None
+        raise NotFound(NO_RESULT) from None
 
 
 @dataclass(frozen=True)

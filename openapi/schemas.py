@@ -17,6 +17,7 @@ from core.errors import OUTAGES
 from core.pagination import NewestFirstCursorPagination
 from jobs.models import Job
 from jobs.registry import job_types_all
+from jobs.selectors import NO_JOB
 from jobs.serializers import JobListItemSerializer, JobResultListItemSerializer, JobSerializer
 from webhooks.api import DeliveryPagination, DeliverySerializer
 from webhooks.endpoint_api import EndpointPagination, EndpointSerializer
@@ -51,6 +52,7 @@ def error_example(status: int, code: str, message: str, details: Any = None) -> 
     )
 
 
+NOT_FOUND = "No such resource for this API key (another client's ids answer 404 too). Code: `not_found`."
 # Each documented status: a description naming its codes, and examples of real answers.
 _ERRORS: dict[int, tuple[str, list[OpenApiExample]]] = {
     400: (
@@ -86,11 +88,7 @@ _ERRORS: dict[int, tuple[str, list[OpenApiExample]]] = {
             )
         ],
     ),
-    404: (
-        "No such resource for this API key (another client's ids answer 404 too). "
-        "Code: `not_found`.",
-        [error_example(404, "not_found", "No such job.")],
-    ),
+    404: (NOT_FOUND, [error_example(404, "not_found", NO_JOB)]),  # a job's; others say their own
     408: (
         "The request body did not arrive within the configured time (10 s by default, "
         "`WEB_BODY_READ_SECONDS`); the connection is closed. Code: `request_timeout`.",

@@ -26,10 +26,13 @@ from webhooks.endpoint_api import (
     RecoverInputSerializer,
     RecoverOutputSerializer,
 )
+from webhooks.endpoints import NO_ENDPOINT
 from webhooks.models import Delivery
 
 ENDPOINT_ID = OpenApiParameter("endpoint_id", OpenApiTypes.UUID, OpenApiParameter.PATH)
 TAGS = ["Webhook endpoints"]
+# An endpoint's 404 says so, not the jobs' example.
+_NO_ENDPOINT = {404: (schemas.NOT_FOUND, schemas.error_example(404, "not_found", NO_ENDPOINT))}
 
 
 def _endpoint(status: int, description: str) -> dict[int, Any]:
@@ -117,7 +120,7 @@ OPERATIONS: dict[str, dict[str, Callable[..., Any]]] = {
             "or `failing`: every attempt failed for `WEBHOOK_ENDPOINT_DISABLE_AFTER_SECONDS`, 5 "
             "days, and at least 50 times).",
             tags=TAGS, parameters=[ENDPOINT_ID],
-            responses={**_endpoint(200, "The endpoint."), **error_responses(401, 404)},
+            responses={**_endpoint(200, "The endpoint."), **error_responses(401, 404, described=_NO_ENDPOINT)},
         ),
         "patch": extend_schema(
             operation_id="update_webhook_endpoint", summary="Change a webhook endpoint",
@@ -126,13 +129,13 @@ OPERATIONS: dict[str, dict[str, Callable[..., Any]]] = {
             "you or the service disabled it.",
             tags=TAGS, parameters=[ENDPOINT_ID], request=EndpointInputSerializer,
             responses={**_endpoint(200, "The endpoint, changed."),
-                       **error_responses(400, 401, 404, 408, 413, 415, described=_WRITE_400)},
+                       **error_responses(400, 401, 404, 408, 413, 415, described={**_WRITE_400, **_NO_ENDPOINT})},
         ),
         "delete": extend_schema(
             operation_id="delete_webhook_endpoint", summary="Delete a webhook endpoint",
             description="Its deliveries not yet delivered stop (state `canceled`); the log stays.",
             tags=TAGS, parameters=[ENDPOINT_ID],
-            responses={204: None, **error_responses(401, 404)},
+            responses={204: None, **error_responses(401, 404, described=_NO_ENDPOINT)},
         ),
     },
     "webhooks.endpoint_api.EndpointSecretApi": {
@@ -142,7 +145,7 @@ OPERATIONS: dict[str, dict[str, Callable[..., Any]]] = {
             "`callback_url` deliveries, which your client's secret signs).",
             tags=TAGS, parameters=[ENDPOINT_ID],
             responses={200: example_response(SecretSerializer, "The secret.", "secret", SECRET_EXAMPLE),
-                       **error_responses(401, 404)},
+                       **error_responses(401, 404, described=_NO_ENDPOINT)},
         ),
     },
     "webhooks.endpoint_api.EndpointSecretRotateApi": {
@@ -153,7 +156,7 @@ OPERATIONS: dict[str, dict[str, Callable[..., Any]]] = {
             "`{\"expire_previous_now\": true}`.",
             tags=TAGS, parameters=[ENDPOINT_ID], request=SecretRotationSerializer,
             responses={200: example_response(SecretSerializer, "The new secret.", "secret", SECRET_EXAMPLE),
-                       **error_responses(400, 401, 404, 408, 413, 415, described=ROTATE_400)},
+                       **error_responses(400, 401, 404, 408, 413, 415, described={**ROTATE_400, **_NO_ENDPOINT})},
         ),
     },
     "webhooks.endpoint_api.EndpointTestApi": {
@@ -165,7 +168,7 @@ OPERATIONS: dict[str, dict[str, Callable[..., Any]]] = {
                                              {**DELIVERY_EXAMPLE, "event_type": "webhook.test", "state": "pending",
                                               "attempt_count": 0, "attempts": [], "finished_at": None},
                                              status="202"),
-                       **error_responses(401, 404)},
+                       **error_responses(401, 404, described=_NO_ENDPOINT)},
         ),
     },
     "webhooks.endpoint_api.EndpointRecoverApi": {
@@ -177,7 +180,7 @@ OPERATIONS: dict[str, dict[str, Callable[..., Any]]] = {
             "next ones, and none twice.",
             tags=TAGS, parameters=[ENDPOINT_ID], request=RecoverInputSerializer,
             responses={202: RecoverOutputSerializer,
-                       **error_responses(400, 401, 404, 408, 413, 415, described=_RECOVER_400)},
+                       **error_responses(400, 401, 404, 408, 413, 415, described={**_RECOVER_400, **_NO_ENDPOINT})},
         ),
     },
     "webhooks.endpoint_api.DeliveryListApi": {

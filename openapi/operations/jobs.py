@@ -8,6 +8,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 
 from jobs.models import Job
+from jobs.selectors import NO_RESULT
 from jobs.serializers import JobResultSerializer, JobSerializer, LimitsSerializer
 from openapi import schemas
 from openapi.examples import (
@@ -138,7 +139,7 @@ OPERATIONS: dict[str, dict[str, Callable[..., Any]]] = {
                     "page",
                     page(list_item(JOB_DONE_EXAMPLE), next_url=NEXT_PAGE_EXAMPLE),
                 ),
-                **error_responses(400, 401, 404, described=LIST_400),
+                **error_responses(400, 401, described=LIST_400),
             },
         ),
     },
@@ -247,7 +248,7 @@ OPERATIONS: dict[str, dict[str, Callable[..., Any]]] = {
                     "page",
                     page(list_item(RESULT_EXAMPLE)),
                 ),
-                **error_responses(400, 401, 404, described=LIST_400),
+                **error_responses(400, 401, described=LIST_400),
             },
         ),
     },
@@ -260,7 +261,8 @@ OPERATIONS: dict[str, dict[str, Callable[..., Any]]] = {
             parameters=[OpenApiParameter("result_id", OpenApiTypes.INT, OpenApiParameter.PATH)],
             responses={
                 200: example_response(JobResultSerializer, "The result.", "result", RESULT_EXAMPLE),
-                **error_responses(401, 404),
+                **error_responses(401, 404, described={
+                    404: (schemas.NOT_FOUND, schemas.error_example(404, "not_found", NO_RESULT))}),
             },
         ),
     },
