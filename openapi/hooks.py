@@ -119,8 +119,8 @@ RATE_LIMIT_HEADERS = {
         "its scope (`submit`, `read`, `write`, `sensitive`), the requests (`q`) allowed in a window of `w` "
         "seconds, your client's own where the operator set one. A batch counts each of its jobs. Absent "
         "where the scope has no limit, and on answers given before the request was counted "
-        "(`too_many_failed_authentications`, `invalid_query`, `invalid_path`, a batch whose body cannot be "
-        "parsed, the server's `bad_request`).",
+        "(`too_many_failed_authentications`, `invalid_query`, `invalid_path`, the 404 to an id not of its "
+        "type, a batch whose body cannot be parsed, the server's `bad_request`).",
         "schema": {"type": "string"},
         "example": '"read";q=6000;w=60',
     },

@@ -149,3 +149,23 @@ def test_an_id_not_of_its_type_answers_a_documented_404_on_every_operation_that_
         for answer in given:
             assert answer.status_code == 404, (where, answer.text)
             assert answer.json() in examples, (where, answer.text)
+
+
+def test_the_answers_before_any_view_carry_no_rate_limit_as_its_description_says(
+    make_api: Callable[..., Api], committed_spec: dict
+) -> None:
+    # Given a client with a key, and what the spec says of the rate limit's fields
+    api = make_api()
+    described = committed_spec["components"]["headers"]["RateLimit-Policy"]["description"]
+
+    # When it sends what the URL guard refuses, and an id no route takes
+    answers = {named: api.get(url) for url, named in [
+        ("/api/jobs/?a=%00", "`invalid_query`"), ("/api/jobs/%00/", "`invalid_path`"),
+        ("/api/jobs/not-an-id/", "the 404 to an id not of its type"),
+    ]}
+
+    # Then none carries the fields, and the spec names each where it says they are absent
+    for named, answer in answers.items():
+        assert answer.status_code in {400, 404}, (named, answer.text)
+        assert not {"RateLimit-Policy", "RateLimit"} & set(answer.headers), (named, answer.headers)
+        assert named in described.split("Absent", 1)[1], named
