@@ -171,10 +171,15 @@ def post_worker_init(worker: object) -> None:
     # Imported here, where the application is loaded: importing `core` in the master would load
     # the Celery app there (core/__init__.py), which would then write metrics files of its own.
     from core.log_volume import InvalidRequests, StreamWriteEnded
+    from core.logs import DatabaseErrorFirstLine
 
     threading.Thread(target=_stop_waiters_when_stopping, args=(worker,), name="stop-watch", daemon=True).start()
     worker.log.error_log.addFilter(StreamWriteEnded())  # type: ignore[attr-defined]
     worker.log.error_log.addFilter(InvalidRequests())  # type: ignore[attr-defined]
+    # gunicorn's traceback of a body that raised after its headers went out (a stream's read) is
+    # cut as the application's are: a database error's first line, PostgreSQL's DETAIL and the
+    # statement it quotes, a client's values, left out.
+    worker.log.error_log.addFilter(DatabaseErrorFirstLine())  # type: ignore[attr-defined]
     gc.freeze()
     gc.set_threshold(10_000, 20, 20)
 

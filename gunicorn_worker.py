@@ -92,19 +92,23 @@ _answering = threading.local()
 @contextlib.contextmanager
 def answering(request_id: str) -> Iterator[None]:
     """While it lasts, the lines this thread writes to gunicorn's error log name `request_id`
-    (RequestIdNamed); none after, an exception's way out too."""
+    (RequestIdNamed); after, the id they named before (the answer's whose access line it is:
+    JsonErrorThreadWorker.handle_request), an exception's way out too."""
+    before = getattr(_answering, "request_id", None)
     _answering.request_id = request_id
     try:
         yield
     finally:
-        _answering.request_id = None
+        _answering.request_id = before
 
 
 class RequestIdNamed(logging.Filter):
     """Gives each line gunicorn writes while it answers an error (its WARNING `Invalid request
     from ip=...`, at most one a minute per process: core.log_volume.InvalidRequests; its ERROR
-    and traceback for a 500) and each access line (RequestIdLogger.access) the answer's
-    X-Request-ID as its `request_id`, which each format writes its way (RequestIdEnded,
+    and traceback for a 500), each line it writes about an answer of the application's once its
+    headers are given (its ERROR `Error handling request` for a body that failed after they went
+    out: a stream's), and each access line (RequestIdLogger.access) the answer's X-Request-ID as
+    its `request_id`, which each format writes its way (RequestIdEnded,
     json_formatter)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
@@ -201,6 +205,22 @@ class JsonErrorThreadWorker(ThreadWorker):
         self.log.access_log.addFilter(RequestIdNamed())
         super().init_process()
 
+    def load_wsgi(self) -> None:
+        # gunicorn loads the application here, anew on a reload (SIGHUP).
+        super().load_wsgi()
+        self.wsgi = _answer_named(self.wsgi)
+
+    def handle_request(self, req: Any, conn: Any) -> bool:
+        """gunicorn's, its lines about the answer naming its X-Request-ID from when the
+        application gives its headers (_answer_named) to the request's end: gunicorn's ERROR
+        `Error handling request` and traceback for a body that raised after its headers went
+        out (an event stream's read failing) is written outside its access line, and named no
+        request. HTTP/2 (gunicorn's http_protocols, `h1` alone here) answers elsewhere."""
+        try:
+            return super().handle_request(req, conn)
+        finally:
+            _answering.request_id = None
+
     def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
         """gunicorn's handle_error does what it does for every error (chooses the status, writes
         its WARNING `Invalid request from ip=...` or its traceback, and the access log's line),
@@ -227,6 +247,21 @@ class JsonErrorThreadWorker(ThreadWorker):
             util.write_nonblock(client, answer)
         except OSError:  # the client is gone: as gunicorn does, nothing more to say
             self.log.debug("Failed to send error message.")
+
+
+def _answer_named(application: Any) -> Any:
+    """The WSGI `application`, the X-Request-ID of each answer it starts named by the lines this
+    thread writes to gunicorn's error log from then on (RequestIdNamed), until
+    JsonErrorThreadWorker.handle_request ends."""
+
+    def named(environ: dict[str, Any], start_response: Any) -> Any:
+        def started(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            _answering.request_id = next((value for name, value in headers if name.lower() == "x-request-id"), None)
+            return start_response(status, headers, exc_info)
+
+        return application(environ, started)
+
+    return named
 
 
 def json_error(status: int, reason: str, code: str, message: str, request_id: str) -> bytes:

@@ -9,6 +9,7 @@ X-Request-ID its answer carried, as the application's lines of the same request 
 did. Sent as raw bytes to gunicorn as production runs it."""
 from __future__ import annotations
 
+import contextlib
 import http
 import http.client
 import io
@@ -21,12 +22,13 @@ import socket
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 import requests
+from django.db import connection
 
 from core import logs
 from core.error_codes import ERROR_CODES
@@ -321,3 +323,55 @@ def test_gunicorns_json_line_has_the_keys_of_the_applications() -> None:
     assert from_gunicorn["message"] == from_application["message"] == "Error handling request /x"
     assert from_gunicorn["exception"] == from_application["exception"]
     assert TIMESTAMP.fullmatch(from_gunicorn["timestamp"]) and TIMESTAMP.fullmatch(from_application["timestamp"])
+
+
+# The column every read of a stream selects (jobs/streams.py SENT).
+READ_COLUMN = "body"
+
+
+@contextlib.contextmanager
+def column_renamed(table: str, column: str) -> Iterator[None]:
+    """`column` of `table` under another name while the block lasts: a release's migration that
+    renamed a column the processes still serving read, its reads failing as no outage does."""
+    with connection.cursor() as cursor:
+        cursor.execute(f'ALTER TABLE {table} RENAME COLUMN "{column}" TO "{column}_gone"')
+    try:
+        yield
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(f'ALTER TABLE {table} RENAME COLUMN "{column}_gone" TO "{column}"')
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_a_stream_failing_after_its_headers_went_out_is_logged_with_its_request_id(
+    make_api: Callable[..., Api], tmp_path: Path, log_format: str
+) -> None:
+    # Given the API as production runs it, its streams' heartbeat every 0.2 s, and a client's
+    # stream of its jobs of a name open, its headers and first line received
+    log_path = tmp_path / "gunicorn.log"
+    with (serving(make_api(), log_path, LOG_FORMAT=log_format, API_STREAM_HEARTBEAT_SECONDS="0.2") as (api, _),
+          api.get("/api/events/", params={"job_name": "echo"}, stream=True) as stream):
+        assert stream.status_code == 200, stream.text
+        lines = stream.iter_lines()
+        assert next(lines).startswith(b"retry:")
+        # When its next read fails: the column it reads is gone
+        with column_renamed("jobs_jobevent", READ_COLUMN), pytest.raises(requests.RequestException):
+            for _ in lines:
+                pass
+
+    # Then gunicorn's ERROR for it, the one line of the log, names the stream's X-Request-ID (before,
+    # none), and its traceback says of the database's error its first line only, as the
+    # application's lines do (core.logs.DatabaseErrorFirstLine): not the statement it quotes
+    request_id = stream.headers["X-Request-ID"]
+    assert NEW_REQUEST_ID.fullmatch(request_id), stream.headers
+    log = log_path.read_text()
+    if log_format == "json":
+        [error] = [line for line in _json_lines(log_path) if line["level"] == "error"]
+        assert error["message"] == "Error handling request" and error.get("request_id") == request_id, error
+        traceback = error["exception"]
+    else:
+        [error] = [line for line in log.splitlines() if "[ERROR]" in line]
+        assert error.endswith(f"[ERROR] Error handling request request_id={request_id}"), log
+        traceback = log.split(error, 1)[1]
+    last = f"django.db.utils.ProgrammingError: column jobs_jobevent.{READ_COLUMN} does not exist"
+    assert traceback.rstrip().endswith(last) and "LINE 1" not in log and "direct cause" not in log, traceback
