@@ -22,7 +22,8 @@ import json
 import logging
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from functools import partial
 from http import HTTPStatus
 from typing import Any
 
@@ -69,6 +70,9 @@ class _Page:
 
     def __init__(self) -> None:
         self.written = b""
+        # gunicorn's access line for the page, held by RequestIdLogger.access until the answer
+        # sent in its place is made: written with the size of that answer's body.
+        self.access: Callable[[int], None] | None = None
 
     def gettimeout(self) -> float:
         return 0.0  # non-blocking already: gunicorn's write_nonblock then calls sendall alone
@@ -92,8 +96,8 @@ _answering = threading.local()
 @contextlib.contextmanager
 def answering(request_id: str) -> Iterator[None]:
     """While it lasts, the lines this thread writes to gunicorn's error log name `request_id`
-    (RequestIdNamed); after, the id they named before (the answer's whose access line it is:
-    JsonErrorThreadWorker.handle_request), an exception's way out too."""
+    (RequestIdNamed); after, the id they named before (the application's answer's, around its
+    access line: JsonErrorThreadWorker.handle_request), an exception's way out too."""
     before = getattr(_answering, "request_id", None)
     _answering.request_id = request_id
     try:
@@ -108,8 +112,7 @@ class RequestIdNamed(logging.Filter):
     and traceback for a 500), each line it writes about an answer of the application's once its
     headers are given (its ERROR `Error handling request` for a body that failed after they went
     out: a stream's), and each access line (RequestIdLogger.access) the answer's X-Request-ID as
-    its `request_id`, which each format writes its way (RequestIdEnded,
-    json_formatter)."""
+    its `request_id`, which each format writes its way (RequestIdEnded, json_formatter)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         request_id = getattr(_answering, "request_id", None)
@@ -157,12 +160,18 @@ class RequestIdLogger(glogging.Logger):
     `request_id`. For an answer of the application's, that is the id core/request_context.py
     gave the request (the client's when well-formed, else a new one), which the application's
     lines of the request name too: never a value the client sent that it refused. An answer of
-    JsonErrorThreadWorker.handle_error's gets its id after gunicorn writes its access line, which
-    `answering` names then. A line about an answer without an id has no `request_id`, as the
-    application's lines outside a request have none."""
+    JsonErrorThreadWorker.handle_error's gets its id after gunicorn made its access line, which
+    `answering` names then, and the line its size once that answer is made. A line about an
+    answer without an id has no `request_id`, as the application's lines outside a request have
+    none."""
 
     def access(self, resp: Any, req: Any, environ: dict[str, Any], request_time: Any) -> None:
         if not self.access_log_enabled:  # WEB_ACCESS_LOG unset: no header to look for
+            return
+        if isinstance(resp.sock, _Page):
+            # gunicorn's line for its error page said 0 bytes (it counts none written to the
+            # page): JsonErrorThreadWorker.handle_error writes it with its answer's body's size.
+            resp.sock.access = partial(self._sized, resp, req, environ, request_time)
             return
         request_id = next((value for name, value in resp.headers if name.lower() == "x-request-id"), None)
         if request_id is None:
@@ -170,6 +179,10 @@ class RequestIdLogger(glogging.Logger):
             return
         with answering(request_id):
             super().access(resp, req, environ, request_time)
+
+    def _sized(self, resp: Any, req: Any, environ: dict[str, Any], request_time: Any, size: int) -> None:
+        resp.sent = size
+        super().access(resp, req, environ, request_time)
 
 
 class TextLogger(RequestIdLogger):
@@ -223,30 +236,40 @@ class JsonErrorThreadWorker(ThreadWorker):
 
     def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
         """gunicorn's handle_error does what it does for every error (chooses the status, writes
-        its WARNING `Invalid request from ip=...` or its traceback, and the access log's line),
-        its line naming the answer's request id; the page it writes is replaced for the statuses
-        PARSE_ERRORS has and for its 500. Its 403 (a proxy protocol or TLS setting this service
-        does not use: a proxy the operator did not allow) keeps gunicorn's page, with the id: no
-        code of the list fits it (`permission_denied` is a staff user's), and no client of the
-        API meets it."""
+        its WARNING `Invalid request from ip=...` or its traceback, and the access log's line,
+        held until the answer is made, to name its body's size), its lines naming the answer's
+        request id; the page it writes is replaced for the statuses PARSE_ERRORS has and for its
+        500. Its 403 (a proxy protocol or TLS setting this service does not use: a proxy the
+        operator did not allow) keeps gunicorn's page, with the id: no code of the list fits it
+        (`permission_denied` is a staff user's), and no client of the API meets it."""
         request_id = new_request_id()
         page = _Page()
         with answering(request_id):
             super().handle_error(req, page, addr, exc)
-        if not page.written:
+            answer = self._answer(page, request_id)
+            if page.access is not None:
+                # Written before the answer is sent, as gunicorn wrote it: a client that has its
+                # answer finds its line in the log.
+                page.access(len(answer.partition(b"\r\n\r\n")[2]))
+        if not answer:
             return
-        status_line, rest = page.written.split(b"\r\n", 1)  # b"HTTP/1.1 414 URI Too Long"
-        status = int(status_line.split(b" ", 2)[1])
-        answer = status_line + f"\r\nX-Request-ID: {request_id}\r\n".encode() + rest
-        if status in PARSE_ERRORS or status == 500:
-            code, message = PARSE_ERRORS.get(status, SERVER_ERROR)
-            limits = {name: getattr(self.cfg, name) for name in _LIMITS}
-            # The status's own reason phrase: gunicorn's is "Bad Request" for its 501 too.
-            answer = json_error(status, HTTPStatus(status).phrase, code, message.format_map(limits), request_id)
         try:
             util.write_nonblock(client, answer)
         except OSError:  # the client is gone: as gunicorn does, nothing more to say
             self.log.debug("Failed to send error message.")
+
+    def _answer(self, page: _Page, request_id: str) -> bytes:
+        """The answer sent in the place of gunicorn's `page` (none when it wrote none)."""
+        if not page.written:
+            return b""
+        status_line, rest = page.written.split(b"\r\n", 1)  # b"HTTP/1.1 414 URI Too Long"
+        status = int(status_line.split(b" ", 2)[1])
+        if status in PARSE_ERRORS or status == 500:
+            code, message = PARSE_ERRORS.get(status, SERVER_ERROR)
+            limits = {name: getattr(self.cfg, name) for name in _LIMITS}
+            # The status's own reason phrase: gunicorn's is "Bad Request" for its 501 too.
+            return json_error(status, HTTPStatus(status).phrase, code, message.format_map(limits), request_id)
+        return status_line + f"\r\nX-Request-ID: {request_id}\r\n".encode() + rest
 
 
 def _answer_named(application: Any) -> Any:

@@ -168,6 +168,31 @@ def test_an_unparsable_request_has_an_access_line_with_its_id_when_gunicorn_read
 
 
 
+# An access line's status and size, after its request line (gunicorn's access_log_format).
+STATUS_AND_SIZE = re.compile(r'" (\d{3}) (\S+) "')
+
+
+def test_the_access_line_of_an_answer_the_worker_writes_names_the_size_of_the_body_sent(
+    make_api: Callable[..., Api], tmp_path: Path
+) -> None:
+    # Given the API as production runs it, its access log on
+    log_path = tmp_path / "gunicorn.log"
+    with serving(make_api(), log_path, WEB_ACCESS_LOG="-") as (api, _):
+        # When gunicorn refuses a request whose headers it read (400), and fails one before
+        # Django sees it (its 500), each answered in the API's error shape by the worker
+        answers = [send_raw(api, TWICE_CONTENT_LENGTH),
+                   send_raw(api, b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nSCRIPT_NAME: /elsewhere\r\n\r\n")]
+
+    # Then each one's access line names the size of the body its client received (before, 0)
+    lines = log_path.read_text().splitlines()
+    for answer, body in answers:
+        [access] = [line for line in lines if line.endswith(f" request_id={answer.getheader('X-Request-ID')}")
+                    and '"GET /healthz HTTP/1.1"' in line]
+        found = STATUS_AND_SIZE.search(access)
+        assert found and found.groups() == (str(answer.status), str(len(body))), (access, len(body))
+        assert len(body) == int(answer.getheader("Content-Length", "")) > 0
+
+
 def test_a_proxy_not_allowed_is_gunicorns_403_with_a_request_id(
     make_api: Callable[..., Api], tmp_path: Path
 ) -> None:
