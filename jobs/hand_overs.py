@@ -33,7 +33,8 @@ def job_step_hand_over(*, job_id: uuid.UUID, step: int, step_input: Any, dispatc
     handed = Job.objects.filter(pk=job_id, status__in=Job.RUNNING_STATUSES, cancel_requested=False).filter(
         Q(next_step__isnull=True) | Q(next_step__lt=step)
     )
-    if handed.update(next_step=step, step_input=step_input, dispatched_at=dispatched_at, step_started_at=None):
+    if handed.update(next_step=step, step_input=step_input, dispatched_at=dispatched_at, step_started_at=None,
+                     step_heartbeat_at=None):
         return True
     if transitions.job_cancel_requested(job_id=job_id):
         # Not by_chain: the step handing over has taken its chain (jobs.tasks), tail and all.
@@ -52,7 +53,8 @@ def job_step_start(*, job_id: uuid.UUID, step: int, dispatched_at: datetime | No
     one, or one the sweeper replaced), or of a step another message started already, unless the
     broker `redelivered` it (or it is the task's own retry, after the database failed its run):
     its own earlier run was cut off (a killed worker), and it runs again, as a first step's
-    message delivered again does (jobs.transitions.job_start)."""
+    message delivered again does (jobs.transitions.job_start), once that run's lease is free
+    (jobs.leases: a run still alive, its worker only cut off from the broker, keeps it)."""
     condition, params = sql.in_hand_over(step, dispatched_at, started_or_not=redelivered)
     started = sql.job_update_if(job_id, condition=condition, params=params, step_started_at=timezone.now())
     if started is not None:

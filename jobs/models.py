@@ -65,6 +65,9 @@ class Job(models.Model):
     # When a message of that hand-over started its step (NULL until one did): another message of
     # the same hand-over then runs nothing, and the sweeper no longer takes the message for lost.
     step_started_at = models.DateTimeField(null=True, blank=True)
+    # The running step's heartbeat, written by its worker while it runs (jobs.leases); NULL when no
+    # run holds the step: another copy of its message runs it only once this is NULL or stale.
+    step_heartbeat_at = models.DateTimeField(null=True, blank=True)
     # The client's own labels: up to 16 string keys to string values (filterable on the list).
     metadata = models.JSONField(default=dict, blank=True)
     # Not before: the sweeper publishes the job once this time has come (NULL: at once).

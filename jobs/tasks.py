@@ -22,7 +22,15 @@ from django.utils import timezone
 
 from core.logs import first_line
 from core.parsers import storable_text
-from jobs import abandoned, dispatch, hand_overs, model_budget, retention, transitions
+from jobs import (
+    abandoned,
+    dispatch,
+    hand_overs,
+    leases,
+    model_budget,
+    retention,
+    transitions,
+)
 from jobs.models import Job
 from jobs.registry import job_type_get
 from jobs.types.base import JobCanceled, JobFailed, StepContext
@@ -133,11 +141,21 @@ def _step_run(task: Any, previous: Any, *, job_id: str, index: int, dispatched_a
             raise Ignore() from None
     if job is None or job.is_final:
         return  # canceled, already finished (a duplicate message), or pruned
+    wait_seconds = leases.step_lease_take(job_id=job_uuid)
+    if wait_seconds is not None:
+        # Another copy of this message runs the step (its worker lost the broker's connection, so
+        # the broker handed this one out again): look again once its heartbeat could be stale, the
+        # same message (its kwargs, its chain). As many times as that run lasts: its hard time
+        # limit ends it.
+        logger.warning("Job %s step %s: another run of it is alive (its heartbeat is fresh), looked at again in %.0f s",
+                       job_id, index, wait_seconds)
+        raise task.retry(countdown=wait_seconds, max_retries=task.request.retries + 1)
     if job.status == Status.RETRY:
         transitions.job_set_retrying(job_id=job_uuid, retrying=False)  # its next run starts
     job_type = job_type_get(job.job_name)
     try:
-        output = job_type.steps[index](_context(job, index, len(job_type.steps)), previous)
+        with leases.step_lease_kept(job_id=job_uuid):
+            output = job_type.steps[index](_context(job, index, len(job_type.steps)), previous)
     except JobCanceled:
         transitions.job_finish(job_id=job_uuid, status=Status.REVOKED, by_chain=True)
         return

@@ -157,7 +157,7 @@ def job_start(*, job_id: uuid.UUID, dispatched_at: datetime | None = None) -> Jo
             job.save(update_fields=["dispatched_at"])
     if over_cap:
         raise OverRunningCap()  # out of the atomic block, which would roll the release back
-    return job  # STARTED already: its message was delivered again (a lost worker); run it again
+    return job  # STARTED already: its message was delivered again; run it again once its lease is free (jobs.leases)
 
 
 def job_progress(*, job_id: uuid.UUID, current: int, total: int, message: str = "") -> None:
@@ -342,14 +342,14 @@ def job_retry_later(*, job_id: uuid.UUID, error: dict[str, str], step: int, step
             if job.deadline is not None and retry_at >= job.deadline:
                 return None
             job.status, job.attempt, job.error, job.retry_at = Status.RETRY, job.attempt + 1, error, retry_at
-            job.next_step, job.step_input, job.step_started_at = step, step_input, None
+            job.next_step, job.step_input, job.step_started_at, job.step_heartbeat_at = step, step_input, None, None
             # Up to a sweep late, rather than an ETA message: a worker takes that at once and holds
             # it unacked until its time, past its prefetch, and killed meanwhile, the retry waited
             # the broker's visibility timeout (2 h with Redis), not its backoff.
             by_countdown = job.retry_backoff_seconds <= settings.JOB_DISPATCH_SWEEP_SECONDS
             job.dispatched_at = now if by_countdown else None
             job.save(update_fields=["status", "attempt", "error", "retry_at", "next_step", "step_input",
-                                    "dispatched_at", "step_started_at"])
+                                    "dispatched_at", "step_started_at", "step_heartbeat_at"])
             telemetry.job_retrying(job=job, backoff_seconds=job.retry_backoff_seconds)
             return job
     # As a step that finds its cancel ends it (and its owner's next job may start at once).

@@ -146,6 +146,10 @@ JOB_DISPATCH_GRACE_SECONDS = env.float("JOB_DISPATCH_GRACE_SECONDS", default=2.0
 JOB_DISPATCH_LOST_AFTER_SECONDS = env.float(
     "JOB_DISPATCH_LOST_AFTER_SECONDS", default=6 * 3600, above=0, maximum=CENTURY_SECONDS
 )
+# A running step's lease (seconds): its worker writes a heartbeat on the job's row a third of this
+# apart, and another copy of its message (redelivered after the worker lost its broker connection)
+# runs nothing while the heartbeat is younger than this; it looks again once it is older.
+JOB_STEP_LEASE_SECONDS = env.float("JOB_STEP_LEASE_SECONDS", default=15.0, minimum=3, maximum=3600)
 # How often the webhook dispatcher publishes delivery attempts that are due (seconds).
 WEBHOOK_DISPATCH_SECONDS = env.float("WEBHOOK_DISPATCH_SECONDS", default=5.0, above=0)
 # Retention, in days: finished jobs (with their idempotency keys), webhook events (with their

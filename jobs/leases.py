@@ -1,0 +1,84 @@
+"""The lease on a running step: while its worker runs it, a heartbeat on the job's row
+(`step_heartbeat_at`), so that another copy of its message runs nothing meanwhile.
+
+Steps are acknowledged late: a worker that loses its broker connection (or RabbitMQ's
+consumer_timeout) has its unacknowledged messages requeued at once, marked redelivered, while their
+steps go on running. A redelivered message runs its step again (jobs.tasks: it takes it for a cut-off
+run), and whatever the step pays for (a model call) was paid twice. With the lease, such a copy
+looks again once the heartbeat could have gone stale: by then the first copy has moved the job on
+(and the copy is stale or finds the job final), or it is gone and the copy runs the step.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import DatabaseError, connections
+from django.db.models import Q
+from django.utils import timezone
+
+from jobs.models import Job
+
+logger = logging.getLogger(__name__)
+
+# A heartbeat this often within a lease: two may fail (a slow database) before it goes stale.
+_BEATS_PER_LEASE = 3
+
+
+def step_lease_take(*, job_id: uuid.UUID) -> float | None:
+    """Take the lease on the running job's current step for this run; None when taken, else the
+    seconds until the run holding it would have let it go stale (at least one)."""
+    lease = timedelta(seconds=settings.JOB_STEP_LEASE_SECONDS)
+    now = timezone.now()
+    free = Q(step_heartbeat_at__isnull=True) | Q(step_heartbeat_at__lt=now - lease)
+    if Job.objects.filter(free, pk=job_id).update(step_heartbeat_at=now):
+        return None
+    held: datetime | None = Job.objects.filter(pk=job_id).values_list("step_heartbeat_at", flat=True).first()
+    if held is None:
+        return 1.0  # let go (or the job pruned) since the UPDATE: look again at once
+    return max(1.0, (held + lease - now).total_seconds())
+
+
+@contextmanager
+def step_lease_kept(*, job_id: uuid.UUID) -> Iterator[None]:
+    """Keep the lease taken (step_lease_take) while the block runs the step: a daemon thread writes
+    the heartbeat, on a database connection of its own (Django's are per thread), closed with it.
+    The lease is let go when the job moves on (its next step handed over, a retry, a final state:
+    those writes clear it); left by a database failure, which the task retries, it is let go here
+    if the database answers, or the retry waits for it to go stale."""
+    stop = threading.Event()
+    beating = threading.Thread(target=_beat, args=(job_id, stop), name=f"lease-{job_id}", daemon=True)
+    beating.start()
+    try:
+        yield
+    except DatabaseError:
+        _stop(beating, stop)
+        try:
+            Job.objects.filter(pk=job_id).update(step_heartbeat_at=None)
+        except DatabaseError:
+            pass  # the retry waits for the lease to go stale
+        raise
+    finally:
+        _stop(beating, stop)
+
+
+def _stop(beating: threading.Thread, stop: threading.Event) -> None:
+    stop.set()
+    beating.join()
+
+
+def _beat(job_id: uuid.UUID, stop: threading.Event) -> None:
+    interval = settings.JOB_STEP_LEASE_SECONDS / _BEATS_PER_LEASE
+    try:
+        while not stop.wait(interval):
+            try:
+                Job.objects.filter(pk=job_id, status__in=Job.RUNNING_STATUSES).update(step_heartbeat_at=timezone.now())
+            except DatabaseError:
+                logger.warning("Job %s: its running step's heartbeat could not be written", job_id, exc_info=True)
+    finally:
+        connections.close_all()
