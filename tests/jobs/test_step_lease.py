@@ -66,6 +66,37 @@ def test_a_second_copy_of_a_running_steps_message_does_not_run_it_again(
     assert len(scenario.requests) == 2
 
 
+def test_a_second_copy_of_a_running_handed_over_steps_message_does_not_run_it_again(
+    api: Api, fake_openai: FakeOpenAI, celery_worker_log: Path
+) -> None:
+    # Given a checklist job whose second step (handed over on its row) a worker runs, waiting for
+    # the model's answer
+    scenario, gate = fake_openai.scenario(), threading.Event()
+    scenario.add(Reply.answer({"summary": f"Sign the record. ({scenario.token})"}),
+                 Reply.answer({"checklist": [{"task": "Sign."}]}, gate=gate))
+    job = api.submit(CHECKLIST, {"guidelines": f"Sign the record. ({scenario.token})"})
+    deadline = time.monotonic() + 30
+    while len(scenario.requests) < 2:
+        assert time.monotonic() < deadline, "the second step never called the model"
+        time.sleep(0.05)
+
+    # When a second copy of its message arrives meanwhile, one the step would take for its own
+    # cut-off run (a retry's, as a redelivered one), and only then the model answers
+    dispatch.job_signatures(job=Job.objects.get(pk=job["id"]))[0].apply_async(retries=1)
+    deadline = time.monotonic() + 30
+    while not worker_log_lines(celery_worker_log, "another run of it is alive", f"job_id={job['id']}"):
+        if len(scenario.requests) > 2 or time.monotonic() > deadline:
+            break  # it ran the step again (or never came): the count below says so
+        time.sleep(0.1)
+    gate.set()
+
+    # Then the job succeeds, and each step called the model once, even after the copy looked again
+    done = api.wait(job["id"], timeout=60)
+    assert done["status"] == "SUCCESS", done["error"]
+    time.sleep(settings.JOB_STEP_LEASE_SECONDS + 5)
+    assert len(scenario.requests) == 2
+
+
 def test_a_second_copy_runs_the_step_when_its_worker_is_gone(api: Api, fake_openai: FakeOpenAI) -> None:
     # Given a job whose first step's worker was killed long enough ago that its heartbeat is stale
     scenario = fake_openai.scenario()
