@@ -16,8 +16,8 @@ scripts/run-dev before its exec, a Ctrl-C in the instant between the exec and ho
 it behind. A honcho killed outright (kill -9, the OOM killer) never removes it: the next `make run`
 on the same DATA_DIR, which holds DATA_DIR's lock (no other make run uses the name), empties it.
 A random name of each start's own stayed for ever, one more at every such kill. /dev/shm is
-everyone's: what another user may have put at the name (a file, a link, a directory not ours) is
-refused, never followed or emptied.
+everyone's: what another user may have put at the name (a file, a link, a directory not ours, or
+one of ours that others may write in) is refused, never followed or emptied.
 
 A stop that comes as the processes start (the terminal closed, Ctrl-C, a kill) waits until honcho
 has heard each one start (StopOnceStarted): honcho signals a process by the pid it learns from
@@ -212,7 +212,10 @@ def _metrics_directory(data_dir: str, parent: str) -> str:
     except FileNotFoundError:
         pass
     else:
-        if not (stat.S_ISDIR(found.st_mode) and found.st_uid == os.getuid()):
+        # One others may write in may hold their files, which emptying it would delete (ours to
+        # delete in our directory), and what they put there could make the emptying fail.
+        others_write = found.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+        if not (stat.S_ISDIR(found.st_mode) and found.st_uid == os.getuid()) or others_write:
             raise MetricsDirectoryRefused(path)
         # A make run's killed outright on this DATA_DIR, its processes gone (they held the lock
         # this one holds). In /dev/shm (sticky) no other user can swap ours for a link meanwhile,
@@ -270,9 +273,9 @@ def main() -> int:
         # Ctrl-C before honcho's handler was set: nothing was started yet.
         status = 130
     except MetricsDirectoryRefused as refused:
-        print(f"{refused} is not a directory of this user's (a file, a link, another user's): make run "
-              "neither uses nor empties it. Remove it, or name a directory of your own in METRICS_DIR.",
-              file=sys.stderr)
+        print(f"{refused} is not a directory of this user's alone (a file, a link, another user's, one "
+              "others may write in): make run neither uses nor empties it. Remove it, or name a directory "
+              "of your own in METRICS_DIR.", file=sys.stderr)
         status = 1
     else:
         status = 0

@@ -106,11 +106,16 @@ def _plant(kind: str, name: Path, tmp_path: Path) -> Path:
         directory = tmp_path / "linked"
         name.symlink_to(directory)
     directory.mkdir()
+    if kind == "a directory of this user's that others may write in":
+        directory.chmod(0o777)  # the file in it another user's, this user's to delete
     (directory / "file").write_text("someone's")
     return directory / "file"
 
 
-@pytest.mark.parametrize("kind", ["a link to a directory", "a file", "another user's directory"])
+@pytest.mark.parametrize("kind", [
+    "a link to a directory", "a file", "another user's directory",
+    "a directory of this user's that others may write in",
+])
 def test_make_run_refuses_a_metrics_directory_name_that_is_not_its_own_and_leaves_it(
     kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -131,7 +136,8 @@ def test_make_run_refuses_a_metrics_directory_name_that_is_not_its_own_and_leave
         namespace["_metrics_directory"](str(data_dir), str(in_memory))
 
     # Then it is refused, and what is there, or what a link points to, is left as it was: emptied,
-    # a link's directory would lose its files, another user's theirs
+    # a link's directory would lose its files, another user's theirs (in a directory others may
+    # write in, a file may be another user's, and what they put there could make the emptying fail)
     assert kept.read_text() == "someone's"
     assert os.path.lexists(name)
 
@@ -156,7 +162,7 @@ def test_honcho_start_refuses_a_link_at_the_metrics_directorys_name_saying_what_
 
     # Then it stops, saying what is wrong and what to do, nothing started, the files left
     assert run.returncode == 1, run
-    assert f"{name} is not a directory of this user's" in run.stderr, run.stderr
+    assert f"{name} is not a directory of this user's alone" in run.stderr, run.stderr
     assert "METRICS_DIR" in run.stderr and "Traceback" not in run.stderr, run.stderr
     assert kept.read_text() == "someone's"
 
