@@ -16,9 +16,10 @@ $(STAMP): requirements/constraints.txt requirements/base.txt requirements/produc
 run: $(STAMP)
 	scripts/run-dev
 
-## Run the test suite against PostgreSQL and Redis (127.0.0.1 unless overridden).
+## Run the test suite against PostgreSQL and Redis (127.0.0.1 unless overridden); it ends with
+## its 20 slowest tests, where a slower suite shows why.
 test: $(STAMP)
-	$(BIN)/pytest
+	$(BIN)/pytest --durations=20
 
 ## The suite less the browser, fuzzing, client generation and whole-stack boots (about 7 min on 2 cores).
 test-fast: $(STAMP)
@@ -26,7 +27,7 @@ test-fast: $(STAMP)
 
 ## Fault-injection, load and RabbitMQ tests on private PostgreSQL/Redis (slow; see docs/reliability.md).
 test-faults: $(STAMP)
-	$(BIN)/pytest -m faults tests/faults
+	$(BIN)/pytest --durations=10 -m faults tests/faults
 
 ## Benchmarks against the baseline app (needs wrk; ~11 min; not in CI; BENCH_ARGS="--quick" etc.): docs/benchmarks.md.
 bench: $(STAMP)
