@@ -15,7 +15,7 @@ from typing import Any
 from django.db.models import Q
 from django.utils import timezone
 
-from jobs import sql, transitions
+from jobs import leases, sql, transitions
 from jobs.models import Job
 
 
@@ -54,10 +54,16 @@ def job_step_start(*, job_id: uuid.UUID, step: int, dispatched_at: datetime | No
     broker `redelivered` it (or it is the task's own retry, after the database failed its run):
     its own earlier run was cut off (a killed worker), and it runs again, as a first step's
     message delivered again does (jobs.transitions.job_start), once that run's lease is free
-    (jobs.leases: a run still alive, its worker only cut off from the broker, keeps it)."""
+    (jobs.leases: a run still alive, its worker only cut off from the broker, keeps it; raises
+    StepLeased meanwhile). A message that is not redelivered starts the step only as its first
+    run, and takes the lease in the same UPDATE."""
     condition, params = sql.in_hand_over(step, dispatched_at, started_or_not=redelivered)
-    started = sql.job_update_if(job_id, condition=condition, params=params, step_started_at=timezone.now())
+    now = timezone.now()
+    first_run = {} if redelivered else {"step_heartbeat_at": now}
+    started = sql.job_update_if(job_id, condition=condition, params=params, step_started_at=now, **first_run)
     if started is not None:
+        if redelivered:
+            leases.step_lease_take(job_id=job_id)
         return started
     job = Job.objects.filter(pk=job_id).first()
     if job is None or job.is_final:
@@ -65,6 +71,7 @@ def job_step_start(*, job_id: uuid.UUID, step: int, dispatched_at: datetime | No
     if job.cancel_requested:
         transitions.job_finish(job_id=job_id, status=Job.Status.REVOKED, by_chain=True)
         return None
-    if job.next_step is None:
-        return job  # a message published before steps were handed over on the row: it says none
+    if job.next_step is None:  # a message published before steps were handed over on the row: it says none
+        leases.step_lease_take(job_id=job_id)
+        return job
     raise transitions.StaleMessage()

@@ -30,24 +30,35 @@ logger = logging.getLogger(__name__)
 _BEATS_PER_LEASE = 3
 
 
-def step_lease_take(*, job_id: uuid.UUID) -> float | None:
-    """Take the lease on the running job's current step for this run; None when taken, else the
-    seconds until the run holding it would have let it go stale (at least one)."""
+class StepLeased(Exception):
+    """Another run of the step holds its lease (its heartbeat is fresh): look again in `wait_seconds`."""
+
+    def __init__(self, wait_seconds: float) -> None:
+        super().__init__(wait_seconds)
+        self.wait_seconds = wait_seconds
+
+
+def step_lease_take(*, job_id: uuid.UUID) -> None:
+    """Take the lease on the running job's current step for this run, for a copy of its message
+    that may be a second one; the first run's start takes it in its own UPDATE (no query more).
+    Raises StepLeased, with the seconds until the run holding it would have let it go stale (at
+    least one)."""
     lease = timedelta(seconds=settings.JOB_STEP_LEASE_SECONDS)
     now = timezone.now()
     free = Q(step_heartbeat_at__isnull=True) | Q(step_heartbeat_at__lt=now - lease)
     if Job.objects.filter(free, pk=job_id).update(step_heartbeat_at=now):
-        return None
+        return
     held: datetime | None = Job.objects.filter(pk=job_id).values_list("step_heartbeat_at", flat=True).first()
     if held is None:
-        return 1.0  # let go (or the job pruned) since the UPDATE: look again at once
-    return max(1.0, (held + lease - now).total_seconds())
+        raise StepLeased(1.0)  # let go (or the job pruned) since the UPDATE: look again at once
+    raise StepLeased(max(1.0, (held + lease - now).total_seconds()))
 
 
 @contextmanager
 def step_lease_kept(*, job_id: uuid.UUID) -> Iterator[None]:
-    """Keep the lease taken (step_lease_take) while the block runs the step: a daemon thread writes
-    the heartbeat, on a database connection of its own (Django's are per thread), closed with it.
+    """Keep the lease taken (by the step's start, or step_lease_take) while the block runs the step:
+    a daemon thread writes the heartbeat, on a database connection of its own (Django's are per
+    thread) opened at its first beat and closed with it: a step shorter than a beat costs none.
     The lease is let go when the job moves on (its next step handed over, a retry, a final state:
     those writes clear it); left by a database failure, which the task retries, it is let go here
     if the database answers, or the retry waits for it to go stale."""

@@ -117,39 +117,18 @@ def _step_run(task: Any, previous: Any, *, job_id: str, index: int, dispatched_a
         # main process, names no job ("WorkerLostError"); this one carries the job's id.
         logger.warning("Job %s step %s runs again: its message was redelivered after its last run was cut off",
                        job_id, index)
-    job = None
-    if index == 0:
-        try:
-            job = transitions.job_start(job_id=job_uuid, dispatched_at=dispatch_time)
-        except (transitions.OverRunningCap, transitions.StaleMessage):
-            # Acked, and the rest of the chain is not sent: the job waits on its row (over its
-            # owner's cap), or the message of its current dispatch runs it (a stale message).
-            raise Ignore() from None
-    if index > 0 or (job is not None and job.next_step is not None):  # a step handed over (a retry, too)
-        try:
-            # A retry of this task (autoretry_for: the database failed its run) is a new message,
-            # not one the broker redelivered, but its earlier run ended as a cut-off one does:
-            # taken for a second copy, it ran nothing, and the job sat STARTED until the
-            # abandoned-job rule failed it worker_lost.
-            job = hand_overs.job_step_start(job_id=job_uuid, step=index, dispatched_at=dispatch_time,
-                                            redelivered=redelivered or bool(task.request.retries))
-        except transitions.StaleMessage:
-            # Acked, and the rest of the chain is not sent: a later hand-over's message runs it,
-            # or this hand-over's other message runs it already.
-            logger.warning("Job %s step %s: a message of an earlier hand-over, or of a step started already, not run",
-                           job_id, index)
-            raise Ignore() from None
-    if job is None or job.is_final:
-        return  # canceled, already finished (a duplicate message), or pruned
-    wait_seconds = leases.step_lease_take(job_id=job_uuid)
-    if wait_seconds is not None:
+    try:
+        job = _step_start(task, job_uuid, index, dispatch_time, redelivered)
+    except leases.StepLeased as held:
         # Another copy of this message runs the step (its worker lost the broker's connection, so
         # the broker handed this one out again): look again once its heartbeat could be stale, the
         # same message (its kwargs, its chain). As many times as that run lasts: its hard time
         # limit ends it.
         logger.warning("Job %s step %s: another run of it is alive (its heartbeat is fresh), looked at again in %.0f s",
-                       job_id, index, wait_seconds)
-        raise task.retry(countdown=wait_seconds, max_retries=task.request.retries + 1)
+                       job_id, index, held.wait_seconds)
+        raise task.retry(countdown=held.wait_seconds, max_retries=task.request.retries + 1) from None
+    if job is None or job.is_final:
+        return  # canceled, already finished (a duplicate message), or pruned
     if job.status == Status.RETRY:
         transitions.job_set_retrying(job_id=job_uuid, retrying=False)  # its next run starts
     job_type = job_type_get(job.job_name)
@@ -185,6 +164,35 @@ def _step_run(task: Any, previous: Any, *, job_id: str, index: int, dispatched_a
         logger.warning("Job %s step %s: its output cannot be stored (%s)", job_id, index, first_line(exc))
         _fail(task, job, index, previous, "unstorable_output",
               f"Step {index + 1}'s output cannot be stored (PostgreSQL refused it).")
+
+
+def _step_start(task: Any, job_uuid: uuid.UUID, index: int, dispatch_time: datetime | None,
+                redelivered: bool) -> Job | None:
+    """Start step `index` on the job's row, taking its lease (jobs.leases): in the start's own
+    UPDATE for its first run, the normal path's only write; the job, or None when it must not run."""
+    job = None
+    if index == 0:
+        try:
+            job = transitions.job_start(job_id=job_uuid, dispatched_at=dispatch_time)
+        except (transitions.OverRunningCap, transitions.StaleMessage):
+            # Acked, and the rest of the chain is not sent: the job waits on its row (over its
+            # owner's cap), or the message of its current dispatch runs it (a stale message).
+            raise Ignore() from None
+    if index > 0 or (job is not None and job.next_step is not None):  # a step handed over (a retry, too)
+        try:
+            # A retry of this task (autoretry_for: the database failed its run) is a new message,
+            # not one the broker redelivered, but its earlier run ended as a cut-off one does:
+            # taken for a second copy, it ran nothing, and the job sat STARTED until the
+            # abandoned-job rule failed it worker_lost.
+            job = hand_overs.job_step_start(job_id=job_uuid, step=index, dispatched_at=dispatch_time,
+                                            redelivered=redelivered or bool(task.request.retries))
+        except transitions.StaleMessage:
+            # Acked, and the rest of the chain is not sent: a later hand-over's message runs it,
+            # or this hand-over's other message runs it already.
+            logger.warning("Job %s step %s: a message of an earlier hand-over, or of a step started already, not run",
+                           job_uuid, index)
+            raise Ignore() from None
+    return job
 
 
 def _tail_send(task: Any, job_id: str) -> None:

@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from core.errors import Conflict, NotFound
 from core.models import Client
-from jobs import dispatch, event_log, sql, telemetry
+from jobs import dispatch, event_log, leases, sql, telemetry
 from jobs.models import Job, JobCounts, JobResult
 from jobs.registry import job_type_get, job_types_all
 from jobs.shapes import webhook_events_shown
@@ -104,9 +104,10 @@ def _over_result_quota(job: Job, quota: int) -> bool:
 
 
 def job_start(*, job_id: uuid.UUID, dispatched_at: datetime | None = None) -> Job | None:
-    """Mark the job STARTED; None when it must not run (final already, or gone). Raises
-    OverRunningCap, having put the job back to wait for dispatch (keeping its place: its
-    creation time), when its owner already runs as many jobs as its cap allows.
+    """Mark the job STARTED, taking its first step's lease in that UPDATE (jobs.leases); None when
+    it must not run (final already, or gone). Raises OverRunningCap, having put the job back to
+    wait for dispatch (keeping its place: its creation time), when its owner already runs as many
+    jobs as its cap allows; StepLeased for a copy of its message finding it STARTED, run elsewhere.
 
     `dispatched_at`: the dispatch the first step's message was published for (None for a message
     that does not say). A message of another dispatch raises StaleMessage and changes nothing,
@@ -115,9 +116,8 @@ def job_start(*, job_id: uuid.UUID, dispatched_at: datetime | None = None) -> Jo
 
     A job of a type that persists its result does not start while its owner's persisted results
     are at or over their quota: it fails (error.type result_quota_exceeded). The quota is checked
-    at submission, but the jobs accepted under it all persist when they finish: up to
-    its cap of unfinished jobs (JOB_MAX_UNFINISHED_PER_CLIENT, or its own) results past it, not
-    only the running jobs'."""
+    at submission, but the jobs accepted under it all persist when they finish: up to its cap of
+    unfinished jobs (JOB_MAX_UNFINISHED_PER_CLIENT, or its own) results past it, not only the running jobs'."""
     # Always in a transaction: every start logs its job.started event (jobs.event_log).
     now = timezone.now()
     cap, quota = settings.JOB_MAX_RUNNING_PER_CLIENT, settings.JOB_RESULT_QUOTA_BYTES_PER_CLIENT
@@ -136,7 +136,8 @@ def job_start(*, job_id: uuid.UUID, dispatched_at: datetime | None = None) -> Jo
         job = _locked(job_id)
         if job is None or job.is_final:
             return None
-        started = sql.job_update_if(job_id, condition=condition, params=params, status=Status.STARTED, started_at=now)
+        started = sql.job_update_if(job_id, condition=condition, params=params, status=Status.STARTED, started_at=now,
+                                    step_heartbeat_at=now)
         if started is not None:
             _event_record(job=started, event_type="job.started")
             telemetry.job_started(job=started)
@@ -157,7 +158,9 @@ def job_start(*, job_id: uuid.UUID, dispatched_at: datetime | None = None) -> Jo
             job.save(update_fields=["dispatched_at"])
     if over_cap:
         raise OverRunningCap()  # out of the atomic block, which would roll the release back
-    return job  # STARTED already: its message was delivered again; run it again once its lease is free (jobs.leases)
+    if job.next_step is None:  # else the hand-over's start (jobs.hand_overs.job_step_start) takes it
+        leases.step_lease_take(job_id=job_id)  # STARTED already: its message delivered again
+    return job
 
 
 def job_progress(*, job_id: uuid.UUID, current: int, total: int, message: str = "") -> None:

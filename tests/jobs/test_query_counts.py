@@ -13,9 +13,12 @@ import pytest
 from django.db import connection
 from django.test import Client as DjangoClient
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
 from core.services import api_key_create, client_create
 from examples.receiver import Receiver
+from jobs import dispatch, hand_overs, tasks
+from jobs.models import Job
 
 # auth (key + client in one join, when the key check is not remembered), and the INSERT, which
 # checks the unfinished-jobs cap itself (autocommit: no BEGIN/COMMIT round trips around it).
@@ -30,6 +33,14 @@ KEYED_REPLAY_MAX_QUERIES = 4
 POLL_MAX_QUERIES = 2
 # auth and the page (cursor pagination: no COUNT).
 LIST_MAX_QUERIES = 2
+# A step's run on the worker, each query a round trip on its hot path. A first step: its start in
+# one transaction (BEGIN, the job's row locked, the conditional UPDATE that starts it and takes
+# the step's lease, the event's lock and row, the webhook endpoints read, COMMIT), then its finish
+# (BEGIN, UPDATE, the event's lock and row, COMMIT).
+FIRST_STEP_RUN_QUERIES = 12
+# A handed-over last step: its start (one conditional UPDATE, which takes the lease too), then its
+# finish, as above.
+HANDED_OVER_STEP_RUN_QUERIES = 7
 
 HELLO = {"job_name": "api.tasks.hello_world", "payload": {"message": "q"}}
 
@@ -173,3 +184,32 @@ def test_an_api_processs_lock_bound_costs_a_submission_and_a_poll_no_query(
     with connection.cursor() as cursor:
         cursor.execute("SHOW lock_timeout")
         assert cursor.fetchone()[0] == "1s"
+
+
+def _step_run_queries(job: Job) -> list[str]:
+    """The queries of a run of the job's next step, its message delivered once, in this process."""
+    kwargs = dispatch.job_signatures(job=job)[0].kwargs
+    with CaptureQueriesContext(connection) as queries:
+        state = tasks.job_run_step.apply(args=(job.step_input,), kwargs=kwargs).state
+    assert state == "SUCCESS"
+    assert Job.objects.get(pk=job.pk).status == Job.Status.SUCCESS
+    return [query["sql"] for query in queries]
+
+
+def test_a_steps_run_takes_a_fixed_few_queries(transactional_db: Any) -> None:
+    # Given a job of one step, and a checklist job whose last step was handed over, each waiting
+    # for its message (never published: the test runs it itself, once)
+    owner = client_create(name="step-run-queries")
+    first = Job.objects.create(owner=owner, job_name=HELLO["job_name"], payload=HELLO["payload"],
+                               dispatched_at=timezone.now())
+    handed = Job.objects.create(owner=owner, job_name="api.tasks.generate_checklist_from_guidelines",
+                                payload={"guidelines": "Sign."}, status=Job.Status.STARTED, started_at=timezone.now())
+    checklist = {"summary": "Sign.", "checklist": [{"task": "Sign."}]}
+    assert hand_overs.job_step_hand_over(job_id=handed.pk, step=2, step_input=checklist, dispatched_at=timezone.now())
+    handed.refresh_from_db()
+
+    # When each runs its step, then each run costs the same few round trips: taking the step's
+    # lease is part of its start's UPDATE, not a query of its own
+    first_run, handed_run = _step_run_queries(first), _step_run_queries(handed)
+    assert len(first_run) == FIRST_STEP_RUN_QUERIES, first_run
+    assert len(handed_run) == HANDED_OVER_STEP_RUN_QUERIES, handed_run

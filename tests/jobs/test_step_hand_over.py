@@ -19,7 +19,7 @@ from django.utils import timezone
 from core import pause
 from core.pause import PauseAfterFailure
 from core.services import api_key_create, client_create
-from jobs import abandoned, dispatch, hand_overs, tasks, transitions
+from jobs import abandoned, dispatch, hand_overs, leases, tasks, transitions
 from jobs.models import Job
 from jobs.registry import job_type_get
 from tests.conftest import Api, broker_refusing
@@ -220,7 +220,11 @@ def test_a_message_of_a_hand_over_redelivered_after_its_run_was_cut_off_runs_the
     assert hand_overs.job_step_hand_over(job_id=job.id, step=1, step_input={}, dispatched_at=handed_at)
     assert hand_overs.job_step_start(job_id=job.id, step=1, dispatched_at=handed_at, redelivered=False)
 
-    # When the broker delivers its message again
+    # When the broker delivers its message again, once the killed run's heartbeat is stale
+    with pytest.raises(leases.StepLeased):  # before then, as a live run's, it waits
+        hand_overs.job_step_start(job_id=job.id, step=1, dispatched_at=handed_at, redelivered=True)
+    stale = timezone.now() - timedelta(seconds=settings.JOB_STEP_LEASE_SECONDS + 1)
+    Job.objects.filter(pk=job.pk).update(step_heartbeat_at=stale)
     again = hand_overs.job_step_start(job_id=job.id, step=1, dispatched_at=handed_at, redelivered=True)
 
     # Then the step runs again, as a first step's message delivered again does; a copy the broker

@@ -1,10 +1,13 @@
 """The job state machine: forward only, and the first final state wins."""
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
+from django.conf import settings
 
 from core.services import client_create
-from jobs import transitions
+from jobs import leases, transitions
 from jobs.models import Job, JobResult
 
 pytestmark = pytest.mark.django_db
@@ -75,10 +78,16 @@ def test_a_redelivered_start_keeps_the_first_start_time(job: Job) -> None:
     job.refresh_from_db()
     first_started = job.started_at
 
-    assert transitions.job_start(job_id=job.id) is not None  # requeued after a lost worker
+    with pytest.raises(leases.StepLeased):  # its run's heartbeat still fresh: it may be alive
+        transitions.job_start(job_id=job.id)
+    # requeued after a lost worker, once its run's heartbeat is stale
+    stale = first_started - timedelta(seconds=settings.JOB_STEP_LEASE_SECONDS)
+    Job.objects.filter(pk=job.pk).update(step_heartbeat_at=stale)
+    assert transitions.job_start(job_id=job.id) is not None
 
     job.refresh_from_db()
     assert job.status == S.STARTED and job.started_at == first_started
+    assert job.step_heartbeat_at > first_started  # the lease taken by the run starting now
 
 
 def test_a_job_canceled_before_it_starts_never_starts(job: Job) -> None:
