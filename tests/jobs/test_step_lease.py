@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
+from django.db.backends.signals import connection_created
 from django.utils import timezone
 
-from jobs import dispatch
+from jobs import dispatch, leases
 from jobs.models import Job
 from tests.conftest import Api, worker_log_lines
 from tests.fakes.openai_server import FakeOpenAI, Reply, Scenario
@@ -130,3 +133,23 @@ def test_a_second_copy_that_found_a_fresh_heartbeat_runs_the_step_once_it_goes_s
     done = api.wait(str(job.id), timeout=60)
     assert (done["status"], done["result"]["checklist"]) == ("SUCCESS", [{"task": "Sign.", "is_complete": False}])
     assert len(scenario.requests) == 2
+
+
+def test_a_step_shorter_than_a_beat_costs_its_heartbeat_thread_no_connection(db: Any) -> None:
+    # Given the database connections opened from now on, by thread
+    opened: list[str] = []
+
+    def record(sender: Any, connection: Any, **kwargs: Any) -> None:
+        opened.append(threading.current_thread().name)
+
+    connection_created.connect(record, weak=False)
+    try:
+        # When a step ends before its first heartbeat
+        with leases.step_lease_kept(job_id=uuid.uuid4()):
+            pass
+    finally:
+        connection_created.disconnect(record)
+
+    # Then its heartbeat thread opened no connection (and so made no query), nor closed one it
+    # would have opened to close
+    assert [name for name in opened if name.startswith("lease-")] == []
