@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import DatabaseError, connections
+from django.db import Error, connections
 from django.db.models import Q
 from django.utils import timezone
 
@@ -59,28 +59,25 @@ def step_lease_kept(*, job_id: uuid.UUID) -> Iterator[None]:
     """Keep the lease taken (by the step's start, or step_lease_take) while the block runs the step:
     a daemon thread writes the heartbeat, on a database connection of its own (Django's are per
     thread) opened at its first beat and closed with it: a step shorter than a beat costs none.
-    The lease is let go when the job moves on (its next step handed over, a retry, a final state:
-    those writes clear it); left by a database failure, which the task retries, it is let go here
-    if the database answers, or the retry waits for it to go stale."""
+    The lease is let go when the job moves on to its next step or a retry (those writes clear it);
+    a final state leaves it, but a copy looks at the job's state before its lease. Left by a
+    database failure, which the task retries, it is not cleared: the step's connection may be
+    broken (psycopg2 closes it when PostgreSQL restarts, and a write then raises InterfaceError,
+    which the task does not retry), so the retry waits at most a lease for it to go stale."""
     stop = threading.Event()
     beating = threading.Thread(target=_beat, args=(job_id, stop), name=f"lease-{job_id}", daemon=True)
-    beating.start()
     try:
+        # Started inside the try: a soft time limit raised before it would leave the thread beating.
+        beating.start()
         yield
-    except DatabaseError:
-        _stop(beating, stop)
-        try:
-            Job.objects.filter(pk=job_id).update(step_heartbeat_at=None)
-        except DatabaseError:
-            pass  # the retry waits for the lease to go stale
-        raise
     finally:
         _stop(beating, stop)
 
 
 def _stop(beating: threading.Thread, stop: threading.Event) -> None:
     stop.set()
-    beating.join()
+    if beating.is_alive():  # not when a time limit came before it started
+        beating.join()
 
 
 def _beat(job_id: uuid.UUID, stop: threading.Event) -> None:
@@ -89,7 +86,11 @@ def _beat(job_id: uuid.UUID, stop: threading.Event) -> None:
         while not stop.wait(interval):
             try:
                 Job.objects.filter(pk=job_id, status__in=Job.RUNNING_STATUSES).update(step_heartbeat_at=timezone.now())
-            except DatabaseError:
+            except Error:
+                # Closed so that the next beat connects again: on the broken connection (its backend
+                # gone) the next beat raised InterfaceError, which ended the thread, and the lease
+                # went stale while the step ran: a copy of its message ran it beside this run.
                 logger.warning("Job %s: its running step's heartbeat could not be written", job_id, exc_info=True)
+                connections["default"].close()
     finally:
         connections.close_all()

@@ -1,0 +1,83 @@
+"""A running step's lease (jobs/leases.py) when the database fails under it: its connection's
+backend terminated (as a PostgreSQL restart does)."""
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
+
+import pytest
+from django.db import OperationalError, connection, connections
+
+from core.models import Client
+from jobs import leases
+from jobs.models import Job
+
+
+def backend_pid() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        return cursor.fetchone()[0]
+
+
+def terminated(pids: str) -> None:
+    """Terminate the backends `pids` (a query on pg_stat_activity) from a connection of its own."""
+    def terminate() -> None:
+        try:
+            with connections["default"].cursor() as cursor:
+                cursor.execute(f"SELECT pg_terminate_backend(pid) FROM ({pids}) AS killed")
+        finally:
+            connections.close_all()
+
+    killer = threading.Thread(target=terminate)
+    killer.start()
+    killer.join()
+
+
+@pytest.fixture
+def running_job(transactional_db: Any) -> Iterator[Job]:
+    owner = Client.objects.create(name=f"owner-{uuid.uuid4()}")
+    yield Job.objects.create(owner=owner, job_name="api.tasks.generate_checklist_from_guidelines",
+                             status=Job.Status.STARTED, payload={})
+    connection.close()  # a test may leave it broken: the flush connects again
+
+
+def test_a_step_whose_connection_was_terminated_raises_the_database_error(running_job: Job) -> None:
+    # Given a step holding its lease, its connection open
+    pid = backend_pid()
+
+    # When its backend is terminated (a PostgreSQL restart) before its next query
+    with pytest.raises(OperationalError), leases.step_lease_kept(job_id=running_job.id):
+        terminated(f"SELECT {pid} AS pid")
+        Job.objects.get(pk=running_job.id)
+
+    # Then the database's error is what the step raises (the task retries it), not the
+    # InterfaceError of a write on the closed connection, which the task took for the job's failure
+
+
+def test_the_heartbeat_goes_on_after_its_connection_was_terminated(running_job: Job, settings: Any) -> None:
+    # Given a step holding its lease, whose heartbeat thread beat once (a beat a second)
+    settings.JOB_STEP_LEASE_SECONDS = 3
+    with leases.step_lease_kept(job_id=running_job.id):
+        beat = heartbeat_after(running_job, None)
+
+        # When the heartbeat thread's backend is terminated (a PostgreSQL restart)
+        terminated("SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                   f"AND pid NOT IN (pg_backend_pid(), {backend_pid()})")
+
+        # Then the heartbeat goes on: the thread connects again
+        heartbeat_after(running_job, beat)
+
+
+def heartbeat_after(job: Job, last: datetime | None) -> datetime:
+    deadline = time.monotonic() + 30
+    while True:
+        beat = Job.objects.values_list("step_heartbeat_at", flat=True).get(pk=job.id)
+        if beat is not None and (last is None or beat > last):
+            return beat
+        assert time.monotonic() < deadline, "the heartbeat stopped"
+        time.sleep(0.2)
+
