@@ -126,7 +126,13 @@ def _step_run(task: Any, previous: Any, *, job_id: str, index: int, dispatched_a
         # limit ends it.
         logger.warning("Job %s step %s: another run of it is alive (its heartbeat is fresh), looked at again in %.0f s",
                        job_id, index, held.wait_seconds)
-        raise task.retry(countdown=held.wait_seconds, max_retries=task.request.retries + 1) from None
+        # Each look counts toward the task's retries (those a failing database has left too).
+        # Celery keeps max_retries on the task object, shared by the pool process's later runs:
+        # the next one's retries on a database error stopped after that many, not 25.
+        try:
+            raise task.retry(countdown=held.wait_seconds, max_retries=task.request.retries + 1) from None
+        finally:
+            task.__dict__.pop("override_max_retries", None)
     if job is None or job.is_final:
         return  # canceled, already finished (a duplicate message), or pruned
     if job.status == Status.RETRY:

@@ -1,5 +1,5 @@
 """A running step's lease (jobs/leases.py) when the database fails under it: its connection's
-backend terminated (as a PostgreSQL restart does)."""
+backend terminated (as a PostgreSQL restart does), and the lease's retries (jobs/tasks.py)."""
 from __future__ import annotations
 
 import threading
@@ -13,7 +13,7 @@ import pytest
 from django.db import OperationalError, connection, connections
 
 from core.models import Client
-from jobs import leases
+from jobs import leases, tasks
 from jobs.models import Job
 
 
@@ -81,3 +81,29 @@ def heartbeat_after(job: Job, last: datetime | None) -> datetime:
         assert time.monotonic() < deadline, "the heartbeat stopped"
         time.sleep(0.2)
 
+
+def test_a_wait_for_a_lease_leaves_the_next_runs_database_retries_as_they_were(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given a pool process whose run of a step waited once for another run's lease
+    runs: list[int] = []
+
+    def leased_once(task: Any, *args: Any) -> None:
+        runs.append(task.request.retries)
+        if len(runs) == 1:
+            raise leases.StepLeased(1.0)
+
+    monkeypatch.setattr(tasks, "_step_start", leased_once)
+    tasks.job_run_step.apply(kwargs={"job_id": str(uuid.uuid4()), "index": 0})
+
+    # When its next run of a step finds the database unreachable, every time
+    def unreachable(task: Any, *args: Any) -> None:
+        runs.append(task.request.retries)
+        raise OperationalError("the database is unreachable")
+
+    runs.clear()
+    monkeypatch.setattr(tasks, "_step_start", unreachable)
+    tasks.job_run_step.apply(kwargs={"job_id": str(uuid.uuid4()), "index": 0})
+
+    # Then it is retried as many times as any run's (25), not as many as the lease's wait allowed
+    assert len(runs) == tasks._MAX_TASK_RETRIES + 1
