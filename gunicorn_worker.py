@@ -173,7 +173,7 @@ class RequestIdLogger(glogging.Logger):
             # page): JsonErrorThreadWorker.handle_error writes it with its answer's body's size.
             resp.sock.access = partial(self._sized, resp, req, environ, request_time)
             return
-        request_id = next((value for name, value in resp.headers if name.lower() == "x-request-id"), None)
+        request_id = _request_id(resp.headers)
         if request_id is None:
             super().access(resp, req, environ, request_time)
             return
@@ -272,6 +272,11 @@ class JsonErrorThreadWorker(ThreadWorker):
         return status_line + f"\r\nX-Request-ID: {request_id}\r\n".encode() + rest
 
 
+def _request_id(headers: list[tuple[str, str]]) -> str | None:
+    """The X-Request-ID among an answer's `headers` (gunicorn's or the application's), if any."""
+    return next((value for name, value in headers if name.lower() == "x-request-id"), None)
+
+
 def _answer_named(application: Any) -> Any:
     """The WSGI `application`, the X-Request-ID of each answer it starts named by the lines this
     thread writes to gunicorn's error log from then on (RequestIdNamed), until
@@ -279,7 +284,7 @@ def _answer_named(application: Any) -> Any:
 
     def named(environ: dict[str, Any], start_response: Any) -> Any:
         def started(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
-            _answering.request_id = next((value for name, value in headers if name.lower() == "x-request-id"), None)
+            _answering.request_id = _request_id(headers)
             return start_response(status, headers, exc_info)
 
         return application(environ, started)

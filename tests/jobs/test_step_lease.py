@@ -29,6 +29,16 @@ def answers(scenario: Scenario, *, gate: threading.Event | None = None) -> None:
                  Reply.answer({"checklist": [{"task": "Sign."}]}))
 
 
+def copy_waited(celery_worker_log: Path, job_id: str, scenario: Scenario, *, calls: int) -> None:
+    """Until the copy of the job's message said it waits for the live run (up to 30 s), or the
+    model got more than its `calls` so far: the copy ran the step again, which the test counts."""
+    deadline = time.monotonic() + 30
+    while not worker_log_lines(celery_worker_log, "another run of it is alive", f"job_id={job_id}"):
+        if len(scenario.requests) > calls or time.monotonic() > deadline:
+            return
+        time.sleep(0.1)
+
+
 def started_elsewhere(api: Api, scenario: Scenario, *, heartbeat_ago: timedelta) -> Job:
     """A checklist job whose first step a worker started, its last heartbeat `heartbeat_ago`, and
     that no worker runs any more (killed): only its message's second copy is left to run it."""
@@ -54,11 +64,7 @@ def test_a_second_copy_of_a_running_steps_message_does_not_run_it_again(
     # When a second copy of its message arrives meanwhile (the broker handed it out again), and
     # only then the model answers
     dispatch.job_publish(job=Job.objects.get(pk=job["id"]))
-    deadline = time.monotonic() + 30
-    while not worker_log_lines(celery_worker_log, "another run of it is alive", f"job_id={job['id']}"):
-        if len(scenario.requests) > 1 or time.monotonic() > deadline:
-            break  # it ran the step again (or never came): the count below says so
-        time.sleep(0.1)
+    copy_waited(celery_worker_log, job['id'], scenario, calls=1)
     gate.set()
 
     # Then the job succeeds, and each step called the model once, even after the copy looked again
@@ -86,11 +92,7 @@ def test_a_second_copy_of_a_running_handed_over_steps_message_does_not_run_it_ag
     # When a second copy of its message arrives meanwhile, one the step would take for its own
     # cut-off run (a retry's, as a redelivered one), and only then the model answers
     dispatch.job_signatures(job=Job.objects.get(pk=job["id"]))[0].apply_async(retries=1)
-    deadline = time.monotonic() + 30
-    while not worker_log_lines(celery_worker_log, "another run of it is alive", f"job_id={job['id']}"):
-        if len(scenario.requests) > 2 or time.monotonic() > deadline:
-            break  # it ran the step again (or never came): the count below says so
-        time.sleep(0.1)
+    copy_waited(celery_worker_log, job['id'], scenario, calls=2)
     gate.set()
 
     # Then the job succeeds, and each step called the model once, even after the copy looked again
