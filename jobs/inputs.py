@@ -173,12 +173,25 @@ def batch_size(request: Request) -> int:
 
 
 def metadata_filters(request: Request) -> dict[str, str]:
-    """The list's `metadata[<key>]=<value>` filters."""
+    """The list's `metadata[<key>]=<value>` filters; 400 `invalid_filter` for any other parameter
+    named `metadata...` (`metadata.team`, `metadata[]`, `metadata`) and for a key given twice.
+    Such a parameter was ignored, like any name the list does not know: the client asked for
+    some of its jobs and was answered all of them, as though all matched (a script acting on the
+    jobs it was answered acted on every one), and of a key given twice the last value was used
+    alone."""
     filters = {}
-    for name, value in request.query_params.items():
+    for name, values in request.query_params.lists():
+        if not name.startswith("metadata"):
+            continue
         match = _METADATA_PARAMETER.match(name)
-        if match:
-            filters[match.group(1)] = value
+        if match is None:
+            problem = "Filter by metadata as metadata[<key>]=<value>, a key of at least one character."
+        elif len(values) > 1:
+            problem = "A metadata key is given once: a job's metadata holds one value for it."
+        else:
+            filters[match.group(1)] = values[0]
+            continue
+        raise ApplicationError("Invalid filter; see details.", code="invalid_filter", details={name: [problem]})
     return filters
 
 

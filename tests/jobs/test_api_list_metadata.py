@@ -185,3 +185,32 @@ def test_a_metadata_page_is_the_page_the_plain_filter_reads_with_any_other_filte
     with connection.cursor() as cursor:
         cursor.execute("SELECT current_setting('enable_seqscan'), current_setting('enable_bitmapscan')")
         assert cursor.fetchone() == ("on", "on")
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["metadata.team=a", "metadata%5B%5D=a", "metadata=a", "metadata%5Bteam=a", "metadata%5Bteam%5D=a&metadata%5Bteam%5D=b"],
+    ids=["dotted", "empty key", "bare", "unclosed", "key twice"],
+)
+def test_a_metadata_filter_the_list_cannot_read_is_a_400_not_every_job(
+    make_api: Callable[..., Api], query: str
+) -> None:
+    # Given a client with a job labelled team=a and one labelled team=b
+    api = make_api()
+    for team in ("a", "b"):
+        assert api.post("/api/jobs/", json={
+            "job_name": "api.tasks.hello_world", "metadata": {"team": team},
+        }).status_code == 202
+    assert [job["metadata"] for job in api.get("/api/jobs/?metadata%5Bteam%5D=a").json()["results"]] == [
+        {"team": "a"}
+    ]
+
+    # When it filters by metadata in a form the list does not read
+    response = api.get(f"/api/jobs/?{query}")
+
+    # Then it is told so, where it was answered 200: both jobs, as though both matched (of a key
+    # given twice, the last value's)
+    assert response.status_code == 400, response.json()
+    error = response.json()["error"]
+    assert error["code"] == "invalid_filter"
+    assert list(error["details"]) == [query.split("=")[0].replace("%5B", "[").replace("%5D", "]")]
