@@ -216,12 +216,13 @@ CANCEL_AFTER = OpenApiParameter(
 )
 METADATA_FILTER = OpenApiParameter(
     "metadata",
-    {"type": "object", "additionalProperties": {"type": "string"}},
+    {"type": "object", "propertyNames": {"minLength": 1}, "additionalProperties": {"type": "string"}},
     OpenApiParameter.QUERY,
     style="deepObject",
     explode=True,
     description="Only jobs whose metadata holds each of these keys with its value: "
-    "`metadata[order]=42&metadata[team]=a`.",
+    "`metadata[order]=42&metadata[team]=a`. Any other parameter named `metadata...` "
+    "(`metadata.team`, `metadata[]`), or a key given twice, is `400 invalid_filter`.",
 )
 
 
