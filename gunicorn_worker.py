@@ -9,7 +9,9 @@ same request do, so an operator joins them.
 Its loggers (gunicorn.conf.py's `logger_class`) write gunicorn's own lines, the master's and the
 workers', in the format of the application's (LOG_FORMAT): under `json` one JSON object a line, as
 core/logs.py writes the application's, where gunicorn's text lines were the ones on the stream a
-log shipper could not parse.
+log shipper could not parse. Under `text` each line is printable as the application's are
+(core/logs.py's _text_renderer): a client's bytes it quotes (an access line's user agent or
+referer) write no control character, no line break, to the operator's terminal or log.
 
 gunicorn's master imports this module before Django is set up, so it imports gunicorn and
 structlog alone, never `core` (core/__init__.py loads the Celery app). Its codes and its request
@@ -121,16 +123,40 @@ class RequestIdNamed(logging.Filter):
         return True
 
 
+def printable(text: str, *, backslashes: bool = True) -> str:
+    """core/logs.py's _printable, written again (that module imports Django): `text` with each
+    backslash doubled and each character str.isprintable() refuses (controls, line and paragraph
+    separators, bidirectional overrides) written as repr writes them (`\\x1b`, `\\r`,
+    `\\x85`), the rest as it is. `backslashes=False` for text whose client bytes came through
+    a repr, which doubled their backslashes itself. tests/test_gunicorn_worker.py checks that
+    both write the same."""
+    if backslashes and "\\" in text:
+        text = text.replace("\\", "\\\\")
+    if text.isprintable():
+        return text
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
+
+
 class RequestIdEnded(logging.Formatter):
     """The text format's: a line with a request id (RequestIdNamed) ends with ` request_id=<id>`,
     on the message's line, before any traceback. A message its arguments do not fit raises in
     the handler, which reports it ("--- Logging error ---"), never out of gunicorn's call: its
-    answer is still sent."""
+    answer is still sent.
+
+    Each line printable, as the application's text lines are: the message's control characters
+    escaped, not its backslashes, since gunicorn quotes what a client sent through repr (its
+    `Invalid request from ip=...` WARNING: `'GET /a\\x1b[2J HTTP/1.1'`), which doubled them,
+    and the access line's values are escaped before gunicorn quotes them (TextLogger.atoms); a
+    traceback's lines each indented and printable, so that no line of an exception's message
+    starts a line of the log."""
 
     def formatMessage(self, record: logging.LogRecord) -> str:
-        line = super().formatMessage(record)
+        line = printable(super().formatMessage(record), backslashes=False)
         request_id = getattr(record, "request_id", None)
         return f"{line} request_id={request_id}" if request_id else line
+
+    def formatException(self, ei: Any) -> str:
+        return "\n".join("    " + printable(line) for line in super().formatException(ei).split("\n"))
 
 
 def json_formatter() -> logging.Formatter:
@@ -196,6 +222,16 @@ class TextLogger(RequestIdLogger):
             handler.setFormatter(RequestIdEnded(self.error_fmt, self.datefmt))
         for handler in self.access_log.handlers:
             handler.setFormatter(RequestIdEnded(self.access_fmt))
+
+    def atoms(self, resp: Any, req: Any, environ: dict[str, Any], request_time: Any) -> dict[str, Any]:
+        """gunicorn's values of the access line, each text printable (backslashes doubled), before
+        gunicorn puts a backslash before each double quote in them, the one thing it escapes. Its
+        parser lets a header's value hold bytes 0x80-0xff, read as Latin-1: a User-Agent's 0x85
+        (NEL, a line break to Python's splitlines and to log viewers) began a line of the log, its
+        0x9b (an 8-bit CSI) reached the terminal; and a referer's backslash before a quote ended its
+        quoted value early, the rest of the referer read as fields of the line."""
+        atoms = super().atoms(resp, req, environ, request_time)
+        return {key: printable(value) if isinstance(value, str) else value for key, value in atoms.items()}
 
 
 class JsonLogger(RequestIdLogger):

@@ -32,7 +32,13 @@ from django.db import connection
 
 from core import logs
 from core.error_codes import ERROR_CODES
-from gunicorn_worker import RequestIdEnded, RequestIdNamed, answering, json_formatter
+from gunicorn_worker import (
+    RequestIdEnded,
+    RequestIdNamed,
+    answering,
+    json_formatter,
+    printable,
+)
 from tests.conftest import Api, serving
 
 # Written into each request: no answer may echo it.
@@ -240,6 +246,85 @@ def test_a_line_its_arguments_do_not_fit_is_logging_s_error_not_the_answer_s(
         "Error handling request GET /a%s%(x)s request_id=0123456789abcdef0123456789abcdef",
         "After the answer /b",
     ]
+
+
+# A request line holding an ESC and a bare CR (gunicorn's WARNING quotes it), and a request whose
+# User-Agent holds bytes gunicorn's parser lets through (read as Latin-1: 0x85 is NEL, a line
+# break to Python's splitlines and to log viewers, 0x9b an 8-bit CSI) and whose Referer holds a
+# backslash before a quote (its access line quotes both).
+FORGED = "FAKE ERROR forged"
+FORGING_LINE = b"GET /a\x1b[2J\r" + FORGED.encode() + b" HTTP/1.1\r\nHost: localhost\r\n\r\n"
+FORGING_HEADERS = (b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nUser-Agent: ua\x85" + FORGED.encode()
+                   + b"\x9b[2J\r\nReferer: r\\\" q=\"z\r\n\r\n")
+# A control character written raw: C0 but the line's own LF, DEL, C1 (as the log's UTF-8 writes it).
+RAW_CONTROL = re.compile(rb"[\x00-\x09\x0b-\x1f\x7f]|\xc2[\x80-\x9f]")
+# An access line's quoted values, a backslash escaping the character after it.
+QUOTED = re.compile(r'"((?:[^"\\]|\\.)*)"')
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_a_clients_control_characters_in_gunicorns_lines_are_escaped(
+    make_api: Callable[..., Api], tmp_path: Path, log_format: str
+) -> None:
+    # Given the API as production runs it, its access log on
+    log_path = tmp_path / "gunicorn.log"
+    with serving(make_api(), log_path, LOG_FORMAT=log_format, WEB_ACCESS_LOG="-") as (api, _):
+        # When a client sends a request line holding an ESC and a CR, then a request whose
+        # User-Agent holds a NEL and an 8-bit CSI and whose Referer a backslash before a quote
+        refused, _ = send_raw(api, FORGING_LINE)
+        answered, _ = send_raw(api, FORGING_HEADERS)
+    assert refused.status == 400 and answered.status == 200
+
+    # Then no control character the client sent is in the log, and no line of it starts with
+    # the text that followed one (before, the User-Agent's NEL began a line of the text log)
+    log = log_path.read_bytes()
+    assert not RAW_CONTROL.search(log), log
+    assert not any(line.lstrip().startswith(FORGED) for line in log.decode().splitlines()), log
+    if log_format == "json":  # JSON escapes them itself: each line one object still
+        lines = _json_lines(log_path)
+        [access] = [line["message"] for line in lines if line.get("request_id") == answered.getheader("X-Request-ID")
+                    and line["logger"] == "gunicorn.access"]
+        assert "ua\x85" + FORGED + "\x9b[2J" in access, access
+        return
+    # And the text log writes each escaped once, as the application's text lines do: gunicorn's
+    # WARNING quotes the request line, the access line the User-Agent and the Referer, whose
+    # quoted values read back whole (before, the Referer's ended at its backslash)
+    lines = log.decode().splitlines()
+    [warning] = [line for line in lines if "Invalid request from ip=" in line]
+    assert "'GET /a\\x1b[2J\\r" + FORGED + " HTTP/1.1'" in warning, warning
+    [access] = [line for line in lines if line.endswith(f" request_id={answered.getheader('X-Request-ID')}")]
+    assert QUOTED.findall(access) == ["GET /healthz HTTP/1.1", 'r\\\\\\" q=\\"z', "ua\\x85" + FORGED + "\\x9b[2J"], access
+
+
+def test_a_traceback_in_gunicorns_text_lines_is_indented_and_printable() -> None:
+    # Given gunicorn's text format
+    formatter = RequestIdEnded("[%(levelname)s] %(message)s")
+
+    # When it writes an ERROR whose message and whose exception's message hold a client's line
+    # breaks and escape sequences
+    try:
+        raise ValueError(f"bad\r\n{FORGED}\x1b[2J")
+    except ValueError:
+        record = logging.LogRecord("gunicorn.error", logging.ERROR, __file__, 1, "Error handling request %s",
+                                   (f"/a\r\n{FORGED}\x1b[2J",), sys.exc_info())
+    written = formatter.format(record)
+
+    # Then no line starts with the forged text (before, both did, and the ESC was written raw):
+    # the message is one line, escaped, and the traceback's lines are indented under it, the
+    # exception's message's line breaks and ESC escaped or indented too
+    lines = written.split("\n")
+    assert lines[0] == f"[ERROR] Error handling request /a\\r\\n{FORGED}\\x1b[2J", lines
+    assert lines[1] == "    Traceback (most recent call last):", lines
+    assert all(line.startswith("    ") for line in lines[1:]), lines
+    assert all(line.isprintable() for line in lines), lines
+    assert lines[-2:] == ["    ValueError: bad\\r", f"    {FORGED}\\x1b[2J"], lines
+
+
+@pytest.mark.parametrize("text", ["plain", "a\\x1b b", "\x1b[2J\r\n\t", "\x85\x9b\u2028\u202e", "é 漢字 \\", ""])
+@pytest.mark.parametrize("backslashes", [True, False])
+def test_gunicorns_printable_text_is_the_applications(text: str, backslashes: bool) -> None:
+    # The master imports nothing of `core`: gunicorn_worker.printable is core/logs.py's, written again
+    assert printable(text, backslashes=backslashes) == logs._printable(text, backslashes=backslashes)
 
 
 # An X-Request-ID that, were it written into a JSON line as it is, would end its string and add a key.
