@@ -49,7 +49,6 @@ CONTEXT_HEADER = "log_context"
 PROPAGATED_KEYS = ("request_id", "client")
 
 
-
 def _plain_values(logger: Any, method_name: str, event_dict: dict[str, Any]) -> dict[str, Any]:
     """Ids and times as text: call sites pass them as they are, so a line below the level
     costs no conversion."""
@@ -155,7 +154,11 @@ class DatabaseErrorFirstLine(logging.Filter):
 
 
 def _shown(arg: object) -> object:
-    """A log line's argument as the filter lets it through: a database error its first line only."""
+    """A log line's argument as the filter lets it through: a database error its first line only,
+    one in a list, tuple or set too, whose text is each item's repr (the error's whole text). One
+    level deep: a container holding itself cannot make a filter recurse, and raise, in a call."""
+    if isinstance(arg, list | tuple | set | frozenset) and type(arg) in (list, tuple, set, frozenset):  # not a namedtuple
+        return type(arg)(_shown(item) if isinstance(item, DatabaseError) else item for item in arg)
     return _first_line_only(arg) if isinstance(arg, DatabaseError) else arg
 
 

@@ -353,3 +353,25 @@ def test_a_database_error_among_a_line_s_named_arguments_carries_no_detail(db: A
     # Then the line has its first line, the other values as they were, and not the value
     assert 'Delivery 7 not recorded: duplicate key value violates unique constraint "refused_value_key"' in logged, logged
     assert marker not in logged and "DETAIL" not in logged, logged
+
+
+def test_a_database_error_in_a_line_s_list_or_tuple_argument_carries_no_detail(db: Any) -> None:
+    # Given an error PostgreSQL raised quoting a client's value
+    marker, error = _unique_violation()
+
+    # When lines name it inside a list and a tuple (written with each item's repr), through the
+    # handler LOGGING configured
+    [handler] = [handler for handler in logging.getLogger().handlers if handler.name == "console"]
+    stream = handler.setStream(io.StringIO())
+    try:
+        logging.getLogger("webhooks.recording").warning("Deliveries %s not recorded: %s", [7, 8], [error, "other"])
+        logging.getLogger("webhooks.recording").warning("Delivery 9 not recorded: %s", (error,))
+    finally:
+        logged = handler.setStream(stream).getvalue()
+
+    # Then each line has the error's first line, the other items as they were, and not the value
+    # (before, the error's whole text: its DETAIL, the value with it)
+    first = "IntegrityError('duplicate key value violates unique constraint \"refused_value_key\"')"
+    assert f"Deliveries [7, 8] not recorded: [{first}, 'other']" in logged, logged
+    assert f"Delivery 9 not recorded: ({first},)" in logged, logged
+    assert marker not in logged and "DETAIL" not in logged, logged
