@@ -144,13 +144,16 @@ class RequestIdEnded(logging.Formatter):
     answer is still sent.
 
     Each line printable, as the application's text lines are: the message's control characters
-    escaped, not its backslashes, since gunicorn quotes what a client sent through repr (its
-    `Invalid request from ip=...` WARNING: `'GET /a\\x1b[2J HTTP/1.1'`), which doubled them,
-    and the access line's values are escaped before gunicorn quotes them (TextLogger.atoms); a
-    traceback's lines each indented and printable, so that no line of an exception's message
-    starts a line of the log."""
+    escaped, and the backslashes of the text arguments it names as they are (the method and URI
+    of its `Error handling request %s %s`), not those of its own text, since gunicorn quotes what
+    a client sent there through repr (its `Invalid request from ip=...` WARNING: `'GET
+    /a\\x1b[2J HTTP/1.1'`), which doubled them, and the access line's values are escaped before
+    gunicorn quotes them (TextLogger.atoms); a traceback's lines each indented and printable, so
+    that no line of an exception's message starts a line of the log."""
 
     def formatMessage(self, record: logging.LogRecord) -> str:
+        if isinstance(record.args, tuple) and record.args:  # it fit them already (Formatter.format)
+            record.message = str(record.msg) % tuple(printable(arg) if isinstance(arg, str) else arg for arg in record.args)
         line = printable(super().formatMessage(record), backslashes=False)
         request_id = getattr(record, "request_id", None)
         return f"{line} request_id={request_id}" if request_id else line

@@ -306,14 +306,15 @@ def test_a_traceback_in_gunicorns_text_lines_is_indented_and_printable() -> None
         raise ValueError(f"bad\r\n{FORGED}\x1b[2J")
     except ValueError:
         record = logging.LogRecord("gunicorn.error", logging.ERROR, __file__, 1, "Error handling request %s",
-                                   (f"/a\r\n{FORGED}\x1b[2J",), sys.exc_info())
+                                   (f"/a\\x1b\r\n{FORGED}\x1b[2J",), sys.exc_info())
     written = formatter.format(record)
 
     # Then no line starts with the forged text (before, both did, and the ESC was written raw):
     # the message is one line, escaped, and the traceback's lines are indented under it, the
     # exception's message's line breaks and ESC escaped or indented too
     lines = written.split("\n")
-    assert lines[0] == f"[ERROR] Error handling request /a\\r\\n{FORGED}\\x1b[2J", lines
+    # (the four characters `\x1b` it was given written `\\x1b`, as the application's lines write them)
+    assert lines[0] == f"[ERROR] Error handling request /a\\\\x1b\\r\\n{FORGED}\\x1b[2J", lines
     assert lines[1] == "    Traceback (most recent call last):", lines
     assert all(line.startswith("    ") for line in lines[1:]), lines
     assert all(line.isprintable() for line in lines), lines
