@@ -59,7 +59,7 @@ def job_step_start(*, job_id: uuid.UUID, step: int, dispatched_at: datetime | No
     run, and takes the lease in the same UPDATE."""
     condition, params = sql.in_hand_over(step, dispatched_at, started_or_not=redelivered)
     now = timezone.now()
-    first_run = {} if redelivered else {"step_heartbeat_at": now}
+    first_run = {} if redelivered else {"step_heartbeat_at": leases.database_now()}
     started = sql.job_update_if(job_id, condition=condition, params=params, step_started_at=now, **first_run)
     if started is not None:
         if redelivered:

@@ -7,6 +7,10 @@ steps go on running. A redelivered message runs its step again (jobs.tasks: it t
 run), and whatever the step pays for (a model call) was paid twice. With the lease, such a copy
 looks again once the heartbeat could have gone stale: by then the first copy has moved the job on
 (and the copy is stale or finds the job final), or it is gone and the copy runs the step.
+
+Every heartbeat is written, and every one is judged stale, by the database's clock: each host's
+own (timezone.now()) made a worker whose clock ran a lease ahead take every live lease for stale
+and run the step beside it, and one whose clock ran behind write heartbeats already stale.
 """
 from __future__ import annotations
 
@@ -16,12 +20,14 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db import Error, connections
 from django.db.models import Q
-from django.utils import timezone
+from django.db.models.functions import Now
 
+from jobs import sql
 from jobs.models import Job
 
 logger = logging.getLogger(__name__)
@@ -38,20 +44,46 @@ class StepLeased(Exception):
         self.wait_seconds = wait_seconds
 
 
+def database_now(alias: str = "default") -> sql.Expression:
+    """The database's clock, as Django's Now() writes it, for a heartbeat that jobs.sql writes."""
+    if connections[alias].vendor == "sqlite":
+        return sql.Expression("STRFTIME('%%Y-%%m-%%d %%H:%%M:%%f', 'NOW')")
+    return sql.Expression("STATEMENT_TIMESTAMP()")
+
+
+def step_lease_free_sql(alias: str = "default") -> tuple[str, list[Any]]:
+    """The condition that no run holds the running job's step lease, for jobs.sql.job_update_if,
+    with its parameter: no heartbeat, or one older than the lease by the database's clock
+    (step_lease_take's, in the ORM)."""
+    lease = timedelta(seconds=settings.JOB_STEP_LEASE_SECONDS)
+    if connections[alias].vendor == "sqlite":  # STRFTIME's own arithmetic (Now() - lease calls a Python function)
+        older, params = "STRFTIME('%%Y-%%m-%%d %%H:%%M:%%f', 'NOW', %s)", [f"-{lease.total_seconds()} seconds"]
+    else:
+        older, params = f"{database_now(alias)} - %s", [lease]
+    return f"(step_heartbeat_at IS NULL OR step_heartbeat_at < {older})", params
+
+
 def step_lease_take(*, job_id: uuid.UUID) -> None:
     """Take the lease on the running job's current step for this run, for a copy of its message
     that may be a second one; the first run's start takes it in its own UPDATE (no query more).
     Raises StepLeased, with the seconds until the run holding it would have let it go stale (at
     least one)."""
     lease = timedelta(seconds=settings.JOB_STEP_LEASE_SECONDS)
-    now = timezone.now()
-    free = Q(step_heartbeat_at__isnull=True) | Q(step_heartbeat_at__lt=now - lease)
-    if Job.objects.filter(free, pk=job_id).update(step_heartbeat_at=now):
+    free = Q(step_heartbeat_at__isnull=True) | Q(step_heartbeat_at__lt=Now() - lease)
+    if Job.objects.filter(free, pk=job_id).update(step_heartbeat_at=Now()):
         return
-    held: datetime | None = Job.objects.filter(pk=job_id).values_list("step_heartbeat_at", flat=True).first()
-    if held is None:
-        raise StepLeased(1.0)  # let go (or the job pruned) since the UPDATE: look again at once
-    raise StepLeased(max(1.0, (held + lease - now).total_seconds()))
+    held = Job.objects.filter(pk=job_id).values_list("step_heartbeat_at", Now()).first()
+    raise step_leased(held=held[0] if held else None, now=held[1] if held else None)
+
+
+def step_leased(*, held: datetime | None, now: datetime | None) -> StepLeased:
+    """StepLeased for a run that found the lease held by the heartbeat `held` at the database's
+    time `now`: the seconds until it would go stale, at least one (at once: let go since, or the
+    job pruned)."""
+    if held is None or now is None:
+        return StepLeased(1.0)
+    lease = timedelta(seconds=settings.JOB_STEP_LEASE_SECONDS)
+    return StepLeased(max(1.0, (held + lease - now).total_seconds()))
 
 
 @contextmanager
@@ -85,7 +117,7 @@ def _beat(job_id: uuid.UUID, stop: threading.Event) -> None:
     try:
         while not stop.wait(interval):
             try:
-                Job.objects.filter(pk=job_id, status__in=Job.RUNNING_STATUSES).update(step_heartbeat_at=timezone.now())
+                Job.objects.filter(pk=job_id, status__in=Job.RUNNING_STATUSES).update(step_heartbeat_at=Now())
             except Error:
                 # Closed so that the next beat connects again: on the broken connection (its backend
                 # gone) the next beat raised InterfaceError, which ended the thread, and the lease

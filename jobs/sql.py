@@ -134,10 +134,14 @@ def job_insert_below_cap(
 OWNER_HAS_MORE = f"(SELECT c.unfinished > c.running FROM {JOB_COUNTS} c WHERE c.owner_id = {Job._meta.db_table}.owner_id)"
 
 
+class Expression(str):
+    """A value job_update_if writes as this SQL, not as a parameter (the database's clock: jobs/leases.py)."""
+
+
 @functools.cache
-def _update_statement(names: tuple[str, ...], condition: str, also: str, alias: str) -> str:
+def _update_statement(names: tuple[tuple[str, str], ...], condition: str, also: str, alias: str) -> str:
     quote = connections[alias].ops.quote_name
-    assignments = ", ".join(f"{quote(Job._meta.get_field(name).column)} = %s" for name in names)
+    assignments = ", ".join(f"{quote(Job._meta.get_field(name).column)} = {value}" for name, value in names)
     return (
         f"UPDATE {Job._meta.db_table} SET {assignments} WHERE id = %s AND ({condition}) "
         f"RETURNING {columns_of(Job, alias)}{also}"
@@ -147,8 +151,9 @@ def _update_statement(names: tuple[str, ...], condition: str, also: str, alias: 
 def _update_if(
     job_id: uuid.UUID, condition: str, params: Sequence[Any], also: str, alias: str, values: dict[str, Any]
 ) -> tuple[Any, ...] | None:
-    statement = _update_statement(tuple(values), condition, also, alias)
-    prepared = [_prepared(name, value, alias) for name, value in values.items()]
+    sql = tuple((name, value if isinstance(value, Expression) else "%s") for name, value in values.items())
+    statement = _update_statement(sql, condition, also, alias)
+    prepared = [_prepared(name, value, alias) for name, value in values.items() if not isinstance(value, Expression)]
     with connections[alias].cursor() as cursor:
         cursor.execute(statement, [*prepared, _prepared("id", job_id, alias), *params])
         return cursor.fetchone()

@@ -137,7 +137,7 @@ def job_start(*, job_id: uuid.UUID, dispatched_at: datetime | None = None) -> Jo
         if job is None or job.is_final:
             return None
         started = sql.job_update_if(job_id, condition=condition, params=params, status=Status.STARTED, started_at=now,
-                                    step_heartbeat_at=now)
+                                    step_heartbeat_at=leases.database_now())
         if started is not None:
             _event_record(job=started, event_type="job.started")
             telemetry.job_started(job=started)
