@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from django.db.models import Q
+from django.db.models.functions import Now
 from django.utils import timezone
 
 from jobs import leases, sql, transitions
@@ -55,17 +56,18 @@ def job_step_start(*, job_id: uuid.UUID, step: int, dispatched_at: datetime | No
     its own earlier run was cut off (a killed worker), and it runs again, as a first step's
     message delivered again does (jobs.transitions.job_start), once that run's lease is free
     (jobs.leases: a run still alive, its worker only cut off from the broker, keeps it; raises
-    StepLeased meanwhile). A message that is not redelivered starts the step only as its first
-    run, and takes the lease in the same UPDATE."""
+    StepLeased meanwhile). Either takes the lease in the UPDATE that starts the step, the
+    redelivered one only if it is free: a copy refused it writes nothing, where its
+    step_started_at restarted the abandoned-job rule's clock at each look (jobs.abandoned)."""
     condition, params = sql.in_hand_over(step, dispatched_at, started_or_not=redelivered)
-    now = timezone.now()
-    first_run = {} if redelivered else {"step_heartbeat_at": leases.database_now()}
-    started = sql.job_update_if(job_id, condition=condition, params=params, step_started_at=now, **first_run)
+    if redelivered:
+        free, free_params = leases.step_lease_free_sql()
+        condition, params = f"{condition} AND {free}", [*params, *free_params]
+    started = sql.job_update_if(job_id, condition=condition, params=params, step_started_at=timezone.now(),
+                                step_heartbeat_at=leases.database_now())
     if started is not None:
-        if redelivered:
-            leases.step_lease_take(job_id=job_id)
         return started
-    job = Job.objects.filter(pk=job_id).first()
+    job = Job.objects.annotate(database_now=Now()).filter(pk=job_id).first()
     if job is None or job.is_final:
         return None
     if job.cancel_requested:
@@ -74,4 +76,6 @@ def job_step_start(*, job_id: uuid.UUID, step: int, dispatched_at: datetime | No
     if job.next_step is None:  # a message published before steps were handed over on the row: it says none
         leases.step_lease_take(job_id=job_id)
         return job
+    if redelivered and dispatched_at is not None and (job.next_step, job.dispatched_at) == (step, dispatched_at):
+        raise leases.step_leased(held=job.step_heartbeat_at, now=job.database_now)  # its hand-over: the lease held it
     raise transitions.StaleMessage()
