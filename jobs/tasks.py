@@ -11,12 +11,13 @@ left to the dispatcher.
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from datetime import datetime
 from typing import Any
 
 from celery import shared_task
-from celery.exceptions import Ignore, SoftTimeLimitExceeded
+from celery.exceptions import Ignore, Reject, SoftTimeLimitExceeded
 from django.db import DatabaseError, DataError
 from django.utils import timezone
 
@@ -59,6 +60,8 @@ def _context(job: Job, index: int, step_count: int) -> StepContext:
 
 # Celery's retries of a step whose database was unreachable: about ten minutes, backing off to 30 s.
 _MAX_TASK_RETRIES = 25
+# A copy waiting for a lease whose look again the broker refused is requeued after this pause.
+_REQUEUE_PAUSE_SECONDS = 1.0
 
 
 def _fail(task: Any, job: Job, index: int, step_input: Any, error_type: str, message: str, *,
@@ -131,6 +134,13 @@ def _step_run(task: Any, previous: Any, *, job_id: str, index: int, dispatched_a
         # the next one's retries on a database error stopped after that many, not 25.
         try:
             raise task.retry(countdown=held.wait_seconds, max_retries=task.request.retries + 1) from None
+        except Reject as refused:
+            # The broker refused the look again (its publish): Celery rejects the message without
+            # requeueing it, and where this copy was the step's only message (its first run died)
+            # the job sat STARTED until the abandoned-job rule. Handed back to the broker instead,
+            # after a pause that keeps a copy from looking again as fast as it is redelivered.
+            time.sleep(min(held.wait_seconds, _REQUEUE_PAUSE_SECONDS))
+            raise Reject(refused.reason, requeue=True) from None
         finally:
             task.__dict__.pop("override_max_retries", None)
     if job is None or job.is_final:

@@ -1,16 +1,21 @@
 """A copy of a running step's message that finds the step's lease held (jobs/leases.py): it
-writes nothing on the job's row."""
+writes nothing on the job's row, and waits for the live run without being lost, even when the
+broker refuses its look again."""
 from __future__ import annotations
 
+import time
+import uuid
 from datetime import timedelta
 from typing import Any
 
 import pytest
+from celery.exceptions import Reject
 from django.utils import timezone
 
 from core.models import Client
-from jobs import hand_overs, leases
+from jobs import hand_overs, leases, tasks
 from jobs.models import Job
+from tests.conftest import broker_refusing
 
 CHECKLIST = "api.tasks.generate_checklist_from_guidelines"
 
@@ -32,3 +37,26 @@ def test_a_copy_refused_the_lease_leaves_the_steps_start_as_it_was(db: Any) -> N
     after = Job.objects.get(pk=job.id)
     assert (after.step_started_at, after.step_heartbeat_at) == (started, now)
 
+
+def test_a_copy_whose_look_again_the_broker_refuses_is_requeued_not_dropped(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given a redelivered copy of a step's message, run as a worker runs it, that finds the
+    # step's lease held
+    def leased(*args: Any) -> None:
+        raise leases.StepLeased(5.0)
+
+    monkeypatch.setattr(tasks, "_step_start", leased)
+    task, kwargs = tasks.job_run_step, {"job_id": str(uuid.uuid4()), "index": 1}
+    task.push_request(id=str(uuid.uuid4()), args=(None,), kwargs=kwargs, retries=0, called_directly=False,
+                      is_eager=False, delivery_info={"redelivered": True})
+    try:
+        # When the broker refuses its look again (the retry's message)
+        began = time.monotonic()
+        with broker_refusing(), pytest.raises(Reject) as rejected:
+            task.run(None, **kwargs)
+    finally:
+        task.pop_request()
+
+    # Then its message is handed back to the broker to keep (requeued), not dropped, after a
+    # pause of about a second (not at once, to be redelivered as fast as it is refused)
+    assert rejected.value.requeue is True
+    assert time.monotonic() - began >= tasks._REQUEUE_PAUSE_SECONDS
