@@ -44,6 +44,11 @@ class StepLeased(Exception):
         self.wait_seconds = wait_seconds
 
 
+class HeartbeatUnstarted(Exception):
+    """The lease's heartbeat thread could not start (RuntimeError "can't start new thread": the
+    worker at its limit of processes or threads): the worker's trouble, not the job's."""
+
+
 def database_now(alias: str = "default") -> sql.Expression:
     """The database's clock, as Django's Now() writes it, for a heartbeat that jobs.sql writes."""
     if connections[alias].vendor == "sqlite":
@@ -95,12 +100,19 @@ def step_lease_kept(*, job_id: uuid.UUID) -> Iterator[None]:
     a final state leaves it, but a copy looks at the job's state before its lease. Left by a
     database failure, which the task retries, it is not cleared: the step's connection may be
     broken (psycopg2 closes it when PostgreSQL restarts, and a write then raises InterfaceError,
-    which the task does not retry), so the retry waits at most a lease for it to go stale."""
+    which the task does not retry), so the retry waits at most a lease for it to go stale.
+    Raises HeartbeatUnstarted, the lease let go, when its thread cannot start."""
     stop = threading.Event()
     beating = threading.Thread(target=_beat, args=(job_id, stop), name=f"lease-{job_id}", daemon=True)
     try:
         # Started inside the try: a soft time limit raised before it would leave the thread beating.
-        beating.start()
+        try:
+            beating.start()
+        except RuntimeError as exc:
+            # The lease let go (this connection is sound), so that the task's retry runs the step
+            # at once rather than wait for a heartbeat of this run's to go stale.
+            Job.objects.filter(pk=job_id).update(step_heartbeat_at=None)
+            raise HeartbeatUnstarted(str(exc)) from exc
         yield
     finally:
         _stop(beating, stop)

@@ -95,8 +95,9 @@ def _fail(task: Any, job: Job, index: int, step_input: Any, error_type: str, mes
     # PostgreSQL unreachable (a restart, a failover) is not the job's failure: run the step again
     # once it is back, backing off to 30 s, for about ten minutes. After that the message is acked
     # as failed: a started job is then failed by the abandoned-job rule, and one that never
-    # started is published again by the sweeper (jobs.dispatch.jobs_release_stranded).
-    autoretry_for=(DatabaseError,),
+    # started is published again by the sweeper (jobs.dispatch.jobs_release_stranded). A worker
+    # that can start no thread for the step's lease is not the job's failure either.
+    autoretry_for=(DatabaseError, leases.HeartbeatUnstarted),
     retry_backoff=2,
     retry_backoff_max=30,
     retry_jitter=False,
@@ -160,8 +161,8 @@ def _step_run(task: Any, previous: Any, *, job_id: str, index: int, dispatched_a
     except SoftTimeLimitExceeded:
         _fail(task, job, index, previous, "time_limit_exceeded", f"Step {index + 1} ran out of time.")
         return
-    except DatabaseError:
-        raise  # from the progress/cancel calls: the database, not the job, failed (retried)
+    except (DatabaseError, leases.HeartbeatUnstarted):
+        raise  # the database (the progress/cancel calls) or the worker failed, not the job (retried)
     except Exception as exc:  # job code is arbitrary: any exception is the job's failure
         logger.warning("Job %s step %s raised", job_id, index, exc_info=True)
         _fail(task, job, index, previous, type(exc).__name__, str(exc)[:2000] or type(exc).__name__)

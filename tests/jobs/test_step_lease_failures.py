@@ -1,5 +1,6 @@
 """A running step's lease (jobs/leases.py) when the database fails under it: its connection's
-backend terminated (as a PostgreSQL restart does), and the lease's retries (jobs/tasks.py)."""
+backend terminated (as a PostgreSQL restart does), and the lease's retries (jobs/tasks.py); and
+when its heartbeat thread cannot start."""
 from __future__ import annotations
 
 import threading
@@ -11,9 +12,10 @@ from typing import Any
 
 import pytest
 from django.db import OperationalError, connection, connections
+from django.utils import timezone
 
 from core.models import Client
-from jobs import leases, tasks
+from jobs import dispatch, leases, tasks
 from jobs.models import Job
 
 
@@ -114,3 +116,30 @@ def test_a_wait_for_a_lease_leaves_the_next_runs_database_retries_as_they_were(
 
     # Then it is retried as many times as any run's (25), not as many as the lease's wait allowed
     assert len(runs) == tasks._MAX_TASK_RETRIES + 1
+
+
+def test_a_heartbeat_that_cannot_start_runs_the_step_again_rather_than_fail_the_job(
+    transactional_db: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a job of one step waiting for its message, in a worker that can start no thread for
+    # the step's lease, once (at its limit of processes: "can't start new thread")
+    job = Job.objects.create(owner=Client.objects.create(name=f"owner-{uuid.uuid4()}"),
+                             job_name="api.tasks.hello_world", payload={"message": "q"}, dispatched_at=timezone.now())
+    refused: list[str] = []
+    start = threading.Thread.start
+
+    def start_once(thread: threading.Thread) -> None:
+        if thread.name.startswith("lease-") and not refused:
+            refused.append(thread.name)
+            raise RuntimeError("can't start new thread")
+        start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", start_once)
+
+    # When its message runs the step
+    tasks.job_run_step.apply(args=(job.step_input,), kwargs=dispatch.job_signatures(job=job)[0].kwargs)
+
+    # Then the task ran it again (the worker's trouble, not the job's), and the job succeeded,
+    # where it failed RuntimeError
+    job.refresh_from_db()
+    assert refused and (job.status, job.error) == (Job.Status.SUCCESS, None)
