@@ -9,8 +9,9 @@ looks again once the heartbeat could have gone stale: by then the first copy has
 (and the copy is stale or finds the job final), or it is gone and the copy runs the step.
 
 Every heartbeat is written, and every one is judged stale, by the database's clock: each host's
-own (timezone.now()) made a worker whose clock ran a lease ahead take every live lease for stale
-and run the step beside it, and one whose clock ran behind write heartbeats already stale.
+own (timezone.now()) made a worker whose clock ran two thirds of a lease ahead take every live
+lease for stale and run the step beside it, and one whose clock ran behind write heartbeats
+already stale.
 """
 from __future__ import annotations
 

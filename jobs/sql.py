@@ -139,9 +139,9 @@ class Expression(str):
 
 
 @functools.cache
-def _update_statement(names: tuple[tuple[str, str], ...], condition: str, also: str, alias: str) -> str:
+def _update_statement(assigned: tuple[tuple[str, str], ...], condition: str, also: str, alias: str) -> str:
     quote = connections[alias].ops.quote_name
-    assignments = ", ".join(f"{quote(Job._meta.get_field(name).column)} = {value}" for name, value in names)
+    assignments = ", ".join(f"{quote(Job._meta.get_field(name).column)} = {value}" for name, value in assigned)
     return (
         f"UPDATE {Job._meta.db_table} SET {assignments} WHERE id = %s AND ({condition}) "
         f"RETURNING {columns_of(Job, alias)}{also}"
@@ -151,8 +151,8 @@ def _update_statement(names: tuple[tuple[str, str], ...], condition: str, also: 
 def _update_if(
     job_id: uuid.UUID, condition: str, params: Sequence[Any], also: str, alias: str, values: dict[str, Any]
 ) -> tuple[Any, ...] | None:
-    sql = tuple((name, value if isinstance(value, Expression) else "%s") for name, value in values.items())
-    statement = _update_statement(sql, condition, also, alias)
+    assigned = tuple((name, value if isinstance(value, Expression) else "%s") for name, value in values.items())
+    statement = _update_statement(assigned, condition, also, alias)
     prepared = [_prepared(name, value, alias) for name, value in values.items() if not isinstance(value, Expression)]
     with connections[alias].cursor() as cursor:
         cursor.execute(statement, [*prepared, _prepared("id", job_id, alias), *params])
