@@ -62,6 +62,8 @@ def _context(job: Job, index: int, step_count: int) -> StepContext:
 _MAX_TASK_RETRIES = 25
 # A copy waiting for a lease whose look again the broker refused is requeued after this pause.
 _REQUEUE_PAUSE_SECONDS = 1.0
+# The header of a step's message that counts the looks it made for another run's lease.
+_LEASE_LOOKS_HEADER = "lease_looks"
 
 
 def _fail(task: Any, job: Job, index: int, step_input: Any, error_type: str, message: str, *,
@@ -127,14 +129,18 @@ def _step_run(task: Any, previous: Any, *, job_id: str, index: int, dispatched_a
         # Another copy of this message runs the step (its worker lost the broker's connection, so
         # the broker handed this one out again): look again once its heartbeat could be stale, the
         # same message (its kwargs, its chain). As many times as that run lasts: its hard time
-        # limit ends it.
-        logger.warning("Job %s step %s: another run of it is alive (its heartbeat is fresh), looked at again in %.0f s",
-                       job_id, index, held.wait_seconds)
+        # limit ends it. Its first look is a WARNING, the later ones (its message's header counts
+        # them) INFO: a WARNING every lease while the live run lasted said nothing new.
+        looks = getattr(task.request, _LEASE_LOOKS_HEADER, None) or 0
+        logger.log(logging.INFO if looks else logging.WARNING,
+                   "Job %s step %s: another run of it is alive (its heartbeat is fresh), looked at again in %.0f s",
+                   job_id, index, held.wait_seconds)
+        headers = {**(task.request.headers or {}), _LEASE_LOOKS_HEADER: looks + 1}
         # Each look counts toward the task's retries (those a failing database has left too).
         # Celery keeps max_retries on the task object, shared by the pool process's later runs:
         # the next one's retries on a database error stopped after that many, not 25.
         try:
-            raise task.retry(countdown=held.wait_seconds, max_retries=task.request.retries + 1) from None
+            raise task.retry(countdown=held.wait_seconds, max_retries=task.request.retries + 1, headers=headers) from None
         except Reject as refused:
             # The broker refused the look again (its publish): Celery rejects the message without
             # requeueing it, and where this copy was the step's only message (its first run died)

@@ -1,8 +1,9 @@
 """A copy of a running step's message that finds the step's lease held (jobs/leases.py): it
 writes nothing on the job's row, and waits for the live run without being lost, even when the
-broker refuses its look again."""
+broker refuses its look again; it says so at WARNING once, not at every look."""
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from datetime import timedelta
@@ -10,10 +11,11 @@ from typing import Any
 
 import pytest
 from celery.exceptions import Reject
+from celery.signals import before_task_publish
 from django.utils import timezone
 
 from core.models import Client
-from jobs import hand_overs, leases, tasks
+from jobs import dispatch, hand_overs, leases, tasks
 from jobs.models import Job
 from tests.conftest import broker_refusing
 
@@ -60,3 +62,44 @@ def test_a_copy_whose_look_again_the_broker_refuses_is_requeued_not_dropped(monk
     # pause of about a second (not at once, to be redelivered as fast as it is refused)
     assert rejected.value.requeue is True
     assert time.monotonic() - began >= tasks._REQUEUE_PAUSE_SECONDS
+
+
+def test_a_copys_later_looks_for_the_lease_are_logged_at_info(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given a redelivered copy of a step's message that finds the step's lease held at each look
+    def leased(*args: Any) -> None:
+        raise leases.StepLeased(5.0)
+
+    monkeypatch.setattr(tasks, "_step_start", leased)
+    sent: list[dict[str, Any]] = []
+
+    def record(sender: str, headers: dict[str, Any], **kwargs: Any) -> None:
+        if sender == dispatch.RUN_STEP_TASK:
+            sent.append(dict(headers))
+
+    def look(headers: dict[str, Any]) -> None:
+        """One look, run as a worker runs a message with these headers."""
+        task, kwargs = tasks.job_run_step, {"job_id": str(uuid.uuid4()), "index": 1}
+        task.push_request(**{**headers, "id": str(uuid.uuid4()), "args": (None,), "kwargs": kwargs,
+                             "called_directly": False, "is_eager": False, "delivery_info": {"redelivered": True}})
+        try:
+            with pytest.raises(Reject):
+                task.run(None, **kwargs)
+        finally:
+            task.pop_request()
+
+    # When it looks, then looks again as the message its look sent (which the broker refuses:
+    # none is left queued)
+    before_task_publish.connect(record, weak=False)
+    try:
+        with broker_refusing(), caplog.at_level(logging.INFO, logger="jobs.tasks"):
+            look({"retries": 0})
+            look(sent[-1])
+    finally:
+        before_task_publish.disconnect(record)
+
+    # Then its first look says so at WARNING, the next at INFO (a WARNING each lease while the
+    # live run lasted said nothing new)
+    looks = [line.levelname for line in caplog.records if "another run of it is alive" in line.getMessage()]
+    assert looks == ["WARNING", "INFO"]
