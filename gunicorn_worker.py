@@ -148,7 +148,7 @@ class RequestIdEnded(logging.Formatter):
     of its `Error handling request %s %s`), not those of its own text, since gunicorn quotes what
     a client sent there through repr (its `Invalid request from ip=...` WARNING: `'GET
     /a\\x1b[2J HTTP/1.1'`), which doubled them, and the access line's values are escaped before
-    gunicorn quotes them (TextLogger.atoms); a traceback's lines each indented and printable, so
+    gunicorn quotes them (PrintableAtoms); a traceback's lines each indented and printable, so
     that no line of an exception's message starts a line of the log."""
 
     def formatMessage(self, record: logging.LogRecord) -> str:
@@ -214,9 +214,28 @@ class RequestIdLogger(glogging.Logger):
         super().access(resp, req, environ, request_time)
 
 
+class PrintableAtoms(glogging.SafeAtoms):
+    """gunicorn's values of the text access line, each printable (backslashes doubled) before a
+    backslash goes before each double quote, the one thing gunicorn escapes. Its parser lets a
+    header's value hold bytes 0x80-0xff, read as Latin-1: a User-Agent's 0x85 (NEL, a line break
+    to Python's splitlines and to log viewers) began a line of the log, its 0x9b (an 8-bit CSI)
+    reached the terminal; and a referer's backslash before a quote ended its quoted value early,
+    the rest of the referer read as fields of the line. Escaped when the format reads a value:
+    gunicorn gathers every header and environ variable, the format reads about nine."""
+
+    def __init__(self, atoms: dict[str, Any]) -> None:
+        dict.__init__(self, atoms)  # SafeAtoms's own escaping, of every value, done in __getitem__
+
+    def __getitem__(self, key: str) -> Any:
+        value = super().__getitem__(key)
+        return printable(value).replace('"', '\\"') if isinstance(value, str) else value
+
+
 class TextLogger(RequestIdLogger):
     """gunicorn's logger for LOG_FORMAT=text: its own format, a line about an answer (its access
-    line too) ending with its request id (RequestIdEnded)."""
+    line too) ending with its request id (RequestIdEnded), its access line's values printable."""
+
+    atoms_wrapper_class = PrintableAtoms
 
     def setup(self, cfg: Any) -> None:
         # gunicorn makes its handlers here, anew on a reload (SIGHUP); the service sets no syslog.
@@ -225,16 +244,6 @@ class TextLogger(RequestIdLogger):
             handler.setFormatter(RequestIdEnded(self.error_fmt, self.datefmt))
         for handler in self.access_log.handlers:
             handler.setFormatter(RequestIdEnded(self.access_fmt))
-
-    def atoms(self, resp: Any, req: Any, environ: dict[str, Any], request_time: Any) -> dict[str, Any]:
-        """gunicorn's values of the access line, each text printable (backslashes doubled), before
-        gunicorn puts a backslash before each double quote in them, the one thing it escapes. Its
-        parser lets a header's value hold bytes 0x80-0xff, read as Latin-1: a User-Agent's 0x85
-        (NEL, a line break to Python's splitlines and to log viewers) began a line of the log, its
-        0x9b (an 8-bit CSI) reached the terminal; and a referer's backslash before a quote ended its
-        quoted value early, the rest of the referer read as fields of the line."""
-        atoms = super().atoms(resp, req, environ, request_time)
-        return {key: printable(value) if isinstance(value, str) else value for key, value in atoms.items()}
 
 
 class JsonLogger(RequestIdLogger):
