@@ -63,7 +63,8 @@ class JobAdmin(DjangoObjectActions, CountedDeletionAdmin, LargeTableAdmin):
             raise PermissionDenied
         action_apply(self, request, queryset.select_related("owner"),
                      lambda job: job_cancel(owner=job.owner, job_id=job.pk),
-                     done="Canceled {count} job(s).", refused="{count} job(s) were final already: left as they are.")
+                     done="Canceled {count} job(s).", refused="{count} job(s) were final already: left as they are.",
+                     logged="Canceled (admin action).")
 
 
 @admin.register(JobResult)

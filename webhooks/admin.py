@@ -89,6 +89,7 @@ class DeliveryAdmin(DjangoObjectActions, ReadOnlyAdmin, LargeTableAdmin):
             done="Redelivering {count} event(s).",
             refused="{count} event(s) left as they were: still being delivered (try once they end), or sent to "
                     "an endpoint (its recover sends them again).",
+            logged="Redelivered its event (admin action).",
         )
 
 
@@ -159,6 +160,7 @@ class EndpointAdmin(DjangoObjectActions, ReadOnlyAdmin):
             self, request, queryset,
             lambda endpoint: endpoint_update(owner_id=endpoint.owner_id, endpoint_id=endpoint.pk, enabled=enabled),
             done=f"{'Enabled' if enabled else 'Disabled'} {{count}} endpoint(s).", refused="{count} endpoint(s) left as they were.",
+            logged=f"{'Enabled' if enabled else 'Disabled'} (admin action).",
         )
 
     @action(label="Disable", description="Stop sending; hold its pending deliveries",
