@@ -21,6 +21,7 @@ from celery.exceptions import Ignore, Reject, SoftTimeLimitExceeded
 from django.db import DatabaseError, DataError
 from django.utils import timezone
 
+from core.db import run_alone
 from core.logs import first_line
 from core.parsers import storable_text
 from jobs import (
@@ -283,8 +284,13 @@ def jobs_prune(self: Any) -> dict[str, int]:
     """Periodic: delete finished jobs, persisted results and idempotency keys past retention. A
     run that stopped at its cap queues the next at once, behind what the maintenance queue holds:
     beat's hourly run alone deleted at most 100,000 rows of a kind an hour, so a service that
-    finished more jobs than that (28 a second) kept them for good, its tables growing without end."""
-    counts = retention.jobs_retention_apply()
+    finished more jobs than that (28 a second) kept them for good, its tables growing without end.
+    One run at a time: a run sent while another is under way (beat's, an hour after a chain began,
+    or a second beat's) does nothing and queues nothing, where it began a chain of its own, one
+    more each hour, each holding a thread of the deliveries worker until the backlog was gone.
+    The next is queued once this one's lock is let go, so that it finds none."""
+    with run_alone("jobs.prune") as alone:
+        counts = retention.jobs_retention_apply() if alone else {}
     if retention.retention_more_left(counts):
         self.apply_async()
     return counts

@@ -16,6 +16,7 @@ from django.conf import settings
 from django.db import DatabaseError
 from django.utils import timezone
 
+from core.db import run_alone
 from webhooks import attempts, dispatch, outbox, reschedule, secrets
 
 # An attempt ends by itself within WEBHOOK_TIMEOUT_SECONDS + core.deadlines.SLACK_SECONDS,
@@ -87,11 +88,15 @@ def webhooks_prune(self: Any) -> dict[str, int]:
     next at once, behind what the maintenance queue holds: beat's hourly run alone deleted at most
     100,000 events an hour, so a service that recorded more kept them for good."""
     now = timezone.now()
-    counts = {
-        "events": outbox.events_prune(older_than=now - timedelta(days=settings.WEBHOOK_EVENT_RETENTION_DAYS),
-                                      batch_size=outbox.PRUNE_BATCH_SIZE, max_batches=outbox.PRUNE_MAX_BATCHES),
-        "signing_secrets": secrets.signing_secrets_prune(now=now),
-    }
+    # One run at a time, as jobs.prune (jobs/tasks.py): the next queued once this one's lock is let go.
+    with run_alone("webhooks.prune") as alone:
+        if not alone:
+            return {}
+        counts = {
+            "events": outbox.events_prune(older_than=now - timedelta(days=settings.WEBHOOK_EVENT_RETENTION_DAYS),
+                                          batch_size=outbox.PRUNE_BATCH_SIZE, max_batches=outbox.PRUNE_MAX_BATCHES),
+            "signing_secrets": secrets.signing_secrets_prune(now=now),
+        }
     if counts["events"] >= outbox.PRUNE_BATCH_SIZE * outbox.PRUNE_MAX_BATCHES:
         self.apply_async()
     return counts
