@@ -1,6 +1,7 @@
 """The Redis behind CACHE_URL, for what the processes share beside the cache itself: the rate
-limits' counts (core/throttling.py), the receivers' delivery slots (webhooks/sending.py), and
-the deliveries' due queue (webhooks/dispatch.py)."""
+limits' counts (core/throttling.py), the receivers' delivery slots (webhooks/sending.py), the
+prunes' one-at-a-time slots (core/housekeeping.py), and the deliveries' due queue
+(webhooks/dispatch.py)."""
 from __future__ import annotations
 
 from typing import Any

@@ -1,7 +1,6 @@
 """What the apps' hand-written SQL (`jobs/sql.py`, `webhooks/sql.py`) shares: a model's columns,
 its rows read back as model instances, batched deletes, foreign keys checked at each statement,
-a table's estimated size, reads bounded in time, the SQLSTATE an error ended with, and a
-periodic run's lock that keeps a second run of it from running beside it.
+a table's estimated size, reads bounded in time, and the SQLSTATE an error ended with.
 
 Reading a row as the ORM would means applying each column's converters (JSON decoding, SQLite's
 text dates and UUIDs). Django does that in its query compiler; the one call here that reaches
@@ -12,11 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import zlib
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
-from django.db import DatabaseError, connections, transaction
+from django.db import connections, transaction
 from django.db.models import Model, QuerySet
 
 M = TypeVar("M", bound=Model)
@@ -199,33 +197,3 @@ def statements_unbounded(alias: str = "default") -> None:
 def timed_out(exc: BaseException) -> bool:
     """Whether `exc` is a statement PostgreSQL ended for reads_bounded's bounds."""
     return sqlstate(exc) in _TIMED_OUT
-
-
-# The lock space of the runs that want no other run of themselves beside them (run_alone); a
-# space of its own (two-key advisory locks never meet one-key ones, jobs/sql.py's keys').
-_ALONE_LOCK_SPACE = 0x616C6F6E  # "alon"
-
-
-@contextlib.contextmanager
-def run_alone(name: str, alias: str = "default") -> Iterator[bool]:
-    """Whether no other run of `name` is under way in the service (whatever its worker): a
-    session advisory lock of the name's, tried, not waited for, and held until the block ends
-    (PostgreSQL ends it with the session should the worker die). A run that finds one under
-    way has nothing to do. Not on SQLite (embedded mode, one machine): always True there."""
-    connection = connections[alias]
-    if connection.vendor != "postgresql":
-        yield True
-        return
-    key = [_ALONE_LOCK_SPACE, zlib.crc32(name.encode()) % 2**31]
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", key)
-        alone = cursor.fetchone()[0]
-    try:
-        yield alone
-    finally:
-        if alone:
-            try:
-                with connection.cursor() as cursor:
-                    cursor.execute("SELECT pg_advisory_unlock(%s, %s)", key)
-            except DatabaseError:  # the session is gone (the database restarted): the lock with it
-                pass

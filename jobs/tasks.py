@@ -21,7 +21,7 @@ from celery.exceptions import Ignore, Reject, SoftTimeLimitExceeded
 from django.db import DatabaseError, DataError
 from django.utils import timezone
 
-from core.db import run_alone
+from core.housekeeping import run_alone
 from core.logs import first_line
 from core.parsers import storable_text
 from jobs import (
@@ -288,8 +288,9 @@ def jobs_prune(self: Any) -> dict[str, int]:
     One run at a time: a run sent while another is under way (beat's, an hour after a chain began,
     or a second beat's) does nothing and queues nothing, where it began a chain of its own, one
     more each hour, each holding a thread of the deliveries worker until the backlog was gone.
-    The next is queued once this one's lock is let go, so that it finds none."""
-    with run_alone("jobs.prune") as alone:
+    The next is queued once this one's slot is let go, so that it finds none (core/housekeeping.py:
+    with Redis down, both run, as before). The slot's bound: its four kinds' batches."""
+    with run_alone("jobs.prune", batches=4 * retention.PRUNE_MAX_BATCHES) as alone:
         counts = retention.jobs_retention_apply() if alone else {}
     if retention.retention_more_left(counts):
         self.apply_async()

@@ -16,7 +16,7 @@ from django.conf import settings
 from django.db import DatabaseError
 from django.utils import timezone
 
-from core.db import run_alone
+from core.housekeeping import run_alone
 from webhooks import attempts, dispatch, outbox, reschedule, secrets
 
 # An attempt ends by itself within WEBHOOK_TIMEOUT_SECONDS + core.deadlines.SLACK_SECONDS,
@@ -88,8 +88,9 @@ def webhooks_prune(self: Any) -> dict[str, int]:
     next at once, behind what the maintenance queue holds: beat's hourly run alone deleted at most
     100,000 events an hour, so a service that recorded more kept them for good."""
     now = timezone.now()
-    # One run at a time, as jobs.prune (jobs/tasks.py): the next queued once this one's lock is let go.
-    with run_alone("webhooks.prune") as alone:
+    # One run at a time, as jobs.prune (jobs/tasks.py): the next queued once this one's slot is let
+    # go. Its bound: the events' batches, and one for the signing secrets' DELETE.
+    with run_alone("webhooks.prune", batches=outbox.PRUNE_MAX_BATCHES + 1) as alone:
         if not alone:
             return {}
         counts = {

@@ -1,23 +1,30 @@
 """The prunes run one at a time: a run sent while another is under way (beat's hourly one, while a
 chain of runs works through a backlog; a second beat's) does nothing and queues nothing. Before,
 it began a chain of its own beside the first: one more each hour the backlog lasted, each holding
-a thread of the deliveries worker, which also sends the webhooks and runs the sweeper."""
+a thread of the deliveries worker, which also sends the webhooks and runs the sweeper. What keeps
+them apart (a slot in Redis, core/housekeeping.py) never keeps them out for good: a run that never
+let go is in the way for its lease only, and with Redis unreachable every run runs."""
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
 import pytest
+import redis
 from django.db import connection
 from django.utils import timezone
 
+from core import housekeeping
 from core.models import Client
 from core.services import client_create
+from core.slots import Slots
 from jobs import retention, tasks
 from jobs.models import Job
+from tests.conftest import free_port
 from webhooks import outbox
 from webhooks import tasks as webhook_tasks
 from webhooks.models import Delivery, Event
@@ -61,20 +68,29 @@ def _beside_a_chains_run(task: Any, monkeypatch: pytest.MonkeyPatch,
     return ran, queued
 
 
-def test_a_jobs_prune_sent_while_another_runs_starts_no_second_chain(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Given a backlog past retention larger than a run deletes (here 2 batches of 2)
+def _job_backlog(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A backlog past retention larger than a run deletes (here 2 batches of 2): 12 jobs."""
     monkeypatch.setattr(retention, "PRUNE_BATCH_SIZE", 2)
     monkeypatch.setattr(retention, "PRUNE_MAX_BATCHES", 2)
     owner = client_create(name="pruned-alone")
     Job.objects.bulk_create([Job(owner=owner, job_name="api.tasks.hello_world", status=Job.Status.SUCCESS,
                                  created_at=OLD, finished_at=OLD) for _ in range(12)])
 
+
+def _hold_jobs_batch(monkeypatch: pytest.MonkeyPatch) -> Callable[[Callable[[], None]], None]:
     def hold_in_batch(held: Callable[[], None]) -> None:
         counts_lock = retention.job_counts_lock
         monkeypatch.setattr(retention, "job_counts_lock", lambda **kwargs: (counts_lock(**kwargs), held()))
 
+    return hold_in_batch
+
+
+def test_a_jobs_prune_sent_while_another_runs_starts_no_second_chain(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given a backlog past retention larger than a run deletes
+    _job_backlog(monkeypatch)
+
     # When beat's hourly run comes while a run of the chain is under way
-    ran, queued = _beside_a_chains_run(tasks.jobs_prune, monkeypatch, hold_in_batch)
+    ran, queued = _beside_a_chains_run(tasks.jobs_prune, monkeypatch, _hold_jobs_batch(monkeypatch))
 
     # Then it deleted nothing and queued nothing; the chain's run went on and queued its next:
     # one chain, not two
@@ -109,3 +125,60 @@ def test_a_webhooks_prune_sent_while_another_runs_starts_no_second_chain(monkeyp
     assert ran["chain"]["events"] == 4
     assert queued == ["chain"]
     assert Event.objects.count() == 8
+
+
+def test_a_run_that_never_lets_go_is_in_the_way_for_its_lease_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given a run that took the slot and never lets it go (its worker hung or killed mid-batch; its
+    # database connection living on, as a pooler's server connection does, where the advisory
+    # lock stayed held for good, every later run deleting nothing), with a short lease: 4 kinds
+    # of 2 batches at 0.05 s, 0.4 s
+    _job_backlog(monkeypatch)
+    monkeypatch.setattr(housekeeping, "BATCH_SECONDS", 0.05)
+    monkeypatch.setattr(tasks.jobs_prune, "apply_async", lambda *a, **k: None)
+    in_batch, go_on = threading.Event(), threading.Event()
+
+    def held() -> None:
+        if threading.current_thread().name == "stuck":
+            in_batch.set()
+            go_on.wait(30)
+
+    _hold_jobs_batch(monkeypatch)(held)
+
+    def stuck_run() -> None:
+        try:
+            tasks.jobs_prune()
+        finally:
+            connection.close()
+
+    stuck = threading.Thread(target=stuck_run, name="stuck")
+    stuck.start()
+    try:
+        assert in_batch.wait(30)
+        # When a run comes within the lease, and one after it
+        within = tasks.jobs_prune()
+        time.sleep(0.6)
+        after = tasks.jobs_prune()
+    finally:
+        go_on.set()
+        stuck.join(30)
+
+    # Then the first did nothing, and the second pruned what the stuck run did not hold
+    assert within.get("jobs", 0) == 0
+    assert after["jobs"] == 4
+
+
+def test_with_redis_unreachable_every_run_prunes(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given Redis unreachable: nothing to keep the runs apart
+    unreachable = redis.Redis(port=free_port(), socket_connect_timeout=0.2, socket_timeout=0.2)
+    monkeypatch.setattr(housekeeping, "slots", Slots(lambda: unreachable))
+    _job_backlog(monkeypatch)
+
+    # When beat's run comes while a chain's is under way
+    ran, queued = _beside_a_chains_run(tasks.jobs_prune, monkeypatch, _hold_jobs_batch(monkeypatch))
+
+    # Then both pruned, as before the runs were kept apart (each skipping the rows the other
+    # held), and each queued its next: never a prune stopped for want of Redis
+    assert ran["beat"]["jobs"] == 4
+    assert ran["chain"]["jobs"] == 4
+    assert sorted(queued) == ["MainThread", "chain"]
+    assert Job.objects.count() == 4
