@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from core.errors import Conflict, NotFound
 from core.models import Client
-from jobs import dispatch, event_log, leases, sql, telemetry
+from jobs import dispatch, event_log, leases, selectors, sql, telemetry
 from jobs.models import Job, JobCounts, JobResult
 from jobs.registry import job_type_get, job_types_all
 from jobs.shapes import webhook_events_shown
@@ -275,7 +275,7 @@ def job_cancel(*, owner: Client, job_id: uuid.UUID) -> Job:
     with transaction.atomic():
         job = Job.objects.select_for_update().filter(pk=job_id, owner=owner).first()
         if job is None:
-            raise NotFound("No such job.")
+            raise NotFound(selectors.NO_JOB)
         if job.is_final:
             raise Conflict(f"The job is already {job.status}.", code="job_already_final")
         _cancel_locked(job)
