@@ -113,6 +113,8 @@ def step_lease_kept(*, job_id: uuid.UUID) -> Iterator[None]:
             # The lease let go (this connection is sound), so that the task's retry runs the step
             # at once rather than wait for a heartbeat of this run's to go stale.
             Job.objects.filter(pk=job_id).update(step_heartbeat_at=None)
+            logger.warning("Job %s: its running step's heartbeat thread could not start (%s): the step is retried",
+                           job_id, exc)
             raise HeartbeatUnstarted(str(exc)) from exc
         yield
     finally:

@@ -119,7 +119,7 @@ def test_a_wait_for_a_lease_leaves_the_next_runs_database_retries_as_they_were(
 
 
 def test_a_heartbeat_that_cannot_start_runs_the_step_again_rather_than_fail_the_job(
-    transactional_db: Any, monkeypatch: pytest.MonkeyPatch
+    transactional_db: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     # Given a job of one step waiting for its message, in a worker that can start no thread for
     # the step's lease, once (at its limit of processes: "can't start new thread")
@@ -143,3 +143,6 @@ def test_a_heartbeat_that_cannot_start_runs_the_step_again_rather_than_fail_the_
     # where it failed RuntimeError
     job.refresh_from_db()
     assert refused and (job.status, job.error) == (Job.Status.SUCCESS, None)
+    # And the worker's log says why it ran twice
+    assert [record.levelname for record in caplog.records if "heartbeat thread could not start" in record.getMessage()] \
+        == ["WARNING"]
