@@ -252,21 +252,26 @@ def action_apply(
 
     Each row acted on gets an entry `logged` in its admin history, under the staff user's name,
     and the action one INFO line: Django records its own changes and deletions so, but not an
-    action's, so who canceled a job or disabled an endpoint was nowhere to be read."""
+    action's, so who canceled a job or disabled an endpoint was nowhere to be read. Written for
+    the rows changed even when a later row fails (the database gone midway): each row's change
+    is committed as its service returns, and sent again the action finds them done already."""
     applied: list[Any] = []
     conflicts = 0
-    for row in rows:
-        try:
-            service(row)
-            applied.append(row)
-        except Conflict:
-            conflicts += 1
+    try:
+        for row in rows:
+            try:
+                service(row)
+                applied.append(row)
+            except Conflict:
+                conflicts += 1
+    finally:
+        if applied:
+            logger.info("Admin action on %s %s by %s: %s", len(applied), model_admin.opts.verbose_name_plural,
+                        request.user.get_username(), logged)
+            # One INSERT for them all (at most ADMIN_ACTION_MAX_ROWS rows).
+            LogEntry.objects.log_actions(user_id=request.user.pk, queryset=applied, action_flag=CHANGE,
+                                         change_message=logged)
     if applied:
-        # One INSERT for them all (at most ADMIN_ACTION_MAX_ROWS rows).
-        LogEntry.objects.log_actions(user_id=request.user.pk, queryset=applied, action_flag=CHANGE,
-                                     change_message=logged)
-        logger.info("Admin action on %s %s by %s: %s", len(applied), model_admin.opts.verbose_name_plural,
-                    request.user.get_username(), logged)
         model_admin.message_user(request, done.format(count=len(applied)), messages.SUCCESS)
     if conflicts:
         model_admin.message_user(request, refused.format(count=conflicts), messages.WARNING)

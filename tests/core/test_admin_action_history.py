@@ -3,12 +3,16 @@ changes: an entry in each row's history naming the staff user, and one log line 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import pytest
+from django.contrib.admin.models import LogEntry
 from django.contrib.auth.models import User
+from django.db import OperationalError
 from django.test import Client as BrowserClient
 
 from core.services import client_create
+from jobs import admin as jobs_admin
 from jobs.models import Job
 from webhooks.models import Endpoint
 
@@ -38,8 +42,8 @@ def test_a_canceled_jobs_history_names_who_canceled_it(operator: BrowserClient,
     # Then each job canceled says so in its history, with who did it; the finished one, left as
     # it was, says nothing
     for job in queued:
-        history = operator.get(f"/admin/jobs/job/{job.pk}/history/").content.decode()
-        assert "Canceled (admin action)." in history and "night-operator" in history
+        assert "Canceled (admin action)." in operator.get(f"/admin/jobs/job/{job.pk}/history/").content.decode()
+    assert _history(queued) == {(str(job.pk), "night-operator", "Canceled (admin action).") for job in queued}
     assert "Canceled (admin action)." not in operator.get(f"/admin/jobs/job/{finished.pk}/history/").content.decode()
     # And the log has one line for the action
     lines = [r.getMessage() for r in caplog.records if r.name == "core.admin_site"]
@@ -55,4 +59,37 @@ def test_an_endpoint_disabled_from_the_admin_says_by_whom(operator: BrowserClien
     endpoint.refresh_from_db()
     history = operator.get(f"/admin/webhooks/endpoint/{endpoint.pk}/history/").content.decode()
     assert not endpoint.enabled
-    assert "Disabled (admin action)." in history and "night-operator" in history
+    assert "Disabled (admin action)." in history
+    assert _history([endpoint]) == {(str(endpoint.pk), "night-operator", "Disabled (admin action).")}
+
+
+def test_the_jobs_an_action_canceled_before_a_failure_say_so(operator: BrowserClient,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given three queued jobs, and a database that fails the action at its third
+    owner = client_create(name="acme")
+    queued = [Job.objects.create(owner=owner, job_name="api.tasks.hello_world", status=Job.Status.PENDING)
+              for _ in range(3)]
+    cancel = jobs_admin.job_cancel
+
+    def cancel_until_the_third(*, owner: Any, job_id: Any) -> Job:
+        if job_id == queued[2].pk:
+            raise OperationalError("the database went away")
+        return cancel(owner=owner, job_id=job_id)
+
+    monkeypatch.setattr(jobs_admin, "job_cancel", cancel_until_the_third)
+
+    # When an operator cancels the three from the jobs' list
+    with pytest.raises(OperationalError):
+        operator.post("/admin/jobs/job/", {"action": "cancel", "index": 0,
+                                           "_selected_action": [job.pk for job in queued]})
+
+    # Then the two it canceled say so in their history, though the action failed at the third,
+    # where nothing was written (sent again, the action finds them final: never written)
+    canceled = [job for job in queued if Job.objects.get(pk=job.pk).status == Job.Status.REVOKED]
+    assert len(canceled) == 2
+    assert _history(queued) == {(str(job.pk), "night-operator", "Canceled (admin action).") for job in canceled}
+
+
+def _history(rows: list[Any]) -> set[tuple[str, str, str]]:
+    return set(LogEntry.objects.filter(object_id__in=[str(row.pk) for row in rows])
+               .values_list("object_id", "user__username", "change_message"))
