@@ -7,13 +7,17 @@ session lock is taken on one server connection and let go on another, where the 
 so it stayed held on a pooled connection nobody would ever unlock, and every later run found
 itself not alone and deleted nothing, for good. A slot is leased instead, on Redis's clock: one
 whose run died (a worker killed) or overran its bound stops being in the way once its lease
-ends. And with Redis unreachable or not configured (embedded mode) every run is let through, as
-before there was a slot at all: two runs side by side only skip the rows the other holds.
+ends; the dead run's own message, redelivered at once (acks_late), looks again then rather
+than doing nothing (`look_again_after_a_dead_run`), or the chain of runs through a backlog would
+wait for beat's next hourly run. And with Redis unreachable or not configured (embedded mode)
+every run is let through, as before there was a slot at all: two runs side by side only skip
+the rows the other holds.
 """
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from typing import Any
 
 import redis
 
@@ -37,15 +41,34 @@ def _redis() -> redis.Redis | None:
 slots = Slots(_redis, prefix=cache_redis.queue_key("housekeeping-slots:"))
 
 
+def lease_seconds(batches: int) -> float:
+    """How long a run of `batches` batches holds its slot at most (its lease)."""
+    return max(1, batches) * BATCH_SECONDS
+
+
 @contextlib.contextmanager
 def run_alone(name: str, *, batches: int) -> Iterator[bool]:
     """Whether no other run of `name` is under way in the service (whatever its worker): its
     slot, tried, not waited for, held until the block ends and for at most `batches` times
     BATCH_SECONDS (the run's bound). True, with no slot, when Redis cannot be reached: a run
     that finds one under way has nothing to do, and a prune must never stop for want of Redis."""
-    slot = slots.acquire(name, limit=1, lease_seconds=max(1, batches) * BATCH_SECONDS)
+    slot = slots.acquire(name, limit=1, lease_seconds=lease_seconds(batches))
     try:
         yield slot is not None
     finally:
         if slot is not None:
             slot.release()
+
+
+def look_again_after_a_dead_run(task: Any, *, batches: int) -> bool:
+    """For a run of `task` that found its slot held: whether it queued a run of its own for once
+    the holder's lease (`batches` batches) has surely run out. Only a redelivered message does:
+    it is most likely the run that holds the slot, its worker killed mid-run (a deploy's SIGKILL
+    after the grace period), brought back by the broker within seconds, and it was that run's to
+    queue the next. Returning nothing cut the chain through a backlog until beat's next hourly
+    run. A message never delivered before (beat's, or a chain's) still does nothing: the run
+    under way queues the next itself."""
+    if not (task.request.delivery_info or {}).get("redelivered"):
+        return False
+    task.apply_async(countdown=lease_seconds(batches))
+    return True

@@ -21,7 +21,7 @@ from celery.exceptions import Ignore, Reject, SoftTimeLimitExceeded
 from django.db import DatabaseError, DataError
 from django.utils import timezone
 
-from core.housekeeping import run_alone
+from core.housekeeping import look_again_after_a_dead_run, run_alone
 from core.logs import first_line
 from core.parsers import storable_text
 from jobs import (
@@ -289,9 +289,14 @@ def jobs_prune(self: Any) -> dict[str, int]:
     or a second beat's) does nothing and queues nothing, where it began a chain of its own, one
     more each hour, each holding a thread of the deliveries worker until the backlog was gone.
     The next is queued once this one's slot is let go, so that it finds none (core/housekeeping.py:
-    with Redis down, both run, as before). The slot's bound: its four kinds' batches."""
-    with run_alone("jobs.prune", batches=4 * retention.PRUNE_MAX_BATCHES) as alone:
+    with Redis down, both run, as before). The slot's bound: its four kinds' batches. A
+    redelivered run that finds the slot held (its own, its worker killed) looks again once the
+    lease has run out, rather than cut the chain until beat's next run."""
+    batches = 4 * retention.PRUNE_MAX_BATCHES
+    with run_alone("jobs.prune", batches=batches) as alone:
         counts = retention.jobs_retention_apply() if alone else {}
-    if retention.retention_more_left(counts):
+    if not alone:
+        look_again_after_a_dead_run(self, batches=batches)
+    elif retention.retention_more_left(counts):
         self.apply_async()
     return counts

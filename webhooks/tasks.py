@@ -16,7 +16,7 @@ from django.conf import settings
 from django.db import DatabaseError
 from django.utils import timezone
 
-from core.housekeeping import run_alone
+from core.housekeeping import look_again_after_a_dead_run, run_alone
 from webhooks import attempts, dispatch, outbox, reschedule, secrets
 
 # An attempt ends by itself within WEBHOOK_TIMEOUT_SECONDS + core.deadlines.SLACK_SECONDS,
@@ -89,9 +89,12 @@ def webhooks_prune(self: Any) -> dict[str, int]:
     100,000 events an hour, so a service that recorded more kept them for good."""
     now = timezone.now()
     # One run at a time, as jobs.prune (jobs/tasks.py): the next queued once this one's slot is let
-    # go. Its bound: the events' batches, and one for the signing secrets' DELETE.
-    with run_alone("webhooks.prune", batches=outbox.PRUNE_MAX_BATCHES + 1) as alone:
+    # go. Its bound: the events' batches, and one for the signing secrets' DELETE. A redelivered
+    # run that finds the slot held (its own, its worker killed) looks again once the lease is out.
+    batches = outbox.PRUNE_MAX_BATCHES + 1
+    with run_alone("webhooks.prune", batches=batches) as alone:
         if not alone:
+            look_again_after_a_dead_run(self, batches=batches)
             return {}
         counts = {
             "events": outbox.events_prune(older_than=now - timedelta(days=settings.WEBHOOK_EVENT_RETENTION_DAYS),

@@ -3,7 +3,8 @@ chain of runs works through a backlog; a second beat's) does nothing and queues 
 it began a chain of its own beside the first: one more each hour the backlog lasted, each holding
 a thread of the deliveries worker, which also sends the webhooks and runs the sweeper. What keeps
 them apart (a slot in Redis, core/housekeeping.py) never keeps them out for good: a run that never
-let go is in the way for its lease only, and with Redis unreachable every run runs."""
+let go is in the way for its lease only (its message, redelivered, looks again once the lease is
+out: the chain goes on), and with Redis unreachable every run runs."""
 from __future__ import annotations
 
 import threading
@@ -182,3 +183,41 @@ def test_with_redis_unreachable_every_run_prunes(monkeypatch: pytest.MonkeyPatch
     assert ran["chain"]["jobs"] == 4
     assert sorted(queued) == ["MainThread", "chain"]
     assert Job.objects.count() == 4
+
+
+@pytest.mark.parametrize(("task", "batches"), [
+    (tasks.jobs_prune, lambda: 4 * retention.PRUNE_MAX_BATCHES),
+    (webhook_tasks.webhooks_prune, lambda: outbox.PRUNE_MAX_BATCHES + 1),
+], ids=["jobs", "webhooks"])
+@pytest.mark.parametrize("redelivered", [True, False], ids=["redelivered", "first-delivery"])
+def test_a_dead_runs_redelivered_message_looks_again_once_its_lease_is_out(
+    task: Any, batches: Callable[[], int], redelivered: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a backlog past the cap, and the slot held by a run whose worker was killed (taken,
+    # never let go)
+    _job_backlog(monkeypatch)
+    monkeypatch.setattr(outbox, "PRUNE_BATCH_SIZE", 2)
+    monkeypatch.setattr(outbox, "PRUNE_MAX_BATCHES", 2)
+    owner = client_create(name="pruned-after-a-dead-run")
+    for _ in range(6):
+        _delivered_event(owner)
+    queued: list[dict[str, Any]] = []
+    monkeypatch.setattr(task, "apply_async", lambda *a, **k: queued.append(k))
+    dead = housekeeping.slots.acquire(task.name, limit=1, lease_seconds=housekeeping.lease_seconds(batches()))
+    assert dead is not None
+
+    # When the run's message comes back (redelivered, as acks_late does on a worker lost), or
+    # another run's comes for the first time (beat's)
+    task.push_request(id=str(uuid.uuid4()), args=(), kwargs={}, called_directly=False, is_eager=False,
+                      delivery_info={"redelivered": redelivered})
+    try:
+        ran = task.run()
+    finally:
+        task.pop_request()
+        dead.release()
+
+    # Then neither pruned; the redelivered one queued a run for once the dead run's lease is out,
+    # which carries the chain on; beat's queued nothing (the run under way queues the next)
+    assert ran == {}
+    assert Job.objects.count() == 12 and Event.objects.count() == 6
+    assert queued == ([{"countdown": housekeeping.lease_seconds(batches())}] if redelivered else [])
