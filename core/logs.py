@@ -157,7 +157,7 @@ def _shown(arg: object) -> object:
     """A log line's argument as the filter lets it through: a database error its first line only,
     one in a list, tuple or set too, whose text is each item's repr (the error's whole text). One
     level deep: a container holding itself cannot make a filter recurse, and raise, in a call."""
-    if isinstance(arg, list | tuple | set | frozenset) and type(arg) in (list, tuple, set, frozenset):  # not a namedtuple
+    if type(arg) in (list, tuple, set, frozenset):  # exactly: a namedtuple's repr and constructor differ
         return type(arg)(_shown(item) if isinstance(item, DatabaseError) else item for item in arg)
     return _first_line_only(arg) if isinstance(arg, DatabaseError) else arg
 
