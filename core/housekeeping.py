@@ -10,8 +10,8 @@ whose run died (a worker killed) or overran its bound stops being in the way onc
 ends; the dead run's own message, redelivered at once (acks_late), looks again then rather
 than doing nothing (`look_again_after_a_dead_run`), or the chain of runs through a backlog would
 wait for beat's next hourly run. And with Redis unreachable or not configured (embedded mode)
-every run is let through, as before there was a slot at all: two runs side by side only skip
-the rows the other holds.
+every run is let through, as before there was a slot at all: two runs side by side skip the
+rows the other holds, and take turns on an owner's count row, a batch at a time.
 """
 from __future__ import annotations
 

@@ -18,6 +18,8 @@ import pytest
 import redis
 from django.db import connection
 from django.utils import timezone
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from core import housekeeping
 from core.models import Client
@@ -129,60 +131,46 @@ def test_a_webhooks_prune_sent_while_another_runs_starts_no_second_chain(monkeyp
 
 
 def test_a_run_that_never_lets_go_is_in_the_way_for_its_lease_only(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Given a run that took the slot and never lets it go (its worker hung or killed mid-batch; its
-    # database connection living on, as a pooler's server connection does, where the advisory
-    # lock stayed held for good, every later run deleting nothing), with a short lease: 4 kinds
-    # of 2 batches at 0.05 s, 0.4 s
+    # Given a run that took the slot and never lets it go (its worker hung or killed mid-run),
+    # with a short lease: 4 kinds of 2 batches at 0.05 s, 0.4 s
     _job_backlog(monkeypatch)
     monkeypatch.setattr(housekeeping, "BATCH_SECONDS", 0.05)
     monkeypatch.setattr(tasks.jobs_prune, "apply_async", lambda *a, **k: None)
-    in_batch, go_on = threading.Event(), threading.Event()
-
-    def held() -> None:
-        if threading.current_thread().name == "stuck":
-            in_batch.set()
-            go_on.wait(30)
-
-    _hold_jobs_batch(monkeypatch)(held)
-
-    def stuck_run() -> None:
-        try:
-            tasks.jobs_prune()
-        finally:
-            connection.close()
-
-    stuck = threading.Thread(target=stuck_run, name="stuck")
-    stuck.start()
+    dead = housekeeping.slots.acquire("jobs.prune", limit=1,
+                                      lease_seconds=housekeeping.lease_seconds(4 * retention.PRUNE_MAX_BATCHES))
+    assert dead is not None
     try:
-        assert in_batch.wait(30)
         # When a run comes within the lease, and one after it
         within = tasks.jobs_prune()
         time.sleep(0.6)
         after = tasks.jobs_prune()
     finally:
-        go_on.set()
-        stuck.join(30)
+        dead.release()
 
-    # Then the first did nothing, and the second pruned what the stuck run did not hold
+    # Then the first did nothing, and the second pruned, as a run does (2 batches of 2)
     assert within.get("jobs", 0) == 0
     assert after["jobs"] == 4
 
 
 def test_with_redis_unreachable_every_run_prunes(monkeypatch: pytest.MonkeyPatch) -> None:
     # Given Redis unreachable: nothing to keep the runs apart
-    unreachable = redis.Redis(port=free_port(), socket_connect_timeout=0.2, socket_timeout=0.2)
+    unreachable = redis.Redis(port=free_port(), socket_connect_timeout=0.2, socket_timeout=0.2,
+                              retry=Retry(NoBackoff(), 0))  # refused at once, not after redis-py's retries
     monkeypatch.setattr(housekeeping, "slots", Slots(lambda: unreachable))
     _job_backlog(monkeypatch)
+    queued: list[dict[str, Any]] = []
+    monkeypatch.setattr(tasks.jobs_prune, "apply_async", lambda *a, **k: queued.append(k))
 
-    # When beat's run comes while a chain's is under way
-    ran, queued = _beside_a_chains_run(tasks.jobs_prune, monkeypatch, _hold_jobs_batch(monkeypatch))
+    # When a run comes while another is under way (its slot taken, as far as it could be)
+    with housekeeping.run_alone("jobs.prune", batches=1) as under_way:
+        ran = tasks.jobs_prune()
 
-    # Then both pruned, as before the runs were kept apart (each skipping the rows the other
-    # held), and each queued its next: never a prune stopped for want of Redis
-    assert ran["beat"]["jobs"] == 4
-    assert ran["chain"]["jobs"] == 4
-    assert sorted(queued) == ["MainThread", "chain"]
-    assert Job.objects.count() == 4
+    # Then it pruned and queued its next, as before the runs were kept apart: never a prune
+    # stopped for want of Redis (with Redis, it would have done nothing beside the other)
+    assert under_way
+    assert ran["jobs"] == 4
+    assert queued == [{}]
+    assert Job.objects.count() == 8
 
 
 @pytest.mark.parametrize(("task", "batches"), [
