@@ -19,6 +19,7 @@ import pytest
 import redis
 import yaml
 from django.conf import settings
+from django.utils import timezone
 
 from console import selectors
 from console.selectors import queues, workers_seen
@@ -82,8 +83,12 @@ def worker_running_a_job(tmp_path: Path, *, soft_seconds: int, job_seconds: int,
     name = f"jobs_long-{uuid.uuid4().hex[:6]}"
     env = script_env(prefix, tmp_path / "data", QUEUES="jobs_long", WORKER_NAME=name, WORKER_PROCESSES="1",
                      WORKER_SOFT_SHUTDOWN_SECONDS=str(soft_seconds), METRICS_ENABLED="false", **extra_env)
+    # Handed to the broker as a submission hands it (dispatched_at): else, while the worker
+    # starts, the suite's beat took it for one the broker refused and its worker ran it, and this
+    # one's message found it running (its lease) and ended at once
     job = Job.objects.create(owner=client_create(name=f"stop-{uuid.uuid4().hex[:6]}"),
-                             job_name="api.tasks.long_running_task", payload={"duration": job_seconds})
+                             job_name="api.tasks.long_running_task", payload={"duration": job_seconds},
+                             dispatched_at=timezone.now())
     app = probe_app(prefix)
     stopping = Stopping(worker=start("worker", env, tmp_path), hostname=f"{name}@{os.uname().nodename}", env=env,
                         prefix=prefix, job=job, stop_signal=getattr(signal, service.get("stop_signal", "SIGTERM")))
