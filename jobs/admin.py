@@ -39,6 +39,8 @@ class JobAdmin(DjangoObjectActions, CountedDeletionAdmin, LargeTableAdmin):
     uuid_search_fields = ("id",)
     readonly_fields = [f.name for f in Job._meta.fields]
     list_select_related = ("owner",)
+    # Its JSON columns, which the list shows none of (core/admin_site.py LargeTableAdmin).
+    list_deferred = ("payload", "result", "step_input", "progress", "error", "metadata")
     actions = ("cancel",)
     change_actions = ("cancel",)
     deletion_listed_fields = ("id", "job_name", "status")
@@ -74,7 +76,10 @@ class JobResultAdmin(LargeTableAdmin):
     search_fields = ("job__id", "owner__name")
     uuid_search_fields = ("job_id",)
     readonly_fields = [f.name for f in JobResult._meta.fields]
-    list_select_related = ("owner",)
+    # Its job, named in a column, read with the list rather than a query a row, without its
+    # JSON columns.
+    list_select_related = ("owner", "job")
+    list_deferred = ("result", *(f"job__{name}" for name in JobAdmin.list_deferred))
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # a result comes from its job

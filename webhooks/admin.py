@@ -65,6 +65,7 @@ class DeliveryAdmin(DjangoObjectActions, ReadOnlyAdmin, LargeTableAdmin):
     search_fields = ["subject_id", "event__message_id", "url"]
     uuid_search_fields = ("subject_id",)
     list_select_related = ["event"]
+    list_deferred = ("event__body",)
     inlines = [DeliveryAttemptInline]
     actions = ["redeliver"]
     change_actions = ["redeliver"]
@@ -100,6 +101,7 @@ class EventAdmin(ReadOnlyAdmin, LargeTableAdmin):
     list_filter = [known_values_filter("event_type", "event type", lambda: list(ENDPOINT_EVENT_TYPES))]
     search_fields = ["message_id", "subject_id"]
     uuid_search_fields = ("subject_id",)
+    list_deferred = ("body",)
     exclude = ["body"]
     readonly_fields = ["body_text"]
 
