@@ -1,12 +1,19 @@
-"""List filters every app's lists share."""
+"""List filters every app's lists share, and the one reading of a list's query string."""
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
+from typing import Any
 
 import django_filters
 from django import forms
+from django.db.models import QuerySet
 from django.forms.utils import from_current_timezone
+from rest_framework.pagination import CursorPagination
+from rest_framework.request import Request
+from rest_framework.settings import api_settings
 
+from core.errors import ApplicationError
 from core.timestamps import timestamp_parse
 
 
@@ -30,3 +37,40 @@ class UtcIsoDateTimeField(django_filters.fields.IsoDateTimeField):
 
 class UtcIsoDateTimeFilter(django_filters.IsoDateTimeFilter):
     field_class = UtcIsoDateTimeField
+
+
+def query_filtered(
+    filterset_class: type[django_filters.FilterSet],
+    request: Request,
+    queryset: QuerySet[Any],
+    *,
+    pagination: type[CursorPagination],
+    read_elsewhere: Mapping[str, Callable[[str], bool]] | None = None,
+) -> QuerySet[Any]:
+    """`queryset` filtered by the query string, or 400 `invalid_filter` naming each parameter the
+    list does not take, or that is given more than once, and each filter's invalid value.
+
+    django-filter ignores a name it does not know and reads the last of a repeated one: a
+    misspelt filter (`stauts=FAILURE`), or another list's (`subject_id=` for `job=`), answered the
+    client's every row as though all matched, and a script acting on "the failed jobs" acted on
+    all of them. The list takes the filter set's names, its paginator's, DRF's `format`, and those
+    `read_elsewhere` accepts (keyed by how the answer shows them, e.g. `metadata[<key>]`), whose
+    reader checks their form and repeats itself."""
+    elsewhere = read_elsewhere or {}
+    taken = [*filterset_class.base_filters, pagination.cursor_query_param, pagination.page_size_query_param]
+    if api_settings.URL_FORMAT_OVERRIDE:  # DRF's content negotiation reads it (`?format=json`)
+        taken.append(api_settings.URL_FORMAT_OVERRIDE)
+    problems = {}
+    for name, values in request.query_params.lists():
+        if any(accepts(name) for accepts in elsewhere.values()):
+            continue
+        if name not in taken:
+            problems[name] = [f"Not a parameter of this list; it takes {', '.join([*taken, *elsewhere])}."]
+        elif len(values) > 1:
+            problems[name] = ["Given more than once; give it once: only one value is used."]
+    if problems:
+        raise ApplicationError("Invalid filter; see details.", code="invalid_filter", details=problems)
+    filterset = filterset_class(request.query_params, queryset=queryset, request=request)
+    if not filterset.is_valid():
+        raise ApplicationError("Invalid filter; see details.", code="invalid_filter", details=filterset.errors)
+    return filterset.qs

@@ -14,6 +14,7 @@ from rest_framework.views import APIView
 
 from core.auth import client_writes
 from core.errors import ApplicationError
+from core.filters import query_filtered
 from core.pagination import NewestFirstCursorPagination
 from jobs import idempotency, inputs, selectors, submission, transitions, waiting
 from jobs.metadata_pages import job_list_with_metadata
@@ -63,15 +64,6 @@ def _paginated(
     paginator = pagination()
     page = paginator.paginate_queryset(queryset, request, view=view)
     return paginator.get_paginated_response(serializer(page, many=True).data)
-
-
-def _filtered(filterset_class: Any, request: Request, queryset: Any) -> Any:
-    filterset = filterset_class(request.query_params, queryset=queryset)
-    if not filterset.is_valid():
-        raise ApplicationError(
-            "Invalid filter; see details.", code="invalid_filter", details=filterset.errors
-        )
-    return filterset.qs
 
 
 def _accepted(job: Job, headers: dict[str, str] | None = None) -> Response:
@@ -130,7 +122,10 @@ class JobListCreateApi(APIView):
 
     def get(self, request: Request) -> Response:
         jobs = selectors.job_list(owner=request.user, inline_max_bytes=settings.API_LIST_INLINE_MAX_BYTES)
-        jobs = _filtered(selectors.JobFilter, request, jobs)
+        jobs = query_filtered(
+            selectors.JobFilter, request, jobs, pagination=NewestFirstCursorPagination,
+            read_elsewhere={"metadata[<key>]": inputs.metadata_parameter},
+        )
         jobs = job_list_with_metadata(jobs, inputs.metadata_filters(request), owner=request.user)
         return _paginated(request, self, jobs, JobListItemSerializer)
 
@@ -228,7 +223,7 @@ class JobTypeListApi(APIView):
 class ResultListApi(APIView):
     def get(self, request: Request) -> Response:
         results = selectors.result_list(owner=request.user, inline_max_bytes=settings.API_LIST_INLINE_MAX_BYTES)
-        results = _filtered(selectors.JobResultFilter, request, results)
+        results = query_filtered(selectors.JobResultFilter, request, results, pagination=NewestFirstCursorPagination)
         return _paginated(request, self, results, JobResultListItemSerializer)
 
 

@@ -172,6 +172,11 @@ def batch_size(request: Request) -> int:
     return max(1, len(jobs))
 
 
+def metadata_parameter(name: str) -> bool:
+    """Whether a query parameter is metadata_filters' to read (and to refuse, if malformed)."""
+    return name.startswith("metadata")
+
+
 def metadata_filters(request: Request) -> dict[str, str]:
     """The list's `metadata[<key>]=<value>` filters; 400 `invalid_filter` for any other parameter
     named `metadata...` (`metadata.team`, `metadata[]`, `metadata`) and for a key given twice.
@@ -181,7 +186,7 @@ def metadata_filters(request: Request) -> dict[str, str]:
     alone."""
     filters = {}
     for name, values in request.query_params.lists():
-        if not name.startswith("metadata"):
+        if not metadata_parameter(name):
             continue
         match = _METADATA_PARAMETER.match(name)
         if match is None:

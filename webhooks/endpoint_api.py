@@ -17,9 +17,9 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.auth import client_writes
-from core.errors import ApplicationError, NotFound
+from core.errors import NotFound
 from core.fields import JsonFloatField, TimestampField
-from core.filters import UtcIsoDateTimeFilter
+from core.filters import UtcIsoDateTimeFilter, query_filtered
 from core.pagination import NewestFirstCursorPagination
 from webhooks import endpoints, secrets, selectors, shapes
 from webhooks.api import (
@@ -285,9 +285,7 @@ class DeliveryListApi(APIView):
 
     def get(self, request: Request) -> Response:
         deliveries = selectors.deliveries_of_owner(owner_id=request.user.pk)
-        filterset = DeliveryFilter(request.query_params, queryset=deliveries, request=request)
-        if not filterset.is_valid():
-            raise ApplicationError("Invalid filter; see details.", code="invalid_filter", details=filterset.errors)
+        deliveries = query_filtered(DeliveryFilter, request, deliveries, pagination=DeliveryPagination)
         paginator = DeliveryPagination()
-        page = paginator.paginate_queryset(filterset.qs, request, view=self)
+        page = paginator.paginate_queryset(deliveries, request, view=self)
         return paginator.get_paginated_response(DeliverySerializer(page, many=True).data)
