@@ -85,8 +85,8 @@ ERROR_CODES: dict[str, ErrorCode] = {
         "is not a duration (`90`, `90s`, `5m`, `1h`) of more than zero, or ends after year 9999.", _FIX,
     ),
     "invalid_filter": ErrorCode(
-        400, "A list's filter value is invalid (a date out of range, an unknown `status`, ...); `details` "
-        "names the filter.", _FIX,
+        400, "A list's filter value is invalid (a date out of range, an unknown `status`, ...), or the "
+        "query names a parameter the list does not take or gives one twice; `details` names each.", _FIX,
     ),
     "invalid_cursor": ErrorCode(
         400, "`cursor` is none this list issued (altered, cut short, or another list's).",

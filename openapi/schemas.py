@@ -61,7 +61,7 @@ _ERRORS: dict[int, tuple[str, list[OpenApiExample]]] = {
         "`malformed_json`, `invalid_json` (JSON that cannot be stored: a U+0000 character or "
         "a lone surrogate such as `\\ud800`), "
         "`json_too_deep`, `invalid_callback_url`, `invalid_filter` (a filter's value, e.g. a "
-        "date out of range), `invalid_cursor` (a cursor this list did not issue), "
+        "date out of range; a parameter the list does not take, or one given twice), `invalid_cursor` (a cursor this list did not issue), "
         "`invalid_parameter` (e.g. `page_size`), `invalid_header` (e.g. `Idempotency-Key`), "
         "`missing_parameter`, `bad_request` (e.g. an invalid Content-Length).",
         [
@@ -162,7 +162,8 @@ def error_responses(
 LIST_400: dict[int, tuple[str, OpenApiExample]] = {
     400: (
         "The query is invalid. Codes: `invalid_filter` (a filter's value, e.g. a date out of "
-        "range), `invalid_cursor` (a cursor this list did not issue: altered, or from another "
+        "range; a parameter this list does not take, e.g. a misspelt filter, or any of its "
+        "parameters given twice: refused, never ignored), `invalid_cursor` (a cursor this list did not issue: altered, or from another "
         "list), `invalid_parameter` (`page_size` not a whole number of at least 1).",
         error_example(
             400,
