@@ -60,14 +60,14 @@ def query_filtered(
     taken = [*filterset_class.base_filters, pagination.cursor_query_param, pagination.page_size_query_param]
     if api_settings.URL_FORMAT_OVERRIDE:  # DRF's content negotiation reads it (`?format=json`)
         taken.append(api_settings.URL_FORMAT_OVERRIDE)
-    problems = {}
+    problems: dict[str, list[str]] = {}
     for name, values in request.query_params.lists():
         if any(accepts(name) for accepts in elsewhere.values()):
             continue
         if name not in taken:
             problems[name] = [f"Not a parameter of this list; it takes {', '.join([*taken, *elsewhere])}."]
         elif len(values) > 1:
-            problems[name] = ["Given more than once; give it once: only one value is used."]
+            problems[name] = ["Given more than once; the list reads one value of it."]
     if problems:
         raise ApplicationError("Invalid filter; see details.", code="invalid_filter", details=problems)
     filterset = filterset_class(request.query_params, queryset=queryset, request=request)
