@@ -9,6 +9,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.db import transaction
 from django.utils import timezone
 from kombu import Producer
 
@@ -94,16 +95,20 @@ def test_the_sweepers_publishes_carry_each_jobs_own_request_id(
                        json={"job_name": "api.tasks.hello_world", "payload": {}}).json()["id"]
         for name, request_id in requests.items()
     }
-    Job.objects.filter(pk=jobs["refused"]).update(dispatched_at=None)
-    Job.objects.filter(pk=jobs["lost"]).update(dispatched_at=timezone.now() - timedelta(days=1))
     assert transitions.job_start(job_id=uuid.UUID(jobs["step"])) is not None
     assert hand_overs.job_step_hand_over(job_id=uuid.UUID(jobs["step"]), step=1, step_input=None,
                                           dispatched_at=timezone.now())
-    Job.objects.filter(pk=jobs["step"]).update(dispatched_at=None)
 
-    # When the sweeper runs, in a task's context of its own (none: it is no request's)
+    # When the sweeper runs, in a task's context of its own (none: it is no request's), in the
+    # transaction that made the three wait for it and holds their rows: the suite's beat sweeps
+    # every second, and a sweep of its own published a job between this test's setup and its
+    # sweep (a step at once, the others once past their grace), to its broker, not here. Its
+    # claims skip the rows locked; its release of lost messages waits, then finds them published.
     published.clear()
-    with logs.bound(request_id=None, client=None):
+    with logs.bound(request_id=None, client=None), transaction.atomic():
+        assert len(Job.objects.select_for_update().filter(pk__in=jobs.values())) == 3
+        Job.objects.filter(pk__in=[jobs["refused"], jobs["step"]]).update(dispatched_at=None)
+        Job.objects.filter(pk=jobs["lost"]).update(dispatched_at=timezone.now() - timedelta(days=1))
         tasks.jobs_dispatch_sweep()
 
     # Then each job was published with its own request's id
