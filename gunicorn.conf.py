@@ -171,7 +171,7 @@ def post_worker_init(worker: object) -> None:
     # Imported here, where the application is loaded: importing `core` in the master would load
     # the Celery app there (core/__init__.py), which would then write metrics files of its own.
     from core.log_volume import InvalidRequests, StreamWriteEnded
-    from core.logs import DatabaseErrorFirstLine
+    from core.log_database_errors import DatabaseErrorFirstLine
 
     threading.Thread(target=_stop_waiters_when_stopping, args=(worker,), name="stop-watch", daemon=True).start()
     worker.log.error_log.addFilter(StreamWriteEnded())  # type: ignore[attr-defined]

@@ -26,7 +26,7 @@ from console.counted import Counted
 from core import metrics
 from core.db import timed_out
 from core.health import unreachable
-from core.logs import first_line
+from core.log_database_errors import first_line
 from jobs.models import Job
 from jobs.registry import job_types_all
 from jobs.telemetry import MODEL_BUDGET_CHECKS

@@ -31,7 +31,8 @@ from django.db import DatabaseError, connection
 from django.utils import timezone
 
 from console import services
-from core import log_volume, logs
+from core import log_volume
+from core.log_database_errors import first_line
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +85,7 @@ def _beat(*, hostname: str, queues: list[str], concurrency: int, started_at: dat
                 services.worker_seen(hostname=hostname, queues=queues, concurrency=concurrency, pid=os.getpid(),
                                      started_at=started_at)
             except DatabaseError as exc:
-                _unrecorded.warning("Could not record the heartbeat of %s: %s", hostname, logs.first_line(exc))
+                _unrecorded.warning("Could not record the heartbeat of %s: %s", hostname, first_line(exc))
             finally:
                 # No connection is left open between beats: a pool process forked meanwhile would
                 # inherit its socket, and closing its copy would end the server's session.

@@ -23,7 +23,7 @@ from core import metrics
 from core.db import timed_out
 from core.errors import error_body, handler404
 from core.health import unreachable
-from core.logs import first_line
+from core.log_database_errors import first_line
 from core.outage_page import outage_answer
 from jobs.registry import job_type_known, job_types_all
 

@@ -13,7 +13,8 @@ from typing import Any
 
 from celery.beat import PersistentScheduler, ScheduleEntry
 
-from core import log_volume, logs
+from core import log_volume
+from core.log_database_errors import first_line
 
 logger = logging.getLogger(__name__)
 
@@ -32,4 +33,4 @@ class Scheduler(PersistentScheduler):
             self.apply_async(entry, producer=producer, advance=False)
         except Exception as exc:  # noqa: BLE001 (the broker's client raises many types; each means "not sent")
             unsent = self._unsent.setdefault(entry.name, log_volume.Occasional(logger))
-            unsent.warning("Could not send periodic task %s: %s", entry.name, logs.first_line(exc))
+            unsent.warning("Could not send periodic task %s: %s", entry.name, first_line(exc))

@@ -24,7 +24,7 @@ from kombu.transport import filesystem, redis, virtual
 from kombu.utils.encoding import bytes_to_str, str_to_bytes
 from kombu.utils.json import dumps, loads
 
-from core.logs import first_line
+from core.log_database_errors import first_line
 
 logger = logging.getLogger(__name__)
 

@@ -25,8 +25,8 @@ from kombu import Connection
 
 from core.broker import FilesystemTransport
 from core.connections import connections_released, connections_reused
+from core.log_database_errors import first_line
 from core.logs import (
-    first_line,
     task_context_bind,
     task_context_clear,
     task_context_publish,

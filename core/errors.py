@@ -18,7 +18,7 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 
 from core.db import LOCK_NOT_AVAILABLE, QUERY_CANCELED, sqlstate
-from core.logs import first_line
+from core.log_database_errors import first_line
 from core.ratelimit import ceiling_seconds
 
 logger = logging.getLogger(__name__)

@@ -21,7 +21,7 @@ from core.celery import app, broker_connection_ensure
 from core.concurrency import turn_released
 from core.connections import hung_up_after
 from core.errors import error_body
-from core.logs import first_line
+from core.log_database_errors import first_line
 
 logger = logging.getLogger(__name__)
 

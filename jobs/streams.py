@@ -26,7 +26,7 @@ from django.db.models import QuerySet
 from core import logs
 from core.concurrency import turn_taken
 from core.errors import outage_of
-from core.logs import first_line
+from core.log_database_errors import first_line
 from jobs import event_log
 from jobs.models import FINAL_WEBHOOK_EVENTS, Job, JobEvent
 from jobs.waiting import idle, waiter_release

@@ -22,7 +22,7 @@ from django.db import DatabaseError, DataError
 from django.utils import timezone
 
 from core.housekeeping import look_again_after_a_dead_run, run_alone
-from core.logs import first_line
+from core.log_database_errors import first_line
 from core.parsers import storable_text
 from jobs import (
     abandoned,

@@ -472,7 +472,7 @@ def test_a_stream_failing_after_its_headers_went_out_is_logged_with_its_request_
 
     # Then gunicorn's ERROR for it, the one line of the log, names the stream's X-Request-ID (before,
     # none), and its traceback says of the database's error its first line only, as the
-    # application's lines do (core.logs.DatabaseErrorFirstLine): not the statement it quotes
+    # application's lines do (core.log_database_errors.DatabaseErrorFirstLine): not the statement it quotes
     request_id = stream.headers["X-Request-ID"]
     assert NEW_REQUEST_ID.fullmatch(request_id), stream.headers
     log = log_path.read_text()
