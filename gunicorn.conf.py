@@ -170,8 +170,8 @@ def post_worker_init(worker: object) -> None:
     request then takes 3-6 % less CPU (blocks alternating in one process, docs/benchmarks.md)."""
     # Imported here, where the application is loaded: importing `core` in the master would load
     # the Celery app there (core/__init__.py), which would then write metrics files of its own.
-    from core.log_volume import InvalidRequests, StreamWriteEnded
     from core.log_database_errors import DatabaseErrorFirstLine
+    from core.log_volume import InvalidRequests, StreamWriteEnded
 
     threading.Thread(target=_stop_waiters_when_stopping, args=(worker,), name="stop-watch", daemon=True).start()
     worker.log.error_log.addFilter(StreamWriteEnded())  # type: ignore[attr-defined]
