@@ -1,13 +1,15 @@
-"""A database error in the log as its first line only: PostgreSQL's DETAIL and CONTEXT quote the
-values it refused (a key, a job's output: a client's data). The filter is core/logs.py's
-LOGGING's, on every line, and gunicorn.conf.py's.
+"""A database error in the log as its first line only, wherever a line carries it: PostgreSQL's
+DETAIL and CONTEXT quote the values it refused (a key, a job's output: a client's data). The
+filter is core/logs.py's LOGGING's, on every line, and gunicorn.conf.py's.
 """
 from __future__ import annotations
 
 import logging
 import re
 import traceback
+import uuid
 from collections.abc import Mapping
+from typing import Any
 
 import psycopg2
 from django.db import DatabaseError, DataError
@@ -57,27 +59,44 @@ def _input_redacted(message: str) -> str:
     return message[:first] + '"…"' + message[last + 1:] if last > first else message[:first] + '"…"'
 
 
+# The containers whose text is each item's repr (a database error's whole text), by exact type: a
+# namedtuple's repr and constructor differ, and a subclass's may be anything.
+_CONTAINERS = frozenset({list, tuple, set, frozenset, dict})
+# How many containers deep an argument is searched (a dict in a list in a tuple, and one more): a
+# container holding itself cannot make the filter recurse, and raise, in a call.
+_NESTED = 4
+# How many links of an exception's chain are followed (`raise ... from`, or raised in an except).
+_CHAINED = 16
+# The types of a line's usual arguments (ids, numbers, text), which hold no error: a line of
+# only these costs one look at the types, not a copy of its arguments.
+_PLAIN = frozenset({str, int, float, bool, type(None), uuid.UUID})
+
+
 class DatabaseErrorFirstLine(logging.Filter):
     """A line's database error (a logger.exception's, Celery's ERROR for a task that failed for
     good, "Task ... raised unexpected: ..."): its first line, at the end of its traceback, which
     still says where it was raised, and in Celery's message. PostgreSQL's DETAIL and CONTEXT
     quote the values it refused (a key, a job's output: a client's data), and its chained
     causes repeat them; the retries before it are logged with the first line only
-    (core/celery.py). A database error among a line's arguments too (positional or named), which
-    Celery writes with %r in a few lines of its own."""
+    (core/celery.py). One the traceback's exception was raised from, or while handling, too
+    (`raise ... from`: a task's, a view's whose 500 Django logs), which the traceback writes
+    whole above it. A database error among a line's arguments too (positional or named, in a
+    list, tuple, set or dict of them), which Celery writes with %r in a few lines of its own."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         # Celery's lines that write the error with %r: "Task handler raised error: %r" (the
         # worker's handling of a failure that came from the pool), "Signal handler %r raised: %r";
         # and a line of named arguments (`%(error)s`), logging's args its one mapping.
-        if isinstance(record.args, Mapping):
-            record.args = {key: _shown(arg) for key, arg in record.args.items()}
-        elif record.args:
-            record.args = tuple(_shown(arg) for arg in record.args)
+        args = record.args
+        if type(args) is tuple:
+            if not _PLAIN.issuperset(map(type, args)):
+                record.args = _shown(args, _NESTED + 1)
+        elif isinstance(args, Mapping):
+            record.args = {key: _shown(arg, _NESTED) for key, arg in args.items()}
         error = record.exc_info[1] if record.exc_info else None
-        if not isinstance(error, DatabaseError):
+        shown = error if error is None else _chain_shown(error, {}, _CHAINED)
+        if shown is error:
             return True
-        shown = _first_line_only(error).with_traceback(error.__traceback__)
         record.exc_info = (type(shown), shown, shown.__traceback__)
         if isinstance(record.args, dict) and "exc" in record.args:
             # Celery's, which passes the same values as `extra` (record.data, which a handler
@@ -87,13 +106,64 @@ class DatabaseErrorFirstLine(logging.Filter):
         return True
 
 
-def _shown(arg: object) -> object:
+def _shown(arg: Any, depth: int) -> Any:
     """A log line's argument as the filter lets it through: a database error its first line only,
-    one in a list, tuple or set too, whose text is each item's repr (the error's whole text). One
-    level deep: a container holding itself cannot make a filter recurse, and raise, in a call."""
-    if type(arg) in (list, tuple, set, frozenset):  # exactly: a namedtuple's repr and constructor differ
-        return type(arg)(_shown(item) if isinstance(item, DatabaseError) else item for item in arg)
-    return _first_line_only(arg) if isinstance(arg, DatabaseError) else arg
+    one in a container too, `depth` containers deep (a copy of each container on the way)."""
+    if isinstance(arg, DatabaseError):
+        return _first_line_only(arg)
+    kind = type(arg)
+    if depth == 0 or kind not in _CONTAINERS:
+        return arg
+    if kind is dict:
+        return {_shown(key, depth - 1): _shown(value, depth - 1) for key, value in arg.items()}
+    return kind(_shown(item, depth - 1) for item in arg)
+
+
+def _chain_shown(error: BaseException, seen: dict[int, BaseException | None], links: int) -> BaseException:
+    """`error` as its traceback is to be written: a database error its first line only, without
+    the causes chained to it (psycopg2's, of the same text); another exception itself if no
+    database error is chained to it within `links` links, else a copy of it chained to the shown
+    ones: the exception raised is the caller's, which it may raise again or hand on. `seen`: the
+    shown of each exception met, None while its own chain is being shown."""
+    if isinstance(error, DatabaseError):
+        return _first_line_only(error).with_traceback(error.__traceback__)
+    if links == 0 or error.__cause__ is None and error.__context__ is None:
+        return error
+    seen[id(error)] = None
+    chain = (error.__cause__, error.__context__)
+    shown_chain = [_link_shown(link, seen, links - 1) for link in chain]
+    shown = error
+    # A link shown as None is one back to an exception under way (a cycle): not a reason to copy.
+    if any(shown_link is not None and shown_link is not link for shown_link, link in zip(shown_chain, chain)):
+        shown = _copied(error)
+        shown.__cause__, shown.__context__ = shown_chain
+        shown.__suppress_context__ = error.__suppress_context__  # after __cause__, which sets it
+    seen[id(error)] = shown
+    return shown
+
+
+def _link_shown(link: BaseException | None, seen: dict[int, BaseException | None], links: int) -> BaseException | None:
+    """The shown of a link of a chain (_chain_shown); None for none, or for a link back to an
+    exception whose chain is being shown (a cycle), which the traceback leaves out, as it writes
+    no exception twice."""
+    if link is None:
+        return None
+    if id(link) in seen:
+        return seen[id(link)]
+    return _chain_shown(link, seen, links)
+
+
+def _copied(error: BaseException) -> BaseException:
+    """A copy of `error`: its type, arguments, attributes and traceback, made without its
+    __init__ (which may take other arguments, or do something); one of a type that cannot be
+    made so (its own __new__) as an Exception naming its type."""
+    try:
+        copy = type(error).__new__(type(error), *error.args)
+        copy.args = error.args
+        copy.__dict__.update(error.__dict__)
+    except Exception:  # noqa: BLE001 - whatever a type's own __new__ raises
+        copy = Exception(f"{type(error).__module__}.{type(error).__qualname__}")
+    return copy.with_traceback(error.__traceback__)
 
 
 def _first_line_only(error: DatabaseError) -> DatabaseError:

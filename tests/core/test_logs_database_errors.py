@@ -210,7 +210,7 @@ class _UnprintableError(DatabaseError):
         raise RuntimeError("no text")
 
 
-def _failure_logged(error: DatabaseError) -> str:
+def _failure_logged(error: Exception) -> str:
     """What Celery's trace writes, through the JSON format, for a task that raised `error` and
     failed for good, and every value it handed its record."""
     records: list[logging.LogRecord] = []
@@ -224,7 +224,7 @@ def _failure_logged(error: DatabaseError) -> str:
     try:
         try:
             raise error
-        except DatabaseError:
+        except Exception:  # noqa: BLE001 - the task's error, whichever
             TraceInfo(states.FAILURE, error).handle_failure(task, Context(id="t", hostname="h"), store_errors=False)
     finally:
         trace_logger.removeHandler(handler)

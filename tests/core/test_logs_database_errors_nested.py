@@ -1,0 +1,163 @@
+"""A database error a line carries deeper than as its argument or its exception: nested in its
+arguments' containers, or chained to its exception (`raise ... from`, or raised while handling
+it), in both formats, Celery's ERROR for a task and Django's for a 500 too. PostgreSQL's DETAIL
+quotes the values it refused, a client's data: each line has the error's first line only."""
+from __future__ import annotations
+
+import io
+import logging
+import logging.config
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from django.db import DatabaseError
+from django.http import HttpRequest, HttpResponse
+from django.test import Client
+from django.urls import path
+
+from core import logs
+from tests.core.test_logs_database_errors import _failure_logged, _unique_violation
+
+FIRST = 'duplicate key value violates unique constraint "refused_value_key"'
+# The traceback's last line of it, up to the quotes that JSON escapes.
+RAISED = "IntegrityError: duplicate key value violates unique constraint"
+
+
+@pytest.fixture
+def console() -> Iterator[Callable[[], str]]:
+    """What the handler LOGGING configured has written since, read by calling it."""
+    [handler] = [handler for handler in logging.getLogger().handlers if handler.name == "console"]
+    stream = handler.setStream(io.StringIO())
+    try:
+        yield lambda: handler.stream.getvalue()
+    finally:
+        handler.setStream(stream)
+
+
+def _written(json: bool, log: Callable[[logging.Logger], None]) -> str:
+    """What `log` writes through a handler made as LOGGING makes the console's, in the format."""
+    config = logs.logging_config(level="WARNING", json=json)
+    configurator = logging.config.dictConfigClass(config)
+    handler = logging.StreamHandler(io.StringIO())
+    handler.setFormatter(configurator.configure_formatter(config["formatters"]["structured"]))
+    for name in config["handlers"]["console"]["filters"]:
+        handler.addFilter(configurator.configure_filter(config["filters"][name]))
+    logger = logging.getLogger("tests.logs.chained")
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        log(logger)
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = True
+    return handler.stream.getvalue()
+
+
+def test_a_database_error_nested_in_a_line_s_arguments_carries_no_detail(db: Any, console: Callable[[], str]) -> None:
+    # Given an error PostgreSQL raised quoting a client's value
+    marker, error = _unique_violation()
+
+    # When lines name it in a dict among their arguments, two containers deep, and in a list of
+    # a line of named arguments, through the handler LOGGING configured
+    logger = logging.getLogger("webhooks.recording")
+    logger.warning("Delivery %s not recorded: %s", 7, {"error": error})
+    logger.warning("Deliveries not recorded: %s", ([7, error],))
+    logger.warning("Deliveries not recorded: %s", [{"error": error}])
+    logger.warning("Delivery %(id)s not recorded: %(errors)s", {"id": 9, "errors": [(error,)]})
+
+    # Then each line has the error's first line, the other values as they were, and not the value
+    # (before, the error's whole text: its DETAIL, the value with it)
+    first = f"IntegrityError('{FIRST}')"
+    logged = console()
+    assert f"Delivery 7 not recorded: {{'error': {first}}}" in logged, logged
+    assert f"Deliveries not recorded: ([7, {first}],)" in logged, logged
+    assert f"Deliveries not recorded: [{{'error': {first}}}]" in logged, logged
+    assert f"Delivery 9 not recorded: [({first},)]" in logged, logged
+    assert marker not in logged and "DETAIL" not in logged, logged
+
+
+def _raised(make: Callable[[], None]) -> BaseException:
+    try:
+        make()
+    except Exception as exc:  # noqa: BLE001 - whichever the case raises
+        return exc
+    raise AssertionError(make)
+
+
+@pytest.mark.parametrize("json", [True, False], ids=["json", "text"])
+def test_a_traceback_of_an_error_chained_to_a_database_error_carries_no_detail(db: Any, json: bool) -> None:
+    # Given errors raised from one PostgreSQL raised quoting a client's value, while handling it,
+    # and two links from it
+    marker, error = _unique_violation()
+
+    def caused() -> None:
+        raise RuntimeError("recording failed") from error
+
+    def handling() -> None:
+        try:
+            raise error
+        except DatabaseError:
+            raise RuntimeError("recording failed")
+
+    def two_links() -> None:
+        try:
+            caused()
+        except RuntimeError as exc:
+            raise ValueError("outcome lost") from exc
+
+    for make, link in [(caused, "direct cause"), (handling, "During handling"), (two_links, "direct cause")]:
+        raised = _raised(make)
+        chain = (raised.__cause__, raised.__context__)
+
+        # When a service logs it with its traceback, in either format
+        def log(logger: logging.Logger, raised: BaseException = raised) -> None:
+            logger.error("Delivery 1: its attempt's outcome could not be recorded", exc_info=raised)
+
+        logged = _written(json, log)
+
+        # Then the traceback still writes the chain, the database error by its first line, and
+        # not the value; the exception raised keeps its chain
+        assert RAISED in logged and "RuntimeError: recording failed" in logged, logged
+        assert link in logged and marker not in logged and "DETAIL" not in logged, logged
+        assert (raised.__cause__, raised.__context__) == chain
+
+
+def test_celery_s_error_for_a_task_that_raised_from_a_database_error_carries_no_detail(db: Any) -> None:
+    # Given a task's error raised from one PostgreSQL raised quoting a client's value
+    marker, error = _unique_violation()
+    try:
+        raise RuntimeError("recording failed") from error
+    except RuntimeError as exc:
+        caused = exc
+
+    # When Celery's trace logs its failure (the traceback in its message's data too)
+    logged = _failure_logged(caused)
+
+    # Then it names the task's error, its traceback the database error's first line, not the value
+    assert "raised unexpected: RuntimeError('recording failed')" in logged, logged
+    assert RAISED in logged and marker not in logged and "DETAIL" not in logged, logged
+
+
+def _failing_view(request: HttpRequest) -> HttpResponse:
+    marker, error = _unique_violation()
+    request.META["test.marker"] = marker
+    raise RuntimeError("recording failed") from error
+
+
+urlpatterns = [path("failing/", _failing_view)]
+
+
+@pytest.mark.urls(__name__)
+def test_django_s_error_for_a_500_raised_from_a_database_error_carries_no_detail(
+    db: Any, console: Callable[[], str]
+) -> None:
+    # When a view raises from an error PostgreSQL raised quoting a client's value
+    response = Client(raise_request_exception=False).get("/failing/")
+
+    # Then Django's ERROR for the 500 writes the chain with the database error's first line, not the value
+    assert response.status_code == 500
+    marker = response.wsgi_request.META["test.marker"]
+    logged = console()
+    assert "Internal Server Error: /failing/" in logged and "RuntimeError: recording failed" in logged, logged
+    assert RAISED in logged and marker not in logged and "DETAIL" not in logged, logged
