@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import django_filters
 from django.conf import settings
 from django.utils import timezone
 from django.utils.cache import patch_vary_headers
@@ -180,6 +181,8 @@ class JobDeliveryListApi(APIView):
 
     def get(self, request: Request, job_id: str) -> Response:
         deliveries = selectors.job_deliveries(owner=request.user, job_id=job_id)
+        # No filters: a parameter it does not take is refused all the same (a misspelt cursor).
+        deliveries = query_filtered(django_filters.FilterSet, request, deliveries, pagination=DeliveryPagination)
         return _paginated(request, self, deliveries, DeliverySerializer, DeliveryPagination)
 
 

@@ -37,13 +37,14 @@ ROTATE_400 = {
     )
 }
 
-# A list without filters (a job's deliveries; endpoints.py's endpoints): only its cursor and its
-# page size can be wrong, not a filter as in LIST_400's lists.
+# A list without filters (a job's deliveries; endpoints.py's endpoints): its cursor, its page size
+# or a parameter it does not take can be wrong, not a filter's value as in LIST_400's lists.
 PAGE_400 = {
     400: (
         (
             "The query is invalid. Codes: `invalid_cursor` (a cursor this list did not issue: altered, "
-            "or from another list), `invalid_parameter` (`page_size` not a whole number of at least 1)."
+            "or from another list), `invalid_parameter` (`page_size` not a whole number of at least 1), "
+            "`invalid_filter` (a parameter the list does not take, or one given twice: refused, never ignored)."
         ),
         LIST_400[400][1],
     )

@@ -111,3 +111,22 @@ def test_a_filtered_lists_next_link_is_followed(make_api: Callable[..., Api]) ->
 
     # Then it is answered each failed job once, and only those
     assert seen == failed
+
+
+def test_the_lists_without_filters_refuse_a_parameter_too(make_api: Callable[..., Api]) -> None:
+    # Given a client's job (its deliveries' list) and its endpoints' list, neither with filters
+    api = make_api()
+    job = Job.objects.create(owner=api.client, job_name="api.tasks.hello_world", status=Job.Status.SUCCESS,
+                             dispatched_at=timezone.now())
+    lists = [f"/api/jobs/{job.pk}/deliveries/", "/api/webhook-endpoints/"]
+
+    for path in lists:
+        # When it asks with a parameter the list does not take, or its page size twice
+        unknown = assert_error(api.get(f"{path}?state=failed"), 400, "invalid_filter")
+        twice = assert_error(api.get(f"{path}?page_size=1&page_size=2"), 400, "invalid_filter")
+
+        # Then each is refused naming it, and the list's own parameters still answer
+        assert list(unknown["details"]) == ["state"], path
+        assert "cursor" in unknown["details"]["state"][0], path
+        assert list(twice["details"]) == ["page_size"], path
+        assert api.get(f"{path}?page_size=1&format=json").status_code == 200, path
