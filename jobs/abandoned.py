@@ -2,6 +2,7 @@
 runs any more (it vanished), nor ever will (their type is gone)."""
 from __future__ import annotations
 
+import uuid
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -9,6 +10,7 @@ from django.db.models import QuerySet
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from core.rows_apart import RowsApart
 from jobs.models import Job
 from jobs.registry import job_types_all
 from jobs.transitions import job_finish
@@ -28,8 +30,12 @@ def jobs_fail_abandoned() -> int:
     a retry once due, a step the broker refused, and either again if it goes unstarted for
     JOB_DISPATCH_LOST_AFTER_SECONDS (its worker was killed before it could publish it;
     jobs.dispatch.job_steps_release_stranded).
+
+    Each job is failed apart: one whose finish raises is logged (ERROR, with its id) and left for
+    the next run, the others failed all the same; the run then ends in RowsFailed (core/rows_apart.py).
     """
     now = timezone.now()
+    apart = RowsApart(task="jobs.fail_abandoned", what="job")
     failed = 0
     for job_type in job_types_all():
         limit_seconds = (
@@ -44,16 +50,21 @@ def jobs_fail_abandoned() -> int:
             .filter(run_from__lt=now - timedelta(seconds=limit_seconds))
             .values_list("pk", flat=True)
         )
-        for job_id in list(stale[:500]):
-            failed += job_finish(
-                job_id=job_id,
-                status=Status.FAILURE,
-                error={"type": "worker_lost", "message": "The worker running this job was lost."},
-            )
-    return failed + _jobs_of_unknown_types_fail(now)
+        failed += apart.each(list(stale[:500]), _worker_lost)
+    failed += _jobs_of_unknown_types_fail(now, apart=apart)
+    apart.end()
+    return failed
 
 
-def _jobs_of_unknown_types_fail(now: datetime) -> int:
+def _worker_lost(job_id: uuid.UUID) -> int:
+    return job_finish(
+        job_id=job_id,
+        status=Status.FAILURE,
+        error={"type": "worker_lost", "message": "The worker running this job was lost."},
+    )
+
+
+def _jobs_of_unknown_types_fail(now: datetime, *, apart: RowsApart) -> int:
     """Fail the unfinished jobs of types this code does not know (a deploy removed or renamed
     the type while they were queued, scheduled or running): none can run here, and they held
     their client's places under its caps for good (with a running cap of 1, its every later job
@@ -68,11 +79,15 @@ def _jobs_of_unknown_types_fail(now: datetime) -> int:
         run_from=Coalesce("step_started_at", "started_at")
     ).filter(run_from__lt=held_before)
     in_broker = unknown.filter(status=Status.PENDING, dispatched_at__lt=held_before)
-    failed = 0
-    for stale in (running, in_broker):
-        for job_id, job_name in list(stale.values_list("pk", "job_name")[:500]):
-            failed += job_finish(job_id=job_id, status=Status.FAILURE, error=job_type_unknown_error(job_name))
-    return failed
+    return sum(
+        apart.each(list(stale.values_list("pk", "job_name")[:500]), _type_unknown, key=lambda row: row[0])
+        for stale in (running, in_broker)
+    )
+
+
+def _type_unknown(row: tuple[uuid.UUID, str]) -> int:
+    job_id, job_name = row
+    return job_finish(job_id=job_id, status=Status.FAILURE, error=job_type_unknown_error(job_name))
 
 
 def jobs_of_unknown_types() -> QuerySet[Job]:

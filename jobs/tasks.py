@@ -26,6 +26,7 @@ from core.log_database_errors import first_line
 from core.parsers import storable_text
 from jobs import (
     abandoned,
+    deadlines,
     dispatch,
     hand_overs,
     leases,
@@ -270,7 +271,7 @@ def jobs_dispatch_owner(*, owner_id: str) -> int:
 @shared_task(name="jobs.enforce_deadlines", ignore_result=True)
 def jobs_enforce_deadlines() -> int:
     """Periodic: cancel the jobs whose deadline has passed (error.type deadline_exceeded)."""
-    return transitions.jobs_cancel_past_deadline()
+    return deadlines.jobs_cancel_past_deadline()
 
 
 @shared_task(name="jobs.fail_abandoned", ignore_result=True)

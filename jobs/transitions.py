@@ -308,19 +308,15 @@ def owner_jobs_cancel(*, owner_id: uuid.UUID, batch_rows: int = 500) -> int:
 DEADLINE_EXCEEDED = {"type": "deadline_exceeded", "message": "The job's deadline passed before it finished."}
 
 
-def jobs_cancel_past_deadline(*, limit: int = 500) -> int:
-    """Cancel the unfinished jobs whose deadline has passed, as a client's cancel would, with
-    error.type deadline_exceeded (their job.canceled webhook carries it); how many."""
-    now = timezone.now()
-    due = Job.objects.filter(deadline__lte=now, status__in=Job.ACTIVE_STATUSES, cancel_requested=False)
-    canceled = 0
-    for job_id in list(due.values_list("pk", flat=True)[:limit]):
-        with transaction.atomic():
-            job = _locked(job_id)
-            if job is not None and not job.is_final and not job.cancel_requested:
-                _cancel_locked(job, error=DEADLINE_EXCEEDED)
-                canceled += 1
-    return canceled
+def job_cancel_past_deadline(*, job_id: uuid.UUID) -> int:
+    """Cancel a job whose deadline has passed (jobs.deadlines), as a client's cancel would, with
+    error.type deadline_exceeded (its job.canceled webhook carries it); 1 if it did, else 0."""
+    with transaction.atomic():
+        job = _locked(job_id)
+        if job is None or job.is_final or job.cancel_requested:
+            return 0
+        _cancel_locked(job, error=DEADLINE_EXCEEDED)
+        return 1
 
 
 def job_retry_later(*, job_id: uuid.UUID, error: dict[str, str], step: int, step_input: Any) -> Job | None:

@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from core.errors import Conflict
 from core.services import client_create
-from jobs import dispatch, hand_overs, transitions
+from jobs import deadlines, dispatch, hand_overs, transitions
 from jobs.models import Job, JobCounts, JobEvent
 from tests.locks import backends_blocked
 
@@ -86,7 +86,7 @@ def test_a_start_a_finish_and_two_cancels_at_once_end_the_job_once(where: str, s
     # client and the deadline sweep cancel it
     for job in jobs:
         Job.objects.filter(pk=job.pk).update(deadline=timezone.now() - timedelta(seconds=1))
-        _all_at_once(_worker(job, handed), _cancel(job), transitions.jobs_cancel_past_deadline)
+        _all_at_once(_worker(job, handed), _cancel(job), deadlines.jobs_cancel_past_deadline)
 
     # Then each ended once, its one final event naming the state the API shows, and last; and
     # nothing is counted as unfinished or running any more
@@ -139,7 +139,7 @@ def test_a_start_waiting_behind_a_cancel_of_its_job_does_not_deadlock(canceler: 
     settings.JOB_MAX_RUNNING_PER_CLIENT = 5
     owner = client_create(name=f"races-lock-order-{canceler}")
     job = Job.objects.create(owner=owner, job_name="api.tasks.hello_world", deadline=timezone.now())
-    cancel = _cancel(job) if canceler == "client" else transitions.jobs_cancel_past_deadline
+    cancel = _cancel(job) if canceler == "client" else deadlines.jobs_cancel_past_deadline
 
     # When its cancel holds the job's row as the worker's start comes, and then writes it final
     with ThreadPoolExecutor(max_workers=1) as pool:

@@ -1,0 +1,99 @@
+"""The periodic rules that act on jobs one at a time, the abandoned-job rule (jobs.fail_abandoned)
+and the deadline rule (jobs.enforce_deadlines), act on each apart: a job whose write raises (a
+database error on its row, a bug in a hook) is logged and left, and the others are still failed
+or canceled, run after run; the run ends as having failed (core/rows_apart.py)."""
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.conf import settings
+from django.db import connection
+from django.test import Client as DjangoClient
+from django.utils import timezone
+
+from core.models import Client
+from core.rows_apart import RowsFailed
+from core.services import api_key_create, client_create
+from jobs import abandoned, deadlines
+from jobs.models import Job
+from jobs.registry import job_type_get
+
+CHECKLIST = "api.tasks.generate_checklist_from_guidelines"
+
+
+def _refuse_updates(job: Job) -> None:
+    """PostgreSQL refuses every update of `job`'s row (a trigger, gone with the test's
+    transaction): its finish, or its cancel, raises."""
+    with connection.cursor() as cursor:
+        cursor.execute("""
+            CREATE FUNCTION test_job_refused() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN RAISE EXCEPTION 'this row is refused (the test)'; END $$""")
+        cursor.execute("CREATE TRIGGER test_job_refused BEFORE UPDATE ON jobs_job FOR EACH ROW "
+                       f"WHEN (OLD.id = '{job.id}') EXECUTE FUNCTION test_job_refused()")
+
+
+def _seen(owner: Client, job: Job) -> dict[str, Any]:
+    http = DjangoClient(HTTP_AUTHORIZATION=f"Bearer {api_key_create(client=owner)}")
+    return http.get(f"/api/jobs/{job.id}/").json()
+
+
+def _errors_about(caplog: pytest.LogCaptureFixture, job_id: uuid.UUID) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.levelno == logging.ERROR and str(job_id) in r.getMessage()]
+
+
+@pytest.mark.django_db
+def test_a_stale_job_whose_finish_raises_leaves_the_others_failed(caplog: pytest.LogCaptureFixture) -> None:
+    # Given six jobs whose worker vanished, one of which PostgreSQL refuses to update
+    owner = client_create(name="abandoned-apart")
+    job_type = job_type_get(CHECKLIST)
+    limit = settings.CELERY_BROKER_VISIBILITY_TIMEOUT_SECONDS + len(job_type.steps) * job_type.time_limit_seconds + 60
+    started = timezone.now() - timedelta(seconds=limit + 60)
+    jobs = [Job.objects.create(owner=owner, job_name=CHECKLIST, status=Job.Status.STARTED, started_at=started,
+                               dispatched_at=started) for _ in range(6)]
+    refused, others = jobs[0], jobs[1:]
+    _refuse_updates(refused)
+
+    # When the rule runs, twice
+    with pytest.raises(RowsFailed):
+        abandoned.jobs_fail_abandoned()
+    with pytest.raises(RowsFailed):
+        abandoned.jobs_fail_abandoned()
+
+    # Then every other job is failed, as its client sees it, and the refused one is left as it
+    # was, named in one ERROR line (not one a run) with what it raised
+    for job in others:
+        seen = _seen(owner, job)
+        assert (seen["status"], seen["error"]["type"]) == ("FAILURE", "worker_lost"), job.id
+    assert _seen(owner, refused)["status"] == "STARTED"
+    [line] = _errors_about(caplog, refused.id)
+    assert "jobs.fail_abandoned" in line.getMessage() and line.exc_info
+    assert "this row is refused" in str(line.exc_info[1])
+
+
+@pytest.mark.django_db
+def test_a_job_past_its_deadline_whose_cancel_raises_leaves_the_others_canceled(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Given six queued jobs past their deadline, one of which PostgreSQL refuses to update
+    owner = client_create(name="deadline-apart")
+    now = timezone.now()
+    jobs = [Job.objects.create(owner=owner, job_name=CHECKLIST, dispatched_at=now,
+                               deadline=now - timedelta(seconds=1)) for _ in range(6)]
+    refused, others = jobs[0], jobs[1:]
+    _refuse_updates(refused)
+
+    # When the rule runs
+    with pytest.raises(RowsFailed):
+        deadlines.jobs_cancel_past_deadline()
+
+    # Then every other job is canceled for its deadline, and the refused one is named in the log
+    for job in others:
+        seen = _seen(owner, job)
+        assert (seen["status"], seen["error"]["type"]) == ("REVOKED", "deadline_exceeded"), job.id
+    assert _seen(owner, refused)["status"] == "PENDING"
+    [line] = _errors_about(caplog, refused.id)
+    assert "jobs.enforce_deadlines" in line.getMessage()
