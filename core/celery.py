@@ -12,7 +12,6 @@ from celery.signals import (
     task_postrun,
     task_prerun,
     task_retry,
-    task_success,
     worker_init,
     worker_process_init,
     worker_process_shutdown,
@@ -31,7 +30,12 @@ from core.logs import (
     task_context_clear,
     task_context_publish,
 )
-from core.metrics import periodic_task_ran, worker_process_exited, worker_serve
+from core.metrics import (
+    periodic_task_ended,
+    periodic_tasks_awaited,
+    worker_process_exited,
+    worker_serve,
+)
 from core.soft_stop import soft_stop_install
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "core.settings")
@@ -156,9 +160,10 @@ before_task_publish.connect(task_context_publish)
 task_prerun.connect(task_context_bind)
 task_postrun.connect(task_context_clear)
 # Each worker serves its own metrics; a pool process's end is noted, and a periodic task's run
-# counted (core/metrics.py).
+# counted, as having run to its end or not (core/metrics.py).
 worker_ready.connect(worker_serve)
+worker_ready.connect(periodic_tasks_awaited)
 worker_process_shutdown.connect(worker_process_exited)
-task_success.connect(periodic_task_ran)
+task_postrun.connect(periodic_task_ended)
 # A job worker's soft stop ends once its running jobs do (core/soft_stop.py).
 worker_ready.connect(soft_stop_install)

@@ -18,14 +18,17 @@ import fcntl
 import functools
 import logging
 import os
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from celery import states
 from django.conf import settings
 from prometheus_client import (
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     multiprocess,
     start_http_server,
@@ -62,6 +65,24 @@ WEBHOOK_ENDPOINTS_DISABLED = Counter(
 )
 PERIODIC_TASK_RUNS = Counter(
     "jobapi_periodic_task_runs", "Periodic tasks (beat's schedule) that ran to their end, by task.", ["task"]
+)
+PERIODIC_TASK_FAILURES = Counter(
+    "jobapi_periodic_task_failures",
+    "Periodic task runs that ended in an exception, or acted on some of their rows that raised, by task.", ["task"],
+)
+# Gauges, each process's in a file of its own: "max" serves the largest of the group's (a dead
+# process's too, whose file stays), the latest time. Set only in the worker that consumes the
+# periodic tasks' queue: not in the API's processes, where every process gunicorn replaces
+# would leave a file of gauges that child_exit does not merge (gunicorn.conf.py), read by each
+# scrape.
+PERIODIC_TASK_INTERVAL = Gauge(
+    "jobapi_periodic_task_interval_seconds", "How often beat's schedule runs each periodic task.", ["task"],
+    multiprocess_mode="max",
+)
+PERIODIC_TASK_LAST_SUCCESS = Gauge(
+    "jobapi_periodic_task_last_success_timestamp_seconds",
+    "When a periodic task last ran to its end, or the worker that consumes their queue started.", ["task"],
+    multiprocess_mode="max",
 )
 HTTP_REQUESTS = Counter("jobapi_http_requests", "HTTP requests answered.", ["route", "method", "status"])
 HTTP_DURATION = Histogram(
@@ -119,6 +140,7 @@ def prepare(*, job_names: Iterable[str], final_statuses: Iterable[str], outcomes
         WEBHOOK_ENDPOINTS_DISABLED.labels(reason)
     for task in periodic_tasks:
         PERIODIC_TASK_RUNS.labels(task)
+        PERIODIC_TASK_FAILURES.labels(task)
     for outcome in model_outcomes:
         MODEL_CALLS.labels(model, outcome)
     MODEL_CALL_DURATION.labels(model)
@@ -177,16 +199,40 @@ def model_budget_refused(*, where: str) -> None:
 
 
 @functools.cache
-def periodic_tasks() -> frozenset[str]:
-    """The names of the tasks beat's schedule runs."""
-    return frozenset(entry["task"] for entry in settings.CELERY_BEAT_SCHEDULE.values())
+def periodic_tasks() -> dict[str, float]:
+    """The tasks beat's schedule runs, each with its interval in seconds (the shortest, should two
+    entries run one task)."""
+    intervals: dict[str, float] = {}
+    for entry in settings.CELERY_BEAT_SCHEDULE.values():
+        seconds = entry["schedule"].total_seconds()
+        intervals[entry["task"]] = min(seconds, intervals.get(entry["task"], seconds))
+    return intervals
 
 
-def periodic_task_ran(sender: Any = None, **kwargs: Any) -> None:
-    """task_success: a periodic task ran to its end. Its runs stop growing while beat is down (the
-    BeatNotRunning alert); any other task passes by a set lookup."""
+def periodic_tasks_awaited(sender: Any = None, **kwargs: Any) -> None:
+    """worker_ready, in a worker that consumes the periodic tasks' queue: serve each one's interval
+    (beat's schedule), and count each as having run to its end as the worker starts, so that
+    PeriodicTaskFailing waits its intervals from then, rather than firing at once for a task that
+    has had no run yet (an hourly prune), nor never for one that fails from its first run on (a
+    deploy's bug)."""
+    if enabled() and settings.MAINTENANCE_QUEUE in sender.app.amqp.queues.consume_from:
+        now = time.time()
+        for task, seconds in periodic_tasks().items():
+            PERIODIC_TASK_INTERVAL.labels(task).set(seconds)
+            PERIODIC_TASK_LAST_SUCCESS.labels(task).set(now)
+
+
+def periodic_task_ended(sender: Any = None, state: str | None = None, **kwargs: Any) -> None:
+    """task_postrun: a periodic task's run ran to its end (SUCCESS), or did not (an exception, or
+    core.rows_apart.RowsFailed once some of its rows raised). Its runs stop growing while beat is
+    down (the BeatNotRunning alert), its last success ages while it fails (PeriodicTaskFailing);
+    any other task passes by a dict lookup."""
     if enabled() and sender.name in periodic_tasks():
-        PERIODIC_TASK_RUNS.labels(sender.name).inc()
+        if state == states.SUCCESS:
+            PERIODIC_TASK_RUNS.labels(sender.name).inc()
+            PERIODIC_TASK_LAST_SUCCESS.labels(sender.name).set(time.time())
+        else:
+            PERIODIC_TASK_FAILURES.labels(sender.name).inc()
 
 
 def http_answered(*, route: str, method: str, status: int, seconds: float) -> None:

@@ -6,14 +6,25 @@ from __future__ import annotations
 
 import json
 import re
+import time
+from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 import yaml
+from django.conf import settings
+from django.db import connection, transaction
 from django.test import Client as BrowserClient
+from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import REPO
+from core.celery import app as celery_app
+from core.services import api_key_create, client_create
+from jobs.models import Job
+from jobs.registry import job_type_get
+from tests.conftest import REPO, free_port, start_worker, stop_process, worker_env
 from tests.console.seed import seed
 
 MONITORING = REPO / "monitoring"
@@ -30,8 +41,14 @@ ALERTED = {
     "jobapi_ready",  # /readyz failing
     "jobapi_jobs_of_unknown_types",  # jobs no process here can run (a type removed or renamed)
     "jobapi_periodic_task_runs_total",  # beat not running
+    "jobapi_periodic_task_last_success_timestamp_seconds",  # a periodic task that keeps failing
+    "jobapi_periodic_task_interval_seconds",
     "jobapi_model_calls_total",  # the model provider failing
 }
+HELLO = "api.tasks.hello_world"
+# Served only by the worker that consumes the periodic tasks' queue (from its start), not by the
+# API: test_a_periodic_task_that_fails_is_served_as_the_rule_reads_it checks that worker serves it.
+WORKER_SERVED = {"jobapi_periodic_task_last_success_timestamp_seconds", "jobapi_periodic_task_interval_seconds"}
 
 
 def _yaml(path: str) -> Any:
@@ -69,13 +86,13 @@ def test_the_alert_rules_parse_and_each_names_only_served_metrics(served: set[st
     groups = _yaml("prometheus/alerts.yml")["groups"]
     rules = [rule for group in groups for rule in group["rules"]]
 
-    assert len({rule["alert"] for rule in rules}) == len(rules) == 10
+    assert len({rule["alert"] for rule in rules}) == len(rules) == 11
     for rule in rules:
         assert set(rule) == {"alert", "expr", "for", "labels", "annotations"}, rule["alert"]
         assert rule["labels"]["severity"] in {"warning", "critical"}
         assert rule["annotations"]["summary"] and rule["annotations"]["description"]
         named = set(METRIC.findall(rule["expr"]))
-        assert named and named - PROMETHEUS_OWN <= served, (rule["alert"], named - served)
+        assert named and named - PROMETHEUS_OWN - WORKER_SERVED <= served, (rule["alert"], named - served)
     assert ALERTED <= {name for expr in rule_expressions() for name in METRIC.findall(expr)}
 
 
@@ -176,3 +193,78 @@ def test_the_api_answers_prometheus_under_the_host_it_scrapes_by(settings: Any) 
 
     # Then it gets the metrics, not Django's 400 for a host it does not serve
     assert response.status_code == 200, response.content[:200]
+
+
+def _worker_samples(port: int) -> dict[tuple[str, str], float]:
+    text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    return {(sample.name, sample.labels.get("task", "")): sample.value
+            for family in text_string_to_metric_families(text) for sample in family.samples}
+
+
+def _rule(name: str) -> dict[str, Any]:
+    [rule] = [rule for group in _yaml("prometheus/alerts.yml")["groups"] for rule in group["rules"]
+              if rule["alert"] == name]
+    return rule
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_periodic_task_that_fails_is_served_as_the_rule_reads_it(tmp_path: Path) -> None:
+    # Given a worker that consumes the periodic tasks' queue, serving its metrics on a port, and a
+    # job whose worker vanished that PostgreSQL refuses to update: the abandoned-job rule raises
+    port, directory = free_port(), tmp_path / "metrics"
+    directory.mkdir()
+    queue = f"house-{port}"  # the task is sent here, where only this worker takes it
+    env = worker_env(PROMETHEUS_MULTIPROC_DIR=str(directory), METRICS_PORT=str(port), METRICS_ADDRESS="127.0.0.1")
+    owner = client_create(name="periodic-failing")
+    job_type = job_type_get(HELLO)
+    stale = timezone.now() - timedelta(seconds=settings.CELERY_BROKER_VISIBILITY_TIMEOUT_SECONDS
+                                       + len(job_type.steps) * job_type.time_limit_seconds + 120)
+    with transaction.atomic():
+        job = Job.objects.create(owner=owner, job_name=HELLO, status=Job.Status.STARTED, started_at=stale,
+                                 dispatched_at=stale)
+        with connection.cursor() as cursor:
+            cursor.execute("""
+                CREATE FUNCTION test_stale_refused() RETURNS trigger LANGUAGE plpgsql AS $$
+                BEGIN RAISE EXCEPTION 'this row is refused (the test)'; END $$""")
+            cursor.execute("CREATE TRIGGER test_stale_refused BEFORE UPDATE ON jobs_job FOR EACH ROW "
+                           f"WHEN (OLD.id = '{job.id}') EXECUTE FUNCTION test_stale_refused()")
+    process, _ = start_worker(log_dir=tmp_path, queues=f"{settings.MAINTENANCE_QUEUE},{queue}", env=env)
+    try:
+        started = time.time()
+        task = "jobs.fail_abandoned"
+
+        # When the rule runs and raises
+        celery_app.send_task(task, queue=queue)
+        deadline = time.monotonic() + 30
+        while (samples := _worker_samples(port)).get(("jobapi_periodic_task_failures_total", task), 0) < 1:
+            assert time.monotonic() < deadline, samples
+            time.sleep(0.2)
+
+        # Then the worker serves every series the PeriodicTaskFailing rule reads: each task's
+        # interval (beat's schedule), and its last success, still the worker's start
+        expr = _rule("PeriodicTaskFailing")["expr"]
+        assert set(METRIC.findall(expr)) <= {name for name, _ in samples}
+        for name in settings.CELERY_BEAT_SCHEDULE.values():
+            assert samples[("jobapi_periodic_task_last_success_timestamp_seconds", name["task"])] > 0
+            assert ("jobapi_periodic_task_interval_seconds", name["task"]) in samples
+        assert samples[("jobapi_periodic_task_interval_seconds", task)] == settings.JOB_DISPATCH_SWEEP_SECONDS
+        failed_since = samples[("jobapi_periodic_task_last_success_timestamp_seconds", task)]
+        assert failed_since <= started
+
+        # ...until the row is mended: the next run runs to its end, fails the job, and its last
+        # success is then
+        with connection.cursor() as cursor:
+            cursor.execute("DROP TRIGGER test_stale_refused ON jobs_job; DROP FUNCTION test_stale_refused()")
+        mended = time.time()
+        celery_app.send_task(task, queue=queue)
+        while (samples := _worker_samples(port)).get(("jobapi_periodic_task_runs_total", task), 0) < 1:
+            assert time.monotonic() < deadline + 30, samples
+            time.sleep(0.2)
+        assert samples[("jobapi_periodic_task_last_success_timestamp_seconds", task)] >= mended
+        http = BrowserClient(HTTP_AUTHORIZATION=f"Bearer {api_key_create(client=owner)}")
+        assert http.get(f"/api/jobs/{job.id}/").json()["status"] == "FAILURE"
+    finally:
+        stop_process(process)
+        with connection.cursor() as cursor:
+            cursor.execute("DROP TRIGGER IF EXISTS test_stale_refused ON jobs_job; "
+                           "DROP FUNCTION IF EXISTS test_stale_refused()")
