@@ -34,6 +34,7 @@ from django.utils import timezone
 
 from core import pause
 from core.celery import app
+from core.rows_apart import RowsApart
 from webhooks import dispatch, outbox, sql
 from webhooks.models import Delivery, Endpoint
 
@@ -149,17 +150,23 @@ def endpoint_reschedule_next(*, endpoint_id: uuid.UUID, version: int, before: da
               "after": [after[0].isoformat(), after[1]]})
 
 
-def endpoints_reschedule_stalled(*, limit: int = 100) -> int:
+def endpoints_reschedule_stalled(*, apart: RowsApart, limit: int = 100) -> int:
     """The dispatcher (periodic): start again, from the first, each rescheduling whose next
     batch was not asked for in dispatch.REDISPATCH_AFTER_SECONDS (its message was refused or
     lost: held deliveries would stay held on an enabled endpoint); a new version stops the old
-    one should it be only late. How many."""
+    one should it be only late. How many. Each endpoint apart (a savepoint each): one whose save
+    raises is logged and left to the next run (`apart`), where it rolled the others back with it,
+    run after run."""
     stalled_before = timezone.now() - timedelta(seconds=dispatch.REDISPATCH_AFTER_SECONDS)
     with transaction.atomic():
         stalled = list(Endpoint.objects.select_for_update(skip_locked=True, no_key=True)
                        .filter(rescheduling_since__lt=stalled_before)[:limit])
-        for endpoint in stalled:
-            endpoint.next_slot_at = None
-            endpoint_reschedule_on_commit(endpoint=endpoint)
-            endpoint.save(update_fields=["next_slot_at", "schedule_version", "rescheduling_since"])
-    return len(stalled)
+        return apart.each(stalled, _reschedule_again, key=lambda endpoint: endpoint.pk)
+
+
+def _reschedule_again(endpoint: Endpoint) -> int:
+    with transaction.atomic():  # its request, should its save raise, goes with the savepoint
+        endpoint.next_slot_at = None
+        endpoint_reschedule_on_commit(endpoint=endpoint)
+        endpoint.save(update_fields=["next_slot_at", "schedule_version", "rescheduling_since"])
+    return 1

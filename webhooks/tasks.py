@@ -17,6 +17,7 @@ from django.db import DatabaseError
 from django.utils import timezone
 
 from core.housekeeping import look_again_after_a_dead_run, run_alone
+from core.rows_apart import RowsApart
 from webhooks import attempts, dispatch, outbox, reschedule, secrets
 
 # An attempt ends by itself within WEBHOOK_TIMEOUT_SECONDS + core.deadlines.SLACK_SECONDS,
@@ -76,9 +77,13 @@ def endpoint_reschedule(*, endpoint_id: str, version: int, before: str, after: l
 @shared_task(name="webhooks.deliveries_dispatch_due", ignore_result=True)
 def deliveries_dispatch_due() -> int:
     """Periodic (beat): publish attempts whose time has come, and start again the endpoints'
-    reschedulings whose message was lost."""
-    reschedule.endpoints_reschedule_stalled()
-    return dispatch.deliveries_dispatch_due()
+    reschedulings whose message was lost, each endpoint apart: the run ends in RowsFailed, once
+    the attempts are published, if one raised (core/rows_apart.py)."""
+    apart = RowsApart(task="webhooks.deliveries_dispatch_due", what="endpoint")
+    reschedule.endpoints_reschedule_stalled(apart=apart)
+    published = dispatch.deliveries_dispatch_due()
+    apart.end()
+    return published
 
 
 @shared_task(name="webhooks.prune", bind=True, ignore_result=True)
