@@ -141,8 +141,9 @@ class LargeTableAdmin(BoundedActionsAdmin):
     uuid_search_fields: tuple[str, ...] = ()
     # The columns its list never shows that a client fills, up to API_MAX_BODY_BYTES each (a
     # job's payload and result, an event's body; a related row's as `event__body`): left unread
-    # by the list's page, and by the actions on its selection. Read, a page of 100 jobs of 1 MB
-    # payloads and results was 200 MB through the API process, 1.2-3.2 s a page.
+    # by the list's page, and by the actions' read of their selection. Read, a page of 100 jobs of
+    # 1 MB payloads and results was 200 MB through the API process, 1.2-3.2 s a page. (An action's
+    # own write may read its row again: a cancel locks and reads each job whole, as the API's does.)
     list_deferred: tuple[str, ...] = ()
 
     def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:

@@ -234,6 +234,7 @@ def delivery_redeliver(
         Event.objects.filter(owner_id=owner_id, subject_id=subject_id, event_type__in=event_types)
         .filter(Exists(sent_to_callback))
         .order_by("-created_at", "-pk")
+        .only("pk", "event_type")  # its body (the job's payload and result, up to a few MB) is sent by its id
         .first()
     ) if callback_url else None
     if event is None:

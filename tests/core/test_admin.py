@@ -4,6 +4,7 @@ from __future__ import annotations
 import datetime
 import json
 import re
+import uuid
 from typing import Any
 
 import pytest
@@ -250,8 +251,8 @@ def test_a_job_id_searched_in_a_large_tables_list_is_found_by_an_index(path: str
 
 # Each large table's list, and the columns of a client's it reads no byte of: a job's JSON (its
 # payload and result up to API_MAX_BODY_BYTES each), a result's, an event's body (the job whole).
-_LARGE_COLUMNS = ['"jobs_job"."payload"', '"jobs_job"."result"', '"jobs_job"."step_input"',
-                  '"jobs_jobresult"."result"', '"webhooks_event"."body"']
+_LARGE_COLUMNS = ['"jobs_job"."payload"', '"jobs_job"."result"', '"jobs_job"."step_input"', '"jobs_job"."progress"',
+                  '"jobs_job"."error"', '"jobs_job"."metadata"', '"jobs_jobresult"."result"', '"webhooks_event"."body"']
 
 
 @pytest.mark.parametrize("path", ["/admin/jobs/job/", "/admin/jobs/jobresult/", "/admin/webhooks/delivery/",
@@ -286,3 +287,26 @@ def test_a_large_tables_list_reads_no_clients_payloads_results_or_bodies(path: s
     assert sorted(listed) == sorted(str(row.pk) for row in rows)
     read = [q["sql"][:200] for q in queries if any(column in q["sql"] for column in _LARGE_COLUMNS)]
     assert read == []
+
+
+def test_redeliver_on_a_selection_reads_no_events_body() -> None:
+    # Given a client's three failed deliveries of events with large bodies
+    owner = client_create(name="acme")
+    body = json.dumps({"type": "job.succeeded", "data": {"result": {"blob": "x" * 200_000}}}).encode()
+    events = Event.objects.bulk_create(Event(owner=owner, subject_id=uuid.uuid4(), event_type="job.succeeded",
+                                             body=body) for _ in range(3))
+    deliveries = Delivery.objects.bulk_create(Delivery(owner=owner, event=event, subject_id=event.subject_id,
+                                                       url="https://receiver.example.com/", state="failed")
+                                              for event in events)
+    http = HttpClient()
+    http.force_login(User.objects.create_superuser("admin", "admin@example.com", "pw"))
+
+    # When an operator redelivers them from the list
+    with CaptureQueriesContext(connection) as queries:
+        answer = http.post("/admin/webhooks/delivery/", {
+            "action": "redeliver", "_selected_action": [str(delivery.pk) for delivery in deliveries]})
+
+    # Then each event is sent again, and no body was read to do it (the worker sends it by its id)
+    assert answer.status_code == 302
+    assert Delivery.objects.filter(event__in=events, redelivery=True).count() == 3
+    assert [q["sql"][:200] for q in queries if '"webhooks_event"."body"' in q["sql"]] == []
