@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable
 from typing import TypeVar
 
 from celery.exceptions import Ignore
+from django.db import connection
 
 from core.log_volume import CountedPerKey
 
@@ -44,6 +45,8 @@ class RowsApart:
             try:
                 done += act(row)
             except Exception as error:  # anything the row's action raises: the others go on
+                if _connection_broken():
+                    raise  # the database's, not the row's: the task fails once, as before
                 self.failed += 1
                 if times := _told.due(f"{self._task} {key(row)}"):
                     logger.error("%s: acting on %s %s raised %s (%s time(s) since this %s's previous line); "
@@ -54,3 +57,11 @@ class RowsApart:
     def end(self) -> None:
         if self.failed:
             raise RowsFailed(f"{self.failed} {self._what}(s) raised")
+
+
+def _connection_broken() -> bool:
+    """After a row raised: whether the database connection serves no query any more (PostgreSQL
+    restarted, the network cut) or its transaction can only roll back (a savepoint's rollback
+    failed on it). Taken for the row's, every row after it raised the same, one ERROR line and
+    traceback each (500 of a run), none of which said the database was gone."""
+    return connection.needs_rollback or connection.connection is None or not connection.is_usable()

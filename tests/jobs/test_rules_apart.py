@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 from django.conf import settings
-from django.db import connection
+from django.db import DatabaseError, connection
 from django.test import Client as DjangoClient
 from django.utils import timezone
 
 from core.models import Client
-from core.rows_apart import RowsFailed
+from core.rows_apart import RowsApart, RowsFailed
 from core.services import api_key_create, client_create
 from jobs import abandoned, deadlines
 from jobs.models import Job
@@ -97,3 +97,25 @@ def test_a_job_past_its_deadline_whose_cancel_raises_leaves_the_others_canceled(
     assert _seen(owner, refused)["status"] == "PENDING"
     [line] = _errors_about(caplog, refused.id)
     assert "jobs.enforce_deadlines" in line.getMessage()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_database_gone_mid_run_fails_the_run_once_not_each_row(caplog: pytest.LogCaptureFixture) -> None:
+    # Given a run over five rows, whose first action finds PostgreSQL gone (its backend ended)
+    acted = []
+
+    def act(row: int) -> int:
+        acted.append(row)
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_terminate_backend(pg_backend_pid())")
+        return 1
+
+    # When the run acts on them apart
+    with pytest.raises(DatabaseError):
+        RowsApart(task="jobs.fail_abandoned", what="job").each(range(5), act)
+    connection.close()
+
+    # Then it stops at the first, raising the database's error (the task fails once, as Celery
+    # writes it), and writes no line for any row as though the row were the trouble
+    assert acted == [0]
+    assert [r for r in caplog.records if r.name == "core.rows_apart"] == []
