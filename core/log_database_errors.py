@@ -1,6 +1,7 @@
 """A database error in the log as its first line only, wherever a line carries it: PostgreSQL's
 DETAIL and CONTEXT quote the values it refused (a key, a job's output: a client's data). The
-filter is core/logs.py's LOGGING's, on every line, and gunicorn.conf.py's.
+filter is core/logs.py's LOGGING's, on every line of the standard library's logging (not on
+structlog's own lines' keys: docs/reliability.md), and gunicorn.conf.py's.
 """
 from __future__ import annotations
 
@@ -94,7 +95,7 @@ class DatabaseErrorFirstLine(logging.Filter):
         elif isinstance(args, Mapping):
             record.args = {key: _shown(arg, _NESTED) for key, arg in args.items()}
         error = record.exc_info[1] if record.exc_info else None
-        shown = error if error is None else _chain_shown(error, {}, _CHAINED)
+        shown = _chain_shown(error, {}, _CHAINED) if isinstance(error, BaseException) else error
         if shown is error:
             return True
         record.exc_info = (type(shown), shown, shown.__traceback__)
@@ -156,12 +157,15 @@ def _link_shown(link: BaseException | None, seen: dict[int, BaseException | None
 def _copied(error: BaseException) -> BaseException:
     """A copy of `error`: its type, arguments, attributes and traceback, made without its
     __init__ (which may take other arguments, or do something); one of a type that cannot be
-    made so (its own __new__) as an Exception naming its type."""
+    made so (its own __new__), or whose copy cannot be written, as an Exception naming its type."""
     try:
         copy = type(error).__new__(type(error), *error.args)
         copy.args = error.args
         copy.__dict__.update(error.__dict__)
-    except Exception:  # noqa: BLE001 - whatever a type's own __new__ raises
+        # What the log writes of it: a type keeping its state out of args and __dict__ (in
+        # __slots__, or C fields its __init__ sets) may raise, in Celery's handling of the failure.
+        repr(copy), str(copy)
+    except Exception:  # noqa: BLE001 - whatever a type's own __new__, __repr__ or __str__ raises
         copy = Exception(f"{type(error).__module__}.{type(error).__qualname__}")
     return copy.with_traceback(error.__traceback__)
 

@@ -161,3 +161,35 @@ def test_django_s_error_for_a_500_raised_from_a_database_error_carries_no_detail
     logged = console()
     assert "Internal Server Error: /failing/" in logged and "RuntimeError: recording failed" in logged, logged
     assert RAISED in logged and marker not in logged and "DETAIL" not in logged, logged
+
+
+class _Slotted(Exception):
+    """An error whose state is in __slots__, which a copy made without __init__ lacks."""
+    __slots__ = ("code",)
+
+    def __init__(self, code: int) -> None:
+        super().__init__()
+        self.code = code
+
+    def __repr__(self) -> str:
+        return f"_Slotted(code={self.code})"
+
+    def __reduce__(self) -> tuple[type[_Slotted], tuple[int]]:  # picklable, so Celery keeps it as it is
+        return _Slotted, (self.code,)
+
+
+def test_celery_s_error_for_an_error_the_filter_cannot_copy_is_still_written(db: Any) -> None:
+    # Given a task's error, raised from a database error, of a type whose copy cannot be written
+    marker, error = _unique_violation()
+    try:
+        raise _Slotted(7) from error
+    except _Slotted as exc:
+        raised = exc
+
+    # When Celery's trace logs its failure
+    logged = _failure_logged(raised)
+
+    # Then its ERROR is written (the filter raised inside Celery's handling of the failure, and the
+    # line was lost), naming the type, and the database error by its first line
+    assert "raised unexpected" in logged and "_Slotted" in logged, logged
+    assert RAISED in logged and marker not in logged and "DETAIL" not in logged, logged
