@@ -70,7 +70,7 @@ class JobAdmin(DjangoObjectActions, CountedDeletionAdmin, LargeTableAdmin):
 
 
 @admin.register(JobResult)
-class JobResultAdmin(LargeTableAdmin):
+class JobResultAdmin(CountedDeletionAdmin, LargeTableAdmin):
     list_display = ("id", "task_name", "job", "owner", "created_at")
     list_filter = (known_values_filter("task_name", "task name", _job_names), "created_at")
     search_fields = ("job__id", "owner__name")
@@ -80,6 +80,8 @@ class JobResultAdmin(LargeTableAdmin):
     # JSON columns.
     list_select_related = ("owner", "job")
     list_deferred = ("result", *(f"job__{name}" for name in JobAdmin.list_deferred))
+    # Its deletion reads the chosen results' names, not each one joined to its job and client.
+    deletion_listed_fields = ("id", "task_name")
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # a result comes from its job

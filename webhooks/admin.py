@@ -11,7 +11,13 @@ from django.http import HttpRequest
 from django.utils import timezone
 from django_object_actions import DjangoObjectActions, action, takes_instance_or_queryset
 
-from core.admin_site import BoundedActionsAdmin, LargeTableAdmin, action_apply, known_values_filter
+from core.admin_site import (
+    BoundedActionsAdmin,
+    CountedDeletionAdmin,
+    LargeTableAdmin,
+    action_apply,
+    known_values_filter,
+)
 from webhooks import shapes
 from webhooks.endpoints import endpoint_delete, endpoint_update
 from webhooks.events import ENDPOINT_EVENT_TYPES
@@ -59,7 +65,7 @@ class FailingToHostFilter(admin.SimpleListFilter):
 
 
 @admin.register(Delivery)
-class DeliveryAdmin(DjangoObjectActions, ReadOnlyAdmin, LargeTableAdmin):
+class DeliveryAdmin(DjangoObjectActions, CountedDeletionAdmin, ReadOnlyAdmin, LargeTableAdmin):
     list_display = ["id", "subject_id", "event", "url", "state", "attempt_count", "next_attempt_at", "created_at"]
     list_filter = ["state", "redelivery", FailingToHostFilter]
     search_fields = ["subject_id", "event__message_id", "url"]
@@ -69,6 +75,8 @@ class DeliveryAdmin(DjangoObjectActions, ReadOnlyAdmin, LargeTableAdmin):
     inlines = [DeliveryAttemptInline]
     actions = ["redeliver"]
     change_actions = ["redeliver"]
+    # Its deletion counts its attempts rather than read each one whole (core/admin_site.py).
+    deletion_listed_fields = ("id", "event", "state")
 
     def has_redeliver_permission(self, request: HttpRequest) -> bool:
         # A new delivery, never a change to this one's log: the permission to change deliveries.
@@ -95,7 +103,7 @@ class DeliveryAdmin(DjangoObjectActions, ReadOnlyAdmin, LargeTableAdmin):
 
 
 @admin.register(Event)
-class EventAdmin(ReadOnlyAdmin, LargeTableAdmin):
+class EventAdmin(CountedDeletionAdmin, ReadOnlyAdmin, LargeTableAdmin):
     list_display = ["message_id", "event_type", "subject_id", "owner", "created_at"]
     # The event types the code knows, not the table's distinct ones (core/admin_site.py).
     list_filter = [known_values_filter("event_type", "event type", lambda: list(ENDPOINT_EVENT_TYPES))]
@@ -104,6 +112,9 @@ class EventAdmin(ReadOnlyAdmin, LargeTableAdmin):
     list_deferred = ("body",)
     exclude = ["body"]
     readonly_fields = ["body_text"]
+    # Its deletion counts its deliveries rather than read each one joined to its event, the body
+    # again for each (core/admin_site.py).
+    deletion_listed_fields = ("id", "event_type", "message_id")
 
     @admin.display(description="body")
     def body_text(self, obj: Event) -> str:
