@@ -220,11 +220,13 @@ def jobs_waiting_claim(*, now: datetime, grace_before: datetime, cap: int, limit
     if connection.vendor == "postgresql":
         # One owner's: its count row by key. Every owner's: the owners with a job waiting, each
         # found by one probe of job_waiting (its first column) past the one before, then its
-        # count row by key; the count rows of every client ever, read to find those few, made
-        # the sweep a Seq Scan of the clients every 5 s (docs/reliability.md, "The workers' reads").
+        # count row by key (LIMIT 1: never a hash join of every count row, which the planner chose
+        # on a guess at the owners' number); every client's count row, read to find those few,
+        # made the sweep a Seq Scan of the clients every 5 s (docs/reliability.md, "The workers' reads").
         owners, waiting_owners = f"{JOB_COUNTS} c", ""
         if owner_id is None:
-            owners = f"waiting_owners o JOIN {JOB_COUNTS} c ON c.owner_id = o.owner_id AND o.owner_id IS NOT NULL"
+            owners = (f"(SELECT owner_id FROM waiting_owners WHERE owner_id IS NOT NULL) o CROSS JOIN LATERAL "
+                      f"(SELECT * FROM {JOB_COUNTS} c WHERE c.owner_id = o.owner_id LIMIT 1) c")
             waiting_owners = f"""WITH RECURSIVE waiting_owners (owner_id) AS (
                 (SELECT j.owner_id FROM {Job._meta.db_table} j WHERE {_WAITING} ORDER BY j.owner_id LIMIT 1)
                 UNION ALL
