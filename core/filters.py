@@ -39,6 +39,13 @@ class UtcIsoDateTimeFilter(django_filters.IsoDateTimeFilter):
     field_class = UtcIsoDateTimeField
 
 
+# A query's parameters the 400 names at most.
+_PROBLEMS_NAMED = 10
+
+# A list's filter set when it has no filters: its query may hold its paginator's parameters alone.
+NO_FILTERS = django_filters.FilterSet
+
+
 def query_filtered(
     filterset_class: type[django_filters.FilterSet],
     request: Request,
@@ -48,7 +55,7 @@ def query_filtered(
     read_elsewhere: Mapping[str, Callable[[str], bool]] | None = None,
 ) -> QuerySet[Any]:
     """`queryset` filtered by the query string, or 400 `invalid_filter` naming each parameter the
-    list does not take, or that is given more than once, and each filter's invalid value.
+    list does not take, or that is given more than once (the first ten), and each filter's invalid value.
 
     django-filter ignores a name it does not know and reads the last of a repeated one: a
     misspelt filter (`stauts=FAILURE`), or another list's (`subject_id=` for `job=`), answered the
@@ -57,11 +64,13 @@ def query_filtered(
     `read_elsewhere` accepts (keyed by how the answer shows them, e.g. `metadata[<key>]`), whose
     reader checks their form and repeats itself."""
     elsewhere = read_elsewhere or {}
-    taken = [*filterset_class.base_filters, pagination.cursor_query_param, pagination.page_size_query_param]
-    if api_settings.URL_FORMAT_OVERRIDE:  # DRF's content negotiation reads it (`?format=json`)
-        taken.append(api_settings.URL_FORMAT_OVERRIDE)
+    taken = [*filterset_class.base_filters, pagination.cursor_query_param]
+    # DRF's content negotiation reads `?format=json`; a paginator may take no page size.
+    taken += [name for name in (pagination.page_size_query_param, api_settings.URL_FORMAT_OVERRIDE) if name]
     problems: dict[str, list[str]] = {}
     for name, values in request.query_params.lists():
+        if len(problems) == _PROBLEMS_NAMED:
+            break  # each unknown one's detail lists what the list takes: bounded, not 29 times the query's size
         if any(accepts(name) for accepts in elsewhere.values()):
             continue
         if name not in taken:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import django_filters
 from django.conf import settings
 from django.utils import timezone
 from django.utils.cache import patch_vary_headers
@@ -15,7 +14,7 @@ from rest_framework.views import APIView
 
 from core.auth import client_writes
 from core.errors import ApplicationError
-from core.filters import query_filtered
+from core.filters import NO_FILTERS, query_filtered
 from core.pagination import NewestFirstCursorPagination
 from jobs import idempotency, inputs, selectors, submission, transitions, waiting
 from jobs.metadata_pages import job_list_with_metadata
@@ -182,7 +181,7 @@ class JobDeliveryListApi(APIView):
     def get(self, request: Request, job_id: str) -> Response:
         deliveries = selectors.job_deliveries(owner=request.user, job_id=job_id)
         # No filters: a parameter it does not take is refused all the same (a misspelt cursor).
-        deliveries = query_filtered(django_filters.FilterSet, request, deliveries, pagination=DeliveryPagination)
+        deliveries = query_filtered(NO_FILTERS, request, deliveries, pagination=DeliveryPagination)
         return _paginated(request, self, deliveries, DeliverySerializer, DeliveryPagination)
 
 

@@ -19,7 +19,7 @@ from rest_framework.views import APIView
 from core.auth import client_writes
 from core.errors import NotFound
 from core.fields import JsonFloatField, TimestampField
-from core.filters import UtcIsoDateTimeFilter, query_filtered
+from core.filters import NO_FILTERS, UtcIsoDateTimeFilter, query_filtered
 from core.pagination import NewestFirstCursorPagination
 from webhooks import endpoints, secrets, selectors, shapes
 from webhooks.api import (
@@ -168,7 +168,7 @@ class EndpointListCreateApi(APIView):
     def get(self, request: Request) -> Response:
         # No filters: a parameter it does not take is refused all the same (a misspelt cursor).
         owned = selectors.endpoints_of_owner(owner_id=request.user.pk)
-        owned = query_filtered(django_filters.FilterSet, request, owned, pagination=EndpointPagination)
+        owned = query_filtered(NO_FILTERS, request, owned, pagination=EndpointPagination)
         paginator = EndpointPagination()
         page = paginator.paginate_queryset(owned, request, view=self)
         counts = selectors.endpoint_attempt_counts(

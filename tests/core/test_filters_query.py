@@ -130,3 +130,15 @@ def test_the_lists_without_filters_refuse_a_parameter_too(make_api: Callable[...
         assert "cursor" in unknown["details"]["state"][0], path
         assert list(twice["details"]) == ["page_size"], path
         assert api.get(f"{path}?page_size=1&format=json").status_code == 200, path
+
+
+def test_a_query_of_many_unknown_parameters_is_answered_the_first_ten(make_api: Callable[..., Api]) -> None:
+    # When a client sends a list three hundred parameters it does not take
+    query = "&".join(f"p{n}=1" for n in range(300))
+    answer = make_api().get(f"/api/jobs/?{query}")
+
+    # Then the 400 names the first ten, each with what the list takes: an answer of a bounded
+    # size, not one some thirty times the query's
+    error = assert_error(answer, 400, "invalid_filter")
+    assert list(error["details"]) == [f"p{n}" for n in range(10)]
+    assert len(answer.content) < 5_000

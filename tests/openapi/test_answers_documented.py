@@ -328,7 +328,7 @@ def test_each_documented_400_example_is_an_answer_its_operation_gives(
     # a cursor of the lists' ordering whose position is not a date, as the lists' example has it
     cursor = b64encode(b"s=-created_at%2C-pk&p=x").decode()
     too_many = "?" + "&".join(f"x{n}=1" for n in range(1001))
-    bad_queries = [f"?cursor={cursor}", "?page_size=0", "?x=%00", too_many]
+    bad_queries = [f"?cursor={cursor}", "?page_size=0", "?x=%00", too_many, "?page_size=1&page_size=2"]
     with Receiver() as receiver:
         endpoint = api.post("/api/webhook-endpoints/", json={"url": receiver.url}).headers["Location"]
         job = api.submit(HELLO)["id"]
