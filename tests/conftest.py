@@ -29,6 +29,7 @@ from celery.signals import before_task_publish
 from django.conf import settings
 from django.db import OperationalError, connection, transaction
 from django.db.backends.signals import connection_created
+from django.db.models import Model
 from django.http import HttpResponse
 from django.test import Client as HttpClient
 
@@ -178,6 +179,22 @@ def script_output(script: str, *, database_url: str, data_dir: Path) -> str:
                          timeout=120, check=False)
     assert out.returncode == 0, out.stderr
     return out.stdout.strip().splitlines()[-1]
+
+
+def updates_refused(row: Model, *, name: str = "test_row_refused") -> None:
+    """PostgreSQL refuses every update of `row` (a trigger and its function, both `name`; gone with
+    the test's transaction, else dropped by updates_refused_dropped): its write raises."""
+    with connection.cursor() as cursor:
+        cursor.execute(f"""
+            CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN RAISE EXCEPTION 'this row is refused (the test)'; END $$""")
+        cursor.execute(f"CREATE TRIGGER {name} BEFORE UPDATE ON {row._meta.db_table} FOR EACH ROW "
+                       f"WHEN (OLD.{row._meta.pk.column} = '{row.pk}') EXECUTE FUNCTION {name}()")
+
+
+def updates_refused_dropped(row_type: type[Model], *, name: str = "test_row_refused") -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(f"DROP TRIGGER IF EXISTS {name} ON {row_type._meta.db_table}; DROP FUNCTION IF EXISTS {name}()")
 
 
 def plan_of(sql: str, *, analyze: bool = False, seqscan: bool = True) -> str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 import datetime
 import json
 import re
-import uuid
 from typing import Any
 
 import pytest
@@ -255,11 +254,9 @@ _LARGE_COLUMNS = ['"jobs_job"."payload"', '"jobs_job"."result"', '"jobs_job"."st
                   '"jobs_job"."error"', '"jobs_job"."metadata"', '"jobs_jobresult"."result"', '"webhooks_event"."body"']
 
 
-@pytest.mark.parametrize("path", ["/admin/jobs/job/", "/admin/jobs/jobresult/", "/admin/webhooks/delivery/",
-                                  "/admin/webhooks/event/"])
-def test_a_large_tables_list_reads_no_clients_payloads_results_or_bodies(path: str) -> None:
-    # Given a client's jobs with large payloads and results (its storage quota holds a thousand
-    # of 1 MB), their results, events and deliveries
+def large_rows() -> tuple[list[Job], list[JobResult], list[Event], list[Delivery]]:
+    """A client's three finished jobs with large payloads and results (its storage quota holds a
+    thousand of 1 MB), their results, events (bodies carrying both) and failed deliveries."""
     owner = client_create(name="acme")
     big = {"blob": "x" * 200_000}
     jobs = Job.objects.bulk_create(Job(owner=owner, job_name="api.tasks.save_task_result_test_task", status="SUCCESS",
@@ -270,7 +267,16 @@ def test_a_large_tables_list_reads_no_clients_payloads_results_or_bodies(path: s
     events = Event.objects.bulk_create(Event(owner=owner, subject_id=job.pk, event_type="job.succeeded", body=body)
                                        for job in jobs)
     deliveries = Delivery.objects.bulk_create(Delivery(owner=owner, event=event, subject_id=event.subject_id,
-                                                       url="https://receiver.example.com/") for event in events)
+                                                       url="https://receiver.example.com/", state="failed")
+                                              for event in events)
+    return jobs, results, events, deliveries
+
+
+@pytest.mark.parametrize("path", ["/admin/jobs/job/", "/admin/jobs/jobresult/", "/admin/webhooks/delivery/",
+                                  "/admin/webhooks/event/"])
+def test_a_large_tables_list_reads_no_clients_payloads_results_or_bodies(path: str) -> None:
+    # Given a client's jobs with large payloads and results, their results, events and deliveries
+    jobs, results, events, deliveries = large_rows()
     http = HttpClient()
     http.force_login(User.objects.create_superuser("admin", "admin@example.com", "pw"))
 
@@ -291,13 +297,7 @@ def test_a_large_tables_list_reads_no_clients_payloads_results_or_bodies(path: s
 
 def test_redeliver_on_a_selection_reads_no_events_body() -> None:
     # Given a client's three failed deliveries of events with large bodies
-    owner = client_create(name="acme")
-    body = json.dumps({"type": "job.succeeded", "data": {"result": {"blob": "x" * 200_000}}}).encode()
-    events = Event.objects.bulk_create(Event(owner=owner, subject_id=uuid.uuid4(), event_type="job.succeeded",
-                                             body=body) for _ in range(3))
-    deliveries = Delivery.objects.bulk_create(Delivery(owner=owner, event=event, subject_id=event.subject_id,
-                                                       url="https://receiver.example.com/", state="failed")
-                                              for event in events)
+    _, _, events, deliveries = large_rows()
     http = HttpClient()
     http.force_login(User.objects.create_superuser("admin", "admin@example.com", "pw"))
 

@@ -5,7 +5,6 @@ event's body, the job whole, again for each) and each delivery's attempts whole 
 bodies), up to ADMIN_ACTION_MAX_ROWS (500) selected rows in an API process."""
 from __future__ import annotations
 
-import json
 import uuid
 
 import pytest
@@ -15,7 +14,8 @@ from django.test import Client as HttpClient
 from django.test.utils import CaptureQueriesContext
 
 from core.services import client_create
-from jobs.models import Job, JobResult
+from jobs.models import JobResult
+from tests.core.test_admin import large_rows
 from webhooks.models import Delivery, DeliveryAttempt, Event
 
 pytestmark = pytest.mark.django_db
@@ -33,18 +33,7 @@ _BODIES = ['"jobs_job"."payload"', '"jobs_job"."result"', '"jobs_job"."step_inpu
 def test_delete_selected_confirms_and_deletes_reading_no_body(path: str, kind: type, going: list[str]) -> None:
     # Given a client's three jobs with large payloads and results, their results, events,
     # deliveries and the deliveries' attempts
-    owner = client_create(name="acme")
-    big = {"blob": "x" * 200_000}
-    jobs = Job.objects.bulk_create(Job(owner=owner, job_name="api.tasks.hello_world", status="SUCCESS",
-                                       payload=big, result=big, step_input=big) for _ in range(3))
-    results = JobResult.objects.bulk_create(JobResult(owner=owner, job=job, task_name=job.job_name, result=big)
-                                            for job in jobs)
-    body = json.dumps({"type": "job.succeeded", "data": {"payload": big, "result": big}}).encode()
-    events = Event.objects.bulk_create(Event(owner=owner, subject_id=job.pk, event_type="job.succeeded", body=body)
-                                       for job in jobs)
-    deliveries = Delivery.objects.bulk_create(Delivery(owner=owner, event=event, subject_id=event.subject_id,
-                                                       url="https://receiver.example.com/", state="failed")
-                                              for event in events)
+    _, results, events, deliveries = large_rows()
     DeliveryAttempt.objects.bulk_create(DeliveryAttempt(delivery=delivery, number=number, status_code=500,
                                                         response_body="y" * 4096)
                                         for delivery in deliveries for number in (1, 2))

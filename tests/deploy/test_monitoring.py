@@ -15,7 +15,7 @@ import pytest
 import requests
 import yaml
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
 from django.test import Client as BrowserClient
 from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
@@ -24,7 +24,15 @@ from core.celery import app as celery_app
 from core.services import api_key_create, client_create
 from jobs.models import Job
 from jobs.registry import job_type_get
-from tests.conftest import REPO, free_port, start_worker, stop_process, worker_env
+from tests.conftest import (
+    REPO,
+    free_port,
+    start_worker,
+    stop_process,
+    updates_refused,
+    updates_refused_dropped,
+    worker_env,
+)
 from tests.console.seed import seed
 
 MONITORING = REPO / "monitoring"
@@ -222,12 +230,7 @@ def test_a_periodic_task_that_fails_is_served_as_the_rule_reads_it(tmp_path: Pat
     with transaction.atomic():
         job = Job.objects.create(owner=owner, job_name=HELLO, status=Job.Status.STARTED, started_at=stale,
                                  dispatched_at=stale)
-        with connection.cursor() as cursor:
-            cursor.execute("""
-                CREATE FUNCTION test_stale_refused() RETURNS trigger LANGUAGE plpgsql AS $$
-                BEGIN RAISE EXCEPTION 'this row is refused (the test)'; END $$""")
-            cursor.execute("CREATE TRIGGER test_stale_refused BEFORE UPDATE ON jobs_job FOR EACH ROW "
-                           f"WHEN (OLD.id = '{job.id}') EXECUTE FUNCTION test_stale_refused()")
+        updates_refused(job, name="test_stale_refused")
     process, _ = start_worker(log_dir=tmp_path, queues=f"{settings.MAINTENANCE_QUEUE},{queue}", env=env)
     try:
         started = time.time()
@@ -253,8 +256,7 @@ def test_a_periodic_task_that_fails_is_served_as_the_rule_reads_it(tmp_path: Pat
 
         # ...until the row is mended: the next run runs to its end, fails the job, and its last
         # success is then
-        with connection.cursor() as cursor:
-            cursor.execute("DROP TRIGGER test_stale_refused ON jobs_job; DROP FUNCTION test_stale_refused()")
+        updates_refused_dropped(Job, name="test_stale_refused")
         mended = time.time()
         celery_app.send_task(task, queue=queue)
         while (samples := _worker_samples(port)).get(("jobapi_periodic_task_runs_total", task), 0) < 1:
@@ -265,6 +267,4 @@ def test_a_periodic_task_that_fails_is_served_as_the_rule_reads_it(tmp_path: Pat
         assert http.get(f"/api/jobs/{job.id}/").json()["status"] == "FAILURE"
     finally:
         stop_process(process)
-        with connection.cursor() as cursor:
-            cursor.execute("DROP TRIGGER IF EXISTS test_stale_refused ON jobs_job; "
-                           "DROP FUNCTION IF EXISTS test_stale_refused()")
+        updates_refused_dropped(Job, name="test_stale_refused")

@@ -21,19 +21,9 @@ from core.services import api_key_create, client_create
 from jobs import abandoned, deadlines
 from jobs.models import Job
 from jobs.registry import job_type_get
+from tests.conftest import updates_refused
 
 CHECKLIST = "api.tasks.generate_checklist_from_guidelines"
-
-
-def _refuse_updates(job: Job) -> None:
-    """PostgreSQL refuses every update of `job`'s row (a trigger, gone with the test's
-    transaction): its finish, or its cancel, raises."""
-    with connection.cursor() as cursor:
-        cursor.execute("""
-            CREATE FUNCTION test_job_refused() RETURNS trigger LANGUAGE plpgsql AS $$
-            BEGIN RAISE EXCEPTION 'this row is refused (the test)'; END $$""")
-        cursor.execute("CREATE TRIGGER test_job_refused BEFORE UPDATE ON jobs_job FOR EACH ROW "
-                       f"WHEN (OLD.id = '{job.id}') EXECUTE FUNCTION test_job_refused()")
 
 
 def _seen(owner: Client, job: Job) -> dict[str, Any]:
@@ -55,7 +45,7 @@ def test_a_stale_job_whose_finish_raises_leaves_the_others_failed(caplog: pytest
     jobs = [Job.objects.create(owner=owner, job_name=CHECKLIST, status=Job.Status.STARTED, started_at=started,
                                dispatched_at=started) for _ in range(6)]
     refused, others = jobs[0], jobs[1:]
-    _refuse_updates(refused)
+    updates_refused(refused)
 
     # When the rule runs, twice
     with pytest.raises(RowsFailed):
@@ -84,7 +74,7 @@ def test_a_job_past_its_deadline_whose_cancel_raises_leaves_the_others_canceled(
     jobs = [Job.objects.create(owner=owner, job_name=CHECKLIST, dispatched_at=now,
                                deadline=now - timedelta(seconds=1)) for _ in range(6)]
     refused, others = jobs[0], jobs[1:]
-    _refuse_updates(refused)
+    updates_refused(refused)
 
     # When the rule runs
     with pytest.raises(RowsFailed):

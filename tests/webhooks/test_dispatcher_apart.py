@@ -8,11 +8,11 @@ import logging
 from datetime import timedelta
 
 import pytest
-from django.db import connection
 from django.utils import timezone
 
 from core.rows_apart import RowsFailed
 from core.services import client_create
+from tests.conftest import updates_refused
 from webhooks import dispatch, endpoints, tasks
 from webhooks.models import Endpoint
 
@@ -26,12 +26,7 @@ def test_an_endpoint_whose_save_raises_leaves_the_others_rescheduled(caplog: pyt
     stalled_since = timezone.now() - timedelta(seconds=dispatch.REDISPATCH_AFTER_SECONDS + 60)
     Endpoint.objects.filter(pk__in=[e.pk for e in created]).update(rescheduling_since=stalled_since)
     refused, others = created[0], created[1:]
-    with connection.cursor() as cursor:
-        cursor.execute("""
-            CREATE FUNCTION test_endpoint_refused() RETURNS trigger LANGUAGE plpgsql AS $$
-            BEGIN RAISE EXCEPTION 'this row is refused (the test)'; END $$""")
-        cursor.execute(f"CREATE TRIGGER test_endpoint_refused BEFORE UPDATE ON {Endpoint._meta.db_table} "
-                       f"FOR EACH ROW WHEN (OLD.id = '{refused.pk}') EXECUTE FUNCTION test_endpoint_refused()")
+    updates_refused(refused)
 
     # When the dispatcher runs
     with pytest.raises(RowsFailed):
