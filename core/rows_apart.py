@@ -64,4 +64,4 @@ def _connection_broken() -> bool:
     restarted, the network cut) or its transaction can only roll back (a savepoint's rollback
     failed on it). Taken for the row's, every row after it raised the same, one ERROR line and
     traceback each (500 of a run), none of which said the database was gone."""
-    return connection.needs_rollback or connection.connection is None or not connection.is_usable()
+    return connection.needs_rollback or not connection.is_usable()
