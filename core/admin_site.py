@@ -124,56 +124,6 @@ def _whole_table(queryset: QuerySet[Any]) -> bool:
     return not (query.where or query.distinct or query.is_sliced or query.combinator)
 
 
-class LargeTableAdmin(BoundedActionsAdmin):
-    """The admin of a table that grows with traffic (jobs, results, deliveries, events): its list
-    counts no table of millions of rows on every page. Django's list counts the rows it lists
-    (the paginator's count: here an estimate for a whole large table) and, for the "N total"
-    beside a filtered list's count, the whole table again (off: the list says "Show all").
-
-    A search that is a UUID (a job's id, pasted from a log line, the console or a client) finds
-    the rows whose `uuid_search_fields` equal it, by their indexes. Django's search matched it
-    as text within each of the search fields of every row (`UPPER(id::text) LIKE '%…%'`, the
-    URLs and client names too), which no index serves: the whole table read twice a page, for
-    the rows and their count. Any other search is Django's."""
-
-    show_full_result_count = False
-    paginator = EstimatedCountPaginator
-    uuid_search_fields: tuple[str, ...] = ()
-    # The columns its list never shows that a client fills, up to API_MAX_BODY_BYTES each (a
-    # job's payload and result, an event's body; a related row's as `event__body`): left unread
-    # by the list's page, and by the actions' read of their selection. Read, a page of 100 jobs of
-    # 1 MB payloads and results was 200 MB through the API process, 1.2-3.2 s a page. (An action's
-    # own write may read its row again: a cancel locks and reads each job whole, as the API's does.)
-    list_deferred: tuple[str, ...] = ()
-
-    def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
-        return _ListWithoutDeferred
-
-    def get_search_results(self, request: HttpRequest, queryset: QuerySet[Any],
-                           search_term: str) -> tuple[QuerySet[Any], bool]:
-        key = _uuid_of(search_term)
-        if key is None or not self.uuid_search_fields:
-            return super().get_search_results(request, queryset, search_term)
-        matches = Q()
-        for field in self.uuid_search_fields:
-            matches |= Q(**{field: key})
-        return queryset.filter(matches), False
-
-
-class _ListWithoutDeferred(ChangeList):
-    """Django's list, its rows read without their admin's `list_deferred` columns."""
-
-    def get_queryset(self, request: HttpRequest, exclude_parameters: Any = None) -> QuerySet[Any]:
-        return super().get_queryset(request, exclude_parameters).defer(*self.model_admin.list_deferred)
-
-
-def _uuid_of(text: str) -> uuid.UUID | None:
-    try:
-        return uuid.UUID(text.strip())
-    except ValueError:
-        return None
-
-
 class CountedDeletionAdmin(admin.ModelAdmin):
     """A model's admin whose deletion's confirmation (its page's Delete, the list's "Delete
     selected", and the confirming POST, which checks the same) names the chosen rows and counts
@@ -241,6 +191,60 @@ class CountedDeletionAdmin(admin.ModelAdmin):
         if isinstance(objs, QuerySet):
             return objs.select_related(None).only(*self.deletion_listed_fields)
         return objs
+
+
+class LargeTableAdmin(CountedDeletionAdmin, BoundedActionsAdmin):
+    """The admin of a table that grows with traffic (jobs, results, deliveries, events): its list
+    counts no table of millions of rows on every page. Django's list counts the rows it lists
+    (the paginator's count: here an estimate for a whole large table) and, for the "N total"
+    beside a filtered list's count, the whole table again (off: the list says "Show all").
+
+    A search that is a UUID (a job's id, pasted from a log line, the console or a client) finds
+    the rows whose `uuid_search_fields` equal it, by their indexes. Django's search matched it
+    as text within each of the search fields of every row (`UPPER(id::text) LIKE '%…%'`, the
+    URLs and client names too), which no index serves: the whole table read twice a page, for
+    the rows and their count. Any other search is Django's.
+
+    Its deletions are counted (CountedDeletionAdmin): Django's confirmation read each chosen row's
+    related rows whole (an event's deliveries joined to it, its body again for each; a delivery's
+    attempts), up to ADMIN_ACTION_MAX_ROWS chosen rows in an API process."""
+
+    show_full_result_count = False
+    paginator = EstimatedCountPaginator
+    uuid_search_fields: tuple[str, ...] = ()
+    # The columns its list never shows that a client fills, up to API_MAX_BODY_BYTES each (a
+    # job's payload and result, an event's body; a related row's as `event__body`): left unread
+    # by the list's page, and by the actions' read of their selection. Read, a page of 100 jobs of
+    # 1 MB payloads and results was 200 MB through the API process, 1.2-3.2 s a page. (An action's
+    # own write may read its row again: a cancel locks and reads each job whole, as the API's does.)
+    list_deferred: tuple[str, ...] = ()
+
+    def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
+        return _ListWithoutDeferred
+
+    def get_search_results(self, request: HttpRequest, queryset: QuerySet[Any],
+                           search_term: str) -> tuple[QuerySet[Any], bool]:
+        key = _uuid_of(search_term)
+        if key is None or not self.uuid_search_fields:
+            return super().get_search_results(request, queryset, search_term)
+        matches = Q()
+        for field in self.uuid_search_fields:
+            matches |= Q(**{field: key})
+        return queryset.filter(matches), False
+
+
+class _ListWithoutDeferred(ChangeList):
+    """Django's list, its rows read without their admin's `list_deferred` columns."""
+
+    def get_queryset(self, request: HttpRequest, exclude_parameters: Any = None) -> QuerySet[Any]:
+        return super().get_queryset(request, exclude_parameters).defer(*self.model_admin.list_deferred)
+
+
+def _uuid_of(text: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(text.strip())
+    except ValueError:
+        return None
 
 
 def _unless_refused_on_listed_fields(action: ActionFunction) -> ActionFunction:

@@ -13,7 +13,6 @@ from django_object_actions import (
 )
 
 from core.admin_site import (
-    CountedDeletionAdmin,
     LargeTableAdmin,
     action_apply,
     known_values_filter,
@@ -29,7 +28,7 @@ def _job_names() -> list[str]:
 
 
 @admin.register(Job)
-class JobAdmin(DjangoObjectActions, CountedDeletionAdmin, LargeTableAdmin):
+class JobAdmin(DjangoObjectActions, LargeTableAdmin):
     list_display = ("id", "job_name", "status", "owner", "created_at", "started_at", "finished_at")
     # No filter or date hierarchy that reads the whole table on each page: the job types come
     # from the registry, and the dates' filter needs no query (a date hierarchy asks the table
@@ -70,7 +69,7 @@ class JobAdmin(DjangoObjectActions, CountedDeletionAdmin, LargeTableAdmin):
 
 
 @admin.register(JobResult)
-class JobResultAdmin(CountedDeletionAdmin, LargeTableAdmin):
+class JobResultAdmin(LargeTableAdmin):
     list_display = ("id", "task_name", "job", "owner", "created_at")
     list_filter = (known_values_filter("task_name", "task name", _job_names), "created_at")
     search_fields = ("job__id", "owner__name")
@@ -99,6 +98,7 @@ class ModelUsageAdmin(LargeTableAdmin):
     ordering = ("-day", "-tokens")
     readonly_fields = [f.name for f in ModelUsage._meta.fields]
     list_select_related = ("owner",)
+    deletion_listed_fields = ("id", "owner", "day", "tokens")  # what its name reads
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

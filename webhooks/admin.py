@@ -9,11 +9,14 @@ from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
-from django_object_actions import DjangoObjectActions, action, takes_instance_or_queryset
+from django_object_actions import (
+    DjangoObjectActions,
+    action,
+    takes_instance_or_queryset,
+)
 
 from core.admin_site import (
     BoundedActionsAdmin,
-    CountedDeletionAdmin,
     LargeTableAdmin,
     action_apply,
     known_values_filter,
@@ -65,7 +68,7 @@ class FailingToHostFilter(admin.SimpleListFilter):
 
 
 @admin.register(Delivery)
-class DeliveryAdmin(DjangoObjectActions, CountedDeletionAdmin, ReadOnlyAdmin, LargeTableAdmin):
+class DeliveryAdmin(DjangoObjectActions, ReadOnlyAdmin, LargeTableAdmin):
     list_display = ["id", "subject_id", "event", "url", "state", "attempt_count", "next_attempt_at", "created_at"]
     list_filter = ["state", "redelivery", FailingToHostFilter]
     search_fields = ["subject_id", "event__message_id", "url"]
@@ -103,7 +106,7 @@ class DeliveryAdmin(DjangoObjectActions, CountedDeletionAdmin, ReadOnlyAdmin, La
 
 
 @admin.register(Event)
-class EventAdmin(CountedDeletionAdmin, ReadOnlyAdmin, LargeTableAdmin):
+class EventAdmin(ReadOnlyAdmin, LargeTableAdmin):
     list_display = ["message_id", "event_type", "subject_id", "owner", "created_at"]
     # The event types the code knows, not the table's distinct ones (core/admin_site.py).
     list_filter = [known_values_filter("event_type", "event type", lambda: list(ENDPOINT_EVENT_TYPES))]

@@ -56,6 +56,25 @@ def test_the_model_usage_list_shows_the_biggest_spenders_of_the_latest_day_first
     assert "98000" in page or "98,000" in page
 
 
+def test_deleting_a_clients_model_usage_of_today_confirms_naming_it_and_deletes_it() -> None:
+    # Given a client's model usage of today (deleting it gives it the day's budget afresh)
+    usage = ModelUsage.objects.create(owner=client_create(name="acme"), day=datetime.date(2026, 12, 5), tokens=1_200)
+    http = HttpClient()
+    http.force_login(User.objects.create_superuser("admin", "admin@example.com", "pw"))
+    chosen = {"action": "delete_selected", "_selected_action": [str(usage.pk)]}
+
+    # When an operator chooses "Delete selected" for it, then confirms
+    with CaptureQueriesContext(connection) as queries:
+        page = http.post("/admin/jobs/modelusage/", {**chosen, "index": 0})
+    done = http.post("/admin/jobs/modelusage/", {**chosen, "post": "yes"}, follow=True)
+
+    # Then the confirmation names it in one read of the chosen rows, and it is gone
+    assert str(usage) in page.content.decode()
+    assert len([q for q in queries if 'FROM "jobs_modelusage"' in q["sql"]]) <= 2
+    assert "Successfully deleted 1 model usage" in done.content.decode()
+    assert not ModelUsage.objects.filter(pk=usage.pk).exists()
+
+
 def test_with_debug_off_the_admin_cookies_are_secure_without_an_https_redirect(settings: Any) -> None:
     # The suite runs with DEBUG off and SECURE_SSL_REDIRECT off (it talks plain http).
     assert not settings.DEBUG and not settings.SECURE_SSL_REDIRECT
