@@ -43,7 +43,7 @@ def test_a_client_locked_out_by_counts_that_drifted_submits_again_once_they_are_
     settings.JOB_MAX_UNFINISHED_PER_CLIENT = 2
     owner, other = client_create(name="drifted"), client_create(name="exact")
     http = DjangoClient(HTTP_AUTHORIZATION=f"Bearer {api_key_create(client=owner)}")
-    Job.objects.create(owner=owner, job_name=HELLO)
+    Job.objects.create(owner=owner, job_name=HELLO, dispatched_at=timezone.now())
     JobResult.objects.create(owner=owner, task_name=HELLO, result={"message": "kept"})
     kept = _counts(owner.pk)
     with connection.cursor() as cursor:
@@ -71,7 +71,7 @@ def test_a_client_whose_count_row_was_lost_submits_batches_again_once_counted_ag
     # Given a client with an unfinished job whose count row a TRUNCATE of the counts table lost
     owner = client_create(name="lost-row")
     http = DjangoClient(HTTP_AUTHORIZATION=f"Bearer {api_key_create(client=owner)}")
-    Job.objects.create(owner=owner, job_name=HELLO)
+    Job.objects.create(owner=owner, job_name=HELLO, dispatched_at=timezone.now())
     with connection.cursor() as cursor:
         cursor.execute("TRUNCATE jobs_jobcounts")
     batch = {"jobs": [{"job_name": HELLO}]}
@@ -89,7 +89,8 @@ def test_counting_again_beside_the_clients_transitions_leaves_the_counts_exact(s
     # Given a client whose jobs are started and finished (each with a persisted result) by a worker
     settings.JOB_MAX_RUNNING_PER_CLIENT = 0
     owner = client_create(name="busy")
-    jobs = Job.objects.bulk_create(Job(owner=owner, job_name="api.tasks.save_task_result_test_task") for _ in range(40))
+    jobs = Job.objects.bulk_create(Job(owner=owner, job_name="api.tasks.save_task_result_test_task",
+                                       dispatched_at=timezone.now()) for _ in range(40))
 
     def worker() -> None:
         try:
@@ -140,7 +141,7 @@ def test_making_a_lost_count_row_again_beside_a_finishing_job_leaves_the_counts_
 def test_a_client_deleted_as_its_lost_count_row_is_made_again_is_passed_over() -> None:
     # Given two clients whose count rows a TRUNCATE of the counts lost
     gone, kept = client_create(name="lost-row-gone"), client_create(name="lost-row-kept")
-    Job.objects.create(owner=kept, job_name=HELLO)
+    Job.objects.create(owner=kept, job_name=HELLO, dispatched_at=timezone.now())
     with connection.cursor() as cursor:
         cursor.execute("TRUNCATE jobs_jobcounts")
 
