@@ -91,6 +91,11 @@ class TerminalOrNothing:
             self._stream.flush()
         except OSError:
             self._lose_terminal()
+        except RuntimeError:
+            # The same handler's line flushed (print's flush=True, honcho's every line) while the
+            # stream was mid-write: refused as reentrant too, it left honcho's loop as the write
+            # did. What it holds goes out with the stream's next write.
+            pass
 
     def _lose_terminal(self) -> None:
         # Both descriptors, for whatever else would write there (a traceback on stderr).
