@@ -368,8 +368,41 @@ def _data_dir_free(data_dir: Path) -> bool:
         return True
 
 
+def _process_states(left: list[str]) -> str:
+    """What a failure needs to tell a stuck process from an unsignalled one: each process's state,
+    its signals (pending, blocked, ignored, caught) and its parents up to init (its reader, and
+    honcho, if they still run)."""
+
+    def status(pid: str) -> dict[str, str]:
+        try:
+            lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+        except OSError:
+            return {}
+        return dict(line.split(":\t", 1) for line in lines if ":\t" in line)
+
+    described = []
+    for line in left:
+        pid = line.split()[0]
+        fields = status(pid)
+        signals = " ".join(f"{name}={fields.get(name, '?')}" for name in ("State", "SigPnd", "ShdPnd", "SigBlk",
+                                                                          "SigIgn", "SigCgt"))
+        parents, parent = [], fields.get("PPid", "0")
+        while parent not in ("0", "1") and len(parents) < 6:
+            name = " ".join(Path(f"/proc/{parent}/cmdline").read_bytes().decode(errors="replace").split("\0"))[:80] \
+                if Path(f"/proc/{parent}").exists() else "(gone)"
+            parents.append(f"{parent} {name}")
+            parent = status(parent).get("PPid", "0")
+        try:
+            signals += f" wchan={Path(f'/proc/{pid}/wchan').read_text()}"
+        except OSError:
+            pass
+        described.append(f"{line}\n    {signals}\n    parents: {' <- '.join(parents) or 'init'}")
+    return "\n".join(described)
+
+
 def _assert_all_gone(sessions: dict[str, int], metrics_dir: Path, data_dir: Path, port: str, output: str) -> None:
-    assert _sessions_left(sessions, timeout=30) == [], output
+    left = _sessions_left(sessions, timeout=30)
+    assert left == [], f"{output}\n--- the processes left ---\n{_process_states(left)}"
     # Removed by honcho's process once they have all stopped: a moment after the last has; and
     # the lock released as that process exits, a moment after that (60 ms on a loaded machine).
     deadline = time.monotonic() + 10
