@@ -35,6 +35,10 @@ run` started at once, its broker_requeue put back the message of the job the old
 running, and the job ran twice at once. Here every process is given the descriptor too: the lock
 is released once the last of them has stopped.
 
+Should honcho's loop raise (a bug of honcho's or of this file's), its processes are stopped as a
+Ctrl-C stops them before the traceback: raised alone, it left them all running, and honcho hung at
+its exit, waiting on its readers (StopOnceStarted.loop).
+
 Usage: honcho_start.py [--hold-fd FD] -- HONCHO_ARGUMENTS...
 """
 from __future__ import annotations
@@ -120,11 +124,37 @@ class StopOnceStarted(Manager):
 
     # The stop owed, forced (SIGKILL) or not (SIGTERM); None when none is.
     _owed: bool | None = None
+    # Once honcho's loop has raised: it runs again only to stop what it started.
+    _failed = False
 
     def __init__(self, *args: Any, held_fds: tuple[int, ...] = (), **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         # Descriptors every process keeps open (DATA_DIR's lock), as long as it runs.
         self._held_fds = held_fds
+
+    def loop(self) -> None:
+        """honcho's loop, after which, should it raise (a bug of honcho's, or of what this file
+        gives it), no process runs on. Raised alone, the exception left every process running,
+        and honcho with them: its exit waits on its readers (multiprocessing joins them), which
+        read on as long as their processes run. make run hung, the API on its port."""
+        try:
+            super().loop()
+        except Exception:
+            self._stop_after_failure()
+            raise
+
+    def _stop_after_failure(self) -> None:
+        """Every process stopped as a Ctrl-C stops them: honcho's loop again, with nothing to
+        start, sends SIGTERM, SIGKILL once a process has stopped and KILL_WAIT has passed, and
+        returns once all have. Should it raise again, each process it knows is killed outright."""
+        self._failed, self._terminating = True, False
+        try:
+            self.terminate()
+            super().loop()
+        except Exception:  # noqa: BLE001 (whatever fails it again, no process may run on)
+            for process in self._processes.values():
+                if process.get("pid") is not None and "returncode" not in process:
+                    self._procmgr.kill(process["pid"])
 
     def _killall(self, force: bool = False) -> None:
         if not super()._all_started():
@@ -142,6 +172,8 @@ class StopOnceStarted(Manager):
         return started
 
     def _start(self) -> None:
+        if self._failed:
+            return  # the loop run again to stop them: each was started already
         for process in self._processes.values():
             process["obj"]._child_ctor = functools.partial(DiesWithReader, pass_fds=self._held_fds)
             process["obj"].run = _reader(process["obj"].run, os.getpid())

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import runpy
 import signal
 import subprocess
@@ -56,6 +57,63 @@ def test_a_line_written_while_the_stream_is_mid_write_is_lost_and_the_rest_writt
     # Then the first is lost without raising, its write and its flush alike (raised, either left
     # honcho's loop before it had stopped any process), and the terminal is kept for the next
     assert stream.getvalue() == "\nsending SIGTERM to web.1\n"
+
+
+# honcho_start.py run with honcho's printer made to raise at one line, or at every line from it on
+# (its own "sending SIGTERM" lines too): a bug in the loop.
+FAILING_LOOP = """
+import runpy, sys
+from honcho import printer
+written, failing, mode = printer.Printer.write, [], sys.argv[3]
+def write(self, message):
+    if isinstance(message.data, bytes) and b"the line honcho fails at" in message.data or failing == ["on"]:
+        failing.append(mode)
+        raise ValueError("honcho's loop failed")
+    return written(self, message)
+printer.Printer.write = write
+sys.argv = [sys.argv[1], "--", "-f", sys.argv[2], "-e", "/dev/null", "start"]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+@pytest.mark.parametrize("failing", ["once", "on"])
+def test_when_honchos_loop_raises_every_process_is_stopped_and_honcho_exits_with_its_traceback(
+    failing: str, tmp_path: Path,
+) -> None:
+    # Given honcho_start.py running two processes, one of which writes a line at which honcho's
+    # loop raises (once, or at every line from there on)
+    (tmp_path / "failing_loop.py").write_text(FAILING_LOOP)
+    (tmp_path / "Procfile").write_text(
+        "writer: sleep 1; echo the line honcho fails at; exec sleep 300\n"
+        "other: exec sleep 300\n"
+    )
+    env = {**os.environ, "DATA_DIR": str(tmp_path), "METRICS_DIR": str(tmp_path)}
+
+    # When it runs to that line
+    try:
+        run = subprocess.run([sys.executable, str(tmp_path / "failing_loop.py"), str(HONCHO_START),
+                              str(tmp_path / "Procfile"), failing], cwd=tmp_path, env=env, capture_output=True,
+                             text=True, timeout=30, check=False)
+        exited = True
+    except subprocess.TimeoutExpired as hung:
+        run, exited = hung, False
+    pids = [int(pid) for pid in re.findall(r"started \(pid=(\d+)\)", str(run.stdout))]
+    left = [pid for pid in pids if _running(pid)]
+    for pid in left:
+        os.killpg(pid, signal.SIGKILL)
+
+    # Then both processes are stopped and honcho exits, failing, with the exception's traceback
+    # (it hung, waiting on its readers, both processes running)
+    assert exited and len(pids) == 2 and left == [], (run.stdout, run.stderr)
+    assert run.returncode == 1 and "ValueError: honcho's loop failed" in run.stderr, run.stderr
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def test_a_process_whose_reader_died_before_it_asked_to_die_with_it_never_runs(tmp_path: Path) -> None:
