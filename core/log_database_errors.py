@@ -1,12 +1,14 @@
 """A database error in the log as its first line only, wherever a line carries it: PostgreSQL's
 DETAIL and CONTEXT quote the values it refused (a key, a job's output: a client's data). The
-filter is core/logs.py's LOGGING's, on every line of the standard library's logging (not on
-structlog's own lines' keys: docs/reliability.md), and gunicorn.conf.py's.
+filter is core/logs.py's LOGGING's, on every line of the standard library's logging and of
+structlog's own (its keys), and gunicorn.conf.py's.
 """
 from __future__ import annotations
 
 import logging
 import re
+import reprlib
+import sys
 import traceback
 import uuid
 from collections.abc import Mapping
@@ -63,11 +65,15 @@ def _input_redacted(message: str) -> str:
 # The containers whose text is each item's repr (a database error's whole text), by exact type: a
 # namedtuple's repr and constructor differ, and a subclass's may be anything.
 _CONTAINERS = frozenset({list, tuple, set, frozenset, dict})
-# How many containers deep an argument is searched (a dict in a list in a tuple, and one more): a
-# container holding itself cannot make the filter recurse, and raise, in a call.
+# How many containers deep an argument is searched (a dict in a list in a tuple, and one more);
+# one deeper is written as reprlib writes one past its level (`[...]`), since what it holds goes
+# unsearched: the filter's walk is never longer than the text it lets through, and a container
+# holding itself cannot make it recurse, and raise, in a call.
 _NESTED = 4
-# How many links of an exception's chain are followed (`raise ... from`, or raised in an except).
-_CHAINED = 16
+# How many exceptions of a traceback with links of their own (a chain, `raise ... from` or raised
+# in an except; an exception group's members) are looked into: a group's members may each be a
+# group or have a chain of their own, which a bound on the depth alone let multiply.
+_CHAINED = 64
 # The types of a line's usual arguments (ids, numbers, text), which hold no error: a line of
 # only these costs one look at the types, not a copy of its arguments.
 _PLAIN = frozenset({str, int, float, bool, type(None), uuid.UUID})
@@ -81,8 +87,10 @@ class DatabaseErrorFirstLine(logging.Filter):
     causes repeat them; the retries before it are logged with the first line only
     (core/celery.py). One the traceback's exception was raised from, or while handling, too
     (`raise ... from`: a task's, a view's whose 500 Django logs), which the traceback writes
-    whole above it. A database error among a line's arguments too (positional or named, in a
-    list, tuple, set or dict of them), which Celery writes with %r in a few lines of its own."""
+    whole above it, and one among an exception group's members, which it writes each of. A
+    database error among a line's arguments too (positional or named, in a list, tuple, set or
+    dict of them), which Celery writes with %r in a few lines of its own; one that is the line's
+    message (`logger.exception(error)`); and one among the keys of structlog's own line."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         # Celery's lines that write the error with %r: "Task handler raised error: %r" (the
@@ -94,8 +102,12 @@ class DatabaseErrorFirstLine(logging.Filter):
                 record.args = _shown(args, _NESTED + 1)
         elif isinstance(args, Mapping):
             record.args = {key: _shown(arg, _NESTED) for key, arg in args.items()}
+        message = record.msg
+        if type(message) is not str:
+            # structlog's line's message is its keys (ProcessorFormatter's); another is written by str().
+            record.msg = _event_shown(message) if type(message) is dict else _shown(message, _NESTED)
         error = record.exc_info[1] if record.exc_info else None
-        shown = _chain_shown(error, {}, _CHAINED) if isinstance(error, BaseException) else error
+        shown = _chain_shown(error, {}) if isinstance(error, BaseException) else error
         if shown is error:
             return True
         record.exc_info = (type(shown), shown, shown.__traceback__)
@@ -107,67 +119,120 @@ class DatabaseErrorFirstLine(logging.Filter):
         return True
 
 
+def _event_shown(event: dict[str, Any]) -> dict[str, Any]:
+    """structlog's own line's keys, each value shown as a line's argument is, and its exception as
+    a traceback's is (`exc_info`: True for the one being handled, which the filter, called where
+    the line is written, sees too; an exception; or sys.exc_info()'s three)."""
+    raised = event.get("exc_info")
+    if raised is True:
+        raised = sys.exc_info()[1]
+    elif type(raised) is tuple:
+        raised = raised[1]
+    shown = _chain_shown(raised, {}) if isinstance(raised, BaseException) else raised
+    if shown is raised and _PLAIN.issuperset(map(type, event.values())):
+        return event
+    event = {key: _shown(value, _NESTED) for key, value in event.items()}
+    if shown is not raised:
+        event["exc_info"] = shown
+    return event
+
+
+class _Written(str):
+    """A text written as it is, in a container too (its repr is itself, unquoted)."""
+
+    def __repr__(self) -> str:
+        return str(self)
+
+
+# What writes a container past the depth searched, as reprlib's repr() does one past its level.
+_PAST_LEVEL = reprlib.Repr()
+
+
 def _shown(arg: Any, depth: int) -> Any:
     """A log line's argument as the filter lets it through: a database error its first line only,
-    one in a container too, `depth` containers deep (a copy of each container on the way)."""
+    one in a container too, `depth` containers deep (a copy of each container on the way), and a
+    container deeper as `[...]`, `{...}`."""
     if isinstance(arg, DatabaseError):
         return _first_line_only(arg)
     kind = type(arg)
-    if depth == 0 or kind not in _CONTAINERS:
+    if kind not in _CONTAINERS:
         return arg
+    if depth == 0:
+        return _Written(_PAST_LEVEL.repr1(arg, 0))
     if kind is dict:
         return {_shown(key, depth - 1): _shown(value, depth - 1) for key, value in arg.items()}
     return kind(_shown(item, depth - 1) for item in arg)
 
 
-def _chain_shown(error: BaseException, seen: dict[int, BaseException | None], links: int) -> BaseException:
+def _chain_shown(error: BaseException, seen: dict[int, BaseException | None]) -> BaseException:
     """`error` as its traceback is to be written: a database error its first line only, without
     the causes chained to it (psycopg2's, of the same text); another exception itself if no
-    database error is chained to it within `links` links, else a copy of it chained to the shown
-    ones: the exception raised is the caller's, which it may raise again or hand on. `seen`: the
-    shown of each exception met, None while its own chain is being shown."""
+    database error is chained to it or among its members (an exception group's) within the
+    _CHAINED exceptions looked into, else a copy of it chained to the shown ones, its members
+    the shown ones: the exception raised is the caller's, which it may raise again or hand on.
+    `seen`: the shown of each exception looked into, None while its own links are being shown."""
     if isinstance(error, DatabaseError):
         return _first_line_only(error).with_traceback(error.__traceback__)
-    if links == 0 or error.__cause__ is None and error.__context__ is None:
+    members = error.exceptions if isinstance(error, BaseExceptionGroup) else ()
+    if len(seen) >= _CHAINED or error.__cause__ is None and error.__context__ is None and not members:
         return error
     seen[id(error)] = None
-    chain = (error.__cause__, error.__context__)
-    shown_chain = [_link_shown(link, seen, links - 1) for link in chain]
+    links = (error.__cause__, error.__context__, *members)
+    shown_links = [_link_shown(link, seen) for link in links]
     shown = error
     # A link shown as None is one back to an exception under way (a cycle): not a reason to copy.
-    if any(shown_link is not None and shown_link is not link for shown_link, link in zip(shown_chain, chain)):
-        shown = _copied(error)
-        shown.__cause__, shown.__context__ = shown_chain
+    if any(shown_link is not None and shown_link is not link for shown_link, link in zip(shown_links, links)):
+        shown_members = [link if shown_link is None else shown_link for shown_link, link in zip(shown_links[2:], members)]
+        # A group's arguments are its message and its members, which its repr writes.
+        shown = _copied(error, (error.args[0], shown_members) if members else error.args)
+        shown.__cause__, shown.__context__ = shown_links[:2]
         shown.__suppress_context__ = error.__suppress_context__  # after __cause__, which sets it
     seen[id(error)] = shown
     return shown
 
 
-def _link_shown(link: BaseException | None, seen: dict[int, BaseException | None], links: int) -> BaseException | None:
-    """The shown of a link of a chain (_chain_shown); None for none, or for a link back to an
-    exception whose chain is being shown (a cycle), which the traceback leaves out, as it writes
-    no exception twice."""
+def _link_shown(link: BaseException | None, seen: dict[int, BaseException | None]) -> BaseException | None:
+    """The shown of a link of a chain or a group's member (_chain_shown); None for none, or for a
+    link back to an exception whose links are being shown (a cycle), which the traceback leaves
+    out, as it writes no exception twice."""
     if link is None:
         return None
     if id(link) in seen:
         return seen[id(link)]
-    return _chain_shown(link, seen, links)
+    return _chain_shown(link, seen)
 
 
-def _copied(error: BaseException) -> BaseException:
-    """A copy of `error`: its type, arguments, attributes and traceback, made without its
-    __init__ (which may take other arguments, or do something); one of a type that cannot be
-    made so (its own __new__), or whose copy cannot be written, as an Exception naming its type."""
+def _copied(error: BaseException, args: tuple[Any, ...]) -> BaseException:
+    """A copy of `error` holding `args`: its type, attributes and traceback, made without its
+    __init__ (which may take other arguments, or do something), if it writes the text `error`
+    does; else _stand_in(error)."""
     try:
-        copy = type(error).__new__(type(error), *error.args)
-        copy.args = error.args
+        copy = type(error).__new__(type(error), *args)
+        copy.args = args
         copy.__dict__.update(error.__dict__)
-        # What the log writes of it: a type keeping its state out of args and __dict__ (in
-        # __slots__, or C fields its __init__ sets) may raise, in Celery's handling of the failure.
-        repr(copy), str(copy)
-    except Exception:  # noqa: BLE001 - whatever a type's own __new__, __repr__ or __str__ raises
-        copy = Exception(f"{type(error).__module__}.{type(error).__qualname__}")
-    return copy.with_traceback(error.__traceback__)
+        # A type keeping its state out of args and __dict__ (in __slots__, or C fields its
+        # __init__ sets) may raise, in Celery's handling of the failure, or write another text
+        # (a UnicodeDecodeError's copy none).
+        if str(copy) == str(error):
+            repr(copy)
+            return copy.with_traceback(error.__traceback__)
+    except Exception:  # noqa: BLE001, S110 - whatever a type's own __new__, __repr__ or __str__ raises
+        pass
+    return _stand_in(error).with_traceback(error.__traceback__)
+
+
+def _stand_in(error: BaseException) -> BaseException:
+    """An exception of a class named as `error`'s (its module and name: what a handler grouping
+    by type, Sentry's, sees) holding its text: not of its type, which could not be copied (its
+    bases' neither, nor an exception group's members: the traceback writes none of them)."""
+    kind = type(error)
+    try:
+        text = str(error)
+    except Exception:  # noqa: BLE001 - an error's own __str__: its name says what it was
+        text = ""
+    named = type(kind.__name__, (Exception if isinstance(error, Exception) else BaseException,),
+                 {"__module__": kind.__module__, "__qualname__": kind.__qualname__})
+    return named(text) if text else named()
 
 
 def _first_line_only(error: DatabaseError) -> DatabaseError:
@@ -183,5 +248,3 @@ def _first_line_only(error: DatabaseError) -> DatabaseError:
     except Exception:  # noqa: BLE001, S110 - whatever a subclass's own methods raise
         pass
     return DatabaseError(type(error).__name__)
-
-
