@@ -9,6 +9,7 @@ import pytest
 from django.db import connection, transaction
 from django.utils import timezone
 
+from core.models import Client
 from core.services import client_create
 from jobs import sql
 from jobs.models import Job, JobCounts
@@ -54,18 +55,25 @@ def test_the_poll_reads_only_the_owners_job() -> None:
     assert sql.job_of_owner(job.id, other.id) is None
 
 
+def submitted(owner: Client) -> Job:
+    """A job as a submission inserts it, claimed for dispatch (dispatched_at): the suite's beat
+    sweeps the committed jobs left unclaimed past their grace every second, and its worker ran
+    the first one while the second submission waited, which found its owner under its cap again."""
+    return Job(owner=owner, job_name="api.tasks.hello_world", dispatched_at=timezone.now())
+
+
 @pytest.mark.django_db(transaction=True)
 def test_two_submissions_at_once_never_take_an_owner_past_its_cap() -> None:
     # Given an owner one job under its cap of 2, and a submission whose transaction is still open
     # (one with an Idempotency-Key commits its key after its job) when a second one comes
     owner = client_create(name="sql-cap-race")
-    assert sql.job_insert_below_cap(Job(owner=owner, job_name="api.tasks.hello_world"), cap=2)
+    assert sql.job_insert_below_cap(submitted(owner), cap=2)
     first_inserted, outcomes = threading.Event(), {}
 
     def first() -> None:
         try:
             with transaction.atomic():
-                outcomes["first"] = sql.job_insert_below_cap(Job(owner=owner, job_name="api.tasks.hello_world"), cap=2)
+                outcomes["first"] = sql.job_insert_below_cap(submitted(owner), cap=2)
                 first_inserted.set()
                 time.sleep(1.0)  # the second submission comes meanwhile
         finally:
@@ -75,7 +83,7 @@ def test_two_submissions_at_once_never_take_an_owner_past_its_cap() -> None:
     def second() -> None:
         try:
             first_inserted.wait(10)
-            outcomes["second"] = sql.job_insert_below_cap(Job(owner=owner, job_name="api.tasks.hello_world"), cap=2)
+            outcomes["second"] = sql.job_insert_below_cap(submitted(owner), cap=2)
         finally:
             connection.close()
 
