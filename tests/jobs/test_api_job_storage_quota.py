@@ -90,14 +90,15 @@ def test_the_refusal_says_when_the_oldest_finished_job_goes(make_api: Callable[.
 
 def test_a_client_with_no_finished_job_is_told_so(make_api: Callable[..., Api], settings: Any) -> None:
     # Given a client at its quota with two jobs, neither finished, kept 30 days once they are,
-    # pruned hourly
+    # pruned hourly; each claimed for dispatch, as a submission leaves it (the suite's beat sweeps
+    # a committed job left unclaimed, and its worker would finish it)
     settings.JOB_PAYLOAD_QUOTA_BYTES_PER_CLIENT = 1000
     settings.JOB_RETENTION_DAYS = 30
     settings.HOUSEKEEPING_INTERVAL_SECONDS = 3600
     api = make_api()
     for _ in range(2):
         Job.objects.create(owner=api.client, job_name=HELLO, payload={"message": "x" * 500},
-                           status=Job.Status.PENDING)
+                           status=Job.Status.PENDING, dispatched_at=timezone.now())
 
     # When it submits
     refused = api.post("/api/jobs/", json={"job_name": HELLO})

@@ -39,7 +39,10 @@ def test_submissions_over_the_rate_get_429_with_retry_after(make_api: Callable[.
 def test_unfinished_jobs_are_capped_per_client(make_api: Callable[..., Api], settings: Any) -> None:
     settings.JOB_MAX_UNFINISHED_PER_CLIENT = 2
     api = make_api()
-    Job.objects.bulk_create(Job(owner=api.client, job_name=BODY["job_name"]) for _ in range(2))
+    # Two unfinished jobs, claimed for dispatch as a submission leaves them: the suite's beat sweeps
+    # committed jobs left unclaimed, and its worker would finish them under the cap's check
+    Job.objects.bulk_create(Job(owner=api.client, job_name=BODY["job_name"], dispatched_at=timezone.now())
+                            for _ in range(2))
 
     response = api.post("/api/jobs/", json=BODY)
 
