@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 import pytest
 from django.db import connection, transaction
+from django.utils import timezone
 
 from core.services import client_create
 from jobs import event_log
@@ -30,8 +31,10 @@ def in_thread(work: Callable[[], None]) -> threading.Thread:
 
 @pytest.mark.django_db(transaction=True)
 def test_an_event_numbered_later_waits_for_the_owners_earlier_one_to_commit() -> None:
+    # Given an owner's two jobs, claimed for dispatch as a submission leaves them: the suite's beat
+    # sweeps committed jobs left unclaimed, and its worker's events would join the two below
     owner = client_create(name="order")
-    first_job, second_job = (Job.objects.create(owner=owner, **BODY) for _ in range(2))
+    first_job, second_job = (Job.objects.create(owner=owner, dispatched_at=timezone.now(), **BODY) for _ in range(2))
     first_recorded, first_may_commit = threading.Event(), threading.Event()
 
     def first() -> None:  # takes the lower id, then holds its transaction open

@@ -63,11 +63,14 @@ def _counts(owner: Client) -> tuple[int, int, int, int]:
 
 
 def test_two_bulk_deletions_of_jobs_of_the_same_owners_both_succeed() -> None:
-    # Given three clients x < y < w (by id) with queued jobs, the first deletion's jobs deleted
-    # (by id) y's, w's, then x's, the second's x's, then y's
+    # Given three clients x < y < w (by id) with queued jobs (claimed for dispatch as a submission
+    # leaves them: the suite's beat sweeps committed jobs left unclaimed, and its worker would run
+    # them beside the deletions), the first deletion's jobs deleted (by id) y's, w's, then x's,
+    # the second's x's, then y's
     x, y, w = (Client.objects.create(id=uuid.UUID(int=n), name=f"owner-{n}") for n in (1, 2, 3))
     owners_of_jobs = [y, w, x, x, y]
-    Job.objects.bulk_create([Job(id=uuid.UUID(int=n), owner=owner, job_name=HELLO, payload={"n": n})
+    Job.objects.bulk_create([Job(id=uuid.UUID(int=n), owner=owner, job_name=HELLO, payload={"n": n},
+                                 dispatched_at=timezone.now())
                              for n, owner in enumerate(owners_of_jobs, start=1)])
     first, second = [uuid.UUID(int=n) for n in (1, 2, 3)], [uuid.UUID(int=n) for n in (4, 5)]
 

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from django.http import HttpRequest, HttpResponse
 from django.test import RequestFactory
+from django.utils import timezone
 
 from core import concurrency
 from core.concurrency import ActiveRequestsMiddleware
@@ -39,9 +40,11 @@ def test_a_streams_catch_up_waits_for_the_turn_another_clients_request_holds(
     holding.start()
     assert running.wait(10)
 
-    # and client A's stream resuming from before its three events
+    # and client A's stream resuming from before its three events (its job claimed for dispatch,
+    # as a submission leaves it: the suite's beat sweeps a committed job left unclaimed, and its
+    # worker's events would join them)
     owner = client_create(name="stream-turns")
-    job = Job.objects.create(owner=owner, job_name="api.tasks.hello_world")
+    job = Job.objects.create(owner=owner, job_name="api.tasks.hello_world", dispatched_at=timezone.now())
     for event_type in ("job.started", "job.progress", "job.succeeded"):
         JobEvent.objects.create(job=job, owner=owner, job_name=job.job_name, event_type=event_type, body="{}")
     body = streams.owner_event_stream(waiter=Waiter(client_id=owner.pk, owner_id=owner.pk), owner_id=owner.pk,
