@@ -134,9 +134,11 @@ def _open_unread_stream(api: Api) -> socket.socket:
 
 def _long_history(api: Api) -> Job:
     """A job of the client's with 16 MB of events (its history, which a stream from
-    Last-Event-ID 0 replays), more than a socket's buffers hold on either side."""
+    Last-Event-ID 0 replays), more than a socket's buffers hold on either side. Claimed for
+    dispatch, as a submission leaves it: the suite's beat sweeps a committed job left unclaimed,
+    and its worker would run it, its events joining the history as the streams read it."""
     assert api.client is not None
-    job = Job.objects.create(owner=api.client, job_name="api.tasks.hello_world")
+    job = Job.objects.create(owner=api.client, job_name="api.tasks.hello_world", dispatched_at=timezone.now())
     body = '{"data": "' + "x" * 16_000 + '"}'
     JobEvent.objects.bulk_create(
         JobEvent(job=job, owner=api.client, job_name=job.job_name, event_type="job.progress", body=body)
@@ -220,9 +222,10 @@ def test_an_idle_stream_whose_client_reads_nothing_gives_its_place_back_within_t
 ) -> None:
     # Given: a client with 12 KB of events (more than the window its receive buffer offers, less
     # than the server's send buffer: the stream's writes never block, it waits for events), and a
-    # share of one stream, which a stream of them it reads nothing of takes.
+    # share of one stream, which a stream of them it reads nothing of takes (the job claimed for
+    # dispatch, as _long_history's, so that the suite's worker adds no event of its own).
     assert served.client is not None
-    job = Job.objects.create(owner=served.client, job_name="api.tasks.hello_world")
+    job = Job.objects.create(owner=served.client, job_name="api.tasks.hello_world", dispatched_at=timezone.now())
     JobEvent.objects.bulk_create(
         JobEvent(job=job, owner=served.client, job_name=job.job_name, event_type="job.progress",
                  body='{"data": "' + "x" * 4_000 + '"}')
