@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
+from django.utils import timezone
 
 from core.services import client_create
 from jobs.models import Job
@@ -52,9 +53,12 @@ def test_the_admin_login_works_over_plain_http_on_loopback_with_debug_off(
 
 
 def test_the_admins_scripts_run_under_its_content_security_policy(transactional_db: Any, tmp_path: Path) -> None:
-    # Given an operator, a client's job, and the service as production runs it
+    # Given an operator, a client's queued job (claimed for dispatch as a submission leaves it: the
+    # suite's beat sweeps a committed job left unclaimed, and its worker would finish it, taking
+    # its Cancel away), and the service as production runs it
     User.objects.create_superuser("operator", "operator@example.com", PASSWORD)
-    job = Job.objects.create(owner=client_create(name="acme"), job_name="api.tasks.hello_world")
+    job = Job.objects.create(owner=client_create(name="acme"), job_name="api.tasks.hello_world",
+                             dispatched_at=timezone.now())
     web, url = start_web(worker_env(SECURE_SSL_REDIRECT="false"), tmp_path)
     try:
         with chromium.DevTools(tmp_path) as browser:
