@@ -9,6 +9,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -25,6 +26,8 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 S = Job.Status
 ROUNDS = 12
+# How far ahead of the suite's beat the scheduled jobs' sweeper's clock runs.
+SWEEPER_AHEAD = timedelta(hours=1)
 
 
 def _all_at_once(*work: Callable[[], Any]) -> None:
@@ -96,11 +99,14 @@ def test_a_start_a_finish_and_two_cancels_at_once_end_the_job_once(where: str, s
 def test_a_scheduled_job_falling_due_as_it_is_canceled_ends_once(settings: Any, monkeypatch: Any) -> None:
     # Given jobs scheduled for later, no running cap in the way, and a broker that takes the
     # sweeper's messages for this test's worker alone (the session's worker would be a third
-    # party racing them)
+    # party racing them). They fall due by this test's sweeper's clock, an hour ahead, and not
+    # by the suite's beat's: its sweep (every second, with no grace for a scheduled job) claimed
+    # one as it fell due and published it to that worker all the same.
     settings.JOB_MAX_RUNNING_PER_CLIENT = 0
     monkeypatch.setattr(dispatch, "job_publish", lambda *, job, countdown=None: None)
+    monkeypatch.setattr(dispatch, "timezone", SimpleNamespace(now=lambda: timezone.now() + SWEEPER_AHEAD))
     owner = client_create(name="races-scheduled")
-    later = timezone.now() + timedelta(hours=1)
+    later = timezone.now() + 2 * SWEEPER_AHEAD
     jobs = Job.objects.bulk_create(Job(owner=owner, job_name="api.tasks.hello_world", run_at=later) for _ in range(ROUNDS))
 
     def sweeper_then_worker(job: Job) -> None:
@@ -112,7 +118,7 @@ def test_a_scheduled_job_falling_due_as_it_is_canceled_ends_once(settings: Any, 
 
     # When, for each in turn, it falls due as its client cancels it
     for job in jobs:
-        Job.objects.filter(pk=job.pk).update(run_at=timezone.now())
+        Job.objects.filter(pk=job.pk).update(run_at=timezone.now() + SWEEPER_AHEAD)
         _all_at_once(lambda job=job: sweeper_then_worker(job), _cancel(job))
 
     # Then each ended once: canceled unpublished, canceled before its message ran, or run
@@ -135,16 +141,20 @@ def _each_ended_once(owner: Any) -> None:
 @pytest.mark.parametrize("canceler", ["client", "deadline"])
 def test_a_start_waiting_behind_a_cancel_of_its_job_does_not_deadlock(canceler: str, settings: Any) -> None:
     # Given a queued job of an owner with a running cap (its start reads the owner's count row
-    # locked), its deadline passed
+    # locked), its deadline passed: in the transaction holding its row, so that the suite's beat
+    # (its deadline rule runs every second) does not cancel it first; and claimed for dispatch,
+    # as a submission leaves it, so that beat's sweep does not run it
     settings.JOB_MAX_RUNNING_PER_CLIENT = 5
     owner = client_create(name=f"races-lock-order-{canceler}")
-    job = Job.objects.create(owner=owner, job_name="api.tasks.hello_world", deadline=timezone.now())
+    job = Job.objects.create(owner=owner, job_name="api.tasks.hello_world", dispatched_at=timezone.now(),
+                             deadline=timezone.now() + timedelta(hours=1))
     cancel = _cancel(job) if canceler == "client" else deadlines.jobs_cancel_past_deadline
 
     # When its cancel holds the job's row as the worker's start comes, and then writes it final
     with ThreadPoolExecutor(max_workers=1) as pool:
         with transaction.atomic():
             Job.objects.select_for_update().get(pk=job.pk)
+            Job.objects.filter(pk=job.pk).update(deadline=timezone.now())
             start = pool.submit(_on_own_connection(lambda: transitions.job_start(job_id=job.id)))
             with connection.cursor() as cursor:
                 backends_blocked(cursor, 1)
