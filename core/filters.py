@@ -41,6 +41,9 @@ class UtcIsoDateTimeFilter(django_filters.IsoDateTimeFilter):
 
 # A query's parameters the 400 names at most.
 _PROBLEMS_NAMED = 10
+# How the 400 names a parameter with no name (`?=FAILURE`: a URL builder's empty key), which
+# JSON would show as "", easily read as a missing key.
+_EMPTY_NAME = "(empty name)"
 
 # A list's filter set when it has no filters: its query may hold its paginator's parameters alone.
 NO_FILTERS = django_filters.FilterSet
@@ -54,15 +57,16 @@ def query_filtered(
     pagination: type[CursorPagination],
     read_elsewhere: Mapping[str, Callable[[str], bool]] | None = None,
 ) -> QuerySet[Any]:
-    """`queryset` filtered by the query string, or 400 `invalid_filter` naming each parameter the
-    list does not take, or that is given more than once (the first ten), and each filter's invalid value.
+    """`queryset` filtered by the query string, or 400 `invalid_filter` naming, in one answer, each
+    parameter the list does not take or that is given more than once (the first ten), and each
+    filter's invalid value.
 
     django-filter ignores a name it does not know and reads the last of a repeated one: a
     misspelt filter (`stauts=FAILURE`), or another list's (`subject_id=` for `job=`), answered the
     client's every row as though all matched, and a script acting on "the failed jobs" acted on
     all of them. The list takes the filter set's names, its paginator's, DRF's `format`, and those
-    `read_elsewhere` accepts (keyed by how the answer shows them, e.g. `metadata[<key>]`), whose
-    reader checks their form and repeats itself."""
+    `read_elsewhere` accepts (keyed by how the answer shows them, e.g. `metadata[<key>]`), each
+    once too. A pair with neither name nor value (`?=`, as `?&` is) asks nothing: it is ignored."""
     elsewhere = read_elsewhere or {}
     taken = [*filterset_class.base_filters, pagination.cursor_query_param]
     # DRF's content negotiation reads `?format=json`; a paginator may take no page size.
@@ -71,15 +75,16 @@ def query_filtered(
     for name, values in request.query_params.lists():
         if len(problems) == _PROBLEMS_NAMED:
             break  # each unknown one's detail lists what the list takes: bounded, not 29 times the query's size
-        if any(accepts(name) for accepts in elsewhere.values()):
+        if not name and not any(values):
             continue
-        if name not in taken:
-            problems[name] = [f"Not a parameter of this list; it takes {', '.join([*taken, *elsewhere])}."]
+        if name not in taken and not any(accepts(name) for accepts in elsewhere.values()):
+            problems[name or _EMPTY_NAME] = [f"Not a parameter of this list; it takes {', '.join([*taken, *elsewhere])}."]
         elif len(values) > 1:
             problems[name] = ["Given more than once; the list reads one value of it."]
+    filterset = filterset_class(request.query_params, queryset=queryset, request=request)
+    # A filter's value is checked beside the names (the last of a repeated one, named above):
+    # one answer names every mistake, where mending one revealed the next.
+    problems |= {name: errors for name, errors in filterset.errors.items() if name not in problems}
     if problems:
         raise ApplicationError("Invalid filter; see details.", code="invalid_filter", details=problems)
-    filterset = filterset_class(request.query_params, queryset=queryset, request=request)
-    if not filterset.is_valid():
-        raise ApplicationError("Invalid filter; see details.", code="invalid_filter", details=filterset.errors)
     return filterset.qs

@@ -173,31 +173,23 @@ def batch_size(request: Request) -> int:
 
 
 def metadata_parameter(name: str) -> bool:
-    """Whether a query parameter is metadata_filters' to read (and to refuse, if malformed)."""
-    return name.startswith("metadata")
+    """Whether a query parameter is a metadata filter, `metadata[<key>]` (a key of at least one
+    character). The list's query reader (core.filters.query_filtered) refuses any other, such as
+    `metadata.team`, `metadata[]` or `metadata`, and a key given twice, in the one 400 that names
+    the query's every problem: ignored, as any name a list does not know was, the client asked for
+    some of its jobs and was answered all of them, as though all matched (a script acting on the
+    jobs it was answered acted on every one), and of a key given twice the last value was used."""
+    return _METADATA_PARAMETER.match(name) is not None
 
 
 def metadata_filters(request: Request) -> dict[str, str]:
-    """The list's `metadata[<key>]=<value>` filters; 400 `invalid_filter` for any other parameter
-    named `metadata...` (`metadata.team`, `metadata[]`, `metadata`) and for a key given twice.
-    Such a parameter was ignored, like any name the list does not know: the client asked for
-    some of its jobs and was answered all of them, as though all matched (a script acting on the
-    jobs it was answered acted on every one), and of a key given twice the last value was used
-    alone."""
-    filters = {}
-    for name, values in request.query_params.lists():
-        if not metadata_parameter(name):
-            continue
-        match = _METADATA_PARAMETER.match(name)
-        if match is None:
-            problem = "Filter by metadata as metadata[<key>]=<value>, a key of at least one character."
-        elif len(values) > 1:
-            problem = "A metadata key is given once: a job's metadata holds one value for it."
-        else:
-            filters[match.group(1)] = values[0]
-            continue
-        raise ApplicationError("Invalid filter; see details.", code="invalid_filter", details={name: [problem]})
-    return filters
+    """The list's `metadata[<key>]=<value>` filters, from a query query_filtered has read (and
+    refused, had any been malformed or repeated)."""
+    return {
+        name.removeprefix("metadata[").removesuffix("]"): value
+        for name, value in request.query_params.items()
+        if metadata_parameter(name)
+    }
 
 
 # One preference of a `Prefer` header (RFC 7240): a token, optionally `=` a token or quoted value.

@@ -142,3 +142,38 @@ def test_a_query_of_many_unknown_parameters_is_answered_the_first_ten(make_api: 
     error = assert_error(answer, 400, "invalid_filter")
     assert list(error["details"]) == [f"p{n}" for n in range(10)]
     assert len(answer.content) < 5_000
+
+
+def test_a_value_with_no_name_is_a_400_naming_it_so_and_an_empty_pair_is_ignored(make_api: Callable[..., Api]) -> None:
+    # Given a client's failed job and its succeeded one
+    api = make_api()
+    for status in (Job.Status.FAILURE, Job.Status.SUCCESS):
+        Job.objects.create(owner=api.client, job_name="api.tasks.hello_world", status=status,
+                           dispatched_at=timezone.now())
+
+    # When a URL builder with an empty key sends a value with no name
+    error = assert_error(api.get("/api/jobs/?=FAILURE"), 400, "invalid_filter")
+
+    # Then it is refused, named so that it reads as a name and not as a missing one
+    assert list(error["details"]) == ["(empty name)"]
+    assert "status" in error["details"]["(empty name)"][0]
+
+    # And an empty pair, or two, with a filter asks nothing more: the filter alone answers
+    for query in ("?&status=FAILURE", "?=&status=FAILURE", "?status=FAILURE&=&="):
+        answer = api.get(f"/api/jobs/{query}")
+        assert answer.status_code == 200, (query, answer.text)
+        assert [job["status"] for job in answer.json()["results"]] == ["FAILURE"], query
+
+
+def test_a_filters_value_and_a_metadata_filter_are_named_with_the_querys_other_problems(
+    make_api: Callable[..., Api],
+) -> None:
+    # When a client's jobs query holds an unknown name, a status no job has, a malformed
+    # metadata filter and a metadata key given twice
+    query = "stauts=x&status=NEVER&metadata.team=a&metadata%5Bteam%5D=a&metadata%5Bteam%5D=b"
+    error = assert_error(make_api().get(f"/api/jobs/?{query}"), 400, "invalid_filter")
+
+    # Then the one 400 names each, where it named the unknown one alone and the next after each mend
+    assert set(error["details"]) == {"stauts", "status", "metadata.team", "metadata[team]"}
+    assert "metadata[<key>]" in error["details"]["metadata.team"][0]
+    assert "more than once" in error["details"]["metadata[team]"][0]
