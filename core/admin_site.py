@@ -138,6 +138,16 @@ class CountedDeletionAdmin(admin.ModelAdmin):
 
     deletion_listed_fields: tuple[str, ...] = ("pk",)
 
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
+        # Its page's Delete (Django's delete_view, which reads its row through this queryset)
+        # reads the row as the confirmation names it: read whole, a job's payload and result, up
+        # to a megabyte each, went through the API process to show its name and delete it by key.
+        rows = super().get_queryset(request)
+        match = request.resolver_match
+        if match is not None and match.url_name == f"{self.opts.app_label}_{self.opts.model_name}_delete":
+            return self.rows_listed(rows)
+        return rows
+
     def get_deleted_objects(
         self, objs: QuerySet[Any] | Iterable[Any], request: HttpRequest
     ) -> tuple[list[str], dict[str, int], set[str], list[Any]]:
