@@ -59,10 +59,16 @@ class JobAdmin(DjangoObjectActions, LargeTableAdmin):
             permissions=["change"], methods=("POST",), button_type="form")
     @takes_instance_or_queryset
     def cancel(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
-        """As the client's cancel (jobs.transitions.job_cancel); a final job is left as it is."""
+        """As the client's cancel (jobs.transitions.job_cancel); a final job is left as it is.
+
+        The selection is read for each job's name (its history entry) and client alone: the
+        cancel locks and reads the job whole, as it must (its job.canceled event carries the whole
+        job). Read whole as well (a job's page's Cancel selects through get_queryset, which defers
+        none of the list's columns), a job's payload and result, up to a megabyte each, were read
+        once more for nothing."""
         if not self.has_change_permission(request):
             raise PermissionDenied
-        action_apply(self, request, queryset.select_related("owner"),
+        action_apply(self, request, queryset.select_related("owner").only(*self.deletion_listed_fields, "owner"),
                      lambda job: job_cancel(owner=job.owner, job_id=job.pk),
                      done="Canceled {count} job(s).", refused="{count} job(s) were final already: left as they are.",
                      logged="Canceled (admin action).")
