@@ -10,7 +10,7 @@ from django.db.models import QuerySet
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from core.rows_apart import RowsApart
+from core.rows_apart import PAGE_ROWS, RowsApart
 from jobs.models import Job
 from jobs.registry import job_types_all
 from jobs.transitions import job_finish
@@ -18,7 +18,7 @@ from jobs.transitions import job_finish
 Status = Job.Status
 
 
-def jobs_fail_abandoned() -> int:
+def jobs_fail_abandoned(*, page_rows: int = PAGE_ROWS) -> int:
     """Fail jobs left STARTED/RETRY by a worker that vanished for good; how many.
 
     A worker lost mid-job has its message redelivered by the broker after the visibility
@@ -32,7 +32,9 @@ def jobs_fail_abandoned() -> int:
     jobs.dispatch.job_steps_release_stranded).
 
     Each job is failed apart: one whose finish raises is logged (ERROR, with its id) and left for
-    the next run, the others failed all the same; the run then ends in RowsFailed (core/rows_apart.py).
+    the next run, the others failed all the same; the run then ends in RowsFailed. Each query is
+    read `page_rows` at a time, page after page, so the others are reached however many raise
+    (up to core.rows_apart.MOST_ROWS_READ of a query a run: core/rows_apart.py).
     """
     now = timezone.now()
     apart = RowsApart(task="jobs.fail_abandoned", what="job")
@@ -50,8 +52,8 @@ def jobs_fail_abandoned() -> int:
             .filter(run_from__lt=now - timedelta(seconds=limit_seconds))
             .values_list("pk", flat=True)
         )
-        failed += apart.each(list(stale[:500]), _worker_lost)
-    failed += _jobs_of_unknown_types_fail(now, apart=apart)
+        failed += apart.pages(stale, _worker_lost, page_rows=page_rows)
+    failed += _jobs_of_unknown_types_fail(now, apart=apart, page_rows=page_rows)
     apart.end()
     return failed
 
@@ -64,7 +66,7 @@ def _worker_lost(job_id: uuid.UUID) -> int:
     )
 
 
-def _jobs_of_unknown_types_fail(now: datetime, *, apart: RowsApart) -> int:
+def _jobs_of_unknown_types_fail(now: datetime, *, apart: RowsApart, page_rows: int) -> int:
     """Fail the unfinished jobs of types this code does not know (a deploy removed or renamed
     the type while they were queued, scheduled or running): none can run here, and they held
     their client's places under its caps for good (with a running cap of 1, its every later job
@@ -80,7 +82,7 @@ def _jobs_of_unknown_types_fail(now: datetime, *, apart: RowsApart) -> int:
     ).filter(run_from__lt=held_before)
     in_broker = unknown.filter(status=Status.PENDING, dispatched_at__lt=held_before)
     return sum(
-        apart.each(list(stale.values_list("pk", "job_name")[:500]), _type_unknown, key=lambda row: row[0])
+        apart.pages(stale.values_list("pk", "job_name"), _type_unknown, key=lambda row: row[0], page_rows=page_rows)
         for stale in (running, in_broker)
     )
 

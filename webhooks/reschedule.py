@@ -150,18 +150,23 @@ def endpoint_reschedule_next(*, endpoint_id: uuid.UUID, version: int, before: da
               "after": [after[0].isoformat(), after[1]]})
 
 
-def endpoints_reschedule_stalled(*, apart: RowsApart, limit: int = 100) -> int:
+def endpoints_reschedule_stalled(*, apart: RowsApart, page_rows: int = 100) -> int:
     """The dispatcher (periodic): start again, from the first, each rescheduling whose next
     batch was not asked for in dispatch.REDISPATCH_AFTER_SECONDS (its message was refused or
     lost: held deliveries would stay held on an enabled endpoint); a new version stops the old
     one should it be only late. How many. Each endpoint apart (a savepoint each): one whose save
     raises is logged and left to the next run (`apart`), where it rolled the others back with it,
-    run after run."""
+    run after run. Read `page_rows` at a time, page after page (`apart.pages`), so that more
+    endpoints that raise than a page do not hide the others from every run; at most five pages a
+    run, as the run's one transaction holds each endpoint it read locked until it ends (an event
+    for one waits there to be given its slot: webhooks/outbox.py)."""
     stalled_before = timezone.now() - timedelta(seconds=dispatch.REDISPATCH_AFTER_SECONDS)
+    stalled = Endpoint.objects.select_for_update(skip_locked=True, no_key=True).filter(
+        rescheduling_since__lt=stalled_before
+    )
     with transaction.atomic():
-        stalled = list(Endpoint.objects.select_for_update(skip_locked=True, no_key=True)
-                       .filter(rescheduling_since__lt=stalled_before)[:limit])
-        return apart.each(stalled, _reschedule_again, key=lambda endpoint: endpoint.pk)
+        return apart.pages(stalled, _reschedule_again, key=lambda endpoint: endpoint.pk,
+                           page_rows=page_rows, most_rows=5 * page_rows)
 
 
 def _reschedule_again(endpoint: Endpoint) -> int:

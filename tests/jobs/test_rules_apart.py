@@ -1,7 +1,8 @@
 """The periodic rules that act on jobs one at a time, the abandoned-job rule (jobs.fail_abandoned)
 and the deadline rule (jobs.enforce_deadlines), act on each apart: a job whose write raises (a
 database error on its row, a bug in a hook) is logged and left, and the others are still failed
-or canceled, run after run; the run ends as having failed (core/rows_apart.py)."""
+or canceled, run after run, however many raise (more than a run's page of them); the run ends as
+having failed (core/rows_apart.py)."""
 from __future__ import annotations
 
 import logging
@@ -29,6 +30,16 @@ CHECKLIST = "api.tasks.generate_checklist_from_guidelines"
 def _seen(owner: Client, job: Job) -> dict[str, Any]:
     http = DjangoClient(HTTP_AUTHORIZATION=f"Bearer {api_key_create(client=owner)}")
     return http.get(f"/api/jobs/{job.id}/").json()
+
+
+def _refused_first(owner: Client, *, refused: int, others: int, **fields: Any) -> tuple[list[Job], list[Job]]:
+    """`refused` jobs PostgreSQL refuses to update, made first and with the lowest ids (first in
+    any order a rule could read them in), and `others` after them."""
+    jobs = [Job.objects.create(id=uuid.UUID(int=n + 1) if n < refused else uuid.uuid4(), owner=owner,
+                               job_name=CHECKLIST, **fields) for n in range(refused + others)]
+    for n, job in enumerate(jobs[:refused]):
+        updates_refused(job, name=f"test_row_refused_{n}")
+    return jobs[:refused], jobs[refused:]
 
 
 def _errors_about(caplog: pytest.LogCaptureFixture, job_id: uuid.UUID) -> list[logging.LogRecord]:
@@ -87,6 +98,77 @@ def test_a_job_past_its_deadline_whose_cancel_raises_leaves_the_others_canceled(
     assert _seen(owner, refused)["status"] == "PENDING"
     [line] = _errors_about(caplog, refused.id)
     assert "jobs.enforce_deadlines" in line.getMessage()
+
+
+@pytest.mark.django_db
+def test_more_stale_jobs_whose_finish_raises_than_a_page_leave_the_others_failed(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Given stale jobs whose worker vanished: four PostgreSQL refuses to update, more than the
+    # rule's page of three, first in every order, and five others
+    owner = client_create(name="abandoned-pages")
+    job_type = job_type_get(CHECKLIST)
+    limit = settings.CELERY_BROKER_VISIBILITY_TIMEOUT_SECONDS + len(job_type.steps) * job_type.time_limit_seconds + 60
+    started = timezone.now() - timedelta(seconds=limit + 60)
+    refused, others = _refused_first(owner, refused=4, others=5, status=Job.Status.STARTED, started_at=started,
+                                     dispatched_at=started)
+
+    # When the rule runs once, three jobs a page
+    with pytest.raises(RowsFailed):
+        abandoned.jobs_fail_abandoned(page_rows=3)
+
+    # Then every other job is failed, as its client sees it, and each refused one is left as it
+    # was and named in the log
+    for job in others:
+        seen = _seen(owner, job)
+        assert (seen["status"], seen["error"]["type"]) == ("FAILURE", "worker_lost"), job.id
+    for job in refused:
+        assert _seen(owner, job)["status"] == "STARTED"
+        assert len(_errors_about(caplog, job.id)) == 1, job.id
+
+
+@pytest.mark.django_db
+def test_more_jobs_past_their_deadline_whose_cancel_raises_than_a_page_leave_the_others_canceled(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Given queued jobs past their deadline: four PostgreSQL refuses to update, more than the
+    # rule's page of three, first in every order, and five others
+    owner = client_create(name="deadline-pages")
+    now = timezone.now()
+    refused, others = _refused_first(owner, refused=4, others=5, dispatched_at=now,
+                                     deadline=now - timedelta(seconds=1))
+
+    # When the rule runs once, three jobs a page
+    with pytest.raises(RowsFailed):
+        deadlines.jobs_cancel_past_deadline(page_rows=3)
+
+    # Then every other job is canceled for its deadline, and each refused one is named in the log
+    for job in others:
+        seen = _seen(owner, job)
+        assert (seen["status"], seen["error"]["type"]) == ("REVOKED", "deadline_exceeded"), job.id
+    for job in refused:
+        assert _seen(owner, job)["status"] == "PENDING"
+        assert len(_errors_about(caplog, job.id)) == 1, job.id
+
+
+@pytest.mark.django_db
+def test_a_run_reads_its_pages_in_key_order_up_to_its_bound() -> None:
+    # Given seven jobs, all of whose actions raise
+    owner = client_create(name="pages-bound")
+    ids = sorted(Job.objects.create(owner=owner, job_name=CHECKLIST, dispatched_at=timezone.now()).pk
+                 for _ in range(7))
+    tried = []
+
+    def act(job_id: uuid.UUID) -> int:
+        tried.append(job_id)
+        raise ValueError("this job's action raises (the test)")
+
+    # When a run reads them two a page, at most four
+    apart = RowsApart(task="jobs.fail_abandoned", what="job")
+    apart.pages(Job.objects.filter(owner=owner).values_list("pk", flat=True), act, page_rows=2, most_rows=4)
+
+    # Then it tried the first four in key order, each once, and stopped there
+    assert (tried, apart.failed) == (ids[:4], 4)
 
 
 @pytest.mark.django_db(transaction=True)
