@@ -15,7 +15,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from core.services import api_key_create, client_create
-from jobs import dispatch, event_log, retention
+from jobs import abandoned, deadlines, dispatch, event_log, retention
 from jobs.models import Job
 from tests.faults.stack import Stack
 
@@ -41,6 +41,9 @@ WAITING = 20_000
 JOB_EVENTS, OTHERS_JOB_EVENTS = 150_000, 50_000
 
 STRANDED = "stranded jobs (the sweeper)"
+ABANDONED = "a type's stale jobs, a page in key order (the abandoned-job rule)"
+UNKNOWN_IN_BROKER = "jobs of unknown types in the broker, a page in key order (the abandoned-job rule)"
+PAST_DEADLINE = "jobs past their deadline, a page in key order (the deadline rule)"
 LAST_EVENT = "the owner's last event (a stream opened without Last-Event-ID)"
 CATCH_UP = "the owner's events after its last, of a job_name only other owners' jobs have"
 # Stands for the id of the owner's last event in the captured catch-up.
@@ -104,6 +107,12 @@ REQUESTS = {
     # never started (jobs.dispatch.jobs_release_stranded): not a walk of the jobs pending since
     # before its bound (job_active), which holds another owner's jobs waiting for dispatch.
     STRANDED: (None, "job_in_broker"),
+    # Not requests: the periodic rules' pages (core.rows_apart.RowsApart.pages), in primary-key
+    # order: the few rows each rule acts on found through its partial index and sorted, not a
+    # walk of the million jobs' primary key.
+    ABANDONED: (None, "job_active_since"),
+    UNKNOWN_IN_BROKER: (None, "job_in_broker|job_active_since"),
+    PAST_DEADLINE: (None, "job_deadline"),
 }
 
 
@@ -155,6 +164,13 @@ def _issued_sql() -> tuple[dict[str, str], str, list[str]]:
     with CaptureQueriesContext(connection) as queries:
         dispatch.jobs_release_stranded()
     issued[STRANDED] = queries.captured_queries[0]["sql"]
+    with CaptureQueriesContext(connection) as queries:
+        abandoned.jobs_fail_abandoned()
+    pages = [q["sql"] for q in queries.captured_queries if "ORDER BY" in q["sql"]]
+    issued[ABANDONED], issued[UNKNOWN_IN_BROKER] = pages[0], pages[-1]
+    with CaptureQueriesContext(connection) as queries:
+        deadlines.jobs_cancel_past_deadline()
+    issued[PAST_DEADLINE] = queries.captured_queries[0]["sql"]
     with CaptureQueriesContext(connection) as queries:
         event_log.owner_event_last_id(owner_id=owner.pk)
     issued[LAST_EVENT] = queries.captured_queries[0]["sql"]
