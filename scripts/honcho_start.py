@@ -96,9 +96,11 @@ class TerminalOrNothing:
         except OSError:
             self._lose_terminal()
         except RuntimeError:
-            # The same handler's line flushed (print's flush=True, honcho's every line) while the
-            # stream was mid-write: refused as reentrant too, it left honcho's loop as the write
-            # did. What it holds goes out with the stream's next write.
+            # The same handler's line flushed (print's flush=True, honcho's every line) while a
+            # buffered stream was mid-write: refused as reentrant too, it would leave honcho's
+            # loop as the write did. What it holds goes out with the stream's next write. (Under
+            # make run, PYTHONUNBUFFERED=1, standard output has no buffer to refuse it: this is for
+            # honcho_start.py run without it.)
             pass
 
     def _lose_terminal(self) -> None:
@@ -145,9 +147,15 @@ class StopOnceStarted(Manager):
 
     def _stop_after_failure(self) -> None:
         """Every process stopped as a Ctrl-C stops them: honcho's loop again, with nothing to
-        start, sends SIGTERM, SIGKILL once a process has stopped and KILL_WAIT has passed, and
-        returns once all have. Should it raise again, each process it knows is killed outright."""
+        start, sends SIGTERM, SIGKILL once KILL_WAIT has passed (_any_stopped), and returns once
+        all have. Those whose reader never started (the loop raised as it started them) are left
+        out: none will start, and a stop waiting for their pids waited for ever. Should the loop
+        raise again, each process it knows is killed outright, and so is each reader: one with
+        more lines than the queue's pipe holds, which no one reads any more, waited for ever to
+        send them, and honcho's exit waits on it."""
         self._failed, self._terminating = True, False
+        self._processes = {name: process for name, process in self._processes.items()
+                           if getattr(process.get("process"), "pid", None) is not None}
         try:
             self.terminate()
             super().loop()
@@ -155,6 +163,12 @@ class StopOnceStarted(Manager):
             for process in self._processes.values():
                 if process.get("pid") is not None and "returncode" not in process:
                     self._procmgr.kill(process["pid"])
+                process["process"].kill()
+
+    def _any_stopped(self) -> bool:
+        # honcho's SIGKILL comes KILL_WAIT after the first process has stopped: after a failure,
+        # KILL_WAIT after the SIGTERM, whether or not one stops on it.
+        return self._failed or super()._any_stopped()
 
     def _killall(self, force: bool = False) -> None:
         if not super()._all_started():

@@ -59,37 +59,45 @@ def test_a_line_written_while_the_stream_is_mid_write_is_lost_and_the_rest_writt
     assert stream.getvalue() == "\nsending SIGTERM to web.1\n"
 
 
-# honcho_start.py run with honcho's printer made to raise at one line, or at every line from it on
-# (its own "sending SIGTERM" lines too): a bug in the loop.
+# honcho_start.py run with honcho's loop made to raise: its printer at one line ("once"), or at
+# every line from it on, its own "sending SIGTERM" lines too ("on"); or the start of the second
+# process's reader ("start", as a fork refused for want of memory).
 FAILING_LOOP = """
-import runpy, sys
+import multiprocessing, runpy, sys
 from honcho import printer
-written, failing, mode = printer.Printer.write, [], sys.argv[3]
+written, started, failing, mode = printer.Printer.write, multiprocessing.Process.start, [], sys.argv[3]
 def write(self, message):
-    if isinstance(message.data, bytes) and b"the line honcho fails at" in message.data or failing == ["on"]:
+    if mode != "start" and (isinstance(message.data, bytes) and b"the line honcho fails at" in message.data
+                            or failing[:1] == ["on"]):
         failing.append(mode)
         raise ValueError("honcho's loop failed")
     return written(self, message)
-printer.Printer.write = write
+def start(self):
+    if mode == "start" and failing:
+        raise ValueError("honcho's loop failed")
+    failing.append("a reader")
+    started(self)
+printer.Printer.write, multiprocessing.Process.start = write, start
 sys.argv = [sys.argv[1], "--", "-f", sys.argv[2], "-e", "/dev/null", "start"]
 runpy.run_path(sys.argv[0], run_name="__main__")
 """
 
 
-@pytest.mark.parametrize("failing", ["once", "on"])
+@pytest.mark.parametrize(("failing", "started"), [("once", 2), ("on", 2), ("start", 1)])
 def test_when_honchos_loop_raises_every_process_is_stopped_and_honcho_exits_with_its_traceback(
-    failing: str, tmp_path: Path,
+    failing: str, started: int, tmp_path: Path,
 ) -> None:
-    # Given honcho_start.py running two processes, one of which writes a line at which honcho's
-    # loop raises (once, or at every line from there on)
+    # Given honcho_start.py running two processes that ignore SIGTERM, one of which writes a line
+    # at which honcho's loop raises, then more lines than honcho's queue holds unread; or whose
+    # second fails to start
     (tmp_path / "failing_loop.py").write_text(FAILING_LOOP)
     (tmp_path / "Procfile").write_text(
-        "writer: sleep 1; echo the line honcho fails at; exec sleep 300\n"
-        "other: exec sleep 300\n"
+        "writer: trap '' TERM; sleep 1; echo the line honcho fails at; seq 100000; exec sleep 300\n"
+        "other: trap '' TERM; exec sleep 300\n"
     )
     env = {**os.environ, "DATA_DIR": str(tmp_path), "METRICS_DIR": str(tmp_path)}
 
-    # When it runs to that line
+    # When it runs to that failure
     try:
         run = subprocess.run([sys.executable, str(tmp_path / "failing_loop.py"), str(HONCHO_START),
                               str(tmp_path / "Procfile"), failing], cwd=tmp_path, env=env, capture_output=True,
@@ -102,9 +110,11 @@ def test_when_honchos_loop_raises_every_process_is_stopped_and_honcho_exits_with
     for pid in left:
         os.killpg(pid, signal.SIGKILL)
 
-    # Then both processes are stopped and honcho exits, failing, with the exception's traceback
-    # (it hung, waiting on its readers, both processes running)
-    assert exited and len(pids) == 2 and left == [], (run.stdout, run.stderr)
+    # Then every process it started is stopped (killed, KILL_WAIT after the SIGTERM they ignore)
+    # and honcho exits, failing, with the exception's traceback (it hung, waiting on its readers,
+    # each process running; or, its reader's queue full, once they were killed; or waiting for
+    # the pid of a process it never started)
+    assert exited and len(pids) == started and left == [], (run.stdout[-2000:], run.stderr)
     assert run.returncode == 1 and "ValueError: honcho's loop failed" in run.stderr, run.stderr
 
 
