@@ -370,32 +370,33 @@ def _data_dir_free(data_dir: Path) -> bool:
 
 def _process_states(left: list[str]) -> str:
     """What a failure needs to tell a stuck process from an unsignalled one: each process's state,
-    its signals (pending, blocked, ignored, caught) and its parents up to init (its reader, and
-    honcho, if they still run)."""
+    signals (pending, blocked, ignored, caught) and wait channel, and its parents' up to init (its
+    reader, and honcho, if they still run: honcho waiting in do_wait had raised and waits on its
+    readers at its exit; polling or on a futex, it is stuck in its loop)."""
+
+    def read(path: str) -> str:
+        try:
+            return Path(path).read_bytes().decode(errors="replace")
+        except OSError:  # gone meanwhile
+            return ""
 
     def status(pid: str) -> dict[str, str]:
-        try:
-            lines = Path(f"/proc/{pid}/status").read_text().splitlines()
-        except OSError:
-            return {}
-        return dict(line.split(":\t", 1) for line in lines if ":\t" in line)
+        return dict(line.split(":\t", 1) for line in read(f"/proc/{pid}/status").splitlines() if ":\t" in line)
+
+    def state(pid: str, fields: dict[str, str], names: tuple[str, ...]) -> str:
+        return " ".join(f"{name}={fields.get(name, '?')}" for name in names) + f" wchan={read(f'/proc/{pid}/wchan')}"
 
     described = []
     for line in left:
         pid = line.split()[0]
         fields = status(pid)
-        signals = " ".join(f"{name}={fields.get(name, '?')}" for name in ("State", "SigPnd", "ShdPnd", "SigBlk",
-                                                                          "SigIgn", "SigCgt"))
         parents, parent = [], fields.get("PPid", "0")
         while parent not in ("0", "1") and len(parents) < 6:
-            name = " ".join(Path(f"/proc/{parent}/cmdline").read_bytes().decode(errors="replace").split("\0"))[:80] \
-                if Path(f"/proc/{parent}").exists() else "(gone)"
-            parents.append(f"{parent} {name}")
-            parent = status(parent).get("PPid", "0")
-        try:
-            signals += f" wchan={Path(f'/proc/{pid}/wchan').read_text()}"
-        except OSError:
-            pass
+            parent_fields = status(parent)
+            command = " ".join(read(f"/proc/{parent}/cmdline").split("\0"))[:80] or "(gone)"
+            parents.append(f"{parent} {command} ({state(parent, parent_fields, ('State',))})")
+            parent = parent_fields.get("PPid", "0")
+        signals = state(pid, fields, ("State", "SigPnd", "ShdPnd", "SigBlk", "SigIgn", "SigCgt"))
         described.append(f"{line}\n    {signals}\n    parents: {' <- '.join(parents) or 'init'}")
     return "\n".join(described)
 
