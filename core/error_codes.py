@@ -86,7 +86,8 @@ ERROR_CODES: dict[str, ErrorCode] = {
     ),
     "invalid_filter": ErrorCode(
         400, "A list's filter value is invalid (a date out of range, an unknown `status`, ...), or the "
-        "query names a parameter the list does not take or gives one twice; `details` names each.", _FIX,
+        "query names a parameter the list does not take (`(empty name)` for a value with no name) or "
+        "gives one twice; `details` names each, all in one answer.", _FIX,
     ),
     "invalid_cursor": ErrorCode(
         400, "`cursor` is none this list issued (altered, cut short, or another list's).",
