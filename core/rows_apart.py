@@ -3,13 +3,13 @@ bug in a hook) is logged and skipped, and the run goes on with the others. A loo
 raise ended the run there, and the run after it, every run: the rows after the bad one were
 never acted on (the abandoned-job rule failed no stale job after it, run after run).
 
-A rule reads its rows page after page (`pages`), each page after the one before it in
-primary-key order, so that rows that raise at every run do not fill every run's read and hide
-the rows behind them.
+A rule reads its rows page after page (`pages`) from a random key, in primary-key order, so that
+rows that raise at every run neither fill every run's read nor hide the same rows from every run.
 """
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
@@ -23,12 +23,11 @@ logger = logging.getLogger(__name__)
 
 Row = TypeVar("Row")
 
-# The rows a page reads (one SELECT), and the most a run reads of one of a rule's queries, page
-# after page: four pages. A stale job whose finish raised cost about 10 ms (500 of them: 5 s a
-# run, on the test database), so a run stays within about 20 s a query whatever is stuck; only
-# past this many rows that raise, in one query, do the rows after them (in key order) wait.
+# The rows a page reads (one SELECT), and the most a run reads of one of a rule's queries: what a
+# run read before it read in pages, one read of 500, so that a run lasts no longer than it did
+# (a stale job whose finish raised cost about 10 ms, 20 ms on a loaded machine: 5-10 s a query).
 PAGE_ROWS = 500
-MOST_ROWS_READ = 2_000
+MOST_ROWS_READ = 500
 
 # One ERROR line per row a quarter of an hour (per process), with how many times it raised since:
 # a row that raises at every run of a task run every 5 s wrote 180 lines a quarter of an hour.
@@ -71,25 +70,33 @@ class RowsApart:
         return done
 
     def pages(self, rows: QuerySet[Any], act: Callable[[Any], int], *, key: Callable[[Any], Any] = _itself,
-              page_rows: int = PAGE_ROWS, most_rows: int = MOST_ROWS_READ) -> int:
-        """`each` over `rows` (the rule's query), read `page_rows` at a time in primary-key order,
-        each page after the last key of the one before (keyset), until a page comes back short or
-        `most_rows` are read; the sum of what `each` returned. `key`: a row's primary key.
+              page_rows: int = PAGE_ROWS, most_rows: int = MOST_ROWS_READ, start: uuid.UUID | None = None) -> int:
+        """`each` over at most `most_rows` of `rows` (the rule's query, of rows keyed by UUIDs), read
+        `page_rows` at a time in primary-key order from `start` (by default a random key, each
+        run its own), each page after the last key of the one before, round to the lowest key
+        once the highest is passed; the sum of what `each` returned. `key`: a row's primary key.
 
-        One read of the first `page_rows` came back with the same rows at every run while they
-        kept raising: with more of them than a read (501 stale jobs of one type whose finish
-        raises, for a read of 500), none of the type's other jobs was ever acted on, the run failing
-        every time. Here a run goes on past them to the others. The order is the key's, not the
-        rows' own (their age): the key is what a page resumes from, and the rule's query keeps its
-        index (the partial one of its rows), its matches sorted, not a walk of every row's key."""
-        done, read, after = 0, 0, None
-        while read < most_rows:
-            page = list((rows if after is None else rows.filter(pk__gt=after)).order_by("pk")[:page_rows])
-            read += len(page)
-            done += self.each(page, act, key=key)
-            if len(page) < page_rows:
-                break
-            after = key(page[-1])
+        One read of the first rows came back with the same rows at every run while they kept
+        raising: with more of them than a read (501 stale jobs of one type whose finish raises,
+        for a read of 500), none of the type's other jobs was ever acted on, the run failing every
+        time. Here a run goes on past them: with no more rows than `most_rows`, every run reads
+        them all; with more, each run reads another `most_rows` of them, so that every row comes
+        up (a run starting from the lowest key at every run left those with the highest waiting
+        for good). The order is the key's, not the rows' own (their age): the key is what a page
+        resumes from, and the rule's query keeps its index (the partial one of its rows), its
+        matches sorted, not a walk of every row's key."""
+        start = uuid.uuid4() if start is None else start
+        done, read = 0, 0
+        for part in (rows.filter(pk__gte=start), rows.filter(pk__lt=start)):
+            after = None
+            while read < most_rows:
+                wanted = min(page_rows, most_rows - read)
+                page = list((part if after is None else part.filter(pk__gt=after)).order_by("pk")[:wanted])
+                read += len(page)
+                done += self.each(page, act, key=key)
+                if len(page) < wanted:
+                    break
+                after = key(page[-1])
         return done
 
     def end(self) -> None:

@@ -33,8 +33,8 @@ def jobs_fail_abandoned(*, page_rows: int = PAGE_ROWS) -> int:
 
     Each job is failed apart: one whose finish raises is logged (ERROR, with its id) and left for
     the next run, the others failed all the same; the run then ends in RowsFailed. Each query is
-    read `page_rows` at a time, page after page, so the others are reached however many raise
-    (up to core.rows_apart.MOST_ROWS_READ of a query a run: core/rows_apart.py).
+    read `page_rows` at a time from a random key, so that the others are reached however many
+    raise (core.rows_apart.MOST_ROWS_READ of a query a run: core/rows_apart.py).
     """
     now = timezone.now()
     apart = RowsApart(task="jobs.fail_abandoned", what="job")

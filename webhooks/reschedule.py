@@ -156,17 +156,17 @@ def endpoints_reschedule_stalled(*, apart: RowsApart, page_rows: int = 100) -> i
     lost: held deliveries would stay held on an enabled endpoint); a new version stops the old
     one should it be only late. How many. Each endpoint apart (a savepoint each): one whose save
     raises is logged and left to the next run (`apart`), where it rolled the others back with it,
-    run after run. Read `page_rows` at a time, page after page (`apart.pages`), so that more
-    endpoints that raise than a page do not hide the others from every run; at most five pages a
-    run, as the run's one transaction holds each endpoint it read locked until it ends (an event
-    for one waits there to be given its slot: webhooks/outbox.py)."""
+    run after run. One page of `page_rows` a run, from a random key (`apart.pages`), so that more
+    endpoints that raise than a page do not hide the same others from every run; one page, as the
+    run's one transaction holds each endpoint it read locked until it ends (an event for one waits
+    there to be given its slot: webhooks/outbox.py)."""
     stalled_before = timezone.now() - timedelta(seconds=dispatch.REDISPATCH_AFTER_SECONDS)
     stalled = Endpoint.objects.select_for_update(skip_locked=True, no_key=True).filter(
         rescheduling_since__lt=stalled_before
     )
     with transaction.atomic():
         return apart.pages(stalled, _reschedule_again, key=lambda endpoint: endpoint.pk,
-                           page_rows=page_rows, most_rows=5 * page_rows)
+                           page_rows=page_rows, most_rows=page_rows)
 
 
 def _reschedule_again(endpoint: Endpoint) -> int:

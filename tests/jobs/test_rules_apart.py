@@ -152,23 +152,31 @@ def test_more_jobs_past_their_deadline_whose_cancel_raises_than_a_page_leave_the
 
 
 @pytest.mark.django_db
-def test_a_run_reads_its_pages_in_key_order_up_to_its_bound() -> None:
+def test_a_run_reads_its_pages_in_key_order_from_its_start_round_to_the_lowest_key_up_to_its_bound() -> None:
     # Given seven jobs, all of whose actions raise
     owner = client_create(name="pages-bound")
     ids = sorted(Job.objects.create(owner=owner, job_name=CHECKLIST, dispatched_at=timezone.now()).pk
                  for _ in range(7))
-    tried = []
+    rows = Job.objects.filter(owner=owner).values_list("pk", flat=True)
+    tried: list[uuid.UUID] = []
 
     def act(job_id: uuid.UUID) -> int:
         tried.append(job_id)
         raise ValueError("this job's action raises (the test)")
 
-    # When a run reads them two a page, at most four
-    apart = RowsApart(task="jobs.fail_abandoned", what="job")
-    apart.pages(Job.objects.filter(owner=owner).values_list("pk", flat=True), act, page_rows=2, most_rows=4)
+    # When a run reads them two a page from the lowest key, at most four; then one from the
+    # fourth key, at most four, and one from there with no bound short of them all
+    runs = [{"start": uuid.UUID(int=0), "most_rows": 4}, {"start": ids[3], "most_rows": 4},
+            {"start": ids[3], "most_rows": 50}]
+    tried_by_run = []
+    for run in runs:
+        tried.clear()
+        RowsApart(task="jobs.fail_abandoned", what="job").pages(rows, act, page_rows=2, **run)
+        tried_by_run.append(list(tried))
 
-    # Then it tried the first four in key order, each once, and stopped there
-    assert (tried, apart.failed) == (ids[:4], 4)
+    # Then each tried its rows once, in key order from its start, round to the lowest key past the
+    # highest, and stopped at its bound
+    assert tried_by_run == [ids[:4], ids[3:7], ids[3:] + ids[:3]]
 
 
 @pytest.mark.django_db(transaction=True)
