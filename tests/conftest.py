@@ -361,13 +361,17 @@ def _flush_retried_after_a_deadlock() -> Iterator[None]:
     flush = ops_class.execute_sql_flush
 
     def execute_sql_flush(ops: Any, sql_list: list[str]) -> None:
-        for attempts_left in reversed(range(FLUSH_ATTEMPTS)):
+        for attempt, attempts_left in enumerate(reversed(range(FLUSH_ATTEMPTS)), start=1):
             try:
                 return flush(ops, sql_list)
             except OperationalError as exc:
                 deadlock = sqlstate(exc) == DEADLOCK_DETECTED
                 if not deadlock or not attempts_left:
                     raise
+            # Longer each time, for a worker still running the test's jobs: tried again at once,
+            # the flush met the next of its transitions, six times in a row on a loaded machine
+            # (a batch of nine jobs, tests/jobs/test_job_control.py).
+            time.sleep(0.25 * attempt)
 
     ops_class.execute_sql_flush = execute_sql_flush
     try:
