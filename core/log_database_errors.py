@@ -6,11 +6,11 @@ structlog's own (its keys), and gunicorn.conf.py's.
 from __future__ import annotations
 
 import logging
+import operator
 import re
 import reprlib
 import sys
 import traceback
-import uuid
 from collections.abc import Mapping
 from typing import Any
 
@@ -27,7 +27,7 @@ def first_line(exc: BaseException) -> str:
         text = str(exc)
         if isinstance(exc, DataError | psycopg2.DataError):
             text = _input_redacted(_primary_message(exc) or (text.strip().splitlines() or [""])[0])
-    except Exception:  # noqa: BLE001 - an error's own __str__ (a subclass's, an argument's): its type names it
+    except BaseException:  # noqa: BLE001 - an error's own __str__ (a subclass's, an argument's): its type names it
         text = ""
     return (text.strip().splitlines() or [type(exc).__name__])[0]
 
@@ -62,21 +62,26 @@ def _input_redacted(message: str) -> str:
     return message[:first] + '"…"' + message[last + 1:] if last > first else message[:first] + '"…"'
 
 
+# The errors whose text PostgreSQL's DETAIL and CONTEXT are part of: Django's, and psycopg2's
+# where a line names one that Django did not wrap (a raw cursor's, a pool's).
+_DATABASE_ERRORS = (DatabaseError, psycopg2.Error)
 # The containers whose text is each item's repr (a database error's whole text), by exact type: a
 # namedtuple's repr and constructor differ, and a subclass's may be anything.
 _CONTAINERS = frozenset({list, tuple, set, frozenset, dict})
-# How many containers deep an argument is searched (a dict in a list in a tuple, and one more);
-# one deeper is written as reprlib writes one past its level (`[...]`), since what it holds goes
-# unsearched: the filter's walk is never longer than the text it lets through, and a container
-# holding itself cannot make it recurse, and raise, in a call.
+# How many containers deep an argument is copied to show a database error in it (a dict in a list
+# in a tuple, and one more); one deeper holding one is written as reprlib writes one past its
+# level (`[...]`), and one holding none as it is.
 _NESTED = 4
+# How many items of a line's containers are looked into at most: a container holding itself, or
+# millions of items in containers, cannot make a line's walk endless. A container whose items are
+# not all looked at within it is written as one past the depth (`[...]`), as one holding an error
+# would be: a line naming more items than that loses them rather than risk the DETAIL.
+_LOOKED_AT = 10_000
 # How many exceptions of a traceback with links of their own (a chain, `raise ... from` or raised
 # in an except; an exception group's members) are looked into: a group's members may each be a
-# group or have a chain of their own, which a bound on the depth alone let multiply.
+# group or have a chain of their own, which a bound on the depth alone let multiply. One past them
+# is written as one of a class of its name holding its text, with no links or members (_stand_in).
 _CHAINED = 64
-# The types of a line's usual arguments (ids, numbers, text), which hold no error: a line of
-# only these costs one look at the types, not a copy of its arguments.
-_PLAIN = frozenset({str, int, float, bool, type(None), uuid.UUID})
 
 
 class DatabaseErrorFirstLine(logging.Filter):
@@ -89,8 +94,9 @@ class DatabaseErrorFirstLine(logging.Filter):
     (`raise ... from`: a task's, a view's whose 500 Django logs), which the traceback writes
     whole above it, and one among an exception group's members, which it writes each of. A
     database error among a line's arguments too (positional or named, in a list, tuple, set or
-    dict of them), which Celery writes with %r in a few lines of its own; one that is the line's
-    message (`logger.exception(error)`); and one among the keys of structlog's own line."""
+    dict of them, or a group's member), which Celery writes with %r in a few lines of its own; one
+    that is the line's message (`logger.exception(error)`); and one among the keys of structlog's
+    own line. A line naming none is let through as it is, its arguments the same objects."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         # Celery's lines that write the error with %r: "Task handler raised error: %r" (the
@@ -98,14 +104,13 @@ class DatabaseErrorFirstLine(logging.Filter):
         # and a line of named arguments (`%(error)s`), logging's args its one mapping.
         args = record.args
         if type(args) is tuple:
-            if not _PLAIN.issuperset(map(type, args)):
-                record.args = _shown(args, _NESTED + 1)
+            record.args = _shown(args, _NESTED + 1, _Budget())
         elif isinstance(args, Mapping):
-            record.args = {key: _shown(arg, _NESTED) for key, arg in args.items()}
+            record.args = _shown(args if type(args) is dict else dict(args), _NESTED + 1, _Budget())
         message = record.msg
         if type(message) is not str:
             # structlog's line's message is its keys (ProcessorFormatter's); another is written by str().
-            record.msg = _event_shown(message) if type(message) is dict else _shown(message, _NESTED)
+            record.msg = _event_shown(message) if type(message) is dict else _shown(message, _NESTED, _Budget())
         error = record.exc_info[1] if record.exc_info else None
         shown = _chain_shown(error, {}) if isinstance(error, BaseException) else error
         if shown is error:
@@ -122,19 +127,20 @@ class DatabaseErrorFirstLine(logging.Filter):
 def _event_shown(event: dict[str, Any]) -> dict[str, Any]:
     """structlog's own line's keys, each value shown as a line's argument is, and its exception as
     a traceback's is (`exc_info`: True for the one being handled, which the filter, called where
-    the line is written, sees too; an exception; or sys.exc_info()'s three)."""
+    the line is written, sees too; an exception; or sys.exc_info()'s three); the line itself if
+    none changed, so that one of plain keys costs a look at each."""
     raised = event.get("exc_info")
     if raised is True:
         raised = sys.exc_info()[1]
     elif type(raised) is tuple:
-        raised = raised[1]
+        raised = raised[1] if len(raised) > 1 else None
     shown = _chain_shown(raised, {}) if isinstance(raised, BaseException) else raised
-    if shown is raised and _PLAIN.issuperset(map(type, event.values())):
-        return event
-    event = {key: _shown(value, _NESTED) for key, value in event.items()}
+    budget = _Budget()
+    changed = {key: after for key, value in event.items()
+               if (after := _shown(value, _NESTED, budget)) is not value}
     if shown is not raised:
-        event["exc_info"] = shown
-    return event
+        changed["exc_info"] = shown
+    return {**event, **changed} if changed else event
 
 
 class _Written(str):
@@ -144,48 +150,88 @@ class _Written(str):
         return str(self)
 
 
+class _Budget:
+    """How many more items of a line's containers may be looked into (_LOOKED_AT)."""
+
+    __slots__ = ("items",)
+
+    def __init__(self) -> None:
+        self.items = _LOOKED_AT
+
+
 # What writes a container past the depth searched, as reprlib's repr() does one past its level.
 _PAST_LEVEL = reprlib.Repr()
 
 
-def _shown(arg: Any, depth: int) -> Any:
+def _shown(arg: Any, depth: int, budget: _Budget) -> Any:
     """A log line's argument as the filter lets it through: a database error its first line only,
-    one in a container too, `depth` containers deep (a copy of each container on the way), and a
-    container deeper as `[...]`, `{...}`."""
-    if isinstance(arg, DatabaseError):
-        return _first_line_only(arg)
+    an exception whose group or chain holds one a copy (its repr writes a group's members), one in
+    a container too, `depth` containers deep (a copy of each container on the way), and a
+    container deeper holding one as `[...]`, `{...}`; `arg` itself where nothing in it changed."""
     kind = type(arg)
-    if kind not in _CONTAINERS:
-        return arg
-    if depth == 0:
-        return _Written(_PAST_LEVEL.repr1(arg, 0))
-    if kind is dict:
-        return {_shown(key, depth - 1): _shown(value, depth - 1) for key, value in arg.items()}
-    return kind(_shown(item, depth - 1) for item in arg)
+    if kind in _CONTAINERS:
+        budget.items -= len(arg)
+        if budget.items < 0 or depth == 0 and _holds_error(arg, budget):
+            return _Written(_PAST_LEVEL.repr1(arg, 0))
+        if depth == 0:
+            return arg
+        if kind is dict:
+            pairs = [(_shown(key, depth - 1, budget), _shown(value, depth - 1, budget)) for key, value in arg.items()]
+            same = all(shown[0] is key and shown[1] is value for shown, (key, value) in zip(pairs, arg.items()))
+            return arg if same else dict(pairs)
+        items = [_shown(item, depth - 1, budget) for item in arg]
+        return arg if all(map(operator.is_, items, arg)) else kind(items)
+    if isinstance(arg, _DATABASE_ERRORS):
+        return _first_line_only(arg)
+    if isinstance(arg, BaseException):
+        return _chain_shown(arg, {})
+    return arg
+
+
+def _holds_error(container: Any, budget: _Budget) -> bool:
+    """Whether a container past the depth copied holds an exception the filter shows otherwise,
+    at any depth; or more items than are left to look into (`budget`), which it takes for one
+    that does."""
+    pending = [container]
+    while pending:
+        held = pending.pop()
+        for item in (*held.keys(), *held.values()) if type(held) is dict else held:
+            if type(item) in _CONTAINERS:
+                budget.items -= len(item)
+                if budget.items < 0:
+                    return True
+                pending.append(item)
+            elif isinstance(item, BaseException) and _shown(item, 0, budget) is not item:
+                return True
+    return False
 
 
 def _chain_shown(error: BaseException, seen: dict[int, BaseException | None]) -> BaseException:
     """`error` as its traceback is to be written: a database error its first line only, without
     the causes chained to it (psycopg2's, of the same text); another exception itself if no
-    database error is chained to it or among its members (an exception group's) within the
-    _CHAINED exceptions looked into, else a copy of it chained to the shown ones, its members
-    the shown ones: the exception raised is the caller's, which it may raise again or hand on.
+    database error is chained to it or among its members (an exception group's), else a copy of
+    it chained to the shown ones, its members the shown ones: the exception raised is the
+    caller's, which it may raise again or hand on. One past the _CHAINED exceptions looked into
+    is a stand-in with no links: what they hold goes unsearched.
     `seen`: the shown of each exception looked into, None while its own links are being shown."""
-    if isinstance(error, DatabaseError):
+    if isinstance(error, _DATABASE_ERRORS):
         return _first_line_only(error).with_traceback(error.__traceback__)
     members = error.exceptions if isinstance(error, BaseExceptionGroup) else ()
-    if len(seen) >= _CHAINED or error.__cause__ is None and error.__context__ is None and not members:
+    if error.__cause__ is None and error.__context__ is None and not members:
         return error
+    if len(seen) >= _CHAINED:
+        return _stand_in(error).with_traceback(error.__traceback__)
     seen[id(error)] = None
-    links = (error.__cause__, error.__context__, *members)
+    links = (error.__cause__, error.__context__)
     shown_links = [_link_shown(link, seen) for link in links]
+    shown_members = [_link_shown(member, seen) or _stand_in(member).with_traceback(member.__traceback__)
+                     for member in members]
     shown = error
-    # A link shown as None is one back to an exception under way (a cycle): not a reason to copy.
-    if any(shown_link is not None and shown_link is not link for shown_link, link in zip(shown_links, links)):
-        shown_members = [link if shown_link is None else shown_link for shown_link, link in zip(shown_links[2:], members)]
-        # A group's arguments are its message and its members, which its repr writes.
-        shown = _copied(error, (error.args[0], shown_members) if members else error.args)
-        shown.__cause__, shown.__context__ = shown_links[:2]
+    # A link back to an exception under way (a cycle), shown as None, is one to an original that
+    # may yet be copied, whose traceback would then be written whole: the copy cuts it.
+    if any(map(operator.is_not, (*shown_links, *shown_members), (*links, *members))):
+        shown = _group_copied(error, shown_members) if members else _copied(error)
+        shown.__cause__, shown.__context__ = shown_links
         shown.__suppress_context__ = error.__suppress_context__  # after __cause__, which sets it
     seen[id(error)] = shown
     return shown
@@ -193,8 +239,7 @@ def _chain_shown(error: BaseException, seen: dict[int, BaseException | None]) ->
 
 def _link_shown(link: BaseException | None, seen: dict[int, BaseException | None]) -> BaseException | None:
     """The shown of a link of a chain or a group's member (_chain_shown); None for none, or for a
-    link back to an exception whose links are being shown (a cycle), which the traceback leaves
-    out, as it writes no exception twice."""
+    link back to an exception whose links are being shown (a cycle)."""
     if link is None:
         return None
     if id(link) in seen:
@@ -202,13 +247,28 @@ def _link_shown(link: BaseException | None, seen: dict[int, BaseException | None
     return _chain_shown(link, seen)
 
 
-def _copied(error: BaseException, args: tuple[Any, ...]) -> BaseException:
-    """A copy of `error` holding `args`: its type, attributes and traceback, made without its
+def _group_copied(group: BaseExceptionGroup, members: list[BaseException]) -> BaseException:
+    """A copy of an exception group holding `members`, made by its derive() (what except* makes
+    its parts with, which a subclass of other arguments overrides), with its notes and traceback;
+    else _stand_in(group)."""
+    try:
+        copy = group.derive(members)
+        if isinstance(copy, BaseExceptionGroup):
+            if hasattr(group, "__notes__"):
+                copy.__notes__ = list(group.__notes__)
+            return copy.with_traceback(group.__traceback__)
+    except Exception:  # noqa: BLE001, S110 - whatever a subclass's own derive raises
+        pass
+    return _stand_in(group).with_traceback(group.__traceback__)
+
+
+def _copied(error: BaseException) -> BaseException:
+    """A copy of `error`: its type, arguments, attributes and traceback, made without its
     __init__ (which may take other arguments, or do something), if it writes the text `error`
     does; else _stand_in(error)."""
     try:
-        copy = type(error).__new__(type(error), *args)
-        copy.args = args
+        copy = type(error).__new__(type(error), *error.args)
+        copy.args = error.args
         copy.__dict__.update(error.__dict__)
         # A type keeping its state out of args and __dict__ (in __slots__, or C fields its
         # __init__ sets) may raise, in Celery's handling of the failure, or write another text
@@ -216,26 +276,27 @@ def _copied(error: BaseException, args: tuple[Any, ...]) -> BaseException:
         if str(copy) == str(error):
             repr(copy)
             return copy.with_traceback(error.__traceback__)
-    except Exception:  # noqa: BLE001, S110 - whatever a type's own __new__, __repr__ or __str__ raises
+    except BaseException:  # noqa: BLE001, S110 - whatever a type's own __new__, __repr__ or __str__ raises
         pass
     return _stand_in(error).with_traceback(error.__traceback__)
 
 
 def _stand_in(error: BaseException) -> BaseException:
     """An exception of a class named as `error`'s (its module and name: what a handler grouping
-    by type, Sentry's, sees) holding its text: not of its type, which could not be copied (its
-    bases' neither, nor an exception group's members: the traceback writes none of them)."""
+    by type, Sentry's, sees) holding its text, with no links or members: not of its type, which
+    could not be copied (its bases' neither, nor an exception group's members: the traceback
+    writes none of them)."""
     kind = type(error)
     try:
         text = str(error)
-    except Exception:  # noqa: BLE001 - an error's own __str__: its name says what it was
+    except BaseException:  # noqa: BLE001 - an error's own __str__: its name says what it was
         text = ""
     named = type(kind.__name__, (Exception if isinstance(error, Exception) else BaseException,),
                  {"__module__": kind.__module__, "__qualname__": kind.__qualname__})
     return named(text) if text else named()
 
 
-def _first_line_only(error: DatabaseError) -> DatabaseError:
+def _first_line_only(error: DatabaseError | psycopg2.Error) -> BaseException:
     """`error` as one of its type holding its first line, without its chained causes; an error
     of a type that cannot be made so (an __init__ of other arguments, a __str__ that raises) as
     a DatabaseError naming its type: a logging filter that raised would end Celery's handling
@@ -245,6 +306,6 @@ def _first_line_only(error: DatabaseError) -> DatabaseError:
         shown = type(error)(line)
         if str(shown) == line:
             return shown
-    except Exception:  # noqa: BLE001, S110 - whatever a subclass's own methods raise
+    except BaseException:  # noqa: BLE001, S110 - whatever a subclass's own methods raise
         pass
     return DatabaseError(type(error).__name__)

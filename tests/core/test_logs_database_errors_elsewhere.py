@@ -94,7 +94,7 @@ def test_celery_s_error_for_a_task_that_raised_an_exception_group_carries_no_det
 
 
 @FORMATS
-def test_a_container_deeper_than_the_filter_searches_is_written_as_a_marker(db: Any, json: bool) -> None:
+def test_a_container_deeper_than_the_filter_copies_is_written_as_a_marker_if_it_holds_one(db: Any, json: bool) -> None:
     # Given an error PostgreSQL raised quoting a client's value, five containers deep
     marker, error = _unique_violation()
 
@@ -105,10 +105,10 @@ def test_a_container_deeper_than_the_filter_searches_is_written_as_a_marker(db: 
 
     logged = _written(json, log)
 
-    # Then the fifth container is written as reprlib writes one past its level (before, whole:
-    # the error's DETAIL, the value with it); four deep are written as they are
+    # Then the fifth container holding the error is written as reprlib writes one past its level
+    # (before, whole: the error's DETAIL, the value with it); those holding none as they are
     assert "Deliveries not recorded: [[[[[...]]]]]" in logged, logged
-    assert "Deliveries not recorded: [[[[{...}]]]], [[[[(...)]]]]" in logged, logged
+    assert "Deliveries not recorded: [[[[{'id': 7}]]]], [[[[(8,)]]]]" in logged, logged
     assert marker not in logged and "DETAIL" not in logged, logged
 
 

@@ -1,0 +1,210 @@
+"""A database error the filter reaches through an exception group (a line's argument, structlog's
+key, a member whose chain leads back to its group, a subclass of other arguments), past the
+exceptions it looks into, or as psycopg2 raised it; and a line holding none, written as it is.
+In both formats: PostgreSQL's DETAIL quotes the values it refused, a client's data."""
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any, Self
+
+import pytest
+
+from core import logs
+from core.log_database_errors import DatabaseErrorFirstLine
+from tests.core.test_logs_database_errors import _unique_violation
+from tests.core.test_logs_database_errors_nested import RAISED, _raised, _written
+
+FORMATS = pytest.mark.parametrize("json", [True, False], ids=["json", "text"])
+FIRST = "duplicate key value violates unique constraint"
+
+
+class _CodedGroup(ExceptionGroup):
+    """An exception group of other arguments, as Python's documentation shows one."""
+
+    def __new__(cls, message: str, errors: list[Exception], code: int) -> Self:
+        group = super().__new__(cls, message, errors)
+        group.code = code
+        return group
+
+    def derive(self, errors: list[Exception]) -> _CodedGroup:  # type: ignore[override]
+        return _CodedGroup(self.message, errors, self.code)
+
+
+class _ArglessGroup(ExceptionGroup):
+    """A group whose __init__ leaves its args empty."""
+
+    def __init__(self, *args: Any) -> None:
+        BaseException.__init__(self)
+
+
+class _Interrupting(Exception):
+    """An error whose text raises what an `except Exception` does not catch."""
+
+    def __str__(self) -> str:
+        raise KeyboardInterrupt
+
+
+@FORMATS
+def test_an_exception_group_that_is_an_argument_or_a_key_carries_no_detail(db: Any, json: bool) -> None:
+    # Given a group holding an error PostgreSQL raised quoting a client's value
+    marker, error = _unique_violation()
+    group = ExceptionGroup("deliveries failed", [error])
+
+    # When Celery's line writes it with %r, and structlog's line names it among its keys
+    def log(logger: logging.Logger) -> None:
+        logger.error("Task handler raised error: %r", group)
+        logs.get_logger(logger.name).error("delivery.failed", errors=group)
+
+    logged = _written(json, log)
+
+    # Then both write the member by its first line (before, its whole text through the group's repr)
+    assert logged.count(FIRST) == 2 and marker not in logged and "DETAIL" not in logged, logged
+
+
+def _long_chain(error: BaseException) -> BaseException:
+    for step in range(5000):
+        raised = RuntimeError(f"step {step}")
+        raised.__cause__, error = error, raised
+    return error
+
+
+def _groups_of_groups(error: BaseException) -> BaseException:
+    return ExceptionGroup("steps failed", [
+        ExceptionGroup(f"step {step}", [_raised(lambda: _raise_from(error)) for _ in range(10)])
+        for step in range(10)])
+
+
+def _raise_from(error: BaseException) -> None:
+    raise RuntimeError("delivery failed") from error
+
+
+@FORMATS
+def test_a_traceback_past_the_exceptions_looked_into_carries_no_detail(db: Any, json: bool) -> None:
+    # Given tracebacks of more exceptions than the filter looks into, a database error among them
+    # (its DETAIL quoting a client's value): a chain of 5,000 links, a group of ten groups of ten
+    error = _unique_violation()[1]
+    for raised in (_long_chain(error), _groups_of_groups(error)):
+        assert "DETAIL" in "".join(logging.Formatter().formatException((None, raised, None)))
+
+        # When a service logs it with its traceback
+        logged = _written(json, lambda logger, raised=raised: logger.error("Steps lost", exc_info=raised))
+
+        # Then what lies past them is not written (before, the original exception whole)
+        assert "Steps lost" in logged and "DETAIL" not in logged, logged
+
+
+def _member_raised_handling_its_group(error: Exception) -> BaseException:
+    member = ValueError("delivery 1 failed")
+    group = ExceptionGroup("deliveries failed", [member, error])
+    try:
+        raise group
+    except ExceptionGroup:
+        try:
+            raise member
+        except ValueError:
+            pass
+    return group
+
+
+def _member_re_raised_by_except_star(error: Exception) -> BaseException:
+    try:
+        try:
+            raise ExceptionGroup("deliveries failed", [ValueError("delivery 1 failed"), error])
+        except* ValueError as failed:
+            raise failed.exceptions[0]  # the member itself, as a handler re-raises it
+    except BaseExceptionGroup as exc:  # the member raised and the rest, as except* raises them
+        return exc
+    raise AssertionError("not raised")
+
+
+@FORMATS
+def test_a_member_whose_chain_leads_back_to_its_group_carries_no_detail(db: Any, json: bool) -> None:
+    # Given groups holding a database error and a member raised while handling the group
+    error = _unique_violation()[1]
+    for raised in (_member_raised_handling_its_group(error), _member_re_raised_by_except_star(error)):
+        # When a service logs one with its traceback
+        logged = _written(json, lambda logger, raised=raised: logger.error("Deliveries lost", exc_info=raised))
+
+        # Then the member's link back writes no original group (before, the whole DETAIL)
+        assert "delivery 1 failed" in logged and "DETAIL" not in logged, logged
+
+
+@FORMATS
+def test_a_group_of_other_arguments_keeps_its_type_and_members(db: Any, json: bool) -> None:
+    # Given a group of a subclass of its own arguments, holding a database error and another
+    marker, error = _unique_violation()
+    group = _raised(lambda: _raise(_CodedGroup("deliveries failed", [error, ValueError("delivery 2 failed")], 7)))
+
+    # When a service logs it with its traceback
+    logged = _written(json, lambda logger: logger.error("Deliveries lost", exc_info=group))
+
+    # Then its traceback names its type and every member (before, a stand-in of none)
+    assert "_CodedGroup: deliveries failed" in logged and "delivery 2 failed" in logged, logged
+    assert RAISED in logged and marker not in logged and "DETAIL" not in logged, logged
+
+
+def _raise(error: BaseException) -> None:
+    raise error
+
+
+@FORMATS
+def test_an_error_of_no_arguments_or_an_unwritable_text_is_still_logged(db: Any, json: bool) -> None:
+    # Given a group whose args are empty and an error whose text raises KeyboardInterrupt, each
+    # holding a database error
+    marker, error = _unique_violation()
+    argless = _ArglessGroup("deliveries failed", [RuntimeError("delivery 1 failed")])
+    argless.exceptions[0].__cause__ = error
+    interrupting = _Interrupting()
+    interrupting.__cause__ = error
+
+    # When a service logs each with its traceback
+    def log(logger: logging.Logger) -> None:
+        logger.error("Deliveries lost", exc_info=argless)
+        logger.error("Delivery 2 lost", exc_info=interrupting)
+
+    logged = _written(json, log)
+
+    # Then both lines are written (before, the filter raised: no line), without the value
+    assert "Deliveries lost" in logged and "Delivery 2 lost" in logged, logged
+    assert RAISED in logged and marker not in logged and "DETAIL" not in logged, logged
+
+
+@FORMATS
+def test_psycopg2_s_own_error_carries_no_detail(db: Any, json: bool) -> None:
+    # Given psycopg2's error, not wrapped by Django's, quoting a client's value
+    marker, error = _unique_violation()
+    raw = error.__cause__
+
+    # When a line names it as an argument and with its traceback
+    logged = _written(json, lambda logger: logger.error("Delivery lost: %r", raw, exc_info=raw))
+
+    # Then both write its first line (before, its whole text)
+    assert "UniqueViolation" in logged and FIRST in logged, logged
+    assert marker not in logged and "DETAIL" not in logged, logged
+
+
+# Timestamps, which differ between two writes of one line.
+_TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT[\d:.]+Z?")
+
+
+@FORMATS
+def test_a_line_holding_no_database_error_is_written_as_it_is(
+    db: Any, json: bool, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given lines of containers deeper than the filter copies, holding no database error
+    def log(logger: logging.Logger) -> None:
+        logger.warning("Deep: %s", [1, [2, [3, [4, [5, [6]]]]]])
+        logger.warning({"a": [[[[[1]]]]], (((((1,),),),),): "b", (((((2,),),),),): "c"})
+        logger.warning("Named: %(ids)s", {"ids": [[[[[7]]]]]})
+        logs.get_logger(logger.name).warning("job.nested", deep=[[[[[["x"]]]]]],
+                                             deepd={"a": {"b": {"c": {"d": {"e": 1}}}}}, ids=[1, 2])
+
+    # When they are written through the filter, and without it
+    filtered = _written(json, log)
+    monkeypatch.setattr(DatabaseErrorFirstLine, "filter", lambda self, record: True)
+    unfiltered = _written(json, log)
+
+    # Then they are the same (before, each deep container `[...]`: JSON arrays as text, keys merged)
+    assert _TIMESTAMP.sub("T", filtered) == _TIMESTAMP.sub("T", unfiltered), filtered
+    assert "[...]" not in filtered and "{...}" not in filtered, filtered
