@@ -11,6 +11,7 @@ import re
 import reprlib
 import sys
 import traceback
+import uuid
 from collections.abc import Mapping
 from typing import Any
 
@@ -82,6 +83,9 @@ _LOOKED_AT = 10_000
 # group or have a chain of their own, which a bound on the depth alone let multiply. One past them
 # is written as one of a class of its name holding its text, with no links or members (_stand_in).
 _CHAINED = 64
+# The types of a line's usual arguments (ids, numbers, text), which hold no error: a line or a
+# container of only these costs one look at their types, not a walk of them.
+_PLAIN = frozenset({str, int, float, bool, type(None), uuid.UUID})
 
 
 class DatabaseErrorFirstLine(logging.Filter):
@@ -104,7 +108,8 @@ class DatabaseErrorFirstLine(logging.Filter):
         # and a line of named arguments (`%(error)s`), logging's args its one mapping.
         args = record.args
         if type(args) is tuple:
-            record.args = _shown(args, _NESTED + 1, _Budget())
+            if not _PLAIN.issuperset(map(type, args)):
+                record.args = _shown(args, _NESTED + 1, _Budget())
         elif isinstance(args, Mapping):
             record.args = _shown(args if type(args) is dict else dict(args), _NESTED + 1, _Budget())
         message = record.msg
@@ -130,14 +135,18 @@ def _event_shown(event: dict[str, Any]) -> dict[str, Any]:
     the line is written, sees too; an exception; or sys.exc_info()'s three); the line itself if
     none changed, so that one of plain keys costs a look at each."""
     raised = event.get("exc_info")
+    if raised is None and _PLAIN.issuperset(map(type, event.values())):
+        return event
     if raised is True:
         raised = sys.exc_info()[1]
     elif type(raised) is tuple:
         raised = raised[1] if len(raised) > 1 else None
     shown = _chain_shown(raised, {}) if isinstance(raised, BaseException) else raised
+    if shown is raised and _PLAIN.issuperset(map(type, event.values())):
+        return event
     budget = _Budget()
     changed = {key: after for key, value in event.items()
-               if (after := _shown(value, _NESTED, budget)) is not value}
+               if type(value) not in _PLAIN and (after := _shown(value, _NESTED, budget)) is not value}
     if shown is not raised:
         changed["exc_info"] = shown
     return {**event, **changed} if changed else event
@@ -169,6 +178,8 @@ def _shown(arg: Any, depth: int, budget: _Budget) -> Any:
     a container too, `depth` containers deep (a copy of each container on the way), and a
     container deeper holding one as `[...]`, `{...}`; `arg` itself where nothing in it changed."""
     kind = type(arg)
+    if kind in _PLAIN:
+        return arg
     if kind in _CONTAINERS:
         budget.items -= len(arg)
         if budget.items < 0 or depth == 0 and _holds_error(arg, budget):
@@ -179,6 +190,8 @@ def _shown(arg: Any, depth: int, budget: _Budget) -> Any:
             pairs = [(_shown(key, depth - 1, budget), _shown(value, depth - 1, budget)) for key, value in arg.items()]
             same = all(shown[0] is key and shown[1] is value for shown, (key, value) in zip(pairs, arg.items()))
             return arg if same else dict(pairs)
+        if _PLAIN.issuperset(map(type, arg)):
+            return arg
         items = [_shown(item, depth - 1, budget) for item in arg]
         return arg if all(map(operator.is_, items, arg)) else kind(items)
     if isinstance(arg, _DATABASE_ERRORS):
