@@ -12,6 +12,7 @@ import reprlib
 import sys
 import traceback
 import uuid
+from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
@@ -69,6 +70,9 @@ _DATABASE_ERRORS = (DatabaseError, psycopg2.Error)
 # The containers whose text is each item's repr (a database error's whole text), by exact type: a
 # namedtuple's repr and constructor differ, and a subclass's may be anything.
 _CONTAINERS = frozenset({list, tuple, set, frozenset, dict})
+# Containers of other types whose repr writes their items' (a namedtuple, an OrderedDict, a
+# deque): looked into, never copied; one holding a database error is written as a name alone.
+_OTHER_CONTAINERS = (list, tuple, set, frozenset, dict, deque)
 # How many containers deep an argument is copied to show a database error in it (a dict in a list
 # in a tuple, and one more); one deeper holding one is written as reprlib writes one past its
 # level (`[...]`), and one holding none as it is.
@@ -111,16 +115,18 @@ class DatabaseErrorFirstLine(logging.Filter):
             if not _PLAIN.issuperset(map(type, args)):
                 record.args = _shown(args, _NESTED + 1, _Budget())
         elif isinstance(args, Mapping):
-            record.args = _shown(args if type(args) is dict else dict(args), _NESTED + 1, _Budget())
+            named = args if type(args) is dict else dict(args)  # a defaultdict's defaults kept, unless shown
+            record.args = args if (shown_args := _shown(named, _NESTED + 1, _Budget())) is named else shown_args
         message = record.msg
         if type(message) is not str:
             # structlog's line's message is its keys (ProcessorFormatter's); another is written by str().
             record.msg = _event_shown(message) if type(message) is dict else _shown(message, _NESTED, _Budget())
         error = record.exc_info[1] if record.exc_info else None
-        shown = _chain_shown(error, {}) if isinstance(error, BaseException) else error
+        shown = _exception_shown(error) if isinstance(error, BaseException) else error
         if shown is error:
             return True
         record.exc_info = (type(shown), shown, shown.__traceback__)
+        record.exc_text = None  # a handler's before this one wrote the original's
         if isinstance(record.args, dict) and "exc" in record.args:
             # Celery's, which passes the same values as `extra` (record.data, which a handler
             # such as Sentry's sends), the whole traceback's text among them.
@@ -141,7 +147,7 @@ def _event_shown(event: dict[str, Any]) -> dict[str, Any]:
         raised = sys.exc_info()[1]
     elif type(raised) is tuple:
         raised = raised[1] if len(raised) > 1 else None
-    shown = _chain_shown(raised, {}) if isinstance(raised, BaseException) else raised
+    shown = _exception_shown(raised) if isinstance(raised, BaseException) else raised
     if shown is raised and _PLAIN.issuperset(map(type, event.values())):
         return event
     budget = _Budget()
@@ -181,6 +187,8 @@ def _shown(arg: Any, depth: int, budget: _Budget) -> Any:
     if kind in _PLAIN:
         return arg
     if kind in _CONTAINERS:
+        if _all_plain(arg):
+            return arg
         budget.items -= len(arg)
         if budget.items < 0 or depth == 0 and _holds_error(arg, budget):
             return _Written(_PAST_LEVEL.repr1(arg, 0))
@@ -190,15 +198,23 @@ def _shown(arg: Any, depth: int, budget: _Budget) -> Any:
             pairs = [(_shown(key, depth - 1, budget), _shown(value, depth - 1, budget)) for key, value in arg.items()]
             same = all(shown[0] is key and shown[1] is value for shown, (key, value) in zip(pairs, arg.items()))
             return arg if same else dict(pairs)
-        if _PLAIN.issuperset(map(type, arg)):
-            return arg
         items = [_shown(item, depth - 1, budget) for item in arg]
         return arg if all(map(operator.is_, items, arg)) else kind(items)
     if isinstance(arg, _DATABASE_ERRORS):
         return _first_line_only(arg)
     if isinstance(arg, BaseException):
-        return _chain_shown(arg, {})
+        return _exception_shown(arg)
+    if isinstance(arg, _OTHER_CONTAINERS) and not _all_plain(arg) and _holds_error(arg, budget):
+        # Its own repr would write the error whole, and no copy of it can be made in general.
+        return _Written(f"<{kind.__qualname__} holding a database error, or too many items to look through>")
     return arg
+
+
+def _all_plain(container: Any) -> bool:
+    """Whether a container's items (a dict's keys, values) are all plain: it holds no error."""
+    if isinstance(container, dict):
+        return _PLAIN.issuperset(map(type, container)) and _PLAIN.issuperset(map(type, container.values()))
+    return _PLAIN.issuperset(map(type, container))
 
 
 def _holds_error(container: Any, budget: _Budget) -> bool:
@@ -208,8 +224,10 @@ def _holds_error(container: Any, budget: _Budget) -> bool:
     pending = [container]
     while pending:
         held = pending.pop()
-        for item in (*held.keys(), *held.values()) if type(held) is dict else held:
-            if type(item) in _CONTAINERS:
+        for item in (*held.keys(), *held.values()) if isinstance(held, dict) else held:
+            if isinstance(item, _OTHER_CONTAINERS):
+                if _all_plain(item):
+                    continue
                 budget.items -= len(item)
                 if budget.items < 0:
                     return True
@@ -217,6 +235,24 @@ def _holds_error(container: Any, budget: _Budget) -> bool:
             elif isinstance(item, BaseException) and _shown(item, 0, budget) is not item:
                 return True
     return False
+
+
+def _exception_shown(error: BaseException) -> BaseException:
+    """`error` as a line is to write it (_chain_shown), or `error` itself when no database error
+    is among the exceptions it links to (its chain, a group's members, theirs): one that holds
+    none is written as it is, a cycle among them too (copied to cut the cycle, a type that
+    cannot be copied was written as a stand-in, a SyntaxError without its source line)."""
+    pending, seen = [error], set()
+    while pending:
+        linked = pending.pop()
+        if linked is None or id(linked) in seen:
+            continue
+        if isinstance(linked, _DATABASE_ERRORS) or len(seen) >= _CHAINED:
+            return _chain_shown(error, {})
+        seen.add(id(linked))
+        pending += (linked.__cause__, linked.__context__,
+                    *(linked.exceptions if isinstance(linked, BaseExceptionGroup) else ()))
+    return error
 
 
 def _chain_shown(error: BaseException, seen: dict[int, BaseException | None]) -> BaseException:
@@ -237,8 +273,8 @@ def _chain_shown(error: BaseException, seen: dict[int, BaseException | None]) ->
     seen[id(error)] = None
     links = (error.__cause__, error.__context__)
     shown_links = [_link_shown(link, seen) for link in links]
-    shown_members = [_link_shown(member, seen) or _stand_in(member).with_traceback(member.__traceback__)
-                     for member in members]
+    shown_members = [_stand_in(member).with_traceback(member.__traceback__) if member_shown is None else member_shown
+                     for member, member_shown in ((member, _link_shown(member, seen)) for member in members)]
     shown = error
     # A link back to an exception under way (a cycle), shown as None, is one to an original that
     # may yet be copied, whose traceback would then be written whole: the copy cuts it.
@@ -270,7 +306,7 @@ def _group_copied(group: BaseExceptionGroup, members: list[BaseException]) -> Ba
             if hasattr(group, "__notes__"):
                 copy.__notes__ = list(group.__notes__)
             return copy.with_traceback(group.__traceback__)
-    except Exception:  # noqa: BLE001, S110 - whatever a subclass's own derive raises
+    except BaseException:  # noqa: BLE001, S110 - whatever a subclass's own derive raises
         pass
     return _stand_in(group).with_traceback(group.__traceback__)
 

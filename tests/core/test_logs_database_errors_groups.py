@@ -4,6 +4,7 @@ exceptions it looks into, or as psycopg2 raised it; and a line holding none, wri
 In both formats: PostgreSQL's DETAIL quotes the values it refused, a client's data."""
 from __future__ import annotations
 
+import collections
 import logging
 import re
 from typing import Any, Self
@@ -36,6 +37,20 @@ class _ArglessGroup(ExceptionGroup):
 
     def __init__(self, *args: Any) -> None:
         BaseException.__init__(self)
+
+
+class _Falsy(Exception):
+    """An error that is false, as any object may be."""
+
+    def __bool__(self) -> bool:
+        return False
+
+
+class _DeriveInterrupted(ExceptionGroup):
+    """A group whose derive() raises what an `except Exception` does not catch."""
+
+    def derive(self, errors: list[Exception]) -> ExceptionGroup:  # type: ignore[override]
+        raise KeyboardInterrupt
 
 
 class _Interrupting(Exception):
@@ -192,11 +207,23 @@ _TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT[\d:.]+Z?")
 def test_a_line_holding_no_database_error_is_written_as_it_is(
     db: Any, json: bool, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # Given lines of containers deeper than the filter copies, holding no database error
+    # Given lines of containers deeper than the filter copies, or longer than it looks through,
+    # a mapping of defaults, a cycle of exceptions (a SyntaxError's copy lost its source line) and
+    # a group member that is false, holding no database error
+    cycle = _raised(lambda: compile("x = = 1", "f.py", "exec"))
+    cycle.__context__ = ValueError("while compiling")
+    cycle.__context__.__context__ = cycle
+    falsy = _Falsy("member")
+    falsy.add_note("a note on the member")
+
     def log(logger: logging.Logger) -> None:
         logger.warning("Deep: %s", [1, [2, [3, [4, [5, [6]]]]]])
         logger.warning({"a": [[[[[1]]]]], (((((1,),),),),): "b", (((((2,),),),),): "c"})
         logger.warning("Named: %(ids)s", {"ids": [[[[[7]]]]]})
+        logger.warning("Long: %s %s", list(range(6000)), [list(range(6000))])
+        logger.warning("Defaults: %(a)s %(b)s", collections.defaultdict(str, a=1))
+        logger.warning("Cycle", exc_info=cycle)
+        logger.warning("Falsy", exc_info=ExceptionGroup("g", [falsy]))
         logs.get_logger(logger.name).warning("job.nested", deep=[[[[[["x"]]]]]],
                                              deepd={"a": {"b": {"c": {"d": {"e": 1}}}}}, ids=[1, 2])
 
@@ -208,3 +235,41 @@ def test_a_line_holding_no_database_error_is_written_as_it_is(
     # Then they are the same (before, each deep container `[...]`: JSON arrays as text, keys merged)
     assert _TIMESTAMP.sub("T", filtered) == _TIMESTAMP.sub("T", unfiltered), filtered
     assert "[...]" not in filtered and "{...}" not in filtered, filtered
+
+
+@FORMATS
+def test_other_containers_and_groups_that_cannot_be_copied_carry_no_detail(db: Any, json: bool) -> None:
+    # Given a database error quoting a client's value in a namedtuple, a deque and an OrderedDict,
+    # and in a group whose derive() raises KeyboardInterrupt
+    marker, error = _unique_violation()
+    pair = collections.namedtuple("Pair", "error attempt")
+
+    # When lines name them (an argument, structlog's key, a traceback)
+    def log(logger: logging.Logger) -> None:
+        logger.error("Pair: %s", pair(error, 1))
+        logger.error("Queue: %r", collections.deque([error]))
+        logs.get_logger(logger.name).error("delivery.failed", errors=collections.OrderedDict(first=error))
+        logger.error("Interrupted", exc_info=_DeriveInterrupted("g", [error]))
+
+    logged = _written(json, log)
+
+    # Then each is written without the value (before, each whole; the last raised in the filter,
+    # its line lost)
+    assert "Pair:" in logged and "Queue:" in logged and "Interrupted" in logged, logged
+    assert marker not in logged and "DETAIL" not in logged, logged
+
+
+def test_a_traceback_another_handler_wrote_first_carries_no_detail(db: Any) -> None:
+    # Given a line with a database error's traceback, written first by a handler without the
+    # filter (logging keeps the text it made on the record)
+    marker, error = _unique_violation()
+    record = logging.LogRecord("tests.logs.chained", logging.ERROR, __file__, 1, "Lost", None,
+                               (type(error), error, error.__traceback__))
+    assert marker in logging.Formatter().format(record)
+
+    # When the filter's handler writes it
+    DatabaseErrorFirstLine().filter(record)
+    written = logging.Formatter().format(record)
+
+    # Then it writes the traceback again, without the value (before, the first handler's text)
+    assert FIRST in written and marker not in written, written
