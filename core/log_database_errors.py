@@ -112,7 +112,7 @@ class DatabaseErrorFirstLine(logging.Filter):
         # and a line of named arguments (`%(error)s`), logging's args its one mapping.
         args = record.args
         if type(args) is tuple:
-            if not _PLAIN.issuperset(map(type, args)):
+            if not _all_plain(args):
                 record.args = _shown(args, _NESTED + 1, _Budget())
         elif isinstance(args, Mapping):
             named = args if type(args) is dict else dict(args)  # a defaultdict's defaults kept, unless shown
@@ -148,8 +148,6 @@ def _event_shown(event: dict[str, Any]) -> dict[str, Any]:
     elif type(raised) is tuple:
         raised = raised[1] if len(raised) > 1 else None
     shown = _exception_shown(raised) if isinstance(raised, BaseException) else raised
-    if shown is raised and _PLAIN.issuperset(map(type, event.values())):
-        return event
     budget = _Budget()
     changed = {key: after for key, value in event.items()
                if type(value) not in _PLAIN and (after := _shown(value, _NESTED, budget)) is not value}

@@ -186,9 +186,9 @@ def metadata_filters(request: Request) -> dict[str, str]:
     """The list's `metadata[<key>]=<value>` filters, from a query query_filtered has read (and
     refused, had any been malformed or repeated)."""
     return {
-        name.removeprefix("metadata[").removesuffix("]"): value
+        match.group(1): value
         for name, value in request.query_params.items()
-        if metadata_parameter(name)
+        if (match := _METADATA_PARAMETER.match(name)) is not None
     }
 
 
