@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import operator
 import re
+from typing import Any
 
 import psycopg2
 from django.db import DatabaseError, DataError
@@ -69,105 +70,156 @@ _CHAINED = 64
 
 def exception_shown(error: BaseException) -> BaseException:
     """`error` as a line is to write it (_chain_shown), or `error` itself when no database error
-    is among the exceptions it links to (its chain, a group's members, theirs): one that holds
-    none is written as it is, a cycle among them too (copied to cut the cycle, a type that
-    cannot be copied was written as a stand-in, a SyntaxError without its source line)."""
-    pending, seen = [error], set()
+    is among the exceptions it links to (its chain, a group's members, theirs) or their arguments
+    (`raise RuntimeError(exc) from exc`, Celery's wrapping): one that holds none is written as it
+    is, a cycle among them too (copied to cut the cycle, a type that cannot be copied was written
+    as a stand-in, a SyntaxError without its source line)."""
+    pending, seen, held = [error], set(), []
     while pending:
         linked = pending.pop()
         if linked is None or id(linked) in seen:
             continue
-        if isinstance(linked, DATABASE_ERRORS) or len(seen) >= _CHAINED:
-            return _chain_shown(error, {})
+        if len(seen) >= _CHAINED:
+            return _chain_shown(error, {}, _texts(held))
         seen.add(id(linked))
+        if isinstance(linked, DATABASE_ERRORS):
+            held.append(linked)  # its own links are not written (first_line_only)
+            continue
+        for arg in linked.args:
+            if isinstance(arg, DATABASE_ERRORS):
+                held.append(arg)
         pending += (linked.__cause__, linked.__context__,
                     *(linked.exceptions if isinstance(linked, BaseExceptionGroup) else ()))
-    return error
+    return _chain_shown(error, {}, _texts(held)) if held else error
 
 
-def _chain_shown(error: BaseException, seen: dict[int, BaseException | None]) -> BaseException:
+def _texts(errors: list[BaseException]) -> list[tuple[str, str]]:
+    """The whole texts of database errors, as str() and repr() write them (an f-string's `{exc}`,
+    `{exc!r}`), each with what is written in its place: the error's first line only. The longest
+    first, so that none is replaced inside another's."""
+    texts: dict[str, str] = {}
+    for error in errors:
+        try:
+            shown = first_line_only(error)
+            for whole, line in ((str(error).strip(), str(shown)), (repr(error), repr(shown))):
+                if whole and whole != line:
+                    texts[whole] = line
+        except BaseException:  # noqa: BLE001, S112 - an error's own __str__: no text of it to look for
+            continue
+    return sorted(texts.items(), key=lambda pair: -len(pair[0]))
+
+
+def _text_shown(text: str, texts: list[tuple[str, str]]) -> str:
+    """`text` with each database error's whole text in it (_texts) as its first line; `text`
+    itself if it holds none."""
+    for whole, line in texts:
+        if whole in text:
+            text = text.replace(whole, line)
+    return text
+
+
+def _args_shown(error: BaseException, texts: list[tuple[str, str]]) -> tuple[Any, ...]:
+    """`error`'s arguments as its copy is to hold them: a database error among them its first
+    line only, and a text among them holding a database error's whole text (_texts: an f-string
+    of one in its chain) that text's first line; `error.args` itself if none changed."""
+    args = error.args
+    shown = tuple(first_line_only(arg) if isinstance(arg, DATABASE_ERRORS)
+                  else _text_shown(arg, texts) if type(arg) is str else arg for arg in args)
+    return args if all(map(operator.is_, shown, args)) else shown
+
+
+def _chain_shown(error: BaseException, seen: dict[int, BaseException | None],
+                 texts: list[tuple[str, str]]) -> BaseException:
     """`error` as its traceback is to be written: a database error its first line only, without
     the causes chained to it (psycopg2's, of the same text); another exception itself if no
-    database error is chained to it or among its members (an exception group's), else a copy of
-    it chained to the shown ones, its members the shown ones: the exception raised is the
-    caller's, which it may raise again or hand on. One past the _CHAINED exceptions looked into
-    is a stand-in with no links: what they hold goes unsearched.
-    `seen`: the shown of each exception looked into, None while its own links are being shown."""
+    database error is chained to it, among its members (an exception group's) or arguments, nor
+    its text in theirs (`texts`), else a copy of
+    it chained to the shown ones, its members the shown ones, its arguments _args_shown's: the
+    exception raised is the caller's, which it may raise again or hand on. One past the _CHAINED
+    exceptions looked into is a stand-in with no links: what they hold goes unsearched.
+    `seen`: the shown of each exception looked into, None while its own links are being shown;
+    `texts`: the database errors' whole texts to write as their first lines (_texts)."""
     if isinstance(error, DATABASE_ERRORS):
         return first_line_only(error).with_traceback(error.__traceback__)
     members = error.exceptions if isinstance(error, BaseExceptionGroup) else ()
-    if error.__cause__ is None and error.__context__ is None and not members:
+    args = _args_shown(error, texts)
+    if error.__cause__ is None and error.__context__ is None and not members and args is error.args:
         return error
     if len(seen) >= _CHAINED:
-        return _stand_in(error).with_traceback(error.__traceback__)
+        return _stand_in(error, texts).with_traceback(error.__traceback__)
     seen[id(error)] = None
     links = (error.__cause__, error.__context__)
-    shown_links = [_link_shown(link, seen) for link in links]
-    shown_members = [_stand_in(member).with_traceback(member.__traceback__) if member_shown is None else member_shown
-                     for member, member_shown in ((member, _link_shown(member, seen)) for member in members)]
+    shown_links = [_link_shown(link, seen, texts) for link in links]
+    shown_members = [_stand_in(member, texts).with_traceback(member.__traceback__) if member_shown is None
+                     else member_shown
+                     for member, member_shown in ((member, _link_shown(member, seen, texts)) for member in members)]
     shown = error
     # A link back to an exception under way (a cycle), shown as None, is one to an original that
     # may yet be copied, whose traceback would then be written whole: the copy cuts it.
-    if any(map(operator.is_not, (*shown_links, *shown_members), (*links, *members))):
-        shown = _group_copied(error, shown_members) if members else _copied(error)
+    if args is not error.args or any(map(operator.is_not, (*shown_links, *shown_members), (*links, *members))):
+        shown = _group_copied(error, shown_members, texts) if members else _copied(error, args, texts)
         shown.__cause__, shown.__context__ = shown_links
         shown.__suppress_context__ = error.__suppress_context__  # after __cause__, which sets it
     seen[id(error)] = shown
     return shown
 
 
-def _link_shown(link: BaseException | None, seen: dict[int, BaseException | None]) -> BaseException | None:
+def _link_shown(link: BaseException | None, seen: dict[int, BaseException | None],
+                texts: list[tuple[str, str]]) -> BaseException | None:
     """The shown of a link of a chain or a group's member (_chain_shown); None for none, or for a
     link back to an exception whose links are being shown (a cycle)."""
     if link is None:
         return None
     if id(link) in seen:
         return seen[id(link)]
-    return _chain_shown(link, seen)
+    return _chain_shown(link, seen, texts)
 
 
-def _group_copied(group: BaseExceptionGroup, members: list[BaseException]) -> BaseException:
+def _group_copied(group: BaseExceptionGroup, members: list[BaseException],
+                  texts: list[tuple[str, str]]) -> BaseException:
     """A copy of an exception group holding `members`, made by its derive() (what except* makes
     its parts with, which a subclass of other arguments overrides), with its notes and traceback;
-    else _stand_in(group)."""
+    else, or if its message holds a database error's whole text (derive() keeps it), _stand_in(group)."""
     try:
         copy = group.derive(members)
-        if isinstance(copy, BaseExceptionGroup):
+        if isinstance(copy, BaseExceptionGroup) and _text_shown(str(copy), texts) == str(copy):
             if hasattr(group, "__notes__"):
                 copy.__notes__ = list(group.__notes__)
             return copy.with_traceback(group.__traceback__)
     except BaseException:  # noqa: BLE001, S110 - whatever a subclass's own derive raises
         pass
-    return _stand_in(group).with_traceback(group.__traceback__)
+    return _stand_in(group, texts).with_traceback(group.__traceback__)
 
 
-def _copied(error: BaseException) -> BaseException:
-    """A copy of `error`: its type, arguments, attributes and traceback, made without its
-    __init__ (which may take other arguments, or do something), if it writes the text `error`
-    does; else _stand_in(error)."""
+def _copied(error: BaseException, args: tuple[Any, ...], texts: list[tuple[str, str]]) -> BaseException:
+    """A copy of `error` holding `args` (_args_shown): its type, attributes and traceback, made
+    without its __init__ (which may take other arguments, or do something), if it writes the text
+    `error` does, each database error's whole text in it its first line (_texts), and its repr
+    none; else _stand_in(error)."""
     try:
-        copy = type(error).__new__(type(error), *error.args)
-        copy.args = error.args
+        copy = type(error).__new__(type(error), *args)
+        copy.args = args
         copy.__dict__.update(error.__dict__)
         # A type keeping its state out of args and __dict__ (in __slots__, or C fields its
         # __init__ sets) may raise, in Celery's handling of the failure, or write another text
-        # (a UnicodeDecodeError's copy none).
-        if str(copy) == str(error):
-            repr(copy)
+        # (a UnicodeDecodeError's copy none); one whose __str__ writes an attribute of the text.
+        text = str(copy)
+        written = text + repr(copy)
+        if text.strip() == _text_shown(str(error), texts).strip() and _text_shown(written, texts) == written:
             return copy.with_traceback(error.__traceback__)
     except BaseException:  # noqa: BLE001, S110 - whatever a type's own __new__, __repr__ or __str__ raises
         pass
-    return _stand_in(error).with_traceback(error.__traceback__)
+    return _stand_in(error, texts).with_traceback(error.__traceback__)
 
 
-def _stand_in(error: BaseException) -> BaseException:
+def _stand_in(error: BaseException, texts: list[tuple[str, str]]) -> BaseException:
     """An exception of a class named as `error`'s (its module and name: what a handler grouping
-    by type, Sentry's, sees) holding its text, with no links or members: not of its type, which
-    could not be copied (its bases' neither, nor an exception group's members: the traceback
-    writes none of them)."""
+    by type, Sentry's, sees) holding its text (each database error's whole text in it its first
+    line, _texts), with no links or members: not of its type, which could not be copied (its
+    bases' neither, nor an exception group's members: the traceback writes none of them)."""
     kind = type(error)
     try:
-        text = str(error)
+        text = _text_shown(str(error), texts)
     except BaseException:  # noqa: BLE001 - an error's own __str__: its name says what it was
         text = ""
     named = type(kind.__name__, (Exception if isinstance(error, Exception) else BaseException,),

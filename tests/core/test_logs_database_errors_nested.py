@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import logging
 import logging.config
+import traceback
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -193,3 +194,59 @@ def test_celery_s_error_for_an_error_the_filter_cannot_copy_is_still_written(db:
     # line was lost), naming the type, and the database error by its first line
     assert "raised unexpected" in logged and "_Slotted" in logged, logged
     assert RAISED in logged and marker not in logged and "DETAIL" not in logged, logged
+
+
+@pytest.mark.parametrize("json", [True, False], ids=["json", "text"])
+def test_an_error_holding_a_database_error_s_text_carries_no_detail(db: Any, json: bool) -> None:
+    # Given errors made of one PostgreSQL raised quoting a client's value: it as their argument
+    # (`raise RuntimeError(exc) from exc`, one made outside its except, a group's member), its
+    # text in theirs (`raise ValueError(f"save failed: {exc}")` while handling it, its repr too)
+    marker, error = _unique_violation()
+
+    def wrapped() -> None:
+        raise RuntimeError(error) from error
+
+    def handling(text: Callable[[DatabaseError], str]) -> Callable[[], None]:
+        def make() -> None:
+            try:
+                raise error
+            except DatabaseError as exc:
+                raise ValueError(text(exc)) from None  # no link shown: the line is its own
+        return make
+
+    unchained = RuntimeError("recording failed", error)
+    for raised, line in [
+        (_raised(wrapped), f"RuntimeError: {FIRST}"),
+        (_raised(handling(lambda exc: f"save failed: {exc}")), f"ValueError: save failed: {FIRST}"),
+        (_raised(handling(lambda exc: f"save failed: {exc!r}")), f"ValueError: save failed: IntegrityError('{FIRST}')"),
+        (unchained, f"RuntimeError: ('recording failed', IntegrityError('{FIRST}'))"),
+        (ExceptionGroup("deliveries not recorded", [RuntimeError(error)]), f"RuntimeError: {FIRST}"),
+    ]:
+        # When a service logs it with its traceback, in either format
+        def log(logger: logging.Logger, raised: BaseException = raised) -> None:
+            logger.error("Delivery 1: its attempt's outcome could not be recorded", exc_info=raised)
+
+        logged = _written(json, log)
+
+        # Then its own line writes the database error's first line, and not the value (before,
+        # its whole text: the DETAIL, the value with it); the exception raised is unchanged
+        written = logged.replace('\\"', '"') if json else logged
+        assert line in written and marker not in logged and "DETAIL" not in logged, logged
+        assert marker in "".join(traceback.format_exception(raised))
+
+
+def test_celery_s_error_for_a_task_that_wrapped_a_database_error_carries_no_detail(db: Any) -> None:
+    # Given a task's error holding one PostgreSQL raised quoting a client's value, as Celery's
+    # own wrapping or a task's `raise RuntimeError(exc) from exc` makes
+    marker, error = _unique_violation()
+    try:
+        raise RuntimeError(error) from error
+    except RuntimeError as exc:
+        wrapped = exc
+
+    # When Celery's trace logs its failure (the error's repr in its message, its traceback in its data)
+    logged = _failure_logged(wrapped)
+
+    # Then both name the database error by its first line, not the value
+    assert f"raised unexpected: RuntimeError(IntegrityError('{FIRST}'))" in logged.replace('\\"', '"'), logged
+    assert marker not in logged and "DETAIL" not in logged, logged
