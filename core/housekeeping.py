@@ -1,6 +1,7 @@
-"""One run at a time of a periodic task that works in batches (jobs.prune, webhooks.prune): a
-slot of the task's in Redis (core/slots.py), limit one, that a run takes before it starts and
-lets go once it ends.
+"""One run at a time of a periodic task: those that work in batches (jobs.prune, webhooks.prune)
+and the rules that act on rows apart (jobs.enforce_deadlines, jobs.fail_abandoned:
+core/rows_apart.py). A slot of the task's in Redis (core/slots.py), limit one, that a run takes
+before it starts and lets go once it ends.
 
 Not a PostgreSQL advisory lock: behind PgBouncer in transaction mode (docs/deployment.md) a
 session lock is taken on one server connection and let go on another, where the unlock fails,
@@ -29,6 +30,10 @@ from core.slots import Slots
 # events"). A run's lease is its batches at this, so a run that dies keeps the others out for
 # minutes, not for good; one slower than that has a second run beside it, as before the slot.
 BATCH_SECONDS = 2.0
+# The longest a rule's act on one row is taken to last (seconds): twice the slowest measured, 20 ms
+# for a job whose finish raised on a loaded machine (core/rows_apart.py; 2.4 ms a row acted on, 3
+# ms one that raised, idle). A rule's lease is the rows it reads at most at this: 500 a look, 20 s.
+ROW_SECONDS = 0.04
 
 
 def _redis() -> redis.Redis | None:
@@ -46,13 +51,20 @@ def lease_seconds(batches: int) -> float:
     return max(1, batches) * BATCH_SECONDS
 
 
+def rows_lease_seconds(rows: int) -> float:
+    """How long a rule's run reading `rows` rows at most holds its slot (its lease)."""
+    return max(1, rows) * ROW_SECONDS
+
+
 @contextlib.contextmanager
-def run_alone(name: str, *, batches: int) -> Iterator[bool]:
+def run_alone(name: str, *, batches: int = 0, rows: int | None = None) -> Iterator[bool]:
     """Whether no other run of `name` is under way in the service (whatever its worker): its
     slot, tried, not waited for, held until the block ends and for at most `batches` times
-    BATCH_SECONDS (the run's bound). True, with no slot, when Redis cannot be reached: a run
-    that finds one under way has nothing to do, and a prune must never stop for want of Redis."""
-    slot = slots.acquire(name, limit=1, lease_seconds=lease_seconds(batches))
+    BATCH_SECONDS, or `rows` times ROW_SECONDS (the run's bound). True, with no slot, when Redis
+    cannot be reached: a run that finds one under way has nothing to do, and a prune or a rule
+    must never stop for want of Redis."""
+    lease = lease_seconds(batches) if rows is None else rows_lease_seconds(rows)
+    slot = slots.acquire(name, limit=1, lease_seconds=lease)
     try:
         yield slot is not None
     finally:
