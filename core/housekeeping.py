@@ -22,7 +22,7 @@ from typing import Any
 
 import redis
 
-from core import cache_redis
+from core import cache_redis, metrics
 from core.slots import Slots
 
 # The longest one batch of a prune is taken to last (seconds): ten times the slowest measured,
@@ -61,10 +61,13 @@ def run_alone(name: str, *, batches: int = 0, rows: int | None = None) -> Iterat
     """Whether no other run of `name` is under way in the service (whatever its worker): its
     slot, tried, not waited for, held until the block ends and for at most `batches` times
     BATCH_SECONDS, or `rows` times ROW_SECONDS (the run's bound). True, with no slot, when Redis
-    cannot be reached: a run that finds one under way has nothing to do, and a prune or a rule
-    must never stop for want of Redis."""
+    cannot be reached: a run that finds one under way has nothing to do (and is counted neither
+    as a run nor as a failure: core.metrics), and a prune or a rule must never stop for want of
+    Redis."""
     lease = lease_seconds(batches) if rows is None else rows_lease_seconds(rows)
     slot = slots.acquire(name, limit=1, lease_seconds=lease)
+    if slot is None:
+        metrics.periodic_run_skipped()
     try:
         yield slot is not None
     finally:

@@ -23,7 +23,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from celery import states
+from celery import current_task, states
 from django.conf import settings
 from prometheus_client import (
     CollectorRegistry,
@@ -222,12 +222,25 @@ def periodic_tasks_awaited(sender: Any = None, **kwargs: Any) -> None:
             PERIODIC_TASK_LAST_SUCCESS.labels(task).set(now)
 
 
+def periodic_run_skipped() -> None:
+    """The periodic task running in this thread found another run of it under way and does
+    nothing (core.housekeeping.run_alone): its end counts neither as a run nor as a failure. As a
+    run to its end it moved the task's last success while the run under way, failing, moved
+    nothing: a rule whose every run failed and outlasted its interval never fired
+    PeriodicTaskFailing."""
+    if current_task:  # a proxy, false outside a task (a call of the function itself)
+        current_task.request.periodic_run_skipped = True
+
+
 def periodic_task_ended(sender: Any = None, state: str | None = None, **kwargs: Any) -> None:
     """task_postrun: a periodic task's run ran to its end (SUCCESS), or did not (an exception, or
-    core.rows_apart.RowsFailed once some of its rows raised). Its runs stop growing while beat is
+    core.rows_apart.RowsFailed once some of its rows raised); one that did nothing beside another
+    under way (`periodic_run_skipped`) counts neither. Its runs stop growing while beat is
     down (the BeatNotRunning alert), its last success ages while it fails (PeriodicTaskFailing);
     any other task passes by a dict lookup."""
     if enabled() and sender.name in periodic_tasks():
+        if getattr(sender.request, "periodic_run_skipped", False):
+            return
         if state == states.SUCCESS:
             PERIODIC_TASK_RUNS.labels(sender.name).inc()
             PERIODIC_TASK_LAST_SUCCESS.labels(sender.name).set(time.time())

@@ -15,6 +15,7 @@ from django.test import Client as BrowserClient
 from django.test import override_settings
 from prometheus_client.parser import text_string_to_metric_families
 
+from core import housekeeping
 from core.services import api_key_create, client_create
 from tests.conftest import Api, serving
 from tests.console.seed import seed
@@ -151,6 +152,35 @@ def test_the_periodic_tasks_count_their_runs_while_beat_schedules_them(celery_wo
     # BeatNotRunning alert watches
     assert set(first) == {entry["task"] for entry in settings.CELERY_BEAT_SCHEDULE.values()}
     assert now["jobs.dispatch_sweep"] > first["jobs.dispatch_sweep"], (first, now)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_periodic_run_that_finds_another_under_way_counts_neither_a_run_nor_a_failure(celery_worker: str) -> None:
+    # Given the run's worker and beat (the deadline rule every second), and the rule's slot held
+    # as a run under way holds it (core/housekeeping.py)
+    def counts() -> tuple[float, float]:
+        samples = parse(BrowserClient().get("/metrics", **TOKEN).content.decode())
+        return (value(samples, "jobapi_periodic_task_runs_total", task="jobs.enforce_deadlines"),
+                value(samples, "jobapi_periodic_task_failures_total", task="jobs.enforce_deadlines"))
+
+    under_way = housekeeping.slots.acquire("jobs.enforce_deadlines", limit=1, lease_seconds=60)
+    assert under_way is not None
+    try:
+        held_from = counts()
+        # When beat's runs come meanwhile (at least two ticks), and after the slot is let go
+        time.sleep(3)
+        held_until = counts()
+    finally:
+        under_way.release()
+    deadline = time.monotonic() + 30
+    while (after := counts())[0] <= held_until[0] and time.monotonic() < deadline:
+        time.sleep(0.5)
+
+    # Then the runs that did nothing moved neither count (a skipped run counted as run to its end
+    # moved the rule's last success too, every other tick of a rule whose every real run failed
+    # and lasted past its interval: PeriodicTaskFailing never fired); the runs after it count
+    assert held_until == held_from
+    assert after[0] > held_until[0], (held_until, after)
 
 
 @pytest.mark.django_db
