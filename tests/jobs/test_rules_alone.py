@@ -8,6 +8,7 @@ for good: with Redis unreachable every run runs."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -138,4 +139,45 @@ def test_with_redis_unreachable_every_run_acts(rule: str, monkeypatch: pytest.Mo
     # Then it acted, as before the runs were kept apart: a rule never stops for want of Redis
     assert alone
     assert ran == 2
+    assert _statuses(jobs) == [acted] * 2
+
+
+@pytest.mark.parametrize("rule", RULES)
+def test_a_run_that_never_ends_is_in_the_way_for_its_rows_lease_only(rule: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given a run that never ends (its worker hung, or killed without its slot let go), with a
+    # short time a row: the deadline rule's 500 rows 0.1 s, the abandoned-job rule's 3,000 0.6 s
+    task, make, module, act_name, acted = RULES[rule]
+    monkeypatch.setattr(housekeeping, "ROW_SECONDS", 0.0002)
+    jobs = make(2)
+    act: Callable[..., int] = getattr(module, act_name)
+    stuck, go_on = threading.Event(), threading.Event()
+
+    def held(*args: Any, **kwargs: Any) -> int:
+        if threading.current_thread().name == "stuck":
+            stuck.set()
+            go_on.wait(30)
+            return 0
+        return act(*args, **kwargs)
+
+    monkeypatch.setattr(module, act_name, held)
+
+    def stuck_run() -> None:
+        try:
+            task()
+        finally:
+            connection.close()
+
+    run = threading.Thread(target=stuck_run, name="stuck")
+    run.start()
+    try:
+        assert stuck.wait(30)
+        # When a run comes once the stuck one's lease is out
+        time.sleep(0.8)
+        after = task()
+    finally:
+        go_on.set()
+        run.join(30)
+
+    # Then it acted on the jobs: the rule is kept out for the lease its rows bound, not for good
+    assert after == 2
     assert _statuses(jobs) == [acted] * 2
