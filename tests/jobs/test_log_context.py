@@ -40,7 +40,9 @@ def test_a_job_published_as_another_ends_carries_its_own_request_id(
     make_api: Callable[..., Api], published: Published, settings: Any
 ) -> None:
     # Given a client with a running cap of one: its first job running, its second (another
-    # request's) sent back to wait for a place
+    # request's) sent back to wait for a place, in the transaction that then ends the first: the
+    # suite's beat sweeps every second, with a cap of its own (8), and a sweep past the second's
+    # grace published it to its broker, not here, before the first ended
     settings.JOB_MAX_RUNNING_PER_CLIENT = 1
     api = make_api()
     first_request, second_request = (f"trace-{uuid.uuid4().hex}" for _ in range(2))
@@ -49,14 +51,15 @@ def test_a_job_published_as_another_ends_carries_its_own_request_id(
     second = api.post("/api/jobs/", headers={"X-Request-ID": second_request},
                       json={"job_name": "api.tasks.hello_world", "payload": {}}).json()["id"]
     assert transitions.job_start(job_id=uuid.UUID(first)) is not None
-    with pytest.raises(transitions.OverRunningCap):
-        transitions.job_start(job_id=uuid.UUID(second))
-    assert Job.objects.get(pk=second).dispatched_at is None
+    with transaction.atomic():
+        with pytest.raises(transitions.OverRunningCap):
+            transitions.job_start(job_id=uuid.UUID(second))
+        assert Job.objects.get(pk=second).dispatched_at is None
 
-    # When the first job ends, in its task's log context (its request's, as its message carried it)
-    published.clear()
-    with logs.bound(request_id=first_request, client=str(api.client.pk), job_id=first):  # type: ignore[union-attr]
-        assert transitions.job_finish(job_id=uuid.UUID(first), status=Job.Status.SUCCESS)
+        # When the first job ends, in its task's log context (its request's, as its message carried it)
+        published.clear()
+        with logs.bound(request_id=first_request, client=str(api.client.pk), job_id=first):  # type: ignore[union-attr]
+            assert transitions.job_finish(job_id=uuid.UUID(first), status=Job.Status.SUCCESS)
 
     # Then the second job is published with its own request's id, not the first's
     assert published == [(second, {"request_id": second_request, "client": str(api.client.pk)})]  # type: ignore[union-attr]
@@ -65,17 +68,20 @@ def test_a_job_published_as_another_ends_carries_its_own_request_id(
 def test_a_job_made_outside_a_request_carries_no_request_id(
     make_api: Callable[..., Api], published: Published, settings: Any
 ) -> None:
-    # Given a waiting job made outside any request (the admin, a shell), its owner at its cap
+    # Given a waiting job made outside any request (the admin, a shell), its owner at its cap, in
+    # the transaction that then ends the running job: the suite's beat (its own cap 8) published
+    # it to its broker, not here, once past its grace
     settings.JOB_MAX_RUNNING_PER_CLIENT = 1
     api = make_api()
     running = api.post("/api/jobs/", json={"job_name": "api.tasks.hello_world", "payload": {}}).json()["id"]
     transitions.job_start(job_id=uuid.UUID(running))
-    waiting = Job.objects.create(owner=api.client, job_name="api.tasks.hello_world")
+    with transaction.atomic():
+        waiting = Job.objects.create(owner=api.client, job_name="api.tasks.hello_world")
 
-    # When the running job ends in a request's context
-    published.clear()
-    with logs.bound(request_id="trace-of-another-request", client=str(api.client.pk)):  # type: ignore[union-attr]
-        transitions.job_finish(job_id=uuid.UUID(running), status=Job.Status.SUCCESS)
+        # When the running job ends in a request's context
+        published.clear()
+        with logs.bound(request_id="trace-of-another-request", client=str(api.client.pk)):  # type: ignore[union-attr]
+            transitions.job_finish(job_id=uuid.UUID(running), status=Job.Status.SUCCESS)
 
     # Then the waiting job's message names no request
     assert published == [(str(waiting.pk), {"request_id": None, "client": str(api.client.pk)})]  # type: ignore[union-attr]
