@@ -276,16 +276,22 @@ def _unless_refused_on_listed_fields(action: ActionFunction) -> ActionFunction:
 
 def action_apply(
     model_admin: admin.ModelAdmin, request: HttpRequest, rows: Iterable[Any], service: Callable[[Any], object],
-    *, done: str, refused: str, logged: str,
+    *, done: str | Callable[[list[Any]], str], refused: str, logged: str | Callable[[Any], str],
 ) -> None:
     """Call `service` on each row; a row it refuses (409, Conflict: already final, still being
     delivered) is left as it is. Says how many of each: `done` and `refused` take {count}.
 
     Each row acted on gets an entry `logged` in its admin history, under the staff user's name,
-    and the action one INFO line: Django records its own changes and deletions so, but not an
-    action's, so who canceled a job or disabled an endpoint was nowhere to be read. Written for
-    the rows changed even when a later row fails (the database gone midway): each row's change
-    is committed as its service returns, and sent again the action finds them done already."""
+    and the action one INFO line for each entry's text: Django records its own changes and
+    deletions so, but not an action's, so who canceled a job or disabled an endpoint was nowhere
+    to be read. Written for the rows changed even when a later row fails (the database gone
+    midway): each row's change is committed as its service returns, and sent again the action
+    finds them done already.
+
+    Where what the service did differs from row to row (a queued job's cancel ends it, a running
+    one's asks its step to stop), `service` writes it on the row it is given (a job's status after
+    its cancel, which the entry's name shows), `logged` is a function of that row and `done` of
+    the rows acted on."""
     applied: list[Any] = []
     conflicts = 0
     try:
@@ -296,14 +302,18 @@ def action_apply(
             except Conflict:
                 conflicts += 1
     finally:
-        if applied:
-            logger.info("Admin action on %s %s by %s: %s", len(applied), model_admin.opts.verbose_name_plural,
-                        request.user.get_username(), logged)
-            # One INSERT for them all (at most ADMIN_ACTION_MAX_ROWS rows).
-            LogEntry.objects.log_actions(user_id=request.user.pk, queryset=applied, action_flag=CHANGE,
-                                         change_message=logged)
+        texts: dict[str, list[Any]] = {}
+        for row in applied:
+            texts.setdefault(logged(row) if callable(logged) else logged, []).append(row)
+        for text, logged_rows in texts.items():
+            logger.info("Admin action on %s %s by %s: %s", len(logged_rows), model_admin.opts.verbose_name_plural,
+                        request.user.get_username(), text)
+            # One INSERT for each text (at most ADMIN_ACTION_MAX_ROWS rows in all).
+            LogEntry.objects.log_actions(user_id=request.user.pk, queryset=logged_rows, action_flag=CHANGE,
+                                         change_message=text)
     if applied:
-        model_admin.message_user(request, done.format(count=len(applied)), messages.SUCCESS)
+        model_admin.message_user(request, done(applied) if callable(done) else done.format(count=len(applied)),
+                                 messages.SUCCESS)
     if conflicts:
         model_admin.message_user(request, refused.format(count=conflicts), messages.WARNING)
 

@@ -69,9 +69,32 @@ class JobAdmin(DjangoObjectActions, LargeTableAdmin):
         if not self.has_change_permission(request):
             raise PermissionDenied
         action_apply(self, request, queryset.select_related("owner").only(*self.deletion_listed_fields, "owner"),
-                     lambda job: job_cancel(owner=job.owner, job_id=job.pk),
-                     done="Canceled {count} job(s).", refused="{count} job(s) were final already: left as they are.",
-                     logged="Canceled (admin action).")
+                     _cancel, done=_canceled_message, refused="{count} job(s) were final already: left as they are.",
+                     logged=_canceled_entry)
+
+
+def _cancel(job: Job) -> None:
+    """The job's cancel, its status as the cancel left it written on the selected row: its history
+    entry names it (the selection's, from before the cancel, named a canceled job PENDING), and
+    says what the cancel did. The job the cancel read whole is not kept: up to a megabyte each of
+    payload and result, for each of the selected jobs."""
+    job.status = job_cancel(owner=job.owner, job_id=job.pk).status
+
+
+def _canceled_entry(job: Job) -> str:
+    if job.is_final:
+        return "Canceled (admin action)."
+    # A running step stops at its next look at the flag (jobs.transitions._cancel_locked): the job
+    # is still running as the entry is written.
+    return f"Cancel requested (admin action): {job.status}, it stops within its running step."
+
+
+def _canceled_message(jobs: list[Job]) -> str:
+    stopping = sum(not job.is_final for job in jobs)
+    said = [f"Canceled {len(jobs) - stopping} job(s)."] if len(jobs) > stopping else []
+    if stopping:
+        said.append(f"Asked {stopping} running job(s) to stop: each stops within its running step.")
+    return " ".join(said)
 
 
 @admin.register(JobResult)

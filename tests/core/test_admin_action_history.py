@@ -10,6 +10,7 @@ from django.contrib.admin.models import LogEntry
 from django.contrib.auth.models import User
 from django.db import OperationalError
 from django.test import Client as BrowserClient
+from django.utils import timezone
 
 from core.services import client_create
 from jobs import admin as jobs_admin
@@ -48,6 +49,43 @@ def test_a_canceled_jobs_history_names_who_canceled_it(operator: BrowserClient,
     # And the log has one line for the action
     lines = [r.getMessage() for r in caplog.records if r.name == "core.admin_site"]
     assert lines == ["Admin action on 2 jobs by night-operator: Canceled (admin action)."]
+
+
+def test_a_jobs_cancel_from_its_page_says_what_became_of_it(operator: BrowserClient) -> None:
+    # Given a queued job, a running one and a finished one
+    owner = client_create(name="acme")
+
+    def job(status: str, **fields: Any) -> Job:
+        return Job.objects.create(owner=owner, job_name="api.tasks.hello_world", status=status,
+                                  dispatched_at=timezone.now(), **fields)
+
+    queued, finished = job(Job.Status.PENDING), job(Job.Status.SUCCESS)
+    running = job(Job.Status.STARTED, started_at=timezone.now(), step_started_at=timezone.now())
+
+    # When an operator presses Cancel on each one's page
+    said = {job.pk: _messages(operator.post(f"/admin/jobs/job/{job.pk}/actions/cancel/", follow=True))
+            for job in (queued, running, finished)}
+
+    # Then the queued one is canceled, and its history and the admin's recent actions name it
+    # REVOKED (they named it PENDING, as it was before the cancel)
+    assert said[queued.pk] == ["Canceled 1 job(s)."]
+    assert "Canceled (admin action)." in operator.get(f"/admin/jobs/job/{queued.pk}/history/").content.decode()
+    recent = operator.get("/admin/").content.decode()
+    assert f"api.tasks.hello_world {queued.pk} (REVOKED)" in recent
+    # And the running one is asked to stop, as its page, its history and the recent actions say
+    # (they said it was canceled, while it still ran)
+    assert said[running.pk] == ["Asked 1 running job(s) to stop: each stops within its running step."]
+    assert ("Cancel requested (admin action): STARTED, it stops within its running step."
+            in operator.get(f"/admin/jobs/job/{running.pk}/history/").content.decode())
+    assert f"api.tasks.hello_world {running.pk} (STARTED)" in recent
+    # And the finished one is left as it was: its page says so, its history has nothing
+    assert said[finished.pk] == ["1 job(s) were final already: left as they are."]
+    assert not LogEntry.objects.filter(object_id=str(finished.pk)).exists()
+    assert {str(entry) for entry in LogEntry.objects.all()} == {
+        f"Changed “api.tasks.hello_world {queued.pk} (REVOKED)” — Canceled (admin action).",
+        (f"Changed “api.tasks.hello_world {running.pk} (STARTED)” — Cancel requested (admin action): STARTED, "
+         "it stops within its running step."),
+    }
 
 
 def test_an_endpoint_disabled_from_the_admin_says_by_whom(operator: BrowserClient) -> None:
@@ -90,6 +128,10 @@ def test_the_jobs_an_action_canceled_before_a_failure_say_so(operator: BrowserCl
     canceled = [job for job in queued if Job.objects.get(pk=job.pk).status == Job.Status.REVOKED]
     assert len(canceled) == 2
     assert _history(queued) == {(str(job.pk), "night-operator", "Canceled (admin action).") for job in canceled}
+
+
+def _messages(page: Any) -> list[str]:
+    return [str(message) for message in page.context["messages"]]
 
 
 def _history(rows: list[Any]) -> set[tuple[str, str, str]]:
