@@ -11,7 +11,6 @@ from django.contrib.auth.models import User
 from django.db import connection
 from django.test import Client as HttpClient
 from django.test.utils import CaptureQueriesContext
-from django.utils import timezone
 
 from core.admin_site import EstimatedCountPaginator
 from core.services import api_key_create, client_create
@@ -330,26 +329,3 @@ def test_redeliver_on_a_selection_reads_no_events_body() -> None:
     assert answer.status_code == 302
     assert Delivery.objects.filter(event__in=events, redelivery=True).count() == 3
     assert [q["sql"][:200] for q in queries if '"webhooks_event"."body"' in q["sql"]] == []
-
-
-def test_cancel_on_a_jobs_page_reads_it_whole_only_to_lock_it() -> None:
-    # Given a queued job with a large payload
-    owner = client_create(name="acme")
-    big = {"blob": "x" * 200_000}
-    job = Job.objects.create(owner=owner, job_name="api.tasks.hello_world", payload=big, metadata={"team": "a"},
-                             dispatched_at=timezone.now())
-    http = HttpClient()
-    http.force_login(User.objects.create_superuser("admin", "admin@example.com", "pw"))
-
-    # When an operator cancels it from its page
-    with CaptureQueriesContext(connection) as queries:
-        answer = http.post(f"/admin/jobs/job/{job.pk}/actions/cancel/")
-
-    # Then it is canceled, read whole by the page (django-object-actions reads its row) and the
-    # cancel's lock (its job.canceled event carries the whole job), not a third time for the
-    # action's selection, which names the job and its client alone
-    assert answer.status_code == 302
-    job.refresh_from_db()
-    assert job.status == Job.Status.REVOKED
-    whole = [q["sql"] for q in queries if q["sql"].startswith("SELECT") and '"jobs_job"."payload"' in q["sql"]]
-    assert len(whole) == 2 and sum("FOR UPDATE" in sql for sql in whole) == 1, [sql[:120] for sql in whole]
