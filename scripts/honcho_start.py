@@ -7,7 +7,8 @@ running: the workers consuming the embedded broker, the API on its port, and the
 DATA_DIR released, so that the next `make run` started beside them (its broker_requeue putting
 back the messages they were running) and stopped on the port taken. Here SIGHUP stops them as
 SIGTERM does. And once the terminal is gone a write to it fails (EIO), which would stop honcho in
-the midst of its stopping them: its lines then go nowhere.
+the midst of its stopping them: its lines then go nowhere, what it writes to standard error (a
+traceback) to DATA_DIR/make-run-stderr.log (scripts/make_run_terminal.py).
 
 The processes' metrics files (METRICS_ENABLED) go in memory, in a directory of DATA_DIR's own
 (/dev/shm/jobapi-metrics.<a hash of DATA_DIR's real path>) unless METRICS_DIR names one: made here,
@@ -56,63 +57,21 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from types import FrameType
-from typing import Any, NoReturn, TextIO
+from typing import Any, NoReturn
 
 try:
     from honcho import command as honcho_command
     from honcho.command import main as honcho_main
     from honcho.manager import Manager
     from honcho.process import Popen
+
+    # Beside this file: Python puts a script's directory first on sys.path.
+    from make_run_terminal import TerminalOrNothing
 except KeyboardInterrupt:
     # Ctrl-C as this starts (nothing started, nothing made): a stop, not a traceback. (In the
     # interpreter's own start, before this line, Python prints one: there is no way to start it
     # without its handler but with SIGINT ignored, which would lose the Ctrl-C, make waiting on.)
     sys.exit(130)
-
-
-class TerminalOrNothing:
-    """Standard output that turns to /dev/null at its first failed write or flush: the terminal
-    it was closed (EIO), or the reader of its pipe gone (EPIPE)."""
-
-    def __init__(self, stream: TextIO) -> None:
-        self._stream = stream
-
-    def write(self, text: str) -> int:
-        try:
-            return self._stream.write(text)
-        except OSError:
-            self._lose_terminal()
-            return len(text)
-        except RuntimeError:
-            # A signal handler's line (honcho's "SIGTERM received", which a closed terminal's
-            # SIGHUP has it write) while this stream was mid-write: BufferedWriter refuses the
-            # reentrant call. Raised in the handler, it left honcho's loop before it had stopped
-            # a single process (all left running); the line is lost instead.
-            return len(text)
-
-    def flush(self) -> None:
-        try:
-            self._stream.flush()
-        except OSError:
-            self._lose_terminal()
-        except RuntimeError:
-            # The same handler's line flushed (print's flush=True, honcho's every line) while a
-            # buffered stream was mid-write: refused as reentrant too, it would leave honcho's
-            # loop as the write did. What it holds goes out with the stream's next write. (Under
-            # make run, PYTHONUNBUFFERED=1, standard output has no buffer to refuse it: this is for
-            # honcho_start.py run without it.)
-            pass
-
-    def _lose_terminal(self) -> None:
-        # Both descriptors, for whatever else would write there (a traceback on stderr).
-        nothing = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(nothing, 1)
-        os.dup2(nothing, 2)
-        os.close(nothing)
-        self._stream = open(os.devnull, "w")  # noqa: SIM115 (stdout's, for the life of the process)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._stream, name)
 
 
 class StopOnceStarted(Manager):

@@ -1,17 +1,23 @@
 """scripts/honcho_start.py's standard output: a write refused as reentrant (a signal handler's
 line while the stream was mid-write) loses that line, not honcho's stop; a process whose reader
-died as it started never runs, orphaned; DATA_DIR's metrics directory, a killed make run's
-emptied, anything else at its name refused; and its usage."""
+died as it started never runs, orphaned; once its terminal is closed, a raised loop's traceback
+is kept in DATA_DIR's log; DATA_DIR's metrics directory, a killed make run's emptied, anything
+else at its name refused; and its usage."""
 from __future__ import annotations
 
+import contextlib
 import io
 import os
+import pty
 import re
 import runpy
+import select
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -19,6 +25,14 @@ import pytest
 from tests.conftest import REPO
 
 HONCHO_START = REPO / "scripts" / "honcho_start.py"
+MAKE_RUN_TERMINAL = REPO / "scripts" / "make_run_terminal.py"
+
+
+@pytest.fixture(autouse=True)
+def _scripts_first_on_sys_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    # honcho_start.py imports its sibling make_run_terminal.py as Python run on a script lets it,
+    # its directory first on sys.path: runpy.run_path, here, puts it there only so.
+    monkeypatch.syspath_prepend(str(REPO / "scripts"))
 
 
 class _MidWrite(io.StringIO):
@@ -45,7 +59,7 @@ class _MidWrite(io.StringIO):
 def test_a_line_written_while_the_stream_is_mid_write_is_lost_and_the_rest_written() -> None:
     # Given standard output as honcho_start.py wraps it, mid-write when honcho's SIGTERM handler
     # writes "SIGTERM received"
-    terminal_or_nothing = runpy.run_path(str(HONCHO_START))["TerminalOrNothing"]
+    terminal_or_nothing = runpy.run_path(str(MAKE_RUN_TERMINAL))["TerminalOrNothing"]
     stream = _MidWrite()
     stdout = terminal_or_nothing(stream)
 
@@ -63,7 +77,7 @@ def test_a_line_written_while_the_stream_is_mid_write_is_lost_and_the_rest_writt
 # every line from it on, its own "sending SIGTERM" lines too ("on"); or the start of the second
 # process's reader ("start", as a fork refused for want of memory).
 FAILING_LOOP = """
-import multiprocessing, runpy, sys
+import multiprocessing, os, runpy, sys
 from honcho import printer
 written, started, failing, mode = printer.Printer.write, multiprocessing.Process.start, [], sys.argv[3]
 def write(self, message):
@@ -79,6 +93,7 @@ def start(self):
     started(self)
 printer.Printer.write, multiprocessing.Process.start = write, start
 sys.argv = [sys.argv[1], "--", "-f", sys.argv[2], "-e", "/dev/null", "start"]
+sys.path[0] = os.path.dirname(sys.argv[0])  # as Python runs a script: its directory first
 runpy.run_path(sys.argv[0], run_name="__main__")
 """
 
@@ -118,11 +133,81 @@ def test_when_honchos_loop_raises_every_process_is_stopped_and_honcho_exits_with
     assert run.returncode == 1 and "ValueError: honcho's loop failed" in run.stderr, run.stderr
 
 
+@pytest.mark.parametrize("before", ["no log", "a previous run's log", "a log past its size"])
+def test_when_honchos_loop_raises_after_its_terminal_closed_its_traceback_is_kept_in_data_dirs_log(
+    before: str, tmp_path: Path,
+) -> None:
+    # Given honcho_start.py in a terminal, running a process that writes, on the SIGTERM a closed
+    # terminal has honcho send it, the line at which honcho's loop raises; and in DATA_DIR, no
+    # log of its standard error yet, a previous run's, or one past the size at which it is emptied
+    log = tmp_path / "make-run-stderr.log"
+    if before == "a previous run's log":
+        log.write_text("a previous run's traceback\n")
+    elif before == "a log past its size":
+        log.write_text("x" * (runpy.run_path(str(MAKE_RUN_TERMINAL))["LOST_TERMINAL_LOG_BYTES"] + 1))
+    (tmp_path / "failing_loop.py").write_text(FAILING_LOOP)
+    (tmp_path / "Procfile").write_text(
+        "writer: trap 'echo the line honcho fails at' TERM; while :; do sleep 0.1; done\n"
+        "other: exec sleep 300\n"
+    )
+    env = {**os.environ, "DATA_DIR": str(tmp_path), "METRICS_DIR": str(tmp_path)}
+    honcho, terminal = pty.fork()
+    if honcho == 0:  # pragma: no cover (honcho_start.py, leading the terminal's session)
+        try:
+            os.chdir(tmp_path)
+            os.execve(sys.executable, [sys.executable, str(tmp_path / "failing_loop.py"), str(HONCHO_START),
+                                       str(tmp_path / "Procfile"), "once"], env)
+        finally:
+            os._exit(127)
+    output = b""
+    deadline = time.monotonic() + 30
+    while len(re.findall(rb"started \(pid=\d+\)", output)) < 2 and time.monotonic() < deadline:
+        if select.select([terminal], [], [], 0.2)[0]:
+            output += os.read(terminal, 65536)
+    pids = [int(pid) for pid in re.findall(rb"started \(pid=(\d+)\)", output)]
+
+    # When the terminal is closed (its SIGHUP stops honcho's processes, and its writes fail from
+    # then on), and honcho's loop raises as they stop
+    os.close(terminal)
+    exit_code = _exit_code(honcho, timeout=30)
+    left = [pid for pid in pids if _running(pid)]
+    for pid in left:
+        os.killpg(pid, signal.SIGKILL)
+
+    # Then honcho has stopped every process and exited, failing, its traceback in DATA_DIR's log
+    # after a line naming the run (it went to /dev/null with the terminal), the log made this
+    # user's alone, a previous run's lines kept before it unless past the log's size
+    assert len(pids) == 2 and left == [] and exit_code == 1, (output.decode(errors="replace"), exit_code)
+    written = log.read_text()
+    assert "Traceback" in written and "ValueError: honcho's loop failed" in written, written[-3000:]
+    assert re.search(r"^--- .* \(pid \d+\) lost its terminal", written, re.MULTILINE), written[-3000:]
+    if before == "no log":
+        assert stat.S_IMODE(log.stat().st_mode) == 0o600
+    assert written.startswith("a previous run's traceback\n---") == (before == "a previous run's log"), written[:3000]
+    assert "xxx" not in written, written[:200]
+
+
+def _exit_code(pid: int, *, timeout: float) -> int | None:
+    """The exit code of the child `pid`, killed if it has not exited within `timeout` (None)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        waited, status = os.waitpid(pid, os.WNOHANG)
+        if waited:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.1)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    return None
+
+
 def _running(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
+    # A zombie has stopped: orphaned once its reader was killed, it waits for init to reap it.
+    with contextlib.suppress(OSError):
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     return True
 
 
