@@ -368,11 +368,21 @@ def _data_dir_free(data_dir: Path) -> bool:
         return True
 
 
-def _process_states(left: list[str]) -> str:
+def _honchos_stderr(data_dir: Path) -> str:
+    """What honcho wrote to standard error once its terminal was gone (a traceback of its loop):
+    DATA_DIR's log (scripts/make_run_terminal.py), or why there is none."""
+    try:
+        return (data_dir / "make-run-stderr.log").read_text(errors="replace")[-20_000:]
+    except FileNotFoundError:
+        return "(none: no write of honcho's failed, not the 'SIGTERM received' a closed terminal's SIGHUP has it write)"
+
+
+def _process_states(left: list[str], data_dir: Path) -> str:
     """What a failure needs to tell a stuck process from an unsignalled one: each process's state,
     signals (pending, blocked, ignored, caught) and wait channel, and its parents' up to init (its
     reader, and honcho, if they still run: honcho waiting in do_wait had raised and waits on its
-    readers at its exit; polling or on a futex, it is stuck in its loop)."""
+    readers at its exit; polling or on a futex, it is stuck in its loop); then what honcho wrote
+    to standard error once its terminal was gone (the traceback of a loop that raised)."""
 
     def read(path: str) -> str:
         try:
@@ -398,21 +408,22 @@ def _process_states(left: list[str]) -> str:
             parent = parent_fields.get("PPid", "0")
         signals = state(pid, fields, ("State", "SigPnd", "ShdPnd", "SigBlk", "SigIgn", "SigCgt"))
         described.append(f"{line}\n    {signals}\n    parents: {' <- '.join(parents) or 'init'}")
+    described.append(f"--- honcho's standard error once its terminal was gone ---\n{_honchos_stderr(data_dir)}")
     return "\n".join(described)
 
 
 def _assert_all_gone(sessions: dict[str, int], metrics_dir: Path, data_dir: Path, port: str, output: str) -> None:
     left = _sessions_left(sessions, timeout=30)
-    assert left == [], f"{output}\n--- the processes left ---\n{_process_states(left)}"
+    assert left == [], f"{output}\n--- the processes left ---\n{_process_states(left, data_dir)}"
     # Removed by honcho's process once they have all stopped: a moment after the last has; and
     # the lock released as that process exits, a moment after that (60 ms on a loaded machine).
     deadline = time.monotonic() + 10
     while metrics_dir.exists() and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not metrics_dir.exists(), output
+    assert not metrics_dir.exists(), f"{output}\n--- honcho's standard error ---\n{_honchos_stderr(data_dir)}"
     while not _data_dir_free(data_dir) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert _data_dir_free(data_dir), output
+    assert _data_dir_free(data_dir), f"{output}\n--- honcho's standard error ---\n{_honchos_stderr(data_dir)}"
     with pytest.raises(requests.ConnectionError):
         requests.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
 
@@ -458,6 +469,10 @@ def test_closing_make_runs_terminal_stops_every_process_it_started(tmp_path: Pat
     # metrics directory is gone and its data directory is free for the next make run (the workers
     # went on consuming the broker and the API serving, the lock on the data released)
     _assert_all_gone(sessions, metrics_dir, tmp_path / "data", env["PORT"], output.decode(errors="replace"))
+    # And honcho's loop did not raise: what it wrote to standard error once the terminal was gone
+    # is in DATA_DIR's log (it went to /dev/null), and holds no traceback
+    honchos_stderr = _honchos_stderr(tmp_path / "data")
+    assert "lost its terminal" in honchos_stderr and "Traceback" not in honchos_stderr, honchos_stderr
 
 
 # honcho's word that beat started (its reader's "start" message, from which honcho learns the pid
