@@ -24,7 +24,7 @@ from django.utils.text import capfirst
 
 from core.admin_login import login_limited, password_change_remembered
 from core.db import statements_unbounded, table_rows_estimate
-from core.errors import Conflict
+from core.errors import Conflict, NotFound
 
 logger = logging.getLogger(__name__)
 
@@ -279,7 +279,9 @@ def action_apply(
     *, done: str | Callable[[list[Any]], str], refused: str, logged: str | Callable[[Any], str],
 ) -> None:
     """Call `service` on each row; a row it refuses (409, Conflict: already final, still being
-    delivered) is left as it is. Says how many of each: `done` and `refused` take {count}.
+    delivered) is left as it is, and one it finds gone (NotFound: deleted since the selection was
+    read, by a prune, a client or another operator) left out. Says how many of each: `done` and
+    `refused` take {count}. A row gone was a 500, the rows before it acted on and not said so.
 
     Each row acted on gets an entry `logged` in its admin history, under the staff user's name,
     and the action one INFO line for each entry's text: Django records its own changes and
@@ -293,7 +295,7 @@ def action_apply(
     its cancel, which the entry's name shows), `logged` is a function of that row and `done` of
     the rows acted on."""
     applied: list[Any] = []
-    conflicts = 0
+    conflicts = gone = 0
     try:
         for row in rows:
             try:
@@ -301,6 +303,8 @@ def action_apply(
                 applied.append(row)
             except Conflict:
                 conflicts += 1
+            except NotFound:
+                gone += 1
     finally:
         texts: dict[str, list[Any]] = {}
         for row in applied:
@@ -316,6 +320,9 @@ def action_apply(
                                  messages.SUCCESS)
     if conflicts:
         model_admin.message_user(request, refused.format(count=conflicts), messages.WARNING)
+    if gone:
+        model_admin.message_user(request, f"{gone} {model_admin.opts.verbose_name_plural} deleted since the list was "
+                                 "read: left out.", messages.WARNING)
 
 
 def known_values_filter(field: str, title: str, values: Callable[[], Iterable[str]]) -> type[admin.SimpleListFilter]:

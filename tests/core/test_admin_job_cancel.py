@@ -1,13 +1,18 @@
 """A job's page's Cancel, as an operator presses it: what it reads of the job, and who may."""
 from __future__ import annotations
 
+import uuid
+
 import pytest
+from django.contrib.admin.models import LogEntry
 from django.contrib.auth.models import Permission, User
 from django.db import connection
 from django.test import Client as HttpClient
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+import jobs.admin
+from core.models import Client
 from core.services import client_create
 from jobs.models import Job
 
@@ -60,3 +65,33 @@ def test_cancel_on_a_jobs_page_is_a_post_for_a_job_it_may_change() -> None:
     assert "Canceled 1 job(s)." in changing.post(cancel, follow=True).content.decode()
     job.refresh_from_db()
     assert job.status == Job.Status.REVOKED
+
+
+def test_a_job_deleted_after_the_list_was_read_is_left_out_of_its_cancel(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given two queued jobs on the list, the second deleted (a prune, its client) after the
+    # operator's selection was read, before its cancel locks it
+    owner = client_create(name="acme")
+    first, second = (Job.objects.create(owner=owner, job_name="api.tasks.hello_world", dispatched_at=timezone.now())
+                     for _ in range(2))
+    cancel = jobs.admin.job_cancel
+
+    def deleted_first(*, owner: Client, job_id: uuid.UUID) -> Job:
+        if job_id == second.pk:
+            Job.objects.filter(pk=second.pk).delete()
+        return cancel(owner=owner, job_id=job_id)
+
+    monkeypatch.setattr(jobs.admin, "job_cancel", deleted_first)
+    http = HttpClient()
+    http.force_login(User.objects.create_superuser("admin", "admin@example.com", "pw"))
+
+    # When the operator cancels both from the list
+    answer = http.post("/admin/jobs/job/", {"action": "cancel", "_selected_action": [first.pk, second.pk]},
+                       follow=True)
+
+    # Then the first is canceled and said so, the second said gone, where the action was a 500
+    assert answer.status_code == 200
+    page = answer.content.decode()
+    assert "Canceled 1 job(s)." in page and "1 jobs deleted since the list was read: left out." in page
+    first.refresh_from_db()
+    assert first.status == Job.Status.REVOKED
+    assert LogEntry.objects.filter(object_id=str(first.pk)).count() == 1
