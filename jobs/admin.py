@@ -14,12 +14,9 @@ from django.http import (
     HttpResponseRedirect,
 )
 from django.urls import URLPattern, path, reverse
-from django_object_actions import (
-    DjangoObjectActions,
-    action,
-    takes_instance_or_queryset,
-)
+from django_object_actions import action, takes_instance_or_queryset
 
+from core.admin_object_actions import PermittedObjectActions
 from core.admin_site import (
     LargeTableAdmin,
     action_apply,
@@ -36,7 +33,7 @@ def _job_names() -> list[str]:
 
 
 @admin.register(Job)
-class JobAdmin(DjangoObjectActions, LargeTableAdmin):
+class JobAdmin(PermittedObjectActions, LargeTableAdmin):
     list_display = ("id", "job_name", "status", "owner", "created_at", "started_at", "finished_at")
     # No filter or date hierarchy that reads the whole table on each page: the job types come
     # from the registry, and the dates' filter needs no query (a date hierarchy asks the table

@@ -9,12 +9,9 @@ from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
-from django_object_actions import (
-    DjangoObjectActions,
-    action,
-    takes_instance_or_queryset,
-)
+from django_object_actions import action, takes_instance_or_queryset
 
+from core.admin_object_actions import PermittedObjectActions
 from core.admin_site import (
     BoundedActionsAdmin,
     LargeTableAdmin,
@@ -68,7 +65,7 @@ class FailingToHostFilter(admin.SimpleListFilter):
 
 
 @admin.register(Delivery)
-class DeliveryAdmin(DjangoObjectActions, ReadOnlyAdmin, LargeTableAdmin):
+class DeliveryAdmin(PermittedObjectActions, ReadOnlyAdmin, LargeTableAdmin):
     list_display = ["id", "subject_id", "event", "url", "state", "attempt_count", "next_attempt_at", "created_at"]
     list_filter = ["state", "redelivery", FailingToHostFilter]
     search_fields = ["subject_id", "event__message_id", "url"]
@@ -132,7 +129,7 @@ class SigningSecretAdmin(ReadOnlyAdmin):
 
 
 @admin.register(Endpoint)
-class EndpointAdmin(DjangoObjectActions, ReadOnlyAdmin):
+class EndpointAdmin(PermittedObjectActions, ReadOnlyAdmin):
     """Endpoints with their health; disabling and enabling go through the client's own service
     (webhooks.endpoints.endpoint_update), which holds and resumes their deliveries, and so does
     deleting (webhooks.endpoints.endpoint_delete), which cancels them."""

@@ -54,8 +54,11 @@ def test_cancel_on_a_jobs_page_is_a_post_for_a_job_it_may_change() -> None:
     changing.force_login(User.objects.create_superuser("admin", "admin@example.com", "pw"))
     cancel = f"/admin/jobs/job/{job.pk}/actions/cancel/"
 
-    # Then its page offers the button, a GET or a viewer's POST cancels nothing, nor an id not a job's
+    # Then its page offers the button to the one who may change it alone (the viewer's showed it,
+    # and pressing it answered 403), a GET or a viewer's POST cancels nothing, nor an id not a job's
     assert f'action="{cancel}"' in changing.get(f"/admin/jobs/job/{job.pk}/change/").content.decode()
+    viewed = viewing.get(f"/admin/jobs/job/{job.pk}/change/")
+    assert viewed.status_code == 200 and cancel not in viewed.content.decode()
     assert changing.get(cancel).status_code == 405
     assert viewing.post(cancel).status_code == 403
     assert changing.post("/admin/jobs/job/not-a-job/actions/cancel/").status_code == 404

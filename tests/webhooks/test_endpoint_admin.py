@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 
 import pytest
+from django.contrib.auth.models import Permission, User
 from django.test import Client as DjangoClient
 from django.urls import reverse
 from django.utils import timezone
@@ -92,3 +93,27 @@ def test_an_endpoint_deleted_in_the_admin_cancels_its_deliveries_as_the_clients_
     # keep its event past the retention for ever)
     assert not Endpoint.objects.filter(pk=endpoint.pk).exists()
     assert [Delivery.objects.get(pk=d.pk).state for d in deliveries] == [Delivery.State.CANCELED] * 2
+
+
+def test_an_endpoints_page_offers_disable_and_enable_only_to_who_may_change_endpoints() -> None:
+    # Given an endpoint with a delivery, a staff user who may only view them, and one who may change them
+    owner = client_create(name=f"admin-endpoints-{uuid.uuid4().hex[:6]}")
+    endpoint = Endpoint.objects.create(owner=owner, url="https://hooks.example.com/e")
+    event = Event.objects.create(owner=owner, subject_id=uuid.uuid4(), event_type="job.succeeded", body=b"{}")
+    delivery = Delivery.objects.create(event=event, owner=owner, subject_id=event.subject_id, endpoint=endpoint,
+                                       url=endpoint.url, next_attempt_at=timezone.now())
+    viewer = User.objects.create_user("viewer", "viewer@example.com", "pw", is_staff=True)
+    viewer.user_permissions.add(*Permission.objects.filter(codename__in=["view_endpoint", "view_delivery"]))
+    viewing, changing = DjangoClient(), DjangoClient()
+    viewing.force_login(viewer)
+    changing.force_login(User.objects.create_superuser("admin", "admin@example.com", "pw"))
+    endpoint_page = reverse("admin:webhooks_endpoint_change", args=(endpoint.pk,))
+    delivery_page = reverse("admin:webhooks_delivery_change", args=(delivery.pk,))
+
+    # Then the viewer's pages offer none of the buttons whose POST would answer it 403
+    for page, buttons in ((endpoint_page, ("actions/disable/", "actions/enable/")),
+                          (delivery_page, ("actions/redeliver/",))):
+        viewed, changed = viewing.get(page), changing.get(page)
+        assert viewed.status_code == changed.status_code == 200
+        for button in buttons:
+            assert button in changed.content.decode() and button not in viewed.content.decode(), (page, button)
