@@ -65,7 +65,9 @@ try:
     from honcho.manager import Manager
     from honcho.process import Popen
 
-    # Beside this file: Python puts a script's directory first on sys.path.
+    # Beside this file, found whether or not Python put the script's directory on sys.path
+    # (PYTHONSAFEPATH=1, python -P, does not).
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from make_run_terminal import TerminalOrNothing
 except KeyboardInterrupt:
     # Ctrl-C as this starts (nothing started, nothing made): a stop, not a traceback. (In the

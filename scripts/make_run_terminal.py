@@ -18,6 +18,7 @@ terminal is gone is honcho's.
 from __future__ import annotations
 
 import os
+import stat
 import time
 from typing import Any, TextIO
 
@@ -78,14 +79,21 @@ class TerminalOrNothing:
 def _lost_terminal_log() -> int:
     """DATA_DIR's log of standard error opened to be appended to, a line naming this process and
     the time written first (emptied before if past LOST_TERMINAL_LOG_BYTES); /dev/null should it
-    fail (no DATA_DIR, a full disk): a write to the stream at hand must not raise."""
+    fail (no DATA_DIR, a full disk, a link or a FIFO at its name): a write to the stream at hand
+    must not raise, nor wait."""
     try:
+        # Not through a link, nor blocked on a FIFO (this runs as honcho begins stopping the
+        # processes): a file other than this user's own regular one at its name is left alone.
         log = os.open(os.path.join(os.environ["DATA_DIR"], LOST_TERMINAL_LOG),
-                      os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+                      os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_NONBLOCK, 0o600)
     except (KeyError, OSError):
         return os.open(os.devnull, os.O_WRONLY)
     try:
-        if os.fstat(log).st_size > LOST_TERMINAL_LOG_BYTES:
+        found = os.fstat(log)
+        if not stat.S_ISREG(found.st_mode) or found.st_uid != os.getuid():
+            raise OSError(f"{LOST_TERMINAL_LOG} is not a regular file of this user's")
+        os.fchmod(log, 0o600)  # one made before, by another umask, too
+        if found.st_size > LOST_TERMINAL_LOG_BYTES:
             os.ftruncate(log, 0)
         os.write(log, f"--- {time.strftime('%Y-%m-%d %H:%M:%S %z')} make run's honcho_start.py (pid {os.getpid()}) "
                       "lost its terminal; its standard error since:\n".encode())

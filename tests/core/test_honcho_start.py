@@ -133,18 +133,26 @@ def test_when_honchos_loop_raises_every_process_is_stopped_and_honcho_exits_with
     assert run.returncode == 1 and "ValueError: honcho's loop failed" in run.stderr, run.stderr
 
 
-@pytest.mark.parametrize("before", ["no log", "a previous run's log", "a log past its size"])
+@pytest.mark.parametrize("before", ["no log", "a previous run's log", "a log past its size", "a FIFO", "a link"])
 def test_when_honchos_loop_raises_after_its_terminal_closed_its_traceback_is_kept_in_data_dirs_log(
     before: str, tmp_path: Path,
 ) -> None:
     # Given honcho_start.py in a terminal, running a process that writes, on the SIGTERM a closed
     # terminal has honcho send it, the line at which honcho's loop raises; and in DATA_DIR, no
-    # log of its standard error yet, a previous run's, or one past the size at which it is emptied
-    log = tmp_path / "make-run-stderr.log"
+    # log of its standard error yet, a previous run's (made by another umask), one past the size
+    # at which it is emptied, or at its name a FIFO no one reads or a link to another large file
+    log, elsewhere = tmp_path / "make-run-stderr.log", tmp_path / "elsewhere"
+    past_size = "x" * (runpy.run_path(str(MAKE_RUN_TERMINAL))["LOST_TERMINAL_LOG_BYTES"] + 1)
     if before == "a previous run's log":
         log.write_text("a previous run's traceback\n")
+        log.chmod(0o644)
     elif before == "a log past its size":
-        log.write_text("x" * (runpy.run_path(str(MAKE_RUN_TERMINAL))["LOST_TERMINAL_LOG_BYTES"] + 1))
+        log.write_text(past_size)
+    elif before == "a FIFO":
+        os.mkfifo(log)
+    elif before == "a link":
+        elsewhere.write_text(past_size)
+        log.symlink_to(elsewhere)
     (tmp_path / "failing_loop.py").write_text(FAILING_LOOP)
     (tmp_path / "Procfile").write_text(
         "writer: trap 'echo the line honcho fails at' TERM; while :; do sleep 0.1; done\n"
@@ -178,11 +186,14 @@ def test_when_honchos_loop_raises_after_its_terminal_closed_its_traceback_is_kep
     # after a line naming the run (it went to /dev/null with the terminal), the log made this
     # user's alone, a previous run's lines kept before it unless past the log's size
     assert len(pids) == 2 and left == [] and exit_code == 1, (output.decode(errors="replace"), exit_code)
+    if before in ("a FIFO", "a link"):
+        # (a FIFO blocked honcho's stop before it signalled a process; a link's file was emptied)
+        assert stat.S_ISFIFO(log.lstat().st_mode) if before == "a FIFO" else elsewhere.read_text() == past_size
+        return
     written = log.read_text()
     assert "Traceback" in written and "ValueError: honcho's loop failed" in written, written[-3000:]
     assert re.search(r"^--- .* \(pid \d+\) lost its terminal", written, re.MULTILINE), written[-3000:]
-    if before == "no log":
-        assert stat.S_IMODE(log.stat().st_mode) == 0o600
+    assert stat.S_IMODE(log.stat().st_mode) == 0o600
     assert written.startswith("a previous run's traceback\n---") == (before == "a previous run's log"), written[:3000]
     assert "xxx" not in written, written[:200]
 

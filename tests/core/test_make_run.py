@@ -374,7 +374,9 @@ def _honchos_stderr(data_dir: Path) -> str:
     try:
         return (data_dir / "make-run-stderr.log").read_text(errors="replace")[-20_000:]
     except FileNotFoundError:
-        return "(none: no write of honcho's failed, not the 'SIGTERM received' a closed terminal's SIGHUP has it write)"
+        return "(none: no write of honcho's to its terminal failed)"
+    except OSError as error:  # the report of the failure at hand must not be replaced by this
+        return f"(not read: {error})"
 
 
 def _process_states(left: list[str], data_dir: Path) -> str:
