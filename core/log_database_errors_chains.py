@@ -61,11 +61,14 @@ def _input_redacted(message: str) -> str:
 # The errors whose text PostgreSQL's DETAIL and CONTEXT are part of: Django's, and psycopg2's
 # where a line names one that Django did not wrap (a raw cursor's, a pool's).
 DATABASE_ERRORS = (DatabaseError, psycopg2.Error)
-# How many exceptions of a traceback with links of their own (a chain, `raise ... from` or raised
-# in an except; an exception group's members) are looked into: a group's members may each be a
-# group or have a chain of their own, which a bound on the depth alone let multiply. One past them
-# is written as one of a class of its name holding its text, with no links or members (_stand_in).
+# How many exceptions of a traceback (a chain's links, `raise ... from` or raised in an except; an
+# exception group's members) are looked into: a group's members may each be a group or have a
+# chain of their own, which a bound on the depth alone let multiply. One past them is written as
+# one of a class of its name holding its text, with no links or members (_stand_in).
 _CHAINED = 64
+# How many of an exception's arguments are looked into for a database error: an exception of a
+# million arguments (`ValueError(*rows)`) costs a look at 64 of them, not a walk of all.
+_ARGS = 64
 
 
 def exception_shown(error: BaseException) -> BaseException:
@@ -73,24 +76,45 @@ def exception_shown(error: BaseException) -> BaseException:
     is among the exceptions it links to (its chain, a group's members, theirs) or their arguments
     (`raise RuntimeError(exc) from exc`, Celery's wrapping): one that holds none is written as it
     is, a cycle among them too (copied to cut the cycle, a type that cannot be copied was written
-    as a stand-in, a SyntaxError without its source line)."""
-    pending, seen, held = [error], set(), []
+    as a stand-in, a SyntaxError without its source line). It looks at the exceptions
+    _chain_shown writes, in its order and by its count, so that an error's text quoted in one
+    is known however far from it the error lies; past _CHAINED, it is _chain_shown's too."""
+    pending, seen, held, bounded = [error], set(), [], False
     while pending:
         linked = pending.pop()
         if linked is None or id(linked) in seen:
             continue
-        if len(seen) >= _CHAINED:
-            return _chain_shown(error, {}, _texts(held))
-        seen.add(id(linked))
         if isinstance(linked, DATABASE_ERRORS):
             held.append(linked)  # its own links are not written (first_line_only)
             continue
-        for arg in linked.args:
-            if isinstance(arg, DATABASE_ERRORS):
-                held.append(arg)
-        pending += (linked.__cause__, linked.__context__,
-                    *(linked.exceptions if isinstance(linked, BaseExceptionGroup) else ()))
-    return _chain_shown(error, {}, _texts(held)) if held else error
+        held += _args_held(linked)  # a stand-in past the bound writes them too, in its text
+        if len(seen) >= _CHAINED:
+            bounded = True
+            continue
+        seen.add(id(linked))
+        # _chain_shown's order: the cause's, the context's, then each member's, depth first.
+        if isinstance(linked, BaseExceptionGroup):
+            pending += reversed(linked.exceptions)
+        pending += (linked.__context__, linked.__cause__)
+    return _chain_shown(error, {}, _texts(held)) if held or bounded else error
+
+
+def _args_held(error: BaseException) -> list[BaseException]:
+    """The database errors among an exception's first _ARGS arguments. Its args are only read as
+    a tuple and its arguments only by their types: a class's own `args` (None, a property that
+    raises) holds none, and a lazy object among them (Django's SimpleLazyObject, whose
+    isinstance reads its __class__, running its setup, a query maybe) is not made to run. A
+    filter that raised lost the line, and ended Celery's handling of a task's failure."""
+    held = []
+    try:
+        args = error.args
+        if type(args) is tuple:
+            for arg in args[:_ARGS]:
+                if type(arg) is not str and issubclass(type(arg), DATABASE_ERRORS):  # a text the most often
+                    held.append(arg)
+    except BaseException:  # noqa: BLE001 - an exception's own args: it holds none the filter can see
+        return []
+    return held
 
 
 def _texts(errors: list[BaseException]) -> list[tuple[str, str]]:
@@ -118,14 +142,21 @@ def _text_shown(text: str, texts: list[tuple[str, str]]) -> str:
     return text
 
 
-def _args_shown(error: BaseException, texts: list[tuple[str, str]]) -> tuple[Any, ...]:
-    """`error`'s arguments as its copy is to hold them: a database error among them its first
-    line only, and a text among them holding a database error's whole text (_texts: an f-string
-    of one in its chain) that text's first line; `error.args` itself if none changed."""
-    args = error.args
-    shown = tuple(first_line_only(arg) if isinstance(arg, DATABASE_ERRORS)
-                  else _text_shown(arg, texts) if type(arg) is str else arg for arg in args)
-    return args if all(map(operator.is_, shown, args)) else shown
+def _args_shown(error: BaseException, texts: list[tuple[str, str]]) -> tuple[Any, ...] | None:
+    """`error`'s arguments as its copy is to hold them: a database error among its first _ARGS
+    its first line only (_args_held's), and a text among them holding a database error's whole
+    text (_texts: an f-string of one in its chain) that text's first line; None if none changed,
+    or its args are not a tuple that can be read."""
+    try:
+        args = error.args
+        if type(args) is not tuple:
+            return None
+        looked = args[:_ARGS]
+        shown = tuple(first_line_only(arg) if issubclass(type(arg), DATABASE_ERRORS)
+                      else _text_shown(arg, texts) if type(arg) is str else arg for arg in looked)
+    except BaseException:  # noqa: BLE001 - an exception's own args (_args_held)
+        return None
+    return None if all(map(operator.is_, shown, looked)) else shown + args[_ARGS:]
 
 
 def _chain_shown(error: BaseException, seen: dict[int, BaseException | None],
@@ -133,21 +164,20 @@ def _chain_shown(error: BaseException, seen: dict[int, BaseException | None],
     """`error` as its traceback is to be written: a database error its first line only, without
     the causes chained to it (psycopg2's, of the same text); another exception itself if no
     database error is chained to it, among its members (an exception group's) or arguments, nor
-    its text in theirs (`texts`), else a copy of
-    it chained to the shown ones, its members the shown ones, its arguments _args_shown's: the
-    exception raised is the caller's, which it may raise again or hand on. One past the _CHAINED
-    exceptions looked into is a stand-in with no links: what they hold goes unsearched.
+    its text in theirs (`texts`), else a copy of it chained to the shown ones, its members the
+    shown ones, its arguments _args_shown's: the exception raised is the caller's, which it may
+    raise again or hand on. Each exception other than a database error counts against
+    _CHAINED, as exception_shown counts it; one past them is a stand-in with no links, its text
+    shown: what its links hold goes unsearched.
     `seen`: the shown of each exception looked into, None while its own links are being shown;
     `texts`: the database errors' whole texts to write as their first lines (_texts)."""
     if isinstance(error, DATABASE_ERRORS):
         return first_line_only(error).with_traceback(error.__traceback__)
-    members = error.exceptions if isinstance(error, BaseExceptionGroup) else ()
-    args = _args_shown(error, texts)
-    if error.__cause__ is None and error.__context__ is None and not members and args is error.args:
-        return error
     if len(seen) >= _CHAINED:
         return _stand_in(error, texts).with_traceback(error.__traceback__)
     seen[id(error)] = None
+    members = error.exceptions if isinstance(error, BaseExceptionGroup) else ()
+    args = _args_shown(error, texts)
     links = (error.__cause__, error.__context__)
     shown_links = [_link_shown(link, seen, texts) for link in links]
     shown_members = [_stand_in(member, texts).with_traceback(member.__traceback__) if member_shown is None
@@ -156,7 +186,7 @@ def _chain_shown(error: BaseException, seen: dict[int, BaseException | None],
     shown = error
     # A link back to an exception under way (a cycle), shown as None, is one to an original that
     # may yet be copied, whose traceback would then be written whole: the copy cuts it.
-    if args is not error.args or any(map(operator.is_not, (*shown_links, *shown_members), (*links, *members))):
+    if args is not None or any(map(operator.is_not, (*shown_links, *shown_members), (*links, *members))):
         shown = _group_copied(error, shown_members, texts) if members else _copied(error, args, texts)
         shown.__cause__, shown.__context__ = shown_links
         shown.__suppress_context__ = error.__suppress_context__  # after __cause__, which sets it
@@ -191,12 +221,14 @@ def _group_copied(group: BaseExceptionGroup, members: list[BaseException],
     return _stand_in(group, texts).with_traceback(group.__traceback__)
 
 
-def _copied(error: BaseException, args: tuple[Any, ...], texts: list[tuple[str, str]]) -> BaseException:
-    """A copy of `error` holding `args` (_args_shown): its type, attributes and traceback, made
+def _copied(error: BaseException, args: tuple[Any, ...] | None, texts: list[tuple[str, str]]) -> BaseException:
+    """A copy of `error` holding `args` (_args_shown; its own for None): its type, attributes and traceback, made
     without its __init__ (which may take other arguments, or do something), if it writes the text
     `error` does, each database error's whole text in it its first line (_texts), and its repr
     none; else _stand_in(error)."""
     try:
+        if args is None:
+            args = error.args
         copy = type(error).__new__(type(error), *args)
         copy.args = args
         copy.__dict__.update(error.__dict__)

@@ -7,9 +7,11 @@ from __future__ import annotations
 import collections
 import logging
 import re
+import time
 from typing import Any, Self
 
 import pytest
+from django.utils.functional import SimpleLazyObject
 
 from core import logs
 from core.log_database_errors import DatabaseErrorFirstLine
@@ -273,3 +275,67 @@ def test_a_traceback_another_handler_wrote_first_carries_no_detail(db: Any) -> N
 
     # Then it writes the traceback again, without the value (before, the first handler's text)
     assert FIRST in written and marker not in written, written
+
+
+class _ArgsNone(Exception):
+    """An error whose class sets args to None, as any class may."""
+
+    args = None  # type: ignore[assignment]
+
+
+class _ArgsRaising(Exception):
+    """An error whose args is a property that raises."""
+
+    @property
+    def args(self) -> tuple[Any, ...]:  # type: ignore[override]
+        raise RuntimeError("no args")
+
+
+def test_a_line_of_an_exception_with_odd_arguments_is_let_through_as_it_is() -> None:
+    # Given exceptions holding no database error: of args None, of args that raise, holding a
+    # lazy object (whose setup could be a query), of a million arguments; and a chain longer than
+    # the filter looks into headed by one of args None
+    setups: list[int] = []
+    lazy = SimpleLazyObject(lambda: setups.append(1) or "user 7")
+    chain = _long_chain(ValueError("first step"))
+    chain.__cause__ = _ArgsNone("step lost")
+
+    for raised in (_ArgsNone("step lost"), _ArgsRaising("step lost"), PermissionError(lazy),
+                   ValueError(*range(1_000_000)), chain):
+        record = logging.LogRecord("tests.logs.odd", logging.ERROR, __file__, 1, "Step %s lost", (7,),
+                                   (type(raised), raised, None))
+
+        # When the filter sees its line
+        filter_ = DatabaseErrorFirstLine()
+        started = time.perf_counter()
+        kept = filter_.filter(record)
+        took = time.perf_counter() - started
+
+        # Then it lets it through (before, it raised: the line lost, Celery's handling of a
+        # task's failure ended), its exception the same, a plain one's arguments unread, the
+        # lazy object's setup not run, and a million arguments cost a look at some (before, 40 ms)
+        assert kept is True and record.args == (7,) and record.msg == "Step %s lost"
+        assert record.exc_info[1] is raised or raised is chain, record.exc_info
+        assert took < 0.01, took
+    assert setups == []
+
+
+@FORMATS
+def test_an_error_s_text_quoted_past_the_exceptions_looked_into_carries_no_detail(db: Any, json: bool) -> None:
+    # Given an error PostgreSQL raised quoting a client's value, its text quoted in another's: a
+    # member of a group of 72 members, the error first among them; one raised from it while
+    # handling a chain of 5,000 links (the filter looked at the chain first and at the error past
+    # its 64 exceptions, so it knew no text to look for)
+    marker, error = _unique_violation()
+    group = ExceptionGroup("deliveries failed", [error, ValueError(f"save failed: {error}"),
+                                                 *(ValueError(f"delivery {number}") for number in range(70))])
+    quoting = ValueError(f"save failed: {error}")
+    quoting.__cause__, quoting.__context__ = error, _long_chain(RuntimeError("first step"))
+
+    for raised in (group, quoting):
+        # When a service logs it with its traceback
+        logged = _written(json, lambda logger, raised=raised: logger.error("Deliveries lost", exc_info=raised))
+
+        # Then the quoting one writes the error's first line (before, its whole text: the value)
+        assert f"save failed: {FIRST}" in logged.replace('\\"', '"'), logged
+        assert marker not in logged and "DETAIL" not in logged, logged
