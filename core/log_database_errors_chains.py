@@ -119,8 +119,10 @@ def _args_held(error: BaseException) -> list[BaseException]:
 
 def _texts(errors: list[BaseException]) -> list[tuple[str, str]]:
     """The whole texts of database errors, as str() and repr() write them (an f-string's `{exc}`,
-    `{exc!r}`), each with what is written in its place: the error's first line only. The longest
-    first, so that none is replaced inside another's."""
+    `{exc!r}`), and each as a text's repr writes it inside its quotes (_escaped: an exception
+    whose text is its argument's repr, a KeyError's, one of more than one argument's, `{exc.args}`),
+    each with what is written in its place: the error's first line only. The longest first, so
+    that none is replaced inside another's."""
     texts: dict[str, str] = {}
     for error in errors:
         try:
@@ -128,9 +130,18 @@ def _texts(errors: list[BaseException]) -> list[tuple[str, str]]:
             for whole, line in ((str(error).strip(), str(shown)), (repr(error), repr(shown))):
                 if whole and whole != line:
                     texts[whole] = line
+                    texts.update((escaped, escaped_line) for escaped, escaped_line
+                                 in zip(_escaped(whole), _escaped(line)) if escaped != whole)
         except BaseException:  # noqa: BLE001, S112 - an error's own __str__: no text of it to look for
             continue
     return sorted(texts.items(), key=lambda pair: -len(pair[0]))
+
+
+def _escaped(text: str) -> tuple[str, str]:
+    """`text` as repr() writes it inside the quotes of a text holding it: its line breaks as `\\n`,
+    and its quotes as repr() chose for the whole, `'` escaped or not (the second: in a text of
+    both quotes, the first: as the text alone would be)."""
+    return repr(text)[1:-1], repr(text + "'\"")[1:-4]
 
 
 def _text_shown(text: str, texts: list[tuple[str, str]]) -> str:

@@ -250,3 +250,40 @@ def test_celery_s_error_for_a_task_that_wrapped_a_database_error_carries_no_deta
     # Then both name the database error by its first line, not the value
     assert f"raised unexpected: RuntimeError(IntegrityError('{FIRST}'))" in logged.replace('\\"', '"'), logged
     assert marker not in logged and "DETAIL" not in logged, logged
+
+
+@pytest.mark.parametrize("json", [True, False], ids=["json", "text"])
+def test_an_error_whose_text_escapes_a_database_error_s_carries_no_detail(db: Any, json: bool) -> None:
+    # Given errors raised while handling one PostgreSQL raised quoting a client's value, whose
+    # text writes their argument's repr, the error's line breaks as `\n`: a KeyError of its text,
+    # of its repr, an error of two arguments, one of the error's args (the first line's own line
+    # break stays, written as `\n`)
+    marker, error = _unique_violation()
+
+    def handling(make: Callable[[DatabaseError], Exception]) -> Callable[[], None]:
+        def raise_() -> None:
+            try:
+                raise error
+            except DatabaseError as exc:
+                raise make(exc)  # while handling it, as a service does
+        return raise_
+
+    for make, line in [
+        (lambda exc: KeyError(f"job 7: {exc}"), f"KeyError: 'job 7: {FIRST}"),
+        (lambda exc: KeyError(f"{exc!r}"), f"KeyError: 'IntegrityError(\\'{FIRST}\\')'"),
+        (lambda exc: RuntimeError("recording failed", f"{exc}"), f"RuntimeError: ('recording failed', '{FIRST}"),
+        (lambda exc: ValueError(f"save failed: {exc.args}"), f"ValueError: save failed: ('{FIRST}"),
+    ]:
+        raised = _raised(handling(make))
+
+        # When a service logs it with its traceback, in either format
+        def log(logger: logging.Logger, raised: BaseException = raised) -> None:
+            logger.error("Delivery 1: its attempt's outcome could not be recorded", exc_info=raised)
+
+        logged = _written(json, log)
+
+        # Then its line writes the database error's first line (before, its whole text escaped:
+        # the DETAIL, the value with it)
+        # (JSON escapes the quotes; both formats write the backslashes of a repr doubled)
+        written = (logged.replace('\\"', '"') if json else logged).replace("\\\\", "\\")
+        assert line in written and marker not in logged and "DETAIL" not in logged, logged
