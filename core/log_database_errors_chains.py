@@ -170,16 +170,29 @@ def _args_shown(error: BaseException, texts: list[tuple[str, str]]) -> tuple[Any
     return None if all(map(operator.is_, shown, looked)) else shown + args[_ARGS:]
 
 
+def _notes_shown(error: BaseException, texts: list[tuple[str, str]]) -> list[Any] | None:
+    """`error`'s notes (add_note's, which its traceback writes below it) with each database
+    error's whole text in them its first line (_texts); None if none changed, or it has none."""
+    try:
+        notes = vars(error).get("__notes__")
+        if type(notes) is not list:
+            return None
+        shown = [_text_shown(note, texts) if type(note) is str else note for note in notes]
+    except BaseException:  # noqa: BLE001 - an exception's own __dict__: notes not seen are not shown
+        return None
+    return None if all(map(operator.is_, shown, notes)) else shown
+
+
 def _chain_shown(error: BaseException, seen: dict[int, BaseException | None],
                  texts: list[tuple[str, str]]) -> BaseException:
     """`error` as its traceback is to be written: a database error its first line only, without
     the causes chained to it (psycopg2's, of the same text); another exception itself if no
     database error is chained to it, among its members (an exception group's) or arguments, nor
-    its text in theirs (`texts`), else a copy of it chained to the shown ones, its members the
-    shown ones, its arguments _args_shown's: the exception raised is the caller's, which it may
-    raise again or hand on. Each exception other than a database error counts against
-    _CHAINED, as exception_shown counts it; one past them is a stand-in with no links, its text
-    shown: what its links hold goes unsearched.
+    its text in theirs or its notes (`texts`), else a copy of it chained to the shown ones, its
+    members the shown ones, its arguments _args_shown's, its notes _notes_shown's: the exception
+    raised is the caller's, which it may raise again or hand on. Each exception other than a
+    database error counts against _CHAINED, as exception_shown counts it; one past them is a
+    stand-in with no links, its text shown: what its links hold goes unsearched.
     `seen`: the shown of each exception looked into, None while its own links are being shown;
     `texts`: the database errors' whole texts to write as their first lines (_texts)."""
     if isinstance(error, DATABASE_ERRORS):
@@ -188,7 +201,7 @@ def _chain_shown(error: BaseException, seen: dict[int, BaseException | None],
         return _stand_in(error, texts).with_traceback(error.__traceback__)
     seen[id(error)] = None
     members = error.exceptions if isinstance(error, BaseExceptionGroup) else ()
-    args = _args_shown(error, texts)
+    args, notes = _args_shown(error, texts), _notes_shown(error, texts)
     links = (error.__cause__, error.__context__)
     shown_links = [_link_shown(link, seen, texts) for link in links]
     shown_members = [_stand_in(member, texts).with_traceback(member.__traceback__) if member_shown is None
@@ -197,8 +210,11 @@ def _chain_shown(error: BaseException, seen: dict[int, BaseException | None],
     shown = error
     # A link back to an exception under way (a cycle), shown as None, is one to an original that
     # may yet be copied, whose traceback would then be written whole: the copy cuts it.
-    if args is not None or any(map(operator.is_not, (*shown_links, *shown_members), (*links, *members))):
+    if args is not None or notes is not None or any(map(operator.is_not, (*shown_links, *shown_members),
+                                                         (*links, *members))):
         shown = _group_copied(error, shown_members, texts) if members else _copied(error, args, texts)
+        if notes is not None:
+            shown.__notes__ = notes
         shown.__cause__, shown.__context__ = shown_links
         shown.__suppress_context__ = error.__suppress_context__  # after __cause__, which sets it
     seen[id(error)] = shown
@@ -233,10 +249,10 @@ def _group_copied(group: BaseExceptionGroup, members: list[BaseException],
 
 
 def _copied(error: BaseException, args: tuple[Any, ...] | None, texts: list[tuple[str, str]]) -> BaseException:
-    """A copy of `error` holding `args` (_args_shown; its own for None): its type, attributes and traceback, made
-    without its __init__ (which may take other arguments, or do something), if it writes the text
-    `error` does, each database error's whole text in it its first line (_texts), and its repr
-    none; else _stand_in(error)."""
+    """A copy of `error` holding `args` (_args_shown; its own for None): its type, attributes and
+    traceback, made without its __init__ (which may take other arguments, or do something), if
+    it writes the text `error` does, each database error's whole text in it its first line
+    (_texts), and its repr none; else _stand_in(error)."""
     try:
         if args is None:
             args = error.args

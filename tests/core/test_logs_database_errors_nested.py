@@ -287,3 +287,41 @@ def test_an_error_whose_text_escapes_a_database_error_s_carries_no_detail(db: An
         # (JSON escapes the quotes; both formats write the backslashes of a repr doubled)
         written = (logged.replace('\\"', '"') if json else logged).replace("\\\\", "\\")
         assert line in written and marker not in logged and "DETAIL" not in logged, logged
+
+
+def _noted(error: Exception, note: str) -> Exception:
+    error.add_note(note)
+    return error
+
+
+@pytest.mark.parametrize("json", [True, False], ids=["json", "text"])
+def test_an_error_s_note_or_psycopg2_s_repr_of_a_database_error_carries_no_detail(db: Any, json: bool) -> None:
+    # Given errors raised while handling one PostgreSQL raised quoting a client's value: one with
+    # a note of its text, one quoting psycopg2's error it was raised from (its repr)
+    marker, error = _unique_violation()
+
+    def handling(make: Callable[[DatabaseError], Exception]) -> Callable[[], None]:
+        def raise_() -> None:
+            try:
+                raise error
+            except DatabaseError as exc:
+                raise make(exc)  # while handling it, as a service does
+        return raise_
+
+    for make, line in [
+        (lambda exc: _noted(ValueError("save failed"), f"while saving: {exc}"), f"while saving: {FIRST}"),
+        (lambda exc: ValueError(f"save failed: {exc.__cause__!r}"), f"ValueError: save failed: UniqueViolation('{FIRST}"),
+    ]:
+        raised = _raised(handling(make))
+
+        # When a service logs it with its traceback, in either format
+        def log(logger: logging.Logger, raised: BaseException = raised) -> None:
+            logger.error("Delivery 1: its attempt's outcome could not be recorded", exc_info=raised)
+
+        logged = _written(json, log)
+
+        # Then its note and its line write the database error's first line (before, its whole
+        # text: the DETAIL, the value with it); the exception raised keeps its note
+        written = logged.replace('\\"', '"') if json else logged
+        assert line in written and marker not in logged and "DETAIL" not in logged, logged
+        assert marker in "".join(traceback.format_exception(raised))
