@@ -56,11 +56,12 @@ class DatabaseErrorFirstLine(logging.Filter):
     (`raise ... from`: a task's, a view's whose 500 Django logs), which the traceback writes
     whole above it, and one among an exception group's members, which it writes each of. An
     exception of these holding one as its argument (`raise RuntimeError(exc) from exc`, Celery's
-    wrapping), or its text in its own (`raise ValueError(f"save failed: {exc}")` while handling
-    it), writes its first line in its place. A database error among a line's arguments too (positional or named, in a list, tuple, set or
-    dict of them, or a group's member), which Celery writes with %r in a few lines of its own; one
-    that is the line's message (`logger.exception(error)`); and one among the keys of structlog's
-    own line. A line naming none is let through as it is, its arguments the same objects."""
+    wrapping), or its text in its own or its notes (`raise ValueError(f"save failed: {exc}")`
+    while handling it, escaped in a repr too), writes its first line in its place. A database
+    error among a line's arguments too (positional or named, in a list, tuple, set or dict of
+    them, or a group's member), which Celery writes with %r in a few lines of its own; one that
+    is the line's message (`logger.exception(error)`); and one among the keys of structlog's own
+    line. A line naming none is let through as it is, its arguments the same objects."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         # Celery's lines that write the error with %r: "Task handler raised error: %r" (the
