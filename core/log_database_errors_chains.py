@@ -88,12 +88,15 @@ def exception_shown(error: BaseException) -> BaseException:
             held.append(linked)  # its own links are not written (first_line_only)
             continue
         held += _args_held(linked)  # a stand-in past the bound writes them too, in its text
+        group = isinstance(linked, BaseExceptionGroup)
+        if linked.__cause__ is None and linked.__context__ is None and not group:
+            continue  # no links to follow: not counted, as _chain_shown does not count it
         if len(seen) >= _CHAINED:
             bounded = True
             continue
         seen.add(id(linked))
         # _chain_shown's order: the cause's, the context's, then each member's, depth first.
-        if isinstance(linked, BaseExceptionGroup):
+        if group:
             pending += reversed(linked.exceptions)
         pending += (linked.__context__, linked.__cause__)
     return _chain_shown(error, {}, _texts(held)) if held or bounded else error
@@ -190,19 +193,22 @@ def _chain_shown(error: BaseException, seen: dict[int, BaseException | None],
     database error is chained to it, among its members (an exception group's) or arguments, nor
     its text in theirs or its notes (`texts`), else a copy of it chained to the shown ones, its
     members the shown ones, its arguments _args_shown's, its notes _notes_shown's: the exception
-    raised is the caller's, which it may raise again or hand on. Each exception other than a
-    database error counts against _CHAINED, as exception_shown counts it; one past them is a
-    stand-in with no links, its text shown: what its links hold goes unsearched.
+    raised is the caller's, which it may raise again or hand on. Each exception with links or
+    members counts against _CHAINED, as exception_shown counts it; one past them is a stand-in
+    with no links, its text shown: what its links hold goes unsearched.
     `seen`: the shown of each exception looked into, None while its own links are being shown;
     `texts`: the database errors' whole texts to write as their first lines (_texts)."""
     if isinstance(error, DATABASE_ERRORS):
         return first_line_only(error).with_traceback(error.__traceback__)
-    if len(seen) >= _CHAINED:
-        return _stand_in(error, texts).with_traceback(error.__traceback__)
-    seen[id(error)] = None
     members = error.exceptions if isinstance(error, BaseExceptionGroup) else ()
     args, notes = _args_shown(error, texts), _notes_shown(error, texts)
     links = (error.__cause__, error.__context__)
+    if links == (None, None) and not isinstance(error, BaseExceptionGroup):
+        # No links to follow: not counted (a group of plain members past the bound is its own).
+        return error if args is None and notes is None else _noted(_copied(error, args, texts), notes)
+    if len(seen) >= _CHAINED:
+        return _stand_in(error, texts).with_traceback(error.__traceback__)
+    seen[id(error)] = None
     shown_links = [_link_shown(link, seen, texts) for link in links]
     shown_members = [_stand_in(member, texts).with_traceback(member.__traceback__) if member_shown is None
                      else member_shown
@@ -212,12 +218,17 @@ def _chain_shown(error: BaseException, seen: dict[int, BaseException | None],
     # may yet be copied, whose traceback would then be written whole: the copy cuts it.
     if args is not None or notes is not None or any(map(operator.is_not, (*shown_links, *shown_members),
                                                          (*links, *members))):
-        shown = _group_copied(error, shown_members, texts) if members else _copied(error, args, texts)
-        if notes is not None:
-            shown.__notes__ = notes
+        shown = _noted(_group_copied(error, shown_members, texts) if members else _copied(error, args, texts), notes)
         shown.__cause__, shown.__context__ = shown_links
         shown.__suppress_context__ = error.__suppress_context__  # after __cause__, which sets it
     seen[id(error)] = shown
+    return shown
+
+
+def _noted(shown: BaseException, notes: list[Any] | None) -> BaseException:
+    """`shown` with `notes` (_notes_shown's) in place of its original's, where they changed."""
+    if notes is not None:
+        shown.__notes__ = notes
     return shown
 
 

@@ -293,15 +293,16 @@ class _ArgsRaising(Exception):
 
 def test_a_line_of_an_exception_with_odd_arguments_is_let_through_as_it_is() -> None:
     # Given exceptions holding no database error: of args None, of args that raise, holding a
-    # lazy object (whose setup could be a query), of a million arguments; and a chain longer than
-    # the filter looks into headed by one of args None
+    # lazy object (whose setup could be a query), of a million arguments, a group of more plain
+    # members than the filter looks into; and a chain longer than that headed by one of args None
     setups: list[int] = []
     lazy = SimpleLazyObject(lambda: setups.append(1) or "user 7")
     chain = _long_chain(ValueError("first step"))
     chain.__cause__ = _ArgsNone("step lost")
 
     for raised in (_ArgsNone("step lost"), _ArgsRaising("step lost"), PermissionError(lazy),
-                   ValueError(*range(1_000_000)), chain):
+                   ValueError(*range(1_000_000)),
+                   ExceptionGroup("deliveries failed", [ValueError(f"delivery {n}") for n in range(70)]), chain):
         record = logging.LogRecord("tests.logs.odd", logging.ERROR, __file__, 1, "Step %s lost", (7,),
                                    (type(raised), raised, None))
 
