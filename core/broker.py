@@ -24,6 +24,7 @@ from kombu.transport import filesystem, redis, virtual
 from kombu.utils.encoding import bytes_to_str, str_to_bytes
 from kombu.utils.json import dumps, loads
 
+from core.broker_tables import table_change, table_read
 from core.log_database_errors import first_line
 
 logger = logging.getLogger(__name__)
@@ -80,8 +81,13 @@ class FilesystemChannel(filesystem.Channel):
     its queue before its workers start (`requeue_unacknowledged`), as Redis hands a killed
     worker's message to the next after the visibility timeout.
 
+    Its routing tables (which queues an exchange's messages go to) are replaced whole, one writer
+    at a time, where kombu's were written in place by processes binding at once
+    (core/broker_tables.py).
+
     Names, order and every other operation stay kombu's (kombu 5.x's `_put` and `_get`, the two a
-    virtual transport's channel implements, and `_restore`, which hands a message back)."""
+    virtual transport's channel implements, `_restore`, which hands a message back, and the
+    routing table's `get_table`, `_queue_bind` and `_delete`)."""
 
     QoS = FilesystemQoS
 
@@ -153,6 +159,19 @@ class FilesystemChannel(filesystem.Channel):
     def _restore(self, message: Any) -> None:
         super()._restore(message)  # a copy, in its queue again
         self.forget(message.delivery_tag)
+
+    def get_table(self, exchange: str) -> list[Any]:
+        return table_read(self._exchange_file(exchange))
+
+    def _queue_bind(self, exchange: str, routing_key: str, pattern: str, queue: str) -> None:
+        binding = filesystem.exchange_queue_t(routing_key or "", pattern or "", queue or "")
+        table_change(self._exchange_file(exchange),
+                     lambda table: table if binding in table else [binding, *table])
+
+    def _delete(self, queue: str, exchange: str, routing_key: str, pattern: str, *args: Any, **kwargs: Any) -> None:
+        self._purge(queue)  # what virtual.Channel._delete does, and kombu's calls first
+        binding = filesystem.exchange_queue_t(routing_key or "", pattern or "", queue or "")
+        table_change(self._exchange_file(exchange), lambda table: [each for each in table if each != binding])
 
     def forget(self, delivery_tag: str) -> None:
         """Remove the file of a message that is done with (acknowledged, rejected, handed back)."""

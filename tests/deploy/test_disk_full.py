@@ -192,9 +192,9 @@ def test_make_runs_workers_outlive_a_full_data_dir_and_run_jobs_once_it_has_room
             headers = {"Authorization": f"Bearer {_wait_for_key(log_path, process)}"}
             wait_until_up(f"{base}/healthz", process, log_path)
             _job_completes(base, headers, process, log_path)
-            # (Every worker started: each has declared its queues, whose routing tables kombu
-            # writes in place as a process first declares them; on a full disk, one left empty
-            # stops its worker, the case docs/deployment.md leaves to the operator.)
+            # (Every worker started: each has declared its queues, whose routing tables are
+            # written as a process first declares them; a table the full disk could not take
+            # would stop its worker as it starts, core/broker_tables.py.)
             control = data_dir / "broker" / "control"
             deadline = time.monotonic() + 60
             while {path.name for path in control.glob("*.exchange")} < EXCHANGES:
