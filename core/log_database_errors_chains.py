@@ -124,6 +124,7 @@ def _texts(errors: list[BaseException]) -> list[tuple[str, str]]:
     """The whole texts of database errors, as str() and repr() write them (an f-string's `{exc}`,
     `{exc!r}`), and each as a text's repr writes it inside its quotes (_escaped: an exception
     whose text is its argument's repr, a KeyError's, one of more than one argument's, `{exc.args}`),
+    and as a repr writes that again (`{exc.args}` in a KeyError's text),
     each with what is written in its place: the error's first line only. The longest first, so
     that none is replaced inside another's."""
     texts: dict[str, str] = {}
@@ -131,10 +132,14 @@ def _texts(errors: list[BaseException]) -> list[tuple[str, str]]:
         try:
             shown = first_line_only(error)
             for whole, line in ((str(error).strip(), str(shown)), (repr(error), repr(shown))):
-                if whole and whole != line:
-                    texts[whole] = line
-                    texts.update((escaped, escaped_line) for escaped, escaped_line
-                                 in zip(_escaped(whole), _escaped(line)) if escaped != whole)
+                if not whole or whole == line:
+                    continue
+                found = {whole: line}
+                for _ in range(2):  # escaped once, and a repr of that (`{exc.args}` in a KeyError's)
+                    escapes = {escaped: escaped_line for text, text_line in found.items()
+                               for escaped, escaped_line in zip(_escaped(text), _escaped(text_line))}
+                    found = {**escapes, **found}  # (a text no repr changes keeps its own line)
+                texts.update(found)
         except BaseException:  # noqa: BLE001, S112 - an error's own __str__: no text of it to look for
             continue
     return sorted(texts.items(), key=lambda pair: -len(pair[0]))
@@ -203,7 +208,8 @@ def _chain_shown(error: BaseException, seen: dict[int, BaseException | None],
     members = error.exceptions if isinstance(error, BaseExceptionGroup) else ()
     args, notes = _args_shown(error, texts), _notes_shown(error, texts)
     links = (error.__cause__, error.__context__)
-    if links == (None, None) and not isinstance(error, BaseExceptionGroup):
+    # (by identity: a link's own __eq__ may raise, or call it None)
+    if links[0] is None and links[1] is None and not isinstance(error, BaseExceptionGroup):
         # No links to follow: not counted (a group of plain members past the bound is its own).
         return error if args is None and notes is None else _noted(_copied(error, args, texts), notes)
     if len(seen) >= _CHAINED:

@@ -257,7 +257,7 @@ def test_an_error_whose_text_escapes_a_database_error_s_carries_no_detail(db: An
     # Given errors raised while handling one PostgreSQL raised quoting a client's value, whose
     # text writes their argument's repr, the error's line breaks as `\n`: a KeyError of its text,
     # of its repr, an error of two arguments, one of the error's args (the first line's own line
-    # break stays, written as `\n`)
+    # break stays, written as `\n`), and those written within another repr
     marker, error = _unique_violation()
 
     def handling(make: Callable[[DatabaseError], Exception]) -> Callable[[], None]:
@@ -273,6 +273,10 @@ def test_an_error_whose_text_escapes_a_database_error_s_carries_no_detail(db: An
         (lambda exc: KeyError(f"{exc!r}"), f"KeyError: 'IntegrityError(\\'{FIRST}\\')'"),
         (lambda exc: RuntimeError("recording failed", f"{exc}"), f"RuntimeError: ('recording failed', '{FIRST}"),
         (lambda exc: ValueError(f"save failed: {exc.args}"), f"ValueError: save failed: ('{FIRST}"),
+        # (escaped twice: a repr's text in a KeyError's, or in a tuple's repr of its args)
+        (lambda exc: KeyError(f"{exc.args}"), "KeyError: "),
+        (lambda exc: KeyError(f"{exc.__cause__!r}"), "KeyError: "),
+        (lambda exc: RuntimeError("recording failed", f"{exc.args}"), "RuntimeError: ('recording failed', "),
     ]:
         raised = _raised(handling(make))
 
@@ -325,3 +329,36 @@ def test_an_error_s_note_or_psycopg2_s_repr_of_a_database_error_carries_no_detai
         written = logged.replace('\\"', '"') if json else logged
         assert line in written and marker not in logged and "DETAIL" not in logged, logged
         assert marker in "".join(traceback.format_exception(raised))
+
+
+class _Coded(Exception):
+    """An error compared by a code of its own, which None has not."""
+
+    def __eq__(self, other: object) -> bool:
+        return self.args[0] == other.args[0]  # type: ignore[attr-defined]
+
+    __hash__ = Exception.__hash__
+
+
+@pytest.mark.parametrize("json", [True, False], ids=["json", "text"])
+def test_a_chain_through_an_error_compared_by_its_own_eq_carries_no_detail(db: Any, json: bool) -> None:
+    # Given an error raised while handling one compared by its own __eq__ (AttributeError against
+    # None), itself raised while handling one PostgreSQL raised quoting a client's value
+    marker, error = _unique_violation()
+
+    def raise_() -> None:
+        try:
+            try:
+                raise error
+            except DatabaseError:
+                raise _Coded("E42") from None
+        except _Coded as exc:
+            raise RuntimeError("recording failed") from exc
+
+    raised = _raised(raise_)
+
+    # When a service logs it with its traceback
+    logged = _written(json, lambda logger: logger.error("Delivery 1: not recorded", exc_info=raised))
+
+    # Then the line is written (the filter's look at its links raised: the line was lost)
+    assert "_Coded: E42" in logged and "RuntimeError: recording failed" in logged, logged
