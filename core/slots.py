@@ -59,13 +59,19 @@ end
 
 @dataclass
 class Slot:
-    """A slot taken (`held`), or an admission without one (Redis unreachable)."""
+    """A slot taken (`held`), or an admission without one (Redis unreachable). An admission whose
+    request failed (`unsure`: Redis answered later than the client waited, 1 s, or the
+    connection dropped after the script ran) may hold a slot all the same, under its holder id:
+    its release lets that go too (one more request to a Redis that may be down, never raising),
+    or the slot kept the key's others out for its whole lease. It is not refreshed: a slot it
+    did not know it took runs out with its first lease, as one never taken."""
 
     key: str
     holder: str
     held: bool
     lease_ms: int
     _slots: Slots
+    unsure: bool = False
 
     def refresh(self) -> None:
         """Start the slot's lease again, as if taken now: a holder that keeps working (and
@@ -74,7 +80,7 @@ class Slot:
             self._slots.refresh(self)
 
     def release(self) -> None:
-        if self.held:
+        if self.held or self.unsure:
             self._slots.release(self)
 
 
@@ -121,7 +127,7 @@ class Slots:
                 answer = script(keys=[name], args=[limit, lease_ms, holder])
             except redis.RedisError as exc:
                 self._warn("taken without Redis (unreachable): admitted", exc)
-                return Slot(name, holder, False, lease_ms, self)
+                return Slot(name, holder, False, lease_ms, self, unsure=True)
             if answer[0]:
                 return Slot(name, holder, True, lease_ms, self)
             held_ms = int(answer[1])
