@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -56,6 +57,25 @@ RULES = {
     "deadlines": (tasks.jobs_enforce_deadlines, _past_deadline, deadlines, "job_cancel_past_deadline", "REVOKED"),
     "abandoned": (tasks.jobs_fail_abandoned, _abandoned, abandoned, "_worker_lost", "FAILURE"),
 }
+
+
+@pytest.fixture(autouse=True)
+def _runs_of_this_test_alone(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The suite's shared worker and beat (started by tests in tests/console and tests/core) send
+    each rule every second, on this database and through these same slots, with the real leases:
+    a run of theirs would take the slot a test frees, or act on the jobs it made first. For the
+    whole test both rules' real slots are held, with a lease past the test's (their runs find
+    them held and do nothing), and this process's runs take slots of their own."""
+    held = [housekeeping.slots.acquire(task.name, limit=1, lease_seconds=180, wait_seconds=150)
+            for task, *_ in RULES.values()]  # a run of theirs under way ends within its lease
+    monkeypatch.setattr(housekeeping, "slots", Slots(housekeeping._redis, prefix=f"test-rules-{uuid.uuid4().hex}:"))
+    try:
+        assert all(slot is not None for slot in held)
+        yield
+    finally:
+        for slot in held:
+            if slot is not None:
+                slot.release()
 
 
 def _statuses(jobs: list[Job]) -> list[str]:
