@@ -163,9 +163,12 @@ def test_a_periodic_run_that_finds_another_under_way_counts_neither_a_run_nor_a_
         return (value(samples, "jobapi_periodic_task_runs_total", task="jobs.enforce_deadlines"),
                 value(samples, "jobapi_periodic_task_failures_total", task="jobs.enforce_deadlines"))
 
-    under_way = housekeeping.slots.acquire("jobs.enforce_deadlines", limit=1, lease_seconds=60)
+    # (beat's own runs take the slot every second: wait for one under way to end; and one that
+    # ended just before counts itself after, so the starting counts are read once it has)
+    under_way = housekeeping.slots.acquire("jobs.enforce_deadlines", limit=1, lease_seconds=60, wait_seconds=30)
     assert under_way is not None
     try:
+        time.sleep(0.2)
         held_from = counts()
         # When beat's runs come meanwhile (at least two ticks), and after the slot is let go
         time.sleep(3)
