@@ -60,11 +60,11 @@ end
 @dataclass
 class Slot:
     """A slot taken (`held`), or an admission without one (Redis unreachable). An admission whose
-    request failed (`unsure`: Redis answered later than the client waited, 1 s, or the
-    connection dropped after the script ran) may hold a slot all the same, under its holder id:
-    its release lets that go too (one more request to a Redis that may be down, never raising),
-    or the slot kept the key's others out for its whole lease. It is not refreshed: a slot it
-    did not know it took runs out with its first lease, as one never taken."""
+    request timed out (`unsure`: Redis answered later than the client waited, 1 s) may hold a
+    slot all the same, under its holder id: its release lets that go too (one more request to a
+    Redis that may be down, never raising), or the slot kept the key's others out for its whole
+    lease. It is not refreshed: a slot it did not know it took runs out with its first lease, as
+    one never taken."""
 
     key: str
     holder: str
@@ -127,7 +127,9 @@ class Slots:
                 answer = script(keys=[name], args=[limit, lease_ms, holder])
             except redis.RedisError as exc:
                 self._warn("taken without Redis (unreachable): admitted", exc)
-                return Slot(name, holder, False, lease_ms, self, unsure=True)
+                # Only a request that timed out may have run: a refused one (Redis down) costs
+                # its release nothing.
+                return Slot(name, holder, False, lease_ms, self, unsure=isinstance(exc, redis.TimeoutError))
             if answer[0]:
                 return Slot(name, holder, True, lease_ms, self)
             held_ms = int(answer[1])

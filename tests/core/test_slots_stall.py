@@ -97,3 +97,23 @@ def test_a_run_whose_slot_was_answered_late_goes_ahead_and_the_next_run_is_alone
     assert slots.held("jobs.fail_abandoned") == 0
     with housekeeping.run_alone("jobs.fail_abandoned", rows=3000) as alone:
         assert alone
+
+
+def test_a_run_admitted_with_redis_refusing_sends_nothing_more_as_it_ends(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given the housekeeping slots through a client of a Redis that refuses connections (down)
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    down = redis.Redis(host="127.0.0.1", port=port, socket_timeout=1, socket_connect_timeout=1)
+    released: list[str] = []
+    monkeypatch.setattr(down, "zrem", lambda key, *holders: released.append(key))
+    monkeypatch.setattr(housekeeping, "slots", Slots(lambda: down, prefix="test-slots-down:"))
+
+    # When a run takes its slot and ends
+    with housekeeping.run_alone("jobs.fail_abandoned", rows=10) as alone:
+        pass
+
+    # Then it went ahead, and its end sent no release (its refused request could not have run:
+    # before, one more request to a Redis down, as many as runs and deliveries)
+    assert alone
+    assert released == []
