@@ -15,7 +15,9 @@ over the old one, while its writer holds the control folder's lock file, which i
 without truncating and never replaced (so every writer locks the same file). A reader needs no
 lock (it reads the old table or the new one), and a write a full disk refused leaves the old
 table as it was. A table left empty by an older version (or by kombu's own race) is an empty
-table."""
+table. Nothing is synced to disk: after a crash of the machine a table may come back empty, and
+every process binds its queues again as it starts; a process killed between a write and its
+rename leaves a `.part` file, which nothing reads (remove it with the broker's folder)."""
 
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ from contextlib import suppress
 from pathlib import Path
 
 from kombu.exceptions import ChannelError
-from kombu.transport.filesystem import LOCK_EX, exchange_queue_t, lock
+from kombu.transport.filesystem import LOCK_EX, exchange_queue_t, lock, unlock
 from kombu.utils.encoding import bytes_to_str, str_to_bytes
 from kombu.utils.json import dumps, loads
 
@@ -61,13 +63,18 @@ def table_change(file: Path, change: Callable[[Table], Table]) -> None:
     it is (no file created) when that changes nothing."""
     file.parent.mkdir(exist_ok=True)
     try:
-        # "ab": created if missing, never truncated; closing it releases the lock.
+        # "ab": created if missing, never truncated. Let go explicitly, not by the close: a
+        # process forked meanwhile (a pool's new child) shares the descriptor, and with it the
+        # lock, until it exits, every other writer waiting on it.
         with open(file.parent / LOCK_NAME, "ab") as lock_file:
             lock(lock_file, LOCK_EX)
-            table = table_read(file)
-            changed = change(list(table))
-            if changed != table:
-                _replace(file, changed)
+            try:
+                table = table_read(file)
+                changed = change(list(table))
+                if changed != table:
+                    _replace(file, changed)
+            finally:
+                unlock(lock_file)
     except OSError as exc:
         raise ChannelError(f"Cannot write {file}: {exc}") from exc
 

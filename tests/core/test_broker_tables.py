@@ -3,7 +3,12 @@ write as they start, stay whole and keep every process's queues."""
 
 from __future__ import annotations
 
+import fcntl
 import multiprocessing
+import os
+import signal
+import threading
+import time
 import traceback
 from pathlib import Path
 from typing import Any
@@ -11,7 +16,9 @@ from typing import Any
 import pytest
 from kombu import Exchange, Queue
 from kombu.exceptions import ChannelError
+from kombu.transport.filesystem import exchange_queue_t
 
+from core import broker_tables
 from tests.core.test_broker import (
     _embedded_connection,
     _embedded_connection_in,
@@ -155,3 +162,34 @@ def test_an_unreadable_table_is_named_in_the_error(tmp_path: Path) -> None:
     ):
         # Then a publish's look at it says which file to delete
         connection.channel().get_table("cut")
+
+
+def test_a_process_forked_while_a_table_is_written_does_not_keep_the_lock(tmp_path: Path) -> None:
+    # Given a thread writing a table, slowly, and a process forked meanwhile (a pool's new child)
+    table = tmp_path / "control" / "jobs.exchange"
+    writing, forked = threading.Event(), threading.Event()
+
+    def change(bindings: broker_tables.Table) -> broker_tables.Table:
+        writing.set()
+        assert forked.wait(10)
+        return [*bindings, exchange_queue_t("jobs", "", "jobs")]
+
+    writer = threading.Thread(target=broker_tables.table_change, args=(table, change))
+    writer.start()
+    assert writing.wait(10)
+    child = os.fork()
+    if child == 0:  # pragma: no cover (the child: lives on while the test looks)
+        time.sleep(5)
+        os._exit(0)
+    try:
+        forked.set()
+        writer.join(10)
+
+        # Then once the write is done, the lock is free for the next writer (it was held by the
+        # child, which shared its descriptor, until it exited)
+        with open(table.parent / broker_tables.LOCK_NAME, "ab") as lock_file:
+            fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert broker_tables.table_read(table) == [exchange_queue_t("jobs", "", "jobs")]
+    finally:
+        os.kill(child, signal.SIGKILL)
+        os.waitpid(child, 0)
