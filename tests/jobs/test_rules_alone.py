@@ -66,11 +66,14 @@ def _runs_of_this_test_alone(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     a run of theirs would take the slot a test frees, or act on the jobs it made first. For the
     whole test both rules' real slots are held, with a lease past the test's (their runs find
     them held and do nothing), and this process's runs take slots of their own."""
-    held = [housekeeping.slots.acquire(task.name, limit=1, lease_seconds=180, wait_seconds=150)
-            for task, *_ in RULES.values()]  # a run of theirs under way ends within its lease
-    monkeypatch.setattr(housekeeping, "slots", Slots(housekeeping._redis, prefix=f"test-rules-{uuid.uuid4().hex}:"))
+    shared, held = housekeeping.slots, []
     try:
-        assert all(slot is not None for slot in held)
+        for task, *_ in RULES.values():
+            # A run of theirs under way ends in milliseconds; both waits within the test's timeout
+            # (a slot taken before it fired is let go below, not kept for its lease).
+            held.append(shared.acquire(task.name, limit=1, lease_seconds=180, wait_seconds=50))
+            assert held[-1] is not None
+        monkeypatch.setattr(housekeeping, "slots", Slots(housekeeping._redis, prefix=f"test-rules-{uuid.uuid4().hex}:"))
         yield
     finally:
         for slot in held:
