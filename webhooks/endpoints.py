@@ -50,8 +50,13 @@ def _locked(endpoint_id: uuid.UUID) -> Endpoint:
     KEY UPDATE): a change of it waits for another, and its deletion for it, but an event being
     recorded for it, which holds it FOR KEY SHARE (webhooks/sql.py), does not wait. Locked FOR
     UPDATE, every event of its client waited for the change to commit (a recover's whole
-    transaction), behind the one its owner's event lock let through (jobs/event_log.py)."""
-    return Endpoint.objects.select_for_update(no_key=True).get(pk=endpoint_id)
+    transaction), behind the one its owner's event lock let through (jobs/event_log.py). 404 if
+    it was deleted since it was read (its client's other request, the admin's), as a moment
+    later: it was a 500."""
+    try:
+        return Endpoint.objects.select_for_update(no_key=True).get(pk=endpoint_id)
+    except Endpoint.DoesNotExist:
+        raise NotFound(NO_ENDPOINT) from None
 
 
 def _owner_hold(owner_id: uuid.UUID) -> None:

@@ -3,7 +3,7 @@ still commits (with no delivery to the endpoint gone), and no delivery of it is 
 without its endpoint, to go to its URL signed with the client's secret instead of the
 endpoint's. Deleted while an attempt to it is in flight: a 2xx is recorded as succeeded (the
 receiver got it), anything else leaves the delivery canceled, with no retry. Deleted as its
-secret is read or rotated: 404, as once it is gone."""
+secret is read or rotated, or as it is changed or recovered: 404, as once it is gone."""
 from __future__ import annotations
 
 import uuid
@@ -154,9 +154,12 @@ def test_an_endpoint_deleted_before_its_first_secret_is_made_closes_the_attempt_
     assert (attempt.status_code, attempt.error) == (None, claims.LEFT_OUT_ENDPOINT_DELETED)
 
 
-@pytest.mark.parametrize(("method", "path"), [("GET", "secret/"), ("POST", "secret/rotate/")])
-def test_an_endpoint_deleted_as_its_secret_is_read_or_rotated_is_not_found(
-    make_api: Callable[..., Api], monkeypatch: pytest.MonkeyPatch, method: str, path: str
+@pytest.mark.parametrize(("method", "path", "body"), [
+    ("GET", "secret/", {}), ("POST", "secret/rotate/", {}), ("PATCH", "", {"enabled": False}),
+    ("POST", "recover/", {"since": "2026-01-01T00:00:00Z"}),
+])
+def test_an_endpoint_deleted_as_its_secret_is_read_or_rotated_or_it_is_changed_or_recovered_is_not_found(
+    make_api: Callable[..., Api], monkeypatch: pytest.MonkeyPatch, method: str, path: str, body: dict[str, Any]
 ) -> None:
     # Given an endpoint (with its secret)
     api = make_api()
@@ -165,19 +168,20 @@ def test_an_endpoint_deleted_as_its_secret_is_read_or_rotated_is_not_found(
     endpoint_id = created.json()["id"]
 
     # When it is deleted, its secret with it (its client's other request), once the request
-    # has found it
-    found = endpoints.endpoint_get
+    # has found it (each time: a view's look and then its service's find the row they read)
+    found, read = endpoints.endpoint_get, []
 
     def deleted_meanwhile(**kwargs: Any) -> Endpoint:
-        endpoint = found(**kwargs)
-        Endpoint.objects.filter(pk=endpoint.pk).delete()
-        return endpoint
+        read[:] = read or [found(**kwargs)]
+        Endpoint.objects.filter(pk=read[0].pk).delete()
+        return read[0]
 
     monkeypatch.setattr(endpoints, "endpoint_get", deleted_meanwhile)
-    response = api.request(method, f"/api/webhook-endpoints/{endpoint_id}/{path}", json={})
+    response = api.request(method, f"/api/webhook-endpoints/{endpoint_id}/{path}", json=body)
 
     # Then it is not found, as it would be a moment later (it was a 500: the secret made again,
-    # or rotated, failed on the endpoint's foreign key), and no secret is left of it
+    # or rotated, failed on the endpoint's foreign key; a change or a recover found no row to
+    # lock), and no secret is left of it
     assert response.status_code == 404, response.text
     assert response.json()["error"]["code"] == "not_found"
     assert not SigningSecret.objects.filter(endpoint_id=endpoint_id).exists()
