@@ -46,8 +46,8 @@ def _redis() -> redis.Redis | None:
 slots = Slots(_redis, prefix=cache_redis.queue_key("housekeeping-slots:"))
 
 
-def lease_seconds(batches: int) -> float:
-    """How long a run of `batches` batches holds its slot at most (its lease)."""
+def batches_lease_seconds(batches: int) -> float:
+    """How long a prune's run of `batches` batches holds its slot at most (its lease)."""
     return max(1, batches) * BATCH_SECONDS
 
 
@@ -57,14 +57,13 @@ def rows_lease_seconds(rows: int) -> float:
 
 
 @contextlib.contextmanager
-def run_alone(name: str, *, batches: int = 0, rows: int | None = None) -> Iterator[bool]:
+def run_alone(name: str, *, lease: float) -> Iterator[bool]:
     """Whether no other run of `name` is under way in the service (whatever its worker): its
-    slot, tried, not waited for, held until the block ends and for at most `batches` times
-    BATCH_SECONDS, or `rows` times ROW_SECONDS (the run's bound). True, with no slot, when Redis
+    slot, tried, not waited for, held until the block ends and for at most `lease` seconds (the
+    run's bound: batches_lease_seconds, rows_lease_seconds). True, with no slot, when Redis
     cannot be reached: a run that finds one under way has nothing to do (and is counted neither
     as a run nor as a failure: core.metrics), and a prune or a rule must never stop for want of
     Redis."""
-    lease = lease_seconds(batches) if rows is None else rows_lease_seconds(rows)
     slot = slots.acquire(name, limit=1, lease_seconds=lease)
     if slot is None:
         metrics.periodic_run_skipped()
@@ -75,9 +74,9 @@ def run_alone(name: str, *, batches: int = 0, rows: int | None = None) -> Iterat
             slot.release()
 
 
-def look_again_after_a_dead_run(task: Any, *, batches: int) -> bool:
+def look_again_after_a_dead_run(task: Any, *, lease: float) -> bool:
     """For a run of `task` that found its slot held: whether it queued a run of its own for once
-    the holder's lease (`batches` batches) has surely run out. Only a redelivered message does:
+    the holder's `lease` has surely run out. Only a redelivered message does:
     it is most likely the run that holds the slot, its worker killed mid-run (a deploy's SIGKILL
     after the grace period), brought back by the broker within seconds, and it was that run's to
     queue the next. Returning nothing cut the chain through a backlog until beat's next hourly
@@ -85,5 +84,5 @@ def look_again_after_a_dead_run(task: Any, *, batches: int) -> bool:
     under way queues the next itself."""
     if not (task.request.delivery_info or {}).get("redelivered"):
         return False
-    task.apply_async(countdown=lease_seconds(batches))
+    task.apply_async(countdown=lease)
     return True

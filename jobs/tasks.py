@@ -21,7 +21,12 @@ from celery.exceptions import Ignore, Reject, SoftTimeLimitExceeded
 from django.db import DatabaseError, DataError
 from django.utils import timezone
 
-from core.housekeeping import look_again_after_a_dead_run, run_alone
+from core.housekeeping import (
+    batches_lease_seconds,
+    look_again_after_a_dead_run,
+    rows_lease_seconds,
+    run_alone,
+)
 from core.log_database_errors import first_line
 from core.parsers import storable_text
 from core.rows_apart import MOST_ROWS_READ
@@ -282,7 +287,7 @@ def jobs_dispatch_owner(*, owner_id: str) -> int:
 def jobs_enforce_deadlines() -> int:
     """Periodic: cancel the jobs whose deadline has passed (error.type deadline_exceeded). One
     look: 500 rows, a lease of 20 s."""
-    with run_alone("jobs.enforce_deadlines", rows=MOST_ROWS_READ) as alone:
+    with run_alone("jobs.enforce_deadlines", lease=rows_lease_seconds(MOST_ROWS_READ)) as alone:
         return deadlines.jobs_cancel_past_deadline() if alone else 0
 
 
@@ -292,7 +297,7 @@ def jobs_fail_abandoned() -> int:
     job type and two for the unknown types' jobs, 500 rows each: a lease of (job types + 2) x
     20 s, 2 minutes with the four built-in types."""
     looks = len(job_types_all()) + 2
-    with run_alone("jobs.fail_abandoned", rows=looks * MOST_ROWS_READ) as alone:
+    with run_alone("jobs.fail_abandoned", lease=rows_lease_seconds(looks * MOST_ROWS_READ)) as alone:
         return abandoned.jobs_fail_abandoned() if alone else 0
 
 
@@ -309,11 +314,11 @@ def jobs_prune(self: Any) -> dict[str, int]:
     with Redis down, both run, as before). The slot's bound: its four kinds' batches. A
     redelivered run that finds the slot held (its own, its worker killed) looks again once the
     lease has run out, rather than cut the chain until beat's next run."""
-    batches = 4 * retention.PRUNE_MAX_BATCHES
-    with run_alone("jobs.prune", batches=batches) as alone:
+    lease = batches_lease_seconds(4 * retention.PRUNE_MAX_BATCHES)
+    with run_alone("jobs.prune", lease=lease) as alone:
         counts = retention.jobs_retention_apply() if alone else {}
     if not alone:
-        look_again_after_a_dead_run(self, batches=batches)
+        look_again_after_a_dead_run(self, lease=lease)
     elif retention.retention_more_left(counts):
         self.apply_async()
     return counts

@@ -16,7 +16,11 @@ from django.conf import settings
 from django.db import DatabaseError
 from django.utils import timezone
 
-from core.housekeeping import look_again_after_a_dead_run, run_alone
+from core.housekeeping import (
+    batches_lease_seconds,
+    look_again_after_a_dead_run,
+    run_alone,
+)
 from core.rows_apart import RowsApart
 from webhooks import attempts, dispatch, outbox, reschedule, secrets
 
@@ -96,10 +100,10 @@ def webhooks_prune(self: Any) -> dict[str, int]:
     # One run at a time, as jobs.prune (jobs/tasks.py): the next queued once this one's slot is let
     # go. Its bound: the events' batches, and one for the signing secrets' DELETE. A redelivered
     # run that finds the slot held (its own, its worker killed) looks again once the lease is out.
-    batches = outbox.PRUNE_MAX_BATCHES + 1
-    with run_alone("webhooks.prune", batches=batches) as alone:
+    lease = batches_lease_seconds(outbox.PRUNE_MAX_BATCHES + 1)
+    with run_alone("webhooks.prune", lease=lease) as alone:
         if not alone:
-            look_again_after_a_dead_run(self, batches=batches)
+            look_again_after_a_dead_run(self, lease=lease)
             return {}
         counts = {
             "events": outbox.events_prune(older_than=now - timedelta(days=settings.WEBHOOK_EVENT_RETENTION_DAYS),

@@ -88,14 +88,14 @@ def test_a_run_whose_slot_was_answered_late_goes_ahead_and_the_next_run_is_alone
     proxy.late_next.set()
 
     # When a run takes its slot then (the client gives up on the answer), and ends
-    with housekeeping.run_alone("jobs.fail_abandoned", rows=3000) as stalled:
+    with housekeeping.run_alone("jobs.fail_abandoned", lease=housekeeping.rows_lease_seconds(3000)) as stalled:
         assert proxy.answered_late.wait(5)
 
     # Then it went ahead, as without Redis, no slot is left held, and the next run is alone
     # (before, the slot the script took on Redis kept the rule out for its 2 minutes)
     assert stalled
     assert slots.held("jobs.fail_abandoned") == 0
-    with housekeeping.run_alone("jobs.fail_abandoned", rows=3000) as alone:
+    with housekeeping.run_alone("jobs.fail_abandoned", lease=housekeeping.rows_lease_seconds(3000)) as alone:
         assert alone
 
 
@@ -110,7 +110,7 @@ def test_a_run_admitted_with_redis_refusing_sends_nothing_more_as_it_ends(monkey
     monkeypatch.setattr(housekeeping, "slots", Slots(lambda: down, prefix="test-slots-down:"))
 
     # When a run takes its slot and ends
-    with housekeeping.run_alone("jobs.fail_abandoned", rows=10) as alone:
+    with housekeeping.run_alone("jobs.fail_abandoned", lease=housekeeping.rows_lease_seconds(10)) as alone:
         pass
 
     # Then it went ahead, and its end sent no release (its refused request could not have run:

@@ -137,7 +137,7 @@ def test_a_run_that_never_lets_go_is_in_the_way_for_its_lease_only(monkeypatch: 
     monkeypatch.setattr(housekeeping, "BATCH_SECONDS", 0.05)
     monkeypatch.setattr(tasks.jobs_prune, "apply_async", lambda *a, **k: None)
     dead = housekeeping.slots.acquire("jobs.prune", limit=1,
-                                      lease_seconds=housekeeping.lease_seconds(4 * retention.PRUNE_MAX_BATCHES))
+                                      lease_seconds=housekeeping.batches_lease_seconds(4 * retention.PRUNE_MAX_BATCHES))
     assert dead is not None
     try:
         # When a run comes within the lease, and one after it
@@ -162,7 +162,7 @@ def test_with_redis_unreachable_every_run_prunes(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(tasks.jobs_prune, "apply_async", lambda *a, **k: queued.append(k))
 
     # When a run comes while another is under way (its slot taken, as far as it could be)
-    with housekeeping.run_alone("jobs.prune", batches=1) as under_way:
+    with housekeeping.run_alone("jobs.prune", lease=housekeeping.batches_lease_seconds(1)) as under_way:
         ran = tasks.jobs_prune()
 
     # Then it pruned and queued its next, as before the runs were kept apart: never a prune
@@ -191,7 +191,7 @@ def test_a_dead_runs_redelivered_message_looks_again_once_its_lease_is_out(
         _delivered_event(owner)
     queued: list[dict[str, Any]] = []
     monkeypatch.setattr(task, "apply_async", lambda *a, **k: queued.append(k))
-    dead = housekeeping.slots.acquire(task.name, limit=1, lease_seconds=housekeeping.lease_seconds(batches()))
+    dead = housekeeping.slots.acquire(task.name, limit=1, lease_seconds=housekeeping.batches_lease_seconds(batches()))
     assert dead is not None
 
     # When the run's message comes back (redelivered, as acks_late does on a worker lost), or
@@ -208,4 +208,4 @@ def test_a_dead_runs_redelivered_message_looks_again_once_its_lease_is_out(
     # which carries the chain on; beat's queued nothing (the run under way queues the next)
     assert ran == {}
     assert Job.objects.count() == 12 and Event.objects.count() == 6
-    assert queued == ([{"countdown": housekeeping.lease_seconds(batches())}] if redelivered else [])
+    assert queued == ([{"countdown": housekeeping.batches_lease_seconds(batches())}] if redelivered else [])

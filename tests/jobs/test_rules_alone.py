@@ -7,6 +7,7 @@ slow. What keeps them apart (a leased slot in Redis, core/housekeeping.py) never
 for good: with Redis unreachable every run runs."""
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import uuid
@@ -85,12 +86,12 @@ def _statuses(jobs: list[Job]) -> list[str]:
     return [Job.objects.get(pk=job.pk).status for job in jobs]
 
 
-@pytest.mark.parametrize("rule", RULES)
-def test_a_run_sent_while_another_is_under_way_does_nothing(rule: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    # Given four jobs due, and a run held on its first row (slow: a row whose act raises costs
-    # 10-20 ms, 500 of them a look)
-    task, make, module, act_name, acted = RULES[rule]
-    jobs = make(4)
+@contextlib.contextmanager
+def _a_run_held_on_a_row(rule: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, int]]:
+    """A run of `rule` in a thread of its own (another worker's), held on its first row until the
+    block ends (slow, or hung); yields once it is there what it returned, under "first", once
+    joined as the block ends."""
+    task, _, module, act_name, _ = RULES[rule]
     act: Callable[..., int] = getattr(module, act_name)
     on_a_row, go_on = threading.Event(), threading.Event()
 
@@ -101,7 +102,7 @@ def test_a_run_sent_while_another_is_under_way_does_nothing(rule: str, monkeypat
         return act(*args, **kwargs)
 
     monkeypatch.setattr(module, act_name, held)
-    ran: dict[str, Any] = {}
+    ran: dict[str, int] = {}
 
     def first_run() -> None:
         try:
@@ -113,11 +114,21 @@ def test_a_run_sent_while_another_is_under_way_does_nothing(rule: str, monkeypat
     first.start()
     try:
         assert on_a_row.wait(30)
-        # When beat's next run comes meanwhile
-        ran["second"] = task()
+        yield ran
     finally:
         go_on.set()
         first.join(30)
+
+
+@pytest.mark.parametrize("rule", RULES)
+def test_a_run_sent_while_another_is_under_way_does_nothing(rule: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given four jobs due, and a run held on its first row (slow: a row whose act raises costs
+    # 10-20 ms, 500 of them a look)
+    task, make, _, _, acted = RULES[rule]
+    jobs = make(4)
+    with _a_run_held_on_a_row(rule, monkeypatch) as ran:
+        # When beat's next run comes meanwhile
+        ran["second"] = task()
 
     # Then it did nothing, and the run under way acted on every job: one run's work, on one
     # thread (before, the second acted on all four beside the first, which found them done)
@@ -156,7 +167,7 @@ def test_with_redis_unreachable_every_run_acts(rule: str, monkeypatch: pytest.Mo
     jobs = make(2)
 
     # When a run comes while another is under way (its slot taken, as far as it could be)
-    with housekeeping.run_alone(task.name, batches=1) as alone:
+    with housekeeping.run_alone(task.name, lease=60) as alone:
         ran = task()
 
     # Then it acted, as before the runs were kept apart: a rule never stops for want of Redis
@@ -169,37 +180,13 @@ def test_with_redis_unreachable_every_run_acts(rule: str, monkeypatch: pytest.Mo
 def test_a_run_that_never_ends_is_in_the_way_for_its_rows_lease_only(rule: str, monkeypatch: pytest.MonkeyPatch) -> None:
     # Given a run that never ends (its worker hung, or killed without its slot let go), with a
     # short time a row: the deadline rule's 500 rows 0.1 s, the abandoned-job rule's 3,000 0.6 s
-    task, make, module, act_name, acted = RULES[rule]
+    task, make, _, _, acted = RULES[rule]
     monkeypatch.setattr(housekeeping, "ROW_SECONDS", 0.0002)
     jobs = make(2)
-    act: Callable[..., int] = getattr(module, act_name)
-    stuck, go_on = threading.Event(), threading.Event()
-
-    def held(*args: Any, **kwargs: Any) -> int:
-        if threading.current_thread().name == "stuck":
-            stuck.set()
-            go_on.wait(30)
-            return 0
-        return act(*args, **kwargs)
-
-    monkeypatch.setattr(module, act_name, held)
-
-    def stuck_run() -> None:
-        try:
-            task()
-        finally:
-            connection.close()
-
-    run = threading.Thread(target=stuck_run, name="stuck")
-    run.start()
-    try:
-        assert stuck.wait(30)
+    with _a_run_held_on_a_row(rule, monkeypatch):
         # When a run comes once the stuck one's lease is out
         time.sleep(0.8)
         after = task()
-    finally:
-        go_on.set()
-        run.join(30)
 
     # Then it acted on the jobs: the rule is kept out for the lease its rows bound, not for good
     assert after == 2
