@@ -88,18 +88,24 @@ def exception_shown(error: BaseException) -> BaseException:
             held.append(linked)  # its own links are not written (first_line_only)
             continue
         held += _args_held(linked)  # a stand-in past the bound writes them too, in its text
-        group = isinstance(linked, BaseExceptionGroup)
-        if linked.__cause__ is None and linked.__context__ is None and not group:
-            continue  # no links to follow: not counted, as _chain_shown does not count it
+        if _unlinked(linked):
+            continue  # not counted, as _chain_shown does not count it
         if len(seen) >= _CHAINED:
             bounded = True
             continue
         seen.add(id(linked))
         # _chain_shown's order: the cause's, the context's, then each member's, depth first.
-        if group:
+        if isinstance(linked, BaseExceptionGroup):
             pending += reversed(linked.exceptions)
         pending += (linked.__context__, linked.__cause__)
     return _chain_shown(error, {}, _texts(held)) if held or bounded else error
+
+
+def _unlinked(error: BaseException) -> bool:
+    """Whether `error` has no links to follow (no cause or context, not a group): both walks pass
+    it by without counting it against _CHAINED. By identity: a link's own __eq__ may raise, or
+    call it None."""
+    return error.__cause__ is None and error.__context__ is None and not isinstance(error, BaseExceptionGroup)
 
 
 def _args_held(error: BaseException) -> list[BaseException]:
@@ -207,13 +213,11 @@ def _chain_shown(error: BaseException, seen: dict[int, BaseException | None],
         return first_line_only(error).with_traceback(error.__traceback__)
     members = error.exceptions if isinstance(error, BaseExceptionGroup) else ()
     args, notes = _args_shown(error, texts), _notes_shown(error, texts)
-    links = (error.__cause__, error.__context__)
-    # (by identity: a link's own __eq__ may raise, or call it None)
-    if links[0] is None and links[1] is None and not isinstance(error, BaseExceptionGroup):
-        # No links to follow: not counted (a group of plain members past the bound is its own).
+    if _unlinked(error):  # not counted (a group of plain members past the bound is its own)
         return error if args is None and notes is None else _noted(_copied(error, args, texts), notes)
     if len(seen) >= _CHAINED:
         return _stand_in(error, texts).with_traceback(error.__traceback__)
+    links = (error.__cause__, error.__context__)
     seen[id(error)] = None
     shown_links = [_link_shown(link, seen, texts) for link in links]
     shown_members = [_stand_in(member, texts).with_traceback(member.__traceback__) if member_shown is None
