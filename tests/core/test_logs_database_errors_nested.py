@@ -86,6 +86,24 @@ def _raised(make: Callable[[], None]) -> BaseException:
     raise AssertionError(make)
 
 
+def _raised_handling(error: DatabaseError, make: Callable[[DatabaseError], Exception]) -> BaseException:
+    """What `make` made of `error`, raised while handling it, as a service does."""
+
+    def raise_() -> None:
+        try:
+            raise error
+        except DatabaseError as exc:
+            raise make(exc)  # while handling it: its context is the case
+
+    return _raised(raise_)
+
+
+def _traceback_written(json: bool, raised: BaseException) -> str:
+    """What a service's line logging `raised` with its traceback writes, in the format."""
+    return _written(json, lambda logger: logger.error("Delivery 1: its attempt's outcome could not be recorded",
+                                                      exc_info=raised))
+
+
 @pytest.mark.parametrize("json", [True, False], ids=["json", "text"])
 def test_a_traceback_of_an_error_chained_to_a_database_error_carries_no_detail(db: Any, json: bool) -> None:
     # Given errors raised from one PostgreSQL raised quoting a client's value, while handling it,
@@ -112,10 +130,7 @@ def test_a_traceback_of_an_error_chained_to_a_database_error_carries_no_detail(d
         chain = (raised.__cause__, raised.__context__)
 
         # When a service logs it with its traceback, in either format
-        def log(logger: logging.Logger, raised: BaseException = raised) -> None:
-            logger.error("Delivery 1: its attempt's outcome could not be recorded", exc_info=raised)
-
-        logged = _written(json, log)
+        logged = _traceback_written(json, raised)
 
         # Then the traceback still writes the chain, the database error by its first line, and
         # not the value; the exception raised keeps its chain
@@ -223,10 +238,7 @@ def test_an_error_holding_a_database_error_s_text_carries_no_detail(db: Any, jso
         (ExceptionGroup("deliveries not recorded", [RuntimeError(error)]), f"RuntimeError: {FIRST}"),
     ]:
         # When a service logs it with its traceback, in either format
-        def log(logger: logging.Logger, raised: BaseException = raised) -> None:
-            logger.error("Delivery 1: its attempt's outcome could not be recorded", exc_info=raised)
-
-        logged = _written(json, log)
+        logged = _traceback_written(json, raised)
 
         # Then its own line writes the database error's first line, and not the value (before,
         # its whole text: the DETAIL, the value with it); the exception raised is unchanged
@@ -260,14 +272,6 @@ def test_an_error_whose_text_escapes_a_database_error_s_carries_no_detail(db: An
     # break stays, written as `\n`), and those written within another repr
     marker, error = _unique_violation()
 
-    def handling(make: Callable[[DatabaseError], Exception]) -> Callable[[], None]:
-        def raise_() -> None:
-            try:
-                raise error
-            except DatabaseError as exc:
-                raise make(exc)  # while handling it, as a service does
-        return raise_
-
     for make, line in [
         (lambda exc: KeyError(f"job 7: {exc}"), f"KeyError: 'job 7: {FIRST}"),
         (lambda exc: KeyError(f"{exc!r}"), f"KeyError: 'IntegrityError(\\'{FIRST}\\')'"),
@@ -278,13 +282,10 @@ def test_an_error_whose_text_escapes_a_database_error_s_carries_no_detail(db: An
         (lambda exc: KeyError(f"{exc.__cause__!r}"), "KeyError: "),
         (lambda exc: RuntimeError("recording failed", f"{exc.args}"), "RuntimeError: ('recording failed', "),
     ]:
-        raised = _raised(handling(make))
+        raised = _raised_handling(error, make)
 
         # When a service logs it with its traceback, in either format
-        def log(logger: logging.Logger, raised: BaseException = raised) -> None:
-            logger.error("Delivery 1: its attempt's outcome could not be recorded", exc_info=raised)
-
-        logged = _written(json, log)
+        logged = _traceback_written(json, raised)
 
         # Then its line writes the database error's first line (before, its whole text escaped:
         # the DETAIL, the value with it)
@@ -304,25 +305,14 @@ def test_an_error_s_note_or_psycopg2_s_repr_of_a_database_error_carries_no_detai
     # a note of its text, one quoting psycopg2's error it was raised from (its repr)
     marker, error = _unique_violation()
 
-    def handling(make: Callable[[DatabaseError], Exception]) -> Callable[[], None]:
-        def raise_() -> None:
-            try:
-                raise error
-            except DatabaseError as exc:
-                raise make(exc)  # while handling it, as a service does
-        return raise_
-
     for make, line in [
         (lambda exc: _noted(ValueError("save failed"), f"while saving: {exc}"), f"while saving: {FIRST}"),
         (lambda exc: ValueError(f"save failed: {exc.__cause__!r}"), f"ValueError: save failed: UniqueViolation('{FIRST}"),
     ]:
-        raised = _raised(handling(make))
+        raised = _raised_handling(error, make)
 
         # When a service logs it with its traceback, in either format
-        def log(logger: logging.Logger, raised: BaseException = raised) -> None:
-            logger.error("Delivery 1: its attempt's outcome could not be recorded", exc_info=raised)
-
-        logged = _written(json, log)
+        logged = _traceback_written(json, raised)
 
         # Then its note and its line write the database error's first line (before, its whole
         # text: the DETAIL, the value with it); the exception raised keeps its note
@@ -358,7 +348,9 @@ def test_a_chain_through_an_error_compared_by_its_own_eq_carries_no_detail(db: A
     raised = _raised(raise_)
 
     # When a service logs it with its traceback
-    logged = _written(json, lambda logger: logger.error("Delivery 1: not recorded", exc_info=raised))
+    logged = _traceback_written(json, raised)
 
-    # Then the line is written (the filter's look at its links raised: the line was lost)
+    # Then the line is written (the filter's look at its links raised: the line was lost), and
+    # not the value
     assert "_Coded: E42" in logged and "RuntimeError: recording failed" in logged, logged
+    assert marker not in logged and "DETAIL" not in logged, logged
