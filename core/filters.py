@@ -9,11 +9,11 @@ import django_filters
 from django import forms
 from django.db.models import QuerySet
 from django.forms.utils import from_current_timezone
-from rest_framework.pagination import CursorPagination
 from rest_framework.request import Request
 from rest_framework.settings import api_settings
 
 from core.errors import ApplicationError
+from core.pagination import NewestFirstCursorPagination, parameters_refused
 from core.timestamps import timestamp_parse
 
 
@@ -54,12 +54,13 @@ def query_filtered(
     request: Request,
     queryset: QuerySet[Any],
     *,
-    pagination: type[CursorPagination],
+    pagination: type[NewestFirstCursorPagination],
     read_elsewhere: Mapping[str, Callable[[str], bool]] | None = None,
 ) -> QuerySet[Any]:
     """`queryset` filtered by the query string, or 400 `invalid_filter` naming, in one answer, each
-    parameter the list does not take or that is given more than once (the first ten), and each
-    filter's invalid value.
+    parameter the list does not take or that is given more than once (the first ten), each
+    filter's invalid value, and an invalid `page_size` or `cursor`; with no such filter problem, an
+    invalid `page_size` or `cursor` is the paginator's 400 (core.pagination.parameters_refused).
 
     django-filter ignores a name it does not know and reads the last of a repeated one: a
     misspelt filter (`stauts=FAILURE`), or another list's (`subject_id=` for `job=`), answered the
@@ -85,6 +86,13 @@ def query_filtered(
     # A filter's value is checked beside the names (the last of a repeated one, named above):
     # one answer names every mistake, where mending one revealed the next.
     problems |= {name: errors for name, errors in filterset.errors.items() if name not in problems}
+    # The page's parameters too, else mending the filter revealed them: named as their own 400s
+    # name them (a repeated one is named above), read before any query as the filters are.
+    paging = pagination().parameter_errors(request)
     if problems:
+        for error in paging:
+            problems |= {name: why for name, why in error.details.items() if name not in problems}
         raise ApplicationError("Invalid filter; see details.", code="invalid_filter", details=problems)
+    if paging:
+        raise parameters_refused(paging)
     return filterset.qs

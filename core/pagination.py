@@ -1,6 +1,7 @@
 """The one list envelope: `{"results": [...], "next": <url|null>, "previous": <url|null>}`, with
 its cursor and `page_size` read strictly: a cursor this list did not issue, or a page size that
-is not a whole number, is a 400 (`invalid_cursor`, `invalid_parameter`), never a 500."""
+is not a whole number, is a 400 (`invalid_cursor`, `invalid_parameter`), never a 500; both at
+once, one 400 naming both (`parameters_refused`)."""
 from __future__ import annotations
 
 import binascii
@@ -44,6 +45,19 @@ def _position(value: str) -> str:
         raise _invalid_cursor("its position is out of range") from None
 
 
+def parameters_refused(errors: list[ApplicationError]) -> ApplicationError:
+    """The one 400 for a list's refused `page_size` and `cursor` (`parameter_errors`): a lone one as
+    it is; both, `invalid_parameter` with both messages and each named in `details`, where the
+    client mended its page size and was then told of its cursor."""
+    if len(errors) == 1:
+        return errors[0]
+    return ApplicationError(
+        " ".join(error.message for error in errors),
+        code="invalid_parameter",
+        details={name: why for error in errors for name, why in error.details.items()},
+    )
+
+
 class NewestFirstCursorPagination(CursorPagination):
     """Cursor pages stay fast at millions of rows (no OFFSET) and stable while rows are added.
 
@@ -73,6 +87,17 @@ class NewestFirstCursorPagination(CursorPagination):
                 details={"page_size": ["Expected a whole number of at least 1."]},
             )
         return min(size, self.max_page_size)
+
+    def parameter_errors(self, request: Request) -> list[ApplicationError]:
+        """The 400s the query's `page_size` and `cursor` each answer (in that order), none when both
+        are fine: read with the list's filters (core.filters.query_filtered), before any query."""
+        errors: list[ApplicationError] = []
+        for read in (self.get_page_size, self.decode_cursor):
+            try:
+                read(request)
+            except ApplicationError as error:
+                errors.append(error)
+        return errors
 
     def decode_cursor(self, request: Request) -> Cursor | None:
         encoded = request.query_params.get(self.cursor_query_param, "")
