@@ -87,13 +87,17 @@ ERROR_CODES: dict[str, ErrorCode] = {
     "invalid_filter": ErrorCode(
         400, "A list's filter value is invalid (a date out of range, an unknown `status`, ...), or the "
         "query names a parameter the list does not take (`(empty name)` for a value with no name) or "
-        "gives one twice; `details` names each, all in one answer.", _FIX,
+        "gives one twice; `details` names each, all in one answer, with an invalid `page_size` or `cursor` "
+        "of the same query.", _FIX,
     ),
     "invalid_cursor": ErrorCode(
         400, "`cursor` is none this list issued (altered, cut short, or another list's).",
         "Follow `next` and `previous` as given, or start again without a cursor.",
     ),
-    "invalid_parameter": ErrorCode(400, "`page_size` is not a whole number of at least 1.", _FIX),
+    "invalid_parameter": ErrorCode(
+        400, "`page_size` is not a whole number of at least 1 (and, when `details` names `cursor` too, the "
+        "cursor is none this list issued).", _FIX,
+    ),
     "missing_parameter": ErrorCode(400, "The starter's `GET /api/job/` without `job_id`.", _FIX),
     "invalid_query": ErrorCode(
         400, "The query string is not UTF-8, holds U+0000 (`%00`), or has more than 1000 parameters.", _FIX,

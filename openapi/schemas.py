@@ -161,10 +161,10 @@ def error_responses(
 # A list's 400s: what its query string can get wrong.
 LIST_400: dict[int, tuple[str, OpenApiExample]] = {
     400: (
-        "The query is invalid. Codes: `invalid_filter` (a filter's value, e.g. a date out of "
-        "range; a parameter this list does not take, e.g. a misspelt filter, or any of its "
-        "parameters given twice: refused, never ignored), `invalid_cursor` (a cursor this list did not issue: altered, or from another "
-        "list), `invalid_parameter` (`page_size` not a whole number of at least 1).",
+        "The query is invalid. Codes: `invalid_filter` (a filter's value, e.g. a date out of range; a parameter this "
+        "list does not take, e.g. a misspelt filter, or any of its parameters given twice: refused, never ignored; "
+        "a bad `page_size` or `cursor` named too), `invalid_cursor` (a cursor this list did not issue: altered, or "
+        "from another list), `invalid_parameter` (`page_size` not a whole number of at least 1; a bad `cursor` too).",
         error_example(
             400,
             "invalid_cursor",

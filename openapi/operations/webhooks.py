@@ -43,8 +43,9 @@ PAGE_400 = {
     400: (
         (
             "The query is invalid. Codes: `invalid_cursor` (a cursor this list did not issue: altered, "
-            "or from another list), `invalid_parameter` (`page_size` not a whole number of at least 1), "
-            "`invalid_filter` (a parameter the list does not take, or one given twice: refused, never ignored)."
+            "or from another list), `invalid_parameter` (`page_size` not a whole number of at least 1; a bad "
+            "`cursor` too), `invalid_filter` (a parameter the list does not take, or one given twice: refused, never "
+            "ignored; a bad `page_size` or `cursor` named too)."
         ),
         LIST_400[400][1],
     )
