@@ -22,6 +22,17 @@ log = logs.get_logger("jobs.transitions")
 MODEL_BUDGET_CHECKS = ("submit", "run")
 
 
+def _about(job: Job) -> dict[str, object]:
+    """A line's fields naming the job: its id, client and type, and the id of the request that
+    submitted it where it has one, whoever writes the line (a rule of the beat's canceling it at
+    its deadline or failing it as abandoned, another request canceling it): a grep of that
+    request finds how the job ended. One it has not leaves the line the context of its writer."""
+    about: dict[str, object] = {"job_id": job.id, "client": job.owner_id, "job_name": job.job_name}
+    if job.request_id:
+        about["request_id"] = job.request_id
+    return about
+
+
 def jobs_submitted(*, jobs: Sequence[Job]) -> None:
     """Accepted (inserted); a single job's id joins the request's log context."""
     for job in jobs:
@@ -44,14 +55,13 @@ def job_started(*, job: Job) -> None:
     due = job.run_at or job.created_at
     waited = (job.started_at - due).total_seconds() if job.started_at else 0.0
     metrics.job_started(job_name=job.job_name, waited_seconds=waited)
-    log.info("job started", job_id=job.id, client=job.owner_id, job_name=job.job_name,
-             attempt=job.attempt, queue_wait_seconds=round(waited, 3))
+    log.info("job started", **_about(job), attempt=job.attempt, queue_wait_seconds=round(waited, 3))
 
 
 def job_retrying(*, job: Job, backoff_seconds: int) -> None:
     """A failed run that its retry policy runs again (RETRY, the next attempt)."""
-    log.info("job retrying", job_id=job.id, client=job.owner_id, job_name=job.job_name,
-             attempt=job.attempt, error_type=error_type(job.error), backoff_seconds=backoff_seconds)
+    log.info("job retrying", **_about(job), attempt=job.attempt, error_type=error_type(job.error),
+             backoff_seconds=backoff_seconds)
 
 
 def job_retry_marked(*, job_id: uuid.UUID, retrying: bool) -> None:
@@ -63,8 +73,7 @@ def job_retry_marked(*, job_id: uuid.UUID, retrying: bool) -> None:
 def job_cancel_requested(*, job: Job) -> None:
     """A cancel (the client's, or its deadline) reached a job that is running: it stops within
     a step, and its final state is logged then."""
-    log.info("job cancel requested", job_id=job.id, client=job.owner_id, job_name=job.job_name,
-             reason=error_type(job.error) or "client")
+    log.info("job cancel requested", **_about(job), reason=error_type(job.error) or "client")
 
 
 def job_finished(*, job: Job) -> None:
@@ -76,5 +85,5 @@ def _finished(job: Job) -> None:
     finished_at = job.finished_at or timezone.now()
     ran = (finished_at - job.started_at).total_seconds() if job.started_at else None
     metrics.job_finished(job_name=job.job_name, status=job.status, ran_seconds=ran)
-    log.info("job finished", job_id=job.id, client=job.owner_id, job_name=job.job_name, status=job.status,
-             error_type=error_type(job.error), run_seconds=None if ran is None else round(ran, 3))
+    log.info("job finished", **_about(job), status=job.status, error_type=error_type(job.error),
+             run_seconds=None if ran is None else round(ran, 3))

@@ -1,6 +1,7 @@
 """A job's messages carry the log context of the request that submitted it (its X-Request-ID and
 client, core/logs.py), whoever publishes them: the request itself, or a worker as another job of
-its owner ends and frees a place under the running cap."""
+its owner ends and frees a place under the running cap; and the lines about a job that a rule
+writes (its deadline, an abandoned job) name its own request."""
 from __future__ import annotations
 
 import uuid
@@ -9,13 +10,16 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+import structlog
 from django.db import transaction
 from django.utils import timezone
 from kombu import Producer
+from structlog.contextvars import merge_contextvars
 
 from core import logs
 from core.logs import CONTEXT_HEADER
-from jobs import hand_overs, tasks, transitions
+from core.services import client_create
+from jobs import deadlines, hand_overs, tasks, telemetry, transitions
 from jobs.models import Job
 from tests.conftest import Api
 
@@ -122,3 +126,40 @@ def test_the_sweepers_publishes_carry_each_jobs_own_request_id(
     assert sorted(published) == sorted(
         (jobs[name], {"request_id": requests[name], "client": client}) for name in requests
     )
+
+
+@pytest.fixture
+def job_lines(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """The lines the jobs' transitions write (jobs/telemetry.py), at INFO, with their log context
+    (the suite logs at WARNING, where an INFO call writes nothing)."""
+    captured = structlog.testing.LogCapture()
+    monkeypatch.setattr(telemetry, "log", structlog.wrap_logger(
+        None, processors=[merge_contextvars, captured], wrapper_class=structlog.make_filtering_bound_logger(logs.INFO)
+    ))
+    return captured.entries
+
+
+@pytest.mark.django_db
+def test_a_rules_lines_about_a_job_carry_its_own_request_id(
+    job_lines: list[dict[str, Any]], django_capture_on_commit_callbacks: Any
+) -> None:
+    # Given, each submitted by a request of its own, past their deadlines: a queued job and a
+    # running one (uncommitted, in the test's transaction: the suite's beat, enforcing deadlines
+    # every few seconds, does not see them)
+    owner = client_create(name="log-context")
+    past = timezone.now() - timedelta(seconds=1)
+    queued = Job.objects.create(owner=owner, job_name="api.tasks.hello_world", request_id="trace-queued",
+                                deadline=past, dispatched_at=timezone.now())
+    running = Job.objects.create(owner=owner, job_name="api.tasks.hello_world", request_id="trace-running",
+                                 deadline=past, dispatched_at=timezone.now(), status=Job.Status.STARTED,
+                                 started_at=timezone.now())
+
+    # When the deadline rule runs, in a task's context of its own (no request's)
+    with logs.bound(request_id=None, client=None), django_capture_on_commit_callbacks(execute=True):
+        deadlines.jobs_cancel_past_deadline()
+
+    # Then the queued job's final line and the running job's cancel line each name its own request
+    lines = {(line["event"], str(line["job_id"])): line for line in job_lines}
+    assert lines["job finished", str(queued.id)]["request_id"] == "trace-queued"
+    assert lines["job finished", str(queued.id)]["error_type"] == "deadline_exceeded"
+    assert lines["job cancel requested", str(running.id)]["request_id"] == "trace-running"
