@@ -311,7 +311,12 @@ def worker_serve(**kwargs: Any) -> None:
         try:
             start_http_server(settings.METRICS_PORT, addr=settings.METRICS_ADDRESS, registry=collected)
         except OSError:  # the port is taken: the worker runs on, its metrics unserved
-            logger.exception("Cannot serve metrics on %s:%s", settings.METRICS_ADDRESS, settings.METRICS_PORT)
+            logger.exception(
+                "Cannot serve metrics on %s:%s: this worker runs on unscraped (the alert WorkerMetricsDown), and "
+                "the alerts on its counters go blind (JobFailureRateHigh, ModelProviderFailing; for the deliveries "
+                "worker PeriodicTaskFailing, and BeatNotRunning fires while beat runs)",
+                settings.METRICS_ADDRESS, settings.METRICS_PORT,
+            )
 
 
 def worker_process_exited(pid: int | None = None, **kwargs: Any) -> None:

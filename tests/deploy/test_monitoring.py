@@ -94,7 +94,7 @@ def test_the_alert_rules_parse_and_each_names_only_served_metrics(served: set[st
     groups = _yaml("prometheus/alerts.yml")["groups"]
     rules = [rule for group in groups for rule in group["rules"]]
 
-    assert len({rule["alert"] for rule in rules}) == len(rules) == 11
+    assert len({rule["alert"] for rule in rules}) == len(rules) == 12
     for rule in rules:
         assert set(rule) == {"alert", "expr", "for", "labels", "annotations"}, rule["alert"]
         assert rule["labels"]["severity"] in {"warning", "critical"}
@@ -154,6 +154,21 @@ def test_prometheus_scrapes_the_api_with_the_token_and_every_worker_on_its_port(
     assert prometheus["secrets"] == ["metrics_token"]
     assert "./monitoring/prometheus:/etc/prometheus:ro" in prometheus["volumes"]
     assert "--config.file=/etc/prometheus/prometheus.yml" in prometheus["command"]
+
+
+def test_a_scrape_target_down_fires_an_alert_whatever_its_job() -> None:
+    # Given the scrape jobs Prometheus runs (the API, each worker service)
+    jobs = {job["job_name"] for job in _yaml("prometheus/prometheus.yml")["scrape_configs"]}
+
+    # When the rules on `up` are read, each with the jobs its selector matches
+    watched = set()
+    for expr in rule_expressions():
+        for selector in re.findall(r"\bup\{job(=~?)\"([^\"]*)\"\}", expr):
+            watched |= {job for job in jobs if re.fullmatch(selector[1], job)} if selector[0] == "=~" else {selector[1]}
+
+    # Then each job's target down fires one: a worker unscraped left the rules on its counters
+    # blind (and BeatNotRunning firing for the deliveries worker) with nothing saying why
+    assert watched == jobs
 
 
 def test_grafana_is_provisioned_from_the_files_compose_mounts() -> None:
