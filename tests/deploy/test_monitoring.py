@@ -171,6 +171,40 @@ def test_a_scrape_target_down_fires_an_alert_whatever_its_job() -> None:
     assert watched == jobs
 
 
+# Each alert's runbook: the entry of docs/deployment.md's "When something breaks" (by its bold
+# title) that says what it means and what to do.
+RUNBOOK = {
+    "JobsPendingTooLong": "A queue backlog.",
+    "JobFailureRateHigh": "Many jobs failing.",
+    "WebhookReceiverFailing": "A receiver failing for hours.",
+    "WebhookEndpointDisabled": "A receiver failing for hours.",
+    "ModelProviderFailing": "The model provider failing.",
+    "QueueWithoutConsumer": "A queue backlog.",
+    "ReadyzFailing": "PostgreSQL down or restarting.",
+    "WorkerMetricsDown": "A worker Prometheus cannot scrape.",
+    "DatabaseFiguresMissing": "A table locked",
+    "JobsOfUnknownTypes": "Jobs of a type the code does not register.",
+    "BeatNotRunning": "beat not running.",
+    "PeriodicTaskFailing": "A periodic task that keeps failing.",
+}
+
+
+def test_every_alert_has_its_entry_in_when_something_breaks() -> None:
+    # Given the operator's guide's "When something breaks", each entry a paragraph opening with
+    # its title in bold
+    guide = (REPO / "docs/deployment.md").read_text()
+    breaks = guide.split("\n## When something breaks\n", 1)[1].split("\n## ", 1)[0]
+    entries = {paragraph[2:].split("**", 1)[0]: paragraph for paragraph in breaks.split("\n\n")
+               if paragraph.startswith("**")}
+
+    # Then each alert Prometheus may fire has an entry, which names it (JobFailureRateHigh had
+    # none, and nothing compared the rules with the guide)
+    alerts = {rule["alert"] for group in _yaml("prometheus/alerts.yml")["groups"] for rule in group["rules"]}
+    assert alerts == set(RUNBOOK)
+    for alert, title in RUNBOOK.items():
+        assert f"`{alert}" in entries[title], alert
+
+
 def test_grafana_is_provisioned_from_the_files_compose_mounts() -> None:
     grafana = _compose()["services"]["grafana"]
     mounts = dict(volume.rsplit(":", 2)[:2] for volume in grafana["volumes"] if volume.startswith("./"))
