@@ -104,9 +104,17 @@ def test_services_start_when_what_they_need_is_ready(services: dict[str, dict[st
     assert services["flower"]["depends_on"] == {"redis": {"condition": "service_healthy"}}
 
 
-def test_every_service_reads_the_one_env_file(services: dict[str, dict[str, Any]]) -> None:
-    for name, service in services.items():
-        assert service.get("env_file") in (".env", [".env"]), name
+def test_the_one_env_file_reaches_only_the_services_that_read_it(services: dict[str, dict[str, Any]]) -> None:
+    # The service's own containers, and PostgreSQL (POSTGRES_USER, _PASSWORD, _DB, as the API reads them)
+    for name in APP_SERVICES | {"migrate", "flower", "db"}:
+        assert services[name].get("env_file") in (".env", [".env"]), name
+    # Redis, Prometheus and Grafana read none of it, and no secret of it reaches them: Grafana's
+    # admin password alone, by its own name (Prometheus's token is a compose secret, a file)
+    for name in {"redis"} | MONITORING:
+        assert "env_file" not in services[name], name
+        handed = " ".join(str(value) for value in services[name].get("environment", {}).values())
+        for secret in ("SECRET_KEY", "POSTGRES_PASSWORD", "OPENAI_API_KEY", "METRICS_TOKEN"):
+            assert secret not in handed, (name, secret)
 
 
 def test_only_web_publishes_a_port_and_flower_only_on_loopback_under_its_profile(
