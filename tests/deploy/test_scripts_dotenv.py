@@ -30,7 +30,7 @@ DOTENV_VARIABLES = ("PORT", "WEB_CONCURRENCY", "WORKER_NAME", "WORKER_CONCURRENC
 
 def environment_by_hand(checkout: Path, **environment: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in SERVER_VARIABLES + DOTENV_VARIABLES}
-    env.update(DATA_DIR=str(checkout.parent / "data"), VIRTUAL_ENV=sys.prefix, **environment)
+    env.update({"DATA_DIR": str(checkout.parent / "data"), "VIRTUAL_ENV": sys.prefix, **environment})
     return env
 
 
@@ -328,3 +328,24 @@ def test_spaces_and_a_comment_around_a_dotenv_value_are_not_part_of_it_for_the_s
     # Then the host is the name alone (the API answered 400 to every request), the key without
     # the comment (another key than the containers'), a quoted value kept whole
     assert result.stdout == "['api.example.com'] s3cret#1 ['old # key']\n", result.stderr
+
+
+def test_the_worker_check_by_hand_with_the_systems_python_and_no_dotenv_runs_with_the_projects(
+    tmp_path: Path,
+) -> None:
+    # Given a checkout with no .env and its .venv, and a shell whose python3 has none of the
+    # project's packages (no Celery) and that names no virtualenv
+    checkout = checkout_with_dotenv(tmp_path, "")
+    (checkout / ".env").unlink()
+    system_python = Path(sys.base_prefix) / "bin"
+    assert subprocess.run([system_python / "python3", "-c", "import celery"], check=False,
+                          capture_output=True).returncode
+
+    # When the worker check is run there by hand, for a worker that is not running
+    result = check_by_hand(checkout, "worker", PATH=f"{system_python}:{os.environ['PATH']}", VIRTUAL_ENV="",
+                           WORKER_NAME="not-running")
+
+    # Then it asks it with the project's Python, and says it did not answer (it died of `No
+    # module named 'celery'`)
+    assert result.returncode == 1
+    assert "worker unhealthy: not-running@" in result.stderr and "did not answer a ping" in result.stderr, result.stderr
