@@ -26,10 +26,15 @@ def _about(job: Job) -> dict[str, object]:
     """A line's fields naming the job: its id, client and type, and the id of the request that
     submitted it where it has one, whoever writes the line (a rule of the beat's canceling it at
     its deadline or failing it as abandoned, another request canceling it): a grep of that
-    request finds how the job ended. One it has not leaves the line the context of its writer."""
+    request finds how the job ended. A writer's own other request id stays on the line as
+    `by_request_id` (a grep of the cancel's request finds its line too). One it has not leaves
+    the line the context of its writer."""
     about: dict[str, object] = {"job_id": job.id, "client": job.owner_id, "job_name": job.job_name}
     if job.request_id:
         about["request_id"] = job.request_id
+        writer = logs.context().get("request_id")
+        if writer and writer != job.request_id:
+            about["by_request_id"] = writer
     return about
 
 

@@ -163,3 +163,21 @@ def test_a_rules_lines_about_a_job_carry_its_own_request_id(
     assert lines["job finished", str(queued.id)]["request_id"] == "trace-queued"
     assert lines["job finished", str(queued.id)]["error_type"] == "deadline_exceeded"
     assert lines["job cancel requested", str(running.id)]["request_id"] == "trace-running"
+
+
+@pytest.mark.django_db
+def test_another_requests_cancel_keeps_its_own_id_beside_the_jobs(
+    job_lines: list[dict[str, Any]], django_capture_on_commit_callbacks: Any
+) -> None:
+    # Given a queued job submitted by one request (uncommitted: the suite's beat does not see it)
+    owner = client_create(name="log-context-cancel")
+    job = Job.objects.create(owner=owner, job_name="api.tasks.hello_world", request_id="trace-submit",
+                             dispatched_at=timezone.now())
+
+    # When another request of its client cancels it
+    with logs.bound(request_id="trace-cancel", client=str(owner.pk)), django_capture_on_commit_callbacks(execute=True):
+        transitions.job_cancel(owner=owner, job_id=job.id)
+
+    # Then its final line names the job's request, and keeps the cancel's as by_request_id
+    line = next(line for line in job_lines if line["event"] == "job finished")
+    assert (line["request_id"], line["by_request_id"]) == ("trace-submit", "trace-cancel")
