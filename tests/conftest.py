@@ -27,11 +27,12 @@ import pytest
 import requests
 from celery.signals import before_task_publish
 from django.conf import settings
-from django.db import OperationalError, connection, transaction
+from django.db import DEFAULT_DB_ALIAS, OperationalError, connection, transaction
 from django.db.backends.signals import connection_created
 from django.db.models import Model
 from django.http import HttpResponse
 from django.test import Client as HttpClient
+from django.test.utils import setup_databases, teardown_databases
 
 from console import counted
 from core import concurrency, pause
@@ -296,6 +297,22 @@ def start_beat(env: dict[str, str], directory: Path) -> subprocess.Popen[bytes]:
         [sys.executable, "-m", "celery", "-A", "core", "beat", "-s", str(directory / "schedule"), "-l", "warning"],
         cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
     )
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup: Any, django_db_blocker: Any) -> Iterator[None]:
+    """The suite's test database, whichever tests run. pytest-django makes it only when a test of
+    the run asks for `db` (or its mark): a run of tests that ask for this alone (the session
+    worker's, tests/deploy/test_scripts.py's servers) pointed them at DATABASE_URL's own database,
+    `jobapi`: missing (their /readyz a 503), or a developer's, which they wrote to."""
+    if connection.settings_dict["NAME"] == connection.settings_dict["TEST"]["NAME"]:
+        yield
+        return
+    with django_db_blocker.unblock():
+        made = setup_databases(verbosity=0, interactive=False, aliases={DEFAULT_DB_ALIAS})
+    yield
+    with django_db_blocker.unblock():
+        teardown_databases(made, verbosity=0)
 
 
 @pytest.fixture(scope="session")
