@@ -34,7 +34,8 @@ worker_class = "gunicorn_worker.JsonErrorThreadWorker"
 threads = int(os.environ.get("WEB_THREADS", WEB_DEFAULTS["WEB_THREADS_DEFAULT"]))
 # Connections a process holds at once: no more than its threads, so a process whose threads all
 # wait stops accepting and the kernel hands new connections to the others (and, as with sync
-# workers, an answered connection is closed rather than kept alive).
+# workers, an answered connection is closed rather than kept alive, in the thread that answered it:
+# gunicorn_connections.py).
 worker_connections = int(os.environ.get("WEB_MAX_CONNECTIONS", threads))
 # A worker whose main loop is stuck this long is killed and replaced. Its requests run in its
 # threads while the loop goes on, so this cuts none of them (API_DB_STATEMENT_TIMEOUT_SECONDS

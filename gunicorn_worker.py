@@ -31,7 +31,8 @@ from typing import Any
 
 import structlog
 from gunicorn import glogging, util
-from gunicorn.workers.gthread import ThreadWorker
+
+from gunicorn_connections import ThreadClosingWorker
 
 # The status gunicorn answers a request it cannot parse with: the code and the message (formatted
 # with gunicorn's settings) this worker answers it with. Each message is the same for every
@@ -257,9 +258,10 @@ class JsonLogger(RequestIdLogger):
             handler.setFormatter(json_formatter())
 
 
-class JsonErrorThreadWorker(ThreadWorker):
+class JsonErrorThreadWorker(ThreadClosingWorker):
     """gunicorn's ThreadWorker, its error answers of PARSE_ERRORS' statuses and its 500 in the
-    API's shape, each with an X-Request-ID."""
+    API's shape, each with an X-Request-ID, and a connection closed in the thread that answered
+    on it, never on the main loop (gunicorn_connections.py)."""
 
     def init_process(self) -> None:
         self.log.error_log.addFilter(RequestIdNamed())
