@@ -3,7 +3,8 @@
 that answered it. Before, it ran on the process's main loop, which took no other connection
 meanwhile: 8 such clients held every other client's request up for seconds, 230 got the process
 killed. The answer such a client gets is still whole, its connection ended by the server's FIN
-(RFC 9112 section 9.6), not a reset. Against gunicorn as production runs it."""
+(RFC 9112 section 9.6), not a reset. Against gunicorn as production runs it; and a connection
+closed in its thread is counted gone once, where gunicorn counted it twice."""
 from __future__ import annotations
 
 import http.client
@@ -11,12 +12,16 @@ import json
 import select
 import socket
 import time
+import types
 from collections.abc import Callable
+from concurrent.futures import Future
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import requests
+from gunicorn.workers.gthread import TConn
 
+from gunicorn_connections import ThreadClosingWorker
 from tests.conftest import Api, serving
 
 # Clients that ask /healthz and never hang up; each one held the main loop 2 s.
@@ -76,3 +81,23 @@ def test_an_answer_is_whole_when_its_request_left_bytes_unread(make_api: Callabl
     # Then the answer is whole (a close that left those bytes unread sends a reset, which cuts it off)
     assert answer.status == 200, schema[:200]
     assert len(schema) == int(answer.getheader("Content-Length")) > 100_000
+
+
+def test_a_connection_closed_in_its_thread_is_counted_gone_once() -> None:
+    # Given a process holding one connection, which its thread closed already (gunicorn's own
+    # close after a stream failed past its headers, or ours: ThreadClosingWorker.handle)
+    ours, theirs = socket.socketpair()
+    conn = TConn(types.SimpleNamespace(keepalive=2), ours, ("127.0.0.1", 1), ("127.0.0.1", 2))
+    ours.close()
+    ended: Future[bool] = Future()
+    ended.set_result(False)
+    worker = types.SimpleNamespace(nr_conns=1, alive=True)
+
+    # When the main loop hears that its request ended
+    ThreadClosingWorker.finish_request(worker, conn, ended)  # type: ignore[arg-type]
+
+    # Then the process holds no connection; gunicorn's own count went to -1 (it failed closing
+    # the closed socket and counted it gone twice), so the process took one more than
+    # WEB_MAX_CONNECTIONS from then on
+    assert worker.nr_conns == 0
+    theirs.close()
