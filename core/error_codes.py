@@ -233,6 +233,14 @@ ERROR_CODES: dict[str, ErrorCode] = {
         "process that answers it (`waits_and_streams_per_process`), not on the others.",
         "Close one; retry after `Retry-After` seconds.",
     ),
+    "too_many_callback_lookups": ErrorCode(
+        429, "A submission (or a batch), or a webhook endpoint's creation or change, naming a callback host "
+        "name while `CALLBACK_RESOLVE_MAX_PER_CLIENT` of the client's requests are waiting, on the API process "
+        "that answers it, for their host names to resolve (each up to `CALLBACK_RESOLVE_SECONDS`); it changed "
+        "nothing. Requests naming no host name, or an IP address, are not counted.",
+        "Retry after `Retry-After` seconds (`CALLBACK_RESOLVE_SECONDS`: by then those have their answers); "
+        "if your callback hosts' names are slow to resolve, send fewer such requests at once.",
+    ),
     # 500, 503: the service's side.
     "server_error": ErrorCode(
         500, "An error the service did not expect (a bug); the message says no more, the log has it "

@@ -115,14 +115,14 @@ _ERRORS: dict[int, tuple[str, list[OpenApiExample]]] = {
         [error_example(422, "idempotency_key_reused", "This Idempotency-Key was used with a different request body.")],
     ),
     429: (
-        "Too many requests per minute in this endpoint's scope (every endpoint has one: submissions, "
-        "reads, writes, sensitive writes), or, for a submission, too many unfinished jobs or persisted "
-        "results over the quota or an endpoint's backlog full, or, for a job that calls a model, the "
-        "client's model tokens of the UTC day spent (its `Retry-After` is the seconds to midnight UTC), "
-        "or too many requests with a wrong API key from this address (its requests with a key that has "
-        "not worked yet are refused unchecked); wait `Retry-After` seconds. Codes: `rate_limited`, "
-        "`too_many_unfinished_jobs`, `result_quota_exceeded`, `webhook_backlog_full`, "
-        "`model_budget_exhausted`, `too_many_failed_authentications`.",
+        "Too many requests per minute in this endpoint's scope (every endpoint has one: submissions, reads, writes, "
+        "sensitive writes), or, for a submission, too many unfinished jobs or persisted results over the quota or an "
+        "endpoint's backlog full, or, for a job that calls a model, the client's model tokens of the UTC day spent "
+        "(its `Retry-After` is the seconds to midnight UTC), or too many requests with a wrong API key from this "
+        "address (its requests with a key that has not worked yet are refused unchecked), or, naming a callback host, "
+        "too many of the client's requests waiting for host names to resolve; wait `Retry-After` seconds. Codes: "
+        "`rate_limited`, `too_many_unfinished_jobs`, `result_quota_exceeded`, `webhook_backlog_full`, "
+        "`model_budget_exhausted`, `too_many_failed_authentications`, `too_many_callback_lookups`.",
         [error_example(429, "rate_limited", "Too many requests; retry later.", {"retry_after_seconds": 12})],
     ),
     503: (  # core/errors.py OUTAGES

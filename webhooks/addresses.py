@@ -7,25 +7,34 @@ interrupted). A name that has not resolved by then is refused like any other bad
 While the lookups wait, the request gives its turn back (core/concurrency.py): a slow name server
 must not hold every other request of the process. And they queue behind the same client's
 lookups only (core/deadlines.py): lookups a hung name server keeps outlive their requests, and
-must not make another client's names time out.
+must not make another client's names time out. A request that waits keeps its thread, though:
+one client's may wait at once CALLBACK_RESOLVE_MAX_PER_CLIENT in a process, past it refused at
+once (429), or a client naming hosts its own name server never answers for held every thread.
 """
 from __future__ import annotations
 
+import math
+import threading
 import time
-from collections.abc import Hashable, Iterable, Sequence
+from collections.abc import Hashable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, wait
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 
 from django.conf import settings
 from django.db import connection
 
 from core import deadlines, http
 from core.concurrency import turn_released
-from core.errors import ApplicationError
+from core.errors import ApplicationError, TooManyRequests
 
 # How long lookups may wait holding the turn: a resolver answering from its cache answers well
 # within it, and giving the turn away for that would queue the request behind another one.
 HELD_SECONDS = 0.01
+
+# Requests looking up callback host names now, by client (the key): in this process only, as
+# the threads they hold are this process's.
+_looking_up: dict[Hashable, int] = {}
+_looking_up_lock = threading.Lock()
 
 
 def callback_hosts_resolve(
@@ -45,8 +54,9 @@ def callback_hosts_resolve(
             hosts.setdefault(host, port)
     seconds = settings.CALLBACK_RESOLVE_SECONDS
     resolve = resolver or http.DEFAULT_RESOLVER
-    lookups = {host: deadlines.resolve_started(resolve, host, port, key=key) for host, port in hosts.items()}
-    _lookups_wait(list(lookups.values()), seconds)
+    with _place_taken(key, bool(hosts)):
+        lookups = {host: deadlines.resolve_started(resolve, host, port, key=key) for host, port in hosts.items()}
+        _lookups_wait(list(lookups.values()), seconds)
 
     def answer(host: str, port: int) -> Sequence[str]:
         lookup = lookups[host]
@@ -55,6 +65,35 @@ def callback_hosts_resolve(
         return lookup.result()
 
     return answer
+
+
+@contextmanager
+def _place_taken(key: Hashable, needed: bool) -> Iterator[None]:
+    """One of `key`'s CALLBACK_RESOLVE_MAX_PER_CLIENT places for a request waiting on lookups,
+    held while it waits (none `needed`: no name to look up, or no client to count it for); 429
+    too_many_callback_lookups when they are all taken. One a request, however many names it
+    looks up: what a client holds is the request's thread."""
+    if not needed or key is None:
+        yield
+        return
+    limit = settings.CALLBACK_RESOLVE_MAX_PER_CLIENT
+    with _looking_up_lock:
+        if _looking_up.get(key, 0) >= limit:
+            raise TooManyRequests(
+                f"You have {limit} requests waiting for their callback host names to resolve on this server, the "
+                "most one client may; retry once they are answered.",
+                code="too_many_callback_lookups", details={"limit": limit},
+                # By then each of those has its answer: every wait ends within the budget.
+                headers={"Retry-After": str(math.ceil(settings.CALLBACK_RESOLVE_SECONDS))},
+            )
+        _looking_up[key] = _looking_up.get(key, 0) + 1
+    try:
+        yield
+    finally:
+        with _looking_up_lock:
+            _looking_up[key] -= 1
+            if not _looking_up[key]:
+                del _looking_up[key]
 
 
 def _lookups_wait(lookups: list[Future[Sequence[str]]], seconds: float) -> None:

@@ -73,6 +73,8 @@ def _url_validate(url: str, owner_id: uuid.UUID) -> None:
     try:
         callback_url_validate(url=url, key=owner_id)
     except ApplicationError as exc:
+        if exc.code != "invalid_callback_url":
+            raise  # not the URL's fault: too many of the client's lookups waiting (429)
         raise ApplicationError(exc.message.replace("callback_url", "url"), code="invalid_url",
                                details={"url": exc.details["callback_url"]}) from None
 

@@ -169,3 +169,58 @@ def test_a_client_whose_name_server_hangs_never_gets_another_clients_names_refus
     # Then: it is accepted, without waiting behind the other client's lookups
     assert response.status_code == 202, response.text
     assert seconds < MARGIN
+
+
+def test_a_client_past_its_share_of_lookups_is_refused_at_once_and_others_are_answered(
+    make_api: Callable[..., Api], name_server: SlowNameServer, settings: Any
+) -> None:
+    # Given: a client with two submissions (its share here) waiting on names its name server does
+    # not answer for, each holding one of the server's threads
+    settings.CALLBACK_RESOLVE_MAX_PER_CLIENT = 2
+    hostile, other = make_api(), make_api()
+    waiting = [threading.Thread(target=hostile.post, args=("/api/jobs/",), kwargs={"json": {
+        "job_name": HELLO, "payload": {}, "callback_url": f"https://h{i}.slow.example/hook"}}) for i in range(2)]
+    for thread in waiting:
+        thread.start()
+    deadline = time.monotonic() + 10
+    while len(name_server.asked) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(name_server.asked) == 2
+
+    # When: it sends a third, a batch, and an endpoint on names of its own; and another client
+    # submits with a callback host and without one (an hour ahead: the session's worker leaves them alone)
+    later = (timezone.now() + timedelta(hours=1)).isoformat()
+    third, third_seconds = timed(lambda: hostile.post("/api/jobs/", json={
+        "job_name": HELLO, "payload": {}, "callback_url": "https://h2.slow.example/hook"}))
+    batch = hostile.post("/api/jobs/batch/", json={"jobs": [
+        {"job_name": HELLO, "payload": {}, "callback_url": f"https://b{i}.slow.example/"} for i in range(3)]})
+    endpoint = hostile.post("/api/webhook-endpoints/", json={"url": "https://e.slow.example/"})
+    with_callback, callback_seconds = timed(lambda: other.post("/api/jobs/", json={
+        "job_name": HELLO, "payload": {}, "run_at": later, "callback_url": "https://hooks.fine.example/in"}))
+    without, without_seconds = timed(lambda: other.post("/api/jobs/", json={
+        "job_name": HELLO, "payload": {}, "run_at": later}))
+    still_waiting = all(thread.is_alive() for thread in waiting)
+    for thread in waiting:
+        thread.join(BUDGET + MARGIN + 30)
+
+    # Then: the client's third, its batch and its endpoint were refused at once, saying when to retry
+    for response in (third, batch, endpoint):
+        assert response.status_code == 429, response.text
+        assert response.json()["error"]["code"] == "too_many_callback_lookups"
+        assert response.json()["error"]["details"] == {"limit": 2}
+        assert response.headers["Retry-After"] == str(int(BUDGET))
+    assert third_seconds < 1.0
+    assert still_waiting  # refused while its share was taken, not after
+    # (none of their names was looked up)
+    assert sorted(host for host in name_server.asked if host.endswith(".slow.example")) == [
+        "h0.slow.example", "h1.slow.example"]
+    # And the other client's were accepted without waiting behind them
+    assert with_callback.status_code == 202, with_callback.text
+    assert without.status_code == 202, without.text
+    assert callback_seconds < MARGIN and without_seconds < MARGIN
+
+    # And once its waits have ended, the client looks names up again
+    name_server.delay = 0.0
+    again = hostile.post("/api/jobs/", json={"job_name": HELLO, "payload": {}, "run_at": later,
+                                             "callback_url": "https://hooks.fine.example/again"})
+    assert again.status_code == 202, again.text
