@@ -32,13 +32,8 @@ from django.db import connection
 
 from core import logs
 from core.error_codes import ERROR_CODES
-from gunicorn_worker import (
-    RequestIdEnded,
-    RequestIdNamed,
-    answering,
-    json_formatter,
-    printable,
-)
+from gunicorn_log_format import RequestIdEnded, json_formatter, printable
+from gunicorn_worker import RequestIdNamed, answering
 from tests.conftest import Api, serving
 
 # Written into each request: no answer may echo it.
@@ -324,7 +319,7 @@ def test_a_traceback_in_gunicorns_text_lines_is_indented_and_printable() -> None
 @pytest.mark.parametrize("text", ["plain", "a\\x1b b", "\x1b[2J\r\n\t", "\x85\x9b\u2028\u202e", "é 漢字 \\", ""])
 @pytest.mark.parametrize("backslashes", [True, False])
 def test_gunicorns_printable_text_is_the_applications(text: str, backslashes: bool) -> None:
-    # The master imports nothing of `core`: gunicorn_worker.printable is core/logs.py's, written again
+    # The master imports nothing of `core`: gunicorn_log_format.printable is core/logs.py's, written again
     assert printable(text, backslashes=backslashes) == logs._printable(text, backslashes=backslashes)
 
 
