@@ -14,9 +14,9 @@ log shipper could not parse. Under `text` each line is printable as the applicat
 referer) write no control character, no line break, to the operator's terminal or log.
 
 gunicorn's master imports this module before Django is set up, so it imports gunicorn, structlog
-and its own module alone (gunicorn_log_format.py, the lines' formats), never `core`
-(core/__init__.py loads the Celery app). Its codes and its request ids are therefore made here as
-core/error_codes.py and core/request_context.py make theirs;
+and its own two modules alone (gunicorn_log_format.py, the lines' formats; gunicorn_headers.py, the
+bound on a request's headers), never `core` (core/__init__.py loads the Celery app). Its codes and
+its request ids are therefore made here as core/error_codes.py and core/request_context.py make theirs;
 tests/core/test_error_codes.py and tests/core/test_request_context.py check that both agree."""
 from __future__ import annotations
 
@@ -34,6 +34,7 @@ from gunicorn import glogging, util
 
 from gunicorn_connections import ThreadClosingWorker
 
+from gunicorn_headers import TimedOutLines, bound, log_timed_out, unbound
 from gunicorn_log_format import PrintableAtoms, RequestIdEnded, json_formatter
 
 # The status gunicorn answers a request it cannot parse with: the code and the message (formatted
@@ -196,6 +197,26 @@ class JsonErrorThreadWorker(ThreadClosingWorker):
         # gunicorn loads the application here, anew on a reload (SIGHUP).
         super().load_wsgi()
         self.wsgi = _answer_named(self.wsgi)
+        from django.conf import settings  # set up by the application just loaded
+
+        self.header_read_seconds = settings.WEB_HEADER_READ_SECONDS
+        self.header_timeouts = TimedOutLines()
+
+    def handle(self, conn: Any) -> Any:
+        """gunicorn's, each request's line and headers read within WEB_HEADER_READ_SECONDS
+        (gunicorn_headers.py), else the connection closed unanswered."""
+        if self.header_read_seconds > 0:
+            if conn.parser is None:  # a new connection: gunicorn makes its parser once data came
+                conn.init = partial(_init_bounded, conn, self.header_read_seconds)
+            else:
+                conn.header_read = bound(conn.parser, self.header_read_seconds)
+        try:
+            return super().handle(conn)
+        finally:
+            unbound(conn.parser)
+            stand_in = conn.__dict__.pop("header_read", None)
+            if stand_in is not None and stand_in.timed_out:
+                log_timed_out(self.log, self.header_timeouts, self.header_read_seconds, conn.client)
 
     def handle_request(self, req: Any, conn: Any) -> bool:
         """gunicorn's, its lines about the answer naming its X-Request-ID from when the
@@ -203,6 +224,7 @@ class JsonErrorThreadWorker(ThreadClosingWorker):
         `Error handling request` and traceback for a body that raised after its headers went
         out (an event stream's read failing) is written outside its access line, and named no
         request. HTTP/2 (gunicorn's http_protocols, `h1` alone here) answers elsewhere."""
+        unbound(conn.parser)  # the headers are read: the body and the answer use the socket itself
         try:
             return super().handle_request(req, conn)
         finally:
@@ -244,6 +266,13 @@ class JsonErrorThreadWorker(ThreadClosingWorker):
             # The status's own reason phrase: gunicorn's is "Bad Request" for its 501 too.
             return json_error(status, HTTPStatus(status).phrase, code, message.format_map(limits), request_id)
         return status_line + f"\r\nX-Request-ID: {request_id}\r\n".encode() + rest
+
+
+def _init_bounded(conn: Any, seconds: float) -> None:
+    """gunicorn's TConn.init (its parser made), then its parser's reads bounded (gunicorn_headers)."""
+    del conn.init  # gunicorn's own from now on
+    conn.init()
+    conn.header_read = bound(conn.parser, seconds)
 
 
 def _request_id(headers: list[tuple[str, str]]) -> str | None:

@@ -115,6 +115,10 @@ WEB_ACTIVE_REQUESTS = env.int("WEB_ACTIVE_REQUESTS", default=1, minimum=0)
 # answered 408 and its connection closed (core/request_body.py). 0: no limit, the body read
 # when first asked for, inside the turn.
 WEB_BODY_READ_SECONDS = env.float("WEB_BODY_READ_SECONDS", default=10.0, minimum=0)
+# Seconds a request's line and headers may take to arrive in all, from their first bytes, on a
+# new connection and on a kept-alive one; past it the connection is closed unanswered
+# (gunicorn_headers.py, which gunicorn_worker.py reads this from). 0: no limit.
+WEB_HEADER_READ_SECONDS = env.float("WEB_HEADER_READ_SECONDS", default=10.0, minimum=0)
 # Whether a process's database connections go with its request turns (core/concurrency.py)
 # rather than with its threads. Off only where the process's own threads must see one
 # connection: the test suite, whose in-process requests run inside the test's transaction.
