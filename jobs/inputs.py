@@ -26,8 +26,10 @@ METADATA_MAX_KEY_CHARS = 40
 METADATA_MAX_VALUE_CHARS = 500
 # `metadata[<key>]=<value>` in a list's query string.
 _METADATA_PARAMETER = re.compile(r"\Ametadata\[(.+)\]\Z")
-# `Cancel-After`: seconds, or a number with a unit (s, m, h), as Replicate takes it.
-_DURATION = re.compile(r"\A\s*(\d{1,9})(?:\.(\d{1,6}))?\s*([smh]?)\s*\Z")
+# `Cancel-After`: seconds, or a number with a unit (s, m, h), as Replicate takes it. Around it,
+# HTTP's whitespace alone (SP, HTAB): Python's `\s` and `\d` are Unicode's, which read a Latin-1
+# no-break space (0xa0) as a space and `٥` as a digit 5.
+_DURATION = re.compile(r"\A[ \t]*([0-9]{1,9})(?:\.([0-9]{1,6}))?[ \t]*([smh]?)[ \t]*\Z")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600}
 
 
@@ -192,8 +194,9 @@ def metadata_filters(request: Request) -> dict[str, str]:
     }
 
 
-# One preference of a `Prefer` header (RFC 7240): a token, optionally `=` a token or quoted value.
-_PREFERENCE = re.compile(r'\A\s*([!#$%&\'*+.^_`|~0-9A-Za-z-]+)\s*(?:=\s*("(?:[^"\\]|\\.)*"|[^\s;,]*))?')
+# One preference of a `Prefer` header (RFC 7240): a token, optionally `=` a token or quoted value,
+# HTTP's whitespace (SP, HTAB) around them, not Python's Unicode `\s` (a no-break space, 0xa0).
+_PREFERENCE = re.compile(r'\A[ \t]*([!#$%&\'*+.^_`|~0-9A-Za-z-]+)[ \t]*(?:=[ \t]*("(?:[^"\\]|\\.)*"|[^ \t;,]*))?')
 # The header's preferences: what lies between the commas outside quoted strings (RFC 9110's
 # quoted-string, `\"` in it escaped), so that another preference's quoted value is never read as
 # one (`foo="a, wait=1"` asks no wait). A quote never closed runs to the end: were it a character

@@ -2,7 +2,10 @@
 way in: JSON bodies (keys and values at any depth), query strings, paths and headers."""
 from __future__ import annotations
 
+import http.client
+import json
 from collections.abc import Callable
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -169,6 +172,37 @@ def test_a_cancel_after_past_the_last_representable_year_is_a_400(client_api: Ap
 
     assert_error(response, 400, "invalid_header")
     assert Job.objects.count() == 0
+
+
+def _submitted_with_cancel_after(api: Api, value: str) -> tuple[int, dict]:
+    """The status and body of a submission whose Cancel-After header is `value`'s Latin-1 bytes,
+    as they are (requests refuses a value with whitespace other than SP and HTAB around it)."""
+    address = urlsplit(api.base_url)
+    connection = http.client.HTTPConnection(address.hostname, address.port, timeout=30)
+    try:
+        connection.request("POST", "/api/jobs/", body=json.dumps({"job_name": HELLO}), headers={
+            "Authorization": f"Bearer {api.key}", "Content-Type": "application/json", "Cancel-After": value,
+        })
+        response = connection.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        connection.close()
+
+
+def test_a_cancel_after_with_whitespace_other_than_https_is_a_400(served: Api) -> None:
+    # Through gunicorn, which strips a header's SP and HTAB alone (the test suite's live server
+    # strips Python's whitespace). HTTP's whitespace is SP and HTAB: a Latin-1 no-break space (or
+    # NEL, 0x85) was read as one, `\xa05\xa0` as 5 s.
+    for value in ["\xa05\xa0", "5\xa0s", "\x855", "5\xa0"]:
+        status, body = _submitted_with_cancel_after(served, value)
+
+        assert status == 400, (value, body)
+        assert body["error"]["code"] == "invalid_header", (value, body)
+    assert Job.objects.count() == 0
+    # and SP and HTAB are whitespace still
+    status, body = _submitted_with_cancel_after(served, " \t90 s\t ")
+    assert status == 202, body
+    assert Job.objects.get().deadline is not None
 
 
 @pytest.mark.parametrize("field", ["run_at", "deadline"])

@@ -100,6 +100,8 @@ class _Request:
         # A `wait=` of no seconds is not the bare `wait` (the longest wait): not understood, ignored
         ("wait=", None), ('wait=""', None), ("wait=, respond-async", None), ("wait= ; foo=bar", None),
         ("wait; foo=bar", 60),
+        # HTTP's whitespace is SP and HTAB: a no-break space (Latin-1 0xa0) is none, a tab is
+        ("\twait=\t2", 2), ("\xa0wait=5", None), ("wait=\xa05", None), ("wait=5\xa0", None), ("\u2003wait", None),
     ],
 )
 def test_prefer_wait_is_read_as_rfc_7240_has_it(header: str, seconds: int | None) -> None:
