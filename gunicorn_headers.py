@@ -9,7 +9,8 @@ its process's threads for as long as it kept the connection open, and WEB_THREAD
 stopped the process answering anyone, /healthz included. A socket timeout alone bounds each
 recv(), not the whole read (a client sending a byte every few seconds never meets it), so while
 they are read, gunicorn's reader of the connection reads through a stand-in for its socket that
-gives each recv() only what is left of the time, as core/request_body.py does for the body.
+gives each recv() only what is left of the time, as core/request_body.py does for the body. A
+request whose bytes are there when gunicorn reads them (nearly all) costs no system call more.
 
 gunicorn's master imports this module (gunicorn_worker.py does): it imports nothing of `core`."""
 from __future__ import annotations
@@ -54,6 +55,13 @@ class HeaderDeadline:
         now = time.monotonic()
         if self.deadline is None:
             self.deadline = now + self.seconds
+        if not self.timeout_set:
+            # Bytes that arrived already (a whole request, usually) are read in the one recv()
+            # gunicorn would have made: no timeout set, no system call more on the hot path.
+            try:
+                return self.sock.recv(size, socket.MSG_DONTWAIT)
+            except (BlockingIOError, ValueError):  # none yet; ValueError: a TLS socket takes no flags
+                pass
         remaining = self.deadline - now
         if remaining <= 0:
             return self._timed_out()
