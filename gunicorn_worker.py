@@ -14,8 +14,9 @@ log shipper could not parse. Under `text` each line is printable as the applicat
 referer) write no control character, no line break, to the operator's terminal or log.
 
 gunicorn's master imports this module before Django is set up, so it imports gunicorn, structlog
-and its own two modules alone (gunicorn_log_format.py, the lines' formats; gunicorn_headers.py, the
-bound on a request's headers), never `core` (core/__init__.py loads the Celery app). Its codes and
+and its own three modules alone (gunicorn_log_format.py, the lines' formats; gunicorn_headers.py,
+the bound on a request's headers; gunicorn_connections.py, its base, closing a connection in its
+thread), never `core` (core/__init__.py loads the Celery app). Its codes and
 its request ids are therefore made here as core/error_codes.py and core/request_context.py make theirs;
 tests/core/test_error_codes.py and tests/core/test_request_context.py check that both agree."""
 from __future__ import annotations
