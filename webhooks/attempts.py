@@ -178,12 +178,13 @@ def _each_alone(
 def _sent(
     claims: list[Claimed], *, token: uuid.UUID, resolver: http.Resolver | None
 ) -> tuple[list[AttemptOutcome], list[Claimed], Exception | None]:
-    """Send the batch and record its outcomes: the attempts recorded; and should something
-    outside the attempts and their recording raise, the claims whose attempts had not gone out,
-    and what raised. Those that went out before it raised have their answers recorded, as
-    always: sent again, their receivers would get them twice, by our fault. The database out of
-    reach, or a deadlock, ends the batch's claims and raises."""
+    """Send the batch and record its outcomes as they come: the attempts recorded; and should
+    something outside the attempts and their recording raise, the claims whose attempts had not
+    gone out, and what raised. Those that went out before it raised have their answers recorded,
+    as always: sent again, their receivers would get them twice, by our fault. The database out
+    of reach, or a deadlock, ends the batch's claims (those not recorded yet) and raises."""
     went_out: dict[int, http.HttpResult] = {}
+    recorded: list[AttemptOutcome] = []
 
     def send(claimed: Claimed) -> http.HttpResult:
         try:
@@ -197,7 +198,8 @@ def _sent(
 
     try:
         try:
-            return _send_and_record(claims, send, token=token), [], None
+            _send_and_record(claims, send, token=token, into=recorded)
+            return recorded, [], None
         except (OperationalError, InterfaceError):
             raise
         except Exception as exc:  # noqa: BLE001 - a batch's surprise: what to do is its caller's
@@ -211,7 +213,9 @@ def _sent(
         if not unsent:
             logger.warning("A batch of %s deliveries raised once its attempts had gone out; their answers recorded",
                            len(claims), exc_info=raised)
-        return (_told(recording.record_each_if_need_be(answered, token=token)) if answered else []), unsent, raised
+        if answered:
+            recorded += _told(recording.record_each_if_need_be(answered, token=token))
+        return recorded, unsent, raised
     except (OperationalError, InterfaceError):
         # The database out of reach, or a deadlock: the batch's claims end now, as a dead
         # worker's would, so that it can be sent again at once; the attempts it left open are
@@ -221,17 +225,23 @@ def _sent(
 
 
 def _send_and_record(
-    claims: list[Claimed], send: sending.Send, *, token: uuid.UUID
-) -> list[AttemptOutcome]:
-    sent = list(zip(claims, sending.send_batch(claims, send), strict=True))
-    # Those that got no place in their client's share wait for one; the rest are recorded.
-    sending.deliveries_put_back(
-        unsent=[(claimed, result) for claimed, result in sent if isinstance(result, sending.Unsent)], token=token
-    )
-    answered = [(claimed, result) for claimed, result in sent if isinstance(result, http.HttpResult)]
-    if not answered:
-        return []
-    return _told(recording.record_each_if_need_be(answered, token=token))
+    claims: list[Claimed], send: sending.Send, *, token: uuid.UUID, into: list[AttemptOutcome]
+) -> None:
+    """Send the batch, recording each outcome as it comes (with those that came meanwhile: a
+    transaction for many), not once the batch's slowest lane ends: an answer is in its delivery's
+    log at once, a failed attempt's retry planned from when it failed, and a worker that dies
+    meanwhile sends none of them again."""
+
+    def finished(sent: list[tuple[Claimed, http.HttpResult | sending.Unsent]]) -> None:
+        # Those that got no place in their client's share wait for one; the rest are recorded.
+        sending.deliveries_put_back(
+            unsent=[(claimed, result) for claimed, result in sent if isinstance(result, sending.Unsent)], token=token
+        )
+        answered = [(claimed, result) for claimed, result in sent if isinstance(result, http.HttpResult)]
+        if answered:
+            into.extend(_told(recording.record_each_if_need_be(answered, token=token)))
+
+    sending.send_batch(claims, send, finished)
 
 
 def _told(recorded: recording.Recorded) -> list[AttemptOutcome]:

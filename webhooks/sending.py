@@ -27,17 +27,19 @@ happens to one never reaches the others.
 - Side by side: a batch's lanes each on a thread of the batch's own, so a batch takes as long
   as its slowest lane, which core/http.py's limit on an attempt and the lane's own limit bound
   (two attempts' limits); no thread is shared with another batch, so no receiver can hold up
-  someone else's.
+  someone else's, nor have an outcome recorded late: each is handed over as it comes.
 - Never reaching the others: an attempt that raises (which core/http.py should make impossible)
   is recorded as its own error; the batch goes on.
 """
 from __future__ import annotations
 
 import logging
+import queue
 import random
+import threading
 import time
 import uuid
-from collections import defaultdict, deque
+from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -72,8 +74,12 @@ SLOT_WAIT_SECONDS = 2.0
 # added so that those of a busy host do not all come back at once.
 WAIT_TURN_SECONDS = 2.0
 WAIT_TURN_JITTER_SECONDS = 1.0
+# How long an attempt's outcome waits for others of its batch, to be recorded with them (s): a
+# quick batch takes a transaction or two, and a lane that hangs holds up none of the others'.
+RECORD_WITHIN_SECONDS = 0.2
 
 Send = Callable[[Claimed], http.HttpResult]
+Finished = Callable[[list[tuple[Claimed, "http.HttpResult | Unsent"]]], None]
 
 
 def _redis() -> redis.Redis | None:
@@ -117,15 +123,18 @@ class Unsent:
     limit: int
 
 
-def send_batch(claims: Sequence[Claimed], send: Send) -> list[http.HttpResult | Unsent]:
-    """Each claim's result, in order; Unsent for one that was not sent (put it back).
+def send_batch(claims: Sequence[Claimed], send: Send, finished: Finished) -> None:
+    """Send the claims, handing `finished` each one's result as it comes (with those that came
+    within RECORD_WITHIN_SECONDS of it), every one by the time this returns; Unsent for one that
+    was not sent (put it back), once the lanes of its client's share of its host have ended.
 
     A client's deliveries to a host go out on lanes, as many as the host limit allows (each
     delivery its own lane when there is no limit): a lane takes a place in the client's shares
     and sends its waiting deliveries one after another over a kept-alive connection, while its
     receiver answers quickly. After a slow answer (SLOW_ATTEMPT_SECONDS), or once the lane has
     run for WEBHOOK_TIMEOUT_SECONDS, it takes no more: what is left is put back, so a batch ends
-    within two attempts' limits, well inside its claims."""
+    within two attempts' limits, well inside its claims. Should `finished` raise, the lanes take
+    no more, and it raises once they have ended."""
     results: list[http.HttpResult | Unsent | None] = [None] * len(claims)
     waiting_by_share: dict[tuple[str, str], deque[int]] = {}
     # The share each group's lanes last found without a place for them (by default, after a
@@ -142,25 +151,36 @@ def send_batch(claims: Sequence[Claimed], send: Send) -> list[http.HttpResult | 
         for (to_host, to_client), waiting in waiting_by_share.items()
         for _ in range(min(len(waiting), host_limit) if host_limit > 0 else len(waiting))
     ]
+    # What the lanes do, as they do it: a claim's index once sent, a group once one of its lanes ended.
+    happened: queue.SimpleQueue[int | tuple[str, str]] = queue.SimpleQueue()
+    stop = threading.Event()  # `finished` raised: the lanes take no more
+    # The groups a lane of which raised: what they left is not put back (attempts.py sends it alone).
+    tripped: set[tuple[str, str]] = set()
 
     def lane(to_host: str, to_client: str, waiting: deque[int]) -> None:
         # The client's share of the host first, then of all its hosts: a lane that holds the
         # one while it waits for the other keeps only that client's lanes waiting. Both waits
         # together last SLOT_WAIT_SECONDS at most.
         give_up_at = time.monotonic() + SLOT_WAIT_SECONDS
-        with _share(to_host, host_limit, give_up_at, client=to_client, batch=batch) as to_host_place:
-            if to_host_place is None:  # the client's other lanes to the host (here or elsewhere) take them
-                blocked_on[(to_host, to_client)] = Unsent(to_host, host_limit)
-                return
-            with _share(to_client, client_limit, give_up_at, client=to_client, batch=batch) as to_client_place:
-                if to_client_place is None:
-                    blocked_on[(to_host, to_client)] = Unsent(to_client, client_limit)
+        try:
+            with _share(to_host, host_limit, give_up_at, client=to_client, batch=batch) as to_host_place:
+                if to_host_place is None:  # the client's other lanes to the host (here or elsewhere) take them
+                    blocked_on[(to_host, to_client)] = Unsent(to_host, host_limit)
                     return
-                _send_while_quick(waiting, (to_host_place, to_client_place))
+                with _share(to_client, client_limit, give_up_at, client=to_client, batch=batch) as to_client_place:
+                    if to_client_place is None:
+                        blocked_on[(to_host, to_client)] = Unsent(to_client, client_limit)
+                        return
+                    _send_while_quick(waiting, (to_host_place, to_client_place))
+        except BaseException:
+            tripped.add((to_host, to_client))
+            raise
+        finally:
+            happened.put((to_host, to_client))
 
     def _send_while_quick(waiting: deque[int], places: tuple[Place, Place]) -> None:
         stop_taking_at = time.monotonic() + settings.WEBHOOK_TIMEOUT_SECONDS
-        while time.monotonic() < stop_taking_at:
+        while time.monotonic() < stop_taking_at and not stop.is_set():
             try:
                 index = waiting.popleft()
             except IndexError:  # none left: this lane or another of the share sent them
@@ -171,18 +191,48 @@ def send_batch(claims: Sequence[Claimed], send: Send) -> list[http.HttpResult | 
             for place in places:
                 place.attempt_begins(started)
             results[index] = _send_one(claims[index], send)
+            happened.put(index)
             if time.monotonic() - started >= SLOW_ATTEMPT_SECONDS:
                 return
 
+    def hand_over() -> None:
+        # Until every lane has ended: what was sent, and what a group's lanes left once they all
+        # ended, handed over at most RECORD_WITHIN_SECONDS after it came, with what came meanwhile.
+        lanes_left = Counter((to_host, to_client) for to_host, to_client, _ in lanes)
+        due: list[int] = []
+        due_by: float | None = None
+        while lanes_left.total():
+            try:
+                what = happened.get(timeout=None if due_by is None else max(0.0, due_by - time.monotonic()))
+            except queue.Empty:
+                what = None
+            if isinstance(what, int):
+                due.append(what)
+            elif what is not None:
+                lanes_left[what] -= 1
+                if not lanes_left[what] and what not in tripped:
+                    left = [index for index, group in enumerate(groups) if group == what and results[index] is None]
+                    for index in left:
+                        results[index] = blocked_on.get(what, Unsent(what[0], host_limit))
+                    due += left
+            due_by = None if not due else due_by or time.monotonic() + RECORD_WITHIN_SECONDS
+            if due_by is not None and (time.monotonic() >= due_by or not lanes_left.total()):
+                finished([(claims[index], cast(http.HttpResult | Unsent, results[index])) for index in due])
+                due, due_by = [], None
+
     if len(lanes) == 1:
         lane(*lanes[0])
-    else:
-        with ThreadPoolExecutor(max_workers=len(lanes), thread_name_prefix="webhook") as senders:
-            list(senders.map(lambda each: lane(*each), lanes))
-    for index, group in enumerate(groups):
-        if results[index] is None:
-            results[index] = blocked_on.get(group, Unsent(group[0], host_limit))
-    return cast(list[http.HttpResult | Unsent], results)
+        hand_over()
+        return
+    with ThreadPoolExecutor(max_workers=len(lanes), thread_name_prefix="webhook") as senders:
+        running = [senders.submit(lane, *each) for each in lanes]
+        try:
+            hand_over()
+        except BaseException:
+            stop.set()  # the executor waits for the lanes before this raises
+            raise
+    for each in running:
+        each.result()  # a lane's own surprise, raised once what the others sent is handed over
 
 
 @contextmanager

@@ -164,10 +164,12 @@ def test_each_delivery_given_up_is_told_even_when_another_of_its_batch_was_taken
     # When the batch sends both, but one's claim expires meanwhile and another worker takes it
     send_batch = attempts.sending.send_batch
 
-    def slow_batch(*args: Any, **kwargs: Any) -> Any:
-        results = send_batch(*args, **kwargs)
-        Delivery.objects.filter(pk=taken_over.pk).update(claim_token=uuid.uuid4())
-        return results
+    def slow_batch(claims: Any, send: Any, finished: Any) -> None:
+        def taken_over_first(sent: Any) -> None:
+            Delivery.objects.filter(pk=taken_over.pk).update(claim_token=uuid.uuid4())
+            finished(sent)
+
+        send_batch(claims, send, taken_over_first)
 
     monkeypatch.setattr(attempts.sending, "send_batch", slow_batch)
     with structlog.testing.capture_logs() as lines:

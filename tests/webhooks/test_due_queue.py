@@ -167,7 +167,7 @@ def test_ids_whose_batch_raised_anything_go_back_to_the_queue_and_are_sent_at_on
     other = client_create(name=f"due-{uuid.uuid4().hex[:8]}")
     deliveries = [record(owner, receiver.url), record(other, receiver.url)]
 
-    def surprised(claims: object, send: object) -> list[object]:
+    def surprised(claims: object, send: object, finished: object) -> None:
         raise RuntimeError("a surprise outside the attempts")
 
     with monkeypatch.context() as patched:
@@ -202,10 +202,10 @@ def test_a_delivery_that_makes_its_batch_raise_fails_alone_and_is_given_up(
     others = [record(client_create(name=f"due-{uuid.uuid4().hex[:8]}"), receiver.url) for _ in range(2)]
     send_batch = sending.send_batch
 
-    def tripped(claims: list[Any], send: Any) -> list[Any]:
+    def tripped(claims: list[Any], send: Any, finished: Any) -> None:
         if any(claimed.delivery_id == poisoned.pk for claimed in claims):
             raise RuntimeError("tripped by one delivery's data")
-        return send_batch(claims, send)
+        send_batch(claims, send, finished)
 
     monkeypatch.setattr(sending, "send_batch", tripped)
 
@@ -249,11 +249,11 @@ def test_a_batch_that_raises_after_some_attempts_went_out_sends_those_once(
     others = [record(client_create(name=f"due-{uuid.uuid4().hex[:8]}"), receiver.url) for _ in range(2)]
     send_batch = sending.send_batch
 
-    def tripped_after_the_others(claims: list[Any], send: Any) -> list[Any]:
+    def tripped_after_the_others(claims: list[Any], send: Any, finished: Any) -> None:
         if all(claimed.delivery_id != poisoned.pk for claimed in claims):
-            return send_batch(claims, send)
-        if len(claims) > 1:
-            send_batch([claimed for claimed in claims if claimed.delivery_id != poisoned.pk], send)
+            return send_batch(claims, send, finished)
+        if len(claims) > 1:  # their answers came, and were not handed over before it raised
+            send_batch([claimed for claimed in claims if claimed.delivery_id != poisoned.pk], send, lambda sent: None)
         raise RuntimeError("tripped by one delivery's data, the others sent")
 
     monkeypatch.setattr(sending, "send_batch", tripped_after_the_others)
@@ -295,11 +295,11 @@ def test_an_attempt_that_raised_after_going_out_is_not_sent_again_when_its_batch
             raise RuntimeError("after the request went out")
         return result
 
-    def raising_once_sent(claims: list[Any], send: Any) -> list[Any]:
-        results = send_batch(claims, send)
-        if len(claims) > 1:
-            raise RuntimeError("the batch's bookkeeping, once its attempts went out")
-        return results
+    def raising_once_sent(claims: list[Any], send: Any, finished: Any) -> None:
+        if len(claims) == 1:
+            return send_batch(claims, send, finished)
+        send_batch(claims, send, lambda sent: None)  # their answers came, and were not handed over
+        raise RuntimeError("the batch's bookkeeping, once its attempts went out")
 
     monkeypatch.setattr(http, "post", post_then_raise)
     monkeypatch.setattr(sending, "send_batch", raising_once_sent)

@@ -117,6 +117,51 @@ def test_an_attempt_that_raises_is_its_own_outcome(
     assert Delivery.objects.get(pk=fine.pk).state == Delivery.State.SUCCEEDED
 
 
+def test_a_batchs_answers_are_recorded_as_they_come_not_once_another_clients_attempt_times_out(
+    owner: Client, hostile: HostileReceiver, make_receiver: Callable[..., Receiver], settings: object
+) -> None:
+    # Given a batch holding another client's delivery to a receiver that never answers (its
+    # attempt takes the whole limit, 3 s here), and this client's deliveries to a receiver that
+    # answers at once and to one that fails them (500), its retry an hour away (no countdown)
+    settings.WEBHOOK_TIMEOUT_SECONDS = limit = 3.0  # type: ignore[attr-defined]
+    settings.WEBHOOK_RETRY_SCHEDULE = [0, 3600, 3600]  # type: ignore[attr-defined]
+    theirs = record(client_create(name=f"hanging-{uuid.uuid4().hex[:8]}"), hostile.url("hang"))
+    healthy, failing = make_receiver(), make_receiver(Reply(status=500))
+    delivered, failed = record(owner, healthy.url), record(owner, failing.url)
+    ours = DeliveryAttempt.objects.filter(delivery__in=[delivered, failed], finished_at__isnull=False)
+
+    def send() -> None:
+        try:
+            attempts.deliveries_attempt(delivery_ids=[theirs.pk, delivered.pk, failed.pk])
+        finally:
+            connection.close()  # the thread's own
+
+    # When a worker sends the batch
+    started = time.monotonic()
+    sender = threading.Thread(target=send)
+    sender.start()
+    while ours.count() < 2 and sender.is_alive():
+        time.sleep(0.02)
+    seen_after = time.monotonic() - started
+    theirs_in_flight = DeliveryAttempt.objects.filter(delivery=theirs, finished_at__isnull=True).exists()
+    delivered.refresh_from_db()
+    failed.refresh_from_db()
+    sender.join()
+
+    # Then this client's answers are in its deliveries' logs while the other client's attempt
+    # still hangs, well before its limit (they were recorded once it timed out, 3 s on): one
+    # delivered, the other's retry planned from when it failed
+    assert theirs_in_flight and seen_after < limit / 2
+    assert delivered.state == Delivery.State.SUCCEEDED and delivered.claim_token is None
+    assert (failed.state, failed.claim_token) == (Delivery.State.PENDING, None)
+    assert failed.next_attempt_at is not None and failed.next_attempt_at > timezone.now() + timedelta(minutes=50)
+    assert sorted(ours.values_list("status_code", flat=True)) == [200, 500]
+    # And the hanging one is recorded as its timeout once it ends, each delivery attempted once
+    (hung,) = DeliveryAttempt.objects.filter(delivery=theirs)
+    assert hung.status_code is None and hung.error.startswith("No response within")
+    assert [len(healthy.received), len(failing.received)] == [1, 1]
+
+
 @pytest.fixture
 def hold_slots() -> Iterator[Callable[[str, int], Callable[[], None]]]:
     """Take `count` places of a share (sending.host_share or client_share), as attempts under
