@@ -10,7 +10,7 @@ from datetime import timedelta
 
 import pytest
 from django.conf import settings as django_settings
-from django.db import connection, transaction
+from django.db import OperationalError, connection, transaction
 from django.utils import timezone
 
 from core import deadlines, http
@@ -160,6 +160,39 @@ def test_a_batchs_answers_are_recorded_as_they_come_not_once_another_clients_att
     (hung,) = DeliveryAttempt.objects.filter(delivery=theirs)
     assert hung.status_code is None and hung.error.startswith("No response within")
     assert [len(healthy.received), len(failing.received)] == [1, 1]
+
+
+def test_a_batch_whose_recording_fails_takes_no_more_attempts(
+    owner: Client, receiver: Receiver, make_receiver: Callable[..., Receiver], settings: object,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given a batch holding another client's delivery to a quick receiver and five of this
+    # client's to a receiver answering each in 0.3 s (quick: one lane sends them one after
+    # another), and the database failing the first recording (injected: a lost connection)
+    settings.WEBHOOK_MAX_IN_FLIGHT_PER_HOST = 1  # type: ignore[attr-defined]
+    steady = make_receiver(*[Reply(delay_seconds=0.3)] * 5)
+    first = record(client_create(name=f"quick-{uuid.uuid4().hex[:8]}"), receiver.url)
+    ours = [record(owner, steady.url) for _ in range(5)]
+    record_each = attempts.recording.record_each_if_need_be
+    failures = [OperationalError("the connection was lost")]
+
+    def failing_once(*args: object, **kwargs: object) -> object:
+        if failures:
+            raise failures.pop()
+        return record_each(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(attempts.recording, "record_each_if_need_be", failing_once)
+
+    # When it is sent
+    with pytest.raises(OperationalError):
+        attempts.deliveries_attempt(delivery_ids=[first.pk, *(d.pk for d in ours)])
+
+    # Then the lane took no more once the first recording failed (before, all five went out,
+    # each then sent again once its claim, ended by the failure, was taken anew), and no claim
+    # of the batch holds: each can be sent again at once
+    assert 1 <= len(steady.received) <= 2
+    assert not Delivery.objects.filter(pk__in=[first.pk, *(d.pk for d in ours)],
+                                       claimed_until__gt=timezone.now()).exists()
 
 
 @pytest.fixture
