@@ -3,6 +3,7 @@ broker for one drain, a drain sends what the queue holds in batches, and nothing
 the queue's Redis, the broker or the database fails."""
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -272,6 +273,45 @@ def test_a_batch_that_raises_after_some_attempts_went_out_sends_those_once(
         (Delivery.State.SUCCEEDED, 1)
     }
     # And the one at fault failed alone, its one attempt an internal error
+    assert list(DeliveryAttempt.objects.filter(delivery=poisoned).values_list("number", "error")) == [
+        (1, f"{attempts.SURPRISE}: RuntimeError")
+    ]
+
+
+def test_a_lane_that_raises_leaves_its_delivery_to_fail_alone_while_the_others_are_recorded(
+    owner: Client, receiver: Receiver, drains_asked: list[None], monkeypatch: pytest.MonkeyPatch, settings: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Given a batch of three clients' deliveries, one of which trips its lane's own bookkeeping
+    # before it is sent (injected: its endpoint's pace raising), while the other lanes send and
+    # have their answers recorded as they come; retries an hour away
+    settings.WEBHOOK_RETRY_SCHEDULE = [0, 3600, 3600]
+    poisoned = record(owner, receiver.url)
+    others = [record(client_create(name=f"due-{uuid.uuid4().hex[:8]}"), receiver.url) for _ in range(2)]
+    turn_taken = sending._turn_taken
+
+    def tripped(claimed: Any, **kwargs: Any) -> bool:
+        if claimed.delivery_id == poisoned.pk:
+            raise RuntimeError("tripped by one delivery's data")
+        return turn_taken(claimed, **kwargs)
+
+    monkeypatch.setattr(sending, "_turn_taken", tripped)
+
+    # When a drain sends them
+    with caplog.at_level(logging.WARNING, logger=attempts.logger.name):
+        attempts.deliveries_drain()
+
+    # Then the others went out once each and are delivered
+    assert sorted(r.headers["webhook-id"] for r in receiver.received) == sorted(d.event.message_id for d in others)
+    assert set(Delivery.objects.filter(pk__in=[d.pk for d in others]).values_list("state", "attempt_count")) == {
+        (Delivery.State.SUCCEEDED, 1)
+    }
+    # And the one whose lane raised was not put back as one waiting for a place, the surprise
+    # swallowed: the batch's raising is logged, and sent alone it failed alone, its attempt an
+    # internal error retried on its schedule
+    assert "A batch of 3 deliveries raised, 1 of them not sent; sending each of those alone" in caplog.messages
+    poisoned.refresh_from_db()
+    assert (poisoned.state, poisoned.claim_token) == (Delivery.State.PENDING, None)
     assert list(DeliveryAttempt.objects.filter(delivery=poisoned).values_list("number", "error")) == [
         (1, f"{attempts.SURPRISE}: RuntimeError")
     ]
