@@ -18,10 +18,8 @@ from django.db.models import (
     BooleanField,
     Case,
     Count,
-    Exists,
     F,
     Max,
-    OuterRef,
     Q,
     Value,
     When,
@@ -31,17 +29,18 @@ from django.db.models.functions import Coalesce, Now
 
 from console.counted import Counted, Snapshot
 from console.models import WorkerHeartbeat
+from console.pending import LARGE_FIELDS, jobs_waiting_for_a_worker
 from console.services import LOST_AFTER_SECONDS
 from core.db import reads_bounded
 from core.queues import queue_depths
-from jobs.models import Job, JobCounts
+from jobs.models import Job
 from jobs.registry import job_type_known, job_types_all
 from jobs.shapes import error_shown, error_type
 
 WINDOW = timedelta(hours=1)
 # A job's columns the console never shows: a client's payload and result can each be as large as
 # a request body (API_MAX_BODY_BYTES), and the page reads up to 500 failed jobs every refresh.
-_LARGE_FIELDS = ("payload", "result")
+_LARGE_FIELDS = LARGE_FIELDS
 Status = Job.Status
 STATUSES = [choice.value for choice in Status]
 
@@ -98,40 +97,10 @@ def jobs_by_status(counts: dict[tuple[str, str], int]) -> dict[str, int]:
     return totals
 
 
-def _held_at_running_cap() -> Exists | None:
-    """Whether a job's owner runs as many jobs as JOB_MAX_RUNNING_PER_CLIENT allows (None: no
-    cap): its pending jobs wait for one of its own to end, by design (the cap keeps one client
-    from taking every worker), not for a worker. Its count row read by key (JobCounts, kept by
-    triggers), once per job looked at."""
-    cap = settings.JOB_MAX_RUNNING_PER_CLIENT
-    return Exists(JobCounts.objects.filter(owner_id=OuterRef("owner_id"), running__gte=cap)) if cap else None
-
-
 def jobs_oldest_pending(*, now: datetime, limit: int = 10) -> list[Job]:
-    """The jobs waiting longest for a worker, counted from when they fell due (their run_at, for
-    a scheduled job); `waiting_since` on each. Those of a client at its running cap are left
-    out: they wait for its own running job to end (an hour-long job holds its later ones that
-    long), and counted, one client's long job fired JobsPendingTooLong though every other
-    client's jobs started at once. Once its running job ends, its next job counts from when it
-    fell due until it starts (a moment, with a worker free).
-
-    The first `limit` entries of job_active_since's pending jobs not held so, which it orders
-    so: due by now, then the oldest (every pending job was read and sorted for them on each
-    scrape and refresh: 52-56 ms for 100,000 waiting, or a Seq Scan of a million jobs;
-    docs/reliability.md, "The operators' reads"); each entry's owner's count row by key. A
-    client's held jobs due before the first one shown are read too, and dropped: a client with
-    a backlog at its cap behind a long job costs a read of each of its jobs older than the
-    oldest job that waits for a worker (none: all of them), at each scrape and refresh."""
-    pending = Job.objects.filter(status=Status.PENDING).annotate(waiting_since=Coalesce("run_at", "created_at"))
-    held = _held_at_running_cap()
-    if held is not None:
-        pending = pending.filter(~held)
-    return list(
-        pending.filter(waiting_since__lte=now)
-        .select_related("owner")
-        .defer(*_LARGE_FIELDS)
-        .order_by("waiting_since", "pk")[:limit]
-    )
+    """The jobs waiting longest for a worker, `waiting_since` on each: not those held at their
+    client's running cap, which wait for one of its own jobs to end (console/pending.py)."""
+    return jobs_waiting_for_a_worker(now=now, limit=limit)
 
 
 def oldest_pending_age_seconds(*, now: datetime) -> float:
