@@ -9,7 +9,9 @@ A pending job is either
   client's cap (a worker that takes it starts it, or puts it back to wait for dispatch when its
   client is at its cap). It waits since it was handed over: the oldest is job_in_broker's first
   entry. A job held at its cap is handed over again when its client's running job ends
-  (jobs.transitions.job_finish), so it counts from then, not from when it fell due;
+  (jobs.transitions.job_finish), so it counts from then, not from when it fell due; one past
+  JOB_DISPATCH_LOST_AFTER_SECONDS is taken for lost and handed over again (jobs.dispatch), and
+  counts from then too;
 - or waiting for dispatch (`dispatched_at` NULL): due, its client under its cap, it waits for the
   sweeper (every few seconds; longer: beat or the broker is down), since it fell due (its run_at,
   for a scheduled job). Held at its cap, it is not counted. Read like the sweeper's claim
@@ -40,6 +42,11 @@ from jobs.sql import JOB_COUNTS
 LARGE_FIELDS = ("payload", "result")
 _JOBS = Job._meta.db_table
 _WAITING = "j.status = 'PENDING' AND j.dispatched_at IS NULL"
+# Each client's look names its owner as a range of one (BETWEEN), not an equality, and is
+# ordered by owner first: job_waiting gives that order, job_active_since (status, then when due)
+# does not. With `owner_id = ...`, PostgreSQL takes the owner's order for granted and took either
+# index, on a guess at the owners' number: through job_active_since it read every pending job due
+# before the client's first (a held client's backlog with them).
 _WAITING_FOR_DISPATCH = f"""WITH RECURSIVE waiting_owners (owner_id) AS (
         (SELECT j.owner_id FROM {_JOBS} j WHERE {_WAITING} ORDER BY j.owner_id LIMIT 1)
         UNION ALL
@@ -51,9 +58,9 @@ _WAITING_FOR_DISPATCH = f"""WITH RECURSIVE waiting_owners (owner_id) AS (
     LEFT JOIN LATERAL (SELECT c.running FROM {JOB_COUNTS} c WHERE c.owner_id = o.owner_id LIMIT 1) c ON TRUE
     CROSS JOIN LATERAL (
         SELECT j.id, COALESCE(j.run_at, j.created_at) AS due FROM {_JOBS} j
-        WHERE j.owner_id = o.owner_id AND {_WAITING} AND COALESCE(j.run_at, j.created_at) <= %(now)s
+        WHERE j.owner_id BETWEEN o.owner_id AND o.owner_id AND {_WAITING} AND COALESCE(j.run_at, j.created_at) <= %(now)s
             AND (%(cap)s = 0 OR COALESCE(c.running, 0) < %(cap)s)
-        ORDER BY COALESCE(j.run_at, j.created_at) LIMIT %(limit)s
+        ORDER BY j.owner_id, COALESCE(j.run_at, j.created_at) LIMIT %(limit)s
     ) w
     ORDER BY w.due, w.id LIMIT %(limit)s"""
 
