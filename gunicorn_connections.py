@@ -1,8 +1,9 @@
 """The API's gunicorn worker's base (gunicorn_worker.py): gunicorn's threaded worker, a connection
 it does not keep closed by the thread that answered on it, not by the process's main loop.
 
-gunicorn closes a connection it will not keep (every answered one here: gunicorn.conf.py's
-worker_connections keeps none alive) as RFC 9112 section 9.6 asks, so that the kernel sends no
+gunicorn closes a connection it will not keep (every answered one at the default, where
+gunicorn.conf.py's worker_connections keeps none alive; WEB_MAX_CONNECTIONS above WEB_THREADS
+keeps some) as RFC 9112 section 9.6 asks, so that the kernel sends no
 reset that cuts the answer's end off: it sends its FIN, then reads what the client still sends
 until the client hangs up, for 2 s at most (util.close_graceful). gunicorn 27 did that on the
 process's main loop, which accepts connections and hands them to the threads: while it waited,
