@@ -124,5 +124,8 @@ def test_imports_inside_functions_are_only_those_that_must_wait() -> None:
 
 
 def test_no_module_is_longer_than_a_newcomer_reads() -> None:
-    long = {name: n for name, path in _modules() if (n := len(path.read_text().splitlines())) > MAX_MODULE_LINES}
+    # The packages' modules, and the repository's own beside them (gunicorn's worker and its modules).
+    paths = [path for _, path in _modules()] + sorted(REPO.glob("*.py"))
+    lines = {str(path.relative_to(REPO)): len(path.read_text().splitlines()) for path in paths}
+    long = {name: n for name, n in lines.items() if n > MAX_MODULE_LINES}
     assert long == {}
