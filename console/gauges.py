@@ -107,9 +107,7 @@ class OperatorGauges(Collector):
                          "deploy; which ones: manage.py jobs_fail_unknown_types).")
         unknown.add_metric([], selectors.unfinished_of_unknown_types(counts))
         oldest = _gauge("jobapi_oldest_pending_job_age_seconds",
-                        "How long the job waiting longest for a worker has waited (0: none waits): since it was handed "
-                        "to the broker, or since it fell due while it waits for dispatch. Not the jobs held at their "
-                        "client's running cap (JOB_MAX_RUNNING_PER_CLIENT), which wait for its own jobs to end.")
+                        "How long the job waiting longest to start has waited since it fell due (0: none waits).")
         oldest.add_metric([], selectors.oldest_pending_age_seconds(now=now))
         pending = _gauge("jobapi_webhook_pending_deliveries", "Webhook deliveries not yet delivered nor given up on.")
         pending.add_metric([], _pending_counted.read(now=now).value)

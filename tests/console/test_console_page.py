@@ -158,7 +158,7 @@ def _page_queries(queries: CaptureQueriesContext) -> int:
 def test_an_empty_service_says_so_in_each_section(staff: BrowserClient) -> None:
     html = _figures(staff)
 
-    assert "No job is waiting for a worker." in html
+    assert "No job is waiting to start." in html
     assert "No job is running." in html
     assert "No job failed in the last hour." in html
     assert "Every receiver takes its deliveries." in html
