@@ -235,11 +235,12 @@ ERROR_CODES: dict[str, ErrorCode] = {
     ),
     "too_many_callback_lookups": ErrorCode(
         429, "A submission (or a batch), or a webhook endpoint's creation or change, naming a callback host "
-        "name while `CALLBACK_RESOLVE_MAX_PER_CLIENT` of the client's requests are waiting, on the API process "
-        "that answers it, for their host names to resolve (each up to `CALLBACK_RESOLVE_SECONDS`); it changed "
-        "nothing. Requests naming no host name, or an IP address, are not counted.",
-        "Retry after `Retry-After` seconds (`CALLBACK_RESOLVE_SECONDS`: by then those have their answers); "
-        "if your callback hosts' names are slow to resolve, send fewer such requests at once.",
+        "name while `CALLBACK_RESOLVE_MAX_PER_CLIENT` of the client's requests are waiting for theirs to resolve "
+        "(each up to `CALLBACK_RESOLVE_SECONDS`) on the API process that answers it: refused at once if as many "
+        "more wait already for one of those places, else once it waited 1 s for one and none came free. It "
+        "changed nothing. Requests naming no host name, or an IP address, are not counted.",
+        "Retry after `Retry-After` seconds (1: by then a place of those waiting is free); if your callback "
+        "hosts' names are slow to resolve, send fewer such requests at once.",
     ),
     # 500, 503: the service's side.
     "server_error": ErrorCode(

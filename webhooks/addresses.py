@@ -7,9 +7,12 @@ interrupted). A name that has not resolved by then is refused like any other bad
 While the lookups wait, the request gives its turn back (core/concurrency.py): a slow name server
 must not hold every other request of the process. And they queue behind the same client's
 lookups only (core/deadlines.py): lookups a hung name server keeps outlive their requests, and
-must not make another client's names time out. A request that waits keeps its thread, though:
-one client's may wait at once CALLBACK_RESOLVE_MAX_PER_CLIENT in a process, past it refused at
-once (429), or a client naming hosts its own name server never answers for held every thread.
+must not make another client's names time out. A request that waits keeps its thread, though,
+or a client naming hosts its own name server never answers for held every thread: one client's
+may look up at once CALLBACK_RESOLVE_MAX_PER_CLIENT in a process, as many more may wait up to
+PLACE_WAIT_SECONDS for one of those places, and past that they are refused (429). A name server
+that answers frees a place within a moment, so an ordinary burst is served whole; a hung one
+costs its client twice the places in threads, no more.
 """
 from __future__ import annotations
 
@@ -31,10 +34,18 @@ from core.errors import ApplicationError, TooManyRequests
 # within it, and giving the turn away for that would queue the request behind another one.
 HELD_SECONDS = 0.01
 
-# Requests looking up callback host names now, by client (the key): in this process only, as
-# the threads they hold are this process's.
+# How long a request waits for one of its client's places when they are all taken, before it is
+# refused: the places free as lookups end, within a tenth of a second for a name server that
+# answers (a burst of 16 submissions at 100 ms a name was answered whole in 0.45 s), so a wait
+# past a second is a name server that hangs. The refusal's Retry-After: by then a place of those
+# waiting is free.
+PLACE_WAIT_SECONDS = 1.0
+
+# Requests looking up callback host names now, and those waiting for a place to, by client (the
+# key): in this process only, as the threads they hold are this process's.
 _looking_up: dict[Hashable, int] = {}
-_looking_up_lock = threading.Lock()
+_waiting: dict[Hashable, int] = {}
+_places = threading.Condition()
 
 
 def callback_hosts_resolve(
@@ -70,30 +81,58 @@ def callback_hosts_resolve(
 @contextmanager
 def _place_taken(key: Hashable, needed: bool) -> Iterator[None]:
     """One of `key`'s CALLBACK_RESOLVE_MAX_PER_CLIENT places for a request waiting on lookups,
-    held while it waits (none `needed`: no name to look up, or no client to count it for); 429
-    too_many_callback_lookups when they are all taken. One a request, however many names it
-    looks up: what a client holds is the request's thread."""
+    held while it waits (none `needed`: no name to look up, or no client to count it for). When
+    they are all taken the request waits for one, up to PLACE_WAIT_SECONDS, if no more of the
+    client's than there are places wait already; otherwise, or if none frees, 429
+    too_many_callback_lookups. One a request, however many names it looks up: what a client
+    holds is the request's thread."""
     if not needed or key is None:
         yield
         return
     limit = settings.CALLBACK_RESOLVE_MAX_PER_CLIENT
-    with _looking_up_lock:
-        if _looking_up.get(key, 0) >= limit:
-            raise TooManyRequests(
-                f"You have {limit} requests waiting for their callback host names to resolve on this server, the "
-                "most one client may; retry once they are answered.",
-                code="too_many_callback_lookups", details={"limit": limit},
-                # By then each of those has its answer: every wait ends within the budget.
-                headers={"Retry-After": str(math.ceil(settings.CALLBACK_RESOLVE_SECONDS))},
-            )
-        _looking_up[key] = _looking_up.get(key, 0) + 1
+    with _places:
+        taken = _looking_up.get(key, 0) < limit
+        if not taken and _waiting.get(key, 0) >= limit:
+            raise _too_many_lookups(limit)
+        _counted(_looking_up if taken else _waiting, key, 1)
+    if not taken and not _place_awaited(key, limit):
+        raise _too_many_lookups(limit)
     try:
         yield
     finally:
-        with _looking_up_lock:
-            _looking_up[key] -= 1
-            if not _looking_up[key]:
-                del _looking_up[key]
+        with _places:
+            _counted(_looking_up, key, -1)
+            _places.notify_all()
+
+
+def _place_awaited(key: Hashable, limit: int) -> bool:
+    """Whether one of `key`'s places came free within PLACE_WAIT_SECONDS (then it is taken),
+    waited for with the request's turn given back, as lookups are."""
+    # The turn's database connection goes with it: never from inside a transaction.
+    released = nullcontext() if connection.in_atomic_block else turn_released()
+    with released, _places:
+        taken = _places.wait_for(lambda: _looking_up.get(key, 0) < limit, PLACE_WAIT_SECONDS)
+        _counted(_waiting, key, -1)
+        if taken:
+            _counted(_looking_up, key, 1)
+    return taken
+
+
+def _counted(counts: dict[Hashable, int], key: Hashable, change: int) -> None:
+    """Add `change` to `key`'s count (held under _places), dropping it at 0."""
+    counts[key] = counts.get(key, 0) + change
+    if not counts[key]:
+        del counts[key]
+
+
+def _too_many_lookups(limit: int) -> TooManyRequests:
+    return TooManyRequests(
+        f"Too many of your requests are waiting for their callback host names to resolve on this server: one "
+        f"client may have {limit} looking up at once and {limit} more waiting {PLACE_WAIT_SECONDS:g} s for a "
+        "place; retry once some are answered.",
+        code="too_many_callback_lookups", details={"limit": limit},
+        headers={"Retry-After": str(math.ceil(PLACE_WAIT_SECONDS))},
+    )
 
 
 def _lookups_wait(lookups: list[Future[Sequence[str]]], seconds: float) -> None:

@@ -36,8 +36,9 @@ except ValueError as _exc:
 # URLs' host names to resolve; a name not resolved by then is refused (400 invalid_callback_url).
 CALLBACK_RESOLVE_SECONDS = env.float("CALLBACK_RESOLVE_SECONDS", default=5.0, above=0)
 # Requests of one client that may wait for callback host names at once in one API process, each
-# holding a thread while it does; past it, 429 too_many_callback_lookups at once (a hung name
-# server of one client's must not hold every thread). 8: as many of its lookups as run at once.
+# holding a thread while it does; as many more wait up to a second for a place (an ordinary burst
+# is served whole), past that 429 too_many_callback_lookups (a hung name server of one client's
+# holds twice this many threads, not every one). 8: as many of its lookups as run at once.
 CALLBACK_RESOLVE_MAX_PER_CLIENT = env.int("CALLBACK_RESOLVE_MAX_PER_CLIENT", default=8, minimum=1)
 # Longest Retry-After (seconds) a receiver's 429/503 can impose before the next attempt.
 WEBHOOK_RETRY_AFTER_MAX_SECONDS = env.int("WEBHOOK_RETRY_AFTER_MAX_SECONDS", default=3600, minimum=0)

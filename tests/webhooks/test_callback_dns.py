@@ -15,6 +15,7 @@ from django.utils import timezone
 from core import http
 from tests.conftest import Api
 from tests.webhooks.conftest import HELLO
+from webhooks import addresses
 
 BUDGET = 2.0
 # What a refused request may take beyond the budget: the rest of the request, on a busy machine.
@@ -171,49 +172,72 @@ def test_a_client_whose_name_server_hangs_never_gets_another_clients_names_refus
     assert seconds < MARGIN
 
 
-def test_a_client_past_its_share_of_lookups_is_refused_at_once_and_others_are_answered(
+def test_a_client_past_its_share_of_lookups_is_refused_in_bounded_time_and_others_are_answered(
     make_api: Callable[..., Api], name_server: SlowNameServer, settings: Any
 ) -> None:
     # Given: a client with two submissions (its share here) waiting on names its name server does
-    # not answer for, each holding one of the server's threads
+    # not answer for, each holding one of the server's threads, and two more waiting for a place
     settings.CALLBACK_RESOLVE_MAX_PER_CLIENT = 2
     hostile, other = make_api(), make_api()
-    waiting = [threading.Thread(target=hostile.post, args=("/api/jobs/",), kwargs={"json": {
-        "job_name": HELLO, "payload": {}, "callback_url": f"https://h{i}.slow.example/hook"}}) for i in range(2)]
-    for thread in waiting:
+    answers: dict[str, tuple[Any, float]] = {}
+
+    def submit(host: str) -> None:
+        answers[host] = timed(lambda: hostile.post("/api/jobs/", json={
+            "job_name": HELLO, "payload": {}, "callback_url": f"https://{host}/hook"}))
+
+    looking_up = [threading.Thread(target=submit, args=(f"h{i}.slow.example",)) for i in range(2)]
+    for thread in looking_up:
         thread.start()
     deadline = time.monotonic() + 10
     while len(name_server.asked) < 2 and time.monotonic() < deadline:
         time.sleep(0.01)
     assert len(name_server.asked) == 2
+    waiting = [threading.Thread(target=submit, args=(f"w{i}.slow.example",)) for i in range(2)]
+    for thread in waiting:
+        thread.start()
+    # (nothing a client sees tells a request waiting for a place from one on its way to it)
+    while addresses._waiting.get(hostile.client.pk, 0) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
 
-    # When: it sends a third, a batch, and an endpoint on names of its own; and another client
+    # When: it sends a fifth, a batch, and an endpoint on names of its own; and another client
     # submits with a callback host and without one (an hour ahead: the session's worker leaves them alone)
     later = (timezone.now() + timedelta(hours=1)).isoformat()
-    third, third_seconds = timed(lambda: hostile.post("/api/jobs/", json={
+    fifth, fifth_seconds = timed(lambda: hostile.post("/api/jobs/", json={
         "job_name": HELLO, "payload": {}, "callback_url": "https://h2.slow.example/hook"}))
     batch = hostile.post("/api/jobs/batch/", json={"jobs": [
         {"job_name": HELLO, "payload": {}, "callback_url": f"https://b{i}.slow.example/"} for i in range(3)]})
     endpoint = hostile.post("/api/webhook-endpoints/", json={"url": "https://e.slow.example/"})
+    still_waiting = all(thread.is_alive() for thread in looking_up + waiting)
     with_callback, callback_seconds = timed(lambda: other.post("/api/jobs/", json={
         "job_name": HELLO, "payload": {}, "run_at": later, "callback_url": "https://hooks.fine.example/in"}))
     without, without_seconds = timed(lambda: other.post("/api/jobs/", json={
         "job_name": HELLO, "payload": {}, "run_at": later}))
-    still_waiting = all(thread.is_alive() for thread in waiting)
-    for thread in waiting:
+    for thread in looking_up + waiting:
         thread.join(BUDGET + MARGIN + 30)
 
-    # Then: the client's third, its batch and its endpoint were refused at once, saying when to retry
-    for response in (third, batch, endpoint):
+    # Then: the client's fifth, its batch and its endpoint were refused at once, saying when to
+    # retry, while the others waited
+    for response in (fifth, batch, endpoint):
         assert response.status_code == 429, response.text
         assert response.json()["error"]["code"] == "too_many_callback_lookups"
         assert response.json()["error"]["details"] == {"limit": 2}
-        assert response.headers["Retry-After"] == str(int(BUDGET))
-    assert third_seconds < 1.0
-    assert still_waiting  # refused while its share was taken, not after
-    # (none of their names was looked up)
+        assert response.headers["Retry-After"] == "1"
+    assert fifth_seconds < addresses.PLACE_WAIT_SECONDS
+    assert still_waiting
+    # And those waiting for a place were refused once they had waited for it, no place freeing
+    for host in ("w0.slow.example", "w1.slow.example"):
+        response, seconds = answers[host]
+        assert response.status_code == 429, response.text
+        assert response.json()["error"]["code"] == "too_many_callback_lookups"
+        assert response.headers["Retry-After"] == "1"
+        assert addresses.PLACE_WAIT_SECONDS <= seconds < addresses.PLACE_WAIT_SECONDS + MARGIN
+    # (none of their names was looked up) while those looking up were refused at the budget's end
     assert sorted(host for host in name_server.asked if host.endswith(".slow.example")) == [
         "h0.slow.example", "h1.slow.example"]
+    for host in ("h0.slow.example", "h1.slow.example"):
+        response, seconds = answers[host]
+        assert response.status_code == 400, response.text
+        assert seconds < BUDGET + MARGIN
     # And the other client's were accepted without waiting behind them
     assert with_callback.status_code == 202, with_callback.text
     assert without.status_code == 202, without.text
@@ -224,3 +248,33 @@ def test_a_client_past_its_share_of_lookups_is_refused_at_once_and_others_are_an
     again = hostile.post("/api/jobs/", json={"job_name": HELLO, "payload": {}, "run_at": later,
                                              "callback_url": "https://hooks.fine.example/again"})
     assert again.status_code == 202, again.text
+
+
+def test_a_burst_of_submissions_whose_names_resolve_is_accepted_whole(
+    make_api: Callable[..., Api], name_server: SlowNameServer
+) -> None:
+    # Given: a client whose name server answers each name in 100 ms
+    name_server.delay = 0.1
+    api = make_api()
+    later = (timezone.now() + timedelta(hours=1)).isoformat()
+    answers: list[int] = []
+
+    def submit(i: int) -> None:
+        answers.append(api.post("/api/jobs/", json={
+            "job_name": HELLO, "payload": {}, "run_at": later, "callback_url": f"https://n{i}.slow.example/"
+        }).status_code)
+
+    # When: it sends twice its share of places (CALLBACK_RESOLVE_MAX_PER_CLIENT, 8) at once
+    burst = [threading.Thread(target=submit, args=(i,)) for i in range(16)]
+    started = time.monotonic()
+    for thread in burst:
+        thread.start()
+    for thread in burst:
+        thread.join(30)
+    seconds = time.monotonic() - started
+
+    # Then: every one was accepted, the later ones having waited for a place a moment
+    assert answers == [202] * 16
+    assert len(name_server.asked) == 16
+    assert seconds < MARGIN
+
