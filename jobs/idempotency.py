@@ -16,7 +16,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from core.db import delete_in_batches
-from core.errors import Conflict, Unprocessable
+from core.errors import ApplicationError, Conflict, Unprocessable
 from core.models import Client
 from jobs import sql
 from jobs.models import IdempotencyKey, Job
@@ -108,17 +108,17 @@ def _replayed(existing: IdempotencyKey | None, *, request: RequestIdentity) -> I
     return existing
 
 
-def jobs_replayed(*, owner: Client, key: str, request: RequestIdentity) -> list[Job] | None:
-    """The jobs an identical earlier request with `key` made, if there is one (a read, no lock):
-    for a repeat that the checks made before the key is looked at would refuse, because what
-    they check has changed since the first request (its deadline has passed, its job type is
-    unavailable, its callback host does not resolve right now). A repeat answers what the first
-    made, whatever the service would say to the request today."""
-    existing = _key_get(owner=owner, key=key)
-    if existing is None or not _alive(existing):
-        return None
-    if _mismatch(existing, request) is not None:
-        return None
+def jobs_replayed_or_raise(
+    refusal: ApplicationError, *, owner: Client, key: str, request: RequestIdentity
+) -> list[Job]:
+    """The jobs an identical earlier request with `key` made, if there is one (a read, no lock);
+    else raise `refusal`: what the checks made before the key is looked at say to the request
+    today, changed since the first one (its deadline has passed, its job type is unavailable, its
+    callback host does not resolve right now, or too many of its client's are being looked up).
+    A repeat answers what the first made, whatever the service would say to the request today."""
+    existing = _key_get(owner=owner, key=key) if key else None
+    if existing is None or not _alive(existing) or _mismatch(existing, request) is not None:
+        raise refusal
     return _jobs_of(existing)
 
 

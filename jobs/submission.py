@@ -261,11 +261,8 @@ def job_submit(
     identity = idempotency.request_identity(endpoint=endpoint, body=request_body, headers=request_headers or {})
     try:
         job, job_type = job_prepare(owner=owner, request=request, now=timezone.now())
-    except ApplicationError:
-        replayed = idempotency_key and idempotency.jobs_replayed(owner=owner, key=idempotency_key, request=identity)
-        if replayed:
-            return replayed[0], False
-        raise
+    except ApplicationError as exc:
+        return idempotency.jobs_replayed_or_raise(exc, owner=owner, key=idempotency_key, request=identity)[0], False
     if not idempotency_key:
         return _job_insert(owner=owner, job=job, job_type=job_type), True
     jobs, created = idempotency.jobs_created_once(
@@ -327,11 +324,14 @@ def jobs_submit_batch(
     )
     now = timezone.now()
     # Each callback host once, all within one time budget, before any job is checked.
-    resolver = callback_hosts_resolve(
-        (request.callback_url for request in requests
-         if isinstance(request, SubmissionRequest) and request.callback_url),
-        key=owner.pk,
-    )
+    try:
+        resolver = callback_hosts_resolve(
+            (request.callback_url for request in requests
+             if isinstance(request, SubmissionRequest) and request.callback_url),
+            key=owner.pk,
+        )
+    except ApplicationError as exc:  # too many of the client's lookups waiting (429)
+        return idempotency.jobs_replayed_or_raise(exc, owner=owner, key=idempotency_key, request=identity), False
     prepared: list[tuple[Job, JobType]] = []
     errors: list[dict[str, Any]] = []
     for index, request in enumerate(requests):
@@ -342,13 +342,9 @@ def jobs_submit_batch(
         except ApplicationError as exc:
             errors.append({"index": index, "code": exc.code, "message": exc.message, "details": exc.details})
     if errors:
-        replayed = idempotency_key and idempotency.jobs_replayed(owner=owner, key=idempotency_key, request=identity)
-        if replayed:
-            return replayed, False
-        raise InvalidBatch(
-            f"{len(errors)} of the {len(requests)} jobs are invalid; none was created.",
-            details={"jobs": errors},
-        )
+        invalid = InvalidBatch(f"{len(errors)} of the {len(requests)} jobs are invalid; none was created.",
+                               details={"jobs": errors})
+        return idempotency.jobs_replayed_or_raise(invalid, owner=owner, key=idempotency_key, request=identity), False
     if not idempotency_key:
         return _batch_insert(owner=owner, prepared=prepared), True
     return idempotency.jobs_created_once(

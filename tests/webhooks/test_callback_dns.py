@@ -278,3 +278,42 @@ def test_a_burst_of_submissions_whose_names_resolve_is_accepted_whole(
     assert len(name_server.asked) == 16
     assert seconds < MARGIN
 
+
+def test_a_repeat_of_a_keyed_submission_or_batch_answers_what_the_first_made_while_lookups_are_full(
+    make_api: Callable[..., Api], name_server: SlowNameServer, settings: Any
+) -> None:
+    # Given: a job and a batch accepted with their Idempotency-Keys, then the client's place (one
+    # here) and its waiting room taken by submissions on names its name server does not answer for
+    settings.CALLBACK_RESOLVE_MAX_PER_CLIENT = 1
+    api = make_api()
+    later = (timezone.now() + timedelta(hours=1)).isoformat()
+    one = {"job_name": HELLO, "payload": {}, "run_at": later, "callback_url": "https://hooks.fine.example/a"}
+    batch = {"jobs": [one, {**one, "payload": {"message": "two"}}]}
+    first = api.post("/api/jobs/", json=one, headers={"Idempotency-Key": "one"})
+    first_batch = api.post("/api/jobs/batch/", json=batch, headers={"Idempotency-Key": "batch"})
+    assert first.status_code == first_batch.status_code == 202
+    hanging = [threading.Thread(target=api.post, args=("/api/jobs/",), kwargs={"json": {
+        "job_name": HELLO, "payload": {}, "callback_url": f"https://h{i}.slow.example/"}}) for i in range(2)]
+    for thread in hanging:
+        thread.start()
+    deadline = time.monotonic() + 10
+    while addresses._waiting.get(api.client.pk, 0) < 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    # (a new request is refused now)
+    refused = api.post("/api/jobs/", json=one)
+    assert refused.status_code == 429, refused.text
+    assert "1 looking up at once and 1 more waiting" in refused.json()["error"]["message"]
+
+    # When: the client repeats both (it never saw the answers)
+    again = api.post("/api/jobs/", json=one, headers={"Idempotency-Key": "one"})
+    again_batch = api.post("/api/jobs/batch/", json=batch, headers={"Idempotency-Key": "batch"})
+    name_server.ended.set()
+    for thread in hanging:
+        thread.join(BUDGET + MARGIN + 30)
+
+    # Then: each answers what the first made, as any repeat does, not a 429 (which would tell the
+    # client its jobs were never accepted)
+    assert again.status_code == 202, again.text
+    assert again.json()["id"] == first.json()["id"]
+    assert again_batch.status_code == 202, again_batch.text
+    assert [job["id"] for job in again_batch.json()["jobs"]] == [job["id"] for job in first_batch.json()["jobs"]]
