@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 from celery.worker import state as worker_state
 from django.conf import settings
-from django.db import InterfaceError, OperationalError
+from django.db import DatabaseError, InterfaceError, OperationalError
 
 from core import http
 from webhooks import dispatch, recording, sealing, sending, signing, telemetry
@@ -182,7 +182,8 @@ def _sent(
     something outside the attempts and their recording raise, the claims whose attempts had not
     gone out, and what raised. Those that went out before it raised have their answers recorded,
     as always: sent again, their receivers would get them twice, by our fault. The database out
-    of reach, or a deadlock, ends the batch's claims (those not recorded yet) and raises."""
+    of reach, or a deadlock, gives back the claims of the attempts not made, ends those of the
+    ones made and not recorded, and raises."""
     went_out: dict[int, http.HttpResult] = {}
     recorded: list[AttemptOutcome] = []
 
@@ -217,9 +218,19 @@ def _sent(
             recorded += _told(recording.record_each_if_need_be(answered, token=token))
         return recorded, unsent, raised
     except (OperationalError, InterfaceError):
-        # The database out of reach, or a deadlock: the batch's claims end now, as a dead
-        # worker's would, so that it can be sent again at once; the attempts it left open are
-        # closed as interrupted when it is.
+        # The database out of reach, or a deadlock, once every lane has ended (send_batch raises
+        # no sooner): `went_out` holds every attempt made. Those never sent have their claims
+        # given back, no attempt spent; ended instead, each would show an attempt interrupted
+        # that never went out, one of its schedule used up. The claims of the rest (and of
+        # those, when the database cannot give them back) end now, as a dead worker's would, so
+        # that they can be sent again at once; their attempts are closed as interrupted then.
+        never_sent = [claimed for claimed in claims if claimed.delivery_id not in went_out]
+        if never_sent:
+            try:
+                claims_give_back(never_sent, token=token)
+            except DatabaseError:
+                logger.warning("A batch's claims not sent could not be given back: they end as the others",
+                               exc_info=True)
         claims_expire(claims, token=token)
         raise
 

@@ -17,8 +17,9 @@ from core import deadlines, http
 from core.models import Client
 from core.services import client_create
 from examples.receiver import Receiver, Reply
+from tests.conftest import Api
 from tests.fakes.hostile_receiver import MODES, HostileReceiver
-from webhooks import attempts, claims, dispatch, endpoints, outbox, sending, tasks
+from webhooks import attempts, claims, dispatch, endpoints, outbox, sending, sql, tasks
 from webhooks.models import Delivery, DeliveryAttempt
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -162,19 +163,22 @@ def test_a_batchs_answers_are_recorded_as_they_come_not_once_another_clients_att
     assert [len(healthy.received), len(failing.received)] == [1, 1]
 
 
-def test_a_batch_whose_recording_fails_takes_no_more_attempts(
-    owner: Client, receiver: Receiver, make_receiver: Callable[..., Receiver], settings: object,
+def test_a_batch_whose_recording_fails_takes_no_more_attempts_and_spends_none_it_did_not_make(
+    make_api: Callable[..., Api], receiver: Receiver, make_receiver: Callable[..., Receiver], settings: object,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # Given a batch holding another client's delivery to a quick receiver and five of this
     # client's to a receiver answering each in 0.3 s (quick: one lane sends them one after
-    # another), and the database failing the first recording (injected: a lost connection)
+    # another), and the database failing the first recording (injected: a deadlock, the
+    # database up)
+    api = make_api()
     settings.WEBHOOK_MAX_IN_FLIGHT_PER_HOST = 1  # type: ignore[attr-defined]
-    steady = make_receiver(*[Reply(delay_seconds=0.3)] * 5)
+    steady = make_receiver(*[Reply(delay_seconds=0.3)] * 10)
     first = record(client_create(name=f"quick-{uuid.uuid4().hex[:8]}"), receiver.url)
-    ours = [record(owner, steady.url) for _ in range(5)]
+    ours = [record(api.client, steady.url) for _ in range(5)]
+    batch = [first.pk, *(d.pk for d in ours)]
     record_each = attempts.recording.record_each_if_need_be
-    failures = [OperationalError("the connection was lost")]
+    failures = [OperationalError("deadlock detected")]
 
     def failing_once(*args: object, **kwargs: object) -> object:
         if failures:
@@ -185,14 +189,27 @@ def test_a_batch_whose_recording_fails_takes_no_more_attempts(
 
     # When it is sent
     with pytest.raises(OperationalError):
-        attempts.deliveries_attempt(delivery_ids=[first.pk, *(d.pk for d in ours)])
+        attempts.deliveries_attempt(delivery_ids=batch)
 
     # Then the lane took no more once the first recording failed (before, all five went out,
     # each then sent again once its claim, ended by the failure, was taken anew), and no claim
     # of the batch holds: each can be sent again at once
-    assert 1 <= len(steady.received) <= 2
-    assert not Delivery.objects.filter(pk__in=[first.pk, *(d.pk for d in ours)],
-                                       claimed_until__gt=timezone.now()).exists()
+    went_out = {received.headers["webhook-id"] for received in steady.received}
+    assert 1 <= len(went_out) <= 2
+    assert not Delivery.objects.filter(pk__in=batch, claimed_until__gt=timezone.now()).exists()
+
+    # And once it is sent again, the client's delivery log shows an interrupted attempt only for
+    # those that went out: the others' first attempt is the one sent now, none of their schedule
+    # spent (before, each showed attempt 1 as interrupted, its real one numbered 2)
+    attempts.deliveries_attempt(delivery_ids=batch)
+    response = api.get("/api/deliveries/")
+    assert response.status_code == 200, response.text
+    logs = {delivery["webhook_id"]: delivery for delivery in response.json()["results"]}
+    assert len(logs) == 5
+    for webhook_id, delivery in logs.items():
+        expected = [(1, sql.INTERRUPTED), (2, "")] if webhook_id in went_out else [(1, "")]
+        assert [(attempt["number"], attempt["error"]) for attempt in delivery["attempts"]] == expected
+        assert (delivery["state"], delivery["attempt_count"]) == ("succeeded", len(expected))
 
 
 @pytest.fixture
