@@ -27,19 +27,18 @@ happens to one never reaches the others.
 - Side by side: a batch's lanes each on a thread of the batch's own, so a batch takes as long
   as its slowest lane, which core/http.py's limit on an attempt and the lane's own limit bound
   (two attempts' limits); no thread is shared with another batch, so no receiver can hold up
-  someone else's, nor have an outcome recorded late: each is handed over as it comes.
+  someone else's, nor have an outcome recorded late: each is handed over as it comes
+  (webhooks/handover.py).
 - Never reaching the others: an attempt that raises (which core/http.py should make impossible)
   is recorded as its own error; the batch goes on.
 """
 from __future__ import annotations
 
 import logging
-import queue
 import random
-import threading
 import time
 import uuid
-from collections import Counter, defaultdict, deque
+from collections import defaultdict, deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -61,6 +60,7 @@ from core.slots import Slot, Slots
 from webhooks import dispatch, gates, outbox
 from webhooks.claims import Claimed
 from webhooks.gates import SLOW_ATTEMPT_SECONDS, Place
+from webhooks.handover import HandOver
 from webhooks.models import ATTEMPT_INTERNAL_ERROR, Delivery, DeliveryAttempt
 
 logger = logging.getLogger(__name__)
@@ -74,9 +74,6 @@ SLOT_WAIT_SECONDS = 2.0
 # added so that those of a busy host do not all come back at once.
 WAIT_TURN_SECONDS = 2.0
 WAIT_TURN_JITTER_SECONDS = 1.0
-# How long an attempt's outcome waits for others of its batch, to be recorded with them (s): a
-# quick batch takes a transaction or two, and a lane that hangs holds up none of the others'.
-RECORD_WITHIN_SECONDS = 0.2
 
 Send = Callable[[Claimed], http.HttpResult]
 Finished = Callable[[list[tuple[Claimed, "http.HttpResult | Unsent"]]], None]
@@ -125,8 +122,9 @@ class Unsent:
 
 def send_batch(claims: Sequence[Claimed], send: Send, finished: Finished) -> None:
     """Send the claims, handing `finished` each one's result as it comes (with those that came
-    within RECORD_WITHIN_SECONDS of it), every one by the time this returns; Unsent for one that
-    was not sent (put it back), once the lanes of its client's share of its host have ended.
+    within RECORD_WITHIN_SECONDS of it: webhooks/handover.py), every one by the time this
+    returns; Unsent for one that was not sent (put it back), once the lanes of its client's
+    share of its host have ended.
 
     A client's deliveries to a host go out on lanes, as many as the host limit allows (each
     delivery its own lane when there is no limit): a lane takes a place in the client's shares
@@ -151,9 +149,7 @@ def send_batch(claims: Sequence[Claimed], send: Send, finished: Finished) -> Non
         for (to_host, to_client), waiting in waiting_by_share.items()
         for _ in range(min(len(waiting), host_limit) if host_limit > 0 else len(waiting))
     ]
-    # What the lanes do, as they do it: a claim's index once sent, a group once one of its lanes ended.
-    happened: queue.SimpleQueue[int | tuple[str, str]] = queue.SimpleQueue()
-    stop = threading.Event()  # `finished` raised: the lanes take no more
+    handover = HandOver((to_host, to_client) for to_host, to_client, _ in lanes)
     # The groups a lane of which raised: what they left is not put back (attempts.py sends it alone).
     tripped: set[tuple[str, str]] = set()
 
@@ -176,11 +172,11 @@ def send_batch(claims: Sequence[Claimed], send: Send, finished: Finished) -> Non
             tripped.add((to_host, to_client))
             raise
         finally:
-            happened.put((to_host, to_client))
+            handover.lane_ended((to_host, to_client))
 
     def _send_while_quick(waiting: deque[int], places: tuple[Place, Place]) -> None:
         stop_taking_at = time.monotonic() + settings.WEBHOOK_TIMEOUT_SECONDS
-        while time.monotonic() < stop_taking_at and not stop.is_set():
+        while time.monotonic() < stop_taking_at and not handover.stopped.is_set():
             try:
                 index = waiting.popleft()
             except IndexError:  # none left: this lane or another of the share sent them
@@ -191,46 +187,30 @@ def send_batch(claims: Sequence[Claimed], send: Send, finished: Finished) -> Non
             for place in places:
                 place.attempt_begins(started)
             results[index] = _send_one(claims[index], send)
-            happened.put(index)
+            handover.sent(index)
             if time.monotonic() - started >= SLOW_ATTEMPT_SECONDS:
                 return
 
-    def hand_over() -> None:
-        # Until every lane has ended: what was sent, and what a group's lanes left once they all
-        # ended, handed over at most RECORD_WITHIN_SECONDS after it came, with what came meanwhile.
-        lanes_left = Counter((to_host, to_client) for to_host, to_client, _ in lanes)
-        due: list[int] = []
-        due_by: float | None = None
-        while lanes_left.total():
-            try:
-                what = happened.get(timeout=None if due_by is None else max(0.0, due_by - time.monotonic()))
-            except queue.Empty:
-                what = None
-            if isinstance(what, int):
-                due.append(what)
-            elif what is not None:
-                lanes_left[what] -= 1
-                if not lanes_left[what] and what not in tripped:
-                    left = [index for index, group in enumerate(groups) if group == what and results[index] is None]
-                    for index in left:
-                        results[index] = blocked_on.get(what, Unsent(what[0], host_limit))
-                    due += left
-            due_by = None if not due else due_by or time.monotonic() + RECORD_WITHIN_SECONDS
-            if due_by is not None and (time.monotonic() >= due_by or not lanes_left.total()):
-                finished([(claims[index], cast(http.HttpResult | Unsent, results[index])) for index in due])
-                due, due_by = [], None
+    def left_by(group: tuple[str, str]) -> list[int]:
+        # What the group's lanes did not send, once they have all ended: it waits for a place of
+        # the share they last found full. Nothing when one of them raised.
+        if group in tripped:
+            return []
+        left = [index for index, each in enumerate(groups) if each == group and results[index] is None]
+        for index in left:
+            results[index] = blocked_on.get(group, Unsent(group[0], host_limit))
+        return left
+
+    def hand_over(indexes: list[int]) -> None:
+        finished([(claims[index], cast(http.HttpResult | Unsent, results[index])) for index in indexes])
 
     if len(lanes) == 1:
         lane(*lanes[0])
-        hand_over()
+        handover.run(left_by=left_by, finished=hand_over)
         return
     with ThreadPoolExecutor(max_workers=len(lanes), thread_name_prefix="webhook") as senders:
         running = [senders.submit(lane, *each) for each in lanes]
-        try:
-            hand_over()
-        except BaseException:
-            stop.set()  # the executor waits for the lanes before this raises
-            raise
+        handover.run(left_by=left_by, finished=hand_over)  # should it raise, the lanes take no more
     for each in running:
         each.result()  # a lane's own surprise, raised once what the others sent is handed over
 
