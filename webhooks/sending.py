@@ -204,10 +204,12 @@ def send_batch(claims: Sequence[Claimed], send: Send, finished: Finished) -> Non
     def hand_over(indexes: list[int]) -> None:
         finished([(claims[index], cast(http.HttpResult | Unsent, results[index])) for index in indexes])
 
-    if len(lanes) == 1:
+    if len(claims) == 1:  # nothing to hand over before its one attempt ends: no thread for it
         lane(*lanes[0])
         handover.run(left_by=left_by, finished=hand_over)
         return
+    # Even a single lane runs on a thread of its own, so that its outcomes are handed over as
+    # they come: on this one, they were once it ended.
     with ThreadPoolExecutor(max_workers=len(lanes), thread_name_prefix="webhook") as senders:
         running = [senders.submit(lane, *each) for each in lanes]
         handover.run(left_by=left_by, finished=hand_over)  # should it raise, the lanes take no more

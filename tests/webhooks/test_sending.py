@@ -163,6 +163,38 @@ def test_a_batchs_answers_are_recorded_as_they_come_not_once_another_clients_att
     assert [len(healthy.received), len(failing.received)] == [1, 1]
 
 
+def test_a_batch_on_one_lane_records_each_answer_as_it_comes_not_once_the_lane_ends(
+    owner: Client, make_receiver: Callable[..., Receiver], settings: object
+) -> None:
+    # Given a batch of six of one client's deliveries to one host, one at a time there (one lane
+    # sends them one after another, 3 s at most), its receiver answering each in 0.3 s
+    settings.WEBHOOK_MAX_IN_FLIGHT_PER_HOST = 1  # type: ignore[attr-defined]
+    settings.WEBHOOK_TIMEOUT_SECONDS = 3.0  # type: ignore[attr-defined]
+    steady = make_receiver(*[Reply(delay_seconds=0.3)] * 6)
+    ours = [record(owner, steady.url) for _ in range(6)]
+    done = DeliveryAttempt.objects.filter(delivery__in=ours, finished_at__isnull=False)
+
+    def send() -> None:
+        try:
+            attempts.deliveries_attempt(delivery_ids=[delivery.pk for delivery in ours])
+        finally:
+            connection.close()  # the thread's own
+
+    # When a worker sends it
+    sender = threading.Thread(target=send)
+    sender.start()
+    while not done.exists() and sender.is_alive():
+        time.sleep(0.02)
+    sent_by_then = len(steady.received)
+    sender.join()
+
+    # Then the first answer is in its delivery's log while the lane still sends the others
+    # (before, the lane ran on the worker's own thread and its answers were recorded once it
+    # ended, 1.8 s on here, up to WEBHOOK_TIMEOUT_SECONDS and an attempt's limit by default)
+    assert sent_by_then < 6
+    assert done.count() == 6 and len(steady.received) == 6
+
+
 def test_a_batch_whose_recording_fails_takes_no_more_attempts_and_spends_none_it_did_not_make(
     make_api: Callable[..., Api], receiver: Receiver, make_receiver: Callable[..., Receiver], settings: object,
     monkeypatch: pytest.MonkeyPatch,
