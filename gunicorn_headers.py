@@ -12,27 +12,18 @@ they are read, gunicorn's reader of the connection reads through a stand-in for 
 gives each recv() only what is left of the time, as core/request_body.py does for the body. A
 request whose bytes are there when gunicorn reads them (nearly all) costs no system call more.
 
-gunicorn's master imports this module (gunicorn_worker.py does): it imports nothing of `core`."""
+gunicorn's master imports this module (gunicorn_worker.py does): it imports nothing of `core`. The
+seconds are Django's setting, checked where the settings are read (core/settings/api.py), which
+gunicorn_worker.py hands to this module once its process has loaded the application."""
 from __future__ import annotations
 
-import os
 import socket
 import threading
 import time
 from typing import Any
 
-# The variable, and its default, in seconds; 0: no limit.
-SETTING = "WEB_HEADER_READ_SECONDS"
-DEFAULT_SECONDS = 10.0
-
 # At most one WARNING this often, per process: a flood of stalled clients is one line a minute.
 LOG_INTERVAL_SECONDS = 60.0
-
-
-def header_read_seconds() -> float:
-    """WEB_HEADER_READ_SECONDS, as scripts/web and the settings check accept it (a number, 0 or more)."""
-    value = os.environ.get(SETTING, "").strip()
-    return float(value) if value else DEFAULT_SECONDS
 
 
 class HeaderDeadline:

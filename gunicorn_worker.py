@@ -34,7 +34,6 @@ from typing import Any
 from gunicorn import glogging, util
 
 from gunicorn_connections import ThreadClosingWorker
-
 from gunicorn_headers import TimedOutLines, bound, log_timed_out, unbound
 from gunicorn_log_format import PrintableAtoms, RequestIdEnded, json_formatter
 
