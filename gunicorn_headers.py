@@ -46,6 +46,11 @@ class HeaderDeadline:
         now = time.monotonic()
         if self.deadline is None:
             self.deadline = now + self.seconds
+        remaining = self.deadline - now
+        # Checked before bytes already there are read too: a client dripping its headers so
+        # that each read finds some would otherwise never meet the limit.
+        if remaining <= 0:
+            return self._timed_out()
         if not self.timeout_set:
             # Bytes that arrived already (a whole request, usually) are read in the one recv()
             # gunicorn would have made: no timeout set, no system call more on the hot path.
@@ -53,9 +58,6 @@ class HeaderDeadline:
                 return self.sock.recv(size, socket.MSG_DONTWAIT)
             except (BlockingIOError, ValueError):  # none yet; ValueError: a TLS socket takes no flags
                 pass
-        remaining = self.deadline - now
-        if remaining <= 0:
-            return self._timed_out()
         self.sock.settimeout(remaining)
         self.timeout_set = True
         try:

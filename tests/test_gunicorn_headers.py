@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from gunicorn_headers import HeaderDeadline
 from tests.conftest import REPO, free_port, stop_process, wait_until_up, worker_env
 
 THREADS = 4
@@ -118,3 +119,18 @@ def test_headers_dripping_past_the_limit_are_closed_however_often_a_byte_comes(s
         ended = closed_unanswered(sock, timeout=10)
 
         assert SECONDS <= ended - started < SECONDS + 1, ended - started
+
+
+def test_bytes_already_there_are_not_read_once_the_limit_is_over() -> None:
+    # A client whose every byte is there when the next read comes: the read that finds them
+    # costs no timeout set, and the limit is still checked before it
+    ours, client = socket.socketpair()
+    with ours, client:
+        stand_in = HeaderDeadline(ours, 0.2)
+        client.sendall(b"GET /healthz HTTP/1.1\r\n")
+        assert stand_in.recv(8192) == b"GET /healthz HTTP/1.1\r\n"  # the time runs from here
+        time.sleep(0.3)
+        client.sendall(b"X-A: b\r\n")
+
+        assert stand_in.recv(8192) == b""
+        assert stand_in.timed_out and not stand_in.timeout_set
