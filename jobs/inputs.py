@@ -194,9 +194,16 @@ def metadata_filters(request: Request) -> dict[str, str]:
     }
 
 
-# One preference of a `Prefer` header (RFC 7240): a token, optionally `=` a token or quoted value,
-# HTTP's whitespace (SP, HTAB) around them, not Python's Unicode `\s` (a no-break space, 0xa0).
-_PREFERENCE = re.compile(r'\A[ \t]*([!#$%&\'*+.^_`|~0-9A-Za-z-]+)[ \t]*(?:=[ \t]*("(?:[^"\\]|\\.)*"|[^ \t;,]*))?')
+# One preference of a `Prefer` header (RFC 7240: token [ BWS "=" BWS word ] *( OWS ";" [ OWS
+# parameter ] )): a token, optionally `=` a token or quoted value, then its end or its parameters'
+# `;`, HTTP's whitespace (SP, HTAB) around them, not Python's Unicode `\s` (a no-break space, 0xa0).
+# Matched to that end: `wait\xa0=5`, `wait x=5` or `wait/5` is malformed, ignored as `wait=soon`
+# is, where its `wait` alone matched and it waited as long as a bare `wait`, the longest wait. The
+# quantifiers are possessive (`*+`): runs of spaces on both sides of an empty value were tried at
+# each split once the end had to match (100,000 spaces: 50 s of CPU).
+_PREFERENCE = re.compile(
+    r'\A[ \t]*+([!#$%&\'*+.^_`|~0-9A-Za-z-]++)[ \t]*+(?:=[ \t]*+("(?:[^"\\]|\\.)*+"|[^ \t;,]*+))?[ \t]*+(?:;|\Z)'
+)
 # The header's preferences: what lies between the commas outside quoted strings (RFC 9110's
 # quoted-string, `\"` in it escaped), so that another preference's quoted value is never read as
 # one (`foo="a, wait=1"` asks no wait). A quote never closed runs to the end: were it a character

@@ -102,6 +102,10 @@ class _Request:
         ("wait; foo=bar", 60),
         # HTTP's whitespace is SP and HTAB: a no-break space (Latin-1 0xa0) is none, a tab is
         ("\twait=\t2", 2), ("\xa0wait=5", None), ("wait=\xa05", None), ("wait=5\xa0", None), ("\u2003wait", None),
+        # and a preference is read to its end (or its parameters' `;`): a malformed one is ignored
+        # whole, not read as the bare `wait` before what broke it (the longest wait)
+        ("wait\xa0=5", None), ("wait\u2003=5", None), ("wait/5", None), ("wait x=5", None), ("wait=5 x", None),
+        ('wait="3"x', None), ("wait\xa0", None), ("wait =5 ;", 5), ("wait\t; foo=bar", 60), ("wait x, wait=4", 4),
     ],
 )
 def test_prefer_wait_is_read_as_rfc_7240_has_it(header: str, seconds: int | None) -> None:
@@ -139,12 +143,15 @@ def test_two_prefer_lines_are_read_as_one_list(api: Api) -> None:
     connection.close()
 
 
-def test_a_header_of_unclosed_quotes_is_read_in_linear_time() -> None:
+def test_a_header_of_unclosed_quotes_or_long_spaces_is_read_in_linear_time() -> None:
     # Quadratic, each took 11 s of CPU; linear, milliseconds.
     began = time.process_time()
     with override_settings(API_MAX_WAIT_SECONDS=60):
         assert inputs.prefer_wait(_Request('"\\' * 32_000)) is None  # type: ignore[arg-type]
         assert inputs.prefer_wait(_Request('wait="' + '\\"' * 32_000)) is None  # type: ignore[arg-type]
+        # Spaces on both sides of an empty value, the preference's end to be matched after them
+        assert inputs.prefer_wait(_Request("wait" + " " * 32_000 + "x")) is None  # type: ignore[arg-type]
+        assert inputs.prefer_wait(_Request("wait=" + " " * 32_000 + "x y")) is None  # type: ignore[arg-type]
     assert time.process_time() - began < 1
 
 
