@@ -110,15 +110,20 @@ API_MAX_WAITERS_PER_CLIENT = env.int("API_MAX_WAITERS_PER_CLIENT", default=API_M
 # Requests an API process runs at once (0: as many as it has threads, WEB_THREADS); the rest
 # of its threads are for waits and streams, which give their turn back while they wait.
 WEB_ACTIVE_REQUESTS = env.int("WEB_ACTIVE_REQUESTS", default=1, minimum=0)
+# The most WEB_BODY_READ_SECONDS and WEB_HEADER_READ_SECONDS may be: an hour, past any client worth
+# waiting for (0 is how to say no limit). Given no bound, a number past Python's socket timeouts
+# (1e10 s) was taken, and every request whose headers or body came in more than one piece failed
+# with an OverflowError (a 500, or its connection closed, and a traceback).
+WEB_READ_MAX_SECONDS = 3600
 # Seconds a request's body (declared by Content-Length, up to API_MAX_BODY_BYTES) may take to
 # arrive in all: it is read before the request takes its turn, and one still incomplete then is
 # answered 408 and its connection closed (core/request_body.py). 0: no limit, the body read
 # when first asked for, inside the turn.
-WEB_BODY_READ_SECONDS = env.float("WEB_BODY_READ_SECONDS", default=10.0, minimum=0)
+WEB_BODY_READ_SECONDS = env.float("WEB_BODY_READ_SECONDS", default=10.0, minimum=0, maximum=WEB_READ_MAX_SECONDS)
 # Seconds a request's line and headers may take to arrive in all, from their first bytes, on a
 # new connection and on a kept-alive one; past it the connection is closed unanswered
 # (gunicorn_headers.py, which gunicorn_worker.py reads this from). 0: no limit.
-WEB_HEADER_READ_SECONDS = env.float("WEB_HEADER_READ_SECONDS", default=10.0, minimum=0)
+WEB_HEADER_READ_SECONDS = env.float("WEB_HEADER_READ_SECONDS", default=10.0, minimum=0, maximum=WEB_READ_MAX_SECONDS)
 # Whether a process's database connections go with its request turns (core/concurrency.py)
 # rather than with its threads. Off only where the process's own threads must see one
 # connection: the test suite, whose in-process requests run inside the test's transaction.

@@ -110,6 +110,9 @@ def test_with_debug_on_cookies_are_not_secure(tmp_path: Path) -> None:
     ("API_STREAM_HEARTBEAT_SECONDS", "15s"), ("WEBHOOK_TIMEOUT_SECONDS", "0x10"), ("DB_CHECK_TIMEOUT_SECONDS", "1,5"),
     # A staff session is to end: past a year refused (past year 9999, every sign-in's expiry overflowed).
     ("ADMIN_SESSION_SECONDS", str(365 * 24 * 3600 + 1)),
+    # Past Python's socket timeouts: every request whose headers or body came in pieces an
+    # OverflowError (a 500 and a traceback); past an hour refused.
+    ("WEB_HEADER_READ_SECONDS", "1e10"), ("WEB_BODY_READ_SECONDS", "1e10"), ("WEB_HEADER_READ_SECONDS", "3601"),
     # A stream's write timeout at or below its heartbeat (15 s), documented as above it.
     ("API_STREAM_WRITE_TIMEOUT_SECONDS", "15"),
 ])
