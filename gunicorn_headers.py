@@ -1,7 +1,8 @@
 """A request's line and headers must all arrive within WEB_HEADER_READ_SECONDS (10 s by default) of
 their first bytes, on a new connection and on a kept-alive one alike; past it, the connection is
 closed without an answer (as nginx's client_header_timeout does: the client is gone or stalled),
-and a WARNING says so, one line a minute per API process at most, however many.
+and a WARNING says so, one line a minute per API process at most, each counting every connection
+closed since the previous one (TimedOutLines).
 
 gunicorn's threaded worker reads them from a blocking socket with no timeout, once it has waited
 5 s for a first byte: a client that sent `GET / HTTP/1.1\\r\\nX-A: ` and then nothing held one of
@@ -110,33 +111,62 @@ def unbound(parser: Any) -> HeaderDeadline | None:
 
 
 class TimedOutLines:
-    """When to log the headers that did not arrive in time: the first, then at most one line
-    every LOG_INTERVAL_SECONDS, with how many since the previous one. Thread-safe."""
+    """When to log the connections whose headers did not arrive in time, so that the lines' counts
+    add up to every one closed: the first at once, then at most one line every
+    LOG_INTERVAL_SECONDS with how many were closed since the previous line (and the last one's
+    client). The worker's main loop asks each second (`due`), so a flood that stops is said too,
+    a minute after the previous line at most, and once more as the process stops. Thread-safe."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._logged_at: float | None = None
         self._held = 0
+        self._peer: Any = None
 
-    def due(self) -> int:
-        """Count one more; how many to log now, or 0 while the interval runs."""
-        now = time.monotonic()
+    def closed(self, peer: Any) -> tuple[int, Any]:
+        """Count one more, from `peer`; how many to log now (0 while the interval runs), and the
+        last one's peer."""
         with self._lock:
             self._held += 1
-            if self._logged_at is not None and now - self._logged_at < LOG_INTERVAL_SECONDS:
-                return 0
-            self._logged_at, count, self._held = now, self._held, 0
-            return count
+            self._peer = peer
+            return self._take(final=False)
+
+    def due(self, *, final: bool = False) -> tuple[int, Any]:
+        """How many closed to log now, held since the previous line (0 while the interval runs,
+        unless `final`), and the last one's peer."""
+        if not self._held:  # read without the lock: one that lands meanwhile is said next time
+            return 0, None
+        with self._lock:
+            return self._take(final=final)
+
+    def _take(self, *, final: bool) -> tuple[int, Any]:
+        now = time.monotonic()
+        if not self._held or (
+            not final and self._logged_at is not None and now - self._logged_at < LOG_INTERVAL_SECONDS
+        ):
+            return 0, None
+        count, peer = self._held, self._peer
+        self._logged_at, self._held, self._peer = now, 0, None
+        return count, peer
 
 
 def log_timed_out(log: Any, lines: TimedOutLines, seconds: float, client: Any) -> None:
-    """The WARNING for a request whose line and headers did not arrive in time, when one is due."""
-    count = lines.due()
+    """The connection from `client` was closed, its request's line and headers not all arrived in
+    time: the WARNING for it and those held before it, when one is due."""
+    _warn(log, *lines.closed(client[0] if isinstance(client, tuple) and client else client), seconds)
+
+
+def log_held(log: Any, lines: TimedOutLines, seconds: float, *, final: bool = False) -> None:
+    """The WARNING for the connections closed since the previous line, when one is due (`final`: the
+    process stops, now)."""
+    _warn(log, *lines.due(final=final), seconds)
+
+
+def _warn(log: Any, count: int, peer: Any, seconds: float) -> None:
     if not count:
         return
-    peer = client[0] if isinstance(client, tuple) and client else client
     log.warning(
         "Closed %d connection(s) whose request line and headers did not all arrive within %g s "
-        "(WEB_HEADER_READ_SECONDS; at most one line a minute), the last from ip=%s: clients stalled "
-        "or too slow, or a proxy not buffering them", count, seconds, peer,
+        "(WEB_HEADER_READ_SECONDS; at most one line a minute, counting those since the previous), the last "
+        "from ip=%s: clients stalled or too slow, or a proxy not buffering them", count, seconds, peer,
     )

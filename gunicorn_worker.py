@@ -34,7 +34,7 @@ from typing import Any
 from gunicorn import glogging, util
 
 from gunicorn_connections import ThreadClosingWorker
-from gunicorn_headers import TimedOutLines, bound, log_timed_out, unbound
+from gunicorn_headers import TimedOutLines, bound, log_held, log_timed_out, unbound
 from gunicorn_log_format import PrintableAtoms, RequestIdEnded, json_formatter
 
 # The status gunicorn answers a request it cannot parse with: the code and the message (formatted
@@ -191,7 +191,23 @@ class JsonErrorThreadWorker(ThreadClosingWorker):
     def init_process(self) -> None:
         self.log.error_log.addFilter(RequestIdNamed())
         self.log.access_log.addFilter(RequestIdNamed())
+        self.header_read_seconds = 0.0  # WEB_HEADER_READ_SECONDS once the application is loaded
+        self.header_timeouts = TimedOutLines()
         super().init_process()
+
+    def run(self) -> None:
+        """gunicorn's, then the WARNING for connections closed since its previous line, if any."""
+        try:
+            super().run()
+        finally:
+            log_held(self.log, self.header_timeouts, self.header_read_seconds, final=True)
+
+    def notify(self) -> None:
+        """gunicorn's (its main loop's, each second, telling the master this process lives), and
+        the WARNING for connections closed since its previous line, once a minute has passed: a
+        flood that stops is said whole, not only its first connection."""
+        super().notify()
+        log_held(self.log, self.header_timeouts, self.header_read_seconds)
 
     def load_wsgi(self) -> None:
         # gunicorn loads the application here, anew on a reload (SIGHUP).
@@ -200,7 +216,6 @@ class JsonErrorThreadWorker(ThreadClosingWorker):
         from django.conf import settings  # set up by the application just loaded
 
         self.header_read_seconds = settings.WEB_HEADER_READ_SECONDS
-        self.header_timeouts = TimedOutLines()
 
     def handle(self, conn: Any) -> Any:
         """gunicorn's, each request's line and headers read within WEB_HEADER_READ_SECONDS

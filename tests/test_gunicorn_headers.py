@@ -5,7 +5,10 @@ a thread for as long as it kept the connection open: WEB_THREADS such clients an
 no answer at all. Against gunicorn as production runs it (scripts/web), with few threads."""
 from __future__ import annotations
 
+import contextlib
 import http.client
+import logging
+import re
 import socket
 import subprocess
 import time
@@ -15,7 +18,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from gunicorn_headers import HeaderDeadline
+import gunicorn_headers
+from gunicorn_headers import HeaderDeadline, TimedOutLines
+from gunicorn_worker import JsonErrorThreadWorker
 from tests.conftest import REPO, free_port, stop_process, wait_until_up, worker_env
 
 THREADS = 4
@@ -25,22 +30,29 @@ SECONDS = 1.5  # WEB_HEADER_READ_SECONDS here
 STALLED = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-A: "
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Path]]:
-    """gunicorn's port, and its log."""
+@contextlib.contextmanager
+def serving(log_path: Path) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
+    """gunicorn as scripts/web runs it, its log to `log_path`: its port, and its process."""
     port = free_port()
     # WEB_MAX_CONNECTIONS over WEB_THREADS: connections kept alive, whose next requests are bounded too.
     env = worker_env(PORT=str(port), WEB_CONCURRENCY="1", WEB_THREADS=str(THREADS), WEB_MAX_CONNECTIONS="32",
                      DEBUG="false", WEB_HEADER_READ_SECONDS=str(SECONDS))
-    log_path = tmp_path_factory.mktemp("headers") / "web.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen([str(REPO / "scripts" / "web")], cwd=REPO, env=env, stdout=log,
                                    stderr=subprocess.STDOUT)
     try:
         wait_until_up(f"http://127.0.0.1:{port}/healthz", process, log_path)
-        yield port, log_path
+        yield port, process
     finally:
         stop_process(process)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Path]]:
+    """gunicorn's port, and its log."""
+    log_path = tmp_path_factory.mktemp("headers") / "web.log"
+    with serving(log_path) as (port, _):
+        yield port, log_path
 
 
 def closed_unanswered(sock: socket.socket, timeout: float) -> float:
@@ -134,3 +146,57 @@ def test_bytes_already_there_are_not_read_once_the_limit_is_over() -> None:
 
         assert stand_in.recv(8192) == b""
         assert stand_in.timed_out and not stand_in.timeout_set
+
+
+def test_every_connection_closed_is_counted_in_the_lines_however_the_flood_ends(tmp_path: Path) -> None:
+    # Given: a process of its own, and a flood of stalled requests that stops
+    with serving(tmp_path / "web.log") as (port, process):
+        stalled = [socket.create_connection(("127.0.0.1", port)) for _ in range(2 * THREADS + 1)]
+        try:
+            for sock in stalled:
+                sock.sendall(STALLED)
+            for sock in stalled:
+                closed_unanswered(sock, timeout=10)
+        finally:
+            for sock in stalled:
+                sock.close()
+
+        # When: no more come, and the process stops within the minute
+        time.sleep(0.2)
+        stop_process(process)
+
+    # Then: its lines count all nine, the first at once and the rest as it stopped
+    lines = [line for line in (tmp_path / "web.log").read_text().splitlines() if "did not all arrive within" in line]
+    counts = [int(re.search(r"Closed (\d+) connection", line)[1]) for line in lines]  # type: ignore[index]
+    assert counts[0] == 1 and sum(counts) == 2 * THREADS + 1, lines
+
+
+def test_the_lines_held_in_a_minute_are_said_once_it_is_over_though_no_more_come(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+) -> None:
+    now = [1000.0]
+    monkeypatch.setattr(gunicorn_headers, "time", type("Clock", (), {"monotonic": staticmethod(lambda: now[0])}))
+    lines = TimedOutLines()
+
+    # The first of a flood of 50 is said at once, the others held
+    said = [lines.closed(f"10.0.0.{n}") for n in range(50)]
+    assert said[0] == (1, "10.0.0.0") and all(count == 0 for count, _ in said[1:])
+    # and not while the minute runs: the worker's main loop asks each second (its notify)
+    worker = JsonErrorThreadWorker.__new__(JsonErrorThreadWorker)
+    worker.tmp = type("Tmp", (), {"notify": lambda self: None})()  # gunicorn's heartbeat file
+    worker.log = logging.getLogger("tests.gunicorn_headers")
+    worker.header_read_seconds, worker.header_timeouts = SECONDS, lines
+    now[0] += 59
+    with caplog.at_level(logging.WARNING, logger="tests.gunicorn_headers"):
+        worker.notify()
+        assert caplog.messages == []
+        # Once it is over, every one held, with the last one's address, though no more came
+        now[0] += 1
+        worker.notify()
+        worker.notify()
+    assert len(caplog.messages) == 1, caplog.messages
+    assert caplog.messages[0].startswith("Closed 49 connection(s)") and "ip=10.0.0.49:" in caplog.messages[0]
+    # One more within the next minute is held, and said as the process stops
+    now[0] += 1
+    assert lines.closed("10.0.0.50") == (0, None)
+    assert lines.due(final=True) == (1, "10.0.0.50")
