@@ -122,7 +122,7 @@ WEB_READ_MAX_SECONDS = 3600
 WEB_BODY_READ_SECONDS = env.float("WEB_BODY_READ_SECONDS", default=10.0, minimum=0, maximum=WEB_READ_MAX_SECONDS)
 # Seconds a request's line and headers may take to arrive in all, from their first bytes, on a
 # new connection and on a kept-alive one; past it the connection is closed unanswered
-# (gunicorn_headers.py, which gunicorn_worker.py reads this from). 0: no limit.
+# (gunicorn_headers.py; gunicorn_worker.py hands it this setting). 0: no limit.
 WEB_HEADER_READ_SECONDS = env.float("WEB_HEADER_READ_SECONDS", default=10.0, minimum=0, maximum=WEB_READ_MAX_SECONDS)
 # Whether a process's database connections go with its request turns (core/concurrency.py)
 # rather than with its threads. Off only where the process's own threads must see one
