@@ -231,9 +231,11 @@ def turn_taken(key: str) -> Iterator[None]:
 
 @contextmanager
 def turn_released() -> Iterator[None]:
-    """Give this request's turn to another request while the block waits (no-op outside one)."""
+    """Give this request's turn to another request while the block waits (no-op outside one, and
+    inside a transaction: the turn's database connection goes with the turn, and would end it)."""
     turns = _fair_turns()
-    if turns is None or not getattr(_held, "value", False):
+    own = _own_connection()
+    if turns is None or not getattr(_held, "value", False) or (own is not None and own.in_atomic_block):
         yield
         return
     _turn_connection_give_back()

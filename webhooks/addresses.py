@@ -21,10 +21,9 @@ import threading
 import time
 from collections.abc import Hashable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, wait
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 
 from django.conf import settings
-from django.db import connection
 
 from core import deadlines, http
 from core.concurrency import turn_released
@@ -108,9 +107,7 @@ def _place_taken(key: Hashable, needed: bool) -> Iterator[None]:
 def _place_awaited(key: Hashable, limit: int) -> bool:
     """Whether one of `key`'s places came free within PLACE_WAIT_SECONDS (then it is taken),
     waited for with the request's turn given back, as lookups are."""
-    # The turn's database connection goes with it: never from inside a transaction.
-    released = nullcontext() if connection.in_atomic_block else turn_released()
-    with released, _places:
+    with turn_released(), _places:
         taken = _places.wait_for(lambda: _looking_up.get(key, 0) < limit, PLACE_WAIT_SECONDS)
         _counted(_waiting, key, -1)
         if taken:
@@ -143,9 +140,7 @@ def _lookups_wait(lookups: list[Future[Sequence[str]]], seconds: float) -> None:
     started = time.monotonic()
     _, pending = wait(lookups, timeout=min(seconds, HELD_SECONDS))
     if pending:
-        # The turn's database connection goes with it: never from inside a transaction.
-        released = nullcontext() if connection.in_atomic_block else turn_released()
-        with released:
+        with turn_released():
             _, pending = wait(pending, timeout=max(0.0, started + seconds - time.monotonic()))
     for lookup in pending:
         lookup.cancel()
