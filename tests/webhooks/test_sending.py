@@ -27,6 +27,20 @@ pytestmark = pytest.mark.django_db(transaction=True)
 TIMEOUT_SECONDS = 1.5
 
 
+def sending_started(deliveries: list[Delivery]) -> threading.Thread:
+    """A worker's drain of `deliveries` as one batch, under way on a thread of its own (its own
+    database connection, closed as it ends)."""
+    def send() -> None:
+        try:
+            attempts.deliveries_attempt(delivery_ids=[delivery.pk for delivery in deliveries])
+        finally:
+            connection.close()  # the thread's own
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    return sender
+
+
 @pytest.fixture
 def owner() -> Client:
     return client_create(name=f"sending-{uuid.uuid4().hex[:8]}")
@@ -131,16 +145,9 @@ def test_a_batchs_answers_are_recorded_as_they_come_not_once_another_clients_att
     delivered, failed = record(owner, healthy.url), record(owner, failing.url)
     ours = DeliveryAttempt.objects.filter(delivery__in=[delivered, failed], finished_at__isnull=False)
 
-    def send() -> None:
-        try:
-            attempts.deliveries_attempt(delivery_ids=[theirs.pk, delivered.pk, failed.pk])
-        finally:
-            connection.close()  # the thread's own
-
     # When a worker sends the batch
     started = time.monotonic()
-    sender = threading.Thread(target=send)
-    sender.start()
+    sender = sending_started([theirs, delivered, failed])
     while ours.count() < 2 and sender.is_alive():
         time.sleep(0.02)
     seen_after = time.monotonic() - started
@@ -174,15 +181,8 @@ def test_a_batch_on_one_lane_records_each_answer_as_it_comes_not_once_the_lane_e
     ours = [record(owner, steady.url) for _ in range(6)]
     done = DeliveryAttempt.objects.filter(delivery__in=ours, finished_at__isnull=False)
 
-    def send() -> None:
-        try:
-            attempts.deliveries_attempt(delivery_ids=[delivery.pk for delivery in ours])
-        finally:
-            connection.close()  # the thread's own
-
     # When a worker sends it
-    sender = threading.Thread(target=send)
-    sender.start()
+    sender = sending_started(ours)
     while not done.exists() and sender.is_alive():
         time.sleep(0.02)
     sent_by_then = len(steady.received)
@@ -426,14 +426,7 @@ def test_a_lane_sending_quick_attempts_is_waited_for_by_other_processes_lanes(
     receiver = make_receiver(*[Reply(delay_seconds=0.05)] * 20)
     deliveries = [record(owner, receiver.url) for _ in range(20)]
 
-    def send() -> None:
-        try:
-            attempts.deliveries_attempt(delivery_ids=[d.pk for d in deliveries])
-        finally:
-            connection.close()  # the thread's own
-
-    sender = threading.Thread(target=send)
-    sender.start()
+    sender = sending_started(deliveries)
 
     # When another process's lane asks for the place once the lane has held it a while
     time.sleep(sending.SLOW_ATTEMPT_SECONDS + 0.2)
